@@ -1,0 +1,28 @@
+//! `odradek-log`: the checksummed segment log that is both a partition's data and its Raft log.
+//!
+//! See `../shared/DESIGN.md` ("The segment log"). Everything on disk goes through [`Disk`]:
+//! [`FsDisk`] in production, [`SimDisk`] (power-loss model, seeded faults) in tests and the
+//! simulator. The log stores entries ([`Entry`]) whose payloads (record batches) it never looks
+//! into; [`SegmentLog`] verifies every checksum on open and on read, cuts off a torn tail and
+//! reports anything else as [`Error::Corruption`]. [`HardStateFile`] keeps Raft's term, vote and
+//! commit in two checksummed slots.
+
+mod disk;
+mod entry;
+mod error;
+mod fs_disk;
+mod hard_state;
+mod log;
+mod recovery;
+mod segment;
+mod sim_disk;
+
+pub use disk::{disk_full_error, is_disk_full, Disk, DiskFile, OpenMode};
+pub use entry::{decode_entry, Entry, EntryHeader, EntryKind, ENTRY_HEADER_BYTES, ENTRY_PAYLOAD_BYTES_MAX};
+pub use error::{Error, Result};
+pub use fs_disk::FsDisk;
+pub use hard_state::{HardState, HardStateFile, SLOT_STRIDE_BYTES};
+pub use log::{LogConfig, RetentionReport, SegmentLog};
+pub use recovery::{RecoveryReport, TornTail};
+pub use segment::{index_file_name, segment_file_name, SEGMENT_HEADER_BYTES};
+pub use sim_disk::{CrashMode, LatencyConfig, SimDisk, SimDiskStats};

@@ -1,0 +1,550 @@
+//! The segment log of one partition replica (or one Raft group): append, sync, read by index
+//! or offset, suffix truncation for Raft conflicts, retention, reset for snapshot installs.
+//!
+//! Invariants kept here (asserted on every append and checked again by recovery):
+//! - indices are dense: `first_index ..= last_index`, each entry's index = previous + 1;
+//! - offsets are dense: each entry's `base_offset` = previous entry's `offset_next`;
+//! - terms never decrease along the log;
+//! - an entry is durable iff its index <= `synced_index` (only `sync` advances it, and a
+//!   sealed segment is fsynced before the next one exists).
+//!
+//! Cost sketch: an append is one positional write per touched segment (one buffer encoded for
+//! the whole batch), a sync one fdatasync per dirty segment. Reads pull 256 KiB chunks and verify
+//! every checksum. Memory per segment: a sparse index point per `index_interval_bytes` (24 B
+//! per 4 KiB by default), plus one (first index, term) pair per term change in the log, plus a
+//! bounded cache of the newest entries for Raft's synchronous `Storage` reads.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+
+use crate::disk::{Disk, DiskFile, OpenMode};
+use crate::entry::{Entry, EntryKind, ENTRY_PAYLOAD_BYTES_MAX};
+use crate::error::{io_error, Error, Result};
+use crate::recovery::{self, write_index_file, RecoveryReport, RESET_COMMITTED_FILE, RESET_PENDING_FILE};
+use crate::segment::{create_segment, encode_index, EntryCursor, Segment, SegmentStart};
+
+/// Tunables of one log. Defaults follow Kafka's where they exist.
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    /// Roll to a new segment before one would grow past this.
+    pub segment_bytes_max: u64,
+    /// Roll to a new segment once the active one is this old (ms since its first entry).
+    pub segment_age_ms_max: i64,
+    /// One sparse index point per this many bytes of entries.
+    pub index_interval_bytes: u64,
+    /// Retention by size: delete oldest segments while the rest still hold this much.
+    pub retention_bytes: Option<u64>,
+    /// Retention by age: delete segments whose newest record is older than this.
+    pub retention_ms: Option<i64>,
+    /// The newest entries kept in memory for synchronous reads (Raft's `Storage`).
+    pub cache_bytes_max: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> LogConfig {
+        LogConfig {
+            segment_bytes_max: 128 * 1024 * 1024,
+            segment_age_ms_max: 7 * 24 * 3600 * 1000,
+            index_interval_bytes: 4096,
+            retention_bytes: None,
+            retention_ms: Some(7 * 24 * 3600 * 1000),
+            cache_bytes_max: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// What one retention pass removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    pub segments_deleted: usize,
+    pub bytes_deleted: u64,
+}
+
+/// A replica's log: a directory of segments.
+pub struct SegmentLog<D: Disk> {
+    disk: D,
+    dir: PathBuf,
+    config: LogConfig,
+    /// Oldest first; never empty; only the last one takes appends.
+    segments: Vec<Segment<D::File>>,
+    /// (first index, term) of each run of equal terms, covering first_index ..= last_index.
+    terms: Vec<(u64, u64)>,
+    cache: VecDeque<Entry>,
+    cache_bytes: usize,
+    synced_index: u64,
+    /// Set by any failed write or fsync: what is durable is unknown until reopened.
+    poisoned: bool,
+}
+
+impl<D: Disk> SegmentLog<D> {
+    /// Opens (or creates, starting at index 1 and offset 0) the log in `dir`, verifying every
+    /// entry. `now_ms` starts the age of the active segment.
+    pub async fn open(disk: D, dir: impl AsRef<Path>, config: LogConfig, now_ms: i64) -> Result<(SegmentLog<D>, RecoveryReport)> {
+        assert!(config.segment_bytes_max > 0 && config.index_interval_bytes > 0);
+        let dir = dir.as_ref().to_path_buf();
+        let (mut segments, report) = recovery::recover(&disk, &dir, config.index_interval_bytes, now_ms).await?;
+        if segments.is_empty() {
+            let start = SegmentStart { first_index: 1, first_offset: 0, prev_term: 0 };
+            segments.push(create_segment(&disk, &dir, start, now_ms).await?);
+        }
+        let mut log = SegmentLog {
+            disk,
+            dir,
+            config,
+            segments,
+            terms: Vec::new(),
+            cache: VecDeque::new(),
+            cache_bytes: 0,
+            synced_index: 0,
+            poisoned: false,
+        };
+        log.rebuild_terms().await?;
+        // After a process crash the page cache may still hold unsynced bytes that recovery
+        // read back; make them durable before reporting them as synced (sealed segments were
+        // fsynced when they rolled).
+        log.segments.last_mut().expect("a log always has a segment").dirty = true;
+        log.sync().await?;
+        Ok((log, report))
+    }
+
+    /// Term runs come from one header-only pass; recovery has verified the bytes already.
+    async fn rebuild_terms(&mut self) -> Result<()> {
+        self.terms.clear();
+        for segment in &self.segments {
+            let mut cursor = EntryCursor::new(crate::segment::SEGMENT_HEADER_BYTES, segment.start.first_index, segment.bytes);
+            while let Some((_, header, _)) = cursor.next(&segment.file, &segment.path, false).await? {
+                if self.terms.last().map(|&(_, term)| term) != Some(header.term) {
+                    self.terms.push((header.index, header.term));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// Changes the tunables (e.g. a topic's retention altered at run time); they apply from
+    /// the next append or retention pass.
+    pub fn set_config(&mut self, config: LogConfig) {
+        assert!(config.segment_bytes_max > 0 && config.index_interval_bytes > 0);
+        self.config = config;
+    }
+
+    /// The first index present (`last_index + 1` when the log is empty).
+    pub fn first_index(&self) -> u64 {
+        self.segments[0].start.first_index
+    }
+
+    /// The last index present (`first_index - 1` when the log is empty).
+    pub fn last_index(&self) -> u64 {
+        self.active().last_index
+    }
+
+    /// Term of the last entry (or of `first_index - 1` when empty).
+    pub fn last_term(&self) -> u64 {
+        self.active().last_term
+    }
+
+    /// Offset of the first record still in the log.
+    pub fn start_offset(&self) -> u64 {
+        self.segments[0].start.first_offset
+    }
+
+    /// The offset the next record will take.
+    pub fn next_offset(&self) -> u64 {
+        self.active().offset_next
+    }
+
+    /// Term of the entry just below the log start (0 when the log starts at index 1).
+    pub fn prev_term(&self) -> u64 {
+        self.segments[0].start.prev_term
+    }
+
+    /// The last index known durable (fsynced).
+    pub fn synced_index(&self) -> u64 {
+        self.synced_index
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Total bytes of all segment files.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.bytes).sum()
+    }
+
+    fn active(&self) -> &Segment<D::File> {
+        self.segments.last().expect("a log always has a segment")
+    }
+
+    /// The term of `index`, for `first_index - 1 ..= last_index`.
+    pub fn term(&self, index: u64) -> Option<u64> {
+        if index + 1 == self.first_index() {
+            return Some(self.prev_term());
+        }
+        if index < self.first_index() || index > self.last_index() {
+            return None;
+        }
+        let at = self.terms.partition_point(|&(first, _)| first <= index);
+        assert!(at > 0, "term runs cover the log");
+        Some(self.terms[at - 1].1)
+    }
+
+    fn check_usable(&self) -> Result<()> {
+        if self.poisoned {
+            return Err(Error::Poisoned { path: self.dir.clone() });
+        }
+        Ok(())
+    }
+
+    /// Checks that `entries` continue the log and follow the format rules.
+    fn check_sequence(&self, entries: &[Entry]) -> Result<()> {
+        let (mut index, mut offset, mut term) = (self.last_index(), self.next_offset(), self.last_term());
+        for entry in entries {
+            if entry.index != index + 1 || entry.base_offset != offset || entry.term < term {
+                return Err(Error::OutOfSequence {
+                    expected_index: index + 1,
+                    expected_offset: offset,
+                    term_min: term,
+                    index: entry.index,
+                    offset: entry.base_offset,
+                    term: entry.term,
+                });
+            }
+            let invalid = |detail: String| Err(Error::InvalidEntry { index: entry.index, detail });
+            if entry.payload.len() > ENTRY_PAYLOAD_BYTES_MAX {
+                return invalid(format!("payload of {} bytes exceeds {ENTRY_PAYLOAD_BYTES_MAX}", entry.payload.len()));
+            }
+            if (entry.kind == EntryKind::Data) != (entry.record_count > 0) {
+                return invalid("data entries and only data entries hold records".into());
+            }
+            (index, offset, term) = (entry.index, entry.offset_next(), entry.term);
+        }
+        Ok(())
+    }
+
+    /// Appends entries (visible to reads at once, durable after [`SegmentLog::sync`]). Rolls
+    /// to a new segment by size or age (`now_ms`). The whole batch is checked before any byte
+    /// is written, so a refused batch changes nothing.
+    pub async fn append(&mut self, entries: &[Entry], now_ms: i64) -> Result<()> {
+        self.check_usable()?;
+        self.check_sequence(entries)?;
+        let mut buffer: Vec<u8> = Vec::new();
+        let mut buffer_position = self.active().bytes;
+        for entry in entries {
+            if self.should_roll(entry, now_ms) {
+                self.write_active(std::mem::take(&mut buffer), buffer_position).await?;
+                self.roll(now_ms).await?;
+                buffer_position = self.active().bytes;
+            }
+            let position = self.active().bytes;
+            let segment = self.segments.last_mut().expect("a log always has a segment");
+            if segment.is_empty() {
+                segment.created_ms = now_ms;
+            }
+            entry.encode_into(&mut buffer);
+            let header = crate::entry::EntryHeader::parse(&buffer[buffer.len() - entry.encoded_bytes()..]).expect("just encoded");
+            segment.note_entry(&header, position, self.config.index_interval_bytes);
+            if self.terms.last().map(|&(_, term)| term) != Some(entry.term) {
+                self.terms.push((entry.index, entry.term));
+            }
+            self.cache_push(entry.clone());
+        }
+        self.write_active(buffer, buffer_position).await
+    }
+
+    /// `segment.bytes` already counts the entries buffered but not yet written.
+    fn should_roll(&self, entry: &Entry, now_ms: i64) -> bool {
+        let segment = self.active();
+        !segment.is_empty()
+            && (segment.bytes + entry.encoded_bytes() as u64 > self.config.segment_bytes_max
+                || now_ms.saturating_sub(segment.created_ms) >= self.config.segment_age_ms_max)
+    }
+
+    async fn write_active(&mut self, buffer: Vec<u8>, position: u64) -> Result<()> {
+        if buffer.is_empty() {
+            return Ok(());
+        }
+        let segment = self.segments.last_mut().expect("a log always has a segment");
+        assert_eq!(position + buffer.len() as u64, segment.bytes);
+        segment.dirty = true;
+        if let Err(source) = segment.file.write_at(position, Bytes::from(buffer)).await {
+            self.poisoned = true;
+            return Err(Error::Io { path: segment.path.clone(), source });
+        }
+        Ok(())
+    }
+
+    /// Seals the active segment (fsynced, index written) and starts a new one after it.
+    async fn roll(&mut self, now_ms: i64) -> Result<()> {
+        self.sync_segments().await?;
+        let segment = self.active();
+        let index_path = segment.index_path();
+        let index_contents = encode_index(&segment.points);
+        let start = SegmentStart { first_index: segment.last_index + 1, first_offset: segment.offset_next, prev_term: segment.last_term };
+        write_index_file(&self.disk, &index_path, index_contents).await?;
+        let created = create_segment(&self.disk, &self.dir, start, now_ms).await;
+        let segment = created.inspect_err(|_| self.poisoned = true)?;
+        self.segments.push(segment);
+        Ok(())
+    }
+
+    /// Makes every appended entry durable: one fdatasync per dirty segment.
+    pub async fn sync(&mut self) -> Result<()> {
+        self.check_usable()?;
+        self.sync_segments().await?;
+        self.synced_index = self.last_index();
+        Ok(())
+    }
+
+    async fn sync_segments(&mut self) -> Result<()> {
+        for segment in self.segments.iter_mut().filter(|s| s.dirty) {
+            if let Err(source) = segment.file.sync_data().await {
+                // fsyncgate: never retry; what is durable is unknown until reopened.
+                self.poisoned = true;
+                return Err(Error::Io { path: segment.path.clone(), source });
+            }
+            segment.dirty = false;
+        }
+        Ok(())
+    }
+
+    fn cache_push(&mut self, entry: Entry) {
+        self.cache_bytes += entry.encoded_bytes();
+        self.cache.push_back(entry);
+        while self.cache_bytes > self.config.cache_bytes_max {
+            let old = self.cache.pop_front().expect("cache holds bytes");
+            self.cache_bytes -= old.encoded_bytes();
+        }
+    }
+
+    /// Entries `low .. high` from the in-memory cache of the newest entries, at most
+    /// `bytes_max` (but at least one); `None` when the cache does not hold them all.
+    pub fn entries_cached(&self, low: u64, high: u64, bytes_max: u64) -> Option<Vec<Entry>> {
+        let first = self.cache.front()?.index;
+        if low < first || high > self.last_index() + 1 || low >= high {
+            return None;
+        }
+        let skip = (low - first) as usize;
+        Some(take_within(self.cache.iter().skip(skip).take((high - low) as usize).cloned(), bytes_max))
+    }
+
+    /// Entries `low .. high` (by index), at most `bytes_max` of them (but at least one).
+    pub async fn read(&self, low: u64, high: u64, bytes_max: u64) -> Result<Vec<Entry>> {
+        self.check_usable()?;
+        if low < self.first_index() {
+            return Err(Error::Compacted { index: low, first_index: self.first_index() });
+        }
+        if high > self.last_index() + 1 {
+            return Err(Error::Unavailable { index: high - 1, last_index: self.last_index() });
+        }
+        if low >= high {
+            return Ok(Vec::new());
+        }
+        if let Some(entries) = self.entries_cached(low, high, bytes_max) {
+            return Ok(entries);
+        }
+        let mut out = Vec::new();
+        let mut bytes = 0u64;
+        let at = self.segments.partition_point(|s| s.start.first_index <= low) - 1;
+        for segment in &self.segments[at..] {
+            let (position, index) = segment.position_for_index(low.max(segment.start.first_index));
+            let mut cursor = EntryCursor::new(position, index, segment.bytes);
+            while let Some((_, header, payload)) = cursor.next(&segment.file, &segment.path, true).await? {
+                if header.index < low {
+                    continue;
+                }
+                if header.index >= high || (!out.is_empty() && bytes + header.encoded_bytes() as u64 > bytes_max) {
+                    return Ok(out);
+                }
+                bytes += header.encoded_bytes() as u64;
+                out.push(header.into_entry(payload));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Data entries holding records at or after `offset`, starting with the one that holds
+    /// `offset`, never past index `index_max` (the caller's commit bound), at most `bytes_max`
+    /// (but at least one entry when any is available).
+    pub async fn read_offsets(&self, offset: u64, bytes_max: u64, index_max: u64) -> Result<Vec<Entry>> {
+        self.check_usable()?;
+        if offset < self.start_offset() {
+            return Err(Error::OffsetBelowStart { offset, start_offset: self.start_offset() });
+        }
+        let mut out = Vec::new();
+        if offset >= self.next_offset() {
+            return Ok(out);
+        }
+        let mut bytes = 0u64;
+        let at = self.segments.partition_point(|s| s.start.first_offset <= offset) - 1;
+        for segment in &self.segments[at..] {
+            let (position, index) = segment.position_for_offset(offset);
+            let mut cursor = EntryCursor::new(position, index, segment.bytes);
+            while let Some((_, header, payload)) = cursor.next(&segment.file, &segment.path, true).await? {
+                if header.index > index_max {
+                    return Ok(out);
+                }
+                if header.kind != EntryKind::Data || header.offset_next() <= offset {
+                    continue;
+                }
+                if !out.is_empty() && bytes + header.encoded_bytes() as u64 > bytes_max {
+                    return Ok(out);
+                }
+                bytes += header.encoded_bytes() as u64;
+                out.push(header.into_entry(payload));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes every entry at or after `from_index` (a Raft conflict), durably before it
+    /// returns. The caller guarantees no removed entry is committed.
+    pub async fn truncate_suffix(&mut self, from_index: u64) -> Result<()> {
+        self.check_usable()?;
+        if from_index < self.first_index() {
+            return Err(Error::Compacted { index: from_index, first_index: self.first_index() });
+        }
+        if from_index > self.last_index() {
+            return Ok(());
+        }
+        // Newest segments first, so a crash part-way leaves a valid (longer) log.
+        while self.segments.len() > 1 && self.active().start.first_index >= from_index {
+            let segment = self.segments.pop().expect("more than one segment");
+            let path = segment.path.clone();
+            drop(segment);
+            self.remove_durably(&[path]).await?;
+        }
+        let interval = self.config.index_interval_bytes;
+        let segment = self.segments.last_mut().expect("a log always has a segment");
+        let keep_bytes = segment.truncate_to(from_index - 1, interval).await?;
+        let truncated = async {
+            segment.file.set_len(keep_bytes).await?;
+            segment.file.sync_data().await
+        };
+        if let Err(source) = truncated.await {
+            self.poisoned = true;
+            return Err(Error::Io { path: self.active().path.clone(), source });
+        }
+        // The now-active segment may have been sealed before: its index file is stale.
+        let index_path = self.active().index_path();
+        if self.disk.open(&index_path, OpenMode::Existing).await.is_ok() {
+            self.remove_durably(&[index_path]).await?;
+        }
+        self.terms.truncate(self.terms.partition_point(|&(first, _)| first < from_index));
+        while self.cache.back().is_some_and(|e| e.index >= from_index) {
+            let entry = self.cache.pop_back().expect("checked");
+            self.cache_bytes -= entry.encoded_bytes();
+        }
+        self.synced_index = self.synced_index.min(self.last_index());
+        assert_eq!(self.last_index(), from_index - 1);
+        Ok(())
+    }
+
+    async fn remove_durably(&mut self, paths: &[PathBuf]) -> Result<()> {
+        for path in paths {
+            if let Err(source) = self.disk.remove_file(path).await {
+                if source.kind() != std::io::ErrorKind::NotFound {
+                    return Err(Error::Io { path: path.clone(), source });
+                }
+            }
+        }
+        self.disk.sync_dir(&self.dir).await.map_err(io_error(&self.dir))
+    }
+
+    /// Deletes whole sealed segments, oldest first, that fall out of retention by age (newest
+    /// record older than `retention_ms` before `now_ms`) or by size (the rest still hold
+    /// `retention_bytes`). Never deletes the active segment, nor a segment with any entry at or
+    /// above `index_bound` (the caller passes its commit / apply bound).
+    pub async fn enforce_retention(&mut self, now_ms: i64, index_bound: u64) -> Result<RetentionReport> {
+        self.check_usable()?;
+        let mut report = RetentionReport::default();
+        let mut size = self.size_bytes();
+        while self.segments.len() > 1 {
+            let oldest = &self.segments[0];
+            if oldest.last_index >= index_bound {
+                break;
+            }
+            let by_age = self.config.retention_ms.is_some_and(|ms| oldest.timestamp_max < now_ms.saturating_sub(ms));
+            let by_size = self.config.retention_bytes.is_some_and(|bytes| size - oldest.bytes >= bytes);
+            if !by_age && !by_size {
+                break;
+            }
+            let segment = self.segments.remove(0);
+            size -= segment.bytes;
+            report.segments_deleted += 1;
+            report.bytes_deleted += segment.bytes;
+            let paths = [segment.path.clone(), segment.index_path()];
+            drop(segment);
+            self.remove_durably(&paths).await?;
+        }
+        let first = self.first_index();
+        let keep_from = self.terms.partition_point(|&(start, _)| start <= first).saturating_sub(1);
+        self.terms.drain(..keep_from);
+        while self.cache.front().is_some_and(|e| e.index < first) {
+            let entry = self.cache.pop_front().expect("checked");
+            self.cache_bytes -= entry.encoded_bytes();
+        }
+        Ok(report)
+    }
+
+    /// Replaces the whole log with an empty one that starts at `start` (a follower installing
+    /// a snapshot that is past its log). Crash-safe: the new first segment is written under a
+    /// pending name, renamed to its committed name (the commit point), then the old segments
+    /// are removed and it moves into place; recovery finishes or discards an interrupted reset.
+    pub async fn reset(&mut self, first_index: u64, first_offset: u64, prev_term: u64, now_ms: i64) -> Result<()> {
+        self.check_usable()?;
+        assert!(first_index >= 1);
+        let start = SegmentStart { first_index, first_offset, prev_term };
+        let pending = self.dir.join(RESET_PENDING_FILE);
+        let committed = self.dir.join(RESET_COMMITTED_FILE);
+        let staged = async {
+            let file = self.disk.open(&pending, OpenMode::CreateOrOpen).await?;
+            file.set_len(0).await?;
+            file.write_at(0, Bytes::from(start.encode())).await?;
+            file.sync_data().await?;
+            self.disk.sync_dir(&self.dir).await?;
+            self.disk.rename(&pending, &committed).await?;
+            self.disk.sync_dir(&self.dir).await
+        };
+        if let Err(source) = staged.await {
+            self.poisoned = true;
+            return Err(Error::Io { path: pending, source });
+        }
+        self.segments.clear();
+        self.cache.clear();
+        self.cache_bytes = 0;
+        let (segments, _) = recovery::recover(&self.disk, &self.dir, self.config.index_interval_bytes, now_ms)
+            .await
+            .inspect_err(|_| self.poisoned = true)?;
+        assert_eq!(segments.len(), 1);
+        assert_eq!(segments[0].start, start);
+        self.segments = segments;
+        self.terms.clear();
+        self.synced_index = self.last_index();
+        Ok(())
+    }
+}
+
+/// Takes entries until `bytes_max` would be exceeded, but always at least one.
+fn take_within(entries: impl Iterator<Item = Entry>, bytes_max: u64) -> Vec<Entry> {
+    let mut out = Vec::new();
+    let mut bytes = 0u64;
+    for entry in entries {
+        if !out.is_empty() && bytes + entry.encoded_bytes() as u64 > bytes_max {
+            break;
+        }
+        bytes += entry.encoded_bytes() as u64;
+        out.push(entry);
+    }
+    out
+}
