@@ -1,4 +1,6 @@
-//! `odradek-client`: wire protocol, record batches, producer, consumer and admin.
+//! `odradek-client`: the client side of Odradek.
 //!
-//! Not built yet (issue "Brokers, wire protocol, Rust client and CLI"). This crate intentionally
-//! exports nothing until it does.
+//! Only the record-batch codec (`batch`) exists so far: the RecordBatch v2 format that producers
+//! build, brokers validate and consumers read.
+
+pub mod batch;
