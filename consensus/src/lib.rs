@@ -4,8 +4,11 @@
 //! - [`transport`]: the network seam of the node driver (batches of raft messages per peer),
 //!   its TCP implementation and an in-memory network for deterministic tests.
 //! - [`proto`]: protobuf types generated from `proto/*.proto` by `build.rs`.
-//!
-//! The raft storage over the segment log and the node driver are in progress.
+//! - [`storage`]: raft-rs `Storage` over the segment log (the sync view raft reads, the async
+//!   store the driver owns) and the raft entry <-> log entry mapping.
+//! - [`conf_state_file`]: the durable, two-slot raft configuration of a group.
+//! - [`node`]: the driver hosting many groups in one loop (group commit, persist before send),
+//!   proposals with definite/indefinite outcomes, and the [`Apply`] interface.
 
 pub mod proto {
     //! Protobuf types generated at build time from `proto/*.proto` (pure-Rust codegen).
@@ -14,4 +17,11 @@ pub mod proto {
 
 pub mod transport;
 
+pub mod conf_state_file;
+pub mod node;
+pub mod storage;
+
+pub use conf_state_file::{ConfStateError, ConfStateFile};
+pub use node::{Apply, Committed, GroupStatus, Node, NodeConfig, NodeError, NodeHandle, NodeStats, Proposal, ProposeError};
+pub use storage::{EntryMeta, GroupStorage, GroupStore, StorageFault};
 pub use transport::{GroupId, Inbound, LocalNetwork, LocalTransport, NodeId, TcpTransport, Transport, TransportError, TransportStats};

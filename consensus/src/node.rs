@@ -1,0 +1,856 @@
+//! The node driver: every raft group this node hosts (group 0 = metadata, one per partition),
+//! driven by one loop that owns them all.
+//!
+//! The driver is a state machine the caller drives: [`Node::tick`] advances raft's logical
+//! clock, [`Node::propose`] queues a proposal, and [`Node::round`] does one round of work. In
+//! production [`Node::run`] (module `handle`) calls them from a `select!` over a tick interval,
+//! the inbox and a command queue fed by [`NodeHandle`]s; a deterministic test calls them from a
+//! seeded scheduler (see `tests/cluster.rs`).
+//!
+//! One round:
+//! 1. step the inbound batches waiting in the inbox (at most `INBOUND_BATCHES_PER_ROUND_MAX`);
+//! 2. take a `Ready` from every group that has one; append its entries to the group's log
+//!    (truncating a conflicting suffix), install a snapshot if any;
+//! 3. fsync every dirty log once (group commit), then save the hard states whose term or vote
+//!    changed, and those whose saved commit lags too far (see below);
+//! 4. only now collect outbound messages (the ready's, the persisted ones, and those of the
+//!    `LightReady` after `advance`), apply committed entries, and `advance`;
+//! 5. serve asynchronous log fetches raft asked for (`on_entries_fetched`);
+//! 6. send everything, one batch per destination node.
+//!
+//! Invariants kept here:
+//! - R6 persist before send: no message leaves before the fsync of the round that produced
+//!   it and the save of any term/vote it depends on. Every message of a round is sent in step
+//!   6, after step 3, so this holds even for the ones raft would allow earlier.
+//! - The persisted commit index is lazily saved, never above the applied index at the end of
+//!   the previous round: every conf change at or below it is in the conf-state file, so a
+//!   restart rebuilds the configuration without replaying config entries (they may be gone to
+//!   retention). It lags the applied index by less than `COMMIT_PERSIST_LAG_MAX` entries after
+//!   each round, which bounds what a restart must load into the entry cache.
+//! - Retention ([`Node::enforce_retention`]) deletes only below the persisted commit; a
+//!   follower that needs deleted entries gets a metadata snapshot (log start index, term and
+//!   next offset) and resets its log to it, persisting the snapshot index as its commit.
+//! - Committed entries reach the [`Apply`] sink in index order, each once per incarnation; a
+//!   restart replays from the state machine's applied index (given at `create_group`).
+//!
+//! Proposals: a proposal refused by raft (not leader, transfer in progress, too many
+//! uncommitted bytes) fails definitely at once. Once accepted it resolves on commit: success
+//! when the committed entry at its index has its term, a definite failure when another entry was
+//! committed there; it fails *indefinitely* if this node loses leadership first (the entry may
+//! still commit under a later leader) and definitely if the group is removed before any ready
+//! carried it (it never left memory).
+//!
+//! Election timeouts: with `NodeConfig::election_seed` the driver redraws every reset timeout
+//! from its own seeded generator, so a seeded schedule replays exactly.
+//!
+//! Cost sketch: per round, one fdatasync per dirty log (all groups' entries of the round share
+//! it) plus one hard-state fsync per group whose term or vote changed (elections only) or
+//! whose commit moved `COMMIT_PERSIST_LAG_MAX` entries; one `send` per peer. CPU is raft's own
+//! work plus one conversion per appended entry.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use odradek_log::{Disk, EntryKind, LogConfig, ENTRY_PAYLOAD_BYTES_MAX};
+use raft::eraftpb::{ConfChangeV2, ConfState, Entry as RaftEntry, EntryType, HardState as RaftHardState, Message};
+use raft::{RawNode, StateRole};
+use tokio::sync::{mpsc, oneshot};
+
+mod handle;
+
+pub use handle::{Command, NodeHandle, COMMANDS_PER_ROUND_MAX, COMMAND_QUEUE_MAX};
+
+use crate::storage::{decode_conf_change, EntryMeta, GroupStorage, GroupStore, StorageFault, LOG_READ_BYTES_MAX};
+use crate::transport::{GroupId, Inbound, NodeId, Transport};
+
+/// Inbound batches stepped per round; the rest wait in the (bounded) inbox for the next one.
+pub const INBOUND_BATCHES_PER_ROUND_MAX: usize = 1024;
+/// Proposals waiting for commit per group before new ones are refused (definitely).
+pub const PROPOSALS_PENDING_MAX: usize = 4096;
+/// A commit-only hard-state change is saved once raft's commit is this far past the saved one.
+pub const COMMIT_PERSIST_LAG_MAX: u64 = 1024;
+/// Groups one node hosts.
+pub const GROUPS_MAX: usize = 100_000;
+/// raft's `max_size_per_msg`: bytes of entries per append message.
+pub const RAFT_MESSAGE_BYTES_MAX: u64 = 1024 * 1024;
+/// raft's `max_inflight_msgs`: append messages in flight per follower.
+pub const RAFT_INFLIGHT_MESSAGES_MAX: usize = 256;
+/// raft's `max_uncommitted_size`: proposals beyond this many uncommitted bytes are refused.
+pub const RAFT_UNCOMMITTED_BYTES_MAX: u64 = 64 * 1024 * 1024;
+
+/// How a node runs its groups.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub node_id: NodeId,
+    /// Each group lives in `<data_dir>/<group id>/`.
+    pub data_dir: PathBuf,
+    pub log_config: LogConfig,
+    /// Ticks without a leader before a follower campaigns (raft's `election_tick`).
+    pub election_tick: usize,
+    pub heartbeat_tick: usize,
+    /// `None`: raft randomizes each election timeout in `[election_tick, 2 * election_tick)`
+    /// from `rand`'s thread RNG. `Some(seed)`: the driver redraws every reset timeout in that
+    /// range from its own generator seeded with this and the node id (before raft's draw can
+    /// matter: the next tick), so a test schedule replays exactly. A fixed timeout per node
+    /// would not do: two nodes with equal timeouts split every vote in lockstep forever.
+    pub election_seed: Option<u64>,
+    /// Planted bug (test builds with the `planted-bugs` feature only): send every message of a
+    /// round before the round's fsync, breaking R6, to show the property tests catch it.
+    #[cfg(feature = "planted-bugs")]
+    pub planted_send_before_persist: bool,
+}
+
+impl NodeConfig {
+    pub fn new(node_id: NodeId, data_dir: impl Into<PathBuf>) -> NodeConfig {
+        NodeConfig {
+            node_id,
+            data_dir: data_dir.into(),
+            log_config: LogConfig::default(),
+            election_tick: 10,
+            heartbeat_tick: 2,
+            election_seed: None,
+            #[cfg(feature = "planted-bugs")]
+            planted_send_before_persist: false,
+        }
+    }
+}
+
+/// Errors of the driver. Storage faults are fatal for the node (fsyncgate).
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("group {group}: storage: {source}")]
+    Storage {
+        group: GroupId,
+        #[source]
+        source: StorageFault,
+    },
+    #[error("group {group}: raft: {source}")]
+    Raft {
+        group: GroupId,
+        #[source]
+        source: raft::Error,
+    },
+    #[error("group {0} already exists on this node")]
+    GroupExists(GroupId),
+    #[error("group {0} is not hosted on this node")]
+    GroupUnknown(GroupId),
+    #[error("this node already hosts GROUPS_MAX ({GROUPS_MAX}) groups")]
+    TooManyGroups,
+    #[error("the node task has stopped")]
+    Stopped,
+}
+
+/// Why a proposal did not commit. See [`ProposeError::is_definite`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProposeError {
+    /// Definite: this node is not the group's leader (`leader` is a hint, 0 if unknown).
+    #[error("not the leader of group {group} (leader hint {leader})")]
+    NotLeader { group: GroupId, leader: NodeId },
+    /// Definite: the group is not hosted here.
+    #[error("group {0} is not hosted on this node")]
+    GroupUnknown(GroupId),
+    /// Definite: too many proposals pending, or raft refused it (uncommitted bytes limit,
+    /// leader transfer in progress).
+    #[error("group {group} is busy: {reason}")]
+    Busy { group: GroupId, reason: String },
+    /// Definite: the proposal breaks a format rule (a data entry without records, a payload
+    /// over `ENTRY_PAYLOAD_BYTES_MAX`).
+    #[error("group {group}: invalid proposal: {reason}")]
+    Invalid { group: GroupId, reason: String },
+    /// Definite: the group was removed before the proposal left memory.
+    #[error("group {0} stopped before the proposal was appended")]
+    Stopped(GroupId),
+    /// Definite: another entry was committed at the proposal's index.
+    #[error("group {group}: index {index} committed another entry")]
+    Superseded { group: GroupId, index: u64 },
+    /// Indefinite: appended, then leadership was lost before commit; it may still commit.
+    #[error("group {group}: leadership lost before index {index} committed; outcome unknown")]
+    LeadershipLost { group: GroupId, index: u64 },
+    /// Indefinite: the group was removed after the proposal was appended (or sent).
+    #[error("group {group} stopped after index {index} was appended; outcome unknown")]
+    StoppedAfterAppend { group: GroupId, index: u64 },
+    /// Indefinite: the node stopped (crash, shutdown) while the proposal was open.
+    #[error("the node stopped while the proposal was open; outcome unknown")]
+    NodeStopped,
+}
+
+impl ProposeError {
+    /// True when the entry certainly was not and will not be committed.
+    pub fn is_definite(&self) -> bool {
+        !matches!(self, ProposeError::LeadershipLost { .. } | ProposeError::StoppedAfterAppend { .. } | ProposeError::NodeStopped)
+    }
+}
+
+/// The outcome of a proposal: resolves with `(index, term)` once committed.
+#[derive(Debug)]
+pub struct Proposal {
+    state: ProposalState,
+}
+
+#[derive(Debug)]
+enum ProposalState {
+    Waiting(oneshot::Receiver<Result<(u64, u64), ProposeError>>),
+    Failed(ProposeError),
+    Done,
+}
+
+/// A dropped sender means the node itself went away (crash, shutdown) with the proposal open.
+fn node_gone<T>(outcome: Result<Result<T, ProposeError>, oneshot::error::RecvError>) -> Result<T, ProposeError> {
+    outcome.unwrap_or(Err(ProposeError::NodeStopped))
+}
+
+impl Proposal {
+    fn failed(error: ProposeError) -> Proposal {
+        Proposal { state: ProposalState::Failed(error) }
+    }
+
+    /// The outcome, once, when known (for schedulers that do not poll futures); `None` while
+    /// pending and after the outcome was taken.
+    pub fn try_outcome(&mut self) -> Option<Result<(u64, u64), ProposeError>> {
+        let outcome = match &mut self.state {
+            ProposalState::Done => return None,
+            ProposalState::Failed(error) => Err(error.clone()),
+            ProposalState::Waiting(receiver) => match receiver.try_recv() {
+                Ok(outcome) => outcome,
+                Err(oneshot::error::TryRecvError::Empty) => return None,
+                Err(oneshot::error::TryRecvError::Closed) => Err(ProposeError::NodeStopped),
+            },
+        };
+        self.state = ProposalState::Done;
+        Some(outcome)
+    }
+}
+
+impl Future for Proposal {
+    type Output = Result<(u64, u64), ProposeError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let outcome = match &mut self.state {
+            ProposalState::Done => panic!("a Proposal is polled after completion"),
+            ProposalState::Failed(error) => Err(error.clone()),
+            ProposalState::Waiting(receiver) => match Pin::new(receiver).poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(outcome) => node_gone(outcome),
+            },
+        };
+        self.state = ProposalState::Done;
+        Poll::Ready(outcome)
+    }
+}
+
+/// One committed entry, as handed to the state machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed {
+    pub index: u64,
+    pub term: u64,
+    pub kind: EntryKind,
+    /// First offset of the entry's records (the next offset for entries without records).
+    pub base_offset: u64,
+    pub record_count: u32,
+    pub max_timestamp: i64,
+    /// The proposer's data (a record batch for `Data`); for `Config` the raft entry type (one
+    /// byte) followed by the encoded conf change.
+    pub payload: Bytes,
+}
+
+/// The state machine above the groups: receives committed entries in index order.
+pub trait Apply: Send {
+    /// Entries of `group`, contiguous and in order, all committed.
+    fn apply(&mut self, group: GroupId, entries: &[Committed]);
+    /// The group's log was replaced by a snapshot at `index`, next offset `offset_next`.
+    fn restore(&mut self, group: GroupId, index: u64, term: u64, offset_next: u64);
+}
+
+/// A snapshot of one group's raft state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupStatus {
+    pub role: StateRole,
+    pub leader: NodeId,
+    pub term: u64,
+    pub commit: u64,
+    pub applied: u64,
+    pub last_index: u64,
+    /// Leader only: (matched, next) index per replica.
+    pub progress: BTreeMap<NodeId, (u64, u64)>,
+}
+
+/// Counters since the node started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    pub rounds: u64,
+    /// fdatasyncs of logs (one per dirty log per round).
+    pub log_syncs: u64,
+    pub hard_state_saves: u64,
+    pub messages_sent: u64,
+    pub entries_appended: u64,
+    pub entries_committed: u64,
+    /// Asynchronous log reads served for raft (entries no longer in the cache).
+    pub log_fetches: u64,
+}
+
+struct PendingProposal {
+    term: u64,
+    /// Some ready has carried the entry (it may be on disk or on other nodes).
+    emitted: bool,
+    /// A membership change: raft may have replaced it by an empty entry at append.
+    conf_change: bool,
+    sender: oneshot::Sender<Result<(u64, u64), ProposeError>>,
+}
+
+struct Group<D: Disk> {
+    raw: RawNode<GroupStorage>,
+    store: GroupStore<D>,
+    proposals: BTreeMap<u64, PendingProposal>,
+    /// The state machine has seen entries up to here (skip re-applying at or below it).
+    state_machine_applied: u64,
+    /// Applied index at the end of the last round: every conf change up to it is in the
+    /// conf-state file, so a commit up to it may be persisted.
+    applied_durable_conf: u64,
+}
+
+/// What a round's ready left to do after the fsync.
+struct PendingReady {
+    group: GroupId,
+    ready: raft::Ready,
+}
+
+/// A node hosting many raft groups, driven by [`Node::round`].
+pub struct Node<D: Disk, T: Transport, A: Apply> {
+    config: NodeConfig,
+    disk: D,
+    transport: T,
+    inbox: mpsc::Receiver<Inbound>,
+    apply: A,
+    groups: BTreeMap<GroupId, Group<D>>,
+    logger: slog::Logger,
+    stats: NodeStats,
+    /// SplitMix64 state for election timeouts (only with `NodeConfig::election_seed`).
+    election_rng: Option<u64>,
+}
+
+fn storage_error(group: GroupId) -> impl FnOnce(StorageFault) -> NodeError {
+    move |source| NodeError::Storage { group, source }
+}
+
+fn raft_error(group: GroupId) -> impl FnOnce(raft::Error) -> NodeError {
+    move |source| NodeError::Raft { group, source }
+}
+
+impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
+    pub fn new(config: NodeConfig, disk: D, transport: T, inbox: mpsc::Receiver<Inbound>, apply: A) -> Node<D, T, A> {
+        assert_eq!(transport.node_id(), config.node_id, "transport and node disagree on the node id");
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let election_rng = config.election_seed.map(|seed| mix(seed) ^ mix(config.node_id).rotate_left(29));
+        Node { config, disk, transport, inbox, apply, groups: BTreeMap::new(), logger, stats: NodeStats::default(), election_rng }
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.config.node_id
+    }
+
+    pub fn stats(&self) -> NodeStats {
+        self.stats
+    }
+
+    pub fn apply_sink(&self) -> &A {
+        &self.apply
+    }
+
+    pub fn group_ids(&self) -> Vec<GroupId> {
+        self.groups.keys().copied().collect()
+    }
+
+    fn raft_config(&self, applied: u64) -> raft::Config {
+        raft::Config {
+            id: self.config.node_id,
+            election_tick: self.config.election_tick,
+            heartbeat_tick: self.config.heartbeat_tick,
+            applied,
+            max_size_per_msg: RAFT_MESSAGE_BYTES_MAX,
+            max_inflight_msgs: RAFT_INFLIGHT_MESSAGES_MAX,
+            max_uncommitted_size: RAFT_UNCOMMITTED_BYTES_MAX,
+            check_quorum: true,
+            pre_vote: true,
+            ..raft::Config::default()
+        }
+    }
+
+    /// Starts hosting `group`. A new group starts with `voters` as its configuration (every
+    /// replica must be created with the same list); an existing one reopens its saved state.
+    /// `state_machine_applied` is the last index the state machine has (durably) applied: the
+    /// committed entries above it are replayed from the log into [`Apply::apply`].
+    pub async fn create_group(
+        &mut self,
+        group: GroupId,
+        voters: &[NodeId],
+        state_machine_applied: u64,
+        now_ms: i64,
+    ) -> Result<(), NodeError> {
+        if self.groups.contains_key(&group) {
+            return Err(NodeError::GroupExists(group));
+        }
+        if self.groups.len() >= GROUPS_MAX {
+            return Err(NodeError::TooManyGroups);
+        }
+        let mut initial = ConfState::default();
+        initial.set_voters(voters.to_vec());
+        let dir = self.config.data_dir.join(group.to_string());
+        let store = GroupStore::open(self.disk.clone(), dir, self.config.log_config.clone(), &initial, now_ms)
+            .await
+            .map_err(storage_error(group))?;
+        let storage = store.storage();
+        let hard_state = storage.hard_state();
+        let applied = hard_state.commit.max(store.log().first_index() - 1);
+        // A state machine behind the log start restarts from the log start (the snapshot's
+        // state-machine blob is not kept yet), then replays up to raft's starting applied index.
+        let log_start = store.log().first_index() - 1;
+        if state_machine_applied < log_start {
+            self.apply.restore(group, log_start, store.log().prev_term(), store.log().start_offset());
+        }
+        let mut low = (state_machine_applied + 1).max(store.log().first_index());
+        while low <= applied {
+            let entries = store.log().read(low, applied + 1, LOG_READ_BYTES_MAX).await.map_err(|e| storage_error(group)(e.into()))?;
+            let committed: Vec<Committed> = entries.iter().map(committed_from_log).collect();
+            low = committed.last().expect("read returns at least one entry").index + 1;
+            self.apply.apply(group, &committed);
+        }
+        let raft_config = self.raft_config(applied);
+        let raw = RawNode::new(&raft_config, storage, &self.logger).map_err(raft_error(group))?;
+        let group_state = Group {
+            raw,
+            store,
+            proposals: BTreeMap::new(),
+            state_machine_applied: state_machine_applied.max(applied),
+            applied_durable_conf: applied,
+        };
+        self.groups.insert(group, group_state);
+        self.redraw_election_timeouts();
+        Ok(())
+    }
+
+    /// Stops hosting `group` (its files stay). Pending proposals fail: definitely if no ready
+    /// carried them yet, indefinitely otherwise.
+    pub fn remove_group(&mut self, group: GroupId) -> bool {
+        let Some(state) = self.groups.remove(&group) else { return false };
+        for (index, pending) in state.proposals {
+            let error = if pending.emitted { ProposeError::StoppedAfterAppend { group, index } } else { ProposeError::Stopped(group) };
+            let _ = pending.sender.send(Err(error));
+        }
+        true
+    }
+
+    /// Advances every group's logical clock by one tick.
+    pub fn tick(&mut self) {
+        for group in self.groups.values_mut() {
+            group.raw.tick();
+        }
+        self.redraw_election_timeouts();
+    }
+
+    /// With `election_seed`: replaces raft's draw for every election timer that was just reset
+    /// (elapsed 0) by one from the seeded generator. Runs after every tick and round, so the
+    /// next tick always compares against our draw.
+    fn redraw_election_timeouts(&mut self) {
+        let Some(state) = self.election_rng.as_mut() else { return };
+        let election_tick = self.config.election_tick;
+        for group in self.groups.values_mut() {
+            if group.raw.raft.election_elapsed == 0 {
+                *state = state.wrapping_add(1);
+                let spread = (mix(*state) % election_tick as u64) as usize;
+                group.raw.raft.set_randomized_election_timeout(election_tick + spread);
+            }
+        }
+    }
+
+    /// Asks `group` to start an election now (tests, leader balancing).
+    pub fn campaign(&mut self, group: GroupId) -> Result<(), NodeError> {
+        let state = self.groups.get_mut(&group).ok_or(NodeError::GroupUnknown(group))?;
+        state.raw.campaign().map_err(raft_error(group))
+    }
+
+    /// Proposes `data` to `group`. Appended and sent in the next [`Node::round`].
+    pub fn propose(&mut self, group: GroupId, data: Bytes, meta: EntryMeta) -> Proposal {
+        let Some(state) = self.groups.get_mut(&group) else { return Proposal::failed(ProposeError::GroupUnknown(group)) };
+        if let EntryMeta::Data { record_count: 0, .. } = meta {
+            return Proposal::failed(ProposeError::Invalid { group, reason: "a data entry holds at least one record".into() });
+        }
+        if data.len() > ENTRY_PAYLOAD_BYTES_MAX {
+            let reason = format!("payload of {} bytes exceeds ENTRY_PAYLOAD_BYTES_MAX ({ENTRY_PAYLOAD_BYTES_MAX})", data.len());
+            return Proposal::failed(ProposeError::Invalid { group, reason });
+        }
+        if state.raw.raft.state != StateRole::Leader {
+            return Proposal::failed(ProposeError::NotLeader { group, leader: state.raw.raft.leader_id });
+        }
+        if state.proposals.len() >= PROPOSALS_PENDING_MAX {
+            return Proposal::failed(ProposeError::Busy {
+                group,
+                reason: format!("PROPOSALS_PENDING_MAX ({PROPOSALS_PENDING_MAX}) pending"),
+            });
+        }
+        if let Err(error) = state.raw.propose(meta.encode(), data.to_vec()) {
+            return Proposal::failed(ProposeError::Busy { group, reason: error.to_string() });
+        }
+        track_proposal(group, state, false)
+    }
+
+    /// Proposes a membership change (joint consensus when it has several changes, or with
+    /// `transition` set). Resolves when the change is committed; a change raft refuses at
+    /// append (another one still pending, or an invalid transition) fails definitely, because
+    /// raft commits an empty entry in its place.
+    pub fn propose_conf_change(&mut self, group: GroupId, change: ConfChangeV2) -> Proposal {
+        let Some(state) = self.groups.get_mut(&group) else { return Proposal::failed(ProposeError::GroupUnknown(group)) };
+        if state.raw.raft.state != StateRole::Leader {
+            return Proposal::failed(ProposeError::NotLeader { group, leader: state.raw.raft.leader_id });
+        }
+        if state.proposals.len() >= PROPOSALS_PENDING_MAX {
+            let reason = format!("PROPOSALS_PENDING_MAX ({PROPOSALS_PENDING_MAX}) pending");
+            return Proposal::failed(ProposeError::Busy { group, reason });
+        }
+        if let Err(error) = state.raw.propose_conf_change(Vec::new(), change) {
+            return Proposal::failed(ProposeError::Busy { group, reason: error.to_string() });
+        }
+        track_proposal(group, state, true)
+    }
+
+    /// Asks the leader of `group` (this node) to hand leadership to `to`.
+    pub fn transfer_leader(&mut self, group: GroupId, to: NodeId) -> Result<(), NodeError> {
+        let state = self.groups.get_mut(&group).ok_or(NodeError::GroupUnknown(group))?;
+        state.raw.transfer_leader(to);
+        Ok(())
+    }
+
+    /// The configuration `group` has applied.
+    pub fn conf_state(&self, group: GroupId) -> Option<ConfState> {
+        Some(self.groups.get(&group)?.store.storage().conf_state())
+    }
+
+    /// A snapshot of `group`'s raft state.
+    pub fn status(&self, group: GroupId) -> Option<GroupStatus> {
+        let state = self.groups.get(&group)?;
+        let raft = &state.raw.raft;
+        let mut progress = BTreeMap::new();
+        if raft.state == StateRole::Leader {
+            for (&id, pr) in raft.prs().iter() {
+                progress.insert(id, (pr.matched, pr.next_idx));
+            }
+        }
+        Some(GroupStatus {
+            role: raft.state,
+            leader: raft.leader_id,
+            term: raft.term,
+            commit: raft.raft_log.committed,
+            applied: raft.raft_log.applied,
+            last_index: raft.raft_log.last_index(),
+            progress,
+        })
+    }
+
+    /// Deletes `group`'s log segments that fall out of retention (`LogConfig`), never above
+    /// the applied commit. The commit is persisted first (one hard-state fsync), since after
+    /// the log start moves a restart must not find its commit below it. A follower that later
+    /// needs deleted entries receives a metadata snapshot of the new log start.
+    pub async fn enforce_retention(&mut self, group: GroupId, now_ms: i64) -> Result<odradek_log::RetentionReport, NodeError> {
+        let state = self.groups.get_mut(&group).ok_or(NodeError::GroupUnknown(group))?;
+        let raft_log = &state.raw.raft.raft_log;
+        // Every conf change at or below `applied` is in the conf-state file already.
+        let commit_bound = raft_log.committed.min(raft_log.applied);
+        let saved = state.store.hard_state_saved();
+        if commit_bound > saved.commit {
+            // Term and vote as saved: a newer term or vote is saved by the next round first.
+            let hard = odradek_log::HardState { commit: commit_bound, ..saved };
+            state.store.save_hard_state(&crate::storage::raft_hard_state(hard)).await.map_err(storage_error(group))?;
+            self.stats.hard_state_saves += 1;
+        }
+        let index_bound = state.store.hard_state_saved().commit + 1;
+        state.store.enforce_retention(now_ms, index_bound).await.map_err(storage_error(group))
+    }
+
+    /// The persisted hard state and log bounds of `group` (for invariant checks).
+    pub fn durable_state(&self, group: GroupId) -> Option<(RaftHardState, u64, u64)> {
+        let state = self.groups.get(&group)?;
+        let hard = crate::storage::raft_hard_state(state.store.hard_state_saved());
+        Some((hard, state.store.log().first_index(), state.store.log().synced_index()))
+    }
+
+    /// The raft entries `low ..= high` of `group`'s log (for invariant checks).
+    pub async fn read_log(&self, group: GroupId, low: u64, high: u64) -> Result<Vec<RaftEntry>, NodeError> {
+        let state = self.groups.get(&group).ok_or(NodeError::GroupUnknown(group))?;
+        let mut out = Vec::new();
+        let mut next = low;
+        while next <= high {
+            let entries = state.store.read(next, high + 1, LOG_READ_BYTES_MAX).await.map_err(storage_error(group))?;
+            next = entries.last().map_or(high + 1, |e| e.index + 1);
+            out.extend(entries);
+        }
+        Ok(out)
+    }
+
+    /// One round of the driver loop (see the module documentation). An error is fatal: the
+    /// node must stop and restart from what is durable.
+    pub async fn round(&mut self, now_ms: i64) -> Result<(), NodeError> {
+        self.stats.rounds += 1;
+        self.step_inbound();
+        let mut outbox: BTreeMap<NodeId, Vec<(GroupId, Message)>> = BTreeMap::new();
+        let mut readies = Vec::new();
+        for (&group, state) in self.groups.iter_mut() {
+            if !state.raw.has_ready() {
+                continue;
+            }
+            let mut ready = state.raw.ready();
+            if let Some(soft) = ready.ss() {
+                if soft.raft_state != StateRole::Leader {
+                    fail_proposals(state, |index| ProposeError::LeadershipLost { group, index });
+                }
+            }
+            state.proposals.values_mut().for_each(|pending| pending.emitted = true);
+            if !ready.snapshot().is_empty() {
+                install_snapshot(group, state, ready.snapshot(), &mut self.apply, now_ms).await?;
+            }
+            let entries = ready.take_entries();
+            self.stats.entries_appended += entries.len() as u64;
+            state.store.append(&entries, now_ms).await.map_err(storage_error(group))?;
+            queue_messages(&mut outbox, group, ready.take_messages());
+            #[cfg(feature = "planted-bugs")]
+            if self.config.planted_send_before_persist {
+                queue_messages(&mut outbox, group, ready.take_persisted_messages());
+            }
+            readies.push(PendingReady { group, ready });
+        }
+        #[cfg(feature = "planted-bugs")]
+        if self.config.planted_send_before_persist {
+            for (to, messages) in std::mem::take(&mut outbox) {
+                self.transport.send(to, messages);
+            }
+        }
+        self.persist(&readies).await?;
+        for PendingReady { group, mut ready } in readies {
+            let state = self.groups.get_mut(&group).expect("groups change only outside a round");
+            queue_messages(&mut outbox, group, ready.take_persisted_messages());
+            let committed = ready.take_committed_entries();
+            self.stats.entries_committed += committed.len() as u64;
+            apply_committed(group, state, &committed, &mut self.apply).await?;
+            let mut light = state.raw.advance(ready);
+            if let Some(commit) = light.commit_index() {
+                let mut hard = state.store.storage().hard_state();
+                hard.commit = commit;
+                state.store.set_hard_state(&hard);
+            }
+            queue_messages(&mut outbox, group, light.take_messages());
+            let committed = light.take_committed_entries();
+            self.stats.entries_committed += committed.len() as u64;
+            apply_committed(group, state, &committed, &mut self.apply).await?;
+            state.raw.advance_apply();
+            state.store.storage().set_applied(state.raw.raft.raft_log.applied);
+        }
+        for state in self.groups.values_mut() {
+            // Every conf change applied so far is in the conf-state file.
+            state.applied_durable_conf = state.raw.raft.raft_log.applied;
+        }
+        self.serve_fetches().await?;
+        self.redraw_election_timeouts();
+        for (to, messages) in outbox {
+            self.stats.messages_sent += messages.len() as u64;
+            self.transport.send(to, messages);
+        }
+        Ok(())
+    }
+
+    fn step_inbound(&mut self) {
+        for _ in 0..INBOUND_BATCHES_PER_ROUND_MAX {
+            let Ok(batch) = self.inbox.try_recv() else { break };
+            self.step_batch(batch);
+        }
+    }
+
+    fn step_batch(&mut self, batch: Inbound) {
+        for (group, message) in batch.messages {
+            let Some(state) = self.groups.get_mut(&group) else { continue };
+            if message.to != self.config.node_id || message.from != batch.from {
+                tracing::warn!(group, from = batch.from, "dropping a misaddressed raft message");
+                continue;
+            }
+            if let Err(error) = state.raw.step(message) {
+                tracing::debug!(group, %error, "raft refused a message");
+            }
+        }
+    }
+
+    /// Group commit: one fsync per dirty log, then the hard states that must be durable.
+    async fn persist(&mut self, readies: &[PendingReady]) -> Result<(), NodeError> {
+        // Every dirty log's fdatasync is issued at once, not one after another: on FsDisk they
+        // run in parallel on the blocking pool and the file system batches their journal
+        // commits, so a round with many dirty partitions costs about one fsync of latency.
+        let syncs = self
+            .groups
+            .iter_mut()
+            .filter(|(_, state)| state.store.is_dirty())
+            .map(|(&group, state)| async move { state.store.sync().await.map_err(storage_error(group)) });
+        let synced = futures::future::try_join_all(syncs).await?;
+        self.stats.log_syncs += synced.len() as u64;
+        for PendingReady { group, ready } in readies {
+            let Some(hard) = ready.hs() else { continue };
+            let state = self.groups.get_mut(group).expect("groups change only outside a round");
+            let saved = state.store.hard_state_saved();
+            if hard.term != saved.term || hard.vote != saved.vote {
+                let mut durable = hard.clone();
+                durable.commit = hard.commit.min(state.applied_durable_conf).max(saved.commit);
+                state.store.save_hard_state(&durable).await.map_err(storage_error(*group))?;
+                self.stats.hard_state_saves += 1;
+            }
+            state.store.set_hard_state(hard);
+        }
+        // Commit-only changes: saved once the durable commit lags by COMMIT_PERSIST_LAG_MAX.
+        // Term and vote are as saved above (every change of them was just saved).
+        for (&group, state) in self.groups.iter_mut() {
+            let saved = state.store.hard_state_saved();
+            let commit_bound = state.raw.raft.raft_log.committed.min(state.applied_durable_conf);
+            if commit_bound >= saved.commit + COMMIT_PERSIST_LAG_MAX {
+                let durable = odradek_log::HardState { commit: commit_bound, ..saved };
+                state.store.save_hard_state(&crate::storage::raft_hard_state(durable)).await.map_err(storage_error(group))?;
+                self.stats.hard_state_saves += 1;
+            }
+        }
+        Ok(())
+    }
+
+    async fn serve_fetches(&mut self) -> Result<(), NodeError> {
+        for (&group, state) in self.groups.iter_mut() {
+            for request in state.store.storage().take_fetch_requests() {
+                let context = state.store.fetch(request).await.map_err(storage_error(group))?;
+                state.raw.on_entries_fetched(context);
+                self.stats.log_fetches += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Registers the proposal raft just appended to its unstable log.
+fn track_proposal<D: Disk>(group: GroupId, state: &mut Group<D>, conf_change: bool) -> Proposal {
+    let index = state.raw.raft.raft_log.last_index();
+    let term = state.raw.raft.term;
+    let (sender, receiver) = oneshot::channel();
+    let pending = PendingProposal { term, emitted: false, conf_change, sender };
+    // An older proposal at this index lost its entry to a truncation while this node was
+    // briefly not the leader (within one round, so no soft-state change failed it).
+    if let Some(previous) = state.proposals.insert(index, pending) {
+        assert!(previous.term < term, "two proposals at index {index} in term {term}");
+        let _ = previous.sender.send(Err(ProposeError::LeadershipLost { group, index }));
+    }
+    Proposal { state: ProposalState::Waiting(receiver) }
+}
+
+fn queue_messages(outbox: &mut BTreeMap<NodeId, Vec<(GroupId, Message)>>, group: GroupId, messages: Vec<Message>) {
+    for message in messages {
+        outbox.entry(message.to).or_default().push((group, message));
+    }
+}
+
+fn fail_proposals<D: Disk>(state: &mut Group<D>, error: impl Fn(u64) -> ProposeError) {
+    for (index, pending) in std::mem::take(&mut state.proposals) {
+        let _ = pending.sender.send(Err(error(index)));
+    }
+}
+
+async fn install_snapshot<D: Disk, A: Apply>(
+    group: GroupId,
+    state: &mut Group<D>,
+    snapshot: &raft::eraftpb::Snapshot,
+    apply: &mut A,
+    now_ms: i64,
+) -> Result<(), NodeError> {
+    let metadata = snapshot.get_metadata();
+    let offset_bytes: [u8; 8] = snapshot.data.get(..8).and_then(|b| b.try_into().ok()).ok_or_else(|| NodeError::Storage {
+        group,
+        source: StorageFault::InvalidEntry { index: metadata.index, detail: "snapshot without its start offset".into() },
+    })?;
+    let offset_next = u64::from_le_bytes(offset_bytes);
+    state.store.reset(metadata.index, metadata.term, offset_next, now_ms).await.map_err(storage_error(group))?;
+    state.store.save_conf_state(metadata.get_conf_state(), metadata.index).await.map_err(storage_error(group))?;
+    // The log now starts above the old persisted commit: persist the snapshot index as commit
+    // (it is committed), or a restart would find its commit below the log start.
+    let mut hard = crate::storage::raft_hard_state(state.store.hard_state_saved());
+    hard.commit = hard.commit.max(metadata.index);
+    state.store.save_hard_state(&hard).await.map_err(storage_error(group))?;
+    state.applied_durable_conf = state.applied_durable_conf.max(metadata.index);
+    state.state_machine_applied = state.state_machine_applied.max(metadata.index);
+    apply.restore(group, metadata.index, metadata.term, offset_next);
+    Ok(())
+}
+
+/// Applies committed entries: conf changes to raft (saved durably), proposals resolved, and
+/// everything above the state machine's applied index handed to it.
+async fn apply_committed<D: Disk, A: Apply>(
+    group: GroupId,
+    state: &mut Group<D>,
+    entries: &[RaftEntry],
+    apply: &mut A,
+) -> Result<(), NodeError> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let mut handed = Vec::with_capacity(entries.len());
+    let storage = state.store.storage();
+    for entry in entries {
+        if entry.get_entry_type() != EntryType::EntryNormal && entry.index > state.store.conf_state_index() {
+            let change = decode_conf_change(entry).map_err(storage_error(group))?;
+            let conf = state.raw.apply_conf_change(&change).map_err(raft_error(group))?;
+            state.store.save_conf_state(&conf, entry.index).await.map_err(storage_error(group))?;
+        }
+        if let Some(pending) = state.proposals.remove(&entry.index) {
+            let is_conf_change = entry.get_entry_type() != EntryType::EntryNormal;
+            let outcome = if pending.term != entry.term {
+                Err(ProposeError::Superseded { group, index: entry.index })
+            } else if pending.conf_change && !is_conf_change {
+                let reason = "raft refused the conf change (another one pending, or invalid)".to_string();
+                Err(ProposeError::Busy { group, reason })
+            } else {
+                Ok((entry.index, entry.term))
+            };
+            let _ = pending.sender.send(outcome);
+        }
+        if entry.index > state.state_machine_applied {
+            let base_offset = storage.base_offset(entry.index).expect("unapplied entries stay cached");
+            let log_entry = crate::storage::to_log_entry(entry, base_offset).map_err(storage_error(group))?;
+            handed.push(committed_from_log(&log_entry));
+        }
+    }
+    // Proposals below the committed prefix can no longer commit (a superseded index).
+    let last = entries.last().expect("not empty").index;
+    while let Some(entry) = state.proposals.first_entry() {
+        if *entry.key() > last {
+            break;
+        }
+        let index = *entry.key();
+        let _ = entry.remove().sender.send(Err(ProposeError::Superseded { group, index }));
+    }
+    if let Some(last) = handed.last() {
+        state.state_machine_applied = last.index;
+        apply.apply(group, &handed);
+    }
+    Ok(())
+}
+
+fn committed_from_log(entry: &odradek_log::Entry) -> Committed {
+    Committed {
+        index: entry.index,
+        term: entry.term,
+        kind: entry.kind,
+        base_offset: entry.base_offset,
+        record_count: entry.record_count,
+        max_timestamp: entry.max_timestamp,
+        payload: entry.payload.clone(),
+    }
+}
+
+/// SplitMix64 finalizer: spreads the election seed over nodes and groups.
+fn mix(value: u64) -> u64 {
+    let mut z = value.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}

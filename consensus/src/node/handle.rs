@@ -1,0 +1,164 @@
+//! Running a [`Node`] as one task: [`Node::run`] owns the node and waits for a tick, an inbound
+//! batch or a command, then does one round; other tasks talk to it through a cloneable
+//! [`NodeHandle`] over a bounded command queue.
+//!
+//! The loop never blocks on anything but its own round: commands are queued and taken in
+//! batches of at most `COMMANDS_PER_ROUND_MAX` per round, inbound batches are stepped by the
+//! round itself. Time comes from the caller's clock (milliseconds, used by the log for segment
+//! age and retention) and from `tokio::time` for ticks, so the same loop runs under madsim.
+//!
+//! Shutdown: when every handle is dropped the loop returns; proposals still open resolve as
+//! [`ProposeError::NodeStopped`] (indefinite). An error from a round (a storage fault) stops
+//! the loop and is returned: the node must restart from what is durable.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use odradek_log::{Disk, RetentionReport};
+use raft::eraftpb::{ConfChangeV2, ConfState};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Apply, GroupStatus, Node, NodeError, NodeStats, Proposal, ProposeError};
+use crate::storage::EntryMeta;
+use crate::transport::{GroupId, NodeId, Transport};
+
+/// Capacity of a node's command queue; `NodeHandle` calls wait while it is full.
+pub const COMMAND_QUEUE_MAX: usize = 4096;
+/// Commands taken per round; the rest wait for the next round.
+pub const COMMANDS_PER_ROUND_MAX: usize = 1024;
+
+/// A request to the node task. Every command carries its reply channel.
+#[derive(Debug)]
+pub enum Command {
+    Propose { group: GroupId, data: Bytes, meta: EntryMeta, reply: oneshot::Sender<Proposal> },
+    ProposeConfChange { group: GroupId, change: ConfChangeV2, reply: oneshot::Sender<Proposal> },
+    CreateGroup { group: GroupId, voters: Vec<NodeId>, state_machine_applied: u64, reply: oneshot::Sender<Result<(), NodeError>> },
+    RemoveGroup { group: GroupId, reply: oneshot::Sender<bool> },
+    TransferLeader { group: GroupId, to: NodeId, reply: oneshot::Sender<Result<(), NodeError>> },
+    EnforceRetention { group: GroupId, reply: oneshot::Sender<Result<RetentionReport, NodeError>> },
+    Status { group: GroupId, reply: oneshot::Sender<Option<(GroupStatus, ConfState)>> },
+    Stats { reply: oneshot::Sender<NodeStats> },
+}
+
+/// A cloneable handle on a running node task.
+#[derive(Clone, Debug)]
+pub struct NodeHandle {
+    commands: mpsc::Sender<Command>,
+}
+
+/// What a handle call returns when the node task is gone.
+fn stopped<T>(_: T) -> NodeError {
+    NodeError::Stopped
+}
+
+impl NodeHandle {
+    /// A handle and the command queue to pass to [`Node::run`].
+    pub fn new() -> (NodeHandle, mpsc::Receiver<Command>) {
+        let (commands, receiver) = mpsc::channel(COMMAND_QUEUE_MAX);
+        (NodeHandle { commands }, receiver)
+    }
+
+    async fn call<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, NodeError> {
+        let (reply, receiver) = oneshot::channel();
+        self.commands.send(command(reply)).await.map_err(stopped)?;
+        receiver.await.map_err(stopped)
+    }
+
+    /// Proposes and waits for the outcome (see [`Node::propose`]).
+    pub async fn propose(&self, group: GroupId, data: Bytes, meta: EntryMeta) -> Result<(u64, u64), ProposeError> {
+        match self.call(|reply| Command::Propose { group, data, meta, reply }).await {
+            Ok(proposal) => proposal.await,
+            // The task was gone before the command was queued or answered: never proposed.
+            Err(_) => Err(ProposeError::Stopped(group)),
+        }
+    }
+
+    /// Proposes a membership change and waits for the outcome.
+    pub async fn propose_conf_change(&self, group: GroupId, change: ConfChangeV2) -> Result<(u64, u64), ProposeError> {
+        match self.call(|reply| Command::ProposeConfChange { group, change, reply }).await {
+            Ok(proposal) => proposal.await,
+            Err(_) => Err(ProposeError::Stopped(group)),
+        }
+    }
+
+    pub async fn create_group(&self, group: GroupId, voters: Vec<NodeId>, state_machine_applied: u64) -> Result<(), NodeError> {
+        self.call(|reply| Command::CreateGroup { group, voters, state_machine_applied, reply }).await?
+    }
+
+    pub async fn remove_group(&self, group: GroupId) -> Result<bool, NodeError> {
+        self.call(|reply| Command::RemoveGroup { group, reply }).await
+    }
+
+    pub async fn transfer_leader(&self, group: GroupId, to: NodeId) -> Result<(), NodeError> {
+        self.call(|reply| Command::TransferLeader { group, to, reply }).await?
+    }
+
+    pub async fn enforce_retention(&self, group: GroupId) -> Result<RetentionReport, NodeError> {
+        self.call(|reply| Command::EnforceRetention { group, reply }).await?
+    }
+
+    /// The group's raft status and applied configuration.
+    pub async fn status(&self, group: GroupId) -> Result<Option<(GroupStatus, ConfState)>, NodeError> {
+        self.call(|reply| Command::Status { group, reply }).await
+    }
+
+    pub async fn stats(&self) -> Result<NodeStats, NodeError> {
+        self.call(|reply| Command::Stats { reply }).await
+    }
+}
+
+impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
+    /// Runs the node until every [`NodeHandle`] is dropped (`Ok`) or a round fails (`Err`).
+    /// `clock_ms` gives wall-clock milliseconds (the log's segment age and retention).
+    pub async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        tick_interval: Duration,
+        clock_ms: impl Fn() -> i64,
+    ) -> Result<(), NodeError> {
+        let mut ticker = tokio::time::interval(tick_interval);
+        // After a slow round, tick once, not in a burst: a burst of ticks would run out
+        // followers' election timers before the leader's heartbeats (late for the same reason)
+        // arrive, and an overloaded node would then start elections instead of catching up.
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut inbox_open = true;
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => self.tick(),
+                command = commands.recv() => match command {
+                    Some(command) => self.execute(command, clock_ms()).await,
+                    None => return Ok(()),
+                },
+                batch = self.inbox.recv(), if inbox_open => match batch {
+                    Some(batch) => self.step_batch(batch),
+                    // The transport is gone: nothing more arrives; keep ticking and serving.
+                    None => inbox_open = false,
+                },
+            }
+            for _ in 1..COMMANDS_PER_ROUND_MAX {
+                let Ok(command) = commands.try_recv() else { break };
+                self.execute(command, clock_ms()).await;
+            }
+            self.round(clock_ms()).await?;
+        }
+    }
+
+    async fn execute(&mut self, command: Command, now_ms: i64) {
+        // A reply nobody waits for any more is fine to drop.
+        match command {
+            Command::Propose { group, data, meta, reply } => drop(reply.send(self.propose(group, data, meta))),
+            Command::ProposeConfChange { group, change, reply } => drop(reply.send(self.propose_conf_change(group, change))),
+            Command::CreateGroup { group, voters, state_machine_applied, reply } => {
+                drop(reply.send(self.create_group(group, &voters, state_machine_applied, now_ms).await));
+            }
+            Command::RemoveGroup { group, reply } => drop(reply.send(self.remove_group(group))),
+            Command::TransferLeader { group, to, reply } => drop(reply.send(self.transfer_leader(group, to))),
+            Command::EnforceRetention { group, reply } => drop(reply.send(self.enforce_retention(group, now_ms).await)),
+            Command::Status { group, reply } => {
+                let status = self.status(group).zip(self.conf_state(group));
+                drop(reply.send(status));
+            }
+            Command::Stats { reply } => drop(reply.send(self.stats())),
+        }
+    }
+}

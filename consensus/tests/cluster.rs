@@ -1,0 +1,963 @@
+//! A deterministic in-process cluster: nodes driven by explicit tick/round/deliver calls from a
+//! test scheduler, over `LocalNetwork` and `SimDisk`. Checks, continuously:
+//! - R1: at most one leader per (group, term), over the whole run;
+//! - R3: a node incarnation's commit index never decreases;
+//! - R4: every replica applies the identical entry (term, kind, offsets, payload) at each
+//!   (group, index), and applies each group's entries contiguously and in order;
+//! - offsets are dense: each applied entry starts at the previous one's next offset.
+//!
+//! Also: the proposal outcome contract (acknowledged = applied where acknowledged, definite
+//! failure = never applied), conf changes, retention with metadata snapshots, and the same
+//! driver as `Node::run` tasks over `LocalNetwork` and over real TCP with `FsDisk`.
+//!
+//! Real tokio runtimes, sockets and files, so this file is left out of `--cfg madsim` builds.
+#![cfg(not(madsim))]
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use odradek_consensus::{
+    Apply, Committed, EntryMeta, GroupId, LocalNetwork, LocalTransport, Node, NodeConfig, NodeId, Proposal, ProposeError,
+};
+use odradek_log::{CrashMode, EntryKind, SimDisk};
+use raft::StateRole;
+
+#[derive(Default)]
+struct Checks {
+    /// The first entry any replica applied at (group, index): all others must equal it (R4).
+    canonical: BTreeMap<(GroupId, u64), Committed>,
+    /// Per node incarnation: last applied index per group.
+    applied: BTreeMap<(NodeId, GroupId), u64>,
+    /// (group, term) -> the leader seen in that term (R1).
+    leaders: BTreeMap<(GroupId, u64), NodeId>,
+    /// (node, group) -> the highest commit seen in this incarnation (R3).
+    commits: BTreeMap<(NodeId, GroupId), u64>,
+    /// Snapshots installed (Apply::restore calls).
+    restores: u64,
+}
+
+struct Recorder {
+    node: NodeId,
+    checks: Arc<Mutex<Checks>>,
+}
+
+impl Apply for Recorder {
+    fn apply(&mut self, group: GroupId, entries: &[Committed]) {
+        let mut checks = self.checks.lock().unwrap();
+        for entry in entries {
+            let last = checks.applied.entry((self.node, group)).or_insert(0);
+            assert_eq!(entry.index, *last + 1, "node {} group {group}: applied out of order", self.node);
+            *last = entry.index;
+            if let Some(previous) = checks.canonical.get(&(group, entry.index - 1)) {
+                let offset_next = previous.base_offset + u64::from(previous.record_count);
+                assert_eq!(entry.base_offset, offset_next, "group {group}: offsets not dense at {}", entry.index);
+            }
+            match checks.canonical.get(&(group, entry.index)) {
+                Some(first) => assert_eq!(first, entry, "R4: node {} group {group} applied a different entry", self.node),
+                None => {
+                    checks.canonical.insert((group, entry.index), entry.clone());
+                }
+            }
+        }
+    }
+
+    fn restore(&mut self, group: GroupId, index: u64, _term: u64, offset_next: u64) {
+        let mut checks = self.checks.lock().unwrap();
+        checks.restores += 1;
+        if let Some(previous) = checks.canonical.get(&(group, index)) {
+            let expected = previous.base_offset + u64::from(previous.record_count);
+            assert_eq!(offset_next, expected, "snapshot at {index} of group {group} carries the wrong next offset");
+        }
+        let last = checks.applied.entry((self.node, group)).or_insert(0);
+        assert!(index >= *last, "node {} group {group}: snapshot {index} below applied {last}", self.node);
+        *last = index;
+    }
+}
+
+type TestNode = Node<SimDisk, LocalTransport, Recorder>;
+
+struct Cluster {
+    network: LocalNetwork,
+    disks: BTreeMap<NodeId, SimDisk>,
+    nodes: BTreeMap<NodeId, TestNode>,
+    voters: Vec<NodeId>,
+    groups: Vec<GroupId>,
+    checks: Arc<Mutex<Checks>>,
+    seed: u64,
+    now_ms: i64,
+    /// Every group's log settings; a small `cache_bytes_max` forces raft's async log fetches.
+    log_config: odradek_log::LogConfig,
+    /// Failed fsyncs are injected: a round error crashes the node instead of failing the test.
+    fsync_faults: bool,
+    /// Nodes crashed by a failed round, for the scheduler to restart.
+    failed: Vec<NodeId>,
+    /// Run the nodes with the planted R6 bug (feature `planted-bugs`).
+    #[cfg_attr(not(feature = "planted-bugs"), allow(dead_code))]
+    planted_send_before_persist: bool,
+}
+
+impl Cluster {
+    async fn new(seed: u64, node_count: u64, groups: &[GroupId]) -> Cluster {
+        let voters: Vec<NodeId> = (1..=node_count).collect();
+        let disks = voters.iter().map(|&id| (id, SimDisk::new(seed.wrapping_mul(31).wrapping_add(id)))).collect();
+        let mut cluster = Cluster {
+            network: LocalNetwork::new(),
+            disks,
+            nodes: BTreeMap::new(),
+            voters: voters.clone(),
+            groups: groups.to_vec(),
+            checks: Arc::default(),
+            seed,
+            now_ms: 0,
+            log_config: odradek_log::LogConfig::default(),
+            fsync_faults: false,
+            failed: Vec::new(),
+            planted_send_before_persist: false,
+        };
+        for id in voters {
+            cluster.start(id).await;
+        }
+        cluster
+    }
+
+    async fn start(&mut self, id: NodeId) {
+        let (transport, inbox) = self.network.attach(id);
+        let mut config = NodeConfig::new(id, "/data");
+        config.election_seed = Some(self.seed);
+        config.log_config = self.log_config.clone();
+        #[cfg(feature = "planted-bugs")]
+        {
+            config.planted_send_before_persist = self.planted_send_before_persist;
+        }
+        let recorder = Recorder { node: id, checks: self.checks.clone() };
+        {
+            // A new incarnation re-applies from index 1 (its state machine is in memory).
+            let mut checks = self.checks.lock().unwrap();
+            checks.applied.retain(|&(node, _), _| node != id);
+            checks.commits.retain(|&(node, _), _| node != id);
+        }
+        let mut node = Node::new(config, self.disks[&id].clone(), transport, inbox, recorder);
+        for &group in &self.groups {
+            node.create_group(group, &self.voters, 0, self.now_ms).await.unwrap();
+        }
+        self.nodes.insert(id, node);
+    }
+
+    fn crash(&mut self, id: NodeId, mode: CrashMode) {
+        self.network.detach(id);
+        self.nodes.remove(&id).expect("node was running");
+        self.disks[&id].crash(mode);
+        self.disks[&id].fail_next_syncs(0);
+    }
+
+    /// One scheduler step: every node ticks and runs a round, then the network delivers all.
+    async fn step(&mut self) {
+        self.round_all().await;
+        self.network.deliver_all();
+    }
+
+    async fn round_all(&mut self) {
+        self.now_ms += 10;
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for id in ids {
+            let node = self.nodes.get_mut(&id).expect("listed");
+            node.tick();
+            if let Err(error) = node.round(self.now_ms).await {
+                // A failed fsync is fatal (fsyncgate): the node stops and restarts from what
+                // is durable. Anything else is a bug.
+                assert!(self.fsync_faults, "node {id}: {error}");
+                self.crash(id, CrashMode::PowerLoss);
+                self.failed.push(id);
+            }
+        }
+        self.check();
+    }
+
+    fn check(&self) {
+        let mut checks = self.checks.lock().unwrap();
+        for (&id, node) in &self.nodes {
+            for &group in &self.groups {
+                let status = node.status(group).unwrap();
+                if status.role == StateRole::Leader {
+                    let leader = *checks.leaders.entry((group, status.term)).or_insert(id);
+                    assert_eq!(leader, id, "R1: group {group} term {} has two leaders", status.term);
+                }
+                let commit = checks.commits.entry((id, group)).or_insert(0);
+                assert!(status.commit >= *commit, "R3: node {id} group {group} commit regressed");
+                *commit = status.commit;
+            }
+        }
+    }
+
+    fn leader(&self, group: GroupId) -> Option<NodeId> {
+        let statuses = self.nodes.iter().map(|(&id, node)| (id, node.status(group).unwrap()));
+        statuses.filter(|(_, s)| s.role == StateRole::Leader).max_by_key(|(_, s)| s.term).map(|(id, _)| id)
+    }
+
+    async fn run_until(&mut self, steps_max: usize, mut done: impl FnMut(&Cluster) -> bool) {
+        for _ in 0..steps_max {
+            if done(self) {
+                return;
+            }
+            self.step().await;
+        }
+        if !done(self) {
+            let checks = self.checks.lock().unwrap();
+            for (id, node) in &self.nodes {
+                for &g in &self.groups {
+                    eprintln!("node {id} g{g}: {:?} applied {:?} stats {:?}", node.status(g), checks.applied.get(&(*id, g)), node.stats());
+                }
+            }
+        }
+        assert!(done(self), "not done after {steps_max} steps");
+    }
+
+    async fn elect_all(&mut self) {
+        let groups = self.groups.clone();
+        self.run_until(500, |c| groups.iter().all(|&g| c.leader(g).is_some())).await;
+    }
+
+    fn propose(&mut self, group: GroupId, payload: String, meta: EntryMeta) -> Proposal {
+        let leader = self.leader(group).expect("a leader");
+        self.nodes.get_mut(&leader).unwrap().propose(group, Bytes::from(payload), meta)
+    }
+
+    /// Proposes `count` data entries to every group and waits for them all to commit.
+    async fn propose_and_commit(&mut self, count: usize, tag: &str) -> Vec<(u64, u64)> {
+        let mut proposals = Vec::new();
+        for &group in &self.groups.clone() {
+            for i in 0..count {
+                let meta = if i % 3 == 2 {
+                    EntryMeta::Command
+                } else {
+                    EntryMeta::Data { record_count: 1 + i as u32 % 4, max_timestamp: i as i64 }
+                };
+                proposals.push(self.propose(group, format!("{tag} g{group} #{i}"), meta));
+            }
+        }
+        let mut outcomes: Vec<Option<(u64, u64)>> = vec![None; proposals.len()];
+        for _ in 0..500 {
+            for (proposal, outcome) in proposals.iter_mut().zip(outcomes.iter_mut()) {
+                if let Some(result) = proposal.try_outcome() {
+                    *outcome = Some(result.expect("no faults: every proposal commits"));
+                }
+            }
+            if outcomes.iter().all(Option::is_some) {
+                return outcomes.into_iter().map(Option::unwrap).collect();
+            }
+            self.step().await;
+        }
+        panic!("proposals did not commit");
+    }
+
+    /// Steps until every running node has applied everything its group's leader committed.
+    async fn converge(&mut self) {
+        let groups = self.groups.clone();
+        self.run_until(500, |c| {
+            groups.iter().all(|&g| {
+                let Some(leader) = c.leader(g) else { return false };
+                let commit = c.nodes[&leader].status(g).unwrap().commit;
+                let checks = c.checks.lock().unwrap();
+                c.nodes.keys().all(|&id| checks.applied.get(&(id, g)).copied().unwrap_or(0) == commit)
+            })
+        })
+        .await;
+    }
+
+    fn applied_payloads(&self, group: GroupId) -> Vec<(EntryKind, Bytes)> {
+        let checks = self.checks.lock().unwrap();
+        checks.canonical.range((group, 0)..(group + 1, 0)).map(|(_, e)| (e.kind, e.payload.clone())).collect()
+    }
+}
+
+#[tokio::test]
+async fn three_nodes_elect_propose_and_apply_identically() {
+    let mut cluster = Cluster::new(11, 3, &[0, 1, 2, 7]).await;
+    cluster.elect_all().await;
+    let outcomes = cluster.propose_and_commit(12, "a").await;
+    assert_eq!(outcomes.len(), 4 * 12);
+    cluster.converge().await;
+    for &group in &cluster.groups {
+        let applied = cluster.applied_payloads(group);
+        let data: Vec<&Bytes> = applied.iter().filter(|(kind, _)| *kind != EntryKind::Noop).map(|(_, p)| p).collect();
+        let expected: Vec<String> = (0..12).map(|i| format!("a g{group} #{i}")).collect();
+        assert_eq!(data.iter().map(|p| String::from_utf8(p.to_vec()).unwrap()).collect::<Vec<_>>(), expected);
+    }
+    // A follower refuses proposals definitely.
+    let leader = cluster.leader(1).unwrap();
+    let follower = *cluster.nodes.keys().find(|&&id| id != leader).unwrap();
+    let outcome = cluster.nodes.get_mut(&follower).unwrap().propose(1, Bytes::from_static(b"x"), EntryMeta::Command).await;
+    let error = outcome.unwrap_err();
+    assert!(matches!(error, ProposeError::NotLeader { leader: hint, .. } if hint == leader), "{error}");
+    assert!(error.is_definite());
+    let empty = EntryMeta::Data { record_count: 0, max_timestamp: 0 };
+    let error = cluster.nodes.get_mut(&leader).unwrap().propose(1, Bytes::new(), empty).await.unwrap_err();
+    assert!(matches!(error, ProposeError::Invalid { .. }) && error.is_definite(), "{error}");
+    // Leader transfer to a caught-up follower.
+    let leader = cluster.leader(2).unwrap();
+    let target = *cluster.nodes.keys().find(|&&id| id != leader).unwrap();
+    cluster.nodes.get_mut(&leader).unwrap().transfer_leader(2, target).unwrap();
+    cluster.run_until(100, |c| c.leader(2) == Some(target)).await;
+    // Group commit: fewer log fsyncs than entries appended.
+    let stats = cluster.nodes[&leader].stats();
+    assert!(stats.log_syncs < stats.entries_appended, "{stats:?}");
+}
+
+#[tokio::test]
+async fn a_node_crashed_with_power_loss_restarts_and_catches_up() {
+    let mut cluster = Cluster::new(5, 3, &[0, 3, 4]).await;
+    cluster.elect_all().await;
+    cluster.propose_and_commit(10, "before").await;
+    cluster.converge().await;
+    // Crash a node that leads some group if there is one: the others must re-elect.
+    let victim = cluster.leader(3).unwrap();
+    cluster.crash(victim, CrashMode::PowerLoss);
+    cluster.elect_all().await;
+    cluster.propose_and_commit(10, "during").await;
+    cluster.start(victim).await;
+    cluster.propose_and_commit(5, "after").await;
+    cluster.converge().await;
+    let checks = cluster.checks.lock().unwrap();
+    for &group in &cluster.groups {
+        let applied = checks.applied[&(victim, group)];
+        assert!(applied >= 25, "group {group}: the restarted node applied only {applied}");
+    }
+}
+
+#[tokio::test]
+async fn a_lagging_follower_is_served_from_the_log_when_the_cache_is_small() {
+    let mut cluster = Cluster::new(9, 3, &[5]).await;
+    cluster.log_config.cache_bytes_max = 256;
+    for node in cluster.voters.clone() {
+        cluster.crash(node, CrashMode::Process);
+        cluster.start(node).await;
+    }
+    cluster.elect_all().await;
+    let leader = cluster.leader(5).unwrap();
+    let follower = *cluster.nodes.keys().find(|&&id| id != leader).unwrap();
+    cluster.crash(follower, CrashMode::PowerLoss);
+    cluster.propose_and_commit(40, "while down").await;
+    assert_eq!(cluster.nodes[&leader].stats().log_fetches, 0);
+    cluster.start(follower).await;
+    cluster.converge().await;
+    assert!(cluster.nodes[&leader].stats().log_fetches > 0, "the leader never read the log for the follower");
+    assert_eq!(cluster.checks.lock().unwrap().applied[&(follower, 5)], cluster.nodes[&leader].status(5).unwrap().commit);
+}
+
+#[tokio::test]
+async fn a_follower_behind_retention_catches_up_from_a_metadata_snapshot() {
+    let mut cluster = Cluster::new(13, 3, &[6]).await;
+    cluster.log_config = odradek_log::LogConfig {
+        segment_bytes_max: 1024,
+        retention_bytes: Some(0),
+        retention_ms: None,
+        ..odradek_log::LogConfig::default()
+    };
+    for node in cluster.voters.clone() {
+        cluster.crash(node, CrashMode::Process);
+        cluster.start(node).await;
+    }
+    cluster.elect_all().await;
+    cluster.propose_and_commit(10, "kept").await;
+    cluster.converge().await;
+    let leader = cluster.leader(6).unwrap();
+    let lagger = *cluster.nodes.keys().find(|&&id| id != leader).unwrap();
+    cluster.crash(lagger, CrashMode::Process);
+    cluster.propose_and_commit(60, "retained away").await;
+    let now_ms = cluster.now_ms;
+    let mut deleted = 0;
+    for node in cluster.nodes.values_mut() {
+        deleted += node.enforce_retention(6, now_ms).await.unwrap().segments_deleted;
+    }
+    assert!(deleted > 0, "retention deleted nothing");
+    let leader_first = cluster.nodes[&leader].durable_state(6).unwrap().1;
+    assert!(leader_first > 12, "the leader's log still starts at {leader_first}");
+
+    cluster.start(lagger).await;
+    cluster.converge().await;
+    assert!(cluster.checks.lock().unwrap().restores >= 1, "no snapshot was installed");
+    assert!(cluster.nodes[&lagger].durable_state(6).unwrap().1 > 12, "the lagger's log was not reset");
+    cluster.propose_and_commit(5, "after").await;
+    cluster.converge().await;
+    cluster.check_logs().await;
+    // The reset log and its hard state survive a power loss.
+    cluster.crash(lagger, CrashMode::PowerLoss);
+    cluster.start(lagger).await;
+    cluster.propose_and_commit(5, "after restart").await;
+    cluster.converge().await;
+    cluster.check_logs().await;
+}
+
+#[tokio::test]
+async fn groups_are_created_and_removed_while_running() {
+    let mut cluster = Cluster::new(3, 3, &[0]).await;
+    cluster.elect_all().await;
+    for node in cluster.nodes.values_mut() {
+        node.create_group(9, &[1, 2, 3], 0, 0).await.unwrap();
+    }
+    cluster.groups.push(9);
+    cluster.elect_all().await;
+    cluster.propose_and_commit(3, "x").await;
+    let leader = cluster.leader(9).unwrap();
+    let mut pending = cluster.propose(9, "never appended".into(), EntryMeta::Command);
+    assert!(cluster.nodes.get_mut(&leader).unwrap().remove_group(9));
+    let error = pending.try_outcome().expect("resolved on removal").unwrap_err();
+    assert_eq!(error, ProposeError::Stopped(9));
+    assert!(error.is_definite());
+    for node in cluster.nodes.values_mut() {
+        node.remove_group(9);
+    }
+    cluster.groups.retain(|&g| g != 9);
+    cluster.propose_and_commit(3, "y").await;
+}
+
+/// Fault probabilities of one random schedule (the seed picks the schedule itself).
+#[derive(Clone, Copy, Debug)]
+struct Faults {
+    drop: f64,
+    duplicate: f64,
+    delay: f64,
+    reorder: f64,
+    crash: f64,
+    restart: f64,
+    isolate: f64,
+    /// Chance per step that one running node's next fsync fails.
+    fsync_failure: f64,
+}
+
+/// Messages held back for a later step; beyond this, more are dropped instead.
+const HELD_MESSAGES_MAX: usize = 10_000;
+/// Steps of the fault phase of one schedule.
+const SCHEDULE_STEPS: usize = 250;
+
+/// (group, payload, proposal, outcome once known)
+type TrackedProposal = (GroupId, Bytes, Proposal, Option<Result<(u64, u64), ProposeError>>);
+
+struct Schedule {
+    rng: rand::rngs::SmallRng,
+    faults: Faults,
+    step: u64,
+    held: Vec<(u64, odradek_consensus::transport::Envelope)>,
+    down: std::collections::BTreeSet<NodeId>,
+    isolated: Option<(NodeId, u64)>,
+    proposals: Vec<TrackedProposal>,
+}
+
+impl Schedule {
+    fn deliver(&mut self, cluster: &Cluster) {
+        use rand::seq::SliceRandom as _;
+        use rand::Rng as _;
+        let step = self.step;
+        let mut envelopes = cluster.network.take_in_flight();
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held).into_iter().partition(|(at, _)| *at <= step);
+        self.held = later;
+        envelopes.extend(due.into_iter().map(|(_, e)| e));
+        let mut out = Vec::new();
+        for envelope in envelopes {
+            let cut = self.isolated.is_some_and(|(node, until)| step < until && (envelope.from == node || envelope.to == node));
+            let roll: f64 = self.rng.gen();
+            if cut || roll < self.faults.drop {
+                continue;
+            }
+            if roll < self.faults.drop + self.faults.delay && self.held.len() < HELD_MESSAGES_MAX {
+                self.held.push((step + self.rng.gen_range(1..20), envelope));
+                continue;
+            }
+            if self.rng.gen::<f64>() < self.faults.duplicate {
+                out.push(envelope.clone());
+            }
+            out.push(envelope);
+        }
+        if self.rng.gen::<f64>() < self.faults.reorder {
+            out.shuffle(&mut self.rng);
+        }
+        for envelope in out {
+            cluster.network.deliver(envelope);
+        }
+    }
+
+    async fn nemesis(&mut self, cluster: &mut Cluster) {
+        use rand::Rng as _;
+        self.down.extend(cluster.failed.drain(..));
+        // The nemesis crashes at most a minority; failed fsyncs may take down more.
+        let down_max = (cluster.voters.len() - 1) / 2;
+        if self.down.len() < down_max && self.rng.gen::<f64>() < self.faults.crash {
+            let running: Vec<NodeId> = cluster.nodes.keys().copied().collect();
+            let victim = running[self.rng.gen_range(0..running.len())];
+            let mode = if self.rng.gen() { CrashMode::PowerLoss } else { CrashMode::Process };
+            cluster.crash(victim, mode);
+            self.down.insert(victim);
+        } else if let Some(&node) = self.down.first() {
+            if self.rng.gen::<f64>() < self.faults.restart {
+                cluster.start(node).await;
+                cluster.check_restart(node);
+                self.down.remove(&node);
+            }
+        }
+        if self.rng.gen::<f64>() < self.faults.fsync_failure {
+            let running: Vec<NodeId> = cluster.nodes.keys().copied().collect();
+            if let Some(&node) = running.get(self.rng.gen_range(0..running.len().max(1))) {
+                cluster.disks[&node].fail_next_syncs(1);
+            }
+        }
+        if self.isolated.is_none_or(|(_, until)| self.step >= until) && self.rng.gen::<f64>() < self.faults.isolate {
+            let node = self.rng.gen_range(1..=cluster.voters.len() as u64);
+            self.isolated = Some((node, self.step + self.rng.gen_range(5..60)));
+        }
+    }
+
+    fn propose(&mut self, cluster: &mut Cluster) {
+        use rand::Rng as _;
+        if self.rng.gen::<f64>() >= 0.3 {
+            return;
+        }
+        let group = cluster.groups[self.rng.gen_range(0..cluster.groups.len())];
+        // Any node that believes it leads (a stale leader too): its proposals must resolve honestly.
+        let leaders: Vec<NodeId> =
+            cluster.nodes.iter().filter(|(_, n)| n.status(group).unwrap().role == StateRole::Leader).map(|(&id, _)| id).collect();
+        let Some(&leader) = leaders.first() else { return };
+        let payload = Bytes::from(format!("s{} g{group} p{}", self.step, self.proposals.len()));
+        let proposal =
+            cluster.nodes.get_mut(&leader).unwrap().propose(group, payload.clone(), EntryMeta::Data { record_count: 2, max_timestamp: 0 });
+        self.proposals.push((group, payload, proposal, None));
+    }
+
+    fn collect_outcomes(&mut self) {
+        for (_, _, proposal, outcome) in &mut self.proposals {
+            if outcome.is_none() {
+                *outcome = proposal.try_outcome();
+            }
+        }
+    }
+}
+
+impl Cluster {
+    /// Liveness after healing: a proposal commits, allowing for leadership still settling
+    /// (a just-healed leader may step down by check-quorum and fail the first attempts).
+    async fn commit_one_eventually(&mut self, group: GroupId) {
+        for attempt in 0..20 {
+            self.run_until(500, |c| c.leader(group).is_some()).await;
+            let mut proposal = self.propose(group, format!("final g{group} #{attempt}"), EntryMeta::Command);
+            for _ in 0..100 {
+                match proposal.try_outcome() {
+                    Some(Ok(_)) => return,
+                    Some(Err(_)) => break,
+                    None => self.step().await,
+                }
+            }
+        }
+        panic!("liveness: group {group} commits nothing after healing");
+    }
+
+    /// R3 across a restart: the recovered commit never exceeds what the group committed.
+    fn check_restart(&self, node: NodeId) {
+        let checks = self.checks.lock().unwrap();
+        for &group in &self.groups {
+            let commit = self.nodes[&node].status(group).unwrap().commit;
+            let committed_max = checks.commits.iter().filter(|((_, g), _)| *g == group).map(|(_, &c)| c).max().unwrap_or(0);
+            let canonical_max = checks.canonical.range((group, 0)..(group + 1, 0)).next_back().map_or(0, |(&(_, i), _)| i);
+            assert!(
+                commit <= committed_max.max(canonical_max),
+                "R3: node {node} group {group} recovered commit {commit} above any known commit"
+            );
+        }
+    }
+
+    /// R3: no replica's log differs from the canonical entries at or below its commit; every
+    /// leader's log holds every entry any replica applied (leader completeness).
+    async fn check_logs(&self) {
+        for (&id, node) in &self.nodes {
+            for &group in &self.groups {
+                let status = node.status(group).unwrap();
+                let canonical: Vec<Committed> = {
+                    let checks = self.checks.lock().unwrap();
+                    checks.canonical.range((group, 0)..(group + 1, 0)).map(|(_, e)| e.clone()).collect()
+                };
+                let applied_max = canonical.last().map_or(0, |e| e.index);
+                // A stale leader of an older term (not yet stepped down) may lack newer entries.
+                let newest_leader = self.leader(group) == Some(id);
+                let high = if newest_leader { applied_max } else { status.commit.min(applied_max) };
+                if high == 0 {
+                    continue;
+                }
+                assert!(status.last_index >= high, "R3: leader {id} of group {group} misses committed entries up to {high}");
+                let first = node.durable_state(group).unwrap().1;
+                if high < first {
+                    continue;
+                }
+                let log = node.read_log(group, first, high).await.unwrap();
+                let from = canonical.iter().position(|e| e.index == first).expect("canonical entries start at 1");
+                for (entry, expected) in log.iter().zip(&canonical[from..]) {
+                    assert_eq!(
+                        (entry.index, entry.term),
+                        (expected.index, expected.term),
+                        "R3: node {id} group {group} diverges at a committed entry"
+                    );
+                    if expected.kind != EntryKind::Config {
+                        assert_eq!(&entry.data[..], &expected.payload[..], "R2: node {id} group {group} index {}", entry.index);
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn run_schedule(seed: u64, faults: Faults, cache_bytes_max: usize) {
+    run_schedule_on(seed, faults, cache_bytes_max, false).await;
+}
+
+async fn run_schedule_on(seed: u64, faults: Faults, cache_bytes_max: usize, planted_send_before_persist: bool) {
+    use rand::SeedableRng as _;
+    // One schedule in four runs five nodes.
+    let node_count = if seed.is_multiple_of(4) { 5 } else { 3 };
+    let mut cluster = Cluster::new(seed, node_count, &[0, 1, 2]).await;
+    cluster.planted_send_before_persist = planted_send_before_persist;
+    cluster.fsync_faults = faults.fsync_failure > 0.0;
+    // Restart every node with the schedule's cache bound (the first start used the default).
+    cluster.log_config.cache_bytes_max = cache_bytes_max;
+    for node in cluster.voters.clone() {
+        cluster.crash(node, CrashMode::Process);
+        cluster.start(node).await;
+    }
+    let mut schedule = Schedule {
+        rng: rand::rngs::SmallRng::seed_from_u64(seed),
+        faults,
+        step: 0,
+        held: Vec::new(),
+        down: std::collections::BTreeSet::new(),
+        isolated: None,
+        proposals: Vec::new(),
+    };
+    for _ in 0..SCHEDULE_STEPS {
+        schedule.step += 1;
+        schedule.nemesis(&mut cluster).await;
+        schedule.propose(&mut cluster);
+        cluster.round_all().await;
+        schedule.deliver(&cluster);
+        schedule.collect_outcomes();
+        if schedule.step.is_multiple_of(25) {
+            cluster.check_logs().await;
+        }
+    }
+    // Liveness phase: heal everything; the cluster must converge.
+    cluster.fsync_faults = false;
+    schedule.down.extend(cluster.failed.drain(..));
+    for disk in cluster.disks.values() {
+        disk.fail_next_syncs(0);
+    }
+    for node in std::mem::take(&mut schedule.down) {
+        cluster.start(node).await;
+        cluster.check_restart(node);
+    }
+    for (_, envelope) in std::mem::take(&mut schedule.held) {
+        cluster.network.deliver(envelope);
+    }
+    cluster.converge().await;
+    for group in cluster.groups.clone() {
+        cluster.commit_one_eventually(group).await;
+    }
+    cluster.converge().await;
+    cluster.check_logs().await;
+    schedule.collect_outcomes();
+    // Every acknowledged proposal is applied where it said; no definite failure was applied.
+    let checks = cluster.checks.lock().unwrap();
+    for (group, payload, _, outcome) in &schedule.proposals {
+        let applied_at: Vec<&Committed> =
+            checks.canonical.range((*group, 0)..(*group + 1, 0)).map(|(_, e)| e).filter(|e| e.payload == *payload).collect();
+        match outcome {
+            Some(Ok((index, term))) => {
+                assert_eq!(applied_at.len(), 1, "acknowledged proposal {payload:?} applied {} times", applied_at.len());
+                assert_eq!((applied_at[0].index, applied_at[0].term), (*index, *term), "proposal {payload:?} acknowledged elsewhere");
+            }
+            Some(Err(error)) if error.is_definite() => {
+                assert!(applied_at.is_empty(), "definite failure {error} of {payload:?} was applied")
+            }
+            _ => assert!(applied_at.len() <= 1, "proposal {payload:?} applied twice"),
+        }
+    }
+}
+
+proptest::proptest! {
+    // 128 schedules by default (CI runs exactly these; ~10 s); PROPTEST_CASES=N runs more.
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|cases| cases.parse().ok()).unwrap_or(128),
+        failure_persistence: None,
+        ..Default::default()
+    })]
+
+    /// Random schedules on 3 or 5 nodes: message drop, duplicate, delay, reorder, node
+    /// isolation, crashes with and without unsynced loss, failed fsyncs (a crash), restarts. Checks R1, R2 (payloads), R3, R4 continuously and
+    /// the proposal outcome contract at the end.
+    #[test]
+    fn random_schedules_keep_r1_r3_r4(
+        seed in proptest::prelude::any::<u64>(),
+        drop in 0.0..0.2f64,
+        duplicate in 0.0..0.1f64,
+        delay in 0.0..0.2f64,
+        reorder in 0.0..1.0f64,
+        crash in 0.0..0.05f64,
+        restart in 0.0..0.2f64,
+        isolate in 0.0..0.03f64,
+        fsync_failure in 0.0..0.05f64,
+        cache_bytes_max in proptest::prop_oneof![proptest::prelude::Just(8 * 1024 * 1024usize), 0..2048usize],
+    ) {
+        let faults = Faults { drop, duplicate, delay, reorder, crash, restart, isolate, fsync_failure };
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(run_schedule(seed, faults, cache_bytes_max));
+    }
+}
+
+fn sorted(ids: &[NodeId]) -> Vec<NodeId> {
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids
+}
+
+fn conf_change(changes: &[(raft::eraftpb::ConfChangeType, NodeId)]) -> raft::eraftpb::ConfChangeV2 {
+    let mut change = raft::eraftpb::ConfChangeV2::default();
+    for &(change_type, node_id) in changes {
+        let mut single = raft::eraftpb::ConfChangeSingle::default();
+        single.set_change_type(change_type);
+        single.node_id = node_id;
+        change.mut_changes().push(single);
+    }
+    change
+}
+
+#[tokio::test]
+async fn conf_changes_commit_persist_and_survive_a_restart() {
+    use raft::eraftpb::ConfChangeType::{AddLearnerNode, AddNode, RemoveNode};
+    let mut cluster = Cluster::new(21, 3, &[0]).await;
+    cluster.elect_all().await;
+    let leader = cluster.leader(0).unwrap();
+    let mut proposal = cluster.nodes.get_mut(&leader).unwrap().propose_conf_change(0, conf_change(&[(AddLearnerNode, 4)]));
+    // A second change while the first is unapplied: raft replaces it with an empty entry.
+    let mut refused = cluster.nodes.get_mut(&leader).unwrap().propose_conf_change(0, conf_change(&[(AddLearnerNode, 5)]));
+    cluster.run_until(200, |c| c.nodes.values().all(|n| n.conf_state(0).unwrap().learners == vec![4])).await;
+    assert!(proposal.try_outcome().unwrap().is_ok());
+    let error = refused.try_outcome().unwrap().unwrap_err();
+    assert!(matches!(error, ProposeError::Busy { .. }) && error.is_definite(), "{error}");
+
+    // Joint consensus: replace a follower by node 4 (a learner until now) in one change.
+    let removed = *cluster.nodes.keys().find(|&&id| id != leader).unwrap();
+    let change = conf_change(&[(AddNode, 4), (RemoveNode, removed)]);
+    let mut proposal = cluster.nodes.get_mut(&leader).unwrap().propose_conf_change(0, change);
+    let mut expected: Vec<NodeId> = [1, 2, 3, 4].into_iter().filter(|&id| id != removed).collect();
+    expected.sort_unstable();
+    let remaining: Vec<NodeId> = expected.iter().copied().filter(|&id| id != 4).collect();
+    let left_joint = |c: &Cluster| {
+        remaining.iter().all(|id| {
+            let conf = c.nodes[id].conf_state(0).unwrap();
+            sorted(&conf.voters) == expected && conf.voters_outgoing.is_empty() && conf.learners.is_empty()
+        })
+    };
+    cluster.run_until(300, left_joint).await;
+    assert!(proposal.try_outcome().unwrap().is_ok());
+
+    // The configuration is durable: a restarted replica comes back with it.
+    let survivor = *remaining.iter().find(|&&id| id != leader).unwrap();
+    cluster.crash(survivor, CrashMode::PowerLoss);
+    cluster.start(survivor).await;
+    let conf = cluster.nodes[&survivor].conf_state(0).unwrap();
+    assert_eq!((sorted(&conf.voters), conf.learners), (expected.clone(), vec![]));
+    // The two remaining voters (of three, one of them absent) still commit.
+    cluster.crash(removed, CrashMode::Process);
+    let mut committed = false;
+    for attempt in 0..20 {
+        cluster.run_until(500, |c| c.leader(0).is_some()).await;
+        let mut proposal = cluster.propose(0, format!("after reconfiguration #{attempt}"), EntryMeta::Command);
+        for _ in 0..100 {
+            match proposal.try_outcome() {
+                Some(outcome) => {
+                    committed = outcome.is_ok();
+                    break;
+                }
+                None => cluster.step().await,
+            }
+        }
+        if committed {
+            break;
+        }
+    }
+    assert!(committed, "voters {expected:?} commit nothing");
+}
+
+/// Regression: with a fixed election timeout per (node, group), two nodes with equal timeouts
+/// split every vote in lockstep while the third (with the longest log) never campaigns; the
+/// driver now redraws every reset timeout from its seeded generator.
+#[tokio::test]
+async fn regression_lockstep_split_votes_after_heal() {
+    let faults = Faults {
+        drop: 0.040185583095218316,
+        duplicate: 0.02244486734798906,
+        delay: 0.09495757097797648,
+        reorder: 0.43449274114244446,
+        crash: 0.00945126780330589,
+        restart: 0.03748299298750788,
+        isolate: 0.022078198381758115,
+        fsync_failure: 0.0,
+    };
+    run_schedule(18068075857257807112, faults, 8388608).await;
+}
+
+/// The same driver as a task per node (`Node::run`), reached only through `NodeHandle`s, on
+/// real tokio time; a pump task plays the network.
+#[tokio::test]
+async fn node_tasks_elect_and_commit_through_handles() {
+    use std::time::Duration;
+    let network = LocalNetwork::new();
+    let checks: Arc<Mutex<Checks>> = Arc::default();
+    let mut handles = BTreeMap::new();
+    let mut tasks = Vec::new();
+    for id in 1..=3 {
+        let (transport, inbox) = network.attach(id);
+        let recorder = Recorder { node: id, checks: checks.clone() };
+        let node = Node::new(NodeConfig::new(id, "/data"), SimDisk::new(id), transport, inbox, recorder);
+        let (handle, commands) = odradek_consensus::NodeHandle::new();
+        tasks.push(tokio::spawn(node.run(commands, Duration::from_millis(5), || 0)));
+        handle.create_group(1, vec![1, 2, 3], 0).await.unwrap();
+        handles.insert(id, handle);
+    }
+    let pump = {
+        let network = network.clone();
+        tokio::spawn(async move {
+            loop {
+                network.deliver_all();
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    };
+    let mut committed = Vec::new();
+    for attempt in 0..500 {
+        let mut leader = None;
+        for (&id, handle) in &handles {
+            let (status, conf) = handle.status(1).await.unwrap().unwrap();
+            assert_eq!(conf.voters.len(), 3);
+            if status.role == StateRole::Leader {
+                leader = Some(id);
+            }
+        }
+        if let Some(leader) = leader {
+            let payload = Bytes::from(format!("via handle #{attempt}"));
+            if let Ok(outcome) = handles[&leader].propose(1, payload, EntryMeta::Command).await {
+                committed.push(outcome);
+                if committed.len() == 5 {
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(committed.len(), 5, "handles committed only {committed:?}");
+    assert!(handles[&1].stats().await.unwrap().rounds > 0);
+    drop(handles);
+    for task in tasks {
+        task.await.unwrap().expect("the loop ends cleanly when its handles are dropped");
+    }
+    pump.abort();
+}
+
+/// The planted R6 bug (send before fsync) must be caught by the schedules above: with fsync
+/// failures turning into power-loss crashes, some node acknowledges entries (or a vote) it
+/// then loses. Built only with `--features planted-bugs`.
+#[cfg(feature = "planted-bugs")]
+#[test]
+fn planted_send_before_persist_is_caught_by_the_schedules() {
+    let faults =
+        Faults { drop: 0.05, duplicate: 0.02, delay: 0.05, reorder: 0.5, crash: 0.01, restart: 0.2, isolate: 0.01, fsync_failure: 0.05 };
+    let cache_bytes_max = odradek_log::LogConfig::default().cache_bytes_max;
+    let mut caught = 0;
+    for seed in 0..64 {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let run = std::panic::AssertUnwindSafe(|| runtime.block_on(run_schedule_on(seed, faults, cache_bytes_max, true)));
+        caught += usize::from(std::panic::catch_unwind(run).is_err());
+        // The same schedule without the bug passes.
+        if caught == 1 {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(run_schedule_on(seed, faults, cache_bytes_max, false));
+            return;
+        }
+    }
+    panic!("64 schedules never caught the planted send-before-fsync bug");
+}
+
+#[tokio::test]
+async fn commit_is_persisted_lazily_within_its_lag_bound() {
+    use odradek_consensus::node::COMMIT_PERSIST_LAG_MAX;
+    let mut cluster = Cluster::new(17, 3, &[4]).await;
+    cluster.elect_all().await;
+    let saves_before: u64 = cluster.nodes.values().map(|n| n.stats().hard_state_saves).sum();
+    let count = COMMIT_PERSIST_LAG_MAX as usize + 200;
+    cluster.propose_and_commit(count, "lazy").await;
+    cluster.converge().await;
+    // The bound only covers what was applied by an earlier round.
+    cluster.step().await;
+    let saves: u64 = cluster.nodes.values().map(|n| n.stats().hard_state_saves).sum::<u64>() - saves_before;
+    assert!(saves <= 2 * 3, "commit-only changes fsynced the hard state {saves} times");
+    for (id, node) in &cluster.nodes {
+        let commit = node.status(4).unwrap().commit;
+        let durable = node.durable_state(4).unwrap().0.commit;
+        assert!(durable <= commit && commit - durable <= COMMIT_PERSIST_LAG_MAX, "node {id}: durable commit {durable}, commit {commit}");
+        assert!(durable >= COMMIT_PERSIST_LAG_MAX, "node {id}: durable commit {durable} never advanced");
+    }
+}
+
+/// The same driver over real TCP on loopback with real files (`FsDisk` in a temp dir), each
+/// node a `Node::run` task reached through its handle.
+#[tokio::test]
+async fn three_nodes_over_tcp_with_real_files_commit_through_handles() {
+    use odradek_consensus::TcpTransport;
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let mut listeners = BTreeMap::new();
+    for id in 1..=3u64 {
+        listeners.insert(id, tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
+    }
+    let addrs: BTreeMap<NodeId, std::net::SocketAddr> = listeners.iter().map(|(&id, l)| (id, l.local_addr().unwrap())).collect();
+    let checks: Arc<Mutex<Checks>> = Arc::default();
+    let mut handles = BTreeMap::new();
+    let mut tasks = Vec::new();
+    for (id, listener) in listeners {
+        let peers = addrs.iter().filter(|(&peer, _)| peer != id).map(|(&peer, &addr)| (peer, addr)).collect();
+        let (transport, inbox) = TcpTransport::start(id, listener, peers).unwrap();
+        let recorder = Recorder { node: id, checks: checks.clone() };
+        let config = NodeConfig::new(id, dir.path().join(format!("node-{id}")));
+        let node = Node::new(config, odradek_log::FsDisk::new(), transport, inbox, recorder);
+        let (handle, commands) = odradek_consensus::NodeHandle::new();
+        tasks.push(tokio::spawn(node.run(commands, Duration::from_millis(10), || 0)));
+        handle.create_group(0, vec![1, 2, 3], 0).await.unwrap();
+        handles.insert(id, handle);
+    }
+    let mut committed = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while committed.len() < 5 && tokio::time::Instant::now() < deadline {
+        for handle in handles.values() {
+            let (status, _) = handle.status(0).await.unwrap().unwrap();
+            if status.role == StateRole::Leader {
+                let meta = EntryMeta::Data { record_count: 1, max_timestamp: 0 };
+                if let Ok(outcome) = handle.propose(0, Bytes::from(format!("tcp #{}", committed.len())), meta).await {
+                    committed.push(outcome);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(committed.len(), 5, "committed only {committed:?}");
+    let last = committed.last().unwrap().0;
+    while tokio::time::Instant::now() < deadline {
+        let applied: Vec<u64> = (1..=3).map(|id| checks.lock().unwrap().applied.get(&(id, 0)).copied().unwrap_or(0)).collect();
+        if applied.iter().all(|&index| index >= last) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for id in 1..=3 {
+        let applied = checks.lock().unwrap().applied.get(&(id, 0)).copied().unwrap_or(0);
+        assert!(applied >= last, "node {id} applied {applied} < {last}");
+    }
+    drop(handles);
+    for task in tasks {
+        task.await.unwrap().expect("clean stop");
+    }
+}
