@@ -1,4 +1,20 @@
-//! `odradek-jepsen`: history model, checkers, the real-process harness, reports and plots.
+//! `odradek-jepsen`: the history model and the checker shared by the Jepsen-style harness and the
+//! deterministic simulator (issue 6, items 1 and 2; CHECKLISTS.md "INVARIANT CHECKLIST").
 //!
-//! Not built yet (issue "The Jepsen-style harness against real processes"). This crate
-//! intentionally exports nothing until it does.
+//! What exists:
+//! * [`history`]: operations in Jepsen's Kafka-workload shape (send, poll, assign, rewind, crash,
+//!   nemesis start/stop, leader changes, the final-drain marker), their JSON-lines form, and a
+//!   [`history::HistoryBuilder`] that a workload driver calls (no clock or randomness inside).
+//! * [`checker`]: `check(&History, &CheckOptions) -> Verdict` for L1–L13 under the acks-level table,
+//!   P2 from the history, and P1, P3, P4 from an optional server log dump.
+//! * [`model`]: a seeded in-memory model log that generates valid histories, with planted bugs, for
+//!   tests, benches and the simulator's own checker tests.
+//!
+//! What does not exist yet: the real-process harness binary (`odradek-jepsen run`, nemeses,
+//! final drain against real servers), `odradek-jepsen check DIR`, the report directory and the
+//! latency/throughput plots. The consumer-group invariants (C1–C6) and liveness (V1–V4) are not
+//! checked here either.
+
+pub mod checker;
+pub mod history;
+pub mod model;
