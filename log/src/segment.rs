@@ -181,24 +181,24 @@ impl<F> Segment<F> {
         }
     }
 
-    /// The file position of the indexed entry at or before `index`.
+    /// The file position (and index) of the indexed entry at or before `index`.
     pub fn position_for_index(&self, index: u64) -> (u64, u64) {
-        let at = self.points.partition_point(|point| point.index <= index);
-        if at == 0 {
-            return (SEGMENT_HEADER_BYTES, self.start.first_index);
-        }
-        let point = self.points[at - 1];
-        (point.position, point.index)
+        self.position_for(|point| point.index <= index)
     }
 
-    /// The file position of the indexed entry at or before the entry holding `offset`.
+    /// The file position (and index) of the indexed entry at or before the entry holding
+    /// `offset`.
     pub fn position_for_offset(&self, offset: u64) -> (u64, u64) {
-        let at = self.points.partition_point(|point| point.offset <= offset);
-        if at == 0 {
-            return (SEGMENT_HEADER_BYTES, self.start.first_index);
+        self.position_for(|point| point.offset <= offset)
+    }
+
+    /// The last index point satisfying `at_or_before` (points are sorted by index and offset),
+    /// or the first entry of the segment.
+    fn position_for(&self, at_or_before: impl Fn(&IndexPoint) -> bool) -> (u64, u64) {
+        match self.points.partition_point(at_or_before) {
+            0 => (SEGMENT_HEADER_BYTES, self.start.first_index),
+            at => (self.points[at - 1].position, self.points[at - 1].index),
         }
-        let point = self.points[at - 1];
-        (point.position, point.index)
     }
 }
 
