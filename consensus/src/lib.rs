@@ -8,7 +8,12 @@
 //!   store the driver owns) and the raft entry <-> log entry mapping.
 //! - [`conf_state_file`]: the durable, two-slot raft configuration of a group.
 //! - [`node`]: the driver hosting many groups in one loop (group commit, persist before send),
-//!   proposals with definite/indefinite outcomes, and the [`Apply`] interface.
+//!   proposals with definite/indefinite outcomes (indefinite ones resolved later where this
+//!   node learns the committed entry: [`ResolvedOutcome`]), and the [`Apply`] interface.
+//!
+//! The R* invariants of ../shared/CHECKLISTS.md: the driver keeps R6 (persist before send) and
+//! asserts its storage pre- and post-conditions; `tests/cluster.rs` checks R1 to R6 over
+//! seeded random schedules (its module documentation says which check runs where).
 
 pub mod proto {
     //! Protobuf types generated at build time from `proto/*.proto` (pure-Rust codegen).
@@ -22,6 +27,8 @@ pub mod node;
 pub mod storage;
 
 pub use conf_state_file::{ConfStateError, ConfStateFile};
-pub use node::{Apply, Committed, GroupStatus, Node, NodeConfig, NodeError, NodeHandle, NodeStats, Proposal, ProposeError};
+pub use node::{
+    Apply, Committed, GroupStatus, Node, NodeConfig, NodeError, NodeHandle, NodeStats, Proposal, ProposeError, ResolvedOutcome,
+};
 pub use storage::{EntryMeta, GroupStorage, GroupStore, StorageFault};
 pub use transport::{GroupId, Inbound, LocalNetwork, LocalTransport, NodeId, TcpTransport, Transport, TransportError, TransportStats};

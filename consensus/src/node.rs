@@ -40,6 +40,14 @@
 //! still commit under a later leader) and definitely if the group is removed before any ready
 //! carried it (it never left memory).
 //!
+//! Indefinite outcomes resolved later: a proposal failed with `LeadershipLost { index, term }`
+//! is remembered per group (at most `INDEFINITE_PROPOSALS_MAX`) until this node applies
+//! `index`; then the committed entry there decides it, a success if it has the proposal's term
+//! (and kind), a definite failure otherwise, queued as a [`ResolvedOutcome`] for
+//! [`Node::take_resolved_outcomes`] (at most `RESOLVED_OUTCOMES_MAX` waiting). The records live
+//! in memory: a restart, a group removal, or a snapshot past the index leaves the outcome
+//! indefinite.
+//!
 //! Election timeouts: with `NodeConfig::election_seed` the driver redraws every reset timeout
 //! from its own seeded generator, so a seeded schedule replays exactly.
 //!
@@ -81,6 +89,12 @@ pub const RAFT_MESSAGE_BYTES_MAX: u64 = 1024 * 1024;
 pub const RAFT_INFLIGHT_MESSAGES_MAX: usize = 256;
 /// raft's `max_uncommitted_size`: proposals beyond this many uncommitted bytes are refused.
 pub const RAFT_UNCOMMITTED_BYTES_MAX: u64 = 64 * 1024 * 1024;
+/// Indefinitely failed proposals remembered per group until this node learns their fate; past
+/// this, the one at the lowest index is forgotten (its outcome stays unknown).
+pub const INDEFINITE_PROPOSALS_MAX: usize = PROPOSALS_PENDING_MAX;
+/// Resolved outcomes waiting for [`Node::take_resolved_outcomes`]; past this, the oldest one is
+/// dropped (with a warning).
+pub const RESOLVED_OUTCOMES_MAX: usize = 16 * 1024;
 
 /// How a node runs its groups.
 #[derive(Clone, Debug)]
@@ -167,9 +181,10 @@ pub enum ProposeError {
     /// Definite: another entry was committed at the proposal's index.
     #[error("group {group}: index {index} committed another entry")]
     Superseded { group: GroupId, index: u64 },
-    /// Indefinite: appended, then leadership was lost before commit; it may still commit.
-    #[error("group {group}: leadership lost before index {index} committed; outcome unknown")]
-    LeadershipLost { group: GroupId, index: u64 },
+    /// Indefinite: appended at `(index, term)`, then leadership was lost before commit; it may
+    /// still commit. If this node later applies `index`, a [`ResolvedOutcome`] says how it ended.
+    #[error("group {group}: leadership lost before index {index} (term {term}) committed; outcome unknown")]
+    LeadershipLost { group: GroupId, index: u64, term: u64 },
     /// Indefinite: the group was removed after the proposal was appended (or sent).
     #[error("group {group} stopped after index {index} was appended; outcome unknown")]
     StoppedAfterAppend { group: GroupId, index: u64 },
@@ -242,6 +257,26 @@ impl Future for Proposal {
     }
 }
 
+/// The late answer to a proposal that failed with [`ProposeError::LeadershipLost`]: this node
+/// applied the proposal's index after all and so knows what was committed there. Taken with
+/// [`Node::take_resolved_outcomes`] (or [`NodeHandle::take_resolved_outcomes`]); match it to
+/// the error by `(group, index, term)`.
+///
+/// Best effort: the record of an open indefinite outcome lives in memory (a restart forgets it),
+/// is bounded per group (`INDEFINITE_PROPOSALS_MAX`), and is dropped unresolved when a snapshot
+/// moves this node's log past the index (the entry there is then unknown to it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResolvedOutcome {
+    pub group: GroupId,
+    pub index: u64,
+    /// The term the proposal was appended in.
+    pub term: u64,
+    /// `Ok((index, term))`: the proposal committed. `Err`: a definite failure, `Superseded`
+    /// (another entry was committed there) or `Busy` (raft replaced a conf change by an empty
+    /// entry).
+    pub outcome: Result<(u64, u64), ProposeError>,
+}
+
 /// One committed entry, as handed to the state machine.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Committed {
@@ -301,10 +336,19 @@ struct PendingProposal {
     sender: oneshot::Sender<Result<(u64, u64), ProposeError>>,
 }
 
+/// What the resolution of an indefinitely failed proposal needs besides its `(index, term)`.
+#[derive(Clone, Copy, Debug)]
+struct IndefiniteProposal {
+    conf_change: bool,
+}
+
 struct Group<D: Disk> {
     raw: RawNode<GroupStorage>,
     store: GroupStore<D>,
     proposals: BTreeMap<u64, PendingProposal>,
+    /// Proposals failed with `LeadershipLost`, by (index, term), until this node applies their
+    /// index (at most `INDEFINITE_PROPOSALS_MAX`).
+    indefinite: BTreeMap<(u64, u64), IndefiniteProposal>,
     /// The state machine has seen entries up to here (skip re-applying at or below it).
     state_machine_applied: u64,
     /// Applied index at the end of the last round: every conf change up to it is in the
@@ -330,6 +374,8 @@ pub struct Node<D: Disk, T: Transport, A: Apply> {
     stats: NodeStats,
     /// SplitMix64 state for election timeouts (only with `NodeConfig::election_seed`).
     election_rng: Option<u64>,
+    /// Indefinite outcomes resolved since the last `take_resolved_outcomes` (bounded).
+    resolved: std::collections::VecDeque<ResolvedOutcome>,
 }
 
 fn storage_error(group: GroupId) -> impl FnOnce(StorageFault) -> NodeError {
@@ -345,7 +391,9 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         assert_eq!(transport.node_id(), config.node_id, "transport and node disagree on the node id");
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let election_rng = config.election_seed.map(|seed| mix(seed) ^ mix(config.node_id).rotate_left(29));
-        Node { config, disk, transport, inbox, apply, groups: BTreeMap::new(), logger, stats: NodeStats::default(), election_rng }
+        let resolved = std::collections::VecDeque::new();
+        let stats = NodeStats::default();
+        Node { config, disk, transport, inbox, apply, groups: BTreeMap::new(), logger, stats, election_rng, resolved }
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -424,12 +472,19 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             raw,
             store,
             proposals: BTreeMap::new(),
+            indefinite: BTreeMap::new(),
             state_machine_applied: state_machine_applied.max(applied),
             applied_durable_conf: applied,
         };
         self.groups.insert(group, group_state);
         self.redraw_election_timeouts();
         Ok(())
+    }
+
+    /// Takes the indefinite outcomes resolved since the last call, in the order this node
+    /// learned them (see [`ResolvedOutcome`]).
+    pub fn take_resolved_outcomes(&mut self) -> Vec<ResolvedOutcome> {
+        self.resolved.drain(..).collect()
     }
 
     /// Stops hosting `group` (its files stay). Pending proposals fail: definitely if no ready
@@ -603,12 +658,15 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             let mut ready = state.raw.ready();
             if let Some(soft) = ready.ss() {
                 if soft.raft_state != StateRole::Leader {
-                    fail_proposals(state, |index| ProposeError::LeadershipLost { group, index });
+                    lose_leadership(group, state);
                 }
             }
             state.proposals.values_mut().for_each(|pending| pending.emitted = true);
             if !ready.snapshot().is_empty() {
                 install_snapshot(group, state, ready.snapshot(), &mut self.apply, now_ms).await?;
+                // The entries at these indices are unknown here now: they stay indefinite.
+                let snapshot_index = ready.snapshot().get_metadata().index;
+                state.indefinite.retain(|&(index, _), _| index > snapshot_index);
             }
             let entries = ready.take_entries();
             self.stats.entries_appended += entries.len() as u64;
@@ -632,7 +690,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             queue_messages(&mut outbox, group, ready.take_persisted_messages());
             let committed = ready.take_committed_entries();
             self.stats.entries_committed += committed.len() as u64;
-            apply_committed(group, state, &committed, &mut self.apply).await?;
+            apply_committed(group, state, &committed, &mut self.apply, &mut self.resolved).await?;
             let mut light = state.raw.advance(ready);
             if let Some(commit) = light.commit_index() {
                 let mut hard = state.store.storage().hard_state();
@@ -642,7 +700,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             queue_messages(&mut outbox, group, light.take_messages());
             let committed = light.take_committed_entries();
             self.stats.entries_committed += committed.len() as u64;
-            apply_committed(group, state, &committed, &mut self.apply).await?;
+            apply_committed(group, state, &committed, &mut self.apply, &mut self.resolved).await?;
             state.raw.advance_apply();
             state.store.storage().set_applied(state.raw.raft.raft_log.applied);
         }
@@ -739,7 +797,7 @@ fn track_proposal<D: Disk>(group: GroupId, state: &mut Group<D>, conf_change: bo
     // briefly not the leader (within one round, so no soft-state change failed it).
     if let Some(previous) = state.proposals.insert(index, pending) {
         assert!(previous.term < term, "two proposals at index {index} in term {term}");
-        let _ = previous.sender.send(Err(ProposeError::LeadershipLost { group, index }));
+        fail_indefinitely(group, state, index, previous);
     }
     Proposal { state: ProposalState::Waiting(receiver) }
 }
@@ -750,9 +808,53 @@ fn queue_messages(outbox: &mut BTreeMap<NodeId, Vec<(GroupId, Message)>>, group:
     }
 }
 
-fn fail_proposals<D: Disk>(state: &mut Group<D>, error: impl Fn(u64) -> ProposeError) {
+/// This node stopped leading `group`: every open proposal fails indefinitely.
+fn lose_leadership<D: Disk>(group: GroupId, state: &mut Group<D>) {
     for (index, pending) in std::mem::take(&mut state.proposals) {
-        let _ = pending.sender.send(Err(error(index)));
+        fail_indefinitely(group, state, index, pending);
+    }
+}
+
+/// Fails `pending` with `LeadershipLost` and remembers it, to resolve once `index` is applied.
+fn fail_indefinitely<D: Disk>(group: GroupId, state: &mut Group<D>, index: u64, pending: PendingProposal) {
+    let term = pending.term;
+    let _ = pending.sender.send(Err(ProposeError::LeadershipLost { group, index, term }));
+    if state.indefinite.len() >= INDEFINITE_PROPOSALS_MAX {
+        state.indefinite.pop_first();
+    }
+    state.indefinite.insert((index, term), IndefiniteProposal { conf_change: pending.conf_change });
+    assert!(state.indefinite.len() <= INDEFINITE_PROPOSALS_MAX);
+}
+
+/// The committed `entry` settles every indefinite proposal at its index.
+fn resolve_indefinite<D: Disk>(
+    group: GroupId,
+    state: &mut Group<D>,
+    entry: &RaftEntry,
+    resolved: &mut std::collections::VecDeque<ResolvedOutcome>,
+) {
+    let index = entry.index;
+    while let Some(((_, term), proposal)) = state.indefinite.range((index, 0)..=(index, u64::MAX)).next().map(|(&k, &v)| (k, v)) {
+        state.indefinite.remove(&(index, term));
+        let outcome = proposal_outcome(group, entry, term, proposal.conf_change);
+        if resolved.len() >= RESOLVED_OUTCOMES_MAX {
+            let dropped = resolved.pop_front();
+            tracing::warn!(group, ?dropped, "resolved proposal outcomes are not being taken; dropping the oldest");
+        }
+        resolved.push_back(ResolvedOutcome { group, index, term, outcome });
+    }
+}
+
+/// The outcome of a proposal made at `entry.index` in `term`, now that `entry` is committed.
+fn proposal_outcome(group: GroupId, entry: &RaftEntry, term: u64, conf_change: bool) -> Result<(u64, u64), ProposeError> {
+    let is_conf_change = entry.get_entry_type() != EntryType::EntryNormal;
+    if term != entry.term {
+        Err(ProposeError::Superseded { group, index: entry.index })
+    } else if conf_change && !is_conf_change {
+        let reason = "raft refused the conf change (another one pending, or invalid)".to_string();
+        Err(ProposeError::Busy { group, reason })
+    } else {
+        Ok((entry.index, entry.term))
     }
 }
 
@@ -789,6 +891,7 @@ async fn apply_committed<D: Disk, A: Apply>(
     state: &mut Group<D>,
     entries: &[RaftEntry],
     apply: &mut A,
+    resolved: &mut std::collections::VecDeque<ResolvedOutcome>,
 ) -> Result<(), NodeError> {
     if entries.is_empty() {
         return Ok(());
@@ -802,17 +905,9 @@ async fn apply_committed<D: Disk, A: Apply>(
             state.store.save_conf_state(&conf, entry.index).await.map_err(storage_error(group))?;
         }
         if let Some(pending) = state.proposals.remove(&entry.index) {
-            let is_conf_change = entry.get_entry_type() != EntryType::EntryNormal;
-            let outcome = if pending.term != entry.term {
-                Err(ProposeError::Superseded { group, index: entry.index })
-            } else if pending.conf_change && !is_conf_change {
-                let reason = "raft refused the conf change (another one pending, or invalid)".to_string();
-                Err(ProposeError::Busy { group, reason })
-            } else {
-                Ok((entry.index, entry.term))
-            };
-            let _ = pending.sender.send(outcome);
+            let _ = pending.sender.send(proposal_outcome(group, entry, pending.term, pending.conf_change));
         }
+        resolve_indefinite(group, state, entry, resolved);
         if entry.index > state.state_machine_applied {
             let base_offset = storage.base_offset(entry.index).expect("unapplied entries stay cached");
             let log_entry = crate::storage::to_log_entry(entry, base_offset).map_err(storage_error(group))?;
@@ -828,6 +923,8 @@ async fn apply_committed<D: Disk, A: Apply>(
         let index = *entry.key();
         let _ = entry.remove().sender.send(Err(ProposeError::Superseded { group, index }));
     }
+    // Every index up to `last` was applied just now or before: nothing below it stays open.
+    assert!(state.indefinite.first_key_value().is_none_or(|(&(index, _), _)| index > last), "an indefinite proposal outlived its index");
     if let Some(last) = handed.last() {
         state.state_machine_applied = last.index;
         apply.apply(group, &handed);

@@ -1,14 +1,36 @@
 //! A deterministic in-process cluster: nodes driven by explicit tick/round/deliver calls from a
-//! test scheduler, over `LocalNetwork` and `SimDisk`. Checks, continuously:
-//! - R1: at most one leader per (group, term), over the whole run;
-//! - R3: a node incarnation's commit index never decreases;
-//! - R4: every replica applies the identical entry (term, kind, offsets, payload) at each
-//!   (group, index), and applies each group's entries contiguously and in order;
-//! - offsets are dense: each applied entry starts at the previous one's next offset.
+//! test scheduler, over `LocalNetwork` and `SimDisk`. Invariants (../shared/CHECKLISTS.md) and
+//! where each is checked:
+//! - R1, at most one leader per (group, term) over the whole run: `Cluster::check`, after
+//!   every round of every node.
+//! - R2, log matching by checksums: where two running replicas' fsynced logs hold an entry with
+//!   the same (index, term), it and every earlier entry both hold have equal checksums (crc32
+//!   of index, term, type, payload, context): `Cluster::check_log_matching`, from
+//!   `check_logs` (every 25 steps of a schedule, at its end, and in the retention test).
+//! - R3, commit never regresses within an incarnation (`Cluster::check`, every round), a
+//!   restart recovers no commit above any known one (`check_restart`), no replica's log differs
+//!   from the canonical entries at or below its commit and the newest leader holds every
+//!   applied entry (`check_logs`).
+//! - R4, every replica applies the identical entry at each (group, index), contiguously and in
+//!   order, with dense offsets: `Recorder::apply`, as entries are applied.
+//! - R5, an acknowledged proposal is fsynced on a quorum of the group's current voters (crashed
+//!   voters counted by what they held durably): `Cluster::check_ack_durable`, at the moment the
+//!   harness takes each `Ok((index, term))` from a proposal.
+//! - R6, persist before send: every append response and vote grant a node sends is covered by
+//!   its durable state when it left (`TappedTransport` records it with the disk's sync count,
+//!   `Cluster::check_sent` judges it after the node's round, failed rounds included). The
+//!   planted send-before-fsync bug (`--features planted-bugs`) is caught by this check.
 //!
 //! Also: the proposal outcome contract (acknowledged = applied where acknowledged, definite
-//! failure = never applied), conf changes, retention with metadata snapshots, and the same
-//! driver as `Node::run` tasks over `LocalNetwork` and over real TCP with `FsDisk`.
+//! failure = never applied), indefinite outcomes resolved once their index is applied
+//! (`Cluster::check_resolved`, every round, against the canonical entry), conf changes,
+//! retention with metadata snapshots, and the same driver as `Node::run` tasks over
+//! `LocalNetwork` and over real TCP with `FsDisk`.
+//!
+//! The random schedules inject message drop, duplication, delay and reorder, node isolation,
+//! majority/minority splits and one-way cuts, crashes with and without unsynced loss, failed
+//! fsyncs (a crash) and restarts; every fault heals in a final liveness phase, which must
+//! converge and commit (R7's convergence of commit and apply indices, checked by `converge`).
 //!
 //! Real tokio runtimes, sockets and files, so this file is left out of `--cfg madsim` builds.
 #![cfg(not(madsim))]
@@ -18,9 +40,11 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use odradek_consensus::{
-    Apply, Committed, EntryMeta, GroupId, LocalNetwork, LocalTransport, Node, NodeConfig, NodeId, Proposal, ProposeError,
+    Apply, Committed, EntryMeta, GroupId, LocalNetwork, LocalTransport, Node, NodeConfig, NodeId, Proposal, ProposeError, Transport,
+    TransportStats,
 };
 use odradek_log::{CrashMode, EntryKind, SimDisk};
+use raft::eraftpb::{HardState as RaftHardState, Message, MessageType};
 use raft::StateRole;
 
 #[derive(Default)]
@@ -35,6 +59,8 @@ struct Checks {
     commits: BTreeMap<(NodeId, GroupId), u64>,
     /// Snapshots installed (Apply::restore calls).
     restores: u64,
+    /// Indefinite proposal outcomes resolved, all checked against the canonical entries.
+    resolved: Vec<odradek_consensus::ResolvedOutcome>,
 }
 
 struct Recorder {
@@ -75,7 +101,82 @@ impl Apply for Recorder {
     }
 }
 
-type TestNode = Node<SimDisk, LocalTransport, Recorder>;
+/// One message the R6 check looks at (an append response or vote grant), as it was sent.
+struct Sent {
+    from: NodeId,
+    group: GroupId,
+    message: Message,
+    /// The sender's disk syncs (data and directory) done when the message was sent.
+    disk_syncs: u64,
+}
+
+fn disk_syncs(disk: &SimDisk) -> u64 {
+    let stats = disk.stats();
+    stats.syncs + stats.dir_syncs
+}
+
+/// `LocalTransport` plus a tap for R6: every append response and vote grant a node sends is
+/// recorded with the count of its disk's syncs at that moment, for [`Cluster::check_sent`].
+struct TappedTransport {
+    inner: LocalTransport,
+    disk: SimDisk,
+    sent: Arc<Mutex<Vec<Sent>>>,
+}
+
+impl Transport for TappedTransport {
+    fn node_id(&self) -> NodeId {
+        self.inner.node_id()
+    }
+
+    fn send(&self, to: NodeId, messages: Vec<(GroupId, Message)>) {
+        let covered = [MessageType::MsgAppendResponse, MessageType::MsgRequestVoteResponse];
+        let mut sent = self.sent.lock().unwrap();
+        for (group, message) in &messages {
+            if covered.contains(&message.get_msg_type()) && !message.reject {
+                let from = self.inner.node_id();
+                sent.push(Sent { from, group: *group, message: message.clone(), disk_syncs: disk_syncs(&self.disk) });
+            }
+        }
+        drop(sent);
+        self.inner.send(to, messages);
+    }
+
+    fn stats(&self) -> TransportStats {
+        self.inner.stats()
+    }
+}
+
+/// What of one group a node has made durable: the saved hard state and the fsynced log end.
+type Durable = BTreeMap<GroupId, (RaftHardState, u64)>;
+
+/// The durable part of one replica's log: its start, and the term of each entry up to the
+/// fsynced end.
+#[derive(Clone, Debug, Default)]
+struct DurableLog {
+    first_index: u64,
+    terms: BTreeMap<u64, u64>,
+}
+
+impl DurableLog {
+    /// The entry `(index, term)` survives a crash of this replica: fsynced, or below the log
+    /// start (which only ever moves over committed entries).
+    fn holds(&self, index: u64, term: u64) -> bool {
+        index < self.first_index || self.terms.get(&index) == Some(&term)
+    }
+}
+
+/// Checksum of one raft entry, header and payload, for R2.
+fn entry_checksum(entry: &raft::eraftpb::Entry) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&entry.index.to_le_bytes());
+    hasher.update(&entry.term.to_le_bytes());
+    hasher.update(&(entry.get_entry_type() as i32).to_le_bytes());
+    hasher.update(&entry.data);
+    hasher.update(&entry.context);
+    hasher.finalize()
+}
+
+type TestNode = Node<SimDisk, TappedTransport, Recorder>;
 
 struct Cluster {
     network: LocalNetwork,
@@ -84,6 +185,13 @@ struct Cluster {
     voters: Vec<NodeId>,
     groups: Vec<GroupId>,
     checks: Arc<Mutex<Checks>>,
+    /// Messages sent and not yet checked for R6.
+    sent: Arc<Mutex<Vec<Sent>>>,
+    /// Per node and group, what its log holds durably, as of its last successful round (for
+    /// R5). Kept for crashed nodes too: a crashed voter still holds its fsynced entries. A
+    /// failed round is not counted, and need not be: its node sent nothing, so no leader
+    /// counted what that round synced.
+    durable_logs: BTreeMap<(NodeId, GroupId), DurableLog>,
     seed: u64,
     now_ms: i64,
     /// Every group's log settings; a small `cache_bytes_max` forces raft's async log fetches.
@@ -108,6 +216,8 @@ impl Cluster {
             voters: voters.clone(),
             groups: groups.to_vec(),
             checks: Arc::default(),
+            sent: Arc::default(),
+            durable_logs: BTreeMap::new(),
             seed,
             now_ms: 0,
             log_config: odradek_log::LogConfig::default(),
@@ -122,7 +232,8 @@ impl Cluster {
     }
 
     async fn start(&mut self, id: NodeId) {
-        let (transport, inbox) = self.network.attach(id);
+        let (inner, inbox) = self.network.attach(id);
+        let transport = TappedTransport { inner, disk: self.disks[&id].clone(), sent: self.sent.clone() };
         let mut config = NodeConfig::new(id, "/data");
         config.election_seed = Some(self.seed);
         config.log_config = self.log_config.clone();
@@ -142,6 +253,8 @@ impl Cluster {
             node.create_group(group, &self.voters, 0, self.now_ms).await.unwrap();
         }
         self.nodes.insert(id, node);
+        self.durable_logs.retain(|&(node, _), _| node != id);
+        self.track_durable(id).await;
     }
 
     fn crash(&mut self, id: NodeId, mode: CrashMode) {
@@ -161,17 +274,166 @@ impl Cluster {
         self.now_ms += 10;
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         for id in ids {
+            let before = self.durable(id);
             let node = self.nodes.get_mut(&id).expect("listed");
             node.tick();
-            if let Err(error) = node.round(self.now_ms).await {
+            let outcome = node.round(self.now_ms).await;
+            // Also after a failed round: what it sent before failing is checked against what
+            // it had made durable when it failed (the node is crashed below).
+            self.check_sent(id, &before);
+            if let Err(error) = outcome {
                 // A failed fsync is fatal (fsyncgate): the node stops and restarts from what
                 // is durable. Anything else is a bug.
                 assert!(self.fsync_faults, "node {id}: {error}");
                 self.crash(id, CrashMode::PowerLoss);
                 self.failed.push(id);
+            } else {
+                self.track_durable(id).await;
+                self.check_resolved(id);
             }
         }
         self.check();
+    }
+
+    fn durable(&self, id: NodeId) -> Durable {
+        let node = &self.nodes[&id];
+        let groups = self.groups.iter().filter_map(|&g| node.durable_state(g).map(|(hard, _, synced)| (g, (hard, synced))));
+        groups.collect()
+    }
+
+    /// R6 (persist before send), for what node `id` sent in the round that just ended: an
+    /// append response claiming index `i` needs the sender's log fsynced through `i`; a vote
+    /// grant in term `t` needs a durable hard state of term `t` with the vote for the candidate,
+    /// or of a later term (the grant was superseded in the same round, and the node can never
+    /// vote in `t` again). Pre-vote responses promise nothing and are exempt.
+    ///
+    /// "Durable at send time": a message sent when the disk had done as many syncs as at the
+    /// end of the round is judged against the durable state at the end of the round (nothing
+    /// became durable after it left); a message sent before some of the round's syncs is
+    /// judged against the durable state at the start of the round (what was durable when it
+    /// left is at least that, and the round's own syncs came too late for it).
+    fn check_sent(&self, id: NodeId, before: &Durable) {
+        let sent = std::mem::take(&mut *self.sent.lock().unwrap());
+        let after = self.durable(id);
+        let syncs_after = disk_syncs(&self.disks[&id]);
+        for Sent { from, group, message, disk_syncs } in sent {
+            assert_eq!(from, id, "a message was sent outside its node's round");
+            let durable = if disk_syncs == syncs_after { &after } else { before };
+            let Some((hard, synced)) = durable.get(&group) else { continue };
+            match message.get_msg_type() {
+                MessageType::MsgAppendResponse => assert!(
+                    message.index <= *synced,
+                    "R6: node {id} group {group} acknowledged entries up to {} with its log fsynced only up to {synced}",
+                    message.index
+                ),
+                MessageType::MsgRequestVoteResponse => assert!(
+                    hard.term > message.term || (hard.term == message.term && hard.vote == message.to),
+                    "R6: node {id} group {group} granted its vote in term {} to {} with durable term {} vote {}",
+                    message.term,
+                    message.to,
+                    hard.term,
+                    hard.vote
+                ),
+                other => unreachable!("the tap records no {other:?}"),
+            }
+        }
+    }
+
+    /// Brings `durable_logs` of running node `id` up to date. Entries at or below both its
+    /// commit index and its old fsynced end are final (R3 checks that separately); only the
+    /// rest of its fsynced log is read again.
+    async fn track_durable(&mut self, id: NodeId) {
+        let node = &self.nodes[&id];
+        for &group in &self.groups {
+            let Some((_, first_index, synced)) = node.durable_state(group) else { continue };
+            let commit = node.status(group).map_or(0, |s| s.commit);
+            let log = self.durable_logs.entry((id, group)).or_default();
+            let known = log.terms.last_key_value().map_or(0, |(&i, _)| i);
+            let final_max = commit.min(synced).min(known);
+            log.first_index = first_index;
+            log.terms.retain(|&index, _| index >= first_index && index <= final_max);
+            let low = first_index.max(final_max + 1);
+            if low <= synced {
+                let entries = node.read_log(group, low, synced).await.unwrap();
+                log.terms.extend(entries.iter().map(|e| (e.index, e.term)));
+            }
+        }
+    }
+
+    /// R5, at the moment the harness sees a proposal acknowledged with `(index, term)`: the
+    /// entry is fsynced on a quorum of the group's current voters (both halves of a joint
+    /// configuration), counting crashed voters by what they held durably when they crashed.
+    fn check_ack_durable(&self, group: GroupId, index: u64, term: u64) {
+        // The configuration of the replica that has applied the most is the current one.
+        let newest = self.nodes.values().max_by_key(|n| n.status(group).map_or(0, |s| s.applied)).expect("a running node");
+        let conf = newest.conf_state(group).expect("the group is hosted");
+        for voters in [&conf.voters, &conf.voters_outgoing] {
+            if voters.is_empty() {
+                continue;
+            }
+            let holds = |voter: &&NodeId| self.durable_logs.get(&(**voter, group)).is_some_and(|log| log.holds(index, term));
+            let holding: Vec<NodeId> = voters.iter().filter(holds).copied().collect();
+            assert!(
+                holding.len() > voters.len() / 2,
+                "R5: group {group} acknowledged ({index}, {term}) durable only on {holding:?} of voters {voters:?}"
+            );
+        }
+    }
+
+    /// R2 (log matching, by checksums) over the fsynced logs of the running replicas: where
+    /// two replicas hold an entry with the same (index, term), that entry and every earlier
+    /// one both hold are identical (index, term, type, payload, context).
+    async fn check_log_matching(&self) {
+        for &group in &self.groups {
+            let mut logs: BTreeMap<NodeId, BTreeMap<u64, (u64, u32)>> = BTreeMap::new();
+            for (&id, node) in &self.nodes {
+                let Some((_, first_index, synced)) = node.durable_state(group) else { continue };
+                if synced < first_index {
+                    continue;
+                }
+                let entries = node.read_log(group, first_index, synced).await.unwrap();
+                logs.insert(id, entries.iter().map(|e| (e.index, (e.term, entry_checksum(e)))).collect());
+            }
+            for (&a, log_a) in &logs {
+                for (&b, log_b) in logs.range(a + 1..) {
+                    let same = |(index, (term, _)): &(&u64, &(u64, u32))| log_b.get(index).is_some_and(|(t, _)| t == term);
+                    let Some((&matched, _)) = log_a.iter().rev().find(same) else { continue };
+                    for (index, entry_a) in log_a.range(..=matched) {
+                        let Some(entry_b) = log_b.get(index) else { continue };
+                        assert_eq!(
+                            entry_a, entry_b,
+                            "R2: group {group}: nodes {a} and {b} match at index {matched} but differ at {index} (term, checksum)"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Indefinite outcomes that node `id` resolved: it applied their index, so the canonical
+    /// entry there is known; the resolution is a success iff that entry has the proposal's term.
+    fn check_resolved(&mut self, id: NodeId) {
+        let resolved = self.nodes.get_mut(&id).expect("running").take_resolved_outcomes();
+        let mut checks = self.checks.lock().unwrap();
+        for outcome in resolved {
+            let canonical = checks.canonical.get(&(outcome.group, outcome.index)).expect("resolved only once applied");
+            match &outcome.outcome {
+                Ok(committed) => {
+                    assert_eq!(*committed, (canonical.index, canonical.term), "node {id}: {outcome:?} but {canonical:?} was committed");
+                    assert_eq!(outcome.term, canonical.term, "node {id}: {outcome:?} but {canonical:?} was committed");
+                }
+                Err(ProposeError::Superseded { .. }) => {
+                    assert_ne!(outcome.term, canonical.term, "node {id}: {outcome:?} but {canonical:?} was committed")
+                }
+                // A conf change raft replaced by an empty entry at append.
+                Err(ProposeError::Busy { .. }) => assert!(
+                    outcome.term == canonical.term && canonical.kind != EntryKind::Config,
+                    "node {id}: {outcome:?} but {canonical:?} was committed"
+                ),
+                Err(other) => panic!("node {id}: {other} is no resolution"),
+            }
+            checks.resolved.push(outcome);
+        }
     }
 
     fn check(&self) {
@@ -233,14 +495,16 @@ impl Cluster {
                 } else {
                     EntryMeta::Data { record_count: 1 + i as u32 % 4, max_timestamp: i as i64 }
                 };
-                proposals.push(self.propose(group, format!("{tag} g{group} #{i}"), meta));
+                proposals.push((group, self.propose(group, format!("{tag} g{group} #{i}"), meta)));
             }
         }
         let mut outcomes: Vec<Option<(u64, u64)>> = vec![None; proposals.len()];
         for _ in 0..500 {
-            for (proposal, outcome) in proposals.iter_mut().zip(outcomes.iter_mut()) {
+            for ((group, proposal), outcome) in proposals.iter_mut().zip(outcomes.iter_mut()) {
                 if let Some(result) = proposal.try_outcome() {
-                    *outcome = Some(result.expect("no faults: every proposal commits"));
+                    let (index, term) = result.expect("no faults: every proposal commits");
+                    self.check_ack_durable(*group, index, term);
+                    *outcome = Some((index, term));
                 }
             }
             if outcomes.iter().all(Option::is_some) {
@@ -422,9 +686,49 @@ struct Faults {
     crash: f64,
     restart: f64,
     isolate: f64,
+    /// Chance per step that a partition starts (when none holds): a clean majority/minority
+    /// split or a one-way cut, drawn from its own generator (see `Schedule::partition_rng`).
+    partition: f64,
     /// Chance per step that one running node's next fsync fails.
     fsync_failure: f64,
 }
+
+/// A network partition the nemesis imposes for some steps; healed in the liveness phase.
+#[derive(Clone, Debug)]
+enum Partition {
+    /// Messages between `minority` and the other nodes are dropped both ways.
+    Split { minority: std::collections::BTreeSet<NodeId> },
+    /// Messages from `from` to `to` are dropped; those from `to` to `from` flow.
+    OneWay { from: NodeId, to: NodeId },
+}
+
+impl Partition {
+    /// Draws a split with a non-empty minority, or a one-way cut between two nodes.
+    fn draw(rng: &mut rand::rngs::SmallRng, voters: &[NodeId]) -> Partition {
+        use rand::seq::SliceRandom as _;
+        use rand::Rng as _;
+        let mut ids = voters.to_vec();
+        ids.shuffle(rng);
+        if rng.gen() {
+            let minority_len = rng.gen_range(1..=(ids.len() - 1) / 2);
+            Partition::Split { minority: ids[..minority_len].iter().copied().collect() }
+        } else {
+            Partition::OneWay { from: ids[0], to: ids[1] }
+        }
+    }
+
+    fn cuts(&self, from: NodeId, to: NodeId) -> bool {
+        match self {
+            Partition::Split { minority } => minority.contains(&from) != minority.contains(&to),
+            Partition::OneWay { from: cut_from, to: cut_to } => (from, to) == (*cut_from, *cut_to),
+        }
+    }
+}
+
+/// Seed of `Schedule::partition_rng` relative to the schedule's seed.
+const PARTITION_SEED_XOR: u64 = 0x5041_5254_4954_494f;
+/// Steps a partition holds: at least the first, less than the second.
+const PARTITION_STEPS: std::ops::Range<u64> = 5..60;
 
 /// Messages held back for a later step; beyond this, more are dropped instead.
 const HELD_MESSAGES_MAX: usize = 10_000;
@@ -441,6 +745,11 @@ struct Schedule {
     held: Vec<(u64, odradek_consensus::transport::Envelope)>,
     down: std::collections::BTreeSet<NodeId>,
     isolated: Option<(NodeId, u64)>,
+    /// Partitions draw from their own generator, so schedules without them (the regression
+    /// tests) replay exactly as before partitions existed.
+    partition_rng: rand::rngs::SmallRng,
+    /// The partition in force and the step it heals at.
+    partition: Option<(Partition, u64)>,
     proposals: Vec<TrackedProposal>,
 }
 
@@ -455,7 +764,8 @@ impl Schedule {
         envelopes.extend(due.into_iter().map(|(_, e)| e));
         let mut out = Vec::new();
         for envelope in envelopes {
-            let cut = self.isolated.is_some_and(|(node, until)| step < until && (envelope.from == node || envelope.to == node));
+            let isolated = self.isolated.is_some_and(|(node, until)| step < until && (envelope.from == node || envelope.to == node));
+            let cut = isolated || self.partition.as_ref().is_some_and(|(p, until)| step < *until && p.cuts(envelope.from, envelope.to));
             let roll: f64 = self.rng.gen();
             if cut || roll < self.faults.drop {
                 continue;
@@ -505,6 +815,11 @@ impl Schedule {
             let node = self.rng.gen_range(1..=cluster.voters.len() as u64);
             self.isolated = Some((node, self.step + self.rng.gen_range(5..60)));
         }
+        let healed = self.partition.as_ref().is_none_or(|(_, until)| self.step >= *until);
+        if healed && self.partition_rng.gen::<f64>() < self.faults.partition {
+            let partition = Partition::draw(&mut self.partition_rng, &cluster.voters);
+            self.partition = Some((partition, self.step + self.partition_rng.gen_range(PARTITION_STEPS)));
+        }
     }
 
     fn propose(&mut self, cluster: &mut Cluster) {
@@ -523,10 +838,14 @@ impl Schedule {
         self.proposals.push((group, payload, proposal, None));
     }
 
-    fn collect_outcomes(&mut self) {
-        for (_, _, proposal, outcome) in &mut self.proposals {
+    /// Takes the outcomes known now; R5 is checked for each acknowledgement as it is seen.
+    fn collect_outcomes(&mut self, cluster: &Cluster) {
+        for (group, _, proposal, outcome) in &mut self.proposals {
             if outcome.is_none() {
                 *outcome = proposal.try_outcome();
+                if let Some(Ok((index, term))) = outcome {
+                    cluster.check_ack_durable(*group, *index, *term);
+                }
             }
         }
     }
@@ -541,7 +860,10 @@ impl Cluster {
             let mut proposal = self.propose(group, format!("final g{group} #{attempt}"), EntryMeta::Command);
             for _ in 0..100 {
                 match proposal.try_outcome() {
-                    Some(Ok(_)) => return,
+                    Some(Ok((index, term))) => {
+                        self.check_ack_durable(group, index, term);
+                        return;
+                    }
                     Some(Err(_)) => break,
                     None => self.step().await,
                 }
@@ -567,6 +889,7 @@ impl Cluster {
     /// R3: no replica's log differs from the canonical entries at or below its commit; every
     /// leader's log holds every entry any replica applied (leader completeness).
     async fn check_logs(&self) {
+        self.check_log_matching().await;
         for (&id, node) in &self.nodes {
             for &group in &self.groups {
                 let status = node.status(group).unwrap();
@@ -627,6 +950,8 @@ async fn run_schedule_on(seed: u64, faults: Faults, cache_bytes_max: usize, plan
         held: Vec::new(),
         down: std::collections::BTreeSet::new(),
         isolated: None,
+        partition_rng: rand::rngs::SmallRng::seed_from_u64(seed ^ PARTITION_SEED_XOR),
+        partition: None,
         proposals: Vec::new(),
     };
     for _ in 0..SCHEDULE_STEPS {
@@ -635,12 +960,15 @@ async fn run_schedule_on(seed: u64, faults: Faults, cache_bytes_max: usize, plan
         schedule.propose(&mut cluster);
         cluster.round_all().await;
         schedule.deliver(&cluster);
-        schedule.collect_outcomes();
+        schedule.collect_outcomes(&cluster);
         if schedule.step.is_multiple_of(25) {
             cluster.check_logs().await;
         }
     }
-    // Liveness phase: heal everything; the cluster must converge.
+    // Liveness phase: heal everything (from here on `Cluster::step` delivers every message);
+    // the cluster must converge.
+    schedule.isolated = None;
+    schedule.partition = None;
     cluster.fsync_faults = false;
     schedule.down.extend(cluster.failed.drain(..));
     for disk in cluster.disks.values() {
@@ -659,7 +987,7 @@ async fn run_schedule_on(seed: u64, faults: Faults, cache_bytes_max: usize, plan
     }
     cluster.converge().await;
     cluster.check_logs().await;
-    schedule.collect_outcomes();
+    schedule.collect_outcomes(&cluster);
     // Every acknowledged proposal is applied where it said; no definite failure was applied.
     let checks = cluster.checks.lock().unwrap();
     for (group, payload, _, outcome) in &schedule.proposals {
@@ -675,6 +1003,17 @@ async fn run_schedule_on(seed: u64, faults: Faults, cache_bytes_max: usize, plan
             }
             _ => assert!(applied_at.len() <= 1, "proposal {payload:?} applied twice"),
         }
+        // A resolved indefinite outcome says what happened to this very payload.
+        let Some(Err(ProposeError::LeadershipLost { group, index, term })) = outcome else { continue };
+        let resolution = checks.resolved.iter().find(|r| (r.group, r.index, r.term) == (*group, *index, *term));
+        match resolution.map(|r| &r.outcome) {
+            Some(Ok(_)) => assert!(
+                applied_at.len() == 1 && (applied_at[0].index, applied_at[0].term) == (*index, *term),
+                "{payload:?} resolved as committed at ({index}, {term}) but applied at {applied_at:?}"
+            ),
+            Some(Err(error)) => assert!(applied_at.is_empty(), "{payload:?} resolved as {error} but applied at {applied_at:?}"),
+            None => {}
+        }
     }
 }
 
@@ -687,10 +1026,12 @@ proptest::proptest! {
     })]
 
     /// Random schedules on 3 or 5 nodes: message drop, duplicate, delay, reorder, node
-    /// isolation, crashes with and without unsynced loss, failed fsyncs (a crash), restarts. Checks R1, R2 (payloads), R3, R4 continuously and
-    /// the proposal outcome contract at the end.
+    /// isolation, majority/minority splits and one-way cuts, crashes with and without unsynced
+    /// loss, failed fsyncs (a crash), restarts. Checks R1 to R6 as they happen (see the module
+    /// documentation), resolutions of indefinite outcomes, the proposal outcome contract and
+    /// liveness after healing at the end.
     #[test]
-    fn random_schedules_keep_r1_r3_r4(
+    fn random_schedules_keep_r1_to_r6(
         seed in proptest::prelude::any::<u64>(),
         drop in 0.0..0.2f64,
         duplicate in 0.0..0.1f64,
@@ -699,10 +1040,11 @@ proptest::proptest! {
         crash in 0.0..0.05f64,
         restart in 0.0..0.2f64,
         isolate in 0.0..0.03f64,
+        partition in 0.0..0.03f64,
         fsync_failure in 0.0..0.05f64,
         cache_bytes_max in proptest::prop_oneof![proptest::prelude::Just(8 * 1024 * 1024usize), 0..2048usize],
     ) {
-        let faults = Faults { drop, duplicate, delay, reorder, crash, restart, isolate, fsync_failure };
+        let faults = Faults { drop, duplicate, delay, reorder, crash, restart, isolate, partition, fsync_failure };
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(run_schedule(seed, faults, cache_bytes_max));
     }
@@ -796,6 +1138,7 @@ async fn regression_lockstep_split_votes_after_heal() {
         crash: 0.00945126780330589,
         restart: 0.03748299298750788,
         isolate: 0.022078198381758115,
+        partition: 0.0,
         fsync_failure: 0.0,
     };
     run_schedule(18068075857257807112, faults, 8388608).await;
@@ -851,6 +1194,10 @@ async fn node_tasks_elect_and_commit_through_handles() {
     }
     assert_eq!(committed.len(), 5, "handles committed only {committed:?}");
     assert!(handles[&1].stats().await.unwrap().rounds > 0);
+    // Leadership may have moved under real time; any resolution is of this group.
+    for handle in handles.values() {
+        assert!(handle.take_resolved_outcomes().await.unwrap().iter().all(|r| r.group == 1));
+    }
     drop(handles);
     for task in tasks {
         task.await.unwrap().expect("the loop ends cleanly when its handles are dropped");
@@ -858,29 +1205,43 @@ async fn node_tasks_elect_and_commit_through_handles() {
     pump.abort();
 }
 
-/// The planted R6 bug (send before fsync) must be caught by the schedules above: with fsync
-/// failures turning into power-loss crashes, some node acknowledges entries (or a vote) it
-/// then loses. Built only with `--features planted-bugs`.
+/// The planted R6 bug (send before fsync) must be caught by the schedules above, and by the R6
+/// check itself (`Cluster::check_sent`): an append response or vote grant leaves before the
+/// round's fsync. The panic must name R6, not some later consequence (R3, R4). Built only with
+/// `--features planted-bugs`.
 #[cfg(feature = "planted-bugs")]
 #[test]
-fn planted_send_before_persist_is_caught_by_the_schedules() {
-    let faults =
-        Faults { drop: 0.05, duplicate: 0.02, delay: 0.05, reorder: 0.5, crash: 0.01, restart: 0.2, isolate: 0.01, fsync_failure: 0.05 };
+fn planted_send_before_persist_is_caught_by_r6() {
+    let faults = Faults {
+        drop: 0.05,
+        duplicate: 0.02,
+        delay: 0.05,
+        reorder: 0.5,
+        crash: 0.01,
+        restart: 0.2,
+        isolate: 0.01,
+        partition: 0.01,
+        fsync_failure: 0.05,
+    };
     let cache_bytes_max = odradek_log::LogConfig::default().cache_bytes_max;
-    let mut caught = 0;
-    for seed in 0..64 {
+    for seed in 0..PLANTED_SEEDS_MAX {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let run = std::panic::AssertUnwindSafe(|| runtime.block_on(run_schedule_on(seed, faults, cache_bytes_max, true)));
-        caught += usize::from(std::panic::catch_unwind(run).is_err());
+        let Err(panic) = std::panic::catch_unwind(run) else { continue };
+        let message = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
+        let message = message.unwrap_or_default();
+        assert!(message.starts_with("R6: "), "seed {seed}: the planted bug was caught, but not by R6: {message}");
         // The same schedule without the bug passes.
-        if caught == 1 {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            runtime.block_on(run_schedule_on(seed, faults, cache_bytes_max, false));
-            return;
-        }
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(run_schedule_on(seed, faults, cache_bytes_max, false));
+        return;
     }
-    panic!("64 schedules never caught the planted send-before-fsync bug");
+    panic!("{PLANTED_SEEDS_MAX} schedules never caught the planted send-before-fsync bug");
 }
+
+/// Schedules the planted-bug test tries before giving up.
+#[cfg(feature = "planted-bugs")]
+const PLANTED_SEEDS_MAX: u64 = 64;
 
 #[tokio::test]
 async fn commit_is_persisted_lazily_within_its_lag_bound() {
@@ -959,5 +1320,77 @@ async fn three_nodes_over_tcp_with_real_files_commit_through_handles() {
     drop(handles);
     for task in tasks {
         task.await.unwrap().expect("clean stop");
+    }
+}
+
+impl Cluster {
+    /// One step in which every message from or to `node` is lost, except those from it when
+    /// `outbound` is set (a one-way cut: it talks, nobody answers).
+    async fn step_cut_off(&mut self, node: NodeId, outbound: bool) {
+        self.round_all().await;
+        for envelope in self.network.take_in_flight() {
+            let cut = envelope.to == node || (envelope.from == node && !outbound);
+            if !cut {
+                self.network.deliver(envelope);
+            }
+        }
+    }
+
+    /// Proposes on `group`'s leader, which then loses touch with the others until another node
+    /// leads and it has stepped down; with `reach_followers` its entry reaches the followers
+    /// first. Returns the old leader and the (indefinite) outcome, after healing.
+    async fn propose_then_cut_off_the_leader(&mut self, group: GroupId, reach_followers: bool) -> (NodeId, ProposeError) {
+        let old = self.leader(group).expect("a leader");
+        let mut proposal = self.propose(group, format!("cut off, reaching followers: {reach_followers}"), EntryMeta::Command);
+        if reach_followers {
+            // The append leaves; the followers' answers do not come back.
+            self.step_cut_off(old, true).await;
+        }
+        for _ in 0..CUT_OFF_STEPS_MAX {
+            let replaced = self.leader(group).is_some_and(|leader| leader != old);
+            if replaced && self.nodes[&old].status(group).unwrap().role != StateRole::Leader {
+                break;
+            }
+            self.step_cut_off(old, false).await;
+        }
+        let error = proposal.try_outcome().expect("resolved when leadership was lost").unwrap_err();
+        assert!(matches!(error, ProposeError::LeadershipLost { .. }) && !error.is_definite(), "{error}");
+        // Heal: the new leader commits something, the old one catches up and applies it.
+        self.commit_one_eventually(group).await;
+        self.converge().await;
+        (old, error)
+    }
+}
+
+/// Steps a cut-off leader gets to step down while the others elect a new one.
+const CUT_OFF_STEPS_MAX: usize = 500;
+
+/// Issue 3 item 5: a proposal that failed indefinitely (`LeadershipLost`) resolves once its
+/// node applies the index: a success when the entry committed there is the proposal's (it
+/// reached the followers, which committed it under the new leader), a definite failure when
+/// another one is (it never left the old leader).
+#[tokio::test]
+async fn an_indefinite_outcome_resolves_when_its_index_is_applied() {
+    let mut cluster = Cluster::new(29, 3, &[8]).await;
+    cluster.elect_all().await;
+    cluster.propose_and_commit(2, "before").await;
+    cluster.converge().await;
+    for reach_followers in [true, false] {
+        let resolved_before = cluster.checks.lock().unwrap().resolved.len();
+        let (old, error) = cluster.propose_then_cut_off_the_leader(8, reach_followers).await;
+        let ProposeError::LeadershipLost { group, index, term } = error else { unreachable!("checked") };
+        let checks = cluster.checks.lock().unwrap();
+        // `check_resolved` took it from the old leader and checked it against the canonical entry.
+        let resolved = &checks.resolved[resolved_before..];
+        let outcome = resolved.iter().find(|r| (r.group, r.index, r.term) == (group, index, term));
+        let outcome = outcome.unwrap_or_else(|| panic!("node {old}: {error} never resolved; resolved {resolved:?}"));
+        let canonical = &checks.canonical[&(group, index)];
+        if reach_followers {
+            assert_eq!(outcome.outcome, Ok((index, term)), "{canonical:?}");
+            assert_eq!(&canonical.payload[..], b"cut off, reaching followers: true");
+        } else {
+            assert_eq!(outcome.outcome, Err(ProposeError::Superseded { group, index }), "{canonical:?}");
+            assert_ne!(canonical.term, term);
+        }
     }
 }

@@ -18,7 +18,7 @@ use odradek_log::{Disk, RetentionReport};
 use raft::eraftpb::{ConfChangeV2, ConfState};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Apply, GroupStatus, Node, NodeError, NodeStats, Proposal, ProposeError};
+use super::{Apply, GroupStatus, Node, NodeError, NodeStats, Proposal, ProposeError, ResolvedOutcome};
 use crate::storage::EntryMeta;
 use crate::transport::{GroupId, NodeId, Transport};
 
@@ -38,6 +38,7 @@ pub enum Command {
     EnforceRetention { group: GroupId, reply: oneshot::Sender<Result<RetentionReport, NodeError>> },
     Status { group: GroupId, reply: oneshot::Sender<Option<(GroupStatus, ConfState)>> },
     Stats { reply: oneshot::Sender<NodeStats> },
+    TakeResolvedOutcomes { reply: oneshot::Sender<Vec<ResolvedOutcome>> },
 }
 
 /// A cloneable handle on a running node task.
@@ -105,6 +106,11 @@ impl NodeHandle {
     pub async fn stats(&self) -> Result<NodeStats, NodeError> {
         self.call(|reply| Command::Stats { reply }).await
     }
+
+    /// Indefinite proposal outcomes resolved since the last call (see [`Node::take_resolved_outcomes`]).
+    pub async fn take_resolved_outcomes(&self) -> Result<Vec<ResolvedOutcome>, NodeError> {
+        self.call(|reply| Command::TakeResolvedOutcomes { reply }).await
+    }
 }
 
 impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
@@ -159,6 +165,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
                 drop(reply.send(status));
             }
             Command::Stats { reply } => drop(reply.send(self.stats())),
+            Command::TakeResolvedOutcomes { reply } => drop(reply.send(self.take_resolved_outcomes())),
         }
     }
 }
