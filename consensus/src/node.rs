@@ -656,6 +656,20 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
                 continue;
             }
             let mut ready = state.raw.ready();
+            // A new term or vote is made durable before any entry of this ready is written:
+            // the log's writes may reach the disk even unsynced (a power loss can keep them),
+            // and a log holding entries of a term its hard state never reached makes raft-rs
+            // reject a pre-vote with term 0 and abort ("term should be set when sending
+            // MsgRequestPreVoteResponse"), found by the random schedules.
+            if let Some(hard) = ready.hs() {
+                let saved = state.store.hard_state_saved();
+                if hard.term != saved.term || hard.vote != saved.vote {
+                    let mut durable = hard.clone();
+                    durable.commit = hard.commit.min(state.applied_durable_conf).max(saved.commit);
+                    state.store.save_hard_state(&durable).await.map_err(storage_error(group))?;
+                    self.stats.hard_state_saves += 1;
+                }
+            }
             if let Some(soft) = ready.ss() {
                 if soft.raft_state != StateRole::Leader {
                     lose_leadership(group, state);
@@ -752,13 +766,9 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         for PendingReady { group, ready } in readies {
             let Some(hard) = ready.hs() else { continue };
             let state = self.groups.get_mut(group).expect("groups change only outside a round");
+            // Term and vote were saved before this round wrote any entry (see `round`).
             let saved = state.store.hard_state_saved();
-            if hard.term != saved.term || hard.vote != saved.vote {
-                let mut durable = hard.clone();
-                durable.commit = hard.commit.min(state.applied_durable_conf).max(saved.commit);
-                state.store.save_hard_state(&durable).await.map_err(storage_error(*group))?;
-                self.stats.hard_state_saves += 1;
-            }
+            assert!(hard.term == saved.term && hard.vote == saved.vote, "group {group}: term/vote not saved before the append");
             state.store.set_hard_state(hard);
         }
         // Commit-only changes: saved once the durable commit lags by COMMIT_PERSIST_LAG_MAX.

@@ -1144,6 +1144,26 @@ async fn regression_lockstep_split_votes_after_heal() {
     run_schedule(18068075857257807112, faults, 8388608).await;
 }
 
+/// Found by the random schedules in CI: a follower's fsync of its new term failed (a crash)
+/// after entries of that term had been written to its log; the power loss kept the entries but
+/// not the term, and raft-rs aborted on the next pre-vote it rejected ("term should be set when
+/// sending MsgRequestPreVoteResponse"). Term and vote are now saved before any entry is written.
+#[tokio::test]
+async fn regression_entries_of_a_term_the_hard_state_lost() {
+    let faults = Faults {
+        drop: 0.14294467856504497,
+        duplicate: 0.0,
+        delay: 0.056911166264846845,
+        reorder: 0.6091119402576249,
+        crash: 0.0,
+        restart: 0.17271129387059903,
+        isolate: 0.018224983400756924,
+        partition: 0.0,
+        fsync_failure: 0.017868262793517033,
+    };
+    run_schedule(6092649206929715124, faults, 8388608).await;
+}
+
 /// The same driver as a task per node (`Node::run`), reached only through `NodeHandle`s, on
 /// real tokio time; a pump task plays the network.
 #[tokio::test]
