@@ -46,6 +46,8 @@ impl ErrorCode {
                 | ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
                 | ErrorCode::SHUTTING_DOWN
                 | ErrorCode::NOT_CONTROLLER
+                | ErrorCode::LEADER_NOT_AVAILABLE
+                | ErrorCode::DUPLICATE_IN_FLIGHT
                 | ErrorCode::REQUEST_TIMED_OUT
                 | ErrorCode::LEADERSHIP_LOST
         )

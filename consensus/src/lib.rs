@@ -28,7 +28,8 @@ pub mod storage;
 
 pub use conf_state_file::{ConfStateError, ConfStateFile};
 pub use node::{
-    Apply, Committed, GroupStatus, Node, NodeConfig, NodeError, NodeHandle, NodeStats, Proposal, ProposeError, ResolvedOutcome,
+    Appended, Apply, Committed, Durability, GroupStatus, LogBounds, Node, NodeConfig, NodeError, NodeHandle, NodeStats, Proposal,
+    ProposalTicket, ProposeError, Rejection, ResolvedOutcome,
 };
 pub use storage::{EntryMeta, GroupStorage, GroupStore, StorageFault};
 pub use transport::{GroupId, Inbound, LocalNetwork, LocalTransport, NodeId, TcpTransport, Transport, TransportError, TransportStats};

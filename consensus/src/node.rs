@@ -70,7 +70,7 @@ use tokio::sync::{mpsc, oneshot};
 
 mod handle;
 
-pub use handle::{Command, NodeHandle, COMMANDS_PER_ROUND_MAX, COMMAND_QUEUE_MAX};
+pub use handle::{Command, NodeHandle, ProposalTicket, COMMANDS_PER_ROUND_MAX, COMMAND_QUEUE_MAX};
 
 use crate::storage::{decode_conf_change, EntryMeta, GroupStorage, GroupStore, StorageFault, LOG_READ_BYTES_MAX};
 use crate::transport::{GroupId, Inbound, NodeId, Transport};
@@ -181,6 +181,9 @@ pub enum ProposeError {
     /// Definite: another entry was committed at the proposal's index.
     #[error("group {group}: index {index} committed another entry")]
     Superseded { group: GroupId, index: u64 },
+    /// Definite: the state machine refused it before it reached raft ([`Apply::admit`]).
+    #[error("group {group}: refused by the state machine: {}", rejection.reason)]
+    Rejected { group: GroupId, rejection: Rejection },
     /// Indefinite: appended at `(index, term)`, then leadership was lost before commit; it may
     /// still commit. If this node later applies `index`, a [`ResolvedOutcome`] says how it ended.
     #[error("group {group}: leadership lost before index {index} (term {term}) committed; outcome unknown")]
@@ -200,7 +203,37 @@ impl ProposeError {
     }
 }
 
-/// The outcome of a proposal: resolves with `(index, term)` once committed.
+/// Where a proposal landed: its raft position and the first offset of its records (the log's
+/// next offset for entries without records).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    pub index: u64,
+    pub term: u64,
+    pub base_offset: u64,
+}
+
+/// When a proposal resolves `Ok`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// Once committed: a quorum of the current voters has it on disk (acks=all).
+    #[default]
+    Committed,
+    /// Once the leader's own log has it on disk (acks=1): a later leader may lack it. A
+    /// proposal resolved this way is no longer tracked (no `LeadershipLost`, no resolution).
+    LeaderLog,
+}
+
+/// Why the state machine refused a proposal before it reached raft ([`Apply::admit`]). The
+/// node does not interpret it: `code` and `value` mean what the state machine says they mean.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    pub code: u32,
+    pub value: u64,
+    pub reason: String,
+}
+
+/// The outcome of a proposal: resolves with where it was appended once committed (or, with
+/// [`Durability::LeaderLog`], once the leader's log has it on disk).
 #[derive(Debug)]
 pub struct Proposal {
     state: ProposalState,
@@ -208,7 +241,7 @@ pub struct Proposal {
 
 #[derive(Debug)]
 enum ProposalState {
-    Waiting(oneshot::Receiver<Result<(u64, u64), ProposeError>>),
+    Waiting(oneshot::Receiver<Result<Appended, ProposeError>>),
     Failed(ProposeError),
     Done,
 }
@@ -225,7 +258,7 @@ impl Proposal {
 
     /// The outcome, once, when known (for schedulers that do not poll futures); `None` while
     /// pending and after the outcome was taken.
-    pub fn try_outcome(&mut self) -> Option<Result<(u64, u64), ProposeError>> {
+    pub fn try_outcome(&mut self) -> Option<Result<Appended, ProposeError>> {
         let outcome = match &mut self.state {
             ProposalState::Done => return None,
             ProposalState::Failed(error) => Err(error.clone()),
@@ -241,7 +274,7 @@ impl Proposal {
 }
 
 impl Future for Proposal {
-    type Output = Result<(u64, u64), ProposeError>;
+    type Output = Result<Appended, ProposeError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let outcome = match &mut self.state {
@@ -271,10 +304,10 @@ pub struct ResolvedOutcome {
     pub index: u64,
     /// The term the proposal was appended in.
     pub term: u64,
-    /// `Ok((index, term))`: the proposal committed. `Err`: a definite failure, `Superseded`
+    /// `Ok`: the proposal committed. `Err`: a definite failure, `Superseded`
     /// (another entry was committed there) or `Busy` (raft replaced a conf change by an empty
     /// entry).
-    pub outcome: Result<(u64, u64), ProposeError>,
+    pub outcome: Result<Appended, ProposeError>,
 }
 
 /// One committed entry, as handed to the state machine.
@@ -298,6 +331,17 @@ pub trait Apply: Send {
     fn apply(&mut self, group: GroupId, entries: &[Committed]);
     /// The group's log was replaced by a snapshot at `index`, next offset `offset_next`.
     fn restore(&mut self, group: GroupId, index: u64, term: u64, offset_next: u64);
+    /// Called on the leader for every data or command proposal right before raft gets it, in
+    /// the order proposals reach raft (so a check here and the append are atomic): `Err`
+    /// refuses it ([`ProposeError::Rejected`], definite). `term` is the leader's term.
+    fn admit(&mut self, group: GroupId, term: u64, data: &Bytes, meta: EntryMeta) -> Result<(), Rejection> {
+        let _ = (group, term, data, meta);
+        Ok(())
+    }
+    /// Raft refused the proposal [`Apply::admit`] accepted last for `group`: it was not appended.
+    fn admit_undone(&mut self, group: GroupId) {
+        let _ = group;
+    }
 }
 
 /// A snapshot of one group's raft state.
@@ -311,6 +355,14 @@ pub struct GroupStatus {
     pub last_index: u64,
     /// Leader only: (matched, next) index per replica.
     pub progress: BTreeMap<NodeId, (u64, u64)>,
+}
+
+/// Where a group's log starts and ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogBounds {
+    pub start_offset: u64,
+    pub next_offset: u64,
+    pub first_index: u64,
 }
 
 /// Counters since the node started.
@@ -333,7 +385,8 @@ struct PendingProposal {
     emitted: bool,
     /// A membership change: raft may have replaced it by an empty entry at append.
     conf_change: bool,
-    sender: oneshot::Sender<Result<(u64, u64), ProposeError>>,
+    durability: Durability,
+    sender: oneshot::Sender<Result<Appended, ProposeError>>,
 }
 
 /// What the resolution of an indefinitely failed proposal needs besides its `(index, term)`.
@@ -527,8 +580,14 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         state.raw.campaign().map_err(raft_error(group))
     }
 
-    /// Proposes `data` to `group`. Appended and sent in the next [`Node::round`].
+    /// Proposes `data` to `group`. Appended and sent in the next [`Node::round`]; resolves once
+    /// committed.
     pub fn propose(&mut self, group: GroupId, data: Bytes, meta: EntryMeta) -> Proposal {
+        self.propose_with(group, data, meta, Durability::Committed)
+    }
+
+    /// Proposes `data` to `group`, resolving as `durability` says.
+    pub fn propose_with(&mut self, group: GroupId, data: Bytes, meta: EntryMeta, durability: Durability) -> Proposal {
         let Some(state) = self.groups.get_mut(&group) else { return Proposal::failed(ProposeError::GroupUnknown(group)) };
         if let EntryMeta::Data { record_count: 0, .. } = meta {
             return Proposal::failed(ProposeError::Invalid { group, reason: "a data entry holds at least one record".into() });
@@ -546,10 +605,14 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
                 reason: format!("PROPOSALS_PENDING_MAX ({PROPOSALS_PENDING_MAX}) pending"),
             });
         }
+        if let Err(rejection) = self.apply.admit(group, state.raw.raft.term, &data, meta) {
+            return Proposal::failed(ProposeError::Rejected { group, rejection });
+        }
         if let Err(error) = state.raw.propose(meta.encode(), data.to_vec()) {
+            self.apply.admit_undone(group);
             return Proposal::failed(ProposeError::Busy { group, reason: error.to_string() });
         }
-        track_proposal(group, state, false)
+        track_proposal(group, state, false, durability)
     }
 
     /// Proposes a membership change (joint consensus when it has several changes, or with
@@ -568,7 +631,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         if let Err(error) = state.raw.propose_conf_change(Vec::new(), change) {
             return Proposal::failed(ProposeError::Busy { group, reason: error.to_string() });
         }
-        track_proposal(group, state, true)
+        track_proposal(group, state, true, Durability::Committed)
     }
 
     /// Asks the leader of `group` (this node) to hand leadership to `to`.
@@ -629,6 +692,26 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         let state = self.groups.get(&group)?;
         let hard = crate::storage::raft_hard_state(state.store.hard_state_saved());
         Some((hard, state.store.log().first_index(), state.store.log().synced_index()))
+    }
+
+    /// Data entries of `group` holding offsets at or after `offset`, never above raft index
+    /// `index_max` (the caller's commit bound), about `bytes_max` bytes (at least one entry
+    /// when any is available). See [`odradek_log::SegmentLog::read_offsets`].
+    pub async fn read_records(
+        &self,
+        group: GroupId,
+        offset: u64,
+        bytes_max: u64,
+        index_max: u64,
+    ) -> Result<Vec<odradek_log::Entry>, NodeError> {
+        let state = self.groups.get(&group).ok_or(NodeError::GroupUnknown(group))?;
+        state.store.log().read_offsets(offset, bytes_max, index_max).await.map_err(|e| storage_error(group)(e.into()))
+    }
+
+    /// `group`'s log bounds: (first offset kept, next offset, first raft index kept).
+    pub fn log_bounds(&self, group: GroupId) -> Option<LogBounds> {
+        let log = self.groups.get(&group)?.store.log();
+        Some(LogBounds { start_offset: log.start_offset(), next_offset: log.next_offset(), first_index: log.first_index() })
     }
 
     /// The raft entries `low ..= high` of `group`'s log (for invariant checks).
@@ -699,6 +782,10 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             }
         }
         self.persist(&readies).await?;
+        for PendingReady { group, .. } in &readies {
+            let state = self.groups.get_mut(group).expect("groups change only outside a round");
+            resolve_leader_durable(*group, state);
+        }
         for PendingReady { group, mut ready } in readies {
             let state = self.groups.get_mut(&group).expect("groups change only outside a round");
             queue_messages(&mut outbox, group, ready.take_persisted_messages());
@@ -798,11 +885,11 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
 }
 
 /// Registers the proposal raft just appended to its unstable log.
-fn track_proposal<D: Disk>(group: GroupId, state: &mut Group<D>, conf_change: bool) -> Proposal {
+fn track_proposal<D: Disk>(group: GroupId, state: &mut Group<D>, conf_change: bool, durability: Durability) -> Proposal {
     let index = state.raw.raft.raft_log.last_index();
     let term = state.raw.raft.term;
     let (sender, receiver) = oneshot::channel();
-    let pending = PendingProposal { term, emitted: false, conf_change, sender };
+    let pending = PendingProposal { term, emitted: false, conf_change, durability, sender };
     // An older proposal at this index lost its entry to a truncation while this node was
     // briefly not the leader (within one round, so no soft-state change failed it).
     if let Some(previous) = state.proposals.insert(index, pending) {
@@ -810,6 +897,28 @@ fn track_proposal<D: Disk>(group: GroupId, state: &mut Group<D>, conf_change: bo
         fail_indefinitely(group, state, index, previous);
     }
     Proposal { state: ProposalState::Waiting(receiver) }
+}
+
+/// Resolves the [`Durability::LeaderLog`] proposals whose entries this leader has synced.
+fn resolve_leader_durable<D: Disk>(group: GroupId, state: &mut Group<D>) {
+    let synced = state.store.log().synced_index();
+    let storage = state.store.storage();
+    let durable: Vec<u64> = state
+        .proposals
+        .range(..=synced)
+        .filter(|(_, pending)| pending.durability == Durability::LeaderLog && pending.emitted)
+        .map(|(&index, _)| index)
+        .collect();
+    for index in durable {
+        let pending = state.proposals.remove(&index).expect("listed above");
+        let Some(base_offset) = storage.base_offset(index) else {
+            // Not in the cache any more (cannot happen for an unapplied entry): fall back to
+            // an unknown outcome rather than a guess.
+            let _ = pending.sender.send(Err(ProposeError::LeadershipLost { group, index, term: pending.term }));
+            continue;
+        };
+        let _ = pending.sender.send(Ok(Appended { index, term: pending.term, base_offset }));
+    }
 }
 
 fn queue_messages(outbox: &mut BTreeMap<NodeId, Vec<(GroupId, Message)>>, group: GroupId, messages: Vec<Message>) {
@@ -841,12 +950,13 @@ fn resolve_indefinite<D: Disk>(
     group: GroupId,
     state: &mut Group<D>,
     entry: &RaftEntry,
+    base_offset: u64,
     resolved: &mut std::collections::VecDeque<ResolvedOutcome>,
 ) {
     let index = entry.index;
     while let Some(((_, term), proposal)) = state.indefinite.range((index, 0)..=(index, u64::MAX)).next().map(|(&k, &v)| (k, v)) {
         state.indefinite.remove(&(index, term));
-        let outcome = proposal_outcome(group, entry, term, proposal.conf_change);
+        let outcome = proposal_outcome(group, entry, base_offset, term, proposal.conf_change);
         if resolved.len() >= RESOLVED_OUTCOMES_MAX {
             let dropped = resolved.pop_front();
             tracing::warn!(group, ?dropped, "resolved proposal outcomes are not being taken; dropping the oldest");
@@ -856,7 +966,7 @@ fn resolve_indefinite<D: Disk>(
 }
 
 /// The outcome of a proposal made at `entry.index` in `term`, now that `entry` is committed.
-fn proposal_outcome(group: GroupId, entry: &RaftEntry, term: u64, conf_change: bool) -> Result<(u64, u64), ProposeError> {
+fn proposal_outcome(group: GroupId, entry: &RaftEntry, base_offset: u64, term: u64, conf_change: bool) -> Result<Appended, ProposeError> {
     let is_conf_change = entry.get_entry_type() != EntryType::EntryNormal;
     if term != entry.term {
         Err(ProposeError::Superseded { group, index: entry.index })
@@ -864,7 +974,7 @@ fn proposal_outcome(group: GroupId, entry: &RaftEntry, term: u64, conf_change: b
         let reason = "raft refused the conf change (another one pending, or invalid)".to_string();
         Err(ProposeError::Busy { group, reason })
     } else {
-        Ok((entry.index, entry.term))
+        Ok(Appended { index: entry.index, term: entry.term, base_offset })
     }
 }
 
@@ -914,12 +1024,12 @@ async fn apply_committed<D: Disk, A: Apply>(
             let conf = state.raw.apply_conf_change(&change).map_err(raft_error(group))?;
             state.store.save_conf_state(&conf, entry.index).await.map_err(storage_error(group))?;
         }
+        let base_offset = storage.base_offset(entry.index).expect("unapplied entries stay cached");
         if let Some(pending) = state.proposals.remove(&entry.index) {
-            let _ = pending.sender.send(proposal_outcome(group, entry, pending.term, pending.conf_change));
+            let _ = pending.sender.send(proposal_outcome(group, entry, base_offset, pending.term, pending.conf_change));
         }
-        resolve_indefinite(group, state, entry, resolved);
+        resolve_indefinite(group, state, entry, base_offset, resolved);
         if entry.index > state.state_machine_applied {
-            let base_offset = storage.base_offset(entry.index).expect("unapplied entries stay cached");
             let log_entry = crate::storage::to_log_entry(entry, base_offset).map_err(storage_error(group))?;
             handed.push(committed_from_log(&log_entry));
         }

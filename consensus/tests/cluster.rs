@@ -15,7 +15,7 @@
 //!   order, with dense offsets: `Recorder::apply`, as entries are applied.
 //! - R5, an acknowledged proposal is fsynced on a quorum of the group's current voters (crashed
 //!   voters counted by what they held durably): `Cluster::check_ack_durable`, at the moment the
-//!   harness takes each `Ok((index, term))` from a proposal.
+//!   harness takes each `Ok(Appended { index, term, .. })` from a proposal.
 //! - R6, persist before send: every append response and vote grant a node sends is covered by
 //!   its durable state when it left (`TappedTransport` records it with the disk's sync count,
 //!   `Cluster::check_sent` judges it after the node's round, failed rounds included). The
@@ -40,8 +40,8 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use odradek_consensus::{
-    Apply, Committed, EntryMeta, GroupId, LocalNetwork, LocalTransport, Node, NodeConfig, NodeId, Proposal, ProposeError, Transport,
-    TransportStats,
+    Appended, Apply, Committed, EntryMeta, GroupId, LocalNetwork, LocalTransport, Node, NodeConfig, NodeId, Proposal, ProposeError,
+    Transport, TransportStats,
 };
 use odradek_log::{CrashMode, EntryKind, SimDisk};
 use raft::eraftpb::{HardState as RaftHardState, Message, MessageType};
@@ -419,7 +419,12 @@ impl Cluster {
             let canonical = checks.canonical.get(&(outcome.group, outcome.index)).expect("resolved only once applied");
             match &outcome.outcome {
                 Ok(committed) => {
-                    assert_eq!(*committed, (canonical.index, canonical.term), "node {id}: {outcome:?} but {canonical:?} was committed");
+                    let position = (committed.index, committed.term, committed.base_offset);
+                    assert_eq!(
+                        position,
+                        (canonical.index, canonical.term, canonical.base_offset),
+                        "node {id}: {outcome:?} but {canonical:?} was committed"
+                    );
                     assert_eq!(outcome.term, canonical.term, "node {id}: {outcome:?} but {canonical:?} was committed");
                 }
                 Err(ProposeError::Superseded { .. }) => {
@@ -502,7 +507,7 @@ impl Cluster {
         for _ in 0..500 {
             for ((group, proposal), outcome) in proposals.iter_mut().zip(outcomes.iter_mut()) {
                 if let Some(result) = proposal.try_outcome() {
-                    let (index, term) = result.expect("no faults: every proposal commits");
+                    let Appended { index, term, .. } = result.expect("no faults: every proposal commits");
                     self.check_ack_durable(*group, index, term);
                     *outcome = Some((index, term));
                 }
@@ -736,7 +741,7 @@ const HELD_MESSAGES_MAX: usize = 10_000;
 const SCHEDULE_STEPS: usize = 250;
 
 /// (group, payload, proposal, outcome once known)
-type TrackedProposal = (GroupId, Bytes, Proposal, Option<Result<(u64, u64), ProposeError>>);
+type TrackedProposal = (GroupId, Bytes, Proposal, Option<Result<Appended, ProposeError>>);
 
 struct Schedule {
     rng: rand::rngs::SmallRng,
@@ -843,7 +848,7 @@ impl Schedule {
         for (group, _, proposal, outcome) in &mut self.proposals {
             if outcome.is_none() {
                 *outcome = proposal.try_outcome();
-                if let Some(Ok((index, term))) = outcome {
+                if let Some(Ok(Appended { index, term, .. })) = outcome {
                     cluster.check_ack_durable(*group, *index, *term);
                 }
             }
@@ -860,7 +865,7 @@ impl Cluster {
             let mut proposal = self.propose(group, format!("final g{group} #{attempt}"), EntryMeta::Command);
             for _ in 0..100 {
                 match proposal.try_outcome() {
-                    Some(Ok((index, term))) => {
+                    Some(Ok(Appended { index, term, .. })) => {
                         self.check_ack_durable(group, index, term);
                         return;
                     }
@@ -994,9 +999,10 @@ async fn run_schedule_on(seed: u64, faults: Faults, cache_bytes_max: usize, plan
         let applied_at: Vec<&Committed> =
             checks.canonical.range((*group, 0)..(*group + 1, 0)).map(|(_, e)| e).filter(|e| e.payload == *payload).collect();
         match outcome {
-            Some(Ok((index, term))) => {
+            Some(Ok(Appended { index, term, base_offset })) => {
                 assert_eq!(applied_at.len(), 1, "acknowledged proposal {payload:?} applied {} times", applied_at.len());
-                assert_eq!((applied_at[0].index, applied_at[0].term), (*index, *term), "proposal {payload:?} acknowledged elsewhere");
+                let applied = (applied_at[0].index, applied_at[0].term, applied_at[0].base_offset);
+                assert_eq!(applied, (*index, *term, *base_offset), "proposal {payload:?} acknowledged elsewhere");
             }
             Some(Err(error)) if error.is_definite() => {
                 assert!(applied_at.is_empty(), "definite failure {error} of {payload:?} was applied")
@@ -1325,7 +1331,7 @@ async fn three_nodes_over_tcp_with_real_files_commit_through_handles() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(committed.len(), 5, "committed only {committed:?}");
-    let last = committed.last().unwrap().0;
+    let last = committed.last().unwrap().index;
     while tokio::time::Instant::now() < deadline {
         let applied: Vec<u64> = (1..=3).map(|id| checks.lock().unwrap().applied.get(&(id, 0)).copied().unwrap_or(0)).collect();
         if applied.iter().all(|&index| index >= last) {
@@ -1406,7 +1412,7 @@ async fn an_indefinite_outcome_resolves_when_its_index_is_applied() {
         let outcome = outcome.unwrap_or_else(|| panic!("node {old}: {error} never resolved; resolved {resolved:?}"));
         let canonical = &checks.canonical[&(group, index)];
         if reach_followers {
-            assert_eq!(outcome.outcome, Ok((index, term)), "{canonical:?}");
+            assert_eq!(outcome.outcome.as_ref().map(|a| (a.index, a.term)), Ok((index, term)), "{canonical:?}");
             assert_eq!(&canonical.payload[..], b"cut off, reaching followers: true");
         } else {
             assert_eq!(outcome.outcome, Err(ProposeError::Superseded { group, index }), "{canonical:?}");

@@ -195,7 +195,7 @@ async fn propose(cluster: &Cluster, group: GroupId, payload: Bytes, target: &mut
         };
         let meta = EntryMeta::Data { record_count: 1, max_timestamp: 0 };
         match tokio::time::timeout(PROPOSE_TIMEOUT, handle.propose(group, payload.clone(), meta)).await {
-            Ok(Ok(position)) => return Some(position),
+            Ok(Ok(appended)) => return Some((appended.index, appended.term)),
             Ok(Err(ProposeError::NotLeader { leader, .. })) if NODES.contains(&leader) && leader != *target => *target = leader,
             // Indefinite outcomes are not acknowledged; the value is never retried, so it can be
             // applied at most once (as an unacknowledged entry).

@@ -18,7 +18,7 @@ use odradek_log::{Disk, RetentionReport};
 use raft::eraftpb::{ConfChangeV2, ConfState};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Apply, GroupStatus, Node, NodeError, NodeStats, Proposal, ProposeError, ResolvedOutcome};
+use super::{Appended, Apply, Durability, GroupStatus, LogBounds, Node, NodeError, NodeStats, Proposal, ProposeError, ResolvedOutcome};
 use crate::storage::EntryMeta;
 use crate::transport::{GroupId, NodeId, Transport};
 
@@ -30,15 +30,62 @@ pub const COMMANDS_PER_ROUND_MAX: usize = 1024;
 /// A request to the node task. Every command carries its reply channel.
 #[derive(Debug)]
 pub enum Command {
-    Propose { group: GroupId, data: Bytes, meta: EntryMeta, reply: oneshot::Sender<Proposal> },
-    ProposeConfChange { group: GroupId, change: ConfChangeV2, reply: oneshot::Sender<Proposal> },
-    CreateGroup { group: GroupId, voters: Vec<NodeId>, state_machine_applied: u64, reply: oneshot::Sender<Result<(), NodeError>> },
-    RemoveGroup { group: GroupId, reply: oneshot::Sender<bool> },
-    TransferLeader { group: GroupId, to: NodeId, reply: oneshot::Sender<Result<(), NodeError>> },
-    EnforceRetention { group: GroupId, reply: oneshot::Sender<Result<RetentionReport, NodeError>> },
-    Status { group: GroupId, reply: oneshot::Sender<Option<(GroupStatus, ConfState)>> },
-    Stats { reply: oneshot::Sender<NodeStats> },
-    TakeResolvedOutcomes { reply: oneshot::Sender<Vec<ResolvedOutcome>> },
+    Propose {
+        group: GroupId,
+        data: Bytes,
+        meta: EntryMeta,
+        durability: Durability,
+        reply: oneshot::Sender<Proposal>,
+    },
+    ProposeConfChange {
+        group: GroupId,
+        change: ConfChangeV2,
+        reply: oneshot::Sender<Proposal>,
+    },
+    CreateGroup {
+        group: GroupId,
+        voters: Vec<NodeId>,
+        state_machine_applied: u64,
+        reply: oneshot::Sender<Result<(), NodeError>>,
+    },
+    RemoveGroup {
+        group: GroupId,
+        reply: oneshot::Sender<bool>,
+    },
+    TransferLeader {
+        group: GroupId,
+        to: NodeId,
+        reply: oneshot::Sender<Result<(), NodeError>>,
+    },
+    EnforceRetention {
+        group: GroupId,
+        reply: oneshot::Sender<Result<RetentionReport, NodeError>>,
+    },
+    Status {
+        group: GroupId,
+        reply: oneshot::Sender<Option<(GroupStatus, ConfState)>>,
+    },
+    Stats {
+        reply: oneshot::Sender<NodeStats>,
+    },
+    Campaign {
+        group: GroupId,
+        reply: oneshot::Sender<Result<(), NodeError>>,
+    },
+    ReadRecords {
+        group: GroupId,
+        offset: u64,
+        bytes_max: u64,
+        index_max: u64,
+        reply: oneshot::Sender<Result<Vec<odradek_log::Entry>, NodeError>>,
+    },
+    LogBounds {
+        group: GroupId,
+        reply: oneshot::Sender<Option<LogBounds>>,
+    },
+    TakeResolvedOutcomes {
+        reply: oneshot::Sender<Vec<ResolvedOutcome>>,
+    },
 }
 
 /// A cloneable handle on a running node task.
@@ -66,16 +113,44 @@ impl NodeHandle {
     }
 
     /// Proposes and waits for the outcome (see [`Node::propose`]).
-    pub async fn propose(&self, group: GroupId, data: Bytes, meta: EntryMeta) -> Result<(u64, u64), ProposeError> {
-        match self.call(|reply| Command::Propose { group, data, meta, reply }).await {
-            Ok(proposal) => proposal.await,
-            // The task was gone before the command was queued or answered: never proposed.
-            Err(_) => Err(ProposeError::Stopped(group)),
+    pub async fn propose(&self, group: GroupId, data: Bytes, meta: EntryMeta) -> Result<Appended, ProposeError> {
+        self.submit(group, data, meta, Durability::Committed).await.outcome().await
+    }
+
+    /// Queues a proposal and returns once it is queued: proposals submitted one after another
+    /// (each `submit` awaited before the next) reach raft in that order. Await the ticket's
+    /// [`ProposalTicket::outcome`] for the result.
+    pub async fn submit(&self, group: GroupId, data: Bytes, meta: EntryMeta, durability: Durability) -> ProposalTicket {
+        let (reply, receiver) = oneshot::channel();
+        match self.commands.send(Command::Propose { group, data, meta, durability, reply }).await {
+            Ok(()) => ProposalTicket { group, receiver: Some(receiver) },
+            Err(_) => ProposalTicket { group, receiver: None },
         }
     }
 
+    /// Asks `group` on this node to start an election now.
+    pub async fn campaign(&self, group: GroupId) -> Result<(), NodeError> {
+        self.call(|reply| Command::Campaign { group, reply }).await?
+    }
+
+    /// See [`Node::read_records`].
+    pub async fn read_records(
+        &self,
+        group: GroupId,
+        offset: u64,
+        bytes_max: u64,
+        index_max: u64,
+    ) -> Result<Vec<odradek_log::Entry>, NodeError> {
+        self.call(|reply| Command::ReadRecords { group, offset, bytes_max, index_max, reply }).await?
+    }
+
+    /// See [`Node::log_bounds`].
+    pub async fn log_bounds(&self, group: GroupId) -> Result<Option<LogBounds>, NodeError> {
+        self.call(|reply| Command::LogBounds { group, reply }).await
+    }
+
     /// Proposes a membership change and waits for the outcome.
-    pub async fn propose_conf_change(&self, group: GroupId, change: ConfChangeV2) -> Result<(u64, u64), ProposeError> {
+    pub async fn propose_conf_change(&self, group: GroupId, change: ConfChangeV2) -> Result<Appended, ProposeError> {
         match self.call(|reply| Command::ProposeConfChange { group, change, reply }).await {
             Ok(proposal) => proposal.await,
             Err(_) => Err(ProposeError::Stopped(group)),
@@ -110,6 +185,26 @@ impl NodeHandle {
     /// Indefinite proposal outcomes resolved since the last call (see [`Node::take_resolved_outcomes`]).
     pub async fn take_resolved_outcomes(&self) -> Result<Vec<ResolvedOutcome>, NodeError> {
         self.call(|reply| Command::TakeResolvedOutcomes { reply }).await
+    }
+}
+
+/// A queued proposal (see [`NodeHandle::submit`]).
+#[derive(Debug)]
+pub struct ProposalTicket {
+    group: GroupId,
+    /// `None`: the node task was gone before the proposal was queued.
+    receiver: Option<oneshot::Receiver<Proposal>>,
+}
+
+impl ProposalTicket {
+    /// Waits for the proposal's outcome.
+    pub async fn outcome(self) -> Result<Appended, ProposeError> {
+        let Some(receiver) = self.receiver else { return Err(ProposeError::Stopped(self.group)) };
+        match receiver.await {
+            Ok(proposal) => proposal.await,
+            // The task went away with the command queued but not taken: never proposed.
+            Err(_) => Err(ProposeError::Stopped(self.group)),
+        }
     }
 }
 
@@ -152,7 +247,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
     async fn execute(&mut self, command: Command, now_ms: i64) {
         // A reply nobody waits for any more is fine to drop.
         match command {
-            Command::Propose { group, data, meta, reply } => drop(reply.send(self.propose(group, data, meta))),
+            Command::Propose { group, data, meta, durability, reply } => drop(reply.send(self.propose_with(group, data, meta, durability))),
             Command::ProposeConfChange { group, change, reply } => drop(reply.send(self.propose_conf_change(group, change))),
             Command::CreateGroup { group, voters, state_machine_applied, reply } => {
                 drop(reply.send(self.create_group(group, &voters, state_machine_applied, now_ms).await));
@@ -165,6 +260,11 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
                 drop(reply.send(status));
             }
             Command::Stats { reply } => drop(reply.send(self.stats())),
+            Command::Campaign { group, reply } => drop(reply.send(self.campaign(group))),
+            Command::ReadRecords { group, offset, bytes_max, index_max, reply } => {
+                drop(reply.send(self.read_records(group, offset, bytes_max, index_max).await));
+            }
+            Command::LogBounds { group, reply } => drop(reply.send(self.log_bounds(group))),
             Command::TakeResolvedOutcomes { reply } => drop(reply.send(self.take_resolved_outcomes())),
         }
     }
