@@ -491,6 +491,19 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         state_machine_applied: u64,
         now_ms: i64,
     ) -> Result<(), NodeError> {
+        let log_config = self.config.log_config.clone();
+        self.create_group_with(group, voters, state_machine_applied, now_ms, log_config).await
+    }
+
+    /// [`Node::create_group`] with this group's own log settings (segment size, retention).
+    pub async fn create_group_with(
+        &mut self,
+        group: GroupId,
+        voters: &[NodeId],
+        state_machine_applied: u64,
+        now_ms: i64,
+        log_config: LogConfig,
+    ) -> Result<(), NodeError> {
         if self.groups.contains_key(&group) {
             return Err(NodeError::GroupExists(group));
         }
@@ -500,7 +513,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         let mut initial = ConfState::default();
         initial.set_voters(voters.to_vec());
         let dir = self.config.data_dir.join(group.to_string());
-        let store = GroupStore::open(self.disk.clone(), dir, self.config.log_config.clone(), &initial, now_ms)
+        let store = GroupStore::open(self.disk.clone(), dir, log_config, &initial, now_ms)
             .await
             .map_err(storage_error(group))?;
         let storage = store.storage();
@@ -1017,6 +1030,9 @@ async fn apply_committed<D: Disk, A: Apply>(
         return Ok(());
     }
     let mut handed = Vec::with_capacity(entries.len());
+    // Outcomes are sent after the state machine has the entries, so a proposer woken by its
+    // outcome (possibly on another thread) finds them applied.
+    let mut outcomes = Vec::new();
     let storage = state.store.storage();
     for entry in entries {
         if entry.get_entry_type() != EntryType::EntryNormal && entry.index > state.store.conf_state_index() {
@@ -1026,7 +1042,7 @@ async fn apply_committed<D: Disk, A: Apply>(
         }
         let base_offset = storage.base_offset(entry.index).expect("unapplied entries stay cached");
         if let Some(pending) = state.proposals.remove(&entry.index) {
-            let _ = pending.sender.send(proposal_outcome(group, entry, base_offset, pending.term, pending.conf_change));
+            outcomes.push((pending.sender, proposal_outcome(group, entry, base_offset, pending.term, pending.conf_change)));
         }
         resolve_indefinite(group, state, entry, base_offset, resolved);
         if entry.index > state.state_machine_applied {
@@ -1041,13 +1057,16 @@ async fn apply_committed<D: Disk, A: Apply>(
             break;
         }
         let index = *entry.key();
-        let _ = entry.remove().sender.send(Err(ProposeError::Superseded { group, index }));
+        outcomes.push((entry.remove().sender, Err(ProposeError::Superseded { group, index })));
     }
     // Every index up to `last` was applied just now or before: nothing below it stays open.
     assert!(state.indefinite.first_key_value().is_none_or(|(&(index, _), _)| index > last), "an indefinite proposal outlived its index");
     if let Some(last) = handed.last() {
         state.state_machine_applied = last.index;
         apply.apply(group, &handed);
+    }
+    for (sender, outcome) in outcomes {
+        let _ = sender.send(outcome);
     }
     Ok(())
 }

@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use odradek_log::{Disk, RetentionReport};
+use odradek_log::{Disk, LogConfig, RetentionReport};
 use raft::eraftpb::{ConfChangeV2, ConfState};
 use tokio::sync::{mpsc, oneshot};
 
@@ -46,6 +46,8 @@ pub enum Command {
         group: GroupId,
         voters: Vec<NodeId>,
         state_machine_applied: u64,
+        /// `None`: the node's default (`NodeConfig::log_config`).
+        log_config: Option<LogConfig>,
         reply: oneshot::Sender<Result<(), NodeError>>,
     },
     RemoveGroup {
@@ -158,7 +160,18 @@ impl NodeHandle {
     }
 
     pub async fn create_group(&self, group: GroupId, voters: Vec<NodeId>, state_machine_applied: u64) -> Result<(), NodeError> {
-        self.call(|reply| Command::CreateGroup { group, voters, state_machine_applied, reply }).await?
+        self.call(|reply| Command::CreateGroup { group, voters, state_machine_applied, log_config: None, reply }).await?
+    }
+
+    /// [`NodeHandle::create_group`] with the group's own log settings.
+    pub async fn create_group_with(
+        &self,
+        group: GroupId,
+        voters: Vec<NodeId>,
+        state_machine_applied: u64,
+        log_config: LogConfig,
+    ) -> Result<(), NodeError> {
+        self.call(|reply| Command::CreateGroup { group, voters, state_machine_applied, log_config: Some(log_config), reply }).await?
     }
 
     pub async fn remove_group(&self, group: GroupId) -> Result<bool, NodeError> {
@@ -249,8 +262,9 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         match command {
             Command::Propose { group, data, meta, durability, reply } => drop(reply.send(self.propose_with(group, data, meta, durability))),
             Command::ProposeConfChange { group, change, reply } => drop(reply.send(self.propose_conf_change(group, change))),
-            Command::CreateGroup { group, voters, state_machine_applied, reply } => {
-                drop(reply.send(self.create_group(group, &voters, state_machine_applied, now_ms).await));
+            Command::CreateGroup { group, voters, state_machine_applied, log_config, reply } => {
+                let log_config = log_config.unwrap_or_else(|| self.config.log_config.clone());
+                drop(reply.send(self.create_group_with(group, &voters, state_machine_applied, now_ms, log_config).await));
             }
             Command::RemoveGroup { group, reply } => drop(reply.send(self.remove_group(group))),
             Command::TransferLeader { group, to, reply } => drop(reply.send(self.transfer_leader(group, to))),

@@ -1,0 +1,266 @@
+//! Cluster administration: topics (create, delete, list, describe), the cluster's state, and
+//! partition offsets.
+//!
+//! Admin requests go to the controller (any broker when none is known yet) and are retried on
+//! retriable errors, NOT_CONTROLLER included, within the cluster's operation timeout. A
+//! `create_topic` retried after an indefinite failure may answer TOPIC_ALREADY_EXISTS for the
+//! topic its own first attempt created.
+
+use crate::cluster::{Cluster, ClusterConfig, TopicInfo};
+use crate::error::{ClientError, Result};
+use crate::wire::proto::{
+    self, CreateTopic, CreateTopicsRequest, DeleteTopicsRequest, DescribeClusterRequest, ErrorCode, ListOffsetsRequest,
+    Request_oneof_body as RequestBody, Response_oneof_body as ResponseBody, TopicResult,
+};
+
+/// Per-topic settings; 0 means the broker default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TopicConfig {
+    /// How long records are kept; -1 keeps them forever.
+    pub retention_ms: i64,
+    /// How many bytes a partition keeps; -1 sets no limit.
+    pub retention_bytes: i64,
+    pub segment_bytes: i64,
+    /// Largest batch the topic accepts.
+    pub batch_bytes_max: u32,
+}
+
+/// Which offset [`Admin::list_offsets`] asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetQuery {
+    /// The log start offset.
+    Earliest,
+    /// The high watermark: the offset the next committed record will get.
+    Latest,
+    /// The first offset whose timestamp is at or after this (ms since the epoch).
+    ByTimestamp(i64),
+}
+
+/// An offset and the timestamp the broker gave with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListedOffset {
+    pub offset: u64,
+    pub timestamp_ms: i64,
+}
+
+/// A broker as DescribeCluster reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerInfo {
+    pub node_id: u64,
+    pub address: String,
+}
+
+/// One replica's progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaInfo {
+    pub node_id: u64,
+    pub matched_index: u64,
+    /// The leader's last index minus `matched_index`.
+    pub lag: u64,
+}
+
+/// One partition's replication state, from its leader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionState {
+    pub topic: String,
+    pub partition: u32,
+    pub leader: u64,
+    pub term: u64,
+    pub commit_index: u64,
+    pub high_watermark: u64,
+    pub log_start_offset: u64,
+    pub replicas: Vec<ReplicaInfo>,
+}
+
+/// The answer to [`Admin::describe_cluster`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterDescription {
+    pub brokers: Vec<BrokerInfo>,
+    /// The controller's node id; 0 if unknown.
+    pub controller: u64,
+    pub partitions: Vec<PartitionState>,
+}
+
+/// Administrative operations on a cluster.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), odradek_client::ClientError> {
+/// use odradek_client::{Admin, TopicConfig};
+///
+/// let admin = Admin::new(&["127.0.0.1:9092"])?;
+/// admin.create_topic("orders", 6, 3, TopicConfig::default()).await?;
+/// for topic in admin.list_topics().await? {
+///     println!("{topic}");
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Admin {
+    cluster: Cluster,
+}
+
+impl Admin {
+    /// An admin client with default settings; connects on first use.
+    pub fn new(bootstrap: &[&str]) -> Result<Admin> {
+        Ok(Admin { cluster: Cluster::new(bootstrap, ClusterConfig::default())? })
+    }
+
+    /// An admin client sharing a cluster handle.
+    pub fn with_cluster(cluster: Cluster) -> Admin {
+        Admin { cluster }
+    }
+
+    /// The cluster handle (metadata cache and connections) this admin client uses.
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    fn timeout_ms(&self) -> u32 {
+        u32::try_from(self.cluster.config().operation_timeout.as_millis()).unwrap_or(u32::MAX)
+    }
+
+    /// Creates a topic.
+    pub async fn create_topic(&self, name: &str, partitions: u32, replication_factor: u32, config: TopicConfig) -> Result<()> {
+        if name.is_empty() || partitions == 0 || replication_factor == 0 {
+            return Err(ClientError::InvalidArgument(format!(
+                "topic {name:?} with {partitions} partitions and {replication_factor} replicas"
+            )));
+        }
+        let mut wire_config = proto::TopicConfig::new();
+        wire_config.retention_ms = config.retention_ms;
+        wire_config.retention_bytes = config.retention_bytes;
+        wire_config.segment_bytes = config.segment_bytes;
+        wire_config.batch_bytes_max = config.batch_bytes_max;
+        let mut topic = CreateTopic::new();
+        topic.name = name.to_string();
+        topic.partitions = partitions;
+        topic.replication_factor = replication_factor;
+        topic.config = Some(wire_config).into();
+        let mut request = CreateTopicsRequest::new();
+        request.topics = vec![topic].into();
+        request.timeout_ms = self.timeout_ms();
+        let response = self.cluster.controller_request(RequestBody::create_topics(request)).await?;
+        let Some(ResponseBody::create_topics(created)) = &response.body else {
+            return Err(ClientError::Protocol(format!("CreateTopics answered without results: {response:?}")));
+        };
+        let result = topic_result(&created.topics, name);
+        self.cluster.mark_stale(name);
+        result
+    }
+
+    /// Deletes a topic.
+    pub async fn delete_topic(&self, name: &str) -> Result<()> {
+        let mut request = DeleteTopicsRequest::new();
+        request.names = vec![name.to_string()].into();
+        request.timeout_ms = self.timeout_ms();
+        let response = self.cluster.controller_request(RequestBody::delete_topics(request)).await?;
+        let Some(ResponseBody::delete_topics(deleted)) = &response.body else {
+            return Err(ClientError::Protocol(format!("DeleteTopics answered without results: {response:?}")));
+        };
+        let result = topic_result(&deleted.topics, name);
+        self.cluster.mark_stale(name);
+        result
+    }
+
+    /// Every topic's name, sorted.
+    pub async fn list_topics(&self) -> Result<Vec<String>> {
+        self.cluster.refresh_metadata(&[]).await?;
+        let mut names: Vec<String> = self.cluster.metadata().topics.into_keys().collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// A topic's partitions, leaders and replicas, freshly fetched.
+    pub async fn describe_topic(&self, name: &str) -> Result<TopicInfo> {
+        self.cluster.refresh_metadata(&[name.to_string()]).await?;
+        self.cluster
+            .metadata()
+            .topics
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ClientError::server(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, format!("topic {name:?} does not exist")))
+    }
+
+    /// Brokers, controller, and every partition's replication state.
+    pub async fn describe_cluster(&self) -> Result<ClusterDescription> {
+        let response = self.cluster.controller_request(RequestBody::describe_cluster(DescribeClusterRequest::new())).await?;
+        describe_from(response)
+    }
+
+    /// What one node (at `address`) reports: the brokers, the controller it knows, and the
+    /// partitions it hosts (with follower lag where it leads). `odradek cluster status` merges
+    /// every node's report.
+    pub async fn describe_node(&self, address: &str) -> Result<ClusterDescription> {
+        let connection = self.cluster.connection(address).await?;
+        let response = crate::cluster::check(connection.request(RequestBody::describe_cluster(DescribeClusterRequest::new())).await?)?;
+        describe_from(response)
+    }
+}
+
+fn describe_from(response: proto::Response) -> Result<ClusterDescription> {
+    {
+        let Some(ResponseBody::describe_cluster(described)) = &response.body else {
+            return Err(ClientError::Protocol(format!("DescribeCluster answered without a description: {response:?}")));
+        };
+        Ok(ClusterDescription {
+            brokers: described
+                .brokers
+                .iter()
+                .map(|broker| BrokerInfo { node_id: broker.node_id, address: broker.address.clone() })
+                .collect(),
+            controller: described.controller,
+            partitions: described
+                .partitions
+                .iter()
+                .map(|status| PartitionState {
+                    topic: status.topic.clone(),
+                    partition: status.partition,
+                    leader: status.leader,
+                    term: status.term,
+                    commit_index: status.commit_index,
+                    high_watermark: status.high_watermark,
+                    log_start_offset: status.log_start_offset,
+                    replicas: status
+                        .replicas
+                        .iter()
+                        .map(|replica| ReplicaInfo { node_id: replica.node_id, matched_index: replica.matched_index, lag: replica.lag })
+                        .collect(),
+                })
+                .collect(),
+        })
+    }
+}
+
+impl Admin {
+    /// An offset of `topic`/`partition`, asked of its leader.
+    pub async fn list_offsets(&self, topic: &str, partition: u32, query: OffsetQuery) -> Result<ListedOffset> {
+        list_offsets(&self.cluster, topic, partition, query).await
+    }
+}
+
+/// The named topic's result in a CreateTopics/DeleteTopics answer.
+fn topic_result(results: &[TopicResult], name: &str) -> Result<()> {
+    match results.iter().find(|result| result.name == name) {
+        None => Err(ClientError::Protocol(format!("no result for topic {name:?}"))),
+        Some(result) if result.error == ErrorCode::NONE => Ok(()),
+        Some(result) => Err(ClientError::server(result.error, result.error_message.clone())),
+    }
+}
+
+/// ListOffsets against the partition's leader, retried on retriable errors.
+pub async fn list_offsets(cluster: &Cluster, topic: &str, partition: u32, query: OffsetQuery) -> Result<ListedOffset> {
+    let mut request = ListOffsetsRequest::new();
+    request.topic = topic.to_string();
+    request.partition = partition;
+    (request.spec, request.timestamp_ms) = match query {
+        OffsetQuery::Earliest => (proto::OffsetSpec::EARLIEST, 0),
+        OffsetQuery::Latest => (proto::OffsetSpec::LATEST, 0),
+        OffsetQuery::ByTimestamp(timestamp_ms) => (proto::OffsetSpec::BY_TIMESTAMP, timestamp_ms),
+    };
+    let response = cluster.partition_request(topic, partition, RequestBody::list_offsets(request)).await?;
+    let Some(ResponseBody::list_offsets(listed)) = &response.body else {
+        return Err(ClientError::Protocol(format!("ListOffsets answered without an offset: {response:?}")));
+    };
+    Ok(ListedOffset { offset: listed.offset, timestamp_ms: listed.timestamp_ms })
+}

@@ -1,0 +1,477 @@
+//! The cluster as a client sees it: a metadata cache (brokers, topics, partition leaders) and a
+//! pool of connections, one per broker, shared by every producer, consumer and admin call made
+//! through the same [`Cluster`].
+//!
+//! Owns: the bootstrap addresses, the cached [`Metadata`], the connection pool, and the retry
+//! policy ([`Backoff`]). Invariants:
+//! - A leader is only ever taken from a Metadata answer or a `leader_hint` naming a broker the
+//!   metadata knows; a partition whose leader was refuted (NOT_LEADER without hint, unknown
+//!   partition, no leader) is marked stale and the next lookup refreshes it first.
+//! - A closed connection is never handed out: it is replaced by a fresh one on the next use.
+//! - Every retry loop here is bounded by a deadline and sleeps with capped exponential backoff.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::connection::{Connection, ConnectionConfig};
+use crate::error::{ClientError, Result};
+use crate::wire::proto::{
+    ErrorCode, MetadataRequest, MetadataResponse, Request_oneof_body as RequestBody, Response, Response_oneof_body as ResponseBody,
+};
+
+/// Settings shared by everything that talks to the cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Sent in every `Hello`.
+    pub client_id: String,
+    pub connection: ConnectionConfig,
+    /// First retry delay; doubles per attempt up to `retry_backoff_max`.
+    pub retry_backoff: Duration,
+    pub retry_backoff_max: Duration,
+    /// Bound on one metadata-and-retry operation (a metadata refresh, an admin call, a fetch's
+    /// leader lookup).
+    pub operation_timeout: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            client_id: "odradek-client".to_string(),
+            connection: ConnectionConfig::default(),
+            retry_backoff: Duration::from_millis(100),
+            retry_backoff_max: Duration::from_secs(1),
+            operation_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Capped exponential backoff: `base`, `2 * base`, `4 * base`, … up to `max`.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    base: Duration,
+    max: Duration,
+    attempt: u32,
+}
+
+impl Backoff {
+    /// A backoff starting at `base`, capped at `max`.
+    pub fn new(base: Duration, max: Duration) -> Backoff {
+        assert!(base <= max, "backoff base {base:?} above its cap {max:?}");
+        Backoff { base, max, attempt: 0 }
+    }
+
+    /// The delay before the next attempt; each call doubles the following one, up to the cap.
+    pub fn next_delay(&mut self) -> Duration {
+        let delay = self.base.saturating_mul(1u32 << self.attempt.min(16)).min(self.max);
+        self.attempt = self.attempt.saturating_add(1);
+        delay
+    }
+
+    /// Starts again from `base` (after a success).
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+/// One partition as the metadata describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionInfo {
+    pub partition: u32,
+    /// The leader's node id; 0 when no leader is known.
+    pub leader: u64,
+    pub leader_term: u64,
+    pub replicas: Vec<u64>,
+    pub in_sync_replicas: Vec<u64>,
+    /// The partition's own error in the metadata answer (`NONE` when healthy).
+    pub error: ErrorCode,
+}
+
+/// One topic as the metadata describes it, partitions in order of their number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    pub name: String,
+    pub partitions: Vec<PartitionInfo>,
+}
+
+/// The cached picture of the cluster.
+#[derive(Debug, Clone, Default)]
+pub struct Metadata {
+    /// node id → address.
+    pub brokers: HashMap<u64, String>,
+    /// The controller's node id; 0 if unknown.
+    pub controller: u64,
+    pub topics: HashMap<String, TopicInfo>,
+    /// Partitions whose cached leader was refuted: refresh before using them.
+    stale: HashSet<String>,
+}
+
+impl Metadata {
+    /// Folds a Metadata answer into the cache. An answer for all topics (`all`) replaces the
+    /// topic list; otherwise only the topics it names are replaced.
+    fn apply(&mut self, response: &MetadataResponse, all: bool) {
+        self.brokers = response.brokers.iter().map(|broker| (broker.node_id, broker.address.clone())).collect();
+        self.controller = response.controller;
+        if all {
+            self.topics.clear();
+            self.stale.clear();
+        }
+        for topic in &response.topics {
+            self.stale.remove(&topic.name);
+            if topic.error != ErrorCode::NONE {
+                self.topics.remove(&topic.name);
+                continue;
+            }
+            let mut partitions: Vec<PartitionInfo> = topic
+                .partitions
+                .iter()
+                .map(|partition| PartitionInfo {
+                    partition: partition.partition,
+                    leader: partition.leader,
+                    leader_term: partition.leader_term,
+                    replicas: partition.replicas.clone(),
+                    in_sync_replicas: partition.in_sync_replicas.clone(),
+                    error: partition.error,
+                })
+                .collect();
+            partitions.sort_by_key(|partition| partition.partition);
+            self.topics.insert(topic.name.clone(), TopicInfo { name: topic.name.clone(), partitions });
+        }
+    }
+
+    fn partition(&self, topic: &str, partition: u32) -> Option<&PartitionInfo> {
+        self.topics.get(topic)?.partitions.iter().find(|info| info.partition == partition)
+    }
+}
+
+struct ClusterInner {
+    bootstrap: Vec<String>,
+    config: ClusterConfig,
+    metadata: Mutex<Metadata>,
+    /// address → connection.
+    connections: Mutex<HashMap<String, Connection>>,
+}
+
+/// A handle on the cluster: metadata cache plus connection pool. Cheap to clone; clones share
+/// the cache and the connections.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), odradek_client::ClientError> {
+/// use odradek_client::cluster::{Cluster, ClusterConfig};
+///
+/// let cluster = Cluster::new(&["127.0.0.1:9092"], ClusterConfig::default())?;
+/// let leader = cluster.leader_for("orders", 0).await?;
+/// println!("orders/0 is led by node {leader}");
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<ClusterInner>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster").field("bootstrap", &self.inner.bootstrap).finish()
+    }
+}
+
+impl Cluster {
+    /// A cluster handle; connects lazily, on first use.
+    pub fn new(bootstrap: &[&str], config: ClusterConfig) -> Result<Cluster> {
+        if bootstrap.is_empty() {
+            return Err(ClientError::InvalidArgument("no bootstrap address".into()));
+        }
+        Ok(Cluster {
+            inner: Arc::new(ClusterInner {
+                bootstrap: bootstrap.iter().map(|address| address.to_string()).collect(),
+                config,
+                metadata: Mutex::new(Metadata::default()),
+                connections: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// The settings this handle was made with.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.inner.config
+    }
+
+    /// A copy of the cached metadata.
+    pub fn metadata(&self) -> Metadata {
+        self.inner.metadata.lock().expect("metadata lock").clone()
+    }
+
+    /// A backoff with the configured delays.
+    pub fn backoff(&self) -> Backoff {
+        Backoff::new(self.inner.config.retry_backoff, self.inner.config.retry_backoff_max)
+    }
+
+    /// The pooled connection to `address`, opened (or reopened) if needed.
+    pub async fn connection(&self, address: &str) -> Result<Connection> {
+        if let Some(connection) = self.inner.connections.lock().expect("connections lock").get(address) {
+            if !connection.is_closed() {
+                return Ok(connection.clone());
+            }
+        }
+        let connection = Connection::connect(address, &self.inner.config.client_id, self.inner.config.connection.clone()).await?;
+        let mut connections = self.inner.connections.lock().expect("connections lock");
+        // Another task may have connected meanwhile: keep one connection per address.
+        match connections.get(address) {
+            Some(existing) if !existing.is_closed() => Ok(existing.clone()),
+            _ => {
+                connections.insert(address.to_string(), connection.clone());
+                Ok(connection)
+            }
+        }
+    }
+
+    /// The connection to broker `node_id`, per the cached metadata.
+    pub async fn broker_connection(&self, node_id: u64) -> Result<Connection> {
+        let address = self.inner.metadata.lock().expect("metadata lock").brokers.get(&node_id).cloned();
+        match address {
+            Some(address) => self.connection(&address).await,
+            None => Err(ClientError::Connect { address: format!("node {node_id}"), reason: "not in the metadata".into() }),
+        }
+    }
+
+    /// Any working connection: known brokers first, then the bootstrap addresses.
+    pub async fn any_connection(&self) -> Result<Connection> {
+        let mut addresses: Vec<String> = self.inner.metadata.lock().expect("metadata lock").brokers.values().cloned().collect();
+        addresses.sort();
+        for address in &self.inner.bootstrap {
+            if !addresses.contains(address) {
+                addresses.push(address.clone());
+            }
+        }
+        let mut last = None;
+        for address in addresses {
+            match self.connection(&address).await {
+                Ok(connection) => return Ok(connection),
+                Err(error) => last = Some(error),
+            }
+        }
+        Err(last.expect("at least one bootstrap address"))
+    }
+
+    /// One Metadata round trip (no retry); `topics` empty asks for every topic.
+    async fn refresh_once(&self, topics: &[String]) -> Result<()> {
+        let connection = self.any_connection().await?;
+        let mut request = MetadataRequest::new();
+        request.topics = topics.to_vec().into();
+        let response = check(connection.request(RequestBody::metadata(request)).await?)?;
+        let Some(ResponseBody::metadata(metadata)) = &response.body else {
+            return Err(ClientError::Protocol(format!("Metadata answered without metadata: {response:?}")));
+        };
+        self.inner.metadata.lock().expect("metadata lock").apply(metadata, topics.is_empty());
+        Ok(())
+    }
+
+    /// Refreshes the cached metadata for `topics` (all topics when empty), retrying retriable
+    /// failures with backoff until the operation timeout.
+    pub async fn refresh_metadata(&self, topics: &[String]) -> Result<()> {
+        let deadline = Instant::now() + self.inner.config.operation_timeout;
+        let mut backoff = self.backoff();
+        loop {
+            match self.refresh_once(topics).await {
+                Ok(()) => return Ok(()),
+                Err(error) if error.is_retriable() && Instant::now() < deadline => {
+                    tracing::debug!(%error, "metadata refresh failed; retrying");
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// The topic's metadata, fetched if it is not cached (or stale).
+    pub async fn topic(&self, topic: &str) -> Result<TopicInfo> {
+        if let Some(info) = self.cached_topic(topic) {
+            return Ok(info);
+        }
+        self.refresh_metadata(&[topic.to_string()]).await?;
+        self.cached_topic(topic)
+            .ok_or_else(|| ClientError::server(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, format!("topic {topic:?} does not exist")))
+    }
+
+    fn cached_topic(&self, topic: &str) -> Option<TopicInfo> {
+        let metadata = self.inner.metadata.lock().expect("metadata lock");
+        if metadata.stale.contains(topic) {
+            return None;
+        }
+        metadata.topics.get(topic).cloned()
+    }
+
+    /// The node id leading `topic`/`partition`, refreshing the metadata once if the cache has
+    /// none (or it was refuted).
+    pub async fn leader_for(&self, topic: &str, partition: u32) -> Result<u64> {
+        let info = self.topic(topic).await?;
+        let leader = info.partitions.iter().find(|info| info.partition == partition).map(|info| info.leader);
+        match leader {
+            None => Err(ClientError::server(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, format!("{topic}/{partition} does not exist"))),
+            Some(0) => {
+                self.mark_stale(topic);
+                Err(ClientError::NoLeader { topic: topic.to_string(), partition })
+            }
+            Some(leader) => Ok(leader),
+        }
+    }
+
+    /// The connection to the leader of `topic`/`partition`.
+    pub async fn leader_connection(&self, topic: &str, partition: u32) -> Result<Connection> {
+        let leader = self.leader_for(topic, partition).await?;
+        let connection = self.broker_connection(leader).await;
+        if connection.is_err() {
+            self.mark_stale(topic);
+        }
+        connection
+    }
+
+    /// Marks the topic's cached metadata as refuted; the next lookup refreshes it.
+    pub fn mark_stale(&self, topic: &str) {
+        self.inner.metadata.lock().expect("metadata lock").stale.insert(topic.to_string());
+    }
+
+    /// Learns from a failed partition request: follows a `leader_hint` that names a known broker,
+    /// otherwise marks the topic stale when the error means the cached leader is wrong.
+    pub fn note_error(&self, topic: &str, partition: u32, error: &ClientError, leader_hint: u64) {
+        let mut metadata = self.inner.metadata.lock().expect("metadata lock");
+        let refuted = match error.code() {
+            Some(
+                ErrorCode::NOT_LEADER
+                | ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
+                | ErrorCode::LEADER_NOT_AVAILABLE
+                | ErrorCode::LEADERSHIP_LOST,
+            ) => true,
+            Some(_) => false,
+            None => matches!(
+                error,
+                ClientError::Disconnected { .. } | ClientError::Connect { .. } | ClientError::Timeout { .. } | ClientError::NoLeader { .. }
+            ),
+        };
+        if !refuted {
+            return;
+        }
+        let hint_known = leader_hint != 0 && metadata.brokers.contains_key(&leader_hint);
+        let current = metadata.partition(topic, partition).map(|info| info.leader);
+        if hint_known && current.is_some() && current != Some(leader_hint) {
+            let info = metadata.topics.get_mut(topic).and_then(|info| info.partitions.iter_mut().find(|info| info.partition == partition));
+            if let Some(info) = info {
+                info.leader = leader_hint;
+            }
+            return;
+        }
+        metadata.stale.insert(topic.to_string());
+    }
+
+    /// Sends `body` to the leader of `topic`/`partition`, retrying retriable failures (after
+    /// following the leader hint or refreshing the metadata) until the operation timeout. Only for
+    /// requests that are safe to repeat (fetch, list offsets). Returns a response whose error is
+    /// `NONE`.
+    pub async fn partition_request(&self, topic: &str, partition: u32, body: RequestBody) -> Result<Response> {
+        let deadline = Instant::now() + self.inner.config.operation_timeout;
+        let mut backoff = self.backoff();
+        loop {
+            let outcome = match self.leader_connection(topic, partition).await {
+                Ok(connection) => connection.request(body.clone()).await.map_err(Hinted::from).and_then(check_keep_hint),
+                Err(error) => Err(Hinted(error, 0)),
+            };
+            match outcome {
+                Ok(response) => return Ok(response),
+                Err(Hinted(error, hint)) => {
+                    self.note_error(topic, partition, &error, hint);
+                    if !error.is_retriable() || Instant::now() >= deadline {
+                        return Err(error);
+                    }
+                    tracing::debug!(topic, partition, %error, "partition request failed; retrying");
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+            }
+        }
+    }
+
+    /// Sends `body` to the controller (or any broker when none is known), retrying retriable
+    /// failures (NOT_CONTROLLER included) until the operation timeout. Returns a response whose
+    /// error is `NONE`. For admin requests and InitProducerId.
+    pub async fn controller_request(&self, body: RequestBody) -> Result<Response> {
+        let deadline = Instant::now() + self.inner.config.operation_timeout;
+        let mut backoff = self.backoff();
+        loop {
+            let controller = self.inner.metadata.lock().expect("metadata lock").controller;
+            let connection = match controller {
+                0 => self.any_connection().await,
+                node_id => match self.broker_connection(node_id).await {
+                    Ok(connection) => Ok(connection),
+                    Err(_) => self.any_connection().await,
+                },
+            };
+            let outcome = match connection {
+                Ok(connection) => connection.request(body.clone()).await.and_then(check),
+                Err(error) => Err(error),
+            };
+            match outcome {
+                Ok(response) => return Ok(response),
+                Err(error) if error.is_retriable() && Instant::now() < deadline => {
+                    tracing::debug!(%error, "controller request failed; retrying");
+                    if error.code() == Some(ErrorCode::NOT_CONTROLLER) || controller == 0 {
+                        let _ = self.refresh_once(&[]).await;
+                    }
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+}
+
+/// An error with the leader hint its response carried (0: none).
+struct Hinted(ClientError, u64);
+
+impl From<ClientError> for Hinted {
+    fn from(error: ClientError) -> Hinted {
+        Hinted(error, 0)
+    }
+}
+
+/// The response if its error code is `NONE`, else the server error.
+pub fn check(response: Response) -> Result<Response> {
+    if response.error == ErrorCode::NONE {
+        Ok(response)
+    } else {
+        Err(ClientError::server(response.error, response.error_message.clone()))
+    }
+}
+
+fn check_keep_hint(response: Response) -> Result<Response, Hinted> {
+    let hint = leader_hint(&response);
+    check(response).map_err(|error| Hinted(error, hint))
+}
+
+/// The `leader_hint` of a produce, fetch or list-offsets answer; 0 when there is none.
+pub fn leader_hint(response: &Response) -> u64 {
+    match &response.body {
+        Some(ResponseBody::produce(produce)) => produce.leader_hint,
+        Some(ResponseBody::fetch(fetch)) => fetch.leader_hint,
+        Some(ResponseBody::list_offsets(list_offsets)) => list_offsets.leader_hint,
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap() {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_millis(1000));
+        let delays: Vec<u64> = (0..6).map(|_| backoff.next_delay().as_millis() as u64).collect();
+        assert_eq!(delays, [100, 200, 400, 800, 1000, 1000]);
+        backoff.reset();
+        assert_eq!(backoff.next_delay(), Duration::from_millis(100));
+        for _ in 0..100 {
+            assert!(backoff.next_delay() <= Duration::from_millis(1000));
+        }
+    }
+}

@@ -1,0 +1,459 @@
+//! The consumer: reads assigned partitions from their leaders, in offset order, from positions
+//! the caller sets with `seek` (or the `auto_offset_reset` default).
+//!
+//! Owns: the assignment and one position per assigned partition (the offset of the next record
+//! to return). Invariants:
+//! - Positions only move forward, and only past records returned to the caller: a poll that
+//!   fails returns no records and moves no position, so nothing is skipped.
+//! - Every fetched batch is validated (CRC included) before any of its records is returned;
+//!   records below the position (a batch that starts earlier) are skipped, never repeated.
+//!
+//! Cost: at most one Fetch in flight per assigned partition, all at once (pipelined on the
+//! leaders' connections), each a long poll of up to `max_wait_ms`. A poll returns as soon as one
+//! partition has records; the other fetches stay in flight for the next poll, so an idle
+//! partition's long poll never delays a busy one. Decoding is one CRC pass per batch plus a
+//! varint walk per record.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::{FutureExt, Stream};
+use std::task::Poll;
+use tokio::time::Instant;
+
+use crate::admin::{list_offsets, OffsetQuery};
+use crate::batch::{self, BatchError, Header};
+use crate::cluster::{leader_hint, Backoff, Cluster, ClusterConfig};
+use crate::error::{ClientError, Result};
+use crate::wire::proto::{ErrorCode, FetchRequest, FetchResponse, Request_oneof_body as RequestBody, Response_oneof_body as ResponseBody};
+
+/// Most partitions one consumer may be assigned.
+pub const ASSIGNMENT_PARTITIONS_MAX: usize = 4096;
+/// How long one step of [`Consumer::stream`] polls for.
+const STREAM_POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Where to read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offset {
+    /// The log start offset.
+    Beginning,
+    /// The high watermark: only records committed from now on.
+    End,
+    /// This offset.
+    At(u64),
+}
+
+/// Consumer settings; start from `ConsumerConfig::default()`.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    pub cluster: ClusterConfig,
+    /// Most batch bytes one partition's fetch returns.
+    pub max_bytes: u32,
+    /// Long poll: how long the leader waits for `min_bytes`.
+    pub max_wait_ms: u32,
+    pub min_bytes: u32,
+    /// Where a partition assigned without a `seek` starts.
+    pub auto_offset_reset: Offset,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        ConsumerConfig {
+            cluster: ClusterConfig::default(),
+            max_bytes: 1024 * 1024,
+            max_wait_ms: 500,
+            min_bytes: 1,
+            auto_offset_reset: Offset::End,
+        }
+    }
+}
+
+/// A record read from a partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerRecord {
+    pub topic: String,
+    pub partition: u32,
+    pub offset: u64,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<Header>,
+    /// Milliseconds since the Unix epoch (CreateTime or LogAppendTime, per the topic).
+    pub timestamp: i64,
+}
+
+/// Reads records from assigned partitions.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), odradek_client::ClientError> {
+/// use std::time::Duration;
+/// use odradek_client::{Consumer, ConsumerConfig, Offset};
+///
+/// let mut consumer = Consumer::new(&["127.0.0.1:9092"], ConsumerConfig::default())?;
+/// consumer.assign(vec![("orders".to_string(), 0)])?;
+/// consumer.seek("orders", 0, Offset::Beginning).await?;
+/// for record in consumer.poll(Duration::from_secs(1)).await? {
+///     println!("{}/{}@{}: {:?}", record.topic, record.partition, record.offset, record.value);
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Consumer {
+    cluster: Cluster,
+    config: ConsumerConfig,
+    assignment: Vec<(String, u32)>,
+    positions: HashMap<(String, u32), u64>,
+    /// At most one fetch per assigned partition, kept across polls: a poll returns as soon as
+    /// one partition has records, and the other partitions' long polls carry on.
+    fetches: Vec<PendingFetch>,
+    backoff: Backoff,
+}
+
+/// A fetch in flight for one partition, from `offset`.
+struct PendingFetch {
+    key: (String, u32),
+    offset: u64,
+    answer: BoxFuture<'static, Result<FetchResponse>>,
+}
+
+impl std::fmt::Debug for PendingFetch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingFetch").field("key", &self.key).field("offset", &self.offset).finish()
+    }
+}
+
+impl Consumer {
+    /// A consumer with no assignment; connects on first use.
+    pub fn new(bootstrap: &[&str], config: ConsumerConfig) -> Result<Consumer> {
+        let cluster = Cluster::new(bootstrap, config.cluster.clone())?;
+        Ok(Consumer::with_cluster(cluster, config))
+    }
+
+    /// A consumer sharing a cluster handle.
+    pub fn with_cluster(cluster: Cluster, config: ConsumerConfig) -> Consumer {
+        let backoff = cluster.backoff();
+        Consumer { cluster, config, assignment: Vec::new(), positions: HashMap::new(), fetches: Vec::new(), backoff }
+    }
+
+    /// Replaces the assignment. Partitions that stay keep their positions.
+    pub fn assign(&mut self, partitions: Vec<(String, u32)>) -> Result<()> {
+        if partitions.len() > ASSIGNMENT_PARTITIONS_MAX {
+            return Err(ClientError::InvalidArgument(format!(
+                "{} partitions assigned; at most {ASSIGNMENT_PARTITIONS_MAX}",
+                partitions.len()
+            )));
+        }
+        let mut assignment = partitions;
+        assignment.sort();
+        assignment.dedup();
+        self.positions.retain(|key, _| assignment.contains(key));
+        self.fetches.retain(|fetch| assignment.contains(&fetch.key));
+        self.assignment = assignment;
+        Ok(())
+    }
+
+    /// The assigned partitions, sorted.
+    pub fn assignment(&self) -> &[(String, u32)] {
+        &self.assignment
+    }
+
+    /// Sets where the next poll reads `topic`/`partition` from, and returns that offset.
+    pub async fn seek(&mut self, topic: &str, partition: u32, offset: Offset) -> Result<u64> {
+        let key = (topic.to_string(), partition);
+        if !self.assignment.contains(&key) {
+            return Err(ClientError::InvalidArgument(format!("{topic}/{partition} is not assigned")));
+        }
+        let position = match offset {
+            Offset::At(offset) => offset,
+            Offset::Beginning => list_offsets(&self.cluster, topic, partition, OffsetQuery::Earliest).await?.offset,
+            Offset::End => list_offsets(&self.cluster, topic, partition, OffsetQuery::Latest).await?.offset,
+        };
+        self.positions.insert(key, position);
+        Ok(position)
+    }
+
+    /// The offset of the next record a poll would return, once known.
+    pub fn position(&self, topic: &str, partition: u32) -> Option<u64> {
+        self.positions.get(&(topic.to_string(), partition)).copied()
+    }
+
+    /// Fetches from every assigned partition until some records arrive or `timeout` passes
+    /// (then `Ok` and empty). Retriable errors (leader moved, connection lost) are retried
+    /// within the timeout; other errors, OFFSET_OUT_OF_RANGE among them, are returned and move
+    /// no position.
+    pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            for (topic, partition) in self.assignment.clone() {
+                if self.position(&topic, partition).is_none() {
+                    self.seek(&topic, partition, self.config.auto_offset_reset).await?;
+                }
+            }
+            self.start_fetches();
+            if self.fetches.is_empty() {
+                tokio::time::sleep_until(deadline).await;
+                return Ok(Vec::new());
+            }
+            let outcomes = match tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), self.next_answers()).await {
+                Ok(outcomes) => outcomes,
+                Err(_) => return Ok(Vec::new()), // the fetches stay in flight for the next poll
+            };
+
+            let mut records = Vec::new();
+            let mut positions = Vec::new();
+            let mut retriable = None;
+            let mut fatal = None;
+            for (key, offset, outcome) in outcomes {
+                match outcome {
+                    Ok(fetched) => match decode_batches(&key.0, key.1, offset, &fetched.batches, &mut records) {
+                        Ok(position) => positions.push((key, position)),
+                        Err(error) => fatal = Some(error),
+                    },
+                    Err(error) if error.is_retriable() => retriable = Some(error),
+                    Err(error) => fatal = Some(error),
+                }
+            }
+            if let Some(error) = fatal {
+                // No position moves: the records decoded alongside are fetched again later.
+                return Err(error);
+            }
+            for (key, position) in positions {
+                assert!(position >= self.positions[&key], "positions only move forward");
+                self.positions.insert(key, position);
+            }
+            if !records.is_empty() {
+                self.backoff.reset();
+                return Ok(records);
+            }
+            if Instant::now() >= deadline {
+                return Ok(records);
+            }
+            if let Some(error) = retriable {
+                tracing::debug!(%error, "fetch failed; retrying");
+                let delay = self.backoff.next_delay().min(deadline.saturating_duration_since(Instant::now()));
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+
+    /// Starts a fetch for every assigned partition that has none in flight from its position
+    /// (one from an older position, before a `seek`, is dropped).
+    fn start_fetches(&mut self) {
+        let positions = &self.positions;
+        self.fetches.retain(|fetch| positions.get(&fetch.key) == Some(&fetch.offset));
+        for key in &self.assignment {
+            if self.fetches.iter().any(|fetch| &fetch.key == key) {
+                continue;
+            }
+            let offset = self.positions[key];
+            let answer = fetch(self.cluster.clone(), self.config.clone(), key.0.clone(), key.1, offset).boxed();
+            self.fetches.push(PendingFetch { key: key.clone(), offset, answer });
+        }
+        assert!(self.fetches.len() <= self.assignment.len(), "at most one fetch per assigned partition");
+    }
+
+    /// Waits for at least one fetch to finish and takes every finished one.
+    async fn next_answers(&mut self) -> Vec<((String, u32), u64, Result<FetchResponse>)> {
+        assert!(!self.fetches.is_empty());
+        futures::future::poll_fn(|cx| {
+            let mut finished = Vec::new();
+            let mut index = 0;
+            while index < self.fetches.len() {
+                match self.fetches[index].answer.as_mut().poll(cx) {
+                    Poll::Ready(outcome) => {
+                        let fetch = self.fetches.swap_remove(index);
+                        finished.push((fetch.key, fetch.offset, outcome));
+                    }
+                    Poll::Pending => index += 1,
+                }
+            }
+            if finished.is_empty() {
+                Poll::Pending
+            } else {
+                Poll::Ready(finished)
+            }
+        })
+        .await
+    }
+
+    /// The records of the assigned partitions as a stream, polling as needed. An error is
+    /// yielded once, then the stream goes on polling (after a backoff).
+    pub fn stream(&mut self) -> impl Stream<Item = Result<ConsumerRecord>> + '_ {
+        futures::stream::unfold((self, VecDeque::new(), false), |(consumer, mut buffered, errored)| async move {
+            if errored {
+                tokio::time::sleep(consumer.config.cluster.retry_backoff).await;
+            }
+            loop {
+                if let Some(record) = buffered.pop_front() {
+                    return Some((Ok(record), (consumer, buffered, false)));
+                }
+                match consumer.poll(STREAM_POLL_INTERVAL).await {
+                    Ok(records) => buffered.extend(records),
+                    Err(error) => return Some((Err(error), (consumer, buffered, true))),
+                }
+            }
+        })
+    }
+}
+
+/// One Fetch attempt against the partition's leader; a server error comes back as `Err`, with
+/// the cache told about the leader hint.
+async fn fetch(cluster: Cluster, config: ConsumerConfig, topic: String, partition: u32, offset: u64) -> Result<FetchResponse> {
+    let wait_ms = config.max_wait_ms;
+    let outcome = async {
+        let connection = cluster.leader_connection(&topic, partition).await.map_err(|error| (error, 0))?;
+        let mut request = FetchRequest::new();
+        request.topic = topic.clone();
+        request.partition = partition;
+        request.offset = offset;
+        request.max_bytes = config.max_bytes;
+        request.max_wait_ms = wait_ms;
+        request.min_bytes = config.min_bytes;
+        let timeout = config.cluster.connection.request_timeout + Duration::from_millis(u64::from(wait_ms));
+        let answer = connection.start_with_timeout(RequestBody::fetch(request), timeout).await.map_err(|error| (error, 0))?;
+        let response = answer.await.map_err(|error| (error, 0))?;
+        let hint = leader_hint(&response);
+        let fetched = match response.body {
+            Some(ResponseBody::fetch(fetched)) => Some(fetched),
+            _ => None,
+        };
+        match (response.error, fetched) {
+            (ErrorCode::NONE, Some(fetched)) => Ok(fetched),
+            (ErrorCode::NONE, None) => Err((ClientError::Protocol("Fetch answered without batches".into()), 0)),
+            (ErrorCode::OFFSET_OUT_OF_RANGE, fetched) => {
+                let fetched = fetched.unwrap_or_default();
+                Err((
+                    ClientError::OffsetOutOfRange {
+                        topic: topic.clone(),
+                        partition,
+                        offset,
+                        log_start_offset: fetched.log_start_offset,
+                        high_watermark: fetched.high_watermark,
+                    },
+                    0,
+                ))
+            }
+            (code, _) => Err((ClientError::server(code, response.error_message), hint)),
+        }
+    };
+    let outcome: Result<FetchResponse, (ClientError, u64)> = outcome.await;
+    outcome.map_err(|(error, hint)| {
+        cluster.note_error(&topic, partition, &error, hint);
+        error
+    })
+}
+
+/// Decodes concatenated batches into `records` from `position` on; returns the new position.
+/// A batch cut short at the end (the fetch's byte limit) is left for the next fetch.
+pub fn decode_batches(topic: &str, partition: u32, position: u64, batches: &[u8], records: &mut Vec<ConsumerRecord>) -> Result<u64> {
+    let records_before = records.len();
+    let mut rest = batches;
+    let mut position_next = position;
+    while !rest.is_empty() {
+        let batch_bytes = match batch::batch_bytes_len(rest) {
+            Ok(batch_bytes) if batch_bytes <= rest.len() => batch_bytes,
+            Ok(_) | Err(BatchError::Truncated { .. }) => break,
+            Err(error) => {
+                records.truncate(records_before);
+                return Err(error.into());
+            }
+        };
+        let (batch, after) = rest.split_at(batch_bytes);
+        rest = after;
+        let decoded = decode_batch(topic, partition, position_next, batch, records);
+        match decoded {
+            Ok(next) => position_next = next,
+            Err(error) => {
+                records.truncate(records_before);
+                return Err(error);
+            }
+        }
+    }
+    Ok(position_next)
+}
+
+/// Decodes one whole batch; records below `position` are skipped.
+fn decode_batch(topic: &str, partition: u32, position: u64, batch: &[u8], records: &mut Vec<ConsumerRecord>) -> Result<u64> {
+    let iterator = batch::records(batch)?;
+    let header = *iterator.header();
+    let offset_next = u64::try_from(header.offset_last()).expect("validated offsets are not negative") + 1;
+    if offset_next <= position {
+        return Ok(position);
+    }
+    if header.is_control() {
+        return Ok(offset_next);
+    }
+    for record in iterator {
+        let record = record?;
+        let offset = u64::try_from(record.offset).expect("validated offsets are not negative");
+        if offset < position {
+            continue;
+        }
+        let owned = record.to_record();
+        records.push(ConsumerRecord {
+            topic: topic.to_string(),
+            partition,
+            offset,
+            key: owned.key,
+            value: owned.value,
+            headers: owned.headers,
+            timestamp: owned.timestamp,
+        });
+    }
+    Ok(offset_next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::{set_base_offset, BatchBuilder, Record};
+
+    fn batch_at(base_offset: i64, values: &[&str]) -> Vec<u8> {
+        let mut builder = BatchBuilder::new();
+        for value in values {
+            builder.push(&Record { key: None, value: Some(Bytes::from(value.to_string())), headers: vec![], timestamp: 5 }).unwrap();
+        }
+        let mut bytes = builder.build().to_vec();
+        set_base_offset(&mut bytes, base_offset);
+        bytes
+    }
+
+    fn values(records: &[ConsumerRecord]) -> Vec<(u64, String)> {
+        records.iter().map(|record| (record.offset, String::from_utf8(record.value.clone().unwrap().to_vec()).unwrap())).collect()
+    }
+
+    #[test]
+    fn decodes_concatenated_batches_skipping_below_the_position() {
+        let mut bytes = batch_at(10, &["a", "b", "c"]);
+        bytes.extend(batch_at(13, &["d", "e"]));
+        let mut records = Vec::new();
+        let position = decode_batches("t", 0, 11, &bytes, &mut records).unwrap();
+        assert_eq!(position, 15);
+        assert_eq!(values(&records), [(11, "b".into()), (12, "c".into()), (13, "d".into()), (14, "e".into())]);
+    }
+
+    #[test]
+    fn a_truncated_last_batch_waits_for_the_next_fetch() {
+        let mut bytes = batch_at(0, &["a"]);
+        let second = batch_at(1, &["b", "c"]);
+        bytes.extend_from_slice(&second[..second.len() - 4]);
+        let mut records = Vec::new();
+        assert_eq!(decode_batches("t", 0, 0, &bytes, &mut records).unwrap(), 1);
+        assert_eq!(records.len(), 1);
+    }
+
+    #[test]
+    fn a_corrupt_batch_fails_the_whole_decode() {
+        let mut bytes = batch_at(0, &["a"]);
+        let mut second = batch_at(1, &["b"]);
+        let last = second.len() - 1;
+        second[last] ^= 0x01;
+        bytes.extend(second);
+        let mut records = Vec::new();
+        let error = decode_batches("t", 0, 0, &bytes, &mut records).unwrap_err();
+        assert!(matches!(error, ClientError::Batch(BatchError::CrcMismatch { .. })), "{error}");
+        assert!(records.is_empty(), "no record of a failed decode is returned");
+    }
+}
