@@ -1,0 +1,353 @@
+//! `odradek topic`, `produce`, `consume` and `cluster status`: the client crate behind a CLI.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+use std::time::Duration;
+
+use clap::{Args, Subcommand, ValueEnum};
+use odradek_client::{
+    Acks, Admin, ClientError, Consumer, ConsumerConfig, Offset, OffsetQuery, Producer, ProducerConfig, ProducerRecord, TopicConfig,
+};
+
+/// Where to connect: comma-separated `host:port` of any nodes.
+#[derive(Args, Debug, Clone)]
+pub struct Bootstrap {
+    /// Comma-separated addresses of any nodes of the cluster.
+    #[arg(long, short = 'b', env = "ODRADEK_BOOTSTRAP", default_value = crate::DEFAULT_BOOTSTRAP, global = true)]
+    pub bootstrap: String,
+}
+
+impl Bootstrap {
+    pub fn addresses(&self) -> Vec<&str> {
+        self.bootstrap.split(',').map(str::trim).filter(|a| !a.is_empty()).collect()
+    }
+}
+
+fn explain(error: ClientError) -> String {
+    let kind = if error.is_definite() { "definite: it had no effect" } else { "indefinite: it may have taken effect" };
+    format!("{error} ({kind})")
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TopicCommand {
+    /// Create a topic and wait until every partition has a leader.
+    Create {
+        name: String,
+        #[arg(long, short = 'p', default_value_t = 1)]
+        partitions: u32,
+        #[arg(long, short = 'r', default_value_t = 3)]
+        replication_factor: u32,
+        /// Delete data older than this (ms); -1 keeps it forever; default: the broker's.
+        #[arg(long)]
+        retention_ms: Option<i64>,
+        /// Delete the oldest data beyond this many bytes per partition; -1: no limit.
+        #[arg(long)]
+        retention_bytes: Option<i64>,
+        /// Roll log segments at this size.
+        #[arg(long)]
+        segment_bytes: Option<i64>,
+    },
+    /// List topic names.
+    List,
+    /// Show a topic's partitions, leaders and replicas.
+    Describe { name: String },
+    /// Delete a topic (its data is no longer served).
+    Delete { name: String },
+}
+
+pub async fn topic(bootstrap: &Bootstrap, command: TopicCommand) -> Result<(), String> {
+    let admin = Admin::new(&bootstrap.addresses()).map_err(explain)?;
+    match command {
+        TopicCommand::Create { name, partitions, replication_factor, retention_ms, retention_bytes, segment_bytes } => {
+            let config = TopicConfig {
+                retention_ms: retention_ms.unwrap_or(0),
+                retention_bytes: retention_bytes.unwrap_or(0),
+                segment_bytes: segment_bytes.unwrap_or(0),
+                ..TopicConfig::default()
+            };
+            admin.create_topic(&name, partitions, replication_factor, config).await.map_err(explain)?;
+            crate::admin_util::wait_for_leaders(&admin, &name, Duration::from_secs(30)).await?;
+            println!("Created topic {name:?}: {partitions} partitions, replication factor {replication_factor}.");
+        }
+        TopicCommand::List => {
+            let mut names = admin.list_topics().await.map_err(explain)?;
+            names.sort();
+            for name in names {
+                println!("{name}");
+            }
+        }
+        TopicCommand::Describe { name } => {
+            let topic = admin.describe_topic(&name).await.map_err(explain)?;
+            println!("Topic {:?}: {} partitions", topic.name, topic.partitions.len());
+            println!("{:>9}  {:>6}  replicas", "partition", "leader");
+            for partition in &topic.partitions {
+                let leader = if partition.leader == 0 { "-".to_string() } else { partition.leader.to_string() };
+                let replicas: Vec<String> = partition.replicas.iter().map(u64::to_string).collect();
+                println!("{:>9}  {:>6}  {}", partition.partition, leader, replicas.join(","));
+            }
+        }
+        TopicCommand::Delete { name } => {
+            admin.delete_topic(&name).await.map_err(explain)?;
+            println!("Deleted topic {name:?}.");
+        }
+    }
+    Ok(())
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcksArg {
+    /// After a quorum has the records on disk.
+    All,
+    /// After the leader's own fsync.
+    #[value(name = "1")]
+    Leader,
+    /// Never answered.
+    #[value(name = "0")]
+    None,
+}
+
+impl AcksArg {
+    pub fn to_acks(self) -> Acks {
+        match self {
+            AcksArg::All => Acks::All,
+            AcksArg::Leader => Acks::Leader,
+            AcksArg::None => Acks::None,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ProduceArgs {
+    #[arg(long, short = 't')]
+    topic: String,
+    #[arg(long, value_enum, default_value = "all")]
+    acks: AcksArg,
+    /// Send every record to this partition (default: by key, or spread when keyless).
+    #[arg(long, short = 'p')]
+    partition: Option<u32>,
+    /// Split each line at the first SEP into key and value (e.g. --key-separator :).
+    #[arg(long, value_name = "SEP")]
+    key_separator: Option<String>,
+    /// Turn the idempotent producer off (required for acks 1 and 0).
+    #[arg(long)]
+    no_idempotence: bool,
+    /// Print partition and offset of every record once acknowledged.
+    #[arg(long)]
+    print_offsets: bool,
+}
+
+/// One record per stdin line.
+pub async fn produce(bootstrap: &Bootstrap, args: ProduceArgs) -> Result<(), String> {
+    let acks = args.acks.to_acks();
+    let config = ProducerConfig { acks, idempotence: !args.no_idempotence && acks == Acks::All, ..ProducerConfig::default() };
+    let producer = Producer::new(&bootstrap.addresses(), config).await.map_err(explain)?;
+    let (lines, mut lines_rx) = tokio::sync::mpsc::channel::<String>(1024);
+    // Stdin is blocking: read it on its own thread (the CLI runs on real tokio only).
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if lines.blocking_send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut deliveries = Vec::new();
+    let mut sent = 0u64;
+    while let Some(line) = lines_rx.recv().await {
+        let (key, value) = match &args.key_separator {
+            Some(separator) => match line.split_once(separator.as_str()) {
+                Some((key, value)) => (Some(key.to_string()), value.to_string()),
+                None => (None, line),
+            },
+            None => (None, line),
+        };
+        let mut record = ProducerRecord::new(args.topic.clone(), value);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        if let Some(partition) = args.partition {
+            record = record.partition(partition);
+        }
+        deliveries.push(producer.send(record).await.map_err(explain)?);
+        sent += 1;
+        // Report as acknowledgements come in, without waiting for the end of input.
+        while deliveries.len() > 4096 {
+            report(deliveries.remove(0).await, args.print_offsets)?;
+        }
+    }
+    producer.flush().await.map_err(explain)?;
+    let mut failed = 0;
+    for delivery in deliveries {
+        if report(delivery.await, args.print_offsets).is_err() {
+            failed += 1;
+        }
+    }
+    producer.close().await.map_err(explain)?;
+    eprintln!("Produced {} of {sent} records to {:?}.", sent - failed, args.topic);
+    if failed > 0 {
+        return Err(format!("{failed} records failed"));
+    }
+    Ok(())
+}
+
+fn report(outcome: Result<odradek_client::RecordMetadata, ClientError>, print: bool) -> Result<(), String> {
+    match outcome {
+        Ok(metadata) => {
+            if print {
+                match metadata.offset {
+                    Some(offset) => println!("{}\t{}", metadata.partition, offset),
+                    None => println!("{}\t-", metadata.partition),
+                }
+            }
+            Ok(())
+        }
+        Err(error) => {
+            let message = explain(error);
+            eprintln!("odradek: record failed: {message}");
+            Err(message)
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ConsumeArgs {
+    #[arg(long, short = 't')]
+    topic: String,
+    /// Only these partitions (repeat the flag); default: all.
+    #[arg(long, short = 'p')]
+    partition: Vec<u32>,
+    /// Start at the beginning of each partition (the default).
+    #[arg(long, conflicts_with_all = ["from_end", "offset"])]
+    from_beginning: bool,
+    /// Start after the last committed record.
+    #[arg(long, conflicts_with = "offset")]
+    from_end: bool,
+    /// Start at this offset in every partition read.
+    #[arg(long)]
+    offset: Option<u64>,
+    /// Keep waiting for new records (default: stop at the end of the log).
+    #[arg(long, short = 'f')]
+    follow: bool,
+    /// Print each record's key (tab-separated before the value).
+    #[arg(long)]
+    print_key: bool,
+    /// Print partition:offset before each record.
+    #[arg(long)]
+    print_offset: bool,
+    /// Stop after this many records.
+    #[arg(long)]
+    max_records: Option<u64>,
+}
+
+/// Prints records, one per line.
+pub async fn consume(bootstrap: &Bootstrap, args: ConsumeArgs) -> Result<(), String> {
+    let addresses = bootstrap.addresses();
+    let admin = Admin::new(&addresses).map_err(explain)?;
+    let topic = admin.describe_topic(&args.topic).await.map_err(explain)?;
+    let partitions: Vec<u32> =
+        if args.partition.is_empty() { topic.partitions.iter().map(|p| p.partition).collect() } else { args.partition.clone() };
+    let mut consumer = Consumer::new(&addresses, ConsumerConfig::default()).map_err(explain)?;
+    consumer.assign(partitions.iter().map(|&p| (args.topic.clone(), p)).collect()).map_err(explain)?;
+    let start = match (args.from_end, args.offset) {
+        (true, _) => Offset::End,
+        (false, Some(offset)) => Offset::At(offset),
+        (false, None) => Offset::Beginning,
+    };
+    // Without --follow: read up to each partition's high watermark as of now.
+    let mut ends: BTreeMap<u32, u64> = BTreeMap::new();
+    for &partition in &partitions {
+        consumer.seek(&args.topic, partition, start).await.map_err(explain)?;
+        if !args.follow {
+            let end = admin.list_offsets(&args.topic, partition, OffsetQuery::Latest).await.map_err(explain)?;
+            ends.insert(partition, end.offset);
+        }
+    }
+    let mut printed = 0u64;
+    let stdout = std::io::stdout();
+    loop {
+        if !args.follow && partitions.iter().all(|&p| consumer.position(&args.topic, p).unwrap_or(0) >= ends[&p]) {
+            break;
+        }
+        let records = consumer.poll(Duration::from_millis(500)).await.map_err(explain)?;
+        let mut out = stdout.lock();
+        for record in records {
+            if !args.follow && record.offset >= ends[&record.partition] {
+                continue;
+            }
+            if args.print_offset {
+                let _ = write!(out, "{}:{}\t", record.partition, record.offset);
+            }
+            if args.print_key {
+                let key = record.key.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+                let _ = write!(out, "{key}\t");
+            }
+            let value = record.value.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+            if writeln!(out, "{value}").is_err() {
+                return Ok(()); // stdout closed (e.g. piped into head)
+            }
+            printed += 1;
+            if args.max_records.is_some_and(|max| printed >= max) {
+                return Ok(());
+            }
+        }
+        let _ = out.flush();
+    }
+    Ok(())
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// Nodes, the controller, and per partition: leader, term, commit index, high watermark and
+    /// each follower's lag (as the partition's leader reports it).
+    Status,
+}
+
+pub async fn cluster(bootstrap: &Bootstrap, command: ClusterCommand) -> Result<(), String> {
+    let ClusterCommand::Status = command;
+    let admin = Admin::new(&bootstrap.addresses()).map_err(explain)?;
+    let description = admin.describe_cluster().await.map_err(explain)?;
+    // Each node reports the partitions it hosts; the leader's report has the follower lags.
+    let mut partitions: BTreeMap<(String, u32), odradek_client::admin::PartitionState> = BTreeMap::new();
+    let mut reachable = BTreeMap::new();
+    for broker in &description.brokers {
+        match admin.describe_node(&broker.address).await {
+            Ok(report) => {
+                reachable.insert(broker.node_id, "up");
+                for partition in report.partitions {
+                    let key = (partition.topic.clone(), partition.partition);
+                    let is_leader_report = partition.leader == broker.node_id;
+                    if is_leader_report || !partitions.contains_key(&key) {
+                        partitions.insert(key, partition);
+                    }
+                }
+            }
+            Err(_) => {
+                reachable.insert(broker.node_id, "unreachable");
+            }
+        }
+    }
+    println!("Nodes (controller: {}):", if description.controller == 0 { "none".into() } else { description.controller.to_string() });
+    for broker in &description.brokers {
+        println!("  {}  {}  {}", broker.node_id, broker.address, reachable.get(&broker.node_id).unwrap_or(&"?"));
+    }
+    println!();
+    println!(
+        "{:<24} {:>9} {:>6} {:>6} {:>12} {:>14}  replicas (node:lag)",
+        "topic", "partition", "leader", "term", "commit", "high watermark"
+    );
+    for ((topic, partition), state) in &partitions {
+        let replicas: Vec<String> = state.replicas.iter().map(|r| format!("{}:{}", r.node_id, r.lag)).collect();
+        let leader = if state.leader == 0 { "-".to_string() } else { state.leader.to_string() };
+        println!(
+            "{topic:<24} {partition:>9} {leader:>6} {:>6} {:>12} {:>14}  {}",
+            state.term,
+            state.commit_index,
+            state.high_watermark,
+            if replicas.is_empty() { "(leader not reachable)".to_string() } else { replicas.join(" ") }
+        );
+    }
+    if partitions.is_empty() {
+        println!("(no partitions)");
+    }
+    Ok(())
+}

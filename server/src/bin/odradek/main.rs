@@ -1,0 +1,114 @@
+//! `odradek`: one binary for running nodes and for working with a cluster.
+//!
+//! Run `odradek playground` for a local 3-node cluster, then `odradek produce` /
+//! `odradek consume` against it (they default to the playground's address).
+
+mod admin_util;
+mod bench;
+mod client_commands;
+mod node_commands;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Where client commands connect when `--bootstrap` is not given: the playground's first node.
+pub const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:9092";
+
+#[derive(Parser, Debug)]
+#[command(name = "odradek", version, about = "A replicated, partitioned event log", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run one node of a cluster.
+    Server(node_commands::ServerArgs),
+    /// Run a local 3-node cluster on loopback with a demo topic, ready to produce and consume.
+    Playground(node_commands::PlaygroundArgs),
+    /// Create, list, describe and delete topics.
+    Topic {
+        #[command(flatten)]
+        bootstrap: client_commands::Bootstrap,
+        #[command(subcommand)]
+        command: client_commands::TopicCommand,
+    },
+    /// Send stdin lines as records (key:value with --key-separator).
+    Produce {
+        #[command(flatten)]
+        bootstrap: client_commands::Bootstrap,
+        #[command(flatten)]
+        args: client_commands::ProduceArgs,
+    },
+    /// Print records of a topic.
+    Consume {
+        #[command(flatten)]
+        bootstrap: client_commands::Bootstrap,
+        #[command(flatten)]
+        args: client_commands::ConsumeArgs,
+    },
+    /// Cluster state: nodes, leaders, commit indexes, follower lag.
+    Cluster {
+        #[command(flatten)]
+        bootstrap: client_commands::Bootstrap,
+        #[command(subcommand)]
+        command: client_commands::ClusterCommand,
+    },
+    /// Load generators: throughput and latency percentiles.
+    Bench {
+        #[command(flatten)]
+        bootstrap: client_commands::Bootstrap,
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
+}
+
+fn init_logging(default_filter: &str) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("ODRADEK_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Server(args) => {
+            init_logging("info");
+            node_commands::server(args).await
+        }
+        Command::Playground(args) => {
+            init_logging("warn");
+            node_commands::playground(args).await
+        }
+        Command::Topic { bootstrap, command } => {
+            init_logging("warn");
+            client_commands::topic(&bootstrap, command).await
+        }
+        Command::Produce { bootstrap, args } => {
+            init_logging("warn");
+            client_commands::produce(&bootstrap, args).await
+        }
+        Command::Consume { bootstrap, args } => {
+            init_logging("warn");
+            client_commands::consume(&bootstrap, args).await
+        }
+        Command::Cluster { bootstrap, command } => {
+            init_logging("warn");
+            client_commands::cluster(&bootstrap, command).await
+        }
+        Command::Bench { bootstrap, command } => {
+            init_logging("warn");
+            bench::bench(&bootstrap, command).await
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("odradek: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

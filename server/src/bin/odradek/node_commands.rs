@@ -1,0 +1,142 @@
+//! `odradek server` and `odradek playground`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use odradek_log::FsDisk;
+use odradek_server::config::{parse_member, Member, ServerConfig};
+use odradek_server::{system_clock, Server};
+
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    /// A TOML configuration file (see README); flags below are ignored when given.
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+    /// This node's id (one of the --node entries).
+    #[arg(long, required_unless_present = "config")]
+    id: Option<u64>,
+    /// Where this node keeps its data.
+    #[arg(long, required_unless_present = "config")]
+    data_dir: Option<PathBuf>,
+    /// A cluster member, ID=PEER_ADDR/CLIENT_ADDR; repeat for every node, this one included.
+    /// Example: --node 1=127.0.0.1:19092/127.0.0.1:9092
+    #[arg(long = "node", value_parser = parse_member, required_unless_present = "config")]
+    nodes: Vec<Member>,
+    /// Raft tick in milliseconds (elections start after 10 ticks without a leader).
+    #[arg(long, default_value_t = 100)]
+    tick_ms: u64,
+}
+
+/// Runs one node until SIGTERM or ctrl-c, then shuts it down gracefully.
+pub async fn server(args: ServerArgs) -> Result<(), String> {
+    let config = match args.config {
+        Some(path) => ServerConfig::from_file(path).map_err(|e| e.to_string())?,
+        None => {
+            let mut config = ServerConfig::new(args.id.expect("clap: required"), args.data_dir.expect("clap: required"), args.nodes);
+            config.tick_ms = args.tick_ms;
+            config.validate().map_err(|e| e.to_string())?;
+            config
+        }
+    };
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| format!("creating {}: {e}", config.data_dir.display()))?;
+    let server = Server::start(config, FsDisk::new(), system_clock()).await.map_err(|e| e.to_string())?;
+    tokio::select! {
+        _ = termination() => {
+            tracing::info!("shutting down");
+            server.shutdown().await.map_err(|e| e.to_string())
+        }
+        _ = server.failed() => Err("the node stopped on a fatal error (see the log above)".into()),
+    }
+}
+
+/// SIGTERM or ctrl-c.
+async fn termination() {
+    #[cfg(all(unix, not(madsim)))]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("install a SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(any(not(unix), madsim))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct PlaygroundArgs {
+    /// Data directory (kept across runs). Default: $ODRADEK_HOME/playground, else
+    /// ~/.odradek/playground.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Client port of the first node; the nodes use this port and the next two, and peer ports
+    /// 10000 above them.
+    #[arg(long, default_value_t = 9092)]
+    port: u16,
+    /// Partitions of the demo topic.
+    #[arg(long, default_value_t = 3)]
+    partitions: u32,
+}
+
+fn default_playground_dir() -> PathBuf {
+    if let Some(home) = std::env::var_os("ODRADEK_HOME") {
+        return PathBuf::from(home).join("playground");
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    home.join(".odradek").join("playground")
+}
+
+/// The playground cluster's members.
+pub fn playground_members(port: u16) -> Result<Vec<Member>, String> {
+    (0..3u16)
+        .map(|i| {
+            let client = port.checked_add(i).ok_or("--port too high")?;
+            let peer = client.checked_add(10_000).ok_or("--port too high")?;
+            Ok(Member { id: u64::from(i) + 1, peer: ([127, 0, 0, 1], peer).into(), client: ([127, 0, 0, 1], client).into() })
+        })
+        .collect()
+}
+
+/// Three nodes in this process, a demo topic, and instructions; runs until ctrl-c.
+pub async fn playground(args: PlaygroundArgs) -> Result<(), String> {
+    let data_dir = args.data_dir.unwrap_or_else(default_playground_dir);
+    let members = playground_members(args.port)?;
+    let mut servers = Vec::new();
+    for member in &members {
+        let dir = data_dir.join(format!("node-{}", member.id));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let mut config = ServerConfig::new(member.id, dir, members.clone());
+        config.tick_ms = 50;
+        config.topic_defaults.partitions = args.partitions;
+        let server = Server::start(config, FsDisk::new(), system_clock())
+            .await
+            .map_err(|e| format!("node {}: {e} (is another playground running? try --port)", member.id))?;
+        servers.push(server);
+    }
+    let bootstrap = members[0].client.to_string();
+    let created = crate::admin_util::ensure_topic(&bootstrap, "demo", args.partitions, 3).await?;
+    let addresses: Vec<String> = members.iter().map(|m| m.client.to_string()).collect();
+    println!("Odradek playground: 3 nodes on {}", addresses.join(", "));
+    println!("Data: {} (kept across runs; delete it to start over)", data_dir.display());
+    println!("Topic \"demo\" {}: {} partitions, replication factor 3.", if created { "created" } else { "ready" }, args.partitions);
+    println!();
+    println!("Next, in another terminal:");
+    let flag = if bootstrap == crate::DEFAULT_BOOTSTRAP { String::new() } else { format!(" --bootstrap {bootstrap}") };
+    println!("  odradek produce{flag} --topic demo                 # one record per line; key:value with --key-separator :");
+    println!("  odradek consume{flag} --topic demo --from-beginning --follow");
+    println!("  odradek topic list{flag}");
+    println!("  odradek cluster status{flag}");
+    println!();
+    println!("Ctrl-C stops the cluster.");
+    let failed = futures::future::select_all(servers.iter().map(|s| Box::pin(s.failed())));
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = failed => eprintln!("odradek: a playground node stopped on a fatal error"),
+    }
+    for server in servers {
+        let _ = server.shutdown().await;
+    }
+    Ok(())
+}

@@ -1,0 +1,287 @@
+//! A node's settings: from command-line flags or a TOML file (`odradek server --config F`).
+//!
+//! Every node of a cluster is given the same member list (`[[nodes]]`: id, peer address for
+//! raft traffic, client address for producers and consumers); the controller group's voters
+//! are exactly those nodes.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use odradek_consensus::NodeId;
+use odradek_log::LogConfig;
+use serde::Deserialize;
+
+/// The most nodes a cluster may list (controller voters).
+pub const CLUSTER_NODES_MAX: usize = 7;
+
+/// One member of the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    pub id: NodeId,
+    /// Raft traffic between nodes.
+    pub peer: SocketAddr,
+    /// The client protocol (what producers, consumers and the CLI connect to).
+    pub client: SocketAddr,
+}
+
+/// Topic settings used when a create request leaves them at 0.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TopicDefaults {
+    pub partitions: u32,
+    /// Capped at the number of nodes.
+    pub replication_factor: u32,
+    /// -1: keep forever.
+    pub retention_ms: i64,
+    /// -1: no size limit.
+    pub retention_bytes: i64,
+    pub segment_bytes: u64,
+    /// The largest record batch a producer may send.
+    pub batch_bytes_max: u32,
+}
+
+impl Default for TopicDefaults {
+    fn default() -> TopicDefaults {
+        TopicDefaults {
+            partitions: 1,
+            replication_factor: 3,
+            retention_ms: 7 * 24 * 3600 * 1000,
+            retention_bytes: -1,
+            segment_bytes: 128 * 1024 * 1024,
+            batch_bytes_max: 1024 * 1024,
+        }
+    }
+}
+
+/// Everything a node needs to run.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// This node's id (one of `nodes`).
+    pub id: NodeId,
+    pub data_dir: PathBuf,
+    /// Every member of the cluster, this node included.
+    pub nodes: Vec<Member>,
+    /// Raft's logical clock period; elections start after 10 ticks without a leader.
+    #[serde(default = "default_tick_ms")]
+    pub tick_ms: u64,
+    /// Upper bound on a produce request's own timeout.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Open client connections accepted at once; more are refused.
+    #[serde(default = "default_connections_max")]
+    pub connections_max: usize,
+    /// Requests one connection may have in flight; the connection's reader waits past it.
+    #[serde(default = "default_connection_requests_max")]
+    pub connection_requests_max: usize,
+    /// How often the leader-balancing pass runs (moves leadership to preferred replicas).
+    #[serde(default = "default_balance_interval_ms")]
+    pub balance_interval_ms: u64,
+    #[serde(default)]
+    pub topic_defaults: TopicDefaults,
+}
+
+fn default_tick_ms() -> u64 {
+    100
+}
+fn default_request_timeout_ms() -> u64 {
+    30_000
+}
+fn default_connections_max() -> usize {
+    1024
+}
+fn default_connection_requests_max() -> usize {
+    256
+}
+fn default_balance_interval_ms() -> u64 {
+    5_000
+}
+
+/// Why a configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid TOML: {0}")]
+    Toml(#[from] toml::de::Error),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl ServerConfig {
+    /// A configuration with defaults for everything but identity and membership.
+    pub fn new(id: NodeId, data_dir: impl Into<PathBuf>, nodes: Vec<Member>) -> ServerConfig {
+        ServerConfig {
+            id,
+            data_dir: data_dir.into(),
+            nodes,
+            tick_ms: default_tick_ms(),
+            request_timeout_ms: default_request_timeout_ms(),
+            connections_max: default_connections_max(),
+            connection_requests_max: default_connection_requests_max(),
+            balance_interval_ms: default_balance_interval_ms(),
+            topic_defaults: TopicDefaults::default(),
+        }
+    }
+
+    /// Parses and validates a TOML configuration.
+    pub fn from_toml(text: &str) -> Result<ServerConfig, ConfigError> {
+        let config: ServerConfig = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads, parses and validates a TOML file.
+    pub fn from_file(path: impl Into<PathBuf>) -> Result<ServerConfig, ConfigError> {
+        let path = path.into();
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path, source })?;
+        ServerConfig::from_toml(&text)
+    }
+
+    /// Checks what a node cannot run without.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |message: String| Err(ConfigError::Invalid(message));
+        if self.id == 0 {
+            return invalid("node ids start at 1".into());
+        }
+        if self.nodes.is_empty() || self.nodes.len() > CLUSTER_NODES_MAX {
+            return invalid(format!("a cluster lists 1 to {CLUSTER_NODES_MAX} nodes, not {}", self.nodes.len()));
+        }
+        let mut ids = BTreeMap::new();
+        for member in &self.nodes {
+            if member.id == 0 {
+                return invalid("node ids start at 1".into());
+            }
+            if ids.insert(member.id, member).is_some() {
+                return invalid(format!("node {} is listed twice", member.id));
+            }
+        }
+        if !ids.contains_key(&self.id) {
+            return invalid(format!("this node's id {} is not among the listed nodes", self.id));
+        }
+        if self.tick_ms == 0 || self.tick_ms > 10_000 {
+            return invalid(format!("tick_ms must be within 1..=10000, not {}", self.tick_ms));
+        }
+        if self.connections_max == 0 || self.connection_requests_max == 0 {
+            return invalid("connections_max and connection_requests_max must be positive".into());
+        }
+        let defaults = &self.topic_defaults;
+        if defaults.partitions == 0 || defaults.replication_factor == 0 {
+            return invalid("topic_defaults: partitions and replication_factor must be positive".into());
+        }
+        if defaults.batch_bytes_max as usize > odradek_client::batch::BATCH_BYTES_MAX || defaults.batch_bytes_max == 0 {
+            return invalid(format!("topic_defaults.batch_bytes_max must be within 1..={}", odradek_client::batch::BATCH_BYTES_MAX));
+        }
+        Ok(())
+    }
+
+    /// This node's own entry in the member list.
+    pub fn me(&self) -> &Member {
+        self.nodes.iter().find(|m| m.id == self.id).expect("validated: this node is listed")
+    }
+
+    /// The member ids, sorted: the controller group's voters.
+    pub fn node_ids(&self) -> Vec<NodeId> {
+        let mut ids: Vec<NodeId> = self.nodes.iter().map(|m| m.id).collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    pub fn tick(&self) -> Duration {
+        Duration::from_millis(self.tick_ms)
+    }
+
+    /// The segment-log settings of a partition with these (already defaulted) settings.
+    pub fn log_config(&self, retention_ms: i64, retention_bytes: i64, segment_bytes: u64) -> LogConfig {
+        LogConfig {
+            segment_bytes_max: segment_bytes,
+            retention_ms: (retention_ms >= 0).then_some(retention_ms),
+            retention_bytes: u64::try_from(retention_bytes).ok(),
+            ..LogConfig::default()
+        }
+    }
+
+    /// The controller log is never trimmed: every node rebuilds the metadata from it.
+    pub fn metadata_log_config(&self) -> LogConfig {
+        LogConfig { retention_ms: None, retention_bytes: None, ..LogConfig::default() }
+    }
+}
+
+/// Parses `ID=PEER_ADDR/CLIENT_ADDR` (the `--node` flag).
+pub fn parse_member(text: &str) -> Result<Member, String> {
+    let (id, addrs) = text.split_once('=').ok_or_else(|| format!("{text:?}: expected ID=PEER_ADDR/CLIENT_ADDR"))?;
+    let (peer, client) = addrs.split_once('/').ok_or_else(|| format!("{text:?}: expected ID=PEER_ADDR/CLIENT_ADDR"))?;
+    let id = id.trim().parse().map_err(|e| format!("{text:?}: node id: {e}"))?;
+    let peer = peer.trim().parse().map_err(|e| format!("{text:?}: peer address: {e}"))?;
+    let client = client.trim().parse().map_err(|e| format!("{text:?}: client address: {e}"))?;
+    Ok(Member { id, peer, client })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const THREE: &str = r#"
+        id = 2
+        data_dir = "/var/lib/odradek"
+        tick_ms = 50
+        [[nodes]]
+        id = 1
+        peer = "127.0.0.1:9101"
+        client = "127.0.0.1:9091"
+        [[nodes]]
+        id = 2
+        peer = "127.0.0.1:9102"
+        client = "127.0.0.1:9092"
+        [[nodes]]
+        id = 3
+        peer = "127.0.0.1:9103"
+        client = "127.0.0.1:9093"
+        [topic_defaults]
+        partitions = 6
+    "#;
+
+    #[test]
+    fn a_toml_file_gives_membership_and_keeps_defaults() {
+        let config = ServerConfig::from_toml(THREE).unwrap();
+        assert_eq!(config.id, 2);
+        assert_eq!(config.node_ids(), vec![1, 2, 3]);
+        assert_eq!(config.me().client, "127.0.0.1:9092".parse().unwrap());
+        assert_eq!(config.tick_ms, 50);
+        assert_eq!(config.topic_defaults.partitions, 6);
+        assert_eq!(config.topic_defaults.replication_factor, 3, "unset fields keep their default");
+        assert_eq!(config.request_timeout_ms, 30_000);
+    }
+
+    #[test]
+    fn bad_configurations_are_refused_with_the_reason() {
+        let cases = [
+            (THREE.replacen("id = 2", "id = 4", 1), "not among the listed nodes"),
+            (THREE.replace("id = 3", "id = 1"), "listed twice"),
+            (THREE.replace("tick_ms = 50", "tick_ms = 0"), "tick_ms"),
+            (THREE.replace("partitions = 6", "partitions = 0"), "partitions"),
+            (THREE.replace("tick_ms = 50", "tick_ms = 50\nbogus = 1"), "unknown field"),
+            (THREE.replace("\"127.0.0.1:9103\"", "\"nowhere\""), "invalid"),
+        ];
+        for (text, expected) in cases {
+            let error = ServerConfig::from_toml(&text).expect_err(expected).to_string();
+            assert!(error.contains(expected), "{error:?} should mention {expected:?}");
+        }
+    }
+
+    #[test]
+    fn node_flags_parse_and_explain_mistakes() {
+        let member = parse_member("3=127.0.0.1:9103/127.0.0.1:9093").unwrap();
+        assert_eq!((member.id, member.peer.port(), member.client.port()), (3, 9103, 9093));
+        assert!(parse_member("3=127.0.0.1:9103").unwrap_err().contains("expected ID=PEER_ADDR/CLIENT_ADDR"));
+        assert!(parse_member("x=127.0.0.1:1/127.0.0.1:2").unwrap_err().contains("node id"));
+        assert!(parse_member("1=127.0.0.1/127.0.0.1:2").unwrap_err().contains("peer address"));
+    }
+}

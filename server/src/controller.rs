@@ -1,0 +1,185 @@
+//! The background duties of every node, driven by the controller's metadata:
+//! - reconcile: host exactly the partition groups the metadata assigns to this node (create
+//!   them with the topic's log settings, replaying their logs into the partition state; remove
+//!   the ones of deleted topics);
+//! - register: the metadata group's leader registers every configured node as a broker;
+//! - balance: a leader that is not its partition's preferred replica hands leadership to it
+//!   once the preferred replica has caught up;
+//! - retention: trim partition logs by their topic's retention and move their log start.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use odradek_consensus::{GroupId, NodeError, NodeId};
+use raft::StateRole;
+use tokio::sync::watch;
+
+use crate::broker::Context;
+use crate::meta::{BrokerInfo, MetaCommand, TopicSettings, METADATA_GROUP};
+
+/// A partition this node hosts: its replicas and settings when it was created here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Hosted {
+    replicas: Vec<NodeId>,
+}
+
+/// Waits until this node's metadata is as recent as a leader's commit index it learned, then
+/// marks it ready (see `Shared::meta_ready`).
+async fn catch_up_metadata(context: &Context, shutdown: &mut watch::Receiver<bool>) -> bool {
+    let tick = Duration::from_millis(context.config.tick_ms);
+    loop {
+        if let Ok(Some((status, _))) = context.node.status(METADATA_GROUP).await {
+            if status.leader != 0 && status.applied >= status.commit {
+                context.shared.meta_ready.store(true, std::sync::atomic::Ordering::Release);
+                tracing::info!(applied = status.applied, leader = status.leader, "metadata caught up; serving clients");
+                return true;
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            _ = crate::server::stopping(shutdown) => return false,
+        }
+    }
+}
+
+/// Runs until `shutdown` turns true.
+pub async fn run(context: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
+    if !catch_up_metadata(&context, &mut shutdown).await {
+        return;
+    }
+    let mut versions = context.shared.meta_version.subscribe();
+    let mut hosted: BTreeMap<GroupId, Hosted> = BTreeMap::new();
+    let mut chores = tokio::time::interval(Duration::from_millis(context.config.balance_interval_ms));
+    chores.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut registration = tokio::time::interval(Duration::from_millis(context.config.tick_ms * 10));
+    registration.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        reconcile(&context, &mut hosted).await;
+        tokio::select! {
+            changed = versions.changed() => if changed.is_err() { return },
+            _ = registration.tick() => register_brokers(&context).await,
+            _ = chores.tick() => {
+                balance_leaders(&context, &hosted).await;
+                enforce_retention(&context, &hosted).await;
+            }
+            _ = crate::server::stopping(&mut shutdown) => return,
+        }
+    }
+}
+
+/// Creates and removes partition groups to match the metadata.
+async fn reconcile(context: &Context, hosted: &mut BTreeMap<GroupId, Hosted>) {
+    let me = context.shared.node_id;
+    let desired: BTreeMap<GroupId, (Vec<NodeId>, TopicSettings)> = {
+        let inner = context.shared.lock();
+        inner
+            .meta
+            .groups_of(me)
+            .into_iter()
+            .filter_map(|(group, replicas)| {
+                let (topic, _) = inner.meta.partition_of_group(group)?;
+                Some((group, (replicas, topic.settings.clone())))
+            })
+            .collect()
+    };
+    let removed: Vec<GroupId> = hosted.keys().filter(|group| !desired.contains_key(group)).copied().collect();
+    for group in removed {
+        match context.node.remove_group(group).await {
+            Ok(_) => {
+                hosted.remove(&group);
+                context.shared.remove_partition(group);
+                tracing::info!(group, "stopped hosting a partition of a deleted topic");
+            }
+            Err(error) => tracing::warn!(group, %error, "removing a partition group failed"),
+        }
+    }
+    for (group, (replicas, settings)) in desired {
+        if hosted.contains_key(&group) {
+            continue;
+        }
+        context.shared.add_partition(group);
+        let log_config = context.config.log_config(settings.retention_ms, settings.retention_bytes, settings.segment_bytes);
+        match context.node.create_group_with(group, replicas.clone(), 0, log_config).await {
+            Ok(()) | Err(NodeError::GroupExists(_)) => {
+                tracing::info!(group, ?replicas, "hosting a partition");
+                if replicas.first() == Some(&me) {
+                    // The preferred replica stands first, so leaders start spread out.
+                    let _ = context.node.campaign(group).await;
+                }
+                hosted.insert(group, Hosted { replicas });
+            }
+            Err(error) => {
+                // Retried on the next pass (the next metadata change or chore tick).
+                context.shared.remove_partition(group);
+                tracing::error!(group, %error, "creating a partition group failed");
+            }
+        }
+    }
+}
+
+/// On the metadata leader: registers configured nodes missing from the metadata.
+pub async fn register_brokers(context: &Context) {
+    let Ok(Some((status, _))) = context.node.status(METADATA_GROUP).await else { return };
+    if status.role != StateRole::Leader {
+        return;
+    }
+    let missing: Vec<BrokerInfo> = {
+        let inner = context.shared.lock();
+        context
+            .config
+            .nodes
+            .iter()
+            .map(|member| BrokerInfo { node_id: member.id, client_address: member.client.to_string() })
+            .filter(|broker| inner.meta.brokers().get(&broker.node_id) != Some(broker))
+            .collect()
+    };
+    for broker in missing {
+        let payload = bytes::Bytes::from(MetaCommand::RegisterBroker(broker.clone()).encode());
+        let ticket = context.node.submit(METADATA_GROUP, payload, odradek_consensus::EntryMeta::Command, Default::default()).await;
+        if let Err(error) = ticket.outcome().await {
+            tracing::debug!(node = broker.node_id, %error, "registering a broker failed; will retry");
+            return;
+        }
+    }
+}
+
+/// Moves leadership of hosted partitions to their preferred replica where it has caught up.
+async fn balance_leaders(context: &Context, hosted: &BTreeMap<GroupId, Hosted>) {
+    let me = context.shared.node_id;
+    for (&group, partition) in hosted {
+        let Some(&preferred) = partition.replicas.first() else { continue };
+        if preferred == me {
+            continue;
+        }
+        let Ok(Some((status, _))) = context.node.status(group).await else { continue };
+        if status.role != StateRole::Leader {
+            continue;
+        }
+        let caught_up = status.progress.get(&preferred).is_some_and(|&(matched, _)| matched == status.last_index);
+        if caught_up {
+            tracing::info!(group, to = preferred, "handing leadership to the preferred replica");
+            let _ = context.node.transfer_leader(group, preferred).await;
+        }
+    }
+}
+
+/// Trims hosted partition logs by retention and publishes their new log start.
+async fn enforce_retention(context: &Context, hosted: &BTreeMap<GroupId, Hosted>) {
+    for &group in hosted.keys() {
+        match context.node.enforce_retention(group).await {
+            Ok(report) => {
+                if let Ok(Some(bounds)) = context.node.log_bounds(group).await {
+                    let mut inner = context.shared.lock();
+                    if let Some(partition) = inner.partitions.get_mut(&group) {
+                        if bounds.start_offset > partition.state.log_start_offset() {
+                            partition.state.set_log_start_offset(bounds.start_offset);
+                            tracing::info!(group, ?report, start_offset = bounds.start_offset, "retention moved the log start");
+                        }
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(group, %error, "enforcing retention failed"),
+        }
+    }
+}

@@ -1,0 +1,546 @@
+//! The controller's state machine: what raft group 0 (the metadata group) replicates.
+//!
+//! It owns the cluster's registered brokers, the topics with their partitions, each partition's
+//! raft group id and replica list, and producer-id allocation. Commands ([`MetaCommand`]) are
+//! protobuf messages (`proto/meta.proto`) proposed to group 0; every node applies the committed
+//! ones in index order with [`MetadataState::apply`].
+//!
+//! Invariants:
+//! - Deterministic: the state is a function of the committed log alone (no clock, no randomness,
+//!   no hash-map iteration order), so every replica that applied the same prefix holds an equal
+//!   state (checks R4 for group 0).
+//! - `apply` never panics on a payload: an undecodable or invalid command changes nothing but
+//!   `applied_index` and reports [`MetaOutcome::Rejected`]. Proposers validate first; apply
+//!   validates again because the log is the authority and may hold a command proposed against an
+//!   older state (e.g. a broker's registration raced a topic creation).
+//! - Group ids come from a counter that starts at 1 and only grows: a deleted topic's groups are
+//!   never reused, so a stale replica of a deleted partition can never join a new one.
+//! - Producer ids are the raft indexes of their `AllocateProducerId` entries: unique, positive
+//!   and increasing without any extra state.
+//! - Every collection has a limit ([`BROKERS_MAX`], [`PARTITIONS_CLUSTER_MAX`],
+//!   [`PRODUCERS_MAX`]).
+//!
+//! Cost sketch: every command is a few hundred bytes and applies in microseconds; the whole state
+//! of a cluster at its limits (1k brokers, 64k partitions x 5 replicas, 64k producers) is a few
+//! MiB, so replaying the metadata log on start is cheap.
+
+use std::collections::BTreeMap;
+
+use odradek_client::batch::BATCH_BYTES_MAX;
+use odradek_client::wire::proto::TopicConfig;
+use odradek_consensus::{GroupId, NodeId};
+use protobuf::Message;
+
+use crate::proto;
+
+/// The metadata (controller) raft group.
+pub const METADATA_GROUP: GroupId = 0;
+/// Replicas per partition, at most.
+pub const REPLICATION_FACTOR_MAX: u32 = 5;
+/// Partitions per topic, at most.
+pub const PARTITIONS_MAX: u32 = 1024;
+/// Partitions in the whole cluster, at most (each is a raft group every replica hosts).
+pub const PARTITIONS_CLUSTER_MAX: usize = 1 << 16;
+/// Registered brokers, at most.
+pub const BROKERS_MAX: usize = 1024;
+/// Bytes of a broker's client address, at most.
+pub const ADDRESS_BYTES_MAX: usize = 255;
+/// Kafka's limit on a topic name's length.
+pub const TOPIC_NAME_BYTES_MAX: usize = 249;
+/// Producer ids the controller remembers (for epoch bumps). Beyond it the oldest id is
+/// forgotten: a later bump of it is refused and that producer must allocate a new id, which is
+/// what Kafka does once a producer id expires.
+pub const PRODUCERS_MAX: usize = 1 << 16;
+
+/// A node that serves clients, as it registered itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerInfo {
+    pub node_id: NodeId,
+    pub client_address: String,
+}
+
+/// Per-topic settings. 0 means the broker default; -1 means unlimited (retention only).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct TopicSettings {
+    pub retention_ms: i64,
+    pub retention_bytes: i64,
+    pub segment_bytes: u64,
+    pub batch_bytes_max: u32,
+}
+
+impl TopicSettings {
+    /// From the client protocol's `TopicConfig`, checked ([`TopicSettings::validate`]).
+    pub fn from_config(config: &TopicConfig) -> Result<TopicSettings, String> {
+        let segment_bytes =
+            u64::try_from(config.get_segment_bytes()).map_err(|_| format!("segment_bytes {} is negative", config.get_segment_bytes()))?;
+        let settings = TopicSettings {
+            retention_ms: config.get_retention_ms(),
+            retention_bytes: config.get_retention_bytes(),
+            segment_bytes,
+            batch_bytes_max: config.get_batch_bytes_max(),
+        };
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// To the client protocol's `TopicConfig` (segment sizes above `i64::MAX` saturate).
+    pub fn to_config(&self) -> TopicConfig {
+        let mut config = TopicConfig::new();
+        config.set_retention_ms(self.retention_ms);
+        config.set_retention_bytes(self.retention_bytes);
+        config.set_segment_bytes(i64::try_from(self.segment_bytes).unwrap_or(i64::MAX));
+        config.set_batch_bytes_max(self.batch_bytes_max);
+        config
+    }
+
+    /// Retention values are -1 (unlimited), 0 (default) or positive; a batch limit is at most
+    /// [`BATCH_BYTES_MAX`].
+    pub fn validate(&self) -> Result<(), String> {
+        if self.retention_ms < -1 {
+            return Err(format!("retention_ms {} is below -1", self.retention_ms));
+        }
+        if self.retention_bytes < -1 {
+            return Err(format!("retention_bytes {} is below -1", self.retention_bytes));
+        }
+        if self.batch_bytes_max as usize > BATCH_BYTES_MAX {
+            return Err(format!("batch_bytes_max {} is above {BATCH_BYTES_MAX}", self.batch_bytes_max));
+        }
+        Ok(())
+    }
+}
+
+/// One partition of a topic and the raft group that replicates it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionInfo {
+    pub partition: u32,
+    pub group: GroupId,
+    /// `replicas[0]` is the preferred leader.
+    pub replicas: Vec<NodeId>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicInfo {
+    pub name: String,
+    /// `partitions[p].partition == p`.
+    pub partitions: Vec<PartitionInfo>,
+    pub settings: TopicSettings,
+}
+
+/// A command of the metadata log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MetaCommand {
+    /// Adds a broker, or replaces the address of a registered one.
+    RegisterBroker(BrokerInfo),
+    /// One replica list per partition, computed by the proposer ([`assign_replicas`]).
+    CreateTopic {
+        name: String,
+        replicas: Vec<Vec<NodeId>>,
+        settings: TopicSettings,
+    },
+    DeleteTopic {
+        name: String,
+    },
+    /// The new producer id is the raft index of this entry (epoch 0).
+    AllocateProducerId,
+    BumpProducerEpoch {
+        producer_id: i64,
+    },
+}
+
+/// Why bytes are not a [`MetaCommand`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MetaError {
+    #[error("metadata command does not decode: {0}")]
+    Decode(String),
+    #[error("metadata command holds no known command (written by a newer version?)")]
+    CommandMissing,
+}
+
+impl MetaCommand {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut message = proto::MetaCommand::new();
+        match self {
+            MetaCommand::RegisterBroker(broker) => {
+                let mut info = proto::BrokerInfo::new();
+                info.set_node_id(broker.node_id);
+                info.set_client_address(broker.client_address.clone());
+                let mut register = proto::RegisterBroker::new();
+                register.set_broker(info);
+                message.set_register_broker(register);
+            }
+            MetaCommand::CreateTopic { name, replicas, settings } => {
+                let mut create = proto::CreateTopic::new();
+                create.set_name(name.clone());
+                for partition_replicas in replicas {
+                    let mut list = proto::ReplicaList::new();
+                    list.set_replicas(partition_replicas.clone());
+                    create.mut_partitions().push(list);
+                }
+                let mut settings_message = proto::TopicSettings::new();
+                settings_message.set_retention_ms(settings.retention_ms);
+                settings_message.set_retention_bytes(settings.retention_bytes);
+                settings_message.set_segment_bytes(settings.segment_bytes);
+                settings_message.set_batch_bytes_max(settings.batch_bytes_max);
+                create.set_settings(settings_message);
+                message.set_create_topic(create);
+            }
+            MetaCommand::DeleteTopic { name } => {
+                let mut delete = proto::DeleteTopic::new();
+                delete.set_name(name.clone());
+                message.set_delete_topic(delete);
+            }
+            MetaCommand::AllocateProducerId => message.set_allocate_producer_id(proto::AllocateProducerId::new()),
+            MetaCommand::BumpProducerEpoch { producer_id } => {
+                let mut bump = proto::BumpProducerEpoch::new();
+                bump.set_producer_id(*producer_id);
+                message.set_bump_producer_epoch(bump);
+            }
+        }
+        message.write_to_bytes().expect("a metadata command always encodes (all fields are set)")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<MetaCommand, MetaError> {
+        use proto::MetaCommand_oneof_command as Command;
+        let message = proto::MetaCommand::parse_from_bytes(bytes).map_err(|error| MetaError::Decode(error.to_string()))?;
+        let command = match message.command {
+            None => return Err(MetaError::CommandMissing),
+            Some(Command::register_broker(register)) => {
+                let broker = register.get_broker();
+                MetaCommand::RegisterBroker(BrokerInfo {
+                    node_id: broker.get_node_id(),
+                    client_address: broker.get_client_address().to_string(),
+                })
+            }
+            Some(Command::create_topic(create)) => {
+                let settings = create.get_settings();
+                MetaCommand::CreateTopic {
+                    name: create.get_name().to_string(),
+                    replicas: create.get_partitions().iter().map(|list| list.get_replicas().to_vec()).collect(),
+                    settings: TopicSettings {
+                        retention_ms: settings.get_retention_ms(),
+                        retention_bytes: settings.get_retention_bytes(),
+                        segment_bytes: settings.get_segment_bytes(),
+                        batch_bytes_max: settings.get_batch_bytes_max(),
+                    },
+                }
+            }
+            Some(Command::delete_topic(delete)) => MetaCommand::DeleteTopic { name: delete.get_name().to_string() },
+            Some(Command::allocate_producer_id(_)) => MetaCommand::AllocateProducerId,
+            Some(Command::bump_producer_epoch(bump)) => MetaCommand::BumpProducerEpoch { producer_id: bump.get_producer_id() },
+        };
+        Ok(command)
+    }
+}
+
+/// What applying one command did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MetaOutcome {
+    BrokerRegistered,
+    /// The new partitions' raft groups, in partition order.
+    TopicCreated {
+        groups: Vec<GroupId>,
+    },
+    TopicExists,
+    TopicDeleted,
+    TopicUnknown,
+    ProducerId {
+        producer_id: i64,
+        producer_epoch: i16,
+    },
+    /// Nothing changed (except the applied index): the reason.
+    Rejected(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct GroupLocation {
+    topic: String,
+    partition: u32,
+}
+
+/// The metadata group's replicated state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetadataState {
+    applied_index: u64,
+    brokers: BTreeMap<NodeId, BrokerInfo>,
+    topics: BTreeMap<String, TopicInfo>,
+    /// Every live partition group → where it belongs. `groups.len()` is the cluster's partitions.
+    groups: BTreeMap<GroupId, GroupLocation>,
+    /// The first group id never handed out (0 is the metadata group, so this starts at 1).
+    group_next: GroupId,
+    /// Producer id → current epoch.
+    producers: BTreeMap<i64, i16>,
+}
+
+impl Default for MetadataState {
+    /// The empty state: no brokers, no topics, group ids handed out from 1.
+    fn default() -> MetadataState {
+        MetadataState {
+            applied_index: 0,
+            brokers: BTreeMap::new(),
+            topics: BTreeMap::new(),
+            groups: BTreeMap::new(),
+            group_next: METADATA_GROUP + 1,
+            producers: BTreeMap::new(),
+        }
+    }
+}
+
+impl MetadataState {
+    pub fn new() -> MetadataState {
+        MetadataState::default()
+    }
+
+    /// Applies the committed command at raft `index`. Deterministic (same log → same state on
+    /// every replica); never panics on bad input: an undecodable or invalid command is skipped
+    /// with `Rejected` and changes nothing except `applied_index`. An index at or below the
+    /// applied one (a replay) is `Rejected` and changes nothing at all.
+    pub fn apply(&mut self, index: u64, payload: &[u8]) -> MetaOutcome {
+        if index <= self.applied_index {
+            return MetaOutcome::Rejected(format!("index {index} is not above the applied index {}", self.applied_index));
+        }
+        self.applied_index = index;
+        // Every refusal returns before the first change (tests check it: apply_is_deterministic).
+        let outcome = match MetaCommand::decode(payload) {
+            Err(error) => MetaOutcome::Rejected(error.to_string()),
+            Ok(command) => self.apply_command(index, command),
+        };
+        self.check_invariants();
+        outcome
+    }
+
+    fn apply_command(&mut self, index: u64, command: MetaCommand) -> MetaOutcome {
+        match command {
+            MetaCommand::RegisterBroker(broker) => self.register_broker(broker),
+            MetaCommand::CreateTopic { name, replicas, settings } => self.create_topic(name, replicas, settings),
+            MetaCommand::DeleteTopic { name } => self.delete_topic(&name),
+            MetaCommand::AllocateProducerId => self.allocate_producer_id(index),
+            MetaCommand::BumpProducerEpoch { producer_id } => self.bump_producer_epoch(producer_id),
+        }
+    }
+
+    fn register_broker(&mut self, broker: BrokerInfo) -> MetaOutcome {
+        // raft-rs reserves node id 0 (INVALID_ID).
+        if broker.node_id == 0 {
+            return MetaOutcome::Rejected("node id 0 is reserved".to_string());
+        }
+        if broker.client_address.is_empty() || broker.client_address.len() > ADDRESS_BYTES_MAX {
+            return MetaOutcome::Rejected(format!("client address of {} bytes (1..={ADDRESS_BYTES_MAX})", broker.client_address.len()));
+        }
+        if !self.brokers.contains_key(&broker.node_id) && self.brokers.len() >= BROKERS_MAX {
+            return MetaOutcome::Rejected(format!("already {BROKERS_MAX} brokers"));
+        }
+        self.brokers.insert(broker.node_id, broker);
+        MetaOutcome::BrokerRegistered
+    }
+
+    fn create_topic(&mut self, name: String, replicas: Vec<Vec<NodeId>>, settings: TopicSettings) -> MetaOutcome {
+        if let Err(reason) = validate_topic_name(&name) {
+            return MetaOutcome::Rejected(reason);
+        }
+        if self.topics.contains_key(&name) {
+            return MetaOutcome::TopicExists;
+        }
+        if let Err(reason) = self.validate_assignment(&replicas).and_then(|()| settings.validate()) {
+            return MetaOutcome::Rejected(reason);
+        }
+        let partitions_len = replicas.len() as u64; // <= PARTITIONS_MAX after validation
+        let Some(group_end) = self.group_next.checked_add(partitions_len) else {
+            return MetaOutcome::Rejected("group ids exhausted".to_string());
+        };
+        let partitions: Vec<PartitionInfo> = replicas
+            .into_iter()
+            .zip(self.group_next..group_end)
+            .enumerate()
+            .map(|(partition, (replicas, group))| PartitionInfo { partition: partition as u32, group, replicas })
+            .collect();
+        self.group_next = group_end;
+        for info in &partitions {
+            let previous = self.groups.insert(info.group, GroupLocation { topic: name.clone(), partition: info.partition });
+            assert!(previous.is_none(), "group ids are never reused");
+        }
+        let groups = partitions.iter().map(|info| info.group).collect();
+        self.topics.insert(name.clone(), TopicInfo { name, partitions, settings });
+        MetaOutcome::TopicCreated { groups }
+    }
+
+    fn validate_assignment(&self, replicas: &[Vec<NodeId>]) -> Result<(), String> {
+        if replicas.is_empty() || replicas.len() > PARTITIONS_MAX as usize {
+            return Err(format!("{} partitions (1..={PARTITIONS_MAX})", replicas.len()));
+        }
+        if self.groups.len() + replicas.len() > PARTITIONS_CLUSTER_MAX {
+            return Err(format!("the cluster would have more than {PARTITIONS_CLUSTER_MAX} partitions"));
+        }
+        let replication_factor = replicas[0].len();
+        for (partition, list) in replicas.iter().enumerate() {
+            if list.is_empty() || list.len() > REPLICATION_FACTOR_MAX as usize {
+                return Err(format!("partition {partition} has {} replicas (1..={REPLICATION_FACTOR_MAX})", list.len()));
+            }
+            if list.len() != replication_factor {
+                return Err(format!("partition {partition} has {} replicas, partition 0 has {replication_factor}", list.len()));
+            }
+            for (position, node) in list.iter().enumerate() {
+                if list[..position].contains(node) {
+                    return Err(format!("partition {partition} names node {node} twice"));
+                }
+                if !self.brokers.contains_key(node) {
+                    return Err(format!("partition {partition} names node {node}, which is not a registered broker"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn delete_topic(&mut self, name: &str) -> MetaOutcome {
+        let Some(topic) = self.topics.remove(name) else {
+            return MetaOutcome::TopicUnknown;
+        };
+        for info in &topic.partitions {
+            let location = self.groups.remove(&info.group);
+            assert!(location.is_some(), "every live partition's group is indexed");
+        }
+        MetaOutcome::TopicDeleted
+    }
+
+    fn allocate_producer_id(&mut self, index: u64) -> MetaOutcome {
+        let Ok(producer_id) = i64::try_from(index) else {
+            return MetaOutcome::Rejected(format!("index {index} does not fit a producer id"));
+        };
+        assert!(self.producers.keys().next_back().is_none_or(|last| *last < producer_id), "producer ids increase with the index");
+        if self.producers.len() >= PRODUCERS_MAX {
+            // Ids are indexes, so the smallest is the oldest.
+            self.producers.pop_first();
+        }
+        self.producers.insert(producer_id, 0);
+        MetaOutcome::ProducerId { producer_id, producer_epoch: 0 }
+    }
+
+    fn bump_producer_epoch(&mut self, producer_id: i64) -> MetaOutcome {
+        let Some(epoch) = self.producers.get_mut(&producer_id) else {
+            return MetaOutcome::Rejected(format!("unknown producer id {producer_id}"));
+        };
+        let Some(epoch_next) = epoch.checked_add(1) else {
+            return MetaOutcome::Rejected(format!("producer id {producer_id} is at the last epoch; allocate a new id"));
+        };
+        *epoch = epoch_next;
+        MetaOutcome::ProducerId { producer_id, producer_epoch: epoch_next }
+    }
+
+    fn check_invariants(&self) {
+        assert!(self.group_next > METADATA_GROUP);
+        assert!(self.groups.len() <= PARTITIONS_CLUSTER_MAX);
+        assert!(self.brokers.len() <= BROKERS_MAX);
+        assert!(self.producers.len() <= PRODUCERS_MAX);
+        if cfg!(debug_assertions) {
+            let partitions: usize = self.topics.values().map(|topic| topic.partitions.len()).sum();
+            assert_eq!(partitions, self.groups.len());
+            assert!(self.groups.keys().next_back().is_none_or(|group| *group < self.group_next));
+        }
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
+    pub fn brokers(&self) -> &BTreeMap<NodeId, BrokerInfo> {
+        &self.brokers
+    }
+
+    pub fn topics(&self) -> &BTreeMap<String, TopicInfo> {
+        &self.topics
+    }
+
+    pub fn topic(&self, name: &str) -> Option<&TopicInfo> {
+        self.topics.get(name)
+    }
+
+    pub fn partition(&self, topic: &str, partition: u32) -> Option<&PartitionInfo> {
+        self.topics.get(topic)?.partitions.get(partition as usize)
+    }
+
+    pub fn partition_of_group(&self, group: GroupId) -> Option<(&TopicInfo, &PartitionInfo)> {
+        let location = self.groups.get(&group)?;
+        let topic = self.topics.get(&location.topic).expect("the group index names live topics");
+        let info = &topic.partitions[location.partition as usize];
+        assert_eq!(info.group, group);
+        Some((topic, info))
+    }
+
+    /// Every partition group with `node` among its replicas: group → replicas.
+    pub fn groups_of(&self, node: NodeId) -> BTreeMap<GroupId, Vec<NodeId>> {
+        self.topics
+            .values()
+            .flat_map(|topic| &topic.partitions)
+            .filter(|info| info.replicas.contains(&node))
+            .map(|info| (info.group, info.replicas.clone()))
+            .collect()
+    }
+
+    /// The current epoch of a known producer id.
+    pub fn producer_epoch(&self, producer_id: i64) -> Option<i16> {
+        self.producers.get(&producer_id).copied()
+    }
+
+    /// The first group id the next topic gets.
+    pub fn group_next(&self) -> GroupId {
+        self.group_next
+    }
+}
+
+/// Kafka's rules: 1..=249 characters of `[a-zA-Z0-9._-]`, and not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("a topic name is empty".to_string());
+    }
+    if name.len() > TOPIC_NAME_BYTES_MAX {
+        return Err(format!("a topic name of {} characters (at most {TOPIC_NAME_BYTES_MAX})", name.len()));
+    }
+    if name == "." || name == ".." {
+        return Err(format!("{name:?} is not a topic name"));
+    }
+    if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+        return Err(format!("topic name {name:?} has {bad:?}; only [a-zA-Z0-9._-] are allowed"));
+    }
+    Ok(())
+}
+
+/// Spreads replicas and preferred leaders over `brokers` (sorted ids), Kafka-style round robin
+/// with `start` rotating the first leader (the proposer passes e.g. the number of existing
+/// topics): partition p's replicas are rf distinct brokers, preferred leaders spread evenly.
+///
+/// Partition p's leader is `brokers[(start + p) % n]`, so each broker leads ⌊p/n⌋ or ⌈p/n⌉
+/// partitions. Its followers sit at distances `1 + (shift + j) % (n - 1)` after the leader, where
+/// the shift grows by one every n partitions: that spreads followers over all brokers instead of
+/// always pairing a leader with its next neighbours (Kafka's `assignReplicasToBrokers`).
+pub fn assign_replicas(brokers: &[NodeId], partitions: u32, replication_factor: u32, start: u64) -> Result<Vec<Vec<NodeId>>, String> {
+    let mut brokers = brokers.to_vec();
+    brokers.sort_unstable();
+    brokers.dedup();
+    let n = brokers.len() as u64;
+    if partitions == 0 || partitions > PARTITIONS_MAX {
+        return Err(format!("{partitions} partitions (1..={PARTITIONS_MAX})"));
+    }
+    if replication_factor == 0 || replication_factor > REPLICATION_FACTOR_MAX {
+        return Err(format!("replication factor {replication_factor} (1..={REPLICATION_FACTOR_MAX})"));
+    }
+    if u64::from(replication_factor) > n {
+        return Err(format!("replication factor {replication_factor} with {n} brokers"));
+    }
+    let first = start % n;
+    let shift_base = (start / n) % n;
+    let assignment: Vec<Vec<NodeId>> = (0..u64::from(partitions))
+        .map(|p| {
+            let leader = (first + p) % n;
+            let shift = shift_base + p / n;
+            let followers = (0..u64::from(replication_factor) - 1).map(|j| brokers[((leader + 1 + (shift + j) % (n - 1)) % n) as usize]);
+            std::iter::once(brokers[leader as usize]).chain(followers).collect()
+        })
+        .collect();
+    for list in &assignment {
+        assert_eq!(list.len(), replication_factor as usize);
+        assert!(list.iter().enumerate().all(|(i, node)| !list[..i].contains(node)), "replicas are distinct");
+    }
+    Ok(assignment)
+}
+
+#[cfg(test)]
+mod tests;

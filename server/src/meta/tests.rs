@@ -1,0 +1,356 @@
+//! Tests of the controller's state machine: apply sequences, every refusal, determinism, the
+//! command encoding and replica assignment.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn broker(node_id: NodeId) -> MetaCommand {
+    MetaCommand::RegisterBroker(BrokerInfo { node_id, client_address: format!("10.0.0.{node_id}:9092") })
+}
+
+fn create(name: &str, replicas: Vec<Vec<NodeId>>) -> MetaCommand {
+    MetaCommand::CreateTopic { name: name.to_string(), replicas, settings: TopicSettings::default() }
+}
+
+/// A state with brokers 1, 2, 3 registered at indexes 1..=3.
+fn three_brokers() -> MetadataState {
+    let mut state = MetadataState::new();
+    for node in 1..=3 {
+        assert_eq!(state.apply(node, &broker(node).encode()), MetaOutcome::BrokerRegistered);
+    }
+    state
+}
+
+/// Applies a command at the next index and returns the outcome.
+fn step(state: &mut MetadataState, command: &MetaCommand) -> MetaOutcome {
+    let index = state.applied_index() + 1;
+    state.apply(index, &command.encode())
+}
+
+/// Applies a command that must be refused and checks that only the applied index moved.
+fn assert_rejected(state: &mut MetadataState, command: &MetaCommand) {
+    let before = state.clone();
+    let outcome = step(state, command);
+    assert!(matches!(outcome, MetaOutcome::Rejected(_)), "{command:?} gave {outcome:?}");
+    assert_eq!(state.applied_index(), before.applied_index() + 1);
+    let mut expected = before;
+    expected.applied_index = state.applied_index();
+    assert_eq!(*state, expected, "a rejected command changed nothing else");
+}
+
+#[test]
+fn register_create_delete_sequence() {
+    let mut state = three_brokers();
+    assert_eq!(state.brokers().len(), 3);
+    assert_eq!(state.group_next(), 1);
+
+    let outcome = step(&mut state, &create("orders", vec![vec![1, 2], vec![2, 3], vec![3, 1]]));
+    assert_eq!(outcome, MetaOutcome::TopicCreated { groups: vec![1, 2, 3] });
+    let orders = state.topic("orders").unwrap();
+    assert_eq!(orders.partitions.len(), 3);
+    assert_eq!(state.partition("orders", 1), Some(&PartitionInfo { partition: 1, group: 2, replicas: vec![2, 3] }));
+    assert_eq!(state.partition("orders", 3), None);
+    assert_eq!(state.partition("nope", 0), None);
+    let (topic, info) = state.partition_of_group(3).unwrap();
+    assert_eq!((topic.name.as_str(), info.partition), ("orders", 2));
+    assert_eq!(state.partition_of_group(METADATA_GROUP), None);
+    assert_eq!(state.groups_of(1), BTreeMap::from([(1, vec![1, 2]), (3, vec![3, 1])]));
+    assert_eq!(state.groups_of(9), BTreeMap::new());
+
+    let outcome = step(&mut state, &create("events", vec![vec![3]]));
+    assert_eq!(outcome, MetaOutcome::TopicCreated { groups: vec![4] });
+    assert_eq!(step(&mut state, &create("orders", vec![vec![1]])), MetaOutcome::TopicExists);
+    assert_eq!(state.topic("orders").unwrap().partitions.len(), 3, "TopicExists changes nothing");
+
+    assert_eq!(step(&mut state, &MetaCommand::DeleteTopic { name: "orders".into() }), MetaOutcome::TopicDeleted);
+    assert_eq!(state.topic("orders"), None);
+    assert_eq!(state.partition_of_group(1), None);
+    assert_eq!(state.groups_of(1), BTreeMap::new());
+    assert_eq!(step(&mut state, &MetaCommand::DeleteTopic { name: "orders".into() }), MetaOutcome::TopicUnknown);
+
+    // Group ids are never reused, not even by a topic of the same name.
+    let outcome = step(&mut state, &create("orders", vec![vec![1, 2]]));
+    assert_eq!(outcome, MetaOutcome::TopicCreated { groups: vec![5] });
+    assert_eq!(state.topics().keys().collect::<Vec<_>>(), ["events", "orders"]);
+    assert_eq!(state.applied_index(), 9);
+}
+
+#[test]
+fn register_broker_replaces_address() {
+    let mut state = three_brokers();
+    let moved = BrokerInfo { node_id: 2, client_address: "10.9.9.9:9092".into() };
+    assert_eq!(step(&mut state, &MetaCommand::RegisterBroker(moved.clone())), MetaOutcome::BrokerRegistered);
+    assert_eq!(state.brokers().len(), 3);
+    assert_eq!(state.brokers()[&2], moved);
+}
+
+#[test]
+fn producer_ids_are_indexes_and_epochs_bump() {
+    let mut state = three_brokers();
+    assert_eq!(state.apply(10, &MetaCommand::AllocateProducerId.encode()), MetaOutcome::ProducerId { producer_id: 10, producer_epoch: 0 });
+    assert_eq!(state.apply(12, &MetaCommand::AllocateProducerId.encode()), MetaOutcome::ProducerId { producer_id: 12, producer_epoch: 0 });
+    assert_eq!(state.producer_epoch(10), Some(0));
+    let bump = MetaCommand::BumpProducerEpoch { producer_id: 10 };
+    assert_eq!(step(&mut state, &bump), MetaOutcome::ProducerId { producer_id: 10, producer_epoch: 1 });
+    assert_eq!(step(&mut state, &bump), MetaOutcome::ProducerId { producer_id: 10, producer_epoch: 2 });
+    assert_eq!(state.producer_epoch(10), Some(2));
+    assert_eq!(state.producer_epoch(12), Some(0));
+    assert_eq!(state.producer_epoch(11), None);
+}
+
+#[test]
+fn rejects_bad_producer_commands() {
+    let mut state = three_brokers();
+    // Never allocated: above the applied index, an index that held another command, negative.
+    assert_rejected(&mut state, &MetaCommand::BumpProducerEpoch { producer_id: 100 });
+    assert_rejected(&mut state, &MetaCommand::BumpProducerEpoch { producer_id: 2 });
+    assert_rejected(&mut state, &MetaCommand::BumpProducerEpoch { producer_id: -1 });
+    // The last epoch cannot be bumped.
+    let producer_id = state.applied_index() as i64 + 1;
+    step(&mut state, &MetaCommand::AllocateProducerId);
+    state.producers.insert(producer_id, i16::MAX - 1);
+    let bump = MetaCommand::BumpProducerEpoch { producer_id };
+    assert_eq!(step(&mut state, &bump), MetaOutcome::ProducerId { producer_id, producer_epoch: i16::MAX });
+    assert_rejected(&mut state, &bump);
+    assert_eq!(state.producer_epoch(producer_id), Some(i16::MAX));
+}
+
+#[test]
+fn forgets_the_oldest_producer_beyond_the_limit() {
+    let mut state = MetadataState::new();
+    for index in 1..=PRODUCERS_MAX as u64 + 1 {
+        step(&mut state, &MetaCommand::AllocateProducerId);
+        assert_eq!(state.applied_index(), index);
+    }
+    assert_eq!(state.producers.len(), PRODUCERS_MAX);
+    assert_eq!(state.producer_epoch(1), None);
+    assert_eq!(state.producer_epoch(2), Some(0));
+    assert_rejected(&mut state, &MetaCommand::BumpProducerEpoch { producer_id: 1 });
+}
+
+#[test]
+fn rejects_invalid_topics() {
+    let mut state = three_brokers();
+    let name_long = "x".repeat(TOPIC_NAME_BYTES_MAX + 1);
+    for name in ["", ".", "..", "a b", "tópico", "a/b", name_long.as_str()] {
+        assert_rejected(&mut state, &create(name, vec![vec![1]]));
+    }
+    // Zero partitions, too many partitions.
+    assert_rejected(&mut state, &create("t", vec![]));
+    assert_rejected(&mut state, &create("t", vec![vec![1]; PARTITIONS_MAX as usize + 1]));
+    // Empty replica list, too many replicas, duplicates, unknown brokers, uneven factors.
+    assert_rejected(&mut state, &create("t", vec![vec![]]));
+    let mut state_big = state.clone();
+    for node in 4..=6 {
+        step(&mut state_big, &broker(node));
+    }
+    assert_rejected(&mut state_big, &create("t", vec![vec![1, 2, 3, 4, 5, 6]]));
+    assert_rejected(&mut state, &create("t", vec![vec![1, 2, 1]]));
+    assert_rejected(&mut state, &create("t", vec![vec![1, 2], vec![3, 3]]));
+    assert_rejected(&mut state, &create("t", vec![vec![1, 4]]));
+    assert_rejected(&mut state, &create("t", vec![vec![0]]));
+    assert_rejected(&mut state, &create("t", vec![vec![1, 2], vec![3]]));
+    // Bad settings.
+    for settings in [
+        TopicSettings { retention_ms: -2, ..TopicSettings::default() },
+        TopicSettings { retention_bytes: -5, ..TopicSettings::default() },
+        TopicSettings { batch_bytes_max: BATCH_BYTES_MAX as u32 + 1, ..TopicSettings::default() },
+    ] {
+        assert_rejected(&mut state, &MetaCommand::CreateTopic { name: "t".into(), replicas: vec![vec![1]], settings });
+    }
+    assert!(state.topics().is_empty());
+    assert_eq!(state.group_next(), 1, "refused topics take no group ids");
+    // The limits themselves are fine.
+    let settings =
+        TopicSettings { retention_ms: -1, retention_bytes: -1, segment_bytes: u64::MAX, batch_bytes_max: BATCH_BYTES_MAX as u32 };
+    let replicas = vec![vec![1, 2, 3]; PARTITIONS_MAX as usize];
+    let outcome = step(&mut state, &MetaCommand::CreateTopic { name: "x".repeat(TOPIC_NAME_BYTES_MAX), replicas, settings });
+    assert!(matches!(outcome, MetaOutcome::TopicCreated { ref groups } if groups.len() == PARTITIONS_MAX as usize));
+}
+
+#[test]
+fn rejects_topics_beyond_the_cluster_partition_limit() {
+    let mut state = three_brokers();
+    let topics_full = PARTITIONS_CLUSTER_MAX / PARTITIONS_MAX as usize;
+    for topic in 0..topics_full {
+        let outcome = step(&mut state, &create(&format!("t{topic}"), vec![vec![1]; PARTITIONS_MAX as usize]));
+        assert!(matches!(outcome, MetaOutcome::TopicCreated { .. }));
+    }
+    assert_rejected(&mut state, &create("one-more", vec![vec![1]]));
+    step(&mut state, &MetaCommand::DeleteTopic { name: "t0".into() });
+    assert!(matches!(step(&mut state, &create("one-more", vec![vec![1]])), MetaOutcome::TopicCreated { .. }));
+}
+
+#[test]
+fn rejects_bad_brokers_and_payloads() {
+    let mut state = three_brokers();
+    assert_rejected(&mut state, &MetaCommand::RegisterBroker(BrokerInfo { node_id: 0, client_address: "a:1".into() }));
+    assert_rejected(&mut state, &MetaCommand::RegisterBroker(BrokerInfo { node_id: 4, client_address: String::new() }));
+    let long = BrokerInfo { node_id: 4, client_address: "a".repeat(ADDRESS_BYTES_MAX + 1) };
+    assert_rejected(&mut state, &MetaCommand::RegisterBroker(long));
+
+    // Undecodable bytes and an empty command (no oneof case) are skipped.
+    let before = state.clone();
+    assert!(matches!(state.apply(10, &[0xff, 0xff, 0xff]), MetaOutcome::Rejected(_)));
+    assert!(matches!(state.apply(11, &[]), MetaOutcome::Rejected(_)));
+    assert_eq!(MetaCommand::decode(&[]), Err(MetaError::CommandMissing));
+    assert_eq!(state.applied_index(), 11);
+    assert_eq!((state.brokers(), state.topics()), (before.brokers(), before.topics()));
+
+    // A replayed (old) index changes nothing at all.
+    let before = state.clone();
+    assert!(matches!(state.apply(11, &broker(7).encode()), MetaOutcome::Rejected(_)));
+    assert!(matches!(state.apply(3, &broker(7).encode()), MetaOutcome::Rejected(_)));
+    assert_eq!(state, before);
+}
+
+#[test]
+fn rejects_brokers_beyond_the_limit() {
+    let mut state = MetadataState::new();
+    for node in 1..=BROKERS_MAX as u64 {
+        assert_eq!(step(&mut state, &broker(node)), MetaOutcome::BrokerRegistered);
+    }
+    assert_rejected(&mut state, &broker(BROKERS_MAX as u64 + 1));
+    assert_eq!(step(&mut state, &broker(1)), MetaOutcome::BrokerRegistered, "re-registering is still fine");
+}
+
+#[test]
+fn validate_topic_name_follows_kafka() {
+    for good in ["a", "A-b_c.d", "0", "...", "x".repeat(249).as_str()] {
+        assert_eq!(validate_topic_name(good), Ok(()), "{good}");
+    }
+    for bad in ["", ".", "..", "a b", "a,b", "ü", "x".repeat(250).as_str()] {
+        assert!(validate_topic_name(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn topic_settings_convert_from_and_to_config() {
+    let settings = TopicSettings { retention_ms: -1, retention_bytes: 1 << 30, segment_bytes: 1 << 20, batch_bytes_max: 1000 };
+    assert_eq!(TopicSettings::from_config(&settings.to_config()), Ok(settings));
+    let mut config = TopicConfig::new();
+    config.set_segment_bytes(-1);
+    assert!(TopicSettings::from_config(&config).is_err());
+    config.set_segment_bytes(0);
+    config.set_retention_ms(-3);
+    assert!(TopicSettings::from_config(&config).is_err());
+}
+
+#[test]
+fn assign_replicas_small_example() {
+    // Three brokers, rf 2: leaders round-robin from `start`, followers shift each round.
+    let assignment = assign_replicas(&[3, 1, 2], 4, 2, 0).unwrap();
+    assert_eq!(assignment, vec![vec![1, 2], vec![2, 3], vec![3, 1], vec![1, 3]]);
+    let rotated = assign_replicas(&[1, 2, 3], 3, 1, 1).unwrap();
+    assert_eq!(rotated, vec![vec![2], vec![3], vec![1]]);
+}
+
+#[test]
+fn assign_replicas_refuses_impossible_requests() {
+    assert!(assign_replicas(&[1, 2], 1, 3, 0).is_err(), "rf above the broker count");
+    assert!(assign_replicas(&[1, 1, 2], 1, 3, 0).is_err(), "duplicate ids count once");
+    assert!(assign_replicas(&[], 1, 1, 0).is_err());
+    assert!(assign_replicas(&[1], 0, 1, 0).is_err());
+    assert!(assign_replicas(&[1], PARTITIONS_MAX + 1, 1, 0).is_err());
+    assert!(assign_replicas(&[1, 2, 3, 4, 5, 6], 1, 0, 0).is_err());
+    assert!(assign_replicas(&[1, 2, 3, 4, 5, 6], 1, REPLICATION_FACTOR_MAX + 1, 0).is_err());
+}
+
+fn arb_settings() -> impl Strategy<Value = TopicSettings> {
+    (any::<i64>(), any::<i64>(), any::<u64>(), any::<u32>()).prop_map(|(retention_ms, retention_bytes, segment_bytes, batch_bytes_max)| {
+        TopicSettings { retention_ms, retention_bytes, segment_bytes, batch_bytes_max }
+    })
+}
+
+fn arb_command() -> impl Strategy<Value = MetaCommand> {
+    prop_oneof![
+        (0..8u64, "[a-z0-9:.]{0,20}")
+            .prop_map(|(node_id, client_address)| MetaCommand::RegisterBroker(BrokerInfo { node_id, client_address })),
+        ("[a-z.]{0,6}", prop::collection::vec(prop::collection::vec(0..8u64, 0..4), 0..5), arb_settings())
+            .prop_map(|(name, replicas, settings)| MetaCommand::CreateTopic { name, replicas, settings }),
+        "[a-z.]{0,6}".prop_map(|name| MetaCommand::DeleteTopic { name }),
+        Just(MetaCommand::AllocateProducerId),
+        (-2..40i64).prop_map(|producer_id| MetaCommand::BumpProducerEpoch { producer_id }),
+    ]
+}
+
+/// A log entry: a command, or garbage bytes.
+fn arb_payload() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![8 => arb_command().prop_map(|command| command.encode()), 1 => prop::collection::vec(any::<u8>(), 0..16)]
+}
+
+proptest! {
+    #[test]
+    fn encode_decode_round_trip(command in arb_command()) {
+        prop_assert_eq!(MetaCommand::decode(&command.encode()), Ok(command));
+    }
+
+    #[test]
+    fn decode_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+        let _ = MetaCommand::decode(&bytes);
+    }
+
+    /// Two replicas fed the same log (with index gaps, as other entry kinds leave) end equal,
+    /// and a refused command changes nothing but the applied index.
+    #[test]
+    fn apply_is_deterministic(payloads in prop::collection::vec((1..3u64, arb_payload()), 0..60)) {
+        let mut first = MetadataState::new();
+        let mut second = MetadataState::new();
+        let mut index = 0;
+        for (gap, payload) in &payloads {
+            index += gap;
+            let before = first.clone();
+            let outcome = first.apply(index, payload);
+            prop_assert_eq!(second.apply(index, payload), outcome.clone());
+            prop_assert_eq!(&first, &second);
+            if let MetaOutcome::Rejected(_) | MetaOutcome::TopicExists | MetaOutcome::TopicUnknown = outcome {
+                let mut expected = before;
+                expected.applied_index = index;
+                prop_assert_eq!(&first, &expected);
+            }
+            // The group index and the topics agree.
+            for topic in first.topics().values() {
+                for info in &topic.partitions {
+                    let (found_topic, found) = first.partition_of_group(info.group).unwrap();
+                    prop_assert_eq!((&found_topic.name, found), (&topic.name, info));
+                    prop_assert!(info.group >= 1 && info.group < first.group_next());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn assign_replicas_spreads_evenly(brokers in prop::collection::btree_set(1..100u64, 1..8), partitions in 1..60u32, rf in 1..=REPLICATION_FACTOR_MAX, start in any::<u64>()) {
+        let brokers: Vec<NodeId> = brokers.into_iter().collect();
+        let n = brokers.len() as u32;
+        let result = assign_replicas(&brokers, partitions, rf, start);
+        if rf > n {
+            prop_assert!(result.is_err());
+            return Ok(());
+        }
+        let assignment = result.unwrap();
+        prop_assert_eq!(assignment.len(), partitions as usize);
+        let mut leaders: BTreeMap<NodeId, u32> = brokers.iter().map(|b| (*b, 0)).collect();
+        let mut replicas: BTreeMap<NodeId, u32> = leaders.clone();
+        for list in &assignment {
+            prop_assert_eq!(list.len(), rf as usize);
+            let distinct: std::collections::BTreeSet<_> = list.iter().collect();
+            prop_assert_eq!(distinct.len(), list.len(), "no duplicates in {:?}", list);
+            *leaders.get_mut(&list[0]).unwrap() += 1;
+            for node in list {
+                *replicas.get_mut(node).expect("only given brokers") += 1;
+            }
+        }
+        for count in leaders.values() {
+            prop_assert!(*count == partitions / n || *count == partitions.div_ceil(n), "leaders {:?}", leaders);
+        }
+        let replicas_min = replicas.values().min().unwrap();
+        let replicas_max = replicas.values().max().unwrap();
+        prop_assert!(replicas_max - replicas_min <= rf, "replicas {:?}", replicas);
+        // The first leader rotates with `start`.
+        prop_assert_eq!(assignment[0][0], brokers[(start % u64::from(n)) as usize]);
+    }
+}

@@ -1,0 +1,137 @@
+//! Starting and stopping a node: the raft driver with the controller group, the client
+//! listener and the background duties, all on the current runtime (real tokio or madsim).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use odradek_consensus::{Node, NodeConfig, NodeError, NodeHandle, NodeId, TcpTransport, TransportError};
+use odradek_log::Disk;
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+
+use crate::broker::Context;
+use crate::clock::Clock;
+use crate::config::ServerConfig;
+use crate::meta::METADATA_GROUP;
+use crate::state::{Shared, StateMachine};
+
+/// Resolves once `shutdown` turns true (or its sender is gone).
+pub async fn stopping(shutdown: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns is dropped here, so callers' futures stay `Send`.
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Why a node could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("invalid configuration: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("peer transport: {0}")]
+    Transport(#[from] TransportError),
+    #[error("cannot listen for clients on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A storage fault (or another fatal error) of the raft driver: the node stopped and must
+    /// restart from what is on disk.
+    #[error("raft driver: {0}")]
+    Node(#[from] NodeError),
+}
+
+/// A running node.
+pub struct Server {
+    shutdown: watch::Sender<bool>,
+    node: NodeHandle,
+    shared: Arc<Shared>,
+    client_addr: SocketAddr,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The driver's result: `Ok` after a clean stop.
+    driver: oneshot::Receiver<Result<(), NodeError>>,
+    /// Tells whoever waits that the driver stopped (a fatal error ends the node).
+    stopped: watch::Receiver<bool>,
+}
+
+impl Server {
+    /// Opens the node's data, rebuilds the metadata from the controller log, joins the peers and
+    /// starts serving clients.
+    pub async fn start<D: Disk>(config: ServerConfig, disk: D, clock: Clock) -> Result<Server, ServerError> {
+        config.validate()?;
+        let config = Arc::new(config);
+        let me = config.me().clone();
+        let shared = Shared::new(config.id);
+        let peers: BTreeMap<NodeId, SocketAddr> = config.nodes.iter().filter(|m| m.id != config.id).map(|m| (m.id, m.peer)).collect();
+        let (transport, inbox) = TcpTransport::bind(config.id, me.peer, peers).await?;
+        let mut node_config = NodeConfig::new(config.id, config.data_dir.clone());
+        node_config.log_config = config.log_config(
+            config.topic_defaults.retention_ms,
+            config.topic_defaults.retention_bytes,
+            config.topic_defaults.segment_bytes,
+        );
+        let mut node = Node::new(node_config, disk, transport, inbox, StateMachine::new(shared.clone()));
+        // Replays the whole controller log into the metadata before anything is served.
+        node.create_group_with(METADATA_GROUP, &config.node_ids(), 0, clock(), config.metadata_log_config()).await?;
+        let listener = TcpListener::bind(me.client).await.map_err(|source| ServerError::Listen { addr: me.client, source })?;
+        let client_addr = listener.local_addr().map_err(|source| ServerError::Listen { addr: me.client, source })?;
+
+        let (handle, commands) = NodeHandle::new();
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (driver_done, driver) = oneshot::channel();
+        let (stopped_tx, stopped) = watch::channel(false);
+        let driver_clock = clock.clone();
+        let tick = config.tick();
+        let node_id = config.id;
+        tokio::spawn(async move {
+            let result = node.run(commands, tick, move || driver_clock()).await;
+            if let Err(error) = &result {
+                tracing::error!(node = node_id, %error, "the raft driver stopped on a fatal error");
+            }
+            let _ = stopped_tx.send(true);
+            let _ = driver_done.send(result);
+        });
+        let context = Arc::new(Context { config: config.clone(), shared: shared.clone(), node: handle.clone(), clock });
+        let tasks = vec![
+            tokio::spawn(crate::net::serve(listener, context.clone(), shutdown_rx.clone())),
+            tokio::spawn(crate::controller::run(context, shutdown_rx)),
+        ];
+        tracing::info!(node = config.id, clients = %client_addr, peers = %me.peer, "node started");
+        Ok(Server { shutdown, node: handle, shared, client_addr, tasks, driver, stopped })
+    }
+
+    /// The address clients connect to (the real port when configured with port 0).
+    pub fn client_addr(&self) -> SocketAddr {
+        self.client_addr
+    }
+
+    pub fn node(&self) -> &NodeHandle {
+        &self.node
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Resolves when the raft driver stopped on its own (a fatal storage error).
+    pub async fn failed(&self) {
+        let mut stopped = self.stopped.clone();
+        let _ = stopped.wait_for(|stopped| *stopped).await;
+    }
+
+    /// Graceful stop: no new connections or requests; requests in flight are answered (or
+    /// time out); then the raft driver stops (every appended entry is already fsynced: the
+    /// driver syncs before it acknowledges anything).
+    pub async fn shutdown(self) -> Result<(), ServerError> {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        drop(self.node);
+        // Connection tasks still finishing hold handles; the driver stops once they are gone.
+        match self.driver.await {
+            Ok(result) => Ok(result?),
+            Err(_) => Ok(()),
+        }
+    }
+}

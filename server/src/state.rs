@@ -1,0 +1,178 @@
+//! What a node knows, shared between the raft loop (which applies committed entries through
+//! [`StateMachine`], an [`Apply`]) and the request handlers: the controller's metadata and each
+//! hosted partition's state (high watermark, log start, idempotent-producer table).
+//!
+//! The raft loop holds the lock only while applying or admitting; handlers hold it only to read
+//! a few fields. Waiters learn of changes through `watch` channels: the metadata version for
+//! the reconciler, a per-partition high watermark for long-polling fetches.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use odradek_client::batch::BatchHeader;
+use odradek_client::wire::proto::ErrorCode;
+use odradek_consensus::{Apply, Committed, EntryMeta, GroupId, NodeId, Rejection};
+use odradek_log::EntryKind;
+use tokio::sync::watch;
+
+use crate::meta::{MetaOutcome, MetadataState, METADATA_GROUP};
+use crate::partition::{Admit, BatchInfo, PartitionState};
+
+/// [`Rejection::code`] for "this batch is already in the log at `value`" (a retry of an
+/// appended batch): the produce succeeds with that base offset.
+pub const REJECTION_DUPLICATE: u32 = u32::MAX;
+
+/// One hosted partition.
+pub struct Partition {
+    pub state: PartitionState,
+    /// The high watermark, for long polls.
+    pub high_watermark: watch::Sender<u64>,
+}
+
+impl Partition {
+    fn new() -> Partition {
+        Partition { state: PartitionState::new(), high_watermark: watch::Sender::new(0) }
+    }
+}
+
+/// Outcomes of recently applied metadata commands kept for their proposers.
+pub const META_OUTCOMES_KEPT: usize = 1024;
+
+#[derive(Default)]
+pub struct Inner {
+    pub meta: MetadataState,
+    pub partitions: BTreeMap<GroupId, Partition>,
+    /// Raft index → outcome of the metadata command applied there (the last
+    /// `META_OUTCOMES_KEPT`), so a proposer can tell the client why a command was refused.
+    pub meta_outcomes: BTreeMap<u64, MetaOutcome>,
+}
+
+/// The node's shared state.
+pub struct Shared {
+    pub node_id: NodeId,
+    inner: Mutex<Inner>,
+    /// Bumped after every applied metadata entry (the reconciler and admin requests wait on it).
+    pub meta_version: watch::Sender<u64>,
+    /// Set once this node has applied the metadata log up to a commit index learned from a
+    /// leader. Until then (right after a restart, the replay stops at the lazily persisted
+    /// commit) its metadata may miss recent changes, and it does not serve clients from it.
+    pub meta_ready: std::sync::atomic::AtomicBool,
+}
+
+impl Shared {
+    pub fn new(node_id: NodeId) -> Arc<Shared> {
+        let meta_ready = std::sync::atomic::AtomicBool::new(false);
+        Arc::new(Shared { node_id, inner: Mutex::new(Inner::default()), meta_version: watch::Sender::new(0), meta_ready })
+    }
+
+    pub fn is_meta_ready(&self) -> bool {
+        self.meta_ready.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The state, locked. Never held across an await.
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves the state as it was between two entries at
+        // worst; keep serving rather than cascading the panic.
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Starts tracking a partition group before its raft group is created, so that replayed
+    /// entries land somewhere.
+    pub fn add_partition(&self, group: GroupId) {
+        self.lock().partitions.entry(group).or_insert_with(Partition::new);
+    }
+
+    pub fn remove_partition(&self, group: GroupId) {
+        self.lock().partitions.remove(&group);
+    }
+
+    /// A receiver of `group`'s high watermark, if hosted.
+    pub fn watch_high_watermark(&self, group: GroupId) -> Option<watch::Receiver<u64>> {
+        Some(self.lock().partitions.get(&group)?.high_watermark.subscribe())
+    }
+}
+
+/// The [`Apply`] side: runs inside the raft loop.
+pub struct StateMachine {
+    shared: Arc<Shared>,
+}
+
+impl StateMachine {
+    pub fn new(shared: Arc<Shared>) -> StateMachine {
+        StateMachine { shared }
+    }
+}
+
+impl Apply for StateMachine {
+    fn apply(&mut self, group: GroupId, entries: &[Committed]) {
+        let mut inner = self.shared.lock();
+        if group == METADATA_GROUP {
+            for entry in entries.iter().filter(|e| e.kind == EntryKind::Command) {
+                let outcome = inner.meta.apply(entry.index, &entry.payload);
+                tracing::debug!(index = entry.index, ?outcome, "metadata applied");
+                inner.meta_outcomes.insert(entry.index, outcome);
+                if inner.meta_outcomes.len() > META_OUTCOMES_KEPT {
+                    inner.meta_outcomes.pop_first();
+                }
+            }
+            drop(inner);
+            self.shared.meta_version.send_modify(|version| *version += 1);
+            return;
+        }
+        let partition = inner.partitions.entry(group).or_insert_with(Partition::new);
+        for entry in entries {
+            let Committed { index, term, kind, base_offset, record_count, max_timestamp, payload } = entry;
+            partition.state.apply(*index, *term, *kind, *base_offset, *record_count, *max_timestamp, payload);
+        }
+        let high_watermark = partition.state.high_watermark();
+        partition.high_watermark.send_if_modified(|hw| std::mem::replace(hw, high_watermark) != high_watermark);
+    }
+
+    fn restore(&mut self, group: GroupId, index: u64, term: u64, offset_next: u64) {
+        if group == METADATA_GROUP {
+            // The metadata log is never trimmed (ServerConfig::metadata_log_config).
+            tracing::error!(index, "the metadata log was replaced by a snapshot; metadata before it is unknown here");
+            return;
+        }
+        let mut inner = self.shared.lock();
+        let partition = inner.partitions.entry(group).or_insert_with(Partition::new);
+        partition.state.restore(index, term, offset_next);
+        partition.high_watermark.send_replace(partition.state.high_watermark());
+    }
+
+    fn admit(&mut self, group: GroupId, term: u64, data: &Bytes, meta: EntryMeta) -> Result<(), Rejection> {
+        if group == METADATA_GROUP || !matches!(meta, EntryMeta::Data { .. }) {
+            return Ok(());
+        }
+        // The handler validated the batch (CRC included) before proposing it.
+        let header = BatchHeader::parse(data).map_err(|error| Rejection {
+            code: ErrorCode::CORRUPT_BATCH as u32,
+            value: 0,
+            reason: error.to_string(),
+        })?;
+        let mut inner = self.shared.lock();
+        let Some(partition) = inner.partitions.get_mut(&group) else {
+            return Err(Rejection { code: ErrorCode::UNKNOWN_TOPIC_OR_PARTITION as u32, value: 0, reason: "partition not hosted".into() });
+        };
+        match partition.state.admit(term, &BatchInfo::from_header(&header)) {
+            Ok(Admit::Append) => Ok(()),
+            Ok(Admit::Duplicate { base_offset }) => {
+                Err(Rejection { code: REJECTION_DUPLICATE, value: base_offset, reason: "a retry of an appended batch".into() })
+            }
+            Err(error) => Err(Rejection { code: error.error_code() as u32, value: 0, reason: error.to_string() }),
+        }
+    }
+
+    fn admit_undone(&mut self, group: GroupId) {
+        if let Some(partition) = self.shared.lock().partitions.get_mut(&group) {
+            partition.state.undo_admit();
+        }
+    }
+}
+
+/// The wire error code a [`Rejection`] carries (see [`StateMachine::admit`]).
+pub fn rejection_code(rejection: &Rejection) -> ErrorCode {
+    use protobuf::ProtobufEnum;
+    i32::try_from(rejection.code).ok().and_then(ErrorCode::from_i32).unwrap_or(ErrorCode::INTERNAL)
+}

@@ -1,0 +1,164 @@
+//! Real `odradek server` processes on loopback for the end-to-end tests: free ports, a temp
+//! data dir per node, SIGKILL and restart, and every process killed when the cluster drops.
+
+#![allow(dead_code)]
+
+pub mod raw;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct NodeProcess {
+    pub id: u64,
+    pub peer_port: u16,
+    pub client_port: u16,
+    pub data_dir: PathBuf,
+    pub child: Option<Child>,
+}
+
+pub struct ProcessCluster {
+    pub nodes: Vec<NodeProcess>,
+    _dir: tempfile::TempDir,
+    log_dir: PathBuf,
+}
+
+/// Ports nobody listens on right now (bound and released; a tiny race with other processes).
+fn free_ports(count: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..count).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind port 0")).collect();
+    listeners.iter().map(|l| l.local_addr().unwrap().port()).collect()
+}
+
+impl ProcessCluster {
+    /// Starts `count` nodes and waits until each accepts client connections.
+    pub fn start(count: usize) -> ProcessCluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ports = free_ports(count * 2);
+        let nodes = (0..count)
+            .map(|i| NodeProcess {
+                id: i as u64 + 1,
+                peer_port: ports[2 * i],
+                client_port: ports[2 * i + 1],
+                data_dir: dir.path().join(format!("node-{}", i + 1)),
+                child: None,
+            })
+            .collect();
+        let log_dir = dir.path().join("logs");
+        std::fs::create_dir_all(&log_dir).unwrap();
+        let mut cluster = ProcessCluster { nodes, _dir: dir, log_dir };
+        for id in 1..=count as u64 {
+            cluster.spawn(id);
+        }
+        for id in 1..=count as u64 {
+            cluster.wait_listening(id);
+        }
+        cluster
+    }
+
+    fn node_flags(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .flat_map(|n| ["--node".to_string(), format!("{}=127.0.0.1:{}/127.0.0.1:{}", n.id, n.peer_port, n.client_port)])
+            .collect()
+    }
+
+    fn spawn(&mut self, id: u64) {
+        let flags = self.node_flags();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_dir.join(format!("node-{id}.log"))).unwrap();
+        let node = &mut self.nodes[id as usize - 1];
+        std::fs::create_dir_all(&node.data_dir).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_odradek"))
+            .arg("server")
+            .args(["--id", &id.to_string(), "--data-dir", node.data_dir.to_str().unwrap(), "--tick-ms", "20"])
+            .args(flags)
+            .env("ODRADEK_LOG", "info")
+            .env("RUST_BACKTRACE", "0")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn odradek server");
+        node.child = Some(child);
+    }
+
+    fn wait_listening(&self, id: u64) {
+        let port = self.nodes[id as usize - 1].client_port;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "node {id} did not listen on {port} within 20 s; log:\n{}", self.log(id));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The node's log so far (for failure messages).
+    pub fn log(&self, id: u64) -> String {
+        std::fs::read_to_string(self.log_dir.join(format!("node-{id}.log"))).unwrap_or_default()
+    }
+
+    pub fn bootstrap(&self) -> String {
+        self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.client_port)).collect::<Vec<_>>().join(",")
+    }
+
+    pub fn client_addr(&self, id: u64) -> String {
+        format!("127.0.0.1:{}", self.nodes[id as usize - 1].client_port)
+    }
+
+    /// SIGKILL: no shutdown, unsynced data as the kernel has it.
+    pub fn kill(&mut self, id: u64) {
+        if let Some(mut child) = self.nodes[id as usize - 1].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait: the graceful path.
+    pub fn terminate(&mut self, id: u64) -> std::process::ExitStatus {
+        let mut child = self.nodes[id as usize - 1].child.take().expect("running");
+        let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill -TERM");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("node {id} did not stop within 20 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn restart(&mut self, id: u64) {
+        self.spawn(id);
+        self.wait_listening(id);
+    }
+
+    pub fn is_running(&mut self, id: u64) -> bool {
+        match self.nodes[id as usize - 1].child.as_mut() {
+            Some(child) => child.try_wait().unwrap().is_none(),
+            None => false,
+        }
+    }
+}
+
+impl Drop for ProcessCluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for node in &self.nodes {
+                let log = self.log(node.id);
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                eprintln!("---- node {} log (last 40 lines) ----", node.id);
+                for line in tail.iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
+        }
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
