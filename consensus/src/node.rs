@@ -513,9 +513,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         let mut initial = ConfState::default();
         initial.set_voters(voters.to_vec());
         let dir = self.config.data_dir.join(group.to_string());
-        let store = GroupStore::open(self.disk.clone(), dir, log_config, &initial, now_ms)
-            .await
-            .map_err(storage_error(group))?;
+        let store = GroupStore::open(self.disk.clone(), dir, log_config, &initial, now_ms).await.map_err(storage_error(group))?;
         let storage = store.storage();
         let hard_state = storage.hard_state();
         let applied = hard_state.commit.max(store.log().first_index() - 1);
