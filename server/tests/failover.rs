@@ -156,4 +156,20 @@ async fn acknowledged_keyed_records_survive_a_leader_sigkill() {
         last.insert(slot, (ack.offset, value.clone()));
     }
     eprintln!("{} acknowledged, {failed} failed, {} read back, leader {victim} killed and restarted", acked.len(), seen.len());
+
+    // Leadership goes back to the preferred replicas (the first of each replica list), which
+    // the controller spread over the nodes: the restarted node leads again.
+    let balance_deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(topic) = admin.describe_topic("orders").await {
+            let leaders: Vec<(u64, u64)> = topic.partitions.iter().map(|p| (p.leader, p.replicas[0])).collect();
+            if leaders.iter().all(|(leader, preferred)| leader == preferred) {
+                let distinct: BTreeSet<u64> = leaders.iter().map(|(leader, _)| *leader).collect();
+                assert_eq!(distinct.len(), PARTITIONS as usize, "preferred leaders are spread: {leaders:?}");
+                break;
+            }
+            assert!(tokio::time::Instant::now() < balance_deadline, "leaders not back on preferred replicas: {leaders:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
