@@ -562,6 +562,28 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         true
     }
 
+    /// Stops hosting `group` (as [`Node::remove_group`]) and deletes its files: for a group
+    /// whose topic was deleted. Whatever is in the group's directory goes.
+    pub async fn destroy_group(&mut self, group: GroupId) -> Result<bool, NodeError> {
+        let hosted = self.remove_group(group);
+        let group_dir = self.config.data_dir.join(group.to_string());
+        // The segment log's directory first, then the group's own files (hard state, conf state).
+        for dir in [group_dir.join(crate::storage::LOG_DIR), group_dir] {
+            let io_error =
+                |source: std::io::Error| storage_error(group)(StorageFault::Log(odradek_log::Error::Io { path: dir.clone(), source }));
+            let names = match self.disk.list_dir(&dir).await {
+                Ok(names) => names,
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(error) => return Err(io_error(error)),
+            };
+            for name in names {
+                self.disk.remove_file(&dir.join(name)).await.map_err(io_error)?;
+            }
+            self.disk.sync_dir(&dir).await.map_err(io_error)?;
+        }
+        Ok(hosted)
+    }
+
     /// Advances every group's logical clock by one tick.
     pub fn tick(&mut self) {
         for group in self.groups.values_mut() {

@@ -417,7 +417,7 @@ impl raft::Storage for GroupStorage {
 }
 
 /// File names inside a group's directory.
-const LOG_DIR: &str = "log";
+pub const LOG_DIR: &str = "log";
 const HARD_STATE_FILE: &str = "hard_state";
 const CONF_STATE_FILE: &str = "conf_state";
 

@@ -117,3 +117,28 @@ async fn raft_refusing_an_admitted_proposal_undoes_the_admission() {
     let log = gate.0.lock().unwrap();
     assert_eq!((log.admitted.len(), log.undone), (6, refused), "every refusal after admission is undone");
 }
+
+#[tokio::test]
+async fn destroying_a_group_stops_it_and_deletes_its_files() {
+    use odradek_log::Disk;
+    let network = LocalNetwork::new();
+    let (transport, inbox) = network.attach(1);
+    let disk = SimDisk::new(3);
+    let mut node = Node::new(NodeConfig::new(1, "/data"), disk.clone(), transport, inbox, Gate::default());
+    node.create_group(5, &[1], 0, 0).await.unwrap();
+    node.create_group(6, &[1], 0, 0).await.unwrap();
+    node.campaign(5).unwrap();
+    let mut proposal = node.propose(5, Bytes::from_static(b"x"), data(1));
+    for _ in 0..5 {
+        node.round(0).await.unwrap();
+    }
+    assert!(proposal.try_outcome().is_some());
+    assert!(!disk.list_dir(std::path::Path::new("/data/5")).await.unwrap().is_empty());
+    assert!(!disk.list_dir(std::path::Path::new("/data/5/log")).await.unwrap().is_empty());
+    assert!(node.destroy_group(5).await.unwrap(), "it was hosted");
+    assert!(node.status(5).is_none());
+    assert_eq!(disk.list_dir(std::path::Path::new("/data/5")).await.unwrap(), Vec::<String>::new());
+    assert_eq!(disk.list_dir(std::path::Path::new("/data/5/log")).await.unwrap(), Vec::<String>::new(), "segments too");
+    assert!(!disk.list_dir(std::path::Path::new("/data/6")).await.unwrap().is_empty(), "other groups keep their files");
+    assert!(!node.destroy_group(5).await.unwrap(), "destroying twice is harmless");
+}

@@ -85,11 +85,11 @@ async fn reconcile(context: &Context, hosted: &mut BTreeMap<GroupId, Hosted>) {
     };
     let removed: Vec<GroupId> = hosted.keys().filter(|group| !desired.contains_key(group)).copied().collect();
     for group in removed {
-        match context.node.remove_group(group).await {
+        match context.node.destroy_group(group).await {
             Ok(_) => {
                 hosted.remove(&group);
                 context.shared.remove_partition(group);
-                tracing::info!(group, "stopped hosting a partition of a deleted topic");
+                tracing::info!(group, "deleted a partition of a deleted topic");
             }
             Err(error) => tracing::warn!(group, %error, "removing a partition group failed"),
         }

@@ -119,5 +119,29 @@ fn playground_topic_create_produce_consume() {
 
     let bench = sh("$ODRADEK bench produce --topic bench-test --records 2000 --record-size 100 --partitions 2", &bootstrap);
     assert!(bench.contains("records/s") && bench.contains("p99.9"), "{bench}");
+
+    let deleted = sh("$ODRADEK topic delete shell-test", &bootstrap);
+    assert!(deleted.contains("Deleted topic \"shell-test\""), "{deleted}");
+    let listed = sh("$ODRADEK topic list", &bootstrap);
+    assert_eq!(listed.lines().collect::<Vec<_>>(), vec!["bench-test", "demo"]);
+    // Its partitions' files go too (group ids 4 and 5: demo took 1 to 3).
+    let leftovers = || -> Vec<std::path::PathBuf> {
+        let mut left = Vec::new();
+        for node in 1..=3 {
+            for group in [4, 5] {
+                let dir = data.path().join(format!("node-{node}")).join(group.to_string());
+                for dir in [dir.join("log"), dir] {
+                    let entries = std::fs::read_dir(&dir).map(|d| d.flatten().map(|e| e.path()).filter(|p| p.is_file()).collect());
+                    left.extend(entries.unwrap_or_else(|_| Vec::new()));
+                }
+            }
+        }
+        left
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !leftovers().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(leftovers(), Vec::<std::path::PathBuf>::new(), "a deleted topic's files are removed");
     drop(playground);
 }

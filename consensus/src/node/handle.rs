@@ -74,6 +74,10 @@ pub enum Command {
         group: GroupId,
         reply: oneshot::Sender<Result<(), NodeError>>,
     },
+    DestroyGroup {
+        group: GroupId,
+        reply: oneshot::Sender<Result<bool, NodeError>>,
+    },
     ReadRecords {
         group: GroupId,
         offset: u64,
@@ -128,6 +132,11 @@ impl NodeHandle {
             Ok(()) => ProposalTicket { group, receiver: Some(receiver) },
             Err(_) => ProposalTicket { group, receiver: None },
         }
+    }
+
+    /// See [`Node::destroy_group`].
+    pub async fn destroy_group(&self, group: GroupId) -> Result<bool, NodeError> {
+        self.call(|reply| Command::DestroyGroup { group, reply }).await?
     }
 
     /// Asks `group` on this node to start an election now.
@@ -275,6 +284,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             }
             Command::Stats { reply } => drop(reply.send(self.stats())),
             Command::Campaign { group, reply } => drop(reply.send(self.campaign(group))),
+            Command::DestroyGroup { group, reply } => drop(reply.send(self.destroy_group(group).await)),
             Command::ReadRecords { group, offset, bytes_max, index_max, reply } => {
                 drop(reply.send(self.read_records(group, offset, bytes_max, index_max).await));
             }

@@ -32,9 +32,11 @@ fn explain(error: ClientError) -> String {
 pub enum TopicCommand {
     /// Create a topic and wait until every partition has a leader.
     Create {
+        /// 1 to 249 characters of [a-zA-Z0-9._-].
         name: String,
         #[arg(long, short = 'p', default_value_t = 1)]
         partitions: u32,
+        /// Copies of each partition, on distinct nodes (at most the number of nodes).
         #[arg(long, short = 'r', default_value_t = 3)]
         replication_factor: u32,
         /// Delete data older than this (ms); -1 keeps it forever; default: the broker's.
@@ -118,8 +120,10 @@ impl AcksArg {
 
 #[derive(Args, Debug)]
 pub struct ProduceArgs {
+    /// The topic to write to.
     #[arg(long, short = 't')]
     topic: String,
+    /// When the cluster acknowledges: all (a majority fsynced), 1 (the leader fsynced), 0 (never).
     #[arg(long, value_enum, default_value = "all")]
     acks: AcksArg,
     /// Send every record to this partition (default: by key, or spread when keyless).
@@ -211,6 +215,7 @@ fn report(outcome: Result<odradek_client::RecordMetadata, ClientError>, print: b
 
 #[derive(Args, Debug)]
 pub struct ConsumeArgs {
+    /// The topic to read.
     #[arg(long, short = 't')]
     topic: String,
     /// Only these partitions (repeat the flag); default: all.

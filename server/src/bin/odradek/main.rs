@@ -80,7 +80,9 @@ async fn main() -> ExitCode {
             node_commands::server(args).await
         }
         Command::Playground(args) => {
-            init_logging("warn");
+            // Nodes starting one after another cannot reach each other for a moment; that is
+            // expected here and not worth a warning on a new user's screen.
+            init_logging("error");
             node_commands::playground(args).await
         }
         Command::Topic { bootstrap, command } => {
