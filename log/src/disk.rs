@@ -55,6 +55,10 @@ pub trait Disk: Clone + Send + Sync + 'static {
 
     /// Makes the directory's entries (creates, renames, removes) durable.
     fn sync_dir(&self, path: &Path) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// Bytes still free for writes on the file system holding `path` (F-S9: a node refuses new
+    /// data before the disk is full).
+    fn available_bytes(&self, path: &Path) -> impl Future<Output = io::Result<u64>> + Send;
 }
 
 /// One open file, addressed by position (no cursor, so it can be shared).

@@ -150,6 +150,11 @@ impl Disk for FsDisk {
         })
         .await
     }
+
+    async fn available_bytes(&self, path: &Path) -> io::Result<u64> {
+        let path = path.to_path_buf();
+        blocking(move || fs4::available_space(&path).map_err(|error| context(error, "available_space", &path))).await
+    }
 }
 
 impl DiskFile for FsFile {
@@ -211,6 +216,16 @@ impl DiskFile for FsFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn available_bytes_reports_the_file_system_and_names_a_missing_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = FsDisk::new();
+        let free = disk.available_bytes(dir.path()).await.unwrap();
+        assert!(free > 0, "a temp dir's file system has room");
+        let error = disk.available_bytes(&dir.path().join("missing")).await.unwrap_err();
+        assert!(error.to_string().contains("missing"), "{error}");
+    }
 
     #[tokio::test]
     async fn write_read_round_trip() {

@@ -335,6 +335,16 @@ impl State {
         self.inodes.get_mut(&id).expect("named inode exists")
     }
 
+    /// Space in use: the current length of every file with a live name or an open handle.
+    fn used_bytes(&self) -> u64 {
+        let live: BTreeSet<InodeId> = self.live.values().copied().collect();
+        self.inodes
+            .iter()
+            .filter(|(id, inode)| live.contains(id) || inode.handles_open > 0)
+            .map(|(_, inode)| inode.current.len() as u64)
+            .sum()
+    }
+
     /// F-S9: fails with `ENOSPC` if growing inode `id` by `growth_bytes` would take the space
     /// in use past the capacity. Space in use is the current length of every file that has a
     /// live name or an open handle (an unlinked file keeps its space while it is open).
@@ -345,13 +355,8 @@ impl State {
         if growth_bytes == 0 {
             return Ok(());
         }
+        let used_bytes = self.used_bytes();
         let live: BTreeSet<InodeId> = self.live.values().copied().collect();
-        let used_bytes: u64 = self
-            .inodes
-            .iter()
-            .filter(|(id, inode)| live.contains(id) || inode.handles_open > 0)
-            .map(|(_, inode)| inode.current.len() as u64)
-            .sum();
         assert!(live.contains(&id) || self.inodes[&id].handles_open > 0);
         if used_bytes + growth_bytes > capacity_bytes {
             return Err(disk_full_error());
@@ -562,6 +567,14 @@ impl Disk for SimDisk {
             .collect();
         // BTreeMap order on whole paths with one parent is the order of the names.
         Ok(names)
+    }
+
+    async fn available_bytes(&self, _path: &Path) -> io::Result<u64> {
+        let state = self.lock();
+        Ok(match state.capacity_bytes {
+            Some(capacity) => capacity.saturating_sub(state.used_bytes()),
+            None => u64::MAX,
+        })
     }
 
     async fn remove_file(&self, path: &Path) -> io::Result<()> {
@@ -982,10 +995,12 @@ mod tests {
     #[tokio::test]
     async fn disk_full_changes_nothing() {
         let disk = disk_with_dir(8).await;
+        assert_eq!(disk.available_bytes(&dir()).await.unwrap(), u64::MAX, "unlimited without a capacity");
         let (path, file) = durable_file(&disk, "a", &[1; 60]).await;
         let other = disk.open(&dir().join("b"), OpenMode::CreateNew).await.unwrap();
         other.write_at(0, Bytes::from(vec![2; 30])).await.unwrap();
         disk.set_capacity_bytes(Some(100));
+        assert_eq!(disk.available_bytes(&dir()).await.unwrap(), 10, "100 - 60 - 30");
 
         let error = file.write_at(50, Bytes::from(vec![3; 21])).await.unwrap_err();
         assert!(crate::disk::is_disk_full(&error), "{error}");

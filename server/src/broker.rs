@@ -132,6 +132,13 @@ impl Context {
         if header.producer_id >= 0 && acks != Acks::ACKS_ALL {
             return answer(error_response(id, ErrorCode::INVALID_REQUEST, "an idempotent producer must use acks=all"));
         }
+        if !self.shared.take_disk_budget(batch.len() as u64) {
+            let message = format!(
+                "node {} is below its free-space reserve of {} bytes; nothing was appended (free space, or delete data)",
+                self.shared.node_id, self.config.disk_reserve_bytes
+            );
+            return answer(error_response(id, ErrorCode::DISK_FULL, message));
+        }
         let record_count = u32::try_from(header.records_count).expect("validated: 1..=BATCH_RECORDS_MAX");
         let meta = EntryMeta::Data { record_count, max_timestamp: header.max_timestamp };
         let durability = if acks == Acks::ACKS_LEADER { Durability::LeaderLog } else { Durability::Committed };

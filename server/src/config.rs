@@ -80,6 +80,14 @@ pub struct ServerConfig {
     /// How often the leader-balancing pass runs (moves leadership to preferred replicas).
     #[serde(default = "default_balance_interval_ms")]
     pub balance_interval_ms: u64,
+    /// Produce is refused with DISK_FULL once the data dir's file system has less than this
+    /// free (raft's own small writes — elections, heartbeats' commits — still fit in it).
+    #[serde(default = "default_disk_reserve_bytes")]
+    pub disk_reserve_bytes: u64,
+    /// How often free space is measured (between two measurements every accepted batch is
+    /// subtracted from the last one).
+    #[serde(default = "default_disk_check_interval_ms")]
+    pub disk_check_interval_ms: u64,
     #[serde(default)]
     pub topic_defaults: TopicDefaults,
 }
@@ -98,6 +106,12 @@ fn default_connection_requests_max() -> usize {
 }
 fn default_balance_interval_ms() -> u64 {
     5_000
+}
+fn default_disk_reserve_bytes() -> u64 {
+    128 * 1024 * 1024
+}
+fn default_disk_check_interval_ms() -> u64 {
+    1_000
 }
 
 /// Why a configuration is unusable.
@@ -127,6 +141,8 @@ impl ServerConfig {
             connections_max: default_connections_max(),
             connection_requests_max: default_connection_requests_max(),
             balance_interval_ms: default_balance_interval_ms(),
+            disk_reserve_bytes: default_disk_reserve_bytes(),
+            disk_check_interval_ms: default_disk_check_interval_ms(),
             topic_defaults: TopicDefaults::default(),
         }
     }
@@ -168,6 +184,9 @@ impl ServerConfig {
         }
         if self.tick_ms == 0 || self.tick_ms > 10_000 {
             return invalid(format!("tick_ms must be within 1..=10000, not {}", self.tick_ms));
+        }
+        if self.disk_check_interval_ms == 0 {
+            return invalid("disk_check_interval_ms must be positive".into());
         }
         if self.connections_max == 0 || self.connection_requests_max == 0 {
             return invalid("connections_max and connection_requests_max must be positive".into());

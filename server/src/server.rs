@@ -35,10 +35,35 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot measure free disk space: {0}")]
+    Disk(#[source] std::io::Error),
     /// A storage fault (or another fatal error) of the raft driver: the node stopped and must
     /// restart from what is on disk.
     #[error("raft driver: {0}")]
     Node(#[from] NodeError),
+}
+
+/// The task that re-measures free space every `disk_check_interval_ms` (F-S9).
+fn watch_free_space<D: Disk>(
+    disk: D,
+    config: Arc<ServerConfig>,
+    shared: Arc<Shared>,
+) -> impl FnOnce(watch::Receiver<bool>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    move |mut shutdown| {
+        Box::pin(async move {
+            let interval = std::time::Duration::from_millis(config.disk_check_interval_ms);
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(interval) => {}
+                    _ = stopping(&mut shutdown) => return,
+                }
+                match disk.available_bytes(&config.data_dir).await {
+                    Ok(available) => shared.set_disk_available(available, config.disk_reserve_bytes),
+                    Err(error) => tracing::warn!(%error, "measuring free disk space failed"),
+                }
+            }
+        })
+    }
 }
 
 /// A running node.
@@ -70,6 +95,10 @@ impl Server {
             config.topic_defaults.retention_bytes,
             config.topic_defaults.segment_bytes,
         );
+        // Free space is known before the first produce, then re-measured periodically.
+        let available = disk.available_bytes(&config.data_dir).await.map_err(ServerError::Disk)?;
+        shared.set_disk_available(available, config.disk_reserve_bytes);
+        let space_watch = watch_free_space(disk.clone(), config.clone(), shared.clone());
         let mut node = Node::new(node_config, disk, transport, inbox, StateMachine::new(shared.clone()));
         // Replays the whole controller log into the metadata before anything is served.
         node.create_group_with(METADATA_GROUP, &config.node_ids(), 0, clock(), config.metadata_log_config()).await?;
@@ -93,6 +122,7 @@ impl Server {
         });
         let context = Arc::new(Context { config: config.clone(), shared: shared.clone(), node: handle.clone(), clock });
         let tasks = vec![
+            tokio::spawn(space_watch(shutdown_rx.clone())),
             tokio::spawn(crate::net::serve(listener, context.clone(), shutdown_rx.clone())),
             tokio::spawn(crate::controller::run(context, shutdown_rx)),
         ];

@@ -58,12 +58,34 @@ pub struct Shared {
     /// leader. Until then (right after a restart, the replay stops at the lazily persisted
     /// commit) its metadata may miss recent changes, and it does not serve clients from it.
     pub meta_ready: std::sync::atomic::AtomicBool,
+    /// Bytes produce may still append before the disk's free space reaches the reserve: set from
+    /// each measurement (free − reserve), lowered by every accepted batch in between.
+    pub disk_budget: std::sync::atomic::AtomicI64,
 }
 
 impl Shared {
     pub fn new(node_id: NodeId) -> Arc<Shared> {
         let meta_ready = std::sync::atomic::AtomicBool::new(false);
-        Arc::new(Shared { node_id, inner: Mutex::new(Inner::default()), meta_version: watch::Sender::new(0), meta_ready })
+        let disk_budget = std::sync::atomic::AtomicI64::new(i64::MAX);
+        Arc::new(Shared { node_id, inner: Mutex::new(Inner::default()), meta_version: watch::Sender::new(0), meta_ready, disk_budget })
+    }
+
+    /// Takes `bytes` from the disk budget; `false` (nothing taken) when they do not fit.
+    pub fn take_disk_budget(&self, bytes: u64) -> bool {
+        use std::sync::atomic::Ordering;
+        let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+        let before = self.disk_budget.fetch_sub(bytes, Ordering::AcqRel);
+        if before < bytes {
+            self.disk_budget.fetch_add(bytes, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    /// A new free-space measurement.
+    pub fn set_disk_available(&self, available: u64, reserve: u64) {
+        let budget = i64::try_from(available.saturating_sub(reserve)).unwrap_or(i64::MAX);
+        self.disk_budget.store(budget, std::sync::atomic::Ordering::Release);
     }
 
     pub fn is_meta_ready(&self) -> bool {
