@@ -20,6 +20,7 @@ use raft::StateRole;
 use crate::clock::Clock;
 use crate::config::ServerConfig;
 use crate::meta::{self, MetaCommand, MetaOutcome, TopicSettings, METADATA_GROUP};
+use crate::planted::PlantedBug;
 use crate::state::{rejection_code, Shared, REJECTION_DUPLICATE};
 
 /// The longest a fetch may wait for data.
@@ -141,7 +142,8 @@ impl Context {
         }
         let record_count = u32::try_from(header.records_count).expect("validated: 1..=BATCH_RECORDS_MAX");
         let meta = EntryMeta::Data { record_count, max_timestamp: header.max_timestamp };
-        let durability = if acks == Acks::ACKS_LEADER { Durability::LeaderLog } else { Durability::Committed };
+        let ack_on_leader_log = acks == Acks::ACKS_LEADER || self.config.planted(PlantedBug::AckBeforeCommit);
+        let durability = if ack_on_leader_log { Durability::LeaderLog } else { Durability::Committed };
         let ticket = self.node.submit(group, batch, meta, durability).await;
         let timeout = Duration::from_millis(u64::from(body.timeout_ms).clamp(1, self.config.request_timeout_ms));
         let this = Arc::clone(self);
@@ -195,6 +197,18 @@ impl Context {
         Some((state.high_watermark(), state.log_start_offset(), state.applied_index()))
     }
 
+    /// What fetch may serve: [`Context::partition_bounds`], or with the planted
+    /// `ServeAboveCommit` the local log's end.
+    async fn fetch_bounds(&self, group: GroupId) -> Option<(u64, u64, u64)> {
+        let (high_watermark, log_start, applied) = self.partition_bounds(group)?;
+        if self.config.planted(PlantedBug::ServeAboveCommit) {
+            if let Ok(Some(bounds)) = self.node.log_bounds(group).await {
+                return Some((bounds.next_offset, log_start, u64::MAX));
+            }
+        }
+        Some((high_watermark, log_start, applied))
+    }
+
     async fn fetch(&self, id: u64, body: wire::FetchRequest) -> Response {
         let (group, preferred, _) = match self.locate(&body.topic, body.partition) {
             Ok(found) => found,
@@ -203,7 +217,7 @@ impl Context {
         let Some(mut high_watermark_rx) = self.shared.watch_high_watermark(group) else {
             return self.not_hosted(id, &body.topic, body.partition, preferred);
         };
-        let Some((high_watermark, log_start, _)) = self.partition_bounds(group) else {
+        let Some((high_watermark, log_start, _)) = self.fetch_bounds(group).await else {
             return self.not_hosted(id, &body.topic, body.partition, preferred);
         };
         let offset = body.offset;
@@ -221,7 +235,7 @@ impl Context {
             // Timing out is the normal end of an empty long poll.
             let _ = tokio::time::timeout(wait, high_watermark_rx.wait_for(|hw| *hw > offset)).await;
         }
-        let Some((high_watermark, log_start, applied)) = self.partition_bounds(group) else {
+        let Some((high_watermark, log_start, applied)) = self.fetch_bounds(group).await else {
             return self.not_hosted(id, &body.topic, body.partition, preferred);
         };
         if offset >= high_watermark {

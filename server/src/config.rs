@@ -90,6 +90,10 @@ pub struct ServerConfig {
     pub disk_check_interval_ms: u64,
     #[serde(default)]
     pub topic_defaults: TopicDefaults,
+    /// Deliberate breakages for the checkers' teeth (simulation and `planted-bugs` builds only).
+    #[cfg(any(madsim, feature = "planted-bugs"))]
+    #[serde(default)]
+    pub planted_bugs: Vec<crate::planted::PlantedBug>,
 }
 
 fn default_tick_ms() -> u64 {
@@ -144,6 +148,8 @@ impl ServerConfig {
             disk_reserve_bytes: default_disk_reserve_bytes(),
             disk_check_interval_ms: default_disk_check_interval_ms(),
             topic_defaults: TopicDefaults::default(),
+            #[cfg(any(madsim, feature = "planted-bugs"))]
+            planted_bugs: Vec::new(),
         }
     }
 
@@ -199,6 +205,17 @@ impl ServerConfig {
             return invalid(format!("topic_defaults.batch_bytes_max must be within 1..={}", odradek_client::batch::BATCH_BYTES_MAX));
         }
         Ok(())
+    }
+
+    /// Whether `bug` is planted in this node (always false in normal builds).
+    pub fn planted(&self, bug: crate::planted::PlantedBug) -> bool {
+        #[cfg(any(madsim, feature = "planted-bugs"))]
+        return self.planted_bugs.contains(&bug);
+        #[cfg(not(any(madsim, feature = "planted-bugs")))]
+        {
+            let _ = bug;
+            false
+        }
     }
 
     /// This node's own entry in the member list.

@@ -20,6 +20,7 @@ pub mod controller;
 pub mod meta;
 pub mod net;
 pub mod partition;
+pub mod planted;
 pub mod server;
 pub mod state;
 

@@ -99,7 +99,7 @@ impl Server {
         let available = disk.available_bytes(&config.data_dir).await.map_err(ServerError::Disk)?;
         shared.set_disk_available(available, config.disk_reserve_bytes);
         let space_watch = watch_free_space(disk.clone(), config.clone(), shared.clone());
-        let mut node = Node::new(node_config, disk, transport, inbox, StateMachine::new(shared.clone()));
+        let mut node = Node::new(node_config, disk, transport, inbox, StateMachine::new(shared.clone(), &config));
         // Replays the whole controller log into the metadata before anything is served.
         node.create_group_with(METADATA_GROUP, &config.node_ids(), 0, clock(), config.metadata_log_config()).await?;
         let listener = TcpListener::bind(me.client).await.map_err(|source| ServerError::Listen { addr: me.client, source })?;

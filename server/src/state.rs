@@ -118,11 +118,13 @@ impl Shared {
 /// The [`Apply`] side: runs inside the raft loop.
 pub struct StateMachine {
     shared: Arc<Shared>,
+    /// The planted `SkipDedup` bug (never set in normal builds).
+    skip_dedup: bool,
 }
 
 impl StateMachine {
-    pub fn new(shared: Arc<Shared>) -> StateMachine {
-        StateMachine { shared }
+    pub fn new(shared: Arc<Shared>, config: &crate::config::ServerConfig) -> StateMachine {
+        StateMachine { shared, skip_dedup: config.planted(crate::planted::PlantedBug::SkipDedup) }
     }
 }
 
@@ -179,6 +181,8 @@ impl Apply for StateMachine {
         };
         match partition.state.admit(term, &BatchInfo::from_header(&header)) {
             Ok(Admit::Append) => Ok(()),
+            // Planted: the duplicate is appended again.
+            Ok(Admit::Duplicate { .. }) if self.skip_dedup => Ok(()),
             Ok(Admit::Duplicate { base_offset }) => {
                 Err(Rejection { code: REJECTION_DUPLICATE, value: base_offset, reason: "a retry of an appended batch".into() })
             }

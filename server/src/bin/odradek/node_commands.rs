@@ -25,11 +25,16 @@ pub struct ServerArgs {
     /// Raft tick in milliseconds (elections start after 10 ticks without a leader).
     #[arg(long, default_value_t = 100)]
     tick_ms: u64,
+    /// TEST ONLY (`planted-bugs` builds): run with a deliberate breakage the checkers must catch.
+    #[cfg(feature = "planted-bugs")]
+    #[arg(long = "planted-bug")]
+    planted_bugs: Vec<odradek_server::planted::PlantedBug>,
 }
 
 /// Runs one node until SIGTERM or ctrl-c, then shuts it down gracefully.
 pub async fn server(args: ServerArgs) -> Result<(), String> {
-    let config = match args.config {
+    #[allow(unused_mut)] // set only in planted-bugs builds
+    let mut config = match args.config {
         Some(path) => ServerConfig::from_file(path).map_err(|e| e.to_string())?,
         None => {
             let mut config = ServerConfig::new(args.id.expect("clap: required"), args.data_dir.expect("clap: required"), args.nodes);
@@ -38,6 +43,11 @@ pub async fn server(args: ServerArgs) -> Result<(), String> {
             config
         }
     };
+    #[cfg(feature = "planted-bugs")]
+    if !args.planted_bugs.is_empty() {
+        tracing::warn!(bugs = ?args.planted_bugs, "running with PLANTED BUGS: this node breaks its guarantees on purpose");
+        config.planted_bugs = args.planted_bugs.clone();
+    }
     std::fs::create_dir_all(&config.data_dir).map_err(|e| format!("creating {}: {e}", config.data_dir.display()))?;
     let server = Server::start(config, FsDisk::new(), system_clock()).await.map_err(|e| e.to_string())?;
     tokio::select! {

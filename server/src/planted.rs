@@ -1,0 +1,44 @@
+//! Planted bugs: deliberate breakages the checkers must catch (CHECKLISTS.md "planted bugs"),
+//! compiled only into simulation builds (`--cfg madsim`) and builds with the `planted-bugs`
+//! feature (the Jepsen harness's teeth test). A normal build has no way to turn one on.
+
+use std::str::FromStr;
+
+use serde::Deserialize;
+
+/// One deliberate breakage of the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PlantedBug {
+    /// acks=all is answered once the leader's own log has the batch (acks=1 semantics): an
+    /// acknowledged write can be lost when the leader dies (L1 lost write).
+    AckBeforeCommit,
+    /// Fetch reads up to the end of the local log instead of what is applied: consumers can
+    /// see writes that are later truncated (L12, G1a-like aborted reads).
+    ServeAboveCommit,
+    /// The leader skips the idempotent-producer check: retries are appended again (L6/P2).
+    SkipDedup,
+}
+
+impl PlantedBug {
+    pub const ALL: [PlantedBug; 3] = [PlantedBug::AckBeforeCommit, PlantedBug::ServeAboveCommit, PlantedBug::SkipDedup];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PlantedBug::AckBeforeCommit => "ack-before-commit",
+            PlantedBug::ServeAboveCommit => "serve-above-commit",
+            PlantedBug::SkipDedup => "skip-dedup",
+        }
+    }
+}
+
+impl FromStr for PlantedBug {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<PlantedBug, String> {
+        PlantedBug::ALL.into_iter().find(|bug| bug.name() == name).ok_or_else(|| {
+            let names: Vec<&str> = PlantedBug::ALL.iter().map(|bug| bug.name()).collect();
+            format!("unknown planted bug {name:?}; known: {}", names.join(", "))
+        })
+    }
+}
