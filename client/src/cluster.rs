@@ -10,7 +10,7 @@
 //! - A closed connection is never handed out: it is replaced by a fresh one on the next use.
 //! - Every retry loop here is bounded by a deadline and sleeps with capped exponential backoff.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -100,12 +100,12 @@ pub struct TopicInfo {
 #[derive(Debug, Clone, Default)]
 pub struct Metadata {
     /// node id → address.
-    pub brokers: HashMap<u64, String>,
+    pub brokers: BTreeMap<u64, String>,
     /// The controller's node id; 0 if unknown.
     pub controller: u64,
-    pub topics: HashMap<String, TopicInfo>,
+    pub topics: BTreeMap<String, TopicInfo>,
     /// Partitions whose cached leader was refuted: refresh before using them.
-    stale: HashSet<String>,
+    stale: BTreeSet<String>,
 }
 
 impl Metadata {
@@ -151,7 +151,7 @@ struct ClusterInner {
     config: ClusterConfig,
     metadata: Mutex<Metadata>,
     /// address → connection.
-    connections: Mutex<HashMap<String, Connection>>,
+    connections: Mutex<BTreeMap<String, Connection>>,
 }
 
 /// A handle on the cluster: metadata cache plus connection pool. Cheap to clone; clones share
@@ -189,7 +189,7 @@ impl Cluster {
                 bootstrap: bootstrap.iter().map(|address| address.to_string()).collect(),
                 config,
                 metadata: Mutex::new(Metadata::default()),
-                connections: Mutex::new(HashMap::new()),
+                connections: Mutex::new(BTreeMap::new()),
             }),
         })
     }

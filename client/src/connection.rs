@@ -16,7 +16,7 @@
 //!
 //! Runs under madsim: `tokio::io::split` rather than `into_split`, plain `tokio::spawn`.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -64,7 +64,7 @@ type Reply = oneshot::Sender<Result<Response>>;
 
 /// The part shared with the reader task: who is waiting for what.
 struct Pending {
-    waiting: HashMap<u64, Reply>,
+    waiting: BTreeMap<u64, Reply>,
     /// Set once, when the connection fails; no request is registered after.
     failure: Option<String>,
 }
@@ -176,7 +176,7 @@ impl Connection {
             .map_err(|_| connect_error(format!("no handshake within {:?}", config.connect_timeout)))??;
 
         let shared =
-            Arc::new(Shared { address: address.to_string(), pending: Mutex::new(Pending { waiting: HashMap::new(), failure: None }) });
+            Arc::new(Shared { address: address.to_string(), pending: Mutex::new(Pending { waiting: BTreeMap::new(), failure: None }) });
         let (writer_tx, writer_rx) = mpsc::channel(WRITER_QUEUE_FRAMES_MAX);
         let (shutdown_tx, shutdown_rx) = oneshot::channel();
         tokio::spawn(write_loop(shared.clone(), writer, writer_rx));

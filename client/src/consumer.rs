@@ -14,7 +14,7 @@
 //! partition's long poll never delays a busy one. Decoding is one CRC pass per batch plus a
 //! varint walk per record.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -104,7 +104,7 @@ pub struct Consumer {
     cluster: Cluster,
     config: ConsumerConfig,
     assignment: Vec<(String, u32)>,
-    positions: HashMap<(String, u32), u64>,
+    positions: BTreeMap<(String, u32), u64>,
     /// At most one fetch per assigned partition, kept across polls: a poll returns as soon as
     /// one partition has records, and the other partitions' long polls carry on.
     fetches: Vec<PendingFetch>,
@@ -134,7 +134,7 @@ impl Consumer {
     /// A consumer sharing a cluster handle.
     pub fn with_cluster(cluster: Cluster, config: ConsumerConfig) -> Consumer {
         let backoff = cluster.backoff();
-        Consumer { cluster, config, assignment: Vec::new(), positions: HashMap::new(), fetches: Vec::new(), backoff }
+        Consumer { cluster, config, assignment: Vec::new(), positions: BTreeMap::new(), fetches: Vec::new(), backoff }
     }
 
     /// Replaces the assignment. Partitions that stay keep their positions.

@@ -11,7 +11,7 @@
 //!
 //! Invariant: the chosen partition is always `< partitions`.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 /// MurmurHash2 (32-bit) of `data` with Kafka's seed, as Kafka's `Utils.murmur2` computes it.
 pub fn murmur2(data: &[u8]) -> i32 {
@@ -65,7 +65,7 @@ struct Sticky {
 pub struct Partitioner {
     /// Bytes sent to a sticky partition before switching to the next: one batch's worth.
     sticky_bytes_max: usize,
-    sticky: HashMap<String, Sticky>,
+    sticky: BTreeMap<String, Sticky>,
     /// Spreads the first sticky partition of each topic.
     topics_seen: u32,
 }
@@ -74,7 +74,7 @@ impl Partitioner {
     /// A partitioner that moves keyless records on after `sticky_bytes_max` bytes.
     pub fn new(sticky_bytes_max: usize) -> Partitioner {
         assert!(sticky_bytes_max > 0);
-        Partitioner { sticky_bytes_max, sticky: HashMap::new(), topics_seen: 0 }
+        Partitioner { sticky_bytes_max, sticky: BTreeMap::new(), topics_seen: 0 }
     }
 
     /// The partition for a record of `record_bytes` bytes to `topic`, which has `partitions`.

@@ -27,7 +27,7 @@
 //! partition under load sends ~5 requests in flight of 256 KiB: throughput is bound by the
 //! leader's commit latency × 5 batches rather than by client CPU.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -229,7 +229,7 @@ struct ProducerInner {
     /// a fresh one of its own.
     identity: Option<ProducerIdentity>,
     partitioner: Mutex<Partitioner>,
-    partitions: Mutex<HashMap<(String, u32), mpsc::UnboundedSender<Command>>>,
+    partitions: Mutex<BTreeMap<(String, u32), mpsc::UnboundedSender<Command>>>,
     buffer: Arc<Semaphore>,
     closed: AtomicBool,
 }
@@ -275,7 +275,7 @@ impl Producer {
                 buffer: Arc::new(Semaphore::new(config.buffer_bytes)),
                 config,
                 identity,
-                partitions: Mutex::new(HashMap::new()),
+                partitions: Mutex::new(BTreeMap::new()),
                 closed: AtomicBool::new(false),
             }),
         })
@@ -518,6 +518,13 @@ impl PartitionTask {
         let mut commands_open = true;
         loop {
             self.dispatch().await;
+            if self.recovering && self.in_flight.is_empty() {
+                // The failure happened while sending (no leader known, no connection), so no
+                // outstanding answer will wake this loop: run the recovery pass now, which
+                // arms the retry timer. (Found by the simulator, seed 10: records stuck forever
+                // once the producer stopped sending new ones.)
+                self.dispatch().await;
+            }
             self.answer_flushes();
             if !commands_open && self.open.is_none() && self.queue.is_empty() {
                 assert!(self.in_flight.is_empty());
