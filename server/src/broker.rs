@@ -17,7 +17,6 @@ use odradek_client::wire::{error_response, read_frame, write_frame, FRAME_BYTES_
 use odradek_consensus::{Durability, EntryMeta, GroupId, NodeError, NodeHandle, NodeId, ProposeError, StorageFault};
 use raft::StateRole;
 
-use crate::clock::Clock;
 use crate::config::ServerConfig;
 use crate::meta::{self, MetaCommand, MetaOutcome, TopicSettings, METADATA_GROUP};
 use crate::planted::PlantedBug;
@@ -38,7 +37,6 @@ pub struct Context {
     pub config: Arc<ServerConfig>,
     pub shared: Arc<Shared>,
     pub node: NodeHandle,
-    pub clock: Clock,
 }
 
 fn ok_response(request_id: u64) -> Response {
@@ -114,7 +112,7 @@ impl Context {
             Ok(found) => found,
             Err((code, message)) => return answer(error_response(id, code, message)),
         };
-        if self.shared.watch_high_watermark(group).is_none() {
+        if !self.shared.hosts(group) {
             return answer(self.not_hosted(id, &body.topic, body.partition, preferred));
         }
         let batch = Bytes::from(std::mem::take(&mut body.batch));
@@ -543,13 +541,8 @@ impl Context {
         let timeout = Self::admin_timeout(body.timeout_ms);
         let mut results = wire::CreateTopicsResponse::new();
         for request in body.topics.iter() {
-            let mut result = wire::TopicResult::new();
-            result.name = request.name.clone();
-            if let Err((code, message)) = self.create_topic(request, timeout).await {
-                result.error = code;
-                result.error_message = message;
-            }
-            results.topics.push(result);
+            let outcome = self.create_topic(request, timeout).await;
+            results.topics.push(topic_result(&request.name, outcome));
         }
         let mut response = ok_response(id);
         response.set_create_topics(results);
@@ -602,19 +595,13 @@ impl Context {
         let timeout = Self::admin_timeout(body.timeout_ms);
         let mut results = wire::DeleteTopicsResponse::new();
         for name in body.names.iter() {
-            let mut result = wire::TopicResult::new();
-            result.name = name.clone();
             let exists = self.shared.lock().meta.topic(name).is_some();
             let outcome = if exists {
                 self.propose_meta(&MetaCommand::DeleteTopic { name: name.clone() }, timeout).await.map(drop)
             } else {
                 Err((ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, format!("no topic {name:?}")))
             };
-            if let Err((code, message)) = outcome {
-                result.error = code;
-                result.error_message = message;
-            }
-            results.topics.push(result);
+            results.topics.push(topic_result(name, outcome));
         }
         let mut response = ok_response(id);
         response.set_delete_topics(results);
@@ -660,6 +647,17 @@ impl Context {
         response.set_init_producer_id(init);
         response
     }
+}
+
+/// One topic's entry in a CreateTopics/DeleteTopics answer.
+fn topic_result(name: &str, outcome: Result<(), (ErrorCode, String)>) -> wire::TopicResult {
+    let mut result = wire::TopicResult::new();
+    result.name = name.to_string();
+    if let Err((code, message)) = outcome {
+        result.error = code;
+        result.error_message = message;
+    }
+    result
 }
 
 /// The answer of a node whose metadata is still catching up after a start (retriable).

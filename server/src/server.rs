@@ -43,26 +43,18 @@ pub enum ServerError {
     Node(#[from] NodeError),
 }
 
-/// The task that re-measures free space every `disk_check_interval_ms` (F-S9).
-fn watch_free_space<D: Disk>(
-    disk: D,
-    config: Arc<ServerConfig>,
-    shared: Arc<Shared>,
-) -> impl FnOnce(watch::Receiver<bool>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
-    move |mut shutdown| {
-        Box::pin(async move {
-            let interval = std::time::Duration::from_millis(config.disk_check_interval_ms);
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(interval) => {}
-                    _ = stopping(&mut shutdown) => return,
-                }
-                match disk.available_bytes(&config.data_dir).await {
-                    Ok(available) => shared.set_disk_available(available, config.disk_reserve_bytes),
-                    Err(error) => tracing::warn!(%error, "measuring free disk space failed"),
-                }
-            }
-        })
+/// Re-measures free space every `disk_check_interval_ms` until shutdown (F-S9).
+async fn watch_free_space<D: Disk>(disk: D, config: Arc<ServerConfig>, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let interval = std::time::Duration::from_millis(config.disk_check_interval_ms);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stopping(&mut shutdown) => return,
+        }
+        match disk.available_bytes(&config.data_dir).await {
+            Ok(available) => shared.set_disk_available(available, config.disk_reserve_bytes),
+            Err(error) => tracing::warn!(%error, "measuring free disk space failed"),
+        }
     }
 }
 
@@ -98,7 +90,7 @@ impl Server {
         // Free space is known before the first produce, then re-measured periodically.
         let available = disk.available_bytes(&config.data_dir).await.map_err(ServerError::Disk)?;
         shared.set_disk_available(available, config.disk_reserve_bytes);
-        let space_watch = watch_free_space(disk.clone(), config.clone(), shared.clone());
+        let space_disk = disk.clone();
         let mut node = Node::new(node_config, disk, transport, inbox, StateMachine::new(shared.clone(), &config));
         // Replays the whole controller log into the metadata before anything is served.
         node.create_group_with(METADATA_GROUP, &config.node_ids(), 0, clock(), config.metadata_log_config()).await?;
@@ -109,20 +101,19 @@ impl Server {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (driver_done, driver) = oneshot::channel();
         let (stopped_tx, stopped) = watch::channel(false);
-        let driver_clock = clock.clone();
         let tick = config.tick();
         let node_id = config.id;
         tokio::spawn(async move {
-            let result = node.run(commands, tick, move || driver_clock()).await;
+            let result = node.run(commands, tick, move || clock()).await;
             if let Err(error) = &result {
                 tracing::error!(node = node_id, %error, "the raft driver stopped on a fatal error");
             }
             let _ = stopped_tx.send(true);
             let _ = driver_done.send(result);
         });
-        let context = Arc::new(Context { config: config.clone(), shared: shared.clone(), node: handle.clone(), clock });
+        let context = Arc::new(Context { config: config.clone(), shared: shared.clone(), node: handle.clone() });
         let tasks = vec![
-            tokio::spawn(space_watch(shutdown_rx.clone())),
+            tokio::spawn(watch_free_space(space_disk, config.clone(), shared.clone(), shutdown_rx.clone())),
             tokio::spawn(crate::net::serve(listener, context.clone(), shutdown_rx.clone())),
             tokio::spawn(crate::controller::run(context, shutdown_rx)),
         ];

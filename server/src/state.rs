@@ -109,6 +109,11 @@ impl Shared {
         self.lock().partitions.remove(&group);
     }
 
+    /// Whether this node hosts (a replica of) `group`.
+    pub fn hosts(&self, group: GroupId) -> bool {
+        self.lock().partitions.contains_key(&group)
+    }
+
     /// A receiver of `group`'s high watermark, if hosted.
     pub fn watch_high_watermark(&self, group: GroupId) -> Option<watch::Receiver<u64>> {
         Some(self.lock().partitions.get(&group)?.high_watermark.subscribe())
