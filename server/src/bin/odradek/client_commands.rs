@@ -155,7 +155,7 @@ pub async fn produce(bootstrap: &Bootstrap, args: ProduceArgs) -> Result<(), Str
             }
         }
     });
-    let mut deliveries = Vec::new();
+    let mut deliveries = std::collections::VecDeque::new();
     let mut sent = 0u64;
     while let Some(line) = lines_rx.recv().await {
         let (key, value) = match &args.key_separator {
@@ -172,11 +172,12 @@ pub async fn produce(bootstrap: &Bootstrap, args: ProduceArgs) -> Result<(), Str
         if let Some(partition) = args.partition {
             record = record.partition(partition);
         }
-        deliveries.push(producer.send(record).await.map_err(explain)?);
+        deliveries.push_back(producer.send(record).await.map_err(explain)?);
         sent += 1;
         // Report as acknowledgements come in, without waiting for the end of input.
         while deliveries.len() > 4096 {
-            report(deliveries.remove(0).await, args.print_offsets)?;
+            let oldest = deliveries.pop_front().expect("more than 4096 queued");
+            report(oldest.await, args.print_offsets)?;
         }
     }
     producer.flush().await.map_err(explain)?;
