@@ -8,6 +8,12 @@
 //!   metadata knows; a partition whose leader was refuted (NOT_LEADER without hint, unknown
 //!   partition, no leader) is marked stale and the next lookup refreshes it first.
 //! - A closed connection is never handed out: it is replaced by a fresh one on the next use.
+//! - A broker that just failed at the connection level (refused, timed out, dropped) is
+//!   *suspect* for [`SUSPECT_FOR`]: metadata refreshes try other brokers first, and a leader that
+//!   is only a guess (a node outside the partition's replicas answers `leader_term` 0 and the
+//!   first replica) is replaced by the first replica that is not suspect. Without this, a client
+//!   whose metadata came from a non-replica kept dialling a dead or paused preferred replica for
+//!   the whole fault (found by the Jepsen harness with 5 nodes).
 //! - Every retry loop here is bounded by a deadline and sleeps with capped exponential backoff.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,6 +27,9 @@ use crate::error::{ClientError, Result};
 use crate::wire::proto::{
     ErrorCode, MetadataRequest, MetadataResponse, Request_oneof_body as RequestBody, Response, Response_oneof_body as ResponseBody,
 };
+
+/// How long a broker that failed at the connection level is tried last (see the module docs).
+pub const SUSPECT_FOR: Duration = Duration::from_secs(10);
 
 /// Settings shared by everything that talks to the cluster.
 #[derive(Debug, Clone)]
@@ -144,6 +153,16 @@ impl Metadata {
     fn partition(&self, topic: &str, partition: u32) -> Option<&PartitionInfo> {
         self.topics.get(topic)?.partitions.iter().find(|info| info.partition == partition)
     }
+
+    /// The leader to dial for `info`: the answer's leader, except that a guess (`leader_term`
+    /// 0) naming a suspect broker gives way to the first replica that is not suspect.
+    fn leader_to_dial(&self, info: &PartitionInfo, suspect: impl Fn(&str) -> bool) -> u64 {
+        let is_suspect = |node: u64| self.brokers.get(&node).is_some_and(|address| suspect(address));
+        if info.leader == 0 || info.leader_term != 0 || !is_suspect(info.leader) {
+            return info.leader;
+        }
+        info.replicas.iter().copied().find(|&replica| !is_suspect(replica)).unwrap_or(info.leader)
+    }
 }
 
 struct ClusterInner {
@@ -152,6 +171,8 @@ struct ClusterInner {
     metadata: Mutex<Metadata>,
     /// address → connection.
     connections: Mutex<BTreeMap<String, Connection>>,
+    /// address → until when it is suspect (see the module docs).
+    suspects: Mutex<BTreeMap<String, Instant>>,
 }
 
 /// A handle on the cluster: metadata cache plus connection pool. Cheap to clone; clones share
@@ -190,6 +211,7 @@ impl Cluster {
                 config,
                 metadata: Mutex::new(Metadata::default()),
                 connections: Mutex::new(BTreeMap::new()),
+                suspects: Mutex::new(BTreeMap::new()),
             }),
         })
     }
@@ -216,7 +238,9 @@ impl Cluster {
                 return Ok(connection.clone());
             }
         }
-        let connection = Connection::connect(address, &self.inner.config.client_id, self.inner.config.connection.clone()).await?;
+        let connection = Connection::connect(address, &self.inner.config.client_id, self.inner.config.connection.clone())
+            .await
+            .inspect_err(|_| self.suspect(address))?;
         let mut connections = self.inner.connections.lock().expect("connections lock");
         // Another task may have connected meanwhile: keep one connection per address.
         match connections.get(address) {
@@ -237,7 +261,22 @@ impl Cluster {
         }
     }
 
-    /// Any working connection: known brokers first, then the bootstrap addresses.
+    /// Marks `address` suspect for [`SUSPECT_FOR`].
+    pub fn suspect(&self, address: &str) {
+        self.inner.suspects.lock().expect("suspects lock").insert(address.to_string(), Instant::now() + SUSPECT_FOR);
+    }
+
+    /// Whether `address` failed at the connection level within the last [`SUSPECT_FOR`].
+    pub fn is_suspect(&self, address: &str) -> bool {
+        self.is_suspect_at(address, Instant::now())
+    }
+
+    fn is_suspect_at(&self, address: &str, now: Instant) -> bool {
+        self.inner.suspects.lock().expect("suspects lock").get(address).is_some_and(|until| *until > now)
+    }
+
+    /// Any working connection: known brokers first, then the bootstrap addresses; suspect ones
+    /// last.
     pub async fn any_connection(&self) -> Result<Connection> {
         let mut addresses: Vec<String> = self.inner.metadata.lock().expect("metadata lock").brokers.values().cloned().collect();
         addresses.sort();
@@ -246,6 +285,7 @@ impl Cluster {
                 addresses.push(address.clone());
             }
         }
+        addresses.sort_by_key(|address| self.is_suspect(address)); // stable: keeps the order otherwise
         let mut last = None;
         for address in addresses {
             match self.connection(&address).await {
@@ -261,7 +301,8 @@ impl Cluster {
         let connection = self.any_connection().await?;
         let mut request = MetadataRequest::new();
         request.topics = topics.to_vec().into();
-        let response = check(connection.request(RequestBody::metadata(request)).await?)?;
+        let answer = connection.request(RequestBody::metadata(request)).await.inspect_err(|_| self.suspect(connection.address()));
+        let response = check(answer?)?;
         let Some(ResponseBody::metadata(metadata)) = &response.body else {
             return Err(ClientError::Protocol(format!("Metadata answered without metadata: {response:?}")));
         };
@@ -304,11 +345,15 @@ impl Cluster {
         metadata.topics.get(topic).cloned()
     }
 
-    /// The node id leading `topic`/`partition`, refreshing the metadata once if the cache has
-    /// none (or it was refuted).
+    /// The node id leading `topic`/`partition` (or the replica to ask, when the metadata only
+    /// guessed a suspect broker), refreshing the metadata once if the cache has none (or it was
+    /// refuted).
     pub async fn leader_for(&self, topic: &str, partition: u32) -> Result<u64> {
         let info = self.topic(topic).await?;
-        let leader = info.partitions.iter().find(|info| info.partition == partition).map(|info| info.leader);
+        let leader = info.partitions.iter().find(|info| info.partition == partition).map(|info| {
+            let metadata = self.inner.metadata.lock().expect("metadata lock");
+            metadata.leader_to_dial(info, |address| self.is_suspect(address))
+        });
         match leader {
             None => Err(ClientError::server(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, format!("{topic}/{partition} does not exist"))),
             Some(0) => {
@@ -353,6 +398,14 @@ impl Cluster {
         };
         if !refuted {
             return;
+        }
+        if error.code().is_none() {
+            // The broker itself failed to answer (refused, timed out, dropped): try others first.
+            let dialled =
+                metadata.partition(topic, partition).map(|info| metadata.leader_to_dial(info, |address| self.is_suspect(address)));
+            if let Some(address) = dialled.and_then(|node| metadata.brokers.get(&node)) {
+                self.suspect(address);
+            }
         }
         let hint_known = leader_hint != 0 && metadata.brokers.contains_key(&leader_hint);
         let current = metadata.partition(topic, partition).map(|info| info.leader);
@@ -473,5 +526,39 @@ mod tests {
         for _ in 0..100 {
             assert!(backoff.next_delay() <= Duration::from_millis(1000));
         }
+    }
+
+    fn guessed(leader: u64, leader_term: u64) -> (Metadata, PartitionInfo) {
+        let metadata = Metadata { brokers: (1..=5).map(|node| (node, format!("10.0.0.{node}:9092"))).collect(), ..Metadata::default() };
+        let info =
+            PartitionInfo { partition: 0, leader, leader_term, replicas: vec![3, 4, 5], in_sync_replicas: vec![], error: ErrorCode::NONE };
+        (metadata, info)
+    }
+
+    #[test]
+    fn a_guessed_leader_that_is_suspect_gives_way_to_the_next_healthy_replica() {
+        let (metadata, info) = guessed(3, 0);
+        assert_eq!(metadata.leader_to_dial(&info, |_| false), 3, "nothing suspect: the guess");
+        assert_eq!(metadata.leader_to_dial(&info, |address| address == "10.0.0.3:9092"), 4);
+        assert_eq!(metadata.leader_to_dial(&info, |address| address != "10.0.0.5:9092"), 5);
+        assert_eq!(metadata.leader_to_dial(&info, |_| true), 3, "everything suspect: the guess again");
+    }
+
+    #[test]
+    fn a_leader_a_replica_reported_is_dialled_even_when_suspect() {
+        let (metadata, info) = guessed(3, 7);
+        assert_eq!(metadata.leader_to_dial(&info, |_| true), 3);
+        let (metadata, info) = guessed(0, 0);
+        assert_eq!(metadata.leader_to_dial(&info, |_| true), 0, "no leader stays no leader");
+    }
+
+    #[tokio::test]
+    async fn suspects_expire_and_go_last() {
+        let cluster = Cluster::new(&["10.0.0.1:9092"], ClusterConfig::default()).unwrap();
+        assert!(!cluster.is_suspect("10.0.0.1:9092"));
+        cluster.suspect("10.0.0.1:9092");
+        assert!(cluster.is_suspect("10.0.0.1:9092"));
+        assert!(!cluster.is_suspect("10.0.0.2:9092"));
+        assert!(!cluster.is_suspect_at("10.0.0.1:9092", Instant::now() + SUSPECT_FOR + Duration::from_millis(1)));
     }
 }
