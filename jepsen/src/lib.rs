@@ -10,11 +10,19 @@
 //! * [`model`]: a seeded in-memory model log that generates valid histories, with planted bugs, for
 //!   tests, benches and the simulator's own checker tests.
 //!
-//! What does not exist yet: the real-process harness binary (`odradek-jepsen run`, nemeses,
-//! final drain against real servers), `odradek-jepsen check DIR`, the report directory and the
-//! latency/throughput plots. The consumer-group invariants (C1–C6) and liveness (V1–V4) are not
-//! checked here either.
+//! * [`harness`] (not under `--cfg madsim`): the real-process harness behind the `odradek-jepsen`
+//!   binary: `odradek server` processes on loopback, peer-link proxies for partitions, SIGKILL and
+//!   SIGSTOP faults, producer and consumer workers, the final drain.
+//! * [`report`] and [`plot`]: the report directory (history, verdict, summary, SVG plots), also
+//!   written by `odradek-jepsen check DIR`.
+//!
+//! Not yet: F-N9 (client connection drops) in the harness, a server log dump for P1/P3/P4 from a
+//! real run, the consumer-group invariants (C1–C6) and liveness (V1–V4).
 
 pub mod checker;
+#[cfg(not(madsim))]
+pub mod harness;
 pub mod history;
 pub mod model;
+pub mod plot;
+pub mod report;

@@ -1,0 +1,245 @@
+//! Real `odradek server` processes on loopback, owned by the harness: their ports, data dirs and
+//! logs, SIGKILL + restart (F-P1), SIGSTOP / SIGCONT (F-P2), and killing them all on exit.
+//!
+//! Every node's peer addresses for the *other* nodes point at the harness's link proxies
+//! ([`super::proxy`]), so node `i` reaches node `j` only through the proxy of the directed link
+//! `i -> j`. A node's own entry names its real peer listener.
+//!
+//! Invariants:
+//! * every child pid the harness spawns is in [`CHILDREN`] until it has been reaped, and the
+//!   panic hook ([`install_panic_hook`]) and [`Cluster::kill_all`] SIGKILL every pid in it, so no
+//!   server outlives the harness (short of the harness itself being SIGKILLed);
+//! * a paused node is resumed before it is killed or restarted.
+
+use std::collections::BTreeSet;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long a (re)started node may take to listen for clients.
+pub const NODE_START_TIMEOUT: Duration = Duration::from_secs(20);
+/// The Raft tick of the servers the harness starts (as the server's own process tests use).
+pub const NODE_TICK_MS: u64 = 20;
+
+/// Pids of live children of this harness, killed by the panic hook.
+static CHILDREN: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
+
+fn children() -> std::sync::MutexGuard<'static, BTreeSet<u32>> {
+    CHILDREN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// SIGKILLs every registered child, then chains to the previous hook. Installed once by `run`.
+pub fn install_panic_hook() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        kill_registered();
+        previous(info);
+    }));
+}
+
+/// SIGKILL (and SIGCONT, in case it was stopped) every child still registered.
+pub fn kill_registered() {
+    for pid in children().iter() {
+        signal(*pid, libc::SIGKILL);
+    }
+}
+
+fn signal(pid: u32, signal: libc::c_int) -> bool {
+    let pid = libc::pid_t::try_from(pid).expect("pids fit in pid_t");
+    // SAFETY: kill(2) has no memory-safety preconditions; the pid is a child we spawned and
+    // have not reaped, so it cannot have been reused.
+    unsafe { libc::kill(pid, signal) == 0 }
+}
+
+/// One server process slot.
+#[derive(Debug)]
+pub struct Node {
+    pub id: u64,
+    /// The node's real peer listener (only its own `--node` entry names it).
+    pub peer_port: u16,
+    pub client_port: u16,
+    pub data_dir: PathBuf,
+    child: Option<Child>,
+    paused: bool,
+}
+
+/// The cluster's processes. Dropping it kills every process still running.
+#[derive(Debug)]
+pub struct Cluster {
+    binary: PathBuf,
+    log_dir: PathBuf,
+    pub nodes: Vec<Node>,
+    /// `proxy_ports[i][j]`: the port node `i + 1` dials to reach node `j + 1` (0 on the diagonal).
+    proxy_ports: Vec<Vec<u16>>,
+}
+
+/// Ports nobody listens on right now (bound, then released: a small race with other programs).
+pub fn free_ports(count: usize) -> std::io::Result<Vec<u16>> {
+    let listeners = (0..count).map(|_| TcpListener::bind("127.0.0.1:0")).collect::<std::io::Result<Vec<_>>>()?;
+    listeners.iter().map(|l| Ok(l.local_addr()?.port())).collect()
+}
+
+impl Cluster {
+    /// Lays out one node per `(peer_port, client_port)` under `dir` (data dirs `node-N`, logs
+    /// `logs/node-N.log`); starts none.
+    pub fn new(binary: &Path, dir: &Path, ports: &[(u16, u16)], proxy_ports: Vec<Vec<u16>>) -> std::io::Result<Cluster> {
+        assert_eq!(proxy_ports.len(), ports.len());
+        let log_dir = dir.join("logs");
+        std::fs::create_dir_all(&log_dir)?;
+        let nodes = ports
+            .iter()
+            .enumerate()
+            .map(|(i, &(peer_port, client_port))| Node {
+                id: i as u64 + 1,
+                peer_port,
+                client_port,
+                data_dir: dir.join(format!("node-{}", i + 1)),
+                child: None,
+                paused: false,
+            })
+            .collect();
+        Ok(Cluster { binary: binary.to_path_buf(), log_dir, nodes, proxy_ports })
+    }
+
+    pub fn ids(&self) -> Vec<u64> {
+        self.nodes.iter().map(|n| n.id).collect()
+    }
+
+    pub fn client_addresses(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.client_port)).collect()
+    }
+
+    pub fn log_path(&self, id: u64) -> PathBuf {
+        self.log_dir.join(format!("node-{id}.log"))
+    }
+
+    /// The `--node` flags node `id` is started with: its own real peer port, proxies for the rest.
+    fn node_flags(&self, id: u64) -> Vec<String> {
+        let me = id as usize - 1;
+        self.nodes
+            .iter()
+            .enumerate()
+            .flat_map(|(j, n)| {
+                let peer_port = if j == me { n.peer_port } else { self.proxy_ports[me][j] };
+                ["--node".to_string(), format!("{}=127.0.0.1:{}/127.0.0.1:{}", n.id, peer_port, n.client_port)]
+            })
+            .collect()
+    }
+
+    fn node_mut(&mut self, id: u64) -> &mut Node {
+        &mut self.nodes[id as usize - 1]
+    }
+
+    /// Spawns node `id` (same flags and data dir every time).
+    pub fn spawn(&mut self, id: u64) -> std::io::Result<()> {
+        assert!(self.nodes[id as usize - 1].child.is_none(), "node {id} is already running");
+        let flags = self.node_flags(id);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path(id))?;
+        let binary = self.binary.clone();
+        let node = self.node_mut(id);
+        std::fs::create_dir_all(&node.data_dir)?;
+        let data_dir = node.data_dir.to_str().expect("the data dir is UTF-8").to_string();
+        let mut children = children();
+        let child = Command::new(binary)
+            .arg("server")
+            .args(["--id", &id.to_string(), "--data-dir", &data_dir, "--tick-ms", &NODE_TICK_MS.to_string()])
+            .args(flags)
+            .env("ODRADEK_LOG", "info")
+            .env("RUST_BACKTRACE", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        children.insert(child.id());
+        node.child = Some(child);
+        node.paused = false;
+        Ok(())
+    }
+
+    /// What [`wait_listening`] needs for node `id`, taken under the cluster's lock.
+    pub fn listen_target(&self, id: u64) -> (u64, u16, PathBuf) {
+        (id, self.nodes[id as usize - 1].client_port, self.log_path(id))
+    }
+
+    /// SIGKILL and reap (F-P1). A no-op for a node that is not running.
+    pub fn kill(&mut self, id: u64) {
+        let node = self.node_mut(id);
+        if let Some(mut child) = node.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            children().remove(&child.id());
+        }
+        node.paused = false;
+    }
+
+    /// SIGSTOP (F-P2).
+    pub fn pause(&mut self, id: u64) {
+        let node = self.node_mut(id);
+        if let Some(child) = &node.child {
+            if signal(child.id(), libc::SIGSTOP) {
+                node.paused = true;
+            }
+        }
+    }
+
+    /// SIGCONT.
+    pub fn resume(&mut self, id: u64) {
+        let node = self.node_mut(id);
+        if let Some(child) = &node.child {
+            if node.paused {
+                signal(child.id(), libc::SIGCONT);
+            }
+        }
+        node.paused = false;
+    }
+
+    /// Whether the process of node `id` is alive (an unexpected exit is a server bug to report).
+    pub fn is_running(&mut self, id: u64) -> bool {
+        match self.node_mut(id).child.as_mut() {
+            Some(child) => child.try_wait().ok().flatten().is_none(),
+            None => false,
+        }
+    }
+
+    /// Nodes whose process exited on its own (not killed by the harness), with the exit status.
+    pub fn exited(&mut self) -> Vec<(u64, String)> {
+        let mut exited = Vec::new();
+        for node in &mut self.nodes {
+            if let Some(child) = node.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    exited.push((node.id, status.to_string()));
+                }
+            }
+        }
+        exited
+    }
+
+    /// SIGKILL every running node and reap it.
+    pub fn kill_all(&mut self) {
+        for id in self.ids() {
+            self.kill(id);
+        }
+    }
+}
+
+/// Waits until a node accepts client connections, or fails after [`NODE_START_TIMEOUT`].
+pub async fn wait_listening((id, port, log): (u64, u16, PathBuf)) -> Result<(), String> {
+    let deadline = Instant::now() + NODE_START_TIMEOUT;
+    loop {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("node {id} did not listen on {port} within {NODE_START_TIMEOUT:?}; see {}", log.display()));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.kill_all();
+    }
+}

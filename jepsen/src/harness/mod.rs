@@ -1,0 +1,222 @@
+//! The real-process Jepsen-style harness behind `odradek-jepsen run` (not built under madsim).
+//!
+//! One run, in order:
+//! 1. proxies for every directed peer link ([`proxy`]), then `--nodes` real `odradek server`
+//!    processes on loopback whose peer addresses point at those proxies ([`cluster`]);
+//! 2. a topic of `keys` partitions; producer and consumer workers, a leader observer and the
+//!    nemesis run for `time_limit` ([`workload`], [`nemesis`]);
+//! 3. the nemesis stops and heals everything, the workers go on for `recovery`, then stop;
+//! 4. the final drain (a fresh consumer reads every partition from the beginning to its end);
+//! 5. every server is killed; the caller checks the history and writes the report.
+//!
+//! Bounds: the run lasts about `time_limit + recovery + DRAIN_TIMEOUT` plus setup (each node
+//! start is bounded by `NODE_START_TIMEOUT`, topic creation by [`SETUP_TIMEOUT`]); load is
+//! bounded by `rate` (sends per second, all producers together) and by one op in flight per
+//! worker. Every process the harness starts is killed when the run ends, when it panics
+//! ([`cluster::install_panic_hook`]) and when the caller drops the run on ctrl-c
+//! ([`cluster::kill_registered`]).
+
+pub mod cluster;
+pub mod nemesis;
+pub mod proxy;
+pub mod workload;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use odradek_client::wire::proto::ErrorCode;
+use odradek_client::{Admin, TopicConfig};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::history::{Acks, History, HistoryBuilder};
+use cluster::Cluster;
+use proxy::Proxies;
+use workload::{Recorder, Target};
+
+/// Bound on creating the topic and seeing a leader for each of its partitions.
+pub const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bound on a worker finishing its current op once told to stop.
+pub const WORKER_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most nodes a run may start (the server's own limit is 7 voters).
+pub const NODES_MAX: usize = 7;
+/// Most sends per second a run may ask for.
+pub const RATE_MAX: f64 = 5000.0;
+/// The test topic.
+pub const TOPIC: &str = "jepsen";
+
+/// Everything a run is told (stored in the report as `run.json`).
+#[derive(Clone, Debug, Serialize)]
+pub struct RunConfig {
+    pub nodes: usize,
+    pub time_limit: Duration,
+    /// Sends per second, all producers together.
+    pub rate: f64,
+    pub nemesis: Vec<String>,
+    pub acks: Acks,
+    pub binary: PathBuf,
+    pub out: PathBuf,
+    /// Partitions of the test topic.
+    pub keys: u32,
+    pub replication_factor: u32,
+    pub producers: usize,
+    pub consumers: usize,
+    pub seed: u64,
+    /// Quiet time before each fault, and how long each fault lasts.
+    pub fault_quiet: Duration,
+    pub fault_window: Duration,
+    /// Workers keep running this long after the heal, before the final drain.
+    pub recovery: Duration,
+}
+
+impl RunConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if !(3..=NODES_MAX).contains(&self.nodes) {
+            return Err(format!("--nodes {} outside 3..={NODES_MAX}", self.nodes));
+        }
+        if !(self.rate > 0.0 && self.rate <= RATE_MAX) {
+            return Err(format!("--rate {} outside (0, {RATE_MAX}]", self.rate));
+        }
+        if self.keys == 0 || self.producers == 0 || self.consumers == 0 {
+            return Err("--keys, --producers and --consumers must be at least 1".into());
+        }
+        if self.replication_factor == 0 || self.replication_factor as usize > self.nodes {
+            return Err(format!("--replication-factor {} outside 1..={}", self.replication_factor, self.nodes));
+        }
+        if !self.binary.is_file() {
+            return Err(format!(
+                "server binary {} not found; build it with `cargo build -p odradek-server --bin odradek` or pass --binary",
+                self.binary.display()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What a run produced besides its history: facts for the summary.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RunNotes {
+    /// Problems that are not history anomalies but still fail the run (a server that exited by
+    /// itself, a final drain that did not finish).
+    pub problems: Vec<String>,
+    /// Informational lines (addresses, timings).
+    pub info: Vec<String>,
+}
+
+/// Runs the whole test; returns the history and notes. `Err` only if the cluster could not be
+/// set up (no history worth checking).
+pub async fn run(config: &RunConfig) -> Result<(History, RunNotes), String> {
+    config.validate()?;
+    let mut notes = RunNotes::default();
+    let mut rng = SmallRng::seed_from_u64(config.seed);
+    let data_dir = config.out.join("cluster");
+    std::fs::create_dir_all(&data_dir).map_err(|e| format!("creating {}: {e}", data_dir.display()))?;
+
+    let ports = cluster::free_ports(config.nodes * 2).map_err(|e| format!("choosing ports: {e}"))?;
+    let ports: Vec<(u16, u16)> = ports.chunks(2).map(|p| (p[0], p[1])).collect();
+    let peer_ports: Vec<u16> = ports.iter().map(|p| p.0).collect();
+    let proxies = Arc::new(Proxies::start(&peer_ports).await.map_err(|e| format!("starting proxies: {e}"))?);
+    let cluster = Cluster::new(&config.binary, &data_dir, &ports, proxies.port_matrix()).map_err(|e| format!("cluster layout: {e}"))?;
+    let cluster = Arc::new(Mutex::new(cluster));
+    let targets: Vec<_> = {
+        let mut cluster = cluster.lock().expect("cluster lock");
+        for id in cluster.ids() {
+            cluster.spawn(id).map_err(|e| format!("starting node {id} ({}): {e}", config.binary.display()))?;
+        }
+        cluster.ids().into_iter().map(|id| cluster.listen_target(id)).collect()
+    };
+    for target in targets {
+        cluster::wait_listening(target).await?;
+    }
+    let bootstrap = cluster.lock().expect("cluster lock").client_addresses();
+    notes.info.push(format!("nodes (client addresses): {}", bootstrap.join(", ")));
+    let target = Target { bootstrap, topic: TOPIC.to_string(), keys: config.keys, acks: config.acks };
+    create_topic(&target, config.replication_factor).await?;
+
+    let started = Instant::now();
+    let recorder = Arc::new(Recorder::new(started));
+    let (stop_workers, workers_stopping) = watch::channel(false);
+    let (stop_nemesis, nemesis_stopping) = watch::channel(false);
+    let mut workers = Vec::new();
+    let interval = Duration::from_secs_f64(config.producers as f64 / config.rate);
+    for worker in 0..config.producers {
+        let (recorder, target, stop) = (recorder.clone(), target.clone(), workers_stopping.clone());
+        let key = worker as u32 % config.keys;
+        workers.push(tokio::spawn(workload::producer_worker(recorder, target, key, interval, rng.gen(), stop)));
+    }
+    for _ in 0..config.consumers {
+        let (recorder, target, stop) = (recorder.clone(), target.clone(), workers_stopping.clone());
+        workers.push(tokio::spawn(workload::consumer_worker(recorder, target, stop)));
+    }
+    workers.push(tokio::spawn(workload::leader_observer(recorder.clone(), target.clone(), workers_stopping.clone())));
+    let nemesis = tokio::spawn(nemesis::run(
+        recorder.clone(),
+        cluster.clone(),
+        proxies.clone(),
+        config.nemesis.clone(),
+        (config.fault_quiet, config.fault_window),
+        SmallRng::seed_from_u64(rng.gen()),
+        nemesis_stopping,
+    ));
+
+    tokio::time::sleep(config.time_limit).await;
+    stop_nemesis.send_replace(true);
+    match nemesis.await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => notes.problems.push(format!("nemesis: {error}")),
+        Err(error) => notes.problems.push(format!("nemesis task: {error}")),
+    }
+    proxies.heal(); // Whatever the nemesis did, the drain runs on a healed network.
+    notes.info.push(format!("healed at {:.1} s", started.elapsed().as_secs_f64()));
+    tokio::time::sleep(config.recovery).await;
+    stop_workers.send_replace(true);
+    for worker in workers {
+        let abort = worker.abort_handle();
+        if tokio::time::timeout(WORKER_STOP_TIMEOUT, worker).await.is_err() {
+            abort.abort();
+            notes.problems.push(format!("a worker did not stop within {WORKER_STOP_TIMEOUT:?}; its open op stays indeterminate"));
+        }
+    }
+    for (id, status) in cluster.lock().expect("cluster lock").exited() {
+        notes.problems.push(format!("node {id} exited by itself ({status}); see {}", config.out.join("cluster/logs").display()));
+    }
+    if let Err(error) = workload::final_drain(&recorder, &target).await {
+        notes.problems.push(error);
+    }
+    notes.info.push(format!("drain finished at {:.1} s", started.elapsed().as_secs_f64()));
+    cluster.lock().expect("cluster lock").kill_all();
+    let history = std::mem::replace(&mut *recorder.history(), HistoryBuilder::new(|| 0)).finish();
+    Ok((history, notes))
+}
+
+/// Creates the topic and waits until each partition has a leader, within [`SETUP_TIMEOUT`].
+async fn create_topic(target: &Target, replication_factor: u32) -> Result<(), String> {
+    let bootstrap: Vec<&str> = target.bootstrap.iter().map(String::as_str).collect();
+    let admin = Admin::with_cluster(
+        odradek_client::Cluster::new(&bootstrap, workload::cluster_config("jepsen-setup".into())).map_err(|e| e.to_string())?,
+    );
+    let deadline = Instant::now() + SETUP_TIMEOUT;
+    let mut last_error = String::new();
+    while Instant::now() < deadline {
+        let created = admin.create_topic(&target.topic, target.keys, replication_factor, TopicConfig::default()).await;
+        match created {
+            Ok(()) => break,
+            // An earlier attempt may have created it and lost the answer.
+            Err(error) if error.code() == Some(ErrorCode::TOPIC_ALREADY_EXISTS) => break,
+            Err(error) => last_error = error.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    while Instant::now() < deadline {
+        if let Ok(topic) = admin.describe_topic(&target.topic).await {
+            if topic.partitions.len() == target.keys as usize && topic.partitions.iter().all(|p| p.leader != 0) {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(format!("topic {:?} not ready within {SETUP_TIMEOUT:?} (last create error: {last_error})", target.topic))
+}

@@ -1,0 +1,114 @@
+//! Network partitions (F-N1, F-N2, F-N3, one-way) through harness-owned TCP proxies: one per
+//! *directed* peer link `i -> j`. Odradek's peer transport uses one-way connections (node `i`
+//! dials node `j` for its own outbound Raft traffic), so blocking the proxy of `i -> j` cuts
+//! exactly that direction, and a two-way cut blocks both proxies of a pair.
+//!
+//! A blocked link closes its open connections at once and closes every new one right after
+//! accepting it (a refused / reset path rather than a silent black hole: bytes are never dropped
+//! from the middle of a stream, which would only corrupt framing after the heal).
+//!
+//! Bounds: at most [`LINK_CONNECTIONS_MAX`] relayed connections per link at once (the transport
+//! keeps one per direction; the slack covers reconnects); each relay copies with tokio's
+//! fixed-size buffers.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// Relayed connections per link at once; more are closed at accept.
+pub const LINK_CONNECTIONS_MAX: usize = 64;
+
+/// One directed link's proxy.
+#[derive(Debug)]
+struct Link {
+    from: u64,
+    to: u64,
+    port: u16,
+    /// `true` while the link is cut.
+    blocked: watch::Sender<bool>,
+}
+
+/// All the peer-link proxies of a cluster of `n` nodes.
+#[derive(Debug)]
+pub struct Proxies {
+    links: Vec<Link>,
+    nodes: usize,
+}
+
+impl Proxies {
+    /// Binds a proxy for every directed pair (ids `1..=n`) and starts relaying to
+    /// `127.0.0.1:peer_ports[j]`. The ports are known (and held) before any node starts.
+    pub async fn start(peer_ports: &[u16]) -> std::io::Result<Proxies> {
+        let nodes = peer_ports.len();
+        let mut links = Vec::with_capacity(nodes * nodes);
+        for from in 1..=nodes as u64 {
+            for to in 1..=nodes as u64 {
+                if from == to {
+                    continue;
+                }
+                let listener = TcpListener::bind("127.0.0.1:0").await?;
+                let port = listener.local_addr()?.port();
+                let (blocked, watching) = watch::channel(false);
+                tokio::spawn(relay_accepts(listener, peer_ports[to as usize - 1], watching));
+                links.push(Link { from, to, port, blocked });
+            }
+        }
+        Ok(Proxies { links, nodes })
+    }
+
+    /// The port node `from` must dial to reach node `to`.
+    pub fn port(&self, from: u64, to: u64) -> u16 {
+        self.links.iter().find(|l| l.from == from && l.to == to).map(|l| l.port).expect("a link between two distinct nodes")
+    }
+
+    /// `ports[i][j]`: what node `i + 1` dials to reach `j + 1` (0 on the diagonal).
+    pub fn port_matrix(&self) -> Vec<Vec<u16>> {
+        (1..=self.nodes as u64).map(|i| (1..=self.nodes as u64).map(|j| if i == j { 0 } else { self.port(i, j) }).collect()).collect()
+    }
+
+    /// Cuts exactly the directed links in `cut` and heals every other.
+    pub fn set_cut(&self, cut: &BTreeSet<(u64, u64)>) {
+        for link in &self.links {
+            link.blocked.send_replace(cut.contains(&(link.from, link.to)));
+        }
+    }
+
+    pub fn heal(&self) {
+        self.set_cut(&BTreeSet::new());
+    }
+}
+
+async fn relay_accepts(listener: TcpListener, target_port: u16, blocked: watch::Receiver<bool>) {
+    let open = Arc::new(AtomicUsize::new(0));
+    loop {
+        let Ok((inbound, _)) = listener.accept().await else {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            continue;
+        };
+        if *blocked.borrow() || open.load(Ordering::Relaxed) >= LINK_CONNECTIONS_MAX {
+            drop(inbound);
+            continue;
+        }
+        open.fetch_add(1, Ordering::Relaxed);
+        let (open, blocked) = (open.clone(), blocked.clone());
+        tokio::spawn(async move {
+            relay(inbound, target_port, blocked).await;
+            open.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+/// Copies both ways until either side closes or the link is cut.
+async fn relay(mut inbound: TcpStream, target_port: u16, mut blocked: watch::Receiver<bool>) {
+    let Ok(mut outbound) = TcpStream::connect(("127.0.0.1", target_port)).await else { return };
+    let _ = inbound.set_nodelay(true);
+    let _ = outbound.set_nodelay(true);
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+        _ = blocked.wait_for(|b| *b) => {}
+    }
+    // Dropping both streams closes them: the cut is seen as a reset / EOF by both nodes.
+}

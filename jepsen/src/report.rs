@@ -1,0 +1,165 @@
+//! The report directory of a run (or of `odradek-jepsen check DIR`):
+//! * `history.jsonl`: the history, one op per line ([`crate::history`]);
+//! * `verdict.json`: the checker's verdict;
+//! * `summary.txt`: ops by kind and outcome, the faults with their windows, the anomalies by
+//!   invariant ID with key (partition), values and offsets, and the run's own notes;
+//! * `latency.svg`, `throughput.svg`: see [`crate::plot`].
+//!
+//! Everything here is computed from the history and the verdict alone (no clock, no I/O but the
+//! writes), so a saved history re-checks to the same report.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::checker::Verdict;
+use crate::history::{History, OpF, OpType, OpValue, PROCESS_NEMESIS};
+
+pub const HISTORY_FILE: &str = "history.jsonl";
+pub const VERDICT_FILE: &str = "verdict.json";
+pub const SUMMARY_FILE: &str = "summary.txt";
+pub const LATENCY_PLOT_FILE: &str = "latency.svg";
+pub const THROUGHPUT_PLOT_FILE: &str = "throughput.svg";
+
+/// One fault window: from its `start` op to its matching `stop` (or the end of the history).
+#[derive(Clone, Debug, PartialEq)]
+pub struct FaultWindow {
+    pub fault: String,
+    pub details: String,
+    pub start_s: f64,
+    /// None if the history ends with the fault still active.
+    pub stop_s: Option<f64>,
+}
+
+/// One completed client op: what it was, how it ended, when it was invoked and how long it took.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Completed {
+    pub f: OpF,
+    pub kind: OpType,
+    pub invoke_s: f64,
+    pub complete_s: f64,
+}
+
+fn seconds(time_ns: u64) -> f64 {
+    time_ns as f64 / 1e9
+}
+
+/// Pairs every nemesis `start` with the next `stop` of the same fault and details.
+pub fn fault_windows(history: &History) -> Vec<FaultWindow> {
+    let mut windows: Vec<FaultWindow> = Vec::new();
+    for op in history.ops() {
+        let OpValue::Fault(fault) = &op.value else { continue };
+        let details = fault.details.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
+        match op.f {
+            OpF::Start => {
+                windows.push(FaultWindow { fault: fault.fault.clone(), details, start_s: seconds(op.time_ns), stop_s: None });
+            }
+            OpF::Stop => {
+                let open = windows.iter_mut().find(|w| w.stop_s.is_none() && w.fault == fault.fault && w.details == details);
+                if let Some(window) = open {
+                    window.stop_s = Some(seconds(op.time_ns));
+                }
+            }
+            _ => {}
+        }
+    }
+    windows
+}
+
+/// Every client op that completed (ok, fail or info), in completion order.
+pub fn completed_ops(history: &History) -> Vec<Completed> {
+    let mut open: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut done = Vec::new();
+    for op in history.ops() {
+        if op.process == PROCESS_NEMESIS || op.f == OpF::Crash {
+            continue;
+        }
+        match op.kind {
+            OpType::Invoke => {
+                open.insert(op.process, op.time_ns);
+            }
+            kind => {
+                if let Some(invoke_ns) = open.remove(&op.process) {
+                    done.push(Completed { f: op.f, kind, invoke_s: seconds(invoke_ns), complete_s: seconds(op.time_ns) });
+                }
+            }
+        }
+    }
+    done
+}
+
+fn f_name(f: OpF) -> String {
+    serde_json::to_value(f).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_else(|| format!("{f:?}"))
+}
+
+fn kind_name(kind: OpType) -> String {
+    serde_json::to_value(kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_else(|| format!("{kind:?}"))
+}
+
+/// The readable summary. `notes` are the run's own lines (problems first, then information).
+pub fn summary(history: &History, verdict: &Verdict, problems: &[String], info: &[String]) -> String {
+    let mut out = String::new();
+    let passed = verdict.valid && problems.is_empty();
+    let _ = writeln!(out, "odradek-jepsen: {}", if passed { "PASS (no fatal anomaly)" } else { "FAIL" });
+    let _ = writeln!(out, "history: {} ops, {:.1} s", history.len(), history.ops().last().map_or(0.0, |op| seconds(op.time_ns)));
+    for line in info {
+        let _ = writeln!(out, "  {line}");
+    }
+    if !problems.is_empty() {
+        let _ = writeln!(out, "\nrun problems ({}):", problems.len());
+        for line in problems {
+            let _ = writeln!(out, "  ! {line}");
+        }
+    }
+
+    let mut by_kind: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for op in completed_ops(history) {
+        *by_kind.entry((f_name(op.f), kind_name(op.kind))).or_default() += 1;
+    }
+    let _ = writeln!(out, "\nclient ops (completed):");
+    for ((f, kind), count) in &by_kind {
+        let _ = writeln!(out, "  {f:<8} {kind:<5} {count}");
+    }
+    let leader_changes = history.ops().iter().filter(|op| op.f == OpF::LeaderChange).count();
+    let _ = writeln!(out, "  leader changes observed: {leader_changes}");
+
+    let windows = fault_windows(history);
+    let _ = writeln!(out, "\nfaults ({}):", windows.len());
+    for w in &windows {
+        let stop = w.stop_s.map_or("never healed".to_string(), |s| format!("{s:7.2} s"));
+        let _ = writeln!(out, "  {:7.2} s .. {stop}  {}  {}", w.start_s, w.fault, w.details);
+    }
+
+    let _ = writeln!(out, "\nverdict:\n{verdict}");
+    if !verdict.anomalies.is_empty() {
+        let _ = writeln!(out, "anomaly examples (key = partition):");
+        for anomaly in &verdict.anomalies {
+            let _ = writeln!(out, "  {anomaly}");
+        }
+    }
+    out
+}
+
+/// Writes the whole report directory.
+pub fn write_report(dir: &Path, history: &History, verdict: &Verdict, problems: &[String], info: &[String]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let file = std::io::BufWriter::new(std::fs::File::create(dir.join(HISTORY_FILE))?);
+    history.write_json_lines(file).map_err(std::io::Error::other)?;
+    write_verdict(dir, history, verdict, problems, info)
+}
+
+/// Writes everything but the history (what `check DIR` refreshes).
+pub fn write_verdict(dir: &Path, history: &History, verdict: &Verdict, problems: &[String], info: &[String]) -> std::io::Result<()> {
+    std::fs::write(dir.join(VERDICT_FILE), verdict.to_json_pretty() + "\n")?;
+    std::fs::write(dir.join(SUMMARY_FILE), summary(history, verdict, problems, info))?;
+    crate::plot::latency(history, &dir.join(LATENCY_PLOT_FILE)).map_err(std::io::Error::other)?;
+    crate::plot::throughput(history, &dir.join(THROUGHPUT_PLOT_FILE)).map_err(std::io::Error::other)?;
+    Ok(())
+}
+
+/// Reads `DIR/history.jsonl`.
+pub fn read_history(dir: &Path) -> Result<History, String> {
+    let path = dir.join(HISTORY_FILE);
+    let file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    History::read_json_lines(std::io::BufReader::new(file)).map_err(|e| format!("{}: {e}", path.display()))
+}
