@@ -87,11 +87,11 @@ fn short_real_run_under_kill_pause_partition_passes_and_rechecks() {
         "--nodes",
         "3",
         "--time-limit",
-        "18",
+        "22",
         "--rate",
         "40",
         "--nemesis",
-        "kill,pause,partition",
+        "kill,pause,partition,conn-drop",
         "--fault-quiet",
         "2",
         "--fault-window",
@@ -115,7 +115,7 @@ fn short_real_run_under_kill_pause_partition_passes_and_rechecks() {
     }
     let history = report::read_history(&out).unwrap();
     let windows = report::fault_windows(&history);
-    for fault in ["F-P1 kill", "F-P2 pause"] {
+    for fault in ["F-P1 kill", "F-P2 pause", "F-N9 client-connection-drops"] {
         assert!(windows.iter().any(|w| w.fault == fault && w.stop_s.is_some()), "no healed {fault} window:\n{log}");
     }
     assert!(windows.iter().any(|w| w.fault.starts_with("F-N") && w.stop_s.is_some()), "no healed partition window:\n{log}");
@@ -142,6 +142,47 @@ fn short_real_run_under_kill_pause_partition_passes_and_rechecks() {
     let verdict = saved_verdict(&doctored);
     let loss = |kind: AnomalyKind| verdict.has_fatal(kind) && verdict.anomalies.iter().any(|a| a.kind == kind && a.values.contains(&lost));
     assert!(loss(AnomalyKind::LostWrite) || loss(AnomalyKind::Unseen), "value {lost} not flagged:\n{flagged_log}");
+}
+
+/// Teeth on real processes: servers that answer acks=all once the leader's own log has the batch
+/// (`--planted-bug ack-before-commit`) lose acknowledged writes when a leader is cut off from its
+/// followers (it keeps acknowledging what the new majority never sees); the checker must say so.
+#[test]
+fn planted_ack_before_commit_is_caught_on_real_processes() {
+    let binary = server_binary();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("planted");
+    let output = harness(&[
+        "run",
+        "--nodes",
+        "3",
+        "--time-limit",
+        "12",
+        "--rate",
+        "120",
+        "--nemesis",
+        "partition-one",
+        "--fault-quiet",
+        "1.5",
+        "--fault-window",
+        "3",
+        "--recovery",
+        "3",
+        "--seed",
+        "11",
+        "--planted-bug",
+        "ack-before-commit",
+        "--binary",
+        binary.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let log = text(&output);
+    assert_eq!(output.status.code(), Some(1), "the planted bug must fail the run:\n{log}");
+    let verdict = saved_verdict(&out);
+    let lost = [AnomalyKind::LostWrite, AnomalyKind::Unseen];
+    assert!(lost.iter().any(|&kind| verdict.has_fatal(kind)), "expected a lost acknowledged write (L6/L7):\n{log}");
+    println!("{verdict}");
 }
 
 #[test]

@@ -65,6 +65,11 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Every member of the cluster, this node included.
     pub nodes: Vec<Member>,
+    /// Where this node's client listener binds, when that differs from the client address the
+    /// member list advertises (Kafka's `listeners` vs `advertised.listeners`: NAT, containers, a
+    /// proxy in front). Default: the advertised address.
+    #[serde(default)]
+    pub client_listen: Option<SocketAddr>,
     /// Raft's logical clock period; elections start after 10 ticks without a leader.
     #[serde(default = "default_tick_ms")]
     pub tick_ms: u64,
@@ -140,6 +145,7 @@ impl ServerConfig {
             id,
             data_dir: data_dir.into(),
             nodes,
+            client_listen: None,
             tick_ms: default_tick_ms(),
             request_timeout_ms: default_request_timeout_ms(),
             connections_max: default_connections_max(),
@@ -223,6 +229,11 @@ impl ServerConfig {
         self.nodes.iter().find(|m| m.id == self.id).expect("validated: this node is listed")
     }
 
+    /// The address this node's client listener binds.
+    pub fn client_listen(&self) -> SocketAddr {
+        self.client_listen.unwrap_or(self.me().client)
+    }
+
     /// The member ids, sorted: the controller group's voters.
     pub fn node_ids(&self) -> Vec<NodeId> {
         let mut ids: Vec<NodeId> = self.nodes.iter().map(|m| m.id).collect();
@@ -294,6 +305,11 @@ mod tests {
         assert_eq!(config.topic_defaults.partitions, 6);
         assert_eq!(config.topic_defaults.replication_factor, 3, "unset fields keep their default");
         assert_eq!(config.request_timeout_ms, 30_000);
+        assert_eq!(config.client_listen(), config.me().client, "the listener binds the advertised address by default");
+        let behind_a_proxy =
+            ServerConfig::from_toml(&THREE.replace("tick_ms = 50", "tick_ms = 50\nclient_listen = \"127.0.0.1:19092\"")).unwrap();
+        assert_eq!(behind_a_proxy.client_listen(), "127.0.0.1:19092".parse().unwrap());
+        assert_eq!(behind_a_proxy.me().client, "127.0.0.1:9092".parse().unwrap(), "still advertised to clients");
     }
 
     #[test]

@@ -94,8 +94,9 @@ impl Server {
         let mut node = Node::new(node_config, disk, transport, inbox, StateMachine::new(shared.clone(), &config));
         // Replays the whole controller log into the metadata before anything is served.
         node.create_group_with(METADATA_GROUP, &config.node_ids(), 0, clock(), config.metadata_log_config()).await?;
-        let listener = TcpListener::bind(me.client).await.map_err(|source| ServerError::Listen { addr: me.client, source })?;
-        let client_addr = listener.local_addr().map_err(|source| ServerError::Listen { addr: me.client, source })?;
+        let listen = config.client_listen();
+        let listener = TcpListener::bind(listen).await.map_err(|source| ServerError::Listen { addr: listen, source })?;
+        let client_addr = listener.local_addr().map_err(|source| ServerError::Listen { addr: listen, source })?;
 
         let (handle, commands) = NodeHandle::new();
         let (shutdown, shutdown_rx) = watch::channel(false);

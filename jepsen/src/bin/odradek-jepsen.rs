@@ -59,7 +59,8 @@ mod real {
             #[arg(long, default_value_t = 50.0)]
             rate: f64,
             /// Comma-separated: kill, pause, partition (any of the partition-* kinds), partition-one,
-            /// partition-majority, partition-ring, partition-oneway, none.
+            /// partition-majority, partition-ring, partition-oneway, conn-drop, pause-kill,
+            /// part-kill, none.
             #[arg(long, default_value = "kill,pause,partition")]
             nemesis: String,
             #[arg(long, value_enum, default_value = "all")]
@@ -91,6 +92,10 @@ mod real {
             /// Seconds the workload goes on after the heal, before the final drain.
             #[arg(long, default_value_t = 5.0)]
             recovery: f64,
+            /// TEST ONLY: start every server with this deliberate breakage (needs an `odradek`
+            /// built with `--features planted-bugs`), to show the checker catches it.
+            #[arg(long = "planted-bug")]
+            planted_bugs: Vec<String>,
         },
         /// Re-check DIR/history.jsonl; print the summary (and rewrite verdict, summary and plots with --write).
         Check {
@@ -120,6 +125,7 @@ mod real {
                 fault_quiet,
                 fault_window,
                 recovery,
+                planted_bugs,
             } => {
                 let nemesis = match nemesis::parse_kinds(&nemesis) {
                     Ok(kinds) => kinds,
@@ -153,6 +159,7 @@ mod real {
                     fault_quiet: seconds(fault_quiet),
                     fault_window: seconds(fault_window),
                     recovery: seconds(recovery),
+                    planted_bugs,
                 };
                 if let Err(error) = config.validate() {
                     return usage(&error);

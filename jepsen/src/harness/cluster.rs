@@ -73,6 +73,11 @@ pub struct Cluster {
     pub nodes: Vec<Node>,
     /// `proxy_ports[i][j]`: the port node `i + 1` dials to reach node `j + 1` (0 on the diagonal).
     proxy_ports: Vec<Vec<u16>>,
+    /// `client_proxy_ports[i]`: the proxy in front of node `i + 1`'s client listener, which is
+    /// what every node advertises for it.
+    client_proxy_ports: Vec<u16>,
+    /// `--planted-bug` flags for every node (test builds only).
+    planted_flags: Vec<String>,
 }
 
 /// Ports nobody listens on right now (bound, then released: a small race with other programs).
@@ -84,8 +89,16 @@ pub fn free_ports(count: usize) -> std::io::Result<Vec<u16>> {
 impl Cluster {
     /// Lays out one node per `(peer_port, client_port)` under `dir` (data dirs `node-N`, logs
     /// `logs/node-N.log`); starts none.
-    pub fn new(binary: &Path, dir: &Path, ports: &[(u16, u16)], proxy_ports: Vec<Vec<u16>>) -> std::io::Result<Cluster> {
+    pub fn new(
+        binary: &Path,
+        dir: &Path,
+        ports: &[(u16, u16)],
+        proxy_ports: Vec<Vec<u16>>,
+        client_proxy_ports: Vec<u16>,
+        planted_bugs: &[String],
+    ) -> std::io::Result<Cluster> {
         assert_eq!(proxy_ports.len(), ports.len());
+        assert_eq!(client_proxy_ports.len(), ports.len());
         let log_dir = dir.join("logs");
         std::fs::create_dir_all(&log_dir)?;
         let nodes = ports
@@ -100,32 +113,40 @@ impl Cluster {
                 paused: false,
             })
             .collect();
-        Ok(Cluster { binary: binary.to_path_buf(), log_dir, nodes, proxy_ports })
+        let planted_flags = planted_bugs.iter().flat_map(|bug| ["--planted-bug".to_string(), bug.clone()]).collect();
+        Ok(Cluster { binary: binary.to_path_buf(), log_dir, nodes, proxy_ports, client_proxy_ports, planted_flags })
     }
 
     pub fn ids(&self) -> Vec<u64> {
         self.nodes.iter().map(|n| n.id).collect()
     }
 
+    /// What clients bootstrap from: the client proxies.
     pub fn client_addresses(&self) -> Vec<String> {
-        self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.client_port)).collect()
+        self.client_proxy_ports.iter().map(|port| format!("127.0.0.1:{port}")).collect()
     }
 
     pub fn log_path(&self, id: u64) -> PathBuf {
         self.log_dir.join(format!("node-{id}.log"))
     }
 
-    /// The `--node` flags node `id` is started with: its own real peer port, proxies for the rest.
+    /// The flags node `id` is started with: `--node` entries with its own real peer port and
+    /// proxies for the other peers, every client address a client proxy, and `--client-listen`
+    /// for its real client port.
     fn node_flags(&self, id: u64) -> Vec<String> {
         let me = id as usize - 1;
-        self.nodes
+        let mut flags: Vec<String> = self
+            .nodes
             .iter()
             .enumerate()
             .flat_map(|(j, n)| {
                 let peer_port = if j == me { n.peer_port } else { self.proxy_ports[me][j] };
-                ["--node".to_string(), format!("{}=127.0.0.1:{}/127.0.0.1:{}", n.id, peer_port, n.client_port)]
+                ["--node".to_string(), format!("{}=127.0.0.1:{}/127.0.0.1:{}", n.id, peer_port, self.client_proxy_ports[j])]
             })
-            .collect()
+            .collect();
+        flags.extend(["--client-listen".to_string(), format!("127.0.0.1:{}", self.nodes[me].client_port)]);
+        flags.extend(self.planted_flags.iter().cloned());
+        flags
     }
 
     fn node_mut(&mut self, id: u64) -> &mut Node {

@@ -70,6 +70,8 @@ pub struct RunConfig {
     pub fault_window: Duration,
     /// Workers keep running this long after the heal, before the final drain.
     pub recovery: Duration,
+    /// Deliberate breakages every server is started with (`--planted-bug`, test builds only).
+    pub planted_bugs: Vec<String>,
 }
 
 impl RunConfig {
@@ -118,8 +120,11 @@ pub async fn run(config: &RunConfig) -> Result<(History, RunNotes), String> {
     let ports = cluster::free_ports(config.nodes * 2).map_err(|e| format!("choosing ports: {e}"))?;
     let ports: Vec<(u16, u16)> = ports.chunks(2).map(|p| (p[0], p[1])).collect();
     let peer_ports: Vec<u16> = ports.iter().map(|p| p.0).collect();
-    let proxies = Arc::new(Proxies::start(&peer_ports).await.map_err(|e| format!("starting proxies: {e}"))?);
-    let cluster = Cluster::new(&config.binary, &data_dir, &ports, proxies.port_matrix()).map_err(|e| format!("cluster layout: {e}"))?;
+    let client_ports: Vec<u16> = ports.iter().map(|p| p.1).collect();
+    let proxies = Arc::new(Proxies::start(&peer_ports, &client_ports).await.map_err(|e| format!("starting proxies: {e}"))?);
+    let client_proxies = (1..=config.nodes as u64).map(|id| proxies.client_port(id)).collect();
+    let cluster = Cluster::new(&config.binary, &data_dir, &ports, proxies.port_matrix(), client_proxies, &config.planted_bugs)
+        .map_err(|e| format!("cluster layout: {e}"))?;
     let cluster = Arc::new(Mutex::new(cluster));
     let targets: Vec<_> = {
         let mut cluster = cluster.lock().expect("cluster lock");

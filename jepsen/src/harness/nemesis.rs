@@ -10,8 +10,16 @@
 //!   `partition-oneway` (one node cannot send to the others, but hears them). Each is also a kind
 //!   of its own.
 //!
-//! F-N9 (a client connection dropped mid-request) is not injected yet: the clients dial the nodes
-//! directly.
+//! * `conn-drop` (F-N9): for the window, every 100–500 ms, close every client connection at the
+//!   client proxies, losing requests and responses in flight (indefinite acks, retries);
+//! * `pause-kill` (F-P5, the NATS choreography): pause a minority A; after a window kill a node c
+//!   of the majority, pause the rest of the majority B and resume A; after half a window restart
+//!   c; after a window resume B. Real processes keep their page cache across SIGKILL, so c loses
+//!   nothing un-fsynced (the simulator's F-P3 covers that);
+//! * `part-kill` (F-P6): the same with A and then B cut off by partitions instead of paused.
+//!
+//! F-P7 (restart with a wiped data dir) is not offered: the server has no way for a node to
+//! rejoin with an empty disk (membership is static and a wiped voter would forget its vote).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -28,8 +36,19 @@ use super::workload::{sleep_or_stop, Recorder};
 use crate::history::Fault;
 
 /// Fault kinds `--nemesis` accepts.
-pub const NEMESIS_KINDS: &[&str] =
-    &["kill", "pause", "partition", "partition-one", "partition-majority", "partition-ring", "partition-oneway", "none"];
+pub const NEMESIS_KINDS: &[&str] = &[
+    "kill",
+    "pause",
+    "partition",
+    "partition-one",
+    "partition-majority",
+    "partition-ring",
+    "partition-oneway",
+    "conn-drop",
+    "pause-kill",
+    "part-kill",
+    "none",
+];
 
 /// What one injected fault did, to undo it.
 enum Injected {
@@ -94,7 +113,7 @@ fn partition_cut(kind: &str, ids: &[u64], rng: &mut SmallRng) -> (&'static str, 
         _ => {
             let one = *ids.choose(rng).expect("a cluster has nodes");
             let cut = ids.iter().filter(|&&i| i != one).map(|&i| (one, i)).collect();
-            ("F-N one-way", cut, format!("{one} -> others cut, others -> {one} open"))
+            ("F-N5 one-way", cut, format!("{one} -> others cut, others -> {one} open"))
         }
     }
 }
@@ -130,6 +149,17 @@ pub async fn run(
             kind =
                 ["partition-one", "partition-majority", "partition-ring", "partition-oneway"].choose(&mut rng).expect("four").to_string();
         }
+        match kind.as_str() {
+            "conn-drop" => {
+                connection_drops(&recorder, &proxies, window, &mut rng, &mut stop).await;
+                continue;
+            }
+            "pause-kill" | "part-kill" => {
+                choreography(&kind, &recorder, &ids, &cluster, &proxies, window, &mut rng, &mut stop).await?;
+                continue;
+            }
+            _ => {}
+        }
         let (fault, injected) = inject(&kind, &ids, &cluster, &proxies, &mut rng);
         recorder.history().fault_start(fault.clone()).expect("nemesis ops always fit");
         // A stopping run cuts the window short; the fault is healed either way.
@@ -140,6 +170,104 @@ pub async fn run(
             return Ok(());
         }
     }
+}
+
+/// F-N9: resets every client connection at random moments of one window.
+async fn connection_drops(recorder: &Recorder, proxies: &Proxies, window: Duration, rng: &mut SmallRng, stop: &mut watch::Receiver<bool>) {
+    // Start and stop carry the same fault (that is how windows pair up); the count goes to stderr.
+    let fault = Fault { fault: "F-N9 client-connection-drops".to_string(), details: BTreeMap::new() };
+    recorder.history().fault_start(fault.clone()).expect("nemesis ops always fit");
+    let end = tokio::time::Instant::now() + window;
+    let mut resets = 0;
+    while tokio::time::Instant::now() < end {
+        if sleep_or_stop(Duration::from_millis(rng.gen_range(100..500)), stop).await {
+            break;
+        }
+        proxies.reset_clients();
+        resets += 1;
+    }
+    eprintln!("odradek-jepsen: F-N9 reset every client connection {resets} times");
+    recorder.history().fault_stop(fault).expect("nemesis ops always fit");
+}
+
+/// F-P5 (`pause-kill`) and F-P6 (`part-kill`), see the module docs. Every step is undone even
+/// when the run stops in the middle.
+#[allow(clippy::too_many_arguments)]
+async fn choreography(
+    kind: &str,
+    recorder: &Recorder,
+    ids: &[u64],
+    cluster: &Mutex<Cluster>,
+    proxies: &Proxies,
+    window: Duration,
+    rng: &mut SmallRng,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), String> {
+    let mut order = ids.to_vec();
+    order.shuffle(rng);
+    let minority = (ids.len() - 1) / 2;
+    let mut a = order[..minority].to_vec();
+    let c = order[minority];
+    let mut b = order[minority + 1..].to_vec();
+    a.sort_unstable();
+    b.sort_unstable();
+    let pauses = kind == "pause-kill";
+    let name = if pauses { "F-P5 pause-kill" } else { "F-P6 part-kill" };
+    let details = BTreeMap::from([
+        ("A".to_string(), format!("{a:?}")),
+        ("c".to_string(), c.to_string()),
+        ("B".to_string(), format!("{b:?}")),
+        (
+            "steps".to_string(),
+            format!(
+                "{} A; kill c; {} B, release A; restart c; release B",
+                if pauses { "pause" } else { "isolate" },
+                if pauses { "pause" } else { "isolate" }
+            ),
+        ),
+    ]);
+    let fault = Fault { fault: name.to_string(), details };
+    recorder.history().fault_start(fault.clone()).expect("nemesis ops always fit");
+    let others = |group: &[u64]| -> Vec<u64> { ids.iter().copied().filter(|id| !group.contains(id)).collect() };
+    // A is held.
+    if pauses {
+        let mut cluster = cluster.lock().expect("cluster lock");
+        a.iter().for_each(|&id| cluster.pause(id));
+    } else {
+        proxies.set_cut(&cut_between(&a, &others(&a)));
+    }
+    let mut stopped = sleep_or_stop(window, stop).await;
+    // c crashes; B is held and A released: A and c must form the next majority.
+    {
+        let mut cluster = cluster.lock().expect("cluster lock");
+        cluster.kill(c);
+        if pauses {
+            b.iter().for_each(|&id| cluster.pause(id));
+            a.iter().for_each(|&id| cluster.resume(id));
+        } else {
+            proxies.set_cut(&cut_between(&b, &others(&b)));
+        }
+    }
+    if !stopped {
+        stopped = sleep_or_stop(window / 2, stop).await;
+    }
+    let target = {
+        let mut cluster = cluster.lock().expect("cluster lock");
+        cluster.spawn(c).map_err(|e| format!("restarting node {c}: {e}"))?;
+        cluster.listen_target(c)
+    };
+    wait_listening(target).await?;
+    if !stopped {
+        sleep_or_stop(window, stop).await;
+    }
+    if pauses {
+        let mut cluster = cluster.lock().expect("cluster lock");
+        b.iter().for_each(|&id| cluster.resume(id));
+    } else {
+        proxies.heal();
+    }
+    recorder.history().fault_stop(fault).expect("nemesis ops always fit");
+    Ok(())
 }
 
 fn inject(kind: &str, ids: &[u64], cluster: &Mutex<Cluster>, proxies: &Proxies, rng: &mut SmallRng) -> (Fault, Injected) {

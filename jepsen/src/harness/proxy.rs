@@ -7,6 +7,12 @@
 //! accepting it (a refused / reset path rather than a silent black hole: bytes are never dropped
 //! from the middle of a stream, which would only corrupt framing after the heal).
 //!
+//! F-N9 (a client connection dropped mid-request) goes through a second set of proxies, one per
+//! node, in front of each node's client listener: the nodes advertise the proxies' addresses
+//! (`--client-listen` binds the real listener elsewhere), so every client connection passes one,
+//! and [`Proxies::reset_clients`] closes them all at once, losing the requests and responses in
+//! flight.
+//!
 //! Bounds: at most [`LINK_CONNECTIONS_MAX`] relayed connections per link at once (the transport
 //! keeps one per direction; the slack covers reconnects); each relay copies with tokio's
 //! fixed-size buffers.
@@ -31,18 +37,39 @@ struct Link {
     blocked: watch::Sender<bool>,
 }
 
-/// All the peer-link proxies of a cluster of `n` nodes.
+/// One node's client-listener proxy.
+#[derive(Debug)]
+struct ClientLink {
+    port: u16,
+    /// Bumped to close every open client connection through this proxy.
+    resets: watch::Sender<u64>,
+}
+
+/// All the peer-link proxies of a cluster of `n` nodes, and one client proxy per node.
 #[derive(Debug)]
 pub struct Proxies {
     links: Vec<Link>,
+    clients: Vec<ClientLink>,
     nodes: usize,
 }
 
 impl Proxies {
-    /// Binds a proxy for every directed pair (ids `1..=n`) and starts relaying to
-    /// `127.0.0.1:peer_ports[j]`. The ports are known (and held) before any node starts.
-    pub async fn start(peer_ports: &[u16]) -> std::io::Result<Proxies> {
+    /// Binds a proxy for every directed pair (ids `1..=n`) relaying to
+    /// `127.0.0.1:peer_ports[j]`, and one in front of every `client_ports[j]`. The ports are
+    /// known (and held) before any node starts.
+    pub async fn start(peer_ports: &[u16], client_ports: &[u16]) -> std::io::Result<Proxies> {
         let nodes = peer_ports.len();
+        assert_eq!(client_ports.len(), nodes);
+        let (_, no_resets) = watch::channel(0u64);
+        let (_, unblocked) = watch::channel(false);
+        let mut clients = Vec::with_capacity(nodes);
+        for &target in client_ports {
+            let listener = TcpListener::bind("127.0.0.1:0").await?;
+            let port = listener.local_addr()?.port();
+            let (resets, watching) = watch::channel(0u64);
+            tokio::spawn(relay_accepts(listener, target, unblocked.clone(), watching));
+            clients.push(ClientLink { port, resets });
+        }
         let mut links = Vec::with_capacity(nodes * nodes);
         for from in 1..=nodes as u64 {
             for to in 1..=nodes as u64 {
@@ -52,11 +79,23 @@ impl Proxies {
                 let listener = TcpListener::bind("127.0.0.1:0").await?;
                 let port = listener.local_addr()?.port();
                 let (blocked, watching) = watch::channel(false);
-                tokio::spawn(relay_accepts(listener, peer_ports[to as usize - 1], watching));
+                tokio::spawn(relay_accepts(listener, peer_ports[to as usize - 1], watching, no_resets.clone()));
                 links.push(Link { from, to, port, blocked });
             }
         }
-        Ok(Proxies { links, nodes })
+        Ok(Proxies { links, clients, nodes })
+    }
+
+    /// The port clients dial to reach node `id`'s client listener.
+    pub fn client_port(&self, id: u64) -> u16 {
+        self.clients[id as usize - 1].port
+    }
+
+    /// Closes every open client connection (F-N9); new ones are accepted as before.
+    pub fn reset_clients(&self) {
+        for client in &self.clients {
+            client.resets.send_modify(|generation| *generation += 1);
+        }
     }
 
     /// The port node `from` must dial to reach node `to`.
@@ -81,7 +120,7 @@ impl Proxies {
     }
 }
 
-async fn relay_accepts(listener: TcpListener, target_port: u16, blocked: watch::Receiver<bool>) {
+async fn relay_accepts(listener: TcpListener, target_port: u16, blocked: watch::Receiver<bool>, resets: watch::Receiver<u64>) {
     let open = Arc::new(AtomicUsize::new(0));
     loop {
         let Ok((inbound, _)) = listener.accept().await else {
@@ -93,22 +132,26 @@ async fn relay_accepts(listener: TcpListener, target_port: u16, blocked: watch::
             continue;
         }
         open.fetch_add(1, Ordering::Relaxed);
-        let (open, blocked) = (open.clone(), blocked.clone());
+        let (open, blocked, mut resets) = (open.clone(), blocked.clone(), resets.clone());
+        resets.mark_unchanged();
         tokio::spawn(async move {
-            relay(inbound, target_port, blocked).await;
+            relay(inbound, target_port, blocked, resets).await;
             open.fetch_sub(1, Ordering::Relaxed);
         });
     }
 }
 
-/// Copies both ways until either side closes or the link is cut.
-async fn relay(mut inbound: TcpStream, target_port: u16, mut blocked: watch::Receiver<bool>) {
+/// Copies both ways until either side closes, the link is cut or the connections are reset.
+async fn relay(mut inbound: TcpStream, target_port: u16, mut blocked: watch::Receiver<bool>, mut resets: watch::Receiver<u64>) {
     let Ok(mut outbound) = TcpStream::connect(("127.0.0.1", target_port)).await else { return };
     let _ = inbound.set_nodelay(true);
     let _ = outbound.set_nodelay(true);
     tokio::select! {
         _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-        _ = blocked.wait_for(|b| *b) => {}
+        // A closed sender (client links are never cut, peer links never reset) disables its
+        // branch instead of ending the relay.
+        Ok(_) = blocked.wait_for(|b| *b) => {}
+        Ok(()) = resets.changed() => {}
     }
     // Dropping both streams closes them: the cut is seen as a reset / EOF by both nodes.
 }

@@ -25,6 +25,10 @@ pub struct ServerArgs {
     /// Raft tick in milliseconds (elections start after 10 ticks without a leader).
     #[arg(long, default_value_t = 100)]
     tick_ms: u64,
+    /// Bind the client listener here instead of this node's advertised CLIENT_ADDR (for NAT,
+    /// containers, or a proxy in front of the node).
+    #[arg(long)]
+    client_listen: Option<std::net::SocketAddr>,
     /// TEST ONLY (`planted-bugs` builds): run with a deliberate breakage the checkers must catch.
     #[cfg(feature = "planted-bugs")]
     #[arg(long = "planted-bug")]
@@ -39,6 +43,7 @@ pub async fn server(args: ServerArgs) -> Result<(), String> {
         None => {
             let mut config = ServerConfig::new(args.id.expect("clap: required"), args.data_dir.expect("clap: required"), args.nodes);
             config.tick_ms = args.tick_ms;
+            config.client_listen = args.client_listen;
             config.validate().map_err(|e| e.to_string())?;
             config
         }
