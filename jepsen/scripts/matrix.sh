@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The long Jepsen matrix (CHECKLISTS "Harness and simulator requirements"): one odradek-jepsen run
+# per nemesis entry, each for TIME seconds of faults, reports under OUT/<entry>/, and a one-line
+# result per entry at the end (and in OUT/matrix.txt). Exit status 1 if any entry failed.
+#
+#   cargo build --release -p odradek-server --bin odradek -p odradek-jepsen --bin odradek-jepsen
+#   jepsen/scripts/matrix.sh                         # 7 entries x 300 s, 5 nodes: about 40 minutes
+#   TIME=60 NODES=3 jepsen/scripts/matrix.sh kill pause-kill   # chosen entries only
+#
+# Settings (environment): TIME (300), NODES (5), RATE (100 sends/s), SEED (1), ACKS (all),
+# OUT (store/matrix), BIN (target/release: where odradek and odradek-jepsen are).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+TIME=${TIME:-300}
+NODES=${NODES:-5}
+RATE=${RATE:-100}
+SEED=${SEED:-1}
+ACKS=${ACKS:-all}
+OUT=${OUT:-store/matrix}
+BIN=${BIN:-target/release}
+entries=("$@")
+if [ ${#entries[@]} -eq 0 ]; then
+    entries=(none kill pause partition kill,partition pause-kill part-kill)
+fi
+for tool in odradek odradek-jepsen; do
+    [ -x "$BIN/$tool" ] || { echo "matrix: $BIN/$tool missing; build it first (see the top of this script)" >&2; exit 2; }
+done
+mkdir -p "$OUT"
+: >"$OUT/matrix.txt"
+failed=0
+for entry in "${entries[@]}"; do
+    dir="$OUT/${entry//,/+}"
+    rm -rf "$dir"
+    started=$(date +%s)
+    "$BIN/odradek-jepsen" run --nodes "$NODES" --time-limit "$TIME" --rate "$RATE" --nemesis "$entry" --acks "$ACKS" \
+        --seed "$SEED" --fault-quiet 8 --fault-window 10 --recovery 10 --binary "$BIN/odradek" --out "$dir" >"$dir.log" 2>&1
+    status=$?
+    [ $status -eq 0 ] || failed=1
+    verdict=$(grep -m1 -E "^odradek-jepsen: (PASS|FAIL)" "$dir.log" || echo "no verdict (exit $status)")
+    stats=$(grep -m1 -E "^ops " "$dir.log" || true)
+    faults=$(grep -m1 -E "^faults \(" "$dir.log" || true)
+    line="$entry: ${verdict#odradek-jepsen: } | $faults | $stats | $(( $(date +%s) - started )) s | exit $status"
+    echo "$line" | tee -a "$OUT/matrix.txt"
+done
+exit $failed
