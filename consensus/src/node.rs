@@ -114,7 +114,7 @@ pub struct NodeConfig {
     pub election_seed: Option<u64>,
     /// Planted bug (test builds with the `planted-bugs` feature only): send every message of a
     /// round before the round's fsync, breaking R6, to show the property tests catch it.
-    #[cfg(feature = "planted-bugs")]
+    #[cfg(any(madsim, feature = "planted-bugs"))]
     pub planted_send_before_persist: bool,
 }
 
@@ -127,7 +127,7 @@ impl NodeConfig {
             election_tick: 10,
             heartbeat_tick: 2,
             election_seed: None,
-            #[cfg(feature = "planted-bugs")]
+            #[cfg(any(madsim, feature = "planted-bugs"))]
             planted_send_before_persist: false,
         }
     }
@@ -802,13 +802,13 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             self.stats.entries_appended += entries.len() as u64;
             state.store.append(&entries, now_ms).await.map_err(storage_error(group))?;
             queue_messages(&mut outbox, group, ready.take_messages());
-            #[cfg(feature = "planted-bugs")]
+            #[cfg(any(madsim, feature = "planted-bugs"))]
             if self.config.planted_send_before_persist {
                 queue_messages(&mut outbox, group, ready.take_persisted_messages());
             }
             readies.push(PendingReady { group, ready });
         }
-        #[cfg(feature = "planted-bugs")]
+        #[cfg(any(madsim, feature = "planted-bugs"))]
         if self.config.planted_send_before_persist {
             for (to, messages) in std::mem::take(&mut outbox) {
                 self.transport.send(to, messages);

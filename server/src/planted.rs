@@ -18,16 +18,31 @@ pub enum PlantedBug {
     ServeAboveCommit,
     /// The leader skips the idempotent-producer check: retries are appended again (L6/P2).
     SkipDedup,
+    /// A new leader serves produce before it applied an entry of its own term, i.e. with a
+    /// producer table that misses the previous leaders' unapplied batches, and appends without
+    /// de-duplication: a retry of a batch the old leader appended lands twice (L2/P2).
+    StaleLeaderServesProduce,
+    /// Followers send append acknowledgements and votes before the round's fsync (breaks R6 in
+    /// the consensus crate): a power loss right after can lose an entry a quorum acknowledged.
+    FollowerAcksBeforePersist,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 3] = [PlantedBug::AckBeforeCommit, PlantedBug::ServeAboveCommit, PlantedBug::SkipDedup];
+    pub const ALL: [PlantedBug; 5] = [
+        PlantedBug::AckBeforeCommit,
+        PlantedBug::ServeAboveCommit,
+        PlantedBug::SkipDedup,
+        PlantedBug::StaleLeaderServesProduce,
+        PlantedBug::FollowerAcksBeforePersist,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             PlantedBug::AckBeforeCommit => "ack-before-commit",
             PlantedBug::ServeAboveCommit => "serve-above-commit",
             PlantedBug::SkipDedup => "skip-dedup",
+            PlantedBug::StaleLeaderServesProduce => "stale-leader-serves-produce",
+            PlantedBug::FollowerAcksBeforePersist => "follower-acks-before-persist",
         }
     }
 }

@@ -87,6 +87,10 @@ impl Server {
             config.topic_defaults.retention_bytes,
             config.topic_defaults.segment_bytes,
         );
+        #[cfg(any(madsim, feature = "planted-bugs"))]
+        {
+            node_config.planted_send_before_persist = config.planted(crate::planted::PlantedBug::FollowerAcksBeforePersist);
+        }
         // Free space is known before the first produce, then re-measured periodically.
         let available = disk.available_bytes(&config.data_dir).await.map_err(ServerError::Disk)?;
         shared.set_disk_available(available, config.disk_reserve_bytes);
