@@ -63,7 +63,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use odradek_log::{Disk, EntryKind, LogConfig, ENTRY_PAYLOAD_BYTES_MAX};
+use odradek_log::{buggify, Disk, EntryKind, LogConfig, ENTRY_PAYLOAD_BYTES_MAX};
 use raft::eraftpb::{ConfChangeV2, ConfState, Entry as RaftEntry, EntryType, HardState as RaftHardState, Message};
 use raft::{RawNode, StateRole};
 use tokio::sync::{mpsc, oneshot};
@@ -513,6 +513,14 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         let mut initial = ConfState::default();
         initial.set_voters(voters.to_vec());
         let dir = self.config.data_dir.join(group.to_string());
+        let mut log_config = log_config;
+        if buggify::fires(0.3) {
+            // F-B1: tiny segments (a roll every few entries), a sparse index and almost no cache,
+            // so rolls, index lookups and reads from disk happen all the time.
+            log_config.segment_bytes_max = buggify::pick(1024..64 * 1024);
+            log_config.index_interval_bytes = buggify::pick(64..4096);
+            log_config.cache_bytes_max = buggify::pick(0..64 * 1024) as usize;
+        }
         let store = GroupStore::open(self.disk.clone(), dir, log_config, &initial, now_ms).await.map_err(storage_error(group))?;
         let storage = store.storage();
         let hard_state = storage.hard_state();
@@ -873,6 +881,8 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
 
     /// Group commit: one fsync per dirty log, then the hard states that must be durable.
     async fn persist(&mut self, readies: &[PendingReady]) -> Result<(), NodeError> {
+        // F-B4: a slow fsync now and then (sends of this round wait for it: R6).
+        buggify::maybe_delay(0.05, 20).await;
         // Every dirty log's fdatasync is issued at once, not one after another: on FsDisk they
         // run in parallel on the blocking pool and the file system batches their journal
         // commits, so a round with many dirty partitions costs about one fsync of latency.

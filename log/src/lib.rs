@@ -7,6 +7,7 @@
 //! reports anything else as [`Error::Corruption`]. [`HardStateFile`] keeps Raft's term, vote and
 //! commit in two checksummed slots.
 
+pub mod buggify;
 mod disk;
 mod entry;
 mod error;

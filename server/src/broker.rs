@@ -15,6 +15,7 @@ use odradek_client::batch::{set_base_offset, BatchHeader};
 use odradek_client::wire::proto::{self as wire, Acks, ErrorCode, OffsetSpec, Request, Request_oneof_body as Body, Response};
 use odradek_client::wire::{error_response, read_frame, write_frame, FRAME_BYTES_MAX, PROTOCOL_VERSION};
 use odradek_consensus::{Durability, EntryMeta, GroupId, NodeError, NodeHandle, NodeId, ProposeError, StorageFault};
+use odradek_log::buggify;
 use raft::StateRole;
 
 use crate::config::ServerConfig;
@@ -131,6 +132,11 @@ impl Context {
         if header.producer_id >= 0 && acks != Acks::ACKS_ALL {
             return answer(error_response(id, ErrorCode::INVALID_REQUEST, "an idempotent producer must use acks=all"));
         }
+        if buggify::fires(0.01) {
+            // F-B5: a spurious, definite "not leader" (nothing was proposed); the client must
+            // refresh its metadata and retry without losing or duplicating the batch.
+            return answer(error_response(id, ErrorCode::NOT_LEADER, "buggify: spurious not-leader"));
+        }
         if !self.shared.take_disk_budget(batch.len() as u64) {
             let message = format!(
                 "node {} is below its free-space reserve of {} bytes; nothing was appended (free space, or delete data)",
@@ -147,6 +153,8 @@ impl Context {
         let this = Arc::clone(self);
         Box::pin(async move {
             let outcome = tokio::time::timeout(timeout, ticket.outcome()).await;
+            // F-B4: a late answer (the client may time out and retry a batch that is appended).
+            buggify::maybe_delay(0.05, 200).await;
             if acks == Acks::ACKS_NONE {
                 return None;
             }
@@ -212,6 +220,10 @@ impl Context {
             Ok(found) => found,
             Err((code, message)) => return error_response(id, code, message),
         };
+        if buggify::fires(0.01) {
+            // F-B5: a spurious retriable error; the consumer must retry from the same position.
+            return error_response(id, ErrorCode::NOT_LEADER, "buggify: spurious not-leader");
+        }
         let Some(mut high_watermark_rx) = self.shared.watch_high_watermark(group) else {
             return self.not_hosted(id, &body.topic, body.partition, preferred);
         };
