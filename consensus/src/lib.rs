@@ -24,6 +24,7 @@ pub mod transport;
 
 pub mod conf_state_file;
 pub mod node;
+pub mod observe;
 pub mod storage;
 
 pub use conf_state_file::{ConfStateError, ConfStateFile};

@@ -62,6 +62,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use crate::observe;
 use bytes::Bytes;
 use odradek_log::{buggify, Disk, EntryKind, LogConfig, ENTRY_PAYLOAD_BYTES_MAX};
 use raft::eraftpb::{ConfChangeV2, ConfState, Entry as RaftEntry, EntryType, HardState as RaftHardState, Message};
@@ -429,6 +430,8 @@ pub struct Node<D: Disk, T: Transport, A: Apply> {
     election_rng: Option<u64>,
     /// Indefinite outcomes resolved since the last `take_resolved_outcomes` (bounded).
     resolved: std::collections::VecDeque<ResolvedOutcome>,
+    /// This node object's number for the simulator's checkers ([`crate::observe`]).
+    incarnation: u64,
 }
 
 fn storage_error(group: GroupId) -> impl FnOnce(StorageFault) -> NodeError {
@@ -446,7 +449,8 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         let election_rng = config.election_seed.map(|seed| mix(seed) ^ mix(config.node_id).rotate_left(29));
         let resolved = std::collections::VecDeque::new();
         let stats = NodeStats::default();
-        Node { config, disk, transport, inbox, apply, groups: BTreeMap::new(), logger, stats, election_rng, resolved }
+        let incarnation = crate::observe::next_incarnation();
+        Node { config, disk, transport, inbox, apply, groups: BTreeMap::new(), logger, stats, election_rng, resolved, incarnation }
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -797,16 +801,25 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             if let Some(soft) = ready.ss() {
                 if soft.raft_state != StateRole::Leader {
                     lose_leadership(group, state);
+                } else {
+                    let (node, term) = (self.config.node_id, state.raw.raft.term);
+                    observe::emit(|| observe::Event::Leader { node, group, term });
                 }
             }
             state.proposals.values_mut().for_each(|pending| pending.emitted = true);
             if !ready.snapshot().is_empty() {
                 install_snapshot(group, state, ready.snapshot(), &mut self.apply, now_ms).await?;
+                let (node, incarnation, index) = (self.config.node_id, self.incarnation, ready.snapshot().get_metadata().index);
+                observe::emit(|| observe::Event::Restored { node, incarnation, group, index });
                 // The entries at these indices are unknown here now: they stay indefinite.
                 let snapshot_index = ready.snapshot().get_metadata().index;
                 state.indefinite.retain(|&(index, _), _| index > snapshot_index);
             }
             let entries = ready.take_entries();
+            for entry in &entries {
+                let (node, index, term) = (self.config.node_id, entry.index, entry.term);
+                observe::emit(|| observe::Event::Appended { node, group, index, term, checksum: crc32fast::hash(&entry.data) });
+            }
             self.stats.entries_appended += entries.len() as u64;
             state.store.append(&entries, now_ms).await.map_err(storage_error(group))?;
             queue_messages(&mut outbox, group, ready.take_messages());
@@ -833,6 +846,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             let committed = ready.take_committed_entries();
             self.stats.entries_committed += committed.len() as u64;
             apply_committed(group, state, &committed, &mut self.apply, &mut self.resolved).await?;
+            observe_applied(self.config.node_id, self.incarnation, group, &committed);
             let mut light = state.raw.advance(ready);
             if let Some(commit) = light.commit_index() {
                 let mut hard = state.store.storage().hard_state();
@@ -843,6 +857,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             let committed = light.take_committed_entries();
             self.stats.entries_committed += committed.len() as u64;
             apply_committed(group, state, &committed, &mut self.apply, &mut self.resolved).await?;
+            observe_applied(self.config.node_id, self.incarnation, group, &committed);
             state.raw.advance_apply();
             state.store.storage().set_applied(state.raw.raft.raft_log.applied);
         }
@@ -1099,6 +1114,13 @@ async fn apply_committed<D: Disk, A: Apply>(
         let _ = sender.send(outcome);
     }
     Ok(())
+}
+
+fn observe_applied(node: NodeId, incarnation: u64, group: GroupId, entries: &[RaftEntry]) {
+    for entry in entries {
+        let (index, term) = (entry.index, entry.term);
+        observe::emit(|| observe::Event::Applied { node, incarnation, group, index, term, checksum: crc32fast::hash(&entry.data) });
+    }
 }
 
 fn committed_from_log(entry: &odradek_log::Entry) -> Committed {

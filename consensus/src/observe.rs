@@ -1,0 +1,210 @@
+//! White-box hooks for the simulator's raft checkers (CHECKLISTS R1, R2, R4, and R3 within one
+//! run of a node): every [`Node`](crate::Node) reports what it does to the observer installed on
+//! the current thread, if any. Under madsim every simulated node of a run lives on the thread
+//! that runs the simulation, so one observer sees the whole cluster, and parallel test threads
+//! do not mix. Without an observer (every production node) an event costs a thread-local check.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use crate::transport::{GroupId, NodeId};
+
+/// Something a replica did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// `node` became the leader of `group` in `term` (R1: at most one per group and term).
+    Leader { node: NodeId, group: GroupId, term: u64 },
+    /// `node` wrote the entry at `index` of `term` with this payload checksum to its log (R2: an
+    /// entry at one (index, term) has one checksum on every replica).
+    Appended { node: NodeId, group: GroupId, index: u64, term: u64, checksum: u32 },
+    /// `node`'s state machine applied the entry (R4: every replica applies the same entry at an
+    /// index; R3: within one `incarnation` of a node, applied indexes only grow).
+    Applied { node: NodeId, incarnation: u64, group: GroupId, index: u64, term: u64, checksum: u32 },
+    /// `node` installed a snapshot up to `index`: its next applied index is `index + 1`.
+    Restored { node: NodeId, incarnation: u64, group: GroupId, index: u64 },
+}
+
+type Sink = Rc<dyn Fn(Event)>;
+
+thread_local! {
+    static OBSERVER: RefCell<Option<Sink>> = const { RefCell::new(None) };
+    static INCARNATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Sends every event of nodes running on this thread to `observer` (replacing any other).
+pub fn install(observer: impl Fn(Event) + 'static) {
+    OBSERVER.with(|slot| *slot.borrow_mut() = Some(Rc::new(observer)));
+}
+
+/// Stops observing on this thread.
+pub fn uninstall() {
+    OBSERVER.with(|slot| *slot.borrow_mut() = None);
+}
+
+/// Reports the event `make` builds, only if someone observes (checksums cost nothing otherwise).
+pub(crate) fn emit(make: impl FnOnce() -> Event) {
+    let sink = OBSERVER.with(|slot| slot.borrow().clone());
+    if let Some(sink) = sink {
+        sink(make());
+    }
+}
+
+/// A number for a new node object, unique on this thread: a restarted node is a new incarnation.
+pub(crate) fn next_incarnation() -> u64 {
+    INCARNATIONS.with(|counter| {
+        counter.set(counter.get() + 1);
+        counter.get()
+    })
+}
+
+/// One broken invariant, with what shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// `R1`, `R2`, `R3` or `R4`.
+    pub invariant: &'static str,
+    pub group: GroupId,
+    pub detail: String,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} group {}: {}", self.invariant, self.group, self.detail)
+    }
+}
+
+/// Checks the events of a whole run as they come: R1 (one leader per group and term), R2 (one
+/// checksum per (group, index, term) among appended entries), R3 (per node incarnation, applied
+/// indexes grow by one), R4 (every replica applies the same (term, checksum) at an index).
+/// Bounded by the run: one small map entry per appended index and term.
+#[derive(Debug, Default)]
+pub struct RaftChecker {
+    leaders: BTreeMap<(GroupId, u64), NodeId>,
+    appended: BTreeMap<(GroupId, u64, u64), (u32, NodeId)>,
+    applied: BTreeMap<(GroupId, u64), (u64, u32, NodeId)>,
+    /// (node, incarnation, group) -> last applied index.
+    last_applied: BTreeMap<(NodeId, u64, GroupId), u64>,
+    violations: Vec<Violation>,
+    pub events: u64,
+}
+
+/// Violations kept; later ones are only counted (the first ones say what broke).
+pub const VIOLATIONS_KEPT: usize = 32;
+
+impl RaftChecker {
+    pub fn record(&mut self, event: Event) {
+        self.events += 1;
+        match event {
+            Event::Leader { node, group, term } => {
+                let first = *self.leaders.entry((group, term)).or_insert(node);
+                if first != node {
+                    self.violate("R1", group, format!("nodes {first} and {node} both led term {term}"));
+                }
+            }
+            Event::Appended { node, group, index, term, checksum } => {
+                let (first, by) = *self.appended.entry((group, index, term)).or_insert((checksum, node));
+                if first != checksum {
+                    self.violate(
+                        "R2",
+                        group,
+                        format!("entry {index} of term {term}: checksum {first:08x} on node {by}, {checksum:08x} on node {node}"),
+                    );
+                }
+            }
+            Event::Restored { node, incarnation, group, index } => {
+                self.last_applied.insert((node, incarnation, group), index);
+            }
+            Event::Applied { node, incarnation, group, index, term, checksum } => {
+                if let Some(&last) = self.last_applied.get(&(node, incarnation, group)) {
+                    if index != last + 1 {
+                        self.violate("R3", group, format!("node {node} applied index {index} right after {last}"));
+                    }
+                }
+                self.last_applied.insert((node, incarnation, group), index);
+                let (first_term, first_checksum, by) = *self.applied.entry((group, index)).or_insert((term, checksum, node));
+                if (first_term, first_checksum) != (term, checksum) {
+                    self.violate(
+                        "R4",
+                        group,
+                        format!(
+                            "index {index}: node {by} applied term {first_term} checksum {first_checksum:08x}, \
+                             node {node} term {term} checksum {checksum:08x}"
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    fn violate(&mut self, invariant: &'static str, group: GroupId, detail: String) {
+        if self.violations.len() < VIOLATIONS_KEPT {
+            self.violations.push(Violation { invariant, group, detail });
+        }
+    }
+
+    pub fn violations(&self) -> &[Violation] {
+        &self.violations
+    }
+
+    /// Per group, the highest index any replica applied (for a convergence check at the end).
+    pub fn applied_max(&self) -> BTreeMap<GroupId, u64> {
+        let mut max = BTreeMap::new();
+        for &(group, index) in self.applied.keys() {
+            max.insert(group, index);
+        }
+        max
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_reach_the_installed_observer_only() {
+        let seen = Rc::new(RefCell::new(Vec::new()));
+        emit(|| panic!("no observer: the event is never built"));
+        let sink = seen.clone();
+        install(move |event| sink.borrow_mut().push(event));
+        emit(|| Event::Leader { node: 1, group: 2, term: 3 });
+        uninstall();
+        emit(|| panic!("uninstalled"));
+        assert_eq!(*seen.borrow(), vec![Event::Leader { node: 1, group: 2, term: 3 }]);
+        assert_ne!(next_incarnation(), next_incarnation());
+    }
+
+    #[test]
+    fn the_checker_catches_each_planted_inconsistency_and_passes_a_clean_run() {
+        let clean = [
+            Event::Leader { node: 1, group: 7, term: 2 },
+            Event::Appended { node: 1, group: 7, index: 5, term: 2, checksum: 0xaa },
+            Event::Appended { node: 2, group: 7, index: 5, term: 2, checksum: 0xaa },
+            Event::Applied { node: 1, incarnation: 1, group: 7, index: 5, term: 2, checksum: 0xaa },
+            Event::Applied { node: 1, incarnation: 1, group: 7, index: 6, term: 2, checksum: 0xbb },
+            Event::Applied { node: 2, incarnation: 2, group: 7, index: 5, term: 2, checksum: 0xaa },
+            // A restarted node (new incarnation) applies from its own start again.
+            Event::Applied { node: 2, incarnation: 3, group: 7, index: 1, term: 1, checksum: 0x11 },
+            Event::Leader { node: 2, group: 7, term: 3 },
+            Event::Restored { node: 1, incarnation: 1, group: 7, index: 40 },
+            Event::Applied { node: 1, incarnation: 1, group: 7, index: 41, term: 3, checksum: 0x41 },
+        ];
+        let mut checker = RaftChecker::default();
+        clean.into_iter().for_each(|event| checker.record(event));
+        assert!(checker.violations().is_empty(), "{:?}", checker.violations());
+        assert_eq!(checker.applied_max(), BTreeMap::from([(7, 41)]));
+
+        let planted = [
+            ("R1", Event::Leader { node: 3, group: 7, term: 2 }),
+            ("R2", Event::Appended { node: 3, group: 7, index: 5, term: 2, checksum: 0xab }),
+            ("R3", Event::Applied { node: 1, incarnation: 1, group: 7, index: 43, term: 3, checksum: 0xcc }),
+            ("R4", Event::Applied { node: 3, incarnation: 4, group: 7, index: 6, term: 3, checksum: 0xbb }),
+        ];
+        for (invariant, bad) in planted {
+            let mut checker = RaftChecker::default();
+            clean.into_iter().for_each(|event| checker.record(event));
+            checker.record(bad);
+            let ids: Vec<&str> = checker.violations().iter().map(|v| v.invariant).collect();
+            assert_eq!(ids, vec![invariant], "{bad:?}");
+        }
+    }
+}
