@@ -40,6 +40,14 @@ pub struct LogConfig {
     pub retention_ms: Option<i64>,
     /// The newest entries kept in memory for synchronous reads (Raft's `Storage`).
     pub cache_bytes_max: usize,
+    /// Planted bug (simulation and `planted-bugs` builds only): `sync` marks everything durable
+    /// without an fsync, so acknowledgements run ahead of the disk (ack-before-fsync).
+    #[cfg(any(madsim, feature = "planted-bugs"))]
+    pub planted_skip_fsync: bool,
+    /// Planted bug: a failed fsync is logged and treated as a success instead of poisoning the
+    /// log (fsyncgate: the data it covered may be gone).
+    #[cfg(any(madsim, feature = "planted-bugs"))]
+    pub planted_ignore_fsync_errors: bool,
 }
 
 impl Default for LogConfig {
@@ -51,6 +59,10 @@ impl Default for LogConfig {
             retention_bytes: None,
             retention_ms: Some(7 * 24 * 3600 * 1000),
             cache_bytes_max: 8 * 1024 * 1024,
+            #[cfg(any(madsim, feature = "planted-bugs"))]
+            planted_skip_fsync: false,
+            #[cfg(any(madsim, feature = "planted-bugs"))]
+            planted_ignore_fsync_errors: false,
         }
     }
 }
@@ -308,7 +320,19 @@ impl<D: Disk> SegmentLog<D> {
 
     async fn sync_segments(&mut self) -> Result<()> {
         for segment in self.segments.iter_mut().filter(|s| s.dirty) {
-            if let Err(source) = segment.file.sync_data().await {
+            #[cfg(any(madsim, feature = "planted-bugs"))]
+            if self.config.planted_skip_fsync {
+                segment.dirty = false;
+                continue;
+            }
+            let synced = segment.file.sync_data().await;
+            #[cfg(any(madsim, feature = "planted-bugs"))]
+            if let (Err(error), true) = (&synced, self.config.planted_ignore_fsync_errors) {
+                tracing::warn!(%error, "planted bug: ignoring a failed fsync");
+                segment.dirty = false;
+                continue;
+            }
+            if let Err(source) = synced {
                 // fsyncgate: never retry; what is durable is unknown until reopened.
                 self.poisoned = true;
                 return Err(Error::Io { path: segment.path.clone(), source });

@@ -247,17 +247,28 @@ impl ServerConfig {
 
     /// The segment-log settings of a partition with these (already defaulted) settings.
     pub fn log_config(&self, retention_ms: i64, retention_bytes: i64, segment_bytes: u64) -> LogConfig {
-        LogConfig {
+        self.with_planted_log_bugs(LogConfig {
             segment_bytes_max: segment_bytes,
             retention_ms: (retention_ms >= 0).then_some(retention_ms),
             retention_bytes: u64::try_from(retention_bytes).ok(),
             ..LogConfig::default()
-        }
+        })
     }
 
     /// The controller log is never trimmed: every node rebuilds the metadata from it.
     pub fn metadata_log_config(&self) -> LogConfig {
-        LogConfig { retention_ms: None, retention_bytes: None, ..LogConfig::default() }
+        self.with_planted_log_bugs(LogConfig { retention_ms: None, retention_bytes: None, ..LogConfig::default() })
+    }
+
+    #[allow(unused_mut)] // changed only in simulation and planted-bugs builds
+    fn with_planted_log_bugs(&self, mut config: LogConfig) -> LogConfig {
+        #[cfg(any(madsim, feature = "planted-bugs"))]
+        {
+            use crate::planted::PlantedBug;
+            config.planted_skip_fsync = self.planted(PlantedBug::AckBeforeFsync);
+            config.planted_ignore_fsync_errors = self.planted(PlantedBug::IgnoreFsyncError);
+        }
+        config
     }
 }
 

@@ -25,15 +25,23 @@ pub enum PlantedBug {
     /// Followers send append acknowledgements and votes before the round's fsync (breaks R6 in
     /// the consensus crate): a power loss right after can lose an entry a quorum acknowledged.
     FollowerAcksBeforePersist,
+    /// The log never fsyncs but says it did: every acknowledgement (own log, votes, append
+    /// responses) runs ahead of the disk, and a power loss forgets committed entries.
+    AckBeforeFsync,
+    /// A failed fsync is logged and ignored instead of stopping the node (fsyncgate): entries it
+    /// covered count as durable but may be lost at the next power loss.
+    IgnoreFsyncError,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 5] = [
+    pub const ALL: [PlantedBug; 7] = [
         PlantedBug::AckBeforeCommit,
         PlantedBug::ServeAboveCommit,
         PlantedBug::SkipDedup,
         PlantedBug::StaleLeaderServesProduce,
         PlantedBug::FollowerAcksBeforePersist,
+        PlantedBug::AckBeforeFsync,
+        PlantedBug::IgnoreFsyncError,
     ];
 
     pub fn name(self) -> &'static str {
@@ -43,6 +51,8 @@ impl PlantedBug {
             PlantedBug::SkipDedup => "skip-dedup",
             PlantedBug::StaleLeaderServesProduce => "stale-leader-serves-produce",
             PlantedBug::FollowerAcksBeforePersist => "follower-acks-before-persist",
+            PlantedBug::AckBeforeFsync => "ack-before-fsync",
+            PlantedBug::IgnoreFsyncError => "ignore-fsync-error",
         }
     }
 }

@@ -20,6 +20,7 @@ pub fn tiny_config() -> LogConfig {
         retention_bytes: None,
         retention_ms: None,
         cache_bytes_max: 0,
+        ..LogConfig::default()
     }
 }
 
