@@ -277,6 +277,25 @@ fn cases() -> Vec<Case> {
             h.poll(3, &[(0, &[(1, 2)])], &[(0, 2)]);
             h.done()
         }),
+        case("acks=1 loss after an earlier leader change is reported (a deposed leader may ack)", Reported(Acks1Loss), || {
+            let mut h = H::new();
+            h.leader_change(0); // the initial leader
+            h.leader_change(0); // a change: the old leader may not know yet
+            h.write(1, 0, &[1], ONE, &[0]);
+            h.write(1, 0, &[2], ONE, &[1]);
+            h.leader_change(0);
+            h.poll(3, &[(0, &[(1, 2)])], &[(0, 2)]);
+            h.done()
+        }),
+        case("acks=1 loss that is not a suffix fails after only the initial leader is known", Fatal(LostWrite), || {
+            let mut h = H::new();
+            h.leader_change(0); // the initial leader only
+            h.write(1, 0, &[1], ONE, &[0]);
+            h.write(1, 0, &[2], ONE, &[1]);
+            h.leader_change(0);
+            h.poll(3, &[(0, &[(1, 2)])], &[(0, 2)]);
+            h.done()
+        }),
         case("acks=1 loss with no leader change fails", Fatal(LostWrite), || {
             let mut h = H::new();
             h.write(1, 0, &[1], ONE, &[0]);

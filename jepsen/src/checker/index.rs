@@ -386,6 +386,12 @@ impl<'h> Index<'h> {
         equal_range(&self.reads_by_value, |r| (r.key, r.value).cmp(&(key, value)))
     }
 
+    /// Whether `key` changed leader before op `before`: a leader op other than the first one
+    /// recorded (which only names the initial leader).
+    pub fn changed_leader_before(&self, key: Key, before: u64) -> Option<u64> {
+        self.leader_changes.get(&key)?.iter().skip(1).copied().find(|&c| c < before)
+    }
+
     /// Whether a leader change of `key` is recorded strictly between two op indices.
     pub fn leader_change_between(&self, key: Key, low: u64, high: u64) -> Option<u64> {
         let changes = self.leader_changes.get(&key)?;
