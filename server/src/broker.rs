@@ -166,6 +166,11 @@ impl Context {
                 Ok(Err(ProposeError::Rejected { rejection, .. })) if rejection.code == REJECTION_DUPLICATE => {
                     produce.base_offset = rejection.value;
                 }
+                Ok(Err(ProposeError::LeadershipLost { .. })) if this.config.planted(PlantedBug::StaleLeaderServesProduce) => {
+                    // Planted: the deposed leader vouches for a batch it can no longer vouch for.
+                    let bounds = this.node.log_bounds(group).await.ok().flatten();
+                    produce.base_offset = bounds.map_or(0, |bounds| bounds.next_offset.saturating_sub(1));
+                }
                 Ok(Err(error)) => {
                     let (code, hint) = this.propose_error(&error, preferred);
                     produce.leader_hint = hint;

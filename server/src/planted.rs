@@ -18,9 +18,9 @@ pub enum PlantedBug {
     ServeAboveCommit,
     /// The leader skips the idempotent-producer check: retries are appended again (L6/P2).
     SkipDedup,
-    /// A new leader serves produce before it applied an entry of its own term, i.e. with a
-    /// producer table that misses the previous leaders' unapplied batches, and appends without
-    /// de-duplication: a retry of a batch the old leader appended lands twice (L2/P2).
+    /// A leader deposed while a batch it appended was still replicating answers that produce as
+    /// a success (with its own log's end as the offset) instead of LEADERSHIP_LOST: the new
+    /// leader may have overwritten the batch, so an acknowledged write is lost (L6/L7, L1).
     StaleLeaderServesProduce,
     /// Followers send append acknowledgements and votes before the round's fsync (breaks R6 in
     /// the consensus crate): a power loss right after can lose an entry a quorum acknowledged.

@@ -17,7 +17,7 @@ use odradek_log::EntryKind;
 use tokio::sync::watch;
 
 use crate::meta::{MetaOutcome, MetadataState, METADATA_GROUP};
-use crate::partition::{Admit, AdmitError, BatchInfo, PartitionState};
+use crate::partition::{Admit, BatchInfo, PartitionState};
 
 /// [`Rejection::code`] for "this batch is already in the log at `value`" (a retry of an
 /// appended batch): the produce succeeds with that base offset.
@@ -125,18 +125,12 @@ pub struct StateMachine {
     shared: Arc<Shared>,
     /// The planted `SkipDedup` bug (never set in normal builds).
     skip_dedup: bool,
-    /// The planted `StaleLeaderServesProduce` bug (never set in normal builds).
-    stale_leader_serves_produce: bool,
 }
 
 impl StateMachine {
     pub fn new(shared: Arc<Shared>, config: &crate::config::ServerConfig) -> StateMachine {
         use crate::planted::PlantedBug;
-        StateMachine {
-            shared,
-            skip_dedup: config.planted(PlantedBug::SkipDedup),
-            stale_leader_serves_produce: config.planted(PlantedBug::StaleLeaderServesProduce),
-        }
+        StateMachine { shared, skip_dedup: config.planted(PlantedBug::SkipDedup) }
     }
 }
 
@@ -195,8 +189,6 @@ impl Apply for StateMachine {
             Ok(Admit::Append) => Ok(()),
             // Planted: the duplicate is appended again.
             Ok(Admit::Duplicate { .. }) if self.skip_dedup => Ok(()),
-            // Planted: no waiting for the producer table to be complete, and no checks.
-            Err(AdmitError::NotReady) if self.stale_leader_serves_produce => Ok(()),
             Ok(Admit::Duplicate { base_offset }) => {
                 Err(Rejection { code: REJECTION_DUPLICATE, value: base_offset, reason: "a retry of an appended batch".into() })
             }
