@@ -1,0 +1,315 @@
+//! `odradek-sim`: run, sweep and replay simulated clusters (build with `sim/madsim`).
+//!
+//! ```text
+//! sim/madsim run --release -p odradek-sim --bin odradek-sim -- run --seed 7
+//! sim/madsim run --release -p odradek-sim --bin odradek-sim -- run --seed 7 --scenario crash --nodes 5 --out store/sim-7
+//! sim/madsim run --release -p odradek-sim --bin odradek-sim -- sweep --seeds 1..1000 --jobs 2
+//! ```
+//!
+//! `run` prints the timeline (faults, leader changes, node failures, progress), the verdict and
+//! a trace hash (equal for two runs of one seed); with `--out DIR` it writes `history.jsonl`,
+//! `timeline.txt` and `verdict.txt` there. `sweep` runs each seed in a child process (`run`),
+//! `--jobs` at a time, with a progress bar, and ends with a summary and one replay command per
+//! failing seed. Exit status: 0 all passed, 1 a run failed, 2 usage error.
+
+#[cfg(not(madsim))]
+fn main() {
+    eprintln!("odradek-sim runs only in the simulation build: sim/madsim run --release -p odradek-sim --bin odradek-sim -- run --seed 1");
+    std::process::exit(2);
+}
+
+#[cfg(madsim)]
+fn main() {
+    std::process::exit(sim::main());
+}
+
+#[cfg(madsim)]
+mod sim {
+    use std::io::Write;
+    use std::path::{Path, PathBuf};
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use clap::{Args, Parser, Subcommand};
+    use indicatif::{ProgressBar, ProgressStyle};
+    use odradek_server::planted::PlantedBug;
+    use odradek_sim::scenario::{run_seed, Report, Scenario, ScenarioConfig};
+
+    #[derive(Parser)]
+    #[command(name = "odradek-sim", about = "Deterministic simulation of an Odradek cluster: run, sweep and replay seeds")]
+    struct Cli {
+        #[command(subcommand)]
+        command: Command_,
+    }
+
+    #[derive(Subcommand)]
+    enum Command_ {
+        /// Run one seed; print the timeline and the verdict.
+        Run {
+            #[arg(long)]
+            seed: u64,
+            #[command(flatten)]
+            options: RunOptions,
+            /// Write history.jsonl, timeline.txt and verdict.txt here.
+            #[arg(long)]
+            out: Option<PathBuf>,
+            /// Print only the summary line and the verdict, not the timeline.
+            #[arg(long)]
+            quiet: bool,
+        },
+        /// Run a range of seeds in child processes; summarise.
+        Sweep {
+            /// A..B (B excluded) or A..=B.
+            #[arg(long)]
+            seeds: String,
+            #[arg(long, default_value_t = 2)]
+            jobs: usize,
+            #[command(flatten)]
+            options: RunOptions,
+        },
+    }
+
+    #[derive(Args, Clone)]
+    struct RunOptions {
+        /// swarm (default), calm, crash, network, disk.
+        #[arg(long, default_value = "swarm")]
+        scenario: String,
+        /// 3 or 5 (default: the seed chooses).
+        #[arg(long)]
+        nodes: Option<usize>,
+        /// Simulated seconds of the safety phase.
+        #[arg(long, default_value_t = 20)]
+        duration: u64,
+        /// A planted bug to switch on (repeatable).
+        #[arg(long = "planted-bug")]
+        planted: Vec<String>,
+    }
+
+    impl RunOptions {
+        fn config(&self, seed: u64) -> Result<ScenarioConfig, String> {
+            let scenario: Scenario = self.scenario.parse()?;
+            if let Some(nodes) = self.nodes {
+                if nodes != 3 && nodes != 5 {
+                    return Err(format!("--nodes must be 3 or 5, not {nodes}"));
+                }
+            }
+            if self.duration == 0 || self.duration > 3600 {
+                return Err("--duration must be within 1..=3600 seconds".into());
+            }
+            let planted = self.planted.iter().map(|name| name.parse::<PlantedBug>()).collect::<Result<Vec<_>, _>>()?;
+            Ok(ScenarioConfig { seed, scenario, nodes: self.nodes, duration: Duration::from_secs(self.duration), planted })
+        }
+
+        fn args(&self) -> Vec<String> {
+            let mut args = vec!["--scenario".to_string(), self.scenario.clone(), "--duration".into(), self.duration.to_string()];
+            if let Some(nodes) = self.nodes {
+                args.extend(["--nodes".to_string(), nodes.to_string()]);
+            }
+            for bug in &self.planted {
+                args.extend(["--planted-bug".to_string(), bug.clone()]);
+            }
+            args
+        }
+    }
+
+    pub fn main() -> i32 {
+        let cli = Cli::parse();
+        match cli.command {
+            Command_::Run { seed, options, out, quiet } => match options.config(seed) {
+                Ok(config) => run(&config, out.as_deref(), quiet),
+                Err(error) => usage(&error),
+            },
+            Command_::Sweep { seeds, jobs, options } => {
+                let range = match parse_seeds(&seeds) {
+                    Ok(range) => range,
+                    Err(error) => return usage(&error),
+                };
+                if let Err(error) = options.config(0) {
+                    return usage(&error);
+                }
+                sweep(range, jobs.clamp(1, 64), &options)
+            }
+        }
+    }
+
+    fn usage(error: &str) -> i32 {
+        eprintln!("odradek-sim: {error}");
+        2
+    }
+
+    fn parse_seeds(text: &str) -> Result<std::ops::Range<u64>, String> {
+        let bad = || format!("--seeds {text:?}: expected A..B or A..=B");
+        if let Some((a, b)) = text.split_once("..=") {
+            let (a, b): (u64, u64) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+            return if a <= b { Ok(a..b + 1) } else { Err(bad()) };
+        }
+        let (a, b) = text.split_once("..").ok_or_else(bad)?;
+        let (a, b): (u64, u64) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+        if a < b {
+            Ok(a..b)
+        } else {
+            Err(bad())
+        }
+    }
+
+    fn run(config: &ScenarioConfig, out: Option<&Path>, quiet: bool) -> i32 {
+        let wall = Instant::now();
+        let report = match run_seed(config) {
+            Ok(report) => report,
+            Err(crash) => {
+                println!("seed {}: crashed", config.seed);
+                print!("{}", crash.verdict_text());
+                return 1;
+            }
+        };
+        let wall = wall.elapsed().as_secs_f64();
+        if !quiet {
+            for line in &report.timeline {
+                println!("{line}");
+            }
+        }
+        println!("{}", report.summary_line());
+        println!(
+            "speed: {:.1} simulated s in {wall:.2} wall s ({:.1}x); raft checker saw {} events",
+            report.sim_seconds,
+            report.sim_seconds / wall.max(1e-9),
+            report.raft_events
+        );
+        print!("{}", report.verdict_text());
+        if let Some(out) = out {
+            if let Err(error) = write_out(out, &report) {
+                eprintln!("odradek-sim: writing {}: {error}", out.display());
+                return 2;
+            }
+            println!("wrote {}", out.display());
+        }
+        if report.passed() {
+            0
+        } else {
+            1
+        }
+    }
+
+    fn write_out(out: &Path, report: &Report) -> std::io::Result<()> {
+        std::fs::create_dir_all(out)?;
+        let history = std::fs::File::create(out.join("history.jsonl"))?;
+        report.history.write_json_lines(std::io::BufWriter::new(history)).map_err(std::io::Error::other)?;
+        std::fs::write(out.join("timeline.txt"), report.timeline.join("\n") + "\n")?;
+        std::fs::write(out.join("verdict.txt"), format!("{}\n{}", report.summary_line(), report.verdict_text()))?;
+        Ok(())
+    }
+
+    /// One finished seed of a sweep.
+    struct Outcome {
+        seed: u64,
+        passed: bool,
+        line: String,
+        detail: String,
+    }
+
+    fn sweep(seeds: std::ops::Range<u64>, jobs: usize, options: &RunOptions) -> i32 {
+        let exe = match std::env::current_exe() {
+            Ok(exe) => exe,
+            Err(error) => return usage(&format!("locating this executable: {error}")),
+        };
+        let total = seeds.end - seeds.start;
+        let bar = ProgressBar::new(total);
+        bar.set_style(
+            ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} seeds, {per_sec}, eta {eta} {msg}")
+                .expect("a valid template")
+                .progress_chars("=> "),
+        );
+        // Children run the seeds; this process only starts them and collects their answers (no
+        // threads: it polls the children every few milliseconds).
+        let mut queue = seeds.clone();
+        let mut running: Vec<(u64, std::process::Child)> = Vec::new();
+        let mut outcomes = Vec::new();
+        let started = Instant::now();
+        let args = options.args();
+        loop {
+            while running.len() < jobs {
+                let Some(seed) = queue.next() else { break };
+                let child = Command::new(&exe)
+                    .args(["run", "--quiet", "--seed", &seed.to_string()])
+                    .args(&args)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn();
+                match child {
+                    Ok(child) => running.push((seed, child)),
+                    Err(error) => {
+                        outcomes.push(Outcome { seed, passed: false, line: String::new(), detail: format!("could not run: {error}") });
+                        bar.inc(1);
+                    }
+                }
+            }
+            if running.is_empty() {
+                break;
+            }
+            let mut finished = None;
+            for (i, (_, child)) in running.iter_mut().enumerate() {
+                if !matches!(child.try_wait(), Ok(None)) {
+                    finished = Some(i);
+                    break;
+                }
+            }
+            let Some(i) = finished else {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            };
+            let (seed, child) = running.swap_remove(i);
+            let outcome = match child.wait_with_output() {
+                Ok(output) => {
+                    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+                    let line = stdout.lines().find(|l| l.starts_with("seed ")).unwrap_or("").to_string();
+                    let passed = output.status.code() == Some(0);
+                    let detail = if passed {
+                        String::new()
+                    } else {
+                        let stderr = String::from_utf8_lossy(&output.stderr);
+                        let tail: Vec<&str> = stderr.lines().rev().take(8).collect();
+                        format!("{stdout}{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+                    };
+                    Outcome { seed, passed, line, detail }
+                }
+                Err(error) => Outcome { seed, passed: false, line: String::new(), detail: format!("could not collect: {error}") },
+            };
+            if !outcome.passed {
+                bar.println(format!("seed {seed} FAILED"));
+            }
+            outcomes.push(outcome);
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        let wall = started.elapsed().as_secs_f64();
+        outcomes.sort_by_key(|o| o.seed);
+        let failed: Vec<&Outcome> = outcomes.iter().filter(|o| !o.passed).collect();
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(
+            stdout,
+            "sweep {}..{} ({} seeds, {jobs} jobs): {} passed, {} failed in {wall:.1} s ({:.1} seeds/minute)",
+            seeds.start,
+            seeds.end,
+            total,
+            outcomes.len() - failed.len(),
+            failed.len(),
+            total as f64 * 60.0 / wall.max(1e-9)
+        );
+        let simulated: f64 = outcomes
+            .iter()
+            .filter_map(|o| o.line.split(", ").find_map(|part| part.strip_suffix(" s simulated")).and_then(|s| s.parse::<f64>().ok()))
+            .sum();
+        let _ =
+            writeln!(stdout, "simulated {simulated:.0} s in {wall:.1} wall s: {:.1} simulated s per wall s", simulated / wall.max(1e-9));
+        for outcome in &failed {
+            let config = options.config(outcome.seed).expect("validated before the sweep");
+            let _ = writeln!(stdout, "\nseed {} FAILED; replay: {}\n{}", outcome.seed, config.replay_command(), outcome.detail.trim_end());
+        }
+        if failed.is_empty() {
+            0
+        } else {
+            1
+        }
+    }
+}

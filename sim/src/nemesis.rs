@@ -1,0 +1,416 @@
+//! The nemesis: which faults a run may inject (drawn from the seed: swarm testing) and the loop
+//! that injects them, one at a time, each recorded in the history with its start and end.
+//!
+//! Fault kinds (CHECKLISTS IDs): F-P1 kill, F-P2 pause, F-P3 power loss (with F-S1 lost and F-S2
+//! torn unsynced writes, the `SimDisk` crash model), F-P4 power loss of every node at once,
+//! F-N1 isolate a node, F-N2 minority/majority split, F-N3 majorities ring (5 nodes), F-N5
+//! one-way link loss, F-N6 network latency and jitter, F-S3 bit flips (one node only, never the
+//! same item on a quorum, sealed segments and index files only — see [`corruptible_files`]; the
+//! node may refuse to start and then stays down), F-S6 read errors,
+//! F-S8 fsync errors (fatal: the node stops and is restarted, as by a supervisor), F-S9 slow disk,
+//! F-C1 clock offsets per node plus steps while running. BUGGIFY (F-B1, F-B4, F-B5) is switched
+//! on for the whole run when the plan says so.
+//!
+//! Process and network faults touch at most a minority at a time, so a quorum can always make
+//! progress; every fault is healed before the liveness phase.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use madsim::net::NetSim;
+use madsim::runtime::Handle;
+use madsim::task::NodeId as SimNodeId;
+use odradek_jepsen::history::Fault;
+use odradek_log::{CrashMode, LatencyConfig};
+use rand::rngs::SmallRng;
+use rand::seq::SliceRandom;
+use rand::Rng;
+
+use crate::scenario::{Cluster, Scenario};
+
+/// One kind of fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FaultKind {
+    Kill,
+    Pause,
+    PowerLoss,
+    PowerLossAll,
+    Isolate,
+    Split,
+    Ring,
+    OneWay,
+    Latency,
+    BitFlip,
+    ReadError,
+    FsyncError,
+    SlowDisk,
+    ClockStep,
+}
+
+impl FaultKind {
+    pub const ALL: [FaultKind; 14] = [
+        FaultKind::Kill,
+        FaultKind::Pause,
+        FaultKind::PowerLoss,
+        FaultKind::PowerLossAll,
+        FaultKind::Isolate,
+        FaultKind::Split,
+        FaultKind::Ring,
+        FaultKind::OneWay,
+        FaultKind::Latency,
+        FaultKind::BitFlip,
+        FaultKind::ReadError,
+        FaultKind::FsyncError,
+        FaultKind::SlowDisk,
+        FaultKind::ClockStep,
+    ];
+
+    /// The CHECKLISTS ID and a short name, as recorded in the history.
+    pub fn label(self) -> &'static str {
+        match self {
+            FaultKind::Kill => "F-P1 kill",
+            FaultKind::Pause => "F-P2 pause",
+            FaultKind::PowerLoss => "F-P3 power loss",
+            FaultKind::PowerLossAll => "F-P4 power loss of every node",
+            FaultKind::Isolate => "F-N1 isolate",
+            FaultKind::Split => "F-N2 majority split",
+            FaultKind::Ring => "F-N3 majorities ring",
+            FaultKind::OneWay => "F-N5 one-way",
+            FaultKind::Latency => "F-N6 latency",
+            FaultKind::BitFlip => "F-S3 bit flips",
+            FaultKind::ReadError => "F-S6 read errors",
+            FaultKind::FsyncError => "F-S8 fsync errors",
+            FaultKind::SlowDisk => "F-S9 slow disk",
+            FaultKind::ClockStep => "F-C1 clock step",
+        }
+    }
+
+    fn scenarios(self) -> &'static [Scenario] {
+        use Scenario::*;
+        match self {
+            FaultKind::Kill | FaultKind::Pause | FaultKind::PowerLoss | FaultKind::PowerLossAll => &[Swarm, Crash],
+            FaultKind::Isolate | FaultKind::Split | FaultKind::Ring | FaultKind::OneWay | FaultKind::Latency => &[Swarm, Network],
+            FaultKind::BitFlip | FaultKind::ReadError | FaultKind::FsyncError | FaultKind::SlowDisk => &[Swarm, Disk],
+            FaultKind::ClockStep => &[Swarm],
+        }
+    }
+}
+
+/// What the seed drew for a run.
+#[derive(Clone, Debug, Default)]
+pub struct FaultPlan {
+    /// Enabled kinds with their weights.
+    pub kinds: Vec<(FaultKind, u32)>,
+    /// Quiet time between faults and fault length, ms ranges.
+    pub quiet_ms: (u64, u64),
+    pub window_ms: (u64, u64),
+    /// F-C1: initial wall-clock offsets per node (ms).
+    pub clock_offsets: BTreeMap<u64, i64>,
+    pub buggify: bool,
+    /// The only node F-S3 may corrupt.
+    pub corruptible: u64,
+}
+
+impl FaultPlan {
+    pub fn describe(&self) -> String {
+        let kinds: Vec<String> = self.kinds.iter().map(|(kind, weight)| format!("{}×{weight}", kind.label())).collect();
+        format!(
+            "faults [{}], quiet {:?} ms, windows {:?} ms, clock offsets {:?}, buggify {}",
+            kinds.join(", "),
+            self.quiet_ms,
+            self.window_ms,
+            self.clock_offsets,
+            if self.buggify { "on" } else { "off" }
+        )
+    }
+}
+
+/// Draws the run's fault plan (swarm: a random subset of the scenario's kinds, random weights).
+pub fn draw_plan(scenario: Scenario, nodes: usize, rng: &mut SmallRng) -> FaultPlan {
+    let mut plan = FaultPlan {
+        quiet_ms: (rng.gen_range(200..800), rng.gen_range(1_000..3_000)),
+        window_ms: (rng.gen_range(200..600), rng.gen_range(1_000..3_000)),
+        corruptible: rng.gen_range(1..=nodes as u64),
+        ..FaultPlan::default()
+    };
+    if scenario == Scenario::Calm {
+        return plan;
+    }
+    let candidates: Vec<FaultKind> = FaultKind::ALL
+        .into_iter()
+        .filter(|kind| kind.scenarios().contains(&scenario))
+        .filter(|kind| *kind != FaultKind::Ring || nodes >= 5)
+        .collect();
+    for kind in &candidates {
+        // Each kind is on with probability 1/2 (2/3 outside the swarm), weighted 1..=4.
+        let on = if scenario == Scenario::Swarm { rng.gen_bool(0.5) } else { rng.gen_bool(0.67) };
+        if on {
+            plan.kinds.push((*kind, rng.gen_range(1..=4)));
+        }
+    }
+    if plan.kinds.is_empty() {
+        plan.kinds.push((*candidates.choose(rng).expect("every scenario but calm has kinds"), 1));
+    }
+    if scenario == Scenario::Swarm {
+        if rng.gen_bool(0.3) {
+            plan.clock_offsets = (1..=nodes as u64).map(|node| (node, rng.gen_range(-300_000..=300_000))).collect();
+        }
+        plan.buggify = rng.gen_bool(0.3);
+    }
+    plan
+}
+
+/// A random minority of `nodes`, sorted.
+fn minority(nodes: &[u64], rng: &mut SmallRng) -> Vec<u64> {
+    let size = rng.gen_range(1..=(nodes.len() - 1) / 2);
+    let mut chosen: Vec<u64> = nodes.choose_multiple(rng, size).copied().collect();
+    chosen.sort_unstable();
+    chosen
+}
+
+fn fault(kind: FaultKind, details: &[(&str, String)]) -> Fault {
+    Fault { fault: kind.label().to_string(), details: details.iter().map(|(k, v)| (k.to_string(), v.clone())).collect() }
+}
+
+/// Runs the safety phase's faults for `duration`, then heals everything (network, disks,
+/// paused and stopped nodes). Returns how many faults it injected.
+pub async fn run(
+    runtime: &Handle,
+    cluster: &Arc<Cluster>,
+    ids: &BTreeMap<u64, SimNodeId>,
+    plan: &FaultPlan,
+    duration: Duration,
+    rng: &mut SmallRng,
+) -> usize {
+    let end = tokio::time::Instant::now() + duration;
+    let net = NetSim::current();
+    let default_latency = madsim::net::Config::default().send_latency;
+    let mut faults = 0;
+    let weighted: Vec<FaultKind> = plan.kinds.iter().flat_map(|&(kind, weight)| std::iter::repeat_n(kind, weight as usize)).collect();
+    let nodes = cluster.nodes.clone();
+    let mut flipped = false;
+    while !weighted.is_empty() {
+        let quiet = Duration::from_millis(rng.gen_range(plan.quiet_ms.0..=plan.quiet_ms.1));
+        let window = Duration::from_millis(rng.gen_range(plan.window_ms.0..=plan.window_ms.1));
+        if tokio::time::Instant::now() + quiet + window >= end {
+            break;
+        }
+        tokio::time::sleep(quiet).await;
+        restart_stopped(runtime, cluster, ids);
+        let kind = *weighted.choose(rng).expect("not empty");
+        let node = *nodes.choose(rng).expect("nodes");
+        faults += 1;
+        match kind {
+            FaultKind::Kill | FaultKind::PowerLoss => {
+                let mode = if kind == FaultKind::Kill { CrashMode::Process } else { CrashMode::PowerLoss };
+                let record = fault(kind, &[("node", node.to_string())]);
+                cluster.history().fault_start(record.clone()).expect("history");
+                cluster.note(format!("{} node {node} for {window:?}", kind.label()));
+                runtime.kill(ids[&node]);
+                cluster.disks[&node].crash(mode);
+                tokio::time::sleep(window).await;
+                runtime.restart(ids[&node]);
+                cluster.history().fault_stop(record).expect("history");
+            }
+            FaultKind::PowerLossAll => {
+                let record = fault(kind, &[]);
+                cluster.history().fault_start(record.clone()).expect("history");
+                cluster.note(format!("{} for {window:?}", kind.label()));
+                for node in &nodes {
+                    runtime.kill(ids[node]);
+                    cluster.disks[node].crash(CrashMode::PowerLoss);
+                }
+                tokio::time::sleep(window).await;
+                nodes.iter().for_each(|node| runtime.restart(ids[node]));
+                cluster.history().fault_stop(record).expect("history");
+            }
+            FaultKind::Pause => {
+                let paused = minority(&nodes, rng);
+                let record = fault(kind, &[("nodes", format!("{paused:?}"))]);
+                cluster.history().fault_start(record.clone()).expect("history");
+                cluster.note(format!("{} nodes {paused:?} for {window:?}", kind.label()));
+                paused.iter().for_each(|node| runtime.pause(ids[node]));
+                tokio::time::sleep(window).await;
+                paused.iter().for_each(|node| runtime.resume(ids[node]));
+                cluster.history().fault_stop(record).expect("history");
+            }
+            FaultKind::Isolate => {
+                let record = fault(kind, &[("node", node.to_string())]);
+                cluster.history().fault_start(record.clone()).expect("history");
+                cluster.note(format!("{} node {node} for {window:?}", kind.label()));
+                net.clog_node(ids[&node]);
+                tokio::time::sleep(window).await;
+                net.unclog_node(ids[&node]);
+                cluster.history().fault_stop(record).expect("history");
+            }
+            FaultKind::Split | FaultKind::Ring => {
+                let (cut, description) = if kind == FaultKind::Ring && nodes.len() >= 5 {
+                    let mut ring = nodes.clone();
+                    ring.shuffle(rng);
+                    let n = ring.len();
+                    let mut cut = BTreeSet::new();
+                    for (i, &a) in ring.iter().enumerate() {
+                        for (j, &b) in ring.iter().enumerate() {
+                            let distance = (i + n - j) % n;
+                            if a != b && distance != 1 && distance != n - 1 {
+                                cut.insert((a, b));
+                            }
+                        }
+                    }
+                    (cut, format!("ring {ring:?}"))
+                } else {
+                    let small = minority(&nodes, rng);
+                    let rest: Vec<u64> = nodes.iter().copied().filter(|n| !small.contains(n)).collect();
+                    let cut = small.iter().flat_map(|&a| rest.iter().flat_map(move |&b| [(a, b), (b, a)])).collect();
+                    (cut, format!("{small:?} | {rest:?}"))
+                };
+                let record = fault(kind, &[("partition", description.clone())]);
+                cluster.history().fault_start(record.clone()).expect("history");
+                cluster.note(format!("{} {description} for {window:?}", kind.label()));
+                cut.iter().for_each(|&(a, b)| net.clog_link(ids[&a], ids[&b]));
+                tokio::time::sleep(window).await;
+                cut.iter().for_each(|&(a, b)| net.unclog_link(ids[&a], ids[&b]));
+                cluster.history().fault_stop(record).expect("history");
+            }
+            FaultKind::OneWay => {
+                let outbound = rng.gen_bool(0.5);
+                let direction = if outbound { "cannot send" } else { "cannot receive" };
+                let record = fault(kind, &[("node", node.to_string()), ("direction", direction.to_string())]);
+                cluster.history().fault_start(record.clone()).expect("history");
+                cluster.note(format!("{} node {node} {direction} for {window:?}", kind.label()));
+                if outbound {
+                    net.clog_node_out(ids[&node]);
+                } else {
+                    net.clog_node_in(ids[&node]);
+                }
+                tokio::time::sleep(window).await;
+                if outbound {
+                    net.unclog_node_out(ids[&node]);
+                } else {
+                    net.unclog_node_in(ids[&node]);
+                }
+                cluster.history().fault_stop(record).expect("history");
+            }
+            FaultKind::Latency => {
+                let max_ms = rng.gen_range(5..100);
+                let record = fault(kind, &[("latency", format!("1..{max_ms} ms"))]);
+                cluster.history().fault_start(record.clone()).expect("history");
+                cluster.note(format!("{} 1..{max_ms} ms for {window:?}", kind.label()));
+                net.update_config(|config| config.send_latency = Duration::from_millis(1)..Duration::from_millis(max_ms));
+                tokio::time::sleep(window).await;
+                net.update_config(|config| config.send_latency = default_latency.clone());
+                cluster.history().fault_stop(record).expect("history");
+            }
+            FaultKind::BitFlip => {
+                // Only one node is ever corrupted, and only once per run, while it is down.
+                if flipped {
+                    faults -= 1;
+                    continue;
+                }
+                flipped = true;
+                let victim = plan.corruptible;
+                let disk = &cluster.disks[&victim];
+                runtime.kill(ids[&victim]);
+                disk.crash(CrashMode::Process);
+                let files = corruptible_files(disk);
+                let Some(path) = files.choose(rng).cloned() else {
+                    runtime.restart(ids[&victim]);
+                    faults -= 1;
+                    continue;
+                };
+                let flips = disk.flip_random_bits(&path, 2);
+                let record =
+                    fault(kind, &[("node", victim.to_string()), ("file", path.display().to_string()), ("bits", format!("{flips:?}"))]);
+                cluster.history().fault_start(record.clone()).expect("history");
+                cluster.note(format!("{} node {victim} file {} bits {flips:?}", kind.label(), path.display()));
+                tokio::time::sleep(window).await;
+                runtime.restart(ids[&victim]);
+                cluster.history().fault_stop(record).expect("history");
+            }
+            FaultKind::ReadError | FaultKind::FsyncError | FaultKind::SlowDisk => {
+                let disk = &cluster.disks[&node];
+                let record = fault(kind, &[("node", node.to_string())]);
+                cluster.history().fault_start(record.clone()).expect("history");
+                cluster.note(format!("{} node {node} for {window:?}", kind.label()));
+                match kind {
+                    FaultKind::ReadError => disk.set_read_error_probability(0.02),
+                    FaultKind::FsyncError => disk.fail_next_syncs(rng.gen_range(1..=3)),
+                    _ => disk.set_latency(LatencyConfig {
+                        read: (Duration::ZERO, Duration::from_millis(5)),
+                        write: (Duration::ZERO, Duration::from_millis(5)),
+                        sync: (Duration::from_millis(1), Duration::from_millis(rng.gen_range(5..60))),
+                    }),
+                }
+                // A failing or slow disk is often followed by the machine going down: sometimes
+                // the node loses power shortly after (during a slow fsync, right after a failed
+                // one), which is when acknowledging ahead of the disk shows.
+                if kind != FaultKind::ReadError && rng.gen_bool(0.5) {
+                    let after = Duration::from_millis(rng.gen_range(0..30));
+                    tokio::time::sleep(after).await;
+                    cluster.note(format!("node {node} loses power {after:?} into the disk fault"));
+                    runtime.kill(ids[&node]);
+                    disk.crash(CrashMode::PowerLoss);
+                    tokio::time::sleep(window).await;
+                    runtime.restart(ids[&node]);
+                } else {
+                    tokio::time::sleep(window).await;
+                }
+                disk.set_read_error_probability(0.0);
+                disk.fail_next_syncs(0);
+                disk.set_latency(LatencyConfig::default());
+                cluster.history().fault_stop(record).expect("history");
+            }
+            FaultKind::ClockStep => {
+                let step = rng.gen_range(-120_000..=120_000i64);
+                let record = fault(kind, &[("node", node.to_string()), ("step-ms", step.to_string())]);
+                cluster.history().fault_start(record.clone()).expect("history");
+                *cluster.clock_offsets.lock().expect("clock lock").entry(node).or_insert(0) += step;
+                cluster.note(format!("{} node {node} by {step} ms", kind.label()));
+                cluster.history().fault_stop(record).expect("history");
+            }
+        }
+    }
+    // Heal: nothing is left injected before the liveness phase.
+    net.update_config(|config| config.send_latency = default_latency);
+    for node in &nodes {
+        net.unclog_node(ids[node]);
+        let disk = &cluster.disks[node];
+        disk.set_read_error_probability(0.0);
+        disk.fail_next_syncs(0);
+        disk.set_latency(LatencyConfig::default());
+    }
+    restart_stopped(runtime, cluster, ids);
+    faults
+}
+
+/// The files F-S3 may flip bits in: sparse index files (derived; rebuilt when bad) and sealed
+/// segments (a bad entry there is corruption: the node refuses to start, R8 b). Not the active
+/// segment, whose last entry a bit flip makes look like a torn write that recovery cuts off even
+/// though the node acknowledged it, and not the hard state: telling those apart needs
+/// protocol-aware recovery, which the log does not do yet (a known gap, CHECKLISTS R8 c and e).
+fn corruptible_files(disk: &odradek_log::SimDisk) -> Vec<std::path::PathBuf> {
+    let files = disk.files();
+    let is_segment = |path: &std::path::Path| path.extension().is_some_and(|e| e == "log");
+    files
+        .iter()
+        .filter(|path| {
+            let sealed = is_segment(path)
+                && files.iter().any(|other| is_segment(other) && other.parent() == path.parent() && other.file_name() > path.file_name());
+            let index = path.extension().is_some_and(|e| e == "idx");
+            (sealed || index) && disk.read_file(path).is_some_and(|bytes| bytes.len() > 64)
+        })
+        .cloned()
+        .collect()
+}
+
+/// Restarts every node that stopped by itself (a fatal storage error, a failed start), like a
+/// supervisor would; a node that keeps failing to start is left down.
+fn restart_stopped(runtime: &Handle, cluster: &Arc<Cluster>, ids: &BTreeMap<u64, SimNodeId>) {
+    for node in cluster.stopped_restartable() {
+        cluster.note(format!("restarting node {node}"));
+        runtime.kill(ids[&node]);
+        cluster.disks[&node].crash(CrashMode::Process);
+        runtime.restart(ids[&node]);
+    }
+}

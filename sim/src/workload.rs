@@ -1,0 +1,202 @@
+//! The client side of a run: producers writing unique values, a consumer polling every
+//! partition, an occasional extra topic, and the final drain. Every client action is recorded in
+//! the history as invoke + ok / fail / info (definite errors `fail`, anything else `info`).
+//!
+//! Producers: two idempotent acks=all producers in every run, plus one whose settings the seed
+//! draws — acks=all without idempotence, acks=1 or acks=0 — so the checker's acks table (L1–L13
+//! fatal for acks=all, reported for weaker levels) is exercised.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use madsim::runtime::NodeHandle;
+use odradek_client::{Admin, Consumer, ConsumerConfig, Offset, Producer, ProducerConfig, ProducerRecord, TopicConfig};
+use odradek_jepsen::history::{Acks, Keys, OpF, OpValue, Poll, Send};
+use rand::rngs::SmallRng;
+use rand::seq::SliceRandom;
+use rand::Rng;
+use tokio::task::JoinHandle;
+
+use crate::scenario::{Cluster, LIVENESS_BOUND, PARTITIONS, TOPIC};
+
+/// Pause between two sends of one producer (simulated).
+const SEND_INTERVAL: Duration = Duration::from_millis(40);
+
+/// One producer's settings.
+#[derive(Clone, Copy, Debug)]
+struct ProducerKind {
+    acks: Acks,
+    idempotent: bool,
+    records: u64,
+    /// First retry delay (Kafka's retry.backoff.ms): eager retries reach a new leader early.
+    retry_backoff_ms: u64,
+}
+
+pub struct Workload {
+    producers: Vec<JoinHandle<(u64, u64)>>,
+    consumer: JoinHandle<usize>,
+}
+
+impl Workload {
+    /// Waits for the producers (their last records resolve in the liveness phase) and the
+    /// consumer; returns (acknowledged, failed) sends.
+    pub async fn finish(self) -> (u64, u64) {
+        let (mut acked, mut failed) = (0, 0);
+        for producer in self.producers {
+            let (ok, bad) = producer.await.expect("producer task");
+            acked += ok;
+            failed += bad;
+        }
+        self.consumer.await.expect("consumer task");
+        (acked, failed)
+    }
+}
+
+/// Starts the producers, the consumer (until the safety phase ends) and the extra topic.
+pub fn start(client: &NodeHandle, cluster: Arc<Cluster>, rng: &mut SmallRng, duration: Duration) -> Workload {
+    let records = (duration.as_millis() / SEND_INTERVAL.as_millis()).clamp(10, 300) as u64 * 6 / 10;
+    let retry_backoff_ms = *[100, 10, 1].choose(rng).expect("three");
+    let mut kinds = vec![ProducerKind { acks: Acks::All, idempotent: true, records, retry_backoff_ms }; 2];
+    let (acks, idempotent) = [(Acks::All, false), (Acks::One, false), (Acks::Zero, false)][rng.gen_range(0..3)];
+    kinds.push(ProducerKind { acks, idempotent, records: records / 2, retry_backoff_ms });
+    cluster.note(format!("producers: {kinds:?}"));
+    let producers = kinds.into_iter().enumerate().map(|(index, kind)| client.spawn(produce(cluster.clone(), index as u64, kind))).collect();
+    let deadline = tokio::time::Instant::now() + duration;
+    let consumer = client.spawn(consume(cluster.clone(), None, deadline));
+    if rng.gen_bool(0.5) {
+        let delay = Duration::from_millis(rng.gen_range(0..duration.as_millis() as u64));
+        client.spawn(extra_topic(cluster, delay));
+    }
+    Workload { producers, consumer }
+}
+
+/// Occasional topic creation while faults run (the controller's path); its outcome is only noted.
+async fn extra_topic(cluster: Arc<Cluster>, delay: Duration) {
+    tokio::time::sleep(delay).await;
+    let bootstrap = cluster.bootstrap();
+    let addresses: Vec<&str> = bootstrap.iter().map(String::as_str).collect();
+    let Ok(admin) = Admin::new(&addresses) else { return };
+    let outcome = tokio::time::timeout(Duration::from_secs(10), admin.create_topic("extra", 2, 3, TopicConfig::default())).await;
+    cluster.note(format!("create topic extra: {outcome:?}"));
+}
+
+/// One producer: unique values (producer index × 10⁶ + i), explicit partitions.
+async fn produce(cluster: Arc<Cluster>, index: u64, kind: ProducerKind) -> (u64, u64) {
+    let bootstrap = cluster.bootstrap();
+    let addresses: Vec<&str> = bootstrap.iter().map(String::as_str).collect();
+    let config = ProducerConfig {
+        request_timeout: Duration::from_secs(5),
+        delivery_timeout: Duration::from_secs(40),
+        acks: match kind.acks {
+            Acks::All => odradek_client::Acks::All,
+            Acks::One => odradek_client::Acks::Leader,
+            Acks::Zero => odradek_client::Acks::None,
+        },
+        idempotence: kind.idempotent,
+        retry_backoff: Duration::from_millis(kind.retry_backoff_ms),
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::new(&addresses, config).await.expect("producer");
+    let mut pending = Vec::new();
+    for i in 0..kind.records {
+        let value = index * 1_000_000 + i;
+        let key = i % u64::from(PARTITIONS);
+        let process = cluster.process();
+        let identity = producer.identity().map(|id| odradek_jepsen::history::Producer {
+            pid: id.producer_id as u64,
+            epoch: id.producer_epoch as u64,
+            seq: i,
+        });
+        let send = Send { key, values: vec![value], acks: kind.acks, producer: identity, offsets: None };
+        let handle = cluster.history().invoke_send(process, send.clone()).expect("history");
+        let record = ProducerRecord::new(TOPIC, value.to_string()).partition(key as u32);
+        match producer.send(record).await {
+            Ok(delivery) => pending.push((handle, send, delivery)),
+            Err(error) => {
+                let value = OpValue::Send(send);
+                let mut history = cluster.history();
+                if error.is_definite() { history.fail(handle, value) } else { history.info(handle, value) }.expect("history");
+            }
+        }
+        tokio::time::sleep(SEND_INTERVAL).await;
+    }
+    let (mut ok, mut failed) = (0, 0);
+    for (handle, send, delivery) in pending {
+        match delivery.await {
+            Ok(metadata) => {
+                ok += 1;
+                let offsets = metadata.offset.map(|offset| vec![offset]);
+                cluster.history().ok(handle, OpValue::Send(Send { offsets, ..send })).expect("history");
+            }
+            Err(error) => {
+                failed += 1;
+                let value = OpValue::Send(send);
+                let mut history = cluster.history();
+                if error.is_definite() { history.fail(handle, value) } else { history.info(handle, value) }.expect("history");
+            }
+        }
+    }
+    let _ = producer.close().await;
+    (ok, failed)
+}
+
+/// Polls every partition from the beginning until `deadline` or, for the drain, until every
+/// partition's position reaches `ends`. Returns the records read.
+async fn consume(cluster: Arc<Cluster>, ends: Option<BTreeMap<u32, u64>>, deadline: tokio::time::Instant) -> usize {
+    let bootstrap = cluster.bootstrap();
+    let addresses: Vec<&str> = bootstrap.iter().map(String::as_str).collect();
+    let mut consumer = Consumer::new(&addresses, ConsumerConfig { max_wait_ms: 200, ..ConsumerConfig::default() }).expect("consumer");
+    let keys: Vec<u64> = (0..u64::from(PARTITIONS)).collect();
+    let process = cluster.process();
+    let assign = cluster.history().invoke(process, OpF::Assign, OpValue::Keys(Keys { keys: keys.clone() })).expect("history");
+    consumer.assign((0..PARTITIONS).map(|p| (TOPIC.to_string(), p)).collect()).expect("assign");
+    for partition in 0..PARTITIONS {
+        while consumer.seek(TOPIC, partition, Offset::Beginning).await.is_err() {
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    cluster.history().ok(assign, OpValue::Keys(Keys { keys })).expect("history");
+    let mut read = 0;
+    loop {
+        if let Some(ends) = &ends {
+            if (0..PARTITIONS).all(|p| consumer.position(TOPIC, p).unwrap_or(0) >= ends.get(&p).copied().unwrap_or(0)) {
+                return read;
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return read;
+        }
+        let handle = cluster.history().invoke_poll(process).expect("history");
+        match consumer.poll(Duration::from_millis(500)).await {
+            Ok(records) => {
+                let mut poll = Poll::default();
+                for record in records {
+                    let value: u64 = String::from_utf8_lossy(record.value.as_deref().unwrap_or_default()).parse().expect("our values");
+                    poll.records.entry(u64::from(record.partition)).or_default().push((record.offset, value));
+                    read += 1;
+                }
+                cluster.history().ok(handle, OpValue::Poll(poll)).expect("history");
+            }
+            // A failed poll moves no position and has no effect: definite.
+            Err(_) => {
+                cluster.history().fail(handle, OpValue::Poll(Poll::default())).expect("history");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// The final drain (V3): a fresh consumer reads every partition to `ends` within the bound.
+pub async fn drain(client: &NodeHandle, cluster: Arc<Cluster>, ends: BTreeMap<u32, u64>) -> Result<usize, String> {
+    let deadline = tokio::time::Instant::now() + LIVENESS_BOUND;
+    let wanted = ends.clone();
+    let read = client.spawn(consume(cluster.clone(), Some(ends), deadline)).await.expect("drain task");
+    if tokio::time::Instant::now() >= deadline {
+        return Err(format!("V3: the final drain did not reach the partition ends {wanted:?} within {LIVENESS_BOUND:?}"));
+    }
+    Ok(read)
+}
