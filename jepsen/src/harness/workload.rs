@@ -336,6 +336,9 @@ async fn poll_one(recorder: &Recorder, consumer: &mut Consumer, process: Process
     how
 }
 
+/// Pause after a failed poll (and its rewind) before the next poll.
+pub const FAILED_POLL_PAUSE: Duration = Duration::from_millis(50);
+
 /// One consumer worker: polls every key continuously.
 pub async fn consumer_worker(recorder: Arc<Recorder>, target: Target, mut stop: watch::Receiver<bool>) {
     while !*stop.borrow() {
@@ -354,6 +357,11 @@ pub async fn consumer_worker(recorder: Arc<Recorder>, target: Target, mut stop: 
                         (0..target.keys).filter_map(|k| consumer.position(&target.topic, k).map(|p| (k, SeekTo::At(p)))).collect();
                     if let Ended::Fail | Ended::Info = rewind(&recorder, &target, &mut consumer, process, positions).await {
                         break;
+                    }
+                    // Without a pause a poll that fails at once (a refused connection) spins:
+                    // the long pause-kill run showed 1,800 rewinds a second.
+                    if sleep_or_stop(FAILED_POLL_PAUSE, &mut stop).await {
+                        return;
                     }
                 }
                 Ended::Info => break,
