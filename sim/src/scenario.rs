@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use madsim::runtime::Handle;
 use odradek_client::{Admin, ClientError, OffsetQuery, TopicConfig};
-use odradek_consensus::observe::{self, Event, RaftChecker, Violation};
+use odradek_consensus::observe::{self, Event, RaftChecker};
 use odradek_jepsen::checker::{check, CheckOptions, Verdict};
 use odradek_jepsen::history::{History, HistoryBuilder, Process};
 use odradek_log::SimDisk;
@@ -126,8 +126,8 @@ pub struct Report {
     pub timeline: Vec<String>,
     pub history: History,
     pub verdict: Verdict,
-    /// R1–R4 from the replicas' white-box events.
-    pub raft: Vec<Violation>,
+    /// How many white-box events the raft checker saw (R1–R4; its first violation stops the run
+    /// as a [`Crash`]).
     pub raft_events: u64,
     /// Run-level failures that are not history anomalies (V1–V3: a drain that never ended).
     pub problems: Vec<String>,
@@ -142,14 +142,13 @@ pub struct Report {
 
 impl Report {
     pub fn passed(&self) -> bool {
-        self.verdict.valid && self.raft.is_empty() && self.problems.is_empty()
+        self.verdict.valid && self.problems.is_empty()
     }
 
     /// The invariant IDs that failed (history and raft), deduplicated.
     pub fn failed_invariants(&self) -> Vec<&'static str> {
         let mut ids: Vec<&'static str> =
             self.verdict.counts.iter().filter(|(_, count)| count.fatal > 0).map(|(kind, _)| kind.invariant()).collect();
-        ids.extend(self.raft.iter().map(|v| v.invariant));
         if !self.problems.is_empty() {
             ids.push("V3");
         }
@@ -182,9 +181,6 @@ impl Report {
             text += "PASS\n";
         } else {
             text += &format!("FAIL: {}\n", self.failed_invariants().join(", "));
-            for violation in &self.raft {
-                text += &format!("  {violation}\n");
-            }
             for problem in &self.problems {
                 text += &format!("  {problem}\n");
             }
@@ -340,12 +336,16 @@ impl Crash {
     }
 }
 
-/// Which invariant a panic message is about: the consensus crate's storage assertions and
-/// raft-rs's commit check all say a replica lost or rewrote committed entries (R3); R6 is the
-/// consensus crate's persist-before-send check.
+/// Which invariant a panic message is about: the raft checker's violations (this module stops
+/// the run on the first one) and the consensus crate's R6 check name it; the consensus crate's
+/// storage assertions and raft-rs's commit check all say a replica lost or rewrote committed
+/// entries (R3).
 fn invariant_of_panic(message: &str) -> Option<&'static str> {
-    if message.starts_with("R6") {
-        return Some("R6");
+    // The raft checker's own violations and the consensus crate's R6 check start with the ID.
+    for id in ["R1", "R2", "R3", "R4", "R6"] {
+        if message.starts_with(&format!("{id} ")) || message.starts_with(&format!("{id}:")) {
+            return Some(id);
+        }
     }
     let r3 = [
         "beyond the log end",
@@ -422,7 +422,12 @@ pub async fn run(config: ScenarioConfig) -> Report {
                     cluster.history().leader_change(group - 1, Some(node)).expect("history");
                 }
             }
-            raft.borrow_mut().record(event);
+            let mut checker = raft.borrow_mut();
+            checker.record(event);
+            // A violation stops the run at once, naming the invariant, the group and the values.
+            if let Some(violation) = checker.violations().first() {
+                panic!("{violation} (seed {seed})");
+            }
         });
     }
 
@@ -518,7 +523,6 @@ pub async fn run(config: ScenarioConfig) -> Report {
         plan,
         timeline,
         verdict,
-        raft: raft.violations().to_vec(),
         raft_events: raft.events,
         problems,
         faults,
