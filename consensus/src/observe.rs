@@ -146,6 +146,23 @@ impl RaftChecker {
         &self.violations
     }
 
+    /// Per group, what each node's latest incarnation applied last (R7: after a quiet period
+    /// every live replica of a group has applied the same index).
+    pub fn applied_by_node(&self) -> BTreeMap<GroupId, BTreeMap<NodeId, u64>> {
+        let mut latest: BTreeMap<(GroupId, NodeId), (u64, u64)> = BTreeMap::new();
+        for (&(node, incarnation, group), &index) in &self.last_applied {
+            let entry = latest.entry((group, node)).or_insert((incarnation, index));
+            if incarnation >= entry.0 {
+                *entry = (incarnation, index);
+            }
+        }
+        let mut by_group: BTreeMap<GroupId, BTreeMap<NodeId, u64>> = BTreeMap::new();
+        for ((group, node), (_, index)) in latest {
+            by_group.entry(group).or_default().insert(node, index);
+        }
+        by_group
+    }
+
     /// Per group, the highest index any replica applied (for a convergence check at the end).
     pub fn applied_max(&self) -> BTreeMap<GroupId, u64> {
         let mut max = BTreeMap::new();
@@ -192,6 +209,8 @@ mod tests {
         clean.into_iter().for_each(|event| checker.record(event));
         assert!(checker.violations().is_empty(), "{:?}", checker.violations());
         assert_eq!(checker.applied_max(), BTreeMap::from([(7, 41)]));
+        // Node 2's latest incarnation (3) applied index 1; node 1's applied 41.
+        assert_eq!(checker.applied_by_node(), BTreeMap::from([(7, BTreeMap::from([(1, 41), (2, 1)]))]));
 
         let planted = [
             ("R1", Event::Leader { node: 3, group: 7, term: 2 }),

@@ -320,6 +320,7 @@ pub async fn run(
                     continue;
                 };
                 let flips = disk.flip_random_bits(&path, 2);
+                cluster.corrupted.lock().expect("corrupted lock").insert(victim);
                 let record =
                     fault(kind, &[("node", victim.to_string()), ("file", path.display().to_string()), ("bits", format!("{flips:?}"))]);
                 cluster.history().fault_start(record.clone()).expect("history");
@@ -371,6 +372,8 @@ pub async fn run(
             }
         }
     }
+    // A plan without faults (or the last quiet time) still lasts the whole safety phase.
+    tokio::time::sleep_until(end).await;
     // Heal: nothing is left injected before the liveness phase.
     net.update_config(|config| config.send_latency = default_latency);
     for node in &nodes {

@@ -35,6 +35,8 @@ pub const TOPIC: &str = "t";
 pub const PARTITIONS: u32 = 3;
 /// Bound on the liveness phase's producers and on the final drain (simulated time).
 pub const LIVENESS_BOUND: Duration = Duration::from_secs(60);
+/// Quiet time after the drain before the replicas' applied indexes must agree (R7).
+pub const CONVERGENCE_WAIT: Duration = Duration::from_secs(3);
 /// A node that failed to start this many times in a row stays down (e.g. corruption found).
 const START_FAILURES_MAX: u32 = 2;
 
@@ -146,11 +148,11 @@ impl Report {
     }
 
     /// The invariant IDs that failed (history and raft), deduplicated.
-    pub fn failed_invariants(&self) -> Vec<&'static str> {
-        let mut ids: Vec<&'static str> =
+    pub fn failed_invariants(&self) -> Vec<&str> {
+        let mut ids: Vec<&str> =
             self.verdict.counts.iter().filter(|(_, count)| count.fatal > 0).map(|(kind, _)| kind.invariant()).collect();
-        if !self.problems.is_empty() {
-            ids.push("V3");
+        for problem in &self.problems {
+            ids.push(problem.split(':').next().filter(|id| id.len() <= 3).unwrap_or("V3"));
         }
         ids.sort_unstable();
         ids.dedup();
@@ -223,6 +225,8 @@ pub struct Cluster {
     pub status: Mutex<BTreeMap<u64, NodeStatus>>,
     /// F-C1: each node's wall clock offset in ms (read at every clock call, so bumps apply live).
     pub clock_offsets: Arc<Mutex<BTreeMap<u64, i64>>>,
+    /// Nodes F-S3 corrupted: they may rightly refuse to serve a group (R8 b), so R7 skips them.
+    pub corrupted: Mutex<std::collections::BTreeSet<u64>>,
 }
 
 impl Cluster {
@@ -402,6 +406,7 @@ pub async fn run(config: ScenarioConfig) -> Report {
         timeline: Mutex::new(Vec::new()),
         status: Mutex::new(BTreeMap::new()),
         clock_offsets: Arc::new(Mutex::new(plan.clock_offsets.clone())),
+        corrupted: Mutex::new(Default::default()),
     });
     cluster.note(format!("seed {seed}: {node_count} nodes, scenario {}, {}", config.scenario.name(), plan.describe()));
     for bug in &config.planted {
@@ -505,6 +510,19 @@ pub async fn run(config: ScenarioConfig) -> Report {
     }
     let drained = drain.unwrap_or(0);
     cluster.note(format!("final drain read {drained} records"));
+    // R7: once quiet, every live replica of a group applies the same index (the leaders'
+    // heartbeats carry the commit index within a few ticks).
+    tokio::time::sleep(CONVERGENCE_WAIT).await;
+    let mut down = cluster.given_up();
+    down.extend(cluster.corrupted.lock().expect("corrupted lock").iter().copied());
+    for (group, applied) in raft.borrow().applied_by_node() {
+        let live: BTreeMap<u64, u64> = applied.into_iter().filter(|(node, _)| !down.contains(node)).collect();
+        let mut indexes: Vec<u64> = live.values().copied().collect();
+        indexes.dedup();
+        if indexes.len() > 1 {
+            problems.push(format!("R7: group {group} did not converge within {CONVERGENCE_WAIT:?}: applied index per node {live:?}"));
+        }
+    }
     observe::uninstall();
 
     let history = std::mem::replace(&mut *cluster.history(), HistoryBuilder::new(|| 0)).finish();

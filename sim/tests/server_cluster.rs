@@ -28,14 +28,14 @@ async fn safety_then_liveness_with_faults() {
 fn planted_bug_is_caught(bug: PlantedBug, scenario: Scenario, seeds: std::ops::RangeInclusive<u64>, invariants: &[&str]) {
     for seed in seeds.clone() {
         let config = ScenarioConfig { scenario, planted: vec![bug], ..ScenarioConfig::new(seed) };
-        let caught: Vec<&str> = match run_seed(&config) {
+        let caught: Vec<String> = match run_seed(&config) {
             Ok(report) if report.passed() => continue,
-            Ok(report) => report.failed_invariants(),
-            Err(crash) => vec![crash.invariant.unwrap_or("panic")],
+            Ok(report) => report.failed_invariants().into_iter().map(str::to_string).collect(),
+            Err(crash) => vec![crash.invariant.unwrap_or("panic").to_string()],
         };
         println!("planted {}: caught at seed {seed} ({}) by {caught:?}", bug.name(), scenario.name());
         assert!(
-            caught.iter().any(|id| invariants.contains(id)),
+            caught.iter().any(|id| invariants.contains(&id.as_str())),
             "planted {}: seed {seed} failed on {caught:?}, expected one of {invariants:?}; replay: {}",
             bug.name(),
             config.replay_command()
