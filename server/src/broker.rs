@@ -85,7 +85,7 @@ impl Context {
                 format!("topic {topic:?} has {count} partitions; no partition {partition}"),
             ));
         };
-        Ok((assignment.group, assignment.replicas[0], info.settings.clone()))
+        Ok((assignment.group, replica_to_try(&assignment.replicas, self.shared.node_id), info.settings.clone()))
     }
 
     fn not_hosted(&self, id: u64, topic: &str, partition: u32, preferred: NodeId) -> Response {
@@ -394,7 +394,7 @@ impl Context {
                                 partition.leader_term = term;
                             }
                             Some(_) => partition.error = ErrorCode::LEADER_NOT_AVAILABLE,
-                            None => partition.leader = assignment.replicas[0],
+                            None => partition.leader = replica_to_try(&assignment.replicas, self.shared.node_id),
                         }
                         topic.partitions.push(partition);
                     }
@@ -688,4 +688,28 @@ fn fetch_response(high_watermark: u64, log_start: u64, batches: Vec<u8>) -> wire
     fetch.log_start_offset = log_start;
     fetch.batches = batches;
     fetch
+}
+
+/// Where to send a client for a partition this node does not serve: the preferred (first)
+/// replica, unless that is this node — an assigned replica that cannot host the group (its files
+/// are corrupt, it is still being created) would otherwise send clients back to itself forever
+/// (found by the simulator, swarm seed 993: a partition unavailable for a minute after F-S3).
+fn replica_to_try(replicas: &[NodeId], me: NodeId) -> NodeId {
+    match replicas {
+        [first, rest @ ..] if *first == me => rest.first().copied().unwrap_or(me),
+        _ => replicas[0],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replica_to_try;
+
+    #[test]
+    fn clients_are_never_sent_back_to_a_node_that_cannot_serve_them() {
+        assert_eq!(replica_to_try(&[2, 3, 1], 1), 2, "not a preferred replica: the preferred one");
+        assert_eq!(replica_to_try(&[1, 2, 3], 1), 2, "the preferred replica itself: the next one");
+        assert_eq!(replica_to_try(&[1, 2, 3], 4), 1, "not a replica at all: the preferred one");
+        assert_eq!(replica_to_try(&[1], 1), 1, "a single replica has nobody else to suggest");
+    }
 }
