@@ -278,20 +278,17 @@ fn loss_verdict(
         Acks::Zero => (kind, false, "acks=0".into()),
         Acks::One => {
             let key = send.send.key;
+            // After an earlier leader change the send may have reached a deposed leader that did
+            // not know it yet: it appends and acknowledges at offsets the new leader also hands
+            // out, and loses them when it learns, with no further change recorded; its lost
+            // suffix need not lie above the new leader's survivors either. The suffix rule is
+            // only sound for sends of the first leadership (found by the simulator).
+            if let Some(earlier) = index.changed_leader_before(key, send.invoke) {
+                return (AnomalyKind::Acks1Loss, false, format!("acks=1 loss after leader change op {earlier}: maybe a deposed leader"));
+            }
             let Some(change) = index.leader_change_between(key, send.invoke, u64::MAX) else {
                 return (kind, true, "acks=1 loss with no leader change recorded after the send".into());
             };
-            // After an earlier leader change the send may have reached a deposed leader that did
-            // not know it yet: it appends and acknowledges at offsets the new leader also hands
-            // out, so its lost suffix need not lie above the new leader's survivors. The suffix
-            // rule is only sound for sends of the first leadership (found by the simulator).
-            if let Some(earlier) = index.changed_leader_before(key, send.invoke) {
-                return (
-                    AnomalyKind::Acks1Loss,
-                    false,
-                    format!("acks=1 loss after leader changes (op {earlier} and op {change}): maybe a deposed leader"),
-                );
-            }
             let survivor = survivors.get(&key).and_then(|s| s.max_before(change));
             match (survivor, offset) {
                 (Some((higher, op)), Some(offset)) if higher > offset => (

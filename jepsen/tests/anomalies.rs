@@ -287,6 +287,15 @@ fn cases() -> Vec<Case> {
             h.poll(3, &[(0, &[(1, 2)])], &[(0, 2)]);
             h.done()
         }),
+        case("acks=1 loss after an earlier leader change and none later is reported (a deposed leader)", Reported(Acks1Loss), || {
+            let mut h = H::new();
+            h.leader_change(0); // the initial leader
+            h.leader_change(0); // a new leader; the old one does not know yet
+            h.write(1, 0, &[1], ONE, &[0]);
+            h.write(2, 0, &[2], ALL, &[0]);
+            h.poll(3, &[(0, &[(0, 2)])], &[(0, 1)]);
+            h.done()
+        }),
         case("acks=1 loss that is not a suffix fails after only the initial leader is known", Fatal(LostWrite), || {
             let mut h = H::new();
             h.leader_change(0); // the initial leader only
