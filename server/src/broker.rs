@@ -292,13 +292,40 @@ impl Context {
             Ok(found) => found,
             Err((code, message)) => return error_response(id, code, message),
         };
-        let Some((high_watermark, log_start, applied)) = self.partition_bounds(group) else {
-            let mut response = self.not_hosted(id, &body.topic, body.partition, preferred);
+        let refuse = |code: ErrorCode, message: String, hint: NodeId| {
+            let mut response = error_response(id, code, message);
             let mut list = wire::ListOffsetsResponse::new();
-            list.leader_hint = preferred;
+            list.leader_hint = hint;
             response.set_list_offsets(list);
-            return response;
+            response
         };
+        let Some((high_watermark, log_start, applied)) = self.partition_bounds(group) else {
+            let message = format!("node {} is not a replica of {}/{}", self.shared.node_id, body.topic, body.partition);
+            return refuse(ErrorCode::NOT_LEADER, message, preferred);
+        };
+        // Only the leader's bounds are the partition's (as in Kafka): a follower's high watermark
+        // lags, and a client seeking to the end from it would stop short (found by the simulator:
+        // swarm seed 719's final drain asked a follower right after a power loss of every node
+        // and stopped 7 records before the end). And a new leader answers only once it applied an
+        // entry of its own term: before that its high watermark may lag too (Kafka's
+        // OFFSET_NOT_AVAILABLE, KIP-207).
+        match self.leader_of(group).await {
+            Some((leader, term)) if leader == self.shared.node_id => {
+                let caught_up = self.shared.lock().partitions.get(&group).is_some_and(|p| p.state.applied_term() == term);
+                if !caught_up {
+                    let message = format!("node {leader} leads {}/{} but has not caught up its term yet", body.topic, body.partition);
+                    return refuse(ErrorCode::LEADER_NOT_AVAILABLE, message, 0);
+                }
+            }
+            Some((leader, _)) if leader != 0 => {
+                let message = format!("node {} is not the leader of {}/{}", self.shared.node_id, body.topic, body.partition);
+                return refuse(ErrorCode::NOT_LEADER, message, leader);
+            }
+            _ => {
+                let message = format!("{}/{} has no leader right now", body.topic, body.partition);
+                return refuse(ErrorCode::LEADER_NOT_AVAILABLE, message, 0);
+            }
+        }
         let mut list = wire::ListOffsetsResponse::new();
         list.timestamp_ms = -1;
         match body.spec {

@@ -429,6 +429,22 @@ pub async fn run(config: ScenarioConfig) -> Report {
                     cluster.history().leader_change(group - 1, Some(node)).expect("history");
                 }
             }
+            // SIM_TRACE_GROUP=<group>: print that raft group's white-box events (stderr only;
+            // the schedule does not change).
+            if let Ok(g) = std::env::var("SIM_TRACE_GROUP") {
+                let t = cluster.start.elapsed().as_secs_f64();
+                match event {
+                    Event::Leader { group, .. }
+                    | Event::Appended { group, .. }
+                    | Event::Applied { group, .. }
+                    | Event::Restored { group, .. }
+                        if group.to_string() == g =>
+                    {
+                        eprintln!("trace {t:.3} {event:?}")
+                    }
+                    _ => {}
+                }
+            }
             let mut checker = raft.borrow_mut();
             checker.record(event);
             // A violation stops the run at once, naming the invariant, the group and the values.
