@@ -16,13 +16,16 @@
 //! * [`report`] and [`plot`]: the report directory (history, verdict, summary, SVG plots), also
 //!   written by `odradek-jepsen check DIR`.
 //!
-//! Not yet: F-N9 (client connection drops) in the harness, a server log dump for P1/P3/P4 from a
-//! real run, the consumer-group invariants (C1–C6) and liveness (V1–V4).
+//! * [`partitions`]: the partition shapes (which links to cut) both fault injectors use.
+//!
+//! Not yet: a server log dump for P1/P3/P4 from a real run, the consumer-group invariants
+//! (C1–C6) and liveness (V1–V4) in the checker (the simulator checks V1–V3 itself).
 
 pub mod checker;
 #[cfg(not(madsim))]
 pub mod harness;
 pub mod history;
 pub mod model;
+pub mod partitions;
 pub mod plot;
 pub mod report;

@@ -14,7 +14,7 @@
 //! Process and network faults touch at most a minority at a time, so a quorum can always make
 //! progress; every fault is healed before the liveness phase.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +22,7 @@ use madsim::net::NetSim;
 use madsim::runtime::Handle;
 use madsim::task::NodeId as SimNodeId;
 use odradek_jepsen::history::Fault;
+use odradek_jepsen::partitions::{cut_between, majorities_ring};
 use odradek_log::{CrashMode, LatencyConfig};
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
@@ -248,22 +249,11 @@ pub async fn run(
                 let (cut, description) = if kind == FaultKind::Ring && nodes.len() >= 5 {
                     let mut ring = nodes.clone();
                     ring.shuffle(rng);
-                    let n = ring.len();
-                    let mut cut = BTreeSet::new();
-                    for (i, &a) in ring.iter().enumerate() {
-                        for (j, &b) in ring.iter().enumerate() {
-                            let distance = (i + n - j) % n;
-                            if a != b && distance != 1 && distance != n - 1 {
-                                cut.insert((a, b));
-                            }
-                        }
-                    }
-                    (cut, format!("ring {ring:?}"))
+                    (majorities_ring(&ring), format!("ring {ring:?}"))
                 } else {
                     let small = minority(&nodes, rng);
                     let rest: Vec<u64> = nodes.iter().copied().filter(|n| !small.contains(n)).collect();
-                    let cut = small.iter().flat_map(|&a| rest.iter().flat_map(move |&b| [(a, b), (b, a)])).collect();
-                    (cut, format!("{small:?} | {rest:?}"))
+                    (cut_between(&small, &rest), format!("{small:?} | {rest:?}"))
                 };
                 let record = fault(kind, &[("partition", description.clone())]);
                 cluster.history().fault_start(record.clone()).expect("history");

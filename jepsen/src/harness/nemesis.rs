@@ -34,6 +34,7 @@ use super::cluster::{wait_listening, Cluster};
 use super::proxy::Proxies;
 use super::workload::{sleep_or_stop, Recorder};
 use crate::history::Fault;
+use crate::partitions::{cut_between, majorities_ring};
 
 /// Fault kinds `--nemesis` accepts.
 pub const NEMESIS_KINDS: &[&str] = &[
@@ -76,11 +77,6 @@ fn minority(ids: &[u64], rng: &mut SmallRng) -> Vec<u64> {
     chosen
 }
 
-/// Both directions of every link between `a` and `b`.
-fn cut_between(a: &[u64], b: &[u64]) -> BTreeSet<(u64, u64)> {
-    a.iter().flat_map(|&x| b.iter().flat_map(move |&y| [(x, y), (y, x)])).collect()
-}
-
 /// The directed links a partition kind cuts, and a description.
 fn partition_cut(kind: &str, ids: &[u64], rng: &mut SmallRng) -> (&'static str, BTreeSet<(u64, u64)>, String) {
     let n = ids.len();
@@ -98,16 +94,7 @@ fn partition_cut(kind: &str, ids: &[u64], rng: &mut SmallRng) -> (&'static str, 
         "partition-ring" if n >= 5 => {
             let mut ring = ids.to_vec();
             ring.shuffle(rng);
-            let mut cut = BTreeSet::new();
-            for (i, &x) in ring.iter().enumerate() {
-                for (j, &y) in ring.iter().enumerate() {
-                    let distance = (i + n - j) % n;
-                    if x != y && distance != 1 && distance != n - 1 {
-                        cut.insert((x, y));
-                    }
-                }
-            }
-            ("F-N3 majorities-ring", cut, format!("ring {ring:?}"))
+            ("F-N3 majorities-ring", majorities_ring(&ring), format!("ring {ring:?}"))
         }
         // With fewer than 5 nodes a ring is full connectivity: cut one direction instead.
         _ => {
