@@ -366,7 +366,10 @@ fn invariant_of_panic(message: &str) -> Option<&'static str> {
 /// Runs one seed in a fresh simulation (the runtime's seed is the run's seed). A panic inside
 /// the simulated cluster becomes a [`Crash`].
 pub fn run_seed(config: &ScenarioConfig) -> Result<Report, Crash> {
-    let runtime = madsim::runtime::Runtime::with_seed_and_config(config.seed, madsim::Config::default());
+    let mut runtime = madsim::runtime::Runtime::with_seed_and_config(config.seed, madsim::Config::default());
+    // A run that hangs (a task waiting forever) ends as a crash instead of spinning: the phases
+    // are all bounded, so a run longer than this in simulated time is stuck.
+    runtime.set_time_limit(config.duration + 2 * LIVENESS_BOUND + CONVERGENCE_WAIT + Duration::from_secs(120));
     let owned = config.clone();
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runtime.block_on(async move { run(owned).await })));
     outcome.map_err(|payload| {
