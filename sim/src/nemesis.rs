@@ -8,11 +8,14 @@
 //! same item on a quorum, sealed segments and index files only — see [`corruptible_files`]; the
 //! node may refuse to start and then stays down), F-S6 read errors,
 //! F-S8 fsync errors (fatal: the node stops and is restarted, as by a supervisor), F-S9 slow disk,
-//! F-C1 clock offsets per node plus steps while running. BUGGIFY (F-B1, F-B4, F-B5) is switched
+//! F-C1 clock offsets per node plus steps while running, F-N9 the client cut off longer than its
+//! request timeout (answers lost, retries), F-P5 pause-kill and F-P6 part-kill choreographies
+//! (these two hold more than a minority by design: the survivors must form the next majority
+//! with the node that lost power). BUGGIFY (F-B1, F-B4, F-B5) is switched
 //! on for the whole run when the plan says so.
 //!
-//! Process and network faults touch at most a minority at a time, so a quorum can always make
-//! progress; every fault is healed before the liveness phase.
+//! Other process and network faults touch at most a minority at a time; every fault is healed
+//! before the liveness phase.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -47,10 +50,13 @@ pub enum FaultKind {
     FsyncError,
     SlowDisk,
     ClockStep,
+    ClientCut,
+    PauseKill,
+    PartKill,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 14] = [
+    pub const ALL: [FaultKind; 17] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::PowerLoss,
@@ -65,6 +71,9 @@ impl FaultKind {
         FaultKind::FsyncError,
         FaultKind::SlowDisk,
         FaultKind::ClockStep,
+        FaultKind::ClientCut,
+        FaultKind::PauseKill,
+        FaultKind::PartKill,
     ];
 
     /// The CHECKLISTS ID and a short name, as recorded in the history.
@@ -84,14 +93,23 @@ impl FaultKind {
             FaultKind::FsyncError => "F-S8 fsync errors",
             FaultKind::SlowDisk => "F-S9 slow disk",
             FaultKind::ClockStep => "F-C1 clock step",
+            FaultKind::ClientCut => "F-N9 client cut off",
+            FaultKind::PauseKill => "F-P5 pause-kill",
+            FaultKind::PartKill => "F-P6 part-kill",
         }
     }
 
     fn scenarios(self) -> &'static [Scenario] {
         use Scenario::*;
         match self {
-            FaultKind::Kill | FaultKind::Pause | FaultKind::PowerLoss | FaultKind::PowerLossAll => &[Swarm, Crash],
-            FaultKind::Isolate | FaultKind::Split | FaultKind::Ring | FaultKind::OneWay | FaultKind::Latency => &[Swarm, Network],
+            FaultKind::Kill | FaultKind::Pause | FaultKind::PowerLoss | FaultKind::PowerLossAll | FaultKind::PauseKill => &[Swarm, Crash],
+            FaultKind::Isolate
+            | FaultKind::Split
+            | FaultKind::Ring
+            | FaultKind::OneWay
+            | FaultKind::Latency
+            | FaultKind::ClientCut
+            | FaultKind::PartKill => &[Swarm, Network],
             FaultKind::BitFlip | FaultKind::ReadError | FaultKind::FsyncError | FaultKind::SlowDisk => &[Swarm, Disk],
             FaultKind::ClockStep => &[Swarm],
         }
@@ -176,10 +194,12 @@ fn fault(kind: FaultKind, details: &[(&str, String)]) -> Fault {
 
 /// Runs the safety phase's faults for `duration`, then heals everything (network, disks,
 /// paused and stopped nodes). Returns how many faults it injected.
+#[allow(clippy::too_many_arguments)] // the run's context; a struct for one call site adds nothing
 pub async fn run(
     runtime: &Handle,
     cluster: &Arc<Cluster>,
     ids: &BTreeMap<u64, SimNodeId>,
+    client: SimNodeId,
     plan: &FaultPlan,
     duration: Duration,
     rng: &mut SmallRng,
@@ -350,6 +370,53 @@ pub async fn run(
                 disk.set_read_error_probability(0.0);
                 disk.fail_next_syncs(0);
                 disk.set_latency(LatencyConfig::default());
+                cluster.history().fault_stop(record).expect("history");
+            }
+            FaultKind::ClientCut => {
+                // Longer than the clients' request timeout (5 s): requests and answers in flight
+                // are lost, the clients time out and retry on new connections (indefinite outcomes,
+                // idempotent retries).
+                let cut = Duration::from_millis(rng.gen_range(5_500..7_000));
+                let record = fault(kind, &[("for-ms", cut.as_millis().to_string())]);
+                cluster.history().fault_start(record.clone()).expect("history");
+                cluster.note(format!("{} for {cut:?}", kind.label()));
+                net.clog_node(client);
+                tokio::time::sleep(cut).await;
+                net.unclog_node(client);
+                cluster.history().fault_stop(record).expect("history");
+            }
+            FaultKind::PauseKill | FaultKind::PartKill => {
+                // The NATS choreographies: hold a minority A; power loss of c from the majority,
+                // hold the rest B, release A (A and c must form the next majority); restart c;
+                // release B. "Hold" is a pause (F-P5) or an isolation (F-P6).
+                let mut order = nodes.clone();
+                order.shuffle(rng);
+                let minority = (nodes.len() - 1) / 2;
+                let (a, c, b) = (order[..minority].to_vec(), order[minority], order[minority + 1..].to_vec());
+                let pauses = kind == FaultKind::PauseKill;
+                let hold = |group: &[u64], on: bool| {
+                    for node in group {
+                        match (pauses, on) {
+                            (true, true) => runtime.pause(ids[node]),
+                            (true, false) => runtime.resume(ids[node]),
+                            (false, true) => net.clog_node(ids[node]),
+                            (false, false) => net.unclog_node(ids[node]),
+                        }
+                    }
+                };
+                let record = fault(kind, &[("A", format!("{a:?}")), ("c", c.to_string()), ("B", format!("{b:?}"))]);
+                cluster.history().fault_start(record.clone()).expect("history");
+                cluster.note(format!("{} A={a:?} c={c} B={b:?}, steps of {window:?}", kind.label()));
+                hold(&a, true);
+                tokio::time::sleep(window).await;
+                runtime.kill(ids[&c]);
+                cluster.disks[&c].crash(CrashMode::PowerLoss);
+                hold(&b, true);
+                hold(&a, false);
+                tokio::time::sleep(window / 2).await;
+                runtime.restart(ids[&c]);
+                tokio::time::sleep(window).await;
+                hold(&b, false);
                 cluster.history().fault_stop(record).expect("history");
             }
             FaultKind::ClockStep => {

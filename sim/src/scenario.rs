@@ -491,7 +491,7 @@ pub async fn run(config: ScenarioConfig) -> Report {
     cluster.note("topic created");
 
     let workload = workload::start(&client, cluster.clone(), &mut rng, config.duration);
-    let faults = nemesis::run(&runtime, &cluster, &node_ids, &plan, config.duration, &mut rng).await;
+    let faults = nemesis::run(&runtime, &cluster, &node_ids, client.id(), &plan, config.duration, &mut rng).await;
     cluster.note(format!("safety phase over after {faults} faults; healed"));
 
     let (acked, failed) = workload.finish().await;

@@ -9,7 +9,9 @@
 //!
 //! The planted-bug tests are the checkers' teeth: each bug of `odradek_server::planted` must make
 //! some seed of a stated range fail, on a stated invariant. Seeds that caught them when they were
-//! written are in the comments; a change of schedule may move them within the range.
+//! written are in the comments; a change of schedule may move them within the range, and so may
+//! running several simulations in one process (a seed replays exactly only as a process's first
+//! simulation: see the README's known gaps), hence ranges well past the catching seeds.
 #![cfg(madsim)]
 
 use madsim::runtime::Handle;
@@ -45,13 +47,13 @@ fn planted_bug_is_caught(bug: PlantedBug, scenario: Scenario, seeds: std::ops::R
     panic!("planted {}: no seed in {seeds:?} of scenario {} caught it", bug.name(), scenario.name());
 }
 
-// acks=all answered on the leader's own append: lost on failover (seed 1, L7).
+// acks=all answered on the leader's own append: lost on failover (seed 1, L1 and L6).
 #[test]
 fn planted_ack_before_commit_is_caught() {
     planted_bug_is_caught(PlantedBug::AckBeforeCommit, Scenario::Crash, 1..=30, &["L1", "L6", "L7"]);
 }
 
-// Fetch serves above the commit index: reads of writes later truncated (seed 6, L13 and L1).
+// Fetch serves above the commit index: reads of writes later truncated (seed 1, L13 and L1).
 #[test]
 fn planted_serve_above_commit_is_caught() {
     planted_bug_is_caught(PlantedBug::ServeAboveCommit, Scenario::Crash, 1..=30, &["L13", "L1", "L4", "L12"]);
@@ -76,18 +78,18 @@ fn planted_ack_before_fsync_is_caught() {
     planted_bug_is_caught(PlantedBug::AckBeforeFsync, Scenario::Crash, 1..=30, &["R3", "L6", "L7"]);
 }
 
-// A failed fsync is ignored; the power loss right after loses acknowledged entries (seed 2: raft
-// asked to commit past the replica's log end, R3).
+// A failed fsync is ignored; the power loss right after loses acknowledged entries (seeds 2 to 20
+// as the schedule moved: raft asked to commit past the replica's log end, R3).
 #[test]
 fn planted_ignore_fsync_error_is_caught() {
-    planted_bug_is_caught(PlantedBug::IgnoreFsyncError, Scenario::Disk, 1..=40, &["R3", "L6", "L7"]);
+    planted_bug_is_caught(PlantedBug::IgnoreFsyncError, Scenario::Disk, 1..=60, &["R3", "L6", "L7"]);
 }
 
 // Append responses sent before the fsync; a power loss during a slow fsync loses an entry the
 // leader counted (seed 8, R3).
 #[test]
 fn planted_follower_acks_before_persist_is_caught() {
-    planted_bug_is_caught(PlantedBug::FollowerAcksBeforePersist, Scenario::Disk, 1..=40, &["R3", "R6", "L6", "L7"]);
+    planted_bug_is_caught(PlantedBug::FollowerAcksBeforePersist, Scenario::Disk, 1..=60, &["R3", "R6", "L6", "L7"]);
 }
 
 #[test]
