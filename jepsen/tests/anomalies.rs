@@ -248,6 +248,29 @@ fn cases() -> Vec<Case> {
             h.poll(3, &[(0, &[(0, 1)])], &[(0, 2)]);
             h.done()
         }),
+        case("acks=1 mismatch after an earlier leader change is reported (a deposed leader)", Reported(AckOffsetMismatch), || {
+            let mut h = H::new();
+            h.leader_change(0); // the initial leader
+            h.leader_change(0); // a new one; the old one may not know yet
+            h.write(1, 0, &[1], ONE, &[1]);
+            h.poll(3, &[(0, &[(0, 1)])], &[(0, 2)]);
+            h.done()
+        }),
+        case("acks=1 mismatch with a leader change before the ack (after the read) is reported", Reported(AckOffsetMismatch), || {
+            let mut h = H::new();
+            let open = h.send(1, 0, &[1], ONE);
+            h.poll(3, &[(0, &[(0, 1)])], &[(0, 1)]);
+            h.leader_change(0);
+            h.ok(open, &[1]);
+            h.done()
+        }),
+        case("acks=1 mismatch with only the initial leader known fails", Fatal(AckOffsetMismatch), || {
+            let mut h = H::new();
+            h.leader_change(0); // the initial leader only
+            h.write(1, 0, &[1], ONE, &[1]);
+            h.poll(3, &[(0, &[(0, 1)])], &[(0, 2)]);
+            h.done()
+        }),
         // L6
         case("acks=all hole below the highest read", Fatal(LostWrite), || {
             let mut h = H::new();
