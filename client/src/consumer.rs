@@ -81,6 +81,18 @@ pub struct ConsumerRecord {
     pub headers: Vec<Header>,
     /// Milliseconds since the Unix epoch (CreateTime or LogAppendTime, per the topic).
     pub timestamp: i64,
+    /// The idempotent producer that wrote it and the record's own sequence number (its batch's
+    /// base sequence plus its position in the batch); `None` for non-idempotent records. Kafka's
+    /// consumer does not expose this; checkers of the idempotence guarantees (P1, P3, P4) need it.
+    pub producer: Option<RecordProducer>,
+}
+
+/// Who wrote a record, for an idempotent producer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordProducer {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub sequence: i32,
 }
 
 /// Reads records from assigned partitions.
@@ -392,6 +404,14 @@ fn decode_batch(topic: &str, partition: u32, position: u64, batch: &[u8], record
             continue;
         }
         let owned = record.to_record();
+        let producer = (header.producer_id >= 0).then(|| {
+            let delta = i32::try_from(record.offset - header.base_offset).expect("validated: a batch's deltas fit i32");
+            RecordProducer {
+                producer_id: header.producer_id,
+                producer_epoch: header.producer_epoch,
+                sequence: crate::producer::sequence_add(header.base_sequence, delta),
+            }
+        });
         records.push(ConsumerRecord {
             topic: topic.to_string(),
             partition,
@@ -400,6 +420,7 @@ fn decode_batch(topic: &str, partition: u32, position: u64, batch: &[u8], record
             value: owned.value,
             headers: owned.headers,
             timestamp: owned.timestamp,
+            producer,
         });
     }
     Ok(offset_next)
@@ -409,6 +430,24 @@ fn decode_batch(topic: &str, partition: u32, position: u64, batch: &[u8], record
 mod tests {
     use super::*;
     use crate::batch::{set_base_offset, BatchBuilder, Record};
+
+    #[test]
+    fn records_carry_their_producer_and_sequence_wrapping_like_kafka() {
+        let mut builder = BatchBuilder::new().producer(7, 2, i32::MAX - 1);
+        for value in ["a", "b", "c"] {
+            builder.push(&Record { key: None, value: Some(Bytes::from(value)), headers: vec![], timestamp: 5 }).unwrap();
+        }
+        let mut bytes = builder.build().to_vec();
+        set_base_offset(&mut bytes, 40);
+        let mut records = Vec::new();
+        decode_batches("t", 0, 41, &bytes, &mut records).unwrap();
+        let seen: Vec<(u64, Option<RecordProducer>)> = records.iter().map(|r| (r.offset, r.producer)).collect();
+        let producer = |sequence| Some(RecordProducer { producer_id: 7, producer_epoch: 2, sequence });
+        assert_eq!(seen, vec![(41, producer(i32::MAX)), (42, producer(0))], "record 40 is below the position");
+        let mut plain = Vec::new();
+        decode_batches("t", 0, 0, &batch_at(0, &["x"]), &mut plain).unwrap();
+        assert_eq!(plain[0].producer, None);
+    }
 
     fn batch_at(base_offset: i64, values: &[&str]) -> Vec<u8> {
         let mut builder = BatchBuilder::new();

@@ -51,6 +51,6 @@ pub use admin::{Admin, ClusterDescription, ListedOffset, OffsetQuery, TopicConfi
 pub use batch::Header;
 pub use cluster::{Cluster, ClusterConfig, Metadata, PartitionInfo, TopicInfo};
 pub use connection::{Connection, ConnectionConfig};
-pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, Offset};
+pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, Offset, RecordProducer};
 pub use error::ClientError;
 pub use producer::{Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata};

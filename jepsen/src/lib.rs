@@ -18,8 +18,11 @@
 //!
 //! * [`partitions`]: the partition shapes (which links to cut) both fault injectors use.
 //!
-//! Not yet: a server log dump for P1/P3/P4 from a real run, the consumer-group invariants
-//! (C1–C6) and liveness (V1–V4) in the checker (the simulator checks V1–V3 itself).
+//! P1, P3 and P4 need the log with each record's producer: the harness and the simulator take it
+//! from their final drain (the client's records carry their producer id, epoch and sequence).
+//!
+//! Not yet: the consumer-group invariants (C1–C6) and liveness (V1–V4) in the checker (the
+//! simulator checks V1–V3 itself).
 
 pub mod checker;
 #[cfg(not(madsim))]

@@ -20,6 +20,8 @@ pub const VERDICT_FILE: &str = "verdict.json";
 pub const SUMMARY_FILE: &str = "summary.txt";
 pub const LATENCY_PLOT_FILE: &str = "latency.svg";
 pub const THROUGHPUT_PLOT_FILE: &str = "throughput.svg";
+/// The committed log as the final drain read it (P1, P3, P4), one `LogRecord` per line.
+pub const LOG_DUMP_FILE: &str = "log_dump.jsonl";
 
 /// One fault window: from its `start` op to its matching `stop` (or the end of the history).
 #[derive(Clone, Debug, PartialEq)]
@@ -155,6 +157,24 @@ pub fn write_verdict(dir: &Path, history: &History, verdict: &Verdict, problems:
     crate::plot::latency(history, &dir.join(LATENCY_PLOT_FILE)).map_err(std::io::Error::other)?;
     crate::plot::throughput(history, &dir.join(THROUGHPUT_PLOT_FILE)).map_err(std::io::Error::other)?;
     Ok(())
+}
+
+/// Writes `DIR/log_dump.jsonl`.
+pub fn write_log_dump(dir: &Path, dump: &[crate::checker::LogRecord]) -> std::io::Result<()> {
+    let mut text = String::new();
+    for record in dump {
+        text += &serde_json::to_string(record).map_err(std::io::Error::other)?;
+        text.push('\n');
+    }
+    std::fs::write(dir.join(LOG_DUMP_FILE), text)
+}
+
+/// Reads `DIR/log_dump.jsonl` if the run wrote one.
+pub fn read_log_dump(dir: &Path) -> Result<Option<Vec<crate::checker::LogRecord>>, String> {
+    let path = dir.join(LOG_DUMP_FILE);
+    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(None) };
+    let records = text.lines().map(serde_json::from_str).collect::<Result<Vec<_>, _>>();
+    records.map(Some).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Reads `DIR/history.jsonl`.

@@ -128,7 +128,10 @@ fn short_real_run_under_kill_pause_partition_passes_and_rechecks() {
     // `check DIR` re-checks the saved history to the same verdict.
     let rechecked = harness(&["check", out.to_str().unwrap()]);
     assert_eq!(rechecked.status.code(), Some(0), "{}", text(&rechecked));
-    assert_eq!(check(&history, &CheckOptions::default()), verdict);
+    let log_dump = report::read_log_dump(&out).unwrap().expect("the run writes the drain's log dump");
+    assert!(log_dump.iter().filter(|r| r.producer.is_some()).count() >= 100, "the dump names the idempotent producers:\n{log}");
+    assert_eq!(verdict.stats.log_dump_records, log_dump.len() as u64, "P1, P3 and P4 were checked over the dump");
+    assert_eq!(check(&history, &CheckOptions { log_dump: Some(log_dump), ..CheckOptions::default() }), verdict);
 
     // Teeth: the same history with one acknowledged value never read must be flagged.
     let doctored = dir.path().join("doctored");

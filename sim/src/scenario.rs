@@ -529,7 +529,7 @@ pub async fn run(config: ScenarioConfig) -> Report {
     if let Err(problem) = &drain {
         problems.push(problem.clone());
     }
-    let drained = drain.unwrap_or(0);
+    let (drained, log_dump) = drain.unwrap_or_default();
     cluster.note(format!("final drain read {drained} records"));
     // R7: once quiet, every live replica of a group applies the same index (the leaders'
     // heartbeats carry the commit index within a few ticks).
@@ -547,7 +547,7 @@ pub async fn run(config: ScenarioConfig) -> Report {
     observe::uninstall();
 
     let history = std::mem::replace(&mut *cluster.history(), HistoryBuilder::new(|| 0)).finish();
-    let verdict = check(&history, &CheckOptions::default());
+    let verdict = check(&history, &CheckOptions { log_dump: Some(log_dump), ..CheckOptions::default() });
     let mut lines = Vec::new();
     history.write_json_lines(&mut lines).expect("history serializes");
     let trace_hash =

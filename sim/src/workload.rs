@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use madsim::runtime::NodeHandle;
 use odradek_client::{Admin, Consumer, ConsumerConfig, Offset, Producer, ProducerConfig, ProducerRecord, TopicConfig};
+use odradek_jepsen::checker::LogRecord;
 use odradek_jepsen::history::{Acks, Keys, OpF, OpValue, Poll, Send};
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
@@ -35,7 +36,7 @@ struct ProducerKind {
 
 pub struct Workload {
     producers: Vec<JoinHandle<(u64, u64)>>,
-    consumer: JoinHandle<usize>,
+    consumer: JoinHandle<(usize, Vec<LogRecord>)>,
 }
 
 impl Workload {
@@ -143,7 +144,9 @@ async fn produce(cluster: Arc<Cluster>, index: u64, kind: ProducerKind) -> (u64,
 
 /// Polls every partition from the beginning until `deadline` or, for the drain, until every
 /// partition's position reaches `ends`. Returns the records read.
-async fn consume(cluster: Arc<Cluster>, ends: Option<BTreeMap<u32, u64>>, deadline: tokio::time::Instant) -> usize {
+/// With `ends` (the final drain) it also returns every record read, by (partition, offset), with
+/// its producer: the committed log, for the checker's P1, P3 and P4.
+async fn consume(cluster: Arc<Cluster>, ends: Option<BTreeMap<u32, u64>>, deadline: tokio::time::Instant) -> (usize, Vec<LogRecord>) {
     let bootstrap = cluster.bootstrap();
     let addresses: Vec<&str> = bootstrap.iter().map(String::as_str).collect();
     let mut consumer = Consumer::new(&addresses, ConsumerConfig { max_wait_ms: 200, ..ConsumerConfig::default() }).expect("consumer");
@@ -161,14 +164,15 @@ async fn consume(cluster: Arc<Cluster>, ends: Option<BTreeMap<u32, u64>>, deadli
     }
     cluster.history().ok(assign, OpValue::Keys(Keys { keys })).expect("history");
     let mut read = 0;
+    let mut dump = BTreeMap::new();
     loop {
         if let Some(ends) = &ends {
             if (0..PARTITIONS).all(|p| consumer.position(TOPIC, p).unwrap_or(0) >= ends.get(&p).copied().unwrap_or(0)) {
-                return read;
+                return (read, dump.into_values().collect());
             }
         }
         if tokio::time::Instant::now() >= deadline {
-            return read;
+            return (read, dump.into_values().collect());
         }
         let handle = cluster.history().invoke_poll(process).expect("history");
         match consumer.poll(Duration::from_millis(500)).await {
@@ -178,6 +182,15 @@ async fn consume(cluster: Arc<Cluster>, ends: Option<BTreeMap<u32, u64>>, deadli
                     let value: u64 = String::from_utf8_lossy(record.value.as_deref().unwrap_or_default()).parse().expect("our values");
                     poll.records.entry(u64::from(record.partition)).or_default().push((record.offset, value));
                     read += 1;
+                    if ends.is_some() {
+                        let producer = record.producer.map(|p| odradek_jepsen::history::Producer {
+                            pid: p.producer_id as u64,
+                            epoch: p.producer_epoch as u64,
+                            seq: p.sequence as u64,
+                        });
+                        let partition = u64::from(record.partition);
+                        dump.insert((partition, record.offset), LogRecord { partition, offset: record.offset, producer });
+                    }
                 }
                 cluster.history().ok(handle, OpValue::Poll(poll)).expect("history");
             }
@@ -191,12 +204,12 @@ async fn consume(cluster: Arc<Cluster>, ends: Option<BTreeMap<u32, u64>>, deadli
 }
 
 /// The final drain (V3): a fresh consumer reads every partition to `ends` within the bound.
-pub async fn drain(client: &NodeHandle, cluster: Arc<Cluster>, ends: BTreeMap<u32, u64>) -> Result<usize, String> {
+pub async fn drain(client: &NodeHandle, cluster: Arc<Cluster>, ends: BTreeMap<u32, u64>) -> Result<(usize, Vec<LogRecord>), String> {
     let deadline = tokio::time::Instant::now() + LIVENESS_BOUND;
     let wanted = ends.clone();
-    let read = client.spawn(consume(cluster.clone(), Some(ends), deadline)).await.expect("drain task");
+    let drained = client.spawn(consume(cluster.clone(), Some(ends), deadline)).await.expect("drain task");
     if tokio::time::Instant::now() >= deadline {
         return Err(format!("V3: the final drain did not reach the partition ends {wanted:?} within {LIVENESS_BOUND:?}"));
     }
-    Ok(read)
+    Ok(drained)
 }

@@ -227,7 +227,8 @@ mod real {
             }
             Some(Ok(outcome)) => outcome,
         };
-        let verdict = check(&history, &CheckOptions::default());
+        let options = CheckOptions { log_dump: notes.log_dump.clone(), ..CheckOptions::default() };
+        let verdict = check(&history, &options);
         let mut info = notes.info.clone();
         info.insert(
             0,
@@ -236,7 +237,9 @@ mod real {
                 config.seed, config.nodes, config.acks, config.rate, config.nemesis
             ),
         );
-        if let Err(error) = report::write_report(&config.out, &history, &verdict, &notes.problems, &info) {
+        let written = report::write_report(&config.out, &history, &verdict, &notes.problems, &info)
+            .and_then(|()| notes.log_dump.as_deref().map_or(Ok(()), |dump| report::write_log_dump(&config.out, dump)));
+        if let Err(error) = written {
             eprintln!("odradek-jepsen: writing the report to {}: {error}", config.out.display());
             return 2;
         }
@@ -254,7 +257,11 @@ mod real {
             Ok(history) => history,
             Err(error) => return usage(&error),
         };
-        let verdict = check(&history, &CheckOptions::default());
+        let log_dump = match report::read_log_dump(dir) {
+            Ok(dump) => dump,
+            Err(error) => return usage(&error),
+        };
+        let verdict = check(&history, &CheckOptions { log_dump, ..CheckOptions::default() });
         let info = vec![format!("re-checked {}", dir.join(report::HISTORY_FILE).display())];
         if write {
             if let Err(error) = report::write_verdict(dir, &history, &verdict, &[], &info) {

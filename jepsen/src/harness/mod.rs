@@ -106,6 +106,9 @@ pub struct RunNotes {
     pub problems: Vec<String>,
     /// Informational lines (addresses, timings).
     pub info: Vec<String>,
+    /// The committed log as the final drain read it (for P1, P3, P4).
+    #[serde(skip)]
+    pub log_dump: Option<Vec<crate::checker::LogRecord>>,
 }
 
 /// Runs the whole test; returns the history and notes. `Err` only if the cluster could not be
@@ -193,6 +196,7 @@ pub async fn run(config: &RunConfig) -> Result<(History, RunNotes), String> {
     }
     notes.info.push(format!("drain finished at {:.1} s", started.elapsed().as_secs_f64()));
     cluster.lock().expect("cluster lock").kill_all();
+    notes.log_dump = recorder.take_log_dump();
     let history = std::mem::replace(&mut *recorder.history(), HistoryBuilder::new(|| 0)).finish();
     Ok((history, notes))
 }

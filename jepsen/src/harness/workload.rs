@@ -27,6 +27,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
 
+use crate::checker::LogRecord;
 use crate::history::{Acks, HistoryBuilder, Key, Keys, Offset, OpF, OpValue, Poll, Process, Send, Value};
 
 /// Longest a send may take before the harness records it `info` (the producer's own delivery
@@ -50,6 +51,9 @@ pub struct Recorder {
     ack_offset_max: Mutex<BTreeMap<Key, Offset>>,
     process_next: AtomicU64,
     value_next: AtomicU64,
+    /// From the start of the final drain: every record it read, by (key, offset), with its
+    /// producer — the committed log, for the checker's P1, P3 and P4.
+    dump: Mutex<Option<BTreeMap<(Key, Offset), LogRecord>>>,
 }
 
 impl Recorder {
@@ -60,7 +64,14 @@ impl Recorder {
             ack_offset_max: Mutex::new(BTreeMap::new()),
             process_next: AtomicU64::new(0),
             value_next: AtomicU64::new(1),
+            dump: Mutex::new(None),
         }
+    }
+
+    /// The records the final drain read (None if it never started), in log order per key.
+    pub fn take_log_dump(&self) -> Option<Vec<LogRecord>> {
+        let dump = self.dump.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take()?;
+        Some(dump.into_values().collect())
     }
 
     /// The history, locked. Recording never awaits, so the lock is held only for one op.
@@ -319,13 +330,24 @@ async fn poll_one(recorder: &Recorder, consumer: &mut Consumer, process: Process
     let outcome = tokio::time::timeout(POLL_TIMEOUT + OP_TIMEOUT_MARGIN, consumer.poll(POLL_TIMEOUT)).await;
     let (how, records) = ended(outcome);
     let mut poll = Poll::default();
+    let mut dump = recorder.dump.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     for record in records.into_iter().flatten() {
         let value = record.value.as_deref().and_then(|v| std::str::from_utf8(v).ok()).and_then(|v| v.parse::<Value>().ok());
         // A record that is not one of ours cannot be written by this harness: u64::MAX is never
         // a value it sends, so the checker reports it as L3 unexpected.
         let value = value.unwrap_or(Value::MAX);
-        poll.records.entry(u64::from(record.partition)).or_default().push((record.offset, value));
+        let key = u64::from(record.partition);
+        poll.records.entry(key).or_default().push((record.offset, value));
+        if let Some(dump) = dump.as_mut() {
+            let producer = record.producer.map(|p| crate::history::Producer {
+                pid: p.producer_id as u64,
+                epoch: p.producer_epoch as u64,
+                seq: p.sequence as u64,
+            });
+            dump.insert((key, record.offset), LogRecord { partition: key, offset: record.offset, producer });
+        }
     }
+    drop(dump);
     let mut history = recorder.history();
     match how {
         Ended::Ok => history.ok(handle, OpValue::Poll(poll)),
@@ -414,6 +436,7 @@ pub async fn leader_observer(recorder: Arc<Recorder>, target: Target, mut stop: 
 /// processes up to [`DRAIN_TIMEOUT`]. Returns whether every key was read to its end.
 pub async fn final_drain(recorder: &Recorder, target: &Target) -> Result<(), String> {
     recorder.history().final_drain().expect("nemesis ops always fit");
+    *recorder.dump.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(BTreeMap::new());
     let deadline = Instant::now() + DRAIN_TIMEOUT;
     let admin = Admin::new(&target.bootstrap()).map_err(|e| e.to_string())?;
     let mut ends: BTreeMap<u32, u64> = BTreeMap::new();
