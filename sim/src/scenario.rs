@@ -420,6 +420,9 @@ pub async fn run(config: ScenarioConfig) -> Report {
 
     // White-box raft checks: every replica's events, on this thread.
     let raft = Rc::new(RefCell::new(RaftChecker::default()));
+    // SIM_TRACE_GROUP=<group>: print that raft group's white-box events (stderr only; the
+    // schedule does not change). Read once, not per event.
+    let trace_group: Option<u64> = std::env::var("SIM_TRACE_GROUP").ok().and_then(|g| g.parse().ok());
     {
         let (raft, cluster) = (raft.clone(), cluster.clone());
         observe::install(move |event| {
@@ -432,16 +435,14 @@ pub async fn run(config: ScenarioConfig) -> Report {
                     cluster.history().leader_change(group - 1, Some(node)).expect("history");
                 }
             }
-            // SIM_TRACE_GROUP=<group>: print that raft group's white-box events (stderr only;
-            // the schedule does not change).
-            if let Ok(g) = std::env::var("SIM_TRACE_GROUP") {
+            if let Some(g) = trace_group {
                 let t = cluster.start.elapsed().as_secs_f64();
                 match event {
                     Event::Leader { group, .. }
                     | Event::Appended { group, .. }
                     | Event::Applied { group, .. }
                     | Event::Restored { group, .. }
-                        if group.to_string() == g =>
+                        if group == g =>
                     {
                         eprintln!("trace {t:.3} {event:?}")
                     }
