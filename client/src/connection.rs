@@ -341,8 +341,9 @@ async fn write_loop(shared: Arc<Shared>, mut writer: WriteHalf<TcpStream>, mut f
 async fn read_loop(shared: Arc<Shared>, mut reader: ReadHalf<TcpStream>, frame_bytes_max: usize, mut shutdown: oneshot::Receiver<()>) {
     let reason = loop {
         let frame = tokio::select! {
-            frame = read_frame(&mut reader, frame_bytes_max) => frame,
+            biased;
             _ = &mut shutdown => break "connection closed by the client".to_string(),
+            frame = read_frame(&mut reader, frame_bytes_max) => frame,
         };
         let body = match frame {
             Ok(Some(body)) => body,

@@ -534,12 +534,18 @@ impl PartitionTask {
             let retry_at = self.retry_at;
             let has_in_flight = !self.in_flight.is_empty();
             let in_flight = &mut self.in_flight;
+            // Biased, so the simulator replays it (tokio's unbiased choice draws from a
+            // process-global seed); the order is a priority in which appends come last, so a
+            // flood of them cannot starve answers (bounded by the in-flight cap) or the timers.
             tokio::select! {
+                biased;
                 // Outcomes are taken in sending order: later answers wait in their futures.
                 outcome = async { (&mut in_flight.front_mut().expect("guarded").1).await }, if has_in_flight => {
                     let (id, _) = self.in_flight.pop_front().expect("guarded");
                     self.on_outcome(id, outcome);
                 }
+                _ = sleep_until_some(retry_at), if retry_at.is_some() => self.retry_at = None,
+                _ = sleep_until_some(linger_deadline), if linger_deadline.is_some() => self.seal(),
                 command = commands.recv(), if commands_open => match command {
                     Some(Command::Append { record, permits, reply }) => self.append(record, permits, reply),
                     Some(Command::Flush { done }) => {
@@ -551,8 +557,6 @@ impl PartitionTask {
                         self.seal();
                     }
                 },
-                _ = sleep_until_some(linger_deadline), if linger_deadline.is_some() => self.seal(),
-                _ = sleep_until_some(retry_at), if retry_at.is_some() => self.retry_at = None,
             }
         }
     }

@@ -17,6 +17,7 @@ mod log;
 mod recovery;
 mod segment;
 mod sim_disk;
+pub mod watch;
 
 pub use disk::{disk_full_error, is_disk_full, Disk, DiskFile, OpenMode};
 pub use entry::{decode_entry, Entry, EntryHeader, EntryKind, ENTRY_HEADER_BYTES, ENTRY_PAYLOAD_BYTES_MAX};

@@ -48,6 +48,11 @@ pub struct LogConfig {
     /// log (fsyncgate: the data it covered may be gone).
     #[cfg(any(madsim, feature = "planted-bugs"))]
     pub planted_ignore_fsync_errors: bool,
+    /// Planted bug: recovery treats any damaged entry as a torn tail and cuts the log there,
+    /// dropping the valid entries and segments after it (truncate-mid-log-corruption; breaks
+    /// CHECKLISTS R8 b: committed entries vanish from the replica).
+    #[cfg(any(madsim, feature = "planted-bugs"))]
+    pub planted_truncate_corruption: bool,
 }
 
 impl Default for LogConfig {
@@ -63,6 +68,8 @@ impl Default for LogConfig {
             planted_skip_fsync: false,
             #[cfg(any(madsim, feature = "planted-bugs"))]
             planted_ignore_fsync_errors: false,
+            #[cfg(any(madsim, feature = "planted-bugs"))]
+            planted_truncate_corruption: false,
         }
     }
 }
@@ -96,7 +103,7 @@ impl<D: Disk> SegmentLog<D> {
     pub async fn open(disk: D, dir: impl AsRef<Path>, config: LogConfig, now_ms: i64) -> Result<(SegmentLog<D>, RecoveryReport)> {
         assert!(config.segment_bytes_max > 0 && config.index_interval_bytes > 0);
         let dir = dir.as_ref().to_path_buf();
-        let (mut segments, report) = recovery::recover(&disk, &dir, config.index_interval_bytes, now_ms).await?;
+        let (mut segments, report) = recovery::recover(&disk, &dir, &config, now_ms).await?;
         if segments.is_empty() {
             let start = SegmentStart { first_index: 1, first_offset: 0, prev_term: 0 };
             segments.push(create_segment(&disk, &dir, start, now_ms).await?);
@@ -547,9 +554,7 @@ impl<D: Disk> SegmentLog<D> {
         self.segments.clear();
         self.cache.clear();
         self.cache_bytes = 0;
-        let (segments, _) = recovery::recover(&self.disk, &self.dir, self.config.index_interval_bytes, now_ms)
-            .await
-            .inspect_err(|_| self.poisoned = true)?;
+        let (segments, _) = recovery::recover(&self.disk, &self.dir, &self.config, now_ms).await.inspect_err(|_| self.poisoned = true)?;
         assert_eq!(segments.len(), 1);
         assert_eq!(segments[0].start, start);
         self.segments = segments;

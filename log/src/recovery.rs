@@ -17,6 +17,7 @@ use bytes::Bytes;
 use crate::disk::{Disk, DiskFile, OpenMode};
 use crate::entry::{EntryHeader, ENTRY_HEADER_BYTES, ENTRY_MAGIC};
 use crate::error::{io_error, Error, Result};
+use crate::log::LogConfig;
 use crate::segment::{
     encode_index, index_file_name, parse_segment_file_name, segment_file_name, Segment, SegmentStart, SEGMENT_HEADER_BYTES,
 };
@@ -53,12 +54,12 @@ pub struct TornTail {
 }
 
 /// The segments found on disk, verified, oldest first (possibly none).
-pub async fn recover<D: Disk>(
-    disk: &D,
-    dir: &Path,
-    index_interval_bytes: u64,
-    now_ms: i64,
-) -> Result<(Vec<Segment<D::File>>, RecoveryReport)> {
+pub async fn recover<D: Disk>(disk: &D, dir: &Path, config: &LogConfig, now_ms: i64) -> Result<(Vec<Segment<D::File>>, RecoveryReport)> {
+    let index_interval_bytes = config.index_interval_bytes;
+    #[cfg(any(madsim, feature = "planted-bugs"))]
+    let truncate_any_damage = config.planted_truncate_corruption;
+    #[cfg(not(any(madsim, feature = "planted-bugs")))]
+    let truncate_any_damage = false;
     let mut report = RecoveryReport::default();
     disk.create_dir_all(dir).await.map_err(io_error(dir))?;
     report.reset_completed = finish_reset(disk, dir).await?;
@@ -110,15 +111,28 @@ pub async fn recover<D: Disk>(
                 return Err(corruption(expected, expected, detail));
             }
             if let Some(found) = find_valid_entry_after(&bytes, bad.position, segment.last_index) {
-                return Err(corruption(expected, found - 1, "bad entry followed by valid entries".into()));
+                if !truncate_any_damage {
+                    return Err(corruption(expected, found - 1, "bad entry followed by valid entries".into()));
+                }
             }
-            if !is_last {
+            if !is_last && !truncate_any_damage {
                 return Err(corruption(expected, next_first.unwrap() - 1, "bad entry in a sealed segment".into()));
             }
             // Torn tail: cut it off, durably, before anything is appended after it.
             segment.file.set_len(bad.position).await.map_err(io_error(&path))?;
             segment.file.sync_data().await.map_err(io_error(&path))?;
             report.torn_tail = Some(TornTail { index: expected, bytes: bytes.len() as u64 - bad.position });
+            if !is_last {
+                // Only the planted bug gets here: the log ends at the damage, later segments go.
+                for &later in &firsts[i + 1..] {
+                    let later_path = dir.join(segment_file_name(later));
+                    disk.remove_file(&later_path).await.map_err(io_error(&later_path))?;
+                }
+                disk.sync_dir(dir).await.map_err(io_error(dir))?;
+                report.entries += segment.last_index + 1 - segment.start.first_index;
+                segments.push(segment);
+                break;
+            }
         }
         report.entries += segment.last_index + 1 - segment.start.first_index;
         segments.push(segment);

@@ -267,6 +267,7 @@ impl ServerConfig {
             use crate::planted::PlantedBug;
             config.planted_skip_fsync = self.planted(PlantedBug::AckBeforeFsync);
             config.planted_ignore_fsync_errors = self.planted(PlantedBug::IgnoreFsyncError);
+            config.planted_truncate_corruption = self.planted(PlantedBug::TruncateMidLogCorruption);
         }
         config
     }

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use odradek_consensus::{GroupId, NodeError, NodeId};
+use odradek_log::watch;
 use raft::StateRole;
-use tokio::sync::watch;
 
 use crate::broker::Context;
 use crate::meta::{BrokerInfo, MetaCommand, TopicSettings, METADATA_GROUP};
@@ -37,8 +37,9 @@ async fn catch_up_metadata(context: &Context, shutdown: &mut watch::Receiver<boo
             }
         }
         tokio::select! {
-            _ = tokio::time::sleep(tick) => {}
+            biased;
             _ = crate::server::stopping(shutdown) => return false,
+            _ = tokio::time::sleep(tick) => {}
         }
     }
 }
@@ -56,14 +57,16 @@ pub async fn run(context: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
     registration.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         reconcile(&context, &mut hosted).await;
+        // Biased: deterministic under the simulator; the periodic ticks cannot starve the rest.
         tokio::select! {
-            changed = versions.changed() => if changed.is_err() { return },
+            biased;
+            _ = crate::server::stopping(&mut shutdown) => return,
             _ = registration.tick() => register_brokers(&context).await,
             _ = chores.tick() => {
                 balance_leaders(&context, &hosted).await;
                 enforce_retention(&context, &hosted).await;
             }
-            _ = crate::server::stopping(&mut shutdown) => return,
+            changed = versions.changed() => if changed.is_err() { return },
         }
     }
 }

@@ -13,9 +13,10 @@ use std::sync::Arc;
 
 use odradek_client::wire::proto::{ErrorCode, HelloResponse, Request_oneof_body as Body, Response};
 use odradek_client::wire::{decode_request, error_response, read_frame, write_frame, FrameError, FRAME_BYTES_MAX, PROTOCOL_VERSION};
+use odradek_log::watch;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, Semaphore};
 
 use crate::broker::Context;
 
@@ -24,8 +25,9 @@ pub async fn serve(listener: TcpListener, context: Arc<Context>, mut shutdown: w
     let open = Arc::new(AtomicUsize::new(0));
     loop {
         let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+            biased;
             _ = crate::server::stopping(&mut shutdown) => return,
+            accepted = listener.accept() => accepted,
         };
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
@@ -70,8 +72,9 @@ async fn serve_connection(stream: TcpStream, context: Arc<Context>, mut shutdown
     let mut greeted = false;
     loop {
         let frame = tokio::select! {
-            frame = read_frame(&mut reader, FRAME_BYTES_MAX) => frame,
+            biased;
             _ = crate::server::stopping(&mut shutdown) => break,
+            frame = read_frame(&mut reader, FRAME_BYTES_MAX) => frame,
         };
         let body = match frame {
             Ok(Some(body)) => body,

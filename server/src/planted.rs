@@ -31,10 +31,13 @@ pub enum PlantedBug {
     /// A failed fsync is logged and ignored instead of stopping the node (fsyncgate): entries it
     /// covered count as durable but may be lost at the next power loss.
     IgnoreFsyncError,
+    /// Recovery cuts the log at any damaged entry as if it were a torn tail, dropping the valid
+    /// entries after it (R8 b): a replica silently loses committed entries after a bit flip.
+    TruncateMidLogCorruption,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 7] = [
+    pub const ALL: [PlantedBug; 8] = [
         PlantedBug::AckBeforeCommit,
         PlantedBug::ServeAboveCommit,
         PlantedBug::SkipDedup,
@@ -42,6 +45,7 @@ impl PlantedBug {
         PlantedBug::FollowerAcksBeforePersist,
         PlantedBug::AckBeforeFsync,
         PlantedBug::IgnoreFsyncError,
+        PlantedBug::TruncateMidLogCorruption,
     ];
 
     pub fn name(self) -> &'static str {
@@ -53,6 +57,7 @@ impl PlantedBug {
             PlantedBug::FollowerAcksBeforePersist => "follower-acks-before-persist",
             PlantedBug::AckBeforeFsync => "ack-before-fsync",
             PlantedBug::IgnoreFsyncError => "ignore-fsync-error",
+            PlantedBug::TruncateMidLogCorruption => "truncate-mid-log-corruption",
         }
     }
 }

@@ -6,9 +6,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use odradek_consensus::{Node, NodeConfig, NodeError, NodeHandle, NodeId, TcpTransport, TransportError};
+use odradek_log::watch;
 use odradek_log::Disk;
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 
 use crate::broker::Context;
 use crate::clock::Clock;
@@ -48,8 +49,9 @@ async fn watch_free_space<D: Disk>(disk: D, config: Arc<ServerConfig>, shared: A
     let interval = std::time::Duration::from_millis(config.disk_check_interval_ms);
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
+            biased;
             _ = stopping(&mut shutdown) => return,
+            _ = tokio::time::sleep(interval) => {}
         }
         match disk.available_bytes(&config.data_dir).await {
             Ok(available) => shared.set_disk_available(available, config.disk_reserve_bytes),

@@ -129,18 +129,21 @@ pub struct FaultPlan {
     pub buggify: bool,
     /// The only node F-S3 may corrupt.
     pub corruptible: u64,
+    /// Topic segment size when F-S3 is on: small, so sealed segments (its targets) exist.
+    pub segment_bytes: Option<u64>,
 }
 
 impl FaultPlan {
     pub fn describe(&self) -> String {
         let kinds: Vec<String> = self.kinds.iter().map(|(kind, weight)| format!("{}×{weight}", kind.label())).collect();
         format!(
-            "faults [{}], quiet {:?} ms, windows {:?} ms, clock offsets {:?}, buggify {}",
+            "faults [{}], quiet {:?} ms, windows {:?} ms, clock offsets {:?}, buggify {}{}",
             kinds.join(", "),
             self.quiet_ms,
             self.window_ms,
             self.clock_offsets,
-            if self.buggify { "on" } else { "off" }
+            if self.buggify { "on" } else { "off" },
+            self.segment_bytes.map(|bytes| format!(", segments of {bytes} bytes")).unwrap_or_default()
         )
     }
 }
@@ -176,6 +179,9 @@ pub fn draw_plan(scenario: Scenario, nodes: usize, rng: &mut SmallRng) -> FaultP
             plan.clock_offsets = (1..=nodes as u64).map(|node| (node, rng.gen_range(-300_000..=300_000))).collect();
         }
         plan.buggify = rng.gen_bool(0.3);
+    }
+    if plan.kinds.iter().any(|(kind, _)| *kind == FaultKind::BitFlip) {
+        plan.segment_bytes = Some(rng.gen_range(4..=32) * 1024);
     }
     plan
 }

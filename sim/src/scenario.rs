@@ -229,6 +229,8 @@ pub struct Cluster {
     pub clock_offsets: Arc<Mutex<BTreeMap<u64, i64>>>,
     /// Nodes F-S3 corrupted: they may rightly refuse to serve a group (R8 b), so R7 skips them.
     pub corrupted: Mutex<std::collections::BTreeSet<u64>>,
+    /// Topic segment size, when the plan sets one.
+    pub segment_bytes: Option<u64>,
 }
 
 impl Cluster {
@@ -267,6 +269,9 @@ impl Cluster {
         config.balance_interval_ms = 2_000;
         config.disk_check_interval_ms = 500;
         config.planted_bugs = self.planted.clone();
+        if let Some(bytes) = self.segment_bytes {
+            config.topic_defaults.segment_bytes = bytes;
+        }
         let offsets = self.clock_offsets.clone();
         // The simulated wall clock (madsim's, the one the client stamps records with) plus this
         // node's F-C1 offset. (A fixed base instead once made retention delete every sealed
@@ -412,6 +417,7 @@ pub async fn run(config: ScenarioConfig) -> Report {
         status: Mutex::new(BTreeMap::new()),
         clock_offsets: Arc::new(Mutex::new(plan.clock_offsets.clone())),
         corrupted: Mutex::new(Default::default()),
+        segment_bytes: plan.segment_bytes,
     });
     cluster.note(format!("seed {seed}: {node_count} nodes, scenario {}, {}", config.scenario.name(), plan.describe()));
     for bug in &config.planted {

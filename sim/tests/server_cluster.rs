@@ -8,10 +8,10 @@
 //! `odradek-sim run --seed N` (see the README) replays one seed with its timeline.
 //!
 //! The planted-bug tests are the checkers' teeth: each bug of `odradek_server::planted` must make
-//! some seed of a stated range fail, on a stated invariant. Seeds that caught them when they were
-//! written are in the comments; a change of schedule may move them within the range, and so may
-//! running several simulations in one process (a seed replays exactly only as a process's first
-//! simulation: see the README's known gaps), hence ranges well past the catching seeds.
+//! some seed of a stated range fail, on a stated invariant. The catching seeds are in the
+//! comments; a seed replays the same in any process and test thread (see
+//! `determinism_rules.rs`), but a change of the code's schedule may move them, hence ranges well
+//! past the catching seeds.
 #![cfg(madsim)]
 
 use madsim::runtime::Handle;
@@ -78,8 +78,8 @@ fn planted_ack_before_fsync_is_caught() {
     planted_bug_is_caught(PlantedBug::AckBeforeFsync, Scenario::Crash, 1..=30, &["R3", "L6", "L7"]);
 }
 
-// A failed fsync is ignored; the power loss right after loses acknowledged entries (seeds 2 to 20
-// as the schedule moved: raft asked to commit past the replica's log end, R3).
+// A failed fsync is ignored; the power loss right after loses acknowledged entries (seed 3: raft
+// asked to commit past the replica's log end, R3).
 #[test]
 fn planted_ignore_fsync_error_is_caught() {
     planted_bug_is_caught(PlantedBug::IgnoreFsyncError, Scenario::Disk, 1..=60, &["R3", "L6", "L7"]);
@@ -90,6 +90,14 @@ fn planted_ignore_fsync_error_is_caught() {
 #[test]
 fn planted_follower_acks_before_persist_is_caught() {
     planted_bug_is_caught(PlantedBug::FollowerAcksBeforePersist, Scenario::Disk, 1..=60, &["R3", "R6", "L6", "L7"]);
+}
+
+// Recovery cuts the log at a flipped bit in a sealed segment as if it were a torn tail: the
+// replica loses committed entries it had acknowledged (seed 8: R3 from the consensus crate's
+// "persisted commit beyond the log end" check on reopening).
+#[test]
+fn planted_truncate_mid_log_corruption_is_caught() {
+    planted_bug_is_caught(PlantedBug::TruncateMidLogCorruption, Scenario::Disk, 1..=60, &["R3", "R8"]);
 }
 
 #[test]

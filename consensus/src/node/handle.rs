@@ -246,16 +246,20 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut inbox_open = true;
         loop {
+            // Biased: tokio's unbiased `select!` draws from a process-global seed, so a simulation
+            // would depend on what ran before it in the process. The order is also a priority: the periodic tick, then peers' messages
+            // (bounded by raft's own traffic), then commands, which the loop below drains anyway.
             tokio::select! {
+                biased;
                 _ = ticker.tick() => self.tick(),
-                command = commands.recv() => match command {
-                    Some(command) => self.execute(command, clock_ms()).await,
-                    None => return Ok(()),
-                },
                 batch = self.inbox.recv(), if inbox_open => match batch {
                     Some(batch) => self.step_batch(batch),
                     // The transport is gone: nothing more arrives; keep ticking and serving.
                     None => inbox_open = false,
+                },
+                command = commands.recv() => match command {
+                    Some(command) => self.execute(command, clock_ms()).await,
+                    None => return Ok(()),
                 },
             }
             for _ in 1..COMMANDS_PER_ROUND_MAX {

@@ -31,10 +31,11 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use odradek_log::watch;
 use raft::prelude::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, error, info, warn};
 
 use super::frame::{decode_batch, decode_handshake, encode_batch, encode_handshake, read_frame, FRAME_BYTES_MAX, FRAME_HEADER_BYTES};
