@@ -65,7 +65,7 @@ use std::task::{Context, Poll};
 use crate::observe;
 use bytes::Bytes;
 use odradek_log::{buggify, Disk, EntryKind, LogConfig, ENTRY_PAYLOAD_BYTES_MAX};
-use raft::eraftpb::{ConfChangeV2, ConfState, Entry as RaftEntry, EntryType, HardState as RaftHardState, Message};
+use raft::eraftpb::{ConfChangeV2, ConfState, Entry as RaftEntry, EntryType, HardState as RaftHardState, Message, MessageType};
 use raft::{RawNode, StateRole};
 use tokio::sync::{mpsc, oneshot};
 
@@ -526,6 +526,8 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             log_config.cache_bytes_max = buggify::pick(0..64 * 1024) as usize;
         }
         let store = GroupStore::open(self.disk.clone(), dir, log_config, &initial, now_ms).await.map_err(storage_error(group))?;
+        let (node, index) = (self.config.node_id, store.log().durable_index());
+        observe::emit(|| observe::Event::Durable { node, group, index });
         let storage = store.storage();
         let hard_state = storage.hard_state();
         let applied = hard_state.commit.max(store.log().first_index() - 1);
@@ -811,6 +813,8 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
                 install_snapshot(group, state, ready.snapshot(), &mut self.apply, now_ms).await?;
                 let (node, incarnation, index) = (self.config.node_id, self.incarnation, ready.snapshot().get_metadata().index);
                 observe::emit(|| observe::Event::Restored { node, incarnation, group, index });
+                let index = state.store.log().durable_index();
+                observe::emit(|| observe::Event::Durable { node, group, index });
                 // The entries at these indices are unknown here now: they stay indefinite.
                 let snapshot_index = ready.snapshot().get_metadata().index;
                 state.indefinite.retain(|&(index, _), _| index > snapshot_index);
@@ -832,6 +836,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         #[cfg(any(madsim, feature = "planted-bugs"))]
         if self.config.planted_send_before_persist {
             for (to, messages) in std::mem::take(&mut outbox) {
+                observe_sent(self.config.node_id, &self.groups, &messages);
                 self.transport.send(to, messages);
             }
         }
@@ -869,6 +874,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         self.redraw_election_timeouts();
         for (to, messages) in outbox {
             self.stats.messages_sent += messages.len() as u64;
+            observe_sent(self.config.node_id, &self.groups, &messages);
             self.transport.send(to, messages);
         }
         Ok(())
@@ -901,13 +907,18 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         // Every dirty log's fdatasync is issued at once, not one after another: on FsDisk they
         // run in parallel on the blocking pool and the file system batches their journal
         // commits, so a round with many dirty partitions costs about one fsync of latency.
+        let dirty: Vec<GroupId> = self.groups.iter().filter(|(_, state)| state.store.is_dirty()).map(|(&group, _)| group).collect();
         let syncs = self
             .groups
             .iter_mut()
-            .filter(|(_, state)| state.store.is_dirty())
+            .filter(|(group, _)| dirty.contains(group))
             .map(|(&group, state)| async move { state.store.sync().await.map_err(storage_error(group)) });
         let synced = futures::future::try_join_all(syncs).await?;
         self.stats.log_syncs += synced.len() as u64;
+        for group in dirty {
+            let (node, index) = (self.config.node_id, self.groups[&group].store.log().durable_index());
+            observe::emit(|| observe::Event::Durable { node, group, index });
+        }
         for PendingReady { group, ready } in readies {
             let Some(hard) = ready.hs() else { continue };
             let state = self.groups.get_mut(group).expect("groups change only outside a round");
@@ -976,6 +987,26 @@ fn resolve_leader_durable<D: Disk>(group: GroupId, state: &mut Group<D>) {
             continue;
         };
         let _ = pending.sender.send(Ok(Appended { index, term: pending.term, base_offset }));
+    }
+}
+
+/// Reports the messages that promise durability (R6): accepted appends with the log's durable
+/// index, granted votes with the saved hard state.
+fn observe_sent<D: Disk>(node: NodeId, groups: &BTreeMap<GroupId, Group<D>>, messages: &[(GroupId, Message)]) {
+    for (group, message) in messages {
+        let Some(state) = groups.get(group) else { continue };
+        let (group, to) = (*group, message.to);
+        match message.get_msg_type() {
+            MessageType::MsgAppendResponse if !message.reject => {
+                let (index, durable_index) = (message.index, state.store.log().durable_index());
+                observe::emit(|| observe::Event::AppendAccepted { node, group, to, index, durable_index });
+            }
+            MessageType::MsgRequestVoteResponse if !message.reject => {
+                let (term, saved) = (message.term, state.store.hard_state_saved());
+                observe::emit(|| observe::Event::VoteGranted { node, group, to, term, saved_term: saved.term, saved_vote: saved.vote });
+            }
+            _ => {}
+        }
     }
 }
 

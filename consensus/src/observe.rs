@@ -1,5 +1,5 @@
-//! White-box hooks for the simulator's raft checkers (CHECKLISTS R1, R2, R4, and R3 within one
-//! run of a node): every [`Node`](crate::Node) reports what it does to the observer installed on
+//! White-box hooks for the simulator's raft checkers (CHECKLISTS R1, R2, R4, R5, R6, and R3
+//! within one run of a node): every [`Node`](crate::Node) reports what it does to the observer installed on
 //! the current thread, if any. Under madsim every simulated node of a run lives on the thread
 //! that runs the simulation, so one observer sees the whole cluster, and parallel test threads
 //! do not mix. Without an observer (every production node) an event costs a thread-local check.
@@ -23,6 +23,18 @@ pub enum Event {
     Applied { node: NodeId, incarnation: u64, group: GroupId, index: u64, term: u64, checksum: u32 },
     /// `node` installed a snapshot up to `index`: its next applied index is `index + 1`.
     Restored { node: NodeId, incarnation: u64, group: GroupId, index: u64 },
+    /// `node`'s log of `group` is durable up to `index`: the disk confirmed the fsyncs (after a
+    /// round's sync, on opening, after a snapshot install). R5 counts these.
+    Durable { node: NodeId, group: GroupId, index: u64 },
+    /// `node` told `to` it holds the entries up to `index` (an accepted append), while its log
+    /// was durable up to `durable_index` (R6: `index <= durable_index`).
+    AppendAccepted { node: NodeId, group: GroupId, to: NodeId, index: u64, durable_index: u64 },
+    /// `node` granted `to` its vote in `term`, with `saved_term` / `saved_vote` durable in its
+    /// hard state (R6: the vote is saved, or a later term is).
+    VoteGranted { node: NodeId, group: GroupId, to: NodeId, term: u64, saved_term: u64, saved_vote: u64 },
+    /// `node` acknowledged an acks=all produce whose entry is at `index`, for a group of
+    /// `voters` voters (R5: durable on a quorum of them). Reported by the server.
+    Acked { node: NodeId, group: GroupId, index: u64, voters: usize },
 }
 
 type Sink = Rc<dyn Fn(Event)>;
@@ -43,7 +55,7 @@ pub fn uninstall() {
 }
 
 /// Reports the event `make` builds, only if someone observes (checksums cost nothing otherwise).
-pub(crate) fn emit(make: impl FnOnce() -> Event) {
+pub fn emit(make: impl FnOnce() -> Event) {
     let sink = OBSERVER.with(|slot| slot.borrow().clone());
     if let Some(sink) = sink {
         sink(make());
@@ -61,7 +73,7 @@ pub(crate) fn next_incarnation() -> u64 {
 /// One broken invariant, with what shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Violation {
-    /// `R1`, `R2`, `R3` or `R4`.
+    /// `R1` to `R6`.
     pub invariant: &'static str,
     pub group: GroupId,
     pub detail: String,
@@ -75,7 +87,10 @@ impl std::fmt::Display for Violation {
 
 /// Checks the events of a whole run as they come: R1 (one leader per group and term), R2 (one
 /// checksum per (group, index, term) among appended entries), R3 (per node incarnation, applied
-/// indexes grow by one), R4 (every replica applies the same (term, checksum) at an index).
+/// indexes grow by one), R4 (every replica applies the same (term, checksum) at an index), R5
+/// (an acks=all acknowledgement finds the index durable on a quorum: judged by index, not by
+/// entry, so a durable but divergent entry would count) and R6 (accepted appends and granted
+/// votes are durable when sent).
 /// Bounded by the run: one small map entry per appended index and term.
 #[derive(Debug, Default)]
 pub struct RaftChecker {
@@ -84,6 +99,8 @@ pub struct RaftChecker {
     applied: BTreeMap<(GroupId, u64), (u64, u32, NodeId)>,
     /// (node, incarnation, group) -> last applied index.
     last_applied: BTreeMap<(NodeId, u64, GroupId), u64>,
+    /// (group, node) -> the latest durable index the node reported.
+    durable: BTreeMap<(GroupId, NodeId), u64>,
     violations: Vec<Violation>,
     pub events: u64,
 }
@@ -108,6 +125,40 @@ impl RaftChecker {
                         "R2",
                         group,
                         format!("entry {index} of term {term}: checksum {first:08x} on node {by}, {checksum:08x} on node {node}"),
+                    );
+                }
+            }
+            Event::Durable { node, group, index } => {
+                self.durable.insert((group, node), index);
+            }
+            Event::AppendAccepted { node, group, to, index, durable_index } => {
+                if index > durable_index {
+                    self.violate(
+                        "R6",
+                        group,
+                        format!("node {node} told node {to} it holds index {index}; durable only to {durable_index}"),
+                    );
+                }
+            }
+            Event::VoteGranted { node, group, to, term, saved_term, saved_vote } => {
+                if saved_term < term || (saved_term == term && saved_vote != to) {
+                    self.violate(
+                        "R6",
+                        group,
+                        format!(
+                            "node {node} voted for node {to} in term {term}; its saved hard state: term {saved_term}, vote {saved_vote}"
+                        ),
+                    );
+                }
+            }
+            Event::Acked { node, group, index, voters } => {
+                let durable: Vec<NodeId> =
+                    self.durable.range((group, 0)..=(group, NodeId::MAX)).filter(|(_, &at)| at >= index).map(|(&(_, n), _)| n).collect();
+                if durable.len() < voters / 2 + 1 {
+                    self.violate(
+                        "R5",
+                        group,
+                        format!("node {node} acknowledged index {index}; durable only on nodes {durable:?} of {voters} voters"),
                     );
                 }
             }
@@ -195,6 +246,13 @@ mod tests {
             Event::Leader { node: 2, group: 7, term: 3 },
             Event::Restored { node: 1, incarnation: 1, group: 7, index: 40 },
             Event::Applied { node: 1, incarnation: 1, group: 7, index: 41, term: 3, checksum: 0x41 },
+            Event::Durable { node: 1, group: 7, index: 41 },
+            Event::Durable { node: 2, group: 7, index: 40 },
+            Event::Durable { node: 3, group: 7, index: 12 },
+            Event::Acked { node: 1, group: 7, index: 40, voters: 3 },
+            Event::AppendAccepted { node: 2, group: 7, to: 1, index: 40, durable_index: 40 },
+            Event::VoteGranted { node: 2, group: 7, to: 1, term: 3, saved_term: 3, saved_vote: 1 },
+            Event::VoteGranted { node: 3, group: 7, to: 1, term: 3, saved_term: 4, saved_vote: 2 },
         ];
         let mut checker = RaftChecker::default();
         clean.into_iter().for_each(|event| checker.record(event));
@@ -208,6 +266,10 @@ mod tests {
             ("R2", Event::Appended { node: 3, group: 7, index: 5, term: 2, checksum: 0xab }),
             ("R3", Event::Applied { node: 1, incarnation: 1, group: 7, index: 43, term: 3, checksum: 0xcc }),
             ("R4", Event::Applied { node: 3, incarnation: 4, group: 7, index: 6, term: 3, checksum: 0xbb }),
+            ("R5", Event::Acked { node: 1, group: 7, index: 41, voters: 3 }),
+            ("R6", Event::AppendAccepted { node: 2, group: 7, to: 1, index: 41, durable_index: 40 }),
+            ("R6", Event::VoteGranted { node: 3, group: 7, to: 1, term: 5, saved_term: 4, saved_vote: 2 }),
+            ("R6", Event::VoteGranted { node: 3, group: 7, to: 1, term: 4, saved_term: 4, saved_vote: 0 }),
         ];
         for (invariant, bad) in planted {
             let mut checker = RaftChecker::default();

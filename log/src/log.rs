@@ -93,6 +93,12 @@ pub struct SegmentLog<D: Disk> {
     cache: VecDeque<Entry>,
     cache_bytes: usize,
     synced_index: u64,
+    /// What the disk confirmed: `synced_index` unless a planted bug made the log skip or
+    /// ignore an fsync (see [`SegmentLog::durable_index`]).
+    durable_index: u64,
+    /// A planted bug skipped or ignored an fsync: `durable_index` stays where it was for good
+    /// (after a failed fsync the kernel may have dropped the data: "fsyncgate").
+    durable_stuck: bool,
     /// Set by any failed write or fsync: what is durable is unknown until reopened.
     poisoned: bool,
 }
@@ -117,6 +123,8 @@ impl<D: Disk> SegmentLog<D> {
             cache: VecDeque::new(),
             cache_bytes: 0,
             synced_index: 0,
+            durable_index: 0,
+            durable_stuck: false,
             poisoned: false,
         };
         log.rebuild_terms().await?;
@@ -190,6 +198,13 @@ impl<D: Disk> SegmentLog<D> {
     /// The last index known durable (fsynced).
     pub fn synced_index(&self) -> u64 {
         self.synced_index
+    }
+
+    /// The last index whose every fsync the disk answered with success. The same as
+    /// [`Self::synced_index`] except under the planted bugs that skip or ignore fsyncs, where
+    /// the log believes more than the disk promised; the simulator's R5 and R6 checks read this.
+    pub fn durable_index(&self) -> u64 {
+        self.durable_index
     }
 
     pub fn segment_count(&self) -> usize {
@@ -320,16 +335,23 @@ impl<D: Disk> SegmentLog<D> {
     /// Makes every appended entry durable: one fdatasync per dirty segment.
     pub async fn sync(&mut self) -> Result<()> {
         self.check_usable()?;
-        self.sync_segments().await?;
+        let confirmed = self.sync_segments().await?;
         self.synced_index = self.last_index();
+        self.durable_stuck |= !confirmed;
+        if !self.durable_stuck {
+            self.durable_index = self.last_index();
+        }
         Ok(())
     }
 
-    async fn sync_segments(&mut self) -> Result<()> {
+    /// Whether the disk confirmed every fsync (false only under a planted bug).
+    async fn sync_segments(&mut self) -> Result<bool> {
+        let mut confirmed = true;
         for segment in self.segments.iter_mut().filter(|s| s.dirty) {
             #[cfg(any(madsim, feature = "planted-bugs"))]
             if self.config.planted_skip_fsync {
                 segment.dirty = false;
+                confirmed = false;
                 continue;
             }
             let synced = segment.file.sync_data().await;
@@ -337,6 +359,7 @@ impl<D: Disk> SegmentLog<D> {
             if let (Err(error), true) = (&synced, self.config.planted_ignore_fsync_errors) {
                 tracing::warn!(%error, "planted bug: ignoring a failed fsync");
                 segment.dirty = false;
+                confirmed = false;
                 continue;
             }
             if let Err(source) = synced {
@@ -346,7 +369,7 @@ impl<D: Disk> SegmentLog<D> {
             }
             segment.dirty = false;
         }
-        Ok(())
+        Ok(confirmed)
     }
 
     fn cache_push(&mut self, entry: Entry) {
@@ -477,6 +500,7 @@ impl<D: Disk> SegmentLog<D> {
             self.cache_bytes -= entry.encoded_bytes();
         }
         self.synced_index = self.synced_index.min(self.last_index());
+        self.durable_index = self.durable_index.min(self.last_index());
         assert_eq!(self.last_index(), from_index - 1);
         Ok(())
     }
@@ -560,6 +584,9 @@ impl<D: Disk> SegmentLog<D> {
         self.segments = segments;
         self.terms.clear();
         self.synced_index = self.last_index();
+        if !self.durable_stuck {
+            self.durable_index = self.last_index();
+        }
         Ok(())
     }
 }

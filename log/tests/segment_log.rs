@@ -341,3 +341,64 @@ fn non_data_entries_take_no_offsets_and_are_skipped_by_offset_reads() {
         assert_eq!(log.read_offsets(2, u64::MAX, 4).await.unwrap(), vec![]);
     });
 }
+
+#[test]
+fn durable_index_follows_the_disks_confirmations() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(41);
+        let (mut log, _) = SegmentLog::open(disk.clone(), DIR, tiny_config(), 0).await.unwrap();
+        append_data(&mut log, 10, 1).await;
+        assert_eq!((log.synced_index(), log.durable_index()), (0, 0));
+        log.sync().await.unwrap();
+        assert_eq!((log.synced_index(), log.durable_index()), (10, 10));
+        log.truncate_suffix(8).await.unwrap();
+        assert_eq!((log.synced_index(), log.durable_index()), (7, 7));
+    });
+}
+
+/// The planted fsync bugs make the log believe more than the disk confirmed; `durable_index`
+/// (what the simulator's R5 and R6 checks read) does not follow them.
+#[cfg(feature = "planted-bugs")]
+#[test]
+fn planted_fsync_bugs_cannot_fake_the_durable_index() {
+    runtime().block_on(async {
+        let skip = LogConfig { planted_skip_fsync: true, ..tiny_config() };
+        let (mut log, _) = SegmentLog::open(SimDisk::new(42), DIR, skip, 0).await.unwrap();
+        append_data(&mut log, 5, 1).await;
+        log.sync().await.unwrap();
+        assert_eq!((log.synced_index(), log.durable_index()), (5, 0));
+
+        let disk = SimDisk::new(43);
+        let ignore = LogConfig { planted_ignore_fsync_errors: true, ..tiny_config() };
+        let (mut log, _) = SegmentLog::open(disk.clone(), DIR, ignore, 0).await.unwrap();
+        append_data(&mut log, 3, 1).await;
+        log.sync().await.unwrap();
+        append_data(&mut log, 3, 1).await;
+        disk.fail_next_syncs(1);
+        log.sync().await.expect("the planted bug ignores the failure");
+        append_data(&mut log, 3, 1).await;
+        log.sync().await.unwrap();
+        assert_eq!((log.synced_index(), log.durable_index()), (9, 3), "stuck where the disk last confirmed all");
+    });
+}
+
+/// A flipped bit in a sealed segment is corruption; the planted bug cuts the log there instead.
+#[cfg(feature = "planted-bugs")]
+#[test]
+fn planted_truncate_corruption_cuts_the_log_at_mid_log_damage() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(44);
+        let (mut log, _) = SegmentLog::open(disk.clone(), DIR, tiny_config(), 0).await.unwrap();
+        append_data(&mut log, 40, 1).await;
+        log.sync().await.unwrap();
+        assert!(log.segment_count() > 3);
+        drop(log);
+        disk.flip_bit(&segment_path(1), (SEGMENT_HEADER_BYTES + 20) * 8);
+        assert!(matches!(SegmentLog::open(disk.clone(), DIR, tiny_config(), 0).await, Err(Error::Corruption { .. })));
+        let planted = LogConfig { planted_truncate_corruption: true, ..tiny_config() };
+        let (log, report) = SegmentLog::open(disk.clone(), DIR, planted, 0).await.unwrap();
+        assert_eq!(log.last_index(), 0, "everything from the damaged first entry on is gone");
+        assert_eq!(log.segment_count(), 1);
+        assert_eq!(report.torn_tail.map(|torn| torn.index), Some(1));
+    });
+}

@@ -88,6 +88,18 @@ impl Context {
         Ok((assignment.group, replica_to_try(&assignment.replicas, self.shared.node_id), info.settings.clone()))
     }
 
+    /// How many replicas (raft voters) the partition of `group` has, per the metadata.
+    fn replica_count(&self, group: GroupId) -> Option<usize> {
+        let inner = self.shared.lock();
+        inner
+            .meta
+            .topics()
+            .values()
+            .flat_map(|info| info.partitions.iter())
+            .find(|assignment| assignment.group == group)
+            .map(|a| a.replicas.len())
+    }
+
     fn not_hosted(&self, id: u64, topic: &str, partition: u32, preferred: NodeId) -> Response {
         let mut response =
             error_response(id, ErrorCode::NOT_LEADER, format!("node {} is not a replica of {topic}/{partition}", self.shared.node_id));
@@ -162,7 +174,17 @@ impl Context {
             produce.log_append_time_ms = -1;
             let mut response = ok_response(id);
             match outcome {
-                Ok(Ok(appended)) => produce.base_offset = appended.base_offset,
+                Ok(Ok(appended)) => {
+                    produce.base_offset = appended.base_offset;
+                    if acks == Acks::ACKS_ALL {
+                        // R5, for the simulator's checker: this acknowledgement promises a quorum has it on disk.
+                        let (node, index) = (this.shared.node_id, appended.index);
+                        odradek_consensus::observe::emit(|| {
+                            let voters = this.replica_count(group).unwrap_or(1);
+                            odradek_consensus::observe::Event::Acked { node, group, index, voters }
+                        });
+                    }
+                }
                 Ok(Err(ProposeError::Rejected { rejection, .. })) if rejection.code == REJECTION_DUPLICATE => {
                     produce.base_offset = rejection.value;
                 }
