@@ -33,4 +33,7 @@ pub use node::{
     ProposalTicket, ProposeError, Rejection, ResolvedOutcome,
 };
 pub use storage::{EntryMeta, GroupStorage, GroupStore, StorageFault};
-pub use transport::{GroupId, Inbound, LocalNetwork, LocalTransport, NodeId, TcpTransport, Transport, TransportError, TransportStats};
+pub use transport::{
+    FaultRates, FaultyTransport, GroupId, Inbound, LocalNetwork, LocalTransport, NodeId, TcpTransport, Transport, TransportError,
+    TransportFaults, TransportStats,
+};

@@ -28,6 +28,7 @@
 //! pass per message plus one copy into the frame buffer; the memory bound per peer is
 //! `PEER_QUEUE_BATCHES_MAX` batches plus one round of at most `ROUND_BYTES_MAX` encoded bytes.
 
+mod faulty;
 mod frame;
 mod local;
 mod tcp;
@@ -36,6 +37,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use raft::prelude::Message;
 
+pub use faulty::{FaultCounts, FaultRates, FaultyTransport, TransportFaults};
 pub use frame::{FRAME_BYTES_MAX, FRAME_HEADER_BYTES, PROTOCOL_VERSION};
 pub use local::{Delivery, Envelope, LocalNetwork, LocalTransport, LOCAL_INBOX_BATCHES_MAX, LOCAL_IN_FLIGHT_MESSAGES_MAX};
 pub use tcp::{

@@ -346,6 +346,7 @@ impl<D: Disk> SegmentLog<D> {
 
     /// Whether the disk confirmed every fsync (false only under a planted bug).
     async fn sync_segments(&mut self) -> Result<bool> {
+        #[cfg_attr(not(any(madsim, feature = "planted-bugs")), allow(unused_mut))]
         let mut confirmed = true;
         for segment in self.segments.iter_mut().filter(|s| s.dirty) {
             #[cfg(any(madsim, feature = "planted-bugs"))]

@@ -38,6 +38,7 @@ pub struct Context {
     pub config: Arc<ServerConfig>,
     pub shared: Arc<Shared>,
     pub node: NodeHandle,
+    pub faults: crate::faults::FaultHooks,
 }
 
 fn ok_response(request_id: u64) -> Response {

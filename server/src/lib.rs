@@ -11,12 +11,13 @@
 //! - [`broker`]: the request handlers; [`net`]: the client listener and connections;
 //! - [`controller`]: hosting the assigned partition groups, broker registration, leader
 //!   balancing, retention;
-//! - [`server`]: starting and stopping a node.
+//! - [`server`]: starting and stopping a node; [`faults`]: a simulation's fault hooks.
 
 pub mod broker;
 pub mod clock;
 pub mod config;
 pub mod controller;
+pub mod faults;
 pub mod meta;
 pub mod net;
 pub mod partition;

@@ -124,6 +124,12 @@ async fn serve_connection(stream: TcpStream, context: Arc<Context>, mut shutdown
         let responses = responses.clone();
         if let Some(Body::produce(_)) = &request.body {
             let Some(Body::produce(produce)) = request.body.take() else { unreachable!("matched just above") };
+            if let Some(hold) = context.faults.request_hold.as_ref().and_then(|hold| hold.take()) {
+                // F-N8 (simulation only): this request arrives late, after the client gave up on
+                // it; requests behind it on the connection wait too, as on one TCP stream.
+                tracing::debug!(id, ?hold, "fault: holding a produce request");
+                tokio::time::sleep(hold).await;
+            }
             // Queued in arrival order (pipelined batches of one producer keep their order);
             // the outcome is awaited off the reader.
             let pending = context.produce(id, produce).await;

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use odradek_consensus::{Node, NodeConfig, NodeError, NodeHandle, NodeId, TcpTransport, TransportError};
+use odradek_consensus::{FaultyTransport, Node, NodeConfig, NodeError, NodeHandle, NodeId, TcpTransport, TransportError};
+
+use crate::faults::FaultHooks;
 use odradek_log::watch;
 use odradek_log::Disk;
 use tokio::net::TcpListener;
@@ -77,12 +79,18 @@ impl Server {
     /// Opens the node's data, rebuilds the metadata from the controller log, joins the peers and
     /// starts serving clients.
     pub async fn start<D: Disk>(config: ServerConfig, disk: D, clock: Clock) -> Result<Server, ServerError> {
+        Server::start_with(config, disk, clock, FaultHooks::default()).await
+    }
+
+    /// [`Server::start`] with a simulation's fault hooks (none in production).
+    pub async fn start_with<D: Disk>(config: ServerConfig, disk: D, clock: Clock, faults: FaultHooks) -> Result<Server, ServerError> {
         config.validate()?;
         let config = Arc::new(config);
         let me = config.me().clone();
         let shared = Shared::new(config.id);
         let peers: BTreeMap<NodeId, SocketAddr> = config.nodes.iter().filter(|m| m.id != config.id).map(|m| (m.id, m.peer)).collect();
         let (transport, inbox) = TcpTransport::bind(config.id, me.peer, peers).await?;
+        let transport = FaultyTransport::new(transport, faults.peer_messages.clone());
         let mut node_config = NodeConfig::new(config.id, config.data_dir.clone());
         node_config.log_config = config.log_config(
             config.topic_defaults.retention_ms,
@@ -118,7 +126,7 @@ impl Server {
             let _ = stopped_tx.send(true);
             let _ = driver_done.send(result);
         });
-        let context = Arc::new(Context { config: config.clone(), shared: shared.clone(), node: handle.clone() });
+        let context = Arc::new(Context { config: config.clone(), shared: shared.clone(), node: handle.clone(), faults });
         let tasks = vec![
             tokio::spawn(watch_free_space(space_disk, config.clone(), shared.clone(), shutdown_rx.clone())),
             tokio::spawn(crate::net::serve(listener, context.clone(), shutdown_rx.clone())),

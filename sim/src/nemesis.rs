@@ -27,6 +27,7 @@ use madsim::task::NodeId as SimNodeId;
 use odradek_jepsen::history::Fault;
 use odradek_jepsen::partitions::{cut_between, majorities_ring};
 use odradek_log::{CrashMode, LatencyConfig};
+use odradek_server::faults::FaultRates;
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -53,10 +54,12 @@ pub enum FaultKind {
     ClientCut,
     PauseKill,
     PartKill,
+    Packets,
+    HoldRequest,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 17] = [
+    pub const ALL: [FaultKind; 19] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::PowerLoss,
@@ -74,6 +77,8 @@ impl FaultKind {
         FaultKind::ClientCut,
         FaultKind::PauseKill,
         FaultKind::PartKill,
+        FaultKind::Packets,
+        FaultKind::HoldRequest,
     ];
 
     /// The CHECKLISTS ID and a short name, as recorded in the history.
@@ -96,6 +101,8 @@ impl FaultKind {
             FaultKind::ClientCut => "F-N9 client cut off",
             FaultKind::PauseKill => "F-P5 pause-kill",
             FaultKind::PartKill => "F-P6 part-kill",
+            FaultKind::Packets => "F-N6 packet loss, duplication, reordering",
+            FaultKind::HoldRequest => "F-N8 one request held",
         }
     }
 
@@ -109,7 +116,9 @@ impl FaultKind {
             | FaultKind::OneWay
             | FaultKind::Latency
             | FaultKind::ClientCut
-            | FaultKind::PartKill => &[Swarm, Network],
+            | FaultKind::PartKill
+            | FaultKind::Packets
+            | FaultKind::HoldRequest => &[Swarm, Network],
             FaultKind::BitFlip | FaultKind::ReadError | FaultKind::FsyncError | FaultKind::SlowDisk => &[Swarm, Disk],
             FaultKind::ClockStep => &[Swarm],
         }
@@ -376,6 +385,53 @@ pub async fn run(
                 disk.set_read_error_probability(0.0);
                 disk.fail_next_syncs(0);
                 disk.set_latency(LatencyConfig::default());
+                cluster.history().fault_stop(record).expect("history");
+            }
+            FaultKind::Packets => {
+                // Every raft message between the nodes may be lost, replayed later or held back
+                // (reordered), through the consensus transport's fault layer.
+                let rates = FaultRates {
+                    drop: rng.gen_range(0.02..0.3),
+                    duplicate: rng.gen_range(0.02..0.2),
+                    delay: rng.gen_range(0.02..0.3),
+                    delay_max: Duration::from_millis(rng.gen_range(10..500)),
+                };
+                let describe = format!(
+                    "drop {:.2}, duplicate {:.2}, delay {:.2} up to {:?}",
+                    rates.drop, rates.duplicate, rates.delay, rates.delay_max
+                );
+                let record = fault(kind, &[("rates", describe.clone())]);
+                cluster.history().fault_start(record.clone()).expect("history");
+                let before = cluster.faults.peer_messages.as_ref().expect("the simulation sets it").counts();
+                cluster.faults.peer_messages.as_ref().expect("set").set(rates);
+                tokio::time::sleep(window).await;
+                let layer = cluster.faults.peer_messages.as_ref().expect("set");
+                layer.clear();
+                let after = layer.counts();
+                cluster.note(format!(
+                    "{} ({describe}) for {window:?}: {} dropped, {} duplicated, {} delayed",
+                    kind.label(),
+                    after.dropped - before.dropped,
+                    after.duplicated - before.duplicated,
+                    after.delayed - before.delayed
+                ));
+                cluster.history().fault_stop(record).expect("history");
+            }
+            FaultKind::HoldRequest => {
+                // The next produce request any node reads waits longer than the client's request
+                // timeout (5 s): it is handled after the client retried it, as a zombie.
+                let hold = Duration::from_millis(rng.gen_range(5_500..9_000));
+                let record = fault(kind, &[("hold-ms", hold.as_millis().to_string())]);
+                cluster.history().fault_start(record.clone()).expect("history");
+                let switch = cluster.faults.request_hold.as_ref().expect("the simulation sets it");
+                switch.arm(hold);
+                tokio::time::sleep(window).await;
+                let caught = !switch.disarm();
+                cluster.note(format!("{} for {hold:?}: {}", kind.label(), if caught { "held one" } else { "no request came" }));
+                if caught {
+                    // The held request is still waiting on its node until the hold ends.
+                    tokio::time::sleep(hold).await;
+                }
                 cluster.history().fault_stop(record).expect("history");
             }
             FaultKind::ClientCut => {

@@ -22,6 +22,7 @@ use odradek_jepsen::checker::{check, CheckOptions, Verdict};
 use odradek_jepsen::history::{History, HistoryBuilder, Process};
 use odradek_log::SimDisk;
 use odradek_server::config::{Member, ServerConfig};
+use odradek_server::faults::{FaultHooks, RequestHold, TransportFaults};
 use odradek_server::planted::PlantedBug;
 use odradek_server::Server;
 use rand::rngs::SmallRng;
@@ -231,6 +232,8 @@ pub struct Cluster {
     pub corrupted: Mutex<std::collections::BTreeSet<u64>>,
     /// Topic segment size, when the plan sets one.
     pub segment_bytes: Option<u64>,
+    /// F-N6 transport fault layer and F-N8 request hold, shared by every node.
+    pub faults: FaultHooks,
 }
 
 impl Cluster {
@@ -285,7 +288,7 @@ impl Cluster {
             _ => 0,
         };
         self.set_status(node, NodeStatus::Starting);
-        let server = match Server::start(config, self.disks[&node].clone(), clock).await {
+        let server = match Server::start_with(config, self.disks[&node].clone(), clock, self.faults.clone()).await {
             Ok(server) => server,
             Err(error) => {
                 self.note(format!("node {node} could not start: {error}"));
@@ -418,6 +421,7 @@ pub async fn run(config: ScenarioConfig) -> Report {
         clock_offsets: Arc::new(Mutex::new(plan.clock_offsets.clone())),
         corrupted: Mutex::new(Default::default()),
         segment_bytes: plan.segment_bytes,
+        faults: FaultHooks { peer_messages: Some(TransportFaults::new(seed ^ 0x7e57_fa17)), request_hold: Some(RequestHold::default()) },
     });
     cluster.note(format!("seed {seed}: {node_count} nodes, scenario {}, {}", config.scenario.name(), plan.describe()));
     for bug in &config.planted {
