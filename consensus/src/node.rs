@@ -525,8 +525,20 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             log_config.index_interval_bytes = buggify::pick(64..4096);
             log_config.cache_bytes_max = buggify::pick(0..64 * 1024) as usize;
         }
-        let store = GroupStore::open(self.disk.clone(), dir, log_config, &initial, now_ms).await.map_err(storage_error(group))?;
-        let (node, index) = (self.config.node_id, store.log().durable_index());
+        let node = self.config.node_id;
+        let store = match GroupStore::open(self.disk.clone(), dir, log_config, &initial, now_ms).await {
+            Ok(store) => store,
+            Err(error) => {
+                if let StorageFault::CommittedEntriesLost { cut: index, .. } = error {
+                    observe::emit(|| observe::Event::RecoveryCut { node, group, index });
+                }
+                return Err(storage_error(group)(error));
+            }
+        };
+        if let Some(index) = store.recovery_cut() {
+            observe::emit(|| observe::Event::RecoveryCut { node, group, index });
+        }
+        let index = store.log().durable_index();
         observe::emit(|| observe::Event::Durable { node, group, index });
         let storage = store.storage();
         let hard_state = storage.hard_state();
@@ -826,6 +838,9 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             }
             self.stats.entries_appended += entries.len() as u64;
             state.store.append(&entries, now_ms).await.map_err(storage_error(group))?;
+            // A conflicting suffix it truncated is no longer durable (R5, and R8's baseline).
+            let (node, index) = (self.config.node_id, state.store.log().durable_index());
+            observe::emit(|| observe::Event::Durable { node, group, index });
             queue_messages(&mut outbox, group, ready.take_messages());
             #[cfg(any(madsim, feature = "planted-bugs"))]
             if self.config.planted_send_before_persist {

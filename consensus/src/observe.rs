@@ -32,9 +32,29 @@ pub enum Event {
     /// `node` granted `to` its vote in `term`, with `saved_term` / `saved_vote` durable in its
     /// hard state (R6: the vote is saved, or a later term is).
     VoteGranted { node: NodeId, group: GroupId, to: NodeId, term: u64, saved_term: u64, saved_vote: u64 },
+    /// Opening `group`, `node`'s recovery cut its log from `index` on, taking the damaged last
+    /// entry for a torn write (R8 e: only entries the node never reported durable may go).
+    RecoveryCut { node: NodeId, group: GroupId, index: u64 },
     /// `node` acknowledged an acks=all produce whose entry is at `index`, for a group of
     /// `voters` voters (R5: durable on a quorum of them). Reported by the server.
     Acked { node: NodeId, group: GroupId, index: u64, voters: usize },
+}
+
+impl Event {
+    /// The raft group the event is about.
+    pub fn group(&self) -> GroupId {
+        match *self {
+            Event::Leader { group, .. }
+            | Event::Appended { group, .. }
+            | Event::Applied { group, .. }
+            | Event::Restored { group, .. }
+            | Event::Durable { group, .. }
+            | Event::AppendAccepted { group, .. }
+            | Event::VoteGranted { group, .. }
+            | Event::RecoveryCut { group, .. }
+            | Event::Acked { group, .. } => group,
+        }
+    }
 }
 
 type Sink = Rc<dyn Fn(Event)>;
@@ -73,7 +93,7 @@ pub(crate) fn next_incarnation() -> u64 {
 /// One broken invariant, with what shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Violation {
-    /// `R1` to `R6`.
+    /// `R1` to `R6`, or `R8`.
     pub invariant: &'static str,
     pub group: GroupId,
     pub detail: String,
@@ -90,7 +110,8 @@ impl std::fmt::Display for Violation {
 /// indexes grow by one), R4 (every replica applies the same (term, checksum) at an index), R5
 /// (an acks=all acknowledgement finds the index durable on a quorum: judged by index, not by
 /// entry, so a durable but divergent entry would count) and R6 (accepted appends and granted
-/// votes are durable when sent).
+/// votes are durable when sent) and R8 e (recovery cuts off only entries the node never reported
+/// durable).
 /// Bounded by the run: one small map entry per appended index and term.
 #[derive(Debug, Default)]
 pub struct RaftChecker {
@@ -130,6 +151,16 @@ impl RaftChecker {
             }
             Event::Durable { node, group, index } => {
                 self.durable.insert((group, node), index);
+            }
+            Event::RecoveryCut { node, group, index } => {
+                let durable = self.durable.get(&(group, node)).copied().unwrap_or(0);
+                if index <= durable {
+                    self.violate(
+                        "R8",
+                        group,
+                        format!("node {node}'s recovery cut its log from index {index} on; it had reported it durable up to {durable}"),
+                    );
+                }
             }
             Event::AppendAccepted { node, group, to, index, durable_index } => {
                 if index > durable_index {
@@ -253,6 +284,8 @@ mod tests {
             Event::AppendAccepted { node: 2, group: 7, to: 1, index: 40, durable_index: 40 },
             Event::VoteGranted { node: 2, group: 7, to: 1, term: 3, saved_term: 3, saved_vote: 1 },
             Event::VoteGranted { node: 3, group: 7, to: 1, term: 3, saved_term: 4, saved_vote: 2 },
+            // A torn tail beyond what node 3 reported durable.
+            Event::RecoveryCut { node: 3, group: 7, index: 13 },
         ];
         let mut checker = RaftChecker::default();
         clean.into_iter().for_each(|event| checker.record(event));
@@ -270,6 +303,7 @@ mod tests {
             ("R6", Event::AppendAccepted { node: 2, group: 7, to: 1, index: 41, durable_index: 40 }),
             ("R6", Event::VoteGranted { node: 3, group: 7, to: 1, term: 5, saved_term: 4, saved_vote: 2 }),
             ("R6", Event::VoteGranted { node: 3, group: 7, to: 1, term: 4, saved_term: 4, saved_vote: 0 }),
+            ("R8", Event::RecoveryCut { node: 2, group: 7, index: 40 }),
         ];
         for (invariant, bad) in planted {
             let mut checker = RaftChecker::default();

@@ -114,6 +114,11 @@ pub enum StorageFault {
     InvalidEntry { index: u64, detail: String },
     #[error("log entry {index} is not a raft entry this node wrote: {detail}")]
     ForeignEntry { index: u64, detail: String },
+    /// Recovery cut the log (a damaged last entry taken for a torn write) below the commit index
+    /// the hard state saved: entries this node knew committed are gone. The group cannot be
+    /// served from this replica's files (CHECKLISTS R8 e).
+    #[error("the log ends at {log_end} after recovery cut it from index {cut} on, below the saved commit index {commit}")]
+    CommittedEntriesLost { commit: u64, log_end: u64, cut: u64 },
 }
 
 /// Converts a raft entry to the log's entry at `base_offset` (the log's next offset).
@@ -425,6 +430,8 @@ const CONF_STATE_FILE: &str = "conf_state";
 /// the conf-state file, plus the [`GroupStorage`] view it keeps current. Owned by the driver.
 pub struct GroupStore<D: Disk> {
     dir: PathBuf,
+    /// Where recovery cut a torn tail off the log on open, if it did.
+    recovery_cut: Option<u64>,
     log: SegmentLog<D>,
     hard_state_file: HardStateFile<D>,
     conf_state_file: ConfStateFile<D>,
@@ -446,13 +453,17 @@ impl<D: Disk> GroupStore<D> {
         let dir = dir.as_ref().to_path_buf();
         let cache_bytes_max = log_config.cache_bytes_max;
         let log_config = LogConfig { cache_bytes_max: 0, ..log_config };
-        let (log, _report) = SegmentLog::open(disk.clone(), dir.join(LOG_DIR), log_config, now_ms).await?;
+        let (log, report) = SegmentLog::open(disk.clone(), dir.join(LOG_DIR), log_config, now_ms).await?;
+        let recovery_cut = report.torn_tail.map(|torn| torn.index);
         let (hard_state_file, hard) = HardStateFile::open(&disk, dir.join(HARD_STATE_FILE)).await?;
         let (conf_state_file, conf, _) = ConfStateFile::open(&disk, dir.join(CONF_STATE_FILE), initial_conf).await?;
         // A commit persisted lazily may lag; it never exceeds the log (entries at or below a
         // persisted commit were fsynced first).
         let hard_state = raft_hard_state(hard);
-        assert!(hard.commit <= log.last_index(), "persisted commit {} beyond the log end {}", hard.commit, log.last_index());
+        if hard.commit > log.last_index() {
+            let cut = recovery_cut.unwrap_or(log.last_index() + 1);
+            return Err(StorageFault::CommittedEntriesLost { commit: hard.commit, log_end: log.last_index(), cut });
+        }
         let mut view = StorageView {
             hard_state,
             conf_state: conf,
@@ -483,7 +494,12 @@ impl<D: Disk> GroupStore<D> {
         view.on_append(entries.iter().map(|(e, offset)| (e, *offset)));
         assert_eq!(view.last_index, log.last_index());
         let storage = GroupStorage { view: Arc::new(Mutex::new(view)) };
-        Ok(GroupStore { dir, log, hard_state_file, conf_state_file, storage })
+        Ok(GroupStore { dir, recovery_cut, log, hard_state_file, conf_state_file, storage })
+    }
+
+    /// The first index recovery cut off as a torn tail when this store opened, if any.
+    pub fn recovery_cut(&self) -> Option<u64> {
+        self.recovery_cut
     }
 
     pub fn dir(&self) -> &Path {
@@ -725,6 +741,40 @@ mod tests {
         assert_eq!(storage.term(8).unwrap(), 3);
         assert_eq!(storage.entries(7, 11, None, GetEntriesContext::empty(false)).unwrap()[1..], replacement[..]);
         assert_eq!(store.read(1, 11, u64::MAX).await.unwrap()[7..], replacement[..]);
+    }
+
+    /// A damaged last entry below the saved commit (bit rot, not a torn write) is a clear error
+    /// naming the loss, not a panic, and a torn tail beyond it is reported as cut.
+    #[tokio::test]
+    async fn a_cut_below_the_saved_commit_is_an_error_and_a_torn_tail_is_reported() {
+        let disk = SimDisk::new(3);
+        {
+            let mut store = open(&disk).await;
+            store.append(&sample(1, 10, 2), 0).await.unwrap();
+            store.sync().await.unwrap();
+            store.save_hard_state(&hard(2, 1, 8)).await.unwrap();
+        }
+        disk.crash(CrashMode::Process);
+        let segment = disk.files().into_iter().find(|path| path.extension().is_some_and(|e| e == "log")).expect("a segment");
+        let len = disk.read_file(&segment).unwrap().len() as u64;
+        // The last entry's payload: the log takes it for a torn write and cuts entry 10.
+        disk.flip_bit(&segment, (len - 2) * 8);
+        let store = open(&disk).await;
+        assert_eq!((store.recovery_cut(), store.log().last_index()), (Some(10), 9));
+        drop(store);
+        disk.crash(CrashMode::Process);
+        let len = disk.read_file(&segment).unwrap().len() as u64;
+        disk.flip_bit(&segment, (len - 2) * 8);
+        disk.crash(CrashMode::Process);
+        let store = open(&disk).await;
+        assert_eq!(store.recovery_cut(), Some(9));
+        drop(store);
+        // Now the last entry is 8, which the hard state says is committed.
+        let len = disk.read_file(&segment).unwrap().len() as u64;
+        disk.flip_bit(&segment, (len - 2) * 8);
+        let reopened = GroupStore::open(disk.clone(), "/groups/7", LogConfig::default(), &conf(&[1, 2, 3]), 0).await;
+        let error = reopened.err().expect("committed entry 8 is gone");
+        assert!(matches!(error, StorageFault::CommittedEntriesLost { commit: 8, log_end: 7, cut: 8 }), "{error}");
     }
 
     #[tokio::test]

@@ -131,7 +131,7 @@ pub struct Report {
     pub timeline: Vec<String>,
     pub history: History,
     pub verdict: Verdict,
-    /// How many white-box events the raft checker saw (R1–R4; its first violation stops the run
+    /// How many white-box events the raft checker saw (R1–R6, R8; its first violation stops the run
     /// as a [`Crash`]).
     pub raft_events: u64,
     /// Run-level failures that are not history anomalies (V1–V3: a drain that never ended).
@@ -356,7 +356,7 @@ impl Crash {
 /// entries (R3).
 fn invariant_of_panic(message: &str) -> Option<&'static str> {
     // The raft checker's own violations and the consensus crate's R6 check start with the ID.
-    for id in ["R1", "R2", "R3", "R4", "R5", "R6"] {
+    for id in ["R1", "R2", "R3", "R4", "R5", "R6", "R8"] {
         if message.starts_with(&format!("{id} ")) || message.starts_with(&format!("{id}:")) {
             return Some(id);
         }
@@ -445,18 +445,13 @@ pub async fn run(config: ScenarioConfig) -> Report {
                     cluster.history().leader_change(group - 1, Some(node)).expect("history");
                 }
             }
+            if let Event::RecoveryCut { node, group, index } = event {
+                cluster.note(format!("group {group}: node {node}'s recovery cut a torn tail from index {index} on"));
+            }
             if let Some(g) = trace_group {
                 let t = cluster.start.elapsed().as_secs_f64();
-                match event {
-                    Event::Leader { group, .. }
-                    | Event::Appended { group, .. }
-                    | Event::Applied { group, .. }
-                    | Event::Restored { group, .. }
-                        if group == g =>
-                    {
-                        eprintln!("trace {t:.3} {event:?}")
-                    }
-                    _ => {}
+                if event.group() == g {
+                    eprintln!("trace {t:.3} {event:?}");
                 }
             }
             let mut checker = raft.borrow_mut();
