@@ -479,6 +479,11 @@ impl SimDisk {
         self.lock().capacity_bytes = capacity;
     }
 
+    /// Bytes in use (what [`Self::set_capacity_bytes`] counts against).
+    pub fn used_bytes(&self) -> u64 {
+        self.lock().used_bytes()
+    }
+
     /// F-S9 gray failure: the chance that any `write_at` fails with `EIO`, writing nothing.
     pub fn set_write_error_probability(&self, probability: f64) {
         assert_probability(probability);

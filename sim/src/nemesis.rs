@@ -56,10 +56,11 @@ pub enum FaultKind {
     PartKill,
     Packets,
     HoldRequest,
+    DiskFull,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 19] = [
+    pub const ALL: [FaultKind; 20] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::PowerLoss,
@@ -79,6 +80,7 @@ impl FaultKind {
         FaultKind::PartKill,
         FaultKind::Packets,
         FaultKind::HoldRequest,
+        FaultKind::DiskFull,
     ];
 
     /// The CHECKLISTS ID and a short name, as recorded in the history.
@@ -103,6 +105,7 @@ impl FaultKind {
             FaultKind::PartKill => "F-P6 part-kill",
             FaultKind::Packets => "F-N6 packet loss, duplication, reordering",
             FaultKind::HoldRequest => "F-N8 one request held",
+            FaultKind::DiskFull => "F-S9 disk full",
         }
     }
 
@@ -119,7 +122,7 @@ impl FaultKind {
             | FaultKind::PartKill
             | FaultKind::Packets
             | FaultKind::HoldRequest => &[Swarm, Network],
-            FaultKind::BitFlip | FaultKind::ReadError | FaultKind::FsyncError | FaultKind::SlowDisk => &[Swarm, Disk],
+            FaultKind::BitFlip | FaultKind::ReadError | FaultKind::FsyncError | FaultKind::SlowDisk | FaultKind::DiskFull => &[Swarm, Disk],
             FaultKind::ClockStep => &[Swarm],
         }
     }
@@ -385,6 +388,21 @@ pub async fn run(
                 disk.set_read_error_probability(0.0);
                 disk.fail_next_syncs(0);
                 disk.set_latency(LatencyConfig::default());
+                cluster.history().fault_stop(record).expect("history");
+            }
+            FaultKind::DiskFull => {
+                // ENOSPC on one node: 0..2x the free-space reserve left above what it uses now.
+                // Below the reserve the node refuses produce (DISK_FULL); a write that finds no
+                // room stops the node, as any failed write does (restarted like a supervisor
+                // would); the other replicas keep the partitions available.
+                let disk = &cluster.disks[&node];
+                let room = rng.gen_range(0..2 * crate::scenario::DISK_RESERVE_BYTES);
+                let record = fault(kind, &[("node", node.to_string()), ("room-bytes", room.to_string())]);
+                cluster.history().fault_start(record.clone()).expect("history");
+                cluster.note(format!("{} node {node}, {room} bytes of room, for {window:?}", kind.label()));
+                disk.set_capacity_bytes(Some(disk.used_bytes() + room));
+                tokio::time::sleep(window).await;
+                disk.set_capacity_bytes(None);
                 cluster.history().fault_stop(record).expect("history");
             }
             FaultKind::Packets => {

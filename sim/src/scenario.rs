@@ -271,6 +271,9 @@ impl Cluster {
         config.tick_ms = 50;
         config.balance_interval_ms = 2_000;
         config.disk_check_interval_ms = 500;
+        // F-S9 disk full leaves 0..2x this much room: produce is refused with DISK_FULL below it,
+        // and a write that finds no room at all stops the node (it is restarted).
+        config.disk_reserve_bytes = DISK_RESERVE_BYTES;
         config.planted_bugs = self.planted.clone();
         if let Some(bytes) = self.segment_bytes {
             config.topic_defaults.segment_bytes = bytes;
@@ -370,6 +373,9 @@ fn invariant_of_panic(message: &str) -> Option<&'static str> {
     ];
     r3.iter().any(|needle| message.contains(needle)).then_some("R3")
 }
+
+/// Each simulated node's free-space reserve (the server refuses produce below it).
+pub const DISK_RESERVE_BYTES: u64 = 256 * 1024;
 
 /// Runs one seed in a fresh simulation (the runtime's seed is the run's seed). A panic inside
 /// the simulated cluster becomes a [`Crash`].
