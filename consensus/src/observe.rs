@@ -110,8 +110,8 @@ impl std::fmt::Display for Violation {
 /// indexes grow by one), R4 (every replica applies the same (term, checksum) at an index), R5
 /// (an acks=all acknowledgement finds the index durable on a quorum: judged by index, not by
 /// entry, so a durable but divergent entry would count) and R6 (accepted appends and granted
-/// votes are durable when sent) and R8 e (recovery cuts off only entries the node never reported
-/// durable).
+/// votes are durable when sent) and R8 (c: no node votes for two candidates in one term, across
+/// its restarts; e: recovery cuts off only entries the node never reported durable).
 /// Bounded by the run: one small map entry per appended index and term.
 #[derive(Debug, Default)]
 pub struct RaftChecker {
@@ -122,6 +122,8 @@ pub struct RaftChecker {
     last_applied: BTreeMap<(NodeId, u64, GroupId), u64>,
     /// (group, node) -> the latest durable index the node reported.
     durable: BTreeMap<(GroupId, NodeId), u64>,
+    /// (group, voter, term) -> the candidate it voted for, across the voter's restarts.
+    votes: BTreeMap<(GroupId, NodeId, u64), NodeId>,
     violations: Vec<Violation>,
     pub events: u64,
 }
@@ -172,6 +174,11 @@ impl RaftChecker {
                 }
             }
             Event::VoteGranted { node, group, to, term, saved_term, saved_vote } => {
+                let first = *self.votes.entry((group, node, term)).or_insert(to);
+                if first != to {
+                    // Only a vote forgotten by a restart allows this (R8 c: lost hard state).
+                    self.violate("R8", group, format!("node {node} voted for node {first} and node {to} in term {term}"));
+                }
                 if saved_term < term || (saved_term == term && saved_vote != to) {
                     self.violate(
                         "R6",
@@ -304,6 +311,7 @@ mod tests {
             ("R6", Event::VoteGranted { node: 3, group: 7, to: 1, term: 5, saved_term: 4, saved_vote: 2 }),
             ("R6", Event::VoteGranted { node: 3, group: 7, to: 1, term: 4, saved_term: 4, saved_vote: 0 }),
             ("R8", Event::RecoveryCut { node: 2, group: 7, index: 40 }),
+            ("R8", Event::VoteGranted { node: 2, group: 7, to: 3, term: 3, saved_term: 3, saved_vote: 3 }),
         ];
         for (invariant, bad) in planted {
             let mut checker = RaftChecker::default();
