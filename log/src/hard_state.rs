@@ -1,31 +1,33 @@
-//! Raft hard state (term, vote, commit) for one group: a small file with two checksummed
-//! slots, written alternately, so a torn write of one slot never loses the last good state.
+//! Raft hard state (term, vote, commit) for one group: a small file holding two mirrored,
+//! checksummed copies of the state ([`MirroredFile`]), so neither a torn save nor bit rot in one
+//! copy ever rolls the state back (a forgotten vote would let the replica vote twice, R8 c).
 //!
-//! Layout: slot 0 at byte 0, slot 1 at byte `SLOT_STRIDE_BYTES` (a separate 512-byte sector, so
-//! a torn sector reaches at most one slot). A slot (little-endian):
+//! Layout: copy 0 at byte 0, copy 1 at byte `SLOT_STRIDE_BYTES` (a separate 512-byte sector).
+//! A copy (little-endian):
 //!
 //! ```text
 //!  0 magic u32 | 4 version u16 | 6 zero u16 | 8 sequence u64 | 16 term u64 | 24 vote u64
 //! 32 commit u64 | 40 crc32 over 0..40 u32
 //! ```
 //!
-//! The newest valid slot (highest sequence) wins. The file is created with a valid slot 0 and
-//! fsynced (file and directory) before anything can depend on it, so a file that exists with
-//! bytes but no valid slot is corruption ([`Error::HardStateCorrupt`]): the replica must not
-//! vote until it recovers (R8c). An empty file is a creation a crash cut short.
+//! The newest valid copy (highest sequence) wins and opening repairs the other. The file is
+//! created with the default state on both copies and fsynced (file and directory) before
+//! anything can depend on it, so a file that exists with bytes but no valid copy is corruption
+//! ([`Error::HardStateCorrupt`]): the group does not open, so the replica never votes with a
+//! state it lost (R8 c). An empty file is a creation a crash cut short. (Files written by the
+//! earlier alternating-slot layout open the same way: the newest slot wins and is mirrored.)
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use bytes::Bytes;
-
-use crate::disk::{Disk, DiskFile, OpenMode};
-use crate::error::{io_error, Error, Result};
+use crate::disk::Disk;
+use crate::error::{Error, Result};
+use crate::mirrored::{MirroredFile, Opened, PathError, COPY_STRIDE_BYTES};
 
 const SLOT_MAGIC: u32 = 0x4F44_4853; // "ODHS"
 const SLOT_VERSION: u16 = 1;
 const SLOT_BYTES: usize = 44;
-/// Distance between the two slots: one sector each.
-pub const SLOT_STRIDE_BYTES: u64 = 512;
+/// Distance between the two copies: one sector each.
+pub const SLOT_STRIDE_BYTES: u64 = COPY_STRIDE_BYTES;
 
 /// Raft's durable per-group state.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -36,10 +38,9 @@ pub struct HardState {
     pub commit: u64,
 }
 
-/// The two-slot hard-state file of one group.
+/// The mirrored hard-state file of one group.
 pub struct HardStateFile<D: Disk> {
-    file: D::File,
-    path: PathBuf,
+    file: MirroredFile<D>,
     sequence: u64,
     current: HardState,
 }
@@ -70,27 +71,26 @@ fn decode_slot(bytes: &[u8]) -> Option<(u64, HardState)> {
     Some((u64_at(8), HardState { term: u64_at(16), vote: u64_at(24), commit: u64_at(32) }))
 }
 
+fn path_error((path, source): PathError) -> Error {
+    Error::Io { path, source }
+}
+
 impl<D: Disk> HardStateFile<D> {
-    /// Opens the file at `path`, creating it (durably) with the default state if missing.
+    /// Opens the file at `path`, creating it (durably) with the default state if missing, and
+    /// repairing a copy that is damaged or behind the other.
     pub async fn open(disk: &D, path: impl AsRef<Path>) -> Result<(HardStateFile<D>, HardState)> {
-        let path = path.as_ref().to_path_buf();
-        let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-        disk.create_dir_all(&dir).await.map_err(io_error(&dir))?;
-        let file = disk.open(&path, OpenMode::CreateOrOpen).await.map_err(io_error(&path))?;
-        let len = file.len().await.map_err(io_error(&path))?;
-        if len == 0 {
-            file.write_at(0, Bytes::from(encode_slot(0, HardState::default()))).await.map_err(io_error(&path))?;
-            file.sync_data().await.map_err(io_error(&path))?;
-            disk.sync_dir(&dir).await.map_err(io_error(&dir))?;
-            let state = HardState::default();
-            return Ok((HardStateFile { file, path, sequence: 0, current: state }, state));
+        let path = path.as_ref();
+        let initial = encode_slot(0, HardState::default());
+        match MirroredFile::open(disk, path, &initial, decode_slot).await.map_err(path_error)? {
+            Opened::Created(file) => Ok((HardStateFile { file, sequence: 0, current: HardState::default() }, HardState::default())),
+            Opened::Loaded { file, sequence, value, repaired } => {
+                if repaired {
+                    tracing::warn!(path = %path.display(), ?value, "hard state: one copy was damaged or stale, rewritten");
+                }
+                Ok((HardStateFile { file, sequence, current: value }, value))
+            }
+            Opened::Corrupt => Err(Error::HardStateCorrupt { path: path.to_path_buf() }),
         }
-        let bytes = file.read_at(0, (SLOT_STRIDE_BYTES as usize) + SLOT_BYTES).await.map_err(io_error(&path))?;
-        let slots = [decode_slot(&bytes), bytes.get(SLOT_STRIDE_BYTES as usize..).and_then(decode_slot)];
-        let Some((sequence, state)) = slots.into_iter().flatten().max_by_key(|&(sequence, _)| sequence) else {
-            return Err(Error::HardStateCorrupt { path });
-        };
-        Ok((HardStateFile { file, path, sequence, current: state }, state))
     }
 
     /// The last state saved (or loaded).
@@ -98,29 +98,28 @@ impl<D: Disk> HardStateFile<D> {
         self.current
     }
 
-    /// Durably saves `state` into the slot not holding the current one (write + fdatasync).
-    /// An error is fatal for the replica (fsyncgate).
+    /// Durably saves `state` to both copies (each written and fdatasynced in turn). An error is
+    /// fatal for the replica (fsyncgate).
     pub async fn save(&mut self, state: HardState) -> Result<()> {
         assert!(state.term >= self.current.term, "term never decreases");
         let sequence = self.sequence + 1;
-        let position = (sequence % 2) * SLOT_STRIDE_BYTES;
-        let path = &self.path;
-        self.file.write_at(position, Bytes::from(encode_slot(sequence, state))).await.map_err(io_error(path))?;
-        self.file.sync_data().await.map_err(io_error(path))?;
+        self.file.save(&encode_slot(sequence, state)).await.map_err(path_error)?;
         self.sequence = sequence;
         self.current = state;
         Ok(())
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.file.path()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
-    use crate::{CrashMode, SimDisk};
+    use crate::{CrashMode, DiskFile, OpenMode, SimDisk};
 
     const PATH: &str = "/data/group-1/hardstate";
 
@@ -144,18 +143,43 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_damaged_slot_falls_back_to_the_other() {
-        for bit in [0u64, 77, 130, 8 * 43 + 7] {
+    async fn a_flip_in_either_copy_keeps_the_newest_state_and_is_repaired() {
+        // F-S3 / R8 c: rot in one copy must not roll the vote back. Every bit of both copies.
+        for bit in (0..8 * SLOT_BYTES as u64).chain(8 * SLOT_STRIDE_BYTES..8 * (SLOT_STRIDE_BYTES + SLOT_BYTES as u64)) {
             let disk = SimDisk::new(2);
             let (mut file, _) = HardStateFile::open(&disk, PATH).await.unwrap();
-            file.save(state(1, 1, 0)).await.unwrap(); // sequence 1: slot 1
-            file.save(state(2, 3, 4)).await.unwrap(); // sequence 2: slot 0
+            file.save(state(1, 1, 0)).await.unwrap();
+            file.save(state(2, 3, 4)).await.unwrap();
             drop(file);
-            // Damage the newest slot (slot 0): the previous state comes back, never garbage.
             disk.flip_bit(Path::new(PATH), bit);
             let (_, loaded) = HardStateFile::open(&disk, PATH).await.unwrap();
-            assert_eq!(loaded, state(1, 1, 0), "flip of bit {bit}");
+            assert_eq!(loaded, state(2, 3, 4), "flip of bit {bit}");
+            // The open rewrote the damaged copy, so rot in the other copy later is harmless too.
+            let other = (bit + 8 * SLOT_STRIDE_BYTES) % (16 * SLOT_STRIDE_BYTES);
+            disk.flip_bit(Path::new(PATH), other);
+            let (_, loaded) = HardStateFile::open(&disk, PATH).await.unwrap();
+            assert_eq!(loaded, state(2, 3, 4), "flip of bit {bit}, then of bit {other}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_crash_between_the_two_copies_keeps_the_new_state() {
+        // The first copy of a save is durable, the second was never written: the new state wins
+        // and the open mirrors it, so a flip in copy 0 afterwards still finds it in copy 1.
+        let disk = SimDisk::new(4);
+        let (mut file, _) = HardStateFile::open(&disk, PATH).await.unwrap();
+        file.save(state(3, 2, 5)).await.unwrap();
+        drop(file);
+        let raw = disk.open(Path::new(PATH), OpenMode::Existing).await.unwrap();
+        raw.write_at(0, Bytes::from(encode_slot(2, state(4, 1, 5)))).await.unwrap();
+        raw.sync_data().await.unwrap();
+        drop(raw);
+        disk.crash(CrashMode::PowerLoss);
+        let (_, loaded) = HardStateFile::open(&disk, PATH).await.unwrap();
+        assert_eq!(loaded, state(4, 1, 5));
+        disk.flip_bit(Path::new(PATH), 8 * 20);
+        let (_, loaded) = HardStateFile::open(&disk, PATH).await.unwrap();
+        assert_eq!(loaded, state(4, 1, 5));
     }
 
     #[tokio::test]

@@ -5,7 +5,7 @@
 //! simulator. The log stores entries ([`Entry`]) whose payloads (record batches) it never looks
 //! into; [`SegmentLog`] verifies every checksum on open and on read, cuts off a torn tail and
 //! reports anything else as [`Error::Corruption`]. [`HardStateFile`] keeps Raft's term, vote and
-//! commit in two checksummed slots.
+//! commit in two mirrored, checksummed copies ([`MirroredFile`]).
 
 pub mod buggify;
 mod disk;
@@ -14,6 +14,7 @@ mod error;
 mod fs_disk;
 mod hard_state;
 mod log;
+mod mirrored;
 mod recovery;
 mod segment;
 mod sim_disk;
@@ -25,6 +26,7 @@ pub use error::{Error, Result};
 pub use fs_disk::FsDisk;
 pub use hard_state::{HardState, HardStateFile, SLOT_STRIDE_BYTES};
 pub use log::{LogConfig, RetentionReport, SegmentLog};
+pub use mirrored::{MirroredFile, Opened as MirroredOpened, PathError, COPY_STRIDE_BYTES};
 pub use recovery::{RecoveryReport, TornTail};
 pub use segment::{index_file_name, segment_file_name, SEGMENT_HEADER_BYTES};
 pub use sim_disk::{CrashMode, LatencyConfig, SimDisk, SimDiskStats};

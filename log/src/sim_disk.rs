@@ -425,19 +425,33 @@ impl SimDisk {
     /// file's durable bytes; a bit may be drawn twice) and returns them. Nothing happens to an
     /// empty file. Panics if the file is missing.
     pub fn flip_random_bits(&self, path: &Path, count: usize) -> Vec<u64> {
+        self.flip_random_bits_in(path, 0..u64::MAX, count)
+    }
+
+    /// Like [`SimDisk::flip_random_bits`], with the bits drawn from the durable bytes in
+    /// `bytes` only (clamped to the file; nothing happens when that leaves no byte).
+    pub fn flip_random_bits_in(&self, path: &Path, bytes: std::ops::Range<u64>, count: usize) -> Vec<u64> {
         let bits: Vec<u64> = {
             let mut guard = self.lock();
             let state = &mut *guard;
-            let bits_len = state.inode_live(path).durable.len() as u64 * 8;
-            if bits_len == 0 {
+            let end = bytes.end.min(state.inode_live(path).durable.len() as u64);
+            if bytes.start >= end {
                 return Vec::new();
             }
-            (0..count).map(|_| state.rng.gen_range(0..bits_len)).collect()
+            (0..count).map(|_| state.rng.gen_range(bytes.start * 8..end * 8)).collect()
         };
         for &bit in &bits {
             self.flip_bit(path, bit);
         }
         bits
+    }
+
+    /// The bytes of the live file `path` that would survive power loss right now, or `None` if
+    /// there is no such file.
+    pub fn read_file_durable(&self, path: &Path) -> Option<Vec<u8>> {
+        let state = self.lock();
+        let id = state.live.get(path)?;
+        Some(state.inodes[id].durable.clone())
     }
 
     /// The length that `path` would have after power loss right now, or `None` if the name

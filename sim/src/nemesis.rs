@@ -5,8 +5,9 @@
 //! torn unsynced writes, the `SimDisk` crash model), F-P4 power loss of every node at once,
 //! F-N1 isolate a node, F-N2 minority/majority split, F-N3 majorities ring (5 nodes), F-N5
 //! one-way link loss, F-N6 network latency and jitter, F-S3 bit flips (one node only, never the
-//! same item on a quorum, sealed segments and index files only — see [`corruptible_files`]; the
-//! node may refuse to start and then stays down), F-S6 read errors,
+//! same item on a quorum: segments, index files, hard and conf state, all but the last entry of
+//! a log — see [`corruptible_spots`]; the group may refuse to open and then stays down on that
+//! node), F-S6 read errors,
 //! F-S8 fsync errors (fatal: the node stops and is restarted, as by a supervisor), F-S9 slow disk,
 //! F-C1 clock offsets per node plus steps while running, F-N9 the client cut off longer than its
 //! request timeout (answers lost, retries), F-P5 pause-kill and F-P6 part-kill choreographies
@@ -341,13 +342,13 @@ pub async fn run(
                 let disk = &cluster.disks[&victim];
                 runtime.kill(ids[&victim]);
                 disk.crash(CrashMode::Process);
-                let files = corruptible_files(disk);
-                let Some(path) = files.choose(rng).cloned() else {
+                let spots = corruptible_spots(disk);
+                let Some((path, bytes)) = spots.choose(rng).cloned() else {
                     runtime.restart(ids[&victim]);
                     faults -= 1;
                     continue;
                 };
-                let flips = disk.flip_random_bits(&path, 2);
+                let flips = disk.flip_random_bits_in(&path, bytes, 2);
                 cluster.corrupted.lock().expect("corrupted lock").insert(victim);
                 let record =
                     fault(kind, &[("node", victim.to_string()), ("file", path.display().to_string()), ("bits", format!("{flips:?}"))]);
@@ -524,24 +525,45 @@ pub async fn run(
     faults
 }
 
-/// The files F-S3 may flip bits in: sparse index files (derived; rebuilt when bad) and sealed
-/// segments (a bad entry there is corruption: the node refuses to start, R8 b). Not the active
-/// segment, whose last entry a bit flip makes look like a torn write that recovery cuts off even
-/// though the node acknowledged it, and not the hard state: telling those apart needs
-/// protocol-aware recovery, which the log does not do yet (a known gap, CHECKLISTS R8 c and e).
-fn corruptible_files(disk: &odradek_log::SimDisk) -> Vec<std::path::PathBuf> {
+/// Where F-S3 may flip bits: each file with the byte range it may hit. Sealed segments, index
+/// files (derived; rebuilt when bad) and the hard- and conf-state files whole (their two mirrored
+/// copies survive rot in one; rot in both is corruption, R8 c); the active segment from its
+/// first entry up to the start of its last durable entry (a bad entry followed by a good one is
+/// corruption: the group refuses to open, R8 b).
+///
+/// Not the active segment's header or its last entry: damage there looks exactly like a torn
+/// write at power loss, which recovery rightly cuts off, and a single replica cannot tell rot of
+/// an entry it acknowledged from a torn write it never acknowledged. That needs protocol-aware
+/// recovery (asking a majority whether they hold the entry before cutting it, PAR's nack), which
+/// the log does not do yet: a known gap (CHECKLISTS R8 b and e).
+fn corruptible_spots(disk: &odradek_log::SimDisk) -> Vec<(std::path::PathBuf, std::ops::Range<u64>)> {
+    use odradek_log::{decode_entry, SEGMENT_HEADER_BYTES};
     let files = disk.files();
     let is_segment = |path: &std::path::Path| path.extension().is_some_and(|e| e == "log");
-    files
-        .iter()
-        .filter(|path| {
-            let sealed = is_segment(path)
-                && files.iter().any(|other| is_segment(other) && other.parent() == path.parent() && other.file_name() > path.file_name());
-            let index = path.extension().is_some_and(|e| e == "idx");
-            (sealed || index) && disk.read_file(path).is_some_and(|bytes| bytes.len() > 64)
-        })
-        .cloned()
-        .collect()
+    let mut spots = Vec::new();
+    for path in &files {
+        let Some(bytes) = disk.read_file_durable(path) else { continue };
+        let name = path.file_name().and_then(|name| name.to_str()).unwrap_or("");
+        let sealed = is_segment(path) && files.iter().any(|other| is_segment(other) && other.parent() == path.parent() && other > path);
+        let whole = sealed || path.extension().is_some_and(|e| e == "idx") || name == "hard_state" || name == "conf_state";
+        if whole {
+            if bytes.len() > 64 {
+                spots.push((path.clone(), 0..bytes.len() as u64));
+            }
+        } else if is_segment(path) {
+            // Walk the durable entries; the last one (and the header) stay untouched.
+            let mut position = SEGMENT_HEADER_BYTES as usize;
+            let mut last_start = None;
+            while let Some(entry) = bytes.get(position..).and_then(decode_entry) {
+                last_start = Some(position);
+                position += entry.encoded_bytes();
+            }
+            if let Some(last) = last_start.filter(|&last| last > SEGMENT_HEADER_BYTES as usize) {
+                spots.push((path.clone(), SEGMENT_HEADER_BYTES..last as u64));
+            }
+        }
+    }
+    spots
 }
 
 /// Restarts every node that stopped by itself (a fatal storage error, a failed start), like a

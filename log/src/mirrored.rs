@@ -1,0 +1,112 @@
+//! [`MirroredFile`]: a small record kept as two identical copies, one per 512-byte sector, for
+//! the state a replica must never silently roll back (Raft's hard state, the group's
+//! configuration).
+//!
+//! Why copies and not two slots written alternately: with alternating slots, bit rot in the
+//! newest slot (F-S3) makes the older slot win, and nothing tells that apart from a torn save —
+//! a replica would come back with a vote it already gave away forgotten, and could vote twice
+//! in one term (R8 c). With copies, every save writes the new record to copy 0, syncs, then
+//! writes copy 1 and syncs, and `save` returns only after both are durable. So:
+//! - a crash during the copy-0 write leaves copy 1 with the previous record, which is right,
+//!   since the save never returned (nothing can depend on it);
+//! - a crash during the copy-1 write leaves copy 0 with the new record, which is right too;
+//! - bit rot in one copy at rest leaves the other holding the same, newest record.
+//!
+//! Opening picks the valid copy with the highest sequence and, when the two differ, rewrites the
+//! other one (and syncs) before returning, so the record in use is always on both copies and a
+//! later single flip still finds it. Both copies bad is corruption: the caller refuses to open.
+//!
+//! Each record carries its own sequence number and checksum; this module only places, compares
+//! and repairs copies through the caller's `decode`.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+
+use crate::disk::{Disk, DiskFile, OpenMode};
+
+/// Distance between the two copies: one sector each, so a torn sector reaches at most one.
+pub const COPY_STRIDE_BYTES: u64 = 512;
+
+/// A file of two mirrored copies of one record (see the module documentation).
+pub struct MirroredFile<D: Disk> {
+    file: D::File,
+    path: PathBuf,
+}
+
+/// What [`MirroredFile::open`] found.
+pub enum Opened<D: Disk, T> {
+    /// The file did not exist (or was empty): `initial` was written to both copies, durably.
+    Created(MirroredFile<D>),
+    /// The newest valid copy (its sequence and value); `repaired` when the other copy was bad or
+    /// older and has been rewritten.
+    Loaded { file: MirroredFile<D>, sequence: u64, value: T, repaired: bool },
+    /// Both copies fail `decode`: corruption, the caller must not go on with a default.
+    Corrupt,
+}
+
+/// An I/O error on one path of a mirrored file.
+pub type PathError = (PathBuf, io::Error);
+
+impl<D: Disk> MirroredFile<D> {
+    /// Opens `path`, creating it durably (file and directory) with the encoded `initial` record
+    /// when missing or empty. `decode` returns a copy's sequence and value, or `None` for a copy
+    /// that fails its checksum.
+    pub async fn open<T>(
+        disk: &D,
+        path: &Path,
+        initial: &[u8],
+        decode: impl Fn(&[u8]) -> Option<(u64, T)>,
+    ) -> Result<Opened<D, T>, PathError> {
+        assert!(initial.len() as u64 <= COPY_STRIDE_BYTES, "a record fits one copy");
+        fn at(path: &Path) -> impl FnOnce(io::Error) -> PathError + '_ {
+            move |error| (path.to_path_buf(), error)
+        }
+        let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        disk.create_dir_all(&dir).await.map_err(at(&dir))?;
+        let file = disk.open(path, OpenMode::CreateOrOpen).await.map_err(at(path))?;
+        let mirrored = Self { file, path: path.to_path_buf() };
+        if mirrored.file.len().await.map_err(at(path))? == 0 {
+            mirrored.save(initial).await?;
+            disk.sync_dir(&dir).await.map_err(at(&dir))?;
+            return Ok(Opened::Created(mirrored));
+        }
+        let bytes = mirrored.file.read_at(0, 2 * COPY_STRIDE_BYTES as usize).await.map_err(at(path))?;
+        let copy = |i: usize| bytes.get(i * COPY_STRIDE_BYTES as usize..).and_then(|b| b.get(..b.len().min(COPY_STRIDE_BYTES as usize)));
+        let decoded = [copy(0).and_then(&decode), copy(1).and_then(&decode)];
+        let sequences = [decoded[0].as_ref().map(|d| d.0), decoded[1].as_ref().map(|d| d.0)];
+        let winner = match sequences {
+            [None, None] => return Ok(Opened::Corrupt),
+            [Some(a), Some(b)] if b > a => 1,
+            [None, Some(_)] => 1,
+            _ => 0,
+        };
+        let repaired = sequences[0] != sequences[1];
+        if repaired {
+            let good = copy(winner).expect("the winning copy was read").to_vec();
+            let other = (1 - winner) as u64 * COPY_STRIDE_BYTES;
+            mirrored.file.write_at(other, Bytes::from(good)).await.map_err(at(path))?;
+            mirrored.file.sync_data().await.map_err(at(path))?;
+        }
+        let [first, second] = decoded;
+        let (sequence, value) = if winner == 0 { first } else { second }.expect("the winner decoded");
+        Ok(Opened::Loaded { file: mirrored, sequence, value, repaired })
+    }
+
+    /// Durably saves `record` (already encoded, with a sequence above the current one): copy 0,
+    /// sync, copy 1, sync. An error is fatal for the replica (fsyncgate): the caller stops and
+    /// reopens, which repairs whichever copy the failure left behind.
+    pub async fn save(&self, record: &[u8]) -> Result<(), PathError> {
+        assert!(record.len() as u64 <= COPY_STRIDE_BYTES, "a record fits one copy");
+        for position in [0, COPY_STRIDE_BYTES] {
+            self.file.write_at(position, Bytes::copy_from_slice(record)).await.map_err(|error| (self.path.clone(), error))?;
+            self.file.sync_data().await.map_err(|error| (self.path.clone(), error))?;
+        }
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
