@@ -16,7 +16,7 @@ use odradek_client::wire::{decode_request, error_response, read_frame, write_fra
 use odradek_log::watch;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, Notify, Semaphore};
 
 use crate::broker::Context;
 
@@ -69,11 +69,18 @@ async fn serve_connection(stream: TcpStream, context: Arc<Context>, mut shutdown
     let (responses, outbox) = mpsc::channel::<Response>(requests_max);
     let writer_task = tokio::spawn(write_responses(writer, outbox));
     let in_flight = Arc::new(Semaphore::new(requests_max));
+    // F-N9 (simulation only): a handler asks for the connection to be reset.
+    let reset = Arc::new(Notify::new());
     let mut greeted = false;
     loop {
         let frame = tokio::select! {
             biased;
             _ = crate::server::stopping(&mut shutdown) => break,
+            _ = reset.notified() => {
+                // Both halves go: the peer sees the connection die with answers outstanding.
+                writer_task.abort();
+                return;
+            }
             frame = read_frame(&mut reader, FRAME_BYTES_MAX) => frame,
         };
         let body = match frame {
@@ -133,9 +140,15 @@ async fn serve_connection(stream: TcpStream, context: Arc<Context>, mut shutdown
             // Queued in arrival order (pipelined batches of one producer keep their order);
             // the outcome is awaited off the reader.
             let pending = context.produce(id, produce).await;
+            let (context, reset) = (context.clone(), reset.clone());
             tokio::spawn(async move {
                 if let Some(response) = pending.await {
-                    let _ = responses.send(response).await;
+                    if context.faults.response_cut.as_ref().and_then(|cut| cut.take()).is_some() {
+                        tracing::debug!(id, "fault: resetting the connection instead of answering");
+                        reset.notify_one();
+                    } else {
+                        let _ = responses.send(response).await;
+                    }
                 }
                 drop(permit);
             });
