@@ -9,8 +9,9 @@
 //! a log — see [`corruptible_spots`]; the group may refuse to open and then stays down on that
 //! node), F-S6 read errors,
 //! F-S8 fsync errors (fatal: the node stops and is restarted, as by a supervisor), F-S9 slow disk,
-//! F-C1 clock offsets per node plus steps while running, F-N9 the client cut off longer than its
-//! request timeout (answers lost, retries), F-P5 pause-kill and F-P6 part-kill choreographies
+//! F-C1 clock offsets per node plus steps while running, F-N9 a connection reset in place of a
+//! produce answer and the client cut off longer than its request timeout (answers lost,
+//! retries), F-P5 pause-kill and F-P6 part-kill choreographies
 //! (these two hold more than a minority by design: the survivors must form the next majority
 //! with the node that lost power). BUGGIFY (F-B1, F-B4, F-B5) is switched
 //! on for the whole run when the plan says so.
@@ -58,10 +59,11 @@ pub enum FaultKind {
     Packets,
     HoldRequest,
     DiskFull,
+    ResetResponse,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 20] = [
+    pub const ALL: [FaultKind; 21] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::PowerLoss,
@@ -82,6 +84,7 @@ impl FaultKind {
         FaultKind::Packets,
         FaultKind::HoldRequest,
         FaultKind::DiskFull,
+        FaultKind::ResetResponse,
     ];
 
     /// The CHECKLISTS ID and a short name, as recorded in the history.
@@ -107,6 +110,7 @@ impl FaultKind {
             FaultKind::Packets => "F-N6 packet loss, duplication, reordering",
             FaultKind::HoldRequest => "F-N8 one request held",
             FaultKind::DiskFull => "F-S9 disk full",
+            FaultKind::ResetResponse => "F-N9 connection reset before the answer",
         }
     }
 
@@ -122,7 +126,8 @@ impl FaultKind {
             | FaultKind::ClientCut
             | FaultKind::PartKill
             | FaultKind::Packets
-            | FaultKind::HoldRequest => &[Swarm, Network],
+            | FaultKind::HoldRequest
+            | FaultKind::ResetResponse => &[Swarm, Network],
             FaultKind::BitFlip | FaultKind::ReadError | FaultKind::FsyncError | FaultKind::SlowDisk | FaultKind::DiskFull => &[Swarm, Disk],
             FaultKind::ClockStep => &[Swarm],
         }
@@ -451,6 +456,19 @@ pub async fn run(
                     // The held request is still waiting on its node until the hold ends.
                     tokio::time::sleep(hold).await;
                 }
+                cluster.history().fault_stop(record).expect("history");
+            }
+            FaultKind::ResetResponse => {
+                // The next produce a node completes is not answered: its connection is reset
+                // instead. The client cannot know whether the write happened (indefinite), and
+                // an idempotent producer's retry must not duplicate it (L2).
+                let record = fault(kind, &[]);
+                cluster.history().fault_start(record.clone()).expect("history");
+                let switch = cluster.faults.response_cut.as_ref().expect("the simulation sets it");
+                switch.arm(());
+                tokio::time::sleep(window).await;
+                let caught = !switch.disarm();
+                cluster.note(format!("{}: {}", kind.label(), if caught { "reset one connection" } else { "no write completed" }));
                 cluster.history().fault_stop(record).expect("history");
             }
             FaultKind::ClientCut => {

@@ -22,7 +22,7 @@ use odradek_jepsen::checker::{check, CheckOptions, Verdict};
 use odradek_jepsen::history::{History, HistoryBuilder, Process};
 use odradek_log::SimDisk;
 use odradek_server::config::{Member, ServerConfig};
-use odradek_server::faults::{FaultHooks, RequestHold, TransportFaults};
+use odradek_server::faults::{FaultHooks, RequestHold, ResponseCut, TransportFaults};
 use odradek_server::planted::PlantedBug;
 use odradek_server::Server;
 use rand::rngs::SmallRng;
@@ -427,7 +427,11 @@ pub async fn run(config: ScenarioConfig) -> Report {
         clock_offsets: Arc::new(Mutex::new(plan.clock_offsets.clone())),
         corrupted: Mutex::new(Default::default()),
         segment_bytes: plan.segment_bytes,
-        faults: FaultHooks { peer_messages: Some(TransportFaults::new(seed ^ 0x7e57_fa17)), request_hold: Some(RequestHold::default()) },
+        faults: FaultHooks {
+            peer_messages: Some(TransportFaults::new(seed ^ 0x7e57_fa17)),
+            request_hold: Some(RequestHold::default()),
+            response_cut: Some(ResponseCut::default()),
+        },
     });
     cluster.note(format!("seed {seed}: {node_count} nodes, scenario {}, {}", config.scenario.name(), plan.describe()));
     for bug in &config.planted {

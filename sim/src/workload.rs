@@ -21,8 +21,11 @@ use tokio::task::JoinHandle;
 
 use crate::scenario::{Cluster, LIVENESS_BOUND, PARTITIONS, TOPIC};
 
-/// Pause between two sends of one producer (simulated).
+/// Sets how many records a producer sends: one per this much of the safety phase (capped).
 const SEND_INTERVAL: Duration = Duration::from_millis(40);
+/// The share of the safety phase (percent) the sends are spread over, so that faults late in the
+/// phase still meet writes in flight.
+const SEND_SPREAD_PERCENT: u32 = 85;
 
 /// One producer's settings.
 #[derive(Clone, Copy, Debug)]
@@ -30,6 +33,8 @@ struct ProducerKind {
     acks: Acks,
     idempotent: bool,
     records: u64,
+    /// Pause between two sends.
+    interval: Duration,
     /// First retry delay (Kafka's retry.backoff.ms): eager retries reach a new leader early.
     retry_backoff_ms: u64,
 }
@@ -58,9 +63,11 @@ impl Workload {
 pub fn start(client: &NodeHandle, cluster: Arc<Cluster>, rng: &mut SmallRng, duration: Duration) -> Workload {
     let records = (duration.as_millis() / SEND_INTERVAL.as_millis()).clamp(10, 300) as u64 * 6 / 10;
     let retry_backoff_ms = *[100, 10, 1].choose(rng).expect("three");
-    let mut kinds = vec![ProducerKind { acks: Acks::All, idempotent: true, records, retry_backoff_ms }; 2];
+    let spread = duration * SEND_SPREAD_PERCENT / 100;
+    let interval = spread / records as u32;
+    let mut kinds = vec![ProducerKind { acks: Acks::All, idempotent: true, records, interval, retry_backoff_ms }; 2];
     let (acks, idempotent) = [(Acks::All, false), (Acks::One, false), (Acks::Zero, false)][rng.gen_range(0..3)];
-    kinds.push(ProducerKind { acks, idempotent, records: records / 2, retry_backoff_ms });
+    kinds.push(ProducerKind { acks, idempotent, records: records / 2, interval: interval * 2, retry_backoff_ms });
     cluster.note(format!("producers: {kinds:?}"));
     let producers = kinds.into_iter().enumerate().map(|(index, kind)| client.spawn(produce(cluster.clone(), index as u64, kind))).collect();
     let deadline = tokio::time::Instant::now() + duration;
@@ -101,6 +108,9 @@ async fn produce(cluster: Arc<Cluster>, index: u64, kind: ProducerKind) -> (u64,
     let producer = Producer::new(&addresses, config).await.expect("producer");
     let mut pending = Vec::new();
     for i in 0..kind.records {
+        if i > 0 {
+            tokio::time::sleep(kind.interval).await;
+        }
         let value = index * 1_000_000 + i;
         let key = i % u64::from(PARTITIONS);
         let process = cluster.process();
@@ -113,29 +123,39 @@ async fn produce(cluster: Arc<Cluster>, index: u64, kind: ProducerKind) -> (u64,
         let handle = cluster.history().invoke_send(process, send.clone()).expect("history");
         let record = ProducerRecord::new(TOPIC, value.to_string()).partition(key as u32);
         match producer.send(record).await {
-            Ok(delivery) => pending.push((handle, send, delivery)),
+            // The outcome is recorded when it arrives, so the history's completion times are
+            // the real ones (real-time order checks depend on them).
+            Ok(delivery) => {
+                let cluster = cluster.clone();
+                pending.push(tokio::spawn(async move {
+                    match delivery.await {
+                        Ok(metadata) => {
+                            let offsets = metadata.offset.map(|offset| vec![offset]);
+                            cluster.history().ok(handle, OpValue::Send(Send { offsets, ..send })).expect("history");
+                            true
+                        }
+                        Err(error) => {
+                            let value = OpValue::Send(send);
+                            let mut history = cluster.history();
+                            if error.is_definite() { history.fail(handle, value) } else { history.info(handle, value) }.expect("history");
+                            false
+                        }
+                    }
+                }))
+            }
             Err(error) => {
                 let value = OpValue::Send(send);
                 let mut history = cluster.history();
                 if error.is_definite() { history.fail(handle, value) } else { history.info(handle, value) }.expect("history");
             }
         }
-        tokio::time::sleep(SEND_INTERVAL).await;
     }
     let (mut ok, mut failed) = (0, 0);
-    for (handle, send, delivery) in pending {
-        match delivery.await {
-            Ok(metadata) => {
-                ok += 1;
-                let offsets = metadata.offset.map(|offset| vec![offset]);
-                cluster.history().ok(handle, OpValue::Send(Send { offsets, ..send })).expect("history");
-            }
-            Err(error) => {
-                failed += 1;
-                let value = OpValue::Send(send);
-                let mut history = cluster.history();
-                if error.is_definite() { history.fail(handle, value) } else { history.info(handle, value) }.expect("history");
-            }
+    for outcome in pending {
+        if outcome.await.expect("delivery task") {
+            ok += 1;
+        } else {
+            failed += 1;
         }
     }
     let _ = producer.close().await;

@@ -54,19 +54,19 @@ fn planted_ack_before_commit_is_caught() {
     planted_bug_is_caught(PlantedBug::AckBeforeCommit, Scenario::Crash, 1..=30, &["R5", "L1", "L6", "L7"]);
 }
 
-// Fetch serves above the commit index: reads of writes later truncated (seed 1, L13 and L1).
+// Fetch serves above the commit index: reads of writes later truncated (seed 4, L1, L13, L2).
 #[test]
 fn planted_serve_above_commit_is_caught() {
     planted_bug_is_caught(PlantedBug::ServeAboveCommit, Scenario::Crash, 1..=30, &["L13", "L1", "L4", "L12"]);
 }
 
-// No idempotent-producer check: retries appended twice (seed 1, L2).
+// No idempotent-producer check: retries appended twice (seed 3, L2 and P1).
 #[test]
 fn planted_skip_dedup_is_caught() {
     planted_bug_is_caught(PlantedBug::SkipDedup, Scenario::Crash, 1..=30, &["L2", "P2"]);
 }
 
-// A deposed leader acknowledges a batch the new leader overwrote (seed 2, L1 and L6).
+// A deposed leader acknowledges a batch the new leader overwrote (seed 1, L1 and L6).
 #[test]
 fn planted_stale_leader_serves_produce_is_caught() {
     planted_bug_is_caught(PlantedBug::StaleLeaderServesProduce, Scenario::Network, 1..=30, &["L6", "L7", "L1"]);
@@ -79,8 +79,9 @@ fn planted_ack_before_fsync_is_caught() {
     planted_bug_is_caught(PlantedBug::AckBeforeFsync, Scenario::Crash, 1..=30, &["R6", "R5", "R3"]);
 }
 
-// A failed fsync is ignored; the replica then acknowledges the entries it covered (seed 3, R6;
-// without R6 the power loss right after made raft commit past the replica's log end, R3).
+// A failed fsync is ignored; the replica then acknowledges the entries it covered (seed 2, R5:
+// an acks=all acknowledgement counted it; earlier seeds caught it on R6, and without R6 the
+// power loss right after made raft commit past the replica's log end, R3).
 #[test]
 fn planted_ignore_fsync_error_is_caught() {
     planted_bug_is_caught(PlantedBug::IgnoreFsyncError, Scenario::Disk, 1..=60, &["R6", "R5", "R3"]);
@@ -94,11 +95,26 @@ fn planted_follower_acks_before_persist_is_caught() {
 }
 
 // Recovery cuts the log at a flipped bit in a sealed segment as if it were a torn tail: the
-// replica drops entries it had reported durable (seed 8, R8 e; before R8 was checked, the same
+// replica drops entries it had reported durable (seed 1, R8 e; before R8 was checked, such a
 // seed failed R3 on the consensus crate's "persisted commit beyond the log end" assertion).
 #[test]
 fn planted_truncate_mid_log_corruption_is_caught() {
     planted_bug_is_caught(PlantedBug::TruncateMidLogCorruption, Scenario::Disk, 1..=60, &["R8", "R3"]);
+}
+
+// F-N9: network seed 15 resets three connections in place of produce answers (while no other
+// fault is on). The idempotent retries are absorbed (the run passes), and without the dedup
+// check the same retries are appended twice: L2 names the values sent in the reset windows.
+#[test]
+fn f_n9_connection_resets_make_retries_that_dedup_absorbs() {
+    let config = ScenarioConfig { scenario: Scenario::Network, ..ScenarioConfig::new(15) };
+    let report = run_seed(&config).unwrap_or_else(|crash| panic!("seed 15 crashed: {crash:?}"));
+    let resets = report.timeline.iter().filter(|line| line.contains("F-N9 connection reset") && line.contains("reset one")).count();
+    assert!(resets >= 1, "no connection was reset:\n{}", report.timeline.join("\n"));
+    assert!(report.passed(), "{}\n{}", report.timeline.join("\n"), report.verdict_text());
+    let planted = ScenarioConfig { planted: vec![PlantedBug::SkipDedup], ..config };
+    let report = run_seed(&planted).unwrap_or_else(|crash| panic!("seed 15 with skip-dedup crashed: {crash:?}"));
+    assert!(report.failed_invariants().contains(&"L2"), "{}", report.verdict_text());
 }
 
 #[test]
