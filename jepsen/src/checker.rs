@@ -6,7 +6,9 @@
 //!   L2 fails under idempotence, acks=0, or `client_retries == false`; otherwise it is reported.
 //! * L3 unexpected, L4 G1a: every level.
 //! * L5 ack-offset-mismatch: fails under acks=all; under acks=1 fails only if no leader change was
-//!   recorded between the send's invoke and the poll's completion, else reported; n/a at acks=0.
+//!   recorded between the send's invoke and the poll's completion (nor, with client retries, any
+//!   time after the invoke: the acked copy may be a retry's duplicate lost later), else reported;
+//!   n/a at acks=0.
 //! * L6 lost-write and L7 unseen: fail under acks=all; reported under acks=0; under acks=1 a loss
 //!   is `L6 acks1-loss` (reported) only if a leader change of the key was recorded after the send
 //!   was invoked *and* the loss is a suffix (no acks=1 value acked before that change at a higher
@@ -216,9 +218,15 @@ fn check_acks(index: &Index, options: &CheckOptions, report: &mut Report) {
                 // deposed leader that did not know yet may acknowledge at an offset the new
                 // leader reuses): explained. Swarm seed 34: a retry acknowledged by a deposed
                 // leader after the first attempt had been committed and read elsewhere.
+                // With client retries, a retry can also append the value a second time: the ack
+                // names the retry's copy, a later leader change loses that copy (an acks=1 suffix
+                // loss, L6 reported) and reads find only the first one. Swarm seed 804.
                 Acks::One => {
                     let end = poll.complete.max(s.complete.unwrap_or(0));
-                    index.leader_change_between(w.key, s.invoke, end).is_none() && index.changed_leader_before(w.key, s.invoke).is_none()
+                    let open = index.leader_change_between(w.key, s.invoke, end).is_some();
+                    let deposed = index.changed_leader_before(w.key, s.invoke).is_some();
+                    let duplicate_lost = options.client_retries && index.changed_leader_after(w.key, s.invoke).is_some();
+                    !(open || deposed || duplicate_lost)
                 }
                 Acks::All => true,
             };

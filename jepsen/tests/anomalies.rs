@@ -264,6 +264,21 @@ fn cases() -> Vec<Case> {
             h.ok(open, &[1]);
             h.done()
         }),
+        case(
+            "acks=1 retry's acked copy lost at a later leader change, the first copy read, is reported",
+            Reported(AckOffsetMismatch),
+            || {
+                // Swarm seed 804: attempt one appended at offset 0 (answer lost), the retry at 1 and
+                // acked; a new leader then dropped offset 1 (an acks=1 suffix).
+                let mut h = H::new();
+                h.leader_change(0); // the initial leader
+                let open = h.send(1, 0, &[1], ONE);
+                h.poll(3, &[(0, &[(0, 1)])], &[(0, 1)]);
+                h.ok(open, &[1]);
+                h.leader_change(0);
+                h.done()
+            },
+        ),
         case("acks=1 mismatch with only the initial leader known fails", Fatal(AckOffsetMismatch), || {
             let mut h = H::new();
             h.leader_change(0); // the initial leader only

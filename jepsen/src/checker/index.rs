@@ -392,6 +392,11 @@ impl<'h> Index<'h> {
         self.leader_changes.get(&key)?.iter().skip(1).copied().find(|&c| c < before)
     }
 
+    /// The first leader change of `key` after op `after`, not counting the initial leader.
+    pub fn changed_leader_after(&self, key: Key, after: u64) -> Option<u64> {
+        self.leader_changes.get(&key)?.iter().skip(1).copied().find(|&c| c > after)
+    }
+
     /// Whether a leader change of `key` is recorded strictly between two op indices.
     pub fn leader_change_between(&self, key: Key, low: u64, high: u64) -> Option<u64> {
         let changes = self.leader_changes.get(&key)?;
