@@ -29,8 +29,8 @@ pub mod storage;
 
 pub use conf_state_file::{ConfStateError, ConfStateFile};
 pub use node::{
-    Appended, Apply, Committed, Durability, GroupStatus, LogBounds, Node, NodeConfig, NodeError, NodeHandle, NodeStats, Proposal,
-    ProposalTicket, ProposeError, Rejection, ResolvedOutcome,
+    take_budget, Appended, Apply, Committed, Durability, GroupStatus, LogBounds, Node, NodeConfig, NodeError, NodeHandle, NodeStats,
+    Proposal, ProposalTicket, ProposeError, Rejection, ResolvedOutcome,
 };
 pub use storage::{EntryMeta, GroupStorage, GroupStore, StorageFault};
 pub use transport::{

@@ -60,6 +60,8 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use crate::observe;
@@ -117,6 +119,11 @@ pub struct NodeConfig {
     /// round before the round's fsync, breaking R6, to show the property tests catch it.
     #[cfg(any(madsim, feature = "planted-bugs"))]
     pub planted_send_before_persist: bool,
+    /// Bytes of new entries this node may still take from leaders before its disk reaches the
+    /// operator's free-space reserve (F-S9); the owner refills it from free-space measurements.
+    /// An append that does not fit is dropped as if lost: the replica stays up, serving its
+    /// other duties, and the leader resends once there is room. `None`: no limit.
+    pub entry_budget: Option<Arc<AtomicI64>>,
 }
 
 impl NodeConfig {
@@ -130,6 +137,7 @@ impl NodeConfig {
             election_seed: None,
             #[cfg(any(madsim, feature = "planted-bugs"))]
             planted_send_before_persist: false,
+            entry_budget: None,
         }
     }
 }
@@ -378,6 +386,8 @@ pub struct NodeStats {
     pub entries_committed: u64,
     /// Asynchronous log reads served for raft (entries no longer in the cache).
     pub log_fetches: u64,
+    /// Appends from leaders dropped because the disk was at its reserve (`entry_budget`).
+    pub appends_refused_disk_low: u64,
 }
 
 struct PendingProposal {
@@ -432,6 +442,18 @@ pub struct Node<D: Disk, T: Transport, A: Apply> {
     resolved: std::collections::VecDeque<ResolvedOutcome>,
     /// This node object's number for the simulator's checkers ([`crate::observe`]).
     incarnation: u64,
+}
+
+/// Takes `bytes` from a disk budget (see [`NodeConfig::entry_budget`]); `false`, with nothing
+/// taken, when they do not fit.
+pub fn take_budget(budget: &AtomicI64, bytes: u64) -> bool {
+    let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+    let before = budget.fetch_sub(bytes, Ordering::AcqRel);
+    if before < bytes {
+        budget.fetch_add(bytes, Ordering::AcqRel);
+        return false;
+    }
+    true
 }
 
 fn storage_error(group: GroupId) -> impl FnOnce(StorageFault) -> NodeError {
@@ -908,6 +930,16 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             if message.to != self.config.node_id || message.from != batch.from {
                 tracing::warn!(group, from = batch.from, "dropping a misaddressed raft message");
                 continue;
+            }
+            if message.msg_type == MessageType::MsgAppend && !message.entries.is_empty() {
+                if let Some(budget) = &self.config.entry_budget {
+                    let bytes: u64 = message.entries.iter().map(|e| (e.data.len() + odradek_log::ENTRY_HEADER_BYTES) as u64).sum();
+                    if !take_budget(budget, bytes) {
+                        self.stats.appends_refused_disk_low += 1;
+                        tracing::debug!(group, bytes, "disk at its reserve: dropping an append from the leader");
+                        continue;
+                    }
+                }
             }
             if let Err(error) = state.raw.step(message) {
                 tracing::debug!(group, %error, "raft refused a message");

@@ -36,6 +36,7 @@
 #![cfg(not(madsim))]
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -203,6 +204,8 @@ struct Cluster {
     /// Run the nodes with the planted R6 bug (feature `planted-bugs`).
     #[cfg_attr(not(feature = "planted-bugs"), allow(dead_code))]
     planted_send_before_persist: bool,
+    /// Per node, the disk budget its follower appends draw from (F-S9); none: unlimited.
+    entry_budgets: BTreeMap<NodeId, Arc<AtomicI64>>,
 }
 
 impl Cluster {
@@ -224,6 +227,7 @@ impl Cluster {
             fsync_faults: false,
             failed: Vec::new(),
             planted_send_before_persist: false,
+            entry_budgets: BTreeMap::new(),
         };
         for id in voters {
             cluster.start(id).await;
@@ -237,6 +241,7 @@ impl Cluster {
         let mut config = NodeConfig::new(id, "/data");
         config.election_seed = Some(self.seed);
         config.log_config = self.log_config.clone();
+        config.entry_budget = self.entry_budgets.get(&id).cloned();
         #[cfg(feature = "planted-bugs")]
         {
             config.planted_send_before_persist = self.planted_send_before_persist;
@@ -571,6 +576,45 @@ async fn three_nodes_elect_propose_and_apply_identically() {
     // Group commit: fewer log fsyncs than entries appended.
     let stats = cluster.nodes[&leader].stats();
     assert!(stats.log_syncs < stats.entries_appended, "{stats:?}");
+}
+
+// F-S9: a follower whose disk is at its reserve drops appends (as if lost) instead of failing
+// its round on ENOSPC and stopping; the group commits on the others, and once there is room
+// again the follower catches up.
+#[tokio::test]
+async fn a_follower_at_its_disk_reserve_drops_appends_and_catches_up_later() {
+    let mut cluster = Cluster::new(17, 3, &[4]).await;
+    cluster.elect_all().await;
+    let leader = cluster.leader(4).unwrap();
+    let follower = *cluster.nodes.keys().find(|&&id| id != leader).unwrap();
+    let budget = Arc::new(AtomicI64::new(0));
+    cluster.entry_budgets.insert(follower, budget.clone());
+    cluster.crash(follower, CrashMode::Process);
+    cluster.start(follower).await;
+    cluster.elect_all().await;
+    if cluster.leader(4) == Some(follower) {
+        let other = *cluster.nodes.keys().find(|&&id| id != follower).unwrap();
+        cluster.nodes.get_mut(&follower).unwrap().transfer_leader(4, other).unwrap();
+        cluster.run_until(200, |c| c.leader(4) == Some(other)).await;
+    }
+    let leader = cluster.leader(4).unwrap();
+    cluster.propose_and_commit(20, "full").await;
+    for _ in 0..100 {
+        cluster.step().await; // heartbeats: the leader keeps retrying the follower
+    }
+    let commit = cluster.nodes[&leader].status(4).unwrap().commit;
+    let behind = cluster.nodes[&follower].status(4).unwrap().last_index;
+    assert!(behind < commit, "the full follower took entries: last index {behind}, commit {commit}");
+    assert!(
+        cluster.nodes[&follower].stats().appends_refused_disk_low > 0,
+        "{:?} {:?} leader {leader} follower {follower}",
+        cluster.nodes[&follower].stats(),
+        cluster.nodes[&follower].status(4)
+    );
+    assert!(cluster.nodes.contains_key(&follower), "the full follower stays up");
+    budget.store(i64::MAX, Ordering::Release);
+    cluster.converge().await;
+    assert_eq!(cluster.checks.lock().unwrap().applied[&(follower, 4)], cluster.nodes[&leader].status(4).unwrap().commit);
 }
 
 #[tokio::test]

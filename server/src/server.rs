@@ -92,6 +92,8 @@ impl Server {
         let (transport, inbox) = TcpTransport::bind(config.id, me.peer, peers).await?;
         let transport = FaultyTransport::new(transport, faults.peer_messages.clone());
         let mut node_config = NodeConfig::new(config.id, config.data_dir.clone());
+        // F-S9: a follower at its disk reserve drops appends instead of failing on ENOSPC.
+        node_config.entry_budget = Some(shared.disk_budget.clone());
         node_config.log_config = config.log_config(
             config.topic_defaults.retention_ms,
             config.topic_defaults.retention_bytes,

@@ -58,28 +58,22 @@ pub struct Shared {
     /// leader. Until then (right after a restart, the replay stops at the lazily persisted
     /// commit) its metadata may miss recent changes, and it does not serve clients from it.
     pub meta_ready: std::sync::atomic::AtomicBool,
-    /// Bytes produce may still append before the disk's free space reaches the reserve: set from
-    /// each measurement (free − reserve), lowered by every accepted batch in between.
-    pub disk_budget: std::sync::atomic::AtomicI64,
+    /// Bytes this node may still append before the disk's free space reaches the reserve: set
+    /// from each measurement (free − reserve), lowered by every batch produce accepts and every
+    /// append a follower takes from a leader (the consensus node shares it) in between.
+    pub disk_budget: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl Shared {
     pub fn new(node_id: NodeId) -> Arc<Shared> {
         let meta_ready = std::sync::atomic::AtomicBool::new(false);
-        let disk_budget = std::sync::atomic::AtomicI64::new(i64::MAX);
+        let disk_budget = Arc::new(std::sync::atomic::AtomicI64::new(i64::MAX));
         Arc::new(Shared { node_id, inner: Mutex::new(Inner::default()), meta_version: watch::Sender::new(0), meta_ready, disk_budget })
     }
 
     /// Takes `bytes` from the disk budget; `false` (nothing taken) when they do not fit.
     pub fn take_disk_budget(&self, bytes: u64) -> bool {
-        use std::sync::atomic::Ordering;
-        let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
-        let before = self.disk_budget.fetch_sub(bytes, Ordering::AcqRel);
-        if before < bytes {
-            self.disk_budget.fetch_add(bytes, Ordering::AcqRel);
-            return false;
-        }
-        true
+        odradek_consensus::take_budget(&self.disk_budget, bytes)
     }
 
     /// A new free-space measurement.
