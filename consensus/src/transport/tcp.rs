@@ -68,8 +68,15 @@ pub const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 /// comes back is reached within roughly one election.
 pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
-/// Bound on `TcpStream::connect`.
+/// Bound on the first `TcpStream::connect` to a peer; it doubles with each consecutive failed
+/// dial up to [`CONNECT_TIMEOUT_MAX`] (Kafka's `socket.connection.setup.timeout.ms` and
+/// `.max.ms`), so a peer behind a slow path is still reached: with a fixed 2 s bound, connects
+/// that took 1–5 s (madsim's network BUGGIFY) kept one leader from reaching a restarted
+/// follower for the rest of a run (swarm seeds 7512, 7889: R7).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Longest bound on one connect attempt.
+pub const CONNECT_TIMEOUT_MAX: Duration = Duration::from_secs(16);
 
 /// Bound on the handshake exchange, for both sides: a connection that never says who it is
 /// must not hold a task and a connection slot forever.
@@ -439,12 +446,12 @@ async fn run_writer(
                 }
                 continue;
             }
-            dialed = dial(shared.node_id, peer_id, addr) => dialed,
+            dialed = dial(shared.node_id, peer_id, addr, connect_timeout(failures_consecutive)) => dialed,
         };
         match dialed {
             Ok(stream) => {
                 shared.stats.connected(connected_before);
-                info!(peer_id, %addr, reconnect = connected_before, "connected to peer");
+                info!(node_id = shared.node_id, peer_id, %addr, reconnect = connected_before, "connected to peer");
                 connected_before = true;
                 failures_consecutive = 0;
                 backoff = RECONNECT_BACKOFF_MIN;
@@ -453,7 +460,7 @@ async fn run_writer(
                     WriterEnd::Stop => return,
                     WriterEnd::AddrChanged => continue,
                     WriterEnd::Failed(error) => {
-                        warn!(peer_id, %addr, %error, "connection to peer lost");
+                        warn!(node_id = shared.node_id, peer_id, %addr, %error, "connection to peer lost");
                     }
                 }
             }
@@ -463,9 +470,9 @@ async fn run_writer(
                 if error.is_protocol_violation() {
                     error!(peer_id, %addr, %error, "peer refused: protocol mismatch");
                 } else if failures_consecutive == 1 {
-                    warn!(peer_id, %addr, %error, "cannot reach peer; retrying with backoff");
+                    warn!(node_id = shared.node_id, peer_id, %addr, %error, "cannot reach peer; retrying with backoff");
                 } else {
-                    debug!(peer_id, %addr, %error, failures_consecutive, "cannot reach peer");
+                    debug!(node_id = shared.node_id, peer_id, %addr, %error, failures_consecutive, "cannot reach peer");
                 }
             }
         }
@@ -485,10 +492,16 @@ async fn run_writer(
     }
 }
 
+/// The connect bound after `failures` consecutive failed dials: [`CONNECT_TIMEOUT`] doubled
+/// per failure, at most [`CONNECT_TIMEOUT_MAX`].
+fn connect_timeout(failures: u64) -> Duration {
+    CONNECT_TIMEOUT.saturating_mul(1 << failures.min(8)).min(CONNECT_TIMEOUT_MAX)
+}
+
 /// Connects to `addr` and exchanges handshakes; checks that the node there is `peer_id`.
-async fn dial(node_id: NodeId, peer_id: NodeId, addr: SocketAddr) -> Result<TcpStream, TransportError> {
+async fn dial(node_id: NodeId, peer_id: NodeId, addr: SocketAddr, connect_timeout: Duration) -> Result<TcpStream, TransportError> {
     let mut stream =
-        tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await.map_err(|_| TransportError::Timeout(CONNECT_TIMEOUT))??;
+        tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await.map_err(|_| TransportError::Timeout(connect_timeout))??;
     // Raft heartbeats and votes are small and latency-bound; never hold them for Nagle.
     stream.set_nodelay(true)?;
     let mut hello = Vec::new();
@@ -585,6 +598,18 @@ async fn write_batches(
             buffer.clear();
             buffer.shrink_to(ROUND_BYTES_MAX);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connect_bound_doubles_per_failed_dial_up_to_its_maximum() {
+        let bounds: Vec<u64> = (0..6).map(|failures| connect_timeout(failures).as_secs()).collect();
+        assert_eq!(bounds, [2, 4, 8, 16, 16, 16]);
+        assert_eq!(connect_timeout(u64::MAX), CONNECT_TIMEOUT_MAX);
     }
 }
 
