@@ -163,6 +163,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_state_saved_after_a_failed_creation_survives_power_loss() {
+        // The creation's first fsync fails; the retry loads what the failed attempt wrote, and
+        // must make the file and its name durable before the next save counts on them.
+        for seed in 0..16 {
+            let disk = SimDisk::new(seed);
+            disk.fail_next_syncs(1);
+            assert!(HardStateFile::open(&disk, PATH).await.is_err());
+            let (mut file, _) = HardStateFile::open(&disk, PATH).await.unwrap();
+            file.save(state(3, 2, 0)).await.unwrap();
+            drop(file);
+            disk.crash(CrashMode::PowerLoss);
+            let (_, loaded) = HardStateFile::open(&disk, PATH).await.unwrap();
+            assert_eq!(loaded, state(3, 2, 0), "seed {seed}");
+        }
+    }
+
+    #[tokio::test]
     async fn a_crash_between_the_two_copies_keeps_the_new_state() {
         // The first copy of a save is durable, the second was never written: the new state wins
         // and the open mirrors it, so a flip in copy 0 afterwards still finds it in copy 1.

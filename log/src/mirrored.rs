@@ -13,7 +13,7 @@
 //! - bit rot in one copy at rest leaves the other holding the same, newest record.
 //!
 //! Opening picks the valid copy with the highest sequence and, when the two differ, rewrites the
-//! other one (and syncs) before returning, so the record in use is always on both copies and a
+//! other one; it syncs the file and its directory before returning, so the record in use is always on both copies and a
 //! later single flip still finds it. Both copies bad is corruption: the caller refuses to open.
 //!
 //! Each record carries its own sequence number and checksum; this module only places, compares
@@ -87,8 +87,12 @@ impl<D: Disk> MirroredFile<D> {
             let good = copy(winner).expect("the winning copy was read").to_vec();
             let other = (1 - winner) as u64 * COPY_STRIDE_BYTES;
             mirrored.file.write_at(other, Bytes::from(good)).await.map_err(at(path))?;
-            mirrored.file.sync_data().await.map_err(at(path))?;
         }
+        // What was loaded becomes durable, bytes and name, before anything depends on it: the
+        // file may be one whose creation failed before its fsyncs and was retried (the segment
+        // log's swarm seed 5034), or hold a save a process crash left unsynced.
+        mirrored.file.sync_data().await.map_err(at(path))?;
+        disk.sync_dir(&dir).await.map_err(at(&dir))?;
         let [first, second] = decoded;
         let (sequence, value) = if winner == 0 { first } else { second }.expect("the winner decoded");
         Ok(Opened::Loaded { file: mirrored, sequence, value, repaired })

@@ -402,3 +402,27 @@ fn planted_truncate_corruption_cuts_the_log_at_mid_log_damage() {
         assert_eq!(report.torn_tail.map(|torn| torn.index), Some(1));
     });
 }
+
+/// Swarm seed 5034 (R8 e): creating a log failed on its first fsync (EIO), the retry reopened
+/// the half-created segment and appended to it, the entries were synced and reported durable,
+/// and a power loss then lost them. Whatever recovery accepts must be durable, file and name,
+/// before anything is appended after it.
+#[test]
+fn a_log_reopened_after_a_failed_creation_keeps_what_it_synced() {
+    runtime().block_on(async {
+        for seed in 0..32 {
+            let disk = SimDisk::new(seed);
+            disk.fail_next_syncs(1);
+            assert!(SegmentLog::open(disk.clone(), DIR, tiny_config(), 0).await.is_err(), "seed {seed}: the first fsync fails");
+            let (mut log, _) = SegmentLog::open(disk.clone(), DIR, tiny_config(), 0).await.unwrap();
+            let written = append_data(&mut log, 2, 1).await;
+            log.sync().await.unwrap();
+            assert_eq!(log.durable_index(), 2);
+            drop(log);
+            disk.crash(CrashMode::PowerLoss);
+            let (log, report) = SegmentLog::open(disk.clone(), DIR, tiny_config(), 0).await.unwrap();
+            assert_eq!(report.torn_tail, None, "seed {seed}");
+            assert_eq!(read_all(&log).await, written, "seed {seed}: synced entries lost");
+        }
+    });
+}
