@@ -54,7 +54,7 @@ fn planted_ack_before_commit_is_caught() {
     planted_bug_is_caught(PlantedBug::AckBeforeCommit, Scenario::Crash, 1..=30, &["R5", "L1", "L6", "L7"]);
 }
 
-// Fetch serves above the commit index: reads of writes later truncated (seed 4, L1, L13, L2).
+// Fetch serves above the commit index: reads of writes later truncated (seed 3, L1, L13, L2).
 #[test]
 fn planted_serve_above_commit_is_caught() {
     planted_bug_is_caught(PlantedBug::ServeAboveCommit, Scenario::Crash, 1..=30, &["L13", "L1", "L4", "L12"]);
