@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use madsim::runtime::NodeHandle;
-use odradek_client::{Admin, Consumer, ConsumerConfig, Offset, Producer, ProducerConfig, ProducerRecord, TopicConfig};
+use odradek_client::{Admin, ClientError, Consumer, ConsumerConfig, Offset, Producer, ProducerConfig, ProducerRecord, TopicConfig};
 use odradek_jepsen::checker::LogRecord;
-use odradek_jepsen::history::{Acks, Keys, OpF, OpValue, Poll, Send};
+use odradek_jepsen::history::{Acks, Keys, OpF, OpHandle, OpValue, Poll, Send};
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -135,19 +135,13 @@ async fn produce(cluster: Arc<Cluster>, index: u64, kind: ProducerKind) -> (u64,
                             true
                         }
                         Err(error) => {
-                            let value = OpValue::Send(send);
-                            let mut history = cluster.history();
-                            if error.is_definite() { history.fail(handle, value) } else { history.info(handle, value) }.expect("history");
+                            record_send_failure(&cluster, handle, send, &error);
                             false
                         }
                     }
                 }))
             }
-            Err(error) => {
-                let value = OpValue::Send(send);
-                let mut history = cluster.history();
-                if error.is_definite() { history.fail(handle, value) } else { history.info(handle, value) }.expect("history");
-            }
+            Err(error) => record_send_failure(&cluster, handle, send, &error),
         }
     }
     let (mut ok, mut failed) = (0, 0);
@@ -160,6 +154,14 @@ async fn produce(cluster: Arc<Cluster>, index: u64, kind: ProducerKind) -> (u64,
     }
     let _ = producer.close().await;
     (ok, failed)
+}
+
+/// Completes a send that failed: `fail` when the error is definite (nothing was written),
+/// `info` when the write may have happened.
+fn record_send_failure(cluster: &Cluster, handle: OpHandle, send: Send, error: &ClientError) {
+    let value = OpValue::Send(send);
+    let mut history = cluster.history();
+    if error.is_definite() { history.fail(handle, value) } else { history.info(handle, value) }.expect("history");
 }
 
 /// Polls every partition from the beginning until `deadline` or, for the drain, until every
