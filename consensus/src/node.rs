@@ -72,6 +72,7 @@ use raft::{RawNode, StateRole};
 use tokio::sync::{mpsc, oneshot};
 
 mod handle;
+mod suspect;
 
 pub use handle::{Command, NodeHandle, ProposalTicket, COMMANDS_PER_ROUND_MAX, COMMAND_QUEUE_MAX};
 
@@ -119,6 +120,10 @@ pub struct NodeConfig {
     /// round before the round's fsync, breaking R6, to show the property tests catch it.
     #[cfg(any(madsim, feature = "planted-bugs"))]
     pub planted_send_before_persist: bool,
+    /// Planted bug: a replica whose recovery cut its log takes the cut for a torn write it never
+    /// acknowledged and drops the suspicion at once, voting as before (breaks R8 e).
+    #[cfg(any(madsim, feature = "planted-bugs"))]
+    pub planted_trust_recovery_cut: bool,
     /// Bytes of new entries this node may still take from leaders before its disk reaches the
     /// operator's free-space reserve (F-S9); the owner refills it from free-space measurements.
     /// An append that does not fit is dropped as if lost: the replica stays up, serving its
@@ -137,6 +142,8 @@ impl NodeConfig {
             election_seed: None,
             #[cfg(any(madsim, feature = "planted-bugs"))]
             planted_send_before_persist: false,
+            #[cfg(any(madsim, feature = "planted-bugs"))]
+            planted_trust_recovery_cut: false,
             entry_budget: None,
         }
     }
@@ -165,6 +172,10 @@ pub enum NodeError {
     TooManyGroups,
     #[error("the node task has stopped")]
     Stopped,
+    /// The replica may have lost entries it acknowledged: it neither votes nor campaigns until
+    /// that is settled (see module `suspect`).
+    #[error("group {0}: this replica is suspect after a recovery cut and may not campaign")]
+    Suspect(GroupId),
 }
 
 /// Why a proposal did not commit. See [`ProposeError::is_definite`].
@@ -364,6 +375,8 @@ pub struct GroupStatus {
     pub last_index: u64,
     /// Leader only: (matched, next) index per replica.
     pub progress: BTreeMap<NodeId, (u64, u64)>,
+    /// The replica is suspect after a recovery cut: no votes, no campaign (module `suspect`).
+    pub suspect: bool,
 }
 
 /// Where a group's log starts and ends.
@@ -388,6 +401,10 @@ pub struct NodeStats {
     pub log_fetches: u64,
     /// Appends from leaders dropped because the disk was at its reserve (`entry_budget`).
     pub appends_refused_disk_low: u64,
+    /// Vote, pre-vote and timeout-now requests a suspect replica dropped.
+    pub votes_refused_suspect: u64,
+    /// Suspicions settled and cleared (durably).
+    pub suspicions_cleared: u64,
 }
 
 struct PendingProposal {
@@ -418,6 +435,8 @@ struct Group<D: Disk> {
     /// Applied index at the end of the last round: every conf change up to it is in the
     /// conf-state file, so a commit up to it may be persisted.
     applied_durable_conf: u64,
+    /// Set while the replica may have lost entries it acknowledged (module `suspect`).
+    suspect: Option<suspect::Suspect>,
 }
 
 /// What a round's ready left to do after the fsync.
@@ -442,6 +461,13 @@ pub struct Node<D: Disk, T: Transport, A: Apply> {
     resolved: std::collections::VecDeque<ResolvedOutcome>,
     /// This node object's number for the simulator's checkers ([`crate::observe`]).
     incarnation: u64,
+    /// Suspect queries to send at the end of the next round, per (voter, group).
+    queries_due: Vec<(NodeId, GroupId)>,
+    /// Answers to suspect queries, sent at the end of the round that stepped the query.
+    answers_due: Vec<suspect::AnswerDue>,
+    /// Groups whose files refused to open (corruption), with the highest index of an intact
+    /// entry in their log: the answer to suspect queries, from a replica that takes no entry.
+    broken: BTreeMap<GroupId, u64>,
 }
 
 /// Takes `bytes` from a disk budget (see [`NodeConfig::entry_budget`]); `false`, with nothing
@@ -454,6 +480,14 @@ pub fn take_budget(budget: &AtomicI64, bytes: u64) -> bool {
         return false;
     }
     true
+}
+
+/// The voters of `conf` (both halves of a joint configuration) other than `node`.
+fn other_voters(conf: &ConfState, node: NodeId) -> Vec<NodeId> {
+    let mut others: Vec<NodeId> = conf.voters.iter().chain(&conf.voters_outgoing).copied().filter(|&id| id != node).collect();
+    others.sort_unstable();
+    others.dedup();
+    others
 }
 
 fn storage_error(group: GroupId) -> impl FnOnce(StorageFault) -> NodeError {
@@ -472,7 +506,22 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         let resolved = std::collections::VecDeque::new();
         let stats = NodeStats::default();
         let incarnation = crate::observe::next_incarnation();
-        Node { config, disk, transport, inbox, apply, groups: BTreeMap::new(), logger, stats, election_rng, resolved, incarnation }
+        Node {
+            config,
+            disk,
+            transport,
+            inbox,
+            apply,
+            groups: BTreeMap::new(),
+            logger,
+            stats,
+            election_rng,
+            resolved,
+            incarnation,
+            queries_due: Vec::new(),
+            answers_due: Vec::new(),
+            broken: BTreeMap::new(),
+        }
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -548,17 +597,43 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             log_config.cache_bytes_max = buggify::pick(0..64 * 1024) as usize;
         }
         let node = self.config.node_id;
-        let store = match GroupStore::open(self.disk.clone(), dir, log_config, &initial, now_ms).await {
+        let store = match GroupStore::open(self.disk.clone(), &dir, log_config, &initial, now_ms).await {
             Ok(store) => store,
             Err(error) => {
                 if let StorageFault::CommittedEntriesLost { cut: index, .. } = error {
-                    observe::emit(|| observe::Event::RecoveryCut { node, group, index });
+                    observe::emit(|| observe::Event::RecoveryCut { node, group, index, suspect: false });
+                }
+                if error.is_corruption() {
+                    // It still answers suspect queries for the group (module `suspect`).
+                    let log_dir = dir.join(crate::storage::LOG_DIR);
+                    match odradek_log::highest_intact_index(&self.disk, &log_dir).await {
+                        Ok(highest) => {
+                            self.broken.insert(group, highest);
+                        }
+                        Err(scan) => tracing::warn!(group, %scan, "cannot scan a damaged log for suspect queries"),
+                    }
                 }
                 return Err(storage_error(group)(error));
             }
         };
+        self.broken.remove(&group);
+        #[cfg(any(madsim, feature = "planted-bugs"))]
+        let store = {
+            let mut store = store;
+            if self.config.planted_trust_recovery_cut && store.suspicion().is_some() {
+                store.clear_suspicion().await.map_err(storage_error(group))?;
+            }
+            store
+        };
+        let suspicion = store.suspicion();
         if let Some(index) = store.recovery_cut() {
-            observe::emit(|| observe::Event::RecoveryCut { node, group, index });
+            let suspect = suspicion.is_some();
+            observe::emit(|| observe::Event::RecoveryCut { node, group, index, suspect });
+        }
+        if let Some(suspicion) = suspicion {
+            let (cut, bound, term) = (suspicion.cut, suspicion.bound, suspicion.term);
+            tracing::warn!(group, cut, bound, term, "recovery cut entries this replica may have acknowledged: suspect until settled");
+            observe::emit(|| observe::Event::Suspect { node, group, cut, bound, term });
         }
         let index = store.log().durable_index();
         observe::emit(|| observe::Event::Durable { node, group, index });
@@ -587,6 +662,8 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             indefinite: BTreeMap::new(),
             state_machine_applied: state_machine_applied.max(applied),
             applied_durable_conf: applied,
+            // The query term is the new term the store saved with the suspicion.
+            suspect: suspicion.map(|suspicion| suspect::Suspect::new(suspicion, hard_state.term)),
         };
         self.groups.insert(group, group_state);
         self.redraw_election_timeouts();
@@ -614,6 +691,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
     /// whose topic was deleted. Whatever is in the group's directory goes.
     pub async fn destroy_group(&mut self, group: GroupId) -> Result<bool, NodeError> {
         let hosted = self.remove_group(group);
+        self.broken.remove(&group);
         let group_dir = self.config.data_dir.join(group.to_string());
         // The segment log's directory first, then the group's own files (hard state, conf state).
         for dir in [group_dir.join(crate::storage::LOG_DIR), group_dir] {
@@ -632,10 +710,21 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         Ok(hosted)
     }
 
-    /// Advances every group's logical clock by one tick.
+    /// Advances every group's logical clock by one tick. A suspect group does not tick (so it
+    /// never campaigns); it queries the other voters every `QUERY_INTERVAL_TICKS` instead.
     pub fn tick(&mut self) {
-        for group in self.groups.values_mut() {
-            group.raw.tick();
+        let node = self.config.node_id;
+        for (&group, state) in self.groups.iter_mut() {
+            let Some(suspect) = state.suspect.as_mut() else {
+                state.raw.tick();
+                continue;
+            };
+            if suspect.ticks % suspect::QUERY_INTERVAL_TICKS == 0 {
+                let others = other_voters(&state.store.storage().conf_state(), node);
+                let unanswered = others.into_iter().filter(|id| !suspect.answers.contains_key(id));
+                self.queries_due.extend(unanswered.map(|id| (id, group)));
+            }
+            suspect.ticks += 1;
         }
         self.redraw_election_timeouts();
     }
@@ -658,6 +747,9 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
     /// Asks `group` to start an election now (tests, leader balancing).
     pub fn campaign(&mut self, group: GroupId) -> Result<(), NodeError> {
         let state = self.groups.get_mut(&group).ok_or(NodeError::GroupUnknown(group))?;
+        if state.suspect.is_some() {
+            return Err(NodeError::Suspect(group));
+        }
         state.raw.campaign().map_err(raft_error(group))
     }
 
@@ -745,6 +837,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             applied: raft.raft_log.applied,
             last_index: raft.raft_log.last_index(),
             progress,
+            suspect: state.suspect.is_some(),
         })
     }
 
@@ -878,6 +971,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             }
         }
         self.persist(&readies).await?;
+        self.settle_suspicions().await?;
         for PendingReady { group, .. } in &readies {
             let state = self.groups.get_mut(group).expect("groups change only outside a round");
             resolve_leader_durable(*group, state);
@@ -909,6 +1003,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         }
         self.serve_fetches().await?;
         self.redraw_election_timeouts();
+        self.queue_suspect_messages(&mut outbox);
         for (to, messages) in outbox {
             self.stats.messages_sent += messages.len() as u64;
             observe_sent(self.config.node_id, &self.groups, &messages);
@@ -926,10 +1021,53 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
 
     fn step_batch(&mut self, batch: Inbound) {
         for (group, message) in batch.messages {
-            let Some(state) = self.groups.get_mut(&group) else { continue };
+            let Some(state) = self.groups.get_mut(&group) else {
+                if let (Some(suspect::Control::Query { term }), true) = (suspect::classify(&message), self.broken.contains_key(&group)) {
+                    self.answers_due.push(suspect::AnswerDue { to: batch.from, group, query_term: term });
+                }
+                continue;
+            };
             if message.to != self.config.node_id || message.from != batch.from {
                 tracing::warn!(group, from = batch.from, "dropping a misaddressed raft message");
                 continue;
+            }
+            match suspect::classify(&message) {
+                Some(suspect::Control::Query { term }) => {
+                    // Move to the query's term first (saved before the answer leaves, R6): from
+                    // now on no leader of an older term can append here.
+                    if term > state.raw.raft.term {
+                        state.raw.raft.become_follower(term, raft::INVALID_ID);
+                    }
+                    self.answers_due.push(suspect::AnswerDue { to: batch.from, group, query_term: term });
+                    continue;
+                }
+                Some(suspect::Control::Answer) => {
+                    if let Some(suspect) = state.suspect.as_mut() {
+                        suspect.note_answer(batch.from, &message);
+                    }
+                    continue;
+                }
+                None => {}
+            }
+            if let Some(suspect) = &state.suspect {
+                let refused = match message.get_msg_type() {
+                    MessageType::MsgTimeoutNow => true,
+                    kind @ (MessageType::MsgRequestVote | MessageType::MsgRequestPreVote) => {
+                        let others = other_voters(&state.store.storage().conf_state(), self.config.node_id);
+                        let allowed = suspect.may_vote_for(&others, message.log_term, message.index);
+                        if allowed && kind == MessageType::MsgRequestVote {
+                            let (node, to, term) = (self.config.node_id, message.from, message.term);
+                            let (last_term, last_index) = (message.log_term, message.index);
+                            observe::emit(|| observe::Event::SuspectVote { node, group, to, term, last_term, last_index });
+                        }
+                        !allowed
+                    }
+                    _ => false,
+                };
+                if refused {
+                    self.stats.votes_refused_suspect += 1;
+                    continue;
+                }
             }
             if message.msg_type == MessageType::MsgAppend && !message.entries.is_empty() {
                 if let Some(budget) = &self.config.entry_budget {
@@ -986,6 +1124,48 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             }
         }
         Ok(())
+    }
+
+    /// Clears, durably, every suspicion whose bound the group's durable log has reached (module
+    /// `suspect`).
+    async fn settle_suspicions(&mut self) -> Result<(), NodeError> {
+        let node = self.config.node_id;
+        for (&group, state) in self.groups.iter_mut() {
+            let Some(suspect) = &state.suspect else { continue };
+            let bound = suspect.bound(&other_voters(&state.store.storage().conf_state(), node));
+            let durable = state.store.log().durable_index();
+            if durable < bound {
+                continue;
+            }
+            state.store.clear_suspicion().await.map_err(storage_error(group))?;
+            tracing::info!(group, durable, bound, answers = ?suspect.answers, "suspicion settled: this replica votes again");
+            state.suspect = None;
+            self.stats.suspicions_cleared += 1;
+            observe::emit(|| observe::Event::SuspectCleared { node, group, durable });
+        }
+        Ok(())
+    }
+
+    /// Queues the suspect queries due and the answers owed (their terms are saved by now).
+    fn queue_suspect_messages(&mut self, outbox: &mut BTreeMap<NodeId, Vec<(GroupId, Message)>>) {
+        let node = self.config.node_id;
+        for (to, group) in std::mem::take(&mut self.queries_due) {
+            let Some(suspect) = self.groups.get(&group).and_then(|state| state.suspect.as_ref()) else { continue };
+            outbox.entry(to).or_default().push((group, suspect::query(node, to, suspect)));
+        }
+        for due in std::mem::take(&mut self.answers_due) {
+            let message = match (self.groups.get(&due.group), self.broken.get(&due.group)) {
+                (Some(state), _) => {
+                    let raft = &state.raw.raft;
+                    suspect::answer(node, due.to, due.query_term, raft.term, raft.raft_log.last_index())
+                }
+                // A group that cannot open takes no entry from any leader: as good as the
+                // query's term.
+                (None, Some(&highest)) => suspect::answer(node, due.to, due.query_term, due.query_term, highest),
+                (None, None) => continue,
+            };
+            outbox.entry(due.to).or_default().push((due.group, message));
+        }
     }
 
     async fn serve_fetches(&mut self) -> Result<(), NodeError> {

@@ -33,8 +33,18 @@ pub enum Event {
     /// hard state (R6: the vote is saved, or a later term is).
     VoteGranted { node: NodeId, group: GroupId, to: NodeId, term: u64, saved_term: u64, saved_vote: u64 },
     /// Opening `group`, `node`'s recovery cut its log from `index` on, taking the damaged last
-    /// entry for a torn write (R8 e: only entries the node never reported durable may go).
-    RecoveryCut { node: NodeId, group: GroupId, index: u64 },
+    /// entry for a torn write; `suspect` when the node then holds itself suspect (R8 e: entries
+    /// the node reported durable may go only if it does).
+    RecoveryCut { node: NodeId, group: GroupId, index: u64, suspect: bool },
+    /// `node` opened `group` suspect: it may have lost acknowledged entries `cut ..= bound`, and
+    /// must neither vote nor lead until [`Event::SuspectCleared`] (R8 e).
+    /// `term` is the term it cut in: every lost entry is of that term or older.
+    Suspect { node: NodeId, group: GroupId, cut: u64, bound: u64, term: u64 },
+    /// Suspect `node` let raft judge `to`'s vote request in `term`: the candidate's log ends at
+    /// (`last_term`, `last_index`), which holds everything `node` may have lost (R8 e).
+    SuspectVote { node: NodeId, group: GroupId, to: NodeId, term: u64, last_term: u64, last_index: u64 },
+    /// `node` settled its suspicion with its log durable up to `durable`.
+    SuspectCleared { node: NodeId, group: GroupId, durable: u64 },
     /// `node` acknowledged an acks=all produce whose entry is at `index`, for a group of
     /// `voters` voters (R5: durable on a quorum of them). Reported by the server.
     Acked { node: NodeId, group: GroupId, index: u64, voters: usize },
@@ -52,6 +62,9 @@ impl Event {
             | Event::AppendAccepted { group, .. }
             | Event::VoteGranted { group, .. }
             | Event::RecoveryCut { group, .. }
+            | Event::Suspect { group, .. }
+            | Event::SuspectCleared { group, .. }
+            | Event::SuspectVote { group, .. }
             | Event::Acked { group, .. } => group,
         }
     }
@@ -111,7 +124,9 @@ impl std::fmt::Display for Violation {
 /// (an acks=all acknowledgement finds the index durable on a quorum: judged by index, not by
 /// entry, so a durable but divergent entry would count) and R6 (accepted appends and granted
 /// votes are durable when sent) and R8 (c: no node votes for two candidates in one term, across
-/// its restarts; e: recovery cuts off only entries the node never reported durable).
+/// its restarts; e: recovery cuts off only entries the node never reported durable, unless the
+/// node holds itself suspect for a range that covers them, and a suspect node neither leads nor
+/// votes until it clears, except for a candidate it judged to hold all it lost).
 /// Bounded by the run: one small map entry per appended index and term.
 #[derive(Debug, Default)]
 pub struct RaftChecker {
@@ -124,6 +139,14 @@ pub struct RaftChecker {
     durable: BTreeMap<(GroupId, NodeId), u64>,
     /// (group, voter, term) -> the candidate it voted for, across the voter's restarts.
     votes: BTreeMap<(GroupId, NodeId, u64), NodeId>,
+    /// (group, node) -> the suspicion's term, for every replica suspect now (R8 e), across its
+    /// restarts.
+    suspects: BTreeMap<(GroupId, NodeId), u64>,
+    /// (group, node) -> the durable index it had reported before a cut that made it suspect:
+    /// the suspicion that follows must cover it.
+    cut_below: BTreeMap<(GroupId, NodeId), u64>,
+    /// (group, voter, candidate, term) a suspect voter judged to hold everything it lost.
+    suspect_votes: std::collections::BTreeSet<(GroupId, NodeId, NodeId, u64)>,
     violations: Vec<Violation>,
     pub events: u64,
 }
@@ -136,6 +159,9 @@ impl RaftChecker {
         self.events += 1;
         match event {
             Event::Leader { node, group, term } => {
+                if self.suspects.contains_key(&(group, node)) {
+                    self.violate("R8", group, format!("node {node} became leader in term {term} while suspect"));
+                }
                 let first = *self.leaders.entry((group, term)).or_insert(node);
                 if first != node {
                     self.violate("R1", group, format!("nodes {first} and {node} both led term {term}"));
@@ -154,15 +180,55 @@ impl RaftChecker {
             Event::Durable { node, group, index } => {
                 self.durable.insert((group, node), index);
             }
-            Event::RecoveryCut { node, group, index } => {
+            Event::RecoveryCut { node, group, index, suspect } => {
+                // Bit rot takes at most the last durable entry with it (damage before a valid
+                // entry is corruption, never cut): a cut below it truncated mid-log (R8 b); a cut
+                // of it must leave the node suspect (R8 e).
                 let durable = self.durable.get(&(group, node)).copied().unwrap_or(0);
-                if index <= durable {
+                if index < durable {
                     self.violate(
                         "R8",
                         group,
-                        format!("node {node}'s recovery cut its log from index {index} on; it had reported it durable up to {durable}"),
+                        format!("node {node}'s recovery cut its log from index {index} on, below its last durable entry {durable}"),
+                    );
+                } else if index == durable && !suspect {
+                    self.violate(
+                        "R8",
+                        group,
+                        format!("node {node}'s recovery cut its durable last entry {index} and it does not hold itself suspect"),
                     );
                 }
+                if index <= durable && suspect {
+                    self.cut_below.insert((group, node), durable);
+                }
+            }
+            Event::Suspect { node, group, cut, bound, term } => {
+                if let Some(durable) = self.cut_below.remove(&(group, node)) {
+                    if bound < durable {
+                        self.violate(
+                            "R8",
+                            group,
+                            format!("node {node} is suspect for {cut}..={bound} only; it had reported entries durable up to {durable}"),
+                        );
+                    }
+                }
+                self.suspects.insert((group, node), term);
+            }
+            Event::SuspectVote { node, group, to, term, last_term, .. } => {
+                let suspect_term = self.suspects.get(&(group, node)).copied().unwrap_or(0);
+                if last_term < suspect_term {
+                    self.violate(
+                        "R8",
+                        group,
+                        format!(
+                            "suspect node {node} (cut in term {suspect_term}) judged node {to}'s log ending in term {last_term} complete"
+                        ),
+                    );
+                }
+                self.suspect_votes.insert((group, node, to, term));
+            }
+            Event::SuspectCleared { node, group, .. } => {
+                self.suspects.remove(&(group, node));
             }
             Event::AppendAccepted { node, group, to, index, durable_index } => {
                 if index > durable_index {
@@ -174,6 +240,13 @@ impl RaftChecker {
                 }
             }
             Event::VoteGranted { node, group, to, term, saved_term, saved_vote } => {
+                if self.suspects.contains_key(&(group, node)) && !self.suspect_votes.contains(&(group, node, to, term)) {
+                    self.violate(
+                        "R8",
+                        group,
+                        format!("node {node} voted for node {to} in term {term} while suspect, without judging its log complete"),
+                    );
+                }
                 let first = *self.votes.entry((group, node, term)).or_insert(to);
                 if first != to {
                     // Only a vote forgotten by a restart allows this (R8 c: lost hard state).
@@ -292,7 +365,19 @@ mod tests {
             Event::VoteGranted { node: 2, group: 7, to: 1, term: 3, saved_term: 3, saved_vote: 1 },
             Event::VoteGranted { node: 3, group: 7, to: 1, term: 3, saved_term: 4, saved_vote: 2 },
             // A torn tail beyond what node 3 reported durable.
-            Event::RecoveryCut { node: 3, group: 7, index: 13 },
+            Event::RecoveryCut { node: 3, group: 7, index: 13, suspect: false },
+            // Node 2 lost entries it had made durable, holds itself suspect, and votes only
+            // after it cleared.
+            Event::RecoveryCut { node: 2, group: 7, index: 40, suspect: true },
+            // A suspect votes for a candidate it judged complete.
+            Event::Suspect { node: 3, group: 9, cut: 5, bound: 6, term: 2 },
+            Event::SuspectVote { node: 3, group: 9, to: 1, term: 4, last_term: 3, last_index: 6 },
+            Event::VoteGranted { node: 3, group: 9, to: 1, term: 4, saved_term: 4, saved_vote: 1 },
+            Event::Suspect { node: 2, group: 7, cut: 40, bound: 40, term: 4 },
+            Event::Durable { node: 2, group: 7, index: 39 },
+            Event::Durable { node: 2, group: 7, index: 40 },
+            Event::SuspectCleared { node: 2, group: 7, durable: 40 },
+            Event::VoteGranted { node: 2, group: 7, to: 1, term: 5, saved_term: 5, saved_vote: 1 },
         ];
         let mut checker = RaftChecker::default();
         clean.into_iter().for_each(|event| checker.record(event));
@@ -302,21 +387,44 @@ mod tests {
         assert_eq!(checker.applied_by_node(), BTreeMap::from([(7, BTreeMap::from([(1, 41), (2, 1)]))]));
 
         let planted = [
-            ("R1", Event::Leader { node: 3, group: 7, term: 2 }),
-            ("R2", Event::Appended { node: 3, group: 7, index: 5, term: 2, checksum: 0xab }),
-            ("R3", Event::Applied { node: 1, incarnation: 1, group: 7, index: 43, term: 3, checksum: 0xcc }),
-            ("R4", Event::Applied { node: 3, incarnation: 4, group: 7, index: 6, term: 3, checksum: 0xbb }),
-            ("R5", Event::Acked { node: 1, group: 7, index: 41, voters: 3 }),
-            ("R6", Event::AppendAccepted { node: 2, group: 7, to: 1, index: 41, durable_index: 40 }),
-            ("R6", Event::VoteGranted { node: 3, group: 7, to: 1, term: 5, saved_term: 4, saved_vote: 2 }),
-            ("R6", Event::VoteGranted { node: 3, group: 7, to: 1, term: 4, saved_term: 4, saved_vote: 0 }),
-            ("R8", Event::RecoveryCut { node: 2, group: 7, index: 40 }),
-            ("R8", Event::VoteGranted { node: 2, group: 7, to: 3, term: 3, saved_term: 3, saved_vote: 3 }),
+            ("R1", vec![Event::Leader { node: 3, group: 7, term: 2 }]),
+            ("R2", vec![Event::Appended { node: 3, group: 7, index: 5, term: 2, checksum: 0xab }]),
+            ("R3", vec![Event::Applied { node: 1, incarnation: 1, group: 7, index: 43, term: 3, checksum: 0xcc }]),
+            ("R4", vec![Event::Applied { node: 3, incarnation: 4, group: 7, index: 6, term: 3, checksum: 0xbb }]),
+            ("R5", vec![Event::Acked { node: 1, group: 7, index: 41, voters: 3 }]),
+            ("R6", vec![Event::AppendAccepted { node: 2, group: 7, to: 1, index: 41, durable_index: 40 }]),
+            ("R6", vec![Event::VoteGranted { node: 3, group: 7, to: 1, term: 5, saved_term: 4, saved_vote: 2 }]),
+            ("R6", vec![Event::VoteGranted { node: 3, group: 7, to: 1, term: 4, saved_term: 4, saved_vote: 0 }]),
+            ("R8", vec![Event::RecoveryCut { node: 3, group: 7, index: 12, suspect: false }]),
+            ("R8", vec![Event::RecoveryCut { node: 3, group: 7, index: 11, suspect: true }]),
+            ("R8", vec![Event::VoteGranted { node: 2, group: 7, to: 3, term: 3, saved_term: 3, saved_vote: 3 }]),
+            (
+                "R8",
+                vec![
+                    Event::Suspect { node: 3, group: 7, cut: 12, bound: 12, term: 4 },
+                    Event::VoteGranted { node: 3, group: 7, to: 1, term: 6, saved_term: 6, saved_vote: 1 },
+                ],
+            ),
+            ("R8", vec![Event::Suspect { node: 3, group: 7, cut: 12, bound: 12, term: 4 }, Event::Leader { node: 3, group: 7, term: 9 }]),
+            (
+                "R8",
+                vec![
+                    Event::RecoveryCut { node: 1, group: 7, index: 41, suspect: true },
+                    Event::Suspect { node: 1, group: 7, cut: 41, bound: 40, term: 4 },
+                ],
+            ),
+            (
+                "R8",
+                vec![
+                    Event::Suspect { node: 3, group: 7, cut: 12, bound: 12, term: 4 },
+                    Event::SuspectVote { node: 3, group: 7, to: 1, term: 6, last_term: 3, last_index: 20 },
+                ],
+            ),
         ];
         for (invariant, bad) in planted {
             let mut checker = RaftChecker::default();
             clean.into_iter().for_each(|event| checker.record(event));
-            checker.record(bad);
+            bad.iter().for_each(|&event| checker.record(event));
             let ids: Vec<&str> = checker.violations().iter().map(|v| v.invariant).collect();
             assert_eq!(ids, vec![invariant], "{bad:?}");
         }

@@ -48,7 +48,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use odradek_log::{Disk, EntryKind, HardStateFile, LogConfig, SegmentLog};
+use odradek_log::{Disk, EntryKind, HardStateFile, LogConfig, SegmentLog, Suspicion};
 use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry as RaftEntry, EntryType, HardState as RaftHardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError};
@@ -114,11 +114,25 @@ pub enum StorageFault {
     InvalidEntry { index: u64, detail: String },
     #[error("log entry {index} is not a raft entry this node wrote: {detail}")]
     ForeignEntry { index: u64, detail: String },
-    /// Recovery cut the log (a damaged last entry taken for a torn write) below the commit index
-    /// the hard state saved: entries this node knew committed are gone. The group cannot be
-    /// served from this replica's files (CHECKLISTS R8 e).
+    /// The log ends below the commit index the hard state saved, and no cut of a damaged last
+    /// entry explains it (that makes the replica suspect instead): entries this node knew
+    /// committed vanished whole. The group cannot be served from this replica's files
+    /// (CHECKLISTS R8 e).
     #[error("the log ends at {log_end} after recovery cut it from index {cut} on, below the saved commit index {commit}")]
     CommittedEntriesLost { commit: u64, log_end: u64, cut: u64 },
+}
+
+impl StorageFault {
+    /// Damaged files the replica cannot serve the group from (not an I/O error that a retry
+    /// may get past).
+    pub fn is_corruption(&self) -> bool {
+        matches!(
+            self,
+            StorageFault::Log(odradek_log::Error::Corruption { .. } | odradek_log::Error::HardStateCorrupt { .. })
+                | StorageFault::ConfState(ConfStateError::Corrupt { .. })
+                | StorageFault::CommittedEntriesLost { .. }
+        )
+    }
 }
 
 /// Converts a raft entry to the log's entry at `base_offset` (the log's next offset).
@@ -453,17 +467,33 @@ impl<D: Disk> GroupStore<D> {
         let dir = dir.as_ref().to_path_buf();
         let cache_bytes_max = log_config.cache_bytes_max;
         let log_config = LogConfig { cache_bytes_max: 0, ..log_config };
-        let (log, report) = SegmentLog::open(disk.clone(), dir.join(LOG_DIR), log_config, now_ms).await?;
+        let (mut log, report) = SegmentLog::open_deferring_cut(disk.clone(), dir.join(LOG_DIR), log_config, now_ms).await?;
         let recovery_cut = report.torn_tail.map(|torn| torn.index);
-        let (hard_state_file, hard) = HardStateFile::open(&disk, dir.join(HARD_STATE_FILE)).await?;
+        let (mut hard_state_file, mut hard) = HardStateFile::open(&disk, dir.join(HARD_STATE_FILE)).await?;
         let (conf_state_file, conf, _) = ConfStateFile::open(&disk, dir.join(CONF_STATE_FILE), initial_conf).await?;
+        // Protocol-aware recovery (CHECKLISTS R8 e): a cut that may have taken whole entries
+        // may have taken acknowledged ones (rot of the last entry looks exactly like a torn
+        // write), so the replica becomes suspect, merged with any suspicion it already had.
+        // The suspicion and a new term (no vote) are saved together, before the cut: a leader
+        // that may still count this replica's lost acknowledgements is of an older term, and a
+        // crash before the cut finds the same tail again. See `node` module `suspect`.
+        let lost = report.torn_tail.filter(|torn| torn.index_bound() >= torn.index);
+        let lost = lost.map(|torn| Suspicion { cut: torn.index, bound: torn.index_bound().max(hard.commit), term: hard.term });
         // A commit persisted lazily may lag; it never exceeds the log (entries at or below a
-        // persisted commit were fsynced first).
-        let hard_state = raft_hard_state(hard);
-        if hard.commit > log.last_index() {
+        // persisted commit were fsynced first) unless rot took committed entries with the last
+        // one. Then the replica is suspect like any other cut and learns the commit again from
+        // a leader (the state machines replay only up to the lowered commit).
+        if hard.commit > log.last_index() && lost.is_none() {
             let cut = recovery_cut.unwrap_or(log.last_index() + 1);
             return Err(StorageFault::CommittedEntriesLost { commit: hard.commit, log_end: log.last_index(), cut });
         }
+        if let Some(suspect) = hard.suspect.into_iter().chain(lost).reduce(Suspicion::merge) {
+            let commit = hard.commit.min(log.last_index());
+            hard = odradek_log::HardState { term: hard.term + 1, vote: 0, commit, suspect: Some(suspect) };
+            hard_state_file.save(hard).await?;
+        }
+        log.cut_torn_tail().await?;
+        let hard_state = raft_hard_state(hard);
         let mut view = StorageView {
             hard_state,
             conf_state: conf,
@@ -563,9 +593,22 @@ impl<D: Disk> GroupStore<D> {
     /// Durably saves the hard state (an fsync). The view keeps raft's latest hard state, which
     /// the driver sets with [`GroupStore::set_hard_state`] (the saved commit may lag it).
     pub async fn save_hard_state(&mut self, state: &RaftHardState) -> Result<(), StorageFault> {
-        let saved = odradek_log::HardState { term: state.term, vote: state.vote, commit: state.commit };
+        let suspect = self.hard_state_file.get().suspect;
+        let saved = odradek_log::HardState { term: state.term, vote: state.vote, commit: state.commit, suspect };
         assert!(state.commit <= self.log.synced_index(), "commit {} saved above the durable log {}", state.commit, self.log.synced_index());
         self.hard_state_file.save(saved).await?;
+        Ok(())
+    }
+
+    /// The saved suspicion, if this replica may have lost entries it acknowledged.
+    pub fn suspicion(&self) -> Option<Suspicion> {
+        self.hard_state_file.get().suspect
+    }
+
+    /// Durably drops the suspicion (the rest of the saved hard state stays).
+    pub async fn clear_suspicion(&mut self) -> Result<(), StorageFault> {
+        let saved = self.hard_state_file.get();
+        self.hard_state_file.save(odradek_log::HardState { suspect: None, ..saved }).await?;
         Ok(())
     }
 
@@ -686,7 +729,7 @@ mod tests {
     }
 
     fn hard(term: u64, vote: u64, commit: u64) -> RaftHardState {
-        raft_hard_state(odradek_log::HardState { term, vote, commit })
+        raft_hard_state(odradek_log::HardState { term, vote, commit, suspect: None })
     }
 
     async fn open(disk: &SimDisk) -> GroupStore<SimDisk> {
@@ -743,10 +786,10 @@ mod tests {
         assert_eq!(store.read(1, 11, u64::MAX).await.unwrap()[7..], replacement[..]);
     }
 
-    /// A damaged last entry below the saved commit (bit rot, not a torn write) is a clear error
-    /// naming the loss, not a panic, and a torn tail beyond it is reported as cut.
+    /// A damaged last entry is cut and makes the replica suspect (R8 e), even at or below the
+    /// saved commit; a log that ends below its commit for no visible reason is a clear error.
     #[tokio::test]
-    async fn a_cut_below_the_saved_commit_is_an_error_and_a_torn_tail_is_reported() {
+    async fn a_cut_makes_the_replica_suspect_and_a_log_short_of_its_commit_is_an_error() {
         let disk = SimDisk::new(3);
         {
             let mut store = open(&disk).await;
@@ -761,17 +804,40 @@ mod tests {
         disk.flip_bit(&segment, (len - 2) * 8);
         let store = open(&disk).await;
         assert_eq!((store.recovery_cut(), store.log().last_index()), (Some(10), 9));
+        // It may have acknowledged entry 10 (R8 e): suspect, in a new term without a vote.
+        let suspect = store.suspicion().expect("a cut of a whole entry makes the replica suspect");
+        assert_eq!(suspect.cut, 10);
+        assert!(suspect.bound >= 10, "{suspect:?}");
+        assert_eq!((store.hard_state_saved().term, store.hard_state_saved().vote), (3, 0));
         drop(store);
         disk.crash(CrashMode::Process);
         let len = disk.read_file(&segment).unwrap().len() as u64;
         disk.flip_bit(&segment, (len - 2) * 8);
         disk.crash(CrashMode::Process);
-        let store = open(&disk).await;
+        let mut store = open(&disk).await;
         assert_eq!(store.recovery_cut(), Some(9));
+        assert_eq!(store.suspicion().map(|s| (s.cut, s.bound >= suspect.bound)), Some((9, true)), "merged with the first");
+        assert_eq!(store.hard_state_saved().term, 4);
+        store.clear_suspicion().await.unwrap();
         drop(store);
-        // Now the last entry is 8, which the hard state says is committed.
+        disk.crash(CrashMode::PowerLoss);
+        let store = open(&disk).await;
+        assert_eq!((store.suspicion(), store.hard_state_saved().term), (None, 4), "the clear is durable");
+        drop(store);
+        // Now the last entry is 8, which the hard state says is committed: suspect too, with the
+        // commit lowered to what the log holds (a leader tells it again).
         let len = disk.read_file(&segment).unwrap().len() as u64;
         disk.flip_bit(&segment, (len - 2) * 8);
+        let store = open(&disk).await;
+        assert_eq!(store.suspicion().map(|s| s.cut), Some(8));
+        assert!(store.suspicion().unwrap().bound >= 8);
+        assert_eq!(store.hard_state_saved().commit, 7);
+        assert_eq!(store.storage().initial_state().unwrap().hard_state.commit, 7);
+        drop(store);
+        // A log that ends below the saved commit with no damaged tail to explain it is an error.
+        let path = std::path::Path::new("/groups/7").join(HARD_STATE_FILE);
+        let (mut file, saved) = odradek_log::HardStateFile::open(&disk, &path).await.unwrap();
+        file.save(odradek_log::HardState { commit: 8, suspect: None, ..saved }).await.unwrap();
         let reopened = GroupStore::open(disk.clone(), "/groups/7", LogConfig::default(), &conf(&[1, 2, 3]), 0).await;
         let error = reopened.err().expect("committed entry 8 is gone");
         assert!(matches!(error, StorageFault::CommittedEntriesLost { commit: 8, log_end: 7, cut: 8 }), "{error}");
@@ -794,7 +860,10 @@ mod tests {
         let store = open(&disk).await;
         let storage = store.storage();
         let state = storage.initial_state().unwrap();
-        assert_eq!(state.hard_state, hard(4, 2, 12));
+        // A torn tail of whole (unsynced) entries cannot be told from lost acknowledged ones:
+        // then the replica is suspect, in the next term without a vote.
+        let expected = if store.suspicion().is_some() { hard(5, 0, 12) } else { hard(4, 2, 12) };
+        assert_eq!(state.hard_state, expected);
         assert_eq!(state.conf_state, conf(&[1, 2, 3, 9]));
         assert_eq!(store.conf_state_index(), 11);
         assert_eq!(storage.last_index().unwrap(), 20);

@@ -204,6 +204,9 @@ struct Cluster {
     /// Run the nodes with the planted R6 bug (feature `planted-bugs`).
     #[cfg_attr(not(feature = "planted-bugs"), allow(dead_code))]
     planted_send_before_persist: bool,
+    /// Run the nodes with the planted R8 e bug: a recovery cut is trusted, no suspicion.
+    #[cfg_attr(not(feature = "planted-bugs"), allow(dead_code))]
+    planted_trust_recovery_cut: bool,
     /// Per node, the disk budget its follower appends draw from (F-S9); none: unlimited.
     entry_budgets: BTreeMap<NodeId, Arc<AtomicI64>>,
 }
@@ -227,6 +230,7 @@ impl Cluster {
             fsync_faults: false,
             failed: Vec::new(),
             planted_send_before_persist: false,
+            planted_trust_recovery_cut: false,
             entry_budgets: BTreeMap::new(),
         };
         for id in voters {
@@ -245,6 +249,7 @@ impl Cluster {
         #[cfg(feature = "planted-bugs")]
         {
             config.planted_send_before_persist = self.planted_send_before_persist;
+            config.planted_trust_recovery_cut = self.planted_trust_recovery_cut;
         }
         let recorder = Recorder { node: id, checks: self.checks.clone() };
         {
@@ -273,6 +278,16 @@ impl Cluster {
     async fn step(&mut self) {
         self.round_all().await;
         self.network.deliver_all();
+    }
+
+    /// One scheduler step in which nothing reaches or leaves `isolated`.
+    async fn step_isolating(&mut self, isolated: NodeId) {
+        self.round_all().await;
+        for envelope in self.network.take_in_flight() {
+            if envelope.from != isolated && envelope.to != isolated {
+                self.network.deliver(envelope);
+            }
+        }
     }
 
     async fn round_all(&mut self) {
@@ -636,6 +651,89 @@ async fn a_node_crashed_with_power_loss_restarts_and_catches_up() {
         let applied = checks.applied[&(victim, group)];
         assert!(applied >= 25, "group {group}: the restarted node applied only {applied}");
     }
+}
+
+/// F-S3 on the last entry, R8 e (protocol-aware recovery). An entry commits on the leader and
+/// one follower only; the follower's copy, its last entry, rots while it is down; the leader
+/// goes down too. The follower's recovery cuts the entry like a torn write. Were it to vote as
+/// usual, the third node (which never had the entry) would win with its vote and overwrite a
+/// committed entry. Suspect, it neither votes nor campaigns, so there is no leader until the old
+/// one returns; then the entry survives everywhere.
+async fn rotted_last_entry(planted_trust_recovery_cut: bool) {
+    let group = 3;
+    let mut cluster = Cluster::new(41, 3, &[group]).await;
+    cluster.planted_trust_recovery_cut = planted_trust_recovery_cut;
+    cluster.elect_all().await;
+    cluster.propose_and_commit(3, "before").await;
+    cluster.converge().await;
+    let leader = cluster.leader(group).unwrap();
+    let others: Vec<NodeId> = cluster.voters.iter().copied().filter(|&id| id != leader).collect();
+    let (follower, outsider) = (others[0], others[1]);
+
+    // The outsider is cut off: the entry commits on the leader and the follower alone.
+    let meta = EntryMeta::Data { record_count: 1, max_timestamp: 0 };
+    let mut proposal = cluster.nodes.get_mut(&leader).unwrap().propose(group, Bytes::from("precious"), meta);
+    let mut committed = None;
+    for _ in 0..200 {
+        cluster.step_isolating(outsider).await;
+        if let Some(outcome) = proposal.try_outcome() {
+            committed = Some(outcome.expect("commits on the leader and the follower").index);
+            break;
+        }
+    }
+    let index = committed.expect("the entry commits");
+    cluster.run_until(50, |c| c.checks.lock().unwrap().applied.get(&(leader, group)) == Some(&index)).await;
+    assert_eq!(cluster.nodes[&follower].durable_state(group).unwrap().2, index, "the follower's last durable entry");
+
+    // Both go down; the follower's last entry rots (one bit of its payload).
+    cluster.crash(leader, CrashMode::PowerLoss);
+    cluster.crash(follower, CrashMode::PowerLoss);
+    let disk = cluster.disks[&follower].clone();
+    let mut segments: Vec<_> = disk.files().into_iter().filter(|path| path.extension().is_some_and(|e| e == "log")).collect();
+    segments.sort();
+    let segment = segments.pop().expect("a segment");
+    let length = disk.read_file(&segment).unwrap().len() as u64;
+    disk.flip_bit(&segment, (length - 2) * 8);
+    cluster.start(follower).await;
+    let status = cluster.nodes[&follower].status(group).unwrap();
+    assert_eq!(status.last_index, index - 1, "recovery cut the rotten entry");
+    assert_eq!(status.suspect, !planted_trust_recovery_cut);
+
+    // Only the follower and the outsider run: no leader may arise from the follower's vote.
+    for _ in 0..300 {
+        cluster.step().await;
+    }
+    if !planted_trust_recovery_cut {
+        assert_eq!(cluster.leader(group), None, "a suspect replica gave its vote");
+        assert!(cluster.nodes[&follower].stats().votes_refused_suspect > 0);
+        assert!(cluster.nodes[&follower].status(group).unwrap().suspect);
+    }
+
+    // The leader returns: the group recovers with the entry.
+    cluster.start(leader).await;
+    cluster.elect_all().await;
+    cluster.propose_and_commit(2, "after").await;
+    cluster.converge().await;
+    let checks = cluster.checks.lock().unwrap();
+    assert_eq!(checks.canonical[&(group, index)].payload, Bytes::from("precious"));
+    drop(checks);
+    let follower_status = cluster.nodes[&follower].status(group).unwrap();
+    assert!(!follower_status.suspect, "the suspicion clears once the log holds the lost range again");
+    assert!(cluster.nodes[&follower].stats().suspicions_cleared >= u64::from(!planted_trust_recovery_cut));
+}
+
+#[tokio::test]
+async fn a_replica_whose_acknowledged_last_entry_rotted_does_not_vote_it_away() {
+    rotted_last_entry(false).await;
+}
+
+/// The same schedule with the planted bug: the cut is trusted, the follower votes, and the
+/// outsider overwrites the committed entry (caught by the R4 check of what replicas apply).
+#[cfg(feature = "planted-bugs")]
+#[tokio::test]
+#[should_panic(expected = "R4")]
+async fn planted_trust_recovery_cut_loses_a_committed_entry() {
+    rotted_last_entry(true).await;
 }
 
 #[tokio::test]

@@ -1,14 +1,18 @@
-//! Raft hard state (term, vote, commit) for one group: a small file holding two mirrored,
-//! checksummed copies of the state ([`MirroredFile`]), so neither a torn save nor bit rot in one
-//! copy ever rolls the state back (a forgotten vote would let the replica vote twice, R8 c).
+//! Raft hard state (term, vote, commit, and whether the replica is suspect: see [`Suspicion`])
+//! for one group: a small file holding two mirrored, checksummed copies of the state
+//! ([`MirroredFile`]), so neither a torn save nor bit rot in one copy ever rolls the state back
+//! (a forgotten vote would let the replica vote twice, R8 c).
 //!
 //! Layout: copy 0 at byte 0, copy 1 at byte `SLOT_STRIDE_BYTES` (a separate 512-byte sector).
-//! A copy (little-endian):
+//! A copy (little-endian), version 2:
 //!
 //! ```text
 //!  0 magic u32 | 4 version u16 | 6 zero u16 | 8 sequence u64 | 16 term u64 | 24 vote u64
-//! 32 commit u64 | 40 crc32 over 0..40 u32
+//! 32 commit u64 | 40 suspect cut u64 (0: none) | 48 suspect bound u64 | 56 suspect term u64
+//! 64 crc32 over 0..64 u32
 //! ```
+//!
+//! Version 1 (no suspicion, the crc at 40 over 0..40) is still read.
 //!
 //! The newest valid copy (highest sequence) wins and opening repairs the other. The file is
 //! created with the default state on both copies and fsynced (file and directory) before
@@ -24,8 +28,9 @@ use crate::error::{Error, Result};
 use crate::mirrored::{MirroredFile, Opened, PathError, COPY_STRIDE_BYTES};
 
 const SLOT_MAGIC: u32 = 0x4F44_4853; // "ODHS"
-const SLOT_VERSION: u16 = 1;
-const SLOT_BYTES: usize = 44;
+const SLOT_VERSION: u16 = 2;
+const SLOT_BYTES: usize = 68;
+const SLOT_V1_BYTES: usize = 44;
 /// Distance between the two copies: one sector each.
 pub const SLOT_STRIDE_BYTES: u64 = COPY_STRIDE_BYTES;
 
@@ -36,6 +41,29 @@ pub struct HardState {
     /// The node voted for in `term` (0: none).
     pub vote: u64,
     pub commit: u64,
+    /// Set while the replica may have lost entries it acknowledged (see [`Suspicion`]).
+    pub suspect: Option<Suspicion>,
+}
+
+/// A replica whose recovery cut a damaged last entry cannot tell a torn write it never
+/// acknowledged from bit rot in an entry it did (CHECKLISTS R8 e): from index `cut` up to
+/// `bound` it may have acknowledged entries it no longer holds. Until that is settled it must
+/// neither vote nor campaign (protocol-aware recovery, see `odradek_consensus`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Suspicion {
+    /// The first index recovery cut off.
+    pub cut: u64,
+    /// The highest index the replica may have acknowledged (at least `cut`).
+    pub bound: u64,
+    /// The replica's term when it cut: every entry it may have lost is of this term or older.
+    pub term: u64,
+}
+
+impl Suspicion {
+    /// Both ranges at once: a replica cut twice may have lost entries of either.
+    pub fn merge(self, other: Suspicion) -> Suspicion {
+        Suspicion { cut: self.cut.min(other.cut), bound: self.bound.max(other.bound), term: self.term.max(other.term) }
+    }
 }
 
 /// The mirrored hard-state file of one group.
@@ -50,7 +78,8 @@ fn encode_slot(sequence: u64, state: HardState) -> Vec<u8> {
     out.extend_from_slice(&SLOT_MAGIC.to_le_bytes());
     out.extend_from_slice(&SLOT_VERSION.to_le_bytes());
     out.extend_from_slice(&0u16.to_le_bytes());
-    for value in [sequence, state.term, state.vote, state.commit] {
+    let (cut, bound, term) = state.suspect.map_or((0, 0, 0), |s| (s.cut, s.bound, s.term));
+    for value in [sequence, state.term, state.vote, state.commit, cut, bound, term] {
         out.extend_from_slice(&value.to_le_bytes());
     }
     let crc = crc32fast::hash(&out);
@@ -60,15 +89,22 @@ fn encode_slot(sequence: u64, state: HardState) -> Vec<u8> {
 }
 
 fn decode_slot(bytes: &[u8]) -> Option<(u64, HardState)> {
-    let bytes = bytes.get(..SLOT_BYTES)?;
+    let header = bytes.get(..8)?;
+    let magic = u32::from_le_bytes(header[0..4].try_into().unwrap());
+    let version = u16::from_le_bytes(header[4..6].try_into().unwrap());
+    let slot_bytes = match version {
+        1 => SLOT_V1_BYTES,
+        SLOT_VERSION => SLOT_BYTES,
+        _ => return None,
+    };
+    let bytes = bytes.get(..slot_bytes)?;
     let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
-    let magic = u32::from_le_bytes(bytes[0..4].try_into().unwrap());
-    let version = u16::from_le_bytes(bytes[4..6].try_into().unwrap());
-    let crc = u32::from_le_bytes(bytes[40..44].try_into().unwrap());
-    if magic != SLOT_MAGIC || version != SLOT_VERSION || crc32fast::hash(&bytes[..40]) != crc {
+    let crc = u32::from_le_bytes(bytes[slot_bytes - 4..].try_into().unwrap());
+    if magic != SLOT_MAGIC || crc32fast::hash(&bytes[..slot_bytes - 4]) != crc {
         return None;
     }
-    Some((u64_at(8), HardState { term: u64_at(16), vote: u64_at(24), commit: u64_at(32) }))
+    let suspect = (version == SLOT_VERSION && u64_at(40) != 0).then(|| Suspicion { cut: u64_at(40), bound: u64_at(48), term: u64_at(56) });
+    Some((u64_at(8), HardState { term: u64_at(16), vote: u64_at(24), commit: u64_at(32), suspect }))
 }
 
 fn path_error((path, source): PathError) -> Error {
@@ -124,7 +160,7 @@ mod tests {
     const PATH: &str = "/data/group-1/hardstate";
 
     fn state(term: u64, vote: u64, commit: u64) -> HardState {
-        HardState { term, vote, commit }
+        HardState { term, vote, commit, suspect: None }
     }
 
     #[tokio::test]
@@ -197,6 +233,41 @@ mod tests {
         disk.flip_bit(Path::new(PATH), 8 * 20);
         let (_, loaded) = HardStateFile::open(&disk, PATH).await.unwrap();
         assert_eq!(loaded, state(4, 1, 5));
+    }
+
+    #[tokio::test]
+    async fn a_suspicion_survives_power_loss_and_version_1_files_still_open() {
+        let disk = SimDisk::new(5);
+        let (mut file, _) = HardStateFile::open(&disk, PATH).await.unwrap();
+        let suspect = HardState { suspect: Some(Suspicion { cut: 7, bound: 9, term: 3 }), ..state(3, 0, 2) };
+        file.save(suspect).await.unwrap();
+        drop(file);
+        disk.crash(CrashMode::PowerLoss);
+        let (mut file, loaded) = HardStateFile::open(&disk, PATH).await.unwrap();
+        assert_eq!(loaded, suspect);
+        file.save(state(3, 0, 2)).await.unwrap();
+        drop(file);
+        let (_, loaded) = HardStateFile::open(&disk, PATH).await.unwrap();
+        assert_eq!(loaded.suspect, None, "clearing the suspicion is saved too");
+
+        // A version-1 copy (written before suspicions existed) in both places.
+        let mut v1 = Vec::new();
+        v1.extend_from_slice(&SLOT_MAGIC.to_le_bytes());
+        v1.extend_from_slice(&1u16.to_le_bytes());
+        v1.extend_from_slice(&0u16.to_le_bytes());
+        for value in [8u64, 6, 2, 11] {
+            v1.extend_from_slice(&value.to_le_bytes());
+        }
+        let crc = crc32fast::hash(&v1);
+        v1.extend_from_slice(&crc.to_le_bytes());
+        let raw = disk.open(Path::new(PATH), OpenMode::Existing).await.unwrap();
+        raw.set_len(0).await.unwrap();
+        raw.write_at(0, Bytes::from(v1.clone())).await.unwrap();
+        raw.write_at(SLOT_STRIDE_BYTES, Bytes::from(v1)).await.unwrap();
+        raw.sync_data().await.unwrap();
+        drop(raw);
+        let (_, loaded) = HardStateFile::open(&disk, PATH).await.unwrap();
+        assert_eq!(loaded, state(6, 2, 11));
     }
 
     #[tokio::test]

@@ -101,15 +101,33 @@ pub struct SegmentLog<D: Disk> {
     durable_stuck: bool,
     /// Set by any failed write or fsync: what is durable is unknown until reopened.
     poisoned: bool,
+    /// A torn tail recovery found is still in the active segment's file, past its last entry
+    /// (see [`SegmentLog::open_deferring_cut`]).
+    torn_tail_pending: bool,
 }
 
 impl<D: Disk> SegmentLog<D> {
     /// Opens (or creates, starting at index 1 and offset 0) the log in `dir`, verifying every
     /// entry. `now_ms` starts the age of the active segment.
     pub async fn open(disk: D, dir: impl AsRef<Path>, config: LogConfig, now_ms: i64) -> Result<(SegmentLog<D>, RecoveryReport)> {
+        let (mut log, report) = SegmentLog::open_deferring_cut(disk, dir, config, now_ms).await?;
+        log.cut_torn_tail().await?;
+        Ok((log, report))
+    }
+
+    /// [`SegmentLog::open`], except that a torn tail (`RecoveryReport::torn_tail`) stays in the
+    /// file until [`SegmentLog::cut_torn_tail`] or the next append or truncation: the caller
+    /// first makes durable what the cut may lose (a replica cannot tell a torn write from rot
+    /// in an entry it acknowledged), so a crash between the two cannot forget it.
+    pub async fn open_deferring_cut(
+        disk: D,
+        dir: impl AsRef<Path>,
+        config: LogConfig,
+        now_ms: i64,
+    ) -> Result<(SegmentLog<D>, RecoveryReport)> {
         assert!(config.segment_bytes_max > 0 && config.index_interval_bytes > 0);
         let dir = dir.as_ref().to_path_buf();
-        let (mut segments, report) = recovery::recover(&disk, &dir, &config, now_ms).await?;
+        let (mut segments, report) = recovery::recover(&disk, &dir, &config, now_ms, true).await?;
         if segments.is_empty() {
             let start = SegmentStart { first_index: 1, first_offset: 0, prev_term: 0 };
             segments.push(create_segment(&disk, &dir, start, now_ms).await?);
@@ -126,6 +144,7 @@ impl<D: Disk> SegmentLog<D> {
             durable_index: 0,
             durable_stuck: false,
             poisoned: false,
+            torn_tail_pending: report.torn_tail.is_some(),
         };
         log.rebuild_terms().await?;
         // After a process crash the page cache may still hold unsynced bytes that recovery
@@ -134,6 +153,25 @@ impl<D: Disk> SegmentLog<D> {
         log.segments.last_mut().expect("a log always has a segment").dirty = true;
         log.sync().await?;
         Ok((log, report))
+    }
+
+    /// Cuts off the torn tail recovery left in place, durably (nothing when there is none).
+    pub async fn cut_torn_tail(&mut self) -> Result<()> {
+        if !self.torn_tail_pending {
+            return Ok(());
+        }
+        self.check_usable()?;
+        let segment = self.segments.last_mut().expect("a log always has a segment");
+        let cut = async {
+            segment.file.set_len(segment.bytes).await?;
+            segment.file.sync_data().await
+        };
+        if let Err(source) = cut.await {
+            self.poisoned = true;
+            return Err(Error::Io { path: segment.path.clone(), source });
+        }
+        self.torn_tail_pending = false;
+        Ok(())
     }
 
     /// Term runs come from one header-only pass; recovery has verified the bytes already.
@@ -272,6 +310,7 @@ impl<D: Disk> SegmentLog<D> {
     pub async fn append(&mut self, entries: &[Entry], now_ms: i64) -> Result<()> {
         self.check_usable()?;
         self.check_sequence(entries)?;
+        self.cut_torn_tail().await?;
         let mut buffer: Vec<u8> = Vec::new();
         let mut buffer_position = self.active().bytes;
         for entry in entries {
@@ -466,6 +505,7 @@ impl<D: Disk> SegmentLog<D> {
     /// returns. The caller guarantees no removed entry is committed.
     pub async fn truncate_suffix(&mut self, from_index: u64) -> Result<()> {
         self.check_usable()?;
+        self.cut_torn_tail().await?;
         if from_index < self.first_index() {
             return Err(Error::Compacted { index: from_index, first_index: self.first_index() });
         }
@@ -577,9 +617,11 @@ impl<D: Disk> SegmentLog<D> {
             return Err(Error::Io { path: pending, source });
         }
         self.segments.clear();
+        self.torn_tail_pending = false;
         self.cache.clear();
         self.cache_bytes = 0;
-        let (segments, _) = recovery::recover(&self.disk, &self.dir, &self.config, now_ms).await.inspect_err(|_| self.poisoned = true)?;
+        let (segments, _) =
+            recovery::recover(&self.disk, &self.dir, &self.config, now_ms, false).await.inspect_err(|_| self.poisoned = true)?;
         assert_eq!(segments.len(), 1);
         assert_eq!(segments[0].start, start);
         self.segments = segments;

@@ -53,8 +53,25 @@ pub struct TornTail {
     pub bytes: u64,
 }
 
-/// The segments found on disk, verified, oldest first (possibly none).
-pub async fn recover<D: Disk>(disk: &D, dir: &Path, config: &LogConfig, now_ms: i64) -> Result<(Vec<Segment<D::File>>, RecoveryReport)> {
+impl TornTail {
+    /// The highest index the cut-off bytes could have held whole: an upper bound of what the
+    /// replica may have acknowledged there (rot keeps a file's length, and every entry is at
+    /// least a header). Below `index` when no whole entry fits: nothing acknowledged was lost.
+    pub fn index_bound(&self) -> u64 {
+        self.index - 1 + self.bytes / crate::entry::ENTRY_HEADER_BYTES as u64
+    }
+}
+
+/// The segments found on disk, verified, oldest first (possibly none). With `defer_cut`, a torn
+/// tail of the last segment is reported but left in the file (the segment's `bytes` end before
+/// it): the caller records what the cut may lose, then cuts (`SegmentLog::cut_torn_tail`).
+pub async fn recover<D: Disk>(
+    disk: &D,
+    dir: &Path,
+    config: &LogConfig,
+    now_ms: i64,
+    defer_cut: bool,
+) -> Result<(Vec<Segment<D::File>>, RecoveryReport)> {
     let index_interval_bytes = config.index_interval_bytes;
     #[cfg(any(madsim, feature = "planted-bugs"))]
     let truncate_any_damage = config.planted_truncate_corruption;
@@ -119,8 +136,10 @@ pub async fn recover<D: Disk>(disk: &D, dir: &Path, config: &LogConfig, now_ms: 
                 return Err(corruption(expected, next_first.unwrap() - 1, "bad entry in a sealed segment".into()));
             }
             // Torn tail: cut it off, durably, before anything is appended after it.
-            segment.file.set_len(bad.position).await.map_err(io_error(&path))?;
-            segment.file.sync_data().await.map_err(io_error(&path))?;
+            if !(defer_cut && is_last) {
+                segment.file.set_len(bad.position).await.map_err(io_error(&path))?;
+                segment.file.sync_data().await.map_err(io_error(&path))?;
+            }
             report.torn_tail = Some(TornTail { index: expected, bytes: bytes.len() as u64 - bad.position });
             if !is_last {
                 // Only the planted bug gets here: the log ends at the damage, later segments go.
@@ -148,6 +167,30 @@ pub async fn recover<D: Disk>(disk: &D, dir: &Path, config: &LogConfig, now_ms: 
     report.segments = segments.len();
     report.indexes_rebuilt = reconcile_index_files(disk, dir, &names, &segments).await?;
     Ok((segments, report))
+}
+
+/// The highest index of any checksum-valid entry in the segments of `dir`, damaged or not (0
+/// when there is none): an upper bound of what a replica whose log refuses to open still holds
+/// intact. Reads every segment once and tries every entry magic, so it is for the rare failed
+/// open only.
+pub async fn highest_intact_index<D: Disk>(disk: &D, dir: &Path) -> Result<u64> {
+    let magic = ENTRY_MAGIC.to_le_bytes();
+    let mut highest = 0;
+    for name in disk.list_dir(dir).await.map_err(io_error(dir))? {
+        if parse_segment_file_name(&name).is_none() {
+            continue;
+        }
+        let path = dir.join(&name);
+        let file = disk.open(&path, OpenMode::Existing).await.map_err(io_error(&path))?;
+        let bytes = read_whole(&file, &path).await?;
+        let Some(end) = bytes.len().checked_sub(ENTRY_HEADER_BYTES) else { continue };
+        for at in (0..=end).filter(|&at| bytes[at..at + 2] == magic) {
+            if let Some(header) = valid_entry_at(&bytes, at) {
+                highest = highest.max(header.index);
+            }
+        }
+    }
+    Ok(highest)
 }
 
 /// Where and why a scan stopped early.

@@ -195,6 +195,49 @@ fn torn_tail_is_cut_and_unsynced_entries_lost_on_power_loss() {
 }
 
 #[test]
+fn a_deferred_cut_leaves_the_torn_tail_until_it_is_made_and_rot_of_the_last_entry_looks_torn() {
+    // The last entry, synced, rots (F-S3): recovery cannot tell it from a torn write. With the
+    // cut deferred, a crash before `cut_torn_tail` finds the same tail again, so whatever the
+    // caller records about it first (a suspicion, R8 e) cannot be skipped; the bound covers the
+    // whole lost entry.
+    let one_segment = || LogConfig { cache_bytes_max: 0, ..LogConfig::default() };
+    runtime().block_on(async {
+        let disk = SimDisk::new(3);
+        let (mut log, _) = SegmentLog::open(disk.clone(), DIR, one_segment(), 0).await.unwrap();
+        let written = append_data(&mut log, 6, 1).await;
+        log.sync().await.unwrap();
+        let last = segment_path(1);
+        drop(log);
+        let length = disk.file_len_durable(&last).unwrap();
+        disk.flip_bit(&last, 8 * (length - 3));
+
+        let (log, report) = SegmentLog::open_deferring_cut(disk.clone(), DIR, one_segment(), 0).await.unwrap();
+        let torn = report.torn_tail.expect("the rotten last entry is cut like a torn one");
+        assert_eq!(torn.index, 6);
+        assert!(torn.index_bound() >= 6, "{torn:?}");
+        assert_eq!(read_all(&log).await, written[..5]);
+        drop(log);
+        disk.crash(CrashMode::PowerLoss);
+        let (mut log, report) = SegmentLog::open_deferring_cut(disk.clone(), DIR, one_segment(), 0).await.unwrap();
+        assert_eq!(report.torn_tail.map(|torn| torn.index), Some(6), "not cut yet: found again");
+        log.cut_torn_tail().await.unwrap();
+        drop(log);
+        disk.crash(CrashMode::PowerLoss);
+        let (mut log, report) = SegmentLog::open_deferring_cut(disk.clone(), DIR, one_segment(), 0).await.unwrap();
+        assert_eq!(report.torn_tail, None);
+        // An append without the explicit cut makes it first.
+        let (_, report) = {
+            let again = append_data(&mut log, 2, 1).await;
+            log.sync().await.unwrap();
+            assert_eq!(read_all(&log).await.len(), 7, "{again:?}");
+            drop(log);
+            SegmentLog::open(disk.clone(), DIR, one_segment(), 0).await.unwrap()
+        };
+        assert_eq!(report.torn_tail, None);
+    });
+}
+
+#[test]
 fn process_crash_keeps_unsynced_entries() {
     runtime().block_on(async {
         let disk = SimDisk::new(7);

@@ -457,8 +457,17 @@ pub async fn run(config: ScenarioConfig) -> Report {
                     cluster.history().leader_change(group - 1, Some(node)).expect("history");
                 }
             }
-            if let Event::RecoveryCut { node, group, index } = event {
-                cluster.note(format!("group {group}: node {node}'s recovery cut a torn tail from index {index} on"));
+            match event {
+                Event::RecoveryCut { node, group, index, .. } => {
+                    cluster.note(format!("group {group}: node {node}'s recovery cut a torn tail from index {index} on"));
+                }
+                Event::Suspect { node, group, cut, bound, .. } => {
+                    cluster.note(format!("group {group}: node {node} is suspect (may have lost {cut}..={bound}): no votes"));
+                }
+                Event::SuspectCleared { node, group, durable } => {
+                    cluster.note(format!("group {group}: node {node} settled its suspicion, durable to {durable}"));
+                }
+                _ => {}
             }
             if let Some(g) = trace_group {
                 let t = cluster.start.elapsed().as_secs_f64();

@@ -1,0 +1,195 @@
+//! Suspect replicas: protocol-aware recovery of a damaged last entry (CHECKLISTS R8 e; DESIGN.md
+//! "Disk faults").
+//!
+//! Recovery cuts a damaged last entry off a log, because a torn write at power loss looks like
+//! that. Bit rot in an entry the replica had fsynced and acknowledged looks the same. If the
+//! replica then voted as usual it could elect a candidate that lacks an entry committed with its
+//! own lost acknowledgement, and that entry would be overwritten. So a cut that may have taken a
+//! whole entry makes the replica *suspect* from the cut index `c` up to a bound `U` (the most
+//! entries the cut bytes could hold; see `odradek_log::TornTail::index_bound`). The group store
+//! saves the suspicion together with a new term (no vote) before it cuts. While suspect, the
+//! replica:
+//! - never campaigns (it does not tick and drops `MsgTimeoutNow`);
+//! - grants a vote or pre-vote only to a candidate whose log provably holds everything it may
+//!   have lost: last term at least the suspicion's term `T_s` (the term when it cut; every lost
+//!   entry is of `T_s` or older) and last index at least the current bound (below). Such a
+//!   candidate's last entry comes from a leader of term `T_s` or later, which held every
+//!   committed entry up to there, and by log matching so does the candidate. Without this,
+//!   after a power loss that left the only complete log on one node and torn tails on the
+//!   others, nobody could be elected;
+//! - still accepts appends and snapshots from leaders, and acknowledges what it then holds.
+//!
+//! It clears, durably, once its log is durable up to a *bound* that covers every entry that can
+//! have been committed with its lost acknowledgements. The bound starts as `U`; it drops to `A`
+//! once every other voter has answered a query: "my last index is `A_i`" (`A` is the largest).
+//! With `A < c` the replica clears at once. Why this is safe:
+//! - The query carries the replica's new term `T_q`, and an answerer first moves to `T_q` if it
+//!   is behind (a new term is saved before any message leaves, R6). A leader that may still
+//!   count the lost acknowledgements is of a term below `T_q`. So after answering, no answerer
+//!   takes an entry from such a leader.
+//! - An entry committed with the replica's lost acknowledgement is durable on a quorum, and F-S3
+//!   damages one item on a minority only. So some other voter holds it intact, at an index no
+//!   higher than that voter's answer. The largest answer `A` covers it.
+//! - Appends come only from leaders elected without this replica's vote. By raft's own
+//!   argument, such a leader holds every committed entry, so a log filled by it up to `A` (or
+//!   `U`) holds every entry the replica could have helped commit.
+//!
+//! After a power loss of every node, each replica may be suspect with its own torn tail, and
+//! none could clear by appends (no leader without votes). The query settles it: the answers come
+//! from suspect replicas too, and a torn tail on all of them means no intact copy of the entry
+//! exists anywhere, so it was never committed.
+//!
+//! The query and answer travel as raft messages of a type raft keeps local (`MsgCheckQuorum`),
+//! marked by their context; the driver takes them out before raft sees them.
+
+use std::collections::BTreeMap;
+
+use odradek_log::Suspicion;
+use raft::eraftpb::{Message, MessageType};
+
+use crate::transport::{GroupId, NodeId};
+
+/// A suspect replica asks every other voter again after this many of its ticks without a full
+/// set of answers (the first query goes out on its first tick).
+pub(super) const QUERY_INTERVAL_TICKS: usize = 10;
+
+const QUERY_CONTEXT: &[u8] = b"odradek/suspect-query";
+const ANSWER_CONTEXT: &[u8] = b"odradek/suspect-answer";
+
+/// The state of a suspect group on this node.
+#[derive(Debug)]
+pub(super) struct Suspect {
+    pub suspicion: Suspicion,
+    /// This node's term when the group opened suspect: answers count only for this query term.
+    pub query_term: u64,
+    /// Every answer for `query_term`: the answerer's last index.
+    pub answers: BTreeMap<NodeId, u64>,
+    /// Ticks since the group opened suspect.
+    pub ticks: usize,
+}
+
+impl Suspect {
+    pub fn new(suspicion: Suspicion, query_term: u64) -> Suspect {
+        Suspect { suspicion, query_term, answers: BTreeMap::new(), ticks: 0 }
+    }
+
+    /// The index up to which the log must be durable before the suspicion clears, given the
+    /// other voters of the group's configuration.
+    pub fn bound(&self, others: &[NodeId]) -> u64 {
+        if others.iter().all(|id| self.answers.contains_key(id)) {
+            let answered = others.iter().map(|id| self.answers[id]).max().unwrap_or(0);
+            self.suspicion.bound.min(answered)
+        } else {
+            self.suspicion.bound
+        }
+    }
+
+    /// Whether a candidate whose log ends at (`last_term`, `last_index`) holds every entry this
+    /// replica may have lost (see the module documentation).
+    pub fn may_vote_for(&self, others: &[NodeId], last_term: u64, last_index: u64) -> bool {
+        last_term >= self.suspicion.term && last_index >= self.bound(others)
+    }
+
+    /// Notes an answer; one for another query term (an earlier opening) is ignored.
+    pub fn note_answer(&mut self, from: NodeId, answer: &Message) {
+        if answer.log_term == self.query_term && answer.term >= self.query_term {
+            self.answers.insert(from, answer.index);
+        }
+    }
+}
+
+/// A control message of this module, taken out of the inbound raft messages.
+pub(super) enum Control {
+    /// "I am suspect from `cut`, at query term `term`: what is your last index?"
+    Query {
+        term: u64,
+    },
+    Answer,
+}
+
+pub(super) fn classify(message: &Message) -> Option<Control> {
+    if message.get_msg_type() != MessageType::MsgCheckQuorum {
+        return None;
+    }
+    match message.get_context() {
+        QUERY_CONTEXT => Some(Control::Query { term: message.term }),
+        ANSWER_CONTEXT => Some(Control::Answer),
+        _ => None,
+    }
+}
+
+/// The query a suspect replica sends to voter `to`.
+pub(super) fn query(from: NodeId, to: NodeId, suspect: &Suspect) -> Message {
+    let mut message = control(from, to, QUERY_CONTEXT);
+    message.term = suspect.query_term;
+    message.index = suspect.suspicion.cut;
+    message
+}
+
+/// The answer of a replica at `term` (at least the query's) whose log ends at `last_index`.
+pub(super) fn answer(from: NodeId, to: NodeId, query_term: u64, term: u64, last_index: u64) -> Message {
+    let mut message = control(from, to, ANSWER_CONTEXT);
+    message.term = term;
+    message.log_term = query_term;
+    message.index = last_index;
+    message
+}
+
+fn control(from: NodeId, to: NodeId, context: &[u8]) -> Message {
+    let mut message = Message::default();
+    message.set_msg_type(MessageType::MsgCheckQuorum);
+    message.from = from;
+    message.to = to;
+    message.set_context(context.to_vec().into());
+    message
+}
+
+/// An answer the driver owes: sent at the end of the round, once any term it moved to is saved.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct AnswerDue {
+    pub to: NodeId,
+    pub group: GroupId,
+    pub query_term: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bound_drops_to_the_largest_answer_once_every_other_voter_answered() {
+        let mut suspect = Suspect::new(Suspicion { cut: 10, bound: 14, term: 3 }, 5);
+        let answer_at = |term, query_term, index| answer(2, 1, query_term, term, index);
+        assert_eq!(suspect.bound(&[2, 3]), 14);
+        suspect.note_answer(2, &answer_at(5, 5, 9));
+        assert_eq!(suspect.bound(&[2, 3]), 14, "one voter has not answered");
+        suspect.note_answer(3, &answer_at(6, 4, 30));
+        assert_eq!(suspect.bound(&[2, 3]), 14, "an answer to an older query does not count");
+        suspect.note_answer(3, &answer_at(6, 5, 12));
+        assert_eq!(suspect.bound(&[2, 3]), 12);
+        suspect.note_answer(3, &answer_at(6, 5, 9));
+        assert_eq!(suspect.bound(&[2, 3]), 9, "nobody holds anything from the cut on: clear at once");
+        assert_eq!(suspect.bound(&[]), 0, "a single voter has nobody to ask");
+    }
+
+    #[test]
+    fn a_vote_goes_only_to_a_candidate_holding_the_bound_in_a_recent_enough_term() {
+        let mut suspect = Suspect::new(Suspicion { cut: 10, bound: 14, term: 3 }, 4);
+        assert!(!suspect.may_vote_for(&[2, 3], 3, 13));
+        assert!(!suspect.may_vote_for(&[2, 3], 2, 20), "stale entries of an older term prove nothing");
+        assert!(suspect.may_vote_for(&[2, 3], 3, 14));
+        suspect.note_answer(2, &answer(2, 1, 4, 4, 11));
+        suspect.note_answer(3, &answer(3, 1, 4, 4, 9));
+        assert!(suspect.may_vote_for(&[2, 3], 3, 11), "the answers lowered the bound");
+    }
+
+    #[test]
+    fn control_messages_are_told_apart_from_raft_messages() {
+        let suspect = Suspect::new(Suspicion { cut: 10, bound: 14, term: 3 }, 5);
+        assert!(matches!(classify(&query(1, 2, &suspect)), Some(Control::Query { term: 5 })));
+        assert!(matches!(classify(&answer(2, 1, 5, 6, 9)), Some(Control::Answer)));
+        let mut heartbeat = Message::default();
+        heartbeat.set_msg_type(MessageType::MsgHeartbeat);
+        assert!(classify(&heartbeat).is_none());
+    }
+}
