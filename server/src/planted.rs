@@ -34,10 +34,14 @@ pub enum PlantedBug {
     /// Recovery cuts the log at any damaged entry as if it were a torn tail, dropping the valid
     /// entries after it (R8 b): a replica silently loses committed entries after a bit flip.
     TruncateMidLogCorruption,
+    /// A replica whose recovery cut a damaged last entry takes it for a torn write it never
+    /// acknowledged and votes as before, though bit rot may have taken an entry it did
+    /// acknowledge (R8 e: no protocol-aware recovery).
+    TrustRecoveryCut,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 8] = [
+    pub const ALL: [PlantedBug; 9] = [
         PlantedBug::AckBeforeCommit,
         PlantedBug::ServeAboveCommit,
         PlantedBug::SkipDedup,
@@ -46,6 +50,7 @@ impl PlantedBug {
         PlantedBug::AckBeforeFsync,
         PlantedBug::IgnoreFsyncError,
         PlantedBug::TruncateMidLogCorruption,
+        PlantedBug::TrustRecoveryCut,
     ];
 
     pub fn name(self) -> &'static str {
@@ -58,6 +63,7 @@ impl PlantedBug {
             PlantedBug::AckBeforeFsync => "ack-before-fsync",
             PlantedBug::IgnoreFsyncError => "ignore-fsync-error",
             PlantedBug::TruncateMidLogCorruption => "truncate-mid-log-corruption",
+            PlantedBug::TrustRecoveryCut => "trust-recovery-cut",
         }
     }
 }

@@ -5,9 +5,9 @@
 //! torn unsynced writes, the `SimDisk` crash model), F-P4 power loss of every node at once,
 //! F-N1 isolate a node, F-N2 minority/majority split, F-N3 majorities ring (5 nodes), F-N5
 //! one-way link loss, F-N6 network latency and jitter, F-S3 bit flips (one node only, never the
-//! same item on a quorum: segments, index files, hard and conf state, everything but the last
-//! entry of a log — see [`corruptible_spots`]; the group may refuse to open and then stays down on that
-//! node), F-S6 read errors,
+//! same item on a quorum: segments, index files, hard and conf state, the last entry of a log
+//! too — see [`corruptible_spots`]; the group may refuse to open and then stays down on that
+//! node, or hold itself suspect after cutting a rotten last entry), F-S6 read errors,
 //! F-S8 fsync errors (fatal: the node stops and is restarted, as by a supervisor), F-S9 slow disk,
 //! F-C1 clock offsets per node plus steps while running, F-N9 a connection reset in place of a
 //! produce answer and the client cut off longer than its request timeout (answers lost,
@@ -547,13 +547,11 @@ pub async fn run(
 /// files (derived; rebuilt when bad) and the hard- and conf-state files whole (their two mirrored
 /// copies survive rot in one; rot in both is corruption, R8 c); the active segment from its
 /// header up to the start of its last durable entry (a bad header before entries, or a bad entry
-/// followed by a good one, is corruption: the group refuses to open, R8 b).
-///
-/// Not the active segment's last entry: damage there looks exactly like a torn write at power
-/// loss, which recovery rightly cuts off, and a single replica cannot tell rot of
-/// an entry it acknowledged from a torn write it never acknowledged. That needs protocol-aware
-/// recovery (asking a majority whether they hold the entry before cutting it, PAR's nack), which
-/// the log does not do yet: a known gap (CHECKLISTS R8 b and e).
+/// followed by a good one, is corruption: the group refuses to open, R8 b); and, as a spot of
+/// its own so it is drawn often, the active segment's last durable entry. Damage there looks
+/// exactly like a torn write at power loss: recovery cuts it off and the replica holds itself
+/// suspect, without votes, until it has the range back or the other voters' answers settle it
+/// (protocol-aware recovery, `odradek_consensus` module `node::suspect`; R8 e checks it).
 fn corruptible_spots(disk: &odradek_log::SimDisk) -> Vec<(std::path::PathBuf, std::ops::Range<u64>)> {
     use odradek_log::{decode_entry, SEGMENT_HEADER_BYTES};
     let files = disk.files();
@@ -569,8 +567,8 @@ fn corruptible_spots(disk: &odradek_log::SimDisk) -> Vec<(std::path::PathBuf, st
                 spots.push((path.clone(), 0..bytes.len() as u64));
             }
         } else if is_segment(path) {
-            // Walk the durable entries; the last one stays untouched. The header may be hit: with
-            // entries after it, a bad header is corruption (the group refuses to open).
+            // Walk the durable entries. The header may be hit: with entries after it, a bad header
+            // is corruption (the group refuses to open).
             let mut position = SEGMENT_HEADER_BYTES as usize;
             let mut last_start = SEGMENT_HEADER_BYTES as usize;
             while let Some(entry) = bytes.get(position..).and_then(decode_entry) {
@@ -579,6 +577,9 @@ fn corruptible_spots(disk: &odradek_log::SimDisk) -> Vec<(std::path::PathBuf, st
             }
             if bytes.len() >= SEGMENT_HEADER_BYTES as usize {
                 spots.push((path.clone(), 0..last_start as u64));
+            }
+            if position > last_start {
+                spots.push((path.clone(), last_start as u64..position as u64));
             }
         }
     }

@@ -102,6 +102,14 @@ fn planted_truncate_mid_log_corruption_is_caught() {
     planted_bug_is_caught(PlantedBug::TruncateMidLogCorruption, Scenario::Disk, 1..=60, &["R8", "R3"]);
 }
 
+// A replica whose recovery cut a rotten last entry (F-S3) it had acknowledged votes as if the
+// cut were a torn write (no protocol-aware recovery): R8 e, the cut took entries the node had
+// reported durable and it does not hold itself suspect.
+#[test]
+fn planted_trust_recovery_cut_is_caught() {
+    planted_bug_is_caught(PlantedBug::TrustRecoveryCut, Scenario::Disk, 1..=60, &["R8"]);
+}
+
 // F-N9: network seed 15 resets three connections in place of produce answers (while no other
 // fault is on). The idempotent retries are absorbed (the run passes), and without the dedup
 // check the same retries are appended twice: L2 names the values sent in the reset windows.
