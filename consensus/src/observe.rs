@@ -47,7 +47,7 @@ pub enum Event {
     SuspectCleared { node: NodeId, group: GroupId, durable: u64 },
     /// `node` acknowledged an acks=all produce whose entry is at `index`, for a group of
     /// `voters` voters (R5: durable on a quorum of them). Reported by the server.
-    Acked { node: NodeId, group: GroupId, index: u64, voters: usize },
+    Acked { node: NodeId, group: GroupId, index: u64, term: u64, voters: usize },
 }
 
 impl Event {
@@ -137,6 +137,18 @@ pub struct RaftChecker {
     last_applied: BTreeMap<(NodeId, u64, GroupId), u64>,
     /// (group, node) -> the latest durable index the node reported.
     durable: BTreeMap<(GroupId, NodeId), u64>,
+    /// (group, node) -> index -> the term of the entry the node last wrote there (R5 counts
+    /// replicas holding the acknowledged entry itself; R3 checks a new leader holds every
+    /// committed entry).
+    held: BTreeMap<(GroupId, NodeId), BTreeMap<u64, u64>>,
+    /// (group, index) -> a term the entry applied there was committed in or before: the highest
+    /// term any node had led the group in when the entry was first applied.
+    committed_by: BTreeMap<(GroupId, u64), u64>,
+    /// group -> the highest term any node led it in so far.
+    highest_leader_term: BTreeMap<GroupId, u64>,
+    /// (group, node) -> the highest snapshot index the node installed: its log holds nothing
+    /// at or below it, the snapshot does.
+    restored_to: BTreeMap<(GroupId, NodeId), u64>,
     /// (group, voter, term) -> the candidate it voted for, across the voter's restarts.
     votes: BTreeMap<(GroupId, NodeId, u64), NodeId>,
     /// (group, node) -> the suspicion's term, for every replica suspect now (R8 e), across its
@@ -162,12 +174,37 @@ impl RaftChecker {
                 if self.suspects.contains_key(&(group, node)) {
                     self.violate("R8", group, format!("node {node} became leader in term {term} while suspect"));
                 }
+                // R3 leader completeness: every entry committed in an earlier term (applied
+                // anywhere while only earlier terms had leaders) is in the new leader's durable
+                // log, or below a snapshot it installed. A late leader of an old term (its vote
+                // responses were delayed) need not hold what later terms committed.
+                let restored = self.restored_to.get(&(group, node)).copied().unwrap_or(0);
+                let durable = self.durable.get(&(group, node)).copied().unwrap_or(0);
+                let held = self.held.get(&(group, node));
+                let committed_by = &self.committed_by;
+                let missing = self.applied.range((group, restored + 1)..(group + 1, 0)).find(|(&(_, index), &(committed, _, _))| {
+                    committed_by.get(&(group, index)).is_some_and(|&by| by < term)
+                        && (index > durable || held.and_then(|entries| entries.get(&index)) != Some(&committed))
+                });
+                if let Some((&(_, index), &(committed, _, by))) = missing {
+                    self.violate(
+                        "R3",
+                        group,
+                        format!(
+                            "node {node} leads term {term} without entry {index} of term {committed}, which node {by} applied \
+                             (its log is durable to {durable})"
+                        ),
+                    );
+                }
                 let first = *self.leaders.entry((group, term)).or_insert(node);
+                let highest = self.highest_leader_term.entry(group).or_default();
+                *highest = (*highest).max(term);
                 if first != node {
                     self.violate("R1", group, format!("nodes {first} and {node} both led term {term}"));
                 }
             }
             Event::Appended { node, group, index, term, checksum } => {
+                self.held.entry((group, node)).or_default().insert(index, term);
                 let (first, by) = *self.appended.entry((group, index, term)).or_insert((checksum, node));
                 if first != checksum {
                     self.violate(
@@ -262,19 +299,32 @@ impl RaftChecker {
                     );
                 }
             }
-            Event::Acked { node, group, index, voters } => {
-                let durable: Vec<NodeId> =
-                    self.durable.range((group, 0)..=(group, NodeId::MAX)).filter(|(_, &at)| at >= index).map(|(&(_, n), _)| n).collect();
+            Event::Acked { node, group, index, term, voters } => {
+                // Replicas whose durable log holds this very entry (or a snapshot past it).
+                let holds = |n: NodeId| {
+                    self.restored_to.get(&(group, n)).is_some_and(|&at| at >= index)
+                        || self.held.get(&(group, n)).and_then(|entries| entries.get(&index)) == Some(&term)
+                };
+                let durable: Vec<NodeId> = self
+                    .durable
+                    .range((group, 0)..=(group, NodeId::MAX))
+                    .filter(|&(&(_, n), &at)| at >= index && holds(n))
+                    .map(|(&(_, n), _)| n)
+                    .collect();
                 if durable.len() < voters / 2 + 1 {
                     self.violate(
                         "R5",
                         group,
-                        format!("node {node} acknowledged index {index}; durable only on nodes {durable:?} of {voters} voters"),
+                        format!(
+                            "node {node} acknowledged entry {index} of term {term}; durable only on nodes {durable:?} of {voters} voters"
+                        ),
                     );
                 }
             }
             Event::Restored { node, incarnation, group, index } => {
                 self.last_applied.insert((node, incarnation, group), index);
+                let restored = self.restored_to.entry((group, node)).or_default();
+                *restored = (*restored).max(index);
             }
             Event::Applied { node, incarnation, group, index, term, checksum } => {
                 if let Some(&last) = self.last_applied.get(&(node, incarnation, group)) {
@@ -283,6 +333,8 @@ impl RaftChecker {
                     }
                 }
                 self.last_applied.insert((node, incarnation, group), index);
+                let highest = self.highest_leader_term.get(&group).copied().unwrap_or(0);
+                self.committed_by.entry((group, index)).or_insert(highest);
                 let (first_term, first_checksum, by) = *self.applied.entry((group, index)).or_insert((term, checksum, node));
                 if (first_term, first_checksum) != (term, checksum) {
                     self.violate(
@@ -354,13 +406,19 @@ mod tests {
             Event::Applied { node: 2, incarnation: 2, group: 7, index: 5, term: 2, checksum: 0xaa },
             // A restarted node (new incarnation) applies from its own start again.
             Event::Applied { node: 2, incarnation: 3, group: 7, index: 1, term: 1, checksum: 0x11 },
+            // A new leader holds every entry applied so far (R3).
+            Event::Appended { node: 2, group: 7, index: 1, term: 1, checksum: 0x11 },
+            Event::Appended { node: 2, group: 7, index: 6, term: 2, checksum: 0xbb },
+            Event::Durable { node: 2, group: 7, index: 6 },
             Event::Leader { node: 2, group: 7, term: 3 },
+            Event::Appended { node: 2, group: 7, index: 40, term: 3, checksum: 0x40 },
             Event::Restored { node: 1, incarnation: 1, group: 7, index: 40 },
             Event::Applied { node: 1, incarnation: 1, group: 7, index: 41, term: 3, checksum: 0x41 },
+            Event::Appended { node: 1, group: 7, index: 41, term: 3, checksum: 0x41 },
             Event::Durable { node: 1, group: 7, index: 41 },
             Event::Durable { node: 2, group: 7, index: 40 },
             Event::Durable { node: 3, group: 7, index: 12 },
-            Event::Acked { node: 1, group: 7, index: 40, voters: 3 },
+            Event::Acked { node: 1, group: 7, index: 40, term: 3, voters: 3 },
             Event::AppendAccepted { node: 2, group: 7, to: 1, index: 40, durable_index: 40 },
             Event::VoteGranted { node: 2, group: 7, to: 1, term: 3, saved_term: 3, saved_vote: 1 },
             Event::VoteGranted { node: 3, group: 7, to: 1, term: 3, saved_term: 4, saved_vote: 2 },
@@ -387,14 +445,25 @@ mod tests {
         assert_eq!(checker.applied_by_node(), BTreeMap::from([(7, BTreeMap::from([(1, 41), (2, 1)]))]));
 
         let planted = [
-            ("R1", vec![Event::Leader { node: 3, group: 7, term: 2 }]),
+            ("R1", vec![Event::Leader { node: 1, group: 7, term: 3 }]),
             ("R2", vec![Event::Appended { node: 3, group: 7, index: 5, term: 2, checksum: 0xab }]),
             ("R3", vec![Event::Applied { node: 1, incarnation: 1, group: 7, index: 43, term: 3, checksum: 0xcc }]),
             ("R4", vec![Event::Applied { node: 3, incarnation: 4, group: 7, index: 6, term: 3, checksum: 0xbb }]),
-            ("R5", vec![Event::Acked { node: 1, group: 7, index: 41, voters: 3 }]),
+            ("R5", vec![Event::Acked { node: 1, group: 7, index: 41, term: 3, voters: 3 }]),
             ("R6", vec![Event::AppendAccepted { node: 2, group: 7, to: 1, index: 41, durable_index: 40 }]),
             ("R6", vec![Event::VoteGranted { node: 3, group: 7, to: 1, term: 5, saved_term: 4, saved_vote: 2 }]),
             ("R6", vec![Event::VoteGranted { node: 3, group: 7, to: 1, term: 4, saved_term: 4, saved_vote: 0 }]),
+            // Node 3 never wrote entry 1, which node 2 applied.
+            ("R3", vec![Event::Leader { node: 3, group: 7, term: 8 }]),
+            // Durable far enough on node 3, but with another entry at index 41.
+            (
+                "R5",
+                vec![
+                    Event::Appended { node: 3, group: 7, index: 41, term: 2, checksum: 0x39 },
+                    Event::Durable { node: 3, group: 7, index: 41 },
+                    Event::Acked { node: 1, group: 7, index: 41, term: 3, voters: 3 },
+                ],
+            ),
             ("R8", vec![Event::RecoveryCut { node: 3, group: 7, index: 12, suspect: false }]),
             ("R8", vec![Event::RecoveryCut { node: 3, group: 7, index: 11, suspect: true }]),
             ("R8", vec![Event::VoteGranted { node: 2, group: 7, to: 3, term: 3, saved_term: 3, saved_vote: 3 }]),
@@ -405,7 +474,7 @@ mod tests {
                     Event::VoteGranted { node: 3, group: 7, to: 1, term: 6, saved_term: 6, saved_vote: 1 },
                 ],
             ),
-            ("R8", vec![Event::Suspect { node: 3, group: 7, cut: 12, bound: 12, term: 4 }, Event::Leader { node: 3, group: 7, term: 9 }]),
+            ("R8", vec![Event::Suspect { node: 1, group: 7, cut: 42, bound: 42, term: 4 }, Event::Leader { node: 1, group: 7, term: 9 }]),
             (
                 "R8",
                 vec![

@@ -179,10 +179,10 @@ impl Context {
                     produce.base_offset = appended.base_offset;
                     if acks == Acks::ACKS_ALL {
                         // R5, for the simulator's checker: this acknowledgement promises a quorum has it on disk.
-                        let (node, index) = (this.shared.node_id, appended.index);
+                        let (node, index, term) = (this.shared.node_id, appended.index, appended.term);
                         odradek_consensus::observe::emit(|| {
                             let voters = this.replica_count(group).unwrap_or(1);
-                            odradek_consensus::observe::Event::Acked { node, group, index, voters }
+                            odradek_consensus::observe::Event::Acked { node, group, index, term, voters }
                         });
                     }
                 }
