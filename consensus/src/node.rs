@@ -603,8 +603,9 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
                 if let StorageFault::CommittedEntriesLost { cut: index, .. } = error {
                     observe::emit(|| observe::Event::RecoveryCut { node, group, index, suspect: false });
                 }
-                if error.is_corruption() {
-                    // It still answers suspect queries for the group (module `suspect`).
+                if error.is_corruption() && !self.broken.contains_key(&group) {
+                    // It still answers suspect queries for the group (module `suspect`). The
+                    // owner retries the open now and then; the files are scanned once.
                     let log_dir = dir.join(crate::storage::LOG_DIR);
                     match odradek_log::highest_intact_index(&self.disk, &log_dir).await {
                         Ok(highest) => {

@@ -207,6 +207,8 @@ struct Cluster {
     /// Run the nodes with the planted R8 e bug: a recovery cut is trusted, no suspicion.
     #[cfg_attr(not(feature = "planted-bugs"), allow(dead_code))]
     planted_trust_recovery_cut: bool,
+    /// Nodes whose groups may refuse to open (a test corrupted their files).
+    broken: std::collections::BTreeSet<NodeId>,
     /// Per node, the disk budget its follower appends draw from (F-S9); none: unlimited.
     entry_budgets: BTreeMap<NodeId, Arc<AtomicI64>>,
 }
@@ -231,6 +233,7 @@ impl Cluster {
             failed: Vec::new(),
             planted_send_before_persist: false,
             planted_trust_recovery_cut: false,
+            broken: Default::default(),
             entry_budgets: BTreeMap::new(),
         };
         for id in voters {
@@ -260,7 +263,9 @@ impl Cluster {
         }
         let mut node = Node::new(config, self.disks[&id].clone(), transport, inbox, recorder);
         for &group in &self.groups {
-            node.create_group(group, &self.voters, 0, self.now_ms).await.unwrap();
+            if let Err(error) = node.create_group(group, &self.voters, 0, self.now_ms).await {
+                assert!(self.broken.contains(&id), "node {id} group {group}: {error}");
+            }
         }
         self.nodes.insert(id, node);
         self.durable_logs.retain(|&(node, _), _| node != id);
@@ -465,7 +470,8 @@ impl Cluster {
         let mut checks = self.checks.lock().unwrap();
         for (&id, node) in &self.nodes {
             for &group in &self.groups {
-                let status = node.status(group).unwrap();
+                // A group whose files cannot open is not hosted (see `broken`).
+                let Some(status) = node.status(group) else { continue };
                 if status.role == StateRole::Leader {
                     let leader = *checks.leaders.entry((group, status.term)).or_insert(id);
                     assert_eq!(leader, id, "R1: group {group} term {} has two leaders", status.term);
@@ -478,7 +484,7 @@ impl Cluster {
     }
 
     fn leader(&self, group: GroupId) -> Option<NodeId> {
-        let statuses = self.nodes.iter().map(|(&id, node)| (id, node.status(group).unwrap()));
+        let statuses = self.nodes.iter().filter_map(|(&id, node)| Some((id, node.status(group)?)));
         statuses.filter(|(_, s)| s.role == StateRole::Leader).max_by_key(|(_, s)| s.term).map(|(id, _)| id)
     }
 
@@ -720,6 +726,61 @@ async fn rotted_last_entry(planted_trust_recovery_cut: bool) {
     let follower_status = cluster.nodes[&follower].status(group).unwrap();
     assert!(!follower_status.suspect, "the suspicion clears once the log holds the lost range again");
     assert!(cluster.nodes[&follower].stats().suspicions_cleared >= u64::from(!planted_trust_recovery_cut));
+}
+
+/// The last segment file of `group` on `disk`.
+fn last_segment(disk: &SimDisk, group: GroupId) -> std::path::PathBuf {
+    let dir = format!("/data/{group}/");
+    let mut segments: Vec<_> =
+        disk.files().into_iter().filter(|path| path.starts_with(&dir) && path.extension().is_some_and(|e| e == "log")).collect();
+    segments.sort();
+    segments.pop().expect("a segment")
+}
+
+/// R8 b and e together (disk seed 51 of the simulator): one replica's log rots in the middle, so
+/// its group refuses to open; another's last entry rots, so it is suspect. The third replica
+/// alone holds the group intact. The suspect's bound from its cut bytes lies past every log, and
+/// the leader it needs cannot be elected without its vote, so without an answer from the
+/// replica that cannot open, nothing moves. That replica answers with the highest intact index
+/// in its files; the suspect's bound drops to what the healthy replica holds, it votes for it,
+/// and its log fills and settles.
+#[tokio::test]
+async fn a_replica_whose_group_cannot_open_still_answers_a_suspect() {
+    let group = 3;
+    let mut cluster = Cluster::new(43, 3, &[group]).await;
+    cluster.elect_all().await;
+    cluster.propose_and_commit(6, "before").await;
+    // A large last entry: the cut bytes could hold dozens of entries, so the suspect's own bound
+    // lies far past every log.
+    let meta = EntryMeta::Data { record_count: 1, max_timestamp: 0 };
+    let mut large = cluster.propose(group, "x".repeat(4000), meta);
+    cluster.run_until(200, |_| large.try_outcome().is_some()).await;
+    cluster.converge().await;
+    let healthy = cluster.leader(group).unwrap();
+    let others: Vec<NodeId> = cluster.voters.iter().copied().filter(|&id| id != healthy).collect();
+    let (broken, suspect) = (others[0], others[1]);
+    for id in [broken, suspect] {
+        cluster.crash(id, CrashMode::PowerLoss);
+    }
+    // Mid-log rot: a payload bit of the first entry (valid entries follow it).
+    let disk = cluster.disks[&broken].clone();
+    disk.flip_bit(&last_segment(&disk, group), (odradek_log::SEGMENT_HEADER_BYTES + 60) * 8);
+    let disk = cluster.disks[&suspect].clone();
+    let segment = last_segment(&disk, group);
+    let length = disk.read_file(&segment).unwrap().len() as u64;
+    disk.flip_bit(&segment, (length - 2) * 8);
+    cluster.broken.insert(broken);
+    cluster.start(broken).await;
+    cluster.start(suspect).await;
+    assert!(cluster.nodes[&broken].status(group).is_none(), "the corrupted group stays closed");
+    assert!(cluster.nodes[&suspect].status(group).unwrap().suspect);
+    cluster
+        .run_until(500, |c| {
+            let settled = !c.nodes[&suspect].status(group).unwrap().suspect;
+            settled && c.leader(group).is_some()
+        })
+        .await;
+    assert_eq!(cluster.nodes[&suspect].stats().suspicions_cleared, 1);
 }
 
 #[tokio::test]
