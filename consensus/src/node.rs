@@ -32,6 +32,10 @@
 //!   next offset) and resets its log to it, persisting the snapshot index as its commit.
 //! - Committed entries reach the [`Apply`] sink in index order, each once per incarnation; a
 //!   restart replays from the state machine's applied index (given at `create_group`).
+//! - A replica whose recovery cut entries it may have acknowledged (bit rot of the last entry
+//!   looks like a torn write) is suspect: it never campaigns and votes only for a candidate
+//!   that provably holds what it lost, until its log or the other voters' answers settle it
+//!   (module `suspect`, CHECKLISTS R8 e).
 //!
 //! Proposals: a proposal refused by raft (not leader, transfer in progress, too many
 //! uncommitted bytes) fails definitely at once. Once accepted it resolves on commit: success
