@@ -242,7 +242,7 @@ pub async fn run(
             break;
         }
         tokio::time::sleep(quiet).await;
-        restart_stopped(runtime, cluster, ids);
+        restart_stopped(runtime, cluster, ids, false);
         let kind = *weighted.choose(rng).expect("not empty");
         let node = *nodes.choose(rng).expect("nodes");
         faults += 1;
@@ -539,7 +539,9 @@ pub async fn run(
         disk.fail_next_syncs(0);
         disk.set_latency(LatencyConfig::default());
     }
-    restart_stopped(runtime, cluster, ids);
+    // The liveness phase restarts every core node: a start that failed on an injected I/O
+    // error now meets a healthy disk (one that fails on damaged files fails again).
+    restart_stopped(runtime, cluster, ids, true);
     faults
 }
 
@@ -587,9 +589,10 @@ fn corruptible_spots(disk: &odradek_log::SimDisk) -> Vec<(std::path::PathBuf, st
 }
 
 /// Restarts every node that stopped by itself (a fatal storage error, a failed start), like a
-/// supervisor would; a node that keeps failing to start is left down.
-fn restart_stopped(runtime: &Handle, cluster: &Arc<Cluster>, ids: &BTreeMap<u64, SimNodeId>) {
-    for node in cluster.stopped_restartable() {
+/// supervisor would; a node that keeps failing to start is left down, unless `all`.
+fn restart_stopped(runtime: &Handle, cluster: &Arc<Cluster>, ids: &BTreeMap<u64, SimNodeId>, all: bool) {
+    let stopped = if all { cluster.stopped() } else { cluster.stopped_restartable() };
+    for node in stopped {
         cluster.note(format!("restarting node {node}"));
         runtime.kill(ids[&node]);
         cluster.disks[&node].crash(CrashMode::Process);

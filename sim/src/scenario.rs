@@ -320,6 +320,12 @@ impl Cluster {
             .collect()
     }
 
+    /// Nodes stopped now, whatever the reason.
+    pub fn stopped(&self) -> Vec<u64> {
+        let status = self.status.lock().expect("status lock");
+        status.iter().filter(|(_, status)| matches!(status, NodeStatus::Stopped { .. })).map(|(&node, _)| node).collect()
+    }
+
     /// Nodes that will not come back in this run.
     pub fn given_up(&self) -> Vec<u64> {
         self.status
