@@ -443,6 +443,14 @@ struct Group<D: Disk> {
     suspect: Option<suspect::Suspect>,
 }
 
+/// A group this node does not host but answers suspect queries for.
+#[derive(Clone, Copy, Debug)]
+struct Broken {
+    highest_intact: u64,
+    /// Its saved hard state is known to be at this term or later.
+    term: u64,
+}
+
 /// What a round's ready left to do after the fsync.
 struct PendingReady {
     group: GroupId,
@@ -469,9 +477,11 @@ pub struct Node<D: Disk, T: Transport, A: Apply> {
     queries_due: Vec<(NodeId, GroupId)>,
     /// Answers to suspect queries, sent at the end of the round that stepped the query.
     answers_due: Vec<suspect::AnswerDue>,
-    /// Groups whose files refused to open (corruption), with the highest index of an intact
-    /// entry in their log: the answer to suspect queries, from a replica that takes no entry.
-    broken: BTreeMap<GroupId, u64>,
+    /// Groups not hosted here that answer suspect queries: those whose files refused to open
+    /// (corruption), and with [`Node::quarantine_groups_on_disk`] every group on disk. Each
+    /// with the highest index of an intact entry in its log, and the term its saved hard state
+    /// was last raised to (module `suspect`).
+    broken: BTreeMap<GroupId, Broken>,
 }
 
 /// Takes `bytes` from a disk budget (see [`NodeConfig::entry_budget`]); `false`, with nothing
@@ -610,13 +620,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
                 if error.is_corruption() && !self.broken.contains_key(&group) {
                     // It still answers suspect queries for the group (module `suspect`). The
                     // owner retries the open now and then; the files are scanned once.
-                    let log_dir = dir.join(crate::storage::LOG_DIR);
-                    match odradek_log::highest_intact_index(&self.disk, &log_dir).await {
-                        Ok(highest) => {
-                            self.broken.insert(group, highest);
-                        }
-                        Err(scan) => tracing::warn!(group, %scan, "cannot scan a damaged log for suspect queries"),
-                    }
+                    self.quarantine(group).await;
                 }
                 return Err(storage_error(group)(error));
             }
@@ -673,6 +677,70 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         self.groups.insert(group, group_state);
         self.redraw_election_timeouts();
         Ok(())
+    }
+
+    /// Answers suspect queries for `group` without hosting it (see `broken`).
+    async fn quarantine(&mut self, group: GroupId) {
+        let log_dir = self.config.data_dir.join(group.to_string()).join(crate::storage::LOG_DIR);
+        match odradek_log::highest_intact_index(&self.disk, &log_dir).await {
+            Ok(highest_intact) => {
+                self.broken.insert(group, Broken { highest_intact, term: 0 });
+            }
+            Err(scan) => tracing::warn!(group, %scan, "cannot scan a log for suspect queries"),
+        }
+    }
+
+    /// For a node that cannot run its metadata group: hosts nothing, but answers the suspect
+    /// queries of every group it has files for, so a replica elsewhere that cut its log is not
+    /// left waiting for this one forever (module `suspect`). Returns how many groups it found.
+    pub async fn quarantine_groups_on_disk(&mut self) -> Result<usize, NodeError> {
+        let data_dir = self.config.data_dir.clone();
+        let names = match self.disk.list_dir(&data_dir).await {
+            Ok(names) => names,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(source) => return Err(storage_error(0)(StorageFault::Log(odradek_log::Error::Io { path: data_dir, source }))),
+        };
+        let groups: Vec<GroupId> = names.iter().filter_map(|name| name.parse().ok()).filter(|g| !self.groups.contains_key(g)).collect();
+        for &group in &groups {
+            self.quarantine(group).await;
+        }
+        Ok(groups.len())
+    }
+
+    /// Raises the saved term of each quarantined group that owes an answer to the query's term
+    /// (a later open then takes no entry from a leader of an older term, as the answer promises);
+    /// an answer whose raise failed is dropped (the suspect asks again).
+    async fn raise_quarantined_terms(&mut self) {
+        let mut due = std::mem::take(&mut self.answers_due);
+        let mut kept = Vec::with_capacity(due.len());
+        for answer in due.drain(..) {
+            let Some(broken) = self.broken.get(&answer.group).copied() else {
+                kept.push(answer);
+                continue;
+            };
+            if broken.term < answer.query_term {
+                let path = self.config.data_dir.join(answer.group.to_string()).join(crate::storage::HARD_STATE_FILE);
+                let raised = async {
+                    let (mut file, saved) = odradek_log::HardStateFile::open(&self.disk, &path).await?;
+                    if saved.term < answer.query_term {
+                        file.save(odradek_log::HardState { term: answer.query_term, vote: 0, ..saved }).await?;
+                    }
+                    Ok::<u64, odradek_log::Error>(saved.term.max(answer.query_term))
+                };
+                match raised.await {
+                    Ok(term) => self.broken.insert(answer.group, Broken { term, ..broken }),
+                    // A hard state that cannot be read or written: the group never opens again
+                    // as it is, so its answer holds without a raised term.
+                    Err(odradek_log::Error::HardStateCorrupt { .. }) => None,
+                    Err(error) => {
+                        tracing::warn!(group = answer.group, %error, "cannot raise a quarantined group's term: no answer");
+                        continue;
+                    }
+                };
+            }
+            kept.push(answer);
+        }
+        self.answers_due = kept;
     }
 
     /// Takes the indefinite outcomes resolved since the last call, in the order this node
@@ -1008,6 +1076,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         }
         self.serve_fetches().await?;
         self.redraw_election_timeouts();
+        self.raise_quarantined_terms().await;
         self.queue_suspect_messages(&mut outbox);
         for (to, messages) in outbox {
             self.stats.messages_sent += messages.len() as u64;
@@ -1166,7 +1235,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
                 }
                 // A group that cannot open takes no entry from any leader: as good as the
                 // query's term.
-                (None, Some(&highest)) => suspect::answer(node, due.to, due.query_term, due.query_term, highest),
+                (None, Some(broken)) => suspect::answer(node, due.to, due.query_term, due.query_term, broken.highest_intact),
                 (None, None) => continue,
             };
             outbox.entry(due.to).or_default().push((due.group, message));

@@ -437,7 +437,7 @@ impl raft::Storage for GroupStorage {
 
 /// File names inside a group's directory.
 pub const LOG_DIR: &str = "log";
-const HARD_STATE_FILE: &str = "hard_state";
+pub const HARD_STATE_FILE: &str = "hard_state";
 const CONF_STATE_FILE: &str = "conf_state";
 
 /// One group's durable state: the segment log (which is the raft log), the hard-state file and

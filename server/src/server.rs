@@ -73,6 +73,9 @@ pub struct Server {
     driver: oneshot::Receiver<Result<(), NodeError>>,
     /// Tells whoever waits that the driver stopped (a fatal error ends the node).
     stopped: watch::Receiver<bool>,
+    /// The metadata files are damaged: the node serves nothing and only answers suspect
+    /// queries (see `start_with`).
+    quarantined: bool,
 }
 
 impl Server {
@@ -110,10 +113,30 @@ impl Server {
         let space_disk = disk.clone();
         let mut node = Node::new(node_config, disk, transport, inbox, StateMachine::new(shared.clone(), &config));
         // Replays the whole controller log into the metadata before anything is served.
-        node.create_group_with(METADATA_GROUP, &config.node_ids(), 0, clock(), config.metadata_log_config()).await?;
+        let metadata = node.create_group_with(METADATA_GROUP, &config.node_ids(), 0, clock(), config.metadata_log_config()).await;
+        let quarantined = match metadata {
+            Ok(()) => false,
+            // Damaged metadata files (R8 b: never truncated here). Without metadata the node
+            // serves nothing, but it still answers the suspect queries of every group it has
+            // files for: a replica elsewhere that cut a rotten last entry may need this one's
+            // word before it votes again (protocol-aware recovery).
+            Err(NodeError::Storage { source, .. }) if source.is_corruption() => {
+                let groups = node.quarantine_groups_on_disk().await?;
+                tracing::error!(node = config.id, %source, groups, "metadata files are damaged: serving nothing, answering suspect queries only");
+                true
+            }
+            Err(error) => return Err(error.into()),
+        };
         let listen = config.client_listen();
-        let listener = TcpListener::bind(listen).await.map_err(|source| ServerError::Listen { addr: listen, source })?;
-        let client_addr = listener.local_addr().map_err(|source| ServerError::Listen { addr: listen, source })?;
+        let listener = if quarantined {
+            None
+        } else {
+            Some(TcpListener::bind(listen).await.map_err(|source| ServerError::Listen { addr: listen, source })?)
+        };
+        let client_addr = match &listener {
+            Some(listener) => listener.local_addr().map_err(|source| ServerError::Listen { addr: listen, source })?,
+            None => listen,
+        };
 
         let (handle, commands) = NodeHandle::new();
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -130,18 +153,27 @@ impl Server {
             let _ = driver_done.send(result);
         });
         let context = Arc::new(Context { config: config.clone(), shared: shared.clone(), node: handle.clone(), faults });
-        let tasks = vec![
-            tokio::spawn(watch_free_space(space_disk, config.clone(), shared.clone(), shutdown_rx.clone())),
-            tokio::spawn(crate::net::serve(listener, context.clone(), shutdown_rx.clone())),
-            tokio::spawn(crate::controller::run(context, shutdown_rx)),
-        ];
+        let tasks = match listener {
+            Some(listener) => vec![
+                tokio::spawn(watch_free_space(space_disk, config.clone(), shared.clone(), shutdown_rx.clone())),
+                tokio::spawn(crate::net::serve(listener, context.clone(), shutdown_rx.clone())),
+                tokio::spawn(crate::controller::run(context, shutdown_rx)),
+            ],
+            None => Vec::new(),
+        };
         tracing::info!(node = config.id, clients = %client_addr, peers = %me.peer, "node started");
-        Ok(Server { shutdown, node: handle, shared, client_addr, tasks, driver, stopped })
+        Ok(Server { shutdown, node: handle, shared, client_addr, tasks, driver, stopped, quarantined })
     }
 
     /// The address clients connect to (the real port when configured with port 0).
     pub fn client_addr(&self) -> SocketAddr {
         self.client_addr
+    }
+
+    /// Whether the node started without its metadata (damaged files): it serves no client and
+    /// hosts no group, and answers the suspect queries of the groups it has files for.
+    pub fn is_quarantined(&self) -> bool {
+        self.quarantined
     }
 
     pub fn node(&self) -> &NodeHandle {

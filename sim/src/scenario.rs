@@ -301,6 +301,9 @@ impl Cluster {
                 return;
             }
         };
+        if server.is_quarantined() {
+            self.note(format!("node {node} started without its damaged metadata: answering suspect queries only"));
+        }
         self.set_status(node, NodeStatus::Up);
         server.failed().await;
         self.note(format!("node {node} stopped on a fatal error"));
