@@ -482,6 +482,9 @@ pub struct Node<D: Disk, T: Transport, A: Apply> {
     /// with the highest index of an intact entry in its log, and the term its saved hard state
     /// was last raised to (module `suspect`).
     broken: BTreeMap<GroupId, Broken>,
+    /// Serves no client (see [`Node::host_groups_on_disk`]): hands leadership of every group
+    /// to a caught-up follower as soon as it leads one. Counts ticks since then.
+    passive: Option<u64>,
 }
 
 /// Takes `bytes` from a disk budget (see [`NodeConfig::entry_budget`]); `false`, with nothing
@@ -535,6 +538,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             queries_due: Vec::new(),
             answers_due: Vec::new(),
             broken: BTreeMap::new(),
+            passive: None,
         }
     }
 
@@ -690,21 +694,69 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         }
     }
 
-    /// For a node that cannot run its metadata group: hosts nothing, but answers the suspect
-    /// queries of every group it has files for, so a replica elsewhere that cut its log is not
-    /// left waiting for this one forever (module `suspect`). Returns how many groups it found.
-    pub async fn quarantine_groups_on_disk(&mut self) -> Result<usize, NodeError> {
+    /// For a node that cannot run its metadata group (its files are damaged): hosts every other
+    /// group it has files for, from the configuration saved with it, so its intact copies still
+    /// vote and reach a leader; answers the suspect queries of those that cannot open (module
+    /// `suspect`). The node turns passive: it serves no client, so it hands the leadership of
+    /// any group it wins to a caught-up follower at once. Returns (groups hosted, groups that
+    /// only answer).
+    pub async fn host_groups_on_disk(&mut self, now_ms: i64) -> Result<(usize, usize), NodeError> {
+        self.passive = Some(0);
         let data_dir = self.config.data_dir.clone();
-        let names = match self.disk.list_dir(&data_dir).await {
+        let names = match self.disk.list_subdirs(&data_dir).await {
             Ok(names) => names,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(source) => return Err(storage_error(0)(StorageFault::Log(odradek_log::Error::Io { path: data_dir, source }))),
         };
-        let groups: Vec<GroupId> = names.iter().filter_map(|name| name.parse().ok()).filter(|g| !self.groups.contains_key(g)).collect();
-        for &group in &groups {
-            self.quarantine(group).await;
+        let groups: Vec<GroupId> = names
+            .iter()
+            .filter_map(|name| name.parse().ok())
+            .filter(|g| !self.groups.contains_key(g) && !self.broken.contains_key(g))
+            .collect();
+        let mut hosted = 0;
+        for group in groups {
+            // Only a group whose configuration was saved: a new one would start without voters.
+            let conf_path = data_dir.join(group.to_string()).join(crate::storage::CONF_STATE_FILE);
+            let opened = match self.disk.open(&conf_path, odradek_log::OpenMode::Existing).await {
+                Ok(_) => self.create_group(group, &[], 0, now_ms).await,
+                Err(_) => Err(NodeError::GroupUnknown(group)),
+            };
+            match opened {
+                Ok(()) => hosted += 1,
+                Err(error) => {
+                    tracing::warn!(group, %error, "cannot host a group from its files: answering its suspect queries only");
+                    if !self.broken.contains_key(&group) {
+                        self.quarantine(group).await;
+                    }
+                }
+            }
         }
-        Ok(groups.len())
+        Ok((hosted, self.broken.len()))
+    }
+
+    /// A passive node (see [`Node::host_groups_on_disk`]) asks raft to hand every group it leads
+    /// to a follower that holds its whole log, a different one each try (a suspect one drops
+    /// the hand-over, and raft gives up on it after an election timeout).
+    fn hand_off_leadership(&mut self) {
+        let Some(ticks) = self.passive.as_mut() else { return };
+        *ticks += 1;
+        let turn = *ticks as usize;
+        for state in self.groups.values_mut() {
+            let raft = &state.raw.raft;
+            if raft.state != StateRole::Leader || raft.lead_transferee.is_some() {
+                continue;
+            }
+            let last = raft.raft_log.last_index();
+            let caught_up: Vec<NodeId> =
+                raft.prs().iter().filter(|&(&id, pr)| id != raft.id && pr.matched == last).map(|(&id, _)| id).collect();
+            if caught_up.is_empty() {
+                continue;
+            }
+            let mut sorted = caught_up;
+            sorted.sort_unstable();
+            let to = sorted[turn % sorted.len()];
+            state.raw.transfer_leader(to);
+        }
     }
 
     /// Raises the saved term of each quarantined group that owes an answer to the query's term
@@ -799,6 +851,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             }
             suspect.ticks += 1;
         }
+        self.hand_off_leadership();
         self.redraw_election_timeouts();
     }
 

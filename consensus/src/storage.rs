@@ -438,7 +438,7 @@ impl raft::Storage for GroupStorage {
 /// File names inside a group's directory.
 pub const LOG_DIR: &str = "log";
 pub const HARD_STATE_FILE: &str = "hard_state";
-const CONF_STATE_FILE: &str = "conf_state";
+pub const CONF_STATE_FILE: &str = "conf_state";
 
 /// One group's durable state: the segment log (which is the raft log), the hard-state file and
 /// the conf-state file, plus the [`GroupStorage`] view it keeps current. Owned by the driver.

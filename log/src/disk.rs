@@ -47,6 +47,9 @@ pub trait Disk: Clone + Send + Sync + 'static {
     /// The names of the files directly in `path`, sorted.
     fn list_dir(&self, path: &Path) -> impl Future<Output = io::Result<Vec<String>>> + Send;
 
+    /// The names of the directories directly in `path`, sorted.
+    fn list_subdirs(&self, path: &Path) -> impl Future<Output = io::Result<Vec<String>>> + Send;
+
     /// Removes a file. Durable after `sync_dir` of its parent.
     fn remove_file(&self, path: &Path) -> impl Future<Output = io::Result<()>> + Send;
 

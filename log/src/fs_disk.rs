@@ -69,6 +69,31 @@ fn context(error: io::Error, operation: &str, path: &Path) -> io::Error {
     io::Error::new(error.kind(), format!("{operation} {}: {error}", path.display()))
 }
 
+/// The names of the files (or, with `dirs`, the directories) directly in `path`, sorted.
+async fn list_entries(path: &Path, dirs: bool) -> io::Result<Vec<String>> {
+    let path = path.to_path_buf();
+    blocking(move || {
+        let mut names = Vec::new();
+        let entries = fs::read_dir(&path).map_err(|error| context(error, "list_dir", &path))?;
+        for entry in entries {
+            let entry = entry.map_err(|error| context(error, "list_dir", &path))?;
+            let file_type = entry.file_type().map_err(|error| context(error, "list_dir", &path))?;
+            if if dirs { !file_type.is_dir() } else { !file_type.is_file() } {
+                continue;
+            }
+            match entry.file_name().into_string() {
+                Ok(name) => names.push(name),
+                Err(name) => {
+                    tracing::warn!(dir = %path.display(), ?name, "skipping non-UTF-8 file name");
+                }
+            }
+        }
+        names.sort();
+        Ok(names)
+    })
+    .await
+}
+
 impl Disk for FsDisk {
     type File = FsFile;
 
@@ -100,27 +125,12 @@ impl Disk for FsDisk {
     /// Regular files only (subdirectories are skipped), by name, sorted. Names that are not
     /// UTF-8 cannot be ours, so they are skipped with a warning rather than failing startup.
     async fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
-        let path = path.to_path_buf();
-        blocking(move || {
-            let mut names = Vec::new();
-            let entries = fs::read_dir(&path).map_err(|error| context(error, "list_dir", &path))?;
-            for entry in entries {
-                let entry = entry.map_err(|error| context(error, "list_dir", &path))?;
-                let file_type = entry.file_type().map_err(|error| context(error, "list_dir", &path))?;
-                if !file_type.is_file() {
-                    continue;
-                }
-                match entry.file_name().into_string() {
-                    Ok(name) => names.push(name),
-                    Err(name) => {
-                        tracing::warn!(dir = %path.display(), ?name, "skipping non-UTF-8 file name");
-                    }
-                }
-            }
-            names.sort();
-            Ok(names)
-        })
-        .await
+        list_entries(path, false).await
+    }
+
+    /// Directories only, as `list_dir` lists files.
+    async fn list_subdirs(&self, path: &Path) -> io::Result<Vec<String>> {
+        list_entries(path, true).await
     }
 
     async fn remove_file(&self, path: &Path) -> io::Result<()> {
@@ -225,6 +235,18 @@ mod tests {
         assert!(free > 0, "a temp dir's file system has room");
         let error = disk.available_bytes(&dir.path().join("missing")).await.unwrap_err();
         assert!(error.to_string().contains("missing"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn files_and_directories_are_listed_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = FsDisk::new();
+        disk.create_dir_all(&dir.path().join("7")).await.unwrap();
+        disk.create_dir_all(&dir.path().join("3")).await.unwrap();
+        disk.open(&dir.path().join("b"), OpenMode::CreateNew).await.unwrap();
+        disk.open(&dir.path().join("a"), OpenMode::CreateNew).await.unwrap();
+        assert_eq!(disk.list_dir(dir.path()).await.unwrap(), ["a", "b"]);
+        assert_eq!(disk.list_subdirs(dir.path()).await.unwrap(), ["3", "7"]);
     }
 
     #[tokio::test]

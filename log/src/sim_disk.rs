@@ -588,6 +588,20 @@ impl Disk for SimDisk {
         Ok(names)
     }
 
+    async fn list_subdirs(&self, path: &Path) -> io::Result<Vec<String>> {
+        let state = self.lock();
+        if !state.dir_exists(path) {
+            return Err(not_found(path));
+        }
+        let names = state
+            .dirs
+            .iter()
+            .filter(|dir| dir.parent() == Some(path))
+            .filter_map(|dir| dir.file_name()?.to_str().map(str::to_owned))
+            .collect();
+        Ok(names)
+    }
+
     async fn available_bytes(&self, _path: &Path) -> io::Result<u64> {
         let state = self.lock();
         Ok(match state.capacity_bytes {
@@ -932,6 +946,7 @@ mod tests {
         }
         assert_eq!(disk.list_dir(&dir()).await.unwrap(), ["a", "b"]);
         assert_eq!(disk.list_dir(&dir().join("sub")).await.unwrap(), ["c"]);
+        assert_eq!(disk.list_subdirs(&dir()).await.unwrap(), ["sub"]);
         let error = disk.list_dir(Path::new("/nowhere")).await.unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::NotFound);
         let error = disk.open(Path::new("/nowhere/x"), OpenMode::CreateOrOpen).await.unwrap_err();

@@ -121,8 +121,14 @@ impl Server {
             // files for: a replica elsewhere that cut a rotten last entry may need this one's
             // word before it votes again (protocol-aware recovery).
             Err(NodeError::Storage { source, .. }) if source.is_corruption() => {
-                let groups = node.quarantine_groups_on_disk().await?;
-                tracing::error!(node = config.id, %source, groups, "metadata files are damaged: serving nothing, answering suspect queries only");
+                let (hosted, answering) = node.host_groups_on_disk(clock()).await?;
+                tracing::error!(
+                    node = config.id,
+                    %source,
+                    hosted,
+                    answering,
+                    "metadata files are damaged: serving no client; hosting the groups on disk without leading them"
+                );
                 true
             }
             Err(error) => return Err(error.into()),
@@ -170,8 +176,9 @@ impl Server {
         self.client_addr
     }
 
-    /// Whether the node started without its metadata (damaged files): it serves no client and
-    /// hosts no group, and answers the suspect queries of the groups it has files for.
+    /// Whether the node started without its metadata (damaged files): it serves no client,
+    /// hosts the groups it has files for without leading them, and answers the suspect queries
+    /// of those that cannot open.
     pub fn is_quarantined(&self) -> bool {
         self.quarantined
     }

@@ -302,7 +302,7 @@ impl Cluster {
             }
         };
         if server.is_quarantined() {
-            self.note(format!("node {node} started without its damaged metadata: answering suspect queries only"));
+            self.note(format!("node {node} started quarantined (damaged metadata): serving no client, leading no group"));
         }
         self.set_status(node, NodeStatus::Up);
         server.failed().await;

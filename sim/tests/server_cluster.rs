@@ -131,13 +131,17 @@ fn f_n9_connection_resets_make_retries_that_dedup_absorbs() {
 //   after a cut; the closed replica now answers the suspect's query (V1, V3 before);
 // - disk 5980: a node's metadata group was corrupted, so it could not start at all, and a
 //   partition's other replica was suspect; the node now starts quarantined and answers;
+// - disk 4128: the same, where the quarantined node held the only intact copy of the entries
+//   the suspect cut; it now hosts its partition groups from disk, so that copy reaches a leader;
 // - disk 8214: a node whose restarts failed twice on injected fsync errors stayed down through
 //   the liveness phase, which now restarts every stopped node.
 // Seed 5980 runs first: after another seed in the same thread its schedule differs (some state
 // outlives a run in-process; each `sweep` seed has a process of its own, so replays agree).
 #[test]
 fn seeds_found_by_soaks_pass() {
-    for (seed, expect) in [(5980, "answering suspect queries only"), (51, "settled its suspicion"), (8214, "restarting node")] {
+    for (seed, expect) in
+        [(5980, "started quarantined"), (4128, "started quarantined"), (51, "settled its suspicion"), (8214, "restarting node")]
+    {
         let config = ScenarioConfig { scenario: Scenario::Disk, ..ScenarioConfig::new(seed) };
         let report = run_seed(&config).unwrap_or_else(|crash| panic!("disk seed {seed} crashed: {crash:?}"));
         assert!(report.passed(), "disk seed {seed}:\n{}\n{}", report.timeline.join("\n"), report.verdict_text());
