@@ -530,6 +530,11 @@ impl SimDisk {
     }
 }
 
+/// The names of the `paths` directly in `dir`, in the order given.
+fn names_in<'a>(paths: impl Iterator<Item = &'a PathBuf>, dir: &Path) -> Vec<String> {
+    paths.filter(|path| path.parent() == Some(dir)).filter_map(|path| path.file_name()?.to_str().map(str::to_owned)).collect()
+}
+
 impl Disk for SimDisk {
     type File = SimFile;
 
@@ -578,14 +583,8 @@ impl Disk for SimDisk {
         if !state.dir_exists(path) {
             return Err(not_found(path));
         }
-        let names = state
-            .live
-            .keys()
-            .filter(|file| file.parent() == Some(path))
-            .filter_map(|file| file.file_name()?.to_str().map(str::to_owned))
-            .collect();
         // BTreeMap order on whole paths with one parent is the order of the names.
-        Ok(names)
+        Ok(names_in(state.live.keys(), path))
     }
 
     async fn list_subdirs(&self, path: &Path) -> io::Result<Vec<String>> {
@@ -593,13 +592,7 @@ impl Disk for SimDisk {
         if !state.dir_exists(path) {
             return Err(not_found(path));
         }
-        let names = state
-            .dirs
-            .iter()
-            .filter(|dir| dir.parent() == Some(path))
-            .filter_map(|dir| dir.file_name()?.to_str().map(str::to_owned))
-            .collect();
-        Ok(names)
+        Ok(names_in(state.dirs.iter(), path))
     }
 
     async fn available_bytes(&self, _path: &Path) -> io::Result<u64> {
