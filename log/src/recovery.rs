@@ -174,7 +174,6 @@ pub async fn recover<D: Disk>(
 /// intact. Reads every segment once and tries every entry magic, so it is for the rare failed
 /// open only.
 pub async fn highest_intact_index<D: Disk>(disk: &D, dir: &Path) -> Result<u64> {
-    let magic = ENTRY_MAGIC.to_le_bytes();
     let mut highest = 0;
     for name in disk.list_dir(dir).await.map_err(io_error(dir))? {
         if parse_segment_file_name(&name).is_none() {
@@ -183,12 +182,7 @@ pub async fn highest_intact_index<D: Disk>(disk: &D, dir: &Path) -> Result<u64> 
         let path = dir.join(&name);
         let file = disk.open(&path, OpenMode::Existing).await.map_err(io_error(&path))?;
         let bytes = read_whole(&file, &path).await?;
-        let Some(end) = bytes.len().checked_sub(ENTRY_HEADER_BYTES) else { continue };
-        for at in (0..=end).filter(|&at| bytes[at..at + 2] == magic) {
-            if let Some(header) = valid_entry_at(&bytes, at) {
-                highest = highest.max(header.index);
-            }
-        }
+        highest = valid_entries_from(&bytes, 0).map(|header| header.index).fold(highest, u64::max);
     }
     Ok(highest)
 }
@@ -233,14 +227,18 @@ fn valid_entry_at(bytes: &[u8], position: usize) -> Option<EntryHeader> {
 /// The index of a valid entry starting anywhere after `position` with an index above
 /// `last_good_index`: proof that the damage is not a torn tail.
 fn find_valid_entry_after(bytes: &[u8], position: u64, last_good_index: u64) -> Option<u64> {
+    valid_entries_from(bytes, position as usize + 1).find(|header| header.index > last_good_index).map(|header| header.index)
+}
+
+/// Every whole, checksum-valid entry that starts at or after `start`, wherever it starts (each
+/// position holding the entry magic is tried), in file order.
+fn valid_entries_from(bytes: &[u8], start: usize) -> impl Iterator<Item = EntryHeader> + '_ {
     let magic = ENTRY_MAGIC.to_le_bytes();
-    let start = position as usize + 1;
-    let end = bytes.len().checked_sub(ENTRY_HEADER_BYTES)?;
-    (start..=end)
-        .filter(|&at| bytes[at..at + 2] == magic)
-        .filter_map(|at| valid_entry_at(bytes, at))
-        .find(|header| header.index > last_good_index)
-        .map(|header| header.index)
+    let end = bytes.len().checked_sub(ENTRY_HEADER_BYTES);
+    end.into_iter()
+        .flat_map(move |end| start..=end)
+        .filter(move |&at| bytes[at..at + 2] == magic)
+        .filter_map(move |at| valid_entry_at(bytes, at))
 }
 
 async fn read_whole<F: DiskFile>(file: &F, path: &Path) -> Result<Vec<u8>> {
