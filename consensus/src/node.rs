@@ -478,9 +478,9 @@ pub struct Node<D: Disk, T: Transport, A: Apply> {
     /// Answers to suspect queries, sent at the end of the round that stepped the query.
     answers_due: Vec<suspect::AnswerDue>,
     /// Groups not hosted here that answer suspect queries: those whose files refused to open
-    /// (corruption), and with [`Node::quarantine_groups_on_disk`] every group on disk. Each
-    /// with the highest index of an intact entry in its log, and the term its saved hard state
-    /// was last raised to (module `suspect`).
+    /// (corruption, or any failure under [`Node::host_groups_on_disk`]). Each with the highest
+    /// index of an intact entry in its log, and the term its saved hard state was last raised
+    /// to (module `suspect`).
     broken: BTreeMap<GroupId, Broken>,
     /// Serves no client (see [`Node::host_groups_on_disk`]): hands leadership of every group
     /// to a caught-up follower as soon as it leads one. Counts ticks since then.
@@ -621,9 +621,8 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
                 if let StorageFault::CommittedEntriesLost { cut: index, .. } = error {
                     observe::emit(|| observe::Event::RecoveryCut { node, group, index, suspect: false });
                 }
-                if error.is_corruption() && !self.broken.contains_key(&group) {
-                    // It still answers suspect queries for the group (module `suspect`). The
-                    // owner retries the open now and then; the files are scanned once.
+                if error.is_corruption() {
+                    // It still answers suspect queries for the group (module `suspect`).
                     self.quarantine(group).await;
                 }
                 return Err(storage_error(group)(error));
@@ -683,8 +682,12 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         Ok(())
     }
 
-    /// Answers suspect queries for `group` without hosting it (see `broken`).
+    /// Answers suspect queries for `group` without hosting it (see `broken`). The owner retries
+    /// a failed open now and then; the files are scanned once.
     async fn quarantine(&mut self, group: GroupId) {
+        if self.broken.contains_key(&group) {
+            return;
+        }
         let log_dir = self.config.data_dir.join(group.to_string()).join(crate::storage::LOG_DIR);
         match odradek_log::highest_intact_index(&self.disk, &log_dir).await {
             Ok(highest_intact) => {
@@ -725,9 +728,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
                 Ok(()) => hosted += 1,
                 Err(error) => {
                     tracing::warn!(group, %error, "cannot host a group from its files: answering its suspect queries only");
-                    if !self.broken.contains_key(&group) {
-                        self.quarantine(group).await;
-                    }
+                    self.quarantine(group).await;
                 }
             }
         }
@@ -747,14 +748,14 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
                 continue;
             }
             let last = raft.raft_log.last_index();
-            let caught_up: Vec<NodeId> =
+            let mut caught_up: Vec<NodeId> =
                 raft.prs().iter().filter(|&(&id, pr)| id != raft.id && pr.matched == last).map(|(&id, _)| id).collect();
             if caught_up.is_empty() {
                 continue;
             }
-            let mut sorted = caught_up;
-            sorted.sort_unstable();
-            let to = sorted[turn % sorted.len()];
+            // Sorted: the tracker's iteration order is not deterministic.
+            caught_up.sort_unstable();
+            let to = caught_up[turn % caught_up.len()];
             state.raw.transfer_leader(to);
         }
     }
@@ -763,36 +764,37 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
     /// (a later open then takes no entry from a leader of an older term, as the answer promises);
     /// an answer whose raise failed is dropped (the suspect asks again).
     async fn raise_quarantined_terms(&mut self) {
-        let mut due = std::mem::take(&mut self.answers_due);
-        let mut kept = Vec::with_capacity(due.len());
-        for answer in due.drain(..) {
-            let Some(broken) = self.broken.get(&answer.group).copied() else {
-                kept.push(answer);
-                continue;
-            };
-            if broken.term < answer.query_term {
-                let path = self.config.data_dir.join(answer.group.to_string()).join(crate::storage::HARD_STATE_FILE);
-                let raised = async {
-                    let (mut file, saved) = odradek_log::HardStateFile::open(&self.disk, &path).await?;
-                    if saved.term < answer.query_term {
-                        file.save(odradek_log::HardState { term: answer.query_term, vote: 0, ..saved }).await?;
+        let mut kept = Vec::new();
+        for answer in std::mem::take(&mut self.answers_due) {
+            let (group, query_term) = (answer.group, answer.query_term);
+            if let Some(broken) = self.broken.get(&group).copied().filter(|broken| broken.term < query_term) {
+                match self.raise_saved_term(group, query_term).await {
+                    Ok(term) => {
+                        self.broken.insert(group, Broken { term, ..broken });
                     }
-                    Ok::<u64, odradek_log::Error>(saved.term.max(answer.query_term))
-                };
-                match raised.await {
-                    Ok(term) => self.broken.insert(answer.group, Broken { term, ..broken }),
-                    // A hard state that cannot be read or written: the group never opens again
-                    // as it is, so its answer holds without a raised term.
-                    Err(odradek_log::Error::HardStateCorrupt { .. }) => None,
+                    // A hard state that cannot be read: the group never opens again as it is,
+                    // so its answer holds without a raised term.
+                    Err(odradek_log::Error::HardStateCorrupt { .. }) => {}
                     Err(error) => {
-                        tracing::warn!(group = answer.group, %error, "cannot raise a quarantined group's term: no answer");
+                        tracing::warn!(group, %error, "cannot raise a quarantined group's term: no answer");
                         continue;
                     }
-                };
+                }
             }
             kept.push(answer);
         }
         self.answers_due = kept;
+    }
+
+    /// Saves `group`'s hard state at `term` (no vote) unless it is there already; returns the
+    /// saved term.
+    async fn raise_saved_term(&self, group: GroupId, term: u64) -> Result<u64, odradek_log::Error> {
+        let path = self.config.data_dir.join(group.to_string()).join(crate::storage::HARD_STATE_FILE);
+        let (mut file, saved) = odradek_log::HardStateFile::open(&self.disk, &path).await?;
+        if saved.term < term {
+            file.save(odradek_log::HardState { term, vote: 0, ..saved }).await?;
+        }
+        Ok(saved.term.max(term))
     }
 
     /// Takes the indefinite outcomes resolved since the last call, in the order this node

@@ -73,8 +73,8 @@ pub struct Server {
     driver: oneshot::Receiver<Result<(), NodeError>>,
     /// Tells whoever waits that the driver stopped (a fatal error ends the node).
     stopped: watch::Receiver<bool>,
-    /// The metadata files are damaged: the node serves nothing and only answers suspect
-    /// queries (see `start_with`).
+    /// The metadata files are damaged: the node serves no client (see `start_with` and
+    /// [`Server::is_quarantined`]).
     quarantined: bool,
 }
 
@@ -117,9 +117,10 @@ impl Server {
         let quarantined = match metadata {
             Ok(()) => false,
             // Damaged metadata files (R8 b: never truncated here). Without metadata the node
-            // serves nothing, but it still answers the suspect queries of every group it has
-            // files for: a replica elsewhere that cut a rotten last entry may need this one's
-            // word before it votes again (protocol-aware recovery).
+            // serves no client, but its partition replicas still vote and replicate, and it
+            // answers the suspect queries of groups that cannot open: a replica elsewhere that
+            // cut a rotten last entry may need this one's copies or word before it votes again
+            // (protocol-aware recovery).
             Err(NodeError::Storage { source, .. }) if source.is_corruption() => {
                 let (hosted, answering) = node.host_groups_on_disk(clock()).await?;
                 tracing::error!(

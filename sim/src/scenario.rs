@@ -312,34 +312,27 @@ impl Cluster {
 
     /// Nodes that stopped by themselves and may be restarted.
     pub fn stopped_restartable(&self) -> Vec<u64> {
-        self.status
-            .lock()
-            .expect("status lock")
-            .iter()
-            .filter_map(|(&node, status)| match status {
-                NodeStatus::Stopped { start_failures, .. } if *start_failures < START_FAILURES_MAX => Some(node),
-                _ => None,
-            })
-            .collect()
+        self.stopped_where(|start_failures| start_failures < START_FAILURES_MAX)
     }
 
     /// Nodes stopped now, whatever the reason.
     pub fn stopped(&self) -> Vec<u64> {
-        let status = self.status.lock().expect("status lock");
-        status.iter().filter(|(_, status)| matches!(status, NodeStatus::Stopped { .. })).map(|(&node, _)| node).collect()
+        self.stopped_where(|_| true)
     }
 
     /// Nodes that will not come back in this run.
     pub fn given_up(&self) -> Vec<u64> {
-        self.status
-            .lock()
-            .expect("status lock")
-            .iter()
-            .filter_map(|(&node, status)| match status {
-                NodeStatus::Stopped { start_failures, .. } if *start_failures >= START_FAILURES_MAX => Some(node),
-                _ => None,
-            })
-            .collect()
+        self.stopped_where(|start_failures| start_failures >= START_FAILURES_MAX)
+    }
+
+    /// Stopped nodes whose count of failed starts in a row passes `keep`.
+    fn stopped_where(&self, keep: impl Fn(u32) -> bool) -> Vec<u64> {
+        let status = self.status.lock().expect("status lock");
+        let stopped = status.iter().filter_map(|(&node, status)| match status {
+            NodeStatus::Stopped { start_failures, .. } => keep(*start_failures).then_some(node),
+            _ => None,
+        });
+        stopped.collect()
     }
 }
 
@@ -457,16 +450,17 @@ pub async fn run(config: ScenarioConfig) -> Report {
     {
         let (raft, cluster) = (raft.clone(), cluster.clone());
         observe::install(move |event| {
-            if let Event::Leader { node, group, term } = event {
-                cluster.note(format!("group {group}: node {node} leads term {term}"));
-                // Topic `t` is the first topic of a fresh cluster: its partitions are raft groups
-                // 1..=PARTITIONS (the controller numbers groups from 1 in creation order). The
-                // checker needs leader changes to tell an explained acks=1 loss from a bug.
-                if (1..=u64::from(PARTITIONS)).contains(&group) {
-                    cluster.history().leader_change(group - 1, Some(node)).expect("history");
-                }
-            }
             match event {
+                Event::Leader { node, group, term } => {
+                    cluster.note(format!("group {group}: node {node} leads term {term}"));
+                    // Topic `t` is the first topic of a fresh cluster: its partitions are raft
+                    // groups 1..=PARTITIONS (the controller numbers groups from 1 in creation
+                    // order). The checker needs leader changes to tell an explained acks=1 loss
+                    // from a bug.
+                    if (1..=u64::from(PARTITIONS)).contains(&group) {
+                        cluster.history().leader_change(group - 1, Some(node)).expect("history");
+                    }
+                }
                 Event::RecoveryCut { node, group, index, .. } => {
                     cluster.note(format!("group {group}: node {node}'s recovery cut a torn tail from index {index} on"));
                 }
