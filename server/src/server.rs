@@ -84,6 +84,7 @@ impl Server {
     pub async fn start_with<D: Disk>(config: ServerConfig, disk: D, clock: Clock, faults: FaultHooks) -> Result<Server, ServerError> {
         config.validate()?;
         let config = Arc::new(config);
+        let planted = config.planted_switches();
         let me = config.me().clone();
         let state = NodeState::new(config.id);
         let peers: BTreeMap<NodeId, SocketAddr> = config.nodes.iter().filter(|m| m.id != config.id).map(|m| (m.id, m.peer)).collect();
@@ -106,7 +107,7 @@ impl Server {
         let available = disk.available_bytes(&config.data_dir).await.map_err(ServerError::Disk)?;
         state.set_disk_available(available, config.disk_reserve_bytes);
         let space_disk = disk.clone();
-        let mut node = Node::new(node_config, disk, transport, inbox, StateMachine::new(state.clone(), &config));
+        let mut node = Node::new(node_config, disk, transport, inbox, StateMachine::new(state.clone(), planted));
         // Replays the whole controller log into the metadata before anything is served.
         let metadata = node.create_group_with(METADATA_GROUP, &config.node_ids(), 0, clock(), config.metadata_log_config()).await;
         let quarantined = match metadata {
@@ -154,7 +155,7 @@ impl Server {
             let _ = stopped_tx.send(true);
             let _ = driver_done.send(result);
         });
-        let context = Arc::new(NodeContext { config: config.clone(), state: state.clone(), node: handle.clone(), faults });
+        let context = Arc::new(NodeContext { config: config.clone(), state: state.clone(), node: handle.clone(), faults, planted });
         let tasks = match listener {
             Some(listener) => vec![
                 tokio::spawn(watch_free_space(space_disk, config.clone(), state.clone(), shutdown_rx.clone())),

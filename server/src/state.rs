@@ -18,6 +18,7 @@ use odradek_log::EntryKind;
 
 use crate::meta::{MetaOutcome, MetadataState, METADATA_GROUP};
 use crate::partition::{Admit, BatchInfo, PartitionState};
+use crate::planted::Planted;
 
 /// [`Rejection::code`] for "this batch is already in the log at `value`" (a retry of an
 /// appended batch): the produce succeeds with that base offset.
@@ -125,14 +126,13 @@ impl NodeState {
 /// The [`Apply`] side: runs inside the raft loop.
 pub struct StateMachine {
     state: Arc<NodeState>,
-    /// The planted `SkipDedup` bug (never set in normal builds).
-    skip_dedup: bool,
+    /// Reads `skip_dedup` (all off in normal builds).
+    planted: Planted,
 }
 
 impl StateMachine {
-    pub fn new(state: Arc<NodeState>, config: &crate::config::ServerConfig) -> StateMachine {
-        use crate::planted::PlantedBug;
-        StateMachine { state, skip_dedup: config.planted(PlantedBug::SkipDedup) }
+    pub fn new(state: Arc<NodeState>, planted: Planted) -> StateMachine {
+        StateMachine { state, planted }
     }
 }
 
@@ -190,7 +190,7 @@ impl Apply for StateMachine {
         match partition.state.admit(term, &BatchInfo::from_header(&header)) {
             Ok(Admit::Append) => Ok(()),
             // Planted: the duplicate is appended again.
-            Ok(Admit::Duplicate { .. }) if self.skip_dedup => Ok(()),
+            Ok(Admit::Duplicate { .. }) if self.planted.skip_dedup => Ok(()),
             Ok(Admit::Duplicate { base_offset }) => {
                 Err(Rejection { code: REJECTION_DUPLICATE, value: base_offset, reason: "a retry of an appended batch".into() })
             }

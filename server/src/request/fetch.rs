@@ -16,7 +16,6 @@ use odradek_log::buggify;
 
 use super::{leader_of, locate, not_hosted, ok_response, partition_bounds, PartitionBounds};
 use crate::context::NodeContext;
-use crate::planted::PlantedBug;
 
 /// The longest a fetch may wait for data.
 pub const FETCH_WAIT_MS_MAX: u32 = 30_000;
@@ -28,7 +27,7 @@ pub const FETCH_BYTES_MAX: u32 = 32 * 1024 * 1024;
 /// local log's end.
 async fn fetch_bounds(context: &NodeContext, group: GroupId) -> Option<PartitionBounds> {
     let bounds = partition_bounds(context, group)?;
-    if context.config.planted(PlantedBug::ServeAboveCommit) {
+    if context.planted.serve_above_commit {
         if let Ok(Some(log)) = context.node.log_bounds(group).await {
             return Some(PartitionBounds { high_watermark: log.next_offset, log_start: bounds.log_start, applied_index: u64::MAX });
         }

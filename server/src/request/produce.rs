@@ -20,7 +20,6 @@ use odradek_log::buggify;
 
 use super::{locate, not_hosted, not_ready, ok_response, RequestError};
 use crate::context::NodeContext;
-use crate::planted::PlantedBug;
 use crate::state::{rejection_code, REJECTION_DUPLICATE};
 
 /// The outcome of a produce once it was queued (or refused before): `None` for acks=0.
@@ -48,7 +47,7 @@ pub async fn produce(context: &Arc<NodeContext>, id: u64, mut body: wire::Produc
         Ok(proposal) => proposal,
         Err(refusal) => return answer(*refusal),
     };
-    let ack_on_leader_log = acks == Acks::ACKS_LEADER || context.config.planted(PlantedBug::AckBeforeCommit);
+    let ack_on_leader_log = acks == Acks::ACKS_LEADER || context.planted.ack_before_commit;
     let durability = if ack_on_leader_log { Durability::LeaderLog } else { Durability::Committed };
     let Proposal { group, preferred, batch, meta } = proposal;
     let ticket = context.node.submit(group, batch, meta, durability).await;
@@ -130,7 +129,7 @@ async fn outcome(
         Ok(Err(ProposeError::Rejected { rejection, .. })) if rejection.code == REJECTION_DUPLICATE => {
             produce.base_offset = rejection.value;
         }
-        Ok(Err(ProposeError::LeadershipLost { .. })) if context.config.planted(PlantedBug::StaleLeaderServesProduce) => {
+        Ok(Err(ProposeError::LeadershipLost { .. })) if context.planted.stale_leader_serves_produce => {
             // Planted: the deposed leader vouches for a batch it can no longer vouch for.
             let bounds = context.node.log_bounds(group).await.ok().flatten();
             produce.base_offset = bounds.map_or(0, |bounds| bounds.next_offset.saturating_sub(1));
