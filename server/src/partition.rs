@@ -201,10 +201,10 @@ impl PartitionState {
         kind: EntryKind,
         base_offset: u64,
         record_count: u32,
-        max_timestamp: i64,
+        timestamp_max: i64,
         payload: &[u8],
     ) {
-        let _ = max_timestamp; // ListOffsets by timestamp is served from the log's index.
+        let _ = timestamp_max; // ListOffsets by timestamp is served from the log's index.
         let fresh = self.applied_index == 0;
         assert!(fresh || index == self.applied_index + 1, "apply of index {index} after {}", self.applied_index);
         assert!(index > 0, "raft indexes start at 1");

@@ -154,8 +154,8 @@ impl Apply for StateMachine {
         }
         let partition = state.partitions.entry(group).or_insert_with(Partition::new);
         for entry in entries {
-            let Committed { index, term, kind, base_offset, record_count, max_timestamp, payload } = entry;
-            partition.state.apply(*index, *term, *kind, *base_offset, *record_count, *max_timestamp, payload);
+            let Committed { index, term, kind, base_offset, record_count, max_timestamp: timestamp_max, payload } = entry;
+            partition.state.apply(*index, *term, *kind, *base_offset, *record_count, *timestamp_max, payload);
         }
         let high_watermark = partition.state.high_watermark();
         partition.high_watermark.send_if_modified(|hw| std::mem::replace(hw, high_watermark) != high_watermark);

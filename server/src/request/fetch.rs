@@ -29,7 +29,11 @@ async fn fetch_bounds(context: &NodeContext, group: GroupId) -> Option<Partition
     let bounds = partition_bounds(context, group)?;
     if context.planted.serve_above_commit {
         if let Ok(Some(log)) = context.node.log_bounds(group).await {
-            return Some(PartitionBounds { high_watermark: log.next_offset, log_start: bounds.log_start, applied_index: u64::MAX });
+            return Some(PartitionBounds {
+                high_watermark: log.next_offset,
+                log_start_offset: bounds.log_start_offset,
+                applied_index: u64::MAX,
+            });
         }
     }
     Some(bounds)
@@ -52,12 +56,14 @@ pub async fn fetch(context: &NodeContext, id: u64, body: wire::FetchRequest) -> 
         return not_hosted(context, id, &body.topic, body.partition, preferred);
     };
     let offset = body.offset;
-    if offset < bounds.log_start || offset > bounds.high_watermark {
-        let (log_start, high_watermark) = (bounds.log_start, bounds.high_watermark);
-        let message =
-            format!("offset {offset} is outside {}/{}: log start {log_start}, high watermark {high_watermark}", body.topic, body.partition);
+    if offset < bounds.log_start_offset || offset > bounds.high_watermark {
+        let (log_start_offset, high_watermark) = (bounds.log_start_offset, bounds.high_watermark);
+        let message = format!(
+            "offset {offset} is outside {}/{}: log start {log_start_offset}, high watermark {high_watermark}",
+            body.topic, body.partition
+        );
         let mut response = error_response(id, ErrorCode::OFFSET_OUT_OF_RANGE, message);
-        response.set_fetch(fetch_response(high_watermark, log_start, Vec::new()));
+        response.set_fetch(fetch_response(high_watermark, log_start_offset, Vec::new()));
         return response;
     }
     if offset == bounds.high_watermark && body.max_wait_ms > 0 {
@@ -70,7 +76,7 @@ pub async fn fetch(context: &NodeContext, id: u64, body: wire::FetchRequest) -> 
     };
     if offset >= bounds.high_watermark {
         let mut response = ok_response(id);
-        response.set_fetch(fetch_response(bounds.high_watermark, bounds.log_start, Vec::new()));
+        response.set_fetch(fetch_response(bounds.high_watermark, bounds.log_start_offset, Vec::new()));
         return response;
     }
     let bytes_max = match body.max_bytes {
@@ -80,7 +86,7 @@ pub async fn fetch(context: &NodeContext, id: u64, body: wire::FetchRequest) -> 
     match context.node.read_records(group, offset, u64::from(bytes_max), bounds.applied_index).await {
         Ok(entries) => {
             let mut response = ok_response(id);
-            response.set_fetch(fetch_response(bounds.high_watermark, bounds.log_start, served_batches(entries)));
+            response.set_fetch(fetch_response(bounds.high_watermark, bounds.log_start_offset, served_batches(entries)));
             response
         }
         Err(NodeError::Storage { source: StorageFault::Log(odradek_log::Error::OffsetBelowStart { start_offset, .. }), .. }) => {
@@ -108,10 +114,10 @@ fn served_batches(entries: Vec<odradek_log::Entry>) -> Vec<u8> {
     batches
 }
 
-fn fetch_response(high_watermark: u64, log_start: u64, batches: Vec<u8>) -> wire::FetchResponse {
+fn fetch_response(high_watermark: u64, log_start_offset: u64, batches: Vec<u8>) -> wire::FetchResponse {
     let mut fetch = wire::FetchResponse::new();
     fetch.high_watermark = high_watermark;
-    fetch.log_start_offset = log_start;
+    fetch.log_start_offset = log_start_offset;
     fetch.batches = batches;
     fetch
 }
@@ -159,7 +165,7 @@ pub async fn list_offsets(context: &NodeContext, id: u64, body: wire::ListOffset
     let mut list = wire::ListOffsetsResponse::new();
     list.timestamp_ms = -1;
     match body.spec {
-        OffsetSpec::EARLIEST => list.offset = bounds.log_start,
+        OffsetSpec::EARLIEST => list.offset = bounds.log_start_offset,
         OffsetSpec::LATEST => list.offset = bounds.high_watermark,
         OffsetSpec::BY_TIMESTAMP => match offset_for_timestamp(context, group, bounds, body.timestamp_ms).await {
             Ok(Some((offset, timestamp))) => {
@@ -185,7 +191,7 @@ async fn offset_for_timestamp(
     bounds: PartitionBounds,
     timestamp: i64,
 ) -> Result<Option<(u64, i64)>, NodeError> {
-    let mut offset = bounds.log_start;
+    let mut offset = bounds.log_start_offset;
     while offset < bounds.high_watermark {
         let entries = context.node.read_records(group, offset, u64::from(FETCH_BYTES_MAX), bounds.applied_index).await?;
         let Some(last) = entries.last() else { return Ok(None) };
