@@ -138,10 +138,16 @@ impl StateMachine {
 
 impl Apply for StateMachine {
     fn apply(&mut self, group: GroupId, entries: &[Committed]) {
+        for pair in entries.windows(2) {
+            assert_eq!(pair[1].index, pair[0].index + 1, "group {group}: committed entries handed out of order");
+        }
         let mut state = self.state.lock();
         if group == METADATA_GROUP {
             for entry in entries.iter().filter(|e| e.kind == EntryKind::Command) {
+                let applied_before = state.meta.applied_index();
                 let outcome = state.meta.apply(entry.index, &entry.payload);
+                assert!(state.meta.applied_index() >= applied_before, "metadata apply moved the applied index backwards");
+                assert!(state.meta.applied_index() >= entry.index, "metadata entry {} left unapplied", entry.index);
                 tracing::debug!(index = entry.index, ?outcome, "metadata applied");
                 state.meta_outcomes.insert(entry.index, outcome);
                 if state.meta_outcomes.len() > META_OUTCOMES_KEPT {
@@ -157,6 +163,11 @@ impl Apply for StateMachine {
             let Committed { index, term, kind, base_offset, record_count, max_timestamp: timestamp_max, payload } = entry;
             partition.state.apply(*index, *term, *kind, *base_offset, *record_count, *timestamp_max, payload);
         }
+        if let Some(last) = entries.last() {
+            assert_eq!(partition.state.applied_index(), last.index, "group {group}: apply stopped short");
+            let offset_next = last.base_offset + u64::from(last.record_count);
+            assert_eq!(partition.state.high_watermark(), offset_next, "group {group}: the high watermark is not the applied end");
+        }
         let high_watermark = partition.state.high_watermark();
         partition.high_watermark.send_if_modified(|hw| std::mem::replace(hw, high_watermark) != high_watermark);
     }
@@ -170,6 +181,7 @@ impl Apply for StateMachine {
         let mut state = self.state.lock();
         let partition = state.partitions.entry(group).or_insert_with(Partition::new);
         partition.state.restore(index, term, offset_next);
+        assert_eq!(partition.state.high_watermark(), offset_next, "group {group}: restore left the high watermark elsewhere");
         partition.high_watermark.send_replace(partition.state.high_watermark());
     }
 

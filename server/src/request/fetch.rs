@@ -85,6 +85,8 @@ pub async fn fetch(context: &NodeContext, id: u64, body: wire::FetchRequest) -> 
     };
     match context.node.read_records(group, offset, u64::from(bytes_max), bounds.applied_index).await {
         Ok(entries) => {
+            let bound = (!context.planted.serve_above_commit).then_some(bounds.high_watermark);
+            assert_served(&entries, offset, bound);
             let mut response = ok_response(id);
             response.set_fetch(fetch_response(bounds.high_watermark, bounds.log_start_offset, served_batches(entries)));
             response
@@ -97,6 +99,26 @@ pub async fn fetch(context: &NodeContext, id: u64, body: wire::FetchRequest) -> 
         }
         Err(NodeError::GroupUnknown(_)) => not_hosted(context, id, &body.topic, body.partition, preferred),
         Err(error) => error_response(id, ErrorCode::INTERNAL, format!("reading the log: {error}")),
+    }
+}
+
+/// Postconditions of a fetch's read at `offset`: the entries begin with the one holding
+/// `offset` (or the first after it), are dense in offsets, and end at or below `high_watermark`
+/// when given (L12: nothing above what this replica applied; `None` only for the planted
+/// `ServeAboveCommit`, which reads to the end of the local log).
+fn assert_served(entries: &[odradek_log::Entry], offset: u64, high_watermark: Option<u64>) {
+    if let Some(first) = entries.first() {
+        assert!(first.offset_next() > offset, "fetch at {offset} served a first entry ending at {}", first.offset_next());
+    }
+    for pair in entries.windows(2) {
+        assert_eq!(pair[1].base_offset, pair[0].offset_next(), "fetch served entries {} and {} with a gap", pair[0].index, pair[1].index);
+    }
+    if let (Some(last), Some(high_watermark)) = (entries.last(), high_watermark) {
+        assert!(
+            last.offset_next() <= high_watermark,
+            "fetch served up to {} above the high watermark {high_watermark}",
+            last.offset_next()
+        );
     }
 }
 
@@ -195,7 +217,9 @@ async fn offset_for_timestamp(
     while offset < bounds.high_watermark {
         let entries = context.node.read_records(group, offset, u64::from(FETCH_BYTES_MAX), bounds.applied_index).await?;
         let Some(last) = entries.last() else { return Ok(None) };
-        let offset_next = last.base_offset + u64::from(last.record_count);
+        let offset_next = last.offset_next();
+        // The scan advances: a read returns only entries ending after `offset`.
+        assert!(offset_next > offset, "a read at {offset} returned entries ending at {offset_next}");
         for entry in entries.into_iter().filter(|e| e.max_timestamp >= timestamp) {
             let Ok(records) = odradek_client::batch::records(&entry.payload) else { continue };
             for (position, record) in records.enumerate() {
