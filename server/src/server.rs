@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use odradek_consensus::{FaultyTransport, Node, NodeConfig, NodeError, NodeHandle, NodeId, TcpTransport, TransportError};
+use odradek_consensus::{FaultyTransport, Node, NodeConfig, NodeError, NodeHandle, NodeId, TcpTransport, Transport, TransportError};
 
 use crate::faults::FaultHooks;
 use odradek_log::watch;
@@ -55,6 +55,46 @@ async fn watch_free_space<D: Disk>(disk: D, config: Arc<ServerConfig>, state: Ar
             Err(error) => tracing::warn!(%error, "measuring free disk space failed"),
         }
     }
+}
+
+/// Replays the whole controller log into the metadata before anything is served; `true` when
+/// its files are damaged and the node is quarantined.
+async fn open_metadata<D: Disk, T: Transport>(
+    node: &mut Node<D, T, StateMachine>,
+    config: &ServerConfig,
+    clock: &Clock,
+) -> Result<bool, ServerError> {
+    match node.create_group_with(METADATA_GROUP, &config.node_ids(), 0, clock(), config.metadata_log_config()).await {
+        Ok(()) => Ok(false),
+        // Damaged metadata files (R8 b: never truncated here). Without metadata the node
+        // serves no client, but its partition replicas still vote and replicate, and it
+        // answers the suspect queries of groups that cannot open: a replica elsewhere that
+        // cut a rotten last entry may need this one's copies or word before it votes again
+        // (protocol-aware recovery).
+        Err(NodeError::Storage { source, .. }) if source.is_corruption() => {
+            let (hosted, answering) = node.host_groups_on_disk(clock()).await?;
+            tracing::error!(
+                node = config.id,
+                %source,
+                hosted,
+                answering,
+                "metadata files are damaged: serving no client; hosting the groups on disk without leading them"
+            );
+            Ok(true)
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// The client listener (none for a quarantined node) and the address clients reach.
+async fn listen_for_clients(config: &ServerConfig, quarantined: bool) -> Result<(Option<TcpListener>, SocketAddr), ServerError> {
+    let listen = config.client_listen();
+    if quarantined {
+        return Ok((None, listen));
+    }
+    let listener = TcpListener::bind(listen).await.map_err(|source| ServerError::Listen { addr: listen, source })?;
+    let client_addr = listener.local_addr().map_err(|source| ServerError::Listen { addr: listen, source })?;
+    Ok((Some(listener), client_addr))
 }
 
 /// A running node.
@@ -108,38 +148,8 @@ impl Server {
         state.set_disk_available(available, config.disk_reserve_bytes);
         let space_disk = disk.clone();
         let mut node = Node::new(node_config, disk, transport, inbox, StateMachine::new(state.clone(), planted));
-        // Replays the whole controller log into the metadata before anything is served.
-        let metadata = node.create_group_with(METADATA_GROUP, &config.node_ids(), 0, clock(), config.metadata_log_config()).await;
-        let quarantined = match metadata {
-            Ok(()) => false,
-            // Damaged metadata files (R8 b: never truncated here). Without metadata the node
-            // serves no client, but its partition replicas still vote and replicate, and it
-            // answers the suspect queries of groups that cannot open: a replica elsewhere that
-            // cut a rotten last entry may need this one's copies or word before it votes again
-            // (protocol-aware recovery).
-            Err(NodeError::Storage { source, .. }) if source.is_corruption() => {
-                let (hosted, answering) = node.host_groups_on_disk(clock()).await?;
-                tracing::error!(
-                    node = config.id,
-                    %source,
-                    hosted,
-                    answering,
-                    "metadata files are damaged: serving no client; hosting the groups on disk without leading them"
-                );
-                true
-            }
-            Err(error) => return Err(error.into()),
-        };
-        let listen = config.client_listen();
-        let listener = if quarantined {
-            None
-        } else {
-            Some(TcpListener::bind(listen).await.map_err(|source| ServerError::Listen { addr: listen, source })?)
-        };
-        let client_addr = match &listener {
-            Some(listener) => listener.local_addr().map_err(|source| ServerError::Listen { addr: listen, source })?,
-            None => listen,
-        };
+        let quarantined = open_metadata(&mut node, &config, &clock).await?;
+        let (listener, client_addr) = listen_for_clients(&config, quarantined).await?;
 
         let (handle, commands) = NodeHandle::new();
         let (shutdown, shutdown_rx) = shutdown::channel();
