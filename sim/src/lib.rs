@@ -13,7 +13,13 @@
 //! `odradek-sim` binary only says how to build it.
 
 #[cfg(madsim)]
+pub mod cluster;
+#[cfg(madsim)]
+pub mod config;
+#[cfg(madsim)]
 pub mod nemesis;
+#[cfg(madsim)]
+pub mod report;
 #[cfg(madsim)]
 pub mod scenario;
 #[cfg(madsim)]

@@ -34,7 +34,8 @@ use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::Rng;
 
-use crate::scenario::{Cluster, Scenario};
+use crate::cluster::SimCluster;
+use crate::config::{Scenario, DISK_RESERVE_BYTES};
 
 /// One kind of fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -221,7 +222,7 @@ fn fault(kind: FaultKind, details: &[(&str, String)]) -> Fault {
 #[allow(clippy::too_many_arguments)] // the run's context; a struct for one call site adds nothing
 pub async fn run(
     runtime: &Handle,
-    cluster: &Arc<Cluster>,
+    cluster: &Arc<SimCluster>,
     ids: &BTreeMap<u64, SimNodeId>,
     client: SimNodeId,
     plan: &FaultPlan,
@@ -402,7 +403,7 @@ pub async fn run(
                 // room stops the node, as any failed write does (restarted like a supervisor
                 // would); the other replicas keep the partitions available.
                 let disk = &cluster.disks[&node];
-                let room = rng.gen_range(0..2 * crate::scenario::DISK_RESERVE_BYTES);
+                let room = rng.gen_range(0..2 * DISK_RESERVE_BYTES);
                 let record = fault(kind, &[("node", node.to_string()), ("room-bytes", room.to_string())]);
                 cluster.history().fault_start(record.clone()).expect("history");
                 cluster.note(format!("{} node {node}, {room} bytes of room, for {window:?}", kind.label()));
@@ -590,7 +591,7 @@ fn corruptible_spots(disk: &odradek_log::SimDisk) -> Vec<(std::path::PathBuf, st
 
 /// Restarts every node that stopped by itself (a fatal storage error, a failed start), like a
 /// supervisor would; a node that keeps failing to start is left down, unless `all`.
-fn restart_stopped(runtime: &Handle, cluster: &Arc<Cluster>, ids: &BTreeMap<u64, SimNodeId>, all: bool) {
+fn restart_stopped(runtime: &Handle, cluster: &Arc<SimCluster>, ids: &BTreeMap<u64, SimNodeId>, all: bool) {
     let stopped = if all { cluster.stopped() } else { cluster.stopped_restartable() };
     for node in stopped {
         cluster.note(format!("restarting node {node}"));

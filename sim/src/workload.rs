@@ -19,7 +19,8 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use tokio::task::JoinHandle;
 
-use crate::scenario::{Cluster, LIVENESS_BOUND, PARTITIONS, TOPIC};
+use crate::cluster::SimCluster;
+use crate::config::{LIVENESS_BOUND, PARTITIONS, TOPIC};
 
 /// Sets how many records a producer sends: one per this much of the safety phase (capped).
 const SEND_INTERVAL: Duration = Duration::from_millis(40);
@@ -60,7 +61,7 @@ impl Workload {
 }
 
 /// Starts the producers, the consumer (until the safety phase ends) and the extra topic.
-pub fn start(client: &NodeHandle, cluster: Arc<Cluster>, rng: &mut SmallRng, duration: Duration) -> Workload {
+pub fn start(client: &NodeHandle, cluster: Arc<SimCluster>, rng: &mut SmallRng, duration: Duration) -> Workload {
     let records = (duration.as_millis() / SEND_INTERVAL.as_millis()).clamp(10, 300) as u64 * 6 / 10;
     let retry_backoff_ms = *[100, 10, 1].choose(rng).expect("three");
     let spread = duration * SEND_SPREAD_PERCENT / 100;
@@ -80,7 +81,7 @@ pub fn start(client: &NodeHandle, cluster: Arc<Cluster>, rng: &mut SmallRng, dur
 }
 
 /// Occasional topic creation while faults run (the controller's path); its outcome is only noted.
-async fn extra_topic(cluster: Arc<Cluster>, delay: Duration) {
+async fn extra_topic(cluster: Arc<SimCluster>, delay: Duration) {
     tokio::time::sleep(delay).await;
     let bootstrap = cluster.bootstrap();
     let addresses: Vec<&str> = bootstrap.iter().map(String::as_str).collect();
@@ -90,7 +91,7 @@ async fn extra_topic(cluster: Arc<Cluster>, delay: Duration) {
 }
 
 /// One producer: unique values (producer index × 10⁶ + i), explicit partitions.
-async fn produce(cluster: Arc<Cluster>, index: u64, kind: ProducerKind) -> (u64, u64) {
+async fn produce(cluster: Arc<SimCluster>, index: u64, kind: ProducerKind) -> (u64, u64) {
     let bootstrap = cluster.bootstrap();
     let addresses: Vec<&str> = bootstrap.iter().map(String::as_str).collect();
     let config = ProducerConfig {
@@ -158,7 +159,7 @@ async fn produce(cluster: Arc<Cluster>, index: u64, kind: ProducerKind) -> (u64,
 
 /// Completes a send that failed: `fail` when the error is definite (nothing was written),
 /// `info` when the write may have happened.
-fn record_send_failure(cluster: &Cluster, handle: OpHandle, send: Send, error: &ClientError) {
+fn record_send_failure(cluster: &SimCluster, handle: OpHandle, send: Send, error: &ClientError) {
     let value = OpValue::Send(send);
     let mut history = cluster.history();
     if error.is_definite() { history.fail(handle, value) } else { history.info(handle, value) }.expect("history");
@@ -168,7 +169,7 @@ fn record_send_failure(cluster: &Cluster, handle: OpHandle, send: Send, error: &
 /// partition's position reaches `ends`. Returns the records read.
 /// With `ends` (the final drain) it also returns every record read, by (partition, offset), with
 /// its producer: the committed log, for the checker's P1, P3 and P4.
-async fn consume(cluster: Arc<Cluster>, ends: Option<BTreeMap<u32, u64>>, deadline: tokio::time::Instant) -> (usize, Vec<LogRecord>) {
+async fn consume(cluster: Arc<SimCluster>, ends: Option<BTreeMap<u32, u64>>, deadline: tokio::time::Instant) -> (usize, Vec<LogRecord>) {
     let bootstrap = cluster.bootstrap();
     let addresses: Vec<&str> = bootstrap.iter().map(String::as_str).collect();
     let mut consumer = Consumer::new(&addresses, ConsumerConfig { max_wait_ms: 200, ..ConsumerConfig::default() }).expect("consumer");
@@ -226,7 +227,7 @@ async fn consume(cluster: Arc<Cluster>, ends: Option<BTreeMap<u32, u64>>, deadli
 }
 
 /// The final drain (V3): a fresh consumer reads every partition to `ends` within the bound.
-pub async fn drain(client: &NodeHandle, cluster: Arc<Cluster>, ends: BTreeMap<u32, u64>) -> Result<(usize, Vec<LogRecord>), String> {
+pub async fn drain(client: &NodeHandle, cluster: Arc<SimCluster>, ends: BTreeMap<u32, u64>) -> Result<(usize, Vec<LogRecord>), String> {
     let deadline = tokio::time::Instant::now() + LIVENESS_BOUND;
     let wanted = ends.clone();
     let drained = client.spawn(consume(cluster.clone(), Some(ends), deadline)).await.expect("drain task");

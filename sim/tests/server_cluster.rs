@@ -16,7 +16,8 @@
 
 use madsim::runtime::Handle;
 use odradek_server::planted::PlantedBug;
-use odradek_sim::scenario::{run, run_seed, Scenario, ScenarioConfig};
+use odradek_sim::config::{Scenario, ScenarioConfig};
+use odradek_sim::scenario::{run, run_seed};
 
 #[madsim::test]
 async fn safety_then_liveness_with_faults() {

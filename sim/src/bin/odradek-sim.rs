@@ -33,7 +33,9 @@ mod sim {
     use clap::{Args, Parser, Subcommand};
     use indicatif::{ProgressBar, ProgressStyle};
     use odradek_server::planted::PlantedBug;
-    use odradek_sim::scenario::{run_seed, Report, Scenario, ScenarioConfig};
+    use odradek_sim::config::{Scenario, ScenarioConfig};
+    use odradek_sim::report::Report;
+    use odradek_sim::scenario::run_seed;
 
     #[derive(Parser)]
     #[command(name = "odradek-sim", about = "Deterministic simulation of an Odradek cluster: run, sweep and replay seeds")]
