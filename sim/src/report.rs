@@ -8,7 +8,7 @@ use odradek_jepsen::checker::Verdict;
 use odradek_jepsen::history::History;
 
 use crate::config::ScenarioConfig;
-use crate::nemesis::FaultPlan;
+use crate::nemesis::plan::FaultPlan;
 
 /// What a run found.
 #[derive(Debug)]

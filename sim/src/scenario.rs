@@ -25,6 +25,7 @@ use rand::{Rng, SeedableRng};
 use crate::cluster::SimCluster;
 use crate::config::{ScenarioConfig, CONVERGENCE_WAIT, LIVENESS_BOUND, PARTITIONS, TOPIC};
 use crate::nemesis;
+use crate::nemesis::fault::FaultTargets;
 use crate::report::{Crash, Report};
 use crate::workload;
 
@@ -58,7 +59,7 @@ pub async fn run(config: ScenarioConfig) -> Report {
     let mut rng = SmallRng::seed_from_u64(seed);
     let node_count = config.nodes.unwrap_or(if rng.gen_bool(0.3) { 5 } else { 3 });
     assert!(node_count == 3 || node_count == 5, "3 or 5 nodes, not {node_count}");
-    let plan = nemesis::draw_plan(config.scenario, node_count, &mut rng);
+    let plan = nemesis::plan::draw_plan(config.scenario, node_count, &mut rng);
     if plan.buggify {
         madsim::buggify::enable();
     }
@@ -137,7 +138,8 @@ pub async fn run(config: ScenarioConfig) -> Report {
     cluster.note("topic created");
 
     let workload = workload::start(&client, cluster.clone(), &mut rng, config.duration);
-    let faults = nemesis::run(&runtime, &cluster, &node_ids, client.id(), &plan, config.duration, &mut rng).await;
+    let targets = FaultTargets::new(&runtime, &cluster, &node_ids, client.id());
+    let faults = nemesis::run(&targets, &plan, config.duration, &mut rng).await;
     cluster.note(format!("safety phase over after {faults} faults; healed"));
 
     let (acked, failed) = workload.finish().await;
