@@ -8,22 +8,21 @@
 //! 5. checks: the Jepsen checker over the history, the raft checker over the replicas' events.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use madsim::runtime::Handle;
-use odradek_client::{Admin, ClientError, OffsetQuery, TopicConfig};
 use odradek_consensus::observe::{self, Event, RaftChecker};
 use odradek_jepsen::checker::{check, CheckOptions};
-use odradek_jepsen::history::HistoryBuilder;
+use odradek_jepsen::history::{History, HistoryBuilder};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::cluster::SimCluster;
-use crate::config::{ScenarioConfig, CONVERGENCE_WAIT, LIVENESS_BOUND, PARTITIONS, TOPIC};
+use crate::config::{ScenarioConfig, CONVERGENCE_WAIT, LIVENESS_BOUND, PARTITIONS};
 use crate::nemesis;
 use crate::nemesis::fault::FaultTargets;
 use crate::report::{Crash, Report};
@@ -48,182 +47,79 @@ pub fn run_seed(config: &ScenarioConfig) -> Result<Report, Crash> {
     })
 }
 
-/// The run, inside a simulation.
+/// The run, inside a simulation: the phases in order, with the run's state (the rng, the
+/// cluster, the problems found) kept here; the helpers below compute.
 pub async fn run(config: ScenarioConfig) -> Report {
-    if let Ok(filter) = std::env::var("SIM_LOG") {
-        let _ =
-            tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(filter)).with_writer(std::io::stderr).try_init();
-    }
+    log_to_stderr_if_asked();
     let runtime = Handle::current();
     let seed = config.seed;
     let mut rng = SmallRng::seed_from_u64(seed);
+
+    // 1. Setup.
     let node_count = config.nodes.unwrap_or(if rng.gen_bool(0.3) { 5 } else { 3 });
     assert!(node_count == 3 || node_count == 5, "3 or 5 nodes, not {node_count}");
     let plan = nemesis::plan::draw_plan(config.scenario, node_count, &mut rng);
     if plan.buggify {
         madsim::buggify::enable();
     }
-
     let cluster = Arc::new(SimCluster::new(seed, node_count, config.planted.clone(), plan.clock_offsets.clone(), plan.segment_bytes));
     cluster.note(format!("seed {seed}: {node_count} nodes, scenario {}, {}", config.scenario.name(), plan.describe()));
     for bug in &config.planted {
         cluster.note(format!("PLANTED BUG {}", bug.name()));
     }
-
-    // White-box raft checks: every replica's events, on this thread.
-    let raft = Rc::new(RefCell::new(RaftChecker::default()));
-    // SIM_TRACE_GROUP=<group>: print that raft group's white-box events (stderr only; the
-    // schedule does not change). Read once, not per event.
-    let trace_group: Option<u64> = std::env::var("SIM_TRACE_GROUP").ok().and_then(|g| g.parse().ok());
-    {
-        let (raft, cluster) = (raft.clone(), cluster.clone());
-        observe::install(move |event| {
-            match event {
-                Event::Leader { node, group, term } => {
-                    cluster.note(format!("group {group}: node {node} leads term {term}"));
-                    // Topic `t` is the first topic of a fresh cluster: its partitions are raft
-                    // groups 1..=PARTITIONS (the controller numbers groups from 1 in creation
-                    // order). The checker needs leader changes to tell an explained acks=1 loss
-                    // from a bug.
-                    if (1..=u64::from(PARTITIONS)).contains(&group) {
-                        cluster.history().leader_change(group - 1, Some(node)).expect("history");
-                    }
-                }
-                Event::RecoveryCut { node, group, index, .. } => {
-                    cluster.note(format!("group {group}: node {node}'s recovery cut a torn tail from index {index} on"));
-                }
-                Event::Suspect { node, group, cut, bound, .. } => {
-                    cluster.note(format!("group {group}: node {node} is suspect (may have lost {cut}..={bound}): no votes"));
-                }
-                Event::SuspectCleared { node, group, durable } => {
-                    cluster.note(format!("group {group}: node {node} settled its suspicion, durable to {durable}"));
-                }
-                _ => {}
-            }
-            if let Some(g) = trace_group {
-                let t = cluster.start.elapsed().as_secs_f64();
-                if event.group() == g {
-                    eprintln!("trace {t:.3} {event:?}");
-                }
-            }
-            let mut checker = raft.borrow_mut();
-            checker.record(event);
-            // A violation stops the run at once, naming the invariant, the group and the values.
-            if let Some(violation) = checker.violations().first() {
-                panic!("{violation} (seed {seed})");
-            }
-        });
-    }
-
+    let raft = observe_replicas(&cluster, seed);
     let node_ids = cluster.start_nodes(&runtime);
     let client = runtime.create_node().name("client").ip(IpAddr::from([10, 0, 1, 1])).build();
-
-    let bootstrap = cluster.bootstrap();
-    client
-        .spawn(async move {
-            let addresses: Vec<&str> = bootstrap.iter().map(String::as_str).collect();
-            let admin = Admin::new(&addresses).expect("admin");
-            for _ in 0..600 {
-                match admin.create_topic(TOPIC, PARTITIONS, 3, TopicConfig::default()).await {
-                    Ok(()) => return,
-                    Err(ClientError::Server { code: odradek_client::wire::proto::ErrorCode::TOPIC_ALREADY_EXISTS, .. }) => return,
-                    Err(error) if error.is_retriable() => tokio::time::sleep(Duration::from_millis(100)).await,
-                    Err(error) => panic!("create topic: {error}"),
-                }
-            }
-            panic!("no topic after 600 attempts");
-        })
-        .await
-        .expect("topic task");
+    workload::create_topic(&client, &cluster).await;
     cluster.note("topic created");
 
+    // 2. Safety: the workload under the nemesis, which heals everything when it ends.
     let workload = workload::start(&client, cluster.clone(), &mut rng, config.duration);
     let targets = FaultTargets::new(&runtime, &cluster, &node_ids, client.id());
     let faults = nemesis::run(&targets, &plan, config.duration, &mut rng).await;
     cluster.note(format!("safety phase over after {faults} faults; healed"));
 
+    // 3. Liveness: the producers finish, every partition has an end (V1).
     let (acked, failed) = workload.finish().await;
     cluster.note(format!("producers finished: {acked} acked, {failed} failed"));
     let mut problems = Vec::new();
-    let ends = {
-        let bootstrap = cluster.bootstrap();
-        client
-            .spawn(async move {
-                let addresses: Vec<&str> = bootstrap.iter().map(String::as_str).collect();
-                let admin = Admin::new(&addresses).expect("admin");
-                let deadline = tokio::time::Instant::now() + LIVENESS_BOUND;
-                let mut ends = BTreeMap::new();
-                for partition in 0..PARTITIONS {
-                    while tokio::time::Instant::now() < deadline {
-                        match admin.list_offsets(TOPIC, partition, OffsetQuery::Latest).await {
-                            Ok(end) => {
-                                ends.insert(partition, end.offset);
-                                break;
-                            }
-                            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                        }
-                    }
-                }
-                ends
-            })
-            .await
-            .expect("ends task")
-    };
+    let ends = workload::partition_ends(&client, &cluster).await;
     if ends.len() != PARTITIONS as usize {
         problems.push(format!("V1: no partition end within {LIVENESS_BOUND:?} for some partition (got {ends:?})"));
     }
+
+    // 4. Final drain (V3), then the replicas converge (R7).
     cluster.history().final_drain().expect("history");
-    let drain = workload::drain(&client, cluster.clone(), ends.clone()).await;
-    if let Err(problem) = &drain {
-        problems.push(problem.clone());
-    }
-    let (drained, log_dump) = drain.unwrap_or_default();
+    let (drained, log_dump) = match workload::drain(&client, cluster.clone(), ends.clone()).await {
+        Ok(drained) => drained,
+        Err(problem) => {
+            problems.push(problem);
+            Default::default()
+        }
+    };
     cluster.note(format!("final drain read {drained} records"));
-    // R7: once quiet, every live replica of a group applies the same index (the leaders'
-    // heartbeats carry the commit index within a few ticks), checked every 100 ms up to
-    // CONVERGENCE_WAIT; the timeline says how long it took.
-    let quiet = tokio::time::Instant::now();
-    loop {
-        let mut down = cluster.given_up();
-        down.extend(cluster.corrupted.lock().expect("corrupted lock").iter().copied());
-        let diverged: Vec<(u64, BTreeMap<u64, u64>)> = raft
-            .borrow()
-            .applied_by_node()
-            .into_iter()
-            .map(|(group, applied)| (group, applied.into_iter().filter(|(node, _)| !down.contains(node)).collect::<BTreeMap<u64, u64>>()))
-            .filter(|(_, live)| live.values().collect::<std::collections::BTreeSet<_>>().len() > 1)
-            .collect();
-        if diverged.is_empty() {
-            cluster.note(format!("R7: every group converged {} ms after the drain", quiet.elapsed().as_millis()));
-            break;
-        }
-        if quiet.elapsed() >= CONVERGENCE_WAIT {
-            for (group, live) in diverged {
-                problems.push(format!("R7: group {group} did not converge within {CONVERGENCE_WAIT:?}: applied index per node {live:?}"));
-            }
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    match converge(&cluster, &raft).await {
+        Ok(after) => cluster.note(format!("R7: every group converged {} ms after the drain", after.as_millis())),
+        Err(diverged) => problems.extend(diverged.into_iter().map(|(group, live)| {
+            format!("R7: group {group} did not converge within {CONVERGENCE_WAIT:?}: applied index per node {live:?}")
+        })),
     }
     observe::uninstall();
 
+    // 5. Checks.
     let history = std::mem::replace(&mut *cluster.history(), HistoryBuilder::new(|| 0)).finish();
     let verdict = check(&history, &CheckOptions { log_dump: Some(log_dump), ..CheckOptions::default() });
-    let mut lines = Vec::new();
-    history.write_json_lines(&mut lines).expect("history serializes");
-    let trace_hash =
-        lines.iter().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3));
-    let raft = Rc::try_unwrap(raft).map(RefCell::into_inner).unwrap_or_else(|shared| std::mem::take(&mut *shared.borrow_mut()));
+    let trace_hash = trace_hash(&history);
     if acked == 0 && config.planted.is_empty() {
         problems.push("V2: nothing was acknowledged".into());
     }
-    let timeline = cluster.take_timeline();
+    let raft_events = raft.borrow().events;
     Report {
         nodes: node_count,
         plan,
-        timeline,
+        timeline: cluster.take_timeline(),
         verdict,
-        raft_events: raft.events,
+        raft_events,
         problems,
         faults,
         acked,
@@ -235,4 +131,94 @@ pub async fn run(config: ScenarioConfig) -> Report {
         history,
         config,
     }
+}
+
+/// `SIM_LOG=<filter>`: the cluster's tracing output on stderr (the schedule does not change).
+fn log_to_stderr_if_asked() {
+    if let Ok(filter) = std::env::var("SIM_LOG") {
+        let _ =
+            tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(filter)).with_writer(std::io::stderr).try_init();
+    }
+}
+
+/// White-box raft checks: installs the hook that feeds every replica's events (on this thread)
+/// to a raft checker, notes leader changes and recovery events in the timeline, records the
+/// leader changes of the run's topic in the history, and stops the run on the first violation.
+fn observe_replicas(cluster: &Arc<SimCluster>, seed: u64) -> Rc<RefCell<RaftChecker>> {
+    let raft = Rc::new(RefCell::new(RaftChecker::default()));
+    // SIM_TRACE_GROUP=<group>: print that raft group's white-box events (stderr only; the
+    // schedule does not change). Read once, not per event.
+    let trace_group: Option<u64> = std::env::var("SIM_TRACE_GROUP").ok().and_then(|g| g.parse().ok());
+    let (checker, cluster) = (raft.clone(), cluster.clone());
+    observe::install(move |event| {
+        match event {
+            Event::Leader { node, group, term } => {
+                cluster.note(format!("group {group}: node {node} leads term {term}"));
+                // Topic `t` is the first topic of a fresh cluster: its partitions are raft
+                // groups 1..=PARTITIONS (the controller numbers groups from 1 in creation
+                // order). The checker needs leader changes to tell an explained acks=1 loss
+                // from a bug.
+                if (1..=u64::from(PARTITIONS)).contains(&group) {
+                    cluster.history().leader_change(group - 1, Some(node)).expect("history");
+                }
+            }
+            Event::RecoveryCut { node, group, index, .. } => {
+                cluster.note(format!("group {group}: node {node}'s recovery cut a torn tail from index {index} on"));
+            }
+            Event::Suspect { node, group, cut, bound, .. } => {
+                cluster.note(format!("group {group}: node {node} is suspect (may have lost {cut}..={bound}): no votes"));
+            }
+            Event::SuspectCleared { node, group, durable } => {
+                cluster.note(format!("group {group}: node {node} settled its suspicion, durable to {durable}"));
+            }
+            _ => {}
+        }
+        if let Some(g) = trace_group {
+            let t = cluster.start.elapsed().as_secs_f64();
+            if event.group() == g {
+                eprintln!("trace {t:.3} {event:?}");
+            }
+        }
+        let mut checker = checker.borrow_mut();
+        checker.record(event);
+        // A violation stops the run at once, naming the invariant, the group and the values.
+        if let Some(violation) = checker.violations().first() {
+            panic!("{violation} (seed {seed})");
+        }
+    });
+    raft
+}
+
+/// R7: once quiet, every live replica of a group applies the same index (the leaders'
+/// heartbeats carry the commit index within a few ticks). Checks every 100 ms up to
+/// [`CONVERGENCE_WAIT`]; returns how long it took, or each group whose replicas still differ
+/// with its applied index per node. Nodes given up or corrupted (F-S3) do not count.
+async fn converge(cluster: &SimCluster, raft: &RefCell<RaftChecker>) -> Result<Duration, Vec<(u64, BTreeMap<u64, u64>)>> {
+    let quiet = tokio::time::Instant::now();
+    loop {
+        let mut down = cluster.given_up();
+        down.extend(cluster.corrupted.lock().expect("corrupted lock").iter().copied());
+        // Borrowed only for this look: the replicas' events go on arriving while this waits.
+        let diverged: Vec<(u64, BTreeMap<u64, u64>)> = raft
+            .borrow()
+            .applied_by_node()
+            .into_iter()
+            .map(|(group, applied)| (group, applied.into_iter().filter(|(node, _)| !down.contains(node)).collect::<BTreeMap<u64, u64>>()))
+            .filter(|(_, live)| live.values().collect::<BTreeSet<_>>().len() > 1)
+            .collect();
+        if diverged.is_empty() {
+            return Ok(quiet.elapsed());
+        }
+        if quiet.elapsed() >= CONVERGENCE_WAIT {
+            return Err(diverged);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// FNV-1a over the history's JSON lines: equal for two runs of one seed.
+fn trace_hash(history: &History) -> u64 {
+    let mut lines = Vec::new();
+    history.write_json_lines(&mut lines).expect("history serializes");
+    lines.iter().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3))
 }

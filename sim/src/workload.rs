@@ -1,5 +1,5 @@
-//! The client side of a run: producers writing unique values, a consumer polling every
-//! partition, an occasional extra topic, and the final drain. Every client action is recorded in
+//! The client side of a run: creating the topic, producers writing unique values, a consumer
+//! polling every partition, an occasional extra topic, the partitions' ends and the final drain. Every client action is recorded in
 //! the history as invoke + ok / fail / info (definite errors `fail`, anything else `info`).
 //!
 //! Producers: two idempotent acks=all producers in every run, plus one whose settings the seed
@@ -11,7 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use madsim::runtime::NodeHandle;
-use odradek_client::{Admin, ClientError, Consumer, ConsumerConfig, Offset, Producer, ProducerConfig, ProducerRecord, TopicConfig};
+use odradek_client::wire::proto::ErrorCode;
+use odradek_client::{
+    Admin, ClientError, Consumer, ConsumerConfig, Offset, OffsetQuery, Producer, ProducerConfig, ProducerRecord, TopicConfig,
+};
 use odradek_jepsen::checker::LogRecord;
 use odradek_jepsen::history::{Acks, Keys, OpF, OpHandle, OpValue, Poll, Send};
 use rand::rngs::SmallRng;
@@ -58,6 +61,58 @@ impl Workload {
         self.consumer.await.expect("consumer task");
         (acked, failed)
     }
+}
+
+/// Most attempts at creating the run's topic (100 ms apart) before the run gives up.
+const CREATE_TOPIC_ATTEMPTS_MAX: u32 = 600;
+
+/// Creates the run's topic from the client node (replication 3), retrying while the cluster
+/// comes up.
+pub async fn create_topic(client: &NodeHandle, cluster: &SimCluster) {
+    let bootstrap = cluster.bootstrap();
+    client
+        .spawn(async move {
+            let addresses: Vec<&str> = bootstrap.iter().map(String::as_str).collect();
+            let admin = Admin::new(&addresses).expect("admin");
+            for _ in 0..CREATE_TOPIC_ATTEMPTS_MAX {
+                match admin.create_topic(TOPIC, PARTITIONS, 3, TopicConfig::default()).await {
+                    Ok(()) => return,
+                    Err(ClientError::Server { code: ErrorCode::TOPIC_ALREADY_EXISTS, .. }) => return,
+                    Err(error) if error.is_retriable() => tokio::time::sleep(Duration::from_millis(100)).await,
+                    Err(error) => panic!("create topic: {error}"),
+                }
+            }
+            panic!("no topic after {CREATE_TOPIC_ATTEMPTS_MAX} attempts");
+        })
+        .await
+        .expect("topic task");
+}
+
+/// Each partition's end offset, asked from the client node within [`LIVENESS_BOUND`]; a
+/// partition missing from the answer had none in time (V1).
+pub async fn partition_ends(client: &NodeHandle, cluster: &SimCluster) -> BTreeMap<u32, u64> {
+    let bootstrap = cluster.bootstrap();
+    client
+        .spawn(async move {
+            let addresses: Vec<&str> = bootstrap.iter().map(String::as_str).collect();
+            let admin = Admin::new(&addresses).expect("admin");
+            let deadline = tokio::time::Instant::now() + LIVENESS_BOUND;
+            let mut ends = BTreeMap::new();
+            for partition in 0..PARTITIONS {
+                while tokio::time::Instant::now() < deadline {
+                    match admin.list_offsets(TOPIC, partition, OffsetQuery::Latest).await {
+                        Ok(end) => {
+                            ends.insert(partition, end.offset);
+                            break;
+                        }
+                        Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                    }
+                }
+            }
+            ends
+        })
+        .await
+        .expect("ends task")
 }
 
 /// Starts the producers, the consumer (until the safety phase ends) and the extra topic.
