@@ -18,7 +18,7 @@ use std::process::{Command, Output};
 use odradek_jepsen::checker::{check, AnomalyKind, CheckOptions, Verdict};
 use odradek_jepsen::history::{History, OpF, OpType, OpValue, Value};
 use odradek_jepsen::model::{generate, Bug, ModelConfig};
-use odradek_jepsen::report;
+use odradek_jepsen::{intervals, report};
 
 const HARNESS: &str = env!("CARGO_BIN_EXE_odradek-jepsen");
 
@@ -114,7 +114,7 @@ fn short_real_run_under_kill_pause_partition_passes_and_rechecks() {
         assert!(out.join(file).is_file(), "{file} missing:\n{log}");
     }
     let history = report::read_history(&out).unwrap();
-    let windows = report::fault_windows(&history);
+    let windows = intervals::fault_windows(&history);
     for fault in ["F-P1 kill", "F-P2 pause", "F-N9 client-connection-drops"] {
         assert!(windows.iter().any(|w| w.fault == fault && w.stop_s.is_some()), "no healed {fault} window:\n{log}");
     }
