@@ -46,20 +46,20 @@ pub enum NodeStatus {
 pub struct SimCluster {
     pub nodes: Vec<u64>,
     pub disks: BTreeMap<u64, SimDisk>,
-    pub planted: Vec<PlantedBug>,
+    pub planted_bugs: Vec<PlantedBug>,
     pub start: tokio::time::Instant,
     history: Mutex<HistoryBuilder>,
-    next_process: Mutex<Process>,
+    process_next: Mutex<Process>,
     timeline: Mutex<Vec<String>>,
-    pub status: Mutex<BTreeMap<u64, NodeStatus>>,
+    pub node_status: Mutex<BTreeMap<u64, NodeStatus>>,
     /// F-C1: each node's wall clock offset in ms (read at every clock call, so bumps apply live).
-    pub clock_offsets: Arc<Mutex<BTreeMap<u64, i64>>>,
+    pub clock_offsets_ms: Arc<Mutex<BTreeMap<u64, i64>>>,
     /// Nodes F-S3 corrupted: they may rightly refuse to serve a group (R8 b), so R7 skips them.
     pub corrupted: Mutex<BTreeSet<u64>>,
     /// Topic segment size, when the plan sets one.
     pub segment_bytes: Option<u64>,
     /// F-N6 transport fault layer and F-N8 request hold, shared by every node.
-    pub faults: FaultHooks,
+    pub fault_hooks: FaultHooks,
 }
 
 impl SimCluster {
@@ -68,8 +68,8 @@ impl SimCluster {
     pub fn new(
         seed: u64,
         node_count: usize,
-        planted: Vec<PlantedBug>,
-        clock_offsets: BTreeMap<u64, i64>,
+        planted_bugs: Vec<PlantedBug>,
+        clock_offsets_ms: BTreeMap<u64, i64>,
         segment_bytes: Option<u64>,
     ) -> SimCluster {
         let start = tokio::time::Instant::now();
@@ -77,16 +77,16 @@ impl SimCluster {
         SimCluster {
             disks: nodes.iter().map(|&node| (node, SimDisk::new(seed ^ node.wrapping_mul(0x9E37_79B9_7F4A_7C15)))).collect(),
             nodes,
-            planted,
+            planted_bugs,
             start,
             history: Mutex::new(HistoryBuilder::new(move || start.elapsed().as_nanos() as u64)),
-            next_process: Mutex::new(0),
+            process_next: Mutex::new(0),
             timeline: Mutex::new(Vec::new()),
-            status: Mutex::new(BTreeMap::new()),
-            clock_offsets: Arc::new(Mutex::new(clock_offsets)),
+            node_status: Mutex::new(BTreeMap::new()),
+            clock_offsets_ms: Arc::new(Mutex::new(clock_offsets_ms)),
             corrupted: Mutex::new(BTreeSet::new()),
             segment_bytes,
-            faults: FaultHooks {
+            fault_hooks: FaultHooks {
                 peer_messages: Some(TransportFaults::new(seed ^ 0x7e57_fa17)),
                 request_hold: Some(RequestHold::default()),
                 response_cut: Some(ResponseCut::default()),
@@ -117,7 +117,7 @@ impl SimCluster {
     }
 
     pub fn process(&self) -> Process {
-        let mut next = self.next_process.lock().expect("process lock");
+        let mut next = self.process_next.lock().expect("process lock");
         *next += 1;
         *next
     }
@@ -141,7 +141,7 @@ impl SimCluster {
     }
 
     fn set_status(&self, node: u64, status: NodeStatus) {
-        self.status.lock().expect("status lock").insert(node, status);
+        self.node_status.lock().expect("status lock").insert(node, status);
     }
 
     /// One incarnation of a server node: its disk as the last crash left it. Returns when the
@@ -154,24 +154,24 @@ impl SimCluster {
         // F-S9 disk full leaves 0..2x this much room: produce is refused with DISK_FULL below it,
         // and a write that finds no room at all stops the node (it is restarted).
         config.disk_reserve_bytes = DISK_RESERVE_BYTES;
-        config.planted_bugs = self.planted.clone();
+        config.planted_bugs = self.planted_bugs.clone();
         if let Some(bytes) = self.segment_bytes {
             config.topic_defaults.segment_bytes = bytes;
         }
-        let offsets = self.clock_offsets.clone();
+        let offsets_ms = self.clock_offsets_ms.clone();
         // The simulated wall clock (madsim's, the one the client stamps records with) plus this
         // node's F-C1 offset. (A fixed base instead once made retention delete every sealed
         // segment: the records looked 15 months old.)
         let clock: odradek_server::Clock = Arc::new(move || {
-            let offset = offsets.lock().expect("clock lock").get(&node).copied().unwrap_or(0);
-            odradek_client::clock::wall_clock_ms() + offset
+            let offset_ms = offsets_ms.lock().expect("clock lock").get(&node).copied().unwrap_or(0);
+            odradek_client::clock::wall_clock_ms() + offset_ms
         });
-        let previous_failures = match self.status.lock().expect("status lock").get(&node) {
+        let previous_failures = match self.node_status.lock().expect("status lock").get(&node) {
             Some(NodeStatus::Stopped { start_failures, .. }) => *start_failures,
             _ => 0,
         };
         self.set_status(node, NodeStatus::Starting);
-        let server = match Server::start_with(config, self.disks[&node].clone(), clock, self.faults.clone()).await {
+        let server = match Server::start_with(config, self.disks[&node].clone(), clock, self.fault_hooks.clone()).await {
             Ok(server) => server,
             Err(error) => {
                 self.note(format!("node {node} could not start: {error}"));
@@ -205,7 +205,7 @@ impl SimCluster {
 
     /// Stopped nodes whose count of failed starts in a row passes `keep`.
     fn stopped_where(&self, keep: impl Fn(u32) -> bool) -> Vec<u64> {
-        let status = self.status.lock().expect("status lock");
+        let status = self.node_status.lock().expect("status lock");
         let stopped = status.iter().filter_map(|(&node, status)| match status {
             NodeStatus::Stopped { start_failures, .. } => keep(*start_failures).then_some(node),
             _ => None,

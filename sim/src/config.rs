@@ -69,15 +69,15 @@ pub struct ScenarioConfig {
     pub seed: u64,
     pub scenario: Scenario,
     /// 3 or 5; `None`: the seed chooses.
-    pub nodes: Option<usize>,
+    pub node_count: Option<usize>,
     /// Length of the safety phase (simulated).
     pub duration: Duration,
-    pub planted: Vec<PlantedBug>,
+    pub planted_bugs: Vec<PlantedBug>,
 }
 
 impl ScenarioConfig {
     pub fn new(seed: u64) -> ScenarioConfig {
-        ScenarioConfig { seed, scenario: Scenario::Swarm, nodes: None, duration: Duration::from_secs(20), planted: Vec::new() }
+        ScenarioConfig { seed, scenario: Scenario::Swarm, node_count: None, duration: Duration::from_secs(20), planted_bugs: Vec::new() }
     }
 
     /// The command that replays this run.
@@ -87,13 +87,13 @@ impl ScenarioConfig {
             self.seed,
             self.scenario.name()
         );
-        if let Some(nodes) = self.nodes {
+        if let Some(nodes) = self.node_count {
             command += &format!(" --nodes {nodes}");
         }
         if self.duration != ScenarioConfig::new(0).duration {
             command += &format!(" --duration {}", self.duration.as_secs());
         }
-        for bug in &self.planted {
+        for bug in &self.planted_bugs {
             command += &format!(" --planted-bug {}", bug.name());
         }
         command

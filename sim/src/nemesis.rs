@@ -40,7 +40,7 @@ use plan::{FaultKind, FaultPlan};
 /// from `plan`'s ranges; a round that would end after `duration` is not started.
 pub async fn run(targets: &FaultTargets<'_>, plan: &FaultPlan, duration: Duration, rng: &mut SmallRng) -> usize {
     let end = tokio::time::Instant::now() + duration;
-    let mut faults = 0;
+    let mut fault_count = 0;
     let weighted: Vec<FaultKind> = plan.kinds.iter().flat_map(|&(kind, weight)| std::iter::repeat_n(kind, weight as usize)).collect();
     let mut flipped = false;
     while !weighted.is_empty() {
@@ -58,12 +58,12 @@ pub async fn run(targets: &FaultTargets<'_>, plan: &FaultPlan, duration: Duratio
             FaultKind::BitFlip if flipped => None,
             FaultKind::BitFlip => {
                 flipped = true;
-                targets.flip_bits(plan.corruptible, rng)
+                targets.flip_bits(plan.corruptible_node, rng)
             }
             _ => Some(targets.draw(kind, node, rng)),
         };
         let Some(fault) = fault else { continue };
-        faults += 1;
+        fault_count += 1;
         targets.run_window(kind, fault, window).await;
     }
     // A plan without faults (or the last quiet time) still lasts the whole safety phase.
@@ -73,5 +73,5 @@ pub async fn run(targets: &FaultTargets<'_>, plan: &FaultPlan, duration: Duratio
     // The liveness phase restarts every core node: a start that failed on an injected I/O
     // error now meets a healthy disk (one that fails on damaged files fails again).
     targets.restart_stopped(true);
-    faults
+    fault_count
 }

@@ -14,7 +14,7 @@ use crate::nemesis::plan::FaultPlan;
 #[derive(Debug)]
 pub struct Report {
     pub config: ScenarioConfig,
-    pub nodes: usize,
+    pub node_count: usize,
     pub plan: FaultPlan,
     /// Compact, time-stamped: faults, leader changes, node failures, progress.
     pub timeline: Vec<String>,
@@ -25,11 +25,12 @@ pub struct Report {
     pub raft_events: u64,
     /// Run-level failures that are not history anomalies (V1–V3: a drain that never ended).
     pub problems: Vec<String>,
-    pub faults: usize,
+    pub fault_count: usize,
     pub acked: u64,
     pub failed: u64,
     pub drained: usize,
-    pub ends: BTreeMap<u32, u64>,
+    /// Each partition's end offset after the liveness phase (V1).
+    pub partition_ends: BTreeMap<u32, u64>,
     pub sim_seconds: f64,
     pub trace_hash: u64,
 }
@@ -56,12 +57,12 @@ impl Report {
         format!(
             "seed {}: {} nodes, {} faults, {} acked, {} failed, {} drained (ends {:?}), {} ops, {:.1} s simulated, trace hash {:016x}",
             self.config.seed,
-            self.nodes,
-            self.faults,
+            self.node_count,
+            self.fault_count,
             self.acked,
             self.failed,
             self.drained,
-            self.ends,
+            self.partition_ends,
             self.history.len(),
             self.sim_seconds,
             self.trace_hash

@@ -56,15 +56,16 @@ pub async fn run(config: ScenarioConfig) -> Report {
     let mut rng = SmallRng::seed_from_u64(seed);
 
     // 1. Setup.
-    let node_count = config.nodes.unwrap_or(if rng.gen_bool(0.3) { 5 } else { 3 });
+    let node_count = config.node_count.unwrap_or(if rng.gen_bool(0.3) { 5 } else { 3 });
     assert!(node_count == 3 || node_count == 5, "3 or 5 nodes, not {node_count}");
     let plan = nemesis::plan::draw_plan(config.scenario, node_count, &mut rng);
     if plan.buggify {
         madsim::buggify::enable();
     }
-    let cluster = Arc::new(SimCluster::new(seed, node_count, config.planted.clone(), plan.clock_offsets.clone(), plan.segment_bytes));
+    let cluster =
+        Arc::new(SimCluster::new(seed, node_count, config.planted_bugs.clone(), plan.clock_offsets_ms.clone(), plan.segment_bytes));
     cluster.note(format!("seed {seed}: {node_count} nodes, scenario {}, {}", config.scenario.name(), plan.describe()));
-    for bug in &config.planted {
+    for bug in &config.planted_bugs {
         cluster.note(format!("PLANTED BUG {}", bug.name()));
     }
     let raft = observe_replicas(&cluster, seed);
@@ -76,21 +77,21 @@ pub async fn run(config: ScenarioConfig) -> Report {
     // 2. Safety: the workload under the nemesis, which heals everything when it ends.
     let workload = workload::start(&client, cluster.clone(), &mut rng, config.duration);
     let targets = FaultTargets::new(&runtime, &cluster, &node_ids, client.id());
-    let faults = nemesis::run(&targets, &plan, config.duration, &mut rng).await;
-    cluster.note(format!("safety phase over after {faults} faults; healed"));
+    let fault_count = nemesis::run(&targets, &plan, config.duration, &mut rng).await;
+    cluster.note(format!("safety phase over after {fault_count} faults; healed"));
 
     // 3. Liveness: the producers finish, every partition has an end (V1).
     let (acked, failed) = workload.finish().await;
     cluster.note(format!("producers finished: {acked} acked, {failed} failed"));
     let mut problems = Vec::new();
-    let ends = workload::partition_ends(&client, &cluster).await;
-    if ends.len() != PARTITIONS as usize {
-        problems.push(format!("V1: no partition end within {LIVENESS_BOUND:?} for some partition (got {ends:?})"));
+    let partition_ends = workload::partition_ends(&client, &cluster).await;
+    if partition_ends.len() != PARTITIONS as usize {
+        problems.push(format!("V1: no partition end within {LIVENESS_BOUND:?} for some partition (got {partition_ends:?})"));
     }
 
     // 4. Final drain (V3), then the replicas converge (R7).
     cluster.history().final_drain().expect("history");
-    let (drained, log_dump) = match workload::drain(&client, cluster.clone(), ends.clone()).await {
+    let (drained, log_dump) = match workload::drain(&client, cluster.clone(), partition_ends.clone()).await {
         Ok(drained) => drained,
         Err(problem) => {
             problems.push(problem);
@@ -110,22 +111,22 @@ pub async fn run(config: ScenarioConfig) -> Report {
     let history = std::mem::replace(&mut *cluster.history(), HistoryBuilder::new(|| 0)).finish();
     let verdict = check(&history, &CheckOptions { log_dump: Some(log_dump), ..CheckOptions::default() });
     let trace_hash = trace_hash(&history);
-    if acked == 0 && config.planted.is_empty() {
+    if acked == 0 && config.planted_bugs.is_empty() {
         problems.push("V2: nothing was acknowledged".into());
     }
     let raft_events = raft.borrow().events;
     Report {
-        nodes: node_count,
+        node_count,
         plan,
         timeline: cluster.take_timeline(),
         verdict,
         raft_events,
         problems,
-        faults,
+        fault_count,
         acked,
         failed,
         drained,
-        ends,
+        partition_ends,
         sim_seconds: cluster.start.elapsed().as_secs_f64(),
         trace_hash,
         history,

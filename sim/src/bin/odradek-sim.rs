@@ -98,8 +98,8 @@ mod sim {
             if self.duration == 0 || self.duration > 3600 {
                 return Err("--duration must be within 1..=3600 seconds".into());
             }
-            let planted = self.planted.iter().map(|name| name.parse::<PlantedBug>()).collect::<Result<Vec<_>, _>>()?;
-            Ok(ScenarioConfig { seed, scenario, nodes: self.nodes, duration: Duration::from_secs(self.duration), planted })
+            let planted_bugs = self.planted.iter().map(|name| name.parse::<PlantedBug>()).collect::<Result<Vec<_>, _>>()?;
+            Ok(ScenarioConfig { seed, scenario, node_count: self.nodes, duration: Duration::from_secs(self.duration), planted_bugs })
         }
 
         fn args(&self) -> Vec<String> {

@@ -3,8 +3,9 @@
 //! window ([`FaultTargets::run_window`]): the history records its start and its stop, the
 //! timeline says what it did.
 //!
-//! Invariant: every fault injected in a window is healed in that window (the network, the disks,
-//! paused nodes and nodes the fault took down), so faults never overlap. Nodes that stop by
+//! Invariant: what a fault switches on is switched off in its own window (network cuts and
+//! latency, disk misbehaviour, paused nodes, nodes it took down), so faults never overlap; what
+//! it leaves behind by design stays (flipped bits, a stepped clock). Nodes that stop by
 //! themselves are the nemesis loop's business (it restarts them between windows).
 //!
 //! The order of the random draws, the sleeps and the history and timeline entries is the
@@ -290,11 +291,11 @@ impl<'a> FaultTargets<'a> {
                 Healing::Packets { rates: *rates, counts_before }
             }
             Fault::HoldRequest { hold } => {
-                self.cluster.faults.request_hold.as_ref().expect("the simulation sets it").arm(*hold);
+                self.cluster.fault_hooks.request_hold.as_ref().expect("the simulation sets it").arm(*hold);
                 Healing::HoldRequest { hold: *hold }
             }
             Fault::ResetResponse => {
-                self.cluster.faults.response_cut.as_ref().expect("the simulation sets it").arm(());
+                self.cluster.fault_hooks.response_cut.as_ref().expect("the simulation sets it").arm(());
                 Healing::ResetResponse
             }
             Fault::ClientCut { .. } => {
@@ -303,7 +304,7 @@ impl<'a> FaultTargets<'a> {
             }
             Fault::Choreography { pauses, a, c, b } => self.choreograph(*pauses, a, *c, b, window).await,
             Fault::ClockStep { node, step_ms } => {
-                *self.cluster.clock_offsets.lock().expect("clock lock").entry(*node).or_insert(0) += step_ms;
+                *self.cluster.clock_offsets_ms.lock().expect("clock lock").entry(*node).or_insert(0) += step_ms;
                 Healing::Nothing
             }
         }
@@ -378,7 +379,7 @@ impl<'a> FaultTargets<'a> {
                 ));
             }
             Healing::HoldRequest { hold } => {
-                let caught = !self.cluster.faults.request_hold.as_ref().expect("the simulation sets it").disarm();
+                let caught = !self.cluster.fault_hooks.request_hold.as_ref().expect("the simulation sets it").disarm();
                 self.cluster.note(format!("{} for {hold:?}: {}", kind.label(), if caught { "held one" } else { "no request came" }));
                 if caught {
                     // The held request is still waiting on its node until the hold ends.
@@ -386,7 +387,7 @@ impl<'a> FaultTargets<'a> {
                 }
             }
             Healing::ResetResponse => {
-                let caught = !self.cluster.faults.response_cut.as_ref().expect("the simulation sets it").disarm();
+                let caught = !self.cluster.fault_hooks.response_cut.as_ref().expect("the simulation sets it").disarm();
                 self.cluster.note(format!("{}: {}", kind.label(), if caught { "reset one connection" } else { "no write completed" }));
             }
             Healing::Nothing => {}
@@ -442,7 +443,7 @@ impl<'a> FaultTargets<'a> {
     }
 
     fn peer_messages(&self) -> &TransportFaults {
-        self.cluster.faults.peer_messages.as_ref().expect("the simulation sets it")
+        self.cluster.fault_hooks.peer_messages.as_ref().expect("the simulation sets it")
     }
 }
 

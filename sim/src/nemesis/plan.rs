@@ -118,10 +118,10 @@ pub struct FaultPlan {
     pub quiet_ms: (u64, u64),
     pub window_ms: (u64, u64),
     /// F-C1: initial wall-clock offsets per node (ms).
-    pub clock_offsets: BTreeMap<u64, i64>,
+    pub clock_offsets_ms: BTreeMap<u64, i64>,
     pub buggify: bool,
     /// The only node F-S3 may corrupt.
-    pub corruptible: u64,
+    pub corruptible_node: u64,
     /// Topic segment size when F-S3 is on: small, so sealed segments (its targets) exist.
     pub segment_bytes: Option<u64>,
 }
@@ -134,7 +134,7 @@ impl FaultPlan {
             kinds.join(", "),
             self.quiet_ms,
             self.window_ms,
-            self.clock_offsets,
+            self.clock_offsets_ms,
             if self.buggify { "on" } else { "off" },
             self.segment_bytes.map(|bytes| format!(", segments of {bytes} bytes")).unwrap_or_default()
         )
@@ -146,7 +146,7 @@ pub fn draw_plan(scenario: Scenario, nodes: usize, rng: &mut SmallRng) -> FaultP
     let mut plan = FaultPlan {
         quiet_ms: (rng.gen_range(200..800), rng.gen_range(1_000..3_000)),
         window_ms: (rng.gen_range(200..600), rng.gen_range(1_000..3_000)),
-        corruptible: rng.gen_range(1..=nodes as u64),
+        corruptible_node: rng.gen_range(1..=nodes as u64),
         ..FaultPlan::default()
     };
     if scenario == Scenario::Calm {
@@ -169,7 +169,7 @@ pub fn draw_plan(scenario: Scenario, nodes: usize, rng: &mut SmallRng) -> FaultP
     }
     if scenario == Scenario::Swarm {
         if rng.gen_bool(0.3) {
-            plan.clock_offsets = (1..=nodes as u64).map(|node| (node, rng.gen_range(-300_000..=300_000))).collect();
+            plan.clock_offsets_ms = (1..=nodes as u64).map(|node| (node, rng.gen_range(-300_000..=300_000))).collect();
         }
         plan.buggify = rng.gen_bool(0.3);
     }
