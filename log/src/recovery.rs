@@ -14,10 +14,10 @@ use std::path::Path;
 
 use bytes::Bytes;
 
+use crate::config::LogConfig;
 use crate::disk::{Disk, DiskFile, OpenMode};
 use crate::entry::{EntryHeader, ENTRY_HEADER_BYTES, ENTRY_MAGIC};
 use crate::error::{io_error, Error, Result};
-use crate::log::LogConfig;
 use crate::segment::{
     encode_index, index_file_name, parse_segment_file_name, segment_file_name, Segment, SegmentStart, SEGMENT_HEADER_BYTES,
 };
