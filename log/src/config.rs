@@ -1,5 +1,7 @@
 //! [`LogConfig`]: the tunables of one segment log, read by the log and by recovery alike.
 
+use crate::planted::Planted;
+
 /// Tunables of one log. Defaults follow Kafka's where they exist.
 #[derive(Clone, Debug)]
 pub struct LogConfig {
@@ -15,19 +17,9 @@ pub struct LogConfig {
     pub retention_ms: Option<i64>,
     /// The newest entries kept in memory for synchronous reads (Raft's `Storage`).
     pub cache_bytes_max: usize,
-    /// Planted bug (simulation and `planted-bugs` builds only): `sync` marks everything durable
-    /// without an fsync, so acknowledgements run ahead of the disk (ack-before-fsync).
-    #[cfg(any(madsim, feature = "planted-bugs"))]
-    pub planted_skip_fsync: bool,
-    /// Planted bug: a failed fsync is logged and treated as a success instead of poisoning the
-    /// log (fsyncgate: the data it covered may be gone).
-    #[cfg(any(madsim, feature = "planted-bugs"))]
-    pub planted_ignore_fsync_errors: bool,
-    /// Planted bug: recovery treats any damaged entry as a torn tail and cuts the log there,
-    /// dropping the valid entries and segments after it (truncate-mid-log-corruption; breaks
-    /// CHECKLISTS R8 b: committed entries vanish from the replica).
-    #[cfg(any(madsim, feature = "planted-bugs"))]
-    pub planted_truncate_corruption: bool,
+    /// Deliberate breakages for the checkers' teeth; all off by default, and impossible to
+    /// switch on outside simulation and `planted-bugs` builds (see [`Planted`]).
+    pub planted: Planted,
 }
 
 impl Default for LogConfig {
@@ -39,12 +31,7 @@ impl Default for LogConfig {
             retention_bytes: None,
             retention_ms: Some(7 * 24 * 3600 * 1000),
             cache_bytes_max: 8 * 1024 * 1024,
-            #[cfg(any(madsim, feature = "planted-bugs"))]
-            planted_skip_fsync: false,
-            #[cfg(any(madsim, feature = "planted-bugs"))]
-            planted_ignore_fsync_errors: false,
-            #[cfg(any(madsim, feature = "planted-bugs"))]
-            planted_truncate_corruption: false,
+            planted: Planted::default(),
         }
     }
 }

@@ -337,18 +337,16 @@ impl<D: Disk> SegmentLog<D> {
 
     /// Whether the disk confirmed every fsync (false only under a planted bug).
     async fn sync_segments(&mut self) -> Result<bool> {
-        #[cfg_attr(not(any(madsim, feature = "planted-bugs")), allow(unused_mut))]
+        let planted = self.config.planted;
         let mut confirmed = true;
         for segment in self.segments.iter_mut().filter(|s| s.dirty) {
-            #[cfg(any(madsim, feature = "planted-bugs"))]
-            if self.config.planted_skip_fsync {
+            if planted.skip_fsync() {
                 segment.dirty = false;
                 confirmed = false;
                 continue;
             }
             let synced = segment.file.sync_data().await;
-            #[cfg(any(madsim, feature = "planted-bugs"))]
-            if let (Err(error), true) = (&synced, self.config.planted_ignore_fsync_errors) {
+            if let (Err(error), true) = (&synced, planted.ignore_fsync_errors()) {
                 tracing::warn!(%error, "planted bug: ignoring a failed fsync");
                 segment.dirty = false;
                 confirmed = false;

@@ -73,10 +73,7 @@ pub async fn recover<D: Disk>(
     defer_cut: bool,
 ) -> Result<(Vec<Segment<D::File>>, RecoveryReport)> {
     let index_interval_bytes = config.index_interval_bytes;
-    #[cfg(any(madsim, feature = "planted-bugs"))]
-    let truncate_any_damage = config.planted_truncate_corruption;
-    #[cfg(not(any(madsim, feature = "planted-bugs")))]
-    let truncate_any_damage = false;
+    let truncate_any_damage = config.planted.truncate_corruption();
     let mut report = RecoveryReport::default();
     disk.create_dir_all(dir).await.map_err(io_error(dir))?;
     report.reset_completed = finish_reset(disk, dir).await?;

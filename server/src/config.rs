@@ -265,9 +265,9 @@ impl ServerConfig {
         #[cfg(any(madsim, feature = "planted-bugs"))]
         {
             use crate::planted::PlantedBug;
-            config.planted_skip_fsync = self.planted(PlantedBug::AckBeforeFsync);
-            config.planted_ignore_fsync_errors = self.planted(PlantedBug::IgnoreFsyncError);
-            config.planted_truncate_corruption = self.planted(PlantedBug::TruncateMidLogCorruption);
+            config.planted.skip_fsync = self.planted(PlantedBug::AckBeforeFsync);
+            config.planted.ignore_fsync_errors = self.planted(PlantedBug::IgnoreFsyncError);
+            config.planted.truncate_corruption = self.planted(PlantedBug::TruncateMidLogCorruption);
         }
         config
     }
