@@ -35,3 +35,11 @@ impl Default for LogConfig {
         }
     }
 }
+
+impl LogConfig {
+    /// Panics on tunables no log can run with.
+    pub(crate) fn assert_valid(&self) {
+        assert!(self.segment_bytes_max > 0, "segment_bytes_max must be positive");
+        assert!(self.index_interval_bytes > 0, "index_interval_bytes must be positive");
+    }
+}

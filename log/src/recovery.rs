@@ -58,6 +58,7 @@ impl TornTail {
     /// replica may have acknowledged there (rot keeps a file's length, and every entry is at
     /// least a header). Below `index` when no whole entry fits: nothing acknowledged was lost.
     pub fn index_bound(&self) -> u64 {
+        assert!(self.index >= 1, "a torn tail is at an index");
         self.index - 1 + self.bytes / crate::entry::ENTRY_HEADER_BYTES as u64
     }
 }
@@ -128,7 +129,26 @@ pub async fn recover<D: Disk>(
     }
     report.segments = segments.len();
     report.indexes_rebuilt = reconcile_index_files(disk, dir, &names, &segments).await?;
+    assert_recovered(&segments, &report);
     Ok((segments, report))
+}
+
+/// What recovery hands over: segments that continue each other, and a torn tail (if any) just
+/// after the last entry.
+fn assert_recovered<F>(segments: &[Segment<F>], report: &RecoveryReport) {
+    for pair in segments.windows(2) {
+        let (prev, next) = (&pair[0], &pair[1]);
+        assert!(next.start.first_index == prev.last_index + 1, "segment {} does not continue by index", next.start.first_index);
+        assert!(next.start.first_offset == prev.offset_next, "segment {} does not continue by offset", next.start.first_index);
+        assert!(next.start.prev_term == prev.last_term, "segment {} does not continue by term", next.start.first_index);
+    }
+    let entries: u64 = segments.iter().map(|segment| segment.last_index + 1 - segment.start.first_index).sum();
+    assert_eq!(report.entries, entries, "the report counts the entries recovered");
+    if let Some(torn) = report.torn_tail {
+        let last = segments.last().expect("a torn tail is in a segment");
+        assert_eq!(torn.index, last.last_index + 1, "the torn tail follows the last entry");
+        assert!(torn.bytes > 0, "a torn tail holds bytes");
+    }
 }
 
 fn corruption(path: &Path, first_index: u64, last_index: u64, detail: String) -> Error {
@@ -177,6 +197,7 @@ fn check_torn<F>(
     first_index_next: Option<u64>,
     truncate_any_damage: bool,
 ) -> Result<()> {
+    assert_eq!(bad.position, segment.bytes, "the scan stopped where the entries it accepted end");
     let expected = segment.last_index + 1;
     if let Some(detail) = &bad.sequence_error {
         return Err(corruption(&segment.path, expected, expected, detail.clone()));
@@ -245,6 +266,7 @@ fn scan<F: DiskFile>(segment: &mut Segment<F>, bytes: &[u8], index_interval_byte
         segment.note_entry(&header, position as u64, index_interval_bytes);
         position += header.encoded_bytes();
     }
+    assert_eq!(segment.bytes, bytes.len() as u64, "a clean scan accounts for every byte");
     None
 }
 
@@ -279,6 +301,7 @@ async fn read_whole<F: DiskFile>(file: &F, path: &Path) -> Result<Vec<u8>> {
     while (bytes.len() as u64) < len {
         let want = RECOVERY_READ_BYTES.min((len - bytes.len() as u64) as usize);
         let chunk = file.read_at(bytes.len() as u64, want).await.map_err(io_error(path))?;
+        assert!(chunk.len() <= want, "a read of {want} bytes returned {}", chunk.len());
         if chunk.is_empty() {
             break;
         }
@@ -314,11 +337,13 @@ async fn reconcile_index_files<D: Disk>(disk: &D, dir: &Path, names: &[String], 
     if removed || rebuilt > 0 {
         disk.sync_dir(dir).await.map_err(io_error(dir))?;
     }
+    assert!(rebuilt <= sealed, "{rebuilt} index files rebuilt for {sealed} sealed segments");
     Ok(rebuilt)
 }
 
 /// Writes a sealed segment's index file (fsynced; a torn one is rebuilt on the next open).
 pub async fn write_index_file<D: Disk>(disk: &D, path: &Path, contents: Vec<u8>) -> Result<()> {
+    assert!(contents.len() >= 16, "an index file holds at least its header and crc");
     let file = disk.open(path, OpenMode::CreateOrOpen).await.map_err(io_error(path))?;
     let len = contents.len() as u64;
     file.write_at(0, Bytes::from(contents)).await.map_err(io_error(path))?;
