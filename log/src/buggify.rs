@@ -31,10 +31,10 @@ pub fn pick(range: Range<u64>) -> u64 {
     range.start
 }
 
-/// F-B4: sleeps a random `0..max_ms` milliseconds with probability `probability` (when on).
-pub async fn maybe_delay(probability: f64, max_ms: u64) {
+/// F-B4: sleeps a random `0..delay_ms_max` milliseconds with probability `probability` (when on).
+pub async fn maybe_delay(probability: f64, delay_ms_max: u64) {
     if fires(probability) {
-        tokio::time::sleep(Duration::from_millis(pick(0..max_ms.max(1)))).await;
+        tokio::time::sleep(Duration::from_millis(pick(0..delay_ms_max.max(1)))).await;
     }
 }
 

@@ -82,8 +82,8 @@ pub struct Entry {
 
 impl Entry {
     /// A data entry holding `record_count` records.
-    pub fn data(term: u64, index: u64, base_offset: u64, record_count: u32, max_timestamp: i64, payload: Bytes) -> Entry {
-        Entry { term, index, kind: EntryKind::Data, base_offset, record_count, max_timestamp, payload }
+    pub fn data(term: u64, index: u64, base_offset: u64, record_count: u32, timestamp_max: i64, payload: Bytes) -> Entry {
+        Entry { term, index, kind: EntryKind::Data, base_offset, record_count, max_timestamp: timestamp_max, payload }
     }
 
     /// An entry without records (`Noop`, `Config` or `Command`).

@@ -259,8 +259,8 @@ impl<D: Disk> SegmentLog<D> {
         for entry in entries {
             if entry.index != index + 1 || entry.base_offset != offset || entry.term < term {
                 return Err(Error::OutOfSequence {
-                    expected_index: index + 1,
-                    expected_offset: offset,
+                    index_expected: index + 1,
+                    offset_expected: offset,
                     term_min: term,
                     index: entry.index,
                     offset: entry.base_offset,

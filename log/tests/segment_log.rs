@@ -55,7 +55,7 @@ fn refused_appends_change_nothing() {
         let (mut log, _) = SegmentLog::open(SimDisk::new(2), DIR, tiny_config(), 0).await.unwrap();
         append_data(&mut log, 3, 2).await;
         let gap = next_entry(5, 2, log.next_offset(), 1, 10);
-        assert!(matches!(log.append(&[gap], 0).await, Err(Error::OutOfSequence { expected_index: 4, .. })));
+        assert!(matches!(log.append(&[gap], 0).await, Err(Error::OutOfSequence { index_expected: 4, .. })));
         let wrong_offset = next_entry(4, 2, log.next_offset() + 1, 1, 10);
         assert!(matches!(log.append(&[wrong_offset], 0).await, Err(Error::OutOfSequence { .. })));
         let old_term = next_entry(4, 1, log.next_offset(), 1, 10);
