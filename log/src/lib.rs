@@ -7,7 +7,6 @@
 //! reports anything else as [`Error::Corruption`]. [`HardStateFile`] keeps Raft's term, vote and
 //! commit in two mirrored, checksummed copies ([`MirroredFile`]).
 
-pub mod buggify;
 mod config;
 mod disk;
 mod entry;
@@ -20,7 +19,6 @@ mod planted;
 mod recovery;
 mod segment;
 mod sim_disk;
-pub mod watch;
 
 pub use config::LogConfig;
 pub use disk::{disk_full_error, is_disk_full, Disk, DiskFile, OpenMode};

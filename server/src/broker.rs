@@ -15,7 +15,7 @@ use odradek_client::batch::{set_base_offset, BatchHeader};
 use odradek_client::wire::proto::{self as wire, Acks, ErrorCode, OffsetSpec, Request, Request_oneof_body as Body, Response};
 use odradek_client::wire::{error_response, read_frame, write_frame, FRAME_BYTES_MAX, PROTOCOL_VERSION};
 use odradek_consensus::{Durability, EntryMeta, GroupId, NodeError, NodeHandle, NodeId, ProposeError, StorageFault};
-use odradek_log::buggify;
+use odradek_seams::buggify;
 use raft::StateRole;
 
 use crate::config::ServerConfig;

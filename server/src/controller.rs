@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use odradek_consensus::{GroupId, NodeError, NodeId};
-use odradek_log::watch;
+use odradek_seams::watch;
 use raft::StateRole;
 
 use crate::broker::Context;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use odradek_client::wire::proto::{ErrorCode, HelloResponse, Request_oneof_body as Body, Response};
 use odradek_client::wire::{decode_request, error_response, read_frame, write_frame, FrameError, FRAME_BYTES_MAX, PROTOCOL_VERSION};
-use odradek_log::watch;
+use odradek_seams::watch;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify, Semaphore};

@@ -1,4 +1,4 @@
-//! BUGGIFY sites (CHECKLISTS F-B1, F-B4, F-B5): places in the log, consensus and server code that,
+//! BUGGIFY sites (CHECKLISTS F-B1, F-B4, F-B5): places in the consensus and server code that,
 //! in a simulation run with buggify switched on, now and then take a legal but unusual path —
 //! tiny segments, extra delays before an fsync or a reply, a spurious retriable error — so the
 //! simulator explores schedules a healthy run almost never reaches (FoundationDB's BUGGIFY).
