@@ -70,7 +70,8 @@ use std::task::{Context, Poll};
 
 use crate::observe;
 use bytes::Bytes;
-use odradek_log::{buggify, Disk, EntryKind, LogConfig, ENTRY_PAYLOAD_BYTES_MAX};
+use odradek_log::{Disk, EntryKind, LogConfig, ENTRY_PAYLOAD_BYTES_MAX};
+use odradek_seams::buggify;
 use raft::eraftpb::{ConfChangeV2, ConfState, Entry as RaftEntry, EntryType, HardState as RaftHardState, Message, MessageType};
 use raft::{RawNode, StateRole};
 use tokio::sync::{mpsc, oneshot};

@@ -277,9 +277,9 @@ impl ServerConfig {
         #[cfg(any(madsim, feature = "planted-bugs"))]
         {
             let planted = self.planted_switches();
-            config.planted_skip_fsync = planted.ack_before_fsync;
-            config.planted_ignore_fsync_errors = planted.ignore_fsync_error;
-            config.planted_truncate_corruption = planted.truncate_mid_log_corruption;
+            config.planted.skip_fsync = planted.ack_before_fsync;
+            config.planted.ignore_fsync_errors = planted.ignore_fsync_error;
+            config.planted.truncate_corruption = planted.truncate_mid_log_corruption;
         }
         config
     }

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use odradek_consensus::{FaultyTransport, Node, NodeConfig, NodeError, NodeHandle, NodeId, TcpTransport, Transport, TransportError};
 
 use crate::faults::FaultHooks;
-use odradek_log::watch;
 use odradek_log::Disk;
+use odradek_seams::watch;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
