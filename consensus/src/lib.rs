@@ -28,6 +28,8 @@ pub mod observe;
 pub mod storage;
 
 pub use conf_state_file::{ConfStateError, ConfStateFile};
+#[cfg(any(madsim, feature = "planted-bugs"))]
+pub use node::Planted;
 pub use node::{
     take_budget, Appended, Apply, Committed, Durability, GroupStatus, LogBounds, Node, NodeConfig, NodeError, NodeHandle, NodeStats,
     Proposal, ProposalTicket, ProposeError, Rejection, ResolvedOutcome,

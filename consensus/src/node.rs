@@ -120,14 +120,9 @@ pub struct NodeConfig {
     /// matter: the next tick), so a test schedule replays exactly. A fixed timeout per node
     /// would not do: two nodes with equal timeouts split every vote in lockstep forever.
     pub election_seed: Option<u64>,
-    /// Planted bug (test builds with the `planted-bugs` feature only): send every message of a
-    /// round before the round's fsync, breaking R6, to show the property tests catch it.
+    /// Deliberately broken modes, all off unless a test turns one on.
     #[cfg(any(madsim, feature = "planted-bugs"))]
-    pub planted_send_before_persist: bool,
-    /// Planted bug: a replica whose recovery cut its log takes the cut for a torn write it never
-    /// acknowledged and drops the suspicion at once, voting as before (breaks R8 e).
-    #[cfg(any(madsim, feature = "planted-bugs"))]
-    pub planted_trust_recovery_cut: bool,
+    pub planted: Planted,
     /// Bytes of new entries this node may still take from leaders before its disk reaches the
     /// operator's free-space reserve (F-S9); the owner refills it from free-space measurements.
     /// An append that does not fit is dropped as if lost: the replica stays up, serving its
@@ -145,12 +140,22 @@ impl NodeConfig {
             heartbeat_tick: 2,
             election_seed: None,
             #[cfg(any(madsim, feature = "planted-bugs"))]
-            planted_send_before_persist: false,
-            #[cfg(any(madsim, feature = "planted-bugs"))]
-            planted_trust_recovery_cut: false,
+            planted: Planted::default(),
             entry_budget: None,
         }
     }
+}
+
+/// Planted bugs of the driver (test builds only: the `planted-bugs` feature or the simulator),
+/// one switch per bug, all off by default. A test turns one on to show its checks catch it.
+#[cfg(any(madsim, feature = "planted-bugs"))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Planted {
+    /// Send every message of a round before the round's fsync, breaking R6.
+    pub send_before_persist: bool,
+    /// A replica whose recovery cut its log takes the cut for a torn write it never
+    /// acknowledged and drops the suspicion at once, voting as before (breaks R8 e).
+    pub trust_recovery_cut: bool,
 }
 
 /// Errors of the driver. Storage faults are fatal for the node (fsyncgate).
@@ -632,7 +637,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         #[cfg(any(madsim, feature = "planted-bugs"))]
         let store = {
             let mut store = store;
-            if self.config.planted_trust_recovery_cut && store.suspicion().is_some() {
+            if self.config.planted.trust_recovery_cut && store.suspicion().is_some() {
                 store.clear_suspicion().await.map_err(storage_error(group))?;
             }
             store
@@ -1086,13 +1091,13 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             observe::emit(|| observe::Event::Durable { node, group, index });
             queue_messages(&mut outbox, group, ready.take_messages());
             #[cfg(any(madsim, feature = "planted-bugs"))]
-            if self.config.planted_send_before_persist {
+            if self.config.planted.send_before_persist {
                 queue_messages(&mut outbox, group, ready.take_persisted_messages());
             }
             readies.push(PendingReady { group, ready });
         }
         #[cfg(any(madsim, feature = "planted-bugs"))]
-        if self.config.planted_send_before_persist {
+        if self.config.planted.send_before_persist {
             for (to, messages) in std::mem::take(&mut outbox) {
                 observe_sent(self.config.node_id, &self.groups, &messages);
                 self.transport.send(to, messages);

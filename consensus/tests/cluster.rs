@@ -251,8 +251,8 @@ impl Cluster {
         config.entry_budget = self.entry_budgets.get(&id).cloned();
         #[cfg(feature = "planted-bugs")]
         {
-            config.planted_send_before_persist = self.planted_send_before_persist;
-            config.planted_trust_recovery_cut = self.planted_trust_recovery_cut;
+            config.planted.send_before_persist = self.planted_send_before_persist;
+            config.planted.trust_recovery_cut = self.planted_trust_recovery_cut;
         }
         let recorder = Recorder { node: id, checks: self.checks.clone() };
         {
