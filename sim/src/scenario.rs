@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use madsim::runtime::Handle;
 use odradek_client::{Admin, ClientError, OffsetQuery, TopicConfig};
-use odradek_consensus::observe::{self, Event, RaftChecker};
+use odradek_consensus::observe::{self, Event};
+use odradek_jepsen::checker::raft::RaftChecker;
 use odradek_jepsen::checker::{check, CheckOptions, Verdict};
 use odradek_jepsen::history::{History, HistoryBuilder, Process};
 use odradek_log::SimDisk;
