@@ -74,7 +74,7 @@ pub use proposals::{
 };
 
 use crate::transport::{GroupId, Inbound, NodeId, Transport};
-use apply::{apply_committed, install_snapshot, observe_applied};
+use apply::{apply_committed, install_snapshot};
 use errors::{raft_error, storage_error};
 use group::Group;
 use proposals::ResolvedQueue;
@@ -419,9 +419,9 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             }
             state.proposals.mark_emitted();
             if !ready.snapshot().is_empty() {
-                install_snapshot(group, state, ready.snapshot(), &mut self.apply, now_ms).await?;
+                let offset_next = install_snapshot(group, state, ready.snapshot(), &mut self.apply, now_ms).await?;
                 let (node, incarnation, index) = (self.config.node_id, self.incarnation, ready.snapshot().get_metadata().index);
-                observe::emit(|| observe::Event::Restored { node, incarnation, group, index });
+                observe::emit(|| observe::Event::Restored { node, incarnation, group, index, offset_next });
                 let index = state.store.log().durable_index();
                 observe::emit(|| observe::Event::Durable { node, group, index });
                 // The entries at these indices are unknown here now: they stay indefinite.
@@ -430,7 +430,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             let entries = ready.take_entries();
             for entry in &entries {
                 let (node, index, term) = (self.config.node_id, entry.index, entry.term);
-                observe::emit(|| observe::Event::Appended { node, group, index, term, checksum: crc32fast::hash(&entry.data) });
+                observe::emit(|| observe::Event::Appended { node, group, index, term, checksum: observe::entry_checksum(entry) });
             }
             self.stats.entries_appended += entries.len() as u64;
             state.store.append(&entries, now_ms).await.map_err(storage_error(group))?;
@@ -462,8 +462,8 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             queue_messages(&mut outbox, group, ready.take_persisted_messages());
             let committed = ready.take_committed_entries();
             self.stats.entries_committed += committed.len() as u64;
-            apply_committed(group, state, &committed, &mut self.apply, &mut self.resolved).await?;
-            observe_applied(self.config.node_id, self.incarnation, group, &committed);
+            let applier = (self.config.node_id, self.incarnation);
+            apply_committed(applier, group, state, &committed, &mut self.apply, &mut self.resolved).await?;
             let mut light = state.raw.advance(ready);
             if let Some(commit) = light.commit_index() {
                 let mut hard = state.store.storage().hard_state();
@@ -473,8 +473,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             queue_messages(&mut outbox, group, light.take_messages());
             let committed = light.take_committed_entries();
             self.stats.entries_committed += committed.len() as u64;
-            apply_committed(group, state, &committed, &mut self.apply, &mut self.resolved).await?;
-            observe_applied(self.config.node_id, self.incarnation, group, &committed);
+            apply_committed(applier, group, state, &committed, &mut self.apply, &mut self.resolved).await?;
             state.raw.advance_apply();
             state.store.storage().set_applied(state.raw.raft.raft_log.applied);
         }

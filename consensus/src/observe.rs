@@ -14,14 +14,17 @@ use crate::transport::{GroupId, NodeId};
 pub enum Event {
     /// `node` became the leader of `group` in `term` (R1: at most one per group and term).
     Leader { node: NodeId, group: GroupId, term: u64 },
-    /// `node` wrote the entry at `index` of `term` with this payload checksum to its log (R2: an
-    /// entry at one (index, term) has one checksum on every replica).
+    /// `node` wrote the entry at `index` of `term` with this [`entry_checksum`] to its log (R2:
+    /// an entry at one (index, term) has one checksum on every replica).
     Appended { node: NodeId, group: GroupId, index: u64, term: u64, checksum: u32 },
-    /// `node`'s state machine applied the entry (R4: every replica applies the same entry at an
-    /// index; R3: within one `incarnation` of a node, applied indexes only grow).
-    Applied { node: NodeId, incarnation: u64, group: GroupId, index: u64, term: u64, checksum: u32 },
-    /// `node` installed a snapshot up to `index`: its next applied index is `index + 1`.
-    Restored { node: NodeId, incarnation: u64, group: GroupId, index: u64 },
+    /// `node` applied the committed entry (its [`entry_checksum`], and the offsets its records
+    /// take: `base_offset ..offset_next`), or replayed it from its log on opening the group
+    /// (R4: every replica applies the same entry at an index, and offsets are dense; R3:
+    /// within one `incarnation` of a node, applied indexes grow by one).
+    Applied { node: NodeId, incarnation: u64, group: GroupId, index: u64, term: u64, checksum: u32, base_offset: u64, offset_next: u64 },
+    /// `node` installed a snapshot up to `index`, whose log continues at offset `offset_next`:
+    /// its next applied index is `index + 1`.
+    Restored { node: NodeId, incarnation: u64, group: GroupId, index: u64, offset_next: u64 },
     /// `node`'s log of `group` is durable up to `index`: the disk confirmed the fsyncs (after a
     /// round's sync, on opening, after a snapshot install). R5 counts these.
     Durable { node: NodeId, group: GroupId, index: u64 },
@@ -92,6 +95,19 @@ pub fn emit(make: impl FnOnce() -> Event) {
     if let Some(sink) = sink {
         sink(make());
     }
+}
+
+/// The checksum events carry for a raft entry: crc32 of its index, term, type, data and context,
+/// so two entries with one checksum are the same entry (the same payload, kind, record count and
+/// timestamps). Computed only when someone observes (see [`emit`]).
+pub fn entry_checksum(entry: &raft::eraftpb::Entry) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&entry.index.to_le_bytes());
+    hasher.update(&entry.term.to_le_bytes());
+    hasher.update(&(entry.get_entry_type() as i32).to_le_bytes());
+    hasher.update(&entry.data);
+    hasher.update(&entry.context);
+    hasher.finalize()
 }
 
 /// A number for a new node object, unique on this thread: a restarted node is a new incarnation.

@@ -1,25 +1,22 @@
 //! A deterministic in-process cluster: nodes driven by explicit tick/round/deliver calls from a
-//! test scheduler, over `LocalNetwork` and `SimDisk`. Invariants (../shared/CHECKLISTS.md) and
-//! where each is checked:
-//! - R1, at most one leader per (group, term) over the whole run: `Cluster::check`, after
-//!   every round of every node.
-//! - R2, log matching by checksums: where two running replicas' fsynced logs hold an entry with
-//!   the same (index, term), it and every earlier entry both hold have equal checksums (crc32
-//!   of index, term, type, payload, context): `Cluster::check_log_matching`, from
-//!   `check_logs` (every 25 steps of a schedule, at its end, and in the retention test).
-//! - R3, commit never regresses within an incarnation (`Cluster::check`, every round), a
-//!   restart recovers no commit above any known one (`check_restart`), no replica's log differs
-//!   from the canonical entries at or below its commit and the newest leader holds every
-//!   applied entry (`check_logs`).
-//! - R4, every replica applies the identical entry at each (group, index), contiguously and in
-//!   order, with dense offsets: `Recorder::apply`, as entries are applied.
-//! - R5, an acknowledged proposal is fsynced on a quorum of the group's current voters (crashed
-//!   voters counted by what they held durably): `Cluster::check_ack_durable`, at the moment the
-//!   harness takes each `Ok(Appended { index, term, .. })` from a proposal.
-//! - R6, persist before send: every append response and vote grant a node sends is covered by
-//!   its durable state when it left (`TappedTransport` records it with the disk's sync count,
-//!   `Cluster::check_sent` judges it after the node's round, failed rounds included). The
-//!   planted send-before-fsync bug (`--features planted-bugs`) is caught by this check.
+//! test scheduler, over `LocalNetwork` and `SimDisk`. The invariants (../shared/CHECKLISTS.md)
+//! are judged by the one raft checker (`odradek_jepsen::checker::raft::RaftChecker`), fed two
+//! ways; its first violation fails the test with the invariant's ID:
+//! - the events every node reports (`odradek_consensus::observe`) as they happen: R1 one leader
+//!   per (group, term), R2 one entry per (index, term), R3 applied indexes contiguous per node
+//!   incarnation and leader completeness, R4 the identical entry (and dense offsets) applied at
+//!   an index everywhere, R6 accepted appends and granted votes durable when sent, R8;
+//! - what this harness sees inside its nodes: R3 commit never regresses (`Cluster::check`,
+//!   after every round) and a restart recovers no commit above any known one
+//!   (`Cluster::start`); R5 an acknowledged proposal is durable on a quorum of the group's
+//!   current voters, both halves of a joint configuration (`Cluster::check_ack_durable`, the
+//!   moment the harness takes each `Ok(Appended { index, term, .. })`); R2 log matching over
+//!   the replicas' fsynced logs and R3 no log differs from the applied entries at or below its
+//!   commit, the newest leader holding them all (`Cluster::check_logs`, every 25 steps of a
+//!   schedule, at its end, and in the retention test); R6 once more from the wire: every append
+//!   response and vote grant `TappedTransport` saw leave, judged against the sender's durable
+//!   state when it left (`Cluster::check_sent`). The planted send-before-fsync bug
+//!   (`--features planted-bugs`) is caught as R6, the planted trust-recovery-cut bug as R8.
 //!
 //! Also: the proposal outcome contract (acknowledged = applied where acknowledged, definite
 //! failure = never applied), indefinite outcomes resolved once their index is applied
@@ -35,29 +32,31 @@
 //! Real tokio runtimes, sockets and files, so this file is left out of `--cfg madsim` builds.
 #![cfg(not(madsim))]
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use odradek_consensus::observe::{self, Event};
 use odradek_consensus::{
     Appended, Apply, Committed, EntryMeta, GroupId, LocalNetwork, LocalTransport, Node, NodeConfig, NodeId, Proposal, ProposeError,
     Transport, TransportStats,
 };
+use odradek_jepsen::checker::raft::{RaftChecker, ReplicaLog};
 use odradek_log::{CrashMode, EntryKind, SimDisk};
 use raft::eraftpb::{HardState as RaftHardState, Message, MessageType};
 use raft::StateRole;
 
+/// What the state machines were handed, for the proposal outcome checks and the tests' own
+/// questions (the raft checker judges R4 from the nodes' events).
 #[derive(Default)]
 struct Checks {
-    /// The first entry any replica applied at (group, index): all others must equal it (R4).
+    /// The first entry any replica applied at (group, index).
     canonical: BTreeMap<(GroupId, u64), Committed>,
     /// Per node incarnation: last applied index per group.
     applied: BTreeMap<(NodeId, GroupId), u64>,
-    /// (group, term) -> the leader seen in that term (R1).
-    leaders: BTreeMap<(GroupId, u64), NodeId>,
-    /// (node, group) -> the highest commit seen in this incarnation (R3).
-    commits: BTreeMap<(NodeId, GroupId), u64>,
     /// Snapshots installed (Apply::restore calls).
     restores: u64,
     /// Indefinite proposal outcomes resolved, all checked against the canonical entries.
@@ -73,32 +72,15 @@ impl Apply for Recorder {
     fn apply(&mut self, group: GroupId, entries: &[Committed]) {
         let mut checks = self.checks.lock().unwrap();
         for entry in entries {
-            let last = checks.applied.entry((self.node, group)).or_insert(0);
-            assert_eq!(entry.index, *last + 1, "node {} group {group}: applied out of order", self.node);
-            *last = entry.index;
-            if let Some(previous) = checks.canonical.get(&(group, entry.index - 1)) {
-                let offset_next = previous.base_offset + u64::from(previous.record_count);
-                assert_eq!(entry.base_offset, offset_next, "group {group}: offsets not dense at {}", entry.index);
-            }
-            match checks.canonical.get(&(group, entry.index)) {
-                Some(first) => assert_eq!(first, entry, "R4: node {} group {group} applied a different entry", self.node),
-                None => {
-                    checks.canonical.insert((group, entry.index), entry.clone());
-                }
-            }
+            checks.applied.insert((self.node, group), entry.index);
+            checks.canonical.entry((group, entry.index)).or_insert_with(|| entry.clone());
         }
     }
 
-    fn restore(&mut self, group: GroupId, index: u64, _term: u64, offset_next: u64) {
+    fn restore(&mut self, group: GroupId, index: u64, _term: u64, _offset_next: u64) {
         let mut checks = self.checks.lock().unwrap();
         checks.restores += 1;
-        if let Some(previous) = checks.canonical.get(&(group, index)) {
-            let expected = previous.base_offset + u64::from(previous.record_count);
-            assert_eq!(offset_next, expected, "snapshot at {index} of group {group} carries the wrong next offset");
-        }
-        let last = checks.applied.entry((self.node, group)).or_insert(0);
-        assert!(index >= *last, "node {} group {group}: snapshot {index} below applied {last}", self.node);
-        *last = index;
+        checks.applied.insert((self.node, group), index);
     }
 }
 
@@ -150,31 +132,19 @@ impl Transport for TappedTransport {
 /// What of one group a node has made durable: the saved hard state and the fsynced log end.
 type Durable = BTreeMap<GroupId, (RaftHardState, u64)>;
 
-/// The durable part of one replica's log: its start, and the term of each entry up to the
-/// fsynced end.
-#[derive(Clone, Debug, Default)]
-struct DurableLog {
-    first_index: u64,
-    terms: BTreeMap<u64, u64>,
-}
-
-impl DurableLog {
-    /// The entry `(index, term)` survives a crash of this replica: fsynced, or below the log
-    /// start (which only ever moves over committed entries).
-    fn holds(&self, index: u64, term: u64) -> bool {
-        index < self.first_index || self.terms.get(&index) == Some(&term)
-    }
-}
-
-/// Checksum of one raft entry, header and payload, for R2.
-fn entry_checksum(entry: &raft::eraftpb::Entry) -> u32 {
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&entry.index.to_le_bytes());
-    hasher.update(&entry.term.to_le_bytes());
-    hasher.update(&(entry.get_entry_type() as i32).to_le_bytes());
-    hasher.update(&entry.data);
-    hasher.update(&entry.context);
-    hasher.finalize()
+/// Installs, on this thread, the one raft checker as the observer of every node's events; its
+/// first violation panics, naming the invariant.
+fn observe_raft() -> Rc<RefCell<RaftChecker>> {
+    let checker = Rc::new(RefCell::new(RaftChecker::default()));
+    let sink = checker.clone();
+    observe::install(move |event| {
+        let mut checker = sink.borrow_mut();
+        checker.record(event);
+        if let Some(violation) = checker.violations().first() {
+            panic!("{violation}");
+        }
+    });
+    checker
 }
 
 type TestNode = Node<SimDisk, TappedTransport, Recorder>;
@@ -188,11 +158,8 @@ struct Cluster {
     checks: Arc<Mutex<Checks>>,
     /// Messages sent and not yet checked for R6.
     sent: Arc<Mutex<Vec<Sent>>>,
-    /// Per node and group, what its log holds durably, as of its last successful round (for
-    /// R5). Kept for crashed nodes too: a crashed voter still holds its fsynced entries. A
-    /// failed round is not counted, and need not be: its node sent nothing, so no leader
-    /// counted what that round synced.
-    durable_logs: BTreeMap<(NodeId, GroupId), DurableLog>,
+    /// The raft checker, also the observer of the nodes' events on this thread.
+    raft: Rc<RefCell<RaftChecker>>,
     seed: u64,
     now_ms: i64,
     /// Every group's log settings; a small `cache_bytes_max` forces raft's async log fetches.
@@ -225,7 +192,7 @@ impl Cluster {
             groups: groups.to_vec(),
             checks: Arc::default(),
             sent: Arc::default(),
-            durable_logs: BTreeMap::new(),
+            raft: observe_raft(),
             seed,
             now_ms: 0,
             log_config: odradek_log::LogConfig::default(),
@@ -259,7 +226,6 @@ impl Cluster {
             // A new incarnation re-applies from index 1 (its state machine is in memory).
             let mut checks = self.checks.lock().unwrap();
             checks.applied.retain(|&(node, _), _| node != id);
-            checks.commits.retain(|&(node, _), _| node != id);
         }
         let mut node = Node::new(config, self.disks[&id].clone(), transport, inbox, recorder);
         for &group in &self.groups {
@@ -267,9 +233,21 @@ impl Cluster {
                 assert!(self.broken.contains(&id), "node {id} group {group}: {error}");
             }
         }
+        // R3: a restart recovers no commit above what the group is known to have committed.
+        for &group in &self.groups {
+            let Some(status) = node.status(group) else { continue };
+            self.judge(|raft| raft.record_start(id, group, status.commit));
+        }
         self.nodes.insert(id, node);
-        self.durable_logs.retain(|&(node, _), _| node != id);
-        self.track_durable(id).await;
+    }
+
+    /// Feeds the raft checker what this harness saw; its first violation fails the test.
+    fn judge(&self, feed: impl FnOnce(&mut RaftChecker)) {
+        let mut raft = self.raft.borrow_mut();
+        feed(&mut raft);
+        if let Some(violation) = raft.violations().first() {
+            panic!("{violation}");
+        }
     }
 
     fn crash(&mut self, id: NodeId, mode: CrashMode) {
@@ -313,7 +291,6 @@ impl Cluster {
                 self.crash(id, CrashMode::PowerLoss);
                 self.failed.push(id);
             } else {
-                self.track_durable(id).await;
                 self.check_resolved(id);
             }
         }
@@ -344,95 +321,29 @@ impl Cluster {
         for Sent { from, group, message, disk_syncs } in sent {
             assert_eq!(from, id, "a message was sent outside its node's round");
             let durable = if disk_syncs == syncs_after { &after } else { before };
-            let Some((hard, synced)) = durable.get(&group) else { continue };
-            match message.get_msg_type() {
-                MessageType::MsgAppendResponse => assert!(
-                    message.index <= *synced,
-                    "R6: node {id} group {group} acknowledged entries up to {} with its log fsynced only up to {synced}",
-                    message.index
-                ),
-                MessageType::MsgRequestVoteResponse => assert!(
-                    hard.term > message.term || (hard.term == message.term && hard.vote == message.to),
-                    "R6: node {id} group {group} granted its vote in term {} to {} with durable term {} vote {}",
-                    message.term,
-                    message.to,
-                    hard.term,
-                    hard.vote
-                ),
+            let Some(&(ref hard, synced)) = durable.get(&group) else { continue };
+            let to = message.to;
+            let event = match message.get_msg_type() {
+                MessageType::MsgAppendResponse => {
+                    Event::AppendAccepted { node: id, group, to, index: message.index, durable_index: synced }
+                }
+                MessageType::MsgRequestVoteResponse => {
+                    Event::VoteGranted { node: id, group, to, term: message.term, saved_term: hard.term, saved_vote: hard.vote }
+                }
                 other => unreachable!("the tap records no {other:?}"),
-            }
-        }
-    }
-
-    /// Brings `durable_logs` of running node `id` up to date. Entries at or below both its
-    /// commit index and its old fsynced end are final (R3 checks that separately); only the
-    /// rest of its fsynced log is read again.
-    async fn track_durable(&mut self, id: NodeId) {
-        let node = &self.nodes[&id];
-        for &group in &self.groups {
-            let Some((_, first_index, synced)) = node.durable_state(group) else { continue };
-            let commit = node.status(group).map_or(0, |s| s.commit);
-            let log = self.durable_logs.entry((id, group)).or_default();
-            let known = log.terms.last_key_value().map_or(0, |(&i, _)| i);
-            let final_max = commit.min(synced).min(known);
-            log.first_index = first_index;
-            log.terms.retain(|&index, _| index >= first_index && index <= final_max);
-            let low = first_index.max(final_max + 1);
-            if low <= synced {
-                let entries = node.read_log(group, low, synced).await.unwrap();
-                log.terms.extend(entries.iter().map(|e| (e.index, e.term)));
-            }
+            };
+            self.judge(|raft| raft.record(event));
         }
     }
 
     /// R5, at the moment the harness sees a proposal acknowledged with `(index, term)`: the
-    /// entry is fsynced on a quorum of the group's current voters (both halves of a joint
-    /// configuration), counting crashed voters by what they held durably when they crashed.
+    /// entry is durable on a quorum of the group's current voters (both halves of a joint
+    /// configuration), counting crashed voters by what they had made durable.
     fn check_ack_durable(&self, group: GroupId, index: u64, term: u64) {
         // The configuration of the replica that has applied the most is the current one.
         let newest = self.nodes.values().max_by_key(|n| n.status(group).map_or(0, |s| s.applied)).expect("a running node");
         let conf = newest.conf_state(group).expect("the group is hosted");
-        for voters in [&conf.voters, &conf.voters_outgoing] {
-            if voters.is_empty() {
-                continue;
-            }
-            let holds = |voter: &&NodeId| self.durable_logs.get(&(**voter, group)).is_some_and(|log| log.holds(index, term));
-            let holding: Vec<NodeId> = voters.iter().filter(holds).copied().collect();
-            assert!(
-                holding.len() > voters.len() / 2,
-                "R5: group {group} acknowledged ({index}, {term}) durable only on {holding:?} of voters {voters:?}"
-            );
-        }
-    }
-
-    /// R2 (log matching, by checksums) over the fsynced logs of the running replicas: where
-    /// two replicas hold an entry with the same (index, term), that entry and every earlier
-    /// one both hold are identical (index, term, type, payload, context).
-    async fn check_log_matching(&self) {
-        for &group in &self.groups {
-            let mut logs: BTreeMap<NodeId, BTreeMap<u64, (u64, u32)>> = BTreeMap::new();
-            for (&id, node) in &self.nodes {
-                let Some((_, first_index, synced)) = node.durable_state(group) else { continue };
-                if synced < first_index {
-                    continue;
-                }
-                let entries = node.read_log(group, first_index, synced).await.unwrap();
-                logs.insert(id, entries.iter().map(|e| (e.index, (e.term, entry_checksum(e)))).collect());
-            }
-            for (&a, log_a) in &logs {
-                for (&b, log_b) in logs.range(a + 1..) {
-                    let same = |(index, (term, _)): &(&u64, &(u64, u32))| log_b.get(index).is_some_and(|(t, _)| t == term);
-                    let Some((&matched, _)) = log_a.iter().rev().find(same) else { continue };
-                    for (index, entry_a) in log_a.range(..=matched) {
-                        let Some(entry_b) = log_b.get(index) else { continue };
-                        assert_eq!(
-                            entry_a, entry_b,
-                            "R2: group {group}: nodes {a} and {b} match at index {matched} but differ at {index} (term, checksum)"
-                        );
-                    }
-                }
-            }
-        }
+        self.judge(|raft| raft.record_ack(group, index, term, &[&conf.voters, &conf.voters_outgoing]));
     }
 
     /// Indefinite outcomes that node `id` resolved: it applied their index, so the canonical
@@ -466,19 +377,13 @@ impl Cluster {
         }
     }
 
+    /// R3: no running replica's commit regressed.
     fn check(&self) {
-        let mut checks = self.checks.lock().unwrap();
         for (&id, node) in &self.nodes {
             for &group in &self.groups {
                 // A group whose files cannot open is not hosted (see `broken`).
                 let Some(status) = node.status(group) else { continue };
-                if status.role == StateRole::Leader {
-                    let leader = *checks.leaders.entry((group, status.term)).or_insert(id);
-                    assert_eq!(leader, id, "R1: group {group} term {} has two leaders", status.term);
-                }
-                let commit = checks.commits.entry((id, group)).or_insert(0);
-                assert!(status.commit >= *commit, "R3: node {id} group {group} commit regressed");
-                *commit = status.commit;
+                self.judge(|raft| raft.record_commit(id, group, status.commit));
             }
         }
     }
@@ -789,10 +694,11 @@ async fn a_replica_whose_acknowledged_last_entry_rotted_does_not_vote_it_away() 
 }
 
 /// The same schedule with the planted bug: the cut is trusted, the follower votes, and the
-/// outsider overwrites the committed entry (caught by the R4 check of what replicas apply).
+/// outsider would overwrite the committed entry. Caught as R8 as soon as the follower restarts:
+/// its recovery cut an entry it had reported durable, and it does not hold itself suspect.
 #[cfg(feature = "planted-bugs")]
 #[tokio::test]
-#[should_panic(expected = "R4")]
+#[should_panic(expected = "R8 group 3: node")]
 async fn planted_trust_recovery_cut_loses_a_committed_entry() {
     rotted_last_entry(true).await;
 }
@@ -1009,7 +915,6 @@ impl Schedule {
         } else if let Some(&node) = self.down.first() {
             if self.rng.gen::<f64>() < self.faults.restart {
                 cluster.start(node).await;
-                cluster.check_restart(node);
                 self.down.remove(&node);
             }
         }
@@ -1080,57 +985,37 @@ impl Cluster {
         panic!("liveness: group {group} commits nothing after healing");
     }
 
-    /// R3 across a restart: the recovered commit never exceeds what the group committed.
-    fn check_restart(&self, node: NodeId) {
-        let checks = self.checks.lock().unwrap();
+    /// R2 and R3 over the running replicas' logs (see [`RaftChecker::check_logs`]).
+    async fn check_logs(&self) {
         for &group in &self.groups {
-            let commit = self.nodes[&node].status(group).unwrap().commit;
-            let committed_max = checks.commits.iter().filter(|((_, g), _)| *g == group).map(|(_, &c)| c).max().unwrap_or(0);
-            let canonical_max = checks.canonical.range((group, 0)..(group + 1, 0)).next_back().map_or(0, |(&(_, i), _)| i);
-            assert!(
-                commit <= committed_max.max(canonical_max),
-                "R3: node {node} group {group} recovered commit {commit} above any known commit"
-            );
+            let newest_leader = self.leader(group);
+            let mut logs = Vec::new();
+            for (&id, node) in &self.nodes {
+                let (Some(status), Some((_, first_index, synced_index))) = (node.status(group), node.durable_state(group)) else {
+                    continue;
+                };
+                let entries = if status.last_index >= first_index {
+                    node.read_log(group, first_index, status.last_index).await.unwrap()
+                } else {
+                    Vec::new()
+                };
+                logs.push(ReplicaLog {
+                    node: id,
+                    entries: entries.iter().map(|e| (e.index, (e.term, observe::entry_checksum(e)))).collect(),
+                    synced_index,
+                    commit_index: status.commit,
+                    last_index: status.last_index,
+                    newest_leader: newest_leader == Some(id),
+                });
+            }
+            self.judge(|raft| raft.check_logs(group, &logs));
         }
     }
+}
 
-    /// R3: no replica's log differs from the canonical entries at or below its commit; every
-    /// leader's log holds every entry any replica applied (leader completeness).
-    async fn check_logs(&self) {
-        self.check_log_matching().await;
-        for (&id, node) in &self.nodes {
-            for &group in &self.groups {
-                let status = node.status(group).unwrap();
-                let canonical: Vec<Committed> = {
-                    let checks = self.checks.lock().unwrap();
-                    checks.canonical.range((group, 0)..(group + 1, 0)).map(|(_, e)| e.clone()).collect()
-                };
-                let applied_max = canonical.last().map_or(0, |e| e.index);
-                // A stale leader of an older term (not yet stepped down) may lack newer entries.
-                let newest_leader = self.leader(group) == Some(id);
-                let high = if newest_leader { applied_max } else { status.commit.min(applied_max) };
-                if high == 0 {
-                    continue;
-                }
-                assert!(status.last_index >= high, "R3: leader {id} of group {group} misses committed entries up to {high}");
-                let first = node.durable_state(group).unwrap().1;
-                if high < first {
-                    continue;
-                }
-                let log = node.read_log(group, first, high).await.unwrap();
-                let from = canonical.iter().position(|e| e.index == first).expect("canonical entries start at 1");
-                for (entry, expected) in log.iter().zip(&canonical[from..]) {
-                    assert_eq!(
-                        (entry.index, entry.term),
-                        (expected.index, expected.term),
-                        "R3: node {id} group {group} diverges at a committed entry"
-                    );
-                    if expected.kind != EntryKind::Config {
-                        assert_eq!(&entry.data[..], &expected.payload[..], "R2: node {id} group {group} index {}", entry.index);
-                    }
-                }
-            }
-        }
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        observe::uninstall();
     }
 }
 
@@ -1184,7 +1069,6 @@ async fn run_schedule_on(seed: u64, faults: Faults, cache_bytes_max: usize, plan
     }
     for node in std::mem::take(&mut schedule.down) {
         cluster.start(node).await;
-        cluster.check_restart(node);
     }
     for (_, envelope) in std::mem::take(&mut schedule.held) {
         cluster.network.deliver(envelope);
@@ -1379,6 +1263,8 @@ async fn regression_entries_of_a_term_the_hard_state_lost() {
 async fn node_tasks_elect_and_commit_through_handles() {
     use std::time::Duration;
     let network = LocalNetwork::new();
+    // Every node task runs on this thread (a current-thread runtime): the checker sees them all.
+    let raft = observe_raft();
     let checks: Arc<Mutex<Checks>> = Arc::default();
     let mut handles = BTreeMap::new();
     let mut tasks = Vec::new();
@@ -1432,6 +1318,8 @@ async fn node_tasks_elect_and_commit_through_handles() {
         task.await.unwrap().expect("the loop ends cleanly when its handles are dropped");
     }
     pump.abort();
+    observe::uninstall();
+    assert!(raft.borrow().violations().is_empty() && raft.borrow().events > 0);
 }
 
 /// The planted R6 bug (send before fsync) must be caught by the schedules above, and by the R6
@@ -1459,7 +1347,7 @@ fn planted_send_before_persist_is_caught_by_r6() {
         let Err(panic) = std::panic::catch_unwind(run) else { continue };
         let message = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
         let message = message.unwrap_or_default();
-        assert!(message.starts_with("R6: "), "seed {seed}: the planted bug was caught, but not by R6: {message}");
+        assert!(message.starts_with("R6 "), "seed {seed}: the planted bug was caught, but not by R6: {message}");
         // The same schedule without the bug passes.
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(run_schedule_on(seed, faults, cache_bytes_max, false));
@@ -1505,6 +1393,7 @@ async fn three_nodes_over_tcp_with_real_files_commit_through_handles() {
         listeners.insert(id, tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
     }
     let addrs: BTreeMap<NodeId, std::net::SocketAddr> = listeners.iter().map(|(&id, l)| (id, l.local_addr().unwrap())).collect();
+    let raft = observe_raft();
     let checks: Arc<Mutex<Checks>> = Arc::default();
     let mut handles = BTreeMap::new();
     let mut tasks = Vec::new();
@@ -1550,6 +1439,8 @@ async fn three_nodes_over_tcp_with_real_files_commit_through_handles() {
     for task in tasks {
         task.await.unwrap().expect("clean stop");
     }
+    observe::uninstall();
+    assert!(raft.borrow().violations().is_empty() && raft.borrow().events > 0);
 }
 
 impl Cluster {

@@ -23,13 +23,15 @@ use super::errors::{raft_error, storage_error, NodeError};
 use super::group::{send_outcomes, Apply, Committed, Group};
 use super::proposals::{CommittedAt, ResolvedQueue};
 
+/// Replaces the group's log by `snapshot` (a metadata snapshot: index, term, configuration and
+/// the log's next offset) and tells the state machine; returns that next offset.
 pub(super) async fn install_snapshot<D: Disk, A: Apply>(
     group: GroupId,
     state: &mut Group<D>,
     snapshot: &raft::eraftpb::Snapshot,
     apply: &mut A,
     now_ms: i64,
-) -> Result<(), NodeError> {
+) -> Result<u64, NodeError> {
     let metadata = snapshot.get_metadata();
     let offset_bytes: [u8; 8] = snapshot.data.get(..8).and_then(|b| b.try_into().ok()).ok_or_else(|| NodeError::Storage {
         group,
@@ -46,12 +48,14 @@ pub(super) async fn install_snapshot<D: Disk, A: Apply>(
     state.applied_durable_conf = state.applied_durable_conf.max(metadata.index);
     state.state_machine_applied = state.state_machine_applied.max(metadata.index);
     apply.restore(group, metadata.index, metadata.term, offset_next);
-    Ok(())
+    Ok(offset_next)
 }
 
 /// Applies committed entries: conf changes to raft (saved durably), proposals resolved, and
-/// everything above the state machine's applied index handed to it.
+/// everything above the state machine's applied index handed to it. `applier` is this node and
+/// its incarnation, for the observer.
 pub(super) async fn apply_committed<D: Disk, A: Apply>(
+    applier: (NodeId, u64),
     group: GroupId,
     state: &mut Group<D>,
     entries: &[RaftEntry],
@@ -61,11 +65,13 @@ pub(super) async fn apply_committed<D: Disk, A: Apply>(
     if entries.is_empty() {
         return Ok(());
     }
+    assert!(entries.windows(2).all(|pair| pair[1].index == pair[0].index + 1), "group {group}: committed entries with a gap");
     let mut handed = Vec::with_capacity(entries.len());
     // Outcomes are sent after the state machine has the entries, so a proposer woken by its
     // outcome (possibly on another thread) finds them applied.
     let mut outcomes = Vec::new();
     let storage = state.store.storage();
+    let mut base_offsets = Vec::with_capacity(entries.len());
     for entry in entries {
         if entry.get_entry_type() != EntryType::EntryNormal && entry.index > state.store.conf_state_index() {
             let change = decode_conf_change(entry).map_err(storage_error(group))?;
@@ -73,6 +79,7 @@ pub(super) async fn apply_committed<D: Disk, A: Apply>(
             state.store.save_conf_state(&conf, entry.index).await.map_err(storage_error(group))?;
         }
         let base_offset = storage.base_offset(entry.index).expect("unapplied entries stay cached");
+        base_offsets.push(base_offset);
         let conf_change = entry.get_entry_type() != EntryType::EntryNormal;
         let at = CommittedAt { index: entry.index, term: entry.term, conf_change, base_offset };
         outcomes.extend(state.proposals.committed(at, resolved));
@@ -83,17 +90,25 @@ pub(super) async fn apply_committed<D: Disk, A: Apply>(
     }
     // Proposals below the committed prefix can no longer commit (a superseded index).
     outcomes.extend(state.proposals.committed_through(entries.last().expect("not empty").index));
-    if let Some(last) = handed.last() {
+    if let (Some(first), Some(last)) = (handed.first(), handed.last()) {
+        // Exactly once, in order: the state machine gets the entry right after its applied one.
+        assert_eq!(first.index, state.state_machine_applied + 1, "group {group}: the state machine would skip or repeat entries");
         state.state_machine_applied = last.index;
         apply.apply(group, &handed);
     }
     send_outcomes(outcomes);
+    observe_applied(applier, group, entries, &base_offsets);
     Ok(())
 }
 
-pub(super) fn observe_applied(node: NodeId, incarnation: u64, group: GroupId, entries: &[RaftEntry]) {
-    for entry in entries {
+/// Reports the entries applied, each at its base offset.
+fn observe_applied((node, incarnation): (NodeId, u64), group: GroupId, entries: &[RaftEntry], base_offsets: &[u64]) {
+    for (entry, &base_offset) in entries.iter().zip(base_offsets) {
         let (index, term) = (entry.index, entry.term);
-        observe::emit(|| observe::Event::Applied { node, incarnation, group, index, term, checksum: crc32fast::hash(&entry.data) });
+        observe::emit(|| {
+            let checksum = observe::entry_checksum(entry);
+            let offset_next = crate::storage::to_log_entry(entry, base_offset).expect("a committed entry converts").offset_next();
+            observe::Event::Applied { node, incarnation, group, index, term, checksum, base_offset, offset_next }
+        });
     }
 }

@@ -141,6 +141,17 @@ impl<D: Disk> Group<D> {
     }
 }
 
+/// Reports the entries replayed into the state machine on opening a group, as applied.
+fn observe_replayed(node: NodeId, incarnation: u64, group: GroupId, entries: &[odradek_log::Entry]) {
+    for entry in entries {
+        let (index, term, base_offset, offset_next) = (entry.index, entry.term, entry.base_offset, entry.offset_next());
+        observe::emit(|| {
+            let checksum = observe::entry_checksum(&crate::storage::to_raft_entry(entry).expect("the log holds raft entries"));
+            observe::Event::Applied { node, incarnation, group, index, term, checksum, base_offset, offset_next }
+        });
+    }
+}
+
 /// Sends outcomes to their proposers (one that stopped waiting is fine to miss).
 pub(super) fn send_outcomes(outcomes: impl IntoIterator<Item = Outcome<Waiter>>) {
     for (waiter, outcome) in outcomes {
@@ -238,8 +249,10 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         while low <= applied {
             let entries = store.log().read(low, applied + 1, LOG_READ_BYTES_MAX).await.map_err(|e| storage_error(group)(e.into()))?;
             let committed: Vec<Committed> = entries.iter().map(Committed::from_log).collect();
+            assert!(committed.iter().zip(low..).all(|(entry, index)| entry.index == index), "group {group}: replay from {low} has a gap");
             low = committed.last().expect("read returns at least one entry").index + 1;
             self.apply.apply(group, &committed);
+            observe_replayed(node, self.incarnation, group, &entries);
         }
         let raft_config = self.raft_config(applied);
         let raw = RawNode::new(&raft_config, storage, &self.logger).map_err(raft_error(group))?;
