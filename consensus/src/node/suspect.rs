@@ -323,11 +323,13 @@ impl<D: Disk, T, A> Node<D, T, A> {
             if durable < bound {
                 continue;
             }
+            // Reported before the save: a save whose fsync fails may still reach the disk, and
+            // the replica, reopened, votes again (legitimately: its log reached the bound).
+            observe::emit(|| observe::Event::SuspectCleared { node, group, durable });
             state.store.clear_suspicion().await.map_err(storage_error(group))?;
             tracing::info!(group, durable, bound, answers = ?suspect.answers, "suspicion settled: this replica votes again");
             state.suspect = None;
             self.stats.suspicions_cleared += 1;
-            observe::emit(|| observe::Event::SuspectCleared { node, group, durable });
         }
         Ok(())
     }
