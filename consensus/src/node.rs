@@ -477,9 +477,13 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             state.raw.advance_apply();
             state.store.storage().set_applied(state.raw.raft.raft_log.applied);
         }
-        for state in self.groups.values_mut() {
+        for (&group, state) in self.groups.iter_mut() {
             // Every conf change applied so far is in the conf-state file.
             state.applied_durable_conf = state.raw.raft.raft_log.applied;
+            // R6 rests on this: whatever the round appended is synced before anything leaves.
+            assert!(!state.store.is_dirty(), "group {group}: unsynced entries at the end of a round");
+            let commit = state.store.hard_state_saved().commit;
+            assert!(commit <= state.applied_durable_conf, "group {group}: commit {commit} persisted above the applied index");
         }
         self.serve_fetches().await?;
         self.redraw_election_timeouts();
@@ -562,6 +566,8 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         for (&group, state) in self.groups.iter_mut() {
             let saved = state.store.hard_state_saved();
             let commit_bound = state.raw.raft.raft_log.committed.min(state.applied_durable_conf);
+            // The persisted commit never passed the previous round's applied index (nor raft's commit).
+            assert!(saved.commit <= commit_bound, "group {group}: persisted commit {} above its bound {commit_bound}", saved.commit);
             if commit_bound >= saved.commit + COMMIT_PERSIST_LAG_MAX {
                 let durable = odradek_log::HardState { commit: commit_bound, ..saved };
                 state.store.save_hard_state(&crate::storage::raft_hard_state(durable)).await.map_err(storage_error(group))?;

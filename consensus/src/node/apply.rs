@@ -33,6 +33,8 @@ pub(super) async fn install_snapshot<D: Disk, A: Apply>(
     now_ms: i64,
 ) -> Result<u64, NodeError> {
     let metadata = snapshot.get_metadata();
+    let saved = state.store.hard_state_saved().commit;
+    assert!(metadata.index >= saved, "group {group}: snapshot at {} below the persisted commit {saved}", metadata.index);
     let offset_bytes: [u8; 8] = snapshot.data.get(..8).and_then(|b| b.try_into().ok()).ok_or_else(|| NodeError::Storage {
         group,
         source: StorageFault::InvalidEntry { index: metadata.index, detail: "snapshot without its start offset".into() },
@@ -66,6 +68,7 @@ pub(super) async fn apply_committed<D: Disk, A: Apply>(
         return Ok(());
     }
     assert!(entries.windows(2).all(|pair| pair[1].index == pair[0].index + 1), "group {group}: committed entries with a gap");
+    assert!(entries[0].index <= state.state_machine_applied + 1, "group {group}: committed entries skip past the applied index");
     let mut handed = Vec::with_capacity(entries.len());
     // Outcomes are sent after the state machine has the entries, so a proposer woken by its
     // outcome (possibly on another thread) finds them applied.

@@ -266,6 +266,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             suspect: suspicion.map(|suspicion| suspect::Suspect::new(suspicion, hard_state.term)),
         };
         self.groups.insert(group, group_state);
+        assert!(self.groups.len() <= GROUPS_MAX);
         self.redraw_election_timeouts();
         Ok(())
     }
@@ -383,6 +384,8 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             self.stats.hard_state_saves += 1;
         }
         let index_bound = state.store.hard_state_saved().commit + 1;
+        let applied = state.raw.raft.raft_log.applied;
+        assert!(index_bound <= applied + 1, "group {group}: retention bound {index_bound} above the applied index {applied}");
         state.store.enforce_retention(now_ms, index_bound).await.map_err(storage_error(group))
     }
 

@@ -83,6 +83,9 @@ pub(super) struct Suspect {
 
 impl Suspect {
     pub fn new(suspicion: Suspicion, query_term: u64) -> Suspect {
+        assert!(suspicion.cut <= suspicion.bound, "suspect for {}..={}", suspicion.cut, suspicion.bound);
+        // The store saved a new term with the suspicion: every lost entry is of an older one.
+        assert!(query_term > suspicion.term, "query term {query_term} not past the cut's term {}", suspicion.term);
         Suspect { suspicion, query_term, answers: BTreeMap::new(), ticks: 0 }
     }
 
@@ -141,6 +144,7 @@ pub(super) fn query(from: NodeId, to: NodeId, suspect: &Suspect) -> Message {
 
 /// The answer of a replica at `term` (at least the query's) whose log ends at `last_index`.
 pub(super) fn answer(from: NodeId, to: NodeId, query_term: u64, term: u64, last_index: u64) -> Message {
+    assert!(term >= query_term, "an answer at term {term} below its query's {query_term}");
     let mut message = control(from, to, ANSWER_CONTEXT);
     message.term = term;
     message.log_term = query_term;
