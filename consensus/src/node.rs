@@ -78,7 +78,7 @@ use apply::{apply_committed, install_snapshot};
 use errors::{raft_error, storage_error};
 use group::Group;
 use proposals::ResolvedQueue;
-use suspect::{other_voters, Broken};
+use suspect::{other_voters, Quarantined};
 
 /// Inbound batches stepped per round; the rest wait in the (bounded) inbox for the next one.
 pub const INBOUND_BATCHES_PER_ROUND_MAX: usize = 1024;
@@ -197,7 +197,7 @@ pub struct Node<D: Disk, T, A> {
     /// (corruption, or any failure under [`Node::host_groups_on_disk`]). Each with the highest
     /// index of an intact entry in its log, and the term its saved hard state was last raised
     /// to (module `suspect`).
-    broken: BTreeMap<GroupId, Broken>,
+    quarantined: BTreeMap<GroupId, Quarantined>,
     /// Serves no client (see [`Node::host_groups_on_disk`]): hands leadership of every group
     /// to a caught-up follower as soon as it leads one. Counts ticks since then.
     passive: Option<u64>,
@@ -221,7 +221,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let election_rng = config.election_seed.map(|seed| mix(seed) ^ mix(config.node_id).rotate_left(29));
         let stats = NodeStats::default();
-        let incarnation = crate::observe::next_incarnation();
+        let incarnation = crate::observe::incarnation_next();
         Node {
             config,
             disk,
@@ -236,7 +236,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             incarnation,
             queries_due: Vec::new(),
             answers_due: Vec::new(),
-            broken: BTreeMap::new(),
+            quarantined: BTreeMap::new(),
             passive: None,
         }
     }

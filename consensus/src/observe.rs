@@ -111,7 +111,7 @@ pub fn entry_checksum(entry: &raft::eraftpb::Entry) -> u32 {
 }
 
 /// A number for a new node object, unique on this thread: a restarted node is a new incarnation.
-pub(crate) fn next_incarnation() -> u64 {
+pub(crate) fn incarnation_next() -> u64 {
     INCARNATIONS.with(|counter| {
         counter.set(counter.get() + 1);
         counter.get()
@@ -132,6 +132,6 @@ mod tests {
         uninstall();
         emit(|| panic!("uninstalled"));
         assert_eq!(*seen.borrow(), vec![Event::Leader { node: 1, group: 2, term: 3 }]);
-        assert_ne!(next_incarnation(), next_incarnation());
+        assert_ne!(incarnation_next(), incarnation_next());
     }
 }

@@ -210,7 +210,7 @@ fn raft_entry_bytes(entry: &RaftEntry) -> usize {
 pub struct FetchRequest {
     pub low: u64,
     pub high: u64,
-    pub max_size: Option<u64>,
+    pub bytes_max: Option<u64>,
     pub context: GetEntriesContext,
 }
 
@@ -222,9 +222,9 @@ pub(crate) struct StorageView {
     first_index: u64,
     last_index: u64,
     /// Term of `first_index - 1`: the implicit snapshot's term.
-    prev_term: u64,
+    term_prev: u64,
     /// Offset of the first record in the log: travels in the metadata snapshot.
-    start_offset: u64,
+    offset_start: u64,
     /// (first index, term) of each run of equal terms over `first_index ..= last_index`.
     terms: Vec<(u64, u64)>,
     /// Contiguous, ending at `last_index` (or empty); each with its base offset.
@@ -246,7 +246,7 @@ impl StorageView {
 
     fn term_at(&self, index: u64) -> Option<u64> {
         if index + 1 == self.first_index {
-            return Some(self.prev_term);
+            return Some(self.term_prev);
         }
         if index < self.first_index || index > self.last_index {
             return None;
@@ -282,11 +282,11 @@ impl StorageView {
         self.last_index = from_index - 1;
     }
 
-    fn on_log_start(&mut self, first_index: u64, prev_term: u64, start_offset: u64) {
+    fn on_log_start(&mut self, first_index: u64, term_prev: u64, offset_start: u64) {
         assert!(first_index >= self.first_index, "the log start moves back from {} to {first_index}", self.first_index);
         self.first_index = first_index;
-        self.prev_term = prev_term;
-        self.start_offset = start_offset;
+        self.term_prev = term_prev;
+        self.offset_start = offset_start;
         let keep_from = self.terms.partition_point(|&(start, _)| start <= first_index).saturating_sub(1);
         self.terms.drain(..keep_from);
         if self.last_index < first_index {
@@ -403,7 +403,7 @@ impl raft::Storage for GroupStorage {
             return Err(raft::Error::Store(StorageError::Unavailable));
         }
         if view.fetch_requests.len() < FETCH_REQUESTS_MAX {
-            view.fetch_requests.push(FetchRequest { low, high, max_size, context });
+            view.fetch_requests.push(FetchRequest { low, high, bytes_max: max_size, context });
         }
         Err(raft::Error::Store(StorageError::LogTemporarilyUnavailable))
     }
@@ -431,12 +431,12 @@ impl raft::Storage for GroupStorage {
         let mut snapshot = Snapshot::default();
         let metadata = snapshot.mut_metadata();
         metadata.index = view.first_index - 1;
-        metadata.term = view.prev_term;
+        metadata.term = view.term_prev;
         metadata.set_conf_state(view.conf_state.clone());
         if metadata.index < request_index {
             return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
         }
-        snapshot.data = view.start_offset.to_le_bytes().to_vec().into();
+        snapshot.data = view.offset_start.to_le_bytes().to_vec().into();
         Ok(snapshot)
     }
 }
@@ -506,8 +506,8 @@ impl<D: Disk> GroupStore<D> {
             conf_state: conf,
             first_index: log.first_index(),
             last_index: log.first_index() - 1,
-            prev_term: log.prev_term(),
-            start_offset: log.start_offset(),
+            term_prev: log.prev_term(),
+            offset_start: log.start_offset(),
             applied: hard.commit.max(log.first_index() - 1),
             cache_bytes_max,
             ..StorageView::default()
@@ -661,7 +661,7 @@ impl<D: Disk> GroupStore<D> {
     /// Serves one async fetch request: reads the entries and parks them in the view, so raft's
     /// retry (after `RawNode::on_entries_fetched`) finds them. Returns the request's context.
     pub async fn fetch(&self, request: FetchRequest) -> Result<GetEntriesContext, StorageFault> {
-        let bytes_max = request.max_size.unwrap_or(LOG_READ_BYTES_MAX).min(LOG_READ_BYTES_MAX);
+        let bytes_max = request.bytes_max.unwrap_or(LOG_READ_BYTES_MAX).min(LOG_READ_BYTES_MAX);
         let first = self.log.first_index();
         let high = request.high.min(self.log.last_index() + 1);
         if request.low >= first && request.low < high {

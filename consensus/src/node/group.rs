@@ -215,7 +215,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
                 return Err(storage_error(group)(error));
             }
         };
-        self.broken.remove(&group);
+        self.quarantined.remove(&group);
         #[cfg(any(madsim, feature = "planted-bugs"))]
         let store = {
             let mut store = store;
@@ -288,7 +288,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         let groups: Vec<GroupId> = names
             .iter()
             .filter_map(|name| name.parse().ok())
-            .filter(|g| !self.groups.contains_key(g) && !self.broken.contains_key(g))
+            .filter(|g| !self.groups.contains_key(g) && !self.quarantined.contains_key(g))
             .collect();
         let mut hosted = 0;
         for group in groups {
@@ -306,7 +306,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
                 }
             }
         }
-        Ok((hosted, self.broken.len()))
+        Ok((hosted, self.quarantined.len()))
     }
 
     /// Stops hosting `group` (its files stay). Pending proposals fail: definitely if no ready
@@ -321,7 +321,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
     /// whose topic was deleted. Whatever is in the group's directory goes.
     pub async fn destroy_group(&mut self, group: GroupId) -> Result<bool, NodeError> {
         let hosted = self.remove_group(group);
-        self.broken.remove(&group);
+        self.quarantined.remove(&group);
         let group_dir = self.config.data_dir.join(group.to_string());
         // The segment log's directory first, then the group's own files (hard state, conf state).
         for dir in [group_dir.join(crate::storage::LOG_DIR), group_dir] {

@@ -44,7 +44,7 @@
 //!
 //! # Quarantine
 //! A group whose files refuse to open (corruption) is not hosted, but this node still answers
-//! the suspect queries of its other replicas from what its files hold ([`Broken`]: the highest
+//! the suspect queries of its other replicas from what its files hold ([`Quarantined`]: the highest
 //! intact index, scanned once), raising the group's saved term to each query's first so the
 //! answer's promise holds if the group opens later. A node that cannot run its metadata group
 //! hosts every other group it has files for ([`Node::host_groups_on_disk`]) and turns passive:
@@ -171,8 +171,8 @@ pub(super) struct AnswerDue {
 
 /// A group this node does not host but answers suspect queries for.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Broken {
-    pub(super) highest_intact: u64,
+pub(super) struct Quarantined {
+    pub(super) intact_index_max: u64,
     /// Its saved hard state is known to be at this term or later.
     pub(super) term: u64,
 }
@@ -187,9 +187,9 @@ pub(super) fn other_voters(conf: &ConfState, node: NodeId) -> Vec<NodeId> {
 
 impl<D: Disk, T, A> Node<D, T, A> {
     /// A message to a group not hosted here: a suspect query is answered when the group is
-    /// quarantined ([`Broken`]); anything else is dropped.
+    /// quarantined (see [`Quarantined`]); anything else is dropped.
     pub(super) fn answer_for_quarantined(&mut self, from: NodeId, group: GroupId, message: &Message) {
-        if let (Some(Control::Query { term }), true) = (classify(message), self.broken.contains_key(&group)) {
+        if let (Some(Control::Query { term }), true) = (classify(message), self.quarantined.contains_key(&group)) {
             self.answers_due.push(AnswerDue { to: from, group, query_term: term });
         }
     }
@@ -239,16 +239,16 @@ impl<D: Disk, T, A> Node<D, T, A> {
         refused
     }
 
-    /// Answers suspect queries for `group` without hosting it (see `broken`). The owner retries
+    /// Answers suspect queries for `group` without hosting it (see `quarantined`). The owner retries
     /// a failed open now and then; the files are scanned once.
     pub(super) async fn quarantine(&mut self, group: GroupId) {
-        if self.broken.contains_key(&group) {
+        if self.quarantined.contains_key(&group) {
             return;
         }
         let log_dir = self.config.data_dir.join(group.to_string()).join(crate::storage::LOG_DIR);
         match odradek_log::highest_intact_index(&self.disk, &log_dir).await {
-            Ok(highest_intact) => {
-                self.broken.insert(group, Broken { highest_intact, term: 0 });
+            Ok(intact_index_max) => {
+                self.quarantined.insert(group, Quarantined { intact_index_max, term: 0 });
             }
             Err(scan) => tracing::warn!(group, %scan, "cannot scan a log for suspect queries"),
         }
@@ -286,10 +286,10 @@ impl<D: Disk, T, A> Node<D, T, A> {
         let mut kept = Vec::new();
         for answer in std::mem::take(&mut self.answers_due) {
             let (group, query_term) = (answer.group, answer.query_term);
-            if let Some(broken) = self.broken.get(&group).copied().filter(|broken| broken.term < query_term) {
+            if let Some(quarantined) = self.quarantined.get(&group).copied().filter(|quarantined| quarantined.term < query_term) {
                 match self.raise_saved_term(group, query_term).await {
                     Ok(term) => {
-                        self.broken.insert(group, Broken { term, ..broken });
+                        self.quarantined.insert(group, Quarantined { term, ..quarantined });
                     }
                     // A hard state that cannot be read: the group never opens again as it is,
                     // so its answer holds without a raised term.
@@ -346,14 +346,14 @@ impl<D: Disk, T, A> Node<D, T, A> {
             outbox.entry(to).or_default().push((group, query(node, to, suspect)));
         }
         for due in std::mem::take(&mut self.answers_due) {
-            let message = match (self.groups.get(&due.group), self.broken.get(&due.group)) {
+            let message = match (self.groups.get(&due.group), self.quarantined.get(&due.group)) {
                 (Some(state), _) => {
                     let raft = &state.raw.raft;
                     answer(node, due.to, due.query_term, raft.term, raft.raft_log.last_index())
                 }
                 // A group that cannot open takes no entry from any leader: as good as the
                 // query's term.
-                (None, Some(broken)) => answer(node, due.to, due.query_term, due.query_term, broken.highest_intact),
+                (None, Some(quarantined)) => answer(node, due.to, due.query_term, due.query_term, quarantined.intact_index_max),
                 (None, None) => continue,
             };
             outbox.entry(due.to).or_default().push((due.group, message));

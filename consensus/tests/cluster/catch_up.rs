@@ -22,7 +22,7 @@ async fn a_lagging_follower_is_served_from_the_log_when_the_cache_is_small() {
     cluster.start(follower).await;
     cluster.converge().await;
     assert!(cluster.nodes[&leader].stats().log_fetches > 0, "the leader never read the log for the follower");
-    assert_eq!(cluster.checks.lock().unwrap().applied[&(follower, 5)], cluster.nodes[&leader].status(5).unwrap().commit);
+    assert_eq!(cluster.recorded.lock().unwrap().applied[&(follower, 5)], cluster.nodes[&leader].status(5).unwrap().commit);
 }
 
 #[tokio::test]
@@ -56,7 +56,7 @@ async fn a_follower_behind_retention_catches_up_from_a_metadata_snapshot() {
 
     cluster.start(lagger).await;
     cluster.converge().await;
-    assert!(cluster.checks.lock().unwrap().restores >= 1, "no snapshot was installed");
+    assert!(cluster.recorded.lock().unwrap().restores >= 1, "no snapshot was installed");
     assert!(cluster.nodes[&lagger].durable_state(6).unwrap().1 > 12, "the lagger's log was not reset");
     cluster.propose_and_commit(5, "after").await;
     cluster.converge().await;

@@ -24,7 +24,7 @@ use raft::StateRole;
 /// What the state machines were handed, for the proposal outcome checks and the tests' own
 /// questions (the raft checker judges R4 from the nodes' events).
 #[derive(Default)]
-pub(crate) struct Checks {
+pub(crate) struct Recorded {
     /// The first entry any replica applied at (group, index).
     pub(crate) canonical: BTreeMap<(GroupId, u64), Committed>,
     /// Per node incarnation: last applied index per group.
@@ -37,22 +37,22 @@ pub(crate) struct Checks {
 
 pub(crate) struct Recorder {
     pub(crate) node: NodeId,
-    pub(crate) checks: Arc<Mutex<Checks>>,
+    pub(crate) recorded: Arc<Mutex<Recorded>>,
 }
 
 impl Apply for Recorder {
     fn apply(&mut self, group: GroupId, entries: &[Committed]) {
-        let mut checks = self.checks.lock().unwrap();
+        let mut recorded = self.recorded.lock().unwrap();
         for entry in entries {
-            checks.applied.insert((self.node, group), entry.index);
-            checks.canonical.entry((group, entry.index)).or_insert_with(|| entry.clone());
+            recorded.applied.insert((self.node, group), entry.index);
+            recorded.canonical.entry((group, entry.index)).or_insert_with(|| entry.clone());
         }
     }
 
     fn restore(&mut self, group: GroupId, index: u64, _term: u64, _offset_next: u64) {
-        let mut checks = self.checks.lock().unwrap();
-        checks.restores += 1;
-        checks.applied.insert((self.node, group), index);
+        let mut recorded = self.recorded.lock().unwrap();
+        recorded.restores += 1;
+        recorded.applied.insert((self.node, group), index);
     }
 }
 
@@ -73,14 +73,14 @@ pub(crate) fn disk_syncs(disk: &SimDisk) -> u64 {
 /// `LocalTransport` plus a tap for R6: every append response and vote grant a node sends is
 /// recorded with the count of its disk's syncs at that moment, for [`Cluster::check_sent`].
 pub(crate) struct TappedTransport {
-    pub(crate) inner: LocalTransport,
+    pub(crate) local: LocalTransport,
     pub(crate) disk: SimDisk,
     pub(crate) sent: Arc<Mutex<Vec<Sent>>>,
 }
 
 impl Transport for TappedTransport {
     fn node_id(&self) -> NodeId {
-        self.inner.node_id()
+        self.local.node_id()
     }
 
     fn send(&self, to: NodeId, messages: Vec<(GroupId, Message)>) {
@@ -88,16 +88,16 @@ impl Transport for TappedTransport {
         let mut sent = self.sent.lock().unwrap();
         for (group, message) in &messages {
             if covered.contains(&message.get_msg_type()) && !message.reject {
-                let from = self.inner.node_id();
+                let from = self.local.node_id();
                 sent.push(Sent { from, group: *group, message: message.clone(), disk_syncs: disk_syncs(&self.disk) });
             }
         }
         drop(sent);
-        self.inner.send(to, messages);
+        self.local.send(to, messages);
     }
 
     fn stats(&self) -> TransportStats {
-        self.inner.stats()
+        self.local.stats()
     }
 }
 
@@ -127,7 +127,7 @@ pub(crate) struct Cluster {
     pub(crate) nodes: BTreeMap<NodeId, TestNode>,
     pub(crate) voters: Vec<NodeId>,
     pub(crate) groups: Vec<GroupId>,
-    pub(crate) checks: Arc<Mutex<Checks>>,
+    pub(crate) recorded: Arc<Mutex<Recorded>>,
     /// Messages sent and not yet checked for R6.
     pub(crate) sent: Arc<Mutex<Vec<Sent>>>,
     /// The raft checker, also the observer of the nodes' events on this thread.
@@ -162,7 +162,7 @@ impl Cluster {
             nodes: BTreeMap::new(),
             voters: voters.clone(),
             groups: groups.to_vec(),
-            checks: Arc::default(),
+            recorded: Arc::default(),
             sent: Arc::default(),
             raft: observe_raft(),
             seed,
@@ -182,8 +182,8 @@ impl Cluster {
     }
 
     pub(crate) async fn start(&mut self, id: NodeId) {
-        let (inner, inbox) = self.network.attach(id);
-        let transport = TappedTransport { inner, disk: self.disks[&id].clone(), sent: self.sent.clone() };
+        let (local, inbox) = self.network.attach(id);
+        let transport = TappedTransport { local, disk: self.disks[&id].clone(), sent: self.sent.clone() };
         let mut config = NodeConfig::new(id, "/data");
         config.election_seed = Some(self.seed);
         config.log_config = self.log_config.clone();
@@ -193,11 +193,11 @@ impl Cluster {
             config.planted.send_before_persist = self.planted_send_before_persist;
             config.planted.trust_recovery_cut = self.planted_trust_recovery_cut;
         }
-        let recorder = Recorder { node: id, checks: self.checks.clone() };
+        let recorder = Recorder { node: id, recorded: self.recorded.clone() };
         {
             // A new incarnation re-applies from index 1 (its state machine is in memory).
-            let mut checks = self.checks.lock().unwrap();
-            checks.applied.retain(|&(node, _), _| node != id);
+            let mut recorded = self.recorded.lock().unwrap();
+            recorded.applied.retain(|&(node, _), _| node != id);
         }
         let mut node = Node::new(config, self.disks[&id].clone(), transport, inbox, recorder);
         for &group in &self.groups {
@@ -322,9 +322,9 @@ impl Cluster {
     /// entry there is known; the resolution is a success iff that entry has the proposal's term.
     pub(crate) fn check_resolved(&mut self, id: NodeId) {
         let resolved = self.nodes.get_mut(&id).expect("running").take_resolved_outcomes();
-        let mut checks = self.checks.lock().unwrap();
+        let mut recorded = self.recorded.lock().unwrap();
         for outcome in resolved {
-            let canonical = checks.canonical.get(&(outcome.group, outcome.index)).expect("resolved only once applied");
+            let canonical = recorded.canonical.get(&(outcome.group, outcome.index)).expect("resolved only once applied");
             match &outcome.outcome {
                 Ok(committed) => {
                     let position = (committed.index, committed.term, committed.base_offset);
@@ -345,7 +345,7 @@ impl Cluster {
                 ),
                 Err(other) => panic!("node {id}: {other} is no resolution"),
             }
-            checks.resolved.push(outcome);
+            recorded.resolved.push(outcome);
         }
     }
 
@@ -373,10 +373,15 @@ impl Cluster {
             self.step().await;
         }
         if !done(self) {
-            let checks = self.checks.lock().unwrap();
+            let recorded = self.recorded.lock().unwrap();
             for (id, node) in &self.nodes {
                 for &g in &self.groups {
-                    eprintln!("node {id} g{g}: {:?} applied {:?} stats {:?}", node.status(g), checks.applied.get(&(*id, g)), node.stats());
+                    eprintln!(
+                        "node {id} g{g}: {:?} applied {:?} stats {:?}",
+                        node.status(g),
+                        recorded.applied.get(&(*id, g)),
+                        node.stats()
+                    );
                 }
             }
         }
@@ -430,16 +435,16 @@ impl Cluster {
             groups.iter().all(|&g| {
                 let Some(leader) = c.leader(g) else { return false };
                 let commit = c.nodes[&leader].status(g).unwrap().commit;
-                let checks = c.checks.lock().unwrap();
-                c.nodes.keys().all(|&id| checks.applied.get(&(id, g)).copied().unwrap_or(0) == commit)
+                let recorded = c.recorded.lock().unwrap();
+                c.nodes.keys().all(|&id| recorded.applied.get(&(id, g)).copied().unwrap_or(0) == commit)
             })
         })
         .await;
     }
 
     pub(crate) fn applied_payloads(&self, group: GroupId) -> Vec<(EntryKind, Bytes)> {
-        let checks = self.checks.lock().unwrap();
-        checks.canonical.range((group, 0)..(group + 1, 0)).map(|(_, e)| (e.kind, e.payload.clone())).collect()
+        let recorded = self.recorded.lock().unwrap();
+        recorded.canonical.range((group, 0)..(group + 1, 0)).map(|(_, e)| (e.kind, e.payload.clone())).collect()
     }
 
     /// Liveness after healing: a proposal commits, allowing for leadership still settling

@@ -58,15 +58,15 @@ async fn an_indefinite_outcome_resolves_when_its_index_is_applied() {
     cluster.propose_and_commit(2, "before").await;
     cluster.converge().await;
     for reach_followers in [true, false] {
-        let resolved_before = cluster.checks.lock().unwrap().resolved.len();
+        let resolved_before = cluster.recorded.lock().unwrap().resolved.len();
         let (old, error) = cluster.propose_then_cut_off_the_leader(8, reach_followers).await;
         let ProposeError::LeadershipLost { group, index, term } = error else { unreachable!("checked") };
-        let checks = cluster.checks.lock().unwrap();
+        let recorded = cluster.recorded.lock().unwrap();
         // `check_resolved` took it from the old leader and checked it against the canonical entry.
-        let resolved = &checks.resolved[resolved_before..];
+        let resolved = &recorded.resolved[resolved_before..];
         let outcome = resolved.iter().find(|r| (r.group, r.index, r.term) == (group, index, term));
         let outcome = outcome.unwrap_or_else(|| panic!("node {old}: {error} never resolved; resolved {resolved:?}"));
-        let canonical = &checks.canonical[&(group, index)];
+        let canonical = &recorded.canonical[&(group, index)];
         if reach_followers {
             assert_eq!(outcome.outcome.as_ref().map(|a| (a.index, a.term)), Ok((index, term)), "{canonical:?}");
             assert_eq!(&canonical.payload[..], b"cut off, reaching followers: true");

@@ -78,7 +78,7 @@ async fn a_follower_at_its_disk_reserve_drops_appends_and_catches_up_later() {
     assert!(cluster.nodes.contains_key(&follower), "the full follower stays up");
     budget.store(i64::MAX, Ordering::Release);
     cluster.converge().await;
-    assert_eq!(cluster.checks.lock().unwrap().applied[&(follower, 4)], cluster.nodes[&leader].status(4).unwrap().commit);
+    assert_eq!(cluster.recorded.lock().unwrap().applied[&(follower, 4)], cluster.nodes[&leader].status(4).unwrap().commit);
 }
 
 #[tokio::test]
@@ -95,9 +95,9 @@ async fn a_node_crashed_with_power_loss_restarts_and_catches_up() {
     cluster.start(victim).await;
     cluster.propose_and_commit(5, "after").await;
     cluster.converge().await;
-    let checks = cluster.checks.lock().unwrap();
+    let recorded = cluster.recorded.lock().unwrap();
     for &group in &cluster.groups {
-        let applied = checks.applied[&(victim, group)];
+        let applied = recorded.applied[&(victim, group)];
         assert!(applied >= 25, "group {group}: the restarted node applied only {applied}");
     }
 }

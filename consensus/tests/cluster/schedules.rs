@@ -246,10 +246,10 @@ pub(crate) async fn run_schedule_on(seed: u64, faults: Faults, cache_bytes_max: 
     cluster.check_logs().await;
     schedule.collect_outcomes(&cluster);
     // Every acknowledged proposal is applied where it said; no definite failure was applied.
-    let checks = cluster.checks.lock().unwrap();
+    let recorded = cluster.recorded.lock().unwrap();
     for (group, payload, _, outcome) in &schedule.proposals {
         let applied_at: Vec<&Committed> =
-            checks.canonical.range((*group, 0)..(*group + 1, 0)).map(|(_, e)| e).filter(|e| e.payload == *payload).collect();
+            recorded.canonical.range((*group, 0)..(*group + 1, 0)).map(|(_, e)| e).filter(|e| e.payload == *payload).collect();
         match outcome {
             Some(Ok(Appended { index, term, base_offset })) => {
                 assert_eq!(applied_at.len(), 1, "acknowledged proposal {payload:?} applied {} times", applied_at.len());
@@ -263,7 +263,7 @@ pub(crate) async fn run_schedule_on(seed: u64, faults: Faults, cache_bytes_max: 
         }
         // A resolved indefinite outcome says what happened to this very payload.
         let Some(Err(ProposeError::LeadershipLost { group, index, term })) = outcome else { continue };
-        let resolution = checks.resolved.iter().find(|r| (r.group, r.index, r.term) == (*group, *index, *term));
+        let resolution = recorded.resolved.iter().find(|r| (r.group, r.index, r.term) == (*group, *index, *term));
         match resolution.map(|r| &r.outcome) {
             Some(Ok(_)) => assert!(
                 applied_at.len() == 1 && (applied_at[0].index, applied_at[0].term) == (*index, *term),
@@ -285,7 +285,7 @@ proptest::proptest! {
 
     /// Random schedules on 3 or 5 nodes: message drop, duplicate, delay, reorder, node
     /// isolation, majority/minority splits and one-way cuts, crashes with and without unsynced
-    /// loss, failed fsyncs (a crash), restarts. Checks R1 to R6 as they happen (see the module
+    /// loss, failed fsyncs (a crash), restarts. Recorded R1 to R6 as they happen (see the module
     /// documentation), resolutions of indefinite outcomes, the proposal outcome contract and
     /// liveness after healing at the end.
     #[test]

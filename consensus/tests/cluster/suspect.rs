@@ -37,7 +37,7 @@ pub(crate) async fn rotted_last_entry(planted_trust_recovery_cut: bool) {
         }
     }
     let index = committed.expect("the entry commits");
-    cluster.run_until(50, |c| c.checks.lock().unwrap().applied.get(&(leader, group)) == Some(&index)).await;
+    cluster.run_until(50, |c| c.recorded.lock().unwrap().applied.get(&(leader, group)) == Some(&index)).await;
     assert_eq!(cluster.nodes[&follower].durable_state(group).unwrap().2, index, "the follower's last durable entry");
 
     // Both go down; the follower's last entry rots (one bit of its payload).
@@ -69,9 +69,9 @@ pub(crate) async fn rotted_last_entry(planted_trust_recovery_cut: bool) {
     cluster.elect_all().await;
     cluster.propose_and_commit(2, "after").await;
     cluster.converge().await;
-    let checks = cluster.checks.lock().unwrap();
-    assert_eq!(checks.canonical[&(group, index)].payload, Bytes::from("precious"));
-    drop(checks);
+    let recorded = cluster.recorded.lock().unwrap();
+    assert_eq!(recorded.canonical[&(group, index)].payload, Bytes::from("precious"));
+    drop(recorded);
     let follower_status = cluster.nodes[&follower].status(group).unwrap();
     assert!(!follower_status.suspect, "the suspicion clears once the log holds the lost range again");
     assert!(cluster.nodes[&follower].stats().suspicions_cleared >= u64::from(!planted_trust_recovery_cut));

@@ -10,7 +10,7 @@ use odradek_consensus::{EntryMeta, LocalNetwork, Node, NodeConfig, NodeId};
 use odradek_log::SimDisk;
 use raft::StateRole;
 
-use crate::harness::{observe_raft, Checks, Recorder};
+use crate::harness::{observe_raft, Recorded, Recorder};
 
 /// The same driver as a task per node (`Node::run`), reached only through `NodeHandle`s, on
 /// real tokio time; a pump task plays the network.
@@ -20,12 +20,12 @@ async fn node_tasks_elect_and_commit_through_handles() {
     let network = LocalNetwork::new();
     // Every node task runs on this thread (a current-thread runtime): the checker sees them all.
     let raft = observe_raft();
-    let checks: Arc<Mutex<Checks>> = Arc::default();
+    let recorded: Arc<Mutex<Recorded>> = Arc::default();
     let mut handles = BTreeMap::new();
     let mut tasks = Vec::new();
     for id in 1..=3 {
         let (transport, inbox) = network.attach(id);
-        let recorder = Recorder { node: id, checks: checks.clone() };
+        let recorder = Recorder { node: id, recorded: recorded.clone() };
         let node = Node::new(NodeConfig::new(id, "/data"), SimDisk::new(id), transport, inbox, recorder);
         let (handle, commands) = odradek_consensus::NodeHandle::new();
         tasks.push(tokio::spawn(node.run(commands, Duration::from_millis(5), || 0)));
@@ -90,13 +90,13 @@ async fn three_nodes_over_tcp_with_real_files_commit_through_handles() {
     }
     let addrs: BTreeMap<NodeId, std::net::SocketAddr> = listeners.iter().map(|(&id, l)| (id, l.local_addr().unwrap())).collect();
     let raft = observe_raft();
-    let checks: Arc<Mutex<Checks>> = Arc::default();
+    let recorded: Arc<Mutex<Recorded>> = Arc::default();
     let mut handles = BTreeMap::new();
     let mut tasks = Vec::new();
     for (id, listener) in listeners {
         let peers = addrs.iter().filter(|(&peer, _)| peer != id).map(|(&peer, &addr)| (peer, addr)).collect();
         let (transport, inbox) = TcpTransport::start(id, listener, peers).unwrap();
-        let recorder = Recorder { node: id, checks: checks.clone() };
+        let recorder = Recorder { node: id, recorded: recorded.clone() };
         let config = NodeConfig::new(id, dir.path().join(format!("node-{id}")));
         let node = Node::new(config, odradek_log::FsDisk::new(), transport, inbox, recorder);
         let (handle, commands) = odradek_consensus::NodeHandle::new();
@@ -121,14 +121,14 @@ async fn three_nodes_over_tcp_with_real_files_commit_through_handles() {
     assert_eq!(committed.len(), 5, "committed only {committed:?}");
     let last = committed.last().unwrap().index;
     while tokio::time::Instant::now() < deadline {
-        let applied: Vec<u64> = (1..=3).map(|id| checks.lock().unwrap().applied.get(&(id, 0)).copied().unwrap_or(0)).collect();
+        let applied: Vec<u64> = (1..=3).map(|id| recorded.lock().unwrap().applied.get(&(id, 0)).copied().unwrap_or(0)).collect();
         if applied.iter().all(|&index| index >= last) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     for id in 1..=3 {
-        let applied = checks.lock().unwrap().applied.get(&(id, 0)).copied().unwrap_or(0);
+        let applied = recorded.lock().unwrap().applied.get(&(id, 0)).copied().unwrap_or(0);
         assert!(applied >= last, "node {id} applied {applied} < {last}");
     }
     drop(handles);
