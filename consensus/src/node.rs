@@ -5,7 +5,7 @@
 //! clock, [`Node::propose`] queues a proposal, and [`Node::round`] does one round of work. In
 //! production [`Node::run`] (module `handle`) calls them from a `select!` over a tick interval,
 //! the inbox and a command queue fed by [`NodeHandle`]s; a deterministic test calls them from a
-//! seeded scheduler (see `tests/cluster.rs`).
+//! seeded scheduler (see `tests/cluster/`).
 //!
 //! The rest of the driver, one concern per module: `errors` ([`NodeError`], [`ProposeError`]),
 //! `group` (one hosted group, its lifecycle and accessors, the [`Apply`] interface),
