@@ -224,18 +224,6 @@ impl ServerConfig {
         Planted::default()
     }
 
-    /// Whether `bug` is planted in this node (always false in normal builds); for the
-    /// consensus switches, which are not yet read from [`Planted`].
-    pub fn planted(&self, bug: crate::planted::PlantedBug) -> bool {
-        #[cfg(any(madsim, feature = "planted-bugs"))]
-        return self.planted_bugs.contains(&bug);
-        #[cfg(not(any(madsim, feature = "planted-bugs")))]
-        {
-            let _ = bug;
-            false
-        }
-    }
-
     /// This node's own entry in the member list.
     pub fn me(&self) -> &Member {
         self.nodes.iter().find(|m| m.id == self.id).expect("validated: this node is listed")

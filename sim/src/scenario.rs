@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use madsim::runtime::Handle;
-use odradek_consensus::observe::{self, Event, RaftChecker};
+use odradek_consensus::observe::{self, Event};
+use odradek_jepsen::checker::raft::RaftChecker;
 use odradek_jepsen::checker::{check, CheckOptions};
 use odradek_jepsen::history::{History, HistoryBuilder};
 use rand::rngs::SmallRng;
