@@ -6,7 +6,7 @@
 //! `create_topic` retried after an indefinite failure may answer TOPIC_ALREADY_EXISTS for the
 //! topic its own first attempt created.
 
-use crate::cluster::{Cluster, ClusterConfig, TopicInfo};
+use crate::cluster::{ClusterConfig, ClusterSession, TopicInfo};
 use crate::error::{ClientError, Result};
 use crate::wire::proto::{
     self, CreateTopic, CreateTopicsRequest, DeleteTopicsRequest, DescribeClusterRequest, ErrorCode, ListOffsetsRequest,
@@ -97,22 +97,22 @@ pub struct ClusterDescription {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Admin {
-    cluster: Cluster,
+    cluster: ClusterSession,
 }
 
 impl Admin {
     /// An admin client with default settings; connects on first use.
     pub fn new(bootstrap: &[&str]) -> Result<Admin> {
-        Ok(Admin { cluster: Cluster::new(bootstrap, ClusterConfig::default())? })
+        Ok(Admin { cluster: ClusterSession::new(bootstrap, ClusterConfig::default())? })
     }
 
     /// An admin client sharing a cluster handle.
-    pub fn with_cluster(cluster: Cluster) -> Admin {
+    pub fn with_cluster(cluster: ClusterSession) -> Admin {
         Admin { cluster }
     }
 
     /// The cluster handle (metadata cache and connections) this admin client uses.
-    pub fn cluster(&self) -> &Cluster {
+    pub fn cluster(&self) -> &ClusterSession {
         &self.cluster
     }
 
@@ -249,7 +249,7 @@ fn topic_result(results: &[TopicResult], name: &str) -> Result<()> {
 }
 
 /// ListOffsets against the partition's leader, retried on retriable errors.
-pub async fn list_offsets(cluster: &Cluster, topic: &str, partition: u32, query: OffsetQuery) -> Result<ListedOffset> {
+pub async fn list_offsets(cluster: &ClusterSession, topic: &str, partition: u32, query: OffsetQuery) -> Result<ListedOffset> {
     let mut request = ListOffsetsRequest::new();
     request.topic = topic.to_string();
     request.partition = partition;

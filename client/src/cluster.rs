@@ -1,6 +1,6 @@
 //! The cluster as a client sees it: a metadata cache (brokers, topics, partition leaders) and a
 //! pool of connections, one per broker, shared by every producer, consumer and admin call made
-//! through the same [`Cluster`].
+//! through the same [`ClusterSession`].
 //!
 //! Owns: the bootstrap addresses, the cached [`Metadata`], the connection pool, and the retry
 //! policy ([`Backoff`]). Invariants:
@@ -165,7 +165,7 @@ impl Metadata {
     }
 }
 
-struct ClusterInner {
+struct SessionState {
     bootstrap: Vec<String>,
     config: ClusterConfig,
     metadata: Mutex<Metadata>,
@@ -180,33 +180,33 @@ struct ClusterInner {
 ///
 /// ```no_run
 /// # async fn example() -> Result<(), odradek_client::ClientError> {
-/// use odradek_client::cluster::{Cluster, ClusterConfig};
+/// use odradek_client::cluster::{ClusterSession, ClusterConfig};
 ///
-/// let cluster = Cluster::new(&["127.0.0.1:9092"], ClusterConfig::default())?;
+/// let cluster = ClusterSession::new(&["127.0.0.1:9092"], ClusterConfig::default())?;
 /// let leader = cluster.leader_for("orders", 0).await?;
 /// println!("orders/0 is led by node {leader}");
 /// # Ok(())
 /// # }
 /// ```
 #[derive(Clone)]
-pub struct Cluster {
-    inner: Arc<ClusterInner>,
+pub struct ClusterSession {
+    inner: Arc<SessionState>,
 }
 
-impl std::fmt::Debug for Cluster {
+impl std::fmt::Debug for ClusterSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cluster").field("bootstrap", &self.inner.bootstrap).finish()
+        f.debug_struct("ClusterSession").field("bootstrap", &self.inner.bootstrap).finish()
     }
 }
 
-impl Cluster {
+impl ClusterSession {
     /// A cluster handle; connects lazily, on first use.
-    pub fn new(bootstrap: &[&str], config: ClusterConfig) -> Result<Cluster> {
+    pub fn new(bootstrap: &[&str], config: ClusterConfig) -> Result<ClusterSession> {
         if bootstrap.is_empty() {
             return Err(ClientError::InvalidArgument("no bootstrap address".into()));
         }
-        Ok(Cluster {
-            inner: Arc::new(ClusterInner {
+        Ok(ClusterSession {
+            inner: Arc::new(SessionState {
                 bootstrap: bootstrap.iter().map(|address| address.to_string()).collect(),
                 config,
                 metadata: Mutex::new(Metadata::default()),
@@ -554,7 +554,7 @@ mod tests {
 
     #[tokio::test]
     async fn suspects_expire_and_go_last() {
-        let cluster = Cluster::new(&["10.0.0.1:9092"], ClusterConfig::default()).unwrap();
+        let cluster = ClusterSession::new(&["10.0.0.1:9092"], ClusterConfig::default()).unwrap();
         assert!(!cluster.is_suspect("10.0.0.1:9092"));
         cluster.suspect("10.0.0.1:9092");
         assert!(cluster.is_suspect("10.0.0.1:9092"));

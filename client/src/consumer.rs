@@ -9,7 +9,7 @@
 //!   records below the position (a batch that starts earlier) are skipped, never repeated.
 //!
 //! Cost: at most one Fetch in flight per assigned partition, all at once (pipelined on the
-//! leaders' connections), each a long poll of up to `max_wait_ms`. A poll returns as soon as one
+//! leaders' connections), each a long poll of up to `wait_ms_max`. A poll returns as soon as one
 //! partition has records; the other fetches stay in flight for the next poll, so an idle
 //! partition's long poll never delays a busy one. Decoding is one CRC pass per batch plus a
 //! varint walk per record.
@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 use crate::admin::{list_offsets, OffsetQuery};
 use crate::batch::{self, BatchError, Header};
-use crate::cluster::{leader_hint, Backoff, Cluster, ClusterConfig};
+use crate::cluster::{leader_hint, Backoff, ClusterConfig, ClusterSession};
 use crate::error::{ClientError, Result};
 use crate::wire::proto::{ErrorCode, FetchRequest, FetchResponse, Request_oneof_body as RequestBody, Response_oneof_body as ResponseBody};
 
@@ -50,10 +50,10 @@ pub enum Offset {
 pub struct ConsumerConfig {
     pub cluster: ClusterConfig,
     /// Most batch bytes one partition's fetch returns.
-    pub max_bytes: u32,
-    /// Long poll: how long the leader waits for `min_bytes`.
-    pub max_wait_ms: u32,
-    pub min_bytes: u32,
+    pub bytes_max: u32,
+    /// Long poll: how long the leader waits for `bytes_min`.
+    pub wait_ms_max: u32,
+    pub bytes_min: u32,
     /// Where a partition assigned without a `seek` starts.
     pub auto_offset_reset: Offset,
 }
@@ -62,9 +62,9 @@ impl Default for ConsumerConfig {
     fn default() -> Self {
         ConsumerConfig {
             cluster: ClusterConfig::default(),
-            max_bytes: 1024 * 1024,
-            max_wait_ms: 500,
-            min_bytes: 1,
+            bytes_max: 1024 * 1024,
+            wait_ms_max: 500,
+            bytes_min: 1,
             auto_offset_reset: Offset::End,
         }
     }
@@ -113,7 +113,7 @@ pub struct RecordProducer {
 /// ```
 #[derive(Debug)]
 pub struct Consumer {
-    cluster: Cluster,
+    cluster: ClusterSession,
     config: ConsumerConfig,
     assignment: Vec<(String, u32)>,
     positions: BTreeMap<(String, u32), u64>,
@@ -139,12 +139,12 @@ impl std::fmt::Debug for PendingFetch {
 impl Consumer {
     /// A consumer with no assignment; connects on first use.
     pub fn new(bootstrap: &[&str], config: ConsumerConfig) -> Result<Consumer> {
-        let cluster = Cluster::new(bootstrap, config.cluster.clone())?;
+        let cluster = ClusterSession::new(bootstrap, config.cluster.clone())?;
         Ok(Consumer::with_cluster(cluster, config))
     }
 
     /// A consumer sharing a cluster handle.
-    pub fn with_cluster(cluster: Cluster, config: ConsumerConfig) -> Consumer {
+    pub fn with_cluster(cluster: ClusterSession, config: ConsumerConfig) -> Consumer {
         let backoff = cluster.backoff();
         Consumer { cluster, config, assignment: Vec::new(), positions: BTreeMap::new(), fetches: Vec::new(), backoff }
     }
@@ -312,17 +312,17 @@ impl Consumer {
 
 /// One Fetch attempt against the partition's leader; a server error comes back as `Err`, with
 /// the cache told about the leader hint.
-async fn fetch(cluster: Cluster, config: ConsumerConfig, topic: String, partition: u32, offset: u64) -> Result<FetchResponse> {
-    let wait_ms = config.max_wait_ms;
+async fn fetch(cluster: ClusterSession, config: ConsumerConfig, topic: String, partition: u32, offset: u64) -> Result<FetchResponse> {
+    let wait_ms = config.wait_ms_max;
     let outcome = async {
         let connection = cluster.leader_connection(&topic, partition).await.map_err(|error| (error, 0))?;
         let mut request = FetchRequest::new();
         request.topic = topic.clone();
         request.partition = partition;
         request.offset = offset;
-        request.max_bytes = config.max_bytes;
-        request.max_wait_ms = wait_ms;
-        request.min_bytes = config.min_bytes;
+        request.bytes_max = config.bytes_max;
+        request.wait_ms_max = wait_ms;
+        request.bytes_min = config.bytes_min;
         let timeout = config.cluster.connection.request_timeout + Duration::from_millis(u64::from(wait_ms));
         let answer = connection.start_with_timeout(RequestBody::fetch(request), timeout).await.map_err(|error| (error, 0))?;
         let response = answer.await.map_err(|error| (error, 0))?;

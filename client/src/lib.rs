@@ -49,7 +49,7 @@ pub mod wire;
 
 pub use admin::{Admin, ClusterDescription, ListedOffset, OffsetQuery, TopicConfig};
 pub use batch::Header;
-pub use cluster::{Cluster, ClusterConfig, Metadata, PartitionInfo, TopicInfo};
+pub use cluster::{ClusterConfig, ClusterSession, Metadata, PartitionInfo, TopicInfo};
 pub use connection::{Connection, ConnectionConfig};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, Offset, RecordProducer};
 pub use error::ClientError;

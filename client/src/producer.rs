@@ -41,7 +41,7 @@ use tokio::time::Instant;
 
 use crate::batch::{self, BatchBuilder, BatchError, Header, Record, BATCH_BYTES_MAX, BATCH_HEADER_BYTES};
 use crate::clock::wall_clock_ms;
-use crate::cluster::{leader_hint, Backoff, Cluster, ClusterConfig};
+use crate::cluster::{leader_hint, Backoff, ClusterConfig, ClusterSession};
 use crate::connection::ResponseFuture;
 use crate::error::{ClientError, Result};
 use crate::partitioner::Partitioner;
@@ -223,7 +223,7 @@ pub struct ProducerIdentity {
 }
 
 struct ProducerInner {
-    cluster: Cluster,
+    cluster: ClusterSession,
     config: ProducerConfig,
     /// The identity every partition starts with; a partition that has to give up a batch gets
     /// a fresh one of its own.
@@ -260,12 +260,12 @@ impl Producer {
         let mut cluster_config = config.cluster.clone();
         cluster_config.retry_backoff = config.retry_backoff;
         cluster_config.retry_backoff_max = config.retry_backoff_max;
-        let cluster = Cluster::new(bootstrap, cluster_config)?;
+        let cluster = ClusterSession::new(bootstrap, cluster_config)?;
         Producer::with_cluster(cluster, config).await
     }
 
     /// A producer sharing an existing cluster handle (its metadata and connections).
-    pub async fn with_cluster(cluster: Cluster, config: ProducerConfig) -> Result<Producer> {
+    pub async fn with_cluster(cluster: ClusterSession, config: ProducerConfig) -> Result<Producer> {
         let config = config.validated()?;
         let identity = if config.idempotence { Some(init_producer_id(&cluster).await?) } else { None };
         Ok(Producer {
@@ -388,7 +388,7 @@ impl Producer {
 }
 
 /// Asks the cluster for a new producer id (epoch 0), retrying retriable failures.
-pub async fn init_producer_id(cluster: &Cluster) -> Result<ProducerIdentity> {
+pub async fn init_producer_id(cluster: &ClusterSession) -> Result<ProducerIdentity> {
     let mut request = InitProducerIdRequest::new();
     request.producer_id = -1;
     request.producer_epoch = -1;
@@ -449,7 +449,7 @@ struct SealedBatch {
     waiters: Vec<Waiter>,
     permits: usize,
     created: Instant,
-    records_count: i32,
+    record_count: i32,
     attempts: u32,
     /// Some attempt's outcome is unknown: the batch may already be in the log.
     indefinite: bool,
@@ -461,7 +461,7 @@ struct SealedBatch {
 
 /// The state and loop of one partition; see the module comment.
 struct PartitionTask {
-    cluster: Cluster,
+    cluster: ClusterSession,
     config: ProducerConfig,
     topic: String,
     partition: u32,
@@ -486,7 +486,7 @@ struct PartitionTask {
 
 impl PartitionTask {
     fn new(
-        cluster: Cluster,
+        cluster: ClusterSession,
         config: ProducerConfig,
         topic: &str,
         partition: u32,
@@ -625,25 +625,25 @@ impl PartitionTask {
         if open.builder.is_empty() {
             return;
         }
-        let records_count = i32::try_from(open.builder.records_len()).expect("BATCH_RECORDS_MAX fits in an i32");
+        let record_count = i32::try_from(open.builder.records_len()).expect("BATCH_RECORDS_MAX fits in an i32");
         let builder = match self.identity {
             Some(identity) => {
                 let sequence_base = self.sequence_next;
-                self.sequence_next = sequence_add(sequence_base, records_count);
+                self.sequence_next = sequence_add(sequence_base, record_count);
                 open.builder.producer(identity.producer_id, identity.producer_epoch, sequence_base)
             }
             None => open.builder,
         };
         let id = self.batch_id_next;
         self.batch_id_next += 1;
-        assert_eq!(open.waiters.len(), records_count as usize, "one waiter per record");
+        assert_eq!(open.waiters.len(), record_count as usize, "one waiter per record");
         self.queue.push_back(SealedBatch {
             id,
             bytes: builder.build(),
             waiters: open.waiters,
             permits: open.permits,
             created: open.created,
-            records_count,
+            record_count,
             attempts: 0,
             indefinite: false,
             in_flight: false,
@@ -801,7 +801,7 @@ impl PartitionTask {
             last
         };
         assert!(!batch.indefinite || !error.is_definite(), "an indefinite attempt never ends definite");
-        tracing::debug!(topic = %self.topic, partition = self.partition, batch = batch.id, records = batch.records_count, %error, "giving up on a batch");
+        tracing::debug!(topic = %self.topic, partition = self.partition, batch = batch.id, records = batch.record_count, %error, "giving up on a batch");
         for waiter in batch.waiters {
             let _ = waiter.reply.send(Err(error.clone()));
         }
@@ -858,7 +858,7 @@ impl PartitionTask {
         let mut sequence = 0;
         for batch in &mut self.queue {
             batch.bytes = restamp(&batch.bytes, identity, sequence);
-            sequence = sequence_add(sequence, batch.records_count);
+            sequence = sequence_add(sequence, batch.record_count);
         }
         // The open batch is stamped when sealed, from here on.
         self.sequence_next = sequence;
@@ -910,7 +910,7 @@ mod tests {
         let original = builder.build();
         let restamped = restamp(&original, ProducerIdentity { producer_id: 99, producer_epoch: 3 }, 0);
         let header = batch::validate(&restamped).unwrap();
-        assert_eq!((header.producer_id, header.producer_epoch, header.base_sequence, header.records_count), (99, 3, 0, 3));
+        assert_eq!((header.producer_id, header.producer_epoch, header.base_sequence, header.record_count), (99, 3, 0, 3));
         let values: Vec<_> = batch::records(&restamped).unwrap().map(|record| record.unwrap().value.unwrap().to_vec()).collect();
         assert_eq!(values, [b"v0".to_vec(), b"v1".to_vec(), b"v2".to_vec()]);
     }

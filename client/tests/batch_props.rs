@@ -183,7 +183,7 @@ proptest! {
         prop_assert_eq!(header.timestamp_type(), settings.timestamp_type);
         prop_assert_eq!((header.is_transactional(), header.is_control()), (settings.transactional, settings.control));
         prop_assert_eq!(header.base_timestamp, records[0].timestamp);
-        prop_assert_eq!(header.max_timestamp, records.iter().map(|record| record.timestamp).max().unwrap());
+        prop_assert_eq!(header.timestamp_max, records.iter().map(|record| record.timestamp).max().unwrap());
         prop_assert_eq!(header.offset_last(), offset_base + records.len() as i64 - 1);
 
         let decoded = decode(&stored).unwrap();
@@ -229,20 +229,20 @@ proptest! {
     /// Random records behind a header that is right in every respect, CRC included: the reader
     /// must reject or accept without panicking, and never yield more records than the count.
     #[test]
-    fn records_never_panics_behind_a_valid_header(records_count in 1..8i32, region in vec(any::<u8>(), 0..200), base_timestamp in any::<i64>()) {
+    fn records_never_panics_behind_a_valid_header(record_count in 1..8i32, region in vec(any::<u8>(), 0..200), base_timestamp in any::<i64>()) {
         let mut batch = small_batch()[..BATCH_HEADER_BYTES].to_vec();
         batch.extend_from_slice(&region);
         let batch_length = (batch.len() - BATCH_LOG_OVERHEAD_BYTES) as i32;
         batch[position::BATCH_LENGTH..position::PARTITION_LEADER_EPOCH].copy_from_slice(&batch_length.to_be_bytes());
-        batch[position::RECORDS_COUNT..position::RECORDS].copy_from_slice(&records_count.to_be_bytes());
-        batch[position::LAST_OFFSET_DELTA..position::BASE_TIMESTAMP].copy_from_slice(&(records_count - 1).to_be_bytes());
+        batch[position::RECORDS_COUNT..position::RECORDS].copy_from_slice(&record_count.to_be_bytes());
+        batch[position::LAST_OFFSET_DELTA..position::BASE_TIMESTAMP].copy_from_slice(&(record_count - 1).to_be_bytes());
         batch[position::BASE_TIMESTAMP..position::MAX_TIMESTAMP].copy_from_slice(&base_timestamp.to_be_bytes());
         batch[position::MAX_TIMESTAMP..position::PRODUCER_ID].copy_from_slice(&i64::MAX.to_be_bytes());
         recrc(&mut batch);
         if let Ok(items) = records(&batch) {
             let items: Vec<_> = items.collect();
             let oks = items.iter().filter(|item| item.is_ok()).count();
-            prop_assert!(oks <= records_count as usize);
+            prop_assert!(oks <= record_count as usize);
             prop_assert!(items.iter().take(oks).all(Result::is_ok), "errors come last");
             prop_assert!(items.len() <= oks + 1, "at most one error, then the iterator ends");
         }

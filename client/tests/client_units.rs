@@ -131,7 +131,7 @@ async fn serve(stream: TcpStream, state: Shared, address: String) {
         let (state, address, writer) = (state.clone(), address.clone(), writer.clone());
         let serve_one = async move {
             let wait_ms = match &request.body {
-                Some(RequestBody::fetch(fetch)) => fetch.max_wait_ms.min(5000),
+                Some(RequestBody::fetch(fetch)) => fetch.wait_ms_max.min(5000),
                 _ => 0,
             };
             let mut answer = handle(&state, &address, &request);
@@ -243,7 +243,7 @@ fn handle(state: &Shared, address: &str, request: &Request) -> Option<Response> 
             }
             for stored in &broker.logs[partition] {
                 let header = batch::validate(stored).unwrap();
-                if header.offset_last() as u64 >= fetch.offset && answer.batches.len() < fetch.max_bytes as usize {
+                if header.offset_last() as u64 >= fetch.offset && answer.batches.len() < fetch.bytes_max as usize {
                     answer.batches.extend_from_slice(stored);
                 }
             }
@@ -269,7 +269,7 @@ fn produce_answer(broker: &mut FakeBroker, request: &Request, produce: &odradek_
         partition,
         producer_id: header.producer_id,
         base_sequence: header.base_sequence,
-        records: header.records_count,
+        records: header.record_count,
     });
     if broker.faults.requests_lost > 0 {
         broker.faults.requests_lost -= 1;
@@ -298,11 +298,11 @@ fn produce_answer(broker: &mut FakeBroker, request: &Request, produce: &odradek_
             let mut stored = produce.batch.clone();
             set_base_offset(&mut stored, offset as i64);
             broker.logs[partition as usize].push(stored);
-            broker.offsets_next[partition as usize] += header.records_count as u64;
+            broker.offsets_next[partition as usize] += header.record_count as u64;
             if header.producer_id >= 0 {
                 broker.sequences.entry((header.producer_id, partition)).or_default().push((
                     header.base_sequence,
-                    header.records_count,
+                    header.record_count,
                     offset,
                 ));
             }
@@ -590,7 +590,7 @@ async fn a_dead_connection_fails_requests_indefinitely_and_the_pool_replaces_it(
         assert!(matches!(error, ClientError::Disconnected { sent: false, .. }), "{error}");
         assert!(error.is_definite());
 
-        let cluster = odradek_client::Cluster::new(&[address.as_str()], Default::default()).unwrap();
+        let cluster = odradek_client::ClusterSession::new(&[address.as_str()], Default::default()).unwrap();
         let pooled = cluster.connection(&address).await.unwrap();
         let _ = pooled.request(RequestBody::metadata(Default::default())).await;
         for _ in 0..100 {
@@ -762,7 +762,7 @@ async fn an_idle_partition_does_not_hold_up_a_busy_one() {
     bounded(async {
         let fake = Fake::start(2).await;
         let producer = Producer::new(&fake.bootstrap(), fast_config()).await.unwrap();
-        let mut consumer = Consumer::new(&fake.bootstrap(), ConsumerConfig { max_wait_ms: 3000, ..ConsumerConfig::default() }).unwrap();
+        let mut consumer = Consumer::new(&fake.bootstrap(), ConsumerConfig { wait_ms_max: 3000, ..ConsumerConfig::default() }).unwrap();
         consumer.assign(vec![(TOPIC.to_string(), 0), (TOPIC.to_string(), 1)]).unwrap();
         consumer.seek(TOPIC, 0, Offset::Beginning).await.unwrap();
         consumer.seek(TOPIC, 1, Offset::Beginning).await.unwrap();

@@ -127,7 +127,7 @@ async fn run(dir: PathBuf, partitions: u64, in_flight: usize, duration: Duration
     let permits = Arc::new(Semaphore::new(in_flight));
     let latencies = Arc::new(std::sync::Mutex::new(Histogram::<u64>::new(3).expect("histogram")));
     let payload = Bytes::from(vec![0x42u8; PROPOSAL_BYTES]);
-    let meta = EntryMeta::Data { record_count: 1, max_timestamp: 0 };
+    let meta = EntryMeta::Data { record_count: 1, timestamp_max: 0 };
     let started = Instant::now();
     let mut tasks = Vec::new();
     let mut group = 0u64;

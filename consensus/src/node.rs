@@ -603,7 +603,7 @@ fn observe_sent<D: Disk>(node: NodeId, groups: &BTreeMap<GroupId, Group<D>>, mes
             }
             MessageType::MsgRequestVoteResponse if !message.reject => {
                 let (term, saved) = (message.term, state.store.hard_state_saved());
-                observe::emit(|| observe::Event::VoteGranted { node, group, to, term, saved_term: saved.term, saved_vote: saved.vote });
+                observe::emit(|| observe::Event::VoteGranted { node, group, to, term, term_saved: saved.term, vote_saved: saved.vote });
             }
             _ => {}
         }

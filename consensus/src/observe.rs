@@ -31,9 +31,9 @@ pub enum Event {
     /// `node` told `to` it holds the entries up to `index` (an accepted append), while its log
     /// was durable up to `durable_index` (R6: `index <= durable_index`).
     AppendAccepted { node: NodeId, group: GroupId, to: NodeId, index: u64, durable_index: u64 },
-    /// `node` granted `to` its vote in `term`, with `saved_term` / `saved_vote` durable in its
+    /// `node` granted `to` its vote in `term`, with `term_saved` / `vote_saved` durable in its
     /// hard state (R6: the vote is saved, or a later term is).
-    VoteGranted { node: NodeId, group: GroupId, to: NodeId, term: u64, saved_term: u64, saved_vote: u64 },
+    VoteGranted { node: NodeId, group: GroupId, to: NodeId, term: u64, term_saved: u64, vote_saved: u64 },
     /// Opening `group`, `node`'s recovery cut its log from `index` on, taking the damaged last
     /// entry for a torn write; `suspect` when the node then holds itself suspect (R8 e: entries
     /// the node reported durable may go only if it does).

@@ -25,16 +25,16 @@
 //! which makes raft ask again and get them.
 //!
 //! # Raft entry <-> log entry
-//! The log header has `kind`, `record_count` and `max_timestamp`; raft's entry has `entry_type`,
+//! The log header has `kind`, `record_count` and `timestamp_max`; raft's entry has `entry_type`,
 //! `data` and `context`. The mapping (checked both ways, see [`to_log_entry`]):
 //! - `EntryNormal`, empty `data` and empty `context`: a `Noop` (what a new leader appends);
 //! - `EntryNormal` with a context of exactly [`ENTRY_CONTEXT_BYTES`] bytes, set by the proposer:
-//!   `[kind u8][record_count u32 LE][max_timestamp i64 LE]`, kind 1 = `Data`, 4 = `Command`;
+//!   `[kind u8][record_count u32 LE][timestamp_max i64 LE]`, kind 1 = `Data`, 4 = `Command`;
 //!   the log payload is `data` unchanged (a record batch for `Data`);
 //! - `EntryConfChange` / `EntryConfChangeV2` (context must be empty): a `Config` entry whose
 //!   payload is `[entry_type u8]` followed by `data`.
 //!
-//! `base_offset` is the log's `next_offset` at append, a function of the log prefix, so it is
+//! `base_offset` is the log's `offset_next` at append, a function of the log prefix, so it is
 //! equal on every replica that holds the same prefix (log matching).
 //!
 //! Cost sketch: payloads are `Bytes` on both sides, so converting an entry shares its payload
@@ -70,7 +70,7 @@ const CONTEXT_KIND_COMMAND: u8 = 4;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EntryMeta {
     /// A record batch of `record_count >= 1` records (takes that many offsets).
-    Data { record_count: u32, max_timestamp: i64 },
+    Data { record_count: u32, timestamp_max: i64 },
     /// A state-machine command without records.
     Command,
 }
@@ -78,14 +78,14 @@ pub enum EntryMeta {
 impl EntryMeta {
     /// The raft entry context that carries this meta.
     pub fn encode(self) -> Vec<u8> {
-        let (kind, record_count, max_timestamp) = match self {
-            EntryMeta::Data { record_count, max_timestamp } => (CONTEXT_KIND_DATA, record_count, max_timestamp),
+        let (kind, record_count, timestamp_max) = match self {
+            EntryMeta::Data { record_count, timestamp_max } => (CONTEXT_KIND_DATA, record_count, timestamp_max),
             EntryMeta::Command => (CONTEXT_KIND_COMMAND, 0, -1),
         };
         let mut out = Vec::with_capacity(ENTRY_CONTEXT_BYTES);
         out.push(kind);
         out.extend_from_slice(&record_count.to_le_bytes());
-        out.extend_from_slice(&max_timestamp.to_le_bytes());
+        out.extend_from_slice(&timestamp_max.to_le_bytes());
         out
     }
 
@@ -94,10 +94,10 @@ impl EntryMeta {
             return None;
         }
         let record_count = u32::from_le_bytes(context[1..5].try_into().expect("4 bytes"));
-        let max_timestamp = i64::from_le_bytes(context[5..13].try_into().expect("8 bytes"));
+        let timestamp_max = i64::from_le_bytes(context[5..13].try_into().expect("8 bytes"));
         match context[0] {
-            CONTEXT_KIND_DATA if record_count > 0 => Some(EntryMeta::Data { record_count, max_timestamp }),
-            CONTEXT_KIND_COMMAND if record_count == 0 && max_timestamp == -1 => Some(EntryMeta::Command),
+            CONTEXT_KIND_DATA if record_count > 0 => Some(EntryMeta::Data { record_count, timestamp_max }),
+            CONTEXT_KIND_COMMAND if record_count == 0 && timestamp_max == -1 => Some(EntryMeta::Command),
             _ => None,
         }
     }
@@ -144,8 +144,8 @@ pub fn to_log_entry(entry: &RaftEntry, base_offset: u64) -> Result<odradek_log::
             Ok(odradek_log::Entry::without_records(entry.term, entry.index, EntryKind::Noop, base_offset, Bytes::new()))
         }
         EntryType::EntryNormal => match EntryMeta::decode(&entry.context) {
-            Some(EntryMeta::Data { record_count, max_timestamp }) => {
-                Ok(odradek_log::Entry::data(entry.term, entry.index, base_offset, record_count, max_timestamp, payload))
+            Some(EntryMeta::Data { record_count, timestamp_max }) => {
+                Ok(odradek_log::Entry::data(entry.term, entry.index, base_offset, record_count, timestamp_max, payload))
             }
             Some(EntryMeta::Command) => {
                 Ok(odradek_log::Entry::without_records(entry.term, entry.index, EntryKind::Command, base_offset, payload))
@@ -175,7 +175,7 @@ pub fn to_raft_entry(entry: &odradek_log::Entry) -> Result<RaftEntry, StorageFau
             }
         }
         EntryKind::Data => {
-            let meta = EntryMeta::Data { record_count: entry.record_count, max_timestamp: entry.max_timestamp };
+            let meta = EntryMeta::Data { record_count: entry.record_count, timestamp_max: entry.timestamp_max };
             out.context = meta.encode().into();
             out.data = entry.payload.clone();
         }
@@ -507,7 +507,7 @@ impl<D: Disk> GroupStore<D> {
             first_index: log.first_index(),
             last_index: log.first_index() - 1,
             term_prev: log.prev_term(),
-            offset_start: log.start_offset(),
+            offset_start: log.offset_start(),
             applied: hard.commit.max(log.first_index() - 1),
             cache_bytes_max,
             ..StorageView::default()
@@ -575,7 +575,7 @@ impl<D: Disk> GroupStore<D> {
             self.log.truncate_suffix(first.index).await?;
             self.storage.lock().on_truncate(first.index);
         }
-        let mut offset = self.log.next_offset();
+        let mut offset = self.log.offset_next();
         let mut log_entries = Vec::with_capacity(entries.len());
         for entry in entries {
             let log_entry = to_log_entry(entry, offset)?;
@@ -677,7 +677,7 @@ impl<D: Disk> GroupStore<D> {
         assert!(index_bound <= self.hard_state_file.get().commit + 1, "retention above the persisted commit");
         let report = self.log.enforce_retention(now_ms, index_bound).await?;
         assert!(self.log.first_index() <= index_bound, "retention deleted index {} and above", index_bound);
-        self.storage.lock().on_log_start(self.log.first_index(), self.log.prev_term(), self.log.start_offset());
+        self.storage.lock().on_log_start(self.log.first_index(), self.log.prev_term(), self.log.offset_start());
         Ok(report)
     }
 
@@ -751,7 +751,7 @@ mod tests {
                     term,
                     index,
                     format!("batch {index}").as_bytes(),
-                    Some(EntryMeta::Data { record_count: 3, max_timestamp: 100 + index as i64 }),
+                    Some(EntryMeta::Data { record_count: 3, timestamp_max: 100 + index as i64 }),
                 ),
                 2 => normal(term, index, b"cmd", Some(EntryMeta::Command)),
                 _ => conf_change(term, index),
@@ -942,7 +942,7 @@ mod tests {
         let mut store = open(&disk).await;
         let storage = store.storage();
         let big = vec![7u8; 512 * 1024];
-        let meta = Some(EntryMeta::Data { record_count: 1, max_timestamp: 0 });
+        let meta = Some(EntryMeta::Data { record_count: 1, timestamp_max: 0 });
         let entries: Vec<RaftEntry> = (1..=20).map(|index| normal(1, index, &big, meta)).collect();
         store.append(&entries, 0).await.unwrap();
         assert_eq!(storage.cache_first_index(), 1, "nothing applied: all 10 MiB stay cached");

@@ -52,7 +52,7 @@ async fn single_node(gate: Gate) -> Node<SimDisk, odradek_consensus::LocalTransp
 }
 
 fn data(records: u32) -> EntryMeta {
-    EntryMeta::Data { record_count: records, max_timestamp: 0 }
+    EntryMeta::Data { record_count: records, timestamp_max: 0 }
 }
 
 #[tokio::test]

@@ -109,7 +109,7 @@ async fn log_run(dir: &Path, batch_bytes: usize, record_bytes: usize, limit: Dur
     let mut appends = 0usize;
     while started.elapsed() < limit && appends < APPENDS_MAX && (appends as u64 * batch_bytes as u64) < BYTES_MAX {
         let index = log.last_index() + 1;
-        let entry = Entry::data(1, index, log.next_offset(), records, 0, payload.clone());
+        let entry = Entry::data(1, index, log.offset_next(), records, 0, payload.clone());
         let one = Instant::now();
         log.append(&[entry], 0).await.expect("append");
         log.sync().await.expect("sync");

@@ -12,7 +12,7 @@
 //! 20  index          u64
 //! 28  base_offset    u64
 //! 36  record_count   u32
-//! 40  max_timestamp  i64   milliseconds; -1 when the entry holds no records
+//! 40  timestamp_max  i64   milliseconds; -1 when the entry holds no records
 //! ```
 //!
 //! The header alone is enough to rebuild every index. A data entry's payload is a record batch
@@ -76,20 +76,20 @@ pub struct Entry {
     pub base_offset: u64,
     pub record_count: u32,
     /// Largest record timestamp (ms) in the entry, -1 when it holds no records.
-    pub max_timestamp: i64,
+    pub timestamp_max: i64,
     pub payload: Bytes,
 }
 
 impl Entry {
     /// A data entry holding `record_count` records.
     pub fn data(term: u64, index: u64, base_offset: u64, record_count: u32, timestamp_max: i64, payload: Bytes) -> Entry {
-        Entry { term, index, kind: EntryKind::Data, base_offset, record_count, max_timestamp: timestamp_max, payload }
+        Entry { term, index, kind: EntryKind::Data, base_offset, record_count, timestamp_max, payload }
     }
 
     /// An entry without records (`Noop`, `Config` or `Command`).
     pub fn without_records(term: u64, index: u64, kind: EntryKind, offset_next: u64, payload: Bytes) -> Entry {
         assert!(kind != EntryKind::Data, "data entries carry records");
-        Entry { term, index, kind, base_offset: offset_next, record_count: 0, max_timestamp: -1, payload }
+        Entry { term, index, kind, base_offset: offset_next, record_count: 0, timestamp_max: -1, payload }
     }
 
     /// The offset after this entry's last record.
@@ -116,7 +116,7 @@ impl Entry {
         out.extend_from_slice(&self.index.to_le_bytes());
         out.extend_from_slice(&self.base_offset.to_le_bytes());
         out.extend_from_slice(&self.record_count.to_le_bytes());
-        out.extend_from_slice(&self.max_timestamp.to_le_bytes());
+        out.extend_from_slice(&self.timestamp_max.to_le_bytes());
         debug_assert_eq!(out.len() - start, ENTRY_HEADER_BYTES);
         out.extend_from_slice(&self.payload);
         let crc = entry_crc(&out[start..start + ENTRY_HEADER_BYTES], &self.payload);
@@ -144,7 +144,7 @@ pub struct EntryHeader {
     pub index: u64,
     pub base_offset: u64,
     pub record_count: u32,
-    pub max_timestamp: i64,
+    pub timestamp_max: i64,
 }
 
 impl EntryHeader {
@@ -178,7 +178,7 @@ impl EntryHeader {
             index: u64_at(20),
             base_offset: u64_at(28),
             record_count,
-            max_timestamp: u64_at(40) as i64,
+            timestamp_max: u64_at(40) as i64,
         })
     }
 
@@ -206,7 +206,7 @@ impl EntryHeader {
             kind: self.kind,
             base_offset: self.base_offset,
             record_count: self.record_count,
-            max_timestamp: self.max_timestamp,
+            timestamp_max: self.timestamp_max,
             payload,
         }
     }

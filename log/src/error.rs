@@ -40,8 +40,8 @@ pub enum Error {
     Unavailable { index: u64, last_index: u64 },
 
     /// The offset is below the log start offset.
-    #[error("offset {offset} is below the log start offset {start_offset}")]
-    OffsetBelowStart { offset: u64, start_offset: u64 },
+    #[error("offset {offset} is below the log start offset {offset_start}")]
+    OffsetBelowStart { offset: u64, offset_start: u64 },
 
     /// An earlier write or fsync failed; what is durable is unknown until the log is reopened
     /// (fsyncgate: never retry an fsync).

@@ -191,12 +191,12 @@ impl<D: Disk> SegmentLog<D> {
     }
 
     /// Offset of the first record still in the log.
-    pub fn start_offset(&self) -> u64 {
+    pub fn offset_start(&self) -> u64 {
         self.segments[0].start.first_offset
     }
 
     /// The offset the next record will take.
-    pub fn next_offset(&self) -> u64 {
+    pub fn offset_next(&self) -> u64 {
         self.active().offset_next
     }
 
@@ -255,7 +255,7 @@ impl<D: Disk> SegmentLog<D> {
 
     /// Checks that `entries` continue the log and follow the format rules.
     fn check_sequence(&self, entries: &[Entry]) -> Result<()> {
-        let (mut index, mut offset, mut term) = (self.last_index(), self.next_offset(), self.last_term());
+        let (mut index, mut offset, mut term) = (self.last_index(), self.offset_next(), self.last_term());
         for entry in entries {
             if entry.index != index + 1 || entry.base_offset != offset || entry.term < term {
                 return Err(Error::OutOfSequence {
@@ -472,11 +472,11 @@ impl<D: Disk> SegmentLog<D> {
     /// (but at least one entry when any is available).
     pub async fn read_offsets(&self, offset: u64, bytes_max: u64, index_max: u64) -> Result<Vec<Entry>> {
         self.check_usable()?;
-        if offset < self.start_offset() {
-            return Err(Error::OffsetBelowStart { offset, start_offset: self.start_offset() });
+        if offset < self.offset_start() {
+            return Err(Error::OffsetBelowStart { offset, offset_start: self.offset_start() });
         }
         let mut out = Vec::new();
-        if offset >= self.next_offset() {
+        if offset >= self.offset_next() {
             return Ok(out);
         }
         let mut bytes = 0u64;

@@ -189,7 +189,7 @@ impl<F> Segment<F> {
         self.last_term = header.term;
         self.offset_next = header.offset_next();
         if header.record_count > 0 {
-            self.timestamp_max = self.timestamp_max.max(header.max_timestamp);
+            self.timestamp_max = self.timestamp_max.max(header.timestamp_max);
         }
         let point = self.points.last().expect("the first entry gets an index point");
         assert_eq!(self.bytes_since_point, self.bytes - point.position, "bytes_since_point counts from the last index point");

@@ -55,7 +55,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
 /// The simple model: entries `first_index ..` in a Vec, the first `durable` of them synced.
 struct Model {
     first_index: u64,
-    start_offset: u64,
+    offset_start: u64,
     prev_term: u64,
     entries: Vec<Entry>,
     durable: usize,
@@ -67,7 +67,7 @@ impl Model {
         self.first_index + self.entries.len() as u64 - 1
     }
     fn offset_next(&self) -> u64 {
-        self.entries.last().map_or(self.start_offset, |e| e.offset_next())
+        self.entries.last().map_or(self.offset_start, |e| e.offset_next())
     }
     fn term_at(&self, index: u64) -> Option<u64> {
         if index + 1 == self.first_index {
@@ -87,8 +87,8 @@ fn config() -> LogConfig {
 async fn check_equal(log: &SegmentLog<SimDisk>, model: &Model) {
     assert_eq!(log.first_index(), model.first_index);
     assert_eq!(log.last_index(), model.last_index());
-    assert_eq!(log.next_offset(), model.offset_next());
-    assert_eq!(log.start_offset(), model.start_offset);
+    assert_eq!(log.offset_next(), model.offset_next());
+    assert_eq!(log.offset_start(), model.offset_start);
     assert_eq!(read_all(log).await, model.entries);
     for index in model.first_index.saturating_sub(2)..=model.last_index() + 1 {
         assert_eq!(log.term(index), model.term_at(index), "term of {index}");
@@ -104,7 +104,7 @@ async fn check_equal(log: &SegmentLog<SimDisk>, model: &Model) {
 async fn run(seed: u64, ops: Vec<Op>) {
     let disk = SimDisk::new(seed);
     let (mut log, _) = SegmentLog::open(disk.clone(), DIR, config(), 0).await.unwrap();
-    let mut model = Model { first_index: 1, start_offset: 0, prev_term: 0, entries: Vec::new(), durable: 0, term: 1 };
+    let mut model = Model { first_index: 1, offset_start: 0, prev_term: 0, entries: Vec::new(), durable: 0, term: 1 };
     for op in ops {
         match op {
             Op::Append { shapes, new_term } => {
@@ -139,7 +139,7 @@ async fn run(seed: u64, ops: Vec<Op>) {
                 assert!(log.first_index() <= bound.max(model.first_index), "retention crossed the bound");
                 if removed > 0 {
                     model.prev_term = model.entries[removed - 1].term;
-                    model.start_offset = model.entries[removed - 1].offset_next();
+                    model.offset_start = model.entries[removed - 1].offset_next();
                 }
                 model.entries.drain(..removed);
                 model.durable = model.durable.saturating_sub(removed);
@@ -151,7 +151,7 @@ async fn run(seed: u64, ops: Vec<Op>) {
                 log.reset(first, offset, model.term, 0).await.unwrap();
                 model = Model {
                     first_index: first,
-                    start_offset: offset,
+                    offset_start: offset,
                     prev_term: model.term,
                     entries: Vec::new(),
                     durable: 0,

@@ -20,14 +20,14 @@ fn append_roll_read_and_reopen() {
     runtime().block_on(async {
         let disk = SimDisk::new(1);
         let (mut log, report) = SegmentLog::open(disk.clone(), DIR, tiny_config(), 0).await.unwrap();
-        assert_eq!((log.first_index(), log.last_index(), log.next_offset()), (1, 0, 0));
+        assert_eq!((log.first_index(), log.last_index(), log.offset_next()), (1, 0, 0));
         assert_eq!(report.entries, 0);
         let written = append_data(&mut log, 40, 1).await;
         log.sync().await.unwrap();
         assert!(log.segment_count() > 5, "tiny segments roll: {}", log.segment_count());
         assert_eq!(read_all(&log).await, written);
         assert_eq!(log.synced_index(), 40);
-        assert_eq!(log.next_offset(), 120);
+        assert_eq!(log.offset_next(), 120);
         // Reads by index honour the byte limit but return at least one entry.
         let one = log.read(10, 20, 1).await.unwrap();
         assert_eq!(one, written[9..10]);
@@ -54,22 +54,22 @@ fn refused_appends_change_nothing() {
     runtime().block_on(async {
         let (mut log, _) = SegmentLog::open(SimDisk::new(2), DIR, tiny_config(), 0).await.unwrap();
         append_data(&mut log, 3, 2).await;
-        let gap = next_entry(5, 2, log.next_offset(), 1, 10);
+        let gap = next_entry(5, 2, log.offset_next(), 1, 10);
         assert!(matches!(log.append(&[gap], 0).await, Err(Error::OutOfSequence { index_expected: 4, .. })));
-        let wrong_offset = next_entry(4, 2, log.next_offset() + 1, 1, 10);
+        let wrong_offset = next_entry(4, 2, log.offset_next() + 1, 1, 10);
         assert!(matches!(log.append(&[wrong_offset], 0).await, Err(Error::OutOfSequence { .. })));
-        let old_term = next_entry(4, 1, log.next_offset(), 1, 10);
+        let old_term = next_entry(4, 1, log.offset_next(), 1, 10);
         assert!(matches!(log.append(&[old_term], 0).await, Err(Error::OutOfSequence { .. })));
-        let empty_data = Entry::data(2, 4, log.next_offset(), 0, 0, Bytes::new());
+        let empty_data = Entry::data(2, 4, log.offset_next(), 0, 0, Bytes::new());
         assert!(matches!(log.append(&[empty_data], 0).await, Err(Error::InvalidEntry { .. })));
-        let huge = Entry::data(2, 4, log.next_offset(), 1, 0, Bytes::from(vec![0; odradek_log::ENTRY_PAYLOAD_BYTES_MAX + 1]));
+        let huge = Entry::data(2, 4, log.offset_next(), 1, 0, Bytes::from(vec![0; odradek_log::ENTRY_PAYLOAD_BYTES_MAX + 1]));
         assert!(matches!(log.append(&[huge], 0).await, Err(Error::InvalidEntry { .. })));
         // A good entry followed by a bad one: the whole batch is refused.
-        let good = next_entry(4, 2, log.next_offset(), 1, 10);
+        let good = next_entry(4, 2, log.offset_next(), 1, 10);
         let bad = next_entry(6, 2, good.offset_next(), 1, 10);
         assert!(log.append(&[good, bad], 0).await.is_err());
         assert_eq!(log.last_index(), 3);
-        assert_eq!(log.next_offset(), 9);
+        assert_eq!(log.offset_next(), 9);
     });
 }
 
@@ -82,10 +82,10 @@ fn truncate_suffix_across_segments_is_durable() {
         log.sync().await.unwrap();
         log.truncate_suffix(12).await.unwrap();
         assert_eq!(log.last_index(), 11);
-        assert_eq!(log.next_offset(), written[10].offset_next());
+        assert_eq!(log.offset_next(), written[10].offset_next());
         assert_eq!(log.term(12), None);
         // New entries from a newer term replace the removed ones.
-        let (mut index, mut offset) = (12, log.next_offset());
+        let (mut index, mut offset) = (12, log.offset_next());
         let mut replacement = Vec::new();
         for _ in 0..5 {
             let entry = next_entry(index, 2, offset, 2, 17);
@@ -112,7 +112,7 @@ fn truncate_everything_keeps_the_log_start() {
         let (mut log, _) = SegmentLog::open(SimDisk::new(4), DIR, tiny_config(), 0).await.unwrap();
         append_data(&mut log, 10, 1).await;
         log.truncate_suffix(1).await.unwrap();
-        assert_eq!((log.first_index(), log.last_index(), log.next_offset(), log.segment_count()), (1, 0, 0, 1));
+        assert_eq!((log.first_index(), log.last_index(), log.offset_next(), log.segment_count()), (1, 0, 0, 1));
         assert!(matches!(log.truncate_suffix(0).await, Err(Error::Compacted { .. })));
     });
 }
@@ -134,7 +134,7 @@ fn retention_by_size_and_age_respects_the_bound() {
         assert!(log.size_bytes() >= 1500, "size {}", log.size_bytes());
         let first = log.first_index();
         assert!(first > 5);
-        assert_eq!(log.start_offset(), written[first as usize - 1].base_offset);
+        assert_eq!(log.offset_start(), written[first as usize - 1].base_offset);
         assert_eq!(log.term(first - 1), Some(1));
         assert_eq!(read_all(&log).await, written[first as usize - 1..]);
         assert!(matches!(log.read(1, 2, 100).await, Err(Error::Compacted { .. })));
@@ -150,7 +150,7 @@ fn retention_by_size_and_age_respects_the_bound() {
         log.enforce_retention(1000, u64::MAX).await.unwrap();
         let first_by_age = log.first_index();
         assert!(first_by_age > first);
-        assert!(written[first_by_age as usize - 2].max_timestamp < 600, "a segment with a young record was deleted");
+        assert!(written[first_by_age as usize - 2].timestamp_max < 600, "a segment with a young record was deleted");
         assert_eq!(log.last_index(), 60);
     });
 }
@@ -163,7 +163,7 @@ fn reset_replaces_the_log_and_survives_crashes() {
         append_data(&mut log, 20, 1).await;
         log.sync().await.unwrap();
         log.reset(500, 9000, 7, 0).await.unwrap();
-        assert_eq!((log.first_index(), log.last_index(), log.next_offset(), log.term(499)), (500, 499, 9000, Some(7)));
+        assert_eq!((log.first_index(), log.last_index(), log.offset_next(), log.term(499)), (500, 499, 9000, Some(7)));
         let entry = next_entry(500, 8, 9000, 2, 30);
         log.append(std::slice::from_ref(&entry), 0).await.unwrap();
         log.sync().await.unwrap();
@@ -327,7 +327,7 @@ fn disk_full_is_a_clear_error_and_loses_nothing() {
         let written = append_data(&mut log, 5, 1).await;
         log.sync().await.unwrap();
         disk.set_capacity_bytes(Some(log.size_bytes() + 10));
-        let entry = next_entry(6, 1, log.next_offset(), 1, 100);
+        let entry = next_entry(6, 1, log.offset_next(), 1, 100);
         let error = log.append(&[entry], 0).await.unwrap_err();
         assert!(error.is_disk_full(), "{error}");
         drop(log);
@@ -379,7 +379,7 @@ fn non_data_entries_take_no_offsets_and_are_skipped_by_offset_reads() {
             Entry::data(1, 5, 2, 1, 6, Bytes::from_static(b"c")),
         ];
         log.append(&entries, 0).await.unwrap();
-        assert_eq!(log.next_offset(), 3);
+        assert_eq!(log.offset_next(), 3);
         assert_eq!(log.read_offsets(0, u64::MAX, 10).await.unwrap(), vec![entries[1].clone(), entries[4].clone()]);
         assert_eq!(log.read_offsets(1, u64::MAX, 10).await.unwrap(), vec![entries[1].clone(), entries[4].clone()]);
         assert_eq!(log.read_offsets(2, u64::MAX, 10).await.unwrap(), vec![entries[4].clone()]);

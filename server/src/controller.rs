@@ -175,9 +175,9 @@ async fn enforce_retention(context: &NodeContext, hosted: &BTreeMap<GroupId, Hos
                 if let Ok(Some(bounds)) = context.node.log_bounds(group).await {
                     let mut state = context.state.lock();
                     if let Some(partition) = state.partitions.get_mut(&group) {
-                        if bounds.start_offset > partition.state.log_start_offset() {
-                            partition.state.set_log_start_offset(bounds.start_offset);
-                            tracing::info!(group, ?report, start_offset = bounds.start_offset, "retention moved the log start");
+                        if bounds.offset_start > partition.state.log_start_offset() {
+                            partition.state.set_log_start_offset(bounds.offset_start);
+                            tracing::info!(group, ?report, offset_start = bounds.offset_start, "retention moved the log start");
                         }
                     }
                 }

@@ -61,7 +61,7 @@ pub struct BatchInfo {
 impl BatchInfo {
     /// From a header that [`BatchHeader::parse`] accepted.
     pub fn from_header(header: &BatchHeader) -> BatchInfo {
-        let record_count = u32::try_from(header.records_count).expect("a parsed batch has a positive records count");
+        let record_count = u32::try_from(header.record_count).expect("a parsed batch has a positive records count");
         assert!(record_count >= 1, "a parsed batch has at least one record");
         BatchInfo {
             producer_id: header.producer_id,
@@ -229,11 +229,11 @@ impl PartitionState {
         match BatchHeader::parse(payload) {
             Err(error) => tracing::warn!(index, base_offset, %error, "committed data entry is not a valid batch; offsets only"),
             Ok(header) => {
-                if i64::from(header.records_count) != i64::from(record_count) {
+                if i64::from(header.record_count) != i64::from(record_count) {
                     tracing::warn!(
                         index,
                         record_count,
-                        header_records = header.records_count,
+                        header_records = header.record_count,
                         "entry and batch disagree on the record count"
                     );
                 }

@@ -160,7 +160,7 @@ impl Apply for StateMachine {
         }
         let partition = state.partitions.entry(group).or_insert_with(Partition::new);
         for entry in entries {
-            let Committed { index, term, kind, base_offset, record_count, max_timestamp: timestamp_max, payload } = entry;
+            let Committed { index, term, kind, base_offset, record_count, timestamp_max, payload } = entry;
             partition.state.apply(*index, *term, *kind, *base_offset, *record_count, *timestamp_max, payload);
         }
         if let Some(last) = entries.last() {

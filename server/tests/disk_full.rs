@@ -71,7 +71,7 @@ fn a_full_disk_refuses_produce_and_keeps_everything_acknowledged() {
         let mut fetch = FetchRequest::new();
         fetch.topic = "full".into();
         fetch.offset = records.len() as u64;
-        fetch.max_bytes = 1024 * 1024;
+        fetch.bytes_max = 1024 * 1024;
         let response = raw.call(request_with(21, |r| r.set_fetch(fetch)));
         assert_eq!(response.error, ErrorCode::NONE, "{response:?}");
         let batch = fetched_records(&response);

@@ -39,7 +39,7 @@ fn fetch(topic: &str, offset: u64) -> Request {
     let mut fetch = FetchRequest::new();
     fetch.topic = topic.into();
     fetch.offset = offset;
-    fetch.max_wait_ms = 100;
+    fetch.wait_ms_max = 100;
     request_with(50, |r| r.set_fetch(fetch))
 }
 

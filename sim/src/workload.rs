@@ -227,7 +227,7 @@ fn record_send_failure(cluster: &SimCluster, handle: OpHandle, send: Send, error
 async fn consume(cluster: Arc<SimCluster>, ends: Option<BTreeMap<u32, u64>>, deadline: tokio::time::Instant) -> (usize, Vec<LogRecord>) {
     let bootstrap = cluster.bootstrap();
     let addresses: Vec<&str> = bootstrap.iter().map(String::as_str).collect();
-    let mut consumer = Consumer::new(&addresses, ConsumerConfig { max_wait_ms: 200, ..ConsumerConfig::default() }).expect("consumer");
+    let mut consumer = Consumer::new(&addresses, ConsumerConfig { wait_ms_max: 200, ..ConsumerConfig::default() }).expect("consumer");
     let keys: Vec<u64> = (0..u64::from(PARTITIONS)).collect();
     let process = cluster.process();
     let assign = cluster.history().invoke(process, OpF::Assign, OpValue::Keys(Keys { keys: keys.clone() })).expect("history");

@@ -193,7 +193,7 @@ async fn propose(cluster: &RaftCluster, group: GroupId, payload: Bytes, target: 
             tokio::time::sleep(RETRY_BACKOFF).await;
             continue;
         };
-        let meta = EntryMeta::Data { record_count: 1, max_timestamp: 0 };
+        let meta = EntryMeta::Data { record_count: 1, timestamp_max: 0 };
         match tokio::time::timeout(PROPOSE_TIMEOUT, handle.propose(group, payload.clone(), meta)).await {
             Ok(Ok(appended)) => return Some((appended.index, appended.term)),
             Ok(Err(ProposeError::NotLeader { leader, .. })) if NODES.contains(&leader) && leader != *target => *target = leader,

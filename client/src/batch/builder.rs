@@ -58,7 +58,7 @@ pub struct Record {
 /// // The broker: validate, then assign offsets without touching the CRC.
 /// let mut stored = batch.to_vec();
 /// let header = validate(&stored)?;
-/// assert_eq!((header.producer_id, header.base_sequence, header.records_count), (42, 100, 2));
+/// assert_eq!((header.producer_id, header.base_sequence, header.record_count), (42, 100, 2));
 /// set_base_offset(&mut stored, 1000);
 /// validate(&stored)?;
 ///
@@ -72,7 +72,7 @@ pub struct BatchBuilder {
     /// Reserved header, then the encoded records.
     buf: BytesMut,
     bytes_max: usize,
-    records_count: usize,
+    record_count: usize,
     /// The first record's timestamp; meaningful once a record is in.
     timestamp_base: i64,
     timestamp_max: i64,
@@ -99,7 +99,7 @@ impl BatchBuilder {
         BatchBuilder {
             buf,
             bytes_max: BATCH_BYTES_MAX,
-            records_count: 0,
+            record_count: 0,
             timestamp_base: 0,
             timestamp_max: 0,
             producer_id: NO_PRODUCER_ID,
@@ -144,17 +144,17 @@ impl BatchBuilder {
     pub fn bytes_max(mut self, bytes_max: usize) -> BatchBuilder {
         assert!(bytes_max <= BATCH_BYTES_MAX, "bytes_max {bytes_max} is above BATCH_BYTES_MAX {BATCH_BYTES_MAX}");
         assert!(bytes_max >= BATCH_HEADER_BYTES + super::RECORD_BYTES_MIN, "bytes_max {bytes_max} cannot hold a single record");
-        assert_eq!(self.records_count, 0, "bytes_max is set before pushing records");
+        assert_eq!(self.record_count, 0, "bytes_max is set before pushing records");
         self.bytes_max = bytes_max;
         self
     }
 
     pub fn records_len(&self) -> usize {
-        self.records_count
+        self.record_count
     }
 
     pub fn is_empty(&self) -> bool {
-        self.records_count == 0
+        self.record_count == 0
     }
 
     /// Exact size in bytes of the batch [`build`](Self::build) would return now.
@@ -186,7 +186,7 @@ impl BatchBuilder {
         if record_bytes > self.bytes_max - BATCH_HEADER_BYTES {
             return Err(BatchError::RecordTooLarge { record_bytes, bytes_max: self.bytes_max });
         }
-        if self.records_count == BATCH_RECORDS_MAX {
+        if self.record_count == BATCH_RECORDS_MAX {
             return Err(BatchError::RecordsFull);
         }
         let batch_bytes = self.buf.len() + record_bytes;
@@ -197,12 +197,12 @@ impl BatchBuilder {
         let bytes_before = self.buf.len();
         put_record(&mut self.buf, record, timestamp_delta, offset_delta, record_bytes);
         assert_eq!(self.buf.len(), bytes_before + record_bytes, "record_bytes_len agrees with the encoder");
-        if self.records_count == 0 {
+        if self.record_count == 0 {
             self.timestamp_base = record.timestamp;
             self.timestamp_max = record.timestamp;
         }
         self.timestamp_max = self.timestamp_max.max(record.timestamp);
-        self.records_count += 1;
+        self.record_count += 1;
         Ok(())
     }
 
@@ -211,11 +211,11 @@ impl BatchBuilder {
     /// # Panics
     /// On an empty builder: a batch holds at least one record (check [`is_empty`](Self::is_empty)).
     pub fn build(self) -> Bytes {
-        assert!(self.records_count > 0, "BatchBuilder::build on an empty batch; a batch holds at least one record");
+        assert!(self.record_count > 0, "BatchBuilder::build on an empty batch; a batch holds at least one record");
         let attributes = self.attributes();
         let mut buf = self.buf;
         let batch_length = i32::try_from(buf.len() - BATCH_LOG_OVERHEAD_BYTES).expect("bytes_max keeps the batch within an i32");
-        let records_count = i32::try_from(self.records_count).expect("BATCH_RECORDS_MAX fits in an i32");
+        let record_count = i32::try_from(self.record_count).expect("BATCH_RECORDS_MAX fits in an i32");
 
         let mut header = &mut buf[..BATCH_HEADER_BYTES];
         header.put_i64(0); // baseOffset: assigned by the broker.
@@ -224,20 +224,20 @@ impl BatchBuilder {
         header.put_i8(MAGIC);
         header.put_u32(0); // crc: computed below, over the bytes that follow it.
         header.put_i16(attributes);
-        header.put_i32(records_count - 1); // lastOffsetDelta
+        header.put_i32(record_count - 1); // lastOffsetDelta
         header.put_i64(self.timestamp_base);
         header.put_i64(self.timestamp_max);
         header.put_i64(self.producer_id);
         header.put_i16(self.producer_epoch);
         header.put_i32(self.sequence_base);
-        header.put_i32(records_count);
+        header.put_i32(record_count);
         assert!(header.is_empty(), "the header fields fill BATCH_HEADER_BYTES exactly");
 
         let crc = crc_compute(&buf);
         buf[position::CRC..position::ATTRIBUTES].copy_from_slice(&crc.to_be_bytes());
         let batch = buf.freeze();
         // A second CRC pass: kept to debug builds, as encoding is on the producer's hot path.
-        debug_assert_eq!(validate(&batch).map(|header| header.records_len()), Ok(self.records_count));
+        debug_assert_eq!(validate(&batch).map(|header| header.records_len()), Ok(self.record_count));
         batch
     }
 
@@ -257,7 +257,7 @@ impl BatchBuilder {
 
     /// The base timestamp the batch has, or would have if `record` were its first.
     fn timestamp_base_for(&self, record: &Record) -> i64 {
-        if self.records_count == 0 {
+        if self.record_count == 0 {
             record.timestamp
         } else {
             self.timestamp_base
@@ -265,7 +265,7 @@ impl BatchBuilder {
     }
 
     fn offset_delta_next(&self) -> i32 {
-        i32::try_from(self.records_count).expect("BATCH_RECORDS_MAX fits in an i32")
+        i32::try_from(self.record_count).expect("BATCH_RECORDS_MAX fits in an i32")
     }
 }
 

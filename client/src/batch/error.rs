@@ -35,20 +35,20 @@ pub enum BatchError {
     #[error("attributes {attributes:#06x} set unused bits (7..15 must be zero)")]
     AttributesUnknown { attributes: i16 },
 
-    #[error("records count is {records_count}; a batch holds 1 to {BATCH_RECORDS_MAX} records")]
-    RecordsCountInvalid { records_count: i32 },
+    #[error("records count is {record_count}; a batch holds 1 to {BATCH_RECORDS_MAX} records")]
+    RecordsCountInvalid { record_count: i32 },
 
-    #[error("records count {records_count} cannot fit in {records_bytes} bytes of records (each takes at least {RECORD_BYTES_MIN})")]
-    RecordsCountImplausible { records_count: i32, records_bytes: usize },
+    #[error("records count {record_count} cannot fit in {records_bytes} bytes of records (each takes at least {RECORD_BYTES_MIN})")]
+    RecordsCountImplausible { record_count: i32, records_bytes: usize },
 
-    #[error("lastOffsetDelta is {last_offset_delta} but the batch holds {records_count} records (expected {})", i64::from(*records_count) - 1)]
-    LastOffsetDeltaMismatch { last_offset_delta: i32, records_count: i32 },
+    #[error("lastOffsetDelta is {last_offset_delta} but the batch holds {record_count} records (expected {})", i64::from(*record_count) - 1)]
+    LastOffsetDeltaMismatch { last_offset_delta: i32, record_count: i32 },
 
     #[error("baseOffset {base_offset} is invalid: it must be >= 0 and baseOffset + lastOffsetDelta must fit in an i64")]
     BaseOffsetInvalid { base_offset: i64 },
 
-    #[error("maxTimestamp {max_timestamp} is before baseTimestamp {base_timestamp} in a CreateTime batch")]
-    MaxTimestampBeforeBase { base_timestamp: i64, max_timestamp: i64 },
+    #[error("maxTimestamp {timestamp_max} is before baseTimestamp {base_timestamp} in a CreateTime batch")]
+    MaxTimestampBeforeBase { base_timestamp: i64, timestamp_max: i64 },
 
     // ---- Records (checked while iterating `records`) ----
     #[error("record {record_index}: the record's bytes end before its {field}")]
@@ -81,8 +81,8 @@ pub enum BatchError {
     #[error("record {record_index}: baseTimestamp {base_timestamp} + timestampDelta {timestamp_delta} overflows an i64")]
     TimestampOverflow { record_index: usize, base_timestamp: i64, timestamp_delta: i64 },
 
-    #[error("record {record_index}: timestamp {timestamp} is after the batch's maxTimestamp {max_timestamp}")]
-    TimestampAboveMax { record_index: usize, timestamp: i64, max_timestamp: i64 },
+    #[error("record {record_index}: timestamp {timestamp} is after the batch's maxTimestamp {timestamp_max}")]
+    TimestampAboveMax { record_index: usize, timestamp: i64, timestamp_max: i64 },
 
     #[error("record {record_index}: headers count is {headers_count}, above the limit of {RECORD_HEADERS_MAX}")]
     HeadersTooMany { record_index: usize, headers_count: usize },
@@ -90,11 +90,11 @@ pub enum BatchError {
     #[error("record {record_index}: header {header_index} has a key that is not valid UTF-8")]
     HeaderKeyNotUtf8 { record_index: usize, header_index: usize },
 
-    #[error("records count says {records_count} records but the bytes end after {records_found}")]
-    RecordsMissing { records_count: i32, records_found: usize },
+    #[error("records count says {record_count} records but the bytes end after {records_found}")]
+    RecordsMissing { record_count: i32, records_found: usize },
 
-    #[error("{bytes_trailing} bytes of trailing garbage after the last of {records_count} records")]
-    TrailingBytes { records_count: i32, bytes_trailing: usize },
+    #[error("{bytes_trailing} bytes of trailing garbage after the last of {record_count} records")]
+    TrailingBytes { record_count: i32, bytes_trailing: usize },
 
     // ---- Building ----
     #[error("batch is full: it already holds {BATCH_RECORDS_MAX} records")]

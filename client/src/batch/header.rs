@@ -23,11 +23,11 @@ pub struct BatchHeader {
     pub last_offset_delta: i32,
     /// Kafka's firstTimestamp: the first record's timestamp, which every timestampDelta is relative to.
     pub base_timestamp: i64,
-    pub max_timestamp: i64,
+    pub timestamp_max: i64,
     pub producer_id: i64,
     pub producer_epoch: i16,
     pub base_sequence: i32,
-    pub records_count: i32,
+    pub record_count: i32,
 }
 
 impl BatchHeader {
@@ -71,11 +71,11 @@ impl BatchHeader {
             attributes: fields.get_i16(),
             last_offset_delta: fields.get_i32(),
             base_timestamp: fields.get_i64(),
-            max_timestamp: fields.get_i64(),
+            timestamp_max: fields.get_i64(),
             producer_id: fields.get_i64(),
             producer_epoch: fields.get_i16(),
             base_sequence: fields.get_i32(),
-            records_count: fields.get_i32(),
+            record_count: fields.get_i32(),
         };
         assert!(fields.is_empty(), "the header fields add up to BATCH_HEADER_BYTES");
         header
@@ -89,23 +89,23 @@ impl BatchHeader {
         if self.compression() != 0 {
             return Err(BatchError::CompressionUnsupported { codec: self.compression() });
         }
-        let records_count = self.records_count;
-        if records_count < 1 || records_count as usize > BATCH_RECORDS_MAX {
-            return Err(BatchError::RecordsCountInvalid { records_count });
+        let record_count = self.record_count;
+        if record_count < 1 || record_count as usize > BATCH_RECORDS_MAX {
+            return Err(BatchError::RecordsCountInvalid { record_count });
         }
-        if records_count as usize > records_bytes / RECORD_BYTES_MIN {
-            return Err(BatchError::RecordsCountImplausible { records_count, records_bytes });
+        if record_count as usize > records_bytes / RECORD_BYTES_MIN {
+            return Err(BatchError::RecordsCountImplausible { record_count, records_bytes });
         }
-        if i64::from(self.last_offset_delta) != i64::from(records_count) - 1 {
-            return Err(BatchError::LastOffsetDeltaMismatch { last_offset_delta: self.last_offset_delta, records_count });
+        if i64::from(self.last_offset_delta) != i64::from(record_count) - 1 {
+            return Err(BatchError::LastOffsetDeltaMismatch { last_offset_delta: self.last_offset_delta, record_count });
         }
         if self.base_offset < 0 || self.base_offset.checked_add(i64::from(self.last_offset_delta)).is_none() {
             return Err(BatchError::BaseOffsetInvalid { base_offset: self.base_offset });
         }
         // With a delete horizon, baseTimestamp is the horizon, not the first record's time.
         let timestamps_ordered = self.timestamp_type() == TimestampType::LogAppendTime || self.has_delete_horizon();
-        if !timestamps_ordered && self.max_timestamp < self.base_timestamp {
-            return Err(BatchError::MaxTimestampBeforeBase { base_timestamp: self.base_timestamp, max_timestamp: self.max_timestamp });
+        if !timestamps_ordered && self.timestamp_max < self.base_timestamp {
+            return Err(BatchError::MaxTimestampBeforeBase { base_timestamp: self.base_timestamp, timestamp_max: self.timestamp_max });
         }
         Ok(())
     }
@@ -147,7 +147,7 @@ impl BatchHeader {
 
     /// Records in the batch, as a count.
     pub fn records_len(&self) -> usize {
-        usize::try_from(self.records_count).expect("a parsed records count is positive")
+        usize::try_from(self.record_count).expect("a parsed records count is positive")
     }
 }
 

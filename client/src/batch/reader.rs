@@ -1,7 +1,7 @@
 //! Reading records out of a validated batch without copying: views borrow keys, values and
 //! headers from the batch bytes.
 //!
-//! Invariant: the iterator yields `Ok` exactly `records_count` times, for offsetDelta 0, 1, …, and
+//! Invariant: the iterator yields `Ok` exactly `record_count` times, for offsetDelta 0, 1, …, and
 //! only if the records consume the batch to its last byte; otherwise it yields one `Err` and then
 //! ends. Every length is checked against the bytes that remain *in its record* before it is used,
 //! so no input can make it panic or read past a record.
@@ -76,15 +76,15 @@ impl<'a> Iterator for Records<'a> {
         if self.done {
             return None;
         }
-        let records_count = self.header.records_count;
+        let record_count = self.header.record_count;
         if self.record_index == self.header.records_len() {
             self.done = true;
             let bytes_trailing = self.bytes.len() - self.pos;
-            return (bytes_trailing > 0).then_some(Err(BatchError::TrailingBytes { records_count, bytes_trailing }));
+            return (bytes_trailing > 0).then_some(Err(BatchError::TrailingBytes { record_count, bytes_trailing }));
         }
         if self.pos == self.bytes.len() {
             self.done = true;
-            return Some(Err(BatchError::RecordsMissing { records_count, records_found: self.record_index }));
+            return Some(Err(BatchError::RecordsMissing { record_count, records_found: self.record_index }));
         }
         let mut cursor = Cursor { bytes: self.bytes, pos: self.pos, record_index: self.record_index };
         match read_record(&mut cursor, &self.header) {
@@ -142,8 +142,8 @@ fn read_record<'a>(cursor: &mut Cursor<'a>, header: &BatchHeader) -> Result<Reco
         timestamp_delta,
     })?;
     let timestamps_bounded = header.timestamp_type() == TimestampType::CreateTime && !header.has_delete_horizon();
-    if timestamps_bounded && timestamp > header.max_timestamp {
-        return Err(BatchError::TimestampAboveMax { record_index, timestamp, max_timestamp: header.max_timestamp });
+    if timestamps_bounded && timestamp > header.timestamp_max {
+        return Err(BatchError::TimestampAboveMax { record_index, timestamp, timestamp_max: header.timestamp_max });
     }
     // validate checked baseOffset + lastOffsetDelta, and offsetDelta <= lastOffsetDelta here.
     let offset = header.base_offset + i64::from(offset_delta);

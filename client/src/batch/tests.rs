@@ -37,15 +37,15 @@ fn recrc(batch: &mut [u8]) {
     put_at(batch, position::CRC, &crc.to_be_bytes());
 }
 
-/// The tiny batch's header with `region` as its records, `records_count` records, consistent
+/// The tiny batch's header with `region` as its records, `record_count` records, consistent
 /// lengths and a valid CRC: for records that are malformed beneath a correct header.
-fn with_records_region(records_count: i32, region: &[u8]) -> Vec<u8> {
+fn with_records_region(record_count: i32, region: &[u8]) -> Vec<u8> {
     let mut batch = tiny_batch()[..BATCH_HEADER_BYTES].to_vec();
     batch.extend_from_slice(region);
     let batch_length = (batch.len() - BATCH_LOG_OVERHEAD_BYTES) as i32;
     put_at(&mut batch, position::BATCH_LENGTH, &batch_length.to_be_bytes());
-    put_at(&mut batch, position::RECORDS_COUNT, &records_count.to_be_bytes());
-    put_at(&mut batch, position::LAST_OFFSET_DELTA, &(records_count - 1).to_be_bytes());
+    put_at(&mut batch, position::RECORDS_COUNT, &record_count.to_be_bytes());
+    put_at(&mut batch, position::LAST_OFFSET_DELTA, &(record_count - 1).to_be_bytes());
     recrc(&mut batch);
     batch
 }
@@ -132,11 +132,11 @@ fn header_fields_are_written_and_parsed_at_their_positions() {
             attributes: 0x08 | 0x10 | 0x20,
             last_offset_delta: 2,
             base_timestamp: 5_000,
-            max_timestamp: 9_000,
+            timestamp_max: 9_000,
             producer_id: 0x0102_0304_0506_0708,
             producer_epoch: 0x0a0b,
             base_sequence: 0x1112_1314,
-            records_count: 3,
+            record_count: 3,
         }
     );
     let at = |position: usize, len: usize| batch[position..position + len].to_vec();
@@ -176,7 +176,7 @@ fn builder_defaults_say_no_producer_and_create_time() {
     assert_eq!(header.timestamp_type(), TimestampType::CreateTime);
     assert!(!header.is_transactional() && !header.is_control());
     assert_eq!((header_default.producer_id, header_default.producer_epoch, header_default.base_sequence), (-1, -1, -1));
-    assert_eq!((header_default.base_timestamp, header_default.max_timestamp), (-5, -5));
+    assert_eq!((header_default.base_timestamp, header_default.timestamp_max), (-5, -5));
 }
 
 #[test]
@@ -222,13 +222,13 @@ fn header_field_errors_behind_a_valid_crc() {
     }
     check(position::ATTRIBUTES, &0x0080i16.to_be_bytes(), BatchError::AttributesUnknown { attributes: 0x80 });
     check(position::ATTRIBUTES, &(-0x8000i16).to_be_bytes(), BatchError::AttributesUnknown { attributes: -0x8000 });
-    check(position::RECORDS_COUNT, &0i32.to_be_bytes(), BatchError::RecordsCountInvalid { records_count: 0 });
-    check(position::RECORDS_COUNT, &(-3i32).to_be_bytes(), BatchError::RecordsCountInvalid { records_count: -3 });
+    check(position::RECORDS_COUNT, &0i32.to_be_bytes(), BatchError::RecordsCountInvalid { record_count: 0 });
+    check(position::RECORDS_COUNT, &(-3i32).to_be_bytes(), BatchError::RecordsCountInvalid { record_count: -3 });
     let over = BATCH_RECORDS_MAX as i32 + 1;
-    check(position::RECORDS_COUNT, &over.to_be_bytes(), BatchError::RecordsCountInvalid { records_count: over });
-    check(position::RECORDS_COUNT, &2i32.to_be_bytes(), BatchError::RecordsCountImplausible { records_count: 2, records_bytes: 9 });
-    check(position::LAST_OFFSET_DELTA, &5i32.to_be_bytes(), BatchError::LastOffsetDeltaMismatch { last_offset_delta: 5, records_count: 1 });
-    check(position::MAX_TIMESTAMP, &999i64.to_be_bytes(), BatchError::MaxTimestampBeforeBase { base_timestamp: 1000, max_timestamp: 999 });
+    check(position::RECORDS_COUNT, &over.to_be_bytes(), BatchError::RecordsCountInvalid { record_count: over });
+    check(position::RECORDS_COUNT, &2i32.to_be_bytes(), BatchError::RecordsCountImplausible { record_count: 2, records_bytes: 9 });
+    check(position::LAST_OFFSET_DELTA, &5i32.to_be_bytes(), BatchError::LastOffsetDeltaMismatch { last_offset_delta: 5, record_count: 1 });
+    check(position::MAX_TIMESTAMP, &999i64.to_be_bytes(), BatchError::MaxTimestampBeforeBase { base_timestamp: 1000, timestamp_max: 999 });
     check(position::BASE_OFFSET, &(-1i64).to_be_bytes(), BatchError::BaseOffsetInvalid { base_offset: -1 });
 
     // LogAppendTime and a delete horizon lift the maxTimestamp >= baseTimestamp rule.
@@ -329,7 +329,7 @@ fn record_errors_behind_a_valid_header() {
     );
     assert_eq!(
         record_error(&framed(&[0, 0x02, 0, 0x01, 0x01, 0x00])),
-        BatchError::TimestampAboveMax { record_index: 0, timestamp: 1001, max_timestamp: 1000 }
+        BatchError::TimestampAboveMax { record_index: 0, timestamp: 1001, timestamp_max: 1000 }
     );
     let mut overlong = vec![0u8];
     overlong.extend_from_slice(&[0x80; 10]);
@@ -366,14 +366,14 @@ fn record_count_mismatches_are_rejected() {
     let batch = with_records_region(1, &two);
     let mut items = records(&batch).unwrap();
     assert!(items.next().unwrap().is_ok());
-    assert_eq!(items.next(), Some(Err(BatchError::TrailingBytes { records_count: 1, bytes_trailing: 8 })));
+    assert_eq!(items.next(), Some(Err(BatchError::TrailingBytes { record_count: 1, bytes_trailing: 8 })));
     assert_eq!(items.next(), None, "the iterator stops after an error");
 
     // A single byte of garbage after the last record.
     let batch = with_records_region(1, &[&good[..], &[0]].concat());
     let items: Vec<_> = records(&batch).unwrap().collect();
     assert_eq!(items.len(), 2);
-    assert_eq!(items[1], Err(BatchError::TrailingBytes { records_count: 1, bytes_trailing: 1 }));
+    assert_eq!(items[1], Err(BatchError::TrailingBytes { record_count: 1, bytes_trailing: 1 }));
 
     // The count says two, the bytes hold one (padded within the record so the count is plausible).
     let mut padded_value = vec![0u8, 0, 0, 0x01, 0x20];
@@ -382,7 +382,7 @@ fn record_count_mismatches_are_rejected() {
     let batch = with_records_region(2, &framed(&padded_value));
     let mut items = records(&batch).unwrap();
     assert_eq!(items.next().unwrap().unwrap().value.map(<[u8]>::len), Some(16));
-    assert_eq!(items.next(), Some(Err(BatchError::RecordsMissing { records_count: 2, records_found: 1 })));
+    assert_eq!(items.next(), Some(Err(BatchError::RecordsMissing { record_count: 2, records_found: 1 })));
     assert_eq!(items.next(), None);
 }
 
@@ -406,15 +406,15 @@ fn error_messages_say_exactly_what_is_wrong() {
             "CRC-32C mismatch: the header says 0xdeadbeef, attributes..end hash to 0x00000001",
         ),
         (
-            BatchError::LastOffsetDeltaMismatch { last_offset_delta: 5, records_count: 1 },
+            BatchError::LastOffsetDeltaMismatch { last_offset_delta: 5, record_count: 1 },
             "lastOffsetDelta is 5 but the batch holds 1 records (expected 0)",
         ),
         (
             BatchError::LengthNegative { record_index: 3, field: "keyLength", length: -2 },
             "record 3: keyLength is -2; only -1 (null) may be negative",
         ),
-        (BatchError::TrailingBytes { records_count: 2, bytes_trailing: 5 }, "5 bytes of trailing garbage after the last of 2 records"),
-        (BatchError::RecordsCountInvalid { records_count: 0 }, "records count is 0; a batch holds 1 to 65536 records"),
+        (BatchError::TrailingBytes { record_count: 2, bytes_trailing: 5 }, "5 bytes of trailing garbage after the last of 2 records"),
+        (BatchError::RecordsCountInvalid { record_count: 0 }, "records count is 0; a batch holds 1 to 65536 records"),
     ];
     for (error, message) in cases {
         assert_eq!(error.to_string(), message);
@@ -502,6 +502,6 @@ fn last_offset_delta_must_be_exactly_count_minus_one() {
         let mut batch = batch.clone();
         put_at(&mut batch, position::LAST_OFFSET_DELTA, &last_offset_delta.to_be_bytes());
         recrc(&mut batch);
-        assert_eq!(validate(&batch), Err(BatchError::LastOffsetDeltaMismatch { last_offset_delta, records_count: 2 }));
+        assert_eq!(validate(&batch), Err(BatchError::LastOffsetDeltaMismatch { last_offset_delta, record_count: 2 }));
     }
 }

@@ -42,7 +42,7 @@ pub struct Committed {
     /// First offset of the entry's records (the next offset for entries without records).
     pub base_offset: u64,
     pub record_count: u32,
-    pub max_timestamp: i64,
+    pub timestamp_max: i64,
     /// The proposer's data (a record batch for `Data`); for `Config` the raft entry type (one
     /// byte) followed by the encoded conf change.
     pub payload: Bytes,
@@ -57,7 +57,7 @@ impl Committed {
             kind: entry.kind,
             base_offset: entry.base_offset,
             record_count: entry.record_count,
-            max_timestamp: entry.max_timestamp,
+            timestamp_max: entry.timestamp_max,
             payload: entry.payload.clone(),
         }
     }
@@ -100,8 +100,8 @@ pub struct GroupStatus {
 /// Where a group's log starts and ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LogBounds {
-    pub start_offset: u64,
-    pub next_offset: u64,
+    pub offset_start: u64,
+    pub offset_next: u64,
     pub first_index: u64,
 }
 
@@ -244,7 +244,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         // state-machine blob is not kept yet), then replays up to raft's starting applied index.
         let log_start = store.log().first_index() - 1;
         if state_machine_applied < log_start {
-            self.apply.restore(group, log_start, store.log().prev_term(), store.log().start_offset());
+            self.apply.restore(group, log_start, store.log().prev_term(), store.log().offset_start());
         }
         let mut low = (state_machine_applied + 1).max(store.log().first_index());
         while low <= applied {
@@ -414,7 +414,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
     /// `group`'s log bounds: (first offset kept, next offset, first raft index kept).
     pub fn log_bounds(&self, group: GroupId) -> Option<LogBounds> {
         let log = self.groups.get(&group)?.store.log();
-        Some(LogBounds { start_offset: log.start_offset(), next_offset: log.next_offset(), first_index: log.first_index() })
+        Some(LogBounds { offset_start: log.offset_start(), offset_next: log.offset_next(), first_index: log.first_index() })
     }
 
     /// The raft entries `low ..= high` of `group`'s log (for invariant checks).

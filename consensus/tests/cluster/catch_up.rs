@@ -3,11 +3,11 @@
 
 use odradek_log::CrashMode;
 
-use crate::harness::Cluster;
+use crate::harness::LocalCluster;
 
 #[tokio::test]
 async fn a_lagging_follower_is_served_from_the_log_when_the_cache_is_small() {
-    let mut cluster = Cluster::new(9, 3, &[5]).await;
+    let mut cluster = LocalCluster::new(9, 3, &[5]).await;
     cluster.log_config.cache_bytes_max = 256;
     for node in cluster.voters.clone() {
         cluster.crash(node, CrashMode::Process);
@@ -27,7 +27,7 @@ async fn a_lagging_follower_is_served_from_the_log_when_the_cache_is_small() {
 
 #[tokio::test]
 async fn a_follower_behind_retention_catches_up_from_a_metadata_snapshot() {
-    let mut cluster = Cluster::new(13, 3, &[6]).await;
+    let mut cluster = LocalCluster::new(13, 3, &[6]).await;
     cluster.log_config = odradek_log::LogConfig {
         segment_bytes_max: 1024,
         retention_bytes: Some(0),

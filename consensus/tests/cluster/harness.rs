@@ -71,7 +71,7 @@ pub(crate) fn disk_syncs(disk: &SimDisk) -> u64 {
 }
 
 /// `LocalTransport` plus a tap for R6: every append response and vote grant a node sends is
-/// recorded with the count of its disk's syncs at that moment, for [`Cluster::check_sent`].
+/// recorded with the count of its disk's syncs at that moment, for [`LocalCluster::check_sent`].
 pub(crate) struct TappedTransport {
     pub(crate) local: LocalTransport,
     pub(crate) disk: SimDisk,
@@ -121,7 +121,7 @@ pub(crate) fn observe_raft() -> Rc<RefCell<RaftChecker>> {
 
 pub(crate) type TestNode = Node<SimDisk, TappedTransport, Recorder>;
 
-pub(crate) struct Cluster {
+pub(crate) struct LocalCluster {
     pub(crate) network: LocalNetwork,
     pub(crate) disks: BTreeMap<NodeId, SimDisk>,
     pub(crate) nodes: BTreeMap<NodeId, TestNode>,
@@ -152,11 +152,11 @@ pub(crate) struct Cluster {
     pub(crate) entry_budgets: BTreeMap<NodeId, Arc<AtomicI64>>,
 }
 
-impl Cluster {
-    pub(crate) async fn new(seed: u64, node_count: u64, groups: &[GroupId]) -> Cluster {
+impl LocalCluster {
+    pub(crate) async fn new(seed: u64, node_count: u64, groups: &[GroupId]) -> LocalCluster {
         let voters: Vec<NodeId> = (1..=node_count).collect();
         let disks = voters.iter().map(|&id| (id, SimDisk::new(seed.wrapping_mul(31).wrapping_add(id)))).collect();
-        let mut cluster = Cluster {
+        let mut cluster = LocalCluster {
             network: LocalNetwork::new(),
             disks,
             nodes: BTreeMap::new(),
@@ -300,7 +300,7 @@ impl Cluster {
                     Event::AppendAccepted { node: id, group, to, index: message.index, durable_index: synced }
                 }
                 MessageType::MsgRequestVoteResponse => {
-                    Event::VoteGranted { node: id, group, to, term: message.term, saved_term: hard.term, saved_vote: hard.vote }
+                    Event::VoteGranted { node: id, group, to, term: message.term, term_saved: hard.term, vote_saved: hard.vote }
                 }
                 other => unreachable!("the tap records no {other:?}"),
             };
@@ -365,7 +365,7 @@ impl Cluster {
         statuses.filter(|(_, s)| s.role == StateRole::Leader).max_by_key(|(_, s)| s.term).map(|(id, _)| id)
     }
 
-    pub(crate) async fn run_until(&mut self, steps_max: usize, mut done: impl FnMut(&Cluster) -> bool) {
+    pub(crate) async fn run_until(&mut self, steps_max: usize, mut done: impl FnMut(&LocalCluster) -> bool) {
         for _ in 0..steps_max {
             if done(self) {
                 return;
@@ -406,7 +406,7 @@ impl Cluster {
                 let meta = if i % 3 == 2 {
                     EntryMeta::Command
                 } else {
-                    EntryMeta::Data { record_count: 1 + i as u32 % 4, max_timestamp: i as i64 }
+                    EntryMeta::Data { record_count: 1 + i as u32 % 4, timestamp_max: i as i64 }
                 };
                 proposals.push((group, self.propose(group, format!("{tag} g{group} #{i}"), meta)));
             }
@@ -495,7 +495,7 @@ impl Cluster {
     }
 }
 
-impl Drop for Cluster {
+impl Drop for LocalCluster {
     fn drop(&mut self) {
         observe::uninstall();
     }

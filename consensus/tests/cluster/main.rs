@@ -6,21 +6,21 @@
 //!   per (group, term), R2 one entry per (index, term), R3 applied indexes contiguous per node
 //!   incarnation and leader completeness, R4 the identical entry (and dense offsets) applied at
 //!   an index everywhere, R6 accepted appends and granted votes durable when sent, R8;
-//! - what this harness sees inside its nodes: R3 commit never regresses (`Cluster::check`,
+//! - what this harness sees inside its nodes: R3 commit never regresses (`LocalCluster::check`,
 //!   after every round) and a restart recovers no commit above any known one
-//!   (`Cluster::start`); R5 an acknowledged proposal is durable on a quorum of the group's
-//!   current voters, both halves of a joint configuration (`Cluster::check_ack_durable`, the
+//!   (`LocalCluster::start`); R5 an acknowledged proposal is durable on a quorum of the group's
+//!   current voters, both halves of a joint configuration (`LocalCluster::check_ack_durable`, the
 //!   moment the harness takes each `Ok(Appended { index, term, .. })`); R2 log matching over
 //!   the replicas' fsynced logs and R3 no log differs from the applied entries at or below its
-//!   commit, the newest leader holding them all (`Cluster::check_logs`, every 25 steps of a
+//!   commit, the newest leader holding them all (`LocalCluster::check_logs`, every 25 steps of a
 //!   schedule, at its end, and in the retention test); R6 once more from the wire: every append
 //!   response and vote grant `TappedTransport` saw leave, judged against the sender's durable
-//!   state when it left (`Cluster::check_sent`). The planted send-before-fsync bug
+//!   state when it left (`LocalCluster::check_sent`). The planted send-before-fsync bug
 //!   (`--features planted-bugs`) is caught as R6, the planted trust-recovery-cut bug as R8.
 //!
 //! Also: the proposal outcome contract (acknowledged = applied where acknowledged, definite
 //! failure = never applied), indefinite outcomes resolved once their index is applied
-//! (`Cluster::check_resolved`, every round, against the canonical entry), conf changes,
+//! (`LocalCluster::check_resolved`, every round, against the canonical entry), conf changes,
 //! retention with metadata snapshots, and the same driver as `Node::run` tasks over
 //! `LocalNetwork` and over real TCP with `FsDisk`.
 //!

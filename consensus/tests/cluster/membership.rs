@@ -4,7 +4,7 @@
 use odradek_consensus::{EntryMeta, NodeId, ProposeError};
 use odradek_log::CrashMode;
 
-use crate::harness::Cluster;
+use crate::harness::LocalCluster;
 
 fn sorted(ids: &[NodeId]) -> Vec<NodeId> {
     let mut ids = ids.to_vec();
@@ -26,7 +26,7 @@ fn conf_change(changes: &[(raft::eraftpb::ConfChangeType, NodeId)]) -> raft::era
 #[tokio::test]
 async fn conf_changes_commit_persist_and_survive_a_restart() {
     use raft::eraftpb::ConfChangeType::{AddLearnerNode, AddNode, RemoveNode};
-    let mut cluster = Cluster::new(21, 3, &[0]).await;
+    let mut cluster = LocalCluster::new(21, 3, &[0]).await;
     cluster.elect_all().await;
     let leader = cluster.leader(0).unwrap();
     let mut proposal = cluster.nodes.get_mut(&leader).unwrap().propose_conf_change(0, conf_change(&[(AddLearnerNode, 4)]));
@@ -44,7 +44,7 @@ async fn conf_changes_commit_persist_and_survive_a_restart() {
     let mut expected: Vec<NodeId> = [1, 2, 3, 4].into_iter().filter(|&id| id != removed).collect();
     expected.sort_unstable();
     let remaining: Vec<NodeId> = expected.iter().copied().filter(|&id| id != 4).collect();
-    let left_joint = |c: &Cluster| {
+    let left_joint = |c: &LocalCluster| {
         remaining.iter().all(|id| {
             let conf = c.nodes[id].conf_state(0).unwrap();
             sorted(&conf.voters) == expected && conf.voters_outgoing.is_empty() && conf.learners.is_empty()

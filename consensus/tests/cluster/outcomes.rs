@@ -3,9 +3,9 @@
 use odradek_consensus::{EntryMeta, GroupId, NodeId, ProposeError};
 use raft::StateRole;
 
-use crate::harness::Cluster;
+use crate::harness::LocalCluster;
 
-impl Cluster {
+impl LocalCluster {
     /// One step in which every message from or to `node` is lost, except those from it when
     /// `outbound` is set (a one-way cut: it talks, nobody answers).
     async fn step_cut_off(&mut self, node: NodeId, outbound: bool) {
@@ -53,7 +53,7 @@ const CUT_OFF_STEPS_MAX: usize = 500;
 /// another one is (it never left the old leader).
 #[tokio::test]
 async fn an_indefinite_outcome_resolves_when_its_index_is_applied() {
-    let mut cluster = Cluster::new(29, 3, &[8]).await;
+    let mut cluster = LocalCluster::new(29, 3, &[8]).await;
     cluster.elect_all().await;
     cluster.propose_and_commit(2, "before").await;
     cluster.converge().await;

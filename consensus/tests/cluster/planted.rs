@@ -14,7 +14,7 @@ async fn planted_trust_recovery_cut_loses_a_committed_entry() {
 
 /// The planted R6 bug (send before fsync) must be caught by the random schedules (module
 /// `schedules`), as R6 itself: an append response or vote grant leaves before the round's
-/// fsync (the node's own event, and `Cluster::check_sent` from the wire). The panic must name
+/// fsync (the node's own event, and `LocalCluster::check_sent` from the wire). The panic must name
 /// R6, not some later consequence (R3, R4).
 #[test]
 fn planted_send_before_persist_is_caught_by_r6() {

@@ -7,11 +7,11 @@ use bytes::Bytes;
 use odradek_consensus::{EntryMeta, ProposeError};
 use odradek_log::{CrashMode, EntryKind};
 
-use crate::harness::Cluster;
+use crate::harness::LocalCluster;
 
 #[tokio::test]
 async fn three_nodes_elect_propose_and_apply_identically() {
-    let mut cluster = Cluster::new(11, 3, &[0, 1, 2, 7]).await;
+    let mut cluster = LocalCluster::new(11, 3, &[0, 1, 2, 7]).await;
     cluster.elect_all().await;
     let outcomes = cluster.propose_and_commit(12, "a").await;
     assert_eq!(outcomes.len(), 4 * 12);
@@ -29,7 +29,7 @@ async fn three_nodes_elect_propose_and_apply_identically() {
     let error = outcome.unwrap_err();
     assert!(matches!(error, ProposeError::NotLeader { leader: hint, .. } if hint == leader), "{error}");
     assert!(error.is_definite());
-    let empty = EntryMeta::Data { record_count: 0, max_timestamp: 0 };
+    let empty = EntryMeta::Data { record_count: 0, timestamp_max: 0 };
     let error = cluster.nodes.get_mut(&leader).unwrap().propose(1, Bytes::new(), empty).await.unwrap_err();
     assert!(matches!(error, ProposeError::Invalid { .. }) && error.is_definite(), "{error}");
     // Leader transfer to a caught-up follower.
@@ -47,7 +47,7 @@ async fn three_nodes_elect_propose_and_apply_identically() {
 // again the follower catches up.
 #[tokio::test]
 async fn a_follower_at_its_disk_reserve_drops_appends_and_catches_up_later() {
-    let mut cluster = Cluster::new(17, 3, &[4]).await;
+    let mut cluster = LocalCluster::new(17, 3, &[4]).await;
     cluster.elect_all().await;
     let leader = cluster.leader(4).unwrap();
     let follower = *cluster.nodes.keys().find(|&&id| id != leader).unwrap();
@@ -83,7 +83,7 @@ async fn a_follower_at_its_disk_reserve_drops_appends_and_catches_up_later() {
 
 #[tokio::test]
 async fn a_node_crashed_with_power_loss_restarts_and_catches_up() {
-    let mut cluster = Cluster::new(5, 3, &[0, 3, 4]).await;
+    let mut cluster = LocalCluster::new(5, 3, &[0, 3, 4]).await;
     cluster.elect_all().await;
     cluster.propose_and_commit(10, "before").await;
     cluster.converge().await;
@@ -104,7 +104,7 @@ async fn a_node_crashed_with_power_loss_restarts_and_catches_up() {
 
 #[tokio::test]
 async fn groups_are_created_and_removed_while_running() {
-    let mut cluster = Cluster::new(3, 3, &[0]).await;
+    let mut cluster = LocalCluster::new(3, 3, &[0]).await;
     cluster.elect_all().await;
     for node in cluster.nodes.values_mut() {
         node.create_group(9, &[1, 2, 3], 0, 0).await.unwrap();
@@ -128,7 +128,7 @@ async fn groups_are_created_and_removed_while_running() {
 #[tokio::test]
 async fn commit_is_persisted_lazily_within_its_lag_bound() {
     use odradek_consensus::node::COMMIT_PERSIST_LAG_MAX;
-    let mut cluster = Cluster::new(17, 3, &[4]).await;
+    let mut cluster = LocalCluster::new(17, 3, &[4]).await;
     cluster.elect_all().await;
     let saves_before: u64 = cluster.nodes.values().map(|n| n.stats().hard_state_saves).sum();
     let count = COMMIT_PERSIST_LAG_MAX as usize + 200;

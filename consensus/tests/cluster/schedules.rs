@@ -8,7 +8,7 @@ use odradek_consensus::{Appended, Committed, EntryMeta, GroupId, NodeId, Proposa
 use odradek_log::CrashMode;
 use raft::StateRole;
 
-use crate::harness::Cluster;
+use crate::harness::LocalCluster;
 
 /// Fault probabilities of one random schedule (the seed picks the schedule itself).
 #[derive(Clone, Copy, Debug)]
@@ -88,7 +88,7 @@ struct Schedule {
 }
 
 impl Schedule {
-    fn deliver(&mut self, cluster: &Cluster) {
+    fn deliver(&mut self, cluster: &LocalCluster) {
         use rand::seq::SliceRandom as _;
         use rand::Rng as _;
         let step = self.step;
@@ -121,7 +121,7 @@ impl Schedule {
         }
     }
 
-    async fn nemesis(&mut self, cluster: &mut Cluster) {
+    async fn nemesis(&mut self, cluster: &mut LocalCluster) {
         use rand::Rng as _;
         self.down.extend(cluster.failed.drain(..));
         // The nemesis crashes at most a minority; failed fsyncs may take down more.
@@ -155,7 +155,7 @@ impl Schedule {
         }
     }
 
-    fn propose(&mut self, cluster: &mut Cluster) {
+    fn propose(&mut self, cluster: &mut LocalCluster) {
         use rand::Rng as _;
         if self.rng.gen::<f64>() >= 0.3 {
             return;
@@ -167,12 +167,12 @@ impl Schedule {
         let Some(&leader) = leaders.first() else { return };
         let payload = Bytes::from(format!("s{} g{group} p{}", self.step, self.proposals.len()));
         let proposal =
-            cluster.nodes.get_mut(&leader).unwrap().propose(group, payload.clone(), EntryMeta::Data { record_count: 2, max_timestamp: 0 });
+            cluster.nodes.get_mut(&leader).unwrap().propose(group, payload.clone(), EntryMeta::Data { record_count: 2, timestamp_max: 0 });
         self.proposals.push((group, payload, proposal, None));
     }
 
     /// Takes the outcomes known now; R5 is checked for each acknowledgement as it is seen.
-    fn collect_outcomes(&mut self, cluster: &Cluster) {
+    fn collect_outcomes(&mut self, cluster: &LocalCluster) {
         for (group, _, proposal, outcome) in &mut self.proposals {
             if outcome.is_none() {
                 *outcome = proposal.try_outcome();
@@ -192,7 +192,7 @@ pub(crate) async fn run_schedule_on(seed: u64, faults: Faults, cache_bytes_max: 
     use rand::SeedableRng as _;
     // One schedule in four runs five nodes.
     let node_count = if seed.is_multiple_of(4) { 5 } else { 3 };
-    let mut cluster = Cluster::new(seed, node_count, &[0, 1, 2]).await;
+    let mut cluster = LocalCluster::new(seed, node_count, &[0, 1, 2]).await;
     cluster.planted_send_before_persist = planted_send_before_persist;
     cluster.fsync_faults = faults.fsync_failure > 0.0;
     // Restart every node with the schedule's cache bound (the first start used the default).
@@ -223,7 +223,7 @@ pub(crate) async fn run_schedule_on(seed: u64, faults: Faults, cache_bytes_max: 
             cluster.check_logs().await;
         }
     }
-    // Liveness phase: heal everything (from here on `Cluster::step` delivers every message);
+    // Liveness phase: heal everything (from here on `LocalCluster::step` delivers every message);
     // the cluster must converge.
     schedule.isolated = None;
     schedule.partition = None;

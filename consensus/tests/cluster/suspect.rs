@@ -6,7 +6,7 @@ use bytes::Bytes;
 use odradek_consensus::{EntryMeta, GroupId, NodeId};
 use odradek_log::{CrashMode, SimDisk};
 
-use crate::harness::Cluster;
+use crate::harness::LocalCluster;
 
 /// F-S3 on the last entry, R8 e (protocol-aware recovery). An entry commits on the leader and
 /// one follower only; the follower's copy, its last entry, rots while it is down; the leader
@@ -16,7 +16,7 @@ use crate::harness::Cluster;
 /// one returns; then the entry survives everywhere.
 pub(crate) async fn rotted_last_entry(planted_trust_recovery_cut: bool) {
     let group = 3;
-    let mut cluster = Cluster::new(41, 3, &[group]).await;
+    let mut cluster = LocalCluster::new(41, 3, &[group]).await;
     cluster.planted_trust_recovery_cut = planted_trust_recovery_cut;
     cluster.elect_all().await;
     cluster.propose_and_commit(3, "before").await;
@@ -26,7 +26,7 @@ pub(crate) async fn rotted_last_entry(planted_trust_recovery_cut: bool) {
     let (follower, outsider) = (others[0], others[1]);
 
     // The outsider is cut off: the entry commits on the leader and the follower alone.
-    let meta = EntryMeta::Data { record_count: 1, max_timestamp: 0 };
+    let meta = EntryMeta::Data { record_count: 1, timestamp_max: 0 };
     let mut proposal = cluster.nodes.get_mut(&leader).unwrap().propose(group, Bytes::from("precious"), meta);
     let mut committed = None;
     for _ in 0..200 {
@@ -96,12 +96,12 @@ fn last_segment(disk: &SimDisk, group: GroupId) -> std::path::PathBuf {
 #[tokio::test]
 async fn a_replica_whose_group_cannot_open_still_answers_a_suspect() {
     let group = 3;
-    let mut cluster = Cluster::new(43, 3, &[group]).await;
+    let mut cluster = LocalCluster::new(43, 3, &[group]).await;
     cluster.elect_all().await;
     cluster.propose_and_commit(6, "before").await;
     // A large last entry: the cut bytes could hold dozens of entries, so the suspect's own bound
     // lies far past every log.
-    let meta = EntryMeta::Data { record_count: 1, max_timestamp: 0 };
+    let meta = EntryMeta::Data { record_count: 1, timestamp_max: 0 };
     let mut large = cluster.propose(group, "x".repeat(4000), meta);
     cluster.run_until(200, |_| large.try_outcome().is_some()).await;
     cluster.converge().await;

@@ -110,7 +110,7 @@ async fn three_nodes_over_tcp_with_real_files_commit_through_handles() {
         for handle in handles.values() {
             let (status, _) = handle.status(0).await.unwrap().unwrap();
             if status.role == StateRole::Leader {
-                let meta = EntryMeta::Data { record_count: 1, max_timestamp: 0 };
+                let meta = EntryMeta::Data { record_count: 1, timestamp_max: 0 };
                 if let Ok(outcome) = handle.propose(0, Bytes::from(format!("tcp #{}", committed.len())), meta).await {
                     committed.push(outcome);
                 }

@@ -218,7 +218,7 @@ impl RaftChecker {
                     );
                 }
             }
-            Event::VoteGranted { node, group, to, term, saved_term, saved_vote } => {
+            Event::VoteGranted { node, group, to, term, term_saved, vote_saved } => {
                 if self.suspects.contains_key(&(group, node)) && !self.suspect_votes.contains(&(group, node, to, term)) {
                     self.violate(
                         "R8",
@@ -231,12 +231,12 @@ impl RaftChecker {
                     // Only a vote forgotten by a restart allows this (R8 c: lost hard state).
                     self.violate("R8", group, format!("node {node} voted for node {first} and node {to} in term {term}"));
                 }
-                if saved_term < term || (saved_term == term && saved_vote != to) {
+                if term_saved < term || (term_saved == term && vote_saved != to) {
                     self.violate(
                         "R6",
                         group,
                         format!(
-                            "node {node} voted for node {to} in term {term}; its saved hard state: term {saved_term}, vote {saved_vote}"
+                            "node {node} voted for node {to} in term {term}; its saved hard state: term {term_saved}, vote {vote_saved}"
                         ),
                     );
                 }
@@ -488,8 +488,8 @@ mod tests {
             Event::Durable { node: 3, group: 7, index: 12 },
             Event::Acked { node: 1, group: 7, index: 40, term: 3, voters: 3 },
             Event::AppendAccepted { node: 2, group: 7, to: 1, index: 40, durable_index: 40 },
-            Event::VoteGranted { node: 2, group: 7, to: 1, term: 3, saved_term: 3, saved_vote: 1 },
-            Event::VoteGranted { node: 3, group: 7, to: 1, term: 3, saved_term: 4, saved_vote: 2 },
+            Event::VoteGranted { node: 2, group: 7, to: 1, term: 3, term_saved: 3, vote_saved: 1 },
+            Event::VoteGranted { node: 3, group: 7, to: 1, term: 3, term_saved: 4, vote_saved: 2 },
             // A torn tail beyond what node 3 reported durable.
             Event::RecoveryCut { node: 3, group: 7, index: 13, suspect: false },
             // Node 2 lost entries it had made durable, holds itself suspect, and votes only
@@ -498,12 +498,12 @@ mod tests {
             // A suspect votes for a candidate it judged complete.
             Event::Suspect { node: 3, group: 9, cut: 5, bound: 6, term: 2 },
             Event::SuspectVote { node: 3, group: 9, to: 1, term: 4, last_term: 3, last_index: 6 },
-            Event::VoteGranted { node: 3, group: 9, to: 1, term: 4, saved_term: 4, saved_vote: 1 },
+            Event::VoteGranted { node: 3, group: 9, to: 1, term: 4, term_saved: 4, vote_saved: 1 },
             Event::Suspect { node: 2, group: 7, cut: 40, bound: 40, term: 4 },
             Event::Durable { node: 2, group: 7, index: 39 },
             Event::Durable { node: 2, group: 7, index: 40 },
             Event::SuspectCleared { node: 2, group: 7, durable: 40 },
-            Event::VoteGranted { node: 2, group: 7, to: 1, term: 5, saved_term: 5, saved_vote: 1 },
+            Event::VoteGranted { node: 2, group: 7, to: 1, term: 5, term_saved: 5, vote_saved: 1 },
         ];
         let mut checker = RaftChecker::default();
         clean.into_iter().for_each(|event| checker.record(event));
@@ -543,8 +543,8 @@ mod tests {
             ),
             ("R5", vec![Event::Acked { node: 1, group: 7, index: 41, term: 3, voters: 3 }]),
             ("R6", vec![Event::AppendAccepted { node: 2, group: 7, to: 1, index: 41, durable_index: 40 }]),
-            ("R6", vec![Event::VoteGranted { node: 3, group: 7, to: 1, term: 5, saved_term: 4, saved_vote: 2 }]),
-            ("R6", vec![Event::VoteGranted { node: 3, group: 7, to: 1, term: 4, saved_term: 4, saved_vote: 0 }]),
+            ("R6", vec![Event::VoteGranted { node: 3, group: 7, to: 1, term: 5, term_saved: 4, vote_saved: 2 }]),
+            ("R6", vec![Event::VoteGranted { node: 3, group: 7, to: 1, term: 4, term_saved: 4, vote_saved: 0 }]),
             // Node 3 never wrote entry 1, which node 2 applied.
             ("R3", vec![Event::Leader { node: 3, group: 7, term: 8 }]),
             // Durable far enough on node 3, but with another entry at index 41.
@@ -558,12 +558,12 @@ mod tests {
             ),
             ("R8", vec![Event::RecoveryCut { node: 3, group: 7, index: 12, suspect: false }]),
             ("R8", vec![Event::RecoveryCut { node: 3, group: 7, index: 11, suspect: true }]),
-            ("R8", vec![Event::VoteGranted { node: 2, group: 7, to: 3, term: 3, saved_term: 3, saved_vote: 3 }]),
+            ("R8", vec![Event::VoteGranted { node: 2, group: 7, to: 3, term: 3, term_saved: 3, vote_saved: 3 }]),
             (
                 "R8",
                 vec![
                     Event::Suspect { node: 3, group: 7, cut: 12, bound: 12, term: 4 },
-                    Event::VoteGranted { node: 3, group: 7, to: 1, term: 6, saved_term: 6, saved_vote: 1 },
+                    Event::VoteGranted { node: 3, group: 7, to: 1, term: 6, term_saved: 6, vote_saved: 1 },
                 ],
             ),
             ("R8", vec![Event::Suspect { node: 1, group: 7, cut: 42, bound: 42, term: 4 }, Event::Leader { node: 1, group: 7, term: 9 }]),

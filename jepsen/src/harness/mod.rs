@@ -205,7 +205,7 @@ pub async fn run(config: &RunConfig) -> Result<(History, RunNotes), String> {
 async fn create_topic(target: &WorkloadTarget, replication_factor: u32) -> Result<(), String> {
     let bootstrap: Vec<&str> = target.bootstrap.iter().map(String::as_str).collect();
     let admin = Admin::with_cluster(
-        odradek_client::Cluster::new(&bootstrap, workload::cluster_config("jepsen-setup".into())).map_err(|e| e.to_string())?,
+        odradek_client::ClusterSession::new(&bootstrap, workload::cluster_config("jepsen-setup".into())).map_err(|e| e.to_string())?,
     );
     let deadline = Instant::now() + SETUP_TIMEOUT;
     let mut error_last = String::new();

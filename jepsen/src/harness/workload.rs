@@ -278,7 +278,7 @@ async fn new_consumer(recorder: &Recorder, target: &WorkloadTarget, process: Pro
     let config = ConsumerConfig {
         cluster: cluster_config(format!("jepsen-consumer-{process}")),
         auto_offset_reset: SeekTo::Beginning,
-        max_wait_ms: 200,
+        wait_ms_max: 200,
         ..Default::default()
     };
     let mut consumer = Consumer::new(&target.bootstrap(), config).ok()?;
@@ -407,7 +407,8 @@ pub async fn consumer_worker(recorder: Arc<Recorder>, target: WorkloadTarget, mu
 /// of a partition know of it. Sampled every [`OBSERVE_INTERVAL`]: a leadership shorter than that
 /// can still be missed, which matters only for the acks=1 rules (L5–L7).
 pub async fn leader_observer(recorder: Arc<Recorder>, target: WorkloadTarget, mut stop: watch::Receiver<bool>) {
-    let Ok(admin) = odradek_client::Cluster::new(&target.bootstrap(), cluster_config("jepsen-observer".into())).map(Admin::with_cluster)
+    let Ok(admin) =
+        odradek_client::ClusterSession::new(&target.bootstrap(), cluster_config("jepsen-observer".into())).map(Admin::with_cluster)
     else {
         return;
     };

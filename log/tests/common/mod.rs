@@ -41,7 +41,7 @@ pub fn next_entry(index: u64, term: u64, offset: u64, records: u32, len: usize) 
 /// Appends `count` data entries (3 records each) continuing the log.
 pub async fn append_data(log: &mut SegmentLog<SimDisk>, count: u64, term: u64) -> Vec<Entry> {
     let mut entries = Vec::new();
-    let (mut index, mut offset) = (log.last_index() + 1, log.next_offset());
+    let (mut index, mut offset) = (log.last_index() + 1, log.offset_next());
     for _ in 0..count {
         let entry = next_entry(index, term, offset, 3, 40 + (index % 7) as usize * 9);
         offset = entry.offset_next();

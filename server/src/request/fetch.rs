@@ -30,7 +30,7 @@ async fn fetch_bounds(context: &NodeContext, group: GroupId) -> Option<Partition
     if context.planted.serve_above_commit {
         if let Ok(Some(log)) = context.node.log_bounds(group).await {
             return Some(PartitionBounds {
-                high_watermark: log.next_offset,
+                high_watermark: log.offset_next,
                 log_start_offset: bounds.log_start_offset,
                 applied_index: u64::MAX,
             });
@@ -66,8 +66,8 @@ pub async fn fetch(context: &NodeContext, id: u64, body: wire::FetchRequest) -> 
         response.set_fetch(fetch_response(high_watermark, log_start_offset, Vec::new()));
         return response;
     }
-    if offset == bounds.high_watermark && body.max_wait_ms > 0 {
-        let wait = Duration::from_millis(u64::from(body.max_wait_ms.min(FETCH_WAIT_MS_MAX)));
+    if offset == bounds.high_watermark && body.wait_ms_max > 0 {
+        let wait = Duration::from_millis(u64::from(body.wait_ms_max.min(FETCH_WAIT_MS_MAX)));
         // Timing out is the normal end of an empty long poll.
         let _ = tokio::time::timeout(wait, high_watermark_rx.wait_for(|hw| *hw > offset)).await;
     }
@@ -79,7 +79,7 @@ pub async fn fetch(context: &NodeContext, id: u64, body: wire::FetchRequest) -> 
         response.set_fetch(fetch_response(bounds.high_watermark, bounds.log_start_offset, Vec::new()));
         return response;
     }
-    let bytes_max = match body.max_bytes {
+    let bytes_max = match body.bytes_max {
         0 => FETCH_BYTES_DEFAULT,
         n => n.min(FETCH_BYTES_MAX),
     };
@@ -91,10 +91,10 @@ pub async fn fetch(context: &NodeContext, id: u64, body: wire::FetchRequest) -> 
             response.set_fetch(fetch_response(bounds.high_watermark, bounds.log_start_offset, served_batches(entries)));
             response
         }
-        Err(NodeError::Storage { source: StorageFault::Log(odradek_log::Error::OffsetBelowStart { start_offset, .. }), .. }) => {
-            let message = format!("offset {offset} was deleted by retention; the log now starts at {start_offset}");
+        Err(NodeError::Storage { source: StorageFault::Log(odradek_log::Error::OffsetBelowStart { offset_start, .. }), .. }) => {
+            let message = format!("offset {offset} was deleted by retention; the log now starts at {offset_start}");
             let mut response = error_response(id, ErrorCode::OFFSET_OUT_OF_RANGE, message);
-            response.set_fetch(fetch_response(bounds.high_watermark, start_offset, Vec::new()));
+            response.set_fetch(fetch_response(bounds.high_watermark, offset_start, Vec::new()));
             response
         }
         Err(NodeError::GroupUnknown(_)) => not_hosted(context, id, &body.topic, body.partition, preferred),
@@ -220,7 +220,7 @@ async fn offset_for_timestamp(
         let offset_next = last.offset_next();
         // The scan advances: a read returns only entries ending after `offset`.
         assert!(offset_next > offset, "a read at {offset} returned entries ending at {offset_next}");
-        for entry in entries.into_iter().filter(|e| e.max_timestamp >= timestamp) {
+        for entry in entries.into_iter().filter(|e| e.timestamp_max >= timestamp) {
             let Ok(records) = odradek_client::batch::records(&entry.payload) else { continue };
             for (position, record) in records.enumerate() {
                 let Ok(record) = record else { break };

@@ -90,8 +90,8 @@ fn check(context: &NodeContext, id: u64, body: &mut wire::ProduceRequest) -> Res
         );
         return Err(refuse(ErrorCode::DISK_FULL, message));
     }
-    let record_count = u32::try_from(header.records_count).expect("validated: 1..=BATCH_RECORDS_MAX");
-    let meta = EntryMeta::Data { record_count, max_timestamp: header.max_timestamp };
+    let record_count = u32::try_from(header.record_count).expect("validated: 1..=BATCH_RECORDS_MAX");
+    let meta = EntryMeta::Data { record_count, timestamp_max: header.timestamp_max };
     Ok(CheckedBatch { group: location.group, preferred: location.preferred, batch, meta })
 }
 
@@ -132,7 +132,7 @@ async fn outcome(
         Ok(Err(ProposeError::LeadershipLost { .. })) if context.planted.stale_leader_serves_produce => {
             // Planted: the deposed leader vouches for a batch it can no longer vouch for.
             let bounds = context.node.log_bounds(group).await.ok().flatten();
-            produce.base_offset = bounds.map_or(0, |bounds| bounds.next_offset.saturating_sub(1));
+            produce.base_offset = bounds.map_or(0, |bounds| bounds.offset_next.saturating_sub(1));
         }
         Ok(Err(error)) => {
             let (code, hint) = propose_error(&error, preferred);

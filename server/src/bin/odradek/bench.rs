@@ -230,7 +230,7 @@ async fn consume(bootstrap: &Bootstrap, args: ConsumeBench) -> Result<(), String
         topic.partitions.len(),
         args.fetch_bytes
     );
-    let config = ConsumerConfig { max_bytes: args.fetch_bytes, ..ConsumerConfig::default() };
+    let config = ConsumerConfig { bytes_max: args.fetch_bytes, ..ConsumerConfig::default() };
     let mut consumer = Consumer::new(&addresses, config).map_err(|e| e.to_string())?;
     consumer.assign(topic.partitions.iter().map(|p| (args.topic.clone(), p.partition)).collect()).map_err(|e| e.to_string())?;
     for partition in &topic.partitions {
