@@ -95,7 +95,7 @@ fn summary(what: &str, records: u64, bytes: u64, elapsed: Duration, latency: &Hi
 
 async fn produce(bootstrap: &Bootstrap, args: ProduceBench) -> Result<(), String> {
     let addresses = bootstrap.addresses();
-    let created = crate::admin_util::ensure_topic(addresses[0], &args.topic, args.partitions, args.replication_factor).await?;
+    let created = crate::topic_setup::ensure_topic(addresses[0], &args.topic, args.partitions, args.replication_factor).await?;
     let partitions =
         Admin::new(&addresses).map_err(|e| e.to_string())?.describe_topic(&args.topic).await.map_err(|e| e.to_string())?.partitions.len();
     let acks = args.acks.to_acks();

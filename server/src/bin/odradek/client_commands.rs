@@ -68,7 +68,7 @@ pub async fn topic(bootstrap: &Bootstrap, command: TopicCommand) -> Result<(), S
                 ..TopicConfig::default()
             };
             admin.create_topic(&name, partitions, replication_factor, config).await.map_err(explain)?;
-            crate::admin_util::wait_for_leaders(&admin, &name, Duration::from_secs(30)).await?;
+            crate::topic_setup::wait_for_leaders(&admin, &name, Duration::from_secs(30)).await?;
             println!("Created topic {name:?}: {partitions} partitions, replication factor {replication_factor}.");
         }
         TopicCommand::List => {

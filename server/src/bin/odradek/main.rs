@@ -3,7 +3,7 @@
 //! Run `odradek playground` for a local 3-node cluster, then `odradek produce` /
 //! `odradek consume` against it (they default to the playground's address).
 
-mod admin_util;
+mod topic_setup;
 mod bench;
 mod client_commands;
 mod node_commands;

@@ -131,7 +131,7 @@ pub async fn playground(args: PlaygroundArgs) -> Result<(), String> {
         servers.push(server);
     }
     let bootstrap = members[0].client.to_string();
-    let created = crate::admin_util::ensure_topic(&bootstrap, "demo", args.partitions, 3).await?;
+    let created = crate::topic_setup::ensure_topic(&bootstrap, "demo", args.partitions, 3).await?;
     let addresses: Vec<String> = members.iter().map(|m| m.client.to_string()).collect();
     println!("Odradek playground: 3 nodes on {}", addresses.join(", "));
     println!("Data: {} (kept across runs; delete it to start over)", data_dir.display());

@@ -1,4 +1,4 @@
-//! Admin steps shared by several commands.
+//! Setting up a topic for a command: create it if it is missing, and wait until every partition has a leader.
 
 use std::time::Duration;
 
