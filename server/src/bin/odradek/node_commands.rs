@@ -7,6 +7,8 @@ use odradek_log::FsDisk;
 use odradek_server::config::{parse_member, Member, ServerConfig};
 use odradek_server::{system_clock, Server};
 
+use crate::output::{note, say};
+
 #[derive(Args, Debug)]
 pub struct ServerArgs {
     /// A TOML configuration file (see README); flags below are ignored when given.
@@ -133,22 +135,22 @@ pub async fn playground(args: PlaygroundArgs) -> Result<(), String> {
     let bootstrap = members[0].client.to_string();
     let created = crate::admin_util::ensure_topic(&bootstrap, "demo", args.partitions, 3).await?;
     let addresses: Vec<String> = members.iter().map(|m| m.client.to_string()).collect();
-    println!("Odradek playground: 3 nodes on {}", addresses.join(", "));
-    println!("Data: {} (kept across runs; delete it to start over)", data_dir.display());
-    println!("Topic \"demo\" {}: {} partitions, replication factor 3.", if created { "created" } else { "ready" }, args.partitions);
-    println!();
-    println!("Next, in another terminal:");
+    say!("Odradek playground: 3 nodes on {}", addresses.join(", "));
+    say!("Data: {} (kept across runs; delete it to start over)", data_dir.display());
+    say!("Topic \"demo\" {}: {} partitions, replication factor 3.", if created { "created" } else { "ready" }, args.partitions);
+    say!("");
+    say!("Next, in another terminal:");
     let flag = if bootstrap == crate::DEFAULT_BOOTSTRAP { String::new() } else { format!(" --bootstrap {bootstrap}") };
-    println!("  odradek produce{flag} --topic demo                 # one record per line; key:value with --key-separator :");
-    println!("  odradek consume{flag} --topic demo --from-beginning --follow");
-    println!("  odradek topic list{flag}");
-    println!("  odradek cluster status{flag}");
-    println!();
-    println!("Ctrl-C stops the cluster.");
+    say!("  odradek produce{flag} --topic demo                 # one record per line; key:value with --key-separator :");
+    say!("  odradek consume{flag} --topic demo --from-beginning --follow");
+    say!("  odradek topic list{flag}");
+    say!("  odradek cluster status{flag}");
+    say!("");
+    say!("Ctrl-C stops the cluster.");
     let failed = futures::future::select_all(servers.iter().map(|s| Box::pin(s.failed())));
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
-        _ = failed => eprintln!("odradek: a playground node stopped on a fatal error"),
+        _ = failed => note!("odradek: a playground node stopped on a fatal error"),
     }
     for server in servers {
         let _ = server.shutdown().await;

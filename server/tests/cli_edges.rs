@@ -1,0 +1,84 @@
+//! The CLI where a new user trips (issue 19): commands whose output is cut off by the reader
+//! (`| head -1`), topic creation seen from a node that hosts only some of its partitions,
+//! consuming what does not exist, and where keyless records land. Real processes on loopback.
+
+// Real processes, real sockets and real time: not a simulation test.
+#![cfg(not(madsim))]
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use common::ProcessCluster;
+
+const BIN: &str = env!("CARGO_BIN_EXE_odradek");
+
+/// Seconds any one CLI command may run before `timeout` stops it (a hung command fails the
+/// test instead of hanging it).
+const COMMAND_SECONDS_MAX: &str = "90";
+
+/// A command line of `odradek ARGS` against `bootstrap`, bounded in time.
+fn odradek(bootstrap: &str, args: &[&str]) -> Command {
+    let mut command = Command::new("timeout");
+    command.arg(COMMAND_SECONDS_MAX).arg(BIN).args(args).env("ODRADEK_BOOTSTRAP", bootstrap).env("RUST_BACKTRACE", "0");
+    command
+}
+
+/// Runs `odradek ARGS` with `input` on stdin; its output.
+fn run(bootstrap: &str, args: &[&str], input: &str) -> Output {
+    let mut child = odradek(bootstrap, args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).to_string()
+}
+
+/// `run`, asserting success; its stdout.
+fn run_ok(bootstrap: &str, args: &[&str], input: &str) -> String {
+    let output = run(bootstrap, args, input);
+    assert!(
+        output.status.success(),
+        "odradek {args:?}: {}\nstdout: {}\nstderr: {}",
+        output.status,
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    text(&output.stdout)
+}
+
+/// Runs `odradek ARGS` with its stdout already closed by the reader (as `| head -1` does once
+/// it has its line): every write gets EPIPE. The read end is dropped right after the spawn,
+/// long before the command has connected to the cluster and has anything to print.
+fn run_with_stdout_closed(bootstrap: &str, args: &[&str], input: &str) -> Output {
+    let mut child = odradek(bootstrap, args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    drop(child.stdout.take());
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn every_command_ends_quietly_when_its_reader_closes_the_pipe() {
+    let cluster = ProcessCluster::start(3);
+    let bootstrap = cluster.bootstrap();
+    run_ok(&bootstrap, &["topic", "create", "piped", "-p", "2", "-r", "3"], "");
+    run_ok(&bootstrap, &["produce", "-t", "piped", "-p", "0"], "a\nb\nc\n");
+    let commands: [&[&str]; 5] = [
+        &["cluster", "status"],
+        &["topic", "list"],
+        &["topic", "describe", "piped"],
+        &["consume", "-t", "piped"],
+        &["produce", "-t", "piped", "-p", "1", "--print-offsets"],
+    ];
+    for args in commands {
+        let output = run_with_stdout_closed(&bootstrap, args, "d\ne\n");
+        let stderr = text(&output.stderr);
+        assert!(!stderr.contains("panicked"), "odradek {args:?} panicked on the closed pipe: {stderr}");
+        assert!(output.status.success(), "odradek {args:?} ended with {} on the closed pipe: {stderr}", output.status);
+    }
+    // The producer stopped printing, not producing.
+    let consumed = run_ok(&bootstrap, &["consume", "-t", "piped", "-p", "1"], "");
+    assert_eq!(consumed.lines().collect::<Vec<_>>(), vec!["d", "e"]);
+}
