@@ -82,3 +82,47 @@ fn every_command_ends_quietly_when_its_reader_closes_the_pipe() {
     let consumed = run_ok(&bootstrap, &["consume", "-t", "piped", "-p", "1"], "");
     assert_eq!(consumed.lines().collect::<Vec<_>>(), vec!["d", "e"]);
 }
+
+#[test]
+fn consuming_what_does_not_exist_fails_at_once_with_the_reason() {
+    let cluster = ProcessCluster::start(1);
+    let bootstrap = cluster.bootstrap();
+    run_ok(&bootstrap, &["topic", "create", "three", "-p", "3", "-r", "1"], "");
+    run_ok(&bootstrap, &["produce", "-t", "three", "-p", "0"], "a\nb\n");
+
+    let output = run(&bootstrap, &["consume", "-t", "three", "-p", "7"], "");
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("has 3 partitions") && stderr.contains("no partition 7"), "{stderr}");
+
+    let output = run(&bootstrap, &["consume", "-t", "three", "-p", "0", "--offset", "1000"], "");
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success(), "an offset beyond the end is an error, not an empty read: {stderr}");
+    assert!(stderr.contains("offset 1000") && stderr.contains("end of three/0 is 2"), "{stderr}");
+
+    // At the end exactly is not beyond it: nothing to read yet.
+    assert_eq!(run_ok(&bootstrap, &["consume", "-t", "three", "-p", "0", "--offset", "2"], ""), "");
+    assert_eq!(run_ok(&bootstrap, &["consume", "-t", "three", "-p", "0", "--offset", "1"], ""), "b\n");
+}
+
+/// How many producer processes may all start on partition 0 before the test calls it a
+/// pattern: a random start among 3 partitions does so with probability 3^-20.
+const PRODUCER_PROCESSES_MAX: usize = 20;
+
+#[test]
+fn keyless_producer_processes_do_not_all_start_on_partition_0() {
+    let cluster = ProcessCluster::start(1);
+    let bootstrap = cluster.bootstrap();
+    run_ok(&bootstrap, &["topic", "create", "sticky", "-p", "3", "-r", "1"], "");
+    let mut partitions = Vec::new();
+    for _ in 0..PRODUCER_PROCESSES_MAX {
+        let printed = run_ok(&bootstrap, &["produce", "-t", "sticky", "--print-offsets"], "keyless\n");
+        let partition: u32 = printed.split('\t').next().unwrap().trim().parse().unwrap();
+        assert!(partition < 3, "{printed}");
+        partitions.push(partition);
+        if partition != 0 {
+            return;
+        }
+    }
+    panic!("{PRODUCER_PROCESSES_MAX} producer processes all sent their first keyless record to partition 0: {partitions:?}");
+}

@@ -185,13 +185,17 @@ async fn delete_topics(context: &NodeContext, id: u64, body: wire::DeleteTopicsR
     response
 }
 
-/// A new producer id (`producer_id < 0`), or the next epoch of a known one.
+/// A new producer id (`producer_id < 0`), or the next epoch of a known one, bumped from the
+/// epoch the caller holds (`producer_epoch`).
 async fn init_producer_id(context: &NodeContext, id: u64, body: wire::InitProducerIdRequest) -> Response {
     let timeout = Duration::from_millis(context.config.request_timeout_ms);
     let outcome = if body.producer_id < 0 {
         allocate_producer_id(context, timeout).await
     } else {
-        bump_producer_epoch(context, body.producer_id, timeout).await
+        match i16::try_from(body.producer_epoch) {
+            Ok(epoch) if epoch >= 0 => bump_producer_epoch(context, body.producer_id, epoch, timeout).await,
+            _ => Err(RequestError::new(ErrorCode::INVALID_REQUEST, format!("producer epoch {} is out of range", body.producer_epoch))),
+        }
     };
     match outcome {
         Ok((producer_id, producer_epoch)) => {
@@ -216,17 +220,36 @@ async fn allocate_producer_id(context: &NodeContext, timeout: Duration) -> Resul
     }
 }
 
-/// (producer id, its new epoch) after fencing its current epoch.
-async fn bump_producer_epoch(context: &NodeContext, producer_id: i64, timeout: Duration) -> Result<(i64, i16), RequestError> {
-    if context.state.lock().meta.producer_epoch(producer_id).is_none() {
+/// (producer id, its new epoch) after fencing `epoch`, the caller's. An older epoch was fenced
+/// already, by another caller that now holds the current one: refused (`PRODUCER_FENCED`,
+/// definite), or the fenced caller would fence its successor. The metadata apply checks it
+/// again, atomically with the bump (two callers of one epoch race to it).
+async fn bump_producer_epoch(context: &NodeContext, producer_id: i64, epoch: i16, timeout: Duration) -> Result<(i64, i16), RequestError> {
+    let Some(current) = context.state.lock().meta.producer_epoch(producer_id) else {
         let message = format!("producer id {producer_id} was never allocated");
         return Err(RequestError::new(ErrorCode::UNKNOWN_PRODUCER_ID, message));
+    };
+    if epoch != current {
+        return Err(epoch_mismatch(producer_id, epoch, current));
     }
-    let index = propose_meta(context, &MetaCommand::BumpProducerEpoch { producer_id }, timeout).await?;
+    let command = MetaCommand::BumpProducerEpoch { producer_id, from_epoch: Some(epoch) };
+    let index = propose_meta(context, &command, timeout).await?;
     match context.state.lock().meta_outcomes.get(&index) {
         Some(&MetaOutcome::ProducerId { producer_id, producer_epoch }) => Ok((producer_id, producer_epoch)),
+        Some(&MetaOutcome::EpochMismatch { producer_epoch }) => Err(epoch_mismatch(producer_id, epoch, producer_epoch)),
         Some(MetaOutcome::Rejected(reason)) => Err(RequestError::new(ErrorCode::UNKNOWN_PRODUCER_ID, reason.clone())),
         other => Err(RequestError::new(ErrorCode::INTERNAL, format!("unexpected outcome of BumpProducerEpoch: {other:?}"))),
+    }
+}
+
+/// Why a bump from `epoch` was refused, the producer being at `current`.
+fn epoch_mismatch(producer_id: i64, epoch: i16, current: i16) -> RequestError {
+    if epoch < current {
+        let message = format!("producer id {producer_id} epoch {epoch} was fenced: the producer is at epoch {current}");
+        RequestError::new(ErrorCode::PRODUCER_FENCED, message)
+    } else {
+        let message = format!("producer id {producer_id} never had epoch {epoch}: it is at epoch {current}");
+        RequestError::new(ErrorCode::INVALID_REQUEST, message)
     }
 }
 

@@ -255,6 +255,29 @@ pub async fn consume(bootstrap: &Bootstrap, args: ConsumeArgs) -> Result<(), Str
     let topic = admin.describe_topic(&args.topic).await.map_err(explain)?;
     let partitions: Vec<u32> =
         if args.partition.is_empty() { topic.partitions.iter().map(|p| p.partition).collect() } else { args.partition.clone() };
+    // A partition the topic does not have is a mistake to report now: the client would take
+    // it for metadata not yet caught up and retry until its operation timeout.
+    if let Some(missing) = partitions.iter().find(|&&p| !topic.partitions.iter().any(|info| info.partition == p)) {
+        let count = topic.partitions.len();
+        return Err(format!("topic {:?} has {count} partitions (0 to {}); no partition {missing}", args.topic, count.saturating_sub(1)));
+    }
+    // Each partition's high watermark as of now: where reading stops without --follow, and
+    // the bound an --offset must not pass.
+    let mut ends: BTreeMap<u32, u64> = BTreeMap::new();
+    if !args.follow || args.offset.is_some() {
+        for &partition in &partitions {
+            let end = admin.list_offsets(&args.topic, partition, OffsetQuery::Latest).await.map_err(explain)?;
+            ends.insert(partition, end.offset);
+        }
+    }
+    if let Some(offset) = args.offset {
+        if let Some((partition, end)) = ends.iter().find(|(_, &end)| offset > end) {
+            let topic = &args.topic;
+            return Err(format!(
+                "--offset {offset} is beyond the end of {topic}/{partition}: the end of {topic}/{partition} is {end} (the offset the next record gets)"
+            ));
+        }
+    }
     let mut consumer = Consumer::new(&addresses, ConsumerConfig::default()).map_err(explain)?;
     consumer.assign(partitions.iter().map(|&p| (args.topic.clone(), p)).collect()).map_err(explain)?;
     let start = match (args.from_end, args.offset) {
@@ -262,14 +285,8 @@ pub async fn consume(bootstrap: &Bootstrap, args: ConsumeArgs) -> Result<(), Str
         (false, Some(offset)) => Offset::At(offset),
         (false, None) => Offset::Beginning,
     };
-    // Without --follow: read up to each partition's high watermark as of now.
-    let mut ends: BTreeMap<u32, u64> = BTreeMap::new();
     for &partition in &partitions {
         consumer.seek(&args.topic, partition, start).await.map_err(explain)?;
-        if !args.follow {
-            let end = admin.list_offsets(&args.topic, partition, OffsetQuery::Latest).await.map_err(explain)?;
-            ends.insert(partition, end.offset);
-        }
     }
     let mut printed = 0u64;
     loop {
