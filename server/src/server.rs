@@ -165,7 +165,9 @@ impl Server {
             let _ = stopped_tx.send(true);
             let _ = driver_done.send(result);
         });
-        let context = Arc::new(NodeContext { config: config.clone(), state: state.clone(), node: handle.clone(), faults, planted });
+        let leaders = Default::default();
+        let context =
+            Arc::new(NodeContext { config: config.clone(), state: state.clone(), node: handle.clone(), faults, planted, leaders });
         let tasks = match listener {
             Some(listener) => vec![
                 tokio::spawn(watch_free_space(space_disk, config.clone(), state.clone(), shutdown_rx.clone())),

@@ -83,6 +83,53 @@ fn every_command_ends_quietly_when_its_reader_closes_the_pipe() {
     assert_eq!(consumed.lines().collect::<Vec<_>>(), vec!["d", "e"]);
 }
 
+/// The metadata answer of the node at `addr` for `topic` once every partition has a leader
+/// with its term (a node that does not host a partition must still know who leads it), or the
+/// last answer after `attempts` tries 50 ms apart.
+fn metadata_with_every_leader(addr: &str, topic: &str, attempts: usize) -> odradek_client::wire::proto::TopicMetadata {
+    use odradek_client::wire::proto::{ErrorCode, MetadataRequest};
+    let mut raw = common::raw::Raw::greeted(addr);
+    let mut last = None;
+    for _ in 0..attempts {
+        let mut request = MetadataRequest::new();
+        request.topics.push(topic.into());
+        let response = raw.call(common::raw::request_with(1, |r| r.set_metadata(request)));
+        if response.error == ErrorCode::NONE {
+            let answer = response.get_metadata().topics[0].clone();
+            if !answer.partitions.is_empty() && answer.partitions.iter().all(|p| p.leader != 0 && p.leader_term != 0) {
+                return answer;
+            }
+            last = Some(answer);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("node {addr}: some partition of {topic} still has no leader with a term: {last:?}");
+}
+
+#[test]
+fn topic_create_through_a_node_outside_some_partitions_finds_every_leader() {
+    let cluster = ProcessCluster::start(3);
+    // Node 1 hosts two of three partitions with two copies, one of three with one copy.
+    let node1 = cluster.client_addr(1);
+    for (topic, replication_factor) in [("two-copies", "2"), ("one-copy", "1")] {
+        let created = run_ok(&node1, &["topic", "create", topic, "-p", "3", "-r", replication_factor], "");
+        assert!(created.contains(&format!("Created topic \"{topic}\"")), "{created}");
+    }
+}
+
+#[test]
+fn a_node_outside_a_partition_reports_its_leader_and_term() {
+    let cluster = ProcessCluster::start(3);
+    run_ok(&cluster.bootstrap(), &["topic", "create", "spread", "-p", "3", "-r", "1"], "");
+    for id in 1..=3 {
+        let topic = metadata_with_every_leader(&cluster.client_addr(id), "spread", 400);
+        for partition in &topic.partitions {
+            assert_eq!(partition.replicas.len(), 1);
+            assert_eq!(partition.leader, partition.replicas[0], "node {id} names the only replica as leader: {partition:?}");
+        }
+    }
+}
+
 #[test]
 fn consuming_what_does_not_exist_fails_at_once_with_the_reason() {
     let cluster = ProcessCluster::start(1);

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use odradek_client::wire::proto::{self as wire, ErrorCode, Request, Request_oneof_body as Body, Response};
-use odradek_client::wire::{error_response, read_frame, write_frame, FRAME_BYTES_MAX, PROTOCOL_VERSION};
+use odradek_client::wire::error_response;
+use odradek_client::wire::proto::{self as wire, ErrorCode, Request_oneof_body as Body, Response};
 use odradek_consensus::{Durability, EntryMeta, NodeId};
 
 use super::{leader_of, ok_response, RequestError};
@@ -44,35 +44,10 @@ pub async fn controller_request(context: &NodeContext, id: u64, body: Body) -> R
 
 /// Sends `body` to the controller over the client protocol and relays its answer.
 async fn forward(context: &NodeContext, id: u64, controller: NodeId, body: Body) -> Response {
-    let Some(member) = context.config.nodes.iter().find(|m| m.id == controller) else {
+    if !context.config.nodes.iter().any(|m| m.id == controller) {
         return error_response(id, ErrorCode::NOT_CONTROLLER, format!("controller {controller} is not a configured node"));
-    };
-    let address = member.client;
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(address).await?;
-        let mut hello = wire::Hello::new();
-        hello.protocol_version = PROTOCOL_VERSION;
-        hello.client_id = format!("node-{}-forward", context.state.node_id);
-        let mut request = Request::new();
-        request.request_id = 1;
-        request.set_hello(hello);
-        write_frame(&mut stream, &request).await?;
-        let mut request = Request::new();
-        request.request_id = 2;
-        request.body = Some(body);
-        write_frame(&mut stream, &request).await?;
-        for _ in 0..2 {
-            let Some(frame) = read_frame(&mut stream, FRAME_BYTES_MAX).await.map_err(std::io::Error::other)? else {
-                return Err(std::io::Error::other("the controller closed the connection"));
-            };
-            let response = odradek_client::wire::decode_response(&frame).map_err(std::io::Error::other)?;
-            if response.request_id == 2 {
-                return Ok(response);
-            }
-        }
-        Err(std::io::Error::other("no answer from the controller"))
-    };
-    match tokio::time::timeout(FORWARD_TIMEOUT, exchange).await {
+    }
+    match tokio::time::timeout(FORWARD_TIMEOUT, super::relay::call(context, controller, "forward", body)).await {
         Ok(Ok(mut response)) => {
             response.request_id = id;
             response
