@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use odradek_log::FsDisk;
 use odradek_server::config::{parse_member, Member, ServerConfig};
+use odradek_server::data_dir::DataDirLock;
 use odradek_server::{system_clock, Server};
 
 use crate::output::{note, say};
@@ -55,7 +56,8 @@ pub async fn server(args: ServerArgs) -> Result<(), String> {
         tracing::warn!(bugs = ?args.planted_bugs, "running with PLANTED BUGS: this node breaks its guarantees on purpose");
         config.planted_bugs = args.planted_bugs.clone();
     }
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| format!("creating {}: {e}", config.data_dir.display()))?;
+    // Held until the process ends: no second process and no other node on this directory.
+    let _data_dir = DataDirLock::acquire(&config.data_dir, config.id).map_err(|e| e.to_string())?;
     let server = Server::start(config, FsDisk::new(), system_clock()).await.map_err(|e| e.to_string())?;
     tokio::select! {
         _ = termination() => {
@@ -121,9 +123,12 @@ pub async fn playground(args: PlaygroundArgs) -> Result<(), String> {
     let data_dir = args.data_dir.unwrap_or_else(default_playground_dir);
     let members = playground_members(args.port)?;
     let mut servers = Vec::new();
+    // Held until the playground ends.
+    let mut locks = Vec::new();
     for member in &members {
         let dir = data_dir.join(format!("node-{}", member.id));
-        std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let lock = DataDirLock::acquire(&dir, member.id).map_err(|e| format!("{e} (is another playground running on it?)"))?;
+        locks.push(lock);
         let mut config = ServerConfig::new(member.id, dir, members.clone());
         config.tick_ms = 50;
         config.topic_defaults.partitions = args.partitions;
@@ -155,5 +160,6 @@ pub async fn playground(args: PlaygroundArgs) -> Result<(), String> {
     for server in servers {
         let _ = server.shutdown().await;
     }
+    drop(locks);
     Ok(())
 }
