@@ -7,16 +7,28 @@
 //! that is not a protobuf `Request` is answered `MALFORMED_REQUEST` and closed; a well-formed
 //! request of an unknown kind (a newer client) is answered `UNKNOWN_REQUEST` and the connection
 //! stays open. The first request must be a `Hello` naming a version this node speaks.
+//!
+//! Limits, so that no client can take the node from the others (issue 19): connections open at
+//! once and per IP address ([`admission`]); a handshake deadline (`handshake_timeout_ms` to send
+//! the Hello) and an idle timeout (`connection_idle_timeout_ms` without a whole request while
+//! nothing is in flight), after which the connection is closed. Frames are read cancel-safely
+//! ([`frames`]) so the loop can wait on those deadlines beside the socket.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod admission;
+mod frames;
+
 use std::sync::Arc;
 
 use bytes::Bytes;
 use odradek_client::wire::proto::{ErrorCode, HelloResponse, Request, Request_oneof_body as Body, Response};
-use odradek_client::wire::{decode_request, error_response, read_frame, write_frame, FrameError, FRAME_BYTES_MAX, PROTOCOL_VERSION};
+use odradek_client::wire::{decode_request, error_response, write_frame, FrameError, FRAME_BYTES_MAX, PROTOCOL_VERSION};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+pub use admission::{Admission, ConnectionSlot, Refusal};
+pub use frames::FrameReader;
 
 use crate::context::NodeContext;
 use crate::request;
@@ -24,7 +36,7 @@ use crate::shutdown::Shutdown;
 
 /// Accepts client connections until `shutdown` turns true.
 pub async fn serve(listener: TcpListener, context: Arc<NodeContext>, mut shutdown: Shutdown) {
-    let open = Arc::new(AtomicUsize::new(0));
+    let admission = Admission::new(context.config.connections_max, context.config.connections_per_address_max);
     loop {
         let accepted = tokio::select! {
             biased;
@@ -39,20 +51,41 @@ pub async fn serve(listener: TcpListener, context: Arc<NodeContext>, mut shutdow
                 continue;
             }
         };
-        if open.load(Ordering::Relaxed) >= context.config.connections_max {
-            tracing::warn!(%peer, limit = context.config.connections_max, "refusing a client connection: too many open");
-            drop(stream);
-            continue;
-        }
+        let slot = match admission.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                tracing::warn!(%peer, ?refusal, "refusing a client connection: too many open");
+                tokio::spawn(refuse(stream, refusal));
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
-        open.fetch_add(1, Ordering::Relaxed);
-        let (context, open, shutdown) = (context.clone(), open.clone(), shutdown.clone());
+        let (context, shutdown) = (context.clone(), shutdown.clone());
         tokio::spawn(async move {
             serve_connection(stream, context, shutdown).await;
-            open.fetch_sub(1, Ordering::Relaxed);
+            drop(slot);
         });
     }
 }
+
+/// Tells a refused client why (as the answer to its Hello, request id 0) and closes. Bounded:
+/// one small frame, given at most `REFUSAL_WRITE_TIMEOUT` (a fresh socket's buffer takes it at
+/// once), so refused connections cannot pile up tasks.
+async fn refuse(mut stream: TcpStream, refusal: Refusal) {
+    let message = match refusal {
+        Refusal::NodeFull { limit } => format!("this node has its most client connections open ({limit}); closing"),
+        Refusal::AddressFull { limit } => format!("your address has its most connections to this node open ({limit}); closing"),
+    };
+    let response = error_response(0, ErrorCode::TOO_MANY_CONNECTIONS, message);
+    let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, async {
+        write_frame(&mut stream, &response).await?;
+        stream.shutdown().await
+    })
+    .await;
+}
+
+/// Longest a refused connection may take to accept its one-frame answer.
+const REFUSAL_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Writes answers as they come; ends when every sender is gone or the peer stops reading.
 async fn write_responses<W: tokio::io::AsyncWrite + Unpin>(mut writer: W, mut responses: mpsc::Receiver<Response>) {
@@ -68,7 +101,8 @@ async fn write_responses<W: tokio::io::AsyncWrite + Unpin>(mut writer: W, mut re
 /// One connection: reads requests in order and starts each (see the module comment). The loop
 /// owns the connection's state; the helpers below decide what a frame or a greeting gets.
 async fn serve_connection(stream: TcpStream, context: Arc<NodeContext>, mut shutdown: Shutdown) {
-    let (mut reader, writer) = tokio::io::split(stream);
+    let (reader, writer) = tokio::io::split(stream);
+    let mut frames = FrameReader::new(reader);
     let requests_max = context.config.connection_requests_max;
     let (responses, outbox) = mpsc::channel::<Response>(requests_max);
     let writer_task = tokio::spawn(write_responses(writer, outbox));
@@ -76,6 +110,10 @@ async fn serve_connection(stream: TcpStream, context: Arc<NodeContext>, mut shut
     // F-N9 (simulation only): a handler asks for the connection to be reset.
     let reset = Arc::new(Notify::new());
     let mut greeted = false;
+    // The handshake deadline until the Hello, then the idle deadline: each whole request moves
+    // it on, and so does reaching it with a request in flight (busy, not idle).
+    let idle = context.config.connection_idle_timeout();
+    let mut deadline = Instant::now() + context.config.handshake_timeout();
     loop {
         let frame = tokio::select! {
             biased;
@@ -85,7 +123,22 @@ async fn serve_connection(stream: TcpStream, context: Arc<NodeContext>, mut shut
                 writer_task.abort();
                 return;
             }
-            frame = read_frame(&mut reader, FRAME_BYTES_MAX) => frame,
+            frame = frames.next(FRAME_BYTES_MAX) => frame,
+            _ = tokio::time::sleep_until(deadline) => {
+                if greeted && in_flight.available_permits() < requests_max {
+                    deadline = Instant::now() + idle;
+                    continue;
+                }
+                let mid_frame = frames.is_mid_frame();
+                if greeted {
+                    tracing::debug!(mid_frame, ?idle, "closing an idle client connection");
+                } else {
+                    let message = format!("no Hello within {} ms; closing the connection", context.config.handshake_timeout_ms);
+                    tracing::debug!(mid_frame, "closing a client connection: {message}");
+                    let _ = responses.try_send(error_response(0, ErrorCode::HELLO_REQUIRED, message));
+                }
+                break;
+            }
         };
         let request = match parse_frame(frame) {
             Parsed::Request(request) => request,
@@ -105,8 +158,10 @@ async fn serve_connection(stream: TcpStream, context: Arc<NodeContext>, mut shut
             if !greeted {
                 break;
             }
+            deadline = Instant::now() + idle;
             continue;
         }
+        deadline = Instant::now() + idle;
         let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
         start_request(&context, request, permit, responses.clone(), &reset).await;
     }

@@ -273,6 +273,11 @@ impl Cluster {
         config.tick_ms = 50;
         config.balance_interval_ms = 2_000;
         config.disk_check_interval_ms = 500;
+        // Simulated clients greet at once and never idle: keep the handshake and idle deadlines
+        // past any run, as madsim never cancels a timer (each stale deadline would wake its
+        // connection's task once more). `server/tests/floods.rs` tests them with real processes.
+        config.handshake_timeout_ms = CONNECTION_DEADLINE_MS;
+        config.connection_idle_timeout_ms = CONNECTION_DEADLINE_MS;
         // F-S9 disk full leaves 0..2x this much room: produce is refused with DISK_FULL below it,
         // and a write that finds no room at all stops the node (it is restarted).
         config.disk_reserve_bytes = DISK_RESERVE_BYTES;
@@ -380,6 +385,8 @@ fn invariant_of_panic(message: &str) -> Option<&'static str> {
 
 /// Each simulated node's free-space reserve (the server refuses produce below it).
 pub const DISK_RESERVE_BYTES: u64 = 256 * 1024;
+/// The nodes' handshake and idle deadlines: a simulated day, past any run (see `run_node`).
+const CONNECTION_DEADLINE_MS: u64 = 24 * 60 * 60 * 1000;
 
 /// Runs one seed in a fresh simulation (the runtime's seed is the run's seed). A panic inside
 /// the simulated cluster becomes a [`Crash`].
