@@ -95,6 +95,11 @@ pub struct ServerConfig {
     /// (Kafka's `connections.max.idle.ms`).
     #[serde(default = "default_connection_idle_timeout_ms")]
     pub connection_idle_timeout_ms: u64,
+    /// Bytes of client requests the node holds at once, over all connections (Kafka's
+    /// `queued.max.request.bytes`): a request's body is read only when it fits. A frame larger
+    /// than this is refused as too large.
+    #[serde(default = "default_request_bytes_in_flight_max")]
+    pub request_bytes_in_flight_max: usize,
 
     /// How often the leader-balancing pass runs (moves leadership to preferred replicas).
     #[serde(default = "default_balance_interval_ms")]
@@ -135,6 +140,10 @@ fn default_handshake_timeout_ms() -> u64 {
 }
 fn default_connection_idle_timeout_ms() -> u64 {
     10 * 60 * 1000
+}
+/// About eight of the largest frames at once.
+fn default_request_bytes_in_flight_max() -> usize {
+    256 * 1024 * 1024
 }
 
 fn default_balance_interval_ms() -> u64 {
@@ -177,6 +186,7 @@ impl ServerConfig {
             connections_per_address_max: default_connections_per_address_max(),
             handshake_timeout_ms: default_handshake_timeout_ms(),
             connection_idle_timeout_ms: default_connection_idle_timeout_ms(),
+            request_bytes_in_flight_max: default_request_bytes_in_flight_max(),
             balance_interval_ms: default_balance_interval_ms(),
             disk_reserve_bytes: default_disk_reserve_bytes(),
             disk_check_interval_ms: default_disk_check_interval_ms(),
@@ -232,6 +242,9 @@ impl ServerConfig {
         }
         if self.handshake_timeout_ms == 0 || self.connection_idle_timeout_ms == 0 {
             return invalid("handshake_timeout_ms and connection_idle_timeout_ms must be positive".into());
+        }
+        if self.request_bytes_in_flight_max == 0 {
+            return invalid("request_bytes_in_flight_max must be positive".into());
         }
 
         let defaults = &self.topic_defaults;
@@ -383,6 +396,7 @@ mod tests {
             (THREE.replace("tick_ms = 50", "tick_ms = 0"), "tick_ms"),
             (THREE.replace("tick_ms = 50", "tick_ms = 50\nhandshake_timeout_ms = 0"), "handshake_timeout_ms"),
             (THREE.replace("tick_ms = 50", "tick_ms = 50\nconnections_per_address_max = 0"), "connections_per_address_max"),
+            (THREE.replace("tick_ms = 50", "tick_ms = 50\nrequest_bytes_in_flight_max = 0"), "request_bytes_in_flight_max"),
             (THREE.replace("partitions = 6", "partitions = 0"), "partitions"),
             (THREE.replace("tick_ms = 50", "tick_ms = 50\nbogus = 1"), "unknown field"),
             (THREE.replace("\"127.0.0.1:9103\"", "\"nowhere\""), "invalid"),

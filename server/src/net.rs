@@ -12,9 +12,12 @@
 //! once and per IP address ([`admission`]); a handshake deadline (`handshake_timeout_ms` to send
 //! the Hello) and an idle timeout (`connection_idle_timeout_ms` without a whole request while
 //! nothing is in flight), after which the connection is closed. Frames are read cancel-safely
-//! ([`frames`]) so the loop can wait on those deadlines beside the socket.
+//! ([`frames`]) so the loop can wait on those deadlines beside the socket. The bytes of requests
+//! in flight on all connections together stay within `request_bytes_in_flight_max` ([`budget`]):
+//! a frame's body is read only once the budget admits it, and counted until its request is done.
 
 mod admission;
+mod budget;
 mod frames;
 
 use std::sync::Arc;
@@ -28,6 +31,7 @@ use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 pub use admission::{Admission, ConnectionSlot, Refusal};
+pub use budget::{Admitted, RequestBudget};
 pub use frames::FrameReader;
 
 use crate::context::NodeContext;
@@ -37,6 +41,7 @@ use crate::shutdown::Shutdown;
 /// Accepts client connections until `shutdown` turns true.
 pub async fn serve(listener: TcpListener, context: Arc<NodeContext>, mut shutdown: Shutdown) {
     let admission = Admission::new(context.config.connections_max, context.config.connections_per_address_max);
+    let budget = RequestBudget::new(context.config.request_bytes_in_flight_max);
     loop {
         let accepted = tokio::select! {
             biased;
@@ -60,9 +65,9 @@ pub async fn serve(listener: TcpListener, context: Arc<NodeContext>, mut shutdow
             }
         };
         let _ = stream.set_nodelay(true);
-        let (context, shutdown) = (context.clone(), shutdown.clone());
+        let (context, shutdown, budget) = (context.clone(), shutdown.clone(), budget.clone());
         tokio::spawn(async move {
-            serve_connection(stream, context, shutdown).await;
+            serve_connection(stream, context, shutdown, budget).await;
             drop(slot);
         });
     }
@@ -100,9 +105,10 @@ async fn write_responses<W: tokio::io::AsyncWrite + Unpin>(mut writer: W, mut re
 
 /// One connection: reads requests in order and starts each (see the module comment). The loop
 /// owns the connection's state; the helpers below decide what a frame or a greeting gets.
-async fn serve_connection(stream: TcpStream, context: Arc<NodeContext>, mut shutdown: Shutdown) {
+async fn serve_connection(stream: TcpStream, context: Arc<NodeContext>, mut shutdown: Shutdown, budget: RequestBudget) {
     let (reader, writer) = tokio::io::split(stream);
-    let mut frames = FrameReader::new(reader);
+    let frame_bytes_max = FRAME_BYTES_MAX.min(budget.bytes_max());
+    let mut frames = FrameReader::new(reader, budget);
     let requests_max = context.config.connection_requests_max;
     let (responses, outbox) = mpsc::channel::<Response>(requests_max);
     let writer_task = tokio::spawn(write_responses(writer, outbox));
@@ -123,7 +129,7 @@ async fn serve_connection(stream: TcpStream, context: Arc<NodeContext>, mut shut
                 writer_task.abort();
                 return;
             }
-            frame = frames.next(FRAME_BYTES_MAX) => frame,
+            frame = frames.next(frame_bytes_max) => frame,
             _ = tokio::time::sleep_until(deadline) => {
                 if greeted && in_flight.available_permits() < requests_max {
                     deadline = Instant::now() + idle;
@@ -140,8 +146,8 @@ async fn serve_connection(stream: TcpStream, context: Arc<NodeContext>, mut shut
                 break;
             }
         };
-        let request = match parse_frame(frame) {
-            Parsed::Request(request) => request,
+        let (request, admitted) = match parse_frame(frame) {
+            Parsed::Request(request, admitted) => (request, admitted),
             Parsed::Refused { response, close } => {
                 let _ = responses.send(response).await;
                 if close {
@@ -152,7 +158,7 @@ async fn serve_connection(stream: TcpStream, context: Arc<NodeContext>, mut shut
             Parsed::Closed => break,
         };
         if !greeted {
-            let response = greet(&context, request);
+            let response = greet(&context, request, frame_bytes_max);
             greeted = response.error == ErrorCode::NONE;
             let _ = responses.send(response).await;
             if !greeted {
@@ -163,7 +169,7 @@ async fn serve_connection(stream: TcpStream, context: Arc<NodeContext>, mut shut
         }
         deadline = Instant::now() + idle;
         let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
-        start_request(&context, request, permit, responses.clone(), &reset).await;
+        start_request(&context, request, (permit, admitted), responses.clone(), &reset).await;
     }
     // In-flight requests still answer (their tasks hold senders); then the writer closes.
     drop(responses);
@@ -172,19 +178,17 @@ async fn serve_connection(stream: TcpStream, context: Arc<NodeContext>, mut shut
 
 /// What a frame read from a connection is.
 enum Parsed {
-    Request(Request),
+    /// With the budget's bytes for it, held until it is done.
+    Request(Request, Admitted),
     /// Answered with an error; `close` when the connection cannot go on (its framing is lost).
-    Refused {
-        response: Response,
-        close: bool,
-    },
+    Refused { response: Response, close: bool },
     /// The peer closed the connection, or reading failed.
     Closed,
 }
 
-fn parse_frame(frame: Result<Option<Bytes>, FrameError>) -> Parsed {
-    let body = match frame {
-        Ok(Some(body)) => body,
+fn parse_frame(frame: Result<Option<(Bytes, Admitted)>, FrameError>) -> Parsed {
+    let (body, admitted) = match frame {
+        Ok(Some(frame)) => frame,
         Ok(None) => return Parsed::Closed,
         Err(error @ FrameError::TooLarge { .. }) => {
             let response = error_response(0, ErrorCode::FRAME_TOO_LARGE, format!("{error}; closing the connection"));
@@ -196,7 +200,7 @@ fn parse_frame(frame: Result<Option<Bytes>, FrameError>) -> Parsed {
         }
     };
     match decode_request(&body) {
-        Ok(request) => Parsed::Request(request),
+        Ok(request) => Parsed::Request(request, admitted),
         Err((id, code, message)) => {
             Parsed::Refused { response: error_response(id, code, message), close: code == ErrorCode::MALFORMED_REQUEST }
         }
@@ -205,7 +209,7 @@ fn parse_frame(frame: Result<Option<Bytes>, FrameError>) -> Parsed {
 
 /// The answer to a connection's first request: success for a Hello in a version this node
 /// speaks, else an error (and the connection closes).
-fn greet(context: &NodeContext, mut request: Request) -> Response {
+fn greet(context: &NodeContext, mut request: Request, frame_bytes_max: usize) -> Response {
     let id = request.request_id;
     let Some(Body::hello(hello)) = request.body.take() else {
         return error_response(id, ErrorCode::HELLO_REQUIRED, "the first request on a connection must be Hello");
@@ -217,19 +221,20 @@ fn greet(context: &NodeContext, mut request: Request) -> Response {
     let mut answer = HelloResponse::new();
     answer.protocol_version = PROTOCOL_VERSION;
     answer.node_id = context.state.node_id;
-    answer.frame_bytes_max = FRAME_BYTES_MAX as u32;
+    answer.frame_bytes_max = u32::try_from(frame_bytes_max).expect("frames fit a u32 length");
     let mut response = error_response(id, ErrorCode::NONE, "");
     response.set_hello(answer);
     response
 }
 
-/// Starts one request holding one of the connection's in-flight permits. A produce is queued
+/// Starts one request holding one of the connection's in-flight permits and its bytes of the
+/// node's budget (`permit`, given back when the request is answered). A produce is queued
 /// here, before the next request is read (pipelined batches of one producer keep their order),
 /// and its outcome awaited off the reader; every other request runs concurrently.
 async fn start_request(
     context: &Arc<NodeContext>,
     mut request: Request,
-    permit: OwnedSemaphorePermit,
+    permit: (OwnedSemaphorePermit, Admitted),
     responses: mpsc::Sender<Response>,
     reset: &Arc<Notify>,
 ) {
