@@ -409,6 +409,10 @@ pub struct NodeStats {
     pub votes_refused_suspect: u64,
     /// Suspicions settled and cleared (durably).
     pub suspicions_cleared: u64,
+    /// Times a leader's heartbeat showed this replica's log behind what it had acknowledged
+    /// (its data directory replaced by an older copy, or wiped): it turned suspect instead of
+    /// letting raft-rs abort on the commit index (module `suspect`).
+    pub logs_found_behind: u64,
 }
 
 struct PendingProposal {
@@ -477,6 +481,9 @@ pub struct Node<D: Disk, T: Transport, A: Apply> {
     queries_due: Vec<(NodeId, GroupId)>,
     /// Answers to suspect queries, sent at the end of the round that stepped the query.
     answers_due: Vec<suspect::AnswerDue>,
+    /// Groups whose log a leader's heartbeat showed behind what this replica acknowledged, to
+    /// turn suspect in this round (module `suspect`); at most one entry per group.
+    behind_due: BTreeMap<GroupId, suspect::Behind>,
     /// Groups not hosted here that answer suspect queries: those whose files refused to open
     /// (corruption, or any failure under [`Node::host_groups_on_disk`]). Each with the highest
     /// index of an intact entry in its log, and the term its saved hard state was last raised
@@ -537,6 +544,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             incarnation,
             queries_due: Vec::new(),
             answers_due: Vec::new(),
+            behind_due: BTreeMap::new(),
             broken: BTreeMap::new(),
             passive: None,
         }
@@ -1034,6 +1042,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
     pub async fn round(&mut self, now_ms: i64) -> Result<(), NodeError> {
         self.stats.rounds += 1;
         self.step_inbound();
+        self.open_behind_suspicions().await?;
         let mut outbox: BTreeMap<NodeId, Vec<(GroupId, Message)>> = BTreeMap::new();
         let mut readies = Vec::new();
         for (&group, state) in self.groups.iter_mut() {
@@ -1178,6 +1187,11 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
                 }
                 None => {}
             }
+            if let Some(behind) = suspect::behind(&message, state.raw.raft.term, state.raw.raft.raft_log.last_index()) {
+                // raft-rs would abort on it; the replica turns suspect in this round instead.
+                self.behind_due.entry(group).or_insert(behind);
+                continue;
+            }
             if let Some(suspect) = &state.suspect {
                 let refused = match message.get_msg_type() {
                     MessageType::MsgTimeoutNow => true,
@@ -1251,6 +1265,36 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
                 state.store.save_hard_state(&crate::storage::raft_hard_state(durable)).await.map_err(storage_error(group))?;
                 self.stats.hard_state_saves += 1;
             }
+        }
+        Ok(())
+    }
+
+    /// Turns suspect every group whose log a leader showed behind what this replica acknowledged
+    /// (module `suspect`): the suspicion is saved with a term above that leader's before any
+    /// message of this round leaves, so the leader counting the lost acknowledgements steps down
+    /// when it hears from this replica, and no vote goes out until the suspicion is settled.
+    async fn open_behind_suspicions(&mut self) -> Result<(), NodeError> {
+        let node = self.config.node_id;
+        for (group, behind) in std::mem::take(&mut self.behind_due) {
+            let Some(state) = self.groups.get_mut(&group) else { continue };
+            assert!(behind.commit > state.raw.raft.raft_log.last_index(), "group {group}: {behind:?}");
+            let term = state.raw.raft.term.max(behind.leader_term) + 1;
+            tracing::error!(
+                group,
+                leader = behind.leader,
+                leader_term = behind.leader_term,
+                acknowledged = behind.commit,
+                last_index = behind.last_index,
+                "this replica's log is behind what it acknowledged to the leader (was its data directory replaced \
+                 by an older copy, or wiped?): suspect, so out of the group's votes until it has caught up"
+            );
+            state.store.open_suspicion(behind.suspicion(), term).await.map_err(storage_error(group))?;
+            state.raw.raft.become_follower(term, raft::INVALID_ID);
+            let suspicion = state.store.suspicion().expect("just saved");
+            state.suspect = Some(suspect::Suspect::new(suspicion, term));
+            self.stats.logs_found_behind += 1;
+            let (cut, bound, term) = (suspicion.cut, suspicion.bound, suspicion.term);
+            observe::emit(|| observe::Event::Suspect { node, group, cut, bound, term });
         }
         Ok(())
     }

@@ -41,6 +41,17 @@
 //!
 //! The query and answer travel as raft messages of a type raft keeps local (`MsgCheckQuorum`),
 //! marked by their context; the driver takes them out before raft sees them.
+//!
+//! A replica also turns suspect at run time when a leader shows that its log is behind what it
+//! acknowledged ([`behind`]): its data directory was replaced by an older copy of itself, or
+//! wiped (issue 19). raft-rs would abort on that leader's heartbeat ("to_commit N is out of
+//! range [last_index M]"); instead the driver drops it and saves a suspicion from the end of
+//! the log with a bound it cannot know ([`BOUND_UNKNOWN`]: only the other voters' answers settle
+//! it) and a term above the leader's, so that leader, which counts the lost acknowledgements,
+//! steps down when it hears from this replica. The lost entries are of the leader's term or
+//! older. The replica then catches up from a leader elected without its vote, like any suspect.
+//! (This cannot undo what the replica did before a leader showed it: a restored copy may also
+//! hold an older vote. Rejoining under a new identity is the operations issue's.)
 
 use std::collections::BTreeMap;
 
@@ -55,6 +66,40 @@ pub(super) const QUERY_INTERVAL_TICKS: usize = 10;
 
 const QUERY_CONTEXT: &[u8] = b"odradek/suspect-query";
 const ANSWER_CONTEXT: &[u8] = b"odradek/suspect-answer";
+
+/// The bound of a suspicion found at run time: what the replica acknowledged before its log
+/// went back is unknown, so only every other voter's answer settles it.
+pub(super) const BOUND_UNKNOWN: u64 = u64::MAX;
+
+/// A leader's heartbeat showing this replica's log behind what it acknowledged.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Behind {
+    pub leader: NodeId,
+    pub leader_term: u64,
+    /// The heartbeat's commit index, above `last_index`.
+    pub commit: u64,
+    /// This replica's last index.
+    pub last_index: u64,
+}
+
+impl Behind {
+    /// What the replica may have lost: everything after its log's end, of the leader's term or
+    /// older (see the module documentation).
+    pub fn suspicion(&self) -> Suspicion {
+        Suspicion { cut: self.last_index + 1, bound: BOUND_UNKNOWN, term: self.leader_term }
+    }
+}
+
+/// Whether `message` shows a replica at `term` whose log ends at `last_index` behind what it
+/// acknowledged. raft-rs sends a heartbeat's commit as the smaller of the follower's matched
+/// index and the leader's commit, so a commit above the log's end means this replica once
+/// acknowledged entries it no longer holds. (An append's commit is the leader's own and proves
+/// nothing; raft-rs takes only its part within the append.) A heartbeat of an older term never
+/// reaches raft's commit.
+pub(super) fn behind(message: &Message, term: u64, last_index: u64) -> Option<Behind> {
+    let shows = message.get_msg_type() == MessageType::MsgHeartbeat && message.term >= term && message.commit > last_index;
+    shows.then_some(Behind { leader: message.from, leader_term: message.term, commit: message.commit, last_index })
+}
 
 /// The state of a suspect group on this node.
 #[derive(Debug)]
@@ -181,6 +226,24 @@ mod tests {
         suspect.note_answer(2, &answer(2, 1, 4, 4, 11));
         suspect.note_answer(3, &answer(3, 1, 4, 4, 9));
         assert!(suspect.may_vote_for(&[2, 3], 3, 11), "the answers lowered the bound");
+    }
+
+    #[test]
+    fn only_a_current_heartbeat_committing_past_the_log_shows_it_behind() {
+        let message = |kind, term, commit| {
+            let mut message = Message::default();
+            message.set_msg_type(kind);
+            (message.from, message.term, message.commit) = (2, term, commit);
+            message
+        };
+        let found = behind(&message(MessageType::MsgHeartbeat, 5, 12), 4, 9).expect("behind");
+        assert_eq!((found.leader, found.leader_term, found.commit, found.last_index), (2, 5, 12, 9));
+        assert_eq!(found.suspicion(), Suspicion { cut: 10, bound: BOUND_UNKNOWN, term: 5 });
+        assert!(behind(&message(MessageType::MsgHeartbeat, 5, 9), 5, 9).is_none(), "a commit within the log");
+        assert!(behind(&message(MessageType::MsgHeartbeat, 3, 12), 4, 9).is_none(), "a stale leader's");
+        assert!(behind(&message(MessageType::MsgAppend, 5, 12), 4, 9).is_none(), "an append's commit is the leader's own");
+        let suspect = Suspect::new(found.suspicion(), 6);
+        assert!(!suspect.may_vote_for(&[2, 3], 9, 1_000_000), "no vote before every other voter answered");
     }
 
     #[test]
