@@ -133,6 +133,14 @@ pub struct NodeConfig {
     /// An append that does not fit is dropped as if lost: the replica stays up, serving its
     /// other duties, and the leader resends once there is room. `None`: no limit.
     pub entry_budget: Option<Arc<AtomicI64>>,
+    /// With less than this left in `entry_budget`, the node is *low on disk* (issue 19, defect
+    /// 4): it cannot take the largest write its owner accepts, so it hands the leadership of
+    /// every group it leads to a follower holding the whole log, and drops hand-overs to itself
+    /// (`MsgTimeoutNow`), so no balancing hands leadership back while it is low. As a follower it
+    /// still takes appends while they fit the budget (a topic deletion that frees space must
+    /// commit). It still campaigns when no leader is left: a low leader beats none, and it hands
+    /// off again as soon as a follower has caught up. 0: low only with nothing left.
+    pub lead_room_bytes_min: u64,
 }
 
 impl NodeConfig {
@@ -149,6 +157,7 @@ impl NodeConfig {
             #[cfg(any(madsim, feature = "planted-bugs"))]
             planted_trust_recovery_cut: false,
             entry_budget: None,
+            lead_room_bytes_min: 0,
         }
     }
 }
@@ -405,6 +414,10 @@ pub struct NodeStats {
     pub log_fetches: u64,
     /// Appends from leaders dropped because the disk was at its reserve (`entry_budget`).
     pub appends_refused_disk_low: u64,
+    /// Leadership hand-overs asked of raft because this node was low on disk, and hand-overs
+    /// to it dropped for the same reason (`NodeConfig::lead_room_bytes_min`).
+    pub leaderships_handed_off_disk_low: u64,
+    pub transfers_refused_disk_low: u64,
     /// Vote, pre-vote and timeout-now requests a suspect replica dropped.
     pub votes_refused_suspect: u64,
     /// Suspicions settled and cleared (durably).
@@ -492,6 +505,8 @@ pub struct Node<D: Disk, T: Transport, A: Apply> {
     /// Serves no client (see [`Node::host_groups_on_disk`]): hands leadership of every group
     /// to a caught-up follower as soon as it leads one. Counts ticks since then.
     passive: Option<u64>,
+    /// Ticks spent low on disk (`NodeConfig::lead_room_bytes_min`); 0 while it is not.
+    disk_low_ticks: u64,
 }
 
 /// Takes `bytes` from a disk budget (see [`NodeConfig::entry_budget`]); `false`, with nothing
@@ -547,6 +562,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             behind_due: BTreeMap::new(),
             broken: BTreeMap::new(),
             passive: None,
+            disk_low_ticks: 0,
         }
     }
 
@@ -743,13 +759,33 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         Ok((hosted, self.broken.len()))
     }
 
-    /// A passive node (see [`Node::host_groups_on_disk`]) asks raft to hand every group it leads
-    /// to a follower that holds its whole log, a different one each try (a suspect one drops
-    /// the hand-over, and raft gives up on it after an election timeout).
+    /// Whether the node is low on disk (see `NodeConfig::lead_room_bytes_min`).
+    fn disk_low(&self) -> bool {
+        let Some(budget) = &self.config.entry_budget else { return false };
+        let room_min = i64::try_from(self.config.lead_room_bytes_min.max(1)).unwrap_or(i64::MAX);
+        budget.load(Ordering::Acquire) < room_min
+    }
+
+    /// A passive node (see [`Node::host_groups_on_disk`]) or one low on disk asks raft to hand
+    /// every group it leads to a follower that holds its whole log, a different one each try (a
+    /// suspect or low one drops the hand-over, and raft gives up on it after an election
+    /// timeout).
     fn hand_off_leadership(&mut self) {
-        let Some(ticks) = self.passive.as_mut() else { return };
-        *ticks += 1;
-        let turn = *ticks as usize;
+        let turn = if let Some(ticks) = self.passive.as_mut() {
+            *ticks += 1;
+            *ticks as usize
+        } else if self.disk_low() {
+            if self.disk_low_ticks == 0 {
+                let leading = self.groups.values().filter(|state| state.raw.raft.state == StateRole::Leader).count();
+                tracing::warn!(leading, "below the disk reserve: handing the leadership of every group away");
+            }
+            self.disk_low_ticks += 1;
+            self.disk_low_ticks as usize
+        } else {
+            self.disk_low_ticks = 0;
+            return;
+        };
+        let low = self.passive.is_none();
         for state in self.groups.values_mut() {
             let raft = &state.raw.raft;
             if raft.state != StateRole::Leader || raft.lead_transferee.is_some() {
@@ -765,6 +801,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             caught_up.sort_unstable();
             let to = caught_up[turn % caught_up.len()];
             state.raw.transfer_leader(to);
+            self.stats.leaderships_handed_off_disk_low += u64::from(low);
         }
     }
 
@@ -1158,6 +1195,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
     }
 
     fn step_batch(&mut self, batch: Inbound) {
+        let disk_low = self.disk_low();
         for (group, message) in batch.messages {
             let Some(state) = self.groups.get_mut(&group) else {
                 if let (Some(suspect::Control::Query { term }), true) = (suspect::classify(&message), self.broken.contains_key(&group)) {
@@ -1211,6 +1249,11 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
                     self.stats.votes_refused_suspect += 1;
                     continue;
                 }
+            }
+            if message.msg_type == MessageType::MsgTimeoutNow && disk_low {
+                self.stats.transfers_refused_disk_low += 1;
+                tracing::debug!(group, from = message.from, "low on disk: dropping a leadership hand-over to this node");
+                continue;
             }
             if message.msg_type == MessageType::MsgAppend && !message.entries.is_empty() {
                 if let Some(budget) = &self.config.entry_budget {

@@ -133,6 +133,8 @@ impl Server {
         let mut node_config = NodeConfig::new(config.id, config.data_dir.clone());
         // F-S9: a follower at its disk reserve drops appends instead of failing on ENOSPC.
         node_config.entry_budget = Some(state.disk_budget.clone());
+        // Issue 19, defect 4: a node that cannot take the largest batch hands its leaderships away.
+        node_config.lead_room_bytes_min = u64::from(config.topic_defaults.batch_bytes_max);
         node_config.log_config = config.log_config(
             config.topic_defaults.retention_ms,
             config.topic_defaults.retention_bytes,
