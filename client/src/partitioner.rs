@@ -7,7 +7,11 @@
 //!   little-endian blocks.
 //! - Keyless records: "sticky" — all go to one partition until about a batch's worth of bytes
 //!   has gone there, then the next partition (round robin). Batches fill up instead of
-//!   spreading one record per partition per linger (Kafka's KIP-480 / KIP-794).
+//!   spreading one record per partition per linger (Kafka's KIP-480 / KIP-794). The first
+//!   sticky partition is random per partitioner, as Kafka's: otherwise every short-lived
+//!   producer (one `odradek produce` per line of a script) would put everything on partition 0.
+//!   It is drawn from the OS generator (the simulator's under madsim, so a seed replays) once,
+//!   at the first keyless record; keyed records and explicit partitions never draw.
 //!
 //! Invariant: the chosen partition is always `< partitions`.
 
@@ -66,15 +70,22 @@ pub struct Partitioner {
     /// Bytes sent to a sticky partition before switching to the next: one batch's worth.
     sticky_bytes_max: usize,
     sticky: BTreeMap<String, Sticky>,
-    /// Spreads the first sticky partition of each topic.
-    topics_seen: u32,
+    /// Spreads the first sticky partition of each topic: the next topic starts here.
+    /// `None` until the first keyless record, then random.
+    topic_start_next: Option<u32>,
 }
 
 impl Partitioner {
-    /// A partitioner that moves keyless records on after `sticky_bytes_max` bytes.
+    /// A partitioner that moves keyless records on after `sticky_bytes_max` bytes, starting at
+    /// a random partition.
     pub fn new(sticky_bytes_max: usize) -> Partitioner {
         assert!(sticky_bytes_max > 0);
-        Partitioner { sticky_bytes_max, sticky: BTreeMap::new(), topics_seen: 0 }
+        Partitioner { sticky_bytes_max, sticky: BTreeMap::new(), topic_start_next: None }
+    }
+
+    /// A partitioner whose first keyless record goes to `first % partitions` (tests).
+    pub fn starting_at(sticky_bytes_max: usize, first: u32) -> Partitioner {
+        Partitioner { topic_start_next: Some(first), ..Partitioner::new(sticky_bytes_max) }
     }
 
     /// The partition for a record of `record_bytes` bytes to `topic`, which has `partitions`.
@@ -84,9 +95,9 @@ impl Partitioner {
             return partition_for_key(key, partitions);
         }
         if !self.sticky.contains_key(topic) {
-            let first = Sticky { partition: self.topics_seen % partitions, bytes: 0 };
-            self.sticky.insert(topic.to_string(), first);
-            self.topics_seen = self.topics_seen.wrapping_add(1);
+            let start = *self.topic_start_next.get_or_insert_with(|| rand::RngCore::next_u32(&mut rand::rngs::OsRng));
+            self.sticky.insert(topic.to_string(), Sticky { partition: start % partitions, bytes: 0 });
+            self.topic_start_next = Some(start.wrapping_add(1));
         }
         let sticky = self.sticky.get_mut(topic).expect("inserted above");
         if sticky.partition >= partitions {
@@ -147,7 +158,7 @@ mod tests {
 
     #[test]
     fn keyless_records_stick_for_a_batch_then_move_on() {
-        let mut partitioner = Partitioner::new(100);
+        let mut partitioner = Partitioner::starting_at(100, 0);
         let first: Vec<u32> = (0..10).map(|_| partitioner.partition("t", None, 10, 3)).collect();
         assert!(first.iter().all(|partition| *partition == first[0]), "{first:?}");
         let next = partitioner.partition("t", None, 10, 3);
@@ -159,5 +170,18 @@ mod tests {
         assert_eq!(seen, [true; 3]);
         // Fewer partitions than before: still in range.
         assert!(partitioner.partition("t", None, 10, 1) == 0);
+        // The next topic starts one further on.
+        assert_eq!(partitioner.partition("u", None, 10, 3), 1);
+    }
+
+    #[test]
+    fn the_first_sticky_partition_is_where_the_partitioner_starts() {
+        for first in [0, 1, 2, 3, u32::MAX] {
+            let mut partitioner = Partitioner::starting_at(100, first);
+            assert_eq!(partitioner.partition("t", None, 10, 3), first % 3);
+        }
+        // Random otherwise: 64 partitioners of 1024 partitions do not all start at one place.
+        let firsts: std::collections::BTreeSet<u32> = (0..64).map(|_| Partitioner::new(100).partition("t", None, 10, 1024)).collect();
+        assert!(firsts.len() > 1, "{firsts:?}");
     }
 }

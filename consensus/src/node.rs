@@ -116,6 +116,14 @@ pub struct NodeConfig {
     /// An append that does not fit is dropped as if lost: the replica stays up, serving its
     /// other duties, and the leader resends once there is room. `None`: no limit.
     pub entry_budget: Option<Arc<AtomicI64>>,
+    /// With less than this left in `entry_budget`, the node is *low on disk* (issue 19, defect
+    /// 4): it cannot take the largest write its owner accepts, so it hands the leadership of
+    /// every group it leads to a follower holding the whole log, and drops hand-overs to itself
+    /// (`MsgTimeoutNow`), so no balancing hands leadership back while it is low. As a follower it
+    /// still takes appends while they fit the budget (a topic deletion that frees space must
+    /// commit). It still campaigns when no leader is left: a low leader beats none, and it hands
+    /// off again as soon as a follower has caught up. 0: low only with nothing left.
+    pub lead_room_bytes_min: u64,
 }
 
 impl NodeConfig {
@@ -130,6 +138,7 @@ impl NodeConfig {
             #[cfg(any(madsim, feature = "planted-bugs"))]
             planted: Planted::default(),
             entry_budget: None,
+            lead_room_bytes_min: 0,
         }
     }
 }
@@ -160,10 +169,18 @@ pub struct NodeStats {
     pub log_fetches: u64,
     /// Appends from leaders dropped because the disk was at its reserve (`entry_budget`).
     pub appends_refused_disk_low: u64,
+    /// Leadership hand-overs asked of raft because this node was low on disk, and hand-overs
+    /// to it dropped for the same reason (`NodeConfig::lead_room_bytes_min`).
+    pub leaderships_handed_off_disk_low: u64,
+    pub transfers_refused_disk_low: u64,
     /// Vote, pre-vote and timeout-now requests a suspect replica dropped.
     pub votes_refused_suspect: u64,
     /// Suspicions settled and cleared (durably).
     pub suspicions_cleared: u64,
+    /// Times a leader's heartbeat showed this replica's log behind what it had acknowledged
+    /// (its data directory replaced by an older copy, or wiped): it turned suspect instead of
+    /// letting raft-rs abort on the commit index (module `suspect`).
+    pub logs_found_behind: u64,
 }
 
 /// What a round's ready left to do after the fsync.
@@ -194,6 +211,9 @@ pub struct Node<D: Disk, T, A> {
     queries_due: Vec<(NodeId, GroupId)>,
     /// Answers to suspect queries, sent at the end of the round that stepped the query.
     answers_due: Vec<suspect::AnswerDue>,
+    /// Groups whose log a leader's heartbeat showed behind what this replica acknowledged, to
+    /// turn suspect in this round (module `suspect`); at most one entry per group.
+    behind_due: BTreeMap<GroupId, suspect::Behind>,
     /// Groups not hosted here that answer suspect queries: those whose files refused to open
     /// (corruption, or any failure under [`Node::host_groups_on_disk`]). Each with the highest
     /// index of an intact entry in its log, and the term its saved hard state was last raised
@@ -202,6 +222,8 @@ pub struct Node<D: Disk, T, A> {
     /// Serves no client (see [`Node::host_groups_on_disk`]): hands leadership of every group
     /// to a caught-up follower as soon as it leads one. Counts ticks since then.
     passive: Option<u64>,
+    /// Ticks spent low on disk (`NodeConfig::lead_room_bytes_min`); 0 while it is not.
+    disk_low_ticks: u64,
 }
 
 /// Takes `bytes` from a disk budget (see [`NodeConfig::entry_budget`]); `false`, with nothing
@@ -237,8 +259,10 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             incarnation,
             queries_due: Vec::new(),
             answers_due: Vec::new(),
+            behind_due: BTreeMap::new(),
             quarantined: BTreeMap::new(),
             passive: None,
+            disk_low_ticks: 0,
         }
     }
 
@@ -389,6 +413,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
     pub async fn round(&mut self, now_ms: i64) -> Result<(), NodeError> {
         self.stats.rounds += 1;
         self.step_inbound();
+        self.open_behind_suspicions().await?;
         let mut outbox: BTreeMap<NodeId, Vec<(GroupId, Message)>> = BTreeMap::new();
         let mut readies = Vec::new();
         for (&group, state) in self.groups.iter_mut() {
@@ -506,6 +531,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
     }
 
     fn step_batch(&mut self, batch: Inbound) {
+        let disk_low = self.disk_low();
         for (group, message) in batch.messages {
             if !self.groups.contains_key(&group) {
                 self.answer_for_quarantined(batch.from, group, &message);
@@ -515,7 +541,12 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
                 tracing::warn!(group, from = batch.from, "dropping a misaddressed raft message");
                 continue;
             }
-            if self.screen_for_suspect(batch.from, group, &message) {
+            if self.screen_behind(group, &message) || self.screen_for_suspect(batch.from, group, &message) {
+                continue;
+            }
+            if message.msg_type == MessageType::MsgTimeoutNow && disk_low {
+                self.stats.transfers_refused_disk_low += 1;
+                tracing::debug!(group, from = message.from, "low on disk: dropping a leadership hand-over to this node");
                 continue;
             }
             if message.msg_type == MessageType::MsgAppend && !message.entries.is_empty() {

@@ -627,6 +627,19 @@ impl<D: Disk> GroupStore<D> {
         self.hard_state_file.get().suspect
     }
 
+    /// Durably makes the replica suspect at run time (its log turned out behind what it
+    /// acknowledged, see `node` module `suspect`): saves `suspicion`, merged with any it had,
+    /// together with `term` (no vote), which must be above the saved term.
+    pub async fn open_suspicion(&mut self, suspicion: Suspicion, term: u64) -> Result<(), StorageFault> {
+        let saved = self.hard_state_file.get();
+        assert!(term > saved.term, "a suspicion opens with a new term: {term} after {}", saved.term);
+        assert!(suspicion.cut <= self.log.last_index() + 1 && suspicion.cut <= suspicion.bound, "{suspicion:?}");
+        let suspect = saved.suspect.into_iter().chain([suspicion]).reduce(Suspicion::merge);
+        let commit = saved.commit.min(self.log.synced_index());
+        self.hard_state_file.save(odradek_log::HardState { term, vote: 0, commit, suspect }).await?;
+        Ok(())
+    }
+
     /// Durably drops the suspicion (the rest of the saved hard state stays).
     pub async fn clear_suspicion(&mut self) -> Result<(), StorageFault> {
         let saved = self.hard_state_file.get();

@@ -31,4 +31,4 @@ pub use mirrored::{MirroredFile, Opened as MirroredOpened, PathError, COPY_STRID
 pub use planted::Planted;
 pub use recovery::{highest_intact_index, RecoveryReport, TornTail};
 pub use segment::{index_file_name, segment_file_name, SEGMENT_HEADER_BYTES};
-pub use sim_disk::{CrashMode, LatencyConfig, SimDisk, SimDiskStats};
+pub use sim_disk::{CrashMode, DiskImage, LatencyConfig, SimDisk, SimDiskStats};

@@ -142,6 +142,13 @@ struct State {
     stats: SimDiskStats,
 }
 
+/// The durable files of a [`SimDisk`] at one moment ([`SimDisk::image`]).
+#[derive(Clone, Debug, Default)]
+pub struct DiskImage {
+    dirs: BTreeSet<PathBuf>,
+    files: BTreeMap<PathBuf, Vec<u8>>,
+}
+
 /// An in-memory disk with a power-loss model and seeded faults. Clones share the same disk.
 #[derive(Clone, Debug)]
 pub struct SimDisk {
@@ -397,6 +404,38 @@ impl SimDisk {
             }
         }
         state.collect_garbage();
+    }
+
+    /// A copy of the disk's durable files and directories, as a backup of the data directory
+    /// taken now would hold (see [`SimDisk::restore`]).
+    pub fn image(&self) -> DiskImage {
+        let state = self.lock();
+        let files = state.durable.iter().map(|(path, id)| (path.clone(), state.inodes[id].durable.clone())).collect();
+        DiskImage { dirs: state.dirs.clone(), files }
+    }
+
+    /// An operator restores the data directory from an older copy (or wipes it, with an empty
+    /// image): every file becomes the image's, durably. The process must be down; every handle
+    /// goes stale, as at a crash.
+    pub fn restore(&self, image: &DiskImage) {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        state.generation += 1;
+        for inode in state.inodes.values_mut() {
+            inode.handles_open = 0;
+        }
+        state.live.clear();
+        state.durable.clear();
+        state.dirs = image.dirs.clone();
+        for (path, bytes) in &image.files {
+            let id = state.inode_next;
+            state.inode_next += 1;
+            state.inodes.insert(id, Inode { durable: bytes.clone(), current: bytes.clone(), ..Inode::default() });
+            state.live.insert(path.clone(), id);
+            state.durable.insert(path.clone(), id);
+        }
+        state.collect_garbage();
+        assert_eq!(state.live.len(), image.files.len());
     }
 
     /// F-S2: the chance that the first lost write of a file at power loss is torn (default

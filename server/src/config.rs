@@ -84,6 +84,23 @@ pub struct ServerConfig {
     /// Requests one connection may have in flight; the connection's reader waits past it.
     #[serde(default = "default_connection_requests_max")]
     pub connection_requests_max: usize,
+    /// Open client connections from one IP address at once; more from it are refused, so one
+    /// host cannot take every slot of `connections_max`.
+    #[serde(default = "default_connections_per_address_max")]
+    pub connections_per_address_max: usize,
+    /// A new connection that has not sent its Hello within this is closed.
+    #[serde(default = "default_handshake_timeout_ms")]
+    pub handshake_timeout_ms: u64,
+    /// A connection with nothing in flight that sends no whole request for this long is closed
+    /// (Kafka's `connections.max.idle.ms`).
+    #[serde(default = "default_connection_idle_timeout_ms")]
+    pub connection_idle_timeout_ms: u64,
+    /// Bytes of client requests the node holds at once, over all connections (Kafka's
+    /// `queued.max.request.bytes`): a request's body is read only when it fits. A frame larger
+    /// than this is refused as too large.
+    #[serde(default = "default_request_bytes_in_flight_max")]
+    pub request_bytes_in_flight_max: usize,
+
     /// How often the leader-balancing pass runs (moves leadership to preferred replicas).
     #[serde(default = "default_balance_interval_ms")]
     pub balance_interval_ms: u64,
@@ -115,6 +132,20 @@ fn default_connections_max() -> usize {
 fn default_connection_requests_max() -> usize {
     256
 }
+fn default_connections_per_address_max() -> usize {
+    256
+}
+fn default_handshake_timeout_ms() -> u64 {
+    10_000
+}
+fn default_connection_idle_timeout_ms() -> u64 {
+    10 * 60 * 1000
+}
+/// About eight of the largest frames at once.
+fn default_request_bytes_in_flight_max() -> usize {
+    256 * 1024 * 1024
+}
+
 fn default_balance_interval_ms() -> u64 {
     5_000
 }
@@ -152,6 +183,10 @@ impl ServerConfig {
             request_timeout_ms: default_request_timeout_ms(),
             connections_max: default_connections_max(),
             connection_requests_max: default_connection_requests_max(),
+            connections_per_address_max: default_connections_per_address_max(),
+            handshake_timeout_ms: default_handshake_timeout_ms(),
+            connection_idle_timeout_ms: default_connection_idle_timeout_ms(),
+            request_bytes_in_flight_max: default_request_bytes_in_flight_max(),
             balance_interval_ms: default_balance_interval_ms(),
             disk_reserve_bytes: default_disk_reserve_bytes(),
             disk_check_interval_ms: default_disk_check_interval_ms(),
@@ -202,9 +237,16 @@ impl ServerConfig {
         if self.disk_check_interval_ms == 0 {
             return invalid("disk_check_interval_ms must be positive".into());
         }
-        if self.connections_max == 0 || self.connection_requests_max == 0 {
-            return invalid("connections_max and connection_requests_max must be positive".into());
+        if self.connections_max == 0 || self.connection_requests_max == 0 || self.connections_per_address_max == 0 {
+            return invalid("connections_max, connection_requests_max and connections_per_address_max must be positive".into());
         }
+        if self.handshake_timeout_ms == 0 || self.connection_idle_timeout_ms == 0 {
+            return invalid("handshake_timeout_ms and connection_idle_timeout_ms must be positive".into());
+        }
+        if self.request_bytes_in_flight_max == 0 {
+            return invalid("request_bytes_in_flight_max must be positive".into());
+        }
+
         let defaults = &self.topic_defaults;
         if defaults.partitions == 0 || defaults.replication_factor == 0 {
             return invalid("topic_defaults: partitions and replication_factor must be positive".into());
@@ -243,6 +285,14 @@ impl ServerConfig {
 
     pub fn tick(&self) -> Duration {
         Duration::from_millis(self.tick_ms)
+    }
+
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms)
+    }
+
+    pub fn connection_idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.connection_idle_timeout_ms)
     }
 
     /// The segment-log settings of a partition with these (already defaulted) settings.
@@ -317,6 +367,8 @@ mod tests {
         assert_eq!(config.topic_defaults.partitions, 6);
         assert_eq!(config.topic_defaults.replication_factor, 3, "unset fields keep their default");
         assert_eq!(config.request_timeout_ms, 30_000);
+        assert_eq!((config.handshake_timeout_ms, config.connection_idle_timeout_ms), (10_000, 600_000));
+        assert_eq!(config.connections_per_address_max, 256);
         assert_eq!(config.client_listen(), config.me().client, "the listener binds the advertised address by default");
         let behind_a_proxy =
             ServerConfig::from_toml(&THREE.replace("tick_ms = 50", "tick_ms = 50\nclient_listen = \"127.0.0.1:19092\"")).unwrap();
@@ -330,6 +382,9 @@ mod tests {
             (THREE.replacen("id = 2", "id = 4", 1), "not among the listed nodes"),
             (THREE.replace("id = 3", "id = 1"), "listed twice"),
             (THREE.replace("tick_ms = 50", "tick_ms = 0"), "tick_ms"),
+            (THREE.replace("tick_ms = 50", "tick_ms = 50\nhandshake_timeout_ms = 0"), "handshake_timeout_ms"),
+            (THREE.replace("tick_ms = 50", "tick_ms = 50\nconnections_per_address_max = 0"), "connections_per_address_max"),
+            (THREE.replace("tick_ms = 50", "tick_ms = 50\nrequest_bytes_in_flight_max = 0"), "request_bytes_in_flight_max"),
             (THREE.replace("partitions = 6", "partitions = 0"), "partitions"),
             (THREE.replace("tick_ms = 50", "tick_ms = 50\nbogus = 1"), "unknown field"),
             (THREE.replace("\"127.0.0.1:9103\"", "\"nowhere\""), "invalid"),

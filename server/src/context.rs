@@ -11,6 +11,7 @@ use odradek_consensus::NodeHandle;
 use crate::config::ServerConfig;
 use crate::faults::FaultHooks;
 use crate::planted::Planted;
+use crate::request::leaders::LearnedLeaders;
 use crate::state::NodeState;
 
 /// A running node's parts, as its tasks see them.
@@ -22,4 +23,6 @@ pub struct NodeContext {
     pub faults: FaultHooks,
     /// All off outside simulation and `planted-bugs` builds.
     pub planted: Planted,
+    /// Leaders of partitions hosted elsewhere, as their replicas reported them.
+    pub leaders: LearnedLeaders,
 }

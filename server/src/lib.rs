@@ -2,6 +2,7 @@
 //! protocol listener and the `odradek` binary.
 //!
 //! - [`config`]: a node's settings (flags or TOML) and the cluster's member list;
+//! - [`data_dir`]: the data directory's lock and the identity of the node that owns it;
 //! - [`meta`]: the controller's state machine (brokers, topics, replica assignments, producer
 //!   ids), replicated by raft group 0;
 //! - [`partition`]: one partition's replica state (high watermark, log start, the idempotent
@@ -21,6 +22,7 @@ pub mod clock;
 pub mod config;
 pub mod context;
 pub mod controller;
+pub mod data_dir;
 pub mod faults;
 pub mod meta;
 pub mod net;

@@ -142,8 +142,12 @@ pub enum MetaCommand {
     },
     /// The new producer id is the raft index of this entry (epoch 0).
     AllocateProducerId,
+    /// Fences the producer's current epoch. With `from_epoch`, only if that is still the
+    /// current one (a caller holding an older epoch was fenced itself); `None` in entries
+    /// written before the check existed.
     BumpProducerEpoch {
         producer_id: i64,
+        from_epoch: Option<i16>,
     },
 }
 
@@ -190,9 +194,13 @@ impl MetaCommand {
                 message.set_delete_topic(delete);
             }
             MetaCommand::AllocateProducerId => message.set_allocate_producer_id(proto::AllocateProducerId::new()),
-            MetaCommand::BumpProducerEpoch { producer_id } => {
+            MetaCommand::BumpProducerEpoch { producer_id, from_epoch } => {
                 let mut bump = proto::BumpProducerEpoch::new();
                 bump.set_producer_id(*producer_id);
+                if let Some(epoch) = from_epoch {
+                    bump.set_epoch_checked(true);
+                    bump.set_producer_epoch(i32::from(*epoch));
+                }
                 message.set_bump_producer_epoch(bump);
             }
         }
@@ -226,7 +234,16 @@ impl MetaCommand {
             }
             Some(Command::delete_topic(delete)) => MetaCommand::DeleteTopic { name: delete.get_name().to_string() },
             Some(Command::allocate_producer_id(_)) => MetaCommand::AllocateProducerId,
-            Some(Command::bump_producer_epoch(bump)) => MetaCommand::BumpProducerEpoch { producer_id: bump.get_producer_id() },
+            Some(Command::bump_producer_epoch(bump)) => {
+                let from_epoch = match bump.get_epoch_checked() {
+                    false => None,
+                    true => Some(
+                        i16::try_from(bump.get_producer_epoch())
+                            .map_err(|_| MetaError::Decode(format!("producer epoch {} out of range", bump.get_producer_epoch())))?,
+                    ),
+                };
+                MetaCommand::BumpProducerEpoch { producer_id: bump.get_producer_id(), from_epoch }
+            }
         };
         Ok(command)
     }
@@ -245,6 +262,11 @@ pub enum MetaOutcome {
     TopicUnknown,
     ProducerId {
         producer_id: i64,
+        producer_epoch: i16,
+    },
+    /// A bump named an epoch that is not the producer's current one (`producer_epoch`):
+    /// nothing changed except the applied index.
+    EpochMismatch {
         producer_epoch: i16,
     },
     /// Nothing changed (except the applied index): the reason.
@@ -315,7 +337,7 @@ impl MetadataState {
             MetaCommand::CreateTopic { name, replicas, settings } => self.create_topic(name, replicas, settings),
             MetaCommand::DeleteTopic { name } => self.delete_topic(&name),
             MetaCommand::AllocateProducerId => self.allocate_producer_id(index),
-            MetaCommand::BumpProducerEpoch { producer_id } => self.bump_producer_epoch(producer_id),
+            MetaCommand::BumpProducerEpoch { producer_id, from_epoch } => self.bump_producer_epoch(producer_id, from_epoch),
         }
     }
 
@@ -415,10 +437,13 @@ impl MetadataState {
         MetaOutcome::ProducerId { producer_id, producer_epoch: 0 }
     }
 
-    fn bump_producer_epoch(&mut self, producer_id: i64) -> MetaOutcome {
+    fn bump_producer_epoch(&mut self, producer_id: i64, from_epoch: Option<i16>) -> MetaOutcome {
         let Some(epoch) = self.producers.get_mut(&producer_id) else {
             return MetaOutcome::Rejected(format!("unknown producer id {producer_id}"));
         };
+        if from_epoch.is_some_and(|from| from != *epoch) {
+            return MetaOutcome::EpochMismatch { producer_epoch: *epoch };
+        }
         let Some(epoch_next) = epoch.checked_add(1) else {
             return MetaOutcome::Rejected(format!("producer id {producer_id} is at the last epoch; allocate a new id"));
         };

@@ -7,16 +7,32 @@
 //! that is not a protobuf `Request` is answered `MALFORMED_REQUEST` and closed; a well-formed
 //! request of an unknown kind (a newer client) is answered `UNKNOWN_REQUEST` and the connection
 //! stays open. The first request must be a `Hello` naming a version this node speaks.
+//!
+//! Limits, so that no client can take the node from the others (issue 19): connections open at
+//! once and per IP address ([`admission`]); a handshake deadline (`handshake_timeout_ms` to send
+//! the Hello) and an idle timeout (`connection_idle_timeout_ms` without a whole request while
+//! nothing is in flight), after which the connection is closed. Frames are read cancel-safely
+//! ([`frames`]) so the loop can wait on those deadlines beside the socket. The bytes of requests
+//! in flight on all connections together stay within `request_bytes_in_flight_max` ([`budget`]):
+//! a frame's body is read only once the budget admits it, and counted until its request is done.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod admission;
+mod budget;
+mod frames;
+
 use std::sync::Arc;
 
 use bytes::Bytes;
 use odradek_client::wire::proto::{ErrorCode, HelloResponse, Request, Request_oneof_body as Body, Response};
-use odradek_client::wire::{decode_request, error_response, read_frame, write_frame, FrameError, FRAME_BYTES_MAX, PROTOCOL_VERSION};
+use odradek_client::wire::{decode_request, error_response, write_frame, FrameError, FRAME_BYTES_MAX, PROTOCOL_VERSION};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+pub use admission::{Admission, ConnectionSlot, Refusal};
+pub use budget::{Admitted, RequestBudget};
+pub use frames::FrameReader;
 
 use crate::context::NodeContext;
 use crate::request;
@@ -24,7 +40,8 @@ use crate::shutdown::Shutdown;
 
 /// Accepts client connections until `shutdown` turns true.
 pub async fn serve(listener: TcpListener, context: Arc<NodeContext>, mut shutdown: Shutdown) {
-    let open = Arc::new(AtomicUsize::new(0));
+    let admission = Admission::new(context.config.connections_max, context.config.connections_per_address_max);
+    let budget = RequestBudget::new(context.config.request_bytes_in_flight_max);
     loop {
         let accepted = tokio::select! {
             biased;
@@ -39,20 +56,41 @@ pub async fn serve(listener: TcpListener, context: Arc<NodeContext>, mut shutdow
                 continue;
             }
         };
-        if open.load(Ordering::Relaxed) >= context.config.connections_max {
-            tracing::warn!(%peer, limit = context.config.connections_max, "refusing a client connection: too many open");
-            drop(stream);
-            continue;
-        }
+        let slot = match admission.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                tracing::warn!(%peer, ?refusal, "refusing a client connection: too many open");
+                tokio::spawn(refuse(stream, refusal));
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
-        open.fetch_add(1, Ordering::Relaxed);
-        let (context, open, shutdown) = (context.clone(), open.clone(), shutdown.clone());
+        let (context, shutdown, budget) = (context.clone(), shutdown.clone(), budget.clone());
         tokio::spawn(async move {
-            serve_connection(stream, context, shutdown).await;
-            open.fetch_sub(1, Ordering::Relaxed);
+            serve_connection(stream, context, shutdown, budget).await;
+            drop(slot);
         });
     }
 }
+
+/// Tells a refused client why (as the answer to its Hello, request id 0) and closes. Bounded:
+/// one small frame, given at most `REFUSAL_WRITE_TIMEOUT` (a fresh socket's buffer takes it at
+/// once), so refused connections cannot pile up tasks.
+async fn refuse(mut stream: TcpStream, refusal: Refusal) {
+    let message = match refusal {
+        Refusal::NodeFull { limit } => format!("this node has its most client connections open ({limit}); closing"),
+        Refusal::AddressFull { limit } => format!("your address has its most connections to this node open ({limit}); closing"),
+    };
+    let response = error_response(0, ErrorCode::TOO_MANY_CONNECTIONS, message);
+    let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, async {
+        write_frame(&mut stream, &response).await?;
+        stream.shutdown().await
+    })
+    .await;
+}
+
+/// Longest a refused connection may take to accept its one-frame answer.
+const REFUSAL_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Writes answers as they come; ends when every sender is gone or the peer stops reading.
 async fn write_responses<W: tokio::io::AsyncWrite + Unpin>(mut writer: W, mut responses: mpsc::Receiver<Response>) {
@@ -67,8 +105,10 @@ async fn write_responses<W: tokio::io::AsyncWrite + Unpin>(mut writer: W, mut re
 
 /// One connection: reads requests in order and starts each (see the module comment). The loop
 /// owns the connection's state; the helpers below decide what a frame or a greeting gets.
-async fn serve_connection(stream: TcpStream, context: Arc<NodeContext>, mut shutdown: Shutdown) {
-    let (mut reader, writer) = tokio::io::split(stream);
+async fn serve_connection(stream: TcpStream, context: Arc<NodeContext>, mut shutdown: Shutdown, budget: RequestBudget) {
+    let (reader, writer) = tokio::io::split(stream);
+    let frame_bytes_max = FRAME_BYTES_MAX.min(budget.bytes_max());
+    let mut frames = FrameReader::new(reader, budget);
     let requests_max = context.config.connection_requests_max;
     let (responses, outbox) = mpsc::channel::<Response>(requests_max);
     let writer_task = tokio::spawn(write_responses(writer, outbox));
@@ -76,6 +116,10 @@ async fn serve_connection(stream: TcpStream, context: Arc<NodeContext>, mut shut
     // F-N9 (simulation only): a handler asks for the connection to be reset.
     let reset = Arc::new(Notify::new());
     let mut greeted = false;
+    // The handshake deadline until the Hello, then the idle deadline: each whole request moves
+    // it on, and so does reaching it with a request in flight (busy, not idle).
+    let idle = context.config.connection_idle_timeout();
+    let mut deadline = Instant::now() + context.config.handshake_timeout();
     loop {
         let frame = tokio::select! {
             biased;
@@ -85,10 +129,25 @@ async fn serve_connection(stream: TcpStream, context: Arc<NodeContext>, mut shut
                 writer_task.abort();
                 return;
             }
-            frame = read_frame(&mut reader, FRAME_BYTES_MAX) => frame,
+            frame = frames.next(frame_bytes_max) => frame,
+            _ = tokio::time::sleep_until(deadline) => {
+                if greeted && in_flight.available_permits() < requests_max {
+                    deadline = Instant::now() + idle;
+                    continue;
+                }
+                let mid_frame = frames.is_mid_frame();
+                if greeted {
+                    tracing::debug!(mid_frame, ?idle, "closing an idle client connection");
+                } else {
+                    let message = format!("no Hello within {} ms; closing the connection", context.config.handshake_timeout_ms);
+                    tracing::debug!(mid_frame, "closing a client connection: {message}");
+                    let _ = responses.try_send(error_response(0, ErrorCode::HELLO_REQUIRED, message));
+                }
+                break;
+            }
         };
-        let request = match parse_frame(frame) {
-            Parsed::Request(request) => request,
+        let (request, admitted) = match parse_frame(frame) {
+            Parsed::Request(request, admitted) => (request, admitted),
             Parsed::Refused { response, close } => {
                 let _ = responses.send(response).await;
                 if close {
@@ -99,16 +158,18 @@ async fn serve_connection(stream: TcpStream, context: Arc<NodeContext>, mut shut
             Parsed::Closed => break,
         };
         if !greeted {
-            let response = greet(&context, request);
+            let response = greet(&context, request, frame_bytes_max);
             greeted = response.error == ErrorCode::NONE;
             let _ = responses.send(response).await;
             if !greeted {
                 break;
             }
+            deadline = Instant::now() + idle;
             continue;
         }
+        deadline = Instant::now() + idle;
         let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
-        start_request(&context, request, permit, responses.clone(), &reset).await;
+        start_request(&context, request, (permit, admitted), responses.clone(), &reset).await;
     }
     // In-flight requests still answer (their tasks hold senders); then the writer closes.
     drop(responses);
@@ -117,19 +178,17 @@ async fn serve_connection(stream: TcpStream, context: Arc<NodeContext>, mut shut
 
 /// What a frame read from a connection is.
 enum Parsed {
-    Request(Request),
+    /// With the budget's bytes for it, held until it is done.
+    Request(Request, Admitted),
     /// Answered with an error; `close` when the connection cannot go on (its framing is lost).
-    Refused {
-        response: Response,
-        close: bool,
-    },
+    Refused { response: Response, close: bool },
     /// The peer closed the connection, or reading failed.
     Closed,
 }
 
-fn parse_frame(frame: Result<Option<Bytes>, FrameError>) -> Parsed {
-    let body = match frame {
-        Ok(Some(body)) => body,
+fn parse_frame(frame: Result<Option<(Bytes, Admitted)>, FrameError>) -> Parsed {
+    let (body, admitted) = match frame {
+        Ok(Some(frame)) => frame,
         Ok(None) => return Parsed::Closed,
         Err(error @ FrameError::TooLarge { .. }) => {
             let response = error_response(0, ErrorCode::FRAME_TOO_LARGE, format!("{error}; closing the connection"));
@@ -141,7 +200,7 @@ fn parse_frame(frame: Result<Option<Bytes>, FrameError>) -> Parsed {
         }
     };
     match decode_request(&body) {
-        Ok(request) => Parsed::Request(request),
+        Ok(request) => Parsed::Request(request, admitted),
         Err((id, code, message)) => {
             Parsed::Refused { response: error_response(id, code, message), close: code == ErrorCode::MALFORMED_REQUEST }
         }
@@ -150,7 +209,7 @@ fn parse_frame(frame: Result<Option<Bytes>, FrameError>) -> Parsed {
 
 /// The answer to a connection's first request: success for a Hello in a version this node
 /// speaks, else an error (and the connection closes).
-fn greet(context: &NodeContext, mut request: Request) -> Response {
+fn greet(context: &NodeContext, mut request: Request, frame_bytes_max: usize) -> Response {
     let id = request.request_id;
     let Some(Body::hello(hello)) = request.body.take() else {
         return error_response(id, ErrorCode::HELLO_REQUIRED, "the first request on a connection must be Hello");
@@ -162,19 +221,20 @@ fn greet(context: &NodeContext, mut request: Request) -> Response {
     let mut answer = HelloResponse::new();
     answer.protocol_version = PROTOCOL_VERSION;
     answer.node_id = context.state.node_id;
-    answer.frame_bytes_max = FRAME_BYTES_MAX as u32;
+    answer.frame_bytes_max = u32::try_from(frame_bytes_max).expect("frames fit a u32 length");
     let mut response = error_response(id, ErrorCode::NONE, "");
     response.set_hello(answer);
     response
 }
 
-/// Starts one request holding one of the connection's in-flight permits. A produce is queued
+/// Starts one request holding one of the connection's in-flight permits and its bytes of the
+/// node's budget (`permit`, given back when the request is answered). A produce is queued
 /// here, before the next request is read (pipelined batches of one producer keep their order),
 /// and its outcome awaited off the reader; every other request runs concurrently.
 async fn start_request(
     context: &Arc<NodeContext>,
     mut request: Request,
-    permit: OwnedSemaphorePermit,
+    permit: (OwnedSemaphorePermit, Admitted),
     responses: mpsc::Sender<Response>,
     reset: &Arc<Notify>,
 ) {

@@ -133,6 +133,8 @@ impl Server {
         let mut node_config = NodeConfig::new(config.id, config.data_dir.clone());
         // F-S9: a follower at its disk reserve drops appends instead of failing on ENOSPC.
         node_config.entry_budget = Some(state.disk_budget.clone());
+        // Issue 19, defect 4: a node that cannot take the largest batch hands its leaderships away.
+        node_config.lead_room_bytes_min = u64::from(config.topic_defaults.batch_bytes_max);
         node_config.log_config = config.log_config(
             config.topic_defaults.retention_ms,
             config.topic_defaults.retention_bytes,
@@ -165,7 +167,9 @@ impl Server {
             let _ = stopped_tx.send(true);
             let _ = driver_done.send(result);
         });
-        let context = Arc::new(NodeContext { config: config.clone(), state: state.clone(), node: handle.clone(), faults, planted });
+        let leaders = Default::default();
+        let context =
+            Arc::new(NodeContext { config: config.clone(), state: state.clone(), node: handle.clone(), faults, planted, leaders });
         let tasks = match listener {
             Some(listener) => vec![
                 tokio::spawn(watch_free_space(space_disk, config.clone(), state.clone(), shutdown_rx.clone())),

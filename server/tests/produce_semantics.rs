@@ -123,3 +123,34 @@ fn idempotent_retries_acks_levels_and_the_high_watermark() {
     let response = call_until(&mut raw, &fetch("p2", 0), &SETTLING, 400);
     assert_eq!(fetched_records(&response).len(), 6, "the remaining quorum still serves reads");
 }
+
+/// InitProducerId for a known producer id bumps its epoch only from the epoch the caller
+/// holds: a caller with an older epoch was fenced and must not fence the producer that fenced it.
+#[test]
+fn init_producer_id_bumps_only_the_epoch_it_was_given() {
+    let cluster = ProcessCluster::start(1);
+    let mut admin = Raw::greeted(&cluster.client_addr(1));
+    let init = |producer_id: i64, producer_epoch: i32| {
+        let mut init = InitProducerIdRequest::new();
+        init.producer_id = producer_id;
+        init.producer_epoch = producer_epoch;
+        request_with(2, |r| r.set_init_producer_id(init))
+    };
+    let response = call_until(&mut admin, &init(-1, -1), &ADMIN_SETTLING, 400);
+    assert_eq!(response.error, ErrorCode::NONE, "{response:?}");
+    let producer_id = response.get_init_producer_id().producer_id;
+    assert_eq!(response.get_init_producer_id().producer_epoch, 0);
+
+    let bumped = call_until(&mut admin, &init(producer_id, 0), &ADMIN_SETTLING, 400);
+    assert_eq!((bumped.error, bumped.get_init_producer_id().producer_epoch), (ErrorCode::NONE, 1), "{bumped:?}");
+    // A second holder of epoch 0 (fenced by the bump) cannot fence the holder of epoch 1.
+    let stale = call_until(&mut admin, &init(producer_id, 0), &ADMIN_SETTLING, 400);
+    assert_eq!(stale.error, ErrorCode::PRODUCER_FENCED, "{stale:?}");
+    assert!(ErrorCode::PRODUCER_FENCED.is_definite());
+    assert!(stale.error_message.contains("epoch 1"), "the refusal names the current epoch: {stale:?}");
+    // An epoch never handed out is refused too.
+    let unknown = call_until(&mut admin, &init(producer_id, 7), &ADMIN_SETTLING, 400);
+    assert_eq!(unknown.error, ErrorCode::INVALID_REQUEST, "{unknown:?}");
+    let bumped = call_until(&mut admin, &init(producer_id, 1), &ADMIN_SETTLING, 400);
+    assert_eq!((bumped.error, bumped.get_init_producer_id().producer_epoch), (ErrorCode::NONE, 2), "{bumped:?}");
+}

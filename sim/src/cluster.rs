@@ -19,7 +19,7 @@ use odradek_server::faults::{FaultHooks, RequestHold, ResponseCut, TransportFaul
 use odradek_server::planted::PlantedBug;
 use odradek_server::Server;
 
-use crate::config::DISK_RESERVE_BYTES;
+use crate::config::{CONNECTION_DEADLINE_MS, DISK_RESERVE_BYTES};
 
 /// A node that failed to start this many times in a row stays down (e.g. corruption found).
 const START_FAILURES_MAX: u32 = 2;
@@ -151,6 +151,11 @@ impl SimCluster {
         config.tick_ms = 50;
         config.balance_interval_ms = 2_000;
         config.disk_check_interval_ms = 500;
+        // Simulated clients greet at once and never idle: keep the handshake and idle deadlines
+        // past any run, as madsim never cancels a timer (each stale deadline would wake its
+        // connection's task once more). `server/tests/floods.rs` tests them with real processes.
+        config.handshake_timeout_ms = CONNECTION_DEADLINE_MS;
+        config.connection_idle_timeout_ms = CONNECTION_DEADLINE_MS;
         // F-S9 disk full leaves 0..2x this much room: produce is refused with DISK_FULL below it,
         // and a write that finds no room at all stops the node (it is restarted).
         config.disk_reserve_bytes = DISK_RESERVE_BYTES;

@@ -21,6 +21,8 @@ pub const LIVENESS_BOUND: Duration = Duration::from_secs(60);
 pub const CONVERGENCE_WAIT: Duration = Duration::from_secs(10);
 /// Each simulated node's free-space reserve (the server refuses produce below it).
 pub const DISK_RESERVE_BYTES: u64 = 256 * 1024;
+/// The nodes' handshake and idle deadlines: a simulated day, past any run (see `SimCluster`).
+pub const CONNECTION_DEADLINE_MS: u64 = 24 * 60 * 60 * 1000;
 
 /// Which faults a run may draw.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

@@ -42,6 +42,17 @@
 //! The query and answer travel as raft messages of a type raft keeps local (`MsgCheckQuorum`),
 //! marked by their context; the driver takes them out before raft sees them.
 //!
+//! A replica also turns suspect at run time when a leader shows that its log is behind what it
+//! acknowledged ([`behind`]): its data directory was replaced by an older copy of itself, or
+//! wiped (issue 19). raft-rs would abort on that leader's heartbeat ("to_commit N is out of
+//! range [last_index M]"); instead the driver drops it and saves a suspicion from the end of
+//! the log with a bound it cannot know ([`BOUND_UNKNOWN`]: only the other voters' answers settle
+//! it) and a term above the leader's, so that leader, which counts the lost acknowledgements,
+//! steps down when it hears from this replica. The lost entries are of the leader's term or
+//! older. The replica then catches up from a leader elected without its vote, like any suspect.
+//! (This cannot undo what the replica did before a leader showed it: a restored copy may also
+//! hold an older vote. Rejoining under a new identity is the operations issue's.)
+//!
 //! # Quarantine
 //! A group whose files refuse to open (corruption) is not hosted, but this node still answers
 //! the suspect queries of its other replicas from what its files hold ([`Quarantined`]: the highest
@@ -68,6 +79,40 @@ pub(super) const QUERY_INTERVAL_TICKS: usize = 10;
 
 const QUERY_CONTEXT: &[u8] = b"odradek/suspect-query";
 const ANSWER_CONTEXT: &[u8] = b"odradek/suspect-answer";
+
+/// The bound of a suspicion found at run time: what the replica acknowledged before its log
+/// went back is unknown, so only every other voter's answer settles it.
+pub(super) const BOUND_UNKNOWN: u64 = u64::MAX;
+
+/// A leader's heartbeat showing this replica's log behind what it acknowledged.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Behind {
+    pub leader: NodeId,
+    pub leader_term: u64,
+    /// The heartbeat's commit index, above `last_index`.
+    pub commit: u64,
+    /// This replica's last index.
+    pub last_index: u64,
+}
+
+impl Behind {
+    /// What the replica may have lost: everything after its log's end, of the leader's term or
+    /// older (see the module documentation).
+    pub fn suspicion(&self) -> Suspicion {
+        Suspicion { cut: self.last_index + 1, bound: BOUND_UNKNOWN, term: self.leader_term }
+    }
+}
+
+/// Whether `message` shows a replica at `term` whose log ends at `last_index` behind what it
+/// acknowledged. raft-rs sends a heartbeat's commit as the smaller of the follower's matched
+/// index and the leader's commit, so a commit above the log's end means this replica once
+/// acknowledged entries it no longer holds. (An append's commit is the leader's own and proves
+/// nothing; raft-rs takes only its part within the append.) A heartbeat of an older term never
+/// reaches raft's commit.
+pub(super) fn behind(message: &Message, term: u64, last_index: u64) -> Option<Behind> {
+    let shows = message.get_msg_type() == MessageType::MsgHeartbeat && message.term >= term && message.commit > last_index;
+    shows.then_some(Behind { leader: message.from, leader_term: message.term, commit: message.commit, last_index })
+}
 
 /// The state of a suspect group on this node.
 #[derive(Debug)]
@@ -254,13 +299,73 @@ impl<D: Disk, T, A> Node<D, T, A> {
         }
     }
 
-    /// A passive node (see [`Node::host_groups_on_disk`]) asks raft to hand every group it leads
-    /// to a follower that holds its whole log, a different one each try (a suspect one drops
-    /// the hand-over, and raft gives up on it after an election timeout).
+    /// Whether a leader's heartbeat shows `group`'s log behind what this replica acknowledged:
+    /// then the message is dropped (raft-rs would abort on it) and the replica turns suspect in
+    /// this round ([`Node::open_behind_suspicions`]).
+    pub(super) fn screen_behind(&mut self, group: GroupId, message: &Message) -> bool {
+        let raft = &self.groups[&group].raw.raft;
+        let Some(behind) = behind(message, raft.term, raft.raft_log.last_index()) else { return false };
+        self.behind_due.entry(group).or_insert(behind);
+        true
+    }
+
+    /// Turns suspect every group whose log a leader showed behind what this replica acknowledged:
+    /// the suspicion is saved with a term above that leader's before any message of this round
+    /// leaves, so the leader counting the lost acknowledgements steps down when it hears from
+    /// this replica, and no vote goes out until the suspicion is settled.
+    pub(super) async fn open_behind_suspicions(&mut self) -> Result<(), NodeError> {
+        let node = self.config.node_id;
+        for (group, behind) in std::mem::take(&mut self.behind_due) {
+            let Some(state) = self.groups.get_mut(&group) else { continue };
+            assert!(behind.commit > state.raw.raft.raft_log.last_index(), "group {group}: {behind:?}");
+            let term = state.raw.raft.term.max(behind.leader_term) + 1;
+            tracing::error!(
+                group,
+                leader = behind.leader,
+                leader_term = behind.leader_term,
+                acknowledged = behind.commit,
+                last_index = behind.last_index,
+                "this replica's log is behind what it acknowledged to the leader (was its data directory replaced \
+                 by an older copy, or wiped?): suspect, so out of the group's votes until it has caught up"
+            );
+            state.store.open_suspicion(behind.suspicion(), term).await.map_err(storage_error(group))?;
+            state.raw.raft.become_follower(term, raft::INVALID_ID);
+            let suspicion = state.store.suspicion().expect("just saved");
+            state.suspect = Some(Suspect::new(suspicion, term));
+            self.stats.logs_found_behind += 1;
+            let (cut, bound, term) = (suspicion.cut, suspicion.bound, suspicion.term);
+            observe::emit(|| observe::Event::Suspect { node, group, cut, bound, term });
+        }
+        Ok(())
+    }
+
+    /// Whether the node is low on disk (see `NodeConfig::lead_room_bytes_min`).
+    pub(super) fn disk_low(&self) -> bool {
+        let Some(budget) = &self.config.entry_budget else { return false };
+        let room_min = i64::try_from(self.config.lead_room_bytes_min.max(1)).unwrap_or(i64::MAX);
+        budget.load(std::sync::atomic::Ordering::Acquire) < room_min
+    }
+
+    /// A passive node (see [`Node::host_groups_on_disk`]) or one low on disk asks raft to hand
+    /// every group it leads to a follower that holds its whole log, a different one each try (a
+    /// suspect or low one drops the hand-over, and raft gives up on it after an election
+    /// timeout).
     pub(super) fn hand_off_leadership(&mut self) {
-        let Some(ticks) = self.passive.as_mut() else { return };
-        *ticks += 1;
-        let turn = *ticks as usize;
+        let turn = if let Some(ticks) = self.passive.as_mut() {
+            *ticks += 1;
+            *ticks as usize
+        } else if self.disk_low() {
+            if self.disk_low_ticks == 0 {
+                let leading = self.groups.values().filter(|state| state.raw.raft.state == StateRole::Leader).count();
+                tracing::warn!(leading, "below the disk reserve: handing the leadership of every group away");
+            }
+            self.disk_low_ticks += 1;
+            self.disk_low_ticks as usize
+        } else {
+            self.disk_low_ticks = 0;
+            return;
+        };
+        let low = self.passive.is_none();
         for state in self.groups.values_mut() {
             let raft = &state.raw.raft;
             if raft.state != StateRole::Leader || raft.lead_transferee.is_some() {
@@ -276,6 +381,7 @@ impl<D: Disk, T, A> Node<D, T, A> {
             caught_up.sort_unstable();
             let to = caught_up[turn % caught_up.len()];
             state.raw.transfer_leader(to);
+            self.stats.leaderships_handed_off_disk_low += u64::from(low);
         }
     }
 
@@ -390,6 +496,24 @@ mod tests {
         suspect.note_answer(2, &answer(2, 1, 4, 4, 11));
         suspect.note_answer(3, &answer(3, 1, 4, 4, 9));
         assert!(suspect.may_vote_for(&[2, 3], 3, 11), "the answers lowered the bound");
+    }
+
+    #[test]
+    fn only_a_current_heartbeat_committing_past_the_log_shows_it_behind() {
+        let message = |kind, term, commit| {
+            let mut message = Message::default();
+            message.set_msg_type(kind);
+            (message.from, message.term, message.commit) = (2, term, commit);
+            message
+        };
+        let found = behind(&message(MessageType::MsgHeartbeat, 5, 12), 4, 9).expect("behind");
+        assert_eq!((found.leader, found.leader_term, found.commit, found.last_index), (2, 5, 12, 9));
+        assert_eq!(found.suspicion(), Suspicion { cut: 10, bound: BOUND_UNKNOWN, term: 5 });
+        assert!(behind(&message(MessageType::MsgHeartbeat, 5, 9), 5, 9).is_none(), "a commit within the log");
+        assert!(behind(&message(MessageType::MsgHeartbeat, 3, 12), 4, 9).is_none(), "a stale leader's");
+        assert!(behind(&message(MessageType::MsgAppend, 5, 12), 4, 9).is_none(), "an append's commit is the leader's own");
+        let suspect = Suspect::new(found.suspicion(), 6);
+        assert!(!suspect.may_vote_for(&[2, 3], 9, 1_000_000), "no vote before every other voter answered");
     }
 
     #[test]

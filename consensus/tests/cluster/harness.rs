@@ -150,6 +150,8 @@ pub(crate) struct LocalCluster {
     pub(crate) broken: std::collections::BTreeSet<NodeId>,
     /// Per node, the disk budget its follower appends draw from (F-S9); none: unlimited.
     pub(crate) entry_budgets: BTreeMap<NodeId, Arc<AtomicI64>>,
+    /// `NodeConfig::lead_room_bytes_min` of every node.
+    pub(crate) lead_room_bytes_min: u64,
 }
 
 impl LocalCluster {
@@ -174,6 +176,7 @@ impl LocalCluster {
             planted_trust_recovery_cut: false,
             broken: Default::default(),
             entry_budgets: BTreeMap::new(),
+            lead_room_bytes_min: 0,
         };
         for id in voters {
             cluster.start(id).await;
@@ -188,6 +191,7 @@ impl LocalCluster {
         config.election_seed = Some(self.seed);
         config.log_config = self.log_config.clone();
         config.entry_budget = self.entry_budgets.get(&id).cloned();
+        config.lead_room_bytes_min = self.lead_room_bytes_min;
         #[cfg(feature = "planted-bugs")]
         {
             config.planted.send_before_persist = self.planted_send_before_persist;

@@ -136,3 +136,57 @@ async fn a_replica_whose_group_cannot_open_still_answers_a_suspect() {
 async fn a_replica_whose_acknowledged_last_entry_rotted_does_not_vote_it_away() {
     rotted_last_entry(false).await;
 }
+
+/// Issue 19, defect 3: a follower's data directory is replaced by an older copy of itself while
+/// it is down. The leader still counts the follower's acknowledgements past the copy, so its
+/// heartbeat carries a commit beyond the follower's log, on which raft-rs aborted ("to_commit
+/// N is out of range [last_index M]"). The follower turns suspect instead: its new term deposes
+/// that leader, it gives no vote while the third replica is down (so no leader arises), and
+/// once that replica is back it catches up from a leader elected without its vote, settles, and
+/// every acknowledged entry is still there.
+#[tokio::test]
+async fn a_replica_restored_from_an_older_copy_turns_suspect_and_catches_up() {
+    let group = 3;
+    let mut cluster = LocalCluster::new(47, 3, &[group]).await;
+    cluster.elect_all().await;
+    let early = cluster.propose_and_commit(4, "early").await;
+    cluster.converge().await;
+    let leader = cluster.leader(group).unwrap();
+    let others: Vec<NodeId> = cluster.voters.iter().copied().filter(|&id| id != leader).collect();
+    let (restored, third) = (others[0], others[1]);
+    let copy = cluster.disks[&restored].image();
+    let later = cluster.propose_and_commit(12, "later").await;
+    cluster.converge().await;
+    let acknowledged = cluster.nodes[&restored].status(group).unwrap().last_index;
+    assert_eq!(cluster.nodes[&leader].status(group).unwrap().progress[&restored].0, acknowledged);
+
+    cluster.crash(restored, CrashMode::Process);
+    cluster.crash(third, CrashMode::Process);
+    cluster.disks[&restored].restore(&copy);
+    cluster.start(restored).await;
+    let behind = cluster.nodes[&restored].status(group).unwrap().last_index;
+    assert!(behind < acknowledged, "the copy is older: {behind} < {acknowledged}");
+    for _ in 0..300 {
+        cluster.step().await;
+    }
+    let status = cluster.nodes[&restored].status(group).unwrap();
+    assert!(status.suspect, "the restored replica holds itself suspect: {status:?}");
+    assert_eq!(cluster.nodes[&restored].stats().logs_found_behind, 1);
+    assert_eq!(cluster.leader(group), None, "a leader arose with the vote of a replica that lost acknowledged entries");
+    assert!(cluster.nodes[&restored].stats().votes_refused_suspect > 0);
+
+    cluster.start(third).await;
+    cluster.elect_all().await;
+    assert_ne!(cluster.leader(group), Some(restored));
+    let after = cluster.propose_and_commit(3, "after").await;
+    cluster.converge().await;
+    let status = cluster.nodes[&restored].status(group).unwrap();
+    assert!(!status.suspect, "the suspicion settles once the log holds what the others hold: {status:?}");
+    assert!(status.last_index >= acknowledged);
+    let checks = cluster.recorded.lock().unwrap();
+    for (index, term) in early.iter().chain(&later).chain(&after) {
+        let entry = &checks.canonical[&(group, *index)];
+        assert_eq!(entry.term, *term, "acknowledged entry {index} was replaced");
+        assert!(checks.applied[&(restored, group)] >= *index, "the restored replica applied {index}");
+    }
+}

@@ -93,7 +93,7 @@ fn producer_ids_are_indexes_and_epochs_bump() {
     assert_eq!(state.apply(10, &MetaCommand::AllocateProducerId.encode()), MetaOutcome::ProducerId { producer_id: 10, producer_epoch: 0 });
     assert_eq!(state.apply(12, &MetaCommand::AllocateProducerId.encode()), MetaOutcome::ProducerId { producer_id: 12, producer_epoch: 0 });
     assert_eq!(state.producer_epoch(10), Some(0));
-    let bump = MetaCommand::BumpProducerEpoch { producer_id: 10 };
+    let bump = MetaCommand::BumpProducerEpoch { producer_id: 10, from_epoch: None };
     assert_eq!(step(&mut state, &bump), MetaOutcome::ProducerId { producer_id: 10, producer_epoch: 1 });
     assert_eq!(step(&mut state, &bump), MetaOutcome::ProducerId { producer_id: 10, producer_epoch: 2 });
     assert_eq!(state.producer_epoch(10), Some(2));
@@ -102,17 +102,33 @@ fn producer_ids_are_indexes_and_epochs_bump() {
 }
 
 #[test]
+fn a_bump_from_a_stale_epoch_changes_nothing() {
+    let mut state = three_brokers();
+    let producer_id = state.applied_index() as i64 + 1;
+    step(&mut state, &MetaCommand::AllocateProducerId);
+    let from = |epoch| MetaCommand::BumpProducerEpoch { producer_id, from_epoch: Some(epoch) };
+    assert_eq!(step(&mut state, &from(0)), MetaOutcome::ProducerId { producer_id, producer_epoch: 1 });
+    // Two callers held epoch 0: the second finds it fenced, and the first keeps epoch 1.
+    let before = state.clone();
+    assert_eq!(step(&mut state, &from(0)), MetaOutcome::EpochMismatch { producer_epoch: 1 });
+    assert_eq!(step(&mut state, &from(5)), MetaOutcome::EpochMismatch { producer_epoch: 1 });
+    assert_eq!(state.producer_epoch(producer_id), Some(1));
+    assert_eq!(state.producers, before.producers, "a mismatch changes no epoch");
+    assert_eq!(step(&mut state, &from(1)), MetaOutcome::ProducerId { producer_id, producer_epoch: 2 });
+}
+
+#[test]
 fn rejects_bad_producer_commands() {
     let mut state = three_brokers();
     // Never allocated: above the applied index, an index that held another command, negative.
-    assert_rejected(&mut state, &MetaCommand::BumpProducerEpoch { producer_id: 100 });
-    assert_rejected(&mut state, &MetaCommand::BumpProducerEpoch { producer_id: 2 });
-    assert_rejected(&mut state, &MetaCommand::BumpProducerEpoch { producer_id: -1 });
+    assert_rejected(&mut state, &MetaCommand::BumpProducerEpoch { producer_id: 100, from_epoch: None });
+    assert_rejected(&mut state, &MetaCommand::BumpProducerEpoch { producer_id: 2, from_epoch: None });
+    assert_rejected(&mut state, &MetaCommand::BumpProducerEpoch { producer_id: -1, from_epoch: None });
     // The last epoch cannot be bumped.
     let producer_id = state.applied_index() as i64 + 1;
     step(&mut state, &MetaCommand::AllocateProducerId);
     state.producers.insert(producer_id, i16::MAX - 1);
-    let bump = MetaCommand::BumpProducerEpoch { producer_id };
+    let bump = MetaCommand::BumpProducerEpoch { producer_id, from_epoch: None };
     assert_eq!(step(&mut state, &bump), MetaOutcome::ProducerId { producer_id, producer_epoch: i16::MAX });
     assert_rejected(&mut state, &bump);
     assert_eq!(state.producer_epoch(producer_id), Some(i16::MAX));
@@ -128,7 +144,7 @@ fn forgets_the_oldest_producer_beyond_the_limit() {
     assert_eq!(state.producers.len(), PRODUCERS_MAX);
     assert_eq!(state.producer_epoch(1), None);
     assert_eq!(state.producer_epoch(2), Some(0));
-    assert_rejected(&mut state, &MetaCommand::BumpProducerEpoch { producer_id: 1 });
+    assert_rejected(&mut state, &MetaCommand::BumpProducerEpoch { producer_id: 1, from_epoch: None });
 }
 
 #[test]
@@ -273,7 +289,8 @@ fn arb_command() -> impl Strategy<Value = MetaCommand> {
             .prop_map(|(name, replicas, settings)| MetaCommand::CreateTopic { name, replicas, settings }),
         "[a-z.]{0,6}".prop_map(|name| MetaCommand::DeleteTopic { name }),
         Just(MetaCommand::AllocateProducerId),
-        (-2..40i64).prop_map(|producer_id| MetaCommand::BumpProducerEpoch { producer_id }),
+        (-2..40i64, prop::option::of(-1..3i16))
+            .prop_map(|(producer_id, from_epoch)| MetaCommand::BumpProducerEpoch { producer_id, from_epoch }),
     ]
 }
 

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use odradek_client::wire::proto::{self as wire, ErrorCode, Request, Request_oneof_body as Body, Response};
-use odradek_client::wire::{error_response, read_frame, write_frame, FRAME_BYTES_MAX, PROTOCOL_VERSION};
+use odradek_client::wire::error_response;
+use odradek_client::wire::proto::{self as wire, ErrorCode, Request_oneof_body as Body, Response};
 use odradek_consensus::{Durability, EntryMeta, NodeId};
 
 use super::{leader_of, ok_response, RequestError};
@@ -44,35 +44,10 @@ pub async fn controller_request(context: &NodeContext, id: u64, body: Body) -> R
 
 /// Sends `body` to the controller over the client protocol and relays its answer.
 async fn forward(context: &NodeContext, id: u64, controller: NodeId, body: Body) -> Response {
-    let Some(member) = context.config.nodes.iter().find(|m| m.id == controller) else {
+    if !context.config.nodes.iter().any(|m| m.id == controller) {
         return error_response(id, ErrorCode::NOT_CONTROLLER, format!("controller {controller} is not a configured node"));
-    };
-    let address = member.client;
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(address).await?;
-        let mut hello = wire::Hello::new();
-        hello.protocol_version = PROTOCOL_VERSION;
-        hello.client_id = format!("node-{}-forward", context.state.node_id);
-        let mut request = Request::new();
-        request.request_id = 1;
-        request.set_hello(hello);
-        write_frame(&mut stream, &request).await?;
-        let mut request = Request::new();
-        request.request_id = 2;
-        request.body = Some(body);
-        write_frame(&mut stream, &request).await?;
-        for _ in 0..2 {
-            let Some(frame) = read_frame(&mut stream, FRAME_BYTES_MAX).await.map_err(std::io::Error::other)? else {
-                return Err(std::io::Error::other("the controller closed the connection"));
-            };
-            let response = odradek_client::wire::decode_response(&frame).map_err(std::io::Error::other)?;
-            if response.request_id == 2 {
-                return Ok(response);
-            }
-        }
-        Err(std::io::Error::other("no answer from the controller"))
-    };
-    match tokio::time::timeout(FORWARD_TIMEOUT, exchange).await {
+    }
+    match tokio::time::timeout(FORWARD_TIMEOUT, super::relay::call(context, controller, "forward", body)).await {
         Ok(Ok(mut response)) => {
             response.request_id = id;
             response
@@ -185,13 +160,17 @@ async fn delete_topics(context: &NodeContext, id: u64, body: wire::DeleteTopicsR
     response
 }
 
-/// A new producer id (`producer_id < 0`), or the next epoch of a known one.
+/// A new producer id (`producer_id < 0`), or the next epoch of a known one, bumped from the
+/// epoch the caller holds (`producer_epoch`).
 async fn init_producer_id(context: &NodeContext, id: u64, body: wire::InitProducerIdRequest) -> Response {
     let timeout = Duration::from_millis(context.config.request_timeout_ms);
     let outcome = if body.producer_id < 0 {
         allocate_producer_id(context, timeout).await
     } else {
-        bump_producer_epoch(context, body.producer_id, timeout).await
+        match i16::try_from(body.producer_epoch) {
+            Ok(epoch) if epoch >= 0 => bump_producer_epoch(context, body.producer_id, epoch, timeout).await,
+            _ => Err(RequestError::new(ErrorCode::INVALID_REQUEST, format!("producer epoch {} is out of range", body.producer_epoch))),
+        }
     };
     match outcome {
         Ok((producer_id, producer_epoch)) => {
@@ -216,17 +195,36 @@ async fn allocate_producer_id(context: &NodeContext, timeout: Duration) -> Resul
     }
 }
 
-/// (producer id, its new epoch) after fencing its current epoch.
-async fn bump_producer_epoch(context: &NodeContext, producer_id: i64, timeout: Duration) -> Result<(i64, i16), RequestError> {
-    if context.state.lock().meta.producer_epoch(producer_id).is_none() {
+/// (producer id, its new epoch) after fencing `epoch`, the caller's. An older epoch was fenced
+/// already, by another caller that now holds the current one: refused (`PRODUCER_FENCED`,
+/// definite), or the fenced caller would fence its successor. The metadata apply checks it
+/// again, atomically with the bump (two callers of one epoch race to it).
+async fn bump_producer_epoch(context: &NodeContext, producer_id: i64, epoch: i16, timeout: Duration) -> Result<(i64, i16), RequestError> {
+    let Some(current) = context.state.lock().meta.producer_epoch(producer_id) else {
         let message = format!("producer id {producer_id} was never allocated");
         return Err(RequestError::new(ErrorCode::UNKNOWN_PRODUCER_ID, message));
+    };
+    if epoch != current {
+        return Err(epoch_mismatch(producer_id, epoch, current));
     }
-    let index = propose_meta(context, &MetaCommand::BumpProducerEpoch { producer_id }, timeout).await?;
+    let command = MetaCommand::BumpProducerEpoch { producer_id, from_epoch: Some(epoch) };
+    let index = propose_meta(context, &command, timeout).await?;
     match context.state.lock().meta_outcomes.get(&index) {
         Some(&MetaOutcome::ProducerId { producer_id, producer_epoch }) => Ok((producer_id, producer_epoch)),
+        Some(&MetaOutcome::EpochMismatch { producer_epoch }) => Err(epoch_mismatch(producer_id, epoch, producer_epoch)),
         Some(MetaOutcome::Rejected(reason)) => Err(RequestError::new(ErrorCode::UNKNOWN_PRODUCER_ID, reason.clone())),
         other => Err(RequestError::new(ErrorCode::INTERNAL, format!("unexpected outcome of BumpProducerEpoch: {other:?}"))),
+    }
+}
+
+/// Why a bump from `epoch` was refused, the producer being at `current`.
+fn epoch_mismatch(producer_id: i64, epoch: i16, current: i16) -> RequestError {
+    if epoch < current {
+        let message = format!("producer id {producer_id} epoch {epoch} was fenced: the producer is at epoch {current}");
+        RequestError::new(ErrorCode::PRODUCER_FENCED, message)
+    } else {
+        let message = format!("producer id {producer_id} never had epoch {epoch}: it is at epoch {current}");
+        RequestError::new(ErrorCode::INVALID_REQUEST, message)
     }
 }
 

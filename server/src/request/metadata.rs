@@ -1,9 +1,12 @@
 //! Metadata and DescribeCluster: what this node knows of the cluster (brokers, topics, partition
-//! leaders, and for the partitions it hosts their raft progress). Any node answers; a partition
-//! this node does not host gets its preferred replica as a best guess at the leader.
+//! leaders, and for the partitions it hosts their raft progress). Any node answers. The leader of
+//! a partition this node does not host is the one its replicas report ([`super::leaders`]); when
+//! none answers, the preferred replica is a best guess (term 0 says it is a guess).
+
+use std::collections::BTreeMap;
 
 use odradek_client::wire::proto::{self as wire, ErrorCode, Response};
-use odradek_consensus::GroupId;
+use odradek_consensus::{GroupId, NodeId};
 use raft::StateRole;
 
 use super::{leader_of, ok_response, partition_bounds, replica_to_try};
@@ -25,6 +28,20 @@ pub async fn metadata(context: &NodeContext, id: u64, body: wire::MetadataReques
     let mut metadata = wire::MetadataResponse::new();
     metadata.brokers = brokers(context).into();
     metadata.controller = leader_of(context, METADATA_GROUP).await.map_or(0, |(leader, _)| leader);
+    // Leaders raft knows (the groups hosted here); the others' replicas are asked at once.
+    let mut hosted = BTreeMap::new();
+    let mut elsewhere = BTreeMap::new();
+    for assignment in topics.iter().filter_map(|(_, info)| info.as_ref()).flat_map(|info| &info.partitions) {
+        match leader_of(context, assignment.group).await {
+            Some(leader) => {
+                hosted.insert(assignment.group, leader);
+            }
+            None => {
+                elsewhere.insert(assignment.group, assignment.replicas.clone());
+            }
+        }
+    }
+    let learned = if elsewhere.is_empty() { BTreeMap::new() } else { context.leaders.leaders(context, &elsewhere).await };
     for (name, info) in topics {
         let mut topic = wire::TopicMetadata::new();
         topic.name = name.clone();
@@ -32,7 +49,9 @@ pub async fn metadata(context: &NodeContext, id: u64, body: wire::MetadataReques
             None => topic.error = ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
             Some(info) => {
                 for assignment in &info.partitions {
-                    topic.partitions.push(partition_metadata(context, assignment).await);
+                    let known = hosted.get(&assignment.group).map(|&leader| Leader::Hosted(leader));
+                    let known = known.or_else(|| learned.get(&assignment.group).map(|&leader| Leader::Learned(leader)));
+                    topic.partitions.push(partition_metadata(context, assignment, known));
                 }
             }
         }
@@ -43,19 +62,30 @@ pub async fn metadata(context: &NodeContext, id: u64, body: wire::MetadataReques
     response
 }
 
-/// One partition's entry: a replica knows the leader; elsewhere the preferred replica is the
-/// best guess (term 0 says it is a guess), and it redirects if wrong.
-async fn partition_metadata(context: &NodeContext, assignment: &meta::PartitionInfo) -> wire::PartitionMetadata {
+/// What this node knows of a partition's leader: (leader, term).
+#[derive(Clone, Copy, Debug)]
+enum Leader {
+    /// From raft: this node hosts the partition (leader 0: an election is on).
+    Hosted((NodeId, u64)),
+    /// From a replica that hosts it.
+    Learned((NodeId, u64)),
+}
+
+/// One partition's entry: its leader and term as a replica knows them; when no replica
+/// answered, the preferred replica is the best guess (term 0 says it is a guess), and it
+/// redirects if wrong.
+fn partition_metadata(context: &NodeContext, assignment: &meta::PartitionInfo, leader: Option<Leader>) -> wire::PartitionMetadata {
     let mut partition = wire::PartitionMetadata::new();
     partition.partition = assignment.partition;
     partition.replicas = assignment.replicas.clone();
-    match leader_of(context, assignment.group).await {
-        Some((leader, term)) if leader != 0 => {
+    match leader {
+        Some(Leader::Hosted((leader, term)) | Leader::Learned((leader, term))) if leader != 0 => {
+            assert!(term != 0, "a leader known from raft or a replica comes with its term");
             partition.leader = leader;
             partition.leader_term = term;
         }
-        Some(_) => partition.error = ErrorCode::LEADER_NOT_AVAILABLE,
-        None => partition.leader = replica_to_try(&assignment.replicas, context.state.node_id),
+        Some(Leader::Hosted(_)) => partition.error = ErrorCode::LEADER_NOT_AVAILABLE,
+        Some(Leader::Learned(_)) | None => partition.leader = replica_to_try(&assignment.replicas, context.state.node_id),
     }
     partition
 }

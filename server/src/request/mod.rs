@@ -3,7 +3,9 @@
 //! - [`produce`]: Produce (queued by the connection in arrival order, see [`crate::net`]);
 //! - [`fetch`]: Fetch and ListOffsets;
 //! - [`metadata`]: Metadata and DescribeCluster;
-//! - [`admin`]: the controller requests (CreateTopics, DeleteTopics, InitProducerId).
+//! - [`admin`]: the controller requests (CreateTopics, DeleteTopics, InitProducerId);
+//! - [`leaders`]: the leaders of partitions hosted elsewhere, as their replicas report them;
+//! - [`relay`]: one request to another node over the client protocol.
 //!
 //! [`handle`] is the one place that maps a request kind to its family: a new family is a file
 //! here and an arm there. Hello belongs to the connection ([`crate::net`]).
@@ -16,8 +18,10 @@
 
 pub mod admin;
 pub mod fetch;
+pub mod leaders;
 pub mod metadata;
 pub mod produce;
+pub mod relay;
 
 use odradek_client::wire::error_response;
 use odradek_client::wire::proto::{self as wire, ErrorCode, Request, Request_oneof_body as Body, Response};

@@ -22,6 +22,8 @@ pub struct ProcessCluster {
     pub nodes: Vec<NodeProcess>,
     _dir: tempfile::TempDir,
     log_dir: PathBuf,
+    /// Top-level TOML settings every node runs with (`odradek server --config`); none: flags.
+    settings: Option<String>,
 }
 
 /// Ports nobody listens on right now (bound and released; a tiny race with other processes).
@@ -33,6 +35,16 @@ fn free_ports(count: usize) -> Vec<u16> {
 impl ProcessCluster {
     /// Starts `count` nodes and waits until each accepts client connections.
     pub fn start(count: usize) -> ProcessCluster {
+        ProcessCluster::start_inner(count, None)
+    }
+
+    /// [`ProcessCluster::start`] with top-level TOML `settings` (e.g. `connections_max = 8`)
+    /// in every node's configuration file.
+    pub fn start_with_settings(count: usize, settings: &str) -> ProcessCluster {
+        ProcessCluster::start_inner(count, Some(settings.to_string()))
+    }
+
+    fn start_inner(count: usize, settings: Option<String>) -> ProcessCluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let ports = free_ports(count * 2);
         let nodes = (0..count)
@@ -46,7 +58,7 @@ impl ProcessCluster {
             .collect();
         let log_dir = dir.path().join("logs");
         std::fs::create_dir_all(&log_dir).unwrap();
-        let mut cluster = ProcessCluster { nodes, _dir: dir, log_dir };
+        let mut cluster = ProcessCluster { nodes, _dir: dir, log_dir, settings };
         for id in 1..=count as u64 {
             cluster.spawn(id);
         }
@@ -63,15 +75,44 @@ impl ProcessCluster {
             .collect()
     }
 
+    /// A configuration file for node `id` with `settings` (the flags' equivalent, plus them).
+    fn config_file(&self, id: u64, settings: &str) -> PathBuf {
+        let node = &self.nodes[id as usize - 1];
+        let mut text = format!("id = {id}\ndata_dir = {:?}\ntick_ms = 20\n{settings}\n", node.data_dir.to_str().unwrap());
+        for n in &self.nodes {
+            text.push_str(&format!(
+                "[[nodes]]\nid = {}\npeer = \"127.0.0.1:{}\"\nclient = \"127.0.0.1:{}\"\n",
+                n.id, n.peer_port, n.client_port
+            ));
+        }
+        let path = self.log_dir.join(format!("node-{id}.toml"));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
     fn spawn(&mut self, id: u64) {
-        let flags = self.node_flags();
+        let args: Vec<String> = match &self.settings {
+            Some(settings) => vec!["--config".into(), self.config_file(id, settings).to_str().unwrap().into()],
+            None => {
+                let node = &self.nodes[id as usize - 1];
+                let mut args: Vec<String> = vec![
+                    "--id".into(),
+                    id.to_string(),
+                    "--data-dir".into(),
+                    node.data_dir.to_str().unwrap().into(),
+                    "--tick-ms".into(),
+                    "20".into(),
+                ];
+                args.extend(self.node_flags());
+                args
+            }
+        };
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_dir.join(format!("node-{id}.log"))).unwrap();
         let node = &mut self.nodes[id as usize - 1];
         std::fs::create_dir_all(&node.data_dir).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_odradek"))
             .arg("server")
-            .args(["--id", &id.to_string(), "--data-dir", node.data_dir.to_str().unwrap(), "--tick-ms", "20"])
-            .args(flags)
+            .args(args)
             .env("ODRADEK_LOG", "info")
             .env("RUST_BACKTRACE", "0")
             .stdout(Stdio::null())

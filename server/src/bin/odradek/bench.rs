@@ -11,6 +11,7 @@ use hdrhistogram::Histogram;
 use odradek_client::{Acks, Admin, Consumer, ConsumerConfig, Offset, OffsetQuery, Producer, ProducerConfig, ProducerRecord};
 
 use crate::client_commands::{AcksArg, Bootstrap};
+use crate::output::{note, say};
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
@@ -82,7 +83,7 @@ fn histogram() -> Histogram<u64> {
 fn summary(what: &str, records: u64, bytes: u64, elapsed: Duration, latency: &Histogram<u64>) {
     let seconds = elapsed.as_secs_f64().max(1e-9);
     let ms = |us: u64| us as f64 / 1000.0;
-    println!(
+    say!(
         "{what}: {records} records in {seconds:.2} s: {:.0} records/s, {:.2} MB/s; latency ms p50 {:.2}, p99 {:.2}, p99.9 {:.2}, max {:.2}",
         records as f64 / seconds,
         bytes as f64 / seconds / 1e6,
@@ -99,7 +100,7 @@ async fn produce(bootstrap: &Bootstrap, args: ProduceBench) -> Result<(), String
     let partitions =
         Admin::new(&addresses).map_err(|e| e.to_string())?.describe_topic(&args.topic).await.map_err(|e| e.to_string())?.partitions.len();
     let acks = args.acks.to_acks();
-    println!(
+    say!(
         "bench produce: topic {:?} ({} partitions{}), {} records of {} bytes, keys {}, producers {}, acks {:?}, rate {}, batch {} B, linger {} ms",
         args.topic,
         partitions,
@@ -127,12 +128,7 @@ async fn produce(bootstrap: &Bootstrap, args: ProduceBench) -> Result<(), String
                 ticker.tick().await;
                 let now = acked.load(Ordering::Relaxed);
                 let p99 = latency.lock().unwrap().value_at_quantile(0.99) as f64 / 1000.0;
-                eprintln!(
-                    "{:>6.1} s  {:>9} records/s  {:>8} acked  p99 so far {p99:.2} ms",
-                    start.elapsed().as_secs_f64(),
-                    now - last,
-                    now
-                );
+                note!("{:>6.1} s  {:>9} records/s  {:>8} acked  p99 so far {p99:.2} ms", start.elapsed().as_secs_f64(), now - last, now);
                 last = now;
             }
         })
@@ -224,12 +220,7 @@ async fn consume(bootstrap: &Bootstrap, args: ConsumeBench) -> Result<(), String
     if args.records > 0 {
         target = target.min(args.records);
     }
-    println!(
-        "bench consume: topic {:?} ({} partitions), {target} records, fetch {} B",
-        args.topic,
-        topic.partitions.len(),
-        args.fetch_bytes
-    );
+    say!("bench consume: topic {:?} ({} partitions), {target} records, fetch {} B", args.topic, topic.partitions.len(), args.fetch_bytes);
     let config = ConsumerConfig { bytes_max: args.fetch_bytes, ..ConsumerConfig::default() };
     let mut consumer = Consumer::new(&addresses, config).map_err(|e| e.to_string())?;
     consumer.assign(topic.partitions.iter().map(|p| (args.topic.clone(), p.partition)).collect()).map_err(|e| e.to_string())?;
@@ -248,7 +239,7 @@ async fn consume(bootstrap: &Bootstrap, args: ConsumeBench) -> Result<(), String
         records += batch.len() as u64;
         bytes += batch.iter().map(|r| r.value.as_ref().map_or(0, |v| v.len()) as u64).sum::<u64>();
         if last_report.elapsed() >= Duration::from_secs(1) {
-            eprintln!("{:>6.1} s  {:>9} records/s  {records} read", start.elapsed().as_secs_f64(), records - last_records);
+            note!("{:>6.1} s  {:>9} records/s  {records} read", start.elapsed().as_secs_f64(), records - last_records);
             last_report = Instant::now();
             last_records = records;
         }

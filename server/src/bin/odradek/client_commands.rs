@@ -1,13 +1,15 @@
 //! `odradek topic`, `produce`, `consume` and `cluster status`: the client crate behind a CLI.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, Write};
+use std::io::BufRead;
 use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
 use odradek_client::{
     Acks, Admin, ClientError, Consumer, ConsumerConfig, Offset, OffsetQuery, Producer, ProducerConfig, ProducerRecord, TopicConfig,
 };
+
+use crate::output::{note, say};
 
 /// Where to connect: comma-separated `host:port` of any nodes.
 #[derive(Args, Debug, Clone)]
@@ -69,28 +71,28 @@ pub async fn topic(bootstrap: &Bootstrap, command: TopicCommand) -> Result<(), S
             };
             admin.create_topic(&name, partitions, replication_factor, config).await.map_err(explain)?;
             crate::topic_setup::wait_for_leaders(&admin, &name, Duration::from_secs(30)).await?;
-            println!("Created topic {name:?}: {partitions} partitions, replication factor {replication_factor}.");
+            say!("Created topic {name:?}: {partitions} partitions, replication factor {replication_factor}.");
         }
         TopicCommand::List => {
             let mut names = admin.list_topics().await.map_err(explain)?;
             names.sort();
             for name in names {
-                println!("{name}");
+                say!("{name}");
             }
         }
         TopicCommand::Describe { name } => {
             let topic = admin.describe_topic(&name).await.map_err(explain)?;
-            println!("Topic {:?}: {} partitions", topic.name, topic.partitions.len());
-            println!("{:>9}  {:>6}  replicas", "partition", "leader");
+            say!("Topic {:?}: {} partitions", topic.name, topic.partitions.len());
+            say!("{:>9}  {:>6}  replicas", "partition", "leader");
             for partition in &topic.partitions {
                 let leader = if partition.leader == 0 { "-".to_string() } else { partition.leader.to_string() };
                 let replicas: Vec<String> = partition.replicas.iter().map(u64::to_string).collect();
-                println!("{:>9}  {:>6}  {}", partition.partition, leader, replicas.join(","));
+                say!("{:>9}  {:>6}  {}", partition.partition, leader, replicas.join(","));
             }
         }
         TopicCommand::Delete { name } => {
             admin.delete_topic(&name).await.map_err(explain)?;
-            println!("Deleted topic {name:?}.");
+            say!("Deleted topic {name:?}.");
         }
     }
     Ok(())
@@ -188,7 +190,7 @@ pub async fn produce(bootstrap: &Bootstrap, args: ProduceArgs) -> Result<(), Str
         }
     }
     producer.close().await.map_err(explain)?;
-    eprintln!("Produced {} of {sent} records to {:?}.", sent - failed, args.topic);
+    note!("Produced {} of {sent} records to {:?}.", sent - failed, args.topic);
     if failed > 0 {
         return Err(format!("{failed} records failed"));
     }
@@ -199,16 +201,17 @@ fn report(outcome: Result<odradek_client::RecordMetadata, ClientError>, print: b
     match outcome {
         Ok(metadata) => {
             if print {
+                // A closed stdout stops the printing, not the producing.
                 match metadata.offset {
-                    Some(offset) => println!("{}\t{}", metadata.partition, offset),
-                    None => println!("{}\t-", metadata.partition),
-                }
+                    Some(offset) => say!("{}\t{}", metadata.partition, offset),
+                    None => say!("{}\t-", metadata.partition),
+                };
             }
             Ok(())
         }
         Err(error) => {
             let message = explain(error);
-            eprintln!("odradek: record failed: {message}");
+            note!("odradek: record failed: {message}");
             Err(message)
         }
     }
@@ -252,6 +255,29 @@ pub async fn consume(bootstrap: &Bootstrap, args: ConsumeArgs) -> Result<(), Str
     let topic = admin.describe_topic(&args.topic).await.map_err(explain)?;
     let partitions: Vec<u32> =
         if args.partition.is_empty() { topic.partitions.iter().map(|p| p.partition).collect() } else { args.partition.clone() };
+    // A partition the topic does not have is a mistake to report now: the client would take
+    // it for metadata not yet caught up and retry until its operation timeout.
+    if let Some(missing) = partitions.iter().find(|&&p| !topic.partitions.iter().any(|info| info.partition == p)) {
+        let count = topic.partitions.len();
+        return Err(format!("topic {:?} has {count} partitions (0 to {}); no partition {missing}", args.topic, count.saturating_sub(1)));
+    }
+    // Each partition's high watermark as of now: where reading stops without --follow, and
+    // the bound an --offset must not pass.
+    let mut ends: BTreeMap<u32, u64> = BTreeMap::new();
+    if !args.follow || args.offset.is_some() {
+        for &partition in &partitions {
+            let end = admin.list_offsets(&args.topic, partition, OffsetQuery::Latest).await.map_err(explain)?;
+            ends.insert(partition, end.offset);
+        }
+    }
+    if let Some(offset) = args.offset {
+        if let Some((partition, end)) = ends.iter().find(|(_, &end)| offset > end) {
+            let topic = &args.topic;
+            return Err(format!(
+                "--offset {offset} is beyond the end of {topic}/{partition}: the end of {topic}/{partition} is {end} (the offset the next record gets)"
+            ));
+        }
+    }
     let mut consumer = Consumer::new(&addresses, ConsumerConfig::default()).map_err(explain)?;
     consumer.assign(partitions.iter().map(|&p| (args.topic.clone(), p)).collect()).map_err(explain)?;
     let start = match (args.from_end, args.offset) {
@@ -259,44 +285,36 @@ pub async fn consume(bootstrap: &Bootstrap, args: ConsumeArgs) -> Result<(), Str
         (false, Some(offset)) => Offset::At(offset),
         (false, None) => Offset::Beginning,
     };
-    // Without --follow: read up to each partition's high watermark as of now.
-    let mut ends: BTreeMap<u32, u64> = BTreeMap::new();
     for &partition in &partitions {
         consumer.seek(&args.topic, partition, start).await.map_err(explain)?;
-        if !args.follow {
-            let end = admin.list_offsets(&args.topic, partition, OffsetQuery::Latest).await.map_err(explain)?;
-            ends.insert(partition, end.offset);
-        }
     }
     let mut printed = 0u64;
-    let stdout = std::io::stdout();
     loop {
         if !args.follow && partitions.iter().all(|&p| consumer.position(&args.topic, p).unwrap_or(0) >= ends[&p]) {
             break;
         }
         let records = consumer.poll(Duration::from_millis(500)).await.map_err(explain)?;
-        let mut out = stdout.lock();
         for record in records {
             if !args.follow && record.offset >= ends[&record.partition] {
                 continue;
             }
+            let mut line = String::new();
             if args.print_offset {
-                let _ = write!(out, "{}:{}\t", record.partition, record.offset);
+                line.push_str(&format!("{}:{}\t", record.partition, record.offset));
             }
             if args.print_key {
                 let key = record.key.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
-                let _ = write!(out, "{key}\t");
+                line.push_str(&format!("{key}\t"));
             }
-            let value = record.value.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
-            if writeln!(out, "{value}").is_err() {
-                return Ok(()); // stdout closed (e.g. piped into head)
+            line.push_str(&record.value.as_deref().map(String::from_utf8_lossy).unwrap_or_default());
+            if !say!("{line}") {
+                return Ok(()); // stdout closed (e.g. piped into head): nobody reads on
             }
             printed += 1;
             if args.max_records.is_some_and(|max| printed >= max) {
                 return Ok(());
             }
         }
-        let _ = out.flush();
     }
     Ok(())
 }
@@ -332,19 +350,16 @@ pub async fn cluster(bootstrap: &Bootstrap, command: ClusterCommand) -> Result<(
             }
         }
     }
-    println!("Nodes (controller: {}):", if description.controller == 0 { "none".into() } else { description.controller.to_string() });
+    say!("Nodes (controller: {}):", if description.controller == 0 { "none".into() } else { description.controller.to_string() });
     for broker in &description.brokers {
-        println!("  {}  {}  {}", broker.node_id, broker.address, reachable.get(&broker.node_id).unwrap_or(&"?"));
+        say!("  {}  {}  {}", broker.node_id, broker.address, reachable.get(&broker.node_id).unwrap_or(&"?"));
     }
-    println!();
-    println!(
-        "{:<24} {:>9} {:>6} {:>6} {:>12} {:>14}  replicas (node:lag)",
-        "topic", "partition", "leader", "term", "commit", "high watermark"
-    );
+    say!("");
+    say!("{:<24} {:>9} {:>6} {:>6} {:>12} {:>14}  replicas (node:lag)", "topic", "partition", "leader", "term", "commit", "high watermark");
     for ((topic, partition), state) in &partitions {
         let replicas: Vec<String> = state.replicas.iter().map(|r| format!("{}:{}", r.node_id, r.lag)).collect();
         let leader = if state.leader == 0 { "-".to_string() } else { state.leader.to_string() };
-        println!(
+        say!(
             "{topic:<24} {partition:>9} {leader:>6} {:>6} {:>12} {:>14}  {}",
             state.term,
             state.commit_index,
@@ -353,7 +368,7 @@ pub async fn cluster(bootstrap: &Bootstrap, command: ClusterCommand) -> Result<(
         );
     }
     if partitions.is_empty() {
-        println!("(no partitions)");
+        say!("(no partitions)");
     }
     Ok(())
 }

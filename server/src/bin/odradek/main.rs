@@ -3,14 +3,17 @@
 //! Run `odradek playground` for a local 3-node cluster, then `odradek produce` /
 //! `odradek consume` against it (they default to the playground's address).
 
-mod topic_setup;
 mod bench;
 mod client_commands;
 mod node_commands;
+mod output;
+mod topic_setup;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+use crate::output::note;
 
 /// Where client commands connect when `--bootstrap` is not given: the playground's first node.
 pub const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:9092";
@@ -109,7 +112,7 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("odradek: {error}");
+            note!("odradek: {error}");
             ExitCode::FAILURE
         }
     }

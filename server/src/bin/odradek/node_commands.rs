@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use clap::Args;
 use odradek_log::FsDisk;
 use odradek_server::config::{parse_member, Member, ServerConfig};
+use odradek_server::data_dir::DataDirLock;
 use odradek_server::{system_clock, Server};
+
+use crate::output::{note, say};
 
 #[derive(Args, Debug)]
 pub struct ServerArgs {
@@ -53,7 +56,8 @@ pub async fn server(args: ServerArgs) -> Result<(), String> {
         tracing::warn!(bugs = ?args.planted_bugs, "running with PLANTED BUGS: this node breaks its guarantees on purpose");
         config.planted_bugs = args.planted_bugs.clone();
     }
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| format!("creating {}: {e}", config.data_dir.display()))?;
+    // Held until the process ends: no second process and no other node on this directory.
+    let _data_dir = DataDirLock::acquire(&config.data_dir, config.id).map_err(|e| e.to_string())?;
     let server = Server::start(config, FsDisk::new(), system_clock()).await.map_err(|e| e.to_string())?;
     tokio::select! {
         _ = termination() => {
@@ -119,9 +123,12 @@ pub async fn playground(args: PlaygroundArgs) -> Result<(), String> {
     let data_dir = args.data_dir.unwrap_or_else(default_playground_dir);
     let members = playground_members(args.port)?;
     let mut servers = Vec::new();
+    // Held until the playground ends.
+    let mut locks = Vec::new();
     for member in &members {
         let dir = data_dir.join(format!("node-{}", member.id));
-        std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let lock = DataDirLock::acquire(&dir, member.id).map_err(|e| format!("{e} (is another playground running on it?)"))?;
+        locks.push(lock);
         let mut config = ServerConfig::new(member.id, dir, members.clone());
         config.tick_ms = 50;
         config.topic_defaults.partitions = args.partitions;
@@ -133,25 +140,26 @@ pub async fn playground(args: PlaygroundArgs) -> Result<(), String> {
     let bootstrap = members[0].client.to_string();
     let created = crate::topic_setup::ensure_topic(&bootstrap, "demo", args.partitions, 3).await?;
     let addresses: Vec<String> = members.iter().map(|m| m.client.to_string()).collect();
-    println!("Odradek playground: 3 nodes on {}", addresses.join(", "));
-    println!("Data: {} (kept across runs; delete it to start over)", data_dir.display());
-    println!("Topic \"demo\" {}: {} partitions, replication factor 3.", if created { "created" } else { "ready" }, args.partitions);
-    println!();
-    println!("Next, in another terminal:");
+    say!("Odradek playground: 3 nodes on {}", addresses.join(", "));
+    say!("Data: {} (kept across runs; delete it to start over)", data_dir.display());
+    say!("Topic \"demo\" {}: {} partitions, replication factor 3.", if created { "created" } else { "ready" }, args.partitions);
+    say!("");
+    say!("Next, in another terminal:");
     let flag = if bootstrap == crate::DEFAULT_BOOTSTRAP { String::new() } else { format!(" --bootstrap {bootstrap}") };
-    println!("  odradek produce{flag} --topic demo                 # one record per line; key:value with --key-separator :");
-    println!("  odradek consume{flag} --topic demo --from-beginning --follow");
-    println!("  odradek topic list{flag}");
-    println!("  odradek cluster status{flag}");
-    println!();
-    println!("Ctrl-C stops the cluster.");
+    say!("  odradek produce{flag} --topic demo                 # one record per line; key:value with --key-separator :");
+    say!("  odradek consume{flag} --topic demo --from-beginning --follow");
+    say!("  odradek topic list{flag}");
+    say!("  odradek cluster status{flag}");
+    say!("");
+    say!("Ctrl-C stops the cluster.");
     let failed = futures::future::select_all(servers.iter().map(|s| Box::pin(s.failed())));
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
-        _ = failed => eprintln!("odradek: a playground node stopped on a fatal error"),
+        _ = failed => note!("odradek: a playground node stopped on a fatal error"),
     }
     for server in servers {
         let _ = server.shutdown().await;
     }
+    drop(locks);
     Ok(())
 }
