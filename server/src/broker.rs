@@ -67,7 +67,7 @@ impl Context {
             Some(Body::list_offsets(body)) => self.list_offsets(id, body).await,
             Some(Body::hello(_)) => error_response(id, ErrorCode::INVALID_REQUEST, "Hello is only valid as a connection's first request"),
             Some(Body::produce(_)) => unreachable!("produce requests go through Context::produce"),
-            None => error_response(id, ErrorCode::UNKNOWN_REQUEST, "request names no kind this server knows"),
+            Some(_) | None => error_response(id, ErrorCode::UNKNOWN_REQUEST, "request names no kind this server knows"),
         }
     }
 

@@ -18,6 +18,7 @@ pub mod clock;
 pub mod config;
 pub mod controller;
 pub mod faults;
+pub mod group;
 pub mod meta;
 pub mod net;
 pub mod partition;
