@@ -16,6 +16,8 @@ use odradek_consensus::{Apply, Committed, EntryMeta, GroupId, NodeId, Rejection}
 use odradek_log::watch;
 use odradek_log::EntryKind;
 
+use crate::group::service::CoordinatorPartition;
+use crate::group::OFFSETS_TOPIC;
 use crate::meta::{MetaOutcome, MetadataState, METADATA_GROUP};
 use crate::partition::{Admit, BatchInfo, PartitionState};
 
@@ -46,6 +48,15 @@ pub struct Inner {
     /// Raft index → outcome of the metadata command applied there (the last
     /// `META_OUTCOMES_KEPT`), so a proposer can tell the client why a command was refused.
     pub meta_outcomes: BTreeMap<u64, MetaOutcome>,
+    /// The hosted partitions of the offsets topic: their group tables and, on their leaders,
+    /// the coordinators' volatile state (`crate::group`).
+    pub coordinators: BTreeMap<GroupId, CoordinatorPartition>,
+}
+
+/// The partition of the offsets topic that `group` (a raft group) is, if it is one.
+fn offsets_partition(meta: &MetadataState, group: GroupId) -> Option<u32> {
+    let (topic, partition) = meta.partition_of_group(group)?;
+    (topic.name == OFFSETS_TOPIC).then_some(partition.partition)
 }
 
 /// The node's shared state.
@@ -100,7 +111,11 @@ impl Shared {
     }
 
     pub fn remove_partition(&self, group: GroupId) {
-        self.lock().partitions.remove(&group);
+        let mut inner = self.lock();
+        inner.partitions.remove(&group);
+        if let Some(mut coordinator) = inner.coordinators.remove(&group) {
+            coordinator.demote(self.node_id);
+        }
     }
 
     /// Whether this node hosts (a replica of) `group`.
@@ -144,6 +159,17 @@ impl Apply for StateMachine {
             self.shared.meta_version.send_modify(|version| *version += 1);
             return;
         }
+        if let Some(number) = offsets_partition(&inner.meta, group) {
+            let coordinator = inner.coordinators.entry(group).or_insert_with(|| CoordinatorPartition::new(number));
+            for entry in entries {
+                if entry.kind == EntryKind::Command {
+                    let outcome = coordinator.table.apply(entry.index, &entry.payload);
+                    tracing::trace!(group, index = entry.index, ?outcome, "group record applied");
+                } else {
+                    coordinator.table.skip(entry.index);
+                }
+            }
+        }
         let partition = inner.partitions.entry(group).or_insert_with(Partition::new);
         for entry in entries {
             let Committed { index, term, kind, base_offset, record_count, max_timestamp, payload } = entry;
@@ -160,6 +186,10 @@ impl Apply for StateMachine {
             return;
         }
         let mut inner = self.shared.lock();
+        if let Some(number) = offsets_partition(&inner.meta, group) {
+            // The table comes back with the next snapshot record, which the log holds.
+            inner.coordinators.entry(group).or_insert_with(|| CoordinatorPartition::new(number)).table.restore(index);
+        }
         let partition = inner.partitions.entry(group).or_insert_with(Partition::new);
         partition.state.restore(index, term, offset_next);
         partition.high_watermark.send_replace(partition.state.high_watermark());

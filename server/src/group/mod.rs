@@ -46,6 +46,7 @@ pub mod classic;
 pub mod consumer;
 pub mod live;
 pub mod record;
+pub mod service;
 pub mod table;
 
 use odradek_client::wire::proto::ErrorCode;

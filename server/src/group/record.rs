@@ -26,6 +26,8 @@ pub enum Record {
     Delete { group: String },
     /// The whole table as of the coordinator record at `as_of_index`.
     Snapshot { as_of_index: u64, groups: Vec<Group> },
+    /// Changes nothing; written before a read so a deposed coordinator cannot answer it.
+    Barrier,
 }
 
 /// An offset commit: every offset or none applies.
@@ -60,7 +62,7 @@ impl Record {
         match self {
             Record::Group { group, .. } | Record::Delete { group } => Some(group),
             Record::Commit(commit) => Some(&commit.group),
-            Record::Snapshot { .. } => None,
+            Record::Snapshot { .. } | Record::Barrier => None,
         }
     }
 
@@ -104,6 +106,7 @@ impl Record {
                 }
                 message.set_snapshot(snapshot);
             }
+            Record::Barrier => message.set_barrier(pb::Barrier::new()),
         }
         message.write_to_bytes().expect("a group record always encodes")
     }
@@ -154,6 +157,7 @@ impl Record {
                 }
                 Record::Snapshot { as_of_index: snapshot.get_as_of_index(), groups }
             }
+            Some(Oneof::barrier(_)) => Record::Barrier,
         })
     }
 }
@@ -362,6 +366,7 @@ mod tests {
                 admin: false,
             }),
             Record::Delete { group: "g".into() },
+            Record::Barrier,
             Record::Snapshot { as_of_index: 30, groups: vec![Group { id: "g".into(), membership, record_index: 12, offsets }] },
         ];
         for record in records {

@@ -308,8 +308,11 @@ impl GroupTable {
                     Record::Snapshot { as_of_index, .. } => Some(*as_of_index),
                     _ => None,
                 };
+                let barrier = record == Record::Barrier;
                 let outcome = self.apply_record(index, record);
                 match snapshot_as_of {
+                    // A barrier changes nothing, for snapshots either.
+                    None if barrier => {}
                     // A snapshot is no record for the next snapshot's as-of rule: it changed
                     // nothing a later snapshot could miss.
                     None => {
@@ -340,6 +343,7 @@ impl GroupTable {
 
     fn apply_record(&mut self, index: u64, record: Record) -> Outcome {
         match record {
+            Record::Barrier => Outcome::Applied,
             Record::Group { group, base_index, membership } => self.apply_membership(index, group, base_index, membership),
             Record::Commit(commit) => match self.validate_commit(&commit) {
                 Err(error) => Outcome::Refused(error),
