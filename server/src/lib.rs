@@ -8,14 +8,18 @@
 //!   producer table with its admission rules);
 //! - [`state`]: both, shared between the raft loop (the [`odradek_consensus::Apply`] side) and
 //!   the request handlers;
-//! - [`broker`]: the request handlers; [`net`]: the client listener and connections;
+//! - [`context`]: what every request handler and background duty works with;
+//!   [`shutdown`]: the signal that stops them;
+//! - [`net`]: the client listener and connections; [`request`]: the request handlers, one
+//!   module per request family (produce, fetch, metadata, admin);
 //! - [`controller`]: hosting the assigned partition groups, broker registration, leader
 //!   balancing, retention;
-//! - [`server`]: starting and stopping a node; [`faults`]: a simulation's fault hooks.
+//! - [`server`]: starting and stopping a node; [`faults`]: a simulation's fault hooks;
+//!   [`planted`]: the planted bugs of simulation and test builds.
 
-pub mod broker;
 pub mod clock;
 pub mod config;
+pub mod context;
 pub mod controller;
 pub mod faults;
 pub mod group;
@@ -23,7 +27,9 @@ pub mod meta;
 pub mod net;
 pub mod partition;
 pub mod planted;
+pub mod request;
 pub mod server;
+pub mod shutdown;
 pub mod state;
 
 pub use clock::{system_clock, Clock};

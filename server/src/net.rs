@@ -11,22 +11,27 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use odradek_client::wire::proto::{ErrorCode, HelloResponse, Request_oneof_body as Body, Response};
-use odradek_client::wire::{decode_request, error_response, read_frame, write_frame, FrameError, FRAME_BYTES_MAX, PROTOCOL_VERSION};
-use odradek_log::watch;
+use bytes::Bytes;
+use odradek_client::wire::proto::{ErrorCode, HelloResponse, Request, Request_oneof_body as Body, Response};
+use odradek_client::wire::{
+    decode_request, error_response, read_frame, write_frame, FrameError, FRAME_BYTES_MAX, PROTOCOL_VERSION, PROTOCOL_VERSION_GROUPS,
+    PROTOCOL_VERSION_MIN,
+};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 
-use crate::broker::Context;
+use crate::context::NodeContext;
+use crate::request;
+use crate::shutdown::Shutdown;
 
 /// Accepts client connections until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, context: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(listener: TcpListener, context: Arc<NodeContext>, mut shutdown: Shutdown) {
     let open = Arc::new(AtomicUsize::new(0));
     loop {
         let accepted = tokio::select! {
             biased;
-            _ = crate::server::stopping(&mut shutdown) => return,
+            _ = shutdown.stopping() => return,
             accepted = listener.accept() => accepted,
         };
         let (stream, peer) = match accepted {
@@ -63,7 +68,9 @@ async fn write_responses<W: tokio::io::AsyncWrite + Unpin>(mut writer: W, mut re
     let _ = writer.shutdown().await;
 }
 
-async fn serve_connection(stream: TcpStream, context: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
+/// One connection: reads requests in order and starts each (see the module comment). The loop
+/// owns the connection's state; the helpers below decide what a frame or a greeting gets.
+async fn serve_connection(stream: TcpStream, context: Arc<NodeContext>, mut shutdown: Shutdown) {
     let (mut reader, writer) = tokio::io::split(stream);
     let requests_max = context.config.connection_requests_max;
     let (responses, outbox) = mpsc::channel::<Response>(requests_max);
@@ -71,11 +78,12 @@ async fn serve_connection(stream: TcpStream, context: Arc<Context>, mut shutdown
     let in_flight = Arc::new(Semaphore::new(requests_max));
     // F-N9 (simulation only): a handler asks for the connection to be reset.
     let reset = Arc::new(Notify::new());
-    let mut greeted = false;
+    // The protocol version agreed by the Hello (None before it).
+    let mut version: Option<u32> = None;
     loop {
         let frame = tokio::select! {
             biased;
-            _ = crate::server::stopping(&mut shutdown) => break,
+            _ = shutdown.stopping() => break,
             _ = reset.notified() => {
                 // Both halves go: the peer sees the connection die with answers outstanding.
                 writer_task.abort();
@@ -83,85 +91,138 @@ async fn serve_connection(stream: TcpStream, context: Arc<Context>, mut shutdown
             }
             frame = read_frame(&mut reader, FRAME_BYTES_MAX) => frame,
         };
-        let body = match frame {
-            Ok(Some(body)) => body,
-            Ok(None) => break,
-            Err(error @ FrameError::TooLarge { .. }) => {
-                let _ = responses.send(error_response(0, ErrorCode::FRAME_TOO_LARGE, format!("{error}; closing the connection"))).await;
-                break;
-            }
-            Err(error) => {
-                tracing::debug!(%error, "client connection read failed");
-                break;
-            }
-        };
-        let mut request = match decode_request(&body) {
-            Ok(request) => request,
-            Err((id, code, message)) => {
-                let _ = responses.send(error_response(id, code, message)).await;
-                if code == ErrorCode::MALFORMED_REQUEST {
+        let request = match parse_frame(frame) {
+            Parsed::Request(request) => request,
+            Parsed::Refused { response, close } => {
+                let _ = responses.send(response).await;
+                if close {
                     break;
                 }
                 continue;
             }
+            Parsed::Closed => break,
         };
-        let id = request.request_id;
-        if !greeted {
-            let Some(Body::hello(hello)) = request.body.take() else {
-                let _ =
-                    responses.send(error_response(id, ErrorCode::HELLO_REQUIRED, "the first request on a connection must be Hello")).await;
-                break;
-            };
-            if hello.protocol_version != PROTOCOL_VERSION {
-                let message = format!("protocol version {} is not supported; this node speaks {PROTOCOL_VERSION}", hello.protocol_version);
-                let _ = responses.send(error_response(id, ErrorCode::UNSUPPORTED_VERSION, message)).await;
+        let Some(agreed) = version else {
+            let response = greet(&context, request);
+            version = response.has_hello().then(|| response.get_hello().protocol_version);
+            let _ = responses.send(response).await;
+            if version.is_none() {
                 break;
             }
-            greeted = true;
-            let mut answer = HelloResponse::new();
-            answer.protocol_version = PROTOCOL_VERSION;
-            answer.node_id = context.shared.node_id;
-            answer.frame_bytes_max = FRAME_BYTES_MAX as u32;
-            let mut response = error_response(id, ErrorCode::NONE, "");
-            response.set_hello(answer);
-            let _ = responses.send(response).await;
+            continue;
+        };
+        if agreed < PROTOCOL_VERSION_GROUPS && request.body.as_ref().is_some_and(request::group::is_group_request) {
+            let message =
+                format!("consumer-group requests need protocol version {PROTOCOL_VERSION_GROUPS}; this connection speaks {agreed}");
+            let _ = responses.send(error_response(request.request_id, ErrorCode::UNSUPPORTED_VERSION, message)).await;
             continue;
         }
         let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
-        let responses = responses.clone();
-        if let Some(Body::produce(_)) = &request.body {
-            let Some(Body::produce(produce)) = request.body.take() else { unreachable!("matched just above") };
-            if let Some(hold) = context.faults.request_hold.as_ref().and_then(|hold| hold.take()) {
-                // F-N8 (simulation only): this request arrives late, after the client gave up on
-                // it; requests behind it on the connection wait too, as on one TCP stream.
-                tracing::debug!(id, ?hold, "fault: holding a produce request");
-                tokio::time::sleep(hold).await;
-            }
-            // Queued in arrival order (pipelined batches of one producer keep their order);
-            // the outcome is awaited off the reader.
-            let pending = context.produce(id, produce).await;
-            let (context, reset) = (context.clone(), reset.clone());
-            tokio::spawn(async move {
-                if let Some(response) = pending.await {
-                    if context.faults.response_cut.as_ref().and_then(|cut| cut.take()).is_some() {
-                        tracing::debug!(id, "fault: resetting the connection instead of answering");
-                        reset.notify_one();
-                    } else {
-                        let _ = responses.send(response).await;
-                    }
-                }
-                drop(permit);
-            });
-        } else {
-            let context = context.clone();
-            tokio::spawn(async move {
-                let response = context.handle(request).await;
-                let _ = responses.send(response).await;
-                drop(permit);
-            });
-        }
+        start_request(&context, request, permit, responses.clone(), &reset).await;
     }
     // In-flight requests still answer (their tasks hold senders); then the writer closes.
     drop(responses);
     let _ = writer_task.await;
+}
+
+/// What a frame read from a connection is.
+enum Parsed {
+    Request(Request),
+    /// Answered with an error; `close` when the connection cannot go on (its framing is lost).
+    Refused {
+        response: Response,
+        close: bool,
+    },
+    /// The peer closed the connection, or reading failed.
+    Closed,
+}
+
+fn parse_frame(frame: Result<Option<Bytes>, FrameError>) -> Parsed {
+    let body = match frame {
+        Ok(Some(body)) => body,
+        Ok(None) => return Parsed::Closed,
+        Err(error @ FrameError::TooLarge { .. }) => {
+            let response = error_response(0, ErrorCode::FRAME_TOO_LARGE, format!("{error}; closing the connection"));
+            return Parsed::Refused { response, close: true };
+        }
+        Err(error) => {
+            tracing::debug!(%error, "client connection read failed");
+            return Parsed::Closed;
+        }
+    };
+    match decode_request(&body) {
+        Ok(request) => Parsed::Request(request),
+        Err((id, code, message)) => {
+            Parsed::Refused { response: error_response(id, code, message), close: code == ErrorCode::MALFORMED_REQUEST }
+        }
+    }
+}
+
+/// The answer to a connection's first request: success for a Hello in a version this node
+/// speaks, else an error (and the connection closes).
+fn greet(context: &NodeContext, mut request: Request) -> Response {
+    let id = request.request_id;
+    let Some(Body::hello(hello)) = request.body.take() else {
+        return error_response(id, ErrorCode::HELLO_REQUIRED, "the first request on a connection must be Hello");
+    };
+    if hello.protocol_version < PROTOCOL_VERSION_MIN {
+        let message = format!(
+            "protocol version {} is not supported; this node speaks {PROTOCOL_VERSION_MIN} to {PROTOCOL_VERSION}",
+            hello.protocol_version
+        );
+        return error_response(id, ErrorCode::UNSUPPORTED_VERSION, message);
+    }
+    let mut answer = HelloResponse::new();
+    // A newer client speaks this node's newest version; an older one its own.
+    answer.protocol_version = hello.protocol_version.min(PROTOCOL_VERSION);
+    answer.node_id = context.state.node_id;
+    answer.frame_bytes_max = FRAME_BYTES_MAX as u32;
+    let mut response = error_response(id, ErrorCode::NONE, "");
+    response.set_hello(answer);
+    response
+}
+
+/// Starts one request holding one of the connection's in-flight permits. A produce is queued
+/// here, before the next request is read (pipelined batches of one producer keep their order),
+/// and its outcome awaited off the reader; every other request runs concurrently.
+async fn start_request(
+    context: &Arc<NodeContext>,
+    mut request: Request,
+    permit: OwnedSemaphorePermit,
+    responses: mpsc::Sender<Response>,
+    reset: &Arc<Notify>,
+) {
+    let id = request.request_id;
+    let produce = match request.body.take() {
+        Some(Body::produce(produce)) => produce,
+        body => {
+            request.body = body;
+            let context = context.clone();
+            tokio::spawn(async move {
+                let response = request::handle(&context, request).await;
+                let _ = responses.send(response).await;
+                drop(permit);
+            });
+            return;
+        }
+    };
+    if let Some(hold) = context.faults.request_hold.as_ref().and_then(|hold| hold.take()) {
+        // F-N8 (simulation only): this request arrives late, after the client gave up on
+        // it; requests behind it on the connection wait too, as on one TCP stream.
+        tracing::debug!(id, ?hold, "fault: holding a produce request");
+        tokio::time::sleep(hold).await;
+    }
+    let pending = request::produce::produce(context, id, produce).await;
+    let (context, reset) = (context.clone(), reset.clone());
+    tokio::spawn(async move {
+        if let Some(response) = pending.await {
+            if context.faults.response_cut.as_ref().and_then(|cut| cut.take()).is_some() {
+                tracing::debug!(id, "fault: resetting the connection instead of answering");
+                reset.notify_one();
+            } else {
+                let _ = responses.send(response).await;
+            }
+        }
+        drop(permit);
+    });
 }

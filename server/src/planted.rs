@@ -38,10 +38,20 @@ pub enum PlantedBug {
     /// acknowledged and votes as before, though bit rot may have taken an entry it did
     /// acknowledge (R8 e: no protocol-aware recovery).
     TrustRecoveryCut,
+    /// The group coordinator takes an offset commit from a member of an older generation or
+    /// member epoch (rewriting it to the current one): a zombie member moves the group's
+    /// position (C5).
+    AcceptStaleCommit,
+    /// A new group coordinator answers before it applied its log, and offset reads skip their
+    /// barrier: a fetch of committed offsets can miss an acknowledged commit (C1, C3).
+    CoordinatorAnswersBeforeReplay,
+    /// The consumer protocol hands a member its target partitions while another member still
+    /// owns them: one partition, two owners in one generation.
+    AssignmentTwoOwners,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 9] = [
+    pub const ALL: [PlantedBug; 12] = [
         PlantedBug::AckBeforeCommit,
         PlantedBug::ServeAboveCommit,
         PlantedBug::SkipDedup,
@@ -51,6 +61,9 @@ impl PlantedBug {
         PlantedBug::IgnoreFsyncError,
         PlantedBug::TruncateMidLogCorruption,
         PlantedBug::TrustRecoveryCut,
+        PlantedBug::AcceptStaleCommit,
+        PlantedBug::CoordinatorAnswersBeforeReplay,
+        PlantedBug::AssignmentTwoOwners,
     ];
 
     pub fn name(self) -> &'static str {
@@ -64,6 +77,9 @@ impl PlantedBug {
             PlantedBug::IgnoreFsyncError => "ignore-fsync-error",
             PlantedBug::TruncateMidLogCorruption => "truncate-mid-log-corruption",
             PlantedBug::TrustRecoveryCut => "trust-recovery-cut",
+            PlantedBug::AcceptStaleCommit => "accept-stale-commit",
+            PlantedBug::CoordinatorAnswersBeforeReplay => "coordinator-answers-before-replay",
+            PlantedBug::AssignmentTwoOwners => "assignment-two-owners",
         }
     }
 }

@@ -13,17 +13,13 @@ use odradek_log::Disk;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-use crate::broker::Context;
 use crate::clock::Clock;
 use crate::config::ServerConfig;
+use crate::context::NodeContext;
+use crate::group::service::GroupService;
 use crate::meta::METADATA_GROUP;
-use crate::state::{Shared, StateMachine};
-
-/// Resolves once `shutdown` turns true (or its sender is gone).
-pub async fn stopping(shutdown: &mut watch::Receiver<bool>) {
-    // The guard `wait_for` returns is dropped here, so callers' futures stay `Send`.
-    let _ = shutdown.wait_for(|stop| *stop).await;
-}
+use crate::shutdown::{self, Shutdown};
+use crate::state::{NodeState, StateMachine};
 
 /// Why a node could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -47,16 +43,16 @@ pub enum ServerError {
 }
 
 /// Re-measures free space every `disk_check_interval_ms` until shutdown (F-S9).
-async fn watch_free_space<D: Disk>(disk: D, config: Arc<ServerConfig>, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+async fn watch_free_space<D: Disk>(disk: D, config: Arc<ServerConfig>, state: Arc<NodeState>, mut shutdown: Shutdown) {
     let interval = std::time::Duration::from_millis(config.disk_check_interval_ms);
     loop {
         tokio::select! {
             biased;
-            _ = stopping(&mut shutdown) => return,
+            _ = shutdown.stopping() => return,
             _ = tokio::time::sleep(interval) => {}
         }
         match disk.available_bytes(&config.data_dir).await {
-            Ok(available) => shared.set_disk_available(available, config.disk_reserve_bytes),
+            Ok(available) => state.set_disk_available(available, config.disk_reserve_bytes),
             Err(error) => tracing::warn!(%error, "measuring free disk space failed"),
         }
     }
@@ -66,7 +62,7 @@ async fn watch_free_space<D: Disk>(disk: D, config: Arc<ServerConfig>, shared: A
 pub struct Server {
     shutdown: watch::Sender<bool>,
     node: NodeHandle,
-    shared: Arc<Shared>,
+    state: Arc<NodeState>,
     client_addr: SocketAddr,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// The driver's result: `Ok` after a clean stop.
@@ -90,13 +86,13 @@ impl Server {
         config.validate()?;
         let config = Arc::new(config);
         let me = config.me().clone();
-        let shared = Shared::new(config.id);
+        let state = NodeState::new(config.id);
         let peers: BTreeMap<NodeId, SocketAddr> = config.nodes.iter().filter(|m| m.id != config.id).map(|m| (m.id, m.peer)).collect();
         let (transport, inbox) = TcpTransport::bind(config.id, me.peer, peers).await?;
         let transport = FaultyTransport::new(transport, faults.peer_messages.clone());
         let mut node_config = NodeConfig::new(config.id, config.data_dir.clone());
         // F-S9: a follower at its disk reserve drops appends instead of failing on ENOSPC.
-        node_config.entry_budget = Some(shared.disk_budget.clone());
+        node_config.entry_budget = Some(state.disk_budget.clone());
         node_config.log_config = config.log_config(
             config.topic_defaults.retention_ms,
             config.topic_defaults.retention_bytes,
@@ -109,9 +105,9 @@ impl Server {
         }
         // Free space is known before the first produce, then re-measured periodically.
         let available = disk.available_bytes(&config.data_dir).await.map_err(ServerError::Disk)?;
-        shared.set_disk_available(available, config.disk_reserve_bytes);
+        state.set_disk_available(available, config.disk_reserve_bytes);
         let space_disk = disk.clone();
-        let mut node = Node::new(node_config, disk, transport, inbox, StateMachine::new(shared.clone(), &config));
+        let mut node = Node::new(node_config, disk, transport, inbox, StateMachine::new(state.clone(), &config));
         // Replays the whole controller log into the metadata before anything is served.
         let metadata = node.create_group_with(METADATA_GROUP, &config.node_ids(), 0, clock(), config.metadata_log_config()).await;
         let quarantined = match metadata {
@@ -146,11 +142,12 @@ impl Server {
         };
 
         let (handle, commands) = NodeHandle::new();
-        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (shutdown, shutdown_rx) = shutdown::channel();
         let (driver_done, driver) = oneshot::channel();
         let (stopped_tx, stopped) = watch::channel(false);
         let tick = config.tick();
         let node_id = config.id;
+        let group_clock = clock.clone();
         tokio::spawn(async move {
             let result = node.run(commands, tick, move || clock()).await;
             if let Err(error) = &result {
@@ -159,17 +156,28 @@ impl Server {
             let _ = stopped_tx.send(true);
             let _ = driver_done.send(result);
         });
-        let context = Arc::new(Context { config: config.clone(), shared: shared.clone(), node: handle.clone(), faults });
+        let group_planted = {
+            use crate::planted::PlantedBug;
+            crate::group::service::Planted {
+                accept_stale_commit: config.planted(PlantedBug::AcceptStaleCommit),
+                answer_before_replay: config.planted(PlantedBug::CoordinatorAnswersBeforeReplay),
+                give_owned_partitions: config.planted(PlantedBug::AssignmentTwoOwners),
+            }
+        };
+        let groups = Arc::new(GroupService::new(handle.clone(), state.clone(), config.clone(), group_clock, group_planted));
+        let context =
+            Arc::new(NodeContext { config: config.clone(), state: state.clone(), node: handle.clone(), faults, groups: groups.clone() });
         let tasks = match listener {
             Some(listener) => vec![
-                tokio::spawn(watch_free_space(space_disk, config.clone(), shared.clone(), shutdown_rx.clone())),
+                tokio::spawn(groups.run_timer(shutdown_rx.clone())),
+                tokio::spawn(watch_free_space(space_disk, config.clone(), state.clone(), shutdown_rx.clone())),
                 tokio::spawn(crate::net::serve(listener, context.clone(), shutdown_rx.clone())),
                 tokio::spawn(crate::controller::run(context, shutdown_rx)),
             ],
             None => Vec::new(),
         };
         tracing::info!(node = config.id, clients = %client_addr, peers = %me.peer, "node started");
-        Ok(Server { shutdown, node: handle, shared, client_addr, tasks, driver, stopped, quarantined })
+        Ok(Server { shutdown, node: handle, state, client_addr, tasks, driver, stopped, quarantined })
     }
 
     /// The address clients connect to (the real port when configured with port 0).
@@ -188,8 +196,8 @@ impl Server {
         &self.node
     }
 
-    pub fn shared(&self) -> &Arc<Shared> {
-        &self.shared
+    pub fn state(&self) -> &Arc<NodeState> {
+        &self.state
     }
 
     /// Resolves when the raft driver stopped on its own (a fatal storage error).

@@ -41,8 +41,10 @@ impl Partition {
 /// Outcomes of recently applied metadata commands kept for their proposers.
 pub const META_OUTCOMES_KEPT: usize = 1024;
 
+/// The state built by applying committed entries (and, for a partition's leader, by admitting
+/// produce batches): behind [`NodeState::lock`].
 #[derive(Default)]
-pub struct Inner {
+pub struct AppliedState {
     pub meta: MetadataState,
     pub partitions: BTreeMap<GroupId, Partition>,
     /// Raft index → outcome of the metadata command applied there (the last
@@ -59,10 +61,10 @@ fn offsets_partition(meta: &MetadataState, group: GroupId) -> Option<u32> {
     (topic.name == OFFSETS_TOPIC).then_some(partition.partition)
 }
 
-/// The node's shared state.
-pub struct Shared {
+/// What a node knows, shared by its raft loop and its request handlers (see the module comment).
+pub struct NodeState {
     pub node_id: NodeId,
-    inner: Mutex<Inner>,
+    applied: Mutex<AppliedState>,
     /// Bumped after every applied metadata entry (the reconciler and admin requests wait on it).
     pub meta_version: watch::Sender<u64>,
     /// Set once this node has applied the metadata log up to a commit index learned from a
@@ -75,11 +77,17 @@ pub struct Shared {
     pub disk_budget: Arc<std::sync::atomic::AtomicI64>,
 }
 
-impl Shared {
-    pub fn new(node_id: NodeId) -> Arc<Shared> {
+impl NodeState {
+    pub fn new(node_id: NodeId) -> Arc<NodeState> {
         let meta_ready = std::sync::atomic::AtomicBool::new(false);
         let disk_budget = Arc::new(std::sync::atomic::AtomicI64::new(i64::MAX));
-        Arc::new(Shared { node_id, inner: Mutex::new(Inner::default()), meta_version: watch::Sender::new(0), meta_ready, disk_budget })
+        Arc::new(NodeState {
+            node_id,
+            applied: Mutex::new(AppliedState::default()),
+            meta_version: watch::Sender::new(0),
+            meta_ready,
+            disk_budget,
+        })
     }
 
     /// Takes `bytes` from the disk budget; `false` (nothing taken) when they do not fit.
@@ -98,10 +106,10 @@ impl Shared {
     }
 
     /// The state, locked. Never held across an await.
-    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+    pub fn lock(&self) -> MutexGuard<'_, AppliedState> {
         // A panic while holding the lock leaves the state as it was between two entries at
         // worst; keep serving rather than cascading the panic.
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.applied.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Starts tracking a partition group before its raft group is created, so that replayed
@@ -111,9 +119,9 @@ impl Shared {
     }
 
     pub fn remove_partition(&self, group: GroupId) {
-        let mut inner = self.lock();
-        inner.partitions.remove(&group);
-        if let Some(mut coordinator) = inner.coordinators.remove(&group) {
+        let mut state = self.lock();
+        state.partitions.remove(&group);
+        if let Some(mut coordinator) = state.coordinators.remove(&group) {
             coordinator.demote(self.node_id);
         }
     }
@@ -131,36 +139,36 @@ impl Shared {
 
 /// The [`Apply`] side: runs inside the raft loop.
 pub struct StateMachine {
-    shared: Arc<Shared>,
+    state: Arc<NodeState>,
     /// The planted `SkipDedup` bug (never set in normal builds).
     skip_dedup: bool,
 }
 
 impl StateMachine {
-    pub fn new(shared: Arc<Shared>, config: &crate::config::ServerConfig) -> StateMachine {
+    pub fn new(state: Arc<NodeState>, config: &crate::config::ServerConfig) -> StateMachine {
         use crate::planted::PlantedBug;
-        StateMachine { shared, skip_dedup: config.planted(PlantedBug::SkipDedup) }
+        StateMachine { state, skip_dedup: config.planted(PlantedBug::SkipDedup) }
     }
 }
 
 impl Apply for StateMachine {
     fn apply(&mut self, group: GroupId, entries: &[Committed]) {
-        let mut inner = self.shared.lock();
+        let mut state = self.state.lock();
         if group == METADATA_GROUP {
             for entry in entries.iter().filter(|e| e.kind == EntryKind::Command) {
-                let outcome = inner.meta.apply(entry.index, &entry.payload);
+                let outcome = state.meta.apply(entry.index, &entry.payload);
                 tracing::debug!(index = entry.index, ?outcome, "metadata applied");
-                inner.meta_outcomes.insert(entry.index, outcome);
-                if inner.meta_outcomes.len() > META_OUTCOMES_KEPT {
-                    inner.meta_outcomes.pop_first();
+                state.meta_outcomes.insert(entry.index, outcome);
+                if state.meta_outcomes.len() > META_OUTCOMES_KEPT {
+                    state.meta_outcomes.pop_first();
                 }
             }
-            drop(inner);
-            self.shared.meta_version.send_modify(|version| *version += 1);
+            drop(state);
+            self.state.meta_version.send_modify(|version| *version += 1);
             return;
         }
-        if let Some(number) = offsets_partition(&inner.meta, group) {
-            let coordinator = inner.coordinators.entry(group).or_insert_with(|| CoordinatorPartition::new(number));
+        if let Some(number) = offsets_partition(&state.meta, group) {
+            let coordinator = state.coordinators.entry(group).or_insert_with(|| CoordinatorPartition::new(number));
             for entry in entries {
                 if entry.kind == EntryKind::Command {
                     let outcome = coordinator.table.apply(entry.index, &entry.payload);
@@ -170,7 +178,7 @@ impl Apply for StateMachine {
                 }
             }
         }
-        let partition = inner.partitions.entry(group).or_insert_with(Partition::new);
+        let partition = state.partitions.entry(group).or_insert_with(Partition::new);
         for entry in entries {
             let Committed { index, term, kind, base_offset, record_count, max_timestamp, payload } = entry;
             partition.state.apply(*index, *term, *kind, *base_offset, *record_count, *max_timestamp, payload);
@@ -185,12 +193,12 @@ impl Apply for StateMachine {
             tracing::error!(index, "the metadata log was replaced by a snapshot; metadata before it is unknown here");
             return;
         }
-        let mut inner = self.shared.lock();
-        if let Some(number) = offsets_partition(&inner.meta, group) {
+        let mut state = self.state.lock();
+        if let Some(number) = offsets_partition(&state.meta, group) {
             // The table comes back with the next snapshot record, which the log holds.
-            inner.coordinators.entry(group).or_insert_with(|| CoordinatorPartition::new(number)).table.restore(index);
+            state.coordinators.entry(group).or_insert_with(|| CoordinatorPartition::new(number)).table.restore(index);
         }
-        let partition = inner.partitions.entry(group).or_insert_with(Partition::new);
+        let partition = state.partitions.entry(group).or_insert_with(Partition::new);
         partition.state.restore(index, term, offset_next);
         partition.high_watermark.send_replace(partition.state.high_watermark());
     }
@@ -205,8 +213,8 @@ impl Apply for StateMachine {
             value: 0,
             reason: error.to_string(),
         })?;
-        let mut inner = self.shared.lock();
-        let Some(partition) = inner.partitions.get_mut(&group) else {
+        let mut state = self.state.lock();
+        let Some(partition) = state.partitions.get_mut(&group) else {
             return Err(Rejection { code: ErrorCode::UNKNOWN_TOPIC_OR_PARTITION as u32, value: 0, reason: "partition not hosted".into() });
         };
         match partition.state.admit(term, &BatchInfo::from_header(&header)) {
@@ -221,7 +229,7 @@ impl Apply for StateMachine {
     }
 
     fn admit_undone(&mut self, group: GroupId) {
-        if let Some(partition) = self.shared.lock().partitions.get_mut(&group) {
+        if let Some(partition) = self.state.lock().partitions.get_mut(&group) {
             partition.state.undo_admit();
         }
     }

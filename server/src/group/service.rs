@@ -37,7 +37,7 @@ use super::table::{GroupKind, GroupTable, Membership, Outcome};
 use super::{partition_for, validate_group_id, GroupError, Partitions, TopicPartition, OFFSETS_TOPIC};
 use crate::clock::Clock;
 use crate::config::ServerConfig;
-use crate::state::Shared;
+use crate::state::NodeState;
 
 /// The coordinator's settings (`[groups]` in the TOML configuration).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
@@ -202,15 +202,15 @@ pub struct DescribedGroup {
 /// The coordinator service of one node.
 pub struct GroupService {
     node: NodeHandle,
-    shared: Arc<Shared>,
+    state: Arc<NodeState>,
     config: Arc<ServerConfig>,
     clock: Clock,
     planted: Planted,
 }
 
 impl GroupService {
-    pub fn new(node: NodeHandle, shared: Arc<Shared>, config: Arc<ServerConfig>, clock: Clock, planted: Planted) -> GroupService {
-        GroupService { node, shared, config, clock, planted }
+    pub fn new(node: NodeHandle, state: Arc<NodeState>, config: Arc<ServerConfig>, clock: Clock, planted: Planted) -> GroupService {
+        GroupService { node, state, config, clock, planted }
     }
 
     fn settings(&self) -> &GroupSettings {
@@ -224,8 +224,8 @@ impl GroupService {
     /// The offsets-topic partition of `group`: (raft group, partition, preferred replica), or
     /// `None` while the topic does not exist.
     pub fn placement(&self, group: &str) -> Option<(GroupId, u32, NodeId)> {
-        let inner = self.shared.lock();
-        let topic = inner.meta.topic(OFFSETS_TOPIC)?;
+        let applied = self.state.lock();
+        let topic = applied.meta.topic(OFFSETS_TOPIC)?;
         let partition = partition_for(group, topic.partitions.len() as u32);
         let assignment = topic.partitions.get(partition as usize)?;
         Some((assignment.group, partition, assignment.replicas.first().copied().unwrap_or(0)))
@@ -247,7 +247,7 @@ impl GroupService {
     /// Checks that this node is the group's ready coordinator.
     async fn locate(&self, group: &str) -> Result<Located, Refusal> {
         validate_group_id(group)?;
-        let me = self.shared.node_id;
+        let me = self.state.node_id;
         let Some((raft_group, _, preferred)) = self.placement(group) else {
             return Err(Refusal::new(ErrorCode::COORDINATOR_NOT_AVAILABLE, "the offsets topic does not exist yet; find the coordinator"));
         };
@@ -259,12 +259,12 @@ impl GroupService {
             let hint = if status.leader != 0 { status.leader } else { preferred };
             return Err(Refusal::not_coordinator(me, hint, group));
         }
-        let mut inner = self.shared.lock();
-        let applied_term = inner.partitions.get(&raft_group).map_or(0, |partition| partition.state.applied_term());
+        let mut applied = self.state.lock();
+        let applied_term = applied.partitions.get(&raft_group).map_or(0, |partition| partition.state.applied_term());
         if applied_term != status.term && !self.planted.answer_before_replay {
             return Err(Refusal::new(ErrorCode::COORDINATOR_LOAD_IN_PROGRESS, "a new coordinator is still applying its log"));
         }
-        let Some(partition) = inner.coordinators.get_mut(&raft_group) else {
+        let Some(partition) = applied.coordinators.get_mut(&raft_group) else {
             return Err(Refusal::new(ErrorCode::COORDINATOR_LOAD_IN_PROGRESS, "the coordinator has not applied its log yet"));
         };
         partition.live_for(me, status.term, &self.config.groups);
@@ -273,9 +273,9 @@ impl GroupService {
 
     /// Runs `f` on the located partition (its table and live state), under the state lock.
     fn with_partition<T>(&self, at: Located, f: impl FnOnce(&mut CoordinatorPartition, &mut Coordinator) -> T) -> Result<T, Refusal> {
-        let me = self.shared.node_id;
-        let mut inner = self.shared.lock();
-        let Some(partition) = inner.coordinators.get_mut(&at.raft_group) else {
+        let me = self.state.node_id;
+        let mut applied = self.state.lock();
+        let Some(partition) = applied.coordinators.get_mut(&at.raft_group) else {
             return Err(Refusal::not_coordinator(me, 0, ""));
         };
         let mut live = partition.live.take().filter(|live| live.term == at.term).ok_or_else(|| Refusal::not_coordinator(me, 0, ""))?;
@@ -290,13 +290,14 @@ impl GroupService {
 
     /// Proposes `record` and waits for its outcome at its index.
     async fn write(&self, at: Located, record: &Record) -> Result<Outcome, Refusal> {
-        let me = self.shared.node_id;
+        let me = self.state.node_id;
         let ticket = self.node.submit(at.raft_group, Bytes::from(record.encode()), EntryMeta::Command, Durability::Committed).await;
         let timeout = Duration::from_millis(self.config.request_timeout_ms);
         match tokio::time::timeout(timeout, ticket.outcome()).await {
             Ok(Ok(appended)) => {
-                let inner = self.shared.lock();
-                let outcome = inner.coordinators.get(&at.raft_group).and_then(|partition| partition.table.outcome(appended.index).cloned());
+                let applied = self.state.lock();
+                let outcome =
+                    applied.coordinators.get(&at.raft_group).and_then(|partition| partition.table.outcome(appended.index).cloned());
                 outcome.ok_or_else(|| Refusal::new(ErrorCode::INTERNAL, "the record committed but its outcome is no longer known"))
             }
             Ok(Err(error)) if error.is_definite() => Err(Refusal::not_coordinator(me, 0, record.group().unwrap_or_default())),
@@ -382,7 +383,7 @@ impl GroupService {
         let rebalance_ms = u64::from(request.rebalance_timeout_ms.max(request.session_timeout_ms)) + self.config.request_timeout_ms;
         match tokio::time::timeout(Duration::from_millis(rebalance_ms), waiting).await {
             Ok(Ok(answer)) => answer,
-            Ok(Err(_)) => Err(Refusal::not_coordinator(self.shared.node_id, 0, group)),
+            Ok(Err(_)) => Err(Refusal::not_coordinator(self.state.node_id, 0, group)),
             Err(_) => Err(Refusal::new(ErrorCode::REBALANCE_IN_PROGRESS, "the join phase did not end in time; rejoin")),
         }
     }
@@ -458,7 +459,7 @@ impl GroupService {
         let timeout = Duration::from_millis(self.config.request_timeout_ms * 2);
         match tokio::time::timeout(timeout, waiting).await {
             Ok(Ok(answer)) => answer,
-            Ok(Err(_)) => Err(Refusal::not_coordinator(self.shared.node_id, 0, group)),
+            Ok(Err(_)) => Err(Refusal::not_coordinator(self.state.node_id, 0, group)),
             Err(_) => Err(Refusal::new(ErrorCode::REBALANCE_IN_PROGRESS, "the leader's assignment did not come in time; rejoin")),
         }
     }
@@ -531,8 +532,8 @@ impl GroupService {
         let now = self.now_ms();
         let planted = consumer::Planted { give_owned_partitions: self.planted.give_owned_partitions };
         let counts: BTreeMap<String, u32> = {
-            let inner = self.shared.lock();
-            inner
+            let applied = self.state.lock();
+            applied
                 .meta
                 .topics()
                 .iter()
@@ -572,9 +573,9 @@ impl GroupService {
     pub async fn offset_commit(&self, commit: OffsetCommit) -> Result<(), Refusal> {
         let at = self.locate(&commit.group).await?;
         {
-            let inner = self.shared.lock();
+            let applied = self.state.lock();
             for ((topic, partition), _, _) in &commit.offsets {
-                let exists = inner.meta.topic(topic).is_some_and(|info| (*partition as usize) < info.partitions.len());
+                let exists = applied.meta.topic(topic).is_some_and(|info| (*partition as usize) < info.partitions.len());
                 if !exists {
                     return Err(Refusal::new(
                         ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
@@ -583,10 +584,10 @@ impl GroupService {
                 }
             }
             if !self.planted.accept_stale_commit {
-                let table = &inner
+                let table = &applied
                     .coordinators
                     .get(&at.raft_group)
-                    .ok_or_else(|| Refusal::not_coordinator(self.shared.node_id, 0, &commit.group))?
+                    .ok_or_else(|| Refusal::not_coordinator(self.state.node_id, 0, &commit.group))?
                     .table;
                 table.validate_commit(&commit)?;
             }
@@ -594,8 +595,8 @@ impl GroupService {
         let mut record = commit;
         if self.planted.accept_stale_commit {
             // Planted: the commit is rewritten to the member's current epoch, so the table takes it.
-            let inner = self.shared.lock();
-            if let Some(group) = inner.coordinators.get(&at.raft_group).and_then(|p| p.table.group(&record.group)) {
+            let applied = self.state.lock();
+            if let Some(group) = applied.coordinators.get(&at.raft_group).and_then(|p| p.table.group(&record.group)) {
                 if let Some(member) = group.membership.members.get(&record.member_id) {
                     record.epoch =
                         if group.membership.kind == Some(GroupKind::Classic) { group.membership.epoch } else { member.member_epoch };
@@ -637,15 +638,15 @@ impl GroupService {
 
     /// The groups this node coordinates now: (group, protocol type, state, kind).
     pub async fn list_groups(&self) -> Vec<(String, String, &'static str, &'static str)> {
-        let raft_groups: Vec<GroupId> = self.shared.lock().coordinators.keys().copied().collect();
+        let raft_groups: Vec<GroupId> = self.state.lock().coordinators.keys().copied().collect();
         let mut listed = Vec::new();
         for raft_group in raft_groups {
             let Ok(Some((status, _))) = self.node.status(raft_group).await else { continue };
             if status.role != StateRole::Leader {
                 continue;
             }
-            let inner = self.shared.lock();
-            let Some(partition) = inner.coordinators.get(&raft_group) else { continue };
+            let applied = self.state.lock();
+            let Some(partition) = applied.coordinators.get(&raft_group) else { continue };
             for (id, group) in partition.table.groups() {
                 let live = partition.live.as_ref().and_then(|live| live.live_group(id));
                 let kind = group.membership.kind.map_or("classic", GroupKind::name);
@@ -690,16 +691,16 @@ impl GroupService {
     /// One pass of the coordinator's timer over every partition this node leads: sessions,
     /// join and sync deadlines, revocations, and a snapshot when one is due.
     pub async fn tick(self: &Arc<Self>) {
-        let raft_groups: Vec<GroupId> = self.shared.lock().coordinators.keys().copied().collect();
+        let raft_groups: Vec<GroupId> = self.state.lock().coordinators.keys().copied().collect();
         for raft_group in raft_groups {
             let status = match self.node.status(raft_group).await {
                 Ok(Some((status, _))) => status,
                 _ => continue,
             };
             if status.role != StateRole::Leader {
-                if let Some(partition) = self.shared.lock().coordinators.get_mut(&raft_group) {
+                if let Some(partition) = self.state.lock().coordinators.get_mut(&raft_group) {
                     if partition.live.is_some() {
-                        partition.demote(self.shared.node_id);
+                        partition.demote(self.state.node_id);
                     }
                 }
                 continue;
@@ -707,14 +708,14 @@ impl GroupService {
             let at = Located { raft_group, term: status.term };
             let now = self.now_ms();
             let due = {
-                let mut inner = self.shared.lock();
-                let applied_term = inner.partitions.get(&raft_group).map_or(0, |p| p.state.applied_term());
+                let mut applied = self.state.lock();
+                let applied_term = applied.partitions.get(&raft_group).map_or(0, |p| p.state.applied_term());
                 if applied_term != status.term {
                     continue;
                 }
-                let Some(partition) = inner.coordinators.get_mut(&raft_group) else { continue };
+                let Some(partition) = applied.coordinators.get_mut(&raft_group) else { continue };
                 let table = partition.table.clone();
-                partition.live_for(self.shared.node_id, status.term, &self.config.groups).due(&table, now)
+                partition.live_for(self.state.node_id, status.term, &self.config.groups).due(&table, now)
             };
             for due in due {
                 self.handle_due(at, due).await;
@@ -804,19 +805,19 @@ impl GroupService {
         let Ok(Some(snapshot)) = snapshot else { return };
         let outcome = self.write(at, &snapshot).await;
         tracing::debug!(raft_group = at.raft_group, ?outcome, "coordinator snapshot");
-        let mut inner = self.shared.lock();
-        if let Some(partition) = inner.coordinators.get_mut(&at.raft_group) {
+        let mut applied = self.state.lock();
+        if let Some(partition) = applied.coordinators.get_mut(&at.raft_group) {
             partition.snapshot_writing = false;
         }
     }
 
     /// Runs the timer until shutdown.
-    pub async fn run_timer(self: Arc<Self>, mut shutdown: odradek_log::watch::Receiver<bool>) {
+    pub async fn run_timer(self: Arc<Self>, mut shutdown: crate::shutdown::Shutdown) {
         let period = Duration::from_millis(u64::from(self.settings().timer_tick_ms));
         loop {
             tokio::select! {
                 biased;
-                _ = crate::server::stopping(&mut shutdown) => return,
+                _ = shutdown.stopping() => return,
                 _ = tokio::time::sleep(period) => {}
             }
             self.tick().await;
@@ -826,7 +827,7 @@ impl GroupService {
     /// The index below which retention may delete the segments of an offsets partition (its
     /// last applied snapshot), or `None` for any other group.
     pub fn retention_bound(&self, raft_group: GroupId) -> Option<u64> {
-        self.shared.lock().coordinators.get(&raft_group).map(|partition| partition.table.retention_bound())
+        self.state.lock().coordinators.get(&raft_group).map(|partition| partition.table.retention_bound())
     }
 }
 

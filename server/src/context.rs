@@ -1,0 +1,23 @@
+//! What every request handler and background duty of a node works with: its settings, its
+//! [`NodeState`], the handle of its raft driver and a simulation's fault hooks. Built once by
+//! [`Server::start_with`](crate::server::Server::start_with) and shared (`Arc`) by the client
+//! listener, every connection and the controller's duties.
+
+use std::sync::Arc;
+
+use odradek_consensus::NodeHandle;
+
+use crate::config::ServerConfig;
+use crate::faults::FaultHooks;
+use crate::state::NodeState;
+
+/// A running node's parts, as its tasks see them.
+pub struct NodeContext {
+    pub config: Arc<ServerConfig>,
+    pub state: Arc<NodeState>,
+    /// The raft driver: proposals, log reads, group status.
+    pub node: NodeHandle,
+    pub faults: FaultHooks,
+    /// The consumer-group coordinator of the offsets-topic partitions this node leads.
+    pub groups: std::sync::Arc<crate::group::service::GroupService>,
+}
