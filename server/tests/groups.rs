@@ -229,3 +229,120 @@ fn bad_group_requests_get_definite_errors_and_harm_nobody() {
     assert_eq!(delete.get_delete_topics().topics[0].error, ErrorCode::INVALID_TOPIC, "{delete:?}");
     assert_eq!(fetched(&call_coordinator(&entry, "good", &fetch_offsets("good"))), vec![("t".to_string(), 0, 5)]);
 }
+
+fn join(group: &str, member_id: &str) -> wire::Request {
+    request_with(5, |r| {
+        let mut join = wire::JoinGroupRequest::new();
+        join.group = group.into();
+        join.member_id = member_id.into();
+        join.session_timeout_ms = 30_000;
+        join.rebalance_timeout_ms = 20_000;
+        join.protocol_type = "consumer".into();
+        let mut protocol = wire::JoinProtocol::new();
+        protocol.name = "range".into();
+        protocol.metadata = member_id.as_bytes().to_vec();
+        join.protocols.push(protocol);
+        r.set_join_group(join);
+    })
+}
+
+fn sync(group: &str, member_id: &str, generation: i32, assignments: &[(&str, &[u8])]) -> wire::Request {
+    request_with(6, |r| {
+        let mut sync = wire::SyncGroupRequest::new();
+        sync.group = group.into();
+        sync.member_id = member_id.into();
+        sync.generation = generation;
+        for (member, bytes) in assignments {
+            let mut assignment = wire::SyncAssignment::new();
+            assignment.member_id = member.to_string();
+            assignment.assignment = bytes.to_vec();
+            sync.assignments.push(assignment);
+        }
+        r.set_sync_group(sync);
+    })
+}
+
+fn classic_heartbeat(group: &str, member_id: &str, generation: i32) -> wire::Request {
+    request_with(7, |r| {
+        let mut beat = wire::HeartbeatRequest::new();
+        beat.group = group.into();
+        beat.member_id = member_id.into();
+        beat.generation = generation;
+        r.set_heartbeat(beat);
+    })
+}
+
+/// Joins from several threads at once (a join waits for the others).
+fn join_all(entry: &str, group: &str, member_ids: &[String]) -> Vec<wire::JoinGroupResponse> {
+    let handles: Vec<_> = member_ids
+        .iter()
+        .map(|member_id| {
+            let (entry, group, member_id) = (entry.to_string(), group.to_string(), member_id.clone());
+            std::thread::spawn(move || call_coordinator(&entry, &group, &join(&group, &member_id)))
+        })
+        .collect();
+    handles
+        .into_iter()
+        .map(|handle| {
+            let response = handle.join().expect("join thread");
+            assert_eq!(response.error, ErrorCode::NONE, "{response:?}");
+            response.get_join_group().clone()
+        })
+        .collect()
+}
+
+#[test]
+fn classic_members_rebalance_through_join_and_sync() {
+    let cluster = ProcessCluster::start(3);
+    create_topic(&cluster, "t", 2);
+    let entry = cluster.client_addr(3);
+    let first = join_all(&entry, "c", &[String::new(), String::new()]);
+    let generation = first[0].generation;
+    assert!(first.iter().all(|joined| joined.generation == generation && joined.leader == first[0].leader));
+    let leader = first.iter().find(|joined| joined.member_id == joined.leader).expect("one member leads");
+    let follower = first.iter().find(|joined| joined.member_id != joined.leader).expect("one follows");
+    assert_eq!(leader.members.len(), 2, "the leader learns every member");
+    assert!(follower.members.is_empty());
+
+    // The follower's sync waits for the leader's; both get their part.
+    let (entry_f, follower_id) = (entry.clone(), follower.member_id.clone());
+    let waiting = std::thread::spawn(move || call_coordinator(&entry_f, "c", &sync("c", &follower_id, generation, &[])));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let assignments: [(&str, &[u8]); 2] = [(&leader.member_id, b"leader-part"), (&follower.member_id, b"follower-part")];
+    let led = call_coordinator(&entry, "c", &sync("c", &leader.member_id, generation, &assignments));
+    assert_eq!(led.get_sync_group().assignment, b"leader-part".to_vec(), "{led:?}");
+    let followed = waiting.join().unwrap();
+    assert_eq!(followed.get_sync_group().assignment, b"follower-part".to_vec(), "{followed:?}");
+    assert_eq!(call_coordinator(&entry, "c", &classic_heartbeat("c", &leader.member_id, generation)).error, ErrorCode::NONE);
+    assert_eq!(call_coordinator(&entry, "c", &commit("c", &follower.member_id, generation, &[("t", 1, 3)])).error, ErrorCode::NONE);
+
+    // A third member starts a rebalance: the others learn it from their heartbeats and rejoin.
+    let (entry_n, newcomer) = (
+        entry.clone(),
+        std::thread::spawn({
+            let entry = entry.clone();
+            move || call_coordinator(&entry, "c", &join("c", ""))
+        }),
+    );
+    let _ = entry_n;
+    let mut told = false;
+    for _ in 0..100 {
+        if call_coordinator(&entry, "c", &classic_heartbeat("c", &leader.member_id, generation)).error == ErrorCode::REBALANCE_IN_PROGRESS {
+            told = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(told, "members learn of the rebalance from their heartbeats");
+    let second = join_all(&entry, "c", &[leader.member_id.clone(), follower.member_id.clone()]);
+    let newcomer = newcomer.join().unwrap();
+    assert_eq!(newcomer.error, ErrorCode::NONE, "{newcomer:?}");
+    let next = second[0].generation;
+    assert!(next > generation);
+    assert_eq!(newcomer.get_join_group().generation, next);
+    // C5: the old generation can no longer commit.
+    let stale = call_coordinator(&entry, "c", &commit("c", &follower.member_id, generation, &[("t", 1, 9)]));
+    assert_eq!(stale.error, ErrorCode::ILLEGAL_GENERATION, "{stale:?}");
+    let offsets = fetched(&call_coordinator(&entry, "c", &fetch_offsets("c")));
+    assert_eq!(offsets, vec![("t".to_string(), 1, 3)]);
+}

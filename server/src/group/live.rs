@@ -127,11 +127,17 @@ impl Coordinator {
     /// Everything due at `now_ms`, in group order.
     pub fn due(&mut self, table: &GroupTable, now_ms: i64) -> Vec<Due> {
         let mut due = Vec::new();
-        for (id, group) in table.groups() {
-            let membership = &group.membership;
-            if membership.members.is_empty() && !self.groups.contains_key(id) {
-                continue;
-            }
+        let empty = Membership::default();
+        // Groups with members in the table, and groups only the volatile state knows (a first
+        // join phase, before any record of the group was written).
+        let mut ids: Vec<&String> =
+            table.groups().iter().filter(|(_, group)| !group.membership.members.is_empty()).map(|(id, _)| id).collect();
+        let live_ids: Vec<String> = self.groups.keys().cloned().collect();
+        ids.extend(live_ids.iter());
+        ids.sort();
+        ids.dedup();
+        for id in ids {
+            let membership = table.group(id).map_or(&empty, |group| &group.membership);
             let live = self.group(id, Some(membership), now_ms);
             let expired: Vec<String> = live
                 .sessions
@@ -262,5 +268,14 @@ mod tests {
         assert_eq!(coordinator.due(&table, 6_000), vec![Due::SyncDeadline { group: "g".into() }]);
         let due = coordinator.due(&table, 11_000);
         assert_eq!(due[0], Due::SessionsExpired { group: "g".into(), members: vec!["b".into()] }, "a heartbeat moved a's deadline to 14 s");
+    }
+
+    #[test]
+    fn a_first_join_phase_comes_due_before_the_group_has_any_record() {
+        let mut coordinator = Coordinator::new(1, 1, 45_000);
+        let table = GroupTable::new();
+        coordinator.group("new", None, 0).phase = Phase::Preparing { deadline_ms: 3_000, joined: BTreeMap::new(), expected: Vec::new() };
+        assert!(coordinator.due(&table, 2_999).is_empty());
+        assert_eq!(coordinator.due(&table, 3_000), vec![Due::JoinDeadline { group: "new".into() }]);
     }
 }
