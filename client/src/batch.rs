@@ -1,5 +1,6 @@
 //! Record batches in Apache Kafka's RecordBatch v2 layout (magic 2): the unit a producer sends,
-//! the broker validates and appends, the log stores and a consumer receives, byte for byte.
+//! the broker validates and appends, the log stores byte for byte, and a consumer receives with
+//! only its baseOffset filled in (by the broker on fetch, [`set_base_offset`]).
 //!
 //! Written from the "Record Batch", "Record" and "Record Header" sections of Kafka's public
 //! message-format documentation. Layout (fixed fields big-endian; varints zigzag, as protobuf's

@@ -3,7 +3,7 @@
 //!
 //! Modules, from the wire up:
 //! - [`batch`]: the Kafka RecordBatch v2 codec that producers build, brokers validate and
-//!   consumers read, byte for byte the same all the way;
+//!   consumers read, the same bytes all the way but baseOffset, which a broker fills in on fetch;
 //! - [`wire`]: the protocol (protobuf messages in length-prefixed frames, pipelined by request
 //!   id, a versioned handshake) and the one table of definite and indefinite errors;
 //! - [`connection`]: one pipelined connection to one broker;

@@ -13,6 +13,8 @@ use odradek_consensus::NodeId;
 use odradek_log::LogConfig;
 use serde::Deserialize;
 
+use crate::planted::Planted;
+
 /// The most nodes a cluster may list (controller voters).
 pub const CLUSTER_NODES_MAX: usize = 7;
 
@@ -218,7 +220,17 @@ impl ServerConfig {
         Ok(())
     }
 
-    /// Whether `bug` is planted in this node (always false in normal builds).
+    /// This node's planted bugs as switches, built from `planted_bugs` (all off in normal
+    /// builds, which have no list). Built once at start; the code reads the switch it needs.
+    pub fn planted_switches(&self) -> Planted {
+        #[cfg(any(madsim, feature = "planted-bugs"))]
+        return Planted::from_bugs(&self.planted_bugs);
+        #[cfg(not(any(madsim, feature = "planted-bugs")))]
+        Planted::default()
+    }
+
+    /// Whether `bug` is planted in this node (always false in normal builds); for the
+    /// consensus switches, which are not yet read from [`Planted`].
     pub fn planted(&self, bug: crate::planted::PlantedBug) -> bool {
         #[cfg(any(madsim, feature = "planted-bugs"))]
         return self.planted_bugs.contains(&bug);
@@ -269,10 +281,10 @@ impl ServerConfig {
     fn with_planted_log_bugs(&self, mut config: LogConfig) -> LogConfig {
         #[cfg(any(madsim, feature = "planted-bugs"))]
         {
-            use crate::planted::PlantedBug;
-            config.planted_skip_fsync = self.planted(PlantedBug::AckBeforeFsync);
-            config.planted_ignore_fsync_errors = self.planted(PlantedBug::IgnoreFsyncError);
-            config.planted_truncate_corruption = self.planted(PlantedBug::TruncateMidLogCorruption);
+            let planted = self.planted_switches();
+            config.planted_skip_fsync = planted.ack_before_fsync;
+            config.planted_ignore_fsync_errors = planted.ignore_fsync_error;
+            config.planted_truncate_corruption = planted.truncate_mid_log_corruption;
         }
         config
     }

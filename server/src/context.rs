@@ -1,5 +1,6 @@
 //! What every request handler and background duty of a node works with: its settings, its
-//! [`NodeState`], the handle of its raft driver and a simulation's fault hooks. Built once by
+//! [`NodeState`], the handle of its raft driver, a simulation's fault hooks and the planted bugs'
+//! switches. Built once by
 //! [`Server::start_with`](crate::server::Server::start_with) and shared (`Arc`) by the client
 //! listener, every connection and the controller's duties.
 
@@ -9,6 +10,7 @@ use odradek_consensus::NodeHandle;
 
 use crate::config::ServerConfig;
 use crate::faults::FaultHooks;
+use crate::planted::Planted;
 use crate::state::NodeState;
 
 /// A running node's parts, as its tasks see them.
@@ -18,6 +20,8 @@ pub struct NodeContext {
     /// The raft driver: proposals, log reads, group status.
     pub node: NodeHandle,
     pub faults: FaultHooks,
+    /// All off outside simulation and `planted-bugs` builds.
+    pub planted: Planted,
     /// The consumer-group coordinator of the offsets-topic partitions this node leads.
     pub groups: std::sync::Arc<crate::group::service::GroupService>,
 }

@@ -304,6 +304,7 @@ impl MetadataState {
             Err(error) => MetaOutcome::Rejected(error.to_string()),
             Ok(command) => self.apply_command(index, command),
         };
+        assert_eq!(self.applied_index, index, "a command moved the applied index");
         self.check_invariants();
         outcome
     }

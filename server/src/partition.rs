@@ -201,10 +201,10 @@ impl PartitionState {
         kind: EntryKind,
         base_offset: u64,
         record_count: u32,
-        max_timestamp: i64,
+        timestamp_max: i64,
         payload: &[u8],
     ) {
-        let _ = max_timestamp; // ListOffsets by timestamp is served from the log's index.
+        let _ = timestamp_max; // ListOffsets by timestamp is served from the log's index.
         let fresh = self.applied_index == 0;
         assert!(fresh || index == self.applied_index + 1, "apply of index {index} after {}", self.applied_index);
         assert!(index > 0, "raft indexes start at 1");
@@ -222,6 +222,7 @@ impl PartitionState {
         self.applied_term = term;
         if kind != EntryKind::Data {
             assert_eq!(record_count, 0, "a {kind:?} entry at index {index} holds no records");
+            self.check_invariants();
             return;
         }
         self.high_watermark = base_offset.checked_add(u64::from(record_count)).expect("offsets fit in u64");
@@ -239,6 +240,7 @@ impl PartitionState {
                 self.apply_batch(index, &BatchInfo::from_header(&header), base_offset);
             }
         }
+        self.check_invariants();
     }
 
     /// A committed batch: updates the producer table and retires its pending admission.
@@ -285,6 +287,34 @@ impl PartitionState {
             producer.batches.pop_front();
         }
         producer.index_last = index;
+        Self::check_producer(producer, self.high_watermark);
+    }
+
+    /// A producer's committed window after a batch of it was applied: 1..=PRODUCER_BATCHES_KEPT
+    /// batches of one epoch, in offset order, the last one ending at or below the high watermark.
+    fn check_producer(producer: &ProducerState, high_watermark: u64) {
+        assert!(!producer.batches.is_empty(), "a producer in the table has a batch");
+        assert!(producer.batches.len() <= PRODUCER_BATCHES_KEPT, "a producer keeps at most {PRODUCER_BATCHES_KEPT} batches");
+        for pair in producer.batches.iter().zip(producer.batches.iter().skip(1)) {
+            assert!(pair.0.base_offset < pair.1.base_offset, "a producer's batches are in offset order");
+        }
+        let last = producer.batches.back().expect("not empty");
+        let last_end = last.base_offset + u64::from(last.record_count);
+        assert!(last_end <= high_watermark, "a committed batch ends at {last_end}, above the high watermark {high_watermark}");
+    }
+
+    /// What holds after every change: the log start at or below the high watermark, and the
+    /// producer table and pending list within their limits.
+    fn check_invariants(&self) {
+        assert!(
+            self.log_start_offset <= self.high_watermark,
+            "log start {} above the high watermark {}",
+            self.log_start_offset,
+            self.high_watermark
+        );
+        assert!(self.producers.len() <= PRODUCERS_MAX, "{} producers, above {PRODUCERS_MAX}", self.producers.len());
+        assert!(self.pending.len() <= PENDING_BATCHES_MAX, "{} pending batches, above {PENDING_BATCHES_MAX}", self.pending.len());
+        assert!(!self.pending_pushed_last || !self.pending.is_empty(), "the last admission's batch is pending");
     }
 
     /// The log was replaced at `index` by a snapshot whose next offset is `offset_next`: the
@@ -298,6 +328,7 @@ impl PartitionState {
         self.producers.clear();
         self.pending.clear();
         self.pending_pushed_last = false;
+        self.check_invariants();
     }
 
     /// Leader-side admission of a produce batch about to be proposed; `term` is the leader's
@@ -323,7 +354,9 @@ impl PartitionState {
             }
             self.pending.push_back(*batch);
             self.pending_pushed_last = true;
+            assert_eq!(self.pending.back(), Some(batch), "an admitted idempotent batch is pending");
         }
+        self.check_invariants();
         Ok(admit)
     }
 
@@ -398,6 +431,7 @@ impl PartitionState {
             self.pending.pop_back().expect("the last admission pushed a batch");
             self.pending_pushed_last = false;
         }
+        self.check_invariants();
     }
 
     /// The next offset after the last committed record (= the committed end).

@@ -1,6 +1,11 @@
 //! Planted bugs: deliberate breakages the checkers must catch (CHECKLISTS.md "planted bugs"),
 //! compiled only into simulation builds (`--cfg madsim`) and builds with the `planted-bugs`
 //! feature (the Jepsen harness's teeth test). A normal build has no way to turn one on.
+//!
+//! A node names its bugs in its config ([`PlantedBug`], by the names the CLI and the simulator
+//! use); [`ServerConfig::planted_switches`](crate::config::ServerConfig::planted_switches) turns
+//! that list into one [`Planted`] value at start, and the code reads the switch it needs. In a
+//! normal build the config has no list, and every switch is off.
 
 use std::str::FromStr;
 
@@ -92,5 +97,89 @@ impl FromStr for PlantedBug {
             let names: Vec<&str> = PlantedBug::ALL.iter().map(|bug| bug.name()).collect();
             format!("unknown planted bug {name:?}; known: {}", names.join(", "))
         })
+    }
+}
+
+/// One node's planted bugs as switches, one per [`PlantedBug`]; all off by default and in every
+/// build without planted bugs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Planted {
+    pub ack_before_commit: bool,
+    pub serve_above_commit: bool,
+    pub skip_dedup: bool,
+    pub stale_leader_serves_produce: bool,
+    pub follower_acks_before_persist: bool,
+    pub ack_before_fsync: bool,
+    pub ignore_fsync_error: bool,
+    pub truncate_mid_log_corruption: bool,
+    pub trust_recovery_cut: bool,
+    pub accept_stale_commit: bool,
+    pub coordinator_answers_before_replay: bool,
+    pub assignment_two_owners: bool,
+}
+
+impl Planted {
+    /// The switches of `bugs`: each listed bug on, the others off.
+    pub fn from_bugs(bugs: &[PlantedBug]) -> Planted {
+        let on = |bug: PlantedBug| bugs.contains(&bug);
+        Planted {
+            ack_before_commit: on(PlantedBug::AckBeforeCommit),
+            serve_above_commit: on(PlantedBug::ServeAboveCommit),
+            skip_dedup: on(PlantedBug::SkipDedup),
+            stale_leader_serves_produce: on(PlantedBug::StaleLeaderServesProduce),
+            follower_acks_before_persist: on(PlantedBug::FollowerAcksBeforePersist),
+            ack_before_fsync: on(PlantedBug::AckBeforeFsync),
+            ignore_fsync_error: on(PlantedBug::IgnoreFsyncError),
+            truncate_mid_log_corruption: on(PlantedBug::TruncateMidLogCorruption),
+            trust_recovery_cut: on(PlantedBug::TrustRecoveryCut),
+            accept_stale_commit: on(PlantedBug::AcceptStaleCommit),
+            coordinator_answers_before_replay: on(PlantedBug::CoordinatorAnswersBeforeReplay),
+            assignment_two_owners: on(PlantedBug::AssignmentTwoOwners),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Planted, PlantedBug};
+    use crate::config::ServerConfig;
+
+    #[test]
+    fn each_listed_bug_switches_on_its_own_switch() {
+        assert_eq!(Planted::from_bugs(&[]), Planted::default());
+        let planted = Planted::from_bugs(&[PlantedBug::SkipDedup, PlantedBug::TrustRecoveryCut]);
+        assert_eq!(planted, Planted { skip_dedup: true, trust_recovery_cut: true, ..Planted::default() });
+        let all = Planted::from_bugs(&PlantedBug::ALL);
+        let each = [
+            all.ack_before_commit,
+            all.serve_above_commit,
+            all.skip_dedup,
+            all.stale_leader_serves_produce,
+            all.follower_acks_before_persist,
+            all.ack_before_fsync,
+            all.ignore_fsync_error,
+            all.truncate_mid_log_corruption,
+            all.trust_recovery_cut,
+        ];
+        assert!(each.iter().all(|on| *on), "every bug has a switch: {all:?}");
+    }
+
+    #[test]
+    fn a_config_switches_on_exactly_its_listed_bugs() {
+        #[allow(unused_mut)] // listed only in simulation and planted-bugs builds
+        let mut config = ServerConfig::new(1, "data", Vec::new());
+        assert_eq!(config.planted_switches(), Planted::default());
+        #[cfg(any(madsim, feature = "planted-bugs"))]
+        {
+            config.planted_bugs = vec![PlantedBug::ServeAboveCommit];
+            assert_eq!(config.planted_switches(), Planted { serve_above_commit: true, ..Planted::default() });
+        }
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for bug in PlantedBug::ALL {
+            assert_eq!(bug.name().parse::<PlantedBug>(), Ok(bug));
+        }
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use odradek_consensus::{FaultyTransport, Node, NodeConfig, NodeError, NodeHandle, NodeId, TcpTransport, TransportError};
+use odradek_consensus::{FaultyTransport, Node, NodeConfig, NodeError, NodeHandle, NodeId, TcpTransport, Transport, TransportError};
 
 use crate::faults::FaultHooks;
 use odradek_log::watch;
@@ -58,6 +58,46 @@ async fn watch_free_space<D: Disk>(disk: D, config: Arc<ServerConfig>, state: Ar
     }
 }
 
+/// Replays the whole controller log into the metadata before anything is served; `true` when
+/// its files are damaged and the node is quarantined.
+async fn open_metadata<D: Disk, T: Transport>(
+    node: &mut Node<D, T, StateMachine>,
+    config: &ServerConfig,
+    clock: &Clock,
+) -> Result<bool, ServerError> {
+    match node.create_group_with(METADATA_GROUP, &config.node_ids(), 0, clock(), config.metadata_log_config()).await {
+        Ok(()) => Ok(false),
+        // Damaged metadata files (R8 b: never truncated here). Without metadata the node
+        // serves no client, but its partition replicas still vote and replicate, and it
+        // answers the suspect queries of groups that cannot open: a replica elsewhere that
+        // cut a rotten last entry may need this one's copies or word before it votes again
+        // (protocol-aware recovery).
+        Err(NodeError::Storage { source, .. }) if source.is_corruption() => {
+            let (hosted, answering) = node.host_groups_on_disk(clock()).await?;
+            tracing::error!(
+                node = config.id,
+                %source,
+                hosted,
+                answering,
+                "metadata files are damaged: serving no client; hosting the groups on disk without leading them"
+            );
+            Ok(true)
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// The client listener (none for a quarantined node) and the address clients reach.
+async fn listen_for_clients(config: &ServerConfig, quarantined: bool) -> Result<(Option<TcpListener>, SocketAddr), ServerError> {
+    let listen = config.client_listen();
+    if quarantined {
+        return Ok((None, listen));
+    }
+    let listener = TcpListener::bind(listen).await.map_err(|source| ServerError::Listen { addr: listen, source })?;
+    let client_addr = listener.local_addr().map_err(|source| ServerError::Listen { addr: listen, source })?;
+    Ok((Some(listener), client_addr))
+}
+
 /// A running node.
 pub struct Server {
     shutdown: watch::Sender<bool>,
@@ -85,6 +125,7 @@ impl Server {
     pub async fn start_with<D: Disk>(config: ServerConfig, disk: D, clock: Clock, faults: FaultHooks) -> Result<Server, ServerError> {
         config.validate()?;
         let config = Arc::new(config);
+        let planted = config.planted_switches();
         let me = config.me().clone();
         let state = NodeState::new(config.id);
         let peers: BTreeMap<NodeId, SocketAddr> = config.nodes.iter().filter(|m| m.id != config.id).map(|m| (m.id, m.peer)).collect();
@@ -107,39 +148,9 @@ impl Server {
         let available = disk.available_bytes(&config.data_dir).await.map_err(ServerError::Disk)?;
         state.set_disk_available(available, config.disk_reserve_bytes);
         let space_disk = disk.clone();
-        let mut node = Node::new(node_config, disk, transport, inbox, StateMachine::new(state.clone(), &config));
-        // Replays the whole controller log into the metadata before anything is served.
-        let metadata = node.create_group_with(METADATA_GROUP, &config.node_ids(), 0, clock(), config.metadata_log_config()).await;
-        let quarantined = match metadata {
-            Ok(()) => false,
-            // Damaged metadata files (R8 b: never truncated here). Without metadata the node
-            // serves no client, but its partition replicas still vote and replicate, and it
-            // answers the suspect queries of groups that cannot open: a replica elsewhere that
-            // cut a rotten last entry may need this one's copies or word before it votes again
-            // (protocol-aware recovery).
-            Err(NodeError::Storage { source, .. }) if source.is_corruption() => {
-                let (hosted, answering) = node.host_groups_on_disk(clock()).await?;
-                tracing::error!(
-                    node = config.id,
-                    %source,
-                    hosted,
-                    answering,
-                    "metadata files are damaged: serving no client; hosting the groups on disk without leading them"
-                );
-                true
-            }
-            Err(error) => return Err(error.into()),
-        };
-        let listen = config.client_listen();
-        let listener = if quarantined {
-            None
-        } else {
-            Some(TcpListener::bind(listen).await.map_err(|source| ServerError::Listen { addr: listen, source })?)
-        };
-        let client_addr = match &listener {
-            Some(listener) => listener.local_addr().map_err(|source| ServerError::Listen { addr: listen, source })?,
-            None => listen,
-        };
+        let mut node = Node::new(node_config, disk, transport, inbox, StateMachine::new(state.clone(), planted));
+        let quarantined = open_metadata(&mut node, &config, &clock).await?;
+        let (listener, client_addr) = listen_for_clients(&config, quarantined).await?;
 
         let (handle, commands) = NodeHandle::new();
         let (shutdown, shutdown_rx) = shutdown::channel();
@@ -156,17 +167,20 @@ impl Server {
             let _ = stopped_tx.send(true);
             let _ = driver_done.send(result);
         });
-        let group_planted = {
-            use crate::planted::PlantedBug;
-            crate::group::service::Planted {
-                accept_stale_commit: config.planted(PlantedBug::AcceptStaleCommit),
-                answer_before_replay: config.planted(PlantedBug::CoordinatorAnswersBeforeReplay),
-                give_owned_partitions: config.planted(PlantedBug::AssignmentTwoOwners),
-            }
+        let group_planted = crate::group::service::Planted {
+            accept_stale_commit: planted.accept_stale_commit,
+            answer_before_replay: planted.coordinator_answers_before_replay,
+            give_owned_partitions: planted.assignment_two_owners,
         };
         let groups = Arc::new(GroupService::new(handle.clone(), state.clone(), config.clone(), group_clock, group_planted));
-        let context =
-            Arc::new(NodeContext { config: config.clone(), state: state.clone(), node: handle.clone(), faults, groups: groups.clone() });
+        let context = Arc::new(NodeContext {
+            config: config.clone(),
+            state: state.clone(),
+            node: handle.clone(),
+            faults,
+            planted,
+            groups: groups.clone(),
+        });
         let tasks = match listener {
             Some(listener) => vec![
                 tokio::spawn(groups.run_timer(shutdown_rx.clone())),

@@ -20,6 +20,7 @@ use crate::group::service::CoordinatorPartition;
 use crate::group::OFFSETS_TOPIC;
 use crate::meta::{MetaOutcome, MetadataState, METADATA_GROUP};
 use crate::partition::{Admit, BatchInfo, PartitionState};
+use crate::planted::Planted;
 
 /// [`Rejection::code`] for "this batch is already in the log at `value`" (a retry of an
 /// appended batch): the produce succeeds with that base offset.
@@ -140,23 +141,28 @@ impl NodeState {
 /// The [`Apply`] side: runs inside the raft loop.
 pub struct StateMachine {
     state: Arc<NodeState>,
-    /// The planted `SkipDedup` bug (never set in normal builds).
-    skip_dedup: bool,
+    /// Reads `skip_dedup` (all off in normal builds).
+    planted: Planted,
 }
 
 impl StateMachine {
-    pub fn new(state: Arc<NodeState>, config: &crate::config::ServerConfig) -> StateMachine {
-        use crate::planted::PlantedBug;
-        StateMachine { state, skip_dedup: config.planted(PlantedBug::SkipDedup) }
+    pub fn new(state: Arc<NodeState>, planted: Planted) -> StateMachine {
+        StateMachine { state, planted }
     }
 }
 
 impl Apply for StateMachine {
     fn apply(&mut self, group: GroupId, entries: &[Committed]) {
+        for pair in entries.windows(2) {
+            assert_eq!(pair[1].index, pair[0].index + 1, "group {group}: committed entries handed out of order");
+        }
         let mut state = self.state.lock();
         if group == METADATA_GROUP {
             for entry in entries.iter().filter(|e| e.kind == EntryKind::Command) {
+                let applied_before = state.meta.applied_index();
                 let outcome = state.meta.apply(entry.index, &entry.payload);
+                assert!(state.meta.applied_index() >= applied_before, "metadata apply moved the applied index backwards");
+                assert!(state.meta.applied_index() >= entry.index, "metadata entry {} left unapplied", entry.index);
                 tracing::debug!(index = entry.index, ?outcome, "metadata applied");
                 state.meta_outcomes.insert(entry.index, outcome);
                 if state.meta_outcomes.len() > META_OUTCOMES_KEPT {
@@ -180,8 +186,13 @@ impl Apply for StateMachine {
         }
         let partition = state.partitions.entry(group).or_insert_with(Partition::new);
         for entry in entries {
-            let Committed { index, term, kind, base_offset, record_count, max_timestamp, payload } = entry;
-            partition.state.apply(*index, *term, *kind, *base_offset, *record_count, *max_timestamp, payload);
+            let Committed { index, term, kind, base_offset, record_count, max_timestamp: timestamp_max, payload } = entry;
+            partition.state.apply(*index, *term, *kind, *base_offset, *record_count, *timestamp_max, payload);
+        }
+        if let Some(last) = entries.last() {
+            assert_eq!(partition.state.applied_index(), last.index, "group {group}: apply stopped short");
+            let offset_next = last.base_offset + u64::from(last.record_count);
+            assert_eq!(partition.state.high_watermark(), offset_next, "group {group}: the high watermark is not the applied end");
         }
         let high_watermark = partition.state.high_watermark();
         partition.high_watermark.send_if_modified(|hw| std::mem::replace(hw, high_watermark) != high_watermark);
@@ -200,6 +211,7 @@ impl Apply for StateMachine {
         }
         let partition = state.partitions.entry(group).or_insert_with(Partition::new);
         partition.state.restore(index, term, offset_next);
+        assert_eq!(partition.state.high_watermark(), offset_next, "group {group}: restore left the high watermark elsewhere");
         partition.high_watermark.send_replace(partition.state.high_watermark());
     }
 
@@ -220,7 +232,7 @@ impl Apply for StateMachine {
         match partition.state.admit(term, &BatchInfo::from_header(&header)) {
             Ok(Admit::Append) => Ok(()),
             // Planted: the duplicate is appended again.
-            Ok(Admit::Duplicate { .. }) if self.skip_dedup => Ok(()),
+            Ok(Admit::Duplicate { .. }) if self.planted.skip_dedup => Ok(()),
             Ok(Admit::Duplicate { base_offset }) => {
                 Err(Rejection { code: REJECTION_DUPLICATE, value: base_offset, reason: "a retry of an appended batch".into() })
             }

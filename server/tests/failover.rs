@@ -77,9 +77,12 @@ async fn acknowledged_keyed_records_survive_a_leader_sigkill() {
         }
     }
     let (victim, term_before) = loop {
-        let topic = admin.describe_topic("orders").await.unwrap();
-        if topic.partitions.iter().all(|p| p.leader != 0 && p.leader_term != 0) {
-            break (topic.partitions[0].leader, topic.partitions[0].leader_term);
+        // The node asked may not have applied the new topic yet (UNKNOWN_TOPIC_OR_PARTITION).
+        let topic = admin.describe_topic("orders").await;
+        if let Ok(topic) = &topic {
+            if topic.partitions.iter().all(|p| p.leader != 0 && p.leader_term != 0) {
+                break (topic.partitions[0].leader, topic.partitions[0].leader_term);
+            }
         }
         assert!(tokio::time::Instant::now() < deadline, "no leaders: {topic:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -1,5 +1,6 @@
 //! The fixed batch header: parsing and validating it (what the broker does to every batch it
-//! receives), and rewriting the base offset (the only byte the broker changes).
+//! receives), and writing the base offset (the only bytes the broker changes, when it serves a
+//! batch on fetch).
 
 use bytes::Buf;
 
@@ -182,8 +183,10 @@ pub fn batch_bytes_len(buffer: &[u8]) -> Result<usize, BatchError> {
     Ok(batch_bytes)
 }
 
-/// Rewrites baseOffset in place: what the broker does when it appends a batch. baseOffset lies
-/// before the CRC-covered region, so the CRC, and every other byte, stays as the producer wrote it.
+/// Writes baseOffset in place: what the broker does to each batch it serves on fetch (its log
+/// keeps the batch as the producer sent it, and the base offset in the log entry's header).
+/// baseOffset lies before the CRC-covered region, so the CRC, and every other byte, stays as the
+/// producer wrote it.
 ///
 /// # Panics
 /// If `batch` is shorter than a header, `base_offset` is negative, or the batch's last offset

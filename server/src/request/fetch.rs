@@ -16,7 +16,6 @@ use odradek_log::buggify;
 
 use super::{leader_of, locate, not_hosted, ok_response, partition_bounds, PartitionBounds};
 use crate::context::NodeContext;
-use crate::planted::PlantedBug;
 
 /// The longest a fetch may wait for data.
 pub const FETCH_WAIT_MS_MAX: u32 = 30_000;
@@ -28,9 +27,13 @@ pub const FETCH_BYTES_MAX: u32 = 32 * 1024 * 1024;
 /// local log's end.
 async fn fetch_bounds(context: &NodeContext, group: GroupId) -> Option<PartitionBounds> {
     let bounds = partition_bounds(context, group)?;
-    if context.config.planted(PlantedBug::ServeAboveCommit) {
+    if context.planted.serve_above_commit {
         if let Ok(Some(log)) = context.node.log_bounds(group).await {
-            return Some(PartitionBounds { high_watermark: log.next_offset, log_start: bounds.log_start, applied_index: u64::MAX });
+            return Some(PartitionBounds {
+                high_watermark: log.next_offset,
+                log_start_offset: bounds.log_start_offset,
+                applied_index: u64::MAX,
+            });
         }
     }
     Some(bounds)
@@ -53,12 +56,14 @@ pub async fn fetch(context: &NodeContext, id: u64, body: wire::FetchRequest) -> 
         return not_hosted(context, id, &body.topic, body.partition, preferred);
     };
     let offset = body.offset;
-    if offset < bounds.log_start || offset > bounds.high_watermark {
-        let (log_start, high_watermark) = (bounds.log_start, bounds.high_watermark);
-        let message =
-            format!("offset {offset} is outside {}/{}: log start {log_start}, high watermark {high_watermark}", body.topic, body.partition);
+    if offset < bounds.log_start_offset || offset > bounds.high_watermark {
+        let (log_start_offset, high_watermark) = (bounds.log_start_offset, bounds.high_watermark);
+        let message = format!(
+            "offset {offset} is outside {}/{}: log start {log_start_offset}, high watermark {high_watermark}",
+            body.topic, body.partition
+        );
         let mut response = error_response(id, ErrorCode::OFFSET_OUT_OF_RANGE, message);
-        response.set_fetch(fetch_response(high_watermark, log_start, Vec::new()));
+        response.set_fetch(fetch_response(high_watermark, log_start_offset, Vec::new()));
         return response;
     }
     if offset == bounds.high_watermark && body.max_wait_ms > 0 {
@@ -71,7 +76,7 @@ pub async fn fetch(context: &NodeContext, id: u64, body: wire::FetchRequest) -> 
     };
     if offset >= bounds.high_watermark {
         let mut response = ok_response(id);
-        response.set_fetch(fetch_response(bounds.high_watermark, bounds.log_start, Vec::new()));
+        response.set_fetch(fetch_response(bounds.high_watermark, bounds.log_start_offset, Vec::new()));
         return response;
     }
     let bytes_max = match body.max_bytes {
@@ -80,8 +85,10 @@ pub async fn fetch(context: &NodeContext, id: u64, body: wire::FetchRequest) -> 
     };
     match context.node.read_records(group, offset, u64::from(bytes_max), bounds.applied_index).await {
         Ok(entries) => {
+            let bound = (!context.planted.serve_above_commit).then_some(bounds.high_watermark);
+            assert_served(&entries, offset, bound);
             let mut response = ok_response(id);
-            response.set_fetch(fetch_response(bounds.high_watermark, bounds.log_start, served_batches(entries)));
+            response.set_fetch(fetch_response(bounds.high_watermark, bounds.log_start_offset, served_batches(entries)));
             response
         }
         Err(NodeError::Storage { source: StorageFault::Log(odradek_log::Error::OffsetBelowStart { start_offset, .. }), .. }) => {
@@ -92,6 +99,26 @@ pub async fn fetch(context: &NodeContext, id: u64, body: wire::FetchRequest) -> 
         }
         Err(NodeError::GroupUnknown(_)) => not_hosted(context, id, &body.topic, body.partition, preferred),
         Err(error) => error_response(id, ErrorCode::INTERNAL, format!("reading the log: {error}")),
+    }
+}
+
+/// Postconditions of a fetch's read at `offset`: the entries begin with the one holding
+/// `offset` (or the first after it), are dense in offsets, and end at or below `high_watermark`
+/// when given (L12: nothing above what this replica applied; `None` only for the planted
+/// `ServeAboveCommit`, which reads to the end of the local log).
+fn assert_served(entries: &[odradek_log::Entry], offset: u64, high_watermark: Option<u64>) {
+    if let Some(first) = entries.first() {
+        assert!(first.offset_next() > offset, "fetch at {offset} served a first entry ending at {}", first.offset_next());
+    }
+    for pair in entries.windows(2) {
+        assert_eq!(pair[1].base_offset, pair[0].offset_next(), "fetch served entries {} and {} with a gap", pair[0].index, pair[1].index);
+    }
+    if let (Some(last), Some(high_watermark)) = (entries.last(), high_watermark) {
+        assert!(
+            last.offset_next() <= high_watermark,
+            "fetch served up to {} above the high watermark {high_watermark}",
+            last.offset_next()
+        );
     }
 }
 
@@ -109,10 +136,10 @@ fn served_batches(entries: Vec<odradek_log::Entry>) -> Vec<u8> {
     batches
 }
 
-fn fetch_response(high_watermark: u64, log_start: u64, batches: Vec<u8>) -> wire::FetchResponse {
+fn fetch_response(high_watermark: u64, log_start_offset: u64, batches: Vec<u8>) -> wire::FetchResponse {
     let mut fetch = wire::FetchResponse::new();
     fetch.high_watermark = high_watermark;
-    fetch.log_start_offset = log_start;
+    fetch.log_start_offset = log_start_offset;
     fetch.batches = batches;
     fetch
 }
@@ -160,7 +187,7 @@ pub async fn list_offsets(context: &NodeContext, id: u64, body: wire::ListOffset
     let mut list = wire::ListOffsetsResponse::new();
     list.timestamp_ms = -1;
     match body.spec {
-        OffsetSpec::EARLIEST => list.offset = bounds.log_start,
+        OffsetSpec::EARLIEST => list.offset = bounds.log_start_offset,
         OffsetSpec::LATEST => list.offset = bounds.high_watermark,
         OffsetSpec::BY_TIMESTAMP => match offset_for_timestamp(context, group, bounds, body.timestamp_ms).await {
             Ok(Some((offset, timestamp))) => {
@@ -186,11 +213,13 @@ async fn offset_for_timestamp(
     bounds: PartitionBounds,
     timestamp: i64,
 ) -> Result<Option<(u64, i64)>, NodeError> {
-    let mut offset = bounds.log_start;
+    let mut offset = bounds.log_start_offset;
     while offset < bounds.high_watermark {
         let entries = context.node.read_records(group, offset, u64::from(FETCH_BYTES_MAX), bounds.applied_index).await?;
         let Some(last) = entries.last() else { return Ok(None) };
-        let offset_next = last.base_offset + u64::from(last.record_count);
+        let offset_next = last.offset_next();
+        // The scan advances: a read returns only entries ending after `offset`.
+        assert!(offset_next > offset, "a read at {offset} returned entries ending at {offset_next}");
         for entry in entries.into_iter().filter(|e| e.max_timestamp >= timestamp) {
             let Ok(records) = odradek_client::batch::records(&entry.payload) else { continue };
             for (position, record) in records.enumerate() {

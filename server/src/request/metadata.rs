@@ -99,7 +99,7 @@ pub async fn describe_cluster(context: &NodeContext, id: u64) -> Response {
         entry.term = status.term;
         entry.commit_index = status.commit;
         entry.high_watermark = bounds.high_watermark;
-        entry.log_start_offset = bounds.log_start;
+        entry.log_start_offset = bounds.log_start_offset;
         if status.role == StateRole::Leader {
             for (&node_id, &(matched, _)) in &status.progress {
                 let mut replica = wire::ReplicaStatus::new();

@@ -122,7 +122,7 @@ async fn leader_of(context: &NodeContext, group: GroupId) -> Option<(NodeId, u64
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct PartitionBounds {
     high_watermark: u64,
-    log_start: u64,
+    log_start_offset: u64,
     applied_index: u64,
 }
 
@@ -132,7 +132,7 @@ fn partition_bounds(context: &NodeContext, group: GroupId) -> Option<PartitionBo
     let partition = &state.partitions.get(&group)?.state;
     Some(PartitionBounds {
         high_watermark: partition.high_watermark(),
-        log_start: partition.log_start_offset(),
+        log_start_offset: partition.log_start_offset(),
         applied_index: partition.applied_index(),
     })
 }

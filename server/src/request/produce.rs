@@ -20,14 +20,13 @@ use odradek_log::buggify;
 
 use super::{locate, not_hosted, not_ready, ok_response, RequestError};
 use crate::context::NodeContext;
-use crate::planted::PlantedBug;
 use crate::state::{rejection_code, REJECTION_DUPLICATE};
 
 /// The outcome of a produce once it was queued (or refused before): `None` for acks=0.
 pub type ProducePending = Pin<Box<dyn Future<Output = Option<Response>> + Send>>;
 
-/// A batch that passed every check, ready to propose.
-struct Proposal {
+/// A batch that passed every check: what to propose, and where.
+struct CheckedBatch {
     group: GroupId,
     /// Where to send the client if this node cannot take the batch.
     preferred: NodeId,
@@ -44,20 +43,20 @@ pub async fn produce(context: &Arc<NodeContext>, id: u64, mut body: wire::Produc
         let reply = (acks != Acks::ACKS_NONE).then_some(response);
         Box::pin(async move { reply })
     };
-    let proposal = match check(context, id, &mut body) {
-        Ok(proposal) => proposal,
+    let checked = match check(context, id, &mut body) {
+        Ok(checked) => checked,
         Err(refusal) => return answer(*refusal),
     };
-    let ack_on_leader_log = acks == Acks::ACKS_LEADER || context.config.planted(PlantedBug::AckBeforeCommit);
+    let ack_on_leader_log = acks == Acks::ACKS_LEADER || context.planted.ack_before_commit;
     let durability = if ack_on_leader_log { Durability::LeaderLog } else { Durability::Committed };
-    let Proposal { group, preferred, batch, meta } = proposal;
+    let CheckedBatch { group, preferred, batch, meta } = checked;
     let ticket = context.node.submit(group, batch, meta, durability).await;
     let timeout = Duration::from_millis(u64::from(body.timeout_ms).clamp(1, context.config.request_timeout_ms));
     Box::pin(outcome(Arc::clone(context), id, acks, group, preferred, ticket, timeout))
 }
 
 /// Every check before a batch is proposed, in order; the refusal's answer otherwise.
-fn check(context: &NodeContext, id: u64, body: &mut wire::ProduceRequest) -> Result<Proposal, Box<Response>> {
+fn check(context: &NodeContext, id: u64, body: &mut wire::ProduceRequest) -> Result<CheckedBatch, Box<Response>> {
     if !context.state.is_meta_ready() {
         return Err(Box::new(not_ready(id)));
     }
@@ -93,7 +92,7 @@ fn check(context: &NodeContext, id: u64, body: &mut wire::ProduceRequest) -> Res
     }
     let record_count = u32::try_from(header.records_count).expect("validated: 1..=BATCH_RECORDS_MAX");
     let meta = EntryMeta::Data { record_count, max_timestamp: header.max_timestamp };
-    Ok(Proposal { group: location.group, preferred: location.preferred, batch, meta })
+    Ok(CheckedBatch { group: location.group, preferred: location.preferred, batch, meta })
 }
 
 /// Waits for a queued proposal's outcome and answers it (`None` for acks=0).
@@ -130,7 +129,7 @@ async fn outcome(
         Ok(Err(ProposeError::Rejected { rejection, .. })) if rejection.code == REJECTION_DUPLICATE => {
             produce.base_offset = rejection.value;
         }
-        Ok(Err(ProposeError::LeadershipLost { .. })) if context.config.planted(PlantedBug::StaleLeaderServesProduce) => {
+        Ok(Err(ProposeError::LeadershipLost { .. })) if context.planted.stale_leader_serves_produce => {
             // Planted: the deposed leader vouches for a batch it can no longer vouch for.
             let bounds = context.node.log_bounds(group).await.ok().flatten();
             produce.base_offset = bounds.map_or(0, |bounds| bounds.next_offset.saturating_sub(1));
