@@ -449,13 +449,13 @@ mod tests {
         assert_eq!(plain[0].producer, None);
     }
 
-    fn batch_at(base_offset: i64, values: &[&str]) -> Vec<u8> {
+    fn batch_at(offset_base: i64, values: &[&str]) -> Vec<u8> {
         let mut builder = BatchBuilder::new();
         for value in values {
             builder.push(&Record { key: None, value: Some(Bytes::from(value.to_string())), headers: vec![], timestamp: 5 }).unwrap();
         }
         let mut bytes = builder.build().to_vec();
-        set_base_offset(&mut bytes, base_offset);
+        set_base_offset(&mut bytes, offset_base);
         bytes
     }
 

@@ -8,7 +8,7 @@
 //!
 //! Invariants of a partition task:
 //! - Batches are sealed, sequenced and sent in the order their records were sent; the requests
-//!   in flight (at most `max_in_flight`) are always the oldest unacknowledged batches, and
+//!   in flight (at most `in_flight_max`) are always the oldest unacknowledged batches, and
 //!   outcomes are handled in the order the requests were sent.
 //! - After a failed attempt no new request is sent until every request in flight has its
 //!   outcome; then, after a backoff, sending resumes from the oldest unacknowledged batch. An
@@ -50,7 +50,7 @@ use crate::wire::proto::{
     Response_oneof_body as ResponseBody,
 };
 
-/// Largest `max_in_flight` accepted (Kafka's limit for idempotent producers is 5).
+/// Largest `in_flight_max` accepted (Kafka's limit for idempotent producers is 5).
 pub const IN_FLIGHT_MAX: usize = 16;
 /// Added to `request_timeout` for the client's own timer, so the server's REQUEST_TIMED_OUT
 /// answer (sent after `request_timeout`) normally arrives before the client gives up on it.
@@ -92,7 +92,7 @@ pub struct ProducerConfig {
     pub batch_bytes: usize,
     /// Requests in flight per partition, 1..=[`IN_FLIGHT_MAX`]; forced to 1 without idempotence
     /// (otherwise a retry could overtake a later batch).
-    pub max_in_flight: usize,
+    pub in_flight_max: usize,
     /// Bound on one produce attempt (sent to the server as its timeout).
     pub request_timeout: Duration,
     /// Bound on a record's whole life, retries included, from `send` to its outcome.
@@ -112,7 +112,7 @@ impl Default for ProducerConfig {
             acks: Acks::All,
             linger: Duration::from_millis(5),
             batch_bytes: 256 * 1024,
-            max_in_flight: 5,
+            in_flight_max: 5,
             request_timeout: Duration::from_secs(30),
             delivery_timeout: Duration::from_secs(120),
             retry_backoff: Duration::from_millis(100),
@@ -124,7 +124,7 @@ impl Default for ProducerConfig {
 }
 
 impl ProducerConfig {
-    /// Checks the settings and applies the forced ones (`max_in_flight` 1 without idempotence).
+    /// Checks the settings and applies the forced ones (`in_flight_max` 1 without idempotence).
     fn validated(mut self) -> Result<ProducerConfig> {
         let invalid = |message: String| Err(ClientError::InvalidArgument(message));
         if self.idempotence && self.acks != Acks::All {
@@ -137,8 +137,8 @@ impl ProducerConfig {
                 BATCH_HEADER_BYTES + batch::RECORD_BYTES_MIN
             ));
         }
-        if self.max_in_flight == 0 || self.max_in_flight > IN_FLIGHT_MAX {
-            return invalid(format!("max_in_flight {} outside 1..={IN_FLIGHT_MAX}", self.max_in_flight));
+        if self.in_flight_max == 0 || self.in_flight_max > IN_FLIGHT_MAX {
+            return invalid(format!("in_flight_max {} outside 1..={IN_FLIGHT_MAX}", self.in_flight_max));
         }
         if self.buffer_bytes < BATCH_BYTES_MAX || self.buffer_bytes > u32::MAX as usize {
             return invalid(format!("buffer_bytes {} outside {BATCH_BYTES_MAX}..=u32::MAX", self.buffer_bytes));
@@ -147,7 +147,7 @@ impl ProducerConfig {
             return invalid("retry_backoff above retry_backoff_max".into());
         }
         if !self.idempotence {
-            self.max_in_flight = 1;
+            self.in_flight_max = 1;
         }
         Ok(self)
     }
@@ -409,16 +409,16 @@ pub fn sequence_add(sequence: i32, increment: i32) -> i32 {
 }
 
 /// A copy of `batch` with a new producer id, epoch and base sequence, and its CRC recomputed.
-pub fn restamp(batch: &[u8], identity: ProducerIdentity, base_sequence: i32) -> Bytes {
+pub fn restamp(batch: &[u8], identity: ProducerIdentity, sequence_base: i32) -> Bytes {
     use crate::batch::position;
     let mut bytes = BytesMut::from(batch);
     bytes[position::PRODUCER_ID..position::PRODUCER_EPOCH].copy_from_slice(&identity.producer_id.to_be_bytes());
     bytes[position::PRODUCER_EPOCH..position::BASE_SEQUENCE].copy_from_slice(&identity.producer_epoch.to_be_bytes());
-    bytes[position::BASE_SEQUENCE..position::RECORDS_COUNT].copy_from_slice(&base_sequence.to_be_bytes());
+    bytes[position::BASE_SEQUENCE..position::RECORDS_COUNT].copy_from_slice(&sequence_base.to_be_bytes());
     let crc = crc32c::crc32c(&bytes[position::ATTRIBUTES..]);
     bytes[position::CRC..position::ATTRIBUTES].copy_from_slice(&crc.to_be_bytes());
     let bytes = bytes.freeze();
-    debug_assert!(batch::validate(&bytes).is_ok_and(|header| header.base_sequence == base_sequence));
+    debug_assert!(batch::validate(&bytes).is_ok_and(|header| header.base_sequence == sequence_base));
     bytes
 }
 
@@ -628,9 +628,9 @@ impl PartitionTask {
         let records_count = i32::try_from(open.builder.records_len()).expect("BATCH_RECORDS_MAX fits in an i32");
         let builder = match self.identity {
             Some(identity) => {
-                let base_sequence = self.sequence_next;
-                self.sequence_next = sequence_add(base_sequence, records_count);
-                open.builder.producer(identity.producer_id, identity.producer_epoch, base_sequence)
+                let sequence_base = self.sequence_next;
+                self.sequence_next = sequence_add(sequence_base, records_count);
+                open.builder.producer(identity.producer_id, identity.producer_epoch, sequence_base)
             }
             None => open.builder,
         };
@@ -680,7 +680,7 @@ impl PartitionTask {
                 }
             }
         }
-        while self.in_flight.len() < self.config.max_in_flight {
+        while self.in_flight.len() < self.config.in_flight_max {
             let Some(index) = self.queue.iter().position(|batch| !batch.in_flight) else { return };
             debug_assert!(self.queue.iter().skip(index).all(|batch| !batch.in_flight), "in-flight batches are a prefix");
             let connection = match self.cluster.leader_connection(&self.topic, self.partition).await {
@@ -774,14 +774,14 @@ impl PartitionTask {
         self.complete(batch, Some(produce.base_offset), produce.log_append_time_ms);
     }
 
-    /// Resolves every record of an appended batch: record k has offset `base_offset + k`.
-    fn complete(&mut self, batch: SealedBatch, base_offset: Option<u64>, log_append_time_ms: i64) {
+    /// Resolves every record of an appended batch: record k has offset `offset_base + k`.
+    fn complete(&mut self, batch: SealedBatch, offset_base: Option<u64>, log_append_time_ms: i64) {
         self.buffer.add_permits(batch.permits);
         for (index, waiter) in batch.waiters.into_iter().enumerate() {
             let metadata = RecordMetadata {
                 topic: self.topic.clone(),
                 partition: self.partition,
-                offset: base_offset.map(|base| base + index as u64),
+                offset: offset_base.map(|base| base + index as u64),
                 timestamp: if log_append_time_ms >= 0 { log_append_time_ms } else { waiter.timestamp },
             };
             let _ = waiter.reply.send(Ok(metadata));
@@ -921,7 +921,7 @@ mod tests {
         let leader_idempotent = ProducerConfig { acks: Acks::Leader, ..ProducerConfig::default() };
         assert!(matches!(leader_idempotent.validated(), Err(ClientError::InvalidArgument(_))));
         let plain = ProducerConfig { acks: Acks::Leader, idempotence: false, ..ProducerConfig::default() }.validated().unwrap();
-        assert_eq!(plain.max_in_flight, 1, "without idempotence one request in flight keeps order");
+        assert_eq!(plain.in_flight_max, 1, "without idempotence one request in flight keeps order");
         let huge = ProducerConfig { batch_bytes: BATCH_BYTES_MAX + 1, ..ProducerConfig::default() };
         assert!(huge.validated().is_err());
     }

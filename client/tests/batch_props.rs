@@ -17,7 +17,7 @@ use proptest::prelude::*;
 /// representable.
 const TIMESTAMP_ABS_MAX: i64 = 1 << 41;
 /// Largest base offset a proptest picks: leaves room for a full batch's offsets.
-const BASE_OFFSET_MAX: i64 = i64::MAX - BATCH_RECORDS_MAX as i64;
+const OFFSET_BASE_MAX: i64 = i64::MAX - BATCH_RECORDS_MAX as i64;
 
 fn bytes_nullable() -> impl Strategy<Value = Option<Bytes>> {
     // Null, empty and binary (any byte values) all occur.
@@ -37,7 +37,7 @@ fn record() -> impl Strategy<Value = Record> {
 struct Settings {
     producer_id: i64,
     producer_epoch: i16,
-    base_sequence: i32,
+    sequence_base: i32,
     timestamp_type: TimestampType,
     transactional: bool,
     control: bool,
@@ -45,10 +45,10 @@ struct Settings {
 
 fn settings() -> impl Strategy<Value = Settings> {
     (any::<i64>(), any::<i16>(), any::<i32>(), any::<bool>(), any::<bool>(), any::<bool>()).prop_map(
-        |(producer_id, producer_epoch, base_sequence, log_append_time, transactional, control)| Settings {
+        |(producer_id, producer_epoch, sequence_base, log_append_time, transactional, control)| Settings {
             producer_id,
             producer_epoch,
-            base_sequence,
+            sequence_base,
             timestamp_type: if log_append_time { TimestampType::LogAppendTime } else { TimestampType::CreateTime },
             transactional,
             control,
@@ -58,7 +58,7 @@ fn settings() -> impl Strategy<Value = Settings> {
 
 fn build(settings: &Settings, records: &[Record]) -> Bytes {
     let mut builder = BatchBuilder::new()
-        .producer(settings.producer_id, settings.producer_epoch, settings.base_sequence)
+        .producer(settings.producer_id, settings.producer_epoch, settings.sequence_base)
         .timestamp_type(settings.timestamp_type)
         .transactional(settings.transactional)
         .control(settings.control);
@@ -91,7 +91,7 @@ fn small_batch() -> Vec<u8> {
     let settings = Settings {
         producer_id: 5,
         producer_epoch: 2,
-        base_sequence: 40,
+        sequence_base: 40,
         timestamp_type: TimestampType::CreateTime,
         transactional: false,
         control: false,
@@ -171,36 +171,36 @@ fn every_truncation_is_rejected_small() {
 
 proptest! {
     #[test]
-    fn records_round_trip(records in vec(record(), 1..16), settings in settings(), base_offset in 0..BASE_OFFSET_MAX) {
+    fn records_round_trip(records in vec(record(), 1..16), settings in settings(), offset_base in 0..OFFSET_BASE_MAX) {
         let batch = build(&settings, &records);
         let mut stored = batch.to_vec();
-        set_base_offset(&mut stored, base_offset);
+        set_base_offset(&mut stored, offset_base);
         let header = validate(&stored).unwrap();
         prop_assert_eq!(header.records_len(), records.len());
         prop_assert_eq!(header.bytes_len(), batch.len());
         prop_assert_eq!((header.producer_id, header.producer_epoch, header.base_sequence),
-            (settings.producer_id, settings.producer_epoch, settings.base_sequence));
+            (settings.producer_id, settings.producer_epoch, settings.sequence_base));
         prop_assert_eq!(header.timestamp_type(), settings.timestamp_type);
         prop_assert_eq!((header.is_transactional(), header.is_control()), (settings.transactional, settings.control));
         prop_assert_eq!(header.base_timestamp, records[0].timestamp);
         prop_assert_eq!(header.max_timestamp, records.iter().map(|record| record.timestamp).max().unwrap());
-        prop_assert_eq!(header.offset_last(), base_offset + records.len() as i64 - 1);
+        prop_assert_eq!(header.offset_last(), offset_base + records.len() as i64 - 1);
 
         let decoded = decode(&stored).unwrap();
-        let expected: Vec<(i64, Record)> = records.iter().cloned().enumerate().map(|(index, record)| (base_offset + index as i64, record)).collect();
+        let expected: Vec<(i64, Record)> = records.iter().cloned().enumerate().map(|(index, record)| (offset_base + index as i64, record)).collect();
         prop_assert_eq!(decoded, expected);
     }
 
     #[test]
-    fn set_base_offset_keeps_validation_passing(records in vec(record(), 1..4), offsets in vec(0..BASE_OFFSET_MAX, 1..4)) {
-        let settings = Settings { producer_id: 1, producer_epoch: 0, base_sequence: 0, timestamp_type: TimestampType::CreateTime, transactional: false, control: false };
+    fn set_base_offset_keeps_validation_passing(records in vec(record(), 1..4), offsets in vec(0..OFFSET_BASE_MAX, 1..4)) {
+        let settings = Settings { producer_id: 1, producer_epoch: 0, sequence_base: 0, timestamp_type: TimestampType::CreateTime, transactional: false, control: false };
         let batch = build(&settings, &records);
         let crc = validate(&batch).unwrap().crc;
         let mut stored = batch.to_vec();
-        for base_offset in offsets {
-            set_base_offset(&mut stored, base_offset);
+        for offset_base in offsets {
+            set_base_offset(&mut stored, offset_base);
             let header = validate(&stored).unwrap();
-            prop_assert_eq!((header.base_offset, header.crc), (base_offset, crc));
+            prop_assert_eq!((header.base_offset, header.crc), (offset_base, crc));
             prop_assert_eq!(&stored[position::BATCH_LENGTH..], &batch[position::BATCH_LENGTH..]);
         }
     }
@@ -252,7 +252,7 @@ proptest! {
     /// decoding fails cleanly or yields exactly the declared number of records.
     #[test]
     fn corrupt_records_with_a_recomputed_crc_never_panic(records in vec(record(), 1..6), at in any::<prop::sample::Index>(), byte in any::<u8>()) {
-        let settings = Settings { producer_id: 1, producer_epoch: 0, base_sequence: 0, timestamp_type: TimestampType::CreateTime, transactional: false, control: false };
+        let settings = Settings { producer_id: 1, producer_epoch: 0, sequence_base: 0, timestamp_type: TimestampType::CreateTime, transactional: false, control: false };
         let mut batch = build(&settings, &records).to_vec();
         let at = position::RECORDS + at.index(batch.len() - position::RECORDS);
         batch[at] = byte;

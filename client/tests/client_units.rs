@@ -281,17 +281,17 @@ fn produce_answer(broker: &mut FakeBroker, request: &Request, produce: &odradek_
         answer.leader_hint = if code == ErrorCode::NOT_LEADER { 1 } else { 0 };
         return refuse(request, code, Some(ResponseBody::produce(answer)));
     }
-    let mut base_offset = None;
+    let mut offset_base = None;
     if header.producer_id >= 0 {
         let appended = broker.sequences.entry((header.producer_id, partition)).or_default();
         let expected = appended.last().map_or(0, |(sequence, records, _)| sequence + records);
         if let Some((_, _, offset)) = appended.iter().find(|(sequence, _, _)| *sequence == header.base_sequence) {
-            base_offset = Some(*offset); // a retry of an appended batch: its original offset
+            offset_base = Some(*offset); // a retry of an appended batch: its original offset
         } else if header.base_sequence != expected {
             return refuse(request, ErrorCode::OUT_OF_ORDER_SEQUENCE, None);
         }
     }
-    let base_offset = match base_offset {
+    let offset_base = match offset_base {
         Some(offset) => offset,
         None => {
             let offset = broker.offsets_next[partition as usize];
@@ -314,7 +314,7 @@ fn produce_answer(broker: &mut FakeBroker, request: &Request, produce: &odradek_
         return None;
     }
     let mut answer = ProduceResponse::new();
-    answer.base_offset = base_offset;
+    answer.base_offset = offset_base;
     answer.log_append_time_ms = -1;
     respond(request, ResponseBody::produce(answer))
 }
@@ -343,7 +343,7 @@ async fn produce_then_consume_round_trip_keeps_keys_and_order() {
             deliveries.push(producer.send(record).await.unwrap());
         }
         let mut partition_of_key = HashMap::new();
-        let mut last_offset = HashMap::new();
+        let mut offset_last = HashMap::new();
         for (index, delivery) in deliveries.into_iter().enumerate() {
             let metadata = delivery.await.unwrap();
             let offset = metadata.offset.expect("acks=all gives offsets");
@@ -352,7 +352,7 @@ async fn produce_then_consume_round_trip_keeps_keys_and_order() {
                 metadata.partition,
                 "a key stays on its partition"
             );
-            if let Some(previous) = last_offset.insert(metadata.partition, offset) {
+            if let Some(previous) = offset_last.insert(metadata.partition, offset) {
                 assert!(offset > previous, "offsets follow send order within a partition");
             }
             assert!(fake.stored(metadata.partition).contains(&(offset, format!("v{index}"))), "record {index} is stored at its offset");

@@ -104,7 +104,7 @@ async fn wait_for_leaders(handles: &BTreeMap<NodeId, NodeHandle>, groups: u64) -
     }
 }
 
-async fn total_stats(handles: &BTreeMap<NodeId, NodeHandle>) -> NodeStats {
+async fn stats_total(handles: &BTreeMap<NodeId, NodeHandle>) -> NodeStats {
     let mut total = NodeStats::default();
     for handle in handles.values() {
         let stats = handle.stats().await.expect("node runs");
@@ -123,7 +123,7 @@ async fn run(dir: PathBuf, partitions: u64, in_flight: usize, duration: Duration
         }
     }
     let leaders = wait_for_leaders(&handles, partitions).await;
-    let before = total_stats(&handles).await;
+    let before = stats_total(&handles).await;
     let permits = Arc::new(Semaphore::new(in_flight));
     let latencies = Arc::new(std::sync::Mutex::new(Histogram::<u64>::new(3).expect("histogram")));
     let payload = Bytes::from(vec![0x42u8; PROPOSAL_BYTES]);
@@ -160,7 +160,7 @@ async fn run(dir: PathBuf, partitions: u64, in_flight: usize, duration: Duration
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let after = total_stats(&handles).await;
+    let after = stats_total(&handles).await;
     let latencies = latencies.lock().unwrap();
     let commits = latencies.len();
     println!(

@@ -10,10 +10,13 @@
 //! - [`node`]: the driver hosting many groups in one loop (group commit, persist before send),
 //!   proposals with definite/indefinite outcomes (indefinite ones resolved later where this
 //!   node learns the committed entry: [`ResolvedOutcome`]), and the [`Apply`] interface.
+//! - [`observe`]: the events every node reports to an observer installed on its thread, which
+//!   the raft checker (`odradek_jepsen::checker::raft`) judges in the simulator and in
+//!   `tests/cluster/`.
 //!
 //! The R* invariants of ../shared/CHECKLISTS.md: the driver keeps R6 (persist before send) and
-//! asserts its storage pre- and post-conditions; `tests/cluster.rs` checks R1 to R6 over
-//! seeded random schedules (its module documentation says which check runs where).
+//! asserts its storage pre- and post-conditions; `tests/cluster/` runs seeded random schedules
+//! under that checker (its crate documentation says which check runs where).
 
 pub mod proto {
     //! Protobuf types generated at build time from `proto/*.proto` (pure-Rust codegen).
@@ -28,6 +31,8 @@ pub mod observe;
 pub mod storage;
 
 pub use conf_state_file::{ConfStateError, ConfStateFile};
+#[cfg(any(madsim, feature = "planted-bugs"))]
+pub use node::Planted;
 pub use node::{
     take_budget, Appended, Apply, Committed, Durability, GroupStatus, LogBounds, Node, NodeConfig, NodeError, NodeHandle, NodeStats,
     Proposal, ProposalTicket, ProposeError, Rejection, ResolvedOutcome,

@@ -210,7 +210,7 @@ fn raft_entry_bytes(entry: &RaftEntry) -> usize {
 pub struct FetchRequest {
     pub low: u64,
     pub high: u64,
-    pub max_size: Option<u64>,
+    pub bytes_max: Option<u64>,
     pub context: GetEntriesContext,
 }
 
@@ -222,9 +222,9 @@ pub(crate) struct StorageView {
     first_index: u64,
     last_index: u64,
     /// Term of `first_index - 1`: the implicit snapshot's term.
-    prev_term: u64,
+    term_prev: u64,
     /// Offset of the first record in the log: travels in the metadata snapshot.
-    start_offset: u64,
+    offset_start: u64,
     /// (first index, term) of each run of equal terms over `first_index ..= last_index`.
     terms: Vec<(u64, u64)>,
     /// Contiguous, ending at `last_index` (or empty); each with its base offset.
@@ -246,7 +246,7 @@ impl StorageView {
 
     fn term_at(&self, index: u64) -> Option<u64> {
         if index + 1 == self.first_index {
-            return Some(self.prev_term);
+            return Some(self.term_prev);
         }
         if index < self.first_index || index > self.last_index {
             return None;
@@ -267,10 +267,12 @@ impl StorageView {
             self.cache.push_back((entry.clone(), base_offset));
         }
         self.trim_cache();
+        assert!(self.cache.back().is_none_or(|(entry, _)| entry.index == self.last_index), "the entry cache ends at the log end");
     }
 
     fn on_truncate(&mut self, from_index: u64) {
         assert!(from_index > self.hard_state.commit, "never truncate committed entry {from_index}");
+        assert!(from_index >= self.first_index, "truncation from {from_index} below the log start {}", self.first_index);
         self.terms.truncate(self.terms.partition_point(|&(first, _)| first < from_index));
         while self.cache.back().is_some_and(|(e, _)| e.index >= from_index) {
             let (entry, _) = self.cache.pop_back().expect("checked");
@@ -280,10 +282,11 @@ impl StorageView {
         self.last_index = from_index - 1;
     }
 
-    fn on_log_start(&mut self, first_index: u64, prev_term: u64, start_offset: u64) {
+    fn on_log_start(&mut self, first_index: u64, term_prev: u64, offset_start: u64) {
+        assert!(first_index >= self.first_index, "the log start moves back from {} to {first_index}", self.first_index);
         self.first_index = first_index;
-        self.prev_term = prev_term;
-        self.start_offset = start_offset;
+        self.term_prev = term_prev;
+        self.offset_start = offset_start;
         let keep_from = self.terms.partition_point(|&(start, _)| start <= first_index).saturating_sub(1);
         self.terms.drain(..keep_from);
         if self.last_index < first_index {
@@ -342,6 +345,7 @@ impl GroupStorage {
     pub fn set_applied(&self, applied: u64) {
         let mut view = self.lock();
         assert!(applied >= view.applied, "applied index regressed: {applied} < {}", view.applied);
+        assert!(applied <= view.last_index, "applied index {applied} above the log end {}", view.last_index);
         view.applied = applied;
         view.trim_cache();
     }
@@ -388,6 +392,8 @@ impl raft::Storage for GroupStorage {
             return Ok(Vec::new());
         }
         if let Some(mut entries) = view.serve(low, high) {
+            // Hot (raft reads here on every append it sends): checked in debug builds only.
+            debug_assert!(entries.iter().zip(low..).all(|(entry, index)| entry.index == index), "entries {low}..{high} served with a gap");
             raft::util::limit_size(&mut entries, max_size);
             return Ok(entries);
         }
@@ -397,7 +403,7 @@ impl raft::Storage for GroupStorage {
             return Err(raft::Error::Store(StorageError::Unavailable));
         }
         if view.fetch_requests.len() < FETCH_REQUESTS_MAX {
-            view.fetch_requests.push(FetchRequest { low, high, max_size, context });
+            view.fetch_requests.push(FetchRequest { low, high, bytes_max: max_size, context });
         }
         Err(raft::Error::Store(StorageError::LogTemporarilyUnavailable))
     }
@@ -425,12 +431,12 @@ impl raft::Storage for GroupStorage {
         let mut snapshot = Snapshot::default();
         let metadata = snapshot.mut_metadata();
         metadata.index = view.first_index - 1;
-        metadata.term = view.prev_term;
+        metadata.term = view.term_prev;
         metadata.set_conf_state(view.conf_state.clone());
         if metadata.index < request_index {
             return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
         }
-        snapshot.data = view.start_offset.to_le_bytes().to_vec().into();
+        snapshot.data = view.offset_start.to_le_bytes().to_vec().into();
         Ok(snapshot)
     }
 }
@@ -493,14 +499,15 @@ impl<D: Disk> GroupStore<D> {
             hard_state_file.save(hard).await?;
         }
         log.cut_torn_tail().await?;
+        assert!(hard.commit <= log.last_index(), "opened with commit {} above the log end {}", hard.commit, log.last_index());
         let hard_state = raft_hard_state(hard);
         let mut view = StorageView {
             hard_state,
             conf_state: conf,
             first_index: log.first_index(),
             last_index: log.first_index() - 1,
-            prev_term: log.prev_term(),
-            start_offset: log.start_offset(),
+            term_prev: log.prev_term(),
+            offset_start: log.start_offset(),
             applied: hard.commit.max(log.first_index() - 1),
             cache_bytes_max,
             ..StorageView::default()
@@ -559,6 +566,7 @@ impl<D: Disk> GroupStore<D> {
     /// durable until [`GroupStore::sync`]. The truncation itself is durable when it returns.
     pub async fn append(&mut self, entries: &[RaftEntry], now_ms: i64) -> Result<(), StorageFault> {
         let Some(first) = entries.first() else { return Ok(()) };
+        assert!(entries.windows(2).all(|pair| pair[1].index == pair[0].index + 1), "append of {} entries with a gap", entries.len());
         assert!(first.index >= self.log.first_index(), "append {} below the log start {}", first.index, self.log.first_index());
         assert!(first.index <= self.log.last_index() + 1, "append {} leaves a gap after {}", first.index, self.log.last_index());
         if first.index <= self.log.last_index() {
@@ -577,12 +585,16 @@ impl<D: Disk> GroupStore<D> {
         self.log.append(&log_entries, now_ms).await?;
         self.storage.lock().on_append(entries.iter().zip(log_entries.iter().map(|e| e.base_offset)));
         assert_eq!(self.log.last_index(), entries.last().expect("not empty").index);
+        assert_eq!(self.storage.lock().last_index, self.log.last_index(), "the view ends where the log does");
+        assert!(self.log.synced_index() < first.index, "appended entries are durable only after sync");
         Ok(())
     }
 
     /// Makes every appended entry durable (one fdatasync per dirty segment).
     pub async fn sync(&mut self) -> Result<(), StorageFault> {
-        Ok(self.log.sync().await?)
+        self.log.sync().await?;
+        assert_eq!(self.log.synced_index(), self.log.last_index(), "sync leaves every appended entry synced");
+        Ok(())
     }
 
     /// Whether appended entries still wait for [`GroupStore::sync`].
@@ -593,8 +605,18 @@ impl<D: Disk> GroupStore<D> {
     /// Durably saves the hard state (an fsync). The view keeps raft's latest hard state, which
     /// the driver sets with [`GroupStore::set_hard_state`] (the saved commit may lag it).
     pub async fn save_hard_state(&mut self, state: &RaftHardState) -> Result<(), StorageFault> {
-        let suspect = self.hard_state_file.get().suspect;
-        let saved = odradek_log::HardState { term: state.term, vote: state.vote, commit: state.commit, suspect };
+        let before = self.hard_state_file.get();
+        assert!(state.term >= before.term, "term {} saved below the saved term {}", state.term, before.term);
+        assert!(state.commit >= before.commit, "commit {} saved below the saved commit {}", state.commit, before.commit);
+        // R8 c: one vote per term, never changed once saved.
+        assert!(
+            state.term > before.term || before.vote == 0 || state.vote == before.vote,
+            "term {}: vote {} saved over vote {}",
+            state.term,
+            state.vote,
+            before.vote
+        );
+        let saved = odradek_log::HardState { term: state.term, vote: state.vote, commit: state.commit, suspect: before.suspect };
         assert!(state.commit <= self.log.synced_index(), "commit {} saved above the durable log {}", state.commit, self.log.synced_index());
         self.hard_state_file.save(saved).await?;
         Ok(())
@@ -608,13 +630,17 @@ impl<D: Disk> GroupStore<D> {
     /// Durably drops the suspicion (the rest of the saved hard state stays).
     pub async fn clear_suspicion(&mut self) -> Result<(), StorageFault> {
         let saved = self.hard_state_file.get();
+        assert!(saved.suspect.is_some(), "clearing a suspicion this replica does not hold");
         self.hard_state_file.save(odradek_log::HardState { suspect: None, ..saved }).await?;
         Ok(())
     }
 
     /// Updates the view's hard state without saving (a commit-only change persisted lazily).
     pub fn set_hard_state(&self, state: &RaftHardState) {
-        self.storage.lock().hard_state = state.clone();
+        let mut view = self.storage.lock();
+        assert!(state.term >= view.hard_state.term, "raft's term moved back from {} to {}", view.hard_state.term, state.term);
+        assert!(state.commit >= view.hard_state.commit, "raft's commit moved back from {} to {}", view.hard_state.commit, state.commit);
+        view.hard_state = state.clone();
     }
 
     /// Durably saves the configuration that results from the conf change at `index`.
@@ -626,13 +652,16 @@ impl<D: Disk> GroupStore<D> {
 
     /// Reads `low .. high` (at most `bytes_max`, at least one entry) from the log as raft entries.
     pub async fn read(&self, low: u64, high: u64, bytes_max: u64) -> Result<Vec<RaftEntry>, StorageFault> {
-        self.log.read(low, high, bytes_max).await?.iter().map(to_raft_entry).collect()
+        let entries: Vec<RaftEntry> = self.log.read(low, high, bytes_max).await?.iter().map(to_raft_entry).collect::<Result<_, _>>()?;
+        assert!(entries.iter().zip(low..high).all(|(entry, index)| entry.index == index), "read {low}..{high} back with a gap");
+        assert!(entries.len() as u64 <= high.saturating_sub(low), "read {low}..{high} back past its end");
+        Ok(entries)
     }
 
     /// Serves one async fetch request: reads the entries and parks them in the view, so raft's
     /// retry (after `RawNode::on_entries_fetched`) finds them. Returns the request's context.
     pub async fn fetch(&self, request: FetchRequest) -> Result<GetEntriesContext, StorageFault> {
-        let bytes_max = request.max_size.unwrap_or(LOG_READ_BYTES_MAX).min(LOG_READ_BYTES_MAX);
+        let bytes_max = request.bytes_max.unwrap_or(LOG_READ_BYTES_MAX).min(LOG_READ_BYTES_MAX);
         let first = self.log.first_index();
         let high = request.high.min(self.log.last_index() + 1);
         if request.low >= first && request.low < high {
@@ -647,6 +676,7 @@ impl<D: Disk> GroupStore<D> {
     pub async fn enforce_retention(&mut self, now_ms: i64, index_bound: u64) -> Result<odradek_log::RetentionReport, StorageFault> {
         assert!(index_bound <= self.hard_state_file.get().commit + 1, "retention above the persisted commit");
         let report = self.log.enforce_retention(now_ms, index_bound).await?;
+        assert!(self.log.first_index() <= index_bound, "retention deleted index {} and above", index_bound);
         self.storage.lock().on_log_start(self.log.first_index(), self.log.prev_term(), self.log.start_offset());
         Ok(report)
     }
@@ -655,6 +685,7 @@ impl<D: Disk> GroupStore<D> {
     /// next offset is `offset_next`.
     pub async fn reset(&mut self, index: u64, term: u64, offset_next: u64, now_ms: i64) -> Result<(), StorageFault> {
         self.log.reset(index + 1, offset_next, term, now_ms).await?;
+        assert_eq!((self.log.first_index(), self.log.last_index()), (index + 1, index), "a reset log is empty after the snapshot");
         self.storage.lock().on_log_start(index + 1, term, offset_next);
         Ok(())
     }

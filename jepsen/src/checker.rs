@@ -35,6 +35,7 @@
 
 mod index;
 mod log_dump;
+pub mod raft;
 pub mod verdict;
 
 use std::collections::{BTreeMap, BTreeSet};

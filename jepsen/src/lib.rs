@@ -14,7 +14,8 @@
 //!   binary: `odradek server` processes on loopback, peer-link proxies for partitions, SIGKILL and
 //!   SIGSTOP faults, producer and consumer workers, the final drain.
 //! * [`report`] and [`plot`]: the report directory (history, verdict, summary, SVG plots), also
-//!   written by `odradek-jepsen check DIR`.
+//!   written by `odradek-jepsen check DIR`; both read the history as [`intervals`] (ops from
+//!   invoke to completion, faults from start to stop).
 //!
 //! * [`partitions`]: the partition shapes (which links to cut) both fault injectors use.
 //!
@@ -28,6 +29,7 @@ pub mod checker;
 #[cfg(not(madsim))]
 pub mod harness;
 pub mod history;
+pub mod intervals;
 pub mod model;
 pub mod partitions;
 pub mod plot;

@@ -11,7 +11,7 @@ use std::path::Path;
 use plotters::prelude::*;
 
 use crate::history::{History, OpF, OpType};
-use crate::report::{completed_ops, fault_windows, Completed, FaultWindow};
+use crate::intervals::{completed_ops, fault_windows, seconds, CompletedOp, FaultWindow};
 
 /// Most points drawn in one plot.
 pub const PLOT_POINTS_MAX: usize = 20_000;
@@ -50,7 +50,7 @@ fn thinned<T: Copy>(items: &[T]) -> Vec<T> {
 }
 
 fn time_max(history: &History) -> f64 {
-    history.ops().last().map_or(1.0, |op| op.time_ns as f64 / 1e9).max(1.0)
+    history.ops().last().map_or(1.0, |op| seconds(op.time_ns)).max(1.0)
 }
 
 type Chart<'a, Y> = ChartContext<'a, SVGBackend<'a>, Cartesian2d<plotters::coord::types::RangedCoordf64, Y>>;
@@ -76,7 +76,7 @@ where
 pub fn latency(history: &History, path: &Path) -> Result<(), String> {
     let ops = completed_ops(history);
     let end_s = time_max(history);
-    let latency_ms = |op: &Completed| ((op.complete_s - op.invoke_s) * 1e3).max(LATENCY_MS_MIN);
+    let latency_ms = |op: &CompletedOp| ((op.complete_s - op.invoke_s) * 1e3).max(LATENCY_MS_MIN);
     let y_max = ops.iter().map(latency_ms).fold(10.0_f64, f64::max) * 1.5;
     let root = SVGBackend::new(path, PLOT_SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
@@ -110,12 +110,12 @@ pub fn latency(history: &History, path: &Path) -> Result<(), String> {
 pub fn throughput(history: &History, path: &Path) -> Result<(), String> {
     let ops = completed_ops(history);
     let end_s = time_max(history);
-    let seconds = end_s.ceil() as usize + 1;
+    let bucket_count = end_s.ceil() as usize + 1;
     let mut buckets: BTreeMap<(usize, usize), Vec<f64>> = BTreeMap::new();
     for op in &ops {
         if let Some(series) = SERIES.iter().position(|&(f, kind, _)| f == op.f && kind == op.kind) {
-            let counts = buckets.entry((series, 0)).or_insert_with(|| vec![0.0; seconds]);
-            counts[(op.complete_s as usize).min(seconds - 1)] += 1.0;
+            let counts = buckets.entry((series, 0)).or_insert_with(|| vec![0.0; bucket_count]);
+            counts[(op.complete_s as usize).min(bucket_count - 1)] += 1.0;
         }
     }
     let y_max = buckets.values().flatten().fold(1.0_f64, |a, &b| a.max(b)) * 1.2;

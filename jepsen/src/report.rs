@@ -13,7 +13,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::checker::Verdict;
-use crate::history::{History, OpF, OpType, OpValue, PROCESS_NEMESIS};
+use crate::history::{History, OpF, OpType};
+use crate::intervals::{completed_ops, fault_windows, seconds};
 
 pub const HISTORY_FILE: &str = "history.jsonl";
 pub const VERDICT_FILE: &str = "verdict.json";
@@ -22,73 +23,6 @@ pub const LATENCY_PLOT_FILE: &str = "latency.svg";
 pub const THROUGHPUT_PLOT_FILE: &str = "throughput.svg";
 /// The committed log as the final drain read it (P1, P3, P4), one `LogRecord` per line.
 pub const LOG_DUMP_FILE: &str = "log_dump.jsonl";
-
-/// One fault window: from its `start` op to its matching `stop` (or the end of the history).
-#[derive(Clone, Debug, PartialEq)]
-pub struct FaultWindow {
-    pub fault: String,
-    pub details: String,
-    pub start_s: f64,
-    /// None if the history ends with the fault still active.
-    pub stop_s: Option<f64>,
-}
-
-/// One completed client op: what it was, how it ended, when it was invoked and how long it took.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Completed {
-    pub f: OpF,
-    pub kind: OpType,
-    pub invoke_s: f64,
-    pub complete_s: f64,
-}
-
-fn seconds(time_ns: u64) -> f64 {
-    time_ns as f64 / 1e9
-}
-
-/// Pairs every nemesis `start` with the next `stop` of the same fault and details.
-pub fn fault_windows(history: &History) -> Vec<FaultWindow> {
-    let mut windows: Vec<FaultWindow> = Vec::new();
-    for op in history.ops() {
-        let OpValue::Fault(fault) = &op.value else { continue };
-        let details = fault.details.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
-        match op.f {
-            OpF::Start => {
-                windows.push(FaultWindow { fault: fault.fault.clone(), details, start_s: seconds(op.time_ns), stop_s: None });
-            }
-            OpF::Stop => {
-                let open = windows.iter_mut().find(|w| w.stop_s.is_none() && w.fault == fault.fault && w.details == details);
-                if let Some(window) = open {
-                    window.stop_s = Some(seconds(op.time_ns));
-                }
-            }
-            _ => {}
-        }
-    }
-    windows
-}
-
-/// Every client op that completed (ok, fail or info), in completion order.
-pub fn completed_ops(history: &History) -> Vec<Completed> {
-    let mut open: BTreeMap<u64, u64> = BTreeMap::new();
-    let mut done = Vec::new();
-    for op in history.ops() {
-        if op.process == PROCESS_NEMESIS || op.f == OpF::Crash {
-            continue;
-        }
-        match op.kind {
-            OpType::Invoke => {
-                open.insert(op.process, op.time_ns);
-            }
-            kind => {
-                if let Some(invoke_ns) = open.remove(&op.process) {
-                    done.push(Completed { f: op.f, kind, invoke_s: seconds(invoke_ns), complete_s: seconds(op.time_ns) });
-                }
-            }
-        }
-    }
-    done
-}
 
 fn f_name(f: OpF) -> String {
     serde_json::to_value(f).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_else(|| format!("{f:?}"))

@@ -8,18 +8,18 @@ use odradek_jepsen::history::{
 };
 
 /// A terse history writer over [`HistoryBuilder`].
-struct H {
-    b: HistoryBuilder,
+struct HistoryWriter {
+    builder: HistoryBuilder,
 }
 
 /// An open send: its handle and invoke value.
 struct Open(OpHandle, Send);
 
-impl H {
-    fn new() -> H {
+impl HistoryWriter {
+    fn new() -> HistoryWriter {
         let mut t = 0;
-        H {
-            b: HistoryBuilder::new(move || {
+        HistoryWriter {
+            builder: HistoryBuilder::new(move || {
                 t += 1;
                 t
             }),
@@ -28,7 +28,7 @@ impl H {
 
     fn send_producer(&mut self, p: Process, key: Key, values: &[Value], acks: Acks, producer: Option<Producer>) -> Open {
         let send = Send { key, values: values.to_vec(), acks, producer, offsets: None };
-        Open(self.b.invoke_send(p, send.clone()).unwrap(), send)
+        Open(self.builder.invoke_send(p, send.clone()).unwrap(), send)
     }
 
     fn send(&mut self, p: Process, key: Key, values: &[Value], acks: Acks) -> Open {
@@ -37,15 +37,15 @@ impl H {
 
     fn ok(&mut self, open: Open, offsets: &[Offset]) {
         let Open(handle, send) = open;
-        self.b.ok(handle, OpValue::Send(Send { offsets: Some(offsets.to_vec()), ..send })).unwrap();
+        self.builder.ok(handle, OpValue::Send(Send { offsets: Some(offsets.to_vec()), ..send })).unwrap();
     }
 
     fn fail(&mut self, open: Open) {
-        self.b.fail(open.0, OpValue::Send(open.1)).unwrap();
+        self.builder.fail(open.0, OpValue::Send(open.1)).unwrap();
     }
 
     fn info(&mut self, open: Open) {
-        self.b.info(open.0, OpValue::Send(open.1)).unwrap();
+        self.builder.info(open.0, OpValue::Send(open.1)).unwrap();
     }
 
     /// An acked send, invoked and completed back to back.
@@ -55,12 +55,12 @@ impl H {
     }
 
     fn poll_open(&mut self, p: Process) -> OpHandle {
-        self.b.invoke_poll(p).unwrap()
+        self.builder.invoke_poll(p).unwrap()
     }
 
     fn poll_ok(&mut self, handle: OpHandle, records: &[(Key, &[(Offset, Value)])], hw: &[(Key, Offset)]) {
         let poll = Poll { records: records.iter().map(|(k, r)| (*k, r.to_vec())).collect(), hw: hw.iter().copied().collect() };
-        self.b.ok(handle, OpValue::Poll(poll)).unwrap();
+        self.builder.ok(handle, OpValue::Poll(poll)).unwrap();
     }
 
     fn poll(&mut self, p: Process, records: &[(Key, &[(Offset, Value)])], hw: &[(Key, Offset)]) {
@@ -70,8 +70,8 @@ impl H {
 
     fn keys_op(&mut self, p: Process, f: OpF, keys: &[Key]) {
         let value = OpValue::Keys(Keys { keys: keys.to_vec() });
-        let handle = self.b.invoke(p, f, value.clone()).unwrap();
-        self.b.ok(handle, value).unwrap();
+        let handle = self.builder.invoke(p, f, value.clone()).unwrap();
+        self.builder.ok(handle, value).unwrap();
     }
 
     fn assign(&mut self, p: Process, keys: &[Key]) {
@@ -83,15 +83,15 @@ impl H {
     }
 
     fn leader_change(&mut self, key: Key) {
-        self.b.leader_change(key, None).unwrap();
+        self.builder.leader_change(key, None).unwrap();
     }
 
     fn drain(&mut self) {
-        self.b.final_drain().unwrap();
+        self.builder.final_drain().unwrap();
     }
 
     fn done(self) -> History {
-        self.b.finish()
+        self.builder.finish()
     }
 }
 
@@ -121,7 +121,7 @@ fn case(name: &'static str, expect: Expect, history: fn() -> History) -> Case {
 }
 
 fn dump_case(name: &'static str, expect: Expect, log_dump: fn() -> Vec<LogRecord>) -> Case {
-    Case { name, expect, history: || H::new().done(), log_dump: Some(log_dump) }
+    Case { name, expect, history: || HistoryWriter::new().done(), log_dump: Some(log_dump) }
 }
 
 fn rec(partition: Key, offset: Offset, pid: u64, epoch: u64, seq: u64) -> LogRecord {
@@ -139,33 +139,33 @@ fn cases() -> Vec<Case> {
     vec![
         // H
         case("value sent to two keys", Fatal(MalformedHistory), || {
-            let mut h = H::new();
+            let mut h = HistoryWriter::new();
             h.write(1, 0, &[1], ALL, &[0]);
             h.write(1, 1, &[1], ALL, &[0]);
             h.done()
         }),
         case("value twice in one batch", Fatal(MalformedHistory), || {
-            let mut h = H::new();
+            let mut h = HistoryWriter::new();
             h.write(1, 0, &[1, 1], ALL, &[0, 1]);
             h.done()
         }),
         // L1
         case("two values at one offset", Fatal(InconsistentOffsets), || {
-            let mut h = H::new();
+            let mut h = HistoryWriter::new();
             let (a, b) = (h.send(1, 0, &[1], ALL), h.send(2, 0, &[2], ALL));
             h.ok(a, &[0]);
             h.ok(b, &[0]);
             h.done()
         }),
         case("one value per offset", Clean, || {
-            let mut h = H::new();
+            let mut h = HistoryWriter::new();
             h.write(1, 0, &[1], ALL, &[0]);
             h.write(2, 0, &[2], ALL, &[1]);
             h.poll(3, &[(0, &[(0, 1), (1, 2)])], &[(0, 2)]);
             h.done()
         }),
         case("acks=1 ack offset reused after failover is not L1", Reported(Acks1Loss), || {
-            let mut h = H::new();
+            let mut h = HistoryWriter::new();
             h.write(1, 0, &[1], ONE, &[0]);
             h.leader_change(0);
             h.write(2, 0, &[2], ONE, &[0]);
@@ -174,7 +174,7 @@ fn cases() -> Vec<Case> {
             h.done()
         }),
         case("acks=1 ack offset reused at the highest read offset is a loss", Reported(Acks1Loss), || {
-            let mut h = H::new();
+            let mut h = HistoryWriter::new();
             h.write(2, 0, &[2], ONE, &[0]);
             h.write(1, 0, &[1], ONE, &[1]);
             h.leader_change(0);
@@ -184,19 +184,19 @@ fn cases() -> Vec<Case> {
         }),
         // L2
         case("idempotent value at two offsets", Fatal(Duplicate), || {
-            let mut h = H::new();
+            let mut h = HistoryWriter::new();
             h.send_producer(1, 0, &[1], ALL, idem(1, 0)).pipe(|o| h.ok(o, &[0]));
             h.poll(3, &[(0, &[(0, 1), (1, 1)])], &[(0, 2)]);
             h.done()
         }),
         case("non-idempotent retried value at two offsets is reported", Reported(Duplicate), || {
-            let mut h = H::new();
+            let mut h = HistoryWriter::new();
             h.write(1, 0, &[1], ALL, &[0]);
             h.poll(3, &[(0, &[(0, 1), (1, 1)])], &[(0, 2)]);
             h.done()
         }),
         case("unread non-idempotent retries acked at two offsets are reported", Reported(Duplicate), || {
-            let mut h = H::new();
+            let mut h = HistoryWriter::new();
             h.send(1, 0, &[1], ALL).pipe(|o| h.fail(o));
             h.write(1, 0, &[1], ALL, &[0]);
             h.write(1, 0, &[1], ALL, &[1]);
@@ -204,25 +204,25 @@ fn cases() -> Vec<Case> {
         }),
         // L3
         case("read a value never sent", Fatal(Unexpected), || {
-            let mut h = H::new();
+            let mut h = HistoryWriter::new();
             h.poll(3, &[(0, &[(0, 99)])], &[(0, 1)]);
             h.done()
         }),
         case("read a value sent to another key", Fatal(Unexpected), || {
-            let mut h = H::new();
+            let mut h = HistoryWriter::new();
             h.write(1, 1, &[1], ALL, &[0]);
             h.poll(3, &[(0, &[(0, 1)])], &[(0, 1)]);
             h.done()
         }),
         // L4
         case("read a definitely failed value", Fatal(G1a), || {
-            let mut h = H::new();
+            let mut h = HistoryWriter::new();
             h.send(1, 0, &[1], ALL).pipe(|o| h.fail(o));
             h.poll(3, &[(0, &[(0, 1)])], &[(0, 1)]);
             h.done()
         }),
         case("read an indeterminate value; a failed one stays unread", Clean, || {
-            let mut h = H::new();
+            let mut h = HistoryWriter::new();
             h.send(1, 0, &[1], ALL).pipe(|o| h.info(o));
             h.send(2, 0, &[2], ALL).pipe(|o| h.fail(o));
             h.poll(3, &[(0, &[(0, 1)])], &[(0, 1)]);
@@ -230,26 +230,26 @@ fn cases() -> Vec<Case> {
         }),
         // L5
         case("acks=all read at another offset than acked", Fatal(AckOffsetMismatch), || {
-            let mut h = H::new();
+            let mut h = HistoryWriter::new();
             h.send(1, 0, &[1], ALL).pipe(|o| h.ok(o, &[1]));
             h.poll(3, &[(0, &[(0, 1)])], &[(0, 2)]);
             h.done()
         }),
         case("acks=1 mismatch without a leader change fails", Fatal(AckOffsetMismatch), || {
-            let mut h = H::new();
+            let mut h = HistoryWriter::new();
             h.write(1, 0, &[1], ONE, &[1]);
             h.poll(3, &[(0, &[(0, 1)])], &[(0, 2)]);
             h.done()
         }),
         case("acks=1 mismatch across a leader change is reported", Reported(AckOffsetMismatch), || {
-            let mut h = H::new();
+            let mut h = HistoryWriter::new();
             h.write(1, 0, &[1], ONE, &[1]);
             h.leader_change(0);
             h.poll(3, &[(0, &[(0, 1)])], &[(0, 2)]);
             h.done()
         }),
         case("acks=1 mismatch after an earlier leader change is reported (a deposed leader)", Reported(AckOffsetMismatch), || {
-            let mut h = H::new();
+            let mut h = HistoryWriter::new();
             h.leader_change(0); // the initial leader
             h.leader_change(0); // a new one; the old one may not know yet
             h.write(1, 0, &[1], ONE, &[1]);
@@ -257,7 +257,7 @@ fn cases() -> Vec<Case> {
             h.done()
         }),
         case("acks=1 mismatch with a leader change before the ack (after the read) is reported", Reported(AckOffsetMismatch), || {
-            let mut h = H::new();
+            let mut h = HistoryWriter::new();
             let open = h.send(1, 0, &[1], ONE);
             h.poll(3, &[(0, &[(0, 1)])], &[(0, 1)]);
             h.leader_change(0);
@@ -270,7 +270,7 @@ fn cases() -> Vec<Case> {
             || {
                 // Swarm seed 804: attempt one appended at offset 0 (answer lost), the retry at 1 and
                 // acked; a new leader then dropped offset 1 (an acks=1 suffix).
-                let mut h = H::new();
+                let mut h = HistoryWriter::new();
                 h.leader_change(0); // the initial leader
                 let open = h.send(1, 0, &[1], ONE);
                 h.poll(3, &[(0, &[(0, 1)])], &[(0, 1)]);
@@ -280,7 +280,7 @@ fn cases() -> Vec<Case> {
             },
         ),
         case("acks=1 mismatch with only the initial leader known fails", Fatal(AckOffsetMismatch), || {
-            let mut h = H::new();
+            let mut h = HistoryWriter::new();
             h.leader_change(0); // the initial leader only
             h.write(1, 0, &[1], ONE, &[1]);
             h.poll(3, &[(0, &[(0, 1)])], &[(0, 2)]);
@@ -288,27 +288,27 @@ fn cases() -> Vec<Case> {
         }),
         // L6
         case("acks=all hole below the highest read", Fatal(LostWrite), || {
-            let mut h = H::new();
+            let mut h = HistoryWriter::new();
             h.write(1, 0, &[1], ALL, &[0]);
             h.write(1, 0, &[2], ALL, &[1]);
             h.poll(3, &[(0, &[(1, 2)])], &[(0, 2)]);
             h.done()
         }),
         case("info write with a batch-mate read has a hole", Fatal(LostWrite), || {
-            let mut h = H::new();
+            let mut h = HistoryWriter::new();
             h.send(1, 0, &[1, 2], ALL).pipe(|o| h.info(o));
             h.poll(3, &[(0, &[(1, 2)])], &[(0, 2)]);
             h.done()
         }),
         case("acks=0 hole is reported", Reported(LostWrite), || {
-            let mut h = H::new();
+            let mut h = HistoryWriter::new();
             h.write(1, 0, &[1], ZERO, &[0]);
             h.write(1, 0, &[2], ZERO, &[1]);
             h.poll(3, &[(0, &[(1, 2)])], &[(0, 2)]);
             h.done()
         }),
         case("acks=1 loss that is not a suffix fails", Fatal(LostWrite), || {
-            let mut h = H::new();
+            let mut h = HistoryWriter::new();
             h.write(1, 0, &[1], ONE, &[0]);
             h.write(1, 0, &[2], ONE, &[1]);
             h.leader_change(0);
@@ -316,7 +316,7 @@ fn cases() -> Vec<Case> {
             h.done()
         }),
         case("acks=1 loss after an earlier leader change is reported (a deposed leader may ack)", Reported(Acks1Loss), || {
-            let mut h = H::new();
+            let mut h = HistoryWriter::new();
             h.leader_change(0); // the initial leader
             h.leader_change(0); // a change: the old leader may not know yet
             h.write(1, 0, &[1], ONE, &[0]);
@@ -326,7 +326,7 @@ fn cases() -> Vec<Case> {
             h.done()
         }),
         case("acks=1 loss after an earlier leader change and none later is reported (a deposed leader)", Reported(Acks1Loss), || {
-            let mut h = H::new();
+            let mut h = HistoryWriter::new();
             h.leader_change(0); // the initial leader
             h.leader_change(0); // a new leader; the old one does not know yet
             h.write(1, 0, &[1], ONE, &[0]);
@@ -335,7 +335,7 @@ fn cases() -> Vec<Case> {
             h.done()
         }),
         case("acks=1 loss that is not a suffix fails after only the initial leader is known", Fatal(LostWrite), || {
-            let mut h = H::new();
+            let mut h = HistoryWriter::new();
             h.leader_change(0); // the initial leader only
             h.write(1, 0, &[1], ONE, &[0]);
             h.write(1, 0, &[2], ONE, &[1]);
@@ -344,14 +344,14 @@ fn cases() -> Vec<Case> {
             h.done()
         }),
         case("acks=1 loss with no leader change fails", Fatal(LostWrite), || {
-            let mut h = H::new();
+            let mut h = HistoryWriter::new();
             h.write(1, 0, &[1], ONE, &[0]);
             h.write(2, 0, &[2], ONE, &[1]);
             h.poll(3, &[(0, &[(1, 2)])], &[(0, 2)]);
             h.done()
         }),
         case("no hole when all reads are contiguous", Clean, || {
-            let mut h = H::new();
+            let mut h = HistoryWriter::new();
             h.send(1, 0, &[1, 2], ALL).pipe(|o| h.info(o));
             h.write(2, 0, &[3], ALL, &[2]);
             h.poll(3, &[(0, &[(0, 1), (1, 2), (2, 3)])], &[(0, 3)]);
@@ -359,7 +359,7 @@ fn cases() -> Vec<Case> {
         }),
         // L7
         case("acks=all acked value missing after the final drain", Fatal(Unseen), || {
-            let mut h = H::new();
+            let mut h = HistoryWriter::new();
             h.write(1, 0, &[1], ALL, &[0]);
             h.drain();
             h.assign(9, &[0]);
@@ -367,14 +367,14 @@ fn cases() -> Vec<Case> {
             h.done()
         }),
         case("acks=1 unseen without a leader change fails", Fatal(Unseen), || {
-            let mut h = H::new();
+            let mut h = HistoryWriter::new();
             h.write(1, 0, &[1], ONE, &[0]);
             h.drain();
             h.poll(9, &[], &[(0, 0)]);
             h.done()
         }),
         case("acks=1 unseen suffix after a leader change is reported", Reported(Acks1Loss), || {
-            let mut h = H::new();
+            let mut h = HistoryWriter::new();
             h.write(1, 0, &[1], ONE, &[0]);
             h.leader_change(0);
             h.drain();
@@ -382,7 +382,7 @@ fn cases() -> Vec<Case> {
             h.done()
         }),
         case("every ack seen in the final drain", Clean, || {
-            let mut h = H::new();
+            let mut h = HistoryWriter::new();
             h.write(1, 0, &[1], ALL, &[0]);
             h.drain();
             h.assign(9, &[0]);
@@ -391,27 +391,27 @@ fn cases() -> Vec<Case> {
             h.done()
         }),
         case("unseen without a final drain is not judged", Clean, || {
-            let mut h = H::new();
+            let mut h = HistoryWriter::new();
             h.write(1, 0, &[1], ALL, &[0]);
             h.done()
         }),
         // L8
         case("poll skips an offset between polls", Fatal(PollSkip), || {
-            let mut h = H::new();
+            let mut h = HistoryWriter::new();
             h.write(1, 0, &[1, 2, 3], ALL, &[0, 1, 2]);
             h.poll(3, &[(0, &[(0, 1)])], &[(0, 3)]);
             h.poll(3, &[(0, &[(2, 3)])], &[(0, 3)]);
             h.done()
         }),
         case("poll goes backwards between polls", Fatal(NonmonotonicPoll), || {
-            let mut h = H::new();
+            let mut h = HistoryWriter::new();
             h.write(1, 0, &[1, 2], ALL, &[0, 1]);
             h.poll(3, &[(0, &[(0, 1), (1, 2)])], &[(0, 2)]);
             h.poll(3, &[(0, &[(1, 2)])], &[(0, 2)]);
             h.done()
         }),
         case("rewind, reassign and a failed poll break continuity", Clean, || {
-            let mut h = H::new();
+            let mut h = HistoryWriter::new();
             h.write(1, 0, &[1, 2, 3], ALL, &[0, 1, 2]);
             h.poll(3, &[(0, &[(0, 1), (1, 2)])], &[(0, 3)]);
             h.rewind(3, &[0]);
@@ -420,25 +420,25 @@ fn cases() -> Vec<Case> {
             h.assign(3, &[0]);
             h.poll(3, &[(0, &[(2, 3)])], &[(0, 3)]);
             let failed = h.poll_open(3);
-            h.b.fail(failed, OpValue::Poll(Poll::default())).unwrap();
+            h.builder.fail(failed, OpValue::Poll(Poll::default())).unwrap();
             h.poll(3, &[(0, &[(0, 1), (1, 2), (2, 3)])], &[(0, 3)]);
             h.done()
         }),
         // L9
         case("skip inside one poll", Fatal(IntPollSkip), || {
-            let mut h = H::new();
+            let mut h = HistoryWriter::new();
             h.write(1, 0, &[1, 2, 3], ALL, &[0, 1, 2]);
             h.poll(3, &[(0, &[(0, 1), (2, 3)])], &[(0, 3)]);
             h.done()
         }),
         case("backwards inside one poll", Fatal(IntNonmonotonicPoll), || {
-            let mut h = H::new();
+            let mut h = HistoryWriter::new();
             h.write(1, 0, &[1, 2], ALL, &[0, 1]);
             h.poll(3, &[(0, &[(1, 2), (0, 1)])], &[(0, 2)]);
             h.done()
         }),
         case("offset gaps never seen in VO are not skips", Clean, || {
-            let mut h = H::new();
+            let mut h = HistoryWriter::new();
             h.write(1, 0, &[1], ALL, &[0]);
             h.write(1, 0, &[2], ALL, &[5]);
             h.poll(3, &[(0, &[(0, 1), (5, 2)])], &[(0, 6)]);
@@ -446,23 +446,23 @@ fn cases() -> Vec<Case> {
         }),
         // L10
         case("a later send of a process gets a lower offset", Fatal(NonmonotonicSend), || {
-            let mut h = H::new();
+            let mut h = HistoryWriter::new();
             h.write(1, 0, &[1], ALL, &[5]);
             h.write(1, 0, &[2], ALL, &[3]);
             h.done()
         }),
         case("batch offsets go backwards", Fatal(IntNonmonotonicSend), || {
-            let mut h = H::new();
+            let mut h = HistoryWriter::new();
             h.write(1, 0, &[1, 2], ALL, &[3, 2]);
             h.done()
         }),
         case("batch offsets are not contiguous", Fatal(IntSendSkip), || {
-            let mut h = H::new();
+            let mut h = HistoryWriter::new();
             h.write(1, 0, &[1, 2], ALL, &[2, 4]);
             h.done()
         }),
         case("acks=1 unconfirmed ack offsets are not judged", Reported(Acks1Loss), || {
-            let mut h = H::new();
+            let mut h = HistoryWriter::new();
             h.write(1, 0, &[1], ONE, &[5]);
             h.leader_change(0);
             h.write(1, 0, &[2], ONE, &[3]);
@@ -471,7 +471,7 @@ fn cases() -> Vec<Case> {
             h.done()
         }),
         case("sends of one process increase", Clean, || {
-            let mut h = H::new();
+            let mut h = HistoryWriter::new();
             h.write(1, 0, &[1, 2], ALL, &[0, 1]);
             h.write(1, 0, &[3], ALL, &[2]);
             h.write(1, 1, &[4], ALL, &[0]);
@@ -479,45 +479,45 @@ fn cases() -> Vec<Case> {
         }),
         // L11
         case("a send invoked after another completed gets a lower offset", Fatal(RealtimeAppendViolation), || {
-            let mut h = H::new();
+            let mut h = HistoryWriter::new();
             h.write(1, 0, &[1], ALL, &[5]);
             h.write(2, 0, &[2], ALL, &[3]);
             h.done()
         }),
         case("concurrent sends may land in any order", Clean, || {
-            let mut h = H::new();
+            let mut h = HistoryWriter::new();
             let b = h.send(2, 0, &[2], ALL);
             h.write(1, 0, &[1], ALL, &[1]);
             h.ok(b, &[0]);
             h.done()
         }),
         case("acks=1 sends are not real-time ordered", Clean, || {
-            let mut h = H::new();
+            let mut h = HistoryWriter::new();
             h.write(1, 0, &[1], ONE, &[0]);
             h.write(2, 0, &[2], ONE, &[1]);
             h.done()
         }),
         // L12
         case("HW at or below an offset acked before the poll", Fatal(StaleHw), || {
-            let mut h = H::new();
+            let mut h = HistoryWriter::new();
             h.write(1, 0, &[1], ALL, &[0]);
             h.poll(3, &[], &[(0, 0)]);
             h.done()
         }),
         case("HW decreases for one client", Fatal(HwRegression), || {
-            let mut h = H::new();
+            let mut h = HistoryWriter::new();
             h.poll(3, &[], &[(0, 3)]);
             h.poll(3, &[], &[(0, 2)]);
             h.done()
         }),
         case("record at or above the reported HW", Fatal(ReadAboveHw), || {
-            let mut h = H::new();
+            let mut h = HistoryWriter::new();
             h.write(1, 0, &[1, 2], ONE, &[0, 1]);
             h.poll(3, &[(0, &[(0, 1), (1, 2)])], &[(0, 1)]);
             h.done()
         }),
         case("HW sane, including a poll concurrent with the ack", Clean, || {
-            let mut h = H::new();
+            let mut h = HistoryWriter::new();
             let poll = h.poll_open(3);
             h.write(1, 0, &[1], ALL, &[0]);
             h.poll_ok(poll, &[], &[(0, 0)]);
@@ -527,7 +527,7 @@ fn cases() -> Vec<Case> {
         }),
         // L13
         case("a read value is replaced by a later poll", Fatal(ReadThenLost), || {
-            let mut h = H::new();
+            let mut h = HistoryWriter::new();
             h.write(1, 0, &[1], ONE, &[0]);
             h.poll(3, &[(0, &[(0, 1)])], &[(0, 1)]);
             h.leader_change(0);
@@ -536,7 +536,7 @@ fn cases() -> Vec<Case> {
             h.done()
         }),
         case("a read value is absent from the final drain", Fatal(ReadThenLost), || {
-            let mut h = H::new();
+            let mut h = HistoryWriter::new();
             h.write(1, 0, &[1], ZERO, &[0]);
             h.poll(3, &[(0, &[(0, 1)])], &[(0, 1)]);
             h.drain();
@@ -544,7 +544,7 @@ fn cases() -> Vec<Case> {
             h.done()
         }),
         case("read values are stable through the drain", Clean, || {
-            let mut h = H::new();
+            let mut h = HistoryWriter::new();
             h.write(1, 0, &[1], ZERO, &[0]);
             h.poll(3, &[(0, &[(0, 1)])], &[(0, 1)]);
             h.drain();
@@ -553,7 +553,7 @@ fn cases() -> Vec<Case> {
         }),
         // P2
         case("idempotent retry acked at another offset", Fatal(AckDivergence), || {
-            let mut h = H::new();
+            let mut h = HistoryWriter::new();
             h.send_producer(1, 0, &[1], ALL, idem(1, 0)).pipe(|o| h.fail(o));
             h.write(2, 0, &[9], ALL, &[0]);
             h.send_producer(1, 0, &[1], ALL, idem(1, 0)).pipe(|o| h.ok(o, &[1]));
@@ -561,7 +561,7 @@ fn cases() -> Vec<Case> {
             h.done()
         }),
         case("idempotent retry acked at the original offset", Clean, || {
-            let mut h = H::new();
+            let mut h = HistoryWriter::new();
             let first = h.send_producer(1, 0, &[1], ALL, idem(1, 0));
             let retry = h.send_producer(2, 0, &[1], ALL, idem(1, 0));
             h.ok(first, &[0]);
@@ -628,7 +628,7 @@ fn every_anomaly_kind_has_a_failing_and_a_passing_case() {
 
 #[test]
 fn verdict_names_the_anomaly_and_serializes() {
-    let mut h = H::new();
+    let mut h = HistoryWriter::new();
     h.write(1, 0, &[1], ALL, &[0]);
     h.write(1, 0, &[2], ALL, &[1]);
     h.poll(3, &[(0, &[(1, 2)])], &[(0, 2)]);
@@ -645,7 +645,7 @@ fn verdict_names_the_anomaly_and_serializes() {
 
 #[test]
 fn examples_are_capped_but_every_anomaly_is_counted() {
-    let mut h = H::new();
+    let mut h = HistoryWriter::new();
     for v in 0..10 {
         h.poll(3, &[(0, &[(v, 100 + v)])], &[(0, v + 1)]);
     }
@@ -657,7 +657,7 @@ fn examples_are_capped_but_every_anomaly_is_counted() {
 
 #[test]
 fn lost_values_are_placed_per_writer() {
-    let mut h = H::new();
+    let mut h = HistoryWriter::new();
     for (v, o) in [(1, 0), (2, 1), (3, 2), (4, 3)] {
         h.write(1, 0, &[v], ALL, &[o]);
     }

@@ -4,36 +4,54 @@
 //! acknowledged value removed from every poll, must be flagged (exit status 1, L6 or L7 naming
 //! the value) — the harness has teeth.
 //!
-//! The server binary is not built by `cargo test -p odradek-jepsen` (a test cannot depend on
-//! another package's binary): the test uses `$ODRADEK_BINARY`, else `odradek` beside the harness
-//! binary (`target/<profile>/`), where `cargo test --workspace` and
-//! `cargo build -p odradek-server --bin odradek` put it. If neither exists the test FAILS with
-//! that instruction; it never skips silently.
+//! The server binary: a package's tests cannot depend on another package's binary, and the one
+//! in `target/<profile>/` has `--planted-bug` only when a workspace build happened to unify the
+//! server's `planted-bugs` feature into it. So the test builds its own (once per test process,
+//! with `cargo build -p odradek-server --features planted-bugs`, in this test's profile, into
+//! `target/tmp/planted-bugs/`), and `cargo test -p odradek-jepsen` passes alone whatever else was
+//! built. `$ODRADEK_BINARY` names another binary instead (it must accept `--planted-bug`).
 
 #![cfg(not(madsim))]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 
 use odradek_jepsen::checker::{check, AnomalyKind, CheckOptions, Verdict};
 use odradek_jepsen::history::{History, OpF, OpType, OpValue, Value};
 use odradek_jepsen::model::{generate, Bug, ModelConfig};
-use odradek_jepsen::report;
+use odradek_jepsen::{intervals, report};
 
 const HARNESS: &str = env!("CARGO_BIN_EXE_odradek-jepsen");
 
+/// The `odradek` binary the runs start: `$ODRADEK_BINARY`, else [`build_planted_server`]'s.
 fn server_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("ODRADEK_BINARY") {
-        return PathBuf::from(path);
-    }
-    let path = Path::new(HARNESS).parent().expect("the harness binary has a directory").join("odradek");
-    assert!(
-        path.is_file(),
-        "the server binary {} is missing: run `cargo build -p odradek-server --bin odradek` (same CARGO_TARGET_DIR) \
-         or set ODRADEK_BINARY; this test does not skip",
-        path.display()
-    );
-    path
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    let binary = BINARY.get_or_init(|| std::env::var_os("ODRADEK_BINARY").map_or_else(build_planted_server, PathBuf::from));
+    binary.clone()
+}
+
+/// Builds `odradek` with the server's `planted-bugs` feature into a target dir of its own
+/// (so it never replaces the product binary in `target/<profile>/`), in the profile this test
+/// was built in; returns its path. Cargo rebuilds it only when the sources changed.
+fn build_planted_server() -> PathBuf {
+    let target_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("planted-bugs");
+    // The harness binary is in target/<profile dir>/: "debug" for the dev profile.
+    let profile_dir = Path::new(HARNESS).parent().and_then(Path::file_name).and_then(|name| name.to_str()).expect("a profile dir");
+    let profile = if profile_dir == "debug" { "dev" } else { profile_dir };
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let output = Command::new(env!("CARGO"))
+        .args(["build", "--locked", "-p", "odradek-server", "--features", "planted-bugs", "--bin", "odradek", "--profile", profile])
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .output()
+        .expect("run cargo");
+    assert!(output.status.success(), "building the planted-bugs server failed: {}", text(&output));
+    let binary = target_dir.join(profile_dir).join("odradek");
+    assert!(binary.is_file(), "cargo built no {}: {}", binary.display(), text(&output));
+    binary
 }
 
 fn harness(args: &[&str]) -> Output {
@@ -114,7 +132,7 @@ fn short_real_run_under_kill_pause_partition_passes_and_rechecks() {
         assert!(out.join(file).is_file(), "{file} missing:\n{log}");
     }
     let history = report::read_history(&out).unwrap();
-    let windows = report::fault_windows(&history);
+    let windows = intervals::fault_windows(&history);
     for fault in ["F-P1 kill", "F-P2 pause", "F-N9 client-connection-drops"] {
         assert!(windows.iter().any(|w| w.fault == fault && w.stop_s.is_some()), "no healed {fault} window:\n{log}");
     }

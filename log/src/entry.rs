@@ -82,8 +82,8 @@ pub struct Entry {
 
 impl Entry {
     /// A data entry holding `record_count` records.
-    pub fn data(term: u64, index: u64, base_offset: u64, record_count: u32, max_timestamp: i64, payload: Bytes) -> Entry {
-        Entry { term, index, kind: EntryKind::Data, base_offset, record_count, max_timestamp, payload }
+    pub fn data(term: u64, index: u64, base_offset: u64, record_count: u32, timestamp_max: i64, payload: Bytes) -> Entry {
+        Entry { term, index, kind: EntryKind::Data, base_offset, record_count, max_timestamp: timestamp_max, payload }
     }
 
     /// An entry without records (`Noop`, `Config` or `Command`).
@@ -104,8 +104,8 @@ impl Entry {
 
     /// Appends the encoded entry (header + payload) to `out`.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
-        assert!(self.payload.len() <= ENTRY_PAYLOAD_BYTES_MAX);
-        assert!(self.kind == EntryKind::Data || self.record_count == 0);
+        assert!(self.payload.len() <= ENTRY_PAYLOAD_BYTES_MAX, "entry {} payload above ENTRY_PAYLOAD_BYTES_MAX", self.index);
+        assert!(self.kind == EntryKind::Data || self.record_count == 0, "entry {} holds records but is no data entry", self.index);
         let start = out.len();
         out.extend_from_slice(&ENTRY_MAGIC.to_le_bytes());
         out.push(ENTRY_VERSION);
@@ -121,6 +121,7 @@ impl Entry {
         out.extend_from_slice(&self.payload);
         let crc = entry_crc(&out[start..start + ENTRY_HEADER_BYTES], &self.payload);
         out[start + 8..start + 12].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(out.len() - start, self.encoded_bytes(), "entry {} encoded to its size", self.index);
     }
 }
 
@@ -198,6 +199,7 @@ impl EntryHeader {
 
     /// The whole entry, once [`EntryHeader::verify`] has passed.
     pub fn into_entry(self, payload: Bytes) -> Entry {
+        assert_eq!(payload.len(), self.payload_bytes as usize, "entry {} joined to a payload of another size", self.index);
         Entry {
             term: self.term,
             index: self.index,
@@ -222,7 +224,9 @@ pub fn decode_entry(bytes: &[u8]) -> Option<Entry> {
     if !header.verify(&bytes[..ENTRY_HEADER_BYTES], payload) {
         return None;
     }
-    Some(header.into_entry(Bytes::copy_from_slice(payload)))
+    let entry = header.into_entry(Bytes::copy_from_slice(payload));
+    assert_eq!(entry.encoded_bytes(), end, "entry {} decoded to the size its header names", entry.index);
+    Some(entry)
 }
 
 #[cfg(test)]

@@ -22,10 +22,10 @@ pub enum Error {
 
     /// An appended entry does not continue the log (index or offset gap, term regression).
     #[error(
-        "entry out of sequence: expected index {expected_index} at offset {expected_offset} \
+        "entry out of sequence: expected index {index_expected} at offset {offset_expected} \
          with term >= {term_min}, got index {index} at offset {offset} with term {term}"
     )]
-    OutOfSequence { expected_index: u64, expected_offset: u64, term_min: u64, index: u64, offset: u64, term: u64 },
+    OutOfSequence { index_expected: u64, offset_expected: u64, term_min: u64, index: u64, offset: u64, term: u64 },
 
     /// An entry breaks a format rule (payload too large, a data entry without records...).
     #[error("invalid entry at index {index}: {detail}")]

@@ -74,6 +74,10 @@ pub struct HardStateFile<D: Disk> {
 }
 
 fn encode_slot(sequence: u64, state: HardState) -> Vec<u8> {
+    if let Some(suspect) = state.suspect {
+        assert!(suspect.cut >= 1, "a suspicion's cut is an index (0 encodes none)");
+        assert!(suspect.bound >= suspect.cut, "a suspicion's bound {} below its cut {}", suspect.bound, suspect.cut);
+    }
     let mut out = Vec::with_capacity(SLOT_BYTES);
     out.extend_from_slice(&SLOT_MAGIC.to_le_bytes());
     out.extend_from_slice(&SLOT_VERSION.to_le_bytes());
@@ -84,7 +88,8 @@ fn encode_slot(sequence: u64, state: HardState) -> Vec<u8> {
     }
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
-    assert_eq!(out.len(), SLOT_BYTES);
+    assert_eq!(out.len(), SLOT_BYTES, "a copy is SLOT_BYTES long");
+    assert_eq!(decode_slot(&out), Some((sequence, state)), "a copy decodes to what was encoded");
     out
 }
 
@@ -120,6 +125,8 @@ impl<D: Disk> HardStateFile<D> {
         match MirroredFile::open(disk, path, &initial, decode_slot).await.map_err(path_error)? {
             Opened::Created(file) => Ok((HardStateFile { file, sequence: 0, current: HardState::default() }, HardState::default())),
             Opened::Loaded { file, sequence, value, repaired } => {
+                let suspect = value.suspect;
+                assert!(suspect.is_none_or(|s| s.bound >= s.cut), "a saved suspicion {suspect:?} reads back whole");
                 if repaired {
                     tracing::warn!(path = %path.display(), ?value, "hard state: one copy was damaged or stale, rewritten");
                 }
@@ -137,7 +144,10 @@ impl<D: Disk> HardStateFile<D> {
     /// Durably saves `state` to both copies (each written and fdatasynced in turn). An error is
     /// fatal for the replica (fsyncgate).
     pub async fn save(&mut self, state: HardState) -> Result<()> {
-        assert!(state.term >= self.current.term, "term never decreases");
+        let current = self.current;
+        assert!(state.term >= current.term, "term never decreases");
+        let same_term = state.term == current.term;
+        assert!(!same_term || current.vote == 0 || state.vote == current.vote, "a second vote in term {}", state.term);
         let sequence = self.sequence + 1;
         self.file.save(&encode_slot(sequence, state)).await.map_err(path_error)?;
         self.sequence = sequence;

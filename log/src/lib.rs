@@ -7,7 +7,7 @@
 //! reports anything else as [`Error::Corruption`]. [`HardStateFile`] keeps Raft's term, vote and
 //! commit in two mirrored, checksummed copies ([`MirroredFile`]).
 
-pub mod buggify;
+mod config;
 mod disk;
 mod entry;
 mod error;
@@ -15,18 +15,20 @@ mod fs_disk;
 mod hard_state;
 mod log;
 mod mirrored;
+mod planted;
 mod recovery;
 mod segment;
 mod sim_disk;
-pub mod watch;
 
+pub use config::LogConfig;
 pub use disk::{disk_full_error, is_disk_full, Disk, DiskFile, OpenMode};
 pub use entry::{decode_entry, Entry, EntryHeader, EntryKind, ENTRY_HEADER_BYTES, ENTRY_PAYLOAD_BYTES_MAX};
 pub use error::{Error, Result};
 pub use fs_disk::FsDisk;
 pub use hard_state::{HardState, HardStateFile, Suspicion, SLOT_STRIDE_BYTES};
-pub use log::{LogConfig, RetentionReport, SegmentLog};
+pub use log::{RetentionReport, SegmentLog};
 pub use mirrored::{MirroredFile, Opened as MirroredOpened, PathError, COPY_STRIDE_BYTES};
+pub use planted::Planted;
 pub use recovery::{highest_intact_index, RecoveryReport, TornTail};
 pub use segment::{index_file_name, segment_file_name, SEGMENT_HEADER_BYTES};
 pub use sim_disk::{CrashMode, LatencyConfig, SimDisk, SimDiskStats};

@@ -19,60 +19,12 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
+use crate::config::LogConfig;
 use crate::disk::{Disk, DiskFile, OpenMode};
-use crate::entry::{Entry, EntryKind, ENTRY_PAYLOAD_BYTES_MAX};
+use crate::entry::{Entry, EntryHeader, EntryKind, ENTRY_PAYLOAD_BYTES_MAX};
 use crate::error::{io_error, Error, Result};
 use crate::recovery::{self, write_index_file, RecoveryReport, RESET_COMMITTED_FILE, RESET_PENDING_FILE};
-use crate::segment::{create_segment, encode_index, EntryCursor, Segment, SegmentStart};
-
-/// Tunables of one log. Defaults follow Kafka's where they exist.
-#[derive(Clone, Debug)]
-pub struct LogConfig {
-    /// Roll to a new segment before one would grow past this.
-    pub segment_bytes_max: u64,
-    /// Roll to a new segment once the active one is this old (ms since its first entry).
-    pub segment_age_ms_max: i64,
-    /// One sparse index point per this many bytes of entries.
-    pub index_interval_bytes: u64,
-    /// Retention by size: delete oldest segments while the rest still hold this much.
-    pub retention_bytes: Option<u64>,
-    /// Retention by age: delete segments whose newest record is older than this.
-    pub retention_ms: Option<i64>,
-    /// The newest entries kept in memory for synchronous reads (Raft's `Storage`).
-    pub cache_bytes_max: usize,
-    /// Planted bug (simulation and `planted-bugs` builds only): `sync` marks everything durable
-    /// without an fsync, so acknowledgements run ahead of the disk (ack-before-fsync).
-    #[cfg(any(madsim, feature = "planted-bugs"))]
-    pub planted_skip_fsync: bool,
-    /// Planted bug: a failed fsync is logged and treated as a success instead of poisoning the
-    /// log (fsyncgate: the data it covered may be gone).
-    #[cfg(any(madsim, feature = "planted-bugs"))]
-    pub planted_ignore_fsync_errors: bool,
-    /// Planted bug: recovery treats any damaged entry as a torn tail and cuts the log there,
-    /// dropping the valid entries and segments after it (truncate-mid-log-corruption; breaks
-    /// CHECKLISTS R8 b: committed entries vanish from the replica).
-    #[cfg(any(madsim, feature = "planted-bugs"))]
-    pub planted_truncate_corruption: bool,
-}
-
-impl Default for LogConfig {
-    fn default() -> LogConfig {
-        LogConfig {
-            segment_bytes_max: 128 * 1024 * 1024,
-            segment_age_ms_max: 7 * 24 * 3600 * 1000,
-            index_interval_bytes: 4096,
-            retention_bytes: None,
-            retention_ms: Some(7 * 24 * 3600 * 1000),
-            cache_bytes_max: 8 * 1024 * 1024,
-            #[cfg(any(madsim, feature = "planted-bugs"))]
-            planted_skip_fsync: false,
-            #[cfg(any(madsim, feature = "planted-bugs"))]
-            planted_ignore_fsync_errors: false,
-            #[cfg(any(madsim, feature = "planted-bugs"))]
-            planted_truncate_corruption: false,
-        }
-    }
-}
+use crate::segment::{create_segment, encode_index, EntryCursor, Segment, SegmentStart, SEGMENT_HEADER_BYTES};
 
 /// What one retention pass removed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -112,6 +64,7 @@ impl<D: Disk> SegmentLog<D> {
     pub async fn open(disk: D, dir: impl AsRef<Path>, config: LogConfig, now_ms: i64) -> Result<(SegmentLog<D>, RecoveryReport)> {
         let (mut log, report) = SegmentLog::open_deferring_cut(disk, dir, config, now_ms).await?;
         log.cut_torn_tail().await?;
+        assert!(!log.torn_tail_pending, "open leaves no torn tail in the file");
         Ok((log, report))
     }
 
@@ -125,7 +78,7 @@ impl<D: Disk> SegmentLog<D> {
         config: LogConfig,
         now_ms: i64,
     ) -> Result<(SegmentLog<D>, RecoveryReport)> {
-        assert!(config.segment_bytes_max > 0 && config.index_interval_bytes > 0);
+        config.assert_valid();
         let dir = dir.as_ref().to_path_buf();
         let (mut segments, report) = recovery::recover(&disk, &dir, &config, now_ms, true).await?;
         if segments.is_empty() {
@@ -152,6 +105,9 @@ impl<D: Disk> SegmentLog<D> {
         // fsynced when they rolled).
         log.segments.last_mut().expect("a log always has a segment").dirty = true;
         log.sync().await?;
+        assert!(log.synced_index == log.last_index(), "an opened log is synced to its end");
+        let torn_index = report.torn_tail.map(|torn| torn.index);
+        assert!(torn_index.is_none_or(|index| index == log.last_index() + 1), "a torn tail {torn_index:?} follows the log's end");
         Ok((log, report))
     }
 
@@ -162,6 +118,7 @@ impl<D: Disk> SegmentLog<D> {
         }
         self.check_usable()?;
         let segment = self.segments.last_mut().expect("a log always has a segment");
+        assert!(segment.bytes >= SEGMENT_HEADER_BYTES, "the cut keeps the segment header");
         let cut = async {
             segment.file.set_len(segment.bytes).await?;
             segment.file.sync_data().await
@@ -178,14 +135,27 @@ impl<D: Disk> SegmentLog<D> {
     async fn rebuild_terms(&mut self) -> Result<()> {
         self.terms.clear();
         for segment in &self.segments {
-            let mut cursor = EntryCursor::new(crate::segment::SEGMENT_HEADER_BYTES, segment.start.first_index, segment.bytes);
+            let mut cursor = EntryCursor::new(SEGMENT_HEADER_BYTES, segment.start.first_index, segment.bytes);
             while let Some((_, header, _)) = cursor.next(&segment.file, &segment.path, false).await? {
                 if self.terms.last().map(|&(_, term)| term) != Some(header.term) {
                     self.terms.push((header.index, header.term));
                 }
             }
         }
+        self.assert_terms_cover();
         Ok(())
+    }
+
+    /// The term runs cover the log: the first starts at or before `first_index` and the last
+    /// has `last_term` (nothing to check in an empty log, where `term` answers from the start).
+    fn assert_terms_cover(&self) {
+        if self.last_index() < self.first_index() {
+            return;
+        }
+        let (first_run_index, _) = *self.terms.first().expect("a log with entries has a term run");
+        assert!(first_run_index <= self.first_index(), "the first term run starts at {first_run_index}, inside the log");
+        let (_, last_run_term) = *self.terms.last().expect("a log with entries has a term run");
+        assert!(last_run_term == self.last_term(), "the last term run has term {last_run_term}, not the last entry's");
     }
 
     pub fn dir(&self) -> &Path {
@@ -199,7 +169,7 @@ impl<D: Disk> SegmentLog<D> {
     /// Changes the tunables (e.g. a topic's retention altered at run time); they apply from
     /// the next append or retention pass.
     pub fn set_config(&mut self, config: LogConfig) {
-        assert!(config.segment_bytes_max > 0 && config.index_interval_bytes > 0);
+        config.assert_valid();
         self.config = config;
     }
 
@@ -210,7 +180,9 @@ impl<D: Disk> SegmentLog<D> {
 
     /// The last index present (`first_index - 1` when the log is empty).
     pub fn last_index(&self) -> u64 {
-        self.active().last_index
+        let last_index = self.active().last_index;
+        assert!(last_index + 1 >= self.first_index(), "the log ends at {last_index}, before its start");
+        last_index
     }
 
     /// Term of the last entry (or of `first_index - 1` when empty).
@@ -246,6 +218,7 @@ impl<D: Disk> SegmentLog<D> {
     }
 
     pub fn segment_count(&self) -> usize {
+        assert!(!self.segments.is_empty(), "a log always has a segment");
         self.segments.len()
     }
 
@@ -268,7 +241,9 @@ impl<D: Disk> SegmentLog<D> {
         }
         let at = self.terms.partition_point(|&(first, _)| first <= index);
         assert!(at > 0, "term runs cover the log");
-        Some(self.terms[at - 1].1)
+        let term = self.terms[at - 1].1;
+        assert!(term <= self.last_term(), "term {term} of index {index} above the last entry's");
+        Some(term)
     }
 
     fn check_usable(&self) -> Result<()> {
@@ -284,8 +259,8 @@ impl<D: Disk> SegmentLog<D> {
         for entry in entries {
             if entry.index != index + 1 || entry.base_offset != offset || entry.term < term {
                 return Err(Error::OutOfSequence {
-                    expected_index: index + 1,
-                    expected_offset: offset,
+                    index_expected: index + 1,
+                    offset_expected: offset,
                     term_min: term,
                     index: entry.index,
                     offset: entry.base_offset,
@@ -311,6 +286,7 @@ impl<D: Disk> SegmentLog<D> {
         self.check_usable()?;
         self.check_sequence(entries)?;
         self.cut_torn_tail().await?;
+        let index_end = entries.last().map_or(self.last_index(), |entry| entry.index);
         let mut buffer: Vec<u8> = Vec::new();
         let mut buffer_position = self.active().bytes;
         for entry in entries {
@@ -319,20 +295,28 @@ impl<D: Disk> SegmentLog<D> {
                 self.roll(now_ms).await?;
                 buffer_position = self.active().bytes;
             }
+            assert!(entry.index == self.last_index() + 1, "entry {} appended after {}", entry.index, self.last_index());
+            assert!(entry.term >= self.last_term(), "entry {} of term {} after term {}", entry.index, entry.term, self.last_term());
             let position = self.active().bytes;
             let segment = self.segments.last_mut().expect("a log always has a segment");
             if segment.is_empty() {
                 segment.created_ms = now_ms;
             }
             entry.encode_into(&mut buffer);
-            let header = crate::entry::EntryHeader::parse(&buffer[buffer.len() - entry.encoded_bytes()..]).expect("just encoded");
+            let header = EntryHeader::parse(&buffer[buffer.len() - entry.encoded_bytes()..]).expect("just encoded");
+            assert!(header.index == entry.index, "encoded header of entry {} names index {}", entry.index, header.index);
+            assert!(header.term == entry.term, "encoded header of entry {} names term {}", entry.index, header.term);
+            assert!(header.base_offset == entry.base_offset, "encoded header of entry {} names offset {}", entry.index, header.base_offset);
             segment.note_entry(&header, position, self.config.index_interval_bytes);
             if self.terms.last().map(|&(_, term)| term) != Some(entry.term) {
                 self.terms.push((entry.index, entry.term));
             }
             self.cache_push(entry.clone());
         }
-        self.write_active(buffer, buffer_position).await
+        self.write_active(buffer, buffer_position).await?;
+        assert!(self.last_index() == index_end, "the log ends at {} after appending up to {index_end}", self.last_index());
+        self.assert_terms_cover();
+        Ok(())
     }
 
     /// `segment.bytes` already counts the entries buffered but not yet written.
@@ -348,7 +332,7 @@ impl<D: Disk> SegmentLog<D> {
             return Ok(());
         }
         let segment = self.segments.last_mut().expect("a log always has a segment");
-        assert_eq!(position + buffer.len() as u64, segment.bytes);
+        assert_eq!(position + buffer.len() as u64, segment.bytes, "the buffer ends where the segment's entries end");
         segment.dirty = true;
         if let Err(source) = segment.file.write_at(position, Bytes::from(buffer)).await {
             self.poisoned = true;
@@ -367,6 +351,7 @@ impl<D: Disk> SegmentLog<D> {
         write_index_file(&self.disk, &index_path, index_contents).await?;
         let created = create_segment(&self.disk, &self.dir, start, now_ms).await;
         let segment = created.inspect_err(|_| self.poisoned = true)?;
+        assert!(segment.is_empty(), "a rolled segment starts empty");
         self.segments.push(segment);
         Ok(())
     }
@@ -380,23 +365,31 @@ impl<D: Disk> SegmentLog<D> {
         if !self.durable_stuck {
             self.durable_index = self.last_index();
         }
+        assert!(self.synced_index == self.last_index(), "sync covers the whole log");
+        assert!(self.segments.iter().all(|segment| !segment.dirty), "sync leaves no segment dirty");
+        self.assert_durable_follows_synced();
         Ok(())
+    }
+
+    /// Unless a planted bug made the log skip or ignore an fsync, what it holds synced is what
+    /// the disk confirmed.
+    fn assert_durable_follows_synced(&self) {
+        let (durable, synced) = (self.durable_index, self.synced_index);
+        assert!(self.durable_stuck || durable == synced, "durable index {durable} differs from synced index {synced}");
     }
 
     /// Whether the disk confirmed every fsync (false only under a planted bug).
     async fn sync_segments(&mut self) -> Result<bool> {
-        #[cfg_attr(not(any(madsim, feature = "planted-bugs")), allow(unused_mut))]
+        let planted = self.config.planted;
         let mut confirmed = true;
         for segment in self.segments.iter_mut().filter(|s| s.dirty) {
-            #[cfg(any(madsim, feature = "planted-bugs"))]
-            if self.config.planted_skip_fsync {
+            if planted.skip_fsync() {
                 segment.dirty = false;
                 confirmed = false;
                 continue;
             }
             let synced = segment.file.sync_data().await;
-            #[cfg(any(madsim, feature = "planted-bugs"))]
-            if let (Err(error), true) = (&synced, self.config.planted_ignore_fsync_errors) {
+            if let (Err(error), true) = (&synced, planted.ignore_fsync_errors()) {
                 tracing::warn!(%error, "planted bug: ignoring a failed fsync");
                 segment.dirty = false;
                 confirmed = false;
@@ -409,16 +402,20 @@ impl<D: Disk> SegmentLog<D> {
             }
             segment.dirty = false;
         }
+        assert!(confirmed || planted.skip_fsync() || planted.ignore_fsync_errors(), "only a planted bug leaves an fsync unconfirmed");
         Ok(confirmed)
     }
 
     fn cache_push(&mut self, entry: Entry) {
+        let back_index = self.cache.back().map(|back| back.index);
+        assert!(back_index.is_none_or(|back| back + 1 == entry.index), "cache of {back_index:?} continued by {}", entry.index);
         self.cache_bytes += entry.encoded_bytes();
         self.cache.push_back(entry);
         while self.cache_bytes > self.config.cache_bytes_max {
             let old = self.cache.pop_front().expect("cache holds bytes");
             self.cache_bytes -= old.encoded_bytes();
         }
+        assert!(self.cache_bytes <= self.config.cache_bytes_max, "the cache holds at most cache_bytes_max");
     }
 
     /// Entries `low .. high` from the in-memory cache of the newest entries, at most
@@ -429,7 +426,9 @@ impl<D: Disk> SegmentLog<D> {
             return None;
         }
         let skip = (low - first) as usize;
-        Some(take_within(self.cache.iter().skip(skip).take((high - low) as usize).cloned(), bytes_max))
+        let entries = take_within(self.cache.iter().skip(skip).take((high - low) as usize).cloned(), bytes_max);
+        assert_read(&entries, low, high);
+        Some(entries)
     }
 
     /// Entries `low .. high` (by index), at most `bytes_max` of them (but at least one).
@@ -450,7 +449,7 @@ impl<D: Disk> SegmentLog<D> {
         let mut out = Vec::new();
         let mut bytes = 0u64;
         let at = self.segments.partition_point(|s| s.start.first_index <= low) - 1;
-        for segment in &self.segments[at..] {
+        'segments: for segment in &self.segments[at..] {
             let (position, index) = segment.position_for_index(low.max(segment.start.first_index));
             let mut cursor = EntryCursor::new(position, index, segment.bytes);
             while let Some((_, header, payload)) = cursor.next(&segment.file, &segment.path, true).await? {
@@ -458,12 +457,13 @@ impl<D: Disk> SegmentLog<D> {
                     continue;
                 }
                 if header.index >= high || (!out.is_empty() && bytes + header.encoded_bytes() as u64 > bytes_max) {
-                    return Ok(out);
+                    break 'segments;
                 }
                 bytes += header.encoded_bytes() as u64;
                 out.push(header.into_entry(payload));
             }
         }
+        assert_read(&out, low, high);
         Ok(out)
     }
 
@@ -481,23 +481,24 @@ impl<D: Disk> SegmentLog<D> {
         }
         let mut bytes = 0u64;
         let at = self.segments.partition_point(|s| s.start.first_offset <= offset) - 1;
-        for segment in &self.segments[at..] {
+        'segments: for segment in &self.segments[at..] {
             let (position, index) = segment.position_for_offset(offset);
             let mut cursor = EntryCursor::new(position, index, segment.bytes);
             while let Some((_, header, payload)) = cursor.next(&segment.file, &segment.path, true).await? {
                 if header.index > index_max {
-                    return Ok(out);
+                    break 'segments;
                 }
                 if header.kind != EntryKind::Data || header.offset_next() <= offset {
                     continue;
                 }
                 if !out.is_empty() && bytes + header.encoded_bytes() as u64 > bytes_max {
-                    return Ok(out);
+                    break 'segments;
                 }
                 bytes += header.encoded_bytes() as u64;
                 out.push(header.into_entry(payload));
             }
         }
+        assert_offsets_read(&out, offset, index_max);
         Ok(out)
     }
 
@@ -542,7 +543,11 @@ impl<D: Disk> SegmentLog<D> {
         }
         self.synced_index = self.synced_index.min(self.last_index());
         self.durable_index = self.durable_index.min(self.last_index());
-        assert_eq!(self.last_index(), from_index - 1);
+        assert_eq!(self.last_index(), from_index - 1, "the log ends just before the truncation point");
+        let cache_back = self.cache.back().map(|back| back.index);
+        assert!(cache_back.is_none_or(|back| back < from_index), "the cache still holds {cache_back:?}");
+        self.assert_terms_cover();
+        self.assert_durable_follows_synced();
         Ok(())
     }
 
@@ -590,6 +595,9 @@ impl<D: Disk> SegmentLog<D> {
             let entry = self.cache.pop_front().expect("checked");
             self.cache_bytes -= entry.encoded_bytes();
         }
+        let deleted = report.segments_deleted;
+        assert!(deleted == 0 || first <= index_bound, "retention deleted entries up to {} at or above {index_bound}", first - 1);
+        self.assert_terms_cover();
         Ok(report)
     }
 
@@ -599,7 +607,7 @@ impl<D: Disk> SegmentLog<D> {
     /// are removed and it moves into place; recovery finishes or discards an interrupted reset.
     pub async fn reset(&mut self, first_index: u64, first_offset: u64, prev_term: u64, now_ms: i64) -> Result<()> {
         self.check_usable()?;
-        assert!(first_index >= 1);
+        assert!(first_index >= 1, "a log starts at index 1 or later");
         let start = SegmentStart { first_index, first_offset, prev_term };
         let pending = self.dir.join(RESET_PENDING_FILE);
         let committed = self.dir.join(RESET_COMMITTED_FILE);
@@ -622,14 +630,16 @@ impl<D: Disk> SegmentLog<D> {
         self.cache_bytes = 0;
         let (segments, _) =
             recovery::recover(&self.disk, &self.dir, &self.config, now_ms, false).await.inspect_err(|_| self.poisoned = true)?;
-        assert_eq!(segments.len(), 1);
-        assert_eq!(segments[0].start, start);
+        assert_eq!(segments.len(), 1, "a reset leaves one segment");
+        assert_eq!(segments[0].start, start, "the reset's segment starts where asked");
+        assert!(segments[0].is_empty(), "the reset's segment holds no entry");
         self.segments = segments;
         self.terms.clear();
         self.synced_index = self.last_index();
         if !self.durable_stuck {
             self.durable_index = self.last_index();
         }
+        self.assert_durable_follows_synced();
         Ok(())
     }
 }
@@ -646,4 +656,31 @@ fn take_within(entries: impl Iterator<Item = Entry>, bytes_max: u64) -> Vec<Entr
         out.push(entry);
     }
     out
+}
+
+/// What a read by index returns: consecutive entries from `low`, all below `high`, at least one
+/// when `low < high` (the caller has checked that the log holds `low .. high`).
+fn assert_read(entries: &[Entry], low: u64, high: u64) {
+    assert!(low >= high || !entries.is_empty(), "a read of {low}..{high} returned nothing");
+    for (entry, index) in entries.iter().zip(low..) {
+        assert!(entry.index == index, "a read of {low}..{high} returned entry {} in place of {index}", entry.index);
+        assert!(entry.index < high, "a read of {low}..{high} returned entry {}", entry.index);
+    }
+}
+
+/// What a read by offset returns: data entries, the first holding `offset`, each continuing the
+/// offsets of the one before, in index order, none past `index_max`.
+fn assert_offsets_read(entries: &[Entry], offset: u64, index_max: u64) {
+    if let Some(first) = entries.first() {
+        assert!(first.base_offset <= offset, "a read from offset {offset} starts at offset {}", first.base_offset);
+        assert!(first.offset_next() > offset, "a read from offset {offset} starts before it, at entry {}", first.index);
+    }
+    for pair in entries.windows(2) {
+        assert!(pair[1].base_offset == pair[0].offset_next(), "offsets of entries {} and {} are not dense", pair[0].index, pair[1].index);
+        assert!(pair[1].index > pair[0].index, "entry {} read after entry {}", pair[1].index, pair[0].index);
+    }
+    for entry in entries {
+        assert!(entry.kind == EntryKind::Data, "a read by offset returned {:?} entry {}", entry.kind, entry.index);
+        assert!(entry.index <= index_max, "a read bounded by index {index_max} returned entry {}", entry.index);
+    }
 }

@@ -95,6 +95,8 @@ impl<D: Disk> MirroredFile<D> {
         disk.sync_dir(&dir).await.map_err(at(&dir))?;
         let [first, second] = decoded;
         let (sequence, value) = if winner == 0 { first } else { second }.expect("the winner decoded");
+        let loser = sequences[1 - winner];
+        assert!(loser.is_none_or(|other| other <= sequence), "copy of sequence {loser:?} lost to older {sequence}");
         Ok(Opened::Loaded { file: mirrored, sequence, value, repaired })
     }
 
@@ -103,6 +105,7 @@ impl<D: Disk> MirroredFile<D> {
     /// reopens, which repairs whichever copy the failure left behind.
     pub async fn save(&self, record: &[u8]) -> Result<(), PathError> {
         assert!(record.len() as u64 <= COPY_STRIDE_BYTES, "a record fits one copy");
+        assert!(!record.is_empty(), "an empty record reads back as a file being created");
         for position in [0, COPY_STRIDE_BYTES] {
             self.file.write_at(position, Bytes::copy_from_slice(record)).await.map_err(|error| (self.path.clone(), error))?;
             self.file.sync_data().await.map_err(|error| (self.path.clone(), error))?;

@@ -10,14 +10,14 @@
 //! Cost: one sequential read of every segment per open, bounded by `segment_bytes_max` of
 //! memory at a time.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
+use crate::config::LogConfig;
 use crate::disk::{Disk, DiskFile, OpenMode};
 use crate::entry::{EntryHeader, ENTRY_HEADER_BYTES, ENTRY_MAGIC};
 use crate::error::{io_error, Error, Result};
-use crate::log::LogConfig;
 use crate::segment::{
     encode_index, index_file_name, parse_segment_file_name, segment_file_name, Segment, SegmentStart, SEGMENT_HEADER_BYTES,
 };
@@ -58,6 +58,7 @@ impl TornTail {
     /// replica may have acknowledged there (rot keeps a file's length, and every entry is at
     /// least a header). Below `index` when no whole entry fits: nothing acknowledged was lost.
     pub fn index_bound(&self) -> u64 {
+        assert!(self.index >= 1, "a torn tail is at an index");
         self.index - 1 + self.bytes / crate::entry::ENTRY_HEADER_BYTES as u64
     }
 }
@@ -72,11 +73,7 @@ pub async fn recover<D: Disk>(
     now_ms: i64,
     defer_cut: bool,
 ) -> Result<(Vec<Segment<D::File>>, RecoveryReport)> {
-    let index_interval_bytes = config.index_interval_bytes;
-    #[cfg(any(madsim, feature = "planted-bugs"))]
-    let truncate_any_damage = config.planted_truncate_corruption;
-    #[cfg(not(any(madsim, feature = "planted-bugs")))]
-    let truncate_any_damage = false;
+    let truncate_any_damage = config.planted.truncate_corruption();
     let mut report = RecoveryReport::default();
     disk.create_dir_all(dir).await.map_err(io_error(dir))?;
     report.reset_completed = finish_reset(disk, dir).await?;
@@ -86,75 +83,41 @@ pub async fn recover<D: Disk>(
 
     let mut segments: Vec<Segment<D::File>> = Vec::new();
     for (i, &first_index) in firsts.iter().enumerate() {
-        let is_last = i + 1 == firsts.len();
-        let next_first = firsts.get(i + 1).copied();
+        let first_index_next = firsts.get(i + 1).copied();
         let path = dir.join(segment_file_name(first_index));
         let file = disk.open(&path, OpenMode::Existing).await.map_err(io_error(&path))?;
         let bytes = read_whole(&file, &path).await?;
-        let corruption =
-            |first: u64, last: u64, detail: String| Error::Corruption { path: path.clone(), first_index: first, last_index: last, detail };
         let Some(start) = SegmentStart::decode(&bytes) else {
-            // The header is fsynced (file, then directory) before any entry is written, so a
-            // bad header on a file with no room for entries is a creation the crash cut short.
-            if is_last && bytes.len() as u64 <= SEGMENT_HEADER_BYTES && (i > 0 || first_index == 1) {
-                drop(file);
-                disk.remove_file(&path).await.map_err(io_error(&path))?;
-                disk.sync_dir(dir).await.map_err(io_error(dir))?;
-                report.torn_segment_removed = true;
-                continue;
+            if !is_torn_creation(first_index, first_index_next, i == 0, bytes.len()) {
+                let last_index = first_index_next.map_or(u64::MAX, |next| next - 1);
+                return Err(corruption(&path, first_index, last_index, "bad segment header".into()));
             }
-            return Err(corruption(first_index, next_first.map_or(u64::MAX, |n| n - 1), "bad segment header".into()));
+            drop(file);
+            remove_durably(disk, dir, &[path]).await?;
+            report.torn_segment_removed = true;
+            continue;
         };
-        if start.first_index != first_index {
-            return Err(corruption(first_index, first_index, format!("header names first index {}", start.first_index)));
-        }
-        if let Some(prev) = segments.last() {
-            if start.first_index != prev.last_index + 1 || start.first_offset != prev.offset_next || start.prev_term != prev.last_term {
-                return Err(corruption(
-                    prev.last_index + 1,
-                    start.first_index.max(prev.last_index + 1),
-                    format!(
-                        "segment does not continue the previous one (index {} offset {} term {} after index {} offset {} term {})",
-                        start.first_index, start.first_offset, start.prev_term, prev.last_index, prev.offset_next, prev.last_term
-                    ),
-                ));
-            }
-        }
-        let mut segment = Segment::new(start, file, path.clone(), now_ms);
-        let bad = scan(&mut segment, &bytes, index_interval_bytes);
-        if let Some(bad) = bad {
-            let expected = segment.last_index + 1;
-            if let Some(detail) = bad.sequence_error {
-                return Err(corruption(expected, expected, detail));
-            }
-            if let Some(found) = find_valid_entry_after(&bytes, bad.position, segment.last_index) {
-                if !truncate_any_damage {
-                    return Err(corruption(expected, found - 1, "bad entry followed by valid entries".into()));
-                }
-            }
-            if !is_last && !truncate_any_damage {
-                return Err(corruption(expected, next_first.unwrap() - 1, "bad entry in a sealed segment".into()));
-            }
+        check_start(&path, first_index, start, segments.last())?;
+        let mut segment = Segment::new(start, file, path, now_ms);
+        let mut drop_later_segments = false;
+        if let Some(bad) = scan(&mut segment, &bytes, config.index_interval_bytes) {
+            check_torn(&segment, &bytes, &bad, first_index_next, truncate_any_damage)?;
             // Torn tail: cut it off, durably, before anything is appended after it.
-            if !(defer_cut && is_last) {
-                segment.file.set_len(bad.position).await.map_err(io_error(&path))?;
-                segment.file.sync_data().await.map_err(io_error(&path))?;
+            if !(defer_cut && first_index_next.is_none()) {
+                segment.file.set_len(bad.position).await.map_err(io_error(&segment.path))?;
+                segment.file.sync_data().await.map_err(io_error(&segment.path))?;
             }
-            report.torn_tail = Some(TornTail { index: expected, bytes: bytes.len() as u64 - bad.position });
-            if !is_last {
-                // Only the planted bug gets here: the log ends at the damage, later segments go.
-                for &later in &firsts[i + 1..] {
-                    let later_path = dir.join(segment_file_name(later));
-                    disk.remove_file(&later_path).await.map_err(io_error(&later_path))?;
-                }
-                disk.sync_dir(dir).await.map_err(io_error(dir))?;
-                report.entries += segment.last_index + 1 - segment.start.first_index;
-                segments.push(segment);
-                break;
-            }
+            report.torn_tail = Some(TornTail { index: segment.last_index + 1, bytes: bytes.len() as u64 - bad.position });
+            // Only the planted bug cuts a sealed segment: the log ends at the damage.
+            drop_later_segments = first_index_next.is_some();
         }
         report.entries += segment.last_index + 1 - segment.start.first_index;
         segments.push(segment);
+        if drop_later_segments {
+            let later: Vec<PathBuf> = firsts[i + 1..].iter().map(|&later| dir.join(segment_file_name(later))).collect();
+            remove_durably(disk, dir, &later).await?;
+            break;
+        }
     }
     // What recovery accepted becomes durable before anything is appended after it: the last
     // segment may be one whose creation failed before its fsyncs (an EIO, then a retry that
@@ -166,7 +129,97 @@ pub async fn recover<D: Disk>(
     }
     report.segments = segments.len();
     report.indexes_rebuilt = reconcile_index_files(disk, dir, &names, &segments).await?;
+    assert_recovered(&segments, &report);
     Ok((segments, report))
+}
+
+/// What recovery hands over: segments that continue each other, and a torn tail (if any) just
+/// after the last entry.
+fn assert_recovered<F>(segments: &[Segment<F>], report: &RecoveryReport) {
+    for pair in segments.windows(2) {
+        let (prev, next) = (&pair[0], &pair[1]);
+        assert!(next.start.first_index == prev.last_index + 1, "segment {} does not continue by index", next.start.first_index);
+        assert!(next.start.first_offset == prev.offset_next, "segment {} does not continue by offset", next.start.first_index);
+        assert!(next.start.prev_term == prev.last_term, "segment {} does not continue by term", next.start.first_index);
+    }
+    let entries: u64 = segments.iter().map(|segment| segment.last_index + 1 - segment.start.first_index).sum();
+    assert_eq!(report.entries, entries, "the report counts the entries recovered");
+    if let Some(torn) = report.torn_tail {
+        let last = segments.last().expect("a torn tail is in a segment");
+        assert_eq!(torn.index, last.last_index + 1, "the torn tail follows the last entry");
+        assert!(torn.bytes > 0, "a torn tail holds bytes");
+    }
+}
+
+fn corruption(path: &Path, first_index: u64, last_index: u64, detail: String) -> Error {
+    Error::Corruption { path: path.to_path_buf(), first_index, last_index, detail }
+}
+
+/// Whether a segment file whose header does not decode is a creation a crash cut short: the
+/// header is fsynced (file, then directory) before any entry is written, so that is a last
+/// segment with no room for entries, and not a lone first segment past index 1 (a log starts
+/// there only after a reset or retention, and either way that header was durable long before).
+fn is_torn_creation(first_index: u64, first_index_next: Option<u64>, is_first: bool, file_bytes: usize) -> bool {
+    first_index_next.is_none() && file_bytes as u64 <= SEGMENT_HEADER_BYTES && (!is_first || first_index == 1)
+}
+
+/// Checks that the header of the segment file named for `first_index` names that index and
+/// continues the segment before it (index, offset and term).
+fn check_start<F>(path: &Path, first_index: u64, start: SegmentStart, prev: Option<&Segment<F>>) -> Result<()> {
+    if start.first_index != first_index {
+        return Err(corruption(path, first_index, first_index, format!("header names first index {}", start.first_index)));
+    }
+    let Some(prev) = prev else {
+        return Ok(());
+    };
+    if start.first_index != prev.last_index + 1 || start.first_offset != prev.offset_next || start.prev_term != prev.last_term {
+        return Err(corruption(
+            path,
+            prev.last_index + 1,
+            start.first_index.max(prev.last_index + 1),
+            format!(
+                "segment does not continue the previous one (index {} offset {} term {} after index {} offset {} term {})",
+                start.first_index, start.first_offset, start.prev_term, prev.last_index, prev.offset_next, prev.last_term
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that the damage `bad` that stopped the scan of `segment` (whose file holds `bytes`) is
+/// a torn tail: an entry that is not whole or fails its checksum, with no valid entry after it,
+/// in the last segment (none follows at `first_index_next`). Anything else is corruption; the
+/// planted bug (`truncate_any_damage`) takes any damage but a broken sequence for a torn tail.
+fn check_torn<F>(
+    segment: &Segment<F>,
+    bytes: &[u8],
+    bad: &BadEntry,
+    first_index_next: Option<u64>,
+    truncate_any_damage: bool,
+) -> Result<()> {
+    assert_eq!(bad.position, segment.bytes, "the scan stopped where the entries it accepted end");
+    let expected = segment.last_index + 1;
+    if let Some(detail) = &bad.sequence_error {
+        return Err(corruption(&segment.path, expected, expected, detail.clone()));
+    }
+    if truncate_any_damage {
+        return Ok(());
+    }
+    if let Some(found) = find_valid_entry_after(bytes, bad.position, segment.last_index) {
+        return Err(corruption(&segment.path, expected, found - 1, "bad entry followed by valid entries".into()));
+    }
+    if let Some(next) = first_index_next {
+        return Err(corruption(&segment.path, expected, next - 1, "bad entry in a sealed segment".into()));
+    }
+    Ok(())
+}
+
+/// Removes `paths` and then makes the removal durable (one directory fsync).
+async fn remove_durably<D: Disk>(disk: &D, dir: &Path, paths: &[PathBuf]) -> Result<()> {
+    for path in paths {
+        disk.remove_file(path).await.map_err(io_error(path))?;
+    }
+    disk.sync_dir(dir).await.map_err(io_error(dir))
 }
 
 /// The highest index of any checksum-valid entry in the segments of `dir`, damaged or not (0
@@ -213,6 +266,7 @@ fn scan<F: DiskFile>(segment: &mut Segment<F>, bytes: &[u8], index_interval_byte
         segment.note_entry(&header, position as u64, index_interval_bytes);
         position += header.encoded_bytes();
     }
+    assert_eq!(segment.bytes, bytes.len() as u64, "a clean scan accounts for every byte");
     None
 }
 
@@ -247,6 +301,7 @@ async fn read_whole<F: DiskFile>(file: &F, path: &Path) -> Result<Vec<u8>> {
     while (bytes.len() as u64) < len {
         let want = RECOVERY_READ_BYTES.min((len - bytes.len() as u64) as usize);
         let chunk = file.read_at(bytes.len() as u64, want).await.map_err(io_error(path))?;
+        assert!(chunk.len() <= want, "a read of {want} bytes returned {}", chunk.len());
         if chunk.is_empty() {
             break;
         }
@@ -282,11 +337,13 @@ async fn reconcile_index_files<D: Disk>(disk: &D, dir: &Path, names: &[String], 
     if removed || rebuilt > 0 {
         disk.sync_dir(dir).await.map_err(io_error(dir))?;
     }
+    assert!(rebuilt <= sealed, "{rebuilt} index files rebuilt for {sealed} sealed segments");
     Ok(rebuilt)
 }
 
 /// Writes a sealed segment's index file (fsynced; a torn one is rebuilt on the next open).
 pub async fn write_index_file<D: Disk>(disk: &D, path: &Path, contents: Vec<u8>) -> Result<()> {
+    assert!(contents.len() >= 16, "an index file holds at least its header and crc");
     let file = disk.open(path, OpenMode::CreateOrOpen).await.map_err(io_error(path))?;
     let len = contents.len() as u64;
     file.write_at(0, Bytes::from(contents)).await.map_err(io_error(path))?;

@@ -41,6 +41,7 @@ pub struct SegmentStart {
 
 impl SegmentStart {
     pub fn encode(&self) -> Vec<u8> {
+        assert!(self.first_index >= 1, "a segment starts at index 1 or later");
         let mut out = Vec::with_capacity(SEGMENT_HEADER_BYTES as usize);
         out.extend_from_slice(&SEGMENT_MAGIC.to_le_bytes());
         out.extend_from_slice(&SEGMENT_VERSION.to_le_bytes());
@@ -51,7 +52,8 @@ impl SegmentStart {
         let crc = crc32fast::hash(&out);
         out.extend_from_slice(&crc.to_le_bytes());
         out.extend_from_slice(&0u32.to_le_bytes());
-        assert_eq!(out.len() as u64, SEGMENT_HEADER_BYTES);
+        assert_eq!(out.len() as u64, SEGMENT_HEADER_BYTES, "a segment header is SEGMENT_HEADER_BYTES long");
+        assert_eq!(SegmentStart::decode(&out), Some(*self), "a segment header decodes to what was encoded");
         out
     }
 
@@ -82,6 +84,11 @@ pub struct IndexPoint {
 }
 
 pub fn encode_index(points: &[IndexPoint]) -> Vec<u8> {
+    for pair in points.windows(2) {
+        assert!(pair[0].index < pair[1].index, "index points out of index order at {}", pair[1].index);
+        assert!(pair[0].offset <= pair[1].offset, "index points out of offset order at {}", pair[1].index);
+        assert!(pair[0].position < pair[1].position, "index points out of file order at {}", pair[1].index);
+    }
     let mut out = Vec::with_capacity(12 + points.len() * INDEX_POINT_BYTES + 4);
     out.extend_from_slice(&INDEX_MAGIC.to_le_bytes());
     out.extend_from_slice(&INDEX_VERSION.to_le_bytes());
@@ -94,11 +101,14 @@ pub fn encode_index(points: &[IndexPoint]) -> Vec<u8> {
     }
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
+    assert_eq!(out.len(), 12 + points.len() * INDEX_POINT_BYTES + 4, "an index file is its header, points and crc");
     out
 }
 
 pub fn segment_file_name(first_index: u64) -> String {
-    format!("{first_index:020}.log")
+    let name = format!("{first_index:020}.log");
+    assert_eq!(parse_segment_file_name(&name), Some(first_index), "segment file names parse back");
+    name
 }
 
 pub fn index_file_name(first_index: u64) -> String {
@@ -137,6 +147,7 @@ pub struct Segment<F> {
 
 impl<F> Segment<F> {
     pub fn new(start: SegmentStart, file: F, path: PathBuf, now_ms: i64) -> Segment<F> {
+        assert!(start.first_index >= 1, "a segment starts at index 1 or later");
         Segment {
             start,
             file,
@@ -163,9 +174,10 @@ impl<F> Segment<F> {
 
     /// Records an entry that now sits at `position` (in memory only).
     pub fn note_entry(&mut self, header: &EntryHeader, position: u64, index_interval_bytes: u64) {
-        assert_eq!(header.index, self.last_index + 1);
-        assert_eq!(header.base_offset, self.offset_next);
-        assert_eq!(position, self.bytes);
+        assert_eq!(header.index, self.last_index + 1, "entries are dense by index");
+        assert_eq!(header.base_offset, self.offset_next, "entries are dense by offset");
+        assert!(header.term >= self.last_term, "entry {} of term {} after term {}", header.index, header.term, self.last_term);
+        assert_eq!(position, self.bytes, "entry {} sits right after the one before", header.index);
         if self.points.is_empty() || self.bytes_since_point >= index_interval_bytes {
             self.points.push(IndexPoint { index: header.index, offset: header.base_offset, position });
             self.bytes_since_point = 0;
@@ -179,6 +191,8 @@ impl<F> Segment<F> {
         if header.record_count > 0 {
             self.timestamp_max = self.timestamp_max.max(header.max_timestamp);
         }
+        let point = self.points.last().expect("the first entry gets an index point");
+        assert_eq!(self.bytes_since_point, self.bytes - point.position, "bytes_since_point counts from the last index point");
     }
 
     /// The file position (and index) of the indexed entry at or before `index`.
@@ -195,10 +209,13 @@ impl<F> Segment<F> {
     /// The last index point satisfying `at_or_before` (points are sorted by index and offset),
     /// or the first entry of the segment.
     fn position_for(&self, at_or_before: impl Fn(&IndexPoint) -> bool) -> (u64, u64) {
-        match self.points.partition_point(at_or_before) {
+        let (position, index) = match self.points.partition_point(at_or_before) {
             0 => (SEGMENT_HEADER_BYTES, self.start.first_index),
             at => (self.points[at - 1].position, self.points[at - 1].index),
-        }
+        };
+        assert!(position <= self.bytes, "index point at {position} past the segment's end {}", self.bytes);
+        assert!(index <= self.last_index + 1, "index point of entry {index} past the segment's last {}", self.last_index);
+        (position, index)
     }
 }
 
@@ -207,7 +224,8 @@ impl<F: DiskFile> Segment<F> {
     /// `last_index` (which must be in this segment or `first_index - 1`), by re-scanning the kept
     /// part. Returns the new file length.
     pub async fn truncate_to(&mut self, last_index: u64, index_interval_bytes: u64) -> Result<u64> {
-        assert!(last_index + 1 >= self.start.first_index && last_index <= self.last_index);
+        assert!(last_index + 1 >= self.start.first_index, "truncation to {last_index} below the segment's start");
+        assert!(last_index <= self.last_index, "truncation to {last_index} past the segment's last {}", self.last_index);
         let mut rebuilt = Segment::new(self.start, (), self.path.clone(), self.created_ms);
         if last_index >= self.start.first_index {
             let mut cursor = EntryCursor::new(SEGMENT_HEADER_BYTES, self.start.first_index, self.bytes);
@@ -218,7 +236,7 @@ impl<F: DiskFile> Segment<F> {
                 }
             }
         }
-        assert_eq!(rebuilt.last_index, last_index);
+        assert_eq!(rebuilt.last_index, last_index, "the rescan stops at the truncation point");
         self.bytes = rebuilt.bytes;
         self.last_index = rebuilt.last_index;
         self.last_term = rebuilt.last_term;
@@ -237,7 +255,9 @@ pub async fn create_segment<D: Disk>(disk: &D, dir: &Path, start: SegmentStart, 
     file.write_at(0, Bytes::from(start.encode())).await.map_err(io_error(&path))?;
     file.sync_data().await.map_err(io_error(&path))?;
     disk.sync_dir(dir).await.map_err(io_error(dir))?;
-    Ok(Segment::new(start, file, path, now_ms))
+    let segment = Segment::new(start, file, path, now_ms);
+    assert!(segment.is_empty(), "a new segment holds no entry");
+    Ok(segment)
 }
 
 /// Reads entries one by one from a file, pulling `READ_CHUNK_BYTES` at a time, verifying every
@@ -253,6 +273,8 @@ pub struct EntryCursor {
 
 impl EntryCursor {
     pub fn new(position: u64, index_next: u64, end: u64) -> EntryCursor {
+        assert!(position >= SEGMENT_HEADER_BYTES, "entries start after the segment header");
+        assert!(position <= end, "a cursor at {position} past its end {end}");
         EntryCursor { position, index_next, end, buffer: Vec::new(), buffer_start: position }
     }
 
@@ -305,6 +327,8 @@ impl EntryCursor {
         let position = self.position;
         self.position += entry_bytes as u64;
         self.index_next += 1;
+        assert!(self.position <= self.end, "entry {} read past the cursor's end", header.index);
+        assert!(!want_payload || payload.len() == header.payload_bytes as usize, "entry {} read with a short payload", header.index);
         Ok(Some((position, header, payload)))
     }
 }

@@ -66,7 +66,7 @@ impl Model {
     fn last_index(&self) -> u64 {
         self.first_index + self.entries.len() as u64 - 1
     }
-    fn next_offset(&self) -> u64 {
+    fn offset_next(&self) -> u64 {
         self.entries.last().map_or(self.start_offset, |e| e.offset_next())
     }
     fn term_at(&self, index: u64) -> Option<u64> {
@@ -87,7 +87,7 @@ fn config() -> LogConfig {
 async fn check_equal(log: &SegmentLog<SimDisk>, model: &Model) {
     assert_eq!(log.first_index(), model.first_index);
     assert_eq!(log.last_index(), model.last_index());
-    assert_eq!(log.next_offset(), model.next_offset());
+    assert_eq!(log.next_offset(), model.offset_next());
     assert_eq!(log.start_offset(), model.start_offset);
     assert_eq!(read_all(log).await, model.entries);
     for index in model.first_index.saturating_sub(2)..=model.last_index() + 1 {
@@ -111,7 +111,7 @@ async fn run(seed: u64, ops: Vec<Op>) {
                 if new_term {
                     model.term += 1;
                 }
-                let (mut index, mut offset) = (model.last_index() + 1, model.next_offset());
+                let (mut index, mut offset) = (model.last_index() + 1, model.offset_next());
                 let mut batch = Vec::new();
                 for (records, len) in shapes {
                     let entry = next_entry(index, model.term, offset, records, len);
@@ -147,7 +147,7 @@ async fn run(seed: u64, ops: Vec<Op>) {
             }
             Op::Reset { gap } => {
                 let first = model.last_index() + 1 + gap;
-                let offset = model.next_offset() + gap * 10;
+                let offset = model.offset_next() + gap * 10;
                 log.reset(first, offset, model.term, 0).await.unwrap();
                 model = Model {
                     first_index: first,

@@ -6,6 +6,8 @@ mod common;
 
 use bytes::Bytes;
 use common::*;
+#[cfg(feature = "planted-bugs")]
+use odradek_log::Planted;
 use odradek_log::{CrashMode, Entry, EntryKind, Error, LogConfig, SegmentLog, SimDisk, SEGMENT_HEADER_BYTES};
 use std::path::Path;
 
@@ -53,7 +55,7 @@ fn refused_appends_change_nothing() {
         let (mut log, _) = SegmentLog::open(SimDisk::new(2), DIR, tiny_config(), 0).await.unwrap();
         append_data(&mut log, 3, 2).await;
         let gap = next_entry(5, 2, log.next_offset(), 1, 10);
-        assert!(matches!(log.append(&[gap], 0).await, Err(Error::OutOfSequence { expected_index: 4, .. })));
+        assert!(matches!(log.append(&[gap], 0).await, Err(Error::OutOfSequence { index_expected: 4, .. })));
         let wrong_offset = next_entry(4, 2, log.next_offset() + 1, 1, 10);
         assert!(matches!(log.append(&[wrong_offset], 0).await, Err(Error::OutOfSequence { .. })));
         let old_term = next_entry(4, 1, log.next_offset(), 1, 10);
@@ -405,14 +407,14 @@ fn durable_index_follows_the_disks_confirmations() {
 #[test]
 fn planted_fsync_bugs_cannot_fake_the_durable_index() {
     runtime().block_on(async {
-        let skip = LogConfig { planted_skip_fsync: true, ..tiny_config() };
+        let skip = LogConfig { planted: Planted { skip_fsync: true, ..Planted::default() }, ..tiny_config() };
         let (mut log, _) = SegmentLog::open(SimDisk::new(42), DIR, skip, 0).await.unwrap();
         append_data(&mut log, 5, 1).await;
         log.sync().await.unwrap();
         assert_eq!((log.synced_index(), log.durable_index()), (5, 0));
 
         let disk = SimDisk::new(43);
-        let ignore = LogConfig { planted_ignore_fsync_errors: true, ..tiny_config() };
+        let ignore = LogConfig { planted: Planted { ignore_fsync_errors: true, ..Planted::default() }, ..tiny_config() };
         let (mut log, _) = SegmentLog::open(disk.clone(), DIR, ignore, 0).await.unwrap();
         append_data(&mut log, 3, 1).await;
         log.sync().await.unwrap();
@@ -438,7 +440,7 @@ fn planted_truncate_corruption_cuts_the_log_at_mid_log_damage() {
         drop(log);
         disk.flip_bit(&segment_path(1), (SEGMENT_HEADER_BYTES + 20) * 8);
         assert!(matches!(SegmentLog::open(disk.clone(), DIR, tiny_config(), 0).await, Err(Error::Corruption { .. })));
-        let planted = LogConfig { planted_truncate_corruption: true, ..tiny_config() };
+        let planted = LogConfig { planted: Planted { truncate_corruption: true, ..Planted::default() }, ..tiny_config() };
         let (log, report) = SegmentLog::open(disk.clone(), DIR, planted, 0).await.unwrap();
         assert_eq!(log.last_index(), 0, "everything from the damaged first entry on is gone");
         assert_eq!(log.segment_count(), 1);

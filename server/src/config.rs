@@ -229,18 +229,6 @@ impl ServerConfig {
         Planted::default()
     }
 
-    /// Whether `bug` is planted in this node (always false in normal builds); for the
-    /// consensus switches, which are not yet read from [`Planted`].
-    pub fn planted(&self, bug: crate::planted::PlantedBug) -> bool {
-        #[cfg(any(madsim, feature = "planted-bugs"))]
-        return self.planted_bugs.contains(&bug);
-        #[cfg(not(any(madsim, feature = "planted-bugs")))]
-        {
-            let _ = bug;
-            false
-        }
-    }
-
     /// This node's own entry in the member list.
     pub fn me(&self) -> &Member {
         self.nodes.iter().find(|m| m.id == self.id).expect("validated: this node is listed")
@@ -282,9 +270,9 @@ impl ServerConfig {
         #[cfg(any(madsim, feature = "planted-bugs"))]
         {
             let planted = self.planted_switches();
-            config.planted_skip_fsync = planted.ack_before_fsync;
-            config.planted_ignore_fsync_errors = planted.ignore_fsync_error;
-            config.planted_truncate_corruption = planted.truncate_mid_log_corruption;
+            config.planted.skip_fsync = planted.ack_before_fsync;
+            config.planted.ignore_fsync_errors = planted.ignore_fsync_error;
+            config.planted.truncate_corruption = planted.truncate_mid_log_corruption;
         }
         config
     }

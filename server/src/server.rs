@@ -8,8 +8,8 @@ use std::sync::Arc;
 use odradek_consensus::{FaultyTransport, Node, NodeConfig, NodeError, NodeHandle, NodeId, TcpTransport, Transport, TransportError};
 
 use crate::faults::FaultHooks;
-use odradek_log::watch;
 use odradek_log::Disk;
+use odradek_seams::watch;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -141,8 +141,8 @@ impl Server {
         );
         #[cfg(any(madsim, feature = "planted-bugs"))]
         {
-            node_config.planted_send_before_persist = config.planted(crate::planted::PlantedBug::FollowerAcksBeforePersist);
-            node_config.planted_trust_recovery_cut = config.planted(crate::planted::PlantedBug::TrustRecoveryCut);
+            node_config.planted.send_before_persist = planted.follower_acks_before_persist;
+            node_config.planted.trust_recovery_cut = planted.trust_recovery_cut;
         }
         // Free space is known before the first produce, then re-measured periodically.
         let available = disk.available_bytes(&config.data_dir).await.map_err(ServerError::Disk)?;

@@ -4,7 +4,7 @@
 //! [`Shutdown::stopping`]. A connection then reads no new request but still answers the ones in
 //! flight; the raft driver stops last, once every task has returned.
 
-use odradek_log::watch;
+use odradek_seams::watch;
 
 /// The signal: the sender flips it (`send(true)`), every clone of the receiver sees it.
 pub fn channel() -> (watch::Sender<bool>, Shutdown) {

@@ -13,8 +13,8 @@ use bytes::Bytes;
 use odradek_client::batch::BatchHeader;
 use odradek_client::wire::proto::ErrorCode;
 use odradek_consensus::{Apply, Committed, EntryMeta, GroupId, NodeId, Rejection};
-use odradek_log::watch;
 use odradek_log::EntryKind;
+use odradek_seams::watch;
 
 use crate::group::service::CoordinatorPartition;
 use crate::group::OFFSETS_TOPIC;

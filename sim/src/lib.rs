@@ -9,11 +9,22 @@
 //! feed the raft checker (R1–R4, `odradek_consensus::observe`). Same seed, same trace: the
 //! report ends with a hash of the history.
 //!
+//! Modules, each imported only by those after it: `config` (what a run is told, the shape every
+//! run shares), `cluster` (the simulated cluster and its nodes), `nemesis` (the fault plan, each
+//! fault's inject and heal, the loop), `workload` (the client side), `report` (what a run
+//! found), `scenario` (the phases and the checks).
+//!
 //! Everything here needs `--cfg madsim` (`sim/madsim ...`); without it the crate is empty and the
 //! `odradek-sim` binary only says how to build it.
 
 #[cfg(madsim)]
+pub mod cluster;
+#[cfg(madsim)]
+pub mod config;
+#[cfg(madsim)]
 pub mod nemesis;
+#[cfg(madsim)]
+pub mod report;
 #[cfg(madsim)]
 pub mod scenario;
 #[cfg(madsim)]

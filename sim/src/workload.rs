@@ -1,5 +1,5 @@
-//! The client side of a run: producers writing unique values, a consumer polling every
-//! partition, an occasional extra topic, and the final drain. Every client action is recorded in
+//! The client side of a run: creating the topic, producers writing unique values, a consumer
+//! polling every partition, an occasional extra topic, the partitions' ends and the final drain. Every client action is recorded in
 //! the history as invoke + ok / fail / info (definite errors `fail`, anything else `info`).
 //!
 //! Producers: two idempotent acks=all producers in every run, plus one whose settings the seed
@@ -11,7 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use madsim::runtime::NodeHandle;
-use odradek_client::{Admin, ClientError, Consumer, ConsumerConfig, Offset, Producer, ProducerConfig, ProducerRecord, TopicConfig};
+use odradek_client::wire::proto::ErrorCode;
+use odradek_client::{
+    Admin, ClientError, Consumer, ConsumerConfig, Offset, OffsetQuery, Producer, ProducerConfig, ProducerRecord, TopicConfig,
+};
 use odradek_jepsen::checker::LogRecord;
 use odradek_jepsen::history::{Acks, Keys, OpF, OpHandle, OpValue, Poll, Send};
 use rand::rngs::SmallRng;
@@ -19,7 +22,8 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use tokio::task::JoinHandle;
 
-use crate::scenario::{Cluster, LIVENESS_BOUND, PARTITIONS, TOPIC};
+use crate::cluster::SimCluster;
+use crate::config::{LIVENESS_BOUND, PARTITIONS, TOPIC};
 
 /// Sets how many records a producer sends: one per this much of the safety phase (capped).
 const SEND_INTERVAL: Duration = Duration::from_millis(40);
@@ -59,8 +63,60 @@ impl Workload {
     }
 }
 
+/// Most attempts at creating the run's topic (100 ms apart) before the run gives up.
+const CREATE_TOPIC_ATTEMPTS_MAX: u32 = 600;
+
+/// Creates the run's topic from the client node (replication 3), retrying while the cluster
+/// comes up.
+pub async fn create_topic(client: &NodeHandle, cluster: &SimCluster) {
+    let bootstrap = cluster.bootstrap();
+    client
+        .spawn(async move {
+            let addresses: Vec<&str> = bootstrap.iter().map(String::as_str).collect();
+            let admin = Admin::new(&addresses).expect("admin");
+            for _ in 0..CREATE_TOPIC_ATTEMPTS_MAX {
+                match admin.create_topic(TOPIC, PARTITIONS, 3, TopicConfig::default()).await {
+                    Ok(()) => return,
+                    Err(ClientError::Server { code: ErrorCode::TOPIC_ALREADY_EXISTS, .. }) => return,
+                    Err(error) if error.is_retriable() => tokio::time::sleep(Duration::from_millis(100)).await,
+                    Err(error) => panic!("create topic: {error}"),
+                }
+            }
+            panic!("no topic after {CREATE_TOPIC_ATTEMPTS_MAX} attempts");
+        })
+        .await
+        .expect("topic task");
+}
+
+/// Each partition's end offset, asked from the client node within [`LIVENESS_BOUND`]; a
+/// partition missing from the answer had none in time (V1).
+pub async fn partition_ends(client: &NodeHandle, cluster: &SimCluster) -> BTreeMap<u32, u64> {
+    let bootstrap = cluster.bootstrap();
+    client
+        .spawn(async move {
+            let addresses: Vec<&str> = bootstrap.iter().map(String::as_str).collect();
+            let admin = Admin::new(&addresses).expect("admin");
+            let deadline = tokio::time::Instant::now() + LIVENESS_BOUND;
+            let mut ends = BTreeMap::new();
+            for partition in 0..PARTITIONS {
+                while tokio::time::Instant::now() < deadline {
+                    match admin.list_offsets(TOPIC, partition, OffsetQuery::Latest).await {
+                        Ok(end) => {
+                            ends.insert(partition, end.offset);
+                            break;
+                        }
+                        Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                    }
+                }
+            }
+            ends
+        })
+        .await
+        .expect("ends task")
+}
+
 /// Starts the producers, the consumer (until the safety phase ends) and the extra topic.
-pub fn start(client: &NodeHandle, cluster: Arc<Cluster>, rng: &mut SmallRng, duration: Duration) -> Workload {
+pub fn start(client: &NodeHandle, cluster: Arc<SimCluster>, rng: &mut SmallRng, duration: Duration) -> Workload {
     let records = (duration.as_millis() / SEND_INTERVAL.as_millis()).clamp(10, 300) as u64 * 6 / 10;
     let retry_backoff_ms = *[100, 10, 1].choose(rng).expect("three");
     let spread = duration * SEND_SPREAD_PERCENT / 100;
@@ -80,7 +136,7 @@ pub fn start(client: &NodeHandle, cluster: Arc<Cluster>, rng: &mut SmallRng, dur
 }
 
 /// Occasional topic creation while faults run (the controller's path); its outcome is only noted.
-async fn extra_topic(cluster: Arc<Cluster>, delay: Duration) {
+async fn extra_topic(cluster: Arc<SimCluster>, delay: Duration) {
     tokio::time::sleep(delay).await;
     let bootstrap = cluster.bootstrap();
     let addresses: Vec<&str> = bootstrap.iter().map(String::as_str).collect();
@@ -90,7 +146,7 @@ async fn extra_topic(cluster: Arc<Cluster>, delay: Duration) {
 }
 
 /// One producer: unique values (producer index × 10⁶ + i), explicit partitions.
-async fn produce(cluster: Arc<Cluster>, index: u64, kind: ProducerKind) -> (u64, u64) {
+async fn produce(cluster: Arc<SimCluster>, index: u64, kind: ProducerKind) -> (u64, u64) {
     let bootstrap = cluster.bootstrap();
     let addresses: Vec<&str> = bootstrap.iter().map(String::as_str).collect();
     let config = ProducerConfig {
@@ -158,7 +214,7 @@ async fn produce(cluster: Arc<Cluster>, index: u64, kind: ProducerKind) -> (u64,
 
 /// Completes a send that failed: `fail` when the error is definite (nothing was written),
 /// `info` when the write may have happened.
-fn record_send_failure(cluster: &Cluster, handle: OpHandle, send: Send, error: &ClientError) {
+fn record_send_failure(cluster: &SimCluster, handle: OpHandle, send: Send, error: &ClientError) {
     let value = OpValue::Send(send);
     let mut history = cluster.history();
     if error.is_definite() { history.fail(handle, value) } else { history.info(handle, value) }.expect("history");
@@ -168,7 +224,7 @@ fn record_send_failure(cluster: &Cluster, handle: OpHandle, send: Send, error: &
 /// partition's position reaches `ends`. Returns the records read.
 /// With `ends` (the final drain) it also returns every record read, by (partition, offset), with
 /// its producer: the committed log, for the checker's P1, P3 and P4.
-async fn consume(cluster: Arc<Cluster>, ends: Option<BTreeMap<u32, u64>>, deadline: tokio::time::Instant) -> (usize, Vec<LogRecord>) {
+async fn consume(cluster: Arc<SimCluster>, ends: Option<BTreeMap<u32, u64>>, deadline: tokio::time::Instant) -> (usize, Vec<LogRecord>) {
     let bootstrap = cluster.bootstrap();
     let addresses: Vec<&str> = bootstrap.iter().map(String::as_str).collect();
     let mut consumer = Consumer::new(&addresses, ConsumerConfig { max_wait_ms: 200, ..ConsumerConfig::default() }).expect("consumer");
@@ -226,7 +282,7 @@ async fn consume(cluster: Arc<Cluster>, ends: Option<BTreeMap<u32, u64>>, deadli
 }
 
 /// The final drain (V3): a fresh consumer reads every partition to `ends` within the bound.
-pub async fn drain(client: &NodeHandle, cluster: Arc<Cluster>, ends: BTreeMap<u32, u64>) -> Result<(usize, Vec<LogRecord>), String> {
+pub async fn drain(client: &NodeHandle, cluster: Arc<SimCluster>, ends: BTreeMap<u32, u64>) -> Result<(usize, Vec<LogRecord>), String> {
     let deadline = tokio::time::Instant::now() + LIVENESS_BOUND;
     let wanted = ends.clone();
     let drained = client.spawn(consume(cluster.clone(), Some(ends), deadline)).await.expect("drain task");

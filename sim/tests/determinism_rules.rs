@@ -4,13 +4,13 @@
 //! tokio draws its `select!` branch order and its `watch` waiter shards from a thread generator
 //! whose seed mixes in a process-global counter, so a second simulation in a process took other
 //! paths than the first. Code that runs under the simulator therefore writes `biased;` in every
-//! `tokio::select!` and uses `odradek_log::watch` instead of `tokio::sync::watch`. This test reads
+//! `tokio::select!` and uses `odradek_seams::watch` instead of `tokio::sync::watch`. This test reads
 //! the crates that run under madsim and names every line that breaks a rule; it runs in the
 //! normal build (it needs no simulator).
 
 use std::path::{Path, PathBuf};
 
-const SIMULATED_CRATES: &[&str] = &["log/src", "consensus/src", "server/src", "client/src", "sim/src"];
+const SIMULATED_CRATES: &[&str] = &["sim/seams/src", "log/src", "consensus/src", "server/src", "client/src", "sim/src"];
 /// The `odradek` command line never runs in a simulation.
 const NOT_SIMULATED: &[&str] = &["server/src/bin"];
 
@@ -40,8 +40,8 @@ fn violations(name: &str, source: &str) -> Vec<String> {
             }
         }
         let tokio_watch = code.contains("sync::watch") || (code.contains("tokio::sync::{") && code.contains("watch"));
-        if tokio_watch && !name.ends_with("log/src/watch.rs") {
-            found.push(format!("{name}:{}: tokio's watch (use odradek_log::watch)", i + 1));
+        if tokio_watch && !name.ends_with("sim/seams/src/watch.rs") {
+            found.push(format!("{name}:{}: tokio's watch (use odradek_seams::watch)", i + 1));
         }
     }
     found
@@ -74,6 +74,6 @@ fn the_rules_catch_what_they_are_for() {
     assert!(violations("a.rs", biased).is_empty());
     assert_eq!(violations("b.rs", "use tokio::sync::watch;").len(), 1);
     assert_eq!(violations("c.rs", "use tokio::sync::{mpsc, watch};").len(), 1);
-    assert!(violations("log/src/watch.rs", "pub use tokio::sync::watch::{channel};").is_empty());
+    assert!(violations("sim/seams/src/watch.rs", "pub use tokio::sync::watch::{channel};").is_empty());
     assert!(violations("d.rs", "// tokio::select! in a comment").is_empty());
 }

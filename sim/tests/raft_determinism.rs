@@ -136,7 +136,7 @@ impl Apply for Recorder {
 
 /// What the harness shares with the node init closures: disks and records survive kills; the
 /// handles are replaced by every incarnation.
-struct Cluster {
+struct RaftCluster {
     disks: BTreeMap<NodeId, Arc<SimDisk>>,
     handles: Mutex<BTreeMap<NodeId, NodeHandle>>,
     records: Arc<Mutex<Records>>,
@@ -144,7 +144,7 @@ struct Cluster {
     election_seed: Option<u64>,
 }
 
-impl Cluster {
+impl RaftCluster {
     fn handle(&self, node: NodeId) -> Option<NodeHandle> {
         self.handles.lock().expect("handles lock poisoned").get(&node).cloned()
     }
@@ -185,7 +185,7 @@ struct Acked {
 
 /// Proposes `payload` to `group`, asking the leader hint or the next node on a definite
 /// failure; `None` if no attempt was acknowledged (failed or unknown).
-async fn propose(cluster: &Cluster, group: GroupId, payload: Bytes, target: &mut NodeId) -> Option<(u64, u64)> {
+async fn propose(cluster: &RaftCluster, group: GroupId, payload: Bytes, target: &mut NodeId) -> Option<(u64, u64)> {
     for _ in 0..PROPOSE_ATTEMPTS_MAX {
         let next = NODES[(NODES.iter().position(|node| node == target).expect("known node") + 1) % NODES.len()];
         let Some(handle) = cluster.handle(*target) else {
@@ -209,7 +209,7 @@ async fn propose(cluster: &Cluster, group: GroupId, payload: Bytes, target: &mut
 }
 
 /// The client: round-robin over the groups, one proposal at a time, unique payloads.
-async fn client(cluster: Arc<Cluster>) -> Vec<Acked> {
+async fn client(cluster: Arc<RaftCluster>) -> Vec<Acked> {
     let mut acked = Vec::new();
     let mut targets: BTreeMap<GroupId, NodeId> = GROUPS.iter().map(|group| (*group, NODES[0])).collect();
     for seq in 0..PROPOSALS_PER_GROUP {
@@ -256,7 +256,7 @@ async fn scenario(election_seed: Option<u64>) {
     let runtime = Handle::current();
     let seed = runtime.seed();
     let disks = NODES.iter().map(|node| (*node, Arc::new(SimDisk::new(seed ^ node.wrapping_mul(FNV_PRIME))))).collect();
-    let cluster = Arc::new(Cluster {
+    let cluster = Arc::new(RaftCluster {
         disks,
         handles: Mutex::new(BTreeMap::new()),
         records: Arc::new(Mutex::new(Records { trace_hash: FNV_OFFSET, ..Records::default() })),

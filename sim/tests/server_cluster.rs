@@ -16,7 +16,8 @@
 
 use madsim::runtime::Handle;
 use odradek_server::planted::PlantedBug;
-use odradek_sim::scenario::{run, run_seed, Scenario, ScenarioConfig};
+use odradek_sim::config::{Scenario, ScenarioConfig};
+use odradek_sim::scenario::{run, run_seed};
 
 #[madsim::test]
 async fn safety_then_liveness_with_faults() {
@@ -29,7 +30,7 @@ async fn safety_then_liveness_with_faults() {
 /// Runs seeds in order until one fails; it must fail on one of `invariants`.
 fn planted_bug_is_caught(bug: PlantedBug, scenario: Scenario, seeds: std::ops::RangeInclusive<u64>, invariants: &[&str]) {
     for seed in seeds.clone() {
-        let config = ScenarioConfig { scenario, planted: vec![bug], ..ScenarioConfig::new(seed) };
+        let config = ScenarioConfig { scenario, planted_bugs: vec![bug], ..ScenarioConfig::new(seed) };
         let caught: Vec<String> = match run_seed(&config) {
             Ok(report) if report.passed() => continue,
             Ok(report) => report.failed_invariants().into_iter().map(str::to_string).collect(),
@@ -120,7 +121,7 @@ fn f_n9_connection_resets_make_retries_that_dedup_absorbs() {
     let resets = report.timeline.iter().filter(|line| line.contains("F-N9 connection reset") && line.contains("reset one")).count();
     assert!(resets >= 1, "no connection was reset:\n{}", report.timeline.join("\n"));
     assert!(report.passed(), "{}\n{}", report.timeline.join("\n"), report.verdict_text());
-    let planted = ScenarioConfig { planted: vec![PlantedBug::SkipDedup], ..config };
+    let planted = ScenarioConfig { planted_bugs: vec![PlantedBug::SkipDedup], ..config };
     let report = run_seed(&planted).unwrap_or_else(|crash| panic!("seed 15 with skip-dedup crashed: {crash:?}"));
     assert!(report.failed_invariants().contains(&"L2"), "{}", report.verdict_text());
 }

@@ -74,11 +74,11 @@ pub struct BatchBuilder {
     bytes_max: usize,
     records_count: usize,
     /// The first record's timestamp; meaningful once a record is in.
-    base_timestamp: i64,
-    max_timestamp: i64,
+    timestamp_base: i64,
+    timestamp_max: i64,
     producer_id: i64,
     producer_epoch: i16,
-    base_sequence: i32,
+    sequence_base: i32,
     timestamp_type: TimestampType,
     transactional: bool,
     control: bool,
@@ -100,11 +100,11 @@ impl BatchBuilder {
             buf,
             bytes_max: BATCH_BYTES_MAX,
             records_count: 0,
-            base_timestamp: 0,
-            max_timestamp: 0,
+            timestamp_base: 0,
+            timestamp_max: 0,
             producer_id: NO_PRODUCER_ID,
             producer_epoch: NO_PRODUCER_EPOCH,
-            base_sequence: NO_SEQUENCE,
+            sequence_base: NO_SEQUENCE,
             timestamp_type: TimestampType::CreateTime,
             transactional: false,
             control: false,
@@ -113,10 +113,10 @@ impl BatchBuilder {
 
     /// The idempotent producer's identity and the sequence number of this batch's first record:
     /// the broker de-duplicates retries by (producer id, epoch, sequence).
-    pub fn producer(mut self, producer_id: i64, producer_epoch: i16, base_sequence: i32) -> BatchBuilder {
+    pub fn producer(mut self, producer_id: i64, producer_epoch: i16, sequence_base: i32) -> BatchBuilder {
         self.producer_id = producer_id;
         self.producer_epoch = producer_epoch;
-        self.base_sequence = base_sequence;
+        self.sequence_base = sequence_base;
         self
     }
 
@@ -177,9 +177,9 @@ impl BatchBuilder {
         if record.headers.len() > RECORD_HEADERS_MAX {
             return Err(BatchError::RecordHeadersTooMany { headers_count: record.headers.len() });
         }
-        let base_timestamp = self.timestamp_base_for(record);
-        let Some(timestamp_delta) = record.timestamp.checked_sub(base_timestamp) else {
-            return Err(BatchError::TimestampDeltaOverflow { timestamp: record.timestamp, base_timestamp });
+        let timestamp_base = self.timestamp_base_for(record);
+        let Some(timestamp_delta) = record.timestamp.checked_sub(timestamp_base) else {
+            return Err(BatchError::TimestampDeltaOverflow { timestamp: record.timestamp, base_timestamp: timestamp_base });
         };
         let offset_delta = self.offset_delta_next();
         let record_bytes = record_bytes_len(record, timestamp_delta, offset_delta);
@@ -198,10 +198,10 @@ impl BatchBuilder {
         put_record(&mut self.buf, record, timestamp_delta, offset_delta, record_bytes);
         assert_eq!(self.buf.len(), bytes_before + record_bytes, "record_bytes_len agrees with the encoder");
         if self.records_count == 0 {
-            self.base_timestamp = record.timestamp;
-            self.max_timestamp = record.timestamp;
+            self.timestamp_base = record.timestamp;
+            self.timestamp_max = record.timestamp;
         }
-        self.max_timestamp = self.max_timestamp.max(record.timestamp);
+        self.timestamp_max = self.timestamp_max.max(record.timestamp);
         self.records_count += 1;
         Ok(())
     }
@@ -225,11 +225,11 @@ impl BatchBuilder {
         header.put_u32(0); // crc: computed below, over the bytes that follow it.
         header.put_i16(attributes);
         header.put_i32(records_count - 1); // lastOffsetDelta
-        header.put_i64(self.base_timestamp);
-        header.put_i64(self.max_timestamp);
+        header.put_i64(self.timestamp_base);
+        header.put_i64(self.timestamp_max);
         header.put_i64(self.producer_id);
         header.put_i16(self.producer_epoch);
-        header.put_i32(self.base_sequence);
+        header.put_i32(self.sequence_base);
         header.put_i32(records_count);
         assert!(header.is_empty(), "the header fields fill BATCH_HEADER_BYTES exactly");
 
@@ -260,7 +260,7 @@ impl BatchBuilder {
         if self.records_count == 0 {
             record.timestamp
         } else {
-            self.base_timestamp
+            self.timestamp_base
         }
     }
 

@@ -41,13 +41,26 @@
 //!
 //! The query and answer travel as raft messages of a type raft keeps local (`MsgCheckQuorum`),
 //! marked by their context; the driver takes them out before raft sees them.
+//!
+//! # Quarantine
+//! A group whose files refuse to open (corruption) is not hosted, but this node still answers
+//! the suspect queries of its other replicas from what its files hold ([`Quarantined`]: the highest
+//! intact index, scanned once), raising the group's saved term to each query's first so the
+//! answer's promise holds if the group opens later. A node that cannot run its metadata group
+//! hosts every other group it has files for ([`Node::host_groups_on_disk`]) and turns passive:
+//! it serves no client, so it hands the leadership of any group it wins to a caught-up follower.
 
 use std::collections::BTreeMap;
 
-use odradek_log::Suspicion;
-use raft::eraftpb::{Message, MessageType};
+use odradek_log::{Disk, Suspicion};
+use raft::eraftpb::{ConfState, Message, MessageType};
+use raft::StateRole;
 
+use crate::observe;
 use crate::transport::{GroupId, NodeId};
+
+use super::errors::{storage_error, NodeError};
+use super::Node;
 
 /// A suspect replica asks every other voter again after this many of its ticks without a full
 /// set of answers (the first query goes out on its first tick).
@@ -70,6 +83,9 @@ pub(super) struct Suspect {
 
 impl Suspect {
     pub fn new(suspicion: Suspicion, query_term: u64) -> Suspect {
+        assert!(suspicion.cut <= suspicion.bound, "suspect for {}..={}", suspicion.cut, suspicion.bound);
+        // The store saved a new term with the suspicion: every lost entry is of an older one.
+        assert!(query_term > suspicion.term, "query term {query_term} not past the cut's term {}", suspicion.term);
         Suspect { suspicion, query_term, answers: BTreeMap::new(), ticks: 0 }
     }
 
@@ -128,6 +144,7 @@ pub(super) fn query(from: NodeId, to: NodeId, suspect: &Suspect) -> Message {
 
 /// The answer of a replica at `term` (at least the query's) whose log ends at `last_index`.
 pub(super) fn answer(from: NodeId, to: NodeId, query_term: u64, term: u64, last_index: u64) -> Message {
+    assert!(term >= query_term, "an answer at term {term} below its query's {query_term}");
     let mut message = control(from, to, ANSWER_CONTEXT);
     message.term = term;
     message.log_term = query_term;
@@ -150,6 +167,198 @@ pub(super) struct AnswerDue {
     pub to: NodeId,
     pub group: GroupId,
     pub query_term: u64,
+}
+
+/// A group this node does not host but answers suspect queries for.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Quarantined {
+    pub(super) intact_index_max: u64,
+    /// Its saved hard state is known to be at this term or later.
+    pub(super) term: u64,
+}
+
+/// The voters of `conf` (both halves of a joint configuration) other than `node`.
+pub(super) fn other_voters(conf: &ConfState, node: NodeId) -> Vec<NodeId> {
+    let mut others: Vec<NodeId> = conf.voters.iter().chain(&conf.voters_outgoing).copied().filter(|&id| id != node).collect();
+    others.sort_unstable();
+    others.dedup();
+    others
+}
+
+impl<D: Disk, T, A> Node<D, T, A> {
+    /// A message to a group not hosted here: a suspect query is answered when the group is
+    /// quarantined (see [`Quarantined`]); anything else is dropped.
+    pub(super) fn answer_for_quarantined(&mut self, from: NodeId, group: GroupId, message: &Message) {
+        if let (Some(Control::Query { term }), true) = (classify(message), self.quarantined.contains_key(&group)) {
+            self.answers_due.push(AnswerDue { to: from, group, query_term: term });
+        }
+    }
+
+    /// Screens a message to hosted `group` before raft sees it: takes this module's queries and
+    /// answers out, and drops the vote requests and hand-overs a suspect replica must not act
+    /// on. `true`: the message is consumed (raft never sees it).
+    pub(super) fn screen_for_suspect(&mut self, from: NodeId, group: GroupId, message: &Message) -> bool {
+        let node = self.config.node_id;
+        let state = self.groups.get_mut(&group).expect("screened only for hosted groups");
+        match classify(message) {
+            Some(Control::Query { term }) => {
+                // Move to the query's term first (saved before the answer leaves, R6): from
+                // now on no leader of an older term can append here.
+                if term > state.raw.raft.term {
+                    state.raw.raft.become_follower(term, raft::INVALID_ID);
+                }
+                self.answers_due.push(AnswerDue { to: from, group, query_term: term });
+                return true;
+            }
+            Some(Control::Answer) => {
+                if let Some(suspect) = state.suspect.as_mut() {
+                    suspect.note_answer(from, message);
+                }
+                return true;
+            }
+            None => {}
+        }
+        let Some(suspect) = &state.suspect else { return false };
+        let refused = match message.get_msg_type() {
+            MessageType::MsgTimeoutNow => true,
+            kind @ (MessageType::MsgRequestVote | MessageType::MsgRequestPreVote) => {
+                let others = other_voters(&state.store.storage().conf_state(), node);
+                let allowed = suspect.may_vote_for(&others, message.log_term, message.index);
+                if allowed && kind == MessageType::MsgRequestVote {
+                    let (to, term) = (message.from, message.term);
+                    let (last_term, last_index) = (message.log_term, message.index);
+                    observe::emit(|| observe::Event::SuspectVote { node, group, to, term, last_term, last_index });
+                }
+                !allowed
+            }
+            _ => false,
+        };
+        if refused {
+            self.stats.votes_refused_suspect += 1;
+        }
+        refused
+    }
+
+    /// Answers suspect queries for `group` without hosting it (see `quarantined`). The owner retries
+    /// a failed open now and then; the files are scanned once.
+    pub(super) async fn quarantine(&mut self, group: GroupId) {
+        if self.quarantined.contains_key(&group) {
+            return;
+        }
+        let log_dir = self.config.data_dir.join(group.to_string()).join(crate::storage::LOG_DIR);
+        match odradek_log::highest_intact_index(&self.disk, &log_dir).await {
+            Ok(intact_index_max) => {
+                self.quarantined.insert(group, Quarantined { intact_index_max, term: 0 });
+            }
+            Err(scan) => tracing::warn!(group, %scan, "cannot scan a log for suspect queries"),
+        }
+    }
+
+    /// A passive node (see [`Node::host_groups_on_disk`]) asks raft to hand every group it leads
+    /// to a follower that holds its whole log, a different one each try (a suspect one drops
+    /// the hand-over, and raft gives up on it after an election timeout).
+    pub(super) fn hand_off_leadership(&mut self) {
+        let Some(ticks) = self.passive.as_mut() else { return };
+        *ticks += 1;
+        let turn = *ticks as usize;
+        for state in self.groups.values_mut() {
+            let raft = &state.raw.raft;
+            if raft.state != StateRole::Leader || raft.lead_transferee.is_some() {
+                continue;
+            }
+            let last = raft.raft_log.last_index();
+            let mut caught_up: Vec<NodeId> =
+                raft.prs().iter().filter(|&(&id, pr)| id != raft.id && pr.matched == last).map(|(&id, _)| id).collect();
+            if caught_up.is_empty() {
+                continue;
+            }
+            // Sorted: the tracker's iteration order is not deterministic.
+            caught_up.sort_unstable();
+            let to = caught_up[turn % caught_up.len()];
+            state.raw.transfer_leader(to);
+        }
+    }
+
+    /// Raises the saved term of each quarantined group that owes an answer to the query's term
+    /// (a later open then takes no entry from a leader of an older term, as the answer promises);
+    /// an answer whose raise failed is dropped (the suspect asks again).
+    pub(super) async fn raise_quarantined_terms(&mut self) {
+        let mut kept = Vec::new();
+        for answer in std::mem::take(&mut self.answers_due) {
+            let (group, query_term) = (answer.group, answer.query_term);
+            if let Some(quarantined) = self.quarantined.get(&group).copied().filter(|quarantined| quarantined.term < query_term) {
+                match self.raise_saved_term(group, query_term).await {
+                    Ok(term) => {
+                        self.quarantined.insert(group, Quarantined { term, ..quarantined });
+                    }
+                    // A hard state that cannot be read: the group never opens again as it is,
+                    // so its answer holds without a raised term.
+                    Err(odradek_log::Error::HardStateCorrupt { .. }) => {}
+                    Err(error) => {
+                        tracing::warn!(group, %error, "cannot raise a quarantined group's term: no answer");
+                        continue;
+                    }
+                }
+            }
+            kept.push(answer);
+        }
+        self.answers_due = kept;
+    }
+
+    /// Saves `group`'s hard state at `term` (no vote) unless it is there already; returns the
+    /// saved term.
+    async fn raise_saved_term(&self, group: GroupId, term: u64) -> Result<u64, odradek_log::Error> {
+        let path = self.config.data_dir.join(group.to_string()).join(crate::storage::HARD_STATE_FILE);
+        let (mut file, saved) = odradek_log::HardStateFile::open(&self.disk, &path).await?;
+        if saved.term < term {
+            file.save(odradek_log::HardState { term, vote: 0, ..saved }).await?;
+        }
+        Ok(saved.term.max(term))
+    }
+
+    /// Clears, durably, every suspicion whose bound the group's durable log has reached (module
+    /// `suspect`).
+    pub(super) async fn settle_suspicions(&mut self) -> Result<(), NodeError> {
+        let node = self.config.node_id;
+        for (&group, state) in self.groups.iter_mut() {
+            let Some(suspect) = &state.suspect else { continue };
+            let bound = suspect.bound(&other_voters(&state.store.storage().conf_state(), node));
+            let durable = state.store.log().durable_index();
+            if durable < bound {
+                continue;
+            }
+            // Reported before the save: a save whose fsync fails may still reach the disk, and
+            // the replica, reopened, votes again (legitimately: its log reached the bound).
+            observe::emit(|| observe::Event::SuspectCleared { node, group, durable });
+            state.store.clear_suspicion().await.map_err(storage_error(group))?;
+            tracing::info!(group, durable, bound, answers = ?suspect.answers, "suspicion settled: this replica votes again");
+            state.suspect = None;
+            self.stats.suspicions_cleared += 1;
+        }
+        Ok(())
+    }
+
+    /// Queues the suspect queries due and the answers owed (their terms are saved by now).
+    pub(super) fn queue_suspect_messages(&mut self, outbox: &mut BTreeMap<NodeId, Vec<(GroupId, Message)>>) {
+        let node = self.config.node_id;
+        for (to, group) in std::mem::take(&mut self.queries_due) {
+            let Some(suspect) = self.groups.get(&group).and_then(|state| state.suspect.as_ref()) else { continue };
+            outbox.entry(to).or_default().push((group, query(node, to, suspect)));
+        }
+        for due in std::mem::take(&mut self.answers_due) {
+            let message = match (self.groups.get(&due.group), self.quarantined.get(&due.group)) {
+                (Some(state), _) => {
+                    let raft = &state.raw.raft;
+                    answer(node, due.to, due.query_term, raft.term, raft.raft_log.last_index())
+                }
+                // A group that cannot open takes no entry from any leader: as good as the
+                // query's term.
+                (None, Some(quarantined)) => answer(node, due.to, due.query_term, due.query_term, quarantined.intact_index_max),
+                (None, None) => continue,
+            };
+            outbox.entry(due.to).or_default().push((due.group, message));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -107,35 +107,35 @@ impl TransportFaults {
     }
 }
 
-/// `inner` behind the fault layer; with `faults: None` it only forwards.
+/// `transport` behind the fault layer; with `faults: None` it only forwards.
 pub struct FaultyTransport<T> {
-    inner: Arc<T>,
+    transport: Arc<T>,
     faults: Option<TransportFaults>,
 }
 
 impl<T: Transport> FaultyTransport<T> {
-    pub fn new(inner: T, faults: Option<TransportFaults>) -> FaultyTransport<T> {
-        FaultyTransport { inner: Arc::new(inner), faults }
+    pub fn new(transport: T, faults: Option<TransportFaults>) -> FaultyTransport<T> {
+        FaultyTransport { transport: Arc::new(transport), faults }
     }
 
     fn later(&self, to: NodeId, message: (GroupId, Message), wait: Duration) {
-        let inner = self.inner.clone();
+        let transport = self.transport.clone();
         // On the sending node's runtime: a node that dies takes its held messages with it.
         tokio::spawn(async move {
             tokio::time::sleep(wait).await;
-            inner.send(to, vec![message]);
+            transport.send(to, vec![message]);
         });
     }
 }
 
 impl<T: Transport> Transport for FaultyTransport<T> {
     fn node_id(&self) -> NodeId {
-        self.inner.node_id()
+        self.transport.node_id()
     }
 
     fn send(&self, to: NodeId, messages: Vec<(GroupId, Message)>) {
         let Some(faults) = &self.faults else {
-            return self.inner.send(to, messages);
+            return self.transport.send(to, messages);
         };
         let mut now = Vec::with_capacity(messages.len());
         for message in messages {
@@ -150,12 +150,12 @@ impl<T: Transport> Transport for FaultyTransport<T> {
             }
         }
         if !now.is_empty() {
-            self.inner.send(to, now);
+            self.transport.send(to, now);
         }
     }
 
     fn stats(&self) -> TransportStats {
-        self.inner.stats()
+        self.transport.stats()
     }
 }
 
@@ -190,7 +190,7 @@ mod tests {
             let faults = TransportFaults::new(9);
             faults.set(rates);
             let recorder = Arc::new(Recorder::default());
-            let layer = FaultyTransport { inner: recorder.clone(), faults: Some(faults.clone()) };
+            let layer = FaultyTransport { transport: recorder.clone(), faults: Some(faults.clone()) };
             for index in 0..count {
                 layer.send(2, vec![message(index)]);
             }

@@ -69,7 +69,7 @@ pub(crate) fn decode_handshake(body: &[u8]) -> Result<NodeId, TransportError> {
 pub(crate) fn encode_batch(out: &mut Vec<u8>, from: NodeId, messages: Vec<(GroupId, Message)>, frame_bytes_max: u32) -> BatchEncoded {
     assert!(frame_bytes_max <= FRAME_BYTES_MAX);
     let mut encoded = BatchEncoded::default();
-    let mut batch = new_batch(from);
+    let mut batch = batch_empty(from);
     let mut batch_bytes = u64::from(batch.compute_size());
     for (group_id, message) in messages {
         let mut group_message = GroupMessage::new();
@@ -78,7 +78,7 @@ pub(crate) fn encode_batch(out: &mut Vec<u8>, from: NodeId, messages: Vec<(Group
         let group_message_bytes = group_message.compute_size();
         // Field tag (1 byte) + length varint + the embedded message.
         let cost = 1 + u64::from(protobuf::rt::compute_raw_varint32_size(group_message_bytes)) + u64::from(group_message_bytes);
-        let batch_empty_bytes = u64::from(new_batch(from).compute_size());
+        let batch_empty_bytes = u64::from(batch_empty(from).compute_size());
         if batch_empty_bytes + cost > u64::from(frame_bytes_max) {
             tracing::error!(
                 group_id,
@@ -92,7 +92,7 @@ pub(crate) fn encode_batch(out: &mut Vec<u8>, from: NodeId, messages: Vec<(Group
         if batch_bytes + cost > u64::from(frame_bytes_max) {
             encode_frame(out, &batch);
             encoded.frames += 1;
-            batch = new_batch(from);
+            batch = batch_empty(from);
             batch_bytes = batch_empty_bytes;
         }
         batch.mut_messages().push(group_message);
@@ -107,7 +107,7 @@ pub(crate) fn encode_batch(out: &mut Vec<u8>, from: NodeId, messages: Vec<(Group
     encoded
 }
 
-fn new_batch(from: NodeId) -> MessageBatch {
+fn batch_empty(from: NodeId) -> MessageBatch {
     let mut batch = MessageBatch::new();
     batch.set_from_node(from);
     batch
@@ -269,7 +269,7 @@ mod tests {
         let mut group_message = GroupMessage::new();
         group_message.set_group_id(1);
         group_message.set_message(vec![0x0f; 8]);
-        let mut batch = new_batch(1);
+        let mut batch = batch_empty(1);
         batch.mut_messages().push(group_message);
         let body = batch.write_to_bytes().unwrap();
         assert!(matches!(decode_batch(&body, 1), Err(TransportError::Malformed(_))));

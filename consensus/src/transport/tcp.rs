@@ -31,7 +31,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use odradek_log::watch;
+use odradek_seams::watch;
 use raft::prelude::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -95,7 +95,7 @@ type Batch = Vec<(GroupId, Message)>;
 ///
 /// Dropping it signals every task to stop; [`TcpTransport::shutdown`] also waits for them.
 pub struct TcpTransport {
-    shared: Arc<Shared>,
+    endpoint: Arc<Endpoint>,
     local_addr: SocketAddr,
     /// Cloned into every task; taken (dropped) by `shutdown`, so that `tasks_done` ends once
     /// every task has ended. `None` after shutdown.
@@ -103,7 +103,7 @@ pub struct TcpTransport {
     tasks_done: Mutex<Option<mpsc::Receiver<()>>>,
 }
 
-struct Shared {
+struct Endpoint {
     node_id: NodeId,
     stats: StatsCounters,
     peers: Mutex<BTreeMap<NodeId, Peer>>,
@@ -146,7 +146,7 @@ impl TcpTransport {
         let local_addr = listener.local_addr()?;
         let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE_BATCHES_MAX);
         let (task_alive, tasks_done) = mpsc::channel(1);
-        let shared = Arc::new(Shared {
+        let endpoint = Arc::new(Endpoint {
             node_id,
             stats: StatsCounters::default(),
             peers: Mutex::new(BTreeMap::new()),
@@ -154,9 +154,9 @@ impl TcpTransport {
             inbound_tx,
             shutdown_tx: watch::Sender::new(false),
         });
-        tokio::spawn(accept_loop(shared.clone(), listener, task_alive.clone()));
+        tokio::spawn(accept_loop(endpoint.clone(), listener, task_alive.clone()));
         let transport =
-            TcpTransport { shared, local_addr, task_alive: Mutex::new(Some(task_alive)), tasks_done: Mutex::new(Some(tasks_done)) };
+            TcpTransport { endpoint, local_addr, task_alive: Mutex::new(Some(task_alive)), tasks_done: Mutex::new(Some(tasks_done)) };
         for (peer_id, addr) in peers {
             transport.set_peer(peer_id, addr);
         }
@@ -172,8 +172,8 @@ impl TcpTransport {
     /// Adds a peer, or moves an existing one to a new address (its current connection is
     /// closed and it is redialed at once; queued batches are kept). Must run inside the runtime.
     pub fn set_peer(&self, peer_id: NodeId, addr: SocketAddr) {
-        assert_ne!(peer_id, self.shared.node_id, "a node is not its own peer");
-        let mut peers = lock(&self.shared.peers);
+        assert_ne!(peer_id, self.endpoint.node_id, "a node is not its own peer");
+        let mut peers = lock(&self.endpoint.peers);
         if let Some(peer) = peers.get(&peer_id) {
             peer.addr_tx.send_if_modified(|addr_current| {
                 let modified = *addr_current != addr;
@@ -189,12 +189,12 @@ impl TcpTransport {
         let (queue_tx, queue_rx) = mpsc::channel(PEER_QUEUE_BATCHES_MAX);
         let (addr_tx, addr_rx) = watch::channel(addr);
         peers.insert(peer_id, Peer { queue_tx, addr_tx });
-        tokio::spawn(run_writer(self.shared.clone(), peer_id, queue_rx, addr_rx, task_alive));
+        tokio::spawn(run_writer(self.endpoint.clone(), peer_id, queue_rx, addr_rx, task_alive));
     }
 
     /// Forgets a peer: its writer stops and its queued batches are dropped.
     pub fn remove_peer(&self, peer_id: NodeId) {
-        let removed = lock(&self.shared.peers).remove(&peer_id);
+        let removed = lock(&self.endpoint.peers).remove(&peer_id);
         if let Some(peer) = removed {
             let queued = PEER_QUEUE_BATCHES_MAX - peer.queue_tx.capacity();
             debug!(peer_id, queued, "peer removed");
@@ -203,7 +203,7 @@ impl TcpTransport {
 
     /// The current peer addresses.
     pub fn peers(&self) -> BTreeMap<NodeId, SocketAddr> {
-        lock(&self.shared.peers).iter().map(|(peer_id, peer)| (*peer_id, *peer.addr_tx.borrow())).collect()
+        lock(&self.endpoint.peers).iter().map(|(peer_id, peer)| (*peer_id, *peer.addr_tx.borrow())).collect()
     }
 
     /// Stops every task and waits until all have ended, so the listening socket and every
@@ -217,13 +217,13 @@ impl TcpTransport {
             // Nothing is ever sent: `recv` returns `None` once every task dropped its sender.
             let none = tasks_done.recv().await;
             assert!(none.is_none());
-            info!(node_id = self.shared.node_id, "transport shut down");
+            info!(node_id = self.endpoint.node_id, "transport shut down");
         }
     }
 
     fn signal_shutdown(&self) {
-        self.shared.shutdown_tx.send_replace(true);
-        lock(&self.shared.peers).clear();
+        self.endpoint.shutdown_tx.send_replace(true);
+        lock(&self.endpoint.peers).clear();
     }
 }
 
@@ -235,7 +235,7 @@ impl Drop for TcpTransport {
 
 impl Transport for TcpTransport {
     fn node_id(&self) -> NodeId {
-        self.shared.node_id
+        self.endpoint.node_id
     }
 
     fn send(&self, to: NodeId, messages: Vec<(GroupId, Message)>) {
@@ -243,7 +243,7 @@ impl Transport for TcpTransport {
             return;
         }
         let messages_count = messages.len() as u64;
-        let queued = match lock(&self.shared.peers).get(&to) {
+        let queued = match lock(&self.endpoint.peers).get(&to) {
             None => Err("unknown peer"),
             Some(peer) => peer.queue_tx.try_send(messages).map_err(|error| match error {
                 mpsc::error::TrySendError::Full(_) => "peer queue full",
@@ -251,13 +251,13 @@ impl Transport for TcpTransport {
             }),
         };
         if let Err(reason) = queued {
-            self.shared.stats.dropped(1, messages_count);
+            self.endpoint.stats.dropped(1, messages_count);
             debug!(to, messages_count, reason, "batch dropped");
         }
     }
 
     fn stats(&self) -> TransportStats {
-        self.shared.stats.snapshot()
+        self.endpoint.stats.snapshot()
     }
 }
 
@@ -272,8 +272,8 @@ async fn shutdown_requested(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
-async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, task_alive: mpsc::Sender<()>) {
-    let mut shutdown = shared.shutdown_tx.subscribe();
+async fn accept_loop(endpoint: Arc<Endpoint>, listener: TcpListener, task_alive: mpsc::Sender<()>) {
+    let mut shutdown = endpoint.shutdown_tx.subscribe();
     let permits = Arc::new(Semaphore::new(INBOUND_CONNECTIONS_MAX));
     let mut connection_id_next: u64 = 0;
     loop {
@@ -295,46 +295,46 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, task_alive: mps
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             warn!(%remote_addr, INBOUND_CONNECTIONS_MAX, "too many connections; closing new one");
-            shared.stats.connection_rejected();
+            endpoint.stats.connection_rejected();
             continue;
         };
         connection_id_next += 1;
-        tokio::spawn(serve_inbound(shared.clone(), stream, remote_addr, connection_id_next, permit, task_alive.clone()));
+        tokio::spawn(serve_inbound(endpoint.clone(), stream, remote_addr, connection_id_next, permit, task_alive.clone()));
     }
 }
 
 /// Serves one accepted connection until it ends, and logs and counts how it ended.
 async fn serve_inbound(
-    shared: Arc<Shared>,
+    endpoint: Arc<Endpoint>,
     stream: TcpStream,
     remote_addr: SocketAddr,
     connection_id: u64,
     _permit: OwnedSemaphorePermit,
     _task_alive: mpsc::Sender<()>,
 ) {
-    let mut shutdown = shared.shutdown_tx.subscribe();
+    let mut shutdown = endpoint.shutdown_tx.subscribe();
     let ended = tokio::select! {
         biased;
         _ = shutdown_requested(&mut shutdown) => Ok(()),
-        ended = serve_inbound_connection(&shared, stream, connection_id) => ended,
+        ended = serve_inbound_connection(&endpoint, stream, connection_id) => ended,
     };
     match ended {
         Ok(()) => debug!(%remote_addr, "inbound connection closed"),
         Err(error) if error.is_protocol_violation() => {
-            shared.stats.connection_rejected();
+            endpoint.stats.connection_rejected();
             error!(%remote_addr, %error, "inbound connection closed: protocol violation");
         }
         Err(error) => info!(%remote_addr, %error, "inbound connection closed"),
     }
 }
 
-async fn serve_inbound_connection(shared: &Shared, stream: TcpStream, connection_id: u64) -> Result<(), TransportError> {
+async fn serve_inbound_connection(endpoint: &Endpoint, stream: TcpStream, connection_id: u64) -> Result<(), TransportError> {
     let mut connection = BufReader::with_capacity(READ_BUFFER_BYTES, stream);
     let mut body = Vec::new();
-    let from = tokio::time::timeout(HANDSHAKE_TIMEOUT, accept_handshake(shared.node_id, &mut connection, &mut body))
+    let from = tokio::time::timeout(HANDSHAKE_TIMEOUT, accept_handshake(endpoint.node_id, &mut connection, &mut body))
         .await
         .map_err(|_| TransportError::Timeout(HANDSHAKE_TIMEOUT))??;
-    let (_registration, mut replaced_rx) = InboundRegistration::new(shared, from, connection_id);
+    let (_registration, mut replaced_rx) = InboundRegistration::new(endpoint, from, connection_id);
     loop {
         let more = tokio::select! {
             biased;
@@ -356,7 +356,7 @@ async fn serve_inbound_connection(shared: &Shared, stream: TcpStream, connection
         tokio::select! {
             biased;
             _ = &mut replaced_rx => return Ok(()),
-            delivered = shared.inbound_tx.send(inbound) => {
+            delivered = endpoint.inbound_tx.send(inbound) => {
                 if delivered.is_err() {
                     debug!(from, "inbound receiver dropped; closing connection");
                     return Ok(());
@@ -364,7 +364,7 @@ async fn serve_inbound_connection(shared: &Shared, stream: TcpStream, connection
             }
         }
         let frame_bytes = (FRAME_HEADER_BYTES + body.len()) as u64;
-        shared.stats.received(1, messages_count, frame_bytes);
+        endpoint.stats.received(1, messages_count, frame_bytes);
     }
 }
 
@@ -383,28 +383,28 @@ async fn accept_handshake(node_id: NodeId, connection: &mut BufReader<TcpStream>
 
 /// Registers a connection as the live one of its node; unregisters on drop unless replaced.
 struct InboundRegistration<'a> {
-    shared: &'a Shared,
+    endpoint: &'a Endpoint,
     from: NodeId,
     connection_id: u64,
 }
 
 impl<'a> InboundRegistration<'a> {
-    fn new(shared: &'a Shared, from: NodeId, connection_id: u64) -> (Self, oneshot::Receiver<()>) {
+    fn new(endpoint: &'a Endpoint, from: NodeId, connection_id: u64) -> (Self, oneshot::Receiver<()>) {
         let (replaced_tx, replaced_rx) = oneshot::channel();
-        let replaced = lock(&shared.inbound_connections).insert(from, InboundConnection { connection_id, replaced_tx });
+        let replaced = lock(&endpoint.inbound_connections).insert(from, InboundConnection { connection_id, replaced_tx });
         if let Some(replaced) = replaced {
             assert_ne!(replaced.connection_id, connection_id);
             // The older connection may already be gone; then nobody listens, which is fine.
             let _ = replaced.replaced_tx.send(());
         }
-        let registration = InboundRegistration { shared, from, connection_id };
+        let registration = InboundRegistration { endpoint, from, connection_id };
         (registration, replaced_rx)
     }
 }
 
 impl Drop for InboundRegistration<'_> {
     fn drop(&mut self) {
-        let mut connections = lock(&self.shared.inbound_connections);
+        let mut connections = lock(&self.endpoint.inbound_connections);
         let current = connections.get(&self.from).map(|c| c.connection_id);
         if current == Some(self.connection_id) {
             connections.remove(&self.from);
@@ -424,13 +424,13 @@ enum WriterEnd {
 /// One peer's writer: dials, writes queued batches until the connection fails, backs off and
 /// redials, until the peer is removed or the transport shuts down.
 async fn run_writer(
-    shared: Arc<Shared>,
+    endpoint: Arc<Endpoint>,
     peer_id: NodeId,
     mut queue_rx: mpsc::Receiver<Batch>,
     mut addr_rx: watch::Receiver<SocketAddr>,
     _task_alive: mpsc::Sender<()>,
 ) {
-    let mut shutdown = shared.shutdown_tx.subscribe();
+    let mut shutdown = endpoint.shutdown_tx.subscribe();
     let mut backoff = RECONNECT_BACKOFF_MIN;
     let mut connected_before = false;
     let mut failures_consecutive: u64 = 0;
@@ -446,33 +446,33 @@ async fn run_writer(
                 }
                 continue;
             }
-            dialed = dial(shared.node_id, peer_id, addr, connect_timeout(failures_consecutive)) => dialed,
+            dialed = dial(endpoint.node_id, peer_id, addr, connect_timeout(failures_consecutive)) => dialed,
         };
         match dialed {
             Ok(stream) => {
-                shared.stats.connected(connected_before);
-                info!(node_id = shared.node_id, peer_id, %addr, reconnect = connected_before, "connected to peer");
+                endpoint.stats.connected(connected_before);
+                info!(node_id = endpoint.node_id, peer_id, %addr, reconnect = connected_before, "connected to peer");
                 connected_before = true;
                 failures_consecutive = 0;
                 backoff = RECONNECT_BACKOFF_MIN;
-                let ended = write_batches(&shared, stream, &mut queue_rx, &mut addr_rx, &mut shutdown, &mut buffer).await;
+                let ended = write_batches(&endpoint, stream, &mut queue_rx, &mut addr_rx, &mut shutdown, &mut buffer).await;
                 match ended {
                     WriterEnd::Stop => return,
                     WriterEnd::AddrChanged => continue,
                     WriterEnd::Failed(error) => {
-                        warn!(node_id = shared.node_id, peer_id, %addr, %error, "connection to peer lost");
+                        warn!(node_id = endpoint.node_id, peer_id, %addr, %error, "connection to peer lost");
                     }
                 }
             }
             Err(error) => {
-                shared.stats.connect_failed();
+                endpoint.stats.connect_failed();
                 failures_consecutive += 1;
                 if error.is_protocol_violation() {
                     error!(peer_id, %addr, %error, "peer refused: protocol mismatch");
                 } else if failures_consecutive == 1 {
-                    warn!(node_id = shared.node_id, peer_id, %addr, %error, "cannot reach peer; retrying with backoff");
+                    warn!(node_id = endpoint.node_id, peer_id, %addr, %error, "cannot reach peer; retrying with backoff");
                 } else {
-                    debug!(node_id = shared.node_id, peer_id, %addr, %error, failures_consecutive, "cannot reach peer");
+                    debug!(node_id = endpoint.node_id, peer_id, %addr, %error, failures_consecutive, "cannot reach peer");
                 }
             }
         }
@@ -526,7 +526,7 @@ async fn dial(node_id: NodeId, peer_id: NodeId, addr: SocketAddr, connect_timeou
 /// Writes queued batches to one established connection, one write + flush per round, until
 /// the connection fails, the peer moves or is removed, or the transport shuts down.
 async fn write_batches(
-    shared: &Shared,
+    endpoint: &Endpoint,
     stream: TcpStream,
     queue_rx: &mut mpsc::Receiver<Batch>,
     addr_rx: &mut watch::Receiver<SocketAddr>,
@@ -562,15 +562,15 @@ async fn write_batches(
         let mut messages: u64 = 0;
         let mut next = Some(first);
         while let Some(batch) = next {
-            let encoded = encode_batch(buffer, shared.node_id, batch, FRAME_BYTES_MAX);
+            let encoded = encode_batch(buffer, endpoint.node_id, batch, FRAME_BYTES_MAX);
             batches += 1;
             messages += encoded.messages;
-            shared.stats.dropped(0, encoded.messages_oversized);
+            endpoint.stats.dropped(0, encoded.messages_oversized);
             next = if buffer.len() < ROUND_BYTES_MAX { queue_rx.try_recv().ok() } else { None };
         }
         if buffer.is_empty() {
             // Every message was oversized (already counted); nothing to write.
-            shared.stats.dropped(batches, 0);
+            endpoint.stats.dropped(batches, 0);
             continue;
         }
         let write = async {
@@ -589,10 +589,10 @@ async fn write_batches(
             Err(_) => Some(TransportError::Timeout(WRITE_TIMEOUT)),
         };
         if let Some(error) = failed {
-            shared.stats.dropped(batches, messages);
+            endpoint.stats.dropped(batches, messages);
             return WriterEnd::Failed(error);
         }
-        shared.stats.sent(batches, messages, buffer.len() as u64);
+        endpoint.stats.sent(batches, messages, buffer.len() as u64);
         if buffer.capacity() > ROUND_BYTES_MAX {
             // One huge round must not pin its buffer for the life of the connection.
             buffer.clear();

@@ -7,7 +7,7 @@
 //!
 //! Invariants:
 //! * every child pid the harness spawns is in [`CHILDREN`] until it has been reaped, and the
-//!   panic hook ([`install_panic_hook`]) and [`Cluster::kill_all`] SIGKILL every pid in it, so no
+//!   panic hook ([`install_panic_hook`]) and [`ProcessCluster::kill_all`] SIGKILL every pid in it, so no
 //!   server outlives the harness (short of the harness itself being SIGKILLed);
 //! * a paused node is resumed before it is killed or restarted.
 
@@ -67,7 +67,7 @@ pub struct Node {
 
 /// The cluster's processes. Dropping it kills every process still running.
 #[derive(Debug)]
-pub struct Cluster {
+pub struct ProcessCluster {
     binary: PathBuf,
     log_dir: PathBuf,
     pub nodes: Vec<Node>,
@@ -86,7 +86,7 @@ pub fn free_ports(count: usize) -> std::io::Result<Vec<u16>> {
     listeners.iter().map(|l| Ok(l.local_addr()?.port())).collect()
 }
 
-impl Cluster {
+impl ProcessCluster {
     /// Lays out one node per `(peer_port, client_port)` under `dir` (data dirs `node-N`, logs
     /// `logs/node-N.log`); starts none.
     pub fn new(
@@ -96,7 +96,7 @@ impl Cluster {
         proxy_ports: Vec<Vec<u16>>,
         client_proxy_ports: Vec<u16>,
         planted_bugs: &[String],
-    ) -> std::io::Result<Cluster> {
+    ) -> std::io::Result<ProcessCluster> {
         assert_eq!(proxy_ports.len(), ports.len());
         assert_eq!(client_proxy_ports.len(), ports.len());
         let log_dir = dir.join("logs");
@@ -114,7 +114,7 @@ impl Cluster {
             })
             .collect();
         let planted_flags = planted_bugs.iter().flat_map(|bug| ["--planted-bug".to_string(), bug.clone()]).collect();
-        Ok(Cluster { binary: binary.to_path_buf(), log_dir, nodes, proxy_ports, client_proxy_ports, planted_flags })
+        Ok(ProcessCluster { binary: binary.to_path_buf(), log_dir, nodes, proxy_ports, client_proxy_ports, planted_flags })
     }
 
     pub fn ids(&self) -> Vec<u64> {
@@ -259,7 +259,7 @@ pub async fn wait_listening((id, port, log): (u64, u16, PathBuf)) -> Result<(), 
     }
 }
 
-impl Drop for Cluster {
+impl Drop for ProcessCluster {
     fn drop(&mut self) {
         self.kill_all();
     }

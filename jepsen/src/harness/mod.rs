@@ -33,9 +33,9 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::history::{Acks, History, HistoryBuilder};
-use cluster::Cluster;
+use cluster::ProcessCluster;
 use proxy::Proxies;
-use workload::{Recorder, Target};
+use workload::{Recorder, WorkloadTarget};
 
 /// Bound on creating the topic and seeing a leader for each of its partitions.
 pub const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -126,7 +126,7 @@ pub async fn run(config: &RunConfig) -> Result<(History, RunNotes), String> {
     let client_ports: Vec<u16> = ports.iter().map(|p| p.1).collect();
     let proxies = Arc::new(Proxies::start(&peer_ports, &client_ports).await.map_err(|e| format!("starting proxies: {e}"))?);
     let client_proxies = (1..=config.nodes as u64).map(|id| proxies.client_port(id)).collect();
-    let cluster = Cluster::new(&config.binary, &data_dir, &ports, proxies.port_matrix(), client_proxies, &config.planted_bugs)
+    let cluster = ProcessCluster::new(&config.binary, &data_dir, &ports, proxies.port_matrix(), client_proxies, &config.planted_bugs)
         .map_err(|e| format!("cluster layout: {e}"))?;
     let cluster = Arc::new(Mutex::new(cluster));
     let targets: Vec<_> = {
@@ -141,7 +141,7 @@ pub async fn run(config: &RunConfig) -> Result<(History, RunNotes), String> {
     }
     let bootstrap = cluster.lock().expect("cluster lock").client_addresses();
     notes.info.push(format!("nodes (client addresses): {}", bootstrap.join(", ")));
-    let target = Target { bootstrap, topic: TOPIC.to_string(), keys: config.keys, acks: config.acks };
+    let target = WorkloadTarget { bootstrap, topic: TOPIC.to_string(), keys: config.keys, acks: config.acks };
     create_topic(&target, config.replication_factor).await?;
 
     let started = Instant::now();
@@ -202,20 +202,20 @@ pub async fn run(config: &RunConfig) -> Result<(History, RunNotes), String> {
 }
 
 /// Creates the topic and waits until each partition has a leader, within [`SETUP_TIMEOUT`].
-async fn create_topic(target: &Target, replication_factor: u32) -> Result<(), String> {
+async fn create_topic(target: &WorkloadTarget, replication_factor: u32) -> Result<(), String> {
     let bootstrap: Vec<&str> = target.bootstrap.iter().map(String::as_str).collect();
     let admin = Admin::with_cluster(
         odradek_client::Cluster::new(&bootstrap, workload::cluster_config("jepsen-setup".into())).map_err(|e| e.to_string())?,
     );
     let deadline = Instant::now() + SETUP_TIMEOUT;
-    let mut last_error = String::new();
+    let mut error_last = String::new();
     while Instant::now() < deadline {
         let created = admin.create_topic(&target.topic, target.keys, replication_factor, TopicConfig::default()).await;
         match created {
             Ok(()) => break,
             // An earlier attempt may have created it and lost the answer.
             Err(error) if error.code() == Some(ErrorCode::TOPIC_ALREADY_EXISTS) => break,
-            Err(error) => last_error = error.to_string(),
+            Err(error) => error_last = error.to_string(),
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -227,5 +227,5 @@ async fn create_topic(target: &Target, replication_factor: u32) -> Result<(), St
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Err(format!("topic {:?} not ready within {SETUP_TIMEOUT:?} (last create error: {last_error})", target.topic))
+    Err(format!("topic {:?} not ready within {SETUP_TIMEOUT:?} (last create error: {error_last})", target.topic))
 }

@@ -30,7 +30,7 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use tokio::sync::watch;
 
-use super::cluster::{wait_listening, Cluster};
+use super::cluster::{wait_listening, ProcessCluster};
 use super::proxy::Proxies;
 use super::workload::{sleep_or_stop, Recorder};
 use crate::history::Fault;
@@ -109,7 +109,7 @@ fn partition_cut(kind: &str, ids: &[u64], rng: &mut SmallRng) -> (&'static str, 
 /// whatever is injected before returning.
 pub async fn run(
     recorder: Arc<Recorder>,
-    cluster: Arc<Mutex<Cluster>>,
+    cluster: Arc<Mutex<ProcessCluster>>,
     proxies: Arc<Proxies>,
     kinds: Vec<String>,
     (quiet, window): (Duration, Duration),
@@ -184,7 +184,7 @@ async fn choreography(
     kind: &str,
     recorder: &Recorder,
     ids: &[u64],
-    cluster: &Mutex<Cluster>,
+    cluster: &Mutex<ProcessCluster>,
     proxies: &Proxies,
     window: Duration,
     rng: &mut SmallRng,
@@ -257,7 +257,7 @@ async fn choreography(
     Ok(())
 }
 
-fn inject(kind: &str, ids: &[u64], cluster: &Mutex<Cluster>, proxies: &Proxies, rng: &mut SmallRng) -> (Fault, Injected) {
+fn inject(kind: &str, ids: &[u64], cluster: &Mutex<ProcessCluster>, proxies: &Proxies, rng: &mut SmallRng) -> (Fault, Injected) {
     let mut details = BTreeMap::new();
     let (name, injected) = match kind {
         "kill" => {
@@ -285,7 +285,7 @@ fn inject(kind: &str, ids: &[u64], cluster: &Mutex<Cluster>, proxies: &Proxies, 
     (Fault { fault: name.to_string(), details }, injected)
 }
 
-async fn heal(injected: Injected, cluster: &Mutex<Cluster>, proxies: &Proxies) -> Result<(), String> {
+async fn heal(injected: Injected, cluster: &Mutex<ProcessCluster>, proxies: &Proxies) -> Result<(), String> {
     match injected {
         Injected::Killed(nodes) => {
             for id in nodes {

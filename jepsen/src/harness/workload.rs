@@ -94,14 +94,14 @@ impl Recorder {
 
 /// What every worker needs to reach the cluster.
 #[derive(Clone, Debug)]
-pub struct Target {
+pub struct WorkloadTarget {
     pub bootstrap: Vec<String>,
     pub topic: String,
     pub keys: u32,
     pub acks: Acks,
 }
 
-impl Target {
+impl WorkloadTarget {
     fn bootstrap(&self) -> Vec<&str> {
         self.bootstrap.iter().map(String::as_str).collect()
     }
@@ -162,7 +162,7 @@ pub async fn sleep_or_stop(duration: Duration, stop: &mut watch::Receiver<bool>)
 /// blocked on the one stuck partition.
 pub async fn producer_worker(
     recorder: Arc<Recorder>,
-    target: Target,
+    target: WorkloadTarget,
     key: u32,
     interval: Duration,
     seed: u64,
@@ -213,7 +213,7 @@ pub async fn producer_worker(
 }
 
 /// One send op; returns false if it ended `info` (the process is retired).
-async fn send_one(recorder: &Recorder, target: &Target, producer: &Producer, process: Process, key: u32) -> bool {
+async fn send_one(recorder: &Recorder, target: &WorkloadTarget, producer: &Producer, process: Process, key: u32) -> bool {
     let value = recorder.new_value();
     let send = Send { key: u64::from(key), values: vec![value], acks: target.acks, producer: None, offsets: None };
     let handle = recorder.history().invoke_send(process, send.clone()).expect("a producer process has one op at a time");
@@ -274,7 +274,7 @@ fn ended<T>(outcome: Result<Result<T, ClientError>, tokio::time::error::Elapsed>
 
 /// A new consumer process: assigned every key, positioned at the beginning. `None` if the
 /// process was retired (or could not start) on the way.
-async fn new_consumer(recorder: &Recorder, target: &Target, process: Process) -> Option<Consumer> {
+async fn new_consumer(recorder: &Recorder, target: &WorkloadTarget, process: Process) -> Option<Consumer> {
     let config = ConsumerConfig {
         cluster: cluster_config(format!("jepsen-consumer-{process}")),
         auto_offset_reset: SeekTo::Beginning,
@@ -303,7 +303,13 @@ async fn new_consumer(recorder: &Recorder, target: &Target, process: Process) ->
 }
 
 /// A `rewind` op: seeks each key to its position.
-async fn rewind(recorder: &Recorder, target: &Target, consumer: &mut Consumer, process: Process, positions: Vec<(u32, SeekTo)>) -> Ended {
+async fn rewind(
+    recorder: &Recorder,
+    target: &WorkloadTarget,
+    consumer: &mut Consumer,
+    process: Process,
+    positions: Vec<(u32, SeekTo)>,
+) -> Ended {
     let keys = OpValue::Keys(Keys { keys: positions.iter().map(|(k, _)| u64::from(*k)).collect() });
     let handle = recorder.history().invoke(process, OpF::Rewind, keys.clone()).expect("a consumer process has one op at a time");
     let outcome = tokio::time::timeout(OP_TIMEOUT_MARGIN, async {
@@ -362,7 +368,7 @@ async fn poll_one(recorder: &Recorder, consumer: &mut Consumer, process: Process
 pub const FAILED_POLL_PAUSE: Duration = Duration::from_millis(50);
 
 /// One consumer worker: polls every key continuously.
-pub async fn consumer_worker(recorder: Arc<Recorder>, target: Target, mut stop: watch::Receiver<bool>) {
+pub async fn consumer_worker(recorder: Arc<Recorder>, target: WorkloadTarget, mut stop: watch::Receiver<bool>) {
     while !*stop.borrow() {
         let process = recorder.new_process();
         let Some(mut consumer) = new_consumer(&recorder, &target, process).await else {
@@ -400,7 +406,7 @@ pub async fn consumer_worker(recorder: Arc<Recorder>, target: Target, mut stop: 
 /// the leader and term its replica knows), so a change is seen even if only the nodes on one side
 /// of a partition know of it. Sampled every [`OBSERVE_INTERVAL`]: a leadership shorter than that
 /// can still be missed, which matters only for the acks=1 rules (L5–L7).
-pub async fn leader_observer(recorder: Arc<Recorder>, target: Target, mut stop: watch::Receiver<bool>) {
+pub async fn leader_observer(recorder: Arc<Recorder>, target: WorkloadTarget, mut stop: watch::Receiver<bool>) {
     let Ok(admin) = odradek_client::Cluster::new(&target.bootstrap(), cluster_config("jepsen-observer".into())).map(Admin::with_cluster)
     else {
         return;
@@ -434,7 +440,7 @@ pub async fn leader_observer(recorder: Arc<Recorder>, target: Target, mut stop: 
 /// The final drain (CHECKLISTS requirement 5): a fresh consumer reads every key from the
 /// beginning until it reaches each key's end offset as listed after the heal, retrying with new
 /// processes up to [`DRAIN_TIMEOUT`]. Returns whether every key was read to its end.
-pub async fn final_drain(recorder: &Recorder, target: &Target) -> Result<(), String> {
+pub async fn final_drain(recorder: &Recorder, target: &WorkloadTarget) -> Result<(), String> {
     recorder.history().final_drain().expect("nemesis ops always fit");
     *recorder.dump.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(BTreeMap::new());
     let deadline = Instant::now() + DRAIN_TIMEOUT;

@@ -12,8 +12,6 @@ pub fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// Small segments and no cache, so every test crosses segment boundaries and reads from disk.
-// The update fills the fields that builds with the `planted-bugs` feature (or madsim) add.
-#[allow(clippy::needless_update)]
 pub fn tiny_config() -> LogConfig {
     LogConfig {
         segment_bytes_max: 600,

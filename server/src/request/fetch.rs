@@ -12,7 +12,7 @@ use odradek_client::batch::set_base_offset;
 use odradek_client::wire::error_response;
 use odradek_client::wire::proto::{self as wire, ErrorCode, OffsetSpec, Response};
 use odradek_consensus::{GroupId, NodeError, NodeId, StorageFault};
-use odradek_log::buggify;
+use odradek_seams::buggify;
 
 use super::{leader_of, locate, not_hosted, ok_response, partition_bounds, PartitionBounds};
 use crate::context::NodeContext;

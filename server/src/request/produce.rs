@@ -16,7 +16,7 @@ use odradek_client::batch::BatchHeader;
 use odradek_client::wire::error_response;
 use odradek_client::wire::proto::{self as wire, Acks, ErrorCode, Response};
 use odradek_consensus::{Durability, EntryMeta, GroupId, NodeId, ProposalTicket, ProposeError};
-use odradek_log::buggify;
+use odradek_seams::buggify;
 
 use super::{locate, not_hosted, not_ready, ok_response, RequestError};
 use crate::context::NodeContext;

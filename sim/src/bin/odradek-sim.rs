@@ -33,7 +33,9 @@ mod sim {
     use clap::{Args, Parser, Subcommand};
     use indicatif::{ProgressBar, ProgressStyle};
     use odradek_server::planted::PlantedBug;
-    use odradek_sim::scenario::{run_seed, Report, Scenario, ScenarioConfig};
+    use odradek_sim::config::{Scenario, ScenarioConfig};
+    use odradek_sim::report::Report;
+    use odradek_sim::scenario::run_seed;
 
     #[derive(Parser)]
     #[command(name = "odradek-sim", about = "Deterministic simulation of an Odradek cluster: run, sweep and replay seeds")]
@@ -96,8 +98,8 @@ mod sim {
             if self.duration == 0 || self.duration > 3600 {
                 return Err("--duration must be within 1..=3600 seconds".into());
             }
-            let planted = self.planted.iter().map(|name| name.parse::<PlantedBug>()).collect::<Result<Vec<_>, _>>()?;
-            Ok(ScenarioConfig { seed, scenario, nodes: self.nodes, duration: Duration::from_secs(self.duration), planted })
+            let planted_bugs = self.planted.iter().map(|name| name.parse::<PlantedBug>()).collect::<Result<Vec<_>, _>>()?;
+            Ok(ScenarioConfig { seed, scenario, node_count: self.nodes, duration: Duration::from_secs(self.duration), planted_bugs })
         }
 
         fn args(&self) -> Vec<String> {

@@ -1,4 +1,4 @@
-//! BUGGIFY sites (CHECKLISTS F-B1, F-B4, F-B5): places in the log, consensus and server code that,
+//! BUGGIFY sites (CHECKLISTS F-B1, F-B4, F-B5): places in the consensus and server code that,
 //! in a simulation run with buggify switched on, now and then take a legal but unusual path —
 //! tiny segments, extra delays before an fsync or a reply, a spurious retriable error — so the
 //! simulator explores schedules a healthy run almost never reaches (FoundationDB's BUGGIFY).
@@ -31,10 +31,10 @@ pub fn pick(range: Range<u64>) -> u64 {
     range.start
 }
 
-/// F-B4: sleeps a random `0..max_ms` milliseconds with probability `probability` (when on).
-pub async fn maybe_delay(probability: f64, max_ms: u64) {
+/// F-B4: sleeps a random `0..delay_ms_max` milliseconds with probability `probability` (when on).
+pub async fn maybe_delay(probability: f64, delay_ms_max: u64) {
     if fires(probability) {
-        tokio::time::sleep(Duration::from_millis(pick(0..max_ms.max(1)))).await;
+        tokio::time::sleep(Duration::from_millis(pick(0..delay_ms_max.max(1)))).await;
     }
 }
 

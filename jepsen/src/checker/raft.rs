@@ -1,0 +1,671 @@
+//! The raft checker: CHECKLISTS R1 to R6 and R8 over the events every replica reports through
+//! `odradek_consensus::observe` (the simulator installs it for a whole run; the consensus
+//! crate's deterministic cluster test for each of its schedules), plus the checks a harness
+//! that can look inside its replicas feeds with what it sees there: commit indexes
+//! ([`RaftChecker::record_commit`], [`RaftChecker::record_start`]), acknowledgements with the
+//! group's voters ([`RaftChecker::record_ack`]), and replicas' logs
+//! ([`RaftChecker::check_logs`]). One checker, so a check strengthened for one harness holds
+//! for every harness that feeds it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use odradek_consensus::observe::Event;
+use odradek_consensus::{GroupId, NodeId};
+
+/// One broken invariant, with what shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// `R1` to `R6`, or `R8`.
+    pub invariant: &'static str,
+    pub group: GroupId,
+    pub detail: String,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} group {}: {}", self.invariant, self.group, self.detail)
+    }
+}
+
+/// Checks the events of a whole run as they come: R1 (one leader per group and term), R2 (one
+/// checksum per (group, index, term) among appended entries), R3 (per node incarnation, applied
+/// indexes grow by one and a snapshot never moves them back), R4 (every replica applies the same
+/// entry at an index: term, checksum of index, term, type, data and context, and offsets; and
+/// offsets are dense: an entry starts where the one before it ends), R5
+/// (an acks=all acknowledgement finds the index durable on a quorum: judged by index, not by
+/// entry, so a durable but divergent entry would count) and R6 (accepted appends and granted
+/// votes are durable when sent) and R8 (c: no node votes for two candidates in one term, across
+/// its restarts; e: recovery cuts off only entries the node never reported durable, unless the
+/// node holds itself suspect for a range that covers them, and a suspect node neither leads nor
+/// votes until it clears, except for a candidate it judged to hold all it lost).
+/// Bounded by the run: one small map entry per appended index and term.
+#[derive(Debug, Default)]
+pub struct RaftChecker {
+    leaders: BTreeMap<(GroupId, u64), NodeId>,
+    appended: BTreeMap<(GroupId, u64, u64), (u32, NodeId)>,
+    /// (group, index) -> the entry first applied there (the one every replica must apply).
+    applied: BTreeMap<(GroupId, u64), AppliedEntry>,
+    /// (node, incarnation, group) -> last applied index.
+    last_applied: BTreeMap<(NodeId, u64, GroupId), u64>,
+    /// (group, node) -> the latest durable index the node reported.
+    durable: BTreeMap<(GroupId, NodeId), u64>,
+    /// (group, node) -> index -> the term of the entry the node last wrote there (R5 counts
+    /// replicas holding the acknowledged entry itself; R3 checks a new leader holds every
+    /// committed entry).
+    held: BTreeMap<(GroupId, NodeId), BTreeMap<u64, u64>>,
+    /// (group, index) -> a term the entry applied there was committed in or before: the highest
+    /// term any node had led the group in when the entry was first applied.
+    committed_by: BTreeMap<(GroupId, u64), u64>,
+    /// group -> the highest term any node led it in so far.
+    highest_leader_term: BTreeMap<GroupId, u64>,
+    /// (group, node) -> the highest snapshot index the node installed: its log holds nothing
+    /// at or below it, the snapshot does.
+    restored_to: BTreeMap<(GroupId, NodeId), u64>,
+    /// (group, voter, term) -> the candidate it voted for, across the voter's restarts.
+    votes: BTreeMap<(GroupId, NodeId, u64), NodeId>,
+    /// (group, node) -> the suspicion's term, for every replica suspect now (R8 e), across its
+    /// restarts.
+    suspects: BTreeMap<(GroupId, NodeId), u64>,
+    /// (group, node) -> the durable index it had reported before a cut that made it suspect:
+    /// the suspicion that follows must cover it.
+    cut_below: BTreeMap<(GroupId, NodeId), u64>,
+    /// (group, voter, candidate, term) a suspect voter judged to hold everything it lost.
+    suspect_votes: BTreeSet<(GroupId, NodeId, NodeId, u64)>,
+    /// (group, node) -> the commit index the node's latest start reported or has reached since.
+    commits: BTreeMap<(GroupId, NodeId), u64>,
+    violations: Vec<Violation>,
+    pub events: u64,
+}
+
+/// Violations kept; later ones are only counted (the first ones say what broke).
+pub const VIOLATIONS_KEPT: usize = 32;
+
+/// The entry first applied at an index of a group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct AppliedEntry {
+    term: u64,
+    checksum: u32,
+    base_offset: u64,
+    offset_next: u64,
+    /// The node that applied it first.
+    node: NodeId,
+}
+
+/// One replica's log of a group as a harness read it, for [`RaftChecker::check_logs`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReplicaLog {
+    pub node: NodeId,
+    /// (term, [`odradek_consensus::observe::entry_checksum`]) by index, from the log's first
+    /// index to its last (synced or not).
+    pub entries: BTreeMap<u64, (u64, u32)>,
+    /// The log is fsynced through here.
+    pub synced_index: u64,
+    pub commit_index: u64,
+    pub last_index: u64,
+    /// The replica leads the group in the newest term any running replica leads it in.
+    pub newest_leader: bool,
+}
+
+impl RaftChecker {
+    pub fn record(&mut self, event: Event) {
+        self.events += 1;
+        match event {
+            Event::Leader { node, group, term } => {
+                if self.suspects.contains_key(&(group, node)) {
+                    self.violate("R8", group, format!("node {node} became leader in term {term} while suspect"));
+                }
+                // R3 leader completeness: every entry committed in an earlier term (applied
+                // anywhere while only earlier terms had leaders) is in the new leader's durable
+                // log, or below a snapshot it installed. A late leader of an old term (its vote
+                // responses were delayed) need not hold what later terms committed.
+                let restored = self.restored_to.get(&(group, node)).copied().unwrap_or(0);
+                let durable = self.durable.get(&(group, node)).copied().unwrap_or(0);
+                let held = self.held.get(&(group, node));
+                let committed_by = &self.committed_by;
+                let missing = self.applied.range((group, restored + 1)..(group + 1, 0)).find(
+                    |(&(_, index), &AppliedEntry { term: committed, .. })| {
+                        committed_by.get(&(group, index)).is_some_and(|&by| by < term)
+                            && (index > durable || held.and_then(|entries| entries.get(&index)) != Some(&committed))
+                    },
+                );
+                if let Some((&(_, index), &AppliedEntry { term: committed, node: by, .. })) = missing {
+                    self.violate(
+                        "R3",
+                        group,
+                        format!(
+                            "node {node} leads term {term} without entry {index} of term {committed}, which node {by} applied \
+                             (its log is durable to {durable})"
+                        ),
+                    );
+                }
+                let first = *self.leaders.entry((group, term)).or_insert(node);
+                let highest = self.highest_leader_term.entry(group).or_default();
+                *highest = (*highest).max(term);
+                if first != node {
+                    self.violate("R1", group, format!("nodes {first} and {node} both led term {term}"));
+                }
+            }
+            Event::Appended { node, group, index, term, checksum } => {
+                self.held.entry((group, node)).or_default().insert(index, term);
+                let (first, by) = *self.appended.entry((group, index, term)).or_insert((checksum, node));
+                if first != checksum {
+                    self.violate(
+                        "R2",
+                        group,
+                        format!("entry {index} of term {term}: checksum {first:08x} on node {by}, {checksum:08x} on node {node}"),
+                    );
+                }
+            }
+            Event::Durable { node, group, index } => {
+                self.durable.insert((group, node), index);
+            }
+            Event::RecoveryCut { node, group, index, suspect } => {
+                // Bit rot takes at most the last durable entry with it (damage before a valid
+                // entry is corruption, never cut): a cut below it truncated mid-log (R8 b); a cut
+                // of it must leave the node suspect (R8 e).
+                let durable = self.durable.get(&(group, node)).copied().unwrap_or(0);
+                if index < durable {
+                    self.violate(
+                        "R8",
+                        group,
+                        format!("node {node}'s recovery cut its log from index {index} on, below its last durable entry {durable}"),
+                    );
+                } else if index == durable && !suspect {
+                    self.violate(
+                        "R8",
+                        group,
+                        format!("node {node}'s recovery cut its durable last entry {index} and it does not hold itself suspect"),
+                    );
+                }
+                if index <= durable && suspect {
+                    self.cut_below.insert((group, node), durable);
+                }
+            }
+            Event::Suspect { node, group, cut, bound, term } => {
+                if let Some(durable) = self.cut_below.remove(&(group, node)) {
+                    if bound < durable {
+                        self.violate(
+                            "R8",
+                            group,
+                            format!("node {node} is suspect for {cut}..={bound} only; it had reported entries durable up to {durable}"),
+                        );
+                    }
+                }
+                self.suspects.insert((group, node), term);
+            }
+            Event::SuspectVote { node, group, to, term, last_term, .. } => {
+                let suspect_term = self.suspects.get(&(group, node)).copied().unwrap_or(0);
+                if last_term < suspect_term {
+                    self.violate(
+                        "R8",
+                        group,
+                        format!(
+                            "suspect node {node} (cut in term {suspect_term}) judged node {to}'s log ending in term {last_term} complete"
+                        ),
+                    );
+                }
+                self.suspect_votes.insert((group, node, to, term));
+            }
+            Event::SuspectCleared { node, group, .. } => {
+                self.suspects.remove(&(group, node));
+            }
+            Event::AppendAccepted { node, group, to, index, durable_index } => {
+                if index > durable_index {
+                    self.violate(
+                        "R6",
+                        group,
+                        format!("node {node} told node {to} it holds index {index}; durable only to {durable_index}"),
+                    );
+                }
+            }
+            Event::VoteGranted { node, group, to, term, saved_term, saved_vote } => {
+                if self.suspects.contains_key(&(group, node)) && !self.suspect_votes.contains(&(group, node, to, term)) {
+                    self.violate(
+                        "R8",
+                        group,
+                        format!("node {node} voted for node {to} in term {term} while suspect, without judging its log complete"),
+                    );
+                }
+                let first = *self.votes.entry((group, node, term)).or_insert(to);
+                if first != to {
+                    // Only a vote forgotten by a restart allows this (R8 c: lost hard state).
+                    self.violate("R8", group, format!("node {node} voted for node {first} and node {to} in term {term}"));
+                }
+                if saved_term < term || (saved_term == term && saved_vote != to) {
+                    self.violate(
+                        "R6",
+                        group,
+                        format!(
+                            "node {node} voted for node {to} in term {term}; its saved hard state: term {saved_term}, vote {saved_vote}"
+                        ),
+                    );
+                }
+            }
+            Event::Acked { node, group, index, term, voters } => {
+                let durable = self.holders(group, index, term);
+                if durable.len() < voters / 2 + 1 {
+                    self.violate(
+                        "R5",
+                        group,
+                        format!(
+                            "node {node} acknowledged entry {index} of term {term}; durable only on nodes {durable:?} of {voters} voters"
+                        ),
+                    );
+                }
+            }
+            Event::Restored { node, incarnation, group, index, offset_next } => {
+                if let Some(&last) = self.last_applied.get(&(node, incarnation, group)) {
+                    if index < last {
+                        self.violate("R3", group, format!("node {node} installed a snapshot at {index}, below its applied index {last}"));
+                    }
+                }
+                if let Some(&entry) = self.applied.get(&(group, index)) {
+                    if offset_next != entry.offset_next {
+                        self.violate(
+                            "R4",
+                            group,
+                            format!(
+                                "node {node}'s snapshot at {index} continues at offset {offset_next}; the entry node {} applied there ends at {}",
+                                entry.node, entry.offset_next
+                            ),
+                        );
+                    }
+                }
+                self.last_applied.insert((node, incarnation, group), index);
+                let restored = self.restored_to.entry((group, node)).or_default();
+                *restored = (*restored).max(index);
+            }
+            Event::Applied { node, incarnation, group, index, term, checksum, base_offset, offset_next } => {
+                if let Some(&last) = self.last_applied.get(&(node, incarnation, group)) {
+                    if index != last + 1 {
+                        self.violate("R3", group, format!("node {node} applied index {index} right after {last}"));
+                    }
+                }
+                self.last_applied.insert((node, incarnation, group), index);
+                let highest = self.highest_leader_term.get(&group).copied().unwrap_or(0);
+                self.committed_by.entry((group, index)).or_insert(highest);
+                let previous = index.checked_sub(1).and_then(|before| self.applied.get(&(group, before))).copied();
+                if let Some(previous) = previous.filter(|previous| previous.offset_next != base_offset) {
+                    self.violate(
+                        "R4",
+                        group,
+                        format!(
+                            "node {node} applied index {index} at offset {base_offset}; the entry before it ends at {}",
+                            previous.offset_next
+                        ),
+                    );
+                }
+                let entry = AppliedEntry { term, checksum, base_offset, offset_next, node };
+                let first = *self.applied.entry((group, index)).or_insert(entry);
+                if (first.term, first.checksum, first.base_offset, first.offset_next) != (term, checksum, base_offset, offset_next) {
+                    self.violate(
+                        "R4",
+                        group,
+                        format!(
+                            "index {index}: node {} applied term {} checksum {:08x} offsets {}..{}, \
+                             node {node} term {term} checksum {checksum:08x} offsets {base_offset}..{offset_next}",
+                            first.node, first.term, first.checksum, first.base_offset, first.offset_next
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    /// R3: running `node`'s commit index of `group` is `commit` now; it never regresses while
+    /// the node runs.
+    pub fn record_commit(&mut self, node: NodeId, group: GroupId, commit: u64) {
+        let known = self.commits.entry((group, node)).or_insert(commit);
+        let before = *known;
+        *known = commit.max(before);
+        if commit < before {
+            self.violate("R3", group, format!("node {node}'s commit regressed from {before} to {commit}"));
+        }
+    }
+
+    /// R3: `node` (re)started `group` with commit index `commit`: a restart recovers no commit
+    /// above what the group is known to have committed (any replica's commit, any applied index).
+    pub fn record_start(&mut self, node: NodeId, group: GroupId, commit: u64) {
+        self.commits.remove(&(group, node));
+        let committed = self.commits.range((group, 0)..=(group, NodeId::MAX)).map(|(_, &commit)| commit).max().unwrap_or(0);
+        let applied = self.applied.range((group, 0)..=(group, u64::MAX)).next_back().map_or(0, |(&(_, index), _)| index);
+        if commit > committed.max(applied) {
+            self.violate(
+                "R3",
+                group,
+                format!("node {node} recovered commit {commit}, above any known commit ({committed}) and applied index ({applied})"),
+            );
+        }
+        self.commits.insert((group, node), commit);
+    }
+
+    /// R5, with the group's voters known: the entry (`index`, `term`) a proposer saw
+    /// acknowledged is durable on a majority of each non-empty voter set (both halves of a
+    /// joint configuration), counting crashed voters by what they had made durable.
+    pub fn record_ack(&mut self, group: GroupId, index: u64, term: u64, voter_sets: &[&[NodeId]]) {
+        let holders = self.holders(group, index, term);
+        for voters in voter_sets.iter().filter(|voters| !voters.is_empty()) {
+            let holding: Vec<NodeId> = voters.iter().copied().filter(|voter| holders.contains(voter)).collect();
+            if holding.len() <= voters.len() / 2 {
+                self.violate(
+                    "R5",
+                    group,
+                    format!("entry {index} of term {term} was acknowledged; durable only on {holding:?} of voters {voters:?}"),
+                );
+            }
+        }
+    }
+
+    /// Checks the logs of a group's running replicas, as a harness read them:
+    /// - R2 log matching: where two replicas' fsynced logs hold an entry with the same (index,
+    ///   term), it and every earlier entry both hold are identical (term and checksum);
+    /// - R3: no replica's log differs from the applied entries at or below its commit, and the
+    ///   newest leader holds every applied entry.
+    pub fn check_logs(&mut self, group: GroupId, logs: &[ReplicaLog]) {
+        for (at, a) in logs.iter().enumerate() {
+            for b in &logs[at + 1..] {
+                self.check_log_matching(group, a, b);
+            }
+        }
+        let applied_max = self.applied.range((group, 0)..=(group, u64::MAX)).next_back().map_or(0, |(&(_, index), _)| index);
+        for log in logs {
+            // A stale leader of an older term (not yet stepped down) may lack newer entries.
+            let high = if log.newest_leader { applied_max } else { log.commit_index.min(applied_max) };
+            if high == 0 {
+                continue;
+            }
+            if log.last_index < high {
+                self.violate(
+                    "R3",
+                    group,
+                    format!("node {} misses committed entries: its log ends at {}, below {high}", log.node, log.last_index),
+                );
+            }
+            let diverged = log.entries.range(..=high).find(|(&index, &(term, checksum))| {
+                self.applied.get(&(group, index)).is_some_and(|applied| (applied.term, applied.checksum) != (term, checksum))
+            });
+            if let Some((&index, &(term, checksum))) = diverged {
+                let applied = self.applied[&(group, index)];
+                self.violate(
+                    "R3",
+                    group,
+                    format!(
+                        "node {} holds term {term} checksum {checksum:08x} at committed index {index}; node {} applied term {} checksum {:08x}",
+                        log.node, applied.node, applied.term, applied.checksum
+                    ),
+                );
+            }
+        }
+    }
+
+    /// R2 between the fsynced parts of two replicas' logs.
+    fn check_log_matching(&mut self, group: GroupId, a: &ReplicaLog, b: &ReplicaLog) {
+        let (entries_a, entries_b) = (a.entries.range(..=a.synced_index), b.entries.range(..=b.synced_index));
+        let synced_b: BTreeMap<u64, (u64, u32)> = entries_b.map(|(&index, &entry)| (index, entry)).collect();
+        let synced_a: Vec<(u64, (u64, u32))> = entries_a.map(|(&index, &entry)| (index, entry)).collect();
+        let same_term = |&&(index, (term, _)): &&(u64, (u64, u32))| synced_b.get(&index).is_some_and(|&(other, _)| other == term);
+        let Some(&(matched, _)) = synced_a.iter().rev().find(same_term) else { return };
+        let differing = synced_a
+            .iter()
+            .take_while(|(index, _)| *index <= matched)
+            .find(|(index, entry)| synced_b.get(index).is_some_and(|other| other != entry));
+        if let Some(&(index, _)) = differing {
+            self.violate(
+                "R2",
+                group,
+                format!("nodes {} and {} match at index {matched} but differ at {index} (term, checksum)", a.node, b.node),
+            );
+        }
+    }
+
+    /// Replicas whose durable log holds the entry (`index`, `term`) itself, or a snapshot past it.
+    fn holders(&self, group: GroupId, index: u64, term: u64) -> Vec<NodeId> {
+        let holds = |n: NodeId| {
+            self.restored_to.get(&(group, n)).is_some_and(|&at| at >= index)
+                || self.held.get(&(group, n)).and_then(|entries| entries.get(&index)) == Some(&term)
+        };
+        self.durable
+            .range((group, 0)..=(group, NodeId::MAX))
+            .filter(|&(&(_, n), &at)| at >= index && holds(n))
+            .map(|(&(_, n), _)| n)
+            .collect()
+    }
+
+    fn violate(&mut self, invariant: &'static str, group: GroupId, detail: String) {
+        if self.violations.len() < VIOLATIONS_KEPT {
+            self.violations.push(Violation { invariant, group, detail });
+        }
+    }
+
+    pub fn violations(&self) -> &[Violation] {
+        &self.violations
+    }
+
+    /// Per group, what each node's latest incarnation applied last (R7: after a quiet period
+    /// every live replica of a group has applied the same index).
+    pub fn applied_by_node(&self) -> BTreeMap<GroupId, BTreeMap<NodeId, u64>> {
+        let mut latest: BTreeMap<(GroupId, NodeId), (u64, u64)> = BTreeMap::new();
+        for (&(node, incarnation, group), &index) in &self.last_applied {
+            let entry = latest.entry((group, node)).or_insert((incarnation, index));
+            if incarnation >= entry.0 {
+                *entry = (incarnation, index);
+            }
+        }
+        let mut by_group: BTreeMap<GroupId, BTreeMap<NodeId, u64>> = BTreeMap::new();
+        for ((group, node), (_, index)) in latest {
+            by_group.entry(group).or_default().insert(node, index);
+        }
+        by_group
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_checker_catches_each_planted_inconsistency_and_passes_a_clean_run() {
+        let clean = [
+            Event::Leader { node: 1, group: 7, term: 2 },
+            Event::Appended { node: 1, group: 7, index: 5, term: 2, checksum: 0xaa },
+            Event::Appended { node: 2, group: 7, index: 5, term: 2, checksum: 0xaa },
+            Event::Applied { node: 1, incarnation: 1, group: 7, index: 5, term: 2, checksum: 0xaa, base_offset: 50, offset_next: 60 },
+            Event::Applied { node: 1, incarnation: 1, group: 7, index: 6, term: 2, checksum: 0xbb, base_offset: 60, offset_next: 70 },
+            Event::Applied { node: 2, incarnation: 2, group: 7, index: 5, term: 2, checksum: 0xaa, base_offset: 50, offset_next: 60 },
+            // A restarted node (new incarnation) applies from its own start again.
+            Event::Applied { node: 2, incarnation: 3, group: 7, index: 1, term: 1, checksum: 0x11, base_offset: 10, offset_next: 20 },
+            // A new leader holds every entry applied so far (R3).
+            Event::Appended { node: 2, group: 7, index: 1, term: 1, checksum: 0x11 },
+            Event::Appended { node: 2, group: 7, index: 6, term: 2, checksum: 0xbb },
+            Event::Durable { node: 2, group: 7, index: 6 },
+            Event::Leader { node: 2, group: 7, term: 3 },
+            Event::Appended { node: 2, group: 7, index: 40, term: 3, checksum: 0x40 },
+            Event::Restored { node: 1, incarnation: 1, group: 7, index: 40, offset_next: 410 },
+            Event::Applied { node: 1, incarnation: 1, group: 7, index: 41, term: 3, checksum: 0x41, base_offset: 410, offset_next: 420 },
+            Event::Appended { node: 1, group: 7, index: 41, term: 3, checksum: 0x41 },
+            Event::Durable { node: 1, group: 7, index: 41 },
+            Event::Durable { node: 2, group: 7, index: 40 },
+            Event::Durable { node: 3, group: 7, index: 12 },
+            Event::Acked { node: 1, group: 7, index: 40, term: 3, voters: 3 },
+            Event::AppendAccepted { node: 2, group: 7, to: 1, index: 40, durable_index: 40 },
+            Event::VoteGranted { node: 2, group: 7, to: 1, term: 3, saved_term: 3, saved_vote: 1 },
+            Event::VoteGranted { node: 3, group: 7, to: 1, term: 3, saved_term: 4, saved_vote: 2 },
+            // A torn tail beyond what node 3 reported durable.
+            Event::RecoveryCut { node: 3, group: 7, index: 13, suspect: false },
+            // Node 2 lost entries it had made durable, holds itself suspect, and votes only
+            // after it cleared.
+            Event::RecoveryCut { node: 2, group: 7, index: 40, suspect: true },
+            // A suspect votes for a candidate it judged complete.
+            Event::Suspect { node: 3, group: 9, cut: 5, bound: 6, term: 2 },
+            Event::SuspectVote { node: 3, group: 9, to: 1, term: 4, last_term: 3, last_index: 6 },
+            Event::VoteGranted { node: 3, group: 9, to: 1, term: 4, saved_term: 4, saved_vote: 1 },
+            Event::Suspect { node: 2, group: 7, cut: 40, bound: 40, term: 4 },
+            Event::Durable { node: 2, group: 7, index: 39 },
+            Event::Durable { node: 2, group: 7, index: 40 },
+            Event::SuspectCleared { node: 2, group: 7, durable: 40 },
+            Event::VoteGranted { node: 2, group: 7, to: 1, term: 5, saved_term: 5, saved_vote: 1 },
+        ];
+        let mut checker = RaftChecker::default();
+        clean.into_iter().for_each(|event| checker.record(event));
+        assert!(checker.violations().is_empty(), "{:?}", checker.violations());
+        assert_eq!(checker.applied_by_node()[&7].values().max(), Some(&41), "the highest index applied");
+        // Node 2's latest incarnation (3) applied index 1; node 1's applied 41.
+        assert_eq!(checker.applied_by_node(), BTreeMap::from([(7, BTreeMap::from([(1, 41), (2, 1)]))]));
+
+        let planted = [
+            ("R1", vec![Event::Leader { node: 1, group: 7, term: 3 }]),
+            ("R2", vec![Event::Appended { node: 3, group: 7, index: 5, term: 2, checksum: 0xab }]),
+            (
+                "R3",
+                vec![Event::Applied {
+                    node: 1,
+                    incarnation: 1,
+                    group: 7,
+                    index: 43,
+                    term: 3,
+                    checksum: 0xcc,
+                    base_offset: 430,
+                    offset_next: 440,
+                }],
+            ),
+            (
+                "R4",
+                vec![Event::Applied {
+                    node: 3,
+                    incarnation: 4,
+                    group: 7,
+                    index: 6,
+                    term: 3,
+                    checksum: 0xbb,
+                    base_offset: 60,
+                    offset_next: 70,
+                }],
+            ),
+            ("R5", vec![Event::Acked { node: 1, group: 7, index: 41, term: 3, voters: 3 }]),
+            ("R6", vec![Event::AppendAccepted { node: 2, group: 7, to: 1, index: 41, durable_index: 40 }]),
+            ("R6", vec![Event::VoteGranted { node: 3, group: 7, to: 1, term: 5, saved_term: 4, saved_vote: 2 }]),
+            ("R6", vec![Event::VoteGranted { node: 3, group: 7, to: 1, term: 4, saved_term: 4, saved_vote: 0 }]),
+            // Node 3 never wrote entry 1, which node 2 applied.
+            ("R3", vec![Event::Leader { node: 3, group: 7, term: 8 }]),
+            // Durable far enough on node 3, but with another entry at index 41.
+            (
+                "R5",
+                vec![
+                    Event::Appended { node: 3, group: 7, index: 41, term: 2, checksum: 0x39 },
+                    Event::Durable { node: 3, group: 7, index: 41 },
+                    Event::Acked { node: 1, group: 7, index: 41, term: 3, voters: 3 },
+                ],
+            ),
+            ("R8", vec![Event::RecoveryCut { node: 3, group: 7, index: 12, suspect: false }]),
+            ("R8", vec![Event::RecoveryCut { node: 3, group: 7, index: 11, suspect: true }]),
+            ("R8", vec![Event::VoteGranted { node: 2, group: 7, to: 3, term: 3, saved_term: 3, saved_vote: 3 }]),
+            (
+                "R8",
+                vec![
+                    Event::Suspect { node: 3, group: 7, cut: 12, bound: 12, term: 4 },
+                    Event::VoteGranted { node: 3, group: 7, to: 1, term: 6, saved_term: 6, saved_vote: 1 },
+                ],
+            ),
+            ("R8", vec![Event::Suspect { node: 1, group: 7, cut: 42, bound: 42, term: 4 }, Event::Leader { node: 1, group: 7, term: 9 }]),
+            (
+                "R8",
+                vec![
+                    Event::RecoveryCut { node: 1, group: 7, index: 41, suspect: true },
+                    Event::Suspect { node: 1, group: 7, cut: 41, bound: 40, term: 4 },
+                ],
+            ),
+            (
+                "R8",
+                vec![
+                    Event::Suspect { node: 3, group: 7, cut: 12, bound: 12, term: 4 },
+                    Event::SuspectVote { node: 3, group: 7, to: 1, term: 6, last_term: 3, last_index: 20 },
+                ],
+            ),
+            // Index 7 does not start where index 6 ends.
+            (
+                "R4",
+                vec![Event::Applied {
+                    node: 3,
+                    incarnation: 9,
+                    group: 7,
+                    index: 7,
+                    term: 2,
+                    checksum: 0xcc,
+                    base_offset: 65,
+                    offset_next: 70,
+                }],
+            ),
+            // A snapshot at 6 that continues at another offset than the entry applied there.
+            ("R4", vec![Event::Restored { node: 3, incarnation: 9, group: 7, index: 6, offset_next: 99 }]),
+            // A snapshot below what this incarnation applied already.
+            ("R3", vec![Event::Restored { node: 1, incarnation: 1, group: 7, index: 30, offset_next: 310 }]),
+        ];
+        for (invariant, bad) in planted {
+            let mut checker = RaftChecker::default();
+            clean.into_iter().for_each(|event| checker.record(event));
+            bad.iter().for_each(|&event| checker.record(event));
+            let ids: Vec<&str> = checker.violations().iter().map(|v| v.invariant).collect();
+            assert_eq!(ids, vec![invariant], "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_checks_a_harness_feeds_catch_what_they_guard() {
+        let base = [
+            Event::Leader { node: 1, group: 7, term: 2 },
+            Event::Appended { node: 1, group: 7, index: 5, term: 2, checksum: 0xaa },
+            Event::Appended { node: 2, group: 7, index: 5, term: 2, checksum: 0xaa },
+            Event::Appended { node: 3, group: 7, index: 5, term: 2, checksum: 0xaa },
+            Event::Durable { node: 1, group: 7, index: 5 },
+            Event::Durable { node: 2, group: 7, index: 5 },
+            Event::Durable { node: 3, group: 7, index: 4 },
+            Event::Applied { node: 1, incarnation: 1, group: 7, index: 5, term: 2, checksum: 0xaa, base_offset: 50, offset_next: 60 },
+            Event::Applied { node: 1, incarnation: 1, group: 7, index: 6, term: 2, checksum: 0xbb, base_offset: 60, offset_next: 70 },
+        ];
+        let checker = || {
+            let mut checker = RaftChecker::default();
+            base.into_iter().for_each(|event| checker.record(event));
+            checker.record_commit(1, 7, 5);
+            checker.record_commit(1, 7, 7);
+            checker.record_start(2, 7, 6);
+            checker.record_ack(7, 5, 2, &[&[1, 2, 3]]);
+            let log = |node, entries: &[(u64, u64, u32)], commit_index, newest_leader| ReplicaLog {
+                node,
+                entries: entries.iter().map(|&(index, term, checksum)| (index, (term, checksum))).collect(),
+                synced_index: entries.last().map_or(0, |&(index, _, _)| index),
+                commit_index,
+                last_index: entries.last().map_or(0, |&(index, _, _)| index),
+                newest_leader,
+            };
+            let leader = log(1, &[(5, 2, 0xaa), (6, 2, 0xbb), (7, 3, 0xcc)], 6, true);
+            checker.check_logs(7, &[leader, log(2, &[(5, 2, 0xaa), (6, 2, 0xbb)], 5, false)]);
+            assert!(checker.violations().is_empty(), "{:?}", checker.violations());
+            (checker, log)
+        };
+        let (_, log) = checker();
+        type Plant = Box<dyn Fn(&mut RaftChecker)>;
+        let planted: [(&str, Plant); 6] = [
+            ("R3", Box::new(|c| c.record_commit(1, 7, 6))),
+            ("R3", Box::new(|c| c.record_start(3, 7, 9))),
+            // Durable on nodes 1 and 2 only: a majority of 1, 2, 3, not of the incoming half.
+            ("R5", Box::new(|c| c.record_ack(7, 5, 2, &[&[1, 2, 3], &[3, 4, 5]]))),
+            // Same entry at 6, different entries at 5; node 2's commit is below both.
+            (
+                "R2",
+                Box::new(move |c| {
+                    c.check_logs(7, &[log(1, &[(5, 2, 0xaa), (6, 2, 0xbb)], 6, true), log(2, &[(5, 2, 0xab), (6, 2, 0xbb)], 4, false)])
+                }),
+            ),
+            // The newest leader lacks applied entry 6.
+            ("R3", Box::new(move |c| c.check_logs(7, &[log(3, &[(5, 2, 0xaa)], 5, true)]))),
+            // Another entry at committed index 5.
+            ("R3", Box::new(move |c| c.check_logs(7, &[log(3, &[(5, 3, 0xdd), (6, 2, 0xbb)], 6, false)]))),
+        ];
+        for (invariant, plant) in planted {
+            let (mut checker, _) = checker();
+            plant(&mut checker);
+            let ids: Vec<&str> = checker.violations().iter().map(|v| v.invariant).collect();
+            assert_eq!(ids, vec![invariant], "{:?}", checker.violations());
+        }
+    }
+}

@@ -1,0 +1,51 @@
+//! [`Planted`]: the log's planted bugs, deliberate breakages of its durability rules that the
+//! simulator's and the Jepsen harness's checkers must catch (CHECKLISTS.md "planted bugs"; the
+//! server's `PlantedBug` names them and switches them on through [`crate::LogConfig::planted`]).
+//!
+//! The switches exist only in simulation builds (`--cfg madsim`) and builds with the
+//! `planted-bugs` feature. In every other build [`Planted`] has no fields, so no planted bug can
+//! be switched on, and each query below is the constant `false` that compiles its site away.
+
+/// One switch per planted bug of the log; [`Default`] has every one off.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Planted {
+    /// `sync` marks everything durable without an fsync, so acknowledgements run ahead of the
+    /// disk (ack-before-fsync).
+    #[cfg(any(madsim, feature = "planted-bugs"))]
+    pub skip_fsync: bool,
+    /// A failed fsync is logged and treated as a success instead of poisoning the log
+    /// (fsyncgate: the data it covered may be gone).
+    #[cfg(any(madsim, feature = "planted-bugs"))]
+    pub ignore_fsync_errors: bool,
+    /// Recovery treats any damaged entry as a torn tail and cuts the log there, dropping the
+    /// valid entries and segments after it (truncate-mid-log-corruption; breaks CHECKLISTS R8 b:
+    /// committed entries vanish from the replica).
+    #[cfg(any(madsim, feature = "planted-bugs"))]
+    pub truncate_corruption: bool,
+}
+
+impl Planted {
+    /// Whether `sync` marks entries durable without an fsync.
+    pub fn skip_fsync(&self) -> bool {
+        #[cfg(any(madsim, feature = "planted-bugs"))]
+        return self.skip_fsync;
+        #[cfg(not(any(madsim, feature = "planted-bugs")))]
+        false
+    }
+
+    /// Whether a failed fsync counts as a success.
+    pub fn ignore_fsync_errors(&self) -> bool {
+        #[cfg(any(madsim, feature = "planted-bugs"))]
+        return self.ignore_fsync_errors;
+        #[cfg(not(any(madsim, feature = "planted-bugs")))]
+        false
+    }
+
+    /// Whether recovery cuts the log at any damaged entry, as if it were a torn tail.
+    pub fn truncate_corruption(&self) -> bool {
+        #[cfg(any(madsim, feature = "planted-bugs"))]
+        return self.truncate_corruption;
+        #[cfg(not(any(madsim, feature = "planted-bugs")))]
+        false
+    }
+}

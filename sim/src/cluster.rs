@@ -1,0 +1,215 @@
+//! The simulated cluster: the server nodes' disks, addresses and status, the history and the
+//! timeline every part of a run writes, and one incarnation of a node ([`SimCluster::run_node`]).
+//! The nodes, the workload and the nemesis share it on the one simulation thread.
+//!
+//! Invariant: a node's [`SimDisk`] outlives every incarnation of the node (kill, power loss and
+//! restart act on the same disk), and a node that failed to start [`START_FAILURES_MAX`] times in
+//! a row stays down until the liveness phase restarts every node.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use madsim::runtime::Handle;
+use madsim::task::NodeId as SimNodeId;
+use odradek_jepsen::history::{HistoryBuilder, Process};
+use odradek_log::SimDisk;
+use odradek_server::config::{Member, ServerConfig};
+use odradek_server::faults::{FaultHooks, RequestHold, ResponseCut, TransportFaults};
+use odradek_server::planted::PlantedBug;
+use odradek_server::Server;
+
+use crate::config::DISK_RESERVE_BYTES;
+
+/// A node that failed to start this many times in a row stays down (e.g. corruption found).
+const START_FAILURES_MAX: u32 = 2;
+
+/// Node `id`'s addresses (ips 10.0.0.id).
+pub fn member(node: u64) -> Member {
+    let ip = IpAddr::from([10, 0, 0, u8::try_from(node).expect("few nodes")]);
+    Member { id: node, peer: SocketAddr::new(ip, 9100), client: SocketAddr::new(ip, 9092) }
+}
+
+/// What happened to a node's last incarnation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeStatus {
+    Starting,
+    Up,
+    /// Stopped by itself (a fatal storage error, a failed start); the nemesis restarts it.
+    Stopped {
+        reason: String,
+        start_failures: u32,
+    },
+}
+
+/// State shared by the nodes, the workload and the nemesis (all on one simulation thread).
+pub struct SimCluster {
+    pub nodes: Vec<u64>,
+    pub disks: BTreeMap<u64, SimDisk>,
+    pub planted_bugs: Vec<PlantedBug>,
+    pub start: tokio::time::Instant,
+    history: Mutex<HistoryBuilder>,
+    process_next: Mutex<Process>,
+    timeline: Mutex<Vec<String>>,
+    pub node_status: Mutex<BTreeMap<u64, NodeStatus>>,
+    /// F-C1: each node's wall clock offset in ms (read at every clock call, so bumps apply live).
+    pub clock_offsets_ms: Arc<Mutex<BTreeMap<u64, i64>>>,
+    /// Nodes F-S3 corrupted: they may rightly refuse to serve a group (R8 b), so R7 skips them.
+    pub corrupted: Mutex<BTreeSet<u64>>,
+    /// Topic segment size, when the plan sets one.
+    pub segment_bytes: Option<u64>,
+    /// F-N6 transport fault layer and F-N8 request hold, shared by every node.
+    pub fault_hooks: FaultHooks,
+}
+
+impl SimCluster {
+    /// Nodes `1..=node_count`, each with a fresh disk seeded from `seed`; the history's clock
+    /// starts now.
+    pub fn new(
+        seed: u64,
+        node_count: usize,
+        planted_bugs: Vec<PlantedBug>,
+        clock_offsets_ms: BTreeMap<u64, i64>,
+        segment_bytes: Option<u64>,
+    ) -> SimCluster {
+        let start = tokio::time::Instant::now();
+        let nodes: Vec<u64> = (1..=node_count as u64).collect();
+        SimCluster {
+            disks: nodes.iter().map(|&node| (node, SimDisk::new(seed ^ node.wrapping_mul(0x9E37_79B9_7F4A_7C15)))).collect(),
+            nodes,
+            planted_bugs,
+            start,
+            history: Mutex::new(HistoryBuilder::new(move || start.elapsed().as_nanos() as u64)),
+            process_next: Mutex::new(0),
+            timeline: Mutex::new(Vec::new()),
+            node_status: Mutex::new(BTreeMap::new()),
+            clock_offsets_ms: Arc::new(Mutex::new(clock_offsets_ms)),
+            corrupted: Mutex::new(BTreeSet::new()),
+            segment_bytes,
+            fault_hooks: FaultHooks {
+                peer_messages: Some(TransportFaults::new(seed ^ 0x7e57_fa17)),
+                request_hold: Some(RequestHold::default()),
+                response_cut: Some(ResponseCut::default()),
+            },
+        }
+    }
+
+    /// Creates one simulated machine per node (ip 10.0.0.node), each running
+    /// [`SimCluster::run_node`] at every (re)start; returns their simulator ids.
+    pub fn start_nodes(self: &Arc<Self>, runtime: &Handle) -> BTreeMap<u64, SimNodeId> {
+        let mut node_ids = BTreeMap::new();
+        for &node in &self.nodes {
+            let cluster = self.clone();
+            let id = runtime
+                .create_node()
+                .name(format!("server-{node}"))
+                .ip(member(node).client.ip())
+                .init(move || cluster.clone().run_node(node))
+                .build()
+                .id();
+            node_ids.insert(node, id);
+        }
+        node_ids
+    }
+
+    pub fn bootstrap(&self) -> Vec<String> {
+        self.nodes.iter().map(|node| member(*node).client.to_string()).collect()
+    }
+
+    pub fn process(&self) -> Process {
+        let mut next = self.process_next.lock().expect("process lock");
+        *next += 1;
+        *next
+    }
+
+    pub fn history(&self) -> MutexGuard<'_, HistoryBuilder> {
+        self.history.lock().expect("history lock")
+    }
+
+    /// Adds a timeline line stamped with the simulated time.
+    pub fn note(&self, line: impl AsRef<str>) {
+        let line = format!("{:>8.3}s  {}", self.start.elapsed().as_secs_f64(), line.as_ref());
+        if std::env::var_os("SIM_DEBUG").is_some() {
+            eprintln!("{line}");
+        }
+        self.timeline.lock().expect("timeline lock").push(line);
+    }
+
+    /// The timeline so far, leaving it empty.
+    pub fn take_timeline(&self) -> Vec<String> {
+        std::mem::take(&mut *self.timeline.lock().expect("timeline lock"))
+    }
+
+    fn set_status(&self, node: u64, status: NodeStatus) {
+        self.node_status.lock().expect("status lock").insert(node, status);
+    }
+
+    /// One incarnation of a server node: its disk as the last crash left it. Returns when the
+    /// node stops by itself; the nemesis then restarts it.
+    async fn run_node(self: Arc<Self>, node: u64) {
+        let mut config = ServerConfig::new(node, "/data", self.nodes.iter().map(|n| member(*n)).collect());
+        config.tick_ms = 50;
+        config.balance_interval_ms = 2_000;
+        config.disk_check_interval_ms = 500;
+        // F-S9 disk full leaves 0..2x this much room: produce is refused with DISK_FULL below it,
+        // and a write that finds no room at all stops the node (it is restarted).
+        config.disk_reserve_bytes = DISK_RESERVE_BYTES;
+        config.planted_bugs = self.planted_bugs.clone();
+        if let Some(bytes) = self.segment_bytes {
+            config.topic_defaults.segment_bytes = bytes;
+        }
+        let offsets_ms = self.clock_offsets_ms.clone();
+        // The simulated wall clock (madsim's, the one the client stamps records with) plus this
+        // node's F-C1 offset. (A fixed base instead once made retention delete every sealed
+        // segment: the records looked 15 months old.)
+        let clock: odradek_server::Clock = Arc::new(move || {
+            let offset_ms = offsets_ms.lock().expect("clock lock").get(&node).copied().unwrap_or(0);
+            odradek_client::clock::wall_clock_ms() + offset_ms
+        });
+        let previous_failures = match self.node_status.lock().expect("status lock").get(&node) {
+            Some(NodeStatus::Stopped { start_failures, .. }) => *start_failures,
+            _ => 0,
+        };
+        self.set_status(node, NodeStatus::Starting);
+        let server = match Server::start_with(config, self.disks[&node].clone(), clock, self.fault_hooks.clone()).await {
+            Ok(server) => server,
+            Err(error) => {
+                self.note(format!("node {node} could not start: {error}"));
+                self.set_status(node, NodeStatus::Stopped { reason: error.to_string(), start_failures: previous_failures + 1 });
+                return;
+            }
+        };
+        if server.is_quarantined() {
+            self.note(format!("node {node} started quarantined (damaged metadata): serving no client, leading no group"));
+        }
+        self.set_status(node, NodeStatus::Up);
+        server.failed().await;
+        self.note(format!("node {node} stopped on a fatal error"));
+        self.set_status(node, NodeStatus::Stopped { reason: "fatal error".into(), start_failures: 0 });
+    }
+
+    /// Nodes that stopped by themselves and may be restarted.
+    pub fn stopped_restartable(&self) -> Vec<u64> {
+        self.stopped_where(|start_failures| start_failures < START_FAILURES_MAX)
+    }
+
+    /// Nodes stopped now, whatever the reason.
+    pub fn stopped(&self) -> Vec<u64> {
+        self.stopped_where(|_| true)
+    }
+
+    /// Nodes that will not come back in this run.
+    pub fn given_up(&self) -> Vec<u64> {
+        self.stopped_where(|start_failures| start_failures >= START_FAILURES_MAX)
+    }
+
+    /// Stopped nodes whose count of failed starts in a row passes `keep`.
+    fn stopped_where(&self, keep: impl Fn(u32) -> bool) -> Vec<u64> {
+        let status = self.node_status.lock().expect("status lock");
+        let stopped = status.iter().filter_map(|(&node, status)| match status {
+            NodeStatus::Stopped { start_failures, .. } => keep(*start_failures).then_some(node),
+            _ => None,
+        });
+        stopped.collect()
+    }
+}

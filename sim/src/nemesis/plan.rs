@@ -1,0 +1,180 @@
+//! What a run's nemesis may inject, as the seed draws it (swarm testing): the fault kinds of
+//! the run's scenario, each on or off with a weight, the quiet times and windows between and of
+//! faults, the initial clock offsets, BUGGIFY, and which one node F-S3 may corrupt. Pure: the
+//! plan is a function of the scenario, the node count and the rng.
+
+use std::collections::BTreeMap;
+
+use rand::rngs::SmallRng;
+use rand::seq::SliceRandom;
+use rand::Rng;
+
+use crate::config::Scenario;
+
+/// One kind of fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FaultKind {
+    Kill,
+    Pause,
+    PowerLoss,
+    PowerLossAll,
+    Isolate,
+    Split,
+    Ring,
+    OneWay,
+    Latency,
+    BitFlip,
+    ReadError,
+    FsyncError,
+    SlowDisk,
+    ClockStep,
+    ClientCut,
+    PauseKill,
+    PartKill,
+    Packets,
+    HoldRequest,
+    DiskFull,
+    ResetResponse,
+}
+
+impl FaultKind {
+    pub const ALL: [FaultKind; 21] = [
+        FaultKind::Kill,
+        FaultKind::Pause,
+        FaultKind::PowerLoss,
+        FaultKind::PowerLossAll,
+        FaultKind::Isolate,
+        FaultKind::Split,
+        FaultKind::Ring,
+        FaultKind::OneWay,
+        FaultKind::Latency,
+        FaultKind::BitFlip,
+        FaultKind::ReadError,
+        FaultKind::FsyncError,
+        FaultKind::SlowDisk,
+        FaultKind::ClockStep,
+        FaultKind::ClientCut,
+        FaultKind::PauseKill,
+        FaultKind::PartKill,
+        FaultKind::Packets,
+        FaultKind::HoldRequest,
+        FaultKind::DiskFull,
+        FaultKind::ResetResponse,
+    ];
+
+    /// The CHECKLISTS ID and a short name, as recorded in the history.
+    pub fn label(self) -> &'static str {
+        match self {
+            FaultKind::Kill => "F-P1 kill",
+            FaultKind::Pause => "F-P2 pause",
+            FaultKind::PowerLoss => "F-P3 power loss",
+            FaultKind::PowerLossAll => "F-P4 power loss of every node",
+            FaultKind::Isolate => "F-N1 isolate",
+            FaultKind::Split => "F-N2 majority split",
+            FaultKind::Ring => "F-N3 majorities ring",
+            FaultKind::OneWay => "F-N5 one-way",
+            FaultKind::Latency => "F-N6 latency",
+            FaultKind::BitFlip => "F-S3 bit flips",
+            FaultKind::ReadError => "F-S6 read errors",
+            FaultKind::FsyncError => "F-S8 fsync errors",
+            FaultKind::SlowDisk => "F-S9 slow disk",
+            FaultKind::ClockStep => "F-C1 clock step",
+            FaultKind::ClientCut => "F-N9 client cut off",
+            FaultKind::PauseKill => "F-P5 pause-kill",
+            FaultKind::PartKill => "F-P6 part-kill",
+            FaultKind::Packets => "F-N6 packet loss, duplication, reordering",
+            FaultKind::HoldRequest => "F-N8 one request held",
+            FaultKind::DiskFull => "F-S9 disk full",
+            FaultKind::ResetResponse => "F-N9 connection reset before the answer",
+        }
+    }
+
+    fn scenarios(self) -> &'static [Scenario] {
+        use Scenario::*;
+        match self {
+            FaultKind::Kill | FaultKind::Pause | FaultKind::PowerLoss | FaultKind::PowerLossAll | FaultKind::PauseKill => &[Swarm, Crash],
+            FaultKind::Isolate
+            | FaultKind::Split
+            | FaultKind::Ring
+            | FaultKind::OneWay
+            | FaultKind::Latency
+            | FaultKind::ClientCut
+            | FaultKind::PartKill
+            | FaultKind::Packets
+            | FaultKind::HoldRequest
+            | FaultKind::ResetResponse => &[Swarm, Network],
+            FaultKind::BitFlip | FaultKind::ReadError | FaultKind::FsyncError | FaultKind::SlowDisk | FaultKind::DiskFull => &[Swarm, Disk],
+            FaultKind::ClockStep => &[Swarm],
+        }
+    }
+}
+
+/// What the seed drew for a run.
+#[derive(Clone, Debug, Default)]
+pub struct FaultPlan {
+    /// Enabled kinds with their weights.
+    pub kinds: Vec<(FaultKind, u32)>,
+    /// Quiet time between faults and fault length, ms ranges.
+    pub quiet_ms: (u64, u64),
+    pub window_ms: (u64, u64),
+    /// F-C1: initial wall-clock offsets per node (ms).
+    pub clock_offsets_ms: BTreeMap<u64, i64>,
+    pub buggify: bool,
+    /// The only node F-S3 may corrupt.
+    pub corruptible_node: u64,
+    /// Topic segment size when F-S3 is on: small, so sealed segments (its targets) exist.
+    pub segment_bytes: Option<u64>,
+}
+
+impl FaultPlan {
+    pub fn describe(&self) -> String {
+        let kinds: Vec<String> = self.kinds.iter().map(|(kind, weight)| format!("{}×{weight}", kind.label())).collect();
+        format!(
+            "faults [{}], quiet {:?} ms, windows {:?} ms, clock offsets {:?}, buggify {}{}",
+            kinds.join(", "),
+            self.quiet_ms,
+            self.window_ms,
+            self.clock_offsets_ms,
+            if self.buggify { "on" } else { "off" },
+            self.segment_bytes.map(|bytes| format!(", segments of {bytes} bytes")).unwrap_or_default()
+        )
+    }
+}
+
+/// Draws the run's fault plan (swarm: a random subset of the scenario's kinds, random weights).
+pub fn draw_plan(scenario: Scenario, nodes: usize, rng: &mut SmallRng) -> FaultPlan {
+    let mut plan = FaultPlan {
+        quiet_ms: (rng.gen_range(200..800), rng.gen_range(1_000..3_000)),
+        window_ms: (rng.gen_range(200..600), rng.gen_range(1_000..3_000)),
+        corruptible_node: rng.gen_range(1..=nodes as u64),
+        ..FaultPlan::default()
+    };
+    if scenario == Scenario::Calm {
+        return plan;
+    }
+    let candidates: Vec<FaultKind> = FaultKind::ALL
+        .into_iter()
+        .filter(|kind| kind.scenarios().contains(&scenario))
+        .filter(|kind| *kind != FaultKind::Ring || nodes >= 5)
+        .collect();
+    for kind in &candidates {
+        // Each kind is on with probability 1/2 (2/3 outside the swarm), weighted 1..=4.
+        let on = if scenario == Scenario::Swarm { rng.gen_bool(0.5) } else { rng.gen_bool(0.67) };
+        if on {
+            plan.kinds.push((*kind, rng.gen_range(1..=4)));
+        }
+    }
+    if plan.kinds.is_empty() {
+        plan.kinds.push((*candidates.choose(rng).expect("every scenario but calm has kinds"), 1));
+    }
+    if scenario == Scenario::Swarm {
+        if rng.gen_bool(0.3) {
+            plan.clock_offsets_ms = (1..=nodes as u64).map(|node| (node, rng.gen_range(-300_000..=300_000))).collect();
+        }
+        plan.buggify = rng.gen_bool(0.3);
+    }
+    if plan.kinds.iter().any(|(kind, _)| *kind == FaultKind::BitFlip) {
+        plan.segment_bytes = Some(rng.gen_range(4..=32) * 1024);
+    }
+    plan
+}
