@@ -10,6 +10,7 @@
 //! - [`cluster`]: the metadata cache and connection pool every API shares, with retries;
 //! - [`partitioner`]: Kafka-compatible key hashing (murmur2) and sticky keyless partitioning;
 //! - [`producer`], [`consumer`], [`admin`]: the APIs;
+//! - [`group`]: consumer groups (the ConsumerProtocol codec and the classic assignors so far);
 //! - [`error`]: [`ClientError`], which always says whether a failure is definite (certainly
 //!   no effect) or indefinite (maybe applied);
 //! - [`clock`]: the only reader of the wall clock (record timestamps).
@@ -43,6 +44,7 @@ pub mod cluster;
 pub mod connection;
 pub mod consumer;
 pub mod error;
+pub mod group;
 pub mod partitioner;
 pub mod producer;
 pub mod wire;
