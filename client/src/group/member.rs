@@ -9,7 +9,9 @@
 //! The change protocol between a machine and the consumer that applies its changes:
 //! - the machine queues changes (assigned / revoked / lost), in the order they must be applied;
 //! - the consumer takes them ([`GroupMember::take_changes`]), runs its callbacks and moves its
-//!   positions, then reports them applied ([`GroupMember::changes_applied`]);
+//!   positions, then reports them applied ([`GroupMember::changes_applied`]); a consumer
+//!   interrupted in between (a cancelled poll) is handed the same changes again, so applying
+//!   one twice must do no harm;
 //! - only then does the machine count the partitions as owned or released, so a partition is
 //!   never reported released (in a JoinGroup's owned list, a consumer heartbeat's `owned`) before
 //!   the consumer stopped reading it, and never reported owned before it started.
@@ -127,8 +129,9 @@ pub trait GroupMember: Send + std::fmt::Debug {
     fn set_subscription(&mut self, topics: BTreeSet<String>);
     /// The application polled: the member is alive (see `max_poll_interval_ms`).
     fn polled(&mut self, now_ms: u64);
-    /// Hands out the queued changes; the caller applies them in order, then calls
-    /// [`changes_applied`](Self::changes_applied). Empty while earlier ones are unapplied.
+    /// Hands out every change not applied yet, in order (those handed out before included: a
+    /// caller interrupted while applying them applies them again); the caller applies them,
+    /// then calls [`changes_applied`](Self::changes_applied).
     fn take_changes(&mut self) -> Vec<AssignmentChange>;
     /// The changes last taken are applied.
     fn changes_applied(&mut self, now_ms: u64);
@@ -259,11 +262,10 @@ impl Changes {
         self.queued.is_empty() && self.taken.is_empty()
     }
 
+    /// Every change not applied yet: those handed out before (again: a caller interrupted while
+    /// applying them applies them again, so applying must be idempotent) and the queued ones.
     pub(crate) fn take(&mut self) -> Vec<AssignmentChange> {
-        if !self.taken.is_empty() {
-            return Vec::new();
-        }
-        self.taken = std::mem::take(&mut self.queued);
+        self.taken.append(&mut self.queued);
         self.taken.clone()
     }
 
