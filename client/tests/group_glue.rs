@@ -73,6 +73,9 @@ struct FakeCluster {
     member_next: u32,
     /// Consumer-protocol leaves (member id, epoch).
     leaves: Vec<(String, i32)>,
+    /// The topics of the last consumer-protocol heartbeat, and its instance id.
+    subscribed: Vec<String>,
+    instance_id: String,
     /// Classic: the generation, and the last SyncGroup's assignments.
     generation: i32,
     classic_assignments: BTreeMap<String, Vec<u8>>,
@@ -417,6 +420,8 @@ fn consumer_heartbeat(cluster: &mut FakeCluster, request: &Request, heartbeat: &
         answer.member_epoch = heartbeat.member_epoch;
         return respond(request, ResponseBody::consumer_group_heartbeat(answer));
     }
+    cluster.subscribed = heartbeat.subscribed_topics.to_vec();
+    cluster.instance_id = heartbeat.group_instance_id.clone();
     let member_id = if heartbeat.member_id.is_empty() {
         cluster.member_next += 1;
         format!("member-{}", cluster.member_next)
@@ -818,6 +823,29 @@ async fn admin_lists_describes_resets_and_deletes_groups() {
         consumer.close().await.unwrap();
         admin.delete_group(GROUP).await.unwrap();
         assert!(admin.list_group_offsets(GROUP).await.unwrap().is_empty());
+    })
+    .await;
+}
+
+#[cfg(not(madsim))]
+#[tokio::test]
+async fn a_pattern_subscription_resolves_against_metadata_and_a_static_member_leaves_temporarily() {
+    bounded(async {
+        let fake = Fake::start().await;
+        let bootstrap = fake.bootstrap();
+        let config = ConsumerConfig { group_instance_id: Some("instance-7".into()), ..config(GroupProtocol::Consumer) };
+        let mut consumer = Consumer::new(&[bootstrap.as_str()], config).unwrap();
+        assert!(consumer.subscribe_pattern("(unclosed").is_err());
+        consumer.subscribe_pattern("t|other-.*").unwrap();
+        assert!(consumer.assign(vec![(TOPIC.to_string(), 0)]).is_err(), "a subscribed consumer is assigned by its group");
+        poll_until(&mut consumer, |_, consumer| consumer.assignment().len() == 4).await;
+        assert_eq!(
+            fake.with(|cluster| (cluster.subscribed.clone(), cluster.instance_id.clone())),
+            (vec![TOPIC.to_string()], "instance-7".to_string())
+        );
+        let member_id = consumer.group_member().unwrap().member_id;
+        consumer.close().await.unwrap();
+        assert_eq!(fake.with(|cluster| cluster.leaves.clone()), [(member_id, -2)], "a static member leaves with epoch -2");
     })
     .await;
 }
