@@ -334,7 +334,9 @@ impl Consumer {
             return tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), self.next_answers()).await.ok();
         };
         let fetches = &mut self.fetches;
+        // Biased (fetch answers first): a simulation replays the same branch order.
         tokio::select! {
+            biased;
             outcomes = tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), next_answers(fetches)) => outcomes.ok(),
             _ = session.changed() => None,
         }

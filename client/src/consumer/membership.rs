@@ -258,7 +258,8 @@ impl Consumer {
     }
 
     /// Joins the group (`group_id`) subscribed to `topics`, or changes the subscription. The
-    /// assignment arrives in later polls. Fails if partitions were assigned by hand.
+    /// assignment arrives in later polls. Fails if partitions were assigned by hand. Call it
+    /// inside the runtime: it spawns the member's heartbeat task.
     pub fn subscribe<I, S>(&mut self, topics: I) -> Result<()>
     where
         I: IntoIterator<Item = S>,

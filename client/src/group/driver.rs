@@ -58,6 +58,8 @@ struct State {
     subscription: Subscription,
     /// Set by the dropped session: the task ends at its next wake-up.
     stopped: bool,
+    /// A new pattern: resolve it before the next step rather than at the next refresh.
+    resolve_now: bool,
 }
 
 struct Shared {
@@ -100,7 +102,7 @@ impl GroupSession {
         config: DriverConfig,
     ) -> GroupSession {
         let shared = Arc::new(Shared {
-            state: Mutex::new(State { member, subscription, stopped: false }),
+            state: Mutex::new(State { member, subscription, stopped: false, resolve_now: false }),
             wake_task: Notify::new(),
             wake_consumer: Notify::new(),
             started: Instant::now(),
@@ -116,8 +118,9 @@ impl GroupSession {
 
     pub fn set_subscription(&self, subscription: Subscription) {
         self.shared.with(|state| {
-            if let Subscription::Topics(topics) = &subscription {
-                state.member.set_subscription(topics.clone());
+            match &subscription {
+                Subscription::Topics(topics) => state.member.set_subscription(topics.clone()),
+                Subscription::Pattern(_) => state.resolve_now = true,
             }
             state.subscription = subscription;
         });
@@ -182,7 +185,8 @@ async fn run(shared: Arc<Shared>, coordinator: Arc<Coordinator>, config: DriverC
     let needs_resolving = shared.with(|state| matches!(state.subscription, Subscription::Pattern(_)));
     let mut refresh_at = if needs_resolving { Instant::now() } else { Instant::now() + config.metadata_refresh_interval };
     loop {
-        if Instant::now() >= refresh_at {
+        let resolve_now = shared.with(|state| std::mem::take(&mut state.resolve_now));
+        if resolve_now || Instant::now() >= refresh_at {
             refresh(&shared, &coordinator).await;
             refresh_at = Instant::now() + config.metadata_refresh_interval;
         }
@@ -217,9 +221,11 @@ async fn run(shared: Arc<Shared>, coordinator: Arc<Coordinator>, config: DriverC
                     return;
                 }
                 let until = until_ms.map(|ms| shared.started + Duration::from_millis(ms)).unwrap_or(refresh_at).min(refresh_at);
+                // Biased (inputs first): a simulation replays the same branch order.
                 tokio::select! {
-                    _ = tokio::time::sleep_until(until) => {}
+                    biased;
                     _ = shared.wake_task.notified() => {}
+                    _ = tokio::time::sleep_until(until) => {}
                 }
                 continue;
             }
