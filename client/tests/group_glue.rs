@@ -821,7 +821,9 @@ async fn admin_lists_describes_resets_and_deletes_groups() {
         assert_eq!(error.code(), Some(ErrorCode::NON_EMPTY_GROUP));
         assert_eq!(admin.delete_group(GROUP).await.unwrap_err().code(), Some(ErrorCode::NON_EMPTY_GROUP));
         consumer.close().await.unwrap();
-        admin.delete_group(GROUP).await.unwrap();
+        let deleted = admin.delete_groups(&[GROUP]).await;
+        assert_eq!(deleted.len(), 1);
+        deleted[0].1.as_ref().unwrap();
         assert!(admin.list_group_offsets(GROUP).await.unwrap().is_empty());
     })
     .await;

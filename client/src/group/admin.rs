@@ -195,6 +195,24 @@ impl Admin {
         }
     }
 
+    /// [`describe_group`](Self::describe_group) for each of `groups`, in order.
+    pub async fn describe_groups(&self, groups: &[&str]) -> Vec<(String, Result<GroupDescription>)> {
+        let mut described = Vec::with_capacity(groups.len());
+        for group in groups {
+            described.push((group.to_string(), self.describe_group(group).await));
+        }
+        described
+    }
+
+    /// [`delete_group`](Self::delete_group) for each of `groups`, in order.
+    pub async fn delete_groups(&self, groups: &[&str]) -> Vec<(String, Result<()>)> {
+        let mut deleted = Vec::with_capacity(groups.len());
+        for group in groups {
+            deleted.push((group.to_string(), self.delete_group(group).await));
+        }
+        deleted
+    }
+
     /// Every committed offset of `group`.
     pub async fn list_group_offsets(&self, group: &str) -> Result<BTreeMap<TopicPartition, u64>> {
         let coordinator = self.coordinator(group)?;
