@@ -38,11 +38,14 @@
 //!   record that existed, since f did, was skipped); f < s is reported and counted (re-delivery);
 //!   a failed poll does not end the wait (a definite failure moved nothing).
 //! * **C4 auto-commit of polled records only.** Each `auto` commit's offset o for k (whatever
-//!   its outcome: the client chose it) needs, before the commit was invoked, an ok poll by the
-//!   same consumer that returned offset o − 1 of k, or a start position o for k. The consumer is
-//!   the commit's member id (an auto-commit sent inside a poll is recorded by a companion process
-//!   with the member's id) and the committing process. The current poll has not completed when
-//!   the commit is invoked, so its records never explain it.
+//!   its outcome: the client chose it) must not exceed, when the commit was invoked, the
+//!   consumer's position in its current assignment of k: the start position, or one past the
+//!   last record an ok poll returned since. The consumer is the commit's member id (an
+//!   auto-commit sent inside a poll is recorded by a companion process with the member's id) and
+//!   the committing process; an assignment without a start position allows any offset. The
+//!   current poll has not completed when the commit is invoked, so its records never count, nor
+//!   do records returned under an earlier assignment of the key (re-delivered ones must be
+//!   returned again before they are committed again).
 //! * **C5 stale commits refused.** An ok commit sent with generation / member epoch e fails if,
 //!   before it was invoked, an ok rebalance had given e' > e: to any member of the group for the
 //!   classic protocol (the generation is group-wide), to the same member for the consumer

@@ -156,14 +156,17 @@ pub(crate) struct GroupIndex<'h> {
     pub drain_index: Option<u64>,
     pub stats: GroupStats,
     processes: BTreeMap<Process, ProcessState<'h>>,
-    /// Records returned per consumer (C4).
-    polled: BTreeMap<Consumer<'h>, BTreeSet<(Key, Offset)>>,
-    /// Start positions chosen per consumer (C4).
-    starts: BTreeMap<Consumer<'h>, BTreeSet<(Key, Offset)>>,
+    /// C4: per consumer and key it holds, the furthest offset it may commit: the start position
+    /// of its current assignment of the key, or one past the last record returned since
+    /// (`u64::MAX` if the assignment named no start).
+    positions: BTreeMap<(Consumer<'h>, Key), Offset>,
     /// C5: classic, per group: (newest generation given, op); consumer, per (group, member).
     classic_given: BTreeMap<&'h str, (u64, u64)>,
     member_given: BTreeMap<(&'h str, &'h str), (u64, u64)>,
     member_protocol: BTreeMap<(&'h str, &'h str), GroupProtocol>,
+    /// (group, member id) → the process whose rebalances carry it (a companion process's
+    /// commits count as its member's evidence).
+    member_process: BTreeMap<(&'h str, &'h str), Process>,
     groups: BTreeSet<&'h str>,
 }
 
@@ -201,6 +204,13 @@ impl<'h> GroupIndex<'h> {
             interval.end_invoke = u64::MAX;
         }
         index.deliveries.sort_unstable();
+        // A companion process's commits join its member's lists out of invoke order.
+        for lives in index.liveness.values_mut() {
+            lives.sort_by_key(|l| l.invoke);
+        }
+        for fences in index.fences.values_mut() {
+            fences.sort_unstable();
+        }
         index.stats.groups = index.groups.len() as u64;
         index.stats.members = index.processes.values().filter(|s| s.group.is_some()).count() as u64;
         for c in &index.commits {
@@ -255,17 +265,12 @@ impl<'h> GroupIndex<'h> {
         }
     }
 
-    /// C4: the offsets of an auto commit that the committing consumer had not been returned the
-    /// record before (o − 1), nor chosen as a start position.
+    /// C4: the offsets of an auto commit beyond what the committing consumer had been returned
+    /// (or started at) in its current assignment of the key, when the commit was invoked.
     fn unexplained(&self, process: Process, commit: &'h Commit) -> Vec<(Key, Offset)> {
         let member = commit.member.as_deref().map(|m| Consumer::Member(&commit.group, m));
         let consumers: Vec<Consumer> = member.into_iter().chain(self.consumers(process).into_iter().flatten()).collect();
-        let explained = |key: Key, offset: Offset| {
-            consumers.iter().any(|c| {
-                let polled = offset.checked_sub(1).is_some_and(|o| self.polled.get(c).is_some_and(|p| p.contains(&(key, o))));
-                polled || self.starts.get(c).is_some_and(|s| s.contains(&(key, offset)))
-            })
-        };
+        let explained = |key: Key, offset: Offset| consumers.iter().any(|c| self.positions.get(&(*c, key)).is_some_and(|&p| offset <= p));
         commit.offsets.iter().map(|(&k, &o)| (k, o)).filter(|&(k, o)| !explained(k, o)).collect()
     }
 
@@ -303,12 +308,14 @@ impl<'h> GroupIndex<'h> {
                     OpType::Fail => Outcome::Fail,
                     _ => Outcome::Indeterminate,
                 };
+                let owner = asked.member.as_deref().and_then(|m| self.member_process.get(&(asked.group.as_str(), m)));
+                let owner = owner.copied().unwrap_or(op.process);
                 if op.kind == OpType::Fail && c.error.as_deref().is_some_and(is_fencing_error) {
-                    self.fences.entry(op.process).or_default().push(op.index);
+                    self.fences.entry(owner).or_default().push(op.index);
                 }
                 if let (OpType::Ok, Some(member)) = (op.kind, asked.member.as_deref()) {
                     let liveness = Liveness { invoke: invoke.index, complete: op.index, member, epoch: None };
-                    self.liveness.entry(op.process).or_default().push(liveness);
+                    self.liveness.entry(owner).or_default().push(liveness);
                 }
             }
             (OpValue::FetchCommitted(asked), OpValue::FetchCommitted(f)) if op.kind == OpType::Ok => {
@@ -331,8 +338,11 @@ impl<'h> GroupIndex<'h> {
                     let held = state.owned.contains_key(&key);
                     for &(offset, value) in records {
                         self.deliveries.push(Delivery { group, key, offset, complete: op.index, value, held });
+                    }
+                    if let Some(&(last, _)) = records.last() {
                         for c in consumers.iter().flatten() {
-                            self.polled.entry(*c).or_default().insert((key, offset));
+                            let position = self.positions.entry((*c, key)).or_insert(last + 1);
+                            *position = (*position).max(last + 1);
                         }
                     }
                     if let (Some(id), Some(&(first, _))) = (state.awaiting.remove(&key), records.first()) {
@@ -362,8 +372,11 @@ impl<'h> GroupIndex<'h> {
             state.member = r.member.as_deref();
         }
         state.epoch = r.epoch.or(epoch_before);
-        if let (Some(member), Some(protocol)) = (r.member.as_deref(), r.protocol) {
-            self.member_protocol.insert((&r.group, member), protocol);
+        if let Some(member) = r.member.as_deref() {
+            self.member_process.insert((&r.group, member), process);
+            if let Some(protocol) = r.protocol {
+                self.member_protocol.insert((&r.group, member), protocol);
+            }
         }
         let state = self.processes.get_mut(&process).expect("the invoke created it");
         for (key, kind) in r.revoked.iter().map(|k| (*k, EndKind::Revoked)).chain(r.lost.iter().map(|k| (*k, EndKind::Lost))) {
@@ -419,8 +432,12 @@ impl<'h> GroupIndex<'h> {
         }
         let owned: Vec<Key> = state.owned.keys().copied().collect();
         for c in self.consumers(process).into_iter().flatten() {
-            let starts = self.starts.entry(c).or_default();
-            starts.extend(r.start.iter().map(|(&k, s)| (k, s.offset)));
+            for k in r.revoked.iter().chain(&r.lost) {
+                self.positions.remove(&(c, *k));
+            }
+            for &k in &r.assigned {
+                self.positions.insert((c, k), r.start.get(&k).map_or(u64::MAX, |s| s.offset));
+            }
         }
         let (Some(epoch), false) = (r.epoch, fenced) else { return };
         if let Some(member) = r.member.as_deref() {
@@ -470,7 +487,6 @@ impl<'h> GroupIndex<'h> {
         }
         state.awaiting.clear();
         state.open_commit = None;
-        self.polled.remove(&Consumer::Process(process));
-        self.starts.remove(&Consumer::Process(process));
+        self.positions.retain(|(c, _), _| *c != Consumer::Process(process));
     }
 }
