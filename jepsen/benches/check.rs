@@ -108,4 +108,6 @@ fn groups() {
     println!("generate: {generate_s:.2} s");
     println!("check: {check_s:.2} s wall, {check_cpu_s:.2} s CPU ({:.0} ops/s wall)", verdict.stats.ops as f64 / check_s);
     println!("load average: {}", std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim());
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    println!("peak resident memory of the bench: {}", status.lines().find(|l| l.starts_with("VmHWM")).unwrap_or("VmHWM unknown"));
 }
