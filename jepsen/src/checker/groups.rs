@@ -71,7 +71,8 @@
 //! rebalance that assigns, revokes or loses a key restarts the key's position (C3 checks it).
 //!
 //! Cost: one pass over the history ([`index`]), sorts of the deliveries and commits, and the C1
-//! search per (group, key); a million-op group history checks in seconds (see the model test).
+//! search per (group, key). `cargo bench --bench check`: a 1.13M-op group-model history (4
+//! groups, 8 keys, 113k ok commits, 1.2M deliveries) checks in 2.9 s CPU with the log checks.
 
 mod delivery;
 mod index;
