@@ -39,11 +39,12 @@ use crate::error::{ClientError, Result};
 use crate::group::assignor::Assignor;
 use crate::group::classic::ClassicMember;
 use crate::group::coordinator::Coordinator;
-use crate::group::driver::{self, DriverConfig, GroupSession, Subscription};
+use crate::group::driver::{self, DriverConfig, GroupSession, MemberView, Subscription};
 use crate::group::kip848::ConsumerMember;
 use crate::group::member::{AssignmentChange, ChangeKind, CommitIdentity, GroupMember, MemberConfig};
 use crate::group::offsets::{self, CommitOutcome};
 use crate::group::TopicPartition;
+use crate::wire::proto::ErrorCode;
 
 /// Most events kept in the group event log before the oldest are dropped.
 pub const GROUP_EVENTS_MAX: usize = 65_536;
@@ -136,6 +137,9 @@ impl Future for CommitHandle {
 
 struct CommitJob {
     identity: Option<CommitIdentity>,
+    /// The member (none for a commit outside a generation): a commit refused only because the
+    /// member's epoch moved on meanwhile is sent again with the new one (see `run_commits`).
+    member: Option<MemberView>,
     offsets: BTreeMap<TopicPartition, u64>,
     automatic: bool,
     reply: oneshot::Sender<Result<CommitOutcome>>,
@@ -207,6 +211,22 @@ fn member_config(config: &ConsumerConfig, group: &str) -> MemberConfig {
 }
 
 /// The commit queue's task: one commit at a time, in issue order.
+/// Times one commit is sent again because the member's epoch moved on while it was queued.
+const COMMIT_EPOCH_RETRIES_MAX: u32 = 4;
+
+/// The identity to send a commit again with, when the coordinator refused it only because the
+/// consumer-protocol member's epoch moved on (STALE_MEMBER_EPOCH, a definite error: nothing was
+/// committed) and the member, under the same id, still owns every partition of the commit. The
+/// newer epoch is then as legitimate as the old one was (Kafka's consumer does the same); a
+/// partition that moved away is never committed under the new epoch.
+fn renewed_identity(job: &CommitJob, result: &Result<()>) -> Option<CommitIdentity> {
+    let Err(ClientError::Server { code: ErrorCode::STALE_MEMBER_EPOCH, .. }) = result else { return None };
+    let (Some(sent), Some(member)) = (&job.identity, &job.member) else { return None };
+    let (Some(now), owned) = member.current() else { return None };
+    let keeps_all = job.offsets.keys().all(|partition| owned.contains(partition));
+    (now.member_id == sent.member_id && now.epoch > sent.epoch && keeps_all).then_some(now)
+}
+
 async fn run_commits(
     coordinator: Arc<Coordinator>,
     config: ConsumerConfig,
@@ -214,17 +234,25 @@ async fn run_commits(
     mut jobs: mpsc::Receiver<CommitJob>,
     done: oneshot::Sender<()>,
 ) {
-    while let Some(job) = jobs.recv().await {
+    while let Some(mut job) = jobs.recv().await {
         let deadline = Instant::now() + config.cluster.operation_timeout;
-        let result = offsets::commit(
-            &coordinator,
-            job.identity.as_ref(),
-            config.group_instance_id.as_deref(),
-            &job.offsets,
-            config.cluster.connection.request_timeout,
-            deadline,
-        )
-        .await;
+        let mut attempts = 0;
+        let result = loop {
+            let result = offsets::commit(
+                &coordinator,
+                job.identity.as_ref(),
+                config.group_instance_id.as_deref(),
+                &job.offsets,
+                config.cluster.connection.request_timeout,
+                deadline,
+            )
+            .await;
+            attempts += 1;
+            match (&result, renewed_identity(&job, &result)) {
+                (Err(_), Some(identity)) if attempts < COMMIT_EPOCH_RETRIES_MAX => job.identity = Some(identity),
+                _ => break result,
+            }
+        };
         let (member_id, epoch) = job.identity.map(|identity| (identity.member_id, identity.epoch)).unwrap_or((String::new(), -1));
         let outcome = CommitOutcome {
             group: coordinator.group().to_string(),
@@ -411,7 +439,8 @@ impl Consumer {
             tokio::spawn(run_commits(group.coordinator.clone(), config, group.log.clone(), jobs, done));
             sender
         });
-        sender.try_send(CommitJob { identity, offsets, automatic, reply }).map_err(|error| {
+        let member = group.session.as_ref().map(GroupSession::view);
+        sender.try_send(CommitJob { identity, member, offsets, automatic, reply }).map_err(|error| {
             let job = error.into_inner();
             (job.reply, ClientError::InvalidArgument(format!("{COMMITS_QUEUED_MAX} commits already queued")))
         })

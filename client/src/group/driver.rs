@@ -173,6 +173,26 @@ impl GroupSession {
     }
 }
 
+/// What the commit task may read of a running member: its identity and what it owns now.
+#[derive(Clone)]
+pub struct MemberView {
+    shared: Arc<Shared>,
+}
+
+impl MemberView {
+    /// The member's identity for commits now (`None` while joining) and the partitions it owns.
+    pub fn current(&self) -> (Option<CommitIdentity>, BTreeSet<TopicPartition>) {
+        self.shared.with(|state| (state.member.commit_identity(), state.member.owned().clone()))
+    }
+}
+
+impl GroupSession {
+    /// A view of this member for another task.
+    pub fn view(&self) -> MemberView {
+        MemberView { shared: self.shared.clone() }
+    }
+}
+
 impl Drop for GroupSession {
     fn drop(&mut self) {
         self.shared.with(|state| state.stopped = true);
