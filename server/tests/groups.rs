@@ -262,6 +262,21 @@ fn sync(group: &str, member_id: &str, generation: i32, assignments: &[(&str, &[u
     })
 }
 
+/// A ConsumerProtocol assignment of partitions of topic "t" (the client's codec).
+fn consumer_assignment(version: i16, partitions: &[u32]) -> Vec<u8> {
+    use odradek_client::group::protocol::{Assignment, TopicPartitions};
+    let topics = vec![TopicPartitions { topic: "t".into(), partitions: partitions.to_vec() }];
+    Assignment { version, partitions: topics, user_data: None }.encode().unwrap()
+}
+
+fn describe(group: &str) -> wire::Request {
+    request_with(8, |r| {
+        let mut describe = wire::DescribeGroupsRequest::new();
+        describe.groups.push(group.into());
+        r.set_describe_groups(describe);
+    })
+}
+
 fn classic_heartbeat(group: &str, member_id: &str, generation: i32) -> wire::Request {
     request_with(7, |r| {
         let mut beat = wire::HeartbeatRequest::new();
@@ -308,11 +323,32 @@ fn classic_members_rebalance_through_join_and_sync() {
     let (entry_f, follower_id) = (entry.clone(), follower.member_id.clone());
     let waiting = std::thread::spawn(move || call_coordinator(&entry_f, "c", &sync("c", &follower_id, generation, &[])));
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let assignments: [(&str, &[u8]); 2] = [(&leader.member_id, b"leader-part"), (&follower.member_id, b"follower-part")];
+    // Bytes that are no ConsumerProtocol assignment are refused, definitely, naming the member.
+    let garbage: [(&str, &[u8]); 1] = [(&follower.member_id, b"follower-part")];
+    let refused = call_coordinator(&entry, "c", &sync("c", &leader.member_id, generation, &garbage));
+    assert_eq!(refused.error, ErrorCode::INVALID_REQUEST, "{refused:?}");
+    assert!(refused.error_message.contains(&follower.member_id), "{refused:?}");
+    let (leader_part, follower_part) = (consumer_assignment(0, &[0]), consumer_assignment(3, &[1]));
+    let assignments: [(&str, &[u8]); 2] = [(&leader.member_id, &leader_part), (&follower.member_id, &follower_part)];
     let led = call_coordinator(&entry, "c", &sync("c", &leader.member_id, generation, &assignments));
-    assert_eq!(led.get_sync_group().assignment, b"leader-part".to_vec(), "{led:?}");
+    assert_eq!(led.get_sync_group().assignment, leader_part, "{led:?}");
     let followed = waiting.join().unwrap();
-    assert_eq!(followed.get_sync_group().assignment, b"follower-part".to_vec(), "{followed:?}");
+    assert_eq!(followed.get_sync_group().assignment, follower_part, "{followed:?}");
+    // The coordinator knows who owns what (decoded from the assignments).
+    let described = call_coordinator(&entry, "c", &describe("c"));
+    let owners: BTreeSet<(String, String, u32)> = described.get_describe_groups().groups[0]
+        .members
+        .iter()
+        .flat_map(|member| {
+            member
+                .assignment
+                .iter()
+                .flat_map(move |entry| entry.partitions.iter().map(move |p| (member.member_id.clone(), entry.topic.clone(), *p)))
+        })
+        .collect();
+    let expected: BTreeSet<(String, String, u32)> =
+        [(leader.member_id.clone(), "t".to_string(), 0), (follower.member_id.clone(), "t".to_string(), 1)].into_iter().collect();
+    assert_eq!(owners, expected, "{described:?}");
     assert_eq!(call_coordinator(&entry, "c", &classic_heartbeat("c", &leader.member_id, generation)).error, ErrorCode::NONE);
     assert_eq!(call_coordinator(&entry, "c", &commit("c", &follower.member_id, generation, &[("t", 1, 3)])).error, ErrorCode::NONE);
 

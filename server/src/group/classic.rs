@@ -37,8 +37,9 @@ pub enum Phase {
     #[default]
     Stable,
     /// Members are (re)joining; the next generation is written when all of `expected` joined or
-    /// at `deadline_ms`.
-    Preparing { deadline_ms: i64, joined: BTreeMap<String, Member>, expected: Vec<String> },
+    /// at `deadline_ms`. `protocol_type` is the group's (the first joiner's, in an empty group):
+    /// the next generation carries it.
+    Preparing { deadline_ms: i64, joined: BTreeMap<String, Member>, expected: Vec<String>, protocol_type: String },
 }
 
 /// A JoinGroup as the coordinator sees it.
@@ -98,13 +99,17 @@ fn validate(membership: &Membership, phase: &Phase, request: &JoinRequest) -> Re
     if membership.kind == Some(GroupKind::Consumer) && !membership.members.is_empty() {
         return Err(GroupError::InconsistentGroupProtocol("the group uses the consumer protocol; use ConsumerGroupHeartbeat".into()));
     }
-    let others: Vec<&Member> = match phase {
-        Phase::Preparing { joined, .. } => joined.values().filter(|member| member.member_id != request.member_id).collect(),
-        Phase::Stable => membership.members.values().filter(|member| member.member_id != request.member_id).collect(),
+    let (others, protocol_type): (Vec<&Member>, &str) = match phase {
+        Phase::Preparing { joined, protocol_type, .. } => {
+            (joined.values().filter(|member| member.member_id != request.member_id).collect(), protocol_type)
+        }
+        Phase::Stable => {
+            (membership.members.values().filter(|member| member.member_id != request.member_id).collect(), &membership.protocol_type)
+        }
     };
     if let Some(other) = others.first() {
-        if membership.protocol_type != request.protocol_type && !membership.protocol_type.is_empty() {
-            return Err(GroupError::InconsistentGroupProtocol(format!("the group's protocol type is {:?}", membership.protocol_type)));
+        if protocol_type != request.protocol_type && !protocol_type.is_empty() {
+            return Err(GroupError::InconsistentGroupProtocol(format!("the group's protocol type is {protocol_type:?}")));
         }
         let common =
             request.protocols.iter().any(|protocol| others.iter().all(|member| member.protocols.iter().any(|p| p.name == protocol.name)));
@@ -178,9 +183,21 @@ pub fn join(
                     membership.members.values().map(|m| m.rebalance_timeout_ms).max().unwrap_or(0).max(request.rebalance_timeout_ms),
                 )
         };
-        *phase = Phase::Preparing { deadline_ms, joined: BTreeMap::new(), expected: membership.members.keys().cloned().collect() };
+        let protocol_type =
+            if membership.protocol_type.is_empty() { request.protocol_type.clone() } else { membership.protocol_type.clone() };
+        *phase = Phase::Preparing {
+            deadline_ms,
+            joined: BTreeMap::new(),
+            expected: membership.members.keys().cloned().collect(),
+            protocol_type,
+        };
     }
-    let Phase::Preparing { joined, deadline_ms, .. } = phase else { unreachable!("preparing") };
+    let Phase::Preparing { joined, deadline_ms, protocol_type, .. } = phase else { unreachable!("preparing") };
+    if joined.is_empty() && membership.members.is_empty() {
+        // The first joiner of an empty group sets its protocol type (validated against it above
+        // once anyone has joined).
+        protocol_type.clone_from(&request.protocol_type);
+    }
     if !joined.contains_key(&member_id) && joined.len() >= MEMBERS_PER_GROUP_MAX {
         return Err(GroupError::GroupMaxSizeReached(format!("the group has {MEMBERS_PER_GROUP_MAX} members")));
     }
@@ -206,7 +223,7 @@ fn same_protocols(a: &[Protocol], b: &[Protocol]) -> bool {
 pub fn join_complete(membership: &Membership, phase: &Phase, now_ms: i64) -> bool {
     match phase {
         Phase::Stable => false,
-        Phase::Preparing { deadline_ms, joined, expected } => {
+        Phase::Preparing { deadline_ms, joined, expected, .. } => {
             now_ms >= *deadline_ms
                 || (!membership.members.is_empty() && expected.iter().all(|id| joined.contains_key(id)) && !joined.is_empty())
         }
@@ -327,14 +344,20 @@ pub struct SyncRequest {
     pub assignments: Vec<(String, Vec<u8>)>,
 }
 
-/// A SyncGroup. `decode` turns a member's assignment bytes into its partitions (for describe
-/// and the checkers); `None` when they are not the consumer protocol's.
+/// Reads the partitions a member's assignment bytes give it, for a protocol type (the
+/// coordinator's is `service::decode_assignment`); `Err` says why the bytes are unreadable.
+pub type DecodeAssignment = dyn Fn(&str, &[u8]) -> Result<super::Partitions, String>;
+
+/// A SyncGroup. `decode` turns a member's assignment bytes, for the group's protocol type, into
+/// the partitions it owns (DescribeGroups, the ownership checks); bytes it cannot read refuse the
+/// leader's sync (definite: nothing is written). No partition goes to two members of one
+/// generation: a leader that assigns one twice is refused too.
 pub fn sync(
     membership: &Membership,
     phase: &Phase,
     group: &str,
     request: &SyncRequest,
-    decode: &dyn Fn(&[u8]) -> Option<super::Partitions>,
+    decode: &DecodeAssignment,
 ) -> Result<SyncStep, GroupError> {
     let SyncRequest { member_id, generation, instance_id, assignments } = request;
     let (member_id, generation) = (member_id.as_str(), *generation);
@@ -356,8 +379,24 @@ pub fn sync(
         let Some(member) = next.members.get_mut(target) else {
             return Err(GroupError::InvalidRequest(format!("the assignment names {target:?}, who is not in generation {generation}")));
         };
+        member.assigned = decode(&membership.protocol_type, bytes).map_err(|reason| {
+            GroupError::InvalidRequest(format!(
+                "the assignment of member {target:?} does not decode as a {:?} assignment: {reason}",
+                membership.protocol_type
+            ))
+        })?;
         member.assignment.clone_from(bytes);
-        member.assigned = decode(bytes).unwrap_or_default();
+    }
+    let mut owners: BTreeMap<&super::TopicPartition, &str> = BTreeMap::new();
+    for member in next.members.values() {
+        for partition in &member.assigned {
+            if let Some(other) = owners.insert(partition, &member.member_id) {
+                return Err(GroupError::InvalidRequest(format!(
+                    "the assignment gives {}/{} to both {other:?} and {:?}",
+                    partition.0, partition.1, member.member_id
+                )));
+            }
+        }
     }
     next.assignment_epoch = next.epoch;
     Ok(SyncStep::Write(next))
@@ -409,6 +448,7 @@ pub fn leave(membership: &Membership, phase: &mut Phase, leaving: &[String], now
             deadline_ms: now_ms + i64::from(rebalance_ms),
             joined: BTreeMap::new(),
             expected: next.members.keys().cloned().collect(),
+            protocol_type: next.protocol_type.clone(),
         };
     }
     (next, removed)

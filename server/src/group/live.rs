@@ -274,7 +274,8 @@ mod tests {
     fn a_first_join_phase_comes_due_before_the_group_has_any_record() {
         let mut coordinator = Coordinator::new(1, 1, 45_000);
         let table = GroupTable::new();
-        coordinator.group("new", None, 0).phase = Phase::Preparing { deadline_ms: 3_000, joined: BTreeMap::new(), expected: Vec::new() };
+        coordinator.group("new", None, 0).phase =
+            Phase::Preparing { deadline_ms: 3_000, joined: BTreeMap::new(), expected: Vec::new(), protocol_type: String::new() };
         assert!(coordinator.due(&table, 2_999).is_empty());
         assert_eq!(coordinator.due(&table, 3_000), vec![Due::JoinDeadline { group: "new".into() }]);
     }

@@ -400,14 +400,11 @@ impl GroupService {
             if !classic::join_complete(&membership, &live_group.phase, now) {
                 return None;
             }
-            let Phase::Preparing { joined, .. } = std::mem::take(&mut live_group.phase) else { return None };
-            let protocol_type = joined.values().next().map(|_| membership.protocol_type.clone()).unwrap_or_default();
-            Some((classic::next_generation(&membership, &joined, &protocol_type), base_index, joined))
+            let Phase::Preparing { joined, protocol_type, .. } = std::mem::take(&mut live_group.phase) else { return None };
+            Some((classic::next_generation(&membership, &joined, &protocol_type), base_index))
         });
-        let Ok(Some((mut next, base_index, joined))) = prepared else { return };
-        if next.protocol_type.is_empty() && !joined.is_empty() {
-            next.protocol_type = "consumer".into();
-        }
+        let Ok(Some((next, base_index))) = prepared else { return };
+        assert!(next.members.is_empty() || !next.protocol_type.is_empty(), "a classic generation with members has a protocol type");
         let written = self.write_membership(at, group, base_index, &next).await;
         let _ = self.with_partition(at, |partition, _| {
             let waiters = partition.joins.remove(group).unwrap_or_default();
@@ -747,6 +744,7 @@ impl GroupService {
                         deadline_ms: now + i64::from(rebalance_ms),
                         joined: BTreeMap::new(),
                         expected: membership.members.keys().cloned().collect(),
+                        protocol_type: membership.protocol_type.clone(),
                     };
                     for (_, reply) in partition.syncs.remove(&group).unwrap_or_default() {
                         let _ =
@@ -831,9 +829,30 @@ impl GroupService {
     }
 }
 
-/// A classic member's assignment bytes (Kafka's ConsumerProtocol Assignment) as partitions,
-/// for describe and the checkers; `None` when they are not that format.
-pub fn decode_assignment(bytes: &[u8]) -> Option<Partitions> {
-    let _ = bytes;
-    None
+/// The protocol type whose member metadata and assignments are Kafka's ConsumerProtocol.
+pub const CONSUMER_PROTOCOL_TYPE: &str = "consumer";
+
+/// The partitions a classic member's assignment bytes give it. For protocol type
+/// [`CONSUMER_PROTOCOL_TYPE`] they are a ConsumerProtocol Assignment (versions 0 to 3, and newer
+/// ones read as Kafka does: their added trailing fields ignored), decoded with the client's
+/// codec (`odradek_client::group::protocol`, so both sides read the same bytes the same way);
+/// an error says why they are not one. Any other protocol type (Kafka Connect's, say) is opaque
+/// to the coordinator: no partitions.
+pub fn decode_assignment(protocol_type: &str, bytes: &[u8]) -> Result<Partitions, String> {
+    if protocol_type != CONSUMER_PROTOCOL_TYPE {
+        return Ok(Partitions::new());
+    }
+    let assignment = odradek_client::group::protocol::Assignment::decode(bytes).map_err(|error| error.to_string())?;
+    let mut partitions = Partitions::new();
+    for topic in assignment.partitions {
+        if topic.topic.is_empty() {
+            return Err("an assignment names a topic with an empty name".into());
+        }
+        for partition in topic.partitions {
+            if !partitions.insert((topic.topic.clone(), partition)) {
+                return Err(format!("the assignment names {}/{partition} twice", topic.topic));
+            }
+        }
+    }
+    Ok(partitions)
 }

@@ -12,7 +12,7 @@
 //!   group without members.
 //! - A membership record applies only on the state it was computed from (its `base_index` is
 //!   the group's `record_index`): two decisions computed from one state never both apply.
-//! - Consumer groups: no partition is owned (assigned or being revoked) by two members.
+//! - No partition is owned (assigned, or being revoked in a consumer group) by two members.
 //! - Every limit of the module root holds after every apply, so the table fits one snapshot.
 //! - A snapshot applies only if no coordinator record came after its `as_of_index`; then the
 //!   table equals what it was at `as_of_index`, and [`GroupTable::retention_bound`] moves to the
@@ -116,7 +116,7 @@ impl Membership {
     }
 
     /// Checks the membership invariants: members keyed by their ids, instance ids unique, and
-    /// for the consumer protocol no partition owned twice.
+    /// no partition owned by two members (either protocol).
     pub fn check(&self) -> Result<(), String> {
         let mut instances = BTreeMap::new();
         let mut owners: BTreeMap<&TopicPartition, &str> = BTreeMap::new();
@@ -129,11 +129,10 @@ impl Membership {
                     return Err(format!("instance {instance:?} held by {other:?} and {id:?}"));
                 }
             }
-            if self.kind == Some(GroupKind::Consumer) {
-                for partition in member.owned() {
-                    if let Some(other) = owners.insert(partition, id) {
-                        return Err(format!("{}/{} owned by {other:?} and {id:?}", partition.0, partition.1));
-                    }
+            // Classic: `assigned` is decoded from the leader's assignment of this generation.
+            for partition in member.owned() {
+                if let Some(other) = owners.insert(partition, id) {
+                    return Err(format!("{}/{} owned by {other:?} and {id:?}", partition.0, partition.1));
                 }
             }
         }

@@ -48,8 +48,8 @@ impl Fixture {
 
     /// Ends the join phase the way the coordinator does: writes the next generation.
     fn complete(&mut self) -> Membership {
-        let Phase::Preparing { joined, .. } = std::mem::take(&mut self.phase) else { panic!("not preparing") };
-        let next = next_generation(&self.membership(), &joined, "consumer");
+        let Phase::Preparing { joined, protocol_type, .. } = std::mem::take(&mut self.phase) else { panic!("not preparing") };
+        let next = next_generation(&self.membership(), &joined, &protocol_type);
         self.write(next.clone());
         next
     }
@@ -67,8 +67,9 @@ impl Fixture {
     }
 }
 
-fn decode_none(_: &[u8]) -> Option<crate::group::Partitions> {
-    None
+/// Reads no partitions from any assignment (the tests below that are not about decoding).
+fn decode_opaque(_: &str, _: &[u8]) -> Result<crate::group::Partitions, String> {
+    Ok(crate::group::Partitions::new())
 }
 
 fn sync_as(
@@ -81,7 +82,7 @@ fn sync_as(
 ) -> Result<SyncStep, GroupError> {
     let request =
         SyncRequest { member_id: member_id.into(), generation, instance_id: instance.map(String::from), assignments: assignments.to_vec() };
-    sync(membership, phase, "g", &request, &decode_none)
+    sync(membership, phase, "g", &request, &decode_opaque)
 }
 
 #[test]
@@ -171,4 +172,76 @@ fn joins_must_share_a_protocol() {
     bad.session_timeout_ms = 10;
     assert!(matches!(group.join(bad, 0), Err(GroupError::InvalidSessionTimeout { got: 10 })));
     assert!(matches!(group.join(request("ghost", None, &["range"]), 0), Err(GroupError::UnknownMemberId { .. })));
+}
+
+/// ConsumerProtocol assignment bytes (the client's codec) giving `partitions` of topic "t".
+fn consumer_assignment(version: i16, partitions: &[u32]) -> Vec<u8> {
+    use odradek_client::group::protocol::{Assignment, TopicPartitions};
+    let topics = vec![TopicPartitions { topic: "t".into(), partitions: partitions.to_vec() }];
+    Assignment { version, partitions: topics, user_data: Some(b"sticky".to_vec()) }.encode().unwrap()
+}
+
+fn real_sync(membership: &Membership, member_id: &str, assignments: &[(String, Vec<u8>)]) -> Result<SyncStep, GroupError> {
+    let request =
+        SyncRequest { member_id: member_id.into(), generation: membership.epoch, instance_id: None, assignments: assignments.to_vec() };
+    sync(membership, &Phase::Stable, "g", &request, &crate::group::service::decode_assignment)
+}
+
+#[test]
+fn the_coordinator_reads_which_partitions_each_classic_member_owns() {
+    let mut group = Fixture::new();
+    let JoinStep::Wait { member_id: a } = group.join(request("", None, &["range"]), 0).unwrap() else { panic!() };
+    let JoinStep::Wait { member_id: b } = group.join(request("", None, &["range"]), 0).unwrap() else { panic!() };
+    let generation = group.complete();
+    assert_eq!(generation.protocol_type, "consumer");
+    let parts = |list: &[u32]| list.iter().map(|p| ("t".to_string(), *p)).collect::<crate::group::Partitions>();
+    // Every version Kafka's clients write (0 to 3 share one layout) decodes; a newer one too
+    // (read as Kafka reads it), and empty bytes are an empty assignment.
+    for version in 0..=3 {
+        let assignments = vec![(a.clone(), consumer_assignment(version, &[0, 2])), (b.clone(), consumer_assignment(version, &[1]))];
+        let SyncStep::Write(synced) = real_sync(&generation, &a, &assignments).unwrap() else { panic!() };
+        assert_eq!(synced.members[&a].assigned, parts(&[0, 2]), "version {version}");
+        assert_eq!(synced.members[&b].assigned, parts(&[1]), "version {version}");
+        assert_eq!(synced.members[&a].assignment, assignments[0].1, "the bytes go to the member unchanged");
+    }
+    let mut newer = consumer_assignment(3, &[3]);
+    newer[1] = 7; // version 7, with a field this code does not know appended
+    newer.extend_from_slice(&[0, 0, 0, 1]);
+    let SyncStep::Write(synced) = real_sync(&generation, &a, &[(a.clone(), newer), (b.clone(), Vec::new())]).unwrap() else { panic!() };
+    assert_eq!((synced.members[&a].assigned.clone(), synced.members[&b].assigned.clone()), (parts(&[3]), parts(&[])));
+    group.write(synced);
+    assert_eq!(group.membership().members[&a].assigned, parts(&[3]), "the decoded partitions are committed with the assignment");
+
+    // Bad input: definite, clear refusals; nothing is written.
+    let garbage = real_sync(&generation, &a, &[(b.clone(), vec![0, 0, 0, 0, 0, 9])]).unwrap_err();
+    assert!(
+        matches!(&garbage, GroupError::InvalidRequest(reason) if reason.contains(&b) && reason.contains("does not decode")),
+        "{garbage}"
+    );
+    let negative = real_sync(&generation, &a, &[(b.clone(), vec![0xff, 0xff, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff])]).unwrap_err();
+    assert!(matches!(negative, GroupError::InvalidRequest(_)), "{negative}");
+    let twice = vec![(a.clone(), consumer_assignment(1, &[0, 1])), (b.clone(), consumer_assignment(1, &[1]))];
+    let twice = real_sync(&generation, &a, &twice).unwrap_err();
+    assert!(matches!(&twice, GroupError::InvalidRequest(reason) if reason.contains("t/1")), "one partition, two owners: {twice}");
+    assert!(twice.code().is_definite());
+    // The log refuses a generation with one partition owned twice, whoever computed it.
+    let mut doubled = generation.clone();
+    for member in doubled.members.values_mut() {
+        member.assigned = parts(&[5]);
+    }
+    assert!(doubled.check().is_err());
+}
+
+#[test]
+fn another_protocol_types_assignments_stay_opaque() {
+    let mut group = Fixture::new();
+    let mut connect = request("", None, &["sessioned"]);
+    connect.protocol_type = "connect".into();
+    let JoinStep::Wait { member_id: a } = group.join(connect.clone(), 0).unwrap() else { panic!() };
+    assert!(matches!(group.join(request("", None, &["sessioned"]), 0), Err(GroupError::InconsistentGroupProtocol(_))));
+    let generation = group.complete();
+    assert_eq!(generation.protocol_type, "connect", "the first joiner's protocol type, not \"consumer\"");
+    let SyncStep::Write(synced) = real_sync(&generation, &a, &[(a.clone(), b"worker config".to_vec())]).unwrap() else { panic!() };
+    assert!(synced.members[&a].assigned.is_empty());
+    assert_eq!(synced.members[&a].assignment, b"worker config".to_vec());
 }
