@@ -34,7 +34,13 @@
 //! Storage stays bounded: every table limit below is enforced by `apply` (deterministically),
 //! so the whole table always fits one [`record::Record::Snapshot`]; the coordinator writes one
 //! when enough bytes of records followed the last, and retention deletes only segments wholly
-//! below the latest applied snapshot ([`table::GroupTable::retention_bound`]).
+//! below the latest applied snapshot ([`table::GroupTable::retention_bound`]). The controller
+//! passes that index to the raft group's retention as an extra bound (each replica its own
+//! table's), and the offsets topic's retention by size is 1 byte, so every segment below it
+//! goes. The latest commit per (group, topic, partition) is then in the snapshot or after it:
+//! a restarted replica, a new leader, or a follower that catches up by a raft snapshot (a new
+//! log start; its table starts empty, see `GroupTable::restore`) replays from a log start at or
+//! below the latest snapshot record and rebuilds the same table.
 //!
 //! Cost sketch: a commit is one raft entry of ~50 bytes per partition plus the group name; a
 //! membership change writes the group's state (~200 bytes per member plus assignments), so a
@@ -74,9 +80,12 @@ pub const SUBSCRIBED_TOPICS_MAX: usize = 1024;
 /// Bytes of a whole coordinator partition's table: its snapshot must fit one log entry
 /// (`odradek_log::ENTRY_PAYLOAD_BYTES_MAX` is 32 MiB) with room to spare.
 pub const TABLE_BYTES_MAX: usize = 16 * 1024 * 1024;
-/// A snapshot is written once this many bytes of records followed the last one, and at least
-/// twice the table's size (so snapshots cost at most half of what the log writes).
+/// By default a snapshot is written once this many bytes of records followed the last one, and
+/// at least twice the table's size (so snapshots cost at most half of what the log writes).
 pub const SNAPSHOT_BYTES_MIN: u64 = 1024 * 1024;
+/// The offsets topic's segments by default: small, so retention can soon drop what a snapshot
+/// made redundant (a segment goes only once wholly below the last snapshot).
+pub const OFFSETS_SEGMENT_BYTES: u64 = 4 * 1024 * 1024;
 /// Outcomes of applied records kept for their proposers.
 pub const OUTCOMES_KEPT: usize = 4096;
 /// Session timeouts a classic member may ask for (Kafka's `group.min/max.session.timeout.ms`).

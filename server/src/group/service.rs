@@ -57,6 +57,11 @@ pub struct GroupSettings {
     pub consumer_heartbeat_interval_ms: u32,
     /// How often the coordinator checks sessions and deadlines.
     pub timer_tick_ms: u32,
+    /// Bytes of records after which the coordinator snapshots its table (at least twice the
+    /// table's size): what retention keeps of an offsets partition is about this much.
+    pub snapshot_bytes_min: u64,
+    /// Segment size of the offsets topic, fixed when it is created.
+    pub offsets_segment_bytes: u64,
 }
 
 impl Default for GroupSettings {
@@ -68,6 +73,8 @@ impl Default for GroupSettings {
             consumer_session_timeout_ms: 45_000,
             consumer_heartbeat_interval_ms: 5_000,
             timer_tick_ms: 100,
+            snapshot_bytes_min: super::SNAPSHOT_BYTES_MIN,
+            offsets_segment_bytes: super::OFFSETS_SEGMENT_BYTES,
         }
     }
 }
@@ -86,9 +93,19 @@ impl GroupSettings {
         if self.consumer_session_timeout_ms <= self.consumer_heartbeat_interval_ms {
             return Err("groups.consumer_session_timeout_ms must exceed consumer_heartbeat_interval_ms".into());
         }
+        if self.snapshot_bytes_min == 0 {
+            return Err("groups.snapshot_bytes_min must be positive".into());
+        }
+        if self.offsets_segment_bytes < OFFSETS_SEGMENT_BYTES_MIN {
+            return Err(format!("groups.offsets_segment_bytes must be at least {OFFSETS_SEGMENT_BYTES_MIN}"));
+        }
         Ok(())
     }
 }
+
+/// The smallest offsets-topic segment accepted (a few records each; below that a segment per
+/// record would cost more in files than it saves).
+pub const OFFSETS_SEGMENT_BYTES_MIN: u64 = 4 * 1024;
 
 /// Planted bugs of the coordinator (all off in production).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -793,8 +810,9 @@ impl GroupService {
 
     /// Writes a snapshot of the partition's table when enough was written since the last one.
     async fn maybe_snapshot(&self, at: Located) {
+        let snapshot_bytes_min = self.settings().snapshot_bytes_min;
         let snapshot = self.with_partition(at, |partition, _| {
-            if partition.snapshot_writing || !partition.table.snapshot_due() {
+            if partition.snapshot_writing || !partition.table.snapshot_due(snapshot_bytes_min) {
                 return None;
             }
             partition.snapshot_writing = true;
@@ -823,7 +841,8 @@ impl GroupService {
     }
 
     /// The index below which retention may delete the segments of an offsets partition (its
-    /// last applied snapshot), or `None` for any other group.
+    /// last applied snapshot; 0 before the first), or `None` for a raft group that is no
+    /// offsets partition hosted here.
     pub fn retention_bound(&self, raft_group: GroupId) -> Option<u64> {
         self.state.lock().coordinators.get(&raft_group).map(|partition| partition.table.retention_bound())
     }

@@ -264,9 +264,11 @@ impl GroupTable {
         self.bytes
     }
 
-    /// Whether enough was written since the last snapshot to write another.
-    pub fn snapshot_due(&self) -> bool {
-        self.bytes_since_snapshot >= super::SNAPSHOT_BYTES_MIN.max(2 * self.bytes as u64)
+    /// Whether enough was written since the last snapshot to write another: `bytes_min` of
+    /// records and at least twice the table's size (so snapshots cost at most half of what the
+    /// log writes).
+    pub fn snapshot_due(&self, bytes_min: u64) -> bool {
+        self.bytes_since_snapshot >= bytes_min.max(2 * self.bytes as u64)
     }
 
     /// The outcome of the record applied at `index`, while it is remembered.

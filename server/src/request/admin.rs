@@ -189,13 +189,10 @@ fn offsets_topic_request(context: &NodeContext) -> wire::CreateTopic {
     let mut config = wire::TopicConfig::new();
     config.retention_ms = -1;
     config.retention_bytes = 1;
-    config.segment_bytes = OFFSETS_SEGMENT_BYTES as i64;
+    config.segment_bytes = settings.offsets_segment_bytes as i64;
     create.set_config(config);
     create
 }
-
-/// Segments of the offsets topic: small, so retention can drop what a snapshot made redundant.
-const OFFSETS_SEGMENT_BYTES: u64 = 4 * 1024 * 1024;
 
 async fn delete_topics(context: &NodeContext, id: u64, body: wire::DeleteTopicsRequest) -> Response {
     let timeout = admin_timeout(body.timeout_ms);
