@@ -15,7 +15,8 @@
 //!   [`Consumer::subscribe`] and the group operations of [`Admin`];
 //! - [`error`]: [`ClientError`], which always says whether a failure is definite (certainly
 //!   no effect) or indefinite (maybe applied);
-//! - [`clock`]: the only reader of the wall clock (record timestamps).
+//! - [`clock`]: the only reader of the wall clock (record timestamps); [`random`]: the only
+//!   reader of randomness (member ids).
 //!
 //! Everything runs on `tokio`, which is the madsim simulator's tokio under `--cfg madsim`.
 //!
@@ -49,6 +50,7 @@ pub mod error;
 pub mod group;
 pub mod partitioner;
 pub mod producer;
+pub mod random;
 pub mod wire;
 
 pub use admin::{Admin, ClusterDescription, ListedOffset, OffsetQuery, TopicConfig};

@@ -382,3 +382,27 @@ fn classic_members_rebalance_through_join_and_sync() {
     let offsets = fetched(&call_coordinator(&entry, "c", &fetch_offsets("c")));
     assert_eq!(offsets, vec![("t".to_string(), 1, 3)]);
 }
+
+#[test]
+fn a_consumer_join_sent_again_under_its_own_member_id_is_one_member() {
+    let cluster = ProcessCluster::start(3);
+    create_topic(&cluster, "t", 2);
+    let entry = cluster.client_addr(1);
+    // The client chose its member id (Kafka 4); the first answer is "lost" and the join is sent
+    // again, as is.
+    let join = heartbeat("r", "0c9d4a6e-client-chosen", 0, Some(&["t"]), Some(&BTreeSet::new()));
+    let first = call_coordinator(&entry, "r", &join);
+    assert_eq!(first.error, ErrorCode::NONE, "{first:?}");
+    let again = call_coordinator(&entry, "r", &join);
+    assert_eq!(again.error, ErrorCode::NONE, "{again:?}");
+    let (first, again) = (first.get_consumer_group_heartbeat(), again.get_consumer_group_heartbeat());
+    assert_eq!((first.member_id.as_str(), again.member_id.as_str()), ("0c9d4a6e-client-chosen", "0c9d4a6e-client-chosen"));
+    assert_eq!(first.member_epoch, again.member_epoch, "the same member, at the same epoch");
+    let described = call_coordinator(&entry, "r", &describe("r"));
+    let group = &described.get_describe_groups().groups[0];
+    assert_eq!(group.members.len(), 1, "a retried join made a second member: {described:?}");
+    assert_eq!(group.epoch, 1, "and no rebalance: {described:?}");
+    // A member id with control characters is refused, definitely.
+    let bad = call_coordinator(&entry, "r", &heartbeat("r", "a\u{7}b", 0, Some(&["t"]), None));
+    assert_eq!(bad.error, ErrorCode::INVALID_REQUEST, "{bad:?}");
+}

@@ -325,7 +325,7 @@ impl Consumer {
         };
         let member: Box<dyn GroupMember> = match config.group_protocol {
             GroupProtocol::Classic => Box::new(ClassicMember::new(member_config, topics, 0)?),
-            GroupProtocol::Consumer => Box::new(ConsumerMember::new(member_config, topics, 0)?),
+            GroupProtocol::Consumer => Box::new(ConsumerMember::new(member_config, topics, 0)?.with_member_id(crate::random::uuid_v4())?),
         };
         let driver_config = DriverConfig {
             request_timeout: config.cluster.connection.request_timeout,

@@ -2,7 +2,8 @@
 //! coordinator assigns; the member heartbeats with its member epoch and what it owns, and
 //! reconciles towards the assignment each answer carries.
 //!
-//! Owns: the member id, the member epoch (0 while joining), the latest assignment the
+//! Owns: the member id (chosen by the client, see [`ConsumerMember::with_member_id`]), the
+//! member epoch (0 while joining), the latest assignment the
 //! coordinator sent (`target`), the partitions the consumer applied (`owned`), and the timers.
 //!
 //! Reconciliation: when `target` differs from `owned` and no change is pending, the member queues
@@ -37,6 +38,8 @@ use crate::wire::proto::{
     ConsumerGroupHeartbeatRequest, Request_oneof_body as RequestBody, Response, Response_oneof_body as ResponseBody, TopicPartitions,
 };
 
+/// The longest member id a coordinator accepts (the server's `MEMBER_ID_BYTES_MAX`).
+pub const MEMBER_ID_BYTES_MAX: usize = 255;
 /// The member epoch that leaves the group.
 pub const LEAVE_EPOCH: i32 = -1;
 /// The member epoch a static member leaves with, keeping its assignment for a quick return.
@@ -106,6 +109,21 @@ impl ConsumerMember {
             poll_ms: now_ms,
             leaving: false,
         })
+    }
+
+    /// The member id to join with, chosen by the client (Kafka 4, KIP-1082): every join — the
+    /// first, one sent again after its answer was lost, a rejoin after a fence — carries it, so
+    /// the coordinator never takes one consumer for two members. Without one (empty), the
+    /// coordinator gives an id in its first answer. At most [`MEMBER_ID_BYTES_MAX`] bytes.
+    pub fn with_member_id(mut self, member_id: String) -> Result<ConsumerMember, ClientError> {
+        if member_id.len() > MEMBER_ID_BYTES_MAX || member_id.chars().any(char::is_control) {
+            return Err(ClientError::InvalidArgument(format!(
+                "member id {member_id:?}: at most {MEMBER_ID_BYTES_MAX} bytes, no control characters"
+            )));
+        }
+        assert!(self.epoch == 0 && self.in_flight.is_none(), "a member id is chosen before the first join");
+        self.member_id = member_id;
+        Ok(self)
     }
 
     pub fn member_id(&self) -> &str {

@@ -143,6 +143,9 @@ fn validate(request: &HeartbeatRequest) -> Result<(), GroupError> {
     if ids.into_iter().flatten().any(|id| id.len() > MEMBER_ID_BYTES_MAX) {
         return Err(GroupError::InvalidRequest(format!("a member, instance or client id above {MEMBER_ID_BYTES_MAX} bytes")));
     }
+    if request.member_id.chars().any(char::is_control) {
+        return Err(GroupError::InvalidRequest(format!("member id {:?} holds control characters", request.member_id)));
+    }
     if let Some(topics) = &request.subscription {
         if topics.len() > SUBSCRIBED_TOPICS_MAX {
             return Err(GroupError::InvalidRequest(format!("{} subscribed topics, at most {SUBSCRIBED_TOPICS_MAX}", topics.len())));
@@ -161,8 +164,9 @@ fn existing<'a>(membership: &'a Membership, request: &HeartbeatRequest) -> Resul
     }
 }
 
-/// A join (epoch 0): a new member, a member rejoining after it was fenced (its partitions are
-/// released), or a static member taking its instance's place back.
+/// A join (epoch 0): a new member (with the id it chose, or a fresh one when it names none), the
+/// same member joining again under its id (a retried join, or a rejoin after it was fenced), or
+/// a static member taking its instance's place back.
 fn join(membership: &mut Membership, request: &HeartbeatRequest, new_member_id: &mut dyn FnMut() -> String) -> Result<String, GroupError> {
     if request.subscription.is_none() {
         return Err(GroupError::InvalidRequest("a joining member must send its subscription".into()));
@@ -187,13 +191,18 @@ fn join(membership: &mut Membership, request: &HeartbeatRequest, new_member_id: 
             return Ok(id);
         }
     }
-    if let Some(member) = membership.members.get_mut(&request.member_id) {
-        // Rejoining after being fenced: it lost everything it owned.
-        member.assigned.clear();
-        member.revoking.clear();
-        member.member_epoch = 0;
-        member.member_epoch_previous = 0;
-        membership.epoch += 1;
+    if let Some(member) = membership.members.get(&request.member_id) {
+        // The same member joining again under the id it chose (KIP-1082: a Kafka 4 client keeps
+        // one member id for its life): a join whose answer was lost, or a member that was fenced
+        // and released what it owned. It stays the member it is — its epoch and assignment, no
+        // new member and no rebalance — and the answer brings it up to date; what it no longer
+        // owns (its report on a join is empty) is released from `revoking` by `update_member`.
+        if member.instance_id != request.instance_id {
+            return Err(GroupError::InvalidRequest(format!(
+                "member id {:?} belongs to a member with instance id {:?}, not {:?}",
+                request.member_id, member.instance_id, request.instance_id
+            )));
+        }
         return Ok(request.member_id.clone());
     }
     if membership.members.len() >= MEMBERS_PER_GROUP_MAX {

@@ -125,6 +125,32 @@ fn fencing_loses_everything_and_rejoins_at_epoch_0_with_the_same_id() {
 }
 
 #[test]
+fn a_join_whose_answer_was_lost_is_sent_again_under_the_id_the_member_chose() {
+    let mut joining = member(None).with_member_id("5b8e0c3a-uuid".into()).unwrap();
+    let join = heartbeat(joining.step(0));
+    assert_eq!((join.member_epoch, join.member_id.as_str()), (0, "5b8e0c3a-uuid"), "the first join names the chosen id");
+    // The answer never comes (the connection dropped): the join is sent again, same id.
+    joining.on_answer(5, Err(ClientError::Timeout { timeout_ms: 5 }));
+    assert_eq!(joining.commit_identity(), None);
+    let retry = match joining.step(5) {
+        Step::Wait(Some(at)) => heartbeat(joining.step(at)),
+        other => heartbeat(other),
+    };
+    assert_eq!((retry.member_epoch, retry.member_id.as_str(), owned_in(&retry).len()), (0, "5b8e0c3a-uuid", 0));
+    joining.on_answer(300, answer("5b8e0c3a-uuid", 3, &[0, 1]));
+    assert_eq!(apply(&mut joining, 301), [(ChangeKind::Assigned, partitions(&[0, 1]), 3)]);
+    assert_eq!(joining.commit_identity(), Some(CommitIdentity { member_id: "5b8e0c3a-uuid".into(), epoch: 3 }));
+    // An answer naming another member is a protocol error, never silently taken.
+    let mut other = member(None).with_member_id("mine".into()).unwrap();
+    let _ = heartbeat(other.step(0));
+    other.on_answer(1, answer("theirs", 1, &[0]));
+    assert!(matches!(other.failure(), Some(ClientError::Protocol(_))));
+    // Bad ids are refused before anything is sent.
+    assert!(member(None).with_member_id("x".repeat(MEMBER_ID_BYTES_MAX + 1)).is_err());
+    assert!(member(None).with_member_id("a\u{0}b".into()).is_err());
+}
+
+#[test]
 fn retriable_errors_back_off_and_a_lapsed_session_loses_the_partitions() {
     let mut member = member(None);
     joined(&mut member);

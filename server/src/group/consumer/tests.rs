@@ -113,6 +113,31 @@ fn a_wrong_epoch_is_fenced_but_a_lost_answer_is_forgiven() {
 }
 
 #[test]
+fn a_retried_join_with_the_members_own_id_is_the_same_member() {
+    let mut group = Fixture::new();
+    let chosen = HeartbeatRequest { member_id: "3f2a-client-chosen".into(), ..join(&["t"]) };
+    let a = group.beat(chosen.clone()).unwrap();
+    assert_eq!(a.member_id, "3f2a-client-chosen", "the coordinator keeps the id the member chose");
+    let b = group.beat(join(&["t"])).unwrap();
+    let epoch = group.membership.as_ref().unwrap().epoch;
+    // a's answer was lost: it joins again, same id, epoch 0, owning nothing.
+    let again = group.beat(chosen.clone()).unwrap();
+    let membership = group.membership.as_ref().unwrap();
+    assert_eq!(membership.members.len(), 2, "no second member for a retried join");
+    assert_eq!(membership.epoch, epoch, "and no rebalance");
+    assert_eq!((again.member_id.as_str(), again.member_epoch), ("3f2a-client-chosen", a.member_epoch));
+    assert_eq!(again.assignment, group.member(&a.member_id).assigned, "it learns what it owns now");
+    assert!(again.assignment.is_disjoint(&group.member(&b.member_id).owned().cloned().collect()));
+    // Bad ids: refused definitely.
+    let control = HeartbeatRequest { member_id: "a\nb".into(), ..join(&["t"]) };
+    assert!(matches!(group.beat(control), Err(GroupError::InvalidRequest(_))));
+    let long = HeartbeatRequest { member_id: "m".repeat(MEMBER_ID_BYTES_MAX + 1), ..join(&["t"]) };
+    assert!(matches!(group.beat(long), Err(GroupError::InvalidRequest(_))));
+    let stolen = HeartbeatRequest { instance_id: Some("host-z".into()), ..chosen };
+    assert!(matches!(group.beat(stolen), Err(GroupError::InvalidRequest(_))), "a dynamic member's id with an instance id");
+}
+
+#[test]
 fn a_static_member_comes_back_without_a_rebalance() {
     let mut group = Fixture::new();
     let request = HeartbeatRequest { instance_id: Some("host-1".into()), ..join(&["t"]) };
@@ -159,11 +184,26 @@ fn the_planted_bug_gives_one_partition_two_owners() {
 /// A member as a well-behaved client runs it: it owns what it was last told.
 #[derive(Clone, Debug)]
 enum Action {
-    Join { instance: bool },
-    Beat { member: usize },
-    Leave { member: usize },
-    Subscribe { member: usize, both: bool },
-    Expire { member: usize },
+    Join {
+        instance: bool,
+    },
+    Beat {
+        member: usize,
+    },
+    Leave {
+        member: usize,
+    },
+    Subscribe {
+        member: usize,
+        both: bool,
+    },
+    Expire {
+        member: usize,
+    },
+    /// The member's last answer was lost and it joins again under its id, owning nothing.
+    RetryJoin {
+        member: usize,
+    },
 }
 
 fn action() -> impl Strategy<Value = Action> {
@@ -173,6 +213,7 @@ fn action() -> impl Strategy<Value = Action> {
         1 => (0usize..6).prop_map(|member| Action::Leave { member }),
         1 => (0usize..6, any::<bool>()).prop_map(|(member, both)| Action::Subscribe { member, both }),
         1 => (0usize..6).prop_map(|member| Action::Expire { member }),
+        1 => (0usize..6).prop_map(|member| Action::RetryJoin { member }),
     ]
 }
 
@@ -195,7 +236,16 @@ proptest! {
                         clients.insert(answer.member_id.clone(), answer);
                     }
                 }
-                Action::Beat { member } | Action::Subscribe { member, .. } if ids.is_empty() => { let _ = member; }
+                Action::Beat { member } | Action::Subscribe { member, .. } | Action::RetryJoin { member } if ids.is_empty() => { let _ = member; }
+                Action::RetryJoin { member } => {
+                    let id = pick(member).unwrap();
+                    let members_before = group.membership.as_ref().map_or(0, |m| m.members.len());
+                    let instance_id = group.member(&id).instance_id.clone();
+                    let answer = group.beat(HeartbeatRequest { member_id: id.clone(), instance_id, owned: Some(Partitions::new()), ..join(&["t"]) });
+                    prop_assert!(answer.is_ok(), "a retried join failed: {:?}", answer);
+                    prop_assert_eq!(group.membership.as_ref().unwrap().members.len(), members_before, "a retried join added a member");
+                    clients.insert(id, answer.unwrap());
+                }
                 Action::Beat { member } => {
                     let id = pick(member).unwrap();
                     let last = clients[&id].clone();
