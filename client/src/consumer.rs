@@ -6,7 +6,9 @@
 //! Owns: the assignment and one position per assigned partition (the offset of the next record
 //! to return). Invariants:
 //! - Positions only move forward, and only past records returned to the caller: a poll that
-//!   fails returns no records and moves no position, so nothing is skipped.
+//!   fails returns no records and moves no position, so nothing is skipped. Only a `seek`, or
+//!   a group member's reset of a position out of the log's range (its group's
+//!   `group_offset_reset`, as Kafka's `auto.offset.reset`), moves one elsewhere.
 //! - Every fetched batch is validated (CRC included) before any of its records is returned;
 //!   records below the position (a batch that starts earlier) are skipped, never repeated.
 //!
@@ -83,7 +85,8 @@ pub struct ConsumerConfig {
     /// poll), before a revocation, and on close.
     pub enable_auto_commit: bool,
     pub auto_commit_interval: Duration,
-    /// Where a group member starts a partition its group has no committed offset for.
+    /// Where a group member starts a partition its group has no committed offset for, or one
+    /// whose position is out of the log's range (Kafka's `auto.offset.reset`).
     pub group_offset_reset: OffsetReset,
     /// How often a pattern subscription (and a classic leader's view of partition counts) is
     /// refreshed.
@@ -245,7 +248,8 @@ impl Consumer {
     /// Fetches from every assigned partition until some records arrive or `timeout` passes
     /// (then `Ok` and empty). Retriable errors (leader moved, connection lost) are retried
     /// within the timeout; other errors, OFFSET_OUT_OF_RANGE among them, are returned and move
-    /// no position.
+    /// no position — but a subscribed consumer meets an out-of-range position with its group's
+    /// reset policy (`group_offset_reset`: earliest, latest, or this error).
     ///
     /// Subscribed, a poll also applies the group's assignment changes first (callbacks,
     /// auto-commit of revoked partitions, start positions), auto-commits what earlier polls
@@ -278,6 +282,7 @@ impl Consumer {
             let mut positions = Vec::new();
             let mut retriable = None;
             let mut fatal = None;
+            let mut out_of_range = Vec::new();
             for (key, offset, outcome) in outcomes {
                 match outcome {
                     Ok(fetched) => match decode_batches(&key.0, key.1, offset, &fetched.batches, &mut records) {
@@ -285,12 +290,20 @@ impl Consumer {
                         Err(error) => fatal = Some(error),
                     },
                     Err(error) if error.is_retriable() => retriable = Some(error),
+                    // A group member applies its group's reset policy (below); a consumer that
+                    // assigned by hand gets the error and seeks.
+                    Err(ClientError::OffsetOutOfRange { .. }) if self.is_subscribed() => out_of_range.push((key, offset)),
                     Err(error) => fatal = Some(error),
                 }
             }
             if let Some(error) = fatal {
                 // No position moves: the records decoded alongside are fetched again later.
                 return Err(error);
+            }
+            let mut lagging = false;
+            for (key, offset) in &out_of_range {
+                // Fails the poll (no position moved) under the `Error` policy.
+                lagging |= !self.group_reset_out_of_range(key, *offset).await?;
             }
             for (key, position) in positions {
                 assert!(position >= self.positions[&key], "positions only move forward");
@@ -303,8 +316,11 @@ impl Consumer {
             if Instant::now() >= deadline {
                 return Ok(records);
             }
-            if let Some(error) = retriable {
+            if let Some(error) = &retriable {
                 tracing::debug!(%error, "fetch failed; retrying");
+            }
+            if retriable.is_some() || lagging {
+                // `lagging`: a replica answered out of range what the leader holds; it catches up.
                 let delay = self.backoff.next_delay().min(deadline.saturating_duration_since(Instant::now()));
                 tokio::time::sleep(delay).await;
             }

@@ -17,7 +17,9 @@
 //!   commits what the current poll returns. A revocation's auto-commit happens before the poll
 //!   returns anything, so the same holds.
 //! - A partition's start position is its group's committed offset, or the reset policy when the
-//!   group has none; the partition is not fetched before its position is chosen.
+//!   group has none; the partition is not fetched before its position is chosen. A position
+//!   the log's range no longer (or never) held gets the reset policy too, once the leader
+//!   confirms it is out of range.
 //! - Commits leave the commit queue in issue order, each with the identity captured at issue;
 //!   a lost partition is never committed.
 //! - Every commit sent (and every assignment change applied) is recorded in the event log,
@@ -63,7 +65,9 @@ pub enum GroupProtocol {
     Classic,
 }
 
-/// Where a group member starts reading a partition for which its group has no committed offset.
+/// Where a group member starts reading a partition for which its group has no committed offset,
+/// or whose position (a committed offset, say) is out of the log's range: below its start after
+/// retention, or above its end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OffsetReset {
     /// The log start offset.
@@ -71,7 +75,8 @@ pub enum OffsetReset {
     /// The high watermark: only what is written from now on (Kafka's default).
     #[default]
     Latest,
-    /// Fail the poll with [`ClientError::NoCommittedOffset`].
+    /// Fail the poll with [`ClientError::NoCommittedOffset`] (no commit) or
+    /// [`ClientError::OffsetOutOfRange`] (out of range).
     Error,
 }
 
@@ -589,6 +594,46 @@ impl Consumer {
         }
         self.positions.extend(chosen);
         Ok(())
+    }
+
+    /// A group-assigned partition whose position `offset` a fetch found out of the log's range
+    /// (below its start after retention, or above its end: a committed offset the log no longer
+    /// or never held). Kafka's consumer applies its reset policy then, and so does this one: the
+    /// range is asked again of the leader and, if `offset` is still outside it, the position
+    /// moves to the log start (`Earliest`) or its end (`Latest`), or the poll fails with
+    /// [`ClientError::OffsetOutOfRange`] (`Error`; definite, the position stays until a `seek`).
+    /// Inside the range now (a replica that lagged answered the fetch), the position stays and
+    /// the partition is fetched again. Returns whether the position moved.
+    pub(super) async fn group_reset_out_of_range(&mut self, partition: &TopicPartition, offset: u64) -> Result<bool> {
+        assert!(self.is_subscribed(), "only a group member's partitions are reset by the group's policy");
+        if self.positions.get(partition) != Some(&offset) {
+            return Ok(false); // sought elsewhere meanwhile
+        }
+        let (topic, number) = (partition.0.as_str(), partition.1);
+        let start = list_offsets(&self.cluster, topic, number, OffsetQuery::Earliest).await?.offset;
+        let end = list_offsets(&self.cluster, topic, number, OffsetQuery::Latest).await?.offset;
+        if (start..=end).contains(&offset) {
+            return Ok(false);
+        }
+        let position = match self.config.group_offset_reset {
+            OffsetReset::Earliest => start,
+            OffsetReset::Latest => end,
+            OffsetReset::Error => {
+                let (topic, partition) = (topic.to_string(), number);
+                return Err(ClientError::OffsetOutOfRange { topic, partition, offset, log_start_offset: start, high_watermark: end });
+            }
+        };
+        tracing::info!(
+            topic,
+            partition = number,
+            offset,
+            position,
+            start,
+            end,
+            "position out of the log's range: reset by the group's policy"
+        );
+        self.positions.insert(partition.clone(), position);
+        Ok(true)
     }
 
     /// Waits until the member signals or `deadline` passes; true if it signalled. (Borrows only
