@@ -174,7 +174,8 @@ impl Apply for StateMachine {
             return;
         }
         if let Some(number) = offsets_partition(&state.meta, group) {
-            let coordinator = state.coordinators.entry(group).or_insert_with(|| CoordinatorPartition::new(number));
+            let coordinator =
+                state.coordinators.entry(group).or_insert_with(|| CoordinatorPartition::new(number, self.planted.assignment_two_owners));
             for entry in entries {
                 if entry.kind == EntryKind::Command {
                     let outcome = coordinator.table.apply(entry.index, &entry.payload);
@@ -207,7 +208,12 @@ impl Apply for StateMachine {
         let mut state = self.state.lock();
         if let Some(number) = offsets_partition(&state.meta, group) {
             // The table comes back with the next snapshot record, which the log holds.
-            state.coordinators.entry(group).or_insert_with(|| CoordinatorPartition::new(number)).table.restore(index);
+            state
+                .coordinators
+                .entry(group)
+                .or_insert_with(|| CoordinatorPartition::new(number, self.planted.assignment_two_owners))
+                .table
+                .restore(index);
         }
         let partition = state.partitions.entry(group).or_insert_with(Partition::new);
         partition.state.restore(index, term, offset_next);

@@ -162,8 +162,13 @@ pub struct CoordinatorPartition {
 }
 
 impl CoordinatorPartition {
-    pub fn new(partition: u32) -> CoordinatorPartition {
-        CoordinatorPartition { partition, ..CoordinatorPartition::default() }
+    /// `planted_two_owners`: the planted bug `assignment-two-owners` (false outside planted runs).
+    pub fn new(partition: u32, planted_two_owners: bool) -> CoordinatorPartition {
+        CoordinatorPartition {
+            partition,
+            table: GroupTable::with_planted_two_owners(planted_two_owners),
+            ..CoordinatorPartition::default()
+        }
     }
 
     /// The volatile state, valid for `term`: a new term starts afresh and every waiting request

@@ -118,6 +118,13 @@ impl Membership {
     /// Checks the membership invariants: members keyed by their ids, instance ids unique, and
     /// no partition owned by two members (either protocol).
     pub fn check(&self) -> Result<(), String> {
+        self.check_with(false)
+    }
+
+    /// [`Membership::check`], with the ownership rule off when `two_owners_allowed` (the planted
+    /// bug `assignment-two-owners` only: a record that breaks it must reach the members, for
+    /// the checkers to catch).
+    pub fn check_with(&self, two_owners_allowed: bool) -> Result<(), String> {
         let mut instances = BTreeMap::new();
         let mut owners: BTreeMap<&TopicPartition, &str> = BTreeMap::new();
         for (id, member) in &self.members {
@@ -130,7 +137,7 @@ impl Membership {
                 }
             }
             // Classic: `assigned` is decoded from the leader's assignment of this generation.
-            for partition in member.owned() {
+            for partition in member.owned().filter(|_| !two_owners_allowed) {
                 if let Some(other) = owners.insert(partition, id) {
                     return Err(format!("{}/{} owned by {other:?} and {id:?}", partition.0, partition.1));
                 }
@@ -231,11 +238,20 @@ pub struct GroupTable {
     bytes: usize,
     /// Index → outcome of recent records, for their proposers.
     outcomes: BTreeMap<u64, Outcome>,
+    /// Planted bug `assignment-two-owners` (always false outside planted runs, and equal on
+    /// every replica of one run): records that give one partition two owners apply.
+    planted_two_owners: bool,
 }
 
 impl GroupTable {
     pub fn new() -> GroupTable {
         GroupTable::default()
+    }
+
+    /// A table of a node running the planted bug `assignment-two-owners`
+    /// (`crate::planted::Planted::assignment_two_owners`; false otherwise).
+    pub fn with_planted_two_owners(planted_two_owners: bool) -> GroupTable {
+        GroupTable { planted_two_owners, ..GroupTable::default() }
     }
 
     pub fn group(&self, id: &str) -> Option<&Group> {
@@ -286,7 +302,7 @@ impl GroupTable {
     /// deletes above the last one).
     pub fn restore(&mut self, index: u64) {
         assert!(index >= self.applied_index, "restore at {index} below the applied index {}", self.applied_index);
-        *self = GroupTable { applied_index: index, ..GroupTable::default() };
+        *self = GroupTable { applied_index: index, planted_two_owners: self.planted_two_owners, ..GroupTable::default() };
     }
 
     /// Applies a non-record entry (a raft no-op or configuration change) at `index`.
@@ -382,7 +398,9 @@ impl GroupTable {
                 if table.len() > GROUPS_PER_PARTITION_MAX || bytes > TABLE_BYTES_MAX {
                     return Outcome::Refused(GroupError::GroupMaxSizeReached("a snapshot above the table's limits".into()));
                 }
-                if let Some((id, error)) = table.iter().find_map(|(id, group)| group.membership.check().err().map(|error| (id, error))) {
+                if let Some((id, error)) =
+                    table.iter().find_map(|(id, group)| group.membership.check_with(self.planted_two_owners).err().map(|error| (id, error)))
+                {
                     return Outcome::Refused(GroupError::InvalidRequest(format!("snapshot of group {id:?}: {error}")));
                 }
                 self.groups = table;
@@ -397,7 +415,7 @@ impl GroupTable {
         if current != base_index {
             return Outcome::Stale;
         }
-        if let Err(error) = membership.check() {
+        if let Err(error) = membership.check_with(self.planted_two_owners) {
             return Outcome::Refused(GroupError::InvalidRequest(format!("group {group:?}: {error}")));
         }
         self.update_group(&group, |existing| {

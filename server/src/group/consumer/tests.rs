@@ -178,7 +178,15 @@ fn the_planted_bug_gives_one_partition_two_owners() {
     let planted = Planted { give_owned_partitions: true };
     group.beat_with(join(&["t"]), planted).unwrap();
     group.beat_with(join(&["t"]), planted).unwrap();
-    assert!(group.membership.as_ref().unwrap().check().is_err(), "two owners of one partition");
+    let membership = group.membership.clone().unwrap();
+    assert!(membership.check().is_err(), "two owners of one partition");
+    // It reaches the members only if the log takes it: the planted node's table does (on every
+    // replica of a planted run), a normal one refuses it.
+    let record = crate::group::record::Record::Group { group: "g".into(), base_index: 0, membership }.encode();
+    let mut planted_table = crate::group::table::GroupTable::with_planted_two_owners(true);
+    assert_eq!(planted_table.apply(1, &record), crate::group::table::Outcome::Applied);
+    let mut table = crate::group::table::GroupTable::new();
+    assert!(matches!(table.apply(1, &record), crate::group::table::Outcome::Refused(GroupError::InvalidRequest(_))));
 }
 
 /// A member as a well-behaved client runs it: it owns what it was last told.
