@@ -10,6 +10,11 @@
 //!   awaiting `start` before the next keeps its requests in order on the wire.
 //! - A timeout or a lost connection after a request was queued is indefinite: the bytes may have
 //!   reached the server. A request refused before it was queued is definite.
+//! - The handshake negotiates the protocol version: the `Hello` names ours
+//!   ([`PROTOCOL_VERSION`]), the server answers with the one it will speak, which must be in
+//!   `PROTOCOL_VERSION_MIN..=PROTOCOL_VERSION`; the connection remembers it, and
+//!   [`Connection::require_groups`] refuses consumer-group requests on a version-1 connection
+//!   before anything is sent.
 //!
 //! Cost: the writer drains every queued frame and flushes once per wake-up, so a burst of
 //! pipelined requests costs one flush (one simulated or real TCP send), not one per request.
@@ -32,7 +37,10 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{ClientError, Result};
 use crate::wire::proto::{ErrorCode, Hello, Request, Request_oneof_body as RequestBody, Response};
-use crate::wire::{decode_response, encode_frame, read_frame, write_frame, FRAME_BYTES_MAX, PROTOCOL_VERSION};
+use crate::wire::{
+    decode_response, encode_frame, read_frame, write_frame, FRAME_BYTES_MAX, PROTOCOL_VERSION, PROTOCOL_VERSION_GROUPS,
+    PROTOCOL_VERSION_MIN,
+};
 
 /// Most requests outstanding on one connection; `start` waits for room beyond this.
 pub const REQUESTS_IN_FLIGHT_MAX: usize = 4096;
@@ -96,6 +104,8 @@ impl Shared {
 struct Inner {
     shared: Arc<Shared>,
     node_id: u64,
+    /// The version both sides speak on this connection, as the server's `Hello` answer said.
+    protocol_version: u32,
     frame_bytes_max_server: u32,
     request_id_next: AtomicU64,
     writer: mpsc::Sender<Vec<u8>>,
@@ -166,7 +176,8 @@ impl Connection {
             if response.error != ErrorCode::NONE {
                 return Err(connect_error(format!("Hello refused: {:?}: {}", response.error, response.error_message)));
             }
-            if !response.has_hello() || response.get_hello().protocol_version != PROTOCOL_VERSION {
+            // The server answers with the version it will speak: ours or an older one we still know.
+            if !response.has_hello() || !(PROTOCOL_VERSION_MIN..=PROTOCOL_VERSION).contains(&response.get_hello().protocol_version) {
                 return Err(connect_error(format!("unexpected Hello answer: {response:?}")));
             }
             Ok((reader, writer, response.get_hello().clone()))
@@ -181,11 +192,12 @@ impl Connection {
         let (shutdown_tx, shutdown_rx) = oneshot::channel();
         tokio::spawn(write_loop(shared.clone(), writer, writer_rx));
         tokio::spawn(read_loop(shared.clone(), reader, config.frame_bytes_max, shutdown_rx));
-        tracing::debug!(address, node_id = hello.node_id, "connected");
+        tracing::debug!(address, node_id = hello.node_id, protocol_version = hello.protocol_version, "connected");
         Ok(Connection {
             inner: Arc::new(Inner {
                 shared,
                 node_id: hello.node_id,
+                protocol_version: hello.protocol_version,
                 frame_bytes_max_server: hello.frame_bytes_max,
                 request_id_next: AtomicU64::new(1),
                 writer: writer_tx,
@@ -204,6 +216,27 @@ impl Connection {
     /// The node id the server gave in its `Hello` answer.
     pub fn node_id(&self) -> u64 {
         self.inner.node_id
+    }
+
+    /// The protocol version negotiated by the handshake, in
+    /// `PROTOCOL_VERSION_MIN..=PROTOCOL_VERSION`.
+    pub fn protocol_version(&self) -> u32 {
+        self.inner.protocol_version
+    }
+
+    /// Fails definitely (nothing is sent) when the connection's protocol version has no
+    /// consumer-group requests.
+    pub fn require_groups(&self) -> Result<()> {
+        if self.inner.protocol_version >= PROTOCOL_VERSION_GROUPS {
+            return Ok(());
+        }
+        Err(ClientError::server(
+            ErrorCode::UNSUPPORTED_VERSION,
+            format!(
+                "{} speaks protocol version {}; consumer groups need version {PROTOCOL_VERSION_GROUPS} (nothing was sent)",
+                self.inner.shared.address, self.inner.protocol_version
+            ),
+        ))
     }
 
     /// The largest frame the server accepts (0 if it did not say).

@@ -1,10 +1,14 @@
 //! The consumer: reads assigned partitions from their leaders, in offset order, from positions
-//! the caller sets with `seek` (or the `auto_offset_reset` default).
+//! the caller sets with `seek` (or the `auto_offset_reset` default). With a `group_id` it can
+//! instead `subscribe` and have its group assign partitions and remember committed offsets
+//! (see [`membership`] and [`crate::group`]).
 //!
 //! Owns: the assignment and one position per assigned partition (the offset of the next record
 //! to return). Invariants:
 //! - Positions only move forward, and only past records returned to the caller: a poll that
-//!   fails returns no records and moves no position, so nothing is skipped.
+//!   fails returns no records and moves no position, so nothing is skipped. Only a `seek`, or
+//!   a group member's reset of a position out of the log's range (its group's
+//!   `group_offset_reset`, as Kafka's `auto.offset.reset`), moves one elsewhere.
 //! - Every fetched batch is validated (CRC included) before any of its records is returned;
 //!   records below the position (a batch that starts earlier) are skipped, never repeated.
 //!
@@ -28,6 +32,10 @@ use crate::batch::{self, BatchError, Header};
 use crate::cluster::{leader_hint, Backoff, ClusterConfig, ClusterSession};
 use crate::error::{ClientError, Result};
 use crate::wire::proto::{ErrorCode, FetchRequest, FetchResponse, Request_oneof_body as RequestBody, Response_oneof_body as ResponseBody};
+
+mod membership;
+
+pub use membership::{CommitHandle, GroupEvent, GroupProtocol, OffsetReset, RebalanceListener, GROUP_EVENTS_MAX};
 
 /// Most partitions one consumer may be assigned.
 pub const ASSIGNMENT_PARTITIONS_MAX: usize = 4096;
@@ -56,6 +64,33 @@ pub struct ConsumerConfig {
     pub bytes_min: u32,
     /// Where a partition assigned without a `seek` starts.
     pub auto_offset_reset: Offset,
+    /// The consumer group to join (`subscribe`) or commit for; `None`: no group.
+    pub group_id: Option<String>,
+    /// A static member's stable id: a quick restart with the same id keeps its partitions.
+    pub group_instance_id: Option<String>,
+    pub group_protocol: GroupProtocol,
+    /// Consumer protocol: the coordinator's assignor to use ("uniform", "range"); `None`: its default.
+    pub server_assignor: Option<String>,
+    /// Classic protocol: the assignors offered, in order of preference.
+    pub assignors: Vec<crate::group::Assignor>,
+    /// Classic: the session the coordinator keeps without a heartbeat. Both: a member with no
+    /// acknowledged heartbeat for this long takes its partitions as lost.
+    pub session_timeout: Duration,
+    /// Classic: how often the member heartbeats (the consumer protocol's coordinator says).
+    pub heartbeat_interval: Duration,
+    /// The longest the application may go between polls before the member leaves its group;
+    /// also the rebalance timeout.
+    pub max_poll_interval: Duration,
+    /// Commit the positions of earlier polls every `auto_commit_interval` (at the start of a
+    /// poll), before a revocation, and on close.
+    pub enable_auto_commit: bool,
+    pub auto_commit_interval: Duration,
+    /// Where a group member starts a partition its group has no committed offset for, or one
+    /// whose position is out of the log's range (Kafka's `auto.offset.reset`).
+    pub group_offset_reset: OffsetReset,
+    /// How often a pattern subscription (and a classic leader's view of partition counts) is
+    /// refreshed.
+    pub metadata_refresh_interval: Duration,
 }
 
 impl Default for ConsumerConfig {
@@ -66,6 +101,18 @@ impl Default for ConsumerConfig {
             wait_ms_max: 500,
             bytes_min: 1,
             auto_offset_reset: Offset::End,
+            group_id: None,
+            group_instance_id: None,
+            group_protocol: GroupProtocol::default(),
+            server_assignor: None,
+            assignors: membership::default_assignors(),
+            session_timeout: Duration::from_secs(45),
+            heartbeat_interval: Duration::from_secs(3),
+            max_poll_interval: Duration::from_secs(300),
+            enable_auto_commit: true,
+            auto_commit_interval: Duration::from_secs(5),
+            group_offset_reset: OffsetReset::default(),
+            metadata_refresh_interval: Duration::from_secs(30),
         }
     }
 }
@@ -121,6 +168,8 @@ pub struct Consumer {
     /// one partition has records, and the other partitions' long polls carry on.
     fetches: Vec<PendingFetch>,
     backoff: Backoff,
+    /// The group side, with a `group_id`.
+    group: Option<membership::GroupState>,
 }
 
 /// A fetch in flight for one partition, from `offset`.
@@ -137,20 +186,25 @@ impl std::fmt::Debug for PendingFetch {
 }
 
 impl Consumer {
-    /// A consumer with no assignment; connects on first use.
+    /// A consumer with no assignment; connects on first use. Fails on an invalid `group_id`.
     pub fn new(bootstrap: &[&str], config: ConsumerConfig) -> Result<Consumer> {
         let cluster = ClusterSession::new(bootstrap, config.cluster.clone())?;
-        Ok(Consumer::with_cluster(cluster, config))
+        Consumer::with_cluster(cluster, config)
     }
 
-    /// A consumer sharing a cluster handle.
-    pub fn with_cluster(cluster: ClusterSession, config: ConsumerConfig) -> Consumer {
+    /// A consumer sharing a cluster handle. Fails on an invalid `group_id`.
+    pub fn with_cluster(cluster: ClusterSession, config: ConsumerConfig) -> Result<Consumer> {
         let backoff = cluster.backoff();
-        Consumer { cluster, config, assignment: Vec::new(), positions: BTreeMap::new(), fetches: Vec::new(), backoff }
+        let group = membership::GroupState::new(&cluster, &config)?;
+        Ok(Consumer { cluster, config, assignment: Vec::new(), positions: BTreeMap::new(), fetches: Vec::new(), backoff, group })
     }
 
-    /// Replaces the assignment. Partitions that stay keep their positions.
+    /// Replaces the assignment. Partitions that stay keep their positions. Refused while
+    /// subscribed: the group assigns then.
     pub fn assign(&mut self, partitions: Vec<(String, u32)>) -> Result<()> {
+        if self.is_subscribed() {
+            return Err(ClientError::InvalidArgument("assign while subscribed: the group assigns".into()));
+        }
         if partitions.len() > ASSIGNMENT_PARTITIONS_MAX {
             return Err(ClientError::InvalidArgument(format!(
                 "{} partitions assigned; at most {ASSIGNMENT_PARTITIONS_MAX}",
@@ -194,10 +248,17 @@ impl Consumer {
     /// Fetches from every assigned partition until some records arrive or `timeout` passes
     /// (then `Ok` and empty). Retriable errors (leader moved, connection lost) are retried
     /// within the timeout; other errors, OFFSET_OUT_OF_RANGE among them, are returned and move
-    /// no position.
+    /// no position — but a subscribed consumer meets an out-of-range position with its group's
+    /// reset policy (`group_offset_reset`: earliest, latest, or this error).
+    ///
+    /// Subscribed, a poll also applies the group's assignment changes first (callbacks,
+    /// auto-commit of revoked partitions, start positions), auto-commits what earlier polls
+    /// returned when the interval is up, and returns the member's fatal error if it stopped.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
         let deadline = Instant::now() + timeout;
+        self.group_poll_start();
         loop {
+            self.group_apply_changes().await?;
             for (topic, partition) in self.assignment.clone() {
                 if self.position(&topic, partition).is_none() {
                     self.seek(&topic, partition, self.config.auto_offset_reset).await?;
@@ -205,18 +266,23 @@ impl Consumer {
             }
             self.start_fetches();
             if self.fetches.is_empty() {
+                if self.group_signalled(deadline).await {
+                    continue; // the group may have assigned something
+                }
                 tokio::time::sleep_until(deadline).await;
                 return Ok(Vec::new());
             }
-            let outcomes = match tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), self.next_answers()).await {
-                Ok(outcomes) => outcomes,
-                Err(_) => return Ok(Vec::new()), // the fetches stay in flight for the next poll
+            let outcomes = match self.next_answers_until(deadline).await {
+                Some(outcomes) => outcomes,
+                None if Instant::now() < deadline => continue, // the group signalled
+                None => return Ok(Vec::new()),                 // the fetches stay in flight for the next poll
             };
 
             let mut records = Vec::new();
             let mut positions = Vec::new();
             let mut retriable = None;
             let mut fatal = None;
+            let mut out_of_range = Vec::new();
             for (key, offset, outcome) in outcomes {
                 match outcome {
                     Ok(fetched) => match decode_batches(&key.0, key.1, offset, &fetched.batches, &mut records) {
@@ -224,12 +290,20 @@ impl Consumer {
                         Err(error) => fatal = Some(error),
                     },
                     Err(error) if error.is_retriable() => retriable = Some(error),
+                    // A group member applies its group's reset policy (below); a consumer that
+                    // assigned by hand gets the error and seeks.
+                    Err(ClientError::OffsetOutOfRange { .. }) if self.is_subscribed() => out_of_range.push((key, offset)),
                     Err(error) => fatal = Some(error),
                 }
             }
             if let Some(error) = fatal {
                 // No position moves: the records decoded alongside are fetched again later.
                 return Err(error);
+            }
+            let mut lagging = false;
+            for (key, offset) in &out_of_range {
+                // Fails the poll (no position moved) under the `Error` policy.
+                lagging |= !self.group_reset_out_of_range(key, *offset).await?;
             }
             for (key, position) in positions {
                 assert!(position >= self.positions[&key], "positions only move forward");
@@ -242,8 +316,11 @@ impl Consumer {
             if Instant::now() >= deadline {
                 return Ok(records);
             }
-            if let Some(error) = retriable {
+            if let Some(error) = &retriable {
                 tracing::debug!(%error, "fetch failed; retrying");
+            }
+            if retriable.is_some() || lagging {
+                // `lagging`: a replica answered out of range what the leader holds; it catches up.
                 let delay = self.backoff.next_delay().min(deadline.saturating_duration_since(Instant::now()));
                 tokio::time::sleep(delay).await;
             }
@@ -266,28 +343,24 @@ impl Consumer {
         assert!(self.fetches.len() <= self.assignment.len(), "at most one fetch per assigned partition");
     }
 
+    /// The finished fetches, or `None` at `deadline` or when the group signals first.
+    async fn next_answers_until(&mut self, deadline: Instant) -> Option<Vec<((String, u32), u64, Result<FetchResponse>)>> {
+        let session = self.group.as_ref().and_then(membership::GroupState::session);
+        let Some(session) = session else {
+            return tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), self.next_answers()).await.ok();
+        };
+        let fetches = &mut self.fetches;
+        // Biased (fetch answers first): a simulation replays the same branch order.
+        tokio::select! {
+            biased;
+            outcomes = tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), next_answers(fetches)) => outcomes.ok(),
+            _ = session.changed() => None,
+        }
+    }
+
     /// Waits for at least one fetch to finish and takes every finished one.
     async fn next_answers(&mut self) -> Vec<((String, u32), u64, Result<FetchResponse>)> {
-        assert!(!self.fetches.is_empty());
-        futures::future::poll_fn(|cx| {
-            let mut finished = Vec::new();
-            let mut index = 0;
-            while index < self.fetches.len() {
-                match self.fetches[index].answer.as_mut().poll(cx) {
-                    Poll::Ready(outcome) => {
-                        let fetch = self.fetches.swap_remove(index);
-                        finished.push((fetch.key, fetch.offset, outcome));
-                    }
-                    Poll::Pending => index += 1,
-                }
-            }
-            if finished.is_empty() {
-                Poll::Pending
-            } else {
-                Poll::Ready(finished)
-            }
-        })
-        .await
+        next_answers(&mut self.fetches).await
     }
 
     /// The records of the assigned partitions as a stream, polling as needed. An error is
@@ -308,6 +381,30 @@ impl Consumer {
             }
         })
     }
+}
+
+/// Waits for at least one of `fetches` to finish and takes every finished one.
+async fn next_answers(fetches: &mut Vec<PendingFetch>) -> Vec<((String, u32), u64, Result<FetchResponse>)> {
+    assert!(!fetches.is_empty());
+    futures::future::poll_fn(|cx| {
+        let mut finished = Vec::new();
+        let mut index = 0;
+        while index < fetches.len() {
+            match fetches[index].answer.as_mut().poll(cx) {
+                Poll::Ready(outcome) => {
+                    let fetch = fetches.swap_remove(index);
+                    finished.push((fetch.key, fetch.offset, outcome));
+                }
+                Poll::Pending => index += 1,
+            }
+        }
+        if finished.is_empty() {
+            Poll::Pending
+        } else {
+            Poll::Ready(finished)
+        }
+    })
+    .await
 }
 
 /// One Fetch attempt against the partition's leader; a server error comes back as `Err`, with

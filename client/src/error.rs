@@ -70,6 +70,16 @@ pub enum ClientError {
     /// The producer or consumer was closed before the operation could run (definite).
     #[error("the client is closed")]
     Closed,
+
+    /// A group operation that needs a generation (a commit) while the member has none: it is
+    /// joining or rebalancing. Nothing was sent (definite).
+    #[error("not a member of group {group:?} now: {reason}")]
+    NotMember { group: String, reason: String },
+
+    /// A newly assigned partition has no committed offset and the reset policy is `Error`
+    /// (definite: no position moved).
+    #[error("no committed offset for {topic}/{partition} and the offset reset policy is error")]
+    NoCommittedOffset { topic: String, partition: u32 },
 }
 
 impl ClientError {
@@ -86,7 +96,9 @@ impl ClientError {
             | ClientError::Batch(_)
             | ClientError::OffsetOutOfRange { .. }
             | ClientError::DeliveryTimeout { .. }
-            | ClientError::Closed => true,
+            | ClientError::Closed
+            | ClientError::NotMember { .. }
+            | ClientError::NoCommittedOffset { .. } => true,
         }
     }
 
@@ -153,6 +165,10 @@ mod tests {
             // Whatever the last attempt said, an earlier unknown outcome makes the whole unknown.
             (ClientError::DeliveryUnknown { attempts: 3, last: Box::new(server(ErrorCode::OUT_OF_ORDER_SEQUENCE)) }, false),
             (ClientError::Closed, true),
+            (ClientError::NotMember { group: "g".into(), reason: "rebalancing".into() }, true),
+            (ClientError::NoCommittedOffset { topic: "t".into(), partition: 0 }, true),
+            (server(ErrorCode::NOT_COORDINATOR), true),
+            (server(ErrorCode::STALE_MEMBER_EPOCH), true),
         ];
         for (error, definite) in cases {
             assert_eq!(error.is_definite(), definite, "{error}");

@@ -10,9 +10,13 @@
 //! - [`cluster`]: the metadata cache and connection pool every API shares, with retries;
 //! - [`partitioner`]: Kafka-compatible key hashing (murmur2) and sticky keyless partitioning;
 //! - [`producer`], [`consumer`], [`admin`]: the APIs;
+//! - [`group`]: consumer groups (the ConsumerProtocol codec, assignors, the sans-IO member state
+//!   machines of the classic and the consumer protocol, and their IO), behind
+//!   [`Consumer::subscribe`] and the group operations of [`Admin`];
 //! - [`error`]: [`ClientError`], which always says whether a failure is definite (certainly
 //!   no effect) or indefinite (maybe applied);
-//! - [`clock`]: the only reader of the wall clock (record timestamps).
+//! - [`clock`]: the only reader of the wall clock (record timestamps); [`random`]: the only
+//!   reader of randomness (member ids).
 //!
 //! Everything runs on `tokio`, which is the madsim simulator's tokio under `--cfg madsim`.
 //!
@@ -43,14 +47,19 @@ pub mod cluster;
 pub mod connection;
 pub mod consumer;
 pub mod error;
+pub mod group;
 pub mod partitioner;
 pub mod producer;
+pub mod random;
 pub mod wire;
 
 pub use admin::{Admin, ClusterDescription, ListedOffset, OffsetQuery, TopicConfig};
 pub use batch::Header;
 pub use cluster::{ClusterConfig, ClusterSession, Metadata, PartitionInfo, TopicInfo};
 pub use connection::{Connection, ConnectionConfig};
-pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, Offset, RecordProducer};
+pub use consumer::{
+    CommitHandle, Consumer, ConsumerConfig, ConsumerRecord, GroupEvent, GroupProtocol, Offset, OffsetReset, RebalanceListener,
+    RecordProducer,
+};
 pub use error::ClientError;
 pub use producer::{Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata};

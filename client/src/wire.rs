@@ -23,8 +23,14 @@ pub mod proto {
 
 use proto::{ErrorCode, Request, Response};
 
-/// The protocol version this code speaks; a `Hello` naming another is refused.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The newest protocol version this code speaks. Version 2 added consumer groups; a server
+/// answers a `Hello` with the lower of the client's version and its own, and refuses group
+/// requests on a version 1 connection with `UNSUPPORTED_VERSION`.
+pub const PROTOCOL_VERSION: u32 = 2;
+/// The oldest protocol version this code still speaks; a `Hello` naming an older one is refused.
+pub const PROTOCOL_VERSION_MIN: u32 = 1;
+/// The first protocol version with consumer-group requests.
+pub const PROTOCOL_VERSION_GROUPS: u32 = 2;
 /// Bytes of the length prefix.
 pub const FRAME_HEADER_BYTES: usize = 4;
 /// The largest frame body accepted by default: a fetch response of up to 32 MiB of batches plus
@@ -38,7 +44,10 @@ impl ErrorCode {
         !matches!(self, ErrorCode::REQUEST_TIMED_OUT | ErrorCode::LEADERSHIP_LOST | ErrorCode::INTERNAL)
     }
 
-    /// True when retrying the same request (after refreshing metadata) may succeed.
+    /// True when retrying the same request (after refreshing metadata, or finding the group's
+    /// coordinator again) may succeed. Group errors that ask a member to rejoin
+    /// (UNKNOWN_MEMBER_ID, ILLEGAL_GENERATION, REBALANCE_IN_PROGRESS, FENCED_MEMBER_EPOCH) are not
+    /// retriable as such: the member must rejoin first.
     pub fn is_retriable(self) -> bool {
         matches!(
             self,
@@ -48,6 +57,9 @@ impl ErrorCode {
                 | ErrorCode::NOT_CONTROLLER
                 | ErrorCode::LEADER_NOT_AVAILABLE
                 | ErrorCode::DUPLICATE_IN_FLIGHT
+                | ErrorCode::NOT_COORDINATOR
+                | ErrorCode::COORDINATOR_NOT_AVAILABLE
+                | ErrorCode::COORDINATOR_LOAD_IN_PROGRESS
                 | ErrorCode::REQUEST_TIMED_OUT
                 | ErrorCode::LEADERSHIP_LOST
         )

@@ -1,11 +1,13 @@
 //! `cargo bench -p odradek-jepsen --bench check`: generates a valid ~1M-op model history (acks=all,
 //! idempotent producers, faults and leader changes recorded, final drain) and times the checker
-//! on it, plus JSON-lines write and parse. Prints the machine and the settings.
+//! on it, plus JSON-lines write and parse; then the same for a ~1M-op consumer-group history
+//! (C1–C7 on top of the log checks). Prints the machine and the settings.
 
 use std::time::Instant;
 
 use odradek_jepsen::checker::{check, CheckOptions};
 use odradek_jepsen::history::History;
+use odradek_jepsen::model::groups::{generate_groups, GroupModelConfig};
 use odradek_jepsen::model::{generate, ModelConfig};
 
 const OPS_TARGET: usize = 1_000_000;
@@ -67,4 +69,45 @@ fn main() {
     println!("check: {check_s:.2} s wall, {check_cpu_s:.2} s CPU ({:.0} ops/s wall)", s.ops as f64 / check_s);
     println!("load average: {}", std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim());
     println!("json-lines write: {write_s:.2} s, parse + validate: {parse_s:.2} s");
+    groups();
+}
+
+/// The consumer-group history: members that rebalance, commit (by hand and auto), crash and are
+/// fenced, in four groups over eight keys.
+fn groups() {
+    let config = GroupModelConfig {
+        seed: 1,
+        ops_target: OPS_TARGET,
+        keys: 8,
+        groups: 4,
+        members_per_group: 4,
+        producers: 4,
+        ..GroupModelConfig::default()
+    };
+    println!("\ngroup settings: {config:?}");
+    let start = Instant::now();
+    let generated = generate_groups(&config);
+    let generate_s = start.elapsed().as_secs_f64();
+    let (start, cpu_start) = (Instant::now(), thread_cpu_s());
+    let verdict = check(&generated.history, &CheckOptions::default());
+    let check_s = start.elapsed().as_secs_f64();
+    let check_cpu_s = thread_cpu_s() - cpu_start;
+    assert!(verdict.valid, "the group model history must pass:\n{verdict}");
+    let g = &verdict.groups;
+    println!(
+        "group history: {} ops, {} rebalances, {} commits ok ({} auto), {} fetches, {} registers, {} deliveries, {} resumes",
+        verdict.stats.ops,
+        g.rebalances_ok,
+        g.commits_ok,
+        g.auto_commits,
+        g.fetches_ok,
+        g.registers_checked,
+        g.deliveries,
+        g.resumes_checked
+    );
+    println!("generate: {generate_s:.2} s");
+    println!("check: {check_s:.2} s wall, {check_cpu_s:.2} s CPU ({:.0} ops/s wall)", verdict.stats.ops as f64 / check_s);
+    println!("load average: {}", std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim());
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    println!("peak resident memory of the bench: {}", status.lines().find(|l| l.starts_with("VmHWM")).unwrap_or("VmHWM unknown"));
 }

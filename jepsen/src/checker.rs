@@ -17,7 +17,8 @@
 //!   For an indeterminate send, a value's offset is derived from a read batch-mate (batches are
 //!   atomic and contiguous), so an info write with some write read counts for L6.
 //! * L8 poll-skip / nonmonotonic-poll: per process and key, between successive ok polls; an
-//!   assign that newly adds or drops the key, a rewind, a failed or info poll, or a crash breaks
+//!   assign that newly adds or drops the key, a group rebalance that assigns, revokes or loses it
+//!   (C3 checks where the next poll resumes), a rewind, a failed or info poll, or a crash breaks
 //!   continuity. L9: inside one poll's list.
 //! * L10: per writer session (process, producer pid and epoch) and key, over ack offsets: all of
 //!   them under acks=all; under acks=1 only those a poll confirmed; not at acks=0. Offsets inside a
@@ -30,9 +31,13 @@
 //! * P2 ack-divergence from the history (fails for idempotent sends, reported otherwise); P1, P3,
 //!   P4 from the server log dump in [`CheckOptions::log_dump`] (P4 is checked per partition: log
 //!   order across partitions is not defined).
+//! * C1–C7, the consumer-group checks, in [`groups`] (its module comment says what each reads and
+//!   why it is sound under indeterminate outcomes, retries, crashes and rebalances).
 //! * `H malformed-history`: a value written to two keys, a completion that differs from its invoke,
-//!   or an ok send whose offsets do not match its values.
+//!   an ok send whose offsets do not match its values, or a rebalance that revokes a key its
+//!   member does not own (or assigns one it does).
 
+mod groups;
 mod index;
 mod log_dump;
 pub mod raft;
@@ -45,7 +50,7 @@ use serde::{Deserialize, Serialize};
 use crate::history::{Acks, History, Key, Offset, Process, Producer, Value};
 use index::{runs, AckPrefix, Index, Outcome, ProcessEvent, SendOp};
 use verdict::Report;
-pub use verdict::{Anomaly, AnomalyCount, AnomalyKind, Stats, Verdict, ANOMALY_EXAMPLES_PER_KIND_MAX, ANOMALY_ITEMS_MAX};
+pub use verdict::{Anomaly, AnomalyCount, AnomalyKind, GroupStats, Stats, Verdict, ANOMALY_EXAMPLES_PER_KIND_MAX, ANOMALY_ITEMS_MAX};
 
 /// One record of a server-side log dump (P1, P3, P4): where it sits and who produced it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -74,7 +79,7 @@ impl Default for CheckOptions {
     }
 }
 
-/// Checks `history` against L1–L13 and P1–P4 (see the module comment).
+/// Checks `history` against L1–L13, P1–P4 and C1–C7 (see the module comment).
 pub fn check(history: &History, options: &CheckOptions) -> Verdict {
     let mut report = Report::new(options.anomaly_examples_per_kind_max);
     let index = Index::build(history, &mut report);
@@ -90,9 +95,10 @@ pub fn check(history: &History, options: &CheckOptions) -> Verdict {
     if let Some(dump) = &options.log_dump {
         log_dump::check_log_dump(dump, &mut report);
     }
+    let groups = groups::check_groups(history, &index, &mut report);
     let stats = stats(history, &index, options, values_unseen);
     let valid = report.counts.values().all(|c| c.fatal == 0);
-    Verdict { valid, counts: report.counts, anomalies: report.anomalies, stats }
+    Verdict { valid, counts: report.counts, anomalies: report.anomalies, stats, groups }
 }
 
 fn stats(history: &History, index: &Index, options: &CheckOptions, values_unseen: u64) -> Stats {
@@ -403,6 +409,11 @@ fn check_polls(index: &Index, report: &mut Report) {
             }
             ProcessEvent::Rewind(process, keys) => {
                 for k in keys {
+                    position.remove(&(process, *k));
+                }
+            }
+            ProcessEvent::Rebalance(process, r) => {
+                for k in r.assigned.iter().chain(&r.revoked).chain(&r.lost) {
                     position.remove(&(process, *k));
                 }
             }

@@ -12,6 +12,26 @@
 //!   again after an `info` completion or a `crash` (it is retired; CHECKLISTS "history model").
 //!
 //! The library reads no clock itself: the simulator must stay deterministic.
+//!
+//! # Consumer-group ops (issue 14; checked by C1–C7)
+//!
+//! A process becomes a member of a group with `subscribe`; its polls are ordinary `poll` ops, and
+//! they count as the group's deliveries of the keys it owns. Shapes (JSON `value`s):
+//! * `subscribe` `{"group":"g","keys":[0,1,2]}` ([`Subscribe`]; invoke and completion alike).
+//! * `rebalance`: one invoke/ok pair each time the member's assignment, generation or member epoch
+//!   changes ([`Rebalance`]). Invoke `{"group":"g","member":"m1"}` (what is known so far); ok
+//!   `{"group":"g","member":"m1","protocol":"consumer","epoch":7,"assigned":[2],"revoked":[0],
+//!   "lost":[],"start":{"2":{"offset":40,"from":"committed"}}}`. A member that learns it was
+//!   fenced records an ok rebalance losing what it owned, with the `error`. Fail: nothing changed.
+//! * `commit` ([`Commit`]): invoke `{"group":"g","offsets":{"2":41},"auto":true,"member":"m1",
+//!   "epoch":7}`; completion the same, ok (applied), fail (definitely not applied; `error` names
+//!   the code, e.g. `"ILLEGAL_GENERATION"`) or info (maybe applied).
+//! * `fetch-committed` ([`FetchCommitted`]): invoke `{"group":"g","keys":[0,2]}`; ok adds
+//!   `"offsets":{"0":null,"2":41}` (null: nothing committed).
+//!
+//! Offsets follow Kafka's exclusive convention: a committed offset is the next record to consume.
+//! What the recorder must guarantee for the checks to be sound is listed in [`Rebalance`] and
+//! [`Commit`] (and in the checker's `groups` module).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, Read, Write};
@@ -69,6 +89,14 @@ pub enum OpF {
     /// Marks where the final drain begins (healed cluster, fresh clients, seek to beginning).
     /// Polls invoked after it are drain polls (L7, L13). Value: null.
     FinalDrain,
+    /// Join a consumer group: the process is a member from now on. Value: [`Subscribe`].
+    Subscribe,
+    /// The member's assignment, generation or member epoch changed. Value: [`Rebalance`].
+    Rebalance,
+    /// Commit offsets for a group. Value: [`Commit`].
+    Commit,
+    /// Read a group's committed offsets. Value: [`FetchCommitted`].
+    FetchCommitted,
 }
 
 impl OpF {
@@ -148,6 +176,149 @@ pub struct LeaderChange {
     pub leader: Option<u64>,
 }
 
+/// A consumer group's name.
+pub type Group = String;
+
+/// Value of `subscribe`: the group, and the keys (partitions of the test topic) its topics have.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Subscribe {
+    pub group: Group,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topics: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<Key>,
+}
+
+/// Which of Kafka's group protocols a member speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupProtocol {
+    /// JoinGroup/SyncGroup; `epoch` is the group generation, shared by all members.
+    Classic,
+    /// KIP-848 ConsumerGroupHeartbeat; `epoch` is the member's own member epoch.
+    Consumer,
+}
+
+/// Where a newly assigned key's start position came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StartFrom {
+    /// The group's committed offset, fetched during the rebalance op; `offset` is that offset.
+    Committed,
+    /// The reset policy (earliest/latest): the fetch found no committed offset, or (when
+    /// [`StartPosition::committed`] is set) found one outside the log's range.
+    Reset,
+}
+
+/// The position a member chose for a newly assigned key: its first poll of the key starts there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartPosition {
+    pub offset: Offset,
+    pub from: StartFrom,
+    /// With `from: reset`: the committed offset the fetch returned that was out of range.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub committed: Option<Offset>,
+}
+
+impl StartPosition {
+    /// What the member's offset fetch returned, if the position came from one: `Some(None)` for
+    /// "nothing committed", `Some(Some(c))` for a committed offset c.
+    pub fn fetched(&self) -> Option<Option<Offset>> {
+        match self.from {
+            StartFrom::Committed => Some(Some(self.offset)),
+            StartFrom::Reset => Some(self.committed),
+        }
+    }
+}
+
+/// Value of `rebalance`. The invoke carries the group (and the member id if known); an `ok`
+/// completion carries the outcome: member id, protocol, generation or member epoch, the keys
+/// newly `assigned`, `revoked` (given up cleanly) and `lost` (taken away: the member was fenced
+/// or its session expired), and for each newly assigned key the start position.
+///
+/// Recording contract (the ownership and resume checks rely on it):
+/// * one op per new generation (classic) or member epoch (consumer), even if the assignment did
+///   not change; deltas are against the member's previous assignment;
+/// * the op that revokes a key is *invoked* before the member tells the coordinator it released
+///   the key (classic: before its JoinGroup; consumer: before the heartbeat listing what it owns);
+/// * the op that assigns a key *completes* after the member received the assignment, and the
+///   offset fetch that chose its start position happens inside the op;
+/// * a member that learns it was fenced (UNKNOWN_MEMBER_ID, FENCED_MEMBER_EPOCH,
+///   ILLEGAL_GENERATION, FENCED_INSTANCE_ID) records it before it acts under a new membership:
+///   an ok rebalance with `lost` (possibly empty) and `error`, or a fail of the op that got it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rebalance {
+    pub group: Group,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<String>,
+    /// Static membership: the group instance id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<GroupProtocol>,
+    /// Classic: the generation; consumer: the member epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub assigned: Vec<Key>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revoked: Vec<Key>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lost: Vec<Key>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub start: BTreeMap<Key, StartPosition>,
+    /// The error that ended the membership (a fencing error) or failed the op.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Value of `commit`: offsets per key (the next record to consume), whether the client's
+/// auto-commit sent it, and the member id and generation / member epoch it was sent with (both
+/// absent for a simple or admin commit). The completion repeats it, with the `error` on fail or
+/// info.
+///
+/// Recording contract: one op applies at most once. A client may retry inside an op only after
+/// a definite error; after an indefinite one it ends the op `info` (C1 treats an ok commit as
+/// applied once inside its interval, an info one at most once, at any time after its invoke).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Commit {
+    pub group: Group,
+    pub offsets: BTreeMap<Key, Offset>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub auto: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Value of `fetch-committed`: the invoke names the keys; an ok completion adds, per key, the
+/// committed offset or null for "nothing committed".
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FetchCommitted {
+    pub group: Group,
+    pub keys: Vec<Key>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub offsets: BTreeMap<Key, Option<Offset>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The error codes (wire.proto names) that tell a member it is no longer the member it was.
+pub const FENCING_ERRORS: &[&str] = &["UNKNOWN_MEMBER_ID", "FENCED_MEMBER_EPOCH", "ILLEGAL_GENERATION", "FENCED_INSTANCE_ID"];
+
+/// Whether `error` is one of [`FENCING_ERRORS`].
+pub fn is_fencing_error(error: &str) -> bool {
+    FENCING_ERRORS.contains(&error)
+}
+
 /// The `value` of an op; which variant is allowed depends on `f` (see [`OpF`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
@@ -158,6 +329,10 @@ pub enum OpValue {
     Keys(Keys),
     Fault(Fault),
     LeaderChange(LeaderChange),
+    Subscribe(Subscribe),
+    Rebalance(Rebalance),
+    Commit(Commit),
+    FetchCommitted(FetchCommitted),
 }
 
 impl OpValue {
@@ -170,6 +345,10 @@ impl OpValue {
             OpF::Assign | OpF::Rewind => OpValue::Keys(serde_json::from_value(value)?),
             OpF::Start | OpF::Stop => OpValue::Fault(serde_json::from_value(value)?),
             OpF::LeaderChange => OpValue::LeaderChange(serde_json::from_value(value)?),
+            OpF::Subscribe => OpValue::Subscribe(serde_json::from_value(value)?),
+            OpF::Rebalance => OpValue::Rebalance(serde_json::from_value(value)?),
+            OpF::Commit => OpValue::Commit(serde_json::from_value(value)?),
+            OpF::FetchCommitted => OpValue::FetchCommitted(serde_json::from_value(value)?),
             OpF::Crash | OpF::FinalDrain => {
                 let () = serde_json::from_value(value)?;
                 OpValue::None
@@ -186,6 +365,10 @@ impl OpValue {
                 | (OpF::Assign | OpF::Rewind, OpValue::Keys(_))
                 | (OpF::Start | OpF::Stop, OpValue::Fault(_))
                 | (OpF::LeaderChange, OpValue::LeaderChange(_))
+                | (OpF::Subscribe, OpValue::Subscribe(_))
+                | (OpF::Rebalance, OpValue::Rebalance(_))
+                | (OpF::Commit, OpValue::Commit(_))
+                | (OpF::FetchCommitted, OpValue::FetchCommitted(_))
                 | (OpF::Crash | OpF::FinalDrain, OpValue::None)
         )
     }
@@ -591,6 +774,51 @@ mod tests {
         assert!(matches!(b.ok(stray, OpValue::Poll(Poll::default())), Err(HistoryError::NoOpenInvoke { .. })));
         let h = b.invoke_poll(3).unwrap();
         assert!(matches!(b.ok(h, OpValue::None), Err(HistoryError::ValueMismatch { .. })));
+    }
+
+    /// The consumer-group shapes, exactly as a recorder writes them (the client's contract).
+    const GROUP_LINES: &str = r#"{"index":0,"time":1,"process":5,"type":"invoke","f":"subscribe","value":{"group":"g","topics":["t"],"keys":[0,1]}}
+{"index":1,"time":2,"process":5,"type":"ok","f":"subscribe","value":{"group":"g","topics":["t"],"keys":[0,1]}}
+{"index":2,"time":3,"process":5,"type":"invoke","f":"rebalance","value":{"group":"g"}}
+{"index":3,"time":4,"process":5,"type":"ok","f":"rebalance","value":{"group":"g","member":"m1","protocol":"consumer","epoch":3,"assigned":[0,1],"start":{"0":{"offset":7,"from":"committed"},"1":{"offset":0,"from":"reset"}}}}
+{"index":4,"time":5,"process":5,"type":"invoke","f":"poll","value":{}}
+{"index":5,"time":6,"process":5,"type":"ok","f":"poll","value":{"records":{"0":[[7,70]]},"hw":{"0":8,"1":0}}}
+{"index":6,"time":7,"process":5,"type":"invoke","f":"commit","value":{"group":"g","offsets":{"0":8},"auto":true,"member":"m1","epoch":3}}
+{"index":7,"time":8,"process":5,"type":"ok","f":"commit","value":{"group":"g","offsets":{"0":8},"auto":true,"member":"m1","epoch":3}}
+{"index":8,"time":9,"process":5,"type":"invoke","f":"commit","value":{"group":"g","offsets":{"0":8},"member":"m1","epoch":2}}
+{"index":9,"time":10,"process":5,"type":"fail","f":"commit","value":{"group":"g","offsets":{"0":8},"member":"m1","epoch":2,"error":"STALE_MEMBER_EPOCH"}}
+{"index":10,"time":11,"process":5,"type":"invoke","f":"fetch-committed","value":{"group":"g","keys":[0,1]}}
+{"index":11,"time":12,"process":5,"type":"ok","f":"fetch-committed","value":{"group":"g","keys":[0,1],"offsets":{"0":8,"1":null}}}
+{"index":12,"time":13,"process":5,"type":"invoke","f":"rebalance","value":{"group":"g","member":"m1"}}
+{"index":13,"time":14,"process":5,"type":"ok","f":"rebalance","value":{"group":"g","member":"m1","protocol":"consumer","epoch":3,"lost":[0,1],"error":"FENCED_MEMBER_EPOCH"}}
+"#;
+
+    #[test]
+    fn group_ops_parse_and_round_trip_byte_for_byte() {
+        let history = History::read_json_lines(GROUP_LINES.as_bytes()).unwrap();
+        let OpValue::Rebalance(rebalance) = &history.ops()[3].value else { panic!("a rebalance") };
+        assert_eq!((rebalance.protocol, rebalance.epoch, &rebalance.assigned[..]), (Some(GroupProtocol::Consumer), Some(3), &[0, 1][..]));
+        assert_eq!(rebalance.start[&0].fetched(), Some(Some(7)));
+        assert_eq!(rebalance.start[&1].fetched(), Some(None));
+        let OpValue::FetchCommitted(fetch) = &history.ops()[11].value else { panic!("a fetch") };
+        assert_eq!(fetch.offsets, BTreeMap::from([(0, Some(8)), (1, None)]));
+        assert!(matches!(&history.ops()[7].value, OpValue::Commit(c) if c.auto && c.offsets[&0] == 8));
+        let mut bytes = Vec::new();
+        history.write_json_lines(&mut bytes).unwrap();
+        assert_eq!(String::from_utf8(bytes).unwrap(), GROUP_LINES);
+    }
+
+    #[test]
+    fn group_op_values_are_checked_against_f() {
+        let unknown_field =
+            r#"{"index":0,"time":1,"process":0,"type":"invoke","f":"commit","value":{"group":"g","offsets":{},"generation":3}}"#;
+        assert!(matches!(History::read_json_lines(unknown_field.as_bytes()), Err(HistoryError::Json { line: 1, .. })));
+        let no_group = r#"{"index":0,"time":1,"process":0,"type":"invoke","f":"rebalance","value":{"member":"m"}}"#;
+        assert!(matches!(History::read_json_lines(no_group.as_bytes()), Err(HistoryError::Json { line: 1, .. })));
+        let mut b = builder();
+        let h = b.invoke(1, OpF::Commit, OpValue::Commit(Commit { group: "g".into(), ..Commit::default() })).unwrap();
+        assert!(matches!(b.ok(h, OpValue::Keys(Keys { keys: vec![] })), Err(HistoryError::ValueMismatch { .. })));
+        assert!(is_fencing_error("ILLEGAL_GENERATION") && !is_fencing_error("STALE_MEMBER_EPOCH"));
     }
 
     #[test]

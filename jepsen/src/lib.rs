@@ -6,7 +6,8 @@
 //!   nemesis start/stop, leader changes, the final-drain marker), their JSON-lines form, and a
 //!   [`history::HistoryBuilder`] that a workload driver calls (no clock or randomness inside).
 //! * [`checker`]: `check(&History, &CheckOptions) -> Verdict` for L1–L13 under the acks-level table,
-//!   P2 from the history, and P1, P3, P4 from an optional server log dump.
+//!   P2 from the history, P1, P3, P4 from an optional server log dump, and the consumer-group
+//!   checks C1–C7 over the group ops (subscribe, rebalance, commit, fetch-committed).
 //! * [`model`]: a seeded in-memory model log that generates valid histories, with planted bugs, for
 //!   tests, benches and the simulator's own checker tests.
 //!
@@ -22,8 +23,7 @@
 //! P1, P3 and P4 need the log with each record's producer: the harness and the simulator take it
 //! from their final drain (the client's records carry their producer id, epoch and sequence).
 //!
-//! Not yet: the consumer-group invariants (C1–C6) and liveness (V1–V4) in the checker (the
-//! simulator checks V1–V3 itself).
+//! Not yet: liveness (V1–V4) in the checker (the simulator checks V1–V3 itself).
 
 pub mod checker;
 #[cfg(not(madsim))]

@@ -6,6 +6,8 @@
 //! The model applies each op at its completion (between invoke and completion, so it is
 //! linearizable), assigns dense offsets, appends batches atomically, reports the HW as the log
 //! length, and ends with a final drain by fresh consumers that seek to the beginning.
+//!
+//! [`groups`] is the same for consumer groups (C1–C7).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +20,8 @@ use crate::checker::LogRecord;
 use crate::history::{
     Acks, Fault, History, HistoryBuilder, Key, Keys, Offset, OpF, OpHandle, OpValue, Poll, Process, Producer, Send, Value,
 };
+
+pub mod groups;
 
 /// A bug planted once, about halfway through the run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

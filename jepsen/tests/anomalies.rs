@@ -620,7 +620,8 @@ fn every_case_gets_its_expected_verdict() {
 #[test]
 fn every_anomaly_kind_has_a_failing_and_a_passing_case() {
     let cases = cases();
-    for kind in AnomalyKind::ALL {
+    // The consumer-group kinds (C*) have their cases in tests/groups.rs, which checks them alike.
+    for kind in AnomalyKind::ALL.iter().filter(|k| !k.invariant().starts_with('C')) {
         assert!(cases.iter().any(|c| matches!(c.expect, Fatal(k) | Reported(k) if k == *kind)), "no case reports {kind}");
     }
     assert!(cases.iter().filter(|c| c.expect == Clean).count() >= 14);

@@ -114,6 +114,9 @@ pub struct ServerConfig {
     pub disk_check_interval_ms: u64,
     #[serde(default)]
     pub topic_defaults: TopicDefaults,
+    /// The consumer-group coordinator (`[groups]`).
+    #[serde(default)]
+    pub groups: crate::group::service::GroupSettings,
     /// Deliberate breakages for the checkers' teeth (simulation and `planted-bugs` builds only).
     #[cfg(any(madsim, feature = "planted-bugs"))]
     #[serde(default)]
@@ -191,6 +194,7 @@ impl ServerConfig {
             disk_reserve_bytes: default_disk_reserve_bytes(),
             disk_check_interval_ms: default_disk_check_interval_ms(),
             topic_defaults: TopicDefaults::default(),
+            groups: crate::group::service::GroupSettings::default(),
             #[cfg(any(madsim, feature = "planted-bugs"))]
             planted_bugs: Vec::new(),
         }
@@ -254,6 +258,7 @@ impl ServerConfig {
         if defaults.batch_bytes_max as usize > odradek_client::batch::BATCH_BYTES_MAX || defaults.batch_bytes_max == 0 {
             return invalid(format!("topic_defaults.batch_bytes_max must be within 1..={}", odradek_client::batch::BATCH_BYTES_MAX));
         }
+        self.groups.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 

@@ -25,4 +25,6 @@ pub struct NodeContext {
     pub planted: Planted,
     /// Leaders of partitions hosted elsewhere, as their replicas reported them.
     pub leaders: LearnedLeaders,
+    /// The consumer-group coordinator of the offsets-topic partitions this node leads.
+    pub groups: std::sync::Arc<crate::group::service::GroupService>,
 }

@@ -5,7 +5,8 @@
 //! - register: the metadata group's leader registers every configured node as a broker;
 //! - balance: a leader that is not its partition's preferred replica hands leadership to it
 //!   once the preferred replica has caught up;
-//! - retention: trim partition logs by their topic's retention and move their log start.
+//! - retention: trim partition logs by their topic's retention and move their log start; an
+//!   offsets-topic partition only below its group table's last snapshot (`crate::group`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -167,10 +168,28 @@ async fn balance_leaders(context: &NodeContext, hosted: &BTreeMap<GroupId, Hoste
     }
 }
 
+/// The highest index retention may delete up to (exclusive) in `group`: an offsets-topic
+/// partition keeps its group table's last snapshot record and what follows (0 before the first
+/// snapshot, or while its table is not hosted here yet: everything is kept); any other topic
+/// has no bound beyond the raft commit.
+fn retention_index_bound(context: &NodeContext, group: GroupId) -> u64 {
+    let offsets_partition =
+        context.state.lock().meta.partition_of_group(group).is_some_and(|(topic, _)| topic.name == crate::group::OFFSETS_TOPIC);
+    if offsets_partition {
+        context.groups.retention_bound(group).unwrap_or(0)
+    } else {
+        u64::MAX
+    }
+}
+
 /// Trims hosted partition logs by retention and publishes their new log start.
 async fn enforce_retention(context: &NodeContext, hosted: &BTreeMap<GroupId, Hosted>) {
     for &group in hosted.keys() {
-        match context.node.enforce_retention(group).await {
+        let index_bound_max = retention_index_bound(context, group);
+        if index_bound_max == 0 {
+            continue;
+        }
+        match context.node.enforce_retention(group, index_bound_max).await {
             Ok(report) => {
                 if let Ok(Some(bounds)) = context.node.log_bounds(group).await {
                     let mut state = context.state.lock();

@@ -24,6 +24,7 @@ pub mod context;
 pub mod controller;
 pub mod data_dir;
 pub mod faults;
+pub mod group;
 pub mod meta;
 pub mod net;
 pub mod partition;

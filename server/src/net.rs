@@ -24,7 +24,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use odradek_client::wire::proto::{ErrorCode, HelloResponse, Request, Request_oneof_body as Body, Response};
-use odradek_client::wire::{decode_request, error_response, write_frame, FrameError, FRAME_BYTES_MAX, PROTOCOL_VERSION};
+use odradek_client::wire::{
+    decode_request, error_response, write_frame, FrameError, FRAME_BYTES_MAX, PROTOCOL_VERSION, PROTOCOL_VERSION_GROUPS,
+    PROTOCOL_VERSION_MIN,
+};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
@@ -115,7 +118,8 @@ async fn serve_connection(stream: TcpStream, context: Arc<NodeContext>, mut shut
     let in_flight = Arc::new(Semaphore::new(requests_max));
     // F-N9 (simulation only): a handler asks for the connection to be reset.
     let reset = Arc::new(Notify::new());
-    let mut greeted = false;
+    // The protocol version agreed by the Hello (None before it).
+    let mut version: Option<u32> = None;
     // The handshake deadline until the Hello, then the idle deadline: each whole request moves
     // it on, and so does reaching it with a request in flight (busy, not idle).
     let idle = context.config.connection_idle_timeout();
@@ -131,12 +135,12 @@ async fn serve_connection(stream: TcpStream, context: Arc<NodeContext>, mut shut
             }
             frame = frames.next(frame_bytes_max) => frame,
             _ = tokio::time::sleep_until(deadline) => {
-                if greeted && in_flight.available_permits() < requests_max {
+                if version.is_some() && in_flight.available_permits() < requests_max {
                     deadline = Instant::now() + idle;
                     continue;
                 }
                 let mid_frame = frames.is_mid_frame();
-                if greeted {
+                if version.is_some() {
                     tracing::debug!(mid_frame, ?idle, "closing an idle client connection");
                 } else {
                     let message = format!("no Hello within {} ms; closing the connection", context.config.handshake_timeout_ms);
@@ -157,14 +161,20 @@ async fn serve_connection(stream: TcpStream, context: Arc<NodeContext>, mut shut
             }
             Parsed::Closed => break,
         };
-        if !greeted {
+        let Some(agreed) = version else {
             let response = greet(&context, request, frame_bytes_max);
-            greeted = response.error == ErrorCode::NONE;
+            version = response.has_hello().then(|| response.get_hello().protocol_version);
             let _ = responses.send(response).await;
-            if !greeted {
+            if version.is_none() {
                 break;
             }
             deadline = Instant::now() + idle;
+            continue;
+        };
+        if agreed < PROTOCOL_VERSION_GROUPS && request.body.as_ref().is_some_and(request::group::is_group_request) {
+            let message =
+                format!("consumer-group requests need protocol version {PROTOCOL_VERSION_GROUPS}; this connection speaks {agreed}");
+            let _ = responses.send(error_response(request.request_id, ErrorCode::UNSUPPORTED_VERSION, message)).await;
             continue;
         }
         deadline = Instant::now() + idle;
@@ -214,12 +224,16 @@ fn greet(context: &NodeContext, mut request: Request, frame_bytes_max: usize) ->
     let Some(Body::hello(hello)) = request.body.take() else {
         return error_response(id, ErrorCode::HELLO_REQUIRED, "the first request on a connection must be Hello");
     };
-    if hello.protocol_version != PROTOCOL_VERSION {
-        let message = format!("protocol version {} is not supported; this node speaks {PROTOCOL_VERSION}", hello.protocol_version);
+    if hello.protocol_version < PROTOCOL_VERSION_MIN {
+        let message = format!(
+            "protocol version {} is not supported; this node speaks {PROTOCOL_VERSION_MIN} to {PROTOCOL_VERSION}",
+            hello.protocol_version
+        );
         return error_response(id, ErrorCode::UNSUPPORTED_VERSION, message);
     }
     let mut answer = HelloResponse::new();
-    answer.protocol_version = PROTOCOL_VERSION;
+    // A newer client speaks this node's newest version; an older one its own.
+    answer.protocol_version = hello.protocol_version.min(PROTOCOL_VERSION);
     answer.node_id = context.state.node_id;
     answer.frame_bytes_max = u32::try_from(frame_bytes_max).expect("frames fit a u32 length");
     let mut response = error_response(id, ErrorCode::NONE, "");

@@ -43,10 +43,20 @@ pub enum PlantedBug {
     /// acknowledged and votes as before, though bit rot may have taken an entry it did
     /// acknowledge (R8 e: no protocol-aware recovery).
     TrustRecoveryCut,
+    /// The group coordinator takes an offset commit from a member of an older generation or
+    /// member epoch (rewriting it to the current one): a zombie member moves the group's
+    /// position (C5).
+    AcceptStaleCommit,
+    /// A new group coordinator answers before it applied its log, and offset reads skip their
+    /// barrier: a fetch of committed offsets can miss an acknowledged commit (C1, C3).
+    CoordinatorAnswersBeforeReplay,
+    /// The consumer protocol hands a member its target partitions while another member still
+    /// owns them: one partition, two owners in one generation.
+    AssignmentTwoOwners,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 9] = [
+    pub const ALL: [PlantedBug; 12] = [
         PlantedBug::AckBeforeCommit,
         PlantedBug::ServeAboveCommit,
         PlantedBug::SkipDedup,
@@ -56,6 +66,9 @@ impl PlantedBug {
         PlantedBug::IgnoreFsyncError,
         PlantedBug::TruncateMidLogCorruption,
         PlantedBug::TrustRecoveryCut,
+        PlantedBug::AcceptStaleCommit,
+        PlantedBug::CoordinatorAnswersBeforeReplay,
+        PlantedBug::AssignmentTwoOwners,
     ];
 
     pub fn name(self) -> &'static str {
@@ -69,6 +82,9 @@ impl PlantedBug {
             PlantedBug::IgnoreFsyncError => "ignore-fsync-error",
             PlantedBug::TruncateMidLogCorruption => "truncate-mid-log-corruption",
             PlantedBug::TrustRecoveryCut => "trust-recovery-cut",
+            PlantedBug::AcceptStaleCommit => "accept-stale-commit",
+            PlantedBug::CoordinatorAnswersBeforeReplay => "coordinator-answers-before-replay",
+            PlantedBug::AssignmentTwoOwners => "assignment-two-owners",
         }
     }
 }
@@ -97,6 +113,9 @@ pub struct Planted {
     pub ignore_fsync_error: bool,
     pub truncate_mid_log_corruption: bool,
     pub trust_recovery_cut: bool,
+    pub accept_stale_commit: bool,
+    pub coordinator_answers_before_replay: bool,
+    pub assignment_two_owners: bool,
 }
 
 impl Planted {
@@ -113,6 +132,9 @@ impl Planted {
             ignore_fsync_error: on(PlantedBug::IgnoreFsyncError),
             truncate_mid_log_corruption: on(PlantedBug::TruncateMidLogCorruption),
             trust_recovery_cut: on(PlantedBug::TrustRecoveryCut),
+            accept_stale_commit: on(PlantedBug::AcceptStaleCommit),
+            coordinator_answers_before_replay: on(PlantedBug::CoordinatorAnswersBeforeReplay),
+            assignment_two_owners: on(PlantedBug::AssignmentTwoOwners),
         }
     }
 }

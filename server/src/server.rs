@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 use crate::clock::Clock;
 use crate::config::ServerConfig;
 use crate::context::NodeContext;
+use crate::group::service::GroupService;
 use crate::meta::METADATA_GROUP;
 use crate::shutdown::{self, Shutdown};
 use crate::state::{NodeState, StateMachine};
@@ -159,6 +160,7 @@ impl Server {
         let (stopped_tx, stopped) = watch::channel(false);
         let tick = config.tick();
         let node_id = config.id;
+        let group_clock = clock.clone();
         tokio::spawn(async move {
             let result = node.run(commands, tick, move || clock()).await;
             if let Err(error) = &result {
@@ -168,10 +170,24 @@ impl Server {
             let _ = driver_done.send(result);
         });
         let leaders = Default::default();
-        let context =
-            Arc::new(NodeContext { config: config.clone(), state: state.clone(), node: handle.clone(), faults, planted, leaders });
+        let group_planted = crate::group::service::Planted {
+            accept_stale_commit: planted.accept_stale_commit,
+            answer_before_replay: planted.coordinator_answers_before_replay,
+            give_owned_partitions: planted.assignment_two_owners,
+        };
+        let groups = Arc::new(GroupService::new(handle.clone(), state.clone(), config.clone(), group_clock, group_planted));
+        let context = Arc::new(NodeContext {
+            config: config.clone(),
+            state: state.clone(),
+            node: handle.clone(),
+            faults,
+            planted,
+            leaders,
+            groups: groups.clone(),
+        });
         let tasks = match listener {
             Some(listener) => vec![
+                tokio::spawn(groups.run_timer(shutdown_rx.clone())),
                 tokio::spawn(watch_free_space(space_disk, config.clone(), state.clone(), shutdown_rx.clone())),
                 tokio::spawn(crate::net::serve(listener, context.clone(), shutdown_rx.clone())),
                 tokio::spawn(crate::controller::run(context, shutdown_rx)),

@@ -16,6 +16,8 @@ use odradek_consensus::{Apply, Committed, EntryMeta, GroupId, NodeId, Rejection}
 use odradek_log::EntryKind;
 use odradek_seams::watch;
 
+use crate::group::service::CoordinatorPartition;
+use crate::group::OFFSETS_TOPIC;
 use crate::meta::{MetaOutcome, MetadataState, METADATA_GROUP};
 use crate::partition::{Admit, BatchInfo, PartitionState};
 use crate::planted::Planted;
@@ -49,6 +51,15 @@ pub struct AppliedState {
     /// Raft index → outcome of the metadata command applied there (the last
     /// `META_OUTCOMES_KEPT`), so a proposer can tell the client why a command was refused.
     pub meta_outcomes: BTreeMap<u64, MetaOutcome>,
+    /// The hosted partitions of the offsets topic: their group tables and, on their leaders,
+    /// the coordinators' volatile state (`crate::group`).
+    pub coordinators: BTreeMap<GroupId, CoordinatorPartition>,
+}
+
+/// The partition of the offsets topic that `group` (a raft group) is, if it is one.
+fn offsets_partition(meta: &MetadataState, group: GroupId) -> Option<u32> {
+    let (topic, partition) = meta.partition_of_group(group)?;
+    (topic.name == OFFSETS_TOPIC).then_some(partition.partition)
 }
 
 /// What a node knows, shared by its raft loop and its request handlers (see the module comment).
@@ -109,7 +120,11 @@ impl NodeState {
     }
 
     pub fn remove_partition(&self, group: GroupId) {
-        self.lock().partitions.remove(&group);
+        let mut state = self.lock();
+        state.partitions.remove(&group);
+        if let Some(mut coordinator) = state.coordinators.remove(&group) {
+            coordinator.demote(self.node_id);
+        }
     }
 
     /// Whether this node hosts (a replica of) `group`.
@@ -158,6 +173,18 @@ impl Apply for StateMachine {
             self.state.meta_version.send_modify(|version| *version += 1);
             return;
         }
+        if let Some(number) = offsets_partition(&state.meta, group) {
+            let coordinator =
+                state.coordinators.entry(group).or_insert_with(|| CoordinatorPartition::new(number, self.planted.assignment_two_owners));
+            for entry in entries {
+                if entry.kind == EntryKind::Command {
+                    let outcome = coordinator.table.apply(entry.index, &entry.payload);
+                    tracing::trace!(group, index = entry.index, ?outcome, "group record applied");
+                } else {
+                    coordinator.table.skip(entry.index);
+                }
+            }
+        }
         let partition = state.partitions.entry(group).or_insert_with(Partition::new);
         for entry in entries {
             let Committed { index, term, kind, base_offset, record_count, timestamp_max, payload } = entry;
@@ -179,6 +206,15 @@ impl Apply for StateMachine {
             return;
         }
         let mut state = self.state.lock();
+        if let Some(number) = offsets_partition(&state.meta, group) {
+            // The table comes back with the next snapshot record, which the log holds.
+            state
+                .coordinators
+                .entry(group)
+                .or_insert_with(|| CoordinatorPartition::new(number, self.planted.assignment_two_owners))
+                .table
+                .restore(index);
+        }
         let partition = state.partitions.entry(group).or_insert_with(Partition::new);
         partition.state.restore(index, term, offset_next);
         assert_eq!(partition.state.high_watermark(), offset_next, "group {group}: restore left the high watermark elsewhere");

@@ -9,7 +9,8 @@
 //!   (given at `create_group`) into [`Apply::apply`], in index order, before raft runs: the
 //!   state machine never misses a committed entry nor sees one twice in an incarnation.
 //! - Retention ([`Node::enforce_retention`]) deletes only below the persisted commit, which it
-//!   first raises to the applied commit; a follower that needs deleted entries gets a metadata
+//!   first raises to the applied commit, and below the state machine's own bound (if it gives
+//!   one); a follower that needs deleted entries gets a metadata
 //!   snapshot (log start index, term and next offset) and resets its log to it (module
 //!   `apply`).
 
@@ -369,11 +370,23 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
     }
 
     /// Deletes `group`'s log segments that fall out of retention (`LogConfig`), never above
-    /// the applied commit. The commit is persisted first (one hard-state fsync), since after
-    /// the log start moves a restart must not find its commit below it. A follower that later
-    /// needs deleted entries receives a metadata snapshot of the new log start.
-    pub async fn enforce_retention(&mut self, group: GroupId, now_ms: i64) -> Result<odradek_log::RetentionReport, NodeError> {
+    /// the applied commit, and only segments wholly below `index_bound_max`: a state machine
+    /// that cannot rebuild itself from any log start gives the index its state needs kept from
+    /// (the group coordinator: its last snapshot record); `u64::MAX` for none. The commit is
+    /// persisted first (one hard-state fsync), since after the log start moves a restart must
+    /// not find its commit below it. A follower that later needs deleted entries receives a
+    /// metadata snapshot of the new log start.
+    pub async fn enforce_retention(
+        &mut self,
+        group: GroupId,
+        now_ms: i64,
+        index_bound_max: u64,
+    ) -> Result<odradek_log::RetentionReport, NodeError> {
         let state = self.groups.get_mut(&group).ok_or(NodeError::GroupUnknown(group))?;
+        if index_bound_max <= state.store.log().first_index() {
+            // Nothing may go: every segment holds an index at or above the bound.
+            return Ok(odradek_log::RetentionReport::default());
+        }
         let raft_log = &state.raw.raft.raft_log;
         // Every conf change at or below `applied` is in the conf-state file already.
         let commit_bound = raft_log.committed.min(raft_log.applied);
@@ -384,10 +397,13 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             state.store.save_hard_state(&crate::storage::raft_hard_state(hard)).await.map_err(storage_error(group))?;
             self.stats.hard_state_saves += 1;
         }
-        let index_bound = state.store.hard_state_saved().commit + 1;
+        let index_bound = (state.store.hard_state_saved().commit + 1).min(index_bound_max);
         let applied = state.raw.raft.raft_log.applied;
         assert!(index_bound <= applied + 1, "group {group}: retention bound {index_bound} above the applied index {applied}");
-        state.store.enforce_retention(now_ms, index_bound).await.map_err(storage_error(group))
+        let report = state.store.enforce_retention(now_ms, index_bound).await.map_err(storage_error(group))?;
+        let first_index = state.store.log().first_index();
+        assert!(first_index <= index_bound, "group {group}: retention deleted index {index_bound} (the log starts at {first_index})");
+        Ok(report)
     }
 
     /// The persisted hard state and log bounds of `group` (for invariant checks).

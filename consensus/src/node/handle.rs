@@ -61,6 +61,7 @@ pub enum Command {
     },
     EnforceRetention {
         group: GroupId,
+        index_bound_max: u64,
         reply: oneshot::Sender<Result<RetentionReport, NodeError>>,
     },
     Status {
@@ -191,8 +192,11 @@ impl NodeHandle {
         self.call(|reply| Command::TransferLeader { group, to, reply }).await?
     }
 
-    pub async fn enforce_retention(&self, group: GroupId) -> Result<RetentionReport, NodeError> {
-        self.call(|reply| Command::EnforceRetention { group, reply }).await?
+    /// [`Node::enforce_retention`]: deletes `group`'s segments out of retention, never one
+    /// holding the applied commit or an index at or above `index_bound_max` (the state machine's
+    /// own bound: `u64::MAX` for none).
+    pub async fn enforce_retention(&self, group: GroupId, index_bound_max: u64) -> Result<RetentionReport, NodeError> {
+        self.call(|reply| Command::EnforceRetention { group, index_bound_max, reply }).await?
     }
 
     /// The group's raft status and applied configuration.
@@ -281,7 +285,9 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             }
             Command::RemoveGroup { group, reply } => drop(reply.send(self.remove_group(group))),
             Command::TransferLeader { group, to, reply } => drop(reply.send(self.transfer_leader(group, to))),
-            Command::EnforceRetention { group, reply } => drop(reply.send(self.enforce_retention(group, now_ms).await)),
+            Command::EnforceRetention { group, index_bound_max, reply } => {
+                drop(reply.send(self.enforce_retention(group, now_ms, index_bound_max).await))
+            }
             Command::Status { group, reply } => {
                 let status = self.status(group).zip(self.conf_state(group));
                 drop(reply.send(status));

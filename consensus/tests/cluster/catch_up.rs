@@ -48,7 +48,7 @@ async fn a_follower_behind_retention_catches_up_from_a_metadata_snapshot() {
     let now_ms = cluster.now_ms;
     let mut deleted = 0;
     for node in cluster.nodes.values_mut() {
-        deleted += node.enforce_retention(6, now_ms).await.unwrap().segments_deleted;
+        deleted += node.enforce_retention(6, now_ms, u64::MAX).await.unwrap().segments_deleted;
     }
     assert!(deleted > 0, "retention deleted nothing");
     let leader_first = cluster.nodes[&leader].durable_state(6).unwrap().1;
@@ -67,4 +67,34 @@ async fn a_follower_behind_retention_catches_up_from_a_metadata_snapshot() {
     cluster.propose_and_commit(5, "after restart").await;
     cluster.converge().await;
     cluster.check_logs().await;
+}
+
+#[tokio::test]
+async fn retention_keeps_every_segment_at_or_above_the_state_machines_bound() {
+    let mut cluster = LocalCluster::new(17, 3, &[7]).await;
+    cluster.log_config = odradek_log::LogConfig {
+        segment_bytes_max: 1024,
+        retention_bytes: Some(0),
+        retention_ms: None,
+        ..odradek_log::LogConfig::default()
+    };
+    for node in cluster.voters.clone() {
+        cluster.crash(node, CrashMode::Process);
+        cluster.start(node).await;
+    }
+    cluster.elect_all().await;
+    cluster.propose_and_commit(60, "retained up to a bound").await;
+    cluster.converge().await;
+    let leader = cluster.leader(7).unwrap();
+    let now_ms = cluster.now_ms;
+    let node = cluster.nodes.get_mut(&leader).unwrap();
+    // A bound at the log start keeps everything; a bound of 30 keeps the segment holding 30.
+    assert_eq!(node.enforce_retention(7, now_ms, 1).await.unwrap().segments_deleted, 0);
+    let deleted = node.enforce_retention(7, now_ms, 30).await.unwrap().segments_deleted;
+    let first = node.durable_state(7).unwrap().1;
+    assert!(deleted > 0 && first > 1, "nothing below index 30 was deleted");
+    assert!(first <= 30, "retention deleted index 30 (the log starts at {first})");
+    // Without a bound, retention goes up to the commit.
+    node.enforce_retention(7, now_ms, u64::MAX).await.unwrap();
+    assert!(node.durable_state(7).unwrap().1 > first, "no bound, yet nothing more was deleted");
 }

@@ -8,7 +8,7 @@
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
-use crate::history::{Acks, History, Key, Offset, Op, OpF, OpType, OpValue, Poll, Process, Producer, Send, Value};
+use crate::history::{Acks, History, Key, Offset, Op, OpF, OpType, OpValue, Poll, Process, Producer, Rebalance, Send, Value};
 
 use super::verdict::{Anomaly, AnomalyKind, Report};
 
@@ -53,6 +53,8 @@ pub(crate) struct PollOp<'h> {
 pub(crate) enum ProcessEvent<'h> {
     Assign(Process, &'h [Key]),
     Rewind(Process, &'h [Key]),
+    /// A group member's assignment changed (ok rebalance): the keys it names start afresh.
+    Rebalance(Process, &'h Rebalance),
     /// Index into `Index::polls`.
     PollOk(usize),
     /// A poll that ended fail or info, or a crash: the position is unknown afterwards.
@@ -287,6 +289,9 @@ impl<'h> Index<'h> {
                 self.polls.push(PollOp { invoke: invoke.index, complete: complete.index, process: invoke.process, poll, drain });
             }
             (OpValue::Poll(_), _) => self.events.push(ProcessEvent::Reset(invoke.process)),
+            (OpValue::Rebalance(_), Some(OpValue::Rebalance(rebalance))) if kind == OpType::Ok => {
+                self.events.push(ProcessEvent::Rebalance(invoke.process, rebalance));
+            }
             _ => {}
         }
     }

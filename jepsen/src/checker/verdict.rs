@@ -59,6 +59,18 @@ anomaly_kinds! {
     AckDivergence => "P2 ack-divergence",
     SequenceGap => "P3 sequence-gap",
     EpochRegression => "P4 epoch-regression",
+    CommitNonlinearizable => "C1 nonlinearizable-commit",
+    CommitLost => "C1 lost-commit",
+    CommitUnknown => "C1 linearizability-unknown",
+    CommitUnverified => "C1 no-final-fetch",
+    GroupSkip => "C2 group-skip",
+    ResumeSkip => "C3 resume-skip",
+    ResumeEarlier => "C3 resume-earlier",
+    AutoCommitUnpolled => "C4 auto-commit-unpolled",
+    StaleCommit => "C5 stale-commit",
+    Redelivery => "C6 redelivery",
+    DoubleOwnership => "C7 double-ownership",
+    ZombieOwnership => "C7 zombie-overlap",
 }
 
 impl AnomalyKind {
@@ -80,6 +92,9 @@ impl fmt::Display for AnomalyKind {
 pub struct Anomaly {
     pub kind: AnomalyKind,
     pub fatal: bool,
+    /// The consumer group (C checks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<Key>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -95,7 +110,11 @@ pub struct Anomaly {
 
 impl Anomaly {
     pub fn new(kind: AnomalyKind, fatal: bool) -> Anomaly {
-        Anomaly { kind, fatal, key: None, values: Vec::new(), offsets: Vec::new(), ops: Vec::new(), detail: String::new() }
+        Anomaly { kind, fatal, group: None, key: None, values: Vec::new(), offsets: Vec::new(), ops: Vec::new(), detail: String::new() }
+    }
+    pub fn group(mut self, group: impl Into<String>) -> Anomaly {
+        self.group = Some(group.into());
+        self
     }
     pub fn key(mut self, key: Key) -> Anomaly {
         self.key = Some(key);
@@ -122,6 +141,9 @@ impl Anomaly {
 impl fmt::Display for Anomaly {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}{}", self.kind, if self.fatal { "" } else { " (reported)" })?;
+        if let Some(group) = &self.group {
+            write!(f, " group={group}")?;
+        }
         if let Some(key) = self.key {
             write!(f, " key={key}")?;
         }
@@ -167,6 +189,32 @@ pub struct Stats {
     pub log_dump_records: u64,
 }
 
+/// Consumer-group totals (C1–C7); all zero in a history without group ops.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupStats {
+    pub groups: u64,
+    /// Processes that subscribed to a group.
+    pub members: u64,
+    pub rebalances_ok: u64,
+    pub commits_ok: u64,
+    pub commits_fail: u64,
+    /// Info or never completed.
+    pub commits_indeterminate: u64,
+    pub auto_commits: u64,
+    pub fetches_ok: u64,
+    /// (group, key) registers searched for C1, and how many of them the search gave up on.
+    pub registers_checked: u64,
+    pub registers_unknown: u64,
+    /// Records returned to group members, distinct (group, value) pairs among them, and pairs
+    /// returned more than once (C6).
+    pub deliveries: u64,
+    pub values_delivered: u64,
+    pub values_redelivered: u64,
+    /// Resumes after an assignment that C3 compared, and those that started before the position.
+    pub resumes_checked: u64,
+    pub resumes_earlier: u64,
+}
+
 /// The result of [`super::check`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Verdict {
@@ -176,6 +224,8 @@ pub struct Verdict {
     /// Examples, at most `anomaly_examples_per_kind_max` per kind, in check order.
     pub anomalies: Vec<Anomaly>,
     pub stats: Stats,
+    #[serde(default)]
+    pub groups: GroupStats,
 }
 
 impl Verdict {
@@ -213,6 +263,28 @@ impl fmt::Display for Verdict {
             s.final_drain,
             s.log_dump_records
         )?;
+        let g = &self.groups;
+        if g.groups > 0 {
+            writeln!(
+                f,
+                "groups {} members {} | rebalances {} | commits ok {} fail {} indeterminate {} (auto {}) | fetches {} | registers {} (unknown {}) | deliveries {} values {} redelivered {} | resumes {} earlier {}",
+                g.groups,
+                g.members,
+                g.rebalances_ok,
+                g.commits_ok,
+                g.commits_fail,
+                g.commits_indeterminate,
+                g.auto_commits,
+                g.fetches_ok,
+                g.registers_checked,
+                g.registers_unknown,
+                g.deliveries,
+                g.values_delivered,
+                g.values_redelivered,
+                g.resumes_checked,
+                g.resumes_earlier
+            )?;
+        }
         if self.counts.is_empty() {
             return writeln!(f, "no anomalies");
         }

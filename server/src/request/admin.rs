@@ -12,6 +12,7 @@ use odradek_consensus::{Durability, EntryMeta, NodeId};
 
 use super::{leader_of, ok_response, RequestError};
 use crate::context::NodeContext;
+use crate::group::OFFSETS_TOPIC;
 use crate::meta::{self, MetaCommand, MetaOutcome, TopicSettings, METADATA_GROUP};
 
 /// How long a forwarded controller request may take.
@@ -99,6 +100,14 @@ async fn create_topics(context: &NodeContext, id: u64, body: wire::CreateTopicsR
 
 async fn create_topic(context: &NodeContext, request: &wire::CreateTopic, timeout: Duration) -> Result<(), RequestError> {
     meta::validate_topic_name(&request.name).map_err(|reason| RequestError::new(ErrorCode::INVALID_TOPIC, reason))?;
+    let offsets_topic;
+    let request = if request.name == OFFSETS_TOPIC {
+        // The offsets topic has the coordinator's settings, whatever a request asks.
+        offsets_topic = offsets_topic_request(context);
+        &offsets_topic
+    } else {
+        request
+    };
     let nodes = context.config.node_ids();
     let defaults = &context.config.topic_defaults;
     let partitions = if request.partitions == 0 { defaults.partitions } else { request.partitions };
@@ -143,12 +152,34 @@ async fn create_topic(context: &NodeContext, request: &wire::CreateTopic, timeou
     }
 }
 
+/// The creation of the offsets topic: the coordinator's partition count and replication, no
+/// retention by age, and retention by size down to the last snapshot of each partition's group
+/// table (`GroupTable::retention_bound` keeps it and what follows).
+fn offsets_topic_request(context: &NodeContext) -> wire::CreateTopic {
+    let settings = &context.config.groups;
+    let mut create = wire::CreateTopic::new();
+    create.name = OFFSETS_TOPIC.to_string();
+    create.partitions = settings.offsets_topic_partitions;
+    create.replication_factor = settings.offsets_topic_replication_factor.min(context.config.nodes.len() as u32);
+    let mut config = wire::TopicConfig::new();
+    config.retention_ms = -1;
+    config.retention_bytes = 1;
+    config.segment_bytes = settings.offsets_segment_bytes as i64;
+    create.set_config(config);
+    create
+}
+
 async fn delete_topics(context: &NodeContext, id: u64, body: wire::DeleteTopicsRequest) -> Response {
     let timeout = admin_timeout(body.timeout_ms);
     let mut results = wire::DeleteTopicsResponse::new();
     for name in body.names.iter() {
         let exists = context.state.lock().meta.topic(name).is_some();
-        let outcome = if exists {
+        let outcome = if name == OFFSETS_TOPIC {
+            Err(RequestError::new(
+                ErrorCode::INVALID_TOPIC,
+                format!("{OFFSETS_TOPIC} holds every consumer group's state; it is not deleted"),
+            ))
+        } else if exists {
             propose_meta(context, &MetaCommand::DeleteTopic { name: name.clone() }, timeout).await.map(drop)
         } else {
             Err(RequestError::new(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, format!("no topic {name:?}")))

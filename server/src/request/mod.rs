@@ -5,7 +5,8 @@
 //! - [`metadata`]: Metadata and DescribeCluster;
 //! - [`admin`]: the controller requests (CreateTopics, DeleteTopics, InitProducerId);
 //! - [`leaders`]: the leaders of partitions hosted elsewhere, as their replicas report them;
-//! - [`relay`]: one request to another node over the client protocol.
+//! - [`relay`]: one request to another node over the client protocol;
+//! - [`group`]: the consumer-group requests, served by the group's coordinator.
 //!
 //! [`handle`] is the one place that maps a request kind to its family: a new family is a file
 //! here and an arm there. Hello belongs to the connection ([`crate::net`]).
@@ -18,6 +19,7 @@
 
 pub mod admin;
 pub mod fetch;
+pub mod group;
 pub mod leaders;
 pub mod metadata;
 pub mod produce;
@@ -62,9 +64,10 @@ pub async fn handle(context: &NodeContext, mut request: Request) -> Response {
         Some(body @ (Body::create_topics(_) | Body::delete_topics(_) | Body::init_producer_id(_))) => {
             admin::controller_request(context, id, body).await
         }
+        Some(body) if group::is_group_request(&body) => group::handle(context, id, body).await,
         Some(Body::hello(_)) => error_response(id, ErrorCode::INVALID_REQUEST, "Hello is only valid as a connection's first request"),
         Some(Body::produce(_)) => unreachable!("produce requests go through produce::produce"),
-        None => error_response(id, ErrorCode::UNKNOWN_REQUEST, "request names no kind this server knows"),
+        Some(_) | None => error_response(id, ErrorCode::UNKNOWN_REQUEST, "request names no kind this server knows"),
     }
 }
 

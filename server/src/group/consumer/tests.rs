@@ -1,0 +1,308 @@
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn topics(name: &str) -> Option<u32> {
+    match name {
+        "t" => Some(6),
+        "u" => Some(2),
+        _ => None,
+    }
+}
+
+struct Fixture {
+    membership: Option<Membership>,
+    issued: u64,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        Fixture { membership: None, issued: 0 }
+    }
+
+    fn beat(&mut self, request: HeartbeatRequest) -> Result<HeartbeatAnswer, GroupError> {
+        self.beat_with(request, Planted::default())
+    }
+
+    fn beat_with(&mut self, request: HeartbeatRequest, planted: Planted) -> Result<HeartbeatAnswer, GroupError> {
+        let issued = &mut self.issued;
+        let mut new_id = || {
+            *issued += 1;
+            format!("m{issued}")
+        };
+        let decision = heartbeat(self.membership.as_ref(), &request, &topics, &mut new_id, planted)?;
+        if let Some(next) = decision.membership {
+            self.membership = Some(next);
+        }
+        Ok(decision.answer)
+    }
+
+    fn member(&self, id: &str) -> &crate::group::table::Member {
+        &self.membership.as_ref().unwrap().members[id]
+    }
+}
+
+fn join(subscription: &[&str]) -> HeartbeatRequest {
+    HeartbeatRequest {
+        member_epoch: 0,
+        subscription: Some(subscription.iter().map(|s| s.to_string()).collect()),
+        rebalance_timeout_ms: 5_000,
+        ..HeartbeatRequest::default()
+    }
+}
+
+fn beat(answer: &HeartbeatAnswer, owned: &Partitions) -> HeartbeatRequest {
+    HeartbeatRequest {
+        member_id: answer.member_id.clone(),
+        member_epoch: answer.member_epoch,
+        owned: Some(owned.clone()),
+        rebalance_timeout_ms: 5_000,
+        ..HeartbeatRequest::default()
+    }
+}
+
+#[test]
+fn a_joining_member_gets_free_partitions_at_once() {
+    let mut group = Fixture::new();
+    let a = group.beat(join(&["t"])).unwrap();
+    assert_eq!((a.member_id.as_str(), a.member_epoch, a.assignment.len()), ("m1", 1, 6));
+    let membership = group.membership.as_ref().unwrap();
+    assert_eq!((membership.epoch, membership.assignment_epoch), (1, 1));
+}
+
+#[test]
+fn partitions_move_only_after_their_owner_revoked_them() {
+    let mut group = Fixture::new();
+    let a = group.beat(join(&["t"])).unwrap();
+    let b = group.beat(join(&["t"])).unwrap();
+    // b is at the new epoch but gets nothing: a still owns everything.
+    assert_eq!((b.member_epoch, b.assignment.len()), (2, 0));
+    // a is asked to give up three partitions; its epoch stays until it confirms.
+    let a2 = group.beat(beat(&a, &a.assignment)).unwrap();
+    assert_eq!((a2.member_epoch, a2.assignment.len()), (1, 3));
+    assert_eq!(group.member(&a.member_id).revoking.len(), 3);
+    // b still gets nothing while a has not confirmed.
+    let b2 = group.beat(beat(&b, &b.assignment)).unwrap();
+    assert!(b2.assignment.is_empty());
+    // a confirms (owns only its three now) and moves to epoch 2.
+    let a3 = group.beat(beat(&a2, &a2.assignment)).unwrap();
+    assert_eq!((a3.member_epoch, a3.assignment.len()), (2, 3));
+    let b3 = group.beat(beat(&b2, &b2.assignment)).unwrap();
+    assert_eq!(b3.assignment.len(), 3);
+    assert!(a3.assignment.is_disjoint(&b3.assignment));
+}
+
+#[test]
+fn a_wrong_epoch_is_fenced_but_a_lost_answer_is_forgiven() {
+    let mut group = Fixture::new();
+    let a = group.beat(join(&["t", "u"])).unwrap();
+    let mut stale = beat(&a, &a.assignment);
+    stale.member_epoch = a.member_epoch + 5;
+    assert!(matches!(group.beat(stale), Err(GroupError::FencedMemberEpoch { .. })));
+    // b joins; a's next answer (epoch 1 → revoking) is "lost", a sends epoch 1 again: fine.
+    group.beat(join(&["t"])).unwrap();
+    let a2 = group.beat(beat(&a, &a.assignment)).unwrap();
+    let a3 = group.beat(beat(&a2, &a2.assignment)).unwrap();
+    assert_eq!(a3.member_epoch, 2);
+    let previous = HeartbeatRequest { member_epoch: 1, ..beat(&a3, &a3.assignment) };
+    assert_eq!(group.beat(previous).unwrap().member_epoch, 2, "the previous epoch with owned ⊆ assigned is accepted");
+    let unknown = HeartbeatRequest { member_id: "nobody".into(), member_epoch: 3, ..HeartbeatRequest::default() };
+    assert!(matches!(group.beat(unknown), Err(GroupError::UnknownMemberId { .. })));
+}
+
+#[test]
+fn a_retried_join_with_the_members_own_id_is_the_same_member() {
+    let mut group = Fixture::new();
+    let chosen = HeartbeatRequest { member_id: "3f2a-client-chosen".into(), ..join(&["t"]) };
+    let a = group.beat(chosen.clone()).unwrap();
+    assert_eq!(a.member_id, "3f2a-client-chosen", "the coordinator keeps the id the member chose");
+    let b = group.beat(join(&["t"])).unwrap();
+    let epoch = group.membership.as_ref().unwrap().epoch;
+    // a's answer was lost: it joins again, same id, epoch 0, owning nothing.
+    let again = group.beat(chosen.clone()).unwrap();
+    let membership = group.membership.as_ref().unwrap();
+    assert_eq!(membership.members.len(), 2, "no second member for a retried join");
+    assert_eq!(membership.epoch, epoch, "and no rebalance");
+    assert_eq!((again.member_id.as_str(), again.member_epoch), ("3f2a-client-chosen", a.member_epoch));
+    assert_eq!(again.assignment, group.member(&a.member_id).assigned, "it learns what it owns now");
+    assert!(again.assignment.is_disjoint(&group.member(&b.member_id).owned().cloned().collect()));
+    // Bad ids: refused definitely.
+    let control = HeartbeatRequest { member_id: "a\nb".into(), ..join(&["t"]) };
+    assert!(matches!(group.beat(control), Err(GroupError::InvalidRequest(_))));
+    let long = HeartbeatRequest { member_id: "m".repeat(MEMBER_ID_BYTES_MAX + 1), ..join(&["t"]) };
+    assert!(matches!(group.beat(long), Err(GroupError::InvalidRequest(_))));
+    let stolen = HeartbeatRequest { instance_id: Some("host-z".into()), ..chosen };
+    assert!(matches!(group.beat(stolen), Err(GroupError::InvalidRequest(_))), "a dynamic member's id with an instance id");
+}
+
+#[test]
+fn a_static_member_comes_back_without_a_rebalance() {
+    let mut group = Fixture::new();
+    let request = HeartbeatRequest { instance_id: Some("host-1".into()), ..join(&["t"]) };
+    let a = group.beat(request.clone()).unwrap();
+    let other = group.beat(join(&["t"])).unwrap();
+    let _ = other;
+    let epoch = group.membership.as_ref().unwrap().epoch;
+    let leave = HeartbeatRequest { member_epoch: -2, ..beat(&a, &a.assignment) };
+    assert_eq!(group.beat(leave).unwrap().member_epoch, -2);
+    let before = group.member(&a.member_id).clone();
+    let back = group.beat(request).unwrap();
+    assert_ne!(back.member_id, a.member_id, "a new member id");
+    assert_eq!(group.membership.as_ref().unwrap().epoch, epoch, "no rebalance");
+    let owned = |member: &crate::group::table::Member| member.owned().cloned().collect::<Partitions>();
+    assert_eq!(owned(group.member(&back.member_id)), owned(&before), "it owns what its instance owned");
+    // A second process claiming the live instance is refused.
+    let thief = HeartbeatRequest { instance_id: Some("host-1".into()), ..join(&["t"]) };
+    assert!(matches!(group.beat(thief), Err(GroupError::UnreleasedInstanceId { .. })));
+}
+
+#[test]
+fn leaving_frees_partitions_and_moves_the_epoch() {
+    let mut group = Fixture::new();
+    let a = group.beat(join(&["t"])).unwrap();
+    let leave = HeartbeatRequest { member_epoch: -1, ..beat(&a, &a.assignment) };
+    assert_eq!(group.beat(leave).unwrap().member_epoch, -1);
+    let membership = group.membership.as_ref().unwrap();
+    assert!(membership.members.is_empty());
+    assert_eq!(membership.kind, None, "an empty group can become a classic one");
+    let b = group.beat(join(&["t"])).unwrap();
+    assert_eq!(b.assignment.len(), 6);
+    assert!(b.member_epoch > a.member_epoch);
+}
+
+#[test]
+fn the_planted_bug_gives_one_partition_two_owners() {
+    let mut group = Fixture::new();
+    let planted = Planted { give_owned_partitions: true };
+    group.beat_with(join(&["t"]), planted).unwrap();
+    group.beat_with(join(&["t"]), planted).unwrap();
+    let membership = group.membership.clone().unwrap();
+    assert!(membership.check().is_err(), "two owners of one partition");
+    // It reaches the members only if the log takes it: the planted node's table does (on every
+    // replica of a planted run), a normal one refuses it.
+    let record = crate::group::record::Record::Group { group: "g".into(), base_index: 0, membership }.encode();
+    let mut planted_table = crate::group::table::GroupTable::with_planted_two_owners(true);
+    assert_eq!(planted_table.apply(1, &record), crate::group::table::Outcome::Applied);
+    let mut table = crate::group::table::GroupTable::new();
+    assert!(matches!(table.apply(1, &record), crate::group::table::Outcome::Refused(GroupError::InvalidRequest(_))));
+}
+
+/// A member as a well-behaved client runs it: it owns what it was last told.
+#[derive(Clone, Debug)]
+enum Action {
+    Join {
+        instance: bool,
+    },
+    Beat {
+        member: usize,
+    },
+    Leave {
+        member: usize,
+    },
+    Subscribe {
+        member: usize,
+        both: bool,
+    },
+    Expire {
+        member: usize,
+    },
+    /// The member's last answer was lost and it joins again under its id, owning nothing.
+    RetryJoin {
+        member: usize,
+    },
+}
+
+fn action() -> impl Strategy<Value = Action> {
+    prop_oneof![
+        2 => any::<bool>().prop_map(|instance| Action::Join { instance }),
+        8 => (0usize..6).prop_map(|member| Action::Beat { member }),
+        1 => (0usize..6).prop_map(|member| Action::Leave { member }),
+        1 => (0usize..6, any::<bool>()).prop_map(|(member, both)| Action::Subscribe { member, both }),
+        1 => (0usize..6).prop_map(|member| Action::Expire { member }),
+        1 => (0usize..6).prop_map(|member| Action::RetryJoin { member }),
+    ]
+}
+
+proptest! {
+    /// Whatever members do, no partition ever has two owners, and once they all keep
+    /// heartbeating, every member reaches the target epoch holding exactly its target.
+    #[test]
+    fn ownership_stays_exclusive_and_converges(actions in prop::collection::vec(action(), 1..60)) {
+        let mut group = Fixture::new();
+        let mut clients: BTreeMap<String, HeartbeatAnswer> = BTreeMap::new();
+        let mut instances = 0;
+        for action in actions {
+            let ids: Vec<String> = clients.keys().cloned().collect();
+            let pick = |i: usize| ids.get(i % ids.len().max(1)).cloned();
+            match action {
+                Action::Join { instance } => {
+                    instances += 1;
+                    let request = HeartbeatRequest { instance_id: instance.then(|| format!("i{instances}")), ..join(&["t"]) };
+                    if let Ok(answer) = group.beat(request) {
+                        clients.insert(answer.member_id.clone(), answer);
+                    }
+                }
+                Action::Beat { member } | Action::Subscribe { member, .. } | Action::RetryJoin { member } if ids.is_empty() => { let _ = member; }
+                Action::RetryJoin { member } => {
+                    let id = pick(member).unwrap();
+                    let members_before = group.membership.as_ref().map_or(0, |m| m.members.len());
+                    let instance_id = group.member(&id).instance_id.clone();
+                    let answer = group.beat(HeartbeatRequest { member_id: id.clone(), instance_id, owned: Some(Partitions::new()), ..join(&["t"]) });
+                    prop_assert!(answer.is_ok(), "a retried join failed: {:?}", answer);
+                    prop_assert_eq!(group.membership.as_ref().unwrap().members.len(), members_before, "a retried join added a member");
+                    clients.insert(id, answer.unwrap());
+                }
+                Action::Beat { member } => {
+                    let id = pick(member).unwrap();
+                    let last = clients[&id].clone();
+                    let answer = group.beat(beat(&last, &last.assignment));
+                    prop_assert!(answer.is_ok(), "a well-behaved member's heartbeat failed: {:?}", answer);
+                    clients.insert(id, answer.unwrap());
+                }
+                Action::Subscribe { member, both } => {
+                    let id = pick(member).unwrap();
+                    let last = clients[&id].clone();
+                    let topics: Vec<String> = if both { vec!["t".into(), "u".into()] } else { vec!["u".into()] };
+                    let request = HeartbeatRequest { subscription: Some(topics), ..beat(&last, &last.assignment) };
+                    let answer = group.beat(request);
+                    prop_assert!(answer.is_ok(), "a subscription change failed: {:?}", answer);
+                    clients.insert(id, answer.unwrap());
+                }
+                Action::Leave { member } | Action::Expire { member } if ids.is_empty() => { let _ = member; }
+                Action::Leave { member } => {
+                    let id = pick(member).unwrap();
+                    let last = clients.remove(&id).unwrap();
+                    let _ = group.beat(HeartbeatRequest { member_epoch: -1, ..beat(&last, &last.assignment) });
+                }
+                Action::Expire { member } => {
+                    let id = pick(member).unwrap();
+                    clients.remove(&id);
+                    if let Some(membership) = group.membership.as_mut() {
+                        if membership.members.contains_key(&id) { remove_member(membership, &id); }
+                    }
+                }
+            }
+            if let Some(membership) = &group.membership {
+                prop_assert!(membership.check().is_ok(), "{:?}", membership.check());
+            }
+        }
+        // Quiescence: everyone heartbeats until nothing changes.
+        for _ in 0..6 {
+            for id in clients.keys().cloned().collect::<Vec<_>>() {
+                let last = clients[&id].clone();
+                let answer = group.beat(beat(&last, &last.assignment)).expect("a live member keeps its place");
+                clients.insert(id, answer);
+            }
+        }
+        if let Some(membership) = &group.membership {
+            for (id, member) in &membership.members {
+                prop_assert_eq!(member.member_epoch, membership.assignment_epoch, "{} converged", id);
+                let target = membership.target.get(id).cloned().unwrap_or_default();
+                prop_assert_eq!(&member.assigned, &target);
+                prop_assert!(member.revoking.is_empty());
+            }
+        }
+    }
+}
