@@ -15,7 +15,8 @@
 //!   [`Consumer::subscribe`] and the group operations of [`Admin`];
 //! - [`error`]: [`ClientError`], which always says whether a failure is definite (certainly
 //!   no effect) or indefinite (maybe applied);
-//! - [`clock`]: the only reader of the wall clock (record timestamps).
+//! - [`clock`]: the only reader of the wall clock (record timestamps);
+//! - [`planted`]: the client's planted bugs (simulation builds only).
 //!
 //! Everything runs on `tokio`, which is the madsim simulator's tokio under `--cfg madsim`.
 //!
@@ -48,6 +49,7 @@ pub mod consumer;
 pub mod error;
 pub mod group;
 pub mod partitioner;
+pub mod planted;
 pub mod producer;
 pub mod wire;
 
