@@ -175,6 +175,7 @@ impl Apply for StateMachine {
         }
         if let Some(number) = offsets_partition(&state.meta, group) {
             let coordinator = state.coordinators.entry(group).or_insert_with(|| CoordinatorPartition::new(number));
+            coordinator.table.planted_two_owners = self.planted.assignment_two_owners;
             for entry in entries {
                 if entry.kind == EntryKind::Command {
                     let outcome = coordinator.table.apply(entry.index, &entry.payload);

@@ -119,7 +119,8 @@ impl FaultKind {
             | FaultKind::Packets
             | FaultKind::ResetResponse => &[Swarm, Network, Groups],
             FaultKind::Ring | FaultKind::PartKill | FaultKind::HoldRequest => &[Swarm, Network],
-            FaultKind::BitFlip | FaultKind::ReadError | FaultKind::FsyncError | FaultKind::SlowDisk | FaultKind::DiskFull => &[Swarm, Disk],
+            FaultKind::SlowDisk => &[Swarm, Disk, Groups],
+            FaultKind::BitFlip | FaultKind::ReadError | FaultKind::FsyncError | FaultKind::DiskFull => &[Swarm, Disk],
             FaultKind::ClockStep => &[Swarm, Groups],
             FaultKind::CoordinatorKill | FaultKind::CoordinatorIsolate | FaultKind::CoordinatorClockStep => &[Groups],
         }

@@ -36,8 +36,8 @@ use odradek_client::group::coordinator::Coordinator;
 use odradek_client::group::{offsets, Assignor, CommitIdentity, TopicPartition};
 use odradek_client::planted::Planted;
 use odradek_client::{
-    ClientError, Cluster, ClusterConfig, Consumer, ConsumerConfig, ConsumerRecord, GroupEvent, GroupProtocol, OffsetReset,
-    RebalanceListener,
+    ClientError, Cluster, ClusterConfig, ConnectionConfig, Consumer, ConsumerConfig, ConsumerRecord, GroupEvent, GroupProtocol,
+    OffsetReset, RebalanceListener,
 };
 use odradek_jepsen::history::{
     self, Commit, FetchCommitted, Key, OpF, OpHandle, OpValue, Poll, Process, Rebalance, StartFrom, StartPosition, Subscribe,
@@ -64,10 +64,13 @@ const LIFETIME_MS: (u64, u64) = (2_000, 9_000);
 const RESTART_PAUSE_MS: (u64, u64) = (50, 2_000);
 /// Attempts (200 ms apart) of the initial commit and of each final fetch.
 const FETCH_ATTEMPTS_MAX: u32 = 300;
+/// The group readers' retry backoff (first, most).
+const READER_BACKOFF_MIN: Duration = Duration::from_millis(2);
+const READER_BACKOFF_MAX: Duration = Duration::from_millis(20);
 /// Most zombie commits (with an earlier generation or member epoch) of one incarnation.
 const ZOMBIE_COMMITS_MAX: u32 = 3;
 /// How often a group's reader fetches its committed offsets (C1 reads).
-const READ_INTERVAL_MS: (u64, u64) = (500, 2_000);
+const READ_INTERVAL_MS: (u64, u64) = (100, 500);
 
 /// The coordinator settings the `groups` scenario gives every node: short sessions and
 /// heartbeats (so they expire within a run), a short initial rebalance delay, few offsets
@@ -171,18 +174,26 @@ fn partitions() -> BTreeSet<TopicPartition> {
     (0..PARTITIONS).map(|p| (TOPIC.to_string(), p)).collect()
 }
 
+/// Requests time out well within a session (a member stuck on a dead coordinator looks for the
+/// next one in time); operations give up after a few sessions.
 fn cluster_config() -> ClusterConfig {
-    ClusterConfig { operation_timeout: Duration::from_secs(8), ..ClusterConfig::default() }
+    let connection = ConnectionConfig { request_timeout: Duration::from_millis(1_500), ..ConnectionConfig::default() };
+    ClusterConfig { operation_timeout: Duration::from_secs(8), connection, ..ClusterConfig::default() }
 }
 
 /// A consumer of `group` outside any generation (simple commits, fetches).
-fn plain_consumer(cluster: &SimCluster, group: &str) -> Consumer {
+fn plain_consumer(cluster: &SimCluster, group: &str, eager: bool) -> Consumer {
     let bootstrap = bootstrap(cluster);
     let addresses: Vec<&str> = bootstrap.iter().map(String::as_str).collect();
+    let mut cluster_config = cluster_config();
+    if eager {
+        // A reader that retries at once finds a new coordinator in its first moments.
+        (cluster_config.retry_backoff, cluster_config.retry_backoff_max) = (READER_BACKOFF_MIN, READER_BACKOFF_MAX);
+    }
     let config = ConsumerConfig {
         group_id: Some(group.to_string()),
         enable_auto_commit: false,
-        cluster: cluster_config(),
+        cluster: cluster_config,
         ..ConsumerConfig::default()
     };
     Consumer::new(&addresses, config).expect("consumer")
@@ -208,7 +219,7 @@ async fn run_group(cluster: Arc<SimCluster>, plan: GroupPlan, deadline: tokio::t
 /// Commits offset 0 for every key of `group` (a simple commit, no member), until a fetch shows
 /// every key committed: from then on every start position is a committed offset.
 async fn initial_offsets(cluster: &SimCluster, group: &str, deadline: tokio::time::Instant) -> bool {
-    let mut consumer = plain_consumer(cluster, group);
+    let mut consumer = plain_consumer(cluster, group, false);
     for _ in 0..FETCH_ATTEMPTS_MAX {
         if tokio::time::Instant::now() >= deadline {
             return false;
@@ -266,7 +277,7 @@ async fn record_fetch(
 /// commit and coordinators move).
 async fn read_committed(cluster: Arc<SimCluster>, group: String, seed: u64, deadline: tokio::time::Instant) {
     let mut rng = SmallRng::seed_from_u64(seed ^ 0x7265_6164);
-    let consumer = plain_consumer(&cluster, &group);
+    let consumer = plain_consumer(&cluster, &group, true);
     loop {
         let pause = Duration::from_millis(rng.gen_range(READ_INTERVAL_MS.0..=READ_INTERVAL_MS.1));
         if tokio::time::Instant::now() + pause >= deadline {
@@ -285,7 +296,7 @@ pub async fn final_fetches(client: &NodeHandle, cluster: Arc<SimCluster>, groups
             let deadline = tokio::time::Instant::now() + LIVENESS_BOUND;
             let mut missing = Vec::new();
             for group in groups {
-                let consumer = plain_consumer(&cluster, &group);
+                let consumer = plain_consumer(&cluster, &group, false);
                 let mut fetched = false;
                 for _ in 0..FETCH_ATTEMPTS_MAX {
                     if tokio::time::Instant::now() >= deadline {
@@ -430,7 +441,7 @@ async fn zombie_commit(
     };
     let process = cluster.process();
     let handle = cluster.history().invoke(process, OpF::Commit, OpValue::Commit(commit.clone())).expect("history");
-    let timeout = ClusterConfig::default().connection.request_timeout;
+    let timeout = cluster_config().connection.request_timeout;
     let deadline = tokio::time::Instant::now() + cluster_config().operation_timeout;
     let result = offsets::commit(coordinator, Some(earlier), instance, &positions, timeout, deadline).await;
     cluster.note(format!("group {}: zombie commit with epoch {}: {result:?}", commit.group, earlier.epoch));
