@@ -91,6 +91,8 @@ pub struct ConsumerConfig {
     /// How often a pattern subscription (and a classic leader's view of partition counts) is
     /// refreshed.
     pub metadata_refresh_interval: Duration,
+    /// Planted bugs (the simulator's catalogue); off by default and in every normal build.
+    pub planted: crate::planted::Planted,
 }
 
 impl Default for ConsumerConfig {
@@ -113,6 +115,7 @@ impl Default for ConsumerConfig {
             auto_commit_interval: Duration::from_secs(5),
             group_offset_reset: OffsetReset::default(),
             metadata_refresh_interval: Duration::from_secs(30),
+            planted: crate::planted::Planted::default(),
         }
     }
 }
@@ -256,7 +259,7 @@ impl Consumer {
     /// returned when the interval is up, and returns the member's fatal error if it stopped.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
         let deadline = Instant::now() + timeout;
-        self.group_poll_start();
+        let auto_commit_at_end = self.group_poll_start();
         loop {
             self.group_apply_changes().await?;
             for (topic, partition) in self.assignment.clone() {
@@ -311,6 +314,10 @@ impl Consumer {
             }
             if !records.is_empty() {
                 self.backoff.reset();
+                if auto_commit_at_end {
+                    // Planted bug (C4): commits the positions after the records returned now.
+                    self.group_auto_commit();
+                }
                 return Ok(records);
             }
             if Instant::now() >= deadline {

@@ -16,7 +16,8 @@
 //! - [`error`]: [`ClientError`], which always says whether a failure is definite (certainly
 //!   no effect) or indefinite (maybe applied);
 //! - [`clock`]: the only reader of the wall clock (record timestamps); [`random`]: the only
-//!   reader of randomness (member ids).
+//!   reader of randomness (member ids);
+//! - [`planted`]: the client's planted bugs (simulation builds only).
 //!
 //! Everything runs on `tokio`, which is the madsim simulator's tokio under `--cfg madsim`.
 //!
@@ -49,6 +50,7 @@ pub mod consumer;
 pub mod error;
 pub mod group;
 pub mod partitioner;
+pub mod planted;
 pub mod producer;
 pub mod random;
 pub mod wire;

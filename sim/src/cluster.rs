@@ -16,6 +16,7 @@ use odradek_jepsen::history::{HistoryBuilder, Process};
 use odradek_log::SimDisk;
 use odradek_server::config::{Member, ServerConfig};
 use odradek_server::faults::{FaultHooks, RequestHold, ResponseCut, TransportFaults};
+use odradek_server::group::service::GroupSettings;
 use odradek_server::planted::PlantedBug;
 use odradek_server::Server;
 
@@ -60,6 +61,8 @@ pub struct SimCluster {
     pub segment_bytes: Option<u64>,
     /// F-N6 transport fault layer and F-N8 request hold, shared by every node.
     pub fault_hooks: FaultHooks,
+    /// The coordinator's settings, when the run has consumer groups (else the servers' defaults).
+    pub group_settings: Option<GroupSettings>,
 }
 
 impl SimCluster {
@@ -91,6 +94,7 @@ impl SimCluster {
                 request_hold: Some(RequestHold::default()),
                 response_cut: Some(ResponseCut::default()),
             },
+            group_settings: None,
         }
     }
 
@@ -162,6 +166,9 @@ impl SimCluster {
         config.planted_bugs = self.planted_bugs.clone();
         if let Some(bytes) = self.segment_bytes {
             config.topic_defaults.segment_bytes = bytes;
+        }
+        if let Some(groups) = &self.group_settings {
+            config.groups = groups.clone();
         }
         let offsets_ms = self.clock_offsets_ms.clone();
         // The simulated wall clock (madsim's, the one the client stamps records with) plus this

@@ -6,11 +6,15 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use odradek_client::planted::PlantedBug as ClientPlantedBug;
 use odradek_server::planted::PlantedBug;
 
 /// The topic every run writes.
 pub const TOPIC: &str = "t";
 pub const PARTITIONS: u32 = 3;
+/// The consumer groups a `groups` run may use (the nemesis aims coordinator faults at their
+/// coordinators).
+pub const GROUP_NAMES: [&str; 2] = ["g0", "g1"];
 /// Bound on the liveness phase's producers and on the final drain (simulated time).
 pub const LIVENESS_BOUND: Duration = Duration::from_secs(60);
 /// How long after the drain the replicas' applied indexes may take to agree (R7; checked every
@@ -38,10 +42,13 @@ pub enum Scenario {
     /// Disk faults only, plus the crashes they need: fsync errors, read errors, slow disks,
     /// power loss, bit flips on one node.
     Disk,
+    /// Consumer groups (issue 14): the group workload beside the producers, process, network and
+    /// clock faults, and faults aimed at a group's coordinator (kill, isolation, clock steps).
+    Groups,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 5] = [Scenario::Swarm, Scenario::Calm, Scenario::Crash, Scenario::Network, Scenario::Disk];
+    pub const ALL: [Scenario; 6] = [Scenario::Swarm, Scenario::Calm, Scenario::Crash, Scenario::Network, Scenario::Disk, Scenario::Groups];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -50,6 +57,7 @@ impl Scenario {
             Scenario::Crash => "crash",
             Scenario::Network => "network",
             Scenario::Disk => "disk",
+            Scenario::Groups => "groups",
         }
     }
 }
@@ -75,11 +83,20 @@ pub struct ScenarioConfig {
     /// Length of the safety phase (simulated).
     pub duration: Duration,
     pub planted_bugs: Vec<PlantedBug>,
+    /// Planted bugs of the client (the group workload's consumers).
+    pub client_planted_bugs: Vec<ClientPlantedBug>,
 }
 
 impl ScenarioConfig {
     pub fn new(seed: u64) -> ScenarioConfig {
-        ScenarioConfig { seed, scenario: Scenario::Swarm, node_count: None, duration: Duration::from_secs(20), planted_bugs: Vec::new() }
+        ScenarioConfig {
+            seed,
+            scenario: Scenario::Swarm,
+            node_count: None,
+            duration: Duration::from_secs(20),
+            planted_bugs: Vec::new(),
+            client_planted_bugs: Vec::new(),
+        }
     }
 
     /// The command that replays this run.
@@ -96,6 +113,9 @@ impl ScenarioConfig {
             command += &format!(" --duration {}", self.duration.as_secs());
         }
         for bug in &self.planted_bugs {
+            command += &format!(" --planted-bug {}", bug.name());
+        }
+        for bug in &self.client_planted_bugs {
             command += &format!(" --planted-bug {}", bug.name());
         }
         command

@@ -11,7 +11,8 @@
 //! too — see `corruptible_spots` in [`fault`]; the group may refuse to open and then stays down on that
 //! node, or hold itself suspect after cutting a rotten last entry), F-S6 read errors,
 //! F-S8 fsync errors (fatal: the node stops and is restarted, as by a supervisor), F-S9 slow disk,
-//! F-C1 clock offsets per node plus steps while running, F-N9 a connection reset in place of a
+//! F-C1 clock offsets per node plus steps while running, faults aimed at a consumer group's
+//! coordinator (F-P1 kill, F-N1 isolation, F-C1 a forward step past the sessions), F-N9 a connection reset in place of a
 //! produce answer and the client cut off longer than its request timeout (answers lost,
 //! retries), F-P5 pause-kill and F-P6 part-kill choreographies
 //! (these two hold more than a minority by design: the survivors must form the next majority
@@ -30,6 +31,7 @@ use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::Rng;
 
+use crate::config::GROUP_NAMES;
 use fault::FaultTargets;
 use plan::{FaultKind, FaultPlan};
 
@@ -52,7 +54,12 @@ pub async fn run(targets: &FaultTargets<'_>, plan: &FaultPlan, duration: Duratio
         tokio::time::sleep(quiet).await;
         targets.restart_stopped(false);
         let kind = *weighted.choose(rng).expect("not empty");
-        let node = *targets.cluster().nodes.choose(rng).expect("nodes");
+        let mut node = *targets.cluster().nodes.choose(rng).expect("nodes");
+        if kind.at_coordinator() {
+            // The group's coordinator now; the drawn node if no answer came.
+            let group = GROUP_NAMES.choose(rng).expect("groups");
+            node = targets.coordinator_of(group).await.unwrap_or(node);
+        }
         let fault = match kind {
             // Only one node is ever corrupted, and only once per run, while it is down.
             FaultKind::BitFlip if flipped => None,

@@ -92,7 +92,7 @@ impl Report {
 /// (they guard raft's invariants) or raft-rs's own.
 #[derive(Clone, Debug)]
 pub struct Crash {
-    pub config: ScenarioConfig,
+    pub config: Box<ScenarioConfig>,
     pub message: String,
     /// The invariant the assertion guards, when known.
     pub invariant: Option<&'static str>,
@@ -101,7 +101,7 @@ pub struct Crash {
 impl Crash {
     /// The crash of the run `config` on a panic with `message`.
     pub fn from_panic(config: ScenarioConfig, message: String) -> Crash {
-        Crash { config, invariant: invariant_of_panic(&message), message }
+        Crash { config: Box::new(config), invariant: invariant_of_panic(&message), message }
     }
 
     pub fn verdict_text(&self) -> String {

@@ -2,9 +2,11 @@
 //!
 //! Phases (CHECKLISTS "Harness and simulator requirements"):
 //! 1. setup: the nodes start, the client creates topic `t` (3 partitions, replication 3);
-//! 2. safety: producers and a consumer run while the nemesis injects faults for `duration`;
+//! 2. safety: producers and a consumer (and in scenario `groups` the group members) run while
+//!    the nemesis injects faults for `duration`;
 //! 3. liveness: every fault is healed, stopped nodes restart, the producers finish (V1, V2);
-//! 4. final drain: a fresh consumer reads every partition to its end (V3);
+//! 4. final drain: a fresh consumer reads every partition to its end (V3), then (scenario
+//!    `groups`) every group's committed offsets are fetched (C1);
 //! 5. checks: the Jepsen checker over the history, the raft checker over the replicas' events.
 
 use std::cell::RefCell;
@@ -23,7 +25,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::cluster::SimCluster;
-use crate::config::{ScenarioConfig, CONVERGENCE_WAIT, LIVENESS_BOUND, PARTITIONS};
+use crate::config::{Scenario, ScenarioConfig, CONVERGENCE_WAIT, LIVENESS_BOUND, PARTITIONS};
 use crate::nemesis;
 use crate::nemesis::fault::FaultTargets;
 use crate::report::{Crash, Report};
@@ -63,11 +65,18 @@ pub async fn run(config: ScenarioConfig) -> Report {
     if plan.buggify {
         madsim::buggify::enable();
     }
-    let cluster =
-        Arc::new(SimCluster::new(seed, node_count, config.planted_bugs.clone(), plan.clock_offsets_ms.clone(), plan.segment_bytes));
+    let mut cluster = SimCluster::new(seed, node_count, config.planted_bugs.clone(), plan.clock_offsets_ms.clone(), plan.segment_bytes);
+    let with_groups = config.scenario == Scenario::Groups;
+    if with_groups {
+        cluster.group_settings = Some(workload::groups::server_settings());
+    }
+    let cluster = Arc::new(cluster);
     cluster.note(format!("seed {seed}: {node_count} nodes, scenario {}, {}", config.scenario.name(), plan.describe()));
     for bug in &config.planted_bugs {
         cluster.note(format!("PLANTED BUG {}", bug.name()));
+    }
+    for bug in &config.client_planted_bugs {
+        cluster.note(format!("PLANTED BUG {} (client)", bug.name()));
     }
     let raft = observe_replicas(&cluster, seed);
     let node_ids = cluster.start_nodes(&runtime);
@@ -77,13 +86,21 @@ pub async fn run(config: ScenarioConfig) -> Report {
 
     // 2. Safety: the workload under the nemesis, which heals everything when it ends.
     let workload = workload::start(&client, cluster.clone(), &mut rng, config.duration);
-    let targets = FaultTargets::new(&runtime, &cluster, &node_ids, client.id());
+    let groups = with_groups.then(|| {
+        let planted = odradek_client::planted::Planted::of(&config.client_planted_bugs);
+        workload::groups::start(&client, cluster.clone(), seed, config.duration, planted)
+    });
+    let targets = FaultTargets::new(&runtime, &cluster, &node_ids, &client);
     let fault_count = nemesis::run(&targets, &plan, config.duration, &mut rng).await;
     cluster.note(format!("safety phase over after {fault_count} faults; healed"));
 
     // 3. Liveness: the producers finish, every partition has an end (V1).
     let (acked, failed) = workload.finish().await;
     cluster.note(format!("producers finished: {acked} acked, {failed} failed"));
+    let groups = match groups {
+        Some(groups) => groups.finish().await,
+        None => Vec::new(),
+    };
     let mut problems = Vec::new();
     let partition_ends = workload::partition_ends(&client, &cluster).await;
     if partition_ends.len() != PARTITIONS as usize {
@@ -100,6 +117,12 @@ pub async fn run(config: ScenarioConfig) -> Report {
         }
     };
     cluster.note(format!("final drain read {drained} records"));
+    // C1: every group's committed offsets, read after the drain marker (an acked commit survived).
+    if !groups.is_empty() {
+        for group in workload::groups::final_fetches(&client, cluster.clone(), groups).await {
+            problems.push(format!("V3: no fetch of group {group}'s committed offsets within {LIVENESS_BOUND:?}"));
+        }
+    }
     match converge(&cluster, &raft).await {
         Ok(after) => cluster.note(format!("R7: every group converged {} ms after the drain", after.as_millis())),
         Err(diverged) => problems.extend(diverged.into_iter().map(|(group, live)| {

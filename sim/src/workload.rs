@@ -1,6 +1,8 @@
 //! The client side of a run: creating the topic, producers writing unique values, a consumer
-//! polling every partition, an occasional extra topic, the partitions' ends and the final drain. Every client action is recorded in
-//! the history as invoke + ok / fail / info (definite errors `fail`, anything else `info`).
+//! polling every partition, an occasional extra topic, the partitions' ends and the final drain,
+//! and in the `groups` scenario the consumer groups ([`groups`]). Every client action is
+//! recorded in the history as invoke + ok / fail / info (definite errors `fail`, anything else
+//! `info`).
 //!
 //! Producers: two idempotent acks=all producers in every run, plus one whose settings the seed
 //! draws — acks=all without idempotence, acks=1 or acks=0 — so the checker's acks table (L1–L13
@@ -21,6 +23,8 @@ use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::Rng;
 use tokio::task::JoinHandle;
+
+pub mod groups;
 
 use crate::cluster::SimCluster;
 use crate::config::{LIVENESS_BOUND, PARTITIONS, TOPIC};

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! MADSIM_TEST_SEED=7 MADSIM_TEST_NUM=16 sim/madsim test -p odradek-sim --test server_cluster safety
+//! MADSIM_TEST_SEED=7 MADSIM_TEST_NUM=16 sim/madsim test -p odradek-sim --test server_cluster groups_scenario
 //! sim/madsim test -p odradek-sim --test server_cluster planted -- --nocapture   # the catalogue
 //! ```
 //! `odradek-sim run --seed N` (see the README) replays one seed with its timeline.
@@ -15,6 +16,7 @@
 #![cfg(madsim)]
 
 use madsim::runtime::Handle;
+use odradek_client::planted::PlantedBug as ClientPlantedBug;
 use odradek_server::planted::PlantedBug;
 use odradek_sim::config::{Scenario, ScenarioConfig};
 use odradek_sim::scenario::{run, run_seed};
@@ -22,6 +24,16 @@ use odradek_sim::scenario::{run, run_seed};
 #[madsim::test]
 async fn safety_then_liveness_with_faults() {
     let config = ScenarioConfig::new(Handle::current().seed());
+    let report = run(config).await;
+    println!("{}", report.summary_line());
+    assert!(report.passed(), "{}\n{}", report.timeline.join("\n"), report.verdict_text());
+}
+
+/// The consumer-group scenario on the madsim seed: group members of both protocols under
+/// process, network, clock and coordinator faults, C1–C7 in the verdict.
+#[madsim::test]
+async fn groups_scenario_under_faults() {
+    let config = ScenarioConfig { scenario: Scenario::Groups, ..ScenarioConfig::new(Handle::current().seed()) };
     let report = run(config).await;
     println!("{}", report.summary_line());
     assert!(report.passed(), "{}\n{}", report.timeline.join("\n"), report.verdict_text());
@@ -150,11 +162,81 @@ fn seeds_found_by_soaks_pass() {
     }
 }
 
+// The consumer-group bugs (issue 14), in the `groups` scenario; each catching seed must pass
+// without the bug (the run is the same up to the bug's first effect), so the check that fails is
+// the bug's and not the workload's.
+
+/// Runs `groups` seeds in order until one fails; it must fail on one of `invariants`, and the
+/// same seed must pass without the planted bug.
+fn group_bug_is_caught(planted: impl Fn(&mut ScenarioConfig), name: &str, seeds: std::ops::RangeInclusive<u64>, invariants: &[&str]) {
+    for seed in seeds.clone() {
+        let mut config = ScenarioConfig { scenario: Scenario::Groups, ..ScenarioConfig::new(seed) };
+        planted(&mut config);
+        let caught: Vec<String> = match run_seed(&config) {
+            Ok(report) if report.passed() => continue,
+            Ok(report) => report.failed_invariants().into_iter().map(str::to_string).collect(),
+            Err(crash) => vec![crash.invariant.unwrap_or("panic").to_string()],
+        };
+        println!("planted {name}: caught at seed {seed} (groups) by {caught:?}");
+        assert!(
+            caught.iter().any(|id| invariants.contains(&id.as_str())),
+            "planted {name}: seed {seed} failed on {caught:?}, expected one of {invariants:?}; replay: {}",
+            config.replay_command()
+        );
+        let clean = ScenarioConfig { scenario: Scenario::Groups, ..ScenarioConfig::new(seed) };
+        match run_seed(&clean) {
+            Ok(report) => assert!(report.passed(), "groups seed {seed} fails without {name}:\n{}", report.verdict_text()),
+            Err(crash) => panic!("groups seed {seed} crashed without {name}: {}", crash.verdict_text()),
+        }
+        return;
+    }
+    panic!("planted {name}: no seed in {seeds:?} of scenario groups caught it");
+}
+
+// Zombie commits (sent with a generation or member epoch the member had moved past) are taken
+// and rewritten to the current epoch: C5 names the ok commit (seed 1).
+#[test]
+fn planted_accept_stale_commit_is_caught() {
+    let bug = PlantedBug::AcceptStaleCommit;
+    group_bug_is_caught(|config| config.planted_bugs = vec![bug], bug.name(), 1..=10, &["C5"]);
+}
+
+// The auto-commit due at a poll's start is sent at its end with the positions after the records
+// it returns: C4 (and C2, the commit passed records no completed poll had returned) at seed 1.
+#[test]
+fn planted_auto_commit_of_current_poll_is_caught() {
+    let bug = ClientPlantedBug::AutoCommitOfCurrentPoll;
+    group_bug_is_caught(|config| config.client_planted_bugs = vec![bug], bug.name(), 1..=10, &["C4"]);
+}
+
+// The consumer protocol hands a member partitions another member still owns (and the table
+// applies such a membership): C7 names the key two members held at once (seed 1).
+#[test]
+fn planted_assignment_two_owners_is_caught() {
+    let bug = PlantedBug::AssignmentTwoOwners;
+    group_bug_is_caught(|config| config.planted_bugs = vec![bug], bug.name(), 1..=10, &["C7"]);
+}
+
+// A new coordinator answers before it applied its log, and offset reads skip their barrier: a
+// reader that finds it at once reads an offset older than an acknowledged commit (C1, seed 1).
+#[test]
+fn planted_coordinator_answers_before_replay_is_caught() {
+    let bug = PlantedBug::CoordinatorAnswersBeforeReplay;
+    group_bug_is_caught(|config| config.planted_bugs = vec![bug], bug.name(), 1..=20, &["C1", "C3"]);
+}
+
 #[test]
 fn every_planted_bug_has_a_test_here() {
     let source = include_str!("server_cluster.rs");
     for bug in PlantedBug::ALL {
         let name = format!("{bug:?}");
-        assert!(source.contains(&format!("PlantedBug::{name},")), "no planted-bug test for {name}");
+        assert!(
+            source.contains(&format!("PlantedBug::{name},")) || source.contains(&format!("PlantedBug::{name};")),
+            "no planted-bug test for {name}"
+        );
+    }
+    for bug in ClientPlantedBug::ALL {
+        let name = format!("{bug:?}");
+        assert!(source.contains(&format!("ClientPlantedBug::{name};")), "no planted-bug test for the client's {name}");
     }
 }

@@ -95,6 +95,13 @@ pub trait RebalanceListener: Send {
     fn on_partitions_lost(&mut self, partitions: &BTreeSet<TopicPartition>) {
         self.on_partitions_revoked(partitions);
     }
+    /// A commit of `offsets` was queued (`automatic`: by auto-commit), to be sent with
+    /// `identity` (`None`: a commit outside a generation). Runs when the commit is issued, before
+    /// anything is sent; its outcome follows as a [`GroupEvent::Commit`], in issue order.
+    /// Recorders of histories need the moment (an auto-commit is issued inside a poll).
+    fn on_commit_queued(&mut self, offsets: &BTreeMap<TopicPartition, u64>, automatic: bool, identity: Option<&CommitIdentity>) {
+        let _ = (offsets, automatic, identity);
+    }
 }
 
 /// What happened in the group, in order: for checkers and for applications that prefer
@@ -445,29 +452,49 @@ impl Consumer {
             sender
         });
         let member = group.session.as_ref().map(GroupSession::view);
+        let queued = (offsets.clone(), identity.clone());
         sender.try_send(CommitJob { identity, member, offsets, automatic, reply }).map_err(|error| {
             let job = error.into_inner();
             (job.reply, ClientError::InvalidArgument(format!("{COMMITS_QUEUED_MAX} commits already queued")))
-        })
+        })?;
+        if let Some(listener) = group.listener.as_mut() {
+            listener.on_commit_queued(&queued.0, automatic, queued.1.as_ref());
+        }
+        Ok(())
     }
 
     /// At the start of a poll: tells the member the application is alive, and auto-commits
-    /// what earlier polls returned when the interval is up.
-    pub(super) fn group_poll_start(&mut self) {
+    /// what earlier polls returned when the interval is up. Returns true when the planted bug
+    /// `auto-commit-of-current-poll` put that auto-commit off to the poll's end
+    /// ([`Consumer::group_auto_commit`]).
+    pub(super) fn group_poll_start(&mut self) -> bool {
         let Some(group) = self.group.as_mut() else {
-            return;
+            return false;
         };
         if let Some(session) = &group.session {
             session.polled();
         }
         if !self.config.enable_auto_commit || Instant::now() < group.auto_commit_next {
-            return;
+            return false;
         }
         group.auto_commit_next = Instant::now() + self.config.auto_commit_interval;
+        if self.config.planted.auto_commit_of_current_poll() {
+            return true;
+        }
+        self.group_auto_commit();
+        false
+    }
+
+    /// Queues an auto-commit of the positions now, unless there are none or the member is
+    /// between generations. C4: called at the start of a poll, the positions are those after the
+    /// records of earlier polls only.
+    pub(super) fn group_auto_commit(&mut self) {
+        let Some(group) = self.group.as_ref() else {
+            return;
+        };
         if self.positions.is_empty() || group.session.as_ref().is_some_and(|session| session.commit_identity().is_none()) {
             return;
         }
-        // C4: the positions now are those after the records of earlier polls only.
         let offsets = self.positions.clone();
         let (reply, _answer) = oneshot::channel();
         if let Err((_, error)) = self.queue_commit(offsets, true, reply) {

@@ -32,6 +32,7 @@ mod sim {
 
     use clap::{Args, Parser, Subcommand};
     use indicatif::{ProgressBar, ProgressStyle};
+    use odradek_client::planted::PlantedBug as ClientPlantedBug;
     use odradek_server::planted::PlantedBug;
     use odradek_sim::config::{Scenario, ScenarioConfig};
     use odradek_sim::report::Report;
@@ -73,7 +74,7 @@ mod sim {
 
     #[derive(Args, Clone)]
     struct RunOptions {
-        /// swarm (default), calm, crash, network, disk.
+        /// swarm (default), calm, crash, network, disk, groups.
         #[arg(long, default_value = "swarm")]
         scenario: String,
         /// 3 or 5 (default: the seed chooses).
@@ -82,7 +83,7 @@ mod sim {
         /// Simulated seconds of the safety phase.
         #[arg(long, default_value_t = 20)]
         duration: u64,
-        /// A planted bug to switch on (repeatable).
+        /// A planted bug of the server or the client to switch on (repeatable).
         #[arg(long = "planted-bug")]
         planted: Vec<String>,
     }
@@ -98,8 +99,23 @@ mod sim {
             if self.duration == 0 || self.duration > 3600 {
                 return Err("--duration must be within 1..=3600 seconds".into());
             }
-            let planted_bugs = self.planted.iter().map(|name| name.parse::<PlantedBug>()).collect::<Result<Vec<_>, _>>()?;
-            Ok(ScenarioConfig { seed, scenario, node_count: self.nodes, duration: Duration::from_secs(self.duration), planted_bugs })
+            // A name is the server's planted bug, else the client's.
+            let (mut planted_bugs, mut client_planted_bugs) = (Vec::new(), Vec::new());
+            for name in &self.planted {
+                match (name.parse::<PlantedBug>(), name.parse::<ClientPlantedBug>()) {
+                    (Ok(bug), _) => planted_bugs.push(bug),
+                    (_, Ok(bug)) => client_planted_bugs.push(bug),
+                    (Err(server), Err(client)) => return Err(format!("{server}; {client}")),
+                }
+            }
+            Ok(ScenarioConfig {
+                seed,
+                scenario,
+                node_count: self.nodes,
+                duration: Duration::from_secs(self.duration),
+                planted_bugs,
+                client_planted_bugs,
+            })
         }
 
         fn args(&self) -> Vec<String> {

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use madsim::net::NetSim;
-use madsim::runtime::Handle;
+use madsim::runtime::{Handle, NodeHandle};
 use madsim::task::NodeId as SimNodeId;
 use odradek_jepsen::history;
 use odradek_jepsen::partitions::{cut_between, majorities_ring};
@@ -31,6 +31,11 @@ use rand::Rng;
 use super::plan::FaultKind;
 use crate::cluster::SimCluster;
 use crate::config::DISK_RESERVE_BYTES;
+
+/// How long the nemesis waits to learn which node coordinates a group.
+const COORDINATOR_LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+/// F-C1 on a coordinator: how far forward its clock steps (ms), past the groups' session.
+const COORDINATOR_CLOCK_STEP_MS: (i64, i64) = (4_000, 60_000);
 
 /// F-S6: the chance that a read of the faulty disk fails.
 const READ_ERROR_PROBABILITY: f64 = 0.02;
@@ -128,14 +133,38 @@ pub struct FaultTargets<'a> {
     cluster: &'a SimCluster,
     ids: &'a BTreeMap<u64, SimNodeId>,
     client: SimNodeId,
+    /// The client machine, where a group's coordinator is looked up.
+    client_node: &'a NodeHandle,
     net: Arc<NetSim>,
     latency_default: Range<Duration>,
 }
 
 impl<'a> FaultTargets<'a> {
-    pub fn new(runtime: &'a Handle, cluster: &'a SimCluster, ids: &'a BTreeMap<u64, SimNodeId>, client: SimNodeId) -> Self {
+    pub fn new(runtime: &'a Handle, cluster: &'a SimCluster, ids: &'a BTreeMap<u64, SimNodeId>, client_node: &'a NodeHandle) -> Self {
         assert_eq!(ids.keys().copied().collect::<Vec<u64>>(), cluster.nodes, "a simulated machine per node");
-        FaultTargets { runtime, cluster, ids, client, net: NetSim::current(), latency_default: madsim::net::Config::default().send_latency }
+        FaultTargets {
+            runtime,
+            cluster,
+            ids,
+            client: client_node.id(),
+            client_node,
+            net: NetSim::current(),
+            latency_default: madsim::net::Config::default().send_latency,
+        }
+    }
+
+    /// The node coordinating `group` now, asked from the client machine (DescribeGroups, within
+    /// [`COORDINATOR_LOOKUP_TIMEOUT`]); `None` if no answer came.
+    pub async fn coordinator_of(&self, group: &str) -> Option<u64> {
+        let bootstrap = self.cluster.bootstrap();
+        let group = group.to_string();
+        let lookup = self.client_node.spawn(async move {
+            let addresses: Vec<&str> = bootstrap.iter().map(String::as_str).collect();
+            let admin = odradek_client::Admin::new(&addresses).ok()?;
+            let description = tokio::time::timeout(COORDINATOR_LOOKUP_TIMEOUT, admin.describe_group(&group)).await.ok()?.ok()?;
+            Some(description.coordinator)
+        });
+        lookup.await.expect("lookup task").filter(|node| self.cluster.nodes.contains(node))
     }
 
     pub fn cluster(&self) -> &SimCluster {
@@ -147,7 +176,12 @@ impl<'a> FaultTargets<'a> {
     pub fn draw(&self, kind: FaultKind, node: u64, rng: &mut SmallRng) -> Fault {
         let nodes = &self.cluster.nodes;
         match kind {
-            FaultKind::Kill => Fault::Crash { node, mode: CrashMode::Process },
+            FaultKind::Kill | FaultKind::CoordinatorKill => Fault::Crash { node, mode: CrashMode::Process },
+            FaultKind::CoordinatorIsolate => Fault::Isolate { node },
+            // Forward: the coordinator's sessions and rebalance deadlines pass at once.
+            FaultKind::CoordinatorClockStep => {
+                Fault::ClockStep { node, step_ms: rng.gen_range(COORDINATOR_CLOCK_STEP_MS.0..=COORDINATOR_CLOCK_STEP_MS.1) }
+            }
             FaultKind::PowerLoss => Fault::Crash { node, mode: CrashMode::PowerLoss },
             FaultKind::PowerLossAll => Fault::PowerLossAll,
             FaultKind::Pause => Fault::Pause { nodes: minority(nodes, rng) },

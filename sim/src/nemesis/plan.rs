@@ -35,10 +35,16 @@ pub enum FaultKind {
     HoldRequest,
     DiskFull,
     ResetResponse,
+    /// F-P1 on the node that coordinates a group (leads its `__consumer_offsets` partition).
+    CoordinatorKill,
+    /// F-N1 on a group's coordinator.
+    CoordinatorIsolate,
+    /// F-C1 on a group's coordinator, forward by more than a session: its members expire.
+    CoordinatorClockStep,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 21] = [
+    pub const ALL: [FaultKind; 24] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::PowerLoss,
@@ -60,6 +66,9 @@ impl FaultKind {
         FaultKind::HoldRequest,
         FaultKind::DiskFull,
         FaultKind::ResetResponse,
+        FaultKind::CoordinatorKill,
+        FaultKind::CoordinatorIsolate,
+        FaultKind::CoordinatorClockStep,
     ];
 
     /// The CHECKLISTS ID and a short name, as recorded in the history.
@@ -86,25 +95,34 @@ impl FaultKind {
             FaultKind::HoldRequest => "F-N8 one request held",
             FaultKind::DiskFull => "F-S9 disk full",
             FaultKind::ResetResponse => "F-N9 connection reset before the answer",
+            FaultKind::CoordinatorKill => "F-P1 kill of a group coordinator",
+            FaultKind::CoordinatorIsolate => "F-N1 isolate a group coordinator",
+            FaultKind::CoordinatorClockStep => "F-C1 clock step on a group coordinator",
         }
+    }
+
+    /// Whether the fault hits a group's coordinator (the nemesis looks it up first).
+    pub fn at_coordinator(self) -> bool {
+        matches!(self, FaultKind::CoordinatorKill | FaultKind::CoordinatorIsolate | FaultKind::CoordinatorClockStep)
     }
 
     fn scenarios(self) -> &'static [Scenario] {
         use Scenario::*;
         match self {
-            FaultKind::Kill | FaultKind::Pause | FaultKind::PowerLoss | FaultKind::PowerLossAll | FaultKind::PauseKill => &[Swarm, Crash],
+            FaultKind::Kill | FaultKind::Pause | FaultKind::PowerLoss | FaultKind::PowerLossAll => &[Swarm, Crash, Groups],
+            FaultKind::PauseKill => &[Swarm, Crash],
             FaultKind::Isolate
             | FaultKind::Split
-            | FaultKind::Ring
             | FaultKind::OneWay
             | FaultKind::Latency
             | FaultKind::ClientCut
-            | FaultKind::PartKill
             | FaultKind::Packets
-            | FaultKind::HoldRequest
-            | FaultKind::ResetResponse => &[Swarm, Network],
-            FaultKind::BitFlip | FaultKind::ReadError | FaultKind::FsyncError | FaultKind::SlowDisk | FaultKind::DiskFull => &[Swarm, Disk],
-            FaultKind::ClockStep => &[Swarm],
+            | FaultKind::ResetResponse => &[Swarm, Network, Groups],
+            FaultKind::Ring | FaultKind::PartKill | FaultKind::HoldRequest => &[Swarm, Network],
+            FaultKind::SlowDisk => &[Swarm, Disk, Groups],
+            FaultKind::BitFlip | FaultKind::ReadError | FaultKind::FsyncError | FaultKind::DiskFull => &[Swarm, Disk],
+            FaultKind::ClockStep => &[Swarm, Groups],
+            FaultKind::CoordinatorKill | FaultKind::CoordinatorIsolate | FaultKind::CoordinatorClockStep => &[Groups],
         }
     }
 }
@@ -158,7 +176,12 @@ pub fn draw_plan(scenario: Scenario, nodes: usize, rng: &mut SmallRng) -> FaultP
         .filter(|kind| *kind != FaultKind::Ring || nodes >= 5)
         .collect();
     for kind in &candidates {
-        // Each kind is on with probability 1/2 (2/3 outside the swarm), weighted 1..=4.
+        // Each kind is on with probability 1/2 (2/3 outside the swarm), weighted 1..=4; the
+        // faults aimed at a coordinator are always on in the groups scenario, weighted 3..=6.
+        if kind.at_coordinator() {
+            plan.kinds.push((*kind, rng.gen_range(3..=6)));
+            continue;
+        }
         let on = if scenario == Scenario::Swarm { rng.gen_bool(0.5) } else { rng.gen_bool(0.67) };
         if on {
             plan.kinds.push((*kind, rng.gen_range(1..=4)));
