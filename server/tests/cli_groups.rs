@@ -1,7 +1,7 @@
 //! The consumer-group CLI end to end against three real server processes: `consume --group`
 //! (both protocols, resuming from the group's commits), `group list`, `group describe`,
 //! `group reset-offsets`, `group delete`, and their errors for an unknown group and for a group
-//! that still has members.
+//! that still has members; and `bench consume --group` (its throughput phase).
 
 // Real processes, real sockets and real time: not a simulation test.
 #![cfg(not(madsim))]
@@ -198,4 +198,8 @@ fn group_commands_from_consume_to_delete() {
     assert!(gone.contains("does not exist"), "{gone}");
     let listed = ok(b, &["group", "list"]);
     assert!(listed.contains("billing") && listed.contains("audit") && !listed.contains("live"), "{listed}");
+
+    // The group bench runs and reports (no failover phase here: it waits out a session).
+    let bench = ok(b, &["bench", "consume", "--topic", "orders", "--group", "bench", "--members", "2", "--no-failover"]);
+    assert!(bench.contains(&format!("group consume: {RECORDS} records")) && bench.contains("commits, latency ms p50"), "{bench}");
 }
