@@ -3,6 +3,10 @@
 //!   colour per (op, outcome), fault windows shaded;
 //! * throughput: completed ops per second per (op, outcome), fault windows shaded.
 //!
+//! Both mark consumer-group rebalances (the completion of each ok `rebalance` op) with a thin
+//! vertical line, so a latency spike or a dip in polls can be matched with the rebalance (and
+//! the fault) around it.
+//!
 //! Bounded: at most [`PLOT_POINTS_MAX`] points per plot (evenly thinned beyond that).
 
 use std::collections::BTreeMap;
@@ -29,7 +33,36 @@ const SERIES: &[(OpF, OpType, RGBColor)] = &[
     (OpF::Poll, OpType::Info, RGBColor(148, 103, 189)),
     (OpF::Rewind, OpType::Ok, RGBColor(127, 127, 127)),
     (OpF::Assign, OpType::Ok, RGBColor(23, 190, 207)),
+    (OpF::Commit, OpType::Ok, RGBColor(140, 86, 75)),
+    (OpF::Commit, OpType::Fail, RGBColor(227, 119, 194)),
+    (OpF::FetchCommitted, OpType::Ok, RGBColor(0, 0, 0)),
 ];
+
+/// The colour of the rebalance markers.
+const REBALANCE_COLOR: RGBColor = RGBColor(120, 120, 120);
+
+/// Seconds at which an ok `rebalance` op completed.
+fn rebalance_times(history: &History) -> Vec<f64> {
+    history.ops().iter().filter(|op| op.f == OpF::Rebalance && op.kind == OpType::Ok).map(|op| seconds(op.time_ns)).collect()
+}
+
+/// A thin vertical line per rebalance over `[y_min, y_max]`, one legend entry.
+fn mark_rebalances<Y>(chart: &mut Chart<'_, Y>, history: &History, (y_min, y_max): (f64, f64)) -> Result<(), String>
+where
+    Y: Ranged<ValueType = f64>,
+{
+    let times = rebalance_times(history);
+    if times.is_empty() {
+        return Ok(());
+    }
+    let lines = thinned(&times).into_iter().map(|t| PathElement::new([(t, y_min), (t, y_max)], REBALANCE_COLOR.mix(0.5).stroke_width(1)));
+    chart
+        .draw_series(lines)
+        .map_err(|e| e.to_string())?
+        .label(format!("rebalance ({})", times.len()))
+        .legend(|(x, y)| PathElement::new([(x + 6, y - 6), (x + 6, y + 6)], REBALANCE_COLOR.stroke_width(2)));
+    Ok(())
+}
 
 fn series_name(f: OpF, kind: OpType) -> String {
     format!("{f:?} {kind:?}").to_lowercase()
@@ -89,6 +122,7 @@ pub fn latency(history: &History, path: &Path) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     chart.configure_mesh().x_desc("time since start (s)").y_desc("latency (ms)").draw().map_err(|e| e.to_string())?;
     shade_faults(&mut chart, &fault_windows(history), end_s, (LATENCY_MS_MIN, y_max))?;
+    mark_rebalances(&mut chart, history, (LATENCY_MS_MIN, y_max))?;
     for &(f, kind, color) in SERIES {
         let points: Vec<(f64, f64)> =
             ops.iter().filter(|op| op.f == f && op.kind == kind).map(|op| (op.invoke_s, latency_ms(op))).collect();
@@ -130,6 +164,7 @@ pub fn throughput(history: &History, path: &Path) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     chart.configure_mesh().x_desc("time since start (s)").y_desc("ops / s").draw().map_err(|e| e.to_string())?;
     shade_faults(&mut chart, &fault_windows(history), end_s, (0.0, y_max))?;
+    mark_rebalances(&mut chart, history, (0.0, y_max))?;
     for ((series, _), counts) in &buckets {
         let (f, kind, color) = SERIES[*series];
         let line = LineSeries::new(counts.iter().enumerate().map(|(s, &c)| (s as f64 + 0.5, c)), color.stroke_width(2));

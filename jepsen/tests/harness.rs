@@ -240,3 +240,96 @@ fn report_of_model_histories_round_trips_and_flags_planted_bugs() {
         }
     }
 }
+
+/// A `--workload subscribe` run of `time_limit` seconds with the coordinator faults (and any
+/// `planted` server bug); returns the report directory and the harness's output.
+fn subscribe_run(dir: &Path, name: &str, time_limit: &str, planted: Option<&str>) -> (PathBuf, Output) {
+    let binary = server_binary();
+    let out = dir.join(name);
+    let mut args = vec![
+        "run",
+        "--workload",
+        "subscribe",
+        "--nodes",
+        "3",
+        "--time-limit",
+        time_limit,
+        "--rate",
+        "40",
+        "--consumers",
+        "2",
+        "--nemesis",
+        "kill-coordinator,pause-coordinator,kill",
+        "--fault-quiet",
+        "2",
+        "--fault-window",
+        "3",
+        "--recovery",
+        "8",
+        "--seed",
+        "5",
+        "--binary",
+        binary.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    if let Some(bug) = planted {
+        args.extend(["--planted-bug", bug]);
+    }
+    let output = harness(&args);
+    (out, output)
+}
+
+/// Consumer-group members of both protocols under coordinator kills and pauses, member crashes
+/// and zombie commits: the verdict (log checks and C1–C7) must be valid, and the run must have
+/// exercised what it claims to.
+#[test]
+fn short_real_subscribe_run_under_coordinator_faults_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, output) = subscribe_run(dir.path(), "subscribe", "20", None);
+    let log = text(&output);
+    assert_eq!(output.status.code(), Some(0), "the run must pass with no anomaly:\n{log}");
+    let verdict = saved_verdict(&out);
+    assert!(verdict.valid && verdict.anomalies.iter().all(|a| !a.fatal), "{log}");
+    assert!(verdict.stats.final_drain, "{log}");
+    let groups = &verdict.groups;
+    assert_eq!(groups.groups, 2, "one group per protocol:\n{log}");
+    assert!(groups.members >= 4, "{log}");
+    assert!(groups.rebalances_ok >= 4 && groups.commits_ok >= 20 && groups.fetches_ok >= 2, "too little group activity:\n{log}");
+    assert!(groups.registers_checked >= 4 && groups.resumes_checked >= 4, "{log}");
+    assert!(groups.commits_fail >= 1, "the zombie commits were refused (and recorded as failed):\n{log}");
+
+    let history = report::read_history(&out).unwrap();
+    let windows = intervals::fault_windows(&history);
+    for fault in ["F-P1 kill-coordinator", "F-P2 pause-coordinator", "F-P1 kill"] {
+        assert!(windows.iter().any(|w| w.fault == fault && w.stop_s.is_some()), "no healed {fault} window:\n{log}");
+    }
+    let crashes = history.ops().iter().filter(|op| op.f == OpF::Crash).count();
+    assert!(crashes >= 1, "no member crashed:\n{log}");
+    let summary = std::fs::read_to_string(out.join(report::SUMMARY_FILE)).unwrap();
+    assert!(summary.contains("groups 2 members"), "the summary reports the groups:\n{summary}");
+    let rechecked = harness(&["check", out.to_str().unwrap()]);
+    assert_eq!(rechecked.status.code(), Some(0), "{}", text(&rechecked));
+}
+
+/// Teeth: a coordinator that takes commits of an older epoch (`accept-stale-commit`: the zombie
+/// commits are accepted) must fail C5. With `assignment-two-owners` the coordinator decides a
+/// two-owner assignment, but its own table refuses to apply it (`Membership::check` on every
+/// write), so the heartbeat is refused and the consumer-protocol members stop on that error
+/// rather than ever owning a partition twice: the run must fail, by C7 or by the members'
+/// failure (a run problem; a correct cluster never stops a member).
+#[test]
+fn planted_group_bugs_are_caught_on_real_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, output) = subscribe_run(dir.path(), "accept-stale-commit", "12", Some("accept-stale-commit"));
+    let log = text(&output);
+    assert_eq!(output.status.code(), Some(1), "--planted-bug accept-stale-commit must fail the run:\n{log}");
+    assert!(saved_verdict(&out).has_fatal(AnomalyKind::StaleCommit), "expected C5 stale-commit:\n{log}");
+
+    let (out, output) = subscribe_run(dir.path(), "assignment-two-owners", "12", Some("assignment-two-owners"));
+    let log = text(&output);
+    assert_eq!(output.status.code(), Some(1), "--planted-bug assignment-two-owners must fail the run:\n{log}");
+    let double = saved_verdict(&out).has_fatal(AnomalyKind::DoubleOwnership);
+    let stopped = log.contains("a member of group \"jepsen-consumer\"") && log.contains("stopped:");
+    assert!(double || stopped, "expected C7 double-ownership or consumer-protocol members stopped by the coordinator:\n{log}");
+}

@@ -3,6 +3,9 @@
 //! * `odradek-jepsen run --nodes 3 --time-limit 30 --rate 50 --nemesis kill,pause,partition --acks all --out DIR`
 //!   starts a cluster on loopback, runs the workload and the faults, checks the history and
 //!   writes the report directory (see `odradek_jepsen::report`);
+//! * `odradek-jepsen run --workload subscribe --nemesis kill-coordinator,pause-coordinator,kill ...`
+//!   runs consumer-group members (both protocols) instead of assigning consumers, and adds the
+//!   group checks C1–C7 to the verdict;
 //! * `odradek-jepsen check DIR` re-checks `DIR/history.jsonl` and prints the summary.
 //!
 //! Exit status: 0 if the history has no fatal anomaly (and the run had no problem such as a
@@ -46,6 +49,14 @@ mod real {
         Zero,
     }
 
+    #[derive(Clone, Copy, ValueEnum)]
+    enum WorkloadArg {
+        /// Producers and consumers that assign every partition.
+        Log,
+        /// Producers and consumer-group members, one group per protocol (consumer, classic).
+        Subscribe,
+    }
+
     #[derive(Subcommand)]
     enum Command {
         /// Start a cluster, run the workload under faults, check, write the report.
@@ -78,8 +89,11 @@ mod real {
             replication_factor: u32,
             #[arg(long, default_value_t = 4)]
             producers: usize,
+            /// Consumer workers (log), or members per group (subscribe).
             #[arg(long, default_value_t = 2)]
             consumers: usize,
+            #[arg(long, value_enum, default_value = "log")]
+            workload: WorkloadArg,
             /// Seed of the workload's and the nemesis's choices (default: from the clock).
             #[arg(long)]
             seed: Option<u64>,
@@ -121,6 +135,7 @@ mod real {
                 replication_factor,
                 producers,
                 consumers,
+                workload,
                 seed,
                 fault_quiet,
                 fault_window,
@@ -140,6 +155,10 @@ mod real {
                 });
                 let seconds = |s: f64| Duration::from_secs_f64(s.clamp(0.0, 3600.0));
                 let config = RunConfig {
+                    workload: match workload {
+                        WorkloadArg::Log => harness::Workload::Log,
+                        WorkloadArg::Subscribe => harness::Workload::Subscribe,
+                    },
                     nodes,
                     time_limit: Duration::from_secs(time_limit.min(24 * 3600)),
                     rate,
@@ -233,8 +252,8 @@ mod real {
         info.insert(
             0,
             format!(
-                "seed {} nodes {} acks {:?} rate {}/s nemesis {:?}",
-                config.seed, config.nodes, config.acks, config.rate, config.nemesis
+                "workload {:?} seed {} nodes {} acks {:?} rate {}/s nemesis {:?}",
+                config.workload, config.seed, config.nodes, config.acks, config.rate, config.nemesis
             ),
         );
         let written = report::write_report(&config.out, &history, &verdict, &notes.problems, &info)

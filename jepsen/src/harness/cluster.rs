@@ -23,6 +23,10 @@ pub const NODE_START_TIMEOUT: Duration = Duration::from_secs(20);
 /// The Raft tick of the servers the harness starts (as the server's own process tests use).
 pub const NODE_TICK_MS: u64 = 20;
 
+/// The consumer-protocol session the nodes give group members (the server's default, 45 s, is
+/// longer than a short run: a crashed member's partitions would never move).
+pub const GROUP_SESSION_TIMEOUT_MS: u32 = 6_000;
+
 /// Pids of live children of this harness, killed by the panic hook.
 static CHILDREN: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
 
@@ -145,6 +149,7 @@ impl ProcessCluster {
             })
             .collect();
         flags.extend(["--client-listen".to_string(), format!("127.0.0.1:{}", self.nodes[me].client_port)]);
+        flags.extend(["--group-session-timeout-ms".to_string(), GROUP_SESSION_TIMEOUT_MS.to_string()]);
         flags.extend(self.planted_flags.iter().cloned());
         flags
     }

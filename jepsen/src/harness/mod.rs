@@ -3,10 +3,12 @@
 //! One run, in order:
 //! 1. proxies for every directed peer link ([`proxy`]), then `--nodes` real `odradek server`
 //!    processes on loopback whose peer addresses point at those proxies ([`cluster`]);
-//! 2. a topic of `keys` partitions; producer and consumer workers, a leader observer and the
+//! 2. a topic of `keys` partitions; producer and consumer workers (`--workload log`) or
+//!    consumer-group members (`--workload subscribe`, [`groups`]), a leader observer and the
 //!    nemesis run for `time_limit` ([`workload`], [`nemesis`]);
 //! 3. the nemesis stops and heals everything, the workers go on for `recovery`, then stop;
-//! 4. the final drain (a fresh consumer reads every partition from the beginning to its end);
+//! 4. the final drain (a fresh consumer reads every partition from the beginning to its end),
+//!    and with `--workload subscribe` a fresh read of every group's committed offsets;
 //! 5. every server is killed; the caller checks the history and writes the report.
 //!
 //! Bounds: the run lasts about `time_limit + recovery + DRAIN_TIMEOUT` plus setup (each node
@@ -17,6 +19,7 @@
 //! ([`cluster::kill_registered`]).
 
 pub mod cluster;
+pub mod groups;
 pub mod nemesis;
 pub mod proxy;
 pub mod workload;
@@ -48,9 +51,21 @@ pub const RATE_MAX: f64 = 5000.0;
 /// The test topic.
 pub const TOPIC: &str = "jepsen";
 
+/// What the clients do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Workload {
+    /// Producers and consumers that assign every partition (the log checks).
+    Log,
+    /// Producers and consumer-group members in one group per protocol ([`groups`]), plus the
+    /// log checks over their polls and the final drain.
+    Subscribe,
+}
+
 /// Everything a run is told (stored in the report as `run.json`).
 #[derive(Clone, Debug, Serialize)]
 pub struct RunConfig {
+    pub workload: Workload,
     pub nodes: usize,
     pub time_limit: Duration,
     /// Sends per second, all producers together.
@@ -63,6 +78,7 @@ pub struct RunConfig {
     pub keys: u32,
     pub replication_factor: u32,
     pub producers: usize,
+    /// Consumer workers (`log`), or members per group (`subscribe`).
     pub consumers: usize,
     pub seed: u64,
     /// Quiet time before each fault, and how long each fault lasts.
@@ -155,16 +171,28 @@ pub async fn run(config: &RunConfig) -> Result<(History, RunNotes), String> {
         let key = worker as u32 % config.keys;
         workers.push(tokio::spawn(workload::producer_worker(recorder, target, key, interval, rng.gen(), stop)));
     }
-    for _ in 0..config.consumers {
-        let (recorder, target, stop) = (recorder.clone(), target.clone(), workers_stopping.clone());
-        workers.push(tokio::spawn(workload::consumer_worker(recorder, target, stop)));
+    match config.workload {
+        Workload::Log => {
+            for _ in 0..config.consumers {
+                let (recorder, target, stop) = (recorder.clone(), target.clone(), workers_stopping.clone());
+                workers.push(tokio::spawn(workload::consumer_worker(recorder, target, stop)));
+            }
+        }
+        Workload::Subscribe => {
+            for group in groups::GROUPS {
+                for _ in 0..config.consumers {
+                    let (recorder, target, stop) = (recorder.clone(), target.clone(), workers_stopping.clone());
+                    workers.push(tokio::spawn(groups::member_worker(recorder, target, group, rng.gen(), stop)));
+                }
+            }
+        }
     }
     workers.push(tokio::spawn(workload::leader_observer(recorder.clone(), target.clone(), workers_stopping.clone())));
     let nemesis = tokio::spawn(nemesis::run(
         recorder.clone(),
         cluster.clone(),
         proxies.clone(),
-        config.nemesis.clone(),
+        (config.nemesis.clone(), (config.workload == Workload::Subscribe).then(|| target.clone())),
         (config.fault_quiet, config.fault_window),
         SmallRng::seed_from_u64(rng.gen()),
         nemesis_stopping,
@@ -194,7 +222,13 @@ pub async fn run(config: &RunConfig) -> Result<(History, RunNotes), String> {
     if let Err(error) = workload::final_drain(&recorder, &target).await {
         notes.problems.push(error);
     }
+    if config.workload == Workload::Subscribe {
+        if let Err(error) = groups::final_fetch(&recorder, &target).await {
+            notes.problems.push(error);
+        }
+    }
     notes.info.push(format!("drain finished at {:.1} s", started.elapsed().as_secs_f64()));
+    notes.problems.extend(recorder.take_problems());
     cluster.lock().expect("cluster lock").kill_all();
     notes.log_dump = recorder.take_log_dump();
     let history = std::mem::replace(&mut *recorder.history(), HistoryBuilder::new(|| 0)).finish();

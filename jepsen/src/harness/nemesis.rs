@@ -18,6 +18,11 @@
 //!   nothing un-fsynced (the simulator's F-P3 covers that);
 //! * `part-kill` (F-P6): the same with A and then B cut off by partitions instead of paused.
 //!
+//! * `kill-coordinator` / `pause-coordinator` (F-P1 / F-P2 aimed, `--workload subscribe`): kill
+//!   or pause the node that coordinates one of the run's groups now (the leader of the group's
+//!   `__consumer_offsets` partition, as the group's describe names it), the groups taken in
+//!   turn; a random node if no coordinator answers.
+//!
 //! F-P7 (restart with a wiped data dir) is not offered: the server has no way for a node to
 //! rejoin with an empty disk (membership is static and a wiped voter would forget its vote).
 
@@ -32,7 +37,7 @@ use tokio::sync::watch;
 
 use super::cluster::{wait_listening, ProcessCluster};
 use super::proxy::Proxies;
-use super::workload::{sleep_or_stop, Recorder};
+use super::workload::{sleep_or_stop, Recorder, WorkloadTarget};
 use crate::history::Fault;
 use crate::partitions::{cut_between, majorities_ring};
 
@@ -48,6 +53,8 @@ pub const NEMESIS_KINDS: &[&str] = &[
     "conn-drop",
     "pause-kill",
     "part-kill",
+    "kill-coordinator",
+    "pause-coordinator",
     "none",
 ];
 
@@ -106,12 +113,13 @@ fn partition_cut(kind: &str, ids: &[u64], rng: &mut SmallRng) -> (&'static str, 
 }
 
 /// Runs faults until `stop`: `quiet`, then one fault for `window`, healed, repeated. Heals
-/// whatever is injected before returning.
+/// whatever is injected before returning. `groups_target` (subscribe runs) is where the
+/// coordinator faults look up the groups' coordinators.
 pub async fn run(
     recorder: Arc<Recorder>,
     cluster: Arc<Mutex<ProcessCluster>>,
     proxies: Arc<Proxies>,
-    kinds: Vec<String>,
+    (kinds, groups_target): (Vec<String>, Option<WorkloadTarget>),
     (quiet, window): (Duration, Duration),
     mut rng: SmallRng,
     mut stop: watch::Receiver<bool>,
@@ -121,6 +129,7 @@ pub async fn run(
         return Ok(());
     }
     let mut round: Vec<String> = Vec::new();
+    let mut coordinator_faults = 0usize;
     loop {
         if sleep_or_stop(quiet, &mut stop).await {
             return Ok(());
@@ -147,7 +156,15 @@ pub async fn run(
             }
             _ => {}
         }
-        let (fault, injected) = inject(&kind, &ids, &cluster, &proxies, &mut rng);
+        let aimed = match (kind.as_str(), &groups_target) {
+            ("kill-coordinator" | "pause-coordinator", Some(target)) => {
+                let (group, _) = super::groups::GROUPS[coordinator_faults % super::groups::GROUPS.len()];
+                coordinator_faults += 1;
+                super::groups::coordinator_of(target, group).await.filter(|id| ids.contains(id)).map(|id| (group, id))
+            }
+            _ => None,
+        };
+        let (fault, injected) = inject(&kind, &ids, &cluster, &proxies, aimed, &mut rng);
         recorder.history().fault_start(fault.clone()).expect("nemesis ops always fit");
         // A stopping run cuts the window short; the fault is healed either way.
         let _ = sleep_or_stop(window, &mut stop).await;
@@ -257,9 +274,37 @@ async fn choreography(
     Ok(())
 }
 
-fn inject(kind: &str, ids: &[u64], cluster: &Mutex<ProcessCluster>, proxies: &Proxies, rng: &mut SmallRng) -> (Fault, Injected) {
+fn inject(
+    kind: &str,
+    ids: &[u64],
+    cluster: &Mutex<ProcessCluster>,
+    proxies: &Proxies,
+    aimed: Option<(&str, u64)>,
+    rng: &mut SmallRng,
+) -> (Fault, Injected) {
     let mut details = BTreeMap::new();
     let (name, injected) = match kind {
+        "kill-coordinator" | "pause-coordinator" => {
+            let node = match aimed {
+                Some((group, node)) => {
+                    details.insert("coordinator-of".to_string(), group.to_string());
+                    node
+                }
+                None => {
+                    details.insert("coordinator-of".to_string(), "unknown: a random node".to_string());
+                    *ids.choose(rng).expect("a cluster has nodes")
+                }
+            };
+            details.insert("nodes".to_string(), format!("[{node}]"));
+            let mut cluster = cluster.lock().expect("cluster lock");
+            if kind == "kill-coordinator" {
+                cluster.kill(node);
+                ("F-P1 kill-coordinator", Injected::Killed(vec![node]))
+            } else {
+                cluster.pause(node);
+                ("F-P2 pause-coordinator", Injected::Paused(vec![node]))
+            }
+        }
         "kill" => {
             let nodes = minority(ids, rng);
             let mut cluster = cluster.lock().expect("cluster lock");

@@ -54,7 +54,13 @@ pub struct Recorder {
     /// From the start of the final drain: every record it read, by (key, offset), with its
     /// producer — the committed log, for the checker's P1, P3 and P4.
     dump: Mutex<Option<BTreeMap<(Key, Offset), LogRecord>>>,
+    /// Problems a worker saw that the history cannot hold (a group member that stopped on a
+    /// fatal error), at most [`WORKER_PROBLEMS_MAX`]; they fail the run.
+    problems: Mutex<Vec<String>>,
 }
+
+/// Most worker problems kept (the first ones; later ones are counted in the last line).
+pub const WORKER_PROBLEMS_MAX: usize = 20;
 
 impl Recorder {
     pub fn new(started: Instant) -> Recorder {
@@ -65,7 +71,23 @@ impl Recorder {
             process_next: AtomicU64::new(0),
             value_next: AtomicU64::new(1),
             dump: Mutex::new(None),
+            problems: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Notes a problem for the run's notes (bounded by [`WORKER_PROBLEMS_MAX`]).
+    pub fn note_problem(&self, problem: String) {
+        let mut problems = self.problems.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if problems.len() < WORKER_PROBLEMS_MAX {
+            problems.push(problem);
+        } else if problems.len() == WORKER_PROBLEMS_MAX {
+            problems.push(format!("... more worker problems after the first {WORKER_PROBLEMS_MAX}"));
+        }
+    }
+
+    /// The problems noted so far.
+    pub fn take_problems(&self) -> Vec<String> {
+        std::mem::take(&mut *self.problems.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
     }
 
     /// The records the final drain read (None if it never started), in log order per key.
@@ -102,11 +124,11 @@ pub struct WorkloadTarget {
 }
 
 impl WorkloadTarget {
-    fn bootstrap(&self) -> Vec<&str> {
+    pub(crate) fn bootstrap(&self) -> Vec<&str> {
         self.bootstrap.iter().map(String::as_str).collect()
     }
 
-    fn all_keys(&self) -> Vec<Key> {
+    pub(crate) fn all_keys(&self) -> Vec<Key> {
         (0..u64::from(self.keys)).collect()
     }
 

@@ -17,7 +17,8 @@ use crate::output::{note, say};
 pub enum BenchCommand {
     /// Produce fixed-size records as fast as allowed; report throughput and ack latency.
     Produce(ProduceBench),
-    /// Read a topic from the beginning; report throughput and fetch latency.
+    /// Read a topic from the beginning; report throughput and fetch latency. With --group: as a
+    /// consumer group of --members members (throughput, commit latency, failover time).
     Consume(ConsumeBench),
 }
 
@@ -66,6 +67,9 @@ pub struct ConsumeBench {
     /// Bytes per fetch request.
     #[arg(long, default_value_t = 4 * 1024 * 1024)]
     fetch_bytes: u32,
+    /// Consumer-group bench settings (used with --group).
+    #[command(flatten)]
+    group: Option<crate::bench_group::GroupBenchArgs>,
 }
 
 pub async fn bench(bootstrap: &Bootstrap, command: BenchCommand) -> Result<(), String> {
@@ -208,6 +212,9 @@ async fn produce(bootstrap: &Bootstrap, args: ProduceBench) -> Result<(), String
 }
 
 async fn consume(bootstrap: &Bootstrap, args: ConsumeBench) -> Result<(), String> {
+    if let Some(group) = args.group {
+        return crate::bench_group::consume_group(bootstrap, &args.topic, args.records, args.fetch_bytes, group).await;
+    }
     let addresses = bootstrap.addresses();
     let admin = Admin::new(&addresses).map_err(|e| e.to_string())?;
     let topic = admin.describe_topic(&args.topic).await.map_err(|e| e.to_string())?;

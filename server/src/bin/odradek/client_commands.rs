@@ -25,7 +25,7 @@ impl Bootstrap {
     }
 }
 
-fn explain(error: ClientError) -> String {
+pub(crate) fn explain(error: ClientError) -> String {
     let kind = if error.is_definite() { "definite: it had no effect" } else { "indefinite: it may have taken effect" };
     format!("{error} ({kind})")
 }
@@ -221,22 +221,24 @@ fn report(outcome: Result<odradek_client::RecordMetadata, ClientError>, print: b
 pub struct ConsumeArgs {
     /// The topic to read.
     #[arg(long, short = 't')]
-    topic: String,
+    pub(crate) topic: String,
     /// Only these partitions (repeat the flag); default: all.
-    #[arg(long, short = 'p')]
+    #[arg(long, short = 'p', conflicts_with = "group")]
     partition: Vec<u32>,
-    /// Start at the beginning of each partition (the default).
+    /// Start at the beginning of each partition (the default). With --group: where a partition
+    /// without a committed offset starts.
     #[arg(long, conflicts_with_all = ["from_end", "offset"])]
     from_beginning: bool,
-    /// Start after the last committed record.
+    /// Start after the last committed record. With --group: where a partition without a
+    /// committed offset starts.
     #[arg(long, conflicts_with = "offset")]
-    from_end: bool,
+    pub(crate) from_end: bool,
     /// Start at this offset in every partition read.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "group")]
     offset: Option<u64>,
     /// Keep waiting for new records (default: stop at the end of the log).
     #[arg(long, short = 'f')]
-    follow: bool,
+    pub(crate) follow: bool,
     /// Print each record's key (tab-separated before the value).
     #[arg(long)]
     print_key: bool,
@@ -245,11 +247,69 @@ pub struct ConsumeArgs {
     print_offset: bool,
     /// Stop after this many records.
     #[arg(long)]
-    max_records: Option<u64>,
+    pub(crate) max_records: Option<u64>,
+    /// Join this consumer group: the group shares the topic's partitions among its members and
+    /// remembers (commits) how far this consumer got, after each batch printed.
+    #[arg(long, short = 'g')]
+    pub(crate) group: Option<String>,
+    /// With --group: the group protocol (consumer: KIP-848, the coordinator assigns; classic:
+    /// JoinGroup/SyncGroup, the group's leader member assigns).
+    #[arg(long, value_enum, default_value = "consumer", requires = "group")]
+    pub(crate) group_protocol: GroupProtocolArg,
+    /// With --group: a static member id (a restart within the session timeout keeps the
+    /// member's partitions without a rebalance).
+    #[arg(long, requires = "group")]
+    pub(crate) group_instance_id: Option<String>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupProtocolArg {
+    /// KIP-848: the coordinator assigns, members reconcile incrementally.
+    Consumer,
+    /// JoinGroup/SyncGroup: the group's leader member assigns.
+    Classic,
+}
+
+impl GroupProtocolArg {
+    pub fn to_protocol(self) -> odradek_client::GroupProtocol {
+        match self {
+            GroupProtocolArg::Consumer => odradek_client::GroupProtocol::Consumer,
+            GroupProtocolArg::Classic => odradek_client::GroupProtocol::Classic,
+        }
+    }
+}
+
+/// How `consume` prints a record.
+pub(crate) struct RecordFormat {
+    pub print_key: bool,
+    pub print_offset: bool,
+}
+
+impl RecordFormat {
+    pub(crate) fn of(args: &ConsumeArgs) -> RecordFormat {
+        RecordFormat { print_key: args.print_key, print_offset: args.print_offset }
+    }
+
+    /// One record as a line (without the newline): partition:offset and key first if asked.
+    pub(crate) fn line(&self, record: &odradek_client::ConsumerRecord) -> String {
+        let mut line = String::new();
+        if self.print_offset {
+            line.push_str(&format!("{}:{}\t", record.partition, record.offset));
+        }
+        if self.print_key {
+            let key = record.key.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+            line.push_str(&format!("{key}\t"));
+        }
+        line.push_str(&record.value.as_deref().map(String::from_utf8_lossy).unwrap_or_default());
+        line
+    }
 }
 
 /// Prints records, one per line.
 pub async fn consume(bootstrap: &Bootstrap, args: ConsumeArgs) -> Result<(), String> {
+    if args.group.is_some() {
+        return crate::group_commands::consume_in_group(bootstrap, args).await;
+    }
     let addresses = bootstrap.addresses();
     let admin = Admin::new(&addresses).map_err(explain)?;
     let topic = admin.describe_topic(&args.topic).await.map_err(explain)?;
@@ -289,6 +349,7 @@ pub async fn consume(bootstrap: &Bootstrap, args: ConsumeArgs) -> Result<(), Str
         consumer.seek(&args.topic, partition, start).await.map_err(explain)?;
     }
     let mut printed = 0u64;
+    let format = RecordFormat::of(&args);
     loop {
         if !args.follow && partitions.iter().all(|&p| consumer.position(&args.topic, p).unwrap_or(0) >= ends[&p]) {
             break;
@@ -298,16 +359,7 @@ pub async fn consume(bootstrap: &Bootstrap, args: ConsumeArgs) -> Result<(), Str
             if !args.follow && record.offset >= ends[&record.partition] {
                 continue;
             }
-            let mut line = String::new();
-            if args.print_offset {
-                line.push_str(&format!("{}:{}\t", record.partition, record.offset));
-            }
-            if args.print_key {
-                let key = record.key.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
-                line.push_str(&format!("{key}\t"));
-            }
-            line.push_str(&record.value.as_deref().map(String::from_utf8_lossy).unwrap_or_default());
-            if !say!("{line}") {
+            if !say!("{}", format.line(&record)) {
                 return Ok(()); // stdout closed (e.g. piped into head): nobody reads on
             }
             printed += 1;

@@ -4,7 +4,9 @@
 //! `odradek consume` against it (they default to the playground's address).
 
 mod bench;
+mod bench_group;
 mod client_commands;
+mod group_commands;
 mod node_commands;
 mod output;
 mod topic_setup;
@@ -45,12 +47,19 @@ enum Command {
         #[command(flatten)]
         args: client_commands::ProduceArgs,
     },
-    /// Print records of a topic.
+    /// Print records of a topic (with --group: as a member of a consumer group, committing as it goes).
     Consume {
         #[command(flatten)]
         bootstrap: client_commands::Bootstrap,
         #[command(flatten)]
         args: client_commands::ConsumeArgs,
+    },
+    /// Consumer groups: list, describe (members, partitions, lag), reset offsets, delete.
+    Group {
+        #[command(flatten)]
+        bootstrap: client_commands::Bootstrap,
+        #[command(subcommand)]
+        command: group_commands::GroupCommand,
     },
     /// Cluster state: nodes, leaders, commit indexes, follower lag.
     Cluster {
@@ -99,6 +108,10 @@ async fn main() -> ExitCode {
         Command::Consume { bootstrap, args } => {
             init_logging("warn");
             client_commands::consume(&bootstrap, args).await
+        }
+        Command::Group { bootstrap, command } => {
+            init_logging("warn");
+            group_commands::group(&bootstrap, command).await
         }
         Command::Cluster { bootstrap, command } => {
             init_logging("warn");

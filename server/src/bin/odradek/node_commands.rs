@@ -32,10 +32,24 @@ pub struct ServerArgs {
     /// containers, or a proxy in front of the node).
     #[arg(long)]
     client_listen: Option<std::net::SocketAddr>,
+    /// Session timeout (ms) of consumer-protocol group members: how long the coordinator keeps
+    /// a silent member's partitions (default 45000; their heartbeat interval becomes at most a
+    /// third of it).
+    #[arg(long)]
+    group_session_timeout_ms: Option<u32>,
     /// TEST ONLY (`planted-bugs` builds): run with a deliberate breakage the checkers must catch.
     #[cfg(feature = "planted-bugs")]
     #[arg(long = "planted-bug")]
     planted_bugs: Vec<odradek_server::planted::PlantedBug>,
+}
+
+/// `--group-session-timeout-ms`: the consumer protocol's session, and a heartbeat interval that
+/// fits three times into it.
+fn set_group_session(config: &mut ServerConfig, session_ms: Option<u32>) {
+    if let Some(session_ms) = session_ms {
+        config.groups.consumer_session_timeout_ms = session_ms;
+        config.groups.consumer_heartbeat_interval_ms = config.groups.consumer_heartbeat_interval_ms.min(session_ms / 3).max(1);
+    }
 }
 
 /// Runs one node until SIGTERM or ctrl-c, then shuts it down gracefully.
@@ -47,6 +61,7 @@ pub async fn server(args: ServerArgs) -> Result<(), String> {
             let mut config = ServerConfig::new(args.id.expect("clap: required"), args.data_dir.expect("clap: required"), args.nodes);
             config.tick_ms = args.tick_ms;
             config.client_listen = args.client_listen;
+            set_group_session(&mut config, args.group_session_timeout_ms);
             config.validate().map_err(|e| e.to_string())?;
             config
         }
@@ -97,6 +112,11 @@ pub struct PlaygroundArgs {
     /// Partitions of the demo topic.
     #[arg(long, default_value_t = 3)]
     partitions: u32,
+    /// Session timeout (ms) of consumer-protocol group members: how long the coordinator keeps
+    /// a silent member's partitions (default 45000; their heartbeat interval becomes at most a
+    /// third of it).
+    #[arg(long)]
+    group_session_timeout_ms: Option<u32>,
 }
 
 fn default_playground_dir() -> PathBuf {
@@ -132,6 +152,7 @@ pub async fn playground(args: PlaygroundArgs) -> Result<(), String> {
         let mut config = ServerConfig::new(member.id, dir, members.clone());
         config.tick_ms = 50;
         config.topic_defaults.partitions = args.partitions;
+        set_group_session(&mut config, args.group_session_timeout_ms);
         let server = Server::start(config, FsDisk::new(), system_clock())
             .await
             .map_err(|e| format!("node {}: {e} (is another playground running? try --port)", member.id))?;
