@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use odradek_client::wire::proto::{ErrorCode, FetchRequest, Request};
-use odradek_client::wire::{FRAME_BYTES_MAX, PROTOCOL_VERSION};
+use odradek_client::wire::{FRAME_BYTES_MAX, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN};
 
 use common::raw::{batch, create_topic, hello, metadata, produce, Raw};
 use common::ProcessCluster;
@@ -34,11 +34,18 @@ fn bad_input_gets_a_clear_error_and_the_node_keeps_serving() {
     let response = raw.call(metadata(1));
     assert_eq!(response.error, ErrorCode::HELLO_REQUIRED);
     raw.assert_closed();
+    // Older than any version the node speaks: refused and closed. Newer: the node answers with
+    // its own newest version, which the client then speaks (negotiation, as Kafka's
+    // ApiVersions lets a newer client fall back).
     let mut raw = Raw::connect(&addr);
-    let response = raw.call(hello(1, PROTOCOL_VERSION + 7));
+    let response = raw.call(hello(1, PROTOCOL_VERSION_MIN - 1));
     assert_eq!(response.error, ErrorCode::UNSUPPORTED_VERSION);
     assert!(response.error_message.contains("not supported"), "{response:?}");
     raw.assert_closed();
+    let mut raw = Raw::connect(&addr);
+    let response = raw.call(hello(1, PROTOCOL_VERSION + 7));
+    assert_eq!(response.error, ErrorCode::NONE, "{response:?}");
+    assert_eq!(response.get_hello().protocol_version, PROTOCOL_VERSION);
     still_serving(&addr);
 
     // A frame above the limit: refused before its body is read, then closed.

@@ -148,12 +148,14 @@ fn f_n9_connection_resets_make_retries_that_dedup_absorbs() {
 //   the suspect cut; it now hosts its partition groups from disk, so that copy reaches a leader;
 // - disk 8214: a node whose restarts failed twice on injected fsync errors stayed down through
 //   the liveness phase, which now restarts every stopped node.
-// Seed 5980 runs first: after another seed in the same thread its schedule differs (some state
+// Order matters: after another seed in the same thread a seed's schedule can differ (some state
 // outlives a run in-process; each `sweep` seed has a process of its own, so replays agree).
+// Seed 51 runs first since the consumer-group client changes (after 5980 it no longer reached
+// its suspicion); 5980 still shows its situation second.
 #[test]
 fn seeds_found_by_soaks_pass() {
     for (seed, expect) in
-        [(5980, "started quarantined"), (4128, "started quarantined"), (51, "settled its suspicion"), (8214, "restarting node")]
+        [(51, "settled its suspicion"), (5980, "started quarantined"), (4128, "started quarantined"), (8214, "restarting node")]
     {
         let config = ScenarioConfig { scenario: Scenario::Disk, ..ScenarioConfig::new(seed) };
         let report = run_seed(&config).unwrap_or_else(|crash| panic!("disk seed {seed} crashed: {crash:?}"));

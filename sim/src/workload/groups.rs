@@ -74,7 +74,8 @@ const READ_INTERVAL_MS: (u64, u64) = (100, 500);
 
 /// The coordinator settings the `groups` scenario gives every node: short sessions and
 /// heartbeats (so they expire within a run), a short initial rebalance delay, few offsets
-/// partitions (each is a raft group).
+/// partitions (each is a raft group), and snapshots and segments small enough that retention
+/// deletes offsets segments under the run's faults (the snapshot bound of `group::table`).
 pub fn server_settings() -> odradek_server::group::service::GroupSettings {
     odradek_server::group::service::GroupSettings {
         offsets_topic_partitions: 4,
@@ -83,8 +84,15 @@ pub fn server_settings() -> odradek_server::group::service::GroupSettings {
         consumer_session_timeout_ms: SESSION.as_millis() as u32,
         consumer_heartbeat_interval_ms: HEARTBEAT_INTERVAL.as_millis() as u32,
         timer_tick_ms: 100,
+        snapshot_bytes_min: OFFSETS_SNAPSHOT_BYTES_MIN,
+        offsets_segment_bytes: OFFSETS_SEGMENT_BYTES,
     }
 }
+
+/// Bytes of coordinator records between table snapshots in this scenario (default 1 MiB).
+const OFFSETS_SNAPSHOT_BYTES_MIN: u64 = 16 * 1024;
+/// Segment size of the offsets partitions in this scenario (default 4 MiB).
+const OFFSETS_SEGMENT_BYTES: u64 = 32 * 1024;
 
 /// One group as the seed drew it.
 #[derive(Clone, Debug)]
