@@ -220,11 +220,13 @@ fn planted_assignment_two_owners_is_caught() {
 }
 
 // A new coordinator answers before it applied its log, and offset reads skip their barrier: a
-// reader that finds it at once reads an offset older than an acknowledged commit (C1, seed 1).
+// reader that finds it at once reads an offset older than an acknowledged commit (C1). A narrow
+// window: with every fault kind in the scenario, 9 of seeds 1..=120 catch it in `sweep` (the
+// first is 47), so the range is wide.
 #[test]
 fn planted_coordinator_answers_before_replay_is_caught() {
     let bug = PlantedBug::CoordinatorAnswersBeforeReplay;
-    group_bug_is_caught(|config| config.planted_bugs = vec![bug], bug.name(), 1..=20, &["C1", "C3"]);
+    group_bug_is_caught(|config| config.planted_bugs = vec![bug], bug.name(), 1..=80, &["C1", "C3"]);
 }
 
 #[test]

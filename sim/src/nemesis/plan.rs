@@ -110,7 +110,7 @@ impl FaultKind {
         use Scenario::*;
         match self {
             FaultKind::Kill | FaultKind::Pause | FaultKind::PowerLoss | FaultKind::PowerLossAll => &[Swarm, Crash, Groups],
-            FaultKind::PauseKill => &[Swarm, Crash],
+            FaultKind::PauseKill => &[Swarm, Crash, Groups],
             FaultKind::Isolate
             | FaultKind::Split
             | FaultKind::OneWay
@@ -118,9 +118,9 @@ impl FaultKind {
             | FaultKind::ClientCut
             | FaultKind::Packets
             | FaultKind::ResetResponse => &[Swarm, Network, Groups],
-            FaultKind::Ring | FaultKind::PartKill | FaultKind::HoldRequest => &[Swarm, Network],
+            FaultKind::Ring | FaultKind::PartKill | FaultKind::HoldRequest => &[Swarm, Network, Groups],
             FaultKind::SlowDisk => &[Swarm, Disk, Groups],
-            FaultKind::BitFlip | FaultKind::ReadError | FaultKind::FsyncError | FaultKind::DiskFull => &[Swarm, Disk],
+            FaultKind::BitFlip | FaultKind::ReadError | FaultKind::FsyncError | FaultKind::DiskFull => &[Swarm, Disk, Groups],
             FaultKind::ClockStep => &[Swarm, Groups],
             FaultKind::CoordinatorKill | FaultKind::CoordinatorIsolate | FaultKind::CoordinatorClockStep => &[Groups],
         }
