@@ -83,6 +83,20 @@ fn table_offsets(server: &Server, raft_group: GroupId) -> Offsets {
     offsets
 }
 
+/// Starts a node again on the ports it had. The stopped node's listener tasks release their
+/// sockets shortly after `shutdown` returns, so a bind can still find its port taken: retried
+/// while it is (at most 50 times, 100 ms apart); any other error fails the test.
+async fn restart(config: &ServerConfig) -> Server {
+    for _ in 0..50 {
+        match Server::start(config.clone(), FsDisk::new(), system_clock()).await {
+            Ok(server) => return server,
+            Err(error) if format!("{error:?}").contains("AddrInUse") => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(error) => panic!("restart: {error:?}"),
+        }
+    }
+    panic!("restart: its ports stayed taken for 5 s");
+}
+
 async fn first_index(server: &Server, raft_group: GroupId) -> u64 {
     server.node().log_bounds(raft_group).await.unwrap().expect("hosted").first_index
 }
@@ -169,7 +183,7 @@ async fn retention_trims_the_offsets_topic_below_its_snapshots_and_every_latest_
 
     // It comes back behind the log start: a raft snapshot, then the log from the new start
     // rebuilds its table; once caught up it leads again (the preferred replica) and answers.
-    servers[x] = Some(Server::start(configs[x].clone(), FsDisk::new(), system_clock()).await.expect("restart"));
+    servers[x] = Some(restart(&configs[x]).await);
     let back = servers[x].as_ref().unwrap();
     eventually("the returning replica's table", Duration::from_secs(30), async || {
         (table_offsets(back, raft_group) == expected).then_some(())
@@ -186,7 +200,7 @@ async fn retention_trims_the_offsets_topic_below_its_snapshots_and_every_latest_
     let restarted = servers[x].take().unwrap();
     assert!(first_index(&restarted, raft_group).await > 1);
     restarted.shutdown().await.unwrap();
-    servers[x] = Some(Server::start(configs[x].clone(), FsDisk::new(), system_clock()).await.expect("restart"));
+    servers[x] = Some(restart(&configs[x]).await);
     let back = servers[x].as_ref().unwrap();
     eventually("the restarted replica's table", Duration::from_secs(30), async || {
         (table_offsets(back, raft_group) == expected).then_some(())
