@@ -2,6 +2,8 @@
 //! reported, fatal or reported-only per the acks-level table) and one that does not (it must pass
 //! with no anomaly at all).
 
+mod expect;
+
 use odradek_jepsen::checker::{check, AnomalyKind, CheckOptions, LogRecord, Verdict};
 use odradek_jepsen::history::{
     Acks, History, HistoryBuilder, Key, Keys, Offset, OpF, OpHandle, OpValue, Poll, Process, Producer, Send, Value,
@@ -99,16 +101,6 @@ const ALL: Acks = Acks::All;
 const ONE: Acks = Acks::One;
 const ZERO: Acks = Acks::Zero;
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Expect {
-    /// The kind is found at least once and fails the verdict.
-    Fatal(AnomalyKind),
-    /// The kind is found, reported only; the verdict stays valid.
-    Reported(AnomalyKind),
-    /// Valid, with no anomaly of any kind.
-    Clean,
-}
-
 struct Case {
     name: &'static str,
     expect: Expect,
@@ -132,8 +124,8 @@ fn idem(pid: u64, seq: u64) -> Option<Producer> {
     Some(Producer { pid, epoch: 0, seq })
 }
 
+use expect::Expect::{self, *};
 use AnomalyKind::*;
-use Expect::*;
 
 fn cases() -> Vec<Case> {
     vec![
@@ -605,12 +597,7 @@ fn every_case_gets_its_expected_verdict() {
     let mut failures = Vec::new();
     for case in cases() {
         let verdict = run(&case);
-        let ok = match case.expect {
-            Fatal(kind) => !verdict.valid && verdict.count(kind).fatal > 0,
-            Reported(kind) => verdict.valid && verdict.count(kind).reported > 0,
-            Clean => verdict.valid && verdict.counts.is_empty(),
-        };
-        if !ok {
+        if !case.expect.met_by(&verdict) {
             failures.push(format!("case {:?} expected {:?}, got:\n{verdict}", case.name, case.expect));
         }
     }

@@ -2,6 +2,8 @@
 //! history that has it (fatal or reported, as the checker's rules say) and histories that do not
 //! (they must pass with no anomaly at all).
 
+mod expect;
+
 use std::collections::BTreeMap;
 
 use odradek_jepsen::checker::{check, AnomalyKind, CheckOptions, GroupStats, Verdict};
@@ -151,13 +153,6 @@ fn first_member(g: &mut G) {
     g.rebalance(10, Rebalance { assigned: vec![0], start: starts(&[(0, 0, Reset)]), ..consumer("m1", 1) });
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Expect {
-    Fatal(AnomalyKind),
-    Reported(AnomalyKind),
-    Clean,
-}
-
 struct Case {
     name: &'static str,
     expect: Expect,
@@ -168,8 +163,8 @@ fn case(name: &'static str, expect: Expect, history: fn() -> History) -> Case {
     Case { name, expect, history }
 }
 
+use expect::Expect::{self, *};
 use AnomalyKind::*;
-use Expect::*;
 
 fn cases() -> Vec<Case> {
     vec![
@@ -446,12 +441,7 @@ fn every_case_gets_its_expected_verdict() {
     let mut failures = Vec::new();
     for case in cases() {
         let verdict = run(&case);
-        let ok = match case.expect {
-            Fatal(kind) => !verdict.valid && verdict.count(kind).fatal > 0,
-            Reported(kind) => verdict.valid && verdict.count(kind).reported > 0,
-            Clean => verdict.valid && verdict.counts.is_empty(),
-        };
-        if !ok {
+        if !case.expect.met_by(&verdict) {
             failures.push(format!("case {:?} expected {:?}, got:\n{verdict}", case.name, case.expect));
         }
     }
