@@ -40,7 +40,7 @@ def confluent_checks(bootstrap, quick):
     from confluent_kafka import Consumer, Producer, TopicPartition, OFFSET_BEGINNING
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    version = f"confluent-kafka {confluent_kafka.version()[0]} / librdkafka {confluent_kafka.libversion()[0]}"
+    version = f"confluent-kafka {confluent_kafka.__version__} / librdkafka {confluent_kafka.libversion()[0]}"
     client = "confluent-kafka"
     admin = AdminClient({"bootstrap.servers": bootstrap})
 
