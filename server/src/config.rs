@@ -419,6 +419,18 @@ mod tests {
     }
 
     #[test]
+    fn kafka_addresses_are_optional_in_toml() {
+        let config = ServerConfig::from_toml(THREE).unwrap();
+        assert_eq!((config.kafka_listen(), config.me().kafka), (None, None), "no Kafka listener unless asked");
+        let with_kafka = THREE.replace("client = \"127.0.0.1:9092\"", "client = \"127.0.0.1:9092\"\nkafka = \"127.0.0.1:29092\"");
+        let config = ServerConfig::from_toml(&with_kafka).unwrap();
+        assert_eq!(config.kafka_listen(), Some("127.0.0.1:29092".parse().unwrap()), "binds the advertised Kafka address by default");
+        let config =
+            ServerConfig::from_toml(&with_kafka.replace("tick_ms = 50", "tick_ms = 50\nkafka_listen = \"0.0.0.0:29092\"")).unwrap();
+        assert_eq!(config.kafka_listen(), Some("0.0.0.0:29092".parse().unwrap()));
+    }
+
+    #[test]
     fn node_flags_parse_and_explain_mistakes() {
         let member = parse_member("3=127.0.0.1:9103/127.0.0.1:9093").unwrap();
         assert_eq!((member.id, member.peer.port(), member.client.port(), member.kafka), (3, 9103, 9093, None));

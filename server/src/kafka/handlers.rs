@@ -95,10 +95,16 @@ pub async fn metadata(context: &NodeContext, brokers: &KafkaBrokers, id: u64, ve
     // topics, answered without them.
     let no_topics = names.as_ref().is_some_and(|names| names.is_empty());
     let mut ask = wire::MetadataRequest::new();
-    ask.topics = names.unwrap_or_default().into();
+    ask.topics = names.clone().unwrap_or_default().into();
     let answer = request::handle(context, native(id, Body::metadata(ask))).await;
     if answer.error != ErrorCode::NONE || !answer.has_metadata() {
-        // The node is still catching up: every asked topic gets the retriable code.
+        // The node is still catching up: every asked topic gets the (retriable) code.
+        let code = if answer.error == ErrorCode::NONE { errors::LEADER_NOT_AVAILABLE } else { kafka_code(answer.error) };
+        response.topics = names
+            .unwrap_or_default()
+            .iter()
+            .map(|name| MetadataResponseTopic::default().with_error_code(code).with_name(Some(TopicName(text(name)))))
+            .collect();
         return ResponseKind::Metadata(response.with_controller_id(BrokerId(-1)));
     }
     let native_metadata = answer.get_metadata();
