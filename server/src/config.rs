@@ -27,6 +27,9 @@ pub struct Member {
     pub peer: SocketAddr,
     /// The client protocol (what producers, consumers and the CLI connect to).
     pub client: SocketAddr,
+    /// Where Kafka clients reach this node (its Kafka listener), if it runs one.
+    #[serde(default)]
+    pub kafka: Option<SocketAddr>,
 }
 
 /// Topic settings used when a create request leaves them at 0.
@@ -72,6 +75,10 @@ pub struct ServerConfig {
     /// proxy in front). Default: the advertised address.
     #[serde(default)]
     pub client_listen: Option<SocketAddr>,
+    /// Where this node's Kafka listener binds (`--kafka-listen`); none when unset and this
+    /// node's member entry names no Kafka address. Default: the advertised Kafka address.
+    #[serde(default)]
+    pub kafka_listen: Option<SocketAddr>,
     /// Raft's logical clock period; elections start after 10 ticks without a leader.
     #[serde(default = "default_tick_ms")]
     pub tick_ms: u64,
@@ -182,6 +189,7 @@ impl ServerConfig {
             data_dir: data_dir.into(),
             nodes,
             client_listen: None,
+            kafka_listen: None,
             tick_ms: default_tick_ms(),
             request_timeout_ms: default_request_timeout_ms(),
             connections_max: default_connections_max(),
@@ -281,6 +289,11 @@ impl ServerConfig {
         self.client_listen.unwrap_or(self.me().client)
     }
 
+    /// The address this node's Kafka listener binds, if it runs one.
+    pub fn kafka_listen(&self) -> Option<SocketAddr> {
+        self.kafka_listen.or(self.me().kafka)
+    }
+
     /// The member ids, sorted: the controller group's voters.
     pub fn node_ids(&self) -> Vec<NodeId> {
         let mut ids: Vec<NodeId> = self.nodes.iter().map(|m| m.id).collect();
@@ -330,12 +343,17 @@ impl ServerConfig {
 
 /// Parses `ID=PEER_ADDR/CLIENT_ADDR` (the `--node` flag).
 pub fn parse_member(text: &str) -> Result<Member, String> {
-    let (id, addrs) = text.split_once('=').ok_or_else(|| format!("{text:?}: expected ID=PEER_ADDR/CLIENT_ADDR"))?;
-    let (peer, client) = addrs.split_once('/').ok_or_else(|| format!("{text:?}: expected ID=PEER_ADDR/CLIENT_ADDR"))?;
+    let expected = || format!("{text:?}: expected ID=PEER_ADDR/CLIENT_ADDR[/KAFKA_ADDR]");
+    let (id, addrs) = text.split_once('=').ok_or_else(expected)?;
+    let (peer, client) = addrs.split_once('/').ok_or_else(expected)?;
+    let (client, kafka) = match client.split_once('/') {
+        Some((client, kafka)) => (client, Some(kafka.trim().parse().map_err(|e| format!("{text:?}: Kafka address: {e}"))?)),
+        None => (client, None),
+    };
     let id = id.trim().parse().map_err(|e| format!("{text:?}: node id: {e}"))?;
     let peer = peer.trim().parse().map_err(|e| format!("{text:?}: peer address: {e}"))?;
     let client = client.trim().parse().map_err(|e| format!("{text:?}: client address: {e}"))?;
-    Ok(Member { id, peer, client })
+    Ok(Member { id, peer, client, kafka })
 }
 
 #[cfg(test)]
@@ -401,9 +419,24 @@ mod tests {
     }
 
     #[test]
+    fn kafka_addresses_are_optional_in_toml() {
+        let config = ServerConfig::from_toml(THREE).unwrap();
+        assert_eq!((config.kafka_listen(), config.me().kafka), (None, None), "no Kafka listener unless asked");
+        let with_kafka = THREE.replace("client = \"127.0.0.1:9092\"", "client = \"127.0.0.1:9092\"\nkafka = \"127.0.0.1:29092\"");
+        let config = ServerConfig::from_toml(&with_kafka).unwrap();
+        assert_eq!(config.kafka_listen(), Some("127.0.0.1:29092".parse().unwrap()), "binds the advertised Kafka address by default");
+        let config =
+            ServerConfig::from_toml(&with_kafka.replace("tick_ms = 50", "tick_ms = 50\nkafka_listen = \"0.0.0.0:29092\"")).unwrap();
+        assert_eq!(config.kafka_listen(), Some("0.0.0.0:29092".parse().unwrap()));
+    }
+
+    #[test]
     fn node_flags_parse_and_explain_mistakes() {
         let member = parse_member("3=127.0.0.1:9103/127.0.0.1:9093").unwrap();
-        assert_eq!((member.id, member.peer.port(), member.client.port()), (3, 9103, 9093));
+        assert_eq!((member.id, member.peer.port(), member.client.port(), member.kafka), (3, 9103, 9093, None));
+        let member = parse_member("3=127.0.0.1:9103/127.0.0.1:9093/127.0.0.1:29093").unwrap();
+        assert_eq!(member.kafka.map(|k| k.port()), Some(29093), "an optional Kafka address");
+        assert!(parse_member("3=127.0.0.1:9103/127.0.0.1:9093/x").unwrap_err().contains("Kafka address"));
         assert!(parse_member("3=127.0.0.1:9103").unwrap_err().contains("expected ID=PEER_ADDR/CLIENT_ADDR"));
         assert!(parse_member("x=127.0.0.1:1/127.0.0.1:2").unwrap_err().contains("node id"));
         assert!(parse_member("1=127.0.0.1/127.0.0.1:2").unwrap_err().contains("peer address"));

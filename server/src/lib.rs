@@ -13,11 +13,15 @@
 //!   [`shutdown`]: the signal that stops them;
 //! - [`net`]: the client listener and connections; [`request`]: the request handlers, one
 //!   module per request family (produce, fetch, metadata, admin);
+//! - [`kafka`]: the Kafka wire-protocol listener, translating Kafka requests into the native
+//!   request handlers; [`alloc`]: the allocator that keeps a bad Kafka frame from aborting;
 //! - [`controller`]: hosting the assigned partition groups, broker registration, leader
 //!   balancing, retention;
 //! - [`server`]: starting and stopping a node; [`faults`]: a simulation's fault hooks;
 //!   [`planted`]: the planted bugs of simulation and test builds.
 
+#[cfg(unix)]
+pub mod alloc;
 pub mod clock;
 pub mod config;
 pub mod context;
@@ -25,6 +29,7 @@ pub mod controller;
 pub mod data_dir;
 pub mod faults;
 pub mod group;
+pub mod kafka;
 pub mod meta;
 pub mod net;
 pub mod partition;
@@ -43,3 +48,8 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/proto_modules.rs"));
     pub use meta::*;
 }
+
+/// Huge allocations reserved lazily: a bad Kafka frame cannot abort the node (see [`alloc`]).
+#[cfg(unix)]
+#[global_allocator]
+static ALLOCATOR: alloc::LazyHuge = alloc::LazyHuge;

@@ -98,12 +98,21 @@ async fn listen_for_clients(config: &ServerConfig, quarantined: bool) -> Result<
     Ok((Some(listener), client_addr))
 }
 
+/// The Kafka listener, when this node runs one (never for a quarantined node).
+async fn listen_for_kafka(config: &ServerConfig, quarantined: bool) -> Result<Option<TcpListener>, ServerError> {
+    let Some(listen) = config.kafka_listen().filter(|_| !quarantined) else { return Ok(None) };
+    let listener = TcpListener::bind(listen).await.map_err(|source| ServerError::Listen { addr: listen, source })?;
+    Ok(Some(listener))
+}
+
 /// A running node.
 pub struct Server {
     shutdown: watch::Sender<bool>,
     node: NodeHandle,
     state: Arc<NodeState>,
     client_addr: SocketAddr,
+    /// Where the Kafka listener is bound, if it runs.
+    kafka_addr: Option<SocketAddr>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// The driver's result: `Ok` after a clean stop.
     driver: oneshot::Receiver<Result<(), NodeError>>,
@@ -153,6 +162,11 @@ impl Server {
         let mut node = Node::new(node_config, disk, transport, inbox, StateMachine::new(state.clone(), planted));
         let quarantined = open_metadata(&mut node, &config, &clock).await?;
         let (listener, client_addr) = listen_for_clients(&config, quarantined).await?;
+        let kafka_listener = listen_for_kafka(&config, quarantined).await?;
+        let kafka_addr = match &kafka_listener {
+            Some(listener) => Some(listener.local_addr().map_err(|source| ServerError::Listen { addr: client_addr, source })?),
+            None => None,
+        };
 
         let (handle, commands) = NodeHandle::new();
         let (shutdown, shutdown_rx) = shutdown::channel();
@@ -185,7 +199,11 @@ impl Server {
             leaders,
             groups: groups.clone(),
         });
-        let tasks = match listener {
+        let kafka_task = kafka_listener.zip(kafka_addr).map(|(listener, bound)| {
+            let brokers = crate::kafka::KafkaBrokers::new(&config, bound);
+            tokio::spawn(crate::kafka::serve(listener, context.clone(), brokers, shutdown_rx.clone()))
+        });
+        let mut tasks = match listener {
             Some(listener) => vec![
                 tokio::spawn(groups.run_timer(shutdown_rx.clone())),
                 tokio::spawn(watch_free_space(space_disk, config.clone(), state.clone(), shutdown_rx.clone())),
@@ -194,13 +212,20 @@ impl Server {
             ],
             None => Vec::new(),
         };
-        tracing::info!(node = config.id, clients = %client_addr, peers = %me.peer, "node started");
-        Ok(Server { shutdown, node: handle, state, client_addr, tasks, driver, stopped, quarantined })
+        tasks.extend(kafka_task);
+        tracing::info!(node = config.id, clients = %client_addr, kafka = ?kafka_addr, peers = %me.peer, "node started");
+        Ok(Server { shutdown, node: handle, state, client_addr, kafka_addr, tasks, driver, stopped, quarantined })
     }
 
     /// The address clients connect to (the real port when configured with port 0).
     pub fn client_addr(&self) -> SocketAddr {
         self.client_addr
+    }
+
+    /// Where Kafka clients connect (the real port when configured with port 0), if this node
+    /// runs a Kafka listener.
+    pub fn kafka_addr(&self) -> Option<SocketAddr> {
+        self.kafka_addr
     }
 
     /// Whether the node started without its metadata (damaged files): it serves no client,

@@ -28,7 +28,7 @@ fn big_batch(index: usize) -> Vec<u8> {
 fn a_full_disk_refuses_produce_and_keeps_everything_acknowledged() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let ports: Vec<u16> = (0..2).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()).collect();
-    let member = Member { id: 1, peer: ([127, 0, 0, 1], ports[0]).into(), client: ([127, 0, 0, 1], ports[1]).into() };
+    let member = Member { id: 1, peer: ([127, 0, 0, 1], ports[0]).into(), client: ([127, 0, 0, 1], ports[1]).into(), kafka: None };
     let mut config = ServerConfig::new(1, "/node1", vec![member]);
     config.tick_ms = 20;
     config.disk_reserve_bytes = RESERVE;

@@ -23,7 +23,7 @@ const RECORDS: u64 = 300;
 
 async fn start(dir: &std::path::Path) -> Server {
     let ports: Vec<u16> = (0..2).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()).collect();
-    let member = Member { id: 1, peer: ([127, 0, 0, 1], ports[0]).into(), client: ([127, 0, 0, 1], ports[1]).into() };
+    let member = Member { id: 1, peer: ([127, 0, 0, 1], ports[0]).into(), client: ([127, 0, 0, 1], ports[1]).into(), kafka: None };
     let data_dir = dir.join("node-1");
     std::fs::create_dir_all(&data_dir).unwrap();
     let mut config = ServerConfig::new(1, data_dir, vec![member]);

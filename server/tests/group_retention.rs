@@ -33,6 +33,7 @@ fn configs(dir: &std::path::Path) -> Vec<ServerConfig> {
             id: i + 1,
             peer: ([127, 0, 0, 1], ports[2 * i as usize]).into(),
             client: ([127, 0, 0, 1], ports[2 * i as usize + 1]).into(),
+            kafka: None,
         })
         .collect();
     members

@@ -28,7 +28,7 @@ const START_FAILURES_MAX: u32 = 2;
 /// Node `id`'s addresses (ips 10.0.0.id).
 pub fn member(node: u64) -> Member {
     let ip = IpAddr::from([10, 0, 0, u8::try_from(node).expect("few nodes")]);
-    Member { id: node, peer: SocketAddr::new(ip, 9100), client: SocketAddr::new(ip, 9092) }
+    Member { id: node, peer: SocketAddr::new(ip, 9100), client: SocketAddr::new(ip, 9092), kafka: None }
 }
 
 /// What happened to a node's last incarnation.

@@ -21,8 +21,9 @@ pub struct ServerArgs {
     /// Where this node keeps its data.
     #[arg(long, required_unless_present = "config")]
     data_dir: Option<PathBuf>,
-    /// A cluster member, ID=PEER_ADDR/CLIENT_ADDR; repeat for every node, this one included.
-    /// Example: --node 1=127.0.0.1:19092/127.0.0.1:9092
+    /// A cluster member, ID=PEER_ADDR/CLIENT_ADDR[/KAFKA_ADDR]; repeat for every node, this one
+    /// included. KAFKA_ADDR is where Kafka clients reach that node (its Kafka listener).
+    /// Example: --node 1=127.0.0.1:19092/127.0.0.1:9092/127.0.0.1:29092
     #[arg(long = "node", value_parser = parse_member, required_unless_present = "config")]
     nodes: Vec<Member>,
     /// Raft tick in milliseconds (elections start after 10 ticks without a leader).
@@ -32,6 +33,11 @@ pub struct ServerArgs {
     /// containers, or a proxy in front of the node).
     #[arg(long)]
     client_listen: Option<std::net::SocketAddr>,
+    /// Run a Kafka wire-protocol listener here (kcat, librdkafka, kafka-python, Java clients).
+    /// Other nodes' Kafka addresses come from their --node entries; this node advertises its
+    /// own --node Kafka address, else this one.
+    #[arg(long)]
+    kafka_listen: Option<std::net::SocketAddr>,
     /// Session timeout (ms) of consumer-protocol group members: how long the coordinator keeps
     /// a silent member's partitions (default 45000; their heartbeat interval becomes at most a
     /// third of it).
@@ -61,6 +67,10 @@ pub async fn server(args: ServerArgs) -> Result<(), String> {
             let mut config = ServerConfig::new(args.id.expect("clap: required"), args.data_dir.expect("clap: required"), args.nodes);
             config.tick_ms = args.tick_ms;
             config.client_listen = args.client_listen;
+            config.kafka_listen = args.kafka_listen;
+            if let (Some(listen), Some(me)) = (args.kafka_listen, config.nodes.iter_mut().find(|m| Some(m.id) == args.id)) {
+                me.kafka.get_or_insert(listen);
+            }
             set_group_session(&mut config, args.group_session_timeout_ms);
             config.validate().map_err(|e| e.to_string())?;
             config
@@ -105,8 +115,8 @@ pub struct PlaygroundArgs {
     /// ~/.odradek/playground.
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Client port of the first node; the nodes use this port and the next two, and peer ports
-    /// 10000 above them.
+    /// Client port of the first node; the nodes use this port and the next two, peer ports
+    /// 10000 above them and Kafka ports 20000 above them.
     #[arg(long, default_value_t = 9092)]
     port: u16,
     /// Partitions of the demo topic.
@@ -127,13 +137,22 @@ fn default_playground_dir() -> PathBuf {
     home.join(".odradek").join("playground")
 }
 
+/// The playground's Kafka listeners are this far above the client ports (9092 -> 29092).
+const PLAYGROUND_KAFKA_PORT_OFFSET: u16 = 20_000;
+
 /// The playground cluster's members.
 pub fn playground_members(port: u16) -> Result<Vec<Member>, String> {
     (0..3u16)
         .map(|i| {
             let client = port.checked_add(i).ok_or("--port too high")?;
             let peer = client.checked_add(10_000).ok_or("--port too high")?;
-            Ok(Member { id: u64::from(i) + 1, peer: ([127, 0, 0, 1], peer).into(), client: ([127, 0, 0, 1], client).into() })
+            let kafka = client.checked_add(PLAYGROUND_KAFKA_PORT_OFFSET).ok_or("--port too high")?;
+            Ok(Member {
+                id: u64::from(i) + 1,
+                peer: ([127, 0, 0, 1], peer).into(),
+                client: ([127, 0, 0, 1], client).into(),
+                kafka: Some(([127, 0, 0, 1], kafka).into()),
+            })
         })
         .collect()
 }
@@ -171,6 +190,9 @@ pub async fn playground(args: PlaygroundArgs) -> Result<(), String> {
     say!("  odradek consume{flag} --topic demo --from-beginning --follow");
     say!("  odradek topic list{flag}");
     say!("  odradek cluster status{flag}");
+    let kafka: Vec<String> = members.iter().filter_map(|m| m.kafka).map(|k| k.to_string()).collect();
+    say!("Kafka clients connect to {} (the Kafka wire protocol), for example:", kafka.join(", "));
+    say!("  echo hello | kcat -P -b {} -t demo -p 0 && kcat -C -b {} -t demo -p 0 -o beginning -e", kafka[0], kafka[0]);
     say!("");
     say!("Ctrl-C stops the cluster.");
     let failed = futures::future::select_all(servers.iter().map(|s| Box::pin(s.failed())));

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Kafka client compatibility run (issue 16): real Kafka clients against a fresh 3-node Odradek
+# cluster's Kafka listeners. Installs the clients at run time, never commits them:
+#   - kcat (Debian package `kcat`, librdkafka inside);
+#   - confluent-kafka and kafka-python (pip, into a venv under target/kafka-venv).
+#
+#   scripts/kafka-compat.sh           # everything
+#   scripts/kafka-compat.sh --quick   # the CI subset: kcat + confluent-kafka, acks=all only
+#
+# Prints one line per check (`PASS|client|version|feature|detail` or FAIL), a closing
+# `N passed, N failed`, and writes the table to target/kafka-compat/results.md. Exits non-zero
+# when a check failed. ODRADEK_BIN overrides the binary (default: target/debug/odradek, built
+# if missing); KAFKA_COMPAT_PORT the first port (default 47000; uses +0..2, +100..102, +200..202).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+QUICK=""
+[[ "${1:-}" == "--quick" ]] && QUICK="--quick"
+BIN=${ODRADEK_BIN:-$ROOT/target/debug/odradek}
+PORT=${KAFKA_COMPAT_PORT:-47000}
+OUT=$ROOT/target/kafka-compat
+mkdir -p "$OUT"
+
+if [[ ! -x "$BIN" ]]; then
+    (cd "$ROOT" && cargo build -p odradek-server --bin odradek)
+fi
+if ! command -v kcat >/dev/null; then
+    if [[ $(id -u) == 0 ]]; then
+        apt-get install -y kcat >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y kcat >/dev/null; }
+    else
+        sudo apt-get install -y kcat >/dev/null
+    fi
+fi
+VENV=$ROOT/target/kafka-venv
+if [[ ! -x $VENV/bin/python ]]; then
+    python3 -m venv "$VENV"
+fi
+"$VENV/bin/pip" install -q confluent-kafka kafka-python
+
+source "$ROOT/scripts/kafka-cluster.sh"
+DATA=$(mktemp -d "${TMPDIR:-/tmp}/odradek-kafka-compat.XXXXXX")
+trap 'kafka_cluster_stop; rm -rf "$DATA"' EXIT
+kafka_cluster_start "$BIN" "$DATA" "$PORT"
+
+RESULTS=$OUT/results.txt
+: >"$RESULTS"
+KCAT_VERSION=$(kcat -V 2>&1 | sed -n 's/^Version \([^ ]*\) .*librdkafka \([^ ]*\) .*/kcat \1 \/ librdkafka \2/p')
+record() { # RESULT FEATURE DETAIL
+    echo "$1|kcat|$KCAT_VERSION|$2|$3" | tee -a "$RESULTS"
+}
+B=$KAFKA_BOOTSTRAP
+
+# kcat: metadata, then produce/consume (topic created with the native CLI: kcat cannot create).
+if out=$(timeout 20 kcat -L -b "$B" 2>&1) && grep -q "3 brokers" <<<"$out"; then
+    record PASS "metadata (kcat -L)" "3 brokers"
+else
+    record FAIL "metadata (kcat -L)" "$(head -c 200 <<<"$out")"
+fi
+"$BIN" topic create --bootstrap "$NATIVE_BOOTSTRAP" -p 1 kcat-topic >/dev/null
+for acks in $([[ -n $QUICK ]] && echo -1 || echo "0 1 -1"); do
+    seq 1 100 | sed "s/^/acks$acks-/" >"$DATA/expected-$acks"
+    if timeout 30 kcat -P -b "$B" -t kcat-topic -p 0 -X acks=$acks <"$DATA/expected-$acks" 2>"$DATA/kcat-p.err"; then
+        record PASS "produce acks=$acks" "100 records"
+    else
+        record FAIL "produce acks=$acks" "$(head -c 200 "$DATA/kcat-p.err")"
+    fi
+done
+in_order() { for acks in $([[ -n $QUICK ]] && echo -1 || echo "0 1 -1"); do cat "$DATA/expected-$acks"; done; }
+expected_all=$(in_order | sort)
+got=$(timeout 30 kcat -C -b "$B" -t kcat-topic -p 0 -o beginning -e -q 2>"$DATA/kcat-c.err" | sort || true)
+if [[ "$got" == "$expected_all" ]]; then
+    record PASS "consume from beginning" "$(wc -l <<<"$got") records"
+else
+    record FAIL "consume from beginning" "$(wc -l <<<"$got") records, expected $(wc -l <<<"$expected_all"); $(head -c 200 "$DATA/kcat-c.err")"
+fi
+got=$(timeout 30 kcat -C -b "$B" -t kcat-topic -p 0 -o 50 -c 10 -e -q 2>/dev/null | tr '\n' ' ' || true)
+first=$(in_order | sed -n 51p)
+if [[ "$got" == "$first "* ]]; then
+    record PASS "consume from offset 50" "starts at $first"
+else
+    record FAIL "consume from offset 50" "got: ${got:0:100}"
+fi
+got=$(timeout 30 kcat -Q -b "$B" -t kcat-topic:0:0 2>&1 || true)
+if grep -q "offset 0" <<<"$got"; then
+    record PASS "offset for timestamp 0 (kcat -Q)" "offset 0"
+else
+    record FAIL "offset for timestamp 0 (kcat -Q)" "${got:0:200}"
+fi
+
+"$VENV/bin/python" "$ROOT/scripts/kafka_compat.py" "$B" $QUICK | tee -a "$RESULTS" || true
+
+{
+    echo "| client | version | feature | result | detail |"
+    echo "|---|---|---|---|---|"
+    grep -E '^(PASS|FAIL)\|' "$RESULTS" | awk -F'|' '{printf "| %s | %s | %s | %s | %s |\n", $2, $3, $4, $1, $5}'
+} >"$OUT/results.md"
+passed=$(grep -c '^PASS|' "$RESULTS" || true)
+failed=$(grep -c '^FAIL|' "$RESULTS" || true)
+echo "table: $OUT/results.md"
+echo "$passed passed, $failed failed"
+[[ $failed == 0 ]]

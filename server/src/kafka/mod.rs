@@ -1,0 +1,239 @@
+//! The Kafka listener (issue 16): Apache Kafka's wire protocol on a second port
+//! (`--kafka-listen`), so Kafka clients (kcat, librdkafka, kafka-python, Java) produce to and
+//! consume from the same log as the native clients, with the same guarantees.
+//!
+//! - [`codec`]: frames to requests and back with the `kafka-protocol` crate's codecs, and the
+//!   API versions this listener speaks;
+//! - [`handlers`]: each Kafka request translated into the native requests of
+//!   [`crate::request`], answered by the same handlers (so every check, every guarantee and
+//!   every planted bug is shared), and the answers gathered back into Kafka's shape;
+//! - [`errors`]: our definite/indefinite outcomes as Kafka error codes.
+//!
+//! Invariants of a connection:
+//! - answers go out in request order (Kafka clients match them by position as much as by
+//!   correlation id): each request gets a slot in an ordered queue when it is read, and the
+//!   writer sends slot by slot; a produce with acks=0 gets no slot (Kafka sends nothing back);
+//! - a produce is queued to raft before the next request is read (pipelined batches of one
+//!   producer keep their order), as on the native listener;
+//! - input this listener does not speak (unknown API key, unsupported version, a frame that does
+//!   not decode, a frame above the limit, a truncated frame) closes the connection, as Kafka
+//!   does; other connections are not affected. ApiVersions at a too-new version is answered
+//!   (error 35, v0 body) so that newer clients can negotiate down.
+//!
+//! Limits are the native listener's settings (`connections_max`, `connections_per_address_max`,
+//! `connection_requests_max`, `connection_idle_timeout_ms`, `request_bytes_in_flight_max`),
+//! counted separately for this listener.
+
+pub mod codec;
+pub mod errors;
+pub mod handlers;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
+use odradek_client::wire::FRAME_BYTES_MAX;
+use odradek_consensus::NodeId;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+use self::codec::Decoded;
+use crate::context::NodeContext;
+use crate::net::{Admission, Admitted, FrameReader, RequestBudget};
+use crate::shutdown::Shutdown;
+
+/// Where Kafka clients reach each node: the brokers of a Metadata answer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KafkaBrokers {
+    pub addresses: BTreeMap<NodeId, SocketAddr>,
+}
+
+impl KafkaBrokers {
+    /// The members' advertised Kafka addresses, with this node's own as bound (`bound`: the
+    /// real port when configured with port 0).
+    pub fn new(config: &crate::config::ServerConfig, bound: SocketAddr) -> KafkaBrokers {
+        let mut addresses: BTreeMap<NodeId, SocketAddr> = config.nodes.iter().filter_map(|m| m.kafka.map(|k| (m.id, k))).collect();
+        let advertised = config.me().kafka.filter(|address| address.port() != 0).unwrap_or(bound);
+        addresses.insert(config.id, advertised);
+        KafkaBrokers { addresses }
+    }
+}
+
+/// Accepts Kafka connections until `shutdown` turns true.
+pub async fn serve(listener: TcpListener, context: Arc<NodeContext>, brokers: KafkaBrokers, mut shutdown: Shutdown) {
+    let admission = Admission::new(context.config.connections_max, context.config.connections_per_address_max);
+    let budget = RequestBudget::new(context.config.request_bytes_in_flight_max);
+    let brokers = Arc::new(brokers);
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = shutdown.stopping() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "accepting a Kafka connection failed");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let slot = match admission.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                // Kafka has no greeting to refuse in: the connection is closed.
+                tracing::warn!(%peer, ?refusal, "refusing a Kafka connection: too many open");
+                drop(stream);
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (context, shutdown, budget, brokers) = (context.clone(), shutdown.clone(), budget.clone(), brokers.clone());
+        tokio::spawn(async move {
+            serve_connection(stream, context, brokers, shutdown, budget).await;
+            drop(slot);
+        });
+    }
+}
+
+/// One answer slot: the encoded frame, or nothing (acks=0).
+type Slot = oneshot::Receiver<Option<Bytes>>;
+
+/// Writes answers in request order; ends when the reader is done and every slot is filled, or
+/// the peer stops reading.
+async fn write_responses<W: tokio::io::AsyncWrite + Unpin>(mut writer: W, mut slots: mpsc::Receiver<Slot>) {
+    while let Some(slot) = slots.recv().await {
+        let Ok(Some(frame)) = slot.await else { continue };
+        if let Err(error) = writer.write_all(&frame).await {
+            tracing::debug!(%error, "Kafka connection write failed");
+            return;
+        }
+    }
+    let _ = writer.shutdown().await;
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    context: Arc<NodeContext>,
+    brokers: Arc<KafkaBrokers>,
+    mut shutdown: Shutdown,
+    budget: RequestBudget,
+) {
+    let (reader, writer) = tokio::io::split(stream);
+    let frame_bytes_max = FRAME_BYTES_MAX.min(budget.bytes_max());
+    let mut frames = FrameReader::new(reader, budget);
+    let requests_max = context.config.connection_requests_max;
+    let (slots, queue) = mpsc::channel::<Slot>(requests_max);
+    let writer_task = tokio::spawn(write_responses(writer, queue));
+    let in_flight = Arc::new(Semaphore::new(requests_max));
+    let idle = context.config.connection_idle_timeout();
+    let mut deadline = Instant::now() + idle;
+    loop {
+        let frame = tokio::select! {
+            biased;
+            _ = shutdown.stopping() => break,
+            frame = frames.next(frame_bytes_max) => frame,
+            _ = tokio::time::sleep_until(deadline) => {
+                if in_flight.available_permits() < requests_max {
+                    deadline = Instant::now() + idle;
+                    continue;
+                }
+                tracing::debug!(?idle, "closing an idle Kafka connection");
+                break;
+            }
+        };
+        let (body, admitted) = match frame {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(error) => {
+                tracing::debug!(%error, "closing a Kafka connection");
+                break;
+            }
+        };
+        deadline = Instant::now() + idle;
+        let decoded = match codec::decode(body) {
+            Ok(decoded) => decoded,
+            Err(error) => {
+                tracing::debug!(%error, "closing a Kafka connection on a request it cannot serve");
+                break;
+            }
+        };
+        let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
+        let (filled, slot) = oneshot::channel();
+        match decoded {
+            Decoded::ApiVersionsTooNew { correlation_id } => {
+                let _ = filled.send(Some(codec::api_versions_too_new(correlation_id)));
+                if slots.send(slot).await.is_err() {
+                    break;
+                }
+            }
+            Decoded::Request { header, api_key, version, request } => {
+                // Kafka sends nothing back for a produce with acks=0: it gets no slot.
+                let answered = !matches!(&*request, RequestKind::Produce(produce) if produce.acks == 0);
+                let answer = start(&context, &brokers, header.correlation_id, version, *request).await;
+                if answered && slots.send(slot).await.is_err() {
+                    break;
+                }
+                let correlation_id = header.correlation_id;
+                tokio::spawn(finish(answer, api_key, version, correlation_id, filled, (permit, admitted)));
+            }
+        }
+    }
+    drop(slots);
+    let _ = writer_task.await;
+}
+
+/// The future of one request's answer (`None`: no answer is sent).
+type Answer = Pin<Box<dyn Future<Output = Option<ResponseKind>> + Send>>;
+
+/// Waits for an answer, encodes it and fills its slot; the permit and the budget's bytes are
+/// held until then.
+async fn finish(
+    answer: Answer,
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    filled: oneshot::Sender<Option<Bytes>>,
+    held: (OwnedSemaphorePermit, Admitted),
+) {
+    let frame = answer.await.and_then(|response| match codec::encode(api_key, version, correlation_id, &response) {
+        Ok(frame) => Some(frame),
+        Err(error) => {
+            // A response field this version cannot carry: a bug in the translation.
+            tracing::error!(?api_key, version, %error, "a Kafka response did not encode");
+            None
+        }
+    });
+    let _ = filled.send(frame);
+    drop(held);
+}
+
+/// Starts one request: a produce is queued now (before the next request is read); every other
+/// request runs off the reader.
+async fn start(context: &Arc<NodeContext>, brokers: &Arc<KafkaBrokers>, correlation_id: i32, version: i16, request: RequestKind) -> Answer {
+    let id = u64::from(correlation_id as u32);
+    if let RequestKind::Produce(body) = request {
+        return handlers::produce(context, id, body).await;
+    }
+    let (context, brokers) = (context.clone(), brokers.clone());
+    Box::pin(async move {
+        let response = match request {
+            RequestKind::ApiVersions(_) => handlers::api_versions_response(),
+            RequestKind::Metadata(body) => handlers::metadata(&context, &brokers, id, version, body).await,
+            RequestKind::Fetch(body) => handlers::fetch(&context, id, body).await,
+            RequestKind::ListOffsets(body) => handlers::list_offsets(&context, id, body).await,
+            RequestKind::CreateTopics(body) => handlers::create_topics(&context, id, body).await,
+            RequestKind::DeleteTopics(body) => handlers::delete_topics(&context, id, body).await,
+            RequestKind::InitProducerId(body) => handlers::init_producer_id(&context, id, body).await,
+            RequestKind::FindCoordinator(body) => handlers::find_coordinator(&context, &brokers, id, version, body).await,
+            other => unreachable!("codec::decode admits only served APIs, not {other:?}"),
+        };
+        Some(response)
+    })
+}

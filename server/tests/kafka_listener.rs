@@ -1,0 +1,255 @@
+//! The Kafka listener (issue 16) end to end over real sockets, with the `kafka-protocol` codecs
+//! on the client side: negotiation, topic creation, pipelined produces answered in order
+//! (acks=0 answered never), fetch of whole batches with the base offsets the log assigned and
+//! the high watermark (L12), and bad input (unknown API, unsupported version, oversized and
+//! truncated frames, a frame naming a huge array) closing only its own connection.
+//! Real Kafka clients (kcat, librdkafka, kafka-python) are run by scripts/kafka-compat.sh.
+
+// Real sockets and a real runtime: not a simulation test.
+#![cfg(not(madsim))]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use odradek_client::batch::{BatchBuilder, Record};
+use odradek_log::SimDisk;
+use odradek_server::config::{Member, ServerConfig};
+use odradek_server::{system_clock, Server};
+
+/// A blocking Kafka client that writes request frames and reads response frames.
+struct KafkaRaw {
+    stream: TcpStream,
+}
+
+impl KafkaRaw {
+    fn connect(addr: &str) -> KafkaRaw {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        KafkaRaw { stream }
+    }
+
+    fn frame(key: ApiKey, version: i16, correlation_id: i32, request: &RequestKind) -> Vec<u8> {
+        let mut body = BytesMut::new();
+        let header = RequestHeader::default()
+            .with_request_api_key(key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(correlation_id)
+            .with_client_id(Some(StrBytes::from_static_str("kafka_listener test")));
+        header.encode(&mut body, key.request_header_version(version)).unwrap();
+        request.encode(&mut body, version).unwrap();
+        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&body);
+        frame
+    }
+
+    fn send(&mut self, key: ApiKey, version: i16, correlation_id: i32, request: RequestKind) {
+        self.stream.write_all(&Self::frame(key, version, correlation_id, &request)).unwrap();
+    }
+
+    /// The next response's correlation id and body, or `None` once the server closed.
+    fn receive(&mut self, key: ApiKey, version: i16) -> Option<(i32, ResponseKind)> {
+        let mut length = [0u8; 4];
+        self.stream.read_exact(&mut length).ok()?;
+        let mut body = vec![0u8; u32::from_be_bytes(length) as usize];
+        self.stream.read_exact(&mut body).ok()?;
+        let mut body = Bytes::from(body);
+        let header = ResponseHeader::decode(&mut body, key.response_header_version(version)).unwrap();
+        let response = ResponseKind::decode(key, &mut body, version).unwrap();
+        assert!(!body.has_remaining(), "{key:?} v{version}: trailing bytes");
+        Some((header.correlation_id, response))
+    }
+
+    fn call(&mut self, key: ApiKey, version: i16, correlation_id: i32, request: RequestKind) -> ResponseKind {
+        self.send(key, version, correlation_id, request);
+        let (id, response) = self.receive(key, version).expect("a response");
+        assert_eq!(id, correlation_id);
+        response
+    }
+
+    fn assert_closed(&mut self) {
+        let mut byte = [0u8; 1];
+        match self.stream.read(&mut byte) {
+            Ok(0) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!("expected the server to close the connection, got {other:?}"),
+        }
+    }
+}
+
+fn batch(value: &str) -> Bytes {
+    let mut builder = BatchBuilder::new();
+    builder.push(&Record { timestamp: 1_000, key: None, value: Some(value.as_bytes().to_vec().into()), headers: Vec::new() }).unwrap();
+    builder.build()
+}
+
+fn produce(topic: &str, acks: i16, value: &str) -> RequestKind {
+    let partition = PartitionProduceData::default().with_index(0).with_records(Some(batch(value)));
+    let topic = TopicProduceData::default().with_name(TopicName(StrBytes::from_string(topic.into()))).with_partition_data(vec![partition]);
+    RequestKind::Produce(ProduceRequest::default().with_acks(acks).with_timeout_ms(10_000).with_topic_data(vec![topic]))
+}
+
+fn fetch(topic: &str, offset: i64) -> RequestKind {
+    let partition = FetchPartition::default().with_partition(0).with_fetch_offset(offset).with_partition_max_bytes(1 << 20);
+    let topic = FetchTopic::default().with_topic(TopicName(StrBytes::from_string(topic.into()))).with_partitions(vec![partition]);
+    RequestKind::Fetch(
+        FetchRequest::default().with_max_wait_ms(100).with_max_bytes(1 << 20).with_session_epoch(-1).with_topics(vec![topic]),
+    )
+}
+
+/// A one-node cluster with a Kafka listener on an ephemeral port.
+fn start(runtime: &tokio::runtime::Runtime) -> (Server, String) {
+    let ports: Vec<u16> = (0..2).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()).collect();
+    let member = Member { id: 1, peer: ([127, 0, 0, 1], ports[0]).into(), client: ([127, 0, 0, 1], ports[1]).into(), kafka: None };
+    let mut config = ServerConfig::new(1, "/node1", vec![member]);
+    config.tick_ms = 20;
+    config.kafka_listen = Some(([127, 0, 0, 1], 0).into());
+    let server = runtime.block_on(Server::start(config, SimDisk::new(11), system_clock())).expect("start");
+    let kafka = server.kafka_addr().expect("a Kafka listener").to_string();
+    (server, kafka)
+}
+
+/// Creates `topic` (1 partition) and waits until its leader answers a fetch.
+fn create_topic(raw: &mut KafkaRaw, topic: &str) {
+    for attempt in 0..400 {
+        let create = CreateTopicsRequest::default().with_timeout_ms(10_000).with_topics(vec![CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.into())))
+            .with_num_partitions(1)
+            .with_replication_factor(1)]);
+        let ResponseKind::CreateTopics(created) = raw.call(ApiKey::CreateTopics, 5, 100 + attempt, RequestKind::CreateTopics(create))
+        else {
+            panic!("not a CreateTopics answer")
+        };
+        let code = created.topics[0].error_code;
+        if code == 0 || code == 36 {
+            break;
+        }
+        // 41 NOT_CONTROLLER / 5 LEADER_NOT_AVAILABLE: the node is still electing.
+        assert!([5, 41].contains(&code), "create: {created:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for attempt in 0..400 {
+        let ResponseKind::Fetch(fetched) = raw.call(ApiKey::Fetch, 11, 1000 + attempt, fetch(topic, 0)) else { panic!() };
+        if fetched.responses[0].partitions[0].error_code == 0 {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{topic} never got a leader");
+}
+
+#[test]
+fn pipelined_produces_are_answered_in_order_and_fetch_serves_whole_batches() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (server, kafka) = start(&runtime);
+    let mut raw = KafkaRaw::connect(&kafka);
+    let ResponseKind::ApiVersions(versions) = raw.call(ApiKey::ApiVersions, 3, 1, RequestKind::ApiVersions(ApiVersionsRequest::default()))
+    else {
+        panic!()
+    };
+    assert_eq!(versions.error_code, 0);
+    assert!(versions.api_keys.iter().any(|v| v.api_key == ApiKey::Produce as i16 && v.min_version == 3));
+    create_topic(&mut raw, "k");
+
+    // Pipelined: five produces in one write (the fourth with acks=0), then a metadata request.
+    let mut pipelined = Vec::new();
+    for (id, acks) in [(11, -1), (12, 1), (13, -1), (14, 0), (15, -1)] {
+        pipelined.extend(KafkaRaw::frame(ApiKey::Produce, 9, id, &produce("k", acks, &format!("record-{id}"))));
+    }
+    // Null topics: every topic (an empty list would be none).
+    pipelined.extend(KafkaRaw::frame(ApiKey::Metadata, 12, 16, &RequestKind::Metadata(MetadataRequest::default().with_topics(None))));
+    raw.stream.write_all(&pipelined).unwrap();
+    let mut base_offsets = Vec::new();
+    for expected in [11, 12, 13, 15] {
+        let (id, response) = raw.receive(ApiKey::Produce, 9).expect("a produce answer");
+        assert_eq!(id, expected, "answers in request order, none for acks=0");
+        let ResponseKind::Produce(produced) = response else { panic!() };
+        let partition = &produced.responses[0].partition_responses[0];
+        assert_eq!(partition.error_code, 0, "{produced:?}");
+        base_offsets.push(partition.base_offset);
+    }
+    assert_eq!(base_offsets, vec![0, 1, 2, 4], "the acks=0 batch took offset 3, in arrival order");
+    let (id, response) = raw.receive(ApiKey::Metadata, 12).expect("the metadata answer");
+    let ResponseKind::Metadata(metadata) = response else { panic!() };
+    assert_eq!(id, 16);
+    assert_eq!(metadata.brokers.len(), 1);
+    assert_eq!(metadata.brokers[0].port as u16, server.kafka_addr().unwrap().port(), "brokers are advertised at their Kafka address");
+    let partition = &metadata.topics.iter().find(|t| t.name.as_ref().unwrap().as_str() == "k").unwrap().partitions[0];
+    assert_eq!(partition.leader_id, BrokerId(1));
+    assert!(partition.leader_epoch >= 1, "leader epochs are raft terms");
+
+    // Fetch from offset 2: the batch holding it and the rest, with the log's base offsets.
+    let ResponseKind::Fetch(fetched) = raw.call(ApiKey::Fetch, 11, 20, fetch("k", 2)) else { panic!() };
+    let partition = &fetched.responses[0].partitions[0];
+    assert_eq!((partition.error_code, partition.high_watermark, partition.log_start_offset), (0, 5, 0));
+    let mut records = partition.records.clone().expect("records are never null");
+    let mut values = Vec::new();
+    while records.has_remaining() {
+        let length = odradek_client::batch::batch_bytes_len(&records).expect("whole batches");
+        let one = records.split_to(length);
+        for record in odradek_client::batch::records(&one).unwrap() {
+            let record = record.unwrap();
+            assert!(record.offset < partition.high_watermark, "L12: nothing at or above the high watermark");
+            values.push((record.offset, String::from_utf8(record.value.unwrap().to_vec()).unwrap()));
+        }
+    }
+    let expected: Vec<(i64, String)> = [(2, 13), (3, 14), (4, 15)].iter().map(|&(o, id)| (o, format!("record-{id}"))).collect();
+    assert_eq!(values, expected);
+    // At the end: an empty, non-null record set after the wait.
+    let ResponseKind::Fetch(fetched) = raw.call(ApiKey::Fetch, 11, 21, fetch("k", 5)) else { panic!() };
+    assert_eq!(fetched.responses[0].partitions[0].records.as_ref().map(|r| r.len()), Some(0));
+    runtime.block_on(server.shutdown()).unwrap();
+}
+
+#[test]
+fn bad_input_closes_its_own_connection_and_the_node_keeps_serving() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (server, kafka) = start(&runtime);
+    let mut good = KafkaRaw::connect(&kafka);
+    create_topic(&mut good, "bad");
+
+    // ApiVersions newer than ours: error 35 with our versions in a v0 body (KIP-511).
+    let mut newer = KafkaRaw::connect(&kafka);
+    let mut frame = KafkaRaw::frame(ApiKey::ApiVersions, 3, 2, &RequestKind::ApiVersions(ApiVersionsRequest::default()));
+    frame[6..8].copy_from_slice(&77i16.to_be_bytes());
+    newer.stream.write_all(&frame).unwrap();
+    let (id, response) = newer.receive(ApiKey::ApiVersions, 0).expect("an answer");
+    let ResponseKind::ApiVersions(versions) = response else { panic!() };
+    assert_eq!((id, versions.error_code), (2, 35));
+    assert!(!versions.api_keys.is_empty());
+
+    let metadata = KafkaRaw::frame(ApiKey::Metadata, 1, 3, &RequestKind::Metadata(MetadataRequest::default()));
+    let mut unknown_api = metadata.clone();
+    unknown_api[4..6].copy_from_slice(&4242i16.to_be_bytes());
+    let mut too_new = metadata.clone();
+    too_new[6..8].copy_from_slice(&99i16.to_be_bytes());
+    let oversized = u32::MAX.to_be_bytes().to_vec();
+    let mut huge_array = vec![0, 0, 0, 14];
+    for field in [&3i16.to_be_bytes()[..], &1i16.to_be_bytes(), &1i32.to_be_bytes(), &(-1i16).to_be_bytes(), &i32::MAX.to_be_bytes()] {
+        huge_array.extend_from_slice(field);
+    }
+    for (what, bytes, then_close) in [
+        ("an unknown API key", unknown_api, false),
+        ("an unsupported version", too_new, false),
+        ("an oversized frame", oversized, false),
+        ("a frame naming a huge array", huge_array, false),
+        ("a truncated frame", metadata[..metadata.len() - 3].to_vec(), true),
+    ] {
+        let mut bad = KafkaRaw::connect(&kafka);
+        bad.stream.write_all(&bytes).unwrap();
+        if then_close {
+            bad.stream.shutdown(std::net::Shutdown::Write).unwrap();
+        }
+        bad.assert_closed();
+        // The other connection is still served.
+        let ResponseKind::Produce(produced) = good.call(ApiKey::Produce, 9, 50, produce("bad", -1, what)) else { panic!() };
+        assert_eq!(produced.responses[0].partition_responses[0].error_code, 0, "after {what}: {produced:?}");
+    }
+    runtime.block_on(server.shutdown()).unwrap();
+}
