@@ -561,6 +561,8 @@ impl Recorder {
                 self.open = open;
                 if releases {
                     self.split_after_assignment();
+                } else {
+                    self.split_after_release();
                 }
             }
             // Inside `close`: no poll was open.
@@ -574,9 +576,26 @@ impl Recorder {
     /// opens the next: what follows (a revocation, an auto-commit before one) must come after
     /// the assignment in the history.
     fn split_after_assignment(&mut self) {
-        if !self.open_seen.iter().any(|c| matches!(c, Seen::Assigned(_))) {
-            return;
+        if self.open_seen.iter().any(|c| matches!(c, Seen::Assigned(_))) {
+            self.split_open();
         }
+    }
+
+    /// If the open rebalance op released keys (revoked or lost), completes it with what the
+    /// listener saw and opens the next for the assignment that follows (a new epoch: a member
+    /// fenced and rejoining, or the second half of a cooperative rebalance). Without this the
+    /// assignment's op would be invoked only when the poll ends, after its start positions
+    /// were fetched and after commits that completed during the poll, so C1 would order that
+    /// fetch after commits it ran concurrently with (groups seed 55 once the leader's appends
+    /// left before its fsync).
+    fn split_after_release(&mut self) {
+        if self.open_seen.iter().any(|c| matches!(c, Seen::Revoked(_) | Seen::Lost(_))) {
+            self.split_open();
+        }
+    }
+
+    /// Completes the open rebalance op with the changes the listener saw, and opens the next.
+    fn split_open(&mut self) {
         let Open::Rebalance(handle, asked) = std::mem::replace(&mut self.open, Open::Nothing) else {
             unreachable!("changes are seen inside an open rebalance op")
         };
