@@ -15,7 +15,10 @@
 //!   the consumer applies, so before the member tells the coordinator it released anything;
 //!   it completes after the poll, from the consumer's group events (start positions chosen
 //!   inside it). Later changes within the same poll, and epoch changes without a change of
-//!   assignment, get their own invoke/ok pair after the poll;
+//!   assignment, get their own invoke/ok pair after the poll. Such an op is invoked after the
+//!   coordinator granted what it reports (the heartbeat task applies answers between and during
+//!   polls), so the checker takes a rebalance's epoch as granted by its completion (C5) and never
+//!   as evidence that the member was still live after its invoke (C7 takes only commits);
 //! * every commit (by hand or automatic) is invoked from the listener's `on_commit_queued`,
 //!   when the consumer issues it (inside the poll for an auto-commit), on a process of its own,
 //!   and completed from its `GroupEvent::Commit` (commits complete in issue order); one the
