@@ -18,15 +18,21 @@
 //!    (truncating a conflicting suffix), install a snapshot if any;
 //! 3. fsync every dirty log once (group commit), then save the hard states whose term or vote
 //!    changed, and those whose saved commit lags too far (see below);
-//! 4. only now collect outbound messages (the ready's, the persisted ones, and those of the
+//!    Before the fsync, send the messages raft lets leave at once: a leader's appends and
+//!    heartbeats (`Ready::messages`, empty unless the group's replica leads), so followers
+//!    write and fsync while the leader does and a commit waits for about one fsync, not two;
+//! 4. collect the remaining outbound messages (the persisted ones, and those of the
 //!    `LightReady` after `advance`), apply committed entries, and `advance`;
 //! 5. serve asynchronous log fetches raft asked for (`on_entries_fetched`);
-//! 6. send everything, one batch per destination node.
+//! 6. send them, one batch per destination node.
 //!
 //! Invariants kept here:
-//! - R6 persist before send: no message leaves before the fsync of the round that produced
-//!   it and the save of any term/vote it depends on. Every message of a round is sent in step
-//!   6, after step 3, so this holds even for the ones raft would allow earlier.
+//! - R6 persist before send: no vote grant or append response leaves before the fsync of the
+//!   round that produced it and the save of any term/vote it depends on. raft-rs puts every
+//!   message of a replica that does not lead among `persisted_messages`, which leave in step 6,
+//!   after step 3. A leader's own entries count toward a commit only after `advance` reports
+//!   them persisted, so sending its appends early never commits what only followers hold
+//!   durably without a quorum (a follower's durable copy counts; the leader's does not yet).
 //! - The persisted commit index is lazily saved, never above the applied index at the end of
 //!   the previous round: every conf change at or below it is in the conf-state file, so a
 //!   restart rebuilds the configuration without replaying config entries (they may be gone to
@@ -148,7 +154,8 @@ impl NodeConfig {
 #[cfg(any(madsim, feature = "planted-bugs"))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Planted {
-    /// Send every message of a round before the round's fsync, breaking R6.
+    /// Send the messages that must wait for the round's fsync (vote grants, append responses)
+    /// before it, with the leader's early ones, breaking R6.
     pub send_before_persist: bool,
     /// A replica whose recovery cut its log takes the cut for a torn write it never
     /// acknowledged and drops the suspicion at once, voting as before (breaks R8 e).
@@ -414,6 +421,8 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         self.stats.rounds += 1;
         self.step_inbound();
         self.open_behind_suspicions().await?;
+        // `early`: messages raft lets leave before this round's fsync; `outbox`: the rest.
+        let mut early: BTreeMap<NodeId, Vec<(GroupId, Message)>> = BTreeMap::new();
         let mut outbox: BTreeMap<NodeId, Vec<(GroupId, Message)>> = BTreeMap::new();
         let mut readies = Vec::new();
         for (&group, state) in self.groups.iter_mut() {
@@ -463,19 +472,21 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             // A conflicting suffix it truncated is no longer durable (R5, and R8's baseline).
             let (node, index) = (self.config.node_id, state.store.log().durable_index());
             observe::emit(|| observe::Event::Durable { node, group, index });
-            queue_messages(&mut outbox, group, ready.take_messages());
+            // A leader's messages (appends, heartbeats) may leave before its own fsync (Raft
+            // thesis 10.2.1): its own entries count toward a commit only once persisted
+            // (raft-rs learns that from `advance`), so the followers write while it writes.
+            let mut free = ready.take_messages();
             #[cfg(any(madsim, feature = "planted-bugs"))]
             if self.config.planted.send_before_persist {
-                queue_messages(&mut outbox, group, ready.take_persisted_messages());
+                free.extend(ready.take_persisted_messages());
             }
+            queue_messages(&mut early, group, free);
             readies.push(PendingReady { group, ready });
         }
-        #[cfg(any(madsim, feature = "planted-bugs"))]
-        if self.config.planted.send_before_persist {
-            for (to, messages) in std::mem::take(&mut outbox) {
-                observe_sent(self.config.node_id, &self.groups, &messages);
-                self.transport.send(to, messages);
-            }
+        for (to, messages) in early {
+            self.stats.messages_sent += messages.len() as u64;
+            observe_sent(self.config.node_id, &self.groups, &messages);
+            self.transport.send(to, messages);
         }
         self.persist(&readies).await?;
         self.settle_suspicions().await?;

@@ -240,7 +240,10 @@ impl StartPosition {
 ///
 /// Recording contract (the ownership and resume checks rely on it):
 /// * one op per new generation (classic) or member epoch (consumer), even if the assignment did
-///   not change; deltas are against the member's previous assignment;
+///   not change; deltas are against the member's previous assignment. The generation or epoch
+///   was granted before the op completed, possibly long before it was invoked (a heartbeat's
+///   answer applied later, or noticed only after a poll): the checks read it as "given by the
+///   completion" (C5), never as "still a member after the invoke" (C7 takes only commits);
 /// * the op that revokes a key is *invoked* before the member tells the coordinator it released
 ///   the key (classic: before its JoinGroup; consumer: before the heartbeat listing what it owns);
 /// * the op that assigns a key *completes* after the member received the assignment, and the

@@ -391,6 +391,16 @@ fn cases() -> Vec<Case> {
             g.rebalance(10, Rebalance { lost: vec![0], error: Some("FENCED_MEMBER_EPOCH".into()), ..consumer("m1", 1) });
             g.done()
         }),
+        // Groups seed 166: an epoch granted before the owner was fenced, recorded after the key
+        // moved on (a rebalance is invoked after its grant), is no evidence of a live owner.
+        case("a newer epoch recorded after the key moved is a zombie overlap, not C7", Reported(ZombieOwnership), || {
+            let mut g = G::new();
+            first_member(&mut g);
+            g.subscribe(11);
+            g.rebalance(11, Rebalance { assigned: vec![0], start: starts(&[(0, 0, Reset)]), ..consumer("m2", 3) });
+            g.rebalance(10, consumer("m1", 2));
+            g.done()
+        }),
         case("a key moves only after its owner revoked it", Clean, || {
             let mut g = G::new();
             first_member(&mut g);

@@ -59,12 +59,15 @@
 //!   processes' intervals of a key must not overlap: B's assigning op completed before A's
 //!   ending op was invoked, A assigned first. By the recorder's contract A had not yet released
 //!   the key, so the coordinator may only have moved it if A was fenced. The overlap fails when
-//!   A's process shows it was still the same unfenced member afterwards: an op invoked after B's
-//!   assignment completed (an ok commit with A's member id, or an ok rebalance granting that
-//!   member an epoch newer than the one it held the key at) with no fencing evidence (a fail with
-//!   a fencing error, or a rebalance losing keys or naming a fencing error) between A's
-//!   assignment and that op. Otherwise (A lost the key, was fenced, crashed or retired, or shows
-//!   nothing) it is reported as `C7 zombie-overlap`.
+//!   A's process shows it was still the same unfenced member afterwards: an ok commit with A's
+//!   member id invoked after B's assignment completed, with no fencing evidence (a fail with a
+//!   fencing error, or a rebalance losing keys or naming a fencing error) between A's assignment
+//!   and that commit. Sound because the coordinator checks a commit's member when it applies it,
+//!   inside the commit's interval. A rebalance granting A a newer epoch is not evidence: the
+//!   coordinator granted it in answer to a request sent before the consumer applied (and the
+//!   recorder invoked) the change, possibly before A was fenced and B was given the key.
+//!   Otherwise (A lost the key, was fenced, crashed or retired, or shows nothing) it is reported
+//!   as `C7 zombie-overlap`.
 //!
 //! Crashes (F-K1/F-K2) end a member's intervals and pending resumes; its open commit is
 //! indeterminate. A new process replacing it is a new member. Rebalances of L8 continuity: a

@@ -15,7 +15,10 @@
 //!   the consumer applies, so before the member tells the coordinator it released anything;
 //!   it completes after the poll, from the consumer's group events (start positions chosen
 //!   inside it). Later changes within the same poll, and epoch changes without a change of
-//!   assignment, get their own invoke/ok pair after the poll;
+//!   assignment, get their own invoke/ok pair after the poll. Such an op is invoked after the
+//!   coordinator granted what it reports (the heartbeat task applies answers between and during
+//!   polls), so the checker takes a rebalance's epoch as granted by its completion (C5) and never
+//!   as evidence that the member was still live after its invoke (C7 takes only commits);
 //! * every commit (by hand or automatic) is invoked from the listener's `on_commit_queued`,
 //!   when the consumer issues it (inside the poll for an auto-commit), on a process of its own,
 //!   and completed from its `GroupEvent::Commit` (commits complete in issue order); one the
@@ -561,6 +564,8 @@ impl Recorder {
                 self.open = open;
                 if releases {
                     self.split_after_assignment();
+                } else {
+                    self.split_after_release();
                 }
             }
             // Inside `close`: no poll was open.
@@ -574,9 +579,26 @@ impl Recorder {
     /// opens the next: what follows (a revocation, an auto-commit before one) must come after
     /// the assignment in the history.
     fn split_after_assignment(&mut self) {
-        if !self.open_seen.iter().any(|c| matches!(c, Seen::Assigned(_))) {
-            return;
+        if self.open_seen.iter().any(|c| matches!(c, Seen::Assigned(_))) {
+            self.split_open();
         }
+    }
+
+    /// If the open rebalance op released keys (revoked or lost), completes it with what the
+    /// listener saw and opens the next for the assignment that follows (a new epoch: a member
+    /// fenced and rejoining, or the second half of a cooperative rebalance). Without this the
+    /// assignment's op would be invoked only when the poll ends, after its start positions
+    /// were fetched and after commits that completed during the poll, so C1 would order that
+    /// fetch after commits it ran concurrently with (groups seed 55 once the leader's appends
+    /// left before its fsync).
+    fn split_after_release(&mut self) {
+        if self.open_seen.iter().any(|c| matches!(c, Seen::Revoked(_) | Seen::Lost(_))) {
+            self.split_open();
+        }
+    }
+
+    /// Completes the open rebalance op with the changes the listener saw, and opens the next.
+    fn split_open(&mut self) {
         let Open::Rebalance(handle, asked) = std::mem::replace(&mut self.open, Open::Nothing) else {
             unreachable!("changes are seen inside an open rebalance op")
         };

@@ -1,5 +1,5 @@
-//! One pass over the history that follows every group member (its group, member id, epoch and
-//! owned keys) and records the facts the C checks read: commits, committed-offset reads,
+//! One pass over the history that follows every group member (its group, member id and owned
+//! keys) and records the facts the C checks read: commits, committed-offset reads,
 //! ownership intervals, resumes, deliveries, fencing and liveness evidence.
 //!
 //! Facts that depend on "what was known when an op was invoked" (C4's earlier polls, C5's newest
@@ -74,7 +74,6 @@ pub(crate) struct Interval<'h> {
     pub key: Key,
     pub process: Process,
     pub member: Option<&'h str>,
-    pub epoch: Option<u64>,
     pub assign_invoke: u64,
     pub assign_complete: u64,
     pub end_kind: EndKind,
@@ -106,15 +105,22 @@ pub(crate) struct GenerationAssignment<'h> {
     pub op: u64,
 }
 
-/// An op that shows the coordinator still treated `member` as a member when it was invoked: an
-/// ok commit sent with the member id, or an ok rebalance that granted it a new `epoch`.
+/// An op that shows the coordinator still treated `member` as a member at a moment inside its
+/// interval: an ok commit sent with the member id (the coordinator checks the member when it
+/// applies the commit, and the recorder invokes a commit before the consumer sends it).
+///
+/// A rebalance is no such evidence, whatever epoch it grants: the coordinator granted that
+/// epoch in answer to a heartbeat (or join) sent before the consumer applied the change, and the
+/// recorder can only invoke the op when the consumer applies it (or, for a new epoch without a
+/// change of assignment, after the poll it noticed it in), so the grant may precede the invoke
+/// by any time. Taken as liveness, a grant from before the member was fenced, applied after the
+/// key moved on, would fail C7 on a zombie (groups seed 166 once the leader's appends left
+/// before its fsync).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Liveness<'h> {
     pub invoke: u64,
     pub complete: u64,
     pub member: &'h str,
-    /// For a rebalance: the epoch granted (it must be newer than the one the evidence is about).
-    pub epoch: Option<u64>,
 }
 
 /// Whose polls explain an auto commit (C4): the member id's, or the process's if it has none.
@@ -128,8 +134,6 @@ enum Consumer<'h> {
 struct ProcessState<'h> {
     group: Option<&'h str>,
     member: Option<&'h str>,
-    /// The current member's newest generation or member epoch.
-    epoch: Option<u64>,
     /// Owned key → interval id.
     owned: BTreeMap<Key, usize>,
     /// Key → assignment id still waiting for its first poll.
@@ -314,7 +318,7 @@ impl<'h> GroupIndex<'h> {
                     self.fences.entry(owner).or_default().push(op.index);
                 }
                 if let (OpType::Ok, Some(member)) = (op.kind, asked.member.as_deref()) {
-                    let liveness = Liveness { invoke: invoke.index, complete: op.index, member, epoch: None };
+                    let liveness = Liveness { invoke: invoke.index, complete: op.index, member };
                     self.liveness.entry(owner).or_default().push(liveness);
                 }
             }
@@ -365,13 +369,10 @@ impl<'h> GroupIndex<'h> {
             self.fences.entry(process).or_default().push(op.index);
         }
         let state = self.processes.get_mut(&process).expect("the invoke created it");
-        let same_member = r.member.is_none() || state.member == r.member.as_deref();
-        let epoch_before = if same_member { state.epoch } else { None };
         state.group.get_or_insert(&r.group);
         if r.member.is_some() {
             state.member = r.member.as_deref();
         }
-        state.epoch = r.epoch.or(epoch_before);
         if let Some(member) = r.member.as_deref() {
             self.member_process.insert((&r.group, member), process);
             if let Some(protocol) = r.protocol {
@@ -402,7 +403,6 @@ impl<'h> GroupIndex<'h> {
                 key,
                 process,
                 member: r.member.as_deref(),
-                epoch: r.epoch,
                 assign_invoke: invoke.index,
                 assign_complete: op.index,
                 end_kind: EndKind::Open,
@@ -440,16 +440,6 @@ impl<'h> GroupIndex<'h> {
             }
         }
         let (Some(epoch), false) = (r.epoch, fenced) else { return };
-        if let Some(member) = r.member.as_deref() {
-            if epoch_before.is_none_or(|before| epoch > before) {
-                self.liveness.entry(process).or_default().push(Liveness {
-                    invoke: invoke.index,
-                    complete: op.index,
-                    member,
-                    epoch: Some(epoch),
-                });
-            }
-        }
         match r.protocol {
             Some(GroupProtocol::Classic) => {
                 let given = self.classic_given.entry(&r.group).or_insert((epoch, op.index));

@@ -58,8 +58,7 @@ fn still_member<'h>(groups: &GroupIndex<'h>, a: &Interval<'h>, after: u64) -> Op
     let member = a.member?;
     let lives = groups.liveness.get(&a.process)?;
     let from = lives.partition_point(|l| l.invoke <= after);
-    let fresh = |l: &&Liveness| l.member == member && l.epoch.is_none_or(|e| a.epoch.is_some_and(|before| e > before));
-    let live = *lives[from..].iter().find(fresh)?;
+    let live = *lives[from..].iter().find(|l| l.member == member)?;
     let fences = groups.fences.get(&a.process).map_or(&[][..], Vec::as_slice);
     let fenced = fences[fences.partition_point(|&f| f <= a.assign_invoke)..].first().is_some_and(|&f| f <= live.complete);
     (!fenced).then_some(live)
