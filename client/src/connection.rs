@@ -36,9 +36,10 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{ClientError, Result};
+use crate::tls::{ClientTls, Stream};
 use crate::wire::proto::{ErrorCode, Hello, Request, Request_oneof_body as RequestBody, Response};
 use crate::wire::{
-    decode_response, encode_frame, read_frame, write_frame, FRAME_BYTES_MAX, PROTOCOL_VERSION, PROTOCOL_VERSION_GROUPS,
+    decode_response, encode_frame, read_frame, write_frame, FrameError, FRAME_BYTES_MAX, PROTOCOL_VERSION, PROTOCOL_VERSION_GROUPS,
     PROTOCOL_VERSION_MIN,
 };
 
@@ -56,6 +57,8 @@ pub struct ConnectionConfig {
     pub request_timeout: Duration,
     /// Largest response frame accepted.
     pub frame_bytes_max: usize,
+    /// TLS to the brokers (None: plaintext).
+    pub tls: Option<ClientTls>,
 }
 
 impl Default for ConnectionConfig {
@@ -64,6 +67,7 @@ impl Default for ConnectionConfig {
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             frame_bytes_max: FRAME_BYTES_MAX,
+            tls: None,
         }
     }
 }
@@ -157,9 +161,29 @@ impl Connection {
     /// ```
     pub async fn connect(address: &str, client_id: &str, config: ConnectionConfig) -> Result<Connection> {
         let connect_error = |reason: String| ClientError::Connect { address: address.to_string(), reason };
+        let refused = |reason: String| ClientError::Refused { address: address.to_string(), reason };
         let handshake = async {
             let stream = TcpStream::connect(address).await.map_err(|error| connect_error(error.to_string()))?;
             let _ = stream.set_nodelay(true);
+            let stream: Box<dyn Stream> = match &config.tls {
+                None => Box::new(stream),
+                Some(tls) => {
+                    let name = tls.server_name_for(address).map_err(|error| refused(error.to_string()))?;
+                    let connector = tokio_rustls::TlsConnector::from(tls.config().map_err(|error| refused(error.to_string()))?);
+                    let stream = connector.connect(name, stream).await.map_err(|error| {
+                        // rustls reports what TLS itself rejects as InvalidData; anything else
+                        // (a reset, an EOF) is the network's and worth a retry.
+                        if error.kind() == std::io::ErrorKind::InvalidData {
+                            refused(format!(
+                                "TLS handshake failed: {error} (is the listener plaintext, or its certificate not signed by the CA given?)"
+                            ))
+                        } else {
+                            connect_error(format!("TLS handshake failed: {error}"))
+                        }
+                    })?;
+                    Box::new(stream)
+                }
+            };
             let (mut reader, mut writer) = tokio::io::split(stream);
             let mut hello = Hello::new();
             hello.protocol_version = PROTOCOL_VERSION;
@@ -170,9 +194,21 @@ impl Connection {
             write_frame(&mut writer, &request).await.map_err(|error| connect_error(error.to_string()))?;
             let body = read_frame(&mut reader, config.frame_bytes_max)
                 .await
-                .map_err(|error| connect_error(error.to_string()))?
+                .map_err(|error| match error {
+                    // A TLS alert after the handshake: the node rejected our certificate (or
+                    // its absence) once it saw it.
+                    FrameError::Io(error) if config.tls.is_some() && error.kind() == std::io::ErrorKind::InvalidData => {
+                        refused(format!("the node refused this TLS connection: {error} (does it require a client certificate?)"))
+                    }
+                    error => connect_error(error.to_string()),
+                })?
                 .ok_or_else(|| connect_error("closed during the handshake".into()))?;
             let response = decode_response(&body).map_err(|error| connect_error(error.to_string()))?;
+            if response.error == ErrorCode::HELLO_REQUIRED {
+                // Our Hello was the first frame, so the node did not take it as one: a TLS-only
+                // listener says so this way.
+                return Err(refused(format!("Hello refused: {}", response.error_message)));
+            }
             if response.error != ErrorCode::NONE {
                 return Err(connect_error(format!("Hello refused: {:?}: {}", response.error, response.error_message)));
             }
@@ -349,7 +385,7 @@ fn frame_for(request_id: u64, body: RequestBody) -> Vec<u8> {
 
 /// Writes queued frames, flushing once per batch of frames; stops when every handle is gone or
 /// the socket fails.
-async fn write_loop(shared: Arc<Shared>, mut writer: WriteHalf<TcpStream>, mut frames: mpsc::Receiver<Vec<u8>>) {
+async fn write_loop(shared: Arc<Shared>, mut writer: WriteHalf<Box<dyn Stream>>, mut frames: mpsc::Receiver<Vec<u8>>) {
     while let Some(frame) = frames.recv().await {
         let mut result = writer.write_all(&frame).await;
         // Take what else is queued now: one flush for the burst.
@@ -371,7 +407,12 @@ async fn write_loop(shared: Arc<Shared>, mut writer: WriteHalf<TcpStream>, mut f
 }
 
 /// Delivers answers to whoever waits for them, until the socket ends or the last handle drops.
-async fn read_loop(shared: Arc<Shared>, mut reader: ReadHalf<TcpStream>, frame_bytes_max: usize, mut shutdown: oneshot::Receiver<()>) {
+async fn read_loop(
+    shared: Arc<Shared>,
+    mut reader: ReadHalf<Box<dyn Stream>>,
+    frame_bytes_max: usize,
+    mut shutdown: oneshot::Receiver<()>,
+) {
     let reason = loop {
         let frame = tokio::select! {
             biased;

@@ -33,6 +33,11 @@ pub enum ClientError {
     #[error("cannot connect to {address}: {reason}")]
     Connect { address: String, reason: String },
 
+    /// The node refused the connection for a reason no retry fixes: the two sides disagree on
+    /// TLS (one speaks it, the other not; an untrusted or misnamed certificate). Definite.
+    #[error("cannot connect to {address}: {reason}")]
+    Refused { address: String, reason: String },
+
     /// An I/O error outside any request (definite: no request was in flight).
     #[error("I/O error: {0}")]
     Io(Arc<std::io::Error>),
@@ -90,6 +95,7 @@ impl ClientError {
             ClientError::Timeout { .. } | ClientError::Protocol(_) | ClientError::DeliveryUnknown { .. } => false,
             ClientError::Disconnected { sent, .. } => !sent,
             ClientError::Connect { .. }
+            | ClientError::Refused { .. }
             | ClientError::Io(_)
             | ClientError::InvalidArgument(_)
             | ClientError::NoLeader { .. }
@@ -158,6 +164,7 @@ mod tests {
             (ClientError::Disconnected { address: "a".into(), sent: true, reason: "eof".into() }, false),
             (ClientError::Disconnected { address: "a".into(), sent: false, reason: "eof".into() }, true),
             (ClientError::Connect { address: "a".into(), reason: "refused".into() }, true),
+            (ClientError::Refused { address: "a".into(), reason: "TLS handshake failed".into() }, true),
             (ClientError::Protocol("garbage".into()), false),
             (ClientError::InvalidArgument("x".into()), true),
             (ClientError::NoLeader { topic: "t".into(), partition: 0 }, true),
@@ -181,5 +188,8 @@ mod tests {
         assert!(!server(ErrorCode::RECORD_TOO_LARGE).is_retriable());
         assert!(ClientError::Timeout { timeout_ms: 1 }.is_retriable());
         assert!(!ClientError::InvalidArgument("x".into()).is_retriable());
+        // Issue 19: a TLS disagreement is answered at once, not retried until a timeout.
+        assert!(ClientError::Connect { address: "a".into(), reason: "refused".into() }.is_retriable());
+        assert!(!ClientError::Refused { address: "a".into(), reason: "TLS handshake failed".into() }.is_retriable());
     }
 }

@@ -53,6 +53,7 @@ pub mod partitioner;
 pub mod planted;
 pub mod producer;
 pub mod random;
+pub mod tls;
 pub mod wire;
 
 pub use admin::{Admin, ClusterDescription, ListedOffset, OffsetQuery, TopicConfig};

@@ -41,9 +41,9 @@ pub use faulty::{FaultCounts, FaultRates, FaultyTransport, TransportFaults};
 pub use frame::{FRAME_BYTES_MAX, FRAME_HEADER_BYTES, PROTOCOL_VERSION};
 pub use local::{Delivery, Envelope, LocalNetwork, LocalTransport, LOCAL_INBOX_BATCHES_MAX, LOCAL_IN_FLIGHT_MESSAGES_MAX};
 pub use tcp::{
-    TcpTransport, ACCEPT_ERROR_BACKOFF, CONNECT_TIMEOUT, CONNECT_TIMEOUT_MAX, HANDSHAKE_TIMEOUT, INBOUND_CONNECTIONS_MAX,
-    INBOUND_QUEUE_BATCHES_MAX, PEER_QUEUE_BATCHES_MAX, READ_BUFFER_BYTES, RECONNECT_BACKOFF_MAX, RECONNECT_BACKOFF_MIN, ROUND_BYTES_MAX,
-    WRITE_TIMEOUT,
+    node_certificate_name, PeerTls, TcpTransport, ACCEPT_ERROR_BACKOFF, CONNECT_TIMEOUT, CONNECT_TIMEOUT_MAX, HANDSHAKE_TIMEOUT,
+    INBOUND_CONNECTIONS_MAX, INBOUND_QUEUE_BATCHES_MAX, PEER_QUEUE_BATCHES_MAX, READ_BUFFER_BYTES, RECONNECT_BACKOFF_MAX,
+    RECONNECT_BACKOFF_MIN, ROUND_BYTES_MAX, WRITE_TIMEOUT,
 };
 
 /// A node's id: stable for the node's lifetime, equal to its raft peer id in every group.
@@ -202,6 +202,10 @@ pub enum TransportError {
     Closed,
     #[error("timed out after {0:?}")]
     Timeout(std::time::Duration),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("handshake claims node {node_id_claimed} but the peer's certificate names {certificate_name:?}")]
+    IdentityMismatch { node_id_claimed: NodeId, certificate_name: Option<String> },
 }
 
 impl TransportError {
@@ -219,6 +223,8 @@ impl TransportError {
                 | TransportError::PeerIdMismatch { .. }
                 | TransportError::SenderMismatch { .. }
                 | TransportError::UnexpectedData
+                | TransportError::Tls(_)
+                | TransportError::IdentityMismatch { .. }
         )
     }
 }

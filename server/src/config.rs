@@ -61,6 +61,65 @@ impl Default for TopicDefaults {
     }
 }
 
+/// TLS files (PEM) of a node (issue 19). All unset: plaintext, as before. Files are re-read
+/// when they change (looked at most once a second, on a new connection); live connections keep
+/// the certificate they started with.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSettings {
+    /// The client listener's certificate chain and key: clients connect with TLS.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// When set, clients must present a certificate this CA signed (mutual TLS); its first DNS
+    /// name is the connection's TLS principal.
+    pub client_ca: Option<PathBuf>,
+    /// Mutual TLS on peer links: this node's certificate (its DNS names include `node-<id>`),
+    /// its key, and the cluster CA every node's certificate is signed by. All three or none.
+    pub peer_cert: Option<PathBuf>,
+    pub peer_key: Option<PathBuf>,
+    pub peer_ca: Option<PathBuf>,
+}
+
+impl TlsSettings {
+    /// The files of `odradek tls init DIR` for node `id`: its certificate on both listeners,
+    /// the CA for peers (client certificates stay optional).
+    pub fn from_dir(dir: &std::path::Path, id: NodeId) -> TlsSettings {
+        let node = |extension: &str| Some(dir.join(format!("node-{id}.{extension}")));
+        TlsSettings {
+            cert: node("pem"),
+            key: node("key"),
+            client_ca: None,
+            peer_cert: node("pem"),
+            peer_key: node("key"),
+            peer_ca: Some(dir.join("ca.pem")),
+        }
+    }
+
+    /// Whether the client listener speaks TLS.
+    pub fn clients(&self) -> bool {
+        self.cert.is_some()
+    }
+
+    /// Whether peer links are mutual TLS.
+    pub fn peers(&self) -> bool {
+        self.peer_cert.is_some()
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.cert.is_some() != self.key.is_some() {
+            return Err("tls.cert and tls.key go together".into());
+        }
+        if self.client_ca.is_some() && self.cert.is_none() {
+            return Err("tls.client_ca needs tls.cert and tls.key (client certificates are asked for over TLS)".into());
+        }
+        let peer_set = [&self.peer_cert, &self.peer_key, &self.peer_ca].iter().filter(|path| path.is_some()).count();
+        if peer_set != 0 && peer_set != 3 {
+            return Err("tls.peer_cert, tls.peer_key and tls.peer_ca go together".into());
+        }
+        Ok(())
+    }
+}
+
 /// Everything a node needs to run.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -121,6 +180,9 @@ pub struct ServerConfig {
     pub disk_check_interval_ms: u64,
     #[serde(default)]
     pub topic_defaults: TopicDefaults,
+    /// TLS on the client listener and peer links (`[tls]`; default: none).
+    #[serde(default)]
+    pub tls: TlsSettings,
     /// The consumer-group coordinator (`[groups]`).
     #[serde(default)]
     pub groups: crate::group::service::GroupSettings,
@@ -202,6 +264,7 @@ impl ServerConfig {
             disk_reserve_bytes: default_disk_reserve_bytes(),
             disk_check_interval_ms: default_disk_check_interval_ms(),
             topic_defaults: TopicDefaults::default(),
+            tls: TlsSettings::default(),
             groups: crate::group::service::GroupSettings::default(),
             #[cfg(any(madsim, feature = "planted-bugs"))]
             planted_bugs: Vec::new(),
@@ -227,6 +290,9 @@ impl ServerConfig {
         let invalid = |message: String| Err(ConfigError::Invalid(message));
         if self.id == 0 {
             return invalid("node ids start at 1".into());
+        }
+        if let Err(message) = self.tls.validate() {
+            return invalid(message);
         }
         if self.nodes.is_empty() || self.nodes.len() > CLUSTER_NODES_MAX {
             return invalid(format!("a cluster lists 1 to {CLUSTER_NODES_MAX} nodes, not {}", self.nodes.len()));

@@ -38,6 +38,7 @@ pub mod request;
 pub mod server;
 pub mod shutdown;
 pub mod state;
+pub mod tls;
 
 pub use clock::{system_clock, Clock};
 pub use config::{Member, ServerConfig};

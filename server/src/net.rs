@@ -15,6 +15,13 @@
 //! ([`frames`]) so the loop can wait on those deadlines beside the socket. The bytes of requests
 //! in flight on all connections together stay within `request_bytes_in_flight_max` ([`budget`]):
 //! a frame's body is read only once the budget admits it, and counted until its request is done.
+//!
+//! TLS (issue 19): with a certificate configured the listener speaks only TLS. The first byte
+//! tells a TLS client (a handshake record) from a plaintext one, which is answered with a
+//! plaintext `HELLO_REQUIRED` frame saying so and closed; the TLS handshake counts against the
+//! handshake deadline. Connections then run the same protocol over the TLS stream, each handed
+//! its TLS principal (the client certificate's first DNS name, when one was presented) for the
+//! layers that decide permissions.
 
 mod admission;
 mod budget;
@@ -23,12 +30,13 @@ mod frames;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use odradek_client::tls::{principal, Rewound, Stream, TLS_HANDSHAKE_RECORD};
 use odradek_client::wire::proto::{ErrorCode, HelloResponse, Request, Request_oneof_body as Body, Response};
 use odradek_client::wire::{
     decode_request, error_response, write_frame, FrameError, FRAME_BYTES_MAX, PROTOCOL_VERSION, PROTOCOL_VERSION_GROUPS,
     PROTOCOL_VERSION_MIN,
 };
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -40,9 +48,10 @@ pub use frames::FrameReader;
 use crate::context::NodeContext;
 use crate::request;
 use crate::shutdown::Shutdown;
+use crate::tls::ListenerTls;
 
-/// Accepts client connections until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, context: Arc<NodeContext>, mut shutdown: Shutdown) {
+/// Accepts client connections until `shutdown` turns true; over TLS when `tls` is set.
+pub async fn serve(listener: TcpListener, tls: Option<ListenerTls>, context: Arc<NodeContext>, mut shutdown: Shutdown) {
     let admission = Admission::new(context.config.connections_max, context.config.connections_per_address_max);
     let budget = RequestBudget::new(context.config.request_bytes_in_flight_max);
     loop {
@@ -69,8 +78,20 @@ pub async fn serve(listener: TcpListener, context: Arc<NodeContext>, mut shutdow
         };
         let _ = stream.set_nodelay(true);
         let (context, shutdown, budget) = (context.clone(), shutdown.clone(), budget.clone());
+        let Some(tls) = tls.clone() else {
+            tokio::spawn(async move {
+                serve_connection(stream, None, context, shutdown, budget).await;
+                drop(slot);
+            });
+            continue;
+        };
         tokio::spawn(async move {
-            serve_connection(stream, context, shutdown, budget).await;
+            let deadline = context.config.handshake_timeout();
+            match tokio::time::timeout(deadline, accept_tls(stream, &tls)).await {
+                Ok(Some((stream, principal))) => serve_connection(stream, principal, context, shutdown, budget).await,
+                Ok(None) => {}
+                Err(_) => tracing::debug!(%peer, ?deadline, "closing a client connection: no TLS handshake in time"),
+            }
             drop(slot);
         });
     }
@@ -92,6 +113,37 @@ async fn refuse(mut stream: TcpStream, refusal: Refusal) {
     .await;
 }
 
+/// The TLS side of a new connection, and its principal; None when it is not TLS (a plaintext
+/// client is told so, in plaintext) or the handshake fails.
+async fn accept_tls(mut stream: TcpStream, tls: &ListenerTls) -> Option<(impl Stream, Option<String>)> {
+    let mut first = [0u8; 1];
+    match stream.read(&mut first).await {
+        Ok(1) => {}
+        _ => return None,
+    }
+    if first[0] != TLS_HANDSHAKE_RECORD {
+        let message = "this listener speaks TLS only: connect with TLS (odradek --tls-ca CA.pem)";
+        tracing::debug!("closing a plaintext client connection on a TLS listener");
+        let response = error_response(0, ErrorCode::HELLO_REQUIRED, message);
+        let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, async {
+            write_frame(&mut stream, &response).await?;
+            stream.shutdown().await
+        })
+        .await;
+        return None;
+    }
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
+    let stream = match acceptor.accept(Rewound::new(first.to_vec(), stream)).await {
+        Ok(stream) => stream,
+        Err(error) => {
+            tracing::info!(%error, "client TLS handshake failed");
+            return None;
+        }
+    };
+    let principal = stream.get_ref().1.peer_certificates().and_then(|chain| chain.first()).and_then(|certificate| principal(certificate));
+    Some((stream, principal))
+}
+
 /// Longest a refused connection may take to accept its one-frame answer.
 const REFUSAL_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -108,7 +160,19 @@ async fn write_responses<W: tokio::io::AsyncWrite + Unpin>(mut writer: W, mut re
 
 /// One connection: reads requests in order and starts each (see the module comment). The loop
 /// owns the connection's state; the helpers below decide what a frame or a greeting gets.
-async fn serve_connection(stream: TcpStream, context: Arc<NodeContext>, mut shutdown: Shutdown, budget: RequestBudget) {
+///
+/// `principal` is the TLS principal (client certificate's first DNS name) when there is one;
+/// this layer only records it.
+async fn serve_connection<S: Stream>(
+    stream: S,
+    principal: Option<String>,
+    context: Arc<NodeContext>,
+    mut shutdown: Shutdown,
+    budget: RequestBudget,
+) {
+    if let Some(principal) = &principal {
+        tracing::debug!(principal, "client connection authenticated by its certificate");
+    }
     let (reader, writer) = tokio::io::split(stream);
     let frame_bytes_max = FRAME_BYTES_MAX.min(budget.bytes_max());
     let mut frames = FrameReader::new(reader, budget);

@@ -34,6 +34,8 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    #[error("TLS: {0}")]
+    Tls(#[from] odradek_client::tls::TlsError),
     #[error("cannot measure free disk space: {0}")]
     Disk(#[source] std::io::Error),
     /// A storage fault (or another fatal error) of the raft driver: the node stopped and must
@@ -138,7 +140,8 @@ impl Server {
         let me = config.me().clone();
         let state = NodeState::new(config.id);
         let peers: BTreeMap<NodeId, SocketAddr> = config.nodes.iter().filter(|m| m.id != config.id).map(|m| (m.id, m.peer)).collect();
-        let (transport, inbox) = TcpTransport::bind(config.id, me.peer, peers).await?;
+        let listener_tls = crate::tls::listener(&config.tls)?;
+        let (transport, inbox) = TcpTransport::bind_with_tls(config.id, me.peer, peers, crate::tls::peers(&config.tls)?).await?;
         let transport = FaultyTransport::new(transport, faults.peer_messages.clone());
         let mut node_config = NodeConfig::new(config.id, config.data_dir.clone());
         // F-S9: a follower at its disk reserve drops appends instead of failing on ENOSPC.
@@ -207,13 +210,14 @@ impl Server {
             Some(listener) => vec![
                 tokio::spawn(groups.run_timer(shutdown_rx.clone())),
                 tokio::spawn(watch_free_space(space_disk, config.clone(), state.clone(), shutdown_rx.clone())),
-                tokio::spawn(crate::net::serve(listener, context.clone(), shutdown_rx.clone())),
+                tokio::spawn(crate::net::serve(listener, listener_tls, context.clone(), shutdown_rx.clone())),
                 tokio::spawn(crate::controller::run(context, shutdown_rx)),
             ],
             None => Vec::new(),
         };
         tasks.extend(kafka_task);
-        tracing::info!(node = config.id, clients = %client_addr, kafka = ?kafka_addr, peers = %me.peer, "node started");
+        let (tls_clients, tls_peers) = (config.tls.clients(), config.tls.peers());
+        tracing::info!(node = config.id, clients = %client_addr, kafka = ?kafka_addr, peers = %me.peer, tls_clients, tls_peers, "node started");
         Ok(Server { shutdown, node: handle, state, client_addr, kafka_addr, tasks, driver, stopped, quarantined })
     }
 

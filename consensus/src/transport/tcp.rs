@@ -9,10 +9,21 @@
 //! from dialer to acceptor after the handshake; the acceptor writes nothing after its handshake
 //! reply, so the dialer reads from its connection only to notice that it closed.
 //!
+//! # Peer TLS (issue 19)
+//! With a [`PeerTls`] given, every connection is mutual TLS before the handshake: the dialer
+//! checks that the acceptor's certificate names `node-<id>` of the peer it dialed (the TLS
+//! server name), and the acceptor checks that the dialer's certificate, signed by the cluster
+//! CA, names `node-<id>` of the node its handshake claims ([`node_certificate_name`]). A process
+//! without such a certificate never gets past the handshake, so it can neither deliver a message
+//! nor replace a node's live connection. TLS is an I/O layer here: the frames are the same.
+//! Without TLS a handshake is believed as before (a reconnect of a restarted peer and an
+//! impostor look the same; only a certificate tells them apart).
+//!
 //! # Invariants
 //! - At most one live outbound connection per peer (one writer task per peer owns it), and at
 //!   most one live accepted connection per remote node id: a newer handshake from the same node
-//!   closes the older connection, so a half-open connection cannot pin resources.
+//!   closes the older connection, so a half-open connection cannot pin resources. With TLS on,
+//!   only a handshake whose certificate names that node counts as "the same node".
 //! - Every queue and buffer is bounded: `PEER_QUEUE_BATCHES_MAX` queued batches per peer,
 //!   `ROUND_BYTES_MAX` encoded bytes per write round (plus at most one batch over),
 //!   `INBOUND_QUEUE_BATCHES_MAX` inbound batches, `INBOUND_CONNECTIONS_MAX` accepted
@@ -33,7 +44,8 @@ use std::time::Duration;
 
 use odradek_seams::watch;
 use raft::prelude::Message;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, error, info, warn};
@@ -91,6 +103,25 @@ pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
 type Batch = Vec<(GroupId, Message)>;
 
+/// Mutual TLS on peer links: the configurations for new connections, each call the current one
+/// (an implementation may reload its files; live connections keep theirs). The server config
+/// must require client certificates of the cluster CA; the client config must present this
+/// node's certificate and trust the cluster CA.
+pub trait PeerTls: Send + Sync + 'static {
+    fn acceptor_config(&self) -> Arc<rustls::ServerConfig>;
+    fn connector_config(&self) -> Arc<rustls::ClientConfig>;
+}
+
+/// The DNS name a node's certificate carries: `node-<id>`.
+pub fn node_certificate_name(node_id: NodeId) -> String {
+    format!("node-{node_id}")
+}
+
+/// A byte stream under the peer protocol: TCP, or TLS over TCP.
+trait PeerStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> PeerStream for S {}
+type BoxedStream = Box<dyn PeerStream>;
+
 /// The production transport. See the module documentation for the connection scheme.
 ///
 /// Dropping it signals every task to stop; [`TcpTransport::shutdown`] also waits for them.
@@ -111,6 +142,7 @@ struct Endpoint {
     inbound_connections: Mutex<BTreeMap<NodeId, InboundConnection>>,
     inbound_tx: mpsc::Sender<Inbound>,
     shutdown_tx: watch::Sender<bool>,
+    tls: Option<Arc<dyn PeerTls>>,
 }
 
 /// The handles of one peer's writer task; dropping them stops it.
@@ -143,6 +175,27 @@ impl TcpTransport {
         listener: TcpListener,
         peers: BTreeMap<NodeId, SocketAddr>,
     ) -> Result<(Self, mpsc::Receiver<Inbound>), TransportError> {
+        Self::start_with_tls(node_id, listener, peers, None)
+    }
+
+    /// [`TcpTransport::bind`] with mutual TLS on every peer connection when `tls` is set.
+    pub async fn bind_with_tls(
+        node_id: NodeId,
+        listen_addr: SocketAddr,
+        peers: BTreeMap<NodeId, SocketAddr>,
+        tls: Option<Arc<dyn PeerTls>>,
+    ) -> Result<(Self, mpsc::Receiver<Inbound>), TransportError> {
+        let listener = TcpListener::bind(listen_addr).await.map_err(|source| TransportError::Bind { addr: listen_addr, source })?;
+        Self::start_with_tls(node_id, listener, peers, tls)
+    }
+
+    /// [`TcpTransport::start`] with mutual TLS on every peer connection when `tls` is set.
+    pub fn start_with_tls(
+        node_id: NodeId,
+        listener: TcpListener,
+        peers: BTreeMap<NodeId, SocketAddr>,
+        tls: Option<Arc<dyn PeerTls>>,
+    ) -> Result<(Self, mpsc::Receiver<Inbound>), TransportError> {
         let local_addr = listener.local_addr()?;
         let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE_BATCHES_MAX);
         let (task_alive, tasks_done) = mpsc::channel(1);
@@ -153,6 +206,7 @@ impl TcpTransport {
             inbound_connections: Mutex::new(BTreeMap::new()),
             inbound_tx,
             shutdown_tx: watch::Sender::new(false),
+            tls,
         });
         tokio::spawn(accept_loop(endpoint.clone(), listener, task_alive.clone()));
         let transport =
@@ -160,7 +214,7 @@ impl TcpTransport {
         for (peer_id, addr) in peers {
             transport.set_peer(peer_id, addr);
         }
-        info!(node_id, %local_addr, "transport listening");
+        info!(node_id, %local_addr, tls = transport.endpoint.tls.is_some(), "transport listening");
         Ok((transport, inbound_rx))
     }
 
@@ -329,11 +383,25 @@ async fn serve_inbound(
 }
 
 async fn serve_inbound_connection(endpoint: &Endpoint, stream: TcpStream, connection_id: u64) -> Result<(), TransportError> {
+    let (stream, certificate): (BoxedStream, Option<CertificateDer<'static>>) = match &endpoint.tls {
+        None => (Box::new(stream), None),
+        Some(tls) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.acceptor_config());
+            let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                .await
+                .map_err(|_| TransportError::Timeout(HANDSHAKE_TIMEOUT))?
+                .map_err(|error| TransportError::Tls(error.to_string()))?;
+            // The acceptor's config requires a client certificate: rustls fails the handshake
+            // without one, so a missing one here is a misconfigured acceptor.
+            let certificate = stream.get_ref().1.peer_certificates().and_then(|chain| chain.first()).cloned();
+            let certificate = certificate.ok_or_else(|| TransportError::Tls("the dialer presented no certificate".into()))?;
+            (Box::new(stream), Some(certificate))
+        }
+    };
     let mut connection = BufReader::with_capacity(READ_BUFFER_BYTES, stream);
     let mut body = Vec::new();
-    let from = tokio::time::timeout(HANDSHAKE_TIMEOUT, accept_handshake(endpoint.node_id, &mut connection, &mut body))
-        .await
-        .map_err(|_| TransportError::Timeout(HANDSHAKE_TIMEOUT))??;
+    let handshake = accept_handshake(endpoint.node_id, certificate.as_ref(), &mut connection, &mut body);
+    let from = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await.map_err(|_| TransportError::Timeout(HANDSHAKE_TIMEOUT))??;
     let (_registration, mut replaced_rx) = InboundRegistration::new(endpoint, from, connection_id);
     loop {
         let more = tokio::select! {
@@ -368,11 +436,33 @@ async fn serve_inbound_connection(endpoint: &Endpoint, stream: TcpStream, connec
     }
 }
 
+/// Fails unless `certificate` (verified against the cluster CA by the TLS handshake) names the
+/// node `node_id_claimed`.
+fn check_identity(certificate: &CertificateDer<'_>, node_id_claimed: NodeId) -> Result<(), TransportError> {
+    let parsed = webpki::EndEntityCert::try_from(certificate).map_err(|error| TransportError::Tls(error.to_string()))?;
+    let name = ServerName::try_from(node_certificate_name(node_id_claimed)).expect("node-<id> is a valid DNS name");
+    if parsed.verify_is_valid_for_subject_name(&name).is_ok() {
+        return Ok(());
+    }
+    let certificate_name = parsed.valid_dns_names().next().map(str::to_string);
+    Err(TransportError::IdentityMismatch { node_id_claimed, certificate_name })
+}
+
 /// Reads the dialer's handshake, answers with ours, then checks the dialer's. Answering first
-/// lets a dialer of another version log the mismatch clearly too.
-async fn accept_handshake(node_id: NodeId, connection: &mut BufReader<TcpStream>, body: &mut Vec<u8>) -> Result<NodeId, TransportError> {
+/// lets a dialer of another version log the mismatch clearly too. With TLS, a dialer whose
+/// `certificate` does not name the node it claims gets no answer: it never counts as connected,
+/// and (checked before the connection is registered) never replaces that node's connection.
+async fn accept_handshake(
+    node_id: NodeId,
+    certificate: Option<&CertificateDer<'static>>,
+    connection: &mut BufReader<BoxedStream>,
+    body: &mut Vec<u8>,
+) -> Result<NodeId, TransportError> {
     if !read_frame(connection, body).await? {
         return Err(TransportError::Closed);
+    }
+    if let (Some(certificate), Ok(claimed)) = (certificate, decode_handshake(body)) {
+        check_identity(certificate, claimed)?;
     }
     let mut reply = Vec::new();
     encode_handshake(&mut reply, node_id);
@@ -446,7 +536,7 @@ async fn run_writer(
                 }
                 continue;
             }
-            dialed = dial(endpoint.node_id, peer_id, addr, connect_timeout(failures_consecutive)) => dialed,
+            dialed = dial(&endpoint, peer_id, addr, connect_timeout(failures_consecutive)) => dialed,
         };
         match dialed {
             Ok(stream) => {
@@ -499,11 +589,25 @@ fn connect_timeout(failures: u64) -> Duration {
 }
 
 /// Connects to `addr` and exchanges handshakes; checks that the node there is `peer_id`.
-async fn dial(node_id: NodeId, peer_id: NodeId, addr: SocketAddr, connect_timeout: Duration) -> Result<TcpStream, TransportError> {
-    let mut stream =
+/// With TLS, the acceptor's certificate must name `node-<peer_id>`.
+async fn dial(endpoint: &Endpoint, peer_id: NodeId, addr: SocketAddr, connect_timeout: Duration) -> Result<BoxedStream, TransportError> {
+    let node_id = endpoint.node_id;
+    let stream =
         tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await.map_err(|_| TransportError::Timeout(connect_timeout))??;
     // Raft heartbeats and votes are small and latency-bound; never hold them for Nagle.
     stream.set_nodelay(true)?;
+    let mut stream: BoxedStream = match &endpoint.tls {
+        None => Box::new(stream),
+        Some(tls) => {
+            let connector = tokio_rustls::TlsConnector::from(tls.connector_config());
+            let name = ServerName::try_from(node_certificate_name(peer_id)).expect("node-<id> is a valid DNS name");
+            let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(name, stream))
+                .await
+                .map_err(|_| TransportError::Timeout(HANDSHAKE_TIMEOUT))?
+                .map_err(|error| TransportError::Tls(error.to_string()))?;
+            Box::new(stream)
+        }
+    };
     let mut hello = Vec::new();
     encode_handshake(&mut hello, node_id);
     let mut body = Vec::new();
@@ -527,7 +631,7 @@ async fn dial(node_id: NodeId, peer_id: NodeId, addr: SocketAddr, connect_timeou
 /// the connection fails, the peer moves or is removed, or the transport shuts down.
 async fn write_batches(
     endpoint: &Endpoint,
-    stream: TcpStream,
+    stream: BoxedStream,
     queue_rx: &mut mpsc::Receiver<Batch>,
     addr_rx: &mut watch::Receiver<SocketAddr>,
     shutdown: &mut watch::Receiver<bool>,

@@ -110,6 +110,10 @@ mod real {
             /// built with `--features planted-bugs`), to show the checker catches it.
             #[arg(long = "planted-bug")]
             planted_bugs: Vec<String>,
+            /// Run the cluster with TLS: on every client listener (the workers connect over
+            /// TLS) and mutual TLS on peer links, with certificates from `odradek tls init`.
+            #[arg(long)]
+            tls: bool,
         },
         /// Re-check DIR/history.jsonl; print the summary (and rewrite verdict, summary and plots with --write).
         Check {
@@ -141,6 +145,7 @@ mod real {
                 fault_window,
                 recovery,
                 planted_bugs,
+                tls,
             } => {
                 let nemesis = match nemesis::parse_kinds(&nemesis) {
                     Ok(kinds) => kinds,
@@ -179,6 +184,7 @@ mod real {
                     fault_window: seconds(fault_window),
                     recovery: seconds(recovery),
                     planted_bugs,
+                    tls,
                 };
                 if let Err(error) = config.validate() {
                     return usage(&error);

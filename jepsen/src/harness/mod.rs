@@ -88,6 +88,9 @@ pub struct RunConfig {
     pub recovery: Duration,
     /// Deliberate breakages every server is started with (`--planted-bug`, test builds only).
     pub planted_bugs: Vec<String>,
+    /// TLS on client listeners and mutual TLS on peer links (certificates from `odradek tls
+    /// init` under `out/certs`); the proxies forward the encrypted bytes unchanged.
+    pub tls: bool,
 }
 
 impl RunConfig {
@@ -142,8 +145,10 @@ pub async fn run(config: &RunConfig) -> Result<(History, RunNotes), String> {
     let client_ports: Vec<u16> = ports.iter().map(|p| p.1).collect();
     let proxies = Arc::new(Proxies::start(&peer_ports, &client_ports).await.map_err(|e| format!("starting proxies: {e}"))?);
     let client_proxies = (1..=config.nodes as u64).map(|id| proxies.client_port(id)).collect();
-    let cluster = ProcessCluster::new(&config.binary, &data_dir, &ports, proxies.port_matrix(), client_proxies, &config.planted_bugs)
+    let (tls_flags, client_tls) = if config.tls { tls_certificates(config)? } else { (Vec::new(), None) };
+    let mut cluster = ProcessCluster::new(&config.binary, &data_dir, &ports, proxies.port_matrix(), client_proxies, &config.planted_bugs)
         .map_err(|e| format!("cluster layout: {e}"))?;
+    cluster.set_tls_flags(tls_flags);
     let cluster = Arc::new(Mutex::new(cluster));
     let targets: Vec<_> = {
         let mut cluster = cluster.lock().expect("cluster lock");
@@ -157,7 +162,7 @@ pub async fn run(config: &RunConfig) -> Result<(History, RunNotes), String> {
     }
     let bootstrap = cluster.lock().expect("cluster lock").client_addresses();
     notes.info.push(format!("nodes (client addresses): {}", bootstrap.join(", ")));
-    let target = WorkloadTarget { bootstrap, topic: TOPIC.to_string(), keys: config.keys, acks: config.acks };
+    let target = WorkloadTarget { bootstrap, topic: TOPIC.to_string(), keys: config.keys, acks: config.acks, tls: client_tls };
     create_topic(&target, config.replication_factor).await?;
 
     let started = Instant::now();
@@ -235,11 +240,27 @@ pub async fn run(config: &RunConfig) -> Result<(History, RunNotes), String> {
     Ok((history, notes))
 }
 
+/// `odradek tls init` under `out/certs`: the servers' `--tls-dir` flags and the workers' TLS.
+fn tls_certificates(config: &RunConfig) -> Result<(Vec<String>, Option<odradek_client::tls::ClientTls>), String> {
+    let dir = config.out.join("certs");
+    let nodes: Vec<String> = (1..=config.nodes).map(|id| id.to_string()).collect();
+    let output = std::process::Command::new(&config.binary)
+        .args(["tls", "init", dir.to_str().ok_or("the output dir is not UTF-8")?, "--force", "--nodes", &nodes.join(",")])
+        .output()
+        .map_err(|e| format!("running {} tls init: {e}", config.binary.display()))?;
+    if !output.status.success() {
+        return Err(format!("odradek tls init failed: {}", String::from_utf8_lossy(&output.stderr)));
+    }
+    let flags = vec!["--tls-dir".to_string(), dir.to_str().expect("checked above").to_string()];
+    Ok((flags, Some(odradek_client::tls::ClientTls::new(odradek_client::tls::Pem::File(dir.join("ca.pem"))))))
+}
+
 /// Creates the topic and waits until each partition has a leader, within [`SETUP_TIMEOUT`].
 async fn create_topic(target: &WorkloadTarget, replication_factor: u32) -> Result<(), String> {
     let bootstrap: Vec<&str> = target.bootstrap.iter().map(String::as_str).collect();
     let admin = Admin::with_cluster(
-        odradek_client::ClusterSession::new(&bootstrap, workload::cluster_config("jepsen-setup".into())).map_err(|e| e.to_string())?,
+        odradek_client::ClusterSession::new(&bootstrap, workload::cluster_config("jepsen-setup".into(), &target.tls))
+            .map_err(|e| e.to_string())?,
     );
     let deadline = Instant::now() + SETUP_TIMEOUT;
     let mut error_last = String::new();

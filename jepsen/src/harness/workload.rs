@@ -121,6 +121,8 @@ pub struct WorkloadTarget {
     pub topic: String,
     pub keys: u32,
     pub acks: Acks,
+    /// The workers' TLS (None: plaintext).
+    pub tls: Option<odradek_client::tls::ClientTls>,
 }
 
 impl WorkloadTarget {
@@ -138,12 +140,13 @@ impl WorkloadTarget {
 }
 
 /// Short client bounds: a fault must turn into an op outcome within seconds, not minutes.
-pub fn cluster_config(client_id: String) -> ClusterConfig {
+pub fn cluster_config(client_id: String, tls: &Option<odradek_client::tls::ClientTls>) -> ClusterConfig {
     ClusterConfig {
         client_id,
         connection: ConnectionConfig {
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(3),
+            tls: tls.clone(),
             ..Default::default()
         },
         retry_backoff: Duration::from_millis(50),
@@ -152,14 +155,14 @@ pub fn cluster_config(client_id: String) -> ClusterConfig {
     }
 }
 
-fn producer_config(acks: Acks, process: Process) -> ProducerConfig {
-    let (acks, idempotence) = match acks {
+fn producer_config(target: &WorkloadTarget, process: Process) -> ProducerConfig {
+    let (acks, idempotence) = match target.acks {
         Acks::All => (odradek_client::Acks::All, true),
         Acks::One => (odradek_client::Acks::Leader, false),
         Acks::Zero => (odradek_client::Acks::None, false),
     };
     ProducerConfig {
-        cluster: cluster_config(format!("jepsen-producer-{process}")),
+        cluster: cluster_config(format!("jepsen-producer-{process}"), &target.tls),
         acks,
         idempotence,
         linger: Duration::from_millis(1),
@@ -197,21 +200,17 @@ pub async fn producer_worker(
     }
     while !*stop.borrow() {
         let process = recorder.new_process();
-        let producer = match tokio::time::timeout(
-            OP_TIMEOUT_MARGIN,
-            Producer::new(&target.bootstrap(), producer_config(target.acks, process)),
-        )
-        .await
-        {
-            Ok(Ok(producer)) => producer,
-            _ => {
-                // No op was recorded for this process: it simply never acts.
-                if sleep_or_stop(RETRY_PAUSE, &mut stop).await {
-                    return;
+        let producer =
+            match tokio::time::timeout(OP_TIMEOUT_MARGIN, Producer::new(&target.bootstrap(), producer_config(&target, process))).await {
+                Ok(Ok(producer)) => producer,
+                _ => {
+                    // No op was recorded for this process: it simply never acts.
+                    if sleep_or_stop(RETRY_PAUSE, &mut stop).await {
+                        return;
+                    }
+                    continue;
                 }
-                continue;
-            }
-        };
+            };
         let mut tick = Instant::now();
         loop {
             tick += interval;
@@ -298,7 +297,7 @@ fn ended<T>(outcome: Result<Result<T, ClientError>, tokio::time::error::Elapsed>
 /// process was retired (or could not start) on the way.
 async fn new_consumer(recorder: &Recorder, target: &WorkloadTarget, process: Process) -> Option<Consumer> {
     let config = ConsumerConfig {
-        cluster: cluster_config(format!("jepsen-consumer-{process}")),
+        cluster: cluster_config(format!("jepsen-consumer-{process}"), &target.tls),
         auto_offset_reset: SeekTo::Beginning,
         wait_ms_max: 200,
         ..Default::default()
@@ -429,8 +428,8 @@ pub async fn consumer_worker(recorder: Arc<Recorder>, target: WorkloadTarget, mu
 /// of a partition know of it. Sampled every [`OBSERVE_INTERVAL`]: a leadership shorter than that
 /// can still be missed, which matters only for the acks=1 rules (L5–L7).
 pub async fn leader_observer(recorder: Arc<Recorder>, target: WorkloadTarget, mut stop: watch::Receiver<bool>) {
-    let Ok(admin) =
-        odradek_client::ClusterSession::new(&target.bootstrap(), cluster_config("jepsen-observer".into())).map(Admin::with_cluster)
+    let Ok(admin) = odradek_client::ClusterSession::new(&target.bootstrap(), cluster_config("jepsen-observer".into(), &target.tls))
+        .map(Admin::with_cluster)
     else {
         return;
     };
@@ -467,7 +466,10 @@ pub async fn final_drain(recorder: &Recorder, target: &WorkloadTarget) -> Result
     recorder.history().final_drain().expect("nemesis ops always fit");
     *recorder.dump.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(BTreeMap::new());
     let deadline = Instant::now() + DRAIN_TIMEOUT;
-    let admin = Admin::new(&target.bootstrap()).map_err(|e| e.to_string())?;
+    let admin = Admin::with_cluster(
+        odradek_client::ClusterSession::new(&target.bootstrap(), cluster_config("jepsen-drain".into(), &target.tls))
+            .map_err(|e| e.to_string())?,
+    );
     let mut ends: BTreeMap<u32, u64> = BTreeMap::new();
     while ends.len() < target.keys as usize {
         if Instant::now() > deadline {

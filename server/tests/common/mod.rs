@@ -76,8 +76,11 @@ impl ProcessCluster {
     }
 
     /// A configuration file for node `id` with `settings` (the flags' equivalent, plus them).
+    /// Settings come before `[[nodes]]`, so they may end in a table (`[tls]`).
     fn config_file(&self, id: u64, settings: &str) -> PathBuf {
         let node = &self.nodes[id as usize - 1];
+        // `{id}` in the settings is this node's id (per-node file names: TLS certificates).
+        let settings = settings.replace("{id}", &id.to_string());
         let mut text = format!("id = {id}\ndata_dir = {:?}\ntick_ms = 20\n{settings}\n", node.data_dir.to_str().unwrap());
         for n in &self.nodes {
             text.push_str(&format!(

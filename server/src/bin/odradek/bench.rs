@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use clap::{Args, Subcommand};
 use hdrhistogram::Histogram;
-use odradek_client::{Acks, Admin, Consumer, ConsumerConfig, Offset, OffsetQuery, Producer, ProducerConfig, ProducerRecord};
+use odradek_client::{Acks, Consumer, ConsumerConfig, Offset, OffsetQuery, Producer, ProducerConfig, ProducerRecord};
 
 use crate::client_commands::{AcksArg, Bootstrap};
 use crate::output::{note, say};
@@ -100,9 +100,8 @@ fn summary(what: &str, records: u64, bytes: u64, elapsed: Duration, latency: &Hi
 
 async fn produce(bootstrap: &Bootstrap, args: ProduceBench) -> Result<(), String> {
     let addresses = bootstrap.addresses();
-    let created = crate::topic_setup::ensure_topic(addresses[0], &args.topic, args.partitions, args.replication_factor).await?;
-    let partitions =
-        Admin::new(&addresses).map_err(|e| e.to_string())?.describe_topic(&args.topic).await.map_err(|e| e.to_string())?.partitions.len();
+    let created = crate::topic_setup::ensure_topic(bootstrap.admin()?, &args.topic, args.partitions, args.replication_factor).await?;
+    let partitions = bootstrap.admin()?.describe_topic(&args.topic).await.map_err(|e| e.to_string())?.partitions.len();
     let acks = args.acks.to_acks();
     say!(
         "bench produce: topic {:?} ({} partitions{}), {} records of {} bytes, keys {}, producers {}, acks {:?}, rate {}, batch {} B, linger {} ms",
@@ -146,6 +145,7 @@ async fn produce(bootstrap: &Bootstrap, args: ProduceBench) -> Result<(), String
             idempotence: acks == Acks::All,
             batch_bytes: args.batch_bytes,
             linger: Duration::from_millis(args.linger_ms),
+            cluster: bootstrap.cluster()?,
             ..ProducerConfig::default()
         };
         let producer = Producer::new(&addresses, config).await.map_err(|e| e.to_string())?;
@@ -216,7 +216,7 @@ async fn consume(bootstrap: &Bootstrap, args: ConsumeBench) -> Result<(), String
         return crate::bench_group::consume_group(bootstrap, &args.topic, args.records, args.fetch_bytes, group).await;
     }
     let addresses = bootstrap.addresses();
-    let admin = Admin::new(&addresses).map_err(|e| e.to_string())?;
+    let admin = bootstrap.admin()?;
     let topic = admin.describe_topic(&args.topic).await.map_err(|e| e.to_string())?;
     let mut target = 0;
     for partition in &topic.partitions {
@@ -228,7 +228,7 @@ async fn consume(bootstrap: &Bootstrap, args: ConsumeBench) -> Result<(), String
         target = target.min(args.records);
     }
     say!("bench consume: topic {:?} ({} partitions), {target} records, fetch {} B", args.topic, topic.partitions.len(), args.fetch_bytes);
-    let config = ConsumerConfig { bytes_max: args.fetch_bytes, ..ConsumerConfig::default() };
+    let config = ConsumerConfig { bytes_max: args.fetch_bytes, cluster: bootstrap.cluster()?, ..ConsumerConfig::default() };
     let mut consumer = Consumer::new(&addresses, config).map_err(|e| e.to_string())?;
     consumer.assign(topic.partitions.iter().map(|p| (args.topic.clone(), p.partition)).collect()).map_err(|e| e.to_string())?;
     for partition in &topic.partitions {

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use hdrhistogram::Histogram;
-use odradek_client::{Admin, Consumer, ConsumerConfig, OffsetQuery, OffsetReset, Producer, ProducerConfig, ProducerRecord};
+use odradek_client::{Consumer, ConsumerConfig, OffsetQuery, OffsetReset, Producer, ProducerConfig, ProducerRecord};
 use tokio::sync::watch;
 
 use crate::client_commands::{Bootstrap, GroupProtocolArg};
@@ -71,7 +71,7 @@ struct Shared {
     assignment: Mutex<BTreeMap<u32, BTreeSet<u32>>>,
 }
 
-fn member_config(args: &GroupBenchArgs, fetch_bytes: u32, index: u32) -> ConsumerConfig {
+fn member_config(args: &GroupBenchArgs, fetch_bytes: u32, index: u32, cluster: &odradek_client::ClusterConfig) -> ConsumerConfig {
     let mut config = ConsumerConfig {
         bytes_max: fetch_bytes,
         group_id: Some(args.group.clone()),
@@ -80,6 +80,7 @@ fn member_config(args: &GroupBenchArgs, fetch_bytes: u32, index: u32) -> Consume
         heartbeat_interval: Duration::from_millis(args.heartbeat_interval_ms),
         enable_auto_commit: false,
         group_offset_reset: OffsetReset::Earliest,
+        cluster: cluster.clone(),
         ..ConsumerConfig::default()
     };
     config.cluster.client_id = format!("bench-member-{index}");
@@ -150,8 +151,8 @@ pub async fn consume_group(
         return Err(format!("--members {} outside 1..={MEMBERS_MAX}", args.members));
     }
     let addresses: Vec<String> = bootstrap.addresses().into_iter().map(String::from).collect();
-    let bootstrap_list: Vec<&str> = addresses.iter().map(String::as_str).collect();
-    let admin = Admin::new(&bootstrap_list).map_err(|e| e.to_string())?;
+    let admin = bootstrap.admin()?;
+    let cluster = bootstrap.cluster()?;
     let info = admin.describe_topic(topic).await.map_err(|e| e.to_string())?;
     let mut target = 0;
     for partition in &info.partitions {
@@ -186,7 +187,7 @@ pub async fn consume_group(
     let start = Instant::now();
     let mut members = BTreeMap::new();
     for index in 0..args.members {
-        let config = member_config(&args, fetch_bytes, index);
+        let config = member_config(&args, fetch_bytes, index, &cluster);
         let task = member(index, addresses.clone(), config, topic.to_string(), shared.clone(), stopping.clone());
         members.insert(index, tokio::spawn(task));
     }
@@ -223,7 +224,7 @@ pub async fn consume_group(
         return Err(format!("the group read {records} of {target} records within {} s", THROUGHPUT_PHASE_MAX.as_secs()));
     }
     let failover = if args.members >= 2 && !args.no_failover {
-        failover(&addresses, topic, &info, &args, &shared, &mut members).await
+        failover(&addresses, &cluster, topic, &info, &args, &shared, &mut members).await
     } else {
         Ok(())
     };
@@ -237,6 +238,7 @@ pub async fn consume_group(
 /// Phase 2: keep the partitions fed, drop one member, time until its partitions are read again.
 async fn failover(
     addresses: &[String],
+    cluster: &odradek_client::ClusterConfig,
     topic: &str,
     info: &odradek_client::TopicInfo,
     args: &GroupBenchArgs,
@@ -244,7 +246,9 @@ async fn failover(
     members: &mut BTreeMap<u32, tokio::task::JoinHandle<()>>,
 ) -> Result<(), String> {
     let bootstrap: Vec<&str> = addresses.iter().map(String::as_str).collect();
-    let producer = Producer::new(&bootstrap, ProducerConfig::default()).await.map_err(|e| e.to_string())?;
+    let producer = Producer::new(&bootstrap, ProducerConfig { cluster: cluster.clone(), ..ProducerConfig::default() })
+        .await
+        .map_err(|e| e.to_string())?;
     let partitions: Vec<u32> = info.partitions.iter().map(|p| p.partition).collect();
     let (stop_feed, mut feed_stopping) = watch::channel(false);
     let feed = {

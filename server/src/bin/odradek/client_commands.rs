@@ -2,11 +2,14 @@
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
+use odradek_client::tls::{ClientTls, Pem};
 use odradek_client::{
-    Acks, Admin, ClientError, Consumer, ConsumerConfig, Offset, OffsetQuery, Producer, ProducerConfig, ProducerRecord, TopicConfig,
+    Acks, Admin, ClientError, ClusterConfig, ClusterSession, Consumer, ConsumerConfig, Offset, OffsetQuery, Producer, ProducerConfig,
+    ProducerRecord, TopicConfig,
 };
 
 use crate::output::{note, say};
@@ -17,9 +20,46 @@ pub struct Bootstrap {
     /// Comma-separated addresses of any nodes of the cluster.
     #[arg(long, short = 'b', env = "ODRADEK_BOOTSTRAP", default_value = crate::DEFAULT_BOOTSTRAP, global = true)]
     pub bootstrap: String,
+    /// Connect with TLS, trusting the CA certificates in this PEM file.
+    #[arg(long, env = "ODRADEK_TLS_CA", global = true)]
+    pub tls_ca: Option<PathBuf>,
+    /// A client certificate (PEM) to present, for listeners that require one (with --tls-key).
+    #[arg(long, env = "ODRADEK_TLS_CERT", global = true, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "ODRADEK_TLS_KEY", global = true, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// The name to check the servers' certificates against (default: the host dialed).
+    #[arg(long, global = true)]
+    pub tls_server_name: Option<String>,
 }
 
 impl Bootstrap {
+    /// The client settings these flags ask for (TLS when --tls-ca is given).
+    pub fn cluster(&self) -> Result<ClusterConfig, String> {
+        let mut config = ClusterConfig::default();
+        let Some(ca) = &self.tls_ca else {
+            if self.tls_cert.is_some() {
+                return Err("--tls-cert needs --tls-ca (the CA that signs the servers' certificates)".into());
+            }
+            return Ok(config);
+        };
+        let mut tls = ClientTls::new(Pem::File(ca.clone()));
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            tls.identity = Some((Pem::File(cert.clone()), Pem::File(key.clone())));
+        }
+        tls.server_name = self.tls_server_name.clone();
+        // Read now: a missing or bad file is reported before any connection is tried.
+        tls.config().map_err(|e| e.to_string())?;
+        config.connection.tls = Some(tls);
+        Ok(config)
+    }
+
+    /// An admin client on these addresses with these settings.
+    pub fn admin(&self) -> Result<Admin, String> {
+        Ok(Admin::with_cluster(ClusterSession::new(&self.addresses(), self.cluster()?).map_err(explain)?))
+    }
+
     pub fn addresses(&self) -> Vec<&str> {
         self.bootstrap.split(',').map(str::trim).filter(|a| !a.is_empty()).collect()
     }
@@ -60,7 +100,7 @@ pub enum TopicCommand {
 }
 
 pub async fn topic(bootstrap: &Bootstrap, command: TopicCommand) -> Result<(), String> {
-    let admin = Admin::new(&bootstrap.addresses()).map_err(explain)?;
+    let admin = bootstrap.admin()?;
     match command {
         TopicCommand::Create { name, partitions, replication_factor, retention_ms, retention_bytes, segment_bytes } => {
             let config = TopicConfig {
@@ -145,7 +185,12 @@ pub struct ProduceArgs {
 /// One record per stdin line.
 pub async fn produce(bootstrap: &Bootstrap, args: ProduceArgs) -> Result<(), String> {
     let acks = args.acks.to_acks();
-    let config = ProducerConfig { acks, idempotence: !args.no_idempotence && acks == Acks::All, ..ProducerConfig::default() };
+    let config = ProducerConfig {
+        acks,
+        idempotence: !args.no_idempotence && acks == Acks::All,
+        cluster: bootstrap.cluster()?,
+        ..ProducerConfig::default()
+    };
     let producer = Producer::new(&bootstrap.addresses(), config).await.map_err(explain)?;
     let (lines, mut lines_rx) = tokio::sync::mpsc::channel::<String>(1024);
     // Stdin is blocking: read it on its own thread (the CLI runs on real tokio only).
@@ -311,7 +356,7 @@ pub async fn consume(bootstrap: &Bootstrap, args: ConsumeArgs) -> Result<(), Str
         return crate::group_commands::consume_in_group(bootstrap, args).await;
     }
     let addresses = bootstrap.addresses();
-    let admin = Admin::new(&addresses).map_err(explain)?;
+    let admin = bootstrap.admin()?;
     let topic = admin.describe_topic(&args.topic).await.map_err(explain)?;
     let partitions: Vec<u32> =
         if args.partition.is_empty() { topic.partitions.iter().map(|p| p.partition).collect() } else { args.partition.clone() };
@@ -338,7 +383,8 @@ pub async fn consume(bootstrap: &Bootstrap, args: ConsumeArgs) -> Result<(), Str
             ));
         }
     }
-    let mut consumer = Consumer::new(&addresses, ConsumerConfig::default()).map_err(explain)?;
+    let mut consumer =
+        Consumer::new(&addresses, ConsumerConfig { cluster: bootstrap.cluster()?, ..ConsumerConfig::default() }).map_err(explain)?;
     consumer.assign(partitions.iter().map(|&p| (args.topic.clone(), p)).collect()).map_err(explain)?;
     let start = match (args.from_end, args.offset) {
         (true, _) => Offset::End,
@@ -380,7 +426,7 @@ pub enum ClusterCommand {
 
 pub async fn cluster(bootstrap: &Bootstrap, command: ClusterCommand) -> Result<(), String> {
     let ClusterCommand::Status = command;
-    let admin = Admin::new(&bootstrap.addresses()).map_err(explain)?;
+    let admin = bootstrap.admin()?;
     let description = admin.describe_cluster().await.map_err(explain)?;
     // Each node reports the partitions it hosts; the leader's report has the follower lags.
     let mut partitions: BTreeMap<(String, u32), odradek_client::admin::PartitionState> = BTreeMap::new();

@@ -9,6 +9,7 @@ mod client_commands;
 mod group_commands;
 mod node_commands;
 mod output;
+mod tls_commands;
 mod topic_setup;
 
 use std::process::ExitCode;
@@ -75,6 +76,11 @@ enum Command {
         #[command(subcommand)]
         command: bench::BenchCommand,
     },
+    /// Certificates for a TLS cluster (see README, "Security").
+    Tls {
+        #[command(subcommand)]
+        command: tls_commands::TlsCommand,
+    },
 }
 
 fn init_logging(default_filter: &str) {
@@ -121,6 +127,7 @@ async fn main() -> ExitCode {
             init_logging("warn");
             bench::bench(&bootstrap, command).await
         }
+        Command::Tls { command } => tls_commands::tls(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use odradek_log::FsDisk;
-use odradek_server::config::{parse_member, Member, ServerConfig};
+use odradek_server::config::{parse_member, Member, ServerConfig, TlsSettings};
 use odradek_server::data_dir::DataDirLock;
 use odradek_server::{system_clock, Server};
 
@@ -43,10 +43,52 @@ pub struct ServerArgs {
     /// third of it).
     #[arg(long)]
     group_session_timeout_ms: Option<u32>,
+    /// TLS with the files `odradek tls init DIR` wrote: DIR/node-<id>.pem and .key on the
+    /// client listener and peer links, DIR/ca.pem as the peers' CA. The flags below override.
+    #[arg(long)]
+    tls_dir: Option<PathBuf>,
+    /// The client listener's certificate chain (PEM): clients must connect with TLS.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The client listener's private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (mutual TLS on the client listener).
+    #[arg(long)]
+    tls_client_ca: Option<PathBuf>,
+    /// Mutual TLS on peer links: this node's certificate (naming node-<id>), with
+    /// --peer-tls-key and --peer-tls-ca.
+    #[arg(long, requires_all = ["peer_tls_key", "peer_tls_ca"])]
+    peer_tls_cert: Option<PathBuf>,
+    /// This node's private key for peer links (PEM).
+    #[arg(long, requires_all = ["peer_tls_cert", "peer_tls_ca"])]
+    peer_tls_key: Option<PathBuf>,
+    /// The cluster CA that signs every node's certificate.
+    #[arg(long, requires_all = ["peer_tls_cert", "peer_tls_key"])]
+    peer_tls_ca: Option<PathBuf>,
     /// TEST ONLY (`planted-bugs` builds): run with a deliberate breakage the checkers must catch.
     #[cfg(feature = "planted-bugs")]
     #[arg(long = "planted-bug")]
     planted_bugs: Vec<odradek_server::planted::PlantedBug>,
+}
+
+/// The `[tls]` settings the flags ask for: `--tls-dir`'s files, each overridden by its flag.
+fn tls_settings(args: &ServerArgs, id: u64) -> TlsSettings {
+    let mut tls = args.tls_dir.as_deref().map(|dir| TlsSettings::from_dir(dir, id)).unwrap_or_default();
+    let flags = [
+        (&mut tls.cert, &args.tls_cert),
+        (&mut tls.key, &args.tls_key),
+        (&mut tls.client_ca, &args.tls_client_ca),
+        (&mut tls.peer_cert, &args.peer_tls_cert),
+        (&mut tls.peer_key, &args.peer_tls_key),
+        (&mut tls.peer_ca, &args.peer_tls_ca),
+    ];
+    for (setting, flag) in flags {
+        if flag.is_some() {
+            setting.clone_from(flag);
+        }
+    }
+    tls
 }
 
 /// `--group-session-timeout-ms`: the consumer protocol's session, and a heartbeat interval that
@@ -64,7 +106,8 @@ pub async fn server(args: ServerArgs) -> Result<(), String> {
     let mut config = match args.config {
         Some(path) => ServerConfig::from_file(path).map_err(|e| e.to_string())?,
         None => {
-            let mut config = ServerConfig::new(args.id.expect("clap: required"), args.data_dir.expect("clap: required"), args.nodes);
+            let mut config =
+                ServerConfig::new(args.id.expect("clap: required"), args.data_dir.clone().expect("clap: required"), args.nodes.clone());
             config.tick_ms = args.tick_ms;
             config.client_listen = args.client_listen;
             config.kafka_listen = args.kafka_listen;
@@ -72,6 +115,7 @@ pub async fn server(args: ServerArgs) -> Result<(), String> {
                 me.kafka.get_or_insert(listen);
             }
             set_group_session(&mut config, args.group_session_timeout_ms);
+            config.tls = tls_settings(&args, config.id);
             config.validate().map_err(|e| e.to_string())?;
             config
         }
@@ -178,7 +222,9 @@ pub async fn playground(args: PlaygroundArgs) -> Result<(), String> {
         servers.push(server);
     }
     let bootstrap = members[0].client.to_string();
-    let created = crate::topic_setup::ensure_topic(&bootstrap, "demo", args.partitions, 3).await?;
+    let created =
+        crate::topic_setup::ensure_topic(odradek_client::Admin::new(&[&bootstrap]).map_err(|e| e.to_string())?, "demo", args.partitions, 3)
+            .await?;
     let addresses: Vec<String> = members.iter().map(|m| m.client.to_string()).collect();
     say!("Odradek playground: 3 nodes on {}", addresses.join(", "));
     say!("Data: {} (kept across runs; delete it to start over)", data_dir.display());

@@ -53,8 +53,7 @@ async fn a_replica_reports_a_leader(admin: &Admin, topic: &str, partition: &Part
 }
 
 /// Creates `topic` unless it exists; `Ok(true)` when this call created it. Waits for leaders.
-pub async fn ensure_topic(bootstrap: &str, topic: &str, partitions: u32, replication_factor: u32) -> Result<bool, String> {
-    let admin = Admin::new(&[bootstrap]).map_err(|e| e.to_string())?;
+pub async fn ensure_topic(admin: Admin, topic: &str, partitions: u32, replication_factor: u32) -> Result<bool, String> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let created = loop {
         match admin.create_topic(topic, partitions, replication_factor, TopicConfig::default()).await {
