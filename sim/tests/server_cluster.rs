@@ -125,6 +125,16 @@ fn planted_trust_recovery_cut_is_caught() {
     planted_bug_is_caught(PlantedBug::TrustRecoveryCut, Scenario::Disk, 1..=60, &["R8"]);
 }
 
+// A suspect replica judges a candidate by its last term alone: R8 e compares the candidate's
+// last index with the suspicion's bound (seed 16 here, where the seeds run in order on one
+// thread: node 1 granted its vote to a log ending at index 10, bound 11; in a fresh process, as
+// `odradek-sim sweep` runs them, seed 99 alone of 1..=150, bound 9 against index 8). Before the
+// check looked at the index, R8 passed such votes. A narrow window, so the range is wide.
+#[test]
+fn planted_suspect_vote_by_term_only_is_caught() {
+    planted_bug_is_caught(PlantedBug::SuspectVoteByTermOnly, Scenario::Disk, 1..=150, &["R8"]);
+}
+
 // F-N9: network seed 15 resets three connections in place of produce answers (while no other
 // fault is on). The idempotent retries are absorbed (the run passes), and without the dedup
 // check the same retries are appended twice: L2 names the values sent in the reset windows.
