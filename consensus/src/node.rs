@@ -156,10 +156,6 @@ pub struct Planted {
     /// A suspect replica judges a candidate complete by its last term alone, never checking its
     /// last index against the suspicion's bound (breaks R8 e).
     pub suspect_vote_by_term_only: bool,
-    /// Opening a group, a recovery cut is neither reported nor held suspect: the replica lost
-    /// the damaged tail without knowing it, as if its log's recovery dropped entries silently
-    /// (breaks R6 across a restart: what it reported durable is gone, with no recorded cut).
-    pub silent_recovery_cut: bool,
 }
 
 /// Counters since the node started.
