@@ -173,13 +173,31 @@ pub struct Consumer {
     backoff: Backoff,
     /// The group side, with a `group_id`.
     group: Option<membership::GroupState>,
+    /// Counts the polls started: a fetch remembers the poll that started it, so a poll reports
+    /// only high watermarks read after it began.
+    polls_started: u64,
 }
 
 /// A fetch in flight for one partition, from `offset`.
 struct PendingFetch {
     key: (String, u32),
     offset: u64,
+    /// The poll (of `Consumer::polls_started`) during which it was sent.
+    poll: u64,
     answer: BoxFuture<'static, Result<FetchResponse>>,
+}
+
+/// What one poll read: the records and, per partition, the high watermark the partition's
+/// replica reported with them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Polled {
+    pub records: Vec<ConsumerRecord>,
+    /// (topic, partition) -> the high watermark of the last answer for that partition among the
+    /// fetches this poll sent (a fetch sent by an earlier poll, still in flight when this one
+    /// began, may have been answered before it: its high watermark is left out). The server
+    /// promises every record of a listed partition lies below its high watermark (CHECKLISTS
+    /// L12 c); the client passes on what it was told.
+    pub high_watermarks: BTreeMap<(String, u32), u64>,
 }
 
 impl std::fmt::Debug for PendingFetch {
@@ -199,7 +217,16 @@ impl Consumer {
     pub fn with_cluster(cluster: ClusterSession, config: ConsumerConfig) -> Result<Consumer> {
         let backoff = cluster.backoff();
         let group = membership::GroupState::new(&cluster, &config)?;
-        Ok(Consumer { cluster, config, assignment: Vec::new(), positions: BTreeMap::new(), fetches: Vec::new(), backoff, group })
+        Ok(Consumer {
+            cluster,
+            config,
+            assignment: Vec::new(),
+            positions: BTreeMap::new(),
+            fetches: Vec::new(),
+            backoff,
+            group,
+            polls_started: 0,
+        })
     }
 
     /// Replaces the assignment. Partitions that stay keep their positions. Refused while
@@ -258,7 +285,15 @@ impl Consumer {
     /// auto-commit of revoked partitions, start positions), auto-commits what earlier polls
     /// returned when the interval is up, and returns the member's fatal error if it stopped.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
+        Ok(self.poll_with_watermarks(timeout).await?.records)
+    }
+
+    /// [`Consumer::poll`], with the high watermark each partition's replica reported (Kafka's
+    /// consumer keeps it internally for its lag metrics; checkers of L12 need it per poll).
+    pub async fn poll_with_watermarks(&mut self, timeout: Duration) -> Result<Polled> {
         let deadline = Instant::now() + timeout;
+        self.polls_started += 1;
+        let mut high_watermarks = BTreeMap::new();
         let auto_commit_at_end = self.group_poll_start();
         loop {
             self.group_apply_changes().await?;
@@ -273,12 +308,12 @@ impl Consumer {
                     continue; // the group may have assigned something
                 }
                 tokio::time::sleep_until(deadline).await;
-                return Ok(Vec::new());
+                return Ok(Polled { records: Vec::new(), high_watermarks });
             }
             let outcomes = match self.next_answers_until(deadline).await {
                 Some(outcomes) => outcomes,
                 None if Instant::now() < deadline => continue, // the group signalled
-                None => return Ok(Vec::new()),                 // the fetches stay in flight for the next poll
+                None => return Ok(Polled { records: Vec::new(), high_watermarks }), // the fetches stay in flight for the next poll
             };
 
             let mut records = Vec::new();
@@ -286,10 +321,15 @@ impl Consumer {
             let mut retriable = None;
             let mut fatal = None;
             let mut out_of_range = Vec::new();
-            for (key, offset, outcome) in outcomes {
+            for (key, offset, poll, outcome) in outcomes {
                 match outcome {
                     Ok(fetched) => match decode_batches(&key.0, key.1, offset, &fetched.batches, &mut records) {
-                        Ok(position) => positions.push((key, position)),
+                        Ok(position) => {
+                            if poll == self.polls_started {
+                                high_watermarks.insert(key.clone(), fetched.high_watermark);
+                            }
+                            positions.push((key, position));
+                        }
                         Err(error) => fatal = Some(error),
                     },
                     Err(error) if error.is_retriable() => retriable = Some(error),
@@ -318,10 +358,10 @@ impl Consumer {
                     // Planted bug (C4): commits the positions after the records returned now.
                     self.group_auto_commit();
                 }
-                return Ok(records);
+                return Ok(Polled { records, high_watermarks });
             }
             if Instant::now() >= deadline {
-                return Ok(records);
+                return Ok(Polled { records, high_watermarks });
             }
             if let Some(error) = &retriable {
                 tracing::debug!(%error, "fetch failed; retrying");
@@ -345,13 +385,13 @@ impl Consumer {
             }
             let offset = self.positions[key];
             let answer = fetch(self.cluster.clone(), self.config.clone(), key.0.clone(), key.1, offset).boxed();
-            self.fetches.push(PendingFetch { key: key.clone(), offset, answer });
+            self.fetches.push(PendingFetch { key: key.clone(), offset, poll: self.polls_started, answer });
         }
         assert!(self.fetches.len() <= self.assignment.len(), "at most one fetch per assigned partition");
     }
 
     /// The finished fetches, or `None` at `deadline` or when the group signals first.
-    async fn next_answers_until(&mut self, deadline: Instant) -> Option<Vec<((String, u32), u64, Result<FetchResponse>)>> {
+    async fn next_answers_until(&mut self, deadline: Instant) -> Option<Vec<Answered>> {
         let session = self.group.as_ref().and_then(membership::GroupState::session);
         let Some(session) = session else {
             return tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), self.next_answers()).await.ok();
@@ -366,7 +406,7 @@ impl Consumer {
     }
 
     /// Waits for at least one fetch to finish and takes every finished one.
-    async fn next_answers(&mut self) -> Vec<((String, u32), u64, Result<FetchResponse>)> {
+    async fn next_answers(&mut self) -> Vec<Answered> {
         next_answers(&mut self.fetches).await
     }
 
@@ -390,8 +430,11 @@ impl Consumer {
     }
 }
 
+/// A finished fetch: its partition, the offset it read from, the poll that sent it, the answer.
+type Answered = ((String, u32), u64, u64, Result<FetchResponse>);
+
 /// Waits for at least one of `fetches` to finish and takes every finished one.
-async fn next_answers(fetches: &mut Vec<PendingFetch>) -> Vec<((String, u32), u64, Result<FetchResponse>)> {
+async fn next_answers(fetches: &mut Vec<PendingFetch>) -> Vec<Answered> {
     assert!(!fetches.is_empty());
     futures::future::poll_fn(|cx| {
         let mut finished = Vec::new();
@@ -400,7 +443,7 @@ async fn next_answers(fetches: &mut Vec<PendingFetch>) -> Vec<((String, u32), u6
             match fetches[index].answer.as_mut().poll(cx) {
                 Poll::Ready(outcome) => {
                     let fetch = fetches.swap_remove(index);
-                    finished.push((fetch.key, fetch.offset, outcome));
+                    finished.push((fetch.key, fetch.offset, fetch.poll, outcome));
                 }
                 Poll::Pending => index += 1,
             }

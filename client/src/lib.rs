@@ -61,7 +61,7 @@ pub use batch::Header;
 pub use cluster::{ClusterConfig, ClusterSession, Metadata, PartitionInfo, TopicInfo};
 pub use connection::{Connection, ConnectionConfig};
 pub use consumer::{
-    CommitHandle, Consumer, ConsumerConfig, ConsumerRecord, GroupEvent, GroupProtocol, Offset, OffsetReset, RebalanceListener,
+    CommitHandle, Consumer, ConsumerConfig, ConsumerRecord, GroupEvent, GroupProtocol, Offset, OffsetReset, Polled, RebalanceListener,
     RecordProducer,
 };
 pub use error::ClientError;

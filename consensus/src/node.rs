@@ -160,6 +160,9 @@ pub struct Planted {
     /// A replica whose recovery cut its log takes the cut for a torn write it never
     /// acknowledged and drops the suspicion at once, voting as before (breaks R8 e).
     pub trust_recovery_cut: bool,
+    /// A suspect replica judges a candidate complete by its last term alone, never checking its
+    /// last index against the suspicion's bound (breaks R8 e).
+    pub suspect_vote_by_term_only: bool,
 }
 
 /// Counters since the node started.

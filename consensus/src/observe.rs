@@ -43,8 +43,9 @@ pub enum Event {
     /// `term` is the term it cut in: every lost entry is of that term or older.
     Suspect { node: NodeId, group: GroupId, cut: u64, bound: u64, term: u64 },
     /// Suspect `node` let raft judge `to`'s vote request in `term`: the candidate's log ends at
-    /// (`last_term`, `last_index`), which holds everything `node` may have lost (R8 e).
-    SuspectVote { node: NodeId, group: GroupId, to: NodeId, term: u64, last_term: u64, last_index: u64 },
+    /// (`last_term`, `last_index`), which holds everything `node` may have lost (R8 e), judged
+    /// against the suspicion's current `bound` (at most the one [`Event::Suspect`] reported).
+    SuspectVote { node: NodeId, group: GroupId, to: NodeId, term: u64, last_term: u64, last_index: u64, bound: u64 },
     /// `node` settled its suspicion with its log durable up to `durable`.
     SuspectCleared { node: NodeId, group: GroupId, durable: u64 },
     /// `node` acknowledged an acks=all produce whose entry is at `index`, for a group of

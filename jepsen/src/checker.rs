@@ -71,11 +71,26 @@ pub struct CheckOptions {
     pub log_dump: Option<Vec<LogRecord>>,
     /// Examples kept per anomaly kind; every anomaly is counted.
     pub anomaly_examples_per_kind_max: usize,
+    /// Whether L12 a (stale-hw) fails the run; otherwise stale-hw anomalies are reported. A
+    /// system whose fetches any replica may answer promises no fresh high watermark: a follower,
+    /// or a new leader before it applied its term's first entry, reports a high watermark below
+    /// an offset already acknowledged (the simulator sees this under crashes alone).
+    #[serde(default = "fatal_by_default")]
+    pub stale_hw_fatal: bool,
+}
+
+fn fatal_by_default() -> bool {
+    true
 }
 
 impl Default for CheckOptions {
     fn default() -> CheckOptions {
-        CheckOptions { client_retries: true, log_dump: None, anomaly_examples_per_kind_max: ANOMALY_EXAMPLES_PER_KIND_MAX }
+        CheckOptions {
+            client_retries: true,
+            log_dump: None,
+            anomaly_examples_per_kind_max: ANOMALY_EXAMPLES_PER_KIND_MAX,
+            stale_hw_fatal: true,
+        }
     }
 }
 
@@ -90,7 +105,7 @@ pub fn check(history: &History, options: &CheckOptions) -> Verdict {
     check_polls(&index, &mut report);
     check_sends(&index, &mut report);
     check_realtime(&index, &mut report);
-    check_hw(&index, &mut report);
+    check_hw(&index, options.stale_hw_fatal, &mut report);
     check_read_stability(&index, &mut report);
     if let Some(dump) = &options.log_dump {
         log_dump::check_log_dump(dump, &mut report);
@@ -530,16 +545,22 @@ fn acked_before(index: &Index, s: &SendOp) -> bool {
     })
 }
 
-/// L12: (a) stale-hw after acks=all acks, (b) per-process HW regression, (c) reads at or above HW.
-fn check_hw(index: &Index, report: &mut Report) {
+/// L12: (a) stale-hw after acks=all acks (reported only, unless `stale_hw_fatal`), (b)
+/// per-process HW regression, (c) reads at or above HW.
+fn check_hw(index: &Index, stale_hw_fatal: bool, report: &mut Report) {
     let mut hw_last: BTreeMap<(Process, Key), (Offset, u64)> = BTreeMap::new();
     for p in &index.polls {
         for (&key, &hw) in &p.poll.hw {
             if let Some((acked, op)) = index.acks_all.get(&key).and_then(|a| a.max_before(p.invoke)) {
                 if hw <= acked {
                     let detail = format!("offset {acked} was acked with acks=all (op {op}) before the poll, which reports HW {hw}");
-                    report
-                        .push(Anomaly::new(AnomalyKind::StaleHw, true).key(key).offsets([acked, hw]).ops([op, p.complete]).detail(detail));
+                    report.push(
+                        Anomaly::new(AnomalyKind::StaleHw, stale_hw_fatal)
+                            .key(key)
+                            .offsets([acked, hw])
+                            .ops([op, p.complete])
+                            .detail(detail),
+                    );
                 }
             }
             if let Some((previous, op)) = hw_last.insert((p.process, key), (hw, p.complete)) {

@@ -43,6 +43,10 @@ pub enum PlantedBug {
     /// acknowledged and votes as before, though bit rot may have taken an entry it did
     /// acknowledge (R8 e: no protocol-aware recovery).
     TrustRecoveryCut,
+    /// A suspect replica grants its vote to a candidate whose log ends in a recent enough term,
+    /// without checking that its last index reaches the suspicion's bound: it can elect a
+    /// candidate that lacks an entry committed with its lost acknowledgement (R8 e).
+    SuspectVoteByTermOnly,
     /// The group coordinator takes an offset commit from a member of an older generation or
     /// member epoch (rewriting it to the current one): a zombie member moves the group's
     /// position (C5).
@@ -56,7 +60,7 @@ pub enum PlantedBug {
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 12] = [
+    pub const ALL: [PlantedBug; 13] = [
         PlantedBug::AckBeforeCommit,
         PlantedBug::ServeAboveCommit,
         PlantedBug::SkipDedup,
@@ -66,6 +70,7 @@ impl PlantedBug {
         PlantedBug::IgnoreFsyncError,
         PlantedBug::TruncateMidLogCorruption,
         PlantedBug::TrustRecoveryCut,
+        PlantedBug::SuspectVoteByTermOnly,
         PlantedBug::AcceptStaleCommit,
         PlantedBug::CoordinatorAnswersBeforeReplay,
         PlantedBug::AssignmentTwoOwners,
@@ -82,6 +87,7 @@ impl PlantedBug {
             PlantedBug::IgnoreFsyncError => "ignore-fsync-error",
             PlantedBug::TruncateMidLogCorruption => "truncate-mid-log-corruption",
             PlantedBug::TrustRecoveryCut => "trust-recovery-cut",
+            PlantedBug::SuspectVoteByTermOnly => "suspect-vote-by-term-only",
             PlantedBug::AcceptStaleCommit => "accept-stale-commit",
             PlantedBug::CoordinatorAnswersBeforeReplay => "coordinator-answers-before-replay",
             PlantedBug::AssignmentTwoOwners => "assignment-two-owners",
@@ -113,6 +119,7 @@ pub struct Planted {
     pub ignore_fsync_error: bool,
     pub truncate_mid_log_corruption: bool,
     pub trust_recovery_cut: bool,
+    pub suspect_vote_by_term_only: bool,
     pub accept_stale_commit: bool,
     pub coordinator_answers_before_replay: bool,
     pub assignment_two_owners: bool,
@@ -132,6 +139,7 @@ impl Planted {
             ignore_fsync_error: on(PlantedBug::IgnoreFsyncError),
             truncate_mid_log_corruption: on(PlantedBug::TruncateMidLogCorruption),
             trust_recovery_cut: on(PlantedBug::TrustRecoveryCut),
+            suspect_vote_by_term_only: on(PlantedBug::SuspectVoteByTermOnly),
             accept_stale_commit: on(PlantedBug::AcceptStaleCommit),
             coordinator_answers_before_replay: on(PlantedBug::CoordinatorAnswersBeforeReplay),
             assignment_two_owners: on(PlantedBug::AssignmentTwoOwners),
@@ -160,6 +168,7 @@ mod tests {
             all.ignore_fsync_error,
             all.truncate_mid_log_corruption,
             all.trust_recovery_cut,
+            all.suspect_vote_by_term_only,
         ];
         assert!(each.iter().all(|on| *on), "every bug has a switch: {all:?}");
     }

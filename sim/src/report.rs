@@ -33,6 +33,9 @@ pub struct Report {
     pub partition_ends: BTreeMap<u32, u64>,
     pub sim_seconds: f64,
     pub trace_hash: u64,
+    /// How often each fault kind, rare path and check ran (`odradek-sim sweep` sums them):
+    /// name -> count.
+    pub coverage: BTreeMap<String, u64>,
 }
 
 impl Report {
@@ -67,6 +70,12 @@ impl Report {
             self.sim_seconds,
             self.trace_hash
         )
+    }
+
+    /// `coverage: name=count; ...` (one line; `sweep` parses it).
+    pub fn coverage_line(&self) -> String {
+        let parts: Vec<String> = self.coverage.iter().map(|(name, count)| format!("{name}={count}")).collect();
+        format!("coverage: {}", parts.join("; "))
     }
 
     /// The verdict block: PASS, or every violation with its invariant and the replay command.

@@ -78,7 +78,10 @@ pub async fn run(config: ScenarioConfig) -> Report {
     for bug in &config.client_planted_bugs {
         cluster.note(format!("PLANTED BUG {} (client)", bug.name()));
     }
-    let raft = observe_replicas(&cluster, seed);
+    // Every path and check named at 0, so a sweep shows the ones no seed reached.
+    let names = EVENT_PATHS.iter().chain(TIMELINE_PATHS.iter().map(|(_, path)| path));
+    let coverage: Rc<RefCell<BTreeMap<String, u64>>> = Rc::new(RefCell::new(names.map(|name| (name.to_string(), 0)).collect()));
+    let raft = observe_replicas(&cluster, seed, coverage.clone());
     let node_ids = cluster.start_nodes(&runtime);
     let client = runtime.create_node().name("client").ip(IpAddr::from([10, 0, 1, 1])).build();
     workload::create_topic(&client, &cluster).await;
@@ -133,16 +136,22 @@ pub async fn run(config: ScenarioConfig) -> Report {
 
     // 5. Checks.
     let history = std::mem::replace(&mut *cluster.history(), HistoryBuilder::new(|| 0)).finish();
-    let verdict = check(&history, &CheckOptions { log_dump: Some(log_dump), ..CheckOptions::default() });
+    // L12 a is reported, not fatal: any replica answers a fetch (see `stale_hw_fatal`).
+    let options = CheckOptions { log_dump: Some(log_dump), stale_hw_fatal: false, ..CheckOptions::default() };
+    let verdict = check(&history, &options);
     let trace_hash = trace_hash(&history);
     if acked == 0 && config.planted_bugs.is_empty() {
         problems.push("V2: nothing was acknowledged".into());
     }
     let raft_events = raft.borrow().events;
+    let timeline = cluster.take_timeline();
+    let mut coverage = coverage.take();
+    count_timeline_and_verdict(&mut coverage, &timeline, &verdict);
     Report {
+        coverage,
         node_count,
         plan,
-        timeline: cluster.take_timeline(),
+        timeline,
         verdict,
         raft_events,
         problems,
@@ -169,7 +178,7 @@ fn log_to_stderr_if_asked() {
 /// White-box raft checks: installs the hook that feeds every replica's events (on this thread)
 /// to a raft checker, notes leader changes and recovery events in the timeline, records the
 /// leader changes of the run's topic in the history, and stops the run on the first violation.
-fn observe_replicas(cluster: &Arc<SimCluster>, seed: u64) -> Rc<RefCell<RaftChecker>> {
+fn observe_replicas(cluster: &Arc<SimCluster>, seed: u64, coverage: Rc<RefCell<BTreeMap<String, u64>>>) -> Rc<RefCell<RaftChecker>> {
     let raft = Rc::new(RefCell::new(RaftChecker::default()));
     // SIM_TRACE_GROUP=<group>: print that raft group's white-box events (stderr only; the
     // schedule does not change). Read once, not per event.
@@ -204,6 +213,9 @@ fn observe_replicas(cluster: &Arc<SimCluster>, seed: u64) -> Rc<RefCell<RaftChec
                 eprintln!("trace {t:.3} {event:?}");
             }
         }
+        if let Some(path) = event_path(&event) {
+            *coverage.borrow_mut().entry(path.to_string()).or_default() += 1;
+        }
         let mut checker = checker.borrow_mut();
         checker.record(event);
         // A violation stops the run at once, naming the invariant, the group and the values.
@@ -212,6 +224,73 @@ fn observe_replicas(cluster: &Arc<SimCluster>, seed: u64) -> Rc<RefCell<RaftChec
         }
     });
     raft
+}
+
+/// The coverage counters' names for raft events, in [`event_path`]'s order.
+const EVENT_PATHS: [&str; 11] = [
+    "path leader elected",
+    "path snapshot installed",
+    "path recovery cut, suspect",
+    "path recovery cut, torn tail",
+    "path suspect opened",
+    "path suspect vote granted (R8 e checked)",
+    "path suspicion cleared",
+    "check R5 acks=all ack",
+    "check R6 append accepted",
+    "check R6 vote granted",
+    "check R3/R4 entry applied",
+];
+
+/// Timeline notes that show a rare path: (text in the line, counter name).
+const TIMELINE_PATHS: [(&str, &str); 3] = [
+    ("started quarantined", "path node started quarantined"),
+    ("could not start", "path node start failed"),
+    ("stopped on a fatal error", "path node stopped on a fatal error"),
+];
+
+/// The rare path or check a raft event shows ran, for the coverage counters (`Report::coverage`).
+fn event_path(event: &Event) -> Option<&'static str> {
+    let index = match event {
+        Event::Leader { .. } => 0,
+        Event::Restored { .. } => 1,
+        Event::RecoveryCut { suspect: true, .. } => 2,
+        Event::RecoveryCut { suspect: false, .. } => 3,
+        Event::Suspect { .. } => 4,
+        Event::SuspectVote { .. } => 5,
+        Event::SuspectCleared { .. } => 6,
+        Event::Acked { .. } => 7,
+        Event::AppendAccepted { .. } => 8,
+        Event::VoteGranted { .. } => 9,
+        Event::Applied { .. } => 10,
+        Event::Appended { .. } | Event::Durable { .. } => return None,
+    };
+    Some(EVENT_PATHS[index])
+}
+
+/// Adds to `coverage` the faults the timeline names (each line's first `F-` ID), the rare paths
+/// it notes, and each history anomaly kind the verdict reported (not fatal) or failed on.
+fn count_timeline_and_verdict(coverage: &mut BTreeMap<String, u64>, timeline: &[String], verdict: &odradek_jepsen::checker::Verdict) {
+    for line in timeline {
+        let fault = line.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-')).find(|word| {
+            word.len() >= 4
+                && word.starts_with("F-")
+                && word[2..3].chars().all(|c| c.is_ascii_uppercase())
+                && word[3..].chars().all(|c| c.is_ascii_digit())
+        });
+        if let Some(fault) = fault {
+            *coverage.entry(format!("fault {fault}")).or_default() += 1;
+        }
+        for (needle, path) in TIMELINE_PATHS {
+            if line.contains(needle) {
+                *coverage.entry(path.to_string()).or_default() += 1;
+            }
+        }
+    }
+    for (kind, count) in &verdict.counts {
+        if count.reported > 0 {
+            *coverage.entry(format!("anomaly {} reported", kind.name())).or_default() += count.reported;
+        }
+    }
 }
 
 /// R7: once quiet, every live replica of a group applies the same index (the leaders'

@@ -257,10 +257,14 @@ async fn consume(cluster: Arc<SimCluster>, ends: Option<BTreeMap<u32, u64>>, dea
             return (read, dump.into_values().collect());
         }
         let handle = cluster.history().invoke_poll(process).expect("history");
-        match consumer.poll(Duration::from_millis(500)).await {
-            Ok(records) => {
+        match consumer.poll_with_watermarks(Duration::from_millis(500)).await {
+            Ok(polled) => {
                 let mut poll = Poll::default();
-                for record in records {
+                // L12: each partition's high watermark as its replica reported it in this poll.
+                for ((_, partition), high_watermark) in polled.high_watermarks {
+                    poll.hw.insert(u64::from(partition), high_watermark);
+                }
+                for record in polled.records {
                     let value: u64 = String::from_utf8_lossy(record.value.as_deref().unwrap_or_default()).parse().expect("our values");
                     poll.records.entry(u64::from(record.partition)).or_default().push((record.offset, value));
                     read += 1;

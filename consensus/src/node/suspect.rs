@@ -268,11 +268,16 @@ impl<D: Disk, T, A> Node<D, T, A> {
             MessageType::MsgTimeoutNow => true,
             kind @ (MessageType::MsgRequestVote | MessageType::MsgRequestPreVote) => {
                 let others = other_voters(&state.store.storage().conf_state(), node);
-                let allowed = suspect.may_vote_for(&others, message.log_term, message.index);
+                #[allow(unused_mut)] // changed only by a planted bug
+                let mut allowed = suspect.may_vote_for(&others, message.log_term, message.index);
+                #[cfg(any(madsim, feature = "planted-bugs"))]
+                if self.config.planted.suspect_vote_by_term_only {
+                    allowed = message.log_term >= suspect.suspicion.term;
+                }
                 if allowed && kind == MessageType::MsgRequestVote {
-                    let (to, term) = (message.from, message.term);
+                    let (to, term, bound) = (message.from, message.term, suspect.bound(&others));
                     let (last_term, last_index) = (message.log_term, message.index);
-                    observe::emit(|| observe::Event::SuspectVote { node, group, to, term, last_term, last_index });
+                    observe::emit(|| observe::Event::SuspectVote { node, group, to, term, last_term, last_index, bound });
                 }
                 !allowed
             }

@@ -37,8 +37,9 @@ impl std::fmt::Display for Violation {
 /// votes are durable when sent) and R8 (c: no node votes for two candidates in one term, across
 /// its restarts; e: recovery cuts off only entries the node never reported durable, unless the
 /// node holds itself suspect for a range that covers them, and a suspect node neither leads nor
-/// votes until it clears, except for a candidate it judged to hold all it lost).
-/// Bounded by the run: one small map entry per appended index and term.
+/// votes until it clears, except for a candidate it judged to hold all it lost: a last term at
+/// least the suspicion's and a last index at least its bound, which only drops from the one the
+/// suspicion began with). Bounded by the run: one small map entry per appended index and term.
 #[derive(Debug, Default)]
 pub struct RaftChecker {
     leaders: BTreeMap<(GroupId, u64), NodeId>,
@@ -66,6 +67,9 @@ pub struct RaftChecker {
     /// (group, node) -> the suspicion's term, for every replica suspect now (R8 e), across its
     /// restarts.
     suspects: BTreeMap<(GroupId, NodeId), u64>,
+    /// (group, node) -> the bound of the node's current suspicion, as it began (R8 e: a bound
+    /// only drops, with the other voters' answers).
+    suspect_bounds: BTreeMap<(GroupId, NodeId), u64>,
     /// (group, node) -> the durable index it had reported before a cut that made it suspect:
     /// the suspicion that follows must cover it.
     cut_below: BTreeMap<(GroupId, NodeId), u64>,
@@ -192,9 +196,25 @@ impl RaftChecker {
                     }
                 }
                 self.suspects.insert((group, node), term);
+                self.suspect_bounds.insert((group, node), bound);
             }
-            Event::SuspectVote { node, group, to, term, last_term, .. } => {
+            Event::SuspectVote { node, group, to, term, last_term, last_index, bound } => {
                 let suspect_term = self.suspects.get(&(group, node)).copied().unwrap_or(0);
+                let bound_first = self.suspect_bounds.get(&(group, node)).copied().unwrap_or(u64::MAX);
+                if bound > bound_first {
+                    self.violate(
+                        "R8",
+                        group,
+                        format!("suspect node {node} judged a vote against bound {bound}, above its suspicion's {bound_first}"),
+                    );
+                }
+                if last_index < bound {
+                    self.violate(
+                        "R8",
+                        group,
+                        format!("suspect node {node} judged node {to}'s log ending at index {last_index} complete; its bound is {bound}"),
+                    );
+                }
                 if last_term < suspect_term {
                     self.violate(
                         "R8",
@@ -208,6 +228,7 @@ impl RaftChecker {
             }
             Event::SuspectCleared { node, group, .. } => {
                 self.suspects.remove(&(group, node));
+                self.suspect_bounds.remove(&(group, node));
             }
             Event::AppendAccepted { node, group, to, index, durable_index } => {
                 if index > durable_index {
@@ -497,7 +518,7 @@ mod tests {
             Event::RecoveryCut { node: 2, group: 7, index: 40, suspect: true },
             // A suspect votes for a candidate it judged complete.
             Event::Suspect { node: 3, group: 9, cut: 5, bound: 6, term: 2 },
-            Event::SuspectVote { node: 3, group: 9, to: 1, term: 4, last_term: 3, last_index: 6 },
+            Event::SuspectVote { node: 3, group: 9, to: 1, term: 4, last_term: 3, last_index: 6, bound: 6 },
             Event::VoteGranted { node: 3, group: 9, to: 1, term: 4, term_saved: 4, vote_saved: 1 },
             Event::Suspect { node: 2, group: 7, cut: 40, bound: 40, term: 4 },
             Event::Durable { node: 2, group: 7, index: 39 },
@@ -578,7 +599,23 @@ mod tests {
                 "R8",
                 vec![
                     Event::Suspect { node: 3, group: 7, cut: 12, bound: 12, term: 4 },
-                    Event::SuspectVote { node: 3, group: 7, to: 1, term: 6, last_term: 3, last_index: 20 },
+                    Event::SuspectVote { node: 3, group: 7, to: 1, term: 6, last_term: 3, last_index: 20, bound: 12 },
+                ],
+            ),
+            // A candidate whose log ends in a recent term but short of the bound.
+            (
+                "R8",
+                vec![
+                    Event::Suspect { node: 3, group: 7, cut: 12, bound: 14, term: 4 },
+                    Event::SuspectVote { node: 3, group: 7, to: 1, term: 6, last_term: 5, last_index: 13, bound: 14 },
+                ],
+            ),
+            // A bound above the suspicion's own.
+            (
+                "R8",
+                vec![
+                    Event::Suspect { node: 3, group: 7, cut: 12, bound: 14, term: 4 },
+                    Event::SuspectVote { node: 3, group: 7, to: 1, term: 6, last_term: 5, last_index: 20, bound: 15 },
                 ],
             ),
             // Index 7 does not start where index 6 ends.

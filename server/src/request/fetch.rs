@@ -24,17 +24,12 @@ pub const FETCH_BYTES_DEFAULT: u32 = 1024 * 1024;
 pub const FETCH_BYTES_MAX: u32 = 32 * 1024 * 1024;
 
 /// What fetch may serve: [`partition_bounds`], or with the planted `ServeAboveCommit` the
-/// local log's end.
+/// local log's end (while the answer still reports the applied high watermark, so a consumer
+/// sees records at or above it: L12 c).
 async fn fetch_bounds(context: &NodeContext, group: GroupId) -> Option<PartitionBounds> {
     let bounds = partition_bounds(context, group)?;
     if context.planted.serve_above_commit {
-        if let Ok(Some(log)) = context.node.log_bounds(group).await {
-            return Some(PartitionBounds {
-                high_watermark: log.offset_next,
-                log_start_offset: bounds.log_start_offset,
-                applied_index: u64::MAX,
-            });
-        }
+        return Some(PartitionBounds { applied_index: u64::MAX, ..bounds });
     }
     Some(bounds)
 }

@@ -9,8 +9,10 @@
 //! `run` prints the timeline (faults, leader changes, node failures, progress), the verdict and
 //! a trace hash (equal for two runs of one seed); with `--out DIR` it writes `history.jsonl`,
 //! `timeline.txt` and `verdict.txt` there. `sweep` runs each seed in a child process (`run`),
-//! `--jobs` at a time, with a progress bar, and ends with a summary and one replay command per
-//! failing seed. Exit status: 0 all passed, 1 a run failed, 2 usage error.
+//! `--jobs` at a time, with a progress bar, and ends with a summary, the coverage table (per
+//! counter of `run`'s `coverage:` line — fault kinds, rare paths, raft checks, history anomalies
+//! only reported — the seeds where it ran and its total; a zero is a gap) and one replay command
+//! per failing seed. Exit status: 0 all passed, 1 a run failed, 2 usage error.
 
 #[cfg(not(madsim))]
 fn main() {
@@ -193,6 +195,7 @@ mod sim {
             report.sim_seconds / wall.max(1e-9),
             report.raft_events
         );
+        println!("{}", report.coverage_line());
         print!("{}", report.verdict_text());
         if let Some(out) = out {
             if let Err(error) = write_out(out, &report) {
@@ -223,6 +226,17 @@ mod sim {
         passed: bool,
         line: String,
         detail: String,
+        /// The run's coverage counters (empty when it crashed).
+        coverage: Vec<(String, u64)>,
+    }
+
+    /// The counters of a `coverage: name=count; ...` line.
+    fn parse_coverage(stdout: &str) -> Vec<(String, u64)> {
+        let Some(line) = stdout.lines().find_map(|line| line.strip_prefix("coverage: ")) else { return Vec::new() };
+        line.split("; ")
+            .filter_map(|part| part.rsplit_once('='))
+            .filter_map(|(name, count)| Some((name.to_string(), count.parse().ok()?)))
+            .collect()
     }
 
     fn sweep(seeds: std::ops::Range<u64>, jobs: usize, options: &RunOptions) -> i32 {
@@ -257,7 +271,13 @@ mod sim {
                 match child {
                     Ok(child) => running.push((seed, child)),
                     Err(error) => {
-                        outcomes.push(Outcome { seed, passed: false, line: String::new(), detail: format!("could not run: {error}") });
+                        outcomes.push(Outcome {
+                            seed,
+                            passed: false,
+                            line: String::new(),
+                            detail: format!("could not run: {error}"),
+                            coverage: Vec::new(),
+                        });
                         bar.inc(1);
                     }
                 }
@@ -289,9 +309,15 @@ mod sim {
                         let tail: Vec<&str> = stderr.lines().rev().take(8).collect();
                         format!("{stdout}{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
                     };
-                    Outcome { seed, passed, line, detail }
+                    Outcome { seed, passed, line, detail, coverage: parse_coverage(&stdout) }
                 }
-                Err(error) => Outcome { seed, passed: false, line: String::new(), detail: format!("could not collect: {error}") },
+                Err(error) => Outcome {
+                    seed,
+                    passed: false,
+                    line: String::new(),
+                    detail: format!("could not collect: {error}"),
+                    coverage: Vec::new(),
+                },
             };
             if !outcome.passed {
                 bar.println(format!("seed {seed} FAILED"));
@@ -320,6 +346,20 @@ mod sim {
             .sum();
         let _ =
             writeln!(stdout, "simulated {simulated:.0} s in {wall:.1} wall s: {:.1} simulated s per wall s", simulated / wall.max(1e-9));
+        // Coverage: per counter, the seeds where it ran and its total (a zero is a gap: no
+        // seed reached that fault, path or check).
+        let mut coverage: std::collections::BTreeMap<&str, (u64, u64)> = std::collections::BTreeMap::new();
+        for outcome in &outcomes {
+            for (name, count) in &outcome.coverage {
+                let entry = coverage.entry(name.as_str()).or_default();
+                entry.0 += u64::from(*count > 0);
+                entry.1 += count;
+            }
+        }
+        let _ = writeln!(stdout, "coverage over {total} seeds (seeds where it ran, total count):");
+        for (name, (seeds_ran, count)) in &coverage {
+            let _ = writeln!(stdout, "  {name:<48} {seeds_ran:>6} {count:>10}");
+        }
         for outcome in &failed {
             let config = options.config(outcome.seed).expect("validated before the sweep");
             let _ = writeln!(stdout, "\nseed {} FAILED; replay: {}\n{}", outcome.seed, config.replay_command(), outcome.detail.trim_end());
