@@ -311,6 +311,11 @@ impl ServerScram {
         Ok((state, server_first))
     }
 
+    /// The credential this exchange checks the proof against.
+    pub fn credential(&self) -> &Credential {
+        &self.credential
+    }
+
     /// Checks the client-final message: on success the authenticated user and the server-final
     /// message to send.
     pub fn finish(self, client_final: &str) -> Result<(String, String), ScramError> {

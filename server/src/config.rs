@@ -117,6 +117,9 @@ pub struct ServerConfig {
     /// The consumer-group coordinator (`[groups]`).
     #[serde(default)]
     pub groups: crate::group::service::GroupSettings,
+    /// Authentication and authorization (`[auth]`, issue 19): all off by default.
+    #[serde(default)]
+    pub auth: crate::auth::AuthSettings,
     /// Deliberate breakages for the checkers' teeth (simulation and `planted-bugs` builds only).
     #[cfg(any(madsim, feature = "planted-bugs"))]
     #[serde(default)]
@@ -195,6 +198,7 @@ impl ServerConfig {
             disk_check_interval_ms: default_disk_check_interval_ms(),
             topic_defaults: TopicDefaults::default(),
             groups: crate::group::service::GroupSettings::default(),
+            auth: crate::auth::AuthSettings::default(),
             #[cfg(any(madsim, feature = "planted-bugs"))]
             planted_bugs: Vec::new(),
         }
@@ -235,6 +239,7 @@ impl ServerConfig {
         if !ids.contains_key(&self.id) {
             return invalid(format!("this node's id {} is not among the listed nodes", self.id));
         }
+        self.auth.validate().map_err(ConfigError::Invalid)?;
         if self.tick_ms == 0 || self.tick_ms > 10_000 {
             return invalid(format!("tick_ms must be within 1..=10000, not {}", self.tick_ms));
         }

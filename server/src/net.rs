@@ -15,10 +15,15 @@
 //! ([`frames`]) so the loop can wait on those deadlines beside the socket. The bytes of requests
 //! in flight on all connections together stay within `request_bytes_in_flight_max` ([`budget`]):
 //! a frame's body is read only once the budget admits it, and counted until its request is done.
+//!
+//! Who the connection is ([`session`]): anonymous until a SASL/SCRAM exchange names a user;
+//! with `[auth] sasl` on, nothing but that exchange is served before it. Every request is then
+//! handled as the session's principal, which the handlers authorize ([`crate::request::authorize`]).
 
 mod admission;
 mod budget;
 mod frames;
+pub mod session;
 
 use std::sync::Arc;
 
@@ -26,7 +31,7 @@ use bytes::Bytes;
 use odradek_client::wire::proto::{ErrorCode, HelloResponse, Request, Request_oneof_body as Body, Response};
 use odradek_client::wire::{
     decode_request, error_response, write_frame, FrameError, FRAME_BYTES_MAX, PROTOCOL_VERSION, PROTOCOL_VERSION_GROUPS,
-    PROTOCOL_VERSION_MIN,
+    PROTOCOL_VERSION_MIN, PROTOCOL_VERSION_SECURITY,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -36,7 +41,9 @@ use tokio::time::Instant;
 pub use admission::{Admission, ConnectionSlot, Refusal};
 pub use budget::{Admitted, RequestBudget};
 pub use frames::FrameReader;
+pub use session::Session;
 
+use crate::auth::Principal;
 use crate::context::NodeContext;
 use crate::request;
 use crate::shutdown::Shutdown;
@@ -120,6 +127,7 @@ async fn serve_connection(stream: TcpStream, context: Arc<NodeContext>, mut shut
     let reset = Arc::new(Notify::new());
     // The protocol version agreed by the Hello (None before it).
     let mut version: Option<u32> = None;
+    let mut session = Session::default();
     // The handshake deadline until the Hello, then the idle deadline: each whole request moves
     // it on, and so does reaching it with a request in flight (busy, not idle).
     let idle = context.config.connection_idle_timeout();
@@ -150,7 +158,7 @@ async fn serve_connection(stream: TcpStream, context: Arc<NodeContext>, mut shut
                 break;
             }
         };
-        let (request, admitted) = match parse_frame(frame) {
+        let (mut request, admitted) = match parse_frame(frame) {
             Parsed::Request(request, admitted) => (request, admitted),
             Parsed::Refused { response, close } => {
                 let _ = responses.send(response).await;
@@ -177,13 +185,45 @@ async fn serve_connection(stream: TcpStream, context: Arc<NodeContext>, mut shut
             let _ = responses.send(error_response(request.request_id, ErrorCode::UNSUPPORTED_VERSION, message)).await;
             continue;
         }
+        if agreed < PROTOCOL_VERSION_SECURITY && request.body.as_ref().is_some_and(request::authorize::is_security_request) {
+            let message = format!(
+                "authentication, user and ACL requests need protocol version {PROTOCOL_VERSION_SECURITY}; this connection speaks {agreed}"
+            );
+            let _ = responses.send(error_response(request.request_id, ErrorCode::UNSUPPORTED_VERSION, message)).await;
+            continue;
+        }
         deadline = Instant::now() + idle;
+        if let Some(Body::sasl_authenticate(sasl)) = take_sasl(&mut request) {
+            // On the reader, in order: the exchange is the connection's state.
+            let (response, close) = session.sasl_step(&context, request.request_id, sasl);
+            let _ = responses.send(response).await;
+            if close {
+                break;
+            }
+            continue;
+        }
+        if let Some((response, close)) = session.refusal(&context, request.request_id, request.body.as_ref()) {
+            let _ = responses.send(response).await;
+            if close {
+                break;
+            }
+            continue;
+        }
         let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
-        start_request(&context, request, (permit, admitted), responses.clone(), &reset).await;
+        let principal = session.principal().clone();
+        start_request(&context, principal, request, (permit, admitted), responses.clone(), &reset).await;
     }
     // In-flight requests still answer (their tasks hold senders); then the writer closes.
     drop(responses);
     let _ = writer_task.await;
+}
+
+/// The body of a SaslAuthenticate request (taken out of it); any other request is left whole.
+fn take_sasl(request: &mut Request) -> Option<Body> {
+    match request.body {
+        Some(Body::sasl_authenticate(_)) => request.body.take(),
+        _ => None,
+    }
 }
 
 /// What a frame read from a connection is.
@@ -247,6 +287,7 @@ fn greet(context: &NodeContext, mut request: Request, frame_bytes_max: usize) ->
 /// and its outcome awaited off the reader; every other request runs concurrently.
 async fn start_request(
     context: &Arc<NodeContext>,
+    principal: Principal,
     mut request: Request,
     permit: (OwnedSemaphorePermit, Admitted),
     responses: mpsc::Sender<Response>,
@@ -259,7 +300,7 @@ async fn start_request(
             request.body = body;
             let context = context.clone();
             tokio::spawn(async move {
-                let response = request::handle(&context, request).await;
+                let response = request::handle(&context, &principal, request).await;
                 let _ = responses.send(response).await;
                 drop(permit);
             });
@@ -272,7 +313,7 @@ async fn start_request(
         tracing::debug!(id, ?hold, "fault: holding a produce request");
         tokio::time::sleep(hold).await;
     }
-    let pending = request::produce::produce(context, id, produce).await;
+    let pending = request::produce::produce(context, &principal, id, produce).await;
     let (context, reset) = (context.clone(), reset.clone());
     tokio::spawn(async move {
         if let Some(response) = pending.await {

@@ -53,10 +53,13 @@ pub enum PlantedBug {
     /// The consumer protocol hands a member its target partitions while another member still
     /// owns them: one partition, two owners in one generation.
     AssignmentTwoOwners,
+    /// Produce skips its authorization check (write on the topic): any principal, even an
+    /// unauthenticated one, appends to any topic (A1: no unauthorized operation takes effect).
+    SkipProduceAclCheck,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 12] = [
+    pub const ALL: [PlantedBug; 13] = [
         PlantedBug::AckBeforeCommit,
         PlantedBug::ServeAboveCommit,
         PlantedBug::SkipDedup,
@@ -69,6 +72,7 @@ impl PlantedBug {
         PlantedBug::AcceptStaleCommit,
         PlantedBug::CoordinatorAnswersBeforeReplay,
         PlantedBug::AssignmentTwoOwners,
+        PlantedBug::SkipProduceAclCheck,
     ];
 
     pub fn name(self) -> &'static str {
@@ -85,6 +89,7 @@ impl PlantedBug {
             PlantedBug::AcceptStaleCommit => "accept-stale-commit",
             PlantedBug::CoordinatorAnswersBeforeReplay => "coordinator-answers-before-replay",
             PlantedBug::AssignmentTwoOwners => "assignment-two-owners",
+            PlantedBug::SkipProduceAclCheck => "skip-produce-acl-check",
         }
     }
 }
@@ -116,6 +121,7 @@ pub struct Planted {
     pub accept_stale_commit: bool,
     pub coordinator_answers_before_replay: bool,
     pub assignment_two_owners: bool,
+    pub skip_produce_acl_check: bool,
 }
 
 impl Planted {
@@ -135,6 +141,7 @@ impl Planted {
             accept_stale_commit: on(PlantedBug::AcceptStaleCommit),
             coordinator_answers_before_replay: on(PlantedBug::CoordinatorAnswersBeforeReplay),
             assignment_two_owners: on(PlantedBug::AssignmentTwoOwners),
+            skip_produce_acl_check: on(PlantedBug::SkipProduceAclCheck),
         }
     }
 }
@@ -160,6 +167,7 @@ mod tests {
             all.ignore_fsync_error,
             all.truncate_mid_log_corruption,
             all.trust_recovery_cut,
+            all.skip_produce_acl_check,
         ];
         assert!(each.iter().all(|on| *on), "every bug has a switch: {all:?}");
     }

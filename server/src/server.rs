@@ -184,6 +184,7 @@ impl Server {
             planted,
             leaders,
             groups: groups.clone(),
+            auth: crate::auth::NodeAuth::new(config.auth.clone()),
         });
         let tasks = match listener {
             Some(listener) => vec![

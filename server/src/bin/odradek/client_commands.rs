@@ -5,8 +5,10 @@ use std::io::BufRead;
 use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
+use odradek_client::scram::Mechanism;
 use odradek_client::{
-    Acks, Admin, ClientError, Consumer, ConsumerConfig, Offset, OffsetQuery, Producer, ProducerConfig, ProducerRecord, TopicConfig,
+    Acks, Admin, ClientError, ClusterConfig, ClusterSession, Consumer, ConsumerConfig, Offset, OffsetQuery, Producer, ProducerConfig,
+    ProducerRecord, TopicConfig,
 };
 
 use crate::output::{note, say};
@@ -17,11 +19,34 @@ pub struct Bootstrap {
     /// Comma-separated addresses of any nodes of the cluster.
     #[arg(long, short = 'b', env = "ODRADEK_BOOTSTRAP", default_value = crate::DEFAULT_BOOTSTRAP, global = true)]
     pub bootstrap: String,
+    /// Authenticate as this user (SASL/SCRAM); the password comes from the environment variable
+    /// ODRADEK_PASSWORD (never a flag: flags show in `ps`).
+    #[arg(long, env = "ODRADEK_USER", global = true)]
+    pub user: Option<String>,
+    /// The SCRAM mechanism to authenticate with.
+    #[arg(long, default_value = "scram-sha-512", global = true)]
+    pub sasl_mechanism: String,
 }
 
 impl Bootstrap {
     pub fn addresses(&self) -> Vec<&str> {
         self.bootstrap.split(',').map(str::trim).filter(|a| !a.is_empty()).collect()
+    }
+
+    /// The client settings: defaults, authenticated as `--user` when given.
+    pub fn cluster_config(&self) -> Result<ClusterConfig, String> {
+        let config = ClusterConfig::default();
+        let Some(user) = &self.user else { return Ok(config) };
+        let mechanism = Mechanism::parse(&self.sasl_mechanism)
+            .ok_or_else(|| format!("--sasl-mechanism {:?}: scram-sha-256 or scram-sha-512", self.sasl_mechanism))?;
+        let password = std::env::var("ODRADEK_PASSWORD").map_err(|_| format!("--user {user} needs its password in ODRADEK_PASSWORD"))?;
+        Ok(config.with_sasl(mechanism, user, &password))
+    }
+
+    /// An admin client for these nodes, as `--user`.
+    pub fn admin(&self) -> Result<Admin, String> {
+        let session = ClusterSession::new(&self.addresses(), self.cluster_config()?).map_err(explain)?;
+        Ok(Admin::with_cluster(session))
     }
 }
 
@@ -60,7 +85,7 @@ pub enum TopicCommand {
 }
 
 pub async fn topic(bootstrap: &Bootstrap, command: TopicCommand) -> Result<(), String> {
-    let admin = Admin::new(&bootstrap.addresses()).map_err(explain)?;
+    let admin = bootstrap.admin()?;
     match command {
         TopicCommand::Create { name, partitions, replication_factor, retention_ms, retention_bytes, segment_bytes } => {
             let config = TopicConfig {
@@ -145,7 +170,12 @@ pub struct ProduceArgs {
 /// One record per stdin line.
 pub async fn produce(bootstrap: &Bootstrap, args: ProduceArgs) -> Result<(), String> {
     let acks = args.acks.to_acks();
-    let config = ProducerConfig { acks, idempotence: !args.no_idempotence && acks == Acks::All, ..ProducerConfig::default() };
+    let config = ProducerConfig {
+        acks,
+        idempotence: !args.no_idempotence && acks == Acks::All,
+        cluster: bootstrap.cluster_config()?,
+        ..ProducerConfig::default()
+    };
     let producer = Producer::new(&bootstrap.addresses(), config).await.map_err(explain)?;
     let (lines, mut lines_rx) = tokio::sync::mpsc::channel::<String>(1024);
     // Stdin is blocking: read it on its own thread (the CLI runs on real tokio only).
@@ -311,7 +341,7 @@ pub async fn consume(bootstrap: &Bootstrap, args: ConsumeArgs) -> Result<(), Str
         return crate::group_commands::consume_in_group(bootstrap, args).await;
     }
     let addresses = bootstrap.addresses();
-    let admin = Admin::new(&addresses).map_err(explain)?;
+    let admin = bootstrap.admin()?;
     let topic = admin.describe_topic(&args.topic).await.map_err(explain)?;
     let partitions: Vec<u32> =
         if args.partition.is_empty() { topic.partitions.iter().map(|p| p.partition).collect() } else { args.partition.clone() };
@@ -338,7 +368,8 @@ pub async fn consume(bootstrap: &Bootstrap, args: ConsumeArgs) -> Result<(), Str
             ));
         }
     }
-    let mut consumer = Consumer::new(&addresses, ConsumerConfig::default()).map_err(explain)?;
+    let consumer_config = ConsumerConfig { cluster: bootstrap.cluster_config()?, ..ConsumerConfig::default() };
+    let mut consumer = Consumer::new(&addresses, consumer_config).map_err(explain)?;
     consumer.assign(partitions.iter().map(|&p| (args.topic.clone(), p)).collect()).map_err(explain)?;
     let start = match (args.from_end, args.offset) {
         (true, _) => Offset::End,
@@ -380,7 +411,7 @@ pub enum ClusterCommand {
 
 pub async fn cluster(bootstrap: &Bootstrap, command: ClusterCommand) -> Result<(), String> {
     let ClusterCommand::Status = command;
-    let admin = Admin::new(&bootstrap.addresses()).map_err(explain)?;
+    let admin = bootstrap.admin()?;
     let description = admin.describe_cluster().await.map_err(explain)?;
     // Each node reports the partitions it hosts; the leader's report has the follower lags.
     let mut partitions: BTreeMap<(String, u32), odradek_client::admin::PartitionState> = BTreeMap::new();

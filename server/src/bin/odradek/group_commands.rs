@@ -90,7 +90,7 @@ fn group_error(group: &str, error: ClientError) -> String {
 }
 
 pub async fn group(bootstrap: &Bootstrap, command: GroupCommand) -> Result<(), String> {
-    let admin = Admin::new(&bootstrap.addresses()).map_err(explain)?;
+    let admin = bootstrap.admin()?;
     match command {
         GroupCommand::List => list(&admin).await,
         GroupCommand::Describe { group } => describe(&admin, &group).await,
@@ -211,7 +211,7 @@ async fn describe(admin: &Admin, group: &str) -> Result<(), String> {
 pub async fn consume_in_group(bootstrap: &Bootstrap, args: ConsumeArgs) -> Result<(), String> {
     let group = args.group.clone().expect("called with --group");
     let addresses = bootstrap.addresses();
-    let admin = Admin::new(&addresses).map_err(explain)?;
+    let admin = bootstrap.admin()?;
     let topic = admin.describe_topic(&args.topic).await.map_err(explain)?;
     // Without --follow: stop once this member's partitions reach their ends as of now.
     let mut ends: BTreeMap<u32, u64> = BTreeMap::new();
@@ -228,6 +228,7 @@ pub async fn consume_in_group(bootstrap: &Bootstrap, args: ConsumeArgs) -> Resul
         // Commits are explicit, after printing: what is committed was printed.
         enable_auto_commit: false,
         group_offset_reset: if args.from_end { OffsetReset::Latest } else { OffsetReset::Earliest },
+        cluster: bootstrap.cluster_config()?,
         ..ConsumerConfig::default()
     };
     let mut consumer = Consumer::new(&addresses, config).map_err(explain)?;
