@@ -110,6 +110,10 @@ mod real {
             /// built with `--features planted-bugs`), to show the checker catches it.
             #[arg(long = "planted-bug")]
             planted_bugs: Vec<String>,
+            /// Security on: every node requires SASL/SCRAM and checks ACLs; the workload logs
+            /// in as a user granted what it needs.
+            #[arg(long)]
+            secure: bool,
         },
         /// Re-check DIR/history.jsonl; print the summary (and rewrite verdict, summary and plots with --write).
         Check {
@@ -141,6 +145,7 @@ mod real {
                 fault_window,
                 recovery,
                 planted_bugs,
+                secure,
             } => {
                 let nemesis = match nemesis::parse_kinds(&nemesis) {
                     Ok(kinds) => kinds,
@@ -179,6 +184,7 @@ mod real {
                     fault_window: seconds(fault_window),
                     recovery: seconds(recovery),
                     planted_bugs,
+                    secure,
                 };
                 if let Err(error) = config.validate() {
                     return usage(&error);

@@ -82,6 +82,8 @@ pub struct ProcessCluster {
     client_proxy_ports: Vec<u16>,
     /// `--planted-bug` flags for every node (test builds only).
     planted_flags: Vec<String>,
+    /// `--auth`/`--authorization` flags for every node (`--secure`, [`super::secure`]).
+    pub security_flags: Vec<String>,
 }
 
 /// Ports nobody listens on right now (bound, then released: a small race with other programs).
@@ -118,7 +120,15 @@ impl ProcessCluster {
             })
             .collect();
         let planted_flags = planted_bugs.iter().flat_map(|bug| ["--planted-bug".to_string(), bug.clone()]).collect();
-        Ok(ProcessCluster { binary: binary.to_path_buf(), log_dir, nodes, proxy_ports, client_proxy_ports, planted_flags })
+        Ok(ProcessCluster {
+            binary: binary.to_path_buf(),
+            log_dir,
+            nodes,
+            proxy_ports,
+            client_proxy_ports,
+            planted_flags,
+            security_flags: Vec::new(),
+        })
     }
 
     pub fn ids(&self) -> Vec<u64> {
@@ -151,6 +161,7 @@ impl ProcessCluster {
         flags.extend(["--client-listen".to_string(), format!("127.0.0.1:{}", self.nodes[me].client_port)]);
         flags.extend(["--group-session-timeout-ms".to_string(), GROUP_SESSION_TIMEOUT_MS.to_string()]);
         flags.extend(self.planted_flags.iter().cloned());
+        flags.extend(self.security_flags.iter().cloned());
         flags
     }
 

@@ -178,9 +178,9 @@ enum Step {
     Abandoned,
 }
 
-fn member_config(group: &str, protocol: GroupProtocol, process: Process) -> ConsumerConfig {
+fn member_config(target: &WorkloadTarget, group: &str, protocol: GroupProtocol, process: Process) -> ConsumerConfig {
     ConsumerConfig {
-        cluster: cluster_config(format!("jepsen-member-{process}")),
+        cluster: cluster_config(target, format!("jepsen-member-{process}")),
         wait_ms_max: 200,
         group_id: Some(group.to_string()),
         group_protocol: client_protocol(protocol),
@@ -206,7 +206,7 @@ pub async fn member_worker(
     let mut rng = SmallRng::seed_from_u64(seed);
     while !*stop.borrow() {
         let process = recorder.new_process();
-        let Ok(mut consumer) = Consumer::new(&target.bootstrap(), member_config(group, protocol, process)) else {
+        let Ok(mut consumer) = Consumer::new(&target.bootstrap(), member_config(&target, group, protocol, process)) else {
             if sleep_or_stop(RETRY_PAUSE, &mut stop).await {
                 return;
             }
@@ -454,7 +454,8 @@ async fn zombie_commit_step(log: &Arc<Mutex<MemberLog>>, target: &WorkloadTarget
         epoch: Some(epoch),
         error: None,
     };
-    let Ok(cluster) = odradek_client::ClusterSession::new(&target.bootstrap(), cluster_config(format!("jepsen-zombie-{process}"))) else {
+    let Ok(cluster) = odradek_client::ClusterSession::new(&target.bootstrap(), cluster_config(target, format!("jepsen-zombie-{process}")))
+    else {
         return Step::Go;
     };
     let Ok(coordinator) = odradek_client::group::coordinator::Coordinator::new(cluster, &group) else { return Step::Go };
@@ -578,7 +579,7 @@ pub async fn final_fetch(recorder: &Arc<Recorder>, target: &WorkloadTarget) -> R
         let mut fetched = false;
         for _ in 0..FINAL_FETCH_ATTEMPTS_MAX {
             let process = recorder.new_process();
-            let Ok(consumer) = Consumer::new(&target.bootstrap(), member_config(group, protocol, process)) else { continue };
+            let Ok(consumer) = Consumer::new(&target.bootstrap(), member_config(target, group, protocol, process)) else { continue };
             if fetch_step(recorder, process, group, &consumer, target).await.is_ok() {
                 fetched = true;
                 break;
@@ -595,7 +596,7 @@ pub async fn final_fetch(recorder: &Arc<Recorder>, target: &WorkloadTarget) -> R
 /// The node that coordinates `group` now, as its coordinator says (None if nobody answers).
 pub async fn coordinator_of(target: &WorkloadTarget, group: &str) -> Option<u64> {
     let admin = odradek_client::Admin::with_cluster(
-        odradek_client::ClusterSession::new(&target.bootstrap(), cluster_config("jepsen-nemesis".into())).ok()?,
+        odradek_client::ClusterSession::new(&target.bootstrap(), cluster_config(target, "jepsen-nemesis".into())).ok()?,
     );
     let described = tokio::time::timeout(OP_TIMEOUT_MARGIN, admin.describe_group(group)).await.ok()?.ok()?;
     (described.coordinator != 0).then_some(described.coordinator)

@@ -22,6 +22,7 @@ pub mod cluster;
 pub mod groups;
 pub mod nemesis;
 pub mod proxy;
+pub mod secure;
 pub mod workload;
 
 use std::path::PathBuf;
@@ -88,6 +89,8 @@ pub struct RunConfig {
     pub recovery: Duration,
     /// Deliberate breakages every server is started with (`--planted-bug`, test builds only).
     pub planted_bugs: Vec<String>,
+    /// Security on (`--secure`, [`secure`]): SCRAM logins and ACLs on every node.
+    pub secure: bool,
 }
 
 impl RunConfig {
@@ -142,8 +145,11 @@ pub async fn run(config: &RunConfig) -> Result<(History, RunNotes), String> {
     let client_ports: Vec<u16> = ports.iter().map(|p| p.1).collect();
     let proxies = Arc::new(Proxies::start(&peer_ports, &client_ports).await.map_err(|e| format!("starting proxies: {e}"))?);
     let client_proxies = (1..=config.nodes as u64).map(|id| proxies.client_port(id)).collect();
-    let cluster = ProcessCluster::new(&config.binary, &data_dir, &ports, proxies.port_matrix(), client_proxies, &config.planted_bugs)
+    let mut cluster = ProcessCluster::new(&config.binary, &data_dir, &ports, proxies.port_matrix(), client_proxies, &config.planted_bugs)
         .map_err(|e| format!("cluster layout: {e}"))?;
+    if config.secure {
+        cluster.security_flags = secure::server_flags(&data_dir).map_err(|e| format!("users file: {e}"))?;
+    }
     let cluster = Arc::new(Mutex::new(cluster));
     let targets: Vec<_> = {
         let mut cluster = cluster.lock().expect("cluster lock");
@@ -157,7 +163,11 @@ pub async fn run(config: &RunConfig) -> Result<(History, RunNotes), String> {
     }
     let bootstrap = cluster.lock().expect("cluster lock").client_addresses();
     notes.info.push(format!("nodes (client addresses): {}", bootstrap.join(", ")));
-    let target = WorkloadTarget { bootstrap, topic: TOPIC.to_string(), keys: config.keys, acks: config.acks };
+    let mut target = WorkloadTarget { bootstrap, topic: TOPIC.to_string(), keys: config.keys, acks: config.acks, sasl: None };
+    if config.secure {
+        target.sasl = Some(secure::setup(&target).await?);
+        notes.info.push("secure: every node requires SCRAM and checks ACLs; the workload logs in as its own user".to_string());
+    }
     create_topic(&target, config.replication_factor).await?;
 
     let started = Instant::now();
@@ -239,7 +249,8 @@ pub async fn run(config: &RunConfig) -> Result<(History, RunNotes), String> {
 async fn create_topic(target: &WorkloadTarget, replication_factor: u32) -> Result<(), String> {
     let bootstrap: Vec<&str> = target.bootstrap.iter().map(String::as_str).collect();
     let admin = Admin::with_cluster(
-        odradek_client::ClusterSession::new(&bootstrap, workload::cluster_config("jepsen-setup".into())).map_err(|e| e.to_string())?,
+        odradek_client::ClusterSession::new(&bootstrap, workload::cluster_config(target, "jepsen-setup".into()))
+            .map_err(|e| e.to_string())?,
     );
     let deadline = Instant::now() + SETUP_TIMEOUT;
     let mut error_last = String::new();

@@ -121,6 +121,8 @@ pub struct WorkloadTarget {
     pub topic: String,
     pub keys: u32,
     pub acks: Acks,
+    /// The workload's login in a secure run.
+    pub sasl: Option<odradek_client::connection::SaslCredentials>,
 }
 
 impl WorkloadTarget {
@@ -138,12 +140,13 @@ impl WorkloadTarget {
 }
 
 /// Short client bounds: a fault must turn into an op outcome within seconds, not minutes.
-pub fn cluster_config(client_id: String) -> ClusterConfig {
+pub fn cluster_config(target: &WorkloadTarget, client_id: String) -> ClusterConfig {
     ClusterConfig {
         client_id,
         connection: ConnectionConfig {
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(3),
+            sasl: target.sasl.clone(),
             ..Default::default()
         },
         retry_backoff: Duration::from_millis(50),
@@ -152,14 +155,14 @@ pub fn cluster_config(client_id: String) -> ClusterConfig {
     }
 }
 
-fn producer_config(acks: Acks, process: Process) -> ProducerConfig {
+fn producer_config(target: &WorkloadTarget, acks: Acks, process: Process) -> ProducerConfig {
     let (acks, idempotence) = match acks {
         Acks::All => (odradek_client::Acks::All, true),
         Acks::One => (odradek_client::Acks::Leader, false),
         Acks::Zero => (odradek_client::Acks::None, false),
     };
     ProducerConfig {
-        cluster: cluster_config(format!("jepsen-producer-{process}")),
+        cluster: cluster_config(target, format!("jepsen-producer-{process}")),
         acks,
         idempotence,
         linger: Duration::from_millis(1),
@@ -199,7 +202,7 @@ pub async fn producer_worker(
         let process = recorder.new_process();
         let producer = match tokio::time::timeout(
             OP_TIMEOUT_MARGIN,
-            Producer::new(&target.bootstrap(), producer_config(target.acks, process)),
+            Producer::new(&target.bootstrap(), producer_config(&target, target.acks, process)),
         )
         .await
         {
@@ -298,7 +301,7 @@ fn ended<T>(outcome: Result<Result<T, ClientError>, tokio::time::error::Elapsed>
 /// process was retired (or could not start) on the way.
 async fn new_consumer(recorder: &Recorder, target: &WorkloadTarget, process: Process) -> Option<Consumer> {
     let config = ConsumerConfig {
-        cluster: cluster_config(format!("jepsen-consumer-{process}")),
+        cluster: cluster_config(target, format!("jepsen-consumer-{process}")),
         auto_offset_reset: SeekTo::Beginning,
         wait_ms_max: 200,
         ..Default::default()
@@ -429,8 +432,8 @@ pub async fn consumer_worker(recorder: Arc<Recorder>, target: WorkloadTarget, mu
 /// of a partition know of it. Sampled every [`OBSERVE_INTERVAL`]: a leadership shorter than that
 /// can still be missed, which matters only for the acks=1 rules (L5–L7).
 pub async fn leader_observer(recorder: Arc<Recorder>, target: WorkloadTarget, mut stop: watch::Receiver<bool>) {
-    let Ok(admin) =
-        odradek_client::ClusterSession::new(&target.bootstrap(), cluster_config("jepsen-observer".into())).map(Admin::with_cluster)
+    let Ok(admin) = odradek_client::ClusterSession::new(&target.bootstrap(), cluster_config(&target, "jepsen-observer".into()))
+        .map(Admin::with_cluster)
     else {
         return;
     };
@@ -467,7 +470,10 @@ pub async fn final_drain(recorder: &Recorder, target: &WorkloadTarget) -> Result
     recorder.history().final_drain().expect("nemesis ops always fit");
     *recorder.dump.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(BTreeMap::new());
     let deadline = Instant::now() + DRAIN_TIMEOUT;
-    let admin = Admin::new(&target.bootstrap()).map_err(|e| e.to_string())?;
+    // Default client bounds (not `cluster_config`'s short ones), logged in as the workload.
+    let mut config = ClusterConfig::default();
+    config.connection.sasl = target.sasl.clone();
+    let admin = Admin::with_cluster(odradek_client::ClusterSession::new(&target.bootstrap(), config).map_err(|e| e.to_string())?);
     let mut ends: BTreeMap<u32, u64> = BTreeMap::new();
     while ends.len() < target.keys as usize {
         if Instant::now() > deadline {
