@@ -72,6 +72,12 @@ impl Session {
             return failed(id, "a SCRAM message is not UTF-8");
         };
         match std::mem::replace(&mut self.step, Step::Start) {
+            Step::Start if !context.state.is_meta_ready() => {
+                // A restarted node that has not replayed its metadata log yet does not know the
+                // users: "unknown user" would be wrong and final. Retriable; try another node.
+                let message = "this node is catching up on the cluster metadata (users); retry shortly";
+                (error_response(id, ErrorCode::LEADER_NOT_AVAILABLE, message), true)
+            }
             Step::Start => {
                 let Some(mechanism) = Mechanism::parse(&request.mechanism) else {
                     let text =
