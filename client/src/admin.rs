@@ -188,6 +188,63 @@ impl Admin {
         describe_from(response)
     }
 
+    /// Creates user `name` (or changes its password): the SCRAM credential is computed here, with
+    /// a fresh salt and `iterations` (at least 4096); the password never leaves this process.
+    pub async fn upsert_user(&self, name: &str, password: &str, mechanism: crate::scram::Mechanism, iterations: u32) -> Result<()> {
+        if password.is_empty() || iterations < crate::scram::ITERATIONS_MIN {
+            return Err(ClientError::InvalidArgument(format!(
+                "an empty password, or {iterations} iterations (at least {})",
+                crate::scram::ITERATIONS_MIN
+            )));
+        }
+        let credential = crate::scram::Credential::generate(mechanism, password, iterations);
+        let mut request = proto::UpsertUserRequest::new();
+        request.name = name.to_string();
+        request.mechanism = mechanism.name().to_string();
+        request.salt = credential.salt;
+        request.iterations = credential.iterations;
+        request.stored_key = credential.stored_key;
+        request.server_key = credential.server_key;
+        request.timeout_ms = self.timeout_ms();
+        self.cluster.controller_request(RequestBody::upsert_user(request)).await.map(drop)
+    }
+
+    /// Deletes user `name`: its connections lose their access at their next request.
+    pub async fn delete_user(&self, name: &str) -> Result<()> {
+        let mut request = proto::DeleteUserRequest::new();
+        request.name = name.to_string();
+        request.timeout_ms = self.timeout_ms();
+        self.cluster.controller_request(RequestBody::delete_user(request)).await.map(drop)
+    }
+
+    /// The users of the metadata log: (name, mechanism, iterations).
+    pub async fn list_users(&self) -> Result<Vec<(String, String, u32)>> {
+        let response = self.cluster.controller_request(RequestBody::list_users(proto::ListUsersRequest::new())).await?;
+        Ok(response.get_list_users().users.iter().map(|user| (user.name.clone(), user.mechanism.clone(), user.iterations)).collect())
+    }
+
+    /// Adds an ACL (already there: nothing changes).
+    pub async fn create_acl(&self, acl: proto::Acl) -> Result<()> {
+        let mut request = proto::CreateAclRequest::new();
+        request.set_acl(acl);
+        request.timeout_ms = self.timeout_ms();
+        self.cluster.controller_request(RequestBody::create_acl(request)).await.map(drop)
+    }
+
+    /// Removes exactly this ACL (`ACL_NOT_FOUND` when there is none such).
+    pub async fn delete_acl(&self, acl: proto::Acl) -> Result<()> {
+        let mut request = proto::DeleteAclRequest::new();
+        request.set_acl(acl);
+        request.timeout_ms = self.timeout_ms();
+        self.cluster.controller_request(RequestBody::delete_acl(request)).await.map(drop)
+    }
+
+    /// Every ACL of the cluster.
+    pub async fn list_acls(&self) -> Result<Vec<proto::Acl>> {
+        let response = self.cluster.controller_request(RequestBody::list_acls(proto::ListAclsRequest::new())).await?;
+        Ok(response.get_list_acls().acls.to_vec())
+    }
+
     /// What one node (at `address`) reports: the brokers, the controller it knows, and the
     /// partitions it hosts (with follower lag where it leads). `odradek cluster status` merges
     /// every node's report.

@@ -45,6 +45,15 @@ pub struct ClusterConfig {
     pub operation_timeout: Duration,
 }
 
+impl ClusterConfig {
+    /// This config, authenticating every connection as `user` (SASL/SCRAM, `mechanism`).
+    pub fn with_sasl(mut self, mechanism: crate::scram::Mechanism, user: &str, password: &str) -> ClusterConfig {
+        self.connection.sasl =
+            Some(crate::connection::SaslCredentials { mechanism, user: user.to_string(), password: password.to_string() });
+        self
+    }
+}
+
 impl Default for ClusterConfig {
     fn default() -> Self {
         ClusterConfig {
@@ -307,6 +316,10 @@ impl ClusterSession {
             return Err(ClientError::Protocol(format!("Metadata answered without metadata: {response:?}")));
         };
         self.inner.metadata.lock().expect("metadata lock").apply(metadata, topics.is_empty());
+        // A named topic this principal may not describe: definite, and no retry will change it.
+        if let Some(denied) = metadata.topics.iter().find(|topic| topic.error == ErrorCode::TOPIC_AUTHORIZATION_FAILED) {
+            return Err(ClientError::server(ErrorCode::TOPIC_AUTHORIZATION_FAILED, denied.error_message.clone()));
+        }
         Ok(())
     }
 

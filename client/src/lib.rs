@@ -17,6 +17,7 @@
 //!   no effect) or indefinite (maybe applied);
 //! - [`clock`]: the only reader of the wall clock (record timestamps); [`random`]: the only
 //!   reader of randomness (member ids);
+//! - [`scram`]: SASL/SCRAM-SHA-256/512 authentication, both sides, sans-IO;
 //! - [`planted`]: the client's planted bugs (simulation builds only).
 //!
 //! Everything runs on `tokio`, which is the madsim simulator's tokio under `--cfg madsim`.
@@ -53,6 +54,7 @@ pub mod partitioner;
 pub mod planted;
 pub mod producer;
 pub mod random;
+pub mod scram;
 pub mod tls;
 pub mod wire;
 

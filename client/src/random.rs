@@ -1,7 +1,7 @@
 //! Randomness: the one place in the client that reads it (through `rand`, whose OS source the
 //! madsim simulator replaces with its seeded one, so a simulation stays reproducible).
 //!
-//! Used for consumer-protocol member ids: a Kafka 4 client (KIP-1082) chooses its member id
+//! Used for consumer-protocol member ids and SCRAM nonces and salts. Member ids: a Kafka 4 client (KIP-1082) chooses its member id
 //! itself, once, and sends it with its first join, so that a join whose answer was lost and is
 //! sent again is the same member to the coordinator, not a second one.
 
@@ -14,6 +14,13 @@ pub fn uuid_v4() -> String {
     bytes[8] = (bytes[8] & 0x3f) | 0x80; // RFC 4122 variant
     let hex: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
     format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+}
+
+/// `count` random bytes (SCRAM nonces and salts, module `scram`).
+pub fn bytes(count: usize) -> Vec<u8> {
+    let mut bytes = vec![0u8; count];
+    rand::thread_rng().fill(bytes.as_mut_slice());
+    bytes
 }
 
 #[cfg(test)]

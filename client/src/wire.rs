@@ -23,14 +23,17 @@ pub mod proto {
 
 use proto::{ErrorCode, Request, Response};
 
-/// The newest protocol version this code speaks. Version 2 added consumer groups; a server
-/// answers a `Hello` with the lower of the client's version and its own, and refuses group
-/// requests on a version 1 connection with `UNSUPPORTED_VERSION`.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// The newest protocol version this code speaks. Version 2 added consumer groups, version 3
+/// authentication and authorization; a server answers a `Hello` with the lower of the client's
+/// version and its own, and refuses group requests on a version 1 connection, security
+/// requests on a version 1 or 2 one, with `UNSUPPORTED_VERSION`.
+pub const PROTOCOL_VERSION: u32 = 3;
 /// The oldest protocol version this code still speaks; a `Hello` naming an older one is refused.
 pub const PROTOCOL_VERSION_MIN: u32 = 1;
 /// The first protocol version with consumer-group requests.
 pub const PROTOCOL_VERSION_GROUPS: u32 = 2;
+/// The first protocol version with SASL, user and ACL requests.
+pub const PROTOCOL_VERSION_SECURITY: u32 = 3;
 /// Bytes of the length prefix.
 pub const FRAME_HEADER_BYTES: usize = 4;
 /// The largest frame body accepted by default: a fetch response of up to 32 MiB of batches plus

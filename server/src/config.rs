@@ -186,6 +186,9 @@ pub struct ServerConfig {
     /// The consumer-group coordinator (`[groups]`).
     #[serde(default)]
     pub groups: crate::group::service::GroupSettings,
+    /// Authentication and authorization (`[auth]`, issue 19): all off by default.
+    #[serde(default)]
+    pub auth: crate::auth::AuthSettings,
     /// Deliberate breakages for the checkers' teeth (simulation and `planted-bugs` builds only).
     #[cfg(any(madsim, feature = "planted-bugs"))]
     #[serde(default)]
@@ -266,6 +269,7 @@ impl ServerConfig {
             topic_defaults: TopicDefaults::default(),
             tls: TlsSettings::default(),
             groups: crate::group::service::GroupSettings::default(),
+            auth: crate::auth::AuthSettings::default(),
             #[cfg(any(madsim, feature = "planted-bugs"))]
             planted_bugs: Vec::new(),
         }
@@ -308,6 +312,11 @@ impl ServerConfig {
         }
         if !ids.contains_key(&self.id) {
             return invalid(format!("this node's id {} is not among the listed nodes", self.id));
+        }
+        self.auth.validate().map_err(ConfigError::Invalid)?;
+        if self.auth.sasl && self.kafka_listen().is_some() {
+            // Its connections cannot log in yet (no SaslHandshake there): it would let anyone in.
+            return invalid("the Kafka listener has no SASL yet: it cannot run on a node with [auth] sasl (drop --kafka-listen)".into());
         }
         if self.tick_ms == 0 || self.tick_ms > 10_000 {
             return invalid(format!("tick_ms must be within 1..=10000, not {}", self.tick_ms));
@@ -494,6 +503,21 @@ mod tests {
         let config =
             ServerConfig::from_toml(&with_kafka.replace("tick_ms = 50", "tick_ms = 50\nkafka_listen = \"0.0.0.0:29092\"")).unwrap();
         assert_eq!(config.kafka_listen(), Some("0.0.0.0:29092".parse().unwrap()));
+    }
+
+    #[test]
+    fn kafka_listener_is_refused_where_clients_must_log_in() {
+        let mut config = ServerConfig::from_toml(THREE).unwrap();
+        config.kafka_listen = Some("127.0.0.1:29092".parse().unwrap());
+        config.validate().unwrap();
+        config.auth.sasl = true;
+        config.auth.inter_node_user = Some("node".into());
+        config.auth.users.insert("node".into(), crate::auth::Secret("pw".into()));
+        config.auth.super_users.insert("User:node".into());
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("Kafka listener has no SASL"), "{error}");
+        config.kafka_listen = None;
+        config.validate().unwrap();
     }
 
     #[test]

@@ -27,4 +27,6 @@ pub struct NodeContext {
     pub leaders: LearnedLeaders,
     /// The consumer-group coordinator of the offsets-topic partitions this node leads.
     pub groups: std::sync::Arc<crate::group::service::GroupService>,
+    /// Authentication settings and the configured users' credentials (issue 19).
+    pub auth: crate::auth::NodeAuth,
 }

@@ -1,6 +1,7 @@
 //! `odradek-server`: the node process, the controller (metadata group), partitions, the client
 //! protocol listener and the `odradek` binary.
 //!
+//! - [`auth`]: principals, SCRAM users and ACLs (who may do what, issue 19);
 //! - [`config`]: a node's settings (flags or TOML) and the cluster's member list;
 //! - [`data_dir`]: the data directory's lock and the identity of the node that owns it;
 //! - [`meta`]: the controller's state machine (brokers, topics, replica assignments, producer
@@ -22,6 +23,7 @@
 
 #[cfg(unix)]
 pub mod alloc;
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod context;

@@ -1,7 +1,8 @@
 //! The controller's state machine: what raft group 0 (the metadata group) replicates.
 //!
 //! It owns the cluster's registered brokers, the topics with their partitions, each partition's
-//! raft group id and replica list, and producer-id allocation. Commands ([`MetaCommand`]) are
+//! raft group id and replica list, producer-id allocation, and the users (their SCRAM
+//! credentials, never a password) and ACLs of issue 19. Commands ([`MetaCommand`]) are
 //! protobuf messages (`proto/meta.proto`) proposed to group 0; every node applies the committed
 //! ones in index order with [`MetadataState::apply`].
 //!
@@ -18,19 +19,23 @@
 //! - Producer ids are the raft indexes of their `AllocateProducerId` entries: unique, positive
 //!   and increasing without any extra state.
 //! - Every collection has a limit ([`BROKERS_MAX`], [`PARTITIONS_CLUSTER_MAX`],
-//!   [`PRODUCERS_MAX`]).
+//!   [`PRODUCERS_MAX`], [`USERS_MAX`], [`ACLS_MAX`]).
+//! - A stored credential is well formed (its mechanism's key lengths, at least
+//!   `scram::ITERATIONS_MIN` iterations) and a stored ACL passes `AclBinding::validate`.
 //!
 //! Cost sketch: every command is a few hundred bytes and applies in microseconds; the whole state
 //! of a cluster at its limits (1k brokers, 64k partitions x 5 replicas, 64k producers) is a few
 //! MiB, so replaying the metadata log on start is cheap.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use odradek_client::batch::BATCH_BYTES_MAX;
+use odradek_client::scram::{Credential, Mechanism};
 use odradek_client::wire::proto::TopicConfig;
 use odradek_consensus::{GroupId, NodeId};
 use protobuf::Message;
 
+use crate::auth::acl::{AclBinding, Operation, PatternType, Permission, ResourceType};
 use crate::proto;
 
 /// The metadata (controller) raft group.
@@ -51,6 +56,10 @@ pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 /// forgotten: a later bump of it is refused and that producer must allocate a new id, which is
 /// what Kafka does once a producer id expires.
 pub const PRODUCERS_MAX: usize = 1 << 16;
+/// Users (SCRAM credentials) the cluster stores, at most.
+pub const USERS_MAX: usize = 4096;
+/// ACL bindings the cluster stores, at most (every request scans them: `auth::acl`).
+pub const ACLS_MAX: usize = 4096;
 
 /// A node that serves clients, as it registered itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -149,6 +158,39 @@ pub enum MetaCommand {
         producer_id: i64,
         from_epoch: Option<i16>,
     },
+    /// Creates a user or replaces its credential.
+    UpsertUser {
+        name: String,
+        credential: Credential,
+    },
+    DeleteUser {
+        name: String,
+    },
+    CreateAcl(AclBinding),
+    DeleteAcl(AclBinding),
+}
+
+fn encode_acl(acl: &AclBinding) -> proto::AclBinding {
+    let mut message = proto::AclBinding::new();
+    message.set_principal(acl.principal.clone());
+    message.set_resource_type(acl.resource_type.name().to_string());
+    message.set_resource_name(acl.resource_name.clone());
+    message.set_pattern(acl.pattern.name().to_string());
+    message.set_operation(acl.operation.name().to_string());
+    message.set_permission(acl.permission.name().to_string());
+    message
+}
+
+fn decode_acl(message: &proto::AclBinding) -> Result<AclBinding, MetaError> {
+    let bad = |what: &str, value: &str| MetaError::Decode(format!("ACL {what} {value:?}"));
+    Ok(AclBinding {
+        principal: message.get_principal().to_string(),
+        resource_type: ResourceType::parse(message.get_resource_type()).ok_or_else(|| bad("resource type", message.get_resource_type()))?,
+        resource_name: message.get_resource_name().to_string(),
+        pattern: PatternType::parse(message.get_pattern()).ok_or_else(|| bad("pattern", message.get_pattern()))?,
+        operation: Operation::parse(message.get_operation()).ok_or_else(|| bad("operation", message.get_operation()))?,
+        permission: Permission::parse(message.get_permission()).ok_or_else(|| bad("permission", message.get_permission()))?,
+    })
 }
 
 /// Why bytes are not a [`MetaCommand`].
@@ -203,6 +245,33 @@ impl MetaCommand {
                 }
                 message.set_bump_producer_epoch(bump);
             }
+            MetaCommand::UpsertUser { name, credential } => {
+                let mut stored = proto::ScramCredential::new();
+                stored.set_mechanism(credential.mechanism.name().to_string());
+                stored.set_salt(credential.salt.clone());
+                stored.set_iterations(credential.iterations);
+                stored.set_stored_key(credential.stored_key.clone());
+                stored.set_server_key(credential.server_key.clone());
+                let mut upsert = proto::UpsertUser::new();
+                upsert.set_name(name.clone());
+                upsert.set_credential(stored);
+                message.set_upsert_user(upsert);
+            }
+            MetaCommand::DeleteUser { name } => {
+                let mut delete = proto::DeleteUser::new();
+                delete.set_name(name.clone());
+                message.set_delete_user(delete);
+            }
+            MetaCommand::CreateAcl(acl) => {
+                let mut create = proto::CreateAcl::new();
+                create.set_acl(encode_acl(acl));
+                message.set_create_acl(create);
+            }
+            MetaCommand::DeleteAcl(acl) => {
+                let mut delete = proto::DeleteAcl::new();
+                delete.set_acl(encode_acl(acl));
+                message.set_delete_acl(delete);
+            }
         }
         message.write_to_bytes().expect("a metadata command always encodes (all fields are set)")
     }
@@ -244,6 +313,22 @@ impl MetaCommand {
                 };
                 MetaCommand::BumpProducerEpoch { producer_id: bump.get_producer_id(), from_epoch }
             }
+            Some(Command::upsert_user(upsert)) => {
+                let stored = upsert.get_credential();
+                let mechanism = Mechanism::parse(stored.get_mechanism())
+                    .ok_or_else(|| MetaError::Decode(format!("SCRAM mechanism {:?}", stored.get_mechanism())))?;
+                let credential = Credential {
+                    mechanism,
+                    salt: stored.get_salt().to_vec(),
+                    iterations: stored.get_iterations(),
+                    stored_key: stored.get_stored_key().to_vec(),
+                    server_key: stored.get_server_key().to_vec(),
+                };
+                MetaCommand::UpsertUser { name: upsert.get_name().to_string(), credential }
+            }
+            Some(Command::delete_user(delete)) => MetaCommand::DeleteUser { name: delete.get_name().to_string() },
+            Some(Command::create_acl(create)) => MetaCommand::CreateAcl(decode_acl(create.get_acl())?),
+            Some(Command::delete_acl(delete)) => MetaCommand::DeleteAcl(decode_acl(delete.get_acl())?),
         };
         Ok(command)
     }
@@ -269,6 +354,14 @@ pub enum MetaOutcome {
     EpochMismatch {
         producer_epoch: i16,
     },
+    UserUpserted,
+    UserDeleted,
+    UserUnknown,
+    AclCreated,
+    /// The binding was stored already: nothing changed.
+    AclExists,
+    AclDeleted,
+    AclUnknown,
     /// Nothing changed (except the applied index): the reason.
     Rejected(String),
 }
@@ -291,6 +384,9 @@ pub struct MetadataState {
     group_next: GroupId,
     /// Producer id → current epoch.
     producers: BTreeMap<i64, i16>,
+    /// User name → SCRAM credential.
+    users: BTreeMap<String, Credential>,
+    acls: BTreeSet<AclBinding>,
 }
 
 impl Default for MetadataState {
@@ -303,6 +399,8 @@ impl Default for MetadataState {
             groups: BTreeMap::new(),
             group_next: METADATA_GROUP + 1,
             producers: BTreeMap::new(),
+            users: BTreeMap::new(),
+            acls: BTreeSet::new(),
         }
     }
 }
@@ -338,7 +436,45 @@ impl MetadataState {
             MetaCommand::DeleteTopic { name } => self.delete_topic(&name),
             MetaCommand::AllocateProducerId => self.allocate_producer_id(index),
             MetaCommand::BumpProducerEpoch { producer_id, from_epoch } => self.bump_producer_epoch(producer_id, from_epoch),
+            MetaCommand::UpsertUser { name, credential } => self.upsert_user(name, credential),
+            MetaCommand::DeleteUser { name } => match self.users.remove(&name) {
+                Some(_) => MetaOutcome::UserDeleted,
+                None => MetaOutcome::UserUnknown,
+            },
+            MetaCommand::CreateAcl(acl) => self.create_acl(acl),
+            MetaCommand::DeleteAcl(acl) => match self.acls.remove(&acl) {
+                true => MetaOutcome::AclDeleted,
+                false => MetaOutcome::AclUnknown,
+            },
         }
+    }
+
+    fn upsert_user(&mut self, name: String, credential: Credential) -> MetaOutcome {
+        if let Err(reason) = crate::auth::validate_user_name(&name) {
+            return MetaOutcome::Rejected(reason);
+        }
+        if !credential.is_well_formed() {
+            return MetaOutcome::Rejected(format!("a malformed {} credential for user {name:?}", credential.mechanism.name()));
+        }
+        if !self.users.contains_key(&name) && self.users.len() >= USERS_MAX {
+            return MetaOutcome::Rejected(format!("already {USERS_MAX} users"));
+        }
+        self.users.insert(name, credential);
+        MetaOutcome::UserUpserted
+    }
+
+    fn create_acl(&mut self, acl: AclBinding) -> MetaOutcome {
+        if let Err(reason) = acl.validate() {
+            return MetaOutcome::Rejected(reason);
+        }
+        if self.acls.contains(&acl) {
+            return MetaOutcome::AclExists;
+        }
+        if self.acls.len() >= ACLS_MAX {
+            return MetaOutcome::Rejected(format!("already {ACLS_MAX} ACLs"));
+        }
+        self.acls.insert(acl);
+        MetaOutcome::AclCreated
     }
 
     fn register_broker(&mut self, broker: BrokerInfo) -> MetaOutcome {
@@ -456,6 +592,12 @@ impl MetadataState {
         assert!(self.groups.len() <= PARTITIONS_CLUSTER_MAX);
         assert!(self.brokers.len() <= BROKERS_MAX);
         assert!(self.producers.len() <= PRODUCERS_MAX);
+        assert!(self.users.len() <= USERS_MAX);
+        assert!(self.acls.len() <= ACLS_MAX);
+        if cfg!(debug_assertions) {
+            assert!(self.users.values().all(Credential::is_well_formed));
+            assert!(self.acls.iter().all(|acl| acl.validate().is_ok()));
+        }
         if cfg!(debug_assertions) {
             let partitions: usize = self.topics.values().map(|topic| topic.partitions.len()).sum();
             assert_eq!(partitions, self.groups.len());
@@ -504,6 +646,19 @@ impl MetadataState {
     /// The current epoch of a known producer id.
     pub fn producer_epoch(&self, producer_id: i64) -> Option<i16> {
         self.producers.get(&producer_id).copied()
+    }
+
+    /// The SCRAM credential of a user of the metadata log.
+    pub fn user(&self, name: &str) -> Option<&Credential> {
+        self.users.get(name)
+    }
+
+    pub fn users(&self) -> &BTreeMap<String, Credential> {
+        &self.users
+    }
+
+    pub fn acls(&self) -> &BTreeSet<AclBinding> {
+        &self.acls
     }
 
     /// The first group id the next topic gets.

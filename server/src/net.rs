@@ -22,10 +22,14 @@
 //! handshake deadline. Connections then run the same protocol over the TLS stream, each handed
 //! its TLS principal (the client certificate's first DNS name, when one was presented) for the
 //! layers that decide permissions.
+//! Who the connection is ([`session`]): anonymous until a SASL/SCRAM exchange names a user;
+//! with `[auth] sasl` on, nothing but that exchange is served before it. Every request is then
+//! handled as the session's principal, which the handlers authorize ([`crate::request::authorize`]).
 
 mod admission;
 mod budget;
 mod frames;
+pub mod session;
 
 use std::sync::Arc;
 
@@ -34,7 +38,7 @@ use odradek_client::tls::{principal, Rewound, Stream, TLS_HANDSHAKE_RECORD};
 use odradek_client::wire::proto::{ErrorCode, HelloResponse, Request, Request_oneof_body as Body, Response};
 use odradek_client::wire::{
     decode_request, error_response, write_frame, FrameError, FRAME_BYTES_MAX, PROTOCOL_VERSION, PROTOCOL_VERSION_GROUPS,
-    PROTOCOL_VERSION_MIN,
+    PROTOCOL_VERSION_MIN, PROTOCOL_VERSION_SECURITY,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -44,7 +48,9 @@ use tokio::time::Instant;
 pub use admission::{Admission, ConnectionSlot, Refusal};
 pub use budget::{Admitted, RequestBudget};
 pub use frames::FrameReader;
+pub use session::Session;
 
+use crate::auth::Principal;
 use crate::context::NodeContext;
 use crate::request;
 use crate::shutdown::Shutdown;
@@ -161,8 +167,8 @@ async fn write_responses<W: tokio::io::AsyncWrite + Unpin>(mut writer: W, mut re
 /// One connection: reads requests in order and starts each (see the module comment). The loop
 /// owns the connection's state; the helpers below decide what a frame or a greeting gets.
 ///
-/// `principal` is the TLS principal (client certificate's first DNS name) when there is one;
-/// this layer only records it.
+/// `principal` is the TLS principal (client certificate's first DNS name) when there is one:
+/// the connection's session is then `User:<that name>` (mutual TLS), with no SASL exchange.
 async fn serve_connection<S: Stream>(
     stream: S,
     principal: Option<String>,
@@ -170,9 +176,17 @@ async fn serve_connection<S: Stream>(
     mut shutdown: Shutdown,
     budget: RequestBudget,
 ) {
-    if let Some(principal) = &principal {
-        tracing::debug!(principal, "client connection authenticated by its certificate");
-    }
+    let mut session = match principal.as_deref().map(Session::from_certificate) {
+        None => Session::default(),
+        Some(Ok(session)) => {
+            tracing::debug!(principal = %session.principal(), "client connection authenticated by its certificate");
+            session
+        }
+        Some(Err(error)) => {
+            tracing::warn!(%error, "refusing a client certificate whose name is not a principal");
+            return;
+        }
+    };
     let (reader, writer) = tokio::io::split(stream);
     let frame_bytes_max = FRAME_BYTES_MAX.min(budget.bytes_max());
     let mut frames = FrameReader::new(reader, budget);
@@ -214,7 +228,7 @@ async fn serve_connection<S: Stream>(
                 break;
             }
         };
-        let (request, admitted) = match parse_frame(frame) {
+        let (mut request, admitted) = match parse_frame(frame) {
             Parsed::Request(request, admitted) => (request, admitted),
             Parsed::Refused { response, close } => {
                 let _ = responses.send(response).await;
@@ -241,13 +255,45 @@ async fn serve_connection<S: Stream>(
             let _ = responses.send(error_response(request.request_id, ErrorCode::UNSUPPORTED_VERSION, message)).await;
             continue;
         }
+        if agreed < PROTOCOL_VERSION_SECURITY && request.body.as_ref().is_some_and(request::authorize::is_security_request) {
+            let message = format!(
+                "authentication, user and ACL requests need protocol version {PROTOCOL_VERSION_SECURITY}; this connection speaks {agreed}"
+            );
+            let _ = responses.send(error_response(request.request_id, ErrorCode::UNSUPPORTED_VERSION, message)).await;
+            continue;
+        }
         deadline = Instant::now() + idle;
+        if let Some(Body::sasl_authenticate(sasl)) = take_sasl(&mut request) {
+            // On the reader, in order: the exchange is the connection's state.
+            let (response, close) = session.sasl_step(&context, request.request_id, sasl);
+            let _ = responses.send(response).await;
+            if close {
+                break;
+            }
+            continue;
+        }
+        if let Some((response, close)) = session.refusal(&context, request.request_id, request.body.as_ref()) {
+            let _ = responses.send(response).await;
+            if close {
+                break;
+            }
+            continue;
+        }
         let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
-        start_request(&context, request, (permit, admitted), responses.clone(), &reset).await;
+        let principal = session.principal().clone();
+        start_request(&context, principal, request, (permit, admitted), responses.clone(), &reset).await;
     }
     // In-flight requests still answer (their tasks hold senders); then the writer closes.
     drop(responses);
     let _ = writer_task.await;
+}
+
+/// The body of a SaslAuthenticate request (taken out of it); any other request is left whole.
+fn take_sasl(request: &mut Request) -> Option<Body> {
+    match request.body {
+        Some(Body::sasl_authenticate(_)) => request.body.take(),
+        _ => None,
+    }
 }
 
 /// What a frame read from a connection is.
@@ -311,6 +357,7 @@ fn greet(context: &NodeContext, mut request: Request, frame_bytes_max: usize) ->
 /// and its outcome awaited off the reader; every other request runs concurrently.
 async fn start_request(
     context: &Arc<NodeContext>,
+    principal: Principal,
     mut request: Request,
     permit: (OwnedSemaphorePermit, Admitted),
     responses: mpsc::Sender<Response>,
@@ -323,7 +370,7 @@ async fn start_request(
             request.body = body;
             let context = context.clone();
             tokio::spawn(async move {
-                let response = request::handle(&context, request).await;
+                let response = request::handle(&context, &principal, request).await;
                 let _ = responses.send(response).await;
                 drop(permit);
             });
@@ -336,7 +383,7 @@ async fn start_request(
         tracing::debug!(id, ?hold, "fault: holding a produce request");
         tokio::time::sleep(hold).await;
     }
-    let pending = request::produce::produce(context, id, produce).await;
+    let pending = request::produce::produce(context, &principal, id, produce).await;
     let (context, reset) = (context.clone(), reset.clone());
     tokio::spawn(async move {
         if let Some(response) = pending.await {

@@ -57,10 +57,13 @@ pub enum PlantedBug {
     /// The consumer protocol hands a member its target partitions while another member still
     /// owns them: one partition, two owners in one generation.
     AssignmentTwoOwners,
+    /// Produce skips its authorization check (write on the topic): any principal, even an
+    /// unauthenticated one, appends to any topic (A1: no unauthorized operation takes effect).
+    SkipProduceAclCheck,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 13] = [
+    pub const ALL: [PlantedBug; 14] = [
         PlantedBug::AckBeforeCommit,
         PlantedBug::ServeAboveCommit,
         PlantedBug::SkipDedup,
@@ -74,6 +77,7 @@ impl PlantedBug {
         PlantedBug::AcceptStaleCommit,
         PlantedBug::CoordinatorAnswersBeforeReplay,
         PlantedBug::AssignmentTwoOwners,
+        PlantedBug::SkipProduceAclCheck,
     ];
 
     pub fn name(self) -> &'static str {
@@ -91,6 +95,7 @@ impl PlantedBug {
             PlantedBug::AcceptStaleCommit => "accept-stale-commit",
             PlantedBug::CoordinatorAnswersBeforeReplay => "coordinator-answers-before-replay",
             PlantedBug::AssignmentTwoOwners => "assignment-two-owners",
+            PlantedBug::SkipProduceAclCheck => "skip-produce-acl-check",
         }
     }
 }
@@ -123,6 +128,7 @@ pub struct Planted {
     pub accept_stale_commit: bool,
     pub coordinator_answers_before_replay: bool,
     pub assignment_two_owners: bool,
+    pub skip_produce_acl_check: bool,
 }
 
 impl Planted {
@@ -143,6 +149,7 @@ impl Planted {
             accept_stale_commit: on(PlantedBug::AcceptStaleCommit),
             coordinator_answers_before_replay: on(PlantedBug::CoordinatorAnswersBeforeReplay),
             assignment_two_owners: on(PlantedBug::AssignmentTwoOwners),
+            skip_produce_acl_check: on(PlantedBug::SkipProduceAclCheck),
         }
     }
 }
@@ -169,6 +176,7 @@ mod tests {
             all.truncate_mid_log_corruption,
             all.trust_recovery_cut,
             all.suspect_vote_by_term_only,
+            all.skip_produce_acl_check,
         ];
         assert!(each.iter().all(|on| *on), "every bug has a switch: {all:?}");
     }

@@ -202,6 +202,7 @@ impl Server {
             planted,
             leaders,
             groups: groups.clone(),
+            auth: crate::auth::NodeAuth::new(config.auth.clone()),
         });
         let kafka_task = kafka_listener.zip(kafka_addr).map(|(listener, bound)| {
             let brokers = crate::kafka::KafkaBrokers::new(&config, bound);

@@ -12,8 +12,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use madsim::runtime::Handle;
 use madsim::task::NodeId as SimNodeId;
+use odradek_client::ClusterConfig;
 use odradek_jepsen::history::{HistoryBuilder, Process};
 use odradek_log::SimDisk;
+use odradek_server::auth::AuthSettings;
 use odradek_server::config::{Member, ServerConfig};
 use odradek_server::faults::{FaultHooks, RequestHold, ResponseCut, TransportFaults};
 use odradek_server::group::service::GroupSettings;
@@ -63,6 +65,8 @@ pub struct SimCluster {
     pub fault_hooks: FaultHooks,
     /// The coordinator's settings, when the run has consumer groups (else the servers' defaults).
     pub group_settings: Option<GroupSettings>,
+    /// `[auth]` of every node in a secure run (`crate::security`); `None`: open.
+    pub auth: Option<AuthSettings>,
 }
 
 impl SimCluster {
@@ -95,6 +99,19 @@ impl SimCluster {
                 response_cut: Some(ResponseCut::default()),
             },
             group_settings: None,
+            auth: None,
+        }
+    }
+
+    /// The workload's client settings: the defaults, authenticated as the writer in a secure run.
+    pub fn client_config(&self) -> ClusterConfig {
+        let config = ClusterConfig::default();
+        match &self.auth {
+            Some(_) => {
+                let (user, password) = crate::security::WRITER;
+                config.with_sasl(odradek_client::scram::Mechanism::Sha256, user, password)
+            }
+            None => config,
         }
     }
 
@@ -169,6 +186,9 @@ impl SimCluster {
         }
         if let Some(groups) = &self.group_settings {
             config.groups = groups.clone();
+        }
+        if let Some(auth) = &self.auth {
+            config.auth = auth.clone();
         }
         let offsets_ms = self.clock_offsets_ms.clone();
         // The simulated wall clock (madsim's, the one the client stamps records with) plus this

@@ -85,6 +85,9 @@ pub struct ScenarioConfig {
     pub planted_bugs: Vec<PlantedBug>,
     /// Planted bugs of the client (the group workload's consumers).
     pub client_planted_bugs: Vec<ClientPlantedBug>,
+    /// Security on (`crate::security`): SCRAM logins, ACLs, an intruder, invariant A1. Not with
+    /// scenario `groups` (its members do not log in yet).
+    pub secure: bool,
 }
 
 impl ScenarioConfig {
@@ -96,6 +99,7 @@ impl ScenarioConfig {
             duration: Duration::from_secs(20),
             planted_bugs: Vec::new(),
             client_planted_bugs: Vec::new(),
+            secure: false,
         }
     }
 
@@ -111,6 +115,9 @@ impl ScenarioConfig {
         }
         if self.duration != ScenarioConfig::new(0).duration {
             command += &format!(" --duration {}", self.duration.as_secs());
+        }
+        if self.secure {
+            command += " --secure";
         }
         for bug in &self.planted_bugs {
             command += &format!(" --planted-bug {}", bug.name());

@@ -11,8 +11,9 @@
 //!
 //! Modules, each imported only by those after it: `config` (what a run is told, the shape every
 //! run shares), `cluster` (the simulated cluster and its nodes), `nemesis` (the fault plan, each
-//! fault's inject and heal, the loop), `workload` (the client side), `report` (what a run
-//! found), `scenario` (the phases and the checks).
+//! fault's inject and heal, the loop), `workload` (the client side), `security` (`--secure`
+//! runs: logins, ACLs, the intruder and invariant A1), `report` (what a run found), `scenario`
+//! (the phases and the checks).
 //!
 //! Everything here needs `--cfg madsim` (`sim/madsim ...`); without it the crate is empty and the
 //! `odradek-sim` binary only says how to build it.
@@ -27,5 +28,7 @@ pub mod nemesis;
 pub mod report;
 #[cfg(madsim)]
 pub mod scenario;
+#[cfg(madsim)]
+pub mod security;
 #[cfg(madsim)]
 mod workload;

@@ -7,6 +7,7 @@
 //! 3. liveness: every fault is healed, stopped nodes restart, the producers finish (V1, V2);
 //! 4. final drain: a fresh consumer reads every partition to its end (V3), then (scenario
 //!    `groups`) every group's committed offsets are fetched (C1);
+//!    with `--secure`, no intruder attempt took effect (A1, `crate::security`);
 //! 5. checks: the Jepsen checker over the history, the raft checker over the replicas' events.
 
 use std::cell::RefCell;
@@ -29,7 +30,7 @@ use crate::config::{Scenario, ScenarioConfig, CONVERGENCE_WAIT, LIVENESS_BOUND, 
 use crate::nemesis;
 use crate::nemesis::fault::FaultTargets;
 use crate::report::{Crash, Report};
-use crate::workload;
+use crate::{security, workload};
 
 /// Runs one seed in a fresh simulation (the runtime's seed is the run's seed). A panic inside
 /// the simulated cluster becomes a [`Crash`].
@@ -70,6 +71,10 @@ pub async fn run(config: ScenarioConfig) -> Report {
     if with_groups {
         cluster.group_settings = Some(workload::groups::server_settings());
     }
+    assert!(!(config.secure && with_groups), "--secure does not run with scenario groups (its members do not log in)");
+    if config.secure {
+        cluster.auth = Some(security::server_settings());
+    }
     let cluster = Arc::new(cluster);
     cluster.note(format!("seed {seed}: {node_count} nodes, scenario {}, {}", config.scenario.name(), plan.describe()));
     for bug in &config.planted_bugs {
@@ -84,11 +89,15 @@ pub async fn run(config: ScenarioConfig) -> Report {
     let raft = observe_replicas(&cluster, seed, coverage.clone());
     let node_ids = cluster.start_nodes(&runtime);
     let client = runtime.create_node().name("client").ip(IpAddr::from([10, 0, 1, 1])).build();
+    if config.secure {
+        security::setup(&client, cluster.clone()).await;
+    }
     workload::create_topic(&client, &cluster).await;
     cluster.note("topic created");
 
     // 2. Safety: the workload under the nemesis, which heals everything when it ends.
     let workload = workload::start(&client, cluster.clone(), &mut rng, config.duration);
+    let intruder = config.secure.then(|| security::start_intruder(&client, cluster.clone(), config.duration));
     let groups = with_groups.then(|| {
         let planted = odradek_client::planted::Planted::of(&config.client_planted_bugs);
         workload::groups::start(&client, cluster.clone(), seed, config.duration, planted)
@@ -105,6 +114,10 @@ pub async fn run(config: ScenarioConfig) -> Report {
         None => Vec::new(),
     };
     let mut problems = Vec::new();
+    // A1: no intruder attempt took effect.
+    if let Some(intruder) = intruder {
+        problems.extend(intruder.await.expect("intruder task").violations);
+    }
     let partition_ends = workload::partition_ends(&client, &cluster).await;
     if partition_ends.len() != PARTITIONS as usize {
         problems.push(format!("V1: no partition end within {LIVENESS_BOUND:?} for some partition (got {partition_ends:?})"));

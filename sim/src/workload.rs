@@ -15,7 +15,8 @@ use std::time::Duration;
 use madsim::runtime::NodeHandle;
 use odradek_client::wire::proto::ErrorCode;
 use odradek_client::{
-    Admin, ClientError, Consumer, ConsumerConfig, Offset, OffsetQuery, Producer, ProducerConfig, ProducerRecord, TopicConfig,
+    Admin, ClientError, ClusterSession, Consumer, ConsumerConfig, Offset, OffsetQuery, Producer, ProducerConfig, ProducerRecord,
+    TopicConfig,
 };
 use odradek_jepsen::checker::LogRecord;
 use odradek_jepsen::history::{Acks, Keys, OpF, OpHandle, OpValue, Poll, Send};
@@ -74,10 +75,11 @@ const CREATE_TOPIC_ATTEMPTS_MAX: u32 = 600;
 /// comes up.
 pub async fn create_topic(client: &NodeHandle, cluster: &SimCluster) {
     let bootstrap = cluster.bootstrap();
+    let config = cluster.client_config();
     client
         .spawn(async move {
             let addresses: Vec<&str> = bootstrap.iter().map(String::as_str).collect();
-            let admin = Admin::new(&addresses).expect("admin");
+            let admin = Admin::with_cluster(ClusterSession::new(&addresses, config).expect("admin"));
             for _ in 0..CREATE_TOPIC_ATTEMPTS_MAX {
                 match admin.create_topic(TOPIC, PARTITIONS, 3, TopicConfig::default()).await {
                     Ok(()) => return,
@@ -96,10 +98,11 @@ pub async fn create_topic(client: &NodeHandle, cluster: &SimCluster) {
 /// partition missing from the answer had none in time (V1).
 pub async fn partition_ends(client: &NodeHandle, cluster: &SimCluster) -> BTreeMap<u32, u64> {
     let bootstrap = cluster.bootstrap();
+    let config = cluster.client_config();
     client
         .spawn(async move {
             let addresses: Vec<&str> = bootstrap.iter().map(String::as_str).collect();
-            let admin = Admin::new(&addresses).expect("admin");
+            let admin = Admin::with_cluster(ClusterSession::new(&addresses, config).expect("admin"));
             let deadline = tokio::time::Instant::now() + LIVENESS_BOUND;
             let mut ends = BTreeMap::new();
             for partition in 0..PARTITIONS {
@@ -144,7 +147,8 @@ async fn extra_topic(cluster: Arc<SimCluster>, delay: Duration) {
     tokio::time::sleep(delay).await;
     let bootstrap = cluster.bootstrap();
     let addresses: Vec<&str> = bootstrap.iter().map(String::as_str).collect();
-    let Ok(admin) = Admin::new(&addresses) else { return };
+    let Ok(session) = ClusterSession::new(&addresses, cluster.client_config()) else { return };
+    let admin = Admin::with_cluster(session);
     let outcome = tokio::time::timeout(Duration::from_secs(10), admin.create_topic("extra", 2, 3, TopicConfig::default())).await;
     cluster.note(format!("create topic extra: {outcome:?}"));
 }
@@ -163,6 +167,7 @@ async fn produce(cluster: Arc<SimCluster>, index: u64, kind: ProducerKind) -> (u
         },
         idempotence: kind.idempotent,
         retry_backoff: Duration::from_millis(kind.retry_backoff_ms),
+        cluster: cluster.client_config(),
         ..ProducerConfig::default()
     };
     let producer = Producer::new(&addresses, config).await.expect("producer");
@@ -231,7 +236,8 @@ fn record_send_failure(cluster: &SimCluster, handle: OpHandle, send: Send, error
 async fn consume(cluster: Arc<SimCluster>, ends: Option<BTreeMap<u32, u64>>, deadline: tokio::time::Instant) -> (usize, Vec<LogRecord>) {
     let bootstrap = cluster.bootstrap();
     let addresses: Vec<&str> = bootstrap.iter().map(String::as_str).collect();
-    let mut consumer = Consumer::new(&addresses, ConsumerConfig { wait_ms_max: 200, ..ConsumerConfig::default() }).expect("consumer");
+    let config = ConsumerConfig { wait_ms_max: 200, cluster: cluster.client_config(), ..ConsumerConfig::default() };
+    let mut consumer = Consumer::new(&addresses, config).expect("consumer");
     let keys: Vec<u64> = (0..u64::from(PARTITIONS)).collect();
     let process = cluster.process();
     let assign = cluster.history().invoke(process, OpF::Assign, OpValue::Keys(Keys { keys: keys.clone() })).expect("history");

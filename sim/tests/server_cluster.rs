@@ -39,10 +39,25 @@ async fn groups_scenario_under_faults() {
     assert!(report.passed(), "{}\n{}", report.timeline.join("\n"), report.verdict_text());
 }
 
+/// A run with security on (SCRAM logins, ACLs, an intruder; A1 in the verdict) on the madsim seed.
+#[madsim::test]
+async fn secure_run_under_faults() {
+    let config = ScenarioConfig { secure: true, ..ScenarioConfig::new(Handle::current().seed()) };
+    let report = run(config).await;
+    println!("{}", report.summary_line());
+    assert!(report.passed(), "{}\n{}", report.timeline.join("\n"), report.verdict_text());
+    let intruder = report.timeline.iter().find(|line| line.contains("security: intruder attempts")).expect("the intruder ran");
+    assert!(!intruder.contains("refused 0,"), "some intruder attempt reached a node and was refused: {intruder}");
+}
+
 /// Runs seeds in order until one fails; it must fail on one of `invariants`.
 fn planted_bug_is_caught(bug: PlantedBug, scenario: Scenario, seeds: std::ops::RangeInclusive<u64>, invariants: &[&str]) {
+    planted_bug_is_caught_in(bug, scenario, false, seeds, invariants)
+}
+
+fn planted_bug_is_caught_in(bug: PlantedBug, scenario: Scenario, secure: bool, seeds: std::ops::RangeInclusive<u64>, invariants: &[&str]) {
     for seed in seeds.clone() {
-        let config = ScenarioConfig { scenario, planted_bugs: vec![bug], ..ScenarioConfig::new(seed) };
+        let config = ScenarioConfig { scenario, planted_bugs: vec![bug], secure, ..ScenarioConfig::new(seed) };
         let caught: Vec<String> = match run_seed(&config) {
             Ok(report) if report.passed() => continue,
             Ok(report) => report.failed_invariants().into_iter().map(str::to_string).collect(),
@@ -65,6 +80,13 @@ fn planted_bug_is_caught(bug: PlantedBug, scenario: Scenario, seeds: std::ops::R
 #[test]
 fn planted_ack_before_commit_is_caught() {
     planted_bug_is_caught(PlantedBug::AckBeforeCommit, Scenario::Crash, 1..=30, &["R5", "L1", "L6", "L7"]);
+}
+
+// Produce skips its write check: the intruder (allowed to describe the topic only) appends
+// (seed 1, A1).
+#[test]
+fn planted_skip_produce_acl_check_is_caught() {
+    planted_bug_is_caught_in(PlantedBug::SkipProduceAclCheck, Scenario::Crash, true, 1..=10, &["A1"]);
 }
 
 // Fetch serves above the commit index while reporting the applied high watermark: the polls

@@ -114,6 +114,10 @@ mod real {
             /// TLS) and mutual TLS on peer links, with certificates from `odradek tls init`.
             #[arg(long)]
             tls: bool,
+            /// Security on: every node requires SASL/SCRAM and checks ACLs; the workload logs
+            /// in as a user granted what it needs.
+            #[arg(long)]
+            secure: bool,
         },
         /// Re-check DIR/history.jsonl; print the summary (and rewrite verdict, summary and plots with --write).
         Check {
@@ -146,6 +150,7 @@ mod real {
                 recovery,
                 planted_bugs,
                 tls,
+                secure,
             } => {
                 let nemesis = match nemesis::parse_kinds(&nemesis) {
                     Ok(kinds) => kinds,
@@ -185,6 +190,7 @@ mod real {
                     recovery: seconds(recovery),
                     planted_bugs,
                     tls,
+                    secure,
                 };
                 if let Err(error) = config.validate() {
                     return usage(&error);

@@ -84,6 +84,8 @@ pub struct ProcessCluster {
     planted_flags: Vec<String>,
     /// `--tls-dir DIR` for every node when the run is over TLS.
     tls_flags: Vec<String>,
+    /// `--auth`/`--authorization` flags for every node (`--secure`, [`super::secure`]).
+    pub security_flags: Vec<String>,
 }
 
 /// Ports nobody listens on right now (bound, then released: a small race with other programs).
@@ -128,6 +130,7 @@ impl ProcessCluster {
             client_proxy_ports,
             planted_flags,
             tls_flags: Vec::new(),
+            security_flags: Vec::new(),
         })
     }
 
@@ -167,6 +170,7 @@ impl ProcessCluster {
         flags.extend(["--group-session-timeout-ms".to_string(), GROUP_SESSION_TIMEOUT_MS.to_string()]);
         flags.extend(self.planted_flags.iter().cloned());
         flags.extend(self.tls_flags.iter().cloned());
+        flags.extend(self.security_flags.iter().cloned());
         flags
     }
 

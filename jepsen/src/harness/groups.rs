@@ -180,7 +180,7 @@ enum Step {
 
 fn member_config(target: &WorkloadTarget, group: &str, protocol: GroupProtocol, process: Process) -> ConsumerConfig {
     ConsumerConfig {
-        cluster: cluster_config(format!("jepsen-member-{process}"), &target.tls),
+        cluster: cluster_config(target, format!("jepsen-member-{process}")),
         wait_ms_max: 200,
         group_id: Some(group.to_string()),
         group_protocol: client_protocol(protocol),
@@ -454,8 +454,7 @@ async fn zombie_commit_step(log: &Arc<Mutex<MemberLog>>, target: &WorkloadTarget
         epoch: Some(epoch),
         error: None,
     };
-    let Ok(cluster) =
-        odradek_client::ClusterSession::new(&target.bootstrap(), cluster_config(format!("jepsen-zombie-{process}"), &target.tls))
+    let Ok(cluster) = odradek_client::ClusterSession::new(&target.bootstrap(), cluster_config(target, format!("jepsen-zombie-{process}")))
     else {
         return Step::Go;
     };
@@ -597,7 +596,7 @@ pub async fn final_fetch(recorder: &Arc<Recorder>, target: &WorkloadTarget) -> R
 /// The node that coordinates `group` now, as its coordinator says (None if nobody answers).
 pub async fn coordinator_of(target: &WorkloadTarget, group: &str) -> Option<u64> {
     let admin = odradek_client::Admin::with_cluster(
-        odradek_client::ClusterSession::new(&target.bootstrap(), cluster_config("jepsen-nemesis".into(), &target.tls)).ok()?,
+        odradek_client::ClusterSession::new(&target.bootstrap(), cluster_config(target, "jepsen-nemesis".into())).ok()?,
     );
     let described = tokio::time::timeout(OP_TIMEOUT_MARGIN, admin.describe_group(group)).await.ok()?.ok()?;
     (described.coordinator != 0).then_some(described.coordinator)

@@ -22,6 +22,7 @@ pub mod cluster;
 pub mod groups;
 pub mod nemesis;
 pub mod proxy;
+pub mod secure;
 pub mod workload;
 
 use std::path::PathBuf;
@@ -91,6 +92,8 @@ pub struct RunConfig {
     /// TLS on client listeners and mutual TLS on peer links (certificates from `odradek tls
     /// init` under `out/certs`); the proxies forward the encrypted bytes unchanged.
     pub tls: bool,
+    /// Security on (`--secure`, [`secure`]): SCRAM logins and ACLs on every node.
+    pub secure: bool,
 }
 
 impl RunConfig {
@@ -149,6 +152,9 @@ pub async fn run(config: &RunConfig) -> Result<(History, RunNotes), String> {
     let mut cluster = ProcessCluster::new(&config.binary, &data_dir, &ports, proxies.port_matrix(), client_proxies, &config.planted_bugs)
         .map_err(|e| format!("cluster layout: {e}"))?;
     cluster.set_tls_flags(tls_flags);
+    if config.secure {
+        cluster.security_flags = secure::server_flags(&data_dir).map_err(|e| format!("users file: {e}"))?;
+    }
     let cluster = Arc::new(Mutex::new(cluster));
     let targets: Vec<_> = {
         let mut cluster = cluster.lock().expect("cluster lock");
@@ -162,7 +168,12 @@ pub async fn run(config: &RunConfig) -> Result<(History, RunNotes), String> {
     }
     let bootstrap = cluster.lock().expect("cluster lock").client_addresses();
     notes.info.push(format!("nodes (client addresses): {}", bootstrap.join(", ")));
-    let target = WorkloadTarget { bootstrap, topic: TOPIC.to_string(), keys: config.keys, acks: config.acks, tls: client_tls };
+    let mut target =
+        WorkloadTarget { bootstrap, topic: TOPIC.to_string(), keys: config.keys, acks: config.acks, tls: client_tls, sasl: None };
+    if config.secure {
+        target.sasl = Some(secure::setup(&target).await?);
+        notes.info.push("secure: every node requires SCRAM and checks ACLs; the workload logs in as its own user".to_string());
+    }
     create_topic(&target, config.replication_factor).await?;
 
     let started = Instant::now();
@@ -259,7 +270,7 @@ fn tls_certificates(config: &RunConfig) -> Result<(Vec<String>, Option<odradek_c
 async fn create_topic(target: &WorkloadTarget, replication_factor: u32) -> Result<(), String> {
     let bootstrap: Vec<&str> = target.bootstrap.iter().map(String::as_str).collect();
     let admin = Admin::with_cluster(
-        odradek_client::ClusterSession::new(&bootstrap, workload::cluster_config("jepsen-setup".into(), &target.tls))
+        odradek_client::ClusterSession::new(&bootstrap, workload::cluster_config(target, "jepsen-setup".into()))
             .map_err(|e| e.to_string())?,
     );
     let deadline = Instant::now() + SETUP_TIMEOUT;

@@ -123,6 +123,8 @@ pub struct WorkloadTarget {
     pub acks: Acks,
     /// The workers' TLS (None: plaintext).
     pub tls: Option<odradek_client::tls::ClientTls>,
+    /// The workload's login in a secure run.
+    pub sasl: Option<odradek_client::connection::SaslCredentials>,
 }
 
 impl WorkloadTarget {
@@ -140,13 +142,14 @@ impl WorkloadTarget {
 }
 
 /// Short client bounds: a fault must turn into an op outcome within seconds, not minutes.
-pub fn cluster_config(client_id: String, tls: &Option<odradek_client::tls::ClientTls>) -> ClusterConfig {
+pub fn cluster_config(target: &WorkloadTarget, client_id: String) -> ClusterConfig {
     ClusterConfig {
         client_id,
         connection: ConnectionConfig {
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(3),
-            tls: tls.clone(),
+            tls: target.tls.clone(),
+            sasl: target.sasl.clone(),
             ..Default::default()
         },
         retry_backoff: Duration::from_millis(50),
@@ -155,14 +158,14 @@ pub fn cluster_config(client_id: String, tls: &Option<odradek_client::tls::Clien
     }
 }
 
-fn producer_config(target: &WorkloadTarget, process: Process) -> ProducerConfig {
-    let (acks, idempotence) = match target.acks {
+fn producer_config(target: &WorkloadTarget, acks: Acks, process: Process) -> ProducerConfig {
+    let (acks, idempotence) = match acks {
         Acks::All => (odradek_client::Acks::All, true),
         Acks::One => (odradek_client::Acks::Leader, false),
         Acks::Zero => (odradek_client::Acks::None, false),
     };
     ProducerConfig {
-        cluster: cluster_config(format!("jepsen-producer-{process}"), &target.tls),
+        cluster: cluster_config(target, format!("jepsen-producer-{process}")),
         acks,
         idempotence,
         linger: Duration::from_millis(1),
@@ -200,17 +203,21 @@ pub async fn producer_worker(
     }
     while !*stop.borrow() {
         let process = recorder.new_process();
-        let producer =
-            match tokio::time::timeout(OP_TIMEOUT_MARGIN, Producer::new(&target.bootstrap(), producer_config(&target, process))).await {
-                Ok(Ok(producer)) => producer,
-                _ => {
-                    // No op was recorded for this process: it simply never acts.
-                    if sleep_or_stop(RETRY_PAUSE, &mut stop).await {
-                        return;
-                    }
-                    continue;
+        let producer = match tokio::time::timeout(
+            OP_TIMEOUT_MARGIN,
+            Producer::new(&target.bootstrap(), producer_config(&target, target.acks, process)),
+        )
+        .await
+        {
+            Ok(Ok(producer)) => producer,
+            _ => {
+                // No op was recorded for this process: it simply never acts.
+                if sleep_or_stop(RETRY_PAUSE, &mut stop).await {
+                    return;
                 }
-            };
+                continue;
+            }
+        };
         let mut tick = Instant::now();
         loop {
             tick += interval;
@@ -297,7 +304,7 @@ fn ended<T>(outcome: Result<Result<T, ClientError>, tokio::time::error::Elapsed>
 /// process was retired (or could not start) on the way.
 async fn new_consumer(recorder: &Recorder, target: &WorkloadTarget, process: Process) -> Option<Consumer> {
     let config = ConsumerConfig {
-        cluster: cluster_config(format!("jepsen-consumer-{process}"), &target.tls),
+        cluster: cluster_config(target, format!("jepsen-consumer-{process}")),
         auto_offset_reset: SeekTo::Beginning,
         wait_ms_max: 200,
         ..Default::default()
@@ -428,7 +435,7 @@ pub async fn consumer_worker(recorder: Arc<Recorder>, target: WorkloadTarget, mu
 /// of a partition know of it. Sampled every [`OBSERVE_INTERVAL`]: a leadership shorter than that
 /// can still be missed, which matters only for the acks=1 rules (L5–L7).
 pub async fn leader_observer(recorder: Arc<Recorder>, target: WorkloadTarget, mut stop: watch::Receiver<bool>) {
-    let Ok(admin) = odradek_client::ClusterSession::new(&target.bootstrap(), cluster_config("jepsen-observer".into(), &target.tls))
+    let Ok(admin) = odradek_client::ClusterSession::new(&target.bootstrap(), cluster_config(&target, "jepsen-observer".into()))
         .map(Admin::with_cluster)
     else {
         return;
@@ -466,10 +473,11 @@ pub async fn final_drain(recorder: &Recorder, target: &WorkloadTarget) -> Result
     recorder.history().final_drain().expect("nemesis ops always fit");
     *recorder.dump.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(BTreeMap::new());
     let deadline = Instant::now() + DRAIN_TIMEOUT;
-    let admin = Admin::with_cluster(
-        odradek_client::ClusterSession::new(&target.bootstrap(), cluster_config("jepsen-drain".into(), &target.tls))
-            .map_err(|e| e.to_string())?,
-    );
+    // Default client bounds (not `cluster_config`'s short ones), logged in as the workload.
+    let mut config = ClusterConfig::default();
+    config.connection.sasl = target.sasl.clone();
+    config.connection.tls = target.tls.clone();
+    let admin = Admin::with_cluster(odradek_client::ClusterSession::new(&target.bootstrap(), config).map_err(|e| e.to_string())?);
     let mut ends: BTreeMap<u32, u64> = BTreeMap::new();
     while ends.len() < target.keys as usize {
         if Instant::now() > deadline {

@@ -30,6 +30,7 @@ use odradek_client::wire::proto::{self as wire, Acks, ErrorCode, OffsetSpec, Req
 use super::codec::api_versions;
 use super::errors::{self, kafka_code};
 use super::KafkaBrokers;
+use crate::auth::Principal;
 use crate::context::NodeContext;
 use crate::request;
 use crate::request::produce::ProducePending;
@@ -96,7 +97,7 @@ pub async fn metadata(context: &NodeContext, brokers: &KafkaBrokers, id: u64, ve
     let no_topics = names.as_ref().is_some_and(|names| names.is_empty());
     let mut ask = wire::MetadataRequest::new();
     ask.topics = names.clone().unwrap_or_default().into();
-    let answer = request::handle(context, native(id, Body::metadata(ask))).await;
+    let answer = request::handle(context, &Principal::Anonymous, native(id, Body::metadata(ask))).await;
     if answer.error != ErrorCode::NONE || !answer.has_metadata() {
         // The node is still catching up: every asked topic gets the (retriable) code.
         let code = if answer.error == ErrorCode::NONE { errors::LEADER_NOT_AVAILABLE } else { kafka_code(answer.error) };
@@ -188,7 +189,7 @@ pub async fn produce(
                     native_produce.acks = acks;
                     native_produce.timeout_ms = u32::try_from(body.timeout_ms).unwrap_or(0);
                     native_produce.batch = partition.records.expect("checked above").to_vec();
-                    PartitionPending::Queued(request::produce::produce(context, id, native_produce).await)
+                    PartitionPending::Queued(request::produce::produce(context, &Principal::Anonymous, id, native_produce).await)
                 }
             };
             pending.push((name.clone(), index, future));
@@ -345,7 +346,7 @@ async fn fetch_one(context: &NodeContext, id: u64, want: &FetchWanted, wait_ms: 
     ask.offset = offset;
     ask.bytes_max = want.bytes_max;
     ask.wait_ms_max = wait_ms;
-    let answer = request::handle(context, native(id, Body::fetch(ask))).await;
+    let answer = request::handle(context, &Principal::Anonymous, native(id, Body::fetch(ask))).await;
     let data = data.with_error_code(kafka_code(answer.error));
     if !answer.has_fetch() {
         return data;
@@ -387,7 +388,7 @@ pub async fn list_offsets(context: &NodeContext, id: u64, body: ListOffsetsReque
                     continue;
                 }
             }
-            let native_answer = request::handle(context, native(id, Body::list_offsets(ask))).await;
+            let native_answer = request::handle(context, &Principal::Anonymous, native(id, Body::list_offsets(ask))).await;
             if native_answer.error != ErrorCode::NONE || !native_answer.has_list_offsets() {
                 partitions.push(answer.with_error_code(kafka_code(native_answer.error)));
                 continue;
@@ -454,7 +455,7 @@ pub async fn create_topics(context: &NodeContext, id: u64, body: CreateTopicsReq
     if ask.topics.is_empty() {
         return ResponseKind::CreateTopics(response);
     }
-    let answer = request::handle(context, native(id, Body::create_topics(ask))).await;
+    let answer = request::handle(context, &Principal::Anonymous, native(id, Body::create_topics(ask))).await;
     for result in response.topics.iter_mut().filter(|r| r.error_code == errors::NONE) {
         let (code, message) = if answer.has_create_topics() {
             match answer.get_create_topics().topics.iter().find(|t| t.name == result.name.0.as_str()) {
@@ -493,7 +494,7 @@ pub async fn delete_topics(context: &NodeContext, id: u64, body: DeleteTopicsReq
     let mut ask = wire::DeleteTopicsRequest::new();
     ask.names = names.clone().into();
     ask.timeout_ms = u32::try_from(body.timeout_ms).unwrap_or(0);
-    let answer = request::handle(context, native(id, Body::delete_topics(ask))).await;
+    let answer = request::handle(context, &Principal::Anonymous, native(id, Body::delete_topics(ask))).await;
     for name in names {
         let (code, message) = if answer.has_delete_topics() {
             match answer.get_delete_topics().topics.iter().find(|t| t.name == name) {
@@ -521,7 +522,7 @@ pub async fn init_producer_id(context: &NodeContext, id: u64, body: InitProducer
     let mut ask = wire::InitProducerIdRequest::new();
     ask.producer_id = body.producer_id.0;
     ask.producer_epoch = i32::from(body.producer_epoch);
-    let answer = request::handle(context, native(id, Body::init_producer_id(ask))).await;
+    let answer = request::handle(context, &Principal::Anonymous, native(id, Body::init_producer_id(ask))).await;
     if answer.error != ErrorCode::NONE || !answer.has_init_producer_id() {
         return ResponseKind::InitProducerId(response.with_error_code(kafka_code(answer.error)));
     }
@@ -551,7 +552,7 @@ pub async fn find_coordinator(
         }
         let mut ask = wire::FindCoordinatorRequest::new();
         ask.group = key.to_string();
-        let answer = request::handle(context, native(id, Body::find_coordinator(ask))).await;
+        let answer = request::handle(context, &Principal::Anonymous, native(id, Body::find_coordinator(ask))).await;
         let found = answer.has_find_coordinator().then(|| answer.get_find_coordinator().node_id);
         let coordinator =
             match found.filter(|_| answer.error == ErrorCode::NONE).and_then(|node| brokers.addresses.get(&node).map(|a| (node, a))) {

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 
 use super::*;
+use crate::auth::acl::{AclBinding, Operation, PatternType, Permission, ResourceType};
 
 fn broker(node_id: NodeId) -> MetaCommand {
     MetaCommand::RegisterBroker(BrokerInfo { node_id, client_address: format!("10.0.0.{node_id}:9092") })
@@ -291,7 +292,66 @@ fn arb_command() -> impl Strategy<Value = MetaCommand> {
         Just(MetaCommand::AllocateProducerId),
         (-2..40i64, prop::option::of(-1..3i16))
             .prop_map(|(producer_id, from_epoch)| MetaCommand::BumpProducerEpoch { producer_id, from_epoch }),
+        ("[a-z*]{0,3}", any::<bool>()).prop_map(|(name, well_formed)| {
+            let mut credential = Credential::derive(Mechanism::Sha256, "pw", b"salt", odradek_client::scram::ITERATIONS_MIN);
+            if !well_formed {
+                credential.stored_key.pop();
+            }
+            MetaCommand::UpsertUser { name, credential }
+        }),
+        "[a-z]{0,3}".prop_map(|name| MetaCommand::DeleteUser { name }),
+        (any::<bool>(), "[a-z*]{0,2}", any::<bool>()).prop_map(|(create, name, deny)| {
+            let acl = topic_acl("User:alice", &name, if deny { Permission::Deny } else { Permission::Allow });
+            if create {
+                MetaCommand::CreateAcl(acl)
+            } else {
+                MetaCommand::DeleteAcl(acl)
+            }
+        }),
     ]
+}
+
+fn topic_acl(principal: &str, topic: &str, permission: Permission) -> AclBinding {
+    AclBinding {
+        principal: principal.to_string(),
+        resource_type: ResourceType::Topic,
+        resource_name: topic.to_string(),
+        pattern: PatternType::Literal,
+        operation: Operation::Write,
+        permission,
+    }
+}
+
+#[test]
+fn users_are_stored_as_credentials_and_deleted() {
+    let mut state = MetadataState::new();
+    let credential = Credential::derive(Mechanism::Sha512, "pw", b"salt", odradek_client::scram::ITERATIONS_MIN);
+    let upsert = MetaCommand::UpsertUser { name: "alice".into(), credential: credential.clone() };
+    assert_eq!(step(&mut state, &upsert), MetaOutcome::UserUpserted);
+    assert_eq!(state.user("alice"), Some(&credential));
+    let changed = Credential::derive(Mechanism::Sha256, "pw2", b"salt", odradek_client::scram::ITERATIONS_MIN);
+    assert_eq!(step(&mut state, &MetaCommand::UpsertUser { name: "alice".into(), credential: changed.clone() }), MetaOutcome::UserUpserted);
+    assert_eq!(state.user("alice"), Some(&changed), "an upsert replaces the credential");
+    let mut weak = changed.clone();
+    weak.iterations = 1;
+    assert_rejected(&mut state, &MetaCommand::UpsertUser { name: "bob".into(), credential: weak });
+    assert_rejected(&mut state, &MetaCommand::UpsertUser { name: "ANONYMOUS".into(), credential: changed });
+    assert_eq!(step(&mut state, &MetaCommand::DeleteUser { name: "alice".into() }), MetaOutcome::UserDeleted);
+    assert_eq!(step(&mut state, &MetaCommand::DeleteUser { name: "alice".into() }), MetaOutcome::UserUnknown);
+    assert!(state.users().is_empty());
+}
+
+#[test]
+fn acls_are_a_set_of_valid_bindings() {
+    let mut state = MetadataState::new();
+    let acl = topic_acl("User:alice", "t", Permission::Allow);
+    assert_eq!(step(&mut state, &MetaCommand::CreateAcl(acl.clone())), MetaOutcome::AclCreated);
+    assert_eq!(step(&mut state, &MetaCommand::CreateAcl(acl.clone())), MetaOutcome::AclExists);
+    assert_rejected(&mut state, &MetaCommand::CreateAcl(topic_acl("alice", "t", Permission::Allow)));
+    assert_eq!(state.acls().len(), 1);
+    assert_eq!(step(&mut state, &MetaCommand::DeleteAcl(acl.clone())), MetaOutcome::AclDeleted);
+    assert_eq!(step(&mut state, &MetaCommand::DeleteAcl(acl)), MetaOutcome::AclUnknown);
+    assert!(state.acls().is_empty());
 }
 
 /// A log entry: a command, or garbage bytes.

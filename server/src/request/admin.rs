@@ -39,6 +39,13 @@ pub async fn controller_request(context: &NodeContext, id: u64, body: Body) -> R
         Body::create_topics(body) => create_topics(context, id, body).await,
         Body::delete_topics(body) => delete_topics(context, id, body).await,
         Body::init_producer_id(body) => init_producer_id(context, id, body).await,
+        Body::upsert_user(body) => super::security::upsert_user(context, id, body).await,
+        Body::delete_user(body) => super::security::delete_user(context, id, body).await,
+        Body::create_acl(body) => super::security::create_acl(context, id, body).await,
+        Body::delete_acl(body) => super::security::delete_acl(context, id, body).await,
+        // Read on the controller: a list right after a change shows it.
+        Body::list_users(_) => super::security::list_users(context, id),
+        Body::list_acls(_) => super::security::list_acls(context, id),
         _ => unreachable!("only controller requests are routed here"),
     }
 }
@@ -60,7 +67,7 @@ async fn forward(context: &NodeContext, id: u64, controller: NodeId, body: Body)
 }
 
 /// Proposes a metadata command and waits until it is applied here; its raft index.
-async fn propose_meta(context: &NodeContext, command: &MetaCommand, timeout: Duration) -> Result<u64, RequestError> {
+pub(super) async fn propose_meta(context: &NodeContext, command: &MetaCommand, timeout: Duration) -> Result<u64, RequestError> {
     let meta = EntryMeta::Command;
     let ticket = context.node.submit(METADATA_GROUP, Bytes::from(command.encode()), meta, Durability::Committed).await;
     match tokio::time::timeout(timeout, ticket.outcome()).await {
@@ -71,7 +78,7 @@ async fn propose_meta(context: &NodeContext, command: &MetaCommand, timeout: Dur
     }
 }
 
-fn admin_timeout(timeout_ms: u32) -> Duration {
+pub(super) fn admin_timeout(timeout_ms: u32) -> Duration {
     Duration::from_millis(if timeout_ms == 0 { 30_000 } else { u64::from(timeout_ms).min(120_000) })
 }
 

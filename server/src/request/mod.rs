@@ -6,7 +6,9 @@
 //! - [`admin`]: the controller requests (CreateTopics, DeleteTopics, InitProducerId);
 //! - [`leaders`]: the leaders of partitions hosted elsewhere, as their replicas report them;
 //! - [`relay`]: one request to another node over the client protocol;
-//! - [`group`]: the consumer-group requests, served by the group's coordinator.
+//! - [`group`]: the consumer-group requests, served by the group's coordinator;
+//! - [`security`]: the user and ACL requests (through the controller, as [`admin`]);
+//! - [`authorize`]: what each request needs of the principal that sends it (issue 19).
 //!
 //! [`handle`] is the one place that maps a request kind to its family: a new family is a file
 //! here and an arm there. Hello belongs to the connection ([`crate::net`]).
@@ -18,17 +20,20 @@
 //! its leader; any other node forwards them there, so a client may send them anywhere.
 
 pub mod admin;
+pub mod authorize;
 pub mod fetch;
 pub mod group;
 pub mod leaders;
 pub mod metadata;
 pub mod produce;
 pub mod relay;
+pub mod security;
 
 use odradek_client::wire::error_response;
 use odradek_client::wire::proto::{self as wire, ErrorCode, Request, Request_oneof_body as Body, Response};
 use odradek_consensus::{GroupId, NodeId};
 
+use crate::auth::Principal;
 use crate::context::NodeContext;
 use crate::meta::TopicSettings;
 
@@ -50,12 +55,26 @@ impl RequestError {
     }
 }
 
-/// Answers every request but Produce ([`produce::produce`]).
-pub async fn handle(context: &NodeContext, mut request: Request) -> Response {
+/// Answers every request but Produce ([`produce::produce`]), as `principal` may
+/// ([`authorize`]).
+pub async fn handle(context: &NodeContext, principal: &Principal, request: Request) -> Response {
     let id = request.request_id;
     if !context.state.is_meta_ready() && !matches!(request.body, Some(Body::hello(_)) | None) {
         return not_ready(id);
     }
+    if let Some(body) = request.body.as_ref() {
+        if let Err(refusal) = authorize::check(context, principal, body) {
+            return refusal.into_response(id);
+        }
+    }
+    let named_topics = matches!(&request.body, Some(Body::metadata(body)) if !body.topics.is_empty());
+    let mut response = route(context, id, request).await;
+    authorize::filter(context, principal, named_topics, &mut response);
+    response
+}
+
+/// The handler of the request's kind (the request was authorized).
+async fn route(context: &NodeContext, id: u64, mut request: Request) -> Response {
     match request.body.take() {
         Some(Body::metadata(body)) => metadata::metadata(context, id, body).await,
         Some(Body::describe_cluster(_)) => metadata::describe_cluster(context, id).await,
@@ -65,6 +84,17 @@ pub async fn handle(context: &NodeContext, mut request: Request) -> Response {
             admin::controller_request(context, id, body).await
         }
         Some(body) if group::is_group_request(&body) => group::handle(context, id, body).await,
+        Some(
+            body @ (Body::upsert_user(_)
+            | Body::delete_user(_)
+            | Body::create_acl(_)
+            | Body::delete_acl(_)
+            | Body::list_users(_)
+            | Body::list_acls(_)),
+        ) => admin::controller_request(context, id, body).await,
+        Some(Body::sasl_authenticate(_)) => {
+            error_response(id, ErrorCode::INVALID_REQUEST, "SaslAuthenticate is answered by the connection, right after Hello")
+        }
         Some(Body::hello(_)) => error_response(id, ErrorCode::INVALID_REQUEST, "Hello is only valid as a connection's first request"),
         Some(Body::produce(_)) => unreachable!("produce requests go through produce::produce"),
         Some(_) | None => error_response(id, ErrorCode::UNKNOWN_REQUEST, "request names no kind this server knows"),

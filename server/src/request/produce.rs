@@ -19,6 +19,7 @@ use odradek_consensus::{Durability, EntryMeta, GroupId, NodeId, ProposalTicket, 
 use odradek_seams::buggify;
 
 use super::{locate, not_hosted, not_ready, ok_response, RequestError};
+use crate::auth::Principal;
 use crate::context::NodeContext;
 use crate::state::{rejection_code, REJECTION_DUPLICATE};
 
@@ -37,12 +38,18 @@ struct CheckedBatch {
 /// Checks a produce and queues its proposal, in the order requests arrive on the connection
 /// (the caller awaits this before reading the next request); the returned future waits for the
 /// outcome.
-pub async fn produce(context: &Arc<NodeContext>, id: u64, mut body: wire::ProduceRequest) -> ProducePending {
+pub async fn produce(context: &Arc<NodeContext>, principal: &Principal, id: u64, mut body: wire::ProduceRequest) -> ProducePending {
     let acks = body.acks;
     let answer = move |response: Response| -> ProducePending {
         let reply = (acks != Acks::ACKS_NONE).then_some(response);
         Box::pin(async move { reply })
     };
+    // Planted bug (simulation and test builds only): the write check is skipped (A1).
+    if !context.planted.skip_produce_acl_check {
+        if let Err(refusal) = super::authorize::produce(context, principal, &body.topic) {
+            return answer(refusal.into_response(id));
+        }
+    }
     let checked = match check(context, id, &mut body) {
         Ok(checked) => checked,
         Err(refusal) => return answer(*refusal),

@@ -1,10 +1,17 @@
 //! Asking another node over the client protocol: one connection, a Hello, one request, its
 //! answer. Used to forward controller requests to the controller ([`super::admin`]) and to learn
 //! the leaders of partitions this node does not host ([`super::leaders`]).
+//!
+//! With SASL on (`[auth] sasl`), the connection authenticates first as the nodes' own user
+//! (`[auth] inter_node_user`, a super user): the other node serves a relayed request as that
+//! user, so the relaying node checked the client's principal before relaying
+//! ([`super::authorize`]).
 
-use odradek_client::wire::proto::{self as wire, Request, Request_oneof_body as Body, Response};
+use odradek_client::scram::{self, ClientScram, Mechanism};
+use odradek_client::wire::proto::{self as wire, ErrorCode, Request, Request_oneof_body as Body, Response};
 use odradek_client::wire::{read_frame, write_frame, FRAME_BYTES_MAX, PROTOCOL_VERSION};
 use odradek_consensus::NodeId;
+use tokio::net::TcpStream;
 
 use crate::context::NodeContext;
 
@@ -14,26 +21,67 @@ pub async fn call(context: &NodeContext, to: NodeId, purpose: &str, body: Body) 
     let Some(member) = context.config.nodes.iter().find(|m| m.id == to) else {
         return Err(std::io::Error::other(format!("node {to} is not a configured node")));
     };
-    let mut stream = tokio::net::TcpStream::connect(member.client).await?;
+    let mut stream = TcpStream::connect(member.client).await?;
     let mut hello = wire::Hello::new();
     hello.protocol_version = PROTOCOL_VERSION;
     hello.client_id = format!("node-{}-{purpose}", context.state.node_id);
+    let mut request_id = 1;
+    if let Some((user, password)) = context.auth.inter_node_login() {
+        let hello = exchange(&mut stream, to, request_id, Body::hello(hello)).await?;
+        if hello.error != ErrorCode::NONE {
+            return Err(std::io::Error::other(format!("node {to} refused the Hello: {}", hello.error_message)));
+        }
+        authenticate(&mut stream, to, &mut request_id, user, password).await?;
+    } else {
+        // One write for both: the Hello's answer is read below, with the request's.
+        let mut request = Request::new();
+        request.request_id = request_id;
+        request.set_hello(hello);
+        write_frame(&mut stream, &request).await?;
+    }
+    exchange(&mut stream, to, request_id + 1, body).await
+}
+
+/// Sends `body` as request `id` and reads up to its answer (skipping the Hello's).
+async fn exchange(stream: &mut TcpStream, to: NodeId, id: u64, body: Body) -> std::io::Result<Response> {
     let mut request = Request::new();
-    request.request_id = 1;
-    request.set_hello(hello);
-    write_frame(&mut stream, &request).await?;
-    let mut request = Request::new();
-    request.request_id = 2;
+    request.request_id = id;
     request.body = Some(body);
-    write_frame(&mut stream, &request).await?;
+    write_frame(stream, &request).await?;
     for _ in 0..2 {
-        let Some(frame) = read_frame(&mut stream, FRAME_BYTES_MAX).await.map_err(std::io::Error::other)? else {
+        let Some(frame) = read_frame(stream, FRAME_BYTES_MAX).await.map_err(std::io::Error::other)? else {
             return Err(std::io::Error::other(format!("node {to} closed the connection")));
         };
         let response = odradek_client::wire::decode_response(&frame).map_err(std::io::Error::other)?;
-        if response.request_id == 2 {
+        if response.request_id == id {
             return Ok(response);
         }
     }
     Err(std::io::Error::other(format!("no answer from node {to}")))
+}
+
+/// The SCRAM exchange as `user`; `request_id` is the last id used.
+async fn authenticate(stream: &mut TcpStream, to: NodeId, request_id: &mut u64, user: &str, password: &str) -> std::io::Result<()> {
+    let failed = |what: String| std::io::Error::other(format!("authenticating to node {to} as {user:?}: {what}"));
+    let mechanism = Mechanism::Sha512;
+    let (client, first) = ClientScram::new(mechanism, user, password, &scram::nonce());
+    let mut step = wire::SaslAuthenticateRequest::new();
+    step.mechanism = mechanism.name().to_string();
+    step.auth_bytes = first.into_bytes();
+    *request_id += 1;
+    let answer = exchange(stream, to, *request_id, Body::sasl_authenticate(step)).await?;
+    if answer.error != ErrorCode::NONE {
+        return Err(failed(answer.error_message));
+    }
+    let server_first = String::from_utf8_lossy(&answer.get_sasl_authenticate().auth_bytes).into_owned();
+    let (client, last) = client.final_message(&server_first).map_err(|error| failed(error.to_string()))?;
+    let mut step = wire::SaslAuthenticateRequest::new();
+    step.auth_bytes = last.into_bytes();
+    *request_id += 1;
+    let answer = exchange(stream, to, *request_id, Body::sasl_authenticate(step)).await?;
+    if answer.error != ErrorCode::NONE {
+        return Err(failed(answer.error_message));
+    }
+    let server_final = String::from_utf8_lossy(&answer.get_sasl_authenticate().auth_bytes).into_owned();
+    client.verify(&server_final).map_err(|error| failed(error.to_string()))
 }

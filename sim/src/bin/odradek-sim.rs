@@ -88,6 +88,9 @@ mod sim {
         /// A planted bug of the server or the client to switch on (repeatable).
         #[arg(long = "planted-bug")]
         planted: Vec<String>,
+        /// Security on: SCRAM logins, ACLs, an intruder; invariant A1 (not with --scenario groups).
+        #[arg(long)]
+        secure: bool,
     }
 
     impl RunOptions {
@@ -97,6 +100,9 @@ mod sim {
                 if nodes != 3 && nodes != 5 {
                     return Err(format!("--nodes must be 3 or 5, not {nodes}"));
                 }
+            }
+            if self.secure && scenario == Scenario::Groups {
+                return Err("--secure does not run with --scenario groups (its members do not log in)".into());
             }
             if self.duration == 0 || self.duration > 3600 {
                 return Err("--duration must be within 1..=3600 seconds".into());
@@ -117,6 +123,7 @@ mod sim {
                 duration: Duration::from_secs(self.duration),
                 planted_bugs,
                 client_planted_bugs,
+                secure: self.secure,
             })
         }
 
@@ -127,6 +134,9 @@ mod sim {
             }
             for bug in &self.planted {
                 args.extend(["--planted-bug".to_string(), bug.clone()]);
+            }
+            if self.secure {
+                args.push("--secure".to_string());
             }
             args
         }

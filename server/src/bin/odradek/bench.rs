@@ -145,7 +145,7 @@ async fn produce(bootstrap: &Bootstrap, args: ProduceBench) -> Result<(), String
             idempotence: acks == Acks::All,
             batch_bytes: args.batch_bytes,
             linger: Duration::from_millis(args.linger_ms),
-            cluster: bootstrap.cluster()?,
+            cluster: bootstrap.cluster_config()?,
             ..ProducerConfig::default()
         };
         let producer = Producer::new(&addresses, config).await.map_err(|e| e.to_string())?;
@@ -228,7 +228,7 @@ async fn consume(bootstrap: &Bootstrap, args: ConsumeBench) -> Result<(), String
         target = target.min(args.records);
     }
     say!("bench consume: topic {:?} ({} partitions), {target} records, fetch {} B", args.topic, topic.partitions.len(), args.fetch_bytes);
-    let config = ConsumerConfig { bytes_max: args.fetch_bytes, cluster: bootstrap.cluster()?, ..ConsumerConfig::default() };
+    let config = ConsumerConfig { bytes_max: args.fetch_bytes, cluster: bootstrap.cluster_config()?, ..ConsumerConfig::default() };
     let mut consumer = Consumer::new(&addresses, config).map_err(|e| e.to_string())?;
     consumer.assign(topic.partitions.iter().map(|p| (args.topic.clone(), p.partition)).collect()).map_err(|e| e.to_string())?;
     for partition in &topic.partitions {

@@ -152,7 +152,7 @@ pub async fn consume_group(
     }
     let addresses: Vec<String> = bootstrap.addresses().into_iter().map(String::from).collect();
     let admin = bootstrap.admin()?;
-    let cluster = bootstrap.cluster()?;
+    let cluster = bootstrap.cluster_config()?;
     let info = admin.describe_topic(topic).await.map_err(|e| e.to_string())?;
     let mut target = 0;
     for partition in &info.partitions {

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
+use odradek_client::scram::Mechanism;
 use odradek_client::tls::{ClientTls, Pem};
 use odradek_client::{
     Acks, Admin, ClientError, ClusterConfig, ClusterSession, Consumer, ConsumerConfig, Offset, OffsetQuery, Producer, ProducerConfig,
@@ -32,17 +33,38 @@ pub struct Bootstrap {
     /// The name to check the servers' certificates against (default: the host dialed).
     #[arg(long, global = true)]
     pub tls_server_name: Option<String>,
+    /// Authenticate as this user (SASL/SCRAM); the password comes from the environment variable
+    /// ODRADEK_PASSWORD (never a flag: flags show in `ps`).
+    #[arg(long, env = "ODRADEK_USER", global = true)]
+    pub user: Option<String>,
+    /// The SCRAM mechanism to authenticate with.
+    #[arg(long, default_value = "scram-sha-512", global = true)]
+    pub sasl_mechanism: String,
 }
 
 impl Bootstrap {
-    /// The client settings these flags ask for (TLS when --tls-ca is given).
-    pub fn cluster(&self) -> Result<ClusterConfig, String> {
+    pub fn addresses(&self) -> Vec<&str> {
+        self.bootstrap.split(',').map(str::trim).filter(|a| !a.is_empty()).collect()
+    }
+
+    /// The client settings: defaults, over TLS with `--tls-ca`, authenticated as `--user`.
+    pub fn cluster_config(&self) -> Result<ClusterConfig, String> {
         let mut config = ClusterConfig::default();
+        config.connection.tls = self.tls()?;
+        let Some(user) = &self.user else { return Ok(config) };
+        let mechanism = Mechanism::parse(&self.sasl_mechanism)
+            .ok_or_else(|| format!("--sasl-mechanism {:?}: scram-sha-256 or scram-sha-512", self.sasl_mechanism))?;
+        let password = std::env::var("ODRADEK_PASSWORD").map_err(|_| format!("--user {user} needs its password in ODRADEK_PASSWORD"))?;
+        Ok(config.with_sasl(mechanism, user, &password))
+    }
+
+    /// The TLS settings of `--tls-ca`, `--tls-cert`, `--tls-key` (None: plaintext).
+    fn tls(&self) -> Result<Option<ClientTls>, String> {
         let Some(ca) = &self.tls_ca else {
             if self.tls_cert.is_some() {
                 return Err("--tls-cert needs --tls-ca (the CA that signs the servers' certificates)".into());
             }
-            return Ok(config);
+            return Ok(None);
         };
         let mut tls = ClientTls::new(Pem::File(ca.clone()));
         if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
@@ -51,17 +73,13 @@ impl Bootstrap {
         tls.server_name = self.tls_server_name.clone();
         // Read now: a missing or bad file is reported before any connection is tried.
         tls.config().map_err(|e| e.to_string())?;
-        config.connection.tls = Some(tls);
-        Ok(config)
+        Ok(Some(tls))
     }
 
-    /// An admin client on these addresses with these settings.
+    /// An admin client for these nodes, as `--user`.
     pub fn admin(&self) -> Result<Admin, String> {
-        Ok(Admin::with_cluster(ClusterSession::new(&self.addresses(), self.cluster()?).map_err(explain)?))
-    }
-
-    pub fn addresses(&self) -> Vec<&str> {
-        self.bootstrap.split(',').map(str::trim).filter(|a| !a.is_empty()).collect()
+        let session = ClusterSession::new(&self.addresses(), self.cluster_config()?).map_err(explain)?;
+        Ok(Admin::with_cluster(session))
     }
 }
 
@@ -188,7 +206,7 @@ pub async fn produce(bootstrap: &Bootstrap, args: ProduceArgs) -> Result<(), Str
     let config = ProducerConfig {
         acks,
         idempotence: !args.no_idempotence && acks == Acks::All,
-        cluster: bootstrap.cluster()?,
+        cluster: bootstrap.cluster_config()?,
         ..ProducerConfig::default()
     };
     let producer = Producer::new(&bootstrap.addresses(), config).await.map_err(explain)?;
@@ -383,8 +401,8 @@ pub async fn consume(bootstrap: &Bootstrap, args: ConsumeArgs) -> Result<(), Str
             ));
         }
     }
-    let mut consumer =
-        Consumer::new(&addresses, ConsumerConfig { cluster: bootstrap.cluster()?, ..ConsumerConfig::default() }).map_err(explain)?;
+    let consumer_config = ConsumerConfig { cluster: bootstrap.cluster_config()?, ..ConsumerConfig::default() };
+    let mut consumer = Consumer::new(&addresses, consumer_config).map_err(explain)?;
     consumer.assign(partitions.iter().map(|&p| (args.topic.clone(), p)).collect()).map_err(explain)?;
     let start = match (args.from_end, args.offset) {
         (true, _) => Offset::End,

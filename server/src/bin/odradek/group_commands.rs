@@ -228,7 +228,7 @@ pub async fn consume_in_group(bootstrap: &Bootstrap, args: ConsumeArgs) -> Resul
         // Commits are explicit, after printing: what is committed was printed.
         enable_auto_commit: false,
         group_offset_reset: if args.from_end { OffsetReset::Latest } else { OffsetReset::Earliest },
-        cluster: bootstrap.cluster()?,
+        cluster: bootstrap.cluster_config()?,
         ..ConsumerConfig::default()
     };
     let mut consumer = Consumer::new(&addresses, config).map_err(explain)?;

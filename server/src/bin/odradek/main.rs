@@ -9,6 +9,7 @@ mod client_commands;
 mod group_commands;
 mod node_commands;
 mod output;
+mod security_commands;
 mod tls_commands;
 mod topic_setup;
 
@@ -69,6 +70,20 @@ enum Command {
         #[command(subcommand)]
         command: client_commands::ClusterCommand,
     },
+    /// SCRAM users (authentication): create, delete, list.
+    User {
+        #[command(flatten)]
+        bootstrap: client_commands::Bootstrap,
+        #[command(subcommand)]
+        command: security_commands::UserCommand,
+    },
+    /// ACLs (authorization): add, remove, list.
+    Acl {
+        #[command(flatten)]
+        bootstrap: client_commands::Bootstrap,
+        #[command(subcommand)]
+        command: security_commands::AclCommand,
+    },
     /// Load generators: throughput and latency percentiles.
     Bench {
         #[command(flatten)]
@@ -122,6 +137,14 @@ async fn main() -> ExitCode {
         Command::Cluster { bootstrap, command } => {
             init_logging("warn");
             client_commands::cluster(&bootstrap, command).await
+        }
+        Command::User { bootstrap, command } => {
+            init_logging("warn");
+            security_commands::user(&bootstrap, command).await
+        }
+        Command::Acl { bootstrap, command } => {
+            init_logging("warn");
+            security_commands::acl(&bootstrap, command).await
         }
         Command::Bench { bootstrap, command } => {
             init_logging("warn");

@@ -66,6 +66,24 @@ pub struct ServerArgs {
     /// The cluster CA that signs every node's certificate.
     #[arg(long, requires_all = ["peer_tls_cert", "peer_tls_key"])]
     peer_tls_ca: Option<PathBuf>,
+    /// `scram`: clients must authenticate with SASL/SCRAM-SHA-256/512 (needs --users-file and
+    /// --inter-node-user). Default: none (open, as on loopback).
+    #[arg(long, value_parser = ["none", "scram"], default_value = "none")]
+    auth: String,
+    /// `on`: every request is checked against the ACLs; nothing is allowed by default (needs
+    /// --auth scram).
+    #[arg(long, value_parser = ["off", "on"], default_value = "off")]
+    authorization: String,
+    /// A principal allowed everything (User:NAME); repeat for more.
+    #[arg(long = "super-user")]
+    super_users: Vec<String>,
+    /// A file of NAME:PASSWORD lines: users every node knows from its configuration (the first
+    /// administrator, the nodes' own user). Keep it readable by the node's account only.
+    #[arg(long)]
+    users_file: Option<PathBuf>,
+    /// The user (of --users-file, a super user) nodes authenticate as when they relay requests.
+    #[arg(long)]
+    inter_node_user: Option<String>,
     /// TEST ONLY (`planted-bugs` builds): run with a deliberate breakage the checkers must catch.
     #[cfg(feature = "planted-bugs")]
     #[arg(long = "planted-bug")]
@@ -116,6 +134,15 @@ pub async fn server(args: ServerArgs) -> Result<(), String> {
             }
             set_group_session(&mut config, args.group_session_timeout_ms);
             config.tls = tls_settings(&args, config.id);
+            config.auth.sasl = args.auth == "scram";
+            config.auth.authorization = args.authorization == "on";
+            config.auth.super_users = args.super_users.iter().cloned().collect();
+            config.auth.inter_node_user = args.inter_node_user.clone();
+            if let Some(path) = &args.users_file {
+                let text = std::fs::read_to_string(path).map_err(|e| format!("--users-file {}: {e}", path.display()))?;
+                let users = odradek_server::auth::parse_users_file(&text).map_err(|e| format!("--users-file {}: {e}", path.display()))?;
+                config.auth.users = users.into_iter().map(|(name, password)| (name, odradek_server::auth::Secret(password))).collect();
+            }
             config.validate().map_err(|e| e.to_string())?;
             config
         }
