@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use odradek_client::tls::{ClientTls, Pem};
+use odradek_client::wire::proto::{Acl, ErrorCode};
 use odradek_client::{
     Admin, ClientError, ClusterConfig, ClusterSession, Consumer, ConsumerConfig, Offset, OffsetQuery, Producer, ProducerConfig,
     ProducerRecord, TopicConfig,
@@ -333,4 +334,70 @@ async fn certificates_rotated_while_producing_lose_nothing() {
     assert!(lost.is_empty(), "L5: {} acknowledged records missing, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
     let log = cluster.log(1);
     assert!(log.contains("TLS files changed: new connections use them"), "node 1 did not log the reload:\n{log}");
+}
+
+/// Mutual TLS names the connection's principal (issue 19): with a client CA, SASL and ACLs on, a
+/// client's certificate makes it `User:<the certificate's name>` with no SASL exchange; without
+/// an ACL it is refused definitely by name, with the ACL it produces, and a super user's
+/// certificate may grant that ACL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_is_the_principal_acls_judge() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certificates(&dir.path().join("certs"), "1");
+    odradek_tls(&["issue", certs.to_str().unwrap(), "--client", "admin"]);
+    let settings = format!(
+        "{}\n[auth]\nsasl = true\nauthorization = true\nsuper_users = [\"User:admin\", \"User:node\"]\n\
+         inter_node_user = \"node\"\n[auth.users]\nnode = \"node-secret\"\n",
+        tls_settings(&certs, true)
+    );
+    let cluster = ProcessCluster::start_with_settings(1, &settings);
+    let as_certificate = |name: &str| {
+        let mut tls = trusting(&certs);
+        tls.identity = Some((Pem::File(certs.join(format!("{name}.pem"))), Pem::File(certs.join(format!("{name}.key")))));
+        client_config(Some(tls))
+    };
+    let root = admin(&cluster, as_certificate("admin"));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while let Err(error) = root.create_topic("orders", 1, 1, TopicConfig::default()).await {
+        assert!(error.is_retriable() && tokio::time::Instant::now() < deadline, "create topic as a super user's certificate: {error}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let produce = async |config: ClusterConfig| {
+        let bootstrap = cluster.bootstrap();
+        let addresses: Vec<&str> = bootstrap.split(',').collect();
+        let config =
+            ProducerConfig { cluster: config, idempotence: false, delivery_timeout: Duration::from_secs(5), ..ProducerConfig::default() };
+        let producer = Producer::new(&addresses, config).await?;
+        let outcome = producer.send(ProducerRecord::new("orders", "value").key("k")).await?.await;
+        let _ = producer.close().await;
+        outcome
+    };
+    // The producer may report the refusal as the server's code or inside a delivery error.
+    let unauthorized = |error: &ClientError| {
+        error.code() == Some(ErrorCode::TOPIC_AUTHORIZATION_FAILED) || error.to_string().contains("TOPIC_AUTHORIZATION_FAILED")
+    };
+    let refused = produce(as_certificate("client")).await.expect_err("no ACL for User:client");
+    assert!(refused.is_definite(), "{refused}");
+    assert!(unauthorized(&refused), "{refused}");
+    assert!(refused.to_string().contains("User:client"), "the refusal names the certificate's principal: {refused}");
+
+    let mut grant = Acl::new();
+    (grant.principal, grant.resource_type, grant.resource_name) = ("User:client".into(), "topic".into(), "orders".into());
+    (grant.pattern, grant.operation, grant.permission) = ("literal".into(), "write".into(), "allow".into());
+    root.create_acl(grant).await.expect("a super user's certificate grants the ACL");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match produce(as_certificate("client")).await {
+            Ok(metadata) => {
+                assert_eq!(metadata.offset, Some(0), "the first record of the topic");
+                break;
+            }
+            // The ACL reaches the node through the metadata log: allowed once applied.
+            Err(error) if unauthorized(&error) && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(error) => panic!("produce with the ACL: {error}"),
+        }
+    }
 }
