@@ -478,12 +478,11 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             // A leader's messages (appends, heartbeats) may leave before its own fsync (Raft
             // thesis 10.2.1): its own entries count toward a commit only once persisted
             // (raft-rs learns that from `advance`), so the followers write while it writes.
-            let mut free = ready.take_messages();
+            queue_messages(&mut early, group, ready.take_messages());
             #[cfg(any(madsim, feature = "planted-bugs"))]
             if self.config.planted.send_before_persist {
-                free.extend(ready.take_persisted_messages());
+                queue_messages(&mut early, group, ready.take_persisted_messages());
             }
-            queue_messages(&mut early, group, free);
             readies.push(PendingReady { group, ready });
         }
         for (to, messages) in early {
