@@ -60,21 +60,8 @@ use crate::tls::ListenerTls;
 pub async fn serve(listener: TcpListener, tls: Option<ListenerTls>, context: Arc<NodeContext>, mut shutdown: Shutdown) {
     let admission = Admission::new(context.config.connections_max, context.config.connections_per_address_max);
     let budget = RequestBudget::new(context.config.request_bytes_in_flight_max);
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            _ = shutdown.stopping() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                tracing::warn!(%error, "accepting a client connection failed");
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let slot = match admission.admit(peer.ip()) {
+    while let Some((stream, peer, admitted)) = accept(&listener, &admission, &mut shutdown, "client").await {
+        let slot = match admitted {
             Ok(slot) => slot,
             Err(refusal) => {
                 tracing::warn!(%peer, ?refusal, "refusing a client connection: too many open");
@@ -100,6 +87,31 @@ pub async fn serve(listener: TcpListener, tls: Option<ListenerTls>, context: Arc
             }
             drop(slot);
         });
+    }
+}
+
+/// The next connection on `listener` (of the `what` listener) with its admission decision, or
+/// None once `shutdown` turns true. A failed accept (out of file descriptors, say) is logged and
+/// retried after a short pause, so the loop never spins.
+pub(crate) async fn accept(
+    listener: &TcpListener,
+    admission: &Admission,
+    shutdown: &mut Shutdown,
+    what: &str,
+) -> Option<(TcpStream, std::net::SocketAddr, Result<ConnectionSlot, Refusal>)> {
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = shutdown.stopping() => return None,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => return Some((stream, peer, admission.admit(peer.ip()))),
+            Err(error) => {
+                tracing::warn!(%error, listener = what, "accepting a connection failed");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
     }
 }
 

@@ -70,21 +70,8 @@ pub async fn serve(listener: TcpListener, context: Arc<NodeContext>, brokers: Ka
     let admission = Admission::new(context.config.connections_max, context.config.connections_per_address_max);
     let budget = RequestBudget::new(context.config.request_bytes_in_flight_max);
     let brokers = Arc::new(brokers);
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            _ = shutdown.stopping() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                tracing::warn!(%error, "accepting a Kafka connection failed");
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let slot = match admission.admit(peer.ip()) {
+    while let Some((stream, peer, admitted)) = crate::net::accept(&listener, &admission, &mut shutdown, "Kafka").await {
+        let slot = match admitted {
             Ok(slot) => slot,
             Err(refusal) => {
                 // Kafka has no greeting to refuse in: the connection is closed.
