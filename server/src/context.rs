@@ -29,4 +29,7 @@ pub struct NodeContext {
     pub groups: std::sync::Arc<crate::group::service::GroupService>,
     /// Authentication settings and the configured users' credentials (issue 19).
     pub auth: crate::auth::NodeAuth,
+    /// TLS for relays to other nodes' client listeners (`request::relay`): the peer links'
+    /// certificates, when client listeners speak TLS (None: plaintext).
+    pub relay_tls: Option<std::sync::Arc<dyn odradek_consensus::transport::PeerTls>>,
 }

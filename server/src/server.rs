@@ -141,7 +141,11 @@ impl Server {
         let state = NodeState::new(config.id);
         let peers: BTreeMap<NodeId, SocketAddr> = config.nodes.iter().filter(|m| m.id != config.id).map(|m| (m.id, m.peer)).collect();
         let listener_tls = crate::tls::listener(&config.tls)?;
-        let (transport, inbox) = TcpTransport::bind_with_tls(config.id, me.peer, peers, crate::tls::peers(&config.tls)?).await?;
+        let peer_tls = crate::tls::peers(&config.tls)?;
+        // Relays dial other nodes' client listeners: over TLS when those speak it, as this node
+        // (its peer certificate, checked against the cluster CA and the name node-<id>).
+        let relay_tls = if config.tls.clients() { peer_tls.clone() } else { None };
+        let (transport, inbox) = TcpTransport::bind_with_tls(config.id, me.peer, peers, peer_tls).await?;
         let transport = FaultyTransport::new(transport, faults.peer_messages.clone());
         let mut node_config = NodeConfig::new(config.id, config.data_dir.clone());
         // F-S9: a follower at its disk reserve drops appends instead of failing on ENOSPC.
@@ -203,6 +207,7 @@ impl Server {
             leaders,
             groups: groups.clone(),
             auth: crate::auth::NodeAuth::new(config.auth.clone()),
+            relay_tls,
         });
         let kafka_task = kafka_listener.zip(kafka_addr).map(|(listener, bound)| {
             let brokers = crate::kafka::KafkaBrokers::new(&config, bound);

@@ -401,3 +401,44 @@ async fn a_client_certificate_is_the_principal_acls_judge() {
         }
     }
 }
+
+/// Relays speak TLS too (issue 19, defect 1 under TLS): a node that does not host a partition
+/// learns its leader and term from the replicas over their TLS client listeners, as the node
+/// (its peer certificate). With the relay in plaintext, nodes outside a partition would report
+/// it without a term.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_outside_a_partition_learns_its_leader_over_tls() {
+    use odradek_client::connection::{Connection, ConnectionConfig};
+    use odradek_client::wire::proto::{MetadataRequest, Request_oneof_body as Body};
+
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certificates(&dir.path().join("certs"), "1,2,3");
+    let cluster = ProcessCluster::start_with_settings(3, &tls_settings(&certs, false));
+    let root = admin(&cluster, client_config(Some(trusting(&certs))));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while let Err(error) = root.create_topic("spread", 3, 1, TopicConfig::default()).await {
+        assert!(error.is_retriable() && tokio::time::Instant::now() < deadline, "create topic: {error}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for id in 1..=3 {
+        let address = cluster.client_addr(id);
+        let config = ConnectionConfig { tls: Some(trusting(&certs)), ..ConnectionConfig::default() };
+        let connection = Connection::connect(&address, "relay-test", config).await.expect("a TLS connection to one node");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut request = MetadataRequest::new();
+            request.topics.push("spread".into());
+            let answer = connection.request(Body::metadata(request)).await.expect("metadata");
+            let topic = answer.get_metadata().topics.first().cloned().unwrap_or_default();
+            let known = !topic.partitions.is_empty() && topic.partitions.iter().all(|p| p.leader != 0 && p.leader_term != 0);
+            if known {
+                for partition in &topic.partitions {
+                    assert_eq!(partition.leader, partition.replicas[0], "node {id} names the only replica as leader: {partition:?}");
+                }
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "node {id} still reports a partition without a leader and term: {topic:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}

@@ -6,11 +6,21 @@
 //! (`[auth] inter_node_user`, a super user): the other node serves a relayed request as that
 //! user, so the relaying node checked the client's principal before relaying
 //! ([`super::authorize`]).
+//!
+//! With TLS on the client listeners, the relay speaks TLS too, as the node: it presents its
+//! peer certificate and checks the other node's against the cluster CA (`[tls] peer_ca`) and
+//! the name `node-<id>`, so relaying needs peer TLS (`odradek tls init` certificates serve both
+//! listeners). Nodes configure TLS alike: where client listeners require client certificates
+//! (`client_ca`), a relay's session is its certificate's (`User:node-<id>`, to be listed among
+//! the super users) and it skips SCRAM.
 
 use odradek_client::scram::{self, ClientScram, Mechanism};
+use odradek_client::tls::Stream;
 use odradek_client::wire::proto::{self as wire, ErrorCode, Request, Request_oneof_body as Body, Response};
 use odradek_client::wire::{read_frame, write_frame, FRAME_BYTES_MAX, PROTOCOL_VERSION};
+use odradek_consensus::transport::node_certificate_name;
 use odradek_consensus::NodeId;
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
 use crate::context::NodeContext;
@@ -21,12 +31,25 @@ pub async fn call(context: &NodeContext, to: NodeId, purpose: &str, body: Body) 
     let Some(member) = context.config.nodes.iter().find(|m| m.id == to) else {
         return Err(std::io::Error::other(format!("node {to} is not a configured node")));
     };
-    let mut stream = TcpStream::connect(member.client).await?;
+    let tcp = TcpStream::connect(member.client).await?;
+    let mut stream: Box<dyn Stream> = match (&context.relay_tls, context.config.tls.clients()) {
+        (_, false) => Box::new(tcp),
+        (None, true) => {
+            let reason = "client listeners speak TLS but this node has no peer TLS ([tls] peer_cert, peer_key, peer_ca) to relay with";
+            return Err(std::io::Error::other(format!("cannot relay to node {to}: {reason}")));
+        }
+        (Some(tls), true) => {
+            let name = ServerName::try_from(node_certificate_name(to)).map_err(std::io::Error::other)?;
+            Box::new(tokio_rustls::TlsConnector::from(tls.connector_config()).connect(name, tcp).await?)
+        }
+    };
     let mut hello = wire::Hello::new();
     hello.protocol_version = PROTOCOL_VERSION;
     hello.client_id = format!("node-{}-{purpose}", context.state.node_id);
     let mut request_id = 1;
-    if let Some((user, password)) = context.auth.inter_node_login() {
+    // A listener that takes client certificates authenticates the relay by its own.
+    let by_certificate = context.relay_tls.is_some() && context.config.tls.client_ca.is_some();
+    if let Some((user, password)) = context.auth.inter_node_login().filter(|_| !by_certificate) {
         let hello = exchange(&mut stream, to, request_id, Body::hello(hello)).await?;
         if hello.error != ErrorCode::NONE {
             return Err(std::io::Error::other(format!("node {to} refused the Hello: {}", hello.error_message)));
@@ -43,7 +66,7 @@ pub async fn call(context: &NodeContext, to: NodeId, purpose: &str, body: Body) 
 }
 
 /// Sends `body` as request `id` and reads up to its answer (skipping the Hello's).
-async fn exchange(stream: &mut TcpStream, to: NodeId, id: u64, body: Body) -> std::io::Result<Response> {
+async fn exchange(stream: &mut Box<dyn Stream>, to: NodeId, id: u64, body: Body) -> std::io::Result<Response> {
     let mut request = Request::new();
     request.request_id = id;
     request.body = Some(body);
@@ -61,7 +84,7 @@ async fn exchange(stream: &mut TcpStream, to: NodeId, id: u64, body: Body) -> st
 }
 
 /// The SCRAM exchange as `user`; `request_id` is the last id used.
-async fn authenticate(stream: &mut TcpStream, to: NodeId, request_id: &mut u64, user: &str, password: &str) -> std::io::Result<()> {
+async fn authenticate(stream: &mut Box<dyn Stream>, to: NodeId, request_id: &mut u64, user: &str, password: &str) -> std::io::Result<()> {
     let failed = |what: String| std::io::Error::other(format!("authenticating to node {to} as {user:?}: {what}"));
     let mechanism = Mechanism::Sha512;
     let (client, first) = ClientScram::new(mechanism, user, password, &scram::nonce());
