@@ -305,6 +305,7 @@ pub async fn fetch(context: &NodeContext, id: u64, body: FetchRequest) -> Respon
         tokio::pin!(deadline);
         loop {
             tokio::select! {
+                biased;
                 _ = &mut deadline => break,
                 next = waits.next() => match next {
                     None => break,
