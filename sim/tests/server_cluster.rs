@@ -148,13 +148,13 @@ fn planted_trust_recovery_cut_is_caught() {
 }
 
 // A suspect replica judges a candidate by its last term alone: R8 e compares the candidate's
-// last index with the suspicion's bound (seed 16 here, where the seeds run in order on one
-// thread: node 1 granted its vote to a log ending at index 10, bound 11; in a fresh process, as
-// `odradek-sim sweep` runs them, seed 99 alone of 1..=150, bound 9 against index 8). Before the
-// check looked at the index, R8 passed such votes. A narrow window, so the range is wide.
+// last index with the suspicion's bound. Before the check looked at the index, R8 passed such
+// votes. A narrow window: seed 16 caught it when it was written (seeds in order on one thread);
+// since the leader's appends leave before its fsync, seed 299 (about 90 s here in the madsim
+// debug build). Heavier disk plans that reach it more often are issue 20's next step.
 #[test]
 fn planted_suspect_vote_by_term_only_is_caught() {
-    planted_bug_is_caught(PlantedBug::SuspectVoteByTermOnly, Scenario::Disk, 1..=150, &["R8"]);
+    planted_bug_is_caught(PlantedBug::SuspectVoteByTermOnly, Scenario::Disk, 1..=320, &["R8"]);
 }
 
 // F-N9: network seed 15 resets three connections in place of produce answers (while no other
