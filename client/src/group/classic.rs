@@ -417,6 +417,20 @@ pub(crate) fn to_topic_partitions(partitions: &BTreeSet<TopicPartition>) -> Vec<
     topics
 }
 
+/// The same grouping as the native protocol's `TopicPartitions` messages (OffsetFetch, the
+/// consumer protocol's owned partitions).
+pub(crate) fn to_wire_topic_partitions(partitions: &BTreeSet<TopicPartition>) -> Vec<crate::wire::proto::TopicPartitions> {
+    to_topic_partitions(partitions)
+        .into_iter()
+        .map(|topic| {
+            let mut wire = crate::wire::proto::TopicPartitions::new();
+            wire.topic = topic.topic;
+            wire.partitions = topic.partitions;
+            wire
+        })
+        .collect()
+}
+
 impl GroupMember for ClassicMember {
     fn step(&mut self, now_ms: u64) -> Step {
         if self.in_flight.is_some() || matches!(self.phase, Phase::Left | Phase::Failed(_) | Phase::Leaving) {

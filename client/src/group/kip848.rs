@@ -34,9 +34,7 @@ use super::member::{
 };
 use super::TopicPartition;
 use crate::error::ClientError;
-use crate::wire::proto::{
-    ConsumerGroupHeartbeatRequest, Request_oneof_body as RequestBody, Response, Response_oneof_body as ResponseBody, TopicPartitions,
-};
+use crate::wire::proto::{ConsumerGroupHeartbeatRequest, Request_oneof_body as RequestBody, Response, Response_oneof_body as ResponseBody};
 
 /// The longest member id a coordinator accepts (the server's `MEMBER_ID_BYTES_MAX`).
 pub const MEMBER_ID_BYTES_MAX: usize = 255;
@@ -154,7 +152,7 @@ impl ConsumerMember {
             request.subscribed_topics = self.subscription.iter().cloned().collect::<Vec<_>>().into();
             request.server_assignor = self.config.server_assignor.clone().unwrap_or_default();
             request.owned_set = true;
-            request.owned = to_wire(&self.reported_owned()).into();
+            request.owned = super::classic::to_wire_topic_partitions(&self.reported_owned()).into();
         }
         request
     }
@@ -247,18 +245,6 @@ impl ConsumerMember {
             Triage::Fatal => self.fail(error),
         }
     }
-}
-
-fn to_wire(partitions: &BTreeSet<TopicPartition>) -> Vec<TopicPartitions> {
-    super::classic::to_topic_partitions(partitions)
-        .into_iter()
-        .map(|topic| {
-            let mut wire = TopicPartitions::new();
-            wire.topic = topic.topic;
-            wire.partitions = topic.partitions;
-            wire
-        })
-        .collect()
 }
 
 impl GroupMember for ConsumerMember {

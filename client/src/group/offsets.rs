@@ -24,7 +24,7 @@ use super::TopicPartition;
 use crate::error::{ClientError, Result};
 use crate::wire::proto::{
     ErrorCode, OffsetCommitPartition, OffsetCommitRequest, OffsetFetchRequest, Request_oneof_body as RequestBody,
-    Response_oneof_body as ResponseBody, TopicPartitions,
+    Response_oneof_body as ResponseBody,
 };
 
 /// Most partitions in one commit or fetch of committed offsets.
@@ -103,16 +103,7 @@ pub async fn fetch_committed(
     }
     let mut request = OffsetFetchRequest::new();
     request.group = coordinator.group().to_string();
-    request.partitions = super::classic::to_topic_partitions(partitions)
-        .into_iter()
-        .map(|topic| {
-            let mut wire = TopicPartitions::new();
-            wire.topic = topic.topic;
-            wire.partitions = topic.partitions;
-            wire
-        })
-        .collect::<Vec<_>>()
-        .into();
+    request.partitions = super::classic::to_wire_topic_partitions(partitions).into();
     let response = coordinator.request_read(RequestBody::offset_fetch(request), timeout, deadline).await?;
     let Some(ResponseBody::offset_fetch(fetched)) = response.body else {
         return Err(ClientError::Protocol("OffsetFetch answered without offsets".into()));

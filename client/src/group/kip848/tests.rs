@@ -38,7 +38,7 @@ fn answer(member_id: &str, epoch: i32, assigned: &[u32]) -> Result<Response, Cli
     answer.member_id = member_id.into();
     answer.member_epoch = epoch;
     answer.heartbeat_interval_ms = HEARTBEAT_MS as u32;
-    answer.assignment = to_wire(&partitions(assigned)).into();
+    answer.assignment = crate::group::classic::to_wire_topic_partitions(&partitions(assigned)).into();
     let mut response = Response::new();
     response.body = Some(ResponseBody::consumer_group_heartbeat(answer));
     Ok(response)
