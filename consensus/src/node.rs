@@ -163,6 +163,10 @@ pub struct Planted {
     /// A suspect replica judges a candidate complete by its last term alone, never checking its
     /// last index against the suspicion's bound (breaks R8 e).
     pub suspect_vote_by_term_only: bool,
+    /// Opening a group, a recovery cut is neither reported nor held suspect: the replica lost
+    /// the damaged tail without knowing it, as if its log's recovery dropped entries silently
+    /// (breaks R6 across a restart: what it reported durable is gone, with no recorded cut).
+    pub silent_recovery_cut: bool,
 }
 
 /// Counters since the node started.
@@ -457,6 +461,11 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             }
             state.proposals.mark_emitted();
             if !ready.snapshot().is_empty() {
+                // Installing replaces the log: whatever it held past the snapshot may be gone
+                // before the install returns (a crash or failed fsync part-way), so the checker
+                // hears the lower durable index first (R6 across restarts).
+                let index = state.store.log().durable_index().min(ready.snapshot().get_metadata().index);
+                observe::emit(|| observe::Event::Durable { node: self.config.node_id, group, index });
                 let offset_next = install_snapshot(group, state, ready.snapshot(), &mut self.apply, now_ms).await?;
                 let (node, incarnation, index) = (self.config.node_id, self.incarnation, ready.snapshot().get_metadata().index);
                 observe::emit(|| observe::Event::Restored { node, incarnation, group, index, offset_next });
@@ -471,6 +480,13 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
                 observe::emit(|| observe::Event::Appended { node, group, index, term, checksum: observe::entry_checksum(entry) });
             }
             self.stats.entries_appended += entries.len() as u64;
+            if let Some(first) = entries.first().filter(|first| first.index <= state.store.log().last_index()) {
+                // A conflicting suffix goes durably before `append` returns, and a crash or
+                // failed fsync after the truncation returns no further: the checker hears the
+                // lower durable index before the log drops it (R6 across restarts).
+                let index = state.store.log().durable_index().min(first.index - 1);
+                observe::emit(|| observe::Event::Durable { node: self.config.node_id, group, index });
+            }
             state.store.append(&entries, now_ms).await.map_err(storage_error(group))?;
             // A conflicting suffix it truncated is no longer durable (R5, and R8's baseline).
             let (node, index) = (self.config.node_id, state.store.log().durable_index());

@@ -28,6 +28,10 @@ pub enum Event {
     /// `node`'s log of `group` is durable up to `index`: the disk confirmed the fsyncs (after a
     /// round's sync, on opening, after a snapshot install). R5 counts these.
     Durable { node: NodeId, group: GroupId, index: u64 },
+    /// `node` opened its log of `group` (at a start) durable up to `index`, after any
+    /// [`Event::RecoveryCut`] of that opening (R6: without a cut, what the node reported durable
+    /// before is still there).
+    Opened { node: NodeId, group: GroupId, index: u64 },
     /// `node` told `to` it holds the entries up to `index` (an accepted append), while its log
     /// was durable up to `durable_index` (R6: `index <= durable_index`).
     AppendAccepted { node: NodeId, group: GroupId, to: NodeId, index: u64, durable_index: u64 },
@@ -62,6 +66,7 @@ impl Event {
             | Event::Applied { group, .. }
             | Event::Restored { group, .. }
             | Event::Durable { group, .. }
+            | Event::Opened { group, .. }
             | Event::AppendAccepted { group, .. }
             | Event::VoteGranted { group, .. }
             | Event::RecoveryCut { group, .. }

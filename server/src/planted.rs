@@ -47,6 +47,9 @@ pub enum PlantedBug {
     /// without checking that its last index reaches the suspicion's bound: it can elect a
     /// candidate that lacks an entry committed with its lost acknowledgement (R8 e).
     SuspectVoteByTermOnly,
+    /// A replica's recovery drops a damaged tail without recording the cut or holding itself
+    /// suspect: entries it reported durable vanish silently (R6 across a restart).
+    SilentRecoveryCut,
     /// The group coordinator takes an offset commit from a member of an older generation or
     /// member epoch (rewriting it to the current one): a zombie member moves the group's
     /// position (C5).
@@ -63,7 +66,7 @@ pub enum PlantedBug {
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 14] = [
+    pub const ALL: [PlantedBug; 15] = [
         PlantedBug::AckBeforeCommit,
         PlantedBug::ServeAboveCommit,
         PlantedBug::SkipDedup,
@@ -74,6 +77,7 @@ impl PlantedBug {
         PlantedBug::TruncateMidLogCorruption,
         PlantedBug::TrustRecoveryCut,
         PlantedBug::SuspectVoteByTermOnly,
+        PlantedBug::SilentRecoveryCut,
         PlantedBug::AcceptStaleCommit,
         PlantedBug::CoordinatorAnswersBeforeReplay,
         PlantedBug::AssignmentTwoOwners,
@@ -92,6 +96,7 @@ impl PlantedBug {
             PlantedBug::TruncateMidLogCorruption => "truncate-mid-log-corruption",
             PlantedBug::TrustRecoveryCut => "trust-recovery-cut",
             PlantedBug::SuspectVoteByTermOnly => "suspect-vote-by-term-only",
+            PlantedBug::SilentRecoveryCut => "silent-recovery-cut",
             PlantedBug::AcceptStaleCommit => "accept-stale-commit",
             PlantedBug::CoordinatorAnswersBeforeReplay => "coordinator-answers-before-replay",
             PlantedBug::AssignmentTwoOwners => "assignment-two-owners",
@@ -125,6 +130,7 @@ pub struct Planted {
     pub truncate_mid_log_corruption: bool,
     pub trust_recovery_cut: bool,
     pub suspect_vote_by_term_only: bool,
+    pub silent_recovery_cut: bool,
     pub accept_stale_commit: bool,
     pub coordinator_answers_before_replay: bool,
     pub assignment_two_owners: bool,
@@ -146,6 +152,7 @@ impl Planted {
             truncate_mid_log_corruption: on(PlantedBug::TruncateMidLogCorruption),
             trust_recovery_cut: on(PlantedBug::TrustRecoveryCut),
             suspect_vote_by_term_only: on(PlantedBug::SuspectVoteByTermOnly),
+            silent_recovery_cut: on(PlantedBug::SilentRecoveryCut),
             accept_stale_commit: on(PlantedBug::AcceptStaleCommit),
             coordinator_answers_before_replay: on(PlantedBug::CoordinatorAnswersBeforeReplay),
             assignment_two_owners: on(PlantedBug::AssignmentTwoOwners),
@@ -177,6 +184,7 @@ mod tests {
             all.trust_recovery_cut,
             all.suspect_vote_by_term_only,
             all.skip_produce_acl_check,
+            all.silent_recovery_cut,
         ];
         assert!(each.iter().all(|on| *on), "every bug has a switch: {all:?}");
     }

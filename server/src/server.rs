@@ -162,6 +162,7 @@ impl Server {
             node_config.planted.send_before_persist = planted.follower_acks_before_persist;
             node_config.planted.trust_recovery_cut = planted.trust_recovery_cut;
             node_config.planted.suspect_vote_by_term_only = planted.suspect_vote_by_term_only;
+            node_config.planted.silent_recovery_cut = planted.silent_recovery_cut;
         }
         // Free space is known before the first produce, then re-measured periodically.
         let available = disk.available_bytes(&config.data_dir).await.map_err(ServerError::Disk)?;

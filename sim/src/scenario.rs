@@ -240,7 +240,7 @@ fn observe_replicas(cluster: &Arc<SimCluster>, seed: u64, coverage: Rc<RefCell<B
 }
 
 /// The coverage counters' names for raft events, in [`event_path`]'s order.
-const EVENT_PATHS: [&str; 11] = [
+const EVENT_PATHS: [&str; 12] = [
     "path leader elected",
     "path snapshot installed",
     "path recovery cut, suspect",
@@ -252,6 +252,7 @@ const EVENT_PATHS: [&str; 11] = [
     "check R6 append accepted",
     "check R6 vote granted",
     "check R3/R4 entry applied",
+    "check R6 log reopened",
 ];
 
 /// Timeline notes that show a rare path: (text in the line, counter name).
@@ -275,6 +276,7 @@ fn event_path(event: &Event) -> Option<&'static str> {
         Event::AppendAccepted { .. } => 8,
         Event::VoteGranted { .. } => 9,
         Event::Applied { .. } => 10,
+        Event::Opened { .. } => 11,
         Event::Appended { .. } | Event::Durable { .. } => return None,
     };
     Some(EVENT_PATHS[index])

@@ -157,6 +157,14 @@ fn planted_suspect_vote_by_term_only_is_caught() {
     planted_bug_is_caught(PlantedBug::SuspectVoteByTermOnly, Scenario::Disk, 1..=320, &["R8"]);
 }
 
+// A recovery drops a damaged tail without recording the cut: the replica's log reopens short of
+// what it had reported durable, which R6 now checks at every opening (disk seed 2: node 1
+// reopened group 2 durable to 5 after reporting 6; 14 of seeds 1..=60 catch it in `sweep`).
+#[test]
+fn planted_silent_recovery_cut_is_caught() {
+    planted_bug_is_caught(PlantedBug::SilentRecoveryCut, Scenario::Disk, 1..=60, &["R6"]);
+}
+
 // F-N9: network seed 15 resets three connections in place of produce answers (while no other
 // fault is on). The idempotent retries are absorbed (the run passes), and without the dedup
 // check the same retries are appended twice: L2 names the values sent in the reset windows.

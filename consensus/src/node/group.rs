@@ -221,13 +221,19 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         #[cfg(any(madsim, feature = "planted-bugs"))]
         let store = {
             let mut store = store;
-            if self.config.planted.trust_recovery_cut && store.suspicion().is_some() {
+            if (self.config.planted.trust_recovery_cut || self.config.planted.silent_recovery_cut) && store.suspicion().is_some() {
                 store.clear_suspicion().await.map_err(storage_error(group))?;
             }
             store
         };
         let suspicion = store.suspicion();
-        if let Some(index) = store.recovery_cut() {
+        #[allow(unused_mut)] // changed only by a planted bug
+        let mut recovery_cut = store.recovery_cut();
+        #[cfg(any(madsim, feature = "planted-bugs"))]
+        if self.config.planted.silent_recovery_cut {
+            recovery_cut = None;
+        }
+        if let Some(index) = recovery_cut {
             let suspect = suspicion.is_some();
             observe::emit(|| observe::Event::RecoveryCut { node, group, index, suspect });
         }
@@ -237,6 +243,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             observe::emit(|| observe::Event::Suspect { node, group, cut, bound, term });
         }
         let index = store.log().durable_index();
+        observe::emit(|| observe::Event::Opened { node, group, index });
         observe::emit(|| observe::Event::Durable { node, group, index });
         let storage = store.storage();
         let hard_state = storage.hard_state();

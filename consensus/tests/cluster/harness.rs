@@ -233,6 +233,13 @@ impl LocalCluster {
         self.disks[&id].fail_next_syncs(0);
     }
 
+    /// Replaces crashed node `id`'s disk by an older `copy` of it, and tells the checker.
+    pub(crate) fn restore_disk(&mut self, id: NodeId, copy: &odradek_log::DiskImage) {
+        assert!(!self.nodes.contains_key(&id), "node {id} is down while its disk is replaced");
+        self.disks[&id].restore(copy);
+        self.raft.borrow_mut().record_disk_replaced(id);
+    }
+
     /// One scheduler step: every node ticks and runs a round, then the network delivers all.
     pub(crate) async fn step(&mut self) {
         self.round_all().await;

@@ -162,7 +162,7 @@ async fn a_replica_restored_from_an_older_copy_turns_suspect_and_catches_up() {
 
     cluster.crash(restored, CrashMode::Process);
     cluster.crash(third, CrashMode::Process);
-    cluster.disks[&restored].restore(&copy);
+    cluster.restore_disk(restored, &copy);
     cluster.start(restored).await;
     let behind = cluster.nodes[&restored].status(group).unwrap().last_index;
     assert!(behind < acknowledged, "the copy is older: {behind} < {acknowledged}");

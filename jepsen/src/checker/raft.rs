@@ -70,6 +70,9 @@ pub struct RaftChecker {
     /// (group, node) -> the bound of the node's current suspicion, as it began (R8 e: a bound
     /// only drops, with the other voters' answers).
     suspect_bounds: BTreeMap<(GroupId, NodeId), u64>,
+    /// (group, node) whose recovery cut its log at the opening in progress (R6: only a reported
+    /// cut lets the durable index drop across a restart).
+    cut_at_open: BTreeSet<(GroupId, NodeId)>,
     /// (group, node) -> the durable index it had reported before a cut that made it suspect:
     /// the suspicion that follows must cover it.
     cut_below: BTreeMap<(GroupId, NodeId), u64>,
@@ -162,8 +165,22 @@ impl RaftChecker {
             }
             Event::Durable { node, group, index } => {
                 self.durable.insert((group, node), index);
+                // A cut excuses only the opening it belongs to (one that failed reports none).
+                self.cut_at_open.remove(&(group, node));
+            }
+            Event::Opened { node, group, index } => {
+                let durable = self.durable.get(&(group, node)).copied().unwrap_or(0);
+                let cut = self.cut_at_open.remove(&(group, node));
+                if index < durable && !cut {
+                    self.violate(
+                        "R6",
+                        group,
+                        format!("node {node} reopened its log durable to {index}; it had reported {durable} durable, and no recovery cut"),
+                    );
+                }
             }
             Event::RecoveryCut { node, group, index, suspect } => {
+                self.cut_at_open.insert((group, node));
                 // Bit rot takes at most the last durable entry with it (damage before a valid
                 // entry is corruption, never cut): a cut below it truncated mid-log (R8 b); a cut
                 // of it must leave the node suspect (R8 e).
@@ -360,6 +377,14 @@ impl RaftChecker {
         self.commits.insert((group, node), commit);
     }
 
+    /// `node`'s disk was replaced by an older copy of itself (a fault done to it from outside,
+    /// as restoring a backup): what it reported durable before is no longer promised, so its
+    /// next opening is judged from scratch (R6 across restarts). Its replicas learn they are
+    /// behind from the leaders and turn suspect (R8), which the checks still judge.
+    pub fn record_disk_replaced(&mut self, node: NodeId) {
+        self.durable.retain(|&(_, holder), _| holder != node);
+    }
+
     /// R5, with the group's voters known: the entry (`index`, `term`) a proposer saw
     /// acknowledged is durable on a majority of each non-empty voter set (both halves of a
     /// joint configuration), counting crashed voters by what they had made durable.
@@ -521,6 +546,8 @@ mod tests {
             Event::SuspectVote { node: 3, group: 9, to: 1, term: 4, last_term: 3, last_index: 6, bound: 6 },
             Event::VoteGranted { node: 3, group: 9, to: 1, term: 4, term_saved: 4, vote_saved: 1 },
             Event::Suspect { node: 2, group: 7, cut: 40, bound: 40, term: 4 },
+            // Its log reopens short of what it reported durable: the cut says why.
+            Event::Opened { node: 2, group: 7, index: 39 },
             Event::Durable { node: 2, group: 7, index: 39 },
             Event::Durable { node: 2, group: 7, index: 40 },
             Event::SuspectCleared { node: 2, group: 7, durable: 40 },
@@ -578,6 +605,18 @@ mod tests {
                 ],
             ),
             ("R8", vec![Event::RecoveryCut { node: 3, group: 7, index: 12, suspect: false }]),
+            // A log reopened short of what node 3 reported durable, with no cut.
+            ("R6", vec![Event::Durable { node: 3, group: 7, index: 50 }, Event::Opened { node: 3, group: 7, index: 49 }]),
+            // A cut at an earlier opening excuses no later one.
+            (
+                "R6",
+                vec![
+                    Event::Durable { node: 3, group: 7, index: 50 },
+                    Event::RecoveryCut { node: 3, group: 7, index: 51, suspect: false },
+                    Event::Opened { node: 3, group: 7, index: 50 },
+                    Event::Opened { node: 3, group: 7, index: 49 },
+                ],
+            ),
             ("R8", vec![Event::RecoveryCut { node: 3, group: 7, index: 11, suspect: true }]),
             ("R8", vec![Event::VoteGranted { node: 2, group: 7, to: 3, term: 3, term_saved: 3, vote_saved: 3 }]),
             (
