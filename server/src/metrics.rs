@@ -5,7 +5,7 @@
 //! - counted where they happen, always (a few atomics per request or fsync, whether or not the
 //!   endpoint runs): requests and their latency per listener and API, fsync latency
 //!   ([`disk::MeteredDisk`]), open client connections;
-//! - sampled from the raft driver and the applied state ([`refresh`]) on every scrape and every
+//! - sampled from the raft driver and the applied state (`refresh_sampled`) on every scrape and every
 //!   `SAMPLE_INTERVAL` while the endpoint runs: per hosted partition its leader, term, high
 //!   watermark, log start and end, suspect flag and (on its leader) each follower's lag; the
 //!   controller group's leader and term; free disk space. Elections and leader changes are
