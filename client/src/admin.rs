@@ -69,16 +69,49 @@ pub struct PartitionState {
     pub commit_index: u64,
     pub high_watermark: u64,
     pub log_start_offset: u64,
+    /// Every voter's progress, in the leader's report only (empty in a follower's).
     pub replicas: Vec<ReplicaInfo>,
+    /// The reporting replica is suspect after a recovery cut: it does not vote.
+    pub suspect: bool,
+    /// The replicas the metadata assigns, preferred first.
+    pub assigned: Vec<u64>,
+    /// Replicas catching up that do not vote yet.
+    pub learners: Vec<u64>,
 }
 
-/// The answer to [`Admin::describe_cluster`].
+impl PartitionState {
+    /// The voters that have everything the leader has (lag 0): Kafka's in-sync replicas, as far
+    /// as the leader's report tells (empty in a follower's report).
+    pub fn caught_up(&self) -> Vec<u64> {
+        self.replicas.iter().filter(|replica| replica.lag == 0).map(|replica| replica.node_id).collect()
+    }
+}
+
+/// A partition moving from one replica set to another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reassignment {
+    pub topic: String,
+    pub partition: u32,
+    pub replicas_from: Vec<u64>,
+    pub replicas_to: Vec<u64>,
+    /// Where the move stands, for people.
+    pub phase: String,
+}
+
+/// The answer to [`Admin::describe_cluster`] (or [`Admin::describe_node`]): one node's report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterDescription {
     pub brokers: Vec<BrokerInfo>,
     /// The controller's node id; 0 if unknown.
     pub controller: u64,
+    /// The partitions the answering node hosts.
     pub partitions: Vec<PartitionState>,
+    /// The node that answered.
+    pub node_id: u64,
+    /// In the controller's report only: each node's replica of the metadata log.
+    pub controller_replicas: Vec<ReplicaInfo>,
+    /// Reassignments in progress, per the answering node's metadata.
+    pub reassignments: Vec<Reassignment>,
 }
 
 /// Administrative operations on a cluster.
@@ -255,6 +288,10 @@ impl Admin {
     }
 }
 
+fn replica_info(replica: &proto::ReplicaStatus) -> ReplicaInfo {
+    ReplicaInfo { node_id: replica.node_id, matched_index: replica.matched_index, lag: replica.lag }
+}
+
 fn describe_from(response: proto::Response) -> Result<ClusterDescription> {
     {
         let Some(ResponseBody::describe_cluster(described)) = &response.body else {
@@ -278,11 +315,23 @@ fn describe_from(response: proto::Response) -> Result<ClusterDescription> {
                     commit_index: status.commit_index,
                     high_watermark: status.high_watermark,
                     log_start_offset: status.log_start_offset,
-                    replicas: status
-                        .replicas
-                        .iter()
-                        .map(|replica| ReplicaInfo { node_id: replica.node_id, matched_index: replica.matched_index, lag: replica.lag })
-                        .collect(),
+                    replicas: status.replicas.iter().map(replica_info).collect(),
+                    suspect: status.suspect,
+                    assigned: status.assigned.clone(),
+                    learners: status.learners.clone(),
+                })
+                .collect(),
+            node_id: described.node_id,
+            controller_replicas: described.controller_replicas.iter().map(replica_info).collect(),
+            reassignments: described
+                .reassignments
+                .iter()
+                .map(|moving| Reassignment {
+                    topic: moving.topic.clone(),
+                    partition: moving.partition,
+                    replicas_from: moving.replicas_from.clone(),
+                    replicas_to: moving.replicas_to.clone(),
+                    phase: moving.phase.clone(),
                 })
                 .collect(),
         })

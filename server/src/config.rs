@@ -138,6 +138,9 @@ pub struct ServerConfig {
     /// node's member entry names no Kafka address. Default: the advertised Kafka address.
     #[serde(default)]
     pub kafka_listen: Option<SocketAddr>,
+    /// Where this node serves its metrics to Prometheus (`GET /metrics`); none when unset.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
     /// Raft's logical clock period; elections start after 10 ticks without a leader.
     #[serde(default = "default_tick_ms")]
     pub tick_ms: u64,
@@ -255,6 +258,7 @@ impl ServerConfig {
             nodes,
             client_listen: None,
             kafka_listen: None,
+            metrics_listen: None,
             tick_ms: default_tick_ms(),
             request_timeout_ms: default_request_timeout_ms(),
             connections_max: default_connections_max(),

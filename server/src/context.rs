@@ -32,4 +32,6 @@ pub struct NodeContext {
     /// TLS for relays to other nodes' client listeners (`request::relay`): the peer links'
     /// certificates, when client listeners speak TLS (None: plaintext).
     pub relay_tls: Option<std::sync::Arc<dyn odradek_consensus::transport::PeerTls>>,
+    /// Counted requests, connections and fsyncs, and the sampled partition gauges.
+    pub metrics: Arc<crate::metrics::NodeMetrics>,
 }

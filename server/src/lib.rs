@@ -18,6 +18,7 @@
 //!   request handlers; [`alloc`]: the allocator that keeps a bad Kafka frame from aborting;
 //! - [`controller`]: hosting the assigned partition groups, broker registration, leader
 //!   balancing, retention;
+//! - [`metrics`]: the Prometheus registry and its text endpoint (`--metrics-listen`);
 //! - [`server`]: starting and stopping a node; [`faults`]: a simulation's fault hooks;
 //!   [`planted`]: the planted bugs of simulation and test builds.
 
@@ -33,6 +34,7 @@ pub mod faults;
 pub mod group;
 pub mod kafka;
 pub mod meta;
+pub mod metrics;
 pub mod net;
 pub mod partition;
 pub mod planted;

@@ -70,11 +70,12 @@ pub async fn serve(listener: TcpListener, tls: Option<ListenerTls>, context: Arc
             }
         };
         let _ = stream.set_nodelay(true);
+        let connection = context.metrics.connection_opened("native");
         let (context, shutdown, budget) = (context.clone(), shutdown.clone(), budget.clone());
         let Some(tls) = tls.clone() else {
             tokio::spawn(async move {
                 serve_connection(stream, None, context, shutdown, budget).await;
-                drop(slot);
+                drop((slot, connection));
             });
             continue;
         };
@@ -85,7 +86,7 @@ pub async fn serve(listener: TcpListener, tls: Option<ListenerTls>, context: Arc
                 Ok(None) => {}
                 Err(_) => tracing::debug!(%peer, ?deadline, "closing a client connection: no TLS handshake in time"),
             }
-            drop(slot);
+            drop((slot, connection));
         });
     }
 }
@@ -376,13 +377,16 @@ async fn start_request(
     reset: &Arc<Notify>,
 ) {
     let id = request.request_id;
+    let started = tokio::time::Instant::now();
     let produce = match request.body.take() {
         Some(Body::produce(produce)) => produce,
         body => {
+            let api = body.as_ref().map_or("none", request::request_name);
             request.body = body;
             let context = context.clone();
             tokio::spawn(async move {
                 let response = request::handle(&context, &principal, request).await;
+                context.metrics.observe_request("native", api, started.elapsed());
                 let _ = responses.send(response).await;
                 drop(permit);
             });
@@ -398,7 +402,9 @@ async fn start_request(
     let pending = request::produce::produce(context, &principal, id, produce).await;
     let (context, reset) = (context.clone(), reset.clone());
     tokio::spawn(async move {
-        if let Some(response) = pending.await {
+        let response = pending.await;
+        context.metrics.observe_request("native", "produce", started.elapsed());
+        if let Some(response) = response {
             if context.faults.response_cut.as_ref().and_then(|cut| cut.take()).is_some() {
                 tracing::debug!(id, "fault: resetting the connection instead of answering");
                 reset.notify_one();

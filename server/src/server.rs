@@ -107,6 +107,15 @@ async fn listen_for_kafka(config: &ServerConfig, quarantined: bool) -> Result<Op
     Ok(Some(listener))
 }
 
+/// The metrics endpoint's listener, when configured (also on a quarantined node: it is how an
+/// operator sees the quarantine).
+async fn listen_for_metrics(config: &ServerConfig) -> Result<Option<(TcpListener, SocketAddr)>, ServerError> {
+    let Some(listen) = config.metrics_listen else { return Ok(None) };
+    let listener = TcpListener::bind(listen).await.map_err(|source| ServerError::Listen { addr: listen, source })?;
+    let bound = listener.local_addr().map_err(|source| ServerError::Listen { addr: listen, source })?;
+    Ok(Some((listener, bound)))
+}
+
 /// A running node.
 pub struct Server {
     shutdown: watch::Sender<bool>,
@@ -115,6 +124,8 @@ pub struct Server {
     client_addr: SocketAddr,
     /// Where the Kafka listener is bound, if it runs.
     kafka_addr: Option<SocketAddr>,
+    /// Where the metrics endpoint is bound, if it runs.
+    metrics_addr: Option<SocketAddr>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// The driver's result: `Ok` after a clean stop.
     driver: oneshot::Receiver<Result<(), NodeError>>,
@@ -168,8 +179,13 @@ impl Server {
         let available = disk.available_bytes(&config.data_dir).await.map_err(ServerError::Disk)?;
         state.set_disk_available(available, config.disk_reserve_bytes);
         let space_disk = disk.clone();
+        let metrics = Arc::new(crate::metrics::NodeMetrics::new());
+        let disk = crate::metrics::disk::MeteredDisk::new(disk, metrics.fsync_histogram());
         let mut node = Node::new(node_config, disk, transport, inbox, StateMachine::new(state.clone(), planted));
         let quarantined = open_metadata(&mut node, &config, &clock).await?;
+        metrics.set_quarantined(quarantined);
+        let metrics_listener = listen_for_metrics(&config).await?;
+        let metrics_addr = metrics_listener.as_ref().map(|(_, bound)| *bound);
         let (listener, client_addr) = listen_for_clients(&config, quarantined).await?;
         let kafka_listener = listen_for_kafka(&config, quarantined).await?;
         let kafka_addr = match &kafka_listener {
@@ -209,6 +225,13 @@ impl Server {
             groups: groups.clone(),
             auth: crate::auth::NodeAuth::new(config.auth.clone()),
             relay_tls,
+            metrics,
+        });
+        let metrics_tasks = metrics_listener.map(|(listener, _)| {
+            [
+                tokio::spawn(crate::metrics::http::serve(listener, context.clone(), shutdown_rx.clone())),
+                tokio::spawn(crate::metrics::run_sampler(context.clone(), shutdown_rx.clone())),
+            ]
         });
         let kafka_task = kafka_listener.zip(kafka_addr).map(|(listener, bound)| {
             let brokers = crate::kafka::KafkaBrokers::new(&config, bound);
@@ -224,9 +247,10 @@ impl Server {
             None => Vec::new(),
         };
         tasks.extend(kafka_task);
+        tasks.extend(metrics_tasks.into_iter().flatten());
         let (tls_clients, tls_peers) = (config.tls.clients(), config.tls.peers());
-        tracing::info!(node = config.id, clients = %client_addr, kafka = ?kafka_addr, peers = %me.peer, tls_clients, tls_peers, "node started");
-        Ok(Server { shutdown, node: handle, state, client_addr, kafka_addr, tasks, driver, stopped, quarantined })
+        tracing::info!(node = config.id, clients = %client_addr, kafka = ?kafka_addr, metrics = ?metrics_addr, peers = %me.peer, tls_clients, tls_peers, "node started");
+        Ok(Server { shutdown, node: handle, state, client_addr, kafka_addr, metrics_addr, tasks, driver, stopped, quarantined })
     }
 
     /// The address clients connect to (the real port when configured with port 0).
@@ -238,6 +262,12 @@ impl Server {
     /// runs a Kafka listener.
     pub fn kafka_addr(&self) -> Option<SocketAddr> {
         self.kafka_addr
+    }
+
+    /// Where the metrics endpoint serves `GET /metrics` (the real port when configured with
+    /// port 0), if this node runs one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// Whether the node started without its metadata (damaged files): it serves no client,

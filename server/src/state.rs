@@ -76,6 +76,8 @@ pub struct NodeState {
     /// from each measurement (free − reserve), lowered by every batch produce accepts and every
     /// append a follower takes from a leader (the consensus node shares it) in between.
     pub disk_budget: Arc<std::sync::atomic::AtomicI64>,
+    /// Free bytes of the data directory's file system at the last measurement (for metrics).
+    disk_available_bytes: std::sync::atomic::AtomicU64,
 }
 
 impl NodeState {
@@ -88,6 +90,7 @@ impl NodeState {
             meta_version: watch::Sender::new(0),
             meta_ready,
             disk_budget,
+            disk_available_bytes: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -100,6 +103,12 @@ impl NodeState {
     pub fn set_disk_available(&self, available: u64, reserve: u64) {
         let budget = i64::try_from(available.saturating_sub(reserve)).unwrap_or(i64::MAX);
         self.disk_budget.store(budget, std::sync::atomic::Ordering::Release);
+        self.disk_available_bytes.store(available, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Free bytes at the last measurement (0 before the first).
+    pub fn disk_available_bytes(&self) -> u64 {
+        self.disk_available_bytes.load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub fn is_meta_ready(&self) -> bool {

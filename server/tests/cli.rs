@@ -91,6 +91,8 @@ fn playground_topic_create_produce_consume() {
     let banner = banner.join("\n");
     assert!(banner.contains("Topic \"demo\""), "{banner}");
     assert!(banner.contains("odradek produce"), "the banner says what to type next: {banner}");
+    let metrics = banner.lines().find_map(|line| line.strip_prefix("Metrics for Prometheus: ")).expect("the metrics addresses");
+    assert_eq!(metrics.split(' ').filter(|url| url.starts_with("http://127.0.0.1:") && url.ends_with("/metrics")).count(), 3, "{banner}");
     let bootstrap = format!("127.0.0.1:{port}");
 
     let created = sh("$ODRADEK topic create shell-test --partitions 2 --replication-factor 3", &bootstrap);

@@ -81,10 +81,11 @@ pub async fn serve(listener: TcpListener, context: Arc<NodeContext>, brokers: Ka
             }
         };
         let _ = stream.set_nodelay(true);
+        let connection = context.metrics.connection_opened("kafka");
         let (context, shutdown, budget, brokers) = (context.clone(), shutdown.clone(), budget.clone(), brokers.clone());
         tokio::spawn(async move {
             serve_connection(stream, context, brokers, shutdown, budget).await;
-            drop(slot);
+            drop((slot, connection));
         });
     }
 }
@@ -163,7 +164,9 @@ async fn serve_connection(
             Decoded::Request { header, api_key, version, request } => {
                 // Kafka sends nothing back for a produce with acks=0: it gets no slot.
                 let answered = !matches!(&*request, RequestKind::Produce(produce) if produce.acks == 0);
+                let started = Instant::now();
                 let answer = start(&context, &brokers, header.correlation_id, version, *request).await;
+                let answer = metered(context.clone(), api_key, started, answer);
                 if answered && slots.send(slot).await.is_err() {
                     break;
                 }
@@ -178,6 +181,15 @@ async fn serve_connection(
 
 /// The future of one request's answer (`None`: no answer is sent).
 type Answer = Pin<Box<dyn Future<Output = Option<ResponseKind>> + Send>>;
+
+/// `answer`, counted in the metrics when it resolves.
+fn metered(context: Arc<NodeContext>, api_key: ApiKey, started: Instant, answer: Answer) -> Answer {
+    Box::pin(async move {
+        let response = answer.await;
+        context.metrics.observe_request("kafka", &format!("{api_key:?}"), started.elapsed());
+        response
+    })
+}
 
 /// Waits for an answer, encodes it and fills its slot; the permit and the budget's bytes are
 /// held until then.

@@ -105,22 +105,45 @@ fn brokers(context: &NodeContext) -> Vec<wire::Broker> {
         .collect()
 }
 
+/// A leader's view of every replica's progress (lag in raft entries).
+fn replica_statuses(status: &odradek_consensus::GroupStatus) -> Vec<wire::ReplicaStatus> {
+    assert_eq!(status.role, StateRole::Leader, "only a leader tracks its replicas' progress");
+    status
+        .progress
+        .iter()
+        .map(|(&node_id, &(matched, _))| {
+            let mut replica = wire::ReplicaStatus::new();
+            replica.node_id = node_id;
+            replica.matched_index = matched;
+            replica.lag = status.last_index.saturating_sub(matched);
+            replica
+        })
+        .collect()
+}
+
 pub async fn describe_cluster(context: &NodeContext, id: u64) -> Response {
     let mut cluster = wire::DescribeClusterResponse::new();
     cluster.brokers = brokers(context).into();
-    cluster.controller = leader_of(context, METADATA_GROUP).await.map_or(0, |(leader, _)| leader);
-    let hosted: Vec<(String, u32, GroupId)> = {
+    cluster.node_id = context.state.node_id;
+    if let Ok(Some((status, _))) = context.node.status(METADATA_GROUP).await {
+        cluster.controller = status.leader;
+        if status.role == StateRole::Leader {
+            cluster.controller_replicas = replica_statuses(&status).into();
+        }
+    }
+    // Reassignments: none exist before the membership work (issue 15) adds them to the metadata.
+    let hosted: Vec<(String, u32, GroupId, Vec<NodeId>)> = {
         let state = context.state.lock();
         state
             .meta
             .topics()
             .values()
-            .flat_map(|topic| topic.partitions.iter().map(move |p| (topic.name.clone(), p.partition, p.group)))
-            .filter(|(_, _, group)| state.partitions.contains_key(group))
+            .flat_map(|topic| topic.partitions.iter().map(move |p| (topic.name.clone(), p.partition, p.group, p.replicas.clone())))
+            .filter(|(_, _, group, _)| state.partitions.contains_key(group))
             .collect()
     };
-    for (topic, partition, group) in hosted {
-        let Ok(Some((status, _))) = context.node.status(group).await else { continue };
+    for (topic, partition, group, assigned) in hosted {
+        let Ok(Some((status, conf_state))) = context.node.status(group).await else { continue };
         let Some(bounds) = partition_bounds(context, group) else { continue };
         let mut entry = wire::PartitionStatus::new();
         entry.topic = topic;
@@ -130,14 +153,11 @@ pub async fn describe_cluster(context: &NodeContext, id: u64) -> Response {
         entry.commit_index = status.commit;
         entry.high_watermark = bounds.high_watermark;
         entry.log_start_offset = bounds.log_start_offset;
+        entry.suspect = status.suspect;
+        entry.assigned = assigned;
+        entry.learners = conf_state.learners.clone();
         if status.role == StateRole::Leader {
-            for (&node_id, &(matched, _)) in &status.progress {
-                let mut replica = wire::ReplicaStatus::new();
-                replica.node_id = node_id;
-                replica.matched_index = matched;
-                replica.lag = status.last_index.saturating_sub(matched);
-                entry.replicas.push(replica);
-            }
+            entry.replicas = replica_statuses(&status).into();
         }
         cluster.partitions.push(entry);
     }

@@ -101,6 +101,39 @@ async fn route(context: &NodeContext, id: u64, mut request: Request) -> Response
     }
 }
 
+/// The request's kind as the wire names it (`client/proto/wire.proto`), for metrics.
+pub fn request_name(body: &Body) -> &'static str {
+    match body {
+        Body::hello(_) => "hello",
+        Body::metadata(_) => "metadata",
+        Body::create_topics(_) => "create_topics",
+        Body::delete_topics(_) => "delete_topics",
+        Body::describe_cluster(_) => "describe_cluster",
+        Body::produce(_) => "produce",
+        Body::fetch(_) => "fetch",
+        Body::list_offsets(_) => "list_offsets",
+        Body::init_producer_id(_) => "init_producer_id",
+        Body::find_coordinator(_) => "find_coordinator",
+        Body::join_group(_) => "join_group",
+        Body::sync_group(_) => "sync_group",
+        Body::heartbeat(_) => "heartbeat",
+        Body::leave_group(_) => "leave_group",
+        Body::consumer_group_heartbeat(_) => "consumer_group_heartbeat",
+        Body::offset_commit(_) => "offset_commit",
+        Body::offset_fetch(_) => "offset_fetch",
+        Body::list_groups(_) => "list_groups",
+        Body::describe_groups(_) => "describe_groups",
+        Body::delete_groups(_) => "delete_groups",
+        Body::sasl_authenticate(_) => "sasl_authenticate",
+        Body::upsert_user(_) => "upsert_user",
+        Body::delete_user(_) => "delete_user",
+        Body::list_users(_) => "list_users",
+        Body::create_acl(_) => "create_acl",
+        Body::delete_acl(_) => "delete_acl",
+        Body::list_acls(_) => "list_acls",
+    }
+}
+
 /// A success with no body yet.
 fn ok_response(request_id: u64) -> Response {
     let mut response = Response::new();

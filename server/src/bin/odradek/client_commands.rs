@@ -437,9 +437,15 @@ pub async fn consume(bootstrap: &Bootstrap, args: ConsumeArgs) -> Result<(), Str
 
 #[derive(Subcommand, Debug)]
 pub enum ClusterCommand {
-    /// Nodes, the controller, and per partition: leader, term, commit index, high watermark and
-    /// each follower's lag (as the partition's leader reports it).
+    /// Nodes (up or unreachable, their metadata lag), suspect replicas, learners, reassignments
+    /// in progress, and per partition: leader, term, commit index, high watermark, each
+    /// replica's lag and the caught-up set (as the partition's leader reports them).
     Status,
+}
+
+/// Node ids as `1,2,3`.
+fn node_list(nodes: &[u64]) -> String {
+    nodes.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
 }
 
 pub async fn cluster(bootstrap: &Bootstrap, command: ClusterCommand) -> Result<(), String> {
@@ -449,12 +455,30 @@ pub async fn cluster(bootstrap: &Bootstrap, command: ClusterCommand) -> Result<(
     // Each node reports the partitions it hosts; the leader's report has the follower lags.
     let mut partitions: BTreeMap<(String, u32), odradek_client::admin::PartitionState> = BTreeMap::new();
     let mut reachable = BTreeMap::new();
+    // (topic, partition, node) of every replica that reports itself suspect.
+    let mut suspects = Vec::new();
+    let mut learners = BTreeMap::new();
+    let mut reassignments = BTreeMap::new();
+    // Only the controller reports the metadata log's replicas.
+    let mut controller_replicas = description.controller_replicas.clone();
     for broker in &description.brokers {
         match admin.describe_node(&broker.address).await {
             Ok(report) => {
                 reachable.insert(broker.node_id, "up");
+                if !report.controller_replicas.is_empty() {
+                    controller_replicas = report.controller_replicas;
+                }
+                for moving in report.reassignments {
+                    reassignments.insert((moving.topic.clone(), moving.partition), moving);
+                }
                 for partition in report.partitions {
                     let key = (partition.topic.clone(), partition.partition);
+                    if partition.suspect {
+                        suspects.push(format!("{}/{} on node {}", key.0, key.1, broker.node_id));
+                    }
+                    if !partition.learners.is_empty() {
+                        learners.insert(key.clone(), partition.learners.clone());
+                    }
                     let is_leader_report = partition.leader == broker.node_id;
                     if is_leader_report || !partitions.contains_key(&key) {
                         partitions.insert(key, partition);
@@ -468,19 +492,45 @@ pub async fn cluster(bootstrap: &Bootstrap, command: ClusterCommand) -> Result<(
     }
     say!("Nodes (controller: {}):", if description.controller == 0 { "none".into() } else { description.controller.to_string() });
     for broker in &description.brokers {
-        say!("  {}  {}  {}", broker.node_id, broker.address, reachable.get(&broker.node_id).unwrap_or(&"?"));
+        let metadata_lag = controller_replicas.iter().find(|r| r.node_id == broker.node_id).map(|r| r.lag);
+        let metadata_lag = metadata_lag.map_or("?".to_string(), |lag| lag.to_string());
+        say!("  {}  {}  {}  metadata lag {metadata_lag}", broker.node_id, broker.address, reachable.get(&broker.node_id).unwrap_or(&"?"));
     }
+    let none_or = |items: Vec<String>| if items.is_empty() { "none".to_string() } else { items.join(", ") };
+    say!("Suspect replicas: {}", none_or(suspects));
+    let learners = learners.iter().map(|((topic, partition), nodes)| format!("{topic}/{partition}: {}", node_list(nodes))).collect();
+    say!("Learners: {}", none_or(learners));
+    let moving = reassignments
+        .values()
+        .map(|m| format!("{}/{}: {} -> {} ({})", m.topic, m.partition, node_list(&m.replicas_from), node_list(&m.replicas_to), m.phase))
+        .collect();
+    say!("Reassignments in progress: {}", none_or(moving));
     say!("");
-    say!("{:<24} {:>9} {:>6} {:>6} {:>12} {:>14}  replicas (node:lag)", "topic", "partition", "leader", "term", "commit", "high watermark");
+    say!(
+        "{:<24} {:>9} {:>6} {:>6} {:>12} {:>14}  {:<16} {:<12} caught up",
+        "topic",
+        "partition",
+        "leader",
+        "term",
+        "commit",
+        "high watermark",
+        "replicas (node:lag)",
+        "assigned"
+    );
     for ((topic, partition), state) in &partitions {
         let replicas: Vec<String> = state.replicas.iter().map(|r| format!("{}:{}", r.node_id, r.lag)).collect();
         let leader = if state.leader == 0 { "-".to_string() } else { state.leader.to_string() };
+        let (replicas, caught_up) = if replicas.is_empty() {
+            ("(leader not reachable)".to_string(), "?".to_string())
+        } else {
+            (replicas.join(" "), node_list(&state.caught_up()))
+        };
         say!(
-            "{topic:<24} {partition:>9} {leader:>6} {:>6} {:>12} {:>14}  {}",
+            "{topic:<24} {partition:>9} {leader:>6} {:>6} {:>12} {:>14}  {replicas:<16} {:<12} {caught_up}",
             state.term,
             state.commit_index,
             state.high_watermark,
-            if replicas.is_empty() { "(leader not reachable)".to_string() } else { replicas.join(" ") }
+            node_list(&state.assigned)
         );
     }
     if partitions.is_empty() {

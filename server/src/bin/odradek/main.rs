@@ -32,7 +32,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run one node of a cluster.
-    Server(node_commands::ServerArgs),
+    Server(Box<node_commands::ServerArgs>),
     /// Run a local 3-node cluster on loopback with a demo topic, ready to produce and consume.
     Playground(node_commands::PlaygroundArgs),
     /// Create, list, describe and delete topics.
@@ -110,7 +110,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Server(args) => {
             init_logging("info");
-            node_commands::server(args).await
+            node_commands::server(*args).await
         }
         Command::Playground(args) => {
             // Nodes starting one after another cannot reach each other for a moment; that is

@@ -38,6 +38,9 @@ pub struct ServerArgs {
     /// own --node Kafka address, else this one.
     #[arg(long)]
     kafka_listen: Option<std::net::SocketAddr>,
+    /// Serve metrics for Prometheus here (`GET /metrics`, OpenMetrics text). Off by default.
+    #[arg(long)]
+    metrics_listen: Option<std::net::SocketAddr>,
     /// Session timeout (ms) of consumer-protocol group members: how long the coordinator keeps
     /// a silent member's partitions (default 45000; their heartbeat interval becomes at most a
     /// third of it).
@@ -129,6 +132,7 @@ pub async fn server(args: ServerArgs) -> Result<(), String> {
             config.tick_ms = args.tick_ms;
             config.client_listen = args.client_listen;
             config.kafka_listen = args.kafka_listen;
+            config.metrics_listen = args.metrics_listen;
             if let (Some(listen), Some(me)) = (args.kafka_listen, config.nodes.iter_mut().find(|m| Some(m.id) == args.id)) {
                 me.kafka.get_or_insert(listen);
             }
@@ -242,6 +246,8 @@ pub async fn playground(args: PlaygroundArgs) -> Result<(), String> {
         let mut config = ServerConfig::new(member.id, dir, members.clone());
         config.tick_ms = 50;
         config.topic_defaults.partitions = args.partitions;
+        // Any free port: printed below.
+        config.metrics_listen = Some(([127, 0, 0, 1], 0).into());
         set_group_session(&mut config, args.group_session_timeout_ms);
         let server = Server::start(config, FsDisk::new(), system_clock())
             .await
@@ -266,6 +272,8 @@ pub async fn playground(args: PlaygroundArgs) -> Result<(), String> {
     let kafka: Vec<String> = members.iter().filter_map(|m| m.kafka).map(|k| k.to_string()).collect();
     say!("Kafka clients connect to {} (the Kafka wire protocol), for example:", kafka.join(", "));
     say!("  echo hello | kcat -P -b {} -t demo -p 0 && kcat -C -b {} -t demo -p 0 -o beginning -e", kafka[0], kafka[0]);
+    let metrics: Vec<String> = servers.iter().filter_map(|s| s.metrics_addr()).map(|a| format!("http://{a}/metrics")).collect();
+    say!("Metrics for Prometheus: {}", metrics.join(" "));
     say!("");
     say!("Ctrl-C stops the cluster.");
     let failed = futures::future::select_all(servers.iter().map(|s| Box::pin(s.failed())));
