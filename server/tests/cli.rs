@@ -121,6 +121,9 @@ fn playground_topic_create_produce_consume() {
 
     let bench = sh("$ODRADEK bench produce --topic bench-test --records 2000 --record-size 100 --partitions 2", &bootstrap);
     assert!(bench.contains("records/s") && bench.contains("p99.9"), "{bench}");
+    // One consumer, no group: the group settings are not required (they were, by mistake).
+    let consumed = sh("$ODRADEK bench consume --topic bench-test", &bootstrap);
+    assert!(consumed.contains("consume (latency = one poll): 2000 records in"), "{consumed}");
 
     let deleted = sh("$ODRADEK topic delete shell-test", &bootstrap);
     assert!(deleted.contains("Deleted topic \"shell-test\""), "{deleted}");

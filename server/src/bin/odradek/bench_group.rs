@@ -41,7 +41,8 @@ const POLL_TIMEOUT: Duration = Duration::from_millis(200);
 #[derive(Args, Debug)]
 pub struct GroupBenchArgs {
     /// Consume as this consumer group (its members share the partitions and commit).
-    #[arg(long, short = 'g')]
+    /// Not required on its own: without it (and the settings below) the bench is one consumer.
+    #[arg(long, short = 'g', required = false)]
     pub group: String,
     /// Members of the group (tasks of this process, each its own client).
     #[arg(long, default_value_t = 3)]
