@@ -36,6 +36,7 @@ const ILLEGAL_GENERATION: i16 = 22;
 const UNKNOWN_MEMBER_ID: i16 = 25;
 const REBALANCE_IN_PROGRESS: i16 = 27;
 const GROUP_ID_NOT_FOUND: i16 = 69;
+const MEMBER_ID_REQUIRED: i16 = 79;
 const FENCED_MEMBER_EPOCH: i16 = 110;
 
 /// A blocking Kafka client that writes request frames and reads response frames.
@@ -249,11 +250,16 @@ fn classic_groups_and_offsets_through_the_kafka_listener() {
     let mut a = KafkaRaw::connect(&kafka);
     prepare(&mut a, &kafka);
 
+    // KIP-394 (v4+): a new member is first given its id, then joins with it.
+    let required = joined(a.call(5, join("", None)));
+    assert_eq!(required.error_code, MEMBER_ID_REQUIRED, "{required:?}");
+    assert!(!required.member_id.is_empty(), "MEMBER_ID_REQUIRED carries the id to join with");
     // One member: it waits out the initial delay, then leads generation 1 and gets every
     // member's metadata back byte for byte.
-    let first = joined(a.call(5, join("", None)));
+    let first = joined(a.call(5, join(required.member_id.as_str(), None)));
     assert_eq!(first.error_code, NONE, "{first:?}");
     let (member_a, generation) = (first.member_id.to_string(), first.generation_id);
+    assert_eq!(member_a, required.member_id.as_str(), "the member keeps the id it was given");
     assert_eq!(first.leader.as_str(), member_a);
     assert_eq!(first.protocol_name.as_ref().map(|p| p.as_str()), Some("range"));
     assert_eq!(first.members.len(), 1);

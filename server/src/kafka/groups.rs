@@ -116,6 +116,8 @@ pub async fn join_group(context: &NodeContext, id: u64, version: i16, client_id:
         join.protocols.push(entry);
     }
     join.client_id = client_id;
+    // KIP-394: from v4 a new member is given its id first (MEMBER_ID_REQUIRED), as Kafka does.
+    join.require_known_member_id = version >= 4;
     let answer = ask(context, id, Body::join_group(join)).await;
     join_answer(version, &body, &answer)
 }
@@ -124,10 +126,13 @@ pub async fn join_group(context: &NodeContext, id: u64, version: i16, client_id:
 fn join_answer(version: i16, body: &JoinGroupRequest, answer: &Response) -> ResponseKind {
     let protocol_type = (version >= 7).then(|| body.protocol_type.clone());
     if answer.error != ErrorCode::NONE || !answer.has_join_group() {
+        // MEMBER_ID_REQUIRED carries the id to join with; other refusals echo the request's.
+        let member_id =
+            if answer.error == ErrorCode::MEMBER_ID_REQUIRED { text(&answer.get_join_group().member_id) } else { body.member_id.clone() };
         let response = JoinGroupResponse::default()
             .with_error_code(group_code(answer.error))
             .with_generation_id(-1)
-            .with_member_id(body.member_id.clone())
+            .with_member_id(member_id)
             // Kafka answers a null protocol name where the version allows one.
             .with_protocol_name(if version >= 7 { None } else { Some(StrBytes::default()) });
         return ResponseKind::JoinGroup(response);
