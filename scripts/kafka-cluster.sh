@@ -15,7 +15,7 @@ kafka_cluster_start() {
     KAFKA_CLUSTER_PIDS=()
     for i in 1 2 3; do
         mkdir -p "$dir/node-$i"
-        "$bin" server --id "$i" --data-dir "$dir/node-$i" --tick-ms 50 \
+        "$bin" server --id "$i" --data-dir "$dir/node-$i" --tick-ms 50 --group-session-timeout-ms 10000 \
             --kafka-listen "127.0.0.1:$((base + 200 + i - 1))" "${nodes[@]}" >"$dir/node-$i.log" 2>&1 &
         KAFKA_CLUSTER_PIDS+=($!)
     done

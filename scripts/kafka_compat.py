@@ -169,6 +169,176 @@ def confluent_checks(bootstrap, quick):
 
     delete()
 
+    confluent_group_checks(bootstrap, quick, admin, create, client, version)
+
+
+def confluent_group_checks(bootstrap, quick, admin, create, client, version):
+    """Consumer groups with confluent-kafka, for each group protocol librdkafka speaks: members
+    sharing partitions (each record consumed once across them), a member killed (its partitions
+    move to the others), static members, commit and resume."""
+    import multiprocessing
+    from confluent_kafka import Consumer, Producer
+
+    def produce_spread(name, count, partitions, prefix):
+        producer = Producer({"bootstrap.servers": bootstrap})
+        for i in range(count):
+            producer.produce(name, value=f"{prefix}{i}".encode(), partition=i % partitions)
+        if producer.flush(30):
+            raise RuntimeError("undelivered records")
+        return {f"{prefix}{i}".encode() for i in range(count)}
+
+    def consumer(group, protocol, **extra):
+        config = {"bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest", "group.protocol": protocol}
+        if protocol == "classic":
+            config.update({"session.timeout.ms": 6000, "heartbeat.interval.ms": 500})
+        config.update(extra)
+        return Consumer(config)
+
+    def assigned(members, total, timeout=60):
+        """Polls every member until their assignments cover `total` partitions, disjointly, each
+        member owning some."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            for member in members:
+                member.poll(0.05)
+            owned = [{(tp.topic, tp.partition) for tp in m.assignment()} for m in members]
+            if sum(len(o) for o in owned) == total and len(set().union(*owned)) == total and all(owned):
+                return owned
+        raise RuntimeError(f"assignments never settled: {[sorted(p for _, p in o) for o in owned]}")
+
+    def drain(members, expected, timeout=60):
+        """Polls every member until `expected` records arrived; each exactly once."""
+        got = []
+        deadline = time.time() + timeout
+        while len(got) < len(expected) and time.time() < deadline:
+            for member in members:
+                message = member.poll(0.05)
+                if message is not None and not message.error():
+                    got.append(message.value())
+        if sorted(got) != sorted(expected):
+            raise RuntimeError(f"consumed {len(got)} ({len(set(got))} distinct) of {len(expected)}")
+
+    for protocol in ["classic", "consumer"]:
+
+        @check(client, version, f"group ({protocol}): 3 members share 6 partitions, each record consumed once")
+        def share(protocol=protocol):
+            name, group = fresh("cf-grp"), fresh("g")
+            create(name, 6)
+            members = [consumer(group, protocol) for _ in range(3)]
+            for member in members:
+                member.subscribe([name])
+            owned = assigned(members, 6)
+            expected = produce_spread(name, 300, 6, "r")
+            drain(members, expected)
+            for member in members:
+                member.close()
+            return "partitions per member " + "/".join(str(len(o)) for o in owned)
+
+        share()
+        if quick:
+            continue  # the CI subset: sharing only (a kill waits out a session)
+
+        @check(client, version, f"group ({protocol}): a member killed, its partitions move to the others")
+        def killed(protocol=protocol):
+            name, group = fresh("cf-kill"), fresh("g")
+            create(name, 6)
+            victim = multiprocessing.get_context("spawn").Process(target=member_process, args=(bootstrap, group, name, protocol))
+            victim.start()
+            members = [consumer(group, protocol) for _ in range(2)]
+            for member in members:
+                member.subscribe([name])
+            deadline = time.time() + 60
+            while time.time() < deadline:
+                for member in members:
+                    member.poll(0.05)
+                if 0 < sum(len(m.assignment()) for m in members) < 6:
+                    break
+            owned_before = sum(len(m.assignment()) for m in members)
+            if not 0 < owned_before < 6:
+                raise RuntimeError(f"the three members never shared the partitions ({owned_before} with the survivors)")
+            victim.kill()
+            victim.join()
+            started = time.time()
+            assigned(members, 6, timeout=90)
+            moved_s = time.time() - started
+            expected = produce_spread(name, 120, 6, "k")
+            drain(members, expected)
+            for member in members:
+                member.close()
+            return f"survivors owned {owned_before}/6, all 6 after {moved_s:.1f} s"
+
+        killed()
+
+    for protocol in ([] if quick else ["classic", "consumer"]):
+
+        @check(client, version, f"group ({protocol}): static member restarts with its assignment")
+        def static(protocol=protocol):
+            name, group = fresh("cf-static"), fresh("g")
+            create(name, 4)
+            extra = {"session.timeout.ms": 30000} if protocol == "classic" else {}
+            members = [consumer(group, protocol, **{"group.instance.id": f"i{n}", **extra}) for n in range(2)]
+            for member in members:
+                member.subscribe([name])
+            before = assigned(members, 4)
+            members[0].close()  # a static member does not leave on close (KIP-345; KIP-848: epoch -2)
+            back = consumer(group, protocol, **{"group.instance.id": "i0", **extra})
+            back.subscribe([name])
+            after = assigned([back, members[1]], 4)
+            back.close()
+            members[1].close()
+            if after != before:
+                raise RuntimeError(f"assignment changed: {before} -> {after}")
+            return "same partitions after restart"
+
+        static()
+
+    for protocol in ([] if quick else ["classic", "consumer"]):
+
+        @check(client, version, f"group ({protocol}): commit, then a new consumer resumes from the committed offset")
+        def resume(protocol=protocol):
+            name, group = fresh("cf-resume"), fresh("g")
+            create(name, 1)
+            produce_spread(name, 100, 1, "c")
+            first = consumer(group, protocol, **{"enable.auto.commit": False})
+            first.subscribe([name])
+            seen = []
+            deadline = time.time() + 60
+            while len(seen) < 40 and time.time() < deadline:
+                message = first.poll(0.1)
+                if message is not None and not message.error():
+                    seen.append(message)
+            if len(seen) < 40:
+                raise RuntimeError(f"only {len(seen)} records")
+            first.commit(message=seen[39], asynchronous=False)
+            first.close()
+            second = consumer(group, protocol)
+            second.subscribe([name])
+            deadline = time.time() + 60
+            while time.time() < deadline:
+                message = second.poll(0.1)
+                if message is not None and not message.error():
+                    second.close()
+                    if message.offset() != 40:
+                        raise RuntimeError(f"resumed at {message.offset()}, expected 40")
+                    return "resumed at 40"
+            second.close()
+            raise RuntimeError("the second consumer got nothing")
+
+        resume()
+
+
+def member_process(bootstrap, group, topic, protocol):
+    """A group member in its own process (killed by the "member killed" check)."""
+    from confluent_kafka import Consumer
+
+    config = {"bootstrap.servers": bootstrap, "group.id": group, "group.protocol": protocol}
+    if protocol == "classic":
+        config.update({"session.timeout.ms": 6000, "heartbeat.interval.ms": 500})
+    member = Consumer(config)
+    member.subscribe([topic])
+    while True:
+        member.poll(0.1)
+
 
 def kafka_python_checks(bootstrap, quick):
     import kafka
@@ -265,6 +435,71 @@ def kafka_python_checks(bootstrap, quick):
         a.close()
 
     create_delete()
+
+    @check(client, version, "group (classic): 2 members share 4 partitions, each record consumed once")
+    def share():
+        # Each member polls in its own thread: kafka-python drops a join that completes after
+        # its poll timed out and joins again, so round-robin short polls never settle.
+        import threading
+
+        name, group = fresh("kp-grp"), fresh("g")
+        a = admin()
+        a.create_topics([NewTopic(name, num_partitions=4, replication_factor=3)], timeout_ms=30000)
+        a.close()
+        members = [
+            KafkaConsumer(name, bootstrap_servers=servers, group_id=group, auto_offset_reset="earliest", session_timeout_ms=6000,
+                          heartbeat_interval_ms=500, enable_auto_commit=False)
+            for _ in range(2)
+        ]
+        got, stop, lock = [], threading.Event(), threading.Lock()
+
+        def run(member):
+            while not stop.is_set():
+                for records in member.poll(timeout_ms=500).values():
+                    with lock:
+                        got.extend(r.value for r in records)
+            member.commit()
+
+        threads = [threading.Thread(target=run, args=(m,)) for m in members]
+        for thread in threads:
+            thread.start()
+        try:
+            deadline = time.time() + 60
+            while time.time() < deadline:
+                owned = [member.assignment() for member in members]
+                if sum(len(o) for o in owned) == 4 and all(owned):
+                    break
+                time.sleep(0.1)
+            else:
+                raise RuntimeError(f"assignments never settled: {owned}")
+            producer = KafkaProducer(bootstrap_servers=servers, acks="all")
+            expected = [f"p{i}".encode() for i in range(200)]
+            for i, value in enumerate(expected):
+                producer.send(name, value=value, partition=i % 4)
+            producer.flush(30)
+            producer.close()
+            deadline = time.time() + 60
+            while len(got) < len(expected) and time.time() < deadline:
+                time.sleep(0.1)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join()
+        if sorted(got) != sorted(expected):
+            raise RuntimeError(f"consumed {len(got)} ({len(set(got))} distinct) of {len(expected)}")
+        committed = sum(members[0].committed(TopicPartition(name, p)) or 0 for p in range(4))
+        for member in members:
+            member.close()
+        # A new member of the group resumes at the committed offsets: nothing left to read.
+        resumed = KafkaConsumer(name, bootstrap_servers=servers, group_id=group, auto_offset_reset="earliest")
+        left = sum(len(records) for _ in range(20) for records in resumed.poll(timeout_ms=200).values())
+        resumed.close()
+        if committed != len(expected) or left:
+            raise RuntimeError(f"committed {committed} of {len(expected)}; a new member read {left} again")
+        return "per member " + "/".join(str(len(o)) for o in owned) + ", committed and resumed"
+
+    share()
+
 
 
 def main():

@@ -52,6 +52,9 @@ pub struct JoinRequest {
     pub protocol_type: String,
     pub protocols: Vec<Protocol>,
     pub client_id: String,
+    /// KIP-394: a new dynamic member (no member id, no instance id) is given its id first
+    /// ([`GroupError::MemberIdRequired`], by the service) and joins with it.
+    pub require_known_member_id: bool,
 }
 
 /// What a join does.

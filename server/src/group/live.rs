@@ -25,6 +25,9 @@ pub struct LiveGroup {
     pub sessions: BTreeMap<String, i64>,
     /// Consumer protocol: member → when it was first seen with partitions to revoke.
     pub revoking_since: BTreeMap<String, i64>,
+    /// Classic (KIP-394): member ids given with MEMBER_ID_REQUIRED and not yet used to join →
+    /// when they lapse (the join's session timeout later). A join naming one is a new member.
+    pub pending_member_ids: BTreeMap<String, i64>,
 }
 
 /// What the coordinator's timer must do for a group.

@@ -167,6 +167,10 @@ pub enum GroupError {
     InvalidCommitOffset(String),
     #[error("{0}")]
     InvalidRequest(String),
+    /// KIP-394: the member was given id `member` (kept pending for its session) and must join
+    /// again with it.
+    #[error("join again with member id {member:?}")]
+    MemberIdRequired { member: String },
 }
 
 impl GroupError {
@@ -176,6 +180,7 @@ impl GroupError {
             GroupError::InvalidGroupId(_) => ErrorCode::INVALID_GROUP_ID,
             GroupError::GroupIdNotFound(_) => ErrorCode::GROUP_ID_NOT_FOUND,
             GroupError::UnknownMemberId { .. } => ErrorCode::UNKNOWN_MEMBER_ID,
+            GroupError::MemberIdRequired { .. } => ErrorCode::MEMBER_ID_REQUIRED,
             GroupError::IllegalGeneration { .. } => ErrorCode::ILLEGAL_GENERATION,
             GroupError::RebalanceInProgress(_) => ErrorCode::REBALANCE_IN_PROGRESS,
             GroupError::FencedMemberEpoch { .. } => ErrorCode::FENCED_MEMBER_EPOCH,

@@ -126,22 +126,28 @@ pub struct Refusal {
     pub message: String,
     /// With `NOT_COORDINATOR`: the node believed to coordinate the group (0: unknown).
     pub coordinator_hint: NodeId,
+    /// With `MEMBER_ID_REQUIRED`: the member id to join with.
+    pub member_id: String,
 }
 
 impl Refusal {
     fn new(code: ErrorCode, message: impl Into<String>) -> Refusal {
-        Refusal { code, message: message.into(), coordinator_hint: 0 }
+        Refusal { code, message: message.into(), coordinator_hint: 0, member_id: String::new() }
     }
 
     fn not_coordinator(node: NodeId, hint: NodeId, group: &str) -> Refusal {
         let message = format!("node {node} does not coordinate group {group:?} now");
-        Refusal { code: ErrorCode::NOT_COORDINATOR, message, coordinator_hint: hint }
+        Refusal { code: ErrorCode::NOT_COORDINATOR, message, coordinator_hint: hint, member_id: String::new() }
     }
 }
 
 impl From<GroupError> for Refusal {
     fn from(error: GroupError) -> Refusal {
-        Refusal::new(error.code(), error.to_string())
+        let mut refusal = Refusal::new(error.code(), error.to_string());
+        if let GroupError::MemberIdRequired { member } = error {
+            refusal.member_id = member;
+        }
+        refusal
     }
 }
 
@@ -364,11 +370,24 @@ impl GroupService {
             let step = self.with_partition(at, |partition, live| {
                 let (membership, base_index) = Self::committed(partition, group);
                 let live_group = live.group(group, Some(&membership), now);
+                // KIP-394: ids given with MEMBER_ID_REQUIRED, until they lapse.
+                live_group.pending_member_ids.retain(|_, lapses_ms| *lapses_ms > now);
+                if request.require_known_member_id && request.member_id.is_empty() && request.instance_id.is_none() {
+                    let member = live.new_member_id(&request.client_id);
+                    let lapses_ms = now + i64::from(request.session_timeout_ms);
+                    live.group(group, Some(&membership), now).pending_member_ids.insert(member.clone(), lapses_ms);
+                    return Err(GroupError::MemberIdRequired { member });
+                }
+                let live_group = live.group(group, Some(&membership), now);
+                let pending = live_group.pending_member_ids.remove(&request.member_id).is_some();
                 let mut phase = std::mem::take(&mut live_group.phase);
                 let step = {
                     let client_id = request.client_id.clone();
-                    let mut new_id = || live.new_member_id(&client_id);
-                    classic::join(&membership, &mut phase, &request, now, initial_delay_ms, &mut new_id)
+                    // A pending id joins as a new member that is given that id.
+                    let mut given = pending.then(|| request.member_id.clone());
+                    let asked = if pending { JoinRequest { member_id: String::new(), ..request.clone() } } else { request.clone() };
+                    let mut new_id = || given.take().unwrap_or_else(|| live.new_member_id(&client_id));
+                    classic::join(&membership, &mut phase, &asked, now, initial_delay_ms, &mut new_id)
                 };
                 live.group(group, Some(&membership), now).phase = phase;
                 step.map(|step| (step, membership, base_index))

@@ -55,6 +55,7 @@ pub const NON_EMPTY_GROUP: i16 = 68;
 pub const GROUP_ID_NOT_FOUND: i16 = 69;
 pub const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
 pub const UNSUPPORTED_COMPRESSION_TYPE: i16 = 76;
+pub const MEMBER_ID_REQUIRED: i16 = 79;
 pub const GROUP_MAX_SIZE_REACHED: i16 = 81;
 pub const FENCED_INSTANCE_ID: i16 = 82;
 pub const UNKNOWN_TOPIC_ID: i16 = 100;
@@ -116,6 +117,7 @@ pub fn kafka_code(code: ErrorCode) -> i16 {
         E::NON_EMPTY_GROUP => NON_EMPTY_GROUP,
         E::OFFSET_METADATA_TOO_LARGE => OFFSET_METADATA_TOO_LARGE,
         E::INVALID_COMMIT_OFFSET => INVALID_COMMIT_OFFSET_SIZE,
+        E::MEMBER_ID_REQUIRED => MEMBER_ID_REQUIRED,
         // Security: definite refusals (the Kafka listener's connections are User:ANONYMOUS).
         E::AUTHENTICATION_FAILED => SASL_AUTHENTICATION_FAILED,
         E::TOPIC_AUTHORIZATION_FAILED => TOPIC_AUTHORIZATION_FAILED,
@@ -123,6 +125,26 @@ pub fn kafka_code(code: ErrorCode) -> i16 {
         E::CLUSTER_AUTHORIZATION_FAILED => CLUSTER_AUTHORIZATION_FAILED,
         E::UNSUPPORTED_SASL_MECHANISM => UNSUPPORTED_SASL_MECHANISM,
         E::USER_NOT_FOUND | E::ACL_NOT_FOUND => RESOURCE_NOT_FOUND,
+    }
+}
+
+/// The Kafka code for one of ours in the answer to a group API (JoinGroup, SyncGroup,
+/// Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch, ListGroups, DescribeGroups,
+/// ConsumerGroupHeartbeat, ConsumerGroupDescribe). Kafka clients rediscover the coordinator on
+/// NOT_COORDINATOR and COORDINATOR_NOT_AVAILABLE only, so the "ask elsewhere / later" family is
+/// mapped there, as Kafka's coordinator does:
+/// - a node not (or no longer) leading the group's coordinator partition, or shutting down:
+///   NOT_COORDINATOR;
+/// - no leader yet, a node still catching up, or a write whose outcome is unknown (an offset
+///   commit is idempotent: committing the same offsets again is safe): COORDINATOR_NOT_AVAILABLE;
+/// - everything else as [`kafka_code`].
+pub fn group_code(code: ErrorCode) -> i16 {
+    use ErrorCode as E;
+    match code {
+        E::NOT_LEADER | E::SHUTTING_DOWN => NOT_COORDINATOR,
+        E::LEADER_NOT_AVAILABLE | E::REQUEST_TIMED_OUT | E::LEADERSHIP_LOST => COORDINATOR_NOT_AVAILABLE,
+        E::INTERNAL => UNKNOWN_SERVER_ERROR,
+        other => kafka_code(other),
     }
 }
 
@@ -155,6 +177,20 @@ mod tests {
         }
         for retriable in [ErrorCode::NOT_LEADER, ErrorCode::LEADER_NOT_AVAILABLE, ErrorCode::REQUEST_TIMED_OUT, ErrorCode::DISK_FULL] {
             assert!(RETRIABLE.contains(&kafka_code(retriable)), "{retriable:?} must be retriable for a Kafka client");
+        }
+        // Group APIs: "ask elsewhere or later" is what makes a Kafka client find the coordinator again.
+        assert_eq!(group_code(ErrorCode::NOT_COORDINATOR), NOT_COORDINATOR);
+        assert_eq!(group_code(ErrorCode::NOT_LEADER), NOT_COORDINATOR);
+        for later in [ErrorCode::COORDINATOR_NOT_AVAILABLE, ErrorCode::LEADER_NOT_AVAILABLE, ErrorCode::REQUEST_TIMED_OUT] {
+            assert_eq!(group_code(later), COORDINATOR_NOT_AVAILABLE, "{later:?}");
+        }
+        for (ours, theirs) in [
+            (ErrorCode::UNKNOWN_MEMBER_ID, UNKNOWN_MEMBER_ID),
+            (ErrorCode::ILLEGAL_GENERATION, ILLEGAL_GENERATION),
+            (ErrorCode::REBALANCE_IN_PROGRESS, REBALANCE_IN_PROGRESS),
+            (ErrorCode::FENCED_INSTANCE_ID, FENCED_INSTANCE_ID),
+        ] {
+            assert_eq!(group_code(ours), theirs, "{ours:?}");
         }
         // Invalid input is never retried.
         for fatal in [ErrorCode::INVALID_REQUEST, ErrorCode::RECORD_TOO_LARGE, ErrorCode::PRODUCER_FENCED, ErrorCode::OUT_OF_ORDER_SEQUENCE]

@@ -43,7 +43,7 @@ const FETCH_WAIT_MS_MAX: i32 = request::fetch::FETCH_WAIT_MS_MAX as i32;
 const CLUSTER_ID: &str = "odradek";
 
 /// A native request with its body.
-fn native(id: u64, body: Body) -> Request {
+pub(super) fn native(id: u64, body: Body) -> Request {
     let mut request = Request::new();
     request.request_id = id;
     request.body = Some(body);
@@ -75,10 +75,20 @@ pub fn api_versions_response() -> ResponseKind {
 /// address for their leader still list it (the client reports the broker as unreachable).
 pub async fn metadata(context: &NodeContext, brokers: &KafkaBrokers, id: u64, version: i16, body: MetadataRequest) -> ResponseKind {
     // v0: an empty list is every topic; v1+: null is every topic, empty is none.
+    // v10+ may name a topic by id alone (a KIP-848 consumer resolving its assignment).
+    let ids = super::topic_ids::all(context);
     let names: Option<Vec<String>> = match body.topics {
         None => None,
         Some(topics) if topics.is_empty() && version == 0 => None,
-        Some(topics) => Some(topics.into_iter().filter_map(|t| t.name.map(|n| n.0.to_string())).collect()),
+        Some(topics) => Some(
+            topics
+                .into_iter()
+                .filter_map(|t| {
+                    let named = t.name.map(|n| n.0.to_string()).filter(|n| !n.is_empty());
+                    named.or_else(|| super::topic_ids::name_of(&ids, t.topic_id))
+                })
+                .collect(),
+        ),
     };
     let mut response = MetadataResponse::default().with_cluster_id(Some(text(CLUSTER_ID))).with_brokers(
         brokers
@@ -136,6 +146,7 @@ pub async fn metadata(context: &NodeContext, brokers: &KafkaBrokers, id: u64, ve
                 .with_error_code(kafka_code(topic.error))
                 .with_name(Some(TopicName(text(&topic.name))))
                 .with_is_internal(topic.name.starts_with("__"))
+                .with_topic_id(if version >= 10 { ids.get(&topic.name).copied().unwrap_or_default() } else { Default::default() })
                 .with_partitions(partitions),
         );
     }

@@ -7,6 +7,9 @@
 //! - [`handlers`]: each Kafka request translated into the native requests of
 //!   [`crate::request`], answered by the same handlers (so every check, every guarantee and
 //!   every planted bug is shared), and the answers gathered back into Kafka's shape;
+//! - [`groups`]: the consumer-group APIs on the coordinator of [`crate::group`], classic and
+//!   KIP-848;
+//! - [`topic_ids`]: Kafka topic ids for our named topics;
 //! - [`errors`]: our definite/indefinite outcomes as Kafka error codes.
 //!
 //! Invariants of a connection:
@@ -26,7 +29,9 @@
 
 pub mod codec;
 pub mod errors;
+pub mod groups;
 pub mod handlers;
+pub mod topic_ids;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -165,7 +170,8 @@ async fn serve_connection(
                 // Kafka sends nothing back for a produce with acks=0: it gets no slot.
                 let answered = !matches!(&*request, RequestKind::Produce(produce) if produce.acks == 0);
                 let started = Instant::now();
-                let answer = start(&context, &brokers, header.correlation_id, version, *request).await;
+                let client_id = header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default();
+                let answer = start(&context, &brokers, header.correlation_id, version, client_id, *request).await;
                 let answer = metered(context.clone(), api_key, started, answer);
                 if answered && slots.send(slot).await.is_err() {
                     break;
@@ -215,7 +221,14 @@ async fn finish(
 
 /// Starts one request: a produce is queued now (before the next request is read); every other
 /// request runs off the reader.
-async fn start(context: &Arc<NodeContext>, brokers: &Arc<KafkaBrokers>, correlation_id: i32, version: i16, request: RequestKind) -> Answer {
+async fn start(
+    context: &Arc<NodeContext>,
+    brokers: &Arc<KafkaBrokers>,
+    correlation_id: i32,
+    version: i16,
+    client_id: String,
+    request: RequestKind,
+) -> Answer {
     let id = u64::from(correlation_id as u32);
     if let RequestKind::Produce(body) = request {
         return handlers::produce(context, id, body).await;
@@ -231,6 +244,7 @@ async fn start(context: &Arc<NodeContext>, brokers: &Arc<KafkaBrokers>, correlat
             RequestKind::DeleteTopics(body) => handlers::delete_topics(&context, id, body).await,
             RequestKind::InitProducerId(body) => handlers::init_producer_id(&context, id, body).await,
             RequestKind::FindCoordinator(body) => handlers::find_coordinator(&context, &brokers, id, version, body).await,
+            request if groups::serves(&request) => groups::handle(&context, id, version, client_id, request).await,
             other => unreachable!("codec::decode admits only served APIs, not {other:?}"),
         };
         Some(response)

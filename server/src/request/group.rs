@@ -115,6 +115,7 @@ async fn join_group(context: &NodeContext, id: u64, body: wire::JoinGroupRequest
         protocol_type: body.protocol_type.clone(),
         protocols: body.protocols.iter().map(|p| Protocol { name: p.name.clone(), metadata: p.metadata.clone() }).collect(),
         client_id: body.client_id.clone(),
+        require_known_member_id: body.require_known_member_id,
     };
     match context.groups.join_group(&body.group, request).await {
         Ok(answer) => {
@@ -132,6 +133,13 @@ async fn join_group(context: &NodeContext, id: u64, body: wire::JoinGroupRequest
                 joined.members.push(member);
             }
             let mut response = ok_response(id);
+            response.set_join_group(joined);
+            response
+        }
+        Err(refusal) if refusal.code == ErrorCode::MEMBER_ID_REQUIRED => {
+            let mut joined = wire::JoinGroupResponse::new();
+            joined.member_id.clone_from(&refusal.member_id);
+            let mut response = refused(id, refusal);
             response.set_join_group(joined);
             response
         }

@@ -11,6 +11,7 @@ fn request(member_id: &str, instance: Option<&str>, protocols: &[&str]) -> JoinR
         protocol_type: "consumer".into(),
         protocols: protocols.iter().map(|name| Protocol { name: name.to_string(), metadata: name.as_bytes().to_vec() }).collect(),
         client_id: "app".into(),
+        require_known_member_id: false,
     }
 }
 

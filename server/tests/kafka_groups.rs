@@ -1,0 +1,544 @@
+//! Kafka's consumer-group APIs on the Kafka listener (issue 16), end to end over real sockets
+//! with the `kafka-protocol` codecs on the client side: FindCoordinator, the classic protocol
+//! (JoinGroup, SyncGroup, Heartbeat, LeaveGroup) with static members, OffsetCommit and
+//! OffsetFetch, ListGroups and DescribeGroups, each with its error paths (unknown member, wrong
+//! generation) answered with Kafka's codes. ConsumerProtocol bytes pass through untouched (the
+//! group's leader member assigns). Invariants: C5 (a commit of an older generation is
+//! refused), C1 (a committed offset is what a later fetch returns).
+//! Real Kafka clients run the same APIs in scripts/kafka-compat.sh.
+
+// Real sockets and a real runtime: not a simulation test.
+#![cfg(not(madsim))]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::leave_group_request::MemberIdentity;
+use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+use kafka_protocol::messages::offset_fetch_request::{OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics};
+use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use odradek_client::group::protocol::{Assignment, Subscription, TopicPartitions};
+use odradek_log::SimDisk;
+use odradek_server::config::{Member, ServerConfig};
+use odradek_server::{system_clock, Server};
+
+// Kafka's codes, as a client reads them.
+const NONE: i16 = 0;
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+const ILLEGAL_GENERATION: i16 = 22;
+const UNKNOWN_MEMBER_ID: i16 = 25;
+const REBALANCE_IN_PROGRESS: i16 = 27;
+const GROUP_ID_NOT_FOUND: i16 = 69;
+const MEMBER_ID_REQUIRED: i16 = 79;
+const FENCED_MEMBER_EPOCH: i16 = 110;
+
+/// A blocking Kafka client that writes request frames and reads response frames.
+struct KafkaRaw {
+    stream: TcpStream,
+}
+
+impl KafkaRaw {
+    fn connect(addr: &str) -> KafkaRaw {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        KafkaRaw { stream }
+    }
+
+    fn send(&mut self, version: i16, correlation_id: i32, request: RequestKind) {
+        let key = api_key(&request);
+        let mut body = BytesMut::new();
+        let header = RequestHeader::default()
+            .with_request_api_key(key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(correlation_id)
+            .with_client_id(Some(StrBytes::from_static_str("kafka-groups-test")));
+        header.encode(&mut body, key.request_header_version(version)).unwrap();
+        request.encode(&mut body, version).unwrap();
+        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&body);
+        self.stream.write_all(&frame).unwrap();
+    }
+
+    fn receive(&mut self, key: ApiKey, version: i16, correlation_id: i32) -> ResponseKind {
+        let mut length = [0u8; 4];
+        self.stream.read_exact(&mut length).expect("a response");
+        let mut body = vec![0u8; u32::from_be_bytes(length) as usize];
+        self.stream.read_exact(&mut body).unwrap();
+        let mut body = Bytes::from(body);
+        let header = ResponseHeader::decode(&mut body, key.response_header_version(version)).unwrap();
+        assert_eq!(header.correlation_id, correlation_id);
+        let response = ResponseKind::decode(key, &mut body, version).unwrap();
+        assert!(!body.has_remaining(), "{key:?} v{version}: trailing bytes");
+        response
+    }
+
+    fn call(&mut self, version: i16, request: RequestKind) -> ResponseKind {
+        let key = api_key(&request);
+        self.send(version, 7, request);
+        self.receive(key, version, 7)
+    }
+}
+
+fn api_key(request: &RequestKind) -> ApiKey {
+    match request {
+        RequestKind::CreateTopics(_) => ApiKey::CreateTopics,
+        RequestKind::FindCoordinator(_) => ApiKey::FindCoordinator,
+        RequestKind::JoinGroup(_) => ApiKey::JoinGroup,
+        RequestKind::SyncGroup(_) => ApiKey::SyncGroup,
+        RequestKind::Heartbeat(_) => ApiKey::Heartbeat,
+        RequestKind::LeaveGroup(_) => ApiKey::LeaveGroup,
+        RequestKind::OffsetCommit(_) => ApiKey::OffsetCommit,
+        RequestKind::OffsetFetch(_) => ApiKey::OffsetFetch,
+        RequestKind::ListGroups(_) => ApiKey::ListGroups,
+        RequestKind::DescribeGroups(_) => ApiKey::DescribeGroups,
+        RequestKind::Metadata(_) => ApiKey::Metadata,
+        RequestKind::ConsumerGroupHeartbeat(_) => ApiKey::ConsumerGroupHeartbeat,
+        RequestKind::ConsumerGroupDescribe(_) => ApiKey::ConsumerGroupDescribe,
+        other => panic!("not used here: {other:?}"),
+    }
+}
+
+fn text(value: &str) -> StrBytes {
+    StrBytes::from_string(value.to_string())
+}
+
+const GROUP: &str = "billing";
+const TOPIC: &str = "orders";
+
+/// A one-node cluster with a Kafka listener, a small offsets topic and a short initial
+/// rebalance delay.
+fn start(runtime: &tokio::runtime::Runtime) -> (Server, String) {
+    let ports: Vec<u16> = (0..2).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()).collect();
+    let member = Member { id: 1, peer: ([127, 0, 0, 1], ports[0]).into(), client: ([127, 0, 0, 1], ports[1]).into(), kafka: None };
+    let mut config = ServerConfig::new(1, "/node1", vec![member]);
+    config.tick_ms = 20;
+    config.kafka_listen = Some(([127, 0, 0, 1], 0).into());
+    config.groups.offsets_topic_partitions = 2;
+    config.groups.initial_rebalance_delay_ms = 200;
+    let server = runtime.block_on(Server::start(config, SimDisk::new(21), system_clock())).expect("start");
+    let kafka = server.kafka_addr().expect("a Kafka listener").to_string();
+    (server, kafka)
+}
+
+/// Creates TOPIC with 2 partitions, then waits for GROUP's coordinator (the first
+/// FindCoordinator creates the offsets topic: COORDINATOR_NOT_AVAILABLE until it has leaders).
+fn prepare(raw: &mut KafkaRaw, kafka: &str) {
+    prepare_group(raw, kafka, GROUP);
+}
+
+fn prepare_group(raw: &mut KafkaRaw, kafka: &str, group: &str) {
+    for _ in 0..400 {
+        let topic = CreatableTopic::default().with_name(TopicName(text(TOPIC))).with_num_partitions(2).with_replication_factor(1);
+        let create = CreateTopicsRequest::default().with_timeout_ms(10_000).with_topics(vec![topic]);
+        let ResponseKind::CreateTopics(created) = raw.call(5, RequestKind::CreateTopics(create)) else { panic!() };
+        if [0, 36].contains(&created.topics[0].error_code) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for attempt in 0..400 {
+        let find = FindCoordinatorRequest::default().with_key(text(group)).with_key_type(0);
+        let ResponseKind::FindCoordinator(found) = raw.call(3, RequestKind::FindCoordinator(find)) else { panic!() };
+        if found.error_code == NONE {
+            assert_eq!(found.node_id.0, 1);
+            assert_eq!(format!("{}:{}", found.host.as_str(), found.port), kafka, "the coordinator's Kafka address");
+            break;
+        }
+        assert!([COORDINATOR_NOT_AVAILABLE, 5, 14].contains(&found.error_code), "{found:?}");
+        assert!(attempt < 399, "no coordinator");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // v4 asks for several keys at once.
+    let find = FindCoordinatorRequest::default().with_key_type(0).with_coordinator_keys(vec![text(group)]);
+    let ResponseKind::FindCoordinator(found) = raw.call(4, RequestKind::FindCoordinator(find)) else { panic!() };
+    assert_eq!(found.coordinators.len(), 1);
+    assert_eq!((found.coordinators[0].error_code, found.coordinators[0].node_id.0), (NONE, 1), "{found:?}");
+}
+
+fn subscription() -> Bytes {
+    Subscription { version: 1, topics: vec![TOPIC.into()], ..Subscription::default() }.encode().unwrap().into()
+}
+
+fn assignment(partitions: &[u32]) -> Bytes {
+    let partitions = vec![TopicPartitions { topic: TOPIC.into(), partitions: partitions.to_vec() }];
+    Assignment { version: 1, partitions, user_data: None }.encode().unwrap().into()
+}
+
+fn join(member_id: &str, instance: Option<&str>) -> RequestKind {
+    let protocol = JoinGroupRequestProtocol::default().with_name(text("range")).with_metadata(subscription());
+    RequestKind::JoinGroup(
+        JoinGroupRequest::default()
+            .with_group_id(GroupId(text(GROUP)))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_member_id(text(member_id))
+            .with_group_instance_id(instance.map(text))
+            .with_protocol_type(text("consumer"))
+            .with_protocols(vec![protocol]),
+    )
+}
+
+fn joined(response: ResponseKind) -> JoinGroupResponse {
+    match response {
+        ResponseKind::JoinGroup(joined) => joined,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn sync(member_id: &str, generation: i32, assignments: &[(&str, Bytes)]) -> RequestKind {
+    let assignments =
+        assignments.iter().map(|(m, a)| SyncGroupRequestAssignment::default().with_member_id(text(m)).with_assignment(a.clone())).collect();
+    RequestKind::SyncGroup(
+        SyncGroupRequest::default()
+            .with_group_id(GroupId(text(GROUP)))
+            .with_generation_id(generation)
+            .with_member_id(text(member_id))
+            .with_assignments(assignments),
+    )
+}
+
+fn synced(response: ResponseKind) -> SyncGroupResponse {
+    match response {
+        ResponseKind::SyncGroup(synced) => synced,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn heartbeat(raw: &mut KafkaRaw, member_id: &str, generation: i32) -> i16 {
+    let beat =
+        HeartbeatRequest::default().with_group_id(GroupId(text(GROUP))).with_generation_id(generation).with_member_id(text(member_id));
+    match raw.call(4, RequestKind::Heartbeat(beat)) {
+        ResponseKind::Heartbeat(answer) => answer.error_code,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// OffsetCommit v8 of `offset` on both partitions: each partition's code.
+fn commit(raw: &mut KafkaRaw, member_id: &str, generation: i32, offset: i64) -> Vec<i16> {
+    let partitions =
+        (0..2).map(|p| OffsetCommitRequestPartition::default().with_partition_index(p).with_committed_offset(offset)).collect();
+    let topic = OffsetCommitRequestTopic::default().with_name(TopicName(text(TOPIC))).with_partitions(partitions);
+    let request = OffsetCommitRequest::default()
+        .with_group_id(GroupId(text(GROUP)))
+        .with_generation_id_or_member_epoch(generation)
+        .with_member_id(text(member_id))
+        .with_topics(vec![topic]);
+    let ResponseKind::OffsetCommit(answer) = raw.call(8, RequestKind::OffsetCommit(request)) else { panic!() };
+    answer.topics.iter().flat_map(|t| t.partitions.iter().map(|p| p.error_code)).collect()
+}
+
+fn describe(raw: &mut KafkaRaw, group: &str) -> kafka_protocol::messages::describe_groups_response::DescribedGroup {
+    let request = DescribeGroupsRequest::default().with_groups(vec![GroupId(text(group))]);
+    let ResponseKind::DescribeGroups(mut answer) = raw.call(5, RequestKind::DescribeGroups(request)) else { panic!() };
+    answer.groups.remove(0)
+}
+
+/// The classic protocol through Kafka's APIs, one member then two (one static), with the error
+/// paths of each API: the codes a Kafka client acts on (rejoin on UNKNOWN_MEMBER_ID and
+/// ILLEGAL_GENERATION, rejoin on REBALANCE_IN_PROGRESS).
+#[test]
+fn classic_groups_and_offsets_through_the_kafka_listener() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (server, kafka) = start(&runtime);
+    let mut a = KafkaRaw::connect(&kafka);
+    prepare(&mut a, &kafka);
+
+    // KIP-394 (v4+): a new member is first given its id, then joins with it.
+    let required = joined(a.call(5, join("", None)));
+    assert_eq!(required.error_code, MEMBER_ID_REQUIRED, "{required:?}");
+    assert!(!required.member_id.is_empty(), "MEMBER_ID_REQUIRED carries the id to join with");
+    // One member: it waits out the initial delay, then leads generation 1 and gets every
+    // member's metadata back byte for byte.
+    let first = joined(a.call(5, join(required.member_id.as_str(), None)));
+    assert_eq!(first.error_code, NONE, "{first:?}");
+    let (member_a, generation) = (first.member_id.to_string(), first.generation_id);
+    assert_eq!(member_a, required.member_id.as_str(), "the member keeps the id it was given");
+    assert_eq!(first.leader.as_str(), member_a);
+    assert_eq!(first.protocol_name.as_ref().map(|p| p.as_str()), Some("range"));
+    assert_eq!(first.members.len(), 1);
+    assert_eq!(first.members[0].metadata, subscription(), "the coordinator passes the Subscription through untouched");
+
+    // Join error path: an unknown member id.
+    assert_eq!(joined(a.call(5, join("ghost", None))).error_code, UNKNOWN_MEMBER_ID);
+
+    // Sync error paths, then the leader's assignment, returned as sent.
+    assert_eq!(synced(a.call(3, sync("ghost", generation, &[]))).error_code, UNKNOWN_MEMBER_ID);
+    assert_eq!(synced(a.call(3, sync(&member_a, generation + 5, &[]))).error_code, ILLEGAL_GENERATION);
+    let mine = synced(a.call(5, sync(&member_a, generation, &[(&member_a, assignment(&[0, 1]))])));
+    assert_eq!(mine.error_code, NONE, "{mine:?}");
+    assert_eq!(mine.assignment, assignment(&[0, 1]));
+    assert_eq!(mine.protocol_name.as_ref().map(|p| p.as_str()), Some("range"));
+
+    // Heartbeat and its error paths.
+    assert_eq!(heartbeat(&mut a, &member_a, generation), NONE);
+    assert_eq!(heartbeat(&mut a, "ghost", generation), UNKNOWN_MEMBER_ID);
+    assert_eq!(heartbeat(&mut a, &member_a, generation - 1), ILLEGAL_GENERATION);
+
+    // OffsetCommit (C5: only the current generation's members commit) and OffsetFetch (C1).
+    assert_eq!(commit(&mut a, &member_a, generation, 42), vec![NONE, NONE]);
+    assert_eq!(commit(&mut a, &member_a, generation - 1, 99), vec![ILLEGAL_GENERATION; 2]);
+    assert_eq!(commit(&mut a, "ghost", generation, 99), vec![UNKNOWN_MEMBER_ID; 2]);
+    let topic = OffsetFetchRequestTopic::default().with_name(TopicName(text(TOPIC))).with_partition_indexes(vec![0, 1, 7]);
+    let fetch = OffsetFetchRequest::default().with_group_id(GroupId(text(GROUP))).with_topics(Some(vec![topic]));
+    let ResponseKind::OffsetFetch(fetched) = a.call(7, RequestKind::OffsetFetch(fetch)) else { panic!() };
+    assert_eq!(fetched.error_code, NONE);
+    let offsets: Vec<(i32, i64)> = fetched.topics[0].partitions.iter().map(|p| (p.partition_index, p.committed_offset)).collect();
+    assert_eq!(offsets, vec![(0, 42), (1, 42), (7, -1)], "the refused commits changed nothing; nothing committed is -1");
+    // v8: groups in a batch; no topics named is every committed partition.
+    let fetch = OffsetFetchRequest::default().with_groups(vec![
+        OffsetFetchRequestGroup::default().with_group_id(GroupId(text(GROUP))).with_topics(None),
+        OffsetFetchRequestGroup::default()
+            .with_group_id(GroupId(text("other")))
+            .with_topics(Some(vec![OffsetFetchRequestTopics::default().with_name(TopicName(text(TOPIC))).with_partition_indexes(vec![0])])),
+    ]);
+    let ResponseKind::OffsetFetch(fetched) = a.call(8, RequestKind::OffsetFetch(fetch)) else { panic!() };
+    assert_eq!(fetched.groups.len(), 2);
+    let all: Vec<(i32, i64)> = fetched.groups[0].topics[0].partitions.iter().map(|p| (p.partition_index, p.committed_offset)).collect();
+    assert_eq!(all, vec![(0, 42), (1, 42)]);
+    assert_eq!(fetched.groups[1].topics[0].partitions[0].committed_offset, -1);
+    // A negative partition index: refused, nothing committed.
+    let partition = OffsetCommitRequestPartition::default().with_partition_index(-1).with_committed_offset(1);
+    let bad = OffsetCommitRequest::default()
+        .with_group_id(GroupId(text(GROUP)))
+        .with_generation_id_or_member_epoch(generation)
+        .with_member_id(text(&member_a))
+        .with_topics(vec![OffsetCommitRequestTopic::default().with_name(TopicName(text(TOPIC))).with_partitions(vec![partition])]);
+    let ResponseKind::OffsetCommit(refused) = a.call(8, RequestKind::OffsetCommit(bad)) else { panic!() };
+    assert_eq!(refused.topics[0].partitions[0].error_code, UNKNOWN_TOPIC_OR_PARTITION);
+
+    // ListGroups and DescribeGroups: the group is Stable with member A owning both partitions.
+    let list = ListGroupsRequest::default().with_states_filter(vec![text("stable")]);
+    let ResponseKind::ListGroups(listed) = a.call(4, RequestKind::ListGroups(list)) else { panic!() };
+    assert_eq!(listed.error_code, NONE);
+    let names: Vec<(&str, &str)> = listed.groups.iter().map(|g| (g.group_id.0.as_str(), g.group_state.as_str())).collect();
+    assert_eq!(names, vec![(GROUP, "Stable")]);
+    let list = ListGroupsRequest::default().with_states_filter(vec![text("Empty")]);
+    let ResponseKind::ListGroups(listed) = a.call(4, RequestKind::ListGroups(list)) else { panic!() };
+    assert!(listed.groups.is_empty(), "the state filter applies: {listed:?}");
+    let described = describe(&mut a, GROUP);
+    assert_eq!((described.error_code, described.group_state.as_str()), (NONE, "Stable"));
+    assert_eq!((described.protocol_type.as_str(), described.protocol_data.as_str()), ("consumer", "range"));
+    assert_eq!(described.members.len(), 1);
+    let owned = Assignment::decode(&described.members[0].member_assignment).unwrap();
+    assert_eq!(owned.partitions, vec![TopicPartitions { topic: TOPIC.into(), partitions: vec![0, 1] }]);
+    let unknown = describe(&mut a, "nobody");
+    assert_eq!((unknown.error_code, unknown.group_state.as_str()), (NONE, "Dead"), "Kafka describes an unknown group as Dead");
+
+    // A static member joins: a rebalance. A learns of it from its heartbeat and rejoins; both
+    // joins are answered with the next generation, A still leading.
+    let mut b = KafkaRaw::connect(&kafka);
+    b.send(5, 11, join("", Some("instance-b")));
+    let mut rebalancing = false;
+    for _ in 0..100 {
+        match heartbeat(&mut a, &member_a, generation) {
+            NONE => std::thread::sleep(Duration::from_millis(20)),
+            code => {
+                assert_eq!(code, REBALANCE_IN_PROGRESS);
+                rebalancing = true;
+                break;
+            }
+        }
+    }
+    assert!(rebalancing, "A never heard of the rebalance");
+    let second_a = joined(a.call(5, join(&member_a, None)));
+    let second_b = joined(b.receive(ApiKey::JoinGroup, 5, 11));
+    assert_eq!((second_a.error_code, second_b.error_code), (NONE, NONE), "{second_a:?} {second_b:?}");
+    let generation_2 = second_a.generation_id;
+    assert_eq!(second_b.generation_id, generation_2);
+    assert!(generation_2 > generation);
+    assert_eq!(second_a.leader.as_str(), member_a);
+    assert_eq!(second_a.members.len(), 2, "the leader gets every member");
+    assert!(second_b.members.is_empty(), "only the leader gets the members");
+    let member_b = second_b.member_id.to_string();
+    let instance_b = second_a.members.iter().find(|m| m.member_id.as_str() == member_b).and_then(|m| m.group_instance_id.clone());
+    assert_eq!(instance_b.as_ref().map(|i| i.as_str()), Some("instance-b"));
+    // An old generation's commit is refused now (C5).
+    assert_eq!(commit(&mut a, &member_a, generation, 50), vec![ILLEGAL_GENERATION; 2]);
+    // B's sync waits for the leader's.
+    b.send(3, 12, sync(&member_b, generation_2, &[]));
+    let leader_sync = sync(&member_a, generation_2, &[(&member_a, assignment(&[0])), (&member_b, assignment(&[1]))]);
+    assert_eq!(synced(a.call(3, leader_sync)).assignment, assignment(&[0]));
+    assert_eq!(synced(b.receive(ApiKey::SyncGroup, 3, 12)).assignment, assignment(&[1]));
+
+    // B restarts with the same instance id: a new member id, the same generation and
+    // assignment, no rebalance (A's heartbeats stay clean).
+    drop(b);
+    let mut b = KafkaRaw::connect(&kafka);
+    let back = joined(b.call(5, join("", Some("instance-b"))));
+    assert_eq!(back.error_code, NONE, "{back:?}");
+    assert_eq!(back.generation_id, generation_2);
+    assert_ne!(back.member_id.as_str(), member_b);
+    let member_b = back.member_id.to_string();
+    assert_eq!(synced(b.call(3, sync(&member_b, generation_2, &[]))).assignment, assignment(&[1]));
+    assert_eq!(heartbeat(&mut a, &member_a, generation_2), NONE);
+    assert_eq!(heartbeat(&mut b, &member_b, generation_2), NONE);
+
+    // LeaveGroup: a batch with an unknown member (its own code), then B by instance id (v3+),
+    // then A alone (v1). The group ends Empty with its offsets kept.
+    let leave = LeaveGroupRequest::default().with_group_id(GroupId(text(GROUP))).with_members(vec![
+        MemberIdentity::default().with_member_id(text("ghost")),
+        MemberIdentity::default().with_member_id(text("")).with_group_instance_id(Some(text("instance-b"))),
+    ]);
+    let ResponseKind::LeaveGroup(left) = b.call(4, RequestKind::LeaveGroup(leave)) else { panic!() };
+    assert_eq!(left.error_code, NONE);
+    let codes: Vec<i16> = left.members.iter().map(|m| m.error_code).collect();
+    assert_eq!(codes, vec![UNKNOWN_MEMBER_ID, NONE], "{left:?}");
+    let leave = LeaveGroupRequest::default().with_group_id(GroupId(text(GROUP))).with_member_id(text("ghost"));
+    let ResponseKind::LeaveGroup(left) = a.call(1, RequestKind::LeaveGroup(leave)) else { panic!() };
+    assert_eq!(left.error_code, UNKNOWN_MEMBER_ID);
+    // A is asked to rejoin (B left), and leaves instead.
+    let leave = LeaveGroupRequest::default().with_group_id(GroupId(text(GROUP))).with_member_id(text(&member_a));
+    let ResponseKind::LeaveGroup(left) = a.call(1, RequestKind::LeaveGroup(leave)) else { panic!() };
+    assert_eq!(left.error_code, NONE);
+    let mut empty = false;
+    for _ in 0..200 {
+        let described = describe(&mut a, GROUP);
+        if described.group_state.as_str() == "Empty" {
+            assert!(described.members.is_empty());
+            empty = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(empty, "the group never emptied: {:?}", describe(&mut a, GROUP));
+    // A new consumer of the group resumes from the committed offsets (a simple fetch).
+    let topic = OffsetFetchRequestTopic::default().with_name(TopicName(text(TOPIC))).with_partition_indexes(vec![0, 1]);
+    let fetch = OffsetFetchRequest::default().with_group_id(GroupId(text(GROUP))).with_topics(Some(vec![topic]));
+    let ResponseKind::OffsetFetch(fetched) = a.call(5, RequestKind::OffsetFetch(fetch)) else { panic!() };
+    assert!(fetched.topics[0].partitions.iter().all(|p| p.committed_offset == 42), "{fetched:?}");
+
+    runtime.block_on(server.shutdown()).unwrap();
+}
+
+fn consumer_heartbeat(raw: &mut KafkaRaw, version: i16, request: ConsumerGroupHeartbeatRequest) -> ConsumerGroupHeartbeatResponse {
+    match raw.call(version, RequestKind::ConsumerGroupHeartbeat(request)) {
+        ResponseKind::ConsumerGroupHeartbeat(answer) => answer,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The consumer protocol (KIP-848) through ConsumerGroupHeartbeat: the coordinator assigns,
+/// topics are named by the ids Metadata v10+ reports (and resolves), and the error paths a
+/// client acts on: FENCED_MEMBER_EPOCH and UNKNOWN_MEMBER_ID (rejoin with epoch 0).
+/// ConsumerGroupDescribe shows the member; a classic group is GROUP_ID_NOT_FOUND there.
+#[test]
+fn consumer_protocol_groups_through_the_kafka_listener() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (server, kafka) = start(&runtime);
+    let mut raw = KafkaRaw::connect(&kafka);
+    let group = "kip848";
+    prepare_group(&mut raw, &kafka, group);
+
+    // The topic's id, from Metadata v12; and the topic found again by id alone.
+    let asked = kafka_protocol::messages::metadata_request::MetadataRequestTopic::default().with_name(Some(TopicName(text(TOPIC))));
+    let ResponseKind::Metadata(metadata) = raw.call(12, RequestKind::Metadata(MetadataRequest::default().with_topics(Some(vec![asked]))))
+    else {
+        panic!()
+    };
+    let topic_id = metadata.topics[0].topic_id;
+    assert!(!topic_id.is_nil(), "Metadata v10+ carries a topic id");
+    let by_id = kafka_protocol::messages::metadata_request::MetadataRequestTopic::default().with_name(None).with_topic_id(topic_id);
+    let ResponseKind::Metadata(found) = raw.call(12, RequestKind::Metadata(MetadataRequest::default().with_topics(Some(vec![by_id]))))
+    else {
+        panic!()
+    };
+    assert_eq!(found.topics.len(), 1);
+    assert_eq!(found.topics[0].name.as_ref().map(|n| n.0.as_str()), Some(TOPIC));
+
+    // A member joins (epoch 0) and is assigned both partitions, by topic id.
+    let join = ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(GroupId(text(group)))
+        .with_member_epoch(0)
+        .with_rebalance_timeout_ms(30_000)
+        .with_subscribed_topic_names(Some(vec![TopicName(text(TOPIC))]))
+        .with_topic_partitions(Some(Vec::new()));
+    let mut joined = consumer_heartbeat(&mut raw, 0, join.clone());
+    assert_eq!(joined.error_code, NONE, "{joined:?}");
+    let member_id = joined.member_id.clone().expect("a member id").to_string();
+    assert!(joined.member_epoch > 0);
+    assert!(joined.heartbeat_interval_ms > 0);
+    let mut partitions: Vec<i32> = Vec::new();
+    for _ in 0..50 {
+        let assignment = joined.assignment.clone().expect("an assignment");
+        partitions = assignment.topic_partitions.iter().filter(|t| t.topic_id == topic_id).flat_map(|t| t.partitions.clone()).collect();
+        if partitions.len() == 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let beat = ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(GroupId(text(group)))
+            .with_member_id(text(&member_id))
+            .with_member_epoch(joined.member_epoch)
+            .with_rebalance_timeout_ms(-1);
+        joined = consumer_heartbeat(&mut raw, 0, beat);
+        assert_eq!(joined.error_code, NONE, "{joined:?}");
+    }
+    partitions.sort();
+    assert_eq!(partitions, vec![0, 1]);
+    let epoch = joined.member_epoch;
+
+    // Error paths: a wrong epoch is fenced, an unknown member is unknown.
+    let fenced = ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(GroupId(text(group)))
+        .with_member_id(text(&member_id))
+        .with_member_epoch(epoch + 7)
+        .with_rebalance_timeout_ms(-1);
+    assert_eq!(consumer_heartbeat(&mut raw, 0, fenced).error_code, FENCED_MEMBER_EPOCH);
+    let stranger = ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(GroupId(text(group)))
+        .with_member_id(text("ghost"))
+        .with_member_epoch(3)
+        .with_rebalance_timeout_ms(-1);
+    assert_eq!(consumer_heartbeat(&mut raw, 0, stranger).error_code, UNKNOWN_MEMBER_ID);
+    // v1: a regular-expression subscription is refused (not served), definitely.
+    let regex = join.clone().with_subscribed_topic_names(None).with_subscribed_topic_regex(Some(text("ord.*")));
+    assert_ne!(consumer_heartbeat(&mut raw, 1, regex).error_code, NONE);
+
+    // A commit at the member epoch, fenced at an older one (C5, STALE_MEMBER_EPOCH).
+    assert_eq!(commit_in(&mut raw, group, &member_id, epoch, 9), vec![NONE, NONE]);
+    assert_eq!(commit_in(&mut raw, group, &member_id, epoch - 1, 9), vec![113, 113]);
+
+    // ConsumerGroupDescribe: the member with its partitions, by topic id and name.
+    let request = ConsumerGroupDescribeRequest::default().with_group_ids(vec![GroupId(text(group)), GroupId(text("nobody"))]);
+    let ResponseKind::ConsumerGroupDescribe(described) = raw.call(0, RequestKind::ConsumerGroupDescribe(request)) else { panic!() };
+    let mine = &described.groups[0];
+    assert_eq!(mine.error_code, NONE, "{mine:?}");
+    assert_eq!(mine.members.len(), 1);
+    assert_eq!(mine.members[0].member_id.as_str(), member_id);
+    let owned = &mine.members[0].assignment.topic_partitions;
+    assert_eq!((owned[0].topic_id, owned[0].topic_name.0.as_str()), (topic_id, TOPIC));
+    assert_eq!(described.groups[1].error_code, GROUP_ID_NOT_FOUND);
+
+    // The member leaves (epoch -1): the group is empty.
+    let leave = ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(GroupId(text(group)))
+        .with_member_id(text(&member_id))
+        .with_member_epoch(-1)
+        .with_rebalance_timeout_ms(-1);
+    let left = consumer_heartbeat(&mut raw, 0, leave);
+    assert_eq!((left.error_code, left.member_epoch), (NONE, -1));
+    let described = describe(&mut raw, group);
+    assert!(described.members.is_empty(), "{described:?}");
+    runtime.block_on(server.shutdown()).unwrap();
+}
+
+/// OffsetCommit v9 in `group` (member epoch for the consumer protocol).
+fn commit_in(raw: &mut KafkaRaw, group: &str, member_id: &str, epoch: i32, offset: i64) -> Vec<i16> {
+    let partitions =
+        (0..2).map(|p| OffsetCommitRequestPartition::default().with_partition_index(p).with_committed_offset(offset)).collect();
+    let topic = OffsetCommitRequestTopic::default().with_name(TopicName(text(TOPIC))).with_partitions(partitions);
+    let request = OffsetCommitRequest::default()
+        .with_group_id(GroupId(text(group)))
+        .with_generation_id_or_member_epoch(epoch)
+        .with_member_id(text(member_id))
+        .with_topics(vec![topic]);
+    let ResponseKind::OffsetCommit(answer) = raw.call(9, RequestKind::OffsetCommit(request)) else { panic!() };
+    answer.topics.iter().flat_map(|t| t.partitions.iter().map(|p| p.error_code)).collect()
+}
