@@ -130,6 +130,14 @@ pub struct NodeConfig {
     /// commit). It still campaigns when no leader is left: a low leader beats none, and it hands
     /// off again as soon as a follower has caught up. 0: low only with nothing left.
     pub lead_room_bytes_min: u64,
+    /// This node's data directory may have held replicas it no longer has: it is a new
+    /// incarnation (wiped, replaced, or first used) and the node cannot tell a replica it lost
+    /// from one that is new to its group. Then every group created here with an empty log opens
+    /// suspect of its whole log (module `suspect`, [`suspect::WHOLE_LOG_LOST`]): it grants no
+    /// vote and never campaigns until every other voter has told it its last index and its own
+    /// log is durable up to the largest (CHECKLISTS R8 d: a wiped node never votes as its old
+    /// identity). `false`: an empty log is a new replica (the consensus tests).
+    pub empty_logs_suspect: bool,
 }
 
 impl NodeConfig {
@@ -145,6 +153,7 @@ impl NodeConfig {
             planted: Planted::default(),
             entry_budget: None,
             lead_room_bytes_min: 0,
+            empty_logs_suspect: false,
         }
     }
 }

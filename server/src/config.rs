@@ -196,6 +196,11 @@ pub struct ServerConfig {
     #[cfg(any(madsim, feature = "planted-bugs"))]
     #[serde(default)]
     pub planted_bugs: Vec<crate::planted::PlantedBug>,
+    /// The data directory is a new incarnation (never read from the file: whoever opened the
+    /// directory says so, [`crate::data_dir::DataDirLock::is_new`]); the node is *joining* until
+    /// it hosts every replica the metadata gives it (module `data_dir`, R8 d).
+    #[serde(skip)]
+    pub data_dir_new: bool,
 }
 
 fn default_tick_ms() -> u64 {
@@ -276,6 +281,7 @@ impl ServerConfig {
             auth: crate::auth::AuthSettings::default(),
             #[cfg(any(madsim, feature = "planted-bugs"))]
             planted_bugs: Vec::new(),
+            data_dir_new: false,
         }
     }
 

@@ -63,10 +63,14 @@ pub enum PlantedBug {
     /// Produce skips its authorization check (write on the topic): any principal, even an
     /// unauthenticated one, appends to any topic (A1: no unauthorized operation takes effect).
     SkipProduceAclCheck,
+    /// A node whose data directory is a new incarnation (wiped) takes every empty log for a
+    /// new replica and votes at once, as its old identity: its vote can elect a candidate that
+    /// lacks entries committed with its old self's acknowledgements (R8 d).
+    WipedNodeKeepsIdentity,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 15] = [
+    pub const ALL: [PlantedBug; 16] = [
         PlantedBug::AckBeforeCommit,
         PlantedBug::ServeAboveCommit,
         PlantedBug::SkipDedup,
@@ -82,6 +86,7 @@ impl PlantedBug {
         PlantedBug::CoordinatorAnswersBeforeReplay,
         PlantedBug::AssignmentTwoOwners,
         PlantedBug::SkipProduceAclCheck,
+        PlantedBug::WipedNodeKeepsIdentity,
     ];
 
     pub fn name(self) -> &'static str {
@@ -101,6 +106,7 @@ impl PlantedBug {
             PlantedBug::CoordinatorAnswersBeforeReplay => "coordinator-answers-before-replay",
             PlantedBug::AssignmentTwoOwners => "assignment-two-owners",
             PlantedBug::SkipProduceAclCheck => "skip-produce-acl-check",
+            PlantedBug::WipedNodeKeepsIdentity => "wiped-node-keeps-identity",
         }
     }
 }
@@ -135,6 +141,7 @@ pub struct Planted {
     pub coordinator_answers_before_replay: bool,
     pub assignment_two_owners: bool,
     pub skip_produce_acl_check: bool,
+    pub wiped_node_keeps_identity: bool,
 }
 
 impl Planted {
@@ -157,6 +164,7 @@ impl Planted {
             coordinator_answers_before_replay: on(PlantedBug::CoordinatorAnswersBeforeReplay),
             assignment_two_owners: on(PlantedBug::AssignmentTwoOwners),
             skip_produce_acl_check: on(PlantedBug::SkipProduceAclCheck),
+            wiped_node_keeps_identity: on(PlantedBug::WipedNodeKeepsIdentity),
         }
     }
 }
@@ -185,6 +193,7 @@ mod tests {
             all.suspect_vote_by_term_only,
             all.skip_produce_acl_check,
             all.silent_recovery_cut,
+            all.wiped_node_keeps_identity,
         ];
         assert!(each.iter().all(|on| *on), "every bug has a switch: {all:?}");
     }

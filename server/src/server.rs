@@ -175,6 +175,16 @@ impl Server {
             node_config.planted.suspect_vote_by_term_only = planted.suspect_vote_by_term_only;
             node_config.planted.silent_recovery_cut = planted.silent_recovery_cut;
         }
+        // R8 d: a new incarnation's empty logs may be replicas the node lost (module `data_dir`).
+        if config.data_dir_new {
+            crate::data_dir::mark_joining(&disk, &config.data_dir).await.map_err(ServerError::Disk)?;
+            tracing::warn!(
+                node = config.id,
+                "the data directory is a new incarnation: joining, out of every group's votes until caught up"
+            );
+        }
+        node_config.empty_logs_suspect = config.data_dir_new && !planted.wiped_node_keeps_identity;
+        let join_disk = config.data_dir_new.then(|| disk.clone());
         // Free space is known before the first produce, then re-measured periodically.
         let available = disk.available_bytes(&config.data_dir).await.map_err(ServerError::Disk)?;
         state.set_disk_available(available, config.disk_reserve_bytes);
@@ -237,6 +247,7 @@ impl Server {
             let brokers = crate::kafka::KafkaBrokers::new(&config, bound);
             tokio::spawn(crate::kafka::serve(listener, context.clone(), brokers, shutdown_rx.clone()))
         });
+        let (join_context, shutdown_rx_join) = (listener.is_some().then(|| context.clone()), shutdown_rx.clone());
         let mut tasks = match listener {
             Some(listener) => vec![
                 tokio::spawn(groups.run_timer(shutdown_rx.clone())),
@@ -248,6 +259,9 @@ impl Server {
         };
         tasks.extend(kafka_task);
         tasks.extend(metrics_tasks.into_iter().flatten());
+        if let (Some(join_disk), Some(context)) = (join_disk, join_context) {
+            tasks.push(tokio::spawn(crate::data_dir::finish_joining(context, join_disk, shutdown_rx_join)));
+        }
         let (tls_clients, tls_peers) = (config.tls.clients(), config.tls.peers());
         tracing::info!(node = config.id, clients = %client_addr, kafka = ?kafka_addr, metrics = ?metrics_addr, peers = %me.peer, tls_clients, tls_peers, "node started");
         Ok(Server { shutdown, node: handle, state, client_addr, kafka_addr, metrics_addr, tasks, driver, stopped, quarantined })

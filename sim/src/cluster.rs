@@ -24,6 +24,8 @@ use odradek_server::Server;
 
 use crate::config::{CONNECTION_DEADLINE_MS, DISK_RESERVE_BYTES};
 
+/// Every node's data directory on its own disk.
+const DATA_DIR: &str = "/data";
 /// A node that failed to start this many times in a row stays down (e.g. corruption found).
 const START_FAILURES_MAX: u32 = 2;
 
@@ -67,6 +69,11 @@ pub struct SimCluster {
     pub group_settings: Option<GroupSettings>,
     /// `[auth]` of every node in a secure run (`crate::security`); `None`: open.
     pub auth: Option<AuthSettings>,
+    /// Nodes whose data directory F-P7 deleted: they start as a new incarnation from then on
+    /// (`ServerConfig::data_dir_new`; a restart before it finished joining is still joining).
+    pub wiped: Mutex<BTreeSet<u64>>,
+    /// Wipes the raft checker has not been told of yet.
+    wipes_unrecorded: Mutex<Vec<u64>>,
 }
 
 impl SimCluster {
@@ -100,7 +107,27 @@ impl SimCluster {
             },
             group_settings: None,
             auth: None,
+            wiped: Mutex::new(BTreeSet::new()),
+            wipes_unrecorded: Mutex::new(Vec::new()),
         }
+    }
+
+    /// F-P7 on `node`, which is down: deletes its data directory (every file of its disk).
+    pub fn wipe(&self, node: u64) {
+        self.disks[&node].restore(&odradek_log::DiskImage::default());
+        self.wiped.lock().expect("wiped lock").insert(node);
+        self.wipes_unrecorded.lock().expect("wipes lock").push(node);
+    }
+
+    /// Nodes whose data directory still says they are joining (`odradek_server::data_dir`).
+    pub fn joining(&self) -> Vec<u64> {
+        let marker = std::path::Path::new(DATA_DIR).join(odradek_server::data_dir::JOINING_FILE);
+        self.disks.iter().filter(|(_, disk)| disk.read_file(&marker).is_some()).map(|(&node, _)| node).collect()
+    }
+
+    /// The wipes since the last call, for the raft checker.
+    pub fn take_wipes_unrecorded(&self) -> Vec<u64> {
+        std::mem::take(&mut *self.wipes_unrecorded.lock().expect("wipes lock"))
     }
 
     /// The workload's client settings: the defaults, authenticated as the writer in a secure run.
@@ -168,7 +195,7 @@ impl SimCluster {
     /// One incarnation of a server node: its disk as the last crash left it. Returns when the
     /// node stops by itself; the nemesis then restarts it.
     async fn run_node(self: Arc<Self>, node: u64) {
-        let mut config = ServerConfig::new(node, "/data", self.nodes.iter().map(|n| member(*n)).collect());
+        let mut config = ServerConfig::new(node, DATA_DIR, self.nodes.iter().map(|n| member(*n)).collect());
         config.tick_ms = 50;
         config.balance_interval_ms = 2_000;
         config.disk_check_interval_ms = 500;
@@ -181,6 +208,7 @@ impl SimCluster {
         // and a write that finds no room at all stops the node (it is restarted).
         config.disk_reserve_bytes = DISK_RESERVE_BYTES;
         config.planted_bugs = self.planted_bugs.clone();
+        config.data_dir_new = self.wiped.lock().expect("wiped lock").contains(&node);
         if let Some(bytes) = self.segment_bytes {
             config.topic_defaults.segment_bytes = bytes;
         }

@@ -88,6 +88,9 @@ pub struct ScenarioConfig {
     /// Security on (`crate::security`): SCRAM logins, ACLs, an intruder, invariant A1. Not with
     /// scenario `groups` (its members do not log in yet).
     pub secure: bool,
+    /// F-P7/F-M3 in the plan (a plan field, off by default so every seed keeps its trace): the
+    /// nemesis may stop a node, delete its data directory and restart it (`FaultKind::Wipe`).
+    pub wipes: bool,
 }
 
 impl ScenarioConfig {
@@ -100,6 +103,7 @@ impl ScenarioConfig {
             planted_bugs: Vec::new(),
             client_planted_bugs: Vec::new(),
             secure: false,
+            wipes: false,
         }
     }
 
@@ -118,6 +122,9 @@ impl ScenarioConfig {
         }
         if self.secure {
             command += " --secure";
+        }
+        if self.wipes {
+            command += " --wipes";
         }
         for bug in &self.planted_bugs {
             command += &format!(" --planted-bug {}", bug.name());

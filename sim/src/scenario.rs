@@ -62,7 +62,7 @@ pub async fn run(config: ScenarioConfig) -> Report {
     // 1. Setup.
     let node_count = config.node_count.unwrap_or(if rng.gen_bool(0.3) { 5 } else { 3 });
     assert!(node_count == 3 || node_count == 5, "3 or 5 nodes, not {node_count}");
-    let plan = nemesis::plan::draw_plan(config.scenario, node_count, &mut rng);
+    let plan = nemesis::plan::draw_plan(config.scenario, node_count, config.wipes, &mut rng);
     if plan.buggify {
         madsim::buggify::enable();
     }
@@ -198,6 +198,10 @@ fn observe_replicas(cluster: &Arc<SimCluster>, seed: u64, coverage: Rc<RefCell<B
     let trace_group: Option<u64> = std::env::var("SIM_TRACE_GROUP").ok().and_then(|g| g.parse().ok());
     let (checker, cluster) = (raft.clone(), cluster.clone());
     observe::install(move |event| {
+        // A wipe reaches the checker before any event of the node's next incarnation.
+        for node in cluster.take_wipes_unrecorded() {
+            checker.borrow_mut().record_wipe(node);
+        }
         match event {
             Event::Leader { node, group, term } => {
                 cluster.note(format!("group {group}: node {node} leads term {term}"));

@@ -50,14 +50,32 @@ async fn secure_run_under_faults() {
     assert!(!intruder.contains("refused 0,"), "some intruder attempt reached a node and was refused: {intruder}");
 }
 
+/// F-P7/F-M3 (plan field `wipes`): nodes stopped, their data directory deleted and restarted as
+/// new incarnations, among crashes. Every acknowledged write survives (L1, R5) and no wiped
+/// node votes before its log holds what was applied before the wipe (R8 d).
+#[madsim::test]
+async fn wiped_nodes_rejoin_under_faults() {
+    let config = ScenarioConfig { scenario: Scenario::Crash, wipes: true, ..ScenarioConfig::new(Handle::current().seed()) };
+    let report = run(config).await;
+    println!("{}", report.summary_line());
+    assert!(report.passed(), "{}\n{}", report.timeline.join("\n"), report.verdict_text());
+}
+
 /// Runs seeds in order until one fails; it must fail on one of `invariants`.
 fn planted_bug_is_caught(bug: PlantedBug, scenario: Scenario, seeds: std::ops::RangeInclusive<u64>, invariants: &[&str]) {
     planted_bug_is_caught_in(bug, scenario, false, seeds, invariants)
 }
 
 fn planted_bug_is_caught_in(bug: PlantedBug, scenario: Scenario, secure: bool, seeds: std::ops::RangeInclusive<u64>, invariants: &[&str]) {
+    let base = ScenarioConfig { scenario, secure, ..ScenarioConfig::new(0) };
+    planted_bug_is_caught_with(bug, &base, seeds, invariants)
+}
+
+/// [`planted_bug_is_caught`] with `base`'s settings (its seed is ignored).
+fn planted_bug_is_caught_with(bug: PlantedBug, base: &ScenarioConfig, seeds: std::ops::RangeInclusive<u64>, invariants: &[&str]) {
+    let scenario = base.scenario;
     for seed in seeds.clone() {
-        let config = ScenarioConfig { scenario, planted_bugs: vec![bug], secure, ..ScenarioConfig::new(seed) };
+        let config = ScenarioConfig { seed, planted_bugs: vec![bug], ..base.clone() };
         let caught: Vec<String> = match run_seed(&config) {
             Ok(report) if report.passed() => continue,
             Ok(report) => report.failed_invariants().into_iter().map(str::to_string).collect(),
@@ -286,3 +304,16 @@ fn every_planted_bug_has_a_test_here() {
         assert!(source.contains(&format!("ClientPlantedBug::{name};")), "no planted-bug test for the client's {name}");
     }
 }
+
+// F-P7/F-M3 with the plan field `wipes`: a wiped node that takes its empty logs for new replicas
+// votes at once as its old identity, before its log holds what was committed (R8 d); what its
+// votes elect may then lose acknowledged writes (R3, R5, L1). Caught at seed 3 (R8 d, the
+// metadata group) when written; 37 of seeds 1..=60 caught it, and seeds 1..=30 pass without it.
+#[test]
+fn planted_wiped_node_keeps_identity_is_caught() {
+    let base = ScenarioConfig { scenario: Scenario::Crash, wipes: true, ..ScenarioConfig::new(0) };
+    planted_bug_is_caught_with(PlantedBug::WipedNodeKeepsIdentity, &base, 1..=WIPE_SEEDS_MAX, &["R8", "R3", "R5", "L1"]);
+}
+
+/// The seed range the planted wipe bug must be caught in.
+const WIPE_SEEDS_MAX: u64 = 20;

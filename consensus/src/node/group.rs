@@ -226,6 +226,20 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             }
             store
         };
+        let mut store = store;
+        let whole_log_lost = self.config.empty_logs_suspect && is_pristine(&store);
+        if whole_log_lost {
+            // R8 d: this replica may be one the node held before its directory was wiped; its
+            // old self may have voted and acknowledged entries (module `suspect`).
+            store.open_suspicion(suspect::WHOLE_LOG_LOST, suspect::WHOLE_LOG_LOST.term + 1).await.map_err(storage_error(group))?;
+            // raft starts at the saved term, which is the suspect's query term.
+            store.set_hard_state(&crate::storage::raft_hard_state(store.hard_state_saved()));
+            tracing::warn!(
+                group,
+                "a new incarnation of this node's data directory created the group with an empty log: out of its votes \
+                 until the other voters' answers show how far it must catch up"
+            );
+        }
         let suspicion = store.suspicion();
         #[allow(unused_mut)] // changed only by a planted bug
         let mut recovery_cut = store.recovery_cut();
@@ -239,7 +253,9 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         }
         if let Some(suspicion) = suspicion {
             let (cut, bound, term) = (suspicion.cut, suspicion.bound, suspicion.term);
-            tracing::warn!(group, cut, bound, term, "recovery cut entries this replica may have acknowledged: suspect until settled");
+            if !whole_log_lost {
+                tracing::warn!(group, cut, bound, term, "recovery cut entries this replica may have acknowledged: suspect until settled");
+            }
             observe::emit(|| observe::Event::Suspect { node, group, cut, bound, term });
         }
         let index = store.log().durable_index();
@@ -452,4 +468,10 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         }
         Ok(out)
     }
+}
+
+/// Whether `store` has never held an entry, a term or a suspicion: a replica new here.
+fn is_pristine<D: Disk>(store: &GroupStore<D>) -> bool {
+    let saved = store.hard_state_saved();
+    store.log().last_index() == 0 && saved.term == 0 && saved.vote == 0 && saved.suspect.is_none()
 }

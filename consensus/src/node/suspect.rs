@@ -84,6 +84,14 @@ const ANSWER_CONTEXT: &[u8] = b"odradek/suspect-answer";
 /// went back is unknown, so only every other voter's answer settles it.
 pub(super) const BOUND_UNKNOWN: u64 = u64::MAX;
 
+/// The suspicion of a replica that may have lost its whole log (its node's data directory is a
+/// new incarnation: CHECKLISTS R8 d): anything from index 1, of any term, may be gone. Such a
+/// replica grants no vote at all until it clears ([`Suspect::lost_whole_log`]): a candidate's
+/// last term proves nothing when the lost entries' terms are unknown. It still answers the
+/// other replicas' queries and takes appends, so a cluster whose every node is new (its
+/// bootstrap) settles at once: every answer is 0.
+pub(crate) const WHOLE_LOG_LOST: Suspicion = Suspicion { cut: 1, bound: BOUND_UNKNOWN, term: 0 };
+
 /// A leader's heartbeat showing this replica's log behind what it acknowledged.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Behind {
@@ -148,7 +156,13 @@ impl Suspect {
     /// Whether a candidate whose log ends at (`last_term`, `last_index`) holds every entry this
     /// replica may have lost (see the module documentation).
     pub fn may_vote_for(&self, others: &[NodeId], last_term: u64, last_index: u64) -> bool {
-        last_term >= self.suspicion.term && last_index >= self.bound(others)
+        !self.lost_whole_log() && last_term >= self.suspicion.term && last_index >= self.bound(others)
+    }
+
+    /// Whether everything from index 1 may be lost with an unknown bound ([`WHOLE_LOG_LOST`], or
+    /// a leader showed an empty log behind): no vote at all until the suspicion clears.
+    pub fn lost_whole_log(&self) -> bool {
+        self.suspicion.cut == 1 && self.suspicion.bound == BOUND_UNKNOWN
     }
 
     /// Notes an answer; one for another query term (an earlier opening) is ignored.
@@ -490,6 +504,24 @@ mod tests {
         suspect.note_answer(3, &answer_at(6, 5, 9));
         assert_eq!(suspect.bound(&[2, 3]), 9, "nobody holds anything from the cut on: clear at once");
         assert_eq!(suspect.bound(&[]), 0, "a single voter has nobody to ask");
+    }
+
+    #[test]
+    fn a_replica_that_may_have_lost_its_whole_log_grants_no_vote_until_it_clears() {
+        // R8 d: the terms of what it lost are unknown, so no candidate's log proves enough.
+        let mut suspect = Suspect::new(WHOLE_LOG_LOST, WHOLE_LOG_LOST.term + 1);
+        assert!(suspect.lost_whole_log());
+        assert!(!suspect.may_vote_for(&[2, 3], u64::MAX, u64::MAX));
+        suspect.note_answer(2, &answer(2, 1, 1, 7, 40));
+        suspect.note_answer(3, &answer(3, 1, 1, 7, 35));
+        assert_eq!(suspect.bound(&[2, 3]), 40, "it clears once durable up to the largest answer");
+        assert!(!suspect.may_vote_for(&[2, 3], 7, 40), "still no vote before it clears");
+        let mut bootstrap = Suspect::new(WHOLE_LOG_LOST, 1);
+        bootstrap.note_answer(2, &answer(2, 1, 1, 1, 0));
+        bootstrap.note_answer(3, &answer(3, 1, 1, 1, 0));
+        assert_eq!(bootstrap.bound(&[2, 3]), 0, "nobody holds anything: a new cluster settles at once");
+        let torn = Suspect::new(Suspicion { cut: 1, bound: 3, term: 2 }, 3);
+        assert!(!torn.lost_whole_log(), "a torn tail with a known bound votes by the usual rule");
     }
 
     #[test]

@@ -80,6 +80,10 @@ pub struct RaftChecker {
     suspect_votes: BTreeSet<(GroupId, NodeId, NodeId, u64)>,
     /// (group, node) -> the commit index the node's latest start reported or has reached since.
     commits: BTreeMap<(GroupId, NodeId), u64>,
+    /// (group, node) -> the highest index applied anywhere when the harness wiped the node's
+    /// data directory ([`RaftChecker::record_wipe`]), while its log is not yet durable there:
+    /// it must not vote in the group (R8 d: a wiped node never votes as its old identity).
+    wiped_below: BTreeMap<(GroupId, NodeId), u64>,
     violations: Vec<Violation>,
     pub events: u64,
 }
@@ -114,6 +118,22 @@ pub struct ReplicaLog {
 }
 
 impl RaftChecker {
+    /// The harness deleted `node`'s whole data directory (F-P7, F-M3) while it was down: what
+    /// it held is gone (R5 no longer counts it), and until its log of a group is durable up to
+    /// the highest index any replica had applied by then, a vote it grants there is an R8 d
+    /// violation: it would be voting as the identity whose log it lost.
+    pub fn record_wipe(&mut self, node: NodeId) {
+        let groups: BTreeSet<GroupId> = self.applied.keys().map(|&(group, _)| group).collect();
+        for group in groups {
+            let applied_max = self.applied.range((group, 0)..=(group, u64::MAX)).next_back().map_or(0, |(&(_, index), _)| index);
+            self.wiped_below.insert((group, node), applied_max);
+        }
+        self.durable.retain(|&(_, holder), _| holder != node);
+        self.held.retain(|&(_, holder), _| holder != node);
+        self.restored_to.retain(|&(_, holder), _| holder != node);
+        self.commits.retain(|&(_, holder), _| holder != node);
+    }
+
     pub fn record(&mut self, event: Event) {
         self.events += 1;
         match event {
@@ -167,6 +187,9 @@ impl RaftChecker {
                 self.durable.insert((group, node), index);
                 // A cut excuses only the opening it belongs to (one that failed reports none).
                 self.cut_at_open.remove(&(group, node));
+                if self.wiped_below.get(&(group, node)).is_some_and(|&below| index >= below) {
+                    self.wiped_below.remove(&(group, node));
+                }
             }
             Event::Opened { node, group, index } => {
                 let durable = self.durable.get(&(group, node)).copied().unwrap_or(0);
@@ -257,6 +280,17 @@ impl RaftChecker {
                 }
             }
             Event::VoteGranted { node, group, to, term, term_saved, vote_saved } => {
+                if let Some(below) = self.wiped_below.get(&(group, node)) {
+                    let durable = self.durable.get(&(group, node)).copied().unwrap_or(0);
+                    self.violate(
+                        "R8",
+                        group,
+                        format!(
+                            "node {node} voted for node {to} in term {term} with its data directory wiped: durable to {durable}, \
+                             below index {below} applied before the wipe (R8 d)"
+                        ),
+                    );
+                }
                 if self.suspects.contains_key(&(group, node)) && !self.suspect_votes.contains(&(group, node, to, term)) {
                     self.violate(
                         "R8",
@@ -683,6 +717,34 @@ mod tests {
             let ids: Vec<&str> = checker.violations().iter().map(|v| v.invariant).collect();
             assert_eq!(ids, vec![invariant], "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_wiped_node_votes_only_once_its_log_is_durable_past_what_was_applied_before_the_wipe() {
+        let before = [
+            Event::Appended { node: 2, group: 7, index: 5, term: 2, checksum: 0xaa },
+            Event::Durable { node: 2, group: 7, index: 5 },
+            Event::Applied { node: 1, incarnation: 1, group: 7, index: 5, term: 2, checksum: 0xaa, base_offset: 50, offset_next: 60 },
+        ];
+        let wiped = || {
+            let mut checker = RaftChecker::default();
+            before.into_iter().for_each(|event| checker.record(event));
+            checker.record_wipe(2);
+            checker.record(Event::Durable { node: 2, group: 7, index: 0 });
+            checker
+        };
+        let vote = Event::VoteGranted { node: 2, group: 7, to: 3, term: 4, term_saved: 4, vote_saved: 3 };
+        let mut early = wiped();
+        early.record(vote);
+        let ids: Vec<&str> = early.violations().iter().map(|v| v.invariant).collect();
+        assert_eq!(ids, vec!["R8"], "{:?}", early.violations());
+        let mut caught_up = wiped();
+        caught_up.record(Event::Durable { node: 2, group: 7, index: 5 });
+        caught_up.record(vote);
+        assert!(caught_up.violations().is_empty(), "{:?}", caught_up.violations());
+        let mut other_group = wiped();
+        other_group.record(Event::VoteGranted { node: 2, group: 8, to: 3, term: 4, term_saved: 4, vote_saved: 3 });
+        assert!(other_group.violations().is_empty(), "a group with nothing applied before the wipe");
     }
 
     #[test]

@@ -178,6 +178,13 @@ impl ProcessCluster {
         self.wait_listening(id);
     }
 
+    /// Deletes a stopped node's whole data directory (F-P7: a replaced disk).
+    pub fn wipe(&mut self, id: u64) {
+        let node = &self.nodes[id as usize - 1];
+        assert!(node.child.is_none(), "wipe node {id} only while it is stopped");
+        std::fs::remove_dir_all(&node.data_dir).expect("remove the data directory");
+    }
+
     pub fn is_running(&mut self, id: u64) -> bool {
         match self.nodes[id as usize - 1].child.as_mut() {
             Some(child) => child.try_wait().unwrap().is_none(),

@@ -91,6 +91,10 @@ mod sim {
         /// Security on: SCRAM logins, ACLs, an intruder; invariant A1 (not with --scenario groups).
         #[arg(long)]
         secure: bool,
+        /// F-P7/F-M3 in the plan: the nemesis may also stop a node, delete its data directory
+        /// and restart it as a new incarnation (R8 d).
+        #[arg(long)]
+        wipes: bool,
     }
 
     impl RunOptions {
@@ -124,6 +128,7 @@ mod sim {
                 planted_bugs,
                 client_planted_bugs,
                 secure: self.secure,
+                wipes: self.wipes,
             })
         }
 
@@ -137,6 +142,9 @@ mod sim {
             }
             if self.secure {
                 args.push("--secure".to_string());
+            }
+            if self.wipes {
+                args.push("--wipes".to_string());
             }
             args
         }

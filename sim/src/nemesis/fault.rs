@@ -46,6 +46,8 @@ pub enum Fault {
     Crash { node: u64, mode: CrashMode },
     /// F-P4: every node loses power at once.
     PowerLossAll,
+    /// F-P7/F-M3: the node is killed, its data directory deleted; restarted when the window ends.
+    Wipe { node: u64 },
     /// F-P2: a minority is paused.
     Pause { nodes: Vec<u64> },
     /// F-N1: one node reaches no one.
@@ -184,6 +186,7 @@ impl<'a> FaultTargets<'a> {
             }
             FaultKind::PowerLoss => Fault::Crash { node, mode: CrashMode::PowerLoss },
             FaultKind::PowerLossAll => Fault::PowerLossAll,
+            FaultKind::Wipe => Fault::Wipe { node },
             FaultKind::Pause => Fault::Pause { nodes: minority(nodes, rng) },
             FaultKind::Isolate => Fault::Isolate { node },
             FaultKind::Split | FaultKind::Ring => {
@@ -278,6 +281,11 @@ impl<'a> FaultTargets<'a> {
         match fault {
             Fault::Crash { node, mode } => {
                 self.crash(*node, *mode);
+                Healing::Restart(vec![*node])
+            }
+            Fault::Wipe { node } => {
+                self.crash(*node, CrashMode::Process);
+                self.cluster.wipe(*node);
                 Healing::Restart(vec![*node])
             }
             Fault::PowerLossAll => {
@@ -485,7 +493,9 @@ impl Fault {
     /// The details the history records with the fault's start and stop.
     fn details(&self) -> BTreeMap<String, String> {
         let details: Vec<(&str, String)> = match self {
-            Fault::Crash { node, .. } | Fault::Isolate { node } | Fault::Disk { node, .. } => vec![("node", node.to_string())],
+            Fault::Crash { node, .. } | Fault::Isolate { node } | Fault::Disk { node, .. } | Fault::Wipe { node } => {
+                vec![("node", node.to_string())]
+            }
             Fault::PowerLossAll | Fault::ResetResponse => vec![],
             Fault::Pause { nodes } => vec![("nodes", format!("{nodes:?}"))],
             Fault::Partition { description, .. } => vec![("partition", description.clone())],
@@ -508,7 +518,9 @@ impl Fault {
     /// that say what they did when healed.
     fn start_line(&self, window: Duration) -> Option<String> {
         let line = match self {
-            Fault::Crash { node, .. } | Fault::Isolate { node } | Fault::Disk { node, .. } => format!("node {node} for {window:?}"),
+            Fault::Crash { node, .. } | Fault::Isolate { node } | Fault::Disk { node, .. } | Fault::Wipe { node } => {
+                format!("node {node} for {window:?}")
+            }
             Fault::PowerLossAll => format!("for {window:?}"),
             Fault::Pause { nodes } => format!("nodes {nodes:?} for {window:?}"),
             Fault::Partition { description, .. } => format!("{description} for {window:?}"),

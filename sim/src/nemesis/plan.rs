@@ -41,10 +41,13 @@ pub enum FaultKind {
     CoordinatorIsolate,
     /// F-C1 on a group's coordinator, forward by more than a session: its members expire.
     CoordinatorClockStep,
+    /// F-P7/F-M3: stop a node, delete its whole data directory, restart it as a new
+    /// incarnation. Only in plans that ask for it (`ScenarioConfig::wipes`).
+    Wipe,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 24] = [
+    pub const ALL: [FaultKind; 25] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::PowerLoss,
@@ -69,6 +72,7 @@ impl FaultKind {
         FaultKind::CoordinatorKill,
         FaultKind::CoordinatorIsolate,
         FaultKind::CoordinatorClockStep,
+        FaultKind::Wipe,
     ];
 
     /// The CHECKLISTS ID and a short name, as recorded in the history.
@@ -98,6 +102,7 @@ impl FaultKind {
             FaultKind::CoordinatorKill => "F-P1 kill of a group coordinator",
             FaultKind::CoordinatorIsolate => "F-N1 isolate a group coordinator",
             FaultKind::CoordinatorClockStep => "F-C1 clock step on a group coordinator",
+            FaultKind::Wipe => "F-P7 wipe and restart as a new incarnation",
         }
     }
 
@@ -123,6 +128,9 @@ impl FaultKind {
             FaultKind::BitFlip | FaultKind::ReadError | FaultKind::FsyncError | FaultKind::DiskFull => &[Swarm, Disk, Groups],
             FaultKind::ClockStep => &[Swarm, Groups],
             FaultKind::CoordinatorKill | FaultKind::CoordinatorIsolate | FaultKind::CoordinatorClockStep => &[Groups],
+            // Never drawn with the others: the plan adds it when asked (`draw_plan`'s `wipes`),
+            // so the draws of every existing seed stay as they were.
+            FaultKind::Wipe => &[],
         }
     }
 }
@@ -160,7 +168,8 @@ impl FaultPlan {
 }
 
 /// Draws the run's fault plan (swarm: a random subset of the scenario's kinds, random weights).
-pub fn draw_plan(scenario: Scenario, nodes: usize, rng: &mut SmallRng) -> FaultPlan {
+/// With `wipes`, F-P7 (`FaultKind::Wipe`) is added, drawn after everything else.
+pub fn draw_plan(scenario: Scenario, nodes: usize, wipes: bool, rng: &mut SmallRng) -> FaultPlan {
     let mut plan = FaultPlan {
         quiet_ms: (rng.gen_range(200..800), rng.gen_range(1_000..3_000)),
         window_ms: (rng.gen_range(200..600), rng.gen_range(1_000..3_000)),
@@ -198,6 +207,9 @@ pub fn draw_plan(scenario: Scenario, nodes: usize, rng: &mut SmallRng) -> FaultP
     }
     if plan.kinds.iter().any(|(kind, _)| *kind == FaultKind::BitFlip) {
         plan.segment_bytes = Some(rng.gen_range(4..=32) * 1024);
+    }
+    if wipes {
+        plan.kinds.push((FaultKind::Wipe, rng.gen_range(2..=6)));
     }
     plan
 }

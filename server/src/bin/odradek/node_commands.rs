@@ -157,7 +157,8 @@ pub async fn server(args: ServerArgs) -> Result<(), String> {
         config.planted_bugs = args.planted_bugs.clone();
     }
     // Held until the process ends: no second process and no other node on this directory.
-    let _data_dir = DataDirLock::acquire(&config.data_dir, config.id).map_err(|e| e.to_string())?;
+    let data_dir = DataDirLock::acquire(&config.data_dir, config.id).map_err(|e| e.to_string())?;
+    config.data_dir_new = data_dir.is_new();
     let server = Server::start(config, FsDisk::new(), system_clock()).await.map_err(|e| e.to_string())?;
     tokio::select! {
         _ = termination() => {
@@ -242,8 +243,9 @@ pub async fn playground(args: PlaygroundArgs) -> Result<(), String> {
     for member in &members {
         let dir = data_dir.join(format!("node-{}", member.id));
         let lock = DataDirLock::acquire(&dir, member.id).map_err(|e| format!("{e} (is another playground running on it?)"))?;
-        locks.push(lock);
         let mut config = ServerConfig::new(member.id, dir, members.clone());
+        config.data_dir_new = lock.is_new();
+        locks.push(lock);
         config.tick_ms = 50;
         config.topic_defaults.partitions = args.partitions;
         // Any free port: printed below.
