@@ -81,6 +81,21 @@ if [[ "$got" == "$first "* ]]; then
 else
     record FAIL "consume from offset 50" "got: ${got:0:100}"
 fi
+# Compressed produce (kcat -z), each codec to its own topic, consumed back in order.
+for codec in $([[ -n $QUICK ]] && echo zstd || echo "gzip snappy lz4 zstd"); do
+    "$BIN" topic create --bootstrap "$NATIVE_BOOTSTRAP" -p 1 "kcat-$codec" >/dev/null
+    seq 1 500 | sed "s/^/{\"codec\":\"$codec\",\"event\":\"page_view\",\"seq\":/; s/$/}/" >"$DATA/expected-$codec"
+    if ! timeout 30 kcat -P -b "$B" -t "kcat-$codec" -p 0 -z "$codec" -X linger.ms=20 <"$DATA/expected-$codec" 2>"$DATA/kcat-z.err"; then
+        record FAIL "produce -z $codec, consume back" "$(head -c 200 "$DATA/kcat-z.err")"
+        continue
+    fi
+    got=$(timeout 30 kcat -C -b "$B" -t "kcat-$codec" -p 0 -o beginning -e -q 2>"$DATA/kcat-zc.err" || true)
+    if [[ "$got" == "$(cat "$DATA/expected-$codec")" ]]; then
+        record PASS "produce -z $codec, consume back" "$(wc -l <<<"$got") records"
+    else
+        record FAIL "produce -z $codec, consume back" "$(wc -l <<<"$got") records; $(head -c 200 "$DATA/kcat-zc.err")"
+    fi
+done
 got=$(timeout 30 kcat -Q -b "$B" -t kcat-topic:0:0 2>&1 || true)
 if grep -q "offset 0" <<<"$got"; then
     record PASS "offset for timestamp 0 (kcat -Q)" "offset 0"

@@ -116,6 +116,23 @@ def confluent_checks(bootstrap, quick):
 
         produce_consume()
 
+    for codec in (["gzip", "snappy", "lz4", "zstd"] if not quick else ["lz4"]):
+
+        @check(client, version, f"produce compression.type={codec}, consume back")
+        def compressed(codec=codec):
+            name = fresh(f"cf-{codec}")
+            create(name)
+            values = [f'{{"codec":"{codec}","seq":{i},"user":"user-{i % 97:04}","event":"page_view"}}'.encode() for i in range(500)]
+            offsets = produce(name, values, **{"compression.type": codec, "linger.ms": 20, "enable.idempotence": True})
+            if sorted(offsets) != list(range(len(values))):
+                raise RuntimeError(f"offsets {sorted(offsets)[:5]}...")
+            got = consume(name, len(values))
+            if got != values:
+                raise RuntimeError(f"consumed {len(got)} of {len(values)}; first {got[:2]}")
+            return f"{len(values)} records"
+
+        compressed()
+
     @check(client, version, "idempotent produce (enable.idempotence=true)")
     def idempotent():
         name = fresh("cf-idem")
@@ -366,8 +383,8 @@ def kafka_python_checks(bootstrap, quick):
             consumer.poll(timeout_ms=10)
         consumer.close()
 
-    def produce(name, values, acks):
-        producer = KafkaProducer(bootstrap_servers=servers, acks=acks, retries=5)
+    def produce(name, values, acks, **config):
+        producer = KafkaProducer(bootstrap_servers=servers, acks=acks, retries=5, **config)
         futures = [producer.send(name, value=v, partition=0) for v in values]
         producer.flush(30)
         offsets = [f.get(timeout=30).offset for f in futures] if acks != 0 else []
@@ -413,6 +430,20 @@ def kafka_python_checks(bootstrap, quick):
                 raise RuntimeError(f"consumed {len(got)} of {len(values)}")
 
         produce_consume()
+
+    @check(client, version, "produce compression_type=gzip, consume back")
+    def gzip_round_trip():
+        # kafka-python has gzip built in; its snappy, lz4 and zstd need optional packages.
+        name = fresh("kp-gzip")
+        create(name)
+        values = [f'{{"seq":{i},"event":"page_view"}}'.encode() for i in range(200)]
+        produce(name, values, "all", compression_type="gzip", linger_ms=20)
+        got = consume(name, len(values))
+        if got != values:
+            raise RuntimeError(f"consumed {len(got)} of {len(values)}")
+        return f"{len(values)} records"
+
+    gzip_round_trip()
 
     @check(client, version, "consume from an offset")
     def from_offset():

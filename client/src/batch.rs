@@ -29,30 +29,38 @@
 //!
 //! Invariants this module keeps, on both sides of the wire:
 //! - A batch that [`validate`] accepts has magic 2, a `batchLength` equal to the buffer, a CRC that
-//!   matches, no compression (the only codec we support so far), no unused attribute bits,
+//!   matches, a defined compression codec (none, gzip, snappy, lz4, zstd), no unused attribute bits,
 //!   1..=[`BATCH_RECORDS_MAX`] records, `lastOffsetDelta == count - 1`, a base offset whose last
 //!   offset fits in an `i64`, and, for CreateTime, `maxTimestamp >= baseTimestamp`.
 //! - A batch [`BatchBuilder::build`] returns passes [`validate`]; [`set_base_offset`] keeps it so.
-//! - [`records`] yields exactly `count` records with offsetDelta 0, 1, 2, … and consumes every byte,
-//!   or yields an error and stops.
+//! - [`records`] (uncompressed batches) and [`decode`] (any batch) yield exactly `count` records
+//!   with offsetDelta 0, 1, 2, … and consume every (decompressed) byte, or yield an error and stop.
+//! - A batch that [`validate_for_append`] accepts also decompresses within
+//!   [`RECORDS_DECOMPRESSED_BYTES_MAX`] and its records read without error: what the broker
+//!   requires before it appends a compressed batch (stored and served compressed, as sent).
 //!
 //! Cost sketch (why the broker stops at [`validate`]): validation is one CRC-32C pass plus a
 //! fixed 61-byte header read. CRC-32C uses the SSE 4.2 / ARMv8 CRC instruction where the CPU has
 //! one, several GB/s per core, so a full 1 MiB batch costs on the order of 100 µs, and the broker
-//! does no per-record work at all: per-record decoding ([`records`]) is for consumers, who pay it
-//! once per record they read. Encoding costs one copy of keys, values and headers into the batch
+//! does no per-record work at all on an uncompressed batch: per-record decoding ([`records`]) is
+//! for consumers, who pay it once per record they read. A compressed batch the broker decompresses
+//! and reads once ([`validate_for_append`]), since its CRC only vouches for the compressed bytes. Encoding costs one copy of keys, values and headers into the batch
 //! buffer plus the same CRC pass.
 
 mod builder;
+mod compression;
 mod error;
 mod header;
 mod reader;
 mod varint;
 
 pub use builder::{BatchBuilder, Header, Record};
+pub use compression::{
+    batch_compression, compress, compress_batch, decompress, decompress_records, Compression, RECORDS_DECOMPRESSED_BYTES_MAX,
+};
 pub use error::BatchError;
-pub use header::{batch_bytes_len, set_base_offset, validate, BatchHeader};
-pub use reader::{records, HeaderView, RecordView, Records};
+pub use header::{batch_bytes_len, set_base_offset, validate, validate_for_append, BatchHeader};
+pub use reader::{decode, records, DecodedBatch, HeaderView, RecordView, Records};
 
 /// The only batch format we read or write: RecordBatch v2.
 pub const MAGIC: i8 = 2;

@@ -535,8 +535,8 @@ pub fn decode_batches(topic: &str, partition: u32, position: u64, batches: &[u8]
 
 /// Decodes one whole batch; records below `position` are skipped.
 fn decode_batch(topic: &str, partition: u32, position: u64, batch: &[u8], records: &mut Vec<ConsumerRecord>) -> Result<u64> {
-    let iterator = batch::records(batch)?;
-    let header = *iterator.header();
+    let decoded = batch::decode(batch)?;
+    let header = *decoded.header();
     let offset_next = u64::try_from(header.offset_last()).expect("validated offsets are not negative") + 1;
     if offset_next <= position {
         return Ok(position);
@@ -544,7 +544,7 @@ fn decode_batch(topic: &str, partition: u32, position: u64, batch: &[u8], record
     if header.is_control() {
         return Ok(offset_next);
     }
-    for record in iterator {
+    for record in decoded.records() {
         let record = record?;
         let offset = u64::try_from(record.offset).expect("validated offsets are not negative");
         if offset < position {

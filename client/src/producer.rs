@@ -39,7 +39,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
 
-use crate::batch::{self, BatchBuilder, BatchError, Header, Record, BATCH_BYTES_MAX, BATCH_HEADER_BYTES};
+use crate::batch::{self, BatchBuilder, BatchError, Compression, Header, Record, BATCH_BYTES_MAX, BATCH_HEADER_BYTES};
 use crate::clock::wall_clock_ms;
 use crate::cluster::{leader_hint, Backoff, ClusterConfig, ClusterSession};
 use crate::connection::ResponseFuture;
@@ -103,6 +103,10 @@ pub struct ProducerConfig {
     pub idempotence: bool,
     /// Bytes of records sent but not yet resolved; `send` waits beyond this.
     pub buffer_bytes: usize,
+    /// Codec for the records of each batch (Kafka's `compression.type`); none by default.
+    /// `batch_bytes` bounds a batch before compression. A batch that compression would not make
+    /// smaller is sent uncompressed ([`batch::compress_batch`]).
+    pub compression: Compression,
 }
 
 impl Default for ProducerConfig {
@@ -119,6 +123,7 @@ impl Default for ProducerConfig {
             retry_backoff_max: Duration::from_secs(1),
             idempotence: true,
             buffer_bytes: 32 * 1024 * 1024,
+            compression: Compression::None,
         }
     }
 }
@@ -639,7 +644,7 @@ impl PartitionTask {
         assert_eq!(open.waiters.len(), record_count as usize, "one waiter per record");
         self.queue.push_back(SealedBatch {
             id,
-            bytes: builder.build(),
+            bytes: batch::compress_batch(builder.build(), self.config.compression),
             waiters: open.waiters,
             permits: open.permits,
             created: open.created,

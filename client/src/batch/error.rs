@@ -29,8 +29,18 @@ pub enum BatchError {
     #[error("CRC-32C mismatch: the header says {crc_stored:#010x}, attributes..end hash to {crc_computed:#010x}")]
     CrcMismatch { crc_stored: u32, crc_computed: u32 },
 
-    #[error("compression codec {codec} ({}) is not supported; only 0 (none) is", compression_name(*codec))]
+    #[error("compression codec {codec} ({}) is not defined; codecs are 0 (none), 1 (gzip), 2 (snappy), 3 (lz4) and 4 (zstd)", compression_name(*codec))]
     CompressionUnsupported { codec: u8 },
+
+    // ---- Compressed records (checked by `decode` and `validate_for_append`) ----
+    #[error("the {} records do not decompress: {reason}", compression_name(*codec))]
+    DecompressFailed { codec: u8, reason: String },
+
+    #[error("the {} records decompress to more than the limit of {bytes_max} bytes", compression_name(*codec))]
+    DecompressedTooLarge { codec: u8, bytes_max: usize },
+
+    #[error("the batch's records are {} compressed: read them with batch::decode, not batch::records", compression_name(*codec))]
+    RecordsCompressed { codec: u8 },
 
     #[error("attributes {attributes:#06x} set unused bits (7..15 must be zero)")]
     AttributesUnknown { attributes: i16 },

@@ -5,8 +5,8 @@
 use bytes::Buf;
 
 use super::{
-    attributes, crc_compute, position, BatchError, TimestampType, BATCH_BYTES_MAX, BATCH_HEADER_BYTES, BATCH_LOG_OVERHEAD_BYTES,
-    BATCH_RECORDS_MAX, MAGIC, RECORD_BYTES_MIN,
+    attributes, crc_compute, decode, position, BatchError, Compression, TimestampType, BATCH_BYTES_MAX, BATCH_HEADER_BYTES,
+    BATCH_LOG_OVERHEAD_BYTES, BATCH_RECORDS_MAX, MAGIC, RECORD_BYTES_MIN,
 };
 
 /// Every field of a batch's fixed header, as [`BatchHeader::parse`] read and checked them.
@@ -35,9 +35,9 @@ impl BatchHeader {
     /// nothing else (use [`batch_bytes_len`] to split a buffer of several).
     ///
     /// Checks, in this order: enough bytes for the header, magic, batchLength (minimum, the
-    /// [`BATCH_BYTES_MAX`] limit, equal to the buffer), the CRC, attributes (unused bits,
-    /// compression), the records count (1..=[`BATCH_RECORDS_MAX`], and no more than the bytes can
-    /// hold), lastOffsetDelta == count - 1, the base offset, and for CreateTime
+    /// [`BATCH_BYTES_MAX`] limit, equal to the buffer), the CRC, attributes (unused bits, a
+    /// defined compression codec), the records count (1..=[`BATCH_RECORDS_MAX`], and for an
+    /// uncompressed batch no more than the bytes can hold), lastOffsetDelta == count - 1, the base offset, and for CreateTime
     /// maxTimestamp >= baseTimestamp. The CRC comes before the field checks so that random
     /// corruption is reported as corruption, not as a strange field.
     pub fn parse(batch: &[u8]) -> Result<BatchHeader, BatchError> {
@@ -86,14 +86,16 @@ impl BatchHeader {
         if self.attributes & attributes::UNUSED_MASK != 0 {
             return Err(BatchError::AttributesUnknown { attributes: self.attributes });
         }
-        if self.compression() != 0 {
+        if Compression::from_codec(self.compression()).is_none() {
             return Err(BatchError::CompressionUnsupported { codec: self.compression() });
         }
         let record_count = self.record_count;
         if record_count < 1 || record_count as usize > BATCH_RECORDS_MAX {
             return Err(BatchError::RecordsCountInvalid { record_count });
         }
-        if record_count as usize > records_bytes / RECORD_BYTES_MIN {
+        // Compressed records may take fewer bytes than records; their count is checked against
+        // the records themselves once decompressed (`validate_for_append`, `decode`).
+        if self.compression() == 0 && record_count as usize > records_bytes / RECORD_BYTES_MIN {
             return Err(BatchError::RecordsCountImplausible { record_count, records_bytes });
         }
         if i64::from(self.last_offset_delta) != i64::from(record_count) - 1 {
@@ -115,7 +117,8 @@ impl BatchHeader {
         BATCH_LOG_OVERHEAD_BYTES + usize::try_from(self.batch_length).expect("a parsed batchLength is positive")
     }
 
-    /// Compression codec (attribute bits 0..2); always 0 (none) in a batch that parsed.
+    /// Compression codec (attribute bits 0..2); one of the five defined (0..=4) in a batch that
+    /// parsed, see [`Compression::from_codec`].
     pub fn compression(&self) -> u8 {
         (self.attributes & attributes::COMPRESSION_MASK) as u8
     }
@@ -157,6 +160,24 @@ impl BatchHeader {
 /// written by a buggy producer are caught by [`records`](super::records) on the consumer.
 pub fn validate(batch: &[u8]) -> Result<BatchHeader, BatchError> {
     BatchHeader::parse(batch)
+}
+
+/// What the broker runs on every batch it is asked to append: [`validate`], and for a compressed
+/// batch also decompression (bounded by
+/// [`RECORDS_DECOMPRESSED_BYTES_MAX`](super::RECORDS_DECOMPRESSED_BYTES_MAX)) and a read of
+/// every record, so that the records parse and their number is the header's records count
+/// (`lastOffsetDelta + 1`). A compressed batch's CRC covers the compressed bytes only, so without
+/// this a producer's broken compressor would reach every consumer; an uncompressed batch keeps
+/// the header-only check (see the module's cost sketch).
+pub fn validate_for_append(batch: &[u8]) -> Result<BatchHeader, BatchError> {
+    let header = validate(batch)?;
+    if header.compression() != 0 {
+        let decoded = decode(batch)?;
+        for record in decoded.records() {
+            record?;
+        }
+    }
+    Ok(header)
 }
 
 /// Size in bytes of the batch that starts `buffer`, from its first 17 bytes (baseOffset through

@@ -6,10 +6,12 @@
 //! ends. Every length is checked against the bytes that remain *in its record* before it is used,
 //! so no input can make it panic or read past a record.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 
 use super::varint::{read_varint, read_varlong, VarintError};
-use super::{position, validate, BatchError, BatchHeader, Header, Record, TimestampType, RECORD_HEADERS_MAX};
+use super::{decompress_records, position, validate, BatchError, BatchHeader, Header, Record, TimestampType, RECORD_HEADERS_MAX};
 
 /// A record header borrowed from the batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,10 +48,48 @@ impl RecordView<'_> {
     }
 }
 
-/// Validates `batch` (as [`validate`] does) and returns an iterator over its records.
+/// Validates an uncompressed `batch` (as [`validate`] does) and returns an iterator over its
+/// records, borrowed from `batch`. A compressed batch is refused with
+/// [`BatchError::RecordsCompressed`]: its records live in a decompressed buffer, see [`decode`].
 pub fn records(batch: &[u8]) -> Result<Records<'_>, BatchError> {
     let header = validate(batch)?;
+    if header.compression() != 0 {
+        return Err(BatchError::RecordsCompressed { codec: header.compression() });
+    }
     Ok(Records { header, bytes: &batch[position::RECORDS..], pos: 0, record_index: 0, done: false })
+}
+
+/// A validated batch whose records are ready to read: borrowed from the batch when it is not
+/// compressed, decompressed into a buffer of its own when it is. See [`decode`].
+#[derive(Debug, Clone)]
+pub struct DecodedBatch<'a> {
+    header: BatchHeader,
+    /// The (uncompressed) records region.
+    region: Cow<'a, [u8]>,
+}
+
+impl DecodedBatch<'_> {
+    pub fn header(&self) -> &BatchHeader {
+        &self.header
+    }
+
+    /// The records, with the same guarantees as [`records`]: exactly the header's count of
+    /// them, numbered consecutively, consuming the region to its last byte, or an error.
+    pub fn records(&self) -> Records<'_> {
+        Records { header: self.header, bytes: &self.region, pos: 0, record_index: 0, done: false }
+    }
+}
+
+/// Validates `batch` and makes its records readable whatever its compression: the way consumers
+/// read batches. Decompression is bounded by
+/// [`RECORDS_DECOMPRESSED_BYTES_MAX`](super::RECORDS_DECOMPRESSED_BYTES_MAX).
+pub fn decode(batch: &[u8]) -> Result<DecodedBatch<'_>, BatchError> {
+    let header = validate(batch)?;
+    let region = match decompress_records(batch, &header)? {
+        None => Cow::Borrowed(&batch[position::RECORDS..]),
+        Some(decompressed) => Cow::Owned(decompressed),
+    };
+    Ok(DecodedBatch { header, region })
 }
 
 /// Iterator over the records of one batch; see [`records`].

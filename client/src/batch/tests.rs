@@ -217,8 +217,18 @@ fn header_field_errors_behind_a_valid_crc() {
         assert_eq!(validate(&batch), Err(expected.clone()), "writing {bytes:?} at {at}");
         assert_eq!(records(&batch).err(), Some(expected));
     };
-    for codec in 1..=7u8 {
+    for codec in 5..=7u8 {
         check(position::ATTRIBUTES, &i16::from(codec).to_be_bytes(), BatchError::CompressionUnsupported { codec });
+    }
+    // A defined codec passes the header checks; the records (plain bytes, not that codec's
+    // format) are refused once decompressed, and `records` refuses to read them raw.
+    for codec in 1..=4u8 {
+        let mut batch = tiny.clone();
+        put_at(&mut batch, position::ATTRIBUTES, &i16::from(codec).to_be_bytes());
+        recrc(&mut batch);
+        assert_eq!(validate(&batch).map(|header| header.compression()), Ok(codec));
+        assert_eq!(records(&batch).err(), Some(BatchError::RecordsCompressed { codec }));
+        assert!(super::validate_for_append(&batch).is_err(), "codec {codec} over plain records must not validate");
     }
     check(position::ATTRIBUTES, &0x0080i16.to_be_bytes(), BatchError::AttributesUnknown { attributes: 0x80 });
     check(position::ATTRIBUTES, &(-0x8000i16).to_be_bytes(), BatchError::AttributesUnknown { attributes: -0x8000 });
@@ -399,7 +409,11 @@ fn timestamp_overflow_is_an_error_not_a_wrap() {
 #[test]
 fn error_messages_say_exactly_what_is_wrong() {
     let cases = [
-        (BatchError::CompressionUnsupported { codec: 4 }, "compression codec 4 (zstd) is not supported; only 0 (none) is"),
+        (
+            BatchError::CompressionUnsupported { codec: 5 },
+            "compression codec 5 (undefined) is not defined; codecs are 0 (none), 1 (gzip), 2 (snappy), 3 (lz4) and 4 (zstd)",
+        ),
+        (BatchError::DecompressedTooLarge { codec: 4, bytes_max: 10 }, "the zstd records decompress to more than the limit of 10 bytes"),
         (BatchError::MagicUnsupported { magic: 1 }, "magic byte is 1; only 2 (RecordBatch v2) is supported"),
         (
             BatchError::CrcMismatch { crc_stored: 0xdead_beef, crc_computed: 0x0000_0001 },

@@ -165,17 +165,51 @@ mod tests {
 
     #[test]
     fn every_supported_request_version_decodes() {
-        for &(key, min, max) in SUPPORTED {
-            for version in min..=max {
-                let request = match key {
-                    ApiKey::Metadata => RequestKind::Metadata(MetadataRequest::default()),
-                    ApiKey::ApiVersions => RequestKind::ApiVersions(ApiVersionsRequest::default()),
-                    _ => continue,
-                };
-                let decoded = decode(request_frame(key, version, 7, &request)).unwrap();
-                assert!(matches!(decoded, Decoded::Request { version: v, api_key, .. } if v == version && api_key == key));
+        for (key, version) in served_versions() {
+            let decoded = decode(request_frame(key, version, 7, &default_request(key))).unwrap();
+            assert!(matches!(decoded, Decoded::Request { version: v, api_key, .. } if v == version && api_key == key));
+        }
+    }
+
+    /// Every (API, version) this listener serves: what the fuzzing below must reach.
+    fn served_versions() -> Vec<(ApiKey, i16)> {
+        SUPPORTED.iter().flat_map(|&(key, min, max)| (min..=max).map(move |version| (key, version))).collect()
+    }
+
+    /// A valid request header for `key` at `version` (the header version that API and version
+    /// use), with no body after it.
+    fn header_only(key: ApiKey, version: i16) -> BytesMut {
+        let mut frame = BytesMut::new();
+        let header = RequestHeader::default()
+            .with_request_api_key(key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(11)
+            .with_client_id(Some(StrBytes::from_static_str("fuzz")));
+        header.encode(&mut frame, key.request_header_version(version)).unwrap();
+        frame
+    }
+
+    /// Bad input (issue 16), exhaustively over the served versions: each (API, version) gets
+    /// random bodies behind a valid header, so that every body decoder runs on garbage, not
+    /// only the header decoder. Deterministic (a fixed seed): the same bodies on every run.
+    #[test]
+    fn random_bodies_behind_a_valid_header_never_panic_for_every_served_version() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(16);
+        let mut decoded_count = 0;
+        for (key, version) in served_versions() {
+            for _ in 0..200 {
+                let mut frame = header_only(key, version);
+                let body_bytes = rng.gen_range(0..512);
+                frame.extend((0..body_bytes).map(|_| rng.gen::<u8>()));
+                if let Ok(Decoded::Request { api_key, version: v, .. }) = decode(frame.freeze()) {
+                    assert_eq!((api_key, v), (key, version));
+                    decoded_count += 1;
+                }
             }
         }
+        // Some garbage decodes (e.g. an empty ApiVersions body); most is refused.
+        assert!(decoded_count < served_versions().len() * 200, "every random body decoded: the bodies are not reaching the decoders");
     }
 
     #[test]
@@ -250,6 +284,20 @@ mod tests {
     }
 
     proptest! {
+        /// A valid header of any served (API, version), then random body bytes: the body
+        /// decoders, not only the header's, see garbage; refused or decoded, never a panic.
+        #[test]
+        fn random_bodies_behind_a_valid_header_decode_without_panic(
+            pick in any::<prop::sample::Index>(),
+            body in prop::collection::vec(any::<u8>(), 0..1024),
+        ) {
+            let served = served_versions();
+            let (key, version) = served[pick.index(served.len())];
+            let mut frame = header_only(key, version);
+            frame.extend_from_slice(&body);
+            let _ = decode(frame.freeze());
+        }
+
         /// Bad input (issue 16): any bytes after a served API key and version decode or are
         /// refused, never panic or abort.
         #[test]

@@ -69,6 +69,7 @@ pub const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
 pub const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
 pub const SASL_AUTHENTICATION_FAILED: i16 = 58;
 pub const RESOURCE_NOT_FOUND: i16 = 91;
+pub const INVALID_RECORD: i16 = 87;
 
 /// The Kafka code for one of ours (the table in the module comment and DESIGN.md).
 pub fn kafka_code(code: ErrorCode) -> i16 {
@@ -96,6 +97,8 @@ pub fn kafka_code(code: ErrorCode) -> i16 {
         E::INVALID_PARTITIONS => INVALID_PARTITIONS,
         E::INVALID_REPLICATION_FACTOR => INVALID_REPLICATION_FACTOR,
         E::CORRUPT_BATCH => CORRUPT_MESSAGE,
+        // Kafka's LogValidator answer for records that do not decompress or parse: not retriable.
+        E::INVALID_RECORD => INVALID_RECORD,
         E::OUT_OF_ORDER_SEQUENCE => OUT_OF_ORDER_SEQUENCE_NUMBER,
         E::PRODUCER_FENCED => INVALID_PRODUCER_EPOCH,
         E::UNKNOWN_PRODUCER_ID => UNKNOWN_PRODUCER_ID,
@@ -193,8 +196,13 @@ mod tests {
             assert_eq!(group_code(ours), theirs, "{ours:?}");
         }
         // Invalid input is never retried.
-        for fatal in [ErrorCode::INVALID_REQUEST, ErrorCode::RECORD_TOO_LARGE, ErrorCode::PRODUCER_FENCED, ErrorCode::OUT_OF_ORDER_SEQUENCE]
-        {
+        for fatal in [
+            ErrorCode::INVALID_REQUEST,
+            ErrorCode::RECORD_TOO_LARGE,
+            ErrorCode::PRODUCER_FENCED,
+            ErrorCode::OUT_OF_ORDER_SEQUENCE,
+            ErrorCode::INVALID_RECORD,
+        ] {
             assert!(!RETRIABLE.contains(&kafka_code(fatal)), "{fatal:?} must not be retried");
         }
     }

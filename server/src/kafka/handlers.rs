@@ -24,7 +24,7 @@ use kafka_protocol::messages::{
     ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, ProducerId, ResponseKind, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use odradek_client::batch::{position, BATCH_HEADER_BYTES};
+use odradek_client::batch::{attributes, position, Compression, BATCH_HEADER_BYTES};
 use odradek_client::wire::proto::{self as wire, Acks, ErrorCode, OffsetSpec, Request, Request_oneof_body as Body, Response};
 
 use super::codec::api_versions;
@@ -231,16 +231,18 @@ pub async fn produce(
     })
 }
 
-/// A compressed batch: Kafka's UNSUPPORTED_COMPRESSION_TYPE (the native checks would call it
-/// corrupt, which a client retries forever).
+/// A batch naming a compression codec Kafka does not define (5..=7): UNSUPPORTED_COMPRESSION_TYPE,
+/// as Kafka answers (the native checks would call it corrupt, which a Kafka client retries
+/// forever). The five defined codecs go on to the native checks, which decompress and read them.
 fn compression_refusal(records: &[u8]) -> Option<(i16, String)> {
     if records.len() < BATCH_HEADER_BYTES {
         return None;
     }
     let attributes = i16::from_be_bytes([records[position::ATTRIBUTES], records[position::ATTRIBUTES + 1]]);
-    let codec = attributes & 0x07;
-    (codec != 0)
-        .then(|| (errors::UNSUPPORTED_COMPRESSION_TYPE, format!("compression codec {codec} is not supported yet; produce uncompressed")))
+    let codec = (attributes & attributes::COMPRESSION_MASK) as u8;
+    Compression::from_codec(codec)
+        .is_none()
+        .then(|| (errors::UNSUPPORTED_COMPRESSION_TYPE, format!("compression codec {codec} is not defined (0..=4 are)")))
 }
 
 fn produce_partition(index: i32, answer: &Response) -> PartitionProduceResponse {

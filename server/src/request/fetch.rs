@@ -216,8 +216,8 @@ async fn offset_for_timestamp(
         // The scan advances: a read returns only entries ending after `offset`.
         assert!(offset_next > offset, "a read at {offset} returned entries ending at {offset_next}");
         for entry in entries.into_iter().filter(|e| e.timestamp_max >= timestamp) {
-            let Ok(records) = odradek_client::batch::records(&entry.payload) else { continue };
-            for (position, record) in records.enumerate() {
+            let Ok(decoded) = odradek_client::batch::decode(&entry.payload) else { continue };
+            for (position, record) in decoded.records().enumerate() {
                 let Ok(record) = record else { break };
                 let record_offset = entry.base_offset + position as u64;
                 if record.timestamp >= timestamp && record_offset >= offset {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use odradek_client::batch::BatchHeader;
+use odradek_client::batch::{validate_for_append, BatchError};
 use odradek_client::wire::error_response;
 use odradek_client::wire::proto::{self as wire, Acks, ErrorCode, Response};
 use odradek_consensus::{Durability, EntryMeta, GroupId, NodeId, ProposalTicket, ProposeError};
@@ -78,7 +78,9 @@ fn check(context: &NodeContext, id: u64, body: &mut wire::ProduceRequest) -> Res
         let message = format!("a batch of {} bytes exceeds the topic's limit of {limit} bytes", batch.len());
         return Err(refuse(ErrorCode::RECORD_TOO_LARGE, message));
     }
-    let header = BatchHeader::parse(&batch).map_err(|error| refuse(ErrorCode::CORRUPT_BATCH, error.to_string()))?;
+    // A compressed batch is decompressed (bounded) and its records read here, once; it is then
+    // stored and served compressed, as sent.
+    let header = validate_for_append(&batch).map_err(|error| refuse(batch_error_code(&error), error.to_string()))?;
     if header.is_transactional() || header.is_control() {
         return Err(refuse(ErrorCode::INVALID_REQUEST, "transactional and control batches are not supported".into()));
     }
@@ -100,6 +102,34 @@ fn check(context: &NodeContext, id: u64, body: &mut wire::ProduceRequest) -> Res
     let record_count = u32::try_from(header.record_count).expect("validated: 1..=BATCH_RECORDS_MAX");
     let meta = EntryMeta::Data { record_count, timestamp_max: header.timestamp_max };
     Ok(CheckedBatch { group: location.group, preferred: location.preferred, batch, meta })
+}
+
+/// The definite refusal for a batch that failed [`validate_for_append`]: a header that fails its
+/// checks (CRC included) is CORRUPT_BATCH; records that do not decompress, decompress past the
+/// limit, or do not parse once decompressed are INVALID_RECORD (Kafka's distinction: the first
+/// may be damage in transit, the second is the producer's encoding).
+fn batch_error_code(error: &BatchError) -> ErrorCode {
+    use BatchError as B;
+    match error {
+        B::DecompressFailed { .. }
+        | B::DecompressedTooLarge { .. }
+        | B::RecordTruncated { .. }
+        | B::VarintTruncated { .. }
+        | B::VarintOverflow { .. }
+        | B::LengthNegative { .. }
+        | B::LengthNotNullable { .. }
+        | B::LengthPastEnd { .. }
+        | B::RecordLengthMismatch { .. }
+        | B::RecordAttributesUnknown { .. }
+        | B::OffsetDeltaMismatch { .. }
+        | B::TimestampOverflow { .. }
+        | B::TimestampAboveMax { .. }
+        | B::HeadersTooMany { .. }
+        | B::HeaderKeyNotUtf8 { .. }
+        | B::RecordsMissing { .. }
+        | B::TrailingBytes { .. } => ErrorCode::INVALID_RECORD,
+        _ => ErrorCode::CORRUPT_BATCH,
+    }
 }
 
 /// Waits for a queued proposal's outcome and answers it (`None` for acks=0).

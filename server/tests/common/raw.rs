@@ -151,7 +151,7 @@ pub fn fetched_records(response: &Response) -> Vec<(u64, Vec<u8>)> {
     let mut rest: &[u8] = &fetch.batches;
     while !rest.is_empty() {
         let len = odradek_client::batch::batch_bytes_len(rest).expect("whole batches");
-        for record in odradek_client::batch::records(&rest[..len]).expect("valid batch") {
+        for record in odradek_client::batch::decode(&rest[..len]).expect("valid batch").records() {
             let record = record.expect("valid record");
             let offset = u64::try_from(record.offset).unwrap();
             assert!(offset < fetch.high_watermark, "L12: offset {offset} returned at or above the high watermark {}", fetch.high_watermark);

@@ -55,6 +55,38 @@ pub struct ProduceBench {
     /// How long a batch waits for more records (ms).
     #[arg(long, default_value_t = 5)]
     linger_ms: u64,
+    /// Compress each batch: none, gzip, snappy, lz4 or zstd (Kafka's compression.type).
+    #[arg(long, default_value = "none")]
+    compression: odradek_client::batch::Compression,
+    /// JSON-like values (an event with repeated field names and varying numbers, padded to
+    /// --record-size) instead of one repeated byte: what compression benchmarks should send.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A JSON-like event of exactly `bytes` bytes (at least 2), different for each `(producer, i)`:
+/// field names repeat from record to record and the numbers vary, so it compresses the way
+/// application events do (a run of one byte would compress a thousandfold).
+fn json_like_value(producer: u64, i: u64, bytes: usize) -> Bytes {
+    let mut state = (producer << 40) ^ i ^ 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        state >> 33
+    };
+    let mut text = format!(
+        "{{\"id\":{i},\"producer\":{producer},\"user\":\"user-{:05}\",\"event\":\"{}\",\"amount\":{}.{:02},\"ts\":{},\"pad\":\"",
+        next() % 100_000,
+        ["page_view", "click", "purchase", "login"][(next() % 4) as usize],
+        next() % 1000,
+        next() % 100,
+        1_700_000_000_000 + next() % 1_000_000_000,
+    );
+    while text.len() + 2 < bytes {
+        text.push_str(&format!("{:x}", next() % 16));
+    }
+    text.truncate(bytes.saturating_sub(2));
+    text.push_str("\"}");
+    Bytes::from(text)
 }
 
 #[derive(Args, Debug)]
@@ -104,7 +136,7 @@ async fn produce(bootstrap: &Bootstrap, args: ProduceBench) -> Result<(), String
     let partitions = bootstrap.admin()?.describe_topic(&args.topic).await.map_err(|e| e.to_string())?.partitions.len();
     let acks = args.acks.to_acks();
     say!(
-        "bench produce: topic {:?} ({} partitions{}), {} records of {} bytes, keys {}, producers {}, acks {:?}, rate {}, batch {} B, linger {} ms",
+        "bench produce: topic {:?} ({} partitions{}), {} records of {} bytes, keys {}, producers {}, acks {:?}, rate {}, batch {} B, linger {} ms, compression {}{}",
         args.topic,
         partitions,
         if created { ", created" } else { "" },
@@ -115,7 +147,9 @@ async fn produce(bootstrap: &Bootstrap, args: ProduceBench) -> Result<(), String
         acks,
         if args.rate == 0 { "unlimited".to_string() } else { format!("{}/s", args.rate) },
         args.batch_bytes,
-        args.linger_ms
+        args.linger_ms,
+        args.compression,
+        if args.json { ", JSON-like values" } else { "" }
     );
     let latency = Arc::new(Mutex::new(histogram()));
     let acked = Arc::new(AtomicU64::new(0));
@@ -145,12 +179,14 @@ async fn produce(bootstrap: &Bootstrap, args: ProduceBench) -> Result<(), String
             idempotence: acks == Acks::All,
             batch_bytes: args.batch_bytes,
             linger: Duration::from_millis(args.linger_ms),
+            compression: args.compression,
             cluster: bootstrap.cluster_config()?,
             ..ProducerConfig::default()
         };
         let producer = Producer::new(&addresses, config).await.map_err(|e| e.to_string())?;
         let (topic, value, keys, latency, acked, failed) =
             (args.topic.clone(), value.clone(), args.keys, latency.clone(), acked.clone(), failed.clone());
+        let json = args.json;
         let per_producer_rate = args.rate / u64::from(args.producers);
         producers.push(tokio::spawn(async move {
             let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -176,7 +212,8 @@ async fn produce(bootstrap: &Bootstrap, args: ProduceBench) -> Result<(), String
                     let due = begun + Duration::from_secs_f64(i as f64 / per_producer_rate as f64);
                     tokio::time::sleep_until(due).await;
                 }
-                let mut record = ProducerRecord::new(topic.clone(), value.clone());
+                let value = if json { json_like_value(index, i, value.len()) } else { value.clone() };
+                let mut record = ProducerRecord::new(topic.clone(), value);
                 if keys > 0 {
                     record = record.key(format!("key-{}", (index * 1_000_003 + i) % keys));
                 }

@@ -192,6 +192,9 @@ pub struct ProduceArgs {
     /// Split each line at the first SEP into key and value (e.g. --key-separator :).
     #[arg(long, value_name = "SEP")]
     key_separator: Option<String>,
+    /// Compress each batch: none, gzip, snappy, lz4 or zstd (Kafka's compression.type).
+    #[arg(long, default_value = "none")]
+    compression: odradek_client::batch::Compression,
     /// Turn the idempotent producer off (required for acks 1 and 0).
     #[arg(long)]
     no_idempotence: bool,
@@ -207,6 +210,7 @@ pub async fn produce(bootstrap: &Bootstrap, args: ProduceArgs) -> Result<(), Str
         acks,
         idempotence: !args.no_idempotence && acks == Acks::All,
         cluster: bootstrap.cluster_config()?,
+        compression: args.compression,
         ..ProducerConfig::default()
     };
     let producer = Producer::new(&bootstrap.addresses(), config).await.map_err(explain)?;
