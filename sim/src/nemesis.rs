@@ -45,6 +45,7 @@ pub async fn run(targets: &FaultTargets<'_>, plan: &FaultPlan, duration: Duratio
     let mut fault_count = 0;
     let weighted: Vec<FaultKind> = plan.kinds.iter().flat_map(|&(kind, weight)| std::iter::repeat_n(kind, weight as usize)).collect();
     let mut flipped = false;
+    let wipes = plan.kinds.iter().any(|&(kind, _)| kind == FaultKind::Wipe);
     while !weighted.is_empty() {
         let quiet = Duration::from_millis(rng.gen_range(plan.quiet_ms.0..=plan.quiet_ms.1));
         let window = Duration::from_millis(rng.gen_range(plan.window_ms.0..=plan.window_ms.1));
@@ -67,6 +68,13 @@ pub async fn run(targets: &FaultTargets<'_>, plan: &FaultPlan, duration: Duratio
             // leave a group with one complete log and two replicas that may not vote for it
             // (safe, but the run could not converge: beyond the fault model).
             FaultKind::Wipe if !targets.cluster().joining().is_empty() => None,
+            // A wipe and a bit flip are two failures: a node still joining needs every other
+            // voter's answer, and a replica the flip damaged may never give one (quarantined).
+            // Safe and unavailable, beyond the fault model (one failure per group): so no flip
+            // while a wiped node joins, and no wipe once a node was flipped. (Plans without
+            // wipes keep their draws: every node is joining while a fresh cluster bootstraps.)
+            FaultKind::Wipe if flipped => None,
+            FaultKind::BitFlip if wipes && !targets.cluster().joining().is_empty() => None,
             FaultKind::BitFlip => {
                 flipped = true;
                 targets.flip_bits(plan.corruptible_node, rng)

@@ -336,7 +336,14 @@ impl<D: Disk, T, A> Node<D, T, A> {
         let node = self.config.node_id;
         for (group, behind) in std::mem::take(&mut self.behind_due) {
             let Some(state) = self.groups.get_mut(&group) else { continue };
-            assert!(behind.commit > state.raw.raft.raft_log.last_index(), "group {group}: {behind:?}");
+            // The log may have moved since the heartbeat was screened (an append or a snapshot
+            // later in the same round refilled it): what it acknowledged and lost before is
+            // still unknown past the commit the heartbeat showed, so the suspicion opens anyway
+            // (conservative: it settles once the other voters answer).
+            let last_index = state.raw.raft.raft_log.last_index();
+            if behind.commit <= last_index {
+                tracing::info!(group, ?behind, last_index, "refilled in the round that showed it behind; suspect all the same");
+            }
             let term = state.raw.raft.term.max(behind.leader_term) + 1;
             tracing::error!(
                 group,

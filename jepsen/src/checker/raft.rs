@@ -84,6 +84,9 @@ pub struct RaftChecker {
     /// data directory ([`RaftChecker::record_wipe`]), while its log is not yet durable there:
     /// it must not vote in the group (R8 d: a wiped node never votes as its old identity).
     wiped_below: BTreeMap<(GroupId, NodeId), u64>,
+    /// (group, node) -> its durable index and held entries when it was last wiped (R5: an
+    /// acknowledgement reported after the wipe may rest on answers the node gave before it).
+    held_before_wipe: BTreeMap<(GroupId, NodeId), (u64, BTreeMap<u64, u64>)>,
     violations: Vec<Violation>,
     pub events: u64,
 }
@@ -127,6 +130,13 @@ impl RaftChecker {
         for group in groups {
             let applied_max = self.applied.range((group, 0)..=(group, u64::MAX)).next_back().map_or(0, |(&(_, index), _)| index);
             self.wiped_below.insert((group, node), applied_max);
+        }
+        // What it held when wiped still justifies an acknowledgement the leader decides on
+        // answers it sent before the wipe (R5 judges the ack when it is reported, a moment
+        // after the commit that counted them).
+        for (&(group, holder), &index) in self.durable.range(..).filter(|&(&(_, holder), _)| holder == node) {
+            let entries = self.held.get(&(group, holder)).cloned().unwrap_or_default();
+            self.held_before_wipe.insert((group, holder), (index, entries));
         }
         self.durable.retain(|&(_, holder), _| holder != node);
         self.held.retain(|&(_, holder), _| holder != node);
@@ -314,7 +324,12 @@ impl RaftChecker {
                 }
             }
             Event::Acked { node, group, index, term, voters } => {
-                let durable = self.holders(group, index, term);
+                let mut durable = self.holders(group, index, term);
+                for (&(_, holder), (at, entries)) in self.held_before_wipe.range((group, 0)..=(group, NodeId::MAX)) {
+                    if *at >= index && entries.get(&index) == Some(&term) && !durable.contains(&holder) {
+                        durable.push(holder);
+                    }
+                }
                 if durable.len() < voters / 2 + 1 {
                     self.violate(
                         "R5",
