@@ -10,11 +10,9 @@
 // Real sockets and a real runtime: not a simulation test.
 #![cfg(not(madsim))]
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;
@@ -22,11 +20,14 @@ use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartiti
 use kafka_protocol::messages::offset_fetch_request::{OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics};
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 use odradek_client::group::protocol::{Assignment, Subscription, TopicPartitions};
 use odradek_log::SimDisk;
 use odradek_server::config::{Member, ServerConfig};
 use odradek_server::{system_clock, Server};
+
+mod kafka_raw;
+use kafka_raw::KafkaRaw;
 
 // Kafka's codes, as a client reads them.
 const NONE: i16 = 0;
@@ -38,72 +39,6 @@ const REBALANCE_IN_PROGRESS: i16 = 27;
 const GROUP_ID_NOT_FOUND: i16 = 69;
 const MEMBER_ID_REQUIRED: i16 = 79;
 const FENCED_MEMBER_EPOCH: i16 = 110;
-
-/// A blocking Kafka client that writes request frames and reads response frames.
-struct KafkaRaw {
-    stream: TcpStream,
-}
-
-impl KafkaRaw {
-    fn connect(addr: &str) -> KafkaRaw {
-        let stream = TcpStream::connect(addr).expect("connect");
-        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        KafkaRaw { stream }
-    }
-
-    fn send(&mut self, version: i16, correlation_id: i32, request: RequestKind) {
-        let key = api_key(&request);
-        let mut body = BytesMut::new();
-        let header = RequestHeader::default()
-            .with_request_api_key(key as i16)
-            .with_request_api_version(version)
-            .with_correlation_id(correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str("kafka-groups-test")));
-        header.encode(&mut body, key.request_header_version(version)).unwrap();
-        request.encode(&mut body, version).unwrap();
-        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
-        frame.extend_from_slice(&body);
-        self.stream.write_all(&frame).unwrap();
-    }
-
-    fn receive(&mut self, key: ApiKey, version: i16, correlation_id: i32) -> ResponseKind {
-        let mut length = [0u8; 4];
-        self.stream.read_exact(&mut length).expect("a response");
-        let mut body = vec![0u8; u32::from_be_bytes(length) as usize];
-        self.stream.read_exact(&mut body).unwrap();
-        let mut body = Bytes::from(body);
-        let header = ResponseHeader::decode(&mut body, key.response_header_version(version)).unwrap();
-        assert_eq!(header.correlation_id, correlation_id);
-        let response = ResponseKind::decode(key, &mut body, version).unwrap();
-        assert!(!body.has_remaining(), "{key:?} v{version}: trailing bytes");
-        response
-    }
-
-    fn call(&mut self, version: i16, request: RequestKind) -> ResponseKind {
-        let key = api_key(&request);
-        self.send(version, 7, request);
-        self.receive(key, version, 7)
-    }
-}
-
-fn api_key(request: &RequestKind) -> ApiKey {
-    match request {
-        RequestKind::CreateTopics(_) => ApiKey::CreateTopics,
-        RequestKind::FindCoordinator(_) => ApiKey::FindCoordinator,
-        RequestKind::JoinGroup(_) => ApiKey::JoinGroup,
-        RequestKind::SyncGroup(_) => ApiKey::SyncGroup,
-        RequestKind::Heartbeat(_) => ApiKey::Heartbeat,
-        RequestKind::LeaveGroup(_) => ApiKey::LeaveGroup,
-        RequestKind::OffsetCommit(_) => ApiKey::OffsetCommit,
-        RequestKind::OffsetFetch(_) => ApiKey::OffsetFetch,
-        RequestKind::ListGroups(_) => ApiKey::ListGroups,
-        RequestKind::DescribeGroups(_) => ApiKey::DescribeGroups,
-        RequestKind::Metadata(_) => ApiKey::Metadata,
-        RequestKind::ConsumerGroupHeartbeat(_) => ApiKey::ConsumerGroupHeartbeat,
-        RequestKind::ConsumerGroupDescribe(_) => ApiKey::ConsumerGroupDescribe,
-        other => panic!("not used here: {other:?}"),
-    }
-}
 
 fn text(value: &str) -> StrBytes {
     StrBytes::from_string(value.to_string())
@@ -348,7 +283,7 @@ fn classic_groups_and_offsets_through_the_kafka_listener() {
     }
     assert!(rebalancing, "A never heard of the rebalance");
     let second_a = joined(a.call(5, join(&member_a, None)));
-    let second_b = joined(b.receive(ApiKey::JoinGroup, 5, 11));
+    let second_b = joined(b.answer(ApiKey::JoinGroup, 5, 11));
     assert_eq!((second_a.error_code, second_b.error_code), (NONE, NONE), "{second_a:?} {second_b:?}");
     let generation_2 = second_a.generation_id;
     assert_eq!(second_b.generation_id, generation_2);
@@ -365,7 +300,7 @@ fn classic_groups_and_offsets_through_the_kafka_listener() {
     b.send(3, 12, sync(&member_b, generation_2, &[]));
     let leader_sync = sync(&member_a, generation_2, &[(&member_a, assignment(&[0])), (&member_b, assignment(&[1]))]);
     assert_eq!(synced(a.call(3, leader_sync)).assignment, assignment(&[0]));
-    assert_eq!(synced(b.receive(ApiKey::SyncGroup, 3, 12)).assignment, assignment(&[1]));
+    assert_eq!(synced(b.answer(ApiKey::SyncGroup, 3, 12)).assignment, assignment(&[1]));
 
     // B restarts with the same instance id: a new member id, the same generation and
     // assignment, no rebalance (A's heartbeats stay clean).

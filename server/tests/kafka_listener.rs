@@ -8,80 +8,22 @@
 // Real sockets and a real runtime: not a simulation test.
 #![cfg(not(madsim))]
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 use odradek_client::batch::{BatchBuilder, Record};
 use odradek_log::SimDisk;
 use odradek_server::config::{Member, ServerConfig};
 use odradek_server::{system_clock, Server};
 
-/// A blocking Kafka client that writes request frames and reads response frames.
-struct KafkaRaw {
-    stream: TcpStream,
-}
-
-impl KafkaRaw {
-    fn connect(addr: &str) -> KafkaRaw {
-        let stream = TcpStream::connect(addr).expect("connect");
-        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        KafkaRaw { stream }
-    }
-
-    fn frame(key: ApiKey, version: i16, correlation_id: i32, request: &RequestKind) -> Vec<u8> {
-        let mut body = BytesMut::new();
-        let header = RequestHeader::default()
-            .with_request_api_key(key as i16)
-            .with_request_api_version(version)
-            .with_correlation_id(correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str("kafka_listener test")));
-        header.encode(&mut body, key.request_header_version(version)).unwrap();
-        request.encode(&mut body, version).unwrap();
-        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
-        frame.extend_from_slice(&body);
-        frame
-    }
-
-    fn send(&mut self, key: ApiKey, version: i16, correlation_id: i32, request: RequestKind) {
-        self.stream.write_all(&Self::frame(key, version, correlation_id, &request)).unwrap();
-    }
-
-    /// The next response's correlation id and body, or `None` once the server closed.
-    fn receive(&mut self, key: ApiKey, version: i16) -> Option<(i32, ResponseKind)> {
-        let mut length = [0u8; 4];
-        self.stream.read_exact(&mut length).ok()?;
-        let mut body = vec![0u8; u32::from_be_bytes(length) as usize];
-        self.stream.read_exact(&mut body).ok()?;
-        let mut body = Bytes::from(body);
-        let header = ResponseHeader::decode(&mut body, key.response_header_version(version)).unwrap();
-        let response = ResponseKind::decode(key, &mut body, version).unwrap();
-        assert!(!body.has_remaining(), "{key:?} v{version}: trailing bytes");
-        Some((header.correlation_id, response))
-    }
-
-    fn call(&mut self, key: ApiKey, version: i16, correlation_id: i32, request: RequestKind) -> ResponseKind {
-        self.send(key, version, correlation_id, request);
-        let (id, response) = self.receive(key, version).expect("a response");
-        assert_eq!(id, correlation_id);
-        response
-    }
-
-    fn assert_closed(&mut self) {
-        let mut byte = [0u8; 1];
-        match self.stream.read(&mut byte) {
-            Ok(0) => {}
-            Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => {}
-            other => panic!("expected the server to close the connection, got {other:?}"),
-        }
-    }
-}
+mod kafka_raw;
+use kafka_raw::KafkaRaw;
 
 fn batch(value: &str) -> Bytes {
     let mut builder = BatchBuilder::new();
@@ -117,13 +59,12 @@ fn start(runtime: &tokio::runtime::Runtime) -> (Server, String) {
 
 /// Creates `topic` (1 partition) and waits until its leader answers a fetch.
 fn create_topic(raw: &mut KafkaRaw, topic: &str) {
-    for attempt in 0..400 {
+    for _ in 0..400 {
         let create = CreateTopicsRequest::default().with_timeout_ms(10_000).with_topics(vec![CreatableTopic::default()
             .with_name(TopicName(StrBytes::from_string(topic.into())))
             .with_num_partitions(1)
             .with_replication_factor(1)]);
-        let ResponseKind::CreateTopics(created) = raw.call(ApiKey::CreateTopics, 5, 100 + attempt, RequestKind::CreateTopics(create))
-        else {
+        let ResponseKind::CreateTopics(created) = raw.call(5, RequestKind::CreateTopics(create)) else {
             panic!("not a CreateTopics answer")
         };
         let code = created.topics[0].error_code;
@@ -134,8 +75,8 @@ fn create_topic(raw: &mut KafkaRaw, topic: &str) {
         assert!([5, 41].contains(&code), "create: {created:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
-    for attempt in 0..400 {
-        let ResponseKind::Fetch(fetched) = raw.call(ApiKey::Fetch, 11, 1000 + attempt, fetch(topic, 0)) else { panic!() };
+    for _ in 0..400 {
+        let ResponseKind::Fetch(fetched) = raw.call(11, fetch(topic, 0)) else { panic!() };
         if fetched.responses[0].partitions[0].error_code == 0 {
             return;
         }
@@ -149,10 +90,7 @@ fn pipelined_produces_are_answered_in_order_and_fetch_serves_whole_batches() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (server, kafka) = start(&runtime);
     let mut raw = KafkaRaw::connect(&kafka);
-    let ResponseKind::ApiVersions(versions) = raw.call(ApiKey::ApiVersions, 3, 1, RequestKind::ApiVersions(ApiVersionsRequest::default()))
-    else {
-        panic!()
-    };
+    let ResponseKind::ApiVersions(versions) = raw.call(3, RequestKind::ApiVersions(ApiVersionsRequest::default())) else { panic!() };
     assert_eq!(versions.error_code, 0);
     assert!(versions.api_keys.iter().any(|v| v.api_key == ApiKey::Produce as i16 && v.min_version == 3));
     create_topic(&mut raw, "k");
@@ -160,10 +98,10 @@ fn pipelined_produces_are_answered_in_order_and_fetch_serves_whole_batches() {
     // Pipelined: five produces in one write (the fourth with acks=0), then a metadata request.
     let mut pipelined = Vec::new();
     for (id, acks) in [(11, -1), (12, 1), (13, -1), (14, 0), (15, -1)] {
-        pipelined.extend(KafkaRaw::frame(ApiKey::Produce, 9, id, &produce("k", acks, &format!("record-{id}"))));
+        pipelined.extend(KafkaRaw::frame(9, id, &produce("k", acks, &format!("record-{id}"))));
     }
     // Null topics: every topic (an empty list would be none).
-    pipelined.extend(KafkaRaw::frame(ApiKey::Metadata, 12, 16, &RequestKind::Metadata(MetadataRequest::default().with_topics(None))));
+    pipelined.extend(KafkaRaw::frame(12, 16, &RequestKind::Metadata(MetadataRequest::default().with_topics(None))));
     raw.stream.write_all(&pipelined).unwrap();
     let mut base_offsets = Vec::new();
     for expected in [11, 12, 13, 15] {
@@ -185,7 +123,7 @@ fn pipelined_produces_are_answered_in_order_and_fetch_serves_whole_batches() {
     assert!(partition.leader_epoch >= 1, "leader epochs are raft terms");
 
     // Fetch from offset 2: the batch holding it and the rest, with the log's base offsets.
-    let ResponseKind::Fetch(fetched) = raw.call(ApiKey::Fetch, 11, 20, fetch("k", 2)) else { panic!() };
+    let ResponseKind::Fetch(fetched) = raw.call(11, fetch("k", 2)) else { panic!() };
     let partition = &fetched.responses[0].partitions[0];
     assert_eq!((partition.error_code, partition.high_watermark, partition.log_start_offset), (0, 5, 0));
     let mut records = partition.records.clone().expect("records are never null");
@@ -202,7 +140,7 @@ fn pipelined_produces_are_answered_in_order_and_fetch_serves_whole_batches() {
     let expected: Vec<(i64, String)> = [(2, 13), (3, 14), (4, 15)].iter().map(|&(o, id)| (o, format!("record-{id}"))).collect();
     assert_eq!(values, expected);
     // At the end: an empty, non-null record set after the wait.
-    let ResponseKind::Fetch(fetched) = raw.call(ApiKey::Fetch, 11, 21, fetch("k", 5)) else { panic!() };
+    let ResponseKind::Fetch(fetched) = raw.call(11, fetch("k", 5)) else { panic!() };
     assert_eq!(fetched.responses[0].partitions[0].records.as_ref().map(|r| r.len()), Some(0));
     runtime.block_on(server.shutdown()).unwrap();
 }
@@ -216,7 +154,7 @@ fn bad_input_closes_its_own_connection_and_the_node_keeps_serving() {
 
     // ApiVersions newer than ours: error 35 with our versions in a v0 body (KIP-511).
     let mut newer = KafkaRaw::connect(&kafka);
-    let mut frame = KafkaRaw::frame(ApiKey::ApiVersions, 3, 2, &RequestKind::ApiVersions(ApiVersionsRequest::default()));
+    let mut frame = KafkaRaw::frame(3, 2, &RequestKind::ApiVersions(ApiVersionsRequest::default()));
     frame[6..8].copy_from_slice(&77i16.to_be_bytes());
     newer.stream.write_all(&frame).unwrap();
     let (id, response) = newer.receive(ApiKey::ApiVersions, 0).expect("an answer");
@@ -224,7 +162,7 @@ fn bad_input_closes_its_own_connection_and_the_node_keeps_serving() {
     assert_eq!((id, versions.error_code), (2, 35));
     assert!(!versions.api_keys.is_empty());
 
-    let metadata = KafkaRaw::frame(ApiKey::Metadata, 1, 3, &RequestKind::Metadata(MetadataRequest::default()));
+    let metadata = KafkaRaw::frame(1, 3, &RequestKind::Metadata(MetadataRequest::default()));
     let mut unknown_api = metadata.clone();
     unknown_api[4..6].copy_from_slice(&4242i16.to_be_bytes());
     let mut too_new = metadata.clone();
@@ -248,7 +186,7 @@ fn bad_input_closes_its_own_connection_and_the_node_keeps_serving() {
         }
         bad.assert_closed();
         // The other connection is still served.
-        let ResponseKind::Produce(produced) = good.call(ApiKey::Produce, 9, 50, produce("bad", -1, what)) else { panic!() };
+        let ResponseKind::Produce(produced) = good.call(9, produce("bad", -1, what)) else { panic!() };
         assert_eq!(produced.responses[0].partition_responses[0].error_code, 0, "after {what}: {produced:?}");
     }
     runtime.block_on(server.shutdown()).unwrap();

@@ -1,0 +1,107 @@
+//! A blocking Kafka client for the Kafka-listener tests (`kafka_listener.rs`, `kafka_groups.rs`):
+//! request frames written with the `kafka-protocol` codecs, response frames read back and decoded
+//! whole (no trailing bytes). Correlation ids are the caller's where a test pipelines or damages
+//! frames, and counted up otherwise ([`KafkaRaw::call`] checks the answer carries its own).
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+pub struct KafkaRaw {
+    pub stream: TcpStream,
+    correlation_next: i32,
+}
+
+impl KafkaRaw {
+    pub fn connect(addr: &str) -> KafkaRaw {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        KafkaRaw { stream, correlation_next: 1 }
+    }
+
+    /// One request frame: the length, the header (API key from the request), the body.
+    pub fn frame(version: i16, correlation_id: i32, request: &RequestKind) -> Vec<u8> {
+        let key = api_key(request);
+        let mut body = BytesMut::new();
+        let header = RequestHeader::default()
+            .with_request_api_key(key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(correlation_id)
+            .with_client_id(Some(StrBytes::from_static_str("odradek-test")));
+        header.encode(&mut body, key.request_header_version(version)).unwrap();
+        request.encode(&mut body, version).unwrap();
+        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&body);
+        frame
+    }
+
+    pub fn send(&mut self, version: i16, correlation_id: i32, request: RequestKind) {
+        self.stream.write_all(&Self::frame(version, correlation_id, &request)).unwrap();
+    }
+
+    /// The next response's correlation id and body, or `None` once the server closed.
+    pub fn receive(&mut self, key: ApiKey, version: i16) -> Option<(i32, ResponseKind)> {
+        let mut length = [0u8; 4];
+        self.stream.read_exact(&mut length).ok()?;
+        let mut body = vec![0u8; u32::from_be_bytes(length) as usize];
+        self.stream.read_exact(&mut body).ok()?;
+        let mut body = Bytes::from(body);
+        let header = ResponseHeader::decode(&mut body, key.response_header_version(version)).unwrap();
+        let response = ResponseKind::decode(key, &mut body, version).unwrap();
+        assert!(!body.has_remaining(), "{key:?} v{version}: trailing bytes");
+        Some((header.correlation_id, response))
+    }
+
+    /// The next response, which must answer `correlation_id`.
+    pub fn answer(&mut self, key: ApiKey, version: i16, correlation_id: i32) -> ResponseKind {
+        let (id, response) = self.receive(key, version).expect("a response");
+        assert_eq!(id, correlation_id, "{key:?} v{version}: answered out of order");
+        response
+    }
+
+    /// Sends `request` at `version` and waits for its answer.
+    pub fn call(&mut self, version: i16, request: RequestKind) -> ResponseKind {
+        let (key, correlation_id) = (api_key(&request), self.correlation_next);
+        self.correlation_next += 1;
+        self.send(version, correlation_id, request);
+        self.answer(key, version, correlation_id)
+    }
+
+    pub fn assert_closed(&mut self) {
+        let mut byte = [0u8; 1];
+        match self.stream.read(&mut byte) {
+            Ok(0) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!("expected the server to close the connection, got {other:?}"),
+        }
+    }
+}
+
+/// The API a request is for.
+pub fn api_key(request: &RequestKind) -> ApiKey {
+    match request {
+        RequestKind::Produce(_) => ApiKey::Produce,
+        RequestKind::Fetch(_) => ApiKey::Fetch,
+        RequestKind::ApiVersions(_) => ApiKey::ApiVersions,
+        RequestKind::CreateTopics(_) => ApiKey::CreateTopics,
+        RequestKind::FindCoordinator(_) => ApiKey::FindCoordinator,
+        RequestKind::JoinGroup(_) => ApiKey::JoinGroup,
+        RequestKind::SyncGroup(_) => ApiKey::SyncGroup,
+        RequestKind::Heartbeat(_) => ApiKey::Heartbeat,
+        RequestKind::LeaveGroup(_) => ApiKey::LeaveGroup,
+        RequestKind::OffsetCommit(_) => ApiKey::OffsetCommit,
+        RequestKind::OffsetFetch(_) => ApiKey::OffsetFetch,
+        RequestKind::ListGroups(_) => ApiKey::ListGroups,
+        RequestKind::DescribeGroups(_) => ApiKey::DescribeGroups,
+        RequestKind::Metadata(_) => ApiKey::Metadata,
+        RequestKind::ConsumerGroupHeartbeat(_) => ApiKey::ConsumerGroupHeartbeat,
+        RequestKind::ConsumerGroupDescribe(_) => ApiKey::ConsumerGroupDescribe,
+        other => panic!("not used by the tests: {other:?}"),
+    }
+}
