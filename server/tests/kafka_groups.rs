@@ -24,6 +24,7 @@ use kafka_protocol::protocol::StrBytes;
 use odradek_client::group::protocol::{Assignment, Subscription, TopicPartitions};
 use odradek_log::SimDisk;
 use odradek_server::config::{Member, ServerConfig};
+use odradek_server::group::MEMBERS_PER_GROUP_MAX;
 use odradek_server::{system_clock, Server};
 
 mod kafka_raw;
@@ -38,6 +39,7 @@ const UNKNOWN_MEMBER_ID: i16 = 25;
 const REBALANCE_IN_PROGRESS: i16 = 27;
 const GROUP_ID_NOT_FOUND: i16 = 69;
 const MEMBER_ID_REQUIRED: i16 = 79;
+const GROUP_MAX_SIZE_REACHED: i16 = 81;
 const FENCED_MEMBER_EPOCH: i16 = 110;
 
 fn text(value: &str) -> StrBytes {
@@ -199,6 +201,14 @@ fn classic_groups_and_offsets_through_the_kafka_listener() {
     assert_eq!(first.protocol_name.as_ref().map(|p| p.as_str()), Some("range"));
     assert_eq!(first.members.len(), 1);
     assert_eq!(first.members[0].metadata, subscription(), "the coordinator passes the Subscription through untouched");
+
+    // Ids given with MEMBER_ID_REQUIRED count toward the group's size until they join or lapse:
+    // a flood of empty-id joins gets GROUP_MAX_SIZE_REACHED, not an ever-growing set.
+    let mut flood = KafkaRaw::connect(&kafka);
+    let answers: Vec<i16> = (0..MEMBERS_PER_GROUP_MAX).map(|_| joined(flood.call(5, join("", None))).error_code).collect();
+    let given = answers.iter().filter(|&&code| code == MEMBER_ID_REQUIRED).count();
+    assert_eq!(given, MEMBERS_PER_GROUP_MAX - 1, "one member and the ids given fill the group: {answers:?}");
+    assert_eq!(answers.last(), Some(&GROUP_MAX_SIZE_REACHED));
 
     // Join error path: an unknown member id.
     assert_eq!(joined(a.call(5, join("ghost", None))).error_code, UNKNOWN_MEMBER_ID);

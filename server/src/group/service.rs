@@ -34,7 +34,7 @@ use super::consumer::{self, HeartbeatAnswer, HeartbeatRequest};
 use super::live::{self, Coordinator, Due};
 use super::record::{OffsetCommit, Record};
 use super::table::{GroupKind, GroupTable, Membership, Outcome};
-use super::{partition_for, validate_group_id, GroupError, Partitions, TopicPartition, OFFSETS_TOPIC};
+use super::{partition_for, validate_group_id, GroupError, Partitions, TopicPartition, MEMBERS_PER_GROUP_MAX, OFFSETS_TOPIC};
 use crate::clock::Clock;
 use crate::config::ServerConfig;
 use crate::state::NodeState;
@@ -373,6 +373,13 @@ impl GroupService {
                 // KIP-394: ids given with MEMBER_ID_REQUIRED, until they lapse.
                 live_group.pending_member_ids.retain(|_, lapses_ms| *lapses_ms > now);
                 if request.require_known_member_id && request.member_id.is_empty() && request.instance_id.is_none() {
+                    // Pending ids count toward the group's size, so a flood of empty-id joins
+                    // cannot grow the set without bound until their session timeouts lapse.
+                    let pending_count = live_group.pending_member_ids.len();
+                    if pending_count + membership.members.len() >= MEMBERS_PER_GROUP_MAX {
+                        let reason = format!("{pending_count} member ids given and not yet joined, {} members", membership.members.len());
+                        return Err(GroupError::GroupMaxSizeReached(reason));
+                    }
                     let member = live.new_member_id(&request.client_id);
                     let lapses_ms = now + i64::from(request.session_timeout_ms);
                     live.group(group, Some(&membership), now).pending_member_ids.insert(member.clone(), lapses_ms);
