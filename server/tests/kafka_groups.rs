@@ -38,6 +38,7 @@ const ILLEGAL_GENERATION: i16 = 22;
 const UNKNOWN_MEMBER_ID: i16 = 25;
 const REBALANCE_IN_PROGRESS: i16 = 27;
 const GROUP_ID_NOT_FOUND: i16 = 69;
+const UNKNOWN_TOPIC_ID: i16 = 100;
 const MEMBER_ID_REQUIRED: i16 = 79;
 const GROUP_MAX_SIZE_REACHED: i16 = 81;
 const FENCED_MEMBER_EPOCH: i16 = 110;
@@ -396,6 +397,23 @@ fn consumer_protocol_groups_through_the_kafka_listener() {
     };
     assert_eq!(found.topics.len(), 1);
     assert_eq!(found.topics[0].name.as_ref().map(|n| n.0.as_str()), Some(TOPIC));
+    // An id that names no topic: UNKNOWN_TOPIC_ID for it (alone, and beside a known one).
+    let ghost_id = {
+        let mut bytes = *topic_id.as_bytes();
+        bytes[15] ^= 0xff; // the name hash's last byte: no topic has this id
+        uuid::Uuid::from_bytes(bytes)
+    };
+    let id_topic = |id| kafka_protocol::messages::metadata_request::MetadataRequestTopic::default().with_name(None).with_topic_id(id);
+    for asked in [vec![id_topic(ghost_id)], vec![id_topic(topic_id), id_topic(ghost_id)]] {
+        let count = asked.len();
+        let ResponseKind::Metadata(answer) = raw.call(12, RequestKind::Metadata(MetadataRequest::default().with_topics(Some(asked))))
+        else {
+            panic!()
+        };
+        assert_eq!(answer.topics.len(), count, "{answer:?}");
+        let ghost = answer.topics.iter().find(|t| t.topic_id == ghost_id).expect("the unknown id is answered");
+        assert_eq!((ghost.error_code, ghost.name.is_none()), (UNKNOWN_TOPIC_ID, true));
+    }
 
     // A member joins (epoch 0) and is assigned both partitions, by topic id.
     let join = ConsumerGroupHeartbeatRequest::default()

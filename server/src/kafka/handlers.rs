@@ -77,6 +77,8 @@ pub async fn metadata(context: &NodeContext, brokers: &KafkaBrokers, id: u64, ve
     // v0: an empty list is every topic; v1+: null is every topic, empty is none.
     // v10+ may name a topic by id alone (a KIP-848 consumer resolving its assignment).
     let ids = super::topic_ids::all(context);
+    // Ids that name no topic here: answered UNKNOWN_TOPIC_ID, as Kafka does.
+    let mut unknown_ids = Vec::new();
     let names: Option<Vec<String>> = match body.topics {
         None => None,
         Some(topics) if topics.is_empty() && version == 0 => None,
@@ -85,7 +87,11 @@ pub async fn metadata(context: &NodeContext, brokers: &KafkaBrokers, id: u64, ve
                 .into_iter()
                 .filter_map(|t| {
                     let named = t.name.map(|n| n.0.to_string()).filter(|n| !n.is_empty());
-                    named.or_else(|| super::topic_ids::name_of(&ids, t.topic_id))
+                    let found = named.or_else(|| super::topic_ids::name_of(&ids, t.topic_id));
+                    if found.is_none() && !t.topic_id.is_nil() {
+                        unknown_ids.push(t.topic_id);
+                    }
+                    found
                 })
                 .collect(),
         ),
@@ -105,6 +111,10 @@ pub async fn metadata(context: &NodeContext, brokers: &KafkaBrokers, id: u64, ve
     // No topics asked (an admin client finding the controller): the native request for all
     // topics, answered without them.
     let no_topics = names.as_ref().is_some_and(|names| names.is_empty());
+    let unknown: Vec<MetadataResponseTopic> = unknown_ids
+        .iter()
+        .map(|&topic_id| MetadataResponseTopic::default().with_error_code(errors::UNKNOWN_TOPIC_ID).with_name(None).with_topic_id(topic_id))
+        .collect();
     let mut ask = wire::MetadataRequest::new();
     ask.topics = names.clone().unwrap_or_default().into();
     let answer = request::handle(context, &Principal::Anonymous, native(id, Body::metadata(ask))).await;
@@ -121,7 +131,7 @@ pub async fn metadata(context: &NodeContext, brokers: &KafkaBrokers, id: u64, ve
     let native_metadata = answer.get_metadata();
     response.controller_id = if native_metadata.controller == 0 { BrokerId(-1) } else { node_id(native_metadata.controller) };
     if no_topics {
-        return ResponseKind::Metadata(response);
+        return ResponseKind::Metadata(response.with_topics(unknown));
     }
     for topic in &native_metadata.topics {
         let partitions = topic
@@ -150,6 +160,7 @@ pub async fn metadata(context: &NodeContext, brokers: &KafkaBrokers, id: u64, ve
                 .with_partitions(partitions),
         );
     }
+    response.topics.extend(unknown);
     ResponseKind::Metadata(response)
 }
 
