@@ -4,7 +4,7 @@
 # result per entry at the end (and in OUT/matrix.txt). Exit status 1 if any entry failed.
 #
 #   cargo build --release -p odradek-server --bin odradek -p odradek-jepsen --bin odradek-jepsen
-#   jepsen/scripts/matrix.sh                         # 7 entries x 300 s, 5 nodes: about 40 minutes
+#   jepsen/scripts/matrix.sh                         # 8 entries x 300 s, 5 nodes: about 45 minutes
 #   TIME=60 NODES=3 jepsen/scripts/matrix.sh kill pause-kill   # chosen entries only
 #
 # Settings (environment): TIME (300), NODES (5), RATE (100 sends/s), SEED (1), ACKS (all),
@@ -20,7 +20,7 @@ OUT=${OUT:-store/matrix}
 BIN=${BIN:-target/release}
 entries=("$@")
 if [ ${#entries[@]} -eq 0 ]; then
-    entries=(none kill pause partition kill,partition pause-kill part-kill)
+    entries=(none kill pause partition kill,partition pause-kill part-kill wipe)
 fi
 for tool in odradek odradek-jepsen; do
     [ -x "$BIN/$tool" ] || { echo "matrix: $BIN/$tool missing; build it first (see the top of this script)" >&2; exit 2; }

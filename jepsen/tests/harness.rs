@@ -168,6 +168,31 @@ fn short_real_run_under_kill_pause_partition_passes_and_rechecks() {
 /// Teeth on real processes: servers that answer acks=all once the leader's own log has the batch
 /// (`--planted-bug ack-before-commit`) lose acknowledged writes when a leader is cut off from its
 /// followers (it keeps acknowledging what the new majority never sees); the checker must say so.
+/// F-P7 / F-M3 on real processes: a node killed, its data directory deleted, restarted empty
+/// while producers and consumers run. It rejoins as a new incarnation (R8 d: no vote before it
+/// caught up) and no acknowledged write is lost (L1 over the final drain).
+#[test]
+fn short_real_run_under_wipes_passes() {
+    let binary = server_binary();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("wipe");
+    let args = ["run", "--nodes", "3", "--time-limit", "24", "--rate", "40", "--nemesis", "wipe,kill", "--fault-quiet", "2"];
+    let more =
+        ["--fault-window", "3", "--recovery", "6", "--seed", "3", "--binary", binary.to_str().unwrap(), "--out", out.to_str().unwrap()];
+    assert_eq!(odradek_jepsen::harness::cluster::JOINING_FILE, odradek_server::data_dir::JOINING_FILE);
+    let output = harness(&[&args[..], &more[..]].concat());
+    let log = text(&output);
+    assert_eq!(output.status.code(), Some(0), "the run must pass with no anomaly:\n{log}");
+    let history = report::read_history(&out).unwrap();
+    let windows = intervals::fault_windows(&history);
+    // A round that found a node still joining injects nothing and says "skipped".
+    let wiped = windows.iter().filter(|w| w.fault == "F-P7 wipe" && w.stop_s.is_some() && !w.details.contains("skipped")).count();
+    assert!(wiped >= 1, "no healed wipe window:\n{log}");
+    let verdict = saved_verdict(&out);
+    assert!(verdict.valid && verdict.anomalies.is_empty() && verdict.stats.final_drain, "{log}");
+    assert!(verdict.stats.sends_ok >= 100, "too little load to mean anything:\n{log}");
+}
+
 #[test]
 fn planted_ack_before_commit_is_caught_on_real_processes() {
     let binary = server_binary();

@@ -43,6 +43,11 @@ pub fn install_panic_hook() {
     }));
 }
 
+/// The file a node's data directory holds while it rejoins after a wipe: the server's
+/// `odradek_server::data_dir::JOINING_FILE` (the harness runs the binary, it does not link the
+/// server; `tests/harness.rs` checks the two agree).
+pub const JOINING_FILE: &str = "odradek.joining";
+
 /// SIGKILL (and SIGCONT, in case it was stopped) every child still registered.
 pub fn kill_registered() {
     for pid in children().iter() {
@@ -218,6 +223,22 @@ impl ProcessCluster {
             children().remove(&child.id());
         }
         node.paused = false;
+    }
+
+    /// F-P7 / F-M3: SIGKILL node `id` and delete its data directory; its next spawn starts it
+    /// empty, as a new incarnation that must rejoin (R8 d).
+    pub fn wipe(&mut self, id: u64) -> std::io::Result<()> {
+        self.kill(id);
+        let dir = self.node_mut(id).data_dir.clone();
+        match std::fs::remove_dir_all(&dir) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
+            _ => Ok(()),
+        }
+    }
+
+    /// Nodes whose data directory says they have not finished joining since a wipe.
+    pub fn joining(&self) -> Vec<u64> {
+        (1..=self.nodes.len() as u64).filter(|&id| self.nodes[id as usize - 1].data_dir.join(JOINING_FILE).exists()).collect()
     }
 
     /// SIGSTOP (F-P2).

@@ -23,8 +23,11 @@
 //!   `__consumer_offsets` partition, as the group's describe names it), the groups taken in
 //!   turn; a random node if no coordinator answers.
 //!
-//! F-P7 (restart with a wiped data dir) is not offered: the server has no way for a node to
-//! rejoin with an empty disk (membership is static and a wiped voter would forget its vote).
+//! * `wipe` (F-P7 / F-M3): SIGKILL one node and delete its data directory; after the window it
+//!   restarts empty, a new incarnation that stays out of every group's votes until it caught up
+//!   (R8 d, the server's `data_dir` module). One at a time: no wipe while a wiped node is still
+//!   joining (its data directory still holds `odradek.joining`), since a second would be two
+//!   failures in a group of three; such a round injects nothing and says so.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -55,6 +58,7 @@ pub const NEMESIS_KINDS: &[&str] = &[
     "part-kill",
     "kill-coordinator",
     "pause-coordinator",
+    "wipe",
     "none",
 ];
 
@@ -311,6 +315,21 @@ fn inject(
             nodes.iter().for_each(|&id| cluster.kill(id));
             details.insert("nodes".to_string(), format!("{nodes:?}"));
             ("F-P1 kill", Injected::Killed(nodes))
+        }
+        "wipe" => {
+            let mut cluster = cluster.lock().expect("cluster lock");
+            let joining = cluster.joining();
+            if !joining.is_empty() {
+                details.insert("skipped".to_string(), format!("nodes {joining:?} still joining since their wipe"));
+                ("F-P7 wipe", Injected::Killed(Vec::new()))
+            } else {
+                let node = *ids.choose(rng).expect("a cluster has nodes");
+                if let Err(error) = cluster.wipe(node) {
+                    details.insert("error".to_string(), format!("deleting the data directory failed: {error}"));
+                }
+                details.insert("nodes".to_string(), format!("[{node}]"));
+                ("F-P7 wipe", Injected::Killed(vec![node]))
+            }
         }
         "pause" => {
             let nodes = minority(ids, rng);
