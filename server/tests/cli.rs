@@ -21,20 +21,17 @@ impl Drop for Playground {
 }
 
 fn free_port_block() -> u16 {
-    // Three consecutive client ports and the peer ports 10000 above them, all free now.
-    for _ in 0..100 {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = probe.local_addr().unwrap().port();
-        drop(probe);
-        if port > 50_000 {
-            continue;
-        }
+    // Three consecutive client ports, with the peer, Kafka and metrics ports 10000, 20000 and
+    // 30000 above them (the playground's layout), all free now. Client ports below the kernel's
+    // ephemeral range (32768 and up), so no port-0 bind elsewhere takes one of them; a start
+    // spread by the process id.
+    let start = 20_000 + (std::process::id() % 500) as u16 * 10;
+    for base in (start..25_000).step_by(10).chain((20_000..start).step_by(10)) {
         let all_free = (0..3).all(|i| {
-            std::net::TcpListener::bind(("127.0.0.1", port + i)).is_ok()
-                && std::net::TcpListener::bind(("127.0.0.1", port + i + 10_000)).is_ok()
+            [0, 10_000, 20_000, 30_000].iter().all(|offset| std::net::TcpListener::bind(("127.0.0.1", base + i + offset)).is_ok())
         });
         if all_free {
-            return port;
+            return base;
         }
     }
     panic!("no free port block");

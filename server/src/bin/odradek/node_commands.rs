@@ -215,6 +215,9 @@ fn default_playground_dir() -> PathBuf {
 
 /// The playground's Kafka listeners are this far above the client ports (9092 -> 29092).
 const PLAYGROUND_KAFKA_PORT_OFFSET: u16 = 20_000;
+/// The playground's metrics endpoints are this far above the client ports (9092 -> 39092): fixed
+/// like the others, so a kernel-chosen port cannot land on a port another node is about to bind.
+const PLAYGROUND_METRICS_PORT_OFFSET: u16 = 30_000;
 
 /// The playground cluster's members.
 pub fn playground_members(port: u16) -> Result<Vec<Member>, String> {
@@ -223,6 +226,7 @@ pub fn playground_members(port: u16) -> Result<Vec<Member>, String> {
             let client = port.checked_add(i).ok_or("--port too high")?;
             let peer = client.checked_add(10_000).ok_or("--port too high")?;
             let kafka = client.checked_add(PLAYGROUND_KAFKA_PORT_OFFSET).ok_or("--port too high")?;
+            client.checked_add(PLAYGROUND_METRICS_PORT_OFFSET).ok_or("--port too high")?;
             Ok(Member {
                 id: u64::from(i) + 1,
                 peer: ([127, 0, 0, 1], peer).into(),
@@ -248,8 +252,8 @@ pub async fn playground(args: PlaygroundArgs) -> Result<(), String> {
         locks.push(lock);
         config.tick_ms = 50;
         config.topic_defaults.partitions = args.partitions;
-        // Any free port: printed below.
-        config.metrics_listen = Some(([127, 0, 0, 1], 0).into());
+        let metrics_port = member.client.port() + PLAYGROUND_METRICS_PORT_OFFSET; // checked by playground_members
+        config.metrics_listen = Some(([127, 0, 0, 1], metrics_port).into());
         set_group_session(&mut config, args.group_session_timeout_ms);
         let server = Server::start(config, FsDisk::new(), system_clock())
             .await
