@@ -21,15 +21,23 @@ kafka_cluster_start() {
     done
     KAFKA_BOOTSTRAP="127.0.0.1:$((base + 200)),127.0.0.1:$((base + 201)),127.0.0.1:$((base + 202))"
     NATIVE_BOOTSTRAP="127.0.0.1:$base,127.0.0.1:$((base + 1)),127.0.0.1:$((base + 2))"
-    # Ready once the cluster answers a native status request (a controller is elected).
-    local tries
-    for tries in $(seq 1 100); do
-        if "$bin" cluster status --bootstrap "$NATIVE_BOOTSTRAP" >/dev/null 2>&1; then
+    # Ready once the cluster answers a native status request (a controller is elected); at most
+    # 60 s, each ask at most 5 s, and at once a failure if a node exited (a port taken, say).
+    local deadline=$((SECONDS + 60)) pid
+    while ((SECONDS < deadline)); do
+        for pid in "${KAFKA_CLUSTER_PIDS[@]}"; do
+            if ! kill -0 "$pid" 2>/dev/null; then
+                echo "a node exited while the cluster started; logs in $dir:" >&2
+                tail -n 3 "$dir"/node-*.log >&2
+                return 1
+            fi
+        done
+        if timeout 5 "$bin" cluster status --bootstrap "$NATIVE_BOOTSTRAP" >/dev/null 2>&1; then
             return 0
         fi
         sleep 0.2
     done
-    echo "the cluster did not become ready; logs in $dir" >&2
+    echo "the cluster did not become ready within 60 s; logs in $dir" >&2
     return 1
 }
 

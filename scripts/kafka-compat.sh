@@ -11,14 +11,15 @@
 # Prints one line per check (`PASS|client|version|feature|detail` or FAIL), a closing
 # `N passed, N failed`, and writes the table to target/kafka-compat/results.md. Exits non-zero
 # when a check failed. ODRADEK_BIN overrides the binary (default: target/debug/odradek, built
-# if missing); KAFKA_COMPAT_PORT the first port (default 47000; uses +0..2, +100..102, +200..202).
+# if missing); KAFKA_COMPAT_PORT the first port (default 27000, below the kernel's ephemeral range so no
+# outgoing connection's source port can take one; uses +0..2, +100..102, +200..202).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 QUICK=""
 [[ "${1:-}" == "--quick" ]] && QUICK="--quick"
 BIN=${ODRADEK_BIN:-$ROOT/target/debug/odradek}
-PORT=${KAFKA_COMPAT_PORT:-47000}
+PORT=${KAFKA_COMPAT_PORT:-27000}
 OUT=$ROOT/target/kafka-compat
 mkdir -p "$OUT"
 
