@@ -23,7 +23,6 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use odradek_client::group::protocol::{Assignment, Subscription, TopicPartitions};
 use odradek_log::SimDisk;
-use odradek_server::config::{Member, ServerConfig};
 use odradek_server::group::MEMBERS_PER_GROUP_MAX;
 use odradek_server::{system_clock, Server};
 
@@ -53,11 +52,7 @@ const TOPIC: &str = "orders";
 /// A one-node cluster with a Kafka listener, a small offsets topic and a short initial
 /// rebalance delay.
 fn start(runtime: &tokio::runtime::Runtime) -> (Server, String) {
-    let ports: Vec<u16> = (0..2).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()).collect();
-    let member = Member { id: 1, peer: ([127, 0, 0, 1], ports[0]).into(), client: ([127, 0, 0, 1], ports[1]).into(), kafka: None };
-    let mut config = ServerConfig::new(1, "/node1", vec![member]);
-    config.tick_ms = 20;
-    config.kafka_listen = Some(([127, 0, 0, 1], 0).into());
+    let mut config = kafka_raw::one_node_config();
     config.groups.offsets_topic_partitions = 2;
     config.groups.initial_rebalance_delay_ms = 200;
     let server = runtime.block_on(Server::start(config, SimDisk::new(21), system_clock())).expect("start");

@@ -19,7 +19,6 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use odradek_client::batch::{BatchBuilder, Record};
 use odradek_log::SimDisk;
-use odradek_server::config::{Member, ServerConfig};
 use odradek_server::{system_clock, Server};
 
 mod kafka_raw;
@@ -47,11 +46,7 @@ fn fetch(topic: &str, offset: i64) -> RequestKind {
 
 /// A one-node cluster with a Kafka listener on an ephemeral port.
 fn start(runtime: &tokio::runtime::Runtime) -> (Server, String) {
-    let ports: Vec<u16> = (0..2).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()).collect();
-    let member = Member { id: 1, peer: ([127, 0, 0, 1], ports[0]).into(), client: ([127, 0, 0, 1], ports[1]).into(), kafka: None };
-    let mut config = ServerConfig::new(1, "/node1", vec![member]);
-    config.tick_ms = 20;
-    config.kafka_listen = Some(([127, 0, 0, 1], 0).into());
+    let config = kafka_raw::one_node_config();
     let server = runtime.block_on(Server::start(config, SimDisk::new(11), system_clock())).expect("start");
     let kafka = server.kafka_addr().expect("a Kafka listener").to_string();
     (server, kafka)

@@ -12,6 +12,17 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use odradek_server::config::{Member, ServerConfig};
+
+/// A one-node cluster's settings with a Kafka listener on an ephemeral port (tick 20 ms).
+pub fn one_node_config() -> ServerConfig {
+    let ports: Vec<u16> = (0..2).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()).collect();
+    let member = Member { id: 1, peer: ([127, 0, 0, 1], ports[0]).into(), client: ([127, 0, 0, 1], ports[1]).into(), kafka: None };
+    let mut config = ServerConfig::new(1, "/node1", vec![member]);
+    config.tick_ms = 20;
+    config.kafka_listen = Some(([127, 0, 0, 1], 0).into());
+    config
+}
 
 pub struct KafkaRaw {
     pub stream: TcpStream,
