@@ -11,6 +11,7 @@ mod common;
 use std::process::{Command, Output};
 
 use odradek_client::wire::proto::ErrorCode;
+use odradek_jepsen::harness::ports::reserve;
 
 use common::raw::{call_until, metadata, Raw};
 use common::ProcessCluster;
@@ -21,13 +22,10 @@ const BIN: &str = env!("CARGO_BIN_EXE_odradek");
 /// (exit 124), and the test fails on its status.
 const REFUSAL_SECONDS_MAX: &str = "30";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// `odradek server` as node `id` alone in its cluster, on `data_dir`, on fresh ports.
 fn run_server(id: u64, data_dir: &std::path::Path) -> Output {
-    let node = format!("{id}=127.0.0.1:{}/127.0.0.1:{}", free_port(), free_port());
+    let port_block = reserve(2).expect("two free ports");
+    let node = format!("{id}=127.0.0.1:{}/127.0.0.1:{}", port_block.ports()[0], port_block.ports()[1]);
     Command::new("timeout")
         .arg(REFUSAL_SECONDS_MAX)
         .arg(BIN)

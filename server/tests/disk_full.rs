@@ -11,6 +11,7 @@ mod common;
 use std::time::Duration;
 
 use odradek_client::wire::proto::{ErrorCode, FetchRequest};
+use odradek_jepsen::harness::ports::reserve;
 use odradek_log::SimDisk;
 use odradek_server::config::{Member, ServerConfig};
 use odradek_server::{system_clock, Server};
@@ -27,7 +28,8 @@ fn big_batch(index: usize) -> Vec<u8> {
 #[test]
 fn a_full_disk_refuses_produce_and_keeps_everything_acknowledged() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let ports: Vec<u16> = (0..2).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()).collect();
+    let port_block = reserve(2).expect("two free ports");
+    let ports = port_block.ports();
     let member = Member { id: 1, peer: ([127, 0, 0, 1], ports[0]).into(), client: ([127, 0, 0, 1], ports[1]).into(), kafka: None };
     let mut config = ServerConfig::new(1, "/node1", vec![member]);
     config.tick_ms = 20;

@@ -15,14 +15,14 @@ use odradek_client::{
     Admin, ClientError, Consumer, ConsumerConfig, ConsumerRecord, OffsetQuery, OffsetReset, Producer, ProducerConfig, ProducerRecord,
     TopicConfig,
 };
+use odradek_jepsen::harness::ports::reserve;
 use odradek_log::FsDisk;
 use odradek_server::config::{Member, ServerConfig};
 use odradek_server::{system_clock, Server};
 
 const RECORDS: u64 = 300;
 
-async fn start(dir: &std::path::Path) -> Server {
-    let ports: Vec<u16> = (0..2).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()).collect();
+async fn start(dir: &std::path::Path, ports: &[u16]) -> Server {
     let member = Member { id: 1, peer: ([127, 0, 0, 1], ports[0]).into(), client: ([127, 0, 0, 1], ports[1]).into(), kafka: None };
     let data_dir = dir.join("node-1");
     std::fs::create_dir_all(&data_dir).unwrap();
@@ -72,7 +72,8 @@ async fn first_poll(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_out_of_range_committed_offset_gets_the_groups_reset_policy() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path()).await;
+    let port_block = reserve(2).expect("two free ports");
+    let server = start(dir.path(), port_block.ports()).await;
     let address = server.client_addr().to_string();
     let bootstrap = [address.as_str()];
     let admin = Admin::new(&bootstrap).unwrap();

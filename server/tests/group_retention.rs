@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use odradek_client::wire::proto::ErrorCode;
 use odradek_client::{Admin, ClientError, TopicConfig};
 use odradek_consensus::GroupId;
+use odradek_jepsen::harness::ports::reserve;
 use odradek_log::FsDisk;
 use odradek_server::config::{Member, ServerConfig};
 use odradek_server::group::OFFSETS_TOPIC;
@@ -26,8 +27,7 @@ const PARTITIONS: u32 = 4;
 /// Committed offsets: (group, topic, partition) → offset.
 type Offsets = BTreeMap<(String, String, u32), u64>;
 
-fn configs(dir: &std::path::Path) -> Vec<ServerConfig> {
-    let ports: Vec<u16> = (0..6).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()).collect();
+fn configs(dir: &std::path::Path, ports: &[u16]) -> Vec<ServerConfig> {
     let members: Vec<Member> = (0..3)
         .map(|i| Member {
             id: i + 1,
@@ -136,7 +136,8 @@ async fn fetched(admin: &Admin) -> Offsets {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_trims_the_offsets_topic_below_its_snapshots_and_every_latest_commit_survives() {
     let dir = tempfile::tempdir().unwrap();
-    let configs = configs(dir.path());
+    let port_block = reserve(6).expect("six free ports");
+    let configs = configs(dir.path(), port_block.ports());
     let mut servers: Vec<Option<Server>> = Vec::new();
     for config in &configs {
         servers.push(Some(Server::start(config.clone(), FsDisk::new(), system_clock()).await.expect("start")));

@@ -4,6 +4,9 @@
 //! epoch (C5), committed offsets surviving the coordinator's death (C1), the classic protocol's
 //! join and sync, and bad input refused definitely without harm to other groups.
 
+// Real processes and real sockets: not a simulation test.
+#![cfg(not(madsim))]
+
 mod common;
 
 use std::collections::BTreeSet;

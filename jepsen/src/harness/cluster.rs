@@ -12,7 +12,6 @@
 //! * a paused node is resumed before it is killed or restarted.
 
 use std::collections::BTreeSet;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
@@ -91,12 +90,6 @@ pub struct ProcessCluster {
     tls_flags: Vec<String>,
     /// `--auth`/`--authorization` flags for every node (`--secure`, [`super::secure`]).
     pub security_flags: Vec<String>,
-}
-
-/// Ports nobody listens on right now (bound, then released: a small race with other programs).
-pub fn free_ports(count: usize) -> std::io::Result<Vec<u16>> {
-    let listeners = (0..count).map(|_| TcpListener::bind("127.0.0.1:0")).collect::<std::io::Result<Vec<_>>>()?;
-    listeners.iter().map(|l| Ok(l.local_addr()?.port())).collect()
 }
 
 impl ProcessCluster {

@@ -21,6 +21,7 @@
 pub mod cluster;
 pub mod groups;
 pub mod nemesis;
+pub mod ports;
 pub mod proxy;
 pub mod secure;
 pub mod workload;
@@ -142,8 +143,9 @@ pub async fn run(config: &RunConfig) -> Result<(History, RunNotes), String> {
     let data_dir = config.out.join("cluster");
     std::fs::create_dir_all(&data_dir).map_err(|e| format!("creating {}: {e}", data_dir.display()))?;
 
-    let ports = cluster::free_ports(config.nodes * 2).map_err(|e| format!("choosing ports: {e}"))?;
-    let ports: Vec<(u16, u16)> = ports.chunks(2).map(|p| (p[0], p[1])).collect();
+    // Held until the run ends: restarted nodes bind the same ports again.
+    let port_block = ports::reserve(config.nodes * 2).map_err(|e| format!("choosing ports: {e}"))?;
+    let ports: Vec<(u16, u16)> = port_block.ports().chunks(2).map(|p| (p[0], p[1])).collect();
     let peer_ports: Vec<u16> = ports.iter().map(|p| p.0).collect();
     let client_ports: Vec<u16> = ports.iter().map(|p| p.1).collect();
     let proxies = Arc::new(Proxies::start(&peer_ports, &client_ports).await.map_err(|e| format!("starting proxies: {e}"))?);

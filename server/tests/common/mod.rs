@@ -5,7 +5,7 @@
 
 pub mod raw;
 
-use std::net::TcpListener;
+use odradek_jepsen::harness::ports::{reserve, PortBlock};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -24,12 +24,8 @@ pub struct ProcessCluster {
     log_dir: PathBuf,
     /// Top-level TOML settings every node runs with (`odradek server --config`); none: flags.
     settings: Option<String>,
-}
-
-/// Ports nobody listens on right now (bound and released; a tiny race with other processes).
-fn free_ports(count: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..count).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind port 0")).collect();
-    listeners.iter().map(|l| l.local_addr().unwrap().port()).collect()
+    /// The nodes' ports, reserved while the cluster lives (restarts bind them again).
+    _ports: PortBlock,
 }
 
 impl ProcessCluster {
@@ -46,7 +42,8 @@ impl ProcessCluster {
 
     fn start_inner(count: usize, settings: Option<String>) -> ProcessCluster {
         let dir = tempfile::tempdir().expect("temp dir");
-        let ports = free_ports(count * 2);
+        let port_block = reserve(count * 2).expect("free ports");
+        let ports = port_block.ports();
         let nodes = (0..count)
             .map(|i| NodeProcess {
                 id: i as u64 + 1,
@@ -58,7 +55,7 @@ impl ProcessCluster {
             .collect();
         let log_dir = dir.path().join("logs");
         std::fs::create_dir_all(&log_dir).unwrap();
-        let mut cluster = ProcessCluster { nodes, _dir: dir, log_dir, settings };
+        let mut cluster = ProcessCluster { nodes, _dir: dir, log_dir, settings, _ports: port_block };
         for id in 1..=count as u64 {
             cluster.spawn(id);
         }
