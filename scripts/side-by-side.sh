@@ -79,12 +79,12 @@ nats_start() {
         mkdir -p "$WORK/nats/n$i"
         cat >"$WORK/nats/n$i.conf" <<CONF
 server_name: n$i
-listen: 127.0.0.1:$((44221 + i))
+listen: 127.0.0.1:$((9220 + i))
 jetstream { store_dir: "$WORK/nats/n$i" }
 cluster {
   name: sbs
-  listen: 127.0.0.1:$((46221 + i))
-  routes: [ nats-route://127.0.0.1:46222, nats-route://127.0.0.1:46223, nats-route://127.0.0.1:46224 ]
+  listen: 127.0.0.1:$((9320 + i))
+  routes: [ nats-route://127.0.0.1:9321, nats-route://127.0.0.1:9322, nats-route://127.0.0.1:9323 ]
 }
 CONF
         nats-server -c "$WORK/nats/n$i.conf" >"$WORK/nats/n$i.log" 2>&1 &
@@ -94,16 +94,16 @@ CONF
 }
 nats_bench() { # TEST args...
     local test=$1; shift
-    local line; line=$(timeout 120 "$PEERS/nats_bench" url=nats://127.0.0.1:44222 replicas=3 "$@" 2>&1 | grep '^RESULT' || echo "no result")
+    local line; line=$(timeout 120 "$PEERS/nats_bench" url=nats://127.0.0.1:9221 replicas=3 "$@" 2>&1 | grep '^RESULT' || echo "no result")
     echo "   nats_bench $*" >>"$LOG"
     result nats "$test" "$line"
 }
 
 etcd_start() {
     rm -rf "$WORK/etcd"; mkdir -p "$WORK/etcd"
-    local cluster="e1=http://127.0.0.1:42380,e2=http://127.0.0.1:42382,e3=http://127.0.0.1:42384"
+    local cluster="e1=http://127.0.0.1:9380,e2=http://127.0.0.1:9382,e3=http://127.0.0.1:9384"
     for i in 1 2 3; do
-        local client=$((42377 + 2 * i)) peer=$((42378 + 2 * i))
+        local client=$((9377 + 2 * i)) peer=$((9378 + 2 * i))
         etcd --name "e$i" --data-dir "$WORK/etcd/e$i" \
             --listen-client-urls "http://127.0.0.1:$client" --advertise-client-urls "http://127.0.0.1:$client" \
             --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
@@ -114,7 +114,7 @@ etcd_start() {
     sleep 4
 }
 etcd_leader() { # the leader's client endpoint: etcd forwards puts to it otherwise (one more hop)
-    ETCDCTL_API=3 etcdctl --endpoints=127.0.0.1:42379,127.0.0.1:42381,127.0.0.1:42383 endpoint status -w json | python3 -c '
+    ETCDCTL_API=3 etcdctl --endpoints=127.0.0.1:9379,127.0.0.1:9381,127.0.0.1:9383 endpoint status -w json | python3 -c '
 import json, sys
 for e in json.load(sys.stdin):
     if e["Status"]["leader"] == e["Status"]["header"]["member_id"]:
