@@ -9,6 +9,8 @@ use std::time::Duration;
 use odradek_client::planted::PlantedBug as ClientPlantedBug;
 use odradek_server::planted::PlantedBug;
 
+use crate::shrink::FaultSelection;
+
 /// The topic every run writes.
 pub const TOPIC: &str = "t";
 pub const PARTITIONS: u32 = 3;
@@ -91,6 +93,9 @@ pub struct ScenarioConfig {
     /// F-P7/F-M3 in the plan (a plan field, off by default so every seed keeps its trace): the
     /// nemesis may stop a node, delete its data directory and restart it (`FaultKind::Wipe`).
     pub wipes: bool,
+    /// A replay of some of the seed's fault rounds (`--plan FILE`, [`crate::shrink`]); `None`:
+    /// every round the seed draws.
+    pub faults: Option<FaultSelection>,
 }
 
 impl ScenarioConfig {
@@ -104,6 +109,7 @@ impl ScenarioConfig {
             client_planted_bugs: Vec::new(),
             secure: false,
             wipes: false,
+            faults: None,
         }
     }
 
@@ -131,6 +137,9 @@ impl ScenarioConfig {
         }
         for bug in &self.client_planted_bugs {
             command += &format!(" --planted-bug {}", bug.name());
+        }
+        if let Some(path) = self.faults.as_ref().and_then(|faults| faults.path.as_ref()) {
+            command += &format!(" --plan {}", path.display());
         }
         command
     }

@@ -31,4 +31,6 @@ pub mod scenario;
 #[cfg(madsim)]
 pub mod security;
 #[cfg(madsim)]
+pub mod shrink;
+#[cfg(madsim)]
 mod workload;

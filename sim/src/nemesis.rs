@@ -25,6 +25,7 @@
 pub(crate) mod fault;
 pub mod plan;
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use rand::rngs::SmallRng;
@@ -32,17 +33,29 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 
 use crate::config::GROUP_NAMES;
+use crate::shrink::{FaultSelection, InjectedFault};
 use fault::FaultTargets;
 use plan::{FaultKind, FaultPlan};
 
 /// Runs the safety phase's faults for `duration`, then heals everything (network, disks,
-/// paused and stopped nodes). Returns how many faults it injected.
+/// paused and stopped nodes). Every fault it injects is pushed to `injected` as it starts (a
+/// run that panics keeps the list).
 ///
 /// Each round: a quiet time, then one fault's window ([`FaultTargets::run_window`]), both drawn
-/// from `plan`'s ranges; a round that would end after `duration` is not started.
-pub async fn run(targets: &FaultTargets<'_>, plan: &FaultPlan, duration: Duration, rng: &mut SmallRng) -> usize {
+/// from `plan`'s ranges; a round that would end after `duration` is not started. With a
+/// `selection` (a replayed, shrunk plan: [`crate::shrink`]), a round it leaves out is drawn and
+/// its window waited, but nothing is injected; a kept round's window may be shorter (the rest
+/// of the drawn window passes quietly).
+pub async fn run(
+    targets: &FaultTargets<'_>,
+    plan: &FaultPlan,
+    duration: Duration,
+    rng: &mut SmallRng,
+    selection: Option<&FaultSelection>,
+    injected: &Mutex<Vec<InjectedFault>>,
+) {
     let end = tokio::time::Instant::now() + duration;
-    let mut fault_count = 0;
+    let mut round = 0;
     let weighted: Vec<FaultKind> = plan.kinds.iter().flat_map(|&(kind, weight)| std::iter::repeat_n(kind, weight as usize)).collect();
     let mut flipped = false;
     let wipes = plan.kinds.iter().any(|&(kind, _)| kind == FaultKind::Wipe);
@@ -61,29 +74,54 @@ pub async fn run(targets: &FaultTargets<'_>, plan: &FaultPlan, duration: Duratio
             let group = GROUP_NAMES.choose(rng).expect("groups");
             node = targets.coordinator_of(group).await.unwrap_or(node);
         }
-        let fault = match kind {
+        let skipped = match kind {
             // Only one node is ever corrupted, and only once per run, while it is down.
-            FaultKind::BitFlip if flipped => None,
+            FaultKind::BitFlip => flipped || (wipes && !targets.cluster().joining().is_empty()),
             // One wipe at a time: a second node wiped before the first has caught up could
             // leave a group with one complete log and two replicas that may not vote for it
             // (safe, but the run could not converge: beyond the fault model).
-            FaultKind::Wipe if !targets.cluster().joining().is_empty() => None,
             // A wipe and a bit flip are two failures: a node still joining needs every other
             // voter's answer, and a replica the flip damaged may never give one (quarantined).
             // Safe and unavailable, beyond the fault model (one failure per group): so no flip
-            // while a wiped node joins, and no wipe once a node was flipped. (Plans without
-            // wipes keep their draws: every node is joining while a fresh cluster bootstraps.)
-            FaultKind::Wipe if flipped => None,
-            FaultKind::BitFlip if wipes && !targets.cluster().joining().is_empty() => None,
+            // while a wiped node joins (above), and no wipe once a node was flipped. (Plans
+            // without wipes keep their draws: every node is joining while a fresh cluster
+            // bootstraps.)
+            FaultKind::Wipe => !targets.cluster().joining().is_empty() || flipped,
+            _ => false,
+        };
+        if skipped {
+            continue;
+        }
+        let window_ms = window.as_millis() as u64;
+        let kept_ms = selection.map_or(Some(window_ms), |selection| selection.window_ms(round, window_ms));
+        round += 1;
+        let fault = match kind {
             FaultKind::BitFlip => {
                 flipped = true;
-                targets.flip_bits(plan.corruptible_node, rng)
+                match kept_ms {
+                    Some(_) => targets.flip_bits(plan.corruptible_node, rng),
+                    None => targets.draw_flip_spot(plan.corruptible_node, rng),
+                }
             }
             _ => Some(targets.draw(kind, node, rng)),
         };
         let Some(fault) = fault else { continue };
-        fault_count += 1;
-        targets.run_window(kind, fault, window).await;
+        let Some(kept_ms) = kept_ms else {
+            // Left out of the replay: its time passes all the same.
+            tokio::time::sleep(window).await;
+            continue;
+        };
+        injected.lock().expect("injected lock").push(InjectedFault {
+            round: round - 1,
+            fault: kind.label().to_string(),
+            details: fault.details(),
+            window_ms: kept_ms,
+        });
+        let kept = Duration::from_millis(kept_ms);
+        targets.run_window(kind, fault, kept).await;
+        if kept < window {
+            tokio::time::sleep(window - kept).await;
+        }
     }
     // A plan without faults (or the last quiet time) still lasts the whole safety phase.
     tokio::time::sleep_until(end).await;
@@ -92,5 +130,4 @@ pub async fn run(targets: &FaultTargets<'_>, plan: &FaultPlan, duration: Duratio
     // The liveness phase restarts every core node: a start that failed on an injected I/O
     // error now meets a healthy disk (one that fails on damaged files fails again).
     targets.restart_stopped(true);
-    fault_count
 }

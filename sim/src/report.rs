@@ -9,6 +9,7 @@ use odradek_jepsen::history::History;
 
 use crate::config::ScenarioConfig;
 use crate::nemesis::plan::FaultPlan;
+use crate::shrink::InjectedFault;
 
 /// What a run found.
 #[derive(Debug)]
@@ -26,6 +27,8 @@ pub struct Report {
     /// Run-level failures that are not history anomalies (V1–V3: a drain that never ended).
     pub problems: Vec<String>,
     pub fault_count: usize,
+    /// The faults the nemesis injected, in order (a shrunk plan is a subset of them).
+    pub injected: Vec<InjectedFault>,
     pub acked: u64,
     pub failed: u64,
     pub drained: usize,
@@ -105,12 +108,14 @@ pub struct Crash {
     pub message: String,
     /// The invariant the assertion guards, when known.
     pub invariant: Option<&'static str>,
+    /// The faults injected before the panic.
+    pub injected: Vec<InjectedFault>,
 }
 
 impl Crash {
     /// The crash of the run `config` on a panic with `message`.
-    pub fn from_panic(config: ScenarioConfig, message: String) -> Crash {
-        Crash { config: Box::new(config), invariant: invariant_of_panic(&message), message }
+    pub fn from_panic(config: ScenarioConfig, message: String, injected: Vec<InjectedFault>) -> Crash {
+        Crash { config: Box::new(config), invariant: invariant_of_panic(&message), message, injected }
     }
 
     pub fn verdict_text(&self) -> String {

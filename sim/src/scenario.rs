@@ -14,7 +14,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use madsim::runtime::Handle;
@@ -30,30 +30,39 @@ use crate::config::{Scenario, ScenarioConfig, CONVERGENCE_WAIT, LIVENESS_BOUND, 
 use crate::nemesis;
 use crate::nemesis::fault::FaultTargets;
 use crate::report::{Crash, Report};
+use crate::shrink::InjectedFault;
 use crate::{security, workload};
 
 /// Runs one seed in a fresh simulation (the runtime's seed is the run's seed). A panic inside
-/// the simulated cluster becomes a [`Crash`].
+/// the simulated cluster becomes a [`Crash`]; both carry the faults the nemesis injected.
 pub fn run_seed(config: &ScenarioConfig) -> Result<Report, Crash> {
     let mut runtime = madsim::runtime::Runtime::with_seed_and_config(config.seed, madsim::Config::default());
     // A run that hangs (a task waiting forever) ends as a crash instead of spinning: the phases
     // are all bounded, so a run longer than this in simulated time is stuck.
     runtime.set_time_limit(config.duration + 2 * LIVENESS_BOUND + CONVERGENCE_WAIT + Duration::from_secs(120));
     let owned = config.clone();
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runtime.block_on(async move { run(owned).await })));
+    let injected = Arc::new(Mutex::new(Vec::new()));
+    let sink = injected.clone();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runtime.block_on(async move { run_into(owned, sink).await })));
     outcome.map_err(|payload| {
         let message = payload
             .downcast_ref::<String>()
             .cloned()
             .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
             .unwrap_or_else(|| "a panic without a message".into());
-        Crash::from_panic(config.clone(), message)
+        let injected = std::mem::take(&mut *injected.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        Crash::from_panic(config.clone(), message, injected)
     })
 }
 
 /// The run, inside a simulation: the phases in order, with the run's state (the rng, the
 /// cluster, the problems found) kept here; the helpers below compute.
 pub async fn run(config: ScenarioConfig) -> Report {
+    run_into(config, Arc::new(Mutex::new(Vec::new()))).await
+}
+
+/// [`run`], pushing each fault the nemesis injects to `injected` as it starts.
+async fn run_into(config: ScenarioConfig, injected: Arc<Mutex<Vec<InjectedFault>>>) -> Report {
     log_to_stderr_if_asked();
     let runtime = Handle::current();
     let seed = config.seed;
@@ -103,8 +112,9 @@ pub async fn run(config: ScenarioConfig) -> Report {
         workload::groups::start(&client, cluster.clone(), seed, config.duration, planted)
     });
     let targets = FaultTargets::new(&runtime, &cluster, &node_ids, &client);
-    let fault_count = nemesis::run(&targets, &plan, config.duration, &mut rng).await;
-    cluster.note(format!("safety phase over after {fault_count} faults; healed"));
+    nemesis::run(&targets, &plan, config.duration, &mut rng, config.faults.as_ref(), &injected).await;
+    let injected = injected.lock().expect("injected lock").clone();
+    cluster.note(format!("safety phase over after {} faults; healed", injected.len()));
 
     // 3. Liveness: the producers finish, every partition has an end (V1).
     let (acked, failed) = workload.finish().await;
@@ -168,7 +178,8 @@ pub async fn run(config: ScenarioConfig) -> Report {
         verdict,
         raft_events,
         problems,
-        fault_count,
+        fault_count: injected.len(),
+        injected,
         acked,
         failed,
         drained,

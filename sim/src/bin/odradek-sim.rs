@@ -4,6 +4,7 @@
 //! sim/madsim run --release -p odradek-sim --bin odradek-sim -- run --seed 7
 //! sim/madsim run --release -p odradek-sim --bin odradek-sim -- run --seed 7 --scenario crash --nodes 5 --out store/sim-7
 //! sim/madsim run --release -p odradek-sim --bin odradek-sim -- sweep --seeds 1..1000 --jobs 2
+//! sim/madsim run --release -p odradek-sim --bin odradek-sim -- shrink --seed 3 --scenario crash --wipes --planted-bug wiped-node-keeps-identity
 //! ```
 //!
 //! `run` prints the timeline (faults, leader changes, node failures, progress), the verdict and
@@ -12,7 +13,12 @@
 //! `--jobs` at a time, with a progress bar, and ends with a summary, the coverage table (per
 //! counter of `run`'s `coverage:` line — fault kinds, rare paths, raft checks, history anomalies
 //! only reported — the seeds where it ran and its total; a zero is a gap) and one replay command
-//! per failing seed. Exit status: 0 all passed, 1 a run failed, 2 usage error.
+//! per failing seed. `shrink` replays a failing seed with fewer faults and shorter windows
+//! (`odradek_sim::shrink`, each candidate in a child process) until only the faults that still
+//! make it fail one of the same invariants are left, writes that plan and prints the command
+//! that replays it (`run --seed N --plan FILE`); `run --plan-out FILE` writes any run's faults
+//! as such a plan. Exit status: 0 all passed (shrink: a plan was written), 1 a run failed,
+//! 2 usage error.
 
 #[cfg(not(madsim))]
 fn main() {
@@ -39,6 +45,7 @@ mod sim {
     use odradek_sim::config::{Scenario, ScenarioConfig};
     use odradek_sim::report::Report;
     use odradek_sim::scenario::run_seed;
+    use odradek_sim::shrink::{minimize, FaultSelection, InjectedFault, PlanFile, Replayed};
 
     #[derive(Parser)]
     #[command(name = "odradek-sim", about = "Deterministic simulation of an Odradek cluster: run, sweep and replay seeds")]
@@ -61,6 +68,25 @@ mod sim {
             /// Print only the summary line and the verdict, not the timeline.
             #[arg(long)]
             quiet: bool,
+            /// Inject only the faults this plan file lists (written by `shrink` or `--plan-out`).
+            #[arg(long)]
+            plan: Option<PathBuf>,
+            /// Write the faults this run injected as a plan file.
+            #[arg(long)]
+            plan_out: Option<PathBuf>,
+        },
+        /// Shrink a failing seed's faults to the few that still make it fail; write the plan.
+        Shrink {
+            #[arg(long)]
+            seed: u64,
+            #[command(flatten)]
+            options: RunOptions,
+            /// The plan file to write (default: shrunk-seed-N.json here).
+            #[arg(long)]
+            out: Option<PathBuf>,
+            /// At most this many replays.
+            #[arg(long, default_value_t = 200)]
+            runs_max: usize,
         },
         /// Run a range of seeds in child processes; summarise.
         Sweep {
@@ -129,6 +155,7 @@ mod sim {
                 client_planted_bugs,
                 secure: self.secure,
                 wipes: self.wipes,
+                faults: None,
             })
         }
 
@@ -153,10 +180,26 @@ mod sim {
     pub fn main() -> i32 {
         let cli = Cli::parse();
         match cli.command {
-            Command_::Run { seed, options, out, quiet } => match options.config(seed) {
-                Ok(config) => run(&config, out.as_deref(), quiet),
-                Err(error) => usage(&error),
-            },
+            Command_::Run { seed, options, out, quiet, plan, plan_out } => {
+                let mut config = match options.config(seed) {
+                    Ok(config) => config,
+                    Err(error) => return usage(&error),
+                };
+                if let Some(path) = plan {
+                    match PlanFile::read(&path) {
+                        Ok(file) => config.faults = Some(file.selection(&path)),
+                        Err(error) => return usage(&error),
+                    }
+                }
+                run(&config, out.as_deref(), quiet, plan_out.as_deref())
+            }
+            Command_::Shrink { seed, options, out, runs_max } => {
+                if let Err(error) = options.config(seed) {
+                    return usage(&error);
+                }
+                let out = out.unwrap_or_else(|| PathBuf::from(format!("shrunk-seed-{seed}.json")));
+                shrink(seed, &options, &out, runs_max.max(1))
+            }
             Command_::Sweep { seeds, jobs, options } => {
                 let range = match parse_seeds(&seeds) {
                     Ok(range) => range,
@@ -190,16 +233,26 @@ mod sim {
         }
     }
 
-    fn run(config: &ScenarioConfig, out: Option<&Path>, quiet: bool) -> i32 {
+    fn run(config: &ScenarioConfig, out: Option<&Path>, quiet: bool, plan_out: Option<&Path>) -> i32 {
         let wall = Instant::now();
         let report = match run_seed(config) {
             Ok(report) => report,
             Err(crash) => {
                 println!("seed {}: crashed", config.seed);
                 print!("{}", crash.verdict_text());
-                return 1;
+                let failure = vec![crash.invariant.unwrap_or("panic").to_string()];
+                return match plan_out.map(|path| write_plan(config, failure, crash.injected.clone(), path)) {
+                    Some(Err(error)) => usage(&error),
+                    _ => 1,
+                };
             }
         };
+        if let Some(path) = plan_out {
+            let failure = report.failed_invariants().into_iter().map(str::to_string).collect();
+            if let Err(error) = write_plan(config, failure, report.injected.clone(), path) {
+                return usage(&error);
+            }
+        }
         let wall = wall.elapsed().as_secs_f64();
         if !quiet {
             for line in &report.timeline {
@@ -387,5 +440,101 @@ mod sim {
         } else {
             1
         }
+    }
+
+    /// Writes `faults` as a plan file for `config`'s seed; its replay command names `path`.
+    fn write_plan(config: &ScenarioConfig, failure: Vec<String>, faults: Vec<InjectedFault>, path: &Path) -> Result<(), String> {
+        let mut replayed = config.clone();
+        replayed.faults = Some(FaultSelection { path: Some(path.to_path_buf()), ..FaultSelection::of(&faults) });
+        PlanFile { seed: config.seed, failure, replay: replayed.replay_command(), faults }.write(path)
+    }
+
+    /// One replay in a child process: `plan` (all of the seed's faults when `None`); what it
+    /// failed and injected, or why it could not run.
+    fn replay(exe: &Path, seed: u64, options: &RunOptions, plan: Option<&[InjectedFault]>) -> Result<Replayed, String> {
+        let dir = std::env::temp_dir();
+        let (plan_in, plan_out) = (
+            dir.join(format!("odradek-shrink-{}-in.json", std::process::id())),
+            dir.join(format!("odradek-shrink-{}-out.json", std::process::id())),
+        );
+        let _ = std::fs::remove_file(&plan_out);
+        let mut command = Command::new(exe);
+        command.args(["run", "--quiet", "--seed", &seed.to_string()]).args(options.args()).arg("--plan-out").arg(&plan_out);
+        if let Some(faults) = plan {
+            let file = PlanFile { seed, failure: Vec::new(), replay: String::new(), faults: faults.to_vec() };
+            file.write(&plan_in)?;
+            command.arg("--plan").arg(&plan_in);
+        }
+        let output =
+            command.stdin(Stdio::null()).stderr(Stdio::null()).output().map_err(|error| format!("running {}: {error}", exe.display()))?;
+        let written = PlanFile::read(&plan_out).map_err(|error| {
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            format!("the replay wrote no plan ({error}); its output:\n{stdout}")
+        })?;
+        Ok(Replayed { failed: written.failure, injected: written.faults })
+    }
+
+    fn shrink(seed: u64, options: &RunOptions, out: &Path, runs_max: usize) -> i32 {
+        let exe = match std::env::current_exe() {
+            Ok(exe) => exe,
+            Err(error) => return usage(&format!("locating this executable: {error}")),
+        };
+        let started = Instant::now();
+        let original = match replay(&exe, seed, options, None) {
+            Ok(outcome) => outcome,
+            Err(error) => return usage(&error),
+        };
+        if original.failed.is_empty() {
+            println!("seed {seed} passes: nothing to shrink");
+            return 2;
+        }
+        println!(
+            "seed {seed} fails {} with {} faults; shrinking (at most {runs_max} replays)",
+            original.failed.join(", "),
+            original.injected.len()
+        );
+        let mut errors = Vec::new();
+        let (shrunk, runs) = minimize(&original.injected, &original.failed, runs_max, |candidate| {
+            replay(&exe, seed, options, Some(candidate)).unwrap_or_else(|error| {
+                errors.push(error);
+                Replayed::default()
+            })
+        });
+        if let Some(error) = errors.first() {
+            eprintln!("odradek-sim: {} replays could not run; the first: {error}", errors.len());
+        }
+        let config = options.config(seed).expect("validated by the caller");
+        if let Err(error) = write_plan(&config, original.failed.clone(), shrunk.clone(), out) {
+            return usage(&error);
+        }
+        // The written plan, replayed once more through the file itself.
+        let check = match replay_file(&exe, seed, options, out) {
+            Ok(outcome) => outcome,
+            Err(error) => return usage(&error),
+        };
+        let reproduced = check.failed.iter().any(|id| original.failed.contains(id));
+        println!(
+            "{} of {} faults left after {runs} replays in {:.1} s; the plan replays to {}",
+            shrunk.len(),
+            original.injected.len(),
+            started.elapsed().as_secs_f64(),
+            if check.failed.is_empty() { "PASS (not reproduced)".to_string() } else { format!("FAIL: {}", check.failed.join(", ")) }
+        );
+        for fault in &shrunk {
+            let details: Vec<String> = fault.details.iter().map(|(key, value)| format!("{key} {value}")).collect();
+            println!("  round {:>3}: {} ({}) for {} ms", fault.round, fault.fault, details.join(", "), fault.window_ms);
+        }
+        println!("wrote {}\nreplay: {}", out.display(), PlanFile::read(out).map(|file| file.replay).unwrap_or_default());
+        if reproduced {
+            0
+        } else {
+            1
+        }
+    }
+
+    /// A replay of the plan file at `path` (as a user runs it).
+    fn replay_file(exe: &Path, seed: u64, options: &RunOptions, path: &Path) -> Result<Replayed, String> {
+        let file = PlanFile::read(path)?;
+        replay(exe, seed, options, Some(&file.faults))
     }
 }

@@ -258,6 +258,13 @@ impl<'a> FaultTargets<'a> {
         Some(Fault::BitFlip { node, path, bits })
     }
 
+    /// The draws of [`FaultTargets::flip_bits`] without the flip (a replay that leaves the
+    /// round out keeps the nemesis's random draws in step); never a fault.
+    pub fn draw_flip_spot(&self, node: u64, rng: &mut SmallRng) -> Option<Fault> {
+        let _ = corruptible_spots(&self.cluster.disks[&node]).choose(rng);
+        None
+    }
+
     /// One fault's window: its start recorded and told, the fault injected, the window waited
     /// out, the fault healed, its stop recorded.
     pub async fn run_window(&self, kind: FaultKind, fault: Fault, window: Duration) {
@@ -491,7 +498,7 @@ impl<'a> FaultTargets<'a> {
 
 impl Fault {
     /// The details the history records with the fault's start and stop.
-    fn details(&self) -> BTreeMap<String, String> {
+    pub(crate) fn details(&self) -> BTreeMap<String, String> {
         let details: Vec<(&str, String)> = match self {
             Fault::Crash { node, .. } | Fault::Isolate { node } | Fault::Disk { node, .. } | Fault::Wipe { node } => {
                 vec![("node", node.to_string())]
