@@ -1,8 +1,8 @@
 //! Planted bugs of the client: deliberate breakages the checkers must catch (CHECKLISTS.md,
 //! issue 14's catalogue), switched on only in simulation builds (`--cfg madsim`). A consumer
-//! reads its switches from [`ConsumerConfig::planted`](crate::ConsumerConfig::planted); in any
-//! other build [`Planted::auto_commit_of_current_poll`] is false whatever the field says, so a
-//! normal build has no way to turn one on.
+//! reads its switches from [`ConsumerConfig::planted`](crate::ConsumerConfig::planted), a
+//! producer from [`ProducerConfig::planted`](crate::ProducerConfig::planted); in any other build
+//! every switch reads false whatever the field says, so a normal build has no way to turn one on.
 
 use std::str::FromStr;
 
@@ -13,14 +13,19 @@ pub enum PlantedBug {
     /// after the records that poll is about to return: the group's position moves past records
     /// the application has not seen yet (C4; lost on a crash right after the poll).
     AutoCommitOfCurrentPoll,
+    /// The producer reports every record of a batch at the batch's base offset instead of base
+    /// plus its place in the batch: acknowledged offsets are wrong for all but the first record
+    /// of a multi-record batch (L5). Invisible while every batch holds one record.
+    RecordOffsetIsBatchBase,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 1] = [PlantedBug::AutoCommitOfCurrentPoll];
+    pub const ALL: [PlantedBug; 2] = [PlantedBug::AutoCommitOfCurrentPoll, PlantedBug::RecordOffsetIsBatchBase];
 
     pub fn name(self) -> &'static str {
         match self {
             PlantedBug::AutoCommitOfCurrentPoll => "auto-commit-of-current-poll",
+            PlantedBug::RecordOffsetIsBatchBase => "record-offset-is-batch-base",
         }
     }
 }
@@ -40,12 +45,21 @@ impl FromStr for PlantedBug {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Planted {
     auto_commit_of_current_poll: bool,
+    record_offset_is_batch_base: bool,
 }
 
 impl Planted {
     /// The switches for `bugs`.
     pub fn of(bugs: &[PlantedBug]) -> Planted {
-        Planted { auto_commit_of_current_poll: bugs.contains(&PlantedBug::AutoCommitOfCurrentPoll) }
+        Planted {
+            auto_commit_of_current_poll: bugs.contains(&PlantedBug::AutoCommitOfCurrentPoll),
+            record_offset_is_batch_base: bugs.contains(&PlantedBug::RecordOffsetIsBatchBase),
+        }
+    }
+
+    /// [`PlantedBug::RecordOffsetIsBatchBase`], in a simulation build only.
+    pub fn record_offset_is_batch_base(self) -> bool {
+        cfg!(madsim) && self.record_offset_is_batch_base
     }
 
     /// [`PlantedBug::AutoCommitOfCurrentPoll`], in a simulation build only.

@@ -107,6 +107,8 @@ pub struct ProducerConfig {
     /// `batch_bytes` bounds a batch before compression. A batch that compression would not make
     /// smaller is sent uncompressed ([`batch::compress_batch`]).
     pub compression: Compression,
+    /// Planted bugs (the simulator's catalogue); off by default and in every normal build.
+    pub planted: crate::planted::Planted,
 }
 
 impl Default for ProducerConfig {
@@ -124,6 +126,7 @@ impl Default for ProducerConfig {
             idempotence: true,
             buffer_bytes: 32 * 1024 * 1024,
             compression: Compression::None,
+            planted: crate::planted::Planted::default(),
         }
     }
 }
@@ -786,7 +789,7 @@ impl PartitionTask {
             let metadata = RecordMetadata {
                 topic: self.topic.clone(),
                 partition: self.partition,
-                offset: offset_base.map(|base| base + index as u64),
+                offset: offset_base.map(|base| if self.config.planted.record_offset_is_batch_base() { base } else { base + index as u64 }),
                 timestamp: if log_append_time_ms >= 0 { log_append_time_ms } else { waiter.timestamp },
             };
             let _ = waiter.reply.send(Ok(metadata));

@@ -22,7 +22,7 @@ use odradek_server::group::service::GroupSettings;
 use odradek_server::planted::PlantedBug;
 use odradek_server::Server;
 
-use crate::config::{CONNECTION_DEADLINE_MS, DISK_RESERVE_BYTES};
+use crate::config::{Load, CONNECTION_DEADLINE_MS, DISK_RESERVE_BYTES};
 
 /// Every node's data directory on its own disk.
 const DATA_DIR: &str = "/data";
@@ -74,6 +74,8 @@ pub struct SimCluster {
     pub wiped: Mutex<BTreeSet<u64>>,
     /// Wipes the raft checker has not been told of yet.
     wipes_unrecorded: Mutex<Vec<u64>>,
+    /// The run's load profile (topic `t`'s partition count among it).
+    pub load: Load,
 }
 
 impl SimCluster {
@@ -109,6 +111,7 @@ impl SimCluster {
             auth: None,
             wiped: Mutex::new(BTreeSet::new()),
             wipes_unrecorded: Mutex::new(Vec::new()),
+            load: Load::DEFAULT,
         }
     }
 

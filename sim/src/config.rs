@@ -96,6 +96,24 @@ pub struct ScenarioConfig {
     /// A replay of some of the seed's fault rounds (`--plan FILE`, [`crate::shrink`]); `None`:
     /// every round the seed draws.
     pub faults: Option<FaultSelection>,
+    /// The heavy load profile (`--heavy`, off by default so every seed keeps its trace; not
+    /// with scenario `groups`): 5 or 7 nodes, more partitions than nodes, four idempotent
+    /// producers sending thousands of records in multi-record batches of drawn sizes, with
+    /// compression, pipelining and sometimes short delivery timeouts ([`Load`]).
+    pub heavy: bool,
+}
+
+/// What a run's client and cluster are sized to: drawn from the seed under `--heavy`, the
+/// defaults otherwise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Load {
+    /// Partitions of topic `t`.
+    pub partitions: u32,
+    pub heavy: bool,
+}
+
+impl Load {
+    pub const DEFAULT: Load = Load { partitions: PARTITIONS, heavy: false };
 }
 
 impl ScenarioConfig {
@@ -110,6 +128,7 @@ impl ScenarioConfig {
             secure: false,
             wipes: false,
             faults: None,
+            heavy: false,
         }
     }
 
@@ -131,6 +150,9 @@ impl ScenarioConfig {
         }
         if self.wipes {
             command += " --wipes";
+        }
+        if self.heavy {
+            command += " --heavy";
         }
         for bug in &self.planted_bugs {
             command += &format!(" --planted-bug {}", bug.name());

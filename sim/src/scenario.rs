@@ -26,16 +26,37 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::cluster::SimCluster;
-use crate::config::{Scenario, ScenarioConfig, CONVERGENCE_WAIT, LIVENESS_BOUND, PARTITIONS};
+use crate::config::{Load, Scenario, ScenarioConfig, CONVERGENCE_WAIT, LIVENESS_BOUND};
 use crate::nemesis;
 use crate::nemesis::fault::FaultTargets;
 use crate::report::{Crash, Report};
 use crate::shrink::InjectedFault;
 use crate::{security, workload};
 
+/// Stack of the thread a run gets (virtual memory; a run's futures nest deeply).
+const RUN_STACK_BYTES: usize = 256 * 1024 * 1024;
+
 /// Runs one seed in a fresh simulation (the runtime's seed is the run's seed). A panic inside
 /// the simulated cluster becomes a [`Crash`]; both carry the faults the nemesis injected.
+///
+/// Each run gets a new thread: thread-local state would otherwise outlive a run and change the
+/// next one in the same process (issue 20: disk seed 5980 after seed 51 took another path than
+/// alone). The one that did: rand's `thread_rng`, from which raft-rs draws election timeouts,
+/// is seeded once per thread and then continues its stream. On a new thread it is seeded anew
+/// through the simulator, as in a fresh process; so are std's hash keys and the consensus
+/// crate's observer and incarnation counter. (`sim/tests/same_path.rs` checks a seed run after
+/// another replays as alone.)
 pub fn run_seed(config: &ScenarioConfig) -> Result<Report, Crash> {
+    let owned = config.clone();
+    let run = std::thread::Builder::new()
+        .name(format!("seed-{}", config.seed))
+        .stack_size(RUN_STACK_BYTES)
+        .spawn(move || run_seed_on_this_thread(&owned))
+        .expect("a thread for the run");
+    run.join().unwrap_or_else(|payload| std::panic::resume_unwind(payload))
+}
+
+fn run_seed_on_this_thread(config: &ScenarioConfig) -> Result<Report, Crash> {
     let mut runtime = madsim::runtime::Runtime::with_seed_and_config(config.seed, madsim::Config::default());
     // A run that hangs (a task waiting forever) ends as a crash instead of spinning: the phases
     // are all bounded, so a run longer than this in simulated time is stuck.
@@ -69,13 +90,24 @@ async fn run_into(config: ScenarioConfig, injected: Arc<Mutex<Vec<InjectedFault>
     let mut rng = SmallRng::seed_from_u64(seed);
 
     // 1. Setup.
-    let node_count = config.node_count.unwrap_or(if rng.gen_bool(0.3) { 5 } else { 3 });
-    assert!(node_count == 3 || node_count == 5, "3 or 5 nodes, not {node_count}");
+    let larger = rng.gen_bool(0.3);
+    // Heavy: 5 nodes, or 7; always more than the replication factor, so placement matters.
+    let drawn = match (config.heavy, larger) {
+        (false, false) => 3,
+        (false, true) | (true, false) => 5,
+        (true, true) => 7,
+    };
+    let node_count = config.node_count.unwrap_or(drawn);
+    assert!([3, 5, 7].contains(&node_count), "3, 5 or 7 nodes, not {node_count}");
     let plan = nemesis::plan::draw_plan(config.scenario, node_count, config.wipes, &mut rng);
+    assert!(!(config.heavy && config.scenario == Scenario::Groups), "--heavy does not run with scenario groups");
+    // Heavy: more partitions than nodes (drawn only then, so other runs keep their draws).
+    let load = if config.heavy { Load { partitions: rng.gen_range(node_count as u32 + 1..=12), heavy: true } } else { Load::DEFAULT };
     if plan.buggify {
         madsim::buggify::enable();
     }
     let mut cluster = SimCluster::new(seed, node_count, config.planted_bugs.clone(), plan.clock_offsets_ms.clone(), plan.segment_bytes);
+    cluster.load = load;
     let with_groups = config.scenario == Scenario::Groups;
     if with_groups {
         cluster.group_settings = Some(workload::groups::server_settings());
@@ -105,7 +137,8 @@ async fn run_into(config: ScenarioConfig, injected: Arc<Mutex<Vec<InjectedFault>
     cluster.note("topic created");
 
     // 2. Safety: the workload under the nemesis, which heals everything when it ends.
-    let workload = workload::start(&client, cluster.clone(), &mut rng, config.duration);
+    let planted = odradek_client::planted::Planted::of(&config.client_planted_bugs);
+    let workload = workload::start(&client, cluster.clone(), &mut rng, config.duration, planted);
     let intruder = config.secure.then(|| security::start_intruder(&client, cluster.clone(), config.duration));
     let groups = with_groups.then(|| {
         let planted = odradek_client::planted::Planted::of(&config.client_planted_bugs);
@@ -129,7 +162,7 @@ async fn run_into(config: ScenarioConfig, injected: Arc<Mutex<Vec<InjectedFault>
         problems.extend(intruder.await.expect("intruder task").violations);
     }
     let partition_ends = workload::partition_ends(&client, &cluster).await;
-    if partition_ends.len() != PARTITIONS as usize {
+    if partition_ends.len() != load.partitions as usize {
         problems.push(format!("V1: no partition end within {LIVENESS_BOUND:?} for some partition (got {partition_ends:?})"));
     }
 
@@ -217,10 +250,10 @@ fn observe_replicas(cluster: &Arc<SimCluster>, seed: u64, coverage: Rc<RefCell<B
             Event::Leader { node, group, term } => {
                 cluster.note(format!("group {group}: node {node} leads term {term}"));
                 // Topic `t` is the first topic of a fresh cluster: its partitions are raft
-                // groups 1..=PARTITIONS (the controller numbers groups from 1 in creation
+                // groups 1..=partitions (the controller numbers groups from 1 in creation
                 // order). The checker needs leader changes to tell an explained acks=1 loss
                 // from a bug.
-                if (1..=u64::from(PARTITIONS)).contains(&group) {
+                if (1..=u64::from(cluster.load.partitions)).contains(&group) {
                     cluster.history().leader_change(group - 1, Some(node)).expect("history");
                 }
             }

@@ -13,6 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use madsim::runtime::NodeHandle;
+use odradek_client::batch::Compression;
+use odradek_client::planted::Planted;
 use odradek_client::wire::proto::ErrorCode;
 use odradek_client::{
     Admin, ClientError, ClusterSession, Consumer, ConsumerConfig, Offset, OffsetQuery, Producer, ProducerConfig, ProducerRecord,
@@ -28,7 +30,7 @@ use tokio::task::JoinHandle;
 pub mod groups;
 
 use crate::cluster::SimCluster;
-use crate::config::{LIVENESS_BOUND, PARTITIONS, TOPIC};
+use crate::config::{LIVENESS_BOUND, TOPIC};
 
 /// Sets how many records a producer sends: one per this much of the safety phase (capped).
 const SEND_INTERVAL: Duration = Duration::from_millis(40);
@@ -46,7 +48,28 @@ struct ProducerKind {
     interval: Duration,
     /// First retry delay (Kafka's retry.backoff.ms): eager retries reach a new leader early.
     retry_backoff_ms: u64,
+    /// Heavy load only ([`HeavyProducer`]); `None`: the client's defaults.
+    heavy: Option<HeavyProducer>,
 }
+
+/// A heavy-load producer's batching, pipelining and delivery settings (drawn per producer).
+#[derive(Clone, Copy, Debug)]
+struct HeavyProducer {
+    /// Records wait this long for company: several records per batch.
+    linger_ms: u64,
+    /// A batch seals at this size: small ones split a linger's records into several batches.
+    batch_bytes: usize,
+    /// Requests in flight per partition (pipelining; the client forces 1 without idempotence).
+    in_flight_max: usize,
+    compression: Compression,
+    /// Sometimes short, so batches are given up while a leader is unreachable.
+    delivery_timeout_ms: u64,
+}
+
+/// Heavy load: sends per producer over the safety phase (at most).
+const HEAVY_RECORDS_MAX: u64 = 800;
+/// Heavy load: idempotent acks=all producers (besides the one with drawn acks).
+const HEAVY_PRODUCERS: usize = 4;
 
 pub struct Workload {
     producers: Vec<JoinHandle<(u64, u64)>>,
@@ -74,6 +97,7 @@ const CREATE_TOPIC_ATTEMPTS_MAX: u32 = 600;
 /// Creates the run's topic from the client node (replication 3), retrying while the cluster
 /// comes up.
 pub async fn create_topic(client: &NodeHandle, cluster: &SimCluster) {
+    let partitions = cluster.load.partitions;
     let bootstrap = cluster.bootstrap();
     let config = cluster.client_config();
     client
@@ -81,7 +105,7 @@ pub async fn create_topic(client: &NodeHandle, cluster: &SimCluster) {
             let addresses: Vec<&str> = bootstrap.iter().map(String::as_str).collect();
             let admin = Admin::with_cluster(ClusterSession::new(&addresses, config).expect("admin"));
             for _ in 0..CREATE_TOPIC_ATTEMPTS_MAX {
-                match admin.create_topic(TOPIC, PARTITIONS, 3, TopicConfig::default()).await {
+                match admin.create_topic(TOPIC, partitions, 3, TopicConfig::default()).await {
                     Ok(()) => return,
                     Err(ClientError::Server { code: ErrorCode::TOPIC_ALREADY_EXISTS, .. }) => return,
                     Err(error) if error.is_retriable() => tokio::time::sleep(Duration::from_millis(100)).await,
@@ -97,6 +121,7 @@ pub async fn create_topic(client: &NodeHandle, cluster: &SimCluster) {
 /// Each partition's end offset, asked from the client node within [`LIVENESS_BOUND`]; a
 /// partition missing from the answer had none in time (V1).
 pub async fn partition_ends(client: &NodeHandle, cluster: &SimCluster) -> BTreeMap<u32, u64> {
+    let partitions = cluster.load.partitions;
     let bootstrap = cluster.bootstrap();
     let config = cluster.client_config();
     client
@@ -105,7 +130,7 @@ pub async fn partition_ends(client: &NodeHandle, cluster: &SimCluster) -> BTreeM
             let admin = Admin::with_cluster(ClusterSession::new(&addresses, config).expect("admin"));
             let deadline = tokio::time::Instant::now() + LIVENESS_BOUND;
             let mut ends = BTreeMap::new();
-            for partition in 0..PARTITIONS {
+            for partition in 0..partitions {
                 while tokio::time::Instant::now() < deadline {
                     match admin.list_offsets(TOPIC, partition, OffsetQuery::Latest).await {
                         Ok(end) => {
@@ -123,16 +148,21 @@ pub async fn partition_ends(client: &NodeHandle, cluster: &SimCluster) -> BTreeM
 }
 
 /// Starts the producers, the consumer (until the safety phase ends) and the extra topic.
-pub fn start(client: &NodeHandle, cluster: Arc<SimCluster>, rng: &mut SmallRng, duration: Duration) -> Workload {
+pub fn start(client: &NodeHandle, cluster: Arc<SimCluster>, rng: &mut SmallRng, duration: Duration, planted: Planted) -> Workload {
     let records = (duration.as_millis() / SEND_INTERVAL.as_millis()).clamp(10, 300) as u64 * 6 / 10;
     let retry_backoff_ms = *[100, 10, 1].choose(rng).expect("three");
     let spread = duration * SEND_SPREAD_PERCENT / 100;
     let interval = spread / records as u32;
-    let mut kinds = vec![ProducerKind { acks: Acks::All, idempotent: true, records, interval, retry_backoff_ms }; 2];
+    let mut kinds = vec![ProducerKind { acks: Acks::All, idempotent: true, records, interval, retry_backoff_ms, heavy: None }; 2];
     let (acks, idempotent) = [(Acks::All, false), (Acks::One, false), (Acks::Zero, false)][rng.gen_range(0..3)];
-    kinds.push(ProducerKind { acks, idempotent, records: records / 2, interval: interval * 2, retry_backoff_ms });
+    kinds.push(ProducerKind { acks, idempotent, records: records / 2, interval: interval * 2, retry_backoff_ms, heavy: None });
+    if cluster.load.heavy {
+        // Drawn after everything above, so the default load's draws stay as they were.
+        kinds = heavy_producers(rng, spread, retry_backoff_ms, kinds.pop().expect("the drawn producer"));
+    }
     cluster.note(format!("producers: {kinds:?}"));
-    let producers = kinds.into_iter().enumerate().map(|(index, kind)| client.spawn(produce(cluster.clone(), index as u64, kind))).collect();
+    let producers =
+        kinds.into_iter().enumerate().map(|(index, kind)| client.spawn(produce(cluster.clone(), index as u64, kind, planted))).collect();
     let deadline = tokio::time::Instant::now() + duration;
     let consumer = client.spawn(consume(cluster.clone(), None, deadline));
     if rng.gen_bool(0.5) {
@@ -140,6 +170,28 @@ pub fn start(client: &NodeHandle, cluster: Arc<SimCluster>, rng: &mut SmallRng, 
         client.spawn(extra_topic(cluster, delay));
     }
     Workload { producers, consumer }
+}
+
+/// The heavy load's producers: [`HEAVY_PRODUCERS`] idempotent acks=all ones and `drawn` (its
+/// acks kept), each sending up to [`HEAVY_RECORDS_MAX`] records 2..=20 ms apart with its own
+/// batching, pipelining, compression and delivery timeout.
+fn heavy_producers(rng: &mut SmallRng, spread: Duration, retry_backoff_ms: u64, drawn: ProducerKind) -> Vec<ProducerKind> {
+    let mut kinds: Vec<ProducerKind> = (0..HEAVY_PRODUCERS)
+        .map(|_| ProducerKind { acks: Acks::All, idempotent: true, records: 0, interval: Duration::ZERO, retry_backoff_ms, heavy: None })
+        .collect();
+    kinds.push(drawn);
+    for kind in &mut kinds {
+        kind.interval = Duration::from_millis(rng.gen_range(2..=20));
+        kind.records = (spread.as_millis() as u64 / kind.interval.as_millis() as u64).min(HEAVY_RECORDS_MAX);
+        kind.heavy = Some(HeavyProducer {
+            linger_ms: *[0, 2, 10, 50].choose(rng).expect("four"),
+            batch_bytes: *[256, 2_048, 64 * 1024].choose(rng).expect("three"),
+            in_flight_max: *[1, 2, 5].choose(rng).expect("three"),
+            compression: *Compression::ALL.choose(rng).expect("five"),
+            delivery_timeout_ms: if rng.gen_bool(0.25) { rng.gen_range(2_000..8_000) } else { 40_000 },
+        });
+    }
+    kinds
 }
 
 /// Occasional topic creation while faults run (the controller's path); its outcome is only noted.
@@ -154,7 +206,7 @@ async fn extra_topic(cluster: Arc<SimCluster>, delay: Duration) {
 }
 
 /// One producer: unique values (producer index × 10⁶ + i), explicit partitions.
-async fn produce(cluster: Arc<SimCluster>, index: u64, kind: ProducerKind) -> (u64, u64) {
+async fn produce(cluster: Arc<SimCluster>, index: u64, kind: ProducerKind, planted: Planted) -> (u64, u64) {
     let bootstrap = cluster.bootstrap();
     let addresses: Vec<&str> = bootstrap.iter().map(String::as_str).collect();
     let config = ProducerConfig {
@@ -168,7 +220,19 @@ async fn produce(cluster: Arc<SimCluster>, index: u64, kind: ProducerKind) -> (u
         idempotence: kind.idempotent,
         retry_backoff: Duration::from_millis(kind.retry_backoff_ms),
         cluster: cluster.client_config(),
+        planted,
         ..ProducerConfig::default()
+    };
+    let config = match kind.heavy {
+        Some(heavy) => ProducerConfig {
+            linger: Duration::from_millis(heavy.linger_ms),
+            batch_bytes: heavy.batch_bytes,
+            in_flight_max: heavy.in_flight_max,
+            compression: heavy.compression,
+            delivery_timeout: Duration::from_millis(heavy.delivery_timeout_ms),
+            ..config
+        },
+        None => config,
     };
     let producer = Producer::new(&addresses, config).await.expect("producer");
     let mut pending = Vec::new();
@@ -177,7 +241,7 @@ async fn produce(cluster: Arc<SimCluster>, index: u64, kind: ProducerKind) -> (u
             tokio::time::sleep(kind.interval).await;
         }
         let value = index * 1_000_000 + i;
-        let key = i % u64::from(PARTITIONS);
+        let key = i % u64::from(cluster.load.partitions);
         let process = cluster.process();
         let identity = producer.identity().map(|id| odradek_jepsen::history::Producer {
             pid: id.producer_id as u64,
@@ -238,11 +302,12 @@ async fn consume(cluster: Arc<SimCluster>, ends: Option<BTreeMap<u32, u64>>, dea
     let addresses: Vec<&str> = bootstrap.iter().map(String::as_str).collect();
     let config = ConsumerConfig { wait_ms_max: 200, cluster: cluster.client_config(), ..ConsumerConfig::default() };
     let mut consumer = Consumer::new(&addresses, config).expect("consumer");
-    let keys: Vec<u64> = (0..u64::from(PARTITIONS)).collect();
+    let partitions = cluster.load.partitions;
+    let keys: Vec<u64> = (0..u64::from(partitions)).collect();
     let process = cluster.process();
     let assign = cluster.history().invoke(process, OpF::Assign, OpValue::Keys(Keys { keys: keys.clone() })).expect("history");
-    consumer.assign((0..PARTITIONS).map(|p| (TOPIC.to_string(), p)).collect()).expect("assign");
-    for partition in 0..PARTITIONS {
+    consumer.assign((0..partitions).map(|p| (TOPIC.to_string(), p)).collect()).expect("assign");
+    for partition in 0..partitions {
         while consumer.seek(TOPIC, partition, Offset::Beginning).await.is_err() {
             if tokio::time::Instant::now() >= deadline {
                 break;
@@ -255,7 +320,7 @@ async fn consume(cluster: Arc<SimCluster>, ends: Option<BTreeMap<u32, u64>>, dea
     let mut dump = BTreeMap::new();
     loop {
         if let Some(ends) = &ends {
-            if (0..PARTITIONS).all(|p| consumer.position(TOPIC, p).unwrap_or(0) >= ends.get(&p).copied().unwrap_or(0)) {
+            if (0..partitions).all(|p| consumer.position(TOPIC, p).unwrap_or(0) >= ends.get(&p).copied().unwrap_or(0)) {
                 return (read, dump.into_values().collect());
             }
         }

@@ -335,3 +335,18 @@ fn planted_wiped_node_keeps_identity_is_caught() {
 
 /// The seed range the planted wipe bug must be caught in.
 const WIPE_SEEDS_MAX: u64 = 20;
+
+// Heavy load (issue 20): multi-record batches make a producer that reports every record of a
+// batch at the batch's base offset visible (L5 at heavy seed 1, which passes without the bug).
+#[test]
+fn planted_record_offset_is_batch_base_is_caught_under_heavy_load() {
+    let bug = ClientPlantedBug::RecordOffsetIsBatchBase;
+    let clean = ScenarioConfig { heavy: true, ..ScenarioConfig::new(1) };
+    match run_seed(&clean) {
+        Ok(report) => assert!(report.passed(), "heavy seed 1 fails without the bug:\n{}", report.verdict_text()),
+        Err(crash) => panic!("heavy seed 1 crashed: {}", crash.verdict_text()),
+    }
+    let planted = ScenarioConfig { client_planted_bugs: vec![bug], ..clean };
+    let report = run_seed(&planted).unwrap_or_else(|crash| panic!("heavy seed 1 with {} crashed: {}", bug.name(), crash.verdict_text()));
+    assert!(report.failed_invariants().contains(&"L5"), "heavy seed 1 with {}:\n{}", bug.name(), report.verdict_text());
+}

@@ -105,7 +105,7 @@ mod sim {
         /// swarm (default), calm, crash, network, disk, groups.
         #[arg(long, default_value = "swarm")]
         scenario: String,
-        /// 3 or 5 (default: the seed chooses).
+        /// 3, 5 or 7 (default: the seed chooses 3 or 5; with --heavy 5 or 7).
         #[arg(long)]
         nodes: Option<usize>,
         /// Simulated seconds of the safety phase.
@@ -121,15 +121,22 @@ mod sim {
         /// and restart it as a new incarnation (R8 d).
         #[arg(long)]
         wipes: bool,
+        /// Heavy load: 5 or 7 nodes, more partitions than nodes, four more producers sending
+        /// thousands of records in multi-record compressed batches (not with --scenario groups).
+        #[arg(long)]
+        heavy: bool,
     }
 
     impl RunOptions {
         fn config(&self, seed: u64) -> Result<ScenarioConfig, String> {
             let scenario: Scenario = self.scenario.parse()?;
             if let Some(nodes) = self.nodes {
-                if nodes != 3 && nodes != 5 {
-                    return Err(format!("--nodes must be 3 or 5, not {nodes}"));
+                if ![3, 5, 7].contains(&nodes) {
+                    return Err(format!("--nodes must be 3, 5 or 7, not {nodes}"));
                 }
+            }
+            if self.heavy && scenario == Scenario::Groups {
+                return Err("--heavy does not run with --scenario groups (its members use the default topic)".into());
             }
             if self.secure && scenario == Scenario::Groups {
                 return Err("--secure does not run with --scenario groups (its members do not log in)".into());
@@ -156,6 +163,7 @@ mod sim {
                 secure: self.secure,
                 wipes: self.wipes,
                 faults: None,
+                heavy: self.heavy,
             })
         }
 
@@ -172,6 +180,9 @@ mod sim {
             }
             if self.wipes {
                 args.push("--wipes".to_string());
+            }
+            if self.heavy {
+                args.push("--heavy".to_string());
             }
             args
         }
