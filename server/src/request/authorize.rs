@@ -129,6 +129,8 @@ pub fn check(context: &NodeContext, principal: &Principal, body: &Body) -> Resul
         Body::delete_groups(body) => body.groups.iter().try_for_each(|name| group(context, principal, Delete, name)),
         Body::upsert_user(_) | Body::delete_user(_) | Body::create_acl(_) | Body::delete_acl(_) => cluster(context, principal, Alter),
         Body::list_users(_) | Body::list_acls(_) => cluster(context, principal, Describe),
+        Body::alter_topic(body) => topic(context, principal, Alter, &body.name),
+        Body::describe_topic_configs(body) => body.names.iter().try_for_each(|name| topic(context, principal, Describe, name)),
     }
 }
 
