@@ -73,12 +73,14 @@ pub async fn run(context: Arc<NodeContext>, mut shutdown: Shutdown) {
     }
     let mut versions = context.state.meta_version.subscribe();
     let mut hosted: BTreeMap<GroupId, Hosted> = BTreeMap::new();
+    // Planted bug `added-partitions-unhosted` only: partition 0's group -> the count first seen.
+    let mut first_seen: BTreeMap<GroupId, usize> = BTreeMap::new();
     let mut chores = tokio::time::interval(Duration::from_millis(context.config.balance_interval_ms));
     chores.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut registration = tokio::time::interval(Duration::from_millis(context.config.tick_ms * 10));
     registration.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        reconcile(&context, &mut hosted).await;
+        reconcile(&context, &mut hosted, &mut first_seen).await;
         // Biased: deterministic under the simulator; the periodic ticks cannot starve the rest.
         tokio::select! {
             biased;
@@ -94,8 +96,9 @@ pub async fn run(context: Arc<NodeContext>, mut shutdown: Shutdown) {
 }
 
 /// Creates and removes partition groups to match the metadata.
-async fn reconcile(context: &NodeContext, hosted: &mut BTreeMap<GroupId, Hosted>) {
+async fn reconcile(context: &NodeContext, hosted: &mut BTreeMap<GroupId, Hosted>, first_seen: &mut BTreeMap<GroupId, usize>) {
     let me = context.state.node_id;
+    let added_unhosted = context.config.planted_switches().added_partitions_unhosted;
     let desired: BTreeMap<GroupId, (Vec<NodeId>, TopicSettings)> = {
         let state = context.state.lock();
         state
@@ -103,7 +106,13 @@ async fn reconcile(context: &NodeContext, hosted: &mut BTreeMap<GroupId, Hosted>
             .groups_of(me)
             .into_iter()
             .filter_map(|(group, replicas)| {
-                let (topic, _) = state.meta.partition_of_group(group)?;
+                let (topic, info) = state.meta.partition_of_group(group)?;
+                if added_unhosted {
+                    let seen = *first_seen.entry(topic.partitions[0].group).or_insert(topic.partitions.len());
+                    if info.partition as usize >= seen {
+                        return None; // planted: a partition added after this node first saw the topic
+                    }
+                }
                 Some((group, (replicas, topic.settings.clone())))
             })
             .collect()

@@ -95,6 +95,10 @@ mod sim {
         /// and restart it as a new incarnation (R8 d).
         #[arg(long)]
         wipes: bool,
+        /// Topic churn: topics created, grown, deleted and re-created while producing; the
+        /// placement invariant PL1 after the heal.
+        #[arg(long)]
+        topic_churn: bool,
     }
 
     impl RunOptions {
@@ -129,6 +133,7 @@ mod sim {
                 client_planted_bugs,
                 secure: self.secure,
                 wipes: self.wipes,
+                topic_churn: self.topic_churn,
             })
         }
 
@@ -145,6 +150,9 @@ mod sim {
             }
             if self.wipes {
                 args.push("--wipes".to_string());
+            }
+            if self.topic_churn {
+                args.push("--topic-churn".to_string());
             }
             args
         }
