@@ -186,6 +186,44 @@ def confluent_checks(bootstrap, quick):
 
     delete()
 
+    @check(client, version, "topic admin: create_partitions, incremental_alter_configs, describe_configs")
+    def topic_admin():
+        from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ConfigSource, NewPartitions, ResourceType
+
+        name = fresh("cf-alter")
+        create(name)
+        admin.create_partitions([NewPartitions(name, 3)], operation_timeout=30)[name].result(timeout=30)
+        for _ in range(100):
+            topic = admin.list_topics(topic=name, timeout=10).topics.get(name)
+            if topic and len(topic.partitions) == 3 and all(p.leader >= 0 for p in topic.partitions.values()):
+                break
+            time.sleep(0.1)
+        else:
+            raise RuntimeError("never 3 led partitions")
+        try:
+            admin.create_partitions([NewPartitions(name, 2)], operation_timeout=30)[name].result(timeout=30)
+            raise RuntimeError("a shrink was accepted")
+        except confluent_kafka.KafkaException as error:
+            if error.args[0].code() != confluent_kafka.KafkaError.INVALID_PARTITIONS:
+                raise
+        change = ConfigEntry("retention.ms", "60000", incremental_operation=AlterConfigOpType.SET)
+        resource = ConfigResource(ResourceType.TOPIC, name, incremental_configs=[change])
+        list(admin.incremental_alter_configs([resource]).values())[0].result(timeout=30)
+        bad = ConfigResource(ResourceType.TOPIC, name, incremental_configs=[ConfigEntry("cleanup.policy", "compact", incremental_operation=AlterConfigOpType.SET)])
+        try:
+            list(admin.incremental_alter_configs([bad]).values())[0].result(timeout=30)
+            raise RuntimeError("an unknown setting was accepted")
+        except confluent_kafka.KafkaException as error:
+            if error.args[0].code() != confluent_kafka.KafkaError.INVALID_CONFIG:
+                raise
+        configs = list(admin.describe_configs([ConfigResource(ResourceType.TOPIC, name)]).values())[0].result(timeout=30)
+        retention, segment = configs["retention.ms"], configs["segment.bytes"]
+        if retention.value != "60000" or retention.source != ConfigSource.DYNAMIC_TOPIC_CONFIG.value or not segment.is_default:
+            raise RuntimeError(f"retention.ms {retention.value} source {retention.source}; segment.bytes default {segment.is_default}")
+        return "3 partitions, retention.ms 60000 (DYNAMIC_TOPIC_CONFIG), shrink and cleanup.policy refused"
+
+    topic_admin()
+
     confluent_group_checks(bootstrap, quick, admin, create, client, version)
 
 
@@ -530,6 +568,43 @@ def kafka_python_checks(bootstrap, quick):
         return "per member " + "/".join(str(len(o)) for o in owned) + ", committed and resumed"
 
     share()
+
+    @check(client, version, "admin: create_partitions, alter_configs, describe_configs, delete_groups")
+    def topic_and_group_admin():
+        from kafka.admin import ConfigResource, ConfigResourceType, NewPartitions
+
+        name, group = fresh("kp-alter"), fresh("g")
+        create(name)
+        a = admin()
+        a.create_partitions({name: NewPartitions(total_count=3)}, timeout_ms=30000)
+        resource = ConfigResource(ConfigResourceType.TOPIC, name, configs={"retention.ms": "60000"})
+        a.alter_configs([resource], raise_on_unknown=False)
+        described = a.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name)], config_filter="all")
+        text = str(described)
+        if "retention.ms" not in text or "60000" not in text:
+            raise RuntimeError(f"describe_configs: {text[:300]}")
+        # A group with a committed offset and no members, deleted.
+        producer = KafkaProducer(bootstrap_servers=servers, acks="all")
+        producer.send(name, value=b"x", partition=0)
+        producer.flush(30)
+        producer.close()
+        member = KafkaConsumer(name, bootstrap_servers=servers, group_id=group, auto_offset_reset="earliest", enable_auto_commit=False)
+        deadline = time.time() + 30
+        while not member.poll(timeout_ms=500) and time.time() < deadline:
+            pass
+        member.commit()
+        member.close()
+        deleted = a.delete_groups([group])
+        a.close()
+        # kafka-python 3 answers {group: "OK" or the error's name}; 2.x a list of (group, error).
+        outcomes = dict(deleted) if not isinstance(deleted, dict) else deleted
+        ok = outcomes.get(group) == "OK" or (outcomes.get(group) is None and group in outcomes)
+        if not ok:
+            raise RuntimeError(f"delete_groups: {deleted}")
+        partitions = KafkaConsumer(bootstrap_servers=servers).partitions_for_topic(name)
+        return f"{len(partitions or [])} partitions, retention.ms set, group deleted"
+
+    topic_and_group_admin()
 
 
 

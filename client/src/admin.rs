@@ -25,6 +25,24 @@ pub struct TopicConfig {
     pub batch_bytes_max: u32,
 }
 
+/// A change of one topic setting ([`Admin::alter_topic`]), by Kafka's name: `retention.ms`,
+/// `retention.bytes`, `segment.bytes`, `max.message.bytes`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SettingChange {
+    Set(String, i64),
+    /// Back to the broker's default.
+    Reset(String),
+}
+
+/// One setting of a topic as [`Admin::describe_topic_configs`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSettingValue {
+    pub name: String,
+    pub value: i64,
+    /// Equal to the answering broker's default for the setting.
+    pub is_default: bool,
+}
+
 /// Which offset [`Admin::list_offsets`] asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OffsetQuery {
@@ -194,6 +212,62 @@ impl Admin {
         let result = topic_result(&deleted.topics, name);
         self.cluster.mark_stale(name);
         result
+    }
+
+    /// Changes a topic at runtime: grows it to `partitions` (`None`: unchanged; never fewer than
+    /// now) and changes settings, all checked before anything changes (a definite error then).
+    /// With both, partitions are added first. `validate_only` checks and changes nothing.
+    pub async fn alter_topic(&self, name: &str, partitions: Option<u32>, changes: &[SettingChange], validate_only: bool) -> Result<()> {
+        let mut request = proto::AlterTopicRequest::new();
+        request.name = name.to_string();
+        request.partitions = partitions.unwrap_or(0);
+        if partitions == Some(0) {
+            return Err(ClientError::InvalidArgument(format!("topic {name:?} with 0 partitions")));
+        }
+        for change in changes {
+            let mut wire_change = proto::TopicSettingChange::new();
+            match change {
+                SettingChange::Set(setting, value) => {
+                    wire_change.name = setting.clone();
+                    wire_change.value = *value;
+                }
+                SettingChange::Reset(setting) => {
+                    wire_change.name = setting.clone();
+                    wire_change.reset = true;
+                }
+            }
+            request.changes.push(wire_change);
+        }
+        request.timeout_ms = self.timeout_ms();
+        request.validate_only = validate_only;
+        let response = self.cluster.controller_request(RequestBody::alter_topic(request)).await?;
+        let Some(ResponseBody::alter_topic(altered)) = &response.body else {
+            return Err(ClientError::Protocol(format!("AlterTopic answered without a result: {response:?}")));
+        };
+        let result = topic_result(std::slice::from_ref(altered.get_result()), name);
+        self.cluster.mark_stale(name);
+        result
+    }
+
+    /// A topic's settings, each with its value and whether it is the broker's default.
+    pub async fn describe_topic_configs(&self, name: &str) -> Result<Vec<TopicSettingValue>> {
+        let mut request = proto::DescribeTopicConfigsRequest::new();
+        request.names = vec![name.to_string()].into();
+        let response = self.cluster.controller_request(RequestBody::describe_topic_configs(request)).await?;
+        let Some(ResponseBody::describe_topic_configs(described)) = &response.body else {
+            return Err(ClientError::Protocol(format!("DescribeTopicConfigs answered without configs: {response:?}")));
+        };
+        let Some(configs) = described.topics.iter().find(|configs| configs.name == name) else {
+            return Err(ClientError::Protocol(format!("no configs for topic {name:?}")));
+        };
+        if configs.error != ErrorCode::NONE {
+            return Err(ClientError::server(configs.error, configs.error_message.clone()));
+        }
+        Ok(configs
+            .settings
+            .iter()
+            .map(|entry| TopicSettingValue { name: entry.name.clone(), value: entry.value, is_default: entry.is_default })
+            .collect())
     }
 
     /// Every topic's name, sorted.

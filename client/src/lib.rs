@@ -58,7 +58,7 @@ pub mod scram;
 pub mod tls;
 pub mod wire;
 
-pub use admin::{Admin, ClusterDescription, ListedOffset, OffsetQuery, TopicConfig};
+pub use admin::{Admin, ClusterDescription, ListedOffset, OffsetQuery, SettingChange, TopicConfig, TopicSettingValue};
 pub use batch::Header;
 pub use cluster::{ClusterConfig, ClusterSession, Metadata, PartitionInfo, TopicInfo};
 pub use connection::{Connection, ConnectionConfig};

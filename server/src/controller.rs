@@ -1,7 +1,8 @@
 //! The background duties of every node, driven by the controller's metadata:
 //! - reconcile: host exactly the partition groups the metadata assigns to this node (create
 //!   them with the topic's log settings, replaying their logs into the partition state; remove
-//!   the ones of deleted topics);
+//!   the ones of deleted topics; host the partitions added to a topic; reopen a partition whose
+//!   topic's log settings changed, so that retention and segment rolls follow the new values);
 //! - register: the metadata group's leader registers every configured node as a broker;
 //! - balance: a leader that is not its partition's preferred replica hands leadership to it
 //!   once the preferred replica has caught up;
@@ -19,10 +20,30 @@ use crate::context::NodeContext;
 use crate::meta::{BrokerInfo, MetaCommand, TopicSettings, METADATA_GROUP};
 use crate::shutdown::Shutdown;
 
-/// A partition this node hosts: its replicas and settings when it was created here.
+/// A partition this node hosts: its replicas and log settings when it was created here.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Hosted {
     replicas: Vec<NodeId>,
+    log_settings: LogSettings,
+}
+
+/// The topic settings a partition's log is opened with (segment size, retention): a change of
+/// any of them reopens the partition's group here (`reopen_changed`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct LogSettings {
+    retention_ms: i64,
+    retention_bytes: i64,
+    segment_bytes: u64,
+}
+
+impl LogSettings {
+    fn of(settings: &TopicSettings) -> LogSettings {
+        LogSettings {
+            retention_ms: settings.retention_ms,
+            retention_bytes: settings.retention_bytes,
+            segment_bytes: settings.segment_bytes,
+        }
+    }
 }
 
 /// Waits until this node's metadata is as recent as a leader's commit index it learned, then
@@ -52,12 +73,14 @@ pub async fn run(context: Arc<NodeContext>, mut shutdown: Shutdown) {
     }
     let mut versions = context.state.meta_version.subscribe();
     let mut hosted: BTreeMap<GroupId, Hosted> = BTreeMap::new();
+    // Planted bug `added-partitions-unhosted` only: partition 0's group -> the count first seen.
+    let mut first_seen: BTreeMap<GroupId, usize> = BTreeMap::new();
     let mut chores = tokio::time::interval(Duration::from_millis(context.config.balance_interval_ms));
     chores.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut registration = tokio::time::interval(Duration::from_millis(context.config.tick_ms * 10));
     registration.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        reconcile(&context, &mut hosted).await;
+        reconcile(&context, &mut hosted, &mut first_seen).await;
         // Biased: deterministic under the simulator; the periodic ticks cannot starve the rest.
         tokio::select! {
             biased;
@@ -73,8 +96,9 @@ pub async fn run(context: Arc<NodeContext>, mut shutdown: Shutdown) {
 }
 
 /// Creates and removes partition groups to match the metadata.
-async fn reconcile(context: &NodeContext, hosted: &mut BTreeMap<GroupId, Hosted>) {
+async fn reconcile(context: &NodeContext, hosted: &mut BTreeMap<GroupId, Hosted>, first_seen: &mut BTreeMap<GroupId, usize>) {
     let me = context.state.node_id;
+    let added_unhosted = context.config.planted_switches().added_partitions_unhosted;
     let desired: BTreeMap<GroupId, (Vec<NodeId>, TopicSettings)> = {
         let state = context.state.lock();
         state
@@ -82,11 +106,18 @@ async fn reconcile(context: &NodeContext, hosted: &mut BTreeMap<GroupId, Hosted>
             .groups_of(me)
             .into_iter()
             .filter_map(|(group, replicas)| {
-                let (topic, _) = state.meta.partition_of_group(group)?;
+                let (topic, info) = state.meta.partition_of_group(group)?;
+                if added_unhosted {
+                    let seen = *first_seen.entry(topic.partitions[0].group).or_insert(topic.partitions.len());
+                    if info.partition as usize >= seen {
+                        return None; // planted: a partition added after this node first saw the topic
+                    }
+                }
                 Some((group, (replicas, topic.settings.clone())))
             })
             .collect()
     };
+    reopen_changed(context, hosted, &desired).await;
     let removed: Vec<GroupId> = hosted.keys().filter(|group| !desired.contains_key(group)).copied().collect();
     for group in removed {
         match context.node.destroy_group(group).await {
@@ -103,6 +134,7 @@ async fn reconcile(context: &NodeContext, hosted: &mut BTreeMap<GroupId, Hosted>
             continue;
         }
         context.state.add_partition(group);
+        let log_settings = LogSettings::of(&settings);
         let log_config = context.config.log_config(settings.retention_ms, settings.retention_bytes, settings.segment_bytes);
         match context.node.create_group_with(group, replicas.clone(), 0, log_config).await {
             Ok(()) | Err(NodeError::GroupExists(_)) => {
@@ -111,7 +143,7 @@ async fn reconcile(context: &NodeContext, hosted: &mut BTreeMap<GroupId, Hosted>
                     // The preferred replica stands first, so leaders start spread out.
                     let _ = context.node.campaign(group).await;
                 }
-                hosted.insert(group, Hosted { replicas });
+                hosted.insert(group, Hosted { replicas, log_settings });
             }
             Err(error) => {
                 // Retried on the next pass (the next metadata change or chore tick).
@@ -119,6 +151,28 @@ async fn reconcile(context: &NodeContext, hosted: &mut BTreeMap<GroupId, Hosted>
                 tracing::error!(group, %error, "creating a partition group failed");
             }
         }
+    }
+}
+
+/// Closes the hosted groups whose topic's log settings changed, so that the creation pass of
+/// [`reconcile`] reopens them with the new ones (as a restart of this node would): the raft
+/// state and the log stay on disk, the partition state is replayed from the log. Its cost is a
+/// replay of the partition's log here and, on its leader, an election.
+async fn reopen_changed(
+    context: &NodeContext,
+    hosted: &mut BTreeMap<GroupId, Hosted>,
+    desired: &BTreeMap<GroupId, (Vec<NodeId>, TopicSettings)>,
+) {
+    let changed: Vec<GroupId> = hosted
+        .iter()
+        .filter(|(group, partition)| desired.get(group).is_some_and(|(_, settings)| LogSettings::of(settings) != partition.log_settings))
+        .map(|(group, _)| *group)
+        .collect();
+    for group in changed {
+        let removed = context.node.remove_group(group).await;
+        hosted.remove(&group);
+        context.state.remove_partition(group);
+        tracing::info!(group, ?removed, "reopening a partition with its topic's new log settings");
     }
 }
 

@@ -168,6 +168,17 @@ pub enum MetaCommand {
     },
     CreateAcl(AclBinding),
     DeleteAcl(AclBinding),
+    /// Appends partitions to a topic that still has `partitions_before` (module `topic_change`).
+    AddPartitions {
+        name: String,
+        partitions_before: u32,
+        replicas: Vec<Vec<NodeId>>,
+    },
+    /// Sets some of a topic's settings, all or none (module `topic_change`).
+    AlterTopicSettings {
+        name: String,
+        changes: Vec<(TopicSetting, i64)>,
+    },
 }
 
 fn encode_acl(acl: &AclBinding) -> proto::AclBinding {
@@ -272,6 +283,10 @@ impl MetaCommand {
                 delete.set_acl(encode_acl(acl));
                 message.set_delete_acl(delete);
             }
+            MetaCommand::AddPartitions { name, partitions_before, replicas } => {
+                topic_change::encode_add_partitions(&mut message, name, *partitions_before, replicas)
+            }
+            MetaCommand::AlterTopicSettings { name, changes } => topic_change::encode_alter_settings(&mut message, name, changes),
         }
         message.write_to_bytes().expect("a metadata command always encodes (all fields are set)")
     }
@@ -329,6 +344,8 @@ impl MetaCommand {
             Some(Command::delete_user(delete)) => MetaCommand::DeleteUser { name: delete.get_name().to_string() },
             Some(Command::create_acl(create)) => MetaCommand::CreateAcl(decode_acl(create.get_acl())?),
             Some(Command::delete_acl(delete)) => MetaCommand::DeleteAcl(decode_acl(delete.get_acl())?),
+            Some(Command::add_partitions(add)) => topic_change::decode_add_partitions(&add),
+            Some(Command::alter_topic_settings(alter)) => topic_change::decode_alter_settings(&alter)?,
         };
         Ok(command)
     }
@@ -362,6 +379,11 @@ pub enum MetaOutcome {
     AclExists,
     AclDeleted,
     AclUnknown,
+    /// The added partitions' raft groups, in partition order.
+    PartitionsAdded {
+        groups: Vec<GroupId>,
+    },
+    TopicSettingsChanged,
     /// Nothing changed (except the applied index): the reason.
     Rejected(String),
 }
@@ -446,6 +468,8 @@ impl MetadataState {
                 true => MetaOutcome::AclDeleted,
                 false => MetaOutcome::AclUnknown,
             },
+            MetaCommand::AddPartitions { name, partitions_before, replicas } => self.add_partitions(&name, partitions_before, replicas),
+            MetaCommand::AlterTopicSettings { name, changes } => self.alter_topic_settings(&name, &changes),
         }
     }
 
@@ -602,6 +626,10 @@ impl MetadataState {
             let partitions: usize = self.topics.values().map(|topic| topic.partitions.len()).sum();
             assert_eq!(partitions, self.groups.len());
             assert!(self.groups.keys().next_back().is_none_or(|group| *group < self.group_next));
+            for topic in self.topics.values() {
+                let indexed = topic.partitions.iter().enumerate().all(|(p, info)| info.partition as usize == p);
+                assert!(indexed, "topic {:?}: partitions[p].partition == p (added partitions are appended)", topic.name);
+            }
         }
     }
 
@@ -725,3 +753,6 @@ pub fn assign_replicas(brokers: &[NodeId], partitions: u32, replication_factor: 
 
 #[cfg(test)]
 mod tests;
+mod topic_change;
+
+pub use topic_change::{assign_added_partitions, changed_settings, TopicSetting, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN};

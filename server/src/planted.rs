@@ -67,10 +67,14 @@ pub enum PlantedBug {
     /// new replica and votes at once, as its old identity: its vote can elect a candidate that
     /// lacks entries committed with its old self's acknowledgements (R8 d).
     WipedNodeKeepsIdentity,
+    /// The controller's reconciler hosts only the partitions a topic had when the node first
+    /// saw it: partitions added later have replicas in the metadata and nobody hosting them,
+    /// so they never elect a leader (placement, PL1: new partitions are served).
+    AddedPartitionsUnhosted,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 16] = [
+    pub const ALL: [PlantedBug; 17] = [
         PlantedBug::AckBeforeCommit,
         PlantedBug::ServeAboveCommit,
         PlantedBug::SkipDedup,
@@ -87,6 +91,7 @@ impl PlantedBug {
         PlantedBug::AssignmentTwoOwners,
         PlantedBug::SkipProduceAclCheck,
         PlantedBug::WipedNodeKeepsIdentity,
+        PlantedBug::AddedPartitionsUnhosted,
     ];
 
     pub fn name(self) -> &'static str {
@@ -107,6 +112,7 @@ impl PlantedBug {
             PlantedBug::AssignmentTwoOwners => "assignment-two-owners",
             PlantedBug::SkipProduceAclCheck => "skip-produce-acl-check",
             PlantedBug::WipedNodeKeepsIdentity => "wiped-node-keeps-identity",
+            PlantedBug::AddedPartitionsUnhosted => "added-partitions-unhosted",
         }
     }
 }
@@ -142,6 +148,7 @@ pub struct Planted {
     pub assignment_two_owners: bool,
     pub skip_produce_acl_check: bool,
     pub wiped_node_keeps_identity: bool,
+    pub added_partitions_unhosted: bool,
 }
 
 impl Planted {
@@ -165,6 +172,7 @@ impl Planted {
             assignment_two_owners: on(PlantedBug::AssignmentTwoOwners),
             skip_produce_acl_check: on(PlantedBug::SkipProduceAclCheck),
             wiped_node_keeps_identity: on(PlantedBug::WipedNodeKeepsIdentity),
+            added_partitions_unhosted: on(PlantedBug::AddedPartitionsUnhosted),
         }
     }
 }
@@ -194,6 +202,7 @@ mod tests {
             all.skip_produce_acl_check,
             all.silent_recovery_cut,
             all.wiped_node_keeps_identity,
+            all.added_partitions_unhosted,
         ];
         assert!(each.iter().all(|on| *on), "every bug has a switch: {all:?}");
     }

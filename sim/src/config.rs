@@ -93,6 +93,11 @@ pub struct ScenarioConfig {
     /// F-P7/F-M3 in the plan (a plan field, off by default so every seed keeps its trace): the
     /// nemesis may stop a node, delete its data directory and restart it (`FaultKind::Wipe`).
     pub wipes: bool,
+    /// Topic churn (a plan field, off by default so every seed keeps its trace): while the
+    /// nemesis runs, topics are created, grown (AddPartitions), deleted and created again under
+    /// the same names; after the heal a topic is grown and the placement invariant PL1 checked
+    /// (`crate::workload::churn`).
+    pub topic_churn: bool,
     /// A replay of some of the seed's fault rounds (`--plan FILE`, [`crate::shrink`]); `None`:
     /// every round the seed draws.
     pub faults: Option<FaultSelection>,
@@ -129,6 +134,7 @@ impl ScenarioConfig {
             wipes: false,
             faults: None,
             heavy: false,
+            topic_churn: false,
         }
     }
 
@@ -153,6 +159,9 @@ impl ScenarioConfig {
         }
         if self.heavy {
             command += " --heavy";
+        }
+        if self.topic_churn {
+            command += " --topic-churn";
         }
         for bug in &self.planted_bugs {
             command += &format!(" --planted-bug {}", bug.name());

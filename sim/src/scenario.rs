@@ -7,7 +7,8 @@
 //! 3. liveness: every fault is healed, stopped nodes restart, the producers finish (V1, V2);
 //! 4. final drain: a fresh consumer reads every partition to its end (V3), then (scenario
 //!    `groups`) every group's committed offsets are fetched (C1);
-//!    with `--secure`, no intruder attempt took effect (A1, `crate::security`);
+//!    with `--secure`, no intruder attempt took effect (A1, `crate::security`); with
+//!    `--topic-churn`, a topic grows and every churned topic is placed right and served (PL1);
 //! 5. checks: the Jepsen checker over the history, the raft checker over the replicas' events.
 
 use std::cell::RefCell;
@@ -144,6 +145,7 @@ async fn run_into(config: ScenarioConfig, injected: Arc<Mutex<Vec<InjectedFault>
         let planted = odradek_client::planted::Planted::of(&config.client_planted_bugs);
         workload::groups::start(&client, cluster.clone(), seed, config.duration, planted)
     });
+    let churn = config.topic_churn.then(|| workload::churn::start(&client, cluster.clone(), config.duration));
     let targets = FaultTargets::new(&runtime, &cluster, &node_ids, &client);
     nemesis::run(&targets, &plan, config.duration, &mut rng, config.faults.as_ref(), &injected).await;
     let injected = injected.lock().expect("injected lock").clone();
@@ -160,6 +162,12 @@ async fn run_into(config: ScenarioConfig, injected: Arc<Mutex<Vec<InjectedFault>
     // A1: no intruder attempt took effect.
     if let Some(intruder) = intruder {
         problems.extend(intruder.await.expect("intruder task").violations);
+    }
+    // PL1: after the heal, a topic grows and every churned topic's placement is checked.
+    if let Some(churn) = churn {
+        let rounds = churn.await.expect("churn task");
+        cluster.note(format!("churn: {rounds} rounds"));
+        problems.extend(workload::churn::final_check(&client, cluster.clone()).await);
     }
     let partition_ends = workload::partition_ends(&client, &cluster).await;
     if partition_ends.len() != load.partitions as usize {

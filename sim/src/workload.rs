@@ -27,6 +27,7 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use tokio::task::JoinHandle;
 
+pub mod churn;
 pub mod groups;
 
 use crate::cluster::SimCluster;

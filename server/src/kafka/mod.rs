@@ -9,6 +9,8 @@
 //!   every planted bug is shared), and the answers gathered back into Kafka's shape;
 //! - [`groups`]: the consumer-group APIs on the coordinator of [`crate::group`], classic and
 //!   KIP-848;
+//! - [`topic_admin`]: CreatePartitions, DescribeConfigs, (Incremental)AlterConfigs and
+//!   DeleteGroups over the native topic-change and group requests;
 //! - [`topic_ids`]: Kafka topic ids for our named topics;
 //! - [`errors`]: our definite/indefinite outcomes as Kafka error codes.
 //!
@@ -31,6 +33,7 @@ pub mod codec;
 pub mod errors;
 pub mod groups;
 pub mod handlers;
+pub mod topic_admin;
 pub mod topic_ids;
 
 use std::collections::BTreeMap;
@@ -244,6 +247,11 @@ async fn start(
             RequestKind::DeleteTopics(body) => handlers::delete_topics(&context, id, body).await,
             RequestKind::InitProducerId(body) => handlers::init_producer_id(&context, id, body).await,
             RequestKind::FindCoordinator(body) => handlers::find_coordinator(&context, &brokers, id, version, body).await,
+            RequestKind::CreatePartitions(body) => topic_admin::create_partitions(&context, id, body).await,
+            RequestKind::DescribeConfigs(body) => topic_admin::describe_configs(&context, id, body).await,
+            RequestKind::IncrementalAlterConfigs(body) => topic_admin::incremental_alter_configs(&context, id, body).await,
+            RequestKind::AlterConfigs(body) => topic_admin::alter_configs(&context, id, body).await,
+            RequestKind::DeleteGroups(body) => topic_admin::delete_groups(&context, id, body).await,
             request if groups::serves(&request) => groups::handle(&context, id, version, client_id, request).await,
             other => unreachable!("codec::decode admits only served APIs, not {other:?}"),
         };

@@ -308,6 +308,10 @@ fn arb_command() -> impl Strategy<Value = MetaCommand> {
                 MetaCommand::DeleteAcl(acl)
             }
         }),
+        ("[a-z.]{0,6}", 0..4u32, prop::collection::vec(prop::collection::vec(0..8u64, 0..4), 0..3))
+            .prop_map(|(name, partitions_before, replicas)| MetaCommand::AddPartitions { name, partitions_before, replicas }),
+        ("[a-z.]{0,6}", prop::collection::vec((prop::sample::select(TopicSetting::ALL.to_vec()), -2..5000i64), 0..3))
+            .prop_map(|(name, changes)| MetaCommand::AlterTopicSettings { name, changes }),
     ]
 }
 

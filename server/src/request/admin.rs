@@ -1,4 +1,5 @@
-//! Controller requests: CreateTopics, DeleteTopics and InitProducerId. The metadata group's
+//! Controller requests: CreateTopics, DeleteTopics and InitProducerId (and the requests of
+//! `security` and `topic_change`, routed here). The metadata group's
 //! leader (the controller) checks each and proposes it to the metadata group, then answers from
 //! the outcome its own apply recorded (`AppliedState::meta_outcomes`); any other node forwards
 //! the request there over the client protocol and relays the answer.
@@ -46,6 +47,8 @@ pub async fn controller_request(context: &NodeContext, id: u64, body: Body) -> R
         // Read on the controller: a list right after a change shows it.
         Body::list_users(_) => super::security::list_users(context, id),
         Body::list_acls(_) => super::security::list_acls(context, id),
+        Body::describe_topic_configs(body) => super::topic_change::describe_topic_configs(context, id, body),
+        Body::alter_topic(body) => super::topic_change::alter_topic(context, id, body).await,
         _ => unreachable!("only controller requests are routed here"),
     }
 }
@@ -267,7 +270,7 @@ fn epoch_mismatch(producer_id: i64, epoch: i16, current: i16) -> RequestError {
 }
 
 /// One topic's entry in a CreateTopics/DeleteTopics answer.
-fn topic_result(name: &str, outcome: Result<(), RequestError>) -> wire::TopicResult {
+pub(super) fn topic_result(name: &str, outcome: Result<(), RequestError>) -> wire::TopicResult {
     let mut result = wire::TopicResult::new();
     result.name = name.to_string();
     if let Err(error) = outcome {

@@ -14,6 +14,8 @@
 //!   topic; OffsetFetch describe on the group and each named topic; DeleteGroups delete on the
 //!   group; ListGroups lists only groups the principal may describe.
 //! - Users and ACLs: alter on the cluster; their listings describe on the cluster.
+//! - Topic changes (issue 15): AlterTopic alter on the topic; DescribeTopicConfigs describe on
+//!   each named topic, or on the cluster when it names none (every topic).
 //!
 //! Relays: a node that forwards a request (to the controller) checks it here first, as the
 //! client's principal, and the forwarded copy travels on a connection authenticated as the
@@ -129,6 +131,10 @@ pub fn check(context: &NodeContext, principal: &Principal, body: &Body) -> Resul
         Body::delete_groups(body) => body.groups.iter().try_for_each(|name| group(context, principal, Delete, name)),
         Body::upsert_user(_) | Body::delete_user(_) | Body::create_acl(_) | Body::delete_acl(_) => cluster(context, principal, Alter),
         Body::list_users(_) | Body::list_acls(_) => cluster(context, principal, Describe),
+        Body::alter_topic(body) => topic(context, principal, Alter, &body.name),
+        // Every topic's settings (no name given) is a listing of the cluster's topics.
+        Body::describe_topic_configs(body) if body.names.is_empty() => cluster(context, principal, Describe),
+        Body::describe_topic_configs(body) => body.names.iter().try_for_each(|name| topic(context, principal, Describe, name)),
     }
 }
 

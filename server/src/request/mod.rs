@@ -8,6 +8,7 @@
 //! - [`relay`]: one request to another node over the client protocol;
 //! - [`group`]: the consumer-group requests, served by the group's coordinator;
 //! - [`security`]: the user and ACL requests (through the controller, as [`admin`]);
+//! - [`topic_change`]: AlterTopic (through the controller) and DescribeTopicConfigs (local);
 //! - [`authorize`]: what each request needs of the principal that sends it (issue 19).
 //!
 //! [`handle`] is the one place that maps a request kind to its family: a new family is a file
@@ -28,6 +29,7 @@ pub mod metadata;
 pub mod produce;
 pub mod relay;
 pub mod security;
+pub mod topic_change;
 
 use odradek_client::wire::error_response;
 use odradek_client::wire::proto::{self as wire, ErrorCode, Request, Request_oneof_body as Body, Response};
@@ -80,9 +82,13 @@ async fn route(context: &NodeContext, id: u64, mut request: Request) -> Response
         Some(Body::describe_cluster(_)) => metadata::describe_cluster(context, id).await,
         Some(Body::fetch(body)) => fetch::fetch(context, id, body).await,
         Some(Body::list_offsets(body)) => fetch::list_offsets(context, id, body).await,
-        Some(body @ (Body::create_topics(_) | Body::delete_topics(_) | Body::init_producer_id(_))) => {
-            admin::controller_request(context, id, body).await
-        }
+        Some(
+            body @ (Body::create_topics(_)
+            | Body::delete_topics(_)
+            | Body::init_producer_id(_)
+            | Body::alter_topic(_)
+            | Body::describe_topic_configs(_)),
+        ) => admin::controller_request(context, id, body).await,
         Some(body) if group::is_group_request(&body) => group::handle(context, id, body).await,
         Some(
             body @ (Body::upsert_user(_)
@@ -131,6 +137,8 @@ pub fn request_name(body: &Body) -> &'static str {
         Body::create_acl(_) => "create_acl",
         Body::delete_acl(_) => "delete_acl",
         Body::list_acls(_) => "list_acls",
+        Body::alter_topic(_) => "alter_topic",
+        Body::describe_topic_configs(_) => "describe_topic_configs",
     }
 }
 

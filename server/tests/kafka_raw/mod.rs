@@ -113,6 +113,11 @@ pub fn api_key(request: &RequestKind) -> ApiKey {
         RequestKind::Metadata(_) => ApiKey::Metadata,
         RequestKind::ConsumerGroupHeartbeat(_) => ApiKey::ConsumerGroupHeartbeat,
         RequestKind::ConsumerGroupDescribe(_) => ApiKey::ConsumerGroupDescribe,
+        RequestKind::CreatePartitions(_) => ApiKey::CreatePartitions,
+        RequestKind::DescribeConfigs(_) => ApiKey::DescribeConfigs,
+        RequestKind::IncrementalAlterConfigs(_) => ApiKey::IncrementalAlterConfigs,
+        RequestKind::AlterConfigs(_) => ApiKey::AlterConfigs,
+        RequestKind::DeleteGroups(_) => ApiKey::DeleteGroups,
         other => panic!("not used by the tests: {other:?}"),
     }
 }

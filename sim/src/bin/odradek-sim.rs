@@ -125,6 +125,10 @@ mod sim {
         /// thousands of records in multi-record compressed batches (not with --scenario groups).
         #[arg(long)]
         heavy: bool,
+        /// Topic churn: topics created, grown, deleted and re-created while producing; the
+        /// placement invariant PL1 after the heal.
+        #[arg(long)]
+        topic_churn: bool,
     }
 
     impl RunOptions {
@@ -164,6 +168,7 @@ mod sim {
                 wipes: self.wipes,
                 faults: None,
                 heavy: self.heavy,
+                topic_churn: self.topic_churn,
             })
         }
 
@@ -183,6 +188,9 @@ mod sim {
             }
             if self.heavy {
                 args.push("--heavy".to_string());
+            }
+            if self.topic_churn {
+                args.push("--topic-churn".to_string());
             }
             args
         }

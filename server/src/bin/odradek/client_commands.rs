@@ -10,7 +10,7 @@ use odradek_client::scram::Mechanism;
 use odradek_client::tls::{ClientTls, Pem};
 use odradek_client::{
     Acks, Admin, ClientError, ClusterConfig, ClusterSession, Consumer, ConsumerConfig, Offset, OffsetQuery, Producer, ProducerConfig,
-    ProducerRecord, TopicConfig,
+    ProducerRecord, SettingChange, TopicConfig,
 };
 
 use crate::output::{note, say};
@@ -111,8 +111,16 @@ pub enum TopicCommand {
     },
     /// List topic names.
     List,
-    /// Show a topic's partitions, leaders and replicas.
-    Describe { name: String },
+    /// Show a topic's partitions, leaders and replicas (with --configs: its settings instead).
+    Describe {
+        name: String,
+        /// Each setting, its value, and whether it is the broker's default.
+        #[arg(long)]
+        configs: bool,
+    },
+    /// Change a topic at runtime: add partitions, change its settings (all checked first:
+    /// nothing changes when anything is wrong).
+    Alter(AlterArgs),
     /// Delete a topic (its data is no longer served).
     Delete { name: String },
 }
@@ -138,7 +146,17 @@ pub async fn topic(bootstrap: &Bootstrap, command: TopicCommand) -> Result<(), S
                 say!("{name}");
             }
         }
-        TopicCommand::Describe { name } => {
+        TopicCommand::Alter(args) => alter_topic(&admin, args).await?,
+        TopicCommand::Describe { name, configs: true } => {
+            let settings = admin.describe_topic_configs(&name).await.map_err(explain)?;
+            say!("Topic {name:?} settings:");
+            say!("{:<20} {:>20}  source", "name", "value");
+            for setting in settings {
+                let source = if setting.is_default { "default" } else { "topic" };
+                say!("{:<20} {:>20}  {source}", setting.name, setting.value);
+            }
+        }
+        TopicCommand::Describe { name, configs: false } => {
             let topic = admin.describe_topic(&name).await.map_err(explain)?;
             say!("Topic {:?}: {} partitions", topic.name, topic.partitions.len());
             say!("{:>9}  {:>6}  replicas", "partition", "leader");
@@ -152,6 +170,86 @@ pub async fn topic(bootstrap: &Bootstrap, command: TopicCommand) -> Result<(), S
             admin.delete_topic(&name).await.map_err(explain)?;
             say!("Deleted topic {name:?}.");
         }
+    }
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct AlterArgs {
+    name: String,
+    /// Grow the topic to this many partitions (more than it has; a topic never shrinks).
+    #[arg(long, short = 'p')]
+    partitions: Option<u32>,
+    /// Delete data older than this (ms); -1 keeps it forever.
+    #[arg(long)]
+    retention_ms: Option<i64>,
+    /// Delete the oldest data beyond this many bytes per partition; -1: no limit.
+    #[arg(long)]
+    retention_bytes: Option<i64>,
+    /// Roll log segments at this size (new segments; existing ones keep theirs).
+    #[arg(long)]
+    segment_bytes: Option<i64>,
+    /// The largest batch the topic accepts.
+    #[arg(long)]
+    max_message_bytes: Option<i64>,
+    /// Set a setting by its Kafka name (repeatable), e.g. --config retention.ms=60000.
+    #[arg(long, value_name = "NAME=VALUE")]
+    config: Vec<String>,
+    /// Put a setting back to the broker's default (repeatable), e.g. --reset retention.ms.
+    #[arg(long, value_name = "NAME")]
+    reset: Vec<String>,
+    /// Check the change and report, changing nothing.
+    #[arg(long)]
+    validate_only: bool,
+}
+
+impl AlterArgs {
+    fn changes(&self) -> Result<Vec<SettingChange>, String> {
+        let flags = [
+            ("retention.ms", self.retention_ms),
+            ("retention.bytes", self.retention_bytes),
+            ("segment.bytes", self.segment_bytes),
+            ("max.message.bytes", self.max_message_bytes),
+        ];
+        let mut changes: Vec<SettingChange> =
+            flags.into_iter().filter_map(|(name, value)| Some(SettingChange::Set(name.to_string(), value?))).collect();
+        for pair in &self.config {
+            let Some((name, value)) = pair.split_once('=') else {
+                return Err(format!("--config {pair:?}: expected NAME=VALUE"));
+            };
+            let value = value.trim().parse::<i64>().map_err(|error| format!("--config {pair:?}: the value is not an integer ({error})"))?;
+            changes.push(SettingChange::Set(name.trim().to_string(), value));
+        }
+        changes.extend(self.reset.iter().map(|name| SettingChange::Reset(name.clone())));
+        Ok(changes)
+    }
+}
+
+async fn alter_topic(admin: &Admin, args: AlterArgs) -> Result<(), String> {
+    let changes = args.changes()?;
+    if args.partitions.is_none() && changes.is_empty() {
+        return Err("nothing to change: give --partitions or a setting (see --help)".to_string());
+    }
+    admin.alter_topic(&args.name, args.partitions, &changes, args.validate_only).await.map_err(explain)?;
+    let name = &args.name;
+    if args.validate_only {
+        say!("Topic {name:?}: the change is valid (nothing changed).");
+        return Ok(());
+    }
+    if let Some(partitions) = args.partitions {
+        // The answering node may not have applied the addition yet: wait until it shows.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while admin.describe_topic(name).await.map_err(explain)?.partitions.len() < partitions as usize {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!("topic {name:?}: {partitions} partitions not in the metadata after 30 s"));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        crate::topic_setup::wait_for_leaders(admin, name, Duration::from_secs(30)).await?;
+        say!("Topic {name:?} now has {partitions} partitions.");
+    }
+    if !changes.is_empty() {
+        say!("Topic {name:?}: {} setting(s) changed.", changes.len());
     }
     Ok(())
 }
