@@ -26,9 +26,10 @@ use rand::Rng;
 use tokio::task::JoinHandle;
 
 pub mod groups;
+pub mod kafka;
 
 use crate::cluster::SimCluster;
-use crate::config::{LIVENESS_BOUND, PARTITIONS, TOPIC};
+use crate::config::{KAFKA_PRODUCER, LIVENESS_BOUND, PARTITIONS, TOPIC};
 
 /// Sets how many records a producer sends: one per this much of the safety phase (capped).
 const SEND_INTERVAL: Duration = Duration::from_millis(40);
@@ -51,6 +52,8 @@ struct ProducerKind {
 pub struct Workload {
     producers: Vec<JoinHandle<(u64, u64)>>,
     consumer: JoinHandle<(usize, Vec<LogRecord>)>,
+    /// The Kafka-protocol consumer (plan field `kafka`).
+    kafka_consumer: Option<JoinHandle<()>>,
 }
 
 impl Workload {
@@ -64,6 +67,9 @@ impl Workload {
             failed += bad;
         }
         self.consumer.await.expect("consumer task");
+        if let Some(consumer) = self.kafka_consumer {
+            consumer.await.expect("Kafka consumer task");
+        }
         (acked, failed)
     }
 }
@@ -132,14 +138,23 @@ pub fn start(client: &NodeHandle, cluster: Arc<SimCluster>, rng: &mut SmallRng, 
     let (acks, idempotent) = [(Acks::All, false), (Acks::One, false), (Acks::Zero, false)][rng.gen_range(0..3)];
     kinds.push(ProducerKind { acks, idempotent, records: records / 2, interval: interval * 2, retry_backoff_ms });
     cluster.note(format!("producers: {kinds:?}"));
-    let producers = kinds.into_iter().enumerate().map(|(index, kind)| client.spawn(produce(cluster.clone(), index as u64, kind))).collect();
+    assert!((kinds.len() as u64) <= KAFKA_PRODUCER, "the Kafka producer's values are its own");
+    let mut producers: Vec<_> =
+        kinds.into_iter().enumerate().map(|(index, kind)| client.spawn(produce(cluster.clone(), index as u64, kind))).collect();
     let deadline = tokio::time::Instant::now() + duration;
     let consumer = client.spawn(consume(cluster.clone(), None, deadline));
+    // Plan field `kafka`: a producer and a consumer over the Kafka listeners too (no rng draw,
+    // so a run without it is the run it always was).
+    let kafka_consumer = cluster.kafka.then(|| {
+        cluster.note(format!("Kafka producer {KAFKA_PRODUCER}: {} records, acks=all; Kafka consumer", records / 2));
+        producers.push(client.spawn(kafka::produce(cluster.clone(), KAFKA_PRODUCER, records / 2, interval * 2)));
+        client.spawn(kafka::consume(cluster.clone(), deadline))
+    });
     if rng.gen_bool(0.5) {
         let delay = Duration::from_millis(rng.gen_range(0..duration.as_millis() as u64));
         client.spawn(extra_topic(cluster, delay));
     }
-    Workload { producers, consumer }
+    Workload { producers, consumer, kafka_consumer }
 }
 
 /// Occasional topic creation while faults run (the controller's path); its outcome is only noted.

@@ -95,6 +95,10 @@ mod sim {
         /// and restart it as a new incarnation (R8 d).
         #[arg(long)]
         wipes: bool,
+        /// Issue 16: every node runs a Kafka listener, and a Kafka-protocol producer and consumer
+        /// run beside the native ones (not with --secure).
+        #[arg(long)]
+        kafka: bool,
     }
 
     impl RunOptions {
@@ -107,6 +111,9 @@ mod sim {
             }
             if self.secure && scenario == Scenario::Groups {
                 return Err("--secure does not run with --scenario groups (its members do not log in)".into());
+            }
+            if self.secure && self.kafka {
+                return Err("--secure does not run with --kafka (the Kafka listener has no SASL)".into());
             }
             if self.duration == 0 || self.duration > 3600 {
                 return Err("--duration must be within 1..=3600 seconds".into());
@@ -129,6 +136,7 @@ mod sim {
                 client_planted_bugs,
                 secure: self.secure,
                 wipes: self.wipes,
+                kafka: self.kafka,
             })
         }
 
@@ -145,6 +153,9 @@ mod sim {
             }
             if self.wipes {
                 args.push("--wipes".to_string());
+            }
+            if self.kafka {
+                args.push("--kafka".to_string());
             }
             args
         }
