@@ -6,9 +6,11 @@
 #   cargo build --release -p odradek-server --bin odradek -p odradek-jepsen --bin odradek-jepsen
 #   jepsen/scripts/matrix.sh                         # 8 entries x 300 s, 5 nodes: about 45 minutes
 #   TIME=60 NODES=3 jepsen/scripts/matrix.sh kill pause-kill   # chosen entries only
+#   CLIENT=kafka OUT=store/matrix-kafka jepsen/scripts/matrix.sh  # through rskafka and the Kafka listeners
 #
 # Settings (environment): TIME (300), NODES (5), RATE (100 sends/s), SEED (1), ACKS (all),
-# OUT (store/matrix), BIN (target/release: where odradek and odradek-jepsen are).
+# CLIENT (native; kafka: the producers and consumers use rskafka over the Kafka listeners, acks all
+# only), OUT (store/matrix), BIN (target/release: where odradek and odradek-jepsen are).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 TIME=${TIME:-300}
@@ -16,6 +18,7 @@ NODES=${NODES:-5}
 RATE=${RATE:-100}
 SEED=${SEED:-1}
 ACKS=${ACKS:-all}
+CLIENT=${CLIENT:-native}
 OUT=${OUT:-store/matrix}
 BIN=${BIN:-target/release}
 entries=("$@")
@@ -33,7 +36,7 @@ for entry in "${entries[@]}"; do
     rm -rf "$dir"
     started=$(date +%s)
     "$BIN/odradek-jepsen" run --nodes "$NODES" --time-limit "$TIME" --rate "$RATE" --nemesis "$entry" --acks "$ACKS" \
-        --seed "$SEED" --fault-quiet 8 --fault-window 10 --recovery 10 --binary "$BIN/odradek" --out "$dir" >"$dir.log" 2>&1
+        --client "$CLIENT" --seed "$SEED" --fault-quiet 8 --fault-window 10 --recovery 10 --binary "$BIN/odradek" --out "$dir" >"$dir.log" 2>&1
     status=$?
     [ $status -eq 0 ] || failed=1
     verdict=$(grep -m1 -E "^odradek-jepsen: (PASS|FAIL)" "$dir.log" || echo "no verdict (exit $status)")

@@ -35,6 +35,15 @@ pub fn member(node: u64) -> Member {
     Member { id: node, peer: SocketAddr::new(ip, 9100), client: SocketAddr::new(ip, 9092), kafka: None }
 }
 
+/// The port of every node's Kafka listener (plan field `kafka`).
+pub const KAFKA_PORT: u16 = 9093;
+
+/// Node `id`'s addresses with its Kafka listener.
+pub fn kafka_member(node: u64) -> Member {
+    let member = member(node);
+    Member { kafka: Some(SocketAddr::new(member.client.ip(), KAFKA_PORT)), ..member }
+}
+
 /// What happened to a node's last incarnation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NodeStatus {
@@ -76,6 +85,8 @@ pub struct SimCluster {
     wipes_unrecorded: Mutex<Vec<u64>>,
     /// The run's load profile (topic `t`'s partition count among it).
     pub load: Load,
+    /// Plan field `kafka`: every node runs a Kafka listener, which the Kafka workload uses.
+    pub kafka: bool,
 }
 
 impl SimCluster {
@@ -112,6 +123,7 @@ impl SimCluster {
             wiped: Mutex::new(BTreeSet::new()),
             wipes_unrecorded: Mutex::new(Vec::new()),
             load: Load::DEFAULT,
+            kafka: false,
         }
     }
 
@@ -167,6 +179,12 @@ impl SimCluster {
         self.nodes.iter().map(|node| member(*node).client.to_string()).collect()
     }
 
+    /// The nodes' Kafka listeners (plan field `kafka`).
+    pub fn kafka_bootstrap(&self) -> Vec<SocketAddr> {
+        assert!(self.kafka, "Kafka listeners run only with the plan field `kafka`");
+        self.nodes.iter().map(|node| kafka_member(*node).kafka.expect("a Kafka address")).collect()
+    }
+
     pub fn process(&self) -> Process {
         let mut next = self.process_next.lock().expect("process lock");
         *next += 1;
@@ -198,7 +216,8 @@ impl SimCluster {
     /// One incarnation of a server node: its disk as the last crash left it. Returns when the
     /// node stops by itself; the nemesis then restarts it.
     async fn run_node(self: Arc<Self>, node: u64) {
-        let mut config = ServerConfig::new(node, DATA_DIR, self.nodes.iter().map(|n| member(*n)).collect());
+        let members = self.nodes.iter().map(|&n| if self.kafka { kafka_member(n) } else { member(n) }).collect();
+        let mut config = ServerConfig::new(node, DATA_DIR, members);
         config.tick_ms = 50;
         config.balance_interval_ms = 2_000;
         config.disk_check_interval_ms = 500;

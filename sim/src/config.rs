@@ -17,6 +17,9 @@ pub const PARTITIONS: u32 = 3;
 /// The consumer groups a `groups` run may use (the nemesis aims coordinator faults at their
 /// coordinators).
 pub const GROUP_NAMES: [&str; 2] = ["g0", "g1"];
+/// The Kafka producer's index (plan field `kafka`): its values are this × 10⁶ + i, after the
+/// native producers (0, 1, 2, and up to 4 under heavy load).
+pub const KAFKA_PRODUCER: u64 = 9;
 /// Bound on the liveness phase's producers and on the final drain (simulated time).
 pub const LIVENESS_BOUND: Duration = Duration::from_secs(60);
 /// How long after the drain the replicas' applied indexes may take to agree (R7; checked every
@@ -93,6 +96,10 @@ pub struct ScenarioConfig {
     /// F-P7/F-M3 in the plan (a plan field, off by default so every seed keeps its trace): the
     /// nemesis may stop a node, delete its data directory and restart it (`FaultKind::Wipe`).
     pub wipes: bool,
+    /// Issue 16 (a plan field, off by default so every seed keeps its trace): every node runs a
+    /// Kafka listener, and a Kafka-protocol producer and consumer (`workload::kafka`) run beside
+    /// the native ones. Not with `secure` (the Kafka listener has no SASL).
+    pub kafka: bool,
     /// Topic churn (a plan field, off by default so every seed keeps its trace): while the
     /// nemesis runs, topics are created, grown (AddPartitions), deleted and created again under
     /// the same names; after the heal a topic is grown and the placement invariant PL1 checked
@@ -135,6 +142,7 @@ impl ScenarioConfig {
             faults: None,
             heavy: false,
             topic_churn: false,
+            kafka: false,
         }
     }
 
@@ -162,6 +170,9 @@ impl ScenarioConfig {
         }
         if self.topic_churn {
             command += " --topic-churn";
+        }
+        if self.kafka {
+            command += " --kafka";
         }
         for bug in &self.planted_bugs {
             command += &format!(" --planted-bug {}", bug.name());

@@ -29,9 +29,10 @@ use tokio::task::JoinHandle;
 
 pub mod churn;
 pub mod groups;
+pub mod kafka;
 
 use crate::cluster::SimCluster;
-use crate::config::{LIVENESS_BOUND, TOPIC};
+use crate::config::{KAFKA_PRODUCER, LIVENESS_BOUND, TOPIC};
 
 /// Sets how many records a producer sends: one per this much of the safety phase (capped).
 const SEND_INTERVAL: Duration = Duration::from_millis(40);
@@ -75,6 +76,8 @@ const HEAVY_PRODUCERS: usize = 4;
 pub struct Workload {
     producers: Vec<JoinHandle<(u64, u64)>>,
     consumer: JoinHandle<(usize, Vec<LogRecord>)>,
+    /// The Kafka-protocol consumer (plan field `kafka`).
+    kafka_consumer: Option<JoinHandle<()>>,
 }
 
 impl Workload {
@@ -88,6 +91,9 @@ impl Workload {
             failed += bad;
         }
         self.consumer.await.expect("consumer task");
+        if let Some(consumer) = self.kafka_consumer {
+            consumer.await.expect("Kafka consumer task");
+        }
         (acked, failed)
     }
 }
@@ -162,15 +168,23 @@ pub fn start(client: &NodeHandle, cluster: Arc<SimCluster>, rng: &mut SmallRng, 
         kinds = heavy_producers(rng, spread, retry_backoff_ms, kinds.pop().expect("the drawn producer"));
     }
     cluster.note(format!("producers: {kinds:?}"));
-    let producers =
+    assert!((kinds.len() as u64) <= KAFKA_PRODUCER, "the Kafka producer's values are its own");
+    let mut producers: Vec<_> =
         kinds.into_iter().enumerate().map(|(index, kind)| client.spawn(produce(cluster.clone(), index as u64, kind, planted))).collect();
     let deadline = tokio::time::Instant::now() + duration;
     let consumer = client.spawn(consume(cluster.clone(), None, deadline));
+    // Plan field `kafka`: a producer and a consumer over the Kafka listeners too (no rng draw,
+    // so a run without it is the run it always was).
+    let kafka_consumer = cluster.kafka.then(|| {
+        cluster.note(format!("Kafka producer {KAFKA_PRODUCER}: {} records, acks=all; Kafka consumer", records / 2));
+        producers.push(client.spawn(kafka::produce(cluster.clone(), KAFKA_PRODUCER, records / 2, interval * 2)));
+        client.spawn(kafka::consume(cluster.clone(), deadline))
+    });
     if rng.gen_bool(0.5) {
         let delay = Duration::from_millis(rng.gen_range(0..duration.as_millis() as u64));
         client.spawn(extra_topic(cluster, delay));
     }
-    Workload { producers, consumer }
+    Workload { producers, consumer, kafka_consumer }
 }
 
 /// The heavy load's producers: [`HEAVY_PRODUCERS`] idempotent acks=all ones and `drawn` (its

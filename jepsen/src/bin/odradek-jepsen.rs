@@ -6,6 +6,8 @@
 //! * `odradek-jepsen run --workload subscribe --nemesis kill-coordinator,pause-coordinator,kill ...`
 //!   runs consumer-group members (both protocols) instead of assigning consumers, and adds the
 //!   group checks C1–C7 to the verdict;
+//! * `odradek-jepsen run --client kafka ...` drives the producers and consumers through a Kafka
+//!   client library (rskafka) over the nodes' Kafka listeners instead of the native client;
 //! * `odradek-jepsen check DIR` re-checks `DIR/history.jsonl` and prints the summary.
 //!
 //! Exit status: 0 if the history has no fatal anomaly (and the run had no problem such as a
@@ -57,6 +59,15 @@ mod real {
         Subscribe,
     }
 
+    #[derive(Clone, Copy, ValueEnum)]
+    enum ClientArg {
+        /// Odradek's own client over the native listener.
+        Native,
+        /// rskafka (a Kafka client library) over the nodes' Kafka listeners; --workload log,
+        /// --acks all only.
+        Kafka,
+    }
+
     #[derive(Subcommand)]
     enum Command {
         /// Start a cluster, run the workload under faults, check, write the report.
@@ -94,6 +105,9 @@ mod real {
             consumers: usize,
             #[arg(long, value_enum, default_value = "log")]
             workload: WorkloadArg,
+            /// The client library of the producers and consumers.
+            #[arg(long, value_enum, default_value = "native")]
+            client: ClientArg,
             /// Seed of the workload's and the nemesis's choices (default: from the clock).
             #[arg(long)]
             seed: Option<u64>,
@@ -144,6 +158,7 @@ mod real {
                 producers,
                 consumers,
                 workload,
+                client,
                 seed,
                 fault_quiet,
                 fault_window,
@@ -168,6 +183,10 @@ mod real {
                     workload: match workload {
                         WorkloadArg::Log => harness::Workload::Log,
                         WorkloadArg::Subscribe => harness::Workload::Subscribe,
+                    },
+                    client: match client {
+                        ClientArg::Native => harness::Client::Native,
+                        ClientArg::Kafka => harness::Client::Kafka,
                     },
                     nodes,
                     time_limit: Duration::from_secs(time_limit.min(24 * 3600)),
@@ -264,8 +283,8 @@ mod real {
         info.insert(
             0,
             format!(
-                "workload {:?} seed {} nodes {} acks {:?} rate {}/s nemesis {:?}",
-                config.workload, config.seed, config.nodes, config.acks, config.rate, config.nemesis
+                "workload {:?} client {:?} seed {} nodes {} acks {:?} rate {}/s nemesis {:?}",
+                config.workload, config.client, config.seed, config.nodes, config.acks, config.rate, config.nemesis
             ),
         );
         let written = report::write_report(&config.out, &history, &verdict, &notes.problems, &info)

@@ -90,6 +90,9 @@ pub struct ProcessCluster {
     tls_flags: Vec<String>,
     /// `--auth`/`--authorization` flags for every node (`--secure`, [`super::secure`]).
     pub security_flags: Vec<String>,
+    /// With `--client kafka`, per node `(listen port, advertised port)` of its Kafka listener (the
+    /// advertised one is the harness's proxy); empty: no Kafka listener.
+    pub kafka_ports: Vec<(u16, u16)>,
 }
 
 impl ProcessCluster {
@@ -129,6 +132,7 @@ impl ProcessCluster {
             planted_flags,
             tls_flags: Vec::new(),
             security_flags: Vec::new(),
+            kafka_ports: Vec::new(),
         })
     }
 
@@ -161,9 +165,16 @@ impl ProcessCluster {
             .enumerate()
             .flat_map(|(j, n)| {
                 let peer_port = if j == me { n.peer_port } else { self.proxy_ports[me][j] };
-                ["--node".to_string(), format!("{}=127.0.0.1:{}/127.0.0.1:{}", n.id, peer_port, self.client_proxy_ports[j])]
+                let mut member = format!("{}=127.0.0.1:{}/127.0.0.1:{}", n.id, peer_port, self.client_proxy_ports[j]);
+                if let Some((_, advertised)) = self.kafka_ports.get(j) {
+                    member += &format!("/127.0.0.1:{advertised}");
+                }
+                ["--node".to_string(), member]
             })
             .collect();
+        if let Some((listen, _)) = self.kafka_ports.get(me) {
+            flags.extend(["--kafka-listen".to_string(), format!("127.0.0.1:{listen}")]);
+        }
         flags.extend(["--client-listen".to_string(), format!("127.0.0.1:{}", self.nodes[me].client_port)]);
         flags.extend(["--group-session-timeout-ms".to_string(), GROUP_SESSION_TIMEOUT_MS.to_string()]);
         flags.extend(self.planted_flags.iter().cloned());

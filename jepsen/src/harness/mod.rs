@@ -3,7 +3,8 @@
 //! One run, in order:
 //! 1. proxies for every directed peer link ([`proxy`]), then `--nodes` real `odradek server`
 //!    processes on loopback whose peer addresses point at those proxies ([`cluster`]);
-//! 2. a topic of `keys` partitions; producer and consumer workers (`--workload log`) or
+//! 2. a topic of `keys` partitions; producer and consumer workers (`--workload log`; with
+//!    `--client kafka` through a Kafka client library over the Kafka listeners, [`kafka`]) or
 //!    consumer-group members (`--workload subscribe`, [`groups`]), a leader observer and the
 //!    nemesis run for `time_limit` ([`workload`], [`nemesis`]);
 //! 3. the nemesis stops and heals everything, the workers go on for `recovery`, then stop;
@@ -20,6 +21,7 @@
 
 pub mod cluster;
 pub mod groups;
+pub mod kafka;
 pub mod nemesis;
 pub mod ports;
 pub mod proxy;
@@ -64,10 +66,21 @@ pub enum Workload {
     Subscribe,
 }
 
+/// Which client library the producers and consumers use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Client {
+    /// Odradek's own client over the native listener.
+    Native,
+    /// An existing Kafka client library over the nodes' Kafka listeners ([`kafka`]).
+    Kafka,
+}
+
 /// Everything a run is told (stored in the report as `run.json`).
 #[derive(Clone, Debug, Serialize)]
 pub struct RunConfig {
     pub workload: Workload,
+    pub client: Client,
     pub nodes: usize,
     pub time_limit: Duration,
     /// Sends per second, all producers together.
@@ -111,6 +124,13 @@ impl RunConfig {
         if self.replication_factor == 0 || self.replication_factor as usize > self.nodes {
             return Err(format!("--replication-factor {} outside 1..={}", self.replication_factor, self.nodes));
         }
+        if self.client == Client::Kafka {
+            // The library produces with acks=all only and has no consumer groups; the Kafka
+            // listener has no TLS or SASL yet.
+            if self.acks != Acks::All || self.workload != Workload::Log || self.tls || self.secure {
+                return Err("--client kafka runs --workload log with --acks all, without --tls or --secure".into());
+            }
+        }
         if !self.binary.is_file() {
             return Err(format!(
                 "server binary {} not found; build it with `cargo build -p odradek-server --bin odradek` or pass --binary",
@@ -144,16 +164,27 @@ pub async fn run(config: &RunConfig) -> Result<(History, RunNotes), String> {
     std::fs::create_dir_all(&data_dir).map_err(|e| format!("creating {}: {e}", data_dir.display()))?;
 
     // Held until the run ends: restarted nodes bind the same ports again.
-    let port_block = ports::reserve(config.nodes * 2).map_err(|e| format!("choosing ports: {e}"))?;
-    let ports: Vec<(u16, u16)> = port_block.ports().chunks(2).map(|p| (p[0], p[1])).collect();
+    // Peer and client ports per node, then (Kafka client) each node's Kafka listener.
+    let port_block = ports::reserve(config.nodes * 3).map_err(|e| format!("choosing ports: {e}"))?;
+    let (node_ports, kafka_ports) = port_block.ports().split_at(config.nodes * 2);
+    let ports: Vec<(u16, u16)> = node_ports.chunks(2).map(|p| (p[0], p[1])).collect();
     let peer_ports: Vec<u16> = ports.iter().map(|p| p.0).collect();
     let client_ports: Vec<u16> = ports.iter().map(|p| p.1).collect();
-    let proxies = Arc::new(Proxies::start(&peer_ports, &client_ports).await.map_err(|e| format!("starting proxies: {e}"))?);
+    let mut proxies = Proxies::start(&peer_ports, &client_ports).await.map_err(|e| format!("starting proxies: {e}"))?;
+    let kafka_listen = match config.client {
+        Client::Native => Vec::new(),
+        Client::Kafka => kafka_ports.to_vec(),
+    };
+    if config.client == Client::Kafka {
+        proxies.start_kafka(&kafka_listen).await.map_err(|e| format!("starting Kafka proxies: {e}"))?;
+    }
+    let proxies = Arc::new(proxies);
     let client_proxies = (1..=config.nodes as u64).map(|id| proxies.client_port(id)).collect();
     let (tls_flags, client_tls) = if config.tls { tls_certificates(config)? } else { (Vec::new(), None) };
     let mut cluster = ProcessCluster::new(&config.binary, &data_dir, &ports, proxies.port_matrix(), client_proxies, &config.planted_bugs)
         .map_err(|e| format!("cluster layout: {e}"))?;
     cluster.set_tls_flags(tls_flags);
+    cluster.kafka_ports = kafka_listen.iter().enumerate().map(|(i, &port)| (port, proxies.kafka_port(i as u64 + 1))).collect();
     if config.secure {
         cluster.security_flags = secure::server_flags(&data_dir).map_err(|e| format!("users file: {e}"))?;
     }
@@ -170,8 +201,13 @@ pub async fn run(config: &RunConfig) -> Result<(History, RunNotes), String> {
     }
     let bootstrap = cluster.lock().expect("cluster lock").client_addresses();
     notes.info.push(format!("nodes (client addresses): {}", bootstrap.join(", ")));
+    let kafka = (config.client == Client::Kafka)
+        .then(|| (1..=config.nodes as u64).map(|id| format!("127.0.0.1:{}", proxies.kafka_port(id))).collect::<Vec<_>>());
+    if let Some(kafka) = &kafka {
+        notes.info.push(format!("client kafka (rskafka) via the Kafka listeners: {}", kafka.join(", ")));
+    }
     let mut target =
-        WorkloadTarget { bootstrap, topic: TOPIC.to_string(), keys: config.keys, acks: config.acks, tls: client_tls, sasl: None };
+        WorkloadTarget { bootstrap, topic: TOPIC.to_string(), keys: config.keys, acks: config.acks, tls: client_tls, sasl: None, kafka };
     if config.secure {
         target.sasl = Some(secure::setup(&target).await?);
         notes.info.push("secure: every node requires SCRAM and checks ACLs; the workload logs in as its own user".to_string());
@@ -187,9 +223,18 @@ pub async fn run(config: &RunConfig) -> Result<(History, RunNotes), String> {
     for worker in 0..config.producers {
         let (recorder, target, stop) = (recorder.clone(), target.clone(), workers_stopping.clone());
         let key = worker as u32 % config.keys;
-        workers.push(tokio::spawn(workload::producer_worker(recorder, target, key, interval, rng.gen(), stop)));
+        workers.push(match config.client {
+            Client::Native => tokio::spawn(workload::producer_worker(recorder, target, key, interval, rng.gen(), stop)),
+            Client::Kafka => tokio::spawn(kafka::producer_worker(recorder, target, key, interval, rng.gen(), stop)),
+        });
     }
     match config.workload {
+        Workload::Log if config.client == Client::Kafka => {
+            for _ in 0..config.consumers {
+                let (recorder, target, stop) = (recorder.clone(), target.clone(), workers_stopping.clone());
+                workers.push(tokio::spawn(kafka::consumer_worker(recorder, target, stop)));
+            }
+        }
         Workload::Log => {
             for _ in 0..config.consumers {
                 let (recorder, target, stop) = (recorder.clone(), target.clone(), workers_stopping.clone());

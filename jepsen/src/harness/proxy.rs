@@ -45,11 +45,14 @@ struct ClientLink {
     resets: watch::Sender<u64>,
 }
 
-/// All the peer-link proxies of a cluster of `n` nodes, and one client proxy per node.
+/// All the peer-link proxies of a cluster of `n` nodes, and one client proxy per node (and one
+/// per node's Kafka listener with `--client kafka`).
 #[derive(Debug)]
 pub struct Proxies {
     links: Vec<Link>,
     clients: Vec<ClientLink>,
+    /// In front of each node's Kafka listener ([`Proxies::start_kafka`]); reset with the others.
+    kafka: Vec<ClientLink>,
     nodes: usize,
 }
 
@@ -83,7 +86,28 @@ impl Proxies {
                 links.push(Link { from, to, port, blocked });
             }
         }
-        Ok(Proxies { links, clients, nodes })
+        Ok(Proxies { links, clients, kafka: Vec::new(), nodes })
+    }
+
+    /// Binds one proxy in front of every node's Kafka listener (`kafka_ports[j]` for node
+    /// `j + 1`), reset by [`Proxies::reset_clients`] like the client proxies.
+    pub async fn start_kafka(&mut self, kafka_ports: &[u16]) -> std::io::Result<()> {
+        assert_eq!(kafka_ports.len(), self.nodes);
+        assert!(self.kafka.is_empty(), "the Kafka proxies start once");
+        let (_, unblocked) = watch::channel(false);
+        for &target in kafka_ports {
+            let listener = TcpListener::bind("127.0.0.1:0").await?;
+            let port = listener.local_addr()?.port();
+            let (resets, watching) = watch::channel(0u64);
+            tokio::spawn(relay_accepts(listener, target, unblocked.clone(), watching));
+            self.kafka.push(ClientLink { port, resets });
+        }
+        Ok(())
+    }
+
+    /// The port Kafka clients dial to reach node `id`'s Kafka listener.
+    pub fn kafka_port(&self, id: u64) -> u16 {
+        self.kafka[id as usize - 1].port
     }
 
     /// The port clients dial to reach node `id`'s client listener.
@@ -93,7 +117,7 @@ impl Proxies {
 
     /// Closes every open client connection (F-N9); new ones are accepted as before.
     pub fn reset_clients(&self) {
-        for client in &self.clients {
+        for client in self.clients.iter().chain(&self.kafka) {
             client.resets.send_modify(|generation| *generation += 1);
         }
     }

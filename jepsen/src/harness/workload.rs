@@ -105,7 +105,7 @@ impl Recorder {
         self.process_next.fetch_add(1, Ordering::Relaxed)
     }
 
-    fn new_value(&self) -> Value {
+    pub(crate) fn new_value(&self) -> Value {
         self.value_next.fetch_add(1, Ordering::Relaxed)
     }
 
@@ -125,6 +125,9 @@ pub struct WorkloadTarget {
     pub tls: Option<odradek_client::tls::ClientTls>,
     /// The workload's login in a secure run.
     pub sasl: Option<odradek_client::connection::SaslCredentials>,
+    /// The nodes' Kafka addresses with `--client kafka` ([`super::kafka`]): producers and
+    /// consumers go through them; None: the native client.
+    pub kafka: Option<Vec<String>>,
 }
 
 impl WorkloadTarget {

@@ -106,7 +106,14 @@ type Slot = oneshot::Receiver<Option<Bytes>>;
 async fn write_responses<W: tokio::io::AsyncWrite + Unpin>(mut writer: W, mut slots: mpsc::Receiver<Slot>) {
     while let Some(slot) = slots.recv().await {
         let Ok(Some(frame)) = slot.await else { continue };
-        if let Err(error) = writer.write_all(&frame).await {
+        // The flush is what sends under madsim (its streams buffer until flushed); on a real
+        // socket it is free.
+        if let Err(error) = async {
+            writer.write_all(&frame).await?;
+            writer.flush().await
+        }
+        .await
+        {
             tracing::debug!(%error, "Kafka connection write failed");
             return;
         }

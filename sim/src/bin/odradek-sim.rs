@@ -129,6 +129,10 @@ mod sim {
         /// placement invariant PL1 after the heal.
         #[arg(long)]
         topic_churn: bool,
+        /// Issue 16: every node runs a Kafka listener, and a Kafka-protocol producer and consumer
+        /// run beside the native ones (not with --secure).
+        #[arg(long)]
+        kafka: bool,
     }
 
     impl RunOptions {
@@ -144,6 +148,9 @@ mod sim {
             }
             if self.secure && scenario == Scenario::Groups {
                 return Err("--secure does not run with --scenario groups (its members do not log in)".into());
+            }
+            if self.secure && self.kafka {
+                return Err("--secure does not run with --kafka (the Kafka listener has no SASL)".into());
             }
             if self.duration == 0 || self.duration > 3600 {
                 return Err("--duration must be within 1..=3600 seconds".into());
@@ -169,6 +176,7 @@ mod sim {
                 faults: None,
                 heavy: self.heavy,
                 topic_churn: self.topic_churn,
+                kafka: self.kafka,
             })
         }
 
@@ -191,6 +199,9 @@ mod sim {
             }
             if self.topic_churn {
                 args.push("--topic-churn".to_string());
+            }
+            if self.kafka {
+                args.push("--kafka".to_string());
             }
             args
         }

@@ -1,0 +1,381 @@
+//! `--client kafka`: producers and consumers that reach the cluster through an existing Kafka
+//! client library (rskafka) over the nodes' Kafka listeners, so the shared checker judges the
+//! Kafka listener's acks and ordering under the same faults as the native client.
+//!
+//! What goes through Kafka: every `send` (Produce, acks=all) and every consumer `poll` (Fetch),
+//! with Metadata for leaders done by the library. What stays native: topic creation, the leader
+//! observer and the final drain (the drain reads the same log, so a record the Kafka listener
+//! acknowledged and lost is still missing from it: L6 / L7).
+//!
+//! Outcome rules (CHECKLISTS "Harness and simulator requirements", as in [`super::workload`]):
+//! * the library's own retries are off ([`no_retries`]): each send is exactly one Produce request,
+//!   so its error alone says whether the value can be in the log;
+//! * [`is_definite`]: a refusal the Kafka listener gives only before proposing
+//!   (NOT_LEADER_OR_FOLLOWER, LEADER_NOT_AVAILABLE, ... : `server/src/kafka/errors.rs`), an invalid
+//!   request, or no connection at all (the request was never written) completes the send `fail`;
+//!   anything else (REQUEST_TIMED_OUT, a broken connection after the request was written, a
+//!   response that does not parse, no answer within [`SEND_TIMEOUT`]) completes it `info` and
+//!   retires the process;
+//! * a consumer keeps its positions itself (one per key, moved only past records it recorded), so
+//!   a failed fetch moves nothing and needs no rewind; a poll fetches every key at once and is
+//!   `ok` with the keys that answered (a key that did not answer contributes nothing and keeps its
+//!   position: no L8 skip can come from it), `fail` if none answered, `info` if the whole poll
+//!   overran the harness's bound.
+//!
+//! rskafka has no idempotent producer: sends carry no producer id (P2 and the idempotence checks
+//! do not apply), and a duplicate is a server fault since the client never resends.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use rskafka::client::error::{Error as KafkaError, ProtocolError, RequestError};
+use rskafka::client::partition::{PartitionClient, UnknownTopicHandling};
+use rskafka::client::{Client, ClientBuilder};
+use rskafka::record::Record;
+use rskafka::BackoffConfig;
+use tokio::sync::watch;
+
+use super::workload::{sleep_or_stop, Recorder, WorkloadTarget, OP_TIMEOUT_MARGIN, RETRY_PAUSE};
+use crate::history::{Acks, Keys, OpF, OpValue, Poll, Process, Send, Value};
+
+/// Longest a Kafka send may take before the harness records it `info` (the Produce request's own
+/// timeout is the library's 30 s, so this is what bounds a send to a paused or cut-off leader).
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(8);
+/// How long one Fetch waits on the server for records.
+pub const FETCH_WAIT_MS: i32 = 200;
+/// Bound on one key's fetch within a poll (a paused leader never answers).
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(3);
+/// Most bytes one Fetch asks for per key.
+pub const FETCH_BYTES_MAX: i32 = 1 << 20;
+
+/// Library retries off: the first retriable error ends the call (a zero deadline), so one call
+/// is one request and [`is_definite`] can judge its outcome.
+pub fn no_retries() -> BackoffConfig {
+    BackoffConfig {
+        init_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(10),
+        base: 2.0,
+        deadline: Some(Duration::ZERO),
+    }
+}
+
+/// Whether a failed Produce certainly appended nothing (see the module comment). Unknown shapes
+/// are indefinite: claiming `fail` for a write that happened would be a false L3/L6 verdict.
+pub fn is_definite(error: &KafkaError) -> bool {
+    match error {
+        // A retriable error cut short by the zero deadline: judge the error it wraps.
+        KafkaError::RetryFailed(rskafka::BackoffError::DeadlineExceded { source, .. }) => {
+            source.downcast_ref::<KafkaError>().is_some_and(is_definite)
+        }
+        // No connection to the leader (or no metadata to find it): nothing was written.
+        KafkaError::Connection(_) => true,
+        // Refused before any byte went out.
+        KafkaError::Request(RequestError::NoVersionMatch { .. }) => true,
+        KafkaError::ServerError { protocol_error, .. } => definite_code(*protocol_error),
+        _ => false,
+    }
+}
+
+/// Kafka error codes the Kafka listener answers a Produce with only when nothing was proposed
+/// (`server/src/kafka/errors.rs`: refusals before proposing and invalid requests). Its only
+/// unknown-outcome codes are REQUEST_TIMED_OUT and UNKNOWN_SERVER_ERROR, which are not here.
+fn definite_code(code: ProtocolError) -> bool {
+    use ProtocolError as P;
+    matches!(
+        code,
+        P::NotLeaderOrFollower
+            | P::LeaderNotAvailable
+            | P::UnknownTopicOrPartition
+            | P::NotController
+            | P::KafkaStorageError
+            | P::CorruptMessage
+            | P::MessageTooLarge
+            | P::InvalidTopicException
+            | P::InvalidRequiredAcks
+            | P::InvalidRequest
+            | P::InvalidRecord
+            | P::UnsupportedVersion
+            | P::UnsupportedForMessageFormat
+            | P::TopicAuthorizationFailed
+            | P::ClusterAuthorizationFailed
+    )
+}
+
+/// The Kafka addresses clients bootstrap from.
+fn kafka_bootstrap(target: &WorkloadTarget) -> Vec<String> {
+    target.kafka.clone().expect("a Kafka worker runs only with --client kafka")
+}
+
+/// A new library client (metadata from any node), within [`OP_TIMEOUT_MARGIN`].
+async fn new_client(target: &WorkloadTarget, process: Process) -> Option<Client> {
+    let builder = ClientBuilder::new(kafka_bootstrap(target)).client_id(format!("jepsen-kafka-{process}")).backoff_config(no_retries());
+    tokio::time::timeout(OP_TIMEOUT_MARGIN, builder.build()).await.ok()?.ok()
+}
+
+/// A partition client for `key` (it finds the leader now), within [`OP_TIMEOUT_MARGIN`].
+async fn partition_client(client: &Client, target: &WorkloadTarget, key: u32) -> Option<PartitionClient> {
+    let partition = i32::try_from(key).expect("keys are partition numbers");
+    let made = client.partition_client(target.topic.clone(), partition, UnknownTopicHandling::Error);
+    tokio::time::timeout(OP_TIMEOUT_MARGIN, made).await.ok()?.ok()
+}
+
+/// One Kafka producer worker: as [`super::workload::producer_worker`], one value at a time to
+/// `key`, `interval` apart, each value one Produce request with acks=all.
+pub async fn producer_worker(
+    recorder: Arc<Recorder>,
+    target: WorkloadTarget,
+    key: u32,
+    interval: Duration,
+    seed: u64,
+    mut stop: watch::Receiver<bool>,
+) {
+    assert_eq!(target.acks, Acks::All, "the Kafka client produces with acks=all only");
+    let mut rng = SmallRng::seed_from_u64(seed);
+    if sleep_or_stop(interval.mul_f64(rng.gen::<f64>()), &mut stop).await {
+        return;
+    }
+    while !*stop.borrow() {
+        let process = recorder.new_process();
+        let client = match new_client(&target, process).await {
+            Some(client) => client,
+            None => {
+                // No op was recorded for this process: it simply never acts.
+                if sleep_or_stop(RETRY_PAUSE, &mut stop).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        let mut partition = None;
+        let mut tick = Instant::now();
+        loop {
+            tick += interval;
+            let now = Instant::now();
+            if tick < now {
+                tick = now; // Behind schedule (a slow op): do not burst to catch up.
+            }
+            if sleep_or_stop(tick - now, &mut stop).await {
+                return;
+            }
+            // The library finds the new leader itself after NOT_LEADER_OR_FOLLOWER; a partition
+            // client that could not be made (no leader yet) is tried again on the next tick.
+            if partition.is_none() {
+                partition = partition_client(&client, &target, key).await;
+            }
+            let Some(partition) = &partition else { continue };
+            if !send_one(&recorder, &target, partition, process, key).await {
+                break; // Retired: carry on as a new process.
+            }
+        }
+        if sleep_or_stop(RETRY_PAUSE, &mut stop).await {
+            return;
+        }
+    }
+}
+
+/// One Kafka send op; returns false if it ended `info` (the process is retired).
+async fn send_one(recorder: &Recorder, target: &WorkloadTarget, partition: &PartitionClient, process: Process, key: u32) -> bool {
+    let value = recorder.new_value();
+    let send = Send { key: u64::from(key), values: vec![value], acks: target.acks, producer: None, offsets: None };
+    let handle = recorder.history().invoke_send(process, send.clone()).expect("a producer process has one op at a time");
+    let record = Record {
+        key: None,
+        value: Some(value.to_string().into_bytes()),
+        headers: BTreeMap::new(),
+        // The checks never read timestamps; a constant keeps the harness off the wall clock.
+        timestamp: rskafka::chrono::DateTime::UNIX_EPOCH,
+    };
+    let outcome = tokio::time::timeout(SEND_TIMEOUT, partition.produce(vec![record], Default::default())).await;
+    let mut history = recorder.history();
+    match outcome {
+        Ok(Ok(offsets)) => {
+            assert_eq!(offsets.len(), 1, "one record sent, one offset acknowledged");
+            let offsets = offsets.iter().map(|&o| u64::try_from(o).expect("acknowledged offsets are not negative")).collect();
+            history.ok(handle, OpValue::Send(Send { offsets: Some(offsets), ..send })).expect("completes its own invoke");
+            true
+        }
+        Ok(Err(error)) if is_definite(&error) => {
+            history.fail(handle, OpValue::Send(send)).expect("completes its own invoke");
+            true
+        }
+        Ok(Err(_)) | Err(_) => {
+            history.info(handle, OpValue::Send(send)).expect("completes its own invoke");
+            false
+        }
+    }
+}
+
+/// A Kafka consumer process: one partition client per key and its own positions.
+struct KafkaConsumer {
+    partitions: BTreeMap<u32, Arc<PartitionClient>>,
+    /// The next offset to fetch, per key.
+    positions: BTreeMap<u32, i64>,
+}
+
+/// A new consumer process positioned at the beginning of every key, with an `assign` op (ok once
+/// every key's partition client found its leader, fail otherwise: the process is abandoned).
+async fn new_consumer(recorder: &Recorder, target: &WorkloadTarget, process: Process) -> Option<KafkaConsumer> {
+    let keys = OpValue::Keys(Keys { keys: target.all_keys() });
+    let handle = recorder.history().invoke(process, OpF::Assign, keys.clone()).expect("a new process is idle");
+    let mut partitions = BTreeMap::new();
+    if let Some(client) = new_client(target, process).await {
+        for key in 0..target.keys {
+            let Some(partition) = partition_client(&client, target, key).await else { break };
+            partitions.insert(key, Arc::new(partition));
+        }
+    }
+    let mut history = recorder.history();
+    if partitions.len() < target.keys as usize {
+        history.fail(handle, keys).expect("completes its own invoke");
+        return None;
+    }
+    history.ok(handle, keys).expect("completes its own invoke");
+    let positions = (0..target.keys).map(|k| (k, 0)).collect();
+    Some(KafkaConsumer { partitions, positions })
+}
+
+/// How a Kafka poll ended.
+enum Polled {
+    Ok,
+    Fail,
+    /// A key's offset is out of range: the process stops (a new one starts from the beginning).
+    OutOfRange,
+    Info,
+}
+
+/// One poll op: a Fetch of every key at once.
+async fn poll_one(recorder: &Recorder, consumer: &mut KafkaConsumer, process: Process) -> Polled {
+    let handle = recorder.history().invoke_poll(process).expect("a consumer process has one op at a time");
+    let fetches: Vec<_> = consumer
+        .partitions
+        .iter()
+        .map(|(&key, partition)| {
+            let (partition, offset) = (partition.clone(), consumer.positions[&key]);
+            let fetch = tokio::spawn(async move {
+                tokio::time::timeout(FETCH_TIMEOUT, partition.fetch_records(offset, 1..FETCH_BYTES_MAX, FETCH_WAIT_MS)).await
+            });
+            (key, fetch)
+        })
+        .collect();
+    let gathered = tokio::time::timeout(FETCH_TIMEOUT + OP_TIMEOUT_MARGIN, async {
+        let mut gathered = Vec::with_capacity(fetches.len());
+        for (key, fetch) in fetches {
+            gathered.push((key, fetch.await));
+        }
+        gathered
+    })
+    .await;
+    let mut history = recorder.history();
+    let Ok(gathered) = gathered else {
+        history.info(handle, OpValue::Poll(Poll::default())).expect("completes its own invoke");
+        return Polled::Info;
+    };
+    let mut poll = Poll::default();
+    let (mut answered, mut out_of_range) = (0, false);
+    for (key, fetched) in gathered {
+        let records = match fetched {
+            Ok(Ok(Ok((records, _high_watermark)))) => records,
+            Ok(Ok(Err(KafkaError::ServerError { protocol_error: ProtocolError::OffsetOutOfRange, .. }))) => {
+                out_of_range = true;
+                continue;
+            }
+            _ => continue,
+        };
+        answered += 1;
+        let position = consumer.positions.get_mut(&key).expect("a position per assigned key");
+        for record in records {
+            // A record that is not one of ours cannot be written by this harness: u64::MAX is
+            // never a value it sends, so the checker reports it as L3 unexpected.
+            let value = record
+                .record
+                .value
+                .as_deref()
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|v| v.parse::<Value>().ok())
+                .unwrap_or(Value::MAX);
+            let offset = u64::try_from(record.offset).expect("fetched offsets are not negative");
+            poll.records.entry(u64::from(key)).or_default().push((offset, value));
+            *position = (*position).max(record.offset + 1);
+        }
+    }
+    if answered == 0 {
+        history.fail(handle, OpValue::Poll(Poll::default())).expect("completes its own invoke");
+        return if out_of_range { Polled::OutOfRange } else { Polled::Fail };
+    }
+    history.ok(handle, OpValue::Poll(poll)).expect("completes its own invoke");
+    if out_of_range {
+        Polled::OutOfRange
+    } else {
+        Polled::Ok
+    }
+}
+
+/// Pause after a poll no key answered, before the next one.
+pub const FAILED_POLL_PAUSE: Duration = Duration::from_millis(100);
+
+/// One Kafka consumer worker: polls every key continuously from the beginning.
+pub async fn consumer_worker(recorder: Arc<Recorder>, target: WorkloadTarget, mut stop: watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        let process = recorder.new_process();
+        let Some(mut consumer) = new_consumer(&recorder, &target, process).await else {
+            if sleep_or_stop(RETRY_PAUSE, &mut stop).await {
+                return;
+            }
+            continue;
+        };
+        while !*stop.borrow() {
+            match poll_one(&recorder, &mut consumer, process).await {
+                Polled::Ok => {}
+                Polled::Fail => {
+                    if sleep_or_stop(FAILED_POLL_PAUSE, &mut stop).await {
+                        return;
+                    }
+                }
+                Polled::OutOfRange | Polled::Info => break,
+            }
+        }
+        if sleep_or_stop(RETRY_PAUSE, &mut stop).await {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(code: ProtocolError) -> KafkaError {
+        KafkaError::ServerError {
+            protocol_error: code,
+            error_message: None,
+            request: rskafka::client::error::RequestContext::Partition("jepsen".into(), 0),
+            response: None,
+            is_virtual: false,
+        }
+    }
+
+    fn cut_short(error: KafkaError) -> KafkaError {
+        KafkaError::RetryFailed(rskafka::BackoffError::DeadlineExceded { deadline: Duration::ZERO, source: Box::new(error) })
+    }
+
+    /// The outcome table of the module comment: refusals before proposing are `fail`, unknown
+    /// outcomes `info`, also when the library wrapped them in its retry error.
+    #[test]
+    fn kafka_errors_map_to_definite_and_indefinite_outcomes() {
+        for refused in [ProtocolError::NotLeaderOrFollower, ProtocolError::LeaderNotAvailable, ProtocolError::InvalidRequest] {
+            assert!(is_definite(&server(refused)), "{refused:?}");
+            assert!(is_definite(&cut_short(server(refused))), "{refused:?} after the zero deadline");
+        }
+        for unknown in [ProtocolError::RequestTimedOut, ProtocolError::UnknownServerError, ProtocolError::NetworkException] {
+            assert!(!is_definite(&server(unknown)), "{unknown:?}");
+            assert!(!is_definite(&cut_short(server(unknown))), "{unknown:?} after the zero deadline");
+        }
+        let broken = RequestError::IO(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset"));
+        assert!(!is_definite(&KafkaError::Request(broken)), "a connection broken after the request was written");
+        assert!(!is_definite(&KafkaError::Timeout));
+        assert!(!is_definite(&KafkaError::InvalidResponse("garbled".into())));
+    }
+}

@@ -1,0 +1,428 @@
+//! The Kafka-protocol workload (plan field `kafka`, issue 16): one producer and one consumer that
+//! speak Apache Kafka's wire protocol to the nodes' Kafka listeners over the simulated network,
+//! with the `kafka-protocol` codecs the listener itself uses. Their ops go into the same history
+//! as the native clients' and the same checker judges them (L1–L13 at acks=all).
+//!
+//! Requests: Metadata (v12) for the partitions' leaders and the brokers' Kafka addresses, Produce
+//! (v9, acks=-1, one record per batch built by the native client's `BatchBuilder`), ListOffsets
+//! (v5, earliest) where the consumer starts, Fetch (v11) from each partition's leader.
+//!
+//! Outcome rules (CHECKLISTS "Harness and simulator requirements"):
+//! * a send is `ok` with its acknowledged offset on error code 0; `fail` when nothing was
+//!   written: no leader known, no connection to it, or a code the Kafka listener gives only
+//!   before proposing or for an invalid request ([`definite`], `server/src/kafka/errors.rs`);
+//!   `info` otherwise (REQUEST_TIMED_OUT, a connection lost once the request was being written,
+//!   no answer within [`SEND_BOUND`]). Every send is its own process, so an `info` retires
+//!   nothing else;
+//! * the consumer's positions are its own and move only past records it recorded; a poll fetches
+//!   every partition and is `ok` with the partitions that answered (with each one's high
+//!   watermark, for L12), `fail` if none did.
+//!
+//! Connections are one per broker and one request at a time; one that failed in any way is
+//! dropped (a late answer can never be taken for the next request's).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, BrokerId, FetchRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest, RequestHeader, RequestKind, ResponseHeader,
+    ResponseKind, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use odradek_client::batch::{BatchBuilder, Record};
+use odradek_jepsen::history::{Acks, Keys, OpF, OpValue, Poll, Send};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::cluster::SimCluster;
+use crate::config::TOPIC;
+
+/// Bound on one send (metadata, connect, Produce and its answer), simulated time.
+pub const SEND_BOUND: Duration = Duration::from_secs(12);
+/// Bound on one request of the consumer (metadata, ListOffsets, one partition's Fetch).
+pub const READ_BOUND: Duration = Duration::from_secs(3);
+/// How long a Fetch waits on the server for records.
+const FETCH_WAIT_MS: i32 = 200;
+/// Most bytes one Fetch asks for per partition.
+const FETCH_BYTES_MAX: i32 = 1 << 20;
+/// Largest response frame accepted (a Fetch answer is bounded by [`FETCH_BYTES_MAX`] plus headers).
+const RESPONSE_BYTES_MAX: usize = 4 << 20;
+/// Produce's own server-side timeout.
+const PRODUCE_TIMEOUT_MS: i32 = 10_000;
+
+const METADATA_VERSION: i16 = 12;
+const PRODUCE_VERSION: i16 = 9;
+const FETCH_VERSION: i16 = 11;
+const LIST_OFFSETS_VERSION: i16 = 5;
+
+/// Kafka error codes (Kafka's numbering).
+const NONE: i16 = 0;
+
+/// Codes the Kafka listener answers a Produce with only when nothing was proposed, or for a
+/// request it refused as invalid: NOT_LEADER_OR_FOLLOWER (6), LEADER_NOT_AVAILABLE (5),
+/// UNKNOWN_TOPIC_OR_PARTITION (3), NOT_CONTROLLER (41), KAFKA_STORAGE_ERROR (56, disk full),
+/// CORRUPT_MESSAGE (2), MESSAGE_TOO_LARGE (10), INVALID_TOPIC (17), INVALID_REQUIRED_ACKS (21),
+/// INVALID_REQUEST (42), INVALID_RECORD (87), UNSUPPORTED_VERSION (35). Not here: its
+/// unknown-outcome codes REQUEST_TIMED_OUT (7) and UNKNOWN_SERVER_ERROR (-1), and anything else.
+pub fn definite(code: i16) -> bool {
+    matches!(code, 2 | 3 | 5 | 6 | 10 | 17 | 21 | 35 | 41 | 42 | 56 | 87)
+}
+
+/// Why a call got no answer.
+#[derive(Debug)]
+enum CallError {
+    /// Nothing of the request left this client (no connection could be made).
+    Unsent(String),
+    /// The request may have reached the server.
+    Lost(String),
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Unsent(why) => write!(f, "not sent: {why}"),
+            CallError::Lost(why) => write!(f, "maybe sent: {why}"),
+        }
+    }
+}
+
+/// One Kafka connection, one request at a time.
+struct KafkaConnection {
+    stream: TcpStream,
+    correlation_next: i32,
+}
+
+impl KafkaConnection {
+    async fn connect(address: SocketAddr) -> Result<KafkaConnection, CallError> {
+        let stream = TcpStream::connect(address).await.map_err(|e| CallError::Unsent(format!("connect {address}: {e}")))?;
+        Ok(KafkaConnection { stream, correlation_next: 1 })
+    }
+
+    /// Sends `request` at `version` and reads its answer.
+    async fn call(&mut self, api_key: ApiKey, version: i16, request: RequestKind) -> Result<ResponseKind, CallError> {
+        let correlation_id = self.correlation_next;
+        self.correlation_next += 1;
+        let mut body = BytesMut::new();
+        let header = RequestHeader::default()
+            .with_request_api_key(api_key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(correlation_id)
+            .with_client_id(Some(StrBytes::from_static_str("odradek-sim-kafka")));
+        header.encode(&mut body, api_key.request_header_version(version)).expect("a request header encodes");
+        request.encode(&mut body, version).expect("the workload's requests encode");
+        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&body);
+        let lost = |what: &str, e: std::io::Error| CallError::Lost(format!("{api_key:?} {what}: {e}"));
+        self.stream.write_all(&frame).await.map_err(|e| lost("write", e))?;
+        // madsim's streams send what was written on flush.
+        self.stream.flush().await.map_err(|e| lost("flush", e))?;
+        let mut length = [0u8; 4];
+        self.stream.read_exact(&mut length).await.map_err(|e| lost("read", e))?;
+        let length = u32::from_be_bytes(length) as usize;
+        if length > RESPONSE_BYTES_MAX {
+            return Err(CallError::Lost(format!("{api_key:?}: a {length}-byte response")));
+        }
+        let mut response = vec![0u8; length];
+        self.stream.read_exact(&mut response).await.map_err(|e| lost("read", e))?;
+        let mut response = Bytes::from(response);
+        let garbled = |e: String| CallError::Lost(format!("{api_key:?}: undecodable response: {e}"));
+        let header = ResponseHeader::decode(&mut response, api_key.response_header_version(version)).map_err(|e| garbled(e.to_string()))?;
+        if header.correlation_id != correlation_id {
+            return Err(CallError::Lost(format!("{api_key:?}: answer to {} for {correlation_id}", header.correlation_id)));
+        }
+        let decoded = ResponseKind::decode(api_key, &mut response, version).map_err(|e| garbled(e.to_string()))?;
+        if response.has_remaining() {
+            return Err(CallError::Lost(format!("{api_key:?}: trailing bytes in the response")));
+        }
+        Ok(decoded)
+    }
+}
+
+/// What a client knows of the cluster: its connections and each partition's leader.
+struct KafkaClient {
+    cluster: Arc<SimCluster>,
+    connections: BTreeMap<SocketAddr, KafkaConnection>,
+    leaders: BTreeMap<u32, SocketAddr>,
+    /// Which bootstrap address the next metadata request goes to (round robin).
+    bootstrap_next: usize,
+}
+
+impl KafkaClient {
+    fn new(cluster: Arc<SimCluster>) -> KafkaClient {
+        KafkaClient { cluster, connections: BTreeMap::new(), leaders: BTreeMap::new(), bootstrap_next: 0 }
+    }
+
+    /// One request to `address` over its connection (made if needed; dropped on any error).
+    async fn call(&mut self, address: SocketAddr, api_key: ApiKey, version: i16, request: RequestKind) -> Result<ResponseKind, CallError> {
+        let mut connection = match self.connections.remove(&address) {
+            Some(connection) => connection,
+            None => KafkaConnection::connect(address).await?,
+        };
+        let answer = connection.call(api_key, version, request).await?;
+        self.connections.insert(address, connection);
+        Ok(answer)
+    }
+
+    /// Asks one node (round robin) for the topic's leaders; keeps those it names.
+    async fn refresh_leaders(&mut self) -> Result<(), String> {
+        let bootstrap = self.cluster.kafka_bootstrap();
+        let address = bootstrap[self.bootstrap_next % bootstrap.len()];
+        self.bootstrap_next += 1;
+        let topic = MetadataRequestTopic::default().with_name(Some(TopicName(StrBytes::from_static_str(TOPIC))));
+        let request = RequestKind::Metadata(MetadataRequest::default().with_topics(Some(vec![topic])));
+        let ResponseKind::Metadata(metadata) =
+            self.call(address, ApiKey::Metadata, METADATA_VERSION, request).await.map_err(|e| e.to_string())?
+        else {
+            return Err("a Metadata request got another answer".into());
+        };
+        let brokers: BTreeMap<i32, SocketAddr> = metadata
+            .brokers
+            .iter()
+            .filter_map(|b| Some((b.node_id.0, SocketAddr::new(b.host.as_str().parse().ok()?, u16::try_from(b.port).ok()?))))
+            .collect();
+        self.leaders.clear();
+        for topic in metadata.topics.iter().filter(|t| t.name.as_ref().is_some_and(|n| n.as_str() == TOPIC)) {
+            for partition in topic.partitions.iter().filter(|p| p.error_code == NONE) {
+                if let (Ok(index), Some(&leader)) = (u32::try_from(partition.partition_index), brokers.get(&partition.leader_id.0)) {
+                    self.leaders.insert(index, leader);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The leader of `partition`, asking for metadata (within [`READ_BOUND`]) if it is not known.
+    async fn leader(&mut self, partition: u32) -> Option<SocketAddr> {
+        if !self.leaders.contains_key(&partition) {
+            // No leader known afterwards is the caller's answer; a metadata request that timed
+            // out may still be answered late on its connection, so none is reused.
+            if tokio::time::timeout(READ_BOUND, self.refresh_leaders()).await.is_err() {
+                self.connections.clear();
+            }
+        }
+        self.leaders.get(&partition).copied()
+    }
+}
+
+/// How one send ended.
+enum Sent {
+    Acked(u64),
+    /// Nothing was written.
+    Refused,
+    /// The write may have happened.
+    Unknown,
+}
+
+async fn send_one(client: &mut KafkaClient, partition: u32, value: u64) -> Sent {
+    let Some(leader) = client.leader(partition).await else { return Sent::Refused };
+    let mut batch = BatchBuilder::new();
+    batch
+        .push(&Record {
+            timestamp: odradek_client::clock::wall_clock_ms(),
+            key: None,
+            value: Some(value.to_string().into_bytes().into()),
+            headers: Vec::new(),
+        })
+        .expect("one small record fits a batch");
+    let data = PartitionProduceData::default().with_index(partition as i32).with_records(Some(batch.build()));
+    let topic = TopicProduceData::default().with_name(TopicName(StrBytes::from_static_str(TOPIC))).with_partition_data(vec![data]);
+    let request = ProduceRequest::default().with_acks(-1).with_timeout_ms(PRODUCE_TIMEOUT_MS).with_topic_data(vec![topic]);
+    match client.call(leader, ApiKey::Produce, PRODUCE_VERSION, RequestKind::Produce(request)).await {
+        Ok(ResponseKind::Produce(produced)) => {
+            let answer = produced.responses.first().and_then(|t| t.partition_responses.first());
+            match answer {
+                Some(answer) if answer.error_code == NONE => match u64::try_from(answer.base_offset) {
+                    Ok(offset) => Sent::Acked(offset),
+                    Err(_) => Sent::Unknown,
+                },
+                Some(answer) => {
+                    client.leaders.remove(&partition);
+                    if definite(answer.error_code) {
+                        Sent::Refused
+                    } else {
+                        Sent::Unknown
+                    }
+                }
+                None => Sent::Unknown,
+            }
+        }
+        Ok(_) => Sent::Unknown,
+        Err(CallError::Unsent(_)) => {
+            client.leaders.remove(&partition);
+            Sent::Refused
+        }
+        Err(CallError::Lost(_)) => {
+            client.leaders.remove(&partition);
+            Sent::Unknown
+        }
+    }
+}
+
+/// The Kafka producer: `records` unique values (producer `index` × 10⁶ + i) round robin over the
+/// partitions, one send at a time, `interval` apart. Returns (acknowledged, failed) sends.
+pub async fn produce(cluster: Arc<SimCluster>, index: u64, records: u64, interval: Duration) -> (u64, u64) {
+    let mut client = KafkaClient::new(cluster.clone());
+    let (mut ok, mut failed) = (0, 0);
+    for i in 0..records {
+        if i > 0 {
+            tokio::time::sleep(interval).await;
+        }
+        let value = index * 1_000_000 + i;
+        let key = (i % u64::from(cluster.load.partitions)) as u32;
+        let process = cluster.process();
+        let send = Send { key: u64::from(key), values: vec![value], acks: Acks::All, producer: None, offsets: None };
+        let handle = cluster.history().invoke_send(process, send.clone()).expect("history");
+        let sent = match tokio::time::timeout(SEND_BOUND, send_one(&mut client, key, value)).await {
+            Ok(sent) => sent,
+            Err(_) => {
+                // The connection may still carry the late answer: never reuse it.
+                client.connections.clear();
+                client.leaders.clear();
+                Sent::Unknown
+            }
+        };
+        let mut history = cluster.history();
+        match sent {
+            Sent::Acked(offset) => {
+                ok += 1;
+                history.ok(handle, OpValue::Send(Send { offsets: Some(vec![offset]), ..send }))
+            }
+            Sent::Refused => {
+                failed += 1;
+                history.fail(handle, OpValue::Send(send))
+            }
+            Sent::Unknown => {
+                failed += 1;
+                history.info(handle, OpValue::Send(send))
+            }
+        }
+        .expect("history");
+    }
+    (ok, failed)
+}
+
+/// The earliest offset of `partition` (ListOffsets at its leader), within [`READ_BOUND`].
+async fn earliest(client: &mut KafkaClient, partition: u32) -> Option<u64> {
+    let leader = client.leader(partition).await?;
+    let asked = ListOffsetsPartition::default().with_partition_index(partition as i32).with_timestamp(-2);
+    let topic = ListOffsetsTopic::default().with_name(TopicName(StrBytes::from_static_str(TOPIC))).with_partitions(vec![asked]);
+    let request = RequestKind::ListOffsets(ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![topic]));
+    let answer = tokio::time::timeout(READ_BOUND, client.call(leader, ApiKey::ListOffsets, LIST_OFFSETS_VERSION, request)).await;
+    let Ok(Ok(ResponseKind::ListOffsets(listed))) = answer else {
+        client.connections.remove(&leader);
+        client.leaders.remove(&partition);
+        return None;
+    };
+    let answer = listed.topics.first()?.partitions.first()?;
+    if answer.error_code != NONE {
+        client.leaders.remove(&partition);
+        return None;
+    }
+    u64::try_from(answer.offset).ok()
+}
+
+/// One partition's Fetch from `offset` at its leader: the records (offset, value) and the high
+/// watermark, or `None` if it did not answer.
+async fn fetch(client: &mut KafkaClient, partition: u32, offset: u64) -> Option<(Vec<(u64, u64)>, u64)> {
+    let leader = client.leader(partition).await?;
+    let asked = FetchPartition::default()
+        .with_partition(partition as i32)
+        .with_fetch_offset(offset as i64)
+        .with_partition_max_bytes(FETCH_BYTES_MAX);
+    let topic = FetchTopic::default().with_topic(TopicName(StrBytes::from_static_str(TOPIC))).with_partitions(vec![asked]);
+    let request = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(FETCH_WAIT_MS)
+        .with_min_bytes(1)
+        .with_max_bytes(FETCH_BYTES_MAX)
+        .with_topics(vec![topic]);
+    let answer = tokio::time::timeout(READ_BOUND, client.call(leader, ApiKey::Fetch, FETCH_VERSION, RequestKind::Fetch(request))).await;
+    let Ok(Ok(ResponseKind::Fetch(fetched))) = answer else {
+        client.connections.remove(&leader);
+        client.leaders.remove(&partition);
+        return None;
+    };
+    let answer = fetched.responses.first()?.partitions.first()?;
+    if answer.error_code != NONE {
+        client.leaders.remove(&partition);
+        return None;
+    }
+    let high_watermark = u64::try_from(answer.high_watermark).ok()?;
+    let mut records = answer.records.clone().unwrap_or_default();
+    let mut read = Vec::new();
+    while records.has_remaining() {
+        let length = odradek_client::batch::batch_bytes_len(&records).ok()?;
+        if length > records.len() {
+            break; // A partial batch at the end of the answer (Kafka allows it): fetched again next time.
+        }
+        let batch = records.split_to(length);
+        for record in odradek_client::batch::records(&batch).ok()? {
+            let record = record.ok()?;
+            let offset = u64::try_from(record.offset).ok()?;
+            // A record that is not one of ours: u64::MAX is never sent, so L3 reports it.
+            let value = record.value.and_then(|v| std::str::from_utf8(v).ok()).and_then(|v| v.parse().ok()).unwrap_or(u64::MAX);
+            read.push((offset, value));
+        }
+    }
+    // Whole batches come back: drop the records below the fetch offset (Kafka clients do too).
+    read.retain(|&(o, _)| o >= offset);
+    Some((read, high_watermark))
+}
+
+/// The Kafka consumer: assigned every partition from its earliest offset (ListOffsets), polls
+/// until `deadline`.
+pub async fn consume(cluster: Arc<SimCluster>, deadline: tokio::time::Instant) {
+    let mut client = KafkaClient::new(cluster.clone());
+    let keys: Vec<u64> = (0..u64::from(cluster.load.partitions)).collect();
+    let process = cluster.process();
+    let assign = cluster.history().invoke(process, OpF::Assign, OpValue::Keys(Keys { keys: keys.clone() })).expect("history");
+    let mut positions = BTreeMap::new();
+    for partition in 0..cluster.load.partitions {
+        loop {
+            if let Some(offset) = earliest(&mut client, partition).await {
+                positions.insert(partition, offset);
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                cluster.history().fail(assign, OpValue::Keys(Keys { keys })).expect("history");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    cluster.history().ok(assign, OpValue::Keys(Keys { keys })).expect("history");
+    let (mut polls_ok, mut read) = (0u64, 0usize);
+    while tokio::time::Instant::now() < deadline {
+        let handle = cluster.history().invoke_poll(process).expect("history");
+        let mut poll = Poll::default();
+        let mut answered = 0;
+        for partition in 0..cluster.load.partitions {
+            let Some((records, high_watermark)) = fetch(&mut client, partition, positions[&partition]).await else { continue };
+            answered += 1;
+            let key = u64::from(partition);
+            poll.hw.insert(key, high_watermark);
+            if let Some(&(last, _)) = records.last() {
+                positions.insert(partition, last + 1);
+            }
+            if !records.is_empty() {
+                poll.records.insert(key, records);
+            }
+        }
+        if answered == 0 {
+            cluster.history().fail(handle, OpValue::Poll(Poll::default())).expect("history");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        } else {
+            polls_ok += 1;
+            read += poll.records.values().map(Vec::len).sum::<usize>();
+            cluster.history().ok(handle, OpValue::Poll(poll)).expect("history");
+        }
+    }
+    cluster.note(format!("Kafka consumer: {polls_ok} polls ok, {read} records read"));
+}
