@@ -4,7 +4,9 @@
 //!   the ones of deleted topics);
 //! - register: the metadata group's leader registers every configured node as a broker;
 //! - balance: a leader that is not its partition's preferred replica hands leadership to it
-//!   once the preferred replica has caught up;
+//!   once the preferred replica has caught up (not while the partition moves);
+//! - reassign: a partition's leader moves it to the replica set the metadata targets
+//!   (`crate::reassign`); a node that is no longer a replica deletes its copy (reconcile);
 //! - retention: trim partition logs by their topic's retention and move their log start; an
 //!   offsets-topic partition only below its group table's last snapshot (`crate::group`).
 
@@ -62,7 +64,10 @@ pub async fn run(context: Arc<NodeContext>, mut shutdown: Shutdown) {
         tokio::select! {
             biased;
             _ = shutdown.stopping() => return,
-            _ = registration.tick() => register_brokers(&context).await,
+            _ = registration.tick() => {
+                register_brokers(&context).await;
+                crate::reassign::drive(&context, hosted.keys().copied()).await;
+            }
             _ = chores.tick() => {
                 balance_leaders(&context, &hosted).await;
                 enforce_retention(&context, &hosted).await;
@@ -75,7 +80,8 @@ pub async fn run(context: Arc<NodeContext>, mut shutdown: Shutdown) {
 /// Creates and removes partition groups to match the metadata.
 async fn reconcile(context: &NodeContext, hosted: &mut BTreeMap<GroupId, Hosted>) {
     let me = context.state.node_id;
-    let desired: BTreeMap<GroupId, (Vec<NodeId>, TopicSettings)> = {
+    // group -> (its replicas now, the voters a new replica starts from, its topic's settings)
+    let desired: BTreeMap<GroupId, (Vec<NodeId>, Vec<NodeId>, TopicSettings)> = {
         let state = context.state.lock();
         state
             .meta
@@ -83,7 +89,8 @@ async fn reconcile(context: &NodeContext, hosted: &mut BTreeMap<GroupId, Hosted>
             .into_iter()
             .filter_map(|(group, replicas)| {
                 let (topic, _) = state.meta.partition_of_group(group)?;
-                Some((group, (replicas, topic.settings.clone())))
+                let voters_initial = state.meta.voters_initial(group)?;
+                Some((group, (replicas, voters_initial, topic.settings.clone())))
             })
             .collect()
     };
@@ -93,18 +100,22 @@ async fn reconcile(context: &NodeContext, hosted: &mut BTreeMap<GroupId, Hosted>
             Ok(_) => {
                 hosted.remove(&group);
                 context.state.remove_partition(group);
-                tracing::info!(group, "deleted a partition of a deleted topic");
+                tracing::info!(group, "deleted a replica the metadata no longer gives this node (topic deleted or partition moved)");
             }
             Err(error) => tracing::warn!(group, %error, "removing a partition group failed"),
         }
     }
-    for (group, (replicas, settings)) in desired {
-        if hosted.contains_key(&group) {
+    for (group, (replicas, voters_initial, settings)) in desired {
+        if let Some(partition) = hosted.get_mut(&group) {
+            // A completed move changes the replicas (and the preferred leader) of a hosted group.
+            partition.replicas = replicas;
             continue;
         }
         context.state.add_partition(group);
         let log_config = context.config.log_config(settings.retention_ms, settings.retention_bytes, settings.segment_bytes);
-        match context.node.create_group_with(group, replicas.clone(), 0, log_config).await {
+        // A group's every replica starts from its bootstrap voters (`MetadataState::voters_initial`);
+        // a replica that joins later learns the changes since from the leader's log or snapshot.
+        match context.node.create_group_with(group, voters_initial, 0, log_config).await {
             Ok(()) | Err(NodeError::GroupExists(_)) => {
                 tracing::info!(group, ?replicas, "hosting a partition");
                 if replicas.first() == Some(&me) {
@@ -153,7 +164,7 @@ async fn balance_leaders(context: &NodeContext, hosted: &BTreeMap<GroupId, Hoste
     let me = context.state.node_id;
     for (&group, partition) in hosted {
         let Some(&preferred) = partition.replicas.first() else { continue };
-        if preferred == me {
+        if preferred == me || context.state.lock().meta.reassignment_target(group).is_some() {
             continue;
         }
         let Ok(Some((status, _))) = context.node.status(group).await else { continue };

@@ -46,6 +46,7 @@ pub async fn controller_request(context: &NodeContext, id: u64, body: Body) -> R
         // Read on the controller: a list right after a change shows it.
         Body::list_users(_) => super::security::list_users(context, id),
         Body::list_acls(_) => super::security::list_acls(context, id),
+        Body::reassign_partition(body) => super::reassign::reassign_partition(context, id, body).await,
         _ => unreachable!("only controller requests are routed here"),
     }
 }

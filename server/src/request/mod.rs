@@ -26,6 +26,7 @@ pub mod group;
 pub mod leaders;
 pub mod metadata;
 pub mod produce;
+pub mod reassign;
 pub mod relay;
 pub mod security;
 
@@ -90,7 +91,8 @@ async fn route(context: &NodeContext, id: u64, mut request: Request) -> Response
             | Body::create_acl(_)
             | Body::delete_acl(_)
             | Body::list_users(_)
-            | Body::list_acls(_)),
+            | Body::list_acls(_)
+            | Body::reassign_partition(_)),
         ) => admin::controller_request(context, id, body).await,
         Some(Body::sasl_authenticate(_)) => {
             error_response(id, ErrorCode::INVALID_REQUEST, "SaslAuthenticate is answered by the connection, right after Hello")
@@ -131,6 +133,7 @@ pub fn request_name(body: &Body) -> &'static str {
         Body::create_acl(_) => "create_acl",
         Body::delete_acl(_) => "delete_acl",
         Body::list_acls(_) => "list_acls",
+        Body::reassign_partition(_) => "reassign_partition",
     }
 }
 
