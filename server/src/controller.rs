@@ -115,7 +115,14 @@ async fn reconcile(context: &NodeContext, hosted: &mut BTreeMap<GroupId, Hosted>
         let log_config = context.config.log_config(settings.retention_ms, settings.retention_bytes, settings.segment_bytes);
         // A group's every replica starts from its bootstrap voters (`MetadataState::voters_initial`);
         // a replica that joins later learns the changes since from the leader's log or snapshot.
-        match context.node.create_group_with(group, voters_initial, 0, log_config).await {
+        // One that joins a moving partition (this node is only in the target) holds no vote
+        // until it has caught up: this node may have held the partition before (R8 d).
+        let created = if replicas.contains(&me) {
+            context.node.create_group_with(group, voters_initial, 0, log_config).await
+        } else {
+            context.node.create_group_joining(group, voters_initial, log_config).await
+        };
+        match created {
             Ok(()) | Err(NodeError::GroupExists(_)) => {
                 tracing::info!(group, ?replicas, "hosting a partition");
                 if replicas.first() == Some(&me) {
