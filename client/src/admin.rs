@@ -292,6 +292,17 @@ impl Admin {
         self.cluster.controller_request(RequestBody::reassign_partition(request)).await.map(drop)
     }
 
+    /// Hands the leadership of `topic`/`partition` to node `to`, a caught-up voter of the
+    /// partition; returns once `to` leads.
+    pub async fn transfer_leader(&self, topic: &str, partition: u32, to: u64) -> Result<()> {
+        let mut request = proto::TransferLeaderRequest::new();
+        request.topic = topic.to_string();
+        request.partition = partition;
+        request.to = to;
+        request.timeout_ms = self.timeout_ms();
+        self.cluster.partition_request(topic, partition, RequestBody::transfer_leader(request)).await.map(drop)
+    }
+
     /// What one node (at `address`) reports: the brokers, the controller it knows, and the
     /// partitions it hosts (with follower lag where it leads). `odradek cluster status` merges
     /// every node's report.

@@ -73,6 +73,9 @@ pub enum Command {
     Stats {
         reply: oneshot::Sender<NodeStats>,
     },
+    Drain {
+        reply: oneshot::Sender<usize>,
+    },
     Campaign {
         group: GroupId,
         reply: oneshot::Sender<Result<(), NodeError>>,
@@ -217,6 +220,11 @@ impl NodeHandle {
         self.call(|reply| Command::Stats { reply }).await
     }
 
+    /// See [`Node::drain`].
+    pub async fn drain(&self) -> Result<usize, NodeError> {
+        self.call(|reply| Command::Drain { reply }).await
+    }
+
     /// Indefinite proposal outcomes resolved since the last call (see [`Node::take_resolved_outcomes`]).
     pub async fn take_resolved_outcomes(&self) -> Result<Vec<ResolvedOutcome>, NodeError> {
         self.call(|reply| Command::TakeResolvedOutcomes { reply }).await
@@ -306,6 +314,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
                 drop(reply.send(status));
             }
             Command::Stats { reply } => drop(reply.send(self.stats())),
+            Command::Drain { reply } => drop(reply.send(self.drain())),
             Command::Campaign { group, reply } => drop(reply.send(self.campaign(group))),
             Command::DestroyGroup { group, reply } => drop(reply.send(self.destroy_group(group).await)),
             Command::ReadRecords { group, offset, bytes_max, index_max, reply } => {

@@ -29,6 +29,7 @@ pub mod produce;
 pub mod reassign;
 pub mod relay;
 pub mod security;
+pub mod transfer;
 
 use odradek_client::wire::error_response;
 use odradek_client::wire::proto::{self as wire, ErrorCode, Request, Request_oneof_body as Body, Response};
@@ -81,6 +82,7 @@ async fn route(context: &NodeContext, id: u64, mut request: Request) -> Response
         Some(Body::describe_cluster(_)) => metadata::describe_cluster(context, id).await,
         Some(Body::fetch(body)) => fetch::fetch(context, id, body).await,
         Some(Body::list_offsets(body)) => fetch::list_offsets(context, id, body).await,
+        Some(Body::transfer_leader(body)) => transfer::transfer_leader(context, id, body).await,
         Some(body @ (Body::create_topics(_) | Body::delete_topics(_) | Body::init_producer_id(_))) => {
             admin::controller_request(context, id, body).await
         }
@@ -134,6 +136,7 @@ pub fn request_name(body: &Body) -> &'static str {
         Body::delete_acl(_) => "delete_acl",
         Body::list_acls(_) => "list_acls",
         Body::reassign_partition(_) => "reassign_partition",
+        Body::transfer_leader(_) => "transfer_leader",
     }
 }
 
