@@ -41,7 +41,8 @@ use raft::StateRole;
 
 use crate::context::NodeContext;
 
-/// How long one pass waits for a conf change it proposed to commit; the next pass looks again.
+/// How long one pass waits for a conf change it proposed to commit, or for the controller to
+/// record a completion; the next pass looks again.
 const CONF_CHANGE_WAIT_TICKS: u64 = 20;
 
 /// The next step of a move (module documentation).
@@ -204,7 +205,13 @@ async fn report_completion(context: &NodeContext, group: GroupId, target: &[Node
     request.partition = partition;
     request.replicas = target.to_vec();
     request.completed = true;
-    let response = crate::request::admin::controller_request(context, 0, Body::reassign_partition(request)).await;
+    // Bounded like a conf change: the controller loop (reconcile, registration) waits on it.
+    let wait = Duration::from_millis(context.config.tick_ms * CONF_CHANGE_WAIT_TICKS);
+    let request = crate::request::admin::controller_request(context, 0, Body::reassign_partition(request));
+    let Ok(response) = tokio::time::timeout(wait, request).await else {
+        tracing::info!(group, "recording a reassignment's completion is taking long; the next pass asks again");
+        return;
+    };
     if response.error == wire::ErrorCode::NONE {
         tracing::info!(group, ?target, "reassignment completed");
     } else {
