@@ -352,6 +352,31 @@ impl Admin {
         Ok(response.get_list_acls().acls.to_vec())
     }
 
+    /// Moves partition `partition` of `topic` to `replicas` (the first is the preferred
+    /// leader). Returns once the controller recorded the move; the partition's leader carries
+    /// it out (new replicas catch up as learners, then one joint-consensus change) and
+    /// [`Admin::describe_node`] lists it under `reassignments` until it is done. Retried after
+    /// an indefinite failure, it may refuse with "moving already" for its own first attempt.
+    pub async fn reassign_partition(&self, topic: &str, partition: u32, replicas: &[u64]) -> Result<()> {
+        let mut request = proto::ReassignPartitionRequest::new();
+        request.topic = topic.to_string();
+        request.partition = partition;
+        request.replicas = replicas.to_vec();
+        request.timeout_ms = self.timeout_ms();
+        self.cluster.controller_request(RequestBody::reassign_partition(request)).await.map(drop)
+    }
+
+    /// Hands the leadership of `topic`/`partition` to node `to`, a caught-up voter of the
+    /// partition; returns once `to` leads.
+    pub async fn transfer_leader(&self, topic: &str, partition: u32, to: u64) -> Result<()> {
+        let mut request = proto::TransferLeaderRequest::new();
+        request.topic = topic.to_string();
+        request.partition = partition;
+        request.to = to;
+        request.timeout_ms = self.timeout_ms();
+        self.cluster.partition_request(topic, partition, RequestBody::transfer_leader(request)).await.map(drop)
+    }
+
     /// What one node (at `address`) reports: the brokers, the controller it knows, and the
     /// partitions it hosts (with follower lag where it leads). `odradek cluster status` merges
     /// every node's report.

@@ -247,6 +247,8 @@ pub struct Node<D: Disk, T, A> {
     passive: Option<u64>,
     /// Ticks spent low on disk (`NodeConfig::lead_room_bytes_min`); 0 while it is not.
     disk_low_ticks: u64,
+    /// Ticks since a graceful shutdown began ([`Node::drain`]); `None` before.
+    draining: Option<u64>,
 }
 
 /// Takes `bytes` from a disk budget (see [`NodeConfig::entry_budget`]); `false`, with nothing
@@ -286,6 +288,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             quarantined: BTreeMap::new(),
             passive: None,
             disk_low_ticks: 0,
+            draining: None,
         }
     }
 

@@ -5,7 +5,9 @@
 //!   topic's log settings changed, so that retention and segment rolls follow the new values);
 //! - register: the metadata group's leader registers every configured node as a broker;
 //! - balance: a leader that is not its partition's preferred replica hands leadership to it
-//!   once the preferred replica has caught up;
+//!   once the preferred replica has caught up (not while the partition moves);
+//! - reassign: a partition's leader moves it to the replica set the metadata targets
+//!   (`crate::reassign`); a node that is no longer a replica deletes its copy (reconcile);
 //! - retention: trim partition logs by their topic's retention and move their log start; an
 //!   offsets-topic partition only below its group table's last snapshot (`crate::group`).
 
@@ -85,7 +87,10 @@ pub async fn run(context: Arc<NodeContext>, mut shutdown: Shutdown) {
         tokio::select! {
             biased;
             _ = shutdown.stopping() => return,
-            _ = registration.tick() => register_brokers(&context).await,
+            _ = registration.tick() => {
+                register_brokers(&context).await;
+                crate::reassign::drive(&context, hosted.keys().copied()).await;
+            }
             _ = chores.tick() => {
                 balance_leaders(&context, &hosted).await;
                 enforce_retention(&context, &hosted).await;
@@ -99,7 +104,8 @@ pub async fn run(context: Arc<NodeContext>, mut shutdown: Shutdown) {
 async fn reconcile(context: &NodeContext, hosted: &mut BTreeMap<GroupId, Hosted>, first_seen: &mut BTreeMap<GroupId, usize>) {
     let me = context.state.node_id;
     let added_unhosted = context.config.planted_switches().added_partitions_unhosted;
-    let desired: BTreeMap<GroupId, (Vec<NodeId>, TopicSettings)> = {
+    // group -> (its replicas now, the voters a new replica starts from, its topic's settings)
+    let desired: BTreeMap<GroupId, (Vec<NodeId>, Vec<NodeId>, TopicSettings)> = {
         let state = context.state.lock();
         state
             .meta
@@ -113,7 +119,8 @@ async fn reconcile(context: &NodeContext, hosted: &mut BTreeMap<GroupId, Hosted>
                         return None; // planted: a partition added after this node first saw the topic
                     }
                 }
-                Some((group, (replicas, topic.settings.clone())))
+                let voters_initial = state.meta.voters_initial(group)?;
+                Some((group, (replicas, voters_initial, topic.settings.clone())))
             })
             .collect()
     };
@@ -124,19 +131,30 @@ async fn reconcile(context: &NodeContext, hosted: &mut BTreeMap<GroupId, Hosted>
             Ok(_) => {
                 hosted.remove(&group);
                 context.state.remove_partition(group);
-                tracing::info!(group, "deleted a partition of a deleted topic");
+                tracing::info!(group, "deleted a replica the metadata no longer gives this node (topic deleted or partition moved)");
             }
             Err(error) => tracing::warn!(group, %error, "removing a partition group failed"),
         }
     }
-    for (group, (replicas, settings)) in desired {
-        if hosted.contains_key(&group) {
+    for (group, (replicas, voters_initial, settings)) in desired {
+        if let Some(partition) = hosted.get_mut(&group) {
+            // A completed move changes the replicas (and the preferred leader) of a hosted group.
+            partition.replicas = replicas;
             continue;
         }
         context.state.add_partition(group);
         let log_settings = LogSettings::of(&settings);
         let log_config = context.config.log_config(settings.retention_ms, settings.retention_bytes, settings.segment_bytes);
-        match context.node.create_group_with(group, replicas.clone(), 0, log_config).await {
+        // A group's every replica starts from its bootstrap voters (`MetadataState::voters_initial`);
+        // a replica that joins later learns the changes since from the leader's log or snapshot.
+        // One that joins a moving partition (this node is only in the target) holds no vote
+        // until it has caught up: this node may have held the partition before (R8 d).
+        let created = if replicas.contains(&me) {
+            context.node.create_group_with(group, voters_initial, 0, log_config).await
+        } else {
+            context.node.create_group_joining(group, voters_initial, log_config).await
+        };
+        match created {
             Ok(()) | Err(NodeError::GroupExists(_)) => {
                 tracing::info!(group, ?replicas, "hosting a partition");
                 if replicas.first() == Some(&me) {
@@ -161,11 +179,11 @@ async fn reconcile(context: &NodeContext, hosted: &mut BTreeMap<GroupId, Hosted>
 async fn reopen_changed(
     context: &NodeContext,
     hosted: &mut BTreeMap<GroupId, Hosted>,
-    desired: &BTreeMap<GroupId, (Vec<NodeId>, TopicSettings)>,
+    desired: &BTreeMap<GroupId, (Vec<NodeId>, Vec<NodeId>, TopicSettings)>,
 ) {
     let changed: Vec<GroupId> = hosted
         .iter()
-        .filter(|(group, partition)| desired.get(group).is_some_and(|(_, settings)| LogSettings::of(settings) != partition.log_settings))
+        .filter(|(group, partition)| desired.get(group).is_some_and(|(_, _, settings)| LogSettings::of(settings) != partition.log_settings))
         .map(|(group, _)| *group)
         .collect();
     for group in changed {
@@ -207,7 +225,7 @@ async fn balance_leaders(context: &NodeContext, hosted: &BTreeMap<GroupId, Hoste
     let me = context.state.node_id;
     for (&group, partition) in hosted {
         let Some(&preferred) = partition.replicas.first() else { continue };
-        if preferred == me {
+        if preferred == me || context.state.lock().meta.reassignment_target(group).is_some() {
             continue;
         }
         let Ok(Some((status, _))) = context.node.status(group).await else { continue };

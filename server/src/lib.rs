@@ -38,6 +38,7 @@ pub mod metrics;
 pub mod net;
 pub mod partition;
 pub mod planted;
+pub mod reassign;
 pub mod request;
 pub mod server;
 pub mod shutdown;

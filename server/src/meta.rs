@@ -18,6 +18,8 @@
 //!   never reused, so a stale replica of a deleted partition can never join a new one.
 //! - Producer ids are the raft indexes of their `AllocateProducerId` entries: unique, positive
 //!   and increasing without any extra state.
+//! - A partition moves to another replica set through a recorded reassignment (module
+//!   `reassign`): at most one per partition, its target checked like a topic's assignment.
 //! - Every collection has a limit ([`BROKERS_MAX`], [`PARTITIONS_CLUSTER_MAX`],
 //!   [`PRODUCERS_MAX`], [`USERS_MAX`], [`ACLS_MAX`]).
 //! - A stored credential is well formed (its mechanism's key lengths, at least
@@ -37,6 +39,9 @@ use protobuf::Message;
 
 use crate::auth::acl::{AclBinding, Operation, PatternType, Permission, ResourceType};
 use crate::proto;
+
+mod reassign;
+pub use reassign::{ReassignRefusal, ReassignmentInfo};
 
 /// The metadata (controller) raft group.
 pub const METADATA_GROUP: GroupId = 0;
@@ -179,6 +184,17 @@ pub enum MetaCommand {
         name: String,
         changes: Vec<(TopicSetting, i64)>,
     },
+    /// Moves a partition to `replicas` (module `reassign`).
+    StartReassignment {
+        topic: String,
+        partition: u32,
+        replicas: Vec<NodeId>,
+    },
+    /// The partition group's configuration is `replicas`, its running reassignment's target.
+    CompleteReassignment {
+        group: GroupId,
+        replicas: Vec<NodeId>,
+    },
 }
 
 fn encode_acl(acl: &AclBinding) -> proto::AclBinding {
@@ -287,6 +303,19 @@ impl MetaCommand {
                 topic_change::encode_add_partitions(&mut message, name, *partitions_before, replicas)
             }
             MetaCommand::AlterTopicSettings { name, changes } => topic_change::encode_alter_settings(&mut message, name, changes),
+            MetaCommand::StartReassignment { topic, partition, replicas } => {
+                let mut start = proto::StartReassignment::new();
+                start.set_topic(topic.clone());
+                start.set_partition(*partition);
+                start.set_replicas(replicas.clone());
+                message.set_start_reassignment(start);
+            }
+            MetaCommand::CompleteReassignment { group, replicas } => {
+                let mut complete = proto::CompleteReassignment::new();
+                complete.set_group(*group);
+                complete.set_replicas(replicas.clone());
+                message.set_complete_reassignment(complete);
+            }
         }
         message.write_to_bytes().expect("a metadata command always encodes (all fields are set)")
     }
@@ -346,6 +375,14 @@ impl MetaCommand {
             Some(Command::delete_acl(delete)) => MetaCommand::DeleteAcl(decode_acl(delete.get_acl())?),
             Some(Command::add_partitions(add)) => topic_change::decode_add_partitions(&add),
             Some(Command::alter_topic_settings(alter)) => topic_change::decode_alter_settings(&alter)?,
+            Some(Command::start_reassignment(start)) => MetaCommand::StartReassignment {
+                topic: start.get_topic().to_string(),
+                partition: start.get_partition(),
+                replicas: start.get_replicas().to_vec(),
+            },
+            Some(Command::complete_reassignment(complete)) => {
+                MetaCommand::CompleteReassignment { group: complete.get_group(), replicas: complete.get_replicas().to_vec() }
+            }
         };
         Ok(command)
     }
@@ -384,6 +421,13 @@ pub enum MetaOutcome {
         groups: Vec<GroupId>,
     },
     TopicSettingsChanged,
+    /// The partition (its raft `group`) is moving to the target.
+    ReassignmentStarted {
+        group: GroupId,
+    },
+    /// Nothing changed (except the applied index): why the move cannot start.
+    ReassignmentRefused(ReassignRefusal),
+    ReassignmentCompleted,
     /// Nothing changed (except the applied index): the reason.
     Rejected(String),
 }
@@ -409,6 +453,10 @@ pub struct MetadataState {
     /// User name → SCRAM credential.
     users: BTreeMap<String, Credential>,
     acls: BTreeSet<AclBinding>,
+    /// Partition group → the target of its running reassignment (module `reassign`).
+    reassignments: BTreeMap<GroupId, Vec<NodeId>>,
+    /// Partition group → the voters it was created with, once its replicas changed.
+    voters_initial: BTreeMap<GroupId, Vec<NodeId>>,
 }
 
 impl Default for MetadataState {
@@ -423,6 +471,8 @@ impl Default for MetadataState {
             producers: BTreeMap::new(),
             users: BTreeMap::new(),
             acls: BTreeSet::new(),
+            reassignments: BTreeMap::new(),
+            voters_initial: BTreeMap::new(),
         }
     }
 }
@@ -470,6 +520,8 @@ impl MetadataState {
             },
             MetaCommand::AddPartitions { name, partitions_before, replicas } => self.add_partitions(&name, partitions_before, replicas),
             MetaCommand::AlterTopicSettings { name, changes } => self.alter_topic_settings(&name, &changes),
+            MetaCommand::StartReassignment { topic, partition, replicas } => self.start_reassignment(&topic, partition, replicas),
+            MetaCommand::CompleteReassignment { group, replicas } => self.complete_reassignment(group, replicas),
         }
     }
 
@@ -580,6 +632,7 @@ impl MetadataState {
         for info in &topic.partitions {
             let location = self.groups.remove(&info.group);
             assert!(location.is_some(), "every live partition's group is indexed");
+            self.forget_reassignment(info.group);
         }
         MetaOutcome::TopicDeleted
     }
@@ -618,6 +671,7 @@ impl MetadataState {
         assert!(self.producers.len() <= PRODUCERS_MAX);
         assert!(self.users.len() <= USERS_MAX);
         assert!(self.acls.len() <= ACLS_MAX);
+        self.check_reassignment_invariants();
         if cfg!(debug_assertions) {
             assert!(self.users.values().all(Credential::is_well_formed));
             assert!(self.acls.iter().all(|acl| acl.validate().is_ok()));
@@ -661,12 +715,14 @@ impl MetadataState {
         Some((topic, info))
     }
 
-    /// Every partition group with `node` among its replicas: group → replicas.
+    /// Every partition group with `node` among its replicas or its running reassignment's
+    /// target: group → replicas.
     pub fn groups_of(&self, node: NodeId) -> BTreeMap<GroupId, Vec<NodeId>> {
+        let moving_to = |group: GroupId| self.reassignments.get(&group).is_some_and(|target| target.contains(&node));
         self.topics
             .values()
             .flat_map(|topic| &topic.partitions)
-            .filter(|info| info.replicas.contains(&node))
+            .filter(|info| info.replicas.contains(&node) || moving_to(info.group))
             .map(|info| (info.group, info.replicas.clone()))
             .collect()
     }

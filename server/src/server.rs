@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use odradek_consensus::{FaultyTransport, Node, NodeConfig, NodeError, NodeHandle, NodeId, TcpTransport, Transport, TransportError};
 
@@ -19,6 +20,12 @@ use crate::context::NodeContext;
 use crate::group::service::GroupService;
 use crate::meta::METADATA_GROUP;
 use crate::shutdown::{self, Shutdown};
+
+/// How long a graceful shutdown spends handing leadership away ([`Server::drain`]) at most: a
+/// few election timeouts, enough for raft's transfers, bounded so a stop never hangs.
+pub const DRAIN_TIME_MAX: Duration = Duration::from_secs(10);
+/// How often [`Server::drain`] looks whether the node still leads a group.
+const DRAIN_POLL_INTERVAL: Duration = Duration::from_millis(20);
 use crate::state::{NodeState, StateMachine};
 
 /// Why a node could not start or had to stop.
@@ -303,6 +310,25 @@ impl Server {
     pub async fn failed(&self) {
         let mut stopped = self.stopped.clone();
         let _ = stopped.wait_for(|stopped| *stopped).await;
+    }
+
+    /// Graceful shutdown's first half (SIGTERM, ctrl-c): hands the leadership of every group this
+    /// node leads, the metadata group's (the controller) included, to a follower holding its
+    /// whole log, until it leads none or `within` has passed; returns how many it still leads.
+    /// Requests are served meanwhile: a producer whose partition moved is told NOT_LEADER with
+    /// the new leader and follows it, instead of waiting out an election after the stop.
+    pub async fn drain(&self, within: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let leading = match self.node.drain().await {
+                Ok(leading) => leading,
+                Err(_) => return 0, // the driver is gone: nothing to hand over
+            };
+            if leading == 0 || tokio::time::Instant::now() >= deadline {
+                return leading;
+            }
+            tokio::time::sleep(DRAIN_POLL_INTERVAL).await;
+        }
     }
 
     /// Graceful stop: no new connections or requests; requests in flight are answered (or

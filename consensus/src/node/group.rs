@@ -186,6 +186,36 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         now_ms: i64,
         log_config: LogConfig,
     ) -> Result<(), NodeError> {
+        self.create_group_inner(group, voters, state_machine_applied, now_ms, log_config, false).await
+    }
+
+    /// [`Node::create_group_with`] for a replica that joins a running group through a conf
+    /// change (a partition moving to this node). With an empty log it opens suspect of its whole
+    /// log, as a new incarnation's replica does (`NodeConfig::empty_logs_suspect`): this node
+    /// may have been a voter of the group before and deleted its replica when it was removed,
+    /// and `voters` (the group's bootstrap configuration, which its log's conf changes apply
+    /// to) may name it. Until the other voters' answers show it holds everything, it grants no
+    /// vote and never campaigns, so its old self's acknowledgements cannot be outvoted by its
+    /// empty log (R8 d).
+    pub async fn create_group_joining(
+        &mut self,
+        group: GroupId,
+        voters: &[NodeId],
+        now_ms: i64,
+        log_config: LogConfig,
+    ) -> Result<(), NodeError> {
+        self.create_group_inner(group, voters, 0, now_ms, log_config, true).await
+    }
+
+    async fn create_group_inner(
+        &mut self,
+        group: GroupId,
+        voters: &[NodeId],
+        state_machine_applied: u64,
+        now_ms: i64,
+        log_config: LogConfig,
+        joining: bool,
+    ) -> Result<(), NodeError> {
         if self.groups.contains_key(&group) {
             return Err(NodeError::GroupExists(group));
         }
@@ -227,7 +257,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             store
         };
         let mut store = store;
-        let whole_log_lost = self.config.empty_logs_suspect && is_pristine(&store);
+        let whole_log_lost = (self.config.empty_logs_suspect || joining) && is_pristine(&store);
         if whole_log_lost {
             // R8 d: this replica may be one the node held before its directory was wiped; its
             // old self may have voted and acknowledged entries (module `suspect`).

@@ -48,6 +48,8 @@ pub enum Command {
         state_machine_applied: u64,
         /// `None`: the node's default (`NodeConfig::log_config`).
         log_config: Option<LogConfig>,
+        /// See [`Node::create_group_joining`].
+        joining: bool,
         reply: oneshot::Sender<Result<(), NodeError>>,
     },
     RemoveGroup {
@@ -70,6 +72,9 @@ pub enum Command {
     },
     Stats {
         reply: oneshot::Sender<NodeStats>,
+    },
+    Drain {
+        reply: oneshot::Sender<usize>,
     },
     Campaign {
         group: GroupId,
@@ -170,7 +175,7 @@ impl NodeHandle {
     }
 
     pub async fn create_group(&self, group: GroupId, voters: Vec<NodeId>, state_machine_applied: u64) -> Result<(), NodeError> {
-        self.call(|reply| Command::CreateGroup { group, voters, state_machine_applied, log_config: None, reply }).await?
+        self.call(|reply| Command::CreateGroup { group, voters, state_machine_applied, log_config: None, joining: false, reply }).await?
     }
 
     /// [`NodeHandle::create_group`] with the group's own log settings.
@@ -181,7 +186,14 @@ impl NodeHandle {
         state_machine_applied: u64,
         log_config: LogConfig,
     ) -> Result<(), NodeError> {
-        self.call(|reply| Command::CreateGroup { group, voters, state_machine_applied, log_config: Some(log_config), reply }).await?
+        let log_config = Some(log_config);
+        self.call(|reply| Command::CreateGroup { group, voters, state_machine_applied, log_config, joining: false, reply }).await?
+    }
+
+    /// See [`Node::create_group_joining`].
+    pub async fn create_group_joining(&self, group: GroupId, voters: Vec<NodeId>, log_config: LogConfig) -> Result<(), NodeError> {
+        let log_config = Some(log_config);
+        self.call(|reply| Command::CreateGroup { group, voters, state_machine_applied: 0, log_config, joining: true, reply }).await?
     }
 
     pub async fn remove_group(&self, group: GroupId) -> Result<bool, NodeError> {
@@ -206,6 +218,11 @@ impl NodeHandle {
 
     pub async fn stats(&self) -> Result<NodeStats, NodeError> {
         self.call(|reply| Command::Stats { reply }).await
+    }
+
+    /// See [`Node::drain`].
+    pub async fn drain(&self) -> Result<usize, NodeError> {
+        self.call(|reply| Command::Drain { reply }).await
     }
 
     /// Indefinite proposal outcomes resolved since the last call (see [`Node::take_resolved_outcomes`]).
@@ -279,9 +296,13 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         match command {
             Command::Propose { group, data, meta, durability, reply } => drop(reply.send(self.propose_with(group, data, meta, durability))),
             Command::ProposeConfChange { group, change, reply } => drop(reply.send(self.propose_conf_change(group, change))),
-            Command::CreateGroup { group, voters, state_machine_applied, log_config, reply } => {
+            Command::CreateGroup { group, voters, state_machine_applied, log_config, joining, reply } => {
                 let log_config = log_config.unwrap_or_else(|| self.config.log_config.clone());
-                drop(reply.send(self.create_group_with(group, &voters, state_machine_applied, now_ms, log_config).await));
+                let created = match joining {
+                    false => self.create_group_with(group, &voters, state_machine_applied, now_ms, log_config).await,
+                    true => self.create_group_joining(group, &voters, now_ms, log_config).await,
+                };
+                drop(reply.send(created));
             }
             Command::RemoveGroup { group, reply } => drop(reply.send(self.remove_group(group))),
             Command::TransferLeader { group, to, reply } => drop(reply.send(self.transfer_leader(group, to))),
@@ -293,6 +314,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
                 drop(reply.send(status));
             }
             Command::Stats { reply } => drop(reply.send(self.stats())),
+            Command::Drain { reply } => drop(reply.send(self.drain())),
             Command::Campaign { group, reply } => drop(reply.send(self.campaign(group))),
             Command::DestroyGroup { group, reply } => drop(reply.send(self.destroy_group(group).await)),
             Command::ReadRecords { group, offset, bytes_max, index_max, reply } => {

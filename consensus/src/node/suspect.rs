@@ -372,12 +372,16 @@ impl<D: Disk, T, A> Node<D, T, A> {
         budget.load(std::sync::atomic::Ordering::Acquire) < room_min
     }
 
-    /// A passive node (see [`Node::host_groups_on_disk`]) or one low on disk asks raft to hand
+    /// A passive node (see [`Node::host_groups_on_disk`]), a draining one ([`Node::drain`]) or one
+    /// low on disk asks raft to hand
     /// every group it leads to a follower that holds its whole log, a different one each try (a
     /// suspect or low one drops the hand-over, and raft gives up on it after an election
     /// timeout).
     pub(super) fn hand_off_leadership(&mut self) {
         let turn = if let Some(ticks) = self.passive.as_mut() {
+            *ticks += 1;
+            *ticks as usize
+        } else if let Some(ticks) = self.draining.as_mut() {
             *ticks += 1;
             *ticks as usize
         } else if self.disk_low() {
@@ -391,7 +395,7 @@ impl<D: Disk, T, A> Node<D, T, A> {
             self.disk_low_ticks = 0;
             return;
         };
-        let low = self.passive.is_none();
+        let low = self.passive.is_none() && self.draining.is_none();
         for state in self.groups.values_mut() {
             let raft = &state.raw.raft;
             if raft.state != StateRole::Leader || raft.lead_transferee.is_some() {
@@ -409,6 +413,18 @@ impl<D: Disk, T, A> Node<D, T, A> {
             state.raw.transfer_leader(to);
             self.stats.leaderships_handed_off_disk_low += u64::from(low);
         }
+    }
+
+    /// Starts a graceful shutdown: from the next tick on, every group this node leads (the
+    /// metadata group too) is handed to a follower that holds its whole log, as a passive node
+    /// does. Returns how many groups it leads now; the caller stops once that is 0 (or its
+    /// time is up).
+    pub fn drain(&mut self) -> usize {
+        if self.draining.is_none() {
+            tracing::info!("draining: handing the leadership of every group away before stopping");
+            self.draining = Some(0);
+        }
+        self.groups.values().filter(|state| state.raw.raft.state == StateRole::Leader).count()
     }
 
     /// Raises the saved term of each quarantined group that owes an answer to the query's term

@@ -49,6 +49,7 @@ pub async fn controller_request(context: &NodeContext, id: u64, body: Body) -> R
         Body::list_acls(_) => super::security::list_acls(context, id),
         Body::describe_topic_configs(body) => super::topic_change::describe_topic_configs(context, id, body),
         Body::alter_topic(body) => super::topic_change::alter_topic(context, id, body).await,
+        Body::reassign_partition(body) => super::reassign::reassign_partition(context, id, body).await,
         _ => unreachable!("only controller requests are routed here"),
     }
 }

@@ -129,7 +129,12 @@ pub fn check(context: &NodeContext, principal: &Principal, body: &Body) -> Resul
         }
         Body::describe_groups(body) => body.groups.iter().try_for_each(|name| group(context, principal, Describe, name)),
         Body::delete_groups(body) => body.groups.iter().try_for_each(|name| group(context, principal, Delete, name)),
-        Body::upsert_user(_) | Body::delete_user(_) | Body::create_acl(_) | Body::delete_acl(_) => cluster(context, principal, Alter),
+        Body::upsert_user(_)
+        | Body::delete_user(_)
+        | Body::create_acl(_)
+        | Body::delete_acl(_)
+        | Body::reassign_partition(_)
+        | Body::transfer_leader(_) => cluster(context, principal, Alter),
         Body::list_users(_) | Body::list_acls(_) => cluster(context, principal, Describe),
         Body::alter_topic(body) => topic(context, principal, Alter, &body.name),
         // Every topic's settings (no name given) is a listing of the cluster's topics.

@@ -131,7 +131,16 @@ pub async fn describe_cluster(context: &NodeContext, id: u64) -> Response {
             cluster.controller_replicas = replica_statuses(&status).into();
         }
     }
-    // Reassignments: none exist before the membership work (issue 15) adds them to the metadata.
+    let moving = context.state.lock().meta.reassignments();
+    for reassignment in moving {
+        let mut entry = wire::Reassignment::new();
+        entry.phase = crate::reassign::phase(context, reassignment.group, &reassignment.replicas_to).await;
+        entry.topic = reassignment.topic;
+        entry.partition = reassignment.partition;
+        entry.replicas_from = reassignment.replicas_from;
+        entry.replicas_to = reassignment.replicas_to;
+        cluster.reassignments.push(entry);
+    }
     let hosted: Vec<(String, u32, GroupId, Vec<NodeId>)> = {
         let state = context.state.lock();
         state

@@ -27,9 +27,11 @@ pub mod group;
 pub mod leaders;
 pub mod metadata;
 pub mod produce;
+pub mod reassign;
 pub mod relay;
 pub mod security;
 pub mod topic_change;
+pub mod transfer;
 
 use odradek_client::wire::error_response;
 use odradek_client::wire::proto::{self as wire, ErrorCode, Request, Request_oneof_body as Body, Response};
@@ -82,6 +84,7 @@ async fn route(context: &NodeContext, id: u64, mut request: Request) -> Response
         Some(Body::describe_cluster(_)) => metadata::describe_cluster(context, id).await,
         Some(Body::fetch(body)) => fetch::fetch(context, id, body).await,
         Some(Body::list_offsets(body)) => fetch::list_offsets(context, id, body).await,
+        Some(Body::transfer_leader(body)) => transfer::transfer_leader(context, id, body).await,
         Some(
             body @ (Body::create_topics(_)
             | Body::delete_topics(_)
@@ -96,7 +99,8 @@ async fn route(context: &NodeContext, id: u64, mut request: Request) -> Response
             | Body::create_acl(_)
             | Body::delete_acl(_)
             | Body::list_users(_)
-            | Body::list_acls(_)),
+            | Body::list_acls(_)
+            | Body::reassign_partition(_)),
         ) => admin::controller_request(context, id, body).await,
         Some(Body::sasl_authenticate(_)) => {
             error_response(id, ErrorCode::INVALID_REQUEST, "SaslAuthenticate is answered by the connection, right after Hello")
@@ -139,6 +143,8 @@ pub fn request_name(body: &Body) -> &'static str {
         Body::list_acls(_) => "list_acls",
         Body::alter_topic(_) => "alter_topic",
         Body::describe_topic_configs(_) => "describe_topic_configs",
+        Body::reassign_partition(_) => "reassign_partition",
+        Body::transfer_leader(_) => "transfer_leader",
     }
 }
 

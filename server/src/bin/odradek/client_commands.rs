@@ -109,6 +109,16 @@ pub enum TopicCommand {
         #[arg(long)]
         segment_bytes: Option<i64>,
     },
+    /// Move a partition to other replicas (the first leads by preference). Returns once the move
+    /// is recorded; `cluster status` shows it until the partition's leader has done it.
+    Reassign {
+        name: String,
+        #[arg(long)]
+        partition: u32,
+        /// Node ids, comma-separated (e.g. 2,4,5); at least as many as the partition has now.
+        #[arg(long, value_delimiter = ',', required = true)]
+        replicas: Vec<u64>,
+    },
     /// List topic names.
     List,
     /// Show a topic's partitions, leaders and replicas (with --configs: its settings instead).
@@ -138,6 +148,10 @@ pub async fn topic(bootstrap: &Bootstrap, command: TopicCommand) -> Result<(), S
             admin.create_topic(&name, partitions, replication_factor, config).await.map_err(explain)?;
             crate::topic_setup::wait_for_leaders(&admin, &name, Duration::from_secs(30)).await?;
             say!("Created topic {name:?}: {partitions} partitions, replication factor {replication_factor}.");
+        }
+        TopicCommand::Reassign { name, partition, replicas } => {
+            admin.reassign_partition(&name, partition, &replicas).await.map_err(explain)?;
+            say!("Reassigning {name}/{partition} to {}: recorded; `odradek cluster status` shows its progress.", node_list(&replicas));
         }
         TopicCommand::List => {
             let mut names = admin.list_topics().await.map_err(explain)?;

@@ -9,6 +9,7 @@ mod client_commands;
 mod group_commands;
 mod node_commands;
 mod output;
+mod partition_commands;
 mod security_commands;
 mod tls_commands;
 mod topic_setup;
@@ -62,6 +63,13 @@ enum Command {
         bootstrap: client_commands::Bootstrap,
         #[command(subcommand)]
         command: group_commands::GroupCommand,
+    },
+    /// One partition: hand its leadership to another replica.
+    Partition {
+        #[command(flatten)]
+        bootstrap: client_commands::Bootstrap,
+        #[command(subcommand)]
+        command: partition_commands::PartitionCommand,
     },
     /// Cluster state: nodes, leaders, commit indexes, follower lag.
     Cluster {
@@ -129,6 +137,10 @@ async fn main() -> ExitCode {
         Command::Consume { bootstrap, args } => {
             init_logging("warn");
             client_commands::consume(&bootstrap, args).await
+        }
+        Command::Partition { bootstrap, command } => {
+            init_logging("warn");
+            partition_commands::partition(&bootstrap, command).await
         }
         Command::Group { bootstrap, command } => {
             init_logging("warn");

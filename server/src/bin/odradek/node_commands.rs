@@ -162,7 +162,9 @@ pub async fn server(args: ServerArgs) -> Result<(), String> {
     let server = Server::start(config, FsDisk::new(), system_clock()).await.map_err(|e| e.to_string())?;
     tokio::select! {
         _ = termination() => {
-            tracing::info!("shutting down");
+            tracing::info!("shutting down: handing leadership away first");
+            let leading = server.drain(odradek_server::server::DRAIN_TIME_MAX).await;
+            tracing::info!(leading, "shutting down");
             server.shutdown().await.map_err(|e| e.to_string())
         }
         _ = server.failed() => Err("the node stopped on a fatal error (see the log above)".into()),

@@ -1,0 +1,67 @@
+//! ReassignPartition on the controller: records a partition's move to another replica set
+//! (`meta::reassign`), or, sent by the partition's leader with `completed`, records that the
+//! move is done (`crate::reassign` carries it out between the two).
+//!
+//! Every refusal is definite and checked before proposing (unknown partition, a bad replica
+//! list, a partition moving already); the metadata apply checks the same again, and its
+//! outcome is what the client hears.
+
+use odradek_client::wire::proto::{self as wire, ErrorCode, Response};
+
+use super::admin::{admin_timeout, propose_meta};
+use super::{ok_response, RequestError};
+use crate::context::NodeContext;
+use crate::meta::{MetaCommand, MetaOutcome, ReassignRefusal};
+
+fn refused(refusal: &ReassignRefusal) -> RequestError {
+    let code = match refusal {
+        ReassignRefusal::PartitionUnknown(_) => ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+        ReassignRefusal::InProgress(_) | ReassignRefusal::Invalid(_) => ErrorCode::INVALID_REQUEST,
+    };
+    RequestError::new(code, refusal.message().to_string())
+}
+
+pub async fn reassign_partition(context: &NodeContext, id: u64, body: wire::ReassignPartitionRequest) -> Response {
+    let outcome = if body.completed { complete(context, &body).await } else { start(context, &body).await };
+    match outcome {
+        Ok(()) => ok_response(id),
+        Err(error) => error.into_response(id),
+    }
+}
+
+async fn start(context: &NodeContext, body: &wire::ReassignPartitionRequest) -> Result<(), RequestError> {
+    context.state.lock().meta.check_reassignment(&body.topic, body.partition, &body.replicas).map_err(|refusal| refused(&refusal))?;
+    let command = MetaCommand::StartReassignment { topic: body.topic.clone(), partition: body.partition, replicas: body.replicas.clone() };
+    let index = propose_meta(context, &command, admin_timeout(body.timeout_ms)).await?;
+    match context.state.lock().meta_outcomes.get(&index) {
+        Some(MetaOutcome::ReassignmentStarted { group }) => {
+            tracing::info!(topic = body.topic, partition = body.partition, group, replicas = ?body.replicas, "reassignment recorded");
+            Ok(())
+        }
+        Some(MetaOutcome::ReassignmentRefused(refusal)) => Err(refused(refusal)),
+        other => Err(RequestError::new(ErrorCode::INTERNAL, format!("unexpected outcome of StartReassignment: {other:?}"))),
+    }
+}
+
+async fn complete(context: &NodeContext, body: &wire::ReassignPartitionRequest) -> Result<(), RequestError> {
+    let group = {
+        let state = context.state.lock();
+        let Some(info) = state.meta.partition(&body.topic, body.partition) else {
+            return Err(RequestError::new(
+                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                format!("no partition {}/{}", body.topic, body.partition),
+            ));
+        };
+        if state.meta.reassignment_target(info.group).is_none() && info.replicas == body.replicas {
+            return Ok(()); // a retry of a completion recorded already
+        }
+        info.group
+    };
+    let command = MetaCommand::CompleteReassignment { group, replicas: body.replicas.clone() };
+    let index = propose_meta(context, &command, admin_timeout(body.timeout_ms)).await?;
+    match context.state.lock().meta_outcomes.get(&index) {
+        Some(MetaOutcome::ReassignmentCompleted) => Ok(()),
+        Some(MetaOutcome::Rejected(reason)) => Err(RequestError::new(ErrorCode::INVALID_REQUEST, reason.clone())),
+        other => Err(RequestError::new(ErrorCode::INTERNAL, format!("unexpected outcome of CompleteReassignment: {other:?}"))),
+    }
+}
