@@ -71,6 +71,7 @@ mod errors;
 mod group;
 mod handle;
 mod proposals;
+mod readers;
 mod suspect;
 
 pub use errors::{NodeError, ProposeError, Rejection};
@@ -79,6 +80,7 @@ pub use handle::{Command, NodeHandle, ProposalTicket, COMMANDS_PER_ROUND_MAX, CO
 pub use proposals::{
     Appended, Durability, Proposal, ResolvedOutcome, INDEFINITE_PROPOSALS_MAX, PROPOSALS_PENDING_MAX, RESOLVED_OUTCOMES_MAX,
 };
+pub use readers::{LogReaders, ReadOffsets};
 
 use crate::transport::{GroupId, Inbound, NodeId, Transport};
 use apply::{apply_committed, install_snapshot};
@@ -249,6 +251,9 @@ pub struct Node<D: Disk, T, A> {
     disk_low_ticks: u64,
     /// Ticks since a graceful shutdown began ([`Node::drain`]); `None` before.
     draining: Option<u64>,
+    /// The read-only views of the hosted groups' logs, shared with handles (module `readers`):
+    /// one per group in `groups`.
+    readers: LogReaders,
 }
 
 /// Takes `bytes` from a disk budget (see [`NodeConfig::entry_budget`]); `false`, with nothing
@@ -289,7 +294,14 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             passive: None,
             disk_low_ticks: 0,
             draining: None,
+            readers: LogReaders::default(),
         }
+    }
+
+    /// The hosted groups' log readers, for handles that read without the driver
+    /// ([`NodeHandle::reading_from`]).
+    pub fn readers(&self) -> LogReaders {
+        self.readers.clone()
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -552,6 +564,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             let commit = state.store.hard_state_saved().commit;
             assert!(commit <= state.applied_durable_conf, "group {group}: commit {commit} persisted above the applied index");
         }
+        assert_eq!(self.readers.len(), self.groups.len(), "one log reader per hosted group");
         self.serve_fetches().await?;
         self.redraw_election_timeouts();
         self.raise_quarantined_terms().await;

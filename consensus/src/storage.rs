@@ -500,6 +500,8 @@ impl<D: Disk> GroupStore<D> {
         }
         log.cut_torn_tail().await?;
         assert!(hard.commit <= log.last_index(), "opened with commit {} above the log end {}", hard.commit, log.last_index());
+        // What the persisted commit covers is committed: readers may read it at once.
+        log.set_readable_index(hard.commit);
         let hard_state = raft_hard_state(hard);
         let mut view = StorageView {
             hard_state,
@@ -550,6 +552,17 @@ impl<D: Disk> GroupStore<D> {
 
     pub fn log(&self) -> &SegmentLog<D> {
         &self.log
+    }
+
+    /// A read-only view of the log for readers outside the driver (`odradek_log::LogReader`).
+    pub fn reader(&self) -> odradek_log::LogReader<D::File> {
+        self.log.reader()
+    }
+
+    /// Entries up to `index` are committed (see [`SegmentLog::set_readable_index`]).
+    pub fn set_readable_index(&mut self, index: u64) {
+        assert!(index <= self.storage.lock().hard_state.commit, "readable index {index} above the commit");
+        self.log.set_readable_index(index);
     }
 
     /// Index of the last conf change the saved conf state includes.

@@ -18,6 +18,7 @@
 use std::future::Future;
 use std::io;
 use std::path::Path;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -82,6 +83,29 @@ pub trait DiskFile: Send + Sync + 'static {
 
     /// Truncates or extends (with zeros) the file. Durable after `sync_data`.
     fn set_len(&self, len: u64) -> impl Future<Output = io::Result<()>> + Send;
+}
+
+/// A shared open file (a segment's, held by the log and its readers) is the same file.
+impl<F: DiskFile> DiskFile for Arc<F> {
+    fn read_at(&self, offset: u64, len: usize) -> impl Future<Output = io::Result<Vec<u8>>> + Send {
+        (**self).read_at(offset, len)
+    }
+
+    fn write_at(&self, offset: u64, data: Bytes) -> impl Future<Output = io::Result<()>> + Send {
+        (**self).write_at(offset, data)
+    }
+
+    fn sync_data(&self) -> impl Future<Output = io::Result<()>> + Send {
+        (**self).sync_data()
+    }
+
+    fn len(&self) -> impl Future<Output = io::Result<u64>> + Send {
+        (**self).len()
+    }
+
+    fn set_len(&self, len: u64) -> impl Future<Output = io::Result<()>> + Send {
+        (**self).set_len(len)
+    }
 }
 
 /// The `ENOSPC` error both implementations return when the disk is full.

@@ -23,6 +23,7 @@ use crate::config::LogConfig;
 use crate::disk::{Disk, DiskFile, OpenMode};
 use crate::entry::{Entry, EntryHeader, EntryKind, ENTRY_PAYLOAD_BYTES_MAX};
 use crate::error::{io_error, Error, Result};
+use crate::reader::{LogReader, Publisher};
 use crate::recovery::{self, write_index_file, RecoveryReport, RESET_COMMITTED_FILE, RESET_PENDING_FILE};
 use crate::segment::{create_segment, encode_index, EntryCursor, Segment, SegmentStart, SEGMENT_HEADER_BYTES};
 
@@ -56,6 +57,9 @@ pub struct SegmentLog<D: Disk> {
     /// A torn tail recovery found is still in the active segment's file, past its last entry
     /// (see [`SegmentLog::open_deferring_cut`]).
     torn_tail_pending: bool,
+    /// What this log's readers see ([`LogReader`]): republished after every change of the
+    /// segments, and the readable index its owner sets.
+    publisher: Publisher<D::File>,
 }
 
 impl<D: Disk> SegmentLog<D> {
@@ -98,6 +102,7 @@ impl<D: Disk> SegmentLog<D> {
             durable_stuck: false,
             poisoned: false,
             torn_tail_pending: report.torn_tail.is_some(),
+            publisher: Publisher::new(0),
         };
         log.rebuild_terms().await?;
         // After a process crash the page cache may still hold unsynced bytes that recovery
@@ -106,6 +111,7 @@ impl<D: Disk> SegmentLog<D> {
         log.segments.last_mut().expect("a log always has a segment").dirty = true;
         log.sync().await?;
         assert!(log.synced_index == log.last_index(), "an opened log is synced to its end");
+        log.publish(false);
         let torn_index = report.torn_tail.map(|torn| torn.index);
         assert!(torn_index.is_none_or(|index| index == log.last_index() + 1), "a torn tail {torn_index:?} follows the log's end");
         Ok((log, report))
@@ -160,6 +166,23 @@ impl<D: Disk> SegmentLog<D> {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// A read-only handle other tasks read committed entries through, without this log's owner
+    /// (module `reader`). It follows this log until the log is dropped.
+    pub fn reader(&self) -> LogReader<D::File> {
+        self.publisher.reader()
+    }
+
+    /// Entries at or below `index` are committed: readers may read up to it (never above the
+    /// log's end; a later truncation must not cut at or below it).
+    pub fn set_readable_index(&mut self, index: u64) {
+        self.publisher.set_readable_index(index, self.last_index());
+    }
+
+    /// Brings the readers' view in line with the segments (after every change of them).
+    fn publish(&self, points_rewritten: bool) {
+        self.publisher.publish(&self.segments, self.last_index(), points_rewritten);
     }
 
     pub fn config(&self) -> &LogConfig {
@@ -316,6 +339,7 @@ impl<D: Disk> SegmentLog<D> {
         self.write_active(buffer, buffer_position).await?;
         assert!(self.last_index() == index_end, "the log ends at {} after appending up to {index_end}", self.last_index());
         self.assert_terms_cover();
+        self.publish(false);
         Ok(())
     }
 
@@ -513,6 +537,7 @@ impl<D: Disk> SegmentLog<D> {
         if from_index > self.last_index() {
             return Ok(());
         }
+        self.publisher.assert_not_readable(from_index);
         // Newest segments first, so a crash part-way leaves a valid (longer) log.
         while self.segments.len() > 1 && self.active().start.first_index >= from_index {
             let segment = self.segments.pop().expect("more than one segment");
@@ -548,6 +573,7 @@ impl<D: Disk> SegmentLog<D> {
         assert!(cache_back.is_none_or(|back| back < from_index), "the cache still holds {cache_back:?}");
         self.assert_terms_cover();
         self.assert_durable_follows_synced();
+        self.publish(true);
         Ok(())
     }
 
@@ -598,6 +624,7 @@ impl<D: Disk> SegmentLog<D> {
         let deleted = report.segments_deleted;
         assert!(deleted == 0 || first <= index_bound, "retention deleted entries up to {} at or above {index_bound}", first - 1);
         self.assert_terms_cover();
+        self.publish(false);
         Ok(report)
     }
 
@@ -640,6 +667,8 @@ impl<D: Disk> SegmentLog<D> {
             self.durable_index = self.last_index();
         }
         self.assert_durable_follows_synced();
+        self.publisher.lower_readable_below(first_index);
+        self.publish(true);
         Ok(())
     }
 }
@@ -670,7 +699,7 @@ fn assert_read(entries: &[Entry], low: u64, high: u64) {
 
 /// What a read by offset returns: data entries, the first holding `offset`, each continuing the
 /// offsets of the one before, in index order, none past `index_max`.
-fn assert_offsets_read(entries: &[Entry], offset: u64, index_max: u64) {
+pub(crate) fn assert_offsets_read(entries: &[Entry], offset: u64, index_max: u64) {
     if let Some(first) = entries.first() {
         assert!(first.base_offset <= offset, "a read from offset {offset} starts at offset {}", first.base_offset);
         assert!(first.offset_next() > offset, "a read from offset {offset} starts before it, at entry {}", first.index);

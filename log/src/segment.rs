@@ -14,6 +14,7 @@
 //! against the scan and rewrites it when missing or different.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -127,7 +128,8 @@ pub fn parse_segment_file_name(name: &str) -> Option<u64> {
 /// One segment's in-memory state.
 pub struct Segment<F> {
     pub start: SegmentStart,
-    pub file: F,
+    /// Shared with the log's readers ([`crate::LogReader`]), which keep it open while they read.
+    pub file: Arc<F>,
     pub path: PathBuf,
     /// File length, header included.
     pub bytes: u64,
@@ -150,7 +152,7 @@ impl<F> Segment<F> {
         assert!(start.first_index >= 1, "a segment starts at index 1 or later");
         Segment {
             start,
-            file,
+            file: Arc::new(file),
             path,
             bytes: SEGMENT_HEADER_BYTES,
             last_index: start.first_index - 1,
@@ -272,6 +274,11 @@ pub struct EntryCursor {
 }
 
 impl EntryCursor {
+    /// The index of the entry [`EntryCursor::next`] reads next.
+    pub fn index_next(&self) -> u64 {
+        self.index_next
+    }
+
     pub fn new(position: u64, index_next: u64, end: u64) -> EntryCursor {
         assert!(position >= SEGMENT_HEADER_BYTES, "entries start after the segment header");
         assert!(position <= end, "a cursor at {position} past its end {end}");

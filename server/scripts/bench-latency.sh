@@ -6,7 +6,10 @@
 # linger 0, acks=all, idempotent: the latency of one write (issue 17).
 # Usage: server/scripts/bench-latency.sh [ROUNDS] BIN [BIN...]
 #   e.g. server/scripts/bench-latency.sh 3 /tmp/odradek-before target/release/odradek
-# Env: RECORDS (default 3000), RATE (default 300), SIZE (default 100), EXTRA (more bench flags).
+# Env: RECORDS (default 3000), RATE (default 300), SIZE (default 100), EXTRA (more bench flags),
+#      SETTLE_S (default 2): seconds between creating the topic (which waits for its leader) and
+#      timing, so a just-started cluster's one-off work (nodes finishing joining, the new group's
+#      first election and its leader's first entry) is not counted as the latency of one write.
 set -euo pipefail
 ROUNDS=${1:?rounds}; shift
 [ $# -ge 1 ] || { echo "usage: $0 ROUNDS BIN [BIN...]" >&2; exit 2; }
@@ -26,6 +29,8 @@ for round in $(seq 1 "$ROUNDS"); do
       PIDS+=($!)
     done
     for _ in $(seq 1 120); do "$bin" cluster status >/dev/null 2>&1 && break; sleep 0.5; done
+    timeout 60 "$bin" topic create lat --partitions 1 --replication-factor 3 >/dev/null 2>&1 || echo "round $round $bin :: topic create failed"
+    sleep "${SETTLE_S:-2}"
     line=$(timeout 300 "$bin" bench produce --topic lat --records "$RECORDS" --record-size "$SIZE" --partitions 1 \
       --producers 1 --acks all --rate "$RATE" --linger-ms 0 ${EXTRA:-} 2>/dev/null | grep -E '^produce:' || echo "produce: failed")
     stop

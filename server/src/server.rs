@@ -210,7 +210,9 @@ impl Server {
             None => None,
         };
 
+        // Fetches read the logs through the driver's readers, never through its loop (issue 17).
         let (handle, commands) = NodeHandle::new();
+        let handle = handle.reading_from(node.readers());
         let (shutdown, shutdown_rx) = shutdown::channel();
         let (driver_done, driver) = oneshot::channel();
         let (stopped_tx, stopped) = watch::channel(false);

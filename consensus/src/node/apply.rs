@@ -68,6 +68,9 @@ pub(super) async fn apply_committed<D: Disk, A: Apply>(
         return Ok(());
     }
     assert!(entries.windows(2).all(|pair| pair[1].index == pair[0].index + 1), "group {group}: committed entries with a gap");
+    // Readers may read what the state machine is about to have (module `readers`): published
+    // first, so a fetch bounded by the applied high watermark never finds the log behind it.
+    state.store.set_readable_index(entries.last().expect("not empty").index);
     assert!(entries[0].index <= state.state_machine_applied + 1, "group {group}: committed entries skip past the applied index");
     let mut handed = Vec::with_capacity(entries.len());
     // Outcomes are sent after the state machine has the entries, so a proposer woken by its

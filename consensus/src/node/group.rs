@@ -320,6 +320,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             // The query term is the new term the store saved with the suspicion.
             suspect: suspicion.map(|suspicion| suspect::Suspect::new(suspicion, hard_state.term)),
         };
+        self.readers.insert(group, std::sync::Arc::new(group_state.store.reader()));
         self.groups.insert(group, group_state);
         assert!(self.groups.len() <= GROUPS_MAX);
         self.redraw_election_timeouts();
@@ -368,6 +369,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
     /// carried them yet, indefinitely otherwise.
     pub fn remove_group(&mut self, group: GroupId) -> bool {
         let Some(state) = self.groups.remove(&group) else { return false };
+        self.readers.remove(group);
         send_outcomes(state.proposals.removed());
         true
     }

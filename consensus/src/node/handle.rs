@@ -104,6 +104,9 @@ pub enum Command {
 #[derive(Clone, Debug)]
 pub struct NodeHandle {
     commands: mpsc::Sender<Command>,
+    /// The driver's log readers: with them, [`NodeHandle::read_records`] reads the log itself
+    /// instead of asking the driver (module `readers`).
+    readers: Option<super::LogReaders>,
 }
 
 /// What a handle call returns when the node task is gone.
@@ -115,7 +118,13 @@ impl NodeHandle {
     /// A handle and the command queue to pass to [`Node::run`].
     pub fn new() -> (NodeHandle, mpsc::Receiver<Command>) {
         let (commands, receiver) = mpsc::channel(COMMAND_QUEUE_MAX);
-        (NodeHandle { commands }, receiver)
+        (NodeHandle { commands, readers: None }, receiver)
+    }
+
+    /// This handle reading logs through `readers` (the driver's: [`Node::readers`]) rather than
+    /// through the driver's loop, so reads never wait for (nor delay) its rounds.
+    pub fn reading_from(self, readers: super::LogReaders) -> NodeHandle {
+        NodeHandle { readers: Some(readers), ..self }
     }
 
     async fn call<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, NodeError> {
@@ -150,7 +159,8 @@ impl NodeHandle {
         self.call(|reply| Command::Campaign { group, reply }).await?
     }
 
-    /// See [`Node::read_records`].
+    /// See [`Node::read_records`]: through the log readers when this handle has them (then
+    /// also never past what the driver published as committed), else through the driver.
     pub async fn read_records(
         &self,
         group: GroupId,
@@ -158,7 +168,24 @@ impl NodeHandle {
         bytes_max: u64,
         index_max: u64,
     ) -> Result<Vec<odradek_log::Entry>, NodeError> {
-        self.call(|reply| Command::ReadRecords { group, offset, bytes_max, index_max, reply }).await?
+        let Some(readers) = &self.readers else {
+            return self.call(|reply| Command::ReadRecords { group, offset, bytes_max, index_max, reply }).await?;
+        };
+        let reader = readers.get(group).ok_or(NodeError::GroupUnknown(group))?;
+        reader.read_offsets(offset, bytes_max, index_max).await.map_err(|e| super::errors::storage_error(group)(e.into()))
+    }
+
+    /// The planted `ServeAboveCommit`: [`NodeHandle::read_records`] to the end of what the log
+    /// wrote, committed or not (needs the log readers).
+    #[cfg(any(madsim, feature = "planted-bugs"))]
+    pub async fn read_records_past_commit(
+        &self,
+        group: GroupId,
+        offset: u64,
+        bytes_max: u64,
+    ) -> Result<Vec<odradek_log::Entry>, NodeError> {
+        let reader = self.readers.as_ref().and_then(|readers| readers.get(group)).ok_or(NodeError::GroupUnknown(group))?;
+        reader.read_offsets_past_commit(offset, bytes_max).await.map_err(|e| super::errors::storage_error(group)(e.into()))
     }
 
     /// See [`Node::log_bounds`].

@@ -78,7 +78,7 @@ pub async fn fetch(context: &NodeContext, id: u64, body: wire::FetchRequest) -> 
         0 => FETCH_BYTES_DEFAULT,
         n => n.min(FETCH_BYTES_MAX),
     };
-    match context.node.read_records(group, offset, u64::from(bytes_max), bounds.applied_index).await {
+    match read_for_fetch(context, group, offset, u64::from(bytes_max), bounds.applied_index).await {
         Ok(entries) => {
             let bound = (!context.planted.serve_above_commit).then_some(bounds.high_watermark);
             assert_served(&entries, offset, bound);
@@ -95,6 +95,23 @@ pub async fn fetch(context: &NodeContext, id: u64, body: wire::FetchRequest) -> 
         Err(NodeError::GroupUnknown(_)) => not_hosted(context, id, &body.topic, body.partition, preferred),
         Err(error) => error_response(id, ErrorCode::INTERNAL, format!("reading the log: {error}")),
     }
+}
+
+/// The log read of a fetch, bounded by `index_max` (the applied high watermark): through the
+/// driver's log readers, off its loop (issue 17), or with the planted `ServeAboveCommit` to the
+/// end of what the log wrote, committed or not.
+async fn read_for_fetch(
+    context: &NodeContext,
+    group: GroupId,
+    offset: u64,
+    bytes_max: u64,
+    index_max: u64,
+) -> Result<Vec<odradek_log::Entry>, NodeError> {
+    #[cfg(any(madsim, feature = "planted-bugs"))]
+    if context.planted.serve_above_commit {
+        return context.node.read_records_past_commit(group, offset, bytes_max).await;
+    }
+    context.node.read_records(group, offset, bytes_max, index_max).await
 }
 
 /// Postconditions of a fetch's read at `offset`: the entries begin with the one holding

@@ -99,6 +99,10 @@ pub struct ConsumeBench {
     /// Bytes per fetch request.
     #[arg(long, default_value_t = 4 * 1024 * 1024)]
     fetch_bytes: u32,
+    /// Keep reading as records arrive (a consumer following producers from the beginning) and
+    /// stop once no record came for this long; 0: stop at the end found when starting.
+    #[arg(long, default_value_t = 0)]
+    follow_idle_ms: u64,
     /// Consumer-group bench settings (used with --group).
     #[command(flatten)]
     group: Option<crate::bench_group::GroupBenchArgs>,
@@ -264,6 +268,10 @@ async fn consume(bootstrap: &Bootstrap, args: ConsumeBench) -> Result<(), String
     if args.records > 0 {
         target = target.min(args.records);
     }
+    let follow_idle = (args.follow_idle_ms > 0).then(|| Duration::from_millis(args.follow_idle_ms));
+    if follow_idle.is_some() {
+        target = if args.records > 0 { args.records } else { u64::MAX };
+    }
     say!("bench consume: topic {:?} ({} partitions), {target} records, fetch {} B", args.topic, topic.partitions.len(), args.fetch_bytes);
     let config = ConsumerConfig { bytes_max: args.fetch_bytes, cluster: bootstrap.cluster_config()?, ..ConsumerConfig::default() };
     let mut consumer = Consumer::new(&addresses, config).map_err(|e| e.to_string())?;
@@ -276,9 +284,19 @@ async fn consume(bootstrap: &Bootstrap, args: ConsumeBench) -> Result<(), String
     let start = Instant::now();
     let mut last_report = Instant::now();
     let mut last_records = 0;
+    let mut last_record = Instant::now();
+    // Following, a poll waits at most this long, so an idle end is seen within it.
+    let poll_wait = follow_idle.map_or(Duration::from_secs(5), |idle| idle.min(Duration::from_millis(200)));
     while records < target {
+        if follow_idle.is_some_and(|idle| last_record.elapsed() >= idle) {
+            break;
+        }
         let polled = Instant::now();
-        let batch = consumer.poll(Duration::from_secs(5)).await.map_err(|e| e.to_string())?;
+        let batch = consumer.poll(poll_wait).await.map_err(|e| e.to_string())?;
+        if batch.is_empty() && follow_idle.is_some() {
+            continue;
+        }
+        last_record = Instant::now();
         latency.saturating_record((polled.elapsed().as_micros() as u64).max(1));
         records += batch.len() as u64;
         bytes += batch.iter().map(|r| r.value.as_ref().map_or(0, |v| v.len()) as u64).sum::<u64>();
@@ -288,6 +306,8 @@ async fn consume(bootstrap: &Bootstrap, args: ConsumeBench) -> Result<(), String
             last_records = records;
         }
     }
-    summary("consume (latency = one poll)", records, bytes, start.elapsed(), &latency);
+    // Following, the idle wait at the end is not reading time.
+    let elapsed = if follow_idle.is_some() { last_record.duration_since(start) } else { start.elapsed() };
+    summary("consume (latency = one poll)", records, bytes, elapsed, &latency);
     Ok(())
 }
