@@ -195,6 +195,12 @@ pub async fn finish_joining<D: Disk>(context: Arc<NodeContext>, disk: D, mut shu
         };
         match removed {
             Ok(()) => {
+                // Groups created from now on (new topics) open as new replicas, not as ones this
+                // node lost: without this, every group of a fresh cluster waited for all its
+                // voters' answers before electing, until the nodes' first restart.
+                if context.node.end_joining().await.is_err() {
+                    return; // the node is stopping
+                }
                 tracing::info!(node = context.state.node_id, "joined: every replica of this new incarnation has caught up and votes");
                 return;
             }

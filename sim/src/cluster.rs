@@ -134,10 +134,18 @@ impl SimCluster {
         self.wipes_unrecorded.lock().expect("wipes lock").push(node);
     }
 
-    /// Nodes whose data directory still says they are joining (`odradek_server::data_dir`).
+    /// Nodes whose data directory still says they are joining (`odradek_server::data_dir`), and
+    /// wiped nodes that have not started since (their disk still empty: the marker is written
+    /// at start, and a restart that failed or waits for the next round has not written it yet;
+    /// swarm seed 87 wiped a second node in that gap).
     pub fn joining(&self) -> Vec<u64> {
         let marker = std::path::Path::new(DATA_DIR).join(odradek_server::data_dir::JOINING_FILE);
-        self.disks.iter().filter(|(_, disk)| disk.read_file(&marker).is_some()).map(|(&node, _)| node).collect()
+        let wiped = self.wiped.lock().expect("wiped lock");
+        self.disks
+            .iter()
+            .filter(|(node, disk)| disk.read_file(&marker).is_some() || (wiped.contains(node) && disk.files().is_empty()))
+            .map(|(&node, _)| node)
+            .collect()
     }
 
     /// The wipes since the last call, for the raft checker.

@@ -68,6 +68,8 @@ struct HeavyProducer {
     delivery_timeout_ms: u64,
 }
 
+/// Attempts at starting a producer (each bounded by the client's request timeout).
+const PRODUCER_START_ATTEMPTS_MAX: u32 = 20;
 /// Heavy load: sends per producer over the safety phase (at most).
 const HEAVY_RECORDS_MAX: u64 = 800;
 /// Heavy load: idempotent acks=all producers (besides the one with drawn acks).
@@ -249,7 +251,20 @@ async fn produce(cluster: Arc<SimCluster>, index: u64, kind: ProducerKind, plant
         },
         None => config,
     };
-    let producer = Producer::new(&addresses, config).await.expect("producer");
+    // The producer id comes from the controller, which a fault may hold up past the client's
+    // timeout: ask again (the first attempt succeeds in a healthy cluster).
+    let mut attempts = 0;
+    let producer = loop {
+        match Producer::new(&addresses, config.clone()).await {
+            Ok(producer) => break producer,
+            Err(error) if error.is_retriable() && attempts < PRODUCER_START_ATTEMPTS_MAX => {
+                attempts += 1;
+                cluster.note(format!("producer {index}: no producer id yet ({error}); asking again"));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(error) => panic!("producer {index}: {error}"),
+        }
+    };
     let mut pending = Vec::new();
     for i in 0..kind.records {
         if i > 0 {

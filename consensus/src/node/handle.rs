@@ -73,6 +73,10 @@ pub enum Command {
     Stats {
         reply: oneshot::Sender<NodeStats>,
     },
+    /// The node has finished joining (`NodeConfig::empty_logs_suspect` off from now on).
+    EndJoining {
+        reply: oneshot::Sender<()>,
+    },
     Drain {
         reply: oneshot::Sender<usize>,
     },
@@ -247,6 +251,13 @@ impl NodeHandle {
         self.call(|reply| Command::Stats { reply }).await
     }
 
+    /// The node's new incarnation has finished joining: from now on an empty log is a replica
+    /// new to its group, not one this node lost (`NodeConfig::empty_logs_suspect` turns off;
+    /// groups already open keep what they opened with).
+    pub async fn end_joining(&self) -> Result<(), NodeError> {
+        self.call(|reply| Command::EndJoining { reply }).await
+    }
+
     /// See [`Node::drain`].
     pub async fn drain(&self) -> Result<usize, NodeError> {
         self.call(|reply| Command::Drain { reply }).await
@@ -342,6 +353,10 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             }
             Command::Stats { reply } => drop(reply.send(self.stats())),
             Command::Drain { reply } => drop(reply.send(self.drain())),
+            Command::EndJoining { reply } => {
+                self.config.empty_logs_suspect = false;
+                let _ = reply.send(());
+            }
             Command::Campaign { group, reply } => drop(reply.send(self.campaign(group))),
             Command::DestroyGroup { group, reply } => drop(reply.send(self.destroy_group(group).await)),
             Command::ReadRecords { group, offset, bytes_max, index_max, reply } => {
