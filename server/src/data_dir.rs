@@ -22,8 +22,10 @@
 //! other voter has told it its last index and its own log is durable up to the largest. Until
 //! then it only takes appends (as a learner would) and its acknowledgements count for what it
 //! really holds. [`finish_joining`] removes the file once the metadata replica has caught up and
-//! every replica the metadata gives this node is hosted and settled; a crash before that finds
-//! the file again, so a replica created after the crash is suspect too.
+//! every replica the metadata gives this node is hosted and settled, and then turns the suspicion
+//! of empty logs off in the running node (`NodeHandle::end_joining`): a group created later (a
+//! new topic) is new to the group, not lost. A crash before that finds the file again, so a
+//! replica created after the crash is suspect too.
 //!
 //! The lock is `flock(2)` through `fs4` (released by the kernel when the process ends, however
 //! it ends; a lock file left behind by a killed process is no obstacle). It only exists for
