@@ -31,6 +31,7 @@ use crate::admin::{list_offsets, OffsetQuery};
 use crate::batch::{self, BatchError, Header};
 use crate::cluster::{leader_hint, Backoff, ClusterConfig, ClusterSession};
 use crate::error::{ClientError, Result};
+use crate::planted::Planted;
 use crate::wire::proto::{ErrorCode, FetchRequest, FetchResponse, Request_oneof_body as RequestBody, Response_oneof_body as ResponseBody};
 
 mod membership;
@@ -323,7 +324,7 @@ impl Consumer {
             let mut out_of_range = Vec::new();
             for (key, offset, poll, outcome) in outcomes {
                 match outcome {
-                    Ok(fetched) => match decode_batches(&key.0, key.1, offset, &fetched.batches, &mut records) {
+                    Ok(fetched) => match decode_batches_with(&key.0, key.1, offset, &fetched.batches, &mut records, self.config.planted) {
                         Ok(position) => {
                             if poll == self.polls_started {
                                 high_watermarks.insert(key.clone(), fetched.high_watermark);
@@ -507,6 +508,18 @@ async fn fetch(cluster: ClusterSession, config: ConsumerConfig, topic: String, p
 /// Decodes concatenated batches into `records` from `position` on; returns the new position.
 /// A batch cut short at the end (the fetch's byte limit) is left for the next fetch.
 pub fn decode_batches(topic: &str, partition: u32, position: u64, batches: &[u8], records: &mut Vec<ConsumerRecord>) -> Result<u64> {
+    decode_batches_with(topic, partition, position, batches, records, Planted::default())
+}
+
+/// [`decode_batches`] with a consumer's planted bugs (all off outside the simulator).
+fn decode_batches_with(
+    topic: &str,
+    partition: u32,
+    position: u64,
+    batches: &[u8],
+    records: &mut Vec<ConsumerRecord>,
+    planted: Planted,
+) -> Result<u64> {
     let records_before = records.len();
     let mut rest = batches;
     let mut position_next = position;
@@ -521,7 +534,15 @@ pub fn decode_batches(topic: &str, partition: u32, position: u64, batches: &[u8]
         };
         let (batch, after) = rest.split_at(batch_bytes);
         rest = after;
+        let records_before_batch = records.len();
         let decoded = decode_batch(topic, partition, position_next, batch, records);
+        if planted.compressed_batch_last_record_dropped()
+            && decoded.is_ok()
+            && batch::decode(batch).is_ok_and(|decoded| decoded.header().compression() != 0)
+            && records.len() > records_before_batch
+        {
+            records.pop(); // planted: the last decompressed record is lost, the position moves on
+        }
         match decoded {
             Ok(next) => position_next = next,
             Err(error) => {

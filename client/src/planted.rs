@@ -17,15 +17,22 @@ pub enum PlantedBug {
     /// plus its place in the batch: acknowledged offsets are wrong for all but the first record
     /// of a multi-record batch (L5). Invisible while every batch holds one record.
     RecordOffsetIsBatchBase,
+    /// The consumer loses the last record of every compressed batch it decodes (an off-by-one
+    /// over the decompressed records) and still moves its position past the batch: an
+    /// acknowledged record is never read (L7, and L1 in the final drain). Invisible without
+    /// compression.
+    CompressedBatchLastRecordDropped,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 2] = [PlantedBug::AutoCommitOfCurrentPoll, PlantedBug::RecordOffsetIsBatchBase];
+    pub const ALL: [PlantedBug; 3] =
+        [PlantedBug::AutoCommitOfCurrentPoll, PlantedBug::RecordOffsetIsBatchBase, PlantedBug::CompressedBatchLastRecordDropped];
 
     pub fn name(self) -> &'static str {
         match self {
             PlantedBug::AutoCommitOfCurrentPoll => "auto-commit-of-current-poll",
             PlantedBug::RecordOffsetIsBatchBase => "record-offset-is-batch-base",
+            PlantedBug::CompressedBatchLastRecordDropped => "compressed-batch-last-record-dropped",
         }
     }
 }
@@ -46,6 +53,7 @@ impl FromStr for PlantedBug {
 pub struct Planted {
     auto_commit_of_current_poll: bool,
     record_offset_is_batch_base: bool,
+    compressed_batch_last_record_dropped: bool,
 }
 
 impl Planted {
@@ -54,7 +62,13 @@ impl Planted {
         Planted {
             auto_commit_of_current_poll: bugs.contains(&PlantedBug::AutoCommitOfCurrentPoll),
             record_offset_is_batch_base: bugs.contains(&PlantedBug::RecordOffsetIsBatchBase),
+            compressed_batch_last_record_dropped: bugs.contains(&PlantedBug::CompressedBatchLastRecordDropped),
         }
+    }
+
+    /// [`PlantedBug::CompressedBatchLastRecordDropped`], in a simulation build only.
+    pub fn compressed_batch_last_record_dropped(self) -> bool {
+        cfg!(madsim) && self.compressed_batch_last_record_dropped
     }
 
     /// [`PlantedBug::RecordOffsetIsBatchBase`], in a simulation build only.

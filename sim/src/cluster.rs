@@ -85,6 +85,8 @@ pub struct SimCluster {
     wipes_unrecorded: Mutex<Vec<u64>>,
     /// The run's load profile (topic `t`'s partition count among it).
     pub load: Load,
+    /// The client's planted bugs (the workload's consumers read with them).
+    pub client_planted: odradek_client::planted::Planted,
     /// Plan field `kafka`: every node runs a Kafka listener, which the Kafka workload uses.
     pub kafka: bool,
 }
@@ -123,6 +125,7 @@ impl SimCluster {
             wiped: Mutex::new(BTreeSet::new()),
             wipes_unrecorded: Mutex::new(Vec::new()),
             load: Load::DEFAULT,
+            client_planted: odradek_client::planted::Planted::default(),
             kafka: false,
         }
     }

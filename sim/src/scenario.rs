@@ -109,6 +109,7 @@ async fn run_into(config: ScenarioConfig, injected: Arc<Mutex<Vec<InjectedFault>
     }
     let mut cluster = SimCluster::new(seed, node_count, config.planted_bugs.clone(), plan.clock_offsets_ms.clone(), plan.segment_bytes);
     cluster.load = load;
+    cluster.client_planted = odradek_client::planted::Planted::of(&config.client_planted_bugs);
     let with_groups = config.scenario == Scenario::Groups;
     if with_groups {
         cluster.group_settings = Some(workload::groups::server_settings());

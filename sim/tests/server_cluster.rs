@@ -442,3 +442,20 @@ fn planted_added_partitions_unhosted_is_caught() {
     let base = ScenarioConfig { scenario: Scenario::Crash, topic_churn: true, ..ScenarioConfig::new(0) };
     planted_bug_is_caught_with(PlantedBug::AddedPartitionsUnhosted, &base, 1..=3, &["PL1"]);
 }
+
+// Heavy load compresses (issue 16): a consumer that loses the last record of every compressed
+// batch misses acknowledged records (L6/L7 at heavy seed 3, which passes without the bug; no
+// default seed compresses, so none can catch it).
+#[test]
+fn planted_compressed_batch_last_record_dropped_is_caught_under_heavy_load() {
+    let bug = ClientPlantedBug::CompressedBatchLastRecordDropped;
+    let clean = ScenarioConfig { heavy: true, ..ScenarioConfig::new(3) };
+    match run_seed(&clean) {
+        Ok(report) => assert!(report.passed(), "heavy seed 3 fails without the bug:\n{}", report.verdict_text()),
+        Err(crash) => panic!("heavy seed 3 crashed: {}", crash.verdict_text()),
+    }
+    let planted = ScenarioConfig { client_planted_bugs: vec![bug], ..clean };
+    let report = run_seed(&planted).unwrap_or_else(|crash| panic!("heavy seed 3 with {} crashed: {}", bug.name(), crash.verdict_text()));
+    let failed = report.failed_invariants();
+    assert!(failed.contains(&"L6") || failed.contains(&"L7"), "heavy seed 3 with {}:\n{}", bug.name(), report.verdict_text());
+}
