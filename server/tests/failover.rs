@@ -15,9 +15,9 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use odradek_client::{Admin, Consumer, ConsumerConfig, Offset, OffsetQuery, Producer, ProducerConfig, ProducerRecord, TopicConfig};
+use odradek_client::{Admin, Consumer, ConsumerConfig, Offset, OffsetQuery, Producer, ProducerConfig, ProducerRecord};
 
-use common::ProcessCluster;
+use common::{create_topic_until, ProcessCluster};
 
 const RECORDS_PER_PRODUCER: u64 = 10_000;
 const KEYS: u64 = 64;
@@ -67,15 +67,7 @@ async fn acknowledged_keyed_records_survive_a_leader_sigkill() {
     let addresses: Vec<&str> = bootstrap.iter().map(String::as_str).collect();
     let admin = Admin::new(&addresses).unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        match admin.create_topic("orders", PARTITIONS, 3, TopicConfig::default()).await {
-            Ok(()) => break,
-            Err(error) if error.is_retriable() && tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await
-            }
-            Err(error) => panic!("create topic: {error}"),
-        }
-    }
+    create_topic_until(&admin, "orders", PARTITIONS, deadline).await;
     let (victim, term_before) = loop {
         // The node asked may not have applied the new topic yet (UNKNOWN_TOPIC_OR_PARTITION).
         let topic = admin.describe_topic("orders").await;

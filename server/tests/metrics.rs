@@ -13,21 +13,7 @@ use std::time::Duration;
 
 use odradek_client::{Admin, Producer, ProducerConfig, ProducerRecord, TopicConfig};
 
-use common::ProcessCluster;
-
-/// `text` without its terminal color codes (ESC [ ... m).
-fn without_colors(text: &str) -> String {
-    let mut plain = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            chars.by_ref().find(|&c| c == 'm');
-        } else {
-            plain.push(c);
-        }
-    }
-    plain
-}
+use common::{without_colors, ProcessCluster};
 
 /// The metrics address node `id` logged at start ("metrics=Some(ADDR)").
 fn metrics_addr(cluster: &ProcessCluster, id: u64) -> String {

@@ -20,10 +20,9 @@ use std::time::Duration;
 use odradek_client::wire::proto::ErrorCode;
 use odradek_client::{
     Admin, ClusterConfig, ClusterSession, Consumer, ConsumerConfig, Offset, OffsetQuery, Producer, ProducerConfig, ProducerRecord,
-    TopicConfig,
 };
 
-use common::ProcessCluster;
+use common::{create_topic_until, ProcessCluster};
 
 const RECORDS: u64 = 6_000;
 const TOPIC: &str = "moving";
@@ -87,15 +86,7 @@ async fn a_partition_moves_to_another_replica_set_while_producing() {
     let addresses: Vec<&str> = bootstrap.iter().map(String::as_str).collect();
     let admin = Admin::new(&addresses).unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
-    loop {
-        match admin.create_topic(TOPIC, 1, 3, TopicConfig::default()).await {
-            Ok(()) => break,
-            Err(error) if error.is_retriable() && tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await
-            }
-            Err(error) => panic!("create topic: {error}"),
-        }
-    }
+    create_topic_until(&admin, TOPIC, 1, deadline).await;
     loop {
         let topic = admin.describe_topic(TOPIC).await;
         // The preferred replica (node 1) leads: the move must hand its leadership away first.

@@ -14,27 +14,14 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use odradek_client::{Admin, Consumer, ConsumerConfig, Offset, OffsetQuery, Producer, ProducerConfig, ProducerRecord, TopicConfig};
+use odradek_client::{Admin, Consumer, ConsumerConfig, Offset, OffsetQuery, Producer, ProducerConfig, ProducerRecord};
 
-use common::ProcessCluster;
+use common::{create_topic_until, without_colors, ProcessCluster};
 
 const TOPIC: &str = "replaced";
 const PARTITIONS: u32 = 3;
 const RECORDS: u64 = 3_000;
 const WIPED: u64 = 2;
-
-async fn create_topic(admin: &Admin) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        match admin.create_topic(TOPIC, PARTITIONS, 3, TopicConfig::default()).await {
-            Ok(()) => return,
-            Err(error) if error.is_retriable() && tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await
-            }
-            Err(error) => panic!("create topic: {error}"),
-        }
-    }
-}
 
 /// Value → (partition, offset) of every acknowledged record.
 async fn produce(addresses: &[&str]) -> BTreeMap<String, (u32, u64)> {
@@ -65,23 +52,9 @@ async fn wait_for_log(cluster: &ProcessCluster, id: u64, text: &str, count: usiz
     }
 }
 
-/// `text` without its ANSI colour codes (the node's log is coloured).
-fn plain(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            chars.by_ref().find(|&c| c == 'm');
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// The `bound` of every "suspicion settled" line in `log` (one per group that settled).
 fn settled_bounds(log: &str) -> Vec<u64> {
-    plain(log)
+    without_colors(log)
         .lines()
         .filter(|line| line.contains("suspicion settled"))
         .filter_map(|line| line.split_whitespace().find_map(|field| field.strip_prefix("bound=")))
@@ -95,7 +68,7 @@ async fn a_wiped_node_rejoins_under_a_new_incarnation_and_catches_up_before_it_v
     let bootstrap: Vec<String> = cluster.bootstrap().split(',').map(String::from).collect();
     let addresses: Vec<&str> = bootstrap.iter().map(String::as_str).collect();
     let admin = Admin::new(&addresses).unwrap();
-    create_topic(&admin).await;
+    create_topic_until(&admin, TOPIC, PARTITIONS, tokio::time::Instant::now() + Duration::from_secs(30)).await;
     let acked = produce(&addresses).await;
     assert!(acked.len() as u64 >= RECORDS * 9 / 10, "most records are acknowledged: {} of {RECORDS}", acked.len());
     // Every node of a new cluster started as a new incarnation, and settled at once.

@@ -16,9 +16,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use odradek_client::wire::proto::ErrorCode;
-use odradek_client::{Admin, Consumer, ConsumerConfig, Offset, OffsetQuery, Producer, ProducerConfig, ProducerRecord, TopicConfig};
+use odradek_client::{Admin, Consumer, ConsumerConfig, Offset, OffsetQuery, Producer, ProducerConfig, ProducerRecord};
 
-use common::ProcessCluster;
+use common::{create_topic_until, without_colors, ProcessCluster};
 
 const TOPIC: &str = "rolling";
 const PARTITIONS: u32 = 3;
@@ -55,24 +55,6 @@ async fn run_producer(bootstrap: Vec<String>, stop: tokio::sync::watch::Receiver
     (acked, failed)
 }
 
-/// `text` without its ANSI colour sequences (ESC '[' ... 'm').
-fn without_colours(text: &str) -> String {
-    let mut plain = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c == 'm' {
-                    break;
-                }
-            }
-        } else {
-            plain.push(c);
-        }
-    }
-    plain
-}
-
 async fn leaders(admin: &Admin) -> Option<Vec<u64>> {
     let topic = admin.describe_topic(TOPIC).await.ok()?;
     let leaders: Vec<u64> = topic.partitions.iter().map(|p| p.leader).collect();
@@ -86,15 +68,7 @@ async fn a_rolling_restart_loses_nothing_and_fails_no_send() {
     let addresses: Vec<&str> = bootstrap.iter().map(String::as_str).collect();
     let admin = Admin::new(&addresses).unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        match admin.create_topic(TOPIC, PARTITIONS, 3, TopicConfig::default()).await {
-            Ok(()) => break,
-            Err(error) if error.is_retriable() && tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await
-            }
-            Err(error) => panic!("create topic: {error}"),
-        }
-    }
+    create_topic_until(&admin, TOPIC, PARTITIONS, deadline).await;
     while leaders(&admin).await.is_none() {
         assert!(tokio::time::Instant::now() < deadline, "no leaders");
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -106,7 +80,7 @@ async fn a_rolling_restart_loses_nothing_and_fails_no_send() {
     for id in 1..=3 {
         let status = tokio::task::block_in_place(|| cluster.terminate(id));
         assert!(status.success(), "node {id} stopped with {status}:\n{}", cluster.log(id));
-        let log = without_colours(&cluster.log(id));
+        let log = without_colors(&cluster.log(id));
         assert!(log.contains("shutting down leading=0"), "node {id} still led a group when it stopped:\n{log}");
         tokio::task::block_in_place(|| cluster.restart(id));
         // Let it catch up before the next one goes.

@@ -5,10 +5,12 @@
 
 pub mod raw;
 
-use odradek_jepsen::harness::ports::{reserve, PortBlock};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use odradek_client::{Admin, TopicConfig};
+use odradek_jepsen::harness::ports::{reserve, PortBlock};
 
 pub struct NodeProcess {
     pub id: u64,
@@ -209,4 +211,32 @@ impl Drop for ProcessCluster {
             }
         }
     }
+}
+
+/// Creates topic `name` with replication 3, retrying retriable refusals (a cluster still
+/// electing its controller) 100 ms apart until `deadline`; panics on anything else.
+pub async fn create_topic_until(admin: &Admin, name: &str, partitions: u32, deadline: tokio::time::Instant) {
+    loop {
+        match admin.create_topic(name, partitions, 3, TopicConfig::default()).await {
+            Ok(()) => return,
+            Err(error) if error.is_retriable() && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(error) => panic!("create topic: {error}"),
+        }
+    }
+}
+
+/// `text` without its terminal colour codes (ESC [ ... m): a node's log is coloured.
+pub fn without_colors(text: &str) -> String {
+    let mut plain = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|&c| c == 'm');
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
 }
