@@ -92,27 +92,37 @@ pub async fn run(
         if skipped {
             continue;
         }
-        let window_ms = window.as_millis() as u64;
-        let kept_ms = selection.map_or(Some(window_ms), |selection| selection.window_ms(round, window_ms));
+        let this_round = round;
         round += 1;
+        let window_ms = window.as_millis() as u64;
+        let Some(kept_ms) = selection.map_or(Some(window_ms), |selection| selection.window_ms(this_round, window_ms)) else {
+            // Left out of the replay: the same draws, and the window passes all the same
+            // whenever the run would have injected something.
+            let drawn = match kind {
+                FaultKind::BitFlip => {
+                    flipped = true;
+                    targets.draw_flip_spot(plan.corruptible_node, rng)
+                }
+                _ => {
+                    targets.draw(kind, node, rng);
+                    true
+                }
+            };
+            if drawn {
+                tokio::time::sleep(window).await;
+            }
+            continue;
+        };
         let fault = match kind {
             FaultKind::BitFlip => {
                 flipped = true;
-                match kept_ms {
-                    Some(_) => targets.flip_bits(plan.corruptible_node, rng),
-                    None => targets.draw_flip_spot(plan.corruptible_node, rng),
-                }
+                targets.flip_bits(plan.corruptible_node, rng)
             }
             _ => Some(targets.draw(kind, node, rng)),
         };
         let Some(fault) = fault else { continue };
-        let Some(kept_ms) = kept_ms else {
-            // Left out of the replay: its time passes all the same.
-            tokio::time::sleep(window).await;
-            continue;
-        };
         injected.lock().expect("injected lock").push(InjectedFault {
-            round: round - 1,
+            round: this_round,
             fault: kind.label().to_string(),
             details: fault.details(),
             window_ms: kept_ms,

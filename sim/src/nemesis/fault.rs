@@ -259,10 +259,9 @@ impl<'a> FaultTargets<'a> {
     }
 
     /// The draws of [`FaultTargets::flip_bits`] without the flip (a replay that leaves the
-    /// round out keeps the nemesis's random draws in step); never a fault.
-    pub fn draw_flip_spot(&self, node: u64, rng: &mut SmallRng) -> Option<Fault> {
-        let _ = corruptible_spots(&self.cluster.disks[&node]).choose(rng);
-        None
+    /// round out keeps the nemesis's random draws in step); whether a spot was there to flip.
+    pub fn draw_flip_spot(&self, node: u64, rng: &mut SmallRng) -> bool {
+        corruptible_spots(&self.cluster.disks[&node]).choose(rng).is_some()
     }
 
     /// One fault's window: its start recorded and told, the fault injected, the window waited
