@@ -95,6 +95,10 @@ mod sim {
             seeds: String,
             #[arg(long, default_value_t = 2)]
             jobs: usize,
+            /// Stop at the first failing seed: start no more and stop the ones running (the
+            /// mutation soak, where one failure is the whole answer).
+            #[arg(long)]
+            fail_fast: bool,
             #[command(flatten)]
             options: RunOptions,
         },
@@ -230,7 +234,7 @@ mod sim {
                 let out = out.unwrap_or_else(|| PathBuf::from(format!("shrunk-seed-{seed}.json")));
                 shrink(seed, &options, &out, runs_max.max(1))
             }
-            Command_::Sweep { seeds, jobs, options } => {
+            Command_::Sweep { seeds, jobs, fail_fast, options } => {
                 let range = match parse_seeds(&seeds) {
                     Ok(range) => range,
                     Err(error) => return usage(&error),
@@ -238,7 +242,7 @@ mod sim {
                 if let Err(error) = options.config(0) {
                     return usage(&error);
                 }
-                sweep(range, jobs.clamp(1, 64), &options)
+                sweep(range, jobs.clamp(1, 64), fail_fast, &options)
             }
         }
     }
@@ -340,7 +344,7 @@ mod sim {
             .collect()
     }
 
-    fn sweep(seeds: std::ops::Range<u64>, jobs: usize, options: &RunOptions) -> i32 {
+    fn sweep(seeds: std::ops::Range<u64>, jobs: usize, fail_fast: bool, options: &RunOptions) -> i32 {
         let exe = match std::env::current_exe() {
             Ok(exe) => exe,
             Err(error) => return usage(&format!("locating this executable: {error}")),
@@ -422,6 +426,14 @@ mod sim {
             };
             if !outcome.passed {
                 bar.println(format!("seed {seed} FAILED"));
+                if fail_fast {
+                    // Stopped seeds are neither passed nor failed: they are left out of the summary.
+                    queue = seeds.end..seeds.end;
+                    for (_, mut child) in running.drain(..) {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                    }
+                }
             }
             outcomes.push(outcome);
             bar.inc(1);
@@ -433,13 +445,17 @@ mod sim {
         let mut stdout = std::io::stdout().lock();
         let _ = writeln!(
             stdout,
-            "sweep {}..{} ({} seeds, {jobs} jobs): {} passed, {} failed in {wall:.1} s ({:.1} seeds/minute)",
+            "sweep {}..{} ({} seeds, {jobs} jobs): {} passed, {} failed{} in {wall:.1} s ({:.1} seeds/minute)",
             seeds.start,
             seeds.end,
             total,
             outcomes.len() - failed.len(),
             failed.len(),
-            total as f64 * 60.0 / wall.max(1e-9)
+            match total - outcomes.len() as u64 {
+                0 => String::new(),
+                stopped => format!(", {stopped} not run (--fail-fast)"),
+            },
+            outcomes.len() as f64 * 60.0 / wall.max(1e-9)
         );
         let simulated: f64 = outcomes
             .iter()
