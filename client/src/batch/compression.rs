@@ -119,11 +119,7 @@ pub fn compress(compression: Compression, bytes: &[u8]) -> Vec<u8> {
     use std::io::Write;
     match compression {
         Compression::None => bytes.to_vec(),
-        Compression::Gzip => {
-            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-            encoder.write_all(bytes).expect("writing to a Vec cannot fail");
-            encoder.finish().expect("writing to a Vec cannot fail")
-        }
+        Compression::Gzip => GZIP_DEFLATE.with_borrow_mut(|deflate| gzip(deflate, bytes)),
         Compression::Snappy => {
             let mut out = Vec::with_capacity(SNAPPY_XERIAL_HEADER_BYTES + snap::raw::max_compress_len(bytes.len()));
             out.extend_from_slice(&SNAPPY_XERIAL_MAGIC);
@@ -142,8 +138,51 @@ pub fn compress(compression: Compression, bytes: &[u8]) -> Vec<u8> {
             encoder.write_all(bytes).expect("writing to a Vec cannot fail");
             encoder.finish().expect("writing to a Vec cannot fail")
         }
-        Compression::Zstd => zstd::bulk::compress(bytes, ZSTD_LEVEL).expect("zstd compresses any input into a Vec"),
+        Compression::Zstd => ZSTD_CONTEXT.with_borrow_mut(|context| {
+            let context = match context {
+                Some(context) => context,
+                None => context.insert(zstd::bulk::Compressor::new(ZSTD_LEVEL).expect("zstd's default level is valid")),
+            };
+            context.compress(bytes).expect("zstd compresses any input into a Vec")
+        }),
     }
+}
+
+// A gzip or zstd compressor allocates and zeroes its tables (a few hundred KiB) when it is made,
+// which cost more than compressing a small batch (a sixth of a heavy simulated run's time went
+// there). Each thread keeps one of each and resets it between batches; the output is the same
+// bytes a new one writes (tests below).
+thread_local! {
+    static GZIP_DEFLATE: std::cell::RefCell<flate2::Compress> =
+        std::cell::RefCell::new(flate2::Compress::new(flate2::Compression::default(), false));
+    static ZSTD_CONTEXT: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The gzip header flate2's `GzEncoder` writes with its defaults (RFC 1952): deflate, no flags,
+/// no modification time, no extra flags for the default level, unknown operating system.
+const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
+
+/// `bytes` as one gzip member (RFC 1952), deflated with `deflate` (raw deflate, reset after).
+fn gzip(deflate: &mut flate2::Compress, bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(GZIP_HEADER.len() + bytes.len() / 2 + 64);
+    out.extend_from_slice(&GZIP_HEADER);
+    let consumed_before = deflate.total_in();
+    loop {
+        let consumed = usize::try_from(deflate.total_in() - consumed_before).expect("at most the input's length");
+        out.reserve(bytes.len() / 4 + 64);
+        let status = deflate
+            .compress_vec(&bytes[consumed..], &mut out, flate2::FlushCompress::Finish)
+            .expect("deflating from memory into memory cannot fail");
+        if status == flate2::Status::StreamEnd {
+            break;
+        }
+    }
+    deflate.reset();
+    let mut crc = flate2::Crc::new();
+    crc.update(bytes);
+    out.extend_from_slice(&crc.sum().to_le_bytes());
+    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes()); // ISIZE: the length modulo 2^32
+    out
 }
 
 /// `bytes` decompressed with `compression`, refused past `bytes_max` decompressed bytes.
