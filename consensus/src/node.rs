@@ -140,6 +140,9 @@ pub struct NodeConfig {
     /// log is durable up to the largest (CHECKLISTS R8 d: a wiped node never votes as its old
     /// identity). `false`: an empty log is a new replica (the consensus tests).
     pub empty_logs_suspect: bool,
+    /// Per-stage timing of proposals and follower rounds (module [`crate::stages`]); `None`
+    /// (the default): off, at the cost of one test per stage.
+    pub stages: Option<Arc<crate::stages::StageClock>>,
 }
 
 impl NodeConfig {
@@ -156,6 +159,7 @@ impl NodeConfig {
             entry_budget: None,
             lead_room_bytes_min: 0,
             empty_logs_suspect: false,
+            stages: None,
         }
     }
 }
@@ -254,6 +258,9 @@ pub struct Node<D: Disk, T, A> {
     /// The read-only views of the hosted groups' logs, shared with handles (module `readers`):
     /// one per group in `groups`.
     readers: LogReaders,
+    /// With `NodeConfig::stages`: when an append with entries was first stepped per group since
+    /// the group's last round that wrote entries (a follower's part of the trace).
+    stages_stepped: BTreeMap<GroupId, tokio::time::Instant>,
 }
 
 /// Takes `bytes` from a disk budget (see [`NodeConfig::entry_budget`]); `false`, with nothing
@@ -295,6 +302,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             disk_low_ticks: 0,
             draining: None,
             readers: LogReaders::default(),
+            stages_stepped: BTreeMap::new(),
         }
     }
 
@@ -411,7 +419,11 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             self.apply.admit_undone(group);
             return Proposal::failed(ProposeError::Busy { group, reason: error.to_string() });
         }
-        state.track_proposal(false, durability)
+        let proposal = state.track_proposal(false, durability);
+        if let Some(stages) = &self.config.stages {
+            stages.handed(group, state.raw.raft.raft_log.last_index());
+        }
+        proposal
     }
 
     /// Proposes a membership change (joint consensus when it has several changes, or with
@@ -456,6 +468,9 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         let mut early: BTreeMap<NodeId, Vec<(GroupId, Message)>> = BTreeMap::new();
         let mut outbox: BTreeMap<NodeId, Vec<(GroupId, Message)>> = BTreeMap::new();
         let mut readies = Vec::new();
+        // With stage timing on: the entries each group wrote this round, and when.
+        let stages = self.config.stages.clone();
+        let mut written: Vec<(GroupId, u64, u64, tokio::time::Instant)> = Vec::new();
         for (&group, state) in self.groups.iter_mut() {
             if !state.raw.has_ready() {
                 continue;
@@ -512,6 +527,10 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
                 observe::emit(|| observe::Event::Durable { node: self.config.node_id, group, index });
             }
             state.store.append(&entries, now_ms).await.map_err(storage_error(group))?;
+            if let (Some(stages), Some(first), Some(last)) = (&stages, entries.first(), entries.last()) {
+                stages.stamp(group, first.index, last.index, |s| &mut s.written);
+                written.push((group, first.index, last.index, tokio::time::Instant::now()));
+            }
             // A conflicting suffix it truncated is no longer durable (R5, and R8's baseline).
             let (node, index) = (self.config.node_id, state.store.log().durable_index());
             observe::emit(|| observe::Event::Durable { node, group, index });
@@ -530,7 +549,14 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             observe_sent(self.config.node_id, &self.groups, &messages);
             self.transport.send(to, messages);
         }
+        if let Some(stages) = &stages {
+            written.iter().for_each(|&(group, first, last, _)| stages.stamp(group, first, last, |s| &mut s.sent));
+        }
         self.persist(&readies).await?;
+        let synced_at = tokio::time::Instant::now();
+        if let Some(stages) = &stages {
+            written.iter().for_each(|&(group, first, last, _)| stages.stamp(group, first, last, |s| &mut s.synced));
+        }
         self.settle_suspicions().await?;
         for PendingReady { group, .. } in &readies {
             let state = self.groups.get_mut(group).expect("groups change only outside a round");
@@ -542,7 +568,9 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             let committed = ready.take_committed_entries();
             self.stats.entries_committed += committed.len() as u64;
             let applier = (self.config.node_id, self.incarnation);
+            stamp_committed(&stages, group, &committed, |s| &mut s.committed);
             apply_committed(applier, group, state, &committed, &mut self.apply, &mut self.resolved).await?;
+            stamp_committed(&stages, group, &committed, |s| &mut s.applied);
             let mut light = state.raw.advance(ready);
             if let Some(commit) = light.commit_index() {
                 let mut hard = state.store.storage().hard_state();
@@ -552,7 +580,9 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             queue_messages(&mut outbox, group, light.take_messages());
             let committed = light.take_committed_entries();
             self.stats.entries_committed += committed.len() as u64;
+            stamp_committed(&stages, group, &committed, |s| &mut s.committed);
             apply_committed(applier, group, state, &committed, &mut self.apply, &mut self.resolved).await?;
+            stamp_committed(&stages, group, &committed, |s| &mut s.applied);
             state.raw.advance_apply();
             state.store.storage().set_applied(state.raw.raft.raft_log.applied);
         }
@@ -573,6 +603,15 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             self.stats.messages_sent += messages.len() as u64;
             observe_sent(self.config.node_id, &self.groups, &messages);
             self.transport.send(to, messages);
+        }
+        if let Some(stages) = &stages {
+            for (group, _, last, written_at) in written {
+                if let Some(stepped) = self.stages_stepped.remove(&group) {
+                    stages.follower_round(group, last, stepped, written_at, synced_at);
+                }
+            }
+            // An append stepped but not written this round was refused or already held.
+            self.stages_stepped.clear();
         }
         Ok(())
     }
@@ -611,6 +650,15 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
                         tracing::debug!(group, bytes, "disk at its reserve: dropping an append from the leader");
                         continue;
                     }
+                }
+            }
+            if let Some(stages) = &self.config.stages {
+                match message.msg_type {
+                    MessageType::MsgAppend if !message.entries.is_empty() => {
+                        self.stages_stepped.entry(group).or_insert_with(tokio::time::Instant::now);
+                    }
+                    MessageType::MsgAppendResponse if !message.reject => stages.stamp(group, 0, message.index, |s| &mut s.acked),
+                    _ => {}
                 }
             }
             let state = self.groups.get_mut(&group).expect("hosted: checked above");
@@ -692,6 +740,18 @@ fn observe_sent<D: Disk>(node: NodeId, groups: &BTreeMap<GroupId, Group<D>>, mes
             }
             _ => {}
         }
+    }
+}
+
+/// With stage timing on, stamps `stage` on the traced proposals among `committed`.
+fn stamp_committed(
+    stages: &Option<Arc<crate::stages::StageClock>>,
+    group: GroupId,
+    committed: &[raft::eraftpb::Entry],
+    stage: fn(&mut crate::stages::LeaderStamps) -> &mut Option<tokio::time::Instant>,
+) {
+    if let (Some(stages), Some(first), Some(last)) = (stages, committed.first(), committed.last()) {
+        stages.stamp(group, first.index, last.index, stage);
     }
 }
 
