@@ -14,13 +14,15 @@
 //!
 //! One round:
 //! 1. step the inbound batches waiting in the inbox (at most `INBOUND_BATCHES_PER_ROUND_MAX`);
-//! 2. take a `Ready` from every group that has one; append its entries to the group's log
-//!    (truncating a conflicting suffix), install a snapshot if any;
-//! 3. fsync every dirty log once (group commit), then save the hard states whose term or vote
-//!    changed, and those whose saved commit lags too far (see below);
-//!    Before the fsync, send the messages raft lets leave at once: a leader's appends and
-//!    heartbeats (`Ready::messages`, empty unless the group's replica leads), so followers
-//!    write and fsync while the leader does and a commit waits for about one fsync, not two;
+//! 2. take a `Ready` from every group that has one and save a changed term or vote; send the
+//!    messages raft lets leave at once: a leader's appends and heartbeats (`Ready::messages`,
+//!    empty unless the group's replica leads), so followers write and fsync while the leader
+//!    does and a commit waits for about one write and fsync, not two (issue 17: they leave
+//!    before the leader's own write, not only before its fsync); then install each ready's
+//!    snapshot if any and append its entries to the group's log (truncating a conflicting
+//!    suffix);
+//! 3. fsync every dirty log once (group commit), then save the hard states whose commit lags
+//!    too far (see below);
 //! 4. collect the remaining outbound messages (the persisted ones, and those of the
 //!    `LightReady` after `advance`), apply committed entries, and `advance`;
 //! 5. serve asynchronous log fetches raft asked for (`on_entries_fetched`);
@@ -499,6 +501,27 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
                 }
             }
             state.proposals.mark_emitted();
+            // A leader's messages (appends, heartbeats) may leave before it writes or fsyncs
+            // its own entries (Raft thesis 10.2.1): its own entries count toward a commit only
+            // once persisted (raft-rs learns that from `advance`), so the followers write while
+            // it writes. Its term and vote are durable by now (above), as every message needs.
+            queue_messages(&mut early, group, ready.take_messages());
+            #[cfg(any(madsim, feature = "planted-bugs"))]
+            if self.config.planted.send_before_persist {
+                queue_messages(&mut early, group, ready.take_persisted_messages());
+            }
+            readies.push(PendingReady { group, ready });
+        }
+        for (to, messages) in early {
+            self.stats.messages_sent += messages.len() as u64;
+            observe_sent(self.config.node_id, &self.groups, &messages);
+            self.transport.send(to, messages);
+        }
+        let sent_at = tokio::time::Instant::now();
+        // Then every ready's snapshot and entries go to the logs.
+        for PendingReady { group, ready } in readies.iter_mut() {
+            let group = *group;
+            let state = self.groups.get_mut(&group).expect("groups change only outside a round");
             if !ready.snapshot().is_empty() {
                 // Installing replaces the log: whatever it held past the snapshot may be gone
                 // before the install returns (a crash or failed fsync part-way), so the checker
@@ -528,29 +551,13 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             }
             state.store.append(&entries, now_ms).await.map_err(storage_error(group))?;
             if let (Some(stages), Some(first), Some(last)) = (&stages, entries.first(), entries.last()) {
+                stages.stamp_at(group, first.index, last.index, sent_at, |s| &mut s.sent);
                 stages.stamp(group, first.index, last.index, |s| &mut s.written);
                 written.push((group, first.index, last.index, tokio::time::Instant::now()));
             }
             // A conflicting suffix it truncated is no longer durable (R5, and R8's baseline).
             let (node, index) = (self.config.node_id, state.store.log().durable_index());
             observe::emit(|| observe::Event::Durable { node, group, index });
-            // A leader's messages (appends, heartbeats) may leave before its own fsync (Raft
-            // thesis 10.2.1): its own entries count toward a commit only once persisted
-            // (raft-rs learns that from `advance`), so the followers write while it writes.
-            queue_messages(&mut early, group, ready.take_messages());
-            #[cfg(any(madsim, feature = "planted-bugs"))]
-            if self.config.planted.send_before_persist {
-                queue_messages(&mut early, group, ready.take_persisted_messages());
-            }
-            readies.push(PendingReady { group, ready });
-        }
-        for (to, messages) in early {
-            self.stats.messages_sent += messages.len() as u64;
-            observe_sent(self.config.node_id, &self.groups, &messages);
-            self.transport.send(to, messages);
-        }
-        if let Some(stages) = &stages {
-            written.iter().for_each(|&(group, first, last, _)| stages.stamp(group, first, last, |s| &mut s.sent));
         }
         self.persist(&readies).await?;
         let synced_at = tokio::time::Instant::now();

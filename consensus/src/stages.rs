@@ -2,8 +2,9 @@
 //! (`NodeConfig::stages`; the server's `--trace-stages`).
 //!
 //! The leader's driver stamps each traced proposal, keyed by `(group, index)`, as it passes the
-//! driver's stages: taken from the command queue (`handed`), written to the log (`written`), its
-//! appends handed to the transport (`sent`), its own fsync done (`synced`), the first accepting
+//! driver's stages: taken from the command queue (`handed`), its appends handed to the transport
+//! (`sent`, before its own write), written to the log (`written`), its own fsync done
+//! (`synced`), the first accepting
 //! append response from a follower stepped (`acked`), taken as committed (`committed`), applied
 //! and its outcome sent (`applied`). The proposer (the server's produce path) takes the stamps
 //! with [`StageClock::take`] once it has the outcome, adds its own (frame read, checked, woken,
@@ -68,13 +69,17 @@ impl StageClock {
     /// Stamps `stage` now on every traced proposal of `group` in `first..=last` that has not
     /// passed it yet.
     pub fn stamp(&self, group: GroupId, first: u64, last: u64, stage: fn(&mut LeaderStamps) -> &mut Option<Instant>) {
+        self.stamp_at(group, first, last, Instant::now(), stage);
+    }
+
+    /// [`StageClock::stamp`] with a time taken earlier.
+    pub fn stamp_at(&self, group: GroupId, first: u64, last: u64, at: Instant, stage: fn(&mut LeaderStamps) -> &mut Option<Instant>) {
         if first > last {
             return;
         }
-        let now = Instant::now();
         let mut book = self.book();
         for (_, stamps) in book.range_mut((group, first)..=(group, last)) {
-            stage(stamps).get_or_insert(now);
+            stage(stamps).get_or_insert(at);
         }
     }
 

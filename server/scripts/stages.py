@@ -7,9 +7,10 @@ Prints, per role (the leader's produce requests, the followers' rounds), the p50
 of each stage in microseconds, in path order. Leader stages (a produce request):
   admit      frame read -> checked and queued to the driver (connection task)
   to_driver  queued -> taken by the driver loop (command queue, wake-up)
-  append     taken -> written to the log (rest of the command batch, round start, pwrite)
-  send       written -> appends handed to the peer transport
-  fsync      sent -> the leader's own fsync done
+  send       taken -> appends handed to the peer transport (rest of the command batch, round
+             start, term/vote save when it changed)
+  append     sent -> written to the log (pwrite)
+  fsync      written -> the leader's own fsync done
   quorum     sent -> first accepting follower response stepped (network, follower round, back)
   commit     max(fsync, quorum) -> taken as committed by a round
   apply      committed -> applied and outcome sent
@@ -25,7 +26,7 @@ import sys
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 FIELD = re.compile(r"(\w+)=\"?([\w.]+)\"?")
 ORDER = {
-    "leader": ["admit", "to_driver", "append", "send", "fsync", "quorum", "commit", "apply", "wake", "write", "total"],
+    "leader": ["admit", "to_driver", "send", "append", "fsync", "quorum", "commit", "apply", "wake", "write", "total"],
     "follower": ["append", "fsync", "reply", "total"],
 }
 
