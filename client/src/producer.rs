@@ -525,6 +525,7 @@ impl PartitionTask {
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
         let mut commands_open = true;
         loop {
+            self.seal_if_sendable();
             self.dispatch().await;
             if self.recovering && self.in_flight.is_empty() {
                 // The failure happened while sending (no leader known, no connection), so no
@@ -613,6 +614,21 @@ impl PartitionTask {
         }
         if self.open.as_ref().is_some_and(|open| open.builder.is_empty()) {
             self.open = None;
+        }
+    }
+
+    /// With `linger` zero, seals the open batch as soon as it can leave at once (the window has
+    /// room and no sealed batch waits before it), instead of on the linger timer: tokio rounds a
+    /// timer's deadline up to its next millisecond tick, so a deadline of "now" made every
+    /// record wait up to 1 ms (issue 17). While it cannot leave, records keep joining it.
+    fn seal_if_sendable(&mut self) {
+        let sendable = self.in_flight.len() < self.config.in_flight_max
+            && !self.recovering
+            && self.retry_at.is_none()
+            && !self.identity_pending
+            && self.queue.iter().all(|batch| batch.in_flight);
+        if self.config.linger.is_zero() && sendable {
+            self.seal();
         }
     }
 

@@ -10,6 +10,7 @@
 //! - [`node`]: the driver hosting many groups in one loop (group commit, persist before send),
 //!   proposals with definite/indefinite outcomes (indefinite ones resolved later where this
 //!   node learns the committed entry: [`ResolvedOutcome`]), and the [`Apply`] interface.
+//! - [`stages`]: per-stage timing of one write, off unless a node is given a clock for it.
 //! - [`observe`]: the events every node reports to an observer installed on its thread, which
 //!   the raft checker (`odradek_jepsen::checker::raft`) judges in the simulator and in
 //!   `tests/cluster/`.
@@ -28,6 +29,7 @@ pub mod transport;
 pub mod conf_state_file;
 pub mod node;
 pub mod observe;
+pub mod stages;
 pub mod storage;
 
 pub use conf_state_file::{ConfStateError, ConfStateFile};

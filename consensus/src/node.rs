@@ -14,13 +14,15 @@
 //!
 //! One round:
 //! 1. step the inbound batches waiting in the inbox (at most `INBOUND_BATCHES_PER_ROUND_MAX`);
-//! 2. take a `Ready` from every group that has one; append its entries to the group's log
-//!    (truncating a conflicting suffix), install a snapshot if any;
-//! 3. fsync every dirty log once (group commit), then save the hard states whose term or vote
-//!    changed, and those whose saved commit lags too far (see below);
-//!    Before the fsync, send the messages raft lets leave at once: a leader's appends and
-//!    heartbeats (`Ready::messages`, empty unless the group's replica leads), so followers
-//!    write and fsync while the leader does and a commit waits for about one fsync, not two;
+//! 2. take a `Ready` from every group that has one and save a changed term or vote; send the
+//!    messages raft lets leave at once: a leader's appends and heartbeats (`Ready::messages`,
+//!    empty unless the group's replica leads), so followers write and fsync while the leader
+//!    does and a commit waits for about one write and fsync, not two (issue 17: they leave
+//!    before the leader's own write, not only before its fsync); then install each ready's
+//!    snapshot if any and append its entries to the group's log (truncating a conflicting
+//!    suffix);
+//! 3. fsync every dirty log once (group commit), then save the hard states whose commit lags
+//!    too far (see below);
 //! 4. collect the remaining outbound messages (the persisted ones, and those of the
 //!    `LightReady` after `advance`), apply committed entries, and `advance`;
 //! 5. serve asynchronous log fetches raft asked for (`on_entries_fetched`);
@@ -140,6 +142,9 @@ pub struct NodeConfig {
     /// log is durable up to the largest (CHECKLISTS R8 d: a wiped node never votes as its old
     /// identity). `false`: an empty log is a new replica (the consensus tests).
     pub empty_logs_suspect: bool,
+    /// Per-stage timing of proposals and follower rounds (module [`crate::stages`]); `None`
+    /// (the default): off, at the cost of one test per stage.
+    pub stages: Option<Arc<crate::stages::StageClock>>,
 }
 
 impl NodeConfig {
@@ -156,6 +161,7 @@ impl NodeConfig {
             entry_budget: None,
             lead_room_bytes_min: 0,
             empty_logs_suspect: false,
+            stages: None,
         }
     }
 }
@@ -254,6 +260,9 @@ pub struct Node<D: Disk, T, A> {
     /// The read-only views of the hosted groups' logs, shared with handles (module `readers`):
     /// one per group in `groups`.
     readers: LogReaders,
+    /// With `NodeConfig::stages`: when an append with entries was first stepped per group since
+    /// the group's last round that wrote entries (a follower's part of the trace).
+    stages_stepped: BTreeMap<GroupId, tokio::time::Instant>,
 }
 
 /// Takes `bytes` from a disk budget (see [`NodeConfig::entry_budget`]); `false`, with nothing
@@ -295,6 +304,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             disk_low_ticks: 0,
             draining: None,
             readers: LogReaders::default(),
+            stages_stepped: BTreeMap::new(),
         }
     }
 
@@ -411,7 +421,11 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             self.apply.admit_undone(group);
             return Proposal::failed(ProposeError::Busy { group, reason: error.to_string() });
         }
-        state.track_proposal(false, durability)
+        let proposal = state.track_proposal(false, durability);
+        if let Some(stages) = &self.config.stages {
+            stages.handed(group, state.raw.raft.raft_log.last_index());
+        }
+        proposal
     }
 
     /// Proposes a membership change (joint consensus when it has several changes, or with
@@ -456,6 +470,9 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         let mut early: BTreeMap<NodeId, Vec<(GroupId, Message)>> = BTreeMap::new();
         let mut outbox: BTreeMap<NodeId, Vec<(GroupId, Message)>> = BTreeMap::new();
         let mut readies = Vec::new();
+        // With stage timing on: the entries each group wrote this round, and when.
+        let stages = self.config.stages.clone();
+        let mut written: Vec<(GroupId, u64, u64, tokio::time::Instant)> = Vec::new();
         for (&group, state) in self.groups.iter_mut() {
             if !state.raw.has_ready() {
                 continue;
@@ -484,6 +501,27 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
                 }
             }
             state.proposals.mark_emitted();
+            // A leader's messages (appends, heartbeats) may leave before it writes or fsyncs
+            // its own entries (Raft thesis 10.2.1): its own entries count toward a commit only
+            // once persisted (raft-rs learns that from `advance`), so the followers write while
+            // it writes. Its term and vote are durable by now (above), as every message needs.
+            queue_messages(&mut early, group, ready.take_messages());
+            #[cfg(any(madsim, feature = "planted-bugs"))]
+            if self.config.planted.send_before_persist {
+                queue_messages(&mut early, group, ready.take_persisted_messages());
+            }
+            readies.push(PendingReady { group, ready });
+        }
+        for (to, messages) in early {
+            self.stats.messages_sent += messages.len() as u64;
+            observe_sent(self.config.node_id, &self.groups, &messages);
+            self.transport.send(to, messages);
+        }
+        let sent_at = tokio::time::Instant::now();
+        // Then every ready's snapshot and entries go to the logs.
+        for PendingReady { group, ready } in readies.iter_mut() {
+            let group = *group;
+            let state = self.groups.get_mut(&group).expect("groups change only outside a round");
             if !ready.snapshot().is_empty() {
                 // Installing replaces the log: whatever it held past the snapshot may be gone
                 // before the install returns (a crash or failed fsync part-way), so the checker
@@ -512,25 +550,20 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
                 observe::emit(|| observe::Event::Durable { node: self.config.node_id, group, index });
             }
             state.store.append(&entries, now_ms).await.map_err(storage_error(group))?;
+            if let (Some(stages), Some(first), Some(last)) = (&stages, entries.first(), entries.last()) {
+                stages.stamp_at(group, first.index, last.index, sent_at, |s| &mut s.sent);
+                stages.stamp(group, first.index, last.index, |s| &mut s.written);
+                written.push((group, first.index, last.index, tokio::time::Instant::now()));
+            }
             // A conflicting suffix it truncated is no longer durable (R5, and R8's baseline).
             let (node, index) = (self.config.node_id, state.store.log().durable_index());
             observe::emit(|| observe::Event::Durable { node, group, index });
-            // A leader's messages (appends, heartbeats) may leave before its own fsync (Raft
-            // thesis 10.2.1): its own entries count toward a commit only once persisted
-            // (raft-rs learns that from `advance`), so the followers write while it writes.
-            queue_messages(&mut early, group, ready.take_messages());
-            #[cfg(any(madsim, feature = "planted-bugs"))]
-            if self.config.planted.send_before_persist {
-                queue_messages(&mut early, group, ready.take_persisted_messages());
-            }
-            readies.push(PendingReady { group, ready });
-        }
-        for (to, messages) in early {
-            self.stats.messages_sent += messages.len() as u64;
-            observe_sent(self.config.node_id, &self.groups, &messages);
-            self.transport.send(to, messages);
         }
         self.persist(&readies).await?;
+        let synced_at = tokio::time::Instant::now();
+        if let Some(stages) = &stages {
+            written.iter().for_each(|&(group, first, last, _)| stages.stamp(group, first, last, |s| &mut s.synced));
+        }
         self.settle_suspicions().await?;
         for PendingReady { group, .. } in &readies {
             let state = self.groups.get_mut(group).expect("groups change only outside a round");
@@ -542,7 +575,9 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             let committed = ready.take_committed_entries();
             self.stats.entries_committed += committed.len() as u64;
             let applier = (self.config.node_id, self.incarnation);
+            stamp_committed(&stages, group, &committed, |s| &mut s.committed);
             apply_committed(applier, group, state, &committed, &mut self.apply, &mut self.resolved).await?;
+            stamp_committed(&stages, group, &committed, |s| &mut s.applied);
             let mut light = state.raw.advance(ready);
             if let Some(commit) = light.commit_index() {
                 let mut hard = state.store.storage().hard_state();
@@ -552,7 +587,9 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             queue_messages(&mut outbox, group, light.take_messages());
             let committed = light.take_committed_entries();
             self.stats.entries_committed += committed.len() as u64;
+            stamp_committed(&stages, group, &committed, |s| &mut s.committed);
             apply_committed(applier, group, state, &committed, &mut self.apply, &mut self.resolved).await?;
+            stamp_committed(&stages, group, &committed, |s| &mut s.applied);
             state.raw.advance_apply();
             state.store.storage().set_applied(state.raw.raft.raft_log.applied);
         }
@@ -573,6 +610,15 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             self.stats.messages_sent += messages.len() as u64;
             observe_sent(self.config.node_id, &self.groups, &messages);
             self.transport.send(to, messages);
+        }
+        if let Some(stages) = &stages {
+            for (group, _, last, written_at) in written {
+                if let Some(stepped) = self.stages_stepped.remove(&group) {
+                    stages.follower_round(group, last, stepped, written_at, synced_at);
+                }
+            }
+            // An append stepped but not written this round was refused or already held.
+            self.stages_stepped.clear();
         }
         Ok(())
     }
@@ -611,6 +657,15 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
                         tracing::debug!(group, bytes, "disk at its reserve: dropping an append from the leader");
                         continue;
                     }
+                }
+            }
+            if let Some(stages) = &self.config.stages {
+                match message.msg_type {
+                    MessageType::MsgAppend if !message.entries.is_empty() => {
+                        self.stages_stepped.entry(group).or_insert_with(tokio::time::Instant::now);
+                    }
+                    MessageType::MsgAppendResponse if !message.reject => stages.stamp(group, 0, message.index, |s| &mut s.acked),
+                    _ => {}
                 }
             }
             let state = self.groups.get_mut(&group).expect("hosted: checked above");
@@ -692,6 +747,18 @@ fn observe_sent<D: Disk>(node: NodeId, groups: &BTreeMap<GroupId, Group<D>>, mes
             }
             _ => {}
         }
+    }
+}
+
+/// With stage timing on, stamps `stage` on the traced proposals among `committed`.
+fn stamp_committed(
+    stages: &Option<Arc<crate::stages::StageClock>>,
+    group: GroupId,
+    committed: &[raft::eraftpb::Entry],
+    stage: fn(&mut crate::stages::LeaderStamps) -> &mut Option<tokio::time::Instant>,
+) {
+    if let (Some(stages), Some(first), Some(last)) = (stages, committed.first(), committed.last()) {
+        stages.stamp(group, first.index, last.index, stage);
     }
 }
 

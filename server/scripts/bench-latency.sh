@@ -10,6 +10,8 @@
 #      SETTLE_S (default 2): seconds between creating the topic (which waits for its leader) and
 #      timing, so a just-started cluster's one-off work (nodes finishing joining, the new group's
 #      first election and its leader's first entry) is not counted as the latency of one write.
+#      STAGES=1: nodes run with --trace-stages (binaries that have it) and the per-stage
+#      breakdown of every binary's rounds is printed at the end (server/scripts/stages.py).
 set -euo pipefail
 ROUNDS=${1:?rounds}; shift
 [ $# -ge 1 ] || { echo "usage: $0 ROUNDS BIN [BIN...]" >&2; exit 2; }
@@ -21,11 +23,14 @@ trap 'stop; rm -rf "$DATA"' EXIT
 NODES=(--node 1=127.0.0.1:29301/127.0.0.1:29291 --node 2=127.0.0.1:29302/127.0.0.1:29292 --node 3=127.0.0.1:29303/127.0.0.1:29293)
 export ODRADEK_BOOTSTRAP=127.0.0.1:29291,127.0.0.1:29292,127.0.0.1:29293
 declare -A RESULTS
+SCRIPTS=$(cd "$(dirname "$0")" && pwd)
+STAGE_FLAGS=() LOG_FILTER=warn
+if [ "${STAGES:-0}" = 1 ]; then STAGE_FLAGS=(--trace-stages) LOG_FILTER=warn,odradek_stages=info; fi
 for round in $(seq 1 "$ROUNDS"); do
   for bin in "$@"; do
     rm -rf "${DATA:?}"/n*
     for id in 1 2 3; do
-      ODRADEK_LOG=warn "$bin" server --id "$id" --data-dir "$DATA/n$id" "${NODES[@]}" 2>"$DATA/n$id.log" &
+      ODRADEK_LOG=$LOG_FILTER "$bin" server --id "$id" --data-dir "$DATA/n$id" "${NODES[@]}" "${STAGE_FLAGS[@]}" 2>"$DATA/n$id.log" &
       PIDS+=($!)
     done
     for _ in $(seq 1 120); do "$bin" cluster status >/dev/null 2>&1 && break; sleep 0.5; done
@@ -35,6 +40,7 @@ for round in $(seq 1 "$ROUNDS"); do
       --producers 1 --acks all --rate "$RATE" --linger-ms 0 ${EXTRA:-} 2>/dev/null | grep -E '^produce:' || echo "produce: failed")
     stop
     echo "round $round $bin :: $line"
+    if [ "${STAGES:-0}" = 1 ]; then cat "$DATA"/n?.log >>"$DATA/stages.$(echo "$bin" | md5sum | cut -c1-8).log"; fi
     RESULTS[$bin]+="$line"$'\n'
   done
 done
@@ -48,3 +54,9 @@ med = lambda k: statistics.median(float(r[k]) for r in rows) if rows and all(k i
 print("%s: p50 %.2f  p99 %.2f  p99.9 %.2f  (%d rounds)" % (sys.argv[1], med("p50"), med("p99"), med("p99.9"), len(rows)))
 ' "$bin"
 done
+if [ "${STAGES:-0}" = 1 ]; then
+  for bin in "$@"; do
+    echo "== stages of $bin over $ROUNDS rounds"
+    python3 "$SCRIPTS/stages.py" "$DATA/stages.$(echo "$bin" | md5sum | cut -c1-8).log" || true
+  done
+fi

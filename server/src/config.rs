@@ -192,6 +192,12 @@ pub struct ServerConfig {
     /// Authentication and authorization (`[auth]`, issue 19): all off by default.
     #[serde(default)]
     pub auth: crate::auth::AuthSettings,
+    /// Time every produce request per stage of its path (connection task, driver, fsync,
+    /// followers, commit, apply, answer) and log one `odradek_stages` line per request and per
+    /// follower round at info (issue 17; `server/scripts/bench-latency.sh` with `STAGES=1`).
+    /// Off by default: then each stage costs one test.
+    #[serde(default)]
+    pub trace_stages: bool,
     /// Deliberate breakages for the checkers' teeth (simulation and `planted-bugs` builds only).
     #[cfg(any(madsim, feature = "planted-bugs"))]
     #[serde(default)]
@@ -279,6 +285,7 @@ impl ServerConfig {
             tls: TlsSettings::default(),
             groups: crate::group::service::GroupSettings::default(),
             auth: crate::auth::AuthSettings::default(),
+            trace_stages: false,
             #[cfg(any(madsim, feature = "planted-bugs"))]
             planted_bugs: Vec::new(),
             data_dir_new: false,

@@ -34,4 +34,6 @@ pub struct NodeContext {
     pub relay_tls: Option<std::sync::Arc<dyn odradek_consensus::transport::PeerTls>>,
     /// Counted requests, connections and fsyncs, and the sampled partition gauges.
     pub metrics: Arc<crate::metrics::NodeMetrics>,
+    /// The driver's stage stamps, when `trace_stages` is on (module `odradek_consensus::stages`).
+    pub stages: Option<Arc<odradek_consensus::stages::StageClock>>,
 }

@@ -166,12 +166,74 @@ async fn accept_tls(mut stream: TcpStream, tls: &ListenerTls) -> Option<(impl St
 /// Longest a refused connection may take to accept its one-frame answer.
 const REFUSAL_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// An answer for a connection's writer, with the stage trace of a traced produce.
+struct Outgoing {
+    response: Response,
+    trace: Option<Box<ProduceTrace>>,
+}
+
+impl From<Response> for Outgoing {
+    fn from(response: Response) -> Outgoing {
+        Outgoing { response, trace: None }
+    }
+}
+
+/// One produce request's path with `trace_stages` on: the connection's own stamps and the
+/// leader driver's (module `odradek_consensus::stages`), reported once its answer is written.
+struct ProduceTrace {
+    group: odradek_consensus::GroupId,
+    index: u64,
+    received: Instant,
+    queued: Instant,
+    driver: odradek_consensus::stages::LeaderStamps,
+    woken: Instant,
+}
+
+impl ProduceTrace {
+    /// Logs the request's stages (microseconds) as one `odradek_stages` line; the stages the
+    /// driver did not stamp (a trace dropped from a full book) are reported as missing.
+    fn report(&self, written: Instant) {
+        let d = &self.driver;
+        let (Some(handed), Some(appended), Some(sent), Some(synced), Some(committed), Some(applied)) =
+            (d.handed, d.written, d.sent, d.synced, d.committed, d.applied)
+        else {
+            tracing::info!(target: "odradek_stages", role = "leader", group = self.group, index = self.index, "stages incomplete");
+            return;
+        };
+        let us = |from: Instant, to: Instant| to.saturating_duration_since(from).as_micros() as u64;
+        // The quorum's answer: a follower's accepting response (one that cannot come from the
+        // leader's own fsync is enough for RF 3); absent when the leader alone is a quorum.
+        let acked = d.acked.unwrap_or(sent);
+        tracing::info!(
+            target: "odradek_stages",
+            role = "leader",
+            group = self.group,
+            index = self.index,
+            admit_us = us(self.received, self.queued),
+            to_driver_us = us(self.queued, handed),
+            send_us = us(handed, sent),
+            append_us = us(sent, appended),
+            fsync_us = us(appended, synced),
+            quorum_us = us(sent, acked),
+            commit_us = us(synced.max(acked), committed),
+            apply_us = us(committed, applied),
+            wake_us = us(applied, self.woken),
+            write_us = us(self.woken, written),
+            total_us = us(self.received, written),
+            "stages"
+        );
+    }
+}
+
 /// Writes answers as they come; ends when every sender is gone or the peer stops reading.
-async fn write_responses<W: tokio::io::AsyncWrite + Unpin>(mut writer: W, mut responses: mpsc::Receiver<Response>) {
-    while let Some(response) = responses.recv().await {
+async fn write_responses<W: tokio::io::AsyncWrite + Unpin>(mut writer: W, mut responses: mpsc::Receiver<Outgoing>) {
+    while let Some(Outgoing { response, trace }) = responses.recv().await {
         if let Err(error) = write_frame(&mut writer, &response).await {
             tracing::debug!(%error, "client connection write failed");
             return;
+        }
+        if let Some(trace) = trace {
+            trace.report(Instant::now());
         }
     }
     let _ = writer.shutdown().await;
@@ -204,7 +266,7 @@ async fn serve_connection<S: Stream>(
     let frame_bytes_max = FRAME_BYTES_MAX.min(budget.bytes_max());
     let mut frames = FrameReader::new(reader, budget);
     let requests_max = context.config.connection_requests_max;
-    let (responses, outbox) = mpsc::channel::<Response>(requests_max);
+    let (responses, outbox) = mpsc::channel::<Outgoing>(requests_max);
     let writer_task = tokio::spawn(write_responses(writer, outbox));
     let in_flight = Arc::new(Semaphore::new(requests_max));
     // F-N9 (simulation only): a handler asks for the connection to be reset.
@@ -236,7 +298,7 @@ async fn serve_connection<S: Stream>(
                 } else {
                     let message = format!("no Hello within {} ms; closing the connection", context.config.handshake_timeout_ms);
                     tracing::debug!(mid_frame, "closing a client connection: {message}");
-                    let _ = responses.try_send(error_response(0, ErrorCode::HELLO_REQUIRED, message));
+                    let _ = responses.try_send(Outgoing::from(error_response(0, ErrorCode::HELLO_REQUIRED, message)));
                 }
                 break;
             }
@@ -244,7 +306,7 @@ async fn serve_connection<S: Stream>(
         let (mut request, admitted) = match parse_frame(frame) {
             Parsed::Request(request, admitted) => (request, admitted),
             Parsed::Refused { response, close } => {
-                let _ = responses.send(response).await;
+                let _ = responses.send(Outgoing::from(response)).await;
                 if close {
                     break;
                 }
@@ -255,7 +317,7 @@ async fn serve_connection<S: Stream>(
         let Some(agreed) = version else {
             let response = greet(&context, request, frame_bytes_max);
             version = response.has_hello().then(|| response.get_hello().protocol_version);
-            let _ = responses.send(response).await;
+            let _ = responses.send(Outgoing::from(response)).await;
             if version.is_none() {
                 break;
             }
@@ -265,28 +327,28 @@ async fn serve_connection<S: Stream>(
         if agreed < PROTOCOL_VERSION_GROUPS && request.body.as_ref().is_some_and(request::group::is_group_request) {
             let message =
                 format!("consumer-group requests need protocol version {PROTOCOL_VERSION_GROUPS}; this connection speaks {agreed}");
-            let _ = responses.send(error_response(request.request_id, ErrorCode::UNSUPPORTED_VERSION, message)).await;
+            let _ = responses.send(Outgoing::from(error_response(request.request_id, ErrorCode::UNSUPPORTED_VERSION, message))).await;
             continue;
         }
         if agreed < PROTOCOL_VERSION_SECURITY && request.body.as_ref().is_some_and(request::authorize::is_security_request) {
             let message = format!(
                 "authentication, user and ACL requests need protocol version {PROTOCOL_VERSION_SECURITY}; this connection speaks {agreed}"
             );
-            let _ = responses.send(error_response(request.request_id, ErrorCode::UNSUPPORTED_VERSION, message)).await;
+            let _ = responses.send(Outgoing::from(error_response(request.request_id, ErrorCode::UNSUPPORTED_VERSION, message))).await;
             continue;
         }
         deadline = Instant::now() + idle;
         if let Some(Body::sasl_authenticate(sasl)) = take_sasl(&mut request) {
             // On the reader, in order: the exchange is the connection's state.
             let (response, close) = session.sasl_step(&context, request.request_id, sasl);
-            let _ = responses.send(response).await;
+            let _ = responses.send(Outgoing::from(response)).await;
             if close {
                 break;
             }
             continue;
         }
         if let Some((response, close)) = session.refusal(&context, request.request_id, request.body.as_ref()) {
-            let _ = responses.send(response).await;
+            let _ = responses.send(Outgoing::from(response)).await;
             if close {
                 break;
             }
@@ -373,7 +435,7 @@ async fn start_request(
     principal: Principal,
     mut request: Request,
     permit: (OwnedSemaphorePermit, Admitted),
-    responses: mpsc::Sender<Response>,
+    responses: mpsc::Sender<Outgoing>,
     reset: &Arc<Notify>,
 ) {
     let id = request.request_id;
@@ -387,7 +449,7 @@ async fn start_request(
             tokio::spawn(async move {
                 let response = request::handle(&context, &principal, request).await;
                 context.metrics.observe_request("native", api, started.elapsed());
-                let _ = responses.send(response).await;
+                let _ = responses.send(Outgoing::from(response)).await;
                 drop(permit);
             });
             return;
@@ -399,17 +461,22 @@ async fn start_request(
         tracing::debug!(id, ?hold, "fault: holding a produce request");
         tokio::time::sleep(hold).await;
     }
-    let pending = request::produce::produce(context, &principal, id, produce).await;
+    let slot = context.stages.as_ref().map(|_| request::produce::TraceSlot::default());
+    let pending = request::produce::produce_traced(context, &principal, id, produce, slot.clone()).await;
+    let queued = Instant::now();
     let (context, reset) = (context.clone(), reset.clone());
     tokio::spawn(async move {
         let response = pending.await;
         context.metrics.observe_request("native", "produce", started.elapsed());
+        let trace = slot.and_then(|slot| slot.take()).map(|(group, index, driver)| {
+            Box::new(ProduceTrace { group, index, received: started, queued, driver, woken: Instant::now() })
+        });
         if let Some(response) = response {
             if context.faults.response_cut.as_ref().and_then(|cut| cut.take()).is_some() {
                 tracing::debug!(id, "fault: resetting the connection instead of answering");
                 reset.notify_one();
             } else {
-                let _ = responses.send(response).await;
+                let _ = responses.send(Outgoing { response, trace }).await;
             }
         }
         drop(permit);

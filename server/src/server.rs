@@ -191,6 +191,8 @@ impl Server {
             );
         }
         node_config.empty_logs_suspect = config.data_dir_new && !planted.wiped_node_keeps_identity;
+        let stages = config.trace_stages.then(|| Arc::new(odradek_consensus::stages::StageClock::new()));
+        node_config.stages = stages.clone();
         let join_disk = config.data_dir_new.then(|| disk.clone());
         // Free space is known before the first produce, then re-measured periodically.
         let available = disk.available_bytes(&config.data_dir).await.map_err(ServerError::Disk)?;
@@ -245,6 +247,7 @@ impl Server {
             auth: crate::auth::NodeAuth::new(config.auth.clone()),
             relay_tls,
             metrics,
+            stages,
         });
         let metrics_tasks = metrics_listener.map(|(listener, _)| {
             [

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use odradek_client::batch::{validate_for_append, BatchError};
 use odradek_client::wire::error_response;
 use odradek_client::wire::proto::{self as wire, Acks, ErrorCode, Response};
+use odradek_consensus::stages::LeaderStamps;
 use odradek_consensus::{Durability, EntryMeta, GroupId, NodeId, ProposalTicket, ProposeError};
 use odradek_seams::buggify;
 
@@ -25,6 +26,23 @@ use crate::state::{rejection_code, REJECTION_DUPLICATE};
 
 /// The outcome of a produce once it was queued (or refused before): `None` for acks=0.
 pub type ProducePending = Pin<Box<dyn Future<Output = Option<Response>> + Send>>;
+
+/// Where a traced produce (`trace_stages`) receives its leader driver's stage stamps once its
+/// outcome is known: the group, the raft index, the stamps.
+#[derive(Clone, Debug, Default)]
+pub struct TraceSlot(Arc<std::sync::Mutex<Option<(GroupId, u64, LeaderStamps)>>>);
+
+impl TraceSlot {
+    /// The stamps, once (`None` before the outcome, for a failed produce, or when the driver
+    /// did not trace it).
+    pub fn take(&self) -> Option<(GroupId, u64, LeaderStamps)> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take()
+    }
+
+    fn put(&self, group: GroupId, index: u64, stamps: LeaderStamps) {
+        *self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((group, index, stamps));
+    }
+}
 
 /// A batch that passed every check: what to propose, and where.
 struct CheckedBatch {
@@ -38,7 +56,19 @@ struct CheckedBatch {
 /// Checks a produce and queues its proposal, in the order requests arrive on the connection
 /// (the caller awaits this before reading the next request); the returned future waits for the
 /// outcome.
-pub async fn produce(context: &Arc<NodeContext>, principal: &Principal, id: u64, mut body: wire::ProduceRequest) -> ProducePending {
+pub async fn produce(context: &Arc<NodeContext>, principal: &Principal, id: u64, body: wire::ProduceRequest) -> ProducePending {
+    produce_traced(context, principal, id, body, None).await
+}
+
+/// [`produce`], handing the driver's stage stamps of a successful proposal to `trace` (when
+/// given and the node has `trace_stages` on).
+pub async fn produce_traced(
+    context: &Arc<NodeContext>,
+    principal: &Principal,
+    id: u64,
+    mut body: wire::ProduceRequest,
+    trace: Option<TraceSlot>,
+) -> ProducePending {
     let acks = body.acks;
     let answer = move |response: Response| -> ProducePending {
         let reply = (acks != Acks::ACKS_NONE).then_some(response);
@@ -59,7 +89,7 @@ pub async fn produce(context: &Arc<NodeContext>, principal: &Principal, id: u64,
     let CheckedBatch { group, preferred, batch, meta } = checked;
     let ticket = context.node.submit(group, batch, meta, durability).await;
     let timeout = Duration::from_millis(u64::from(body.timeout_ms).clamp(1, context.config.request_timeout_ms));
-    Box::pin(outcome(Arc::clone(context), id, acks, group, preferred, ticket, timeout))
+    Box::pin(outcome(Arc::clone(context), id, acks, (group, preferred), ticket, (timeout, trace)))
 }
 
 /// Every check before a batch is proposed, in order; the refusal's answer otherwise.
@@ -137,12 +167,16 @@ async fn outcome(
     context: Arc<NodeContext>,
     id: u64,
     acks: Acks,
-    group: GroupId,
-    preferred: NodeId,
+    (group, preferred): (GroupId, NodeId),
     ticket: ProposalTicket,
-    timeout: Duration,
+    (timeout, trace): (Duration, Option<TraceSlot>),
 ) -> Option<Response> {
     let outcome = tokio::time::timeout(timeout, ticket.outcome()).await;
+    if let (Some(trace), Some(stages), Ok(Ok(appended))) = (&trace, &context.stages, &outcome) {
+        if let Some(stamps) = stages.take(group, appended.index) {
+            trace.put(group, appended.index, stamps);
+        }
+    }
     // F-B4: a late answer (the client may time out and retry a batch that is appended).
     buggify::maybe_delay(0.05, 200).await;
     if acks == Acks::ACKS_NONE {

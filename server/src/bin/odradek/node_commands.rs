@@ -41,6 +41,10 @@ pub struct ServerArgs {
     /// Serve metrics for Prometheus here (`GET /metrics`, OpenMetrics text). Off by default.
     #[arg(long)]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// Log the time of every produce request per stage of its path (and of every follower
+    /// round) as `odradek_stages` lines at info: see `server/scripts/bench-latency.sh` STAGES=1.
+    #[arg(long)]
+    trace_stages: bool,
     /// Session timeout (ms) of consumer-protocol group members: how long the coordinator keeps
     /// a silent member's partitions (default 45000; their heartbeat interval becomes at most a
     /// third of it).
@@ -133,6 +137,7 @@ pub async fn server(args: ServerArgs) -> Result<(), String> {
             config.client_listen = args.client_listen;
             config.kafka_listen = args.kafka_listen;
             config.metrics_listen = args.metrics_listen;
+            config.trace_stages = args.trace_stages;
             if let (Some(listen), Some(me)) = (args.kafka_listen, config.nodes.iter_mut().find(|m| Some(m.id) == args.id)) {
                 me.kafka.get_or_insert(listen);
             }
