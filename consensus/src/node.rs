@@ -380,11 +380,20 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         }
     }
 
-    /// Asks `group` to start an election now (tests, leader balancing).
+    /// Asks `group` to start an election now (tests, leader balancing). A replica that is no
+    /// voter of its configuration (a learner, or one a move removed) does not campaign: raft-rs
+    /// would run the election, and votes from the voters could make it leader of a
+    /// configuration without itself, where raft-rs panics (found by the simulator under
+    /// `--membership`, crash seed 131: a replica a move had removed restarted while the
+    /// metadata still named it the preferred leader).
     pub fn campaign(&mut self, group: GroupId) -> Result<(), NodeError> {
         let state = self.groups.get_mut(&group).ok_or(NodeError::GroupUnknown(group))?;
         if state.suspect.is_some() {
             return Err(NodeError::Suspect(group));
+        }
+        if !state.raw.raft.promotable() {
+            tracing::info!(group, "not a voter of the group's configuration: no campaign");
+            return Ok(());
         }
         state.raw.campaign().map_err(raft_error(group))
     }
@@ -531,6 +540,15 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
                 let offset_next = install_snapshot(group, state, ready.snapshot(), &mut self.apply, now_ms).await?;
                 let (node, incarnation, index) = (self.config.node_id, self.incarnation, ready.snapshot().get_metadata().index);
                 observe::emit(|| observe::Event::Restored { node, incarnation, group, index, offset_next });
+                let conf = observe::Conf::of(ready.snapshot().get_metadata().get_conf_state());
+                observe::emit(|| observe::Event::ConfApplied {
+                    node,
+                    incarnation,
+                    group,
+                    index,
+                    conf,
+                    source: observe::ConfSource::Restored,
+                });
                 let index = state.store.log().durable_index();
                 observe::emit(|| observe::Event::Durable { node, group, index });
                 // The entries at these indices are unknown here now: they stay indefinite.

@@ -55,6 +55,104 @@ pub enum Event {
     /// `node` acknowledged an acks=all produce whose entry is at `index`, for a group of
     /// `voters` voters (R5: durable on a quorum of them). Reported by the server.
     Acked { node: NodeId, group: GroupId, index: u64, term: u64, voters: usize },
+    /// `node` holds `conf` as `group`'s configuration from `index` on: it applied the conf
+    /// change at `index`, installed a snapshot at `index`, or opened the group with the
+    /// configuration it saved at `index` (`source` says which). R10: the configurations a group
+    /// moves through overlap in a quorum.
+    ConfApplied { node: NodeId, incarnation: u64, group: GroupId, index: u64, conf: Conf, source: ConfSource },
+    /// Leader `node` of `group` proposes to make learner `voter` a voter, having seen its match
+    /// index reach the group's commit index `commit` (R11: a voter added by a reassignment was
+    /// caught up when promoted). Reported by the server.
+    Promoted { node: NodeId, group: GroupId, voter: NodeId, commit: u64 },
+    /// `node` stops hosting `group` and deletes its files (its topic was deleted, or a move
+    /// took the replica away): a replica it creates later starts from nothing, as a new one.
+    Destroyed { node: NodeId, group: GroupId },
+}
+
+/// A set of node ids below [`NodeSet::ID_LIMIT`], as a bit set (so events stay `Copy`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct NodeSet(pub u64);
+
+impl NodeSet {
+    /// Node ids an event can name (the simulator and the Jepsen harness use a few small ids).
+    pub const ID_LIMIT: NodeId = 64;
+
+    pub fn of(ids: &[NodeId]) -> NodeSet {
+        NodeSet(ids.iter().fold(0, |bits, &id| {
+            assert!(id < NodeSet::ID_LIMIT, "node id {id} is beyond what an observed event can name");
+            bits | (1 << id)
+        }))
+    }
+
+    pub fn contains(self, id: NodeId) -> bool {
+        id < NodeSet::ID_LIMIT && self.0 & (1 << id) != 0
+    }
+
+    pub fn len(self) -> usize {
+        self.0.count_ones() as usize
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn ids(self) -> Vec<NodeId> {
+        (0..NodeSet::ID_LIMIT).filter(|&id| self.contains(id)).collect()
+    }
+
+    /// The ids in exactly one of the two sets.
+    pub fn difference_symmetric(self, other: NodeSet) -> NodeSet {
+        NodeSet(self.0 ^ other.0)
+    }
+
+    /// The ids of `self` not in `other`.
+    pub fn minus(self, other: NodeSet) -> NodeSet {
+        NodeSet(self.0 & !other.0)
+    }
+}
+
+/// A raft configuration as events carry it: the voters (the incoming ones while joint), the
+/// outgoing voters (empty unless joint) and the learners (incoming and next).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Conf {
+    pub voters: NodeSet,
+    pub voters_outgoing: NodeSet,
+    pub learners: NodeSet,
+}
+
+impl Conf {
+    pub fn of(conf: &raft::eraftpb::ConfState) -> Conf {
+        let learners: Vec<NodeId> = conf.learners.iter().chain(&conf.learners_next).copied().collect();
+        Conf { voters: NodeSet::of(&conf.voters), voters_outgoing: NodeSet::of(&conf.voters_outgoing), learners: NodeSet::of(&learners) }
+    }
+
+    pub fn joint(&self) -> bool {
+        !self.voters_outgoing.is_empty()
+    }
+}
+
+impl std::fmt::Display for Conf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "voters {:?}", self.voters.ids())?;
+        if self.joint() {
+            write!(f, " and outgoing {:?}", self.voters_outgoing.ids())?;
+        }
+        if !self.learners.is_empty() {
+            write!(f, ", learners {:?}", self.learners.ids())?;
+        }
+        Ok(())
+    }
+}
+
+/// Where a [`Event::ConfApplied`] configuration came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfSource {
+    /// The conf change at the index was applied: the step from the replica's previous one.
+    Applied,
+    /// A snapshot at the index was installed (a jump, not a step).
+    Restored,
+    /// The group was opened (created or restarted) with the configuration saved at the index.
+    Opened,
 }
 
 impl Event {
@@ -73,7 +171,10 @@ impl Event {
             | Event::Suspect { group, .. }
             | Event::SuspectCleared { group, .. }
             | Event::SuspectVote { group, .. }
-            | Event::Acked { group, .. } => group,
+            | Event::Acked { group, .. }
+            | Event::ConfApplied { group, .. }
+            | Event::Promoted { group, .. }
+            | Event::Destroyed { group, .. } => group,
         }
     }
 }

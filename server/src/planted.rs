@@ -71,10 +71,17 @@ pub enum PlantedBug {
     /// saw it: partitions added later have replicas in the metadata and nobody hosting them,
     /// so they never elect a leader (placement, PL1: new partitions are served).
     AddedPartitionsUnhosted,
+    /// A reassignment promotes its learners to voters at once, without waiting for them to
+    /// catch up (R11: a voter added by a reassignment holds everything committed when promoted).
+    LearnerPromotedEarly,
+    /// A reassignment removes the voters outside its target one simple change at a time before
+    /// it promotes the learners that replace them: on the way the group has fewer voters than
+    /// its replication factor, so one kill leaves it without a quorum of live voters (R10 b).
+    RemovalLeavesNoQuorum,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 17] = [
+    pub const ALL: [PlantedBug; 19] = [
         PlantedBug::AckBeforeCommit,
         PlantedBug::ServeAboveCommit,
         PlantedBug::SkipDedup,
@@ -92,6 +99,8 @@ impl PlantedBug {
         PlantedBug::SkipProduceAclCheck,
         PlantedBug::WipedNodeKeepsIdentity,
         PlantedBug::AddedPartitionsUnhosted,
+        PlantedBug::LearnerPromotedEarly,
+        PlantedBug::RemovalLeavesNoQuorum,
     ];
 
     pub fn name(self) -> &'static str {
@@ -113,6 +122,8 @@ impl PlantedBug {
             PlantedBug::SkipProduceAclCheck => "skip-produce-acl-check",
             PlantedBug::WipedNodeKeepsIdentity => "wiped-node-keeps-identity",
             PlantedBug::AddedPartitionsUnhosted => "added-partitions-unhosted",
+            PlantedBug::LearnerPromotedEarly => "learner-promoted-early",
+            PlantedBug::RemovalLeavesNoQuorum => "removal-leaves-no-quorum",
         }
     }
 }
@@ -149,6 +160,8 @@ pub struct Planted {
     pub skip_produce_acl_check: bool,
     pub wiped_node_keeps_identity: bool,
     pub added_partitions_unhosted: bool,
+    pub learner_promoted_early: bool,
+    pub removal_leaves_no_quorum: bool,
 }
 
 impl Planted {
@@ -173,6 +186,8 @@ impl Planted {
             skip_produce_acl_check: on(PlantedBug::SkipProduceAclCheck),
             wiped_node_keeps_identity: on(PlantedBug::WipedNodeKeepsIdentity),
             added_partitions_unhosted: on(PlantedBug::AddedPartitionsUnhosted),
+            learner_promoted_early: on(PlantedBug::LearnerPromotedEarly),
+            removal_leaves_no_quorum: on(PlantedBug::RemovalLeavesNoQuorum),
         }
     }
 }
@@ -203,6 +218,8 @@ mod tests {
             all.silent_recovery_cut,
             all.wiped_node_keeps_identity,
             all.added_partitions_unhosted,
+            all.learner_promoted_early,
+            all.removal_leaves_no_quorum,
         ];
         assert!(each.iter().all(|on| *on), "every bug has a switch: {all:?}");
     }

@@ -155,14 +155,48 @@ pub async fn drive(context: &NodeContext, hosted: impl Iterator<Item = GroupId>)
         if status.role != StateRole::Leader {
             continue;
         }
-        let step = plan(context.state.node_id, &target, &conf, &status);
+        #[allow(unused_mut)] // changed only by a planted bug
+        let mut step = plan(context.state.node_id, &target, &conf, &status);
+        #[cfg(any(madsim, feature = "planted-bugs"))]
+        if context.config.planted_switches().learner_promoted_early {
+            if let Step::WaitCatchUp(_) = step {
+                step = promote_now(&target, &conf);
+            }
+        }
         tracing::info!(group, ?target, ?step, "reassignment step");
-        take_step(context, group, &target, step).await;
+        take_step(context, group, &target, step, status.commit).await;
     }
 }
 
-async fn take_step(context: &NodeContext, group: GroupId, target: &[NodeId], step: Step) {
+/// Planted bug `learner-promoted-early`: the joint step, as if every learner had caught up.
+#[cfg(any(madsim, feature = "planted-bugs"))]
+fn promote_now(target: &[NodeId], conf: &ConfState) -> Step {
+    let promote: Vec<NodeId> = target.iter().copied().filter(|node| !conf.voters.contains(node)).collect();
+    let remove: Vec<NodeId> = conf.voters.iter().copied().filter(|node| !target.contains(node)).collect();
+    Step::EnterJoint { promote, remove }
+}
+
+/// Takes `step`; `commit` is the group's commit index the step was planned against.
+async fn take_step(context: &NodeContext, group: GroupId, target: &[NodeId], step: Step, commit: u64) {
     use ConfChangeType::{AddLearnerNode, AddNode, RemoveNode};
+    #[allow(unused_mut)] // changed only by a planted bug
+    let mut step = step;
+    #[cfg(any(madsim, feature = "planted-bugs"))]
+    if context.config.planted_switches().removal_leaves_no_quorum {
+        if let Step::EnterJoint { remove, .. } = &step {
+            if let Some(&first) = remove.first() {
+                // One old voter leaves by a simple change before anyone is promoted.
+                step = Step::RemoveLearners(vec![first]);
+            }
+        }
+    }
+    if let Step::EnterJoint { promote, .. } = &step {
+        // R11: the checker compares each promoted learner's durable log with `commit`.
+        let me = context.state.node_id;
+        for &voter in promote {
+            odradek_consensus::observe::emit(|| odradek_consensus::observe::Event::Promoted { node: me, group, voter, commit });
+        }
+    }
     let change = match step {
         Step::WaitCatchUp(_) | Step::WaitForSuccessor => return,
         Step::TransferLeader { to } => {

@@ -105,6 +105,12 @@ pub struct ScenarioConfig {
     /// the same names; after the heal a topic is grown and the placement invariant PL1 checked
     /// (`crate::workload::churn`).
     pub topic_churn: bool,
+    /// F-M1/F-M2 in the plan (a plan field, off by default so every seed keeps its trace): the
+    /// nemesis may reassign partitions of the checked topic (grow, shrink refused, swap, move
+    /// to a down node) and run leader-transfer storms, with kills and isolations
+    /// (`FaultKind::Reassign`, `FaultKind::LeaderStorm`); the cluster has 5 nodes unless told
+    /// (7 under `heavy`), and after the heal every move must complete (V5).
+    pub membership: bool,
     /// A replay of some of the seed's fault rounds (`--plan FILE`, [`crate::shrink`]); `None`:
     /// every round the seed draws.
     pub faults: Option<FaultSelection>,
@@ -143,6 +149,7 @@ impl ScenarioConfig {
             heavy: false,
             topic_churn: false,
             kafka: false,
+            membership: false,
         }
     }
 
@@ -173,6 +180,9 @@ impl ScenarioConfig {
         }
         if self.kafka {
             command += " --kafka";
+        }
+        if self.membership {
+            command += " --membership";
         }
         for bug in &self.planted_bugs {
             command += &format!(" --planted-bug {}", bug.name());

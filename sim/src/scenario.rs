@@ -93,14 +93,16 @@ async fn run_into(config: ScenarioConfig, injected: Arc<Mutex<Vec<InjectedFault>
     // 1. Setup.
     let larger = rng.gen_bool(0.3);
     // Heavy: 5 nodes, or 7; always more than the replication factor, so placement matters.
+    // Membership moves need nodes outside a partition's replicas: 5 nodes at least.
     let drawn = match (config.heavy, larger) {
+        (false, _) if config.membership => 5,
         (false, false) => 3,
         (false, true) | (true, false) => 5,
         (true, true) => 7,
     };
     let node_count = config.node_count.unwrap_or(drawn);
     assert!([3, 5, 7].contains(&node_count), "3, 5 or 7 nodes, not {node_count}");
-    let plan = nemesis::plan::draw_plan(config.scenario, node_count, config.wipes, &mut rng);
+    let plan = nemesis::plan::draw_plan(config.scenario, node_count, config.wipes, config.membership, &mut rng);
     assert!(!(config.heavy && config.scenario == Scenario::Groups), "--heavy does not run with scenario groups");
     // Heavy: more partitions than nodes (drawn only then, so other runs keep their draws).
     let load = if config.heavy { Load { partitions: rng.gen_range(node_count as u32 + 1..=12), heavy: true } } else { Load::DEFAULT };
@@ -149,7 +151,8 @@ async fn run_into(config: ScenarioConfig, injected: Arc<Mutex<Vec<InjectedFault>
         workload::groups::start(&client, cluster.clone(), seed, config.duration, planted)
     });
     let churn = config.topic_churn.then(|| workload::churn::start(&client, cluster.clone(), config.duration));
-    let targets = FaultTargets::new(&runtime, &cluster, &node_ids, &client);
+    let flips = plan.kinds.iter().any(|&(kind, _)| kind == nemesis::plan::FaultKind::BitFlip);
+    let targets = FaultTargets::new(&runtime, &cluster, &node_ids, &client).with_corruptible(flips.then_some(plan.corruptible_node));
     nemesis::run(&targets, &plan, config.duration, &mut rng, config.faults.as_ref(), &injected).await;
     let injected = injected.lock().expect("injected lock").clone();
     cluster.note(format!("safety phase over after {} faults; healed", injected.len()));
@@ -191,6 +194,13 @@ async fn run_into(config: ScenarioConfig, injected: Arc<Mutex<Vec<InjectedFault>
     if !groups.is_empty() {
         for group in workload::groups::final_fetches(&client, cluster.clone(), groups).await {
             problems.push(format!("V3: no fetch of group {group}'s committed offsets within {LIVENESS_BOUND:?}"));
+        }
+    }
+    // V5: every move completed and each group's configuration is its replicas.
+    if config.membership {
+        match workload::membership::converges(&client, &cluster, &raft).await {
+            Ok(after) => cluster.note(format!("V5: membership converged {} ms after the drain", after.as_millis())),
+            Err(problem) => problems.push(problem),
         }
     }
     match converge(&cluster, &raft).await {
@@ -299,7 +309,7 @@ fn observe_replicas(cluster: &Arc<SimCluster>, seed: u64, coverage: Rc<RefCell<B
 }
 
 /// The coverage counters' names for raft events, in [`event_path`]'s order.
-const EVENT_PATHS: [&str; 12] = [
+const EVENT_PATHS: [&str; 14] = [
     "path leader elected",
     "path snapshot installed",
     "path recovery cut, suspect",
@@ -312,6 +322,8 @@ const EVENT_PATHS: [&str; 12] = [
     "check R6 vote granted",
     "check R3/R4 entry applied",
     "check R6 log reopened",
+    "check R10 configuration applied",
+    "check R11 learner promoted",
 ];
 
 /// Timeline notes that show a rare path: (text in the line, counter name).
@@ -336,6 +348,9 @@ fn event_path(event: &Event) -> Option<&'static str> {
         Event::VoteGranted { .. } => 9,
         Event::Applied { .. } => 10,
         Event::Opened { .. } => 11,
+        Event::ConfApplied { source: observe::ConfSource::Applied, .. } => 12,
+        Event::Promoted { .. } => 13,
+        Event::ConfApplied { .. } | Event::Destroyed { .. } => return None,
         Event::Appended { .. } | Event::Durable { .. } => return None,
     };
     Some(EVENT_PATHS[index])
@@ -377,13 +392,9 @@ async fn converge(cluster: &SimCluster, raft: &RefCell<RaftChecker>) -> Result<D
         let mut down = cluster.given_up();
         down.extend(cluster.corrupted.lock().expect("corrupted lock").iter().copied());
         // Borrowed only for this look: the replicas' events go on arriving while this waits.
-        let diverged: Vec<(u64, BTreeMap<u64, u64>)> = raft
-            .borrow()
-            .applied_by_node()
-            .into_iter()
-            .map(|(group, applied)| (group, applied.into_iter().filter(|(node, _)| !down.contains(node)).collect::<BTreeMap<u64, u64>>()))
-            .filter(|(_, live)| live.values().collect::<BTreeSet<_>>().len() > 1)
-            .collect();
+        // A node outside a group's newest configuration no longer hosts it (a move took its
+        // replica away): it is not waited for.
+        let diverged = diverged_replicas(&raft.borrow(), &down);
         if diverged.is_empty() {
             return Ok(quiet.elapsed());
         }
@@ -392,6 +403,21 @@ async fn converge(cluster: &SimCluster, raft: &RefCell<RaftChecker>) -> Result<D
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// R7's look: each group whose live replicas (not `down`, and in the group's newest
+/// configuration: a node a move took the replica from no longer hosts it) applied different
+/// indexes, with the applied index per node.
+fn diverged_replicas(checker: &RaftChecker, down: &[u64]) -> Vec<(u64, BTreeMap<u64, u64>)> {
+    checker
+        .applied_by_node()
+        .into_iter()
+        .map(|(group, applied)| {
+            let member = |node: &u64| checker.members(group).is_none_or(|members| members.contains(*node));
+            (group, applied.into_iter().filter(|(node, _)| !down.contains(node) && member(node)).collect::<BTreeMap<u64, u64>>())
+        })
+        .filter(|(_, live)| live.values().collect::<BTreeSet<_>>().len() > 1)
+        .collect()
 }
 
 /// FNV-1a over the history's JSON lines: equal for two runs of one seed.

@@ -30,6 +30,7 @@ use tokio::task::JoinHandle;
 pub mod churn;
 pub mod groups;
 pub mod kafka;
+pub mod membership;
 
 use crate::cluster::SimCluster;
 use crate::config::{KAFKA_PRODUCER, LIVENESS_BOUND, TOPIC};

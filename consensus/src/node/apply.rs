@@ -83,6 +83,15 @@ pub(super) async fn apply_committed<D: Disk, A: Apply>(
             let change = decode_conf_change(entry).map_err(storage_error(group))?;
             let conf = state.raw.apply_conf_change(&change).map_err(raft_error(group))?;
             state.store.save_conf_state(&conf, entry.index).await.map_err(storage_error(group))?;
+            let (node, incarnation, index) = (applier.0, applier.1, entry.index);
+            observe::emit(|| observe::Event::ConfApplied {
+                node,
+                incarnation,
+                group,
+                index,
+                conf: observe::Conf::of(&conf),
+                source: observe::ConfSource::Applied,
+            });
         }
         let base_offset = storage.base_offset(entry.index).expect("unapplied entries stay cached");
         base_offsets.push(base_offset);

@@ -309,6 +309,16 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             self.apply.apply(group, &committed);
             observe_replayed(node, self.incarnation, group, &entries);
         }
+        let (conf, conf_index) = (observe::Conf::of(&storage.conf_state()), store.conf_state_index());
+        let incarnation = self.incarnation;
+        observe::emit(|| observe::Event::ConfApplied {
+            node,
+            incarnation,
+            group,
+            index: conf_index,
+            conf,
+            source: observe::ConfSource::Opened,
+        });
         let raft_config = self.raft_config(applied);
         let raw = RawNode::new(&raft_config, storage, &self.logger).map_err(raft_error(group))?;
         let group_state = Group {
@@ -377,6 +387,10 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
     /// Stops hosting `group` (as [`Node::remove_group`]) and deletes its files: for a group
     /// whose topic was deleted. Whatever is in the group's directory goes.
     pub async fn destroy_group(&mut self, group: GroupId) -> Result<bool, NodeError> {
+        // Told first: a crash part-way leaves some of the files, which the next opening takes
+        // for what they are.
+        let node = self.config.node_id;
+        observe::emit(|| observe::Event::Destroyed { node, group });
         let hosted = self.remove_group(group);
         self.quarantined.remove(&group);
         let group_dir = self.config.data_dir.join(group.to_string());

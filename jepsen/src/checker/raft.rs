@@ -9,13 +9,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use odradek_consensus::observe::Event;
+use odradek_consensus::observe::{Conf, Event, NodeSet};
 use odradek_consensus::{GroupId, NodeId};
+
+mod membership;
 
 /// One broken invariant, with what shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Violation {
-    /// `R1` to `R6`, or `R8`.
+    /// `R1` to `R6`, `R8`, `R10` or `R11`.
     pub invariant: &'static str,
     pub group: GroupId,
     pub detail: String,
@@ -39,7 +41,9 @@ impl std::fmt::Display for Violation {
 /// node holds itself suspect for a range that covers them, and a suspect node neither leads nor
 /// votes until it clears, except for a candidate it judged to hold all it lost: a last term at
 /// least the suspicion's and a last index at least its bound, which only drops from the one the
-/// suspicion began with). Bounded by the run: one small map entry per appended index and term.
+/// suspicion began with), and the membership checks R10 (configurations a step apart, never
+/// fewer voters than at creation) and R11 (voters added by a move were caught-up learners),
+/// module `membership`. Bounded by the run: one small map entry per appended index and term.
 #[derive(Debug, Default)]
 pub struct RaftChecker {
     leaders: BTreeMap<(GroupId, u64), NodeId>,
@@ -87,6 +91,8 @@ pub struct RaftChecker {
     /// (group, node) -> its durable index and held entries when it was last wiped (R5: an
     /// acknowledgement reported after the wipe may rest on answers the node gave before it).
     held_before_wipe: BTreeMap<(GroupId, NodeId), (u64, BTreeMap<u64, u64>)>,
+    /// R10 and R11 (module `membership`).
+    membership: membership::Membership,
     violations: Vec<Violation>,
     pub events: u64,
 }
@@ -340,6 +346,24 @@ impl RaftChecker {
                     );
                 }
             }
+            Event::Destroyed { node, group } => self.forget_replica(group, node),
+            Event::ConfApplied { node, group, index, conf, source, .. } => {
+                for (invariant, group, detail) in self.membership.conf_applied(node, group, index, conf, source) {
+                    self.violate(invariant, group, detail);
+                }
+            }
+            Event::Promoted { node, group, voter, commit } => {
+                // R11: the leader judged `voter` caught up to `commit`; its log must be durable
+                // there (an accepted append is durable when sent, R6, so its match index is).
+                let durable = self.durable.get(&(group, voter)).copied().unwrap_or(0);
+                if durable < commit {
+                    self.violate(
+                        "R11",
+                        group,
+                        format!("node {node} promoted learner {voter} with the commit index at {commit}; its log is durable to {durable}"),
+                    );
+                }
+            }
             Event::Restored { node, incarnation, group, index, offset_next } => {
                 if let Some(&last) = self.last_applied.get(&(node, incarnation, group)) {
                     if index < last {
@@ -534,6 +558,36 @@ impl RaftChecker {
 
     pub fn violations(&self) -> &[Violation] {
         &self.violations
+    }
+
+    /// `node` destroyed its replica of `group` (files deleted): a replica it creates later is a
+    /// new one, judged from scratch (R3, R6, R8 e, R10). Votes are kept: R8 c holds across a
+    /// replica's lives.
+    fn forget_replica(&mut self, group: GroupId, node: NodeId) {
+        self.durable.remove(&(group, node));
+        self.held.remove(&(group, node));
+        self.restored_to.remove(&(group, node));
+        self.commits.remove(&(group, node));
+        self.cut_at_open.remove(&(group, node));
+        self.cut_below.remove(&(group, node));
+        self.suspects.remove(&(group, node));
+        self.suspect_bounds.remove(&(group, node));
+        self.wiped_below.remove(&(group, node));
+        self.held_before_wipe.remove(&(group, node));
+        self.last_applied.retain(|&(holder, _, of), _| !(holder == node && of == group));
+        self.membership.forget(group, node);
+    }
+
+    /// The nodes in `group`'s newest configuration (voters, outgoing voters, learners) as any
+    /// replica applied it; `None` before any replica reported one. A node outside it no longer
+    /// hosts the group (R7 does not wait for it).
+    pub fn members(&self, group: GroupId) -> Option<NodeSet> {
+        self.membership.members(group)
+    }
+
+    /// Each group's newest configuration (as applied anywhere) and its index.
+    pub fn configurations(&self) -> &BTreeMap<GroupId, (u64, Conf)> {
+        self.membership.latest()
     }
 
     /// Per group, what each node's latest incarnation applied last (R7: after a quiet period

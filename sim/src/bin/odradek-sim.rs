@@ -137,6 +137,10 @@ mod sim {
         /// run beside the native ones (not with --secure).
         #[arg(long)]
         kafka: bool,
+        /// F-M1/F-M2: partitions reassigned and leader-transfer storms under kills and
+        /// partitions; R10/R11 on every configuration, V5 (every move completes) after the heal.
+        #[arg(long)]
+        membership: bool,
     }
 
     impl RunOptions {
@@ -181,6 +185,7 @@ mod sim {
                 heavy: self.heavy,
                 topic_churn: self.topic_churn,
                 kafka: self.kafka,
+                membership: self.membership,
             })
         }
 
@@ -206,6 +211,9 @@ mod sim {
             }
             if self.kafka {
                 args.push("--kafka".to_string());
+            }
+            if self.membership {
+                args.push("--membership".to_string());
             }
             args
         }

@@ -28,9 +28,13 @@ use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::Rng;
 
+pub use membership::Membership;
+
 use super::plan::FaultKind;
 use crate::cluster::SimCluster;
 use crate::config::DISK_RESERVE_BYTES;
+
+mod membership;
 
 /// How long the nemesis waits to learn which node coordinates a group.
 const COORDINATOR_LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
@@ -79,6 +83,8 @@ pub enum Fault {
     Choreography { pauses: bool, a: Vec<u64>, c: u64, b: Vec<u64> },
     /// F-C1: one node's wall clock jumps by `step_ms`.
     ClockStep { node: u64, step_ms: i64 },
+    /// F-M1 (a move) or F-M2 (a leader-transfer storm), module `membership`.
+    Membership(Box<Membership>),
 }
 
 /// How a faulty disk misbehaves.
@@ -139,6 +145,9 @@ pub struct FaultTargets<'a> {
     client_node: &'a NodeHandle,
     net: Arc<NetSim>,
     latency_default: Range<Duration>,
+    /// The one node F-S3 may corrupt, when the plan has it: no move takes a replica there (a
+    /// node whose metadata log rotted never learns of the move, beyond the fault model).
+    corruptible: Option<u64>,
 }
 
 impl<'a> FaultTargets<'a> {
@@ -152,7 +161,13 @@ impl<'a> FaultTargets<'a> {
             client_node,
             net: NetSim::current(),
             latency_default: madsim::net::Config::default().send_latency,
+            corruptible: None,
         }
+    }
+
+    /// Names the node F-S3 may corrupt (module `membership` moves no replica there).
+    pub fn with_corruptible(self, corruptible: Option<u64>) -> Self {
+        FaultTargets { corruptible, ..self }
     }
 
     /// The node coordinating `group` now, asked from the client machine (DescribeGroups, within
@@ -239,6 +254,9 @@ impl<'a> FaultTargets<'a> {
                 Fault::Choreography { pauses: kind == FaultKind::PauseKill, a, c, b }
             }
             FaultKind::ClockStep => Fault::ClockStep { node, step_ms: rng.gen_range(-120_000..=120_000i64) },
+            FaultKind::Reassign | FaultKind::LeaderStorm => {
+                membership::draw(kind == FaultKind::LeaderStorm, nodes, self.cluster.load.partitions, rng).into()
+            }
         }
     }
 
@@ -355,6 +373,7 @@ impl<'a> FaultTargets<'a> {
                 *self.cluster.clock_offsets_ms.lock().expect("clock lock").entry(*node).or_insert(0) += step_ms;
                 Healing::Nothing
             }
+            Fault::Membership(membership) => self.inject_membership(membership, window).await,
         }
     }
 
@@ -516,6 +535,7 @@ impl Fault {
             Fault::ClientCut { cut } => vec![("for-ms", cut.as_millis().to_string())],
             Fault::Choreography { a, c, b, .. } => vec![("A", format!("{a:?}")), ("c", c.to_string()), ("B", format!("{b:?}"))],
             Fault::ClockStep { node, step_ms } => vec![("node", node.to_string()), ("step-ms", step_ms.to_string())],
+            Fault::Membership(membership) => membership.details(),
         };
         details.into_iter().map(|(key, value)| (key.to_string(), value)).collect()
     }
@@ -538,6 +558,7 @@ impl Fault {
             Fault::ClientCut { cut } => format!("for {cut:?}"),
             Fault::Choreography { a, c, b, .. } => format!("A={a:?} c={c} B={b:?}, steps of {window:?}"),
             Fault::ClockStep { node, step_ms } => format!("node {node} by {step_ms} ms"),
+            Fault::Membership(membership) => membership.start_line(window),
         };
         Some(line)
     }
@@ -549,6 +570,8 @@ impl Fault {
         match self {
             Fault::ClientCut { cut } => Some(*cut),
             Fault::ClockStep { .. } => None,
+            // A storm's transfers took the window already.
+            Fault::Membership(membership) if membership.kind.is_none() => Some(Duration::ZERO),
             _ => Some(window),
         }
     }

@@ -44,10 +44,17 @@ pub enum FaultKind {
     /// F-P7/F-M3: stop a node, delete its whole data directory, restart it as a new
     /// incarnation. Only in plans that ask for it (`ScenarioConfig::wipes`).
     Wipe,
+    /// F-M1: reassign a partition of the checked topic (grow, shrink refused, swap, move to a
+    /// node that is down), sometimes with a kill or isolation. Only in plans that ask for it
+    /// (`ScenarioConfig::membership`).
+    Reassign,
+    /// F-M2: a storm of leader transfers, sometimes with a kill or isolation. Only with
+    /// `ScenarioConfig::membership`.
+    LeaderStorm,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 25] = [
+    pub const ALL: [FaultKind; 27] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::PowerLoss,
@@ -73,6 +80,8 @@ impl FaultKind {
         FaultKind::CoordinatorIsolate,
         FaultKind::CoordinatorClockStep,
         FaultKind::Wipe,
+        FaultKind::Reassign,
+        FaultKind::LeaderStorm,
     ];
 
     /// The CHECKLISTS ID and a short name, as recorded in the history.
@@ -103,6 +112,8 @@ impl FaultKind {
             FaultKind::CoordinatorIsolate => "F-N1 isolate a group coordinator",
             FaultKind::CoordinatorClockStep => "F-C1 clock step on a group coordinator",
             FaultKind::Wipe => "F-P7 wipe and restart as a new incarnation",
+            FaultKind::Reassign => "F-M1 reassign a partition",
+            FaultKind::LeaderStorm => "F-M2 leader-transfer storm",
         }
     }
 
@@ -130,7 +141,7 @@ impl FaultKind {
             FaultKind::CoordinatorKill | FaultKind::CoordinatorIsolate | FaultKind::CoordinatorClockStep => &[Groups],
             // Never drawn with the others: the plan adds it when asked (`draw_plan`'s `wipes`),
             // so the draws of every existing seed stay as they were.
-            FaultKind::Wipe => &[],
+            FaultKind::Wipe | FaultKind::Reassign | FaultKind::LeaderStorm => &[],
         }
     }
 }
@@ -168,8 +179,9 @@ impl FaultPlan {
 }
 
 /// Draws the run's fault plan (swarm: a random subset of the scenario's kinds, random weights).
-/// With `wipes`, F-P7 (`FaultKind::Wipe`) is added, drawn after everything else.
-pub fn draw_plan(scenario: Scenario, nodes: usize, wipes: bool, rng: &mut SmallRng) -> FaultPlan {
+/// With `wipes`, F-P7 (`FaultKind::Wipe`) is added, drawn after everything else; with
+/// `membership`, F-M1 and F-M2 (`FaultKind::Reassign`, `FaultKind::LeaderStorm`) after that.
+pub fn draw_plan(scenario: Scenario, nodes: usize, wipes: bool, membership: bool, rng: &mut SmallRng) -> FaultPlan {
     let mut plan = FaultPlan {
         quiet_ms: (rng.gen_range(200..800), rng.gen_range(1_000..3_000)),
         window_ms: (rng.gen_range(200..600), rng.gen_range(1_000..3_000)),
@@ -210,6 +222,10 @@ pub fn draw_plan(scenario: Scenario, nodes: usize, wipes: bool, rng: &mut SmallR
     }
     if wipes {
         plan.kinds.push((FaultKind::Wipe, rng.gen_range(2..=6)));
+    }
+    if membership {
+        plan.kinds.push((FaultKind::Reassign, rng.gen_range(5..=10)));
+        plan.kinds.push((FaultKind::LeaderStorm, rng.gen_range(2..=4)));
     }
     plan
 }
