@@ -34,4 +34,27 @@ pub struct NodeContext {
     pub relay_tls: Option<std::sync::Arc<dyn odradek_consensus::transport::PeerTls>>,
     /// Counted requests, connections and fsyncs, and the sampled partition gauges.
     pub metrics: Arc<crate::metrics::NodeMetrics>,
+    /// The peer links' addresses: members that join the running cluster are added here
+    /// (`crate::membership`).
+    pub peers: odradek_consensus::transport::PeerBook,
+}
+
+impl NodeContext {
+    /// Where node `node` serves clients: its bootstrap entry, else its registered broker
+    /// address (a node that joined the running cluster).
+    pub fn client_address(&self, node: odradek_consensus::NodeId) -> Option<std::net::SocketAddr> {
+        if let Some(member) = self.config.nodes.iter().find(|m| m.id == node) {
+            return Some(member.client);
+        }
+        self.state.lock().meta.brokers().get(&node)?.client_address.parse().ok()
+    }
+
+    /// The nodes new replicas may go to: the bootstrap members and the nodes that joined.
+    pub fn cluster_node_ids(&self) -> Vec<odradek_consensus::NodeId> {
+        let mut ids = self.config.node_ids();
+        ids.extend(self.state.lock().meta.members().keys().copied());
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
 }

@@ -74,7 +74,7 @@ async fn open_metadata<D: Disk, T: Transport>(
     config: &ServerConfig,
     clock: &Clock,
 ) -> Result<bool, ServerError> {
-    match node.create_group_with(METADATA_GROUP, &config.node_ids(), 0, clock(), config.metadata_log_config()).await {
+    match node.create_group_with(METADATA_GROUP, &config.metadata_voters_initial(), 0, clock(), config.metadata_log_config()).await {
         Ok(()) => Ok(false),
         // Damaged metadata files (R8 b: never truncated here). Without metadata the node
         // serves no client, but its partition replicas still vote and replicate, and it
@@ -164,6 +164,7 @@ impl Server {
         // (its peer certificate, checked against the cluster CA and the name node-<id>).
         let relay_tls = if config.tls.clients() { peer_tls.clone() } else { None };
         let (transport, inbox) = TcpTransport::bind_with_tls(config.id, me.peer, peers, peer_tls).await?;
+        let peer_book = transport.peer_book();
         let transport = FaultyTransport::new(transport, faults.peer_messages.clone());
         let mut node_config = NodeConfig::new(config.id, config.data_dir.clone());
         // F-S9: a follower at its disk reserve drops appends instead of failing on ENOSPC.
@@ -200,6 +201,8 @@ impl Server {
         let disk = crate::metrics::disk::MeteredDisk::new(disk, metrics.fsync_histogram());
         let mut node = Node::new(node_config, disk, transport, inbox, StateMachine::new(state.clone(), planted));
         let quarantined = open_metadata(&mut node, &config, &clock).await?;
+        // Members that joined the running cluster, as the replayed metadata log knows them.
+        crate::membership::dial_members(&state, &peer_book);
         metrics.set_quarantined(quarantined);
         let metrics_listener = listen_for_metrics(&config).await?;
         let metrics_addr = metrics_listener.as_ref().map(|(_, bound)| *bound);
@@ -245,6 +248,7 @@ impl Server {
             auth: crate::auth::NodeAuth::new(config.auth.clone()),
             relay_tls,
             metrics,
+            peers: peer_book,
         });
         let metrics_tasks = metrics_listener.map(|(listener, _)| {
             [

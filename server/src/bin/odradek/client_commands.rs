@@ -557,6 +557,14 @@ pub enum ClusterCommand {
     /// in progress, and per partition: leader, term, commit index, high watermark, each
     /// replica's lag and the caught-up set (as the partition's leader reports them).
     Status,
+    /// Move the controller (metadata) group's voters to these nodes, through joint consensus
+    /// (new voters catch up as learners first). Returns once the change is recorded; refused
+    /// with no voter left or when a majority of the new voters does not hold the metadata log.
+    Controllers {
+        /// Node ids, comma-separated (e.g. 1,2,4).
+        #[arg(long, value_delimiter = ',', required = true)]
+        voters: Vec<u64>,
+    },
 }
 
 /// Node ids as `1,2,3`.
@@ -565,8 +573,12 @@ fn node_list(nodes: &[u64]) -> String {
 }
 
 pub async fn cluster(bootstrap: &Bootstrap, command: ClusterCommand) -> Result<(), String> {
-    let ClusterCommand::Status = command;
     let admin = bootstrap.admin()?;
+    if let ClusterCommand::Controllers { voters } = command {
+        admin.change_controllers(&voters).await.map_err(explain)?;
+        say!("Controller voters moving to {}: recorded; `odradek cluster status` shows the metadata group.", node_list(&voters));
+        return Ok(());
+    }
     let description = admin.describe_cluster().await.map_err(explain)?;
     // Each node reports the partitions it hosts; the leader's report has the follower lags.
     let mut partitions: BTreeMap<(String, u32), odradek_client::admin::PartitionState> = BTreeMap::new();
@@ -613,6 +625,16 @@ pub async fn cluster(bootstrap: &Bootstrap, command: ClusterCommand) -> Result<(
         say!("  {}  {}  {}  metadata lag {metadata_lag}", broker.node_id, broker.address, reachable.get(&broker.node_id).unwrap_or(&"?"));
     }
     let none_or = |items: Vec<String>| if items.is_empty() { "none".to_string() } else { items.join(", ") };
+    let target = if description.controller_voters_target.is_empty() {
+        String::new()
+    } else {
+        format!("; moving to {}", node_list(&description.controller_voters_target))
+    };
+    say!(
+        "Controller voters: {}; learners: {}{target}",
+        node_list(&description.controller_voters),
+        none_or(description.controller_learners.iter().map(u64::to_string).collect())
+    );
     say!("Suspect replicas: {}", none_or(suspects));
     let learners = learners.iter().map(|((topic, partition), nodes)| format!("{topic}/{partition}: {}", node_list(nodes))).collect();
     say!("Learners: {}", none_or(learners));
