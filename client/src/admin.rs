@@ -136,6 +136,8 @@ pub struct ClusterDescription {
     pub controller_learners: Vec<u64>,
     /// The target of a change of the controller voters in progress (empty: none).
     pub controller_voters_target: Vec<u64>,
+    /// Nodes being decommissioned.
+    pub draining: Vec<u64>,
 }
 
 /// Administrative operations on a cluster.
@@ -385,6 +387,16 @@ impl Admin {
         }
     }
 
+    /// Decommissions node `node_id`: returns once the controller recorded it; the node drains
+    /// (its replicas move away) and is then removed ([`Admin::describe_cluster`] lists it under
+    /// `draining` meanwhile).
+    pub async fn decommission_node(&self, node_id: u64) -> Result<()> {
+        let mut request = proto::DecommissionNodeRequest::new();
+        request.node_id = node_id;
+        request.timeout_ms = self.timeout_ms();
+        self.cluster.controller_request(RequestBody::decommission_node(request)).await.map(drop)
+    }
+
     /// Moves the controller (metadata) group's voters to `voters`, through joint consensus;
     /// returns once the controller recorded the change (`cluster status` shows it until done).
     pub async fn change_controllers(&self, voters: &[u64]) -> Result<()> {
@@ -453,6 +465,7 @@ fn describe_from(response: proto::Response) -> Result<ClusterDescription> {
             controller_voters: described.controller_voters.clone(),
             controller_learners: described.controller_learners.clone(),
             controller_voters_target: described.controller_voters_target.clone(),
+            draining: described.draining.clone(),
             reassignments: described
                 .reassignments
                 .iter()

@@ -49,10 +49,13 @@ impl NodeContext {
         self.state.lock().meta.brokers().get(&node)?.client_address.parse().ok()
     }
 
-    /// The nodes new replicas may go to: the bootstrap members and the nodes that joined.
+    /// The nodes new replicas may go to: the bootstrap members and the nodes that joined, but
+    /// those being decommissioned or removed.
     pub fn cluster_node_ids(&self) -> Vec<odradek_consensus::NodeId> {
         let mut ids = self.config.node_ids();
-        ids.extend(self.state.lock().meta.members().keys().copied());
+        let state = self.state.lock();
+        ids.extend(state.meta.members().keys().copied());
+        ids.retain(|id| !state.meta.draining().contains(id) && !state.meta.removed().contains(id));
         ids.sort_unstable();
         ids.dedup();
         ids

@@ -210,7 +210,7 @@ pub async fn register_brokers(context: &NodeContext) {
             .nodes
             .iter()
             // A node that joined the running cluster was registered by its join (`meta::members`).
-            .filter(|member| bootstrap.contains(&member.id))
+            .filter(|member| bootstrap.contains(&member.id) && !state.meta.removed().contains(&member.id))
             .map(|member| BrokerInfo { node_id: member.id, client_address: member.client.to_string() })
             .filter(|broker| state.meta.brokers().get(&broker.node_id) != Some(broker))
             .collect()

@@ -9,7 +9,15 @@
 //!   recorded change of the controller voters is carried out with the partition
 //!   reassignment's plan (`reassign::plan`: learners first, promoted only once caught up, one
 //!   joint-consensus change, the leaving leader hands leadership away before leaving, the old
-//!   voters leave last), and its end is recorded (`CompleteControllerVoters`).
+//!   voters leave last), and its end is recorded (`CompleteControllerVoters`);
+//! - decommissioning ([`drain`], same leader, once no voter change runs): a draining node that
+//!   is a controller voter is taken out of the voters first (a change to the others, refused
+//!   while they would not be a quorum of caught-up nodes); then its replicas move away through
+//!   partition reassignments (at most [`DRAIN_MOVES_MAX`] moves running, each replacing the
+//!   node in place by the eligible broker holding the fewest replicas); once no partition and
+//!   no move names it, it is removed (`RemoveNode`) and leaves the metadata group. Only a
+//!   completed reassignment takes a replica off it, and a reassignment completes only once its
+//!   new replicas have caught up, so removing the node loses no replica.
 //!
 //! Safety rests on raft's joint consensus as for partitions; the controller refuses a target
 //! with no voter, or whose caught-up members are not a majority of it
@@ -22,7 +30,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use odradek_consensus::transport::PeerBook;
 use odradek_consensus::{Durability, EntryMeta, NodeId};
-use raft::eraftpb::{ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2};
+use raft::eraftpb::{ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, ConfState};
 use raft::StateRole;
 
 use crate::context::NodeContext;
@@ -44,20 +52,25 @@ pub fn dial_members(state: &NodeState, peers: &PeerBook) {
     }
 }
 
-/// The nodes that should follow the metadata log: the bootstrap members and the joined ones.
+/// The nodes that should follow the metadata log: the bootstrap members and the joined ones,
+/// but those removed.
 fn followers_wanted(context: &NodeContext) -> BTreeSet<NodeId> {
     let mut wanted: BTreeSet<NodeId> = context.config.metadata_voters_initial().into_iter().collect();
-    wanted.extend(context.state.lock().meta.members().keys().copied());
+    let state = context.state.lock();
+    wanted.extend(state.meta.members().keys().copied());
+    wanted.retain(|node| !state.meta.removed().contains(node));
     wanted
 }
 
 /// One pass on the metadata group's leader (module documentation).
 pub async fn drive(context: &NodeContext) {
-    let (joined_any, target) = {
+    let (changed_any, target) = {
         let state = context.state.lock();
-        (!state.meta.members().is_empty(), state.meta.controller_voters_target().cloned())
+        let meta = &state.meta;
+        let changed_any = !meta.members().is_empty() || !meta.draining().is_empty() || !meta.removed().is_empty();
+        (changed_any, meta.controller_voters_target().cloned())
     };
-    if !joined_any && target.is_none() {
+    if !changed_any && target.is_none() {
         return;
     }
     let Ok(Some((status, conf))) = context.node.status(METADATA_GROUP).await else { return };
@@ -75,7 +88,20 @@ pub async fn drive(context: &NodeContext) {
         propose(context, conf_change(&changes, ConfChangeTransition::Auto)).await;
         return;
     }
-    let Some(target) = target else { return };
+    // Removed nodes leave the metadata group (they are learners by then: see `drain`).
+    let gone: Vec<NodeId> = {
+        let state = context.state.lock();
+        conf.learners.iter().copied().filter(|node| state.meta.removed().contains(node)).collect()
+    };
+    if !gone.is_empty() && !joint {
+        tracing::info!(learners = ?gone, "removed nodes leave the metadata group");
+        let changes: Vec<_> = gone.iter().map(|&node| (ConfChangeType::RemoveNode, node)).collect();
+        propose(context, conf_change(&changes, ConfChangeTransition::Auto)).await;
+        return;
+    }
+    let Some(target) = target else {
+        return drain(context, &conf, &status).await;
+    };
     let step = match crate::reassign::plan(context.state.node_id, &target, &conf, &status) {
         // Members outside the target stay learners: they still follow the metadata log.
         Step::RemoveLearners(nodes) => {
@@ -149,5 +175,84 @@ async fn record_completion(context: &NodeContext, voters: Vec<NodeId>) {
         Ok(Ok(_)) => tracing::info!(?voters, "controller voters change completed"),
         Ok(Err(error)) => tracing::info!(%error, "recording the controller voters change failed; will retry"),
         Err(_) => tracing::info!("recording the controller voters change is taking long; will retry"),
+    }
+}
+
+/// Partition moves the decommission driver keeps running at once, at most (each is catch-up
+/// traffic to a new replica).
+const DRAIN_MOVES_MAX: usize = 4;
+
+/// Proposes a metadata command on this leader and waits (bounded) for its commit.
+async fn submit_meta(context: &NodeContext, command: MetaCommand) {
+    let payload = Bytes::from(command.encode());
+    let ticket = context.node.submit(METADATA_GROUP, payload, EntryMeta::Command, Durability::Committed).await;
+    let wait = Duration::from_millis(context.config.tick_ms * CONF_CHANGE_WAIT_TICKS);
+    match tokio::time::timeout(wait, ticket.outcome()).await {
+        Ok(Ok(appended)) => tracing::info!(?command, index = appended.index, "membership command committed"),
+        Ok(Err(error)) => tracing::info!(?command, %error, "membership command failed; the next pass looks again"),
+        Err(_) => tracing::info!(?command, "membership command not committed yet; the next pass looks again"),
+    }
+}
+
+/// The next move off draining `node`: a partition it holds that is not moving, and its target
+/// (`node` replaced, in place, by the eligible broker holding the fewest replicas).
+pub fn next_drain_move(meta: &crate::meta::MetadataState, node: NodeId) -> Option<(String, u32, Vec<NodeId>)> {
+    let load = replica_load(meta);
+    for topic in meta.topics().values() {
+        for info in &topic.partitions {
+            if !info.replicas.contains(&node) || meta.reassignment_target(info.group).is_some() {
+                continue;
+            }
+            let eligible = meta
+                .brokers()
+                .keys()
+                .copied()
+                .filter(|broker| !meta.draining().contains(broker) && !info.replicas.contains(broker))
+                .min_by_key(|broker| (load.get(broker).copied().unwrap_or(0), *broker));
+            let Some(replacement) = eligible else { continue };
+            let target: Vec<NodeId> = info.replicas.iter().map(|&replica| if replica == node { replacement } else { replica }).collect();
+            return Some((topic.name.clone(), info.partition, target));
+        }
+    }
+    None
+}
+
+/// Replicas per broker, counting a running move's target as where the partition will be.
+pub fn replica_load(meta: &crate::meta::MetadataState) -> std::collections::BTreeMap<NodeId, usize> {
+    let mut load: std::collections::BTreeMap<NodeId, usize> = meta.brokers().keys().map(|&broker| (broker, 0)).collect();
+    for info in meta.topics().values().flat_map(|topic| &topic.partitions) {
+        let placed = meta.reassignment_target(info.group).unwrap_or(&info.replicas);
+        for node in placed {
+            *load.entry(*node).or_insert(0) += 1;
+        }
+    }
+    load
+}
+
+/// One pass of decommissioning (module documentation): the controller voters leave a draining
+/// node, its replicas move away (a few at a time), and once nothing holds it, it is removed.
+async fn drain(context: &NodeContext, conf: &ConfState, status: &odradek_consensus::GroupStatus) {
+    let draining: Vec<NodeId> = context.state.lock().meta.draining().iter().copied().collect();
+    for node in draining {
+        let voters: Vec<NodeId> = conf.voters.iter().chain(&conf.voters_outgoing).copied().collect();
+        if voters.contains(&node) {
+            let remaining: Vec<NodeId> = conf.voters.iter().copied().filter(|&voter| voter != node).collect();
+            if remaining.is_empty() || caught_up_in(context.state.node_id, status, &remaining) * 2 <= remaining.len() {
+                tracing::warn!(node, ?voters, "a draining node is a controller voter and no quorum would remain without it");
+                return;
+            }
+            return submit_meta(context, MetaCommand::SetControllerVoters { voters: remaining }).await;
+        }
+        let (moving, next, removable) = {
+            let state = context.state.lock();
+            (state.meta.reassignments().len(), next_drain_move(&state.meta, node), state.meta.check_remove(node).is_ok())
+        };
+        if removable {
+            return submit_meta(context, MetaCommand::RemoveNode { node }).await;
+        }
+        if let Some((topic, partition, replicas)) = next.filter(|_| moving < DRAIN_MOVES_MAX) {
+            tracing::info!(node, topic, partition, ?replicas, "decommission: moving a replica off the node");
+            return submit_meta(context, MetaCommand::StartReassignment { topic, partition, replicas }).await;
+        }
     }
 }

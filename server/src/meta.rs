@@ -207,6 +207,14 @@ pub enum MetaCommand {
     CompleteControllerVoters {
         voters: Vec<NodeId>,
     },
+    /// `node` starts draining: its replicas move away, then it is removed (module `members`).
+    DecommissionNode {
+        node: NodeId,
+    },
+    /// A drained `node` leaves the cluster (module `members`).
+    RemoveNode {
+        node: NodeId,
+    },
 }
 
 fn encode_acl(acl: &AclBinding) -> proto::AclBinding {
@@ -339,6 +347,16 @@ impl MetaCommand {
                 complete.set_voters(voters.clone());
                 message.set_complete_controller_voters(complete);
             }
+            MetaCommand::DecommissionNode { node } => {
+                let mut decommission = proto::DecommissionNode::new();
+                decommission.set_node_id(*node);
+                message.set_decommission_node(decommission);
+            }
+            MetaCommand::RemoveNode { node } => {
+                let mut remove = proto::RemoveNode::new();
+                remove.set_node_id(*node);
+                message.set_remove_node(remove);
+            }
         }
         message.write_to_bytes().expect("a metadata command always encodes (all fields are set)")
     }
@@ -411,6 +429,8 @@ impl MetaCommand {
             Some(Command::complete_controller_voters(complete)) => {
                 MetaCommand::CompleteControllerVoters { voters: complete.get_voters().to_vec() }
             }
+            Some(Command::decommission_node(decommission)) => MetaCommand::DecommissionNode { node: decommission.get_node_id() },
+            Some(Command::remove_node(remove)) => MetaCommand::RemoveNode { node: remove.get_node_id() },
         };
         Ok(command)
     }
@@ -463,6 +483,10 @@ pub enum MetaOutcome {
     /// Nothing changed (except the applied index): why the controller voters cannot change.
     ControllerChangeRefused(String),
     ControllerChangeCompleted,
+    DecommissionStarted,
+    /// Nothing changed (except the applied index): why the node cannot be decommissioned.
+    DecommissionRefused(String),
+    NodeRemoved,
     /// Nothing changed (except the applied index): the reason.
     Rejected(String),
 }
@@ -496,6 +520,10 @@ pub struct MetadataState {
     members: BTreeMap<NodeId, MemberInfo>,
     /// The running change of the metadata group's voters (module `members`).
     controller_voters_target: Option<Vec<NodeId>>,
+    /// Nodes being decommissioned (module `members`).
+    draining: BTreeSet<NodeId>,
+    /// Nodes decommissioned and removed (module `members`).
+    removed: BTreeSet<NodeId>,
 }
 
 impl Default for MetadataState {
@@ -514,6 +542,8 @@ impl Default for MetadataState {
             voters_initial: BTreeMap::new(),
             members: BTreeMap::new(),
             controller_voters_target: None,
+            draining: BTreeSet::new(),
+            removed: BTreeSet::new(),
         }
     }
 }
@@ -566,6 +596,8 @@ impl MetadataState {
             MetaCommand::JoinNode(joining) => self.join_node(joining),
             MetaCommand::SetControllerVoters { voters } => self.set_controller_voters(voters),
             MetaCommand::CompleteControllerVoters { voters } => self.complete_controller_voters(voters),
+            MetaCommand::DecommissionNode { node } => self.decommission_node(node),
+            MetaCommand::RemoveNode { node } => self.remove_node(node),
         }
     }
 
@@ -604,6 +636,9 @@ impl MetadataState {
         }
         if broker.client_address.is_empty() || broker.client_address.len() > ADDRESS_BYTES_MAX {
             return MetaOutcome::Rejected(format!("client address of {} bytes (1..={ADDRESS_BYTES_MAX})", broker.client_address.len()));
+        }
+        if self.removed.contains(&broker.node_id) {
+            return MetaOutcome::Rejected(format!("node {} was decommissioned and removed", broker.node_id));
         }
         if !self.brokers.contains_key(&broker.node_id) && self.brokers.len() >= BROKERS_MAX {
             return MetaOutcome::Rejected(format!("already {BROKERS_MAX} brokers"));

@@ -13,9 +13,16 @@
 //! - A member's identity is (id, incarnation): a join under a recorded id with another
 //!   incarnation is refused unless it says `replace` (the same member with a new disk), and a
 //!   join under a bootstrap member's id is refused. Refusals change nothing.
+//! - Decommissioning ([`MetaCommand::DecommissionNode`], then [`MetaCommand::RemoveNode`]): a
+//!   draining node is a registered broker; it starts draining only if enough other nodes remain
+//!   for every topic's replication factor, and is removed only once no partition's replicas or
+//!   running target, and no running controller-voters change, names it (so removing it loses
+//!   no replica). A removed node is no broker and is never registered again from a bootstrap
+//!   list (a join may bring it back).
 //! - A controller-voters target is 1..=[`CONTROLLER_VOTERS_MAX`] distinct registered brokers;
 //!   at most one runs at a time; only a completion naming it exactly applies.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
 use odradek_consensus::NodeId;
@@ -89,6 +96,8 @@ impl MetadataState {
         };
         let broker = BrokerInfo { node_id: member.node_id, client_address: member.client_address.to_string() };
         self.brokers.insert(member.node_id, broker);
+        // A decommissioned node may join again, under a new identity or the same one.
+        self.removed.remove(&member.node_id);
         self.members.insert(member.node_id, member);
         MetaOutcome::NodeJoined
     }
@@ -140,6 +149,8 @@ impl MetadataState {
             let broker = self.brokers.get(node).expect("a joined member is a registered broker");
             assert_eq!(broker.client_address, member.client_address.to_string(), "a member's client address is its broker's");
         }
+        assert!(self.draining.iter().all(|node| self.brokers.contains_key(node)), "a draining node is a registered broker");
+        assert!(self.removed.iter().all(|node| !self.brokers.contains_key(node)), "a removed node is no broker");
         if let Some(target) = &self.controller_voters_target {
             assert!(!target.is_empty() && target.len() <= CONTROLLER_VOTERS_MAX);
             assert!(target.iter().all(|node| self.brokers.contains_key(node)), "controller voters are registered brokers");
@@ -174,6 +185,83 @@ pub(super) fn decode_join(join: &proto::JoinNode) -> JoiningNode {
         peer_address: join.get_peer_address().to_string(),
         client_address: join.get_client_address().to_string(),
         replace: join.get_replace(),
+    }
+}
+
+impl MetadataState {
+    /// Checks that `node` may start draining (`odradek node decommission`): a registered broker,
+    /// not draining already, and enough nodes left for every topic's replication factor.
+    pub fn check_decommission(&self, node: NodeId) -> Result<(), String> {
+        if !self.brokers.contains_key(&node) {
+            return Err(format!("node {node} is not a registered broker"));
+        }
+        if self.draining.contains(&node) {
+            return Err(format!("node {node} is being decommissioned already"));
+        }
+        let remaining = self.brokers.keys().filter(|&&broker| broker != node && !self.draining.contains(&broker)).count();
+        let widest = self
+            .topics
+            .values()
+            .flat_map(|topic| topic.partitions.iter().map(move |info| (topic, info)))
+            .map(|(topic, info)| (info.replicas.len().max(self.reassignments.get(&info.group).map_or(0, Vec::len)), &topic.name))
+            .max();
+        if let Some((replication_factor, topic)) = widest {
+            if remaining < replication_factor {
+                return Err(format!(
+                    "{remaining} nodes would remain, and topic {topic:?} has replication factor {replication_factor}: \
+                     no replica of node {node} could move"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn decommission_node(&mut self, node: NodeId) -> MetaOutcome {
+        if let Err(reason) = self.check_decommission(node) {
+            return MetaOutcome::DecommissionRefused(reason);
+        }
+        self.draining.insert(node);
+        MetaOutcome::DecommissionStarted
+    }
+
+    /// Whether a draining `node` holds nothing any more: no partition's replicas or running
+    /// target names it, nor a running change of the controller voters.
+    pub fn check_remove(&self, node: NodeId) -> Result<(), String> {
+        if !self.draining.contains(&node) {
+            return Err(format!("node {node} is not being decommissioned"));
+        }
+        let holding =
+            self.topics.values().flat_map(|topic| &topic.partitions).find(|info| {
+                info.replicas.contains(&node) || self.reassignments.get(&info.group).is_some_and(|target| target.contains(&node))
+            });
+        if let Some(info) = holding {
+            return Err(format!("node {node} still holds a replica of partition group {}", info.group));
+        }
+        if self.controller_voters_target.as_ref().is_some_and(|target| target.contains(&node)) {
+            return Err(format!("node {node} is in the running change of the controller voters"));
+        }
+        Ok(())
+    }
+
+    pub(super) fn remove_node(&mut self, node: NodeId) -> MetaOutcome {
+        if let Err(reason) = self.check_remove(node) {
+            return MetaOutcome::Rejected(reason);
+        }
+        self.draining.remove(&node);
+        self.brokers.remove(&node);
+        self.members.remove(&node);
+        self.removed.insert(node);
+        MetaOutcome::NodeRemoved
+    }
+
+    /// Nodes being decommissioned: their replicas move away, then they are removed.
+    pub fn draining(&self) -> &BTreeSet<NodeId> {
+        &self.draining
+    }
+
+    /// Nodes decommissioned and removed: never registered again by a bootstrap list.
+    pub fn removed(&self) -> &BTreeSet<NodeId> {
+        &self.removed
     }
 }
 
@@ -277,12 +365,55 @@ mod tests {
         assert_eq!(state.controller_voters_target(), None);
     }
 
+    fn with_topic(state: &mut MetadataState, index: &mut u64, name: &str, replicas: Vec<Vec<NodeId>>) {
+        let create = MetaCommand::CreateTopic { name: name.into(), replicas, settings: super::super::TopicSettings::default() };
+        assert!(matches!(apply(state, index, create), MetaOutcome::TopicCreated { .. }));
+    }
+
+    #[test]
+    fn a_node_is_removed_only_once_it_holds_nothing() {
+        let (mut state, mut index) = with_bootstrap();
+        apply(&mut state, &mut index, MetaCommand::JoinNode(joining(4, 1)));
+        with_topic(&mut state, &mut index, "t", vec![vec![1, 2, 3], vec![2, 3, 4]]);
+        for (node, expected) in [(9, "not a registered broker")] {
+            match apply(&mut state, &mut index, MetaCommand::DecommissionNode { node }) {
+                MetaOutcome::DecommissionRefused(reason) => assert!(reason.contains(expected), "{reason}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(apply(&mut state, &mut index, MetaCommand::DecommissionNode { node: 1 }), MetaOutcome::DecommissionStarted);
+        // Two nodes would remain for replication factor 3.
+        match apply(&mut state, &mut index, MetaCommand::DecommissionNode { node: 2 }) {
+            MetaOutcome::DecommissionRefused(reason) => assert!(reason.contains("replication factor 3"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        // Node 1 still holds partition 0: not removed.
+        assert!(matches!(apply(&mut state, &mut index, MetaCommand::RemoveNode { node: 1 }), MetaOutcome::Rejected(_)));
+        // The move the driver would start: node 1 replaced, in place, by node 4 (the only one).
+        let (topic, partition, target) = crate::membership::next_drain_move(&state, 1).expect("a move");
+        assert_eq!((topic.as_str(), partition, target.clone()), ("t", 0, vec![4, 2, 3]));
+        let start = MetaCommand::StartReassignment { topic, partition, replicas: target.clone() };
+        assert!(matches!(apply(&mut state, &mut index, start), MetaOutcome::ReassignmentStarted { .. }));
+        assert!(crate::membership::next_drain_move(&state, 1).is_none(), "the partition moves already");
+        let group = state.partition("t", 0).unwrap().group;
+        assert!(matches!(apply(&mut state, &mut index, MetaCommand::RemoveNode { node: 1 }), MetaOutcome::Rejected(_)));
+        let complete = MetaCommand::CompleteReassignment { group, replicas: target };
+        assert_eq!(apply(&mut state, &mut index, complete), MetaOutcome::ReassignmentCompleted);
+        assert_eq!(apply(&mut state, &mut index, MetaCommand::RemoveNode { node: 1 }), MetaOutcome::NodeRemoved);
+        assert!(!state.brokers().contains_key(&1) && state.removed().contains(&1) && state.draining().is_empty());
+        // A bootstrap list does not bring it back.
+        let again = MetaCommand::RegisterBroker(BrokerInfo { node_id: 1, client_address: "127.0.0.1:9091".into() });
+        assert!(matches!(apply(&mut state, &mut index, again), MetaOutcome::Rejected(_)));
+    }
+
     #[test]
     fn membership_commands_round_trip() {
         for command in [
             MetaCommand::JoinNode(JoiningNode { replace: true, ..joining(5, u64::MAX) }),
             MetaCommand::SetControllerVoters { voters: vec![1, 4, 5] },
             MetaCommand::CompleteControllerVoters { voters: vec![4] },
+            MetaCommand::DecommissionNode { node: 3 },
+            MetaCommand::RemoveNode { node: 3 },
         ] {
             assert_eq!(MetaCommand::decode(&command.encode()), Ok(command));
         }

@@ -104,3 +104,33 @@ async fn change(context: &NodeContext, body: &wire::ChangeControllersRequest) ->
         other => Err(RequestError::new(ErrorCode::INTERNAL, format!("unexpected outcome of SetControllerVoters: {other:?}"))),
     }
 }
+
+pub async fn decommission_node(context: &NodeContext, id: u64, body: wire::DecommissionNodeRequest) -> Response {
+    match decommission(context, &body).await {
+        Ok(()) => ok_response(id),
+        Err(error) => error.into_response(id),
+    }
+}
+
+async fn decommission(context: &NodeContext, body: &wire::DecommissionNodeRequest) -> Result<(), RequestError> {
+    let node = body.node_id;
+    context.state.lock().meta.check_decommission(node).map_err(invalid)?;
+    let Ok(Some((status, conf))) = context.node.status(METADATA_GROUP).await else {
+        return Err(RequestError::new(ErrorCode::NOT_CONTROLLER, "the metadata group is not hosted here"));
+    };
+    if status.role != StateRole::Leader {
+        return Err(RequestError::new(ErrorCode::NOT_CONTROLLER, "this node no longer leads the metadata group"));
+    }
+    if conf.voters == [node] {
+        return Err(invalid(format!("node {node} is the controller group's last voter: add voters first (`odradek cluster controllers`)")));
+    }
+    let index = propose_meta(context, &MetaCommand::DecommissionNode { node }, admin_timeout(body.timeout_ms)).await?;
+    match context.state.lock().meta_outcomes.get(&index) {
+        Some(MetaOutcome::DecommissionStarted) => {
+            tracing::info!(node, "decommission recorded: the node drains");
+            Ok(())
+        }
+        Some(MetaOutcome::DecommissionRefused(reason)) => Err(invalid(reason.clone())),
+        other => Err(RequestError::new(ErrorCode::INTERNAL, format!("unexpected outcome of DecommissionNode: {other:?}"))),
+    }
+}

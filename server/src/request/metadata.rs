@@ -90,7 +90,8 @@ fn partition_metadata(context: &NodeContext, assignment: &meta::PartitionInfo, l
     partition
 }
 
-/// The configured nodes, then the nodes that joined the running cluster, as brokers.
+/// The configured nodes, then the nodes that joined the running cluster, as brokers (but the
+/// decommissioned ones).
 fn brokers(context: &NodeContext) -> Vec<wire::Broker> {
     let broker = |node_id, address: String| {
         let mut broker = wire::Broker::new();
@@ -98,8 +99,15 @@ fn brokers(context: &NodeContext) -> Vec<wire::Broker> {
         broker.address = address;
         broker
     };
-    let mut brokers: Vec<wire::Broker> = context.config.nodes.iter().map(|member| broker(member.id, member.client.to_string())).collect();
     let state = context.state.lock();
+    let removed = state.meta.removed();
+    let mut brokers: Vec<wire::Broker> = context
+        .config
+        .nodes
+        .iter()
+        .filter(|member| !removed.contains(&member.id))
+        .map(|member| broker(member.id, member.client.to_string()))
+        .collect();
     for member in state.meta.members().values().filter(|member| context.config.nodes.iter().all(|node| node.id != member.node_id)) {
         brokers.push(broker(member.node_id, member.client_address.to_string()));
     }
@@ -134,6 +142,7 @@ pub async fn describe_cluster(context: &NodeContext, id: u64) -> Response {
         cluster.controller_voters = voters;
         cluster.controller_learners = learners;
         cluster.controller_voters_target = context.state.lock().meta.controller_voters_target().cloned().unwrap_or_default();
+        cluster.draining = context.state.lock().meta.draining().iter().copied().collect();
         if status.role == StateRole::Leader {
             cluster.controller_replicas = replica_statuses(&status).into();
         }

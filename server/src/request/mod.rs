@@ -103,7 +103,9 @@ async fn route(context: &NodeContext, id: u64, mut request: Request) -> Response
             | Body::list_acls(_)
             | Body::reassign_partition(_)),
         ) => admin::controller_request(context, id, body).await,
-        Some(body @ (Body::join_cluster(_) | Body::change_controllers(_))) => admin::controller_request(context, id, body).await,
+        Some(body @ (Body::join_cluster(_) | Body::change_controllers(_) | Body::decommission_node(_))) => {
+            admin::controller_request(context, id, body).await
+        }
         Some(Body::sasl_authenticate(_)) => {
             error_response(id, ErrorCode::INVALID_REQUEST, "SaslAuthenticate is answered by the connection, right after Hello")
         }
@@ -149,6 +151,7 @@ pub fn request_name(body: &Body) -> &'static str {
         Body::transfer_leader(_) => "transfer_leader",
         Body::join_cluster(_) => "join_cluster",
         Body::change_controllers(_) => "change_controllers",
+        Body::decommission_node(_) => "decommission_node",
     }
 }
 

@@ -552,6 +552,26 @@ pub async fn consume(bootstrap: &Bootstrap, args: ConsumeArgs) -> Result<(), Str
 }
 
 #[derive(Subcommand, Debug)]
+pub enum NodeCommand {
+    /// Take a node out of the cluster: its controller vote and every replica move to other
+    /// nodes first (reassignments), then it is removed. Returns once recorded; `cluster status`
+    /// shows it draining until it is gone. Refused for an unknown node, when fewer nodes would
+    /// remain than a topic's replication factor, or for the controller group's last voter.
+    Decommission {
+        /// The node's id.
+        id: u64,
+    },
+}
+
+pub async fn node(bootstrap: &Bootstrap, command: NodeCommand) -> Result<(), String> {
+    let admin = bootstrap.admin()?;
+    let NodeCommand::Decommission { id } = command;
+    admin.decommission_node(id).await.map_err(explain)?;
+    say!("Decommissioning node {id}: recorded; its replicas move away, then it is removed (`odradek cluster status` shows it draining).");
+    Ok(())
+}
+
+#[derive(Subcommand, Debug)]
 pub enum ClusterCommand {
     /// Nodes (up or unreachable, their metadata lag), suspect replicas, learners, reassignments
     /// in progress, and per partition: leader, term, commit index, high watermark, each
@@ -622,7 +642,13 @@ pub async fn cluster(bootstrap: &Bootstrap, command: ClusterCommand) -> Result<(
     for broker in &description.brokers {
         let metadata_lag = controller_replicas.iter().find(|r| r.node_id == broker.node_id).map(|r| r.lag);
         let metadata_lag = metadata_lag.map_or("?".to_string(), |lag| lag.to_string());
-        say!("  {}  {}  {}  metadata lag {metadata_lag}", broker.node_id, broker.address, reachable.get(&broker.node_id).unwrap_or(&"?"));
+        let draining = if description.draining.contains(&broker.node_id) { "  draining" } else { "" };
+        say!(
+            "  {}  {}  {}  metadata lag {metadata_lag}{draining}",
+            broker.node_id,
+            broker.address,
+            reachable.get(&broker.node_id).unwrap_or(&"?")
+        );
     }
     let none_or = |items: Vec<String>| if items.is_empty() { "none".to_string() } else { items.join(", ") };
     let target = if description.controller_voters_target.is_empty() {
