@@ -397,6 +397,18 @@ impl Admin {
         self.cluster.controller_request(RequestBody::decommission_node(request)).await.map(drop)
     }
 
+    /// Spreads replicas, then preferred leaders, evenly over the cluster's nodes; returns the
+    /// number of partition moves recorded ([`Admin::describe_cluster`] lists them until done).
+    pub async fn rebalance(&self) -> Result<u32> {
+        let mut request = proto::RebalanceRequest::new();
+        request.timeout_ms = self.timeout_ms();
+        let response = self.cluster.controller_request(RequestBody::rebalance(request)).await?;
+        match response.body {
+            Some(ResponseBody::rebalance(rebalanced)) => Ok(rebalanced.moves),
+            _ => Err(ClientError::Protocol("a Rebalance answer without its body".into())),
+        }
+    }
+
     /// Moves the controller (metadata) group's voters to `voters`, through joint consensus;
     /// returns once the controller recorded the change (`cluster status` shows it until done).
     pub async fn change_controllers(&self, voters: &[u64]) -> Result<()> {

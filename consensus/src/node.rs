@@ -73,6 +73,7 @@ mod handle;
 mod proposals;
 mod readers;
 mod suspect;
+pub mod throttle;
 
 pub use errors::{NodeError, ProposeError, Rejection};
 pub use group::{Apply, Committed, GroupStatus, LogBounds, GROUPS_MAX};
@@ -140,6 +141,10 @@ pub struct NodeConfig {
     /// log is durable up to the largest (CHECKLISTS R8 d: a wiped node never votes as its old
     /// identity). `false`: an empty log is a new replica (the consensus tests).
     pub empty_logs_suspect: bool,
+    /// Bytes per second of entries this node, as a leader, sends to its groups' learners
+    /// (replicas catching up before a reassignment promotes them), over all groups; appends
+    /// beyond it are dropped and resent later (module `throttle`). `None`: unlimited.
+    pub learner_catch_up_bytes_per_second: Option<u64>,
 }
 
 impl NodeConfig {
@@ -156,6 +161,7 @@ impl NodeConfig {
             entry_budget: None,
             lead_room_bytes_min: 0,
             empty_logs_suspect: false,
+            learner_catch_up_bytes_per_second: None,
         }
     }
 }
@@ -254,6 +260,8 @@ pub struct Node<D: Disk, T, A> {
     /// The read-only views of the hosted groups' logs, shared with handles (module `readers`):
     /// one per group in `groups`.
     readers: LogReaders,
+    /// The learner catch-up throttle, when configured.
+    catch_up_throttle: Option<throttle::CatchUpThrottle>,
 }
 
 /// Takes `bytes` from a disk budget (see [`NodeConfig::entry_budget`]); `false`, with nothing
@@ -275,6 +283,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         let election_rng = config.election_seed.map(|seed| mix(seed) ^ mix(config.node_id).rotate_left(29));
         let stats = NodeStats::default();
         let incarnation = crate::observe::incarnation_next();
+        let catch_up_throttle = config.learner_catch_up_bytes_per_second.map(throttle::CatchUpThrottle::new);
         Node {
             config,
             disk,
@@ -295,6 +304,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             disk_low_ticks: 0,
             draining: None,
             readers: LogReaders::default(),
+            catch_up_throttle,
         }
     }
 
@@ -525,6 +535,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             }
             readies.push(PendingReady { group, ready });
         }
+        self.throttle_catch_up(&mut early, now_ms);
         for (to, messages) in early {
             self.stats.messages_sent += messages.len() as u64;
             observe_sent(self.config.node_id, &self.groups, &messages);
@@ -569,12 +580,33 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         self.redraw_election_timeouts();
         self.raise_quarantined_terms().await;
         self.queue_suspect_messages(&mut outbox);
+        self.throttle_catch_up(&mut outbox, now_ms);
         for (to, messages) in outbox {
             self.stats.messages_sent += messages.len() as u64;
             observe_sent(self.config.node_id, &self.groups, &messages);
             self.transport.send(to, messages);
         }
         Ok(())
+    }
+
+    /// Drops the appends to learners beyond the catch-up budget (module `throttle`); nothing
+    /// when no throttle is configured.
+    fn throttle_catch_up(&mut self, outbox: &mut BTreeMap<NodeId, Vec<(GroupId, Message)>>, now_ms: i64) {
+        let Some(throttle) = self.catch_up_throttle.as_mut() else { return };
+        let groups = &self.groups;
+        for (to, messages) in outbox.iter_mut() {
+            messages.retain(|(group, message)| {
+                if message.get_msg_type() != raft::eraftpb::MessageType::MsgAppend || message.entries.is_empty() {
+                    return true;
+                }
+                let learner = groups.get(group).is_some_and(|state| state.raw.raft.prs().conf().learners().contains(to));
+                if !learner {
+                    return true;
+                }
+                let bytes: u64 = message.entries.iter().map(|entry| entry.data.len() as u64).sum();
+                throttle.admit(now_ms, bytes)
+            });
+        }
     }
 
     fn step_inbound(&mut self) {

@@ -139,6 +139,11 @@ pub struct ServerConfig {
     /// (its identity, the incarnation, changes; without this the controller refuses it).
     #[serde(default)]
     pub join_replace: bool,
+    /// Bytes per second this node, as a partition leader, sends to learners catching up
+    /// (reassignments, rebalancing), over all its partitions; 0: unlimited. Keeps catch-up
+    /// traffic from starving produce (Kafka's replication throttles).
+    #[serde(default)]
+    pub learner_catch_up_bytes_per_second: u64,
     /// Where this node's client listener binds, when that differs from the client address the
     /// member list advertises (Kafka's `listeners` vs `advertised.listeners`: NAT, containers, a
     /// proxy in front). Default: the advertised address.
@@ -298,6 +303,7 @@ impl ServerConfig {
             data_dir_new: false,
             join: Vec::new(),
             join_replace: false,
+            learner_catch_up_bytes_per_second: 0,
             incarnation: 0,
         }
     }

@@ -256,3 +256,76 @@ async fn drain(context: &NodeContext, conf: &ConfState, status: &odradek_consens
         }
     }
 }
+
+/// The moves of a rebalance (`odradek cluster rebalance`): every partition not moving is
+/// placed so that replicas, then preferred leaders, spread evenly over `nodes` (most and least
+/// loaded differ by at most one where a move can do it). A replica moves from the most loaded
+/// node to the least loaded one in place; a preferred leader changes by reordering a
+/// partition's replicas (a move of the same set, which completes at once). Only the
+/// partitions whose replica list changes are returned, as (topic, partition, target).
+pub fn rebalance_plan(meta: &crate::meta::MetadataState, nodes: &[NodeId]) -> Vec<(String, u32, Vec<NodeId>)> {
+    use std::collections::BTreeMap;
+    let mut placement: BTreeMap<(String, u32), Vec<NodeId>> = BTreeMap::new();
+    let mut load: BTreeMap<NodeId, usize> = nodes.iter().map(|&node| (node, 0)).collect();
+    let mut leads: BTreeMap<NodeId, usize> = nodes.iter().map(|&node| (node, 0)).collect();
+    for topic in meta.topics().values() {
+        for info in &topic.partitions {
+            let placed = match meta.reassignment_target(info.group) {
+                Some(target) => target.clone(),
+                None => {
+                    placement.insert((topic.name.clone(), info.partition), info.replicas.clone());
+                    info.replicas.clone()
+                }
+            };
+            for node in &placed {
+                if let Some(count) = load.get_mut(node) {
+                    *count += 1;
+                }
+            }
+            if let Some(count) = placed.first().and_then(|first| leads.get_mut(first)) {
+                *count += 1;
+            }
+        }
+    }
+    let extreme = |counts: &BTreeMap<NodeId, usize>| {
+        let most = counts.iter().max_by_key(|(node, count)| (**count, std::cmp::Reverse(**node))).map(|(n, c)| (*n, *c));
+        let least = counts.iter().min_by_key(|(node, count)| (**count, **node)).map(|(n, c)| (*n, *c));
+        most.zip(least)
+    };
+    let rounds_max = placement.len() * nodes.len().max(1) + 1;
+    for _ in 0..rounds_max {
+        let Some(((most, most_count), (least, least_count))) = extreme(&load) else { break };
+        if most_count <= least_count + 1 {
+            break;
+        }
+        let Some(replicas) = placement.values_mut().find(|replicas| replicas.contains(&most) && !replicas.contains(&least)) else {
+            break;
+        };
+        let position = replicas.iter().position(|&node| node == most).expect("found by it");
+        if position == 0 {
+            *leads.get_mut(&most).expect("a node") -= 1;
+            *leads.get_mut(&least).expect("a node") += 1;
+        }
+        replicas[position] = least;
+        *load.get_mut(&most).expect("a node") -= 1;
+        *load.get_mut(&least).expect("a node") += 1;
+    }
+    for _ in 0..rounds_max {
+        let Some(((most, most_count), (least, least_count))) = extreme(&leads) else { break };
+        if most_count <= least_count + 1 {
+            break;
+        }
+        let Some(replicas) = placement.values_mut().find(|replicas| replicas.first() == Some(&most) && replicas.contains(&least)) else {
+            break;
+        };
+        let position = replicas.iter().position(|&node| node == least).expect("found by it");
+        replicas.swap(0, position);
+        *leads.get_mut(&most).expect("a node") -= 1;
+        *leads.get_mut(&least).expect("a node") += 1;
+    }
+    placement
+        .into_iter()
+        .filter(|((topic, partition), replicas)| meta.partition(topic, *partition).is_some_and(|info| &info.replicas != replicas))
+        .map(|((topic, partition), replicas)| (topic, partition, replicas))
+        .collect()
+}

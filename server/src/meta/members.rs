@@ -407,6 +407,37 @@ mod tests {
     }
 
     #[test]
+    fn a_rebalance_spreads_replicas_and_leaders_over_added_nodes() {
+        let (mut state, mut index) = with_bootstrap();
+        let placement: Vec<Vec<NodeId>> = (0..6).map(|p| (0..3).map(|j| 1 + (p + j) % 3).collect()).collect();
+        with_topic(&mut state, &mut index, "t", placement);
+        apply(&mut state, &mut index, MetaCommand::JoinNode(joining(4, 1)));
+        apply(&mut state, &mut index, MetaCommand::JoinNode(joining(5, 1)));
+        let moves = crate::membership::rebalance_plan(&state, &[1, 2, 3, 4, 5]);
+        assert!(!moves.is_empty());
+        for (topic, partition, replicas) in moves {
+            let start = MetaCommand::StartReassignment { topic: topic.clone(), partition, replicas: replicas.clone() };
+            assert!(matches!(apply(&mut state, &mut index, start), MetaOutcome::ReassignmentStarted { .. }), "{replicas:?}");
+            let group = state.partition(&topic, partition).unwrap().group;
+            let complete = MetaCommand::CompleteReassignment { group, replicas };
+            assert_eq!(apply(&mut state, &mut index, complete), MetaOutcome::ReassignmentCompleted);
+        }
+        let mut load = std::collections::BTreeMap::new();
+        let mut leads = std::collections::BTreeMap::new();
+        for info in &state.topic("t").unwrap().partitions {
+            assert_eq!(info.replicas.len(), 3);
+            for node in &info.replicas {
+                *load.entry(*node).or_insert(0) += 1;
+            }
+            *leads.entry(info.replicas[0]).or_insert(0) += 1;
+        }
+        // 18 replicas over 5 nodes: 3 or 4 each; 6 leaders: 1 or 2 each.
+        assert!((1..=5).all(|node| (3..=4).contains(load.get(&node).unwrap_or(&0))), "{load:?}");
+        assert!((1..=5).all(|node| (1..=2).contains(leads.get(&node).unwrap_or(&0))), "{leads:?}");
+        assert!(crate::membership::rebalance_plan(&state, &[1, 2, 3, 4, 5]).is_empty(), "balanced: nothing more to move");
+    }
+
+    #[test]
     fn membership_commands_round_trip() {
         for command in [
             MetaCommand::JoinNode(JoiningNode { replace: true, ..joining(5, u64::MAX) }),

@@ -53,6 +53,7 @@ pub async fn controller_request(context: &NodeContext, id: u64, body: Body) -> R
         Body::join_cluster(body) => super::membership::join_cluster(context, id, body).await,
         Body::change_controllers(body) => super::membership::change_controllers(context, id, body).await,
         Body::decommission_node(body) => super::membership::decommission_node(context, id, body).await,
+        Body::rebalance(body) => super::membership::rebalance(context, id, body).await,
         _ => unreachable!("only controller requests are routed here"),
     }
 }

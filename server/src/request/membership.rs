@@ -134,3 +134,28 @@ async fn decommission(context: &NodeContext, body: &wire::DecommissionNodeReques
         other => Err(RequestError::new(ErrorCode::INTERNAL, format!("unexpected outcome of DecommissionNode: {other:?}"))),
     }
 }
+
+pub async fn rebalance(context: &NodeContext, id: u64, body: wire::RebalanceRequest) -> Response {
+    let nodes = context.cluster_node_ids();
+    let moves = crate::membership::rebalance_plan(&context.state.lock().meta, &nodes);
+    let mut recorded = 0;
+    for (topic, partition, replicas) in moves {
+        if context.state.lock().meta.check_reassignment(&topic, partition, &replicas).is_err() {
+            continue; // it started moving meanwhile
+        }
+        let command = MetaCommand::StartReassignment { topic: topic.clone(), partition, replicas: replicas.clone() };
+        let index = match propose_meta(context, &command, admin_timeout(body.timeout_ms)).await {
+            Ok(index) => index,
+            Err(error) => return error.into_response(id),
+        };
+        if matches!(context.state.lock().meta_outcomes.get(&index), Some(MetaOutcome::ReassignmentStarted { .. })) {
+            tracing::info!(topic, partition, ?replicas, "rebalance: partition move recorded");
+            recorded += 1;
+        }
+    }
+    let mut rebalanced = wire::RebalanceResponse::new();
+    rebalanced.moves = recorded;
+    let mut response = ok_response(id);
+    response.set_rebalance(rebalanced);
+    response
+}

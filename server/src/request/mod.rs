@@ -103,7 +103,7 @@ async fn route(context: &NodeContext, id: u64, mut request: Request) -> Response
             | Body::list_acls(_)
             | Body::reassign_partition(_)),
         ) => admin::controller_request(context, id, body).await,
-        Some(body @ (Body::join_cluster(_) | Body::change_controllers(_) | Body::decommission_node(_))) => {
+        Some(body @ (Body::join_cluster(_) | Body::change_controllers(_) | Body::decommission_node(_) | Body::rebalance(_))) => {
             admin::controller_request(context, id, body).await
         }
         Some(Body::sasl_authenticate(_)) => {
@@ -152,6 +152,7 @@ pub fn request_name(body: &Body) -> &'static str {
         Body::join_cluster(_) => "join_cluster",
         Body::change_controllers(_) => "change_controllers",
         Body::decommission_node(_) => "decommission_node",
+        Body::rebalance(_) => "rebalance",
     }
 }
 

@@ -87,7 +87,7 @@ impl ProcessCluster {
         // `{id}` in the settings is this node's id (per-node file names: TLS certificates).
         let settings = settings.replace("{id}", &id.to_string());
         let mut text = format!("id = {id}\ndata_dir = {:?}\ntick_ms = 20\n{settings}\n", node.data_dir.to_str().unwrap());
-        for n in &self.nodes {
+        for n in self.nodes.iter().filter(|n| n.join_flags.is_none()) {
             text.push_str(&format!(
                 "[[nodes]]\nid = {}\npeer = \"127.0.0.1:{}\"\nclient = \"127.0.0.1:{}\"\n",
                 n.id, n.peer_port, n.client_port

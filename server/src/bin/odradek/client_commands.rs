@@ -580,6 +580,10 @@ pub enum ClusterCommand {
     /// Move the controller (metadata) group's voters to these nodes, through joint consensus
     /// (new voters catch up as learners first). Returns once the change is recorded; refused
     /// with no voter left or when a majority of the new voters does not hold the metadata log.
+    /// Spread replicas, then preferred leaders, evenly over the nodes (after adding nodes):
+    /// one reassignment per partition that changes; catch-up traffic is bounded by each
+    /// node's --learner-catch-up-bytes-per-second.
+    Rebalance,
     Controllers {
         /// Node ids, comma-separated (e.g. 1,2,4).
         #[arg(long, value_delimiter = ',', required = true)]
@@ -594,6 +598,11 @@ fn node_list(nodes: &[u64]) -> String {
 
 pub async fn cluster(bootstrap: &Bootstrap, command: ClusterCommand) -> Result<(), String> {
     let admin = bootstrap.admin()?;
+    if let ClusterCommand::Rebalance = command {
+        let moves = admin.rebalance().await.map_err(explain)?;
+        say!("Rebalance: {moves} partition moves recorded; `odradek cluster status` shows their progress.");
+        return Ok(());
+    }
     if let ClusterCommand::Controllers { voters } = command {
         admin.change_controllers(&voters).await.map_err(explain)?;
         say!("Controller voters moving to {}: recorded; `odradek cluster status` shows the metadata group.", node_list(&voters));

@@ -37,6 +37,10 @@ pub struct ServerArgs {
     /// member's id.
     #[arg(long, requires = "join")]
     replace: bool,
+    /// Bytes per second this node sends to replicas catching up (reassignments, rebalance,
+    /// decommission), over all its partitions, so catch-up cannot starve produce; 0: unlimited.
+    #[arg(long, default_value_t = 0)]
+    learner_catch_up_bytes_per_second: u64,
     /// Raft tick in milliseconds (elections start after 10 ticks without a leader).
     #[arg(long, default_value_t = 100)]
     tick_ms: u64,
@@ -146,6 +150,7 @@ pub async fn server(args: ServerArgs) -> Result<(), String> {
             config.metrics_listen = args.metrics_listen;
             config.join = args.join.clone();
             config.join_replace = args.replace;
+            config.learner_catch_up_bytes_per_second = args.learner_catch_up_bytes_per_second;
             if let (Some(listen), Some(me)) = (args.kafka_listen, config.nodes.iter_mut().find(|m| Some(m.id) == args.id)) {
                 me.kafka.get_or_insert(listen);
             }
