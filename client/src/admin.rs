@@ -130,6 +130,14 @@ pub struct ClusterDescription {
     pub controller_replicas: Vec<ReplicaInfo>,
     /// Reassignments in progress, per the answering node's metadata.
     pub reassignments: Vec<Reassignment>,
+    /// The metadata (controller) group's voters and learners, as the answering node applied
+    /// its configuration.
+    pub controller_voters: Vec<u64>,
+    pub controller_learners: Vec<u64>,
+    /// The target of a change of the controller voters in progress (empty: none).
+    pub controller_voters_target: Vec<u64>,
+    /// Nodes being decommissioned.
+    pub draining: Vec<u64>,
 }
 
 /// Administrative operations on a cluster.
@@ -366,6 +374,50 @@ impl Admin {
         self.cluster.controller_request(RequestBody::reassign_partition(request)).await.map(drop)
     }
 
+    /// Records node `request.node_id` joining the running cluster (what `odradek server
+    /// --join` sends before it starts); the answer names the bootstrap members and every node
+    /// that joined. A definite refusal (INVALID_REQUEST) says why: a bootstrap member's id, or an
+    /// id that joined already with another data directory (without `replace`).
+    pub async fn join_cluster(&self, mut request: proto::JoinClusterRequest) -> Result<proto::JoinClusterResponse> {
+        request.timeout_ms = self.timeout_ms();
+        let response = self.cluster.controller_request(RequestBody::join_cluster(request)).await?;
+        match response.body {
+            Some(ResponseBody::join_cluster(joined)) => Ok(joined),
+            _ => Err(ClientError::Protocol("a JoinCluster answer without its body".into())),
+        }
+    }
+
+    /// Decommissions node `node_id`: returns once the controller recorded it; the node drains
+    /// (its replicas move away) and is then removed ([`Admin::describe_cluster`] lists it under
+    /// `draining` meanwhile).
+    pub async fn decommission_node(&self, node_id: u64) -> Result<()> {
+        let mut request = proto::DecommissionNodeRequest::new();
+        request.node_id = node_id;
+        request.timeout_ms = self.timeout_ms();
+        self.cluster.controller_request(RequestBody::decommission_node(request)).await.map(drop)
+    }
+
+    /// Spreads replicas, then preferred leaders, evenly over the cluster's nodes; returns the
+    /// number of partition moves recorded ([`Admin::describe_cluster`] lists them until done).
+    pub async fn rebalance(&self) -> Result<u32> {
+        let mut request = proto::RebalanceRequest::new();
+        request.timeout_ms = self.timeout_ms();
+        let response = self.cluster.controller_request(RequestBody::rebalance(request)).await?;
+        match response.body {
+            Some(ResponseBody::rebalance(rebalanced)) => Ok(rebalanced.moves),
+            _ => Err(ClientError::Protocol("a Rebalance answer without its body".into())),
+        }
+    }
+
+    /// Moves the controller (metadata) group's voters to `voters`, through joint consensus;
+    /// returns once the controller recorded the change (`cluster status` shows it until done).
+    pub async fn change_controllers(&self, voters: &[u64]) -> Result<()> {
+        let mut request = proto::ChangeControllersRequest::new();
+        request.voters = voters.to_vec();
+        request.timeout_ms = self.timeout_ms();
+        self.cluster.controller_request(RequestBody::change_controllers(request)).await.map(drop)
+    }
+
     /// Hands the leadership of `topic`/`partition` to node `to`, a caught-up voter of the
     /// partition; returns once `to` leads.
     pub async fn transfer_leader(&self, topic: &str, partition: u32, to: u64) -> Result<()> {
@@ -422,6 +474,10 @@ fn describe_from(response: proto::Response) -> Result<ClusterDescription> {
                 .collect(),
             node_id: described.node_id,
             controller_replicas: described.controller_replicas.iter().map(replica_info).collect(),
+            controller_voters: described.controller_voters.clone(),
+            controller_learners: described.controller_learners.clone(),
+            controller_voters_target: described.controller_voters_target.clone(),
+            draining: described.draining.clone(),
             reassignments: described
                 .reassignments
                 .iter()

@@ -75,6 +75,7 @@ mod handle;
 mod proposals;
 mod readers;
 mod suspect;
+pub mod throttle;
 
 pub use errors::{NodeError, ProposeError, Rejection};
 pub use group::{Apply, Committed, GroupStatus, LogBounds, GROUPS_MAX};
@@ -145,6 +146,10 @@ pub struct NodeConfig {
     /// Per-stage timing of proposals and follower rounds (module [`crate::stages`]); `None`
     /// (the default): off, at the cost of one test per stage.
     pub stages: Option<Arc<crate::stages::StageClock>>,
+    /// Bytes per second of entries this node, as a leader, sends to its groups' learners
+    /// (replicas catching up before a reassignment promotes them), over all groups; appends
+    /// beyond it are dropped and resent later (module `throttle`). `None`: unlimited.
+    pub learner_catch_up_bytes_per_second: Option<u64>,
 }
 
 impl NodeConfig {
@@ -162,6 +167,7 @@ impl NodeConfig {
             lead_room_bytes_min: 0,
             empty_logs_suspect: false,
             stages: None,
+            learner_catch_up_bytes_per_second: None,
         }
     }
 }
@@ -263,6 +269,8 @@ pub struct Node<D: Disk, T, A> {
     /// With `NodeConfig::stages`: when an append with entries was first stepped per group since
     /// the group's last round that wrote entries (a follower's part of the trace).
     stages_stepped: BTreeMap<GroupId, tokio::time::Instant>,
+    /// The learner catch-up throttle, when configured.
+    catch_up_throttle: Option<throttle::CatchUpThrottle>,
 }
 
 /// Takes `bytes` from a disk budget (see [`NodeConfig::entry_budget`]); `false`, with nothing
@@ -284,6 +292,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         let election_rng = config.election_seed.map(|seed| mix(seed) ^ mix(config.node_id).rotate_left(29));
         let stats = NodeStats::default();
         let incarnation = crate::observe::incarnation_next();
+        let catch_up_throttle = config.learner_catch_up_bytes_per_second.map(throttle::CatchUpThrottle::new);
         Node {
             config,
             disk,
@@ -305,6 +314,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             draining: None,
             readers: LogReaders::default(),
             stages_stepped: BTreeMap::new(),
+            catch_up_throttle,
         }
     }
 
@@ -521,6 +531,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             }
             readies.push(PendingReady { group, ready });
         }
+        self.throttle_catch_up(&mut early, now_ms);
         for (to, messages) in early {
             self.stats.messages_sent += messages.len() as u64;
             observe_sent(self.config.node_id, &self.groups, &messages);
@@ -624,6 +635,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         self.redraw_election_timeouts();
         self.raise_quarantined_terms().await;
         self.queue_suspect_messages(&mut outbox);
+        self.throttle_catch_up(&mut outbox, now_ms);
         for (to, messages) in outbox {
             self.stats.messages_sent += messages.len() as u64;
             observe_sent(self.config.node_id, &self.groups, &messages);
@@ -639,6 +651,26 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             self.stages_stepped.clear();
         }
         Ok(())
+    }
+
+    /// Drops the appends to learners beyond the catch-up budget (module `throttle`); nothing
+    /// when no throttle is configured.
+    fn throttle_catch_up(&mut self, outbox: &mut BTreeMap<NodeId, Vec<(GroupId, Message)>>, now_ms: i64) {
+        let Some(throttle) = self.catch_up_throttle.as_mut() else { return };
+        let groups = &self.groups;
+        for (to, messages) in outbox.iter_mut() {
+            messages.retain(|(group, message)| {
+                if message.get_msg_type() != raft::eraftpb::MessageType::MsgAppend || message.entries.is_empty() {
+                    return true;
+                }
+                let learner = groups.get(group).is_some_and(|state| state.raw.raft.prs().conf().learners().contains(to));
+                if !learner {
+                    return true;
+                }
+                let bytes: u64 = message.entries.iter().map(|entry| entry.data.len() as u64).sum();
+                throttle.admit(now_ms, bytes)
+            });
+        }
     }
 
     fn step_inbound(&mut self) {

@@ -127,8 +127,23 @@ pub struct ServerConfig {
     /// This node's id (one of `nodes`).
     pub id: NodeId,
     pub data_dir: PathBuf,
-    /// Every member of the cluster, this node included.
+    /// The bootstrap member list, this node included (its other members are the metadata
+    /// group's initial voters). A node that joins a running cluster (`join`) lists itself and,
+    /// once it has joined, the bootstrap members the cluster told it.
     pub nodes: Vec<Member>,
+    /// Client addresses of members of a running cluster this node joins (`--join`; Redpanda's
+    /// seed servers, KRaft's bootstrap servers); empty for a bootstrap member.
+    #[serde(default)]
+    pub join: Vec<SocketAddr>,
+    /// With `join`: this node is a member already and comes back with a new data directory
+    /// (its identity, the incarnation, changes; without this the controller refuses it).
+    #[serde(default)]
+    pub join_replace: bool,
+    /// Bytes per second this node, as a partition leader, sends to learners catching up
+    /// (reassignments, rebalancing), over all its partitions; 0: unlimited. Keeps catch-up
+    /// traffic from starving produce (Kafka's replication throttles).
+    #[serde(default)]
+    pub learner_catch_up_bytes_per_second: u64,
     /// Where this node's client listener binds, when that differs from the client address the
     /// member list advertises (Kafka's `listeners` vs `advertised.listeners`: NAT, containers, a
     /// proxy in front). Default: the advertised address.
@@ -207,6 +222,10 @@ pub struct ServerConfig {
     /// it hosts every replica the metadata gives it (module `data_dir`, R8 d).
     #[serde(skip)]
     pub data_dir_new: bool,
+    /// The data directory's incarnation (never read from the file: the lock file records it,
+    /// [`crate::data_dir::Identity`]); what a joining node registers as its identity.
+    #[serde(skip)]
+    pub incarnation: u64,
 }
 
 fn default_tick_ms() -> u64 {
@@ -289,6 +308,10 @@ impl ServerConfig {
             #[cfg(any(madsim, feature = "planted-bugs"))]
             planted_bugs: Vec::new(),
             data_dir_new: false,
+            join: Vec::new(),
+            join_replace: false,
+            learner_catch_up_bytes_per_second: 0,
+            incarnation: 0,
         }
     }
 
@@ -329,6 +352,9 @@ impl ServerConfig {
         }
         if !ids.contains_key(&self.id) {
             return invalid(format!("this node's id {} is not among the listed nodes", self.id));
+        }
+        if self.join_replace && self.join.is_empty() {
+            return invalid("join_replace (--replace) goes with join (--join)".into());
         }
         self.auth.validate().map_err(ConfigError::Invalid)?;
         if self.auth.sasl && self.kafka_listen().is_some() {
@@ -386,7 +412,22 @@ impl ServerConfig {
         self.kafka_listen.or(self.me().kafka)
     }
 
-    /// The member ids, sorted: the controller group's voters.
+    /// The metadata group's initial voters: the bootstrap members (for a joining node, the
+    /// listed members but itself).
+    pub fn metadata_voters_initial(&self) -> Vec<NodeId> {
+        let mut ids = self.node_ids();
+        if !self.join.is_empty() {
+            ids.retain(|&id| id != self.id);
+        }
+        ids
+    }
+
+    /// Whether this node joined a running cluster instead of bootstrapping it.
+    pub fn is_joining_member(&self) -> bool {
+        !self.join.is_empty()
+    }
+
+    /// The member ids, sorted (for a bootstrap member: the controller group's initial voters).
     pub fn node_ids(&self) -> Vec<NodeId> {
         let mut ids: Vec<NodeId> = self.nodes.iter().map(|m| m.id).collect();
         ids.sort_unstable();

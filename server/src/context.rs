@@ -36,4 +36,30 @@ pub struct NodeContext {
     pub metrics: Arc<crate::metrics::NodeMetrics>,
     /// The driver's stage stamps, when `trace_stages` is on (module `odradek_consensus::stages`).
     pub stages: Option<Arc<odradek_consensus::stages::StageClock>>,
+    /// The peer links' addresses: members that join the running cluster are added here
+    /// (`crate::membership`).
+    pub peers: odradek_consensus::transport::PeerBook,
+}
+
+impl NodeContext {
+    /// Where node `node` serves clients: its bootstrap entry, else its registered broker
+    /// address (a node that joined the running cluster).
+    pub fn client_address(&self, node: odradek_consensus::NodeId) -> Option<std::net::SocketAddr> {
+        if let Some(member) = self.config.nodes.iter().find(|m| m.id == node) {
+            return Some(member.client);
+        }
+        self.state.lock().meta.brokers().get(&node)?.client_address.parse().ok()
+    }
+
+    /// The nodes new replicas may go to: the bootstrap members and the nodes that joined, but
+    /// those being decommissioned or removed.
+    pub fn cluster_node_ids(&self) -> Vec<odradek_consensus::NodeId> {
+        let mut ids = self.config.node_ids();
+        let state = self.state.lock();
+        ids.extend(state.meta.members().keys().copied());
+        ids.retain(|id| !state.meta.draining().contains(id) && !state.meta.removed().contains(id));
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
 }

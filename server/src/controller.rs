@@ -82,6 +82,7 @@ pub async fn run(context: Arc<NodeContext>, mut shutdown: Shutdown) {
     let mut registration = tokio::time::interval(Duration::from_millis(context.config.tick_ms * 10));
     registration.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        crate::membership::dial_members(&context.state, &context.peers);
         reconcile(&context, &mut hosted, &mut first_seen).await;
         // Biased: deterministic under the simulator; the periodic ticks cannot starve the rest.
         tokio::select! {
@@ -89,6 +90,7 @@ pub async fn run(context: Arc<NodeContext>, mut shutdown: Shutdown) {
             _ = shutdown.stopping() => return,
             _ = registration.tick() => {
                 register_brokers(&context).await;
+                crate::membership::drive(&context).await;
                 crate::reassign::drive(&context, hosted.keys().copied()).await;
             }
             _ = chores.tick() => {
@@ -202,10 +204,13 @@ pub async fn register_brokers(context: &NodeContext) {
     }
     let missing: Vec<BrokerInfo> = {
         let state = context.state.lock();
+        let bootstrap = context.config.metadata_voters_initial();
         context
             .config
             .nodes
             .iter()
+            // A node that joined the running cluster was registered by its join (`meta::members`).
+            .filter(|member| bootstrap.contains(&member.id) && !state.meta.removed().contains(&member.id))
             .map(|member| BrokerInfo { node_id: member.id, client_address: member.client.to_string() })
             .filter(|broker| state.meta.brokers().get(&broker.node_id) != Some(broker))
             .collect()

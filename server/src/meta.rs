@@ -40,7 +40,9 @@ use protobuf::Message;
 use crate::auth::acl::{AclBinding, Operation, PatternType, Permission, ResourceType};
 use crate::proto;
 
+mod members;
 mod reassign;
+pub use members::{JoiningNode, MemberInfo, CONTROLLER_VOTERS_MAX};
 pub use reassign::{ReassignRefusal, ReassignmentInfo};
 
 /// The metadata (controller) raft group.
@@ -195,6 +197,24 @@ pub enum MetaCommand {
         group: GroupId,
         replicas: Vec<NodeId>,
     },
+    /// A node outside the bootstrap list joins the running cluster (module `members`).
+    JoinNode(JoiningNode),
+    /// The metadata group's voters move to `voters` (module `members`).
+    SetControllerVoters {
+        voters: Vec<NodeId>,
+    },
+    /// The metadata group's voters are `voters`, the running change's target.
+    CompleteControllerVoters {
+        voters: Vec<NodeId>,
+    },
+    /// `node` starts draining: its replicas move away, then it is removed (module `members`).
+    DecommissionNode {
+        node: NodeId,
+    },
+    /// A drained `node` leaves the cluster (module `members`).
+    RemoveNode {
+        node: NodeId,
+    },
 }
 
 fn encode_acl(acl: &AclBinding) -> proto::AclBinding {
@@ -316,6 +336,27 @@ impl MetaCommand {
                 complete.set_replicas(replicas.clone());
                 message.set_complete_reassignment(complete);
             }
+            MetaCommand::JoinNode(joining) => members::encode_join(&mut message, joining),
+            MetaCommand::SetControllerVoters { voters } => {
+                let mut set = proto::SetControllerVoters::new();
+                set.set_voters(voters.clone());
+                message.set_set_controller_voters(set);
+            }
+            MetaCommand::CompleteControllerVoters { voters } => {
+                let mut complete = proto::CompleteControllerVoters::new();
+                complete.set_voters(voters.clone());
+                message.set_complete_controller_voters(complete);
+            }
+            MetaCommand::DecommissionNode { node } => {
+                let mut decommission = proto::DecommissionNode::new();
+                decommission.set_node_id(*node);
+                message.set_decommission_node(decommission);
+            }
+            MetaCommand::RemoveNode { node } => {
+                let mut remove = proto::RemoveNode::new();
+                remove.set_node_id(*node);
+                message.set_remove_node(remove);
+            }
         }
         message.write_to_bytes().expect("a metadata command always encodes (all fields are set)")
     }
@@ -383,6 +424,13 @@ impl MetaCommand {
             Some(Command::complete_reassignment(complete)) => {
                 MetaCommand::CompleteReassignment { group: complete.get_group(), replicas: complete.get_replicas().to_vec() }
             }
+            Some(Command::join_node(join)) => MetaCommand::JoinNode(members::decode_join(&join)),
+            Some(Command::set_controller_voters(set)) => MetaCommand::SetControllerVoters { voters: set.get_voters().to_vec() },
+            Some(Command::complete_controller_voters(complete)) => {
+                MetaCommand::CompleteControllerVoters { voters: complete.get_voters().to_vec() }
+            }
+            Some(Command::decommission_node(decommission)) => MetaCommand::DecommissionNode { node: decommission.get_node_id() },
+            Some(Command::remove_node(remove)) => MetaCommand::RemoveNode { node: remove.get_node_id() },
         };
         Ok(command)
     }
@@ -428,6 +476,17 @@ pub enum MetaOutcome {
     /// Nothing changed (except the applied index): why the move cannot start.
     ReassignmentRefused(ReassignRefusal),
     ReassignmentCompleted,
+    NodeJoined,
+    /// Nothing changed (except the applied index): why the node cannot join.
+    JoinRefused(String),
+    ControllerChangeStarted,
+    /// Nothing changed (except the applied index): why the controller voters cannot change.
+    ControllerChangeRefused(String),
+    ControllerChangeCompleted,
+    DecommissionStarted,
+    /// Nothing changed (except the applied index): why the node cannot be decommissioned.
+    DecommissionRefused(String),
+    NodeRemoved,
     /// Nothing changed (except the applied index): the reason.
     Rejected(String),
 }
@@ -457,6 +516,14 @@ pub struct MetadataState {
     reassignments: BTreeMap<GroupId, Vec<NodeId>>,
     /// Partition group → the voters it was created with, once its replicas changed.
     voters_initial: BTreeMap<GroupId, Vec<NodeId>>,
+    /// Nodes that joined the running cluster (module `members`).
+    members: BTreeMap<NodeId, MemberInfo>,
+    /// The running change of the metadata group's voters (module `members`).
+    controller_voters_target: Option<Vec<NodeId>>,
+    /// Nodes being decommissioned (module `members`).
+    draining: BTreeSet<NodeId>,
+    /// Nodes decommissioned and removed (module `members`).
+    removed: BTreeSet<NodeId>,
 }
 
 impl Default for MetadataState {
@@ -473,6 +540,10 @@ impl Default for MetadataState {
             acls: BTreeSet::new(),
             reassignments: BTreeMap::new(),
             voters_initial: BTreeMap::new(),
+            members: BTreeMap::new(),
+            controller_voters_target: None,
+            draining: BTreeSet::new(),
+            removed: BTreeSet::new(),
         }
     }
 }
@@ -522,6 +593,11 @@ impl MetadataState {
             MetaCommand::AlterTopicSettings { name, changes } => self.alter_topic_settings(&name, &changes),
             MetaCommand::StartReassignment { topic, partition, replicas } => self.start_reassignment(&topic, partition, replicas),
             MetaCommand::CompleteReassignment { group, replicas } => self.complete_reassignment(group, replicas),
+            MetaCommand::JoinNode(joining) => self.join_node(joining),
+            MetaCommand::SetControllerVoters { voters } => self.set_controller_voters(voters),
+            MetaCommand::CompleteControllerVoters { voters } => self.complete_controller_voters(voters),
+            MetaCommand::DecommissionNode { node } => self.decommission_node(node),
+            MetaCommand::RemoveNode { node } => self.remove_node(node),
         }
     }
 
@@ -560,6 +636,9 @@ impl MetadataState {
         }
         if broker.client_address.is_empty() || broker.client_address.len() > ADDRESS_BYTES_MAX {
             return MetaOutcome::Rejected(format!("client address of {} bytes (1..={ADDRESS_BYTES_MAX})", broker.client_address.len()));
+        }
+        if self.removed.contains(&broker.node_id) {
+            return MetaOutcome::Rejected(format!("node {} was decommissioned and removed", broker.node_id));
         }
         if !self.brokers.contains_key(&broker.node_id) && self.brokers.len() >= BROKERS_MAX {
             return MetaOutcome::Rejected(format!("already {BROKERS_MAX} brokers"));
@@ -672,6 +751,7 @@ impl MetadataState {
         assert!(self.users.len() <= USERS_MAX);
         assert!(self.acls.len() <= ACLS_MAX);
         self.check_reassignment_invariants();
+        self.check_member_invariants();
         if cfg!(debug_assertions) {
             assert!(self.users.values().all(Credential::is_well_formed));
             assert!(self.acls.iter().all(|acl| acl.validate().is_ok()));

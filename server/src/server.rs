@@ -74,7 +74,7 @@ async fn open_metadata<D: Disk, T: Transport>(
     config: &ServerConfig,
     clock: &Clock,
 ) -> Result<bool, ServerError> {
-    match node.create_group_with(METADATA_GROUP, &config.node_ids(), 0, clock(), config.metadata_log_config()).await {
+    match node.create_group_with(METADATA_GROUP, &config.metadata_voters_initial(), 0, clock(), config.metadata_log_config()).await {
         Ok(()) => Ok(false),
         // Damaged metadata files (R8 b: never truncated here). Without metadata the node
         // serves no client, but its partition replicas still vote and replicate, and it
@@ -164,6 +164,7 @@ impl Server {
         // (its peer certificate, checked against the cluster CA and the name node-<id>).
         let relay_tls = if config.tls.clients() { peer_tls.clone() } else { None };
         let (transport, inbox) = TcpTransport::bind_with_tls(config.id, me.peer, peers, peer_tls).await?;
+        let peer_book = transport.peer_book();
         let transport = FaultyTransport::new(transport, faults.peer_messages.clone());
         let mut node_config = NodeConfig::new(config.id, config.data_dir.clone());
         // F-S9: a follower at its disk reserve drops appends instead of failing on ENOSPC.
@@ -193,6 +194,8 @@ impl Server {
         node_config.empty_logs_suspect = config.data_dir_new && !planted.wiped_node_keeps_identity;
         let stages = config.trace_stages.then(|| Arc::new(odradek_consensus::stages::StageClock::new()));
         node_config.stages = stages.clone();
+        node_config.learner_catch_up_bytes_per_second =
+            (config.learner_catch_up_bytes_per_second > 0).then_some(config.learner_catch_up_bytes_per_second);
         let join_disk = config.data_dir_new.then(|| disk.clone());
         // Free space is known before the first produce, then re-measured periodically.
         let available = disk.available_bytes(&config.data_dir).await.map_err(ServerError::Disk)?;
@@ -202,6 +205,8 @@ impl Server {
         let disk = crate::metrics::disk::MeteredDisk::new(disk, metrics.fsync_histogram());
         let mut node = Node::new(node_config, disk, transport, inbox, StateMachine::new(state.clone(), planted));
         let quarantined = open_metadata(&mut node, &config, &clock).await?;
+        // Members that joined the running cluster, as the replayed metadata log knows them.
+        crate::membership::dial_members(&state, &peer_book);
         metrics.set_quarantined(quarantined);
         let metrics_listener = listen_for_metrics(&config).await?;
         let metrics_addr = metrics_listener.as_ref().map(|(_, bound)| *bound);
@@ -248,6 +253,7 @@ impl Server {
             relay_tls,
             metrics,
             stages,
+            peers: peer_book,
         });
         let metrics_tasks = metrics_listener.map(|(listener, _)| {
             [

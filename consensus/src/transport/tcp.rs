@@ -130,8 +130,66 @@ pub struct TcpTransport {
     local_addr: SocketAddr,
     /// Cloned into every task; taken (dropped) by `shutdown`, so that `tasks_done` ends once
     /// every task has ended. `None` after shutdown.
-    task_alive: Mutex<Option<mpsc::Sender<()>>>,
+    task_alive: Arc<Mutex<Option<mpsc::Sender<()>>>>,
     tasks_done: Mutex<Option<mpsc::Receiver<()>>>,
+}
+
+/// A handle on a [`TcpTransport`]'s peer addresses that outlives the move of the transport into
+/// the raft driver: a node learns the peer addresses of members that join the running cluster
+/// (dynamic membership, issue 15) and adds them here. Cheap to clone; after the transport shut
+/// down, additions are ignored.
+#[derive(Clone)]
+pub struct PeerBook {
+    endpoint: Arc<Endpoint>,
+    task_alive: Arc<Mutex<Option<mpsc::Sender<()>>>>,
+}
+
+impl PeerBook {
+    /// [`TcpTransport::set_peer`].
+    pub fn set_peer(&self, peer_id: NodeId, addr: SocketAddr) {
+        set_peer(&self.endpoint, &self.task_alive, peer_id, addr);
+    }
+
+    /// [`TcpTransport::remove_peer`].
+    pub fn remove_peer(&self, peer_id: NodeId) {
+        remove_peer(&self.endpoint, peer_id);
+    }
+
+    /// [`TcpTransport::peers`].
+    pub fn peers(&self) -> BTreeMap<NodeId, SocketAddr> {
+        lock(&self.endpoint.peers).iter().map(|(peer_id, peer)| (*peer_id, *peer.addr_tx.borrow())).collect()
+    }
+}
+
+/// Adds a peer, or moves an existing one to a new address ([`TcpTransport::set_peer`]).
+fn set_peer(endpoint: &Arc<Endpoint>, task_alive: &Mutex<Option<mpsc::Sender<()>>>, peer_id: NodeId, addr: SocketAddr) {
+    assert_ne!(peer_id, endpoint.node_id, "a node is not its own peer");
+    let mut peers = lock(&endpoint.peers);
+    if let Some(peer) = peers.get(&peer_id) {
+        peer.addr_tx.send_if_modified(|addr_current| {
+            let modified = *addr_current != addr;
+            *addr_current = addr;
+            modified
+        });
+        return;
+    }
+    let Some(task_alive) = lock(task_alive).clone() else {
+        warn!(peer_id, "set_peer after shutdown ignored");
+        return;
+    };
+    let (queue_tx, queue_rx) = mpsc::channel(PEER_QUEUE_BATCHES_MAX);
+    let (addr_tx, addr_rx) = watch::channel(addr);
+    peers.insert(peer_id, Peer { queue_tx, addr_tx });
+    tokio::spawn(run_writer(endpoint.clone(), peer_id, queue_rx, addr_rx, task_alive));
+}
+
+/// Forgets a peer ([`TcpTransport::remove_peer`]).
+fn remove_peer(endpoint: &Endpoint, peer_id: NodeId) {
+    let removed = lock(&endpoint.peers).remove(&peer_id);
+    if let Some(peer) = removed {
+        let queued = PEER_QUEUE_BATCHES_MAX - peer.queue_tx.capacity();
+        debug!(peer_id, queued, "peer removed");
+    }
 }
 
 struct Endpoint {
@@ -209,8 +267,12 @@ impl TcpTransport {
             tls,
         });
         tokio::spawn(accept_loop(endpoint.clone(), listener, task_alive.clone()));
-        let transport =
-            TcpTransport { endpoint, local_addr, task_alive: Mutex::new(Some(task_alive)), tasks_done: Mutex::new(Some(tasks_done)) };
+        let transport = TcpTransport {
+            endpoint,
+            local_addr,
+            task_alive: Arc::new(Mutex::new(Some(task_alive))),
+            tasks_done: Mutex::new(Some(tasks_done)),
+        };
         for (peer_id, addr) in peers {
             transport.set_peer(peer_id, addr);
         }
@@ -226,33 +288,17 @@ impl TcpTransport {
     /// Adds a peer, or moves an existing one to a new address (its current connection is
     /// closed and it is redialed at once; queued batches are kept). Must run inside the runtime.
     pub fn set_peer(&self, peer_id: NodeId, addr: SocketAddr) {
-        assert_ne!(peer_id, self.endpoint.node_id, "a node is not its own peer");
-        let mut peers = lock(&self.endpoint.peers);
-        if let Some(peer) = peers.get(&peer_id) {
-            peer.addr_tx.send_if_modified(|addr_current| {
-                let modified = *addr_current != addr;
-                *addr_current = addr;
-                modified
-            });
-            return;
-        }
-        let Some(task_alive) = lock(&self.task_alive).clone() else {
-            warn!(peer_id, "set_peer after shutdown ignored");
-            return;
-        };
-        let (queue_tx, queue_rx) = mpsc::channel(PEER_QUEUE_BATCHES_MAX);
-        let (addr_tx, addr_rx) = watch::channel(addr);
-        peers.insert(peer_id, Peer { queue_tx, addr_tx });
-        tokio::spawn(run_writer(self.endpoint.clone(), peer_id, queue_rx, addr_rx, task_alive));
+        set_peer(&self.endpoint, &self.task_alive, peer_id, addr);
     }
 
     /// Forgets a peer: its writer stops and its queued batches are dropped.
     pub fn remove_peer(&self, peer_id: NodeId) {
-        let removed = lock(&self.endpoint.peers).remove(&peer_id);
-        if let Some(peer) = removed {
-            let queued = PEER_QUEUE_BATCHES_MAX - peer.queue_tx.capacity();
-            debug!(peer_id, queued, "peer removed");
-        }
+        remove_peer(&self.endpoint, peer_id);
+    }
+
+    /// A handle that adds and removes peers after the transport moved into the raft driver.
+    pub fn peer_book(&self) -> PeerBook {
+        PeerBook { endpoint: self.endpoint.clone(), task_alive: self.task_alive.clone() }
     }
 
     /// The current peer addresses.

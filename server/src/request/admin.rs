@@ -50,14 +50,18 @@ pub async fn controller_request(context: &NodeContext, id: u64, body: Body) -> R
         Body::describe_topic_configs(body) => super::topic_change::describe_topic_configs(context, id, body),
         Body::alter_topic(body) => super::topic_change::alter_topic(context, id, body).await,
         Body::reassign_partition(body) => super::reassign::reassign_partition(context, id, body).await,
+        Body::join_cluster(body) => super::membership::join_cluster(context, id, body).await,
+        Body::change_controllers(body) => super::membership::change_controllers(context, id, body).await,
+        Body::decommission_node(body) => super::membership::decommission_node(context, id, body).await,
+        Body::rebalance(body) => super::membership::rebalance(context, id, body).await,
         _ => unreachable!("only controller requests are routed here"),
     }
 }
 
 /// Sends `body` to the controller over the client protocol and relays its answer.
 async fn forward(context: &NodeContext, id: u64, controller: NodeId, body: Body) -> Response {
-    if !context.config.nodes.iter().any(|m| m.id == controller) {
-        return error_response(id, ErrorCode::NOT_CONTROLLER, format!("controller {controller} is not a configured node"));
+    if context.client_address(controller).is_none() {
+        return error_response(id, ErrorCode::NOT_CONTROLLER, format!("controller {controller} is not a known node"));
     }
     match tokio::time::timeout(FORWARD_TIMEOUT, super::relay::call(context, controller, "forward", body)).await {
         Ok(Ok(mut response)) => {
@@ -119,7 +123,7 @@ async fn create_topic(context: &NodeContext, request: &wire::CreateTopic, timeou
     } else {
         request
     };
-    let nodes = context.config.node_ids();
+    let nodes = context.cluster_node_ids();
     let defaults = &context.config.topic_defaults;
     let partitions = if request.partitions == 0 { defaults.partitions } else { request.partitions };
     if partitions > meta::PARTITIONS_MAX {
@@ -171,7 +175,7 @@ fn offsets_topic_request(context: &NodeContext) -> wire::CreateTopic {
     let mut create = wire::CreateTopic::new();
     create.name = OFFSETS_TOPIC.to_string();
     create.partitions = settings.offsets_topic_partitions;
-    create.replication_factor = settings.offsets_topic_replication_factor.min(context.config.nodes.len() as u32);
+    create.replication_factor = settings.offsets_topic_replication_factor.min(context.cluster_node_ids().len() as u32);
     let mut config = wire::TopicConfig::new();
     config.retention_ms = -1;
     config.retention_bytes = 1;

@@ -134,7 +134,11 @@ pub fn check(context: &NodeContext, principal: &Principal, body: &Body) -> Resul
         | Body::create_acl(_)
         | Body::delete_acl(_)
         | Body::reassign_partition(_)
-        | Body::transfer_leader(_) => cluster(context, principal, Alter),
+        | Body::transfer_leader(_)
+        | Body::join_cluster(_)
+        | Body::change_controllers(_)
+        | Body::decommission_node(_)
+        | Body::rebalance(_) => cluster(context, principal, Alter),
         Body::list_users(_) | Body::list_acls(_) => cluster(context, principal, Describe),
         Body::alter_topic(body) => topic(context, principal, Alter, &body.name),
         // Every topic's settings (no name given) is a listing of the cluster's topics.

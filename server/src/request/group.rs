@@ -80,12 +80,12 @@ pub async fn handle(context: &NodeContext, id: u64, body: Body) -> Response {
 async fn find_coordinator(context: &NodeContext, id: u64, body: wire::FindCoordinatorRequest) -> Response {
     match context.groups.find_coordinator(&body.group).await {
         Ok(Some((node_id, partition))) => {
-            let Some(member) = context.config.nodes.iter().find(|member| member.id == node_id) else {
-                return error_response(id, ErrorCode::COORDINATOR_NOT_AVAILABLE, format!("coordinator {node_id} is not a configured node"));
+            let Some(client_address) = context.client_address(node_id) else {
+                return error_response(id, ErrorCode::COORDINATOR_NOT_AVAILABLE, format!("coordinator {node_id} is not a known node"));
             };
             let mut found = wire::FindCoordinatorResponse::new();
             found.node_id = node_id;
-            found.address = member.client.to_string();
+            found.address = client_address.to_string();
             found.partition = partition;
             let mut response = ok_response(id);
             response.set_find_coordinator(found);

@@ -90,19 +90,28 @@ fn partition_metadata(context: &NodeContext, assignment: &meta::PartitionInfo, l
     partition
 }
 
-/// The configured nodes, as brokers.
+/// The configured nodes, then the nodes that joined the running cluster, as brokers (but the
+/// decommissioned ones).
 fn brokers(context: &NodeContext) -> Vec<wire::Broker> {
-    context
+    let broker = |node_id, address: String| {
+        let mut broker = wire::Broker::new();
+        broker.node_id = node_id;
+        broker.address = address;
+        broker
+    };
+    let state = context.state.lock();
+    let removed = state.meta.removed();
+    let mut brokers: Vec<wire::Broker> = context
         .config
         .nodes
         .iter()
-        .map(|member| {
-            let mut broker = wire::Broker::new();
-            broker.node_id = member.id;
-            broker.address = member.client.to_string();
-            broker
-        })
-        .collect()
+        .filter(|member| !removed.contains(&member.id))
+        .map(|member| broker(member.id, member.client.to_string()))
+        .collect();
+    for member in state.meta.members().values().filter(|member| context.config.nodes.iter().all(|node| node.id != member.node_id)) {
+        brokers.push(broker(member.node_id, member.client_address.to_string()));
+    }
+    brokers
 }
 
 /// A leader's view of every replica's progress (lag in raft entries).
@@ -125,8 +134,15 @@ pub async fn describe_cluster(context: &NodeContext, id: u64) -> Response {
     let mut cluster = wire::DescribeClusterResponse::new();
     cluster.brokers = brokers(context).into();
     cluster.node_id = context.state.node_id;
-    if let Ok(Some((status, _))) = context.node.status(METADATA_GROUP).await {
+    if let Ok(Some((status, conf))) = context.node.status(METADATA_GROUP).await {
         cluster.controller = status.leader;
+        let (mut voters, mut learners) = (conf.voters.clone(), conf.learners.clone());
+        voters.sort_unstable();
+        learners.sort_unstable();
+        cluster.controller_voters = voters;
+        cluster.controller_learners = learners;
+        cluster.controller_voters_target = context.state.lock().meta.controller_voters_target().cloned().unwrap_or_default();
+        cluster.draining = context.state.lock().meta.draining().iter().copied().collect();
         if status.role == StateRole::Leader {
             cluster.controller_replicas = replica_statuses(&status).into();
         }

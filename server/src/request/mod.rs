@@ -25,6 +25,7 @@ pub mod authorize;
 pub mod fetch;
 pub mod group;
 pub mod leaders;
+pub mod membership;
 pub mod metadata;
 pub mod produce;
 pub mod reassign;
@@ -102,6 +103,9 @@ async fn route(context: &NodeContext, id: u64, mut request: Request) -> Response
             | Body::list_acls(_)
             | Body::reassign_partition(_)),
         ) => admin::controller_request(context, id, body).await,
+        Some(body @ (Body::join_cluster(_) | Body::change_controllers(_) | Body::decommission_node(_) | Body::rebalance(_))) => {
+            admin::controller_request(context, id, body).await
+        }
         Some(Body::sasl_authenticate(_)) => {
             error_response(id, ErrorCode::INVALID_REQUEST, "SaslAuthenticate is answered by the connection, right after Hello")
         }
@@ -145,6 +149,10 @@ pub fn request_name(body: &Body) -> &'static str {
         Body::describe_topic_configs(_) => "describe_topic_configs",
         Body::reassign_partition(_) => "reassign_partition",
         Body::transfer_leader(_) => "transfer_leader",
+        Body::join_cluster(_) => "join_cluster",
+        Body::change_controllers(_) => "change_controllers",
+        Body::decommission_node(_) => "decommission_node",
+        Body::rebalance(_) => "rebalance",
     }
 }
 

@@ -28,10 +28,10 @@ use crate::context::NodeContext;
 /// The answer of node `to` (at its configured client address) to `body`. The caller bounds the
 /// time it waits.
 pub async fn call(context: &NodeContext, to: NodeId, purpose: &str, body: Body) -> std::io::Result<Response> {
-    let Some(member) = context.config.nodes.iter().find(|m| m.id == to) else {
-        return Err(std::io::Error::other(format!("node {to} is not a configured node")));
+    let Some(client_address) = context.client_address(to) else {
+        return Err(std::io::Error::other(format!("node {to} is not a known node")));
     };
-    let tcp = TcpStream::connect(member.client).await?;
+    let tcp = TcpStream::connect(client_address).await?;
     let mut stream: Box<dyn Stream> = match (&context.relay_tls, context.config.tls.clients()) {
         (_, false) => Box::new(tcp),
         (None, true) => {

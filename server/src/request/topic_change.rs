@@ -52,7 +52,7 @@ fn plan(context: &NodeContext, body: &wire::AlterTopicRequest) -> Result<AlterPl
     if body.partitions == 0 && body.changes.is_empty() {
         return Err(RequestError::new(ErrorCode::INVALID_REQUEST, "nothing to change: no partition count and no setting"));
     }
-    let nodes = context.config.node_ids();
+    let nodes = context.cluster_node_ids();
     let state = context.state.lock();
     let Some(topic) = state.meta.topic(&body.name) else {
         return Err(RequestError::new(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, format!("no topic {:?}", body.name)));

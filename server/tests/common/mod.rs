@@ -18,6 +18,8 @@ pub struct NodeProcess {
     pub client_port: u16,
     pub data_dir: PathBuf,
     pub child: Option<Child>,
+    /// A node outside the bootstrap list: its extra flags (`--join ADDR`, ...).
+    pub join_flags: Option<Vec<String>>,
 }
 
 pub struct ProcessCluster {
@@ -28,6 +30,8 @@ pub struct ProcessCluster {
     settings: Option<String>,
     /// The nodes' ports, reserved while the cluster lives (restarts bind them again).
     _ports: PortBlock,
+    /// The ports of nodes added later ([`ProcessCluster::add_joining`]).
+    _ports_added: Vec<PortBlock>,
 }
 
 impl ProcessCluster {
@@ -53,11 +57,12 @@ impl ProcessCluster {
                 client_port: ports[2 * i + 1],
                 data_dir: dir.path().join(format!("node-{}", i + 1)),
                 child: None,
+                join_flags: None,
             })
             .collect();
         let log_dir = dir.path().join("logs");
         std::fs::create_dir_all(&log_dir).unwrap();
-        let mut cluster = ProcessCluster { nodes, _dir: dir, log_dir, settings, _ports: port_block };
+        let mut cluster = ProcessCluster { nodes, _dir: dir, log_dir, settings, _ports: port_block, _ports_added: Vec::new() };
         for id in 1..=count as u64 {
             cluster.spawn(id);
         }
@@ -70,6 +75,7 @@ impl ProcessCluster {
     fn node_flags(&self) -> Vec<String> {
         self.nodes
             .iter()
+            .filter(|n| n.join_flags.is_none())
             .flat_map(|n| ["--node".to_string(), format!("{}=127.0.0.1:{}/127.0.0.1:{}", n.id, n.peer_port, n.client_port)])
             .collect()
     }
@@ -81,7 +87,7 @@ impl ProcessCluster {
         // `{id}` in the settings is this node's id (per-node file names: TLS certificates).
         let settings = settings.replace("{id}", &id.to_string());
         let mut text = format!("id = {id}\ndata_dir = {:?}\ntick_ms = 20\n{settings}\n", node.data_dir.to_str().unwrap());
-        for n in &self.nodes {
+        for n in self.nodes.iter().filter(|n| n.join_flags.is_none()) {
             text.push_str(&format!(
                 "[[nodes]]\nid = {}\npeer = \"127.0.0.1:{}\"\nclient = \"127.0.0.1:{}\"\n",
                 n.id, n.peer_port, n.client_port
@@ -93,7 +99,23 @@ impl ProcessCluster {
     }
 
     fn spawn(&mut self, id: u64) {
+        let joining = self.nodes[id as usize - 1].join_flags.clone();
         let args: Vec<String> = match &self.settings {
+            _ if joining.is_some() => {
+                let node = &self.nodes[id as usize - 1];
+                let mut args: Vec<String> = vec![
+                    "--id".into(),
+                    id.to_string(),
+                    "--data-dir".into(),
+                    node.data_dir.to_str().unwrap().into(),
+                    "--tick-ms".into(),
+                    "20".into(),
+                    "--node".into(),
+                    format!("{id}=127.0.0.1:{}/127.0.0.1:{}", node.peer_port, node.client_port),
+                ];
+                args.extend(joining.unwrap());
+                args
+            }
             Some(settings) => vec!["--config".into(), self.config_file(id, settings).to_str().unwrap().into()],
             None => {
                 let node = &self.nodes[id as usize - 1];
@@ -167,6 +189,46 @@ impl ProcessCluster {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 panic!("node {id} did not stop within 20 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Adds node `id` (the next id, outside the bootstrap list) with its own ports and data
+    /// directory, joining through `flags` (e.g. `--join 127.0.0.1:PORT`); does not start it.
+    pub fn add_joining(&mut self, flags: &[String]) -> u64 {
+        let id = self.nodes.len() as u64 + 1;
+        let block = reserve(2).expect("free ports");
+        let ports = block.ports();
+        let data_dir = self.log_dir.parent().unwrap().join(format!("node-{id}"));
+        self.nodes.push(NodeProcess {
+            id,
+            peer_port: ports[0],
+            client_port: ports[1],
+            data_dir,
+            child: None,
+            join_flags: Some(flags.to_vec()),
+        });
+        self._ports_added.push(block);
+        id
+    }
+
+    /// Starts node `id` (spawned, not waited for): for a start that must fail.
+    pub fn spawn_only(&mut self, id: u64) {
+        self.spawn(id);
+    }
+
+    /// Waits until node `id`'s process exits (within `within`); its exit status.
+    pub fn wait_exit(&mut self, id: u64, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        let child = self.nodes[id as usize - 1].child.as_mut()?;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.nodes[id as usize - 1].child = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
             }
             std::thread::sleep(Duration::from_millis(20));
         }

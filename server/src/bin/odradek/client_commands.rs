@@ -552,11 +552,43 @@ pub async fn consume(bootstrap: &Bootstrap, args: ConsumeArgs) -> Result<(), Str
 }
 
 #[derive(Subcommand, Debug)]
+pub enum NodeCommand {
+    /// Take a node out of the cluster: its controller vote and every replica move to other
+    /// nodes first (reassignments), then it is removed. Returns once recorded; `cluster status`
+    /// shows it draining until it is gone. Refused for an unknown node, when fewer nodes would
+    /// remain than a topic's replication factor, or for the controller group's last voter.
+    Decommission {
+        /// The node's id.
+        id: u64,
+    },
+}
+
+pub async fn node(bootstrap: &Bootstrap, command: NodeCommand) -> Result<(), String> {
+    let admin = bootstrap.admin()?;
+    let NodeCommand::Decommission { id } = command;
+    admin.decommission_node(id).await.map_err(explain)?;
+    say!("Decommissioning node {id}: recorded; its replicas move away, then it is removed (`odradek cluster status` shows it draining).");
+    Ok(())
+}
+
+#[derive(Subcommand, Debug)]
 pub enum ClusterCommand {
     /// Nodes (up or unreachable, their metadata lag), suspect replicas, learners, reassignments
     /// in progress, and per partition: leader, term, commit index, high watermark, each
     /// replica's lag and the caught-up set (as the partition's leader reports them).
     Status,
+    /// Move the controller (metadata) group's voters to these nodes, through joint consensus
+    /// (new voters catch up as learners first). Returns once the change is recorded; refused
+    /// with no voter left or when a majority of the new voters does not hold the metadata log.
+    /// Spread replicas, then preferred leaders, evenly over the nodes (after adding nodes):
+    /// one reassignment per partition that changes; catch-up traffic is bounded by each
+    /// node's --learner-catch-up-bytes-per-second.
+    Rebalance,
+    Controllers {
+        /// Node ids, comma-separated (e.g. 1,2,4).
+        #[arg(long, value_delimiter = ',', required = true)]
+        voters: Vec<u64>,
+    },
 }
 
 /// Node ids as `1,2,3`.
@@ -565,8 +597,17 @@ fn node_list(nodes: &[u64]) -> String {
 }
 
 pub async fn cluster(bootstrap: &Bootstrap, command: ClusterCommand) -> Result<(), String> {
-    let ClusterCommand::Status = command;
     let admin = bootstrap.admin()?;
+    if let ClusterCommand::Rebalance = command {
+        let moves = admin.rebalance().await.map_err(explain)?;
+        say!("Rebalance: {moves} partition moves recorded; `odradek cluster status` shows their progress.");
+        return Ok(());
+    }
+    if let ClusterCommand::Controllers { voters } = command {
+        admin.change_controllers(&voters).await.map_err(explain)?;
+        say!("Controller voters moving to {}: recorded; `odradek cluster status` shows the metadata group.", node_list(&voters));
+        return Ok(());
+    }
     let description = admin.describe_cluster().await.map_err(explain)?;
     // Each node reports the partitions it hosts; the leader's report has the follower lags.
     let mut partitions: BTreeMap<(String, u32), odradek_client::admin::PartitionState> = BTreeMap::new();
@@ -610,9 +651,25 @@ pub async fn cluster(bootstrap: &Bootstrap, command: ClusterCommand) -> Result<(
     for broker in &description.brokers {
         let metadata_lag = controller_replicas.iter().find(|r| r.node_id == broker.node_id).map(|r| r.lag);
         let metadata_lag = metadata_lag.map_or("?".to_string(), |lag| lag.to_string());
-        say!("  {}  {}  {}  metadata lag {metadata_lag}", broker.node_id, broker.address, reachable.get(&broker.node_id).unwrap_or(&"?"));
+        let draining = if description.draining.contains(&broker.node_id) { "  draining" } else { "" };
+        say!(
+            "  {}  {}  {}  metadata lag {metadata_lag}{draining}",
+            broker.node_id,
+            broker.address,
+            reachable.get(&broker.node_id).unwrap_or(&"?")
+        );
     }
     let none_or = |items: Vec<String>| if items.is_empty() { "none".to_string() } else { items.join(", ") };
+    let target = if description.controller_voters_target.is_empty() {
+        String::new()
+    } else {
+        format!("; moving to {}", node_list(&description.controller_voters_target))
+    };
+    say!(
+        "Controller voters: {}; learners: {}{target}",
+        node_list(&description.controller_voters),
+        none_or(description.controller_learners.iter().map(u64::to_string).collect())
+    );
     say!("Suspect replicas: {}", none_or(suspects));
     let learners = learners.iter().map(|((topic, partition), nodes)| format!("{topic}/{partition}: {}", node_list(nodes))).collect();
     say!("Learners: {}", none_or(learners));

@@ -78,6 +78,13 @@ enum Command {
         #[command(subcommand)]
         command: client_commands::ClusterCommand,
     },
+    /// Nodes of a running cluster: decommission one.
+    Node {
+        #[command(flatten)]
+        bootstrap: client_commands::Bootstrap,
+        #[command(subcommand)]
+        command: client_commands::NodeCommand,
+    },
     /// SCRAM users (authentication): create, delete, list.
     User {
         #[command(flatten)]
@@ -129,6 +136,10 @@ async fn main() -> ExitCode {
         Command::Topic { bootstrap, command } => {
             init_logging("warn");
             client_commands::topic(&bootstrap, command).await
+        }
+        Command::Node { bootstrap, command } => {
+            init_logging("warn");
+            client_commands::node(&bootstrap, command).await
         }
         Command::Produce { bootstrap, args } => {
             init_logging("warn");

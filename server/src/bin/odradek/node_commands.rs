@@ -26,6 +26,21 @@ pub struct ServerArgs {
     /// Example: --node 1=127.0.0.1:19092/127.0.0.1:9092/127.0.0.1:29092
     #[arg(long = "node", value_parser = parse_member, required_unless_present = "config")]
     nodes: Vec<Member>,
+    /// Join a running cluster through this member's client address (repeat for more; any one
+    /// that answers will do). The --node list then names this node only (its own addresses);
+    /// the bootstrap members are learned from the cluster and kept in the data directory
+    /// (`odradek.bootstrap`), so a restart needs no member up to start.
+    #[arg(long = "join", value_delimiter = ',')]
+    join: Vec<std::net::SocketAddr>,
+    /// With --join: this node is a member already and comes back with a new (wiped or
+    /// replaced) data directory; without it the cluster refuses a new identity under a
+    /// member's id.
+    #[arg(long, requires = "join")]
+    replace: bool,
+    /// Bytes per second this node sends to replicas catching up (reassignments, rebalance,
+    /// decommission), over all its partitions, so catch-up cannot starve produce; 0: unlimited.
+    #[arg(long, default_value_t = 0)]
+    learner_catch_up_bytes_per_second: u64,
     /// Raft tick in milliseconds (elections start after 10 ticks without a leader).
     #[arg(long, default_value_t = 100)]
     tick_ms: u64,
@@ -138,6 +153,9 @@ pub async fn server(args: ServerArgs) -> Result<(), String> {
             config.kafka_listen = args.kafka_listen;
             config.metrics_listen = args.metrics_listen;
             config.trace_stages = args.trace_stages;
+            config.join = args.join.clone();
+            config.join_replace = args.replace;
+            config.learner_catch_up_bytes_per_second = args.learner_catch_up_bytes_per_second;
             if let (Some(listen), Some(me)) = (args.kafka_listen, config.nodes.iter_mut().find(|m| Some(m.id) == args.id)) {
                 me.kafka.get_or_insert(listen);
             }
@@ -164,6 +182,10 @@ pub async fn server(args: ServerArgs) -> Result<(), String> {
     // Held until the process ends: no second process and no other node on this directory.
     let data_dir = DataDirLock::acquire(&config.data_dir, config.id).map_err(|e| e.to_string())?;
     config.data_dir_new = data_dir.is_new();
+    config.incarnation = data_dir.identity().incarnation;
+    if config.is_joining_member() {
+        odradek_server::join::join_cluster(&mut config).await?;
+    }
     let server = Server::start(config, FsDisk::new(), system_clock()).await.map_err(|e| e.to_string())?;
     tokio::select! {
         _ = termination() => {

@@ -1,0 +1,154 @@
+//! A node that joins a running cluster (`odradek server --join ADDR`, issue 15), before it
+//! starts: it asks a member (any of `ServerConfig::join`) to record it with its identity (id,
+//! data-directory incarnation) and addresses, and learns the bootstrap member list, the
+//! metadata group's initial voters, which its metadata replica must start from (a replica's
+//! conf changes apply on top of its group's bootstrap configuration).
+//!
+//! The answer is kept in the data directory ([`BOOTSTRAP_FILE`], written whole through a
+//! temporary file and a rename): a restart reads it and needs no member up to start, as a
+//! bootstrap member needs only its flags. A wiped directory has no such file and asks again,
+//! under its new incarnation (refused unless `--replace`: the identity rule, `meta::members`).
+
+use std::path::Path;
+use std::time::Duration;
+
+use odradek_client::wire::proto::JoinClusterRequest;
+use odradek_client::Admin;
+
+use crate::config::{parse_member, Member, ServerConfig};
+
+/// The bootstrap member list a joined node learned, one `ID=PEER/CLIENT` line per member.
+pub const BOOTSTRAP_FILE: &str = "odradek.bootstrap";
+/// How long a joining node keeps asking while no member answers (retriable failures only).
+pub const JOIN_WAIT_MAX: Duration = Duration::from_secs(120);
+/// Pause between two rounds of asking.
+const JOIN_RETRY_INTERVAL: Duration = Duration::from_millis(500);
+
+fn read_bootstrap(dir: &Path) -> Result<Option<Vec<Member>>, String> {
+    let path = dir.join(BOOTSTRAP_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(format!("{}: {error}", path.display())),
+    };
+    let members: Vec<Member> = text
+        .lines()
+        .filter(|line| !line.trim().is_empty() && !line.starts_with('#'))
+        .map(|line| parse_member(line).map_err(|error| format!("{}: {error}", path.display())))
+        .collect::<Result<_, _>>()?;
+    if members.is_empty() {
+        return Err(format!("{} names no member; move it away to join again", path.display()));
+    }
+    Ok(Some(members))
+}
+
+fn write_bootstrap(dir: &Path, members: &[Member]) -> std::io::Result<()> {
+    let mut text = String::from("# The bootstrap members of the cluster this node joined (odradek server --join).\n");
+    for member in members {
+        text.push_str(&format!("{}={}/{}\n", member.id, member.peer, member.client));
+    }
+    let temporary = dir.join(format!("{BOOTSTRAP_FILE}.tmp"));
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&temporary)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&temporary, dir.join(BOOTSTRAP_FILE))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Asks the cluster to record this node; the bootstrap members it answers with.
+async fn ask(config: &ServerConfig) -> Result<Vec<Member>, String> {
+    let me = config.me();
+    let seeds: Vec<String> = config.join.iter().map(ToString::to_string).collect();
+    let seeds: Vec<&str> = seeds.iter().map(String::as_str).collect();
+    let mut request = JoinClusterRequest::new();
+    request.node_id = config.id;
+    request.incarnation = config.incarnation;
+    request.peer_address = me.peer.to_string();
+    request.client_address = me.client.to_string();
+    request.replace = config.join_replace;
+    let deadline = tokio::time::Instant::now() + JOIN_WAIT_MAX;
+    let joined = loop {
+        let admin = Admin::new(&seeds).map_err(|error| format!("--join {seeds:?}: {error}"))?;
+        match admin.join_cluster(request.clone()).await {
+            Ok(joined) => break joined,
+            Err(error) if error.is_definite() && error.code().is_some() => {
+                return Err(format!("the cluster refused node {} joining: {error}", config.id));
+            }
+            Err(error) if tokio::time::Instant::now() >= deadline => {
+                return Err(format!("no member of {seeds:?} recorded node {} joining within {JOIN_WAIT_MAX:?}: {error}", config.id));
+            }
+            Err(error) => {
+                tracing::info!(%error, "joining the cluster: no answer yet; asking again");
+                tokio::time::sleep(JOIN_RETRY_INTERVAL).await;
+            }
+        }
+    };
+    let members: Vec<Member> = joined
+        .bootstrap
+        .iter()
+        .map(|member| {
+            let text = format!("{}={}/{}", member.node_id, member.peer_address, member.client_address);
+            parse_member(&text).map_err(|error| format!("the cluster answered a bad bootstrap member: {error}"))
+        })
+        .collect::<Result<_, _>>()?;
+    if members.is_empty() || members.iter().any(|member| member.id == config.id) {
+        return Err(format!("the cluster answered a bootstrap list {members:?} that is empty or names this node"));
+    }
+    Ok(members)
+}
+
+/// Joins the running cluster (module documentation): on return `config.nodes` lists the
+/// bootstrap members and this node.
+pub async fn join_cluster(config: &mut ServerConfig) -> Result<(), String> {
+    assert!(config.is_joining_member(), "only a node started with --join joins");
+    if config.nodes.len() != 1 || config.nodes[0].id != config.id {
+        return Err("with --join, --node names this node only (ID=PEER/CLIENT): the cluster tells it the other members".into());
+    }
+    let members = match read_bootstrap(&config.data_dir)? {
+        Some(members) => {
+            tracing::info!(bootstrap = ?members.iter().map(|m| m.id).collect::<Vec<_>>(), "joined before: bootstrap members from {BOOTSTRAP_FILE}");
+            members
+        }
+        None => {
+            let members = ask(config).await?;
+            write_bootstrap(&config.data_dir, &members).map_err(|error| format!("writing {BOOTSTRAP_FILE}: {error}"))?;
+            tracing::info!(node = config.id, bootstrap = ?members.iter().map(|m| m.id).collect::<Vec<_>>(), "the cluster recorded this node joining");
+            members
+        }
+    };
+    config.nodes.extend(members);
+    config.validate().map_err(|error| error.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bootstrap_list_survives_in_the_data_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read_bootstrap(dir.path()).unwrap(), None, "not joined yet");
+        let members =
+            vec![parse_member("1=127.0.0.1:25101/127.0.0.1:25201").unwrap(), parse_member("2=127.0.0.1:25102/127.0.0.1:25202").unwrap()];
+        write_bootstrap(dir.path(), &members).unwrap();
+        assert_eq!(read_bootstrap(dir.path()).unwrap(), Some(members));
+        std::fs::write(dir.path().join(BOOTSTRAP_FILE), "# nothing\n").unwrap();
+        assert!(read_bootstrap(dir.path()).unwrap_err().contains("names no member"));
+    }
+
+    #[test]
+    fn a_joining_node_starts_from_the_bootstrap_voters_not_itself() {
+        let me = parse_member("4=127.0.0.1:25104/127.0.0.1:25204").unwrap();
+        let mut config = ServerConfig::new(4, "/tmp/unused", vec![me]);
+        config.join = vec!["127.0.0.1:25201".parse().unwrap()];
+        config.nodes.push(parse_member("1=127.0.0.1:25101/127.0.0.1:25201").unwrap());
+        config.nodes.push(parse_member("2=127.0.0.1:25102/127.0.0.1:25202").unwrap());
+        config.validate().unwrap();
+        assert_eq!(config.metadata_voters_initial(), vec![1, 2], "its metadata replica starts from the bootstrap voters");
+        config.join.clear();
+        assert_eq!(config.metadata_voters_initial(), vec![1, 2, 4], "a bootstrap member is one of them");
+    }
+}

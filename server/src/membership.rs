@@ -1,0 +1,331 @@
+//! Whole nodes joining a running cluster, and the metadata group's own voters (issue 15), as
+//! every node carries them out from the metadata (`meta::members`):
+//! - [`dial_members`]: every node adds the peer address of each member that joined to its peer
+//!   links (at start from the replayed metadata log, then on every metadata change), so a
+//!   joined node is reachable from every node, across restarts of any of them;
+//! - [`drive`] (the metadata group's leader, from the controller loop): a node that should
+//!   follow the metadata log (a bootstrap member or a joined one) and is not in the metadata
+//!   group's configuration is added as a *learner* (it takes the log, votes in nothing); a
+//!   recorded change of the controller voters is carried out with the partition
+//!   reassignment's plan (`reassign::plan`: learners first, promoted only once caught up, one
+//!   joint-consensus change, the leaving leader hands leadership away before leaving, the old
+//!   voters leave last), and its end is recorded (`CompleteControllerVoters`);
+//! - decommissioning ([`drain`], same leader, once no voter change runs): a draining node that
+//!   is a controller voter is taken out of the voters first (a change to the others, refused
+//!   while they would not be a quorum of caught-up nodes); then its replicas move away through
+//!   partition reassignments (at most [`DRAIN_MOVES_MAX`] moves running, each replacing the
+//!   node in place by the eligible broker holding the fewest replicas); once no partition and
+//!   no move names it, it is removed (`RemoveNode`) and leaves the metadata group. Only a
+//!   completed reassignment takes a replica off it, and a reassignment completes only once its
+//!   new replicas have caught up, so removing the node loses no replica.
+//!
+//! Safety rests on raft's joint consensus as for partitions; the controller refuses a target
+//! with no voter, or whose caught-up members are not a majority of it
+//! (`request::membership`). Cost: nothing at all (not even a status query) while no node has
+//! joined and no change runs, so a cluster of bootstrap members only behaves as before.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use bytes::Bytes;
+use odradek_consensus::transport::PeerBook;
+use odradek_consensus::{Durability, EntryMeta, NodeId};
+use raft::eraftpb::{ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, ConfState};
+use raft::StateRole;
+
+use crate::context::NodeContext;
+use crate::meta::{MetaCommand, METADATA_GROUP};
+use crate::reassign::Step;
+use crate::state::NodeState;
+
+/// How long one pass waits for a conf change it proposed to commit; the next pass looks again.
+const CONF_CHANGE_WAIT_TICKS: u64 = 20;
+
+/// Adds every joined member's peer address to this node's peer links (idempotent).
+pub fn dial_members(state: &NodeState, peers: &PeerBook) {
+    let members: Vec<(NodeId, std::net::SocketAddr)> =
+        state.lock().meta.members().values().map(|member| (member.node_id, member.peer_address)).collect();
+    for (node, address) in members {
+        if node != state.node_id {
+            peers.set_peer(node, address);
+        }
+    }
+}
+
+/// The nodes that should follow the metadata log: the bootstrap members and the joined ones,
+/// but those removed.
+fn followers_wanted(context: &NodeContext) -> BTreeSet<NodeId> {
+    let mut wanted: BTreeSet<NodeId> = context.config.metadata_voters_initial().into_iter().collect();
+    let state = context.state.lock();
+    wanted.extend(state.meta.members().keys().copied());
+    wanted.retain(|node| !state.meta.removed().contains(node));
+    wanted
+}
+
+/// One pass on the metadata group's leader (module documentation).
+pub async fn drive(context: &NodeContext) {
+    let (changed_any, target) = {
+        let state = context.state.lock();
+        let meta = &state.meta;
+        let changed_any = !meta.members().is_empty() || !meta.draining().is_empty() || !meta.removed().is_empty();
+        (changed_any, meta.controller_voters_target().cloned())
+    };
+    if !changed_any && target.is_none() {
+        return;
+    }
+    let Ok(Some((status, conf))) = context.node.status(METADATA_GROUP).await else { return };
+    if status.role != StateRole::Leader {
+        return;
+    }
+    let wanted = followers_wanted(context);
+    let in_configuration: BTreeSet<NodeId> =
+        conf.voters.iter().chain(&conf.voters_outgoing).chain(&conf.learners).chain(&conf.learners_next).copied().collect();
+    let joint = !conf.voters_outgoing.is_empty();
+    let missing: Vec<NodeId> = wanted.difference(&in_configuration).copied().collect();
+    if !missing.is_empty() && !joint {
+        tracing::info!(learners = ?missing, "adding nodes to the metadata group as learners");
+        let changes: Vec<_> = missing.iter().map(|&node| (ConfChangeType::AddLearnerNode, node)).collect();
+        propose(context, conf_change(&changes, ConfChangeTransition::Auto)).await;
+        return;
+    }
+    // Removed nodes leave the metadata group (they are learners by then: see `drain`).
+    let gone: Vec<NodeId> = {
+        let state = context.state.lock();
+        conf.learners.iter().copied().filter(|node| state.meta.removed().contains(node)).collect()
+    };
+    if !gone.is_empty() && !joint {
+        tracing::info!(learners = ?gone, "removed nodes leave the metadata group");
+        let changes: Vec<_> = gone.iter().map(|&node| (ConfChangeType::RemoveNode, node)).collect();
+        propose(context, conf_change(&changes, ConfChangeTransition::Auto)).await;
+        return;
+    }
+    let Some(target) = target else {
+        return drain(context, &conf, &status).await;
+    };
+    let step = match crate::reassign::plan(context.state.node_id, &target, &conf, &status) {
+        // Members outside the target stay learners: they still follow the metadata log.
+        Step::RemoveLearners(nodes) => {
+            let stray: Vec<NodeId> = nodes.into_iter().filter(|node| !wanted.contains(node)).collect();
+            if stray.is_empty() {
+                Step::Complete
+            } else {
+                Step::RemoveLearners(stray)
+            }
+        }
+        step => step,
+    };
+    tracing::info!(?target, ?step, "controller voters change step");
+    use ConfChangeType::{AddLearnerNode, AddNode, RemoveNode};
+    let change = match step {
+        Step::WaitCatchUp(_) | Step::WaitForSuccessor => return,
+        Step::TransferLeader { to } => {
+            let _ = context.node.transfer_leader(METADATA_GROUP, to).await;
+            return;
+        }
+        Step::Complete => return record_completion(context, target).await,
+        Step::AddLearners(nodes) => {
+            conf_change(&nodes.iter().map(|&node| (AddLearnerNode, node)).collect::<Vec<_>>(), ConfChangeTransition::Auto)
+        }
+        Step::RemoveLearners(nodes) => {
+            conf_change(&nodes.iter().map(|&node| (RemoveNode, node)).collect::<Vec<_>>(), ConfChangeTransition::Auto)
+        }
+        Step::EnterJoint { promote, remove } => {
+            let changes: Vec<_> =
+                promote.iter().map(|&node| (AddNode, node)).chain(remove.iter().map(|&node| (RemoveNode, node))).collect();
+            conf_change(&changes, ConfChangeTransition::Explicit)
+        }
+        Step::LeaveJoint => ConfChangeV2::default(),
+    };
+    propose(context, change).await;
+}
+
+/// The number of `target` nodes that hold every committed metadata entry, as this leader sees
+/// it (itself included): a controller-voters change is refused unless they are a majority.
+pub fn caught_up_in(me: NodeId, status: &odradek_consensus::GroupStatus, target: &[NodeId]) -> usize {
+    target.iter().filter(|&&node| node == me || status.progress.get(&node).is_some_and(|&(matched, _)| matched >= status.commit)).count()
+}
+
+fn conf_change(changes: &[(ConfChangeType, NodeId)], transition: ConfChangeTransition) -> ConfChangeV2 {
+    let mut change = ConfChangeV2::default();
+    change.set_transition(transition);
+    for &(change_type, node_id) in changes {
+        let mut single = ConfChangeSingle::default();
+        single.set_change_type(change_type);
+        single.node_id = node_id;
+        change.mut_changes().push(single);
+    }
+    change
+}
+
+async fn propose(context: &NodeContext, change: ConfChangeV2) {
+    let wait = Duration::from_millis(context.config.tick_ms * CONF_CHANGE_WAIT_TICKS);
+    match tokio::time::timeout(wait, context.node.propose_conf_change(METADATA_GROUP, change)).await {
+        Ok(Ok(appended)) => tracing::info!(index = appended.index, "metadata group conf change committed"),
+        Ok(Err(error)) => tracing::info!(%error, "metadata group conf change failed; the next pass looks again"),
+        Err(_) => tracing::info!("metadata group conf change not committed yet; the next pass looks again"),
+    }
+}
+
+/// This leader's metadata group has the target's voters: records the end of the change.
+async fn record_completion(context: &NodeContext, voters: Vec<NodeId>) {
+    let payload = Bytes::from(MetaCommand::CompleteControllerVoters { voters: voters.clone() }.encode());
+    let ticket = context.node.submit(METADATA_GROUP, payload, EntryMeta::Command, Durability::Committed).await;
+    let wait = Duration::from_millis(context.config.tick_ms * CONF_CHANGE_WAIT_TICKS);
+    match tokio::time::timeout(wait, ticket.outcome()).await {
+        Ok(Ok(_)) => tracing::info!(?voters, "controller voters change completed"),
+        Ok(Err(error)) => tracing::info!(%error, "recording the controller voters change failed; will retry"),
+        Err(_) => tracing::info!("recording the controller voters change is taking long; will retry"),
+    }
+}
+
+/// Partition moves the decommission driver keeps running at once, at most (each is catch-up
+/// traffic to a new replica).
+const DRAIN_MOVES_MAX: usize = 4;
+
+/// Proposes a metadata command on this leader and waits (bounded) for its commit.
+async fn submit_meta(context: &NodeContext, command: MetaCommand) {
+    let payload = Bytes::from(command.encode());
+    let ticket = context.node.submit(METADATA_GROUP, payload, EntryMeta::Command, Durability::Committed).await;
+    let wait = Duration::from_millis(context.config.tick_ms * CONF_CHANGE_WAIT_TICKS);
+    match tokio::time::timeout(wait, ticket.outcome()).await {
+        Ok(Ok(appended)) => tracing::info!(?command, index = appended.index, "membership command committed"),
+        Ok(Err(error)) => tracing::info!(?command, %error, "membership command failed; the next pass looks again"),
+        Err(_) => tracing::info!(?command, "membership command not committed yet; the next pass looks again"),
+    }
+}
+
+/// The next move off draining `node`: a partition it holds that is not moving, and its target
+/// (`node` replaced, in place, by the eligible broker holding the fewest replicas).
+pub fn next_drain_move(meta: &crate::meta::MetadataState, node: NodeId) -> Option<(String, u32, Vec<NodeId>)> {
+    let load = replica_load(meta);
+    for topic in meta.topics().values() {
+        for info in &topic.partitions {
+            if !info.replicas.contains(&node) || meta.reassignment_target(info.group).is_some() {
+                continue;
+            }
+            let eligible = meta
+                .brokers()
+                .keys()
+                .copied()
+                .filter(|broker| !meta.draining().contains(broker) && !info.replicas.contains(broker))
+                .min_by_key(|broker| (load.get(broker).copied().unwrap_or(0), *broker));
+            let Some(replacement) = eligible else { continue };
+            let target: Vec<NodeId> = info.replicas.iter().map(|&replica| if replica == node { replacement } else { replica }).collect();
+            return Some((topic.name.clone(), info.partition, target));
+        }
+    }
+    None
+}
+
+/// Replicas per broker, counting a running move's target as where the partition will be.
+pub fn replica_load(meta: &crate::meta::MetadataState) -> std::collections::BTreeMap<NodeId, usize> {
+    let mut load: std::collections::BTreeMap<NodeId, usize> = meta.brokers().keys().map(|&broker| (broker, 0)).collect();
+    for info in meta.topics().values().flat_map(|topic| &topic.partitions) {
+        let placed = meta.reassignment_target(info.group).unwrap_or(&info.replicas);
+        for node in placed {
+            *load.entry(*node).or_insert(0) += 1;
+        }
+    }
+    load
+}
+
+/// One pass of decommissioning (module documentation): the controller voters leave a draining
+/// node, its replicas move away (a few at a time), and once nothing holds it, it is removed.
+async fn drain(context: &NodeContext, conf: &ConfState, status: &odradek_consensus::GroupStatus) {
+    let draining: Vec<NodeId> = context.state.lock().meta.draining().iter().copied().collect();
+    for node in draining {
+        let voters: Vec<NodeId> = conf.voters.iter().chain(&conf.voters_outgoing).copied().collect();
+        if voters.contains(&node) {
+            let remaining: Vec<NodeId> = conf.voters.iter().copied().filter(|&voter| voter != node).collect();
+            if remaining.is_empty() || caught_up_in(context.state.node_id, status, &remaining) * 2 <= remaining.len() {
+                tracing::warn!(node, ?voters, "a draining node is a controller voter and no quorum would remain without it");
+                return;
+            }
+            return submit_meta(context, MetaCommand::SetControllerVoters { voters: remaining }).await;
+        }
+        let (moving, next, removable) = {
+            let state = context.state.lock();
+            (state.meta.reassignments().len(), next_drain_move(&state.meta, node), state.meta.check_remove(node).is_ok())
+        };
+        if removable {
+            return submit_meta(context, MetaCommand::RemoveNode { node }).await;
+        }
+        if let Some((topic, partition, replicas)) = next.filter(|_| moving < DRAIN_MOVES_MAX) {
+            tracing::info!(node, topic, partition, ?replicas, "decommission: moving a replica off the node");
+            return submit_meta(context, MetaCommand::StartReassignment { topic, partition, replicas }).await;
+        }
+    }
+}
+
+/// The moves of a rebalance (`odradek cluster rebalance`): every partition not moving is
+/// placed so that replicas, then preferred leaders, spread evenly over `nodes` (most and least
+/// loaded differ by at most one where a move can do it). A replica moves from the most loaded
+/// node to the least loaded one in place; a preferred leader changes by reordering a
+/// partition's replicas (a move of the same set, which completes at once). Only the
+/// partitions whose replica list changes are returned, as (topic, partition, target).
+pub fn rebalance_plan(meta: &crate::meta::MetadataState, nodes: &[NodeId]) -> Vec<(String, u32, Vec<NodeId>)> {
+    use std::collections::BTreeMap;
+    let mut placement: BTreeMap<(String, u32), Vec<NodeId>> = BTreeMap::new();
+    let mut load: BTreeMap<NodeId, usize> = nodes.iter().map(|&node| (node, 0)).collect();
+    let mut leads: BTreeMap<NodeId, usize> = nodes.iter().map(|&node| (node, 0)).collect();
+    for topic in meta.topics().values() {
+        for info in &topic.partitions {
+            let placed = match meta.reassignment_target(info.group) {
+                Some(target) => target.clone(),
+                None => {
+                    placement.insert((topic.name.clone(), info.partition), info.replicas.clone());
+                    info.replicas.clone()
+                }
+            };
+            for node in &placed {
+                if let Some(count) = load.get_mut(node) {
+                    *count += 1;
+                }
+            }
+            if let Some(count) = placed.first().and_then(|first| leads.get_mut(first)) {
+                *count += 1;
+            }
+        }
+    }
+    let extreme = |counts: &BTreeMap<NodeId, usize>| {
+        let most = counts.iter().max_by_key(|(node, count)| (**count, std::cmp::Reverse(**node))).map(|(n, c)| (*n, *c));
+        let least = counts.iter().min_by_key(|(node, count)| (**count, **node)).map(|(n, c)| (*n, *c));
+        most.zip(least)
+    };
+    let rounds_max = placement.len() * nodes.len().max(1) + 1;
+    for _ in 0..rounds_max {
+        let Some(((most, most_count), (least, least_count))) = extreme(&load) else { break };
+        if most_count <= least_count + 1 {
+            break;
+        }
+        let Some(replicas) = placement.values_mut().find(|replicas| replicas.contains(&most) && !replicas.contains(&least)) else {
+            break;
+        };
+        let position = replicas.iter().position(|&node| node == most).expect("found by it");
+        if position == 0 {
+            *leads.get_mut(&most).expect("a node") -= 1;
+            *leads.get_mut(&least).expect("a node") += 1;
+        }
+        replicas[position] = least;
+        *load.get_mut(&most).expect("a node") -= 1;
+        *load.get_mut(&least).expect("a node") += 1;
+    }
+    for _ in 0..rounds_max {
+        let Some(((most, most_count), (least, least_count))) = extreme(&leads) else { break };
+        if most_count <= least_count + 1 {
+            break;
+        }
+        let Some(replicas) = placement.values_mut().find(|replicas| replicas.first() == Some(&most) && replicas.contains(&least)) else {
+            break;
+        };
+        let position = replicas.iter().position(|&node| node == least).expect("found by it");
+        replicas.swap(0, position);
+        *leads.get_mut(&most).expect("a node") -= 1;
+        *leads.get_mut(&least).expect("a node") += 1;
+    }
+    placement
+        .into_iter()
+        .filter(|((topic, partition), replicas)| meta.partition(topic, *partition).is_some_and(|info| &info.replicas != replicas))
+        .map(|((topic, partition), replicas)| (topic, partition, replicas))
+        .collect()
+}

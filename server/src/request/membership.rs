@@ -1,0 +1,161 @@
+//! JoinCluster and ChangeControllers on the controller (issue 15, whole nodes): records a node
+//! that joins the running cluster, or a change of the metadata group's voters
+//! (`meta::members`); `crate::membership` carries both out. Every refusal is definite and
+//! checked before proposing; the metadata apply checks the same again, and its outcome is what
+//! the caller hears.
+
+use odradek_client::wire::proto::{self as wire, ErrorCode, Response};
+use raft::StateRole;
+
+use super::admin::{admin_timeout, propose_meta};
+use super::{ok_response, RequestError};
+use crate::context::NodeContext;
+use crate::meta::{JoiningNode, MetaCommand, MetaOutcome, METADATA_GROUP};
+
+fn invalid(reason: impl Into<String>) -> RequestError {
+    RequestError::new(ErrorCode::INVALID_REQUEST, reason.into())
+}
+
+fn member(node_id: u64, peer: String, client: String) -> wire::ClusterMember {
+    let mut member = wire::ClusterMember::new();
+    member.node_id = node_id;
+    member.peer_address = peer;
+    member.client_address = client;
+    member
+}
+
+pub async fn join_cluster(context: &NodeContext, id: u64, body: wire::JoinClusterRequest) -> Response {
+    match join(context, &body).await {
+        Ok(()) => {
+            let mut joined = wire::JoinClusterResponse::new();
+            let bootstrap = context.config.metadata_voters_initial();
+            for node in context.config.nodes.iter().filter(|node| bootstrap.contains(&node.id)) {
+                joined.bootstrap.push(member(node.id, node.peer.to_string(), node.client.to_string()));
+            }
+            for node in context.state.lock().meta.members().values() {
+                joined.joined.push(member(node.node_id, node.peer_address.to_string(), node.client_address.to_string()));
+            }
+            let mut response = ok_response(id);
+            response.set_join_cluster(joined);
+            response
+        }
+        Err(error) => error.into_response(id),
+    }
+}
+
+async fn join(context: &NodeContext, body: &wire::JoinClusterRequest) -> Result<(), RequestError> {
+    if context.config.metadata_voters_initial().contains(&body.node_id) {
+        return Err(invalid(format!(
+            "node {} is a member of the cluster's bootstrap list: a joining node needs an id of its own",
+            body.node_id
+        )));
+    }
+    let joining = JoiningNode {
+        node_id: body.node_id,
+        incarnation: body.incarnation,
+        peer_address: body.peer_address.clone(),
+        client_address: body.client_address.clone(),
+        replace: body.replace,
+    };
+    let recorded = context.state.lock().meta.check_join(&joining).map_err(invalid)?;
+    let index = propose_meta(context, &MetaCommand::JoinNode(joining), admin_timeout(body.timeout_ms)).await?;
+    match context.state.lock().meta_outcomes.get(&index) {
+        Some(MetaOutcome::NodeJoined) => {
+            tracing::info!(node = recorded.node_id, peer = %recorded.peer_address, client = %recorded.client_address, "a node joined the cluster");
+            Ok(())
+        }
+        Some(MetaOutcome::JoinRefused(reason)) => Err(invalid(reason.clone())),
+        other => Err(RequestError::new(ErrorCode::INTERNAL, format!("unexpected outcome of JoinNode: {other:?}"))),
+    }
+}
+
+pub async fn change_controllers(context: &NodeContext, id: u64, body: wire::ChangeControllersRequest) -> Response {
+    match change(context, &body).await {
+        Ok(()) => ok_response(id),
+        Err(error) => error.into_response(id),
+    }
+}
+
+async fn change(context: &NodeContext, body: &wire::ChangeControllersRequest) -> Result<(), RequestError> {
+    context.state.lock().meta.check_controller_voters(&body.voters).map_err(invalid)?;
+    // Break no quorum: a majority of the target must hold the metadata log already, so the
+    // new configuration can decide as soon as the change is made.
+    let Ok(Some((status, _))) = context.node.status(METADATA_GROUP).await else {
+        return Err(RequestError::new(ErrorCode::NOT_CONTROLLER, "the metadata group is not hosted here"));
+    };
+    if status.role != StateRole::Leader {
+        return Err(RequestError::new(ErrorCode::NOT_CONTROLLER, "this node no longer leads the metadata group"));
+    }
+    let caught_up = crate::membership::caught_up_in(context.state.node_id, &status, &body.voters);
+    if caught_up * 2 <= body.voters.len() {
+        return Err(invalid(format!(
+            "only {caught_up} of the voters {:?} hold the metadata log now: the controller group would have no quorum of live voters",
+            body.voters
+        )));
+    }
+    let command = MetaCommand::SetControllerVoters { voters: body.voters.clone() };
+    let index = propose_meta(context, &command, admin_timeout(body.timeout_ms)).await?;
+    match context.state.lock().meta_outcomes.get(&index) {
+        Some(MetaOutcome::ControllerChangeStarted) => {
+            tracing::info!(voters = ?body.voters, "controller voters change recorded");
+            Ok(())
+        }
+        Some(MetaOutcome::ControllerChangeRefused(reason)) => Err(invalid(reason.clone())),
+        other => Err(RequestError::new(ErrorCode::INTERNAL, format!("unexpected outcome of SetControllerVoters: {other:?}"))),
+    }
+}
+
+pub async fn decommission_node(context: &NodeContext, id: u64, body: wire::DecommissionNodeRequest) -> Response {
+    match decommission(context, &body).await {
+        Ok(()) => ok_response(id),
+        Err(error) => error.into_response(id),
+    }
+}
+
+async fn decommission(context: &NodeContext, body: &wire::DecommissionNodeRequest) -> Result<(), RequestError> {
+    let node = body.node_id;
+    context.state.lock().meta.check_decommission(node).map_err(invalid)?;
+    let Ok(Some((status, conf))) = context.node.status(METADATA_GROUP).await else {
+        return Err(RequestError::new(ErrorCode::NOT_CONTROLLER, "the metadata group is not hosted here"));
+    };
+    if status.role != StateRole::Leader {
+        return Err(RequestError::new(ErrorCode::NOT_CONTROLLER, "this node no longer leads the metadata group"));
+    }
+    if conf.voters == [node] {
+        return Err(invalid(format!("node {node} is the controller group's last voter: add voters first (`odradek cluster controllers`)")));
+    }
+    let index = propose_meta(context, &MetaCommand::DecommissionNode { node }, admin_timeout(body.timeout_ms)).await?;
+    match context.state.lock().meta_outcomes.get(&index) {
+        Some(MetaOutcome::DecommissionStarted) => {
+            tracing::info!(node, "decommission recorded: the node drains");
+            Ok(())
+        }
+        Some(MetaOutcome::DecommissionRefused(reason)) => Err(invalid(reason.clone())),
+        other => Err(RequestError::new(ErrorCode::INTERNAL, format!("unexpected outcome of DecommissionNode: {other:?}"))),
+    }
+}
+
+pub async fn rebalance(context: &NodeContext, id: u64, body: wire::RebalanceRequest) -> Response {
+    let nodes = context.cluster_node_ids();
+    let moves = crate::membership::rebalance_plan(&context.state.lock().meta, &nodes);
+    let mut recorded = 0;
+    for (topic, partition, replicas) in moves {
+        if context.state.lock().meta.check_reassignment(&topic, partition, &replicas).is_err() {
+            continue; // it started moving meanwhile
+        }
+        let command = MetaCommand::StartReassignment { topic: topic.clone(), partition, replicas: replicas.clone() };
+        let index = match propose_meta(context, &command, admin_timeout(body.timeout_ms)).await {
+            Ok(index) => index,
+            Err(error) => return error.into_response(id),
+        };
+        if matches!(context.state.lock().meta_outcomes.get(&index), Some(MetaOutcome::ReassignmentStarted { .. })) {
+            tracing::info!(topic, partition, ?replicas, "rebalance: partition move recorded");
+            recorded += 1;
+        }
+    }
+    let mut rebalanced = wire::RebalanceResponse::new();
+    rebalanced.moves = recorded;
+    let mut response = ok_response(id);
+    response.set_rebalance(rebalanced);
+    response
+}

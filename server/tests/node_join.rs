@@ -1,0 +1,198 @@
+//! Whole nodes joining a running cluster (issue 15, dynamic membership), against real
+//! processes: 3 bootstrap members, then node 4 started with `--join` (its `--node` names only
+//! itself). Checked:
+//! - node 4 is registered (every node lists it as a broker), learns the metadata log as a
+//!   learner of the metadata group, and can receive replicas (a partition moved onto it serves
+//!   every acknowledged record, L5/L10; a new topic places replicas on it);
+//! - bad joins are refused definitely and the process exits with the reason: a bootstrap
+//!   member's id, and node 4's id with another identity (a fresh data directory);
+//! - the controller group's voters change through joint consensus: refusals (no voter left, an
+//!   unknown node), then a move to voters 3 and 4, after which the metadata commits with nodes 1
+//!   and 2 down (only a configuration of 3 and 4 can);
+//! - the registered members survive restarts of every node: all four stopped and restarted,
+//!   node 1 still lists node 4 and every topic, and every acknowledged record reads back.
+
+// Real processes, real sockets and real time: not a simulation test.
+#![cfg(not(madsim))]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use odradek_client::wire::proto::ErrorCode;
+use odradek_client::{Admin, Consumer, ConsumerConfig, Offset, OffsetQuery, Producer, ProducerConfig, ProducerRecord, TopicConfig};
+use odradek_jepsen::harness::ports::reserve;
+
+use common::{create_topic_until, ProcessCluster};
+
+const TOPIC: &str = "grown";
+const RECORDS: u64 = 1_000;
+
+async fn produce(addresses: &[&str], topic: &str, from: u64, count: u64) -> BTreeMap<String, u64> {
+    let producer = Producer::new(addresses, ProducerConfig::default()).await.expect("producer");
+    let mut deliveries = Vec::new();
+    for i in from..from + count {
+        let value = format!("r{i:06}");
+        deliveries.push((value.clone(), producer.send(ProducerRecord::new(topic, value).partition(0)).await.expect("queued")));
+    }
+    let mut acked = BTreeMap::new();
+    for (value, delivery) in deliveries {
+        let metadata = delivery.await.expect("acknowledged");
+        acked.insert(value, metadata.offset.expect("acks=all gives offsets"));
+    }
+    producer.close().await.expect("close");
+    acked
+}
+
+/// L5/L6/L10: every acknowledged record once, at its acknowledged offset.
+async fn read_back(addresses: &[&str], acked: &BTreeMap<String, u64>) {
+    let admin = Admin::new(addresses).unwrap();
+    let end = admin.list_offsets(TOPIC, 0, OffsetQuery::Latest).await.unwrap().offset;
+    let mut consumer = Consumer::new(addresses, ConsumerConfig::default()).unwrap();
+    consumer.assign(vec![(TOPIC.to_string(), 0)]).unwrap();
+    consumer.seek(TOPIC, 0, Offset::Beginning).await.unwrap();
+    let mut seen: BTreeMap<String, u64> = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while consumer.position(TOPIC, 0).unwrap_or(0) < end {
+        assert!(tokio::time::Instant::now() < deadline, "reading back took over 60 s");
+        for record in consumer.poll(Duration::from_millis(500)).await.unwrap() {
+            let value = String::from_utf8(record.value.unwrap().to_vec()).unwrap();
+            assert!(seen.insert(value.clone(), record.offset).is_none(), "L6: {value} twice");
+        }
+    }
+    for (value, offset) in acked {
+        assert_eq!(seen.get(value), Some(offset), "L5/L10: acknowledged record {value} at {offset}");
+    }
+}
+
+/// Polls `check` (every 100 ms) until it holds, for at most `seconds`.
+async fn wait_until<F, Fut>(what: &str, seconds: u64, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "{what}: not within {seconds} s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs `odradek server` joining through `seed` as node `id` with a fresh data directory, and
+/// waits for it to exit (it must: the join is refused); its stderr.
+fn refused_join(id: u64, seed: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = reserve(2).expect("free ports");
+    let (peer, client) = (ports.ports()[0], ports.ports()[1]);
+    let output = Command::new(env!("CARGO_BIN_EXE_odradek"))
+        .args(["server", "--id", &id.to_string(), "--data-dir", dir.path().join("data").to_str().unwrap(), "--tick-ms", "20"])
+        .args(["--node", &format!("{id}=127.0.0.1:{peer}/127.0.0.1:{client}"), "--join", seed])
+        .env("ODRADEK_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run odradek server");
+    assert!(!output.status.success(), "a refused join must end the process");
+    common::without_colors(&String::from_utf8_lossy(&output.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joins_a_running_cluster_and_the_controller_voters_move() {
+    let mut cluster = ProcessCluster::start(3);
+    let bootstrap: Vec<String> = cluster.bootstrap().split(',').map(String::from).collect();
+    let addresses: Vec<&str> = bootstrap.iter().map(String::as_str).collect();
+    let admin = Admin::new(&addresses).unwrap();
+    create_topic_until(&admin, TOPIC, 1, tokio::time::Instant::now() + Duration::from_secs(40)).await;
+    let mut acked = produce(&addresses, TOPIC, 0, RECORDS).await;
+
+    // Node 4 joins through node 1 only.
+    let seed = cluster.client_addr(1);
+    let four = cluster.add_joining(&["--join".to_string(), seed.clone()]);
+    assert_eq!(four, 4);
+    cluster.restart(four);
+    let four_address = cluster.client_addr(four);
+    wait_until("node 4 registered and a learner of the metadata group, as node 4 itself applied it", 60, || async {
+        match admin.describe_node(&four_address).await {
+            Ok(report) => {
+                report.brokers.iter().any(|broker| broker.node_id == 4)
+                    && report.controller_learners.contains(&4)
+                    && report.controller_voters == vec![1, 2, 3]
+            }
+            Err(_) => false,
+        }
+    })
+    .await;
+    let listed = admin.describe_node(&cluster.client_addr(2)).await.unwrap();
+    assert!(listed.brokers.iter().any(|broker| broker.node_id == 4 && broker.address == four_address), "{listed:?}");
+
+    // Refused joins: a bootstrap member's id; node 4's id with another data directory.
+    let stderr = refused_join(2, &seed);
+    assert!(stderr.contains("bootstrap list") && stderr.contains("INVALID_REQUEST"), "{stderr}");
+    let stderr = refused_join(4, &seed);
+    assert!(stderr.contains("another identity") && stderr.contains("--replace"), "{stderr}");
+
+    // Node 4 can receive replicas: the partition moves onto it.
+    admin.reassign_partition(TOPIC, 0, &[2, 3, 4]).await.expect("reassign onto node 4");
+    wait_until("the move onto node 4 completes", 60, || async {
+        let moved = admin.describe_topic(TOPIC).await.is_ok_and(|topic| topic.partitions[0].replicas == vec![2, 3, 4]);
+        moved && admin.describe_cluster().await.is_ok_and(|cluster| cluster.reassignments.is_empty())
+    })
+    .await;
+    read_back(&[four_address.as_str()], &acked).await;
+    let on_four = admin.describe_node(&four_address).await.unwrap();
+    assert!(on_four.partitions.iter().any(|p| p.topic == TOPIC), "node 4 hosts the moved partition: {on_four:?}");
+    // New topics place replicas on node 4 too.
+    admin.create_topic("spread", 4, 3, TopicConfig::default()).await.expect("create spread");
+    wait_until("topic spread is described", 30, || async { admin.describe_topic("spread").await.is_ok() }).await;
+    let spread = admin.describe_topic("spread").await.unwrap();
+    assert!(spread.partitions.iter().any(|p| p.replicas.contains(&4)), "a new topic uses node 4: {spread:?}");
+
+    // The controller group's voters: refusals, then a move to 3 and 4.
+    for (voters, expected) in [(vec![], "no voter left"), (vec![3, 9], "not a registered broker"), (vec![3, 3], "twice")] {
+        let error = admin.change_controllers(&voters).await.expect_err(expected);
+        assert_eq!(error.code(), Some(ErrorCode::INVALID_REQUEST), "{error}");
+        assert!(error.is_definite() && error.to_string().contains(expected), "{error}");
+    }
+    admin.change_controllers(&[3, 4]).await.expect("move the controller voters");
+    wait_until("the controller voters are 3 and 4", 60, || async {
+        let described = admin.describe_cluster().await;
+        described.is_ok_and(|described| described.controller_voters == vec![3, 4] && described.controller_voters_target.is_empty())
+    })
+    .await;
+    // Only voters {3, 4} can commit metadata with nodes 1 and 2 down.
+    cluster.kill(1);
+    cluster.kill(2);
+    let survivors = [cluster.client_addr(3), four_address.clone()];
+    let survivors: Vec<&str> = survivors.iter().map(String::as_str).collect();
+    let admin_survivors = Admin::new(&survivors).unwrap();
+    admin_survivors.create_topic("while-1-and-2-are-down", 1, 2, TopicConfig::default()).await.expect("metadata commits on 3 and 4");
+    cluster.restart(1);
+    cluster.restart(2);
+    acked.extend(produce(&addresses, TOPIC, RECORDS, RECORDS).await);
+
+    // Every node stopped and restarted: the members and the metadata survive.
+    for id in 1..=4 {
+        assert!(cluster.terminate(id).success(), "node {id} stops cleanly");
+    }
+    for id in 1..=4 {
+        cluster.restart(id);
+    }
+    let node_one = cluster.client_addr(1);
+    wait_until("node 1, restarted, lists node 4 and every topic", 60, || async {
+        admin
+            .describe_node(&node_one)
+            .await
+            .is_ok_and(|report| report.brokers.iter().any(|broker| broker.node_id == 4) && report.controller_voters == vec![3, 4])
+            && Admin::new(&[node_one.as_str()])
+                .unwrap()
+                .list_topics()
+                .await
+                .is_ok_and(|topics| topics.contains(&"while-1-and-2-are-down".to_string()))
+    })
+    .await;
+    let everyone: Vec<String> = (1..=4).map(|id| cluster.client_addr(id)).collect();
+    let everyone: Vec<&str> = everyone.iter().map(String::as_str).collect();
+    read_back(&everyone, &acked).await;
+}
