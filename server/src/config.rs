@@ -183,6 +183,12 @@ pub struct ServerConfig {
     pub disk_check_interval_ms: u64,
     #[serde(default)]
     pub topic_defaults: TopicDefaults,
+    /// Kafka's `auto.create.topics.enable`: a Kafka client's Metadata request (with
+    /// `allow_auto_topic_creation`, always below v4) or Produce naming a topic that does not
+    /// exist creates it with `topic_defaults`, as a Kafka broker does. On by default, as in
+    /// Kafka. The native listener never creates topics implicitly.
+    #[serde(default = "default_auto_create_topics")]
+    pub auto_create_topics: bool,
     /// TLS on the client listener and peer links (`[tls]`; default: none).
     #[serde(default)]
     pub tls: TlsSettings,
@@ -203,6 +209,9 @@ pub struct ServerConfig {
     pub data_dir_new: bool,
 }
 
+fn default_auto_create_topics() -> bool {
+    true
+}
 fn default_tick_ms() -> u64 {
     100
 }
@@ -276,6 +285,7 @@ impl ServerConfig {
             disk_reserve_bytes: default_disk_reserve_bytes(),
             disk_check_interval_ms: default_disk_check_interval_ms(),
             topic_defaults: TopicDefaults::default(),
+            auto_create_topics: default_auto_create_topics(),
             tls: TlsSettings::default(),
             groups: crate::group::service::GroupSettings::default(),
             auth: crate::auth::AuthSettings::default(),
@@ -477,6 +487,9 @@ mod tests {
         assert_eq!(config.request_timeout_ms, 30_000);
         assert_eq!((config.handshake_timeout_ms, config.connection_idle_timeout_ms), (10_000, 600_000));
         assert_eq!(config.connections_per_address_max, 256);
+        assert!(config.auto_create_topics, "topics are auto-created by default, as in Kafka");
+        let off = ServerConfig::from_toml(&THREE.replace("tick_ms = 50", "tick_ms = 50\nauto_create_topics = false")).unwrap();
+        assert!(!off.auto_create_topics);
         assert_eq!(config.client_listen(), config.me().client, "the listener binds the advertised address by default");
         let behind_a_proxy =
             ServerConfig::from_toml(&THREE.replace("tick_ms = 50", "tick_ms = 50\nclient_listen = \"127.0.0.1:19092\"")).unwrap();

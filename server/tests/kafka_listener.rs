@@ -186,3 +186,96 @@ fn bad_input_closes_its_own_connection_and_the_node_keeps_serving() {
     }
     runtime.block_on(server.shutdown()).unwrap();
 }
+
+/// One topic's Metadata entry (v12), asking the node to auto-create it or not.
+fn metadata_of(raw: &mut KafkaRaw, topic: &str, allow_auto_topic_creation: bool) -> metadata_response::MetadataResponseTopic {
+    let asked = metadata_request::MetadataRequestTopic::default().with_name(Some(TopicName(StrBytes::from_string(topic.into()))));
+    let request = MetadataRequest::default().with_topics(Some(vec![asked])).with_allow_auto_topic_creation(allow_auto_topic_creation);
+    let ResponseKind::Metadata(metadata) = raw.call(12, RequestKind::Metadata(request)) else { panic!("not a Metadata answer") };
+    assert_eq!(metadata.topics.len(), 1, "{metadata:?}");
+    metadata.topics[0].clone()
+}
+
+/// Retries `step` every 50 ms until it is true (20 s at most).
+fn eventually(what: &str, mut step: impl FnMut() -> bool) {
+    for _ in 0..400 {
+        if step() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} never happened");
+}
+
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const LEADER_NOT_AVAILABLE: i16 = 5;
+const INVALID_TOPIC_EXCEPTION: i16 = 17;
+
+/// Kafka's `auto.create.topics.enable` (on by default): a Metadata request that allows it and a
+/// produce to a topic that does not exist create the topic with the node's defaults (here 2
+/// partitions); the answers meanwhile are Kafka's retriable ones (LEADER_NOT_AVAILABLE,
+/// UNKNOWN_TOPIC_OR_PARTITION), so a client retries into the new topic. A Metadata request that
+/// does not allow it creates nothing, and an invalid name gets INVALID_TOPIC_EXCEPTION.
+#[test]
+fn topics_a_kafka_client_names_are_auto_created_with_the_defaults() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut config = kafka_raw::one_node_config();
+    config.topic_defaults.partitions = 2;
+    config.topic_defaults.replication_factor = 1;
+    let server = runtime.block_on(Server::start(config, SimDisk::new(12), system_clock())).expect("start");
+    let mut raw = KafkaRaw::connect(&server.kafka_addr().unwrap().to_string());
+
+    // Not allowed: nothing is created, however often asked. (Waits out the first election: the
+    // node answers a known code once its metadata is ready.)
+    eventually("the node answering for an unknown topic", || {
+        metadata_of(&mut raw, "quiet", false).error_code == UNKNOWN_TOPIC_OR_PARTITION
+    });
+    assert_eq!(metadata_of(&mut raw, "quiet", false).error_code, UNKNOWN_TOPIC_OR_PARTITION, "not created when not allowed");
+
+    // Allowed: created with the defaults, answered retriably until it has leaders.
+    eventually("the auto-created topic with its leaders", || {
+        let topic = metadata_of(&mut raw, "made", true);
+        assert!([0, LEADER_NOT_AVAILABLE].contains(&topic.error_code), "retriable until ready: {topic:?}");
+        topic.error_code == 0 && topic.partitions.iter().all(|p| p.error_code == 0 && p.leader_id.0 == 1)
+    });
+    assert_eq!(metadata_of(&mut raw, "made", false).partitions.len(), 2, "the default partition count");
+
+    // An invalid name: refused clearly, never created.
+    assert_eq!(metadata_of(&mut raw, "no spaces!", true).error_code, INVALID_TOPIC_EXCEPTION);
+
+    // A produce to a topic that does not exist creates it; the client's retry lands.
+    let mut codes = Vec::new();
+    eventually("a produce into the topic it auto-created", || {
+        let ResponseKind::Produce(produced) = raw.call(9, produce("sent", -1, "first")) else { panic!() };
+        let partition = &produced.responses[0].partition_responses[0];
+        codes.push(partition.error_code);
+        partition.error_code == 0
+    });
+    assert_eq!(codes[0], UNKNOWN_TOPIC_OR_PARTITION, "the first produce is refused retriably, nothing appended: {codes:?}");
+    assert!(codes.iter().all(|&c| [0, UNKNOWN_TOPIC_OR_PARTITION, LEADER_NOT_AVAILABLE, 6].contains(&c)), "{codes:?}");
+    assert_eq!(metadata_of(&mut raw, "sent", false).partitions.len(), 2);
+    let ResponseKind::Produce(produced) = raw.call(9, produce("bad name!", -1, "x")) else { panic!() };
+    let refused = &produced.responses[0].partition_responses[0];
+    assert_eq!(refused.error_code, INVALID_TOPIC_EXCEPTION, "{refused:?}");
+    assert!(refused.error_message.as_ref().is_some_and(|m| m.contains("cannot be auto-created")), "{refused:?}");
+    runtime.block_on(server.shutdown()).unwrap();
+}
+
+/// With `auto_create_topics = false` a Kafka client naming an unknown topic creates nothing:
+/// Metadata and Produce answer UNKNOWN_TOPIC_OR_PARTITION, as a Kafka broker with
+/// `auto.create.topics.enable=false` does.
+#[test]
+fn auto_creation_off_creates_nothing() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut config = kafka_raw::one_node_config();
+    config.auto_create_topics = false;
+    let server = runtime.block_on(Server::start(config, SimDisk::new(13), system_clock())).expect("start");
+    let mut raw = KafkaRaw::connect(&server.kafka_addr().unwrap().to_string());
+    create_topic(&mut raw, "known");
+    for _ in 0..3 {
+        assert_eq!(metadata_of(&mut raw, "ghost", true).error_code, UNKNOWN_TOPIC_OR_PARTITION);
+        let ResponseKind::Produce(produced) = raw.call(9, produce("ghost", -1, "x")) else { panic!() };
+        assert_eq!(produced.responses[0].partition_responses[0].error_code, UNKNOWN_TOPIC_OR_PARTITION);
+    }
+    runtime.block_on(server.shutdown()).unwrap();
+}

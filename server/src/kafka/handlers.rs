@@ -4,6 +4,7 @@
 //! listener uses (same checks, same guarantees), and gathers the answers into Kafka's shape.
 //! Nothing here decides anything about the log: it only translates.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -77,6 +78,8 @@ pub async fn metadata(context: &NodeContext, brokers: &KafkaBrokers, id: u64, ve
     // v0: an empty list is every topic; v1+: null is every topic, empty is none.
     // v10+ may name a topic by id alone (a KIP-848 consumer resolving its assignment).
     let ids = super::topic_ids::all(context);
+    // Below v4 the field is absent and Kafka always auto-creates.
+    let auto_create_asked = version < 4 || body.allow_auto_topic_creation;
     // Ids that name no topic here: answered UNKNOWN_TOPIC_ID, as Kafka does.
     let mut unknown_ids = Vec::new();
     let names: Option<Vec<String>> = match body.topics {
@@ -115,6 +118,10 @@ pub async fn metadata(context: &NodeContext, brokers: &KafkaBrokers, id: u64, ve
         .iter()
         .map(|&topic_id| MetadataResponseTopic::default().with_error_code(errors::UNKNOWN_TOPIC_ID).with_name(None).with_topic_id(topic_id))
         .collect();
+    let auto_created = match &names {
+        Some(names) if auto_create_asked && !names.is_empty() => auto_create(context, id, names).await,
+        _ => BTreeMap::new(),
+    };
     let mut ask = wire::MetadataRequest::new();
     ask.topics = names.clone().unwrap_or_default().into();
     let answer = request::handle(context, &Principal::Anonymous, native(id, Body::metadata(ask))).await;
@@ -151,9 +158,16 @@ pub async fn metadata(context: &NodeContext, brokers: &KafkaBrokers, id: u64, ve
                     .with_isr_nodes(isr)
             })
             .collect();
+        let code = match (topic.error, auto_created.get(&topic.name)) {
+            // Created, but this node has not applied it yet: retriable, as Kafka answers a
+            // topic it has just auto-created.
+            (ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, Some(&(errors::NONE, _))) => errors::LEADER_NOT_AVAILABLE,
+            (ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, Some(&(refused, _))) => refused,
+            (error, _) => kafka_code(error),
+        };
         response.topics.push(
             MetadataResponseTopic::default()
-                .with_error_code(kafka_code(topic.error))
+                .with_error_code(code)
                 .with_name(Some(TopicName(text(&topic.name))))
                 .with_is_internal(topic.name.starts_with("__"))
                 .with_topic_id(if version >= 10 { ids.get(&topic.name).copied().unwrap_or_default() } else { Default::default() })
@@ -217,6 +231,7 @@ pub async fn produce(
             pending.push((name.clone(), index, future));
         }
     }
+    let context = context.clone();
     Box::pin(async move {
         let mut response = ProduceResponse::default();
         for (name, index, future) in pending {
@@ -238,8 +253,93 @@ pub async fn produce(
                     .push(TopicProduceResponse::default().with_name(TopicName(text(&name))).with_partition_responses(vec![partition])),
             }
         }
+        auto_create_for_produce(&context, id, &mut response).await;
         (acks != Acks::ACKS_NONE).then_some(ResponseKind::Produce(response))
     })
+}
+
+/// How long an auto-creation may take before the client is told to retry (its next Metadata
+/// or Produce tries again).
+const AUTO_CREATE_TIMEOUT_MS: u32 = 10_000;
+
+/// Kafka's `auto.create.topics.enable` (the node's `auto_create_topics`): the topics of `names`
+/// this node does not know are created through the controller with the topic defaults, as a
+/// Kafka broker creates a topic a client names. Returns, for each topic it asked for, the Kafka
+/// code of the outcome: NONE when the topic now exists (created, or created meanwhile by
+/// another), a retriable LEADER_NOT_AVAILABLE when the controller could not be reached or timed
+/// out, and the refusal's own code otherwise (INVALID_TOPIC_EXCEPTION for a name Kafka and we
+/// refuse). Topics this node knows are not asked for: an empty map when auto-creation is off.
+async fn auto_create(context: &NodeContext, id: u64, names: &[String]) -> BTreeMap<String, (i16, String)> {
+    if !context.config.auto_create_topics {
+        return BTreeMap::new();
+    }
+    let unknown: Vec<String> = {
+        let state = context.state.lock();
+        let mut unknown: Vec<String> = names.iter().filter(|name| state.meta.topic(name).is_none()).cloned().collect();
+        unknown.sort();
+        unknown.dedup();
+        unknown
+    };
+    if unknown.is_empty() {
+        return BTreeMap::new();
+    }
+    let mut ask = wire::CreateTopicsRequest::new();
+    ask.timeout_ms = AUTO_CREATE_TIMEOUT_MS;
+    for name in &unknown {
+        // Partitions and replication factor 0: the node's topic defaults.
+        let mut create = wire::CreateTopic::new();
+        create.name = name.clone();
+        ask.topics.push(create);
+    }
+    let answer = request::handle(context, &Principal::Anonymous, native(id, Body::create_topics(ask))).await;
+    unknown
+        .into_iter()
+        .map(|name| {
+            let (native_code, message) = if answer.has_create_topics() {
+                let result = answer.get_create_topics().topics.iter().find(|t| t.name == name);
+                result.map_or((ErrorCode::INTERNAL, "the controller did not answer for this topic".to_string()), |t| {
+                    (t.error, t.error_message.clone())
+                })
+            } else {
+                (answer.error, answer.error_message.clone())
+            };
+            let code = match native_code {
+                ErrorCode::NONE | ErrorCode::TOPIC_ALREADY_EXISTS => errors::NONE,
+                other => match kafka_code(other) {
+                    errors::NOT_CONTROLLER | errors::REQUEST_TIMED_OUT | errors::NOT_LEADER_OR_FOLLOWER => errors::LEADER_NOT_AVAILABLE,
+                    code => code,
+                },
+            };
+            tracing::info!(topic = %name, code, %message, "auto-creating a topic a Kafka client named");
+            (name, (code, message))
+        })
+        .collect()
+}
+
+/// A produce to topics that do not exist auto-creates them ([`auto_create`]); the partitions
+/// stay refused with the retriable UNKNOWN_TOPIC_OR_PARTITION (the client refreshes its
+/// metadata and sends again), or get the creation's refusal (an invalid name).
+async fn auto_create_for_produce(context: &NodeContext, id: u64, response: &mut ProduceResponse) {
+    let unknown: Vec<String> = response
+        .responses
+        .iter()
+        .filter(|topic| topic.partition_responses.iter().any(|p| p.error_code == errors::UNKNOWN_TOPIC_OR_PARTITION))
+        .map(|topic| topic.name.0.to_string())
+        .collect();
+    if unknown.is_empty() {
+        return;
+    }
+    let outcomes = auto_create(context, id, &unknown).await;
+    for topic in &mut response.responses {
+        let Some((code, message)) = outcomes.get(topic.name.0.as_str()) else { continue };
+        if *code == errors::NONE || *code == errors::LEADER_NOT_AVAILABLE {
+            continue;
+        }
+        for partition in topic.partition_responses.iter_mut().filter(|p| p.error_code == errors::UNKNOWN_TOPIC_OR_PARTITION) {
+            partition.error_code = *code;
+            partition.error_message = Some(text(&format!("topic {:?} cannot be auto-created: {message}", topic.name.0.as_str())));
+        }
+    }
 }
 
 /// A batch naming a compression codec Kafka does not define (5..=7): UNSUPPORTED_COMPRESSION_TYPE,
