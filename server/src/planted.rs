@@ -71,10 +71,15 @@ pub enum PlantedBug {
     /// saw it: partitions added later have replicas in the metadata and nobody hosting them,
     /// so they never elect a leader (placement, PL1: new partitions are served).
     AddedPartitionsUnhosted,
+    /// DeleteRecords moves only the leader's own log start, in memory, and is acknowledged
+    /// without going through the partition's raft log: the other replicas (and the leader after
+    /// a restart) still serve the records, so after a leader change a consumer reads below an
+    /// acknowledged deletion (the simulator's delete-records check, plan field `delete_records`).
+    DeleteRecordsNotReplicated,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 17] = [
+    pub const ALL: [PlantedBug; 18] = [
         PlantedBug::AckBeforeCommit,
         PlantedBug::ServeAboveCommit,
         PlantedBug::SkipDedup,
@@ -92,6 +97,7 @@ impl PlantedBug {
         PlantedBug::SkipProduceAclCheck,
         PlantedBug::WipedNodeKeepsIdentity,
         PlantedBug::AddedPartitionsUnhosted,
+        PlantedBug::DeleteRecordsNotReplicated,
     ];
 
     pub fn name(self) -> &'static str {
@@ -113,6 +119,7 @@ impl PlantedBug {
             PlantedBug::SkipProduceAclCheck => "skip-produce-acl-check",
             PlantedBug::WipedNodeKeepsIdentity => "wiped-node-keeps-identity",
             PlantedBug::AddedPartitionsUnhosted => "added-partitions-unhosted",
+            PlantedBug::DeleteRecordsNotReplicated => "delete-records-not-replicated",
         }
     }
 }
@@ -149,6 +156,7 @@ pub struct Planted {
     pub skip_produce_acl_check: bool,
     pub wiped_node_keeps_identity: bool,
     pub added_partitions_unhosted: bool,
+    pub delete_records_not_replicated: bool,
 }
 
 impl Planted {
@@ -173,6 +181,7 @@ impl Planted {
             skip_produce_acl_check: on(PlantedBug::SkipProduceAclCheck),
             wiped_node_keeps_identity: on(PlantedBug::WipedNodeKeepsIdentity),
             added_partitions_unhosted: on(PlantedBug::AddedPartitionsUnhosted),
+            delete_records_not_replicated: on(PlantedBug::DeleteRecordsNotReplicated),
         }
     }
 }
@@ -203,6 +212,7 @@ mod tests {
             all.silent_recovery_cut,
             all.wiped_node_keeps_identity,
             all.added_partitions_unhosted,
+            all.delete_records_not_replicated,
         ];
         assert!(each.iter().all(|on| *on), "every bug has a switch: {all:?}");
     }

@@ -19,6 +19,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use odradek_client::batch::{BatchBuilder, Record};
 use odradek_log::SimDisk;
+use odradek_server::config::ServerConfig;
 use odradek_server::{system_clock, Server};
 
 mod kafka_raw;
@@ -278,4 +279,96 @@ fn auto_creation_off_creates_nothing() {
         assert_eq!(produced.responses[0].partition_responses[0].error_code, UNKNOWN_TOPIC_OR_PARTITION);
     }
     runtime.block_on(server.shutdown()).unwrap();
+}
+
+const OFFSET_OUT_OF_RANGE: i16 = 1;
+
+/// DeleteRecords for partition 0 of `topic`: (error code, low watermark).
+fn delete_records(raw: &mut KafkaRaw, version: i16, topic: &str, offset: i64) -> (i16, i64) {
+    use kafka_protocol::messages::delete_records_request::{DeleteRecordsPartition, DeleteRecordsTopic};
+    let partition = DeleteRecordsPartition::default().with_partition_index(0).with_offset(offset);
+    let asked = DeleteRecordsTopic::default().with_name(TopicName(StrBytes::from_string(topic.into()))).with_partitions(vec![partition]);
+    let request = DeleteRecordsRequest::default().with_timeout_ms(10_000).with_topics(vec![asked]);
+    let ResponseKind::DeleteRecords(deleted) = raw.call(version, RequestKind::DeleteRecords(request)) else { panic!() };
+    let partition = &deleted.topics[0].partitions[0];
+    (partition.error_code, partition.low_watermark)
+}
+
+/// ListOffsets earliest (-2) of partition 0 of `topic`.
+fn earliest(raw: &mut KafkaRaw, topic: &str) -> i64 {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    let partition = ListOffsetsPartition::default().with_partition_index(0).with_timestamp(-2);
+    let asked = ListOffsetsTopic::default().with_name(TopicName(StrBytes::from_string(topic.into()))).with_partitions(vec![partition]);
+    let request = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![asked]);
+    let ResponseKind::ListOffsets(listed) = raw.call(6, RequestKind::ListOffsets(request)) else { panic!() };
+    let partition = &listed.topics[0].partitions[0];
+    assert_eq!(partition.error_code, 0, "{listed:?}");
+    partition.offset
+}
+
+/// The first record offset a fetch from `offset` returns, or its error code.
+fn first_fetched(raw: &mut KafkaRaw, topic: &str, offset: i64) -> Result<i64, i16> {
+    let ResponseKind::Fetch(fetched) = raw.call(11, fetch(topic, offset)) else { panic!() };
+    let partition = &fetched.responses[0].partitions[0];
+    if partition.error_code != 0 {
+        return Err(partition.error_code);
+    }
+    let mut records = partition.records.clone().expect("records are never null");
+    let first = records.split_to(odradek_client::batch::batch_bytes_len(&records).expect("whole batches"));
+    let record = odradek_client::batch::records(&first).unwrap().next().expect("a record").unwrap();
+    Ok(record.offset)
+}
+
+/// DeleteRecords (Kafka API 21) moves the log start through the partition's raft log: a fetch
+/// below it is OFFSET_OUT_OF_RANGE, ListOffsets earliest and the fetch's log start report it,
+/// it never moves back nor past the high watermark (above it: OFFSET_OUT_OF_RANGE, nothing
+/// changed; -1: up to the high watermark), produce goes on, and it survives a restart (the
+/// command entry is replayed with the log).
+#[test]
+fn delete_records_moves_the_log_start_for_good() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let config = kafka_raw::one_node_config();
+    let disk = SimDisk::new(14);
+    let server = runtime.block_on(Server::start(config.clone(), disk.clone(), system_clock())).expect("start");
+    let mut raw = KafkaRaw::connect(&server.kafka_addr().unwrap().to_string());
+    create_topic(&mut raw, "dr");
+    for i in 0..5 {
+        let ResponseKind::Produce(produced) = raw.call(9, produce("dr", -1, &format!("r{i}"))) else { panic!() };
+        assert_eq!(produced.responses[0].partition_responses[0].base_offset, i);
+    }
+    assert_eq!(delete_records(&mut raw, 0, "dr", 3), (0, 3));
+    assert_eq!(first_fetched(&mut raw, "dr", 2), Err(OFFSET_OUT_OF_RANGE), "below the log start");
+    assert_eq!(first_fetched(&mut raw, "dr", 3), Ok(3));
+    assert_eq!(earliest(&mut raw, "dr"), 3);
+    assert_eq!(delete_records(&mut raw, 2, "dr", 1), (0, 3), "never backwards");
+    assert_eq!(delete_records(&mut raw, 1, "dr", 6), (OFFSET_OUT_OF_RANGE, -1), "never past the high watermark (5)");
+    assert_eq!(earliest(&mut raw, "dr"), 3, "a refused deletion changes nothing");
+    let ResponseKind::Produce(produced) = raw.call(9, produce("dr", -1, "r5")) else { panic!() };
+    assert_eq!(produced.responses[0].partition_responses[0].base_offset, 5, "offsets go on");
+    assert_eq!(delete_records(&mut raw, 2, "dr", -1), (0, 6), "-1: up to the high watermark");
+    assert_eq!(first_fetched(&mut raw, "dr", 5), Err(OFFSET_OUT_OF_RANGE));
+    let (code, _) = delete_records(&mut raw, 2, "ghost-topic-x", 1);
+    assert_ne!(code, 0, "an unknown topic is refused");
+    runtime.block_on(server.shutdown()).unwrap();
+
+    // The deletion is in the partition's raft log: a restart (same node and disk, fresh ports:
+    // the old ones may linger) replays it.
+    let config = ServerConfig { nodes: kafka_raw::one_node_config().nodes, ..config };
+    let server = runtime.block_on(Server::start(config, disk, system_clock())).expect("restart");
+    let mut raw = KafkaRaw::connect(&server.kafka_addr().unwrap().to_string());
+    eventually("the restarted node serving dr", || earliest_or_error(&mut raw, "dr").is_some());
+    assert_eq!(earliest(&mut raw, "dr"), 6, "the log start survives the restart");
+    assert_eq!(first_fetched(&mut raw, "dr", 4), Err(OFFSET_OUT_OF_RANGE));
+    runtime.block_on(server.shutdown()).unwrap();
+}
+
+/// ListOffsets earliest, `None` while the partition has no leader.
+fn earliest_or_error(raw: &mut KafkaRaw, topic: &str) -> Option<i64> {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    let partition = ListOffsetsPartition::default().with_partition_index(0).with_timestamp(-2);
+    let asked = ListOffsetsTopic::default().with_name(TopicName(StrBytes::from_string(topic.into()))).with_partitions(vec![partition]);
+    let request = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![asked]);
+    let ResponseKind::ListOffsets(listed) = raw.call(6, RequestKind::ListOffsets(request)) else { panic!() };
+    let partition = &listed.topics[0].partitions[0];
+    (partition.error_code == 0).then_some(partition.offset)
 }

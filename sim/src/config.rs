@@ -105,6 +105,10 @@ pub struct ScenarioConfig {
     /// the same names; after the heal a topic is grown and the placement invariant PL1 checked
     /// (`crate::workload::churn`).
     pub topic_churn: bool,
+    /// DeleteRecords under faults (a plan field, off by default so every seed keeps its trace):
+    /// records written to and deleted from topic `dr` while the nemesis runs; an acknowledged
+    /// deletion must hold (DR1, `crate::workload::delete_records`).
+    pub delete_records: bool,
     /// A replay of some of the seed's fault rounds (`--plan FILE`, [`crate::shrink`]); `None`:
     /// every round the seed draws.
     pub faults: Option<FaultSelection>,
@@ -142,6 +146,7 @@ impl ScenarioConfig {
             faults: None,
             heavy: false,
             topic_churn: false,
+            delete_records: false,
             kafka: false,
         }
     }
@@ -173,6 +178,9 @@ impl ScenarioConfig {
         }
         if self.kafka {
             command += " --kafka";
+        }
+        if self.delete_records {
+            command += " --delete-records";
         }
         for bug in &self.planted_bugs {
             command += &format!(" --planted-bug {}", bug.name());

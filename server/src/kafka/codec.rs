@@ -45,6 +45,7 @@ const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::DeleteRecords, 0, 2),
 ];
 
 /// The versions of `api_key` this listener speaks, `None` for an API it does not serve.
@@ -279,6 +280,7 @@ mod tests {
             ApiKey::IncrementalAlterConfigs => RequestKind::IncrementalAlterConfigs(IncrementalAlterConfigsRequest::default()),
             ApiKey::AlterConfigs => RequestKind::AlterConfigs(AlterConfigsRequest::default()),
             ApiKey::DeleteGroups => RequestKind::DeleteGroups(DeleteGroupsRequest::default()),
+            ApiKey::DeleteRecords => RequestKind::DeleteRecords(DeleteRecordsRequest::default()),
             other => panic!("{other:?} is not served"),
         }
     }

@@ -259,6 +259,7 @@ async fn start(
             RequestKind::IncrementalAlterConfigs(body) => topic_admin::incremental_alter_configs(&context, id, body).await,
             RequestKind::AlterConfigs(body) => topic_admin::alter_configs(&context, id, body).await,
             RequestKind::DeleteGroups(body) => topic_admin::delete_groups(&context, id, body).await,
+            RequestKind::DeleteRecords(body) => topic_admin::delete_records(&context, id, body).await,
             request if groups::serves(&request) => groups::handle(&context, id, version, client_id, request).await,
             other => unreachable!("codec::decode admits only served APIs, not {other:?}"),
         };

@@ -1,7 +1,8 @@
 //! Kafka's topic and group admin APIs over the native ones (issues 15 and 16): CreatePartitions
 //! and AlterConfigs / IncrementalAlterConfigs as native AlterTopic requests, DescribeConfigs as
 //! DescribeTopicConfigs (topics) or this node's defaults (brokers), DeleteGroups as the native
-//! DeleteGroups on this node's coordinator. Nothing here decides anything: the controller checks
+//! DeleteGroups on this node's coordinator, DeleteRecords as the native DeleteRecords on each
+//! partition's leader. Nothing here decides anything: the controller checks
 //! and applies (`crate::request::topic_change`), all or none per resource.
 //!
 //! Each resource is answered on its own, as Kafka does: an unknown setting name, a value that is
@@ -11,11 +12,12 @@
 
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
 use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult};
 use kafka_protocol::messages::{
     AlterConfigsRequest, AlterConfigsResponse, CreatePartitionsRequest, CreatePartitionsResponse, DeleteGroupsRequest,
-    DeleteGroupsResponse, DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
-    ResponseKind,
+    DeleteGroupsResponse, DeleteRecordsRequest, DeleteRecordsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, ResponseKind,
 };
 use kafka_protocol::protocol::StrBytes;
 use odradek_client::wire::proto::{self as wire, ErrorCode, Request_oneof_body as Body, Response};
@@ -264,6 +266,40 @@ async fn describe_topic(context: &NodeContext, id: u64, name: &str) -> Result<Ve
             described(&entry.name, entry.value, source, false, kind)
         })
         .collect())
+}
+
+/// DeleteRecords: each partition's log start moved by its leader through the partition's raft
+/// log (`crate::request::delete_records`); clients send it to each partition's leader, and a
+/// partition this node does not lead gets NOT_LEADER_OR_FOLLOWER. Offset -1 is the high
+/// watermark; the answer's low watermark is the log start after the request.
+pub async fn delete_records(context: &NodeContext, id: u64, body: DeleteRecordsRequest) -> ResponseKind {
+    let mut response = DeleteRecordsResponse::default();
+    for topic in &body.topics {
+        let mut partitions = Vec::new();
+        for partition in &topic.partitions {
+            let result = DeleteRecordsPartitionResult::default().with_partition_index(partition.partition_index).with_low_watermark(-1);
+            let Ok(index) = u32::try_from(partition.partition_index) else {
+                partitions.push(result.with_error_code(errors::UNKNOWN_TOPIC_OR_PARTITION));
+                continue;
+            };
+            let mut ask = wire::DeleteRecordsRequest::new();
+            ask.topic = topic.name.0.to_string();
+            ask.partition = index;
+            ask.before_offset = partition.offset;
+            ask.timeout_ms = u32::try_from(body.timeout_ms).unwrap_or(0);
+            let answer = request::handle(context, &Principal::Anonymous, native(id, Body::delete_records(ask))).await;
+            let result = if answer.error == ErrorCode::NONE && answer.has_delete_records() {
+                let log_start = i64::try_from(answer.get_delete_records().log_start_offset).expect("offsets fit an i64");
+                result.with_low_watermark(log_start)
+            } else {
+                let code = if answer.error == ErrorCode::NONE { errors::UNKNOWN_SERVER_ERROR } else { kafka_code(answer.error) };
+                result.with_error_code(code)
+            };
+            partitions.push(result);
+        }
+        response.topics.push(DeleteRecordsTopicResult::default().with_name(topic.name.clone()).with_partitions(partitions));
+    }
+    ResponseKind::DeleteRecords(response)
 }
 
 /// DeleteGroups on this node's coordinator (clients send it to each group's coordinator).

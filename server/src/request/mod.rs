@@ -22,6 +22,7 @@
 
 pub mod admin;
 pub mod authorize;
+pub mod delete_records;
 pub mod fetch;
 pub mod group;
 pub mod leaders;
@@ -85,6 +86,7 @@ async fn route(context: &NodeContext, id: u64, mut request: Request) -> Response
         Some(Body::fetch(body)) => fetch::fetch(context, id, body).await,
         Some(Body::list_offsets(body)) => fetch::list_offsets(context, id, body).await,
         Some(Body::transfer_leader(body)) => transfer::transfer_leader(context, id, body).await,
+        Some(Body::delete_records(body)) => delete_records::delete_records(context, id, body).await,
         Some(
             body @ (Body::create_topics(_)
             | Body::delete_topics(_)
@@ -145,6 +147,7 @@ pub fn request_name(body: &Body) -> &'static str {
         Body::describe_topic_configs(_) => "describe_topic_configs",
         Body::reassign_partition(_) => "reassign_partition",
         Body::transfer_leader(_) => "transfer_leader",
+        Body::delete_records(_) => "delete_records",
     }
 }
 

@@ -133,6 +133,10 @@ mod sim {
         /// run beside the native ones (not with --secure).
         #[arg(long)]
         kafka: bool,
+        /// DeleteRecords under faults: records written to and deleted from topic `dr`; an
+        /// acknowledged deletion must hold (DR1).
+        #[arg(long)]
+        delete_records: bool,
     }
 
     impl RunOptions {
@@ -177,6 +181,7 @@ mod sim {
                 heavy: self.heavy,
                 topic_churn: self.topic_churn,
                 kafka: self.kafka,
+                delete_records: self.delete_records,
             })
         }
 
@@ -202,6 +207,9 @@ mod sim {
             }
             if self.kafka {
                 args.push("--kafka".to_string());
+            }
+            if self.delete_records {
+                args.push("--delete-records".to_string());
             }
             args
         }
