@@ -334,10 +334,6 @@ impl ServerConfig {
             return invalid(format!("this node's id {} is not among the listed nodes", self.id));
         }
         self.auth.validate().map_err(ConfigError::Invalid)?;
-        if self.auth.sasl && self.kafka_listen().is_some() {
-            // Its connections cannot log in yet (no SaslHandshake there): it would let anyone in.
-            return invalid("the Kafka listener has no SASL yet: it cannot run on a node with [auth] sasl (drop --kafka-listen)".into());
-        }
         if self.tick_ms == 0 || self.tick_ms > 10_000 {
             return invalid(format!("tick_ms must be within 1..=10000, not {}", self.tick_ms));
         }
@@ -529,7 +525,7 @@ mod tests {
     }
 
     #[test]
-    fn kafka_listener_is_refused_where_clients_must_log_in() {
+    fn kafka_listener_runs_where_clients_must_log_in() {
         let mut config = ServerConfig::from_toml(THREE).unwrap();
         config.kafka_listen = Some("127.0.0.1:29092".parse().unwrap());
         config.validate().unwrap();
@@ -537,9 +533,7 @@ mod tests {
         config.auth.inter_node_user = Some("node".into());
         config.auth.users.insert("node".into(), crate::auth::Secret("pw".into()));
         config.auth.super_users.insert("User:node".into());
-        let error = config.validate().unwrap_err().to_string();
-        assert!(error.contains("Kafka listener has no SASL"), "{error}");
-        config.kafka_listen = None;
+        // Its clients log in with SaslHandshake/SaslAuthenticate (kafka::sasl).
         config.validate().unwrap();
     }
 

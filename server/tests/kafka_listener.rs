@@ -372,3 +372,76 @@ fn earliest_or_error(raw: &mut KafkaRaw, topic: &str) -> Option<i64> {
     let partition = &listed.topics[0].partitions[0];
     (partition.error_code == 0).then_some(partition.offset)
 }
+
+/// One SCRAM-SHA-256 exchange over SaslHandshake v1 and SaslAuthenticate v2: the final
+/// answer's error code (0: logged in).
+fn scram_login(raw: &mut KafkaRaw, user: &str, password: &str) -> i16 {
+    use odradek_client::scram::{ClientScram, Mechanism};
+    let handshake = SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("SCRAM-SHA-256"));
+    let ResponseKind::SaslHandshake(shaken) = raw.call(1, RequestKind::SaslHandshake(handshake)) else { panic!() };
+    assert_eq!(shaken.error_code, 0, "{shaken:?}");
+    assert!(shaken.mechanisms.iter().any(|m| m.as_str() == "SCRAM-SHA-512"), "both SCRAM mechanisms offered: {shaken:?}");
+    let (client, first) = ClientScram::new(Mechanism::Sha256, user, password, "kafkanonce1");
+    let ask = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(first.into_bytes()));
+    let ResponseKind::SaslAuthenticate(challenge) = raw.call(2, RequestKind::SaslAuthenticate(ask)) else { panic!() };
+    if challenge.error_code != 0 {
+        return challenge.error_code;
+    }
+    let server_first = String::from_utf8(challenge.auth_bytes.to_vec()).unwrap();
+    let (proof, client_final) = client.final_message(&server_first).unwrap();
+    let ask = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(client_final.into_bytes()));
+    let ResponseKind::SaslAuthenticate(done) = raw.call(2, RequestKind::SaslAuthenticate(ask)) else { panic!() };
+    if done.error_code == 0 {
+        proof.verify(std::str::from_utf8(&done.auth_bytes).unwrap()).expect("the server proves it knows the credential");
+    }
+    done.error_code
+}
+
+/// SASL on the Kafka listener (`[auth] sasl`): SCRAM-SHA-256 over SaslHandshake v1 and
+/// SaslAuthenticate with the node's user store logs a Kafka client in; before that only
+/// ApiVersions is answered and anything else closes the connection; a wrong password is
+/// SASL_AUTHENTICATION_FAILED (58) and closes it; PLAIN is not offered (33).
+#[test]
+fn kafka_clients_log_in_with_scram_where_the_node_requires_sasl() {
+    use odradek_server::auth::Secret;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut config = kafka_raw::one_node_config();
+    config.auth.sasl = true;
+    config.auth.inter_node_user = Some("node".into());
+    config.auth.super_users = ["User:node".to_string()].into();
+    config.auth.users = [("node".to_string(), Secret("node-pw".into())), ("alice".to_string(), Secret("alice-pw".into()))].into();
+    config.validate().expect("a Kafka listener runs with [auth] sasl");
+    let server = runtime.block_on(Server::start(config, SimDisk::new(15), system_clock())).expect("start");
+    let kafka = server.kafka_addr().unwrap().to_string();
+
+    // Not logged in: ApiVersions is answered, Metadata closes the connection.
+    let mut anonymous = KafkaRaw::connect(&kafka);
+    let ResponseKind::ApiVersions(versions) = anonymous.call(3, RequestKind::ApiVersions(ApiVersionsRequest::default())) else { panic!() };
+    assert!(versions.api_keys.iter().any(|v| v.api_key == ApiKey::SaslAuthenticate as i16));
+    anonymous.send(12, 9, RequestKind::Metadata(MetadataRequest::default().with_topics(None)));
+    anonymous.assert_closed();
+
+    // A wrong password: 58, closed.
+    let mut wrong = KafkaRaw::connect(&kafka);
+    eventually("the node knowing its users", || {
+        let mut probe = KafkaRaw::connect(&kafka);
+        scram_login(&mut probe, "alice", "alice-pw") == 0
+    });
+    assert_eq!(scram_login(&mut wrong, "alice", "not-it"), 58);
+    wrong.assert_closed();
+
+    // PLAIN is not offered.
+    let mut plain = KafkaRaw::connect(&kafka);
+    let handshake = SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN"));
+    let ResponseKind::SaslHandshake(refused) = plain.call(1, RequestKind::SaslHandshake(handshake)) else { panic!() };
+    assert_eq!(refused.error_code, 33);
+
+    // Logged in: served as User:alice (no authorization here, so everything).
+    let mut alice = KafkaRaw::connect(&kafka);
+    assert_eq!(scram_login(&mut alice, "alice", "alice-pw"), 0);
+    create_topic(&mut alice, "secured");
+    let ResponseKind::Produce(produced) = alice.call(9, produce("secured", -1, "hello")) else { panic!() };
+    assert_eq!(produced.responses[0].partition_responses[0].error_code, 0, "{produced:?}");
+    assert_ne!(scram_login(&mut alice, "alice", "alice-pw"), 0, "one exchange per connection");
+    runtime.block_on(server.shutdown()).unwrap();
+}

@@ -74,7 +74,14 @@ pub fn api_versions_response() -> ResponseKind {
 
 /// Metadata: the native answer, with each broker's Kafka address. Topics with no Kafka
 /// address for their leader still list it (the client reports the broker as unreachable).
-pub async fn metadata(context: &NodeContext, brokers: &KafkaBrokers, id: u64, version: i16, body: MetadataRequest) -> ResponseKind {
+pub async fn metadata(
+    context: &NodeContext,
+    principal: &Principal,
+    brokers: &KafkaBrokers,
+    id: u64,
+    version: i16,
+    body: MetadataRequest,
+) -> ResponseKind {
     // v0: an empty list is every topic; v1+: null is every topic, empty is none.
     // v10+ may name a topic by id alone (a KIP-848 consumer resolving its assignment).
     let ids = super::topic_ids::all(context);
@@ -119,12 +126,12 @@ pub async fn metadata(context: &NodeContext, brokers: &KafkaBrokers, id: u64, ve
         .map(|&topic_id| MetadataResponseTopic::default().with_error_code(errors::UNKNOWN_TOPIC_ID).with_name(None).with_topic_id(topic_id))
         .collect();
     let auto_created = match &names {
-        Some(names) if auto_create_asked && !names.is_empty() => auto_create(context, id, names).await,
+        Some(names) if auto_create_asked && !names.is_empty() => auto_create(context, principal, id, names).await,
         _ => BTreeMap::new(),
     };
     let mut ask = wire::MetadataRequest::new();
     ask.topics = names.clone().unwrap_or_default().into();
-    let answer = request::handle(context, &Principal::Anonymous, native(id, Body::metadata(ask))).await;
+    let answer = request::handle(context, principal, native(id, Body::metadata(ask))).await;
     if answer.error != ErrorCode::NONE || !answer.has_metadata() {
         // The node is still catching up: every asked topic gets the (retriable) code.
         let code = if answer.error == ErrorCode::NONE { errors::LEADER_NOT_AVAILABLE } else { kafka_code(answer.error) };
@@ -189,6 +196,7 @@ enum PartitionPending {
 /// (`None` for acks=0: Kafka sends nothing back).
 pub async fn produce(
     context: &Arc<NodeContext>,
+    principal: &Principal,
     id: u64,
     body: ProduceRequest,
 ) -> Pin<Box<dyn Future<Output = Option<ResponseKind>> + Send>> {
@@ -225,13 +233,13 @@ pub async fn produce(
                     native_produce.acks = acks;
                     native_produce.timeout_ms = u32::try_from(body.timeout_ms).unwrap_or(0);
                     native_produce.batch = partition.records.expect("checked above").to_vec();
-                    PartitionPending::Queued(request::produce::produce(context, &Principal::Anonymous, id, native_produce).await)
+                    PartitionPending::Queued(request::produce::produce(context, principal, id, native_produce).await)
                 }
             };
             pending.push((name.clone(), index, future));
         }
     }
-    let context = context.clone();
+    let (context, principal) = (context.clone(), principal.clone());
     Box::pin(async move {
         let mut response = ProduceResponse::default();
         for (name, index, future) in pending {
@@ -253,7 +261,7 @@ pub async fn produce(
                     .push(TopicProduceResponse::default().with_name(TopicName(text(&name))).with_partition_responses(vec![partition])),
             }
         }
-        auto_create_for_produce(&context, id, &mut response).await;
+        auto_create_for_produce(&context, &principal, id, &mut response).await;
         (acks != Acks::ACKS_NONE).then_some(ResponseKind::Produce(response))
     })
 }
@@ -269,7 +277,7 @@ const AUTO_CREATE_TIMEOUT_MS: u32 = 10_000;
 /// another), a retriable LEADER_NOT_AVAILABLE when the controller could not be reached or timed
 /// out, and the refusal's own code otherwise (INVALID_TOPIC_EXCEPTION for a name Kafka and we
 /// refuse). Topics this node knows are not asked for: an empty map when auto-creation is off.
-async fn auto_create(context: &NodeContext, id: u64, names: &[String]) -> BTreeMap<String, (i16, String)> {
+async fn auto_create(context: &NodeContext, principal: &Principal, id: u64, names: &[String]) -> BTreeMap<String, (i16, String)> {
     if !context.config.auto_create_topics {
         return BTreeMap::new();
     }
@@ -291,7 +299,7 @@ async fn auto_create(context: &NodeContext, id: u64, names: &[String]) -> BTreeM
         create.name = name.clone();
         ask.topics.push(create);
     }
-    let answer = request::handle(context, &Principal::Anonymous, native(id, Body::create_topics(ask))).await;
+    let answer = request::handle(context, principal, native(id, Body::create_topics(ask))).await;
     unknown
         .into_iter()
         .map(|name| {
@@ -319,7 +327,7 @@ async fn auto_create(context: &NodeContext, id: u64, names: &[String]) -> BTreeM
 /// A produce to topics that do not exist auto-creates them ([`auto_create`]); the partitions
 /// stay refused with the retriable UNKNOWN_TOPIC_OR_PARTITION (the client refreshes its
 /// metadata and sends again), or get the creation's refusal (an invalid name).
-async fn auto_create_for_produce(context: &NodeContext, id: u64, response: &mut ProduceResponse) {
+async fn auto_create_for_produce(context: &NodeContext, principal: &Principal, id: u64, response: &mut ProduceResponse) {
     let unknown: Vec<String> = response
         .responses
         .iter()
@@ -329,7 +337,7 @@ async fn auto_create_for_produce(context: &NodeContext, id: u64, response: &mut 
     if unknown.is_empty() {
         return;
     }
-    let outcomes = auto_create(context, id, &unknown).await;
+    let outcomes = auto_create(context, principal, id, &unknown).await;
     for topic in &mut response.responses {
         let Some((code, message)) = outcomes.get(topic.name.0.as_str()) else { continue };
         if *code == errors::NONE || *code == errors::LEADER_NOT_AVAILABLE {
@@ -402,7 +410,7 @@ struct FetchWanted {
 /// of them again. Fetch sessions are declined (session id 0 in the answer, which tells the
 /// client to keep sending full fetches); an incremental fetch in a session gets
 /// FETCH_SESSION_ID_NOT_FOUND.
-pub async fn fetch(context: &NodeContext, id: u64, body: FetchRequest) -> ResponseKind {
+pub async fn fetch(context: &NodeContext, principal: &Principal, id: u64, body: FetchRequest) -> ResponseKind {
     if body.session_id != 0 || body.session_epoch > 0 {
         return ResponseKind::Fetch(FetchResponse::default().with_error_code(errors::FETCH_SESSION_ID_NOT_FOUND));
     }
@@ -418,13 +426,13 @@ pub async fn fetch(context: &NodeContext, id: u64, body: FetchRequest) -> Respon
             })
         })
         .collect();
-    let mut answers = fetch_all(context, id, &wanted).await;
+    let mut answers = fetch_all(context, principal, id, &wanted).await;
     let bytes: usize = answers.iter().map(|a| a.records.as_ref().map_or(0, |r| r.len())).sum();
     let anything = bytes > 0 || answers.iter().any(|a| a.error_code != errors::NONE);
     let wait_ms = body.max_wait_ms.clamp(0, FETCH_WAIT_MS_MAX);
     if !anything && wait_ms > 0 && !wanted.is_empty() {
         // Long poll: wait for the first partition with data, then read every partition again.
-        let mut waits: FuturesUnordered<_> = wanted.iter().map(|w| fetch_one(context, id, w, wait_ms as u32)).collect();
+        let mut waits: FuturesUnordered<_> = wanted.iter().map(|w| fetch_one(context, principal, id, w, wait_ms as u32)).collect();
         let deadline = tokio::time::sleep(Duration::from_millis(wait_ms as u64));
         tokio::pin!(deadline);
         loop {
@@ -439,7 +447,7 @@ pub async fn fetch(context: &NodeContext, id: u64, body: FetchRequest) -> Respon
             }
         }
         drop(waits);
-        answers = fetch_all(context, id, &wanted).await;
+        answers = fetch_all(context, principal, id, &wanted).await;
     }
     let mut response = FetchResponse::default();
     for (want, answer) in wanted.iter().zip(answers) {
@@ -453,13 +461,13 @@ pub async fn fetch(context: &NodeContext, id: u64, body: FetchRequest) -> Respon
     ResponseKind::Fetch(response)
 }
 
-async fn fetch_all(context: &NodeContext, id: u64, wanted: &[FetchWanted]) -> Vec<PartitionData> {
-    futures::future::join_all(wanted.iter().map(|want| fetch_one(context, id, want, 0))).await
+async fn fetch_all(context: &NodeContext, principal: &Principal, id: u64, wanted: &[FetchWanted]) -> Vec<PartitionData> {
+    futures::future::join_all(wanted.iter().map(|want| fetch_one(context, principal, id, want, 0))).await
 }
 
 /// One partition through the native fetch: whole batches from the one holding the offset,
 /// records never null.
-async fn fetch_one(context: &NodeContext, id: u64, want: &FetchWanted, wait_ms: u32) -> PartitionData {
+async fn fetch_one(context: &NodeContext, principal: &Principal, id: u64, want: &FetchWanted, wait_ms: u32) -> PartitionData {
     let data = PartitionData::default().with_partition_index(want.partition).with_records(Some(Default::default()));
     let (Ok(partition), Ok(offset)) = (u32::try_from(want.partition), u64::try_from(want.offset)) else {
         let code = if want.partition < 0 { errors::UNKNOWN_TOPIC_OR_PARTITION } else { errors::OFFSET_OUT_OF_RANGE };
@@ -471,7 +479,7 @@ async fn fetch_one(context: &NodeContext, id: u64, want: &FetchWanted, wait_ms: 
     ask.offset = offset;
     ask.bytes_max = want.bytes_max;
     ask.wait_ms_max = wait_ms;
-    let answer = request::handle(context, &Principal::Anonymous, native(id, Body::fetch(ask))).await;
+    let answer = request::handle(context, principal, native(id, Body::fetch(ask))).await;
     let data = data.with_error_code(kafka_code(answer.error));
     if !answer.has_fetch() {
         return data;
@@ -487,7 +495,7 @@ async fn fetch_one(context: &NodeContext, id: u64, want: &FetchWanted, wait_ms: 
 
 /// ListOffsets: earliest (-2), latest (-1) or the first offset at a timestamp, each through
 /// the native ListOffsets (served by the partition's leader only).
-pub async fn list_offsets(context: &NodeContext, id: u64, body: ListOffsetsRequest) -> ResponseKind {
+pub async fn list_offsets(context: &NodeContext, principal: &Principal, id: u64, body: ListOffsetsRequest) -> ResponseKind {
     let mut response = ListOffsetsResponse::default();
     for topic in body.topics {
         let name = topic.name.0.to_string();
@@ -513,7 +521,7 @@ pub async fn list_offsets(context: &NodeContext, id: u64, body: ListOffsetsReque
                     continue;
                 }
             }
-            let native_answer = request::handle(context, &Principal::Anonymous, native(id, Body::list_offsets(ask))).await;
+            let native_answer = request::handle(context, principal, native(id, Body::list_offsets(ask))).await;
             if native_answer.error != ErrorCode::NONE || !native_answer.has_list_offsets() {
                 partitions.push(answer.with_error_code(kafka_code(native_answer.error)));
                 continue;
@@ -545,7 +553,7 @@ fn topic_config(configs: &[kafka_protocol::messages::create_topics_request::Crea
 }
 
 /// CreateTopics through the controller (any node forwards it there).
-pub async fn create_topics(context: &NodeContext, id: u64, body: CreateTopicsRequest) -> ResponseKind {
+pub async fn create_topics(context: &NodeContext, principal: &Principal, id: u64, body: CreateTopicsRequest) -> ResponseKind {
     let mut response = CreateTopicsResponse::default();
     let mut ask = wire::CreateTopicsRequest::new();
     ask.timeout_ms = u32::try_from(body.timeout_ms).unwrap_or(0);
@@ -580,7 +588,7 @@ pub async fn create_topics(context: &NodeContext, id: u64, body: CreateTopicsReq
     if ask.topics.is_empty() {
         return ResponseKind::CreateTopics(response);
     }
-    let answer = request::handle(context, &Principal::Anonymous, native(id, Body::create_topics(ask))).await;
+    let answer = request::handle(context, principal, native(id, Body::create_topics(ask))).await;
     for result in response.topics.iter_mut().filter(|r| r.error_code == errors::NONE) {
         let (code, message) = if answer.has_create_topics() {
             match answer.get_create_topics().topics.iter().find(|t| t.name == result.name.0.as_str()) {
@@ -599,7 +607,7 @@ pub async fn create_topics(context: &NodeContext, id: u64, body: CreateTopicsReq
 }
 
 /// DeleteTopics through the controller, by name (topic ids are not kept).
-pub async fn delete_topics(context: &NodeContext, id: u64, body: DeleteTopicsRequest) -> ResponseKind {
+pub async fn delete_topics(context: &NodeContext, principal: &Principal, id: u64, body: DeleteTopicsRequest) -> ResponseKind {
     let mut names: Vec<String> = body.topic_names.iter().map(|n| n.0.to_string()).collect();
     let mut response = DeleteTopicsResponse::default();
     for state in &body.topics {
@@ -619,7 +627,7 @@ pub async fn delete_topics(context: &NodeContext, id: u64, body: DeleteTopicsReq
     let mut ask = wire::DeleteTopicsRequest::new();
     ask.names = names.clone().into();
     ask.timeout_ms = u32::try_from(body.timeout_ms).unwrap_or(0);
-    let answer = request::handle(context, &Principal::Anonymous, native(id, Body::delete_topics(ask))).await;
+    let answer = request::handle(context, principal, native(id, Body::delete_topics(ask))).await;
     for name in names {
         let (code, message) = if answer.has_delete_topics() {
             match answer.get_delete_topics().topics.iter().find(|t| t.name == name) {
@@ -639,7 +647,7 @@ pub async fn delete_topics(context: &NodeContext, id: u64, body: DeleteTopicsReq
 }
 
 /// InitProducerId for idempotent producers (transactional ids are refused).
-pub async fn init_producer_id(context: &NodeContext, id: u64, body: InitProducerIdRequest) -> ResponseKind {
+pub async fn init_producer_id(context: &NodeContext, principal: &Principal, id: u64, body: InitProducerIdRequest) -> ResponseKind {
     let response = InitProducerIdResponse::default().with_producer_id(ProducerId(-1)).with_producer_epoch(-1);
     if body.transactional_id.is_some() {
         return ResponseKind::InitProducerId(response.with_error_code(errors::INVALID_REQUEST));
@@ -647,7 +655,7 @@ pub async fn init_producer_id(context: &NodeContext, id: u64, body: InitProducer
     let mut ask = wire::InitProducerIdRequest::new();
     ask.producer_id = body.producer_id.0;
     ask.producer_epoch = i32::from(body.producer_epoch);
-    let answer = request::handle(context, &Principal::Anonymous, native(id, Body::init_producer_id(ask))).await;
+    let answer = request::handle(context, principal, native(id, Body::init_producer_id(ask))).await;
     if answer.error != ErrorCode::NONE || !answer.has_init_producer_id() {
         return ResponseKind::InitProducerId(response.with_error_code(kafka_code(answer.error)));
     }
@@ -661,6 +669,7 @@ pub async fn init_producer_id(context: &NodeContext, id: u64, body: InitProducer
 /// FindCoordinator for groups (key type 0); v4+ asks for several keys at once.
 pub async fn find_coordinator(
     context: &NodeContext,
+    principal: &Principal,
     brokers: &KafkaBrokers,
     id: u64,
     version: i16,
@@ -677,7 +686,7 @@ pub async fn find_coordinator(
         }
         let mut ask = wire::FindCoordinatorRequest::new();
         ask.group = key.to_string();
-        let answer = request::handle(context, &Principal::Anonymous, native(id, Body::find_coordinator(ask))).await;
+        let answer = request::handle(context, principal, native(id, Body::find_coordinator(ask))).await;
         let found = answer.has_find_coordinator().then(|| answer.get_find_coordinator().node_id);
         let coordinator =
             match found.filter(|_| answer.error == ErrorCode::NONE).and_then(|node| brokers.addresses.get(&node).map(|a| (node, a))) {
