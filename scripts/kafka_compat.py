@@ -224,6 +224,38 @@ def confluent_checks(bootstrap, quick):
 
     topic_admin()
 
+    @check(client, version, "topic auto-creation: produce to a topic never created, consume back")
+    def auto_create():
+        name = fresh("cf-auto")
+        produce(name, [b"a0", b"a1", b"a2"])
+        got = consume(name, 3, 0)
+        if got != [b"a0", b"a1", b"a2"]:
+            raise RuntimeError(f"read {got}")
+        partitions = len(admin.list_topics(topic=name, timeout=10).topics[name].partitions)
+        return f"created with {partitions} partition(s) (the node's default)"
+
+    auto_create()
+
+    @check(client, version, "delete_records, then earliest offset and consume from it")
+    def delete_records():
+        name = fresh("cf-deleterec")
+        create(name)
+        produce(name, [f"d{i}".encode() for i in range(10)])
+        deleted = list(admin.delete_records([TopicPartition(name, 0, 6)], operation_timeout=30).values())[0].result(timeout=30)
+        if deleted.low_watermark != 6:
+            raise RuntimeError(f"low watermark {deleted.low_watermark}")
+        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": fresh("cf-dr"), "enable.auto.commit": False})
+        low, high = consumer.get_watermark_offsets(TopicPartition(name, 0), timeout=10)
+        consumer.close()
+        if (low, high) != (6, 10):
+            raise RuntimeError(f"watermarks {low}..{high}")
+        got = consume(name, 4)
+        if got != [b"d6", b"d7", b"d8", b"d9"]:
+            raise RuntimeError(f"read from the beginning {got}")
+        return "low watermark 6, earliest 6, reads d6..d9"
+
+    delete_records()
+
     confluent_group_checks(bootstrap, quick, admin, create, client, version)
 
 

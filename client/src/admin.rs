@@ -429,6 +429,21 @@ impl Admin {
         self.cluster.partition_request(topic, partition, RequestBody::transfer_leader(request)).await.map(drop)
     }
 
+    /// Deletes the records of `topic`/`partition` below `before` (Kafka's DeleteRecords; `None`:
+    /// up to the high watermark): the partition's log start moves there on every replica,
+    /// through the partition's raft log. Returns the log start after the request. An offset
+    /// above the high watermark is refused (OFFSET_OUT_OF_RANGE); one at or below the log start
+    /// changes nothing.
+    pub async fn delete_records(&self, topic: &str, partition: u32, before: Option<u64>) -> Result<u64> {
+        let mut request = proto::DeleteRecordsRequest::new();
+        request.topic = topic.to_string();
+        request.partition = partition;
+        request.before_offset = before.map_or(-1, |offset| i64::try_from(offset).unwrap_or(i64::MAX));
+        request.timeout_ms = self.timeout_ms();
+        let response = self.cluster.partition_request(topic, partition, RequestBody::delete_records(request)).await?;
+        Ok(response.get_delete_records().log_start_offset)
+    }
+
     /// What one node (at `address`) reports: the brokers, the controller it knows, and the
     /// partitions it hosts (with follower lag where it leads). `odradek cluster status` merges
     /// every node's report.

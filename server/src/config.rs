@@ -198,6 +198,12 @@ pub struct ServerConfig {
     pub disk_check_interval_ms: u64,
     #[serde(default)]
     pub topic_defaults: TopicDefaults,
+    /// Kafka's `auto.create.topics.enable`: a Kafka client's Metadata request (with
+    /// `allow_auto_topic_creation`, always below v4) or Produce naming a topic that does not
+    /// exist creates it with `topic_defaults`, as a Kafka broker does. On by default, as in
+    /// Kafka. The native listener never creates topics implicitly.
+    #[serde(default = "default_auto_create_topics")]
+    pub auto_create_topics: bool,
     /// TLS on the client listener and peer links (`[tls]`; default: none).
     #[serde(default)]
     pub tls: TlsSettings,
@@ -228,6 +234,9 @@ pub struct ServerConfig {
     pub incarnation: u64,
 }
 
+fn default_auto_create_topics() -> bool {
+    true
+}
 fn default_tick_ms() -> u64 {
     100
 }
@@ -301,6 +310,7 @@ impl ServerConfig {
             disk_reserve_bytes: default_disk_reserve_bytes(),
             disk_check_interval_ms: default_disk_check_interval_ms(),
             topic_defaults: TopicDefaults::default(),
+            auto_create_topics: default_auto_create_topics(),
             tls: TlsSettings::default(),
             groups: crate::group::service::GroupSettings::default(),
             auth: crate::auth::AuthSettings::default(),
@@ -357,10 +367,6 @@ impl ServerConfig {
             return invalid("join_replace (--replace) goes with join (--join)".into());
         }
         self.auth.validate().map_err(ConfigError::Invalid)?;
-        if self.auth.sasl && self.kafka_listen().is_some() {
-            // Its connections cannot log in yet (no SaslHandshake there): it would let anyone in.
-            return invalid("the Kafka listener has no SASL yet: it cannot run on a node with [auth] sasl (drop --kafka-listen)".into());
-        }
         if self.tick_ms == 0 || self.tick_ms > 10_000 {
             return invalid(format!("tick_ms must be within 1..=10000, not {}", self.tick_ms));
         }
@@ -525,6 +531,9 @@ mod tests {
         assert_eq!(config.request_timeout_ms, 30_000);
         assert_eq!((config.handshake_timeout_ms, config.connection_idle_timeout_ms), (10_000, 600_000));
         assert_eq!(config.connections_per_address_max, 256);
+        assert!(config.auto_create_topics, "topics are auto-created by default, as in Kafka");
+        let off = ServerConfig::from_toml(&THREE.replace("tick_ms = 50", "tick_ms = 50\nauto_create_topics = false")).unwrap();
+        assert!(!off.auto_create_topics);
         assert_eq!(config.client_listen(), config.me().client, "the listener binds the advertised address by default");
         let behind_a_proxy =
             ServerConfig::from_toml(&THREE.replace("tick_ms = 50", "tick_ms = 50\nclient_listen = \"127.0.0.1:19092\"")).unwrap();
@@ -564,7 +573,7 @@ mod tests {
     }
 
     #[test]
-    fn kafka_listener_is_refused_where_clients_must_log_in() {
+    fn kafka_listener_runs_where_clients_must_log_in() {
         let mut config = ServerConfig::from_toml(THREE).unwrap();
         config.kafka_listen = Some("127.0.0.1:29092".parse().unwrap());
         config.validate().unwrap();
@@ -572,9 +581,7 @@ mod tests {
         config.auth.inter_node_user = Some("node".into());
         config.auth.users.insert("node".into(), crate::auth::Secret("pw".into()));
         config.auth.super_users.insert("User:node".into());
-        let error = config.validate().unwrap_err().to_string();
-        assert!(error.contains("Kafka listener has no SASL"), "{error}");
-        config.kafka_listen = None;
+        // Its clients log in with SaslHandshake/SaslAuthenticate (kafka::sasl).
         config.validate().unwrap();
     }
 

@@ -48,6 +48,41 @@ pub const PRODUCERS_MAX: usize = 10_000;
 /// (retriable) until some commit.
 pub const PENDING_BATCHES_MAX: usize = 1 << 14;
 
+/// A command in a data partition's raft log (an `EntryKind::Command` entry; the offsets
+/// topic's partitions carry the coordinator's records there instead and never these).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PartitionCommand {
+    /// Kafka's DeleteRecords: the log start moves up to `before`.
+    DeleteRecords { before: u64 },
+}
+
+/// The first byte of an encoded [`PartitionCommand::DeleteRecords`].
+const COMMAND_DELETE_RECORDS: u8 = 1;
+const COMMAND_DELETE_RECORDS_BYTES: usize = 9;
+
+impl PartitionCommand {
+    pub fn encode(self) -> Vec<u8> {
+        match self {
+            PartitionCommand::DeleteRecords { before } => {
+                let mut out = Vec::with_capacity(COMMAND_DELETE_RECORDS_BYTES);
+                out.push(COMMAND_DELETE_RECORDS);
+                out.extend_from_slice(&before.to_be_bytes());
+                out
+            }
+        }
+    }
+
+    /// `None` for bytes that are no command of this version (ignored with a warning by apply).
+    pub fn decode(payload: &[u8]) -> Option<PartitionCommand> {
+        match payload {
+            [COMMAND_DELETE_RECORDS, rest @ ..] if payload.len() == COMMAND_DELETE_RECORDS_BYTES => {
+                Some(PartitionCommand::DeleteRecords { before: u64::from_be_bytes(rest.try_into().ok()?) })
+            }
+            _ => None,
+        }
+    }
+}
+
 /// The producer fields of a record batch header that admission looks at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BatchInfo {
@@ -441,6 +476,20 @@ impl PartitionState {
 
     pub fn log_start_offset(&self) -> u64 {
         self.log_start_offset
+    }
+
+    /// A committed DeleteRecords command ([`PartitionCommand::DeleteRecords`]): the log start
+    /// moves up to `before` (never backwards). A leader proposes it only at or below its applied
+    /// high watermark, and every entry before it in the log is applied here first, so `before` is
+    /// at or below the high watermark on every replica; one above it (a broken leader) moves the
+    /// log start no further than the high watermark, so no replica ever claims a start beyond
+    /// its records.
+    pub fn delete_records(&mut self, index: u64, before: u64) {
+        if before > self.high_watermark {
+            tracing::error!(index, before, high_watermark = self.high_watermark, "delete-records above the high watermark; stopped there");
+        }
+        self.log_start_offset = self.log_start_offset.max(before.min(self.high_watermark));
+        self.check_invariants();
     }
 
     /// Retention moved the log start (never backwards, never above the high watermark).

@@ -78,10 +78,15 @@ pub enum PlantedBug {
     /// it promotes the learners that replace them: on the way the group has fewer voters than
     /// its replication factor, so one kill leaves it without a quorum of live voters (R10 b).
     RemovalLeavesNoQuorum,
+    /// DeleteRecords moves only the leader's own log start, in memory, and is acknowledged
+    /// without going through the partition's raft log: the other replicas (and the leader after
+    /// a restart) still serve the records, so after a leader change a consumer reads below an
+    /// acknowledged deletion (the simulator's delete-records check, plan field `delete_records`).
+    DeleteRecordsNotReplicated,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 19] = [
+    pub const ALL: [PlantedBug; 20] = [
         PlantedBug::AckBeforeCommit,
         PlantedBug::ServeAboveCommit,
         PlantedBug::SkipDedup,
@@ -101,6 +106,7 @@ impl PlantedBug {
         PlantedBug::AddedPartitionsUnhosted,
         PlantedBug::LearnerPromotedEarly,
         PlantedBug::RemovalLeavesNoQuorum,
+        PlantedBug::DeleteRecordsNotReplicated,
     ];
 
     pub fn name(self) -> &'static str {
@@ -124,6 +130,7 @@ impl PlantedBug {
             PlantedBug::AddedPartitionsUnhosted => "added-partitions-unhosted",
             PlantedBug::LearnerPromotedEarly => "learner-promoted-early",
             PlantedBug::RemovalLeavesNoQuorum => "removal-leaves-no-quorum",
+            PlantedBug::DeleteRecordsNotReplicated => "delete-records-not-replicated",
         }
     }
 }
@@ -162,6 +169,7 @@ pub struct Planted {
     pub added_partitions_unhosted: bool,
     pub learner_promoted_early: bool,
     pub removal_leaves_no_quorum: bool,
+    pub delete_records_not_replicated: bool,
 }
 
 impl Planted {
@@ -188,6 +196,7 @@ impl Planted {
             added_partitions_unhosted: on(PlantedBug::AddedPartitionsUnhosted),
             learner_promoted_early: on(PlantedBug::LearnerPromotedEarly),
             removal_leaves_no_quorum: on(PlantedBug::RemovalLeavesNoQuorum),
+            delete_records_not_replicated: on(PlantedBug::DeleteRecordsNotReplicated),
         }
     }
 }
@@ -220,6 +229,7 @@ mod tests {
             all.added_partitions_unhosted,
             all.learner_promoted_early,
             all.removal_leaves_no_quorum,
+            all.delete_records_not_replicated,
         ];
         assert!(each.iter().all(|on| *on), "every bug has a switch: {all:?}");
     }

@@ -19,7 +19,7 @@ use odradek_seams::watch;
 use crate::group::service::CoordinatorPartition;
 use crate::group::OFFSETS_TOPIC;
 use crate::meta::{MetaOutcome, MetadataState, METADATA_GROUP};
-use crate::partition::{Admit, BatchInfo, PartitionState};
+use crate::partition::{Admit, BatchInfo, PartitionCommand, PartitionState};
 use crate::planted::Planted;
 
 /// [`Rejection::code`] for "this batch is already in the log at `value`" (a retry of an
@@ -182,6 +182,7 @@ impl Apply for StateMachine {
             self.state.meta_version.send_modify(|version| *version += 1);
             return;
         }
+        let is_offsets = offsets_partition(&state.meta, group).is_some();
         if let Some(number) = offsets_partition(&state.meta, group) {
             let coordinator =
                 state.coordinators.entry(group).or_insert_with(|| CoordinatorPartition::new(number, self.planted.assignment_two_owners));
@@ -198,6 +199,12 @@ impl Apply for StateMachine {
         for entry in entries {
             let Committed { index, term, kind, base_offset, record_count, timestamp_max, payload } = entry;
             partition.state.apply(*index, *term, *kind, *base_offset, *record_count, *timestamp_max, payload);
+            if *kind == EntryKind::Command && !is_offsets {
+                match PartitionCommand::decode(payload) {
+                    Some(PartitionCommand::DeleteRecords { before }) => partition.state.delete_records(*index, before),
+                    None => tracing::warn!(group, index, "a command entry this version does not know; ignored"),
+                }
+            }
         }
         if let Some(last) = entries.last() {
             assert_eq!(partition.state.applied_index(), last.index, "group {group}: apply stopped short");

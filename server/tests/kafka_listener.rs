@@ -19,6 +19,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use odradek_client::batch::{BatchBuilder, Record};
 use odradek_log::SimDisk;
+use odradek_server::config::ServerConfig;
 use odradek_server::{system_clock, Server};
 
 mod kafka_raw;
@@ -184,5 +185,263 @@ fn bad_input_closes_its_own_connection_and_the_node_keeps_serving() {
         let ResponseKind::Produce(produced) = good.call(9, produce("bad", -1, what)) else { panic!() };
         assert_eq!(produced.responses[0].partition_responses[0].error_code, 0, "after {what}: {produced:?}");
     }
+    runtime.block_on(server.shutdown()).unwrap();
+}
+
+/// One topic's Metadata entry (v12), asking the node to auto-create it or not.
+fn metadata_of(raw: &mut KafkaRaw, topic: &str, allow_auto_topic_creation: bool) -> metadata_response::MetadataResponseTopic {
+    let asked = metadata_request::MetadataRequestTopic::default().with_name(Some(TopicName(StrBytes::from_string(topic.into()))));
+    let request = MetadataRequest::default().with_topics(Some(vec![asked])).with_allow_auto_topic_creation(allow_auto_topic_creation);
+    let ResponseKind::Metadata(metadata) = raw.call(12, RequestKind::Metadata(request)) else { panic!("not a Metadata answer") };
+    assert_eq!(metadata.topics.len(), 1, "{metadata:?}");
+    metadata.topics[0].clone()
+}
+
+/// Retries `step` every 50 ms until it is true (20 s at most).
+fn eventually(what: &str, mut step: impl FnMut() -> bool) {
+    for _ in 0..400 {
+        if step() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} never happened");
+}
+
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const LEADER_NOT_AVAILABLE: i16 = 5;
+const INVALID_TOPIC_EXCEPTION: i16 = 17;
+
+/// Kafka's `auto.create.topics.enable` (on by default): a Metadata request that allows it and a
+/// produce to a topic that does not exist create the topic with the node's defaults (here 2
+/// partitions); the answers meanwhile are Kafka's retriable ones (LEADER_NOT_AVAILABLE,
+/// UNKNOWN_TOPIC_OR_PARTITION), so a client retries into the new topic. A Metadata request that
+/// does not allow it creates nothing, and an invalid name gets INVALID_TOPIC_EXCEPTION.
+#[test]
+fn topics_a_kafka_client_names_are_auto_created_with_the_defaults() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut config = kafka_raw::one_node_config();
+    config.topic_defaults.partitions = 2;
+    config.topic_defaults.replication_factor = 1;
+    let server = runtime.block_on(Server::start(config, SimDisk::new(12), system_clock())).expect("start");
+    let mut raw = KafkaRaw::connect(&server.kafka_addr().unwrap().to_string());
+
+    // Not allowed: nothing is created, however often asked. (Waits out the first election: the
+    // node answers a known code once its metadata is ready.)
+    eventually("the node answering for an unknown topic", || {
+        metadata_of(&mut raw, "quiet", false).error_code == UNKNOWN_TOPIC_OR_PARTITION
+    });
+    assert_eq!(metadata_of(&mut raw, "quiet", false).error_code, UNKNOWN_TOPIC_OR_PARTITION, "not created when not allowed");
+
+    // Allowed: created with the defaults, answered retriably until it has leaders.
+    eventually("the auto-created topic with its leaders", || {
+        let topic = metadata_of(&mut raw, "made", true);
+        assert!([0, LEADER_NOT_AVAILABLE].contains(&topic.error_code), "retriable until ready: {topic:?}");
+        topic.error_code == 0 && topic.partitions.iter().all(|p| p.error_code == 0 && p.leader_id.0 == 1)
+    });
+    assert_eq!(metadata_of(&mut raw, "made", false).partitions.len(), 2, "the default partition count");
+
+    // An invalid name: refused clearly, never created.
+    assert_eq!(metadata_of(&mut raw, "no spaces!", true).error_code, INVALID_TOPIC_EXCEPTION);
+
+    // A produce to a topic that does not exist creates it; the client's retry lands.
+    let mut codes = Vec::new();
+    eventually("a produce into the topic it auto-created", || {
+        let ResponseKind::Produce(produced) = raw.call(9, produce("sent", -1, "first")) else { panic!() };
+        let partition = &produced.responses[0].partition_responses[0];
+        codes.push(partition.error_code);
+        partition.error_code == 0
+    });
+    assert_eq!(codes[0], UNKNOWN_TOPIC_OR_PARTITION, "the first produce is refused retriably, nothing appended: {codes:?}");
+    assert!(codes.iter().all(|&c| [0, UNKNOWN_TOPIC_OR_PARTITION, LEADER_NOT_AVAILABLE, 6].contains(&c)), "{codes:?}");
+    assert_eq!(metadata_of(&mut raw, "sent", false).partitions.len(), 2);
+    let ResponseKind::Produce(produced) = raw.call(9, produce("bad name!", -1, "x")) else { panic!() };
+    let refused = &produced.responses[0].partition_responses[0];
+    assert_eq!(refused.error_code, INVALID_TOPIC_EXCEPTION, "{refused:?}");
+    assert!(refused.error_message.as_ref().is_some_and(|m| m.contains("cannot be auto-created")), "{refused:?}");
+    runtime.block_on(server.shutdown()).unwrap();
+}
+
+/// With `auto_create_topics = false` a Kafka client naming an unknown topic creates nothing:
+/// Metadata and Produce answer UNKNOWN_TOPIC_OR_PARTITION, as a Kafka broker with
+/// `auto.create.topics.enable=false` does.
+#[test]
+fn auto_creation_off_creates_nothing() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut config = kafka_raw::one_node_config();
+    config.auto_create_topics = false;
+    let server = runtime.block_on(Server::start(config, SimDisk::new(13), system_clock())).expect("start");
+    let mut raw = KafkaRaw::connect(&server.kafka_addr().unwrap().to_string());
+    create_topic(&mut raw, "known");
+    for _ in 0..3 {
+        assert_eq!(metadata_of(&mut raw, "ghost", true).error_code, UNKNOWN_TOPIC_OR_PARTITION);
+        let ResponseKind::Produce(produced) = raw.call(9, produce("ghost", -1, "x")) else { panic!() };
+        assert_eq!(produced.responses[0].partition_responses[0].error_code, UNKNOWN_TOPIC_OR_PARTITION);
+    }
+    runtime.block_on(server.shutdown()).unwrap();
+}
+
+const OFFSET_OUT_OF_RANGE: i16 = 1;
+
+/// DeleteRecords for partition 0 of `topic`: (error code, low watermark).
+fn delete_records(raw: &mut KafkaRaw, version: i16, topic: &str, offset: i64) -> (i16, i64) {
+    use kafka_protocol::messages::delete_records_request::{DeleteRecordsPartition, DeleteRecordsTopic};
+    let partition = DeleteRecordsPartition::default().with_partition_index(0).with_offset(offset);
+    let asked = DeleteRecordsTopic::default().with_name(TopicName(StrBytes::from_string(topic.into()))).with_partitions(vec![partition]);
+    let request = DeleteRecordsRequest::default().with_timeout_ms(10_000).with_topics(vec![asked]);
+    let ResponseKind::DeleteRecords(deleted) = raw.call(version, RequestKind::DeleteRecords(request)) else { panic!() };
+    let partition = &deleted.topics[0].partitions[0];
+    (partition.error_code, partition.low_watermark)
+}
+
+/// ListOffsets earliest (-2) of partition 0 of `topic`.
+fn earliest(raw: &mut KafkaRaw, topic: &str) -> i64 {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    let partition = ListOffsetsPartition::default().with_partition_index(0).with_timestamp(-2);
+    let asked = ListOffsetsTopic::default().with_name(TopicName(StrBytes::from_string(topic.into()))).with_partitions(vec![partition]);
+    let request = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![asked]);
+    let ResponseKind::ListOffsets(listed) = raw.call(6, RequestKind::ListOffsets(request)) else { panic!() };
+    let partition = &listed.topics[0].partitions[0];
+    assert_eq!(partition.error_code, 0, "{listed:?}");
+    partition.offset
+}
+
+/// The first record offset a fetch from `offset` returns, or its error code.
+fn first_fetched(raw: &mut KafkaRaw, topic: &str, offset: i64) -> Result<i64, i16> {
+    let ResponseKind::Fetch(fetched) = raw.call(11, fetch(topic, offset)) else { panic!() };
+    let partition = &fetched.responses[0].partitions[0];
+    if partition.error_code != 0 {
+        return Err(partition.error_code);
+    }
+    let mut records = partition.records.clone().expect("records are never null");
+    let first = records.split_to(odradek_client::batch::batch_bytes_len(&records).expect("whole batches"));
+    let record = odradek_client::batch::records(&first).unwrap().next().expect("a record").unwrap();
+    Ok(record.offset)
+}
+
+/// DeleteRecords (Kafka API 21) moves the log start through the partition's raft log: a fetch
+/// below it is OFFSET_OUT_OF_RANGE, ListOffsets earliest and the fetch's log start report it,
+/// it never moves back nor past the high watermark (above it: OFFSET_OUT_OF_RANGE, nothing
+/// changed; -1: up to the high watermark), produce goes on, and it survives a restart (the
+/// command entry is replayed with the log).
+#[test]
+fn delete_records_moves_the_log_start_for_good() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let config = kafka_raw::one_node_config();
+    let disk = SimDisk::new(14);
+    let server = runtime.block_on(Server::start(config.clone(), disk.clone(), system_clock())).expect("start");
+    let mut raw = KafkaRaw::connect(&server.kafka_addr().unwrap().to_string());
+    create_topic(&mut raw, "dr");
+    for i in 0..5 {
+        let ResponseKind::Produce(produced) = raw.call(9, produce("dr", -1, &format!("r{i}"))) else { panic!() };
+        assert_eq!(produced.responses[0].partition_responses[0].base_offset, i);
+    }
+    assert_eq!(delete_records(&mut raw, 0, "dr", 3), (0, 3));
+    assert_eq!(first_fetched(&mut raw, "dr", 2), Err(OFFSET_OUT_OF_RANGE), "below the log start");
+    assert_eq!(first_fetched(&mut raw, "dr", 3), Ok(3));
+    assert_eq!(earliest(&mut raw, "dr"), 3);
+    assert_eq!(delete_records(&mut raw, 2, "dr", 1), (0, 3), "never backwards");
+    assert_eq!(delete_records(&mut raw, 1, "dr", 6), (OFFSET_OUT_OF_RANGE, -1), "never past the high watermark (5)");
+    assert_eq!(earliest(&mut raw, "dr"), 3, "a refused deletion changes nothing");
+    let ResponseKind::Produce(produced) = raw.call(9, produce("dr", -1, "r5")) else { panic!() };
+    assert_eq!(produced.responses[0].partition_responses[0].base_offset, 5, "offsets go on");
+    assert_eq!(delete_records(&mut raw, 2, "dr", -1), (0, 6), "-1: up to the high watermark");
+    assert_eq!(first_fetched(&mut raw, "dr", 5), Err(OFFSET_OUT_OF_RANGE));
+    let (code, _) = delete_records(&mut raw, 2, "ghost-topic-x", 1);
+    assert_ne!(code, 0, "an unknown topic is refused");
+    runtime.block_on(server.shutdown()).unwrap();
+
+    // The deletion is in the partition's raft log: a restart (same node and disk, fresh ports:
+    // the old ones may linger) replays it.
+    let config = ServerConfig { nodes: kafka_raw::one_node_config().nodes, ..config };
+    let server = runtime.block_on(Server::start(config, disk, system_clock())).expect("restart");
+    let mut raw = KafkaRaw::connect(&server.kafka_addr().unwrap().to_string());
+    eventually("the restarted node serving dr", || earliest_or_error(&mut raw, "dr").is_some());
+    assert_eq!(earliest(&mut raw, "dr"), 6, "the log start survives the restart");
+    assert_eq!(first_fetched(&mut raw, "dr", 4), Err(OFFSET_OUT_OF_RANGE));
+    runtime.block_on(server.shutdown()).unwrap();
+}
+
+/// ListOffsets earliest, `None` while the partition has no leader.
+fn earliest_or_error(raw: &mut KafkaRaw, topic: &str) -> Option<i64> {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    let partition = ListOffsetsPartition::default().with_partition_index(0).with_timestamp(-2);
+    let asked = ListOffsetsTopic::default().with_name(TopicName(StrBytes::from_string(topic.into()))).with_partitions(vec![partition]);
+    let request = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![asked]);
+    let ResponseKind::ListOffsets(listed) = raw.call(6, RequestKind::ListOffsets(request)) else { panic!() };
+    let partition = &listed.topics[0].partitions[0];
+    (partition.error_code == 0).then_some(partition.offset)
+}
+
+/// One SCRAM-SHA-256 exchange over SaslHandshake v1 and SaslAuthenticate v2: the final
+/// answer's error code (0: logged in).
+fn scram_login(raw: &mut KafkaRaw, user: &str, password: &str) -> i16 {
+    use odradek_client::scram::{ClientScram, Mechanism};
+    let handshake = SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("SCRAM-SHA-256"));
+    let ResponseKind::SaslHandshake(shaken) = raw.call(1, RequestKind::SaslHandshake(handshake)) else { panic!() };
+    assert_eq!(shaken.error_code, 0, "{shaken:?}");
+    assert!(shaken.mechanisms.iter().any(|m| m.as_str() == "SCRAM-SHA-512"), "both SCRAM mechanisms offered: {shaken:?}");
+    let (client, first) = ClientScram::new(Mechanism::Sha256, user, password, "kafkanonce1");
+    let ask = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(first.into_bytes()));
+    let ResponseKind::SaslAuthenticate(challenge) = raw.call(2, RequestKind::SaslAuthenticate(ask)) else { panic!() };
+    if challenge.error_code != 0 {
+        return challenge.error_code;
+    }
+    let server_first = String::from_utf8(challenge.auth_bytes.to_vec()).unwrap();
+    let (proof, client_final) = client.final_message(&server_first).unwrap();
+    let ask = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(client_final.into_bytes()));
+    let ResponseKind::SaslAuthenticate(done) = raw.call(2, RequestKind::SaslAuthenticate(ask)) else { panic!() };
+    if done.error_code == 0 {
+        proof.verify(std::str::from_utf8(&done.auth_bytes).unwrap()).expect("the server proves it knows the credential");
+    }
+    done.error_code
+}
+
+/// SASL on the Kafka listener (`[auth] sasl`): SCRAM-SHA-256 over SaslHandshake v1 and
+/// SaslAuthenticate with the node's user store logs a Kafka client in; before that only
+/// ApiVersions is answered and anything else closes the connection; a wrong password is
+/// SASL_AUTHENTICATION_FAILED (58) and closes it; PLAIN is not offered (33).
+#[test]
+fn kafka_clients_log_in_with_scram_where_the_node_requires_sasl() {
+    use odradek_server::auth::Secret;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut config = kafka_raw::one_node_config();
+    config.auth.sasl = true;
+    config.auth.inter_node_user = Some("node".into());
+    config.auth.super_users = ["User:node".to_string()].into();
+    config.auth.users = [("node".to_string(), Secret("node-pw".into())), ("alice".to_string(), Secret("alice-pw".into()))].into();
+    config.validate().expect("a Kafka listener runs with [auth] sasl");
+    let server = runtime.block_on(Server::start(config, SimDisk::new(15), system_clock())).expect("start");
+    let kafka = server.kafka_addr().unwrap().to_string();
+
+    // Not logged in: ApiVersions is answered, Metadata closes the connection.
+    let mut anonymous = KafkaRaw::connect(&kafka);
+    let ResponseKind::ApiVersions(versions) = anonymous.call(3, RequestKind::ApiVersions(ApiVersionsRequest::default())) else { panic!() };
+    assert!(versions.api_keys.iter().any(|v| v.api_key == ApiKey::SaslAuthenticate as i16));
+    anonymous.send(12, 9, RequestKind::Metadata(MetadataRequest::default().with_topics(None)));
+    anonymous.assert_closed();
+
+    // A wrong password: 58, closed.
+    let mut wrong = KafkaRaw::connect(&kafka);
+    eventually("the node knowing its users", || {
+        let mut probe = KafkaRaw::connect(&kafka);
+        scram_login(&mut probe, "alice", "alice-pw") == 0
+    });
+    assert_eq!(scram_login(&mut wrong, "alice", "not-it"), 58);
+    wrong.assert_closed();
+
+    // PLAIN is not offered.
+    let mut plain = KafkaRaw::connect(&kafka);
+    let handshake = SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN"));
+    let ResponseKind::SaslHandshake(refused) = plain.call(1, RequestKind::SaslHandshake(handshake)) else { panic!() };
+    assert_eq!(refused.error_code, 33);
+
+    // Logged in: served as User:alice (no authorization here, so everything).
+    let mut alice = KafkaRaw::connect(&kafka);
+    assert_eq!(scram_login(&mut alice, "alice", "alice-pw"), 0);
+    create_topic(&mut alice, "secured");
+    let ResponseKind::Produce(produced) = alice.call(9, produce("secured", -1, "hello")) else { panic!() };
+    assert_eq!(produced.responses[0].partition_responses[0].error_code, 0, "{produced:?}");
+    assert_ne!(scram_login(&mut alice, "alice", "alice-pw"), 0, "one exchange per connection");
     runtime.block_on(server.shutdown()).unwrap();
 }

@@ -111,6 +111,10 @@ pub struct ScenarioConfig {
     /// (`FaultKind::Reassign`, `FaultKind::LeaderStorm`); the cluster has 5 nodes unless told
     /// (7 under `heavy`), and after the heal every move must complete (V5).
     pub membership: bool,
+    /// DeleteRecords under faults (a plan field, off by default so every seed keeps its trace):
+    /// records written to and deleted from topic `dr` while the nemesis runs; an acknowledged
+    /// deletion must hold (DR1, `crate::workload::delete_records`).
+    pub delete_records: bool,
     /// A replay of some of the seed's fault rounds (`--plan FILE`, [`crate::shrink`]); `None`:
     /// every round the seed draws.
     pub faults: Option<FaultSelection>,
@@ -148,6 +152,7 @@ impl ScenarioConfig {
             faults: None,
             heavy: false,
             topic_churn: false,
+            delete_records: false,
             kafka: false,
             membership: false,
         }
@@ -183,6 +188,9 @@ impl ScenarioConfig {
         }
         if self.membership {
             command += " --membership";
+        }
+        if self.delete_records {
+            command += " --delete-records";
         }
         for bug in &self.planted_bugs {
             command += &format!(" --planted-bug {}", bug.name());

@@ -9,6 +9,7 @@
 //!    `groups`) every group's committed offsets are fetched (C1);
 //!    with `--secure`, no intruder attempt took effect (A1, `crate::security`); with
 //!    `--topic-churn`, a topic grows and every churned topic is placed right and served (PL1);
+//!    with `--delete-records`, every acknowledged delete-records held (DR1);
 //! 5. checks: the Jepsen checker over the history, the raft checker over the replicas' events.
 
 use std::cell::RefCell;
@@ -152,6 +153,7 @@ async fn run_into(config: ScenarioConfig, injected: Arc<Mutex<Vec<InjectedFault>
     });
     let churn = config.topic_churn.then(|| workload::churn::start(&client, cluster.clone(), config.duration));
     let flips = plan.kinds.iter().any(|&(kind, _)| kind == nemesis::plan::FaultKind::BitFlip);
+    let deletions = config.delete_records.then(|| workload::delete_records::start(&client, cluster.clone(), config.duration));
     let targets = FaultTargets::new(&runtime, &cluster, &node_ids, &client).with_corruptible(flips.then_some(plan.corruptible_node));
     nemesis::run(&targets, &plan, config.duration, &mut rng, config.faults.as_ref(), &injected).await;
     let injected = injected.lock().expect("injected lock").clone();
@@ -174,6 +176,11 @@ async fn run_into(config: ScenarioConfig, injected: Arc<Mutex<Vec<InjectedFault>
         let rounds = churn.await.expect("churn task");
         cluster.note(format!("churn: {rounds} rounds"));
         problems.extend(workload::churn::final_check(&client, cluster.clone()).await);
+    }
+    // DR1: an acknowledged delete-records holds after the heal too.
+    if let Some(deletions) = deletions {
+        let seen = deletions.await.expect("delete-records task");
+        problems.extend(workload::delete_records::final_check(&client, cluster.clone(), seen).await);
     }
     let partition_ends = workload::partition_ends(&client, &cluster).await;
     if partition_ends.len() != load.partitions as usize {

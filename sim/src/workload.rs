@@ -28,6 +28,7 @@ use rand::Rng;
 use tokio::task::JoinHandle;
 
 pub mod churn;
+pub mod delete_records;
 pub mod groups;
 pub mod kafka;
 pub mod membership;

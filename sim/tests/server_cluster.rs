@@ -496,3 +496,31 @@ fn planted_removal_leaves_no_quorum_is_caught() {
 
 /// The seed range the planted membership bugs must be caught in.
 const MEMBERSHIP_SEEDS_MAX: u64 = 12;
+
+// DeleteRecords (plan field `delete_records`, issue 16): a leader that moves only its own log
+// start, in memory, and acknowledges without the partition's raft log loses the deletion at the
+// next leader change or restart: ListOffsets earliest answers below an acknowledged deletion
+// (DR1). The same seeds pass without the bug (`delete_records_under_faults`).
+#[test]
+fn planted_delete_records_not_replicated_is_caught() {
+    let base = ScenarioConfig { scenario: Scenario::Crash, delete_records: true, ..ScenarioConfig::new(0) };
+    planted_bug_is_caught_with(PlantedBug::DeleteRecordsNotReplicated, &base, 1..=DELETE_RECORDS_SEEDS_MAX, &["DR1"]);
+}
+
+/// The seed range the planted delete-records bug must be caught in.
+const DELETE_RECORDS_SEEDS_MAX: u64 = 10;
+
+/// DeleteRecords under crashes on the madsim seed: every acknowledged deletion holds (DR1) and
+/// the run passes every other check.
+#[madsim::test]
+async fn delete_records_under_faults() {
+    let config = ScenarioConfig { scenario: Scenario::Crash, delete_records: true, ..ScenarioConfig::new(Handle::current().seed()) };
+    let report = run(config).await;
+    println!("{}", report.summary_line());
+    assert!(report.passed(), "{}\n{}", report.timeline.join("\n"), report.verdict_text());
+    assert!(
+        report.timeline.iter().any(|line| line.contains("delete-records:") && !line.contains(" 0 deletions acknowledged")),
+        "some deletion was acknowledged:\n{}",
+        report.timeline.join("\n")
+    );
+}

@@ -45,6 +45,10 @@ const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::DeleteRecords, 0, 2),
+    // SASL (see `sasl`): SCRAM only; SaslHandshake v0 (raw frames) is gone in Kafka 4 too.
+    (ApiKey::SaslHandshake, 1, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
 ];
 
 /// The versions of `api_key` this listener speaks, `None` for an API it does not serve.
@@ -241,7 +245,7 @@ mod tests {
         unknown[..2].copy_from_slice(&999i16.to_be_bytes());
         assert!(matches!(decode(unknown.freeze()), Err(Undecodable::UnknownApi(999))));
         let mut unserved = BytesMut::from(&metadata[..]);
-        unserved[..2].copy_from_slice(&(ApiKey::SaslHandshake as i16).to_be_bytes());
+        unserved[..2].copy_from_slice(&(ApiKey::OffsetDelete as i16).to_be_bytes());
         assert!(matches!(decode(unserved.freeze()), Err(Undecodable::Unserved { .. })));
         let mut too_new = BytesMut::from(&metadata[..]);
         too_new[2..4].copy_from_slice(&13i16.to_be_bytes());
@@ -279,6 +283,9 @@ mod tests {
             ApiKey::IncrementalAlterConfigs => RequestKind::IncrementalAlterConfigs(IncrementalAlterConfigsRequest::default()),
             ApiKey::AlterConfigs => RequestKind::AlterConfigs(AlterConfigsRequest::default()),
             ApiKey::DeleteGroups => RequestKind::DeleteGroups(DeleteGroupsRequest::default()),
+            ApiKey::DeleteRecords => RequestKind::DeleteRecords(DeleteRecordsRequest::default()),
+            ApiKey::SaslHandshake => RequestKind::SaslHandshake(SaslHandshakeRequest::default()),
+            ApiKey::SaslAuthenticate => RequestKind::SaslAuthenticate(SaslAuthenticateRequest::default()),
             other => panic!("{other:?} is not served"),
         }
     }

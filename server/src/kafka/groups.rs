@@ -60,8 +60,8 @@ fn timeout_ms(value: i32) -> u32 {
     u32::try_from(value).unwrap_or(0)
 }
 
-async fn ask(context: &NodeContext, id: u64, body: Body) -> Response {
-    request::handle(context, &Principal::Anonymous, native(id, body)).await
+async fn ask(context: &NodeContext, principal: &Principal, id: u64, body: Body) -> Response {
+    request::handle(context, principal, native(id, body)).await
 }
 
 /// Whether `request` is one of the group APIs this module answers.
@@ -82,25 +82,39 @@ pub fn serves(request: &RequestKind) -> bool {
 }
 
 /// Answers one group API request (`client_id`: the request header's).
-pub async fn handle(context: &NodeContext, id: u64, version: i16, client_id: String, request: RequestKind) -> ResponseKind {
+pub async fn handle(
+    context: &NodeContext,
+    principal: &Principal,
+    id: u64,
+    version: i16,
+    client_id: String,
+    request: RequestKind,
+) -> ResponseKind {
     match request {
-        RequestKind::JoinGroup(body) => join_group(context, id, version, client_id, body).await,
-        RequestKind::SyncGroup(body) => sync_group(context, id, version, body).await,
-        RequestKind::Heartbeat(body) => heartbeat(context, id, body).await,
-        RequestKind::LeaveGroup(body) => leave_group(context, id, version, body).await,
-        RequestKind::OffsetCommit(body) => offset_commit(context, id, body).await,
-        RequestKind::OffsetFetch(body) => offset_fetch(context, id, version, body).await,
-        RequestKind::ListGroups(body) => list_groups(context, id, version, body).await,
-        RequestKind::DescribeGroups(body) => describe_groups(context, id, version, body).await,
-        RequestKind::ConsumerGroupHeartbeat(body) => consumer_group_heartbeat(context, id, client_id, body).await,
-        RequestKind::ConsumerGroupDescribe(body) => consumer_group_describe(context, id, body).await,
+        RequestKind::JoinGroup(body) => join_group(context, principal, id, version, client_id, body).await,
+        RequestKind::SyncGroup(body) => sync_group(context, principal, id, version, body).await,
+        RequestKind::Heartbeat(body) => heartbeat(context, principal, id, body).await,
+        RequestKind::LeaveGroup(body) => leave_group(context, principal, id, version, body).await,
+        RequestKind::OffsetCommit(body) => offset_commit(context, principal, id, body).await,
+        RequestKind::OffsetFetch(body) => offset_fetch(context, principal, id, version, body).await,
+        RequestKind::ListGroups(body) => list_groups(context, principal, id, version, body).await,
+        RequestKind::DescribeGroups(body) => describe_groups(context, principal, id, version, body).await,
+        RequestKind::ConsumerGroupHeartbeat(body) => consumer_group_heartbeat(context, principal, id, client_id, body).await,
+        RequestKind::ConsumerGroupDescribe(body) => consumer_group_describe(context, principal, id, body).await,
         other => unreachable!("groups::serves admits only group APIs, not {other:?}"),
     }
 }
 
 /// JoinGroup. A static leader that rejoins gets `skip_assignment` at v9+ (KIP-814); below
 /// v9, as Kafka, it gets no member list and its SyncGroup returns the assignment in place.
-pub async fn join_group(context: &NodeContext, id: u64, version: i16, client_id: String, body: JoinGroupRequest) -> ResponseKind {
+pub async fn join_group(
+    context: &NodeContext,
+    principal: &Principal,
+    id: u64,
+    version: i16,
+    client_id: String,
+    body: JoinGroupRequest,
+) -> ResponseKind {
     let mut join = wire::JoinGroupRequest::new();
     join.group = body.group_id.0.to_string();
     join.member_id = body.member_id.to_string();
@@ -118,7 +132,7 @@ pub async fn join_group(context: &NodeContext, id: u64, version: i16, client_id:
     join.client_id = client_id;
     // KIP-394: from v4 a new member is given its id first (MEMBER_ID_REQUIRED), as Kafka does.
     join.require_known_member_id = version >= 4;
-    let answer = ask(context, id, Body::join_group(join)).await;
+    let answer = ask(context, principal, id, Body::join_group(join)).await;
     join_answer(version, &body, &answer)
 }
 
@@ -165,7 +179,7 @@ fn join_answer(version: i16, body: &JoinGroupRequest, answer: &Response) -> Resp
     )
 }
 
-pub async fn sync_group(context: &NodeContext, id: u64, version: i16, body: SyncGroupRequest) -> ResponseKind {
+pub async fn sync_group(context: &NodeContext, principal: &Principal, id: u64, version: i16, body: SyncGroupRequest) -> ResponseKind {
     let mut sync = wire::SyncGroupRequest::new();
     sync.group = body.group_id.0.to_string();
     sync.generation = body.generation_id;
@@ -177,7 +191,7 @@ pub async fn sync_group(context: &NodeContext, id: u64, version: i16, body: Sync
         entry.assignment = assignment.assignment.to_vec();
         sync.assignments.push(entry);
     }
-    let answer = ask(context, id, Body::sync_group(sync)).await;
+    let answer = ask(context, principal, id, Body::sync_group(sync)).await;
     sync_answer(version, &body, &answer)
 }
 
@@ -194,18 +208,18 @@ fn sync_answer(version: i16, body: &SyncGroupRequest, answer: &Response) -> Resp
     ResponseKind::SyncGroup(response)
 }
 
-pub async fn heartbeat(context: &NodeContext, id: u64, body: HeartbeatRequest) -> ResponseKind {
+pub async fn heartbeat(context: &NodeContext, principal: &Principal, id: u64, body: HeartbeatRequest) -> ResponseKind {
     let mut beat = wire::HeartbeatRequest::new();
     beat.group = body.group_id.0.to_string();
     beat.generation = body.generation_id;
     beat.member_id = body.member_id.to_string();
     beat.group_instance_id = instance(&body.group_instance_id);
-    let answer = ask(context, id, Body::heartbeat(beat)).await;
+    let answer = ask(context, principal, id, Body::heartbeat(beat)).await;
     ResponseKind::Heartbeat(HeartbeatResponse::default().with_error_code(group_code(answer.error)))
 }
 
 /// LeaveGroup: one member below v3, a batch (by member id or static instance id) from v3.
-pub async fn leave_group(context: &NodeContext, id: u64, version: i16, body: LeaveGroupRequest) -> ResponseKind {
+pub async fn leave_group(context: &NodeContext, principal: &Principal, id: u64, version: i16, body: LeaveGroupRequest) -> ResponseKind {
     let leaving: Vec<(String, String)> = if version >= 3 {
         body.members.iter().map(|m| (m.member_id.to_string(), instance(&m.group_instance_id))).collect()
     } else {
@@ -219,7 +233,7 @@ pub async fn leave_group(context: &NodeContext, id: u64, version: i16, body: Lea
         member.group_instance_id.clone_from(instance_id);
         leave.members.push(member);
     }
-    let answer = ask(context, id, Body::leave_group(leave)).await;
+    let answer = ask(context, principal, id, Body::leave_group(leave)).await;
     leave_answer(version, &answer)
 }
 
@@ -246,7 +260,7 @@ fn leave_answer(version: i16, answer: &Response) -> ResponseKind {
 
 /// OffsetCommit: all or nothing on our side, so every partition gets the commit's code. A
 /// partition with a negative index is refused before anything is asked (nothing committed).
-pub async fn offset_commit(context: &NodeContext, id: u64, body: OffsetCommitRequest) -> ResponseKind {
+pub async fn offset_commit(context: &NodeContext, principal: &Principal, id: u64, body: OffsetCommitRequest) -> ResponseKind {
     let bad_index = body.topics.iter().flat_map(|t| &t.partitions).any(|p| p.partition_index < 0);
     let code = if bad_index {
         errors::UNKNOWN_TOPIC_OR_PARTITION
@@ -266,7 +280,7 @@ pub async fn offset_commit(context: &NodeContext, id: u64, body: OffsetCommitReq
                 commit.offsets.push(offset);
             }
         }
-        let answer = ask(context, id, Body::offset_commit(commit)).await;
+        let answer = ask(context, principal, id, Body::offset_commit(commit)).await;
         // A commit's outcome is the response's code (every partition result carries the same).
         group_code(answer.error)
     };
@@ -293,7 +307,7 @@ type Committed = Vec<(String, Vec<(i32, i64, String)>)>;
 
 /// One group's committed offsets: (topic, [(partition, offset, metadata)]) in the order asked
 /// (every committed partition when `asked` is `None`), or the group's error code.
-async fn fetch_offsets(context: &NodeContext, id: u64, group: &str, asked: Asked) -> Result<Committed, i16> {
+async fn fetch_offsets(context: &NodeContext, principal: &Principal, id: u64, group: &str, asked: Asked) -> Result<Committed, i16> {
     let mut fetch = wire::OffsetFetchRequest::new();
     fetch.group = group.to_string();
     for (topic, partitions) in asked.iter().flatten() {
@@ -306,7 +320,7 @@ async fn fetch_offsets(context: &NodeContext, id: u64, group: &str, asked: Asked
         // Asked for nothing: nothing to answer (an empty native request means every partition).
         return Ok(asked.unwrap_or_default().into_iter().map(|(topic, _)| (topic, Vec::new())).collect());
     }
-    let answer = ask(context, id, Body::offset_fetch(fetch)).await;
+    let answer = ask(context, principal, id, Body::offset_fetch(fetch)).await;
     if answer.error != ErrorCode::NONE || !answer.has_offset_fetch() {
         return Err(group_code(answer.error));
     }
@@ -346,7 +360,7 @@ async fn fetch_offsets(context: &NodeContext, id: u64, group: &str, asked: Asked
 type FetchedGroup = (GroupId, Asked, Result<Committed, i16>);
 
 /// OffsetFetch: one group below v8, a batch of groups from v8. Nothing committed is offset -1.
-pub async fn offset_fetch(context: &NodeContext, id: u64, version: i16, body: OffsetFetchRequest) -> ResponseKind {
+pub async fn offset_fetch(context: &NodeContext, principal: &Principal, id: u64, version: i16, body: OffsetFetchRequest) -> ResponseKind {
     let names = |topics: Vec<(TopicName, Vec<i32>)>| topics.into_iter().map(|(t, p)| (t.0.to_string(), p)).collect::<Vec<_>>();
     let asked: Vec<(GroupId, Asked)> = if version >= 8 {
         body.groups
@@ -362,7 +376,7 @@ pub async fn offset_fetch(context: &NodeContext, id: u64, version: i16, body: Of
     };
     let mut fetched = Vec::new();
     for (group, topics) in asked {
-        let result = fetch_offsets(context, id, group.0.as_str(), topics.clone()).await;
+        let result = fetch_offsets(context, principal, id, group.0.as_str(), topics.clone()).await;
         fetched.push((group, topics, result));
     }
     offset_fetch_answer(version, fetched)
@@ -448,8 +462,8 @@ fn offset_fetch_answer(version: i16, mut fetched: Vec<FetchedGroup>) -> Response
 
 /// ListGroups: the groups this node coordinates (a Kafka client asks every broker), filtered by
 /// state (v4+) and type (v5+), case-insensitively as Kafka.
-pub async fn list_groups(context: &NodeContext, id: u64, version: i16, body: ListGroupsRequest) -> ResponseKind {
-    let answer = ask(context, id, Body::list_groups(wire::ListGroupsRequest::new())).await;
+pub async fn list_groups(context: &NodeContext, principal: &Principal, id: u64, version: i16, body: ListGroupsRequest) -> ResponseKind {
+    let answer = ask(context, principal, id, Body::list_groups(wire::ListGroupsRequest::new())).await;
     list_answer(version, &body, &answer)
 }
 
@@ -484,10 +498,16 @@ fn encoded(bytes: Result<Vec<u8>, consumer_protocol::ProtocolError>) -> bytes::B
 /// DescribeGroups. Members' metadata and assignments are ConsumerProtocol Subscription and
 /// Assignment bytes built from what the coordinator keeps (subscribed topics, assigned
 /// partitions). A group the coordinator does not know is, as in Kafka, state "Dead" and no error.
-pub async fn describe_groups(context: &NodeContext, id: u64, version: i16, body: DescribeGroupsRequest) -> ResponseKind {
+pub async fn describe_groups(
+    context: &NodeContext,
+    principal: &Principal,
+    id: u64,
+    version: i16,
+    body: DescribeGroupsRequest,
+) -> ResponseKind {
     let mut describe = wire::DescribeGroupsRequest::new();
     describe.groups = body.groups.iter().map(|g| g.0.to_string()).collect();
-    let answer = ask(context, id, Body::describe_groups(describe)).await;
+    let answer = ask(context, principal, id, Body::describe_groups(describe)).await;
     describe_answer(version, &body, &answer)
 }
 
@@ -549,6 +569,7 @@ const REBALANCE_TIMEOUT_MS_UNCHANGED: u32 = 300_000;
 /// left out; a regular-expression subscription is refused.
 pub async fn consumer_group_heartbeat(
     context: &NodeContext,
+    principal: &Principal,
     id: u64,
     client_id: String,
     body: ConsumerGroupHeartbeatRequest,
@@ -584,7 +605,7 @@ pub async fn consumer_group_heartbeat(
         }
     }
     beat.client_id = client_id;
-    let answer = ask(context, id, Body::consumer_group_heartbeat(beat)).await;
+    let answer = ask(context, principal, id, Body::consumer_group_heartbeat(beat)).await;
     if answer.error != ErrorCode::NONE || !answer.has_consumer_group_heartbeat() {
         return refuse(group_code(answer.error), &answer.error_message);
     }
@@ -610,10 +631,15 @@ pub async fn consumer_group_heartbeat(
 
 /// ConsumerGroupDescribe: the native DescribeGroups of consumer-protocol groups. A group the
 /// coordinator does not know, or a classic one, is GROUP_ID_NOT_FOUND (Kafka's answer).
-pub async fn consumer_group_describe(context: &NodeContext, id: u64, body: ConsumerGroupDescribeRequest) -> ResponseKind {
+pub async fn consumer_group_describe(
+    context: &NodeContext,
+    principal: &Principal,
+    id: u64,
+    body: ConsumerGroupDescribeRequest,
+) -> ResponseKind {
     let mut describe = wire::DescribeGroupsRequest::new();
     describe.groups = body.group_ids.iter().map(|g| g.0.to_string()).collect();
-    let answer = ask(context, id, Body::describe_groups(describe)).await;
+    let answer = ask(context, principal, id, Body::describe_groups(describe)).await;
     let ids = topic_ids::all(context);
     let assignment = |partitions: &[wire::TopicPartitions]| {
         consumer_group_describe_response::Assignment::default().with_topic_partitions(

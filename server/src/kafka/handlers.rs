@@ -4,6 +4,7 @@
 //! listener uses (same checks, same guarantees), and gathers the answers into Kafka's shape.
 //! Nothing here decides anything about the log: it only translates.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -73,10 +74,19 @@ pub fn api_versions_response() -> ResponseKind {
 
 /// Metadata: the native answer, with each broker's Kafka address. Topics with no Kafka
 /// address for their leader still list it (the client reports the broker as unreachable).
-pub async fn metadata(context: &NodeContext, brokers: &KafkaBrokers, id: u64, version: i16, body: MetadataRequest) -> ResponseKind {
+pub async fn metadata(
+    context: &NodeContext,
+    principal: &Principal,
+    brokers: &KafkaBrokers,
+    id: u64,
+    version: i16,
+    body: MetadataRequest,
+) -> ResponseKind {
     // v0: an empty list is every topic; v1+: null is every topic, empty is none.
     // v10+ may name a topic by id alone (a KIP-848 consumer resolving its assignment).
     let ids = super::topic_ids::all(context);
+    // Below v4 the field is absent and Kafka always auto-creates.
+    let auto_create_asked = version < 4 || body.allow_auto_topic_creation;
     // Ids that name no topic here: answered UNKNOWN_TOPIC_ID, as Kafka does.
     let mut unknown_ids = Vec::new();
     let names: Option<Vec<String>> = match body.topics {
@@ -115,9 +125,13 @@ pub async fn metadata(context: &NodeContext, brokers: &KafkaBrokers, id: u64, ve
         .iter()
         .map(|&topic_id| MetadataResponseTopic::default().with_error_code(errors::UNKNOWN_TOPIC_ID).with_name(None).with_topic_id(topic_id))
         .collect();
+    let auto_created = match &names {
+        Some(names) if auto_create_asked && !names.is_empty() => auto_create(context, principal, id, names).await,
+        _ => BTreeMap::new(),
+    };
     let mut ask = wire::MetadataRequest::new();
     ask.topics = names.clone().unwrap_or_default().into();
-    let answer = request::handle(context, &Principal::Anonymous, native(id, Body::metadata(ask))).await;
+    let answer = request::handle(context, principal, native(id, Body::metadata(ask))).await;
     if answer.error != ErrorCode::NONE || !answer.has_metadata() {
         // The node is still catching up: every asked topic gets the (retriable) code.
         let code = if answer.error == ErrorCode::NONE { errors::LEADER_NOT_AVAILABLE } else { kafka_code(answer.error) };
@@ -151,9 +165,16 @@ pub async fn metadata(context: &NodeContext, brokers: &KafkaBrokers, id: u64, ve
                     .with_isr_nodes(isr)
             })
             .collect();
+        let code = match (topic.error, auto_created.get(&topic.name)) {
+            // Created, but this node has not applied it yet: retriable, as Kafka answers a
+            // topic it has just auto-created.
+            (ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, Some(&(errors::NONE, _))) => errors::LEADER_NOT_AVAILABLE,
+            (ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, Some(&(refused, _))) => refused,
+            (error, _) => kafka_code(error),
+        };
         response.topics.push(
             MetadataResponseTopic::default()
-                .with_error_code(kafka_code(topic.error))
+                .with_error_code(code)
                 .with_name(Some(TopicName(text(&topic.name))))
                 .with_is_internal(topic.name.starts_with("__"))
                 .with_topic_id(if version >= 10 { ids.get(&topic.name).copied().unwrap_or_default() } else { Default::default() })
@@ -175,6 +196,7 @@ enum PartitionPending {
 /// (`None` for acks=0: Kafka sends nothing back).
 pub async fn produce(
     context: &Arc<NodeContext>,
+    principal: &Principal,
     id: u64,
     body: ProduceRequest,
 ) -> Pin<Box<dyn Future<Output = Option<ResponseKind>> + Send>> {
@@ -211,12 +233,13 @@ pub async fn produce(
                     native_produce.acks = acks;
                     native_produce.timeout_ms = u32::try_from(body.timeout_ms).unwrap_or(0);
                     native_produce.batch = partition.records.expect("checked above").to_vec();
-                    PartitionPending::Queued(request::produce::produce(context, &Principal::Anonymous, id, native_produce).await)
+                    PartitionPending::Queued(request::produce::produce(context, principal, id, native_produce).await)
                 }
             };
             pending.push((name.clone(), index, future));
         }
     }
+    let (context, principal) = (context.clone(), principal.clone());
     Box::pin(async move {
         let mut response = ProduceResponse::default();
         for (name, index, future) in pending {
@@ -238,8 +261,93 @@ pub async fn produce(
                     .push(TopicProduceResponse::default().with_name(TopicName(text(&name))).with_partition_responses(vec![partition])),
             }
         }
+        auto_create_for_produce(&context, &principal, id, &mut response).await;
         (acks != Acks::ACKS_NONE).then_some(ResponseKind::Produce(response))
     })
+}
+
+/// How long an auto-creation may take before the client is told to retry (its next Metadata
+/// or Produce tries again).
+const AUTO_CREATE_TIMEOUT_MS: u32 = 10_000;
+
+/// Kafka's `auto.create.topics.enable` (the node's `auto_create_topics`): the topics of `names`
+/// this node does not know are created through the controller with the topic defaults, as a
+/// Kafka broker creates a topic a client names. Returns, for each topic it asked for, the Kafka
+/// code of the outcome: NONE when the topic now exists (created, or created meanwhile by
+/// another), a retriable LEADER_NOT_AVAILABLE when the controller could not be reached or timed
+/// out, and the refusal's own code otherwise (INVALID_TOPIC_EXCEPTION for a name Kafka and we
+/// refuse). Topics this node knows are not asked for: an empty map when auto-creation is off.
+async fn auto_create(context: &NodeContext, principal: &Principal, id: u64, names: &[String]) -> BTreeMap<String, (i16, String)> {
+    if !context.config.auto_create_topics {
+        return BTreeMap::new();
+    }
+    let unknown: Vec<String> = {
+        let state = context.state.lock();
+        let mut unknown: Vec<String> = names.iter().filter(|name| state.meta.topic(name).is_none()).cloned().collect();
+        unknown.sort();
+        unknown.dedup();
+        unknown
+    };
+    if unknown.is_empty() {
+        return BTreeMap::new();
+    }
+    let mut ask = wire::CreateTopicsRequest::new();
+    ask.timeout_ms = AUTO_CREATE_TIMEOUT_MS;
+    for name in &unknown {
+        // Partitions and replication factor 0: the node's topic defaults.
+        let mut create = wire::CreateTopic::new();
+        create.name = name.clone();
+        ask.topics.push(create);
+    }
+    let answer = request::handle(context, principal, native(id, Body::create_topics(ask))).await;
+    unknown
+        .into_iter()
+        .map(|name| {
+            let (native_code, message) = if answer.has_create_topics() {
+                let result = answer.get_create_topics().topics.iter().find(|t| t.name == name);
+                result.map_or((ErrorCode::INTERNAL, "the controller did not answer for this topic".to_string()), |t| {
+                    (t.error, t.error_message.clone())
+                })
+            } else {
+                (answer.error, answer.error_message.clone())
+            };
+            let code = match native_code {
+                ErrorCode::NONE | ErrorCode::TOPIC_ALREADY_EXISTS => errors::NONE,
+                other => match kafka_code(other) {
+                    errors::NOT_CONTROLLER | errors::REQUEST_TIMED_OUT | errors::NOT_LEADER_OR_FOLLOWER => errors::LEADER_NOT_AVAILABLE,
+                    code => code,
+                },
+            };
+            tracing::info!(topic = %name, code, %message, "auto-creating a topic a Kafka client named");
+            (name, (code, message))
+        })
+        .collect()
+}
+
+/// A produce to topics that do not exist auto-creates them ([`auto_create`]); the partitions
+/// stay refused with the retriable UNKNOWN_TOPIC_OR_PARTITION (the client refreshes its
+/// metadata and sends again), or get the creation's refusal (an invalid name).
+async fn auto_create_for_produce(context: &NodeContext, principal: &Principal, id: u64, response: &mut ProduceResponse) {
+    let unknown: Vec<String> = response
+        .responses
+        .iter()
+        .filter(|topic| topic.partition_responses.iter().any(|p| p.error_code == errors::UNKNOWN_TOPIC_OR_PARTITION))
+        .map(|topic| topic.name.0.to_string())
+        .collect();
+    if unknown.is_empty() {
+        return;
+    }
+    let outcomes = auto_create(context, principal, id, &unknown).await;
+    for topic in &mut response.responses {
+        let Some((code, message)) = outcomes.get(topic.name.0.as_str()) else { continue };
+        if *code == errors::NONE || *code == errors::LEADER_NOT_AVAILABLE {
+            continue;
+        }
+        for partition in topic.partition_responses.iter_mut().filter(|p| p.error_code == errors::UNKNOWN_TOPIC_OR_PARTITION) {
+            partition.error_code = *code;
+            partition.error_message = Some(text(&format!("topic {:?} cannot be auto-created: {message}", topic.name.0.as_str())));
+        }
+    }
 }
 
 /// A batch naming a compression codec Kafka does not define (5..=7): UNSUPPORTED_COMPRESSION_TYPE,
@@ -302,7 +410,7 @@ struct FetchWanted {
 /// of them again. Fetch sessions are declined (session id 0 in the answer, which tells the
 /// client to keep sending full fetches); an incremental fetch in a session gets
 /// FETCH_SESSION_ID_NOT_FOUND.
-pub async fn fetch(context: &NodeContext, id: u64, body: FetchRequest) -> ResponseKind {
+pub async fn fetch(context: &NodeContext, principal: &Principal, id: u64, body: FetchRequest) -> ResponseKind {
     if body.session_id != 0 || body.session_epoch > 0 {
         return ResponseKind::Fetch(FetchResponse::default().with_error_code(errors::FETCH_SESSION_ID_NOT_FOUND));
     }
@@ -318,13 +426,13 @@ pub async fn fetch(context: &NodeContext, id: u64, body: FetchRequest) -> Respon
             })
         })
         .collect();
-    let mut answers = fetch_all(context, id, &wanted).await;
+    let mut answers = fetch_all(context, principal, id, &wanted).await;
     let bytes: usize = answers.iter().map(|a| a.records.as_ref().map_or(0, |r| r.len())).sum();
     let anything = bytes > 0 || answers.iter().any(|a| a.error_code != errors::NONE);
     let wait_ms = body.max_wait_ms.clamp(0, FETCH_WAIT_MS_MAX);
     if !anything && wait_ms > 0 && !wanted.is_empty() {
         // Long poll: wait for the first partition with data, then read every partition again.
-        let mut waits: FuturesUnordered<_> = wanted.iter().map(|w| fetch_one(context, id, w, wait_ms as u32)).collect();
+        let mut waits: FuturesUnordered<_> = wanted.iter().map(|w| fetch_one(context, principal, id, w, wait_ms as u32)).collect();
         let deadline = tokio::time::sleep(Duration::from_millis(wait_ms as u64));
         tokio::pin!(deadline);
         loop {
@@ -339,7 +447,7 @@ pub async fn fetch(context: &NodeContext, id: u64, body: FetchRequest) -> Respon
             }
         }
         drop(waits);
-        answers = fetch_all(context, id, &wanted).await;
+        answers = fetch_all(context, principal, id, &wanted).await;
     }
     let mut response = FetchResponse::default();
     for (want, answer) in wanted.iter().zip(answers) {
@@ -353,13 +461,13 @@ pub async fn fetch(context: &NodeContext, id: u64, body: FetchRequest) -> Respon
     ResponseKind::Fetch(response)
 }
 
-async fn fetch_all(context: &NodeContext, id: u64, wanted: &[FetchWanted]) -> Vec<PartitionData> {
-    futures::future::join_all(wanted.iter().map(|want| fetch_one(context, id, want, 0))).await
+async fn fetch_all(context: &NodeContext, principal: &Principal, id: u64, wanted: &[FetchWanted]) -> Vec<PartitionData> {
+    futures::future::join_all(wanted.iter().map(|want| fetch_one(context, principal, id, want, 0))).await
 }
 
 /// One partition through the native fetch: whole batches from the one holding the offset,
 /// records never null.
-async fn fetch_one(context: &NodeContext, id: u64, want: &FetchWanted, wait_ms: u32) -> PartitionData {
+async fn fetch_one(context: &NodeContext, principal: &Principal, id: u64, want: &FetchWanted, wait_ms: u32) -> PartitionData {
     let data = PartitionData::default().with_partition_index(want.partition).with_records(Some(Default::default()));
     let (Ok(partition), Ok(offset)) = (u32::try_from(want.partition), u64::try_from(want.offset)) else {
         let code = if want.partition < 0 { errors::UNKNOWN_TOPIC_OR_PARTITION } else { errors::OFFSET_OUT_OF_RANGE };
@@ -371,7 +479,7 @@ async fn fetch_one(context: &NodeContext, id: u64, want: &FetchWanted, wait_ms: 
     ask.offset = offset;
     ask.bytes_max = want.bytes_max;
     ask.wait_ms_max = wait_ms;
-    let answer = request::handle(context, &Principal::Anonymous, native(id, Body::fetch(ask))).await;
+    let answer = request::handle(context, principal, native(id, Body::fetch(ask))).await;
     let data = data.with_error_code(kafka_code(answer.error));
     if !answer.has_fetch() {
         return data;
@@ -387,7 +495,7 @@ async fn fetch_one(context: &NodeContext, id: u64, want: &FetchWanted, wait_ms: 
 
 /// ListOffsets: earliest (-2), latest (-1) or the first offset at a timestamp, each through
 /// the native ListOffsets (served by the partition's leader only).
-pub async fn list_offsets(context: &NodeContext, id: u64, body: ListOffsetsRequest) -> ResponseKind {
+pub async fn list_offsets(context: &NodeContext, principal: &Principal, id: u64, body: ListOffsetsRequest) -> ResponseKind {
     let mut response = ListOffsetsResponse::default();
     for topic in body.topics {
         let name = topic.name.0.to_string();
@@ -413,7 +521,7 @@ pub async fn list_offsets(context: &NodeContext, id: u64, body: ListOffsetsReque
                     continue;
                 }
             }
-            let native_answer = request::handle(context, &Principal::Anonymous, native(id, Body::list_offsets(ask))).await;
+            let native_answer = request::handle(context, principal, native(id, Body::list_offsets(ask))).await;
             if native_answer.error != ErrorCode::NONE || !native_answer.has_list_offsets() {
                 partitions.push(answer.with_error_code(kafka_code(native_answer.error)));
                 continue;
@@ -445,7 +553,7 @@ fn topic_config(configs: &[kafka_protocol::messages::create_topics_request::Crea
 }
 
 /// CreateTopics through the controller (any node forwards it there).
-pub async fn create_topics(context: &NodeContext, id: u64, body: CreateTopicsRequest) -> ResponseKind {
+pub async fn create_topics(context: &NodeContext, principal: &Principal, id: u64, body: CreateTopicsRequest) -> ResponseKind {
     let mut response = CreateTopicsResponse::default();
     let mut ask = wire::CreateTopicsRequest::new();
     ask.timeout_ms = u32::try_from(body.timeout_ms).unwrap_or(0);
@@ -480,7 +588,7 @@ pub async fn create_topics(context: &NodeContext, id: u64, body: CreateTopicsReq
     if ask.topics.is_empty() {
         return ResponseKind::CreateTopics(response);
     }
-    let answer = request::handle(context, &Principal::Anonymous, native(id, Body::create_topics(ask))).await;
+    let answer = request::handle(context, principal, native(id, Body::create_topics(ask))).await;
     for result in response.topics.iter_mut().filter(|r| r.error_code == errors::NONE) {
         let (code, message) = if answer.has_create_topics() {
             match answer.get_create_topics().topics.iter().find(|t| t.name == result.name.0.as_str()) {
@@ -499,7 +607,7 @@ pub async fn create_topics(context: &NodeContext, id: u64, body: CreateTopicsReq
 }
 
 /// DeleteTopics through the controller, by name (topic ids are not kept).
-pub async fn delete_topics(context: &NodeContext, id: u64, body: DeleteTopicsRequest) -> ResponseKind {
+pub async fn delete_topics(context: &NodeContext, principal: &Principal, id: u64, body: DeleteTopicsRequest) -> ResponseKind {
     let mut names: Vec<String> = body.topic_names.iter().map(|n| n.0.to_string()).collect();
     let mut response = DeleteTopicsResponse::default();
     for state in &body.topics {
@@ -519,7 +627,7 @@ pub async fn delete_topics(context: &NodeContext, id: u64, body: DeleteTopicsReq
     let mut ask = wire::DeleteTopicsRequest::new();
     ask.names = names.clone().into();
     ask.timeout_ms = u32::try_from(body.timeout_ms).unwrap_or(0);
-    let answer = request::handle(context, &Principal::Anonymous, native(id, Body::delete_topics(ask))).await;
+    let answer = request::handle(context, principal, native(id, Body::delete_topics(ask))).await;
     for name in names {
         let (code, message) = if answer.has_delete_topics() {
             match answer.get_delete_topics().topics.iter().find(|t| t.name == name) {
@@ -539,7 +647,7 @@ pub async fn delete_topics(context: &NodeContext, id: u64, body: DeleteTopicsReq
 }
 
 /// InitProducerId for idempotent producers (transactional ids are refused).
-pub async fn init_producer_id(context: &NodeContext, id: u64, body: InitProducerIdRequest) -> ResponseKind {
+pub async fn init_producer_id(context: &NodeContext, principal: &Principal, id: u64, body: InitProducerIdRequest) -> ResponseKind {
     let response = InitProducerIdResponse::default().with_producer_id(ProducerId(-1)).with_producer_epoch(-1);
     if body.transactional_id.is_some() {
         return ResponseKind::InitProducerId(response.with_error_code(errors::INVALID_REQUEST));
@@ -547,7 +655,7 @@ pub async fn init_producer_id(context: &NodeContext, id: u64, body: InitProducer
     let mut ask = wire::InitProducerIdRequest::new();
     ask.producer_id = body.producer_id.0;
     ask.producer_epoch = i32::from(body.producer_epoch);
-    let answer = request::handle(context, &Principal::Anonymous, native(id, Body::init_producer_id(ask))).await;
+    let answer = request::handle(context, principal, native(id, Body::init_producer_id(ask))).await;
     if answer.error != ErrorCode::NONE || !answer.has_init_producer_id() {
         return ResponseKind::InitProducerId(response.with_error_code(kafka_code(answer.error)));
     }
@@ -561,6 +669,7 @@ pub async fn init_producer_id(context: &NodeContext, id: u64, body: InitProducer
 /// FindCoordinator for groups (key type 0); v4+ asks for several keys at once.
 pub async fn find_coordinator(
     context: &NodeContext,
+    principal: &Principal,
     brokers: &KafkaBrokers,
     id: u64,
     version: i16,
@@ -577,7 +686,7 @@ pub async fn find_coordinator(
         }
         let mut ask = wire::FindCoordinatorRequest::new();
         ask.group = key.to_string();
-        let answer = request::handle(context, &Principal::Anonymous, native(id, Body::find_coordinator(ask))).await;
+        let answer = request::handle(context, principal, native(id, Body::find_coordinator(ask))).await;
         let found = answer.has_find_coordinator().then(|| answer.get_find_coordinator().node_id);
         let coordinator =
             match found.filter(|_| answer.error == ErrorCode::NONE).and_then(|node| brokers.addresses.get(&node).map(|a| (node, a))) {

@@ -33,6 +33,7 @@ pub mod codec;
 pub mod errors;
 pub mod groups;
 pub mod handlers;
+pub mod sasl;
 pub mod topic_admin;
 pub mod topic_ids;
 
@@ -52,7 +53,9 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use self::codec::Decoded;
+use crate::auth::Principal;
 use crate::context::NodeContext;
+use crate::net::session::Session;
 use crate::net::{Admission, Admitted, FrameReader, RequestBudget};
 use crate::shutdown::Shutdown;
 
@@ -137,6 +140,9 @@ async fn serve_connection(
     let in_flight = Arc::new(Semaphore::new(requests_max));
     let idle = context.config.connection_idle_timeout();
     let mut deadline = Instant::now() + idle;
+    // Who this connection acts as: anonymous until a SASL exchange succeeds (see `sasl`).
+    let mut session = Session::default();
+    let mut mechanism: Option<String> = None;
     loop {
         let frame = tokio::select! {
             biased;
@@ -176,12 +182,32 @@ async fn serve_connection(
                     break;
                 }
             }
+            Decoded::Request { header, api_key, version, request } if sasl::is_sasl(api_key) => {
+                let (response, close) =
+                    sasl::step(&context, &mut session, &mut mechanism, u64::from(header.correlation_id as u32), *request);
+                let frame = codec::encode(api_key, version, header.correlation_id, &response).ok();
+                let _ = filled.send(frame);
+                if slots.send(slot).await.is_err() || close {
+                    break;
+                }
+            }
             Decoded::Request { header, api_key, version, request } => {
+                let id = u64::from(header.correlation_id as u32);
+                // With SASL required, nothing but ApiVersions and the exchange before it succeeds;
+                // and a user deleted (or its password changed) since ends the connection's access.
+                // Kafka closes such a connection.
+                if api_key != ApiKey::ApiVersions {
+                    if let Some((refusal, _)) = session.refusal(&context, id, None) {
+                        tracing::debug!(?api_key, message = %refusal.error_message, "closing a Kafka connection: not authenticated");
+                        break;
+                    }
+                }
+                let principal = session.principal().clone();
                 // Kafka sends nothing back for a produce with acks=0: it gets no slot.
                 let answered = !matches!(&*request, RequestKind::Produce(produce) if produce.acks == 0);
                 let started = Instant::now();
                 let client_id = header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default();
-                let answer = start(&context, &brokers, header.correlation_id, version, client_id, *request).await;
+                let answer = start(&context, &brokers, principal, header.correlation_id, version, client_id, *request).await;
                 let answer = metered(context.clone(), api_key, started, answer);
                 if answered && slots.send(slot).await.is_err() {
                     break;
@@ -234,6 +260,7 @@ async fn finish(
 async fn start(
     context: &Arc<NodeContext>,
     brokers: &Arc<KafkaBrokers>,
+    principal: Principal,
     correlation_id: i32,
     version: i16,
     client_id: String,
@@ -241,25 +268,26 @@ async fn start(
 ) -> Answer {
     let id = u64::from(correlation_id as u32);
     if let RequestKind::Produce(body) = request {
-        return handlers::produce(context, id, body).await;
+        return handlers::produce(context, &principal, id, body).await;
     }
     let (context, brokers) = (context.clone(), brokers.clone());
     Box::pin(async move {
         let response = match request {
             RequestKind::ApiVersions(_) => handlers::api_versions_response(),
-            RequestKind::Metadata(body) => handlers::metadata(&context, &brokers, id, version, body).await,
-            RequestKind::Fetch(body) => handlers::fetch(&context, id, body).await,
-            RequestKind::ListOffsets(body) => handlers::list_offsets(&context, id, body).await,
-            RequestKind::CreateTopics(body) => handlers::create_topics(&context, id, body).await,
-            RequestKind::DeleteTopics(body) => handlers::delete_topics(&context, id, body).await,
-            RequestKind::InitProducerId(body) => handlers::init_producer_id(&context, id, body).await,
-            RequestKind::FindCoordinator(body) => handlers::find_coordinator(&context, &brokers, id, version, body).await,
-            RequestKind::CreatePartitions(body) => topic_admin::create_partitions(&context, id, body).await,
-            RequestKind::DescribeConfigs(body) => topic_admin::describe_configs(&context, id, body).await,
-            RequestKind::IncrementalAlterConfigs(body) => topic_admin::incremental_alter_configs(&context, id, body).await,
-            RequestKind::AlterConfigs(body) => topic_admin::alter_configs(&context, id, body).await,
-            RequestKind::DeleteGroups(body) => topic_admin::delete_groups(&context, id, body).await,
-            request if groups::serves(&request) => groups::handle(&context, id, version, client_id, request).await,
+            RequestKind::Metadata(body) => handlers::metadata(&context, &principal, &brokers, id, version, body).await,
+            RequestKind::Fetch(body) => handlers::fetch(&context, &principal, id, body).await,
+            RequestKind::ListOffsets(body) => handlers::list_offsets(&context, &principal, id, body).await,
+            RequestKind::CreateTopics(body) => handlers::create_topics(&context, &principal, id, body).await,
+            RequestKind::DeleteTopics(body) => handlers::delete_topics(&context, &principal, id, body).await,
+            RequestKind::InitProducerId(body) => handlers::init_producer_id(&context, &principal, id, body).await,
+            RequestKind::FindCoordinator(body) => handlers::find_coordinator(&context, &principal, &brokers, id, version, body).await,
+            RequestKind::CreatePartitions(body) => topic_admin::create_partitions(&context, &principal, id, body).await,
+            RequestKind::DescribeConfigs(body) => topic_admin::describe_configs(&context, &principal, id, body).await,
+            RequestKind::IncrementalAlterConfigs(body) => topic_admin::incremental_alter_configs(&context, &principal, id, body).await,
+            RequestKind::AlterConfigs(body) => topic_admin::alter_configs(&context, &principal, id, body).await,
+            RequestKind::DeleteGroups(body) => topic_admin::delete_groups(&context, &principal, id, body).await,
+            RequestKind::DeleteRecords(body) => topic_admin::delete_records(&context, &principal, id, body).await,
+            request if groups::serves(&request) => groups::handle(&context, &principal, id, version, client_id, request).await,
             other => unreachable!("codec::decode admits only served APIs, not {other:?}"),
         };
         Some(response)

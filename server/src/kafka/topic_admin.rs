@@ -1,7 +1,8 @@
 //! Kafka's topic and group admin APIs over the native ones (issues 15 and 16): CreatePartitions
 //! and AlterConfigs / IncrementalAlterConfigs as native AlterTopic requests, DescribeConfigs as
 //! DescribeTopicConfigs (topics) or this node's defaults (brokers), DeleteGroups as the native
-//! DeleteGroups on this node's coordinator. Nothing here decides anything: the controller checks
+//! DeleteGroups on this node's coordinator, DeleteRecords as the native DeleteRecords on each
+//! partition's leader. Nothing here decides anything: the controller checks
 //! and applies (`crate::request::topic_change`), all or none per resource.
 //!
 //! Each resource is answered on its own, as Kafka does: an unknown setting name, a value that is
@@ -11,11 +12,12 @@
 
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
 use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult};
 use kafka_protocol::messages::{
     AlterConfigsRequest, AlterConfigsResponse, CreatePartitionsRequest, CreatePartitionsResponse, DeleteGroupsRequest,
-    DeleteGroupsResponse, DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
-    ResponseKind,
+    DeleteGroupsResponse, DeleteRecordsRequest, DeleteRecordsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, ResponseKind,
 };
 use kafka_protocol::protocol::StrBytes;
 use odradek_client::wire::proto::{self as wire, ErrorCode, Request_oneof_body as Body, Response};
@@ -56,8 +58,8 @@ fn config_type(setting: TopicSetting) -> i8 {
 }
 
 /// The outcome of a native AlterTopic: (Kafka code, message).
-async fn alter_topic(context: &NodeContext, id: u64, ask: wire::AlterTopicRequest) -> (i16, Option<StrBytes>) {
-    let answer = request::handle(context, &Principal::Anonymous, native(id, Body::alter_topic(ask))).await;
+async fn alter_topic(context: &NodeContext, principal: &Principal, id: u64, ask: wire::AlterTopicRequest) -> (i16, Option<StrBytes>) {
+    let answer = request::handle(context, principal, native(id, Body::alter_topic(ask))).await;
     let (code, message) = if answer.has_alter_topic() {
         let result = answer.get_alter_topic().get_result();
         (result.error, result.error_message.clone())
@@ -68,7 +70,7 @@ async fn alter_topic(context: &NodeContext, id: u64, ask: wire::AlterTopicReques
 }
 
 /// CreatePartitions: each topic grown to its count by the controller (placed as a creation).
-pub async fn create_partitions(context: &NodeContext, id: u64, body: CreatePartitionsRequest) -> ResponseKind {
+pub async fn create_partitions(context: &NodeContext, principal: &Principal, id: u64, body: CreatePartitionsRequest) -> ResponseKind {
     let mut response = CreatePartitionsResponse::default();
     for topic in &body.topics {
         let result = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
@@ -82,7 +84,7 @@ pub async fn create_partitions(context: &NodeContext, id: u64, body: CreateParti
             ask.partitions = topic.count as u32;
             ask.timeout_ms = u32::try_from(body.timeout_ms).unwrap_or(0);
             ask.validate_only = body.validate_only;
-            alter_topic(context, id, ask).await
+            alter_topic(context, principal, id, ask).await
         };
         response.results.push(result.with_error_code(code).with_error_message(message));
     }
@@ -111,6 +113,7 @@ fn reset(setting: TopicSetting) -> wire::TopicSettingChange {
 /// One resource of an alter: its changes on a topic through the controller, or the refusal.
 async fn alter_resource(
     context: &NodeContext,
+    principal: &Principal,
     id: u64,
     resource_type: i8,
     name: &str,
@@ -126,14 +129,19 @@ async fn alter_resource(
             ask.name = name.to_string();
             ask.changes = changes.into();
             ask.validate_only = validate_only;
-            alter_topic(context, id, ask).await
+            alter_topic(context, principal, id, ask).await
         }
         (other, _) => (errors::INVALID_REQUEST, Some(text(&format!("resource type {other} is not supported")))),
     }
 }
 
 /// IncrementalAlterConfigs: SET and DELETE (back to the default) of the topic settings we have.
-pub async fn incremental_alter_configs(context: &NodeContext, id: u64, body: IncrementalAlterConfigsRequest) -> ResponseKind {
+pub async fn incremental_alter_configs(
+    context: &NodeContext,
+    principal: &Principal,
+    id: u64,
+    body: IncrementalAlterConfigsRequest,
+) -> ResponseKind {
     use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
     let mut response = IncrementalAlterConfigsResponse::default();
     for resource in &body.resources {
@@ -149,7 +157,8 @@ pub async fn incremental_alter_configs(context: &NodeContext, id: u64, body: Inc
             })
             .collect();
         let (code, message) =
-            alter_resource(context, id, resource.resource_type, resource.resource_name.as_str(), changes, body.validate_only).await;
+            alter_resource(context, principal, id, resource.resource_type, resource.resource_name.as_str(), changes, body.validate_only)
+                .await;
         response.responses.push(
             AlterConfigsResourceResponse::default()
                 .with_resource_type(resource.resource_type)
@@ -163,7 +172,7 @@ pub async fn incremental_alter_configs(context: &NodeContext, id: u64, body: Inc
 
 /// AlterConfigs (the legacy, whole-set form): the named settings take their values, every other
 /// setting goes back to its default, as Kafka replaces a topic's whole override set.
-pub async fn alter_configs(context: &NodeContext, id: u64, body: AlterConfigsRequest) -> ResponseKind {
+pub async fn alter_configs(context: &NodeContext, principal: &Principal, id: u64, body: AlterConfigsRequest) -> ResponseKind {
     use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
     let mut response = AlterConfigsResponse::default();
     for resource in &body.resources {
@@ -178,7 +187,8 @@ pub async fn alter_configs(context: &NodeContext, id: u64, body: AlterConfigsReq
             changes
         });
         let (code, message) =
-            alter_resource(context, id, resource.resource_type, resource.resource_name.as_str(), changes, body.validate_only).await;
+            alter_resource(context, principal, id, resource.resource_type, resource.resource_name.as_str(), changes, body.validate_only)
+                .await;
         response.responses.push(
             AlterConfigsResourceResponse::default()
                 .with_resource_type(resource.resource_type)
@@ -216,14 +226,14 @@ fn broker_configs(context: &NodeContext) -> Vec<DescribeConfigsResourceResult> {
 
 /// DescribeConfigs: a topic's settings (source DYNAMIC_TOPIC_CONFIG when set on the topic,
 /// DEFAULT_CONFIG when it holds the default), or this broker's (STATIC_BROKER_CONFIG).
-pub async fn describe_configs(context: &NodeContext, id: u64, body: DescribeConfigsRequest) -> ResponseKind {
+pub async fn describe_configs(context: &NodeContext, principal: &Principal, id: u64, body: DescribeConfigsRequest) -> ResponseKind {
     let mut response = DescribeConfigsResponse::default();
     for resource in &body.resources {
         let name = resource.resource_name.as_str();
         let result =
             DescribeConfigsResult::default().with_resource_type(resource.resource_type).with_resource_name(resource.resource_name.clone());
         let configs: Result<Vec<DescribeConfigsResourceResult>, (i16, String)> = match resource.resource_type {
-            RESOURCE_TOPIC => describe_topic(context, id, name).await,
+            RESOURCE_TOPIC => describe_topic(context, principal, id, name).await,
             RESOURCE_BROKER if name.is_empty() || name == context.state.node_id.to_string() => Ok(broker_configs(context)),
             RESOURCE_BROKER => Err((errors::INVALID_REQUEST, format!("broker {name:?} is not this node; ask that broker"))),
             other => Err((errors::INVALID_REQUEST, format!("resource type {other} is not supported"))),
@@ -242,10 +252,15 @@ pub async fn describe_configs(context: &NodeContext, id: u64, body: DescribeConf
     ResponseKind::DescribeConfigs(response)
 }
 
-async fn describe_topic(context: &NodeContext, id: u64, name: &str) -> Result<Vec<DescribeConfigsResourceResult>, (i16, String)> {
+async fn describe_topic(
+    context: &NodeContext,
+    principal: &Principal,
+    id: u64,
+    name: &str,
+) -> Result<Vec<DescribeConfigsResourceResult>, (i16, String)> {
     let mut ask = wire::DescribeTopicConfigsRequest::new();
     ask.names = vec![name.to_string()].into();
-    let answer: Response = request::handle(context, &Principal::Anonymous, native(id, Body::describe_topic_configs(ask))).await;
+    let answer: Response = request::handle(context, principal, native(id, Body::describe_topic_configs(ask))).await;
     if answer.error != ErrorCode::NONE || !answer.has_describe_topic_configs() {
         return Err((kafka_code(answer.error), answer.error_message.clone()));
     }
@@ -266,11 +281,45 @@ async fn describe_topic(context: &NodeContext, id: u64, name: &str) -> Result<Ve
         .collect())
 }
 
+/// DeleteRecords: each partition's log start moved by its leader through the partition's raft
+/// log (`crate::request::delete_records`); clients send it to each partition's leader, and a
+/// partition this node does not lead gets NOT_LEADER_OR_FOLLOWER. Offset -1 is the high
+/// watermark; the answer's low watermark is the log start after the request.
+pub async fn delete_records(context: &NodeContext, principal: &Principal, id: u64, body: DeleteRecordsRequest) -> ResponseKind {
+    let mut response = DeleteRecordsResponse::default();
+    for topic in &body.topics {
+        let mut partitions = Vec::new();
+        for partition in &topic.partitions {
+            let result = DeleteRecordsPartitionResult::default().with_partition_index(partition.partition_index).with_low_watermark(-1);
+            let Ok(index) = u32::try_from(partition.partition_index) else {
+                partitions.push(result.with_error_code(errors::UNKNOWN_TOPIC_OR_PARTITION));
+                continue;
+            };
+            let mut ask = wire::DeleteRecordsRequest::new();
+            ask.topic = topic.name.0.to_string();
+            ask.partition = index;
+            ask.before_offset = partition.offset;
+            ask.timeout_ms = u32::try_from(body.timeout_ms).unwrap_or(0);
+            let answer = request::handle(context, principal, native(id, Body::delete_records(ask))).await;
+            let result = if answer.error == ErrorCode::NONE && answer.has_delete_records() {
+                let log_start = i64::try_from(answer.get_delete_records().log_start_offset).expect("offsets fit an i64");
+                result.with_low_watermark(log_start)
+            } else {
+                let code = if answer.error == ErrorCode::NONE { errors::UNKNOWN_SERVER_ERROR } else { kafka_code(answer.error) };
+                result.with_error_code(code)
+            };
+            partitions.push(result);
+        }
+        response.topics.push(DeleteRecordsTopicResult::default().with_name(topic.name.clone()).with_partitions(partitions));
+    }
+    ResponseKind::DeleteRecords(response)
+}
+
 /// DeleteGroups on this node's coordinator (clients send it to each group's coordinator).
-pub async fn delete_groups(context: &NodeContext, id: u64, body: DeleteGroupsRequest) -> ResponseKind {
+pub async fn delete_groups(context: &NodeContext, principal: &Principal, id: u64, body: DeleteGroupsRequest) -> ResponseKind {
     let mut ask = wire::DeleteGroupsRequest::new();
     ask.groups = body.groups_names.iter().map(|group| group.0.to_string()).collect::<Vec<_>>().into();
-    let answer = request::handle(context, &Principal::Anonymous, native(id, Body::delete_groups(ask))).await;
+    let answer = request::handle(context, principal, native(id, Body::delete_groups(ask))).await;
     let mut response = DeleteGroupsResponse::default();
     for group in &body.groups_names {
         let code = if answer.has_delete_groups() {

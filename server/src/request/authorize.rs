@@ -105,6 +105,8 @@ pub fn check(context: &NodeContext, principal: &Principal, body: &Body) -> Resul
             body.topics.iter().try_for_each(|t| topic(context, principal, Create, &t.name))
         }
         Body::delete_topics(body) => body.names.iter().try_for_each(|name| topic(context, principal, Delete, name)),
+        // Kafka's DeleteRecords needs Delete on the topic.
+        Body::delete_records(body) => topic(context, principal, Delete, &body.topic),
         Body::init_producer_id(_) => {
             let state = context.state.lock();
             if acl::allows_any(&context.auth.settings, state.meta.acls(), principal, Write, ResourceType::Topic) {

@@ -22,6 +22,7 @@
 
 pub mod admin;
 pub mod authorize;
+pub mod delete_records;
 pub mod fetch;
 pub mod group;
 pub mod leaders;
@@ -86,6 +87,7 @@ async fn route(context: &NodeContext, id: u64, mut request: Request) -> Response
         Some(Body::fetch(body)) => fetch::fetch(context, id, body).await,
         Some(Body::list_offsets(body)) => fetch::list_offsets(context, id, body).await,
         Some(Body::transfer_leader(body)) => transfer::transfer_leader(context, id, body).await,
+        Some(Body::delete_records(body)) => delete_records::delete_records(context, id, body).await,
         Some(
             body @ (Body::create_topics(_)
             | Body::delete_topics(_)
@@ -153,6 +155,7 @@ pub fn request_name(body: &Body) -> &'static str {
         Body::change_controllers(_) => "change_controllers",
         Body::decommission_node(_) => "decommission_node",
         Body::rebalance(_) => "rebalance",
+        Body::delete_records(_) => "delete_records",
     }
 }
 

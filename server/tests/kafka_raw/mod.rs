@@ -118,6 +118,10 @@ pub fn api_key(request: &RequestKind) -> ApiKey {
         RequestKind::IncrementalAlterConfigs(_) => ApiKey::IncrementalAlterConfigs,
         RequestKind::AlterConfigs(_) => ApiKey::AlterConfigs,
         RequestKind::DeleteGroups(_) => ApiKey::DeleteGroups,
+        RequestKind::DeleteRecords(_) => ApiKey::DeleteRecords,
+        RequestKind::SaslHandshake(_) => ApiKey::SaslHandshake,
+        RequestKind::SaslAuthenticate(_) => ApiKey::SaslAuthenticate,
+        RequestKind::ListOffsets(_) => ApiKey::ListOffsets,
         other => panic!("not used by the tests: {other:?}"),
     }
 }

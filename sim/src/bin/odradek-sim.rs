@@ -141,6 +141,10 @@ mod sim {
         /// partitions; R10/R11 on every configuration, V5 (every move completes) after the heal.
         #[arg(long)]
         membership: bool,
+        /// DeleteRecords under faults: records written to and deleted from topic `dr`; an
+        /// acknowledged deletion must hold (DR1).
+        #[arg(long)]
+        delete_records: bool,
     }
 
     impl RunOptions {
@@ -186,6 +190,7 @@ mod sim {
                 topic_churn: self.topic_churn,
                 kafka: self.kafka,
                 membership: self.membership,
+                delete_records: self.delete_records,
             })
         }
 
@@ -214,6 +219,9 @@ mod sim {
             }
             if self.membership {
                 args.push("--membership".to_string());
+            }
+            if self.delete_records {
+                args.push("--delete-records".to_string());
             }
             args
         }

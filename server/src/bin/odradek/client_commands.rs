@@ -133,6 +133,18 @@ pub enum TopicCommand {
     Alter(AlterArgs),
     /// Delete a topic (its data is no longer served).
     Delete { name: String },
+    /// Delete a partition's records below an offset (Kafka's DeleteRecords): its log start
+    /// moves there on every replica, so consumers can no longer read below it. Segments go when
+    /// retention removes them.
+    DeleteRecords {
+        topic: String,
+        #[arg(long, short = 'p')]
+        partition: u32,
+        /// The new log start; at most the high watermark. Default: the high watermark (every
+        /// record so far).
+        #[arg(long)]
+        before: Option<u64>,
+    },
 }
 
 pub async fn topic(bootstrap: &Bootstrap, command: TopicCommand) -> Result<(), String> {
@@ -183,6 +195,10 @@ pub async fn topic(bootstrap: &Bootstrap, command: TopicCommand) -> Result<(), S
         TopicCommand::Delete { name } => {
             admin.delete_topic(&name).await.map_err(explain)?;
             say!("Deleted topic {name:?}.");
+        }
+        TopicCommand::DeleteRecords { topic, partition, before } => {
+            let log_start = admin.delete_records(&topic, partition, before).await.map_err(explain)?;
+            say!("{topic}/{partition} now starts at offset {log_start}.");
         }
     }
     Ok(())

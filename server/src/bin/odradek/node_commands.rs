@@ -53,6 +53,11 @@ pub struct ServerArgs {
     /// own --node Kafka address, else this one.
     #[arg(long)]
     kafka_listen: Option<std::net::SocketAddr>,
+    /// `off`: a Kafka client's Metadata or Produce naming a topic that does not exist is
+    /// answered UNKNOWN_TOPIC_OR_PARTITION instead of creating the topic with the defaults
+    /// (Kafka's `auto.create.topics.enable`, on by default as in Kafka).
+    #[arg(long, value_parser = ["on", "off"], default_value = "on")]
+    auto_create_topics: String,
     /// Serve metrics for Prometheus here (`GET /metrics`, OpenMetrics text). Off by default.
     #[arg(long)]
     metrics_listen: Option<std::net::SocketAddr>,
@@ -156,6 +161,7 @@ pub async fn server(args: ServerArgs) -> Result<(), String> {
             config.join = args.join.clone();
             config.join_replace = args.replace;
             config.learner_catch_up_bytes_per_second = args.learner_catch_up_bytes_per_second;
+            config.auto_create_topics = args.auto_create_topics == "on";
             if let (Some(listen), Some(me)) = (args.kafka_listen, config.nodes.iter_mut().find(|m| Some(m.id) == args.id)) {
                 me.kafka.get_or_insert(listen);
             }
