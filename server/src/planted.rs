@@ -71,10 +71,14 @@ pub enum PlantedBug {
     /// saw it: partitions added later have replicas in the metadata and nobody hosting them,
     /// so they never elect a leader (placement, PL1: new partitions are served).
     AddedPartitionsUnhosted,
+    /// Fetch skips the read barrier a consumer asked for (`fresh_high_watermark`): a follower,
+    /// or a deposed or new leader, reports a high watermark older than an acknowledgement that
+    /// completed before the poll began (L12 a).
+    ReadBarrierSkipped,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 17] = [
+    pub const ALL: [PlantedBug; 18] = [
         PlantedBug::AckBeforeCommit,
         PlantedBug::ServeAboveCommit,
         PlantedBug::SkipDedup,
@@ -92,6 +96,7 @@ impl PlantedBug {
         PlantedBug::SkipProduceAclCheck,
         PlantedBug::WipedNodeKeepsIdentity,
         PlantedBug::AddedPartitionsUnhosted,
+        PlantedBug::ReadBarrierSkipped,
     ];
 
     pub fn name(self) -> &'static str {
@@ -113,6 +118,7 @@ impl PlantedBug {
             PlantedBug::SkipProduceAclCheck => "skip-produce-acl-check",
             PlantedBug::WipedNodeKeepsIdentity => "wiped-node-keeps-identity",
             PlantedBug::AddedPartitionsUnhosted => "added-partitions-unhosted",
+            PlantedBug::ReadBarrierSkipped => "read-barrier-skipped",
         }
     }
 }
@@ -149,6 +155,7 @@ pub struct Planted {
     pub skip_produce_acl_check: bool,
     pub wiped_node_keeps_identity: bool,
     pub added_partitions_unhosted: bool,
+    pub read_barrier_skipped: bool,
 }
 
 impl Planted {
@@ -173,6 +180,7 @@ impl Planted {
             skip_produce_acl_check: on(PlantedBug::SkipProduceAclCheck),
             wiped_node_keeps_identity: on(PlantedBug::WipedNodeKeepsIdentity),
             added_partitions_unhosted: on(PlantedBug::AddedPartitionsUnhosted),
+            read_barrier_skipped: on(PlantedBug::ReadBarrierSkipped),
         }
     }
 }
@@ -203,6 +211,7 @@ mod tests {
             all.silent_recovery_cut,
             all.wiped_node_keeps_identity,
             all.added_partitions_unhosted,
+            all.read_barrier_skipped,
         ];
         assert!(each.iter().all(|on| *on), "every bug has a switch: {all:?}");
     }
