@@ -92,6 +92,11 @@ pub struct ConsumerConfig {
     /// How often a pattern subscription (and a classic leader's view of partition counts) is
     /// refreshed.
     pub metadata_refresh_interval: Duration,
+    /// Each fetch asks for a read barrier first (raft ReadIndex): the high watermark a poll
+    /// reports then covers every write acknowledged before the poll began, whichever replica
+    /// answers (L12 a). Costs the leader a heartbeat round per fetch; off by default, as a
+    /// Kafka consumer's high watermark may lag too.
+    pub fresh_high_watermark: bool,
     /// Planted bugs (the simulator's catalogue); off by default and in every normal build.
     pub planted: crate::planted::Planted,
 }
@@ -116,6 +121,7 @@ impl Default for ConsumerConfig {
             auto_commit_interval: Duration::from_secs(5),
             group_offset_reset: OffsetReset::default(),
             metadata_refresh_interval: Duration::from_secs(30),
+            fresh_high_watermark: false,
             planted: crate::planted::Planted::default(),
         }
     }
@@ -471,6 +477,7 @@ async fn fetch(cluster: ClusterSession, config: ConsumerConfig, topic: String, p
         request.bytes_max = config.bytes_max;
         request.wait_ms_max = wait_ms;
         request.bytes_min = config.bytes_min;
+        request.fresh_high_watermark = config.fresh_high_watermark;
         let timeout = config.cluster.connection.request_timeout + Duration::from_millis(u64::from(wait_ms));
         let answer = connection.start_with_timeout(RequestBody::fetch(request), timeout).await.map_err(|error| (error, 0))?;
         let response = answer.await.map_err(|error| (error, 0))?;

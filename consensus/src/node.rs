@@ -63,7 +63,7 @@ use odradek_log::{Disk, LogConfig, ENTRY_PAYLOAD_BYTES_MAX};
 use odradek_seams::buggify;
 use raft::eraftpb::{ConfChangeV2, Message, MessageType};
 use raft::StateRole;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::observe;
 use crate::storage::EntryMeta;
@@ -271,7 +271,24 @@ pub struct Node<D: Disk, T, A> {
     stages_stepped: BTreeMap<GroupId, tokio::time::Instant>,
     /// The learner catch-up throttle, when configured.
     catch_up_throttle: Option<throttle::CatchUpThrottle>,
+    /// Read barriers waiting for their group's read state, by request context ([`Node::read_index`]).
+    read_waiters: BTreeMap<u64, ReadWaiter>,
+    /// The next read barrier's request context (see [`Node::read_index`]).
+    read_context_next: u64,
 }
+
+/// A read barrier ([`Node::read_index`]) waiting for raft's read state.
+struct ReadWaiter {
+    group: GroupId,
+    /// Ticks left before it gives up (a leader that has not committed in its term drops read
+    /// requests silently; so does a follower that knows no leader).
+    ticks_left: usize,
+    reply: oneshot::Sender<Result<u64, NodeError>>,
+}
+
+/// Ticks a read barrier waits for its read state, in election timeouts: one lets a new leader
+/// be elected and commit its first entry; a second, the heartbeat round that confirms it.
+const READ_INDEX_ELECTION_TIMEOUTS: usize = 2;
 
 /// Takes `bytes` from a disk budget (see [`NodeConfig::entry_budget`]); `false`, with nothing
 /// taken, when they do not fit.
@@ -315,6 +332,8 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             readers: LogReaders::default(),
             stages_stepped: BTreeMap::new(),
             catch_up_throttle,
+            read_waiters: BTreeMap::new(),
+            read_context_next: 0,
         }
     }
 
@@ -371,8 +390,48 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             }
             suspect.ticks += 1;
         }
+        self.expire_read_waiters();
         self.hand_off_leadership();
         self.redraw_election_timeouts();
+    }
+
+    /// A read barrier (Raft thesis 6.4, ReadIndex; raft-rs's safe read-only mode): `reply` gets
+    /// the commit index of a leader that, after the request was made, heard from a quorum that
+    /// it still leads. Once this replica has applied up to it, what it reports of its state
+    /// includes every entry committed before the request was made, so a high watermark read
+    /// then is no older than any acknowledgement completed before (L12 a). From a follower, the
+    /// request goes to the leader and back. Fails with [`NodeError::ReadIndexTimedOut`] when no
+    /// leader confirms it within [`READ_INDEX_ELECTION_TIMEOUTS`] (no leader, a leader that has
+    /// not committed in its term yet, a partition): the caller may retry.
+    ///
+    /// Request contexts start at the clock's milliseconds times 2^20 when a node object first
+    /// asks, so an answer to a request of an earlier run of this node (a message still in
+    /// flight) never matches a request of this one.
+    pub fn read_index(&mut self, group: GroupId, now_ms: i64, reply: oneshot::Sender<Result<u64, NodeError>>) {
+        let Some(state) = self.groups.get_mut(&group) else {
+            let _ = reply.send(Err(NodeError::GroupUnknown(group)));
+            return;
+        };
+        self.read_context_next = self.read_context_next.max(u64::try_from(now_ms).unwrap_or(0) << 20);
+        let context = self.read_context_next;
+        self.read_context_next += 1;
+        state.raw.read_index(context.to_be_bytes().to_vec());
+        let ticks_left = READ_INDEX_ELECTION_TIMEOUTS * 2 * self.config.election_tick;
+        self.read_waiters.insert(context, ReadWaiter { group, ticks_left, reply });
+    }
+
+    fn expire_read_waiters(&mut self) {
+        let mut expired = Vec::new();
+        for (&context, waiter) in self.read_waiters.iter_mut() {
+            waiter.ticks_left = waiter.ticks_left.saturating_sub(1);
+            if waiter.ticks_left == 0 {
+                expired.push(context);
+            }
+        }
+        for context in expired {
+            let waiter = self.read_waiters.remove(&context).expect("just found");
+            let _ = waiter.reply.send(Err(NodeError::ReadIndexTimedOut(waiter.group)));
+        }
     }
 
     /// With `election_seed`: replaces raft's draw for every election timer that was just reset
@@ -497,6 +556,14 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
                 continue;
             }
             let mut ready = state.raw.ready();
+            for read in ready.take_read_states() {
+                let context = <[u8; 8]>::try_from(read.request_ctx.as_slice()).map(u64::from_be_bytes);
+                let Some(waiter) = context.ok().and_then(|context| self.read_waiters.remove(&context)) else {
+                    continue; // given up already, or asked by an earlier run of this node
+                };
+                debug_assert_eq!(waiter.group, group, "a read state answers the group that asked");
+                let _ = waiter.reply.send(Ok(read.index));
+            }
             // A new term or vote is made durable before any entry of this ready is written:
             // the log's writes may reach the disk even unsynced (a power loss can keep them),
             // and a log holding entries of a term its hard state never reached makes raft-rs

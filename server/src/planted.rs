@@ -83,10 +83,14 @@ pub enum PlantedBug {
     /// a restart) still serve the records, so after a leader change a consumer reads below an
     /// acknowledged deletion (the simulator's delete-records check, plan field `delete_records`).
     DeleteRecordsNotReplicated,
+    /// Fetch skips the read barrier a consumer asked for (`fresh_high_watermark`): a follower,
+    /// or a deposed or new leader, reports a high watermark older than an acknowledgement that
+    /// completed before the poll began (L12 a).
+    ReadBarrierSkipped,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 20] = [
+    pub const ALL: [PlantedBug; 21] = [
         PlantedBug::AckBeforeCommit,
         PlantedBug::ServeAboveCommit,
         PlantedBug::SkipDedup,
@@ -107,6 +111,7 @@ impl PlantedBug {
         PlantedBug::LearnerPromotedEarly,
         PlantedBug::RemovalLeavesNoQuorum,
         PlantedBug::DeleteRecordsNotReplicated,
+        PlantedBug::ReadBarrierSkipped,
     ];
 
     pub fn name(self) -> &'static str {
@@ -131,6 +136,7 @@ impl PlantedBug {
             PlantedBug::LearnerPromotedEarly => "learner-promoted-early",
             PlantedBug::RemovalLeavesNoQuorum => "removal-leaves-no-quorum",
             PlantedBug::DeleteRecordsNotReplicated => "delete-records-not-replicated",
+            PlantedBug::ReadBarrierSkipped => "read-barrier-skipped",
         }
     }
 }
@@ -170,6 +176,7 @@ pub struct Planted {
     pub learner_promoted_early: bool,
     pub removal_leaves_no_quorum: bool,
     pub delete_records_not_replicated: bool,
+    pub read_barrier_skipped: bool,
 }
 
 impl Planted {
@@ -197,6 +204,7 @@ impl Planted {
             learner_promoted_early: on(PlantedBug::LearnerPromotedEarly),
             removal_leaves_no_quorum: on(PlantedBug::RemovalLeavesNoQuorum),
             delete_records_not_replicated: on(PlantedBug::DeleteRecordsNotReplicated),
+            read_barrier_skipped: on(PlantedBug::ReadBarrierSkipped),
         }
     }
 }
@@ -230,6 +238,7 @@ mod tests {
             all.learner_promoted_early,
             all.removal_leaves_no_quorum,
             all.delete_records_not_replicated,
+            all.read_barrier_skipped,
         ];
         assert!(each.iter().all(|on| *on), "every bug has a switch: {all:?}");
     }

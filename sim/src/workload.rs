@@ -332,8 +332,14 @@ fn record_send_failure(cluster: &SimCluster, handle: OpHandle, send: Send, error
 async fn consume(cluster: Arc<SimCluster>, ends: Option<BTreeMap<u32, u64>>, deadline: tokio::time::Instant) -> (usize, Vec<LogRecord>) {
     let bootstrap = cluster.bootstrap();
     let addresses: Vec<&str> = bootstrap.iter().map(String::as_str).collect();
-    let config =
-        ConsumerConfig { wait_ms_max: 200, cluster: cluster.client_config(), planted: cluster.client_planted, ..ConsumerConfig::default() };
+    // Every fetch behind a read barrier, so every poll's high watermark is fresh (L12 a).
+    let config = ConsumerConfig {
+        wait_ms_max: 200,
+        cluster: cluster.client_config(),
+        fresh_high_watermark: true,
+        planted: cluster.client_planted,
+        ..ConsumerConfig::default()
+    };
     let mut consumer = Consumer::new(&addresses, config).expect("consumer");
     let partitions = cluster.load.partitions;
     let keys: Vec<u64> = (0..u64::from(partitions)).collect();

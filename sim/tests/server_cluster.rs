@@ -157,6 +157,14 @@ fn planted_serve_above_commit_is_caught() {
     planted_bug_is_caught(PlantedBug::ServeAboveCommit, Scenario::Crash, 1..=30, &["L12"]);
 }
 
+// Fetch skips the read barrier the simulator's consumers ask for: a replica that is behind (a
+// follower, a new leader before it applied its term's first entry) reports a high watermark
+// below a write acknowledged before the poll began (L12 a, fatal since the barrier exists).
+#[test]
+fn planted_read_barrier_skipped_is_caught() {
+    planted_bug_is_caught(PlantedBug::ReadBarrierSkipped, Scenario::Crash, 1..=30, &["L12"]);
+}
+
 // No idempotent-producer check: retries appended twice (seed 3, L2 and P1).
 #[test]
 fn planted_skip_dedup_is_caught() {

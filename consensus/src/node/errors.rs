@@ -38,6 +38,9 @@ pub enum NodeError {
     /// that is settled (see module `suspect`).
     #[error("group {0}: this replica is suspect after a recovery cut and may not campaign")]
     Suspect(GroupId),
+    /// No leader confirmed a read barrier in time ([`super::Node::read_index`]); retriable.
+    #[error("group {0}: no leader confirmed a read index in time")]
+    ReadIndexTimedOut(GroupId),
 }
 
 /// Why a proposal did not commit. See [`ProposeError::is_definite`].

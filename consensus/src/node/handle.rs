@@ -102,6 +102,10 @@ pub enum Command {
     TakeResolvedOutcomes {
         reply: oneshot::Sender<Vec<ResolvedOutcome>>,
     },
+    ReadIndex {
+        group: GroupId,
+        reply: oneshot::Sender<Result<u64, NodeError>>,
+    },
 }
 
 /// A cloneable handle on a running node task.
@@ -229,6 +233,11 @@ impl NodeHandle {
 
     pub async fn remove_group(&self, group: GroupId) -> Result<bool, NodeError> {
         self.call(|reply| Command::RemoveGroup { group, reply }).await
+    }
+
+    /// [`Node::read_index`]: a commit index that a leader confirmed after this call began.
+    pub async fn read_index(&self, group: GroupId) -> Result<u64, NodeError> {
+        self.call(|reply| Command::ReadIndex { group, reply }).await?
     }
 
     pub async fn transfer_leader(&self, group: GroupId, to: NodeId) -> Result<(), NodeError> {
@@ -364,6 +373,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             }
             Command::LogBounds { group, reply } => drop(reply.send(self.log_bounds(group))),
             Command::TakeResolvedOutcomes { reply } => drop(reply.send(self.take_resolved_outcomes())),
+            Command::ReadIndex { group, reply } => self.read_index(group, now_ms, reply),
         }
     }
 }

@@ -310,6 +310,9 @@ async fn new_consumer(recorder: &Recorder, target: &WorkloadTarget, process: Pro
         cluster: cluster_config(target, format!("jepsen-consumer-{process}")),
         auto_offset_reset: SeekTo::Beginning,
         wait_ms_max: 200,
+        // Every fetch behind a read barrier: each poll's high watermark covers every write
+        // acknowledged before it began, so L12 a (stale-hw) fails a run.
+        fresh_high_watermark: true,
         ..Default::default()
     };
     let mut consumer = Consumer::new(&target.bootstrap(), config).ok()?;
@@ -364,9 +367,16 @@ async fn rewind(
 /// One poll op.
 async fn poll_one(recorder: &Recorder, consumer: &mut Consumer, process: Process) -> Ended {
     let handle = recorder.history().invoke_poll(process).expect("a consumer process has one op at a time");
-    let outcome = tokio::time::timeout(POLL_TIMEOUT + OP_TIMEOUT_MARGIN, consumer.poll(POLL_TIMEOUT)).await;
-    let (how, records) = ended(outcome);
+    let outcome = tokio::time::timeout(POLL_TIMEOUT + OP_TIMEOUT_MARGIN, consumer.poll_with_watermarks(POLL_TIMEOUT)).await;
+    let (how, polled) = ended(outcome);
     let mut poll = Poll::default();
+    let records = polled.map(|polled| {
+        // L12: each partition's high watermark as its replica reported it in this poll.
+        for ((_, partition), high_watermark) in polled.high_watermarks {
+            poll.hw.insert(u64::from(partition), high_watermark);
+        }
+        polled.records
+    });
     let mut dump = recorder.dump.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     for record in records.into_iter().flatten() {
         let value = record.value.as_deref().and_then(|v| std::str::from_utf8(v).ok()).and_then(|v| v.parse::<Value>().ok());

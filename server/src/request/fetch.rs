@@ -47,6 +47,11 @@ pub async fn fetch(context: &NodeContext, id: u64, body: wire::FetchRequest) -> 
     let Some(mut high_watermark_rx) = context.state.watch_high_watermark(group) else {
         return not_hosted(context, id, &body.topic, body.partition, preferred);
     };
+    if body.fresh_high_watermark && !context.planted.read_barrier_skipped {
+        if let Err(message) = read_barrier(context, group).await {
+            return error_response(id, ErrorCode::LEADER_NOT_AVAILABLE, message);
+        }
+    }
     let Some(bounds) = fetch_bounds(context, group).await else {
         return not_hosted(context, id, &body.topic, body.partition, preferred);
     };
@@ -94,6 +99,31 @@ pub async fn fetch(context: &NodeContext, id: u64, body: wire::FetchRequest) -> 
         }
         Err(NodeError::GroupUnknown(_)) => not_hosted(context, id, &body.topic, body.partition, preferred),
         Err(error) => error_response(id, ErrorCode::INTERNAL, format!("reading the log: {error}")),
+    }
+}
+
+/// How long a fetch waits for this replica to apply up to a confirmed read index.
+const READ_BARRIER_APPLY_WAIT_MS_MAX: u64 = 5_000;
+/// How often it looks while it waits (the state machine applies in the driver's rounds).
+const READ_BARRIER_APPLY_POLL_MS: u64 = 1;
+
+/// A read barrier (L12 a): returns once this replica has applied up to a commit index that the
+/// group's leader confirmed after this call began ([`odradek_consensus::NodeHandle::read_index`]),
+/// so the high watermark read next covers every acknowledgement that completed before the
+/// request. An error (retriable) when no leader confirms one or this replica does not catch up
+/// in time.
+async fn read_barrier(context: &NodeContext, group: GroupId) -> Result<(), String> {
+    let index = context.node.read_index(group).await.map_err(|error| format!("read barrier: {error}"))?;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(READ_BARRIER_APPLY_WAIT_MS_MAX);
+    loop {
+        let applied = partition_bounds(context, group).ok_or("read barrier: the partition left this node")?.applied_index;
+        if applied >= index {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!("read barrier: this replica applied {applied} of the confirmed index {index}"));
+        }
+        tokio::time::sleep(Duration::from_millis(READ_BARRIER_APPLY_POLL_MS)).await;
     }
 }
 
