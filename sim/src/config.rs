@@ -98,7 +98,7 @@ pub struct ScenarioConfig {
     pub wipes: bool,
     /// Issue 16 (a plan field, off by default so every seed keeps its trace): every node runs a
     /// Kafka listener, and a Kafka-protocol producer and consumer (`workload::kafka`) run beside
-    /// the native ones. Not with `secure` (the Kafka listener has no SASL).
+    /// the native ones. Not with `secure` (the simulator's Kafka clients do not log in).
     pub kafka: bool,
     /// Topic churn (a plan field, off by default so every seed keeps its trace): while the
     /// nemesis runs, topics are created, grown (AddPartitions), deleted and created again under

@@ -121,7 +121,7 @@ async fn run_into(config: ScenarioConfig, injected: Arc<Mutex<Vec<InjectedFault>
     if config.secure {
         cluster.auth = Some(security::server_settings());
     }
-    assert!(!(config.secure && config.kafka), "--secure does not run with --kafka (the Kafka listener has no SASL)");
+    assert!(!(config.secure && config.kafka), "--secure does not run with --kafka (the simulator's Kafka clients do not log in)");
     cluster.kafka = config.kafka;
     let cluster = Arc::new(cluster);
     cluster.note(format!("seed {seed}: {node_count} nodes, scenario {}, {}", config.scenario.name(), plan.describe()));

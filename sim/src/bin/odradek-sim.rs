@@ -162,7 +162,7 @@ mod sim {
                 return Err("--secure does not run with --scenario groups (its members do not log in)".into());
             }
             if self.secure && self.kafka {
-                return Err("--secure does not run with --kafka (the Kafka listener has no SASL)".into());
+                return Err("--secure does not run with --kafka (the simulator's Kafka clients do not log in)".into());
             }
             if self.duration == 0 || self.duration > 3600 {
                 return Err("--duration must be within 1..=3600 seconds".into());
