@@ -17,9 +17,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use odradek_client::wire::proto::ErrorCode;
-use odradek_client::{Admin, Consumer, ConsumerConfig, Offset, OffsetQuery, Producer, ProducerConfig, ProducerRecord};
+use odradek_client::{Admin, Producer, ProducerConfig, ProducerRecord};
 
-use common::{create_topic_until, ProcessCluster};
+use common::{create_topic_until, read_back_partition, wait_until, ProcessCluster};
 
 const TOPIC: &str = "drained";
 const RECORDS: u64 = 3_000;
@@ -44,39 +44,6 @@ async fn run_producer(addresses: Vec<String>) -> BTreeMap<String, u64> {
     }
     producer.close().await.expect("close");
     acked
-}
-
-/// L5/L6/L10: every acknowledged record once, at its acknowledged offset.
-async fn read_back(addresses: &[&str], acked: &BTreeMap<String, u64>) {
-    let admin = Admin::new(addresses).unwrap();
-    let end = admin.list_offsets(TOPIC, 0, OffsetQuery::Latest).await.unwrap().offset;
-    let mut consumer = Consumer::new(addresses, ConsumerConfig::default()).unwrap();
-    consumer.assign(vec![(TOPIC.to_string(), 0)]).unwrap();
-    consumer.seek(TOPIC, 0, Offset::Beginning).await.unwrap();
-    let mut seen: BTreeMap<String, u64> = BTreeMap::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while consumer.position(TOPIC, 0).unwrap_or(0) < end {
-        assert!(tokio::time::Instant::now() < deadline, "reading back took over 60 s");
-        for record in consumer.poll(Duration::from_millis(500)).await.unwrap() {
-            let value = String::from_utf8(record.value.unwrap().to_vec()).unwrap();
-            assert!(seen.insert(value.clone(), record.offset).is_none(), "L6: {value} twice");
-        }
-    }
-    for (value, offset) in acked {
-        assert_eq!(seen.get(value), Some(offset), "L5/L10: acknowledged record {value} at {offset}");
-    }
-}
-
-async fn wait_until<F, Fut>(what: &str, seconds: u64, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "{what}: not within {seconds} s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn expect_refusal(outcome: Result<(), odradek_client::ClientError>, expected: &str) {
@@ -124,7 +91,7 @@ async fn a_decommissioned_node_drains_then_leaves_and_nothing_acknowledged_is_lo
     let acked = producer.await.unwrap();
     assert!(acked.len() as u64 >= RECORDS / 2, "most records are acknowledged ({} of {RECORDS})", acked.len());
     cluster.kill(1);
-    read_back(survivors, &acked).await;
+    read_back_partition(survivors, TOPIC, 0, &acked).await;
 
     // The controller group's last voter is never decommissioned.
     survivors_admin.delete_topic(TOPIC).await.expect("delete the topic");

@@ -22,10 +22,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use odradek_client::wire::proto::ErrorCode;
-use odradek_client::{Admin, Consumer, ConsumerConfig, Offset, OffsetQuery, Producer, ProducerConfig, ProducerRecord, TopicConfig};
+use odradek_client::{Admin, Producer, ProducerConfig, ProducerRecord, TopicConfig};
 use odradek_jepsen::harness::ports::reserve;
 
-use common::{create_topic_until, ProcessCluster};
+use common::{create_topic_until, read_back_partition, wait_until, ProcessCluster};
 
 const TOPIC: &str = "grown";
 const RECORDS: u64 = 1_000;
@@ -44,40 +44,6 @@ async fn produce(addresses: &[&str], topic: &str, from: u64, count: u64) -> BTre
     }
     producer.close().await.expect("close");
     acked
-}
-
-/// L5/L6/L10: every acknowledged record once, at its acknowledged offset.
-async fn read_back(addresses: &[&str], acked: &BTreeMap<String, u64>) {
-    let admin = Admin::new(addresses).unwrap();
-    let end = admin.list_offsets(TOPIC, 0, OffsetQuery::Latest).await.unwrap().offset;
-    let mut consumer = Consumer::new(addresses, ConsumerConfig::default()).unwrap();
-    consumer.assign(vec![(TOPIC.to_string(), 0)]).unwrap();
-    consumer.seek(TOPIC, 0, Offset::Beginning).await.unwrap();
-    let mut seen: BTreeMap<String, u64> = BTreeMap::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while consumer.position(TOPIC, 0).unwrap_or(0) < end {
-        assert!(tokio::time::Instant::now() < deadline, "reading back took over 60 s");
-        for record in consumer.poll(Duration::from_millis(500)).await.unwrap() {
-            let value = String::from_utf8(record.value.unwrap().to_vec()).unwrap();
-            assert!(seen.insert(value.clone(), record.offset).is_none(), "L6: {value} twice");
-        }
-    }
-    for (value, offset) in acked {
-        assert_eq!(seen.get(value), Some(offset), "L5/L10: acknowledged record {value} at {offset}");
-    }
-}
-
-/// Polls `check` (every 100 ms) until it holds, for at most `seconds`.
-async fn wait_until<F, Fut>(what: &str, seconds: u64, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "{what}: not within {seconds} s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Runs `odradek server` joining through `seed` as node `id` with a fresh data directory, and
@@ -140,7 +106,7 @@ async fn a_node_joins_a_running_cluster_and_the_controller_voters_move() {
         moved && admin.describe_cluster().await.is_ok_and(|cluster| cluster.reassignments.is_empty())
     })
     .await;
-    read_back(&[four_address.as_str()], &acked).await;
+    read_back_partition(&[four_address.as_str()], TOPIC, 0, &acked).await;
     let on_four = admin.describe_node(&four_address).await.unwrap();
     assert!(on_four.partitions.iter().any(|p| p.topic == TOPIC), "node 4 hosts the moved partition: {on_four:?}");
     // New topics place replicas on node 4 too.
@@ -194,5 +160,5 @@ async fn a_node_joins_a_running_cluster_and_the_controller_voters_move() {
     .await;
     let everyone: Vec<String> = (1..=4).map(|id| cluster.client_addr(id)).collect();
     let everyone: Vec<&str> = everyone.iter().map(String::as_str).collect();
-    read_back(&everyone, &acked).await;
+    read_back_partition(&everyone, TOPIC, 0, &acked).await;
 }

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use odradek_client::{Admin, Consumer, ConsumerConfig, Offset, OffsetQuery, Producer, ProducerConfig, ProducerRecord};
 
-use common::{create_topic_until, ProcessCluster};
+use common::{create_topic_until, wait_until, ProcessCluster};
 
 const TOPIC: &str = "operated";
 const PARTITIONS: u32 = 4;
@@ -101,18 +101,6 @@ async fn read_back(addresses: &[&str], acked: &BTreeMap<String, (u32, u64)>) {
         assert_eq!(seen.get(value), Some(at), "L5/L10: acknowledged record {value} at {at:?}");
     }
     eprintln!("{} acknowledged records, {} read back from {addresses:?}", acked.len(), seen.len());
-}
-
-async fn wait_until<F, Fut>(what: &str, seconds: u64, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "{what}: not within {seconds} s");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// Replicas and preferred leaders per node, as the metadata (through `admin`) names them.

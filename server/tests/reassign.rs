@@ -18,11 +18,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use odradek_client::wire::proto::ErrorCode;
-use odradek_client::{
-    Admin, ClusterConfig, ClusterSession, Consumer, ConsumerConfig, Offset, OffsetQuery, Producer, ProducerConfig, ProducerRecord,
-};
+use odradek_client::{Admin, ClusterConfig, ClusterSession, Producer, ProducerConfig, ProducerRecord};
 
-use common::{create_topic_until, ProcessCluster};
+use common::{create_topic_until, read_back_partition, ProcessCluster};
 
 const RECORDS: u64 = 6_000;
 const TOPIC: &str = "moving";
@@ -131,14 +129,14 @@ async fn a_partition_moves_to_another_replica_set_while_producing() {
     assert_eq!(moved.len(), 1, "node 4 holds exactly the moved partition: {moved:?}");
     wait_deleted(&cluster, 1, &moved[0]).await;
     // L5/L10: every acknowledged record, read from the new replica set (node 1 is not asked).
-    read_back(&addresses[1..], &acked).await;
+    read_back_partition(&addresses[1..], TOPIC, 0, &acked).await;
 
     // And back: node 1, whose copy is gone, joins again as a new replica (it holds no vote
     // until it has caught up) and node 4 leaves.
     admin.reassign_partition(TOPIC, 0, &[1, 2, 3]).await.expect("reassign back");
     wait_moved(&admin, &[1, 2, 3], &cluster).await;
     wait_deleted(&cluster, 4, &moved[0]).await;
-    read_back(&addresses[..3], &acked).await;
+    read_back_partition(&addresses[..3], TOPIC, 0, &acked).await;
 }
 
 /// Waits until the metadata names `target` and nothing is moving.
@@ -164,27 +162,4 @@ async fn wait_deleted(cluster: &ProcessCluster, id: u64, group: &str) {
         assert!(tokio::time::Instant::now() < deadline, "node {id} still holds group {group} 30 s after the move");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// L5/L6/L10: reading from `addresses` only, every acknowledged record is there once, at its
-/// acknowledged offset.
-async fn read_back(addresses: &[&str], acked: &BTreeMap<String, u64>) {
-    let admin = Admin::new(addresses).unwrap();
-    let end = admin.list_offsets(TOPIC, 0, OffsetQuery::Latest).await.unwrap().offset;
-    let mut consumer = Consumer::new(addresses, ConsumerConfig::default()).unwrap();
-    consumer.assign(vec![(TOPIC.to_string(), 0)]).unwrap();
-    consumer.seek(TOPIC, 0, Offset::Beginning).await.unwrap();
-    let mut seen: BTreeMap<String, u64> = BTreeMap::new();
-    let read_deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while consumer.position(TOPIC, 0).unwrap_or(0) < end {
-        assert!(tokio::time::Instant::now() < read_deadline, "reading back took over 60 s");
-        for record in consumer.poll(Duration::from_millis(500)).await.unwrap() {
-            let value = String::from_utf8(record.value.unwrap().to_vec()).unwrap();
-            assert!(seen.insert(value.clone(), record.offset).is_none(), "L6: {value} twice");
-        }
-    }
-    for (value, offset) in acked {
-        assert_eq!(seen.get(value), Some(offset), "L5/L10: acknowledged record {value} at {offset}");
-    }
-    eprintln!("{} acknowledged, {} read back from {addresses:?}", acked.len(), seen.len());
 }

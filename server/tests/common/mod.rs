@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use odradek_client::{Admin, TopicConfig};
+use odradek_client::{Admin, Consumer, ConsumerConfig, Offset, OffsetQuery, TopicConfig};
 use odradek_jepsen::harness::ports::{reserve, PortBlock};
 
 pub struct NodeProcess {
@@ -301,4 +301,41 @@ pub fn without_colors(text: &str) -> String {
         }
     }
     plain
+}
+
+/// L5/L6/L10: reading partition `partition` of `topic` from `addresses` only, up to its end when
+/// called, every acknowledged record (value -> offset) is there once, at its acknowledged
+/// offset; within 60 s.
+pub async fn read_back_partition(addresses: &[&str], topic: &str, partition: u32, acked: &std::collections::BTreeMap<String, u64>) {
+    let admin = Admin::new(addresses).unwrap();
+    let end = admin.list_offsets(topic, partition, OffsetQuery::Latest).await.unwrap().offset;
+    let mut consumer = Consumer::new(addresses, ConsumerConfig::default()).unwrap();
+    consumer.assign(vec![(topic.to_string(), partition)]).unwrap();
+    consumer.seek(topic, partition, Offset::Beginning).await.unwrap();
+    let mut seen: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while consumer.position(topic, partition).unwrap_or(0) < end {
+        assert!(tokio::time::Instant::now() < deadline, "reading back took over 60 s");
+        for record in consumer.poll(Duration::from_millis(500)).await.unwrap() {
+            let value = String::from_utf8(record.value.unwrap().to_vec()).unwrap();
+            assert!(seen.insert(value.clone(), record.offset).is_none(), "L6: {value} twice");
+        }
+    }
+    for (value, offset) in acked {
+        assert_eq!(seen.get(value), Some(offset), "L5/L10: acknowledged record {value} at {offset}");
+    }
+    eprintln!("{} acknowledged, {} read back from {addresses:?}", acked.len(), seen.len());
+}
+
+/// Waits until `check` holds, asking every 100 ms; panics naming `what` after `seconds`.
+pub async fn wait_until<F, Fut>(what: &str, seconds: u64, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "{what}: not within {seconds} s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
