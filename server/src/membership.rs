@@ -30,7 +30,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use odradek_consensus::transport::PeerBook;
 use odradek_consensus::{Durability, EntryMeta, NodeId};
-use raft::eraftpb::{ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, ConfState};
+use raft::eraftpb::{ConfChangeV2, ConfState};
 use raft::StateRole;
 
 use crate::context::NodeContext;
@@ -84,8 +84,7 @@ pub async fn drive(context: &NodeContext) {
     let missing: Vec<NodeId> = wanted.difference(&in_configuration).copied().collect();
     if !missing.is_empty() && !joint {
         tracing::info!(learners = ?missing, "adding nodes to the metadata group as learners");
-        let changes: Vec<_> = missing.iter().map(|&node| (ConfChangeType::AddLearnerNode, node)).collect();
-        propose(context, conf_change(&changes, ConfChangeTransition::Auto)).await;
+        propose(context, Step::AddLearners(missing).conf_change().expect("adding learners changes the configuration")).await;
         return;
     }
     // Removed nodes leave the metadata group (they are learners by then: see `drain`).
@@ -95,8 +94,7 @@ pub async fn drive(context: &NodeContext) {
     };
     if !gone.is_empty() && !joint {
         tracing::info!(learners = ?gone, "removed nodes leave the metadata group");
-        let changes: Vec<_> = gone.iter().map(|&node| (ConfChangeType::RemoveNode, node)).collect();
-        propose(context, conf_change(&changes, ConfChangeTransition::Auto)).await;
+        propose(context, Step::RemoveLearners(gone).conf_change().expect("removing learners changes the configuration")).await;
         return;
     }
     let Some(target) = target else {
@@ -115,7 +113,6 @@ pub async fn drive(context: &NodeContext) {
         step => step,
     };
     tracing::info!(?target, ?step, "controller voters change step");
-    use ConfChangeType::{AddLearnerNode, AddNode, RemoveNode};
     let change = match step {
         Step::WaitCatchUp(_) | Step::WaitForSuccessor => return,
         Step::TransferLeader { to } => {
@@ -123,18 +120,7 @@ pub async fn drive(context: &NodeContext) {
             return;
         }
         Step::Complete => return record_completion(context, target).await,
-        Step::AddLearners(nodes) => {
-            conf_change(&nodes.iter().map(|&node| (AddLearnerNode, node)).collect::<Vec<_>>(), ConfChangeTransition::Auto)
-        }
-        Step::RemoveLearners(nodes) => {
-            conf_change(&nodes.iter().map(|&node| (RemoveNode, node)).collect::<Vec<_>>(), ConfChangeTransition::Auto)
-        }
-        Step::EnterJoint { promote, remove } => {
-            let changes: Vec<_> =
-                promote.iter().map(|&node| (AddNode, node)).chain(remove.iter().map(|&node| (RemoveNode, node))).collect();
-            conf_change(&changes, ConfChangeTransition::Explicit)
-        }
-        Step::LeaveJoint => ConfChangeV2::default(),
+        configuration => configuration.conf_change().expect("every other step changes the configuration"),
     };
     propose(context, change).await;
 }
@@ -143,18 +129,6 @@ pub async fn drive(context: &NodeContext) {
 /// it (itself included): a controller-voters change is refused unless they are a majority.
 pub fn caught_up_in(me: NodeId, status: &odradek_consensus::GroupStatus, target: &[NodeId]) -> usize {
     target.iter().filter(|&&node| node == me || status.progress.get(&node).is_some_and(|&(matched, _)| matched >= status.commit)).count()
-}
-
-fn conf_change(changes: &[(ConfChangeType, NodeId)], transition: ConfChangeTransition) -> ConfChangeV2 {
-    let mut change = ConfChangeV2::default();
-    change.set_transition(transition);
-    for &(change_type, node_id) in changes {
-        let mut single = ConfChangeSingle::default();
-        single.set_change_type(change_type);
-        single.node_id = node_id;
-        change.mut_changes().push(single);
-    }
-    change
 }
 
 async fn propose(context: &NodeContext, change: ConfChangeV2) {

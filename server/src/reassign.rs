@@ -80,6 +80,32 @@ impl Step {
             Step::Complete => "configuration done; recording completion".to_string(),
         }
     }
+
+    /// The raft configuration change this step proposes; `None` for the steps that propose
+    /// none (waiting, a leader transfer, recording the completion).
+    pub fn conf_change(&self) -> Option<ConfChangeV2> {
+        use ConfChangeType::{AddLearnerNode, AddNode, RemoveNode};
+        let (changes, transition): (Vec<_>, _) = match self {
+            Step::AddLearners(nodes) => (nodes.iter().map(|&node| (AddLearnerNode, node)).collect(), ConfChangeTransition::Auto),
+            Step::RemoveLearners(nodes) => (nodes.iter().map(|&node| (RemoveNode, node)).collect(), ConfChangeTransition::Auto),
+            Step::EnterJoint { promote, remove } => (
+                promote.iter().map(|&node| (AddNode, node)).chain(remove.iter().map(|&node| (RemoveNode, node))).collect(),
+                ConfChangeTransition::Explicit,
+            ),
+            // An empty change leaves the joint configuration.
+            Step::LeaveJoint => return Some(ConfChangeV2::default()),
+            Step::WaitCatchUp(_) | Step::TransferLeader { .. } | Step::WaitForSuccessor | Step::Complete => return None,
+        };
+        let mut change = ConfChangeV2::default();
+        change.set_transition(transition);
+        for (change_type, node_id) in changes {
+            let mut single = ConfChangeSingle::default();
+            single.set_change_type(change_type);
+            single.node_id = node_id;
+            change.mut_changes().push(single);
+        }
+        Some(change)
+    }
 }
 
 /// Whether `node` holds every entry the group committed, as its leader sees it (module
@@ -131,18 +157,6 @@ pub async fn phase(context: &NodeContext, group: GroupId, target: &[NodeId]) -> 
     }
 }
 
-fn conf_change(changes: &[(ConfChangeType, NodeId)], transition: ConfChangeTransition) -> ConfChangeV2 {
-    let mut change = ConfChangeV2::default();
-    change.set_transition(transition);
-    for &(change_type, node_id) in changes {
-        let mut single = ConfChangeSingle::default();
-        single.set_change_type(change_type);
-        single.node_id = node_id;
-        change.mut_changes().push(single);
-    }
-    change
-}
-
 /// One pass over the moving partitions this node leads (called from the controller loop).
 /// Does nothing, not even a status query, when no partition it hosts moves.
 pub async fn drive(context: &NodeContext, hosted: impl Iterator<Item = GroupId>) {
@@ -178,7 +192,6 @@ fn promote_now(target: &[NodeId], conf: &ConfState) -> Step {
 
 /// Takes `step`; `commit` is the group's commit index the step was planned against.
 async fn take_step(context: &NodeContext, group: GroupId, target: &[NodeId], step: Step, commit: u64) {
-    use ConfChangeType::{AddLearnerNode, AddNode, RemoveNode};
     #[allow(unused_mut)] // changed only by a planted bug
     let mut step = step;
     #[cfg(any(madsim, feature = "planted-bugs"))]
@@ -204,21 +217,7 @@ async fn take_step(context: &NodeContext, group: GroupId, target: &[NodeId], ste
             return;
         }
         Step::Complete => return report_completion(context, group, target).await,
-        Step::AddLearners(nodes) => {
-            let changes: Vec<_> = nodes.iter().map(|&node| (AddLearnerNode, node)).collect();
-            conf_change(&changes, ConfChangeTransition::Auto)
-        }
-        Step::RemoveLearners(nodes) => {
-            let changes: Vec<_> = nodes.iter().map(|&node| (RemoveNode, node)).collect();
-            conf_change(&changes, ConfChangeTransition::Auto)
-        }
-        Step::EnterJoint { promote, remove } => {
-            let changes: Vec<_> =
-                promote.iter().map(|&node| (AddNode, node)).chain(remove.iter().map(|&node| (RemoveNode, node))).collect();
-            conf_change(&changes, ConfChangeTransition::Explicit)
-        }
-        // An empty change leaves the joint configuration.
-        Step::LeaveJoint => ConfChangeV2::default(),
+        configuration => configuration.conf_change().expect("every other step changes the configuration"),
     };
     let wait = Duration::from_millis(context.config.tick_ms * CONF_CHANGE_WAIT_TICKS);
     match tokio::time::timeout(wait, context.node.propose_conf_change(group, change)).await {

@@ -190,6 +190,15 @@ impl SimCluster {
         self.nodes.iter().map(|node| member(*node).client.to_string()).collect()
     }
 
+    /// An admin client of the workload's machine, with [`SimCluster::client_config`]; `None`
+    /// when the settings are refused.
+    pub fn admin(&self) -> Option<odradek_client::Admin> {
+        let bootstrap = self.bootstrap();
+        let addresses: Vec<&str> = bootstrap.iter().map(String::as_str).collect();
+        let session = odradek_client::ClusterSession::new(&addresses, self.client_config()).ok()?;
+        Some(odradek_client::Admin::with_cluster(session))
+    }
+
     /// The nodes' Kafka listeners (plan field `kafka`).
     pub fn kafka_bootstrap(&self) -> Vec<SocketAddr> {
         assert!(self.kafka, "Kafka listeners run only with the plan field `kafka`");

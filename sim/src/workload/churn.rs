@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use madsim::runtime::NodeHandle;
-use odradek_client::{Admin, ClientError, ClusterSession, Producer, ProducerConfig, ProducerRecord, TopicConfig};
+use odradek_client::{ClientError, Producer, ProducerConfig, ProducerRecord, TopicConfig};
 use tokio::task::JoinHandle;
 
 use crate::cluster::SimCluster;
@@ -36,12 +36,6 @@ const FINAL_TOPIC: &str = "churn-final";
 const FINAL_PARTITIONS_BEFORE: u32 = 1;
 const FINAL_PARTITIONS_AFTER: u32 = 3;
 
-fn admin(cluster: &SimCluster) -> Option<Admin> {
-    let bootstrap = cluster.bootstrap();
-    let addresses: Vec<&str> = bootstrap.iter().map(String::as_str).collect();
-    Some(Admin::with_cluster(ClusterSession::new(&addresses, cluster.client_config()).ok()?))
-}
-
 async fn producer(cluster: &SimCluster) -> Option<Producer> {
     let bootstrap = cluster.bootstrap();
     let addresses: Vec<&str> = bootstrap.iter().map(String::as_str).collect();
@@ -58,7 +52,7 @@ async fn producer(cluster: &SimCluster) -> Option<Producer> {
 pub fn start(client: &NodeHandle, cluster: Arc<SimCluster>, duration: Duration) -> JoinHandle<u64> {
     client.spawn(async move {
         let deadline = tokio::time::Instant::now() + duration;
-        let Some(admin) = admin(&cluster) else { return 0 };
+        let Some(admin) = cluster.admin() else { return 0 };
         let mut round = 0;
         while tokio::time::Instant::now() < deadline {
             let name = format!("churn-{}", round % CHURN_NAMES);
@@ -107,7 +101,7 @@ where
 pub async fn final_check(client: &NodeHandle, cluster: Arc<SimCluster>) -> Vec<String> {
     client
         .spawn(async move {
-            let Some(admin) = admin(&cluster) else { return vec!["PL1: no admin client".to_string()] };
+            let Some(admin) = cluster.admin() else { return vec!["PL1: no admin client".to_string()] };
             let mut problems = Vec::new();
             let created =
                 until_done(|| admin.create_topic(FINAL_TOPIC, FINAL_PARTITIONS_BEFORE, REPLICATION_FACTOR as u32, TopicConfig::default()))

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use madsim::runtime::NodeHandle;
 use odradek_client::wire::proto::ErrorCode;
-use odradek_client::{Admin, ClientError, ClusterSession, OffsetQuery, Producer, ProducerConfig, ProducerRecord, TopicConfig};
+use odradek_client::{ClientError, OffsetQuery, Producer, ProducerConfig, ProducerRecord, TopicConfig};
 use tokio::task::JoinHandle;
 
 use crate::cluster::SimCluster;
@@ -42,12 +42,6 @@ pub struct Deletions {
     pub acked: u64,
     pub rounds: u64,
     pub problems: Vec<String>,
-}
-
-fn admin(cluster: &SimCluster) -> Option<Admin> {
-    let bootstrap = cluster.bootstrap();
-    let addresses: Vec<&str> = bootstrap.iter().map(String::as_str).collect();
-    Some(Admin::with_cluster(ClusterSession::new(&addresses, cluster.client_config()).ok()?))
 }
 
 async fn producer(cluster: &SimCluster) -> Option<Producer> {
@@ -73,7 +67,7 @@ pub fn start(client: &NodeHandle, cluster: Arc<SimCluster>, duration: Duration) 
     client.spawn(async move {
         let deadline = tokio::time::Instant::now() + duration;
         let mut seen = Deletions::default();
-        let Some(admin) = admin(&cluster) else { return seen };
+        let Some(admin) = cluster.admin() else { return seen };
         let mut created = false;
         let mut producer = None;
         while tokio::time::Instant::now() < deadline {
@@ -128,7 +122,7 @@ pub async fn final_check(client: &NodeHandle, cluster: Arc<SimCluster>, seen: De
     let acked_before = seen.acked_before;
     let checked = client
         .spawn(async move {
-            let admin = admin(&cluster)?;
+            let admin = cluster.admin()?;
             let deadline = tokio::time::Instant::now() + LIVENESS_BOUND;
             while tokio::time::Instant::now() < deadline {
                 if let Ok(Ok(earliest)) = tokio::time::timeout(STEP_TIMEOUT, admin.list_offsets(TOPIC, 0, OffsetQuery::Earliest)).await {

@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use odradek_client::{Admin, ClientError, ClusterSession};
+use odradek_client::ClientError;
 use odradek_log::CrashMode;
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
@@ -147,15 +147,9 @@ impl Membership {
 }
 
 impl FaultTargets<'_> {
-    fn admin(&self) -> Option<Admin> {
-        let bootstrap = self.cluster.bootstrap();
-        let addresses: Vec<&str> = bootstrap.iter().map(String::as_str).collect();
-        Some(Admin::with_cluster(ClusterSession::new(&addresses, self.cluster.client_config()).ok()?))
-    }
-
     /// Every partition's replicas of the checked topic, asked from the client machine.
     async fn replicas(&self) -> Option<BTreeMap<u32, Vec<u64>>> {
-        let admin = self.admin()?;
+        let admin = self.cluster.admin()?;
         let lookup = self.client_node.spawn(async move {
             let topic = tokio::time::timeout(ADMIN_CALL_TIMEOUT, admin.describe_topic(TOPIC)).await.ok()?.ok()?;
             Some(topic.partitions.into_iter().map(|partition| (partition.partition, partition.replicas)).collect())
@@ -209,7 +203,7 @@ impl FaultTargets<'_> {
     }
 
     async fn reassign(&self, kind: MoveKind, partition: u32, current: &[u64], target: Vec<u64>) {
-        let Some(admin) = self.admin() else { return };
+        let Some(admin) = self.cluster.admin() else { return };
         let asked = target.clone();
         let call = self
             .client_node
@@ -229,7 +223,7 @@ impl FaultTargets<'_> {
         let mut done = Vec::new();
         for &(partition, pick) in &fault.transfers {
             let started = tokio::time::Instant::now();
-            if let (Some(admin), Some(set)) = (self.admin(), replicas.get(&partition).filter(|set| !set.is_empty())) {
+            if let (Some(admin), Some(set)) = (self.cluster.admin(), replicas.get(&partition).filter(|set| !set.is_empty())) {
                 let to = set[pick % set.len()];
                 let call = self.client_node.spawn(async move {
                     tokio::time::timeout(
