@@ -99,37 +99,27 @@ impl ProcessCluster {
     }
 
     fn spawn(&mut self, id: u64) {
-        let joining = self.nodes[id as usize - 1].join_flags.clone();
-        let args: Vec<String> = match &self.settings {
-            _ if joining.is_some() => {
-                let node = &self.nodes[id as usize - 1];
-                let mut args: Vec<String> = vec![
-                    "--id".into(),
-                    id.to_string(),
-                    "--data-dir".into(),
-                    node.data_dir.to_str().unwrap().into(),
-                    "--tick-ms".into(),
-                    "20".into(),
-                    "--node".into(),
-                    format!("{id}=127.0.0.1:{}/127.0.0.1:{}", node.peer_port, node.client_port),
-                ];
-                args.extend(joining.unwrap());
-                args
+        let node = &self.nodes[id as usize - 1];
+        let flags = |members: Vec<String>| -> Vec<String> {
+            let mut args: Vec<String> = vec![
+                "--id".into(),
+                id.to_string(),
+                "--data-dir".into(),
+                node.data_dir.to_str().unwrap().into(),
+                "--tick-ms".into(),
+                "20".into(),
+            ];
+            args.extend(members);
+            args
+        };
+        let args: Vec<String> = match (&node.join_flags, &self.settings) {
+            // A joining node names only itself, then how to join.
+            (Some(joining), _) => {
+                let own = format!("{id}=127.0.0.1:{}/127.0.0.1:{}", node.peer_port, node.client_port);
+                flags(["--node".to_string(), own].into_iter().chain(joining.iter().cloned()).collect())
             }
-            Some(settings) => vec!["--config".into(), self.config_file(id, settings).to_str().unwrap().into()],
-            None => {
-                let node = &self.nodes[id as usize - 1];
-                let mut args: Vec<String> = vec![
-                    "--id".into(),
-                    id.to_string(),
-                    "--data-dir".into(),
-                    node.data_dir.to_str().unwrap().into(),
-                    "--tick-ms".into(),
-                    "20".into(),
-                ];
-                args.extend(self.node_flags());
-                args
-            }
+            (None, Some(settings)) => vec!["--config".into(), self.config_file(id, settings).to_str().unwrap().into()],
+            (None, None) => flags(self.node_flags()),
         };
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_dir.join(format!("node-{id}.log"))).unwrap();
         let node = &mut self.nodes[id as usize - 1];
