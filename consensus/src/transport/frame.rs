@@ -8,6 +8,8 @@
 //!   that cannot fit any frame is dropped and counted, never sent.
 //! - Decoding never panics on peer input; every defect is a `TransportError`.
 
+use std::net::SocketAddr;
+
 use protobuf::Message as _;
 use raft::prelude::Message;
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -46,21 +48,34 @@ pub(crate) fn encode_frame(out: &mut Vec<u8>, body: &impl protobuf::Message) {
     assert_eq!(out.len() - start, FRAME_HEADER_BYTES + body_bytes as usize);
 }
 
+/// Who a handshake says its sender is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Hello {
+    pub node_id: NodeId,
+    /// Where the sender accepts raft connections, if it said (and said it readably).
+    pub listen_address: Option<SocketAddr>,
+}
+
 /// Appends the handshake frame this node sends (dialer) or answers with (acceptor).
-pub(crate) fn encode_handshake(out: &mut Vec<u8>, node_id: NodeId) {
+pub(crate) fn encode_handshake(out: &mut Vec<u8>, node_id: NodeId, listen_address: Option<SocketAddr>) {
     let mut handshake = Handshake::new();
     handshake.set_version(PROTOCOL_VERSION);
     handshake.set_node_id(node_id);
+    if let Some(address) = listen_address {
+        handshake.set_listen_address(address.to_string());
+    }
     encode_frame(out, &handshake);
 }
 
-/// Decodes a handshake body and returns the sender's node id; refuses other protocol versions.
-pub(crate) fn decode_handshake(body: &[u8]) -> Result<NodeId, TransportError> {
+/// Decodes a handshake body; refuses other protocol versions. An address that does not parse
+/// is left out (it only ever helps to dial back), not a reason to refuse the peer.
+pub(crate) fn decode_handshake(body: &[u8]) -> Result<Hello, TransportError> {
     let handshake = Handshake::parse_from_bytes(body).map_err(TransportError::malformed)?;
     if handshake.get_version() != PROTOCOL_VERSION {
         return Err(TransportError::VersionUnsupported { version_received: handshake.get_version(), version_supported: PROTOCOL_VERSION });
     }
-    Ok(handshake.get_node_id())
+    let listen_address = handshake.get_listen_address().parse().ok();
+    Ok(Hello { node_id: handshake.get_node_id(), listen_address })
 }
 
 /// Appends `messages` to `out` as `MessageBatch` frames of at most `frame_bytes_max` body bytes
@@ -230,7 +245,7 @@ mod tests {
     #[tokio::test]
     async fn truncated_frame_is_an_error_and_empty_stream_is_clean_end() {
         let mut out = Vec::new();
-        encode_handshake(&mut out, 3);
+        encode_handshake(&mut out, 3, None);
         let mut body = Vec::new();
         let error = read_frame(&mut &out[..out.len() - 1], &mut body).await.unwrap_err();
         assert!(matches!(error, TransportError::Closed), "{error}");
@@ -242,9 +257,18 @@ mod tests {
     #[tokio::test]
     async fn handshake_round_trips_and_other_versions_are_refused() {
         let mut out = Vec::new();
-        encode_handshake(&mut out, 42);
+        let address: SocketAddr = "127.0.0.1:9093".parse().unwrap();
+        encode_handshake(&mut out, 42, Some(address));
+        encode_handshake(&mut out, 43, None);
         let frames = read_all_frames(&out).await;
-        assert_eq!(decode_handshake(&frames[0]).unwrap(), 42);
+        assert_eq!(decode_handshake(&frames[0]).unwrap(), Hello { node_id: 42, listen_address: Some(address) });
+        assert_eq!(decode_handshake(&frames[1]).unwrap(), Hello { node_id: 43, listen_address: None });
+        // An older node's handshake (no address) and an unreadable address: the peer is kept.
+        let mut handshake = Handshake::new();
+        handshake.set_version(PROTOCOL_VERSION);
+        handshake.set_node_id(44);
+        handshake.set_listen_address("not an address".into());
+        assert_eq!(decode_handshake(&handshake.write_to_bytes().unwrap()).unwrap(), Hello { node_id: 44, listen_address: None });
 
         let mut handshake = Handshake::new();
         handshake.set_version(PROTOCOL_VERSION + 1);

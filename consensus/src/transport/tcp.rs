@@ -9,6 +9,13 @@
 //! from dialer to acceptor after the handshake; the acceptor writes nothing after its handshake
 //! reply, so the dialer reads from its connection only to notice that it closed.
 //!
+//! # Addresses learned from handshakes
+//! Each handshake carries where its sender accepts connections. A node that is dialed by a
+//! node it has no address for (one that joined while it was down, so its replayed metadata
+//! does not list it yet) starts a writer to that address (`learn_peer`): otherwise a restarted
+//! node whose metadata leader is such a node could hear it but never answer. Addresses the
+//! owner set are never moved by a handshake, and peers the owner removed are not re-added.
+//!
 //! # Peer TLS (issue 19)
 //! With a [`PeerTls`] given, every connection is mutual TLS before the handshake: the dialer
 //! checks that the acceptor's certificate names `node-<id>` of the peer it dialed (the TLS
@@ -37,7 +44,7 @@
 //! `tokio::spawn`s (madsim has no `JoinSet`); each holds a clone of a "task alive" sender so
 //! `shutdown` can wait until every task has ended and dropped its sockets.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -50,7 +57,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, error, info, warn};
 
-use super::frame::{decode_batch, decode_handshake, encode_batch, encode_handshake, read_frame, FRAME_BYTES_MAX, FRAME_HEADER_BYTES};
+use super::frame::{
+    decode_batch, decode_handshake, encode_batch, encode_handshake, read_frame, Hello, FRAME_BYTES_MAX, FRAME_HEADER_BYTES,
+};
 use super::{GroupId, Inbound, NodeId, StatsCounters, Transport, TransportError, TransportStats};
 
 /// Batches queued per peer before `send` starts dropping. A driver round queues at most one
@@ -165,6 +174,7 @@ impl PeerBook {
 fn set_peer(endpoint: &Arc<Endpoint>, task_alive: &Mutex<Option<mpsc::Sender<()>>>, peer_id: NodeId, addr: SocketAddr) {
     assert_ne!(peer_id, endpoint.node_id, "a node is not its own peer");
     let mut peers = lock(&endpoint.peers);
+    lock(&endpoint.peers_removed).remove(&peer_id);
     if let Some(peer) = peers.get(&peer_id) {
         peer.addr_tx.send_if_modified(|addr_current| {
             let modified = *addr_current != addr;
@@ -177,16 +187,42 @@ fn set_peer(endpoint: &Arc<Endpoint>, task_alive: &Mutex<Option<mpsc::Sender<()>
         warn!(peer_id, "set_peer after shutdown ignored");
         return;
     };
+    add_peer(endpoint, &mut peers, task_alive, peer_id, addr);
+}
+
+/// Starts the writer of a peer not in `peers` (the locked peer table).
+fn add_peer(endpoint: &Arc<Endpoint>, peers: &mut BTreeMap<NodeId, Peer>, task_alive: mpsc::Sender<()>, peer_id: NodeId, addr: SocketAddr) {
     let (queue_tx, queue_rx) = mpsc::channel(PEER_QUEUE_BATCHES_MAX);
     let (addr_tx, addr_rx) = watch::channel(addr);
-    peers.insert(peer_id, Peer { queue_tx, addr_tx });
+    let replaced = peers.insert(peer_id, Peer { queue_tx, addr_tx });
+    assert!(replaced.is_none(), "peer {peer_id} already has a writer");
     tokio::spawn(run_writer(endpoint.clone(), peer_id, queue_rx, addr_rx, task_alive));
+}
+
+/// A node that dialed this one said where it listens: if this node has no address for it (it
+/// joined the cluster while this node was down, so this node's replayed metadata does not
+/// list it), dial it there. Without that, a restarted node whose metadata leader is such a
+/// node receives its appends and heartbeats but can answer none of them, and never catches up.
+/// A peer the owner knows already keeps the address the owner gave (the handshake never moves
+/// it), and a peer the owner removed is not added back.
+fn learn_peer(endpoint: &Arc<Endpoint>, task_alive: mpsc::Sender<()>, hello: Hello) {
+    let Some(addr) = hello.listen_address else { return };
+    if hello.node_id == endpoint.node_id {
+        return;
+    }
+    let mut peers = lock(&endpoint.peers);
+    if peers.contains_key(&hello.node_id) || lock(&endpoint.peers_removed).contains(&hello.node_id) {
+        return;
+    }
+    info!(node_id = endpoint.node_id, peer_id = hello.node_id, %addr, "learned a peer's address from its handshake");
+    add_peer(endpoint, &mut peers, task_alive, hello.node_id, addr);
 }
 
 /// Forgets a peer ([`TcpTransport::remove_peer`]).
 fn remove_peer(endpoint: &Endpoint, peer_id: NodeId) {
-    let removed = lock(&endpoint.peers).remove(&peer_id);
-    if let Some(peer) = removed {
+    let mut peers = lock(&endpoint.peers);
+    lock(&endpoint.peers_removed).insert(peer_id);
+    if let Some(peer) = peers.remove(&peer_id) {
         let queued = PEER_QUEUE_BATCHES_MAX - peer.queue_tx.capacity();
         debug!(peer_id, queued, "peer removed");
     }
@@ -196,6 +232,12 @@ struct Endpoint {
     node_id: NodeId,
     stats: StatsCounters,
     peers: Mutex<BTreeMap<NodeId, Peer>>,
+    /// Peers the owner removed: a handshake does not add them back (`learn_peer`). Locked only
+    /// while `peers` is.
+    peers_removed: Mutex<BTreeSet<NodeId>>,
+    /// Where this node accepts raft connections, told to every peer in the handshake; `None`
+    /// when bound to an unspecified address (0.0.0.0), which no peer could dial.
+    listen_address: Option<SocketAddr>,
     /// The live accepted connection of each remote node.
     inbound_connections: Mutex<BTreeMap<NodeId, InboundConnection>>,
     inbound_tx: mpsc::Sender<Inbound>,
@@ -261,6 +303,8 @@ impl TcpTransport {
             node_id,
             stats: StatsCounters::default(),
             peers: Mutex::new(BTreeMap::new()),
+            peers_removed: Mutex::new(BTreeSet::new()),
+            listen_address: (!local_addr.ip().is_unspecified()).then_some(local_addr),
             inbound_connections: Mutex::new(BTreeMap::new()),
             inbound_tx,
             shutdown_tx: watch::Sender::new(false),
@@ -410,13 +454,13 @@ async fn serve_inbound(
     remote_addr: SocketAddr,
     connection_id: u64,
     _permit: OwnedSemaphorePermit,
-    _task_alive: mpsc::Sender<()>,
+    task_alive: mpsc::Sender<()>,
 ) {
     let mut shutdown = endpoint.shutdown_tx.subscribe();
     let ended = tokio::select! {
         biased;
         _ = shutdown_requested(&mut shutdown) => Ok(()),
-        ended = serve_inbound_connection(&endpoint, stream, connection_id) => ended,
+        ended = serve_inbound_connection(&endpoint, stream, connection_id, task_alive) => ended,
     };
     match ended {
         Ok(()) => debug!(%remote_addr, "inbound connection closed"),
@@ -428,7 +472,12 @@ async fn serve_inbound(
     }
 }
 
-async fn serve_inbound_connection(endpoint: &Endpoint, stream: TcpStream, connection_id: u64) -> Result<(), TransportError> {
+async fn serve_inbound_connection(
+    endpoint: &Arc<Endpoint>,
+    stream: TcpStream,
+    connection_id: u64,
+    task_alive: mpsc::Sender<()>,
+) -> Result<(), TransportError> {
     let (stream, certificate): (BoxedStream, Option<CertificateDer<'static>>) = match &endpoint.tls {
         None => (Box::new(stream), None),
         Some(tls) => {
@@ -446,8 +495,10 @@ async fn serve_inbound_connection(endpoint: &Endpoint, stream: TcpStream, connec
     };
     let mut connection = BufReader::with_capacity(READ_BUFFER_BYTES, stream);
     let mut body = Vec::new();
-    let handshake = accept_handshake(endpoint.node_id, certificate.as_ref(), &mut connection, &mut body);
-    let from = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await.map_err(|_| TransportError::Timeout(HANDSHAKE_TIMEOUT))??;
+    let handshake = accept_handshake(endpoint, certificate.as_ref(), &mut connection, &mut body);
+    let hello = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await.map_err(|_| TransportError::Timeout(HANDSHAKE_TIMEOUT))??;
+    let from = hello.node_id;
+    learn_peer(endpoint, task_alive, hello);
     let (_registration, mut replaced_rx) = InboundRegistration::new(endpoint, from, connection_id);
     loop {
         let more = tokio::select! {
@@ -499,19 +550,19 @@ fn check_identity(certificate: &CertificateDer<'_>, node_id_claimed: NodeId) -> 
 /// `certificate` does not name the node it claims gets no answer: it never counts as connected,
 /// and (checked before the connection is registered) never replaces that node's connection.
 async fn accept_handshake(
-    node_id: NodeId,
+    endpoint: &Endpoint,
     certificate: Option<&CertificateDer<'static>>,
     connection: &mut BufReader<BoxedStream>,
     body: &mut Vec<u8>,
-) -> Result<NodeId, TransportError> {
+) -> Result<Hello, TransportError> {
     if !read_frame(connection, body).await? {
         return Err(TransportError::Closed);
     }
     if let (Some(certificate), Ok(claimed)) = (certificate, decode_handshake(body)) {
-        check_identity(certificate, claimed)?;
+        check_identity(certificate, claimed.node_id)?;
     }
     let mut reply = Vec::new();
-    encode_handshake(&mut reply, node_id);
+    encode_handshake(&mut reply, endpoint.node_id, endpoint.listen_address);
     connection.get_mut().write_all(&reply).await?;
     connection.get_mut().flush().await?;
     decode_handshake(body)
@@ -655,7 +706,7 @@ async fn dial(endpoint: &Endpoint, peer_id: NodeId, addr: SocketAddr, connect_ti
         }
     };
     let mut hello = Vec::new();
-    encode_handshake(&mut hello, node_id);
+    encode_handshake(&mut hello, node_id, endpoint.listen_address);
     let mut body = Vec::new();
     let handshake = async {
         stream.write_all(&hello).await?;
@@ -666,7 +717,7 @@ async fn dial(endpoint: &Endpoint, peer_id: NodeId, addr: SocketAddr, connect_ti
         decode_handshake(&body)
     };
     let node_id_actual =
-        tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await.map_err(|_| TransportError::Timeout(HANDSHAKE_TIMEOUT))??;
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await.map_err(|_| TransportError::Timeout(HANDSHAKE_TIMEOUT))??.node_id;
     if node_id_actual != peer_id {
         return Err(TransportError::PeerIdMismatch { addr, node_id_expected: peer_id, node_id_actual });
     }
