@@ -48,15 +48,33 @@ impl LogSettings {
     }
 }
 
-/// Waits until this node's metadata is as recent as a leader's commit index it learned, then
-/// marks it ready (see `NodeState::meta_ready`).
+/// Waits until this node's metadata is as recent as the metadata leader's commit index, then
+/// marks it ready (see `NodeState::meta_ready`). The index comes from a read index, which the
+/// leader answers with its own commit: the commit a follower sees in a heartbeat is capped at
+/// what the leader knows it holds, which after a restart of the whole cluster is nothing (the
+/// replay stops at the lazily persisted commit), so it once marked a node ready with none of
+/// its metadata, listing no topics and no joined nodes.
 async fn catch_up_metadata(context: &NodeContext, shutdown: &mut Shutdown) -> bool {
     let tick = Duration::from_millis(context.config.tick_ms);
+    let mut leader_commit = None;
     loop {
         if let Ok(Some((status, _))) = context.node.status(METADATA_GROUP).await {
-            if status.leader != 0 && status.applied >= status.commit {
+            if leader_commit.is_none() && status.leader != 0 {
+                // Bounded by the node's own read-index timeout; asked again after one.
+                leader_commit = tokio::select! {
+                    biased;
+                    _ = shutdown.stopping() => return false,
+                    index = context.node.read_index(METADATA_GROUP) => index.ok(),
+                };
+            }
+            if let Some(commit) = leader_commit.filter(|&commit| status.applied >= commit) {
                 context.state.meta_ready.store(true, std::sync::atomic::Ordering::Release);
-                tracing::info!(applied = status.applied, leader = status.leader, "metadata caught up; serving clients");
+                tracing::info!(
+                    applied = status.applied,
+                    leader_commit = commit,
+                    leader = status.leader,
+                    "metadata caught up; serving clients"
+                );
                 return true;
             }
         }
