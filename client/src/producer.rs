@@ -99,6 +99,10 @@ pub struct ProducerConfig {
     pub delivery_timeout: Duration,
     pub retry_backoff: Duration,
     pub retry_backoff_max: Duration,
+    /// How long `send` waits for a topic the metadata does not list (yet): a topic just
+    /// created may not have reached the node asked. Kafka's producer waits the same way,
+    /// bounded by `max.block.ms`. Then `send` fails with UNKNOWN_TOPIC_OR_PARTITION.
+    pub topic_wait: Duration,
     /// Producer id and sequence numbers, so that retries are never appended twice.
     pub idempotence: bool,
     /// Bytes of records sent but not yet resolved; `send` waits beyond this.
@@ -123,6 +127,7 @@ impl Default for ProducerConfig {
             delivery_timeout: Duration::from_secs(120),
             retry_backoff: Duration::from_millis(100),
             retry_backoff_max: Duration::from_secs(1),
+            topic_wait: Duration::from_secs(10),
             idempotence: true,
             buffer_bytes: 32 * 1024 * 1024,
             compression: Compression::None,
@@ -289,6 +294,24 @@ impl Producer {
         })
     }
 
+    /// `topic`'s metadata, asked again (with backoff) while no node lists it, up to
+    /// `topic_wait`.
+    async fn topic_info(&self, topic: &str) -> Result<crate::cluster::TopicInfo> {
+        let config = &self.inner.config;
+        let deadline = Instant::now() + config.topic_wait;
+        let mut backoff = config.retry_backoff;
+        loop {
+            match self.inner.cluster.topic(topic).await {
+                Err(error) if error.code() == Some(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION) && Instant::now() + backoff < deadline => {
+                    tracing::debug!(topic, "the metadata lists no such topic (yet); asking again");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(config.retry_backoff_max);
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
     /// The identity the producer started with (`None` without idempotence).
     pub fn identity(&self) -> Option<ProducerIdentity> {
         self.inner.identity
@@ -301,7 +324,7 @@ impl Producer {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(ClientError::Closed);
         }
-        let topic_info = self.inner.cluster.topic(&record.topic).await?;
+        let topic_info = self.topic_info(&record.topic).await?;
         let partitions = u32::try_from(topic_info.partitions.len()).expect("partition counts fit in a u32");
         if partitions == 0 {
             return Err(ClientError::NoLeader { topic: record.topic, partition: 0 });

@@ -212,4 +212,22 @@ async fn topics_grow_and_change_settings_at_runtime_on_every_replica_and_after_r
     assert!(setting(&admin, "t", "retention.bytes").await.1);
     produce(&bootstrap, "t", 4, 10, 10).await;
     assert_eq!(read_all(&bootstrap, "t", 4, 10).await, 10);
+
+    // A send to a topic the metadata does not list waits for it up to `topic_wait` (a topic
+    // just created may not have reached the node asked; the simulator's PL1 met that, swarm
+    // seed 28 of --topic-churn), then fails definitely.
+    let config = |topic_wait| ProducerConfig { topic_wait, ..ProducerConfig::default() };
+    let impatient = Producer::new(&bootstrap, config(Duration::ZERO)).await.unwrap();
+    let refused = impatient.send(ProducerRecord::new("late", "x")).await.err().expect("no topic late yet");
+    assert_eq!(refused.code(), Some(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION), "{refused}");
+    let patient = Producer::new(&bootstrap, config(Duration::from_secs(30))).await.unwrap();
+    let send = tokio::spawn(async move {
+        let delivery = patient.send(ProducerRecord::new("late", "x")).await?;
+        delivery.await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!send.is_finished(), "the send waits for the topic");
+    retry("create late", || admin.create_topic("late", 1, 3, TopicConfig::default())).await;
+    let delivered = send.await.unwrap().expect("delivered once the topic exists");
+    assert_eq!(delivered.offset, Some(0));
 }
