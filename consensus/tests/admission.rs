@@ -142,3 +142,35 @@ async fn destroying_a_group_stops_it_and_deletes_its_files() {
     assert!(!disk.list_dir(std::path::Path::new("/data/6")).await.unwrap().is_empty(), "other groups keep their files");
     assert!(!node.destroy_group(5).await.unwrap(), "destroying twice is harmless");
 }
+
+/// A stray replica (stored, not hosted, not kept: its topic was deleted or it moved away while
+/// the node was down) loses its files at the next start; hosted and kept groups keep theirs,
+/// and a directory emptied by an earlier deletion is no stray.
+#[tokio::test]
+async fn stray_groups_are_destroyed_and_the_rest_kept() {
+    use odradek_log::Disk;
+    let network = LocalNetwork::new();
+    let (transport, inbox) = network.attach(1);
+    let disk = SimDisk::new(3);
+    let mut node = Node::new(NodeConfig::new(1, "/data"), disk.clone(), transport, inbox, Gate::default());
+    for group in [5, 6, 7] {
+        node.create_group(group, &[1], 0, 0).await.unwrap();
+    }
+    for _ in 0..3 {
+        node.round(0).await.unwrap();
+    }
+    // Groups 5 and 7 stop being hosted without a deletion (as after a restart that does not
+    // open them); 7 is still the node's (kept), 5 is not.
+    assert!(node.remove_group(5) && node.remove_group(7));
+    let files = |group: u64| {
+        let disk = disk.clone();
+        async move { disk.list_dir(std::path::Path::new(&format!("/data/{group}"))).await.unwrap_or_default() }
+    };
+    assert!(!files(5).await.is_empty() && !files(7).await.is_empty());
+    // 6 is hosted, 7 is kept: only 5 goes.
+    let keep = std::collections::BTreeSet::from([7]);
+    assert_eq!(node.destroy_stray_groups(&keep).await.unwrap(), vec![5]);
+    assert!(files(5).await.is_empty(), "the stray's files are deleted");
+    assert!(!files(6).await.is_empty() && !files(7).await.is_empty(), "hosted and kept groups keep theirs");
+    assert_eq!(node.destroy_stray_groups(&keep).await.unwrap(), Vec::<u64>::new(), "an emptied directory is no stray");
+}

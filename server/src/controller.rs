@@ -91,6 +91,7 @@ pub async fn run(context: Arc<NodeContext>, mut shutdown: Shutdown) {
     if !catch_up_metadata(&context, &mut shutdown).await {
         return;
     }
+    destroy_stray_replicas(&context).await;
     let mut versions = context.state.meta_version.subscribe();
     let mut hosted: BTreeMap<GroupId, Hosted> = BTreeMap::new();
     // Planted bug `added-partitions-unhosted` only: partition 0's group -> the count first seen.
@@ -117,6 +118,23 @@ pub async fn run(context: Arc<NodeContext>, mut shutdown: Shutdown) {
             }
             changed = versions.changed() => if changed.is_err() { return },
         }
+    }
+}
+
+/// Once, at start (the metadata caught up): deletes the stored replicas the metadata no longer
+/// gives this node, whose topic was deleted or which moved away while this node was down or
+/// before it deleted them. Reconcile only ever removes groups it hosts, so these would stay on
+/// disk forever (and a simulator's R7 waited for them). Kafka deletes such stray logs at start
+/// too (KIP-516).
+async fn destroy_stray_replicas(context: &NodeContext) {
+    let keep: std::collections::BTreeSet<GroupId> = {
+        let state = context.state.lock();
+        state.meta.groups_of(context.state.node_id).into_keys().chain([METADATA_GROUP]).collect()
+    };
+    match context.node.destroy_stray_groups(keep).await {
+        Ok(destroyed) if destroyed.is_empty() => {}
+        Ok(destroyed) => tracing::info!(?destroyed, "deleted stray replicas: the metadata gives this node none of these groups"),
+        Err(error) => tracing::warn!(%error, "deleting stray replicas failed; they stay until the next start"),
     }
 }
 

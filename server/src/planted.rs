@@ -87,10 +87,14 @@ pub enum PlantedBug {
     /// or a deposed or new leader, reports a high watermark older than an acknowledgement that
     /// completed before the poll began (L12 a).
     ReadBarrierSkipped,
+    /// DeleteTopics is answered as soon as the deletion is proposed, without waiting for it to
+    /// commit: a deletion lost to a leader change is acknowledged, and the topic (with every
+    /// record it held) lives on under its name (DT1, the simulator's topic churn).
+    DeleteTopicUncommitted,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 21] = [
+    pub const ALL: [PlantedBug; 22] = [
         PlantedBug::AckBeforeCommit,
         PlantedBug::ServeAboveCommit,
         PlantedBug::SkipDedup,
@@ -112,6 +116,7 @@ impl PlantedBug {
         PlantedBug::RemovalLeavesNoQuorum,
         PlantedBug::DeleteRecordsNotReplicated,
         PlantedBug::ReadBarrierSkipped,
+        PlantedBug::DeleteTopicUncommitted,
     ];
 
     pub fn name(self) -> &'static str {
@@ -137,6 +142,7 @@ impl PlantedBug {
             PlantedBug::RemovalLeavesNoQuorum => "removal-leaves-no-quorum",
             PlantedBug::DeleteRecordsNotReplicated => "delete-records-not-replicated",
             PlantedBug::ReadBarrierSkipped => "read-barrier-skipped",
+            PlantedBug::DeleteTopicUncommitted => "delete-topic-uncommitted",
         }
     }
 }
@@ -177,6 +183,7 @@ pub struct Planted {
     pub removal_leaves_no_quorum: bool,
     pub delete_records_not_replicated: bool,
     pub read_barrier_skipped: bool,
+    pub delete_topic_uncommitted: bool,
 }
 
 impl Planted {
@@ -205,6 +212,7 @@ impl Planted {
             removal_leaves_no_quorum: on(PlantedBug::RemovalLeavesNoQuorum),
             delete_records_not_replicated: on(PlantedBug::DeleteRecordsNotReplicated),
             read_barrier_skipped: on(PlantedBug::ReadBarrierSkipped),
+            delete_topic_uncommitted: on(PlantedBug::DeleteTopicUncommitted),
         }
     }
 }
@@ -239,6 +247,7 @@ mod tests {
             all.removal_leaves_no_quorum,
             all.delete_records_not_replicated,
             all.read_barrier_skipped,
+            all.delete_topic_uncommitted,
         ];
         assert!(each.iter().all(|on| *on), "every bug has a switch: {all:?}");
     }

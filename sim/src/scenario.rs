@@ -171,11 +171,12 @@ async fn run_into(config: ScenarioConfig, injected: Arc<Mutex<Vec<InjectedFault>
     if let Some(intruder) = intruder {
         problems.extend(intruder.await.expect("intruder task").violations);
     }
-    // PL1: after the heal, a topic grows and every churned topic's placement is checked.
+    // PL1 and DT1: after the heal, a topic grows, every churned topic's placement is checked,
+    // and no re-created topic serves a record acknowledged before an acknowledged deletion.
     if let Some(churn) = churn {
-        let rounds = churn.await.expect("churn task");
-        cluster.note(format!("churn: {rounds} rounds"));
-        problems.extend(workload::churn::final_check(&client, cluster.clone()).await);
+        let churned = churn.await.expect("churn task");
+        cluster.note(format!("churn: {} rounds", churned.rounds));
+        problems.extend(workload::churn::final_check(&client, cluster.clone(), churned).await);
     }
     // DR1: an acknowledged delete-records holds after the heal too.
     if let Some(deletions) = deletions {
@@ -318,7 +319,7 @@ fn observe_replicas(cluster: &Arc<SimCluster>, seed: u64, coverage: Rc<RefCell<B
 }
 
 /// The coverage counters' names for raft events, in [`event_path`]'s order.
-const EVENT_PATHS: [&str; 14] = [
+const EVENT_PATHS: [&str; 15] = [
     "path leader elected",
     "path snapshot installed",
     "path recovery cut, suspect",
@@ -333,13 +334,15 @@ const EVENT_PATHS: [&str; 14] = [
     "check R6 log reopened",
     "check R10 configuration applied",
     "check R11 learner promoted",
+    "path replica destroyed",
 ];
 
 /// Timeline notes that show a rare path: (text in the line, counter name).
-const TIMELINE_PATHS: [(&str, &str); 3] = [
+const TIMELINE_PATHS: [(&str, &str); 4] = [
     ("started quarantined", "path node started quarantined"),
     ("could not start", "path node start failed"),
     ("stopped on a fatal error", "path node stopped on a fatal error"),
+    ("delete Ok(Ok(()))", "path churned topic deleted"),
 ];
 
 /// The rare path or check a raft event shows ran, for the coverage counters (`Report::coverage`).
@@ -359,7 +362,8 @@ fn event_path(event: &Event) -> Option<&'static str> {
         Event::Opened { .. } => 11,
         Event::ConfApplied { source: observe::ConfSource::Applied, .. } => 12,
         Event::Promoted { .. } => 13,
-        Event::ConfApplied { .. } | Event::Destroyed { .. } => return None,
+        Event::Destroyed { .. } => 14,
+        Event::ConfApplied { .. } => return None,
         Event::Appended { .. } | Event::Durable { .. } => return None,
     };
     Some(EVENT_PATHS[index])

@@ -411,6 +411,42 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         Ok(hosted)
     }
 
+    /// Deletes the files of every group stored in the data directory that is neither hosted
+    /// nor in `keep` (a stray replica: its topic was deleted, or it moved away, while this node
+    /// was down or before it got to delete it), as [`Node::destroy_group`] does; the groups
+    /// deleted. A directory left empty by an earlier deletion is no stray.
+    pub async fn destroy_stray_groups(&mut self, keep: &std::collections::BTreeSet<GroupId>) -> Result<Vec<GroupId>, NodeError> {
+        let data_dir = self.config.data_dir.clone();
+        let names = match self.disk.list_subdirs(&data_dir).await {
+            Ok(names) => names,
+            Err(error) => {
+                // Nothing is lost by keeping strays until the next start: only disk space.
+                tracing::warn!(%error, dir = %data_dir.display(), "cannot list the data directory for stray replicas");
+                return Ok(Vec::new());
+            }
+        };
+        let mut destroyed = Vec::new();
+        for (name, group) in names.iter().filter_map(|name| Some((name, name.parse::<GroupId>().ok()?))) {
+            if *name != group.to_string() || keep.contains(&group) || self.groups.contains_key(&group) {
+                continue;
+            }
+            let dir = data_dir.join(name);
+            let mut holds_files = false;
+            for dir in [dir.join(crate::storage::LOG_DIR), dir] {
+                match self.disk.list_dir(&dir).await {
+                    Ok(files) => holds_files |= !files.is_empty(),
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(source) => return Err(storage_error(group)(StorageFault::Log(odradek_log::Error::Io { path: dir, source }))),
+                }
+            }
+            if holds_files {
+                self.destroy_group(group).await?;
+                destroyed.push(group);
+            }
+        }
+        Ok(destroyed)
+    }
+
     /// The configuration `group` has applied.
     pub fn conf_state(&self, group: GroupId) -> Option<ConfState> {
         Some(self.groups.get(&group)?.store.storage().conf_state())

@@ -88,6 +88,10 @@ pub enum Command {
         group: GroupId,
         reply: oneshot::Sender<Result<bool, NodeError>>,
     },
+    DestroyStrayGroups {
+        keep: std::collections::BTreeSet<GroupId>,
+        reply: oneshot::Sender<Result<Vec<GroupId>, NodeError>>,
+    },
     ReadRecords {
         group: GroupId,
         offset: u64,
@@ -160,6 +164,11 @@ impl NodeHandle {
     /// See [`Node::destroy_group`].
     pub async fn destroy_group(&self, group: GroupId) -> Result<bool, NodeError> {
         self.call(|reply| Command::DestroyGroup { group, reply }).await?
+    }
+
+    /// See [`Node::destroy_stray_groups`].
+    pub async fn destroy_stray_groups(&self, keep: std::collections::BTreeSet<GroupId>) -> Result<Vec<GroupId>, NodeError> {
+        self.call(|reply| Command::DestroyStrayGroups { keep, reply }).await?
     }
 
     /// Asks `group` on this node to start an election now.
@@ -368,6 +377,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             }
             Command::Campaign { group, reply } => drop(reply.send(self.campaign(group))),
             Command::DestroyGroup { group, reply } => drop(reply.send(self.destroy_group(group).await)),
+            Command::DestroyStrayGroups { keep, reply } => drop(reply.send(self.destroy_stray_groups(&keep).await)),
             Command::ReadRecords { group, offset, bytes_max, index_max, reply } => {
                 drop(reply.send(self.read_records(group, offset, bytes_max, index_max).await));
             }

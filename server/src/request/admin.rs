@@ -194,6 +194,11 @@ async fn delete_topics(context: &NodeContext, id: u64, body: wire::DeleteTopicsR
                 ErrorCode::INVALID_TOPIC,
                 format!("{OFFSETS_TOPIC} holds every consumer group's state; it is not deleted"),
             ))
+        } else if exists && context.planted.delete_topic_uncommitted {
+            // Planted bug: answered once proposed; the commit is not waited for.
+            let command = Bytes::from(MetaCommand::DeleteTopic { name: name.clone() }.encode());
+            drop(context.node.submit(METADATA_GROUP, command, EntryMeta::Command, Durability::Committed).await);
+            Ok(())
         } else if exists {
             propose_meta(context, &MetaCommand::DeleteTopic { name: name.clone() }, timeout).await.map(drop)
         } else {
