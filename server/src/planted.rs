@@ -87,10 +87,15 @@ pub enum PlantedBug {
     /// or a deposed or new leader, reports a high watermark older than an acknowledgement that
     /// completed before the poll began (L12 a).
     ReadBarrierSkipped,
+    /// A node that does not host a group's offsets partition names the partition's preferred
+    /// replica as the coordinator (FindCoordinator and NOT_COORDINATOR hints), even when that is
+    /// itself: a preferred replica whose copy cannot be opened sends clients back to itself, and
+    /// the group's offsets go unanswered (V3; groups seed 175 with `--membership`).
+    CoordinatorNamesPreferred,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 21] = [
+    pub const ALL: [PlantedBug; 22] = [
         PlantedBug::AckBeforeCommit,
         PlantedBug::ServeAboveCommit,
         PlantedBug::SkipDedup,
@@ -112,6 +117,7 @@ impl PlantedBug {
         PlantedBug::RemovalLeavesNoQuorum,
         PlantedBug::DeleteRecordsNotReplicated,
         PlantedBug::ReadBarrierSkipped,
+        PlantedBug::CoordinatorNamesPreferred,
     ];
 
     pub fn name(self) -> &'static str {
@@ -137,6 +143,7 @@ impl PlantedBug {
             PlantedBug::RemovalLeavesNoQuorum => "removal-leaves-no-quorum",
             PlantedBug::DeleteRecordsNotReplicated => "delete-records-not-replicated",
             PlantedBug::ReadBarrierSkipped => "read-barrier-skipped",
+            PlantedBug::CoordinatorNamesPreferred => "coordinator-names-preferred",
         }
     }
 }
@@ -177,6 +184,7 @@ pub struct Planted {
     pub removal_leaves_no_quorum: bool,
     pub delete_records_not_replicated: bool,
     pub read_barrier_skipped: bool,
+    pub coordinator_names_preferred: bool,
 }
 
 impl Planted {
@@ -205,6 +213,7 @@ impl Planted {
             removal_leaves_no_quorum: on(PlantedBug::RemovalLeavesNoQuorum),
             delete_records_not_replicated: on(PlantedBug::DeleteRecordsNotReplicated),
             read_barrier_skipped: on(PlantedBug::ReadBarrierSkipped),
+            coordinator_names_preferred: on(PlantedBug::CoordinatorNamesPreferred),
         }
     }
 }
@@ -239,6 +248,7 @@ mod tests {
             all.removal_leaves_no_quorum,
             all.delete_records_not_replicated,
             all.read_barrier_skipped,
+            all.coordinator_names_preferred,
         ];
         assert!(each.iter().all(|on| *on), "every bug has a switch: {all:?}");
     }

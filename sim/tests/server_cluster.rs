@@ -513,6 +513,15 @@ const MEMBERSHIP_SEEDS_MAX: u64 = 12;
 // FindCoordinator through nodes 1 and 2 (not replicas) named node 3 too, so g0's members and its
 // final offset fetch asked node 3 for 60 s. Hints now never name the node giving them, and
 // FindCoordinator outside the partition asks the hosting replicas for its leader.
+// The bug groups seed 175 found, planted back (`coordinator-names-preferred`): its V3 failure
+// returns (seeds 1..=200 of `groups` with and without `--membership` pass without it).
+#[test]
+fn planted_coordinator_names_preferred_is_caught() {
+    let bug = PlantedBug::CoordinatorNamesPreferred;
+    let base = ScenarioConfig { scenario: Scenario::Groups, membership: true, ..ScenarioConfig::new(0) };
+    planted_bug_is_caught_with(bug, &base, 175..=175, &["V3"]);
+}
+
 #[test]
 fn coordinator_seeds_found_by_sweeps_pass() {
     for seed in [175] {

@@ -114,6 +114,8 @@ pub struct Planted {
     pub accept_stale_commit: bool,
     /// A new coordinator answers before it applied its log, and reads skip the barrier (C1).
     pub answer_before_replay: bool,
+    /// NOT_COORDINATOR hints name the preferred replica, even this node itself.
+    pub names_preferred: bool,
     /// The consumer protocol hands out partitions their old owner still holds (ownership).
     pub give_owned_partitions: bool,
 }
@@ -291,7 +293,11 @@ impl GroupService {
             return Err(Refusal::new(ErrorCode::COORDINATOR_NOT_AVAILABLE, "the offsets topic does not exist yet; find the coordinator"));
         };
         // Never this node itself: it does not lead the partition (see `replica_to_try`).
-        let elsewhere = crate::request::replica_to_try(&replicas, me);
+        let elsewhere = if self.planted.names_preferred {
+            replicas.first().copied().unwrap_or(0) // planted: possibly this node
+        } else {
+            crate::request::replica_to_try(&replicas, me)
+        };
         let status = match self.node.status(raft_group).await {
             Ok(Some((status, _))) => status,
             _ => return Err(Refusal::not_coordinator(me, elsewhere, group)),

@@ -84,6 +84,9 @@ async fn find_coordinator(context: &NodeContext, id: u64, body: wire::FindCoordi
         Ok(Some(search)) => {
             let (node_id, partition) = match search {
                 CoordinatorSearch::Leader { node, partition } => (node, partition),
+                CoordinatorSearch::Elsewhere { partition, replicas, .. } if context.planted.coordinator_names_preferred => {
+                    (replicas.first().copied().unwrap_or(0), partition) // planted: possibly this node
+                }
                 CoordinatorSearch::Elsewhere { raft_group, partition, replicas } => {
                     // Kafka answers from its metadata cache's partition leader; here the hosting
                     // replicas report it (`leaders`). Without an answer, a replica other than this
