@@ -4,7 +4,7 @@
 # result per entry at the end (and in OUT/matrix.txt). Exit status 1 if any entry failed.
 #
 #   cargo build --release -p odradek-server --bin odradek -p odradek-jepsen --bin odradek-jepsen
-#   jepsen/scripts/matrix.sh                         # 8 entries x 300 s, 5 nodes: about 45 minutes
+#   jepsen/scripts/matrix.sh                         # 9 entries x 300 s, 5 nodes: about 50 minutes
 #   TIME=60 NODES=3 jepsen/scripts/matrix.sh kill pause-kill   # chosen entries only
 #   CLIENT=kafka OUT=store/matrix-kafka jepsen/scripts/matrix.sh  # through rskafka and the Kafka listeners
 #
@@ -23,7 +23,7 @@ OUT=${OUT:-store/matrix}
 BIN=${BIN:-target/release}
 entries=("$@")
 if [ ${#entries[@]} -eq 0 ]; then
-    entries=(none kill pause partition kill,partition pause-kill part-kill wipe)
+    entries=(none kill pause partition kill,partition pause-kill part-kill wipe membership)
 fi
 for tool in odradek odradek-jepsen; do
     [ -x "$BIN/$tool" ] || { echo "matrix: $BIN/$tool missing; build it first (see the top of this script)" >&2; exit 2; }

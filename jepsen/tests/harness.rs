@@ -193,6 +193,32 @@ fn short_real_run_under_wipes_passes() {
     assert!(verdict.stats.sends_ok >= 100, "too little load to mean anything:\n{log}");
 }
 
+/// F-M1 on real processes (`--nemesis membership`, issue 15): while producers and consumers run,
+/// a node joins (`--join`), a partition is reassigned onto it and another node is decommissioned
+/// and stopped, with the operator's admin calls. No acknowledged write is lost and every
+/// partition's order holds (the shared checker, L1–L13, over the final drain).
+#[test]
+fn short_real_run_under_membership_passes() {
+    let binary = server_binary();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("membership");
+    let args = ["run", "--nodes", "3", "--time-limit", "24", "--rate", "40", "--nemesis", "membership", "--fault-quiet", "2"];
+    let more =
+        ["--fault-window", "3", "--recovery", "6", "--seed", "5", "--binary", binary.to_str().unwrap(), "--out", out.to_str().unwrap()];
+    let output = harness(&[&args[..], &more[..]].concat());
+    let log = text(&output);
+    assert_eq!(output.status.code(), Some(0), "the run must pass with no anomaly:\n{log}");
+    let history = report::read_history(&out).unwrap();
+    let windows = intervals::fault_windows(&history);
+    let rounds = windows.iter().filter(|w| w.fault == "F-M1 membership" && w.stop_s.is_some()).count();
+    assert!(rounds >= 1, "no completed membership round:\n{log}");
+    assert!(log.contains("membership round: node 4 joined"), "node 4 did not join and take a partition:\n{log}");
+    assert!(log.contains("decommissioned and stopped"), "no node was decommissioned:\n{log}");
+    let verdict = saved_verdict(&out);
+    assert!(verdict.valid && verdict.anomalies.is_empty() && verdict.stats.final_drain, "{log}");
+    assert!(verdict.stats.sends_ok >= 100, "too little load to mean anything:\n{log}");
+}
+
 #[test]
 fn planted_ack_before_commit_is_caught_on_real_processes() {
     let binary = server_binary();

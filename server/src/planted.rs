@@ -91,10 +91,15 @@ pub enum PlantedBug {
     /// commit: a deletion lost to a leader change is acknowledged, and the topic (with every
     /// record it held) lives on under its name (DT1, the simulator's topic churn).
     DeleteTopicUncommitted,
+    /// A node that does not host a group's offsets partition names the partition's preferred
+    /// replica as the coordinator (FindCoordinator and NOT_COORDINATOR hints), even when that is
+    /// itself: a preferred replica whose copy cannot be opened sends clients back to itself, and
+    /// the group's offsets go unanswered (V3; groups seed 175 with `--membership`).
+    CoordinatorNamesPreferred,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 22] = [
+    pub const ALL: [PlantedBug; 23] = [
         PlantedBug::AckBeforeCommit,
         PlantedBug::ServeAboveCommit,
         PlantedBug::SkipDedup,
@@ -117,6 +122,7 @@ impl PlantedBug {
         PlantedBug::DeleteRecordsNotReplicated,
         PlantedBug::ReadBarrierSkipped,
         PlantedBug::DeleteTopicUncommitted,
+        PlantedBug::CoordinatorNamesPreferred,
     ];
 
     pub fn name(self) -> &'static str {
@@ -143,6 +149,7 @@ impl PlantedBug {
             PlantedBug::DeleteRecordsNotReplicated => "delete-records-not-replicated",
             PlantedBug::ReadBarrierSkipped => "read-barrier-skipped",
             PlantedBug::DeleteTopicUncommitted => "delete-topic-uncommitted",
+            PlantedBug::CoordinatorNamesPreferred => "coordinator-names-preferred",
         }
     }
 }
@@ -184,6 +191,7 @@ pub struct Planted {
     pub delete_records_not_replicated: bool,
     pub read_barrier_skipped: bool,
     pub delete_topic_uncommitted: bool,
+    pub coordinator_names_preferred: bool,
 }
 
 impl Planted {
@@ -213,6 +221,7 @@ impl Planted {
             delete_records_not_replicated: on(PlantedBug::DeleteRecordsNotReplicated),
             read_barrier_skipped: on(PlantedBug::ReadBarrierSkipped),
             delete_topic_uncommitted: on(PlantedBug::DeleteTopicUncommitted),
+            coordinator_names_preferred: on(PlantedBug::CoordinatorNamesPreferred),
         }
     }
 }
@@ -248,6 +257,7 @@ mod tests {
             all.delete_records_not_replicated,
             all.read_barrier_skipped,
             all.delete_topic_uncommitted,
+            all.coordinator_names_preferred,
         ];
         assert!(each.iter().all(|on| *on), "every bug has a switch: {all:?}");
     }

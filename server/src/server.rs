@@ -238,6 +238,7 @@ impl Server {
         let group_planted = crate::group::service::Planted {
             accept_stale_commit: planted.accept_stale_commit,
             answer_before_replay: planted.coordinator_answers_before_replay,
+            names_preferred: planted.coordinator_names_preferred,
             give_owned_partitions: planted.assignment_two_owners,
         };
         let groups = Arc::new(GroupService::new(handle.clone(), state.clone(), config.clone(), group_clock, group_planted));

@@ -507,6 +507,38 @@ fn planted_removal_leaves_no_quorum_is_caught() {
 /// The seed range the planted membership bugs must be caught in.
 const MEMBERSHIP_SEEDS_MAX: u64 = 12;
 
+// Groups seed 175 with membership changes (found by a sweep, 2026-12-06; V3): a bit flip (F-S3)
+// in node 3's copy of raft group 5, the offsets partition of group g0, left node 3 unable to open
+// that group after its restart (corruption mid-log: it stays out of the group). Node 3 was the
+// partition's preferred replica, and the coordinator's hints fell back to the preferred replica
+// whenever a node did not host the partition: node 3 answered NOT_COORDINATOR naming itself, and
+// FindCoordinator through nodes 1 and 2 (not replicas) named node 3 too, so g0's members and its
+// final offset fetch asked node 3 for 60 s. Hints now never name the node giving them, and
+// FindCoordinator outside the partition asks the hosting replicas for its leader.
+// The bug groups seed 175 found, planted back (`coordinator-names-preferred`): its V3 failure
+// returns (seeds 1..=200 of `groups` with and without `--membership` pass without it).
+#[test]
+fn planted_coordinator_names_preferred_is_caught() {
+    let bug = PlantedBug::CoordinatorNamesPreferred;
+    let base = ScenarioConfig { scenario: Scenario::Groups, membership: true, ..ScenarioConfig::new(0) };
+    planted_bug_is_caught_with(bug, &base, 175..=175, &["V3"]);
+}
+
+#[test]
+fn coordinator_seeds_found_by_sweeps_pass() {
+    for seed in [175] {
+        let config = ScenarioConfig { scenario: Scenario::Groups, membership: true, ..ScenarioConfig::new(seed) };
+        let report = run_seed(&config).unwrap_or_else(|crash| panic!("groups seed {seed} crashed: {}", crash.verdict_text()));
+        assert!(report.passed(), "groups seed {seed} with membership:\n{}\n{}", report.timeline.join("\n"), report.verdict_text());
+        let flipped = report.timeline.iter().any(|line| line.contains("F-S3 bit flips node 3 file /data/5/log/"));
+        assert!(flipped, "groups seed {seed} no longer damages node 3's copy of group 5");
+        for group in ["g0", "g1"] {
+            let fetched = report.timeline.iter().any(|line| line.contains(&format!("group {group}: committed at the end")));
+            assert!(fetched, "groups seed {seed}: no final fetch of {group}'s committed offsets (V3)");
+        }
+    }
+}
+
 // DeleteRecords (plan field `delete_records`, issue 16): a leader that moves only its own log
 // start, in memory, and acknowledges without the partition's raft log loses the deletion at the
 // next leader change or restart: ListOffsets earliest answers below an acknowledged deletion

@@ -82,7 +82,8 @@ mod real {
             rate: f64,
             /// Comma-separated: kill, pause, partition (any of the partition-* kinds), partition-one,
             /// partition-majority, partition-ring, partition-oneway, conn-drop, pause-kill,
-            /// part-kill, none.
+            /// part-kill, kill-coordinator, pause-coordinator, wipe, membership (add a node,
+            /// reassign a partition onto it, decommission another), none.
             #[arg(long, default_value = "kill,pause,partition")]
             nemesis: String,
             #[arg(long, value_enum, default_value = "all")]

@@ -71,6 +71,11 @@ pub struct Node {
     pub data_dir: PathBuf,
     child: Option<Child>,
     paused: bool,
+    /// `Some(address)` for a node added to the running cluster ([`ProcessCluster::add_joining`]):
+    /// it names only itself and joins through this client address (`--join`).
+    pub join: Option<String>,
+    /// Decommissioned and stopped for good ([`ProcessCluster::retire`]): never started again.
+    pub retired: bool,
 }
 
 /// The cluster's processes. Dropping it kills every process still running.
@@ -93,6 +98,10 @@ pub struct ProcessCluster {
     /// With `--client kafka`, per node `(listen port, advertised port)` of its Kafka listener (the
     /// advertised one is the harness's proxy); empty: no Kafka listener.
     pub kafka_ports: Vec<(u16, u16)>,
+    /// The bootstrap members (ids `1..=bootstrap_count`); later ids joined the running cluster.
+    bootstrap_count: usize,
+    /// The ports of the nodes added since the start, held until the node is retired.
+    added_ports: std::collections::BTreeMap<u64, super::ports::PortBlock>,
 }
 
 impl ProcessCluster {
@@ -120,6 +129,8 @@ impl ProcessCluster {
                 data_dir: dir.join(format!("node-{}", i + 1)),
                 child: None,
                 paused: false,
+                join: None,
+                retired: false,
             })
             .collect();
         let planted_flags = planted_bugs.iter().flat_map(|bug| ["--planted-bug".to_string(), bug.clone()]).collect();
@@ -133,6 +144,8 @@ impl ProcessCluster {
             tls_flags: Vec::new(),
             security_flags: Vec::new(),
             kafka_ports: Vec::new(),
+            bootstrap_count: ports.len(),
+            added_ports: std::collections::BTreeMap::new(),
         })
     }
 
@@ -143,6 +156,37 @@ impl ProcessCluster {
 
     pub fn ids(&self) -> Vec<u64> {
         self.nodes.iter().map(|n| n.id).collect()
+    }
+
+    /// The bootstrap members not retired: the nodes the other nemesis kinds act on (nodes added
+    /// later have no link proxies, so partitions cannot reach them).
+    pub fn bootstrap_ids(&self) -> Vec<u64> {
+        self.nodes.iter().take(self.bootstrap_count).filter(|n| !n.retired).map(|n| n.id).collect()
+    }
+
+    /// Every node not retired, bootstrap members first, then the added ones in the order they
+    /// joined.
+    pub fn active_ids(&self) -> Vec<u64> {
+        self.nodes.iter().filter(|n| !n.retired).map(|n| n.id).collect()
+    }
+
+    /// Adds node `id` (the next id) with ports and a data directory of its own, joining the
+    /// running cluster through `join` (a member's client address); does not start it.
+    pub fn add_joining(&mut self, join: String) -> std::io::Result<u64> {
+        let id = self.nodes.len() as u64 + 1;
+        let block = super::ports::reserve(2)?;
+        let (peer_port, client_port) = (block.ports()[0], block.ports()[1]);
+        let data_dir = self.log_dir.parent().expect("the log dir is inside the cluster dir").join(format!("node-{id}"));
+        self.nodes.push(Node { id, peer_port, client_port, data_dir, child: None, paused: false, join: Some(join), retired: false });
+        self.added_ports.insert(id, block);
+        Ok(id)
+    }
+
+    /// Stops node `id` for good: it was decommissioned, and the cluster no longer counts it.
+    pub fn retire(&mut self, id: u64) {
+        self.kill(id);
+        self.node_mut(id).retired = true;
+        self.added_ports.remove(&id); // never bound again
     }
 
     /// What clients bootstrap from: the client proxies.
@@ -159,9 +203,25 @@ impl ProcessCluster {
     /// for its real client port.
     fn node_flags(&self, id: u64) -> Vec<String> {
         let me = id as usize - 1;
+        if let Some(join) = &self.nodes[me].join {
+            // A joining node names only itself (real ports: no proxies), then whom to join.
+            let node = &self.nodes[me];
+            let mut flags = vec![
+                "--node".to_string(),
+                format!("{id}=127.0.0.1:{}/127.0.0.1:{}", node.peer_port, node.client_port),
+                "--join".to_string(),
+                join.clone(),
+            ];
+            flags.extend(["--group-session-timeout-ms".to_string(), GROUP_SESSION_TIMEOUT_MS.to_string()]);
+            flags.extend(self.planted_flags.iter().cloned());
+            flags.extend(self.tls_flags.iter().cloned());
+            flags.extend(self.security_flags.iter().cloned());
+            return flags;
+        }
         let mut flags: Vec<String> = self
             .nodes
             .iter()
+            .take(self.bootstrap_count)
             .enumerate()
             .flat_map(|(j, n)| {
                 let peer_port = if j == me { n.peer_port } else { self.proxy_ports[me][j] };
@@ -190,6 +250,7 @@ impl ProcessCluster {
     /// Spawns node `id` (same flags and data dir every time).
     pub fn spawn(&mut self, id: u64) -> std::io::Result<()> {
         assert!(self.nodes[id as usize - 1].child.is_none(), "node {id} is already running");
+        assert!(!self.nodes[id as usize - 1].retired, "node {id} was decommissioned");
         let flags = self.node_flags(id);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path(id))?;
         let binary = self.binary.clone();

@@ -131,6 +131,9 @@ impl RunConfig {
                 return Err("--client kafka runs --workload log with --acks all, without --tls or --secure".into());
             }
         }
+        if self.client == Client::Kafka && self.nemesis.iter().any(|kind| kind == "membership") {
+            return Err("--nemesis membership does not run with --client kafka (nodes it adds have no Kafka listener)".into());
+        }
         if !self.binary.is_file() {
             return Err(format!(
                 "server binary {} not found; build it with `cargo build -p odradek-server --bin odradek` or pass --binary",
@@ -255,7 +258,11 @@ pub async fn run(config: &RunConfig) -> Result<(History, RunNotes), String> {
         recorder.clone(),
         cluster.clone(),
         proxies.clone(),
-        (config.nemesis.clone(), (config.workload == Workload::Subscribe).then(|| target.clone())),
+        (
+            config.nemesis.clone(),
+            (config.workload == Workload::Subscribe).then(|| target.clone()),
+            (target.clone(), config.replication_factor as usize),
+        ),
         (config.fault_quiet, config.fault_window),
         SmallRng::seed_from_u64(rng.gen()),
         nemesis_stopping,

@@ -28,6 +28,18 @@
 //!   (R8 d, the server's `data_dir` module). One at a time: no wipe while a wiped node is still
 //!   joining (its data directory still holds `odradek.joining`), since a second would be two
 //!   failures in a group of three; such a round injects nothing and says so.
+//!
+//! * `membership` (F-M1, issue 15): while producing, one change of the cluster's membership per
+//!   window, with the operator's calls: a new node starts with `--join` (the next id, ports of
+//!   its own, no link proxies) and registers; one partition of the test topic is reassigned onto
+//!   it (`topic reassign`: learner first, promoted once caught up, the replaced replica leaves
+//!   last); then another node is decommissioned (`node decommission`: its replicas move away
+//!   first) and, once the controller removed it, stopped for good. The node decommissioned is
+//!   one added by an earlier round when there is one, else a bootstrap member (never the one
+//!   new nodes join through; the cluster keeps at least `replication_factor` nodes). A step that
+//!   does not complete within [`MEMBERSHIP_STEP_TIMEOUT`] ends the round (the run goes on; the
+//!   checker judges the history either way). Not with `--client kafka` (added nodes have no
+//!   Kafka listener). The other kinds act on the bootstrap members still in the cluster.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -59,8 +71,13 @@ pub const NEMESIS_KINDS: &[&str] = &[
     "kill-coordinator",
     "pause-coordinator",
     "wipe",
+    "membership",
     "none",
 ];
+
+/// Bound on each step of a `membership` round (a node joining, a move completing, a node
+/// drained and removed).
+pub const MEMBERSHIP_STEP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What one injected fault did, to undo it.
 enum Injected {
@@ -118,17 +135,17 @@ fn partition_cut(kind: &str, ids: &[u64], rng: &mut SmallRng) -> (&'static str, 
 
 /// Runs faults until `stop`: `quiet`, then one fault for `window`, healed, repeated. Heals
 /// whatever is injected before returning. `groups_target` (subscribe runs) is where the
-/// coordinator faults look up the groups' coordinators.
+/// coordinator faults look up the groups' coordinators; `target` and `replication_factor` are
+/// what `membership` rounds administer and the fewest nodes they leave.
 pub async fn run(
     recorder: Arc<Recorder>,
     cluster: Arc<Mutex<ProcessCluster>>,
     proxies: Arc<Proxies>,
-    (kinds, groups_target): (Vec<String>, Option<WorkloadTarget>),
+    (kinds, groups_target, (target, replication_factor)): (Vec<String>, Option<WorkloadTarget>, (WorkloadTarget, usize)),
     (quiet, window): (Duration, Duration),
     mut rng: SmallRng,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), String> {
-    let ids = cluster.lock().expect("cluster lock").ids();
     if kinds.is_empty() {
         return Ok(());
     }
@@ -144,6 +161,8 @@ pub async fn run(
             round = kinds.clone();
             round.shuffle(&mut rng);
         }
+        // Decommissioned nodes leave the set the faults act on.
+        let ids = cluster.lock().expect("cluster lock").bootstrap_ids();
         let mut kind = round.pop().expect("refilled above");
         if kind == "partition" {
             kind =
@@ -156,6 +175,10 @@ pub async fn run(
             }
             "pause-kill" | "part-kill" => {
                 choreography(&kind, &recorder, &ids, &cluster, &proxies, window, &mut rng, &mut stop).await?;
+                continue;
+            }
+            "membership" => {
+                membership_round(&recorder, &cluster, &target, replication_factor, &mut rng).await?;
                 continue;
             }
             _ => {}
@@ -276,6 +299,146 @@ async fn choreography(
     }
     recorder.history().fault_stop(fault).expect("nemesis ops always fit");
     Ok(())
+}
+
+/// One `membership` round (see the module docs): add a node, move a partition onto it,
+/// decommission another. `Err` only when a process cannot be started.
+async fn membership_round(
+    recorder: &Recorder,
+    cluster: &Mutex<ProcessCluster>,
+    target: &WorkloadTarget,
+    replication_factor: usize,
+    rng: &mut SmallRng,
+) -> Result<(), String> {
+    let config = super::workload::cluster_config(target, "jepsen-nemesis-membership".into());
+    let admin = match odradek_client::ClusterSession::new(&target.bootstrap(), config) {
+        Ok(session) => odradek_client::Admin::with_cluster(session),
+        Err(error) => return Err(format!("membership: an admin session: {error}")),
+    };
+    // Decide the whole round first, so its start op names what it does.
+    let (joined, retiring, join_through, partition) = {
+        let mut cluster = cluster.lock().expect("cluster lock");
+        let bootstrap = cluster.bootstrap_ids();
+        let through = *bootstrap.choose(rng).expect("bootstrap members remain");
+        let address = cluster.client_addresses()[through as usize - 1].clone();
+        let joined = cluster.add_joining(address).map_err(|e| format!("membership: ports for a new node: {e}"))?;
+        // Earlier joiners first, oldest first; else a bootstrap member other than `through`.
+        let added: Vec<u64> = cluster.active_ids().into_iter().filter(|id| !bootstrap.contains(id) && *id != joined).collect();
+        let retiring = match added.first() {
+            Some(&oldest) => Some(oldest),
+            None => bootstrap.iter().copied().filter(|&id| id != through).collect::<Vec<_>>().choose(rng).copied(),
+        };
+        // The cluster never shrinks below the replication factor.
+        let retiring = retiring.filter(|_| cluster.active_ids().len() > replication_factor);
+        (joined, retiring, through, rng.gen_range(0..target.keys))
+    };
+    let details = BTreeMap::from([
+        ("add".to_string(), format!("node {joined}, joining through node {join_through}")),
+        ("reassign".to_string(), format!("{}/{partition} onto node {joined}", target.topic)),
+        (
+            "decommission".to_string(),
+            retiring.map_or_else(|| "none (the cluster is at its replication factor)".to_string(), |id| format!("node {id}")),
+        ),
+    ]);
+    let fault = Fault { fault: "F-M1 membership".to_string(), details };
+    recorder.history().fault_start(fault.clone()).expect("nemesis ops always fit");
+    let outcome = membership_steps(&admin, cluster, target, (joined, retiring, partition)).await;
+    match &outcome {
+        Ok(done) => eprintln!("odradek-jepsen: membership round: {done}"),
+        Err(MembershipError::Step(step)) => eprintln!("odradek-jepsen: membership round stopped: {step}"),
+        Err(MembershipError::Process(_)) => {}
+    }
+    recorder.history().fault_stop(fault).expect("nemesis ops always fit");
+    match outcome {
+        Err(MembershipError::Process(error)) => Err(error),
+        _ => Ok(()),
+    }
+}
+
+/// Why a membership round stopped early: a step that did not complete in time (the run goes
+/// on), or a process that could not be started (the run fails).
+enum MembershipError {
+    Step(String),
+    Process(String),
+}
+
+/// Polls `check` every 200 ms until it holds, for at most [`MEMBERSHIP_STEP_TIMEOUT`].
+async fn step_until<F, Fut>(what: &str, mut check: F) -> Result<(), MembershipError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + MEMBERSHIP_STEP_TIMEOUT;
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(MembershipError::Step(format!("{what}: not within {MEMBERSHIP_STEP_TIMEOUT:?}")))
+}
+
+/// The steps of a membership round, in order; a summary of what was done.
+async fn membership_steps(
+    admin: &odradek_client::Admin,
+    cluster: &Mutex<ProcessCluster>,
+    target: &WorkloadTarget,
+    (joined, retiring, partition): (u64, Option<u64>, u32),
+) -> Result<String, MembershipError> {
+    // 1. The new node starts, joins and registers.
+    let listen = {
+        let mut cluster = cluster.lock().expect("cluster lock");
+        cluster.spawn(joined).map_err(|e| MembershipError::Process(format!("starting joining node {joined}: {e}")))?;
+        cluster.listen_target(joined)
+    };
+    wait_listening(listen).await.map_err(MembershipError::Process)?;
+    step_until(&format!("node {joined} registers"), || async {
+        admin.describe_cluster().await.is_ok_and(|described| described.brokers.iter().any(|broker| broker.node_id == joined))
+    })
+    .await?;
+    // 2. One partition moves onto it: its last replica is replaced (the preferred leader stays).
+    let topic = admin.describe_topic(&target.topic).await.map_err(|e| MembershipError::Step(format!("describing the topic: {e}")))?;
+    let Some(current) = topic.partitions.get(partition as usize).map(|p| p.replicas.clone()) else {
+        return Err(MembershipError::Step(format!("the topic has no partition {partition}")));
+    };
+    let mut replicas = current.clone();
+    if let Some(last) = replicas.last_mut() {
+        *last = joined;
+    }
+    admin
+        .reassign_partition(&target.topic, partition, &replicas)
+        .await
+        .map_err(|e| MembershipError::Step(format!("reassigning {partition} from {current:?} to {replicas:?}: {e}")))?;
+    step_until(&format!("partition {partition} moves to {replicas:?}"), || async {
+        let moved = admin.describe_topic(&target.topic).await.is_ok_and(|topic| {
+            topic.partitions.get(partition as usize).is_some_and(|p| {
+                let mut have = p.replicas.clone();
+                let mut want = replicas.clone();
+                have.sort_unstable();
+                want.sort_unstable();
+                have == want
+            })
+        });
+        moved && admin.describe_cluster().await.is_ok_and(|described| described.reassignments.is_empty())
+    })
+    .await?;
+    // 3. Another node is drained and removed, then stopped for good.
+    let Some(retiring) = retiring else {
+        return Ok(format!("node {joined} joined; {}/{partition} moved {current:?} -> {replicas:?}; nothing decommissioned", target.topic));
+    };
+    admin.decommission_node(retiring).await.map_err(|e| MembershipError::Step(format!("decommissioning node {retiring}: {e}")))?;
+    step_until(&format!("node {retiring} is drained and removed"), || async {
+        admin
+            .describe_cluster()
+            .await
+            .is_ok_and(|described| described.draining.is_empty() && described.brokers.iter().all(|broker| broker.node_id != retiring))
+    })
+    .await?;
+    cluster.lock().expect("cluster lock").retire(retiring);
+    Ok(format!(
+        "node {joined} joined; {}/{partition} moved {current:?} -> {replicas:?}; node {retiring} decommissioned and stopped",
+        target.topic
+    ))
 }
 
 fn inject(

@@ -26,7 +26,20 @@ pub const END_PORT: u16 = 20_000;
 /// Ports per block: a 7-node cluster with its peer-link proxies fits.
 pub const BLOCK_PORTS_MAX: usize = 80;
 
-const BLOCK_COUNT: usize = (END_PORT - FIRST_PORT) as usize / BLOCK_PORTS_MAX;
+/// Names another range `A..B` of ports for the blocks (default `FIRST_PORT..END_PORT`): for a
+/// machine where other users of this scheme must stay apart by range, not only by lock.
+pub const PORT_RANGE_ENV: &str = "ODRADEK_TEST_PORTS";
+
+/// The range blocks come from: [`PORT_RANGE_ENV`] when it parses as `A..B` with room for one
+/// block, else the default.
+pub fn port_range() -> (u16, u16) {
+    let parsed = std::env::var(PORT_RANGE_ENV).ok().and_then(|text| {
+        let (first, end) = text.split_once("..")?;
+        let (first, end) = (first.trim().parse::<u16>().ok()?, end.trim().parse::<u16>().ok()?);
+        (first >= 1024 && end > first && usize::from(end - first) >= BLOCK_PORTS_MAX).then_some((first, end))
+    });
+    parsed.unwrap_or((FIRST_PORT, END_PORT))
+}
 
 /// `count` consecutive free loopback ports, reserved until dropped.
 #[derive(Debug)]
@@ -52,10 +65,12 @@ pub fn reserve(count: usize) -> io::Result<PortBlock> {
     }
     let dir = lock_dir();
     std::fs::create_dir_all(&dir)?;
-    let first_block = std::process::id() as usize % BLOCK_COUNT;
-    for step in 0..BLOCK_COUNT {
-        let block = (first_block + step) % BLOCK_COUNT;
-        let base = FIRST_PORT + (block * BLOCK_PORTS_MAX) as u16;
+    let (first_port, end_port) = port_range();
+    let block_count = usize::from(end_port - first_port) / BLOCK_PORTS_MAX;
+    let first_block = std::process::id() as usize % block_count;
+    for step in 0..block_count {
+        let block = (first_block + step) % block_count;
+        let base = first_port + (block * BLOCK_PORTS_MAX) as u16;
         let lock = File::options().create(true).truncate(false).write(true).open(dir.join(format!("block-{base}.lock")))?;
         match lock.try_lock() {
             Ok(()) => {}
@@ -70,7 +85,7 @@ pub fn reserve(count: usize) -> io::Result<PortBlock> {
     }
     Err(io::Error::new(
         io::ErrorKind::AddrInUse,
-        format!("no free block of {count} ports in {FIRST_PORT}..{END_PORT} (locks in {})", dir.display()),
+        format!("no free block of {count} ports in {first_port}..{end_port} (locks in {})", dir.display()),
     ))
 }
 
@@ -89,7 +104,8 @@ mod tests {
         assert_eq!(first.ports().len(), 10);
         assert_eq!(second.ports().len(), BLOCK_PORTS_MAX);
         assert!(first.ports().iter().all(|port| !second.ports().contains(port)));
-        assert!(first.ports().iter().chain(second.ports()).all(|&port| (FIRST_PORT..END_PORT).contains(&port)));
+        let (first_port, end_port) = port_range();
+        assert!(first.ports().iter().chain(second.ports()).all(|&port| (first_port..end_port).contains(&port)));
         drop(first);
         let third = reserve(10).unwrap();
         assert!(third.ports().iter().all(|port| !second.ports().contains(port)));

@@ -114,6 +114,8 @@ pub struct Planted {
     pub accept_stale_commit: bool,
     /// A new coordinator answers before it applied its log, and reads skip the barrier (C1).
     pub answer_before_replay: bool,
+    /// NOT_COORDINATOR hints name the preferred replica, even this node itself.
+    pub names_preferred: bool,
     /// The consumer protocol hands out partitions their old owner still holds (ownership).
     pub give_owned_partitions: bool,
 }
@@ -218,6 +220,16 @@ struct Located {
     term: u64,
 }
 
+/// What FindCoordinator learned on this node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CoordinatorSearch {
+    /// This node hosts the group's partition and knows its leader.
+    Leader { node: NodeId, partition: u32 },
+    /// This node does not host the partition (not a replica, or its replica could not be
+    /// opened: quarantined, still being created) or knows no leader: the hosting replicas know.
+    Elsewhere { raft_group: GroupId, partition: u32, replicas: Vec<NodeId> },
+}
+
 /// What a described group holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DescribedGroup {
@@ -249,42 +261,49 @@ impl GroupService {
         (self.clock)()
     }
 
-    /// The offsets-topic partition of `group`: (raft group, partition, preferred replica), or
-    /// `None` while the topic does not exist.
-    pub fn placement(&self, group: &str) -> Option<(GroupId, u32, NodeId)> {
+    /// The offsets-topic partition of `group`: (raft group, partition, its replicas, preferred
+    /// first), or `None` while the topic does not exist.
+    pub fn placement(&self, group: &str) -> Option<(GroupId, u32, Vec<NodeId>)> {
         let applied = self.state.lock();
         let topic = applied.meta.topic(OFFSETS_TOPIC)?;
         let partition = partition_for(group, topic.partitions.len() as u32);
         let assignment = topic.partitions.get(partition as usize)?;
-        Some((assignment.group, partition, assignment.replicas.first().copied().unwrap_or(0)))
+        Some((assignment.group, partition, assignment.replicas.clone()))
     }
 
-    /// FindCoordinator: the leader of the group's partition as far as this node knows (the
-    /// preferred replica when it does not host it), or `None` while the offsets topic does not
-    /// exist yet (the caller creates it).
-    pub async fn find_coordinator(&self, group: &str) -> Result<Option<(NodeId, u32)>, Refusal> {
+    /// FindCoordinator: where `group` is coordinated as far as this node knows, or `None` while
+    /// the offsets topic does not exist yet (the caller creates it). The leader is known only
+    /// where this node hosts the group's partition; elsewhere the caller asks the hosting
+    /// replicas ([`CoordinatorSearch::Elsewhere`]).
+    pub async fn find_coordinator(&self, group: &str) -> Result<Option<CoordinatorSearch>, Refusal> {
         validate_group_id(group)?;
-        let Some((raft_group, partition, preferred)) = self.placement(group) else { return Ok(None) };
-        let leader = match self.node.status(raft_group).await {
-            Ok(Some((status, _))) if status.leader != 0 => status.leader,
-            _ => preferred,
+        let Some((raft_group, partition, replicas)) = self.placement(group) else { return Ok(None) };
+        let search = match self.node.status(raft_group).await {
+            Ok(Some((status, _))) if status.leader != 0 => CoordinatorSearch::Leader { node: status.leader, partition },
+            _ => CoordinatorSearch::Elsewhere { raft_group, partition, replicas },
         };
-        Ok(Some((leader, partition)))
+        Ok(Some(search))
     }
 
     /// Checks that this node is the group's ready coordinator.
     async fn locate(&self, group: &str) -> Result<Located, Refusal> {
         validate_group_id(group)?;
         let me = self.state.node_id;
-        let Some((raft_group, _, preferred)) = self.placement(group) else {
+        let Some((raft_group, _, replicas)) = self.placement(group) else {
             return Err(Refusal::new(ErrorCode::COORDINATOR_NOT_AVAILABLE, "the offsets topic does not exist yet; find the coordinator"));
+        };
+        // Never this node itself: it does not lead the partition (see `replica_to_try`).
+        let elsewhere = if self.planted.names_preferred {
+            replicas.first().copied().unwrap_or(0) // planted: possibly this node
+        } else {
+            crate::request::replica_to_try(&replicas, me)
         };
         let status = match self.node.status(raft_group).await {
             Ok(Some((status, _))) => status,
-            _ => return Err(Refusal::not_coordinator(me, preferred, group)),
+            _ => return Err(Refusal::not_coordinator(me, elsewhere, group)),
         };
         if status.role != StateRole::Leader {
-            let hint = if status.leader != 0 { status.leader } else { preferred };
+            let hint = if status.leader != 0 { status.leader } else { elsewhere };
             return Err(Refusal::not_coordinator(me, hint, group));
         }
         let mut applied = self.state.lock();

@@ -8,6 +8,8 @@
 //! same), through the controller like any topic, and answers `COORDINATOR_NOT_AVAILABLE`
 //! (retriable) until its partitions have leaders.
 
+use std::collections::BTreeMap;
+
 use odradek_client::wire::error_response;
 use odradek_client::wire::proto::{self as wire, ErrorCode, Request_oneof_body as Body, Response};
 
@@ -16,7 +18,7 @@ use crate::context::NodeContext;
 use crate::group::classic::{JoinRequest, SyncRequest};
 use crate::group::consumer::HeartbeatRequest;
 use crate::group::record::{encode_partitions, OffsetCommit};
-use crate::group::service::Refusal;
+use crate::group::service::{CoordinatorSearch, Refusal};
 use crate::group::table::{GroupKind, Protocol};
 use crate::group::{Partitions, OFFSETS_TOPIC};
 
@@ -79,7 +81,26 @@ pub async fn handle(context: &NodeContext, id: u64, body: Body) -> Response {
 
 async fn find_coordinator(context: &NodeContext, id: u64, body: wire::FindCoordinatorRequest) -> Response {
     match context.groups.find_coordinator(&body.group).await {
-        Ok(Some((node_id, partition))) => {
+        Ok(Some(search)) => {
+            let (node_id, partition) = match search {
+                CoordinatorSearch::Leader { node, partition } => (node, partition),
+                CoordinatorSearch::Elsewhere { partition, replicas, .. } if context.planted.coordinator_names_preferred => {
+                    (replicas.first().copied().unwrap_or(0), partition) // planted: possibly this node
+                }
+                CoordinatorSearch::Elsewhere { raft_group, partition, replicas } => {
+                    // Kafka answers from its metadata cache's partition leader; here the hosting
+                    // replicas report it (`leaders`). Without an answer, a replica other than this
+                    // node: one that cannot host the partition must not name itself.
+                    let asked = BTreeMap::from([(raft_group, replicas.clone())]);
+                    let learned = context.leaders.leaders(context, &asked).await;
+                    let me = context.state.node_id;
+                    let node = learned
+                        .get(&raft_group)
+                        .filter(|&&(leader, _)| leader != me)
+                        .map_or_else(|| super::replica_to_try(&replicas, me), |&(leader, _)| leader);
+                    (node, partition)
+                }
+            };
             let Some(client_address) = context.client_address(node_id) else {
                 return error_response(id, ErrorCode::COORDINATOR_NOT_AVAILABLE, format!("coordinator {node_id} is not a known node"));
             };

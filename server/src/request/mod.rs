@@ -233,7 +233,9 @@ fn partition_bounds(context: &NodeContext, group: GroupId) -> Option<PartitionBo
 /// replica, unless that is this node — an assigned replica that cannot host the group (its files
 /// are corrupt, it is still being created) would otherwise send clients back to itself forever
 /// (found by the simulator, swarm seed 993: a partition unavailable for a minute after F-S3).
-fn replica_to_try(replicas: &[NodeId], me: NodeId) -> NodeId {
+/// The group coordinator hints the same way (groups seed 175 with `--membership`: a node whose
+/// offsets-partition replica was quarantined named itself the coordinator for a minute).
+pub(crate) fn replica_to_try(replicas: &[NodeId], me: NodeId) -> NodeId {
     match replicas {
         [first, rest @ ..] if *first == me => rest.first().copied().unwrap_or(me),
         _ => replicas[0],
