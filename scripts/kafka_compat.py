@@ -2,10 +2,13 @@
 
 Run by scripts/kafka-compat.sh (which installs the clients and starts the cluster):
     python3 scripts/kafka_compat.py BOOTSTRAP [--quick]
+    python3 scripts/kafka_compat.py BOOTSTRAP --security SSL|SASL_SSL --ca CA.pem [--user U]
+(the SASL_SSL password from KAFKA_COMPAT_PASSWORD)
 Prints one line per check, `RESULT|client|version|feature|detail`, RESULT being PASS or FAIL,
 then `N passed, N failed`. Exits non-zero when any check failed.
 """
 
+import os
 import sys
 import time
 import uuid
@@ -640,12 +643,106 @@ def kafka_python_checks(bootstrap, quick):
 
 
 
+def secure_checks(bootstrap, protocol, ca, user, password):
+    """Kafka's SSL or SASL_SSL security protocol against a cluster whose Kafka listeners speak
+    TLS (the nodes' client TLS): metadata, topic creation, produce acks=all and consume back,
+    a consumer group committing and a new member resuming, all over TLS (and SCRAM for
+    SASL_SSL); and a client that speaks plaintext to the TLS port gets no answer."""
+    import confluent_kafka
+    from confluent_kafka import Consumer, KafkaException, Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    version = f"confluent-kafka {confluent_kafka.__version__} / librdkafka {confluent_kafka.libversion()[0]}"
+    client = "confluent-kafka"
+    settings = {"bootstrap.servers": bootstrap, "security.protocol": protocol, "ssl.ca.location": ca}
+    if protocol == "SASL_SSL":
+        settings.update({"sasl.mechanisms": "SCRAM-SHA-512", "sasl.username": user, "sasl.password": password})
+    admin = AdminClient(settings)
+
+    @check(client, version, f"{protocol}: metadata (brokers)")
+    def metadata():
+        cluster = admin.list_topics(timeout=20)
+        if len(cluster.brokers) != 3:
+            raise RuntimeError(f"{len(cluster.brokers)} brokers")
+        return f"{len(cluster.brokers)} brokers"
+
+    @check(client, version, f"{protocol}: create topic, produce acks=all, consume back")
+    def produce_consume():
+        name = fresh("tls")
+        admin.create_topics([NewTopic(name, num_partitions=1, replication_factor=3)], operation_timeout=30)[name].result(timeout=30)
+        producer = Producer({**settings, "acks": "all"})
+        values = [f"s{i}".encode() for i in range(100)]
+        errors = []
+        for value in values:
+            producer.produce(name, value=value, partition=0, on_delivery=lambda e, m: errors.append(e) if e else None)
+        remaining = producer.flush(30)
+        if remaining or errors:
+            raise RuntimeError(f"{remaining} undelivered, errors {errors[:3]}")
+        got = consume_group(name, fresh("tls-g"), len(values))
+        if got != values:
+            raise RuntimeError(f"consumed {len(got)} of {len(values)}; first {got[:3]}")
+        return f"{len(values)} records"
+
+    def consume_group(name, group, count, commit_at=None):
+        consumer = Consumer({**settings, "group.id": group, "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+        consumer.subscribe([name])
+        values = []
+        deadline = time.time() + 30
+        while len(values) < count and time.time() < deadline:
+            message = consumer.poll(0.5)
+            if message is None:
+                continue
+            if message.error():
+                raise RuntimeError(str(message.error()))
+            values.append(message.value())
+            if commit_at is not None and len(values) == commit_at:
+                consumer.commit(message=message, asynchronous=False)
+                break
+        consumer.close()
+        return values
+
+    @check(client, version, f"{protocol}: group commit, then a new consumer resumes from the committed offset")
+    def group_resume():
+        name = fresh("tls-r")
+        admin.create_topics([NewTopic(name, num_partitions=1, replication_factor=3)], operation_timeout=30)[name].result(timeout=30)
+        producer = Producer({**settings, "acks": "all"})
+        for i in range(60):
+            producer.produce(name, value=f"r{i}".encode(), partition=0)
+        if producer.flush(30):
+            raise RuntimeError("undelivered")
+        group = fresh("tls-rg")
+        first = consume_group(name, group, 60, commit_at=40)
+        resumed = consume_group(name, group, 20)
+        if len(first) != 40 or resumed[:1] != [b"r40"]:
+            raise RuntimeError(f"first run {len(first)}, resumed at {resumed[:1]}")
+        return "resumed at 40"
+
+    @check(client, version, f"{protocol}: a plaintext client on the TLS port gets no answer")
+    def plaintext_refused():
+        plain = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+        try:
+            plain.list_topics(timeout=5)
+        except KafkaException as error:
+            return f"refused ({error.args[0].name()})"
+        raise RuntimeError("a plaintext client was answered on the TLS listener")
+
+    metadata()
+    produce_consume()
+    group_resume()
+    plaintext_refused()
+
+
 def main():
     bootstrap = sys.argv[1]
     quick = "--quick" in sys.argv
-    confluent_checks(bootstrap, quick)
-    if not quick:
-        kafka_python_checks(bootstrap, quick)
+    if "--security" in sys.argv:
+        option = lambda name: sys.argv[sys.argv.index(name) + 1] if name in sys.argv else None
+        password = os.environ.get("KAFKA_COMPAT_PASSWORD")
+        secure_checks(bootstrap, option("--security"), option("--ca"), option("--user"), password)
+    else:
+        confluent_checks(bootstrap, quick)
+        if not quick:
+            kafka_python_checks(bootstrap, quick)
     passed = sum(1 for r in RESULTS if r[0] == "PASS")
     failed = len(RESULTS) - passed
     print(f"{passed} passed, {failed} failed")

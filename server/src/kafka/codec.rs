@@ -46,8 +46,11 @@ const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::DeleteRecords, 0, 2),
-    // SASL (see `sasl`): SCRAM only; SaslHandshake v0 (raw frames) is gone in Kafka 4 too.
-    (ApiKey::SaslHandshake, 1, 1),
+    // SASL (see `sasl`): SCRAM only. SaslHandshake v0 is advertised as Kafka 4 does (kcat 1.7.1's
+    // librdkafka 2.0.2 enables SCRAM only when it is) and
+    // answered as v1; the raw SASL frames a pre-SaslAuthenticate client then sends do not decode
+    // as requests and close the connection.
+    (ApiKey::SaslHandshake, 0, 1),
     (ApiKey::SaslAuthenticate, 0, 2),
 ];
 
