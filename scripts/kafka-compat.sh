@@ -5,8 +5,9 @@
 #   - confluent-kafka and kafka-python (pip, into a venv under target/kafka-venv).
 #
 #   scripts/kafka-compat.sh           # everything
-#   scripts/kafka-compat.sh --quick   # the CI subset: kcat + confluent-kafka, acks=all only, and a
-#                                     # classic and a KIP-848 group sharing partitions
+#   scripts/kafka-compat.sh --quick   # the CI subset: kcat + confluent-kafka, acks=all only, a
+#                                     # classic and a KIP-848 group sharing partitions, OffsetDelete
+#                                     # (kafka-python's admin), and the SSL and SASL_SSL clusters
 #
 # Prints one line per check (`PASS|client|version|feature|detail` or FAIL), a closing
 # `N passed, N failed`, and writes the table to target/kafka-compat/results.md. Exits non-zero

@@ -259,6 +259,49 @@ def confluent_checks(bootstrap, quick):
 
     delete_records()
 
+    # confluent-kafka's AdminClient has no OffsetDelete (librdkafka's DeleteConsumerGroupOffsets
+    # is not bound in Python): kafka-python's admin sends it, against a confluent-kafka member.
+    import kafka
+
+    @check("kafka-python", f"kafka-python {kafka.__version__}", "OffsetDelete (delete_group_offsets) beside a confluent-kafka member")
+    def offset_delete():
+        from kafka import KafkaAdminClient
+        from kafka import TopicPartition as KafkaTopicPartition
+
+        subscribed, other = fresh("cf-od-sub"), fresh("cf-od-other")
+        create(subscribed)
+        create(other)
+        produce(subscribed, [b"s0", b"s1", b"s2"])
+        group = fresh("cf-od")
+        # A commit with no member (the group is empty): offset 5 of the other topic.
+        simple = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+        simple.commit(offsets=[TopicPartition(other, 0, 5)], asynchronous=False)
+        simple.close()
+        # A member subscribed to one topic commits it.
+        member = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+        member.subscribe([subscribed])
+        deadline = time.time() + 30
+        message = None
+        while message is None and time.time() < deadline:
+            message = member.poll(0.5)
+        if message is None or message.error():
+            raise RuntimeError(f"the member read nothing: {message and message.error()}")
+        member.commit(message=message, asynchronous=False)
+        deleter = KafkaAdminClient(bootstrap_servers=bootstrap.split(","))
+        answer = deleter.delete_group_offsets(group, [KafkaTopicPartition(subscribed, 0), KafkaTopicPartition(other, 0)])
+        deleter.close()
+        errors = {tp.topic: error.__name__ for tp, error in answer.items()}
+        expected = {subscribed: "GroupSubscribedToTopicError", other: "NoError"}
+        committed = {tp.topic: tp.offset for tp in member.committed([TopicPartition(subscribed, 0), TopicPartition(other, 0)], timeout=10)}
+        member.close()
+        if errors != expected:
+            raise RuntimeError(f"per-partition errors {errors}")
+        if committed[other] >= 0 or committed[subscribed] != 1:
+            raise RuntimeError(f"committed after the delete {committed}")
+        return "unsubscribed topic's offset removed, subscribed topic's kept (GROUP_SUBSCRIBED_TO_TOPIC)"
+
+    offset_delete()
+
     confluent_group_checks(bootstrap, quick, admin, create, client, version)
 
 

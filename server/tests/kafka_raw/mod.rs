@@ -140,6 +140,7 @@ pub fn api_key(request: &RequestKind) -> ApiKey {
         RequestKind::SaslHandshake(_) => ApiKey::SaslHandshake,
         RequestKind::SaslAuthenticate(_) => ApiKey::SaslAuthenticate,
         RequestKind::ListOffsets(_) => ApiKey::ListOffsets,
+        RequestKind::OffsetDelete(_) => ApiKey::OffsetDelete,
         other => panic!("not used by the tests: {other:?}"),
     }
 }
