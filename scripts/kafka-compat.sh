@@ -46,7 +46,9 @@ fi
 source "$ROOT/scripts/kafka-cluster.sh"
 DATA=$(mktemp -d "${TMPDIR:-/tmp}/odradek-kafka-compat.XXXXXX")
 trap 'kafka_cluster_stop; rm -rf "$DATA"' EXIT
-kafka_cluster_start "$BIN" "$DATA" "$PORT"
+# Auto-created topics get 2 partitions (Kafka's num.partitions): the auto-creation check reads it
+# back with DescribeConfigs.
+kafka_cluster_start "$BIN" "$DATA" "$PORT" --default-partitions 2
 
 RESULTS=$OUT/results.txt
 : >"$RESULTS"

@@ -235,7 +235,15 @@ def confluent_checks(bootstrap, quick):
         if got != [b"a0", b"a1", b"a2"]:
             raise RuntimeError(f"read {got}")
         partitions = len(admin.list_topics(topic=name, timeout=10).topics[name].partitions)
-        return f"created with {partitions} partition(s) (the node's default)"
+        # The broker's num.partitions (DescribeConfigs) is what auto-creation used.
+        from confluent_kafka.admin import ConfigResource
+
+        broker = ConfigResource(ConfigResource.Type.BROKER, "1")
+        configs = admin.describe_configs([broker])[broker].result(timeout=30)
+        default = int(configs["num.partitions"].value)
+        if partitions != default:
+            raise RuntimeError(f"created with {partitions} partitions, num.partitions is {default}")
+        return f"created with {partitions} partitions, the broker's num.partitions"
 
     auto_create()
 
@@ -301,6 +309,42 @@ def confluent_checks(bootstrap, quick):
         return "unsubscribed topic's offset removed, subscribed topic's kept (GROUP_SUBSCRIBED_TO_TOPIC)"
 
     offset_delete()
+
+    @check(client, version, "group (classic): regex subscription (librdkafka matches all-topic Metadata)")
+    def regex_subscription():
+        prefix = fresh("cf-rx")
+        matching, other = [f"{prefix}-a", f"{prefix}-b"], fresh("cf-norx")
+        for name in matching + [other]:
+            create(name)
+        produce(matching[0], [b"a0", b"a1"])
+        produce(matching[1], [b"b0"])
+        produce(other, [b"x0"])
+        consumer = Consumer({
+            "bootstrap.servers": bootstrap, "group.id": fresh("cf-rxg"), "auto.offset.reset": "earliest",
+            "enable.auto.commit": False, "group.protocol": "classic",
+        })
+        consumer.subscribe([f"^{prefix}-.*"])
+        got = set()
+        deadline = time.time() + 30
+        while time.time() < deadline and len(got) < 3:
+            message = consumer.poll(0.5)
+            if message is None:
+                continue
+            if message.error():
+                raise RuntimeError(str(message.error()))
+            got.add((message.topic(), message.value()))
+        # A little longer: the topic that does not match must stay unread.
+        for _ in range(4):
+            message = consumer.poll(0.5)
+            if message is not None and not message.error():
+                got.add((message.topic(), message.value()))
+        consumer.close()
+        expected = {(matching[0], b"a0"), (matching[0], b"a1"), (matching[1], b"b0")}
+        if got != expected:
+            raise RuntimeError(f"read {sorted(got)}")
+        return "both matching topics read, the other not"
+
+    regex_subscription()
 
     confluent_group_checks(bootstrap, quick, admin, create, client, version)
 
