@@ -569,3 +569,54 @@ fn kafka_clients_log_in_with_scram_over_tls() {
     produce_and_read_back(&mut alice, "sealed", "sasl-ssl");
     runtime.block_on(server.shutdown()).unwrap();
 }
+
+/// Kills the node process when the test ends, passed or not.
+struct Node(std::process::Child);
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `odradek server --default-partitions 3` (Kafka's `num.partitions`): a topic a Kafka client
+/// names is auto-created with 3 partitions, and DescribeConfigs reports `num.partitions` 3.
+#[test]
+fn the_default_partitions_flag_is_what_auto_creation_uses_and_describe_configs_reports() {
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    let dir = tempfile::tempdir().unwrap();
+    let ports: Vec<u16> = (0..3).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()).collect();
+    let kafka = format!("127.0.0.1:{}", ports[2]);
+    let member = format!("1=127.0.0.1:{}/127.0.0.1:{}/{kafka}", ports[0], ports[1]);
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_odradek"))
+        .args(["server", "--id", "1", "--tick-ms", "20", "--default-partitions", "3", "--kafka-listen", &kafka, "--node", &member])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start odradek server");
+    let _node = Node(child);
+    let mut raw = None;
+    eventually("the Kafka listener accepting", || {
+        raw = std::net::TcpStream::connect(&kafka).is_ok().then(|| KafkaRaw::connect(&kafka));
+        raw.is_some()
+    });
+    let mut raw = raw.expect("connected");
+    eventually("the auto-created topic with its leaders", || {
+        let topic = metadata_of(&mut raw, "defaulted", true);
+        topic.error_code == 0 && topic.partitions.iter().all(|p| p.error_code == 0)
+    });
+    assert_eq!(metadata_of(&mut raw, "defaulted", false).partitions.len(), 3);
+    let broker = DescribeConfigsResource::default()
+        .with_resource_type(4)
+        .with_resource_name(StrBytes::from_static_str("1"))
+        .with_configuration_keys(None);
+    let request = DescribeConfigsRequest::default().with_resources(vec![broker]);
+    let ResponseKind::DescribeConfigs(described) = raw.call(4, RequestKind::DescribeConfigs(request)) else { panic!() };
+    let result = &described.results[0];
+    assert_eq!(result.error_code, 0, "{described:?}");
+    let setting = result.configs.iter().find(|c| c.name.as_str() == "num.partitions").expect("num.partitions reported");
+    assert_eq!(setting.value.as_ref().map(|v| v.as_str()), Some("3"));
+}
