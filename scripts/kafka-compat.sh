@@ -5,14 +5,18 @@
 #   - confluent-kafka and kafka-python (pip, into a venv under target/kafka-venv).
 #
 #   scripts/kafka-compat.sh           # everything
-#   scripts/kafka-compat.sh --quick   # the CI subset: kcat + confluent-kafka, acks=all only, and a
-#                                     # classic and a KIP-848 group sharing partitions
+#   scripts/kafka-compat.sh --quick   # the CI subset: kcat + confluent-kafka, acks=all only, a
+#                                     # classic and a KIP-848 group sharing partitions, OffsetDelete
+#                                     # (kafka-python's admin), and the SSL and SASL_SSL clusters
 #
 # Prints one line per check (`PASS|client|version|feature|detail` or FAIL), a closing
 # `N passed, N failed`, and writes the table to target/kafka-compat/results.md. Exits non-zero
 # when a check failed. ODRADEK_BIN overrides the binary (default: target/debug/odradek, built
 # if missing); KAFKA_COMPAT_PORT the first port (default 27000, below the kernel's ephemeral range so no
-# outgoing connection's source port can take one; uses +0..2, +100..102, +200..202).
+# outgoing connection's source port can take one; uses +0..2, +100..102, +200..202, and +10 and
+# +20 on each of those for the SSL and SASL_SSL clusters).
+# After the plaintext cluster, an SSL and a SASL_SSL cluster (both also in --quick): kcat and
+# confluent-kafka over TLS with certificates made by `odradek tls init` at run time.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -42,11 +46,14 @@ fi
 source "$ROOT/scripts/kafka-cluster.sh"
 DATA=$(mktemp -d "${TMPDIR:-/tmp}/odradek-kafka-compat.XXXXXX")
 trap 'kafka_cluster_stop; rm -rf "$DATA"' EXIT
-kafka_cluster_start "$BIN" "$DATA" "$PORT"
+# Auto-created topics get 2 partitions (Kafka's num.partitions): the auto-creation check reads it
+# back with DescribeConfigs.
+kafka_cluster_start "$BIN" "$DATA" "$PORT" --default-partitions 2
 
 RESULTS=$OUT/results.txt
 : >"$RESULTS"
 KCAT_VERSION=$(kcat -V 2>&1 | sed -n 's/^Version \([^ ]*\) .*librdkafka \([^ ]*\) .*/kcat \1 \/ librdkafka \2/p')
+KCAT_LIBRDKAFKA=${KCAT_VERSION##* }
 record() { # RESULT FEATURE DETAIL
     echo "$1|kcat|$KCAT_VERSION|$2|$3" | tee -a "$RESULTS"
 }
@@ -105,6 +112,70 @@ else
 fi
 
 "$VENV/bin/python" "$ROOT/scripts/kafka_compat.py" "$B" $QUICK | tee -a "$RESULTS" || true
+
+# Kafka's SSL and SASL_SSL security protocols: fresh clusters whose nodes have client TLS
+# (certificates from `odradek tls init`, made now), the second with SASL/SCRAM too; kcat and
+# confluent-kafka over TLS, and a plaintext client on the TLS port refused.
+kafka_cluster_stop
+CERTS=$DATA/certs
+"$BIN" tls init "$CERTS" --nodes 1,2,3 >/dev/null
+printf 'node:node-secret\nalice:alice-secret\n' >"$DATA/users"
+chmod 600 "$DATA/users"
+SCRAM_FLAGS=(--auth scram --users-file "$DATA/users" --inter-node-user node --super-user User:node)
+for protocol in SSL SASL_SSL; do
+    KCAT_SECURITY=(-X security.protocol="$protocol" -X ssl.ca.location="$CERTS/ca.pem")
+    KAFKA_CLUSTER_CLIENT_FLAGS=(--tls-ca "$CERTS/ca.pem")
+    server_flags=(--tls-dir "$CERTS")
+    if [[ $protocol == SASL_SSL ]]; then
+        KCAT_SECURITY+=(-X sasl.mechanisms=SCRAM-SHA-256 -X sasl.username=alice -X sasl.password=alice-secret)
+        KAFKA_CLUSTER_CLIENT_FLAGS+=(--user alice)
+        export ODRADEK_PASSWORD=alice-secret KAFKA_COMPAT_PASSWORD=alice-secret
+        server_flags+=("${SCRAM_FLAGS[@]}")
+        port=$((PORT + 20))
+    else
+        port=$((PORT + 10))
+    fi
+    kafka_cluster_start "$BIN" "$DATA/$protocol" "$port" "${server_flags[@]}"
+    B=$KAFKA_BOOTSTRAP
+    if [[ $protocol == SASL_SSL ]] && ! printf '2.6.1\n%s\n' "$KCAT_LIBRDKAFKA" | sort -V -C; then
+        # librdkafka before 2.6.1 puts its client nonce twice in the SCRAM client-final message
+        # (librdkafka#4895); Kafka 4, and Odradek, check the nonce as RFC 5802 says and refuse it.
+        if timeout 30 kcat -L -b "$B" "${KCAT_SECURITY[@]}" -m 5 >/dev/null 2>"$DATA/kcat-s.err"; then
+            record FAIL "$protocol: SCRAM from librdkafka < 2.6.1 refused (its nonce bug, librdkafka#4895)" "answered"
+        elif grep -q "authentication failed" "$DATA/kcat-s.err"; then
+            record PASS "$protocol: SCRAM from librdkafka < 2.6.1 refused (its nonce bug, librdkafka#4895)" "TLS and SaslHandshake passed; the client-final nonce refused, as by Kafka 4"
+        else
+            record FAIL "$protocol: SCRAM from librdkafka < 2.6.1 refused (its nonce bug, librdkafka#4895)" "$(grep -m1 -o 'ERROR.*' "$DATA/kcat-s.err" | head -c 200)"
+        fi
+    else
+        if out=$(timeout 30 kcat -L -b "$B" "${KCAT_SECURITY[@]}" 2>&1) && grep -q "3 brokers" <<<"$out"; then
+            record PASS "$protocol: metadata (kcat -L)" "3 brokers"
+        else
+            record FAIL "$protocol: metadata (kcat -L)" "$(head -c 200 <<<"$out")"
+        fi
+        "$BIN" topic create --bootstrap "$NATIVE_BOOTSTRAP" "${KAFKA_CLUSTER_CLIENT_FLAGS[@]}" -p 1 kcat-secure >/dev/null
+        seq 1 100 | sed "s/^/$protocol-/" >"$DATA/expected-$protocol"
+        if timeout 30 kcat -P -b "$B" "${KCAT_SECURITY[@]}" -t kcat-secure -p 0 -X acks=-1 <"$DATA/expected-$protocol" 2>"$DATA/kcat-s.err"; then
+            got=$(timeout 30 kcat -C -b "$B" "${KCAT_SECURITY[@]}" -t kcat-secure -p 0 -o beginning -e -q 2>"$DATA/kcat-s.err" || true)
+            if [[ "$got" == "$(cat "$DATA/expected-$protocol")" ]]; then
+                record PASS "$protocol: produce acks=-1, consume back" "$(wc -l <<<"$got") records"
+            else
+                record FAIL "$protocol: produce acks=-1, consume back" "$(wc -l <<<"$got") records; $(head -c 200 "$DATA/kcat-s.err")"
+            fi
+        else
+            record FAIL "$protocol: produce acks=-1, consume back" "$(head -c 200 "$DATA/kcat-s.err")"
+        fi
+        if timeout 30 kcat -L -b "$B" -m 5 >/dev/null 2>&1; then
+            record FAIL "$protocol: plaintext kcat on the TLS port refused" "answered"
+        else
+            record PASS "$protocol: plaintext kcat on the TLS port refused" "no metadata"
+        fi
+    fi
+    user_flag=()
+    [[ $protocol == SASL_SSL ]] && user_flag=(--user alice)
+    "$VENV/bin/python" "$ROOT/scripts/kafka_compat.py" "$B" --security "$protocol" --ca "$CERTS/ca.pem" "${user_flag[@]}" | tee -a "$RESULTS" || true
+    kafka_cluster_stop
+done
 
 {
     echo "| client | version | feature | result | detail |"

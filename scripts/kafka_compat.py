@@ -2,10 +2,13 @@
 
 Run by scripts/kafka-compat.sh (which installs the clients and starts the cluster):
     python3 scripts/kafka_compat.py BOOTSTRAP [--quick]
+    python3 scripts/kafka_compat.py BOOTSTRAP --security SSL|SASL_SSL --ca CA.pem [--user U]
+(the SASL_SSL password from KAFKA_COMPAT_PASSWORD)
 Prints one line per check, `RESULT|client|version|feature|detail`, RESULT being PASS or FAIL,
 then `N passed, N failed`. Exits non-zero when any check failed.
 """
 
+import os
 import sys
 import time
 import uuid
@@ -232,7 +235,15 @@ def confluent_checks(bootstrap, quick):
         if got != [b"a0", b"a1", b"a2"]:
             raise RuntimeError(f"read {got}")
         partitions = len(admin.list_topics(topic=name, timeout=10).topics[name].partitions)
-        return f"created with {partitions} partition(s) (the node's default)"
+        # The broker's num.partitions (DescribeConfigs) is what auto-creation used.
+        from confluent_kafka.admin import ConfigResource
+
+        broker = ConfigResource(ConfigResource.Type.BROKER, "1")
+        configs = admin.describe_configs([broker])[broker].result(timeout=30)
+        default = int(configs["num.partitions"].value)
+        if partitions != default:
+            raise RuntimeError(f"created with {partitions} partitions, num.partitions is {default}")
+        return f"created with {partitions} partitions, the broker's num.partitions"
 
     auto_create()
 
@@ -255,6 +266,85 @@ def confluent_checks(bootstrap, quick):
         return "low watermark 6, earliest 6, reads d6..d9"
 
     delete_records()
+
+    # confluent-kafka's AdminClient has no OffsetDelete (librdkafka's DeleteConsumerGroupOffsets
+    # is not bound in Python): kafka-python's admin sends it, against a confluent-kafka member.
+    import kafka
+
+    @check("kafka-python", f"kafka-python {kafka.__version__}", "OffsetDelete (delete_group_offsets) beside a confluent-kafka member")
+    def offset_delete():
+        from kafka import KafkaAdminClient
+        from kafka import TopicPartition as KafkaTopicPartition
+
+        subscribed, other = fresh("cf-od-sub"), fresh("cf-od-other")
+        create(subscribed)
+        create(other)
+        produce(subscribed, [b"s0", b"s1", b"s2"])
+        group = fresh("cf-od")
+        # A commit with no member (the group is empty): offset 5 of the other topic.
+        simple = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+        simple.commit(offsets=[TopicPartition(other, 0, 5)], asynchronous=False)
+        simple.close()
+        # A member subscribed to one topic commits it.
+        member = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+        member.subscribe([subscribed])
+        deadline = time.time() + 30
+        message = None
+        while message is None and time.time() < deadline:
+            message = member.poll(0.5)
+        if message is None or message.error():
+            raise RuntimeError(f"the member read nothing: {message and message.error()}")
+        member.commit(message=message, asynchronous=False)
+        deleter = KafkaAdminClient(bootstrap_servers=bootstrap.split(","))
+        answer = deleter.delete_group_offsets(group, [KafkaTopicPartition(subscribed, 0), KafkaTopicPartition(other, 0)])
+        deleter.close()
+        errors = {tp.topic: error.__name__ for tp, error in answer.items()}
+        expected = {subscribed: "GroupSubscribedToTopicError", other: "NoError"}
+        committed = {tp.topic: tp.offset for tp in member.committed([TopicPartition(subscribed, 0), TopicPartition(other, 0)], timeout=10)}
+        member.close()
+        if errors != expected:
+            raise RuntimeError(f"per-partition errors {errors}")
+        if committed[other] >= 0 or committed[subscribed] != 1:
+            raise RuntimeError(f"committed after the delete {committed}")
+        return "unsubscribed topic's offset removed, subscribed topic's kept (GROUP_SUBSCRIBED_TO_TOPIC)"
+
+    offset_delete()
+
+    @check(client, version, "group (classic): regex subscription (librdkafka matches all-topic Metadata)")
+    def regex_subscription():
+        prefix = fresh("cf-rx")
+        matching, other = [f"{prefix}-a", f"{prefix}-b"], fresh("cf-norx")
+        for name in matching + [other]:
+            create(name)
+        produce(matching[0], [b"a0", b"a1"])
+        produce(matching[1], [b"b0"])
+        produce(other, [b"x0"])
+        consumer = Consumer({
+            "bootstrap.servers": bootstrap, "group.id": fresh("cf-rxg"), "auto.offset.reset": "earliest",
+            "enable.auto.commit": False, "group.protocol": "classic",
+        })
+        consumer.subscribe([f"^{prefix}-.*"])
+        got = set()
+        deadline = time.time() + 30
+        while time.time() < deadline and len(got) < 3:
+            message = consumer.poll(0.5)
+            if message is None:
+                continue
+            if message.error():
+                raise RuntimeError(str(message.error()))
+            got.add((message.topic(), message.value()))
+        # A little longer: the topic that does not match must stay unread.
+        for _ in range(4):
+            message = consumer.poll(0.5)
+            if message is not None and not message.error():
+                got.add((message.topic(), message.value()))
+        consumer.close()
+        expected = {(matching[0], b"a0"), (matching[0], b"a1"), (matching[1], b"b0")}
+        if got != expected:
+            raise RuntimeError(f"read {sorted(got)}")
+        return "both matching topics read, the other not"
+
+    regex_subscription()
 
     confluent_group_checks(bootstrap, quick, admin, create, client, version)
 
@@ -640,12 +730,106 @@ def kafka_python_checks(bootstrap, quick):
 
 
 
+def secure_checks(bootstrap, protocol, ca, user, password):
+    """Kafka's SSL or SASL_SSL security protocol against a cluster whose Kafka listeners speak
+    TLS (the nodes' client TLS): metadata, topic creation, produce acks=all and consume back,
+    a consumer group committing and a new member resuming, all over TLS (and SCRAM for
+    SASL_SSL); and a client that speaks plaintext to the TLS port gets no answer."""
+    import confluent_kafka
+    from confluent_kafka import Consumer, KafkaException, Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    version = f"confluent-kafka {confluent_kafka.__version__} / librdkafka {confluent_kafka.libversion()[0]}"
+    client = "confluent-kafka"
+    settings = {"bootstrap.servers": bootstrap, "security.protocol": protocol, "ssl.ca.location": ca}
+    if protocol == "SASL_SSL":
+        settings.update({"sasl.mechanisms": "SCRAM-SHA-512", "sasl.username": user, "sasl.password": password})
+    admin = AdminClient(settings)
+
+    @check(client, version, f"{protocol}: metadata (brokers)")
+    def metadata():
+        cluster = admin.list_topics(timeout=20)
+        if len(cluster.brokers) != 3:
+            raise RuntimeError(f"{len(cluster.brokers)} brokers")
+        return f"{len(cluster.brokers)} brokers"
+
+    @check(client, version, f"{protocol}: create topic, produce acks=all, consume back")
+    def produce_consume():
+        name = fresh("tls")
+        admin.create_topics([NewTopic(name, num_partitions=1, replication_factor=3)], operation_timeout=30)[name].result(timeout=30)
+        producer = Producer({**settings, "acks": "all"})
+        values = [f"s{i}".encode() for i in range(100)]
+        errors = []
+        for value in values:
+            producer.produce(name, value=value, partition=0, on_delivery=lambda e, m: errors.append(e) if e else None)
+        remaining = producer.flush(30)
+        if remaining or errors:
+            raise RuntimeError(f"{remaining} undelivered, errors {errors[:3]}")
+        got = consume_group(name, fresh("tls-g"), len(values))
+        if got != values:
+            raise RuntimeError(f"consumed {len(got)} of {len(values)}; first {got[:3]}")
+        return f"{len(values)} records"
+
+    def consume_group(name, group, count, commit_at=None):
+        consumer = Consumer({**settings, "group.id": group, "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+        consumer.subscribe([name])
+        values = []
+        deadline = time.time() + 30
+        while len(values) < count and time.time() < deadline:
+            message = consumer.poll(0.5)
+            if message is None:
+                continue
+            if message.error():
+                raise RuntimeError(str(message.error()))
+            values.append(message.value())
+            if commit_at is not None and len(values) == commit_at:
+                consumer.commit(message=message, asynchronous=False)
+                break
+        consumer.close()
+        return values
+
+    @check(client, version, f"{protocol}: group commit, then a new consumer resumes from the committed offset")
+    def group_resume():
+        name = fresh("tls-r")
+        admin.create_topics([NewTopic(name, num_partitions=1, replication_factor=3)], operation_timeout=30)[name].result(timeout=30)
+        producer = Producer({**settings, "acks": "all"})
+        for i in range(60):
+            producer.produce(name, value=f"r{i}".encode(), partition=0)
+        if producer.flush(30):
+            raise RuntimeError("undelivered")
+        group = fresh("tls-rg")
+        first = consume_group(name, group, 60, commit_at=40)
+        resumed = consume_group(name, group, 20)
+        if len(first) != 40 or resumed[:1] != [b"r40"]:
+            raise RuntimeError(f"first run {len(first)}, resumed at {resumed[:1]}")
+        return "resumed at 40"
+
+    @check(client, version, f"{protocol}: a plaintext client on the TLS port gets no answer")
+    def plaintext_refused():
+        plain = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+        try:
+            plain.list_topics(timeout=5)
+        except KafkaException as error:
+            return f"refused ({error.args[0].name()})"
+        raise RuntimeError("a plaintext client was answered on the TLS listener")
+
+    metadata()
+    produce_consume()
+    group_resume()
+    plaintext_refused()
+
+
 def main():
     bootstrap = sys.argv[1]
     quick = "--quick" in sys.argv
-    confluent_checks(bootstrap, quick)
-    if not quick:
-        kafka_python_checks(bootstrap, quick)
+    if "--security" in sys.argv:
+        option = lambda name: sys.argv[sys.argv.index(name) + 1] if name in sys.argv else None
+        password = os.environ.get("KAFKA_COMPAT_PASSWORD")
+        secure_checks(bootstrap, option("--security"), option("--ca"), option("--user"), password)
+    else:
+        confluent_checks(bootstrap, quick)
+        if not quick:
+            kafka_python_checks(bootstrap, quick)
     passed = sum(1 for r in RESULTS if r[0] == "PASS")
     failed = len(RESULTS) - passed
     print(f"{passed} passed, {failed} failed")

@@ -37,7 +37,8 @@ if [ ! -x "$SRC/tests/test-runner" ]; then
     # Fetch the crate with cargo into a scratch project's registry cache, copy librdkafka out.
     scratch="$OUT/fetch"
     mkdir -p "$scratch/src"
-    printf '[package]\nname = "fetch-librdkafka"\nversion = "0.0.0"\nedition = "2021"\n[dependencies]\nrdkafka-sys = { version = "=%s", default-features = false }\n' \
+    # Its own [workspace]: under the repository's store/ it is not a member of ours.
+    printf '[package]\nname = "fetch-librdkafka"\nversion = "0.0.0"\nedition = "2021"\n[workspace]\n[dependencies]\nrdkafka-sys = { version = "=%s", default-features = false }\n' \
         "$RDKAFKA_SYS" >"$scratch/Cargo.toml"
     echo 'fn main() {}' >"$scratch/src/main.rs"
     (cd "$scratch" && cargo fetch -q) || { echo "librdkafka-tests: cargo fetch of rdkafka-sys $RDKAFKA_SYS failed" >&2; exit 2; }
@@ -53,7 +54,9 @@ fi
 source "$ROOT/scripts/kafka-cluster.sh"
 DATA="$OUT/cluster"
 rm -rf "$DATA" && mkdir -p "$DATA"
-kafka_cluster_start "$BIN" "$DATA" "$PORT" || exit 2
+# Topics the tests let the broker auto-create get 4 partitions, as on librdkafka's own test
+# brokers (`num.partitions=4`): 0012, 0015 and 0056 produce to partitions 1.. of such topics.
+kafka_cluster_start "$BIN" "$DATA" "$PORT" --default-partitions 4 || exit 2
 trap kafka_cluster_stop EXIT
 # test.conf: the brokers; topics are auto-created by the tests with CreateTopics or Metadata.
 printf 'bootstrap.servers=%s\n' "$KAFKA_BOOTSTRAP" >"$SRC/tests/test.conf"

@@ -289,6 +289,27 @@ fn short_real_kafka_client_run_under_kill_pause_partition_passes() {
     assert!(log_dump.iter().all(|r| r.producer.is_none()), "a record did not come through the Kafka client:\n{log}");
 }
 
+/// `--client kafka --tls`: the same Kafka client over TLS (Kafka's SSL security protocol, the
+/// nodes' certificates from `odradek tls init`) under kill (F-P1) and client-connection drops
+/// (F-N9, the proxies forwarding TLS bytes): nothing found (L1–L13), every record through the
+/// Kafka listener.
+#[test]
+fn short_real_kafka_client_run_over_tls_passes() {
+    let binary = server_binary();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("kafka-tls");
+    let args = ["run", "--client", "kafka", "--tls", "--nodes", "3", "--time-limit", "16", "--rate", "40", "--nemesis"];
+    let more = ["kill,conn-drop", "--fault-quiet", "2", "--fault-window", "3", "--recovery", "4", "--seed", "5"];
+    let output = harness(&[&args[..], &more[..], &["--binary", binary.to_str().unwrap(), "--out", out.to_str().unwrap()]].concat());
+    let log = text(&output);
+    assert_eq!(output.status.code(), Some(0), "the run must pass with no anomaly:\n{log}");
+    let verdict = saved_verdict(&out);
+    assert!(verdict.valid && verdict.anomalies.is_empty() && verdict.stats.final_drain, "{log}");
+    assert!(verdict.stats.sends_ok >= 100 && verdict.stats.polls_ok >= 50, "too little load to mean anything:\n{log}");
+    let log_dump = report::read_log_dump(&out).unwrap().expect("the run writes the drain's log dump");
+    assert!(log_dump.iter().all(|r| r.producer.is_none()), "a record did not come through the Kafka client:\n{log}");
+}
+
 /// Teeth of the Kafka client path: `--planted-bug ack-before-commit` seen through the Kafka
 /// listener (its Produce acks=all answered once the leader's own log has the batch) loses
 /// acknowledged writes when the leader is cut off; the checker must flag L6 or L7.

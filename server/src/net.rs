@@ -82,8 +82,9 @@ pub async fn serve(listener: TcpListener, tls: Option<ListenerTls>, context: Arc
         tokio::spawn(async move {
             let deadline = context.config.handshake_timeout();
             match tokio::time::timeout(deadline, accept_tls(stream, &tls)).await {
-                Ok(Some((stream, principal))) => serve_connection(stream, principal, context, shutdown, budget).await,
-                Ok(None) => {}
+                Ok(TlsAccepted::Tls(stream, principal)) => serve_connection(stream, principal, context, shutdown, budget).await,
+                Ok(TlsAccepted::Plaintext(stream)) => refuse_plaintext(stream).await,
+                Ok(TlsAccepted::Failed) => {}
                 Err(_) => tracing::debug!(%peer, ?deadline, "closing a client connection: no TLS handshake in time"),
             }
             drop((slot, connection));
@@ -132,35 +133,51 @@ async fn refuse(mut stream: TcpStream, refusal: Refusal) {
     .await;
 }
 
-/// The TLS side of a new connection, and its principal; None when it is not TLS (a plaintext
-/// client is told so, in plaintext) or the handshake fails.
-async fn accept_tls(mut stream: TcpStream, tls: &ListenerTls) -> Option<(impl Stream, Option<String>)> {
+/// What a new connection on a TLS listener turned out to be.
+pub(crate) enum TlsAccepted<S> {
+    /// A TLS client: the stream after the handshake, and its TLS principal (the client
+    /// certificate's first DNS name, when one was presented).
+    Tls(S, Option<String>),
+    /// A plaintext client (its first byte is not a TLS handshake record, and was consumed): each
+    /// listener tells it in its own protocol, or just closes.
+    Plaintext(TcpStream),
+    /// The peer closed before a byte, or the handshake failed (logged).
+    Failed,
+}
+
+/// The TLS side of a new connection (shared by the client and the Kafka listeners).
+pub(crate) async fn accept_tls(mut stream: TcpStream, tls: &ListenerTls) -> TlsAccepted<impl Stream> {
     let mut first = [0u8; 1];
     match stream.read(&mut first).await {
         Ok(1) => {}
-        _ => return None,
+        _ => return TlsAccepted::Failed,
     }
     if first[0] != TLS_HANDSHAKE_RECORD {
-        let message = "this listener speaks TLS only: connect with TLS (odradek --tls-ca CA.pem)";
-        tracing::debug!("closing a plaintext client connection on a TLS listener");
-        let response = error_response(0, ErrorCode::HELLO_REQUIRED, message);
-        let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, async {
-            write_frame(&mut stream, &response).await?;
-            stream.shutdown().await
-        })
-        .await;
-        return None;
+        return TlsAccepted::Plaintext(stream);
     }
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
     let stream = match acceptor.accept(Rewound::new(first.to_vec(), stream)).await {
         Ok(stream) => stream,
         Err(error) => {
             tracing::info!(%error, "client TLS handshake failed");
-            return None;
+            return TlsAccepted::Failed;
         }
     };
     let principal = stream.get_ref().1.peer_certificates().and_then(|chain| chain.first()).and_then(|certificate| principal(certificate));
-    Some((stream, principal))
+    TlsAccepted::Tls(stream, principal)
+}
+
+/// Tells a plaintext client on the TLS client listener, in plaintext, to connect with TLS, and
+/// closes.
+async fn refuse_plaintext(mut stream: TcpStream) {
+    let message = "this listener speaks TLS only: connect with TLS (odradek --tls-ca CA.pem)";
+    tracing::debug!("closing a plaintext client connection on a TLS listener");
+    let response = error_response(0, ErrorCode::HELLO_REQUIRED, message);
+    let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, async {
+        write_frame(&mut stream, &response).await?;
+        stream.shutdown().await
+    })
+    .await;
 }
 
 /// Longest a refused connection may take to accept its one-frame answer.

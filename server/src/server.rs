@@ -264,7 +264,7 @@ impl Server {
         });
         let kafka_task = kafka_listener.zip(kafka_addr).map(|(listener, bound)| {
             let brokers = crate::kafka::KafkaBrokers::new(&config, bound);
-            tokio::spawn(crate::kafka::serve(listener, context.clone(), brokers, shutdown_rx.clone()))
+            tokio::spawn(crate::kafka::serve(listener, listener_tls.clone(), context.clone(), brokers, shutdown_rx.clone()))
         });
         let (join_context, shutdown_rx_join) = (listener.is_some().then(|| context.clone()), shutdown_rx.clone());
         let mut tasks = match listener {

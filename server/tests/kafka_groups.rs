@@ -500,3 +500,86 @@ fn commit_in(raw: &mut KafkaRaw, group: &str, member_id: &str, epoch: i32, offse
     let ResponseKind::OffsetCommit(answer) = raw.call(9, RequestKind::OffsetCommit(request)) else { panic!() };
     answer.topics.iter().flat_map(|t| t.partitions.iter().map(|p| p.error_code)).collect()
 }
+
+/// OffsetDelete (API 47) of `partitions` (topic, partition) in GROUP: the top-level code and
+/// each partition's (topic, partition, code) in answer order.
+fn offset_delete(raw: &mut KafkaRaw, group: &str, partitions: &[(&str, i32)]) -> (i16, Vec<(String, i32, i16)>) {
+    use kafka_protocol::messages::offset_delete_request::{OffsetDeleteRequestPartition, OffsetDeleteRequestTopic};
+    let mut topics: Vec<OffsetDeleteRequestTopic> = Vec::new();
+    for (topic, partition) in partitions {
+        let entry = OffsetDeleteRequestPartition::default().with_partition_index(*partition);
+        match topics.iter_mut().find(|t| t.name.0.as_str() == *topic) {
+            Some(existing) => existing.partitions.push(entry),
+            None => topics.push(OffsetDeleteRequestTopic::default().with_name(TopicName(text(topic))).with_partitions(vec![entry])),
+        }
+    }
+    let request = OffsetDeleteRequest::default().with_group_id(GroupId(text(group))).with_topics(topics);
+    let ResponseKind::OffsetDelete(answer) = raw.call(0, RequestKind::OffsetDelete(request)) else { panic!() };
+    let results =
+        answer.topics.iter().flat_map(|t| t.partitions.iter().map(|p| (t.name.0.to_string(), p.partition_index, p.error_code))).collect();
+    (answer.error_code, results)
+}
+
+/// GROUP's committed offset of `topic`/`partition` (-1: none), by OffsetFetch v7.
+fn committed(raw: &mut KafkaRaw, topic: &str, partition: i32) -> i64 {
+    let asked = OffsetFetchRequestTopic::default().with_name(TopicName(text(topic))).with_partition_indexes(vec![partition]);
+    let fetch = OffsetFetchRequest::default().with_group_id(GroupId(text(GROUP))).with_topics(Some(vec![asked]));
+    let ResponseKind::OffsetFetch(fetched) = raw.call(7, RequestKind::OffsetFetch(fetch)) else { panic!() };
+    assert_eq!(fetched.error_code, NONE, "{fetched:?}");
+    fetched.topics[0].partitions[0].committed_offset
+}
+
+/// Kafka's OffsetDelete (API 47) on the coordinator: with a classic consumer member subscribed
+/// to TOPIC, deleting TOPIC's offset is GROUP_SUBSCRIBED_TO_TOPIC (86) and keeps it, another
+/// topic's offset is removed (a later OffsetFetch is -1: C1 reads the removal), an unknown topic
+/// is UNKNOWN_TOPIC_OR_PARTITION and an unknown group GROUP_ID_NOT_FOUND; once the member left,
+/// TOPIC's offsets may go too.
+#[test]
+fn offset_delete_removes_only_offsets_of_topics_the_group_is_not_subscribed_to() {
+    const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (server, kafka) = start(&runtime);
+    let mut a = KafkaRaw::connect(&kafka);
+    prepare(&mut a, &kafka);
+    let other = CreatableTopic::default().with_name(TopicName(text("refunds"))).with_num_partitions(1).with_replication_factor(1);
+    let create = CreateTopicsRequest::default().with_timeout_ms(10_000).with_topics(vec![other]);
+    let ResponseKind::CreateTopics(created) = a.call(5, RequestKind::CreateTopics(create)) else { panic!() };
+    assert_eq!(created.topics[0].error_code, NONE, "{created:?}");
+
+    let required = joined(a.call(5, join("", None)));
+    let first = joined(a.call(5, join(required.member_id.as_str(), None)));
+    assert_eq!(first.error_code, NONE, "{first:?}");
+    let (member, generation) = (first.member_id.to_string(), first.generation_id);
+    assert_eq!(synced(a.call(5, sync(&member, generation, &[(&member, assignment(&[0, 1]))]))).error_code, NONE);
+    assert_eq!(commit(&mut a, &member, generation, 42), vec![NONE, NONE]);
+    let partition = OffsetCommitRequestPartition::default().with_partition_index(0).with_committed_offset(7);
+    let topic = OffsetCommitRequestTopic::default().with_name(TopicName(text("refunds"))).with_partitions(vec![partition]);
+    let request = OffsetCommitRequest::default()
+        .with_group_id(GroupId(text(GROUP)))
+        .with_generation_id_or_member_epoch(generation)
+        .with_member_id(text(&member))
+        .with_topics(vec![topic]);
+    let ResponseKind::OffsetCommit(answer) = a.call(8, RequestKind::OffsetCommit(request)) else { panic!() };
+    assert_eq!(answer.topics[0].partitions[0].error_code, NONE, "{answer:?}");
+    assert_eq!(committed(&mut a, "refunds", 0), 7);
+
+    let (code, results) = offset_delete(&mut a, GROUP, &[(TOPIC, 0), ("refunds", 0), ("ghost-topic", 0)]);
+    assert_eq!(code, NONE);
+    let expected = vec![
+        (TOPIC.to_string(), 0, GROUP_SUBSCRIBED_TO_TOPIC),
+        ("refunds".to_string(), 0, NONE),
+        ("ghost-topic".to_string(), 0, UNKNOWN_TOPIC_OR_PARTITION),
+    ];
+    assert_eq!(results, expected);
+    assert_eq!(committed(&mut a, "refunds", 0), -1, "C1: the removal is what a later fetch reads");
+    assert_eq!(committed(&mut a, TOPIC, 0), 42, "a subscribed topic's offset stays");
+    assert_eq!(offset_delete(&mut a, "no-such-group", &[(TOPIC, 0)]).0, GROUP_ID_NOT_FOUND);
+
+    let leave = LeaveGroupRequest::default().with_group_id(GroupId(text(GROUP))).with_member_id(text(&member));
+    let ResponseKind::LeaveGroup(left) = a.call(1, RequestKind::LeaveGroup(leave)) else { panic!() };
+    assert_eq!(left.error_code, NONE, "{left:?}");
+    let (code, results) = offset_delete(&mut a, GROUP, &[(TOPIC, 0), (TOPIC, 1)]);
+    assert_eq!((code, results.iter().map(|r| r.2).collect::<Vec<_>>()), (NONE, vec![NONE, NONE]), "{results:?}");
+    assert_eq!(committed(&mut a, TOPIC, 1), -1);
+    runtime.block_on(server.shutdown()).unwrap();
+}

@@ -3,12 +3,14 @@
 //! (acks=0 answered never), fetch of whole batches with the base offsets the log assigned and
 //! the high watermark (L12), and bad input (unknown API, unsupported version, oversized and
 //! truncated frames, a frame naming a huge array) closing only its own connection.
-//! Real Kafka clients (kcat, librdkafka, kafka-python) are run by scripts/kafka-compat.sh.
+//! TLS (Kafka's SSL and SASL_SSL) with the node's client TLS configuration, a plaintext client
+//! on the TLS port closed. Real Kafka clients (kcat, librdkafka, kafka-python) are run by
+//! scripts/kafka-compat.sh.
 
 // Real sockets and a real runtime: not a simulation test.
 #![cfg(not(madsim))]
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
@@ -54,7 +56,7 @@ fn start(runtime: &tokio::runtime::Runtime) -> (Server, String) {
 }
 
 /// Creates `topic` (1 partition) and waits until its leader answers a fetch.
-fn create_topic(raw: &mut KafkaRaw, topic: &str) {
+fn create_topic<S: Read + Write>(raw: &mut KafkaRaw<S>, topic: &str) {
     for _ in 0..400 {
         let create = CreateTopicsRequest::default().with_timeout_ms(10_000).with_topics(vec![CreatableTopic::default()
             .with_name(TopicName(StrBytes::from_string(topic.into())))
@@ -375,7 +377,7 @@ fn earliest_or_error(raw: &mut KafkaRaw, topic: &str) -> Option<i64> {
 
 /// One SCRAM-SHA-256 exchange over SaslHandshake v1 and SaslAuthenticate v2: the final
 /// answer's error code (0: logged in).
-fn scram_login(raw: &mut KafkaRaw, user: &str, password: &str) -> i16 {
+fn scram_login<S: Read + Write>(raw: &mut KafkaRaw<S>, user: &str, password: &str) -> i16 {
     use odradek_client::scram::{ClientScram, Mechanism};
     let handshake = SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("SCRAM-SHA-256"));
     let ResponseKind::SaslHandshake(shaken) = raw.call(1, RequestKind::SaslHandshake(handshake)) else { panic!() };
@@ -444,4 +446,177 @@ fn kafka_clients_log_in_with_scram_where_the_node_requires_sasl() {
     assert_eq!(produced.responses[0].partition_responses[0].error_code, 0, "{produced:?}");
     assert_ne!(scram_login(&mut alice, "alice", "alice-pw"), 0, "one exchange per connection");
     runtime.block_on(server.shutdown()).unwrap();
+}
+
+/// `odradek tls init DIR --nodes 1`: the CA, node 1's certificate (127.0.0.1 among its names)
+/// and a client certificate (`client`).
+fn certificates(dir: &std::path::Path) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_odradek"))
+        .args(["tls", "init", dir.to_str().unwrap(), "--nodes", "1"])
+        .output()
+        .expect("run odradek tls init");
+    assert!(output.status.success(), "odradek tls init: {}", String::from_utf8_lossy(&output.stderr));
+}
+
+/// Node 1's client TLS from the files in `dir` (client certificates required with `client_ca`).
+fn tls_settings(dir: &std::path::Path, client_ca: bool) -> odradek_server::config::TlsSettings {
+    odradek_server::config::TlsSettings {
+        cert: Some(dir.join("node-1.pem")),
+        key: Some(dir.join("node-1.key")),
+        client_ca: client_ca.then(|| dir.join("ca.pem")),
+        ..Default::default()
+    }
+}
+
+fn trusting(dir: &std::path::Path) -> odradek_client::tls::ClientTls {
+    odradek_client::tls::ClientTls::new(odradek_client::tls::Pem::File(dir.join("ca.pem")))
+}
+
+/// Produces `value` with acks=all to partition 0 of `topic` and reads it back at its offset.
+fn produce_and_read_back<S: Read + Write>(raw: &mut KafkaRaw<S>, topic: &str, value: &str) {
+    let ResponseKind::Produce(produced) = raw.call(9, produce(topic, -1, value)) else { panic!() };
+    let partition = &produced.responses[0].partition_responses[0];
+    assert_eq!(partition.error_code, 0, "{produced:?}");
+    let ResponseKind::Fetch(fetched) = raw.call(11, fetch(topic, partition.base_offset)) else { panic!() };
+    let records = fetched.responses[0].partitions[0].records.clone().expect("records");
+    let wanted = value.as_bytes();
+    assert!(records.windows(wanted.len()).any(|window| window == wanted), "the fetch returns the batch produced ({value})");
+}
+
+/// Kafka's SSL security protocol: with the node's client TLS configured the Kafka listener
+/// speaks TLS only. A TLS client that trusts the cluster CA negotiates, creates a topic,
+/// produces and reads back (L5 for one record); a plaintext client gets its connection closed
+/// without an answer, and the node keeps serving TLS clients. With `client_ca` a client without
+/// a certificate fails the handshake and one with the CA's client certificate is served.
+#[test]
+fn the_kafka_listener_speaks_tls_where_the_node_does() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    certificates(dir.path());
+    let mut config = kafka_raw::one_node_config();
+    config.tls = tls_settings(dir.path(), false);
+    let server = runtime.block_on(Server::start(config, SimDisk::new(16), system_clock())).expect("start");
+    let kafka = server.kafka_addr().unwrap().to_string();
+
+    let mut secure = KafkaRaw::connect_tls(&kafka, &trusting(dir.path()));
+    let ResponseKind::ApiVersions(versions) = secure.call(3, RequestKind::ApiVersions(ApiVersionsRequest::default())) else { panic!() };
+    assert_eq!(versions.error_code, 0);
+    create_topic(&mut secure, "sealed");
+    produce_and_read_back(&mut secure, "sealed", "over-tls-1");
+
+    // A plaintext Kafka client on the TLS port: closed, nothing answered.
+    let mut plain = KafkaRaw::connect(&kafka);
+    plain.send(3, 1, RequestKind::ApiVersions(ApiVersionsRequest::default()));
+    plain.assert_closed();
+    // The node goes on serving the open TLS connection and new ones.
+    produce_and_read_back(&mut secure, "sealed", "over-tls-2");
+    let mut again = KafkaRaw::connect_tls(&kafka, &trusting(dir.path()));
+    produce_and_read_back(&mut again, "sealed", "over-tls-3");
+    runtime.block_on(server.shutdown()).unwrap();
+
+    // Client certificates required (Kafka's ssl.client.auth=required).
+    let mut config = kafka_raw::one_node_config();
+    config.tls = tls_settings(dir.path(), true);
+    let server = runtime.block_on(Server::start(config, SimDisk::new(17), system_clock())).expect("start");
+    let kafka = server.kafka_addr().unwrap().to_string();
+    let mut anonymous = KafkaRaw::connect_tls(&kafka, &trusting(dir.path()));
+    // The write may fail or not (TLS 1.3 sends before the server checks); the answer never comes.
+    let _ = anonymous.stream.write_all(&KafkaRaw::frame(3, 1, &RequestKind::ApiVersions(ApiVersionsRequest::default())));
+    assert!(anonymous.receive(ApiKey::ApiVersions, 3).is_none(), "a client without a certificate is served");
+    let mut identified = trusting(dir.path());
+    let file = |name: &str| odradek_client::tls::Pem::File(dir.path().join(name));
+    identified.identity = Some((file("client.pem"), file("client.key")));
+    let mut client = KafkaRaw::connect_tls(&kafka, &identified);
+    create_topic(&mut client, "sealed");
+    produce_and_read_back(&mut client, "sealed", "mutual");
+    runtime.block_on(server.shutdown()).unwrap();
+}
+
+/// Kafka's SASL_SSL security protocol: `[auth] sasl` and the node's client TLS together. Over
+/// TLS, nothing but ApiVersions before a SCRAM exchange (Metadata closes the connection), a
+/// wrong password is SASL_AUTHENTICATION_FAILED (58), and a logged-in client produces and reads
+/// back.
+#[test]
+fn kafka_clients_log_in_with_scram_over_tls() {
+    use odradek_server::auth::Secret;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    certificates(dir.path());
+    let mut config = kafka_raw::one_node_config();
+    config.tls = tls_settings(dir.path(), false);
+    config.auth.sasl = true;
+    config.auth.inter_node_user = Some("node".into());
+    config.auth.super_users = ["User:node".to_string()].into();
+    config.auth.users = [("node".to_string(), Secret("node-pw".into())), ("alice".to_string(), Secret("alice-pw".into()))].into();
+    let server = runtime.block_on(Server::start(config, SimDisk::new(18), system_clock())).expect("start");
+    let kafka = server.kafka_addr().unwrap().to_string();
+    let tls = trusting(dir.path());
+
+    let mut anonymous = KafkaRaw::connect_tls(&kafka, &tls);
+    let ResponseKind::ApiVersions(versions) = anonymous.call(3, RequestKind::ApiVersions(ApiVersionsRequest::default())) else { panic!() };
+    assert_eq!(versions.error_code, 0);
+    anonymous.send(12, 9, RequestKind::Metadata(MetadataRequest::default().with_topics(None)));
+    anonymous.assert_closed();
+
+    eventually("the node knowing its users", || scram_login(&mut KafkaRaw::connect_tls(&kafka, &tls), "alice", "alice-pw") == 0);
+    let mut wrong = KafkaRaw::connect_tls(&kafka, &tls);
+    assert_eq!(scram_login(&mut wrong, "alice", "not-it"), 58);
+    wrong.assert_closed();
+
+    let mut alice = KafkaRaw::connect_tls(&kafka, &tls);
+    assert_eq!(scram_login(&mut alice, "alice", "alice-pw"), 0);
+    create_topic(&mut alice, "sealed");
+    produce_and_read_back(&mut alice, "sealed", "sasl-ssl");
+    runtime.block_on(server.shutdown()).unwrap();
+}
+
+/// Kills the node process when the test ends, passed or not.
+struct Node(std::process::Child);
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `odradek server --default-partitions 3` (Kafka's `num.partitions`): a topic a Kafka client
+/// names is auto-created with 3 partitions, and DescribeConfigs reports `num.partitions` 3.
+#[test]
+fn the_default_partitions_flag_is_what_auto_creation_uses_and_describe_configs_reports() {
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    let dir = tempfile::tempdir().unwrap();
+    let ports: Vec<u16> = (0..3).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()).collect();
+    let kafka = format!("127.0.0.1:{}", ports[2]);
+    let member = format!("1=127.0.0.1:{}/127.0.0.1:{}/{kafka}", ports[0], ports[1]);
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_odradek"))
+        .args(["server", "--id", "1", "--tick-ms", "20", "--default-partitions", "3", "--kafka-listen", &kafka, "--node", &member])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start odradek server");
+    let _node = Node(child);
+    let mut raw = None;
+    eventually("the Kafka listener accepting", || {
+        raw = std::net::TcpStream::connect(&kafka).is_ok().then(|| KafkaRaw::connect(&kafka));
+        raw.is_some()
+    });
+    let mut raw = raw.expect("connected");
+    eventually("the auto-created topic with its leaders", || {
+        let topic = metadata_of(&mut raw, "defaulted", true);
+        topic.error_code == 0 && topic.partitions.iter().all(|p| p.error_code == 0)
+    });
+    assert_eq!(metadata_of(&mut raw, "defaulted", false).partitions.len(), 3);
+    let broker = DescribeConfigsResource::default()
+        .with_resource_type(4)
+        .with_resource_name(StrBytes::from_static_str("1"))
+        .with_configuration_keys(None);
+    let request = DescribeConfigsRequest::default().with_resources(vec![broker]);
+    let ResponseKind::DescribeConfigs(described) = raw.call(4, RequestKind::DescribeConfigs(request)) else { panic!() };
+    let result = &described.results[0];
+    assert_eq!(result.error_code, 0, "{described:?}");
+    let setting = result.configs.iter().find(|c| c.name.as_str() == "num.partitions").expect("num.partitions reported");
+    assert_eq!(setting.value.as_ref().map(|v| v.as_str()), Some("3"));
 }

@@ -111,7 +111,12 @@ fn kafka_bootstrap(target: &WorkloadTarget) -> Vec<String> {
 
 /// A new library client (metadata from any node), within [`OP_TIMEOUT_MARGIN`].
 async fn new_client(target: &WorkloadTarget, process: Process) -> Option<Client> {
-    let builder = ClientBuilder::new(kafka_bootstrap(target)).client_id(format!("jepsen-kafka-{process}")).backoff_config(no_retries());
+    let mut builder = ClientBuilder::new(kafka_bootstrap(target)).client_id(format!("jepsen-kafka-{process}")).backoff_config(no_retries());
+    // `--tls`: Kafka's SSL security protocol, trusting the run's CA (the nodes' certificates
+    // name 127.0.0.1, where the listeners and the fault proxies are).
+    if let Some(tls) = &target.tls {
+        builder = builder.tls_config(tls.config().ok()?);
+    }
     tokio::time::timeout(OP_TIMEOUT_MARGIN, builder.build()).await.ok()?.ok()
 }
 

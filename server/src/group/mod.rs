@@ -161,6 +161,8 @@ pub enum GroupError {
     GroupMaxSizeReached(String),
     #[error("group {0:?} still has members")]
     NonEmptyGroup(String),
+    #[error("group {group:?} is subscribed to topic {topic:?}: its offsets stay while it is")]
+    GroupSubscribedToTopic { group: String, topic: String },
     #[error("commit metadata of {bytes} bytes exceeds {COMMIT_METADATA_BYTES_MAX} bytes")]
     OffsetMetadataTooLarge { bytes: usize },
     #[error("{0}")]
@@ -192,6 +194,7 @@ impl GroupError {
             GroupError::InvalidSessionTimeout { .. } => ErrorCode::INVALID_SESSION_TIMEOUT,
             GroupError::GroupMaxSizeReached(_) => ErrorCode::GROUP_MAX_SIZE_REACHED,
             GroupError::NonEmptyGroup(_) => ErrorCode::NON_EMPTY_GROUP,
+            GroupError::GroupSubscribedToTopic { .. } => ErrorCode::GROUP_SUBSCRIBED_TO_TOPIC,
             GroupError::OffsetMetadataTooLarge { .. } => ErrorCode::OFFSET_METADATA_TOO_LARGE,
             GroupError::InvalidCommitOffset(_) => ErrorCode::INVALID_COMMIT_OFFSET,
             GroupError::InvalidRequest(_) => ErrorCode::INVALID_REQUEST,

@@ -24,6 +24,9 @@ pub enum Record {
     Commit(OffsetCommit),
     /// Removes an empty group and its offsets.
     Delete { group: String },
+    /// Removes some of a group's committed offsets (Kafka's OffsetDelete): refused, removing
+    /// nothing, while the group is subscribed to one of their topics.
+    DeleteOffsets { group: String, partitions: Partitions },
     /// The whole table as of the coordinator record at `as_of_index`.
     Snapshot { as_of_index: u64, groups: Vec<Group> },
     /// Changes nothing; written before a read so a deposed coordinator cannot answer it.
@@ -60,7 +63,7 @@ impl Record {
     /// The group a record is about (`None` for a snapshot).
     pub fn group(&self) -> Option<&str> {
         match self {
-            Record::Group { group, .. } | Record::Delete { group } => Some(group),
+            Record::Group { group, .. } | Record::Delete { group } | Record::DeleteOffsets { group, .. } => Some(group),
             Record::Commit(commit) => Some(&commit.group),
             Record::Snapshot { .. } | Record::Barrier => None,
         }
@@ -90,6 +93,12 @@ impl Record {
                 let mut delete = pb::DeleteGroup::new();
                 delete.set_group(group.clone());
                 message.set_delete(delete);
+            }
+            Record::DeleteOffsets { group, partitions } => {
+                let mut delete = pb::DeleteOffsets::new();
+                delete.set_group(group.clone());
+                delete.set_partitions(encode_partitions(partitions));
+                message.set_delete_offsets(delete);
             }
             Record::Snapshot { as_of_index, groups } => {
                 let mut snapshot = pb::Snapshot::new();
@@ -135,6 +144,9 @@ impl Record {
                 admin: commit.get_admin(),
             }),
             Some(Oneof::delete(delete)) => Record::Delete { group: delete.get_group().to_string() },
+            Some(Oneof::delete_offsets(delete)) => {
+                Record::DeleteOffsets { group: delete.get_group().to_string(), partitions: decode_partitions(delete.get_partitions()) }
+            }
             Some(Oneof::snapshot(snapshot)) => {
                 let mut groups = Vec::with_capacity(snapshot.get_groups().len());
                 for entry in snapshot.get_groups() {

@@ -698,6 +698,53 @@ impl GroupService {
         })
     }
 
+    /// OffsetDelete (Kafka API 47): removes `group`'s committed offsets of `partitions` whose
+    /// topics the group is not subscribed to; each partition gets its own code: NONE (removed,
+    /// or nothing was committed), GROUP_SUBSCRIBED_TO_TOPIC (kept) or UNKNOWN_TOPIC_OR_PARTITION.
+    /// Decided under the group's writer lock (membership records are written under it too, so
+    /// the subscriptions read are those the record applies on); the table checks again at the
+    /// record's index. A refusal of the whole request is definite.
+    pub async fn offset_delete(&self, group: &str, partitions: &[TopicPartition]) -> Result<Vec<(TopicPartition, ErrorCode)>, Refusal> {
+        let at = self.locate(group).await?;
+        let writer = self.writer(at, group)?;
+        let _guard = writer.lock().await;
+        let exists: Vec<bool> = {
+            let applied = self.state.lock();
+            partitions
+                .iter()
+                .map(|(topic, index)| applied.meta.topic(topic).is_some_and(|info| (*index as usize) < info.partitions.len()))
+                .collect()
+        };
+        let decided = self.with_partition(at, |partition, _| -> Result<_, GroupError> {
+            partition.table.validate_offset_delete(group, &Partitions::new())?;
+            let subscribed = partition.table.group(group).map(|found| found.subscribed_topics()).unwrap_or_default();
+            let mut deletable = Partitions::new();
+            let mut codes = Vec::with_capacity(partitions.len());
+            for (key, exists) in partitions.iter().zip(&exists) {
+                let code = if !exists {
+                    ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
+                } else if subscribed.contains(&key.0) {
+                    ErrorCode::GROUP_SUBSCRIBED_TO_TOPIC
+                } else {
+                    deletable.insert(key.clone());
+                    ErrorCode::NONE
+                };
+                codes.push((key.clone(), code));
+            }
+            Ok((deletable, codes))
+        })?;
+        let (deletable, codes) = decided?;
+        assert_eq!(codes.len(), partitions.len(), "one code per partition asked");
+        if deletable.is_empty() {
+            return Ok(codes);
+        }
+        match self.write(at, &Record::DeleteOffsets { group: group.to_string(), partitions: deletable }).await? {
+            Outcome::Applied => Ok(codes),
+            Outcome::Refused(error) => Err(error.into()),
+            other => Err(Refusal::new(ErrorCode::INTERNAL, format!("{other:?}"))),
+        }
+    }
+
     // ---- administration ---------------------------------------------------------------------
 
     /// The groups this node coordinates now: (group, protocol type, state, kind).

@@ -18,9 +18,12 @@
 //!   table equals what it was at `as_of_index`, and [`GroupTable::retention_bound`] moves to the
 //!   snapshot's index: replaying the log from any start at or below it rebuilds the same table.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+
+use odradek_client::group::protocol::Subscription;
 
 use super::record::{OffsetCommit, Record};
+use super::service::CONSUMER_PROTOCOL_TYPE;
 use super::{
     GroupError, Partitions, TopicPartition, COMMIT_METADATA_BYTES_MAX, GROUPS_PER_PARTITION_MAX, MEMBERS_PER_GROUP_MAX,
     OFFSETS_PER_GROUP_MAX, OUTCOMES_KEPT, TABLE_BYTES_MAX,
@@ -208,6 +211,27 @@ impl Group {
             + target
             + offsets
     }
+
+    /// The topics the group is subscribed to, as Kafka's OffsetDelete reads them: every
+    /// member's subscribed topics (consumer protocol), the topics of a classic consumer-protocol
+    /// member's Subscription in the group's chosen protocol, and the topic of every partition a
+    /// member owns. Metadata that does not decode as a Subscription adds nothing (Kafka then
+    /// knows no subscription either); owned partitions still count.
+    pub fn subscribed_topics(&self) -> BTreeSet<String> {
+        let membership = &self.membership;
+        let mut topics = BTreeSet::new();
+        for member in membership.members.values() {
+            topics.extend(member.subscribed.iter().cloned());
+            topics.extend(member.owned().map(|(topic, _)| topic.clone()));
+            if membership.kind == Some(GroupKind::Classic) && membership.protocol_type == CONSUMER_PROTOCOL_TYPE {
+                let chosen = member.protocols.iter().find(|protocol| protocol.name == membership.protocol_name);
+                if let Some(subscription) = chosen.and_then(|protocol| Subscription::decode(&protocol.metadata).ok()) {
+                    topics.extend(subscription.topics);
+                }
+            }
+        }
+        topics
+    }
 }
 
 /// What applying one record did.
@@ -389,6 +413,15 @@ impl GroupTable {
                     Outcome::Applied
                 }
             },
+            Record::DeleteOffsets { group, partitions } => match self.validate_offset_delete(&group, &partitions) {
+                Err(error) => Outcome::Refused(error),
+                Ok(()) => self.update_group(&group, |found| {
+                    for partition in &partitions {
+                        found.offsets.remove(partition);
+                    }
+                    Ok(())
+                }),
+            },
             Record::Snapshot { as_of_index, groups } => {
                 if self.record_index_last > as_of_index {
                     return Outcome::Stale;
@@ -446,6 +479,24 @@ impl GroupTable {
         self.bytes = self.bytes - bytes_before + bytes_after;
         self.groups.insert(id.to_string(), group);
         Outcome::Applied
+    }
+
+    /// Whether `group`'s offsets of `partitions` may be removed now (Kafka's OffsetDelete): the
+    /// group exists, is not a classic group of another protocol type with members (whose
+    /// subscriptions are opaque: NON_EMPTY_GROUP, as Kafka), and is subscribed to none of their
+    /// topics. The coordinator checks it before proposing; `apply` checks it again at the
+    /// record's index, which is the authority.
+    pub fn validate_offset_delete(&self, group: &str, partitions: &Partitions) -> Result<(), GroupError> {
+        let Some(found) = self.groups.get(group) else { return Err(GroupError::GroupIdNotFound(group.to_string())) };
+        let membership = &found.membership;
+        if !membership.members.is_empty() && membership.protocol_type != CONSUMER_PROTOCOL_TYPE {
+            return Err(GroupError::NonEmptyGroup(group.to_string()));
+        }
+        let subscribed = found.subscribed_topics();
+        match partitions.iter().find(|(topic, _)| subscribed.contains(topic)) {
+            Some((topic, _)) => Err(GroupError::GroupSubscribedToTopic { group: group.to_string(), topic: topic.clone() }),
+            None => Ok(()),
+        }
     }
 
     /// Whether `commit` may apply to the group as it is now (C5). The coordinator checks it

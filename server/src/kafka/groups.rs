@@ -20,6 +20,7 @@ use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
+use kafka_protocol::messages::offset_delete_response::{OffsetDeleteResponsePartition, OffsetDeleteResponseTopic};
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions, OffsetFetchResponseTopic,
     OffsetFetchResponseTopics,
@@ -28,8 +29,8 @@ use kafka_protocol::messages::{
     consumer_group_describe_response, consumer_group_heartbeat_response, ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse,
     ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, DescribeGroupsRequest, DescribeGroupsResponse, GroupId,
     HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
-    ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, RequestKind, ResponseKind,
-    SyncGroupRequest, SyncGroupResponse, TopicName,
+    ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest,
+    OffsetFetchResponse, RequestKind, ResponseKind, SyncGroupRequest, SyncGroupResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use odradek_client::group::protocol::{self as consumer_protocol, Assignment, Subscription};
@@ -78,6 +79,7 @@ pub fn serves(request: &RequestKind) -> bool {
             | RequestKind::DescribeGroups(_)
             | RequestKind::ConsumerGroupHeartbeat(_)
             | RequestKind::ConsumerGroupDescribe(_)
+            | RequestKind::OffsetDelete(_)
     )
 }
 
@@ -101,6 +103,7 @@ pub async fn handle(
         RequestKind::DescribeGroups(body) => describe_groups(context, principal, id, version, body).await,
         RequestKind::ConsumerGroupHeartbeat(body) => consumer_group_heartbeat(context, principal, id, client_id, body).await,
         RequestKind::ConsumerGroupDescribe(body) => consumer_group_describe(context, principal, id, body).await,
+        RequestKind::OffsetDelete(body) => offset_delete(context, principal, id, body).await,
         other => unreachable!("groups::serves admits only group APIs, not {other:?}"),
     }
 }
@@ -297,6 +300,43 @@ pub async fn offset_commit(context: &NodeContext, principal: &Principal, id: u64
         })
         .collect();
     ResponseKind::OffsetCommit(OffsetCommitResponse::default().with_topics(topics))
+}
+
+/// OffsetDelete (API 47): the group's committed offsets of partitions it is not subscribed to
+/// are removed, the others answered GROUP_SUBSCRIBED_TO_TOPIC (`group::service::offset_delete`).
+/// A refusal of the whole request (GROUP_ID_NOT_FOUND, NON_EMPTY_GROUP, the coordinator family)
+/// is the top-level code, as Kafka answers it, with no partitions.
+pub async fn offset_delete(context: &NodeContext, principal: &Principal, id: u64, body: OffsetDeleteRequest) -> ResponseKind {
+    let mut request = wire::OffsetDeleteRequest::new();
+    request.group = body.group_id.0.to_string();
+    let mut invalid = Vec::new();
+    for topic in &body.topics {
+        let mut partitions = wire::TopicPartitions::new();
+        partitions.topic = topic.name.0.to_string();
+        for partition in &topic.partitions {
+            match u32::try_from(partition.partition_index) {
+                Ok(index) => partitions.partitions.push(index),
+                Err(_) => invalid.push((topic.name.0.to_string(), partition.partition_index)),
+            }
+        }
+        request.partitions.push(partitions);
+    }
+    let answer = ask(context, principal, id, Body::offset_delete(request)).await;
+    if answer.error != ErrorCode::NONE || !answer.has_offset_delete() {
+        let code = if answer.error == ErrorCode::NONE { errors::UNKNOWN_SERVER_ERROR } else { group_code(answer.error) };
+        return ResponseKind::OffsetDelete(OffsetDeleteResponse::default().with_error_code(code));
+    }
+    let mut topics: Vec<OffsetDeleteResponseTopic> = Vec::new();
+    let results = answer.get_offset_delete().partitions.iter().map(|r| (r.topic.clone(), r.partition as i32, group_code(r.error)));
+    let invalid = invalid.into_iter().map(|(topic, index)| (topic, index, errors::UNKNOWN_TOPIC_OR_PARTITION));
+    for (topic, index, code) in results.chain(invalid) {
+        let partition = OffsetDeleteResponsePartition::default().with_partition_index(index).with_error_code(code);
+        match topics.iter_mut().find(|entry| entry.name.0.as_str() == topic) {
+            Some(entry) => entry.partitions.push(partition),
+            None => topics.push(OffsetDeleteResponseTopic::default().with_name(TopicName(text(&topic))).with_partitions(vec![partition])),
+        }
+    }
+    ResponseKind::OffsetDelete(OffsetDeleteResponse::default().with_topics(topics))
 }
 
 /// The partitions an OffsetFetch names per topic; `None`: every committed partition.

@@ -25,6 +25,14 @@
 //!   does; other connections are not affected. ApiVersions at a too-new version is answered
 //!   (error 35, v0 body) so that newer clients can negotiate down.
 //!
+//! TLS (Kafka's SSL and SASL_SSL security protocols): with the node's client TLS configured
+//! (`[tls] cert`/`key`, `client_ca` for client certificates) this listener speaks only TLS, with
+//! the same reloading configuration as the client listener: a node never serves plaintext
+//! beside TLS. A connection whose first byte is not a TLS handshake record is closed (Kafka
+//! has no plaintext words for it either); the handshake counts against `handshake_timeout_ms`.
+//! A verified client certificate makes the connection `User:<its first DNS name>` (Kafka's SSL
+//! principal); otherwise SASL/SCRAM runs inside TLS as it does in plaintext.
+//!
 //! Limits are the native listener's settings (`connections_max`, `connections_per_address_max`,
 //! `connection_requests_max`, `connection_idle_timeout_ms`, `request_bytes_in_flight_max`),
 //! counted separately for this listener.
@@ -45,10 +53,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
+use odradek_client::tls::Stream;
 use odradek_client::wire::FRAME_BYTES_MAX;
 use odradek_consensus::NodeId;
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
@@ -56,8 +65,9 @@ use self::codec::Decoded;
 use crate::auth::Principal;
 use crate::context::NodeContext;
 use crate::net::session::Session;
-use crate::net::{Admission, Admitted, FrameReader, RequestBudget};
+use crate::net::{accept_tls, Admission, Admitted, FrameReader, RequestBudget, TlsAccepted};
 use crate::shutdown::Shutdown;
+use crate::tls::ListenerTls;
 
 /// Where Kafka clients reach each node: the brokers of a Metadata answer.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -76,8 +86,15 @@ impl KafkaBrokers {
     }
 }
 
-/// Accepts Kafka connections until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, context: Arc<NodeContext>, brokers: KafkaBrokers, mut shutdown: Shutdown) {
+/// Accepts Kafka connections until `shutdown` turns true; over TLS when `tls` is set (the
+/// client listener's configuration: Kafka's SSL, or SASL_SSL with `[auth] sasl`).
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<ListenerTls>,
+    context: Arc<NodeContext>,
+    brokers: KafkaBrokers,
+    mut shutdown: Shutdown,
+) {
     let admission = Admission::new(context.config.connections_max, context.config.connections_per_address_max);
     let budget = RequestBudget::new(context.config.request_bytes_in_flight_max);
     let brokers = Arc::new(brokers);
@@ -94,8 +111,26 @@ pub async fn serve(listener: TcpListener, context: Arc<NodeContext>, brokers: Ka
         let _ = stream.set_nodelay(true);
         let connection = context.metrics.connection_opened("kafka");
         let (context, shutdown, budget, brokers) = (context.clone(), shutdown.clone(), budget.clone(), brokers.clone());
+        let Some(tls) = tls.clone() else {
+            tokio::spawn(async move {
+                serve_connection(stream, None, context, brokers, shutdown, budget).await;
+                drop((slot, connection));
+            });
+            continue;
+        };
         tokio::spawn(async move {
-            serve_connection(stream, context, brokers, shutdown, budget).await;
+            let deadline = context.config.handshake_timeout();
+            match tokio::time::timeout(deadline, accept_tls(stream, &tls)).await {
+                Ok(TlsAccepted::Tls(stream, principal)) => serve_connection(stream, principal, context, brokers, shutdown, budget).await,
+                // Kafka's SSL listener has no plaintext words for a plaintext client: the
+                // handshake fails and the connection is closed.
+                Ok(TlsAccepted::Plaintext(stream)) => {
+                    tracing::debug!(%peer, "closing a plaintext connection on the TLS Kafka listener");
+                    drop(stream);
+                }
+                Ok(TlsAccepted::Failed) => {}
+                Err(_) => tracing::debug!(%peer, ?deadline, "closing a Kafka connection: no TLS handshake in time"),
+            }
             drop((slot, connection));
         });
     }
@@ -124,13 +159,27 @@ async fn write_responses<W: tokio::io::AsyncWrite + Unpin>(mut writer: W, mut sl
     let _ = writer.shutdown().await;
 }
 
-async fn serve_connection(
-    stream: TcpStream,
+/// One connection (see the module comment). `principal` is the TLS principal (the client
+/// certificate's first DNS name) when there is one: the session is then `User:<that name>`, as
+/// Kafka's SSL principal, with no SASL exchange.
+async fn serve_connection<S: Stream>(
+    stream: S,
+    principal: Option<String>,
     context: Arc<NodeContext>,
     brokers: Arc<KafkaBrokers>,
     mut shutdown: Shutdown,
     budget: RequestBudget,
 ) {
+    // Who this connection acts as: its certificate's user, else anonymous until a SASL exchange
+    // succeeds (see `sasl`).
+    let mut session = match principal.as_deref().map(Session::from_certificate) {
+        None => Session::default(),
+        Some(Ok(session)) => session,
+        Some(Err(error)) => {
+            tracing::warn!(%error, "refusing a Kafka client certificate whose name is not a principal");
+            return;
+        }
+    };
     let (reader, writer) = tokio::io::split(stream);
     let frame_bytes_max = FRAME_BYTES_MAX.min(budget.bytes_max());
     let mut frames = FrameReader::new(reader, budget);
@@ -140,8 +189,6 @@ async fn serve_connection(
     let in_flight = Arc::new(Semaphore::new(requests_max));
     let idle = context.config.connection_idle_timeout();
     let mut deadline = Instant::now() + idle;
-    // Who this connection acts as: anonymous until a SASL exchange succeeds (see `sasl`).
-    let mut session = Session::default();
     let mut mechanism: Option<String> = None;
     loop {
         let frame = tokio::select! {

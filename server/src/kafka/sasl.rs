@@ -1,8 +1,10 @@
-//! SASL on the Kafka listener (issue 16): SaslHandshake v1 and SaslAuthenticate v0-2 carrying
+//! SASL on the Kafka listener (issue 16): SaslHandshake v0-1 and SaslAuthenticate v0-2 carrying
 //! the native listener's SCRAM-SHA-256/512 exchange ([`crate::net::session::Session`], the same
 //! user store and the same credential checks), so a Kafka client logs in as the same
-//! `User:NAME` the ACLs of `crate::auth` name. SaslHandshake v0 (raw SASL frames without Kafka
-//! headers) is not served: Kafka 4 dropped it too (KIP-896).
+//! `User:NAME` the ACLs of `crate::auth` name. SaslHandshake v0 is advertised (as Kafka does;
+//! librdkafka 2.0.2 enables SCRAM only then) and answered like v1, but the raw SASL frames
+//! without Kafka headers that only pre-SaslAuthenticate clients (Kafka before 1.0) send after it
+//! are not served: they do not decode as requests and close the connection.
 //!
 //! Invariants of a connection:
 //! - its principal is `User:ANONYMOUS` until one exchange succeeds, then that user's for the

@@ -131,6 +131,11 @@ pub fn check(context: &NodeContext, principal: &Principal, body: &Body) -> Resul
         }
         Body::describe_groups(body) => body.groups.iter().try_for_each(|name| group(context, principal, Describe, name)),
         Body::delete_groups(body) => body.groups.iter().try_for_each(|name| group(context, principal, Delete, name)),
+        // Kafka's OffsetDelete: delete on the group, read on each topic.
+        Body::offset_delete(body) => {
+            group(context, principal, Delete, &body.group)?;
+            body.partitions.iter().try_for_each(|partitions| topic(context, principal, Read, &partitions.topic))
+        }
         Body::upsert_user(_)
         | Body::delete_user(_)
         | Body::create_acl(_)

@@ -48,6 +48,7 @@ pub fn is_group_request(body: &Body) -> bool {
             | Body::list_groups(_)
             | Body::describe_groups(_)
             | Body::delete_groups(_)
+            | Body::offset_delete(_)
     )
 }
 
@@ -75,6 +76,7 @@ pub async fn handle(context: &NodeContext, id: u64, body: Body) -> Response {
         Body::list_groups(_) => list_groups(context, id).await,
         Body::describe_groups(body) => describe_groups(context, id, body).await,
         Body::delete_groups(body) => delete_groups(context, id, body).await,
+        Body::offset_delete(body) => offset_delete(context, id, body).await,
         _ => unreachable!("only group requests are routed here"),
     }
 }
@@ -277,6 +279,28 @@ async fn offset_fetch(context: &NodeContext, id: u64, body: wire::OffsetFetchReq
             }
             let mut response = ok_response(id);
             response.set_offset_fetch(fetched);
+            response
+        }
+        Err(refusal) => refused(id, refusal),
+    }
+}
+
+async fn offset_delete(context: &NodeContext, id: u64, body: wire::OffsetDeleteRequest) -> Response {
+    // In request order (duplicates kept): each partition asked gets its own result.
+    let partitions: Vec<(String, u32)> =
+        body.partitions.iter().flat_map(|entry| entry.partitions.iter().map(move |&partition| (entry.topic.clone(), partition))).collect();
+    match context.groups.offset_delete(&body.group, &partitions).await {
+        Ok(codes) => {
+            let mut deleted = wire::OffsetDeleteResponse::new();
+            for ((topic, partition), code) in codes {
+                let mut result = wire::OffsetCommitPartitionResult::new();
+                result.topic = topic;
+                result.partition = partition;
+                result.error = code;
+                deleted.partitions.push(result);
+            }
+            let mut response = ok_response(id);
+            response.set_offset_delete(deleted);
             response
         }
         Err(refusal) => refused(id, refusal),

@@ -156,6 +156,7 @@ pub fn request_name(body: &Body) -> &'static str {
         Body::decommission_node(_) => "decommission_node",
         Body::rebalance(_) => "rebalance",
         Body::delete_records(_) => "delete_records",
+        Body::offset_delete(_) => "offset_delete",
     }
 }
 

@@ -24,8 +24,11 @@ pub fn one_node_config() -> ServerConfig {
     config
 }
 
-pub struct KafkaRaw {
-    pub stream: TcpStream,
+/// A TLS connection (rustls over a blocking socket).
+pub type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+pub struct KafkaRaw<S = TcpStream> {
+    pub stream: S,
     correlation_next: i32,
 }
 
@@ -51,9 +54,22 @@ impl KafkaRaw {
         frame.extend_from_slice(&body);
         frame
     }
+}
 
+impl KafkaRaw<TlsStream> {
+    /// A TLS connection to `addr` verified with `tls` (the handshake runs on the first
+    /// exchange; a failed one surfaces as a closed connection).
+    pub fn connect_tls(addr: &str, tls: &odradek_client::tls::ClientTls) -> KafkaRaw<TlsStream> {
+        let socket = TcpStream::connect(addr).expect("connect");
+        socket.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let connection = rustls::ClientConnection::new(tls.config().unwrap(), tls.server_name_for(addr).unwrap()).unwrap();
+        KafkaRaw { stream: rustls::StreamOwned::new(connection, socket), correlation_next: 1 }
+    }
+}
+
+impl<S: Read + Write> KafkaRaw<S> {
     pub fn send(&mut self, version: i16, correlation_id: i32, request: RequestKind) {
-        self.stream.write_all(&Self::frame(version, correlation_id, &request)).unwrap();
+        self.stream.write_all(&KafkaRaw::frame(version, correlation_id, &request)).unwrap();
     }
 
     /// The next response's correlation id and body, or `None` once the server closed.
@@ -88,7 +104,9 @@ impl KafkaRaw {
         let mut byte = [0u8; 1];
         match self.stream.read(&mut byte) {
             Ok(0) => {}
-            Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => {}
+            // A reset (unread bytes at the server's close), or a TLS stream ended without
+            // close_notify.
+            Err(error) if matches!(error.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof) => {}
             other => panic!("expected the server to close the connection, got {other:?}"),
         }
     }
@@ -122,6 +140,7 @@ pub fn api_key(request: &RequestKind) -> ApiKey {
         RequestKind::SaslHandshake(_) => ApiKey::SaslHandshake,
         RequestKind::SaslAuthenticate(_) => ApiKey::SaslAuthenticate,
         RequestKind::ListOffsets(_) => ApiKey::ListOffsets,
+        RequestKind::OffsetDelete(_) => ApiKey::OffsetDelete,
         other => panic!("not used by the tests: {other:?}"),
     }
 }

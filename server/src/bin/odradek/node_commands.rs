@@ -58,6 +58,11 @@ pub struct ServerArgs {
     /// (Kafka's `auto.create.topics.enable`, on by default as in Kafka).
     #[arg(long, value_parser = ["on", "off"], default_value = "on")]
     auto_create_topics: String,
+    /// Partitions of a topic created without a count: auto-created by a Kafka client, or a
+    /// CreateTopics asking for the default (Kafka's `num.partitions`, reported by
+    /// DescribeConfigs; default 1, as Kafka). Give every node the same value.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    default_partitions: u32,
     /// Serve metrics for Prometheus here (`GET /metrics`, OpenMetrics text). Off by default.
     #[arg(long)]
     metrics_listen: Option<std::net::SocketAddr>,
@@ -162,6 +167,7 @@ pub async fn server(args: ServerArgs) -> Result<(), String> {
             config.join_replace = args.replace;
             config.learner_catch_up_bytes_per_second = args.learner_catch_up_bytes_per_second;
             config.auto_create_topics = args.auto_create_topics == "on";
+            config.topic_defaults.partitions = args.default_partitions;
             if let (Some(listen), Some(me)) = (args.kafka_listen, config.nodes.iter_mut().find(|m| Some(m.id) == args.id)) {
                 me.kafka.get_or_insert(listen);
             }

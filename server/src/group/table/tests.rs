@@ -121,6 +121,63 @@ fn groups_with_members_are_not_deleted() {
     assert_eq!(table.bytes(), table.group("g").unwrap().bytes_estimate());
 }
 
+/// Kafka's OffsetDelete: a group's offsets of topics it is not subscribed to go; one naming a
+/// subscribed topic (a consumer member's subscription, a classic consumer member's Subscription
+/// in the chosen protocol, or an owned partition) is refused whole and removes nothing; an
+/// unknown group, or a classic group of another protocol type with members, is refused; once
+/// the members are gone every offset may go.
+#[test]
+fn offsets_are_deleted_only_for_topics_the_group_is_not_subscribed_to() {
+    let mut table = GroupTable::new();
+    let delete = |topics: &[&str]| Record::DeleteOffsets {
+        group: "g".into(),
+        partitions: topics.iter().map(|topic| (topic.to_string(), 0)).collect(),
+    };
+    assert!(matches!(apply(&mut table, &delete(&["t"])), Outcome::Refused(GroupError::GroupIdNotFound(_))));
+    let mut consumers = membership(GroupKind::Consumer, 1, &[("a", 1)]);
+    consumers.protocol_type = CONSUMER_PROTOCOL_TYPE.into();
+    consumers.members.get_mut("a").unwrap().subscribed = vec!["t".into()];
+    assert_eq!(apply(&mut table, &Record::Group { group: "g".into(), base_index: 0, membership: consumers.clone() }), Outcome::Applied);
+    for topic in ["t", "u", "v"] {
+        let offsets = vec![((topic.to_string(), 0), 5, String::new())];
+        let commit = OffsetCommit { group: "g".into(), member_id: "a".into(), epoch: 1, offsets, ..OffsetCommit::default() };
+        assert_eq!(apply(&mut table, &Record::Commit(commit)), Outcome::Applied);
+    }
+    let offsets = |table: &GroupTable| table.group("g").unwrap().offsets.keys().map(|(topic, _)| topic.clone()).collect::<Vec<_>>();
+    assert!(matches!(
+        apply(&mut table, &delete(&["u", "t"])),
+        Outcome::Refused(GroupError::GroupSubscribedToTopic { ref topic, .. }) if topic == "t"
+    ));
+    assert_eq!(offsets(&table), ["t", "u", "v"], "a refused delete removes nothing");
+    assert_eq!(apply(&mut table, &delete(&["u", "w"])), Outcome::Applied, "a partition with nothing committed is no error");
+    assert_eq!(offsets(&table), ["t", "v"]);
+
+    // A classic consumer group: the chosen protocol's Subscription names the topics.
+    let subscription = Subscription { version: 0, topics: vec!["v".into()], ..Subscription::default() };
+    let mut classic = membership(GroupKind::Classic, 1, &[("a", 0)]);
+    classic.protocol_type = CONSUMER_PROTOCOL_TYPE.into();
+    classic.protocol_name = "range".into();
+    classic.members.get_mut("a").unwrap().protocols = vec![Protocol { name: "range".into(), metadata: subscription.encode().unwrap() }];
+    let base_index = table.group("g").unwrap().record_index;
+    assert_eq!(apply(&mut table, &Record::Group { group: "g".into(), base_index, membership: classic.clone() }), Outcome::Applied);
+    assert!(matches!(apply(&mut table, &delete(&["v"])), Outcome::Refused(GroupError::GroupSubscribedToTopic { .. })));
+    assert_eq!(apply(&mut table, &delete(&["t"])), Outcome::Applied, "t is no longer subscribed");
+    // Another protocol type's subscriptions are opaque: refused while it has members.
+    let mut connect = classic.clone();
+    connect.protocol_type = "connect".into();
+    let base_index = table.group("g").unwrap().record_index;
+    assert_eq!(apply(&mut table, &Record::Group { group: "g".into(), base_index, membership: connect }), Outcome::Applied);
+    assert!(matches!(apply(&mut table, &delete(&["x"])), Outcome::Refused(GroupError::NonEmptyGroup(_))));
+    // Empty: everything may go.
+    let base_index = table.group("g").unwrap().record_index;
+    let empty = Membership { epoch: 2, ..Membership::default() };
+    assert_eq!(apply(&mut table, &Record::Group { group: "g".into(), base_index, membership: empty }), Outcome::Applied);
+    assert_eq!(apply(&mut table, &delete(&["v"])), Outcome::Applied);
+    assert!(offsets(&table).is_empty());
+    let record = delete(&["t", "u"]);
+    assert_eq!(Record::decode(&record.encode()), Ok(record), "the record round-trips");
+}
+
 #[test]
 fn undecodable_entries_change_nothing_but_the_index() {
     let mut table = GroupTable::new();
@@ -166,6 +223,9 @@ enum Step {
     Delete {
         group: u8,
     },
+    DeleteOffsets {
+        group: u8,
+    },
     /// A snapshot computed now and written `delay` steps later (a coordinator whose snapshot
     /// raced other records).
     Snapshot {
@@ -180,6 +240,7 @@ fn step() -> impl Strategy<Value = Step> {
         2 => (0u8..3, any::<bool>(), prop::collection::vec(0u8..4, 0..3), 0i32..4, any::<bool>())
             .prop_map(|(group, kind, members, epoch, stale)| Step::Members { group, kind, members, epoch, stale }),
         1 => (0u8..3).prop_map(|group| Step::Delete { group }),
+        1 => (0u8..3).prop_map(|group| Step::DeleteOffsets { group }),
         1 => (0u8..3).prop_map(|delay| Step::Snapshot { delay }),
         1 => Just(Step::Noop),
     ]
@@ -218,6 +279,10 @@ fn build_log(steps: &[Step]) -> Vec<Option<Vec<u8>>> {
                 Some(Record::Group { group: id, base_index, membership: next }.encode())
             }
             Step::Delete { group } => Some(Record::Delete { group: format!("g{group}") }.encode()),
+            Step::DeleteOffsets { group } => {
+                let partitions = [("t".to_string(), 0)].into();
+                Some(Record::DeleteOffsets { group: format!("g{group}"), partitions }.encode())
+            }
             Step::Snapshot { delay: 0 } => Some(table.snapshot().encode()),
             Step::Snapshot { delay } => {
                 delayed.push((*delay, table.snapshot().encode()));
