@@ -87,10 +87,15 @@ pub enum PlantedBug {
     /// or a deposed or new leader, reports a high watermark older than an acknowledgement that
     /// completed before the poll began (L12 a).
     ReadBarrierSkipped,
+    /// A hard-state copy is read without checking its CRC: after rot or a torn write in one
+    /// copy, the damaged copy can win over the intact one, and the replica reopens with a term
+    /// or vote it never saved, forgetting a vote it gave (R8 c; the simulator's plan field
+    /// `state_faults` damages single copies).
+    HardStateUncheckedCrc,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 21] = [
+    pub const ALL: [PlantedBug; 22] = [
         PlantedBug::AckBeforeCommit,
         PlantedBug::ServeAboveCommit,
         PlantedBug::SkipDedup,
@@ -112,6 +117,7 @@ impl PlantedBug {
         PlantedBug::RemovalLeavesNoQuorum,
         PlantedBug::DeleteRecordsNotReplicated,
         PlantedBug::ReadBarrierSkipped,
+        PlantedBug::HardStateUncheckedCrc,
     ];
 
     pub fn name(self) -> &'static str {
@@ -137,6 +143,7 @@ impl PlantedBug {
             PlantedBug::RemovalLeavesNoQuorum => "removal-leaves-no-quorum",
             PlantedBug::DeleteRecordsNotReplicated => "delete-records-not-replicated",
             PlantedBug::ReadBarrierSkipped => "read-barrier-skipped",
+            PlantedBug::HardStateUncheckedCrc => "hard-state-unchecked-crc",
         }
     }
 }
@@ -177,6 +184,7 @@ pub struct Planted {
     pub removal_leaves_no_quorum: bool,
     pub delete_records_not_replicated: bool,
     pub read_barrier_skipped: bool,
+    pub hard_state_unchecked_crc: bool,
 }
 
 impl Planted {
@@ -205,6 +213,7 @@ impl Planted {
             removal_leaves_no_quorum: on(PlantedBug::RemovalLeavesNoQuorum),
             delete_records_not_replicated: on(PlantedBug::DeleteRecordsNotReplicated),
             read_barrier_skipped: on(PlantedBug::ReadBarrierSkipped),
+            hard_state_unchecked_crc: on(PlantedBug::HardStateUncheckedCrc),
         }
     }
 }
@@ -239,6 +248,7 @@ mod tests {
             all.removal_leaves_no_quorum,
             all.delete_records_not_replicated,
             all.read_barrier_skipped,
+            all.hard_state_unchecked_crc,
         ];
         assert!(each.iter().all(|on| *on), "every bug has a switch: {all:?}");
     }
