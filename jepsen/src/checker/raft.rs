@@ -217,7 +217,7 @@ impl RaftChecker {
                 // damaged or stale copy of the file must not roll it back (its mirrored copy
                 // holds it); a file whose copies are both bad does not open at all.
                 if let Some(&(term_saved, vote_saved)) = self.votes_saved.get(&(group, node)) {
-                    if term < term_saved || (term == term_saved && vote != vote_saved) {
+                    if term < term_saved || (term == term_saved && vote_saved != 0 && vote != vote_saved) {
                         self.violate(
                             "R8",
                             group,
@@ -339,8 +339,10 @@ impl RaftChecker {
                     // Only a vote forgotten by a restart allows this (R8 c: lost hard state).
                     self.violate("R8", group, format!("node {node} voted for node {first} and node {to} in term {term}"));
                 }
+                // A grant for an older term's request may leave while the saved term is newer and
+                // has no vote yet (0): a vote saved later in that term replaces it.
                 let newest = self.votes_saved.entry((group, node)).or_insert((term_saved, vote_saved));
-                if term_saved > newest.0 {
+                if (term_saved, vote_saved != 0) > (newest.0, newest.1 != 0) {
                     *newest = (term_saved, vote_saved);
                 }
                 if term_saved < term || (term_saved == term && vote_saved != to) {
@@ -852,6 +854,8 @@ mod tests {
         let voted = || {
             let mut checker = RaftChecker::default();
             checker.record(Event::VoteGranted { node: 2, group: 7, to: 3, term: 4, term_saved: 4, vote_saved: 3 });
+            // A late grant for term 5's request, sent with term 6 saved and no vote in it yet.
+            checker.record(Event::VoteGranted { node: 2, group: 7, to: 3, term: 5, term_saved: 6, vote_saved: 0 });
             checker.record(Event::VoteGranted { node: 2, group: 7, to: 1, term: 6, term_saved: 6, vote_saved: 1 });
             checker
         };
@@ -861,6 +865,13 @@ mod tests {
             checker.record(Event::Opened { node: 2, group: 7, index: 0, term, vote });
             assert_eq!(ids(&checker), expected, "reopened at term {term}, vote {vote}");
         }
+        // Only a late grant seen in term 6, with no vote saved in it yet: any vote may follow.
+        let mut late = RaftChecker::default();
+        late.record(Event::VoteGranted { node: 2, group: 7, to: 3, term: 5, term_saved: 6, vote_saved: 0 });
+        late.record(Event::Opened { node: 2, group: 7, index: 0, term: 6, vote: 4 });
+        assert_eq!(ids(&late), Vec::<&str>::new());
+        late.record(Event::Opened { node: 2, group: 7, index: 0, term: 5, vote: 3 });
+        assert_eq!(ids(&late), vec!["R8"], "a term below the saved one");
         // Another node, another group: nothing saved there.
         let mut checker = voted();
         checker.record(Event::Opened { node: 1, group: 7, index: 0, term: 0, vote: 0 });
