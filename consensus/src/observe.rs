@@ -30,8 +30,9 @@ pub enum Event {
     Durable { node: NodeId, group: GroupId, index: u64 },
     /// `node` opened its log of `group` (at a start) durable up to `index`, after any
     /// [`Event::RecoveryCut`] of that opening (R6: without a cut, what the node reported durable
-    /// before is still there).
-    Opened { node: NodeId, group: GroupId, index: u64 },
+    /// before is still there), with `term` / `vote` in its hard state as it opened it (R8 c: a
+    /// vote the node reported saved is still there, or a later term is).
+    Opened { node: NodeId, group: GroupId, index: u64, term: u64, vote: u64 },
     /// `node` told `to` it holds the entries up to `index` (an accepted append), while its log
     /// was durable up to `durable_index` (R6: `index <= durable_index`).
     AppendAccepted { node: NodeId, group: GroupId, to: NodeId, index: u64, durable_index: u64 },

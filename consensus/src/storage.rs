@@ -471,11 +471,11 @@ impl<D: Disk> GroupStore<D> {
         now_ms: i64,
     ) -> Result<GroupStore<D>, StorageFault> {
         let dir = dir.as_ref().to_path_buf();
-        let cache_bytes_max = log_config.cache_bytes_max;
+        let (cache_bytes_max, planted) = (log_config.cache_bytes_max, log_config.planted);
         let log_config = LogConfig { cache_bytes_max: 0, ..log_config };
         let (mut log, report) = SegmentLog::open_deferring_cut(disk.clone(), dir.join(LOG_DIR), log_config, now_ms).await?;
         let recovery_cut = report.torn_tail.map(|torn| torn.index);
-        let (mut hard_state_file, mut hard) = HardStateFile::open(&disk, dir.join(HARD_STATE_FILE)).await?;
+        let (mut hard_state_file, mut hard) = HardStateFile::open_with(&disk, dir.join(HARD_STATE_FILE), &planted).await?;
         let (conf_state_file, conf, _) = ConfStateFile::open(&disk, dir.join(CONF_STATE_FILE), initial_conf).await?;
         // Protocol-aware recovery (CHECKLISTS R8 e): a cut that may have taken whole entries
         // may have taken acknowledged ones (rot of the last entry looks exactly like a torn

@@ -26,10 +26,12 @@ use std::path::Path;
 use crate::disk::Disk;
 use crate::error::{Error, Result};
 use crate::mirrored::{MirroredFile, Opened, PathError, COPY_STRIDE_BYTES};
+use crate::planted::Planted;
 
 const SLOT_MAGIC: u32 = 0x4F44_4853; // "ODHS"
 const SLOT_VERSION: u16 = 2;
-const SLOT_BYTES: usize = 68;
+/// Bytes of one copy as a save writes it (version 2).
+pub const SLOT_BYTES: usize = 68;
 const SLOT_V1_BYTES: usize = 44;
 /// Distance between the two copies: one sector each.
 pub const SLOT_STRIDE_BYTES: u64 = COPY_STRIDE_BYTES;
@@ -120,9 +122,22 @@ impl<D: Disk> HardStateFile<D> {
     /// Opens the file at `path`, creating it (durably) with the default state if missing, and
     /// repairing a copy that is damaged or behind the other.
     pub async fn open(disk: &D, path: impl AsRef<Path>) -> Result<(HardStateFile<D>, HardState)> {
+        HardStateFile::open_with(disk, path, &Planted::default()).await
+    }
+
+    /// [`HardStateFile::open`] with the log's planted bugs (simulation and `planted-bugs`
+    /// builds: [`Planted::hard_state_unchecked_crc`]).
+    pub async fn open_with(disk: &D, path: impl AsRef<Path>, planted: &Planted) -> Result<(HardStateFile<D>, HardState)> {
         let path = path.as_ref();
         let initial = encode_slot(0, HardState::default());
-        match MirroredFile::open(disk, path, &initial, decode_slot).await.map_err(path_error)? {
+        let unchecked = planted.hard_state_unchecked_crc();
+        let decode = |bytes: &[u8]| {
+            if unchecked {
+                return crate::planted::crc_taken_for_right(bytes, SLOT_BYTES - 4).and_then(|copy| decode_slot(&copy));
+            }
+            decode_slot(bytes)
+        };
+        match MirroredFile::open(disk, path, &initial, decode).await.map_err(path_error)? {
             Opened::Created(file) => Ok((HardStateFile { file, sequence: 0, current: HardState::default() }, HardState::default())),
             Opened::Loaded { file, sequence, value, repaired } => {
                 let suspect = value.suspect;

@@ -22,6 +22,12 @@ pub struct Planted {
     /// committed entries vanish from the replica).
     #[cfg(any(madsim, feature = "planted-bugs"))]
     pub truncate_corruption: bool,
+    /// A hard-state copy is read without checking its CRC: a copy whose magic and version
+    /// survived bit rot or a torn write is taken as it reads, so a damaged copy can win over the
+    /// intact one and the replica reopens with a term or vote it never saved
+    /// (hard-state-unchecked-crc; breaks CHECKLISTS R8 c).
+    #[cfg(any(madsim, feature = "planted-bugs"))]
+    pub hard_state_unchecked_crc: bool,
 }
 
 impl Planted {
@@ -48,4 +54,22 @@ impl Planted {
         #[cfg(not(any(madsim, feature = "planted-bugs")))]
         false
     }
+
+    /// Whether a hard-state copy is read without checking its CRC.
+    pub fn hard_state_unchecked_crc(&self) -> bool {
+        #[cfg(any(madsim, feature = "planted-bugs"))]
+        return self.hard_state_unchecked_crc;
+        #[cfg(not(any(madsim, feature = "planted-bugs")))]
+        false
+    }
+}
+
+/// The planted bug hard-state-unchecked-crc: `bytes` up to `crc_at + 4` with the CRC32 at
+/// `crc_at` replaced by the one of the bytes before it, so the copy decodes whatever rot or a
+/// torn write did to it; `None` when the bytes are too short to hold a CRC there.
+pub(crate) fn crc_taken_for_right(bytes: &[u8], crc_at: usize) -> Option<Vec<u8>> {
+    let mut copy = bytes.get(..crc_at + 4)?.to_vec();
+    let crc = crc32fast::hash(&copy[..crc_at]);
+    copy[crc_at..].copy_from_slice(&crc.to_le_bytes());
+    Some(copy)
 }

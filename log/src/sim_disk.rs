@@ -485,6 +485,20 @@ impl SimDisk {
         bits
     }
 
+    /// A fault at rest while the file's process is down (F-S2 a torn copy, F-S4 a short one,
+    /// F-S7 a lost write that brings older bytes back): the live file `path` holds `bytes` from
+    /// now on, durably. Its writes since the last sync must have changed nothing (its durable
+    /// bytes are the ones reads see); they are dropped. Panics if the file is missing or has
+    /// writes pending that change it.
+    pub fn rewrite_at_rest(&self, path: &Path, bytes: Vec<u8>) {
+        let mut state = self.lock();
+        let inode = state.inode_live_mut(path);
+        assert!(inode.durable == inode.current, "{} has writes pending: rewrite it at rest only once they are synced", path.display());
+        inode.pending.clear();
+        inode.current = bytes.clone();
+        inode.durable = bytes;
+    }
+
     /// The bytes of the live file `path` that would survive power loss right now, or `None` if
     /// there is no such file.
     pub fn read_file_durable(&self, path: &Path) -> Option<Vec<u8>> {

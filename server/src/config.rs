@@ -475,6 +475,7 @@ impl ServerConfig {
             config.planted.skip_fsync = planted.ack_before_fsync;
             config.planted.ignore_fsync_errors = planted.ignore_fsync_error;
             config.planted.truncate_corruption = planted.truncate_mid_log_corruption;
+            config.planted.hard_state_unchecked_crc = planted.hard_state_unchecked_crc;
         }
         config
     }

@@ -96,10 +96,15 @@ pub enum PlantedBug {
     /// itself: a preferred replica whose copy cannot be opened sends clients back to itself, and
     /// the group's offsets go unanswered (V3; groups seed 175 with `--membership`).
     CoordinatorNamesPreferred,
+    /// A hard-state copy is read without checking its CRC: after rot or a torn write in one
+    /// copy, the damaged copy can win over the intact one, and the replica reopens with a term
+    /// or vote it never saved, forgetting a vote it gave (R8 c; the simulator's plan field
+    /// `state_faults` damages single copies).
+    HardStateUncheckedCrc,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 23] = [
+    pub const ALL: [PlantedBug; 24] = [
         PlantedBug::AckBeforeCommit,
         PlantedBug::ServeAboveCommit,
         PlantedBug::SkipDedup,
@@ -123,6 +128,7 @@ impl PlantedBug {
         PlantedBug::ReadBarrierSkipped,
         PlantedBug::DeleteTopicUncommitted,
         PlantedBug::CoordinatorNamesPreferred,
+        PlantedBug::HardStateUncheckedCrc,
     ];
 
     pub fn name(self) -> &'static str {
@@ -150,6 +156,7 @@ impl PlantedBug {
             PlantedBug::ReadBarrierSkipped => "read-barrier-skipped",
             PlantedBug::DeleteTopicUncommitted => "delete-topic-uncommitted",
             PlantedBug::CoordinatorNamesPreferred => "coordinator-names-preferred",
+            PlantedBug::HardStateUncheckedCrc => "hard-state-unchecked-crc",
         }
     }
 }
@@ -192,6 +199,7 @@ pub struct Planted {
     pub read_barrier_skipped: bool,
     pub delete_topic_uncommitted: bool,
     pub coordinator_names_preferred: bool,
+    pub hard_state_unchecked_crc: bool,
 }
 
 impl Planted {
@@ -222,6 +230,7 @@ impl Planted {
             read_barrier_skipped: on(PlantedBug::ReadBarrierSkipped),
             delete_topic_uncommitted: on(PlantedBug::DeleteTopicUncommitted),
             coordinator_names_preferred: on(PlantedBug::CoordinatorNamesPreferred),
+            hard_state_unchecked_crc: on(PlantedBug::HardStateUncheckedCrc),
         }
     }
 }
@@ -258,6 +267,7 @@ mod tests {
             all.read_barrier_skipped,
             all.delete_topic_uncommitted,
             all.coordinator_names_preferred,
+            all.hard_state_unchecked_crc,
         ];
         assert!(each.iter().all(|on| *on), "every bug has a switch: {all:?}");
     }

@@ -123,6 +123,12 @@ pub struct ScenarioConfig {
     /// producers sending thousands of records in multi-record batches of drawn sizes, with
     /// compression, pipelining and sometimes short delivery timeouts ([`Load`]).
     pub heavy: bool,
+    /// Faults on the hard- and conf-state files (a plan field, off by default so every seed
+    /// keeps its trace): one copy of a file flipped (F-S3), torn (F-S2), cut short (F-S4) or
+    /// stale (F-S7) on any node, and once per run both copies on the one node F-S3 may corrupt
+    /// (its group there does not open: quarantine). R8 c checks every reopened hard state
+    /// against the votes its node reported saved (`nemesis::plan::FaultKind::STATE_FILE`).
+    pub state_faults: bool,
 }
 
 /// What a run's client and cluster are sized to: drawn from the seed under `--heavy`, the
@@ -155,6 +161,7 @@ impl ScenarioConfig {
             delete_records: false,
             kafka: false,
             membership: false,
+            state_faults: false,
         }
     }
 
@@ -191,6 +198,9 @@ impl ScenarioConfig {
         }
         if self.delete_records {
             command += " --delete-records";
+        }
+        if self.state_faults {
+            command += " --state-faults";
         }
         for bug in &self.planted_bugs {
             command += &format!(" --planted-bug {}", bug.name());

@@ -19,6 +19,14 @@
 //! with the node that lost power). BUGGIFY (F-B1, F-B4, F-B5) is switched
 //! on for the whole run when the plan says so.
 //!
+//! With the plan field `state_faults`, faults on the hard- and conf-state files (two mirrored
+//! copies each, `odradek_log::MirroredFile`), written while the node is down: F-S3 bit flips in
+//! one copy, F-S2 one copy torn, F-S4 the file cut short in its second copy, F-S7 one copy back
+//! to an older record (a write lost after its fsync), all on any node (the other copy holds the
+//! state, and the opening repairs the damaged one); and F-S3 in both copies of one file, once per
+//! run on the one node F-S3 may corrupt (the group does not open there and is quarantined). See
+//! `FaultTargets::damage_state_file` in [`fault`].
+//!
 //! Other process and network faults touch at most a minority at a time; every fault is healed
 //! before the liveness phase.
 
@@ -58,7 +66,10 @@ pub async fn run(
     let mut round = 0;
     let weighted: Vec<FaultKind> = plan.kinds.iter().flat_map(|&(kind, weight)| std::iter::repeat_n(kind, weight as usize)).collect();
     let mut flipped = false;
+    // Both copies of a state file damaged (once per run, on the corruptible node).
+    let mut both_damaged = false;
     let wipes = plan.kinds.iter().any(|&(kind, _)| kind == FaultKind::Wipe);
+    let state_faults = plan.kinds.iter().any(|&(kind, _)| kind.on_state_file());
     while !weighted.is_empty() {
         let quiet = Duration::from_millis(rng.gen_range(plan.quiet_ms.0..=plan.quiet_ms.1));
         let window = Duration::from_millis(rng.gen_range(plan.window_ms.0..=plan.window_ms.1));
@@ -67,6 +78,10 @@ pub async fn run(
         }
         tokio::time::sleep(quiet).await;
         targets.restart_stopped(false);
+        if state_faults {
+            // F-S7's older records: the state files as they are at this round's start.
+            targets.remember_state_files();
+        }
         let kind = *weighted.choose(rng).expect("not empty");
         let mut node = *targets.cluster().nodes.choose(rng).expect("nodes");
         if kind.at_coordinator() {
@@ -86,7 +101,9 @@ pub async fn run(
             // while a wiped node joins (above), and no wipe once a node was flipped. (Plans
             // without wipes keep their draws: every node is joining while a fresh cluster
             // bootstraps.)
-            FaultKind::Wipe => !targets.cluster().joining().is_empty() || flipped,
+            FaultKind::Wipe => !targets.cluster().joining().is_empty() || flipped || both_damaged,
+            // Like F-S3's bit flips: one corrupted node, once, never while a wiped node joins.
+            FaultKind::StateCopiesBoth => both_damaged || (wipes && !targets.cluster().joining().is_empty()),
             _ => false,
         };
         if skipped {
@@ -103,6 +120,12 @@ pub async fn run(
                     flipped = true;
                     targets.draw_flip_spot(plan.corruptible_node, rng)
                 }
+                kind if kind.on_state_file() => {
+                    let node = if kind == FaultKind::StateCopiesBoth { plan.corruptible_node } else { node };
+                    let drawn = targets.damage_state_file(kind, node, rng, false).is_some();
+                    both_damaged |= drawn && kind == FaultKind::StateCopiesBoth;
+                    drawn
+                }
                 _ => {
                     targets.draw(kind, node, rng);
                     true
@@ -117,6 +140,12 @@ pub async fn run(
             FaultKind::BitFlip => {
                 flipped = true;
                 targets.flip_bits(plan.corruptible_node, rng)
+            }
+            kind if kind.on_state_file() => {
+                let node = if kind == FaultKind::StateCopiesBoth { plan.corruptible_node } else { node };
+                let fault = targets.damage_state_file(kind, node, rng, true);
+                both_damaged |= fault.is_some() && kind == FaultKind::StateCopiesBoth;
+                fault
             }
             _ => Some(targets.draw(kind, node, rng)),
         };

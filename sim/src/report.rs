@@ -129,7 +129,8 @@ impl Crash {
 }
 
 /// Which invariant a panic message is about: the raft checker's violations (the run stops on the
-/// first one) and the consensus crate's R6 check name it; the consensus crate's
+/// first one) and the consensus crate's R6 check name it; the hard-state file's check that a
+/// loaded suspicion reads back whole is R8 (c: a damaged copy used); the consensus crate's
 /// storage assertions and raft-rs's commit check all say a replica lost or rewrote committed
 /// entries (R3).
 fn invariant_of_panic(message: &str) -> Option<&'static str> {
@@ -138,6 +139,11 @@ fn invariant_of_panic(message: &str) -> Option<&'static str> {
         if message.starts_with(&format!("{id} ")) || message.starts_with(&format!("{id}:")) {
             return Some(id);
         }
+    }
+    // The hard-state file's own check that a copy it loaded holds a state a save could have
+    // written: a damaged copy taken for good (R8 c, corrupted hard state used).
+    if message.contains("reads back whole") {
+        return Some("R8");
     }
     let r3 = [
         "beyond the log end",

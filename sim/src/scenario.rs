@@ -103,7 +103,8 @@ async fn run_into(config: ScenarioConfig, injected: Arc<Mutex<Vec<InjectedFault>
     };
     let node_count = config.node_count.unwrap_or(drawn);
     assert!([3, 5, 7].contains(&node_count), "3, 5 or 7 nodes, not {node_count}");
-    let plan = nemesis::plan::draw_plan(config.scenario, node_count, config.wipes, config.membership, &mut rng);
+    let extras = nemesis::plan::Extras { wipes: config.wipes, membership: config.membership, state_faults: config.state_faults };
+    let plan = nemesis::plan::draw_plan(config.scenario, node_count, extras, &mut rng);
     assert!(!(config.heavy && config.scenario == Scenario::Groups), "--heavy does not run with scenario groups");
     // Heavy: more partitions than nodes (drawn only then, so other runs keep their draws).
     let load = if config.heavy { Load { partitions: rng.gen_range(node_count as u32 + 1..=12), heavy: true } } else { Load::DEFAULT };
@@ -152,7 +153,8 @@ async fn run_into(config: ScenarioConfig, injected: Arc<Mutex<Vec<InjectedFault>
         workload::groups::start(&client, cluster.clone(), seed, config.duration, planted)
     });
     let churn = config.topic_churn.then(|| workload::churn::start(&client, cluster.clone(), config.duration));
-    let flips = plan.kinds.iter().any(|&(kind, _)| kind == nemesis::plan::FaultKind::BitFlip);
+    let flips =
+        plan.kinds.iter().any(|&(kind, _)| matches!(kind, nemesis::plan::FaultKind::BitFlip | nemesis::plan::FaultKind::StateCopiesBoth));
     let deletions = config.delete_records.then(|| workload::delete_records::start(&client, cluster.clone(), config.duration));
     let targets = FaultTargets::new(&runtime, &cluster, &node_ids, &client).with_corruptible(flips.then_some(plan.corruptible_node));
     nemesis::run(&targets, &plan, config.duration, &mut rng, config.faults.as_ref(), &injected).await;
@@ -338,8 +340,10 @@ const EVENT_PATHS: [&str; 15] = [
 ];
 
 /// Timeline notes that show a rare path: (text in the line, counter name).
-const TIMELINE_PATHS: [(&str, &str); 4] = [
+const TIMELINE_PATHS: [(&str, &str); 6] = [
     ("started quarantined", "path node started quarantined"),
+    ("one copy (copy", "path state file: one copy flipped"),
+    ("both copies flipped at bits", "path state file: both copies flipped"),
     ("could not start", "path node start failed"),
     ("stopped on a fatal error", "path node stopped on a fatal error"),
     ("delete Ok(Ok(()))", "path churned topic deleted"),

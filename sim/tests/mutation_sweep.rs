@@ -27,6 +27,7 @@ const SCENARIOS: &[&[&str]] = &[
     &["--scenario", "swarm", "--kafka"],
     &["--scenario", "crash", "--topic-churn"],
     &["--scenario", "swarm", "--secure"],
+    &["--scenario", "disk", "--state-faults"],
 ];
 
 /// The last seed of each round (the last round ends at the seed count).

@@ -233,6 +233,43 @@ fn planted_silent_recovery_cut_is_caught() {
     planted_bug_is_caught(PlantedBug::SilentRecoveryCut, Scenario::Disk, 1..=60, &["R6"]);
 }
 
+// Hard-state copies read without their CRC check, under the faults on state files (plan field
+// `state_faults`): a flipped, torn or stale copy 0 wins over the intact copy 1. Disk seed 1: a
+// torn copy's garbage suspicion trips the file's own check that a loaded suspicion reads back
+// whole (R8); R8 c names a forgotten vote at seed 20 (node 3 reopened group 1 at term 1 with
+// vote 4294967297 after voting for node 1 in term 1). 9 of seeds 1..=30 fail with the bug, and
+// seeds 1..=100 pass without it (`sweep`).
+#[test]
+fn planted_hard_state_unchecked_crc_is_caught() {
+    let base = ScenarioConfig { scenario: Scenario::Disk, state_faults: true, ..ScenarioConfig::new(0) };
+    planted_bug_is_caught_with(PlantedBug::HardStateUncheckedCrc, &base, 1..=30, &["R8"]);
+}
+
+// The faults on state files (plan field `state_faults`) on disk seed 18, which draws every kind:
+// one copy flipped (F-S3), torn (F-S2), cut short (F-S4) and stale (F-S7), and both copies of a
+// file on the corruptible node (its metadata group's conf state: the node starts quarantined). Each damaged copy is repaired at the next opening and no vote
+// is forgotten (R8 c), no acknowledged write lost.
+#[test]
+fn state_file_faults_seed_passes() {
+    let config = ScenarioConfig { scenario: Scenario::Disk, state_faults: true, ..ScenarioConfig::new(18) };
+    let report = run_seed(&config).unwrap_or_else(|crash| panic!("disk seed 18 with state faults crashed: {}", crash.verdict_text()));
+    assert!(report.passed(), "disk seed 18 with state faults:\n{}\n{}", report.timeline.join("\n"), report.verdict_text());
+    for damage in [
+        "one copy (copy",
+        "F-S2 torn copy of a state file node",
+        "F-S4 state file cut short in its second copy node",
+        "F-S7 stale copy of a state file node",
+        "both copies flipped at bits",
+        "started quarantined",
+    ] {
+        assert!(
+            report.timeline.iter().any(|line| line.contains(damage)),
+            "disk seed 18 no longer shows {damage:?}:\n{}",
+            report.timeline.join("\n")
+        );
+    }
+}
+
 // F-N9: network seed 15 resets three connections in place of produce answers (while no other
 // fault is on). The idempotent retries are absorbed (the run passes), and without the dedup
 // check the same retries are appended twice: L2 names the values sent in the reset windows.

@@ -289,7 +289,8 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             observe::emit(|| observe::Event::Suspect { node, group, cut, bound, term });
         }
         let index = store.log().durable_index();
-        observe::emit(|| observe::Event::Opened { node, group, index });
+        let saved = store.hard_state_saved();
+        observe::emit(|| observe::Event::Opened { node, group, index, term: saved.term, vote: saved.vote });
         observe::emit(|| observe::Event::Durable { node, group, index });
         let storage = store.storage();
         let hard_state = storage.hard_state();

@@ -68,6 +68,9 @@ pub struct RaftChecker {
     restored_to: BTreeMap<(GroupId, NodeId), u64>,
     /// (group, voter, term) -> the candidate it voted for, across the voter's restarts.
     votes: BTreeMap<(GroupId, NodeId, u64), NodeId>,
+    /// (group, voter) -> the newest hard state (term, vote) it reported saved with a granted
+    /// vote: every later opening must find that vote, or a later term (R8 c).
+    votes_saved: BTreeMap<(GroupId, NodeId), (u64, u64)>,
     /// (group, node) -> the suspicion's term, for every replica suspect now (R8 e), across its
     /// restarts.
     suspects: BTreeMap<(GroupId, NodeId), u64>,
@@ -148,6 +151,8 @@ impl RaftChecker {
         self.held.retain(|&(_, holder), _| holder != node);
         self.restored_to.retain(|&(_, holder), _| holder != node);
         self.commits.retain(|&(_, holder), _| holder != node);
+        // Its hard states went with the directory (R8 d judges its votes from now on).
+        self.votes_saved.retain(|&(_, holder), _| holder != node);
     }
 
     pub fn record(&mut self, event: Event) {
@@ -207,7 +212,22 @@ impl RaftChecker {
                     self.wiped_below.remove(&(group, node));
                 }
             }
-            Event::Opened { node, group, index } => {
+            Event::Opened { node, group, index, term, vote } => {
+                // R8 c: the hard state reopens with every vote the node reported saved. One
+                // damaged or stale copy of the file must not roll it back (its mirrored copy
+                // holds it); a file whose copies are both bad does not open at all.
+                if let Some(&(term_saved, vote_saved)) = self.votes_saved.get(&(group, node)) {
+                    if term < term_saved || (term == term_saved && vote_saved != 0 && vote != vote_saved) {
+                        self.violate(
+                            "R8",
+                            group,
+                            format!(
+                                "node {node} reopened its hard state at term {term}, vote {vote}; it had voted with term \
+                                 {term_saved}, vote {vote_saved} saved (R8 c: a forgotten vote)"
+                            ),
+                        );
+                    }
+                }
                 let durable = self.durable.get(&(group, node)).copied().unwrap_or(0);
                 let cut = self.cut_at_open.remove(&(group, node));
                 if index < durable && !cut {
@@ -318,6 +338,12 @@ impl RaftChecker {
                 if first != to {
                     // Only a vote forgotten by a restart allows this (R8 c: lost hard state).
                     self.violate("R8", group, format!("node {node} voted for node {first} and node {to} in term {term}"));
+                }
+                // A grant for an older term's request may leave while the saved term is newer and
+                // has no vote yet (0): a vote saved later in that term replaces it.
+                let newest = self.votes_saved.entry((group, node)).or_insert((term_saved, vote_saved));
+                if (term_saved, vote_saved != 0) > (newest.0, newest.1 != 0) {
+                    *newest = (term_saved, vote_saved);
                 }
                 if term_saved < term || (term_saved == term && vote_saved != to) {
                     self.violate(
@@ -456,6 +482,7 @@ impl RaftChecker {
     /// behind from the leaders and turn suspect (R8), which the checks still judge.
     pub fn record_disk_replaced(&mut self, node: NodeId) {
         self.durable.retain(|&(_, holder), _| holder != node);
+        self.votes_saved.retain(|&(_, holder), _| holder != node);
     }
 
     /// R5, with the group's voters known: the entry (`index`, `term`) a proposer saw
@@ -565,6 +592,7 @@ impl RaftChecker {
     /// replica's lives.
     fn forget_replica(&mut self, group: GroupId, node: NodeId) {
         self.durable.remove(&(group, node));
+        self.votes_saved.remove(&(group, node));
         self.held.remove(&(group, node));
         self.restored_to.remove(&(group, node));
         self.commits.remove(&(group, node));
@@ -649,8 +677,9 @@ mod tests {
             Event::SuspectVote { node: 3, group: 9, to: 1, term: 4, last_term: 3, last_index: 6, bound: 6 },
             Event::VoteGranted { node: 3, group: 9, to: 1, term: 4, term_saved: 4, vote_saved: 1 },
             Event::Suspect { node: 2, group: 7, cut: 40, bound: 40, term: 4 },
-            // Its log reopens short of what it reported durable: the cut says why.
-            Event::Opened { node: 2, group: 7, index: 39 },
+            // Its log reopens short of what it reported durable: the cut says why. Its hard
+            // state reopens at the suspicion's new term (no vote), past the vote it saved.
+            Event::Opened { node: 2, group: 7, index: 39, term: 4, vote: 0 },
             Event::Durable { node: 2, group: 7, index: 39 },
             Event::Durable { node: 2, group: 7, index: 40 },
             Event::SuspectCleared { node: 2, group: 7, durable: 40 },
@@ -709,17 +738,21 @@ mod tests {
             ),
             ("R8", vec![Event::RecoveryCut { node: 3, group: 7, index: 12, suspect: false }]),
             // A log reopened short of what node 3 reported durable, with no cut.
-            ("R6", vec![Event::Durable { node: 3, group: 7, index: 50 }, Event::Opened { node: 3, group: 7, index: 49 }]),
+            ("R6", vec![Event::Durable { node: 3, group: 7, index: 50 }, Event::Opened { node: 3, group: 7, index: 49, term: 4, vote: 2 }]),
             // A cut at an earlier opening excuses no later one.
             (
                 "R6",
                 vec![
                     Event::Durable { node: 3, group: 7, index: 50 },
                     Event::RecoveryCut { node: 3, group: 7, index: 51, suspect: false },
-                    Event::Opened { node: 3, group: 7, index: 50 },
-                    Event::Opened { node: 3, group: 7, index: 49 },
+                    Event::Opened { node: 3, group: 7, index: 50, term: 4, vote: 2 },
+                    Event::Opened { node: 3, group: 7, index: 49, term: 4, vote: 2 },
                 ],
             ),
+            // Node 3 voted with term 4, vote 2 saved; its hard state reopens with another vote in
+            // that term, or an older term (a damaged copy won over the intact one): R8 c.
+            ("R8", vec![Event::Opened { node: 3, group: 7, index: 12, term: 4, vote: 1 }]),
+            ("R8", vec![Event::Opened { node: 3, group: 7, index: 12, term: 3, vote: 2 }]),
             ("R8", vec![Event::RecoveryCut { node: 3, group: 7, index: 11, suspect: true }]),
             ("R8", vec![Event::VoteGranted { node: 2, group: 7, to: 3, term: 3, term_saved: 3, vote_saved: 3 }]),
             (
@@ -814,6 +847,49 @@ mod tests {
         let mut other_group = wiped();
         other_group.record(Event::VoteGranted { node: 2, group: 8, to: 3, term: 4, term_saved: 4, vote_saved: 3 });
         assert!(other_group.violations().is_empty(), "a group with nothing applied before the wipe");
+    }
+
+    #[test]
+    fn a_hard_state_reopens_with_every_vote_it_saved_unless_the_replica_started_over() {
+        let voted = || {
+            let mut checker = RaftChecker::default();
+            checker.record(Event::VoteGranted { node: 2, group: 7, to: 3, term: 4, term_saved: 4, vote_saved: 3 });
+            // A late grant for term 5's request, sent with term 6 saved and no vote in it yet.
+            checker.record(Event::VoteGranted { node: 2, group: 7, to: 3, term: 5, term_saved: 6, vote_saved: 0 });
+            checker.record(Event::VoteGranted { node: 2, group: 7, to: 1, term: 6, term_saved: 6, vote_saved: 1 });
+            checker
+        };
+        let ids = |checker: &RaftChecker| checker.violations().iter().map(|v| v.invariant).collect::<Vec<&str>>();
+        for (term, vote, expected) in [(6, 1, vec![]), (7, 0, vec![]), (6, 0, vec!["R8"]), (6, 3, vec!["R8"]), (4, 3, vec!["R8"])] {
+            let mut checker = voted();
+            checker.record(Event::Opened { node: 2, group: 7, index: 0, term, vote });
+            assert_eq!(ids(&checker), expected, "reopened at term {term}, vote {vote}");
+        }
+        // Only a late grant seen in term 6, with no vote saved in it yet: any vote may follow.
+        let mut late = RaftChecker::default();
+        late.record(Event::VoteGranted { node: 2, group: 7, to: 3, term: 5, term_saved: 6, vote_saved: 0 });
+        late.record(Event::Opened { node: 2, group: 7, index: 0, term: 6, vote: 4 });
+        assert_eq!(ids(&late), Vec::<&str>::new());
+        late.record(Event::Opened { node: 2, group: 7, index: 0, term: 5, vote: 3 });
+        assert_eq!(ids(&late), vec!["R8"], "a term below the saved one");
+        // Another node, another group: nothing saved there.
+        let mut checker = voted();
+        checker.record(Event::Opened { node: 1, group: 7, index: 0, term: 0, vote: 0 });
+        checker.record(Event::Opened { node: 2, group: 8, index: 0, term: 0, vote: 0 });
+        assert_eq!(ids(&checker), Vec::<&str>::new());
+        // A wiped directory, a replaced disk or a destroyed replica starts over.
+        let mut wiped = voted();
+        wiped.record_wipe(2);
+        wiped.record(Event::Opened { node: 2, group: 7, index: 0, term: 1, vote: 0 });
+        let mut replaced = voted();
+        replaced.record_disk_replaced(2);
+        replaced.record(Event::Opened { node: 2, group: 7, index: 0, term: 3, vote: 0 });
+        let mut destroyed = voted();
+        destroyed.record(Event::Destroyed { node: 2, group: 7 });
+        destroyed.record(Event::Opened { node: 2, group: 7, index: 0, term: 0, vote: 0 });
+        for checker in [wiped, replaced, destroyed] {
+            assert_eq!(ids(&checker), Vec::<&str>::new());
+        }
     }
 
     #[test]

@@ -145,6 +145,10 @@ mod sim {
         /// acknowledged deletion must hold (DR1).
         #[arg(long)]
         delete_records: bool,
+        /// Faults on the hard- and conf-state files: one copy flipped, torn, cut short or stale
+        /// on any node, both copies once per run on one node (quarantine); R8 c on reopening.
+        #[arg(long)]
+        state_faults: bool,
     }
 
     impl RunOptions {
@@ -191,6 +195,7 @@ mod sim {
                 kafka: self.kafka,
                 membership: self.membership,
                 delete_records: self.delete_records,
+                state_faults: self.state_faults,
             })
         }
 
@@ -222,6 +227,9 @@ mod sim {
             }
             if self.delete_records {
                 args.push("--delete-records".to_string());
+            }
+            if self.state_faults {
+                args.push("--state-faults".to_string());
             }
             args
         }

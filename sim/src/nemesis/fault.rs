@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use madsim::net::NetSim;
@@ -22,7 +22,7 @@ use madsim::runtime::{Handle, NodeHandle};
 use madsim::task::NodeId as SimNodeId;
 use odradek_jepsen::history;
 use odradek_jepsen::partitions::{cut_between, majorities_ring};
-use odradek_log::{decode_entry, CrashMode, LatencyConfig, SimDisk, SEGMENT_HEADER_BYTES};
+use odradek_log::{decode_entry, CrashMode, LatencyConfig, SimDisk, COPY_STRIDE_BYTES, HARD_STATE_SLOT_BYTES, SEGMENT_HEADER_BYTES};
 use odradek_server::faults::{FaultRates, TransportFaults};
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
@@ -65,6 +65,9 @@ pub enum Fault {
     /// F-S3: bits flipped in one file of a node's disk, written while the node was down (see
     /// [`FaultTargets::flip_bits`]); the window keeps it down.
     BitFlip { node: u64, path: PathBuf, bits: Vec<u64> },
+    /// F-S2, F-S3, F-S4, F-S7 on a hard- or conf-state file, written while the node was down
+    /// (see [`FaultTargets::damage_state_file`]); the window keeps it down.
+    StateFile { node: u64, path: PathBuf, damage: StateDamage },
     /// F-S6, F-S8, F-S9 slow disk: one node's disk misbehaves; with `power_loss_after`, the
     /// node also loses power that long into the fault.
     Disk { node: u64, injury: DiskInjury, power_loss_after: Option<Duration> },
@@ -85,6 +88,35 @@ pub enum Fault {
     ClockStep { node: u64, step_ms: i64 },
     /// F-M1 (a move) or F-M2 (a leader-transfer storm), module `membership`.
     Membership(Box<Membership>),
+}
+
+/// What a fault did to a state file (two copies of one record, `COPY_STRIDE_BYTES` apart).
+pub enum StateDamage {
+    /// F-S3: these bits of one copy's record flipped.
+    Flip { copy: u64, bits: Vec<u64> },
+    /// F-S2: one copy's record is garbage from `from_byte` (within the copy) on.
+    Torn { copy: u64, from_byte: u64 },
+    /// F-S4: the file cut to `len_bytes`, inside its second copy.
+    Short { len_bytes: u64 },
+    /// F-S7: one copy holds the record of sequence `sequence_old` again (the file's newest is
+    /// `sequence`).
+    Stale { copy: u64, sequence_old: u64, sequence: u64 },
+    /// F-S3 in both copies: these bits flipped, one in each copy's record.
+    Both { bits: Vec<u64> },
+}
+
+impl std::fmt::Display for StateDamage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StateDamage::Flip { copy, bits } => write!(f, "one copy (copy {copy}) flipped at bits {bits:?}"),
+            StateDamage::Torn { copy, from_byte } => write!(f, "copy {copy}: torn from its byte {from_byte} on"),
+            StateDamage::Short { len_bytes } => write!(f, "cut to {len_bytes} bytes"),
+            StateDamage::Stale { copy, sequence_old, sequence } => {
+                write!(f, "copy {copy}: back to sequence {sequence_old} (the newest is {sequence})")
+            }
+            StateDamage::Both { bits } => write!(f, "both copies flipped at bits {bits:?}"),
+        }
+    }
 }
 
 /// How a faulty disk misbehaves.
@@ -148,6 +180,11 @@ pub struct FaultTargets<'a> {
     /// The one node F-S3 may corrupt, when the plan has it: no move takes a replica there (a
     /// node whose metadata log rotted never learns of the move, beyond the fault model).
     corruptible: Option<u64>,
+    /// F-S7's older records: every node's state files whose copies agreed, as they were at the
+    /// start of the round before the last ([`FaultTargets::remember_state_files`]), and at the
+    /// last.
+    state_files_older: Mutex<BTreeMap<(u64, PathBuf), Vec<u8>>>,
+    state_files_newer: Mutex<BTreeMap<(u64, PathBuf), Vec<u8>>>,
 }
 
 impl<'a> FaultTargets<'a> {
@@ -162,6 +199,8 @@ impl<'a> FaultTargets<'a> {
             net: NetSim::current(),
             latency_default: madsim::net::Config::default().send_latency,
             corruptible: None,
+            state_files_older: Mutex::new(BTreeMap::new()),
+            state_files_newer: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -188,8 +227,9 @@ impl<'a> FaultTargets<'a> {
         self.cluster
     }
 
-    /// Draws a fault of `kind` (`node`: the node it hits when it hits one). Not for F-S3, whose
-    /// choices depend on the disk ([`FaultTargets::flip_bits`]).
+    /// Draws a fault of `kind` (`node`: the node it hits when it hits one). Not for F-S3 nor the
+    /// faults on state files, whose choices depend on the disk ([`FaultTargets::flip_bits`],
+    /// [`FaultTargets::damage_state_file`]).
     pub fn draw(&self, kind: FaultKind, node: u64, rng: &mut SmallRng) -> Fault {
         let nodes = &self.cluster.nodes;
         match kind {
@@ -218,6 +258,11 @@ impl<'a> FaultTargets<'a> {
             FaultKind::OneWay => Fault::OneWay { node, outbound: rng.gen_bool(0.5) },
             FaultKind::Latency => Fault::Latency { latency_ms_max: rng.gen_range(5..100) },
             FaultKind::BitFlip => unreachable!("F-S3 is drawn by flip_bits"),
+            FaultKind::StateCopyFlip
+            | FaultKind::StateCopyTorn
+            | FaultKind::StateCopyShort
+            | FaultKind::StateCopyStale
+            | FaultKind::StateCopiesBoth => unreachable!("faults on state files are drawn by damage_state_file"),
             FaultKind::ReadError | FaultKind::FsyncError | FaultKind::SlowDisk => draw_disk(kind, node, rng),
             // ENOSPC on one node: 0..2x the free-space reserve left above what it uses now.
             // Below the reserve the node refuses produce (DISK_FULL); a write that finds no room
@@ -282,6 +327,104 @@ impl<'a> FaultTargets<'a> {
         corruptible_spots(&self.cluster.disks[&node]).choose(rng).is_some()
     }
 
+    /// Remembers every node's state files as they are now (those whose two copies agree); the
+    /// images of the call before become the ones F-S7 brings back. Reads only: nothing the run
+    /// does changes.
+    pub fn remember_state_files(&self) {
+        let now: BTreeMap<(u64, PathBuf), Vec<u8>> = self
+            .cluster
+            .disks
+            .iter()
+            .flat_map(|(&node, disk)| state_files_settled(disk).into_iter().map(move |(path, bytes)| ((node, path), bytes)))
+            .collect();
+        let newer = std::mem::replace(&mut *self.state_files_newer.lock().expect("state files lock"), now);
+        *self.state_files_older.lock().expect("state files lock") = newer;
+    }
+
+    /// A fault of `kind` (one of `FaultKind::STATE_FILE`) on one of `node`'s hard- or
+    /// conf-state files whose two copies agree (`state_files_settled`): drawn, and with `apply`
+    /// written while the node is down (it is killed first and stays down for the window; both
+    /// copies damaged marks it corrupted). F-S7 takes a copy back to a record remembered
+    /// earlier, of a lower sequence. `None` when the node has no such file (with `apply`, the
+    /// node is restarted). Without `apply` the same random draws are made and nothing changes
+    /// (a replay that leaves the round out).
+    ///
+    /// One damaged copy leaves the other holding the newest record, on any node; the opening
+    /// picks it and repairs the damaged one (`odradek_log::MirroredFile`). A file is damaged
+    /// only while its copies agree, so no second fault reaches its other copy before a repair.
+    pub fn damage_state_file(&self, kind: FaultKind, node: u64, rng: &mut SmallRng, apply: bool) -> Option<Fault> {
+        let disk = &self.cluster.disks[&node];
+        if apply {
+            self.crash(node, CrashMode::Process);
+        }
+        let older = self.state_files_older.lock().expect("state files lock");
+        // Each file with its bytes and, for F-S7, the older record it goes back to.
+        let candidates: Vec<_> = state_files_settled(disk)
+            .into_iter()
+            .filter_map(|(path, bytes)| match kind {
+                FaultKind::StateCopyStale => {
+                    let old = older.get(&(node, path.clone())).filter(|old| sequence_of(old) < sequence_of(&bytes))?;
+                    Some((path, bytes, Some(old)))
+                }
+                _ => Some((path, bytes, None)),
+            })
+            .collect();
+        let Some((path, bytes, old)) = candidates.choose(rng).cloned() else {
+            if apply {
+                self.runtime.restart(self.ids[&node]);
+            }
+            return None;
+        };
+        let stride = COPY_STRIDE_BYTES;
+        let record_bytes = record_bytes_of(&path, &bytes);
+        let mut damaged = bytes.clone();
+        let mut flip = |bit: u64| damaged[(bit / 8) as usize] ^= 1u8 << (bit % 8);
+        let copy = rng.gen_range(0..2u64);
+        let damage = match kind {
+            FaultKind::StateCopyFlip => {
+                let bits: Vec<u64> = (0..2).map(|_| rng.gen_range(copy * stride * 8..(copy * stride + record_bytes) * 8)).collect();
+                bits.iter().for_each(|&bit| flip(bit));
+                StateDamage::Flip { copy, bits }
+            }
+            FaultKind::StateCopiesBoth => {
+                let bits: Vec<u64> = (0..2).map(|copy| rng.gen_range(copy * stride * 8..(copy * stride + record_bytes) * 8)).collect();
+                bits.iter().for_each(|&bit| flip(bit));
+                StateDamage::Both { bits }
+            }
+            FaultKind::StateCopyTorn => {
+                let from_byte = rng.gen_range(0..record_bytes);
+                for at in copy * stride + from_byte..copy * stride + record_bytes {
+                    damaged[at as usize] = rng.gen();
+                }
+                StateDamage::Torn { copy, from_byte }
+            }
+            FaultKind::StateCopyShort => {
+                let len_bytes = stride + rng.gen_range(0..record_bytes);
+                damaged.truncate(len_bytes as usize);
+                StateDamage::Short { len_bytes }
+            }
+            FaultKind::StateCopyStale => {
+                let old = old.expect("an older record was found");
+                let old_record = &old[..record_bytes_of(&path, old) as usize];
+                let at = (copy * stride) as usize;
+                if damaged.len() < at + old_record.len() {
+                    damaged.resize(at + old_record.len(), 0);
+                }
+                damaged[at..at + old_record.len()].copy_from_slice(old_record);
+                StateDamage::Stale { copy, sequence_old: sequence_of(old), sequence: sequence_of(&bytes) }
+            }
+            _ => unreachable!("{kind:?} is not a fault on a state file"),
+        };
+        drop(older);
+        if apply {
+            disk.rewrite_at_rest(&path, damaged);
+            if kind == FaultKind::StateCopiesBoth {
+                self.cluster.corrupted.lock().expect("corrupted lock").insert(node);
+            }
+        }
+        Some(Fault::StateFile { node, path, damage })
+    }
+
     /// One fault's window: its start recorded and told, the fault injected, the window waited
     /// out, the fault healed, its stop recorded.
     pub async fn run_window(&self, kind: FaultKind, fault: Fault, window: Duration) {
@@ -343,7 +486,7 @@ impl<'a> FaultTargets<'a> {
                 self.net.update_config(|config| config.send_latency = latency);
                 Healing::Latency
             }
-            Fault::BitFlip { node, .. } => Healing::Restart(vec![*node]),
+            Fault::BitFlip { node, .. } | Fault::StateFile { node, .. } => Healing::Restart(vec![*node]),
             Fault::Disk { node, injury, power_loss_after } => self.injure_disk(*node, injury, *power_loss_after).await,
             Fault::DiskFull { node, room_bytes } => {
                 let disk = &self.cluster.disks[node];
@@ -529,6 +672,9 @@ impl Fault {
             Fault::BitFlip { node, path, bits } => {
                 vec![("node", node.to_string()), ("file", path.display().to_string()), ("bits", format!("{bits:?}"))]
             }
+            Fault::StateFile { node, path, damage } => {
+                vec![("node", node.to_string()), ("file", path.display().to_string()), ("damage", damage.to_string())]
+            }
             Fault::DiskFull { node, room_bytes } => vec![("node", node.to_string()), ("room-bytes", room_bytes.to_string())],
             Fault::Packets { rates } => vec![("rates", describe_rates(rates))],
             Fault::HoldRequest { hold } => vec![("hold-ms", hold.as_millis().to_string())],
@@ -553,6 +699,7 @@ impl Fault {
             Fault::OneWay { node, outbound } => format!("node {node} {} for {window:?}", direction(*outbound)),
             Fault::Latency { latency_ms_max } => format!("1..{latency_ms_max} ms for {window:?}"),
             Fault::BitFlip { node, path, bits } => format!("node {node} file {} bits {bits:?}", path.display()),
+            Fault::StateFile { node, path, damage } => format!("node {node} file {}: {damage}", path.display()),
             Fault::DiskFull { node, room_bytes } => format!("node {node}, {room_bytes} bytes of room, for {window:?}"),
             Fault::Packets { .. } | Fault::HoldRequest { .. } | Fault::ResetResponse => return None,
             Fault::ClientCut { cut } => format!("for {cut:?}"),
@@ -626,6 +773,44 @@ fn minority(nodes: &[u64], rng: &mut SmallRng) -> Vec<u64> {
     let mut chosen: Vec<u64> = nodes.choose_multiple(rng, size).copied().collect();
     chosen.sort_unstable();
     chosen
+}
+
+/// The hard- and conf-state files of `disk` (`odradek_consensus::storage::HARD_STATE_FILE`,
+/// `CONF_STATE_FILE`) whose two copies hold the same record with nothing pending: each with
+/// its bytes. A copy is one `COPY_STRIDE_BYTES` sector; the second one runs to the file's end.
+fn state_files_settled(disk: &SimDisk) -> Vec<(PathBuf, Vec<u8>)> {
+    let stride = COPY_STRIDE_BYTES as usize;
+    let names = [odradek_consensus::storage::HARD_STATE_FILE, odradek_consensus::storage::CONF_STATE_FILE];
+    let is_state_file = |path: &PathBuf| path.file_name().and_then(|name| name.to_str()).is_some_and(|name| names.contains(&name));
+    disk.files()
+        .into_iter()
+        .filter(is_state_file)
+        .filter_map(|path| {
+            let bytes = disk.read_file_durable(&path)?;
+            let agree = bytes.len() > stride && bytes.len() <= 2 * stride && bytes[..bytes.len() - stride] == bytes[stride..];
+            (agree && disk.read_file(&path)? == bytes).then_some((path, bytes))
+        })
+        .collect()
+}
+
+/// The bytes of the record in a state file's first copy (a repair may leave padding after it,
+/// which no fault needs to hit): a hard state's fixed size, or a conf state's header (28 bytes,
+/// the body's length at 24..28), body and CRC (`odradek_consensus::conf_state_file`). Never past
+/// the second copy's end.
+fn record_bytes_of(path: &Path, bytes: &[u8]) -> u64 {
+    let in_second_copy = bytes.len() as u64 - COPY_STRIDE_BYTES;
+    let record = if path.file_name().is_some_and(|name| name == odradek_consensus::storage::HARD_STATE_FILE) {
+        HARD_STATE_SLOT_BYTES as u64
+    } else {
+        28 + u64::from(u32::from_le_bytes(bytes[24..28].try_into().expect("a conf state copy has its header"))) + 4
+    };
+    record.min(in_second_copy)
+}
+
+/// The sequence number of a state file's first copy (bytes 8..16 of both layouts: the log's
+/// hard state, the consensus crate's conf state).
+fn sequence_of(bytes: &[u8]) -> u64 {
+    u64::from_le_bytes(bytes[8..16].try_into().expect("a copy holds its sequence"))
 }
 
 /// Where F-S3 may flip bits: each file with the byte range it may hit. Sealed segments, index

@@ -51,10 +51,23 @@ pub enum FaultKind {
     /// F-M2: a storm of leader transfers, sometimes with a kill or isolation. Only with
     /// `ScenarioConfig::membership`.
     LeaderStorm,
+    /// F-S3 on one copy of a hard- or conf-state file (bits of its record flipped), any node.
+    /// This and the four below only in plans that ask for them (`ScenarioConfig::state_faults`;
+    /// the node is down while its file is damaged, see `fault::FaultTargets::damage_state_file`).
+    StateCopyFlip,
+    /// F-S2: one copy torn, its record garbage from some byte on (a save cut by power loss).
+    StateCopyTorn,
+    /// F-S4: the file cut short inside its second copy (a short write, a partial restore).
+    StateCopyShort,
+    /// F-S7: one copy holds an older record again (a write the disk lost after its fsync).
+    StateCopyStale,
+    /// F-S3 on both copies of one file, on the one node F-S3 may corrupt, once per run: the
+    /// group does not open there (quarantine, R8 c).
+    StateCopiesBoth,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 27] = [
+    pub const ALL: [FaultKind; 32] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::PowerLoss,
@@ -82,6 +95,20 @@ impl FaultKind {
         FaultKind::Wipe,
         FaultKind::Reassign,
         FaultKind::LeaderStorm,
+        FaultKind::StateCopyFlip,
+        FaultKind::StateCopyTorn,
+        FaultKind::StateCopyShort,
+        FaultKind::StateCopyStale,
+        FaultKind::StateCopiesBoth,
+    ];
+
+    /// The faults on the hard- and conf-state files (`ScenarioConfig::state_faults`).
+    pub const STATE_FILE: [FaultKind; 5] = [
+        FaultKind::StateCopyFlip,
+        FaultKind::StateCopyTorn,
+        FaultKind::StateCopyShort,
+        FaultKind::StateCopyStale,
+        FaultKind::StateCopiesBoth,
     ];
 
     /// The CHECKLISTS ID and a short name, as recorded in the history.
@@ -114,7 +141,17 @@ impl FaultKind {
             FaultKind::Wipe => "F-P7 wipe and restart as a new incarnation",
             FaultKind::Reassign => "F-M1 reassign a partition",
             FaultKind::LeaderStorm => "F-M2 leader-transfer storm",
+            FaultKind::StateCopyFlip => "F-S3 bit flips in one copy of a state file",
+            FaultKind::StateCopyTorn => "F-S2 torn copy of a state file",
+            FaultKind::StateCopyShort => "F-S4 state file cut short in its second copy",
+            FaultKind::StateCopyStale => "F-S7 stale copy of a state file",
+            FaultKind::StateCopiesBoth => "F-S3 bit flips in both copies of a state file",
         }
+    }
+
+    /// Whether the fault damages a hard- or conf-state file.
+    pub fn on_state_file(self) -> bool {
+        FaultKind::STATE_FILE.contains(&self)
     }
 
     /// Whether the fault hits a group's coordinator (the nemesis looks it up first).
@@ -142,6 +179,11 @@ impl FaultKind {
             // Never drawn with the others: the plan adds it when asked (`draw_plan`'s `wipes`),
             // so the draws of every existing seed stay as they were.
             FaultKind::Wipe | FaultKind::Reassign | FaultKind::LeaderStorm => &[],
+            FaultKind::StateCopyFlip
+            | FaultKind::StateCopyTorn
+            | FaultKind::StateCopyShort
+            | FaultKind::StateCopyStale
+            | FaultKind::StateCopiesBoth => &[],
         }
     }
 }
@@ -178,10 +220,23 @@ impl FaultPlan {
     }
 }
 
+/// What a run adds to its scenario's fault kinds (plan fields, each off by default).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Extras {
+    /// F-P7 (`FaultKind::Wipe`).
+    pub wipes: bool,
+    /// F-M1 and F-M2 (`FaultKind::Reassign`, `FaultKind::LeaderStorm`).
+    pub membership: bool,
+    /// The faults on hard- and conf-state files ([`FaultKind::STATE_FILE`]).
+    pub state_faults: bool,
+}
+
 /// Draws the run's fault plan (swarm: a random subset of the scenario's kinds, random weights).
-/// With `wipes`, F-P7 (`FaultKind::Wipe`) is added, drawn after everything else; with
-/// `membership`, F-M1 and F-M2 (`FaultKind::Reassign`, `FaultKind::LeaderStorm`) after that.
-pub fn draw_plan(scenario: Scenario, nodes: usize, wipes: bool, membership: bool, rng: &mut SmallRng) -> FaultPlan {
+/// The `extras` are added after that, each drawn after everything before it (so a run without
+/// one keeps the draws it had before it existed): F-P7, then F-M1 and F-M2, then the faults on
+/// state files.
+pub fn draw_plan(scenario: Scenario, nodes: usize, extras: Extras, rng: &mut SmallRng) -> FaultPlan {
+    let Extras { wipes, membership, state_faults } = extras;
     let mut plan = FaultPlan {
         quiet_ms: (rng.gen_range(200..800), rng.gen_range(1_000..3_000)),
         window_ms: (rng.gen_range(200..600), rng.gen_range(1_000..3_000)),
@@ -226,6 +281,14 @@ pub fn draw_plan(scenario: Scenario, nodes: usize, wipes: bool, membership: bool
     if membership {
         plan.kinds.push((FaultKind::Reassign, rng.gen_range(5..=10)));
         plan.kinds.push((FaultKind::LeaderStorm, rng.gen_range(2..=4)));
+    }
+    if state_faults {
+        // Single copies often (any node, any time: the other copy holds the state); both copies
+        // at most once per run, on the one node F-S3 may corrupt (the nemesis sees to it).
+        for kind in FaultKind::STATE_FILE {
+            let weight = if kind == FaultKind::StateCopiesBoth { 1 } else { rng.gen_range(2..=5) };
+            plan.kinds.push((kind, weight));
+        }
     }
     plan
 }
