@@ -98,8 +98,11 @@ async fn restart(config: &ServerConfig) -> Server {
     panic!("restart: its ports stayed taken for 5 s");
 }
 
+/// The first index of `raft_group`'s log on `server`, or 0 while the server does not host it
+/// yet: a replica may create the group after two others acknowledged hundreds of commits
+/// (seen once in CI: "hosted" failed inside the wait for the segments' deletion).
 async fn first_index(server: &Server, raft_group: GroupId) -> u64 {
-    server.node().log_bounds(raft_group).await.unwrap().expect("hosted").first_index
+    server.node().log_bounds(raft_group).await.unwrap().map_or(0, |bounds| bounds.first_index)
 }
 
 async fn is_leader(server: &Server, raft_group: GroupId) -> bool {
