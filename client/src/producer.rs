@@ -299,16 +299,16 @@ impl Producer {
     async fn topic_info(&self, topic: &str) -> Result<crate::cluster::TopicInfo> {
         let config = &self.inner.config;
         let deadline = Instant::now() + config.topic_wait;
-        let mut backoff = config.retry_backoff;
+        let mut backoff = Backoff::new(config.retry_backoff, config.retry_backoff_max);
         loop {
-            match self.inner.cluster.topic(topic).await {
-                Err(error) if error.code() == Some(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION) && Instant::now() + backoff < deadline => {
-                    tracing::debug!(topic, "the metadata lists no such topic (yet); asking again");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(config.retry_backoff_max);
-                }
-                outcome => return outcome,
+            let outcome = self.inner.cluster.topic(topic).await;
+            let unknown = matches!(&outcome, Err(error) if error.code() == Some(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION));
+            let delay = backoff.next_delay();
+            if !unknown || Instant::now() + delay >= deadline {
+                return outcome;
             }
+            tracing::debug!(topic, "the metadata lists no such topic (yet); asking again");
+            tokio::time::sleep(delay).await;
         }
     }
 
