@@ -34,6 +34,19 @@ def check(client, version, feature):
     return wrap
 
 
+def poll_until(consumer, done, keep, seconds=30):
+    """Polls `consumer` until `done()` or `seconds` passed, handing each message to `keep`; a
+    message carrying an error raises it."""
+    deadline = time.time() + seconds
+    while not done() and time.time() < deadline:
+        message = consumer.poll(0.5)
+        if message is None:
+            continue
+        if message.error():
+            raise RuntimeError(str(message.error()))
+        keep(message)
+
+
 def fresh(prefix):
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
@@ -80,14 +93,7 @@ def confluent_checks(bootstrap, quick):
         consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": fresh("g"), "enable.auto.commit": False})
         consumer.assign([TopicPartition(name, 0, offset)])
         values = []
-        deadline = time.time() + 30
-        while len(values) < count and time.time() < deadline:
-            message = consumer.poll(0.5)
-            if message is None:
-                continue
-            if message.error():
-                raise RuntimeError(str(message.error()))
-            values.append(message.value())
+        poll_until(consumer, lambda: len(values) >= count, lambda message: values.append(message.value()))
         consumer.close()
         return values
 
@@ -325,14 +331,7 @@ def confluent_checks(bootstrap, quick):
         })
         consumer.subscribe([f"^{prefix}-.*"])
         got = set()
-        deadline = time.time() + 30
-        while time.time() < deadline and len(got) < 3:
-            message = consumer.poll(0.5)
-            if message is None:
-                continue
-            if message.error():
-                raise RuntimeError(str(message.error()))
-            got.add((message.topic(), message.value()))
+        poll_until(consumer, lambda: len(got) >= 3, lambda message: got.add((message.topic(), message.value())))
         # A little longer: the topic that does not match must stay unread.
         for _ in range(4):
             message = consumer.poll(0.5)
@@ -774,17 +773,14 @@ def secure_checks(bootstrap, protocol, ca, user, password):
         consumer = Consumer({**settings, "group.id": group, "enable.auto.commit": False, "auto.offset.reset": "earliest"})
         consumer.subscribe([name])
         values = []
-        deadline = time.time() + 30
-        while len(values) < count and time.time() < deadline:
-            message = consumer.poll(0.5)
-            if message is None:
-                continue
-            if message.error():
-                raise RuntimeError(str(message.error()))
+
+        def keep(message):
             values.append(message.value())
-            if commit_at is not None and len(values) == commit_at:
+            if len(values) == commit_at:
                 consumer.commit(message=message, asynchronous=False)
-                break
+
+        enough = count if commit_at is None else min(count, commit_at)
+        poll_until(consumer, lambda: len(values) >= enough, keep)
         consumer.close()
         return values
 
