@@ -7,10 +7,12 @@
 #   jepsen/scripts/matrix.sh                         # 9 entries x 300 s, 5 nodes: about 50 minutes
 #   TIME=60 NODES=3 jepsen/scripts/matrix.sh kill pause-kill   # chosen entries only
 #   CLIENT=kafka OUT=store/matrix-kafka jepsen/scripts/matrix.sh  # through rskafka and the Kafka listeners
+#   EXTRA=--delete-records OUT=store/matrix-dr jepsen/scripts/matrix.sh  # with a deleter (DR1)
 #
 # Settings (environment): TIME (300), NODES (5), RATE (100 sends/s), SEED (1), ACKS (all),
 # CLIENT (native; kafka: the producers and consumers use rskafka over the Kafka listeners, acks all
-# only), OUT (store/matrix), BIN (target/release: where odradek and odradek-jepsen are).
+# only), OUT (store/matrix), BIN (target/release: where odradek and odradek-jepsen are), EXTRA (more
+# `odradek-jepsen run` flags for every entry, e.g. --delete-records or --tls).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 TIME=${TIME:-300}
@@ -21,6 +23,7 @@ ACKS=${ACKS:-all}
 CLIENT=${CLIENT:-native}
 OUT=${OUT:-store/matrix}
 BIN=${BIN:-target/release}
+read -r -a extra <<<"${EXTRA:-}"
 entries=("$@")
 if [ ${#entries[@]} -eq 0 ]; then
     entries=(none kill pause partition kill,partition pause-kill part-kill wipe membership)
@@ -36,7 +39,8 @@ for entry in "${entries[@]}"; do
     rm -rf "$dir"
     started=$(date +%s)
     "$BIN/odradek-jepsen" run --nodes "$NODES" --time-limit "$TIME" --rate "$RATE" --nemesis "$entry" --acks "$ACKS" \
-        --client "$CLIENT" --seed "$SEED" --fault-quiet 8 --fault-window 10 --recovery 10 --binary "$BIN/odradek" --out "$dir" >"$dir.log" 2>&1
+        --client "$CLIENT" --seed "$SEED" --fault-quiet 8 --fault-window 10 --recovery 10 --binary "$BIN/odradek" --out "$dir" \
+        "${extra[@]}" >"$dir.log" 2>&1
     status=$?
     [ $status -eq 0 ] || failed=1
     verdict=$(grep -m1 -E "^odradek-jepsen: (PASS|FAIL)" "$dir.log" || echo "no verdict (exit $status)")

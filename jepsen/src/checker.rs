@@ -33,6 +33,13 @@
 //!   order across partitions is not defined).
 //! * C1–C7, the consumer-group checks, in [`groups`] (its module comment says what each reads and
 //!   why it is sound under indeterminate outcomes, retries, crashes and rebalances).
+//! * DR1 (an acknowledged deletion holds), over `delete-records` ops: an ok deletion whose reported
+//!   log start is below its offset (`log-start-below-deletion`), and a record below an acknowledged
+//!   deletion's offset returned by a poll invoked after that deletion completed
+//!   (`deleted-record-read`), both fatal. Records below the offset of any deletion that may have
+//!   applied (ok or indeterminate) are exempt from the loss checks L6, L7 and L13, and a poll that
+//!   skips only offsets below a deletion invoked before it completed is no L8 poll-skip (a consumer
+//!   whose position was deleted resumes at the new log start).
 //! * `H malformed-history`: a value written to two keys, a completion that differs from its invoke,
 //!   an ok send whose offsets do not match its values, or a rebalance that revokes a key its
 //!   member does not own (or assigns one it does).
@@ -94,7 +101,7 @@ impl Default for CheckOptions {
     }
 }
 
-/// Checks `history` against L1–L13, P1–P4 and C1–C7 (see the module comment).
+/// Checks `history` against L1–L13, DR1, P1–P4 and C1–C7 (see the module comment).
 pub fn check(history: &History, options: &CheckOptions) -> Verdict {
     let mut report = Report::new(options.anomaly_examples_per_kind_max);
     let index = Index::build(history, &mut report);
@@ -107,6 +114,7 @@ pub fn check(history: &History, options: &CheckOptions) -> Verdict {
     check_realtime(&index, &mut report);
     check_hw(&index, options.stale_hw_fatal, &mut report);
     check_read_stability(&index, &mut report);
+    check_deletions(&index, &mut report);
     if let Some(dump) = &options.log_dump {
         log_dump::check_log_dump(dump, &mut report);
     }
@@ -358,8 +366,13 @@ fn check_losses(index: &Index, report: &mut Report) -> u64 {
         if outcome == Outcome::Fail || !index.reads_of(w.key, value).is_empty() {
             continue;
         }
-        values_unseen += u64::from(outcome == Outcome::Ok);
         let known = known_offset(index, w, outcome);
+        // DR1: a value a deletion may have removed is not lost (unknown offset: it may be).
+        let deletable = index.deletable(w.key);
+        if deletable > 0 && known.is_none_or(|(o, _)| o < deletable) {
+            continue;
+        }
+        values_unseen += u64::from(outcome == Outcome::Ok);
         let below_read = matches!((known, read_bound.get(&w.key)), (Some((o, _)), Some(&b)) if o <= b);
         let kind = match (below_read, outcome, index.drain_index) {
             (true, _, _) => AnomalyKind::LostWrite,
@@ -464,8 +477,12 @@ fn check_poll(index: &Index, poll: usize, position: &mut BTreeMap<(Process, Key)
         let (Some(&(first, value)), Some(&(last, _))) = (records.first(), records.last()) else { continue };
         if let Some((previous, previous_rank, op)) = position.insert((p.process, key), (last, rank(last), p.complete)) {
             let delta = rank(first) as i64 - previous_rank as i64;
+            // DR1: a skip over offsets that a deletion invoked before this poll completed may
+            // have removed is the consumer resuming at the new log start.
+            let deleted = index.deletable_before(key, p.complete);
             let kind = match delta {
                 1 => continue,
+                d if d > 1 && index.vo_between(key, previous, first).iter().all(|&o| o < deleted) => continue,
                 d if d > 1 => AnomalyKind::PollSkip,
                 _ => AnomalyKind::NonmonotonicPoll,
             };
@@ -580,6 +597,30 @@ fn check_hw(index: &Index, stale_hw_fatal: bool, report: &mut Report) {
     }
 }
 
+/// DR1: an acknowledged deletion reported a log start at or above its offset, and no poll invoked
+/// after it completed returned a record below that offset.
+fn check_deletions(index: &Index, report: &mut Report) {
+    for deletions in index.deletions.values() {
+        for d in deletions.iter().filter(|d| d.outcome == Outcome::Ok) {
+            if let Some(log_start) = d.log_start.filter(|&start| start < d.asked.before) {
+                let anomaly = Anomaly::new(AnomalyKind::DeletionNotHeld, true).key(d.asked.key).offsets([d.asked.before, log_start]);
+                let detail = format!("delete-records to {} acknowledged with log start {log_start}", d.asked.before);
+                report.push(anomaly.ops([d.complete.expect("ok ops complete")]).detail(detail));
+            }
+        }
+    }
+    for p in &index.polls {
+        for (&key, records) in &p.poll.records {
+            let Some((deleted, complete)) = index.deleted_before(key, p.invoke) else { continue };
+            for &(offset, value) in records.iter().filter(|&&(offset, _)| offset < deleted) {
+                let anomaly = Anomaly::new(AnomalyKind::DeletedRecordRead, true).key(key).values([value]).offsets([offset]);
+                let detail = format!("read after a delete-records to {deleted} was acknowledged");
+                report.push(anomaly.ops([complete, p.complete]).detail(detail));
+            }
+        }
+    }
+}
+
 /// L13: a value read at (k, o) is never replaced at o by a later poll, and is in the final drain.
 fn check_read_stability(index: &Index, report: &mut Report) {
     for run in runs(&index.reads_by_offset, |r| (r.key, r.offset)) {
@@ -605,7 +646,7 @@ fn check_read_stability(index: &Index, report: &mut Report) {
                         .ops([complete_v, invoke_w])
                         .detail(detail),
                 );
-            } else if index.drain_index.is_some() && !in_drain {
+            } else if index.drain_index.is_some() && !in_drain && offset >= index.deletable(key) {
                 let anomaly = Anomaly::new(AnomalyKind::ReadThenLost, true).key(key).values([v]).offsets([offset]).ops([complete_v]);
                 report.push(anomaly.detail("read, but absent from the final drain at this offset"));
             }

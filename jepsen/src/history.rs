@@ -97,6 +97,8 @@ pub enum OpF {
     Commit,
     /// Read a group's committed offsets. Value: [`FetchCommitted`].
     FetchCommitted,
+    /// Delete a key's records below an offset (DeleteRecords; DR1). Value: [`DeleteRecords`].
+    DeleteRecords,
 }
 
 impl OpF {
@@ -314,6 +316,21 @@ pub struct FetchCommitted {
     pub error: Option<String>,
 }
 
+/// Value of `delete-records`: the invoke names the key and the offset below which its records are
+/// deleted; an ok completion adds the log start the server reported (DR1: at least `before`).
+///
+/// Recording contract: one op asks once (a client may retry only after a definite error); the
+/// checker treats an ok deletion as holding from its completion, and an info or unfinished one as
+/// possibly applied at any time after its invoke.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteRecords {
+    pub key: Key,
+    pub before: Offset,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_start: Option<Offset>,
+}
+
 /// The error codes (wire.proto names) that tell a member it is no longer the member it was.
 pub const FENCING_ERRORS: &[&str] = &["UNKNOWN_MEMBER_ID", "FENCED_MEMBER_EPOCH", "ILLEGAL_GENERATION", "FENCED_INSTANCE_ID"];
 
@@ -336,6 +353,7 @@ pub enum OpValue {
     Rebalance(Rebalance),
     Commit(Commit),
     FetchCommitted(FetchCommitted),
+    DeleteRecords(DeleteRecords),
 }
 
 impl OpValue {
@@ -352,6 +370,7 @@ impl OpValue {
             OpF::Rebalance => OpValue::Rebalance(serde_json::from_value(value)?),
             OpF::Commit => OpValue::Commit(serde_json::from_value(value)?),
             OpF::FetchCommitted => OpValue::FetchCommitted(serde_json::from_value(value)?),
+            OpF::DeleteRecords => OpValue::DeleteRecords(serde_json::from_value(value)?),
             OpF::Crash | OpF::FinalDrain => {
                 let () = serde_json::from_value(value)?;
                 OpValue::None
@@ -372,6 +391,7 @@ impl OpValue {
                 | (OpF::Rebalance, OpValue::Rebalance(_))
                 | (OpF::Commit, OpValue::Commit(_))
                 | (OpF::FetchCommitted, OpValue::FetchCommitted(_))
+                | (OpF::DeleteRecords, OpValue::DeleteRecords(_))
                 | (OpF::Crash | OpF::FinalDrain, OpValue::None)
         )
     }

@@ -6,7 +6,7 @@ mod expect;
 
 use odradek_jepsen::checker::{check, AnomalyKind, CheckOptions, LogRecord, Verdict};
 use odradek_jepsen::history::{
-    Acks, History, HistoryBuilder, Key, Keys, Offset, OpF, OpHandle, OpValue, Poll, Process, Producer, Send, Value,
+    Acks, DeleteRecords, History, HistoryBuilder, Key, Keys, Offset, OpF, OpHandle, OpValue, Poll, Process, Producer, Send, Value,
 };
 
 /// A terse history writer over [`HistoryBuilder`].
@@ -82,6 +82,17 @@ impl HistoryWriter {
 
     fn rewind(&mut self, p: Process, keys: &[Key]) {
         self.keys_op(p, OpF::Rewind, keys);
+    }
+
+    /// A `delete-records` of `key` below `before`: ok with the log start reported, or (None) info.
+    fn delete(&mut self, p: Process, key: Key, before: Offset, log_start: Option<Offset>) {
+        let asked = DeleteRecords { key, before, log_start: None };
+        let handle = self.builder.invoke(p, OpF::DeleteRecords, OpValue::DeleteRecords(asked.clone())).unwrap();
+        match log_start {
+            Some(log_start) => self.builder.ok(handle, OpValue::DeleteRecords(DeleteRecords { log_start: Some(log_start), ..asked })),
+            None => self.builder.info(handle, OpValue::DeleteRecords(asked)),
+        }
+        .unwrap();
     }
 
     fn leader_change(&mut self, key: Key) {
@@ -541,6 +552,41 @@ fn cases() -> Vec<Case> {
             h.poll(3, &[(0, &[(0, 1)])], &[(0, 1)]);
             h.drain();
             h.poll(9, &[(0, &[(0, 1)])], &[(0, 1)]);
+            h.done()
+        }),
+        // DR1
+        case("a record below an acknowledged deletion is read afterwards", Fatal(DeletedRecordRead), || {
+            let mut h = HistoryWriter::new();
+            h.write(1, 0, &[1, 2, 3], ALL, &[0, 1, 2]);
+            h.delete(5, 0, 2, Some(2));
+            h.poll(3, &[(0, &[(1, 2), (2, 3)])], &[(0, 3)]);
+            h.done()
+        }),
+        case("a deletion acknowledged with a lower log start", Fatal(DeletionNotHeld), || {
+            let mut h = HistoryWriter::new();
+            h.write(1, 0, &[1, 2, 3], ALL, &[0, 1, 2]);
+            h.delete(5, 0, 2, Some(1));
+            h.done()
+        }),
+        case("records above a deletion are still lost if never read", Fatal(LostWrite), || {
+            let mut h = HistoryWriter::new();
+            h.write(1, 0, &[1, 2, 3, 4], ALL, &[0, 1, 2, 3]);
+            h.delete(5, 0, 2, Some(2));
+            h.drain();
+            h.poll(9, &[(0, &[(3, 4)])], &[(0, 4)]);
+            h.done()
+        }),
+        case("deleted records are neither lost nor skipped, and a possible deletion counts too", Clean, || {
+            let mut h = HistoryWriter::new();
+            h.write(1, 0, &[1, 2, 3, 4, 5], ALL, &[0, 1, 2, 3, 4]);
+            h.write(1, 1, &[6, 7], ALL, &[0, 1]);
+            h.poll(3, &[(0, &[(0, 1)])], &[(0, 5)]);
+            h.delete(5, 0, 3, Some(3));
+            h.delete(6, 1, 1, None);
+            // Process 3's position (1) was deleted: it resumes at the new log start.
+            h.poll(3, &[(0, &[(3, 4)])], &[(0, 5)]);
+            h.drain();
+            h.poll(9, &[(0, &[(3, 4), (4, 5)]), (1, &[(1, 7)])], &[(0, 5), (1, 2)]);
             h.done()
         }),
         // P2

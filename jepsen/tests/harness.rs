@@ -257,6 +257,55 @@ fn planted_ack_before_commit_is_caught_on_real_processes() {
     println!("{verdict}");
 }
 
+/// DR1 on real processes (`--delete-records`): a deleter deletes the low part of a partition
+/// every 2 s while nodes are killed (F-P1) and client connections dropped (F-N9); consumers whose
+/// position was deleted resume at the new log start and the final drain reads from it. The
+/// shared checker must find nothing, and the deletions must have happened and been acknowledged.
+#[test]
+fn short_real_run_with_delete_records_under_kill_passes() {
+    let binary = server_binary();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("delete-records");
+    let args = ["run", "--delete-records", "--nodes", "3", "--time-limit", "16", "--rate", "60", "--nemesis", "kill,conn-drop"];
+    let more = ["--fault-quiet", "2", "--fault-window", "3", "--recovery", "4", "--seed", "5"];
+    let output = harness(&[&args[..], &more[..], &["--binary", binary.to_str().unwrap(), "--out", out.to_str().unwrap()]].concat());
+    let log = text(&output);
+    assert_eq!(output.status.code(), Some(0), "the run must pass with no anomaly:\n{log}");
+    let history = report::read_history(&out).unwrap();
+    let deletions: Vec<_> = history
+        .ops()
+        .iter()
+        .filter_map(|op| match (&op.kind, &op.value) {
+            (OpType::Ok, OpValue::DeleteRecords(d)) => Some(d.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(deletions.len() >= 2, "too few acknowledged deletions to mean anything:\n{log}");
+    assert!(deletions.iter().all(|d| d.log_start.is_some_and(|start| start >= d.before)), "{log}");
+    let verdict = saved_verdict(&out);
+    assert!(verdict.valid && verdict.anomalies.is_empty() && verdict.stats.final_drain, "{log}");
+    assert!(verdict.stats.sends_ok >= 100, "too little load to mean anything:\n{log}");
+}
+
+/// Teeth for DR1 on real processes: servers whose DeleteRecords moves only the leader's log start
+/// in memory and acknowledges at once (`--planted-bug delete-records-not-replicated`) give the
+/// deleted records back once that leader is killed; the final drain reads them.
+#[test]
+fn planted_delete_records_not_replicated_is_caught_on_real_processes() {
+    let binary = server_binary();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("planted-dr");
+    let args = ["run", "--delete-records", "--nodes", "3", "--keys", "2", "--time-limit", "16", "--rate", "60", "--nemesis", "kill"];
+    let more = ["--fault-quiet", "3", "--fault-window", "2", "--recovery", "3", "--seed", "5"];
+    let planted = ["--planted-bug", "delete-records-not-replicated"];
+    let paths = ["--binary", binary.to_str().unwrap(), "--out", out.to_str().unwrap()];
+    let output = harness(&[&args[..], &more[..], &planted[..], &paths[..]].concat());
+    let log = text(&output);
+    assert_eq!(output.status.code(), Some(1), "the planted bug must fail the run:\n{log}");
+    let verdict = saved_verdict(&out);
+    assert!(verdict.has_fatal(AnomalyKind::DeletedRecordRead), "expected DR1 deleted-record-read:\n{log}");
+}
+
 /// Issue 16, Kafka clients under faults: the producers and consumers go through rskafka over the
 /// nodes' Kafka listeners (`--client kafka`: Produce acks=all, Fetch, Metadata) under kill (F-P1),
 /// pause (F-P2), a partition (F-N1..5) and client-connection drops (F-N9, through the Kafka

@@ -133,6 +133,11 @@ mod real {
             /// in as a user granted what it needs.
             #[arg(long)]
             secure: bool,
+            /// DeleteRecords under faults (DR1): a worker deletes records below a point between
+            /// half and three quarters of a partition's high watermark every 2 s; an acknowledged
+            /// deletion must hold (no later poll returns a record below it).
+            #[arg(long = "delete-records")]
+            delete_records: bool,
         },
         /// Re-check DIR/history.jsonl; print the summary (and rewrite verdict, summary and plots with --write).
         Check {
@@ -167,6 +172,7 @@ mod real {
                 planted_bugs,
                 tls,
                 secure,
+                delete_records,
             } => {
                 let nemesis = match nemesis::parse_kinds(&nemesis) {
                     Ok(kinds) => kinds,
@@ -211,6 +217,7 @@ mod real {
                     planted_bugs,
                     tls,
                     secure,
+                    delete_records,
                 };
                 if let Err(error) = config.validate() {
                     return usage(&error);

@@ -8,7 +8,9 @@
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
-use crate::history::{Acks, History, Key, Offset, Op, OpF, OpType, OpValue, Poll, Process, Producer, Rebalance, Send, Value};
+use crate::history::{
+    Acks, DeleteRecords, History, Key, Offset, Op, OpF, OpType, OpValue, Poll, Process, Producer, Rebalance, Send, Value,
+};
 
 use super::verdict::{Anomaly, AnomalyKind, Report};
 
@@ -59,6 +61,16 @@ pub(crate) enum ProcessEvent<'h> {
     PollOk(usize),
     /// A poll that ended fail or info, or a crash: the position is unknown afterwards.
     Reset(Process),
+}
+
+/// A `delete-records` op (DR1): what it asked and how it ended.
+pub(crate) struct Deletion<'h> {
+    pub invoke: u64,
+    pub complete: Option<u64>,
+    pub outcome: Outcome,
+    pub asked: &'h DeleteRecords,
+    /// The log start an ok completion reported.
+    pub log_start: Option<Offset>,
 }
 
 /// Where a value was written: its key and every send of it (retries repeat a value).
@@ -148,6 +160,8 @@ pub(crate) struct Index<'h> {
     /// Distinct offsets of VO(k), sorted: an offset's position is its dense index idx.
     pub vo_offsets: BTreeMap<Key, Vec<Offset>>,
     pub acks_all: BTreeMap<Key, AckPrefix>,
+    /// `delete-records` ops per key, in invoke order (DR1).
+    pub deletions: BTreeMap<Key, Vec<Deletion<'h>>>,
 }
 
 /// The contiguous run of `sorted` for which `cmp` returns Equal (`cmp` orders the probe).
@@ -199,6 +213,7 @@ impl<'h> Index<'h> {
             vo: Vec::new(),
             vo_offsets: BTreeMap::new(),
             acks_all: BTreeMap::new(),
+            deletions: BTreeMap::new(),
         };
         index.pair(history.ops(), report);
         index.index_writes(report);
@@ -289,6 +304,21 @@ impl<'h> Index<'h> {
                 self.polls.push(PollOp { invoke: invoke.index, complete: complete.index, process: invoke.process, poll, drain });
             }
             (OpValue::Poll(_), _) => self.events.push(ProcessEvent::Reset(invoke.process)),
+            (OpValue::DeleteRecords(asked), completion) => {
+                let outcome = match kind {
+                    OpType::Ok => Outcome::Ok,
+                    OpType::Fail => Outcome::Fail,
+                    _ => Outcome::Indeterminate,
+                };
+                let log_start = match completion {
+                    Some(OpValue::DeleteRecords(done)) if outcome == Outcome::Ok => done.log_start,
+                    _ => None,
+                };
+                let deletion = Deletion { invoke: invoke.index, complete: complete.map(|c| c.index), outcome, asked, log_start };
+                let deletions = self.deletions.entry(asked.key).or_default();
+                let at = deletions.partition_point(|d| d.invoke < invoke.index);
+                deletions.insert(at, deletion);
+            }
             (OpValue::Rebalance(_), Some(OpValue::Rebalance(rebalance))) if kind == OpType::Ok => {
                 self.events.push(ProcessEvent::Rebalance(invoke.process, rebalance));
             }
@@ -421,6 +451,27 @@ impl<'h> Index<'h> {
             }
         }
         outcome
+    }
+
+    /// The highest offset below which `key`'s records may have been deleted by a `delete-records`
+    /// invoked before op `before` (ok or indeterminate; a failed one deleted nothing). 0 if none.
+    pub fn deletable_before(&self, key: Key, before: u64) -> Offset {
+        let deletions = self.deletions.get(&key).map_or(&[][..], Vec::as_slice);
+        deletions.iter().filter(|d| d.invoke < before && d.outcome != Outcome::Fail).map(|d| d.asked.before).max().unwrap_or(0)
+    }
+
+    /// The highest offset below which `key`'s records may have been deleted at any time (DR1
+    /// exempts them from the loss checks L6, L7 and L13). 0 if none.
+    pub fn deletable(&self, key: Key) -> Offset {
+        self.deletable_before(key, u64::MAX)
+    }
+
+    /// The acknowledged deletion of `key` with the highest offset among those completed before op
+    /// `before`: (its offset, its completion). Records below it must never be read after it.
+    pub fn deleted_before(&self, key: Key, before: u64) -> Option<(Offset, u64)> {
+        let deletions = self.deletions.get(&key)?;
+        let acked = deletions.iter().filter(|d| d.outcome == Outcome::Ok);
+        acked.filter_map(|d| d.complete.filter(|&c| c < before).map(|c| (d.asked.before, c))).max()
     }
 
     /// Producer of the value's first send, if idempotent.

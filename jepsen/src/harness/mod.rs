@@ -5,10 +5,11 @@
 //!    processes on loopback whose peer addresses point at those proxies ([`cluster`]);
 //! 2. a topic of `keys` partitions; producer and consumer workers (`--workload log`; with
 //!    `--client kafka` through a Kafka client library over the Kafka listeners, [`kafka`]) or
-//!    consumer-group members (`--workload subscribe`, [`groups`]), a leader observer and the
-//!    nemesis run for `time_limit` ([`workload`], [`nemesis`]);
+//!    consumer-group members (`--workload subscribe`, [`groups`]), a leader observer (with
+//!    `--delete-records` a deleter, DR1) and the nemesis run for `time_limit` ([`workload`], [`nemesis`]);
 //! 3. the nemesis stops and heals everything, the workers go on for `recovery`, then stop;
-//! 4. the final drain (a fresh consumer reads every partition from the beginning to its end),
+//! 4. every node is killed and restarted (CHECKLISTS L7), then the final drain (a fresh consumer
+//!    reads every partition from the beginning to its end),
 //!    and with `--workload subscribe` a fresh read of every group's committed offsets;
 //! 5. every server is killed; the caller checks the history and writes the report.
 //!
@@ -108,6 +109,8 @@ pub struct RunConfig {
     pub tls: bool,
     /// Security on (`--secure`, [`secure`]): SCRAM logins and ACLs on every node.
     pub secure: bool,
+    /// A `delete-records` worker ([`workload::deleter_worker`], DR1).
+    pub delete_records: bool,
 }
 
 impl RunConfig {
@@ -130,6 +133,10 @@ impl RunConfig {
             if self.acks != Acks::All || self.workload != Workload::Log || self.secure {
                 return Err("--client kafka runs --workload log with --acks all, without --secure".into());
             }
+        }
+        if self.delete_records && self.workload != Workload::Log {
+            // The group checks (C3, C6) read every skipped offset as a gap; deletion makes gaps.
+            return Err("--delete-records runs with --workload log".into());
         }
         if self.client == Client::Kafka && self.nemesis.iter().any(|kind| kind == "membership") {
             return Err("--nemesis membership does not run with --client kafka (nodes it adds have no Kafka listener)".into());
@@ -254,6 +261,10 @@ pub async fn run(config: &RunConfig) -> Result<(History, RunNotes), String> {
         }
     }
     workers.push(tokio::spawn(workload::leader_observer(recorder.clone(), target.clone(), workers_stopping.clone())));
+    if config.delete_records {
+        let (recorder, target, stop) = (recorder.clone(), target.clone(), workers_stopping.clone());
+        workers.push(tokio::spawn(workload::deleter_worker(recorder, target, rng.gen(), stop)));
+    }
     let nemesis = tokio::spawn(nemesis::run(
         recorder.clone(),
         cluster.clone(),
@@ -289,6 +300,13 @@ pub async fn run(config: &RunConfig) -> Result<(History, RunNotes), String> {
     for (id, status) in cluster.lock().expect("cluster lock").exited() {
         notes.problems.push(format!("node {id} exited by itself ({status}); see {}", config.out.join("cluster/logs").display()));
     }
+    // CHECKLISTS L7: the final drain reads from a cluster whose every node restarted (SIGKILL,
+    // then the same flags and data directory), so nothing acknowledged may live only in a
+    // process's memory (DR1's planted bug does).
+    if let Err(error) = restart_all(&cluster).await {
+        notes.problems.push(error);
+    }
+    notes.info.push(format!("every node restarted for the final drain at {:.1} s", started.elapsed().as_secs_f64()));
     if let Err(error) = workload::final_drain(&recorder, &target).await {
         notes.problems.push(error);
     }
@@ -303,6 +321,25 @@ pub async fn run(config: &RunConfig) -> Result<(History, RunNotes), String> {
     notes.log_dump = recorder.take_log_dump();
     let history = std::mem::replace(&mut *recorder.history(), HistoryBuilder::new(|| 0)).finish();
     Ok((history, notes))
+}
+
+/// SIGKILLs and restarts every active node, then waits until each one listens.
+async fn restart_all(cluster: &Arc<Mutex<ProcessCluster>>) -> Result<(), String> {
+    let targets: Vec<_> = {
+        let mut cluster = cluster.lock().expect("cluster lock");
+        let ids = cluster.active_ids();
+        for &id in &ids {
+            cluster.kill(id);
+        }
+        for &id in &ids {
+            cluster.spawn(id).map_err(|e| format!("restarting node {id} for the final drain: {e}"))?;
+        }
+        ids.into_iter().map(|id| cluster.listen_target(id)).collect()
+    };
+    for target in targets {
+        cluster::wait_listening(target).await?;
+    }
+    Ok(())
 }
 
 /// `odradek tls init` under `out/certs`: the servers' `--tls-dir` flags and the workers' TLS.

@@ -28,7 +28,7 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
 
 use crate::checker::LogRecord;
-use crate::history::{Acks, HistoryBuilder, Key, Keys, Offset, OpF, OpValue, Poll, Process, Send, Value};
+use crate::history::{Acks, DeleteRecords, HistoryBuilder, Key, Keys, Offset, OpF, OpValue, Poll, Process, Send, Value};
 
 /// Longest a send may take before the harness records it `info` (the producer's own delivery
 /// timeout is shorter, so this only fires if the client hangs).
@@ -475,6 +475,49 @@ pub async fn leader_observer(recorder: Arc<Recorder>, target: WorkloadTarget, mu
                     recorder.history().leader_change(u64::from(partition.partition), leader).expect("nemesis ops always fit");
                 }
             }
+        }
+    }
+}
+
+/// How often the deleter deletes.
+pub const DELETE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// DeleteRecords under faults (`--delete-records`, DR1): every [`DELETE_INTERVAL`] one `delete-records`
+/// op on a random key, to a point between half and three quarters of the key's high watermark
+/// as ListOffsets latest reports it (so consumers keep most of the log to read). A deletion that
+/// ends `info` retires the process, as every op's does.
+pub async fn deleter_worker(recorder: Arc<Recorder>, target: WorkloadTarget, seed: u64, mut stop: watch::Receiver<bool>) {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let mut process = recorder.new_process();
+    let mut admin = None;
+    while !sleep_or_stop(DELETE_INTERVAL, &mut stop).await {
+        if admin.is_none() {
+            let config = cluster_config(&target, format!("jepsen-deleter-{process}"));
+            admin = odradek_client::ClusterSession::new(&target.bootstrap(), config).ok().map(Admin::with_cluster);
+        }
+        let Some(admin) = &admin else { continue };
+        let key = rng.gen_range(0..target.keys);
+        let latest = tokio::time::timeout(OP_TIMEOUT_MARGIN, admin.list_offsets(&target.topic, key, odradek_client::OffsetQuery::Latest));
+        let Ok(Ok(latest)) = latest.await else { continue };
+        if latest.offset < 4 {
+            continue;
+        }
+        let before = rng.gen_range(latest.offset / 2..=latest.offset * 3 / 4);
+        let asked = DeleteRecords { key: u64::from(key), before, log_start: None };
+        let handle =
+            recorder.history().invoke(process, OpF::DeleteRecords, OpValue::DeleteRecords(asked.clone())).expect("one op at a time");
+        let outcome = tokio::time::timeout(OP_TIMEOUT_MARGIN, admin.delete_records(&target.topic, key, Some(before))).await;
+        let (how, log_start) = ended(outcome);
+        let mut history = recorder.history();
+        match how {
+            Ended::Ok => history.ok(handle, OpValue::DeleteRecords(DeleteRecords { log_start, ..asked })),
+            Ended::Fail => history.fail(handle, OpValue::DeleteRecords(asked)),
+            Ended::Info => history.info(handle, OpValue::DeleteRecords(asked)),
+        }
+        .expect("completes its own invoke");
+        drop(history);
+        if matches!(how, Ended::Info) {
+            process = recorder.new_process();
         }
     }
 }
