@@ -418,6 +418,16 @@ impl ServerConfig {
         self.kafka_listen.or(self.me().kafka)
     }
 
+    /// The Kafka address this node registers for other nodes to advertise: its own member
+    /// entry's, else the listen address when that is one a client can dial (not a wildcard,
+    /// not port 0). None: no Kafka listener, or only one whose address is known once bound
+    /// (other nodes then cannot name it; the node itself still does).
+    pub fn kafka_advertised(&self) -> Option<SocketAddr> {
+        let dialable = |address: &SocketAddr| address.port() != 0 && !address.ip().is_unspecified();
+        self.kafka_listen()?;
+        self.me().kafka.filter(dialable).or(self.kafka_listen.filter(dialable))
+    }
+
     /// The metadata group's initial voters: the bootstrap members (for a joining node, the
     /// listed members but itself).
     pub fn metadata_voters_initial(&self) -> Vec<NodeId> {

@@ -232,7 +232,13 @@ async fn reopen_changed(
     }
 }
 
-/// On the metadata leader: registers configured nodes missing from the metadata.
+/// On the metadata leader: registers configured nodes missing from the metadata, or whose
+/// registration differs from the configuration. A member's Kafka address is the one its own
+/// `--node` entry gives (this node's: [`ServerConfig::kafka_advertised`]); where the
+/// configuration names none, the registered one stays (the member registered it while it led,
+/// or another node's configuration named it), so nodes that know less never undo it.
+///
+/// [`ServerConfig::kafka_advertised`]: crate::config::ServerConfig::kafka_advertised
 pub async fn register_brokers(context: &NodeContext) {
     let Ok(Some((status, _))) = context.node.status(METADATA_GROUP).await else { return };
     if status.role != StateRole::Leader {
@@ -247,7 +253,12 @@ pub async fn register_brokers(context: &NodeContext) {
             .iter()
             // A node that joined the running cluster was registered by its join (`meta::members`).
             .filter(|member| bootstrap.contains(&member.id) && !state.meta.removed().contains(&member.id))
-            .map(|member| BrokerInfo { node_id: member.id, client_address: member.client.to_string() })
+            .map(|member| {
+                let registered = state.meta.brokers().get(&member.id).map(|broker| broker.kafka_address.clone());
+                let configured = if member.id == context.config.id { context.config.kafka_advertised() } else { member.kafka };
+                let kafka_address = configured.map(|address| address.to_string()).or(registered).unwrap_or_default();
+                BrokerInfo { node_id: member.id, client_address: member.client.to_string(), kafka_address }
+            })
             .filter(|broker| state.meta.brokers().get(&broker.node_id) != Some(broker))
             .collect()
     };

@@ -68,6 +68,7 @@ async fn ask(config: &ServerConfig) -> Result<Vec<Member>, String> {
     request.incarnation = config.incarnation;
     request.peer_address = me.peer.to_string();
     request.client_address = me.client.to_string();
+    request.kafka_address = config.kafka_advertised().map(|address| address.to_string()).unwrap_or_default();
     request.replace = config.join_replace;
     let deadline = tokio::time::Instant::now() + JOIN_WAIT_MAX;
     let joined = loop {

@@ -73,6 +73,8 @@ pub const ACLS_MAX: usize = 4096;
 pub struct BrokerInfo {
     pub node_id: NodeId,
     pub client_address: String,
+    /// Where Kafka clients reach it ("": no Kafka listener, or none advertised).
+    pub kafka_address: String,
 }
 
 /// Per-topic settings. 0 means the broker default; -1 means unlimited (retention only).
@@ -257,6 +259,7 @@ impl MetaCommand {
                 let mut info = proto::BrokerInfo::new();
                 info.set_node_id(broker.node_id);
                 info.set_client_address(broker.client_address.clone());
+                info.set_kafka_address(broker.kafka_address.clone());
                 let mut register = proto::RegisterBroker::new();
                 register.set_broker(info);
                 message.set_register_broker(register);
@@ -371,6 +374,7 @@ impl MetaCommand {
                 MetaCommand::RegisterBroker(BrokerInfo {
                     node_id: broker.get_node_id(),
                     client_address: broker.get_client_address().to_string(),
+                    kafka_address: broker.get_kafka_address().to_string(),
                 })
             }
             Some(Command::create_topic(create)) => {
@@ -636,6 +640,9 @@ impl MetadataState {
         }
         if broker.client_address.is_empty() || broker.client_address.len() > ADDRESS_BYTES_MAX {
             return MetaOutcome::Rejected(format!("client address of {} bytes (1..={ADDRESS_BYTES_MAX})", broker.client_address.len()));
+        }
+        if let Err(reason) = members::check_kafka_address(&broker.kafka_address) {
+            return MetaOutcome::Rejected(reason);
         }
         if self.removed.contains(&broker.node_id) {
             return MetaOutcome::Rejected(format!("node {} was decommissioned and removed", broker.node_id));

@@ -10,12 +10,16 @@
 //!   unknown node), then a move to voters 3 and 4, after which the metadata commits with nodes 1
 //!   and 2 down (only a configuration of 3 and 4 can);
 //! - the registered members survive restarts of every node: all four stopped and restarted,
-//!   node 1 still lists node 4 and every topic, and every acknowledged record reads back.
+//!   node 1 still lists node 4 and every topic, and every acknowledged record reads back;
+//! - Kafka clients find a joined node: with Kafka listeners on every node, a bootstrap member's
+//!   Kafka Metadata lists node 4 at the Kafka address it joined with, and node 4's lists every
+//!   bootstrap member at theirs (the brokers' registered Kafka addresses, `meta::members`).
 
 // Real processes, real sockets and real time: not a simulation test.
 #![cfg(not(madsim))]
 
 mod common;
+mod kafka_raw;
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
@@ -24,6 +28,8 @@ use std::time::Duration;
 use odradek_client::wire::proto::ErrorCode;
 use odradek_client::{Admin, Producer, ProducerConfig, ProducerRecord, TopicConfig};
 use odradek_jepsen::harness::ports::reserve;
+
+use kafka_protocol::messages::{MetadataRequest, RequestKind, ResponseKind};
 
 use common::{create_topic_until, read_back_partition, wait_until, ProcessCluster};
 
@@ -161,4 +167,34 @@ async fn a_node_joins_a_running_cluster_and_the_controller_voters_move() {
     let everyone: Vec<String> = (1..=4).map(|id| cluster.client_addr(id)).collect();
     let everyone: Vec<&str> = everyone.iter().map(String::as_str).collect();
     read_back_partition(&everyone, TOPIC, 0, &acked).await;
+}
+
+/// The brokers a node's Kafka listener advertises: node id → "host:port" (none while it does
+/// not listen yet).
+fn kafka_brokers(kafka_address: &str) -> BTreeMap<i32, String> {
+    if std::net::TcpStream::connect(kafka_address).is_err() {
+        return BTreeMap::new();
+    }
+    let mut raw = kafka_raw::KafkaRaw::connect(kafka_address);
+    let request = RequestKind::Metadata(MetadataRequest::default().with_topics(Some(Vec::new())));
+    let ResponseKind::Metadata(metadata) = raw.call(12, request) else { panic!("not a Metadata answer") };
+    metadata.brokers.iter().map(|b| (b.node_id.0, format!("{}:{}", b.host, b.port))).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_clients_find_a_joined_node_and_it_finds_the_others() {
+    let mut cluster = ProcessCluster::start_with_kafka(3);
+    let seed = cluster.client_addr(1);
+    let four = cluster.add_joining(&["--join".to_string(), seed]);
+    cluster.restart(four);
+    let every: BTreeMap<i32, String> = (1..=4).map(|id| (id as i32, cluster.kafka_addr(id))).collect();
+    for node in 1..=4 {
+        let kafka = cluster.kafka_addr(node);
+        let every = every.clone();
+        wait_until(&format!("node {node}'s Kafka Metadata lists all four brokers at their Kafka addresses"), 60, || {
+            let (kafka, every) = (kafka.clone(), every.clone());
+            async move { tokio::task::spawn_blocking(move || kafka_brokers(&kafka) == every).await.unwrap() }
+        })
+        .await;
+    }
 }

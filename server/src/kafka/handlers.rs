@@ -108,7 +108,7 @@ pub async fn metadata(
     };
     let mut response = MetadataResponse::default().with_cluster_id(Some(text(CLUSTER_ID))).with_brokers(
         brokers
-            .addresses
+            .current(context)
             .iter()
             .map(|(&node, address)| {
                 MetadataResponseBroker::default()
@@ -676,6 +676,7 @@ pub async fn find_coordinator(
     body: FindCoordinatorRequest,
 ) -> ResponseKind {
     let keys: Vec<StrBytes> = if version >= 4 { body.coordinator_keys.clone() } else { vec![body.key.clone()] };
+    let addresses = brokers.current(context);
     let mut coordinators = Vec::new();
     for key in keys {
         let coordinator = Coordinator::default().with_key(key.clone()).with_node_id(BrokerId(-1)).with_port(-1);
@@ -688,16 +689,15 @@ pub async fn find_coordinator(
         ask.group = key.to_string();
         let answer = request::handle(context, principal, native(id, Body::find_coordinator(ask))).await;
         let found = answer.has_find_coordinator().then(|| answer.get_find_coordinator().node_id);
-        let coordinator =
-            match found.filter(|_| answer.error == ErrorCode::NONE).and_then(|node| brokers.addresses.get(&node).map(|a| (node, a))) {
-                Some((node, address)) => {
-                    coordinator.with_node_id(node_id(node)).with_host(text(&address.ip().to_string())).with_port(i32::from(address.port()))
-                }
-                None if answer.error == ErrorCode::NONE => coordinator
-                    .with_error_code(errors::COORDINATOR_NOT_AVAILABLE)
-                    .with_error_message(Some(text("the coordinator has no Kafka listener"))),
-                None => coordinator.with_error_code(kafka_code(answer.error)).with_error_message(Some(text(&answer.error_message))),
-            };
+        let coordinator = match found.filter(|_| answer.error == ErrorCode::NONE).and_then(|node| addresses.get(&node).map(|a| (node, a))) {
+            Some((node, address)) => {
+                coordinator.with_node_id(node_id(node)).with_host(text(&address.ip().to_string())).with_port(i32::from(address.port()))
+            }
+            None if answer.error == ErrorCode::NONE => coordinator
+                .with_error_code(errors::COORDINATOR_NOT_AVAILABLE)
+                .with_error_message(Some(text("the coordinator has no Kafka listener"))),
+            None => coordinator.with_error_code(kafka_code(answer.error)).with_error_message(Some(text(&answer.error_message))),
+        };
         coordinators.push(coordinator);
     }
     let mut response = FindCoordinatorResponse::default();

@@ -84,6 +84,21 @@ impl KafkaBrokers {
         addresses.insert(config.id, advertised);
         KafkaBrokers { addresses }
     }
+
+    /// The brokers to advertise now: the registered Kafka addresses of the metadata (nodes that
+    /// joined the running cluster, and bootstrap members whose address this node's
+    /// configuration lacks), over the configured ones; this node's own as bound.
+    pub fn current(&self, context: &NodeContext) -> BTreeMap<NodeId, SocketAddr> {
+        let mut addresses = self.addresses.clone();
+        let me = context.state.node_id;
+        let state = context.state.lock();
+        for (&node, broker) in state.meta.brokers() {
+            if let Some(address) = broker.kafka_address.parse().ok().filter(|_| node != me) {
+                addresses.insert(node, address);
+            }
+        }
+        addresses
+    }
 }
 
 /// Accepts Kafka connections until `shutdown` turns true; over TLS when `tls` is set (the

@@ -41,6 +41,8 @@ pub struct MemberInfo {
     pub incarnation: u64,
     pub peer_address: SocketAddr,
     pub client_address: SocketAddr,
+    /// Where Kafka clients reach it, if it has a Kafka listener.
+    pub kafka_address: Option<SocketAddr>,
 }
 
 /// What a joining node asks to be recorded as.
@@ -50,7 +52,22 @@ pub struct JoiningNode {
     pub incarnation: u64,
     pub peer_address: String,
     pub client_address: String,
+    /// "": no Kafka listener.
+    pub kafka_address: String,
     pub replace: bool,
+}
+
+/// A broker's advertised Kafka address: empty (none), or a socket address of at most
+/// [`ADDRESS_BYTES_MAX`] bytes with a port.
+pub(super) fn check_kafka_address(text: &str) -> Result<Option<SocketAddr>, String> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let address = parse_address("Kafka", text)?;
+    if address.port() == 0 {
+        return Err(format!("Kafka address {text:?} has no port"));
+    }
+    Ok(Some(address))
 }
 
 fn parse_address(what: &str, text: &str) -> Result<SocketAddr, String> {
@@ -71,6 +88,7 @@ impl MetadataState {
         }
         let peer_address = parse_address("peer", &joining.peer_address)?;
         let client_address = parse_address("client", &joining.client_address)?;
+        let kafka_address = check_kafka_address(&joining.kafka_address)?;
         match self.members.get(&node) {
             Some(member) if member.incarnation != joining.incarnation && !joining.replace => {
                 return Err(format!(
@@ -86,7 +104,7 @@ impl MetadataState {
             None if self.brokers.len() >= BROKERS_MAX => return Err(format!("already {BROKERS_MAX} brokers")),
             None => {}
         }
-        Ok(MemberInfo { node_id: node, incarnation: joining.incarnation, peer_address, client_address })
+        Ok(MemberInfo { node_id: node, incarnation: joining.incarnation, peer_address, client_address, kafka_address })
     }
 
     pub(super) fn join_node(&mut self, joining: JoiningNode) -> MetaOutcome {
@@ -94,7 +112,8 @@ impl MetadataState {
             Ok(member) => member,
             Err(reason) => return MetaOutcome::JoinRefused(reason),
         };
-        let broker = BrokerInfo { node_id: member.node_id, client_address: member.client_address.to_string() };
+        let kafka_address = member.kafka_address.map(|address| address.to_string()).unwrap_or_default();
+        let broker = BrokerInfo { node_id: member.node_id, client_address: member.client_address.to_string(), kafka_address };
         self.brokers.insert(member.node_id, broker);
         // A decommissioned node may join again, under a new identity or the same one.
         self.removed.remove(&member.node_id);
@@ -174,6 +193,7 @@ pub(super) fn encode_join(message: &mut proto::MetaCommand, joining: &JoiningNod
     join.set_incarnation(joining.incarnation);
     join.set_peer_address(joining.peer_address.clone());
     join.set_client_address(joining.client_address.clone());
+    join.set_kafka_address(joining.kafka_address.clone());
     join.set_replace(joining.replace);
     message.set_join_node(join);
 }
@@ -184,6 +204,7 @@ pub(super) fn decode_join(join: &proto::JoinNode) -> JoiningNode {
         incarnation: join.get_incarnation(),
         peer_address: join.get_peer_address().to_string(),
         client_address: join.get_client_address().to_string(),
+        kafka_address: join.get_kafka_address().to_string(),
         replace: join.get_replace(),
     }
 }
@@ -275,7 +296,7 @@ mod tests {
         let mut index = 0;
         for node in 1..=3 {
             index += 1;
-            let broker = BrokerInfo { node_id: node, client_address: format!("127.0.0.1:{}", 9090 + node) };
+            let broker = BrokerInfo { node_id: node, client_address: format!("127.0.0.1:{}", 9090 + node), kafka_address: String::new() };
             assert_eq!(state.apply(index, &MetaCommand::RegisterBroker(broker).encode()), MetaOutcome::BrokerRegistered);
         }
         (state, index)
@@ -287,6 +308,7 @@ mod tests {
             incarnation,
             peer_address: format!("127.0.0.1:{}", 25100 + node_id),
             client_address: format!("127.0.0.1:{}", 25200 + node_id),
+            kafka_address: format!("127.0.0.1:{}", 25300 + node_id),
             replace: false,
         }
     }
@@ -309,6 +331,7 @@ mod tests {
         let (mut state, mut index) = with_bootstrap();
         assert_eq!(apply(&mut state, &mut index, MetaCommand::JoinNode(joining(4, 7))), MetaOutcome::NodeJoined);
         assert_eq!(state.brokers()[&4].client_address, "127.0.0.1:25204");
+        assert_eq!(state.brokers()[&4].kafka_address, "127.0.0.1:25304", "Kafka clients find a joined node too");
         assert_eq!(state.members()[&4].peer_address, "127.0.0.1:25104".parse().unwrap());
         // A restart of the joining node repeats its join: the same identity is accepted.
         assert_eq!(apply(&mut state, &mut index, MetaCommand::JoinNode(joining(4, 7))), MetaOutcome::NodeJoined);
@@ -331,6 +354,8 @@ mod tests {
             (joining(0, 1), "reserved"),
             (JoiningNode { peer_address: "nowhere".into(), ..joining(4, 1) }, "peer address"),
             (JoiningNode { client_address: String::new(), ..joining(4, 1) }, "client address"),
+            (JoiningNode { kafka_address: "127.0.0.1".into(), ..joining(4, 1) }, "Kafka address"),
+            (JoiningNode { kafka_address: "127.0.0.1:0".into(), ..joining(4, 1) }, "no port"),
         ];
         for (join, expected) in cases {
             match apply(&mut state, &mut index, MetaCommand::JoinNode(join)) {
@@ -402,7 +427,8 @@ mod tests {
         assert_eq!(apply(&mut state, &mut index, MetaCommand::RemoveNode { node: 1 }), MetaOutcome::NodeRemoved);
         assert!(!state.brokers().contains_key(&1) && state.removed().contains(&1) && state.draining().is_empty());
         // A bootstrap list does not bring it back.
-        let again = MetaCommand::RegisterBroker(BrokerInfo { node_id: 1, client_address: "127.0.0.1:9091".into() });
+        let again =
+            MetaCommand::RegisterBroker(BrokerInfo { node_id: 1, client_address: "127.0.0.1:9091".into(), kafka_address: String::new() });
         assert!(matches!(apply(&mut state, &mut index, again), MetaOutcome::Rejected(_)));
     }
 

@@ -174,7 +174,7 @@ mod tests {
     fn cluster() -> MetadataState {
         let mut state = MetadataState::new();
         for node_id in 1..=5 {
-            let broker = BrokerInfo { node_id, client_address: format!("10.0.0.{node_id}:9092") };
+            let broker = BrokerInfo { node_id, client_address: format!("10.0.0.{node_id}:9092"), kafka_address: String::new() };
             assert_eq!(step(&mut state, &MetaCommand::RegisterBroker(broker)), MetaOutcome::BrokerRegistered);
         }
         let create = MetaCommand::CreateTopic { name: "t".into(), replicas: vec![vec![1, 2, 3]], settings: TopicSettings::default() };

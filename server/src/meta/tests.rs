@@ -9,7 +9,7 @@ use super::*;
 use crate::auth::acl::{AclBinding, Operation, PatternType, Permission, ResourceType};
 
 fn broker(node_id: NodeId) -> MetaCommand {
-    MetaCommand::RegisterBroker(BrokerInfo { node_id, client_address: format!("10.0.0.{node_id}:9092") })
+    MetaCommand::RegisterBroker(BrokerInfo { node_id, client_address: format!("10.0.0.{node_id}:9092"), kafka_address: String::new() })
 }
 
 fn create(name: &str, replicas: Vec<Vec<NodeId>>) -> MetaCommand {
@@ -82,7 +82,7 @@ fn register_create_delete_sequence() {
 #[test]
 fn register_broker_replaces_address() {
     let mut state = three_brokers();
-    let moved = BrokerInfo { node_id: 2, client_address: "10.9.9.9:9092".into() };
+    let moved = BrokerInfo { node_id: 2, client_address: "10.9.9.9:9092".into(), kafka_address: String::new() };
     assert_eq!(step(&mut state, &MetaCommand::RegisterBroker(moved.clone())), MetaOutcome::BrokerRegistered);
     assert_eq!(state.brokers().len(), 3);
     assert_eq!(state.brokers()[&2], moved);
@@ -204,10 +204,20 @@ fn rejects_topics_beyond_the_cluster_partition_limit() {
 #[test]
 fn rejects_bad_brokers_and_payloads() {
     let mut state = three_brokers();
-    assert_rejected(&mut state, &MetaCommand::RegisterBroker(BrokerInfo { node_id: 0, client_address: "a:1".into() }));
-    assert_rejected(&mut state, &MetaCommand::RegisterBroker(BrokerInfo { node_id: 4, client_address: String::new() }));
-    let long = BrokerInfo { node_id: 4, client_address: "a".repeat(ADDRESS_BYTES_MAX + 1) };
+    assert_rejected(
+        &mut state,
+        &MetaCommand::RegisterBroker(BrokerInfo { node_id: 0, client_address: "a:1".into(), kafka_address: String::new() }),
+    );
+    assert_rejected(
+        &mut state,
+        &MetaCommand::RegisterBroker(BrokerInfo { node_id: 4, client_address: String::new(), kafka_address: String::new() }),
+    );
+    let long = BrokerInfo { node_id: 4, client_address: "a".repeat(ADDRESS_BYTES_MAX + 1), kafka_address: String::new() };
     assert_rejected(&mut state, &MetaCommand::RegisterBroker(long));
+    for kafka_address in ["nowhere", "10.0.0.4:0"] {
+        let bad_kafka = BrokerInfo { node_id: 4, client_address: "10.0.0.4:9092".into(), kafka_address: kafka_address.into() };
+        assert_rejected(&mut state, &MetaCommand::RegisterBroker(bad_kafka));
+    }
 
     // Undecodable bytes and an empty command (no oneof case) are skipped.
     let before = state.clone();
@@ -284,8 +294,11 @@ fn arb_settings() -> impl Strategy<Value = TopicSettings> {
 
 fn arb_command() -> impl Strategy<Value = MetaCommand> {
     prop_oneof![
-        (0..8u64, "[a-z0-9:.]{0,20}")
-            .prop_map(|(node_id, client_address)| MetaCommand::RegisterBroker(BrokerInfo { node_id, client_address })),
+        (0..8u64, "[a-z0-9:.]{0,20}").prop_map(|(node_id, client_address)| MetaCommand::RegisterBroker(BrokerInfo {
+            node_id,
+            client_address,
+            kafka_address: String::new()
+        })),
         ("[a-z.]{0,6}", prop::collection::vec(prop::collection::vec(0..8u64, 0..4), 0..5), arb_settings())
             .prop_map(|(name, replicas, settings)| MetaCommand::CreateTopic { name, replicas, settings }),
         "[a-z.]{0,6}".prop_map(|name| MetaCommand::DeleteTopic { name }),

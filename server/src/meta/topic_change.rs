@@ -258,7 +258,7 @@ mod tests {
     fn state_with_topic(partitions: usize) -> MetadataState {
         let mut state = MetadataState::new();
         for node in 1..=4 {
-            let broker = BrokerInfo { node_id: node, client_address: format!("10.0.0.{node}:9092") };
+            let broker = BrokerInfo { node_id: node, client_address: format!("10.0.0.{node}:9092"), kafka_address: String::new() };
             assert_eq!(step(&mut state, &MetaCommand::RegisterBroker(broker)), MetaOutcome::BrokerRegistered);
         }
         let replicas = assign_replicas(&[1, 2, 3, 4], partitions as u32, 3, 1).unwrap();

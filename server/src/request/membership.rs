@@ -55,6 +55,7 @@ async fn join(context: &NodeContext, body: &wire::JoinClusterRequest) -> Result<
         incarnation: body.incarnation,
         peer_address: body.peer_address.clone(),
         client_address: body.client_address.clone(),
+        kafka_address: body.kafka_address.clone(),
         replace: body.replace,
     };
     let recorded = context.state.lock().meta.check_join(&joining).map_err(invalid)?;

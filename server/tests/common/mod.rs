@@ -20,6 +20,17 @@ pub struct NodeProcess {
     pub child: Option<Child>,
     /// A node outside the bootstrap list: its extra flags (`--join ADDR`, ...).
     pub join_flags: Option<Vec<String>>,
+    /// Its Kafka listener's port, advertised in its `--node` entry
+    /// ([`ProcessCluster::start_with_kafka`]).
+    pub kafka_port: Option<u16>,
+}
+
+impl NodeProcess {
+    /// Its `--node` entry: `ID=PEER/CLIENT`, with `/KAFKA` when it has a Kafka listener.
+    fn member_spec(&self) -> String {
+        let kafka = self.kafka_port.map(|port| format!("/127.0.0.1:{port}")).unwrap_or_default();
+        format!("{}=127.0.0.1:{}/127.0.0.1:{}{kafka}", self.id, self.peer_port, self.client_port)
+    }
 }
 
 pub struct ProcessCluster {
@@ -32,6 +43,8 @@ pub struct ProcessCluster {
     _ports: PortBlock,
     /// The ports of nodes added later ([`ProcessCluster::add_joining`]).
     _ports_added: Vec<PortBlock>,
+    /// Every node has a Kafka listener ([`ProcessCluster::start_with_kafka`]).
+    kafka: bool,
 }
 
 impl ProcessCluster {
@@ -46,23 +59,35 @@ impl ProcessCluster {
         ProcessCluster::start_inner(count, Some(settings.to_string()))
     }
 
+    /// [`ProcessCluster::start`] with a Kafka listener on every node, each one's address in its
+    /// `--node` entry (`ID=PEER/CLIENT/KAFKA`); nodes added later get one too.
+    pub fn start_with_kafka(count: usize) -> ProcessCluster {
+        ProcessCluster::start_full(count, None, true)
+    }
+
     fn start_inner(count: usize, settings: Option<String>) -> ProcessCluster {
+        ProcessCluster::start_full(count, settings, false)
+    }
+
+    fn start_full(count: usize, settings: Option<String>, kafka: bool) -> ProcessCluster {
         let dir = tempfile::tempdir().expect("temp dir");
-        let port_block = reserve(count * 2).expect("free ports");
+        let per_node = if kafka { 3 } else { 2 };
+        let port_block = reserve(count * per_node).expect("free ports");
         let ports = port_block.ports();
         let nodes = (0..count)
             .map(|i| NodeProcess {
                 id: i as u64 + 1,
-                peer_port: ports[2 * i],
-                client_port: ports[2 * i + 1],
+                peer_port: ports[per_node * i],
+                client_port: ports[per_node * i + 1],
                 data_dir: dir.path().join(format!("node-{}", i + 1)),
                 child: None,
                 join_flags: None,
+                kafka_port: kafka.then(|| ports[per_node * i + 2]),
             })
             .collect();
         let log_dir = dir.path().join("logs");
         std::fs::create_dir_all(&log_dir).unwrap();
-        let mut cluster = ProcessCluster { nodes, _dir: dir, log_dir, settings, _ports: port_block, _ports_added: Vec::new() };
+        let mut cluster = ProcessCluster { nodes, _dir: dir, log_dir, settings, _ports: port_block, _ports_added: Vec::new(), kafka };
         for id in 1..=count as u64 {
             cluster.spawn(id);
         }
@@ -73,11 +98,7 @@ impl ProcessCluster {
     }
 
     fn node_flags(&self) -> Vec<String> {
-        self.nodes
-            .iter()
-            .filter(|n| n.join_flags.is_none())
-            .flat_map(|n| ["--node".to_string(), format!("{}=127.0.0.1:{}/127.0.0.1:{}", n.id, n.peer_port, n.client_port)])
-            .collect()
+        self.nodes.iter().filter(|n| n.join_flags.is_none()).flat_map(|n| ["--node".to_string(), n.member_spec()]).collect()
     }
 
     /// A configuration file for node `id` with `settings` (the flags' equivalent, plus them).
@@ -115,7 +136,7 @@ impl ProcessCluster {
         let args: Vec<String> = match (&node.join_flags, &self.settings) {
             // A joining node names only itself, then how to join.
             (Some(joining), _) => {
-                let own = format!("{id}=127.0.0.1:{}/127.0.0.1:{}", node.peer_port, node.client_port);
+                let own = node.member_spec();
                 flags(["--node".to_string(), own].into_iter().chain(joining.iter().cloned()).collect())
             }
             (None, Some(settings)) => vec!["--config".into(), self.config_file(id, settings).to_str().unwrap().into()],
@@ -154,6 +175,11 @@ impl ProcessCluster {
         self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.client_port)).collect::<Vec<_>>().join(",")
     }
 
+    /// Node `id`'s Kafka address ([`ProcessCluster::start_with_kafka`]).
+    pub fn kafka_addr(&self, id: u64) -> String {
+        format!("127.0.0.1:{}", self.nodes[id as usize - 1].kafka_port.expect("a cluster started with Kafka listeners"))
+    }
+
     pub fn client_addr(&self, id: u64) -> String {
         format!("127.0.0.1:{}", self.nodes[id as usize - 1].client_port)
     }
@@ -188,7 +214,7 @@ impl ProcessCluster {
     /// directory, joining through `flags` (e.g. `--join 127.0.0.1:PORT`); does not start it.
     pub fn add_joining(&mut self, flags: &[String]) -> u64 {
         let id = self.nodes.len() as u64 + 1;
-        let block = reserve(2).expect("free ports");
+        let block = reserve(if self.kafka { 3 } else { 2 }).expect("free ports");
         let ports = block.ports();
         let data_dir = self.log_dir.parent().unwrap().join(format!("node-{id}"));
         self.nodes.push(NodeProcess {
@@ -198,6 +224,7 @@ impl ProcessCluster {
             data_dir,
             child: None,
             join_flags: Some(flags.to_vec()),
+            kafka_port: self.kafka.then(|| ports[2]),
         });
         self._ports_added.push(block);
         id
