@@ -12,8 +12,10 @@
 use std::path::Path;
 use std::time::Duration;
 
+use odradek_client::scram::Mechanism;
+use odradek_client::tls::{ClientTls, Pem};
 use odradek_client::wire::proto::JoinClusterRequest;
-use odradek_client::Admin;
+use odradek_client::{Admin, ClusterConfig, ClusterSession};
 
 use crate::config::{parse_member, Member, ServerConfig};
 
@@ -58,6 +60,27 @@ fn write_bootstrap(dir: &Path, members: &[Member]) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// How a joining node reaches the members' client listeners: as the nodes' own user where SASL
+/// is on (`[auth] inter_node_user`, as relays log in), and over TLS where the listeners speak it,
+/// trusting the cluster CA and presenting this node's peer certificate (`[tls] peer_*`).
+fn join_client_config(config: &ServerConfig) -> Result<ClusterConfig, String> {
+    let mut client = ClusterConfig::default();
+    if config.auth.sasl {
+        let user = config.auth.inter_node_user.as_deref().ok_or("--join with --auth scram needs --inter-node-user")?;
+        let password = config.auth.users.get(user).ok_or_else(|| format!("--join: inter-node user {user:?} has no password"))?;
+        client = client.with_sasl(Mechanism::Sha512, user, &password.0);
+    }
+    if config.tls.clients() {
+        let ca = config.tls.peer_ca.clone().ok_or("--join to TLS listeners needs the cluster CA ([tls] peer_ca)")?;
+        let mut tls = ClientTls::new(Pem::File(ca));
+        if let (Some(cert), Some(key)) = (&config.tls.peer_cert, &config.tls.peer_key) {
+            tls.identity = Some((Pem::File(cert.clone()), Pem::File(key.clone())));
+        }
+        client.connection.tls = Some(tls);
+    }
+    Ok(client)
+}
+
 /// Asks the cluster to record this node; the bootstrap members it answers with.
 async fn ask(config: &ServerConfig) -> Result<Vec<Member>, String> {
     let me = config.me();
@@ -72,7 +95,8 @@ async fn ask(config: &ServerConfig) -> Result<Vec<Member>, String> {
     request.replace = config.join_replace;
     let deadline = tokio::time::Instant::now() + JOIN_WAIT_MAX;
     let joined = loop {
-        let admin = Admin::new(&seeds).map_err(|error| format!("--join {seeds:?}: {error}"))?;
+        let session = ClusterSession::new(&seeds, join_client_config(config)?);
+        let admin = Admin::with_cluster(session.map_err(|error| format!("--join {seeds:?}: {error}"))?);
         match admin.join_cluster(request.clone()).await {
             Ok(joined) => break joined,
             Err(error) if error.is_definite() && error.code().is_some() => {

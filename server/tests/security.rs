@@ -3,7 +3,8 @@
 //! the ACL can neither produce, consume, create nor delete, each with a definite error that
 //! names the principal; with the ACLs they can; a wrong password is refused; deleting a user
 //! ends its access, on connections already open too. A plain cluster stays open (no security
-//! settings: every request as before).
+//! settings: every request as before). A node joins a secured cluster (issue 15) by logging in
+//! as the nodes' own user.
 
 // Real processes, real sockets and real time: not a simulation test.
 #![cfg(not(madsim))]
@@ -204,4 +205,28 @@ async fn a_cluster_without_security_settings_stays_open() {
     settled("create", async || anonymous.create_topic("open", 1, 3, TopicConfig::default()).await).await;
     settled("produce", async || produce_one(&cluster, None, "open").await).await;
     assert_eq!(consume_one(&cluster, None, "open").await.unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joins_a_secured_cluster_as_the_nodes_own_user() {
+    let mut cluster = ProcessCluster::start_with_settings(3, SETTINGS);
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users");
+    std::fs::write(&users, "admin:admin-secret\nnode:node-secret\n").unwrap();
+    let seed = cluster.client_addr(1);
+    let users = users.to_str().unwrap().to_string();
+    let flags: Vec<String> = ["--join", &seed, "--auth", "scram", "--authorization", "on", "--users-file", &users]
+        .into_iter()
+        .chain(["--super-user", "User:admin", "--super-user", "User:node", "--inter-node-user", "node"])
+        .map(String::from)
+        .collect();
+    let four = cluster.add_joining(&flags);
+    cluster.restart(four);
+    // Node 4 listens only once its join was recorded (a refused join ends the process).
+    let root = admin(&cluster, Some(("admin", "admin-secret")));
+    let two = cluster.client_addr(2);
+    common::wait_until("node 2 lists node 4 as a broker", 30, || async {
+        root.describe_node(&two).await.is_ok_and(|described| described.brokers.iter().any(|broker| broker.node_id == four))
+    })
+    .await;
 }
