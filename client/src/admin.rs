@@ -397,6 +397,17 @@ impl Admin {
         self.cluster.controller_request(RequestBody::decommission_node(request)).await.map(drop)
     }
 
+    /// Cancels node `node_id`'s running decommission: it stops draining and stays a member
+    /// (partition moves off it that were recorded already run to their end). Refused (definite)
+    /// when the node is not draining or was removed already.
+    pub async fn cancel_decommission(&self, node_id: u64) -> Result<()> {
+        let mut request = proto::DecommissionNodeRequest::new();
+        request.node_id = node_id;
+        request.cancel = true;
+        request.timeout_ms = self.timeout_ms();
+        self.cluster.controller_request(RequestBody::decommission_node(request)).await.map(drop)
+    }
+
     /// Spreads replicas, then preferred leaders, evenly over the cluster's nodes; returns the
     /// number of partition moves recorded ([`Admin::describe_cluster`] lists them until done).
     pub async fn rebalance(&self) -> Result<u32> {

@@ -213,6 +213,11 @@ pub enum MetaCommand {
     DecommissionNode {
         node: NodeId,
     },
+    /// `node` stops draining and stays (module `members`); encoded as a `DecommissionNode`
+    /// with `cancel` set.
+    CancelDecommission {
+        node: NodeId,
+    },
     /// A drained `node` leaves the cluster (module `members`).
     RemoveNode {
         node: NodeId,
@@ -355,6 +360,12 @@ impl MetaCommand {
                 decommission.set_node_id(*node);
                 message.set_decommission_node(decommission);
             }
+            MetaCommand::CancelDecommission { node } => {
+                let mut decommission = proto::DecommissionNode::new();
+                decommission.set_node_id(*node);
+                decommission.set_cancel(true);
+                message.set_decommission_node(decommission);
+            }
             MetaCommand::RemoveNode { node } => {
                 let mut remove = proto::RemoveNode::new();
                 remove.set_node_id(*node);
@@ -433,6 +444,9 @@ impl MetaCommand {
             Some(Command::complete_controller_voters(complete)) => {
                 MetaCommand::CompleteControllerVoters { voters: complete.get_voters().to_vec() }
             }
+            Some(Command::decommission_node(decommission)) if decommission.get_cancel() => {
+                MetaCommand::CancelDecommission { node: decommission.get_node_id() }
+            }
             Some(Command::decommission_node(decommission)) => MetaCommand::DecommissionNode { node: decommission.get_node_id() },
             Some(Command::remove_node(remove)) => MetaCommand::RemoveNode { node: remove.get_node_id() },
         };
@@ -488,8 +502,10 @@ pub enum MetaOutcome {
     ControllerChangeRefused(String),
     ControllerChangeCompleted,
     DecommissionStarted,
-    /// Nothing changed (except the applied index): why the node cannot be decommissioned.
+    /// Nothing changed (except the applied index): why the node cannot be decommissioned (or
+    /// its decommission cancelled).
     DecommissionRefused(String),
+    DecommissionCancelled,
     NodeRemoved,
     /// Nothing changed (except the applied index): the reason.
     Rejected(String),
@@ -601,6 +617,7 @@ impl MetadataState {
             MetaCommand::SetControllerVoters { voters } => self.set_controller_voters(voters),
             MetaCommand::CompleteControllerVoters { voters } => self.complete_controller_voters(voters),
             MetaCommand::DecommissionNode { node } => self.decommission_node(node),
+            MetaCommand::CancelDecommission { node } => self.cancel_decommission(node),
             MetaCommand::RemoveNode { node } => self.remove_node(node),
         }
     }

@@ -1,6 +1,8 @@
 //! Decommissioning a node of a running cluster (issue 15, dynamic membership), against real
 //! processes: 3 bootstrap members and node 4 joined; node 1 (a controller voter and a replica of
 //! every partition it was given) is decommissioned while a producer runs. Checked:
+//! - a decommission cancelled while its node drains (node 4): the node stays a broker and is
+//!   no longer draining (a cancel of a node not draining is refused);
 //! - bad input refused definitely: an unknown node, a node draining already, a second node when
 //!   fewer nodes than the replication factor would remain, and (at the end) the controller
 //!   group's last voter;
@@ -70,6 +72,17 @@ async fn a_decommissioned_node_drains_then_leaves_and_nothing_acknowledged_is_lo
     let producer = tokio::spawn(run_producer(all[1..].to_vec()));
     tokio::time::sleep(Duration::from_millis(300)).await;
     expect_refusal(admin.decommission_node(9).await, "not a registered broker");
+    // A decommission can be cancelled while the node drains: node 4 stays a member.
+    expect_refusal(admin.cancel_decommission(4).await, "not being decommissioned");
+    admin.decommission_node(4).await.expect("decommission node 4");
+    admin.cancel_decommission(4).await.expect("cancel node 4's decommission");
+    wait_until("node 4 no longer drains and stays a broker", 30, || async {
+        admin.describe_cluster().await.is_ok_and(|d| d.draining.is_empty() && d.brokers.iter().any(|broker| broker.node_id == 4))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let described = admin.describe_cluster().await.unwrap();
+    assert!(described.brokers.iter().any(|broker| broker.node_id == 4), "a cancelled decommission removes nothing: {described:?}");
     admin.decommission_node(1).await.expect("decommission node 1");
     expect_refusal(admin.decommission_node(1).await, "already");
     expect_refusal(admin.decommission_node(2).await, "replication factor 3");

@@ -245,6 +245,27 @@ impl MetadataState {
         MetaOutcome::DecommissionStarted
     }
 
+    /// Checks that `node`'s decommission may be cancelled: it is draining (not removed yet).
+    pub fn check_cancel_decommission(&self, node: NodeId) -> Result<(), String> {
+        if self.removed.contains(&node) {
+            return Err(format!("node {node} was decommissioned and removed already"));
+        }
+        if !self.draining.contains(&node) {
+            return Err(format!("node {node} is not being decommissioned"));
+        }
+        Ok(())
+    }
+
+    /// `node` stops draining and stays a member. Partition moves off it that were recorded
+    /// already are reassignments of their own and run to their end; no new one starts.
+    pub(super) fn cancel_decommission(&mut self, node: NodeId) -> MetaOutcome {
+        if let Err(reason) = self.check_cancel_decommission(node) {
+            return MetaOutcome::DecommissionRefused(reason);
+        }
+        self.draining.remove(&node);
+        MetaOutcome::DecommissionCancelled
+    }
+
     /// Whether a draining `node` holds nothing any more: no partition's replicas or running
     /// target names it, nor a running change of the controller voters.
     pub fn check_remove(&self, node: NodeId) -> Result<(), String> {
@@ -396,6 +417,27 @@ mod tests {
     }
 
     #[test]
+    fn a_cancelled_decommission_stops_the_drain_and_the_node_stays() {
+        let (mut state, mut index) = with_bootstrap();
+        apply(&mut state, &mut index, MetaCommand::JoinNode(joining(4, 1)));
+        with_topic(&mut state, &mut index, "t", vec![vec![1, 2, 3]]);
+        match apply(&mut state, &mut index, MetaCommand::CancelDecommission { node: 4 }) {
+            MetaOutcome::DecommissionRefused(reason) => assert!(reason.contains("not being decommissioned"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(apply(&mut state, &mut index, MetaCommand::DecommissionNode { node: 1 }), MetaOutcome::DecommissionStarted);
+        assert!(crate::membership::next_drain_move(&state, 1).is_some(), "draining: node 1's partition would move");
+        assert_eq!(apply(&mut state, &mut index, MetaCommand::CancelDecommission { node: 1 }), MetaOutcome::DecommissionCancelled);
+        assert!(state.draining().is_empty() && state.brokers().contains_key(&1));
+        assert!(matches!(apply(&mut state, &mut index, MetaCommand::RemoveNode { node: 1 }), MetaOutcome::Rejected(_)), "not draining");
+        // The command round-trips through its encoding.
+        let bytes = MetaCommand::CancelDecommission { node: 1 }.encode();
+        assert_eq!(MetaCommand::decode(&bytes).unwrap(), MetaCommand::CancelDecommission { node: 1 });
+        // It may be decommissioned again.
+        assert_eq!(apply(&mut state, &mut index, MetaCommand::DecommissionNode { node: 1 }), MetaOutcome::DecommissionStarted);
+    }
+
+    #[test]
     fn a_node_is_removed_only_once_it_holds_nothing() {
         let (mut state, mut index) = with_bootstrap();
         apply(&mut state, &mut index, MetaCommand::JoinNode(joining(4, 1)));
@@ -426,6 +468,11 @@ mod tests {
         assert_eq!(apply(&mut state, &mut index, complete), MetaOutcome::ReassignmentCompleted);
         assert_eq!(apply(&mut state, &mut index, MetaCommand::RemoveNode { node: 1 }), MetaOutcome::NodeRemoved);
         assert!(!state.brokers().contains_key(&1) && state.removed().contains(&1) && state.draining().is_empty());
+        // A removed node's decommission cannot be cancelled.
+        match apply(&mut state, &mut index, MetaCommand::CancelDecommission { node: 1 }) {
+            MetaOutcome::DecommissionRefused(reason) => assert!(reason.contains("removed already"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
         // A bootstrap list does not bring it back.
         let again =
             MetaCommand::RegisterBroker(BrokerInfo { node_id: 1, client_address: "127.0.0.1:9091".into(), kafka_address: String::new() });

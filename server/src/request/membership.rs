@@ -115,6 +115,9 @@ pub async fn decommission_node(context: &NodeContext, id: u64, body: wire::Decom
 
 async fn decommission(context: &NodeContext, body: &wire::DecommissionNodeRequest) -> Result<(), RequestError> {
     let node = body.node_id;
+    if body.cancel {
+        return cancel_decommission(context, body).await;
+    }
     context.state.lock().meta.check_decommission(node).map_err(invalid)?;
     let Ok(Some((status, conf))) = context.node.status(METADATA_GROUP).await else {
         return Err(RequestError::new(ErrorCode::NOT_CONTROLLER, "the metadata group is not hosted here"));
@@ -133,6 +136,21 @@ async fn decommission(context: &NodeContext, body: &wire::DecommissionNodeReques
         }
         Some(MetaOutcome::DecommissionRefused(reason)) => Err(invalid(reason.clone())),
         other => Err(RequestError::new(ErrorCode::INTERNAL, format!("unexpected outcome of DecommissionNode: {other:?}"))),
+    }
+}
+
+/// `odradek node decommission N --cancel`: the node stops draining and stays a member.
+async fn cancel_decommission(context: &NodeContext, body: &wire::DecommissionNodeRequest) -> Result<(), RequestError> {
+    let node = body.node_id;
+    context.state.lock().meta.check_cancel_decommission(node).map_err(invalid)?;
+    let index = propose_meta(context, &MetaCommand::CancelDecommission { node }, admin_timeout(body.timeout_ms)).await?;
+    match context.state.lock().meta_outcomes.get(&index) {
+        Some(MetaOutcome::DecommissionCancelled) => {
+            tracing::info!(node, "decommission cancelled: the node stays");
+            Ok(())
+        }
+        Some(MetaOutcome::DecommissionRefused(reason)) => Err(invalid(reason.clone())),
+        other => Err(RequestError::new(ErrorCode::INTERNAL, format!("unexpected outcome of CancelDecommission: {other:?}"))),
     }
 }
 

@@ -576,12 +576,21 @@ pub enum NodeCommand {
     Decommission {
         /// The node's id.
         id: u64,
+        /// Stop a running decommission instead: the node stays a member (moves off it that
+        /// were recorded already run to their end).
+        #[arg(long)]
+        cancel: bool,
     },
 }
 
 pub async fn node(bootstrap: &Bootstrap, command: NodeCommand) -> Result<(), String> {
     let admin = bootstrap.admin()?;
-    let NodeCommand::Decommission { id } = command;
+    let NodeCommand::Decommission { id, cancel } = command;
+    if cancel {
+        admin.cancel_decommission(id).await.map_err(explain)?;
+        say!("Decommission of node {id} cancelled: it stays a member.");
+        return Ok(());
+    }
     admin.decommission_node(id).await.map_err(explain)?;
     say!("Decommissioning node {id}: recorded; its replicas move away, then it is removed (`odradek cluster status` shows it draining).");
     Ok(())
