@@ -245,6 +245,21 @@ fn planted_hard_state_unchecked_crc_is_caught() {
     planted_bug_is_caught_with(PlantedBug::HardStateUncheckedCrc, &base, 1..=30, &["R8"]);
 }
 
+// Issue 15, the repair of a damaged replica: both copies of a partition replica's state file
+// damaged (disk `--state-faults`) leave the replica unopenable; its node sets the files aside and
+// rebuilds it, suspect of its whole log until it caught up, and R7 waits for it. Planted
+// `repair-done-before-caught-up` reports the repair done as soon as the rebuilt replica opens:
+// the node calls it repaired before its log reached what was applied when its files were set
+// aside, which R8 d names. The same seeds pass without it (CI's disk `--state-faults` sweep).
+#[test]
+fn planted_repair_done_before_caught_up_is_caught() {
+    let base = ScenarioConfig { scenario: Scenario::Disk, state_faults: true, ..ScenarioConfig::new(0) };
+    planted_bug_is_caught_with(PlantedBug::RepairDoneBeforeCaughtUp, &base, 1..=REPAIR_SEEDS_MAX, &["R8"]);
+}
+
+/// The seed range the planted repair bug must be caught in.
+const REPAIR_SEEDS_MAX: u64 = 10;
+
 // The faults on state files (plan field `state_faults`) on disk seed 18, which draws every kind:
 // one copy flipped (F-S3), torn (F-S2), cut short (F-S4) and stale (F-S7), and both copies of a
 // file on the corruptible node (its metadata group's conf state: the node starts quarantined). Each damaged copy is repaired at the next opening and no vote
