@@ -43,6 +43,16 @@ async fn produce(addresses: &[&str]) -> BTreeMap<String, u64> {
     acked
 }
 
+/// The `bound` of every "suspicion settled" line of `group` in `log`.
+fn settled_bounds(log: &str, group: u64) -> Vec<u64> {
+    without_colors(log)
+        .lines()
+        .filter(|line| line.contains("suspicion settled") && line.contains(&format!("group={group} ")))
+        .filter_map(|line| line.split_whitespace().find_map(|field| field.strip_prefix("bound=")))
+        .map(|bound| bound.parse().expect("a bound is a number"))
+        .collect()
+}
+
 /// Waits until node `id`'s log has a line containing `text`.
 async fn wait_for_log(cluster: &ProcessCluster, id: u64, text: &str, within: Duration) {
     let deadline = tokio::time::Instant::now() + within;
@@ -73,6 +83,8 @@ async fn a_damaged_replica_is_set_aside_rebuilt_out_of_the_votes_and_serves_ever
         .expect("the partition's group directory");
     let hard_state = data_dir.join(group.to_string()).join("hard_state");
     let length = std::fs::metadata(&hard_state).unwrap().len() as usize;
+    // The log goes on from the first start, where the replica settled once already (bootstrap).
+    let settled_before = settled_bounds(&cluster.log(DAMAGED), group).len();
     std::fs::write(&hard_state, vec![0xa5; length]).unwrap();
     tokio::task::block_in_place(|| cluster.restart(DAMAGED));
 
@@ -86,15 +98,17 @@ async fn a_damaged_replica_is_set_aside_rebuilt_out_of_the_votes_and_serves_ever
     assert_eq!(std::fs::read(set_aside.join("hard_state")).unwrap(), vec![0xa5; length], "the damaged bytes as they were");
     assert!(std::fs::read_dir(set_aside.join("log")).unwrap().count() > 0, "the log's segments kept");
     // R8 d: the rebuilt replica settled only once its log reached what the other voters held.
-    wait_for_log(&cluster, DAMAGED, "suspicion settled", Duration::from_secs(60)).await;
-    let log = without_colors(&cluster.log(DAMAGED));
-    let bound: u64 = log
-        .lines()
-        .filter(|line| line.contains("suspicion settled") && line.contains(&format!("group={group}")))
-        .filter_map(|line| line.split_whitespace().find_map(|field| field.strip_prefix("bound=")))
-        .map(|bound| bound.parse().expect("a bound is a number"))
-        .next_back()
-        .unwrap_or_else(|| panic!("group {group} settled on node {DAMAGED}:\n{log}"));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let bounds = loop {
+        let bounds = settled_bounds(&cluster.log(DAMAGED), group);
+        if bounds.len() > settled_before {
+            break bounds;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the rebuilt replica never settled:\n{}", cluster.log(DAMAGED));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(bounds.len(), settled_before + 1, "the rebuilt replica settled once: {bounds:?}");
+    let bound = bounds[settled_before];
     assert!(bound > 0, "the rebuilt replica had to catch up before voting: bound {bound}");
     // The repair is over, as the controller records it.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
