@@ -116,6 +116,17 @@ pub struct Reassignment {
     pub phase: String,
 }
 
+/// A replica whose files do not open (damaged) and where its repair stands (issue 15).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaRepair {
+    pub topic: String,
+    pub partition: u32,
+    pub node: u64,
+    /// "blocked" (the partition's only replica: kept down, never reset), "waiting" (for the
+    /// other voters to catch up) or "rebuilding" (set aside, catching up out of the votes).
+    pub phase: String,
+}
+
 /// The answer to [`Admin::describe_cluster`] (or [`Admin::describe_node`]): one node's report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterDescription {
@@ -138,6 +149,10 @@ pub struct ClusterDescription {
     pub controller_voters_target: Vec<u64>,
     /// Nodes being decommissioned.
     pub draining: Vec<u64>,
+    /// Repairs of damaged replicas in progress, per the answering node's metadata.
+    pub repairs: Vec<ReplicaRepair>,
+    /// Repairs done since the cluster started.
+    pub repairs_completed: u64,
 }
 
 /// Administrative operations on a cluster.
@@ -504,6 +519,17 @@ fn describe_from(response: proto::Response) -> Result<ClusterDescription> {
             controller_learners: described.controller_learners.clone(),
             controller_voters_target: described.controller_voters_target.clone(),
             draining: described.draining.clone(),
+            repairs: described
+                .repairs
+                .iter()
+                .map(|repair| ReplicaRepair {
+                    topic: repair.topic.clone(),
+                    partition: repair.partition,
+                    node: repair.node,
+                    phase: repair.phase.clone(),
+                })
+                .collect(),
+            repairs_completed: described.repairs_completed,
             reassignments: described
                 .reassignments
                 .iter()

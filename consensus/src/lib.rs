@@ -37,7 +37,7 @@ pub use conf_state_file::{ConfStateError, ConfStateFile};
 pub use node::Planted;
 pub use node::{
     take_budget, Appended, Apply, Committed, Durability, GroupStatus, LogBounds, Node, NodeConfig, NodeError, NodeHandle, NodeStats,
-    Proposal, ProposalTicket, ProposeError, Rejection, ResolvedOutcome,
+    Proposal, ProposalTicket, ProposeError, Rejection, ResolvedOutcome, QUARANTINE_DIR, SET_ASIDE_DONE,
 };
 pub use storage::{EntryMeta, GroupStorage, GroupStore, StorageFault};
 pub use transport::{

@@ -78,7 +78,7 @@ mod suspect;
 pub mod throttle;
 
 pub use errors::{NodeError, ProposeError, Rejection};
-pub use group::{Apply, Committed, GroupStatus, LogBounds, GROUPS_MAX};
+pub use group::{Apply, Committed, GroupStatus, LogBounds, GROUPS_MAX, QUARANTINE_DIR, SET_ASIDE_DONE};
 pub use handle::{Command, NodeHandle, ProposalTicket, COMMANDS_PER_ROUND_MAX, COMMAND_QUEUE_MAX};
 pub use proposals::{
     Appended, Durability, Proposal, ResolvedOutcome, INDEFINITE_PROPOSALS_MAX, PROPOSALS_PENDING_MAX, RESOLVED_OUTCOMES_MAX,

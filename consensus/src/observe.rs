@@ -68,6 +68,14 @@ pub enum Event {
     /// `node` stops hosting `group` and deletes its files (its topic was deleted, or a move
     /// took the replica away): a replica it creates later starts from nothing, as a new one.
     Destroyed { node: NodeId, group: GroupId },
+    /// `node` moved the files of `group`, which do not open (damaged), aside to rebuild the
+    /// replica empty (issue 15, a damaged replica's repair): what they held is gone from the
+    /// group, as for a wiped node (R8 d: the rebuilt replica must not vote until its log is
+    /// durable past what was applied before).
+    SetAside { node: NodeId, group: GroupId },
+    /// `node`'s rebuilt replica of `group` settled its suspicion (every other voter's answer
+    /// showed it holds everything): its repair is over (reported by the server).
+    Repaired { node: NodeId, group: GroupId },
 }
 
 /// A set of node ids below [`NodeSet::ID_LIMIT`], as a bit set (so events stay `Copy`).
@@ -175,7 +183,9 @@ impl Event {
             | Event::Acked { group, .. }
             | Event::ConfApplied { group, .. }
             | Event::Promoted { group, .. }
-            | Event::Destroyed { group, .. } => group,
+            | Event::Destroyed { group, .. }
+            | Event::SetAside { group, .. }
+            | Event::Repaired { group, .. } => group,
         }
     }
 }

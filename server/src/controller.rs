@@ -8,6 +8,9 @@
 //!   once the preferred replica has caught up (not while the partition moves);
 //! - reassign: a partition's leader moves it to the replica set the metadata targets
 //!   (`crate::reassign`); a node that is no longer a replica deletes its copy (reconcile);
+//! - repair: a replica whose files do not open here is reported, set aside and rebuilt under a
+//!   new identity; a partition's leader says when every other voter holds its commit
+//!   (`crate::repair`);
 //! - retention: trim partition logs by their topic's retention and move their log start; an
 //!   offsets-topic partition only below its group table's last snapshot (`crate::group`).
 
@@ -111,6 +114,8 @@ pub async fn run(context: Arc<NodeContext>, mut shutdown: Shutdown) {
                 register_brokers(&context).await;
                 crate::membership::drive(&context).await;
                 crate::reassign::drive(&context, hosted.keys().copied()).await;
+                crate::repair::drive(&context, hosted.keys().copied()).await;
+                crate::repair::rebuilt_replicas_settled(&context, hosted.keys().copied()).await;
             }
             _ = chores.tick() => {
                 balance_leaders(&context, &hosted).await;
@@ -138,12 +143,18 @@ async fn destroy_stray_replicas(context: &NodeContext) {
     }
 }
 
+/// What the metadata gives this node of one partition group: its replicas, the voters a new
+/// replica starts from, its topic's settings, and the phase of the repair of this node's replica
+/// if one is recorded.
+type Desired = (Vec<NodeId>, Vec<NodeId>, TopicSettings, Option<crate::meta::RepairPhase>);
+
 /// Creates and removes partition groups to match the metadata.
 async fn reconcile(context: &NodeContext, hosted: &mut BTreeMap<GroupId, Hosted>, first_seen: &mut BTreeMap<GroupId, usize>) {
     let me = context.state.node_id;
     let added_unhosted = context.config.planted_switches().added_partitions_unhosted;
-    // group -> (its replicas now, the voters a new replica starts from, its topic's settings)
-    let desired: BTreeMap<GroupId, (Vec<NodeId>, Vec<NodeId>, TopicSettings)> = {
+    // group -> (its replicas now, the voters a new replica starts from, its topic's settings,
+    // the phase of the repair of this node's replica if one is recorded)
+    let desired: BTreeMap<GroupId, Desired> = {
         let state = context.state.lock();
         state
             .meta
@@ -158,7 +169,8 @@ async fn reconcile(context: &NodeContext, hosted: &mut BTreeMap<GroupId, Hosted>
                     }
                 }
                 let voters_initial = state.meta.voters_initial(group)?;
-                Some((group, (replicas, voters_initial, topic.settings.clone())))
+                let repair = state.meta.repair(group).filter(|repair| repair.node == me).map(|repair| repair.phase);
+                Some((group, (replicas, voters_initial, topic.settings.clone(), repair)))
             })
             .collect()
     };
@@ -174,7 +186,7 @@ async fn reconcile(context: &NodeContext, hosted: &mut BTreeMap<GroupId, Hosted>
             Err(error) => tracing::warn!(group, %error, "removing a partition group failed"),
         }
     }
-    for (group, (replicas, voters_initial, settings)) in desired {
+    for (group, (replicas, voters_initial, settings, repair)) in desired {
         if let Some(partition) = hosted.get_mut(&group) {
             // A completed move changes the replicas (and the preferred leader) of a hosted group.
             partition.replicas = replicas;
@@ -187,7 +199,17 @@ async fn reconcile(context: &NodeContext, hosted: &mut BTreeMap<GroupId, Hosted>
         // a replica that joins later learns the changes since from the leader's log or snapshot.
         // One that joins a moving partition (this node is only in the target) holds no vote
         // until it has caught up: this node may have held the partition before (R8 d).
-        let created = if replicas.contains(&me) {
+        // A replica being rebuilt after damage (`crate::repair`) joins the same way: suspect of
+        // its whole log (a crash while its files were set aside finishes that move first).
+        let rebuilding = repair == Some(crate::meta::RepairPhase::Rebuilding);
+        if rebuilding {
+            if let Err(error) = context.node.set_aside_group(group, true).await {
+                context.state.remove_partition(group);
+                tracing::warn!(group, %error, "finishing an interrupted set-aside of a damaged replica failed; will retry");
+                continue;
+            }
+        }
+        let created = if replicas.contains(&me) && !rebuilding {
             context.node.create_group_with(group, voters_initial, 0, log_config).await
         } else {
             context.node.create_group_joining(group, voters_initial, log_config).await
@@ -204,7 +226,11 @@ async fn reconcile(context: &NodeContext, hosted: &mut BTreeMap<GroupId, Hosted>
             Err(error) => {
                 // Retried on the next pass (the next metadata change or chore tick).
                 context.state.remove_partition(group);
-                tracing::error!(group, %error, "creating a partition group failed");
+                if crate::repair::is_damaged(&error) {
+                    crate::repair::replica_does_not_open(context, group, repair, &error).await;
+                } else {
+                    tracing::error!(group, %error, "creating a partition group failed");
+                }
             }
         }
     }
@@ -214,14 +240,12 @@ async fn reconcile(context: &NodeContext, hosted: &mut BTreeMap<GroupId, Hosted>
 /// [`reconcile`] reopens them with the new ones (as a restart of this node would): the raft
 /// state and the log stay on disk, the partition state is replayed from the log. Its cost is a
 /// replay of the partition's log here and, on its leader, an election.
-async fn reopen_changed(
-    context: &NodeContext,
-    hosted: &mut BTreeMap<GroupId, Hosted>,
-    desired: &BTreeMap<GroupId, (Vec<NodeId>, Vec<NodeId>, TopicSettings)>,
-) {
+async fn reopen_changed(context: &NodeContext, hosted: &mut BTreeMap<GroupId, Hosted>, desired: &BTreeMap<GroupId, Desired>) {
     let changed: Vec<GroupId> = hosted
         .iter()
-        .filter(|(group, partition)| desired.get(group).is_some_and(|(_, _, settings)| LogSettings::of(settings) != partition.log_settings))
+        .filter(|(group, partition)| {
+            desired.get(group).is_some_and(|(_, _, settings, _)| LogSettings::of(settings) != partition.log_settings)
+        })
         .map(|(group, _)| *group)
         .collect();
     for group in changed {

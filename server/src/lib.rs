@@ -41,6 +41,7 @@ pub mod net;
 pub mod partition;
 pub mod planted;
 pub mod reassign;
+pub mod repair;
 pub mod request;
 pub mod server;
 pub mod shutdown;

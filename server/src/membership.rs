@@ -174,7 +174,8 @@ pub fn next_drain_move(meta: &crate::meta::MetadataState, node: NodeId) -> Optio
     let load = replica_load(meta);
     for topic in meta.topics().values() {
         for info in &topic.partitions {
-            if !info.replicas.contains(&node) || meta.reassignment_target(info.group).is_some() {
+            // A partition repairing a replica moves once that is done (`meta::repair`).
+            if !info.replicas.contains(&node) || meta.reassignment_target(info.group).is_some() || meta.repair(info.group).is_some() {
                 continue;
             }
             let eligible = meta
@@ -246,6 +247,8 @@ pub fn rebalance_plan(meta: &crate::meta::MetadataState, nodes: &[NodeId]) -> Ve
         for info in &topic.partitions {
             let placed = match meta.reassignment_target(info.group) {
                 Some(target) => target.clone(),
+                // Repairing a replica: it stays where it is (`meta::repair`).
+                None if meta.repair(info.group).is_some() => info.replicas.clone(),
                 None => {
                     placement.insert((topic.name.clone(), info.partition), info.replicas.clone());
                     info.replicas.clone()

@@ -42,8 +42,10 @@ use crate::proto;
 
 mod members;
 mod reassign;
+mod repair;
 pub use members::{JoiningNode, MemberInfo, CONTROLLER_VOTERS_MAX};
 pub use reassign::{ReassignRefusal, ReassignmentInfo};
+pub use repair::{Repair, RepairPhase, RepairStep};
 
 /// The metadata (controller) raft group.
 pub const METADATA_GROUP: GroupId = 0;
@@ -222,6 +224,12 @@ pub enum MetaCommand {
     RemoveNode {
         node: NodeId,
     },
+    /// A step of the repair of `node`'s damaged replica of `group` (module `repair`).
+    RepairReplica {
+        group: GroupId,
+        node: NodeId,
+        step: RepairStep,
+    },
 }
 
 fn encode_acl(acl: &AclBinding) -> proto::AclBinding {
@@ -371,6 +379,13 @@ impl MetaCommand {
                 remove.set_node_id(*node);
                 message.set_remove_node(remove);
             }
+            MetaCommand::RepairReplica { group, node, step } => {
+                let mut repair = proto::RepairReplica::new();
+                repair.set_group(*group);
+                repair.set_node(*node);
+                repair.set_step(step.code());
+                message.set_repair_replica(repair);
+            }
         }
         message.write_to_bytes().expect("a metadata command always encodes (all fields are set)")
     }
@@ -449,6 +464,12 @@ impl MetaCommand {
             }
             Some(Command::decommission_node(decommission)) => MetaCommand::DecommissionNode { node: decommission.get_node_id() },
             Some(Command::remove_node(remove)) => MetaCommand::RemoveNode { node: remove.get_node_id() },
+            Some(Command::repair_replica(repair)) => MetaCommand::RepairReplica {
+                group: repair.get_group(),
+                node: repair.get_node(),
+                step: RepairStep::from_code(repair.get_step())
+                    .ok_or_else(|| MetaError::Decode(format!("repair step {}", repair.get_step())))?,
+            },
         };
         Ok(command)
     }
@@ -507,6 +528,8 @@ pub enum MetaOutcome {
     DecommissionRefused(String),
     DecommissionCancelled,
     NodeRemoved,
+    /// A repair step applied (or was a repeat: nothing changed).
+    RepairStepped,
     /// Nothing changed (except the applied index): the reason.
     Rejected(String),
 }
@@ -544,6 +567,10 @@ pub struct MetadataState {
     draining: BTreeSet<NodeId>,
     /// Nodes decommissioned and removed (module `members`).
     removed: BTreeSet<NodeId>,
+    /// Partition group → the repair of its damaged replica (module `repair`).
+    repairs: BTreeMap<GroupId, Repair>,
+    /// Repairs done (module `repair`).
+    repairs_completed: u64,
 }
 
 impl Default for MetadataState {
@@ -564,6 +591,8 @@ impl Default for MetadataState {
             controller_voters_target: None,
             draining: BTreeSet::new(),
             removed: BTreeSet::new(),
+            repairs: BTreeMap::new(),
+            repairs_completed: 0,
         }
     }
 }
@@ -619,6 +648,7 @@ impl MetadataState {
             MetaCommand::DecommissionNode { node } => self.decommission_node(node),
             MetaCommand::CancelDecommission { node } => self.cancel_decommission(node),
             MetaCommand::RemoveNode { node } => self.remove_node(node),
+            MetaCommand::RepairReplica { group, node, step } => self.repair_replica(group, node, step),
         }
     }
 
@@ -736,6 +766,7 @@ impl MetadataState {
             let location = self.groups.remove(&info.group);
             assert!(location.is_some(), "every live partition's group is indexed");
             self.forget_reassignment(info.group);
+            self.forget_repair(info.group);
         }
         MetaOutcome::TopicDeleted
     }
@@ -775,6 +806,7 @@ impl MetadataState {
         assert!(self.users.len() <= USERS_MAX);
         assert!(self.acls.len() <= ACLS_MAX);
         self.check_reassignment_invariants();
+        self.check_repair_invariants();
         self.check_member_invariants();
         if cfg!(debug_assertions) {
             assert!(self.users.values().all(Credential::is_well_formed));

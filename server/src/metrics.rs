@@ -67,6 +67,15 @@ pub struct PartitionLabels {
     pub partition: u32,
 }
 
+/// A damaged replica being repaired (issue 15, `crate::repair`), per the metadata.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RepairLabels {
+    pub topic: String,
+    pub partition: u32,
+    pub node: u64,
+    pub phase: &'static str,
+}
+
 /// A follower of a partition this node leads.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FollowerLabels {
@@ -112,6 +121,8 @@ pub struct NodeMetrics {
     leader_changes: Counter,
     quarantined: Gauge,
     disk_available_bytes: Gauge,
+    repairs: Family<RepairLabels, Gauge>,
+    repairs_completed: Gauge,
     /// Per raft group: the last leader known (0: none yet) and the term of the last sample.
     seen: std::sync::Mutex<BTreeMap<GroupId, (NodeId, u64)>>,
     /// Held through a refresh and the encoding after it (see the module's invariants).
@@ -167,6 +178,13 @@ impl NodeMetrics {
         );
         registry.register("raft_leader_changes", "Leader changes seen in the groups hosted here (sampled)", leader_changes.clone());
         registry.register("quarantined", "1 when this node's metadata files are damaged and it serves no client", quarantined.clone());
+        let (repairs, repairs_completed) = (Family::<RepairLabels, Gauge>::default(), Gauge::default());
+        registry.register(
+            "replica_repairs",
+            "1 per damaged replica being repaired, by phase (blocked: its partition's only replica, kept down; waiting; rebuilding)",
+            repairs.clone(),
+        );
+        registry.register("replica_repairs_completed", "Damaged replicas repaired since the cluster started", repairs_completed.clone());
         registry.register(
             "disk_available_bytes",
             "Free space of the data directory's file system at the last measurement",
@@ -185,6 +203,8 @@ impl NodeMetrics {
             leader_changes,
             quarantined,
             disk_available_bytes,
+            repairs,
+            repairs_completed,
             seen: Default::default(),
             refreshing: tokio::sync::Mutex::new(()),
         }
@@ -300,6 +320,17 @@ async fn refresh_sampled(context: &NodeContext) {
         metrics.observe_group(METADATA_GROUP, status.leader, status.term);
     }
     metrics.retain_groups(&hosted.iter().map(|(group, ..)| *group).collect::<Vec<_>>());
+    metrics.repairs.clear();
+    {
+        let state = context.state.lock();
+        for (&group, repair) in state.meta.repairs() {
+            let Some((topic, info)) = state.meta.partition_of_group(group) else { continue };
+            let labels =
+                RepairLabels { topic: topic.name.clone(), partition: info.partition, node: repair.node, phase: repair.phase.name() };
+            metrics.repairs.get_or_create(&labels).set(1);
+        }
+        metrics.repairs_completed.set(gauge_value(state.meta.repairs_completed()));
+    }
     metrics.disk_available_bytes.set(gauge_value(context.state.disk_available_bytes()));
 }
 

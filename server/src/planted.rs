@@ -101,10 +101,15 @@ pub enum PlantedBug {
     /// or vote it never saved, forgetting a vote it gave (R8 c; the simulator's plan field
     /// `state_faults` damages single copies).
     HardStateUncheckedCrc,
+    /// The repair of a damaged replica (issue 15, `crate::repair`) is reported done as soon as
+    /// the rebuilt replica opens, before it caught up (still suspect of its whole log): the
+    /// controller, `cluster status` and the metrics call a partition whole while one of its
+    /// replicas holds nothing yet (R8 d; the simulator's plan field `state_faults`).
+    RepairDoneBeforeCaughtUp,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 24] = [
+    pub const ALL: [PlantedBug; 25] = [
         PlantedBug::AckBeforeCommit,
         PlantedBug::ServeAboveCommit,
         PlantedBug::SkipDedup,
@@ -129,6 +134,7 @@ impl PlantedBug {
         PlantedBug::DeleteTopicUncommitted,
         PlantedBug::CoordinatorNamesPreferred,
         PlantedBug::HardStateUncheckedCrc,
+        PlantedBug::RepairDoneBeforeCaughtUp,
     ];
 
     pub fn name(self) -> &'static str {
@@ -157,6 +163,7 @@ impl PlantedBug {
             PlantedBug::DeleteTopicUncommitted => "delete-topic-uncommitted",
             PlantedBug::CoordinatorNamesPreferred => "coordinator-names-preferred",
             PlantedBug::HardStateUncheckedCrc => "hard-state-unchecked-crc",
+            PlantedBug::RepairDoneBeforeCaughtUp => "repair-done-before-caught-up",
         }
     }
 }
@@ -200,6 +207,7 @@ pub struct Planted {
     pub delete_topic_uncommitted: bool,
     pub coordinator_names_preferred: bool,
     pub hard_state_unchecked_crc: bool,
+    pub repair_done_before_caught_up: bool,
 }
 
 impl Planted {
@@ -231,6 +239,7 @@ impl Planted {
             delete_topic_uncommitted: on(PlantedBug::DeleteTopicUncommitted),
             coordinator_names_preferred: on(PlantedBug::CoordinatorNamesPreferred),
             hard_state_unchecked_crc: on(PlantedBug::HardStateUncheckedCrc),
+            repair_done_before_caught_up: on(PlantedBug::RepairDoneBeforeCaughtUp),
         }
     }
 }
@@ -268,6 +277,7 @@ mod tests {
             all.delete_topic_uncommitted,
             all.coordinator_names_preferred,
             all.hard_state_unchecked_crc,
+            all.repair_done_before_caught_up,
         ];
         assert!(each.iter().all(|on| *on), "every bug has a switch: {all:?}");
     }

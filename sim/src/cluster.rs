@@ -68,8 +68,12 @@ pub struct SimCluster {
     pub node_status: Mutex<BTreeMap<u64, NodeStatus>>,
     /// F-C1: each node's wall clock offset in ms (read at every clock call, so bumps apply live).
     pub clock_offsets_ms: Arc<Mutex<BTreeMap<u64, i64>>>,
-    /// Nodes F-S3 corrupted: they may rightly refuse to serve a group (R8 b), so R7 skips them.
+    /// Nodes F-S3 corrupted: they may rightly refuse to serve a group (R8 b) until its replica
+    /// is repaired (issue 15: set aside and rebuilt), so R7 waits for their repairs.
     pub corrupted: Mutex<BTreeSet<u64>>,
+    /// Nodes that started quarantined (their metadata replica is damaged): they serve no
+    /// client and run no controller loop, so nothing repairs them and R7 skips them.
+    pub passive: Mutex<BTreeSet<u64>>,
     /// Topic segment size, when the plan sets one.
     pub segment_bytes: Option<u64>,
     /// F-N6 transport fault layer and F-N8 request hold, shared by every node.
@@ -114,6 +118,7 @@ impl SimCluster {
             node_status: Mutex::new(BTreeMap::new()),
             clock_offsets_ms: Arc::new(Mutex::new(clock_offsets_ms)),
             corrupted: Mutex::new(BTreeSet::new()),
+            passive: Mutex::new(BTreeSet::new()),
             segment_bytes,
             fault_hooks: FaultHooks {
                 peer_messages: Some(TransportFaults::new(seed ^ 0x7e57_fa17)),
@@ -282,6 +287,7 @@ impl SimCluster {
             }
         };
         if server.is_quarantined() {
+            self.passive.lock().expect("passive lock").insert(node);
             self.note(format!("node {node} started quarantined (damaged metadata): serving no client, leading no group"));
         }
         self.set_status(node, NodeStatus::Up);

@@ -296,6 +296,12 @@ fn observe_replicas(cluster: &Arc<SimCluster>, seed: u64, coverage: Rc<RefCell<B
             Event::Suspect { node, group, cut, bound, .. } => {
                 cluster.note(format!("group {group}: node {node} is suspect (may have lost {cut}..={bound}): no votes"));
             }
+            Event::SetAside { node, group } => {
+                cluster.note(format!("group {group}: node {node} set its damaged replica's files aside to rebuild it"));
+            }
+            Event::Repaired { node, group } => {
+                cluster.note(format!("group {group}: node {node}'s rebuilt replica caught up: repaired"));
+            }
             Event::SuspectCleared { node, group, durable } => {
                 cluster.note(format!("group {group}: node {node} settled its suspicion, durable to {durable}"));
             }
@@ -321,7 +327,7 @@ fn observe_replicas(cluster: &Arc<SimCluster>, seed: u64, coverage: Rc<RefCell<B
 }
 
 /// The coverage counters' names for raft events, in [`event_path`]'s order.
-const EVENT_PATHS: [&str; 15] = [
+const EVENT_PATHS: [&str; 17] = [
     "path leader elected",
     "path snapshot installed",
     "path recovery cut, suspect",
@@ -337,6 +343,8 @@ const EVENT_PATHS: [&str; 15] = [
     "check R10 configuration applied",
     "check R11 learner promoted",
     "path replica destroyed",
+    "path damaged replica set aside",
+    "path quarantined replica repaired",
 ];
 
 /// Timeline notes that show a rare path: (text in the line, counter name).
@@ -367,6 +375,8 @@ fn event_path(event: &Event) -> Option<&'static str> {
         Event::ConfApplied { source: observe::ConfSource::Applied, .. } => 12,
         Event::Promoted { .. } => 13,
         Event::Destroyed { .. } => 14,
+        Event::SetAside { .. } => 15,
+        Event::Repaired { .. } => 16,
         Event::ConfApplied { .. } => return None,
         Event::Appended { .. } | Event::Durable { .. } => return None,
     };
@@ -402,12 +412,16 @@ fn count_timeline_and_verdict(coverage: &mut BTreeMap<String, u64>, timeline: &[
 /// R7: once quiet, every live replica of a group applies the same index (the leaders'
 /// heartbeats carry the commit index within a few ticks). Checks every 100 ms up to
 /// [`CONVERGENCE_WAIT`]; returns how long it took, or each group whose replicas still differ
-/// with its applied index per node. Nodes given up or corrupted (F-S3) do not count.
+/// with its applied index per node. Nodes given up, or corrupted (F-S3) in their metadata
+/// replica (passive: nothing repairs them), do not count. A node whose partition replica F-S3
+/// damaged counts: the replica is repaired (issue 15: set aside, rebuilt and caught up) or R7
+/// fails, so no replica is left out of its group forever.
 async fn converge(cluster: &SimCluster, raft: &RefCell<RaftChecker>) -> Result<Duration, Vec<(u64, BTreeMap<u64, u64>)>> {
     let quiet = tokio::time::Instant::now();
     loop {
         let mut down = cluster.given_up();
-        down.extend(cluster.corrupted.lock().expect("corrupted lock").iter().copied());
+        let passive = cluster.passive.lock().expect("passive lock").clone();
+        down.extend(cluster.corrupted.lock().expect("corrupted lock").iter().copied().filter(|node| passive.contains(node)));
         // Borrowed only for this look: the replicas' events go on arriving while this waits.
         // A node outside a group's newest configuration no longer hosts it (a move took its
         // replica away): it is not waited for.

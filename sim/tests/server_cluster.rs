@@ -245,6 +245,21 @@ fn planted_hard_state_unchecked_crc_is_caught() {
     planted_bug_is_caught_with(PlantedBug::HardStateUncheckedCrc, &base, 1..=30, &["R8"]);
 }
 
+// Issue 15, the repair of a damaged replica: both copies of a partition replica's state file
+// damaged (disk `--state-faults`) leave the replica unopenable; its node sets the files aside and
+// rebuilds it, suspect of its whole log until it caught up, and R7 waits for it. Planted
+// `repair-done-before-caught-up` reports the repair done as soon as the rebuilt replica opens:
+// the node calls it repaired before its log reached what was applied when its files were set
+// aside, which R8 d names. The same seeds pass without it (CI's disk `--state-faults` sweep).
+#[test]
+fn planted_repair_done_before_caught_up_is_caught() {
+    let base = ScenarioConfig { scenario: Scenario::Disk, state_faults: true, ..ScenarioConfig::new(0) };
+    planted_bug_is_caught_with(PlantedBug::RepairDoneBeforeCaughtUp, &base, 1..=REPAIR_SEEDS_MAX, &["R8"]);
+}
+
+/// The seed range the planted repair bug must be caught in.
+const REPAIR_SEEDS_MAX: u64 = 10;
+
 // The faults on state files (plan field `state_faults`) on disk seed 18, which draws every kind:
 // one copy flipped (F-S3), torn (F-S2), cut short (F-S4) and stale (F-S7), and both copies of a
 // file on the corruptible node (its metadata group's conf state: the node starts quarantined). Each damaged copy is repaired at the next opening and no vote
@@ -555,12 +570,15 @@ const MEMBERSHIP_SEEDS_MAX: u64 = 12;
 // final offset fetch asked node 3 for 60 s. Hints now never name the node giving them, and
 // FindCoordinator outside the partition asks the hosting replicas for its leader.
 // The bug groups seed 175 found, planted back (`coordinator-names-preferred`): its V3 failure
-// returns (seeds 1..=200 of `groups` with and without `--membership` pass without it).
+// returns (seeds 1..=200 of `groups` with and without `--membership` pass without it). Since a
+// damaged replica is repaired (issue 15), node 3's copy of group 5 at seed 175 is rebuilt within
+// a second and the bug no longer shows there; of `groups --membership` seeds 1..=400 with it,
+// 221 (C7), 249 (V3), 348 (V3, R7, ...) and 366 (time limit) fail, and all four pass without it.
 #[test]
 fn planted_coordinator_names_preferred_is_caught() {
     let bug = PlantedBug::CoordinatorNamesPreferred;
     let base = ScenarioConfig { scenario: Scenario::Groups, membership: true, ..ScenarioConfig::new(0) };
-    planted_bug_is_caught_with(bug, &base, 175..=175, &["V3"]);
+    planted_bug_is_caught_with(bug, &base, 249..=249, &["V3"]);
 }
 
 #[test]
@@ -571,6 +589,9 @@ fn coordinator_seeds_found_by_sweeps_pass() {
         assert!(report.passed(), "groups seed {seed} with membership:\n{}\n{}", report.timeline.join("\n"), report.verdict_text());
         let flipped = report.timeline.iter().any(|line| line.contains("F-S3 bit flips node 3 file /data/5/log/"));
         assert!(flipped, "groups seed {seed} no longer damages node 3's copy of group 5");
+        // Issue 15: the damaged copy is set aside and rebuilt (R7 waits for it).
+        let repaired = report.timeline.iter().any(|line| line.contains("group 5: node 3's rebuilt replica caught up: repaired"));
+        assert!(repaired, "groups seed {seed}: node 3's copy of group 5 was not repaired");
         for group in ["g0", "g1"] {
             let fetched = report.timeline.iter().any(|line| line.contains(&format!("group {group}: committed at the end")));
             assert!(fetched, "groups seed {seed}: no final fetch of {group}'s committed offsets (V3)");

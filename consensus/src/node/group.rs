@@ -34,6 +34,23 @@ use super::Node;
 /// Groups one node hosts.
 pub const GROUPS_MAX: usize = 100_000;
 
+/// Where [`Node::set_aside_group`] keeps the damaged files of replicas it rebuilt, inside the
+/// data directory (never a group id, so never taken for a group's directory).
+pub const QUARANTINE_DIR: &str = "quarantine";
+/// The last file [`Node::set_aside_group`] writes into a quarantine directory: its files are
+/// all there.
+pub const SET_ASIDE_DONE: &str = "set-aside.done";
+
+/// The files (`subdirs`: the subdirectories) of `dir`; none when it does not exist.
+async fn list_or_empty<D: Disk>(disk: &D, dir: &std::path::Path, subdirs: bool) -> std::io::Result<Vec<String>> {
+    let listed = if subdirs { disk.list_subdirs(dir).await } else { disk.list_dir(dir).await };
+    match listed {
+        Ok(names) => Ok(names),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(error) => Err(error),
+    }
+}
+
 /// One committed entry, as handed to the state machine.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Committed {
@@ -410,6 +427,74 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             self.disk.sync_dir(&dir).await.map_err(io_error)?;
         }
         Ok(hosted)
+    }
+
+    /// Moves the files of `group`, which is not hosted here (they do not open: damaged), out of
+    /// the way into `<data_dir>/quarantine/<group>.<n>/` (the first `n` not taken), keeping them
+    /// for forensics, so that the group can be created again empty (issue 15, the repair of a
+    /// damaged replica), and stops answering the group's suspect queries from them. The log's
+    /// files go first, then the group's own (hard state, conf state), and a marker file
+    /// ([`SET_ASIDE_DONE`]) last: a crash part-way leaves a directory without the marker, which
+    /// the next call fills instead of a new one (`only_unfinished`: move only then, for a
+    /// caller that does not know whether a crash interrupted one). The directory the files went
+    /// to, or `None` when nothing was moved. Refused for a hosted group.
+    pub async fn set_aside_group(&mut self, group: GroupId, only_unfinished: bool) -> Result<Option<std::path::PathBuf>, NodeError> {
+        if self.groups.contains_key(&group) {
+            return Err(NodeError::GroupExists(group));
+        }
+        let io_error = |path: &std::path::Path, source: std::io::Error| {
+            storage_error(group)(StorageFault::Log(odradek_log::Error::Io { path: path.to_path_buf(), source }))
+        };
+        let quarantine = self.config.data_dir.join(QUARANTINE_DIR);
+        let taken = list_or_empty(&self.disk, &quarantine, true).await.map_err(|error| io_error(&quarantine, error))?;
+        let mut unfinished = None;
+        let mut n_free = 0;
+        for n in 0.. {
+            let name = format!("{group}.{n}");
+            if !taken.contains(&name) {
+                n_free = n;
+                break;
+            }
+            let dir = quarantine.join(&name);
+            let files = list_or_empty(&self.disk, &dir, false).await.map_err(|error| io_error(&dir, error))?;
+            if !files.iter().any(|file| file == SET_ASIDE_DONE) {
+                unfinished = Some(dir);
+                break;
+            }
+        }
+        if only_unfinished && unfinished.is_none() {
+            return Ok(None);
+        }
+        let group_dir = self.config.data_dir.join(group.to_string());
+        let log_dir = group_dir.join(crate::storage::LOG_DIR);
+        let log_files = list_or_empty(&self.disk, &log_dir, false).await.map_err(|error| io_error(&log_dir, error))?;
+        let group_files = list_or_empty(&self.disk, &group_dir, false).await.map_err(|error| io_error(&group_dir, error))?;
+        if unfinished.is_none() && log_files.is_empty() && group_files.is_empty() {
+            self.quarantined.remove(&group);
+            return Ok(None);
+        }
+        let target = unfinished.unwrap_or_else(|| quarantine.join(format!("{group}.{n_free}")));
+        let target_log = target.join(crate::storage::LOG_DIR);
+        // Told first: from the first file moved, the group's copy here is no longer whole.
+        let node = self.config.node_id;
+        observe::emit(|| observe::Event::SetAside { node, group });
+        self.disk.create_dir_all(&target_log).await.map_err(|error| io_error(&target_log, error))?;
+        self.disk.sync_dir(&quarantine).await.map_err(|error| io_error(&quarantine, error))?;
+        for (from_dir, to_dir, names) in [(&log_dir, &target_log, &log_files), (&group_dir, &target, &group_files)] {
+            for name in names {
+                self.disk.rename(&from_dir.join(name), &to_dir.join(name)).await.map_err(|error| io_error(from_dir, error))?;
+            }
+            if !names.is_empty() {
+                self.disk.sync_dir(to_dir).await.map_err(|error| io_error(to_dir, error))?;
+                self.disk.sync_dir(from_dir).await.map_err(|error| io_error(from_dir, error))?;
+            }
+        }
+        let marker = target.join(SET_ASIDE_DONE);
+        self.disk.open(&marker, odradek_log::OpenMode::CreateOrOpen).await.map_err(|error| io_error(&marker, error))?;
+        self.disk.sync_dir(&target).await.map_err(|error| io_error(&target, error))?;
+        self.quarantined.remove(&group);
+        tracing::warn!(group, to = %target.display(), "set the damaged files of a replica aside (kept for forensics)");
+        Ok(Some(target))
     }
 
     /// Deletes the files of every group stored in the data directory that is neither hosted

@@ -88,6 +88,11 @@ pub enum Command {
         group: GroupId,
         reply: oneshot::Sender<Result<bool, NodeError>>,
     },
+    SetAsideGroup {
+        group: GroupId,
+        only_unfinished: bool,
+        reply: oneshot::Sender<Result<Option<std::path::PathBuf>, NodeError>>,
+    },
     DestroyStrayGroups {
         keep: std::collections::BTreeSet<GroupId>,
         reply: oneshot::Sender<Result<Vec<GroupId>, NodeError>>,
@@ -164,6 +169,11 @@ impl NodeHandle {
     /// See [`Node::destroy_group`].
     pub async fn destroy_group(&self, group: GroupId) -> Result<bool, NodeError> {
         self.call(|reply| Command::DestroyGroup { group, reply }).await?
+    }
+
+    /// See [`Node::set_aside_group`].
+    pub async fn set_aside_group(&self, group: GroupId, only_unfinished: bool) -> Result<Option<std::path::PathBuf>, NodeError> {
+        self.call(|reply| Command::SetAsideGroup { group, only_unfinished, reply }).await?
     }
 
     /// See [`Node::destroy_stray_groups`].
@@ -377,6 +387,9 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             }
             Command::Campaign { group, reply } => drop(reply.send(self.campaign(group))),
             Command::DestroyGroup { group, reply } => drop(reply.send(self.destroy_group(group).await)),
+            Command::SetAsideGroup { group, only_unfinished, reply } => {
+                drop(reply.send(self.set_aside_group(group, only_unfinished).await))
+            }
             Command::DestroyStrayGroups { keep, reply } => drop(reply.send(self.destroy_stray_groups(&keep).await)),
             Command::ReadRecords { group, offset, bytes_max, index_max, reply } => {
                 drop(reply.send(self.read_records(group, offset, bytes_max, index_max).await));

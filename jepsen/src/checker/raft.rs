@@ -155,6 +155,25 @@ impl RaftChecker {
         self.votes_saved.retain(|&(_, holder), _| holder != node);
     }
 
+    /// `node` set its damaged files of `group` aside to rebuild the replica (issue 15): as
+    /// [`RaftChecker::record_wipe`] for that one group. Its replica starts over (its applied
+    /// indexes too: R3 and R7 judge the rebuilt one), and until its log is durable past the
+    /// highest index any replica had applied, a vote it grants there is an R8 d violation.
+    fn record_set_aside(&mut self, group: GroupId, node: NodeId) {
+        let applied_max = self.applied.range((group, 0)..=(group, u64::MAX)).next_back().map_or(0, |(&(_, index), _)| index);
+        self.wiped_below.insert((group, node), applied_max);
+        if let Some(&index) = self.durable.get(&(group, node)) {
+            let entries = self.held.get(&(group, node)).cloned().unwrap_or_default();
+            self.held_before_wipe.insert((group, node), (index, entries));
+        }
+        self.durable.remove(&(group, node));
+        self.held.remove(&(group, node));
+        self.restored_to.remove(&(group, node));
+        self.commits.remove(&(group, node));
+        self.votes_saved.remove(&(group, node));
+        self.last_applied.retain(|&(holder, _, of), _| !(holder == node && of == group));
+    }
+
     pub fn record(&mut self, event: Event) {
         self.events += 1;
         match event {
@@ -373,6 +392,19 @@ impl RaftChecker {
                 }
             }
             Event::Destroyed { node, group } => self.forget_replica(group, node),
+            Event::SetAside { node, group } => self.record_set_aside(group, node),
+            Event::Repaired { node, group } => {
+                // R8 d: a rebuilt replica's repair is over only once its log is durable past
+                // what was applied anywhere when its damaged files were set aside.
+                if let Some(below) = self.wiped_below.get(&(group, node)) {
+                    let durable = self.durable.get(&(group, node)).copied().unwrap_or(0);
+                    self.violate(
+                        "R8",
+                        group,
+                        format!("node {node} reported its rebuilt replica repaired while durable to {durable}, below index {below} applied before (R8 d)"),
+                    );
+                }
+            }
             Event::ConfApplied { node, group, index, conf, source, .. } => {
                 for (invariant, group, detail) in self.membership.conf_applied(node, group, index, conf, source) {
                     self.violate(invariant, group, detail);

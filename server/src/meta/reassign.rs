@@ -63,6 +63,13 @@ impl MetadataState {
                 "partition {topic}/{partition} is moving to {target:?} already; wait for that to finish"
             )));
         }
+        if let Some(repair) = self.repairs.get(&info.group) {
+            return Err(ReassignRefusal::InProgress(format!(
+                "partition {topic}/{partition} is repairing its replica on node {} ({}); move it once that is done",
+                repair.node,
+                repair.phase.name()
+            )));
+        }
         if replicas.is_empty() || replicas.len() > REPLICATION_FACTOR_MAX as usize {
             return Err(ReassignRefusal::Invalid(format!("{} replicas (1..={REPLICATION_FACTOR_MAX})", replicas.len())));
         }

@@ -325,6 +325,8 @@ fn arb_command() -> impl Strategy<Value = MetaCommand> {
             .prop_map(|(name, partitions_before, replicas)| MetaCommand::AddPartitions { name, partitions_before, replicas }),
         ("[a-z.]{0,6}", prop::collection::vec((prop::sample::select(TopicSetting::ALL.to_vec()), -2..5000i64), 0..3))
             .prop_map(|(name, changes)| MetaCommand::AlterTopicSettings { name, changes }),
+        (0..4u64, 0..5u64, prop::sample::select(vec![RepairStep::Reported, RepairStep::Ready, RepairStep::Done]))
+            .prop_map(|(group, node, step)| MetaCommand::RepairReplica { group, node, step }),
     ]
 }
 
@@ -447,4 +449,50 @@ proptest! {
         // The first leader rotates with `start`.
         prop_assert_eq!(assignment[0][0], brokers[(start % u64::from(n)) as usize]);
     }
+}
+
+/// The repair of a damaged replica (module `repair`): reported, ready, done, in that order;
+/// refused out of order, for another node while one runs, for a node outside the replicas, and
+/// while the partition moves; the only replica is blocked; a repeat changes nothing.
+#[test]
+fn a_damaged_replica_is_repaired_step_by_step_and_never_out_of_order() {
+    let mut state = three_brokers();
+    assert!(matches!(step(&mut state, &create("t", vec![vec![1, 2, 3]])), MetaOutcome::TopicCreated { .. }));
+    assert!(matches!(step(&mut state, &create("solo", vec![vec![2]])), MetaOutcome::TopicCreated { .. }));
+    let (group, only) = (state.topic("t").unwrap().partitions[0].group, state.topic("solo").unwrap().partitions[0].group);
+    let repair = |group, node, step| MetaCommand::RepairReplica { group, node, step };
+    assert_rejected(&mut state, &repair(group, 3, RepairStep::Ready));
+    // A completion with nothing recorded is a retry of one recorded already: nothing changes.
+    assert_eq!(step(&mut state, &repair(group, 3, RepairStep::Done)), MetaOutcome::RepairStepped);
+    assert_eq!((state.repairs().len(), state.repairs_completed()), (0, 0));
+    assert_rejected(&mut state, &repair(group, 4, RepairStep::Reported));
+    assert_rejected(&mut state, &repair(99, 3, RepairStep::Reported));
+    assert_eq!(step(&mut state, &repair(group, 3, RepairStep::Reported)), MetaOutcome::RepairStepped);
+    assert_eq!(state.repair(group), Some(Repair { node: 3, phase: RepairPhase::Waiting }));
+    let recorded = state.clone();
+    assert_eq!(step(&mut state, &repair(group, 3, RepairStep::Reported)), MetaOutcome::RepairStepped);
+    assert_eq!(state.repairs(), recorded.repairs(), "a repeated report changes nothing");
+    assert_rejected(&mut state, &repair(group, 2, RepairStep::Reported));
+    assert_rejected(&mut state, &repair(group, 3, RepairStep::Done));
+    let moving = MetaCommand::StartReassignment { topic: "t".into(), partition: 0, replicas: vec![2, 1, 3] };
+    assert!(
+        matches!(step(&mut state, &moving), MetaOutcome::ReassignmentRefused(ReassignRefusal::InProgress(_))),
+        "no move while repairing"
+    );
+    assert_eq!(step(&mut state, &repair(group, 3, RepairStep::Ready)), MetaOutcome::RepairStepped);
+    assert_eq!(state.repair(group), Some(Repair { node: 3, phase: RepairPhase::Rebuilding }));
+    assert_eq!(step(&mut state, &repair(group, 3, RepairStep::Ready)), MetaOutcome::RepairStepped);
+    assert_eq!(step(&mut state, &repair(group, 3, RepairStep::Done)), MetaOutcome::RepairStepped);
+    assert_eq!((state.repair(group), state.repairs_completed()), (None, 1));
+    assert_eq!(step(&mut state, &repair(group, 3, RepairStep::Done)), MetaOutcome::RepairStepped);
+    assert_eq!(state.repairs_completed(), 1, "a repeated completion counts once");
+    // The partition's only replica: recorded, never reset.
+    assert_eq!(step(&mut state, &repair(only, 2, RepairStep::Reported)), MetaOutcome::RepairStepped);
+    assert_eq!(state.repair(only), Some(Repair { node: 2, phase: RepairPhase::Blocked }));
+    assert_rejected(&mut state, &repair(only, 2, RepairStep::Ready));
+    // A partition that moves repairs after the move; a deleted topic forgets its repairs.
+    assert!(matches!(step(&mut state, &moving), MetaOutcome::ReassignmentStarted { .. }));
+    assert_rejected(&mut state, &repair(group, 1, RepairStep::Reported));
+    assert_eq!(step(&mut state, &MetaCommand::DeleteTopic { name: "solo".into() }), MetaOutcome::TopicDeleted);
+    assert!(state.repairs().is_empty(), "the blocked repair went with its topic");
 }

@@ -147,6 +147,19 @@ pub async fn describe_cluster(context: &NodeContext, id: u64) -> Response {
             cluster.controller_replicas = replica_statuses(&status).into();
         }
     }
+    {
+        let state = context.state.lock();
+        for (&group, repair) in state.meta.repairs() {
+            let Some((topic, info)) = state.meta.partition_of_group(group) else { continue };
+            let mut entry = wire::ReplicaRepair::new();
+            entry.topic = topic.name.clone();
+            entry.partition = info.partition;
+            entry.node = repair.node;
+            entry.phase = repair.phase.name().to_string();
+            cluster.repairs.push(entry);
+        }
+        cluster.repairs_completed = state.meta.repairs_completed();
+    }
     let moving = context.state.lock().meta.reassignments();
     for reassignment in moving {
         let mut entry = wire::Reassignment::new();

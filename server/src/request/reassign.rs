@@ -11,7 +11,7 @@ use odradek_client::wire::proto::{self as wire, ErrorCode, Response};
 use super::admin::{admin_timeout, propose_meta};
 use super::{ok_response, RequestError};
 use crate::context::NodeContext;
-use crate::meta::{MetaCommand, MetaOutcome, ReassignRefusal};
+use crate::meta::{MetaCommand, MetaOutcome, ReassignRefusal, RepairStep};
 
 fn refused(refusal: &ReassignRefusal) -> RequestError {
     let code = match refusal {
@@ -22,7 +22,13 @@ fn refused(refusal: &ReassignRefusal) -> RequestError {
 }
 
 pub async fn reassign_partition(context: &NodeContext, id: u64, body: wire::ReassignPartitionRequest) -> Response {
-    let outcome = if body.completed { complete(context, &body).await } else { start(context, &body).await };
+    let outcome = if body.repair_step != 0 {
+        repair_step(context, &body).await
+    } else if body.completed {
+        complete(context, &body).await
+    } else {
+        start(context, &body).await
+    };
     match outcome {
         Ok(()) => ok_response(id),
         Err(error) => error.into_response(id),
@@ -40,6 +46,36 @@ async fn start(context: &NodeContext, body: &wire::ReassignPartitionRequest) -> 
         }
         Some(MetaOutcome::ReassignmentRefused(refusal)) => Err(refused(refusal)),
         other => Err(RequestError::new(ErrorCode::INTERNAL, format!("unexpected outcome of StartReassignment: {other:?}"))),
+    }
+}
+
+/// Internal: a step of the repair of a damaged replica (`crate::repair`, `meta::repair`).
+async fn repair_step(context: &NodeContext, body: &wire::ReassignPartitionRequest) -> Result<(), RequestError> {
+    let invalid = |message: String| RequestError::new(ErrorCode::INVALID_REQUEST, message);
+    let step = RepairStep::from_code(body.repair_step).ok_or_else(|| invalid(format!("repair step {} (1..=3)", body.repair_step)))?;
+    let group = {
+        let state = context.state.lock();
+        let Some(info) = state.meta.partition(&body.topic, body.partition) else {
+            return Err(RequestError::new(
+                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                format!("no partition {}/{}", body.topic, body.partition),
+            ));
+        };
+        match state.meta.check_repair(info.group, body.repair_node, step) {
+            Err(reason) => return Err(invalid(reason)),
+            Ok(false) => return Ok(()), // a repeat: recorded already
+            Ok(true) => info.group,
+        }
+    };
+    let command = MetaCommand::RepairReplica { group, node: body.repair_node, step };
+    let index = propose_meta(context, &command, admin_timeout(body.timeout_ms)).await?;
+    match context.state.lock().meta_outcomes.get(&index) {
+        Some(MetaOutcome::RepairStepped) => {
+            tracing::info!(topic = body.topic, partition = body.partition, group, node = body.repair_node, ?step, "repair step recorded");
+            Ok(())
+        }
+        Some(MetaOutcome::Rejected(reason)) => Err(invalid(reason.clone())),
+        other => Err(RequestError::new(ErrorCode::INTERNAL, format!("unexpected outcome of RepairReplica: {other:?}"))),
     }
 }
 

@@ -599,7 +599,7 @@ pub async fn node(bootstrap: &Bootstrap, command: NodeCommand) -> Result<(), Str
 #[derive(Subcommand, Debug)]
 pub enum ClusterCommand {
     /// Nodes (up or unreachable, their metadata lag), suspect replicas, learners, reassignments
-    /// in progress, and per partition: leader, term, commit index, high watermark, each
+    /// in progress, damaged replicas being repaired (and repairs done), and per partition: leader, term, commit index, high watermark, each
     /// replica's lag and the caught-up set (as the partition's leader reports them).
     Status,
     /// Move the controller (metadata) group's voters to these nodes, through joint consensus
@@ -703,6 +703,8 @@ pub async fn cluster(bootstrap: &Bootstrap, command: ClusterCommand) -> Result<(
         .map(|m| format!("{}/{}: {} -> {} ({})", m.topic, m.partition, node_list(&m.replicas_from), node_list(&m.replicas_to), m.phase))
         .collect();
     say!("Reassignments in progress: {}", none_or(moving));
+    let repairs = description.repairs.iter().map(|r| format!("{}/{} on node {} ({})", r.topic, r.partition, r.node, r.phase)).collect();
+    say!("Damaged replicas being repaired: {}; repairs done: {}", none_or(repairs), description.repairs_completed);
     say!("");
     say!(
         "{:<24} {:>9} {:>6} {:>6} {:>12} {:>14}  {:<16} {:<12} caught up",

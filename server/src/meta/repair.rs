@@ -1,0 +1,163 @@
+//! Repair of a damaged replica in the metadata log (issue 15, CHECKLISTS R8 d, F-S3): a
+//! partition replica whose files do not open (a group quarantined after both copies of its
+//! state are damaged, a log that fails to open) is rebuilt on its node under a new identity,
+//! as a wiped node's replicas are (`crate::repair` carries it out). The metadata records each
+//! repair so that the node, the partition's leader and `cluster status` agree on where it is:
+//!
+//! 1. [`RepairStep::Reported`]: the node reports the replica. A partition with no other
+//!    replica is recorded [`RepairPhase::Blocked`]: its damaged files are its only copy, never
+//!    reset; the replica stays down and `cluster status` shows it. Otherwise
+//!    [`RepairPhase::Waiting`].
+//! 2. [`RepairStep::Ready`]: the partition's leader found every other voter caught up to its
+//!    commit index: every committed entry is on each of them, so the damaged copy holds nothing
+//!    the group needs. [`RepairPhase::Rebuilding`]: the node sets the damaged files aside
+//!    (kept for forensics) and rebuilds the replica empty, suspect of its whole log (no vote,
+//!    no campaign) until the other voters' answers show it holds everything.
+//! 3. [`RepairStep::Done`]: the leader found the rebuilt replica caught up to its commit
+//!    index. The repair is forgotten and counted ([`MetadataState::repairs_completed`]).
+//!
+//! Invariants (checked by [`MetadataState::check_repair_invariants`] after every apply): at
+//! most one repair per partition group; a repaired replica is one of its partition's replicas;
+//! no partition repairs while it moves (a reassignment is refused while a repair runs and the
+//! other way round: the leader never drives two changes of one group). A step that does not
+//! follow the one before is refused and changes nothing but the applied index; a step repeated
+//! (a retry after an indefinite answer) is accepted and changes nothing.
+
+use odradek_consensus::{GroupId, NodeId};
+
+use super::{MetaOutcome, MetadataState};
+
+/// A step of a repair, as the metadata command carries it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RepairStep {
+    Reported,
+    Ready,
+    Done,
+}
+
+impl RepairStep {
+    pub fn code(self) -> u32 {
+        match self {
+            RepairStep::Reported => 1,
+            RepairStep::Ready => 2,
+            RepairStep::Done => 3,
+        }
+    }
+
+    pub fn from_code(code: u32) -> Option<RepairStep> {
+        match code {
+            1 => Some(RepairStep::Reported),
+            2 => Some(RepairStep::Ready),
+            3 => Some(RepairStep::Done),
+            _ => None,
+        }
+    }
+}
+
+/// Where a recorded repair stands (module documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RepairPhase {
+    /// The partition's only replica: kept down, never reset.
+    Blocked,
+    /// Waiting for the leader to find every other voter caught up.
+    Waiting,
+    /// The damaged files are set aside; the rebuilt replica catches up out of the votes.
+    Rebuilding,
+}
+
+impl RepairPhase {
+    pub fn name(self) -> &'static str {
+        match self {
+            RepairPhase::Blocked => "blocked",
+            RepairPhase::Waiting => "waiting",
+            RepairPhase::Rebuilding => "rebuilding",
+        }
+    }
+}
+
+/// A recorded repair: the node whose replica is damaged and the phase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Repair {
+    pub node: NodeId,
+    pub phase: RepairPhase,
+}
+
+impl MetadataState {
+    /// The repair of `group`'s replica, if one is recorded.
+    pub fn repair(&self, group: GroupId) -> Option<Repair> {
+        self.repairs.get(&group).copied()
+    }
+
+    /// Every recorded repair, by partition group.
+    pub fn repairs(&self) -> &std::collections::BTreeMap<GroupId, Repair> {
+        &self.repairs
+    }
+
+    /// Repairs done since the cluster started.
+    pub fn repairs_completed(&self) -> u64 {
+        self.repairs_completed
+    }
+
+    /// Checks a repair step before it is proposed (and again when it applies): why it cannot
+    /// apply, or `Ok(true)` when it changes the state (`Ok(false)`: a repeat, nothing to do).
+    pub fn check_repair(&self, group: GroupId, node: NodeId, step: RepairStep) -> Result<bool, String> {
+        let Some((_, info)) = self.partition_of_group(group) else {
+            return Err(format!("no partition group {group}"));
+        };
+        if !info.replicas.contains(&node) {
+            return Err(format!("node {node} holds no replica of partition group {group} (replicas {:?})", info.replicas));
+        }
+        let recorded = self.repairs.get(&group).copied();
+        match (step, recorded) {
+            (_, Some(repair)) if repair.node != node => {
+                Err(format!("partition group {group} is repairing its replica on node {} already; one repair at a time", repair.node))
+            }
+            (RepairStep::Reported, Some(_)) => Ok(false),
+            (RepairStep::Reported, None) => match self.reassignments.get(&group) {
+                Some(target) => Err(format!("partition group {group} is moving to {target:?}; its replica is repaired after the move")),
+                None => Ok(true),
+            },
+            (RepairStep::Ready, Some(Repair { phase: RepairPhase::Waiting, .. })) => Ok(true),
+            (RepairStep::Ready, Some(Repair { phase: RepairPhase::Rebuilding, .. })) => Ok(false),
+            (RepairStep::Done, Some(Repair { phase: RepairPhase::Rebuilding, .. })) => Ok(true),
+            (RepairStep::Done, None) => Ok(false),
+            (step, recorded) => Err(format!("repair step {step:?} of node {node}'s replica of group {group} after {recorded:?}")),
+        }
+    }
+
+    pub(super) fn repair_replica(&mut self, group: GroupId, node: NodeId, step: RepairStep) -> MetaOutcome {
+        match self.check_repair(group, node, step) {
+            Err(reason) => return MetaOutcome::Rejected(reason),
+            Ok(false) => return MetaOutcome::RepairStepped,
+            Ok(true) => {}
+        }
+        match step {
+            RepairStep::Reported => {
+                let only_replica = self.partition_of_group(group).is_some_and(|(_, info)| info.replicas.len() < 2);
+                let phase = if only_replica { RepairPhase::Blocked } else { RepairPhase::Waiting };
+                self.repairs.insert(group, Repair { node, phase });
+            }
+            RepairStep::Ready => {
+                self.repairs.insert(group, Repair { node, phase: RepairPhase::Rebuilding });
+            }
+            RepairStep::Done => {
+                self.repairs.remove(&group);
+                self.repairs_completed += 1;
+            }
+        }
+        MetaOutcome::RepairStepped
+    }
+
+    /// Forgets the repair of a deleted partition group.
+    pub(super) fn forget_repair(&mut self, group: GroupId) {
+        self.repairs.remove(&group);
+    }
+
+    pub(super) fn check_repair_invariants(&self) {
+        for (&group, repair) in &self.repairs {
+            let (_, info) = self.partition_of_group(group).expect("a repaired group is a live partition");
+            assert!(info.replicas.contains(&repair.node), "group {group} repairs node {} outside its replicas", repair.node);
+            assert!(!self.reassignments.contains_key(&group), "group {group} repairs a replica while it moves");
+        }
+    }
+}

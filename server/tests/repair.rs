@@ -1,0 +1,155 @@
+//! A replica whose files are damaged is repaired (issue 15; CHECKLISTS R8 d, F-S3; DESIGN.md
+//! "Repair of a damaged replica"): 3 nodes, acknowledged records on a partition of replication
+//! factor 3, node 2 stopped, both copies of its partition replica's hard state damaged, and
+//! restarted. The replica does not open there; node 2 reports it, the partition's leader finds
+//! the other voters caught up, node 2 sets the damaged files aside (kept under `quarantine/`)
+//! and rebuilds the replica, out of the votes until it holds what the other voters held (its
+//! suspicion settles only at a bound above 0), and reports it repaired: `cluster status` shows
+//! the repair done. Then, with node 1 stopped, nodes 2 and 3 elect a leader and every
+//! acknowledged record is read back (L5) at its acknowledged offset (L10).
+
+// Real processes, real sockets and real time: not a simulation test.
+#![cfg(not(madsim))]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use odradek_client::{Admin, Consumer, ConsumerConfig, Offset, OffsetQuery, Producer, ProducerConfig, ProducerRecord};
+
+use common::{create_topic_until, without_colors, ProcessCluster};
+
+const TOPIC: &str = "damaged";
+const RECORDS: u64 = 2_000;
+const DAMAGED: u64 = 2;
+
+/// Value → offset of every acknowledged record (one partition).
+async fn produce(addresses: &[&str]) -> BTreeMap<String, u64> {
+    let config = ProducerConfig { request_timeout: Duration::from_secs(10), ..ProducerConfig::default() };
+    let producer = Producer::new(addresses, config).await.expect("producer");
+    let mut deliveries = Vec::new();
+    for i in 0..RECORDS {
+        let value = format!("v{i:06}");
+        deliveries.push((value.clone(), producer.send(ProducerRecord::new(TOPIC, value)).await.expect("send queues")));
+    }
+    let mut acked = BTreeMap::new();
+    for (value, delivery) in deliveries {
+        if let Ok(metadata) = delivery.await {
+            acked.insert(value, metadata.offset.expect("acks=all gives offsets"));
+        }
+    }
+    producer.close().await.expect("close");
+    acked
+}
+
+/// The `bound` of every "suspicion settled" line of `group` in `log`.
+fn settled_bounds(log: &str, group: u64) -> Vec<u64> {
+    without_colors(log)
+        .lines()
+        .filter(|line| line.contains("suspicion settled") && line.contains(&format!("group={group} ")))
+        .filter_map(|line| line.split_whitespace().find_map(|field| field.strip_prefix("bound=")))
+        .map(|bound| bound.parse().expect("a bound is a number"))
+        .collect()
+}
+
+/// Waits until node `id`'s log has a line containing `text`.
+async fn wait_for_log(cluster: &ProcessCluster, id: u64, text: &str, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !cluster.log(id).contains(text) {
+        assert!(tokio::time::Instant::now() < deadline, "node {id} never logged {text:?} within {within:?}:\n{}", cluster.log(id));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_replica_is_set_aside_rebuilt_out_of_the_votes_and_serves_every_acknowledged_record() {
+    let mut cluster = ProcessCluster::start(3);
+    let bootstrap: Vec<String> = cluster.bootstrap().split(',').map(String::from).collect();
+    let addresses: Vec<&str> = bootstrap.iter().map(String::as_str).collect();
+    let admin = Admin::new(&addresses).unwrap();
+    create_topic_until(&admin, TOPIC, 1, tokio::time::Instant::now() + Duration::from_secs(30)).await;
+    let acked = produce(&addresses).await;
+    assert!(acked.len() as u64 >= RECORDS * 9 / 10, "most records are acknowledged: {} of {RECORDS}", acked.len());
+
+    // Both copies of the partition replica's hard state on node 2 damaged while it is down (the
+    // only group directory besides the metadata group's, 0).
+    cluster.kill(DAMAGED);
+    let data_dir = cluster.nodes[DAMAGED as usize - 1].data_dir.clone();
+    let group: u64 = std::fs::read_dir(&data_dir)
+        .unwrap()
+        .filter_map(|entry| entry.unwrap().file_name().to_str()?.parse::<u64>().ok())
+        .find(|&group| group != 0)
+        .expect("the partition's group directory");
+    let hard_state = data_dir.join(group.to_string()).join("hard_state");
+    let length = std::fs::metadata(&hard_state).unwrap().len() as usize;
+    // The log goes on from the first start, where the replica settled once already (bootstrap).
+    let settled_before = settled_bounds(&cluster.log(DAMAGED), group).len();
+    std::fs::write(&hard_state, vec![0xa5; length]).unwrap();
+    tokio::task::block_in_place(|| cluster.restart(DAMAGED));
+
+    wait_for_log(&cluster, DAMAGED, "this replica's files are damaged: reporting it for repair", Duration::from_secs(30)).await;
+    wait_for_log(&cluster, DAMAGED, "set the damaged files of a replica aside", Duration::from_secs(60)).await;
+    // The damaged files are kept, complete, for forensics.
+    let set_aside = data_dir.join("quarantine").join(format!("{group}.0"));
+    for kept in ["hard_state", "conf_state", "set-aside.done"] {
+        assert!(set_aside.join(kept).exists(), "{} kept", set_aside.join(kept).display());
+    }
+    assert_eq!(std::fs::read(set_aside.join("hard_state")).unwrap(), vec![0xa5; length], "the damaged bytes as they were");
+    assert!(std::fs::read_dir(set_aside.join("log")).unwrap().count() > 0, "the log's segments kept");
+    // R8 d: the rebuilt replica settled only once its log reached what the other voters held.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let bounds = loop {
+        let bounds = settled_bounds(&cluster.log(DAMAGED), group);
+        if bounds.len() > settled_before {
+            break bounds;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the rebuilt replica never settled:\n{}", cluster.log(DAMAGED));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(bounds.len(), settled_before + 1, "the rebuilt replica settled once: {bounds:?}");
+    let bound = bounds[settled_before];
+    assert!(bound > 0, "the rebuilt replica had to catch up before voting: bound {bound}");
+    // The repair is over, as the controller records it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let described = admin.describe_cluster().await;
+        if let Ok(described) = &described {
+            if described.repairs.is_empty() && described.repairs_completed == 1 {
+                break;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the repair never completed: {described:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Node 2 is a voter again: without node 1, nodes 2 and 3 elect a leader and serve everything.
+    cluster.kill(1);
+    let survivors = [cluster.client_addr(2), cluster.client_addr(3)];
+    let survivors: Vec<&str> = survivors.iter().map(String::as_str).collect();
+    let admin = Admin::new(&survivors).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let end = loop {
+        match admin.list_offsets(TOPIC, 0, OffsetQuery::Latest).await {
+            Ok(answer) => break answer.offset,
+            Err(error) => {
+                assert!(tokio::time::Instant::now() < deadline, "the partition has no leader on nodes 2 and 3: {error}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let mut consumer = Consumer::new(&survivors, ConsumerConfig::default()).unwrap();
+    consumer.assign(vec![(TOPIC.to_string(), 0)]).unwrap();
+    consumer.seek(TOPIC, 0, Offset::Beginning).await.unwrap();
+    let mut seen: BTreeMap<String, u64> = BTreeMap::new();
+    while consumer.position(TOPIC, 0).unwrap_or(0) < end {
+        assert!(tokio::time::Instant::now() < deadline, "reading back took over 60 s");
+        for record in consumer.poll(Duration::from_millis(500)).await.unwrap() {
+            seen.insert(String::from_utf8(record.value.unwrap().to_vec()).unwrap(), record.offset);
+        }
+    }
+    for (value, offset) in &acked {
+        assert_eq!(seen.get(value), Some(offset), "L5/L10: acknowledged record {value} at offset {offset}");
+    }
+    eprintln!("{} acknowledged records read back from nodes 2 and 3 after node 2's replica was repaired", acked.len());
+}
