@@ -124,6 +124,7 @@ async fn run_into(config: ScenarioConfig, injected: Arc<Mutex<Vec<InjectedFault>
     }
     assert!(!(config.secure && config.kafka), "--secure does not run with --kafka (the simulator's Kafka clients do not log in)");
     cluster.kafka = config.kafka;
+    cluster.hibernate = config.hibernate;
     let cluster = Arc::new(cluster);
     cluster.note(format!("seed {seed}: {node_count} nodes, scenario {}, {}", config.scenario.name(), plan.describe()));
     for bug in &config.planted_bugs {
@@ -321,7 +322,7 @@ fn observe_replicas(cluster: &Arc<SimCluster>, seed: u64, coverage: Rc<RefCell<B
 }
 
 /// The coverage counters' names for raft events, in [`event_path`]'s order.
-const EVENT_PATHS: [&str; 15] = [
+const EVENT_PATHS: [&str; 17] = [
     "path leader elected",
     "path snapshot installed",
     "path recovery cut, suspect",
@@ -337,6 +338,8 @@ const EVENT_PATHS: [&str; 15] = [
     "check R10 configuration applied",
     "check R11 learner promoted",
     "path replica destroyed",
+    "path group hibernated",
+    "path group woke",
 ];
 
 /// Timeline notes that show a rare path: (text in the line, counter name).
@@ -367,6 +370,8 @@ fn event_path(event: &Event) -> Option<&'static str> {
         Event::ConfApplied { source: observe::ConfSource::Applied, .. } => 12,
         Event::Promoted { .. } => 13,
         Event::Destroyed { .. } => 14,
+        Event::Hibernated { .. } => 15,
+        Event::Woke { .. } => 16,
         Event::ConfApplied { .. } => return None,
         Event::Appended { .. } | Event::Durable { .. } => return None,
     };

@@ -373,6 +373,8 @@ impl RaftChecker {
                 }
             }
             Event::Destroyed { node, group } => self.forget_replica(group, node),
+            // Hibernation changes no state the checks look at.
+            Event::Hibernated { .. } | Event::Woke { .. } => {}
             Event::ConfApplied { node, group, index, conf, source, .. } => {
                 for (invariant, group, detail) in self.membership.conf_applied(node, group, index, conf, source) {
                     self.violate(invariant, group, detail);
