@@ -72,6 +72,7 @@ mod apply;
 mod errors;
 mod group;
 mod handle;
+mod hibernate;
 mod proposals;
 mod readers;
 mod suspect;
@@ -80,6 +81,7 @@ pub mod throttle;
 pub use errors::{NodeError, ProposeError, Rejection};
 pub use group::{Apply, Committed, GroupStatus, LogBounds, GROUPS_MAX, QUARANTINE_DIR, SET_ASIDE_DONE};
 pub use handle::{Command, NodeHandle, ProposalTicket, COMMANDS_PER_ROUND_MAX, COMMAND_QUEUE_MAX};
+pub use hibernate::NODE_ALIVE_GROUP;
 pub use proposals::{
     Appended, Durability, Proposal, ResolvedOutcome, INDEFINITE_PROPOSALS_MAX, PROPOSALS_PENDING_MAX, RESOLVED_OUTCOMES_MAX,
 };
@@ -150,6 +152,10 @@ pub struct NodeConfig {
     /// (replicas catching up before a reassignment promotes them), over all groups; appends
     /// beyond it are dropped and resent later (module `throttle`). `None`: unlimited.
     pub learner_catch_up_bytes_per_second: Option<u64>,
+    /// Quiet groups stop ticking and heartbeating until they have work (module `hibernate`);
+    /// every node of a cluster should run with the same setting. Off here (the consensus tests
+    /// and the simulator's default schedules); the server turns it on by default.
+    pub hibernate: bool,
 }
 
 impl NodeConfig {
@@ -168,6 +174,7 @@ impl NodeConfig {
             empty_logs_suspect: false,
             stages: None,
             learner_catch_up_bytes_per_second: None,
+            hibernate: false,
         }
     }
 }
@@ -190,6 +197,10 @@ pub struct Planted {
     /// the damaged tail without knowing it, as if its log's recovery dropped entries silently
     /// (breaks R6 across a restart: what it reported durable is gone, with no recorded cut).
     pub silent_recovery_cut: bool,
+    /// A sleeping leader answers a read barrier from its own commit index, as if it still held
+    /// a lease, without waking or asking a quorum (module `hibernate`; breaks L12 a once it was
+    /// deposed while asleep).
+    pub hibernated_leader_reads_locally: bool,
 }
 
 /// Counters since the node started.
@@ -275,6 +286,8 @@ pub struct Node<D: Disk, T, A> {
     read_waiters: BTreeMap<u64, ReadWaiter>,
     /// The next read barrier's request context (see [`Node::read_index`]).
     read_context_next: u64,
+    /// Node liveness and the control messages of hibernation (module `hibernate`).
+    liveness: hibernate::Liveness,
 }
 
 /// A read barrier ([`Node::read_index`]) waiting for raft's read state.
@@ -334,6 +347,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             catch_up_throttle,
             read_waiters: BTreeMap::new(),
             read_context_next: 0,
+            liveness: hibernate::Liveness::default(),
         }
     }
 
@@ -378,7 +392,12 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
     /// never campaigns); it queries the other voters every `QUERY_INTERVAL_TICKS` instead.
     pub fn tick(&mut self) {
         let node = self.config.node_id;
+        let handing_off = self.passive.is_some() || self.draining.is_some() || self.disk_low();
+        self.tick_hibernation(handing_off);
         for (&group, state) in self.groups.iter_mut() {
+            if state.hibernation.asleep {
+                continue;
+            }
             let Some(suspect) = state.suspect.as_mut() else {
                 state.raw.tick();
                 continue;
@@ -408,6 +427,15 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
     /// asks, so an answer to a request of an earlier run of this node (a message still in
     /// flight) never matches a request of this one.
     pub fn read_index(&mut self, group: GroupId, now_ms: i64, reply: oneshot::Sender<Result<u64, NodeError>>) {
+        #[cfg(any(madsim, feature = "planted-bugs"))]
+        if self.config.planted.hibernated_leader_reads_locally && self.is_asleep(group) {
+            let raft = &self.groups[&group].raw.raft;
+            if raft.state == StateRole::Leader {
+                let _ = reply.send(Ok(raft.raft_log.committed));
+                return;
+            }
+        }
+        self.wake(group, observe::WakeReason::Request);
         let Some(state) = self.groups.get_mut(&group) else {
             let _ = reply.send(Err(NodeError::GroupUnknown(group)));
             return;
@@ -440,7 +468,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
     fn redraw_election_timeouts(&mut self) {
         let Some(state) = self.election_rng.as_mut() else { return };
         let election_tick = self.config.election_tick;
-        for group in self.groups.values_mut() {
+        for group in self.groups.values_mut().filter(|group| !group.hibernation.asleep) {
             if group.raw.raft.election_elapsed == 0 {
                 *state = state.wrapping_add(1);
                 let spread = (mix(*state) % election_tick as u64) as usize;
@@ -456,6 +484,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
     /// `--membership`, crash seed 131: a replica a move had removed restarted while the
     /// metadata still named it the preferred leader).
     pub fn campaign(&mut self, group: GroupId) -> Result<(), NodeError> {
+        self.wake(group, observe::WakeReason::Request);
         let state = self.groups.get_mut(&group).ok_or(NodeError::GroupUnknown(group))?;
         if state.suspect.is_some() {
             return Err(NodeError::Suspect(group));
@@ -475,6 +504,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
 
     /// Proposes `data` to `group`, resolving as `durability` says.
     pub fn propose_with(&mut self, group: GroupId, data: Bytes, meta: EntryMeta, durability: Durability) -> Proposal {
+        self.wake(group, observe::WakeReason::Request);
         let Some(state) = self.groups.get_mut(&group) else { return Proposal::failed(ProposeError::GroupUnknown(group)) };
         if let EntryMeta::Data { record_count: 0, .. } = meta {
             return Proposal::failed(ProposeError::Invalid { group, reason: "a data entry holds at least one record".into() });
@@ -511,6 +541,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
     /// append (another one still pending, or an invalid transition) fails definitely, because
     /// raft commits an empty entry in its place.
     pub fn propose_conf_change(&mut self, group: GroupId, change: ConfChangeV2) -> Proposal {
+        self.wake(group, observe::WakeReason::Request);
         let Some(state) = self.groups.get_mut(&group) else { return Proposal::failed(ProposeError::GroupUnknown(group)) };
         if state.raw.raft.state != StateRole::Leader {
             return Proposal::failed(ProposeError::NotLeader { group, leader: state.raw.raft.leader_id });
@@ -527,6 +558,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
 
     /// Asks the leader of `group` (this node) to hand leadership to `to`.
     pub fn transfer_leader(&mut self, group: GroupId, to: NodeId) -> Result<(), NodeError> {
+        self.wake(group, observe::WakeReason::Request);
         let state = self.groups.get_mut(&group).ok_or(NodeError::GroupUnknown(group))?;
         state.raw.transfer_leader(to);
         Ok(())
@@ -551,7 +583,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         // With stage timing on: the entries each group wrote this round, and when.
         let stages = self.config.stages.clone();
         let mut written: Vec<(GroupId, u64, u64, tokio::time::Instant)> = Vec::new();
-        for (&group, state) in self.groups.iter_mut() {
+        for (&group, state) in self.groups.iter_mut().filter(|(_, state)| !state.hibernation.asleep) {
             if !state.raw.has_ready() {
                 continue;
             }
@@ -689,7 +721,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             state.raw.advance_apply();
             state.store.storage().set_applied(state.raw.raft.raft_log.applied);
         }
-        for (&group, state) in self.groups.iter_mut() {
+        for (&group, state) in self.groups.iter_mut().filter(|(_, state)| !state.hibernation.asleep) {
             // Every conf change applied so far is in the conf-state file.
             state.applied_durable_conf = state.raw.raft.raft_log.applied;
             // R6 rests on this: whatever the round appended is synced before anything leaves.
@@ -702,6 +734,8 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         self.redraw_election_timeouts();
         self.raise_quarantined_terms().await;
         self.queue_suspect_messages(&mut outbox);
+        self.settle_hibernation_requests();
+        self.queue_hibernation_messages(&mut outbox);
         self.throttle_catch_up(&mut outbox, now_ms);
         for (to, messages) in outbox {
             self.stats.messages_sent += messages.len() as u64;
@@ -749,13 +783,20 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
 
     fn step_batch(&mut self, batch: Inbound) {
         let disk_low = self.disk_low();
+        self.heard_from(batch.from);
         for (group, message) in batch.messages {
+            if group == NODE_ALIVE_GROUP {
+                continue; // an alive message: hearing it was all (module `hibernate`)
+            }
             if !self.groups.contains_key(&group) {
                 self.answer_for_quarantined(batch.from, group, &message);
                 continue;
             }
             if message.to != self.config.node_id || message.from != batch.from {
                 tracing::warn!(group, from = batch.from, "dropping a misaddressed raft message");
+                continue;
+            }
+            if self.screen_for_hibernation(batch.from, group, &message) {
                 continue;
             }
             if self.screen_behind(group, &message) || self.screen_for_suspect(batch.from, group, &message) {
@@ -799,7 +840,8 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         // Every dirty log's fdatasync is issued at once, not one after another: on FsDisk they
         // run in parallel on the blocking pool and the file system batches their journal
         // commits, so a round with many dirty partitions costs about one fsync of latency.
-        let dirty: Vec<GroupId> = self.groups.iter().filter(|(_, state)| state.store.is_dirty()).map(|(&group, _)| group).collect();
+        let dirty: Vec<GroupId> =
+            self.groups.iter().filter(|(_, state)| !state.hibernation.asleep && state.store.is_dirty()).map(|(&group, _)| group).collect();
         let syncs = self
             .groups
             .iter_mut()
@@ -821,7 +863,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         }
         // Commit-only changes: saved once the durable commit lags by COMMIT_PERSIST_LAG_MAX.
         // Term and vote are as saved above (every change of them was just saved).
-        for (&group, state) in self.groups.iter_mut() {
+        for (&group, state) in self.groups.iter_mut().filter(|(_, state)| !state.hibernation.asleep) {
             let saved = state.store.hard_state_saved();
             let commit_bound = state.raw.raft.raft_log.committed.min(state.applied_durable_conf);
             // The persisted commit never passed the previous round's applied index (nor raft's commit).
@@ -836,7 +878,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
     }
 
     async fn serve_fetches(&mut self) -> Result<(), NodeError> {
-        for (&group, state) in self.groups.iter_mut() {
+        for (&group, state) in self.groups.iter_mut().filter(|(_, state)| !state.hibernation.asleep) {
             for request in state.store.storage().take_fetch_requests() {
                 let context = state.store.fetch(request).await.map_err(storage_error(group))?;
                 state.raw.on_entries_fetched(context);

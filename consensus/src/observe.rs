@@ -14,6 +14,10 @@ use crate::transport::{GroupId, NodeId};
 pub enum Event {
     /// `node` became the leader of `group` in `term` (R1: at most one per group and term).
     Leader { node: NodeId, group: GroupId, term: u64 },
+    /// `node`'s replica of `group` stopped ticking (module `hibernate`); `leader`: it leads.
+    Hibernated { node: NodeId, group: GroupId, leader: bool },
+    /// `node`'s sleeping replica of `group` woke, and why.
+    Woke { node: NodeId, group: GroupId, leader: bool, reason: WakeReason },
     /// `node` wrote the entry at `index` of `term` with this [`entry_checksum`] to its log (R2:
     /// an entry at one (index, term) has one checksum on every replica).
     Appended { node: NodeId, group: GroupId, index: u64, term: u64, checksum: u32 },
@@ -153,6 +157,21 @@ impl std::fmt::Display for Conf {
     }
 }
 
+/// Why a sleeping group woke ([`Event::Woke`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WakeReason {
+    /// A raft message for it arrived from this node.
+    Message(NodeId),
+    /// A woken follower asked its leader to wake.
+    Asked,
+    /// A local request: a proposal, a read barrier, a transfer, a campaign.
+    Request,
+    /// The leader's node went silent.
+    LeaderLost,
+    /// The node is handing leaderships away (passive, draining or low on disk).
+    HandOff,
+}
+
 /// Where a [`Event::ConfApplied`] configuration came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConfSource {
@@ -185,7 +204,9 @@ impl Event {
             | Event::Promoted { group, .. }
             | Event::Destroyed { group, .. }
             | Event::SetAside { group, .. }
-            | Event::Repaired { group, .. } => group,
+            | Event::Repaired { group, .. }
+            | Event::Hibernated { group, .. }
+            | Event::Woke { group, .. } => group,
         }
     }
 }

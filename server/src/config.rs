@@ -219,6 +219,12 @@ pub struct ServerConfig {
     /// Off by default: then each stage costs one test.
     #[serde(default)]
     pub trace_stages: bool,
+    /// Quiet partitions stop ticking and heartbeating until they have work (issue 17, DESIGN.md
+    /// "Hibernation"): a raft group whose leader finds it quiet for an election timeout sleeps
+    /// on every replica; any message, write or read wakes it, and one alive message per node
+    /// pair replaces the groups' heartbeats. On by default; give every node the same value.
+    #[serde(default = "default_hibernate")]
+    pub hibernate: bool,
     /// Deliberate breakages for the checkers' teeth (simulation and `planted-bugs` builds only).
     #[cfg(any(madsim, feature = "planted-bugs"))]
     #[serde(default)]
@@ -235,6 +241,9 @@ pub struct ServerConfig {
 }
 
 fn default_auto_create_topics() -> bool {
+    true
+}
+fn default_hibernate() -> bool {
     true
 }
 fn default_tick_ms() -> u64 {
@@ -315,6 +324,7 @@ impl ServerConfig {
             groups: crate::group::service::GroupSettings::default(),
             auth: crate::auth::AuthSettings::default(),
             trace_stages: false,
+            hibernate: default_hibernate(),
             #[cfg(any(madsim, feature = "planted-bugs"))]
             planted_bugs: Vec::new(),
             data_dir_new: false,

@@ -196,6 +196,7 @@ impl Server {
         node_config.stages = stages.clone();
         node_config.learner_catch_up_bytes_per_second =
             (config.learner_catch_up_bytes_per_second > 0).then_some(config.learner_catch_up_bytes_per_second);
+        node_config.hibernate = config.hibernate;
         let join_disk = config.data_dir_new.then(|| disk.clone());
         // Free space is known before the first produce, then re-measured periodically.
         let available = disk.available_bytes(&config.data_dir).await.map_err(ServerError::Disk)?;

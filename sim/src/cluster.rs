@@ -93,6 +93,8 @@ pub struct SimCluster {
     pub client_planted: odradek_client::planted::Planted,
     /// Plan field `kafka`: every node runs a Kafka listener, which the Kafka workload uses.
     pub kafka: bool,
+    /// Flag `--hibernate`: every node puts quiet groups to sleep (`ServerConfig::hibernate`).
+    pub hibernate: bool,
 }
 
 impl SimCluster {
@@ -132,6 +134,7 @@ impl SimCluster {
             load: Load::DEFAULT,
             client_planted: odradek_client::planted::Planted::default(),
             kafka: false,
+            hibernate: false,
         }
     }
 
@@ -246,6 +249,8 @@ impl SimCluster {
         config.tick_ms = 50;
         config.balance_interval_ms = 2_000;
         config.disk_check_interval_ms = 500;
+        // Off unless the run asks (the server's default is on): every seed keeps its trace.
+        config.hibernate = self.hibernate;
         // Simulated clients greet at once and never idle: keep the handshake and idle deadlines
         // past any run, as madsim never cancels a timer (each stale deadline would wake its
         // connection's task once more). `server/tests/floods.rs` tests them with real processes.

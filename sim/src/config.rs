@@ -129,6 +129,10 @@ pub struct ScenarioConfig {
     /// (its group there does not open: quarantine). R8 c checks every reopened hard state
     /// against the votes its node reported saved (`nemesis::plan::FaultKind::STATE_FILE`).
     pub state_faults: bool,
+    /// Hibernation of quiet groups on every node (`--hibernate`, off by default so every seed
+    /// keeps its trace; the server's own default is on): groups sleep and wake under the faults,
+    /// and the coverage counts "path group hibernated" and "path group woke".
+    pub hibernate: bool,
 }
 
 /// What a run's client and cluster are sized to: drawn from the seed under `--heavy`, the
@@ -162,6 +166,7 @@ impl ScenarioConfig {
             kafka: false,
             membership: false,
             state_faults: false,
+            hibernate: false,
         }
     }
 
@@ -201,6 +206,9 @@ impl ScenarioConfig {
         }
         if self.state_faults {
             command += " --state-faults";
+        }
+        if self.hibernate {
+            command += " --hibernate";
         }
         for bug in &self.planted_bugs {
             command += &format!(" --planted-bug {}", bug.name());

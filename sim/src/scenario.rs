@@ -124,6 +124,7 @@ async fn run_into(config: ScenarioConfig, injected: Arc<Mutex<Vec<InjectedFault>
     }
     assert!(!(config.secure && config.kafka), "--secure does not run with --kafka (the simulator's Kafka clients do not log in)");
     cluster.kafka = config.kafka;
+    cluster.hibernate = config.hibernate;
     let cluster = Arc::new(cluster);
     cluster.note(format!("seed {seed}: {node_count} nodes, scenario {}, {}", config.scenario.name(), plan.describe()));
     for bug in &config.planted_bugs {
@@ -327,7 +328,7 @@ fn observe_replicas(cluster: &Arc<SimCluster>, seed: u64, coverage: Rc<RefCell<B
 }
 
 /// The coverage counters' names for raft events, in [`event_path`]'s order.
-const EVENT_PATHS: [&str; 17] = [
+const EVENT_PATHS: [&str; 19] = [
     "path leader elected",
     "path snapshot installed",
     "path recovery cut, suspect",
@@ -345,6 +346,8 @@ const EVENT_PATHS: [&str; 17] = [
     "path replica destroyed",
     "path damaged replica set aside",
     "path quarantined replica repaired",
+    "path group hibernated",
+    "path group woke",
 ];
 
 /// Timeline notes that show a rare path: (text in the line, counter name).
@@ -377,6 +380,8 @@ fn event_path(event: &Event) -> Option<&'static str> {
         Event::Destroyed { .. } => 14,
         Event::SetAside { .. } => 15,
         Event::Repaired { .. } => 16,
+        Event::Hibernated { .. } => 17,
+        Event::Woke { .. } => 18,
         Event::ConfApplied { .. } => return None,
         Event::Appended { .. } | Event::Durable { .. } => return None,
     };

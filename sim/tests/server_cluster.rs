@@ -77,6 +77,19 @@ async fn kafka_listener_under_faults() {
     assert!(!consumer.contains(" 0 records read"), "the Kafka consumer read nothing: {consumer}");
 }
 
+/// Hibernation (`--hibernate`): quiet groups sleep and wake under the madsim seed's swarm
+/// faults on every node; every check holds and both paths ran.
+#[madsim::test]
+async fn hibernating_groups_under_faults() {
+    let config = ScenarioConfig { hibernate: true, ..ScenarioConfig::new(Handle::current().seed()) };
+    let report = run(config).await;
+    println!("{}", report.summary_line());
+    assert!(report.passed(), "{}\n{}", report.timeline.join("\n"), report.verdict_text());
+    for path in ["path group hibernated", "path group woke"] {
+        assert!(report.coverage.get(path).is_some_and(|&count| count > 0), "{path} never ran: {}", report.coverage_line());
+    }
+}
+
 /// The Kafka producer's completed sends: (how each ended, its value and acknowledged offset).
 fn kafka_sends(history: &History) -> impl Iterator<Item = (OpType, Send)> + '_ {
     history.ops().iter().filter(|op| op.kind != OpType::Invoke).filter_map(|op| match &op.value {

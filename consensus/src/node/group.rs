@@ -135,6 +135,8 @@ pub(super) struct Group<D: Disk> {
     pub(super) applied_durable_conf: u64,
     /// Set while the replica may have lost entries it acknowledged (module `suspect`).
     pub(super) suspect: Option<suspect::Suspect>,
+    /// Sleeping or awake (module `hibernate`).
+    pub(super) hibernation: super::hibernate::Hibernation,
 }
 
 impl<D: Disk> Group<D> {
@@ -347,6 +349,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             applied_durable_conf: applied,
             // The query term is the new term the store saved with the suspicion.
             suspect: suspicion.map(|suspicion| suspect::Suspect::new(suspicion, hard_state.term)),
+            hibernation: Default::default(),
         };
         self.readers.insert(group, std::sync::Arc::new(group_state.store.reader()));
         self.groups.insert(group, group_state);
@@ -397,6 +400,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
     /// carried them yet, indefinitely otherwise.
     pub fn remove_group(&mut self, group: GroupId) -> bool {
         let Some(state) = self.groups.remove(&group) else { return false };
+        self.forget_hibernation(&state.hibernation.peers);
         self.readers.remove(group);
         send_outcomes(state.proposals.removed());
         true

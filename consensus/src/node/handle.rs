@@ -117,6 +117,22 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// A query or a log chore that leaves every group's raft state as it was: no round needs
+    /// to follow it.
+    fn changes_no_raft_state(&self) -> bool {
+        matches!(
+            self,
+            Command::Status { .. }
+                | Command::Stats { .. }
+                | Command::LogBounds { .. }
+                | Command::TakeResolvedOutcomes { .. }
+                | Command::ReadRecords { .. }
+                | Command::EnforceRetention { .. }
+        )
+    }
+}
+
 /// A cloneable handle on a running node task.
 #[derive(Clone, Debug)]
 pub struct NodeHandle {
@@ -332,7 +348,13 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         // arrive, and an overloaded node would then start elections instead of catching up.
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut inbox_open = true;
+        // With hibernation (the mode for many quiet groups) a command that changes no raft
+        // state (a status or stats query, log bounds, retention) runs no round: the controller
+        // asks every hosted partition such things every few seconds, and a round visits every
+        // awake group. Off, every wake-up runs a round, as simulated schedules always did.
+        let skip_quiet_rounds = self.config.hibernate;
         loop {
+            let mut round_due = true;
             // Biased: tokio's unbiased `select!` draws from a process-global seed, so a simulation
             // would depend on what ran before it in the process. The order is also a priority: the periodic tick, then peers' messages
             // (bounded by raft's own traffic), then commands, which the loop below drains anyway.
@@ -345,15 +367,21 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
                     None => inbox_open = false,
                 },
                 command = commands.recv() => match command {
-                    Some(command) => self.execute(command, clock_ms()).await,
+                    Some(command) => {
+                        round_due = !(skip_quiet_rounds && command.changes_no_raft_state());
+                        self.execute(command, clock_ms()).await;
+                    }
                     None => return Ok(()),
                 },
             }
             for _ in 1..COMMANDS_PER_ROUND_MAX {
                 let Ok(command) = commands.try_recv() else { break };
+                round_due |= !(skip_quiet_rounds && command.changes_no_raft_state());
                 self.execute(command, clock_ms()).await;
             }
-            self.round(clock_ms()).await?;
+            if round_due {
+                self.round(clock_ms()).await?;
+            }
         }
     }
 

@@ -197,6 +197,11 @@ impl<W> ProposalBook<W> {
         ProposalBook { group, pending: BTreeMap::new(), indefinite: BTreeMap::new() }
     }
 
+    /// No proposal open (module `hibernate`).
+    pub fn is_idle(&self) -> bool {
+        self.pending.is_empty()
+    }
+
     /// No room for another open proposal (`PROPOSALS_PENDING_MAX`).
     pub fn is_full(&self) -> bool {
         self.pending.len() >= PROPOSALS_PENDING_MAX

@@ -152,10 +152,20 @@ pub(crate) struct LocalCluster {
     pub(crate) entry_budgets: BTreeMap<NodeId, Arc<AtomicI64>>,
     /// `NodeConfig::lead_room_bytes_min` of every node.
     pub(crate) lead_room_bytes_min: u64,
+    /// `NodeConfig::hibernate` of every node.
+    pub(crate) hibernate: bool,
+    /// Run the nodes with the planted hibernated-leader-reads-locally bug.
+    #[cfg_attr(not(feature = "planted-bugs"), allow(dead_code))]
+    pub(crate) planted_hibernated_leader_reads_locally: bool,
 }
 
 impl LocalCluster {
     pub(crate) async fn new(seed: u64, node_count: u64, groups: &[GroupId]) -> LocalCluster {
+        LocalCluster::new_with(seed, node_count, groups, |_| {}).await
+    }
+
+    /// [`LocalCluster::new`] with settings `set` changes before any node starts.
+    pub(crate) async fn new_with(seed: u64, node_count: u64, groups: &[GroupId], set: impl FnOnce(&mut LocalCluster)) -> LocalCluster {
         let voters: Vec<NodeId> = (1..=node_count).collect();
         let disks = voters.iter().map(|&id| (id, SimDisk::new(seed.wrapping_mul(31).wrapping_add(id)))).collect();
         let mut cluster = LocalCluster {
@@ -177,7 +187,10 @@ impl LocalCluster {
             broken: Default::default(),
             entry_budgets: BTreeMap::new(),
             lead_room_bytes_min: 0,
+            hibernate: false,
+            planted_hibernated_leader_reads_locally: false,
         };
+        set(&mut cluster);
         for id in voters {
             cluster.start(id).await;
         }
@@ -192,10 +205,12 @@ impl LocalCluster {
         config.log_config = self.log_config.clone();
         config.entry_budget = self.entry_budgets.get(&id).cloned();
         config.lead_room_bytes_min = self.lead_room_bytes_min;
+        config.hibernate = self.hibernate;
         #[cfg(feature = "planted-bugs")]
         {
             config.planted.send_before_persist = self.planted_send_before_persist;
             config.planted.trust_recovery_cut = self.planted_trust_recovery_cut;
+            config.planted.hibernated_leader_reads_locally = self.planted_hibernated_leader_reads_locally;
         }
         let recorder = Recorder { node: id, recorded: self.recorded.clone() };
         {

@@ -40,6 +40,7 @@
 
 mod catch_up;
 mod harness;
+mod hibernation;
 mod membership;
 mod outcomes;
 #[cfg(feature = "planted-bugs")]

@@ -47,3 +47,14 @@ fn planted_send_before_persist_is_caught_by_r6() {
 
 /// Schedules the planted-bug test tries before giving up.
 const PLANTED_SEEDS_MAX: u64 = 64;
+
+/// The planted hibernated-leader-reads-locally bug: a sleeping leader, deposed while cut off,
+/// confirms a read index from its own old commit, below a write the new leader acknowledged
+/// before the read began (L12 a). The same schedule without the bug never confirms it
+/// (`hibernation::a_read_at_a_sleeping_leader_deposed_meanwhile_never_confirms_its_old_commit`).
+#[tokio::test]
+async fn planted_hibernated_leader_reads_locally_confirms_a_stale_read() {
+    let (acknowledged, answer) = crate::hibernation::read_at_a_deposed_sleeping_leader(47, true).await;
+    let index = answer.expect("answered at once").expect("confirmed");
+    assert!(index < acknowledged, "the planted bug confirmed {index}, not below the acknowledged {acknowledged}");
+}

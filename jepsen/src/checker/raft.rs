@@ -405,6 +405,8 @@ impl RaftChecker {
                     );
                 }
             }
+            // Hibernation changes no state the checks look at.
+            Event::Hibernated { .. } | Event::Woke { .. } => {}
             Event::ConfApplied { node, group, index, conf, source, .. } => {
                 for (invariant, group, detail) in self.membership.conf_applied(node, group, index, conf, source) {
                     self.violate(invariant, group, detail);

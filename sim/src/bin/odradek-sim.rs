@@ -149,6 +149,10 @@ mod sim {
         /// on any node, both copies once per run on one node (quarantine); R8 c on reopening.
         #[arg(long)]
         state_faults: bool,
+        /// Every node puts quiet groups to sleep (hibernation, the server's default; off here so
+        /// every seed keeps its trace): groups sleep and wake under the faults.
+        #[arg(long)]
+        hibernate: bool,
     }
 
     impl RunOptions {
@@ -196,6 +200,7 @@ mod sim {
                 membership: self.membership,
                 delete_records: self.delete_records,
                 state_faults: self.state_faults,
+                hibernate: self.hibernate,
             })
         }
 
@@ -230,6 +235,9 @@ mod sim {
             }
             if self.state_faults {
                 args.push("--state-faults".to_string());
+            }
+            if self.hibernate {
+                args.push("--hibernate".to_string());
             }
             args
         }

@@ -70,6 +70,11 @@ pub struct ServerArgs {
     /// round) as `odradek_stages` lines at info: see `server/scripts/bench-latency.sh` STAGES=1.
     #[arg(long)]
     trace_stages: bool,
+    /// `off`: every partition's raft group ticks and heartbeats even when idle (the default
+    /// `on` puts quiet groups to sleep until they have work; DESIGN.md "Hibernation"). Give
+    /// every node the same value.
+    #[arg(long, value_parser = ["on", "off"], default_value = "on")]
+    hibernate: String,
     /// Session timeout (ms) of consumer-protocol group members: how long the coordinator keeps
     /// a silent member's partitions (default 45000; their heartbeat interval becomes at most a
     /// third of it).
@@ -163,6 +168,7 @@ pub async fn server(args: ServerArgs) -> Result<(), String> {
             config.kafka_listen = args.kafka_listen;
             config.metrics_listen = args.metrics_listen;
             config.trace_stages = args.trace_stages;
+            config.hibernate = args.hibernate == "on";
             config.join = args.join.clone();
             config.join_replace = args.replace;
             config.learner_catch_up_bytes_per_second = args.learner_catch_up_bytes_per_second;
