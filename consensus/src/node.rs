@@ -190,6 +190,9 @@ pub struct Planted {
     /// the damaged tail without knowing it, as if its log's recovery dropped entries silently
     /// (breaks R6 across a restart: what it reported durable is gone, with no recorded cut).
     pub silent_recovery_cut: bool,
+    /// A leader drops the snapshot raft sends a follower that needs entries retention deleted
+    /// (as if it sent the entries it no longer has): the follower never catches up (R12 b).
+    pub snapshot_withheld: bool,
 }
 
 /// Counters since the node started.
@@ -599,6 +602,8 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             readies.push(PendingReady { group, ready });
         }
         self.throttle_catch_up(&mut early, now_ms);
+        #[cfg(any(madsim, feature = "planted-bugs"))]
+        self.withhold_snapshots(&mut early);
         for (to, messages) in early {
             self.stats.messages_sent += messages.len() as u64;
             observe_sent(self.config.node_id, &self.groups, &messages);
@@ -705,6 +710,8 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         self.raise_quarantined_terms().await;
         self.queue_suspect_messages(&mut outbox);
         self.throttle_catch_up(&mut outbox, now_ms);
+        #[cfg(any(madsim, feature = "planted-bugs"))]
+        self.withhold_snapshots(&mut outbox);
         for (to, messages) in outbox {
             self.stats.messages_sent += messages.len() as u64;
             observe_sent(self.config.node_id, &self.groups, &messages);
@@ -756,6 +763,17 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
                 let bytes: u64 = message.entries.iter().map(|entry| entry.data.len() as u64).sum();
                 throttle.admit(now_ms, bytes)
             });
+        }
+    }
+
+    /// The planted `snapshot_withheld`: drops every snapshot message (raft keeps the follower
+    /// waiting for it, and a new leader's snapshot is dropped again).
+    #[cfg(any(madsim, feature = "planted-bugs"))]
+    fn withhold_snapshots(&self, outbox: &mut BTreeMap<NodeId, Vec<(GroupId, Message)>>) {
+        if self.config.planted.snapshot_withheld {
+            for messages in outbox.values_mut() {
+                messages.retain(|(_, message)| message.get_msg_type() != raft::eraftpb::MessageType::MsgSnapshot);
+            }
         }
     }
 

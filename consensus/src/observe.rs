@@ -68,6 +68,11 @@ pub enum Event {
     /// `node` stops hosting `group` and deletes its files (its topic was deleted, or a move
     /// took the replica away): a replica it creates later starts from nothing, as a new one.
     Destroyed { node: NodeId, group: GroupId },
+    /// `node`'s retention deleted `group`'s log below `first_index` (its new log start, whose
+    /// first offset is `offset_start`), while its commit index was `commit` (as persisted) and
+    /// it had applied up to `applied` (R12 a: retention never deletes an index above either).
+    /// A replica that later needs the deleted entries must receive a snapshot (R12 b).
+    LogStart { node: NodeId, incarnation: u64, group: GroupId, first_index: u64, offset_start: u64, commit: u64, applied: u64 },
 }
 
 /// A set of node ids below [`NodeSet::ID_LIMIT`], as a bit set (so events stay `Copy`).
@@ -175,7 +180,8 @@ impl Event {
             | Event::Acked { group, .. }
             | Event::ConfApplied { group, .. }
             | Event::Promoted { group, .. }
-            | Event::Destroyed { group, .. } => group,
+            | Event::Destroyed { group, .. }
+            | Event::LogStart { group, .. } => group,
         }
     }
 }

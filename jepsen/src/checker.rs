@@ -108,7 +108,11 @@ pub fn check(history: &History, options: &CheckOptions) -> Verdict {
     check_hw(&index, options.stale_hw_fatal, &mut report);
     check_read_stability(&index, &mut report);
     if let Some(dump) = &options.log_dump {
-        log_dump::check_log_dump(dump, &mut report);
+        // Retention: a drain that found its position deleted went on from the log start, so
+        // only the records from the highest log start on are one contiguous run.
+        let kept = |r: &&LogRecord| index.log_start.get(&r.partition).is_none_or(|&start| r.offset >= start);
+        let dump: Vec<LogRecord> = dump.iter().filter(kept).copied().collect();
+        log_dump::check_log_dump(&dump, &mut report);
     }
     let groups = groups::check_groups(history, &index, &mut report);
     let stats = stats(history, &index, options, values_unseen);
@@ -230,6 +234,11 @@ fn check_acks(index: &Index, options: &CheckOptions, report: &mut Report) {
         for &(s, offset) in &acked {
             // With a duplicate (L2) a value is read at several offsets; one of them must be the ack's.
             if reads.iter().any(|r| r.offset == offset) {
+                continue;
+            }
+            // Retention deleted the ack's copy before a poll read it (a retry's duplicate was
+            // read elsewhere): nothing to compare.
+            if index.log_start.get(&w.key).is_some_and(|&start| offset < start) {
                 continue;
             }
             let Some(read) = reads.first() else { continue };
@@ -358,8 +367,14 @@ fn check_losses(index: &Index, report: &mut Report) -> u64 {
         if outcome == Outcome::Fail || !index.reads_of(w.key, value).is_empty() {
             continue;
         }
-        values_unseen += u64::from(outcome == Outcome::Ok);
         let known = known_offset(index, w, outcome);
+        // Retention deleted it (a value of unknown offset: maybe) before anyone read it.
+        if let Some(&start) = index.log_start.get(&w.key) {
+            if known.is_none_or(|(o, _)| o < start) {
+                continue;
+            }
+        }
+        values_unseen += u64::from(outcome == Outcome::Ok);
         let below_read = matches!((known, read_bound.get(&w.key)), (Some((o, _)), Some(&b)) if o <= b);
         let kind = match (below_read, outcome, index.drain_index) {
             (true, _, _) => AnomalyKind::LostWrite,
@@ -605,7 +620,7 @@ fn check_read_stability(index: &Index, report: &mut Report) {
                         .ops([complete_v, invoke_w])
                         .detail(detail),
                 );
-            } else if index.drain_index.is_some() && !in_drain {
+            } else if index.drain_index.is_some() && !in_drain && index.log_start.get(&key).is_none_or(|&start| offset >= start) {
                 let anomaly = Anomaly::new(AnomalyKind::ReadThenLost, true).key(key).values([v]).offsets([offset]).ops([complete_v]);
                 report.push(anomaly.detail("read, but absent from the final drain at this offset"));
             }

@@ -101,10 +101,14 @@ pub enum PlantedBug {
     /// or vote it never saved, forgetting a vote it gave (R8 c; the simulator's plan field
     /// `state_faults` damages single copies).
     HardStateUncheckedCrc,
+    /// A leader drops the snapshot a follower behind its log start needs (as if it sent the
+    /// entries retention deleted): the follower never catches up (R12 b; the simulator's plan
+    /// field `retention`).
+    SnapshotWithheld,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 24] = [
+    pub const ALL: [PlantedBug; 25] = [
         PlantedBug::AckBeforeCommit,
         PlantedBug::ServeAboveCommit,
         PlantedBug::SkipDedup,
@@ -129,6 +133,7 @@ impl PlantedBug {
         PlantedBug::DeleteTopicUncommitted,
         PlantedBug::CoordinatorNamesPreferred,
         PlantedBug::HardStateUncheckedCrc,
+        PlantedBug::SnapshotWithheld,
     ];
 
     pub fn name(self) -> &'static str {
@@ -157,6 +162,7 @@ impl PlantedBug {
             PlantedBug::DeleteTopicUncommitted => "delete-topic-uncommitted",
             PlantedBug::CoordinatorNamesPreferred => "coordinator-names-preferred",
             PlantedBug::HardStateUncheckedCrc => "hard-state-unchecked-crc",
+            PlantedBug::SnapshotWithheld => "snapshot-withheld",
         }
     }
 }
@@ -200,6 +206,7 @@ pub struct Planted {
     pub delete_topic_uncommitted: bool,
     pub coordinator_names_preferred: bool,
     pub hard_state_unchecked_crc: bool,
+    pub snapshot_withheld: bool,
 }
 
 impl Planted {
@@ -231,6 +238,7 @@ impl Planted {
             delete_topic_uncommitted: on(PlantedBug::DeleteTopicUncommitted),
             coordinator_names_preferred: on(PlantedBug::CoordinatorNamesPreferred),
             hard_state_unchecked_crc: on(PlantedBug::HardStateUncheckedCrc),
+            snapshot_withheld: on(PlantedBug::SnapshotWithheld),
         }
     }
 }
@@ -268,6 +276,7 @@ mod tests {
             all.delete_topic_uncommitted,
             all.coordinator_names_preferred,
             all.hard_state_unchecked_crc,
+            all.snapshot_withheld,
         ];
         assert!(each.iter().all(|on| *on), "every bug has a switch: {all:?}");
     }

@@ -89,6 +89,8 @@ pub struct SimCluster {
     pub client_planted: odradek_client::planted::Planted,
     /// Plan field `kafka`: every node runs a Kafka listener, which the Kafka workload uses.
     pub kafka: bool,
+    /// Plan field `retention`: topic `t`'s short retention (R12).
+    pub retention: Option<crate::nemesis::plan::RetentionPlan>,
 }
 
 impl SimCluster {
@@ -127,6 +129,7 @@ impl SimCluster {
             load: Load::DEFAULT,
             client_planted: odradek_client::planted::Planted::default(),
             kafka: false,
+            retention: None,
         }
     }
 

@@ -129,6 +129,11 @@ pub struct ScenarioConfig {
     /// (its group there does not open: quarantine). R8 c checks every reopened hard state
     /// against the votes its node reported saved (`nemesis::plan::FaultKind::STATE_FILE`).
     pub state_faults: bool,
+    /// Short retention under follower lag (issue 20; a plan field, off by default so every seed
+    /// keeps its trace): topic `t` gets small segments and a retention of a few KiB and/or
+    /// seconds, and the nemesis isolates a node for seconds at a time so that the others'
+    /// retention deletes entries it has not got: it must catch up by a snapshot (R12).
+    pub retention: bool,
 }
 
 /// What a run's client and cluster are sized to: drawn from the seed under `--heavy`, the
@@ -162,6 +167,7 @@ impl ScenarioConfig {
             kafka: false,
             membership: false,
             state_faults: false,
+            retention: false,
         }
     }
 
@@ -201,6 +207,9 @@ impl ScenarioConfig {
         }
         if self.state_faults {
             command += " --state-faults";
+        }
+        if self.retention {
+            command += " --retention";
         }
         for bug in &self.planted_bugs {
             command += &format!(" --planted-bug {}", bug.name());

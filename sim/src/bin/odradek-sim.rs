@@ -149,6 +149,10 @@ mod sim {
         /// on any node, both copies once per run on one node (quarantine); R8 c on reopening.
         #[arg(long)]
         state_faults: bool,
+        /// Short retention (small segments, a few KiB and/or seconds) on topic `t` while
+        /// nodes lag for seconds: a lagging replica catches up by a snapshot (R12).
+        #[arg(long)]
+        retention: bool,
     }
 
     impl RunOptions {
@@ -196,6 +200,7 @@ mod sim {
                 membership: self.membership,
                 delete_records: self.delete_records,
                 state_faults: self.state_faults,
+                retention: self.retention,
             })
         }
 
@@ -230,6 +235,9 @@ mod sim {
             }
             if self.state_faults {
                 args.push("--state-faults".to_string());
+            }
+            if self.retention {
+                args.push("--retention".to_string());
             }
             args
         }
