@@ -231,7 +231,7 @@ fn cases() -> Vec<Case> {
             h.poll(3, &[(0, &[(0, 1)])], &[(0, 2)]);
             h.done()
         }),
-        case("acks=all acked copy below the log start, another copy read", Clean, || {
+        case("acks=all acked copy below the log start, another copy read: only L2 reported", Reported(Duplicate), || {
             let mut h = HistoryWriter::new();
             h.send(1, 0, &[1], ALL).pipe(|o| h.ok(o, &[1]));
             h.poll(3, &[(0, &[(0, 1)])], &[(0, 2)]);
