@@ -201,6 +201,9 @@ pub struct Planted {
     /// a lease, without waking or asking a quorum (module `hibernate`; breaks L12 a once it was
     /// deposed while asleep).
     pub hibernated_leader_reads_locally: bool,
+    /// A leader drops the snapshot raft sends a follower that needs entries retention deleted
+    /// (as if it sent the entries it no longer has): the follower never catches up (R12 b).
+    pub snapshot_withheld: bool,
 }
 
 /// Counters since the node started.
@@ -631,10 +634,14 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             readies.push(PendingReady { group, ready });
         }
         self.throttle_catch_up(&mut early, now_ms);
+        #[cfg(any(madsim, feature = "planted-bugs"))]
+        self.withhold_snapshots(&mut early);
         for (to, messages) in early {
             self.stats.messages_sent += messages.len() as u64;
             observe_sent(self.config.node_id, &self.groups, &messages);
+            let snapshots = snapshots_in(&messages);
             self.transport.send(to, messages);
+            self.report_snapshots_sent(to, &snapshots);
         }
         let sent_at = tokio::time::Instant::now();
         // Then every ready's snapshot and entries go to the logs.
@@ -737,10 +744,14 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         self.settle_hibernation_requests();
         self.queue_hibernation_messages(&mut outbox);
         self.throttle_catch_up(&mut outbox, now_ms);
+        #[cfg(any(madsim, feature = "planted-bugs"))]
+        self.withhold_snapshots(&mut outbox);
         for (to, messages) in outbox {
             self.stats.messages_sent += messages.len() as u64;
             observe_sent(self.config.node_id, &self.groups, &messages);
+            let snapshots = snapshots_in(&messages);
             self.transport.send(to, messages);
+            self.report_snapshots_sent(to, &snapshots);
         }
         if let Some(stages) = &stages {
             for (group, _, last, written_at) in written {
@@ -752,6 +763,21 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             self.stages_stepped.clear();
         }
         Ok(())
+    }
+
+    /// Tells raft each snapshot to `to` left (the groups in `groups`). raft-rs holds a follower
+    /// it sent a snapshot to in its Snapshot state, sending it nothing else, until the
+    /// follower's answer shows the snapshot arrived or the application reports it: a snapshot
+    /// lost on the way (the follower restarted, a message dropped) left the follower behind
+    /// for as long as the leader led (found by the simulator's `--retention`, swarm seed 80:
+    /// R7, R12 b). Reported as finished once handed to the transport, the follower goes back
+    /// to probing: if the snapshot never arrived, the probe is refused and a new one is sent.
+    fn report_snapshots_sent(&mut self, to: NodeId, groups: &[GroupId]) {
+        for group in groups {
+            if let Some(state) = self.groups.get_mut(group) {
+                state.raw.report_snapshot(to, raft::SnapshotStatus::Finish);
+            }
+        }
     }
 
     /// Drops the appends to learners beyond the catch-up budget (module `throttle`); nothing
@@ -771,6 +797,17 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
                 let bytes: u64 = message.entries.iter().map(|entry| entry.data.len() as u64).sum();
                 throttle.admit(now_ms, bytes)
             });
+        }
+    }
+
+    /// The planted `snapshot_withheld`: drops every snapshot message (raft keeps the follower
+    /// waiting for it, and a new leader's snapshot is dropped again).
+    #[cfg(any(madsim, feature = "planted-bugs"))]
+    fn withhold_snapshots(&self, outbox: &mut BTreeMap<NodeId, Vec<(GroupId, Message)>>) {
+        if self.config.planted.snapshot_withheld {
+            for messages in outbox.values_mut() {
+                messages.retain(|(_, message)| message.get_msg_type() != raft::eraftpb::MessageType::MsgSnapshot);
+            }
         }
     }
 
@@ -919,6 +956,11 @@ fn stamp_committed(
     if let (Some(stages), Some(first), Some(last)) = (stages, committed.first(), committed.last()) {
         stages.stamp(group, first.index, last.index, stage);
     }
+}
+
+/// The groups of the snapshot messages among `messages`.
+fn snapshots_in(messages: &[(GroupId, Message)]) -> Vec<GroupId> {
+    messages.iter().filter(|(_, message)| message.get_msg_type() == MessageType::MsgSnapshot).map(|(group, _)| *group).collect()
 }
 
 fn queue_messages(outbox: &mut BTreeMap<NodeId, Vec<(GroupId, Message)>>, group: GroupId, messages: Vec<Message>) {

@@ -80,6 +80,11 @@ pub enum Event {
     /// `node`'s rebuilt replica of `group` settled its suspicion (every other voter's answer
     /// showed it holds everything): its repair is over (reported by the server).
     Repaired { node: NodeId, group: GroupId },
+    /// `node`'s retention deleted `group`'s log below `first_index` (its new log start, whose
+    /// first offset is `offset_start`), while its commit index was `commit` (as persisted) and
+    /// it had applied up to `applied` (R12 a: retention never deletes an index above either).
+    /// A replica that later needs the deleted entries must receive a snapshot (R12 b).
+    LogStart { node: NodeId, incarnation: u64, group: GroupId, first_index: u64, offset_start: u64, commit: u64, applied: u64 },
 }
 
 /// A set of node ids below [`NodeSet::ID_LIMIT`], as a bit set (so events stay `Copy`).
@@ -206,7 +211,8 @@ impl Event {
             | Event::SetAside { group, .. }
             | Event::Repaired { group, .. }
             | Event::Hibernated { group, .. }
-            | Event::Woke { group, .. } => group,
+            | Event::Woke { group, .. }
+            | Event::LogStart { group, .. } => group,
         }
     }
 }

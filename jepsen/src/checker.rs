@@ -116,7 +116,11 @@ pub fn check(history: &History, options: &CheckOptions) -> Verdict {
     check_read_stability(&index, &mut report);
     check_deletions(&index, &mut report);
     if let Some(dump) = &options.log_dump {
-        log_dump::check_log_dump(dump, &mut report);
+        // Retention: a drain that found its position deleted went on from the log start, so
+        // only the records from the highest log start on are one contiguous run.
+        let kept = |r: &&LogRecord| index.log_start.get(&r.partition).is_none_or(|&start| r.offset >= start);
+        let dump: Vec<LogRecord> = dump.iter().filter(kept).copied().collect();
+        log_dump::check_log_dump(&dump, &mut report);
     }
     let groups = groups::check_groups(history, &index, &mut report);
     let stats = stats(history, &index, options, values_unseen);
@@ -238,6 +242,11 @@ fn check_acks(index: &Index, options: &CheckOptions, report: &mut Report) {
         for &(s, offset) in &acked {
             // With a duplicate (L2) a value is read at several offsets; one of them must be the ack's.
             if reads.iter().any(|r| r.offset == offset) {
+                continue;
+            }
+            // Retention deleted the ack's copy before a poll read it (a retry's duplicate was
+            // read elsewhere): nothing to compare.
+            if index.log_start.get(&w.key).is_some_and(|&start| offset < start) {
                 continue;
             }
             let Some(read) = reads.first() else { continue };
@@ -367,9 +376,11 @@ fn check_losses(index: &Index, report: &mut Report) -> u64 {
             continue;
         }
         let known = known_offset(index, w, outcome);
-        // DR1: a value a deletion may have removed is not lost (unknown offset: it may be).
-        let deletable = index.deletable(w.key);
-        if deletable > 0 && known.is_none_or(|(o, _)| o < deletable) {
+        // DR1 or retention: a value a deletion may have removed, or retention deleted, before anyone
+        // read it is not lost (unknown offset: it may be).
+        let gone = |bound: Offset| known.is_none_or(|(o, _)| o < bound);
+        let deleted = index.deletable(w.key);
+        if (deleted > 0 && gone(deleted)) || index.log_start.get(&w.key).is_some_and(|&start| gone(start)) {
             continue;
         }
         values_unseen += u64::from(outcome == Outcome::Ok);
@@ -646,7 +657,11 @@ fn check_read_stability(index: &Index, report: &mut Report) {
                         .ops([complete_v, invoke_w])
                         .detail(detail),
                 );
-            } else if index.drain_index.is_some() && !in_drain && offset >= index.deletable(key) {
+            } else if index.drain_index.is_some()
+                && !in_drain
+                && offset >= index.deletable(key)
+                && index.log_start.get(&key).is_none_or(|&start| offset >= start)
+            {
                 let anomaly = Anomaly::new(AnomalyKind::ReadThenLost, true).key(key).values([v]).offsets([offset]).ops([complete_v]);
                 report.push(anomaly.detail("read, but absent from the final drain at this offset"));
             }

@@ -89,6 +89,10 @@ pub enum OpF {
     /// Marks where the final drain begins (healed cluster, fresh clients, seek to beginning).
     /// Polls invoked after it are drain polls (L7, L13). Value: null.
     FinalDrain,
+    /// Retention moved a key's log start (known to the simulator): records below `offset` may
+    /// be gone, so L6, L7, L13 and P1–P4 do not ask for them; at and above it everything
+    /// still must be there. Value: [`LogStart`].
+    LogStart,
     /// Join a consumer group: the process is a member from now on. Value: [`Subscribe`].
     Subscribe,
     /// The member's assignment, generation or member epoch changed. Value: [`Rebalance`].
@@ -104,7 +108,7 @@ pub enum OpF {
 impl OpF {
     /// Whether ops with this `f` belong to the nemesis process ([`PROCESS_NEMESIS`]).
     pub fn is_nemesis(self) -> bool {
-        matches!(self, OpF::Start | OpF::Stop | OpF::LeaderChange | OpF::FinalDrain)
+        matches!(self, OpF::Start | OpF::Stop | OpF::LeaderChange | OpF::FinalDrain | OpF::LogStart)
     }
 }
 
@@ -176,6 +180,14 @@ pub struct LeaderChange {
     pub key: Key,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader: Option<u64>,
+}
+
+/// Value of `log-start`: some replica of `key` deleted its records below `offset`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogStart {
+    pub key: Key,
+    pub offset: Offset,
 }
 
 /// A consumer group's name.
@@ -349,6 +361,7 @@ pub enum OpValue {
     Keys(Keys),
     Fault(Fault),
     LeaderChange(LeaderChange),
+    LogStart(LogStart),
     Subscribe(Subscribe),
     Rebalance(Rebalance),
     Commit(Commit),
@@ -366,6 +379,7 @@ impl OpValue {
             OpF::Assign | OpF::Rewind => OpValue::Keys(serde_json::from_value(value)?),
             OpF::Start | OpF::Stop => OpValue::Fault(serde_json::from_value(value)?),
             OpF::LeaderChange => OpValue::LeaderChange(serde_json::from_value(value)?),
+            OpF::LogStart => OpValue::LogStart(serde_json::from_value(value)?),
             OpF::Subscribe => OpValue::Subscribe(serde_json::from_value(value)?),
             OpF::Rebalance => OpValue::Rebalance(serde_json::from_value(value)?),
             OpF::Commit => OpValue::Commit(serde_json::from_value(value)?),
@@ -387,6 +401,7 @@ impl OpValue {
                 | (OpF::Assign | OpF::Rewind, OpValue::Keys(_))
                 | (OpF::Start | OpF::Stop, OpValue::Fault(_))
                 | (OpF::LeaderChange, OpValue::LeaderChange(_))
+                | (OpF::LogStart, OpValue::LogStart(_))
                 | (OpF::Subscribe, OpValue::Subscribe(_))
                 | (OpF::Rebalance, OpValue::Rebalance(_))
                 | (OpF::Commit, OpValue::Commit(_))
@@ -701,6 +716,11 @@ impl HistoryBuilder {
 
     pub fn leader_change(&mut self, key: Key, leader: Option<u64>) -> Result<u64, HistoryError> {
         self.record(PROCESS_NEMESIS, OpType::Info, OpF::LeaderChange, OpValue::LeaderChange(LeaderChange { key, leader }))
+    }
+
+    /// Retention moved `key`'s log start to `offset` on some replica.
+    pub fn log_start(&mut self, key: Key, offset: Offset) -> Result<u64, HistoryError> {
+        self.record(PROCESS_NEMESIS, OpType::Info, OpF::LogStart, OpValue::LogStart(LogStart { key, offset }))
     }
 
     /// Marks the start of the final drain; polls invoked after this are drain polls.

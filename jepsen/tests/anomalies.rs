@@ -99,6 +99,10 @@ impl HistoryWriter {
         self.builder.leader_change(key, None).unwrap();
     }
 
+    fn log_start(&mut self, key: Key, offset: Offset) {
+        self.builder.log_start(key, offset).unwrap();
+    }
+
     fn drain(&mut self) {
         self.builder.final_drain().unwrap();
     }
@@ -236,6 +240,13 @@ fn cases() -> Vec<Case> {
             let mut h = HistoryWriter::new();
             h.send(1, 0, &[1], ALL).pipe(|o| h.ok(o, &[1]));
             h.poll(3, &[(0, &[(0, 1)])], &[(0, 2)]);
+            h.done()
+        }),
+        case("acks=all acked copy below the log start, another copy read: only L2 reported", Reported(Duplicate), || {
+            let mut h = HistoryWriter::new();
+            h.send(1, 0, &[1], ALL).pipe(|o| h.ok(o, &[1]));
+            h.poll(3, &[(0, &[(0, 1)])], &[(0, 2)]);
+            h.log_start(0, 2);
             h.done()
         }),
         case("acks=1 mismatch without a leader change fails", Fatal(AckOffsetMismatch), || {
@@ -393,6 +404,24 @@ fn cases() -> Vec<Case> {
             h.poll(9, &[(0, &[(0, 1)])], &[(0, 1)]);
             h.done()
         }),
+        case("retention deleted an acked value below the log start", Clean, || {
+            let mut h = HistoryWriter::new();
+            h.write(1, 0, &[1, 2], ALL, &[0, 1]);
+            h.log_start(0, 1);
+            h.drain();
+            h.assign(9, &[0]);
+            h.poll(9, &[(0, &[(1, 2)])], &[(0, 2)]);
+            h.done()
+        }),
+        case("an acked value at the log start missing after the final drain", Fatal(Unseen), || {
+            let mut h = HistoryWriter::new();
+            h.write(1, 0, &[1, 2, 3], ALL, &[0, 1, 2]);
+            h.log_start(0, 1);
+            h.drain();
+            h.assign(9, &[0]);
+            h.poll(9, &[], &[(0, 3)]);
+            h.done()
+        }),
         case("unseen without a final drain is not judged", Clean, || {
             let mut h = HistoryWriter::new();
             h.write(1, 0, &[1], ALL, &[0]);
@@ -536,6 +565,16 @@ fn cases() -> Vec<Case> {
             h.leader_change(0);
             h.write(1, 0, &[2], ONE, &[0]);
             h.poll(4, &[(0, &[(0, 2)])], &[(0, 1)]);
+            h.done()
+        }),
+        case("a read value below the log start is absent from the final drain", Clean, || {
+            let mut h = HistoryWriter::new();
+            h.write(1, 0, &[1, 2], ALL, &[0, 1]);
+            h.poll(3, &[(0, &[(0, 1), (1, 2)])], &[(0, 2)]);
+            h.log_start(0, 1);
+            h.drain();
+            h.assign(9, &[0]);
+            h.poll(9, &[(0, &[(1, 2)])], &[(0, 2)]);
             h.done()
         }),
         case("a read value is absent from the final drain", Fatal(ReadThenLost), || {

@@ -106,10 +106,14 @@ pub enum PlantedBug {
     /// controller, `cluster status` and the metrics call a partition whole while one of its
     /// replicas holds nothing yet (R8 d; the simulator's plan field `state_faults`).
     RepairDoneBeforeCaughtUp,
+    /// A leader drops the snapshot a follower behind its log start needs (as if it sent the
+    /// entries retention deleted): the follower never catches up (R12 b; the simulator's plan
+    /// field `retention`).
+    SnapshotWithheld,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 25] = [
+    pub const ALL: [PlantedBug; 26] = [
         PlantedBug::AckBeforeCommit,
         PlantedBug::ServeAboveCommit,
         PlantedBug::SkipDedup,
@@ -135,6 +139,7 @@ impl PlantedBug {
         PlantedBug::CoordinatorNamesPreferred,
         PlantedBug::HardStateUncheckedCrc,
         PlantedBug::RepairDoneBeforeCaughtUp,
+        PlantedBug::SnapshotWithheld,
     ];
 
     pub fn name(self) -> &'static str {
@@ -164,6 +169,7 @@ impl PlantedBug {
             PlantedBug::CoordinatorNamesPreferred => "coordinator-names-preferred",
             PlantedBug::HardStateUncheckedCrc => "hard-state-unchecked-crc",
             PlantedBug::RepairDoneBeforeCaughtUp => "repair-done-before-caught-up",
+            PlantedBug::SnapshotWithheld => "snapshot-withheld",
         }
     }
 }
@@ -208,6 +214,7 @@ pub struct Planted {
     pub coordinator_names_preferred: bool,
     pub hard_state_unchecked_crc: bool,
     pub repair_done_before_caught_up: bool,
+    pub snapshot_withheld: bool,
 }
 
 impl Planted {
@@ -240,6 +247,7 @@ impl Planted {
             coordinator_names_preferred: on(PlantedBug::CoordinatorNamesPreferred),
             hard_state_unchecked_crc: on(PlantedBug::HardStateUncheckedCrc),
             repair_done_before_caught_up: on(PlantedBug::RepairDoneBeforeCaughtUp),
+            snapshot_withheld: on(PlantedBug::SnapshotWithheld),
         }
     }
 }
@@ -278,6 +286,7 @@ mod tests {
             all.coordinator_names_preferred,
             all.hard_state_unchecked_crc,
             all.repair_done_before_caught_up,
+            all.snapshot_withheld,
         ];
         assert!(each.iter().all(|on| *on), "every bug has a switch: {all:?}");
     }

@@ -182,6 +182,7 @@ impl Server {
             node_config.planted.trust_recovery_cut = planted.trust_recovery_cut;
             node_config.planted.suspect_vote_by_term_only = planted.suspect_vote_by_term_only;
             node_config.planted.silent_recovery_cut = planted.silent_recovery_cut;
+            node_config.planted.snapshot_withheld = planted.snapshot_withheld;
         }
         // R8 d: a new incarnation's empty logs may be replicas the node lost (module `data_dir`).
         if config.data_dir_new {

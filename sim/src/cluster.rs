@@ -95,6 +95,8 @@ pub struct SimCluster {
     pub kafka: bool,
     /// Flag `--hibernate`: every node puts quiet groups to sleep (`ServerConfig::hibernate`).
     pub hibernate: bool,
+    /// Plan field `retention`: topic `t`'s short retention (R12).
+    pub retention: Option<crate::nemesis::plan::RetentionPlan>,
 }
 
 impl SimCluster {
@@ -135,6 +137,7 @@ impl SimCluster {
             client_planted: odradek_client::planted::Planted::default(),
             kafka: false,
             hibernate: false,
+            retention: None,
         }
     }
 

@@ -133,6 +133,11 @@ pub struct ScenarioConfig {
     /// keeps its trace; the server's own default is on): groups sleep and wake under the faults,
     /// and the coverage counts "path group hibernated" and "path group woke".
     pub hibernate: bool,
+    /// Short retention under follower lag (issue 20; a plan field, off by default so every seed
+    /// keeps its trace): topic `t` gets small segments and a retention of a few KiB and/or
+    /// seconds, and the nemesis isolates a node for seconds at a time so that the others'
+    /// retention deletes entries it has not got: it must catch up by a snapshot (R12).
+    pub retention: bool,
 }
 
 /// What a run's client and cluster are sized to: drawn from the seed under `--heavy`, the
@@ -167,6 +172,7 @@ impl ScenarioConfig {
             membership: false,
             state_faults: false,
             hibernate: false,
+            retention: false,
         }
     }
 
@@ -209,6 +215,9 @@ impl ScenarioConfig {
         }
         if self.hibernate {
             command += " --hibernate";
+        }
+        if self.retention {
+            command += " --retention";
         }
         for bug in &self.planted_bugs {
             command += &format!(" --planted-bug {}", bug.name());

@@ -170,3 +170,19 @@ pub async fn run(
     // error now meets a healthy disk (one that fails on damaged files fails again).
     targets.restart_stopped(true);
 }
+
+/// Plan field `retention` (R12): isolates each lag's node (F-N1) for its window, beside the
+/// nemesis's own faults, so that the other replicas' short retention deletes entries it has not
+/// got: once back it needs a snapshot. Every window ends before the safety phase does.
+pub async fn retention_lags(targets: &FaultTargets<'_>, plan: &FaultPlan) {
+    let Some(retention) = &plan.retention else { return };
+    let start = tokio::time::Instant::now();
+    for &(at_ms, node, window_ms) in &retention.lags {
+        tokio::time::sleep_until(start + Duration::from_millis(at_ms)).await;
+        targets.cluster().note(format!("F-N1 isolate node {node} for {window_ms} ms (retention lag)"));
+        targets.hold(false, &[node]);
+        tokio::time::sleep(Duration::from_millis(window_ms)).await;
+        targets.release(false, &[node]);
+        targets.cluster().note(format!("retention lag of node {node} over"));
+    }
+}

@@ -103,7 +103,12 @@ async fn run_into(config: ScenarioConfig, injected: Arc<Mutex<Vec<InjectedFault>
     };
     let node_count = config.node_count.unwrap_or(drawn);
     assert!([3, 5, 7].contains(&node_count), "3, 5 or 7 nodes, not {node_count}");
-    let extras = nemesis::plan::Extras { wipes: config.wipes, membership: config.membership, state_faults: config.state_faults };
+    let extras = nemesis::plan::Extras {
+        wipes: config.wipes,
+        membership: config.membership,
+        state_faults: config.state_faults,
+        retention_ms: config.retention.then_some(config.duration.as_millis() as u64),
+    };
     let plan = nemesis::plan::draw_plan(config.scenario, node_count, extras, &mut rng);
     assert!(!(config.heavy && config.scenario == Scenario::Groups), "--heavy does not run with scenario groups");
     // Heavy: more partitions than nodes (drawn only then, so other runs keep their draws).
@@ -125,6 +130,7 @@ async fn run_into(config: ScenarioConfig, injected: Arc<Mutex<Vec<InjectedFault>
     assert!(!(config.secure && config.kafka), "--secure does not run with --kafka (the simulator's Kafka clients do not log in)");
     cluster.kafka = config.kafka;
     cluster.hibernate = config.hibernate;
+    cluster.retention = plan.retention.clone();
     let cluster = Arc::new(cluster);
     cluster.note(format!("seed {seed}: {node_count} nodes, scenario {}, {}", config.scenario.name(), plan.describe()));
     for bug in &config.planted_bugs {
@@ -134,7 +140,7 @@ async fn run_into(config: ScenarioConfig, injected: Arc<Mutex<Vec<InjectedFault>
         cluster.note(format!("PLANTED BUG {} (client)", bug.name()));
     }
     // Every path and check named at 0, so a sweep shows the ones no seed reached.
-    let names = EVENT_PATHS.iter().chain(TIMELINE_PATHS.iter().map(|(_, path)| path));
+    let names = EVENT_PATHS.iter().chain(TIMELINE_PATHS.iter().map(|(_, path)| path)).chain(RETENTION_PATHS.iter());
     let coverage: Rc<RefCell<BTreeMap<String, u64>>> = Rc::new(RefCell::new(names.map(|name| (name.to_string(), 0)).collect()));
     let raft = observe_replicas(&cluster, seed, coverage.clone());
     let node_ids = cluster.start_nodes(&runtime);
@@ -158,7 +164,13 @@ async fn run_into(config: ScenarioConfig, injected: Arc<Mutex<Vec<InjectedFault>
         plan.kinds.iter().any(|&(kind, _)| matches!(kind, nemesis::plan::FaultKind::BitFlip | nemesis::plan::FaultKind::StateCopiesBoth));
     let deletions = config.delete_records.then(|| workload::delete_records::start(&client, cluster.clone(), config.duration));
     let targets = FaultTargets::new(&runtime, &cluster, &node_ids, &client).with_corruptible(flips.then_some(plan.corruptible_node));
-    nemesis::run(&targets, &plan, config.duration, &mut rng, config.faults.as_ref(), &injected).await;
+    let faults = nemesis::run(&targets, &plan, config.duration, &mut rng, config.faults.as_ref(), &injected);
+    if plan.retention.is_some() {
+        // Plan field `retention`: the lags run beside the nemesis's faults (R12).
+        tokio::join!(faults, nemesis::retention_lags(&targets, &plan));
+    } else {
+        faults.await;
+    }
     let injected = injected.lock().expect("injected lock").clone();
     cluster.note(format!("safety phase over after {} faults; healed", injected.len()));
 
@@ -220,6 +232,8 @@ async fn run_into(config: ScenarioConfig, injected: Arc<Mutex<Vec<InjectedFault>
             format!("R7: group {group} did not converge within {CONVERGENCE_WAIT:?}: applied index per node {live:?}")
         })),
     }
+    // R12 b: every replica that needed entries retention deleted elsewhere got a snapshot.
+    problems.extend(retention_lags_served(&cluster, &raft).await);
     observe::uninstall();
 
     // 5. Checks.
@@ -237,6 +251,9 @@ async fn run_into(config: ScenarioConfig, injected: Arc<Mutex<Vec<InjectedFault>
     let timeline = cluster.take_timeline();
     let mut coverage = coverage.take();
     count_timeline_and_verdict(&mut coverage, &timeline, &verdict);
+    let retention = raft.borrow().retention;
+    *coverage.entry(RETENTION_PATHS[0].to_string()).or_default() += retention.replicas_lagging;
+    *coverage.entry(RETENTION_PATHS[1].to_string()).or_default() += retention.snapshots_served;
     Report {
         coverage,
         node_count,
@@ -306,6 +323,16 @@ fn observe_replicas(cluster: &Arc<SimCluster>, seed: u64, coverage: Rc<RefCell<B
             Event::SuspectCleared { node, group, durable } => {
                 cluster.note(format!("group {group}: node {node} settled its suspicion, durable to {durable}"));
             }
+            Event::LogStart { node, group, first_index, offset_start, commit, .. } => {
+                cluster.note(format!(
+                    "group {group}: node {node}'s retention moved its log start to index {first_index} (offset {offset_start}), \
+                     commit {commit}"
+                ));
+                // Records of topic `t` below it may be gone: L6, L7, L13 and P1–P4 skip them.
+                if (1..=u64::from(cluster.load.partitions)).contains(&group) {
+                    cluster.history().log_start(group - 1, offset_start).expect("history");
+                }
+            }
             _ => {}
         }
         if let Some(g) = trace_group {
@@ -328,7 +355,7 @@ fn observe_replicas(cluster: &Arc<SimCluster>, seed: u64, coverage: Rc<RefCell<B
 }
 
 /// The coverage counters' names for raft events, in [`event_path`]'s order.
-const EVENT_PATHS: [&str; 19] = [
+const EVENT_PATHS: [&str; 20] = [
     "path leader elected",
     "path snapshot installed",
     "path recovery cut, suspect",
@@ -348,7 +375,12 @@ const EVENT_PATHS: [&str; 19] = [
     "path quarantined replica repaired",
     "path group hibernated",
     "path group woke",
+    "path retention moved log start",
 ];
+
+/// The raft checker's R12 counters (`RetentionCounts`): a replica behind entries another's
+/// retention deleted, and a snapshot that caught one up.
+const RETENTION_PATHS: [&str; 2] = ["path retention under lag", "path snapshot install after retention"];
 
 /// Timeline notes that show a rare path: (text in the line, counter name).
 const TIMELINE_PATHS: [(&str, &str); 6] = [
@@ -382,6 +414,7 @@ fn event_path(event: &Event) -> Option<&'static str> {
         Event::Repaired { .. } => 16,
         Event::Hibernated { .. } => 17,
         Event::Woke { .. } => 18,
+        Event::LogStart { .. } => 19,
         Event::ConfApplied { .. } => return None,
         Event::Appended { .. } | Event::Durable { .. } => return None,
     };
@@ -436,6 +469,23 @@ async fn converge(cluster: &SimCluster, raft: &RefCell<RaftChecker>) -> Result<D
         }
         if quiet.elapsed() >= CONVERGENCE_WAIT {
             return Err(diverged);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// R12 b: waits (every 100 ms, up to [`CONVERGENCE_WAIT`]) until no live replica is still behind
+/// entries another replica's retention deleted (R7 does not see a replica that never applied
+/// anything); returns one problem per replica still behind. Returns at once, without waiting,
+/// when none is (every run without short retention).
+async fn retention_lags_served(cluster: &SimCluster, raft: &RefCell<RaftChecker>) -> Vec<String> {
+    let quiet = tokio::time::Instant::now();
+    loop {
+        let mut down = cluster.given_up();
+        down.extend(cluster.corrupted.lock().expect("corrupted lock").iter().copied());
+        let unserved = raft.borrow().retention_lag_unserved(&down);
+        if unserved.is_empty() || quiet.elapsed() >= CONVERGENCE_WAIT {
+            return unserved;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

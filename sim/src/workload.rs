@@ -111,12 +111,22 @@ pub async fn create_topic(client: &NodeHandle, cluster: &SimCluster) {
     let partitions = cluster.load.partitions;
     let bootstrap = cluster.bootstrap();
     let config = cluster.client_config();
+    // Plan field `retention`: small segments, kept for a few KiB and/or seconds (R12).
+    let topic_config = match &cluster.retention {
+        Some(r) => TopicConfig {
+            retention_ms: r.retention_ms,
+            retention_bytes: r.retention_bytes,
+            segment_bytes: r.segment_bytes as i64,
+            ..TopicConfig::default()
+        },
+        None => TopicConfig::default(),
+    };
     client
         .spawn(async move {
             let addresses: Vec<&str> = bootstrap.iter().map(String::as_str).collect();
             let admin = Admin::with_cluster(ClusterSession::new(&addresses, config).expect("admin"));
             for _ in 0..CREATE_TOPIC_ATTEMPTS_MAX {
-                match admin.create_topic(TOPIC, partitions, 3, TopicConfig::default()).await {
+                match admin.create_topic(TOPIC, partitions, 3, topic_config).await {
                     Ok(()) => return,
                     Err(ClientError::Server { code: ErrorCode::TOPIC_ALREADY_EXISTS, .. }) => return,
                     Err(error) if error.is_retriable() => tokio::time::sleep(Duration::from_millis(100)).await,
@@ -391,8 +401,14 @@ async fn consume(cluster: Arc<SimCluster>, ends: Option<BTreeMap<u32, u64>>, dea
                 cluster.history().ok(handle, OpValue::Poll(poll)).expect("history");
             }
             // A failed poll moves no position and has no effect: definite.
-            Err(_) => {
+            Err(error) => {
                 cluster.history().fail(handle, OpValue::Poll(Poll::default())).expect("history");
+                // Retention (plan field `retention`) deleted the position's records: go on from
+                // the log start (the failed poll breaks L8's continuity; the checker knows the
+                // log start from the replicas, R12).
+                if let ClientError::OffsetOutOfRange { partition, .. } = error {
+                    let _ = consumer.seek(TOPIC, partition, Offset::Beginning).await;
+                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }

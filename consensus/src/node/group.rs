@@ -595,9 +595,15 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         let index_bound = (state.store.hard_state_saved().commit + 1).min(index_bound_max);
         let applied = state.raw.raft.raft_log.applied;
         assert!(index_bound <= applied + 1, "group {group}: retention bound {index_bound} above the applied index {applied}");
+        let first_before = state.store.log().first_index();
         let report = state.store.enforce_retention(now_ms, index_bound).await.map_err(storage_error(group))?;
         let first_index = state.store.log().first_index();
         assert!(first_index <= index_bound, "group {group}: retention deleted index {index_bound} (the log starts at {first_index})");
+        if first_index != first_before {
+            let (node, incarnation, offset_start) = (self.config.node_id, self.incarnation, state.store.log().offset_start());
+            let commit = state.store.hard_state_saved().commit;
+            observe::emit(|| observe::Event::LogStart { node, incarnation, group, first_index, offset_start, commit, applied });
+        }
         Ok(report)
     }
 

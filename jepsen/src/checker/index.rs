@@ -150,6 +150,9 @@ pub(crate) struct Index<'h> {
     pub events: Vec<ProcessEvent<'h>>,
     pub leader_changes: BTreeMap<Key, Vec<u64>>,
     pub drain_index: Option<u64>,
+    /// Per key, the highest log start retention moved it to (`log-start` ops): records below
+    /// may be gone.
+    pub log_start: BTreeMap<Key, Offset>,
     pub writes: BTreeMap<Value, Write>,
     /// Sorted by (key, offset, value, poll).
     pub reads_by_offset: Vec<Read>,
@@ -207,6 +210,7 @@ impl<'h> Index<'h> {
             events: Vec::new(),
             leader_changes: BTreeMap::new(),
             drain_index: None,
+            log_start: BTreeMap::new(),
             writes: BTreeMap::new(),
             reads_by_offset: Vec::new(),
             reads_by_value: Vec::new(),
@@ -233,6 +237,12 @@ impl<'h> Index<'h> {
                 }
                 (OpF::FinalDrain, _) => {
                     self.drain_index.get_or_insert(op.index);
+                }
+                (OpF::LogStart, _) => {
+                    if let OpValue::LogStart(start) = &op.value {
+                        let known = self.log_start.entry(start.key).or_insert(start.offset);
+                        *known = (*known).max(start.offset);
+                    }
                 }
                 (OpF::Start | OpF::Stop, _) => {}
                 (OpF::Crash, _) => {

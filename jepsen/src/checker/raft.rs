@@ -96,8 +96,26 @@ pub struct RaftChecker {
     held_before_wipe: BTreeMap<(GroupId, NodeId), (u64, BTreeMap<u64, u64>)>,
     /// R10 and R11 (module `membership`).
     membership: membership::Membership,
+    /// (group, node) -> the index up to which retention on another replica deleted entries the
+    /// node's log did not reach yet: it needs a snapshot (or a leader that still holds them)
+    /// to catch up (R12 b).
+    needs_snapshot: BTreeMap<(GroupId, NodeId), u64>,
+    /// Coverage of R12: log starts retention moved, replicas that needed deleted entries
+    /// ([`RaftChecker::needs_snapshot`] set), and snapshots installed that served one.
+    pub retention: RetentionCounts,
     violations: Vec<Violation>,
     pub events: u64,
+}
+
+/// How often R12's paths ran in a run (coverage counters).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RetentionCounts {
+    /// Retention moved a replica's log start ([`Event::LogStart`]).
+    pub log_starts_moved: u64,
+    /// A replica's log ended below entries another replica's retention deleted (under lag).
+    pub replicas_lagging: u64,
+    /// A lagging replica installed a snapshot (covering what it needed, or an older one).
+    pub snapshots_served: u64,
 }
 
 /// Violations kept; later ones are only counted (the first ones say what broke).
@@ -151,6 +169,7 @@ impl RaftChecker {
         self.held.retain(|&(_, holder), _| holder != node);
         self.restored_to.retain(|&(_, holder), _| holder != node);
         self.commits.retain(|&(_, holder), _| holder != node);
+        self.needs_snapshot.retain(|&(_, holder), _| holder != node);
         // Its hard states went with the directory (R8 d judges its votes from now on).
         self.votes_saved.retain(|&(_, holder), _| holder != node);
     }
@@ -213,6 +232,24 @@ impl RaftChecker {
                 }
             }
             Event::Appended { node, group, index, term, checksum } => {
+                if let Some(&needed) = self.needs_snapshot.get(&(group, node)) {
+                    // R12 b: a replica behind another's log start continues its log only where
+                    // it ends (entries from a leader that still holds them) or after a snapshot.
+                    let end = self.log_end(group, node);
+                    if index > end + 1 {
+                        self.violate(
+                            "R12",
+                            group,
+                            format!(
+                                "node {node} appended index {index} with its log ending at {end}, behind entries up to {needed} \
+                                 that retention deleted, and no snapshot installed (R12 b)"
+                            ),
+                        );
+                    }
+                    if index >= needed {
+                        self.needs_snapshot.remove(&(group, node));
+                    }
+                }
                 self.held.entry((group, node)).or_default().insert(index, term);
                 let (first, by) = *self.appended.entry((group, index, term)).or_insert((checksum, node));
                 if first != checksum {
@@ -407,6 +444,9 @@ impl RaftChecker {
             }
             // Hibernation changes no state the checks look at.
             Event::Hibernated { .. } | Event::Woke { .. } => {}
+            Event::LogStart { node, incarnation, group, first_index, commit, applied, .. } => {
+                self.log_start_moved(node, incarnation, group, first_index, commit, applied)
+            }
             Event::ConfApplied { node, group, index, conf, source, .. } => {
                 for (invariant, group, detail) in self.membership.conf_applied(node, group, index, conf, source) {
                     self.violate(invariant, group, detail);
@@ -445,6 +485,14 @@ impl RaftChecker {
                 self.last_applied.insert((node, incarnation, group), index);
                 let restored = self.restored_to.entry((group, node)).or_default();
                 *restored = (*restored).max(index);
+                if let Some(&needed) = self.needs_snapshot.get(&(group, node)) {
+                    self.retention.snapshots_served += 1;
+                    // An older snapshot (sent before the latest deletion) leaves it needing
+                    // the entries after it, from a leader that still holds them.
+                    if index >= needed {
+                        self.needs_snapshot.remove(&(group, node));
+                    }
+                }
             }
             Event::Applied { node, incarnation, group, index, term, checksum, base_offset, offset_next } => {
                 if let Some(&last) = self.last_applied.get(&(node, incarnation, group)) {
@@ -624,7 +672,70 @@ impl RaftChecker {
     /// `node` destroyed its replica of `group` (files deleted): a replica it creates later is a
     /// new one, judged from scratch (R3, R6, R8 e, R10). Votes are kept: R8 c holds across a
     /// replica's lives.
+    /// R12 a: `node`'s retention moved its log of `group` to start at `first_index`: nothing at
+    /// or above the commit bound went, judged by the node's persisted `commit` and by what the
+    /// checker saw it apply in this `incarnation` (not by the node's own account, `applied`).
+    /// Every other replica whose log ends below the deleted entries now needs a snapshot
+    /// (R12 b, [`RaftChecker::retention_lag_unserved`]).
+    fn log_start_moved(&mut self, node: NodeId, incarnation: u64, group: GroupId, first_index: u64, commit: u64, applied: u64) {
+        self.retention.log_starts_moved += 1;
+        let deleted = first_index - 1;
+        let seen_applied = self.last_applied.get(&(node, incarnation, group)).copied().unwrap_or(0);
+        if deleted > commit || deleted > seen_applied {
+            self.violate(
+                "R12",
+                group,
+                format!(
+                    "node {node}'s retention deleted its log up to index {deleted}; its commit was {commit}, it had applied \
+                     {seen_applied} (by its own account {applied}) (R12 a)"
+                ),
+            );
+        }
+        let members = self.membership.members(group);
+        let replicas: Vec<NodeId> = self
+            .durable
+            .range((group, 0)..=(group, NodeId::MAX))
+            .map(|(&(_, replica), _)| replica)
+            .filter(|&replica| replica != node && members.is_none_or(|members| members.contains(replica)))
+            .collect();
+        for replica in replicas {
+            if self.log_end(group, replica) < deleted {
+                let needed = self.needs_snapshot.entry((group, replica)).or_insert(0);
+                if *needed == 0 {
+                    self.retention.replicas_lagging += 1;
+                }
+                *needed = (*needed).max(deleted);
+            }
+        }
+    }
+
+    /// The highest index `node`'s log of `group` reached: appended, or below a snapshot it
+    /// installed (an over-estimate after a truncation or a lost tail, never an under-estimate).
+    fn log_end(&self, group: GroupId, node: NodeId) -> u64 {
+        let held = self.held.get(&(group, node)).and_then(|entries| entries.keys().next_back().copied()).unwrap_or(0);
+        held.max(self.restored_to.get(&(group, node)).copied().unwrap_or(0))
+    }
+
+    /// R12 b, once the replicas had time to converge (R7): every replica that needed entries
+    /// another's retention deleted got them (a snapshot, or entries from a leader still holding
+    /// them), except on the nodes in `down`, and replicas no longer in their group's newest
+    /// configuration. Returns one line per replica still behind.
+    pub fn retention_lag_unserved(&self, down: &[NodeId]) -> Vec<String> {
+        self.needs_snapshot
+            .iter()
+            .filter(|&(&(group, node), _)| !down.contains(&node) && self.members(group).is_none_or(|members| members.contains(node)))
+            .map(|(&(group, node), &needed)| {
+                format!(
+                    "R12: group {group}: node {node}'s log ends at {}, behind entries up to {needed} that retention deleted, and it \
+                     never installed a snapshot (R12 b)",
+                    self.log_end(group, node)
+                )
+            })
+            .collect()
+    }
+
     fn forget_replica(&mut self, group: GroupId, node: NodeId) {
+        self.needs_snapshot.remove(&(group, node));
         self.durable.remove(&(group, node));
         self.votes_saved.remove(&(group, node));
         self.held.remove(&(group, node));
@@ -673,6 +784,61 @@ impl RaftChecker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Node 1 applied 1..=10 of group 3 and node 2 holds 1..=4; node 3 holds nothing yet.
+    fn lagging_group() -> RaftChecker {
+        let mut checker = RaftChecker::default();
+        for node in [1, 2, 3] {
+            checker.record(Event::Durable { node, group: 3, index: 0 });
+        }
+        for index in 1..=10 {
+            checker.record(Event::Appended { node: 1, group: 3, index, term: 1, checksum: index as u32 });
+            let applied = Event::Applied {
+                node: 1,
+                incarnation: 1,
+                group: 3,
+                index,
+                term: 1,
+                checksum: index as u32,
+                base_offset: index,
+                offset_next: index + 1,
+            };
+            checker.record(applied);
+            if index <= 4 {
+                checker.record(Event::Appended { node: 2, group: 3, index, term: 1, checksum: index as u32 });
+            }
+        }
+        checker
+    }
+
+    #[test]
+    fn r12_retention_stays_below_the_applied_bound_and_a_lagging_replica_gets_a_snapshot() {
+        // R12 a: deleting up to the applied index is fine; past it is not, whatever the node says.
+        let mut checker = lagging_group();
+        checker.record(Event::LogStart { node: 1, incarnation: 1, group: 3, first_index: 8, offset_start: 8, commit: 10, applied: 10 });
+        assert!(checker.violations().is_empty(), "{:?}", checker.violations());
+        assert_eq!(checker.retention, RetentionCounts { log_starts_moved: 1, replicas_lagging: 2, snapshots_served: 0 });
+        let mut past = lagging_group();
+        past.record(Event::LogStart { node: 1, incarnation: 1, group: 3, first_index: 12, offset_start: 12, commit: 11, applied: 11 });
+        assert_eq!(past.violations()[0].invariant, "R12", "{:?}", past.violations());
+        let mut above_commit = lagging_group();
+        above_commit.record(Event::LogStart { node: 1, incarnation: 1, group: 3, first_index: 9, offset_start: 9, commit: 5, applied: 10 });
+        assert_eq!(above_commit.violations()[0].invariant, "R12");
+
+        // R12 b: nodes 2 and 3 need entries up to 7; node 2 gets a snapshot, node 3 never does.
+        assert_eq!(checker.retention_lag_unserved(&[]).len(), 2);
+        checker.record(Event::Restored { node: 2, incarnation: 2, group: 3, index: 9, offset_next: 10 });
+        checker.record(Event::Appended { node: 2, group: 3, index: 10, term: 1, checksum: 10 });
+        assert!(checker.violations().is_empty(), "{:?}", checker.violations());
+        assert_eq!(checker.retention.snapshots_served, 1);
+        let unserved = checker.retention_lag_unserved(&[]);
+        assert_eq!(unserved.len(), 1, "{unserved:?}");
+        assert!(unserved[0].starts_with("R12: group 3: node 3"), "{unserved:?}");
+        assert!(checker.retention_lag_unserved(&[3]).is_empty(), "a node given up is not waited for");
+        // Node 3 appending past its log end without a snapshot: a gap (R12 b).
+        checker.record(Event::Appended { node: 3, group: 3, index: 9, term: 1, checksum: 9 });
+        assert_eq!(checker.violations()[0].invariant, "R12", "{:?}", checker.violations());
+    }
 
     #[test]
     fn the_checker_catches_each_planted_inconsistency_and_passes_a_clean_run() {

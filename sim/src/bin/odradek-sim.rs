@@ -153,6 +153,10 @@ mod sim {
         /// every seed keeps its trace): groups sleep and wake under the faults.
         #[arg(long)]
         hibernate: bool,
+        /// Short retention (small segments, a few KiB and/or seconds) on topic `t` while
+        /// nodes lag for seconds: a lagging replica catches up by a snapshot (R12).
+        #[arg(long)]
+        retention: bool,
     }
 
     impl RunOptions {
@@ -201,6 +205,7 @@ mod sim {
                 delete_records: self.delete_records,
                 state_faults: self.state_faults,
                 hibernate: self.hibernate,
+                retention: self.retention,
             })
         }
 
@@ -238,6 +243,9 @@ mod sim {
             }
             if self.hibernate {
                 args.push("--hibernate".to_string());
+            }
+            if self.retention {
+                args.push("--retention".to_string());
             }
             args
         }

@@ -631,7 +631,7 @@ impl<'a> FaultTargets<'a> {
     }
 
     /// Holds `nodes`: pauses them (`pauses`) or isolates them.
-    fn hold(&self, pauses: bool, nodes: &[u64]) {
+    pub(crate) fn hold(&self, pauses: bool, nodes: &[u64]) {
         for node in nodes {
             if pauses {
                 self.runtime.pause(self.ids[node]);
@@ -642,7 +642,7 @@ impl<'a> FaultTargets<'a> {
     }
 
     /// Undoes [`FaultTargets::hold`].
-    fn release(&self, pauses: bool, nodes: &[u64]) {
+    pub(crate) fn release(&self, pauses: bool, nodes: &[u64]) {
         for node in nodes {
             if pauses {
                 self.runtime.resume(self.ids[node]);

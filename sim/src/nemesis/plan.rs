@@ -203,6 +203,48 @@ pub struct FaultPlan {
     pub corruptible_node: u64,
     /// Topic segment size when F-S3 is on: small, so sealed segments (its targets) exist.
     pub segment_bytes: Option<u64>,
+    /// Plan field `retention`: topic `t`'s short retention and the lags that outlast it.
+    pub retention: Option<RetentionPlan>,
+}
+
+/// Short retention under lag (plan field `retention`, R12): topic `t`'s settings, and the
+/// windows in which one node is isolated (F-N1) while the others' retention deletes what it
+/// has not got yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetentionPlan {
+    pub segment_bytes: u64,
+    /// -1: no size limit (then `retention_ms` is set).
+    pub retention_bytes: i64,
+    /// -1: no age limit (then `retention_bytes` is set).
+    pub retention_ms: i64,
+    /// (start after the safety phase began, node, window), in ms; one at a time, each over
+    /// before the phase ends.
+    pub lags: Vec<(u64, u64, u64)>,
+}
+
+impl RetentionPlan {
+    /// Draws the settings and up to three lags (4–7 s each) within `duration_ms` of safety phase.
+    fn draw(nodes: usize, duration_ms: u64, rng: &mut SmallRng) -> RetentionPlan {
+        let segment_bytes = rng.gen_range(1..=4) * 1024;
+        let (retention_bytes, retention_ms) = match rng.gen_range(0..3) {
+            0 => (rng.gen_range(2..=8) * 1024, -1),
+            1 => (-1, rng.gen_range(2_000..=8_000)),
+            _ => (rng.gen_range(2..=8) * 1024, rng.gen_range(2_000..=8_000)),
+        };
+        let mut lags = Vec::new();
+        let mut at = rng.gen_range(1_000..=3_000);
+        for _ in 0..3 {
+            // A node cut off for long finds its peers' dials backed off (up to 16 s): the last
+            // lag ends 5 s before the heal, so that it is back before R7 and R12 b judge.
+            let window = rng.gen_range(4_000..=7_000);
+            if at + window + 5_000 > duration_ms {
+                break;
+            }
+            lags.push((at, rng.gen_range(1..=nodes as u64), window));
+            at += window + rng.gen_range(1_000..=3_000);
+        }
+        RetentionPlan { segment_bytes, retention_bytes, retention_ms, lags }
+    }
 }
 
 impl FaultPlan {
@@ -216,7 +258,7 @@ impl FaultPlan {
             self.clock_offsets_ms,
             if self.buggify { "on" } else { "off" },
             self.segment_bytes.map(|bytes| format!(", segments of {bytes} bytes")).unwrap_or_default()
-        )
+        ) + &self.retention.as_ref().map(|r| format!(", {r:?}")).unwrap_or_default()
     }
 }
 
@@ -229,6 +271,8 @@ pub struct Extras {
     pub membership: bool,
     /// The faults on hard- and conf-state files ([`FaultKind::STATE_FILE`]).
     pub state_faults: bool,
+    /// Short retention under lag ([`RetentionPlan`]), over a safety phase of this many ms.
+    pub retention_ms: Option<u64>,
 }
 
 /// Draws the run's fault plan (swarm: a random subset of the scenario's kinds, random weights).
@@ -236,7 +280,7 @@ pub struct Extras {
 /// one keeps the draws it had before it existed): F-P7, then F-M1 and F-M2, then the faults on
 /// state files.
 pub fn draw_plan(scenario: Scenario, nodes: usize, extras: Extras, rng: &mut SmallRng) -> FaultPlan {
-    let Extras { wipes, membership, state_faults } = extras;
+    let Extras { wipes, membership, state_faults, retention_ms } = extras;
     let mut plan = FaultPlan {
         quiet_ms: (rng.gen_range(200..800), rng.gen_range(1_000..3_000)),
         window_ms: (rng.gen_range(200..600), rng.gen_range(1_000..3_000)),
@@ -244,6 +288,8 @@ pub fn draw_plan(scenario: Scenario, nodes: usize, extras: Extras, rng: &mut Sma
         ..FaultPlan::default()
     };
     if scenario == Scenario::Calm {
+        // Calm has no faults, but it may still retain briefly (the lags are its only faults).
+        plan.retention = retention_ms.map(|duration_ms| RetentionPlan::draw(nodes, duration_ms, rng));
         return plan;
     }
     let candidates: Vec<FaultKind> = FaultKind::ALL
@@ -290,5 +336,6 @@ pub fn draw_plan(scenario: Scenario, nodes: usize, extras: Extras, rng: &mut Sma
             plan.kinds.push((kind, weight));
         }
     }
+    plan.retention = retention_ms.map(|duration_ms| RetentionPlan::draw(nodes, duration_ms, rng));
     plan
 }
