@@ -99,7 +99,7 @@ for round in $(seq 1 "$ROUNDS"); do
     if (( round == ROUNDS && SERVE_RECORDS > 0 )); then
         line=$(timeout 300 "$BIN" bench produce --topic idle0 --records "$SERVE_RECORDS" --record-size 100 --producers 1 --acks all 2>/dev/null | grep -E '^produce:' || echo "produce failed")
         echo "serve: $line"
-        line=$(timeout 300 "$BIN" bench consume --topic idle0 --records "$SERVE_RECORDS" 2>/dev/null | grep -E '^consume:' || echo "consume failed")
+        line=$(timeout 300 "$BIN" bench consume --topic idle0 --records "$SERVE_RECORDS" 2>/dev/null | grep -E '^consume' || echo "consume failed")
         echo "serve: $line"
     fi
     stop
