@@ -245,7 +245,7 @@ impl<D: odradek_log::Disk, T, A> Node<D, T, A> {
         }
         self.liveness.ticks += 1;
         let node = self.config.node_id;
-        if self.liveness.ticks % self.config.heartbeat_tick.max(1) as u64 == 0 {
+        if self.liveness.ticks.is_multiple_of(self.config.heartbeat_tick.max(1) as u64) {
             let peers: Vec<NodeId> = self.liveness.sleeping_with.keys().copied().collect();
             for peer in peers {
                 self.liveness.due.push((peer, NODE_ALIVE_GROUP, control(node, peer, ALIVE_CONTEXT)));

@@ -22,7 +22,7 @@ pub(crate) async fn asleep_cluster(seed: u64, planted: bool) -> LocalCluster {
     cluster.elect_all().await;
     cluster.propose_and_commit(2, "before").await;
     // The leader waits election_tick quiet ticks (10 here), then its followers follow.
-    cluster.run_until(200, |c| all_asleep(c)).await;
+    cluster.run_until(200, all_asleep).await;
     cluster
 }
 
