@@ -39,6 +39,7 @@
 use raft::eraftpb::{Message, MessageType};
 use raft::StateRole;
 
+use super::suspect::control;
 use super::{Node, NodeId};
 use crate::observe::{self, WakeReason};
 use crate::transport::GroupId;
@@ -71,15 +72,6 @@ pub(super) fn classify(message: &Message) -> Option<Control> {
         ALIVE_CONTEXT => Some(Control::Alive),
         _ => None,
     }
-}
-
-fn control(from: NodeId, to: NodeId, context: &[u8]) -> Message {
-    let mut message = Message::default();
-    message.set_msg_type(MessageType::MsgCheckQuorum);
-    message.from = from;
-    message.to = to;
-    message.set_context(context.to_vec().into());
-    message
 }
 
 /// One group's hibernation state on this node.

@@ -211,7 +211,10 @@ pub(super) fn answer(from: NodeId, to: NodeId, query_term: u64, term: u64, last_
     message
 }
 
-fn control(from: NodeId, to: NodeId, context: &[u8]) -> Message {
+/// A control message of the driver's own (suspect queries and answers, hibernation's sleep, wake
+/// and alive messages): a `MsgCheckQuorum`, which raft never sends between nodes, told apart by
+/// its context.
+pub(super) fn control(from: NodeId, to: NodeId, context: &[u8]) -> Message {
     let mut message = Message::default();
     message.set_msg_type(MessageType::MsgCheckQuorum);
     message.from = from;
