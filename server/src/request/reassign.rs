@@ -53,20 +53,12 @@ async fn start(context: &NodeContext, body: &wire::ReassignPartitionRequest) -> 
 async fn repair_step(context: &NodeContext, body: &wire::ReassignPartitionRequest) -> Result<(), RequestError> {
     let invalid = |message: String| RequestError::new(ErrorCode::INVALID_REQUEST, message);
     let step = RepairStep::from_code(body.repair_step).ok_or_else(|| invalid(format!("repair step {} (1..=3)", body.repair_step)))?;
-    let group = {
-        let state = context.state.lock();
-        let Some(info) = state.meta.partition(&body.topic, body.partition) else {
-            return Err(RequestError::new(
-                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
-                format!("no partition {}/{}", body.topic, body.partition),
-            ));
-        };
-        match state.meta.check_repair(info.group, body.repair_node, step) {
-            Err(reason) => return Err(invalid(reason)),
-            Ok(false) => return Ok(()), // a repeat: recorded already
-            Ok(true) => info.group,
-        }
-    };
+    let group = super::locate(context, &body.topic, body.partition)?.group;
+    match context.state.lock().meta.check_repair(group, body.repair_node, step) {
+        Err(reason) => return Err(invalid(reason)),
+        Ok(false) => return Ok(()), // a repeat: recorded already
+        Ok(true) => {}
+    }
     let command = MetaCommand::RepairReplica { group, node: body.repair_node, step };
     let index = propose_meta(context, &command, admin_timeout(body.timeout_ms)).await?;
     match context.state.lock().meta_outcomes.get(&index) {
