@@ -345,6 +345,39 @@ def confluent_checks(bootstrap, quick):
 
     regex_subscription()
 
+    @check(client, version, "group (consumer): regex subscription resolved by the coordinator (KIP-848), a matching topic created later")
+    def regex_subscription_server_side():
+        prefix = fresh("cf-srx")
+        matching, other, late = [f"{prefix}-a", f"{prefix}-b"], fresh("cf-nosrx"), f"{prefix}-late"
+        for name in matching + [other]:
+            create(name)
+        produce(matching[0], [b"a0", b"a1"])
+        produce(matching[1], [b"b0"])
+        produce(other, [b"x0"])
+        consumer = Consumer({
+            "bootstrap.servers": bootstrap, "group.id": fresh("cf-srxg"), "auto.offset.reset": "earliest",
+            "enable.auto.commit": False, "group.protocol": "consumer",
+        })
+        consumer.subscribe([f"^{prefix}-.*"])
+        got = set()
+        keep = lambda message: got.add((message.topic(), message.value()))
+        poll_until(consumer, lambda: len(got) >= 3, keep)
+        # A topic created after the subscription: the coordinator assigns it on a later heartbeat.
+        create(late)
+        produce(late, [b"l0"])
+        poll_until(consumer, lambda: len(got) >= 4, keep, seconds=60)
+        for _ in range(4):
+            message = consumer.poll(0.5)
+            if message is not None and not message.error():
+                keep(message)
+        consumer.close()
+        expected = {(matching[0], b"a0"), (matching[0], b"a1"), (matching[1], b"b0"), (late, b"l0")}
+        if got != expected:
+            raise RuntimeError(f"read {sorted(got)}")
+        return "both matching topics and the later one read, the other not"
+
+    regex_subscription_server_side()
+
     confluent_group_checks(bootstrap, quick, admin, create, client, version)
 
 

@@ -73,8 +73,10 @@ struct FakeCluster {
     member_next: u32,
     /// Consumer-protocol leaves (member id, epoch).
     leaves: Vec<(String, i32)>,
-    /// The topics of the last consumer-protocol heartbeat, and its instance id.
+    /// The topics and regex (None: not sent) of the last consumer-protocol heartbeat, and its
+    /// instance id.
     subscribed: Vec<String>,
+    subscribed_regex: Option<String>,
     instance_id: String,
     /// Classic: the generation, and the last SyncGroup's assignments.
     generation: i32,
@@ -421,6 +423,7 @@ fn consumer_heartbeat(cluster: &mut FakeCluster, request: &Request, heartbeat: &
         return respond(request, ResponseBody::consumer_group_heartbeat(answer));
     }
     cluster.subscribed = heartbeat.subscribed_topics.to_vec();
+    cluster.subscribed_regex = heartbeat.regex_set.then(|| heartbeat.subscribed_regex.clone());
     cluster.instance_id = heartbeat.group_instance_id.clone();
     let member_id = if heartbeat.member_id.is_empty() {
         cluster.member_next += 1;
@@ -831,7 +834,7 @@ async fn admin_lists_describes_resets_and_deletes_groups() {
 
 #[cfg(not(madsim))]
 #[tokio::test]
-async fn a_pattern_subscription_resolves_against_metadata_and_a_static_member_leaves_temporarily() {
+async fn a_pattern_subscription_goes_to_the_coordinator_and_a_static_member_leaves_temporarily() {
     bounded(async {
         let fake = Fake::start().await;
         let bootstrap = fake.bootstrap();
@@ -841,10 +844,18 @@ async fn a_pattern_subscription_resolves_against_metadata_and_a_static_member_le
         consumer.subscribe_pattern("t|other-.*").unwrap();
         assert!(consumer.assign(vec![(TOPIC.to_string(), 0)]).is_err(), "a subscribed consumer is assigned by its group");
         poll_until(&mut consumer, |_, consumer| consumer.assignment().len() == 4).await;
+        // The consumer protocol leaves the pattern to the coordinator (KIP-848's server-side
+        // regex): no names, the pattern as given.
         assert_eq!(
-            fake.with(|cluster| (cluster.subscribed.clone(), cluster.instance_id.clone())),
-            (vec![TOPIC.to_string()], "instance-7".to_string())
+            fake.with(|cluster| (cluster.subscribed.clone(), cluster.subscribed_regex.clone(), cluster.instance_id.clone())),
+            (Vec::new(), Some("t|other-.*".to_string()), "instance-7".to_string())
         );
+        // Subscribing by name again drops the pattern.
+        consumer.subscribe([TOPIC]).unwrap();
+        poll_until(&mut consumer, |_, _| {
+            fake.with(|cluster| cluster.subscribed_regex.as_deref() == Some("") && cluster.subscribed == [TOPIC])
+        })
+        .await;
         let member_id = consumer.group_member().unwrap().member_id;
         consumer.close().await.unwrap();
         assert_eq!(fake.with(|cluster| cluster.leaves.clone()), [(member_id, -2)], "a static member leaves with epoch -2");

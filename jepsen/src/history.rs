@@ -193,13 +193,17 @@ pub struct LogStart {
 /// A consumer group's name.
 pub type Group = String;
 
-/// Value of `subscribe`: the group, and the keys (partitions of the test topic) its topics have.
+/// Value of `subscribe`: the group, the topics named, a regular expression (the member also
+/// subscribes to every topic whose whole name matches it: KIP-848's server-side regex, or a
+/// client-side pattern), and the keys (partitions of the test topic) its subscription covers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Subscribe {
     pub group: Group,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub topics: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keys: Vec<Key>,
 }
@@ -287,6 +291,10 @@ pub struct Rebalance {
     pub lost: Vec<Key>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub start: BTreeMap<Key, StartPosition>,
+    /// Partitions the op assigned of topics other than the test topic (whose partitions are the
+    /// keys): C8 checks them against the member's subscription.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub other_topics: BTreeMap<String, Vec<u32>>,
     /// The error that ended the membership (a fencing error) or failed the op.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

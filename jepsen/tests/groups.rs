@@ -47,7 +47,15 @@ impl G {
     }
 
     fn subscribe(&mut self, p: Process) {
-        let value = OpValue::Subscribe(Subscribe { group: GROUP.into(), topics: vec!["t".into()], keys: vec![0, 1] });
+        let value = OpValue::Subscribe(Subscribe { group: GROUP.into(), topics: vec!["t".into()], pattern: None, keys: vec![0, 1] });
+        let handle = self.b.invoke(p, OpF::Subscribe, value.clone()).unwrap();
+        self.b.ok(handle, value).unwrap();
+    }
+
+    /// Subscribes by the regular expression `pattern` alone (KIP-848's server-side regex).
+    fn subscribe_pattern(&mut self, p: Process, pattern: &str) {
+        let value =
+            OpValue::Subscribe(Subscribe { group: GROUP.into(), topics: Vec::new(), pattern: Some(pattern.into()), keys: vec![0, 1] });
         let handle = self.b.invoke(p, OpF::Subscribe, value.clone()).unwrap();
         self.b.ok(handle, value).unwrap();
     }
@@ -430,6 +438,28 @@ fn cases() -> Vec<Case> {
             g.subscribe(10);
             let start = StartPosition { offset: 0, from: Reset, committed: Some(50) };
             g.rebalance(10, Rebalance { assigned: vec![0], start: BTreeMap::from([(0, start)]), ..consumer("m1", 1) });
+            g.done()
+        }),
+        // C8
+        case("a pattern's member is assigned a topic whose name only contains a match", Fatal(AssignmentOutsideSubscription), || {
+            let mut g = G::new();
+            g.subscribe_pattern(10, "t|orders-.*");
+            let other_topics = BTreeMap::from([("orders-eu".to_string(), vec![0]), ("old-orders-eu".to_string(), vec![0, 1])]);
+            g.rebalance(10, Rebalance { assigned: vec![0], start: starts(&[(0, 0, Reset)]), other_topics, ..consumer("m1", 1) });
+            g.done()
+        }),
+        case("a member subscribed by name is assigned another topic", Fatal(AssignmentOutsideSubscription), || {
+            let mut g = G::new();
+            g.subscribe(10);
+            let other_topics = BTreeMap::from([("u".to_string(), vec![2])]);
+            g.rebalance(10, Rebalance { other_topics, ..classic("m1", 1) });
+            g.done()
+        }),
+        case("a pattern's member is assigned the topics whose whole names match", Clean, || {
+            let mut g = G::new();
+            g.subscribe_pattern(10, "t|orders-.*");
+            let other_topics = BTreeMap::from([("orders-eu".to_string(), vec![0]), ("orders-us".to_string(), vec![0, 1])]);
+            g.rebalance(10, Rebalance { assigned: vec![0], start: starts(&[(0, 0, Reset)]), other_topics, ..consumer("m1", 1) });
             g.done()
         }),
         // H: the recorder's bookkeeping is checked too.

@@ -424,8 +424,10 @@ fn report_of_model_histories_round_trips_and_flags_planted_bugs() {
     }
 }
 
-/// A `--workload subscribe` run of `time_limit` seconds with the coordinator faults (and any
-/// `planted` server bug); returns the report directory and the harness's output.
+/// A `--workload subscribe --regex` run of `time_limit` seconds with the coordinator faults
+/// (and any `planted` server bug): the classic group subscribes by name, the consumer-protocol
+/// group by a pattern the coordinator resolves, beside a decoy topic (C8). Returns the report
+/// directory and the harness's output.
 fn subscribe_run(dir: &Path, name: &str, time_limit: &str, planted: Option<&str>) -> (PathBuf, Output) {
     let binary = server_binary();
     let out = dir.join(name);
@@ -433,6 +435,7 @@ fn subscribe_run(dir: &Path, name: &str, time_limit: &str, planted: Option<&str>
         "run",
         "--workload",
         "subscribe",
+        "--regex",
         "--nodes",
         "3",
         "--time-limit",
@@ -463,9 +466,9 @@ fn subscribe_run(dir: &Path, name: &str, time_limit: &str, planted: Option<&str>
     (out, output)
 }
 
-/// Consumer-group members of both protocols under coordinator kills and pauses, member crashes
-/// and zombie commits: the verdict (log checks and C1–C7) must be valid, and the run must have
-/// exercised what it claims to.
+/// Consumer-group members of both protocols (the consumer-protocol group subscribed by a regex)
+/// under coordinator kills and pauses, member crashes and zombie commits: the verdict (log checks
+/// and C1–C8) must be valid, and the run must have exercised what it claims to.
 #[test]
 fn short_real_subscribe_run_under_coordinator_faults_passes() {
     let dir = tempfile::tempdir().unwrap();
@@ -498,7 +501,8 @@ fn short_real_subscribe_run_under_coordinator_faults_passes() {
 /// Teeth: a coordinator that takes commits of an older epoch (`accept-stale-commit`: the zombie
 /// commits are accepted) must fail C5; one that hands a member partitions another member still
 /// owns (`assignment-two-owners`, which also lets the offsets table apply such a membership)
-/// must fail C7.
+/// must fail C7; one that matches a regex subscription anywhere in a topic name
+/// (`regex-matches-substring`) must fail C8.
 #[test]
 fn planted_group_bugs_are_caught_on_real_processes() {
     let dir = tempfile::tempdir().unwrap();
@@ -511,4 +515,11 @@ fn planted_group_bugs_are_caught_on_real_processes() {
     let log = text(&output);
     assert_eq!(output.status.code(), Some(1), "--planted-bug assignment-two-owners must fail the run:\n{log}");
     assert!(saved_verdict(&out).has_fatal(AnomalyKind::DoubleOwnership), "expected C7 double-ownership:\n{log}");
+
+    // A coordinator that matches the consumer-protocol group's pattern anywhere in a name hands
+    // out the decoy topic's partition: C8.
+    let (out, output) = subscribe_run(dir.path(), "regex-matches-substring", "12", Some("regex-matches-substring"));
+    let log = text(&output);
+    assert_eq!(output.status.code(), Some(1), "--planted-bug regex-matches-substring must fail the run:\n{log}");
+    assert!(saved_verdict(&out).has_fatal(AnomalyKind::AssignmentOutsideSubscription), "expected C8:\n{log}");
 }

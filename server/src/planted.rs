@@ -110,10 +110,14 @@ pub enum PlantedBug {
     /// entries retention deleted): the follower never catches up (R12 b; the simulator's plan
     /// field `retention`).
     SnapshotWithheld,
+    /// The coordinator matches a member's subscribed regex anywhere in a topic's name instead
+    /// of against the whole name (`find` for `matches`): a member subscribed to `t` is handed
+    /// the partitions of `decoy-t` (C8; the simulator's plan field `regex`).
+    RegexMatchesSubstring,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 26] = [
+    pub const ALL: [PlantedBug; 27] = [
         PlantedBug::AckBeforeCommit,
         PlantedBug::ServeAboveCommit,
         PlantedBug::SkipDedup,
@@ -140,6 +144,7 @@ impl PlantedBug {
         PlantedBug::HardStateUncheckedCrc,
         PlantedBug::RepairDoneBeforeCaughtUp,
         PlantedBug::SnapshotWithheld,
+        PlantedBug::RegexMatchesSubstring,
     ];
 
     pub fn name(self) -> &'static str {
@@ -170,6 +175,7 @@ impl PlantedBug {
             PlantedBug::HardStateUncheckedCrc => "hard-state-unchecked-crc",
             PlantedBug::RepairDoneBeforeCaughtUp => "repair-done-before-caught-up",
             PlantedBug::SnapshotWithheld => "snapshot-withheld",
+            PlantedBug::RegexMatchesSubstring => "regex-matches-substring",
         }
     }
 }
@@ -215,6 +221,7 @@ pub struct Planted {
     pub hard_state_unchecked_crc: bool,
     pub repair_done_before_caught_up: bool,
     pub snapshot_withheld: bool,
+    pub regex_matches_substring: bool,
 }
 
 impl Planted {
@@ -248,6 +255,7 @@ impl Planted {
             hard_state_unchecked_crc: on(PlantedBug::HardStateUncheckedCrc),
             repair_done_before_caught_up: on(PlantedBug::RepairDoneBeforeCaughtUp),
             snapshot_withheld: on(PlantedBug::SnapshotWithheld),
+            regex_matches_substring: on(PlantedBug::RegexMatchesSubstring),
         }
     }
 }
@@ -287,6 +295,7 @@ mod tests {
             all.hard_state_unchecked_crc,
             all.repair_done_before_caught_up,
             all.snapshot_withheld,
+            all.regex_matches_substring,
         ];
         assert!(each.iter().all(|on| *on), "every bug has a switch: {all:?}");
     }

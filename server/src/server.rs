@@ -242,6 +242,7 @@ impl Server {
             answer_before_replay: planted.coordinator_answers_before_replay,
             names_preferred: planted.coordinator_names_preferred,
             give_owned_partitions: planted.assignment_two_owners,
+            regex_matches_substring: planted.regex_matches_substring,
         };
         let groups = Arc::new(GroupService::new(handle.clone(), state.clone(), config.clone(), group_clock, group_planted));
         let context = Arc::new(NodeContext {

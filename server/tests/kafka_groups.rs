@@ -41,6 +41,7 @@ const UNKNOWN_TOPIC_ID: i16 = 100;
 const MEMBER_ID_REQUIRED: i16 = 79;
 const GROUP_MAX_SIZE_REACHED: i16 = 81;
 const FENCED_MEMBER_EPOCH: i16 = 110;
+const INVALID_REGULAR_EXPRESSION: i16 = 128;
 
 fn text(value: &str) -> StrBytes {
     StrBytes::from_string(value.to_string())
@@ -455,9 +456,6 @@ fn consumer_protocol_groups_through_the_kafka_listener() {
         .with_member_epoch(3)
         .with_rebalance_timeout_ms(-1);
     assert_eq!(consumer_heartbeat(&mut raw, 0, stranger).error_code, UNKNOWN_MEMBER_ID);
-    // v1: a regular-expression subscription is refused (not served), definitely.
-    let regex = join.clone().with_subscribed_topic_names(None).with_subscribed_topic_regex(Some(text("ord.*")));
-    assert_ne!(consumer_heartbeat(&mut raw, 1, regex).error_code, NONE);
 
     // A commit at the member epoch, fenced at an older one (C5, STALE_MEMBER_EPOCH).
     assert_eq!(commit_in(&mut raw, group, &member_id, epoch, 9), vec![NONE, NONE]);
@@ -484,6 +482,100 @@ fn consumer_protocol_groups_through_the_kafka_listener() {
     assert_eq!((left.error_code, left.member_epoch), (NONE, -1));
     let described = describe(&mut raw, group);
     assert!(described.members.is_empty(), "{described:?}");
+    runtime.block_on(server.shutdown()).unwrap();
+}
+
+/// The ids of every topic, from Metadata v12.
+fn topic_ids(raw: &mut KafkaRaw) -> std::collections::BTreeMap<String, uuid::Uuid> {
+    let ResponseKind::Metadata(metadata) = raw.call(12, RequestKind::Metadata(MetadataRequest::default().with_topics(None))) else {
+        panic!()
+    };
+    metadata.topics.iter().filter_map(|t| Some((t.name.as_ref()?.0.to_string(), t.topic_id))).collect()
+}
+
+/// KIP-848's server-side regex (ConsumerGroupHeartbeat v1 SubscribedTopicRegex): the coordinator
+/// matches the pattern against whole topic names, now and as topics are created; a pattern that
+/// does not compile is INVALID_REGULAR_EXPRESSION (128) and admits no member;
+/// ConsumerGroupDescribe shows the pattern. librdkafka with `group.protocol=consumer` does the
+/// same in scripts/kafka-compat.sh.
+#[test]
+fn regex_subscriptions_are_resolved_by_the_coordinator() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (server, kafka) = start(&runtime);
+    let mut raw = KafkaRaw::connect(&kafka);
+    let group = "kip848-regex";
+    prepare_group(&mut raw, &kafka, group);
+    let create = |raw: &mut KafkaRaw, name: &str| {
+        let topic = CreatableTopic::default().with_name(TopicName(text(name))).with_num_partitions(1).with_replication_factor(1);
+        let create = CreateTopicsRequest::default().with_timeout_ms(10_000).with_topics(vec![topic]);
+        let ResponseKind::CreateTopics(created) = raw.call(5, RequestKind::CreateTopics(create)) else { panic!() };
+        assert_eq!(created.topics[0].error_code, NONE, "{created:?}");
+    };
+    create(&mut raw, "ordersx"); // its whole name matches `ord.*`
+    create(&mut raw, "backorders"); // contains a match but is not one: never assigned
+
+    let join = |pattern: &str| {
+        ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(GroupId(text(group)))
+            .with_member_epoch(0)
+            .with_rebalance_timeout_ms(30_000)
+            .with_subscribed_topic_regex(Some(text(pattern)))
+            .with_topic_partitions(Some(Vec::new()))
+    };
+    let refused = consumer_heartbeat(&mut raw, 1, join("ord(ers"));
+    assert_eq!(refused.error_code, INVALID_REGULAR_EXPRESSION, "{refused:?}");
+    assert!(describe(&mut raw, group).members.is_empty(), "a refused join admits no member");
+
+    // Heartbeats until the member owns `want` (topic name -> partitions).
+    let owned_topics = |raw: &mut KafkaRaw, answer: &ConsumerGroupHeartbeatResponse| -> Vec<String> {
+        let names: std::collections::BTreeMap<uuid::Uuid, String> = topic_ids(raw).into_iter().map(|(name, id)| (id, name)).collect();
+        let mut owned: Vec<String> = answer
+            .assignment
+            .iter()
+            .flat_map(|a| a.topic_partitions.iter())
+            .flat_map(|t| {
+                t.partitions.iter().map(|p| format!("{}-{p}", names.get(&t.topic_id).cloned().unwrap_or_default())).collect::<Vec<_>>()
+            })
+            .collect();
+        owned.sort();
+        owned
+    };
+    let mut answer = consumer_heartbeat(&mut raw, 1, join("ord.*"));
+    assert_eq!(answer.error_code, NONE, "{answer:?}");
+    let member_id = answer.member_id.clone().expect("a member id").to_string();
+    let settle = |raw: &mut KafkaRaw, mut answer: ConsumerGroupHeartbeatResponse, want: &[&str]| {
+        for _ in 0..100 {
+            if owned_topics(raw, &answer) == want {
+                return answer;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            let beat = ConsumerGroupHeartbeatRequest::default()
+                .with_group_id(GroupId(text(group)))
+                .with_member_id(text(&member_id))
+                .with_member_epoch(answer.member_epoch)
+                .with_rebalance_timeout_ms(-1);
+            answer = consumer_heartbeat(raw, 1, beat);
+            assert_eq!(answer.error_code, NONE, "{answer:?}");
+        }
+        panic!("the member never owned {want:?}: {:?}", owned_topics(raw, &answer));
+    };
+    answer = settle(&mut raw, answer, &["orders-0", "orders-1", "ordersx-0"]);
+    // A topic created after the member joined, that the pattern matches: assigned on a later
+    // heartbeat, with nothing resent about the subscription.
+    create(&mut raw, "ord-late");
+    settle(&mut raw, answer, &["ord-late-0", "orders-0", "orders-1", "ordersx-0"]);
+
+    let request = ConsumerGroupDescribeRequest::default().with_group_ids(vec![GroupId(text(group))]);
+    let ResponseKind::ConsumerGroupDescribe(described) = raw.call(1, RequestKind::ConsumerGroupDescribe(request)) else { panic!() };
+    let member = &described.groups[0].members[0];
+    assert_eq!(member.subscribed_topic_regex.as_ref().map(|r| r.as_str()), Some("ord.*"));
+    assert!(member.subscribed_topic_names.is_empty());
+    let leave = ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(GroupId(text(group)))
+        .with_member_id(text(&member_id))
+        .with_member_epoch(-1)
+        .with_rebalance_timeout_ms(-1);
+    assert_eq!(consumer_heartbeat(&mut raw, 1, leave).error_code, NONE);
     runtime.block_on(server.shutdown()).unwrap();
 }
 

@@ -138,6 +138,11 @@ pub struct ScenarioConfig {
     /// seconds, and the nemesis isolates a node for seconds at a time so that the others'
     /// retention deletes entries it has not got: it must catch up by a snapshot (R12).
     pub retention: bool,
+    /// Regular-expression subscriptions (issue 16; a plan field, off by default so every seed
+    /// keeps its trace; scenario `groups` only): consumer-protocol members subscribe with a
+    /// pattern the coordinator resolves (KIP-848), beside a decoy topic whose name contains a
+    /// match without being one; C8 checks every assignment against the subscription.
+    pub regex: bool,
 }
 
 /// What a run's client and cluster are sized to: drawn from the seed under `--heavy`, the
@@ -173,6 +178,7 @@ impl ScenarioConfig {
             state_faults: false,
             hibernate: false,
             retention: false,
+            regex: false,
         }
     }
 
@@ -218,6 +224,9 @@ impl ScenarioConfig {
         }
         if self.retention {
             command += " --retention";
+        }
+        if self.regex {
+            command += " --regex";
         }
         for bug in &self.planted_bugs {
             command += &format!(" --planted-bug {}", bug.name());

@@ -150,6 +150,11 @@ async fn run_into(config: ScenarioConfig, injected: Arc<Mutex<Vec<InjectedFault>
     }
     workload::create_topic(&client, &cluster).await;
     cluster.note("topic created");
+    if config.regex {
+        let decoy = workload::groups::DECOY_TOPIC;
+        workload::create_named_topic(&client, &cluster, decoy, 1, odradek_client::TopicConfig::default()).await;
+        cluster.note(format!("topic {decoy} created"));
+    }
 
     // 2. Safety: the workload under the nemesis, which heals everything when it ends.
     let planted = odradek_client::planted::Planted::of(&config.client_planted_bugs);
@@ -157,7 +162,7 @@ async fn run_into(config: ScenarioConfig, injected: Arc<Mutex<Vec<InjectedFault>
     let intruder = config.secure.then(|| security::start_intruder(&client, cluster.clone(), config.duration));
     let groups = with_groups.then(|| {
         let planted = odradek_client::planted::Planted::of(&config.client_planted_bugs);
-        workload::groups::start(&client, cluster.clone(), seed, config.duration, planted)
+        workload::groups::start(&client, cluster.clone(), seed, config.duration, planted, config.regex)
     });
     let churn = config.topic_churn.then(|| workload::churn::start(&client, cluster.clone(), config.duration));
     let flips =

@@ -108,9 +108,6 @@ const CREATE_TOPIC_ATTEMPTS_MAX: u32 = 600;
 /// Creates the run's topic from the client node (replication 3), retrying while the cluster
 /// comes up.
 pub async fn create_topic(client: &NodeHandle, cluster: &SimCluster) {
-    let partitions = cluster.load.partitions;
-    let bootstrap = cluster.bootstrap();
-    let config = cluster.client_config();
     // Plan field `retention`: small segments, kept for a few KiB and/or seconds (R12).
     let topic_config = match &cluster.retention {
         Some(r) => TopicConfig {
@@ -121,12 +118,19 @@ pub async fn create_topic(client: &NodeHandle, cluster: &SimCluster) {
         },
         None => TopicConfig::default(),
     };
+    create_named_topic(client, cluster, TOPIC, cluster.load.partitions, topic_config).await;
+}
+
+/// Creates `name` (replication factor 3), retrying what is retriable; an existing topic is fine.
+pub async fn create_named_topic(client: &NodeHandle, cluster: &SimCluster, name: &'static str, partitions: u32, topic_config: TopicConfig) {
+    let bootstrap = cluster.bootstrap();
+    let config = cluster.client_config();
     client
         .spawn(async move {
             let addresses: Vec<&str> = bootstrap.iter().map(String::as_str).collect();
             let admin = Admin::with_cluster(ClusterSession::new(&addresses, config).expect("admin"));
             for _ in 0..CREATE_TOPIC_ATTEMPTS_MAX {
-                match admin.create_topic(TOPIC, partitions, 3, topic_config).await {
+                match admin.create_topic(name, partitions, 3, topic_config).await {
                     Ok(()) => return,
                     Err(ClientError::Server { code: ErrorCode::TOPIC_ALREADY_EXISTS, .. }) => return,
                     Err(error) if error.is_retriable() => tokio::time::sleep(Duration::from_millis(100)).await,

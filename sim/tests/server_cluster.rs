@@ -437,6 +437,32 @@ fn planted_assignment_two_owners_is_caught() {
     group_bug_is_caught(|config| config.planted_bugs = vec![bug], bug.name(), 1..=10, &["C7"]);
 }
 
+// KIP-848's server-side regex (plan field `regex`): a coordinator that matches a member's
+// pattern `t` anywhere in a name hands out the partition of `decoy-t` (and of any topic holding
+// a `t`): C8 names the assignment outside the subscription (seed 1; a seed whose groups are all
+// classic cannot catch it). The same seed with `--regex` and no bug passes.
+#[test]
+fn planted_regex_matches_substring_is_caught() {
+    let bug = PlantedBug::RegexMatchesSubstring;
+    for seed in 1..=10 {
+        let clean = ScenarioConfig { scenario: Scenario::Groups, regex: true, ..ScenarioConfig::new(seed) };
+        let planted = ScenarioConfig { planted_bugs: vec![bug], ..clean.clone() };
+        let caught: Vec<String> = match run_seed(&planted) {
+            Ok(report) if report.passed() => continue,
+            Ok(report) => report.failed_invariants().into_iter().map(str::to_string).collect(),
+            Err(crash) => vec![crash.invariant.unwrap_or("panic").to_string()],
+        };
+        println!("planted {}: caught at seed {seed} (groups --regex) by {caught:?}", bug.name());
+        assert!(caught.iter().any(|id| id == "C8"), "seed {seed} failed on {caught:?}, not C8; replay: {}", planted.replay_command());
+        match run_seed(&clean) {
+            Ok(report) => assert!(report.passed(), "groups --regex seed {seed} fails without the bug:\n{}", report.verdict_text()),
+            Err(crash) => panic!("groups --regex seed {seed} crashed without the bug: {}", crash.verdict_text()),
+        }
+        return;
+    }
+    panic!("planted {}: no seed in 1..=10 of groups --regex caught it", bug.name());
+}
+
 // A new coordinator answers before it applied its log, and offset reads skip their barrier: a
 // reader that finds it at once reads an offset older than an acknowledged commit (C1). A narrow
 // window: with every fault kind in the scenario, 12 of seeds 1..=400 catch it in `sweep` since

@@ -313,10 +313,12 @@ impl Consumer {
     }
 
     /// Joins the group subscribed to every topic whose whole name matches the regular
-    /// expression `pattern` (internal `__` topics never do), re-resolved every
+    /// expression `pattern` (internal `__` topics never do), including topics created later.
+    /// The consumer protocol sends the pattern to the coordinator, which resolves it (KIP-848's
+    /// server-side regex, RE2 syntax); the classic protocol resolves it here, again every
     /// `metadata_refresh_interval`.
     pub fn subscribe_pattern(&mut self, pattern: &str) -> Result<()> {
-        self.start_or_resubscribe(Subscription::Pattern(driver::anchored(pattern)?))
+        self.start_or_resubscribe(Subscription::Pattern(pattern.to_string(), driver::anchored(pattern)?))
     }
 
     fn start_or_resubscribe(&mut self, subscription: Subscription) -> Result<()> {
@@ -333,7 +335,7 @@ impl Consumer {
         let member_config = member_config(&config, group.coordinator.group());
         let topics = match &subscription {
             Subscription::Topics(topics) => topics.clone(),
-            Subscription::Pattern(_) => BTreeSet::new(), // resolved by the driver before it joins
+            Subscription::Pattern(..) => BTreeSet::new(), // sent to the coordinator, or resolved by the driver before it joins
         };
         let member: Box<dyn GroupMember> = match config.group_protocol {
             GroupProtocol::Classic => Box::new(ClassicMember::new(member_config, topics, 0)?),

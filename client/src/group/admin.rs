@@ -54,6 +54,8 @@ pub struct GroupMemberDescription {
     pub epoch: i32,
     pub assignment: BTreeSet<TopicPartition>,
     pub subscribed_topics: Vec<String>,
+    /// Consumer protocol: the regular expression the coordinator matches topics with (KIP-848).
+    pub subscribed_regex: Option<String>,
 }
 
 /// The answer to [`Admin::describe_group`].
@@ -171,6 +173,7 @@ impl Admin {
                     epoch: member.member_epoch,
                     assignment: partitions_of(&member.assignment),
                     subscribed_topics: member.subscribed_topics.to_vec(),
+                    subscribed_regex: Some(member.subscribed_regex.clone()).filter(|regex| !regex.is_empty()),
                 })
                 .collect(),
             offsets,

@@ -8,8 +8,10 @@
 //!
 //! Invariants:
 //! - One request in flight per member (the machine's rule; the task awaits each answer).
-//! - A pattern subscription is resolved against all-topic metadata before the member's first
-//!   step and again every `metadata_refresh_interval`; internal topics (`__` prefix) never match.
+//! - A pattern subscription goes to the coordinator when the member takes it there (the consumer
+//!   protocol: KIP-848's server-side regex, [`GroupMember::set_pattern`]); otherwise (classic)
+//!   it is resolved against all-topic metadata before the member's first step and again every
+//!   `metadata_refresh_interval`; internal topics (`__` prefix) never match.
 //! - Every wait is bounded: by the machine's next timer, the next metadata refresh, or an input.
 //! - Dropping the [`GroupSession`] stops the task at its next wake-up without leaving the group
 //!   (the session then times out); [`GroupSession::leave`] is the graceful way.
@@ -38,8 +40,9 @@ const JOIN_TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub enum Subscription {
     Topics(BTreeSet<String>),
-    /// A regular expression matched against whole topic names.
-    Pattern(regex::Regex),
+    /// A regular expression matched against whole topic names: as the application gave it, and
+    /// compiled ([`anchored`]).
+    Pattern(String, regex::Regex),
 }
 
 /// Settings of the driver task.
@@ -60,6 +63,8 @@ struct State {
     stopped: bool,
     /// A new pattern: resolve it before the next step rather than at the next refresh.
     resolve_now: bool,
+    /// The member took the pattern to the coordinator: nothing to resolve here.
+    pattern_on_server: bool,
 }
 
 struct Shared {
@@ -101,8 +106,10 @@ impl GroupSession {
         subscription: Subscription,
         config: DriverConfig,
     ) -> GroupSession {
+        let mut member = member;
+        let pattern_on_server = matches!(&subscription, Subscription::Pattern(pattern, _) if member.set_pattern(pattern));
         let shared = Arc::new(Shared {
-            state: Mutex::new(State { member, subscription, stopped: false, resolve_now: false }),
+            state: Mutex::new(State { member, subscription, stopped: false, resolve_now: false, pattern_on_server }),
             wake_task: Notify::new(),
             wake_consumer: Notify::new(),
             started: Instant::now(),
@@ -119,8 +126,21 @@ impl GroupSession {
     pub fn set_subscription(&self, subscription: Subscription) {
         self.shared.with(|state| {
             match &subscription {
-                Subscription::Topics(topics) => state.member.set_subscription(topics.clone()),
-                Subscription::Pattern(_) => state.resolve_now = true,
+                Subscription::Topics(topics) => {
+                    state.member.set_subscription(topics.clone());
+                    if state.pattern_on_server {
+                        state.member.set_pattern("");
+                        state.pattern_on_server = false;
+                    }
+                }
+                Subscription::Pattern(pattern, _) => {
+                    state.pattern_on_server = state.member.set_pattern(pattern);
+                    if state.pattern_on_server {
+                        state.member.set_subscription(BTreeSet::new());
+                    } else {
+                        state.resolve_now = true;
+                    }
+                }
             }
             state.subscription = subscription;
         });
@@ -202,7 +222,7 @@ impl Drop for GroupSession {
 
 /// The driver task.
 async fn run(shared: Arc<Shared>, coordinator: Arc<Coordinator>, config: DriverConfig) {
-    let needs_resolving = shared.with(|state| matches!(state.subscription, Subscription::Pattern(_)));
+    let needs_resolving = shared.with(|state| matches!(state.subscription, Subscription::Pattern(..)) && !state.pattern_on_server);
     let mut refresh_at = if needs_resolving { Instant::now() } else { Instant::now() + config.metadata_refresh_interval };
     loop {
         let resolve_now = shared.with(|state| std::mem::take(&mut state.resolve_now));
@@ -259,8 +279,8 @@ async fn run(shared: Arc<Shared>, coordinator: Arc<Coordinator>, config: DriverC
 async fn refresh(shared: &Shared, coordinator: &Coordinator) {
     let (pattern, watched) = shared.with(|state| {
         let pattern = match &state.subscription {
-            Subscription::Pattern(pattern) => Some(pattern.clone()),
-            Subscription::Topics(_) => None,
+            Subscription::Pattern(_, pattern) if !state.pattern_on_server => Some(pattern.clone()),
+            Subscription::Pattern(..) | Subscription::Topics(_) => None,
         };
         (pattern, state.member.metadata_topics())
     });

@@ -64,6 +64,9 @@ struct InFlight {
 pub struct ConsumerMember {
     config: MemberConfig,
     subscription: BTreeSet<String>,
+    /// The regular expression the coordinator resolves (KIP-848 SubscribedTopicRegex): `None`
+    /// while the member never had one (the field is not sent), `Some("")` once dropped.
+    pattern: Option<String>,
     member_id: String,
     epoch: i32,
     heartbeat_interval_ms: u64,
@@ -92,6 +95,7 @@ impl ConsumerMember {
             heartbeat_interval_ms: config.heartbeat_interval_ms,
             config,
             subscription,
+            pattern: None,
             member_id: String::new(),
             epoch: 0,
             target: None,
@@ -150,6 +154,10 @@ impl ConsumerMember {
             request.rebalance_timeout_ms = self.config.max_poll_interval_ms as u32;
             request.subscription_set = true;
             request.subscribed_topics = self.subscription.iter().cloned().collect::<Vec<_>>().into();
+            if let Some(pattern) = &self.pattern {
+                request.regex_set = true;
+                request.subscribed_regex = pattern.clone();
+            }
             request.server_assignor = self.config.server_assignor.clone().unwrap_or_default();
             request.owned_set = true;
             request.owned = super::classic::to_wire_topic_partitions(&self.reported_owned()).into();
@@ -329,6 +337,14 @@ impl GroupMember for ConsumerMember {
             self.subscription = topics;
             self.report_now = true;
         }
+    }
+
+    fn set_pattern(&mut self, pattern: &str) -> bool {
+        if self.pattern.as_deref() != Some(pattern) && !(self.pattern.is_none() && pattern.is_empty()) {
+            self.pattern = Some(pattern.to_string());
+            self.report_now = true;
+        }
+        true
     }
 
     fn polled(&mut self, now_ms: u64) {

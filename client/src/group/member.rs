@@ -94,6 +94,9 @@ pub struct AssignmentChange {
 }
 
 /// What the IO driver should do next for a member.
+// One Step at a time per member, returned and consumed at once (never stored in bulk): boxing
+// the request would cost an allocation per heartbeat and save nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
     /// Send this to the group's coordinator and hand the outcome to
@@ -127,6 +130,13 @@ pub trait GroupMember: Send + std::fmt::Debug {
     fn metadata_topics(&self) -> BTreeSet<String>;
     /// Replaces the subscription; the member tells the group at its next step.
     fn set_subscription(&mut self, topics: BTreeSet<String>);
+    /// Subscribes to the topics whose whole names match `pattern` besides those of
+    /// [`set_subscription`](Self::set_subscription), resolved by the coordinator ("" drops it).
+    /// False when the protocol has no such field (classic): the caller resolves the pattern.
+    fn set_pattern(&mut self, pattern: &str) -> bool {
+        let _ = pattern;
+        false
+    }
     /// The application polled: the member is alive (see `max_poll_interval_ms`).
     fn polled(&mut self, now_ms: u64);
     /// Hands out every change not applied yet, in order (those handed out before included: a

@@ -138,6 +138,11 @@ mod real {
             /// deletion must hold (no later poll returns a record below it).
             #[arg(long = "delete-records")]
             delete_records: bool,
+            /// With --workload subscribe: the consumer-protocol group subscribes with a regular
+            /// expression naming the test topic, which the coordinator resolves (KIP-848), beside
+            /// a decoy topic whose name contains a match; C8 checks every assignment.
+            #[arg(long)]
+            regex: bool,
         },
         /// Re-check DIR/history.jsonl; print the summary (and rewrite verdict, summary and plots with --write).
         Check {
@@ -173,6 +178,7 @@ mod real {
                 tls,
                 secure,
                 delete_records,
+                regex,
             } => {
                 let nemesis = match nemesis::parse_kinds(&nemesis) {
                     Ok(kinds) => kinds,
@@ -218,6 +224,7 @@ mod real {
                     tls,
                     secure,
                     delete_records,
+                    regex,
                 };
                 if let Err(error) = config.validate() {
                     return usage(&error);

@@ -1,4 +1,5 @@
-//! The consumer-group checks C1–C7 (CHECKLISTS.md section C; C7 is ownership, from issue 14),
+//! The consumer-group checks C1–C8 (CHECKLISTS.md section C; C7 is ownership, from issue 14;
+//! C8 assignment within the subscription, from issue 16's regex subscriptions),
 //! over the group ops of the history (`subscribe`, `rebalance`, `commit`, `fetch-committed`) and
 //! the polls of group members. The op shapes and the recorder's contract are in
 //! [`crate::history`] ([`Rebalance`](crate::history::Rebalance), [`Commit`](crate::history::Commit)).
@@ -69,6 +70,12 @@
 //!   Otherwise (A lost the key, was fenced, crashed or retired, or shows nothing) it is reported
 //!   as `C7 zombie-overlap`.
 //!
+//! * **C8 assignment within the subscription.** Every ok rebalance's `other_topics` (partitions
+//!   of topics other than the test topic, whose partitions are the keys) must be covered by the
+//!   process's latest `subscribe`: named in its `topics`, or a whole-name match of its `pattern`
+//!   (as `^(?:pattern)$`, the coordinator's rule). A topic whose name merely contains a match is
+//!   not covered: that is what a coordinator matching with `find` hands out.
+//!
 //! Crashes (F-K1/F-K2) end a member's intervals and pending resumes; its open commit is
 //! indeterminate. A new process replacing it is a new member. Rebalances of L8 continuity: a
 //! rebalance that assigns, revokes or loses a key restarts the key's position (C3 checks it).
@@ -91,7 +98,7 @@ use super::verdict::{Anomaly, AnomalyKind, GroupStats, Report};
 use index::GroupIndex;
 use register::{check_register, Linearizability, RegisterOp, RegisterOpKind};
 
-/// Checks C1–C7 and returns the group totals (all zero without group ops).
+/// Checks C1–C8 (C8 during the index pass) and returns the group totals (all zero without group ops).
 pub(crate) fn check_groups(history: &History, index: &Index, report: &mut Report) -> GroupStats {
     let groups = GroupIndex::build(history, report);
     let mut stats = groups.stats.clone();

@@ -71,6 +71,7 @@ anomaly_kinds! {
     Redelivery => "C6 redelivery",
     DoubleOwnership => "C7 double-ownership",
     ZombieOwnership => "C7 zombie-overlap",
+    AssignmentOutsideSubscription => "C8 assignment-outside-subscription",
     DeletedRecordRead => "DR1 deleted-record-read",
     DeletionNotHeld => "DR1 log-start-below-deletion",
 }

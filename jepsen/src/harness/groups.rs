@@ -87,11 +87,19 @@ fn error_name(error: &ClientError) -> String {
     }
 }
 
+/// `--regex`: a topic whose name holds a match of the test topic's pattern without being one;
+/// a coordinator that matches anywhere in a name hands its partition out (C8).
+pub fn decoy_topic(topic: &str) -> String {
+    format!("decoy-{topic}")
+}
+
 /// A rebalance op being recorded.
 #[derive(Default)]
 struct PendingRebalance {
     handle: Option<OpHandle>,
     assigned: BTreeSet<Key>,
+    /// Partitions assigned of topics other than the test topic (C8 checks them).
+    other_topics: BTreeMap<String, Vec<u32>>,
     revoked: BTreeSet<Key>,
     lost: BTreeSet<Key>,
     starts: BTreeMap<Key, Offset>,
@@ -107,6 +115,8 @@ struct MemberLog {
     recorder: Arc<Recorder>,
     process: Process,
     group: String,
+    /// The test topic: its partitions are the keys.
+    topic: String,
     member: Option<String>,
     poll: Option<OpHandle>,
     rebalance: Option<PendingRebalance>,
@@ -119,7 +129,8 @@ struct MemberLog {
 impl MemberLog {
     /// A callback ran: the poll so far returned nothing; the rebalance op starts (once per batch).
     fn change(&mut self, partitions: &BTreeSet<TopicPartition>, kind: OpF, lost: bool) {
-        let keys: BTreeSet<Key> = partitions.iter().map(|(_, p)| u64::from(*p)).collect();
+        let keys: BTreeSet<Key> = partitions.iter().filter(|(topic, _)| *topic == self.topic).map(|(_, p)| u64::from(*p)).collect();
+        let others: Vec<&TopicPartition> = partitions.iter().filter(|(topic, _)| *topic != self.topic).collect();
         if self.rebalance.is_none() {
             let mut history = self.recorder.history();
             if let Some(poll) = self.poll.take() {
@@ -134,6 +145,9 @@ impl MemberLog {
             (OpF::Subscribe, _) => {
                 r.conflict |= keys.iter().any(|k| r.revoked.contains(k) || r.lost.contains(k));
                 r.assigned.extend(keys);
+                for (topic, partition) in others {
+                    r.other_topics.entry(topic.clone()).or_default().push(*partition);
+                }
             }
             (_, false) => {
                 r.conflict |= keys.iter().any(|k| r.assigned.contains(k));
@@ -200,6 +214,7 @@ pub async fn member_worker(
     recorder: Arc<Recorder>,
     target: WorkloadTarget,
     (group, protocol): (&'static str, GroupProtocol),
+    regex: bool,
     seed: u64,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -216,6 +231,7 @@ pub async fn member_worker(
             recorder: recorder.clone(),
             process,
             group: group.to_string(),
+            topic: target.topic.clone(),
             member: None,
             poll: None,
             rebalance: None,
@@ -223,9 +239,20 @@ pub async fn member_worker(
             committed: BTreeMap::new(),
         }));
         consumer.set_rebalance_listener(Box::new(Listener(log.clone()))).expect("a group consumer");
-        let subscribe = Subscribe { group: group.to_string(), topics: vec![target.topic.clone()], keys: target.all_keys() };
+        // `--regex`: the consumer-protocol group names the test topic by a pattern (whole-name
+        // matches only: the decoy topic must not be assigned).
+        let pattern = (regex && protocol == GroupProtocol::Consumer).then(|| regex::escape(&target.topic));
+        let subscribe = match &pattern {
+            Some(pattern) => {
+                Subscribe { group: group.to_string(), topics: Vec::new(), pattern: Some(pattern.clone()), keys: target.all_keys() }
+            }
+            None => Subscribe { group: group.to_string(), topics: vec![target.topic.clone()], pattern: None, keys: target.all_keys() },
+        };
         let handle = recorder.history().invoke(process, OpF::Subscribe, OpValue::Subscribe(subscribe.clone())).expect("a new process");
-        let subscribed = consumer.subscribe([target.topic.clone()]);
+        let subscribed = match &pattern {
+            Some(pattern) => consumer.subscribe_pattern(pattern),
+            None => consumer.subscribe([target.topic.clone()]),
+        };
         let joined = subscribed.is_ok();
         {
             let mut history = recorder.history();
@@ -313,7 +340,8 @@ fn record_poll(
         for event in events {
             match event {
                 GroupEvent::Assigned { member_id, epoch, positions } => {
-                    r.starts.extend(positions.into_iter().map(|((_, p), offset)| (u64::from(p), offset)));
+                    let topic = &log.topic;
+                    r.starts.extend(positions.into_iter().filter(|((t, _), _)| t == topic).map(|((_, p), offset)| (u64::from(p), offset)));
                     r.member = Some(member_id);
                     r.epoch = u64::try_from(epoch).ok();
                 }
@@ -356,6 +384,7 @@ fn record_poll(
                 revoked: r.revoked.into_iter().collect(),
                 lost: r.lost.into_iter().collect(),
                 start,
+                other_topics: r.other_topics,
                 ..Rebalance::default()
             };
             for key in value.revoked.iter().chain(&value.lost) {
@@ -410,7 +439,7 @@ fn record_poll(
     }
     let mut poll = Poll::default();
     let mut next: BTreeMap<TopicPartition, u64> = BTreeMap::new();
-    for record in &records {
+    for record in records.iter().filter(|record| record.topic == log.topic) {
         let value = record.value.as_deref().and_then(|v| std::str::from_utf8(v).ok()).and_then(|v| v.parse().ok());
         poll.records.entry(u64::from(record.partition)).or_default().push((record.offset, value.unwrap_or(u64::MAX)));
         next.insert((record.topic.clone(), record.partition), record.offset + 1);

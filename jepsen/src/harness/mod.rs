@@ -111,6 +111,9 @@ pub struct RunConfig {
     pub secure: bool,
     /// A `delete-records` worker ([`workload::deleter_worker`], DR1).
     pub delete_records: bool,
+    /// `--workload subscribe`: the consumer-protocol group subscribes with a regex the
+    /// coordinator resolves, beside the decoy topic [`groups::decoy_topic`] (C8).
+    pub regex: bool,
 }
 
 impl RunConfig {
@@ -133,6 +136,9 @@ impl RunConfig {
             if self.acks != Acks::All || self.workload != Workload::Log || self.secure {
                 return Err("--client kafka runs --workload log with --acks all, without --secure".into());
             }
+        }
+        if self.regex && self.workload != Workload::Subscribe {
+            return Err("--regex runs with --workload subscribe".into());
         }
         if self.delete_records && self.workload != Workload::Log {
             // The group checks (C3, C6) read every skipped offset as a gap; deletion makes gaps.
@@ -222,7 +228,12 @@ pub async fn run(config: &RunConfig) -> Result<(History, RunNotes), String> {
         target.sasl = Some(secure::setup(&target).await?);
         notes.info.push("secure: every node requires SCRAM and checks ACLs; the workload logs in as its own user".to_string());
     }
-    create_topic(&target, config.replication_factor).await?;
+    create_topic(&target, &target.topic, target.keys, config.replication_factor).await?;
+    if config.regex {
+        let decoy = groups::decoy_topic(&target.topic);
+        create_topic(&target, &decoy, 1, config.replication_factor).await?;
+        notes.info.push(format!("regex: the consumer-protocol group subscribes with a pattern; decoy topic {decoy:?}"));
+    }
 
     let started = Instant::now();
     let recorder = Arc::new(Recorder::new(started));
@@ -255,7 +266,7 @@ pub async fn run(config: &RunConfig) -> Result<(History, RunNotes), String> {
             for group in groups::GROUPS {
                 for _ in 0..config.consumers {
                     let (recorder, target, stop) = (recorder.clone(), target.clone(), workers_stopping.clone());
-                    workers.push(tokio::spawn(groups::member_worker(recorder, target, group, rng.gen(), stop)));
+                    workers.push(tokio::spawn(groups::member_worker(recorder, target, group, config.regex, rng.gen(), stop)));
                 }
             }
         }
@@ -357,8 +368,9 @@ fn tls_certificates(config: &RunConfig) -> Result<(Vec<String>, Option<odradek_c
     Ok((flags, Some(odradek_client::tls::ClientTls::new(odradek_client::tls::Pem::File(dir.join("ca.pem"))))))
 }
 
-/// Creates the topic and waits until each partition has a leader, within [`SETUP_TIMEOUT`].
-async fn create_topic(target: &WorkloadTarget, replication_factor: u32) -> Result<(), String> {
+/// Creates `topic` with `partitions` and waits until each partition has a leader, within
+/// [`SETUP_TIMEOUT`].
+async fn create_topic(target: &WorkloadTarget, topic: &str, partitions: u32, replication_factor: u32) -> Result<(), String> {
     let bootstrap: Vec<&str> = target.bootstrap.iter().map(String::as_str).collect();
     let admin = Admin::with_cluster(
         odradek_client::ClusterSession::new(&bootstrap, workload::cluster_config(target, "jepsen-setup".into()))
@@ -367,7 +379,7 @@ async fn create_topic(target: &WorkloadTarget, replication_factor: u32) -> Resul
     let deadline = Instant::now() + SETUP_TIMEOUT;
     let mut error_last = String::new();
     while Instant::now() < deadline {
-        let created = admin.create_topic(&target.topic, target.keys, replication_factor, TopicConfig::default()).await;
+        let created = admin.create_topic(topic, partitions, replication_factor, TopicConfig::default()).await;
         match created {
             Ok(()) => break,
             // An earlier attempt may have created it and lost the answer.
@@ -377,12 +389,12 @@ async fn create_topic(target: &WorkloadTarget, replication_factor: u32) -> Resul
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     while Instant::now() < deadline {
-        if let Ok(topic) = admin.describe_topic(&target.topic).await {
-            if topic.partitions.len() == target.keys as usize && topic.partitions.iter().all(|p| p.leader != 0) {
+        if let Ok(described) = admin.describe_topic(topic).await {
+            if described.partitions.len() == partitions as usize && described.partitions.iter().all(|p| p.leader != 0) {
                 return Ok(());
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Err(format!("topic {:?} not ready within {SETUP_TIMEOUT:?} (last create error: {error_last})", target.topic))
+    Err(format!("topic {topic:?} not ready within {SETUP_TIMEOUT:?} (last create error: {error_last})"))
 }

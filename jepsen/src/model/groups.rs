@@ -285,8 +285,12 @@ impl GroupModel {
         let (process, group) = (self.members[i].process, self.members[i].group);
         if !self.members[i].subscribed {
             self.members[i].subscribed = true;
-            let subscribe =
-                OpValue::Subscribe(Subscribe { group: group_name(group), topics: vec!["t".into()], keys: (0..self.config.keys).collect() });
+            let subscribe = OpValue::Subscribe(Subscribe {
+                group: group_name(group),
+                topics: vec!["t".into()],
+                pattern: None,
+                keys: (0..self.config.keys).collect(),
+            });
             let handle = self.b.invoke(process, OpF::Subscribe, subscribe.clone()).expect("idle");
             self.b.ok(handle, subscribe).expect("open");
         }

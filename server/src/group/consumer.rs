@@ -20,9 +20,11 @@
 
 use std::collections::BTreeMap;
 
+use regex::Regex;
+
 use super::assignor::{ServerAssignor, ASSIGNOR_DEFAULT};
 use super::table::{GroupKind, Member, Membership};
-use super::{GroupError, Partitions, MEMBERS_PER_GROUP_MAX, MEMBER_ID_BYTES_MAX, SUBSCRIBED_TOPICS_MAX};
+use super::{GroupError, Partitions, MEMBERS_PER_GROUP_MAX, MEMBER_ID_BYTES_MAX, SUBSCRIBED_REGEX_BYTES_MAX, SUBSCRIBED_TOPICS_MAX};
 
 /// A `ConsumerGroupHeartbeat` as the coordinator sees it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -34,6 +36,10 @@ pub struct HeartbeatRequest {
     pub rebalance_timeout_ms: u32,
     /// `None`: unchanged since the last heartbeat.
     pub subscription: Option<Vec<String>>,
+    /// A regular expression (KIP-848 SubscribedTopicRegex): the member also subscribes to every
+    /// topic whose whole name matches it, now or created later. `None`: unchanged; `Some("")`:
+    /// no regex.
+    pub subscribed_regex: Option<String>,
     /// `None`: unchanged (or the default on a join).
     pub server_assignor: Option<String>,
     /// `None`: not reported.
@@ -62,14 +68,17 @@ pub struct Planted {
     /// A member at the target epoch receives its target partitions even while another member
     /// still owns them (one partition, two owners: the checker's ownership rule must catch it).
     pub give_owned_partitions: bool,
+    /// A subscribed regex matches anywhere in a topic's name, not the whole name (C8).
+    pub regex_matches_substring: bool,
 }
 
-/// Applies one heartbeat to `current` (None: an unknown group). `partition_count` gives the
-/// partitions of a topic that exists; `new_member_id` a fresh id when the member names none.
+/// Applies one heartbeat to `current` (None: an unknown group). `topics` holds every topic
+/// that exists (internal ones aside) with its partition count; `new_member_id` a fresh id when
+/// the member names none.
 pub fn heartbeat(
     current: Option<&Membership>,
     request: &HeartbeatRequest,
-    partition_count: &dyn Fn(&str) -> Option<u32>,
+    topics: &BTreeMap<String, u32>,
     new_member_id: &mut dyn FnMut() -> String,
     planted: Planted,
 ) -> Result<Decision, GroupError> {
@@ -124,7 +133,7 @@ pub fn heartbeat(
     update_member(&mut membership, &member_id, request)?;
     // One heartbeat moves the group epoch at most once, however many things it changed.
     membership.epoch = membership.epoch.min(epoch_before + 1);
-    refresh_target(&mut membership, partition_count);
+    refresh_target(&mut membership, topics, planted);
     reconcile(&mut membership, &member_id, planted);
     let member = &membership.members[&member_id];
     let answer = HeartbeatAnswer { member_id: member_id.clone(), member_epoch: member.member_epoch, assignment: member.assigned.clone() };
@@ -154,8 +163,31 @@ fn validate(request: &HeartbeatRequest) -> Result<(), GroupError> {
     if let Some(name) = &request.server_assignor {
         ServerAssignor::from_name(name)?;
     }
+    if let Some(pattern) = request.subscribed_regex.as_deref().filter(|pattern| !pattern.is_empty()) {
+        whole_name_regex(pattern)?;
+    }
     Ok(())
 }
+
+/// `pattern` compiled to match a topic's whole name (Kafka matches RE2/J patterns with
+/// `matches()`, not `find()`): INVALID_REGULAR_EXPRESSION when it does not compile on its own,
+/// is longer than [`SUBSCRIBED_REGEX_BYTES_MAX`], or compiles to more than a bounded program.
+pub fn whole_name_regex(pattern: &str) -> Result<Regex, GroupError> {
+    let invalid = |why: String| {
+        GroupError::InvalidRegularExpression(format!("SubscribedTopicRegex `{pattern}` is not a valid regular expression: {why}"))
+    };
+    if pattern.len() > SUBSCRIBED_REGEX_BYTES_MAX {
+        return Err(invalid(format!("{} bytes, at most {SUBSCRIBED_REGEX_BYTES_MAX}", pattern.len())));
+    }
+    let build = |text: &str| regex::RegexBuilder::new(text).size_limit(REGEX_PROGRAM_BYTES_MAX).build();
+    // Compiled alone first: a pattern such as `a)|(b` would otherwise change meaning inside the
+    // anchoring group below.
+    build(pattern).map_err(|error| invalid(error.to_string()))?;
+    build(&format!("^(?:{pattern})$")).map_err(|error| invalid(error.to_string()))
+}
+
+/// The compiled size a subscribed regex may reach (the regex crate's `size_limit`).
+const REGEX_PROGRAM_BYTES_MAX: usize = 1 << 20;
 
 fn existing<'a>(membership: &'a Membership, request: &HeartbeatRequest) -> Result<&'a Member, GroupError> {
     match membership.members.get(&request.member_id) {
@@ -168,8 +200,8 @@ fn existing<'a>(membership: &'a Membership, request: &HeartbeatRequest) -> Resul
 /// same member joining again under its id (a retried join, or a rejoin after it was fenced), or
 /// a static member taking its instance's place back.
 fn join(membership: &mut Membership, request: &HeartbeatRequest, new_member_id: &mut dyn FnMut() -> String) -> Result<String, GroupError> {
-    if request.subscription.is_none() {
-        return Err(GroupError::InvalidRequest("a joining member must send its subscription".into()));
+    if request.subscription.is_none() && request.subscribed_regex.is_none() {
+        return Err(GroupError::InvalidRequest("a joining member must send its subscribed topic names or regex".into()));
     }
     if let Some(instance) = &request.instance_id {
         if let Some(holder) = membership.member_of_instance(instance) {
@@ -238,6 +270,13 @@ fn update_member(membership: &mut Membership, member_id: &str, request: &Heartbe
             membership.epoch += 1;
         }
     }
+    if let Some(pattern) = &request.subscribed_regex {
+        let pattern = Some(pattern.clone()).filter(|pattern| !pattern.is_empty());
+        if member.subscribed_regex != pattern {
+            member.subscribed_regex = pattern;
+            membership.epoch += 1;
+        }
+    }
     if let Some(owned) = &request.owned {
         // What it no longer owns is released: revocation confirmed.
         member.revoking.retain(|partition| owned.contains(partition));
@@ -245,32 +284,52 @@ fn update_member(membership: &mut Membership, member_id: &str, request: &Heartbe
     Ok(())
 }
 
-/// Recomputes the target when the group epoch moved past it, or the subscribed topics'
-/// partition counts changed (which moves the epoch first).
-fn refresh_target(membership: &mut Membership, partition_count: &dyn Fn(&str) -> Option<u32>) {
-    let counts = subscribed_counts(membership, partition_count);
+/// Recomputes the target when the group epoch moved past it, or the subscribed topics or their
+/// partition counts changed (which moves the epoch first): a topic created, deleted or grown
+/// that a member names or its regex matches.
+fn refresh_target(membership: &mut Membership, topics: &BTreeMap<String, u32>, planted: Planted) {
+    let subscriptions = resolved_subscriptions(membership, topics, planted);
+    let counts: BTreeMap<String, u32> =
+        subscriptions.values().flatten().filter_map(|topic| Some((topic.clone(), *topics.get(topic)?))).collect();
     if counts != membership.subscribed_partitions && membership.assignment_epoch == membership.epoch {
         membership.epoch += 1;
     }
     if membership.epoch == membership.assignment_epoch {
         return;
     }
-    let subscriptions: BTreeMap<String, Vec<String>> =
-        membership.members.iter().map(|(id, member)| (id.clone(), member.subscribed.clone())).collect();
     let assignor = ServerAssignor::from_name(&membership.protocol_name).unwrap_or(ServerAssignor::Uniform);
     membership.target = assignor.assign(&subscriptions, &counts, &membership.target);
     membership.subscribed_partitions = counts;
     membership.assignment_epoch = membership.epoch;
 }
 
-fn subscribed_counts(membership: &Membership, partition_count: &dyn Fn(&str) -> Option<u32>) -> BTreeMap<String, u32> {
-    let mut counts = BTreeMap::new();
-    for topic in membership.members.values().flat_map(|member| member.subscribed.iter()) {
-        if let Some(count) = partition_count(topic) {
-            counts.insert(topic.clone(), count);
-        }
+/// Each member's subscription as the assignor sees it: the topics it names (existing or not)
+/// and every existing topic its regex matches, sorted. Each distinct regex is compiled once; one
+/// that no longer compiles (it was checked when the member sent it) matches nothing.
+fn resolved_subscriptions(membership: &Membership, topics: &BTreeMap<String, u32>, planted: Planted) -> BTreeMap<String, Vec<String>> {
+    let mut matched: BTreeMap<&str, Vec<&String>> = BTreeMap::new();
+    for pattern in membership.members.values().filter_map(|member| member.subscribed_regex.as_deref()) {
+        matched.entry(pattern).or_insert_with(|| {
+            let compiled = if planted.regex_matches_substring { Regex::new(pattern).ok() } else { whole_name_regex(pattern).ok() };
+            match compiled {
+                Some(regex) => topics.keys().filter(|topic| regex.is_match(topic)).collect(),
+                None => Vec::new(),
+            }
+        });
     }
-    counts
+    membership
+        .members
+        .iter()
+        .map(|(id, member)| {
+            let mut subscribed = member.subscribed.clone();
+            if let Some(pattern) = member.subscribed_regex.as_deref() {
+                subscribed.extend(matched[pattern].iter().map(|topic| (*topic).clone()));
+                subscribed.sort();
+                subscribed.dedup();
+            }
+            (id.clone(), subscribed)
+        })
+        .collect()
 }
 
 /// Moves `member_id` one step toward its target (see the module comment).

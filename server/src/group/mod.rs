@@ -77,6 +77,8 @@ pub const PROTOCOLS_PER_MEMBER_MAX: usize = 16;
 pub const PROTOCOL_BYTES_MAX: usize = 64 * 1024;
 /// Topics one member may subscribe to.
 pub const SUBSCRIBED_TOPICS_MAX: usize = 1024;
+/// The longest subscribed regular expression (KIP-848 SubscribedTopicRegex), in bytes.
+pub const SUBSCRIBED_REGEX_BYTES_MAX: usize = 1024;
 /// Bytes of a whole coordinator partition's table: its snapshot must fit one log entry
 /// (`odradek_log::ENTRY_PAYLOAD_BYTES_MAX` is 32 MiB) with room to spare.
 pub const TABLE_BYTES_MAX: usize = 16 * 1024 * 1024;
@@ -169,6 +171,9 @@ pub enum GroupError {
     InvalidCommitOffset(String),
     #[error("{0}")]
     InvalidRequest(String),
+    /// KIP-848: a subscribed regex that does not compile, or is longer than [`SUBSCRIBED_REGEX_BYTES_MAX`].
+    #[error("{0}")]
+    InvalidRegularExpression(String),
     /// KIP-394: the member was given id `member` (kept pending for its session) and must join
     /// again with it.
     #[error("join again with member id {member:?}")]
@@ -198,6 +203,7 @@ impl GroupError {
             GroupError::OffsetMetadataTooLarge { .. } => ErrorCode::OFFSET_METADATA_TOO_LARGE,
             GroupError::InvalidCommitOffset(_) => ErrorCode::INVALID_COMMIT_OFFSET,
             GroupError::InvalidRequest(_) => ErrorCode::INVALID_REQUEST,
+            GroupError::InvalidRegularExpression(_) => ErrorCode::INVALID_REGULAR_EXPRESSION,
         }
     }
 }

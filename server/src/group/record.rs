@@ -236,6 +236,7 @@ fn encode_state(group: &str, base_index: u64, membership: &Membership) -> pb::Gr
         out.set_session_timeout_ms(member.session_timeout_ms);
         out.set_rebalance_timeout_ms(member.rebalance_timeout_ms);
         out.set_subscribed_topics(member.subscribed.clone().into());
+        out.set_subscribed_regex(member.subscribed_regex.clone().unwrap_or_default());
         for protocol in &member.protocols {
             let mut entry = pb::Protocol::new();
             entry.set_name(protocol.name.clone());
@@ -284,6 +285,7 @@ fn decode_state(state: &pb::GroupState) -> Result<(String, u64, Membership), Rec
                 session_timeout_ms: member.get_session_timeout_ms(),
                 rebalance_timeout_ms: member.get_rebalance_timeout_ms(),
                 subscribed: member.get_subscribed_topics().to_vec(),
+                subscribed_regex: non_empty(member.get_subscribed_regex()),
                 protocols: member
                     .get_protocols()
                     .iter()
@@ -340,6 +342,7 @@ mod tests {
                 session_timeout_ms: 10_000,
                 rebalance_timeout_ms: 30_000,
                 subscribed: vec!["orders".into()],
+                subscribed_regex: Some("orders-.*".into()),
                 protocols: vec![Protocol { name: "range".into(), metadata: vec![0, 1, 2] }],
                 assignment: vec![9, 9],
                 member_epoch: 4,

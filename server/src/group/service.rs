@@ -118,6 +118,8 @@ pub struct Planted {
     pub names_preferred: bool,
     /// The consumer protocol hands out partitions their old owner still holds (ownership).
     pub give_owned_partitions: bool,
+    /// A subscribed regex matches anywhere in a topic name, not the whole name (C8).
+    pub regex_matches_substring: bool,
 }
 
 /// Why a group request was not served. Definite unless `code` is one of the indefinite codes
@@ -594,7 +596,10 @@ impl GroupService {
         let writer = self.writer(at, group)?;
         let _guard = writer.lock().await;
         let now = self.now_ms();
-        let planted = consumer::Planted { give_owned_partitions: self.planted.give_owned_partitions };
+        let planted = consumer::Planted {
+            give_owned_partitions: self.planted.give_owned_partitions,
+            regex_matches_substring: self.planted.regex_matches_substring,
+        };
         let counts: BTreeMap<String, u32> = {
             let applied = self.state.lock();
             applied
@@ -610,13 +615,12 @@ impl GroupService {
             let existing = partition.table.group(group).map(|found| &found.membership);
             let client_id = request.client_id.clone();
             let mut new_id = || live.new_member_id(&client_id);
-            let partition_count = |topic: &str| counts.get(topic).copied();
-            consumer::heartbeat(existing, &request, &partition_count, &mut new_id, planted).map(|decision| (decision, base_index)).map_err(
-                |error| match error {
+            consumer::heartbeat(existing, &request, &counts, &mut new_id, planted).map(|decision| (decision, base_index)).map_err(|error| {
+                match error {
                     GroupError::UnknownMemberId { member, .. } => GroupError::UnknownMemberId { group: group.to_string(), member },
                     other => other,
-                },
-            )
+                }
+            })
         })??;
         let member_id = decision.answer.member_id.clone();
         if let Some(membership) = &decision.membership {

@@ -61,6 +61,9 @@ pub struct Member {
     pub session_timeout_ms: u32,
     pub rebalance_timeout_ms: u32,
     pub subscribed: Vec<String>,
+    /// Consumer protocol: a regular expression (KIP-848); the member also subscribes to every
+    /// topic whose whole name it matches (resolved by the coordinator, see `consumer.rs`).
+    pub subscribed_regex: Option<String>,
     /// Classic: the protocols offered at the last join, in the member's order of preference.
     pub protocols: Vec<Protocol>,
     /// Classic: the assignment the leader member gave this member (opaque bytes).
@@ -191,6 +194,7 @@ impl Group {
                     + member.instance_id.as_ref().map_or(0, String::len)
                     + member.client_id.len()
                     + member.subscribed.iter().map(|topic| topic.len() + 4).sum::<usize>()
+                    + member.subscribed_regex.as_ref().map_or(0, String::len)
                     + member.protocols.iter().map(|protocol| protocol.name.len() + protocol.metadata.len() + 8).sum::<usize>()
                     + member.assignment.len()
                     + member.owned().map(|(topic, _)| topic.len() + 8).sum::<usize>()
@@ -213,13 +217,14 @@ impl Group {
     }
 
     /// The topics the group is subscribed to, as Kafka's OffsetDelete reads them: every
-    /// member's subscribed topics (consumer protocol), the topics of a classic consumer-protocol
+    /// member's subscribed topics (consumer protocol; with the topics its regex matched when the
+    /// target was last computed: `subscribed_partitions`), the topics of a classic consumer-protocol
     /// member's Subscription in the group's chosen protocol, and the topic of every partition a
     /// member owns. Metadata that does not decode as a Subscription adds nothing (Kafka then
     /// knows no subscription either); owned partitions still count.
     pub fn subscribed_topics(&self) -> BTreeSet<String> {
         let membership = &self.membership;
-        let mut topics = BTreeSet::new();
+        let mut topics: BTreeSet<String> = membership.subscribed_partitions.keys().cloned().collect();
         for member in membership.members.values() {
             topics.extend(member.subscribed.iter().cloned());
             topics.extend(member.owned().map(|(topic, _)| topic.clone()));

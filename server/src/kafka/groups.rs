@@ -606,7 +606,7 @@ const REBALANCE_TIMEOUT_MS_UNCHANGED: u32 = 300_000;
 
 /// ConsumerGroupHeartbeat: the coordinator's consumer protocol, topics named by id on the
 /// wire ([`topic_ids`]). Owned partitions of a topic this node cannot name (just deleted) are
-/// left out; a regular-expression subscription is refused.
+/// left out. A regular-expression subscription (v1) is resolved by the coordinator.
 pub async fn consumer_group_heartbeat(
     context: &NodeContext,
     principal: &Principal,
@@ -619,9 +619,6 @@ pub async fn consumer_group_heartbeat(
             ConsumerGroupHeartbeatResponse::default().with_error_code(code).with_error_message(Some(text(message))),
         )
     };
-    if body.subscribed_topic_regex.as_ref().is_some_and(|regex| !regex.is_empty()) {
-        return refuse(errors::INVALID_REQUEST, "regular-expression subscriptions are not supported; subscribe by name");
-    }
     let ids = topic_ids::all(context);
     let mut beat = wire::ConsumerGroupHeartbeatRequest::new();
     beat.group = body.group_id.0.to_string();
@@ -632,6 +629,10 @@ pub async fn consumer_group_heartbeat(
     if let Some(topics) = &body.subscribed_topic_names {
         beat.subscription_set = true;
         beat.subscribed_topics = topics.iter().map(|t| t.0.to_string()).collect();
+    }
+    if let Some(regex) = &body.subscribed_topic_regex {
+        beat.regex_set = true;
+        beat.subscribed_regex = regex.to_string();
     }
     beat.server_assignor = body.server_assignor.as_ref().map(|a| a.to_string()).unwrap_or_default();
     if let Some(owned) = &body.topic_partitions {
@@ -722,6 +723,7 @@ pub async fn consumer_group_describe(
                         .with_member_epoch(m.member_epoch)
                         .with_client_id(text(&m.client_id))
                         .with_subscribed_topic_names(m.subscribed_topics.iter().map(|t| TopicName(text(t))).collect())
+                        .with_subscribed_topic_regex(optional(&m.subscribed_regex))
                         .with_assignment(assignment(&m.assignment))
                         .with_target_assignment(assignment(&m.assignment))
                 })

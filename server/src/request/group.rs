@@ -221,6 +221,7 @@ async fn consumer_heartbeat(context: &NodeContext, id: u64, body: wire::Consumer
         instance_id: non_empty(&body.group_instance_id),
         rebalance_timeout_ms: body.rebalance_timeout_ms,
         subscription: body.subscription_set.then(|| body.subscribed_topics.to_vec()),
+        subscribed_regex: body.regex_set.then(|| body.subscribed_regex.clone()),
         server_assignor: non_empty(&body.server_assignor),
         owned: body.owned_set.then(|| decode_wire_partitions(&body.owned)),
         client_id: body.client_id.clone(),
@@ -354,6 +355,7 @@ async fn describe_groups(context: &NodeContext, id: u64, body: wire::DescribeGro
                         if membership.kind == Some(GroupKind::Classic) { membership.epoch } else { member.member_epoch };
                     described_member.assignment = encode_wire_partitions(&member.assigned);
                     described_member.subscribed_topics = member.subscribed.clone().into();
+                    described_member.subscribed_regex = member.subscribed_regex.clone().unwrap_or_default();
                     entry.members.push(described_member);
                 }
                 for ((topic, partition), offset, metadata) in found.offsets {

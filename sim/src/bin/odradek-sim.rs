@@ -157,6 +157,10 @@ mod sim {
         /// nodes lag for seconds: a lagging replica catches up by a snapshot (R12).
         #[arg(long)]
         retention: bool,
+        /// With --scenario groups: consumer-protocol members subscribe with a regular expression
+        /// the coordinator resolves (KIP-848), beside a decoy topic; C8 on every assignment.
+        #[arg(long)]
+        regex: bool,
     }
 
     impl RunOptions {
@@ -175,6 +179,9 @@ mod sim {
             }
             if self.secure && self.kafka {
                 return Err("--secure does not run with --kafka (the simulator's Kafka clients do not log in)".into());
+            }
+            if self.regex && scenario != Scenario::Groups {
+                return Err("--regex runs with --scenario groups only (its members subscribe)".into());
             }
             if self.duration == 0 || self.duration > 3600 {
                 return Err("--duration must be within 1..=3600 seconds".into());
@@ -206,6 +213,7 @@ mod sim {
                 state_faults: self.state_faults,
                 hibernate: self.hibernate,
                 retention: self.retention,
+                regex: self.regex,
             })
         }
 
@@ -246,6 +254,9 @@ mod sim {
             }
             if self.retention {
                 args.push("--retention".to_string());
+            }
+            if self.regex {
+                args.push("--regex".to_string());
             }
             args
         }

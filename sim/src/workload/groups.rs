@@ -105,6 +105,8 @@ struct GroupPlan {
     /// Classic: the one assignor every member offers.
     assignor: Assignor,
     slots: Vec<SlotPlan>,
+    /// Plan field `regex` (consumer protocol only): members subscribe with [`PATTERN`].
+    pattern: Option<String>,
 }
 
 /// One member slot: its settings, the same for each incarnation.
@@ -137,9 +139,12 @@ impl GroupWorkload {
 
 /// Draws the groups from `seed` (a stream of its own: the other workloads' draws stay as they
 /// were) and starts them; everything stops by `duration` from now.
-pub fn start(client: &NodeHandle, cluster: Arc<SimCluster>, seed: u64, duration: Duration, planted: Planted) -> GroupWorkload {
+pub fn start(client: &NodeHandle, cluster: Arc<SimCluster>, seed: u64, duration: Duration, planted: Planted, regex: bool) -> GroupWorkload {
     let mut rng = SmallRng::seed_from_u64(seed ^ 0x6770_5f77_6f72_6b6c);
-    let plans = draw_groups(&mut rng);
+    let mut plans = draw_groups(&mut rng);
+    for plan in plans.iter_mut().filter(|plan| regex && plan.protocol == GroupProtocol::Consumer) {
+        plan.pattern = Some(PATTERN.to_string());
+    }
     cluster.note(format!("groups: {plans:?}"));
     let deadline = tokio::time::Instant::now() + duration;
     let groups = plans.iter().map(|plan| plan.name.clone()).collect();
@@ -168,7 +173,7 @@ fn draw_groups(rng: &mut SmallRng) -> Vec<GroupPlan> {
                     seed: rng.gen(),
                 })
                 .collect();
-            GroupPlan { name, protocol, assignor, slots }
+            GroupPlan { name, protocol, assignor, slots, pattern: None }
         })
         .collect()
 }
@@ -180,6 +185,19 @@ fn bootstrap(cluster: &SimCluster) -> Vec<String> {
 fn keys() -> Vec<Key> {
     (0..u64::from(PARTITIONS)).collect()
 }
+
+/// The key of a partition of the test topic; `None` for another topic's (only a regex
+/// subscription, plan field `regex`, can be handed one: C8 checks those).
+fn key_of((topic, partition): &TopicPartition) -> Option<Key> {
+    (topic == TOPIC).then(|| u64::from(*partition))
+}
+
+/// Plan field `regex`: consumer-protocol members subscribe with this pattern, which the
+/// coordinator resolves (KIP-848); as a whole-name match it names only the test topic.
+pub const PATTERN: &str = TOPIC;
+/// Plan field `regex`: a topic whose name holds a match of [`PATTERN`] without being one: a
+/// coordinator that matches anywhere in a name hands its partition out (C8).
+pub const DECOY_TOPIC: &str = "decoy-t";
 
 fn partitions() -> BTreeSet<TopicPartition> {
     (0..PARTITIONS).map(|p| (TOPIC.to_string(), p)).collect()
@@ -380,9 +398,15 @@ async fn run_incarnation(
     let process = cluster.process();
     let recorder = Arc::new(Mutex::new(Recorder::new(cluster.clone(), process, plan, slot.instance.clone())));
     consumer.set_rebalance_listener(Box::new(Listener(recorder.clone()))).expect("a group consumer");
-    let subscribe = Subscribe { group: plan.name.clone(), topics: vec![TOPIC.to_string()], keys: keys() };
+    let subscribe = match &plan.pattern {
+        Some(pattern) => Subscribe { group: plan.name.clone(), topics: Vec::new(), pattern: Some(pattern.clone()), keys: keys() },
+        None => Subscribe { group: plan.name.clone(), topics: vec![TOPIC.to_string()], pattern: None, keys: keys() },
+    };
     let handle = cluster.history().invoke(process, OpF::Subscribe, OpValue::Subscribe(subscribe.clone())).expect("history");
-    consumer.subscribe([TOPIC]).expect("subscribe");
+    match &plan.pattern {
+        Some(pattern) => consumer.subscribe_pattern(pattern).expect("subscribe"),
+        None => consumer.subscribe([TOPIC]).expect("subscribe"),
+    }
     cluster.history().ok(handle, OpValue::Subscribe(subscribe)).expect("history");
 
     let coordinator =
@@ -446,7 +470,7 @@ async fn zombie_commit(
     }
     let commit = Commit {
         group: coordinator.group().to_string(),
-        offsets: positions.iter().map(|((_, p), o)| (u64::from(*p), *o)).collect(),
+        offsets: positions.iter().filter_map(|(tp, o)| Some((key_of(tp)?, *o))).collect(),
         member: Some(earlier.member_id.clone()),
         epoch: u64::try_from(earlier.epoch).ok(),
         ..Commit::default()
@@ -550,10 +574,10 @@ impl Recorder {
     /// epoch, no start positions: those arrive with the poll's events), so that the revocation
     /// is invoked in time too.
     fn change(&mut self, partitions: &BTreeSet<TopicPartition>, seen: fn(Key) -> Seen) {
-        if partitions.is_empty() {
+        let changes: Vec<Seen> = partitions.iter().filter_map(key_of).map(seen).collect();
+        if changes.is_empty() {
             return;
         }
-        let changes: Vec<Seen> = partitions.iter().map(|(_, p)| seen(u64::from(*p))).collect();
         let releases = !matches!(changes[0], Seen::Assigned(_));
         match std::mem::replace(&mut self.open, Open::Nothing) {
             Open::Poll(handle) => {
@@ -640,7 +664,7 @@ impl Recorder {
         }
         let commit = Commit {
             group: self.group.clone(),
-            offsets: offsets.iter().map(|((_, p), o)| (u64::from(*p), *o)).collect(),
+            offsets: offsets.iter().filter_map(|(tp, o)| Some((key_of(tp)?, *o))).collect(),
             auto: automatic,
             member: identity.map(|identity| identity.member_id.clone()),
             epoch: identity.and_then(|identity| u64::try_from(identity.epoch).ok()),
@@ -656,7 +680,8 @@ impl Recorder {
         for event in events {
             if let GroupEvent::Commit(outcome) = event {
                 let (_, handle, mut commit) = self.commits.pop_front().expect("every reported commit was issued");
-                assert_eq!(commit.offsets.len(), outcome.offsets.len(), "commits complete in issue order");
+                let keyed = outcome.offsets.keys().filter_map(key_of).count();
+                assert_eq!(commit.offsets.len(), keyed, "commits complete in issue order");
                 commit.member = (!outcome.member_id.is_empty()).then(|| outcome.member_id.clone());
                 commit.epoch = u64::try_from(outcome.epoch).ok();
                 complete_commit(&self.cluster, handle, commit, &outcome.result);
@@ -700,6 +725,7 @@ impl Recorder {
     /// After a poll: its commits, its rebalance op(s), its records, a new epoch.
     fn poll_end(&mut self, outcome: Result<Vec<ConsumerRecord>, ClientError>, events: Vec<GroupEvent>, identity: Option<CommitIdentity>) {
         self.commit_events(&events);
+        let (events, other_topics) = split_other_topics(events);
         // Start positions chosen in this poll, and what is left to choose.
         for change in std::mem::take(&mut self.seen) {
             match change {
@@ -774,6 +800,14 @@ impl Recorder {
                 history.ok(handle, OpValue::Rebalance(value)).expect("history");
             }
         }
+        if !other_topics.is_empty() {
+            // Partitions of another topic (plan field `regex`), once the poll's ops are done: an
+            // op of their own, which C8 checks against the subscription; the keys' bookkeeping
+            // never sees them.
+            let asked = self.asked(self.member.as_ref().map(|(member, _)| member.clone()));
+            let handle = history.invoke(self.process, OpF::Rebalance, OpValue::Rebalance(asked.clone())).expect("history");
+            history.ok(handle, OpValue::Rebalance(Rebalance { protocol: Some(self.protocol), other_topics, ..asked })).expect("history");
+        }
     }
 
     /// After `close`: the revocation the listener opened completes with what it saw; the
@@ -791,6 +825,32 @@ impl Recorder {
             self.cluster.history().ok(handle, OpValue::Rebalance(value)).expect("history");
         }
     }
+}
+
+/// The events without partitions of topics other than the test topic, and the partitions of
+/// other topics they assigned (plan field `regex`; none otherwise).
+fn split_other_topics(events: Vec<GroupEvent>) -> (Vec<GroupEvent>, BTreeMap<String, Vec<u32>>) {
+    let mut other_topics: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    let events = events
+        .into_iter()
+        .map(|event| match event {
+            GroupEvent::Assigned { member_id, epoch, positions } => {
+                for (topic, partition) in positions.keys().filter(|tp| key_of(tp).is_none()) {
+                    other_topics.entry(topic.clone()).or_default().push(*partition);
+                }
+                let positions = positions.into_iter().filter(|(tp, _)| key_of(tp).is_some()).collect();
+                GroupEvent::Assigned { member_id, epoch, positions }
+            }
+            GroupEvent::Revoked { member_id, epoch, partitions } => {
+                GroupEvent::Revoked { member_id, epoch, partitions: partitions.into_iter().filter(|tp| key_of(tp).is_some()).collect() }
+            }
+            GroupEvent::Lost { member_id, epoch, partitions } => {
+                GroupEvent::Lost { member_id, epoch, partitions: partitions.into_iter().filter(|tp| key_of(tp).is_some()).collect() }
+            }
+            commit @ GroupEvent::Commit(_) => commit,
+        })
+        .collect();
+    (events, other_topics)
 }
 
 /// The rebalance ops a poll's events make: consecutive changes at one epoch form one op, but a
@@ -842,7 +902,7 @@ fn rebalances(group: &str, instance: &Option<String>, protocol: history::GroupPr
 
 fn poll_value(records: &[ConsumerRecord]) -> Poll {
     let mut poll = Poll::default();
-    for record in records {
+    for record in records.iter().filter(|record| record.topic == TOPIC) {
         let value: u64 = String::from_utf8_lossy(record.value.as_deref().unwrap_or_default()).parse().expect("our values");
         poll.records.entry(u64::from(record.partition)).or_default().push((record.offset, value));
     }

@@ -306,3 +306,29 @@ proptest! {
         }
     }
 }
+
+/// KIP-848's server-side regex: the pattern travels with every heartbeat once set (the
+/// coordinator resolves it), a name-only member never sends the field, and dropping the pattern
+/// sends "" so that the coordinator forgets it.
+#[test]
+fn a_pattern_goes_to_the_coordinator_with_every_heartbeat() {
+    let mut names_only = member(None);
+    let join = heartbeat(names_only.step(0));
+    assert!(!join.regex_set, "a member that never had a pattern leaves the field out");
+
+    let mut member = ConsumerMember::new(config(None), BTreeSet::new(), 0).unwrap();
+    assert!(member.set_pattern("orders-.*"), "the consumer protocol resolves patterns on the coordinator");
+    let join = heartbeat(member.step(0));
+    assert_eq!((join.regex_set, join.subscribed_regex.as_str()), (true, "orders-.*"));
+    assert!(join.subscribed_topics.is_empty());
+    member.on_answer(1, answer("m1", 1, &[]));
+    let beat = heartbeat(member.step(1 + HEARTBEAT_MS));
+    assert_eq!((beat.regex_set, beat.subscribed_regex.as_str()), (true, "orders-.*"), "every heartbeat carries the full subscription");
+    member.on_answer(2 + HEARTBEAT_MS, answer("m1", 1, &[]));
+    // Back to names: the next heartbeat goes at once and clears the pattern.
+    member.set_subscription(["t".to_string()].into());
+    assert!(member.set_pattern(""));
+    let beat = heartbeat(member.step(3 + HEARTBEAT_MS));
+    assert_eq!((beat.regex_set, beat.subscribed_regex.as_str()), (true, ""));
+    assert_eq!(beat.subscribed_topics.to_vec(), ["t"]);
+}

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::history::{
     is_fencing_error, Commit, GroupProtocol, History, Key, Offset, Op, OpF, OpType, OpValue, Process, Rebalance, StartFrom, StartPosition,
-    Value, PROCESS_NEMESIS,
+    Subscribe, Value, PROCESS_NEMESIS,
 };
 
 use super::super::index::Outcome;
@@ -133,6 +133,8 @@ enum Consumer<'h> {
 #[derive(Default)]
 struct ProcessState<'h> {
     group: Option<&'h str>,
+    /// The process's latest `subscribe` (C8).
+    subscription: Option<&'h Subscribe>,
     member: Option<&'h str>,
     /// Owned key → interval id.
     owned: BTreeMap<Key, usize>,
@@ -172,6 +174,22 @@ pub(crate) struct GroupIndex<'h> {
     /// commits count as its member's evidence).
     member_process: BTreeMap<(&'h str, &'h str), Process>,
     groups: BTreeSet<&'h str>,
+}
+
+/// C8: the topics other than the test topic that a rebalance assigned and the member's
+/// subscription does not cover (not named, and not a whole-name match of its pattern), as text;
+/// `None` when all are covered. A process that never subscribed is checked against nothing.
+fn outside_subscription(subscription: Option<&Subscribe>, r: &Rebalance) -> Option<String> {
+    let subscription = subscription.filter(|_| !r.other_topics.is_empty())?;
+    let pattern = subscription.pattern.as_deref().and_then(|pattern| regex::Regex::new(&format!("^(?:{pattern})$")).ok());
+    let covered = |topic: &str| subscription.topics.iter().any(|t| t == topic) || pattern.as_ref().is_some_and(|p| p.is_match(topic));
+    let outside: Vec<String> =
+        r.other_topics.iter().filter(|(topic, _)| !covered(topic)).map(|(topic, partitions)| format!("{topic:?} {partitions:?}")).collect();
+    let shown = match &subscription.pattern {
+        Some(pattern) => format!("topics {:?} and pattern {pattern:?}", subscription.topics),
+        None => format!("topics {:?}", subscription.topics),
+    };
+    (!outside.is_empty()).then(|| format!("{}, outside its subscription ({shown})", outside.join(", ")))
 }
 
 fn malformed(report: &mut Report, group: &str, ops: impl IntoIterator<Item = u64>, detail: impl Into<String>) {
@@ -240,6 +258,7 @@ impl<'h> GroupIndex<'h> {
         match &op.value {
             OpValue::Subscribe(s) => {
                 state.group = Some(&s.group);
+                state.subscription = Some(s);
                 self.groups.insert(&s.group);
             }
             OpValue::Keys(keys) if op.f == OpF::Rewind => {
@@ -380,6 +399,10 @@ impl<'h> GroupIndex<'h> {
             }
         }
         let state = self.processes.get_mut(&process).expect("the invoke created it");
+        if let Some(outside) = outside_subscription(state.subscription, r) {
+            let detail = format!("a rebalance of member {:?} assigns partitions of {outside}", r.member.as_deref().unwrap_or("?"));
+            report.push(Anomaly::new(AnomalyKind::AssignmentOutsideSubscription, true).group(&r.group).ops([op.index]).detail(detail));
+        }
         for (key, kind) in r.revoked.iter().map(|k| (*k, EndKind::Revoked)).chain(r.lost.iter().map(|k| (*k, EndKind::Lost))) {
             state.awaiting.remove(&key);
             match state.owned.remove(&key) {

@@ -166,6 +166,9 @@ async fn describe(admin: &Admin, group: &str) -> Result<(), String> {
                 member.epoch,
                 if partitions.is_empty() { "-".to_string() } else { partitions.join(",") }
             );
+            if let Some(regex) = &member.subscribed_regex {
+                say!("  {:<40} subscribed to topics matching {regex:?}", "");
+            }
             for partition in &member.assignment {
                 owner.insert(partition.clone(), &member.member_id);
             }

@@ -4,22 +4,20 @@ use proptest::prelude::*;
 
 use super::*;
 
-fn topics(name: &str) -> Option<u32> {
-    match name {
-        "t" => Some(6),
-        "u" => Some(2),
-        _ => None,
-    }
+/// The topics of the cluster in most tests: `t` with 6 partitions, `u` with 2.
+fn topics() -> BTreeMap<String, u32> {
+    [("t".to_string(), 6), ("u".to_string(), 2)].into_iter().collect()
 }
 
 struct Fixture {
     membership: Option<Membership>,
     issued: u64,
+    topics: BTreeMap<String, u32>,
 }
 
 impl Fixture {
     fn new() -> Fixture {
-        Fixture { membership: None, issued: 0 }
+        Fixture { membership: None, issued: 0, topics: topics() }
     }
 
     fn beat(&mut self, request: HeartbeatRequest) -> Result<HeartbeatAnswer, GroupError> {
@@ -32,7 +30,7 @@ impl Fixture {
             *issued += 1;
             format!("m{issued}")
         };
-        let decision = heartbeat(self.membership.as_ref(), &request, &topics, &mut new_id, planted)?;
+        let decision = heartbeat(self.membership.as_ref(), &request, &self.topics, &mut new_id, planted)?;
         if let Some(next) = decision.membership {
             self.membership = Some(next);
         }
@@ -175,7 +173,7 @@ fn leaving_frees_partitions_and_moves_the_epoch() {
 #[test]
 fn the_planted_bug_gives_one_partition_two_owners() {
     let mut group = Fixture::new();
-    let planted = Planted { give_owned_partitions: true };
+    let planted = Planted { give_owned_partitions: true, ..Planted::default() };
     group.beat_with(join(&["t"]), planted).unwrap();
     group.beat_with(join(&["t"]), planted).unwrap();
     let membership = group.membership.clone().unwrap();
@@ -305,4 +303,123 @@ proptest! {
             }
         }
     }
+}
+
+// ---- regex subscriptions (KIP-848 SubscribedTopicRegex) --------------------------------------
+
+fn join_regex(pattern: &str) -> HeartbeatRequest {
+    HeartbeatRequest { member_epoch: 0, subscribed_regex: Some(pattern.into()), rebalance_timeout_ms: 5_000, ..HeartbeatRequest::default() }
+}
+
+fn topics_of(assignment: &Partitions) -> Vec<&str> {
+    let mut names: Vec<&str> = assignment.iter().map(|(topic, _)| topic.as_str()).collect();
+    names.dedup();
+    names
+}
+
+#[test]
+fn a_regex_subscribes_to_every_topic_whose_whole_name_matches() {
+    let mut group = Fixture::new();
+    group.topics.insert("orders-eu".into(), 2);
+    group.topics.insert("orders-us".into(), 1);
+    group.topics.insert("old-orders-eu".into(), 3);
+    // `orders-.*` matches a whole name: not `old-orders-eu`, which only contains a match.
+    let a = group.beat(join_regex("orders-.*")).unwrap();
+    assert_eq!(topics_of(&a.assignment), ["orders-eu", "orders-us"]);
+    assert_eq!(a.assignment.len(), 3);
+    assert_eq!(group.member(&a.member_id).subscribed_regex.as_deref(), Some("orders-.*"));
+}
+
+#[test]
+fn a_topic_created_later_that_the_regex_matches_joins_the_assignment() {
+    let mut group = Fixture::new();
+    let a = group.beat(join_regex("t|new")).unwrap();
+    assert_eq!((topics_of(&a.assignment), a.member_epoch), (vec!["t"], 1));
+    // The coordinator sees the new topic on the member's next heartbeat: the group epoch moves
+    // and the member gets its partitions, with nothing sent about its subscription.
+    group.topics.insert("new".into(), 2);
+    let a = group.beat(beat(&a, &a.assignment)).unwrap();
+    assert_eq!((topics_of(&a.assignment), a.member_epoch), (vec!["new", "t"], 2));
+    // Deleted again: its partitions leave the target; the member is asked to revoke them.
+    group.topics.remove("new");
+    let a = group.beat(beat(&a, &a.assignment)).unwrap();
+    assert_eq!(topics_of(&a.assignment), ["t"]);
+}
+
+#[test]
+fn names_and_a_regex_add_up_and_an_empty_regex_drops_it() {
+    let mut group = Fixture::new();
+    group.topics.insert("logs-a".into(), 1);
+    let joined = HeartbeatRequest { subscription: Some(vec!["u".into()]), ..join_regex("logs-.*") };
+    let a = group.beat(joined).unwrap();
+    assert_eq!(topics_of(&a.assignment), ["logs-a", "u"]);
+    let epoch = group.membership.as_ref().unwrap().epoch;
+    // "" removes the regex (a move of the group epoch); the named topic stays.
+    let a = group.beat(HeartbeatRequest { subscribed_regex: Some(String::new()), ..beat(&a, &a.assignment) }).unwrap();
+    assert_eq!(group.membership.as_ref().unwrap().epoch, epoch + 1);
+    assert_eq!(topics_of(&a.assignment), ["u"]);
+    assert_eq!(group.member(&a.member_id).subscribed_regex, None);
+}
+
+#[test]
+fn members_with_one_regex_share_its_topics() {
+    let mut group = Fixture::new();
+    let a = group.beat(join_regex("[tu]")).unwrap();
+    let b = group.beat(join_regex("[tu]")).unwrap();
+    let a = group.beat(beat(&a, &a.assignment)).unwrap();
+    let a = group.beat(beat(&a, &a.assignment)).unwrap();
+    let b = group.beat(beat(&b, &b.assignment)).unwrap();
+    assert_eq!(a.assignment.len() + b.assignment.len(), 8, "t's 6 and u's 2 partitions, each once");
+    assert!(a.assignment.is_disjoint(&b.assignment));
+}
+
+#[test]
+fn a_regex_that_does_not_compile_is_refused_and_changes_nothing() {
+    let mut group = Fixture::new();
+    for pattern in ["orders-(", "a)|(b", "[z-a]"] {
+        let refused = group.beat(join_regex(pattern));
+        assert!(matches!(refused, Err(GroupError::InvalidRegularExpression(_))), "{pattern}: {refused:?}");
+        assert_eq!(refused.unwrap_err().code(), odradek_client::wire::proto::ErrorCode::INVALID_REGULAR_EXPRESSION);
+    }
+    let too_long = "a".repeat(crate::group::SUBSCRIBED_REGEX_BYTES_MAX + 1);
+    assert!(matches!(group.beat(join_regex(&too_long)), Err(GroupError::InvalidRegularExpression(_))));
+    assert!(group.membership.is_none(), "nothing was written");
+    // A member already in the group keeps its subscription when its new regex is refused.
+    let a = group.beat(join_regex("t")).unwrap();
+    let refused = group.beat(HeartbeatRequest { subscribed_regex: Some("(".into()), ..beat(&a, &a.assignment) });
+    assert!(matches!(refused, Err(GroupError::InvalidRegularExpression(_))));
+    assert_eq!(group.member(&a.member_id).subscribed_regex.as_deref(), Some("t"));
+}
+
+#[test]
+fn a_join_without_names_or_a_regex_is_refused() {
+    let mut group = Fixture::new();
+    let bare = HeartbeatRequest { member_epoch: 0, rebalance_timeout_ms: 5_000, ..HeartbeatRequest::default() };
+    assert!(matches!(group.beat(bare), Err(GroupError::InvalidRequest(_))));
+}
+
+#[test]
+fn offset_delete_sees_the_topics_a_regex_matched_even_before_anyone_owns_them() {
+    let mut group = Fixture::new();
+    group.topics.insert("logs-a".into(), 1);
+    let a = group.beat(join_regex("logs-.*")).unwrap();
+    let mut membership = group.membership.clone().unwrap();
+    assert_eq!(membership.subscribed_partitions.keys().collect::<Vec<_>>(), ["logs-a"]);
+    // The member has not taken its partition yet (as between a target change and its next
+    // heartbeat): the group is subscribed to the topic all the same (GROUP_SUBSCRIBED_TO_TOPIC).
+    membership.members.get_mut(&a.member_id).unwrap().assigned.clear();
+    let found = crate::group::table::Group { membership, ..crate::group::table::Group::default() };
+    assert!(found.subscribed_topics().contains("logs-a"));
+}
+
+#[test]
+fn the_planted_substring_match_hands_out_a_topic_that_only_contains_a_match() {
+    let mut group = Fixture::new();
+    group.topics.insert("decoy-t".into(), 1);
+    let a = group.beat(join_regex("t")).unwrap();
+    assert_eq!(topics_of(&a.assignment), ["t"], "whole names only");
+    let mut planted = Fixture::new();
+    planted.topics.insert("decoy-t".into(), 1);
+    let a = planted.beat_with(join_regex("t"), Planted { regex_matches_substring: true, ..Planted::default() }).unwrap();
+    assert_eq!(topics_of(&a.assignment), ["decoy-t", "t"]);
 }
