@@ -316,64 +316,50 @@ def confluent_checks(bootstrap, quick):
 
     offset_delete()
 
-    @check(client, version, "group (classic): regex subscription (librdkafka matches all-topic Metadata)")
-    def regex_subscription():
-        prefix = fresh("cf-rx")
-        matching, other = [f"{prefix}-a", f"{prefix}-b"], fresh("cf-norx")
+    def regex_run(protocol, tag, late_topic):
+        """A member of a fresh group subscribed to `^PREFIX-.*` reads the two matching topics and
+        not the other one; with `late_topic`, also a matching topic created after it subscribed."""
+        prefix = fresh(f"cf-{tag}")
+        matching, other, late = [f"{prefix}-a", f"{prefix}-b"], fresh(f"cf-no{tag}"), f"{prefix}-late"
         for name in matching + [other]:
             create(name)
         produce(matching[0], [b"a0", b"a1"])
         produce(matching[1], [b"b0"])
         produce(other, [b"x0"])
         consumer = Consumer({
-            "bootstrap.servers": bootstrap, "group.id": fresh("cf-rxg"), "auto.offset.reset": "earliest",
-            "enable.auto.commit": False, "group.protocol": "classic",
+            "bootstrap.servers": bootstrap, "group.id": fresh(f"cf-{tag}g"), "auto.offset.reset": "earliest",
+            "enable.auto.commit": False, "group.protocol": protocol,
         })
         consumer.subscribe([f"^{prefix}-.*"])
         got = set()
-        poll_until(consumer, lambda: len(got) >= 3, lambda message: got.add((message.topic(), message.value())))
+        keep = lambda message: got.add((message.topic(), message.value()))
+        poll_until(consumer, lambda: len(got) >= 3, keep)
+        expected = {(matching[0], b"a0"), (matching[0], b"a1"), (matching[1], b"b0")}
+        if late_topic:
+            # Created after the subscription: the coordinator assigns it on a later heartbeat.
+            create(late)
+            produce(late, [b"l0"])
+            expected.add((late, b"l0"))
+            poll_until(consumer, lambda: len(got) >= 4, keep, seconds=60)
         # A little longer: the topic that does not match must stay unread.
         for _ in range(4):
             message = consumer.poll(0.5)
             if message is not None and not message.error():
-                got.add((message.topic(), message.value()))
+                keep(message)
         consumer.close()
-        expected = {(matching[0], b"a0"), (matching[0], b"a1"), (matching[1], b"b0")}
         if got != expected:
             raise RuntimeError(f"read {sorted(got)}")
+
+    @check(client, version, "group (classic): regex subscription (librdkafka matches all-topic Metadata)")
+    def regex_subscription():
+        regex_run("classic", "rx", late_topic=False)
         return "both matching topics read, the other not"
 
     regex_subscription()
 
     @check(client, version, "group (consumer): regex subscription resolved by the coordinator (KIP-848), a matching topic created later")
     def regex_subscription_server_side():
-        prefix = fresh("cf-srx")
-        matching, other, late = [f"{prefix}-a", f"{prefix}-b"], fresh("cf-nosrx"), f"{prefix}-late"
-        for name in matching + [other]:
-            create(name)
-        produce(matching[0], [b"a0", b"a1"])
-        produce(matching[1], [b"b0"])
-        produce(other, [b"x0"])
-        consumer = Consumer({
-            "bootstrap.servers": bootstrap, "group.id": fresh("cf-srxg"), "auto.offset.reset": "earliest",
-            "enable.auto.commit": False, "group.protocol": "consumer",
-        })
-        consumer.subscribe([f"^{prefix}-.*"])
-        got = set()
-        keep = lambda message: got.add((message.topic(), message.value()))
-        poll_until(consumer, lambda: len(got) >= 3, keep)
-        # A topic created after the subscription: the coordinator assigns it on a later heartbeat.
-        create(late)
-        produce(late, [b"l0"])
-        poll_until(consumer, lambda: len(got) >= 4, keep, seconds=60)
-        for _ in range(4):
-            message = consumer.poll(0.5)
-            if message is not None and not message.error():
-                keep(message)
-        consumer.close()
-        expected = {(matching[0], b"a0"), (matching[0], b"a1"), (matching[1], b"b0"), (late, b"l0")}
-        if got != expected:
-            raise RuntimeError(f"read {sorted(got)}")
+        regex_run("consumer", "srx", late_topic=True)
         return "both matching topics and the later one read, the other not"
 
     regex_subscription_server_side()

@@ -338,16 +338,17 @@ fn short_real_kafka_client_run_under_kill_pause_partition_passes() {
     assert!(log_dump.iter().all(|r| r.producer.is_none()), "a record did not come through the Kafka client:\n{log}");
 }
 
-/// `--client kafka --tls`: the same Kafka client over TLS (Kafka's SSL security protocol, the
-/// nodes' certificates from `odradek tls init`) under kill (F-P1) and client-connection drops
-/// (F-N9, the proxies forwarding TLS bytes): nothing found (L1–L13), every record through the
-/// Kafka listener.
+/// `--client kafka --tls --secure`: the same Kafka client over TLS logging in with SASL/SCRAM
+/// (Kafka's SASL_SSL security protocol; the nodes' certificates from `odradek tls init`, every
+/// node requiring SCRAM and checking ACLs, so nothing is served before the login) under kill
+/// (F-P1) and client-connection drops (F-N9, the proxies forwarding TLS bytes): nothing found
+/// (L1–L13), every record through the Kafka listener.
 #[test]
-fn short_real_kafka_client_run_over_tls_passes() {
+fn short_real_kafka_client_run_over_sasl_ssl_passes() {
     let binary = server_binary();
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("kafka-tls");
-    let args = ["run", "--client", "kafka", "--tls", "--nodes", "3", "--time-limit", "16", "--rate", "40", "--nemesis"];
+    let out = dir.path().join("kafka-sasl-ssl");
+    let args = ["run", "--client", "kafka", "--tls", "--secure", "--nodes", "3", "--time-limit", "16", "--rate", "40", "--nemesis"];
     let more = ["kill,conn-drop", "--fault-quiet", "2", "--fault-window", "3", "--recovery", "4", "--seed", "5"];
     let output = harness(&[&args[..], &more[..], &["--binary", binary.to_str().unwrap(), "--out", out.to_str().unwrap()]].concat());
     let log = text(&output);
@@ -381,7 +382,7 @@ fn planted_ack_before_commit_is_caught_through_the_kafka_listener() {
 #[test]
 fn kafka_client_refuses_what_it_cannot_drive() {
     let binary = server_binary();
-    for extra in [&["--acks", "1"][..], &["--workload", "subscribe"], &["--secure"]] {
+    for extra in [&["--acks", "1"][..], &["--workload", "subscribe"]] {
         let args = [&["run", "--client", "kafka", "--binary", binary.to_str().unwrap()][..], extra].concat();
         let output = harness(&args);
         assert_eq!(output.status.code(), Some(2), "{extra:?}: {}", text(&output));

@@ -117,6 +117,15 @@ async fn new_client(target: &WorkloadTarget, process: Process) -> Option<Client>
     if let Some(tls) = &target.tls {
         builder = builder.tls_config(tls.config().ok()?);
     }
+    // `--secure`: SASL/SCRAM as the workload's own user (Kafka's SASL_PLAINTEXT, or SASL_SSL
+    // with `--tls`), the mechanism the native client uses.
+    if let Some(sasl) = &target.sasl {
+        let credentials = rskafka::client::Credentials { username: sasl.user.clone(), password: sasl.password.clone() };
+        builder = builder.sasl_config(match sasl.mechanism {
+            odradek_client::scram::Mechanism::Sha256 => rskafka::client::SaslConfig::ScramSha256(credentials),
+            odradek_client::scram::Mechanism::Sha512 => rskafka::client::SaslConfig::ScramSha512(credentials),
+        });
+    }
     tokio::time::timeout(OP_TIMEOUT_MARGIN, builder.build()).await.ok()?.ok()
 }
 
