@@ -210,9 +210,10 @@ fn planted_ack_before_fsync_is_caught() {
     planted_bug_is_caught(PlantedBug::AckBeforeFsync, Scenario::Crash, 1..=30, &["R6", "R5", "R3"]);
 }
 
-// A failed fsync is ignored; the replica then acknowledges the entries it covered (seed 2, R5:
-// an acks=all acknowledgement counted it; earlier seeds caught it on R6, and without R6 the
-// power loss right after made raft commit past the replica's log end, R3).
+// A failed fsync is ignored; the replica then acknowledges the entries it covered (seed 2, R6 on
+// the disk: the segment still has unsynced writes as the append response leaves; before R6 read
+// the disk, R5: an acks=all acknowledgement counted it; without R6 the power loss right after
+// made raft commit past the replica's log end, R3).
 #[test]
 fn planted_ignore_fsync_error_is_caught() {
     planted_bug_is_caught(PlantedBug::IgnoreFsyncError, Scenario::Disk, 1..=60, &["R6", "R5", "R3"]);
