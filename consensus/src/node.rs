@@ -204,6 +204,10 @@ pub struct Planted {
     /// A leader drops the snapshot raft sends a follower that needs entries retention deleted
     /// (as if it sent the entries it no longer has): the follower never catches up (R12 b).
     pub snapshot_withheld: bool,
+    /// Retention bounds what it deletes by the log's end instead of the persisted commit (and
+    /// the applied index): segments holding entries not yet committed, or committed but not
+    /// applied, can go (breaks R12 a).
+    pub retention_past_commit: bool,
 }
 
 /// Counters since the node started.

@@ -701,6 +701,21 @@ impl<D: Disk> GroupStore<D> {
     /// moves the view's log start.
     pub async fn enforce_retention(&mut self, now_ms: i64, index_bound: u64) -> Result<odradek_log::RetentionReport, StorageFault> {
         assert!(index_bound <= self.hard_state_file.get().commit + 1, "retention above the persisted commit");
+        self.retain_below(now_ms, index_bound).await
+    }
+
+    /// [`GroupStore::enforce_retention`] without its check of the bound against the persisted
+    /// commit: only the planted bug retention-past-commit calls it (R12 a must catch it).
+    #[cfg(any(madsim, feature = "planted-bugs"))]
+    pub async fn enforce_retention_past_commit(
+        &mut self,
+        now_ms: i64,
+        index_bound: u64,
+    ) -> Result<odradek_log::RetentionReport, StorageFault> {
+        self.retain_below(now_ms, index_bound).await
+    }
+
+    async fn retain_below(&mut self, now_ms: i64, index_bound: u64) -> Result<odradek_log::RetentionReport, StorageFault> {
         let report = self.log.enforce_retention(now_ms, index_bound).await?;
         assert!(self.log.first_index() <= index_bound, "retention deleted index {} and above", index_bound);
         self.storage.lock().on_log_start(self.log.first_index(), self.log.prev_term(), self.log.offset_start());

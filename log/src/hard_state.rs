@@ -73,6 +73,8 @@ pub struct HardStateFile<D: Disk> {
     file: MirroredFile<D>,
     sequence: u64,
     current: HardState,
+    /// Whether saves skip their syncs (planted hard-state-saved-without-sync).
+    unsynced: bool,
 }
 
 fn encode_slot(sequence: u64, state: HardState) -> Vec<u8> {
@@ -114,6 +116,15 @@ fn decode_slot(bytes: &[u8]) -> Option<(u64, HardState)> {
     Some((u64_at(8), HardState { term: u64_at(16), vote: u64_at(24), commit: u64_at(32), suspect }))
 }
 
+/// The hard state a hard-state file's `bytes` hold, as [`HardStateFile::open`] would load it
+/// (the newest valid copy), without repairing anything; `None` when no copy is valid (or the
+/// bytes are empty: a creation cut short, which opens as the default state). The simulator
+/// decodes the bytes its disk holds durably with it, to check that a granted vote is on the disk
+/// (CHECKLISTS R6).
+pub fn decode_file(bytes: &[u8]) -> Option<HardState> {
+    crate::mirrored::newest_copy(bytes, decode_slot).map(|(_, state)| state)
+}
+
 fn path_error((path, source): PathError) -> Error {
     Error::Io { path, source }
 }
@@ -131,6 +142,7 @@ impl<D: Disk> HardStateFile<D> {
         let path = path.as_ref();
         let initial = encode_slot(0, HardState::default());
         let unchecked = planted.hard_state_unchecked_crc();
+        let unsynced = planted.hard_state_saved_without_sync();
         let decode = |bytes: &[u8]| {
             if unchecked {
                 return crate::planted::crc_taken_for_right(bytes, SLOT_BYTES - 4).and_then(|copy| decode_slot(&copy));
@@ -138,14 +150,16 @@ impl<D: Disk> HardStateFile<D> {
             decode_slot(bytes)
         };
         match MirroredFile::open(disk, path, &initial, decode).await.map_err(path_error)? {
-            Opened::Created(file) => Ok((HardStateFile { file, sequence: 0, current: HardState::default() }, HardState::default())),
+            Opened::Created(file) => {
+                Ok((HardStateFile { file, sequence: 0, current: HardState::default(), unsynced }, HardState::default()))
+            }
             Opened::Loaded { file, sequence, value, repaired } => {
                 let suspect = value.suspect;
                 assert!(suspect.is_none_or(|s| s.bound >= s.cut), "a saved suspicion {suspect:?} reads back whole");
                 if repaired {
                     tracing::warn!(path = %path.display(), ?value, "hard state: one copy was damaged or stale, rewritten");
                 }
-                Ok((HardStateFile { file, sequence, current: value }, value))
+                Ok((HardStateFile { file, sequence, current: value, unsynced }, value))
             }
             Opened::Corrupt => Err(Error::HardStateCorrupt { path: path.to_path_buf() }),
         }
@@ -164,7 +178,7 @@ impl<D: Disk> HardStateFile<D> {
         let same_term = state.term == current.term;
         assert!(!same_term || current.vote == 0 || state.vote == current.vote, "a second vote in term {}", state.term);
         let sequence = self.sequence + 1;
-        self.file.save(&encode_slot(sequence, state)).await.map_err(path_error)?;
+        self.file.save_syncing(&encode_slot(sequence, state), !self.unsynced).await.map_err(path_error)?;
         self.sequence = sequence;
         self.current = state;
         Ok(())
@@ -293,6 +307,39 @@ mod tests {
         drop(raw);
         let (_, loaded) = HardStateFile::open(&disk, PATH).await.unwrap();
         assert_eq!(loaded, state(6, 2, 11));
+    }
+
+    #[tokio::test]
+    async fn decode_file_reads_what_the_disk_holds_durably() {
+        let disk = SimDisk::new(6);
+        let (mut file, _) = HardStateFile::open(&disk, PATH).await.unwrap();
+        let durable = |disk: &SimDisk| decode_file(&disk.read_file_durable(Path::new(PATH)).unwrap());
+        assert_eq!(durable(&disk), Some(HardState::default()));
+        file.save(state(2, 3, 1)).await.unwrap();
+        assert_eq!(durable(&disk), Some(state(2, 3, 1)));
+        // One copy damaged: the other holds the state, as opening would find it.
+        disk.flip_bit(Path::new(PATH), 8 * 20);
+        assert_eq!(durable(&disk), Some(state(2, 3, 1)));
+        disk.flip_bit(Path::new(PATH), 8 * (SLOT_STRIDE_BYTES + 20));
+        assert_eq!(durable(&disk), None, "both copies damaged");
+        assert_eq!(decode_file(&[]), None);
+    }
+
+    #[cfg(any(madsim, feature = "planted-bugs"))]
+    #[tokio::test]
+    async fn planted_save_without_sync_leaves_the_disk_behind() {
+        // The planted bug reports success with nothing durable: what the disk holds is the
+        // previous state, and a power loss brings it back.
+        let disk = SimDisk::new(7);
+        let planted = Planted { hard_state_saved_without_sync: true, ..Planted::default() };
+        let (mut file, _) = HardStateFile::open_with(&disk, PATH, &planted).await.unwrap();
+        file.save(state(1, 2, 0)).await.unwrap();
+        assert_eq!(file.get(), state(1, 2, 0));
+        assert_eq!(decode_file(&disk.read_file_durable(Path::new(PATH)).unwrap()), Some(HardState::default()));
+        drop(file);
+        disk.crash(CrashMode::PowerLoss);
+        let (_, loaded) = HardStateFile::open(&disk, PATH).await.unwrap();
+        assert_eq!(loaded, HardState::default());
     }
 
     #[tokio::test]

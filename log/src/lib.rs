@@ -26,7 +26,9 @@ pub use disk::{disk_full_error, is_disk_full, Disk, DiskFile, OpenMode};
 pub use entry::{decode_entry, Entry, EntryHeader, EntryKind, ENTRY_HEADER_BYTES, ENTRY_PAYLOAD_BYTES_MAX};
 pub use error::{Error, Result};
 pub use fs_disk::FsDisk;
-pub use hard_state::{HardState, HardStateFile, Suspicion, SLOT_BYTES as HARD_STATE_SLOT_BYTES, SLOT_STRIDE_BYTES};
+pub use hard_state::{
+    decode_file as decode_hard_state_file, HardState, HardStateFile, Suspicion, SLOT_BYTES as HARD_STATE_SLOT_BYTES, SLOT_STRIDE_BYTES,
+};
 pub use log::{RetentionReport, SegmentLog};
 pub use mirrored::{MirroredFile, Opened as MirroredOpened, PathError, COPY_STRIDE_BYTES};
 pub use planted::Planted;

@@ -73,15 +73,10 @@ impl<D: Disk> MirroredFile<D> {
             return Ok(Opened::Created(mirrored));
         }
         let bytes = mirrored.file.read_at(0, 2 * COPY_STRIDE_BYTES as usize).await.map_err(at(path))?;
-        let copy = |i: usize| bytes.get(i * COPY_STRIDE_BYTES as usize..).and_then(|b| b.get(..b.len().min(COPY_STRIDE_BYTES as usize)));
-        let decoded = [copy(0).and_then(&decode), copy(1).and_then(&decode)];
+        let (decoded, winner) = decode_copies(&bytes, decode);
         let sequences = [decoded[0].as_ref().map(|d| d.0), decoded[1].as_ref().map(|d| d.0)];
-        let winner = match sequences {
-            [None, None] => return Ok(Opened::Corrupt),
-            [Some(a), Some(b)] if b > a => 1,
-            [None, Some(_)] => 1,
-            _ => 0,
-        };
+        let Some(winner) = winner else { return Ok(Opened::Corrupt) };
+        let copy = |i: usize| copy_of(&bytes, i);
         let repaired = sequences[0] != sequences[1];
         if repaired {
             let good = copy(winner).expect("the winning copy was read").to_vec();
@@ -104,16 +99,57 @@ impl<D: Disk> MirroredFile<D> {
     /// sync, copy 1, sync. An error is fatal for the replica (fsyncgate): the caller stops and
     /// reopens, which repairs whichever copy the failure left behind.
     pub async fn save(&self, record: &[u8]) -> Result<(), PathError> {
+        self.save_syncing(record, true).await
+    }
+
+    /// [`MirroredFile::save`], with the syncs left out when `sync` is false: only the planted bug
+    /// hard-state-saved-without-sync (`crate::Planted`) asks for that.
+    pub(crate) async fn save_syncing(&self, record: &[u8], sync: bool) -> Result<(), PathError> {
         assert!(record.len() as u64 <= COPY_STRIDE_BYTES, "a record fits one copy");
         assert!(!record.is_empty(), "an empty record reads back as a file being created");
         for position in [0, COPY_STRIDE_BYTES] {
             self.file.write_at(position, Bytes::copy_from_slice(record)).await.map_err(|error| (self.path.clone(), error))?;
-            self.file.sync_data().await.map_err(|error| (self.path.clone(), error))?;
+            if sync {
+                self.file.sync_data().await.map_err(|error| (self.path.clone(), error))?;
+            }
         }
         Ok(())
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// Copy `i` (0 or 1) of a mirrored file's `bytes`: one `COPY_STRIDE_BYTES` sector, the second
+/// running to the end of the bytes; `None` past them.
+fn copy_of(bytes: &[u8], i: usize) -> Option<&[u8]> {
+    bytes.get(i * COPY_STRIDE_BYTES as usize..).and_then(|b| b.get(..b.len().min(COPY_STRIDE_BYTES as usize)))
+}
+
+/// Both copies of a mirrored file's `bytes` through `decode`, and the copy opening takes: the
+/// valid one with the highest sequence (copy 0 on a tie), `None` when neither is valid.
+fn decode_copies<T>(bytes: &[u8], decode: impl Fn(&[u8]) -> Option<(u64, T)>) -> ([Option<(u64, T)>; 2], Option<usize>) {
+    let decoded = [copy_of(bytes, 0).and_then(&decode), copy_of(bytes, 1).and_then(&decode)];
+    let winner = match [decoded[0].as_ref().map(|d| d.0), decoded[1].as_ref().map(|d| d.0)] {
+        [None, None] => None,
+        [Some(a), Some(b)] if b > a => Some(1),
+        [None, Some(_)] => Some(1),
+        _ => Some(0),
+    };
+    (decoded, winner)
+}
+
+/// The record a mirrored file's `bytes` hold, as [`MirroredFile::open`] would load it (the
+/// newest valid copy, its sequence and value), without repairing anything: `None` when neither
+/// copy is valid (or the bytes are empty, a creation cut short). The simulator reads the bytes
+/// a disk holds durably with it (CHECKLISTS R6).
+pub fn newest_copy<T>(bytes: &[u8], decode: impl Fn(&[u8]) -> Option<(u64, T)>) -> Option<(u64, T)> {
+    let (decoded, winner) = decode_copies(bytes, decode);
+    let [first, second] = decoded;
+    if winner? == 0 {
+        first
+    } else {
+        second
     }
 }

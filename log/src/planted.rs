@@ -28,6 +28,12 @@ pub struct Planted {
     /// (hard-state-unchecked-crc; breaks CHECKLISTS R8 c).
     #[cfg(any(madsim, feature = "planted-bugs"))]
     pub hard_state_unchecked_crc: bool,
+    /// A hard-state save writes both copies but skips their fdatasyncs and still reports
+    /// success: a vote or a new term the replica acts on may not be on the disk
+    /// (hard-state-saved-without-sync; breaks CHECKLISTS R6, which the simulator checks
+    /// against the bytes its disk holds durably when a vote is granted).
+    #[cfg(any(madsim, feature = "planted-bugs"))]
+    pub hard_state_saved_without_sync: bool,
 }
 
 impl Planted {
@@ -59,6 +65,14 @@ impl Planted {
     pub fn hard_state_unchecked_crc(&self) -> bool {
         #[cfg(any(madsim, feature = "planted-bugs"))]
         return self.hard_state_unchecked_crc;
+        #[cfg(not(any(madsim, feature = "planted-bugs")))]
+        false
+    }
+
+    /// Whether a hard-state save skips its fdatasyncs.
+    pub fn hard_state_saved_without_sync(&self) -> bool {
+        #[cfg(any(madsim, feature = "planted-bugs"))]
+        return self.hard_state_saved_without_sync;
         #[cfg(not(any(madsim, feature = "planted-bugs")))]
         false
     }

@@ -507,6 +507,20 @@ impl SimDisk {
         Some(state.inodes[id].durable.clone())
     }
 
+    /// The live files directly in `dir` that power loss right now would not leave as reads see
+    /// them: writes or truncations not yet synced, or a name not yet made durable by
+    /// `sync_dir`. Sorted.
+    pub fn files_unsynced_in(&self, dir: &Path) -> Vec<PathBuf> {
+        let state = self.lock();
+        let in_dir = state.live.range(dir.to_path_buf()..).take_while(|(path, _)| path.starts_with(dir));
+        in_dir
+            .filter(|(path, id)| {
+                path.parent() == Some(dir) && (!state.inodes[id].pending.is_empty() || state.durable.get(*path) != Some(id))
+            })
+            .map(|(path, _)| path.clone())
+            .collect()
+    }
+
     /// The length that `path` would have after power loss right now, or `None` if the name
     /// itself would not survive (it is looked up in the durable namespace).
     pub fn file_len_durable(&self, path: &Path) -> Option<u64> {
@@ -1152,6 +1166,24 @@ mod tests {
 
         disk.set_read_error_probability(1.0);
         assert!(is_eio(&file.read_at(0, 1).await.unwrap_err()));
+    }
+
+    #[tokio::test]
+    async fn files_unsynced_in_names_pending_writes_and_names() {
+        let disk = disk_with_dir(1).await;
+        let (path, file) = durable_file(&disk, "a", b"x").await;
+        let dir = path.parent().unwrap().to_path_buf();
+        assert!(disk.files_unsynced_in(&dir).is_empty());
+        file.write_at(1, Bytes::from_static(b"y")).await.unwrap();
+        assert_eq!(disk.files_unsynced_in(&dir), vec![path.clone()]);
+        file.sync_data().await.unwrap();
+        assert!(disk.files_unsynced_in(&dir).is_empty());
+        let other = dir.join("b");
+        let new = disk.open(&other, OpenMode::CreateOrOpen).await.unwrap();
+        new.sync_data().await.unwrap();
+        assert_eq!(disk.files_unsynced_in(&dir), vec![other.clone()], "its name is not durable yet");
+        disk.sync_dir(&dir).await.unwrap();
+        assert!(disk.files_unsynced_in(&dir).is_empty());
     }
 
     #[tokio::test]

@@ -496,6 +496,7 @@ impl ServerConfig {
             config.planted.ignore_fsync_errors = planted.ignore_fsync_error;
             config.planted.truncate_corruption = planted.truncate_mid_log_corruption;
             config.planted.hard_state_unchecked_crc = planted.hard_state_unchecked_crc;
+            config.planted.hard_state_saved_without_sync = planted.hard_state_saved_without_sync;
         }
         config
     }

@@ -110,6 +110,20 @@ pub enum PlantedBug {
     /// entries retention deleted): the follower never catches up (R12 b; the simulator's plan
     /// field `retention`).
     SnapshotWithheld,
+    /// A hard-state save writes its copies but skips their fdatasyncs and reports success: a
+    /// replica grants a vote (or moves to a new term) that is not on its disk, so a power loss
+    /// lets it vote again in that term (R6: the simulator checks every granted vote against
+    /// the hard state its disk holds durably at that moment).
+    HardStateSavedWithoutSync,
+    /// Retention deletes segments up to the log's end instead of the persisted commit: entries
+    /// not yet committed (or not yet applied) can be deleted (R12 a; the simulator's plan field
+    /// `retention`).
+    RetentionPastCommit,
+    /// A sleeping leader answers a read barrier from its own commit index without waking or
+    /// asking a quorum (`odradek_consensus` module `hibernate`): deposed while asleep, it reports
+    /// a high watermark older than an acknowledgement that completed before the poll began
+    /// (L12 a; the simulator's flag `--hibernate`).
+    HibernatedLeaderReadsLocally,
     /// The coordinator matches a member's subscribed regex anywhere in a topic's name instead
     /// of against the whole name (`find` for `matches`): a member subscribed to `t` is handed
     /// the partitions of `decoy-t` (C8; the simulator's plan field `regex`).
@@ -117,7 +131,7 @@ pub enum PlantedBug {
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 27] = [
+    pub const ALL: [PlantedBug; 30] = [
         PlantedBug::AckBeforeCommit,
         PlantedBug::ServeAboveCommit,
         PlantedBug::SkipDedup,
@@ -144,6 +158,9 @@ impl PlantedBug {
         PlantedBug::HardStateUncheckedCrc,
         PlantedBug::RepairDoneBeforeCaughtUp,
         PlantedBug::SnapshotWithheld,
+        PlantedBug::HardStateSavedWithoutSync,
+        PlantedBug::RetentionPastCommit,
+        PlantedBug::HibernatedLeaderReadsLocally,
         PlantedBug::RegexMatchesSubstring,
     ];
 
@@ -175,6 +192,9 @@ impl PlantedBug {
             PlantedBug::HardStateUncheckedCrc => "hard-state-unchecked-crc",
             PlantedBug::RepairDoneBeforeCaughtUp => "repair-done-before-caught-up",
             PlantedBug::SnapshotWithheld => "snapshot-withheld",
+            PlantedBug::HardStateSavedWithoutSync => "hard-state-saved-without-sync",
+            PlantedBug::RetentionPastCommit => "retention-past-commit",
+            PlantedBug::HibernatedLeaderReadsLocally => "hibernated-leader-reads-locally",
             PlantedBug::RegexMatchesSubstring => "regex-matches-substring",
         }
     }
@@ -221,6 +241,9 @@ pub struct Planted {
     pub hard_state_unchecked_crc: bool,
     pub repair_done_before_caught_up: bool,
     pub snapshot_withheld: bool,
+    pub hard_state_saved_without_sync: bool,
+    pub retention_past_commit: bool,
+    pub hibernated_leader_reads_locally: bool,
     pub regex_matches_substring: bool,
 }
 
@@ -255,6 +278,9 @@ impl Planted {
             hard_state_unchecked_crc: on(PlantedBug::HardStateUncheckedCrc),
             repair_done_before_caught_up: on(PlantedBug::RepairDoneBeforeCaughtUp),
             snapshot_withheld: on(PlantedBug::SnapshotWithheld),
+            hard_state_saved_without_sync: on(PlantedBug::HardStateSavedWithoutSync),
+            retention_past_commit: on(PlantedBug::RetentionPastCommit),
+            hibernated_leader_reads_locally: on(PlantedBug::HibernatedLeaderReadsLocally),
             regex_matches_substring: on(PlantedBug::RegexMatchesSubstring),
         }
     }
@@ -295,6 +321,9 @@ mod tests {
             all.hard_state_unchecked_crc,
             all.repair_done_before_caught_up,
             all.snapshot_withheld,
+            all.hard_state_saved_without_sync,
+            all.retention_past_commit,
+            all.hibernated_leader_reads_locally,
             all.regex_matches_substring,
         ];
         assert!(each.iter().all(|on| *on), "every bug has a switch: {all:?}");

@@ -183,6 +183,8 @@ impl Server {
             node_config.planted.suspect_vote_by_term_only = planted.suspect_vote_by_term_only;
             node_config.planted.silent_recovery_cut = planted.silent_recovery_cut;
             node_config.planted.snapshot_withheld = planted.snapshot_withheld;
+            node_config.planted.retention_past_commit = planted.retention_past_commit;
+            node_config.planted.hibernated_leader_reads_locally = planted.hibernated_leader_reads_locally;
         }
         // R8 d: a new incarnation's empty logs may be replicas the node lost (module `data_dir`).
         if config.data_dir_new {

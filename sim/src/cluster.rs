@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use madsim::runtime::Handle;
@@ -159,6 +160,31 @@ impl SimCluster {
             .iter()
             .filter(|(node, disk)| disk.read_file(&marker).is_some() || (wiped.contains(node) && disk.files().is_empty()))
             .map(|(&node, _)| node)
+            .collect()
+    }
+
+    /// The hard state (term, vote) `node`'s disk holds durably for raft `group` right now, as
+    /// its hard-state file would open after a power loss: `None` when no copy of it is valid.
+    /// A file that does not exist, or is still empty, opens as the default state (term 0).
+    /// R6 against the disk: the raft checker compares every granted vote with it.
+    pub fn hard_state_on_disk(&self, node: u64, group: u64) -> Option<(u64, u64)> {
+        let path = Path::new(DATA_DIR).join(group.to_string()).join(odradek_consensus::storage::HARD_STATE_FILE);
+        let bytes = self.disks.get(&node)?.read_file_durable(&path).unwrap_or_default();
+        if bytes.is_empty() {
+            return Some((0, 0));
+        }
+        odradek_log::decode_hard_state_file(&bytes).map(|state| (state.term, state.vote))
+    }
+
+    /// The segment files of raft `group`'s log on `node`'s disk whose writes (or names) are not
+    /// durable right now (R6 against the disk: an accepted append leaves only after its fsync).
+    pub fn segments_unsynced(&self, node: u64, group: u64) -> Vec<String> {
+        let Some(disk) = self.disks.get(&node) else { return Vec::new() };
+        let dir = Path::new(DATA_DIR).join(group.to_string()).join(odradek_consensus::storage::LOG_DIR);
+        disk.files_unsynced_in(&dir)
+            .into_iter()
+            .filter(|path| path.extension().is_some_and(|extension| extension == "log"))
+            .map(|path| path.display().to_string())
             .collect()
     }
 

@@ -350,6 +350,17 @@ fn observe_replicas(cluster: &Arc<SimCluster>, seed: u64, coverage: Rc<RefCell<B
             *coverage.borrow_mut().entry(path.to_string()).or_default() += 1;
         }
         let mut checker = checker.borrow_mut();
+        // R6 against the disk: what a vote grant or an accepted append promises is durable on the
+        // node's disk as it leaves (read only: the schedule does not change).
+        match event {
+            Event::VoteGranted { node, group, to, term, .. } => {
+                checker.record_vote_on_disk(node, group, to, term, cluster.hard_state_on_disk(node, group));
+            }
+            Event::AppendAccepted { node, group, to, index, .. } => {
+                checker.record_append_on_disk(node, group, to, index, &cluster.segments_unsynced(node, group));
+            }
+            _ => {}
+        }
         checker.record(event);
         // A violation stops the run at once, naming the invariant, the group and the values.
         if let Some(violation) = checker.violations().first() {

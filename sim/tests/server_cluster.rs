@@ -210,9 +210,10 @@ fn planted_ack_before_fsync_is_caught() {
     planted_bug_is_caught(PlantedBug::AckBeforeFsync, Scenario::Crash, 1..=30, &["R6", "R5", "R3"]);
 }
 
-// A failed fsync is ignored; the replica then acknowledges the entries it covered (seed 2, R5:
-// an acks=all acknowledgement counted it; earlier seeds caught it on R6, and without R6 the
-// power loss right after made raft commit past the replica's log end, R3).
+// A failed fsync is ignored; the replica then acknowledges the entries it covered (seed 2, R6 on
+// the disk: the segment still has unsynced writes as the append response leaves; before R6 read
+// the disk, R5: an acks=all acknowledgement counted it; without R6 the power loss right after
+// made raft commit past the replica's log end, R3).
 #[test]
 fn planted_ignore_fsync_error_is_caught() {
     planted_bug_is_caught(PlantedBug::IgnoreFsyncError, Scenario::Disk, 1..=60, &["R6", "R5", "R3"]);
@@ -283,6 +284,17 @@ fn planted_repair_done_before_caught_up_is_caught() {
     planted_bug_is_caught_with(PlantedBug::RepairDoneBeforeCaughtUp, &base, 1..=REPAIR_SEEDS_MAX, &["R8"]);
 }
 
+// A hard-state save that skips its fdatasyncs but reports success: the replica grants a vote its
+// disk does not hold. R6 compares every granted vote with the hard state the node's disk holds
+// durably as the grant leaves (decoded from the file's durable bytes), so the first vote of the
+// run names it (seed 1: node 1 voted for node 2 in term 1 with term 0 on its disk), without
+// waiting for a power loss to make it a forgotten vote (R8 c). The in-memory check (the state
+// the driver believes it saved) cannot see it: only R6 on the disk is accepted here.
+#[test]
+fn planted_hard_state_saved_without_sync_is_caught() {
+    planted_bug_is_caught(PlantedBug::HardStateSavedWithoutSync, Scenario::Crash, 1..=5, &["R6"]);
+}
+
 /// The seed range the planted repair bug must be caught in.
 const REPAIR_SEEDS_MAX: u64 = 10;
 
@@ -294,6 +306,18 @@ const REPAIR_SEEDS_MAX: u64 = 10;
 fn planted_snapshot_withheld_is_caught() {
     let base = ScenarioConfig { scenario: Scenario::Calm, retention: true, ..ScenarioConfig::new(0) };
     planted_bug_is_caught_with(PlantedBug::SnapshotWithheld, &base, 1..=10, &["R12"]);
+}
+
+// Retention bounded by the log's end instead of the persisted commit (and the storage layer's own
+// check of the bound skipped with it): a sealed segment holding entries not yet committed goes,
+// which R12 a names when the node reports its new log start. Swarm `--retention` seed 2 (node 1
+// deleted group 3 up to index 26 with its commit at 25); 9 of seeds 1..=30 catch it, all on
+// R12. Calm `--retention` never does in 1..=30: without faults no sealed segment is ahead of
+// the commit when retention runs.
+#[test]
+fn planted_retention_past_commit_is_caught() {
+    let base = ScenarioConfig { scenario: Scenario::Swarm, retention: true, ..ScenarioConfig::new(0) };
+    planted_bug_is_caught_with(PlantedBug::RetentionPastCommit, &base, 1..=10, &["R12"]);
 }
 
 // The faults on state files (plan field `state_faults`) on disk seed 18, which draws every kind:

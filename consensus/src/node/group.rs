@@ -592,11 +592,30 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             state.store.save_hard_state(&crate::storage::raft_hard_state(hard)).await.map_err(storage_error(group))?;
             self.stats.hard_state_saves += 1;
         }
-        let index_bound = (state.store.hard_state_saved().commit + 1).min(index_bound_max);
+        #[cfg(any(madsim, feature = "planted-bugs"))]
+        let past_commit = self.config.planted.retention_past_commit;
+        #[cfg(not(any(madsim, feature = "planted-bugs")))]
+        let past_commit = false;
+        let index_bound = match past_commit {
+            // Planted retention-past-commit: bounded by the log's end.
+            true => state.store.log().last_index() + 1,
+            false => state.store.hard_state_saved().commit + 1,
+        }
+        .min(index_bound_max);
         let applied = state.raw.raft.raft_log.applied;
-        assert!(index_bound <= applied + 1, "group {group}: retention bound {index_bound} above the applied index {applied}");
+        assert!(
+            past_commit || index_bound <= applied + 1,
+            "group {group}: retention bound {index_bound} above the applied index {applied}"
+        );
         let first_before = state.store.log().first_index();
-        let report = state.store.enforce_retention(now_ms, index_bound).await.map_err(storage_error(group))?;
+        #[cfg(any(madsim, feature = "planted-bugs"))]
+        let report = match past_commit {
+            true => state.store.enforce_retention_past_commit(now_ms, index_bound).await,
+            false => state.store.enforce_retention(now_ms, index_bound).await,
+        };
+        #[cfg(not(any(madsim, feature = "planted-bugs")))]
+        let report = state.store.enforce_retention(now_ms, index_bound).await;
+        let report = report.map_err(storage_error(group))?;
         let first_index = state.store.log().first_index();
         assert!(first_index <= index_bound, "group {group}: retention deleted index {index_bound} (the log starts at {first_index})");
         if first_index != first_before {

@@ -193,6 +193,44 @@ impl RaftChecker {
         self.last_applied.retain(|&(holder, _, of), _| !(holder == node && of == group));
     }
 
+    /// R6 against what the disk holds: when `node` granted `to` its vote in `term`
+    /// ([`Event::VoteGranted`]), the hard state its disk held durably at that moment, as its
+    /// hard-state file would open after a power loss (`None`: no valid copy survives, or no
+    /// file). The event's own `term_saved` / `vote_saved` are what the node believes it saved; a
+    /// save that skipped its sync (or whose sync the disk never confirmed) shows only here. A
+    /// harness that can read its nodes' durable bytes (the simulator) calls this before
+    /// [`RaftChecker::record`] with the event.
+    pub fn record_vote_on_disk(&mut self, node: NodeId, group: GroupId, to: NodeId, term: u64, on_disk: Option<(u64, u64)>) {
+        let durable = on_disk.is_some_and(|(term_disk, vote_disk)| term_disk > term || (term_disk == term && vote_disk == to));
+        if !durable {
+            let held = on_disk.map_or("no valid hard state".to_string(), |(t, v)| format!("term {t}, vote {v}"));
+            self.violate(
+                "R6",
+                group,
+                format!("node {node} voted for node {to} in term {term}; its disk holds durably {held} (the vote is not on the disk)"),
+            );
+        }
+    }
+
+    /// R6 against what the disk holds: when `node` told `to` it holds the entries up to `index`
+    /// ([`Event::AppendAccepted`]), `unsynced` names the log segment files of the group whose
+    /// bytes or names its disk did not hold durably at that moment (writes not yet synced). An
+    /// accepted append leaves only after the round's fsync, so every segment is durable then: a
+    /// pending write means the acknowledgement runs ahead of the disk. A harness that can read
+    /// its nodes' disks (the simulator) calls this before [`RaftChecker::record`] with the event.
+    pub fn record_append_on_disk(&mut self, node: NodeId, group: GroupId, to: NodeId, index: u64, unsynced: &[String]) {
+        if !unsynced.is_empty() {
+            self.violate(
+                "R6",
+                group,
+                format!(
+                    "node {node} told node {to} it holds index {index} while its disk held log segments {unsynced:?} with writes \
+                     not yet durable"
+                ),
+            );
+        }
+    }
+
     pub fn record(&mut self, event: Event) {
         self.events += 1;
         match event {
