@@ -44,9 +44,13 @@ pub async fn join_cluster(context: &NodeContext, id: u64, body: wire::JoinCluste
 }
 
 async fn join(context: &NodeContext, body: &wire::JoinClusterRequest) -> Result<(), RequestError> {
-    if context.config.metadata_voters_initial().contains(&body.node_id) {
+    // A bootstrap member's id joins only once the metadata says that member was removed (a
+    // decommissioned node coming back under a new incarnation, module `join`).
+    let bootstrap = context.config.metadata_voters_initial().contains(&body.node_id);
+    if bootstrap && !context.state.lock().meta.removed().contains(&body.node_id) {
         return Err(invalid(format!(
-            "node {} is a member of the cluster's bootstrap list: a joining node needs an id of its own",
+            "node {} is a member of the cluster's bootstrap list and was not removed: a joining node needs an id of its \
+             own (a bootstrap member rejoins only once decommissioned and removed, with an empty data directory)",
             body.node_id
         )));
     }
