@@ -13,7 +13,8 @@
 //! And a removed bootstrap member rejoins (issue 15, R8 d, F-M3; as in KRaft, only through the
 //! join path under a new incarnation): on 3 bootstrap members, node 3 is decommissioned and
 //! removed, then
-//! - while it is still a member, a join under id 3 (a fresh directory) is refused definitely;
+//! - while it is still a member, a join under id 3 (a fresh directory) is refused definitely,
+//!   and once removed, so is one at other addresses than its `--node` entry;
 //! - started with `--join` on its old data directory, it exits with the reason (its old
 //!   identity never comes back);
 //! - started with `--join` on an emptied directory, it is registered again, follows the
@@ -186,6 +187,9 @@ async fn a_removed_bootstrap_member_rejoins_only_under_a_new_incarnation() {
     })
     .await;
     cluster.kill(3);
+    // Removed, it rejoins only at the addresses every node's bootstrap list gives it.
+    let stderr = refused_join(3, &seed);
+    assert!(stderr.contains("but the bootstrap list names it") && stderr.contains("INVALID_REQUEST"), "{stderr}");
 
     // Its old data directory is its old identity: refused before asking, the process ends.
     cluster.rejoin(3, &["--join".to_string(), seed.clone()]);

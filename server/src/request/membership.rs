@@ -54,6 +54,18 @@ async fn join(context: &NodeContext, body: &wire::JoinClusterRequest) -> Result<
             body.node_id
         )));
     }
+    // Every node's bootstrap list still names it (peer links, Metadata answers, relays): it
+    // rejoins at those addresses.
+    if let Some(listed) = context.config.nodes.iter().find(|node| bootstrap && node.id == body.node_id) {
+        let (peer, client) = (listed.peer.to_string(), listed.client.to_string());
+        if body.peer_address != peer || body.client_address != client {
+            return Err(invalid(format!(
+                "node {} rejoins at {}/{}, but the bootstrap list names it {peer}/{client}: a removed bootstrap member \
+                 rejoins at the addresses of its --node entry",
+                body.node_id, body.peer_address, body.client_address
+            )));
+        }
+    }
     let joining = JoiningNode {
         node_id: body.node_id,
         incarnation: body.incarnation,
