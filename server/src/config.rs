@@ -238,6 +238,13 @@ pub struct ServerConfig {
     /// [`crate::data_dir::Identity`]); what a joining node registers as its identity.
     #[serde(skip)]
     pub incarnation: u64,
+    /// For a node that joined (`--join`): the bootstrap member ids the cluster answered (the
+    /// metadata group's initial voters), which may name this node itself when it is a bootstrap
+    /// member that was decommissioned and removed, and rejoins under a new incarnation (module
+    /// `join`). Never read from the file: `join::join_cluster` sets it. Empty: the listed
+    /// members but this node.
+    #[serde(skip)]
+    pub join_bootstrap: Vec<NodeId>,
 }
 
 fn default_auto_create_topics() -> bool {
@@ -332,6 +339,7 @@ impl ServerConfig {
             join_replace: false,
             learner_catch_up_bytes_per_second: 0,
             incarnation: 0,
+            join_bootstrap: Vec::new(),
         }
     }
 
@@ -438,9 +446,19 @@ impl ServerConfig {
         self.me().kafka.filter(dialable).or(self.kafka_listen.filter(dialable))
     }
 
-    /// The metadata group's initial voters: the bootstrap members (for a joining node, the
-    /// listed members but itself).
+    /// The metadata group's initial voters: the bootstrap members (for a joining node, those
+    /// the cluster answered, [`ServerConfig::join_bootstrap`]; before it answered, the listed
+    /// members but itself). A removed bootstrap member that rejoins is one of them: its
+    /// metadata replica starts from the group's true initial configuration, and its empty log
+    /// keeps it out of every vote until it has caught up (R8 d), by which time the log's conf
+    /// changes have made it a learner.
     pub fn metadata_voters_initial(&self) -> Vec<NodeId> {
+        if !self.join.is_empty() && !self.join_bootstrap.is_empty() {
+            let mut ids = self.join_bootstrap.clone();
+            ids.sort_unstable();
+            ids.dedup();
+            return ids;
+        }
         let mut ids = self.node_ids();
         if !self.join.is_empty() {
             ids.retain(|&id| id != self.id);

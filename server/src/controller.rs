@@ -276,7 +276,12 @@ pub async fn register_brokers(context: &NodeContext) {
             .nodes
             .iter()
             // A node that joined the running cluster was registered by its join (`meta::members`).
-            .filter(|member| bootstrap.contains(&member.id) && !state.meta.removed().contains(&member.id))
+            // Nor does a removed bootstrap member that rejoined (`meta::members`).
+            .filter(|member| {
+                bootstrap.contains(&member.id)
+                    && !state.meta.removed().contains(&member.id)
+                    && !state.meta.members().contains_key(&member.id)
+            })
             .map(|member| {
                 let registered = state.meta.brokers().get(&member.id).map(|broker| broker.kafka_address.clone());
                 let configured = if member.id == context.config.id { context.config.kafka_advertised() } else { member.kafka };

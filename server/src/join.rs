@@ -8,6 +8,13 @@
 //! temporary file and a rename): a restart reads it and needs no member up to start, as a
 //! bootstrap member needs only its flags. A wiped directory has no such file and asks again,
 //! under its new incarnation (refused unless `--replace`: the identity rule, `meta::members`).
+//!
+//! A bootstrap member (`--node` lists) that was decommissioned and removed comes back the same
+//! way, as in KRaft: `--join` with an empty data directory (a new incarnation; its old
+//! directory is refused before asking). The controller accepts its id only once the metadata
+//! says it was removed; the bootstrap list it answers then names this node, whose metadata
+//! replica starts from that list (the group's true initial voters) with an empty log, so it
+//! votes in nothing until caught up, and the log's conf changes leave it a learner (R8 d).
 
 use std::path::Path;
 use std::time::Duration;
@@ -119,10 +126,30 @@ async fn ask(config: &ServerConfig) -> Result<Vec<Member>, String> {
             parse_member(&text).map_err(|error| format!("the cluster answered a bad bootstrap member: {error}"))
         })
         .collect::<Result<_, _>>()?;
-    if members.is_empty() || members.iter().any(|member| member.id == config.id) {
-        return Err(format!("the cluster answered a bootstrap list {members:?} that is empty or names this node"));
+    if members.is_empty() {
+        return Err("the cluster answered an empty bootstrap list".to_string());
     }
+    // The list names this node when it is a bootstrap member that was decommissioned and
+    // removed: the controller accepts its id only then (`request::membership`).
     Ok(members)
+}
+
+/// A data directory that is not a new incarnation and holds no [`BOOTSTRAP_FILE`] was a
+/// bootstrap member's (a joining node writes that file before it runs, and a new directory is
+/// *joining* until it has joined, `data_dir`): a node never joins with it. A removed node comes
+/// back only under a new identity (R8 d, F-M3, as in KRaft): its old log and votes are gone
+/// with its membership.
+fn check_not_a_bootstrap_directory(config: &ServerConfig) -> Result<(), String> {
+    if config.data_dir_new {
+        return Ok(());
+    }
+    Err(format!(
+        "node {}'s data directory {} holds a bootstrap member's state (it is not new and has no {BOOTSTRAP_FILE}): a node \
+         joins (--join) only with an empty data directory, under a new identity; a decommissioned and removed bootstrap \
+         member rejoins with its data directory emptied",
+        config.id,
+        config.data_dir.display()
+    ))
 }
 
 /// Joins the running cluster (module documentation): on return `config.nodes` lists the
@@ -138,13 +165,18 @@ pub async fn join_cluster(config: &mut ServerConfig) -> Result<(), String> {
             members
         }
         None => {
+            check_not_a_bootstrap_directory(config)?;
             let members = ask(config).await?;
             write_bootstrap(&config.data_dir, &members).map_err(|error| format!("writing {BOOTSTRAP_FILE}: {error}"))?;
             tracing::info!(node = config.id, bootstrap = ?members.iter().map(|m| m.id).collect::<Vec<_>>(), "the cluster recorded this node joining");
             members
         }
     };
-    config.nodes.extend(members);
+    // The metadata group's initial voters are the bootstrap members, this node among them if it
+    // is a removed bootstrap member rejoining (its own entry is the one it starts with now).
+    config.join_bootstrap = members.iter().map(|member| member.id).collect();
+    let me = config.id;
+    config.nodes.extend(members.into_iter().filter(|member| member.id != me));
     config.validate().map_err(|error| error.to_string())
 }
 
@@ -175,5 +207,25 @@ mod tests {
         assert_eq!(config.metadata_voters_initial(), vec![1, 2], "its metadata replica starts from the bootstrap voters");
         config.join.clear();
         assert_eq!(config.metadata_voters_initial(), vec![1, 2, 4], "a bootstrap member is one of them");
+    }
+
+    #[test]
+    fn a_removed_bootstrap_member_rejoins_from_the_true_bootstrap_voters() {
+        // Node 2 was a bootstrap member of {1, 2, 3}, was removed, and rejoins with new addresses.
+        let me = parse_member("2=127.0.0.1:25112/127.0.0.1:25212").unwrap();
+        let mut config = ServerConfig::new(2, "/tmp/unused", vec![me.clone()]);
+        config.join = vec!["127.0.0.1:25201".parse().unwrap()];
+        config.join_bootstrap = vec![3, 1, 2];
+        config.nodes.push(parse_member("1=127.0.0.1:25101/127.0.0.1:25201").unwrap());
+        config.nodes.push(parse_member("3=127.0.0.1:25103/127.0.0.1:25203").unwrap());
+        config.validate().unwrap();
+        assert_eq!(config.metadata_voters_initial(), vec![1, 2, 3], "the metadata group's initial voters, itself among them");
+        assert_eq!(config.me(), &me, "it runs at the addresses it joined with");
+        // Its old directory (not new, no bootstrap file) is refused before asking.
+        config.data_dir_new = false;
+        let refused = check_not_a_bootstrap_directory(&config).unwrap_err();
+        assert!(refused.contains("empty data directory"), "{refused}");
+        config.data_dir_new = true;
+        check_not_a_bootstrap_directory(&config).unwrap();
     }
 }

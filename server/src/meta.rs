@@ -694,6 +694,11 @@ impl MetadataState {
         if self.removed.contains(&broker.node_id) {
             return MetaOutcome::Rejected(format!("node {} was decommissioned and removed", broker.node_id));
         }
+        // A removed bootstrap member that rejoined is registered by its join, at the addresses
+        // it joined with, not by a bootstrap list (`meta::members`).
+        if self.members.contains_key(&broker.node_id) {
+            return MetaOutcome::Rejected(format!("node {} joined the running cluster: its join registers it", broker.node_id));
+        }
         if !self.brokers.contains_key(&broker.node_id) && self.brokers.len() >= BROKERS_MAX {
             return MetaOutcome::Rejected(format!("already {BROKERS_MAX} brokers"));
         }

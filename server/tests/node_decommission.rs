@@ -9,6 +9,19 @@
 //! - node 1 is listed as draining, leaves the controller voters, every replica moves off it and
 //!   it is removed: no broker list or partition names it any more;
 //! - L5/L10: every acknowledged record reads back, at its acknowledged offset, from nodes 2, 3, 4.
+//!
+//! And a removed bootstrap member rejoins (issue 15, R8 d, F-M3; as in KRaft, only through the
+//! join path under a new incarnation): on 3 bootstrap members, node 3 is decommissioned and
+//! removed, then
+//! - while it is still a member, a join under id 3 (a fresh directory) is refused definitely,
+//!   and once removed, so is one at other addresses than its `--node` entry;
+//! - started with `--join` on its old data directory, it exits with the reason (its old
+//!   identity never comes back);
+//! - started with `--join` on an emptied directory, it is registered again, follows the
+//!   metadata log as a learner (the controller voters stay 1 and 2: as node 3 itself applied
+//!   the configuration, it votes in nothing), takes a replica of a new topic and holds every
+//!   acknowledged record; restarts of node 3 (from its `odradek.bootstrap`, which names itself)
+//!   and of node 1 (whose bootstrap list names node 3) keep all of that.
 
 // Real processes, real sockets and real time: not a simulation test.
 #![cfg(not(madsim))]
@@ -16,10 +29,12 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use odradek_client::wire::proto::ErrorCode;
 use odradek_client::{Admin, Producer, ProducerConfig, ProducerRecord};
+use odradek_jepsen::harness::ports::reserve;
 
 use common::{create_topic_until, read_back_partition, wait_until, ProcessCluster};
 
@@ -114,4 +129,115 @@ async fn a_decommissioned_node_drains_then_leaves_and_nothing_acknowledged_is_lo
     })
     .await;
     expect_refusal(survivors_admin.decommission_node(3).await, "last voter");
+}
+
+/// Runs `odradek server --join seed` as node `id` on a fresh data directory and waits for it to
+/// exit (the join must be refused); its stderr.
+fn refused_join(id: u64, seed: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = reserve(2).expect("free ports");
+    let (peer, client) = (ports.ports()[0], ports.ports()[1]);
+    let output = Command::new(env!("CARGO_BIN_EXE_odradek"))
+        .args(["server", "--id", &id.to_string(), "--data-dir", dir.path().join("data").to_str().unwrap(), "--tick-ms", "20"])
+        .args(["--node", &format!("{id}=127.0.0.1:{peer}/127.0.0.1:{client}"), "--join", seed])
+        .env("ODRADEK_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run odradek server");
+    assert!(!output.status.success(), "a refused join must end the process");
+    common::without_colors(&String::from_utf8_lossy(&output.stderr))
+}
+
+/// Waits until node `id` (as it applied the metadata itself) lists node 3 as a broker and a
+/// learner of the metadata group whose voters are 1 and 2.
+async fn wait_node_three_back(admin: &Admin, address: &str, what: &str) {
+    wait_until(what, 60, || async {
+        admin.describe_node(address).await.is_ok_and(|described| {
+            described.brokers.iter().any(|broker| broker.node_id == 3)
+                && described.controller_voters == vec![1, 2]
+                && described.controller_learners.contains(&3)
+        })
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_bootstrap_member_rejoins_only_under_a_new_incarnation() {
+    let mut cluster = ProcessCluster::start(3);
+    let all: Vec<String> = (1..=3).map(|id| cluster.client_addr(id)).collect();
+    let addresses: Vec<&str> = all.iter().map(String::as_str).collect();
+    let admin = Admin::new(&addresses).unwrap();
+    let seed = cluster.client_addr(1);
+    wait_until("the cluster has a controller", 40, || async { admin.describe_cluster().await.is_ok_and(|d| d.controller != 0) }).await;
+
+    // Node 3 is a member still: its id does not join, whatever the directory.
+    let stderr = refused_join(3, &seed);
+    assert!(stderr.contains("bootstrap list and was not removed") && stderr.contains("INVALID_REQUEST"), "{stderr}");
+
+    admin.decommission_node(3).await.expect("decommission node 3");
+    let survivors = Admin::new(&addresses[..2]).unwrap();
+    wait_until("node 3 is removed, as node 1 applied it", 90, || async {
+        survivors.describe_node(addresses[0]).await.is_ok_and(|described| {
+            described.draining.is_empty()
+                && described.brokers.iter().all(|broker| broker.node_id != 3)
+                && described.controller_voters == vec![1, 2]
+                && !described.controller_learners.contains(&3)
+        })
+    })
+    .await;
+    cluster.kill(3);
+    // Removed, it rejoins only at the addresses every node's bootstrap list gives it.
+    let stderr = refused_join(3, &seed);
+    assert!(stderr.contains("but the bootstrap list names it") && stderr.contains("INVALID_REQUEST"), "{stderr}");
+
+    // Its old data directory is its old identity: refused before asking, the process ends.
+    cluster.rejoin(3, &["--join".to_string(), seed.clone()]);
+    cluster.spawn_only(3);
+    let status = cluster.wait_exit(3, Duration::from_secs(20)).expect("node 3 on its old directory exits");
+    assert!(!status.success());
+    let log = common::without_colors(&cluster.log(3));
+    assert!(log.contains("holds a bootstrap member's state") && log.contains("empty data directory"), "{log}");
+
+    // Emptied: a new incarnation, recorded by the join; a learner of the metadata group.
+    cluster.wipe(3);
+    cluster.restart(3);
+    let three = cluster.client_addr(3);
+    wait_node_three_back(&survivors, addresses[0], "node 1 lists node 3 back, as a metadata learner").await;
+    wait_node_three_back(&admin, &three, "node 3 applied the metadata: a learner, voters 1 and 2").await;
+
+    // It takes replicas again: a topic of replication factor 3 needs it.
+    create_topic_until(&survivors, "back", 1, tokio::time::Instant::now() + Duration::from_secs(40)).await;
+    wait_until("topic back is described", 30, || async { survivors.describe_topic("back").await.is_ok() }).await;
+    let producer = Producer::new(&addresses[..2], ProducerConfig::default()).await.expect("producer");
+    let mut deliveries = Vec::new();
+    for i in 0..300 {
+        let value = format!("b{i:04}");
+        deliveries.push((value.clone(), producer.send(ProducerRecord::new("back", value).partition(0)).await.expect("queued")));
+    }
+    let mut acked = BTreeMap::new();
+    for (value, delivery) in deliveries {
+        acked.insert(value, delivery.await.expect("acknowledged").offset.expect("acks=all gives offsets"));
+    }
+    producer.close().await.expect("close");
+    let last = *acked.values().max().unwrap();
+    let holds_everything = |admin: Admin, address: String| async move {
+        admin.describe_node(&address).await.is_ok_and(|described| {
+            described.partitions.iter().any(|partition| partition.topic == "back" && partition.high_watermark > last)
+        })
+    };
+    wait_until("node 3's replica holds every acknowledged record", 60, || holds_everything(admin.clone(), three.clone())).await;
+    read_back_partition(&[three.as_str()], "back", 0, &acked).await;
+
+    // Restarts: node 3 from its odradek.bootstrap (naming itself), node 1 from its flags.
+    cluster.terminate(3);
+    cluster.restart(3);
+    cluster.terminate(1);
+    cluster.restart(1);
+    wait_node_three_back(&admin, &three, "node 3 restarted: still a learner, voters 1 and 2").await;
+    wait_node_three_back(&admin, addresses[0], "node 1 restarted: node 3 still a broker and a learner").await;
+    let listed = admin.describe_node(addresses[0]).await.unwrap();
+    assert!(listed.brokers.iter().any(|broker| broker.node_id == 3 && broker.address == three), "{listed:?}");
+    wait_until("node 3 still holds every acknowledged record", 60, || holds_everything(admin.clone(), three.clone())).await;
+    read_back_partition(&[three.as_str()], "back", 0, &acked).await;
 }

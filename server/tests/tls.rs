@@ -9,7 +9,10 @@
 //!   not replaced, and acknowledged writes go on;
 //! - certificates rotated while producing: new connections get the new certificate, live ones
 //!   go on, a node restarted on its new certificate rejoins, and every acknowledged record is
-//!   read back.
+//!   read back;
+//! - a node joins (`--join`, issue 15) a cluster whose client listeners speak mutual TLS: the
+//!   join's client trusts the cluster CA and presents the node's peer certificate (f0d4f0a);
+//!   the join as a default plaintext client, or over TLS without a certificate, is refused.
 
 // Real processes, real sockets and real time: not a simulation test.
 #![cfg(not(madsim))]
@@ -441,4 +444,61 @@ async fn a_node_outside_a_partition_learns_its_leader_over_tls() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// A node joins a cluster whose client listeners speak mutual TLS (issue 15). What it proves:
+/// the joining process reaches the seed's client listener over TLS, trusting the cluster CA and
+/// presenting its own node certificate (`join::join_client_config`, f0d4f0a); the cluster
+/// records it; it then learns the metadata log and takes replicas over the peer links' mutual
+/// TLS. Without that client configuration the join cannot happen: the same JoinCluster request
+/// from a default (plaintext) client, or a TLS client without a certificate, is refused at once
+/// (checked first), and with join_client_config's TLS part removed node 4 never starts listening
+/// (`odradek server` keeps asking, then exits: this test fails at node 4's start).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joins_a_mutual_tls_cluster_with_its_node_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certificates(&dir.path().join("certs"), "1,2,3,4");
+    let mut cluster = ProcessCluster::start_with_settings(3, &tls_settings(&certs, true));
+    let seed = cluster.client_addr(1);
+
+    let mut request = odradek_client::wire::proto::JoinClusterRequest::new();
+    request.node_id = 4;
+    request.incarnation = 1;
+    request.peer_address = "127.0.0.1:1".into();
+    request.client_address = "127.0.0.1:2".into();
+    for (config, expected) in
+        [(client_config(None), "this listener speaks TLS only"), (client_config(Some(trusting(&certs))), "refused this TLS connection")]
+    {
+        let error = Admin::with_cluster(ClusterSession::new(&[seed.as_str()], config).unwrap())
+            .join_cluster(request.clone())
+            .await
+            .expect_err("a join without the node's TLS identity must be refused");
+        assert!(error.is_definite() && error.to_string().contains(expected), "{expected}: {error}");
+    }
+
+    let ca = certs.join("ca.pem");
+    let flags: Vec<String> =
+        ["--join", &seed, "--tls-dir", certs.to_str().unwrap(), "--tls-client-ca", ca.to_str().unwrap()].map(String::from).to_vec();
+    let four = cluster.add_joining(&flags);
+    assert_eq!(four, 4);
+    // Node 4 listens only once the cluster recorded its join (a refused one ends the process).
+    cluster.restart(four);
+    let tls = client_config(Some(with_identity(&certs)));
+    let admin = admin(&cluster, tls.clone());
+    let (two, four_address) = (cluster.client_addr(2), cluster.client_addr(four));
+    common::wait_until("node 2 lists node 4, and node 4 applied the metadata as a learner", 60, || async {
+        let listed = admin.describe_node(&two).await.is_ok_and(|d| d.brokers.iter().any(|broker| broker.node_id == 4));
+        listed && admin.describe_node(&four_address).await.is_ok_and(|d| d.controller_learners.contains(&4) && d.brokers.len() == 4)
+    })
+    .await;
+    // Replicas reach it over the peer links' mutual TLS: a new topic's placement spreads 4x3
+    // replicas over the 4 brokers, so node 4 hosts some.
+    create_topic(&admin, "joined", 4).await;
+    common::wait_until("node 4 hosts a replica of topic joined with a leader known", 60, || async {
+        admin
+            .describe_node(&four_address)
+            .await
+            .is_ok_and(|d| d.partitions.iter().any(|partition| partition.topic == "joined" && partition.leader != 0))
+    })
+    .await;
 }

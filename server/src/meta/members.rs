@@ -12,7 +12,10 @@
 //! - Every joined member is a registered broker with the same client address.
 //! - A member's identity is (id, incarnation): a join under a recorded id with another
 //!   incarnation is refused unless it says `replace` (the same member with a new disk), and a
-//!   join under a bootstrap member's id is refused. Refusals change nothing.
+//!   join under a bootstrap member's id is refused while that member is a broker (registered,
+//!   or draining): a removed bootstrap member may join again, as a joined member whose
+//!   registration comes from its join (a bootstrap list's `RegisterBroker` for it is refused).
+//!   Refusals change nothing.
 //! - Decommissioning ([`MetaCommand::DecommissionNode`], then [`MetaCommand::RemoveNode`]): a
 //!   draining node is a registered broker; it starts draining only if enough other nodes remain
 //!   for every topic's replication factor, and is removed only once no partition's replicas or
@@ -98,6 +101,11 @@ impl MetadataState {
                 ));
             }
             Some(_) => {}
+            None if self.draining.contains(&node) => {
+                return Err(format!(
+                    "node {node} is a member of the cluster's bootstrap list and is being decommissioned: it may rejoin once removed"
+                ));
+            }
             None if self.brokers.contains_key(&node) => {
                 return Err(format!("node {node} is a member of the cluster's bootstrap list: a joining node needs an id of its own"));
             }
@@ -449,6 +457,11 @@ mod tests {
             }
         }
         assert_eq!(apply(&mut state, &mut index, MetaCommand::DecommissionNode { node: 1 }), MetaOutcome::DecommissionStarted);
+        // A draining bootstrap member cannot join again yet (its old identity still holds replicas).
+        match apply(&mut state, &mut index, MetaCommand::JoinNode(joining(1, 9))) {
+            MetaOutcome::JoinRefused(reason) => assert!(reason.contains("being decommissioned"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
         // Two nodes would remain for replication factor 3.
         match apply(&mut state, &mut index, MetaCommand::DecommissionNode { node: 2 }) {
             MetaOutcome::DecommissionRefused(reason) => assert!(reason.contains("replication factor 3"), "{reason}"),
@@ -476,7 +489,18 @@ mod tests {
         // A bootstrap list does not bring it back.
         let again =
             MetaCommand::RegisterBroker(BrokerInfo { node_id: 1, client_address: "127.0.0.1:9091".into(), kafka_address: String::new() });
-        assert!(matches!(apply(&mut state, &mut index, again), MetaOutcome::Rejected(_)));
+        assert!(matches!(apply(&mut state, &mut index, again.clone()), MetaOutcome::Rejected(_)));
+        // A join does, under a new incarnation (the node came back with an empty directory):
+        // then it is a joined member, registered at the addresses it joined with, and a
+        // bootstrap list's registration of it (old addresses) is refused.
+        assert_eq!(apply(&mut state, &mut index, MetaCommand::JoinNode(joining(1, 9))), MetaOutcome::NodeJoined);
+        assert!(!state.removed().contains(&1) && state.members()[&1].incarnation == 9);
+        assert_eq!(state.brokers()[&1].client_address, "127.0.0.1:25201");
+        match apply(&mut state, &mut index, again) {
+            MetaOutcome::Rejected(reason) => assert!(reason.contains("its join registers it"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(state.brokers()[&1].client_address, "127.0.0.1:25201");
     }
 
     #[test]

@@ -44,11 +44,27 @@ pub async fn join_cluster(context: &NodeContext, id: u64, body: wire::JoinCluste
 }
 
 async fn join(context: &NodeContext, body: &wire::JoinClusterRequest) -> Result<(), RequestError> {
-    if context.config.metadata_voters_initial().contains(&body.node_id) {
+    // A bootstrap member's id joins only once the metadata says that member was removed (a
+    // decommissioned node coming back under a new incarnation, module `join`).
+    let bootstrap = context.config.metadata_voters_initial().contains(&body.node_id);
+    if bootstrap && !context.state.lock().meta.removed().contains(&body.node_id) {
         return Err(invalid(format!(
-            "node {} is a member of the cluster's bootstrap list: a joining node needs an id of its own",
+            "node {} is a member of the cluster's bootstrap list and was not removed: a joining node needs an id of its \
+             own (a bootstrap member rejoins only once decommissioned and removed, with an empty data directory)",
             body.node_id
         )));
+    }
+    // Every node's bootstrap list still names it (peer links, Metadata answers, relays): it
+    // rejoins at those addresses.
+    if let Some(listed) = context.config.nodes.iter().find(|node| bootstrap && node.id == body.node_id) {
+        let (peer, client) = (listed.peer.to_string(), listed.client.to_string());
+        if body.peer_address != peer || body.client_address != client {
+            return Err(invalid(format!(
+                "node {} rejoins at {}/{}, but the bootstrap list names it {peer}/{client}: a removed bootstrap member \
+                 rejoins at the addresses of its --node entry",
+                body.node_id, body.peer_address, body.client_address
+            )));
+        }
     }
     let joining = JoiningNode {
         node_id: body.node_id,

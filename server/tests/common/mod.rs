@@ -18,8 +18,11 @@ pub struct NodeProcess {
     pub client_port: u16,
     pub data_dir: PathBuf,
     pub child: Option<Child>,
-    /// A node outside the bootstrap list: its extra flags (`--join ADDR`, ...).
+    /// A node that starts by joining: its extra flags (`--join ADDR`, ...).
     pub join_flags: Option<Vec<String>>,
+    /// Listed in the other nodes' bootstrap list (`--node`): the nodes the cluster started
+    /// with, also once one of them rejoins ([`ProcessCluster::rejoin`]).
+    pub bootstrap_member: bool,
     /// Its Kafka listener's port, advertised in its `--node` entry
     /// ([`ProcessCluster::start_with_kafka`]).
     pub kafka_port: Option<u16>,
@@ -82,6 +85,7 @@ impl ProcessCluster {
                 data_dir: dir.path().join(format!("node-{}", i + 1)),
                 child: None,
                 join_flags: None,
+                bootstrap_member: true,
                 kafka_port: kafka.then(|| ports[per_node * i + 2]),
             })
             .collect();
@@ -98,7 +102,7 @@ impl ProcessCluster {
     }
 
     fn node_flags(&self) -> Vec<String> {
-        self.nodes.iter().filter(|n| n.join_flags.is_none()).flat_map(|n| ["--node".to_string(), n.member_spec()]).collect()
+        self.nodes.iter().filter(|n| n.bootstrap_member).flat_map(|n| ["--node".to_string(), n.member_spec()]).collect()
     }
 
     /// A configuration file for node `id` with `settings` (the flags' equivalent, plus them).
@@ -108,7 +112,7 @@ impl ProcessCluster {
         // `{id}` in the settings is this node's id (per-node file names: TLS certificates).
         let settings = settings.replace("{id}", &id.to_string());
         let mut text = format!("id = {id}\ndata_dir = {:?}\ntick_ms = 20\n{settings}\n", node.data_dir.to_str().unwrap());
-        for n in self.nodes.iter().filter(|n| n.join_flags.is_none()) {
+        for n in self.nodes.iter().filter(|n| n.bootstrap_member) {
             text.push_str(&format!(
                 "[[nodes]]\nid = {}\npeer = \"127.0.0.1:{}\"\nclient = \"127.0.0.1:{}\"\n",
                 n.id, n.peer_port, n.client_port
@@ -224,10 +228,20 @@ impl ProcessCluster {
             data_dir,
             child: None,
             join_flags: Some(flags.to_vec()),
+            bootstrap_member: false,
             kafka_port: self.kafka.then(|| ports[2]),
         });
         self._ports_added.push(block);
         id
+    }
+
+    /// Makes stopped bootstrap member `id` start by joining through `flags` from now on (a
+    /// removed member coming back), same ports and data directory; the others keep listing it
+    /// in their bootstrap lists. Does not start it.
+    pub fn rejoin(&mut self, id: u64, flags: &[String]) {
+        let node = &mut self.nodes[id as usize - 1];
+        assert!(node.bootstrap_member && node.child.is_none(), "rejoin a stopped bootstrap member");
+        node.join_flags = Some(flags.to_vec());
     }
 
     /// Starts node `id` (spawned, not waited for): for a start that must fail.

@@ -62,6 +62,15 @@ pub struct ProduceBench {
     /// --record-size) instead of one repeated byte: what compression benchmarks should send.
     #[arg(long)]
     json: bool,
+    /// Write one line per acknowledged record to this file: the wall-clock time it was sent
+    /// (ms since the Unix epoch) and its ack latency (µs), so a script can take percentiles
+    /// over any window of the run (e.g. while replicas catch up: scripts/rebalance-bench.sh).
+    #[arg(long)]
+    latency_log: Option<std::path::PathBuf>,
+    /// Stop sending once this file exists (checked before each record), then wait for the
+    /// acknowledgements and report as usual: a run whose length a script decides.
+    #[arg(long)]
+    stop_file: Option<std::path::PathBuf>,
 }
 
 /// A JSON-like event of exactly `bytes` bytes (at least 2), different for each `(producer, i)`:
@@ -156,6 +165,13 @@ async fn produce(bootstrap: &Bootstrap, args: ProduceBench) -> Result<(), String
         if args.json { ", JSON-like values" } else { "" }
     );
     let latency = Arc::new(Mutex::new(histogram()));
+    let latency_log = match &args.latency_log {
+        Some(path) => {
+            let file = std::fs::File::create(path).map_err(|e| format!("--latency-log {}: {e}", path.display()))?;
+            Some(Arc::new(Mutex::new(std::io::BufWriter::new(file))))
+        }
+        None => None,
+    };
     let acked = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -191,6 +207,7 @@ async fn produce(bootstrap: &Bootstrap, args: ProduceBench) -> Result<(), String
         let (topic, value, keys, latency, acked, failed) =
             (args.topic.clone(), value.clone(), args.keys, latency.clone(), acked.clone(), failed.clone());
         let json = args.json;
+        let (latency_log, stop_file) = (latency_log.clone(), args.stop_file.clone());
         let per_producer_rate = args.rate / u64::from(args.producers);
         producers.push(tokio::spawn(async move {
             let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -202,6 +219,15 @@ async fn produce(bootstrap: &Bootstrap, args: ProduceBench) -> Result<(), String
                         Ok(_) => {
                             let us = Instant::now().duration_since(sent).as_micros() as u64;
                             latency.lock().unwrap().saturating_record(us.max(1));
+                            if let Some(log) = &latency_log {
+                                use std::io::Write;
+                                let age = Instant::now().duration_since(sent);
+                                let sent_ms = std::time::SystemTime::now()
+                                    .checked_sub(age)
+                                    .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
+                                    .map_or(0, |since| since.as_millis());
+                                let _ = writeln!(log.lock().unwrap(), "{sent_ms} {us}");
+                            }
                             acked.fetch_add(1, Ordering::Relaxed);
                         }
                         Err(_) => {
@@ -212,6 +238,9 @@ async fn produce(bootstrap: &Bootstrap, args: ProduceBench) -> Result<(), String
             });
             let begun = tokio::time::Instant::now();
             for i in 0..count {
+                if stop_file.as_ref().is_some_and(|path| path.exists()) {
+                    break;
+                }
                 if per_producer_rate > 0 {
                     let due = begun + Duration::from_secs_f64(i as f64 / per_producer_rate as f64);
                     tokio::time::sleep_until(due).await;
@@ -242,6 +271,10 @@ async fn produce(bootstrap: &Bootstrap, args: ProduceBench) -> Result<(), String
     }
     let elapsed = start.elapsed();
     progress.abort();
+    if let Some(log) = &latency_log {
+        use std::io::Write;
+        log.lock().unwrap().flush().map_err(|e| format!("--latency-log: {e}"))?;
+    }
     let acked = acked.load(Ordering::Relaxed);
     let latency = latency.lock().unwrap();
     summary("produce", acked, acked * args.record_size as u64, elapsed, &latency);
