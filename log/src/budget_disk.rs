@@ -71,7 +71,8 @@ pub struct BudgetStats {
 
 struct Cache<D: Disk> {
     budget: usize,
-    /// The planted bug evicted-without-sync: dirty files are evicted (closed unsynced) too.
+    /// The planted bug evicted-without-sync: dirty files are evicted (closed unsynced), before
+    /// clean ones.
     evict_dirty: bool,
     state: Mutex<State<D>>,
 }
@@ -200,10 +201,18 @@ impl<D: Disk> State<D> {
     fn evict(&mut self, cache: &Cache<D>, keep: u64) -> Vec<Arc<D::File>> {
         let mut closed = Vec::new();
         while self.stats.open > cache.budget {
-            let victim = self.lru.iter().map(|(&stamp, &id)| (stamp, id)).find(|&(_, id)| {
+            let evictable = |id: u64, dirty: bool| {
                 let slot = &self.slots[&id];
-                id != keep && slot.path.is_some() && slot.pins == 0 && (cache.evict_dirty || !slot.dirty())
-            });
+                id != keep && slot.path.is_some() && slot.pins == 0 && slot.dirty() == dirty
+            };
+            let mut candidates = self.lru.iter().map(|(&stamp, &id)| (stamp, id));
+            // The planted bug closes dirty files, the least recently used dirty one first.
+            let victim = match cache.evict_dirty {
+                true => {
+                    candidates.clone().find(|&(_, id)| evictable(id, true)).or_else(|| candidates.find(|&(_, id)| evictable(id, false)))
+                }
+                false => candidates.find(|&(_, id)| evictable(id, false)),
+            };
             let Some((stamp, id)) = victim else { break };
             self.lru.remove(&stamp);
             let slot = self.slots.get_mut(&id).expect("an lru entry has a slot");

@@ -110,10 +110,15 @@ pub enum PlantedBug {
     /// entries retention deleted): the follower never catches up (R12 b; the simulator's plan
     /// field `retention`).
     SnapshotWithheld,
+    /// The open-file budget (`max_open_files`, DESIGN.md "Open-file budget") evicts a file with
+    /// unsynced writes, closing it without a sync: a later sync on the reopened file succeeds
+    /// while the evicted writes never became durable (fsyncgate), so an acknowledged write can
+    /// vanish at power loss (L1, R6; the simulator's `--open-file-budget`).
+    EvictedWithoutSync,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 26] = [
+    pub const ALL: [PlantedBug; 27] = [
         PlantedBug::AckBeforeCommit,
         PlantedBug::ServeAboveCommit,
         PlantedBug::SkipDedup,
@@ -140,6 +145,7 @@ impl PlantedBug {
         PlantedBug::HardStateUncheckedCrc,
         PlantedBug::RepairDoneBeforeCaughtUp,
         PlantedBug::SnapshotWithheld,
+        PlantedBug::EvictedWithoutSync,
     ];
 
     pub fn name(self) -> &'static str {
@@ -170,6 +176,7 @@ impl PlantedBug {
             PlantedBug::HardStateUncheckedCrc => "hard-state-unchecked-crc",
             PlantedBug::RepairDoneBeforeCaughtUp => "repair-done-before-caught-up",
             PlantedBug::SnapshotWithheld => "snapshot-withheld",
+            PlantedBug::EvictedWithoutSync => "evicted-without-sync",
         }
     }
 }
@@ -215,6 +222,7 @@ pub struct Planted {
     pub hard_state_unchecked_crc: bool,
     pub repair_done_before_caught_up: bool,
     pub snapshot_withheld: bool,
+    pub evicted_without_sync: bool,
 }
 
 impl Planted {
@@ -248,6 +256,7 @@ impl Planted {
             hard_state_unchecked_crc: on(PlantedBug::HardStateUncheckedCrc),
             repair_done_before_caught_up: on(PlantedBug::RepairDoneBeforeCaughtUp),
             snapshot_withheld: on(PlantedBug::SnapshotWithheld),
+            evicted_without_sync: on(PlantedBug::EvictedWithoutSync),
         }
     }
 }
@@ -287,6 +296,7 @@ mod tests {
             all.hard_state_unchecked_crc,
             all.repair_done_before_caught_up,
             all.snapshot_withheld,
+            all.evicted_without_sync,
         ];
         assert!(each.iter().all(|on| *on), "every bug has a switch: {all:?}");
     }

@@ -138,6 +138,12 @@ pub struct ScenarioConfig {
     /// seconds, and the nemesis isolates a node for seconds at a time so that the others'
     /// retention deletes entries it has not got: it must catch up by a snapshot (R12).
     pub retention: bool,
+    /// Flag `--open-file-budget N` (off by default so every seed keeps its trace): every node
+    /// keeps at most N partition files open (`ServerConfig::max_open_files`, DESIGN.md
+    /// "Open-file budget"), evicting and reopening them under the faults, and each node's disk
+    /// models an unsynced close losing its writes (`SimDisk::set_close_loses_unsynced`), so
+    /// closing a dirty file (the planted bug evicted-without-sync) shows as lost writes.
+    pub open_file_budget: Option<usize>,
 }
 
 /// What a run's client and cluster are sized to: drawn from the seed under `--heavy`, the
@@ -173,6 +179,7 @@ impl ScenarioConfig {
             state_faults: false,
             hibernate: false,
             retention: false,
+            open_file_budget: None,
         }
     }
 
@@ -218,6 +225,9 @@ impl ScenarioConfig {
         }
         if self.retention {
             command += " --retention";
+        }
+        if let Some(files) = self.open_file_budget {
+            command += &format!(" --open-file-budget {files}");
         }
         for bug in &self.planted_bugs {
             command += &format!(" --planted-bug {}", bug.name());

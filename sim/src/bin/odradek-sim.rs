@@ -157,6 +157,10 @@ mod sim {
         /// nodes lag for seconds: a lagging replica catches up by a snapshot (R12).
         #[arg(long)]
         retention: bool,
+        /// Every node keeps at most N partition files open (evicted and reopened on use), and
+        /// its disk loses the unsynced writes of a file closed without a sync.
+        #[arg(long, value_name = "N")]
+        open_file_budget: Option<usize>,
     }
 
     impl RunOptions {
@@ -175,6 +179,12 @@ mod sim {
             }
             if self.secure && self.kafka {
                 return Err("--secure does not run with --kafka (the simulator's Kafka clients do not log in)".into());
+            }
+            if let Some(files) = self.open_file_budget {
+                let least = odradek_server::config::MAX_OPEN_FILES_MIN;
+                if files < least {
+                    return Err(format!("--open-file-budget must be at least {least}, not {files}"));
+                }
             }
             if self.duration == 0 || self.duration > 3600 {
                 return Err("--duration must be within 1..=3600 seconds".into());
@@ -206,6 +216,7 @@ mod sim {
                 state_faults: self.state_faults,
                 hibernate: self.hibernate,
                 retention: self.retention,
+                open_file_budget: self.open_file_budget,
             })
         }
 
@@ -246,6 +257,9 @@ mod sim {
             }
             if self.retention {
                 args.push("--retention".to_string());
+            }
+            if let Some(files) = self.open_file_budget {
+                args.extend(["--open-file-budget".to_string(), files.to_string()]);
             }
             args
         }
