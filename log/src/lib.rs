@@ -7,6 +7,7 @@
 //! reports anything else as [`Error::Corruption`]. [`HardStateFile`] keeps Raft's term, vote and
 //! commit in two mirrored, checksummed copies ([`MirroredFile`]).
 
+mod budget_disk;
 mod config;
 mod disk;
 mod entry;
@@ -21,6 +22,7 @@ mod recovery;
 mod segment;
 mod sim_disk;
 
+pub use budget_disk::{BudgetDisk, BudgetFile, BudgetStats};
 pub use config::LogConfig;
 pub use disk::{disk_full_error, is_disk_full, Disk, DiskFile, OpenMode};
 pub use entry::{decode_entry, Entry, EntryHeader, EntryKind, ENTRY_HEADER_BYTES, ENTRY_PAYLOAD_BYTES_MAX};

@@ -225,6 +225,13 @@ pub struct ServerConfig {
     /// pair replaces the groups' heartbeats. On by default; give every node the same value.
     #[serde(default = "default_hibernate")]
     pub hibernate: bool,
+    /// The most real files the node's partitions keep open at once (DESIGN.md "Open-file
+    /// budget"; RocksDB's `max_open_files`): file handles past it are closed least recently
+    /// used first and reopened on use, so a node hosting 10,000 replicas stays within its
+    /// open-file limit. `None`: every file stays open while in use (the simulator's default).
+    /// The `odradek` command sets it from the open-file limit unless `--max-open-files` does.
+    #[serde(default)]
+    pub max_open_files: Option<usize>,
     /// Deliberate breakages for the checkers' teeth (simulation and `planted-bugs` builds only).
     #[cfg(any(madsim, feature = "planted-bugs"))]
     #[serde(default)]
@@ -250,6 +257,10 @@ pub struct ServerConfig {
 fn default_auto_create_topics() -> bool {
     true
 }
+/// The smallest open-file budget: a few files per group being written at once (a segment, its
+/// hard state, its configuration) must fit, or every write would reopen its file.
+pub const MAX_OPEN_FILES_MIN: usize = 4;
+
 fn default_hibernate() -> bool {
     true
 }
@@ -332,6 +343,7 @@ impl ServerConfig {
             auth: crate::auth::AuthSettings::default(),
             trace_stages: false,
             hibernate: default_hibernate(),
+            max_open_files: None,
             #[cfg(any(madsim, feature = "planted-bugs"))]
             planted_bugs: Vec::new(),
             data_dir_new: false,
@@ -390,6 +402,9 @@ impl ServerConfig {
         }
         if self.disk_check_interval_ms == 0 {
             return invalid("disk_check_interval_ms must be positive".into());
+        }
+        if self.max_open_files.is_some_and(|files| files < MAX_OPEN_FILES_MIN) {
+            return invalid(format!("max_open_files must be at least {MAX_OPEN_FILES_MIN}, not {}", self.max_open_files.unwrap_or(0)));
         }
         if self.connections_max == 0 || self.connection_requests_max == 0 || self.connections_per_address_max == 0 {
             return invalid("connections_max, connection_requests_max and connections_per_address_max must be positive".into());

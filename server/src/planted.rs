@@ -128,10 +128,15 @@ pub enum PlantedBug {
     /// of against the whole name (`find` for `matches`): a member subscribed to `t` is handed
     /// the partitions of `decoy-t` (C8; the simulator's plan field `regex`).
     RegexMatchesSubstring,
+    /// The open-file budget (`max_open_files`, DESIGN.md "Open-file budget") evicts a file with
+    /// unsynced writes, closing it without a sync: a later sync on the reopened file succeeds
+    /// while the evicted writes never became durable (fsyncgate), so an acknowledged write can
+    /// vanish at power loss (L1, R6; the simulator's `--open-file-budget`).
+    EvictedWithoutSync,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 30] = [
+    pub const ALL: [PlantedBug; 31] = [
         PlantedBug::AckBeforeCommit,
         PlantedBug::ServeAboveCommit,
         PlantedBug::SkipDedup,
@@ -162,6 +167,7 @@ impl PlantedBug {
         PlantedBug::RetentionPastCommit,
         PlantedBug::HibernatedLeaderReadsLocally,
         PlantedBug::RegexMatchesSubstring,
+        PlantedBug::EvictedWithoutSync,
     ];
 
     pub fn name(self) -> &'static str {
@@ -196,6 +202,7 @@ impl PlantedBug {
             PlantedBug::RetentionPastCommit => "retention-past-commit",
             PlantedBug::HibernatedLeaderReadsLocally => "hibernated-leader-reads-locally",
             PlantedBug::RegexMatchesSubstring => "regex-matches-substring",
+            PlantedBug::EvictedWithoutSync => "evicted-without-sync",
         }
     }
 }
@@ -245,6 +252,7 @@ pub struct Planted {
     pub retention_past_commit: bool,
     pub hibernated_leader_reads_locally: bool,
     pub regex_matches_substring: bool,
+    pub evicted_without_sync: bool,
 }
 
 impl Planted {
@@ -282,6 +290,7 @@ impl Planted {
             retention_past_commit: on(PlantedBug::RetentionPastCommit),
             hibernated_leader_reads_locally: on(PlantedBug::HibernatedLeaderReadsLocally),
             regex_matches_substring: on(PlantedBug::RegexMatchesSubstring),
+            evicted_without_sync: on(PlantedBug::EvictedWithoutSync),
         }
     }
 }
@@ -325,6 +334,7 @@ mod tests {
             all.retention_past_commit,
             all.hibernated_leader_reads_locally,
             all.regex_matches_substring,
+            all.evicted_without_sync,
         ];
         assert!(each.iter().all(|on| *on), "every bug has a switch: {all:?}");
     }

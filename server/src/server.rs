@@ -141,6 +141,8 @@ pub struct Server {
     /// The metadata files are damaged: the node serves no client (see `start_with` and
     /// [`Server::is_quarantined`]).
     quarantined: bool,
+    /// What the open-file budget holds and did (all zero without one).
+    open_files: Arc<dyn Fn() -> odradek_log::BudgetStats + Send + Sync>,
 }
 
 impl Server {
@@ -206,6 +208,15 @@ impl Server {
         state.set_disk_available(available, config.disk_reserve_bytes);
         let space_disk = disk.clone();
         let metrics = Arc::new(crate::metrics::NodeMetrics::new());
+        // The open-file budget (DESIGN.md "Open-file budget"): none leaves every call as is.
+        let disk = match config.max_open_files {
+            Some(budget) => odradek_log::BudgetDisk::with_planted(disk, budget, planted.evicted_without_sync),
+            None => odradek_log::BudgetDisk::unbounded(disk),
+        };
+        let open_files = {
+            let disk = disk.clone();
+            Arc::new(move || disk.stats())
+        };
         let disk = crate::metrics::disk::MeteredDisk::new(disk, metrics.fsync_histogram());
         let mut node = Node::new(node_config, disk, transport, inbox, StateMachine::new(state.clone(), planted));
         let quarantined = open_metadata(&mut node, &config, &clock).await?;
@@ -288,7 +299,7 @@ impl Server {
         }
         let (tls_clients, tls_peers) = (config.tls.clients(), config.tls.peers());
         tracing::info!(node = config.id, clients = %client_addr, kafka = ?kafka_addr, metrics = ?metrics_addr, peers = %me.peer, tls_clients, tls_peers, "node started");
-        Ok(Server { shutdown, node: handle, state, client_addr, kafka_addr, metrics_addr, tasks, driver, stopped, quarantined })
+        Ok(Server { shutdown, node: handle, state, client_addr, kafka_addr, metrics_addr, tasks, driver, stopped, quarantined, open_files })
     }
 
     /// The address clients connect to (the real port when configured with port 0).
@@ -313,6 +324,11 @@ impl Server {
     /// of those that cannot open.
     pub fn is_quarantined(&self) -> bool {
         self.quarantined
+    }
+
+    /// What the open-file budget (`ServerConfig::max_open_files`) holds and did so far.
+    pub fn open_file_stats(&self) -> odradek_log::BudgetStats {
+        (self.open_files)()
     }
 
     pub fn node(&self) -> &NodeHandle {

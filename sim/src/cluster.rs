@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use madsim::runtime::Handle;
 use madsim::task::NodeId as SimNodeId;
@@ -98,6 +99,12 @@ pub struct SimCluster {
     pub hibernate: bool,
     /// Plan field `retention`: topic `t`'s short retention (R12).
     pub retention: Option<crate::nemesis::plan::RetentionPlan>,
+    /// Flag `--open-file-budget`: every node's `ServerConfig::max_open_files`.
+    pub open_file_budget: Option<usize>,
+    /// With `open_file_budget`: what every node's budget did, summed over its incarnations
+    /// (sampled each second: "evictions", "reopens", "detached handles", and the most files
+    /// one node held, "open max").
+    pub open_files: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl SimCluster {
@@ -139,6 +146,8 @@ impl SimCluster {
             kafka: false,
             hibernate: false,
             retention: None,
+            open_file_budget: None,
+            open_files: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -280,6 +289,7 @@ impl SimCluster {
         config.disk_check_interval_ms = 500;
         // Off unless the run asks (the server's default is on): every seed keeps its trace.
         config.hibernate = self.hibernate;
+        config.max_open_files = self.open_file_budget;
         // Simulated clients greet at once and never idle: keep the handshake and idle deadlines
         // past any run, as madsim never cancels a timer (each stale deadline would wake its
         // connection's task once more). `server/tests/floods.rs` tests them with real processes.
@@ -325,7 +335,30 @@ impl SimCluster {
             self.note(format!("node {node} started quarantined (damaged metadata): serving no client, leading no group"));
         }
         self.set_status(node, NodeStatus::Up);
-        server.failed().await;
+        if self.open_file_budget.is_some() {
+            // Samples the budget's counters (only with the flag: a timer changes the schedule).
+            let mut seen = odradek_log::BudgetStats::default();
+            let mut failed = std::pin::pin!(server.failed());
+            loop {
+                tokio::select! {
+                    _ = &mut failed => break,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                        let now = server.open_file_stats();
+                        let mut totals = self.open_files.lock().expect("open files lock");
+                        *totals.entry("evictions").or_default() += now.evictions - seen.evictions;
+                        *totals.entry("reopens").or_default() += now.reopens - seen.reopens;
+                        *totals.entry("dirty closes").or_default() += now.dirty_closes - seen.dirty_closes;
+                        let open_max = totals.entry("open max").or_default();
+                        *open_max = (*open_max).max(now.open_max as u64);
+                        let detached = totals.entry("detached max").or_default();
+                        *detached = (*detached).max(now.detached as u64);
+                        seen = now;
+                    }
+                }
+            }
+        } else {
+            server.failed().await;
+        }
         self.note(format!("node {node} stopped on a fatal error"));
         self.set_status(node, NodeStatus::Stopped { reason: "fatal error".into(), start_failures: 0 });
     }

@@ -143,6 +143,12 @@ pub struct ScenarioConfig {
     /// pattern the coordinator resolves (KIP-848), beside a decoy topic whose name contains a
     /// match without being one; C8 checks every assignment against the subscription.
     pub regex: bool,
+    /// Flag `--open-file-budget N` (off by default so every seed keeps its trace): every node
+    /// keeps at most N partition files open (`ServerConfig::max_open_files`, DESIGN.md
+    /// "Open-file budget"), evicting and reopening them under the faults, and each node's disk
+    /// models an unsynced close losing its writes (`SimDisk::set_close_loses_unsynced`), so
+    /// closing a dirty file (the planted bug evicted-without-sync) shows as lost writes.
+    pub open_file_budget: Option<usize>,
 }
 
 /// What a run's client and cluster are sized to: drawn from the seed under `--heavy`, the
@@ -179,6 +185,7 @@ impl ScenarioConfig {
             hibernate: false,
             retention: false,
             regex: false,
+            open_file_budget: None,
         }
     }
 
@@ -227,6 +234,9 @@ impl ScenarioConfig {
         }
         if self.regex {
             command += " --regex";
+        }
+        if let Some(files) = self.open_file_budget {
+            command += &format!(" --open-file-budget {files}");
         }
         for bug in &self.planted_bugs {
             command += &format!(" --planted-bug {}", bug.name());

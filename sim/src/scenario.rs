@@ -130,6 +130,12 @@ async fn run_into(config: ScenarioConfig, injected: Arc<Mutex<Vec<InjectedFault>
     assert!(!(config.secure && config.kafka), "--secure does not run with --kafka (the simulator's Kafka clients do not log in)");
     cluster.kafka = config.kafka;
     cluster.hibernate = config.hibernate;
+    cluster.open_file_budget = config.open_file_budget;
+    if config.open_file_budget.is_some() {
+        for disk in cluster.disks.values() {
+            disk.set_close_loses_unsynced(true);
+        }
+    }
     cluster.retention = plan.retention.clone();
     let cluster = Arc::new(cluster);
     cluster.note(format!("seed {seed}: {node_count} nodes, scenario {}, {}", config.scenario.name(), plan.describe()));
@@ -256,6 +262,9 @@ async fn run_into(config: ScenarioConfig, injected: Arc<Mutex<Vec<InjectedFault>
     let timeline = cluster.take_timeline();
     let mut coverage = coverage.take();
     count_timeline_and_verdict(&mut coverage, &timeline, &verdict);
+    for (name, count) in cluster.open_files.lock().expect("open files lock").iter() {
+        *coverage.entry(format!("open-file budget {name}")).or_default() += count;
+    }
     let retention = raft.borrow().retention;
     *coverage.entry(RETENTION_PATHS[0].to_string()).or_default() += retention.replicas_lagging;
     *coverage.entry(RETENTION_PATHS[1].to_string()).or_default() += retention.snapshots_served;

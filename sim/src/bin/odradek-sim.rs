@@ -161,6 +161,10 @@ mod sim {
         /// the coordinator resolves (KIP-848), beside a decoy topic; C8 on every assignment.
         #[arg(long)]
         regex: bool,
+        /// Every node keeps at most N partition files open (evicted and reopened on use), and
+        /// its disk loses the unsynced writes of a file closed without a sync.
+        #[arg(long, value_name = "N")]
+        open_file_budget: Option<usize>,
     }
 
     impl RunOptions {
@@ -182,6 +186,12 @@ mod sim {
             }
             if self.regex && scenario != Scenario::Groups {
                 return Err("--regex runs with --scenario groups only (its members subscribe)".into());
+            }
+            if let Some(files) = self.open_file_budget {
+                let least = odradek_server::config::MAX_OPEN_FILES_MIN;
+                if files < least {
+                    return Err(format!("--open-file-budget must be at least {least}, not {files}"));
+                }
             }
             if self.duration == 0 || self.duration > 3600 {
                 return Err("--duration must be within 1..=3600 seconds".into());
@@ -214,6 +224,7 @@ mod sim {
                 hibernate: self.hibernate,
                 retention: self.retention,
                 regex: self.regex,
+                open_file_budget: self.open_file_budget,
             })
         }
 
@@ -257,6 +268,9 @@ mod sim {
             }
             if self.regex {
                 args.push("--regex".to_string());
+            }
+            if let Some(files) = self.open_file_budget {
+                args.extend(["--open-file-budget".to_string(), files.to_string()]);
             }
             args
         }

@@ -75,6 +75,12 @@ pub struct ServerArgs {
     /// every node the same value.
     #[arg(long, value_parser = ["on", "off"], default_value = "on")]
     hibernate: String,
+    /// The most partition files (segments, hard and configuration states) the node keeps open
+    /// at once; past it the least recently used are closed and reopened on use (DESIGN.md
+    /// "Open-file budget"). Default: the open-file limit (the node raises its soft limit to the
+    /// hard one at start) minus room for connections and other descriptors; `0`: no budget.
+    #[arg(long)]
+    max_open_files: Option<usize>,
     /// Session timeout (ms) of consumer-protocol group members: how long the coordinator keeps
     /// a silent member's partitions (default 45000; their heartbeat interval becomes at most a
     /// third of it).
@@ -155,6 +161,49 @@ fn set_group_session(config: &mut ServerConfig, session_ms: Option<u32>) {
     }
 }
 
+/// Descriptors the node needs besides its partitions' files: client connections (at most
+/// `connections_max`) plus this many for peer links, listeners, directory syncs, the data
+/// directory's lock, the blocking pool's transient opens and the budget's allowed overshoot
+/// (files with unsynced writes and calls in flight keep theirs).
+const DESCRIPTORS_OTHER: u64 = 1024;
+
+/// Raises the soft open-file limit to the hard one and returns the open-file budget: `flag` if
+/// given (`0`: none), else the limit minus room for everything else (`DESCRIPTORS_OTHER`,
+/// `connections_max`). Logs what it got, so an operator sees both.
+fn open_file_budget(flag: Option<usize>, connections_max: usize) -> Result<Option<usize>, String> {
+    let (soft_before, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).map_err(|e| format!("getrlimit(RLIMIT_NOFILE): {e}"))?;
+    let soft = match rlimit::increase_nofile_limit(hard) {
+        Ok(soft) => soft,
+        Err(error) => {
+            tracing::warn!(%error, soft_before, hard, "could not raise the open-file limit");
+            soft_before
+        }
+    };
+    let room = DESCRIPTORS_OTHER + connections_max as u64;
+    let budget = match flag {
+        Some(0) => None,
+        Some(files) => Some(files),
+        None if soft == rlimit::INFINITY => None,
+        None => {
+            let files = soft.saturating_sub(room);
+            if (files as usize) < odradek_server::config::MAX_OPEN_FILES_MIN {
+                return Err(format!(
+                    "the open-file limit {soft} leaves no room for partition files after {room} descriptors for connections and the \
+                     rest: raise it (ulimit -n, LimitNOFILE) or lower connections_max"
+                ));
+            }
+            Some(files as usize)
+        }
+    };
+    if let (Some(files), true) = (budget, soft != rlimit::INFINITY) {
+        if files as u64 + room > soft {
+            tracing::warn!(files, soft, room, "--max-open-files leaves less than {room} descriptors under the open-file limit");
+        }
+    }
+    tracing::info!(soft_before, soft, hard, max_open_files = ?budget, "open-file limit and budget");
+    Ok(budget)
+}
+
 /// Runs one node until SIGTERM or ctrl-c, then shuts it down gracefully.
 pub async fn server(args: ServerArgs) -> Result<(), String> {
     #[allow(unused_mut)] // set only in planted-bugs builds
@@ -197,6 +246,7 @@ pub async fn server(args: ServerArgs) -> Result<(), String> {
         tracing::warn!(bugs = ?args.planted_bugs, "running with PLANTED BUGS: this node breaks its guarantees on purpose");
         config.planted_bugs = args.planted_bugs.clone();
     }
+    config.max_open_files = open_file_budget(args.max_open_files.or(config.max_open_files), config.connections_max)?;
     // Held until the process ends: no second process and no other node on this directory.
     let data_dir = DataDirLock::acquire(&config.data_dir, config.id).map_err(|e| e.to_string())?;
     config.data_dir_new = data_dir.is_new();
