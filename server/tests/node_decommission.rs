@@ -29,14 +29,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use odradek_client::wire::proto::ErrorCode;
 use odradek_client::{Admin, Producer, ProducerConfig, ProducerRecord};
-use odradek_jepsen::harness::ports::reserve;
 
-use common::{create_topic_until, read_back_partition, wait_until, ProcessCluster};
+use common::{create_topic_until, read_back_partition, refused_join, wait_until, ProcessCluster};
 
 const TOPIC: &str = "drained";
 const RECORDS: u64 = 3_000;
@@ -129,24 +127,6 @@ async fn a_decommissioned_node_drains_then_leaves_and_nothing_acknowledged_is_lo
     })
     .await;
     expect_refusal(survivors_admin.decommission_node(3).await, "last voter");
-}
-
-/// Runs `odradek server --join seed` as node `id` on a fresh data directory and waits for it to
-/// exit (the join must be refused); its stderr.
-fn refused_join(id: u64, seed: &str) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let ports = reserve(2).expect("free ports");
-    let (peer, client) = (ports.ports()[0], ports.ports()[1]);
-    let output = Command::new(env!("CARGO_BIN_EXE_odradek"))
-        .args(["server", "--id", &id.to_string(), "--data-dir", dir.path().join("data").to_str().unwrap(), "--tick-ms", "20"])
-        .args(["--node", &format!("{id}=127.0.0.1:{peer}/127.0.0.1:{client}"), "--join", seed])
-        .env("ODRADEK_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .expect("run odradek server");
-    assert!(!output.status.success(), "a refused join must end the process");
-    common::without_colors(&String::from_utf8_lossy(&output.stderr))
 }
 
 /// Waits until node `id` (as it applied the metadata itself) lists node 3 as a broker and a

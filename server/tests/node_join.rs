@@ -22,16 +22,14 @@ mod common;
 mod kafka_raw;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use odradek_client::wire::proto::ErrorCode;
 use odradek_client::{Admin, Producer, ProducerConfig, ProducerRecord, TopicConfig};
-use odradek_jepsen::harness::ports::reserve;
 
 use kafka_protocol::messages::{MetadataRequest, RequestKind, ResponseKind};
 
-use common::{create_topic_until, read_back_partition, wait_until, ProcessCluster};
+use common::{create_topic_until, read_back_partition, refused_join, wait_until, ProcessCluster};
 
 const TOPIC: &str = "grown";
 const RECORDS: u64 = 1_000;
@@ -50,24 +48,6 @@ async fn produce(addresses: &[&str], topic: &str, from: u64, count: u64) -> BTre
     }
     producer.close().await.expect("close");
     acked
-}
-
-/// Runs `odradek server` joining through `seed` as node `id` with a fresh data directory, and
-/// waits for it to exit (it must: the join is refused); its stderr.
-fn refused_join(id: u64, seed: &str) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let ports = reserve(2).expect("free ports");
-    let (peer, client) = (ports.ports()[0], ports.ports()[1]);
-    let output = Command::new(env!("CARGO_BIN_EXE_odradek"))
-        .args(["server", "--id", &id.to_string(), "--data-dir", dir.path().join("data").to_str().unwrap(), "--tick-ms", "20"])
-        .args(["--node", &format!("{id}=127.0.0.1:{peer}/127.0.0.1:{client}"), "--join", seed])
-        .env("ODRADEK_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .expect("run odradek server");
-    assert!(!output.status.success(), "a refused join must end the process");
-    common::without_colors(&String::from_utf8_lossy(&output.stderr))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -370,3 +370,21 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Runs `odradek server --join seed` as node `id` on a fresh data directory and waits for it to
+/// exit (the join must be refused); its stderr.
+pub fn refused_join(id: u64, seed: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = reserve(2).expect("free ports");
+    let (peer, client) = (ports.ports()[0], ports.ports()[1]);
+    let output = Command::new(env!("CARGO_BIN_EXE_odradek"))
+        .args(["server", "--id", &id.to_string(), "--data-dir", dir.path().join("data").to_str().unwrap(), "--tick-ms", "20"])
+        .args(["--node", &format!("{id}=127.0.0.1:{peer}/127.0.0.1:{client}"), "--join", seed])
+        .env("ODRADEK_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run odradek server");
+    assert!(!output.status.success(), "a refused join must end the process");
+    without_colors(&String::from_utf8_lossy(&output.stderr))
+}
