@@ -114,7 +114,7 @@ pub fn check(history: &History, options: &CheckOptions) -> Verdict {
     check_realtime(&index, &mut report);
     check_hw(&index, options.stale_hw_fatal, &mut report);
     check_read_stability(&index, &mut report);
-    check_deletions(&index, &mut report);
+    check_deletions(history, &index, &mut report);
     if let Some(dump) = &options.log_dump {
         // Retention: a drain that found its position deleted went on from the log start, so
         // only the records from the highest log start on are one contiguous run.
@@ -244,9 +244,9 @@ fn check_acks(index: &Index, options: &CheckOptions, report: &mut Report) {
             if reads.iter().any(|r| r.offset == offset) {
                 continue;
             }
-            // Retention deleted the ack's copy before a poll read it (a retry's duplicate was
-            // read elsewhere): nothing to compare.
-            if index.log_start.get(&w.key).is_some_and(|&start| offset < start) {
+            // Retention, or a delete-records that may have applied (DR1), deleted the ack's copy
+            // before a poll read it (a retry's duplicate was read elsewhere): nothing to compare.
+            if index.log_start.get(&w.key).is_some_and(|&start| offset < start) || offset < index.deletable(w.key) {
                 continue;
             }
             let Some(read) = reads.first() else { continue };
@@ -608,9 +608,16 @@ fn check_hw(index: &Index, stale_hw_fatal: bool, report: &mut Report) {
     }
 }
 
-/// DR1: an acknowledged deletion reported a log start at or above its offset, and no poll invoked
-/// after it completed returned a record below that offset.
-fn check_deletions(index: &Index, report: &mut Report) {
+/// DR1: an acknowledged deletion reported a log start at or above its offset, and no consumer
+/// whose first op was invoked after it completed returned a record below that offset.
+///
+/// Dated by the consumer process's first op, not by the poll that returned the record: a
+/// consumer keeps a fetch that outlived its poll (one that failed or timed out) in flight and
+/// hands its records to a later poll (the client's consumer does), so a poll invoked after the
+/// deletion may return records a fetch read before it (simulator, network seed 18 with the
+/// deleter on the checked topic). A process is one consumer, and it fetches only after its
+/// first op began. The final drain's fresh consumer is judged in full.
+fn check_deletions(history: &History, index: &Index, report: &mut Report) {
     for deletions in index.deletions.values() {
         for d in deletions.iter().filter(|d| d.outcome == Outcome::Ok) {
             if let Some(log_start) = d.log_start.filter(|&start| start < d.asked.before) {
@@ -620,9 +627,14 @@ fn check_deletions(index: &Index, report: &mut Report) {
             }
         }
     }
+    let mut first_op: BTreeMap<Process, u64> = BTreeMap::new();
+    for op in history.ops() {
+        first_op.entry(op.process).or_insert(op.index);
+    }
     for p in &index.polls {
         for (&key, records) in &p.poll.records {
-            let Some((deleted, complete)) = index.deleted_before(key, p.invoke) else { continue };
+            let since = first_op.get(&p.process).copied().unwrap_or(p.invoke).min(p.invoke);
+            let Some((deleted, complete)) = index.deleted_before(key, since) else { continue };
             for &(offset, value) in records.iter().filter(|&&(offset, _)| offset < deleted) {
                 let anomaly = Anomaly::new(AnomalyKind::DeletedRecordRead, true).key(key).values([value]).offsets([offset]);
                 let detail = format!("read after a delete-records to {deleted} was acknowledged");

@@ -249,6 +249,18 @@ fn cases() -> Vec<Case> {
             h.log_start(0, 2);
             h.done()
         }),
+        // Simulator network seed 18 with the deleter on `t`: a plain producer's retry appended
+        // the value twice, and a deletion removed the acknowledged copy.
+        case("acks=all acked copy below a deletion, its duplicate read later: only L2 reported", Reported(Duplicate), || {
+            let mut h = HistoryWriter::new();
+            // Value 1 acknowledged at 0; its retry's copy (never acknowledged) sits at 2.
+            h.send(1, 0, &[1], ALL).pipe(|o| h.ok(o, &[0]));
+            h.write(2, 0, &[2], ALL, &[1]);
+            h.delete(5, 0, 2, Some(2));
+            h.drain();
+            h.poll(9, &[(0, &[(2, 1)])], &[(0, 3)]);
+            h.done()
+        }),
         case("acks=1 mismatch without a leader change fails", Fatal(AckOffsetMismatch), || {
             let mut h = HistoryWriter::new();
             h.write(1, 0, &[1], ONE, &[1]);
@@ -599,6 +611,17 @@ fn cases() -> Vec<Case> {
             h.write(1, 0, &[1, 2, 3], ALL, &[0, 1, 2]);
             h.delete(5, 0, 2, Some(2));
             h.poll(3, &[(0, &[(1, 2), (2, 3)])], &[(0, 3)]);
+            h.done()
+        }),
+        case("a consumer's later poll returns what its fetch read before a deletion", Clean, || {
+            let mut h = HistoryWriter::new();
+            h.write(1, 0, &[1, 2, 3], ALL, &[0, 1, 2]);
+            // Process 3's first poll failed with its fetch in flight; the fetch was served
+            // before the deletion, and the next poll (invoked after it) returns its records.
+            let handle = h.poll_open(3);
+            h.builder.fail(handle, OpValue::Poll(Poll::default())).unwrap();
+            h.delete(5, 0, 2, Some(2));
+            h.poll(3, &[(0, &[(1, 2), (2, 3)])], &[]);
             h.done()
         }),
         case("a deletion acknowledged with a lower log start", Fatal(DeletionNotHeld), || {

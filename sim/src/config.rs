@@ -112,8 +112,8 @@ pub struct ScenarioConfig {
     /// (7 under `heavy`), and after the heal every move must complete (V5).
     pub membership: bool,
     /// DeleteRecords under faults (a plan field, off by default so every seed keeps its trace):
-    /// records written to and deleted from topic `dr` while the nemesis runs; an acknowledged
-    /// deletion must hold (DR1, `crate::workload::delete_records`).
+    /// records of the checked topic `t` deleted while the nemesis runs, as history ops; an
+    /// acknowledged deletion must hold (DR1, `crate::workload::delete_records`).
     pub delete_records: bool,
     /// A replay of some of the seed's fault rounds (`--plan FILE`, [`crate::shrink`]); `None`:
     /// every round the seed draws.

@@ -141,8 +141,8 @@ mod sim {
         /// partitions; R10/R11 on every configuration, V5 (every move completes) after the heal.
         #[arg(long)]
         membership: bool,
-        /// DeleteRecords under faults: records written to and deleted from topic `dr`; an
-        /// acknowledged deletion must hold (DR1).
+        /// DeleteRecords under faults: records of topic `t` deleted below part of its high
+        /// watermark; an acknowledged deletion must hold (DR1, in the history checker).
         #[arg(long)]
         delete_records: bool,
         /// Faults on the hard- and conf-state files: one copy flipped, torn, cut short or stale

@@ -1,144 +1,91 @@
 //! DeleteRecords under faults (plan field `delete_records`, issue 16): while the nemesis runs,
-//! one task writes records to its own topic `dr` (1 partition, 3 replicas) and, after each
-//! acknowledged record, deletes the records below it (`Admin::delete_records`), then asks the
-//! partition's leader for its log start (ListOffsets earliest). Its invariant:
-//!
-//! - **DR1** (an acknowledged deletion holds): once a delete-records to offset X has been
-//!   acknowledged, every ListOffsets earliest invoked afterwards answers at least X, through
-//!   leader changes, crashes and restarts; after the heal the log start is at least the largest
-//!   acknowledged X. A deletion that failed or timed out may or may not have happened, so it
-//!   constrains nothing.
+//! a deleter deletes records of the checked topic `t` below a point between half and three
+//! quarters of a random partition's high watermark (ListOffsets latest), about once a second,
+//! and records each call as a `delete-records` op of the history, as the Jepsen harness's
+//! deleter does (`odradek_jepsen::harness::workload::deleter_worker`). The shared checker holds
+//! it to **DR1** (an acknowledged deletion holds): an ok deletion reports a log start at least its
+//! offset, and no consumer that started polling after it (the final drain's included, which
+//! reads every partition from its log start after the heal) returns a record below it. Records
+//! a deletion may have removed are not counted lost (L6, L7, L13), and a consumer that resumes at
+//! the new log start has not skipped (L8); the producers and consumers of `t` run beside it.
 //!
 //! The log start may legitimately be higher than any deletion asked (a snapshot replacing the
 //! log moves it to the snapshot's end), so only the lower bound is checked. The server checks the
 //! other side itself: a replica's log start never passes its high watermark (an assertion in
 //! `PartitionState`, which ends the run as a panic).
-//!
-//! Nothing here touches the checked topic `t` or the history.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use madsim::runtime::NodeHandle;
-use odradek_client::wire::proto::ErrorCode;
-use odradek_client::{ClientError, OffsetQuery, Producer, ProducerConfig, ProducerRecord, TopicConfig};
+use odradek_client::OffsetQuery;
+use odradek_jepsen::history::{DeleteRecords, OpF, OpValue};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 use tokio::task::JoinHandle;
 
 use crate::cluster::SimCluster;
-use crate::config::LIVENESS_BOUND;
+use crate::config::TOPIC;
 
-/// The topic records are written to and deleted from.
-pub const TOPIC: &str = "dr";
-/// Pause between two rounds.
-const STEP_PAUSE: Duration = Duration::from_millis(200);
-/// Bound on one admin call or send (faults may hold it forever otherwise).
+/// Pause between two deletions.
+const STEP_PAUSE: Duration = Duration::from_millis(1_000);
+/// Bound on one admin call (faults may hold it forever otherwise).
 const STEP_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// What the safety phase saw: the largest acknowledged deletion and the DR1 violations.
+/// What the safety phase did (for the run's notes).
 #[derive(Debug, Default)]
 pub struct Deletions {
-    /// The largest offset a delete-records was acknowledged to (0: none).
-    pub acked_before: u64,
-    pub acked: u64,
     pub rounds: u64,
-    pub problems: Vec<String>,
+    /// Deletions acknowledged, and the largest offset one was acknowledged to.
+    pub acked: u64,
+    pub acked_before: u64,
 }
 
-async fn producer(cluster: &SimCluster) -> Option<Producer> {
-    let bootstrap = cluster.bootstrap();
-    let addresses: Vec<&str> = bootstrap.iter().map(String::as_str).collect();
-    let config = ProducerConfig {
-        request_timeout: STEP_TIMEOUT,
-        delivery_timeout: Duration::from_secs(10),
-        cluster: cluster.client_config(),
-        ..ProducerConfig::default()
-    };
-    Producer::new(&addresses, config).await.ok()
-}
-
-/// One record to partition 0; its offset once acknowledged.
-async fn write(producer: &Producer, round: u64) -> Option<u64> {
-    let delivery = producer.send(ProducerRecord::new(TOPIC, format!("d{round}")).partition(0)).await.ok()?;
-    tokio::time::timeout(STEP_TIMEOUT, delivery).await.ok()?.ok().and_then(|delivered| delivered.offset)
-}
-
-/// Starts the writes and deletions on the client node until `duration` has passed.
-pub fn start(client: &NodeHandle, cluster: Arc<SimCluster>, duration: Duration) -> JoinHandle<Deletions> {
+/// Starts the deleter on the client node until `duration` has passed; its draws come from a
+/// stream of its own (`seed`), so the other workloads' draws stay as they were.
+pub fn start(client: &NodeHandle, cluster: Arc<SimCluster>, seed: u64, duration: Duration) -> JoinHandle<Deletions> {
     client.spawn(async move {
+        let mut rng = SmallRng::seed_from_u64(seed ^ 0x6472_5f64_656c_6574);
         let deadline = tokio::time::Instant::now() + duration;
         let mut seen = Deletions::default();
         let Some(admin) = cluster.admin() else { return seen };
-        let mut created = false;
-        let mut producer = None;
-        while tokio::time::Instant::now() < deadline {
+        let partitions = cluster.load.partitions;
+        let mut process = cluster.process();
+        while tokio::time::Instant::now() + STEP_PAUSE < deadline {
             seen.rounds += 1;
             tokio::time::sleep(STEP_PAUSE).await;
-            if !created {
-                let outcome = tokio::time::timeout(STEP_TIMEOUT, admin.create_topic(TOPIC, 1, 3, TopicConfig::default())).await;
-                created = matches!(outcome, Ok(Ok(()) | Err(ClientError::Server { code: ErrorCode::TOPIC_ALREADY_EXISTS, .. })));
+            let key = rng.gen_range(0..partitions);
+            let Ok(Ok(latest)) = tokio::time::timeout(STEP_TIMEOUT, admin.list_offsets(TOPIC, key, OffsetQuery::Latest)).await else {
+                continue;
+            };
+            if latest.offset < 4 {
                 continue;
             }
-            if producer.is_none() {
-                producer = self::producer(&cluster).await;
-            }
-            let Some(writer) = &producer else { continue };
-            let Some(offset) = write(writer, seen.rounds).await else { continue };
-            let before = offset + 1;
-            match tokio::time::timeout(STEP_TIMEOUT, admin.delete_records(TOPIC, 0, Some(before))).await {
+            let before = rng.gen_range(latest.offset / 2..=latest.offset * 3 / 4);
+            let asked = DeleteRecords { key: u64::from(key), before, log_start: None };
+            let handle = cluster.history().invoke(process, OpF::DeleteRecords, OpValue::DeleteRecords(asked.clone())).expect("history");
+            match tokio::time::timeout(STEP_TIMEOUT, admin.delete_records(TOPIC, key, Some(before))).await {
                 Ok(Ok(log_start)) => {
                     seen.acked += 1;
                     seen.acked_before = seen.acked_before.max(before);
-                    if log_start < before {
-                        seen.problems.push(format!("DR1: delete-records to {before} acknowledged with log start {log_start}"));
-                    }
+                    let done = DeleteRecords { log_start: Some(log_start), ..asked };
+                    cluster.history().ok(handle, OpValue::DeleteRecords(done)).expect("history");
                 }
-                outcome => cluster.note(format!("delete-records: {TOPIC}/0 to {before}: {outcome:?}")),
-            }
-            // Invoked after every acknowledged deletion so far completed.
-            if let Ok(Ok(earliest)) = tokio::time::timeout(STEP_TIMEOUT, admin.list_offsets(TOPIC, 0, OffsetQuery::Earliest)).await {
-                if earliest.offset < seen.acked_before {
-                    seen.problems.push(format!(
-                        "DR1: ListOffsets earliest of {TOPIC}/0 answered {} after a delete-records to {} was acknowledged (round {})",
-                        earliest.offset, seen.acked_before, seen.rounds
-                    ));
+                Ok(Err(error)) if error.is_definite() => {
+                    cluster.history().fail(handle, OpValue::DeleteRecords(asked)).expect("history");
+                }
+                outcome => {
+                    let why = match outcome {
+                        Ok(Err(error)) => error.to_string(),
+                        _ => "timed out".to_string(),
+                    };
+                    cluster.note(format!("delete-records: {TOPIC}/{key} to {before}: outcome unknown ({why})"));
+                    // Possibly applied at any time from now on; the process is done (one op each).
+                    cluster.history().info(handle, OpValue::DeleteRecords(asked)).expect("history");
+                    process = cluster.process();
                 }
             }
-        }
-        if let Some(producer) = producer {
-            let _ = tokio::time::timeout(STEP_TIMEOUT, producer.close()).await;
         }
         seen
     })
-}
-
-/// After the heal: the log start is at least the largest acknowledged deletion (DR1); the
-/// problems of the run and of this check.
-pub async fn final_check(client: &NodeHandle, cluster: Arc<SimCluster>, seen: Deletions) -> Vec<String> {
-    cluster.note(format!("delete-records: {} rounds, {} deletions acknowledged, up to {}", seen.rounds, seen.acked, seen.acked_before));
-    let mut problems = seen.problems;
-    if seen.acked == 0 {
-        return problems;
-    }
-    let acked_before = seen.acked_before;
-    let checked = client
-        .spawn(async move {
-            let admin = cluster.admin()?;
-            let deadline = tokio::time::Instant::now() + LIVENESS_BOUND;
-            while tokio::time::Instant::now() < deadline {
-                if let Ok(Ok(earliest)) = tokio::time::timeout(STEP_TIMEOUT, admin.list_offsets(TOPIC, 0, OffsetQuery::Earliest)).await {
-                    return Some(earliest.offset);
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            None
-        })
-        .await
-        .expect("delete-records check task");
-    match checked {
-        Some(earliest) if earliest < acked_before => problems
-            .push(format!("DR1: after the heal {TOPIC}/0 starts at {earliest}, below the acknowledged delete-records to {acked_before}")),
-        Some(_) => {}
-        None => problems.push(format!("V1: no log start of {TOPIC}/0 within {LIVENESS_BOUND:?} after the heal")),
-    }
-    problems
 }
