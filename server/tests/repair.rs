@@ -74,13 +74,24 @@ async fn a_damaged_replica_is_set_aside_rebuilt_out_of_the_votes_and_serves_ever
 
     // Both copies of the partition replica's hard state on node 2 damaged while it is down (the
     // only group directory besides the metadata group's, 0).
-    cluster.kill(DAMAGED);
+    // Node 2 may host its replica a moment after a quorum of the others acknowledged the records
+    // (fresh-clone CI once killed it before it had): wait for the replica's hard state first.
     let data_dir = cluster.nodes[DAMAGED as usize - 1].data_dir.clone();
-    let group: u64 = std::fs::read_dir(&data_dir)
-        .unwrap()
-        .filter_map(|entry| entry.unwrap().file_name().to_str()?.parse::<u64>().ok())
-        .find(|&group| group != 0)
-        .expect("the partition's group directory");
+    let hosted = || {
+        std::fs::read_dir(&data_dir)
+            .ok()?
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u64>().ok())
+            .find(|&group| group != 0 && data_dir.join(group.to_string()).join("hard_state").exists())
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let group = loop {
+        if let Some(group) = hosted() {
+            break group;
+        }
+        assert!(std::time::Instant::now() < deadline, "node {DAMAGED} never hosted the partition's replica");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    cluster.kill(DAMAGED);
     let hard_state = data_dir.join(group.to_string()).join("hard_state");
     let length = std::fs::metadata(&hard_state).unwrap().len() as usize;
     // The log goes on from the first start, where the replica settled once already (bootstrap).
