@@ -341,6 +341,7 @@ impl SimCluster {
             let mut failed = std::pin::pin!(server.failed());
             loop {
                 tokio::select! {
+                    biased;
                     _ = &mut failed => break,
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {
                         let now = server.open_file_stats();
