@@ -10,6 +10,7 @@ fn main() {
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR for build scripts"));
     println!("cargo:rerun-if-changed=proto/meta.proto");
     println!("cargo:rerun-if-changed=proto/groups.proto");
+    println!("cargo:rerun-if-changed=proto/partition.proto");
     println!("cargo:rerun-if-changed=build.rs");
 
     protobuf_codegen_pure::Codegen::new()
@@ -17,11 +18,12 @@ fn main() {
         .include("proto")
         .input("proto/meta.proto")
         .input("proto/groups.proto")
+        .input("proto/partition.proto")
         .run()
-        .expect("protobuf codegen of proto/meta.proto and proto/groups.proto failed");
+        .expect("protobuf codegen of proto/meta.proto, proto/groups.proto and proto/partition.proto failed");
 
     let mut modules = String::new();
-    for name in ["meta", "groups"] {
+    for name in ["meta", "groups", "partition"] {
         let generated = out_dir.join(format!("{name}.rs"));
         assert!(generated.exists(), "codegen did not write {}", generated.display());
         // `{:?}` quotes and escapes the path so it is a valid string literal on every platform.

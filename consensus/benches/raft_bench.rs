@@ -33,7 +33,7 @@ struct Discard;
 
 impl Apply for Discard {
     fn apply(&mut self, _group: GroupId, _entries: &[Committed]) {}
-    fn restore(&mut self, _group: GroupId, _index: u64, _term: u64, _offset_next: u64) {}
+    fn restore(&mut self, _group: GroupId, _index: u64, _term: u64, _offset_next: u64, _start: Option<&odradek_log::StartState>) {}
 }
 
 fn main() {

@@ -48,7 +48,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use odradek_log::{Disk, EntryKind, HardStateFile, LogConfig, SegmentLog, Suspicion};
+use odradek_log::{Disk, EntryKind, HardStateFile, LogConfig, SegmentLog, StartState, StartStateFile, Suspicion};
 use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry as RaftEntry, EntryType, HardState as RaftHardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError};
@@ -225,6 +225,8 @@ pub(crate) struct StorageView {
     term_prev: u64,
     /// Offset of the first record in the log: travels in the metadata snapshot.
     offset_start: u64,
+    /// The state machine's start state (`odradek_log::StartState`): travels in the snapshot.
+    start_state: Option<StartState>,
     /// (first index, term) of each run of equal terms over `first_index ..= last_index`.
     terms: Vec<(u64, u64)>,
     /// Contiguous, ending at `last_index` (or empty); each with its base offset.
@@ -424,8 +426,9 @@ impl raft::Storage for GroupStorage {
         Ok(self.lock().last_index)
     }
 
-    /// The only snapshot is metadata: the log start (index, term, start offset as 8 bytes LE in
-    /// `data`) and the current configuration. The state machine's blob is not attached yet.
+    /// The snapshot is the log start (index, term), the current configuration, and in `data`
+    /// the start offset (8 bytes LE) followed by the group's start state, if it has one
+    /// ([`encode_snapshot_data`]): what the state machine needs besides the entries after it.
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
         let view = self.lock();
         let mut snapshot = Snapshot::default();
@@ -436,8 +439,33 @@ impl raft::Storage for GroupStorage {
         if metadata.index < request_index {
             return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
         }
-        snapshot.data = view.offset_start.to_le_bytes().to_vec().into();
+        snapshot.data = encode_snapshot_data(view.offset_start, view.start_state.as_ref()).into();
         Ok(snapshot)
+    }
+}
+
+/// A snapshot's `data`: the start offset (u64 LE), then, if the group has a start state, its
+/// `as_of_index` (u64 LE) and bytes.
+pub fn encode_snapshot_data(offset_start: u64, start_state: Option<&StartState>) -> Vec<u8> {
+    let mut data = offset_start.to_le_bytes().to_vec();
+    if let Some(state) = start_state {
+        data.extend_from_slice(&state.as_of_index.to_le_bytes());
+        data.extend_from_slice(&state.bytes);
+    }
+    data
+}
+
+/// Reads [`encode_snapshot_data`]; `None` if `data` is shorter than a start offset or holds a
+/// partial start state.
+pub fn decode_snapshot_data(data: &[u8]) -> Option<(u64, Option<StartState>)> {
+    let offset_start = u64::from_le_bytes(data.get(..8)?.try_into().ok()?);
+    match data.len() {
+        8 => Some((offset_start, None)),
+        9..16 => None,
+        _ => {
+            let as_of_index = u64::from_le_bytes(data[8..16].try_into().ok()?);
+            Some((offset_start, Some(StartState { as_of_index, bytes: Bytes::copy_from_slice(&data[16..]) })))
+        }
     }
 }
 
@@ -445,6 +473,7 @@ impl raft::Storage for GroupStorage {
 pub const LOG_DIR: &str = "log";
 pub const HARD_STATE_FILE: &str = "hard_state";
 pub const CONF_STATE_FILE: &str = "conf_state";
+pub const START_STATE_FILE: &str = "start_state";
 
 /// One group's durable state: the segment log (which is the raft log), the hard-state file and
 /// the conf-state file, plus the [`GroupStorage`] view it keeps current. Owned by the driver.
@@ -455,6 +484,7 @@ pub struct GroupStore<D: Disk> {
     log: SegmentLog<D>,
     hard_state_file: HardStateFile<D>,
     conf_state_file: ConfStateFile<D>,
+    start_state_file: StartStateFile<D>,
     storage: GroupStorage,
 }
 
@@ -477,6 +507,18 @@ impl<D: Disk> GroupStore<D> {
         let recovery_cut = report.torn_tail.map(|torn| torn.index);
         let (mut hard_state_file, mut hard) = HardStateFile::open_with(&disk, dir.join(HARD_STATE_FILE), &planted).await?;
         let (conf_state_file, conf, _) = ConfStateFile::open(&disk, dir.join(CONF_STATE_FILE), initial_conf).await?;
+        let (start_state_file, start_state) = StartStateFile::open(&disk, dir.join(START_STATE_FILE)).await?;
+        if let Some(state) = &start_state {
+            // Retention never moves the log start past the start state (`enforce_retention`).
+            if state.as_of_index + 1 < log.first_index() {
+                return Err(StorageFault::Log(odradek_log::Error::Corruption {
+                    path: dir.join(START_STATE_FILE),
+                    first_index: state.as_of_index + 1,
+                    last_index: log.first_index() - 1,
+                    detail: format!("the start state is as of index {}, the log starts at {}", state.as_of_index, log.first_index()),
+                }));
+            }
+        }
         // Protocol-aware recovery (CHECKLISTS R8 e): a cut that may have taken whole entries
         // may have taken acknowledged ones (rot of the last entry looks exactly like a torn
         // write), so the replica becomes suspect, merged with any suspicion it already had.
@@ -510,6 +552,7 @@ impl<D: Disk> GroupStore<D> {
             last_index: log.first_index() - 1,
             term_prev: log.prev_term(),
             offset_start: log.offset_start(),
+            start_state,
             applied: hard.commit.max(log.first_index() - 1),
             cache_bytes_max,
             ..StorageView::default()
@@ -533,7 +576,7 @@ impl<D: Disk> GroupStore<D> {
         view.on_append(entries.iter().map(|(e, offset)| (e, *offset)));
         assert_eq!(view.last_index, log.last_index());
         let storage = GroupStorage { view: Arc::new(Mutex::new(view)) };
-        Ok(GroupStore { dir, recovery_cut, log, hard_state_file, conf_state_file, storage })
+        Ok(GroupStore { dir, recovery_cut, log, hard_state_file, conf_state_file, start_state_file, storage })
     }
 
     /// The first index recovery cut off as a torn tail when this store opened, if any.
@@ -713,6 +756,18 @@ impl<D: Disk> GroupStore<D> {
         index_bound: u64,
     ) -> Result<odradek_log::RetentionReport, StorageFault> {
         self.retain_below(now_ms, index_bound).await
+    }
+
+    /// The group's start state (see [`odradek_log::StartState`]), if it has one.
+    pub fn start_state(&self) -> Option<&StartState> {
+        self.start_state_file.current()
+    }
+
+    /// Saves the group's start state durably (`None` removes it) and hands it to snapshots.
+    pub async fn save_start_state(&mut self, state: Option<StartState>) -> Result<(), StorageFault> {
+        self.start_state_file.save(state.clone()).await?;
+        self.storage.lock().start_state = state;
+        Ok(())
     }
 
     async fn retain_below(&mut self, now_ms: i64, index_bound: u64) -> Result<odradek_log::RetentionReport, StorageFault> {

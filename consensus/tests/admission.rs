@@ -25,7 +25,7 @@ impl Apply for Gate {
         let mut log = self.0.lock().unwrap();
         log.applied.extend(entries.iter().filter(|e| !e.payload.is_empty()).map(|e| (e.index, e.base_offset, e.payload.clone())));
     }
-    fn restore(&mut self, _group: GroupId, _index: u64, _term: u64, _offset_next: u64) {}
+    fn restore(&mut self, _group: GroupId, _index: u64, _term: u64, _offset_next: u64, _start: Option<&odradek_log::StartState>) {}
     fn admit(&mut self, group: GroupId, term: u64, data: &Bytes, _meta: EntryMeta) -> Result<(), Rejection> {
         if data.starts_with(b"bad") {
             return Err(Rejection { code: 7, value: data.len() as u64, reason: "bad payload".into() });

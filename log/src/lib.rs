@@ -21,6 +21,7 @@ mod reader;
 mod recovery;
 mod segment;
 mod sim_disk;
+mod start_state;
 
 pub use budget_disk::{BudgetDisk, BudgetFile, BudgetStats};
 pub use config::LogConfig;
@@ -38,3 +39,4 @@ pub use reader::LogReader;
 pub use recovery::{highest_intact_index, RecoveryReport, TornTail};
 pub use segment::{index_file_name, segment_file_name, SEGMENT_HEADER_BYTES};
 pub use sim_disk::{CrashMode, DiskImage, LatencyConfig, SimDisk, SimDiskStats};
+pub use start_state::{StartState, StartStateFile, START_STATE_BYTES_MAX};

@@ -588,16 +588,12 @@ impl<D: Disk> SegmentLog<D> {
         self.disk.sync_dir(&self.dir).await.map_err(io_error(&self.dir))
     }
 
-    /// Deletes whole sealed segments, oldest first, that fall out of retention by age (newest
-    /// record older than `retention_ms` before `now_ms`) or by size (the rest still hold
-    /// `retention_bytes`). Never deletes the active segment, nor a segment with any entry at or
-    /// above `index_bound` (the caller passes its commit / apply bound).
-    pub async fn enforce_retention(&mut self, now_ms: i64, index_bound: u64) -> Result<RetentionReport> {
-        self.check_usable()?;
-        let mut report = RetentionReport::default();
+    /// How many segments [`SegmentLog::enforce_retention`] would delete now (the oldest ones),
+    /// so a caller can save what must outlive them first.
+    pub fn retention_due(&self, now_ms: i64, index_bound: u64) -> usize {
         let mut size = self.size_bytes();
-        while self.segments.len() > 1 {
-            let oldest = &self.segments[0];
+        let mut due = 0;
+        for oldest in &self.segments[..self.segments.len() - 1] {
             if oldest.last_index >= index_bound {
                 break;
             }
@@ -606,8 +602,21 @@ impl<D: Disk> SegmentLog<D> {
             if !by_age && !by_size {
                 break;
             }
+            size -= oldest.bytes;
+            due += 1;
+        }
+        due
+    }
+
+    /// Deletes whole sealed segments, oldest first, that fall out of retention by age (newest
+    /// record older than `retention_ms` before `now_ms`) or by size (the rest still hold
+    /// `retention_bytes`). Never deletes the active segment, nor a segment with any entry at or
+    /// above `index_bound` (the caller passes its commit / apply bound).
+    pub async fn enforce_retention(&mut self, now_ms: i64, index_bound: u64) -> Result<RetentionReport> {
+        self.check_usable()?;
+        let mut report = RetentionReport::default();
+        for _ in 0..self.retention_due(now_ms, index_bound) {
             let segment = self.segments.remove(0);
-            size -= segment.bytes;
             report.segments_deleted += 1;
             report.bytes_deleted += segment.bytes;
             let paths = [segment.path.clone(), segment.index_path()];

@@ -342,7 +342,11 @@ async fn enforce_retention(context: &NodeContext, hosted: &BTreeMap<GroupId, Hos
         if index_bound_max == 0 {
             continue;
         }
-        match context.node.enforce_retention(group, index_bound_max).await {
+        // A data partition's producer table outlives the entries that built it (P1, P5).
+        let start_state = context.state.lock().partitions.get_mut(&group).and_then(|partition| partition.start_state());
+        #[cfg(any(madsim, feature = "planted-bugs"))]
+        let start_state = start_state.filter(|_| !context.planted.producer_table_not_kept);
+        match context.node.enforce_retention(group, index_bound_max, start_state).await {
             Ok(report) => {
                 if let Ok(Some(bounds)) = context.node.log_bounds(group).await {
                     let mut state = context.state.lock();

@@ -21,7 +21,13 @@
 //! - P3: per producer and epoch, sequences in log order are contiguous (wrapping at `i32::MAX`).
 //! - P4: epochs per producer never decrease in log order.
 //! - P5: the committed table is a function of the committed log alone: replaying the same
-//!   entries into a fresh state rebuilds it (restart), equal on every replica.
+//!   entries into a fresh state rebuilds it (restart), equal on every replica. Where retention
+//!   or a snapshot took the log's first entries, the table as of some index at or after the log
+//!   start ([`PartitionState::producer_table`], the group's start state, see
+//!   `odradek_log::StartState`) is restored first and the replay skips its part of the entries
+//!   up to that index ([`PartitionState::load_producers`]): the same table again. Without it a
+//!   producer whose batches were all deleted would be forgotten, and a late retry of its first
+//!   batch (sequence 0) appended a second time.
 //! - Offsets: every entry's `base_offset` equals the high watermark before it (Log Matching makes
 //!   it equal on every replica), and only data entries move it.
 //!
@@ -210,6 +216,10 @@ pub struct PartitionState {
     log_start_offset: u64,
     /// The committed producer table (a function of the applied entries only).
     producers: BTreeMap<i64, ProducerState>,
+    /// The table was restored as of this index: entries up to it are in it already.
+    producers_as_of: u64,
+    /// Moves with every change of `producers` (what a cached encoding is checked against).
+    producers_version: u64,
     /// Idempotent batches admitted in `pending_term` and not yet applied, in proposal order.
     pending: VecDeque<BatchInfo>,
     pending_term: u64,
@@ -288,9 +298,10 @@ impl PartitionState {
                 self.pending_pushed_last = false;
             }
         }
-        if batch.producer_id < 0 {
+        if batch.producer_id < 0 || index <= self.producers_as_of {
             return;
         }
+        self.producers_version += 1;
         if !self.producers.contains_key(&batch.producer_id) && self.producers.len() >= PRODUCERS_MAX {
             let (evicted, _) = self.producers.iter().min_by_key(|(_, producer)| producer.index_last).expect("the table is full");
             let evicted = *evicted;
@@ -353,7 +364,8 @@ impl PartitionState {
     }
 
     /// The log was replaced at `index` by a snapshot whose next offset is `offset_next`: the
-    /// high watermark and log start become `offset_next`, the producer table is cleared.
+    /// high watermark and log start become `offset_next`, the producer table is cleared (the
+    /// caller then loads the start state's, [`PartitionState::load_producers`]).
     pub fn restore(&mut self, index: u64, term: u64, offset_next: u64) {
         assert!(index >= self.applied_index, "a snapshot at {index} below the applied index {}", self.applied_index);
         self.applied_index = index;
@@ -361,6 +373,8 @@ impl PartitionState {
         self.high_watermark = offset_next;
         self.log_start_offset = offset_next;
         self.producers.clear();
+        self.producers_as_of = 0;
+        self.producers_version += 1;
         self.pending.clear();
         self.pending_pushed_last = false;
         self.check_invariants();
@@ -511,10 +525,97 @@ impl PartitionState {
         &self.producers
     }
 
+    /// The index the table was restored as of (0: built from the log alone).
+    pub fn producers_as_of(&self) -> u64 {
+        self.producers_as_of
+    }
+
+    /// Changes with every change of the producer table.
+    pub fn producers_version(&self) -> u64 {
+        self.producers_version
+    }
+
+    /// The table as of `as_of` (a start state: [`encode_producer_table`]), right after
+    /// [`PartitionState::restore`] at or below `as_of`: the replay that follows skips the
+    /// table's part of every entry up to `as_of`.
+    pub fn load_producers(&mut self, as_of: u64, producers: BTreeMap<i64, ProducerState>) {
+        assert!(as_of >= self.applied_index, "a producer table as of {as_of}, below the applied index {}", self.applied_index);
+        assert!(self.producers.is_empty(), "a producer table loads into an empty one (after a restore)");
+        assert!(producers.len() <= PRODUCERS_MAX, "a loaded table of {} producers", producers.len());
+        self.producers = producers;
+        self.producers_as_of = as_of;
+        self.producers_version += 1;
+    }
+
+    /// The committed table as a start state's bytes, exact as of [`PartitionState::applied_index`];
+    /// `None` while it is empty (nothing to keep).
+    pub fn producer_table(&self) -> Option<Vec<u8>> {
+        (!self.producers.is_empty()).then(|| encode_producer_table(&self.producers))
+    }
+
     /// Idempotent batches admitted in the current term and not yet applied.
     pub fn pending_len(&self) -> usize {
         self.pending.len()
     }
+}
+
+/// A producer table's bytes (`proto/partition.proto`).
+pub fn encode_producer_table(producers: &BTreeMap<i64, ProducerState>) -> Vec<u8> {
+    use crate::proto::partition as pb;
+    use protobuf::Message as _;
+    let mut table = pb::ProducerTable::new();
+    for (&producer_id, producer) in producers {
+        let mut entry = pb::Producer::new();
+        entry.producer_id = producer_id;
+        entry.epoch = i32::from(producer.epoch);
+        entry.index_last = producer.index_last;
+        for batch in &producer.batches {
+            let mut out = pb::ProducerBatch::new();
+            out.base_sequence = batch.base_sequence;
+            out.record_count = batch.record_count;
+            out.base_offset = batch.base_offset;
+            entry.batches.push(out);
+        }
+        table.producers.push(entry);
+    }
+    table.write_to_bytes().expect("a producer table encodes")
+}
+
+/// Reads [`encode_producer_table`]'s bytes, checking what admission relies on: epochs within
+/// i16, 1..=[`PRODUCER_BATCHES_KEPT`] batches per producer in offset order, at most
+/// [`PRODUCERS_MAX`] producers, each once.
+pub fn decode_producer_table(bytes: &[u8]) -> Result<BTreeMap<i64, ProducerState>, String> {
+    use crate::proto::partition as pb;
+    use protobuf::Message as _;
+    let table = pb::ProducerTable::parse_from_bytes(bytes).map_err(|error| format!("not a producer table: {error}"))?;
+    if table.producers.len() > PRODUCERS_MAX {
+        return Err(format!("{} producers, above {PRODUCERS_MAX}", table.producers.len()));
+    }
+    let mut producers = BTreeMap::new();
+    for entry in &table.producers {
+        let epoch = i16::try_from(entry.epoch).map_err(|_| format!("producer {}: epoch {}", entry.producer_id, entry.epoch))?;
+        if entry.producer_id < 0 || entry.batches.is_empty() || entry.batches.len() > PRODUCER_BATCHES_KEPT {
+            return Err(format!("producer {} with {} batches", entry.producer_id, entry.batches.len()));
+        }
+        let batches: VecDeque<CommittedBatch> = entry
+            .batches
+            .iter()
+            .map(|batch| CommittedBatch {
+                base_sequence: batch.base_sequence,
+                record_count: batch.record_count,
+                base_offset: batch.base_offset,
+            })
+            .collect();
+        if batches.iter().zip(batches.iter().skip(1)).any(|(a, b)| a.base_offset >= b.base_offset)
+            || batches.iter().any(|b| b.record_count == 0)
+        {
+            return Err(format!("producer {}: batches out of offset order or empty", entry.producer_id));
+        }
+        if producers.insert(entry.producer_id, ProducerState { epoch, batches, index_last: entry.index_last }).is_some() {
+            return Err(format!("producer {} twice", entry.producer_id));
+        }
+    }
+    Ok(producers)
 }
 
 #[cfg(test)]

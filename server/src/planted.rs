@@ -133,10 +133,16 @@ pub enum PlantedBug {
     /// while the evicted writes never became durable (fsyncgate), so an acknowledged write can
     /// vanish at power loss (L1, R6; the simulator's `--open-file-budget`).
     EvictedWithoutSync,
+    /// Retention deletes segments without saving the idempotent-producer table as the group's
+    /// start state (the behaviour before it was kept): after a restart (or a snapshot) the
+    /// table is rebuilt from the entries left, so a producer whose batches were all deleted is
+    /// forgotten and a late retry of its first batch is appended again (L2 duplicate, P1; the
+    /// simulator's plan field `retention`).
+    ProducerTableNotKept,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 31] = [
+    pub const ALL: [PlantedBug; 32] = [
         PlantedBug::AckBeforeCommit,
         PlantedBug::ServeAboveCommit,
         PlantedBug::SkipDedup,
@@ -168,6 +174,7 @@ impl PlantedBug {
         PlantedBug::HibernatedLeaderReadsLocally,
         PlantedBug::RegexMatchesSubstring,
         PlantedBug::EvictedWithoutSync,
+        PlantedBug::ProducerTableNotKept,
     ];
 
     pub fn name(self) -> &'static str {
@@ -203,6 +210,7 @@ impl PlantedBug {
             PlantedBug::HibernatedLeaderReadsLocally => "hibernated-leader-reads-locally",
             PlantedBug::RegexMatchesSubstring => "regex-matches-substring",
             PlantedBug::EvictedWithoutSync => "evicted-without-sync",
+            PlantedBug::ProducerTableNotKept => "producer-table-not-kept",
         }
     }
 }
@@ -253,6 +261,7 @@ pub struct Planted {
     pub hibernated_leader_reads_locally: bool,
     pub regex_matches_substring: bool,
     pub evicted_without_sync: bool,
+    pub producer_table_not_kept: bool,
 }
 
 impl Planted {
@@ -291,6 +300,7 @@ impl Planted {
             hibernated_leader_reads_locally: on(PlantedBug::HibernatedLeaderReadsLocally),
             regex_matches_substring: on(PlantedBug::RegexMatchesSubstring),
             evicted_without_sync: on(PlantedBug::EvictedWithoutSync),
+            producer_table_not_kept: on(PlantedBug::ProducerTableNotKept),
         }
     }
 }
@@ -335,6 +345,7 @@ mod tests {
             all.hibernated_leader_reads_locally,
             all.regex_matches_substring,
             all.evicted_without_sync,
+            all.producer_table_not_kept,
         ];
         assert!(each.iter().all(|on| *on), "every bug has a switch: {all:?}");
     }

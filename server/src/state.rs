@@ -13,7 +13,7 @@ use bytes::Bytes;
 use odradek_client::batch::BatchHeader;
 use odradek_client::wire::proto::ErrorCode;
 use odradek_consensus::{Apply, Committed, EntryMeta, GroupId, NodeId, Rejection};
-use odradek_log::EntryKind;
+use odradek_log::{EntryKind, StartState};
 use odradek_seams::watch;
 
 use crate::group::service::CoordinatorPartition;
@@ -31,11 +31,25 @@ pub struct Partition {
     pub state: PartitionState,
     /// The high watermark, for long polls.
     pub high_watermark: watch::Sender<u64>,
+    /// The producer table's last encoding and the table version it encodes.
+    producer_table: Option<(u64, Bytes)>,
 }
 
 impl Partition {
     fn new() -> Partition {
-        Partition { state: PartitionState::new(), high_watermark: watch::Sender::new(0) }
+        Partition { state: PartitionState::new(), high_watermark: watch::Sender::new(0), producer_table: None }
+    }
+
+    /// What retention must save before it deletes entries (`odradek_log::StartState`): the
+    /// producer table, exact as of the returned `as_of_index`; `None` while the table is empty.
+    /// The encoding is kept until the table changes (idle partitions encode nothing).
+    pub fn start_state(&mut self) -> Option<StartState> {
+        let version = self.state.producers_version();
+        if self.producer_table.as_ref().is_none_or(|(encoded, _)| *encoded != version) {
+            self.producer_table = self.state.producer_table().map(|bytes| (version, Bytes::from(bytes)));
+        }
+        let as_of_index = self.state.applied_index().max(self.state.producers_as_of());
+        self.producer_table.as_ref().map(|(_, bytes)| StartState { as_of_index, bytes: bytes.clone() })
     }
 }
 
@@ -215,7 +229,7 @@ impl Apply for StateMachine {
         partition.high_watermark.send_if_modified(|hw| std::mem::replace(hw, high_watermark) != high_watermark);
     }
 
-    fn restore(&mut self, group: GroupId, index: u64, term: u64, offset_next: u64) {
+    fn restore(&mut self, group: GroupId, index: u64, term: u64, offset_next: u64, start_state: Option<&StartState>) {
         if group == METADATA_GROUP {
             // The metadata log is never trimmed (ServerConfig::metadata_log_config).
             tracing::error!(index, "the metadata log was replaced by a snapshot; metadata before it is unknown here");
@@ -234,6 +248,14 @@ impl Apply for StateMachine {
         let partition = state.partitions.entry(group).or_insert_with(Partition::new);
         partition.state.restore(index, term, offset_next);
         assert_eq!(partition.state.high_watermark(), offset_next, "group {group}: restore left the high watermark elsewhere");
+        if let Some(start) = start_state {
+            // Written by this server's retention (or a leader's, through a snapshot) and
+            // checksummed on disk: a table that does not decode is a bug, not rot.
+            match crate::partition::decode_producer_table(&start.bytes) {
+                Ok(producers) => partition.state.load_producers(start.as_of_index, producers),
+                Err(error) => panic!("group {group}: the start state as of {} is no producer table: {error}", start.as_of_index),
+            }
+        }
         partition.high_watermark.send_replace(partition.state.high_watermark());
     }
 

@@ -129,7 +129,7 @@ impl Apply for Recorder {
         }
     }
 
-    fn restore(&mut self, group: GroupId, index: u64, _term: u64, _offset_next: u64) {
+    fn restore(&mut self, group: GroupId, index: u64, _term: u64, _offset_next: u64, _start: Option<&odradek_log::StartState>) {
         panic!("node {} group {group}: unexpected snapshot restore at {index} (no retention here)", self.node);
     }
 }

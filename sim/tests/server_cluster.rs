@@ -347,6 +347,29 @@ fn planted_retention_past_commit_is_caught() {
     planted_bug_is_caught_with(PlantedBug::RetentionPastCommit, &base, 1..=10, &["R12"]);
 }
 
+// Retention deleted every batch of an idempotent producer whose first batches it was still
+// retrying; node 3 restarted, rebuilt its producer table from the entries left, forgot the
+// producer, and as the new leader appended the late retry of sequence 0 a second time (L2:
+// five records at offsets 0..=4 and again at 28..=32). Found by swarm `--retention
+// --hibernate` seed 73; since then the table is the group's start state, saved before
+// retention deletes and sent with snapshots (P5 in server/src/partition.rs). Swarm
+// `--retention` 1..=200 with and without `--hibernate`, crash 1..=100 pass.
+#[test]
+fn retention_keeps_the_producer_table_seed_passes() {
+    let config = ScenarioConfig { scenario: Scenario::Swarm, retention: true, hibernate: true, ..ScenarioConfig::new(73) };
+    let report = run_seed(&config).unwrap_or_else(|crash| panic!("swarm seed 73 with retention crashed: {}", crash.verdict_text()));
+    assert!(report.passed(), "swarm seed 73 with retention and hibernation:\n{}\n{}", report.timeline.join("\n"), report.verdict_text());
+}
+
+// The same seed with the table not kept (the behaviour before the fix): caught by L2. Of swarm
+// `--retention --hibernate` seeds 1..=200 only 73 catches it (the retry must outlive retention
+// and a restart of the next leader); partition/tests.rs catches it deterministically.
+#[test]
+fn planted_producer_table_not_kept_is_caught() {
+    let base = ScenarioConfig { scenario: Scenario::Swarm, retention: true, hibernate: true, ..ScenarioConfig::new(0) };
+    planted_bug_is_caught_with(PlantedBug::ProducerTableNotKept, &base, 73..=73, &["L2"]);
+}
+
 // The faults on state files (plan field `state_faults`) on disk seed 18, which draws every kind:
 // one copy flipped (F-S3), torn (F-S2), cut short (F-S4) and stale (F-S7), and both copies of a
 // file on the corruptible node (its metadata group's conf state: the node starts quarantined). Each damaged copy is repaired at the next opening and no vote

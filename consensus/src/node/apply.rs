@@ -35,11 +35,20 @@ pub(super) async fn install_snapshot<D: Disk, A: Apply>(
     let metadata = snapshot.get_metadata();
     let saved = state.store.hard_state_saved().commit;
     assert!(metadata.index >= saved, "group {group}: snapshot at {} below the persisted commit {saved}", metadata.index);
-    let offset_bytes: [u8; 8] = snapshot.data.get(..8).and_then(|b| b.try_into().ok()).ok_or_else(|| NodeError::Storage {
+    let (offset_next, start_state) = crate::storage::decode_snapshot_data(&snapshot.data).ok_or_else(|| NodeError::Storage {
         group,
         source: StorageFault::InvalidEntry { index: metadata.index, detail: "snapshot without its start offset".into() },
     })?;
-    let offset_next = u64::from_le_bytes(offset_bytes);
+    if let Some(start) = &start_state {
+        if start.as_of_index < metadata.index {
+            let detail = format!("a snapshot at {} with a start state as of {}", metadata.index, start.as_of_index);
+            return Err(NodeError::Storage { group, source: StorageFault::InvalidEntry { index: metadata.index, detail } });
+        }
+    }
+    // The start state first: a crash between the two finds it with the old log, whose entries
+    // up to its index it already covers; the other order would find the new log start
+    // without the state that the entries before it built.
+    state.store.save_start_state(start_state.clone()).await.map_err(storage_error(group))?;
     state.store.reset(metadata.index, metadata.term, offset_next, now_ms).await.map_err(storage_error(group))?;
     state.store.save_conf_state(metadata.get_conf_state(), metadata.index).await.map_err(storage_error(group))?;
     // The log now starts above the old persisted commit: persist the snapshot index as commit
@@ -49,7 +58,7 @@ pub(super) async fn install_snapshot<D: Disk, A: Apply>(
     state.store.save_hard_state(&hard).await.map_err(storage_error(group))?;
     state.applied_durable_conf = state.applied_durable_conf.max(metadata.index);
     state.state_machine_applied = state.state_machine_applied.max(metadata.index);
-    apply.restore(group, metadata.index, metadata.term, offset_next);
+    apply.restore(group, metadata.index, metadata.term, offset_next, start_state.as_ref());
     Ok(offset_next)
 }
 

@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use odradek_log::{Disk, EntryKind, LogConfig};
+use odradek_log::{Disk, EntryKind, LogConfig, StartState};
 use odradek_seams::buggify;
 use raft::eraftpb::{ConfState, Entry as RaftEntry, HardState as RaftHardState};
 use raft::{RawNode, StateRole};
@@ -85,8 +85,12 @@ impl Committed {
 pub trait Apply: Send {
     /// Entries of `group`, contiguous and in order, all committed.
     fn apply(&mut self, group: GroupId, entries: &[Committed]);
-    /// The group's log was replaced by a snapshot at `index`, next offset `offset_next`.
-    fn restore(&mut self, group: GroupId, index: u64, term: u64, offset_next: u64);
+    /// The group's log starts after `index` (a snapshot replaced it, or retention deleted the
+    /// entries up to it before a restart), next offset `offset_next`; `start_state` is what
+    /// the state machine saved for that ([`Node::enforce_retention`]'s argument), exact at its
+    /// `as_of_index` (at or above `index`): entries up to there are replayed next and their
+    /// part in it is already there.
+    fn restore(&mut self, group: GroupId, index: u64, term: u64, offset_next: u64, start_state: Option<&StartState>);
     /// Called on the leader for every data or command proposal right before raft gets it, in
     /// the order proposals reach raft (so a check here and the append are atomic): `Err`
     /// refuses it ([`ProposeError::Rejected`], definite). `term` is the leader's term.
@@ -314,11 +318,11 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         let storage = store.storage();
         let hard_state = storage.hard_state();
         let applied = hard_state.commit.max(store.log().first_index() - 1);
-        // A state machine behind the log start restarts from the log start (the snapshot's
-        // state-machine blob is not kept yet), then replays up to raft's starting applied index.
+        // A state machine behind the log start restarts from the log start and the group's
+        // start state, then replays up to raft's starting applied index.
         let log_start = store.log().first_index() - 1;
         if state_machine_applied < log_start {
-            self.apply.restore(group, log_start, store.log().prev_term(), store.log().offset_start());
+            self.apply.restore(group, log_start, store.log().prev_term(), store.log().offset_start(), store.start_state());
         }
         let mut low = (state_machine_applied + 1).max(store.log().first_index());
         while low <= applied {
@@ -571,13 +575,25 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
     /// persisted first (one hard-state fsync), since after the log start moves a restart must
     /// not find its commit below it. A follower that later needs deleted entries receives a
     /// metadata snapshot of the new log start.
+    ///
+    /// `start_state` is what the state machine needs to rebuild itself from a later log start
+    /// (the idempotent-producer table of a data partition; `None`: nothing): exact as of its
+    /// `as_of_index`, which bounds retention too (the log start stays at or below
+    /// `as_of_index + 1`). It is saved durably before any segment goes and travels in the
+    /// snapshots a follower behind the log start gets; a restart hands it to
+    /// [`Apply::restore`].
     pub async fn enforce_retention(
         &mut self,
         group: GroupId,
         now_ms: i64,
         index_bound_max: u64,
+        start_state: Option<StartState>,
     ) -> Result<odradek_log::RetentionReport, NodeError> {
         let state = self.groups.get_mut(&group).ok_or(NodeError::GroupUnknown(group))?;
+        let index_bound_max = match &start_state {
+            Some(start) => index_bound_max.min(start.as_of_index + 1),
+            None => index_bound_max,
+        };
         if index_bound_max <= state.store.log().first_index() {
             // Nothing may go: every segment holds an index at or above the bound.
             return Ok(odradek_log::RetentionReport::default());
@@ -607,6 +623,11 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             past_commit || index_bound <= applied + 1,
             "group {group}: retention bound {index_bound} above the applied index {applied}"
         );
+        if state.store.log().retention_due(now_ms, index_bound) > 0 && state.store.start_state() != start_state.as_ref() {
+            // Durable before the entries that built it go (a crash in between finds the new
+            // state with the old log start: its entries up to `as_of_index` are skipped).
+            state.store.save_start_state(start_state).await.map_err(storage_error(group))?;
+        }
         let first_before = state.store.log().first_index();
         #[cfg(any(madsim, feature = "planted-bugs"))]
         let report = match past_commit {

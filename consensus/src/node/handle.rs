@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use odradek_log::{Disk, LogConfig, RetentionReport};
+use odradek_log::{Disk, LogConfig, RetentionReport, StartState};
 use raft::eraftpb::{ConfChangeV2, ConfState};
 use tokio::sync::{mpsc, oneshot};
 
@@ -64,6 +64,7 @@ pub enum Command {
     EnforceRetention {
         group: GroupId,
         index_bound_max: u64,
+        start_state: Option<StartState>,
         reply: oneshot::Sender<Result<RetentionReport, NodeError>>,
     },
     Status {
@@ -281,9 +282,14 @@ impl NodeHandle {
 
     /// [`Node::enforce_retention`]: deletes `group`'s segments out of retention, never one
     /// holding the applied commit or an index at or above `index_bound_max` (the state machine's
-    /// own bound: `u64::MAX` for none).
-    pub async fn enforce_retention(&self, group: GroupId, index_bound_max: u64) -> Result<RetentionReport, NodeError> {
-        self.call(|reply| Command::EnforceRetention { group, index_bound_max, reply }).await?
+    /// own bound: `u64::MAX` for none) or above `start_state`'s, which is saved first.
+    pub async fn enforce_retention(
+        &self,
+        group: GroupId,
+        index_bound_max: u64,
+        start_state: Option<StartState>,
+    ) -> Result<RetentionReport, NodeError> {
+        self.call(|reply| Command::EnforceRetention { group, index_bound_max, start_state, reply }).await?
     }
 
     /// The group's raft status and applied configuration.
@@ -400,8 +406,8 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             }
             Command::RemoveGroup { group, reply } => drop(reply.send(self.remove_group(group))),
             Command::TransferLeader { group, to, reply } => drop(reply.send(self.transfer_leader(group, to))),
-            Command::EnforceRetention { group, index_bound_max, reply } => {
-                drop(reply.send(self.enforce_retention(group, now_ms, index_bound_max).await))
+            Command::EnforceRetention { group, index_bound_max, start_state, reply } => {
+                drop(reply.send(self.enforce_retention(group, now_ms, index_bound_max, start_state).await))
             }
             Command::Status { group, reply } => {
                 let status = self.status(group).zip(self.conf_state(group));

@@ -48,7 +48,7 @@ async fn a_follower_behind_retention_catches_up_from_a_metadata_snapshot() {
     let now_ms = cluster.now_ms;
     let mut deleted = 0;
     for node in cluster.nodes.values_mut() {
-        deleted += node.enforce_retention(6, now_ms, u64::MAX).await.unwrap().segments_deleted;
+        deleted += node.enforce_retention(6, now_ms, u64::MAX, None).await.unwrap().segments_deleted;
     }
     assert!(deleted > 0, "retention deleted nothing");
     let leader_first = cluster.nodes[&leader].durable_state(6).unwrap().1;
@@ -89,12 +89,67 @@ async fn retention_keeps_every_segment_at_or_above_the_state_machines_bound() {
     let now_ms = cluster.now_ms;
     let node = cluster.nodes.get_mut(&leader).unwrap();
     // A bound at the log start keeps everything; a bound of 30 keeps the segment holding 30.
-    assert_eq!(node.enforce_retention(7, now_ms, 1).await.unwrap().segments_deleted, 0);
-    let deleted = node.enforce_retention(7, now_ms, 30).await.unwrap().segments_deleted;
+    assert_eq!(node.enforce_retention(7, now_ms, 1, None).await.unwrap().segments_deleted, 0);
+    let deleted = node.enforce_retention(7, now_ms, 30, None).await.unwrap().segments_deleted;
     let first = node.durable_state(7).unwrap().1;
     assert!(deleted > 0 && first > 1, "nothing below index 30 was deleted");
     assert!(first <= 30, "retention deleted index 30 (the log starts at {first})");
     // Without a bound, retention goes up to the commit.
-    node.enforce_retention(7, now_ms, u64::MAX).await.unwrap();
+    node.enforce_retention(7, now_ms, u64::MAX, None).await.unwrap();
     assert!(node.durable_state(7).unwrap().1 > first, "no bound, yet nothing more was deleted");
+}
+
+/// The state machine's start state (a data partition's producer table) bounds retention, is
+/// saved before the entries that built it go, travels to a follower in the snapshot, and comes
+/// back to the state machine when a node restarts from a log that starts after it.
+#[tokio::test]
+async fn the_start_state_bounds_retention_travels_in_snapshots_and_survives_restarts() {
+    let mut cluster = LocalCluster::new(19, 3, &[6]).await;
+    cluster.log_config = odradek_log::LogConfig {
+        segment_bytes_max: 1024,
+        retention_bytes: Some(0),
+        retention_ms: None,
+        ..odradek_log::LogConfig::default()
+    };
+    for node in cluster.voters.clone() {
+        cluster.crash(node, CrashMode::Process);
+        cluster.start(node).await;
+    }
+    cluster.elect_all().await;
+    cluster.propose_and_commit(10, "kept").await;
+    cluster.converge().await;
+    let leader = cluster.leader(6).unwrap();
+    let lagger = *cluster.nodes.keys().find(|&&id| id != leader).unwrap();
+    cluster.crash(lagger, CrashMode::Process);
+    cluster.propose_and_commit(60, "retained away").await;
+    let now_ms = cluster.now_ms;
+    let state = |as_of_index: u64| odradek_log::StartState { as_of_index, bytes: format!("table as of {as_of_index}").into() };
+    // A start state as of index 30 keeps the segment holding 31.
+    for node in cluster.nodes.values_mut() {
+        node.enforce_retention(6, now_ms, u64::MAX, Some(state(30))).await.unwrap();
+        let first = node.durable_state(6).unwrap().1;
+        assert!(first <= 31, "the log starts at {first} with a start state as of 30");
+    }
+    let applied = cluster.nodes[&leader].status(6).unwrap().applied;
+    for node in cluster.nodes.values_mut() {
+        node.enforce_retention(6, now_ms, u64::MAX, Some(state(applied))).await.unwrap();
+    }
+    let leader_first = cluster.nodes[&leader].durable_state(6).unwrap().1;
+    assert!(leader_first > 31, "the leader's log still starts at {leader_first}");
+
+    cluster.start(lagger).await;
+    cluster.converge().await;
+    let installed = cluster.recorded.lock().unwrap().restored.iter().filter(|r| r.0 == lagger).cloned().collect::<Vec<_>>();
+    let (_, _, index, start) = installed.last().cloned().expect("the lagger installed a snapshot");
+    assert!(index >= leader_first - 1 && index <= applied, "snapshot at {index}");
+    assert_eq!(start, Some(state(applied)), "the snapshot carried the leader's start state");
+
+    // A restart of the lagger (power loss) hands the saved state back before the replay.
+    cluster.crash(lagger, CrashMode::PowerLoss);
+    cluster.start(lagger).await;
+    let reopened = cluster.recorded.lock().unwrap().restored.iter().filter(|r| r.0 == lagger).last().cloned().unwrap();
+    assert_eq!(reopened.3, Some(state(applied)), "the restart restored the start state");
+    cluster.propose_and_commit(5, "after restart").await;
+    cluster.converge().await;
+    cluster.check_logs().await;
 }

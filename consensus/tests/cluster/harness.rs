@@ -31,6 +31,8 @@ pub(crate) struct Recorded {
     pub(crate) applied: BTreeMap<(NodeId, GroupId), u64>,
     /// Snapshots installed (Apply::restore calls).
     pub(crate) restores: u64,
+    /// Every Apply::restore: node, group, index and the start state it was handed.
+    pub(crate) restored: Vec<(NodeId, GroupId, u64, Option<odradek_log::StartState>)>,
     /// Indefinite proposal outcomes resolved, all checked against the canonical entries.
     pub(crate) resolved: Vec<odradek_consensus::ResolvedOutcome>,
 }
@@ -49,9 +51,10 @@ impl Apply for Recorder {
         }
     }
 
-    fn restore(&mut self, group: GroupId, index: u64, _term: u64, _offset_next: u64) {
+    fn restore(&mut self, group: GroupId, index: u64, _term: u64, _offset_next: u64, start: Option<&odradek_log::StartState>) {
         let mut recorded = self.recorded.lock().unwrap();
         recorded.restores += 1;
+        recorded.restored.push((self.node, group, index, start.cloned()));
         recorded.applied.insert((self.node, group), index);
     }
 }
