@@ -53,7 +53,7 @@
 //! whose commit moved `COMMIT_PERSIST_LAG_MAX` entries; one `send` per peer. CPU is raft's own
 //! work plus one conversion per appended entry.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -295,6 +295,17 @@ pub struct Node<D: Disk, T, A> {
     read_context_next: u64,
     /// Node liveness and the control messages of hibernation (module `hibernate`).
     liveness: hibernate::Liveness,
+    /// The awake groups and the sleeping ones by leader (module `hibernate`): ticks and rounds
+    /// visit only the awake ones.
+    wakefulness: hibernate::Wakefulness,
+    /// The groups this replica leads, as of the last round's soft states ([`Node::leading`]).
+    leading: BTreeSet<GroupId>,
+    /// The groups whose retention may have something to delete ([`Node::retention_candidates`]):
+    /// `unchecked`, those whose log or commit may have changed since their last check (or never
+    /// checked); `timed`, those that had more than one segment and retention by time at their
+    /// last check (their oldest segment may age out with nothing else changing).
+    retention_unchecked: BTreeSet<GroupId>,
+    retention_timed: BTreeSet<GroupId>,
 }
 
 /// A read barrier ([`Node::read_index`]) waiting for raft's read state.
@@ -355,6 +366,10 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             read_waiters: BTreeMap::new(),
             read_context_next: 0,
             liveness: hibernate::Liveness::default(),
+            wakefulness: hibernate::Wakefulness::default(),
+            leading: BTreeSet::new(),
+            retention_unchecked: BTreeSet::new(),
+            retention_timed: BTreeSet::new(),
         }
     }
 
@@ -380,6 +395,48 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         self.groups.keys().copied().collect()
     }
 
+    /// The groups this replica leads, as the last round's soft states told (a cached view for
+    /// the owner's periodic chores, e.g. leader balancing: no walk over the groups).
+    pub fn leading(&self) -> BTreeSet<GroupId> {
+        self.leading.clone()
+    }
+
+    /// The groups whose retention may have something to delete now: those whose log, commit or
+    /// applied index may have changed since their last [`Node::enforce_retention`] (or never
+    /// checked), and those whose last check found more than one segment under retention by
+    /// time. Retention deletes nothing from any other group: its log and bounds are as at its
+    /// last check, which deleted all it could, and with one segment, or no limit by time,
+    /// nothing ages out (`SegmentLog::enforce_retention` never deletes the last segment).
+    pub fn retention_candidates(&self) -> BTreeSet<GroupId> {
+        self.retention_unchecked.union(&self.retention_timed).copied().collect()
+    }
+
+    /// Notes a retention check of `group` just done (see [`Node::retention_candidates`]).
+    fn retention_checked(&mut self, group: GroupId) {
+        let Some(state) = self.groups.get(&group) else { return };
+        let log = state.store.log();
+        self.retention_unchecked.remove(&group);
+        if log.segment_count() > 1 && log.config().retention_ms.is_some() {
+            self.retention_timed.insert(group);
+        } else {
+            self.retention_timed.remove(&group);
+        }
+    }
+
+    /// Files a group just hosted: awake, and unchecked by retention.
+    fn note_hosted(&mut self, group: GroupId) {
+        self.wakefulness.hosted(group);
+        self.retention_unchecked.insert(group);
+    }
+
+    /// Forgets a group no longer hosted.
+    fn note_unhosted(&mut self, group: GroupId, peers: &[NodeId]) {
+        self.forget_hibernation(group, peers);
+        self.leading.remove(&group);
+        self.retention_unchecked.remove(&group);
+        self.retention_timed.remove(&group);
+    }
+
     fn raft_config(&self, applied: u64) -> raft::Config {
         raft::Config {
             id: self.config.node_id,
@@ -401,10 +458,8 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         let node = self.config.node_id;
         let handing_off = self.passive.is_some() || self.draining.is_some() || self.disk_low();
         self.tick_hibernation(handing_off);
-        for (&group, state) in self.groups.iter_mut() {
-            if state.hibernation.asleep {
-                continue;
-            }
+        for &group in self.wakefulness.awake() {
+            let state = self.groups.get_mut(&group).expect("awake groups are hosted");
             let Some(suspect) = state.suspect.as_mut() else {
                 state.raw.tick();
                 continue;
@@ -475,7 +530,8 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
     fn redraw_election_timeouts(&mut self) {
         let Some(state) = self.election_rng.as_mut() else { return };
         let election_tick = self.config.election_tick;
-        for group in self.groups.values_mut().filter(|group| !group.hibernation.asleep) {
+        for id in self.wakefulness.awake() {
+            let group = self.groups.get_mut(id).expect("awake groups are hosted");
             if group.raw.raft.election_elapsed == 0 {
                 *state = state.wrapping_add(1);
                 let spread = (mix(*state) % election_tick as u64) as usize;
@@ -590,10 +646,13 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         // With stage timing on: the entries each group wrote this round, and when.
         let stages = self.config.stages.clone();
         let mut written: Vec<(GroupId, u64, u64, tokio::time::Instant)> = Vec::new();
-        for (&group, state) in self.groups.iter_mut().filter(|(_, state)| !state.hibernation.asleep) {
+        for &group in self.wakefulness.awake() {
+            let state = self.groups.get_mut(&group).expect("awake groups are hosted");
             if !state.raw.has_ready() {
                 continue;
             }
+            // Its log, commit or applied index may move this round: retention checks it again.
+            self.retention_unchecked.insert(group);
             let mut ready = state.raw.ready();
             for read in ready.take_read_states() {
                 let context = <[u8; 8]>::try_from(read.request_ctx.as_slice()).map(u64::from_be_bytes);
@@ -619,8 +678,10 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             }
             if let Some(soft) = ready.ss() {
                 if soft.raft_state != StateRole::Leader {
+                    self.leading.remove(&group);
                     state.lose_leadership();
                 } else {
+                    self.leading.insert(group);
                     let (node, term) = (self.config.node_id, state.raw.raft.term);
                     observe::emit(|| observe::Event::Leader { node, group, term });
                 }
@@ -732,7 +793,8 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             state.raw.advance_apply();
             state.store.storage().set_applied(state.raw.raft.raft_log.applied);
         }
-        for (&group, state) in self.groups.iter_mut().filter(|(_, state)| !state.hibernation.asleep) {
+        for &group in self.wakefulness.awake() {
+            let state = self.groups.get_mut(&group).expect("awake groups are hosted");
             // Every conf change applied so far is in the conf-state file.
             state.applied_durable_conf = state.raw.raft.raft_log.applied;
             // R6 rests on this: whatever the round appended is synced before anything leaves.
@@ -881,14 +943,19 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         // Every dirty log's fdatasync is issued at once, not one after another: on FsDisk they
         // run in parallel on the blocking pool and the file system batches their journal
         // commits, so a round with many dirty partitions costs about one fsync of latency.
-        let dirty: Vec<GroupId> =
-            self.groups.iter().filter(|(_, state)| !state.hibernation.asleep && state.store.is_dirty()).map(|(&group, _)| group).collect();
+        // Only awake groups write (a sleeping one wakes before raft steps anything for it).
+        let dirty: Vec<GroupId> = self.wakefulness.awake().copied().filter(|group| self.groups[group].store.is_dirty()).collect();
+        // Ascending, as `groups` is: the walk below reads the keys only, not the groups.
+        let dirty_set: BTreeSet<GroupId> = dirty.iter().copied().collect();
         let syncs = self
             .groups
             .iter_mut()
-            .filter(|(group, _)| dirty.contains(group))
+            .filter(|(group, _)| dirty_set.contains(group))
             .map(|(&group, state)| async move { state.store.sync().await.map_err(storage_error(group)) });
-        let synced = futures::future::try_join_all(syncs).await?;
+        let synced = match dirty.is_empty() {
+            true => Vec::new(),
+            false => futures::future::try_join_all(syncs).await?,
+        };
         self.stats.log_syncs += synced.len() as u64;
         for group in dirty {
             let (node, index) = (self.config.node_id, self.groups[&group].store.log().durable_index());
@@ -904,7 +971,8 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         }
         // Commit-only changes: saved once the durable commit lags by COMMIT_PERSIST_LAG_MAX.
         // Term and vote are as saved above (every change of them was just saved).
-        for (&group, state) in self.groups.iter_mut().filter(|(_, state)| !state.hibernation.asleep) {
+        for &group in self.wakefulness.awake() {
+            let state = self.groups.get_mut(&group).expect("awake groups are hosted");
             let saved = state.store.hard_state_saved();
             let commit_bound = state.raw.raft.raft_log.committed.min(state.applied_durable_conf);
             // The persisted commit never passed the previous round's applied index (nor raft's commit).
@@ -919,7 +987,8 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
     }
 
     async fn serve_fetches(&mut self) -> Result<(), NodeError> {
-        for (&group, state) in self.groups.iter_mut().filter(|(_, state)| !state.hibernation.asleep) {
+        for &group in self.wakefulness.awake() {
+            let state = self.groups.get_mut(&group).expect("awake groups are hosted");
             for request in state.store.storage().take_fetch_requests() {
                 let context = state.store.fetch(request).await.map_err(storage_error(group))?;
                 state.raw.on_entries_fetched(context);

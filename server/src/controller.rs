@@ -103,9 +103,24 @@ pub async fn run(context: Arc<NodeContext>, mut shutdown: Shutdown) {
     chores.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut registration = tokio::time::interval(Duration::from_millis(context.config.tick_ms * 10));
     registration.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // With hibernation (the mode for many idle partitions) a pass over every hosted partition
+    // is skipped when it has nothing to do (see `Chores`); off, every pass runs as it always did.
+    let idle_cheap = context.config.hibernate;
+    // The metadata version the last reconcile saw and whether it left nothing to retry; `None`:
+    // reconcile at the next pass.
+    let mut reconciled: Option<u64> = None;
+    let mut chores_due = false;
     loop {
         crate::membership::dial_members(&context.state, &context.peers);
-        reconcile(&context, &mut hosted, &mut first_seen).await;
+        let version = *versions.borrow();
+        if !idle_cheap || chores_due || reconciled != Some(version) {
+            // Nothing changed since a reconcile that left nothing to retry: it would do nothing
+            // (it depends on the metadata and on its own failures only). Still run at every
+            // chores tick, as a backstop.
+            let settled = reconcile(&context, &mut hosted, &mut first_seen).await;
+            reconciled = settled.then_some(version);
+        }
+        chores_due = false;
         // Biased: deterministic under the simulator; the periodic ticks cannot starve the rest.
         tokio::select! {
             biased;
@@ -118,8 +133,9 @@ pub async fn run(context: Arc<NodeContext>, mut shutdown: Shutdown) {
                 crate::repair::rebuilt_replicas_settled(&context, hosted.keys().copied()).await;
             }
             _ = chores.tick() => {
-                balance_leaders(&context, &hosted).await;
-                enforce_retention(&context, &hosted).await;
+                balance_leaders(&context, &hosted, idle_cheap).await;
+                enforce_retention(&context, &hosted, idle_cheap).await;
+                chores_due = true;
             }
             changed = versions.changed() => if changed.is_err() { return },
         }
@@ -148,8 +164,10 @@ async fn destroy_stray_replicas(context: &NodeContext) {
 /// if one is recorded.
 type Desired = (Vec<NodeId>, Vec<NodeId>, TopicSettings, Option<crate::meta::RepairPhase>);
 
-/// Creates and removes partition groups to match the metadata.
-async fn reconcile(context: &NodeContext, hosted: &mut BTreeMap<GroupId, Hosted>, first_seen: &mut BTreeMap<GroupId, usize>) {
+/// Creates and removes partition groups to match the metadata. `true` when it left nothing to
+/// retry (every group it created, removed or set aside, it did).
+async fn reconcile(context: &NodeContext, hosted: &mut BTreeMap<GroupId, Hosted>, first_seen: &mut BTreeMap<GroupId, usize>) -> bool {
+    let mut settled = true;
     let me = context.state.node_id;
     let added_unhosted = context.config.planted_switches().added_partitions_unhosted;
     // group -> (its replicas now, the voters a new replica starts from, its topic's settings,
@@ -183,7 +201,10 @@ async fn reconcile(context: &NodeContext, hosted: &mut BTreeMap<GroupId, Hosted>
                 context.state.remove_partition(group);
                 tracing::info!(group, "deleted a replica the metadata no longer gives this node (topic deleted or partition moved)");
             }
-            Err(error) => tracing::warn!(group, %error, "removing a partition group failed"),
+            Err(error) => {
+                settled = false;
+                tracing::warn!(group, %error, "removing a partition group failed");
+            }
         }
     }
     for (group, (replicas, voters_initial, settings, repair)) in desired {
@@ -204,6 +225,7 @@ async fn reconcile(context: &NodeContext, hosted: &mut BTreeMap<GroupId, Hosted>
         let rebuilding = repair == Some(crate::meta::RepairPhase::Rebuilding);
         if rebuilding {
             if let Err(error) = context.node.set_aside_group(group, true).await {
+                settled = false;
                 context.state.remove_partition(group);
                 tracing::warn!(group, %error, "finishing an interrupted set-aside of a damaged replica failed; will retry");
                 continue;
@@ -225,6 +247,7 @@ async fn reconcile(context: &NodeContext, hosted: &mut BTreeMap<GroupId, Hosted>
             }
             Err(error) => {
                 // Retried on the next pass (the next metadata change or chore tick).
+                settled = false;
                 context.state.remove_partition(group);
                 if crate::repair::is_damaged(&error) {
                     crate::repair::replica_does_not_open(context, group, repair, &error).await;
@@ -234,6 +257,7 @@ async fn reconcile(context: &NodeContext, hosted: &mut BTreeMap<GroupId, Hosted>
             }
         }
     }
+    settled
 }
 
 /// Closes the hosted groups whose topic's log settings changed, so that the creation pass of
@@ -302,9 +326,20 @@ pub async fn register_brokers(context: &NodeContext) {
 }
 
 /// Moves leadership of hosted partitions to their preferred replica where it has caught up.
-async fn balance_leaders(context: &NodeContext, hosted: &BTreeMap<GroupId, Hosted>) {
+/// With `idle_cheap`, asks the status only of the partitions the node's cached view says this
+/// replica leads (one query for the view, none per partition that another replica leads): the
+/// view follows every leadership change at the round that reports it, so a partition that won
+/// its leadership since is balanced at the next pass.
+async fn balance_leaders(context: &NodeContext, hosted: &BTreeMap<GroupId, Hosted>, idle_cheap: bool) {
     let me = context.state.node_id;
+    let leading = match idle_cheap {
+        true => context.node.leading().await.ok(),
+        false => None,
+    };
     for (&group, partition) in hosted {
+        if leading.as_ref().is_some_and(|leading| !leading.contains(&group)) {
+            continue;
+        }
         let Some(&preferred) = partition.replicas.first() else { continue };
         if preferred == me || context.state.lock().meta.reassignment_target(group).is_some() {
             continue;
@@ -335,9 +370,29 @@ fn retention_index_bound(context: &NodeContext, group: GroupId) -> u64 {
     }
 }
 
-/// Trims hosted partition logs by retention and publishes their new log start.
-async fn enforce_retention(context: &NodeContext, hosted: &BTreeMap<GroupId, Hosted>) {
+/// Trims hosted partition logs by retention and publishes their new log start. With
+/// `idle_cheap`, only the partitions that may have something to delete: the node's retention
+/// candidates (log or commit changed since their last check, or segments that may age out:
+/// [`odradek_consensus::Node::retention_candidates`]) and the offsets topic's partitions, whose
+/// bound moves with their group table's snapshots. The others' last check deleted all it could
+/// and nothing they depend on changed, so skipping them deletes nothing later than checking.
+async fn enforce_retention(context: &NodeContext, hosted: &BTreeMap<GroupId, Hosted>, idle_cheap: bool) {
+    let candidates = match idle_cheap {
+        true => context.node.retention_candidates().await.ok(),
+        false => None,
+    };
+    let offsets_groups: std::collections::BTreeSet<GroupId> = match &candidates {
+        Some(_) => {
+            let state = context.state.lock();
+            let topic = state.meta.topic(crate::group::OFFSETS_TOPIC);
+            topic.iter().flat_map(|topic| &topic.partitions).map(|info| info.group).collect()
+        }
+        None => Default::default(),
+    };
     for &group in hosted.keys() {
+        if candidates.as_ref().is_some_and(|candidates| !candidates.contains(&group) && !offsets_groups.contains(&group)) {
+            continue;
+        }
         let index_bound_max = retention_index_bound(context, group);
         if index_bound_max == 0 {
             continue;

@@ -357,6 +357,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         };
         self.readers.insert(group, std::sync::Arc::new(group_state.store.reader()));
         self.groups.insert(group, group_state);
+        self.note_hosted(group);
         assert!(self.groups.len() <= GROUPS_MAX);
         self.redraw_election_timeouts();
         Ok(())
@@ -404,7 +405,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
     /// carried them yet, indefinitely otherwise.
     pub fn remove_group(&mut self, group: GroupId) -> bool {
         let Some(state) = self.groups.remove(&group) else { return false };
-        self.forget_hibernation(&state.hibernation.peers);
+        self.note_unhosted(group, &state.hibernation.peers);
         self.readers.remove(group);
         send_outcomes(state.proposals.removed());
         true
@@ -644,6 +645,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             let commit = state.store.hard_state_saved().commit;
             observe::emit(|| observe::Event::LogStart { node, incarnation, group, first_index, offset_start, commit, applied });
         }
+        self.retention_checked(group);
         Ok(report)
     }
 

@@ -74,6 +74,14 @@ pub enum Command {
     Stats {
         reply: oneshot::Sender<NodeStats>,
     },
+    /// See [`Node::leading`].
+    Leading {
+        reply: oneshot::Sender<std::collections::BTreeSet<GroupId>>,
+    },
+    /// See [`Node::retention_candidates`].
+    RetentionCandidates {
+        reply: oneshot::Sender<std::collections::BTreeSet<GroupId>>,
+    },
     /// The node has finished joining (`NodeConfig::empty_logs_suspect` off from now on).
     EndJoining {
         reply: oneshot::Sender<()>,
@@ -126,6 +134,8 @@ impl Command {
             self,
             Command::Status { .. }
                 | Command::Stats { .. }
+                | Command::Leading { .. }
+                | Command::RetentionCandidates { .. }
                 | Command::LogBounds { .. }
                 | Command::TakeResolvedOutcomes { .. }
                 | Command::ReadRecords { .. }
@@ -301,6 +311,16 @@ impl NodeHandle {
         self.call(|reply| Command::Stats { reply }).await
     }
 
+    /// See [`Node::leading`].
+    pub async fn leading(&self) -> Result<std::collections::BTreeSet<GroupId>, NodeError> {
+        self.call(|reply| Command::Leading { reply }).await
+    }
+
+    /// See [`Node::retention_candidates`].
+    pub async fn retention_candidates(&self) -> Result<std::collections::BTreeSet<GroupId>, NodeError> {
+        self.call(|reply| Command::RetentionCandidates { reply }).await
+    }
+
     /// The node's new incarnation has finished joining: from now on an empty log is a replica
     /// new to its group, not one this node lost (`NodeConfig::empty_logs_suspect` turns off;
     /// groups already open keep what they opened with).
@@ -414,6 +434,8 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
                 drop(reply.send(status));
             }
             Command::Stats { reply } => drop(reply.send(self.stats())),
+            Command::Leading { reply } => drop(reply.send(self.leading())),
+            Command::RetentionCandidates { reply } => drop(reply.send(self.retention_candidates())),
             Command::Drain { reply } => drop(reply.send(self.drain())),
             Command::EndJoining { reply } => {
                 self.config.empty_logs_suspect = false;

@@ -36,6 +36,8 @@
 //! itself) with their own contexts, as the `suspect` module's do, and never reach raft. The
 //! alive message names no group: it goes under [`NODE_ALIVE_GROUP`].
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use raft::eraftpb::{Message, MessageType};
 use raft::StateRole;
 
@@ -101,6 +103,90 @@ pub(super) struct Liveness {
     pub(super) silent: std::collections::BTreeSet<NodeId>,
     /// Control messages to send at the end of the next round.
     pub(super) due: Vec<(NodeId, GroupId, Message)>,
+    /// The groups that stepped a hibernate message this round (their `Hibernation::asked`).
+    pub(super) asked: BTreeSet<GroupId>,
+}
+
+/// Which hosted groups are awake, and the sleeping ones filed under the leader they slept with,
+/// so that the driver's per-tick and per-round work visits only awake groups and due wakes
+/// (issue 17: with 10,000 sleeping partitions, walking every group on every tick and round cost
+/// ~8 % of a core per node).
+///
+/// A sleeping follower's only deadline is its leader's node falling silent: heard from last
+/// at tick `heard_at[leader]`, it is due to wake at `heard_at[leader] + election_tick`, the same
+/// tick for every group that leader leads. So the deadlines are kept per leader node (ordered by
+/// node, a handful), and the groups due are those filed under a node found silent. A sleeping
+/// leader has no deadline: it wakes on a message or a request. Without hibernation every group
+/// is awake, and [`Wakefulness::awake`] lists them all in ascending order, as the walk over
+/// every group did.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Wakefulness {
+    awake: BTreeSet<GroupId>,
+    /// Sleeping groups per leader (this node for the groups it leads).
+    sleeping: BTreeMap<NodeId, BTreeSet<GroupId>>,
+    /// The leader each sleeping group is filed under.
+    filed_under: BTreeMap<GroupId, NodeId>,
+}
+
+impl Wakefulness {
+    /// A group just hosted (awake).
+    pub(super) fn hosted(&mut self, group: GroupId) {
+        assert!(!self.filed_under.contains_key(&group), "group {group} hosted twice");
+        assert!(self.awake.insert(group), "group {group} hosted twice");
+    }
+
+    /// A group no longer hosted, awake or asleep.
+    pub(super) fn unhosted(&mut self, group: GroupId) {
+        if !self.awake.remove(&group) {
+            self.unfile(group);
+        }
+    }
+
+    /// An awake group falls asleep, led by `leader`.
+    pub(super) fn fell_asleep(&mut self, group: GroupId, leader: NodeId) {
+        assert!(self.awake.remove(&group), "group {group} fell asleep while not awake");
+        self.sleeping.entry(leader).or_default().insert(group);
+        self.filed_under.insert(group, leader);
+    }
+
+    /// A sleeping group wakes.
+    pub(super) fn woke(&mut self, group: GroupId) {
+        assert!(!self.awake.contains(&group), "group {group} woke while awake");
+        self.unfile(group);
+        self.awake.insert(group);
+    }
+
+    fn unfile(&mut self, group: GroupId) {
+        let leader = self.filed_under.remove(&group).unwrap_or_else(|| panic!("group {group} is neither awake nor asleep"));
+        let groups = self.sleeping.get_mut(&leader).expect("filed");
+        groups.remove(&group);
+        if groups.is_empty() {
+            self.sleeping.remove(&leader);
+        }
+    }
+
+    /// The awake groups, in ascending order.
+    pub(super) fn awake(&self) -> impl Iterator<Item = &GroupId> {
+        self.awake.iter()
+    }
+
+    #[cfg(test)]
+    fn is_awake(&self, group: GroupId) -> bool {
+        self.awake.contains(&group)
+    }
+
+    /// The sleeping groups due to wake because the nodes `silent` went silent: those that
+    /// sleep under one of them as leader, in ascending order.
+    pub(super) fn due(&self, silent: &[NodeId]) -> Vec<GroupId> {
+        let mut due: Vec<GroupId> = silent.iter().filter_map(|node| self.sleeping.get(node)).flatten().copied().collect();
+        due.sort_unstable();
+        due
+    }
+
+    /// Every sleeping group, in ascending order.
+    pub(super) fn sleeping(&self) -> Vec<GroupId> {
+        self.filed_under.keys().copied().collect()
+    }
 }
 
 impl<D: odradek_log::Disk, T, A> Node<D, T, A> {
@@ -140,6 +226,7 @@ impl<D: odradek_log::Disk, T, A> Node<D, T, A> {
             Control::Hibernate { term, index, commit } => {
                 if let Some(state) = self.groups.get_mut(&group) {
                     state.hibernation.asked = Some((from, term, index, commit));
+                    self.liveness.asked.insert(group);
                 }
             }
         }
@@ -172,6 +259,7 @@ impl<D: odradek_log::Disk, T, A> Node<D, T, A> {
             return;
         }
         state.hibernation.asleep = false;
+        self.wakefulness.woke(group);
         for peer in std::mem::take(&mut state.hibernation.peers) {
             if let Some(count) = self.liveness.sleeping_with.get_mut(&peer) {
                 *count -= 1;
@@ -211,6 +299,7 @@ impl<D: odradek_log::Disk, T, A> Node<D, T, A> {
             *self.liveness.sleeping_with.entry(peer).or_default() += 1;
         }
         let leads = leader == node;
+        self.wakefulness.fell_asleep(group, leader);
         let hibernation = &mut state.hibernation;
         hibernation.asleep = true;
         hibernation.quiet_ticks = 0;
@@ -250,33 +339,23 @@ impl<D: odradek_log::Disk, T, A> Node<D, T, A> {
             .copied()
             .filter(|&peer| !self.liveness.silent.contains(&peer) && !self.heard_recently(peer))
             .collect();
-        let asleep = |state: &super::Group<D>| state.hibernation.asleep;
         if !newly_silent.is_empty() {
             self.liveness.silent.extend(newly_silent.iter().copied());
-            let woken: Vec<GroupId> = self
-                .groups
-                .iter()
-                .filter(|(_, state)| asleep(state) && state.hibernation.leader != node && newly_silent.contains(&state.hibernation.leader))
-                .map(|(&group, _)| group)
-                .collect();
-            for group in woken {
+            // The followers sleeping under a silent node's leadership (never this node: it is
+            // no peer of its own).
+            for group in self.wakefulness.due(&newly_silent) {
                 self.wake(group, WakeReason::LeaderLost);
             }
         }
         if handing_off {
-            let sleeping: Vec<GroupId> = self.groups.iter().filter(|(_, state)| asleep(state)).map(|(&group, _)| group).collect();
-            for group in sleeping {
+            for group in self.wakefulness.sleeping() {
                 self.wake(group, WakeReason::HandOff);
             }
             return;
         }
         let quiet_ticks_min = self.config.election_tick;
-        let quiet: Vec<(GroupId, bool)> = self
-            .groups
-            .iter()
-            .filter(|(_, state)| !state.hibernation.asleep)
-            .map(|(&group, state)| (group, self.quiet_leader(group, state)))
-            .collect();
+        let quiet: Vec<(GroupId, bool)> =
+            self.wakefulness.awake().map(|&group| (group, self.quiet_leader(group, &self.groups[&group]))).collect();
         let mut falling = Vec::new();
         for (group, quiet) in quiet {
             let hibernation = &mut self.groups.get_mut(&group).expect("listed").hibernation;
@@ -318,7 +397,8 @@ impl<D: odradek_log::Disk, T, A> Node<D, T, A> {
             return;
         }
         let mut falling = Vec::new();
-        for (&group, state) in self.groups.iter_mut() {
+        for group in std::mem::take(&mut self.liveness.asked) {
+            let Some(state) = self.groups.get_mut(&group) else { continue };
             let Some((leader, term, index, commit)) = state.hibernation.asked.take() else { continue };
             let raft = &state.raw.raft;
             let log = &raft.raft_log;
@@ -352,7 +432,9 @@ impl<D: odradek_log::Disk, T, A> Node<D, T, A> {
     }
 
     /// Removes a group's traces when it leaves this node.
-    pub(super) fn forget_hibernation(&mut self, peers: &[NodeId]) {
+    pub(super) fn forget_hibernation(&mut self, group: GroupId, peers: &[NodeId]) {
+        self.wakefulness.unhosted(group);
+        self.liveness.asked.remove(&group);
         for peer in peers {
             if let Some(count) = self.liveness.sleeping_with.get_mut(peer) {
                 *count -= 1;
@@ -361,5 +443,84 @@ impl<D: odradek_log::Disk, T, A> Node<D, T, A> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Wakefulness;
+
+    fn awake(wakefulness: &Wakefulness) -> Vec<u64> {
+        wakefulness.awake().copied().collect()
+    }
+
+    #[test]
+    fn hosted_groups_are_awake_in_ascending_order_and_sleepers_leave_the_walk() {
+        let mut wakefulness = Wakefulness::default();
+        for group in [5, 1, 9, 3] {
+            wakefulness.hosted(group);
+        }
+        assert_eq!(awake(&wakefulness), [1, 3, 5, 9]);
+        wakefulness.fell_asleep(3, 1); // this node (1) leads it
+        wakefulness.fell_asleep(9, 2);
+        assert_eq!(awake(&wakefulness), [1, 5]);
+        assert!(!wakefulness.is_awake(3) && !wakefulness.is_awake(9) && wakefulness.is_awake(5));
+        assert_eq!(wakefulness.sleeping(), [3, 9]);
+        wakefulness.woke(9);
+        assert_eq!(awake(&wakefulness), [1, 5, 9]);
+        assert_eq!(wakefulness.sleeping(), [3]);
+        // Unhosted asleep or awake, a group leaves every set.
+        wakefulness.unhosted(3);
+        wakefulness.unhosted(5);
+        assert_eq!(awake(&wakefulness), [1, 9]);
+        assert!(wakefulness.sleeping().is_empty());
+        assert!(wakefulness.due(&[1, 2, 3]).is_empty());
+        // Hosted again after removal: awake.
+        wakefulness.hosted(3);
+        assert_eq!(awake(&wakefulness), [1, 3, 9]);
+    }
+
+    #[test]
+    fn due_wakes_are_the_groups_sleeping_under_a_silent_leader_in_ascending_order() {
+        let mut wakefulness = Wakefulness::default();
+        for group in 1..=8 {
+            wakefulness.hosted(group);
+        }
+        // Leaders: node 2 for 7, 2, 5; node 3 for 4, 1; this node (1) for 8.
+        for (group, leader) in [(7, 2), (4, 3), (2, 2), (8, 1), (5, 2), (1, 3)] {
+            wakefulness.fell_asleep(group, leader);
+        }
+        assert_eq!(awake(&wakefulness), [3, 6]);
+        assert_eq!(wakefulness.due(&[2]), [2, 5, 7]);
+        assert_eq!(wakefulness.due(&[3, 2]), [1, 2, 4, 5, 7]);
+        assert!(wakefulness.due(&[4]).is_empty(), "no group sleeps under node 4");
+        // A group woken by a message is no longer due; one that sleeps again is filed under
+        // its new leader.
+        wakefulness.woke(5);
+        wakefulness.fell_asleep(5, 3);
+        assert_eq!(wakefulness.due(&[2]), [2, 7]);
+        assert_eq!(wakefulness.due(&[3]), [1, 4, 5]);
+        for group in wakefulness.due(&[2, 3]) {
+            wakefulness.woke(group);
+        }
+        assert_eq!(awake(&wakefulness), [1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(wakefulness.sleeping(), [8]);
+    }
+
+    #[test]
+    #[should_panic(expected = "fell asleep while not awake")]
+    fn a_group_cannot_fall_asleep_twice() {
+        let mut wakefulness = Wakefulness::default();
+        wakefulness.hosted(1);
+        wakefulness.fell_asleep(1, 2);
+        wakefulness.fell_asleep(1, 2);
+    }
+
+    #[test]
+    #[should_panic(expected = "woke while awake")]
+    fn an_awake_group_cannot_wake() {
+        let mut wakefulness = Wakefulness::default();
+        wakefulness.hosted(1);
+        wakefulness.woke(1);
     }
 }

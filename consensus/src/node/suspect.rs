@@ -471,7 +471,10 @@ impl<D: Disk, T, A> Node<D, T, A> {
     /// `suspect`).
     pub(super) async fn settle_suspicions(&mut self) -> Result<(), NodeError> {
         let node = self.config.node_id;
-        for (&group, state) in self.groups.iter_mut() {
+        // A sleeping group is never suspect: it fell asleep unsuspected, and a suspicion opens
+        // only when the group opens or in a round that stepped a message, which woke it first.
+        for &group in self.wakefulness.awake() {
+            let state = self.groups.get_mut(&group).expect("awake groups are hosted");
             let Some(suspect) = &state.suspect else { continue };
             let bound = suspect.bound(&other_voters(&state.store.storage().conf_state(), node));
             let durable = state.store.log().durable_index();

@@ -108,3 +108,89 @@ async fn a_read_at_a_sleeping_leader_deposed_meanwhile_never_confirms_its_old_co
         None => panic!("no answer within 100 steps"),
     }
 }
+
+/// Each node's cached view of the groups it leads (`Node::leading`, which the server's leader
+/// balancing reads instead of asking every group) is the set of groups whose status says it
+/// leads, through sleep, a leader's crash, the election that follows and its restart.
+#[tokio::test]
+async fn the_leading_view_follows_every_leadership_change() {
+    fn check_views(cluster: &LocalCluster) {
+        for (id, node) in &cluster.nodes {
+            let leads: std::collections::BTreeSet<u64> =
+                GROUPS.iter().copied().filter(|&g| node.status(g).is_some_and(|s| s.role == raft::StateRole::Leader)).collect();
+            assert_eq!(node.leading(), leads, "node {id}: the leading view differs from the groups' roles");
+        }
+    }
+    let mut cluster = asleep_cluster(53, false).await;
+    check_views(&cluster);
+    assert_eq!(cluster.nodes.values().map(|node| node.leading().len()).sum::<usize>(), GROUPS.len());
+    let leader = cluster.leader(1).expect("a leader");
+    let term = cluster.nodes[&leader].status(1).expect("hosted").term;
+    cluster.crash(leader, CrashMode::Process);
+    cluster.run_until(200, |c| c.leader(1).is_some_and(|new| new != leader && c.nodes[&new].status(1).unwrap().term > term)).await;
+    check_views(&cluster);
+    cluster.start(leader).await;
+    cluster.commit_one_eventually(1).await;
+    cluster.converge().await;
+    check_views(&cluster);
+    assert!(!cluster.nodes[&leader].leading().contains(&1) || cluster.leader(1) == Some(leader));
+}
+
+/// Retention candidates (`Node::retention_candidates`, the only partitions the server's
+/// retention pass visits with hibernation on): every group until its first check; then only
+/// those that may still age out (more than one segment, retention by time), which a check far
+/// enough in the future trims although they sleep (retention stays on time); then none while
+/// nothing changes; then exactly the group whose log changed.
+#[tokio::test]
+async fn retention_candidates_are_the_groups_that_changed_or_may_age_out() {
+    let mut cluster = LocalCluster::new_with(59, 3, &GROUPS, |cluster| {
+        cluster.hibernate = true;
+        cluster.log_config = odradek_log::LogConfig {
+            segment_bytes_max: 1024,
+            retention_bytes: None,
+            retention_ms: Some(1_000_000),
+            ..odradek_log::LogConfig::default()
+        };
+    })
+    .await;
+    cluster.elect_all().await;
+    cluster.propose_and_commit(60, "segments").await;
+    cluster.run_until(300, all_asleep).await;
+    let all: std::collections::BTreeSet<u64> = GROUPS.into_iter().collect();
+    let now_ms = cluster.now_ms;
+    for node in cluster.nodes.values_mut() {
+        assert_eq!(node.retention_candidates(), all, "never checked: every group is a candidate");
+        for group in GROUPS {
+            let report = node.enforce_retention(group, now_ms, u64::MAX).await.unwrap();
+            assert_eq!(report.segments_deleted, 0, "nothing is a million ms old yet");
+        }
+        // Several segments each, retention by time: still candidates, asleep and unchanged.
+        assert_eq!(node.retention_candidates(), all);
+    }
+    for _ in 0..50 {
+        cluster.step().await;
+    }
+    assert!(all_asleep(&cluster));
+    let later_ms = cluster.now_ms + 2_000_000;
+    for node in cluster.nodes.values_mut() {
+        assert_eq!(node.retention_candidates(), all, "time alone may make them due");
+        for group in GROUPS {
+            let report = node.enforce_retention(group, later_ms, u64::MAX).await.unwrap();
+            assert!(report.segments_deleted > 0, "group {group}: the aged segments were not deleted");
+        }
+        // One segment left each: nothing can go until the log changes.
+        assert!(node.retention_candidates().is_empty(), "{:?}", node.retention_candidates());
+    }
+    for _ in 0..50 {
+        cluster.step().await;
+    }
+    assert!(all_asleep(&cluster));
+    assert!(cluster.nodes.values().all(|node| node.retention_candidates().is_empty()));
+    // A write to group 1 wakes it and changes its log on every replica: a candidate again.
+    let mut proposal = cluster.propose(1, "after".into(), EntryMeta::Command);
+    cluster.run_until(200, |_| proposal.try_outcome().is_some()).await;
+    cluster.converge().await;
+    for (id, node) in &cluster.nodes {
+        assert_eq!(node.retention_candidates(), [1].into_iter().collect(), "node {id}");
+    }
+}
