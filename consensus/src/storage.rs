@@ -304,6 +304,18 @@ impl StorageView {
         self.fetched.retain(|e| e.index >= first_index);
     }
 
+    /// The log was replaced by an empty one that starts at `first_index`: also where the old
+    /// one held entries after the snapshot (of terms the snapshot's leader overwrote), which
+    /// raft must not count as this replica's any more (it reports its last index to the leader).
+    fn on_reset(&mut self, first_index: u64, term_prev: u64, offset_start: u64) {
+        self.on_log_start(first_index, term_prev, offset_start);
+        self.last_index = first_index - 1;
+        self.terms.clear();
+        self.cache.clear();
+        self.cache_bytes = 0;
+        self.fetched.clear();
+    }
+
     fn trim_cache(&mut self) {
         while self.cache_bytes > self.cache_bytes_max && self.cache.front().is_some_and(|(e, _)| e.index <= self.applied) {
             let (entry, _) = self.cache.pop_front().expect("checked");
@@ -774,6 +786,7 @@ impl<D: Disk> GroupStore<D> {
         let report = self.log.enforce_retention(now_ms, index_bound).await?;
         assert!(self.log.first_index() <= index_bound, "retention deleted index {} and above", index_bound);
         self.storage.lock().on_log_start(self.log.first_index(), self.log.prev_term(), self.log.offset_start());
+        assert_eq!(self.storage.lock().last_index, self.log.last_index(), "the view ends where the log does after retention");
         Ok(report)
     }
 
@@ -782,7 +795,8 @@ impl<D: Disk> GroupStore<D> {
     pub async fn reset(&mut self, index: u64, term: u64, offset_next: u64, now_ms: i64) -> Result<(), StorageFault> {
         self.log.reset(index + 1, offset_next, term, now_ms).await?;
         assert_eq!((self.log.first_index(), self.log.last_index()), (index + 1, index), "a reset log is empty after the snapshot");
-        self.storage.lock().on_log_start(index + 1, term, offset_next);
+        self.storage.lock().on_reset(index + 1, term, offset_next);
+        assert_eq!(self.storage.lock().last_index, self.log.last_index(), "the view ends where the reset log does");
         Ok(())
     }
 }
@@ -877,6 +891,27 @@ mod tests {
         assert!(matches!(to_log_entry(&bad, 0), Err(StorageFault::InvalidEntry { .. })));
         let decoded = decode_conf_change(&conf_change(1, 3)).unwrap();
         assert_eq!(decoded.get_changes()[0].node_id, 9);
+    }
+
+    // Disk seed 12 with `--retention`: a follower whose log ran past a snapshot's index (entries
+    // of an old term) installed the snapshot, and its view kept the old last index while the
+    // log was empty, so the next append did not continue the view (and raft would have
+    // reported entries the replica no longer held).
+    #[tokio::test]
+    async fn a_reset_below_the_log_end_empties_the_view_too() {
+        let disk = SimDisk::new(4);
+        let mut store = open(&disk).await;
+        store.append(&sample(1, 10, 2), 0).await.unwrap();
+        store.sync().await.unwrap();
+        store.save_hard_state(&hard(3, 0, 4)).await.unwrap();
+        store.reset(7, 3, 100, 0).await.unwrap();
+        let storage = store.storage();
+        assert_eq!((storage.first_index().unwrap(), storage.last_index().unwrap()), (8, 7));
+        assert_eq!(storage.term(7).unwrap(), 3);
+        assert!(storage.term(8).is_err(), "no entry after the snapshot");
+        store.append(&sample(8, 9, 3), 0).await.unwrap();
+        assert_eq!(storage.last_index().unwrap(), 9);
+        assert_eq!(storage.entries(8, 10, None, GetEntriesContext::empty(false)).unwrap().len(), 2);
     }
 
     #[tokio::test]
