@@ -133,10 +133,16 @@ pub enum PlantedBug {
     /// while the evicted writes never became durable (fsyncgate), so an acknowledged write can
     /// vanish at power loss (L1, R6; the simulator's `--open-file-budget`).
     EvictedWithoutSync,
+    /// The controller removes a decommissioned node (`RemoveNode`) once it left the controller
+    /// voters, without waiting for its replicas to move away (`meta::members::check_remove`
+    /// looks only at running moves): partitions still name the removed node, which no longer
+    /// runs, so each is left with fewer live replicas than its replication factor (V6; the
+    /// simulator's `--grow-shrink`).
+    DecommissionBeforeReplicasMoved,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 31] = [
+    pub const ALL: [PlantedBug; 32] = [
         PlantedBug::AckBeforeCommit,
         PlantedBug::ServeAboveCommit,
         PlantedBug::SkipDedup,
@@ -168,6 +174,7 @@ impl PlantedBug {
         PlantedBug::HibernatedLeaderReadsLocally,
         PlantedBug::RegexMatchesSubstring,
         PlantedBug::EvictedWithoutSync,
+        PlantedBug::DecommissionBeforeReplicasMoved,
     ];
 
     pub fn name(self) -> &'static str {
@@ -203,6 +210,7 @@ impl PlantedBug {
             PlantedBug::HibernatedLeaderReadsLocally => "hibernated-leader-reads-locally",
             PlantedBug::RegexMatchesSubstring => "regex-matches-substring",
             PlantedBug::EvictedWithoutSync => "evicted-without-sync",
+            PlantedBug::DecommissionBeforeReplicasMoved => "decommission-before-replicas-moved",
         }
     }
 }
@@ -253,6 +261,7 @@ pub struct Planted {
     pub hibernated_leader_reads_locally: bool,
     pub regex_matches_substring: bool,
     pub evicted_without_sync: bool,
+    pub decommission_before_replicas_moved: bool,
 }
 
 impl Planted {
@@ -291,6 +300,7 @@ impl Planted {
             hibernated_leader_reads_locally: on(PlantedBug::HibernatedLeaderReadsLocally),
             regex_matches_substring: on(PlantedBug::RegexMatchesSubstring),
             evicted_without_sync: on(PlantedBug::EvictedWithoutSync),
+            decommission_before_replicas_moved: on(PlantedBug::DecommissionBeforeReplicasMoved),
         }
     }
 }
@@ -335,6 +345,7 @@ mod tests {
             all.hibernated_leader_reads_locally,
             all.regex_matches_substring,
             all.evicted_without_sync,
+            all.decommission_before_replicas_moved,
         ];
         assert!(each.iter().all(|on| *on), "every bug has a switch: {all:?}");
     }
