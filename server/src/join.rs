@@ -19,6 +19,9 @@
 use std::path::Path;
 use std::time::Duration;
 
+use bytes::Bytes;
+use odradek_log::{Disk, DiskFile, OpenMode};
+
 use odradek_client::scram::Mechanism;
 use odradek_client::tls::{ClientTls, Pem};
 use odradek_client::wire::proto::JoinClusterRequest;
@@ -30,16 +33,24 @@ use crate::config::{parse_member, Member, ServerConfig};
 pub const BOOTSTRAP_FILE: &str = "odradek.bootstrap";
 /// How long a joining node keeps asking while no member answers (retriable failures only).
 pub const JOIN_WAIT_MAX: Duration = Duration::from_secs(120);
+/// The longest bootstrap file read (a line per member, at most `CLUSTER_NODES_MAX` of them).
+const BOOTSTRAP_FILE_BYTES_MAX: u64 = 64 * 1024;
 /// Pause between two rounds of asking.
 const JOIN_RETRY_INTERVAL: Duration = Duration::from_millis(500);
 
-fn read_bootstrap(dir: &Path) -> Result<Option<Vec<Member>>, String> {
+async fn read_bootstrap<D: Disk>(disk: &D, dir: &Path) -> Result<Option<Vec<Member>>, String> {
     let path = dir.join(BOOTSTRAP_FILE);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
+    let file = match disk.open(&path, OpenMode::Existing).await {
+        Ok(file) => file,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(error) => return Err(format!("{}: {error}", path.display())),
     };
+    let len = file.len().await.map_err(|error| format!("{}: {error}", path.display()))?;
+    if len > BOOTSTRAP_FILE_BYTES_MAX {
+        return Err(format!("{}: {len} bytes, more than a bootstrap list; move it away to join again", path.display()));
+    }
+    let bytes = file.read_at(0, len as usize).await.map_err(|error| format!("{}: {error}", path.display()))?;
+    let text = String::from_utf8(bytes).map_err(|error| format!("{}: {error}", path.display()))?;
     let members: Vec<Member> = text
         .lines()
         .filter(|line| !line.trim().is_empty() && !line.starts_with('#'))
@@ -51,20 +62,22 @@ fn read_bootstrap(dir: &Path) -> Result<Option<Vec<Member>>, String> {
     Ok(Some(members))
 }
 
-fn write_bootstrap(dir: &Path, members: &[Member]) -> std::io::Result<()> {
+/// Writes the list whole: a temporary file, synced, renamed over [`BOOTSTRAP_FILE`], the
+/// directory synced (a crash leaves the old file or the new one, never part of one).
+async fn write_bootstrap<D: Disk>(disk: &D, dir: &Path, members: &[Member]) -> std::io::Result<()> {
     let mut text = String::from("# The bootstrap members of the cluster this node joined (odradek server --join).\n");
     for member in members {
         text.push_str(&format!("{}={}/{}\n", member.id, member.peer, member.client));
     }
+    disk.create_dir_all(dir).await?;
     let temporary = dir.join(format!("{BOOTSTRAP_FILE}.tmp"));
-    {
-        use std::io::Write;
-        let mut file = std::fs::File::create(&temporary)?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-    }
-    std::fs::rename(&temporary, dir.join(BOOTSTRAP_FILE))?;
-    std::fs::File::open(dir)?.sync_all()
+    let file = disk.open(&temporary, OpenMode::CreateOrOpen).await?;
+    file.set_len(0).await?;
+    file.write_at(0, Bytes::from(text.into_bytes())).await?;
+    file.sync_data().await?;
+    drop(file);
+    disk.rename(&temporary, &dir.join(BOOTSTRAP_FILE)).await?;
+    disk.sync_dir(dir).await
 }
 
 /// How a joining node reaches the members' client listeners: as the nodes' own user where SASL
@@ -153,13 +166,14 @@ fn check_not_a_bootstrap_directory(config: &ServerConfig) -> Result<(), String> 
 }
 
 /// Joins the running cluster (module documentation): on return `config.nodes` lists the
-/// bootstrap members and this node.
-pub async fn join_cluster(config: &mut ServerConfig) -> Result<(), String> {
+/// bootstrap members and this node. `disk` holds the data directory (the simulator's disks
+/// too: a simulated node joins through this same path).
+pub async fn join_cluster<D: Disk>(config: &mut ServerConfig, disk: &D) -> Result<(), String> {
     assert!(config.is_joining_member(), "only a node started with --join joins");
     if config.nodes.len() != 1 || config.nodes[0].id != config.id {
         return Err("with --join, --node names this node only (ID=PEER/CLIENT): the cluster tells it the other members".into());
     }
-    let members = match read_bootstrap(&config.data_dir)? {
+    let members = match read_bootstrap(disk, &config.data_dir).await? {
         Some(members) => {
             tracing::info!(bootstrap = ?members.iter().map(|m| m.id).collect::<Vec<_>>(), "joined before: bootstrap members from {BOOTSTRAP_FILE}");
             members
@@ -167,7 +181,7 @@ pub async fn join_cluster(config: &mut ServerConfig) -> Result<(), String> {
         None => {
             check_not_a_bootstrap_directory(config)?;
             let members = ask(config).await?;
-            write_bootstrap(&config.data_dir, &members).map_err(|error| format!("writing {BOOTSTRAP_FILE}: {error}"))?;
+            write_bootstrap(disk, &config.data_dir, &members).await.map_err(|error| format!("writing {BOOTSTRAP_FILE}: {error}"))?;
             tracing::info!(node = config.id, bootstrap = ?members.iter().map(|m| m.id).collect::<Vec<_>>(), "the cluster recorded this node joining");
             members
         }
@@ -184,16 +198,23 @@ pub async fn join_cluster(config: &mut ServerConfig) -> Result<(), String> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_bootstrap_list_survives_in_the_data_directory() {
-        let dir = tempfile::tempdir().unwrap();
-        assert_eq!(read_bootstrap(dir.path()).unwrap(), None, "not joined yet");
+    #[tokio::test]
+    async fn the_bootstrap_list_survives_in_the_data_directory() {
+        let disk = odradek_log::SimDisk::new(1);
+        let dir = Path::new("/data");
+        assert_eq!(read_bootstrap(&disk, dir).await.unwrap(), None, "not joined yet");
         let members =
             vec![parse_member("1=127.0.0.1:25101/127.0.0.1:25201").unwrap(), parse_member("2=127.0.0.1:25102/127.0.0.1:25202").unwrap()];
-        write_bootstrap(dir.path(), &members).unwrap();
-        assert_eq!(read_bootstrap(dir.path()).unwrap(), Some(members));
-        std::fs::write(dir.path().join(BOOTSTRAP_FILE), "# nothing\n").unwrap();
-        assert!(read_bootstrap(dir.path()).unwrap_err().contains("names no member"));
+        write_bootstrap(&disk, dir, &members).await.unwrap();
+        assert_eq!(read_bootstrap(&disk, dir).await.unwrap(), Some(members.clone()));
+        // Durable: a power loss right after keeps it (the rename and the directory were synced).
+        disk.crash(odradek_log::CrashMode::PowerLoss);
+        assert_eq!(read_bootstrap(&disk, dir).await.unwrap(), Some(members.clone()));
+        // A shorter list written over a longer one leaves nothing of the old one.
+        write_bootstrap(&disk, dir, &members[..1]).await.unwrap();
+        assert_eq!(read_bootstrap(&disk, dir).await.unwrap(), Some(members[..1].to_vec()));
+        write_bootstrap(&disk, dir, &[]).await.unwrap();
+        assert!(read_bootstrap(&disk, dir).await.unwrap_err().contains("names no member"));
     }
 
     #[test]

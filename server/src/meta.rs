@@ -571,6 +571,10 @@ pub struct MetadataState {
     repairs: BTreeMap<GroupId, Repair>,
     /// Repairs done (module `repair`).
     repairs_completed: u64,
+    /// Planted bug `decommission-before-replicas-moved` (module `members`): a draining node is
+    /// removable while partitions still name it. Off everywhere but in simulation runs that
+    /// plant it.
+    planted_removal_while_holding: bool,
 }
 
 impl Default for MetadataState {
@@ -593,6 +597,7 @@ impl Default for MetadataState {
             removed: BTreeSet::new(),
             repairs: BTreeMap::new(),
             repairs_completed: 0,
+            planted_removal_while_holding: false,
         }
     }
 }

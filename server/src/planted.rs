@@ -139,10 +139,16 @@ pub enum PlantedBug {
     /// forgotten and a late retry of its first batch is appended again (L2 duplicate, P1; the
     /// simulator's plan field `retention`).
     ProducerTableNotKept,
+    /// The controller removes a decommissioned node (`RemoveNode`) once it left the controller
+    /// voters, without waiting for its replicas to move away (`meta::members::check_remove`
+    /// looks only at running moves): partitions still name the removed node, which no longer
+    /// runs, so each is left with fewer live replicas than its replication factor (V6; the
+    /// simulator's `--grow-shrink`).
+    DecommissionBeforeReplicasMoved,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 32] = [
+    pub const ALL: [PlantedBug; 33] = [
         PlantedBug::AckBeforeCommit,
         PlantedBug::ServeAboveCommit,
         PlantedBug::SkipDedup,
@@ -175,6 +181,7 @@ impl PlantedBug {
         PlantedBug::RegexMatchesSubstring,
         PlantedBug::EvictedWithoutSync,
         PlantedBug::ProducerTableNotKept,
+        PlantedBug::DecommissionBeforeReplicasMoved,
     ];
 
     pub fn name(self) -> &'static str {
@@ -211,6 +218,7 @@ impl PlantedBug {
             PlantedBug::RegexMatchesSubstring => "regex-matches-substring",
             PlantedBug::EvictedWithoutSync => "evicted-without-sync",
             PlantedBug::ProducerTableNotKept => "producer-table-not-kept",
+            PlantedBug::DecommissionBeforeReplicasMoved => "decommission-before-replicas-moved",
         }
     }
 }
@@ -262,6 +270,7 @@ pub struct Planted {
     pub regex_matches_substring: bool,
     pub evicted_without_sync: bool,
     pub producer_table_not_kept: bool,
+    pub decommission_before_replicas_moved: bool,
 }
 
 impl Planted {
@@ -301,6 +310,7 @@ impl Planted {
             regex_matches_substring: on(PlantedBug::RegexMatchesSubstring),
             evicted_without_sync: on(PlantedBug::EvictedWithoutSync),
             producer_table_not_kept: on(PlantedBug::ProducerTableNotKept),
+            decommission_before_replicas_moved: on(PlantedBug::DecommissionBeforeReplicasMoved),
         }
     }
 }
@@ -346,6 +356,7 @@ mod tests {
             all.regex_matches_substring,
             all.evicted_without_sync,
             all.producer_table_not_kept,
+            all.decommission_before_replicas_moved,
         ];
         assert!(each.iter().all(|on| *on), "every bug has a switch: {all:?}");
     }

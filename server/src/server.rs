@@ -159,6 +159,7 @@ impl Server {
         let planted = config.planted_switches();
         let me = config.me().clone();
         let state = NodeState::new(config.id);
+        state.lock().meta.plant_removal_while_holding(planted.decommission_before_replicas_moved);
         let peers: BTreeMap<NodeId, SocketAddr> = config.nodes.iter().filter(|m| m.id != config.id).map(|m| (m.id, m.peer)).collect();
         let listener_tls = crate::tls::listener(&config.tls)?;
         let peer_tls = crate::tls::peers(&config.tls)?;

@@ -58,9 +58,32 @@ pub enum NodeStatus {
     },
 }
 
+/// Flag `--grow-shrink` (F-M4): where the cluster's growing and shrinking stands.
+#[derive(Clone, Debug, Default)]
+pub struct GrowShrink {
+    /// The spare node was started: it joins (`--join`) and runs from then on.
+    pub joined: bool,
+    /// The controller voters were asked to take the joined node in (recorded).
+    pub promoted: bool,
+    /// A rebalance was recorded after the join, with this many moves.
+    pub rebalanced: Option<u32>,
+    /// The node whose decommission the controller recorded.
+    pub decommissioned: Option<u64>,
+    /// Decommissioned nodes seen removed and stopped for good, as an operator would: never
+    /// restarted again.
+    pub departed: BTreeSet<u64>,
+}
+
 /// State shared by the nodes, the workload and the nemesis (all on one simulation thread).
 pub struct SimCluster {
+    /// The bootstrap members (`--node` lists).
     pub nodes: Vec<u64>,
+    /// Flag `--grow-shrink`: the id of the node that may join the running cluster (the next
+    /// one). Its machine and disk exist from the start; it runs only once the nemesis starts
+    /// it (`GrowShrink::joined`).
+    pub spare: Option<u64>,
+    /// Flag `--grow-shrink`: what the nemesis did so far.
+    pub grow_shrink: Mutex<GrowShrink>,
     pub disks: BTreeMap<u64, SimDisk>,
     pub planted_bugs: Vec<PlantedBug>,
     pub start: tokio::time::Instant,
@@ -122,6 +145,8 @@ impl SimCluster {
         SimCluster {
             disks: nodes.iter().map(|&node| (node, SimDisk::new(seed ^ node.wrapping_mul(0x9E37_79B9_7F4A_7C15)))).collect(),
             nodes,
+            spare: None,
+            grow_shrink: Mutex::new(GrowShrink::default()),
             planted_bugs,
             start,
             history: Mutex::new(HistoryBuilder::new(move || start.elapsed().as_nanos() as u64)),
@@ -151,6 +176,32 @@ impl SimCluster {
         }
     }
 
+    /// Flag `--grow-shrink`: node `node_count + 1` may join the running cluster (a machine and a
+    /// disk of its own, idle until started).
+    pub fn with_spare(mut self, seed: u64) -> SimCluster {
+        let spare = self.nodes.len() as u64 + 1;
+        self.disks.insert(spare, SimDisk::new(seed ^ spare.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+        self.spare = Some(spare);
+        self
+    }
+
+    /// Every node's machine: the bootstrap members, and the spare under `--grow-shrink`.
+    pub fn machines(&self) -> Vec<u64> {
+        self.nodes.iter().copied().chain(self.spare).collect()
+    }
+
+    /// The nodes running or meant to run now: the bootstrap members and the joined spare,
+    /// without the decommissioned nodes that departed.
+    pub fn members_now(&self) -> Vec<u64> {
+        let state = self.grow_shrink.lock().expect("grow-shrink lock");
+        let joined = self.spare.filter(|_| state.joined);
+        self.nodes.iter().copied().chain(joined).filter(|node| !state.departed.contains(node)).collect()
+    }
+
+    fn departed(&self, node: u64) -> bool {
+        self.grow_shrink.lock().expect("grow-shrink lock").departed.contains(&node)
+    }
+
     /// F-P7 on `node`, which is down: deletes its data directory (every file of its disk).
     pub fn wipe(&self, node: u64) {
         self.disks[&node].restore(&odradek_log::DiskImage::default());
@@ -167,6 +218,7 @@ impl SimCluster {
         let wiped = self.wiped.lock().expect("wiped lock");
         self.disks
             .iter()
+            .filter(|(node, _)| !self.departed(**node))
             .filter(|(node, disk)| disk.read_file(&marker).is_some() || (wiped.contains(node) && disk.files().is_empty()))
             .map(|(&node, _)| node)
             .collect()
@@ -218,7 +270,7 @@ impl SimCluster {
     /// [`SimCluster::run_node`] at every (re)start; returns their simulator ids.
     pub fn start_nodes(self: &Arc<Self>, runtime: &Handle) -> BTreeMap<u64, SimNodeId> {
         let mut node_ids = BTreeMap::new();
-        for &node in &self.nodes {
+        for node in self.machines() {
             let cluster = self.clone();
             let id = runtime
                 .create_node()
@@ -282,8 +334,18 @@ impl SimCluster {
     /// One incarnation of a server node: its disk as the last crash left it. Returns when the
     /// node stops by itself; the nemesis then restarts it.
     async fn run_node(self: Arc<Self>, node: u64) {
-        let members = self.nodes.iter().map(|&n| if self.kafka { kafka_member(n) } else { member(n) }).collect();
+        let joining = Some(node) == self.spare;
+        if self.departed(node) || (joining && !self.grow_shrink.lock().expect("grow-shrink lock").joined) {
+            // Departed for good, or the spare before its join: the machine stays idle.
+            return;
+        }
+        let address = |n: u64| if self.kafka { kafka_member(n) } else { member(n) };
+        // The spare knows only itself and joins through the bootstrap members (`--join`).
+        let members = if joining { vec![address(node)] } else { self.nodes.iter().map(|&n| address(n)).collect() };
         let mut config = ServerConfig::new(node, DATA_DIR, members);
+        if joining {
+            config.join = self.nodes.iter().map(|&n| member(n).client).collect();
+        }
         config.tick_ms = 50;
         config.balance_interval_ms = 2_000;
         config.disk_check_interval_ms = 500;
@@ -299,7 +361,11 @@ impl SimCluster {
         // and a write that finds no room at all stops the node (it is restarted).
         config.disk_reserve_bytes = DISK_RESERVE_BYTES;
         config.planted_bugs = self.planted_bugs.clone();
-        config.data_dir_new = self.wiped.lock().expect("wiped lock").contains(&node);
+        config.data_dir_new = self.wiped.lock().expect("wiped lock").contains(&node) || joining;
+        if joining {
+            // One identity for every start of the joined node (its directory is never wiped).
+            config.incarnation = 0x6a6f_696e_0000_0000 | node;
+        }
         if let Some(bytes) = self.segment_bytes {
             config.topic_defaults.segment_bytes = bytes;
         }
@@ -322,6 +388,16 @@ impl SimCluster {
             _ => 0,
         };
         self.set_status(node, NodeStatus::Starting);
+        if joining {
+            // The server's join path (`odradek server --join`): recorded by the controller, the
+            // bootstrap list kept on its disk for its restarts.
+            let disk = self.disks[&node].clone();
+            if let Err(error) = odradek_server::join::join_cluster(&mut config, &disk).await {
+                self.note(format!("node {node} could not start: {error}"));
+                self.set_status(node, NodeStatus::Stopped { reason: error, start_failures: previous_failures + 1 });
+                return;
+            }
+        }
         let server = match Server::start_with(config, self.disks[&node].clone(), clock, self.fault_hooks.clone()).await {
             Ok(server) => server,
             Err(error) => {
@@ -381,8 +457,9 @@ impl SimCluster {
 
     /// Stopped nodes whose count of failed starts in a row passes `keep`.
     fn stopped_where(&self, keep: impl Fn(u32) -> bool) -> Vec<u64> {
+        let departed = self.grow_shrink.lock().expect("grow-shrink lock").departed.clone();
         let status = self.node_status.lock().expect("status lock");
-        let stopped = status.iter().filter_map(|(&node, status)| match status {
+        let stopped = status.iter().filter(|(node, _)| !departed.contains(node)).filter_map(|(&node, status)| match status {
             NodeStatus::Stopped { start_failures, .. } => keep(*start_failures).then_some(node),
             _ => None,
         });

@@ -111,6 +111,13 @@ pub struct ScenarioConfig {
     /// (`FaultKind::Reassign`, `FaultKind::LeaderStorm`); the cluster has 5 nodes unless told
     /// (7 under `heavy`), and after the heal every move must complete (V5).
     pub membership: bool,
+    /// F-M4 in the plan (flag `--grow-shrink`, off by default so every seed keeps its trace): the
+    /// cluster grows and shrinks under the faults: a brand-new node (id `nodes + 1`) joins
+    /// through the server's `--join` path, the controller voters take it in (sometimes with a
+    /// rebalance), and a node is decommissioned (its replicas move away, then it leaves; the
+    /// simulator then stops it for good). Checked after the heal (V6,
+    /// `crate::workload::grow_shrink`). 3 or 5 bootstrap nodes (the cluster holds at most 7).
+    pub grow_shrink: bool,
     /// DeleteRecords under faults (a plan field, off by default so every seed keeps its trace):
     /// records of the checked topic `t` deleted while the nemesis runs, as history ops; an
     /// acknowledged deletion must hold (DR1, `crate::workload::delete_records`).
@@ -181,6 +188,7 @@ impl ScenarioConfig {
             delete_records: false,
             kafka: false,
             membership: false,
+            grow_shrink: false,
             state_faults: false,
             hibernate: false,
             retention: false,
@@ -219,6 +227,9 @@ impl ScenarioConfig {
         }
         if self.membership {
             command += " --membership";
+        }
+        if self.grow_shrink {
+            command += " --grow-shrink";
         }
         if self.delete_records {
             command += " --delete-records";

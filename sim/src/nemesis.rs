@@ -70,6 +70,7 @@ pub async fn run(
     let mut both_damaged = false;
     let wipes = plan.kinds.iter().any(|&(kind, _)| kind == FaultKind::Wipe);
     let state_faults = plan.kinds.iter().any(|&(kind, _)| kind.on_state_file());
+    let grow_shrink = plan.kinds.iter().any(|&(kind, _)| kind == FaultKind::GrowShrink);
     while !weighted.is_empty() {
         let quiet = Duration::from_millis(rng.gen_range(plan.quiet_ms.0..=plan.quiet_ms.1));
         let window = Duration::from_millis(rng.gen_range(plan.window_ms.0..=plan.window_ms.1));
@@ -82,8 +83,14 @@ pub async fn run(
             // F-S7's older records: the state files as they are at this round's start.
             targets.remember_state_files();
         }
+        if grow_shrink {
+            // F-M4: a decommissioned node the controller removed is stopped for good.
+            targets.retire_removed().await;
+        }
         let kind = *weighted.choose(rng).expect("not empty");
-        let mut node = *targets.cluster().nodes.choose(rng).expect("nodes");
+        // Under F-M4 a fault may hit the joined node too, and no longer a departed one.
+        let candidates = if grow_shrink { targets.cluster().members_now() } else { targets.cluster().nodes.clone() };
+        let mut node = *candidates.choose(rng).expect("nodes");
         if kind.at_coordinator() {
             // The group's coordinator now; the drawn node if no answer came.
             let group = GROUP_NAMES.choose(rng).expect("groups");
@@ -104,6 +111,8 @@ pub async fn run(
             FaultKind::Wipe => !targets.cluster().joining().is_empty() || flipped || both_damaged,
             // Like F-S3's bit flips: one corrupted node, once, never while a wiped node joins.
             FaultKind::StateCopiesBoth => both_damaged || (wipes && !targets.cluster().joining().is_empty()),
+            // F-M4: one step per draw, until all were taken.
+            FaultKind::GrowShrink => targets.grow_shrink_done(),
             _ => false,
         };
         if skipped {

@@ -9,7 +9,8 @@
 //!    `groups`) every group's committed offsets are fetched (C1);
 //!    with `--secure`, no intruder attempt took effect (A1, `crate::security`); with
 //!    `--topic-churn`, a topic grows and every churned topic is placed right and served (PL1);
-//!    with `--delete-records`, every acknowledged delete-records held (DR1);
+//!    with `--delete-records`, every acknowledged delete-records held (DR1); with
+//!    `--grow-shrink`, the grown and shrunk membership converged (V6);
 //! 5. checks: the Jepsen checker over the history, the raft checker over the replicas' events.
 
 use std::cell::RefCell;
@@ -99,15 +100,19 @@ async fn run_into(config: ScenarioConfig, injected: Arc<Mutex<Vec<InjectedFault>
         (false, _) if config.membership => 5,
         (false, false) => 3,
         (false, true) | (true, false) => 5,
+        // F-M4 adds a node: a cluster holds at most 7.
+        (true, true) if config.grow_shrink => 5,
         (true, true) => 7,
     };
     let node_count = config.node_count.unwrap_or(drawn);
     assert!([3, 5, 7].contains(&node_count), "3, 5 or 7 nodes, not {node_count}");
+    assert!(!(config.grow_shrink && node_count == 7), "--grow-shrink runs with 3 or 5 nodes (a cluster holds at most 7)");
     let extras = nemesis::plan::Extras {
         wipes: config.wipes,
         membership: config.membership,
         state_faults: config.state_faults,
         retention_ms: config.retention.then_some(config.duration.as_millis() as u64),
+        grow_shrink: config.grow_shrink,
     };
     let plan = nemesis::plan::draw_plan(config.scenario, node_count, extras, &mut rng);
     assert!(!(config.heavy && config.scenario == Scenario::Groups), "--heavy does not run with scenario groups");
@@ -117,6 +122,9 @@ async fn run_into(config: ScenarioConfig, injected: Arc<Mutex<Vec<InjectedFault>
         madsim::buggify::enable();
     }
     let mut cluster = SimCluster::new(seed, node_count, config.planted_bugs.clone(), plan.clock_offsets_ms.clone(), plan.segment_bytes);
+    if config.grow_shrink {
+        cluster = cluster.with_spare(seed);
+    }
     cluster.load = load;
     cluster.client_planted = odradek_client::planted::Planted::of(&config.client_planted_bugs);
     let with_groups = config.scenario == Scenario::Groups;
@@ -184,6 +192,10 @@ async fn run_into(config: ScenarioConfig, injected: Arc<Mutex<Vec<InjectedFault>
     }
     let injected = injected.lock().expect("injected lock").clone();
     cluster.note(format!("safety phase over after {} faults; healed", injected.len()));
+    if config.grow_shrink {
+        // F-M4: the steps no window reached, taken now (the decommission runs on meanwhile).
+        targets.grow_shrink_finish().await;
+    }
 
     // 3. Liveness: the producers finish, every partition has an end (V1).
     let (acked, failed) = workload.finish().await;
@@ -234,6 +246,13 @@ async fn run_into(config: ScenarioConfig, injected: Arc<Mutex<Vec<InjectedFault>
     if config.membership {
         match workload::membership::converges(&client, &cluster, &raft).await {
             Ok(after) => cluster.note(format!("V5: membership converged {} ms after the drain", after.as_millis())),
+            Err(problem) => problems.push(problem),
+        }
+    }
+    // V6: the departed node holds nothing, the joined one votes in the metadata group.
+    if config.grow_shrink {
+        match targets.grow_shrink_converges(&raft).await {
+            Ok(after) => cluster.note(format!("V6: the grown and shrunk membership converged {} ms after the drain", after.as_millis())),
             Err(problem) => problems.push(problem),
         }
     }

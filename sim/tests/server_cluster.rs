@@ -701,6 +701,32 @@ fn planted_removal_leaves_no_quorum_is_caught() {
 /// The seed range the planted membership bugs must be caught in.
 const MEMBERSHIP_SEEDS_MAX: u64 = 12;
 
+/// F-M4 (flag `--grow-shrink`) on the madsim seed, among crash faults: a new node joins through
+/// the server's join path, the controller voters take it in, a node is decommissioned and
+/// leaves; V6 after the heal (the departed node holds no replica and is in no configuration, the
+/// joined node votes in the metadata group), besides every other check.
+#[madsim::test]
+async fn nodes_join_and_leave_under_faults() {
+    let config = ScenarioConfig { scenario: Scenario::Crash, grow_shrink: true, ..ScenarioConfig::new(Handle::current().seed()) };
+    let report = run(config).await;
+    println!("{}", report.summary_line());
+    assert!(report.passed(), "{}\n{}", report.timeline.join("\n"), report.verdict_text());
+    assert!(report.timeline.iter().any(|line| line.contains("V6: the grown and shrunk membership converged")), "V6 ran");
+    assert!(report.timeline.iter().any(|line| line.contains("was removed by the controller: stopped for good")), "a node left");
+}
+
+// F-M4: the controller removes a decommissioned node as soon as it left the controller voters,
+// before its replicas moved away: partitions still name the node, which is then stopped for
+// good, each one replica short of its replication factor (V6: it still holds a replica).
+#[test]
+fn planted_decommission_before_replicas_moved_is_caught() {
+    let base = ScenarioConfig { scenario: Scenario::Crash, grow_shrink: true, ..ScenarioConfig::new(0) };
+    planted_bug_is_caught_with(PlantedBug::DecommissionBeforeReplicasMoved, &base, 1..=GROW_SHRINK_SEEDS_MAX, &["V6", "R7"]);
+}
+
+/// The seed range the planted grow/shrink bug must be caught in.
+const GROW_SHRINK_SEEDS_MAX: u64 = 6;
+
 // Groups seed 175 with membership changes (found by a sweep, 2026-12-06; V3): a bit flip (F-S3)
 // in node 3's copy of raft group 5, the offsets partition of group g0, left node 3 unable to open
 // that group after its restart (corruption mid-log: it stays out of the group). Node 3 was the

@@ -141,6 +141,12 @@ mod sim {
         /// partitions; R10/R11 on every configuration, V5 (every move completes) after the heal.
         #[arg(long)]
         membership: bool,
+        /// F-M4: the cluster grows and shrinks under the faults: a new node joins (`--join`),
+        /// the controller voters take it in, a node is decommissioned; V6 after the heal (the
+        /// departed node holds no replica and votes nowhere, the joined one is a metadata voter,
+        /// membership converges). 3 or 5 bootstrap nodes.
+        #[arg(long)]
+        grow_shrink: bool,
         /// DeleteRecords under faults: records of topic `t` deleted below part of its high
         /// watermark; an acknowledged deletion must hold (DR1, in the history checker).
         #[arg(long)]
@@ -184,6 +190,9 @@ mod sim {
             if self.secure && self.kafka {
                 return Err("--secure does not run with --kafka (the simulator's Kafka clients do not log in)".into());
             }
+            if self.grow_shrink && self.nodes == Some(7) {
+                return Err("--grow-shrink runs with 3 or 5 nodes (a cluster holds at most 7, the joined node among them)".into());
+            }
             if self.regex && scenario != Scenario::Groups {
                 return Err("--regex runs with --scenario groups only (its members subscribe)".into());
             }
@@ -219,6 +228,7 @@ mod sim {
                 topic_churn: self.topic_churn,
                 kafka: self.kafka,
                 membership: self.membership,
+                grow_shrink: self.grow_shrink,
                 delete_records: self.delete_records,
                 state_faults: self.state_faults,
                 hibernate: self.hibernate,
@@ -253,6 +263,9 @@ mod sim {
             }
             if self.membership {
                 args.push("--membership".to_string());
+            }
+            if self.grow_shrink {
+                args.push("--grow-shrink".to_string());
             }
             if self.delete_records {
                 args.push("--delete-records".to_string());

@@ -34,6 +34,7 @@ use super::plan::FaultKind;
 use crate::cluster::SimCluster;
 use crate::config::DISK_RESERVE_BYTES;
 
+mod grow_shrink;
 mod membership;
 
 /// How long the nemesis waits to learn which node coordinates a group.
@@ -88,6 +89,8 @@ pub enum Fault {
     ClockStep { node: u64, step_ms: i64 },
     /// F-M1 (a move) or F-M2 (a leader-transfer storm), module `membership`.
     Membership(Box<Membership>),
+    /// F-M4: the cluster's next grow or shrink step, module `grow_shrink`.
+    GrowShrink(Box<grow_shrink::GrowShrinkFault>),
 }
 
 /// What a fault did to a state file (two copies of one record, `COPY_STRIDE_BYTES` apart).
@@ -189,7 +192,7 @@ pub struct FaultTargets<'a> {
 
 impl<'a> FaultTargets<'a> {
     pub fn new(runtime: &'a Handle, cluster: &'a SimCluster, ids: &'a BTreeMap<u64, SimNodeId>, client_node: &'a NodeHandle) -> Self {
-        assert_eq!(ids.keys().copied().collect::<Vec<u64>>(), cluster.nodes, "a simulated machine per node");
+        assert_eq!(ids.keys().copied().collect::<Vec<u64>>(), cluster.machines(), "a simulated machine per node");
         FaultTargets {
             runtime,
             cluster,
@@ -302,6 +305,7 @@ impl<'a> FaultTargets<'a> {
             FaultKind::Reassign | FaultKind::LeaderStorm => {
                 membership::draw(kind == FaultKind::LeaderStorm, nodes, self.cluster.load.partitions, rng).into()
             }
+            FaultKind::GrowShrink => grow_shrink::draw(nodes, rng).into(),
         }
     }
 
@@ -517,6 +521,7 @@ impl<'a> FaultTargets<'a> {
                 Healing::Nothing
             }
             Fault::Membership(membership) => self.inject_membership(membership, window).await,
+            Fault::GrowShrink(fault) => self.inject_grow_shrink(fault, window).await,
         }
     }
 
@@ -607,9 +612,9 @@ impl<'a> FaultTargets<'a> {
     /// Heals whatever could still be injected: latency, clogged machines, disk faults.
     pub fn heal_all(&self) {
         self.net.update_config(|config| config.send_latency = self.latency_default.clone());
-        for node in &self.cluster.nodes {
-            self.net.unclog_node(self.ids[node]);
-            heal_disk(&self.cluster.disks[node]);
+        for node in self.cluster.machines() {
+            self.net.unclog_node(self.ids[&node]);
+            heal_disk(&self.cluster.disks[&node]);
         }
     }
 
@@ -682,6 +687,7 @@ impl Fault {
             Fault::Choreography { a, c, b, .. } => vec![("A", format!("{a:?}")), ("c", c.to_string()), ("B", format!("{b:?}"))],
             Fault::ClockStep { node, step_ms } => vec![("node", node.to_string()), ("step-ms", step_ms.to_string())],
             Fault::Membership(membership) => membership.details(),
+            Fault::GrowShrink(fault) => fault.details(),
         };
         details.into_iter().map(|(key, value)| (key.to_string(), value)).collect()
     }
@@ -706,6 +712,8 @@ impl Fault {
             Fault::Choreography { a, c, b, .. } => format!("A={a:?} c={c} B={b:?}, steps of {window:?}"),
             Fault::ClockStep { node, step_ms } => format!("node {node} by {step_ms} ms"),
             Fault::Membership(membership) => membership.start_line(window),
+            // Each step says what it did.
+            Fault::GrowShrink(_) => return None,
         };
         Some(line)
     }

@@ -64,10 +64,16 @@ pub enum FaultKind {
     /// F-S3 on both copies of one file, on the one node F-S3 may corrupt, once per run: the
     /// group does not open there (quarantine, R8 c).
     StateCopiesBoth,
+    /// F-M4 (nearest checklist IDs: F-M1 add/remove a replica, F-M3): the cluster grows and
+    /// shrinks, one step per draw: a brand-new node joins (the server's `--join` path), the
+    /// controller voters take it in (sometimes with a rebalance), then a node (a bootstrap
+    /// member or the joined one) is decommissioned, sometimes with a kill or an isolation. Only
+    /// with `ScenarioConfig::grow_shrink`.
+    GrowShrink,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 32] = [
+    pub const ALL: [FaultKind; 33] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::PowerLoss,
@@ -100,6 +106,7 @@ impl FaultKind {
         FaultKind::StateCopyShort,
         FaultKind::StateCopyStale,
         FaultKind::StateCopiesBoth,
+        FaultKind::GrowShrink,
     ];
 
     /// The faults on the hard- and conf-state files (`ScenarioConfig::state_faults`).
@@ -146,6 +153,7 @@ impl FaultKind {
             FaultKind::StateCopyShort => "F-S4 state file cut short in its second copy",
             FaultKind::StateCopyStale => "F-S7 stale copy of a state file",
             FaultKind::StateCopiesBoth => "F-S3 bit flips in both copies of a state file",
+            FaultKind::GrowShrink => "F-M4 grow or shrink the cluster",
         }
     }
 
@@ -178,7 +186,7 @@ impl FaultKind {
             FaultKind::CoordinatorKill | FaultKind::CoordinatorIsolate | FaultKind::CoordinatorClockStep => &[Groups],
             // Never drawn with the others: the plan adds it when asked (`draw_plan`'s `wipes`),
             // so the draws of every existing seed stay as they were.
-            FaultKind::Wipe | FaultKind::Reassign | FaultKind::LeaderStorm => &[],
+            FaultKind::Wipe | FaultKind::Reassign | FaultKind::LeaderStorm | FaultKind::GrowShrink => &[],
             FaultKind::StateCopyFlip
             | FaultKind::StateCopyTorn
             | FaultKind::StateCopyShort
@@ -273,14 +281,16 @@ pub struct Extras {
     pub state_faults: bool,
     /// Short retention under lag ([`RetentionPlan`]), over a safety phase of this many ms.
     pub retention_ms: Option<u64>,
+    /// F-M4 (`FaultKind::GrowShrink`).
+    pub grow_shrink: bool,
 }
 
 /// Draws the run's fault plan (swarm: a random subset of the scenario's kinds, random weights).
 /// The `extras` are added after that, each drawn after everything before it (so a run without
 /// one keeps the draws it had before it existed): F-P7, then F-M1 and F-M2, then the faults on
-/// state files.
+/// state files, then F-M4.
 pub fn draw_plan(scenario: Scenario, nodes: usize, extras: Extras, rng: &mut SmallRng) -> FaultPlan {
-    let Extras { wipes, membership, state_faults, retention_ms } = extras;
+    let Extras { wipes, membership, state_faults, retention_ms, grow_shrink } = extras;
     let mut plan = FaultPlan {
         quiet_ms: (rng.gen_range(200..800), rng.gen_range(1_000..3_000)),
         window_ms: (rng.gen_range(200..600), rng.gen_range(1_000..3_000)),
@@ -335,6 +345,11 @@ pub fn draw_plan(scenario: Scenario, nodes: usize, extras: Extras, rng: &mut Sma
             let weight = if kind == FaultKind::StateCopiesBoth { 1 } else { rng.gen_range(2..=5) };
             plan.kinds.push((kind, weight));
         }
+    }
+    if grow_shrink {
+        // Three steps (join, grow the controller voters, decommission): often enough to reach
+        // them all in a safety phase.
+        plan.kinds.push((FaultKind::GrowShrink, rng.gen_range(6..=12)));
     }
     plan.retention = retention_ms.map(|duration_ms| RetentionPlan::draw(nodes, duration_ms, rng));
     plan

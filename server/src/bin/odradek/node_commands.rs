@@ -252,7 +252,7 @@ pub async fn server(args: ServerArgs) -> Result<(), String> {
     config.data_dir_new = data_dir.is_new();
     config.incarnation = data_dir.identity().incarnation;
     if config.is_joining_member() {
-        odradek_server::join::join_cluster(&mut config).await?;
+        odradek_server::join::join_cluster(&mut config, &FsDisk::new()).await?;
     }
     let server = Server::start(config, FsDisk::new(), system_clock()).await.map_err(|e| e.to_string())?;
     tokio::select! {

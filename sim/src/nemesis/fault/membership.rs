@@ -186,7 +186,7 @@ impl FaultTargets<'_> {
         healing
     }
 
-    fn start_companion(&self, companion: Companion, node: u64) -> Healing {
+    pub(super) fn start_companion(&self, companion: Companion, node: u64) -> Healing {
         match companion {
             Companion::None => Healing::Nothing,
             Companion::Kill => {
