@@ -614,12 +614,16 @@ impl GroupService {
             let (_, base_index) = Self::committed(partition, group);
             let existing = partition.table.group(group).map(|found| &found.membership);
             let client_id = request.client_id.clone();
-            let mut new_id = || live.new_member_id(&client_id);
-            consumer::heartbeat(existing, &request, &counts, &mut new_id, planted).map(|decision| (decision, base_index)).map_err(|error| {
-                match error {
-                    GroupError::UnknownMemberId { member, .. } => GroupError::UnknownMemberId { group: group.to_string(), member },
-                    other => other,
-                }
+            // Compiled once per pattern while members use it, not on every heartbeat.
+            let mut regexes = live.take_regexes(group);
+            let decided = {
+                let mut new_id = || live.new_member_id(&client_id);
+                consumer::heartbeat_cached(existing, &request, &counts, &mut new_id, planted, &mut regexes)
+            };
+            live.keep_regexes(group, regexes);
+            decided.map(|decision| (decision, base_index)).map_err(|error| match error {
+                GroupError::UnknownMemberId { member, .. } => GroupError::UnknownMemberId { group: group.to_string(), member },
+                other => other,
             })
         })??;
         let member_id = decision.answer.member_id.clone();
