@@ -133,10 +133,15 @@ pub enum PlantedBug {
     /// while the evicted writes never became durable (fsyncgate), so an acknowledged write can
     /// vanish at power loss (L1, R6; the simulator's `--open-file-budget`).
     EvictedWithoutSync,
+    /// OffsetDelete skips its subscription check: the coordinator answers NONE ("deleted") for
+    /// partitions of topics the group is subscribed to, and when the table (which checks again
+    /// at the record's index) refuses the removal, reports success anyway; the offsets stay
+    /// (C9; the simulator's `--offset-delete`).
+    OffsetDeleteIgnoresSubscription,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 31] = [
+    pub const ALL: [PlantedBug; 32] = [
         PlantedBug::AckBeforeCommit,
         PlantedBug::ServeAboveCommit,
         PlantedBug::SkipDedup,
@@ -168,6 +173,7 @@ impl PlantedBug {
         PlantedBug::HibernatedLeaderReadsLocally,
         PlantedBug::RegexMatchesSubstring,
         PlantedBug::EvictedWithoutSync,
+        PlantedBug::OffsetDeleteIgnoresSubscription,
     ];
 
     pub fn name(self) -> &'static str {
@@ -203,6 +209,7 @@ impl PlantedBug {
             PlantedBug::HibernatedLeaderReadsLocally => "hibernated-leader-reads-locally",
             PlantedBug::RegexMatchesSubstring => "regex-matches-substring",
             PlantedBug::EvictedWithoutSync => "evicted-without-sync",
+            PlantedBug::OffsetDeleteIgnoresSubscription => "offset-delete-ignores-subscription",
         }
     }
 }
@@ -253,6 +260,7 @@ pub struct Planted {
     pub hibernated_leader_reads_locally: bool,
     pub regex_matches_substring: bool,
     pub evicted_without_sync: bool,
+    pub offset_delete_ignores_subscription: bool,
 }
 
 impl Planted {
@@ -291,6 +299,7 @@ impl Planted {
             hibernated_leader_reads_locally: on(PlantedBug::HibernatedLeaderReadsLocally),
             regex_matches_substring: on(PlantedBug::RegexMatchesSubstring),
             evicted_without_sync: on(PlantedBug::EvictedWithoutSync),
+            offset_delete_ignores_subscription: on(PlantedBug::OffsetDeleteIgnoresSubscription),
         }
     }
 }
@@ -335,6 +344,7 @@ mod tests {
             all.hibernated_leader_reads_locally,
             all.regex_matches_substring,
             all.evicted_without_sync,
+            all.offset_delete_ignores_subscription,
         ];
         assert!(each.iter().all(|on| *on), "every bug has a switch: {all:?}");
     }
