@@ -103,6 +103,9 @@ pub enum OpF {
     FetchCommitted,
     /// Delete a key's records below an offset (DeleteRecords; DR1). Value: [`DeleteRecords`].
     DeleteRecords,
+    /// Delete a group's committed offsets of some keys (Kafka's OffsetDelete; C9). Value:
+    /// [`OffsetDelete`].
+    OffsetDelete,
 }
 
 impl OpF {
@@ -351,6 +354,27 @@ pub struct DeleteRecords {
     pub log_start: Option<Offset>,
 }
 
+/// Value of `offset-delete` (Kafka's OffsetDelete, C9): the invoke names the group and the keys
+/// (partitions of the test topic) whose committed offsets it asks to remove; an ok completion
+/// splits them into `deleted` (answered NONE: removed, or nothing was committed) and `refused`
+/// (answered GROUP_SUBSCRIBED_TO_TOPIC: kept); a fail or info carries the `error`.
+///
+/// Recording contract: one op asks once (a client may retry only after a definite error). An ok
+/// op's `deleted` keys are removed at one instant inside its interval; a fail removed nothing;
+/// an info or unfinished op may have removed any key it asked, at any time after its invoke.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OffsetDelete {
+    pub group: Group,
+    pub keys: Vec<Key>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deleted: Vec<Key>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<Key>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// The error codes (wire.proto names) that tell a member it is no longer the member it was.
 pub const FENCING_ERRORS: &[&str] = &["UNKNOWN_MEMBER_ID", "FENCED_MEMBER_EPOCH", "ILLEGAL_GENERATION", "FENCED_INSTANCE_ID"];
 
@@ -375,6 +399,7 @@ pub enum OpValue {
     Commit(Commit),
     FetchCommitted(FetchCommitted),
     DeleteRecords(DeleteRecords),
+    OffsetDelete(OffsetDelete),
 }
 
 impl OpValue {
@@ -393,6 +418,7 @@ impl OpValue {
             OpF::Commit => OpValue::Commit(serde_json::from_value(value)?),
             OpF::FetchCommitted => OpValue::FetchCommitted(serde_json::from_value(value)?),
             OpF::DeleteRecords => OpValue::DeleteRecords(serde_json::from_value(value)?),
+            OpF::OffsetDelete => OpValue::OffsetDelete(serde_json::from_value(value)?),
             OpF::Crash | OpF::FinalDrain => {
                 let () = serde_json::from_value(value)?;
                 OpValue::None
@@ -415,6 +441,7 @@ impl OpValue {
                 | (OpF::Commit, OpValue::Commit(_))
                 | (OpF::FetchCommitted, OpValue::FetchCommitted(_))
                 | (OpF::DeleteRecords, OpValue::DeleteRecords(_))
+                | (OpF::OffsetDelete, OpValue::OffsetDelete(_))
                 | (OpF::Crash | OpF::FinalDrain, OpValue::None)
         )
     }

@@ -1,4 +1,4 @@
-//! Teeth for the consumer-group checks C1–C7: for every group anomaly kind, a small hand-written
+//! Teeth for the consumer-group checks C1–C9: for every group anomaly kind, a small hand-written
 //! history that has it (fatal or reported, as the checker's rules say) and histories that do not
 //! (they must pass with no anomaly at all).
 
@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 
 use odradek_jepsen::checker::{check, AnomalyKind, CheckOptions, GroupStats, Verdict};
 use odradek_jepsen::history::{
-    Acks, Commit, FetchCommitted, GroupProtocol, History, HistoryBuilder, Key, Keys, Offset, OpF, OpValue, Poll, Process, Rebalance, Send,
-    StartFrom, StartPosition, Subscribe, Value,
+    Acks, Commit, FetchCommitted, GroupProtocol, History, HistoryBuilder, Key, Keys, Offset, OffsetDelete, OpF, OpValue, Poll, Process,
+    Rebalance, Send, StartFrom, StartPosition, Subscribe, Value,
 };
 
 const GROUP: &str = "g";
@@ -102,6 +102,24 @@ impl G {
         let asked = FetchCommitted { group: GROUP.into(), keys: answer.iter().map(|a| a.0).collect(), ..FetchCommitted::default() };
         let handle = self.b.invoke(p, OpF::FetchCommitted, OpValue::FetchCommitted(asked.clone())).unwrap();
         self.b.ok(handle, OpValue::FetchCommitted(FetchCommitted { offsets: answer.iter().copied().collect(), ..asked })).unwrap();
+    }
+
+    /// An offset deletion of `deleted` and `refused` keys, ok; or info (`deleted` asked, outcome unknown).
+    fn delete_offsets(&mut self, p: Process, deleted: &[Key], refused: &[Key], end: End) {
+        let keys = deleted.iter().chain(refused).copied().collect();
+        let asked = OffsetDelete { group: GROUP.into(), keys, ..OffsetDelete::default() };
+        let handle = self.b.invoke(p, OpF::OffsetDelete, OpValue::OffsetDelete(asked.clone())).unwrap();
+        let done = match end {
+            End::Ok => OffsetDelete { deleted: deleted.to_vec(), refused: refused.to_vec(), ..asked },
+            End::Fail(error) => OffsetDelete { error: Some(error.into()), ..asked },
+            End::Info => OffsetDelete { error: Some("REQUEST_TIMED_OUT".into()), ..asked },
+        };
+        match end {
+            End::Ok => self.b.ok(handle, OpValue::OffsetDelete(done)),
+            End::Fail(_) => self.b.fail(handle, OpValue::OffsetDelete(done)),
+            End::Info => self.b.info(handle, OpValue::OffsetDelete(done)),
+        }
+        .unwrap();
     }
 
     /// The final drain: the marker, then a fresh process reads `key` from the beginning.
@@ -460,6 +478,45 @@ fn cases() -> Vec<Case> {
             g.subscribe_pattern(10, "t|orders-.*");
             let other_topics = BTreeMap::from([("orders-eu".to_string(), vec![0]), ("orders-us".to_string(), vec![0, 1])]);
             g.rebalance(10, Rebalance { assigned: vec![0], start: starts(&[(0, 0, Reset)]), other_topics, ..consumer("m1", 1) });
+            g.done()
+        }),
+        // C9
+        case(
+            "an offset deletion is acknowledged while a subscribed member commits before and after",
+            Fatal(OffsetDeletedWhileSubscribed),
+            || {
+                let mut g = G::new();
+                first_member(&mut g);
+                g.commit(10, Some("m1"), Some(1), &[(0, 0)], false, End::Ok);
+                g.delete_offsets(20, &[0], &[], End::Ok);
+                g.commit(10, Some("m1"), Some(1), &[(0, 0)], false, End::Ok);
+                g.done()
+            },
+        ),
+        case("a fetch after an acknowledged offset deletion returns the old offset", Fatal(DeletedOffsetReturned), || {
+            let mut g = G::new();
+            g.commit(9, None, None, &[(0, 5)], false, End::Ok);
+            g.delete_offsets(20, &[0], &[], End::Ok);
+            g.fetch(READER, &[(0, Some(5))]);
+            g.done()
+        }),
+        case("offset deletions: refused while subscribed, done once the member left, a commit after", Clean, || {
+            let mut g = G::new();
+            first_member(&mut g);
+            g.commit(10, Some("m1"), Some(1), &[(0, 2)], false, End::Ok);
+            g.delete_offsets(20, &[], &[0], End::Ok);
+            g.commit(10, Some("m1"), Some(1), &[(0, 2)], false, End::Ok);
+            g.fetch(READER, &[(0, Some(2))]);
+            // The member's session expires (it learns it later): the group is empty, the
+            // deletion goes through, a fetch sees nothing; a simple commit, then its offset.
+            g.delete_offsets(20, &[0], &[], End::Ok);
+            g.fetch(READER, &[(0, None)]);
+            g.commit(9, None, None, &[(0, 7)], false, End::Ok);
+            g.fetch(READER, &[(0, Some(7))]);
+            // An indeterminate deletion may or may not have happened.
+            g.delete_offsets(20, &[0], &[], End::Info);
+            g.fetch(READER, &[(0, Some(7))]);
+            g.fetch(READER, &[(0, None)]);
             g.done()
         }),
         // H: the recorder's bookkeeping is checked too.

@@ -145,10 +145,15 @@ pub enum PlantedBug {
     /// runs, so each is left with fewer live replicas than its replication factor (V6; the
     /// simulator's `--grow-shrink`).
     DecommissionBeforeReplicasMoved,
+    /// OffsetDelete skips its subscription check: the coordinator answers NONE ("deleted") for
+    /// partitions of topics the group is subscribed to, and when the table (which checks again
+    /// at the record's index) refuses the removal, reports success anyway; the offsets stay
+    /// (C9; the simulator's `--offset-delete`).
+    OffsetDeleteIgnoresSubscription,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 33] = [
+    pub const ALL: [PlantedBug; 34] = [
         PlantedBug::AckBeforeCommit,
         PlantedBug::ServeAboveCommit,
         PlantedBug::SkipDedup,
@@ -182,6 +187,7 @@ impl PlantedBug {
         PlantedBug::EvictedWithoutSync,
         PlantedBug::ProducerTableNotKept,
         PlantedBug::DecommissionBeforeReplicasMoved,
+        PlantedBug::OffsetDeleteIgnoresSubscription,
     ];
 
     pub fn name(self) -> &'static str {
@@ -219,6 +225,7 @@ impl PlantedBug {
             PlantedBug::EvictedWithoutSync => "evicted-without-sync",
             PlantedBug::ProducerTableNotKept => "producer-table-not-kept",
             PlantedBug::DecommissionBeforeReplicasMoved => "decommission-before-replicas-moved",
+            PlantedBug::OffsetDeleteIgnoresSubscription => "offset-delete-ignores-subscription",
         }
     }
 }
@@ -271,6 +278,7 @@ pub struct Planted {
     pub evicted_without_sync: bool,
     pub producer_table_not_kept: bool,
     pub decommission_before_replicas_moved: bool,
+    pub offset_delete_ignores_subscription: bool,
 }
 
 impl Planted {
@@ -311,6 +319,7 @@ impl Planted {
             evicted_without_sync: on(PlantedBug::EvictedWithoutSync),
             producer_table_not_kept: on(PlantedBug::ProducerTableNotKept),
             decommission_before_replicas_moved: on(PlantedBug::DecommissionBeforeReplicasMoved),
+            offset_delete_ignores_subscription: on(PlantedBug::OffsetDeleteIgnoresSubscription),
         }
     }
 }
@@ -357,6 +366,7 @@ mod tests {
             all.evicted_without_sync,
             all.producer_table_not_kept,
             all.decommission_before_replicas_moved,
+            all.offset_delete_ignores_subscription,
         ];
         assert!(each.iter().all(|on| *on), "every bug has a switch: {all:?}");
     }

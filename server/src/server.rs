@@ -257,6 +257,7 @@ impl Server {
             names_preferred: planted.coordinator_names_preferred,
             give_owned_partitions: planted.assignment_two_owners,
             regex_matches_substring: planted.regex_matches_substring,
+            offset_delete_ignores_subscription: planted.offset_delete_ignores_subscription,
         };
         let groups = Arc::new(GroupService::new(handle.clone(), state.clone(), config.clone(), group_clock, group_planted));
         let context = Arc::new(NodeContext {

@@ -150,6 +150,11 @@ pub struct ScenarioConfig {
     /// pattern the coordinator resolves (KIP-848), beside a decoy topic whose name contains a
     /// match without being one; C8 checks every assignment against the subscription.
     pub regex: bool,
+    /// Offset deletions (issue 16, Kafka's OffsetDelete; flag `--offset-delete`, off by default
+    /// so every seed keeps its trace; scenario `groups` only): an admin deletes committed
+    /// offsets of the member groups (refused while subscribed) and of an admin group of its own,
+    /// as `offset-delete` history ops; C9 checks them (`workload::groups::run_offset_deletes`).
+    pub offset_delete: bool,
     /// Flag `--open-file-budget N` (off by default so every seed keeps its trace): every node
     /// keeps at most N partition files open (`ServerConfig::max_open_files`, DESIGN.md
     /// "Open-file budget"), evicting and reopening them under the faults, and each node's disk
@@ -193,6 +198,7 @@ impl ScenarioConfig {
             hibernate: false,
             retention: false,
             regex: false,
+            offset_delete: false,
             open_file_budget: None,
         }
     }
@@ -245,6 +251,9 @@ impl ScenarioConfig {
         }
         if self.regex {
             command += " --regex";
+        }
+        if self.offset_delete {
+            command += " --offset-delete";
         }
         if let Some(files) = self.open_file_budget {
             command += &format!(" --open-file-budget {files}");

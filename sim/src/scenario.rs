@@ -176,7 +176,7 @@ async fn run_into(config: ScenarioConfig, injected: Arc<Mutex<Vec<InjectedFault>
     let intruder = config.secure.then(|| security::start_intruder(&client, cluster.clone(), config.duration));
     let groups = with_groups.then(|| {
         let planted = odradek_client::planted::Planted::of(&config.client_planted_bugs);
-        workload::groups::start(&client, cluster.clone(), seed, config.duration, planted, config.regex)
+        workload::groups::start(&client, cluster.clone(), seed, config.duration, planted, config.regex, config.offset_delete)
     });
     let churn = config.topic_churn.then(|| workload::churn::start(&client, cluster.clone(), config.duration));
     let flips =

@@ -537,6 +537,32 @@ fn planted_regex_matches_substring_is_caught() {
     panic!("planted {}: no seed in 1..=10 of groups --regex caught it", bug.name());
 }
 
+// Kafka's OffsetDelete (flag `--offset-delete`): a coordinator that skips the subscription check
+// answers "deleted" for the keys of a group whose members subscribe to the test topic (and
+// keeps them): C9 names the deletion acknowledged between two commits of one subscribed member
+// at one epoch. The same seed with `--offset-delete` and no bug passes.
+#[test]
+fn planted_offset_delete_ignores_subscription_is_caught() {
+    let bug = PlantedBug::OffsetDeleteIgnoresSubscription;
+    for seed in 1..=10 {
+        let clean = ScenarioConfig { scenario: Scenario::Groups, offset_delete: true, ..ScenarioConfig::new(seed) };
+        let planted = ScenarioConfig { planted_bugs: vec![bug], ..clean.clone() };
+        let caught: Vec<String> = match run_seed(&planted) {
+            Ok(report) if report.passed() => continue,
+            Ok(report) => report.failed_invariants().into_iter().map(str::to_string).collect(),
+            Err(crash) => vec![crash.invariant.unwrap_or("panic").to_string()],
+        };
+        println!("planted {}: caught at seed {seed} (groups --offset-delete) by {caught:?}", bug.name());
+        assert!(caught.iter().any(|id| id == "C9"), "seed {seed} failed on {caught:?}, not C9; replay: {}", planted.replay_command());
+        match run_seed(&clean) {
+            Ok(report) => assert!(report.passed(), "groups --offset-delete seed {seed} fails without the bug:\n{}", report.verdict_text()),
+            Err(crash) => panic!("groups --offset-delete seed {seed} crashed without the bug: {}", crash.verdict_text()),
+        }
+        return;
+    }
+    panic!("planted {}: no seed in 1..=10 of groups --offset-delete caught it", bug.name());
+}
+
 // A new coordinator answers before it applied its log, and offset reads skip their barrier: a
 // reader that finds it at once reads an offset older than an acknowledged commit (C1). A narrow
 // window: with every fault kind in the scenario, 12 of seeds 1..=400 catch it in `sweep` since

@@ -108,8 +108,9 @@ pub trait RebalanceListener: Send {
 /// events to callbacks. See [`Consumer::take_group_events`].
 #[derive(Debug, Clone)]
 pub enum GroupEvent {
-    /// Partitions assigned, with the start position chosen for each.
-    Assigned { member_id: String, epoch: i32, positions: BTreeMap<TopicPartition, u64> },
+    /// Partitions assigned, with the start position chosen for each; `reset` names those whose
+    /// position came from the reset policy (the group had no committed offset for them).
+    Assigned { member_id: String, epoch: i32, positions: BTreeMap<TopicPartition, u64>, reset: BTreeSet<TopicPartition> },
     /// Partitions given back (after their auto-commit, if on).
     Revoked { member_id: String, epoch: i32, partitions: BTreeSet<TopicPartition> },
     /// Partitions lost without a commit.
@@ -596,10 +597,12 @@ impl Consumer {
         let timeout = self.config.cluster.connection.request_timeout;
         let committed = offsets::fetch_committed(&group.coordinator, &wanted, timeout, deadline).await?;
         let mut chosen = BTreeMap::new();
+        let mut reset = BTreeSet::new();
         for partition in wanted {
             let position = match committed.get(&partition).copied().flatten() {
                 Some(offset) => offset,
                 None => {
+                    reset.insert(partition.clone());
                     let query = match self.config.group_offset_reset {
                         OffsetReset::Earliest => OffsetQuery::Earliest,
                         OffsetReset::Latest => OffsetQuery::Latest,
@@ -617,7 +620,8 @@ impl Consumer {
             let positions: BTreeMap<TopicPartition, u64> =
                 change.partitions.iter().map(|partition| (partition.clone(), chosen[partition])).collect();
             if !positions.is_empty() {
-                let event = GroupEvent::Assigned { member_id: change.member_id, epoch: change.epoch, positions };
+                let reset = positions.keys().filter(|partition| reset.contains(*partition)).cloned().collect();
+                let event = GroupEvent::Assigned { member_id: change.member_id, epoch: change.epoch, positions, reset };
                 group.log.lock().expect("event log lock").push(event);
             }
         }

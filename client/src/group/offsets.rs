@@ -23,7 +23,7 @@ use super::member::CommitIdentity;
 use super::TopicPartition;
 use crate::error::{ClientError, Result};
 use crate::wire::proto::{
-    ErrorCode, OffsetCommitPartition, OffsetCommitRequest, OffsetFetchRequest, Request_oneof_body as RequestBody,
+    ErrorCode, OffsetCommitPartition, OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest, Request_oneof_body as RequestBody,
     Response_oneof_body as ResponseBody,
 };
 
@@ -120,4 +120,33 @@ pub async fn fetch_committed(
         }
     }
     Ok(committed)
+}
+
+/// Kafka's OffsetDelete: removes the group's committed offsets of `partitions`, except those of
+/// topics the group is subscribed to. Per partition the coordinator's code: `NONE` (removed, or
+/// nothing was committed), `GROUP_SUBSCRIBED_TO_TOPIC` (kept) or `UNKNOWN_TOPIC_OR_PARTITION`.
+/// Retries definite retriable failures until `deadline`; an indefinite failure may have removed
+/// any of them.
+pub async fn delete(
+    coordinator: &Coordinator,
+    partitions: &BTreeSet<TopicPartition>,
+    timeout: Duration,
+    deadline: Instant,
+) -> Result<BTreeMap<TopicPartition, ErrorCode>> {
+    if partitions.is_empty() || partitions.len() > COMMIT_PARTITIONS_MAX {
+        return Err(ClientError::InvalidArgument(format!("{} partitions; 1 to {COMMIT_PARTITIONS_MAX}", partitions.len())));
+    }
+    let mut request = OffsetDeleteRequest::new();
+    request.group = coordinator.group().to_string();
+    request.partitions = super::classic::to_wire_topic_partitions(partitions).into();
+    let response = coordinator.request(RequestBody::offset_delete(request), timeout, deadline).await?;
+    let Some(ResponseBody::offset_delete(deleted)) = response.body else {
+        return Err(ClientError::Protocol("OffsetDelete answered without results".into()));
+    };
+    let codes: BTreeMap<TopicPartition, ErrorCode> =
+        deleted.partitions.iter().map(|result| ((result.topic.clone(), result.partition), result.error)).collect();
+    if partitions.iter().any(|partition| !codes.contains_key(partition)) {
+        return Err(ClientError::Protocol("OffsetDelete answered without every partition".into()));
+    }
+    Ok(codes)
 }

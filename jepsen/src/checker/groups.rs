@@ -1,6 +1,7 @@
-//! The consumer-group checks C1–C8 (CHECKLISTS.md section C; C7 is ownership, from issue 14;
-//! C8 assignment within the subscription, from issue 16's regex subscriptions),
-//! over the group ops of the history (`subscribe`, `rebalance`, `commit`, `fetch-committed`) and
+//! The consumer-group checks C1–C9 (CHECKLISTS.md section C; C7 is ownership, from issue 14;
+//! C8 assignment within the subscription, from issue 16's regex subscriptions; C9 offset
+//! deletion, from issue 16's OffsetDelete), over the group ops of the history (`subscribe`,
+//! `rebalance`, `commit`, `fetch-committed`, `offset-delete`) and
 //! the polls of group members. The op shapes and the recorder's contract are in
 //! [`crate::history`] ([`Rebalance`](crate::history::Rebalance), [`Commit`](crate::history::Commit)).
 //!
@@ -75,6 +76,20 @@
 //!   process's latest `subscribe`: named in its `topics`, or a whole-name match of its `pattern`
 //!   (as `^(?:pattern)$`, the coordinator's rule). A topic whose name merely contains a match is
 //!   not covered: that is what a coordinator matching with `find` hands out.
+//! * **C9 offset deletion (Kafka's OffsetDelete, issue 16).** An `offset-delete` that removes
+//!   a key's committed offset writes "nothing committed" into C1's register (ok: inside its
+//!   interval; info or unfinished: at most once, any time after its invoke). Besides, two
+//!   direct checks ([`offset_delete`]): (a) `C9 deleted-while-subscribed`: an ok deletion
+//!   answered "deleted" for key k while the group was surely subscribed to the test topic: some
+//!   member whose subscription covers k has an ok commit with one member id and epoch completed
+//!   before the deletion was invoked and another with the same id and epoch invoked after it
+//!   completed (the coordinator accepts a commit only from a current member at its current
+//!   epoch, and a member removed and joining again comes back at a newer epoch, so it was a
+//!   member throughout); Kafka answers GROUP_SUBSCRIBED_TO_TOPIC then. (b)
+//!   `C9 deleted-offset-returned`: an ok fetch-committed invoked after an ok deletion of k
+//!   completed returns an offset for k, though no commit of k that can have taken effect after
+//!   the deletion (not failed, invoked before the fetch completed, and not completed before the
+//!   deletion was invoked) exists.
 //!
 //! Crashes (F-K1/F-K2) end a member's intervals and pending resumes; its open commit is
 //! indeterminate. A new process replacing it is a new member. Rebalances of L8 continuity: a
@@ -86,6 +101,7 @@
 
 mod delivery;
 mod index;
+mod offset_delete;
 mod ownership;
 mod register;
 
@@ -98,7 +114,7 @@ use super::verdict::{Anomaly, AnomalyKind, GroupStats, Report};
 use index::GroupIndex;
 use register::{check_register, Linearizability, RegisterOp, RegisterOpKind};
 
-/// Checks C1–C8 (C8 during the index pass) and returns the group totals (all zero without group ops).
+/// Checks C1–C9 (C8 during the index pass) and returns the group totals (all zero without group ops).
 pub(crate) fn check_groups(history: &History, index: &Index, report: &mut Report) -> GroupStats {
     let groups = GroupIndex::build(history, report);
     let mut stats = groups.stats.clone();
@@ -113,6 +129,7 @@ pub(crate) fn check_groups(history: &History, index: &Index, report: &mut Report
     delivery::count_redeliveries(&groups, &mut stats, report);
     ownership::check_generations(&groups, report);
     ownership::check_intervals(&groups, report);
+    offset_delete::check_offset_deletes(&groups, report);
     stats
 }
 
@@ -120,6 +137,8 @@ pub(crate) fn check_groups(history: &History, index: &Index, report: &mut Report
 #[derive(Clone, Copy)]
 enum Source {
     Commit,
+    /// An `offset-delete` (C9).
+    Delete,
     /// Index into `GroupIndex::reads`.
     Read(usize),
 }
@@ -138,8 +157,15 @@ fn check_commits(groups: &GroupIndex, stats: &mut GroupStats, report: &mut Repor
             Outcome::Indeterminate => None,
         };
         for (&key, &offset) in &c.commit.offsets {
-            let op = RegisterOp { kind: RegisterOpKind::Write(offset), invoke: c.invoke, complete };
+            let op = RegisterOp { kind: RegisterOpKind::Write(Some(offset)), invoke: c.invoke, complete };
             registers.entry((&c.commit.group, key)).or_default().push((op, Source::Commit));
+        }
+    }
+    // C9: an offset deletion writes "nothing committed".
+    for d in &groups.deletes {
+        for &key in &d.deleted {
+            let op = RegisterOp { kind: RegisterOpKind::Write(None), invoke: d.invoke, complete: d.complete };
+            registers.entry((d.group, key)).or_default().push((op, Source::Delete));
         }
     }
     for (id, r) in groups.reads.iter().enumerate() {
@@ -182,8 +208,9 @@ fn violation(groups: &GroupIndex, group: &str, key: Key, ops: &[(RegisterOp, Sou
             let after_drain = !read.from_start && groups.drain_index.is_some_and(|d| read.invoke > d);
             (format!("{what} returned {}", show(value)), after_drain)
         }
-        (RegisterOpKind::Write(offset), _) => (format!("commit of {offset}"), false),
-        (RegisterOpKind::Read(value), Source::Commit) => (format!("read of {}", show(value)), false),
+        (RegisterOpKind::Write(Some(offset)), _) => (format!("commit of {offset}"), false),
+        (RegisterOpKind::Write(None), _) => ("offset deletion".to_string(), false),
+        (RegisterOpKind::Read(value), _) => (format!("read of {}", show(value)), false),
     };
     // The newest ok commit completed before the op was invoked: the usual culprit.
     let previous = ops
@@ -193,12 +220,11 @@ fn violation(groups: &GroupIndex, group: &str, key: Key, ops: &[(RegisterOp, Sou
     let kind = if lost { AnomalyKind::CommitLost } else { AnomalyKind::CommitNonlinearizable };
     let mut anomaly = Anomaly::new(kind, true).group(group).key(key);
     anomaly = anomaly.offsets(values.iter().flatten().copied().chain(match op.kind {
-        RegisterOpKind::Read(v) => v,
-        RegisterOpKind::Write(o) => Some(o),
+        RegisterOpKind::Read(v) | RegisterOpKind::Write(v) => v,
     }));
     let mut detail = format!("{what}, but the committed offset could only be {possible} when it returned");
     if let Some((p, _)) = previous {
-        if let RegisterOpKind::Write(o) = p.kind {
+        if let RegisterOpKind::Write(Some(o)) = p.kind {
             detail += &format!(" (the last ok commit before it, of {o}, completed at op {})", p.complete.expect("filtered"));
         }
     }

@@ -72,6 +72,8 @@ anomaly_kinds! {
     DoubleOwnership => "C7 double-ownership",
     ZombieOwnership => "C7 zombie-overlap",
     AssignmentOutsideSubscription => "C8 assignment-outside-subscription",
+    OffsetDeletedWhileSubscribed => "C9 deleted-while-subscribed",
+    DeletedOffsetReturned => "C9 deleted-offset-returned",
     DeletedRecordRead => "DR1 deleted-record-read",
     DeletionNotHeld => "DR1 log-start-below-deletion",
 }

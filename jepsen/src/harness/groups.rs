@@ -339,7 +339,7 @@ fn record_poll(
         r.polls += 1;
         for event in events {
             match event {
-                GroupEvent::Assigned { member_id, epoch, positions } => {
+                GroupEvent::Assigned { member_id, epoch, positions, .. } => {
                     let topic = &log.topic;
                     r.starts.extend(positions.into_iter().filter(|((t, _), _)| t == topic).map(|((_, p), offset)| (u64::from(p), offset)));
                     r.member = Some(member_id);

@@ -72,9 +72,56 @@ pub struct Planted {
     pub regex_matches_substring: bool,
 }
 
+/// The compiled whole-name regexes of one group's members (see [`whole_name_regex`]), kept by
+/// the coordinator's live state between heartbeats so that a subscribed regex is compiled once
+/// when it appears, not on every heartbeat (validated, then resolved against the topics).
+/// After each heartbeat only the patterns of the group's members stay (at most
+/// `MEMBERS_PER_GROUP_MAX`); a refused pattern is never kept, so it is compiled, and refused,
+/// again on each request that sends it. Volatile: a new coordinator term starts empty.
+#[derive(Clone, Debug, Default)]
+pub struct RegexCache {
+    compiled: BTreeMap<String, Regex>,
+    /// Compilations so far (each one is two `regex` builds: alone, then anchored).
+    compilations: u64,
+}
+
+impl RegexCache {
+    /// `pattern` compiled for whole names: cached, or compiled now (and cached if valid).
+    fn whole_name(&mut self, pattern: &str) -> Result<&Regex, GroupError> {
+        if !self.compiled.contains_key(pattern) {
+            self.compilations += 1;
+            let regex = whole_name_regex(pattern)?;
+            self.compiled.insert(pattern.to_string(), regex);
+        }
+        Ok(&self.compiled[pattern])
+    }
+
+    /// Keeps only the patterns `membership`'s members subscribe with.
+    fn retain_members_of(&mut self, membership: Option<&Membership>) {
+        let patterns: std::collections::BTreeSet<&str> =
+            membership.into_iter().flat_map(|m| m.members.values().filter_map(|member| member.subscribed_regex.as_deref())).collect();
+        self.compiled.retain(|pattern, _| patterns.contains(pattern.as_str()));
+    }
+
+    /// How many patterns were compiled through this cache.
+    pub fn compilations(&self) -> u64 {
+        self.compilations
+    }
+
+    /// How many compiled patterns it holds.
+    pub fn len(&self) -> usize {
+        self.compiled.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.compiled.is_empty()
+    }
+}
+
 /// Applies one heartbeat to `current` (None: an unknown group). `topics` holds every topic
 /// that exists (internal ones aside) with its partition count; `new_member_id` a fresh id when
-/// the member names none.
+/// the member names none. Compiles the regexes it needs afresh: [`heartbeat_cached`] with a
+/// cache that lives only for this call.
 pub fn heartbeat(
     current: Option<&Membership>,
     request: &HeartbeatRequest,
@@ -82,7 +129,37 @@ pub fn heartbeat(
     new_member_id: &mut dyn FnMut() -> String,
     planted: Planted,
 ) -> Result<Decision, GroupError> {
-    validate(request)?;
+    heartbeat_cached(current, request, topics, new_member_id, planted, &mut RegexCache::default())
+}
+
+/// [`heartbeat`] with the group's compiled regexes in `regexes` (the coordinator keeps one per
+/// group): the answer is the same, only the compilations are saved.
+pub fn heartbeat_cached(
+    current: Option<&Membership>,
+    request: &HeartbeatRequest,
+    topics: &BTreeMap<String, u32>,
+    new_member_id: &mut dyn FnMut() -> String,
+    planted: Planted,
+    regexes: &mut RegexCache,
+) -> Result<Decision, GroupError> {
+    let decision = decide(current, request, topics, new_member_id, planted, regexes);
+    let kept = match &decision {
+        Ok(Decision { membership: Some(membership), .. }) => Some(membership),
+        _ => current,
+    };
+    regexes.retain_members_of(kept);
+    decision
+}
+
+fn decide(
+    current: Option<&Membership>,
+    request: &HeartbeatRequest,
+    topics: &BTreeMap<String, u32>,
+    new_member_id: &mut dyn FnMut() -> String,
+    planted: Planted,
+    regexes: &mut RegexCache,
+) -> Result<Decision, GroupError> {
+    validate(request, regexes)?;
     let mut membership = current.cloned().unwrap_or_default();
     match membership.kind {
         Some(GroupKind::Classic) if !membership.members.is_empty() => {
@@ -133,7 +210,7 @@ pub fn heartbeat(
     update_member(&mut membership, &member_id, request)?;
     // One heartbeat moves the group epoch at most once, however many things it changed.
     membership.epoch = membership.epoch.min(epoch_before + 1);
-    refresh_target(&mut membership, topics, planted);
+    refresh_target(&mut membership, topics, planted, regexes);
     reconcile(&mut membership, &member_id, planted);
     let member = &membership.members[&member_id];
     let answer = HeartbeatAnswer { member_id: member_id.clone(), member_epoch: member.member_epoch, assignment: member.assigned.clone() };
@@ -147,7 +224,7 @@ fn changed(current: Option<&Membership>, membership: Membership) -> Option<Membe
     (current != Some(&membership)).then_some(membership)
 }
 
-fn validate(request: &HeartbeatRequest) -> Result<(), GroupError> {
+fn validate(request: &HeartbeatRequest, regexes: &mut RegexCache) -> Result<(), GroupError> {
     let ids = [Some(&request.member_id), request.instance_id.as_ref(), Some(&request.client_id)];
     if ids.into_iter().flatten().any(|id| id.len() > MEMBER_ID_BYTES_MAX) {
         return Err(GroupError::InvalidRequest(format!("a member, instance or client id above {MEMBER_ID_BYTES_MAX} bytes")));
@@ -164,7 +241,7 @@ fn validate(request: &HeartbeatRequest) -> Result<(), GroupError> {
         ServerAssignor::from_name(name)?;
     }
     if let Some(pattern) = request.subscribed_regex.as_deref().filter(|pattern| !pattern.is_empty()) {
-        whole_name_regex(pattern)?;
+        regexes.whole_name(pattern)?;
     }
     Ok(())
 }
@@ -287,8 +364,8 @@ fn update_member(membership: &mut Membership, member_id: &str, request: &Heartbe
 /// Recomputes the target when the group epoch moved past it, or the subscribed topics or their
 /// partition counts changed (which moves the epoch first): a topic created, deleted or grown
 /// that a member names or its regex matches.
-fn refresh_target(membership: &mut Membership, topics: &BTreeMap<String, u32>, planted: Planted) {
-    let subscriptions = resolved_subscriptions(membership, topics, planted);
+fn refresh_target(membership: &mut Membership, topics: &BTreeMap<String, u32>, planted: Planted, regexes: &mut RegexCache) {
+    let subscriptions = resolved_subscriptions(membership, topics, planted, regexes);
     let counts: BTreeMap<String, u32> =
         subscriptions.values().flatten().filter_map(|topic| Some((topic.clone(), *topics.get(topic)?))).collect();
     if counts != membership.subscribed_partitions && membership.assignment_epoch == membership.epoch {
@@ -304,18 +381,26 @@ fn refresh_target(membership: &mut Membership, topics: &BTreeMap<String, u32>, p
 }
 
 /// Each member's subscription as the assignor sees it: the topics it names (existing or not)
-/// and every existing topic its regex matches, sorted. Each distinct regex is compiled once; one
-/// that no longer compiles (it was checked when the member sent it) matches nothing.
-fn resolved_subscriptions(membership: &Membership, topics: &BTreeMap<String, u32>, planted: Planted) -> BTreeMap<String, Vec<String>> {
+/// and every existing topic its regex matches, sorted. Each distinct regex is matched once, from
+/// `regexes` (compiled there when it is new); one that no longer compiles (it was checked when
+/// the member sent it) matches nothing.
+fn resolved_subscriptions(
+    membership: &Membership,
+    topics: &BTreeMap<String, u32>,
+    planted: Planted,
+    regexes: &mut RegexCache,
+) -> BTreeMap<String, Vec<String>> {
     let mut matched: BTreeMap<&str, Vec<&String>> = BTreeMap::new();
     for pattern in membership.members.values().filter_map(|member| member.subscribed_regex.as_deref()) {
-        matched.entry(pattern).or_insert_with(|| {
-            let compiled = if planted.regex_matches_substring { Regex::new(pattern).ok() } else { whole_name_regex(pattern).ok() };
-            match compiled {
-                Some(regex) => topics.keys().filter(|topic| regex.is_match(topic)).collect(),
-                None => Vec::new(),
-            }
-        });
+        if matched.contains_key(pattern) {
+            continue;
+        }
+        let topics_matched = if planted.regex_matches_substring {
+            Regex::new(pattern).map(|regex| topics.keys().filter(|topic| regex.is_match(topic)).collect()).unwrap_or_default()
+        } else {
+            regexes.whole_name(pattern).map(|regex| topics.keys().filter(|topic| regex.is_match(topic)).collect()).unwrap_or_default()
+        };
+        matched.insert(pattern, topics_matched);
     }
     membership
         .members

@@ -53,11 +53,20 @@ pub struct Coordinator {
     /// Session length of consumer-protocol members (the coordinator's setting, as Kafka's
     /// `group.consumer.session.timeout.ms`).
     consumer_session_ms: i64,
+    /// Consumer protocol: each group's compiled subscribed regexes (`consumer::RegexCache`).
+    regexes: BTreeMap<String, super::consumer::RegexCache>,
 }
 
 impl Coordinator {
     pub fn new(node_id: u64, term: u64, consumer_session_ms: u32) -> Coordinator {
-        Coordinator { term, node_id, groups: BTreeMap::new(), member_ids_issued: 0, consumer_session_ms: i64::from(consumer_session_ms) }
+        Coordinator {
+            term,
+            node_id,
+            groups: BTreeMap::new(),
+            member_ids_issued: 0,
+            consumer_session_ms: i64::from(consumer_session_ms),
+            regexes: BTreeMap::new(),
+        }
     }
 
     /// A member id no other member of this partition was given: unique per (node, term,
@@ -92,6 +101,19 @@ impl Coordinator {
     /// Forgets a group's volatile state (deleted, or its state will be rebuilt).
     pub fn forget(&mut self, group: &str) {
         self.groups.remove(group);
+        self.regexes.remove(group);
+    }
+
+    /// Takes `group`'s compiled regexes out for a heartbeat (empty if none are kept).
+    pub fn take_regexes(&mut self, group: &str) -> super::consumer::RegexCache {
+        self.regexes.remove(group).unwrap_or_default()
+    }
+
+    /// Keeps `group`'s compiled regexes after a heartbeat (dropped when it holds none).
+    pub fn keep_regexes(&mut self, group: &str, regexes: super::consumer::RegexCache) {
+        if !regexes.is_empty() {
+            self.regexes.insert(group.to_string(), regexes);
+        }
     }
 
     /// A heartbeat (or join, sync, commit) from `member`: its session starts again.

@@ -120,6 +120,9 @@ pub struct Planted {
     pub give_owned_partitions: bool,
     /// A subscribed regex matches anywhere in a topic name, not the whole name (C8).
     pub regex_matches_substring: bool,
+    /// OffsetDelete answers "deleted" for subscribed topics' partitions and reports the table's
+    /// refusal as success (C9).
+    pub offset_delete_ignores_subscription: bool,
 }
 
 /// Why a group request was not served. Definite unless `code` is one of the indefinite codes
@@ -614,12 +617,16 @@ impl GroupService {
             let (_, base_index) = Self::committed(partition, group);
             let existing = partition.table.group(group).map(|found| &found.membership);
             let client_id = request.client_id.clone();
-            let mut new_id = || live.new_member_id(&client_id);
-            consumer::heartbeat(existing, &request, &counts, &mut new_id, planted).map(|decision| (decision, base_index)).map_err(|error| {
-                match error {
-                    GroupError::UnknownMemberId { member, .. } => GroupError::UnknownMemberId { group: group.to_string(), member },
-                    other => other,
-                }
+            // Compiled once per pattern while members use it, not on every heartbeat.
+            let mut regexes = live.take_regexes(group);
+            let decided = {
+                let mut new_id = || live.new_member_id(&client_id);
+                consumer::heartbeat_cached(existing, &request, &counts, &mut new_id, planted, &mut regexes)
+            };
+            live.keep_regexes(group, regexes);
+            decided.map(|decision| (decision, base_index)).map_err(|error| match error {
+                GroupError::UnknownMemberId { member, .. } => GroupError::UnknownMemberId { group: group.to_string(), member },
+                other => other,
             })
         })??;
         let member_id = decision.answer.member_id.clone();
@@ -721,7 +728,10 @@ impl GroupService {
         };
         let decided = self.with_partition(at, |partition, _| -> Result<_, GroupError> {
             partition.table.validate_offset_delete(group, &Partitions::new())?;
-            let subscribed = partition.table.group(group).map(|found| found.subscribed_topics()).unwrap_or_default();
+            let mut subscribed = partition.table.group(group).map(|found| found.subscribed_topics()).unwrap_or_default();
+            if self.planted.offset_delete_ignores_subscription {
+                subscribed.clear();
+            }
             let mut deletable = Partitions::new();
             let mut codes = Vec::with_capacity(partitions.len());
             for (key, exists) in partitions.iter().zip(&exists) {
@@ -744,6 +754,8 @@ impl GroupService {
         }
         match self.write(at, &Record::DeleteOffsets { group: group.to_string(), partitions: deletable }).await? {
             Outcome::Applied => Ok(codes),
+            // Planted: the table's refusal (subscribed at the record's index) reported as success.
+            Outcome::Refused(GroupError::GroupSubscribedToTopic { .. }) if self.planted.offset_delete_ignores_subscription => Ok(codes),
             Outcome::Refused(error) => Err(error.into()),
             other => Err(Refusal::new(ErrorCode::INTERNAL, format!("{other:?}"))),
         }

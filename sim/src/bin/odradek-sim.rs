@@ -167,6 +167,10 @@ mod sim {
         /// the coordinator resolves (KIP-848), beside a decoy topic; C8 on every assignment.
         #[arg(long)]
         regex: bool,
+        /// With --scenario groups: an admin deletes committed offsets (Kafka's OffsetDelete) of
+        /// the member groups and of a group of its own; C9 on every deletion.
+        #[arg(long)]
+        offset_delete: bool,
         /// Every node keeps at most N partition files open (evicted and reopened on use), and
         /// its disk loses the unsynced writes of a file closed without a sync.
         #[arg(long, value_name = "N")]
@@ -195,6 +199,9 @@ mod sim {
             }
             if self.regex && scenario != Scenario::Groups {
                 return Err("--regex runs with --scenario groups only (its members subscribe)".into());
+            }
+            if self.offset_delete && scenario != Scenario::Groups {
+                return Err("--offset-delete runs with --scenario groups only (it deletes the groups' offsets)".into());
             }
             if let Some(files) = self.open_file_budget {
                 let least = odradek_server::config::MAX_OPEN_FILES_MIN;
@@ -234,6 +241,7 @@ mod sim {
                 hibernate: self.hibernate,
                 retention: self.retention,
                 regex: self.regex,
+                offset_delete: self.offset_delete,
                 open_file_budget: self.open_file_budget,
             })
         }
@@ -281,6 +289,9 @@ mod sim {
             }
             if self.regex {
                 args.push("--regex".to_string());
+            }
+            if self.offset_delete {
+                args.push("--offset-delete".to_string());
             }
             if let Some(files) = self.open_file_budget {
                 args.extend(["--open-file-budget".to_string(), files.to_string()]);

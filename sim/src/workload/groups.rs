@@ -24,7 +24,15 @@
 //!   and completed from its `GroupEvent::Commit` (commits complete in issue order); one the
 //!   consumer never reports (a crash, a close) stays open: indeterminate;
 //! * every start position comes from a committed offset: each group's offsets start at 0 by a
-//!   simple commit, confirmed by a fetch, before any member joins.
+//!   simple commit, confirmed by a fetch, before any member joins; only after an offset deletion
+//!   (flag `--offset-delete`) can a member start from the reset policy, recorded `from: reset`
+//!   (the consumer's event names those partitions).
+//!
+//! Flag `--offset-delete` (C9): an admin ([`run_offset_deletes`]) deletes committed offsets now
+//! and then, recorded as `offset-delete` ops: of the member groups' keys (refused with
+//! GROUP_SUBSCRIBED_TO_TOPIC while a member subscribes, done when the group is empty), and of
+//! [`ADMIN_GROUP`], a group without members whose offsets the admin commits (simple commits)
+//! and fetches itself.
 //!
 //! Bounds: member slots per group ([`MEMBERS_PER_GROUP_MAX`]), incarnations by the safety
 //! phase's length over the shortest lifetime, polls per incarnation by its lifetime over the
@@ -38,12 +46,13 @@ use madsim::runtime::NodeHandle;
 use odradek_client::group::coordinator::Coordinator;
 use odradek_client::group::{offsets, Assignor, CommitIdentity, TopicPartition};
 use odradek_client::planted::Planted;
+use odradek_client::wire::proto::ErrorCode;
 use odradek_client::{
     ClientError, ClusterConfig, ClusterSession, ConnectionConfig, Consumer, ConsumerConfig, ConsumerRecord, GroupEvent, GroupProtocol,
     OffsetReset, RebalanceListener,
 };
 use odradek_jepsen::history::{
-    self, Commit, FetchCommitted, Key, OpF, OpHandle, OpValue, Poll, Process, Rebalance, StartFrom, StartPosition, Subscribe,
+    self, Commit, FetchCommitted, Key, OffsetDelete, OpF, OpHandle, OpValue, Poll, Process, Rebalance, StartFrom, StartPosition, Subscribe,
 };
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
@@ -139,7 +148,17 @@ impl GroupWorkload {
 
 /// Draws the groups from `seed` (a stream of its own: the other workloads' draws stay as they
 /// were) and starts them; everything stops by `duration` from now.
-pub fn start(client: &NodeHandle, cluster: Arc<SimCluster>, seed: u64, duration: Duration, planted: Planted, regex: bool) -> GroupWorkload {
+/// With `offset_delete` (flag `--offset-delete`), an admin also deletes committed offsets
+/// ([`run_offset_deletes`], C9), on a stream of its own drawn after everything else.
+pub fn start(
+    client: &NodeHandle,
+    cluster: Arc<SimCluster>,
+    seed: u64,
+    duration: Duration,
+    planted: Planted,
+    regex: bool,
+    offset_delete: bool,
+) -> GroupWorkload {
     let mut rng = SmallRng::seed_from_u64(seed ^ 0x6770_5f77_6f72_6b6c);
     let mut plans = draw_groups(&mut rng);
     for plan in plans.iter_mut().filter(|plan| regex && plan.protocol == GroupProtocol::Consumer) {
@@ -147,8 +166,14 @@ pub fn start(client: &NodeHandle, cluster: Arc<SimCluster>, seed: u64, duration:
     }
     cluster.note(format!("groups: {plans:?}"));
     let deadline = tokio::time::Instant::now() + duration;
-    let groups = plans.iter().map(|plan| plan.name.clone()).collect();
-    let tasks = plans.into_iter().map(|plan| client.spawn(run_group(cluster.clone(), plan, deadline, planted))).collect();
+    let mut groups: Vec<String> = plans.iter().map(|plan| plan.name.clone()).collect();
+    let mut tasks: Vec<JoinHandle<()>> =
+        plans.into_iter().map(|plan| client.spawn(run_group(cluster.clone(), plan, deadline, planted))).collect();
+    if offset_delete {
+        let member_groups = groups.clone();
+        tasks.push(client.spawn(run_offset_deletes(cluster.clone(), member_groups, seed, deadline)));
+        groups.push(ADMIN_GROUP.to_string());
+    }
     GroupWorkload { groups, tasks }
 }
 
@@ -184,6 +209,108 @@ fn bootstrap(cluster: &SimCluster) -> Vec<String> {
 
 fn keys() -> Vec<Key> {
     (0..u64::from(PARTITIONS)).collect()
+}
+
+/// Flag `--offset-delete`: a group without members whose offsets the admin commits, fetches and
+/// deletes (the deletions go through; C9's fetch-after-delete check reads them).
+pub const ADMIN_GROUP: &str = "g-admin";
+/// Pause between two of the admin's actions (ms).
+const ADMIN_PAUSE_MS: (u64, u64) = (150, 700);
+
+/// Flag `--offset-delete`: until `deadline`, the admin picks one action at a time: delete some
+/// keys' committed offsets of a member group or of [`ADMIN_GROUP`], commit offsets to
+/// [`ADMIN_GROUP`] (a simple commit), or fetch them. Every action is one op on a process of its
+/// own; a deletion asks once (`Coordinator::request` retries only after definite errors).
+async fn run_offset_deletes(cluster: Arc<SimCluster>, member_groups: Vec<String>, seed: u64, deadline: tokio::time::Instant) {
+    let mut rng = SmallRng::seed_from_u64(seed ^ 0x6f66_6673_6574_2d64);
+    let bootstrap = bootstrap(&cluster);
+    let addresses: Vec<&str> = bootstrap.iter().map(String::as_str).collect();
+    let mut coordinators: BTreeMap<String, Coordinator> = BTreeMap::new();
+    for group in member_groups.iter().map(String::as_str).chain([ADMIN_GROUP]) {
+        let session = ClusterSession::new(&addresses, cluster_config()).expect("cluster");
+        coordinators.insert(group.to_string(), Coordinator::new(session, group).expect("coordinator"));
+    }
+    let admin = plain_consumer(&cluster, ADMIN_GROUP, true);
+    // Bounded by the safety phase over the shortest pause.
+    let actions_max = 1 + deadline.saturating_duration_since(tokio::time::Instant::now()).as_millis() as u64 / ADMIN_PAUSE_MS.0;
+    let (mut deleted, mut refused) = (0u64, 0u64);
+    for _ in 0..actions_max {
+        let pause = Duration::from_millis(rng.gen_range(ADMIN_PAUSE_MS.0..=ADMIN_PAUSE_MS.1));
+        if tokio::time::Instant::now() + pause >= deadline {
+            break;
+        }
+        tokio::time::sleep(pause).await;
+        let mut keys: Vec<Key> = keys().into_iter().filter(|_| rng.gen_bool(0.5)).collect();
+        if keys.is_empty() {
+            keys.push(rng.gen_range(0..u64::from(PARTITIONS)));
+        }
+        match rng.gen_range(0..10) {
+            0..=3 => {
+                let group = member_groups.choose(&mut rng).expect("at least one group");
+                if let Some((d, r)) = delete_offsets(&cluster, &coordinators[group], &keys).await {
+                    (deleted, refused) = (deleted + d, refused + r);
+                }
+            }
+            4..=5 => {
+                if let Some((d, r)) = delete_offsets(&cluster, &coordinators[ADMIN_GROUP], &keys).await {
+                    (deleted, refused) = (deleted + d, refused + r);
+                }
+            }
+            6..=7 => {
+                let offset = rng.gen_range(0..1_000);
+                let offsets: BTreeMap<TopicPartition, u64> = keys.iter().map(|&k| ((TOPIC.to_string(), k as u32), offset)).collect();
+                let commit =
+                    Commit { group: ADMIN_GROUP.to_string(), offsets: keys.iter().map(|&k| (k, offset)).collect(), ..Commit::default() };
+                let process = cluster.process();
+                let handle = cluster.history().invoke(process, OpF::Commit, OpValue::Commit(commit.clone())).expect("history");
+                let timeout = cluster_config().connection.request_timeout;
+                let op_deadline = tokio::time::Instant::now() + cluster_config().operation_timeout;
+                let result = offsets::commit(&coordinators[ADMIN_GROUP], None, None, &offsets, timeout, op_deadline).await;
+                complete_commit(&cluster, handle, commit, &result);
+            }
+            _ => {
+                fetch_committed(&cluster, &admin, ADMIN_GROUP).await;
+            }
+        }
+    }
+    cluster.note(format!("offset deletions: {deleted} keys answered deleted, {refused} refused"));
+}
+
+/// One recorded `offset-delete` of `keys` through `coordinator`; (deleted, refused) counts when
+/// it was answered.
+async fn delete_offsets(cluster: &SimCluster, coordinator: &Coordinator, keys: &[Key]) -> Option<(u64, u64)> {
+    let partitions: BTreeSet<TopicPartition> = keys.iter().map(|&k| (TOPIC.to_string(), k as u32)).collect();
+    let asked = OffsetDelete { group: coordinator.group().to_string(), keys: keys.to_vec(), ..OffsetDelete::default() };
+    let process = cluster.process();
+    let handle = cluster.history().invoke(process, OpF::OffsetDelete, OpValue::OffsetDelete(asked.clone())).expect("history");
+    let timeout = cluster_config().connection.request_timeout;
+    let deadline = tokio::time::Instant::now() + cluster_config().operation_timeout;
+    let result = offsets::delete(coordinator, &partitions, timeout, deadline).await;
+    let mut history = cluster.history();
+    match result {
+        Ok(codes) => {
+            let (mut deleted, mut refused) = (Vec::new(), Vec::new());
+            for ((_, partition), code) in codes {
+                // NONE: removed (or nothing was committed); anything else kept it.
+                if code == ErrorCode::NONE {
+                    deleted.push(u64::from(partition))
+                } else {
+                    refused.push(u64::from(partition))
+                }
+            }
+            let counts = (deleted.len() as u64, refused.len() as u64);
+            history.ok(handle, OpValue::OffsetDelete(OffsetDelete { deleted, refused, ..asked })).expect("history");
+            Some(counts)
+        }
+        Err(error) if error.is_definite() => {
+            history.fail(handle, OpValue::OffsetDelete(OffsetDelete { error: Some(error_name(&error)), ..asked })).expect("history");
+            None
+        }
+        Err(error) => {
+            history.info(handle, OpValue::OffsetDelete(OffsetDelete { error: Some(error_name(&error)), ..asked })).expect("history");
+            None
+        }
+    }
 }
 
 /// The key of a partition of the test topic; `None` for another topic's (only a regex
@@ -703,9 +830,14 @@ impl Recorder {
         let mut left = Vec::new();
         for event in events {
             let event = match event {
-                GroupEvent::Assigned { member_id, epoch, positions } => {
+                GroupEvent::Assigned { member_id, epoch, positions, reset } => {
                     let positions = positions.iter().filter(|(tp, _)| take(Seen::Assigned(key(tp)))).map(|(tp, o)| (tp.clone(), *o));
-                    GroupEvent::Assigned { member_id: member_id.clone(), epoch: *epoch, positions: positions.collect() }
+                    GroupEvent::Assigned {
+                        member_id: member_id.clone(),
+                        epoch: *epoch,
+                        positions: positions.collect(),
+                        reset: reset.clone(),
+                    }
                 }
                 GroupEvent::Revoked { member_id, epoch, partitions } => {
                     let partitions = partitions.iter().filter(|tp| take(Seen::Revoked(key(tp)))).cloned().collect();
@@ -834,12 +966,12 @@ fn split_other_topics(events: Vec<GroupEvent>) -> (Vec<GroupEvent>, BTreeMap<Str
     let events = events
         .into_iter()
         .map(|event| match event {
-            GroupEvent::Assigned { member_id, epoch, positions } => {
+            GroupEvent::Assigned { member_id, epoch, positions, reset } => {
                 for (topic, partition) in positions.keys().filter(|tp| key_of(tp).is_none()) {
                     other_topics.entry(topic.clone()).or_default().push(*partition);
                 }
                 let positions = positions.into_iter().filter(|(tp, _)| key_of(tp).is_some()).collect();
-                GroupEvent::Assigned { member_id, epoch, positions }
+                GroupEvent::Assigned { member_id, epoch, positions, reset }
             }
             GroupEvent::Revoked { member_id, epoch, partitions } => {
                 GroupEvent::Revoked { member_id, epoch, partitions: partitions.into_iter().filter(|tp| key_of(tp).is_some()).collect() }
@@ -859,7 +991,7 @@ fn rebalances(group: &str, instance: &Option<String>, protocol: history::GroupPr
     let mut ops: Vec<Rebalance> = Vec::new();
     for event in events {
         let (member, epoch, releases, empty) = match event {
-            GroupEvent::Assigned { member_id, epoch, positions } => (member_id, *epoch, false, positions.is_empty()),
+            GroupEvent::Assigned { member_id, epoch, positions, .. } => (member_id, *epoch, false, positions.is_empty()),
             GroupEvent::Revoked { member_id, epoch, partitions } | GroupEvent::Lost { member_id, epoch, partitions } => {
                 (member_id, *epoch, true, partitions.is_empty())
             }
@@ -885,11 +1017,14 @@ fn rebalances(group: &str, instance: &Option<String>, protocol: history::GroupPr
         }
         let op = ops.last_mut().expect("pushed above");
         match event {
-            GroupEvent::Assigned { positions, .. } => {
-                for ((_, partition), offset) in positions {
-                    let key = u64::from(*partition);
+            GroupEvent::Assigned { positions, reset, .. } => {
+                for (tp, offset) in positions {
+                    let key = u64::from(tp.1);
                     op.assigned.push(key);
-                    op.start.insert(key, StartPosition { offset: *offset, from: StartFrom::Committed, committed: None });
+                    // The reset policy's position when no offset was committed (after an offset
+                    // deletion, flag `--offset-delete`): it read "nothing committed" (C1).
+                    let from = if reset.contains(tp) { StartFrom::Reset } else { StartFrom::Committed };
+                    op.start.insert(key, StartPosition { offset: *offset, from, committed: None });
                 }
             }
             GroupEvent::Revoked { partitions, .. } => op.revoked.extend(partitions.iter().map(|(_, p)| u64::from(*p))),

@@ -32,6 +32,16 @@ pub(crate) struct CommitOp<'h> {
     pub epoch_given: Option<(u64, u64)>,
 }
 
+/// An `offset-delete` op (C9): the keys whose offsets it removed (ok: those answered deleted;
+/// indeterminate: every key asked, any time after the invoke), and those it was refused.
+pub(crate) struct OffsetDeleteOp<'h> {
+    pub group: &'h str,
+    pub invoke: u64,
+    /// `None` while indeterminate.
+    pub complete: Option<u64>,
+    pub deleted: Vec<Key>,
+}
+
 /// A committed-offset read: an ok `fetch-committed` entry, or a start position taken from one.
 pub(crate) struct CommittedRead<'h> {
     pub group: &'h str,
@@ -142,11 +152,18 @@ struct ProcessState<'h> {
     awaiting: BTreeMap<Key, usize>,
     open: Option<&'h Op>,
     open_commit: Option<usize>,
+    /// The open `offset-delete` op's id in `deletes`.
+    open_delete: Option<usize>,
 }
 
 #[derive(Default)]
 pub(crate) struct GroupIndex<'h> {
     pub commits: Vec<CommitOp<'h>>,
+    /// `offset-delete` ops that may have removed something (ok or indeterminate), in invoke order.
+    pub deletes: Vec<OffsetDeleteOp<'h>>,
+    /// C9: per (group, member id), the keys its process's latest subscription covered when a
+    /// rebalance of the member was recorded.
+    pub member_keys: BTreeMap<(&'h str, &'h str), &'h [Key]>,
     pub reads: Vec<CommittedRead<'h>>,
     pub assignments: Vec<Assignment<'h>>,
     pub intervals: Vec<Interval<'h>>,
@@ -226,6 +243,7 @@ impl<'h> GroupIndex<'h> {
             interval.end_invoke = u64::MAX;
         }
         index.deliveries.sort_unstable();
+        index.deletes.retain(|d| !d.deleted.is_empty());
         // A companion process's commits join its member's lists out of invoke order.
         for lives in index.liveness.values_mut() {
             lives.sort_by_key(|l| l.invoke);
@@ -284,6 +302,12 @@ impl<'h> GroupIndex<'h> {
                     epoch_given,
                 });
             }
+            OpValue::OffsetDelete(asked) => {
+                self.groups.insert(&asked.group);
+                let id = self.deletes.len();
+                self.processes.get_mut(&op.process).expect("entry above").open_delete = Some(id);
+                self.deletes.push(OffsetDeleteOp { group: &asked.group, invoke: op.index, complete: None, deleted: asked.keys.clone() });
+            }
             _ => {}
         }
     }
@@ -341,6 +365,20 @@ impl<'h> GroupIndex<'h> {
                     self.liveness.entry(owner).or_default().push(liveness);
                 }
             }
+            (OpValue::OffsetDelete(asked), OpValue::OffsetDelete(d)) => {
+                let id = self.processes.get_mut(&op.process).and_then(|s| s.open_delete.take()).expect("a delete invoke opened one");
+                let answered: BTreeSet<Key> = d.deleted.iter().chain(&d.refused).copied().collect();
+                let asked_keys: BTreeSet<Key> = asked.keys.iter().copied().collect();
+                if asked.group != d.group || (op.kind == OpType::Ok && answered != asked_keys) {
+                    malformed(report, &d.group, [invoke.index, op.index], "offset-delete completion differs from its invoke");
+                }
+                let delete = &mut self.deletes[id];
+                match op.kind {
+                    OpType::Ok => (delete.complete, delete.deleted) = (Some(op.index), d.deleted.clone()),
+                    OpType::Fail => delete.deleted.clear(),
+                    _ => {}
+                }
+            }
             (OpValue::FetchCommitted(asked), OpValue::FetchCommitted(f)) if op.kind == OpType::Ok => {
                 self.stats.fetches_ok += 1;
                 if asked.group != f.group || f.offsets.keys().any(|k| !asked.keys.contains(k)) {
@@ -394,6 +432,9 @@ impl<'h> GroupIndex<'h> {
         }
         if let Some(member) = r.member.as_deref() {
             self.member_process.insert((&r.group, member), process);
+            if let Some(subscription) = state.subscription {
+                self.member_keys.insert((&r.group, member), &subscription.keys);
+            }
             if let Some(protocol) = r.protocol {
                 self.member_protocol.insert((&r.group, member), protocol);
             }
@@ -500,6 +541,7 @@ impl<'h> GroupIndex<'h> {
         }
         state.awaiting.clear();
         state.open_commit = None;
+        state.open_delete = None;
         self.positions.retain(|(c, _), _| *c != Consumer::Process(process));
     }
 }

@@ -1,6 +1,7 @@
 //! C1's search: is one (group, key)'s history of commits and committed-offset reads linearizable
 //! as a last-writer-wins register whose initial value is "nothing committed"?
 //!
+//! An offset deletion (Kafka's OffsetDelete, C9) is a write of "nothing committed".
 //! Each commit is a write that takes effect once, at one instant inside its interval; an `ok`
 //! write must take effect before it returns, an indeterminate one (`info`, or never completed)
 //! takes effect at most once, at any instant after its invoke, or never. A read (an ok offset
@@ -47,7 +48,8 @@ pub(crate) type RegisterValue = Option<Offset>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum RegisterOpKind {
-    Write(Offset),
+    /// A commit writes `Some(offset)`; an offset deletion (C9) writes `None`.
+    Write(RegisterValue),
     Read(RegisterValue),
 }
 
@@ -86,15 +88,15 @@ struct Config {
     /// Bit per slot: the open determinate op in that slot is linearized.
     done: u64,
     /// (value, count) of indeterminate writes used, sorted by value.
-    used: Vec<(Offset, u32)>,
+    used: Vec<(RegisterValue, u32)>,
 }
 
 impl Config {
-    fn used_of(&self, value: Offset) -> u32 {
+    fn used_of(&self, value: RegisterValue) -> u32 {
         self.used.binary_search_by_key(&value, |u| u.0).map_or(0, |i| self.used[i].1)
     }
 
-    fn use_one(&mut self, value: Offset) {
+    fn use_one(&mut self, value: RegisterValue) {
         match self.used.binary_search_by_key(&value, |u| u.0) {
             Ok(i) => self.used[i].1 += 1,
             Err(i) => self.used.insert(i, (value, 1)),
@@ -108,7 +110,7 @@ struct Sweep<'a> {
     /// Slot → op index, for open determinate ops.
     slots: [Option<usize>; OPEN_OPS_MAX],
     /// Indeterminate writes invoked so far: (value, count), sorted by value.
-    available: Vec<(Offset, u32)>,
+    available: Vec<(RegisterValue, u32)>,
     steps: u64,
 }
 
@@ -143,18 +145,17 @@ impl Sweep<'_> {
                 }
                 match self.ops[op].kind {
                     RegisterOpKind::Write(value) => {
-                        next.push(Config { value: Some(value), done: config.done | bit, used: config.used.clone() });
+                        next.push(Config { value, done: config.done | bit, used: config.used.clone() });
                     }
                     // JIT: an indeterminate write only just before a read that observes it.
-                    RegisterOpKind::Read(Some(value)) => {
+                    RegisterOpKind::Read(value) => {
                         let available = self.available.binary_search_by_key(&value, |a| a.0).map_or(0, |i| self.available[i].1);
-                        if config.used_of(value) < available && config.value != Some(value) {
-                            let mut c = Config { value: Some(value), done: config.done, used: config.used.clone() };
+                        if config.used_of(value) < available && config.value != value {
+                            let mut c = Config { value, done: config.done, used: config.used.clone() };
                             c.use_one(value);
                             next.push(c);
                         }
                     }
-                    RegisterOpKind::Read(None) => {}
                 }
             }
             for mut c in next {
@@ -268,13 +269,14 @@ mod tests {
 
     #[test]
     fn sequential_histories() {
-        let ok = [op(Read(None), 0, Some(1)), op(Write(5), 2, Some(3)), op(Read(Some(5)), 4, Some(5)), op(Write(3), 6, Some(7))];
+        let ok =
+            [op(Read(None), 0, Some(1)), op(Write(Some(5)), 2, Some(3)), op(Read(Some(5)), 4, Some(5)), op(Write(Some(3)), 6, Some(7))];
         assert_eq!(check_register(&ok), Linearizability::Linearizable);
         // A commit acknowledged, then a fetch answers "nothing committed" (a lost commit).
-        let lost = [op(Write(5), 0, Some(1)), op(Read(None), 2, Some(3))];
+        let lost = [op(Write(Some(5)), 0, Some(1)), op(Read(None), 2, Some(3))];
         assert_eq!(check_register(&lost), Linearizability::Violation { op: 1, values: vec![Some(5)] });
         // A stale read after a newer commit completed.
-        let stale = [op(Write(5), 0, Some(1)), op(Write(7), 2, Some(3)), op(Read(Some(5)), 4, Some(5))];
+        let stale = [op(Write(Some(5)), 0, Some(1)), op(Write(Some(7)), 2, Some(3)), op(Read(Some(5)), 4, Some(5))];
         assert_eq!(check_register(&stale), Linearizability::Violation { op: 2, values: vec![Some(7)] });
         // A value nobody wrote.
         let phantom = [op(Read(Some(9)), 0, Some(1))];
@@ -284,25 +286,38 @@ mod tests {
     #[test]
     fn concurrency_and_indeterminate_writes() {
         // Concurrent writes may take effect in either order.
-        let either = [op(Write(5), 0, Some(3)), op(Write(7), 1, Some(2)), op(Read(Some(5)), 4, Some(5))];
+        let either = [op(Write(Some(5)), 0, Some(3)), op(Write(Some(7)), 1, Some(2)), op(Read(Some(5)), 4, Some(5))];
         assert_eq!(check_register(&either), Linearizability::Linearizable);
         // An indeterminate write may apply late, once.
-        let late = [op(Write(5), 0, None), op(Write(7), 1, Some(2)), op(Read(Some(5)), 3, Some(4))];
+        let late = [op(Write(Some(5)), 0, None), op(Write(Some(7)), 1, Some(2)), op(Read(Some(5)), 3, Some(4))];
         assert_eq!(check_register(&late), Linearizability::Linearizable);
         let twice = [
-            op(Write(5), 0, None),
-            op(Write(7), 1, Some(2)),
+            op(Write(Some(5)), 0, None),
+            op(Write(Some(7)), 1, Some(2)),
             op(Read(Some(5)), 3, Some(4)),
-            op(Write(7), 5, Some(6)),
+            op(Write(Some(7)), 5, Some(6)),
             op(Read(Some(5)), 7, Some(8)),
         ];
         assert!(matches!(check_register(&twice), Linearizability::Violation { op: 4, .. }));
         // ... or never.
-        let never = [op(Write(5), 0, None), op(Read(None), 1, Some(2))];
+        let never = [op(Write(Some(5)), 0, None), op(Read(None), 1, Some(2))];
         assert_eq!(check_register(&never), Linearizability::Linearizable);
         // A definite write must have taken effect by its return.
-        let missed = [op(Write(5), 0, Some(3)), op(Read(None), 1, Some(4)), op(Read(None), 5, Some(6))];
+        let missed = [op(Write(Some(5)), 0, Some(3)), op(Read(None), 1, Some(4)), op(Read(None), 5, Some(6))];
         assert!(matches!(check_register(&missed), Linearizability::Violation { op: 2, .. }));
+    }
+
+    #[test]
+    fn deletions_write_nothing_committed() {
+        // An acknowledged deletion, then a fetch still answers the old offset.
+        let kept = [op(Write(Some(5)), 0, Some(1)), op(Write(None), 2, Some(3)), op(Read(Some(5)), 4, Some(5))];
+        assert_eq!(check_register(&kept), Linearizability::Violation { op: 2, values: vec![None] });
+        // An indeterminate deletion may explain a later "nothing committed" ...
+        let maybe = [op(Write(Some(5)), 0, Some(1)), op(Write(None), 2, None), op(Read(None), 4, Some(5))];
+        assert_eq!(check_register(&maybe), Linearizability::Linearizable);
+        // ... but not before it was invoked.
+        let early = [op(Write(Some(5)), 0, Some(1)), op(Read(None), 2, Some(3)), op(Write(None), 4, None)];
+        assert!(matches!(check_register(&early), Linearizability::Violation { op: 1, .. }));
     }
 
     /// Whether some subset and order of the ops is a legal register sequence that respects real
@@ -323,7 +338,7 @@ mod tests {
                     continue;
                 }
                 let next = match ops[i].kind {
-                    Write(v) => Some(v),
+                    Write(v) => v,
                     Read(r) if r == value => value,
                     Read(_) => continue,
                 };
@@ -349,7 +364,8 @@ mod tests {
                 let (a, b) = (times[2 * i].min(times[2 * i + 1]), times[2 * i].max(times[2 * i + 1]));
                 let value = rng.gen_range(0..3);
                 if rng.gen_bool(0.45) {
-                    op(Write(value), a, (!rng.gen_bool(0.25)).then_some(b))
+                    // A write of 0 stands for an offset deletion (C9): it writes "nothing committed".
+                    op(Write((value > 0).then_some(value)), a, (!rng.gen_bool(0.25)).then_some(b))
                 } else {
                     op(Read((value > 0).then_some(value)), a, Some(b))
                 }
@@ -380,12 +396,12 @@ mod tests {
     fn long_sequential_history_is_fast_and_a_pile_of_concurrent_writes_is_unknown_not_wrong() {
         let mut ops = Vec::new();
         for i in 0..100_000u64 {
-            ops.push(op(Write(i), 4 * i, Some(4 * i + 1)));
+            ops.push(op(Write(Some(i)), 4 * i, Some(4 * i + 1)));
             ops.push(op(Read(Some(i)), 4 * i + 2, Some(4 * i + 3)));
         }
         assert_eq!(check_register(&ops), Linearizability::Linearizable);
         // 40 definite writes all open at once, then a read nobody can explain: 2^40 subsets.
-        let mut pile: Vec<RegisterOp> = (0..40).map(|i| op(Write(i), i, Some(1_000 + i))).collect();
+        let mut pile: Vec<RegisterOp> = (0..40).map(|i| op(Write(Some(i)), i, Some(1_000 + i))).collect();
         pile.push(op(Read(Some(999)), 100, Some(101)));
         assert!(matches!(check_register(&pile), Linearizability::Unknown { .. }));
     }

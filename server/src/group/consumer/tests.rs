@@ -13,11 +13,13 @@ struct Fixture {
     membership: Option<Membership>,
     issued: u64,
     topics: BTreeMap<String, u32>,
+    /// The group's compiled regexes, kept across heartbeats as the coordinator keeps them.
+    regexes: RegexCache,
 }
 
 impl Fixture {
     fn new() -> Fixture {
-        Fixture { membership: None, issued: 0, topics: topics() }
+        Fixture { membership: None, issued: 0, topics: topics(), regexes: RegexCache::default() }
     }
 
     fn beat(&mut self, request: HeartbeatRequest) -> Result<HeartbeatAnswer, GroupError> {
@@ -30,7 +32,7 @@ impl Fixture {
             *issued += 1;
             format!("m{issued}")
         };
-        let decision = heartbeat(self.membership.as_ref(), &request, &self.topics, &mut new_id, planted)?;
+        let decision = heartbeat_cached(self.membership.as_ref(), &request, &self.topics, &mut new_id, planted, &mut self.regexes)?;
         if let Some(next) = decision.membership {
             self.membership = Some(next);
         }
@@ -389,6 +391,36 @@ fn a_regex_that_does_not_compile_is_refused_and_changes_nothing() {
     let refused = group.beat(HeartbeatRequest { subscribed_regex: Some("(".into()), ..beat(&a, &a.assignment) });
     assert!(matches!(refused, Err(GroupError::InvalidRegularExpression(_))));
     assert_eq!(group.member(&a.member_id).subscribed_regex.as_deref(), Some("t"));
+}
+
+#[test]
+fn a_regex_is_compiled_once_while_members_use_it_and_an_invalid_one_is_refused_every_time() {
+    let mut group = Fixture::new();
+    let a = group.beat(join_regex("[tu]")).unwrap();
+    assert_eq!(group.regexes.compilations(), 1);
+    let mut a = group.beat(beat(&a, &a.assignment)).unwrap();
+    let b = group.beat(join_regex("[tu]")).unwrap();
+    for _ in 0..5 {
+        a = group.beat(HeartbeatRequest { subscribed_regex: Some("[tu]".into()), ..beat(&a, &a.assignment) }).unwrap();
+    }
+    assert_eq!(group.regexes.compilations(), 1, "validated and resolved from the cache on every later heartbeat");
+    // An invalid pattern: INVALID_REGULAR_EXPRESSION each time, never cached.
+    for _ in 0..2 {
+        let refused = group.beat(HeartbeatRequest { subscribed_regex: Some("orders-(".into()), ..beat(&b, &b.assignment) });
+        assert!(matches!(refused, Err(GroupError::InvalidRegularExpression(_))), "{refused:?}");
+        assert_eq!(refused.unwrap_err().code(), odradek_client::wire::proto::ErrorCode::INVALID_REGULAR_EXPRESSION);
+    }
+    assert_eq!(group.regexes.compilations(), 3);
+    assert_eq!(group.regexes.len(), 1, "only the members' pattern is kept");
+    // A change of pattern compiles the new one; the old one goes once no member uses it.
+    let a = group.beat(HeartbeatRequest { subscribed_regex: Some("t".into()), ..beat(&a, &a.assignment) }).unwrap();
+    let _ = group.beat(HeartbeatRequest { subscribed_regex: Some("t".into()), ..beat(&b, &b.assignment) }).unwrap();
+    assert_eq!(group.regexes.compilations(), 4);
+    assert_eq!(group.regexes.len(), 1);
+    // Both members leave: nothing is kept.
+    let _ = group.beat(HeartbeatRequest { member_epoch: -1, ..beat(&a, &a.assignment) }).unwrap();
+    let _ = group.beat(HeartbeatRequest { member_epoch: -1, ..beat(&b, &b.assignment) }).unwrap();
+    assert!(group.regexes.is_empty());
 }
 
 #[test]
