@@ -161,7 +161,7 @@ async fn retention_candidates_are_the_groups_that_changed_or_may_age_out() {
     for node in cluster.nodes.values_mut() {
         assert_eq!(node.retention_candidates(), all, "never checked: every group is a candidate");
         for group in GROUPS {
-            let report = node.enforce_retention(group, now_ms, u64::MAX).await.unwrap();
+            let report = node.enforce_retention(group, now_ms, u64::MAX, None).await.unwrap();
             assert_eq!(report.segments_deleted, 0, "nothing is a million ms old yet");
         }
         // Several segments each, retention by time: still candidates, asleep and unchanged.
@@ -175,7 +175,7 @@ async fn retention_candidates_are_the_groups_that_changed_or_may_age_out() {
     for node in cluster.nodes.values_mut() {
         assert_eq!(node.retention_candidates(), all, "time alone may make them due");
         for group in GROUPS {
-            let report = node.enforce_retention(group, later_ms, u64::MAX).await.unwrap();
+            let report = node.enforce_retention(group, later_ms, u64::MAX, None).await.unwrap();
             assert!(report.segments_deleted > 0, "group {group}: the aged segments were not deleted");
         }
         // One segment left each: nothing can go until the log changes.
