@@ -5,6 +5,24 @@ use odradek_log::CrashMode;
 
 use crate::harness::LocalCluster;
 
+/// Three nodes hosting `group` with 1 KiB segments and retention by size 0 (every sealed segment
+/// may go), restarted with that config and a leader elected.
+async fn retention_cluster(seed: u64, group: u64) -> LocalCluster {
+    let mut cluster = LocalCluster::new(seed, 3, &[group]).await;
+    cluster.log_config = odradek_log::LogConfig {
+        segment_bytes_max: 1024,
+        retention_bytes: Some(0),
+        retention_ms: None,
+        ..odradek_log::LogConfig::default()
+    };
+    for node in cluster.voters.clone() {
+        cluster.crash(node, CrashMode::Process);
+        cluster.start(node).await;
+    }
+    cluster.elect_all().await;
+    cluster
+}
+
 #[tokio::test]
 async fn a_lagging_follower_is_served_from_the_log_when_the_cache_is_small() {
     let mut cluster = LocalCluster::new(9, 3, &[5]).await;
@@ -27,18 +45,7 @@ async fn a_lagging_follower_is_served_from_the_log_when_the_cache_is_small() {
 
 #[tokio::test]
 async fn a_follower_behind_retention_catches_up_from_a_metadata_snapshot() {
-    let mut cluster = LocalCluster::new(13, 3, &[6]).await;
-    cluster.log_config = odradek_log::LogConfig {
-        segment_bytes_max: 1024,
-        retention_bytes: Some(0),
-        retention_ms: None,
-        ..odradek_log::LogConfig::default()
-    };
-    for node in cluster.voters.clone() {
-        cluster.crash(node, CrashMode::Process);
-        cluster.start(node).await;
-    }
-    cluster.elect_all().await;
+    let mut cluster = retention_cluster(13, 6).await;
     cluster.propose_and_commit(10, "kept").await;
     cluster.converge().await;
     let leader = cluster.leader(6).unwrap();
@@ -71,18 +78,7 @@ async fn a_follower_behind_retention_catches_up_from_a_metadata_snapshot() {
 
 #[tokio::test]
 async fn retention_keeps_every_segment_at_or_above_the_state_machines_bound() {
-    let mut cluster = LocalCluster::new(17, 3, &[7]).await;
-    cluster.log_config = odradek_log::LogConfig {
-        segment_bytes_max: 1024,
-        retention_bytes: Some(0),
-        retention_ms: None,
-        ..odradek_log::LogConfig::default()
-    };
-    for node in cluster.voters.clone() {
-        cluster.crash(node, CrashMode::Process);
-        cluster.start(node).await;
-    }
-    cluster.elect_all().await;
+    let mut cluster = retention_cluster(17, 7).await;
     cluster.propose_and_commit(60, "retained up to a bound").await;
     cluster.converge().await;
     let leader = cluster.leader(7).unwrap();
@@ -104,18 +100,7 @@ async fn retention_keeps_every_segment_at_or_above_the_state_machines_bound() {
 /// back to the state machine when a node restarts from a log that starts after it.
 #[tokio::test]
 async fn the_start_state_bounds_retention_travels_in_snapshots_and_survives_restarts() {
-    let mut cluster = LocalCluster::new(19, 3, &[6]).await;
-    cluster.log_config = odradek_log::LogConfig {
-        segment_bytes_max: 1024,
-        retention_bytes: Some(0),
-        retention_ms: None,
-        ..odradek_log::LogConfig::default()
-    };
-    for node in cluster.voters.clone() {
-        cluster.crash(node, CrashMode::Process);
-        cluster.start(node).await;
-    }
-    cluster.elect_all().await;
+    let mut cluster = retention_cluster(19, 6).await;
     cluster.propose_and_commit(10, "kept").await;
     cluster.converge().await;
     let leader = cluster.leader(6).unwrap();
