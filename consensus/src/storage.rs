@@ -554,6 +554,14 @@ impl<D: Disk> GroupStore<D> {
         }
         log.cut_torn_tail().await?;
         assert!(hard.commit <= log.last_index(), "opened with commit {} above the log end {}", hard.commit, log.last_index());
+        if hard.commit + 1 < log.first_index() {
+            // A snapshot's install resets the log, then saves the snapshot's index as the commit:
+            // a crash in between finds the log starting above the saved commit (raft refuses
+            // such a hard state). Everything below the log start was committed (a snapshot is of
+            // committed entries; retention stays below the persisted commit).
+            hard = odradek_log::HardState { commit: log.first_index() - 1, ..hard };
+            hard_state_file.save(hard).await?;
+        }
         // What the persisted commit covers is committed: readers may read it at once.
         log.set_readable_index(hard.commit);
         let hard_state = raft_hard_state(hard);
@@ -891,6 +899,24 @@ mod tests {
         assert!(matches!(to_log_entry(&bad, 0), Err(StorageFault::InvalidEntry { .. })));
         let decoded = decode_conf_change(&conf_change(1, 3)).unwrap();
         assert_eq!(decoded.get_changes()[0].node_id, 9);
+    }
+
+    // Swarm `--retention --hibernate` seed 909: a node crashed between a snapshot's reset of its
+    // log and the save of the snapshot's index as its commit, and raft refused to start from a
+    // hard state whose commit (0) was below the log start (50).
+    #[tokio::test]
+    async fn a_crash_between_a_reset_and_its_commit_save_reopens_at_the_log_start() {
+        let disk = SimDisk::new(5);
+        let mut store = open(&disk).await;
+        store.append(&sample(1, 10, 2), 0).await.unwrap();
+        store.sync().await.unwrap();
+        store.reset(49, 3, 100, 0).await.unwrap();
+        drop(store);
+        disk.crash(CrashMode::PowerLoss);
+        let store = open(&disk).await;
+        assert_eq!(store.hard_state_saved().commit, 49);
+        assert_eq!(store.storage().hard_state().commit, 49);
+        assert_eq!(store.storage().first_index().unwrap(), 50);
     }
 
     // Disk seed 12 with `--retention`: a follower whose log ran past a snapshot's index (entries
