@@ -79,11 +79,9 @@ pub(super) fn classify(message: &Message) -> Option<Control> {
 /// One group's hibernation state on this node.
 #[derive(Clone, Debug, Default)]
 pub(super) struct Hibernation {
-    /// Sleeping: not ticked, not in rounds.
-    pub(super) asleep: bool,
-    /// The other replicas (voters and learners) when it fell asleep, and its leader then.
+    /// The other replicas (voters and learners) when it fell asleep (whether it sleeps, and
+    /// under which leader, is the node's [`Wakefulness`]).
     pub(super) peers: Vec<NodeId>,
-    pub(super) leader: NodeId,
     /// Consecutive ticks the leader found the group quiet.
     pub(super) quiet_ticks: usize,
     /// A hibernate message stepped this round (a follower decides at the end of the round).
@@ -175,6 +173,11 @@ impl Wakefulness {
         self.awake.contains(&group)
     }
 
+    /// Whether `group` sleeps (a hosted group that is not awake).
+    pub(super) fn is_asleep(&self, group: GroupId) -> bool {
+        self.filed_under.contains_key(&group)
+    }
+
     /// The sleeping groups due to wake because the nodes `silent` went silent: those that
     /// sleep under one of them as leader, in ascending order.
     pub(super) fn due(&self, silent: &[NodeId]) -> Vec<GroupId> {
@@ -241,7 +244,7 @@ impl<D: odradek_log::Disk, T, A> Node<D, T, A> {
         let Some(state) = self.groups.get(&group) else { return false };
         let raft = &state.raw.raft;
         let answer = matches!(message.get_msg_type(), MessageType::MsgHeartbeatResponse | MessageType::MsgAppendResponse);
-        state.hibernation.asleep
+        self.wakefulness.is_asleep(group)
             && raft.state == StateRole::Leader
             && answer
             && !message.reject
@@ -254,11 +257,10 @@ impl<D: odradek_log::Disk, T, A> Node<D, T, A> {
     pub(super) fn wake(&mut self, group: GroupId, reason: WakeReason) {
         let node = self.config.node_id;
         let election_tick = self.config.election_tick;
-        let Some(state) = self.groups.get_mut(&group) else { return };
-        if !state.hibernation.asleep {
+        if !self.wakefulness.is_asleep(group) {
             return;
         }
-        state.hibernation.asleep = false;
+        let Some(state) = self.groups.get_mut(&group) else { return };
         self.wakefulness.woke(group);
         for peer in std::mem::take(&mut state.hibernation.peers) {
             if let Some(count) = self.liveness.sleeping_with.get_mut(&peer) {
@@ -301,9 +303,7 @@ impl<D: odradek_log::Disk, T, A> Node<D, T, A> {
         let leads = leader == node;
         self.wakefulness.fell_asleep(group, leader);
         let hibernation = &mut state.hibernation;
-        hibernation.asleep = true;
         hibernation.quiet_ticks = 0;
-        hibernation.leader = leader;
         if leads {
             let raft = &state.raw.raft;
             for &peer in &peers {
@@ -410,7 +410,7 @@ impl<D: odradek_log::Disk, T, A> Node<D, T, A> {
                 && log.applied == commit
                 && state.suspect.is_none()
                 && !state.raw.has_ready();
-            if matches && !state.hibernation.asleep {
+            if matches && !self.wakefulness.is_asleep(group) {
                 falling.push((group, leader));
             }
         }
@@ -428,7 +428,7 @@ impl<D: odradek_log::Disk, T, A> Node<D, T, A> {
 
     /// Whether `group` sleeps here (tests, status).
     pub fn is_asleep(&self, group: GroupId) -> bool {
-        self.groups.get(&group).is_some_and(|state| state.hibernation.asleep)
+        self.wakefulness.is_asleep(group)
     }
 
     /// Removes a group's traces when it leaves this node.
