@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 
 use crate::disk::{Disk, DiskFile, OpenMode};
-use crate::error::{Error, Result};
+use crate::error::{io_error, Error, Result};
 
 const MAGIC: u32 = 0x4F44_5353; // "ODSS"
 const VERSION: u16 = 1;
@@ -97,10 +97,6 @@ impl<D: Disk> StartStateFile<D> {
     pub async fn open(disk: &D, path: impl AsRef<Path>) -> Result<(StartStateFile<D>, Option<StartState>)> {
         let path = path.as_ref().to_path_buf();
         let temporary = temporary_path(&path);
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| Error::Io { path, source }
-        };
         if let Err(source) = disk.remove_file(&temporary).await {
             if source.kind() != std::io::ErrorKind::NotFound {
                 return Err(Error::Io { path: temporary, source });
@@ -110,8 +106,8 @@ impl<D: Disk> StartStateFile<D> {
             Err(source) if source.kind() == std::io::ErrorKind::NotFound => None,
             Err(source) => return Err(Error::Io { path, source }),
             Ok(file) => {
-                let len = file.len().await.map_err(io(&path))?;
-                let data = file.read_at(0, len as usize).await.map_err(io(&path))?;
+                let len = file.len().await.map_err(io_error(&path))?;
+                let data = file.read_at(0, len as usize).await.map_err(io_error(&path))?;
                 let state = StartState::decode(&data).map_err(|detail| Error::Corruption {
                     path: path.clone(),
                     first_index: 0,
@@ -135,10 +131,6 @@ impl<D: Disk> StartStateFile<D> {
             return Ok(());
         }
         let dir = self.path.parent().expect("a start-state file lives in a directory").to_path_buf();
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| Error::Io { path, source }
-        };
         match &state {
             None => match self.disk.remove_file(&self.path).await {
                 Err(source) if source.kind() != std::io::ErrorKind::NotFound => return Err(Error::Io { path: self.path.clone(), source }),
@@ -146,15 +138,15 @@ impl<D: Disk> StartStateFile<D> {
             },
             Some(state) => {
                 let temporary = temporary_path(&self.path);
-                let file = self.disk.open(&temporary, OpenMode::CreateOrOpen).await.map_err(io(&temporary))?;
-                file.set_len(0).await.map_err(io(&temporary))?;
-                file.write_at(0, Bytes::from(state.encode())).await.map_err(io(&temporary))?;
-                file.sync_data().await.map_err(io(&temporary))?;
+                let file = self.disk.open(&temporary, OpenMode::CreateOrOpen).await.map_err(io_error(&temporary))?;
+                file.set_len(0).await.map_err(io_error(&temporary))?;
+                file.write_at(0, Bytes::from(state.encode())).await.map_err(io_error(&temporary))?;
+                file.sync_data().await.map_err(io_error(&temporary))?;
                 drop(file);
-                self.disk.rename(&temporary, &self.path).await.map_err(io(&self.path))?;
+                self.disk.rename(&temporary, &self.path).await.map_err(io_error(&self.path))?;
             }
         }
-        self.disk.sync_dir(&dir).await.map_err(io(&dir))?;
+        self.disk.sync_dir(&dir).await.map_err(io_error(&dir))?;
         self.current = state;
         Ok(())
     }

@@ -624,9 +624,10 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             past_commit || index_bound <= applied + 1,
             "group {group}: retention bound {index_bound} above the applied index {applied}"
         );
-        if state.store.log().retention_due(now_ms, index_bound) > 0 && state.store.start_state() != start_state.as_ref() {
+        if state.store.log().retention_due(now_ms, index_bound) > 0 {
             // Durable before the entries that built it go (a crash in between finds the new
-            // state with the old log start: its entries up to `as_of_index` are skipped).
+            // state with the old log start: its entries up to `as_of_index` are skipped). An
+            // unchanged state is not written again.
             state.store.save_start_state(start_state).await.map_err(storage_error(group))?;
         }
         let first_before = state.store.log().first_index();
