@@ -208,6 +208,11 @@ pub struct Planted {
     /// the applied index): segments holding entries not yet committed, or committed but not
     /// applied, can go (breaks R12 a).
     pub retention_past_commit: bool,
+    /// The cached view of retention's candidates goes stale: a round that moves a group's log,
+    /// commit or applied index does not file it for retention's next check, so a group checked
+    /// once (when hosted) is never checked again unless its last check saw segments age out
+    /// (breaks R12 c: retention falls behind its limits for good).
+    pub retention_candidates_stale: bool,
 }
 
 /// Counters since the node started.
@@ -409,6 +414,18 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
     /// nothing ages out (`SegmentLog::enforce_retention` never deletes the last segment).
     pub fn retention_candidates(&self) -> BTreeSet<GroupId> {
         self.retention_unchecked.union(&self.retention_timed).copied().collect()
+    }
+
+    /// How many of `group`'s segments retention would delete at `now_ms` under the bound it
+    /// keeps by itself (below the commit and applied indexes): zero once the owner's periodic
+    /// [`Node::enforce_retention`] has caught up. The simulator's R12 c asks it after a run
+    /// settles (retention keeps up with its limits: a stale [`Node::retention_candidates`]
+    /// would leave segments overdue for good).
+    pub fn retention_overdue(&self, group: GroupId, now_ms: i64) -> Result<usize, NodeError> {
+        let state = self.groups.get(&group).ok_or(NodeError::GroupUnknown(group))?;
+        let raft_log = &state.raw.raft.raft_log;
+        let index_bound = raft_log.committed.min(raft_log.applied) + 1;
+        Ok(state.store.log().retention_due(now_ms, index_bound))
     }
 
     /// Notes a retention check of `group` just done (see [`Node::retention_candidates`]).
@@ -652,7 +669,13 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
                 continue;
             }
             // Its log, commit or applied index may move this round: retention checks it again.
-            self.retention_unchecked.insert(group);
+            #[cfg(any(madsim, feature = "planted-bugs"))]
+            let stale = self.config.planted.retention_candidates_stale;
+            #[cfg(not(any(madsim, feature = "planted-bugs")))]
+            let stale = false;
+            if !stale {
+                self.retention_unchecked.insert(group);
+            }
             let mut ready = state.raw.ready();
             for read in ready.take_read_states() {
                 let context = <[u8; 8]>::try_from(read.request_ctx.as_slice()).map(u64::from_be_bytes);

@@ -150,10 +150,15 @@ pub enum PlantedBug {
     /// at the record's index) refuses the removal, reports success anyway; the offsets stay
     /// (C9; the simulator's `--offset-delete`).
     OffsetDeleteIgnoresSubscription,
+    /// The node's cached view of retention's candidates (`Node::retention_candidates`, the
+    /// cheap idle path under hibernation) goes stale: a round that moves a group's log or
+    /// commit does not file it for retention's next check, so retention stops checking it and
+    /// its log grows past its limits for good (R12 c; the simulator's `--retention --hibernate`).
+    RetentionCandidatesStale,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 34] = [
+    pub const ALL: [PlantedBug; 35] = [
         PlantedBug::AckBeforeCommit,
         PlantedBug::ServeAboveCommit,
         PlantedBug::SkipDedup,
@@ -188,6 +193,7 @@ impl PlantedBug {
         PlantedBug::ProducerTableNotKept,
         PlantedBug::DecommissionBeforeReplicasMoved,
         PlantedBug::OffsetDeleteIgnoresSubscription,
+        PlantedBug::RetentionCandidatesStale,
     ];
 
     pub fn name(self) -> &'static str {
@@ -226,6 +232,7 @@ impl PlantedBug {
             PlantedBug::ProducerTableNotKept => "producer-table-not-kept",
             PlantedBug::DecommissionBeforeReplicasMoved => "decommission-before-replicas-moved",
             PlantedBug::OffsetDeleteIgnoresSubscription => "offset-delete-ignores-subscription",
+            PlantedBug::RetentionCandidatesStale => "retention-candidates-stale",
         }
     }
 }
@@ -279,6 +286,7 @@ pub struct Planted {
     pub producer_table_not_kept: bool,
     pub decommission_before_replicas_moved: bool,
     pub offset_delete_ignores_subscription: bool,
+    pub retention_candidates_stale: bool,
 }
 
 impl Planted {
@@ -320,6 +328,7 @@ impl Planted {
             producer_table_not_kept: on(PlantedBug::ProducerTableNotKept),
             decommission_before_replicas_moved: on(PlantedBug::DecommissionBeforeReplicasMoved),
             offset_delete_ignores_subscription: on(PlantedBug::OffsetDeleteIgnoresSubscription),
+            retention_candidates_stale: on(PlantedBug::RetentionCandidatesStale),
         }
     }
 }
@@ -367,6 +376,7 @@ mod tests {
             all.producer_table_not_kept,
             all.decommission_before_replicas_moved,
             all.offset_delete_ignores_subscription,
+            all.retention_candidates_stale,
         ];
         assert!(each.iter().all(|on| *on), "every bug has a switch: {all:?}");
     }

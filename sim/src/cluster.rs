@@ -128,6 +128,17 @@ pub struct SimCluster {
     /// (sampled each second: "evictions", "reopens", "detached handles", and the most files
     /// one node held, "open max").
     pub open_files: Mutex<BTreeMap<&'static str, u64>>,
+    /// Each node's last started server, as the end-of-run checks that ask a node directly see
+    /// it (R12 c: its raft driver, and its applied metadata to find topic `t`'s groups). A
+    /// crashed incarnation's handle answers errors.
+    pub servers: Mutex<BTreeMap<u64, ServerProbe>>,
+}
+
+/// A view of one running server for the end-of-run checks ([`SimCluster::servers`]).
+#[derive(Clone)]
+pub struct ServerProbe {
+    pub node: odradek_consensus::NodeHandle,
+    pub state: Arc<odradek_server::state::NodeState>,
 }
 
 impl SimCluster {
@@ -173,6 +184,7 @@ impl SimCluster {
             retention: None,
             open_file_budget: None,
             open_files: Mutex::new(BTreeMap::new()),
+            servers: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -411,6 +423,8 @@ impl SimCluster {
             self.note(format!("node {node} started quarantined (damaged metadata): serving no client, leading no group"));
         }
         self.set_status(node, NodeStatus::Up);
+        let probe = ServerProbe { node: server.node().clone(), state: server.state().clone() };
+        self.servers.lock().expect("servers lock").insert(node, probe);
         if self.open_file_budget.is_some() {
             // Samples the budget's counters (only with the flag: a timer changes the schedule).
             let mut seen = odradek_log::BudgetStats::default();

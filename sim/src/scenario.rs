@@ -28,8 +28,8 @@ use odradek_jepsen::history::{History, HistoryBuilder};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use crate::cluster::SimCluster;
-use crate::config::{Load, Scenario, ScenarioConfig, CONVERGENCE_WAIT, LIVENESS_BOUND};
+use crate::cluster::{NodeStatus, SimCluster};
+use crate::config::{Load, Scenario, ScenarioConfig, CONVERGENCE_WAIT, LIVENESS_BOUND, TOPIC};
 use crate::nemesis;
 use crate::nemesis::fault::FaultTargets;
 use crate::report::{Crash, Report};
@@ -264,6 +264,10 @@ async fn run_into(config: ScenarioConfig, injected: Arc<Mutex<Vec<InjectedFault>
     }
     // R12 b: every replica that needed entries retention deleted elsewhere got a snapshot.
     problems.extend(retention_lags_served(&cluster, &raft).await);
+    // R12 c: retention keeps up with topic `t`'s limits on every live replica.
+    if cluster.retention.is_some() {
+        problems.extend(retention_kept_up(&cluster).await);
+    }
     observe::uninstall();
 
     // 5. Checks.
@@ -533,6 +537,67 @@ async fn retention_lags_served(cluster: &SimCluster, raft: &RefCell<RaftChecker>
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// How long R12 c gives retention to catch up once the run settled: three periods of the
+/// controller's retention chore (5 s), so a replica whose last check just missed a segment
+/// ageing out is not blamed.
+const RETENTION_KEEP_UP_WAIT: Duration = Duration::from_secs(16);
+
+/// R12 c: waits (every 500 ms, up to [`RETENTION_KEEP_UP_WAIT`]) until no live replica of topic
+/// `t` has segments its retention limits make due (`Node::retention_overdue`, under the bound
+/// retention keeps by itself: below the commit and applied indexes); returns one problem per
+/// replica still behind. Retention that stops checking a group (a stale candidates view) lets
+/// its log grow past its limits for good, which no other check sees.
+async fn retention_kept_up(cluster: &SimCluster) -> Vec<String> {
+    let began = tokio::time::Instant::now();
+    loop {
+        let overdue = retention_overdue(cluster).await;
+        if overdue.is_empty() || began.elapsed() >= RETENTION_KEEP_UP_WAIT {
+            return overdue
+                .into_iter()
+                .map(|(node, group, segments)| {
+                    format!(
+                        "R12: node {node}'s replica of group {group} still holds {segments} segment(s) past topic {TOPIC}'s retention {RETENTION_KEEP_UP_WAIT:?} after the run settled (R12 c)"
+                    )
+                })
+                .collect();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// (node, group, segments due) for each replica of topic `t` on a live node whose retention
+/// has segments to delete now. Nodes down, quarantined (they run no controller chores) or
+/// corrupted (a replica set aside is rebuilt) are skipped, as R7 skips them.
+async fn retention_overdue(cluster: &SimCluster) -> Vec<(u64, u64, usize)> {
+    let mut skipped: BTreeSet<u64> = cluster.given_up().into_iter().collect();
+    skipped.extend(cluster.corrupted.lock().expect("corrupted lock").iter().copied());
+    skipped.extend(cluster.passive.lock().expect("passive lock").iter().copied());
+    let up: Vec<u64> = cluster
+        .node_status
+        .lock()
+        .expect("status lock")
+        .iter()
+        .filter(|(node, status)| matches!(status, NodeStatus::Up) && !skipped.contains(node))
+        .map(|(&node, _)| node)
+        .filter(|node| cluster.members_now().contains(node))
+        .collect();
+    let mut overdue = Vec::new();
+    for node in up {
+        let Some(probe) = cluster.servers.lock().expect("servers lock").get(&node).cloned() else { continue };
+        let groups: Vec<u64> = {
+            let state = probe.state.lock();
+            state.meta.topic(TOPIC).iter().flat_map(|topic| &topic.partitions).map(|info| info.group).collect()
+        };
+        for group in groups {
+            // A group the node does not host (or a crashed incarnation's handle) has nothing due.
+            if let Ok(segments @ 1..) = probe.node.retention_overdue(group).await {
+                overdue.push((node, group, segments));
+            }
+        }
+    }
+    overdue
 }
 
 /// R7's look: each group whose live replicas (not `down`, and in the group's newest

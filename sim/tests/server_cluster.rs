@@ -347,6 +347,17 @@ fn planted_retention_past_commit_is_caught() {
     planted_bug_is_caught_with(PlantedBug::RetentionPastCommit, &base, 1..=10, &["R12"]);
 }
 
+// The cached view of retention's candidates under hibernation goes stale (a round that moves a
+// group's log or commit does not file it for retention's next check): retention checks each
+// group once, when hosted, and its log then grows past topic `t`'s limits for good, which only
+// R12 c sees (every replica still holds segments due 16 s after the run settled). Swarm
+// `--retention --hibernate` seeds 1..=12 all catch it; 1..=40 pass clean.
+#[test]
+fn planted_retention_candidates_stale_is_caught() {
+    let base = ScenarioConfig { scenario: Scenario::Swarm, retention: true, hibernate: true, ..ScenarioConfig::new(0) };
+    planted_bug_is_caught_with(PlantedBug::RetentionCandidatesStale, &base, 1..=5, &["R12"]);
+}
+
 // Retention deleted every batch of an idempotent producer whose first batches it was still
 // retrying; node 3 restarted, rebuilt its producer table from the entries left, forgot the
 // producer, and as the new leader appended the late retry of sequence 0 a second time (L2:

@@ -82,6 +82,11 @@ pub enum Command {
     RetentionCandidates {
         reply: oneshot::Sender<std::collections::BTreeSet<GroupId>>,
     },
+    /// See [`Node::retention_overdue`].
+    RetentionOverdue {
+        group: GroupId,
+        reply: oneshot::Sender<Result<usize, NodeError>>,
+    },
     /// The node has finished joining (`NodeConfig::empty_logs_suspect` off from now on).
     EndJoining {
         reply: oneshot::Sender<()>,
@@ -136,6 +141,7 @@ impl Command {
                 | Command::Stats { .. }
                 | Command::Leading { .. }
                 | Command::RetentionCandidates { .. }
+                | Command::RetentionOverdue { .. }
                 | Command::LogBounds { .. }
                 | Command::TakeResolvedOutcomes { .. }
                 | Command::ReadRecords { .. }
@@ -321,6 +327,11 @@ impl NodeHandle {
         self.call(|reply| Command::RetentionCandidates { reply }).await
     }
 
+    /// See [`Node::retention_overdue`].
+    pub async fn retention_overdue(&self, group: GroupId) -> Result<usize, NodeError> {
+        self.call(|reply| Command::RetentionOverdue { group, reply }).await?
+    }
+
     /// The node's new incarnation has finished joining: from now on an empty log is a replica
     /// new to its group, not one this node lost (`NodeConfig::empty_logs_suspect` turns off;
     /// groups already open keep what they opened with).
@@ -436,6 +447,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             Command::Stats { reply } => drop(reply.send(self.stats())),
             Command::Leading { reply } => drop(reply.send(self.leading())),
             Command::RetentionCandidates { reply } => drop(reply.send(self.retention_candidates())),
+            Command::RetentionOverdue { group, reply } => drop(reply.send(self.retention_overdue(group, now_ms))),
             Command::Drain { reply } => drop(reply.send(self.drain())),
             Command::EndJoining { reply } => {
                 self.config.empty_logs_suspect = false;
