@@ -8,6 +8,7 @@
 #   TIME=60 NODES=3 jepsen/scripts/matrix.sh kill pause-kill   # chosen entries only
 #   CLIENT=kafka OUT=store/matrix-kafka jepsen/scripts/matrix.sh  # through rskafka and the Kafka listeners
 #   EXTRA=--delete-records OUT=store/matrix-dr jepsen/scripts/matrix.sh  # with a deleter (DR1)
+#   EXTRA=--retention OUT=store/matrix-ret jepsen/scripts/matrix.sh  # short retention (R7, R12 b)
 #
 # Settings (environment): TIME (300), NODES (5), RATE (100 sends/s), SEED (1), ACKS (all),
 # CLIENT (native; kafka: the producers and consumers use rskafka over the Kafka listeners, acks all

@@ -59,6 +59,7 @@ pub(super) async fn install_snapshot<D: Disk, A: Apply>(
     state.applied_durable_conf = state.applied_durable_conf.max(metadata.index);
     state.state_machine_applied = state.state_machine_applied.max(metadata.index);
     apply.restore(group, metadata.index, metadata.term, offset_next, start_state.as_ref());
+    tracing::info!(group, index = metadata.index, offset_next, "installed a snapshot: the log continues after it");
     Ok(offset_next)
 }
 

@@ -143,6 +143,12 @@ mod real {
             /// a decoy topic whose name contains a match; C8 checks every assignment.
             #[arg(long)]
             regex: bool,
+            /// Short retention on the test topic (2 KiB segments kept for 8 KiB or 5 s per
+            /// partition): segments deleted under the faults, lagging replicas caught up by
+            /// snapshots; log starts recorded, and only records at or above them must be read
+            /// (L6, L7). With --workload log and --client native.
+            #[arg(long)]
+            retention: bool,
         },
         /// Re-check DIR/history.jsonl; print the summary (and rewrite verdict, summary and plots with --write).
         Check {
@@ -179,6 +185,7 @@ mod real {
                 secure,
                 delete_records,
                 regex,
+                retention,
             } => {
                 let nemesis = match nemesis::parse_kinds(&nemesis) {
                     Ok(kinds) => kinds,
@@ -225,6 +232,7 @@ mod real {
                     secure,
                     delete_records,
                     regex,
+                    retention,
                 };
                 if let Err(error) = config.validate() {
                     return usage(&error);

@@ -114,7 +114,18 @@ pub struct RunConfig {
     /// `--workload subscribe`: the consumer-protocol group subscribes with a regex the
     /// coordinator resolves, beside the decoy topic [`groups::decoy_topic`] (C8).
     pub regex: bool,
+    /// Short retention on the test topic ([`RETENTION_TOPIC_CONFIG`]): segments deleted under
+    /// the faults, lagging replicas caught up by snapshots, log starts recorded
+    /// ([`workload::log_start_observer`]).
+    pub retention: bool,
 }
+
+/// `--retention`: the test topic's settings. Small segments kept for 8 KiB or 5 s per
+/// partition, so that at tens of records per second per partition retention deletes every
+/// second or two while the nemesis cuts and kills nodes, and a replica away for a few seconds
+/// needs a snapshot.
+pub const RETENTION_TOPIC_CONFIG: TopicConfig =
+    TopicConfig { segment_bytes: 2048, retention_bytes: 8 * 1024, retention_ms: 5_000, batch_bytes_max: 0 };
 
 impl RunConfig {
     pub fn validate(&self) -> Result<(), String> {
@@ -139,6 +150,11 @@ impl RunConfig {
         }
         if self.regex && self.workload != Workload::Subscribe {
             return Err("--regex runs with --workload subscribe".into());
+        }
+        if self.retention && (self.workload != Workload::Log || self.client != Client::Native) {
+            // The group checks read skipped offsets as gaps; the Kafka library's consumer has no
+            // rewind to the log start.
+            return Err("--retention runs with --workload log and --client native".into());
         }
         if self.delete_records && self.workload != Workload::Log {
             // The group checks (C3, C6) read every skipped offset as a gap; deletion makes gaps.
@@ -228,10 +244,14 @@ pub async fn run(config: &RunConfig) -> Result<(History, RunNotes), String> {
         target.sasl = Some(secure::setup(&target).await?);
         notes.info.push("secure: every node requires SCRAM and checks ACLs; the workload logs in as its own user".to_string());
     }
-    create_topic(&target, &target.topic, target.keys, config.replication_factor).await?;
+    let topic_config = if config.retention { RETENTION_TOPIC_CONFIG } else { TopicConfig::default() };
+    create_topic(&target, &target.topic, target.keys, config.replication_factor, topic_config).await?;
+    if config.retention {
+        notes.info.push(format!("retention: topic {} keeps {RETENTION_TOPIC_CONFIG:?}", target.topic));
+    }
     if config.regex {
         let decoy = groups::decoy_topic(&target.topic);
-        create_topic(&target, &decoy, 1, config.replication_factor).await?;
+        create_topic(&target, &decoy, 1, config.replication_factor, TopicConfig::default()).await?;
         notes.info.push(format!("regex: the consumer-protocol group subscribes with a pattern; decoy topic {decoy:?}"));
     }
 
@@ -272,6 +292,10 @@ pub async fn run(config: &RunConfig) -> Result<(History, RunNotes), String> {
         }
     }
     workers.push(tokio::spawn(workload::leader_observer(recorder.clone(), target.clone(), workers_stopping.clone())));
+    if config.retention {
+        let (recorder, target, stop) = (recorder.clone(), target.clone(), workers_stopping.clone());
+        workers.push(tokio::spawn(workload::log_start_observer(recorder, target, stop)));
+    }
     if config.delete_records {
         let (recorder, target, stop) = (recorder.clone(), target.clone(), workers_stopping.clone());
         workers.push(tokio::spawn(workload::deleter_worker(recorder, target, rng.gen(), stop)));
@@ -321,6 +345,17 @@ pub async fn run(config: &RunConfig) -> Result<(History, RunNotes), String> {
     if let Err(error) = workload::final_drain(&recorder, &target).await {
         notes.problems.push(error);
     }
+    if config.retention {
+        // After the drain: the log starts it may have met (they only grow).
+        if let Err(error) = workload::final_log_starts(&recorder, &target).await {
+            notes.problems.push(error);
+        }
+        // R7 / R12 b: a replica retention left behind has caught up by a snapshot.
+        match workload::replicas_converged(&target).await {
+            Ok(()) => notes.info.push(format!("replicas converged at {:.1} s", started.elapsed().as_secs_f64())),
+            Err(error) => notes.problems.push(error),
+        }
+    }
     if config.workload == Workload::Subscribe {
         if let Err(error) = groups::final_fetch(&recorder, &target).await {
             notes.problems.push(error);
@@ -368,9 +403,15 @@ fn tls_certificates(config: &RunConfig) -> Result<(Vec<String>, Option<odradek_c
     Ok((flags, Some(odradek_client::tls::ClientTls::new(odradek_client::tls::Pem::File(dir.join("ca.pem"))))))
 }
 
-/// Creates `topic` with `partitions` and waits until each partition has a leader, within
-/// [`SETUP_TIMEOUT`].
-async fn create_topic(target: &WorkloadTarget, topic: &str, partitions: u32, replication_factor: u32) -> Result<(), String> {
+/// Creates `topic` with `partitions` and `topic_config` and waits until each partition has a
+/// leader, within [`SETUP_TIMEOUT`].
+async fn create_topic(
+    target: &WorkloadTarget,
+    topic: &str,
+    partitions: u32,
+    replication_factor: u32,
+    topic_config: TopicConfig,
+) -> Result<(), String> {
     let bootstrap: Vec<&str> = target.bootstrap.iter().map(String::as_str).collect();
     let admin = Admin::with_cluster(
         odradek_client::ClusterSession::new(&bootstrap, workload::cluster_config(target, "jepsen-setup".into()))
@@ -379,7 +420,7 @@ async fn create_topic(target: &WorkloadTarget, topic: &str, partitions: u32, rep
     let deadline = Instant::now() + SETUP_TIMEOUT;
     let mut error_last = String::new();
     while Instant::now() < deadline {
-        let created = admin.create_topic(topic, partitions, replication_factor, TopicConfig::default()).await;
+        let created = admin.create_topic(topic, partitions, replication_factor, topic_config).await;
         match created {
             Ok(()) => break,
             // An earlier attempt may have created it and lost the answer.

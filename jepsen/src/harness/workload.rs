@@ -364,10 +364,16 @@ async fn rewind(
     how
 }
 
-/// One poll op.
-async fn poll_one(recorder: &Recorder, consumer: &mut Consumer, process: Process) -> Ended {
+/// One poll op, and the partition whose position was below its log start when the poll failed
+/// with OFFSET_OUT_OF_RANGE (deleted by DeleteRecords or retention): the caller rewinds it to
+/// the log start, as a Kafka consumer's `auto.offset.reset=earliest` would.
+async fn poll_one(recorder: &Recorder, consumer: &mut Consumer, process: Process) -> (Ended, Option<u32>) {
     let handle = recorder.history().invoke_poll(process).expect("a consumer process has one op at a time");
     let outcome = tokio::time::timeout(POLL_TIMEOUT + OP_TIMEOUT_MARGIN, consumer.poll_with_watermarks(POLL_TIMEOUT)).await;
+    let out_of_range = match &outcome {
+        Ok(Err(ClientError::OffsetOutOfRange { partition, .. })) => Some(*partition),
+        _ => None,
+    };
     let (how, polled) = ended(outcome);
     let mut poll = Poll::default();
     let records = polled.map(|polled| {
@@ -402,7 +408,19 @@ async fn poll_one(recorder: &Recorder, consumer: &mut Consumer, process: Process
         Ended::Info => history.info(handle, OpValue::Poll(Poll::default())),
     }
     .expect("completes its own invoke");
-    how
+    (how, out_of_range)
+}
+
+/// Where a consumer goes on after a failed poll: every key where it was, except the one whose
+/// position was deleted (`out_of_range`), which goes to its log start (a rewind op, so the
+/// checker's continuity rules know the position jumped).
+fn positions_after_failed_poll(target: &WorkloadTarget, consumer: &Consumer, out_of_range: Option<u32>) -> Vec<(u32, SeekTo)> {
+    (0..target.keys)
+        .filter_map(|k| match out_of_range == Some(k) {
+            true => Some((k, SeekTo::Beginning)),
+            false => consumer.position(&target.topic, k).map(|p| (k, SeekTo::At(p))),
+        })
+        .collect()
 }
 
 /// Pause after a failed poll (and its rewind) before the next poll.
@@ -420,10 +438,9 @@ pub async fn consumer_worker(recorder: Arc<Recorder>, target: WorkloadTarget, mu
         };
         while !*stop.borrow() {
             match poll_one(&recorder, &mut consumer, process).await {
-                Ended::Ok => {}
-                Ended::Fail => {
-                    let positions =
-                        (0..target.keys).filter_map(|k| consumer.position(&target.topic, k).map(|p| (k, SeekTo::At(p)))).collect();
+                (Ended::Ok, _) => {}
+                (Ended::Fail, out_of_range) => {
+                    let positions = positions_after_failed_poll(&target, &consumer, out_of_range);
                     if let Ended::Fail | Ended::Info = rewind(&recorder, &target, &mut consumer, process, positions).await {
                         break;
                     }
@@ -433,7 +450,7 @@ pub async fn consumer_worker(recorder: Arc<Recorder>, target: WorkloadTarget, mu
                         return;
                     }
                 }
-                Ended::Info => break,
+                (Ended::Info, _) => break,
             }
         }
         if sleep_or_stop(RETRY_PAUSE, &mut stop).await {
@@ -476,6 +493,104 @@ pub async fn leader_observer(recorder: Arc<Recorder>, target: WorkloadTarget, mu
                 }
             }
         }
+    }
+}
+
+/// Short retention (`--retention`): records, for each key, every log start higher than the last
+/// seen (`log-start`; ListOffsets earliest through the partition's leader), every
+/// [`OBSERVE_INTERVAL`] until stopped. The checker then requires only the records at or above a
+/// key's highest log start (L6, L7, P1–P4), and a consumer whose position retention deleted
+/// rewinds to the log start. [`record_log_starts`] runs once more after the final drain.
+pub async fn log_start_observer(recorder: Arc<Recorder>, target: WorkloadTarget, mut stop: watch::Receiver<bool>) {
+    let Ok(admin) = odradek_client::ClusterSession::new(&target.bootstrap(), cluster_config(&target, "jepsen-log-starts".into()))
+        .map(Admin::with_cluster)
+    else {
+        return;
+    };
+    let mut seen = BTreeMap::new();
+    while !sleep_or_stop(OBSERVE_INTERVAL, &mut stop).await {
+        record_log_starts(&recorder, &target, &admin, &mut seen).await;
+    }
+}
+
+/// One round of [`log_start_observer`]: asks each key's log start once and records the ones that
+/// moved past `seen`; returns the keys that did not answer.
+pub async fn record_log_starts(recorder: &Recorder, target: &WorkloadTarget, admin: &Admin, seen: &mut BTreeMap<u32, u64>) -> Vec<u32> {
+    let mut unanswered = Vec::new();
+    for key in 0..target.keys {
+        let asked = admin.list_offsets(&target.topic, key, odradek_client::OffsetQuery::Earliest);
+        let Ok(Ok(listed)) = tokio::time::timeout(OP_TIMEOUT_MARGIN, asked).await else {
+            unanswered.push(key);
+            continue;
+        };
+        let known = seen.entry(key).or_insert(0);
+        if listed.offset > *known {
+            *known = listed.offset;
+            recorder.history().log_start(u64::from(key), listed.offset).expect("nemesis ops always fit");
+        }
+    }
+    unanswered
+}
+
+/// After the final drain: every key's log start as it is now, retried within [`DRAIN_TIMEOUT`]
+/// (a log start only grows, so this one covers every record retention deleted before or during
+/// the drain).
+pub async fn final_log_starts(recorder: &Recorder, target: &WorkloadTarget) -> Result<(), String> {
+    let admin = odradek_client::ClusterSession::new(&target.bootstrap(), cluster_config(target, "jepsen-log-starts-final".into()))
+        .map(Admin::with_cluster)
+        .map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    let mut seen = BTreeMap::new();
+    loop {
+        let unanswered = record_log_starts(recorder, target, &admin, &mut seen).await;
+        if unanswered.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("no log start of keys {unanswered:?} within {DRAIN_TIMEOUT:?} after the final drain"));
+        }
+        tokio::time::sleep(RETRY_PAUSE).await;
+    }
+}
+
+/// How long the replicas get to converge after the final drain ([`replicas_converged`]).
+pub const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// R7 and R12 b on real processes (`--retention`): after the final drain, every partition's
+/// leader must report each of its voters caught up (lag 0) within [`CONVERGE_TIMEOUT`]. The
+/// workers are stopped and the network healed, so a replica that retention left behind its
+/// peers' log start must have got a snapshot by then; one that never does (a snapshot withheld,
+/// a lost install) stays behind for good, which no client sees while the others serve.
+pub async fn replicas_converged(target: &WorkloadTarget) -> Result<(), String> {
+    let admin = odradek_client::ClusterSession::new(&target.bootstrap(), cluster_config(target, "jepsen-converge".into()))
+        .map(Admin::with_cluster)
+        .map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + CONVERGE_TIMEOUT;
+    loop {
+        // Per key, the last leader report seen: (its voters behind, as (node, lag)).
+        let mut behind: BTreeMap<u32, Vec<(u64, u64)>> = (0..target.keys).map(|key| (key, vec![(0, u64::MAX)])).collect();
+        for address in &target.bootstrap {
+            let Ok(Ok(view)) = tokio::time::timeout(OP_TIMEOUT_MARGIN, admin.describe_node(address)).await else { continue };
+            for partition in view.partitions.iter().filter(|p| p.topic == target.topic && !p.replicas.is_empty()) {
+                let lagging = partition.replicas.iter().filter(|r| r.lag > 0).map(|r| (r.node_id, r.lag)).collect();
+                behind.insert(partition.partition, lagging);
+            }
+        }
+        behind.retain(|_, lagging| !lagging.is_empty());
+        if behind.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let detail: Vec<String> = behind
+                .iter()
+                .map(|(key, lagging)| match lagging.as_slice() {
+                    [(0, u64::MAX)] => format!("key {key}: no leader reported"),
+                    _ => format!("key {key}: voters behind the leader (node, entries) {lagging:?}"),
+                })
+                .collect();
+            return Err(format!("R7: the replicas did not converge within {CONVERGE_TIMEOUT:?} after the drain: {}", detail.join("; ")));
+        }
+        tokio::time::sleep(RETRY_PAUSE).await;
     }
 }
 
@@ -566,15 +681,14 @@ pub async fn final_drain(recorder: &Recorder, target: &WorkloadTarget) -> Result
                 break 'processes;
             }
             match poll_one(recorder, &mut consumer, process).await {
-                Ended::Ok => {}
-                Ended::Fail => {
-                    let positions =
-                        (0..target.keys).filter_map(|k| consumer.position(&target.topic, k).map(|p| (k, SeekTo::At(p)))).collect();
+                (Ended::Ok, _) => {}
+                (Ended::Fail, out_of_range) => {
+                    let positions = positions_after_failed_poll(target, &consumer, out_of_range);
                     if let Ended::Fail | Ended::Info = rewind(recorder, target, &mut consumer, process, positions).await {
                         continue 'processes;
                     }
                 }
-                Ended::Info => continue 'processes,
+                (Ended::Info, _) => continue 'processes,
             }
         }
     }
