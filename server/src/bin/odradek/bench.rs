@@ -112,6 +112,11 @@ pub struct ConsumeBench {
     /// stop once no record came for this long; 0: stop at the end found when starting.
     #[arg(long, default_value_t = 0)]
     follow_idle_ms: u64,
+    /// Ask every fetch for a read barrier (`fresh_high_watermark`: the leader confirms its
+    /// leadership with a quorum round before answering, so the high watermark covers every write
+    /// acknowledged before the fetch), as the simulator's and Jepsen's consumers do.
+    #[arg(long)]
+    read_barrier: bool,
     /// Consumer-group bench settings (used with --group).
     #[command(flatten)]
     group: Option<crate::bench_group::GroupBenchArgs>,
@@ -305,8 +310,19 @@ async fn consume(bootstrap: &Bootstrap, args: ConsumeBench) -> Result<(), String
     if follow_idle.is_some() {
         target = if args.records > 0 { args.records } else { u64::MAX };
     }
-    say!("bench consume: topic {:?} ({} partitions), {target} records, fetch {} B", args.topic, topic.partitions.len(), args.fetch_bytes);
-    let config = ConsumerConfig { bytes_max: args.fetch_bytes, cluster: bootstrap.cluster_config()?, ..ConsumerConfig::default() };
+    say!(
+        "bench consume: topic {:?} ({} partitions), {target} records, fetch {} B, read barrier {}",
+        args.topic,
+        topic.partitions.len(),
+        args.fetch_bytes,
+        if args.read_barrier { "on" } else { "off" }
+    );
+    let config = ConsumerConfig {
+        bytes_max: args.fetch_bytes,
+        cluster: bootstrap.cluster_config()?,
+        fresh_high_watermark: args.read_barrier,
+        ..ConsumerConfig::default()
+    };
     let mut consumer = Consumer::new(&addresses, config).map_err(|e| e.to_string())?;
     consumer.assign(topic.partitions.iter().map(|p| (args.topic.clone(), p.partition)).collect()).map_err(|e| e.to_string())?;
     for partition in &topic.partitions {
