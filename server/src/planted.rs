@@ -150,10 +150,14 @@ pub enum PlantedBug {
     /// at the record's index) refuses the removal, reports success anyway; the offsets stay
     /// (C9; the simulator's `--offset-delete`).
     OffsetDeleteIgnoresSubscription,
+    /// A node decommissioned and removed keeps serving clients from the metadata it last had
+    /// (`NodeContext::is_removed` is never true): its Metadata answers list partition leaders
+    /// it no longer knows (V7; the simulator's `--grow-shrink`).
+    RemovedNodeServes,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 34] = [
+    pub const ALL: [PlantedBug; 35] = [
         PlantedBug::AckBeforeCommit,
         PlantedBug::ServeAboveCommit,
         PlantedBug::SkipDedup,
@@ -188,6 +192,7 @@ impl PlantedBug {
         PlantedBug::ProducerTableNotKept,
         PlantedBug::DecommissionBeforeReplicasMoved,
         PlantedBug::OffsetDeleteIgnoresSubscription,
+        PlantedBug::RemovedNodeServes,
     ];
 
     pub fn name(self) -> &'static str {
@@ -226,6 +231,7 @@ impl PlantedBug {
             PlantedBug::ProducerTableNotKept => "producer-table-not-kept",
             PlantedBug::DecommissionBeforeReplicasMoved => "decommission-before-replicas-moved",
             PlantedBug::OffsetDeleteIgnoresSubscription => "offset-delete-ignores-subscription",
+            PlantedBug::RemovedNodeServes => "removed-node-serves",
         }
     }
 }
@@ -279,6 +285,7 @@ pub struct Planted {
     pub producer_table_not_kept: bool,
     pub decommission_before_replicas_moved: bool,
     pub offset_delete_ignores_subscription: bool,
+    pub removed_node_serves: bool,
 }
 
 impl Planted {
@@ -320,6 +327,7 @@ impl Planted {
             producer_table_not_kept: on(PlantedBug::ProducerTableNotKept),
             decommission_before_replicas_moved: on(PlantedBug::DecommissionBeforeReplicasMoved),
             offset_delete_ignores_subscription: on(PlantedBug::OffsetDeleteIgnoresSubscription),
+            removed_node_serves: on(PlantedBug::RemovedNodeServes),
         }
     }
 }
@@ -367,6 +375,7 @@ mod tests {
             all.producer_table_not_kept,
             all.decommission_before_replicas_moved,
             all.offset_delete_ignores_subscription,
+            all.removed_node_serves,
         ];
         assert!(each.iter().all(|on| *on), "every bug has a switch: {all:?}");
     }
