@@ -51,6 +51,12 @@ impl NodeContext {
         self.state.lock().meta.brokers().get(&node)?.client_address.parse().ok()
     }
 
+    /// Whether this node was removed from the cluster and must serve clients nothing
+    /// (`crate::request::removed`); never with the planted bug `removed-node-serves`.
+    pub fn is_removed(&self) -> bool {
+        !self.planted.removed_node_serves && self.state.was_removed()
+    }
+
     /// The nodes new replicas may go to: the bootstrap members and the nodes that joined, but
     /// those being decommissioned or removed.
     pub fn cluster_node_ids(&self) -> Vec<odradek_consensus::NodeId> {

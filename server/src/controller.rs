@@ -128,6 +128,7 @@ pub async fn run(context: Arc<NodeContext>, mut shutdown: Shutdown) {
             _ = registration.tick() => {
                 register_brokers(&context).await;
                 crate::membership::drive(&context).await;
+                crate::membership::learn_removal(&context).await;
                 crate::reassign::drive(&context, hosted.keys().copied()).await;
                 crate::repair::drive(&context, hosted.keys().copied()).await;
                 crate::repair::rebuilt_replicas_settled(&context, hosted.keys().copied()).await;

@@ -152,6 +152,69 @@ async fn record_completion(context: &NodeContext, voters: Vec<NodeId>) {
     }
 }
 
+/// A learner of the metadata group at most this many entries behind its commit counts as live
+/// (it acknowledged entries lately): it may replace a leaving controller voter, and is promoted
+/// only once it caught up.
+const LIVE_LAG_MAX: u64 = 100;
+
+/// The controller voters once voter `node` leaves them (it is decommissioned), as the metadata
+/// group's leader `me` sees the group (`conf`, `status`): `node` is replaced by a live non-voter
+/// (a learner of the metadata group within [`LIVE_LAG_MAX`] entries of the commit, a broker
+/// neither draining nor removed; the one furthest along, then the lowest id) so the controller
+/// group keeps its size; the change then makes it a voter through the voters-change plan
+/// (learner first, promoted only once caught up, joint consensus). With no such node the group
+/// shrinks, only if the remaining voters that hold the metadata log are a quorum of them;
+/// otherwise the reason why not.
+pub fn controller_voters_without(
+    meta: &crate::meta::MetadataState,
+    conf: &ConfState,
+    status: &odradek_consensus::GroupStatus,
+    me: NodeId,
+    node: NodeId,
+) -> Result<Vec<NodeId>, String> {
+    let mut target: Vec<NodeId> = conf.voters.iter().copied().filter(|&voter| voter != node).collect();
+    let replacement = replacement_candidates(meta, conf, node)
+        .filter(|learner| status.progress.get(learner).is_some_and(|&(matched, _)| matched > 0 && matched + LIVE_LAG_MAX >= status.commit))
+        .max_by_key(|learner| (status.progress.get(learner).map_or(0, |&(matched, _)| matched), std::cmp::Reverse(*learner)));
+    if let Some(replacement) = replacement {
+        target.push(replacement);
+        target.sort_unstable();
+        return Ok(target);
+    }
+    let live = caught_up_in(me, status, &target);
+    if target.is_empty() || live * 2 <= target.len() {
+        return Err(format!(
+            "node {node} is a controller voter and no live non-voter can replace it: only {live} of the remaining voters {target:?} \
+             hold the metadata log, not a quorum of them"
+        ));
+    }
+    Ok(target)
+}
+
+/// The learners of the metadata group that may replace leaving voter `node`: brokers neither
+/// draining nor removed.
+fn replacement_candidates<'a>(
+    meta: &'a crate::meta::MetadataState,
+    conf: &'a ConfState,
+    node: NodeId,
+) -> impl Iterator<Item = NodeId> + 'a {
+    conf.learners.iter().copied().filter(move |learner| {
+        *learner != node && meta.brokers().contains_key(learner) && !meta.draining().contains(learner) && !meta.removed().contains(learner)
+    })
+}
+
+/// A learner that may replace leaving voter `node` but that this leader has not heard from
+/// (no progress, or nothing matched: a leader elected a moment ago knows no learner's log yet):
+/// the drain waits for it rather than shrink the controller group it might have kept whole.
+pub fn replacement_unheard(
+    meta: &crate::meta::MetadataState,
+    conf: &ConfState,
+    status: &odradek_consensus::GroupStatus,
+    node: NodeId,
+) -> Option<NodeId> {
+    replacement_candidates(meta, conf, node).find(|learner| status.progress.get(learner).is_none_or(|&(matched, _)| matched == 0))
+}
+
 /// Partition moves the decommission driver keeps running at once, at most (each is catch-up
 /// traffic to a new replica).
 const DRAIN_MOVES_MAX: usize = 4;
@@ -211,12 +274,21 @@ async fn drain(context: &NodeContext, conf: &ConfState, status: &odradek_consens
     for node in draining {
         let voters: Vec<NodeId> = conf.voters.iter().chain(&conf.voters_outgoing).copied().collect();
         if voters.contains(&node) {
-            let remaining: Vec<NodeId> = conf.voters.iter().copied().filter(|&voter| voter != node).collect();
-            if remaining.is_empty() || caught_up_in(context.state.node_id, status, &remaining) * 2 <= remaining.len() {
-                tracing::warn!(node, ?voters, "a draining node is a controller voter and no quorum would remain without it");
-                return;
+            let target = {
+                let state = context.state.lock();
+                if let Some(learner) = replacement_unheard(&state.meta, conf, status, node) {
+                    tracing::info!(node, learner, "a draining controller voter waits to hear from a learner that may replace it");
+                    return;
+                }
+                controller_voters_without(&state.meta, conf, status, context.state.node_id, node)
+            };
+            match target {
+                Ok(target) => return submit_meta(context, MetaCommand::SetControllerVoters { voters: target }).await,
+                Err(reason) => {
+                    tracing::warn!(node, ?voters, reason, "a draining node is a controller voter and cannot leave the voters yet");
+                    return;
+                }
             }
-            return submit_meta(context, MetaCommand::SetControllerVoters { voters: remaining }).await;
         }
         let (moving, next, removable) = {
             let state = context.state.lock();
@@ -305,4 +377,151 @@ pub fn rebalance_plan(meta: &crate::meta::MetadataState, nodes: &[NodeId]) -> Ve
         .filter(|((topic, partition), replicas)| meta.partition(topic, *partition).is_some_and(|info| &info.replicas != replicas))
         .map(|((topic, partition), replicas)| (topic, partition, replicas))
         .collect()
+}
+
+/// A draining node that missed its own removal (it left the metadata group, so the entry that
+/// removed it may never reach it: it was down or cut off then) asks the controller, at each
+/// registration tick while its own metadata says it drains: the metadata leader it knows, or
+/// the node another node names as controller, or each other broker in turn; only the
+/// controller's own answer counts (a lagging node's metadata may predate the removal). Once the
+/// controller lists it as removed, it serves clients nothing more (`request::removed`).
+/// Nothing happens on a node that is not draining.
+pub async fn learn_removal(context: &NodeContext) {
+    let me = context.state.node_id;
+    let mut candidates: Vec<NodeId> = {
+        let state = context.state.lock();
+        if !state.meta.draining().contains(&me) || state.meta.removed().contains(&me) {
+            return;
+        }
+        state.meta.brokers().keys().copied().filter(|&node| node != me).collect()
+    };
+    if context.state.was_removed() {
+        return;
+    }
+    if let Ok(Some((status, _))) = context.node.status(METADATA_GROUP).await {
+        if status.leader != 0 && status.leader != me {
+            candidates.retain(|&node| node != status.leader);
+            candidates.insert(0, status.leader);
+        }
+    }
+    let wait = Duration::from_millis(context.config.tick_ms * CONF_CHANGE_WAIT_TICKS);
+    let mut asked = BTreeSet::new();
+    while let Some(to) = candidates.first().copied() {
+        candidates.remove(0);
+        if !asked.insert(to) {
+            continue;
+        }
+        let body = odradek_client::wire::proto::Request_oneof_body::describe_cluster(Default::default());
+        let Ok(Ok(response)) = tokio::time::timeout(wait, crate::request::relay::call(context, to, "removal", body)).await else {
+            continue;
+        };
+        if response.error != odradek_client::wire::proto::ErrorCode::NONE || !response.has_describe_cluster() {
+            continue;
+        }
+        let described = response.get_describe_cluster();
+        if described.controller != described.node_id {
+            if described.controller != 0 && described.controller != me {
+                candidates.insert(0, described.controller);
+            }
+            continue;
+        }
+        if described.removed.contains(&me) {
+            tracing::warn!(controller = to, "the controller says this node was removed from the cluster: serving clients nothing more");
+            context.state.learn_removed();
+        }
+        return;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use odradek_consensus::GroupStatus;
+    use raft::eraftpb::ConfState;
+    use raft::StateRole;
+
+    use super::controller_voters_without;
+    use crate::meta::{BrokerInfo, JoiningNode, MetaCommand, MetadataState};
+
+    /// Brokers 1..=3 (bootstrap) and 4, 5 (joined), as applied by the metadata state machine.
+    fn metadata() -> MetadataState {
+        let mut meta = MetadataState::new();
+        let mut index = 0;
+        let mut apply = |meta: &mut MetadataState, command: MetaCommand| {
+            index += 1;
+            meta.apply(index, &command.encode());
+        };
+        for node in 1..=3 {
+            let broker = BrokerInfo { node_id: node, client_address: format!("127.0.0.1:{}", 9090 + node), kafka_address: String::new() };
+            apply(&mut meta, MetaCommand::RegisterBroker(broker));
+        }
+        for node in 4..=5 {
+            let join = JoiningNode {
+                node_id: node,
+                incarnation: 1,
+                peer_address: format!("127.0.0.1:{}", 25100 + node),
+                client_address: format!("127.0.0.1:{}", 25200 + node),
+                kafka_address: String::new(),
+                replace: false,
+            };
+            apply(&mut meta, MetaCommand::JoinNode(join));
+        }
+        meta
+    }
+
+    /// Leader 1's view: commit 100, each listed node matched at the index given.
+    fn status(matched: &[(u64, u64)]) -> GroupStatus {
+        GroupStatus {
+            role: StateRole::Leader,
+            leader: 1,
+            term: 2,
+            commit: 100,
+            applied: 100,
+            last_index: 100,
+            progress: matched.iter().map(|&(node, index)| (node, (index, index + 1))).collect(),
+            suspect: false,
+        }
+    }
+
+    fn conf(voters: &[u64], learners: &[u64]) -> ConfState {
+        ConfState { voters: voters.to_vec(), learners: learners.to_vec(), ..ConfState::default() }
+    }
+
+    #[test]
+    fn a_leaving_controller_voter_is_replaced_by_a_live_non_voter() {
+        let meta = metadata();
+        let all = status(&[(2, 100), (3, 100), (4, 100), (5, 100)]);
+        // Learners 4 and 5 hold the log: the lowest replaces voter 3; the group keeps 3 voters.
+        assert_eq!(controller_voters_without(&meta, &conf(&[1, 2, 3], &[4, 5]), &all, 1, 3), Ok(vec![1, 2, 4]));
+        // Learner 4 is a little behind: learner 5, further along, replaces the voter.
+        let four_behind = status(&[(2, 100), (3, 100), (4, 95), (5, 100)]);
+        assert_eq!(controller_voters_without(&meta, &conf(&[1, 2, 3], &[4, 5]), &four_behind, 1, 3), Ok(vec![1, 2, 5]));
+        // Learner 5 never acknowledged anything: learner 4, a little behind, replaces the voter
+        // (the change promotes it only once it caught up).
+        let five_silent = status(&[(2, 100), (3, 100), (4, 95), (5, 0)]);
+        assert_eq!(controller_voters_without(&meta, &conf(&[1, 2, 3], &[4, 5]), &five_silent, 1, 3), Ok(vec![1, 2, 4]));
+    }
+
+    #[test]
+    fn without_a_live_non_voter_the_group_shrinks_only_keeping_a_quorum() {
+        let meta = metadata();
+        // No learner: voters 1 and 2 hold the log, a quorum of the 2 that remain.
+        let live = status(&[(2, 100), (3, 100)]);
+        assert_eq!(controller_voters_without(&meta, &conf(&[1, 2, 3], &[]), &live, 1, 3), Ok(vec![1, 2]));
+        // A learner that never acknowledged anything is no replacement; voter 2 lags: only 1 of
+        // the remaining 2 holds the log, no quorum: refused, with the reason.
+        let lagging = status(&[(2, 10), (3, 100), (4, 0)]);
+        let refused = controller_voters_without(&meta, &conf(&[1, 2, 3], &[4]), &lagging, 1, 3).expect_err("no quorum would remain");
+        assert!(refused.contains("no live non-voter") && refused.contains("not a quorum"), "{refused}");
+        // A draining learner replaces nobody.
+        let mut draining = meta.clone();
+        draining.apply(1_000, &MetaCommand::DecommissionNode { node: 4 }.encode());
+        let with_draining = status(&[(2, 10), (3, 100), (4, 100)]);
+        assert!(controller_voters_without(&draining, &conf(&[1, 2, 3], &[4]), &with_draining, 1, 3).is_err());
+        // The drain waits for a learner this leader has not heard from yet (newly elected), and
+        // only for one that could replace the voter.
+        assert_eq!(super::replacement_unheard(&meta, &conf(&[1, 2, 3], &[4]), &lagging, 3), Some(4));
+        assert_eq!(super::replacement_unheard(&meta, &conf(&[1, 2, 3], &[4]), &live, 3), Some(4), "no progress known");
+        assert_eq!(super::replacement_unheard(&meta, &conf(&[1, 2, 3], &[4]), &with_draining, 3), None);
+        assert_eq!(super::replacement_unheard(&draining, &conf(&[1, 2, 3], &[4]), &lagging, 3), None, "draining: no replacement");
+    }
 }

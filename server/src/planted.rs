@@ -155,10 +155,14 @@ pub enum PlantedBug {
     /// commit does not file it for retention's next check, so retention stops checking it and
     /// its log grows past its limits for good (R12 c; the simulator's `--retention --hibernate`).
     RetentionCandidatesStale,
+    /// A node decommissioned and removed keeps serving clients from the metadata it last had
+    /// (`NodeContext::is_removed` is never true): its Metadata answers list partition leaders
+    /// it no longer knows (V7; the simulator's `--grow-shrink`).
+    RemovedNodeServes,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 35] = [
+    pub const ALL: [PlantedBug; 36] = [
         PlantedBug::AckBeforeCommit,
         PlantedBug::ServeAboveCommit,
         PlantedBug::SkipDedup,
@@ -194,6 +198,7 @@ impl PlantedBug {
         PlantedBug::DecommissionBeforeReplicasMoved,
         PlantedBug::OffsetDeleteIgnoresSubscription,
         PlantedBug::RetentionCandidatesStale,
+        PlantedBug::RemovedNodeServes,
     ];
 
     pub fn name(self) -> &'static str {
@@ -233,6 +238,7 @@ impl PlantedBug {
             PlantedBug::DecommissionBeforeReplicasMoved => "decommission-before-replicas-moved",
             PlantedBug::OffsetDeleteIgnoresSubscription => "offset-delete-ignores-subscription",
             PlantedBug::RetentionCandidatesStale => "retention-candidates-stale",
+            PlantedBug::RemovedNodeServes => "removed-node-serves",
         }
     }
 }
@@ -287,6 +293,7 @@ pub struct Planted {
     pub decommission_before_replicas_moved: bool,
     pub offset_delete_ignores_subscription: bool,
     pub retention_candidates_stale: bool,
+    pub removed_node_serves: bool,
 }
 
 impl Planted {
@@ -329,6 +336,7 @@ impl Planted {
             decommission_before_replicas_moved: on(PlantedBug::DecommissionBeforeReplicasMoved),
             offset_delete_ignores_subscription: on(PlantedBug::OffsetDeleteIgnoresSubscription),
             retention_candidates_stale: on(PlantedBug::RetentionCandidatesStale),
+            removed_node_serves: on(PlantedBug::RemovedNodeServes),
         }
     }
 }
@@ -377,6 +385,7 @@ mod tests {
             all.decommission_before_replicas_moved,
             all.offset_delete_ignores_subscription,
             all.retention_candidates_stale,
+            all.removed_node_serves,
         ];
         assert!(each.iter().all(|on| *on), "every bug has a switch: {all:?}");
     }

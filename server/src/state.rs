@@ -92,6 +92,9 @@ pub struct NodeState {
     pub disk_budget: Arc<std::sync::atomic::AtomicI64>,
     /// Free bytes of the data directory's file system at the last measurement (for metrics).
     disk_available_bytes: std::sync::atomic::AtomicU64,
+    /// This node learned from the controller that it was removed from the cluster though its
+    /// own metadata, no longer replicated to it, may not say so (`crate::membership::learn_removal`).
+    removed_learned: std::sync::atomic::AtomicBool,
 }
 
 impl NodeState {
@@ -105,6 +108,7 @@ impl NodeState {
             meta_ready,
             disk_budget,
             disk_available_bytes: std::sync::atomic::AtomicU64::new(0),
+            removed_learned: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -123,6 +127,19 @@ impl NodeState {
     /// Free bytes at the last measurement (0 before the first).
     pub fn disk_available_bytes(&self) -> u64 {
         self.disk_available_bytes.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Whether this node was removed from the cluster (decommissioned): its own metadata says
+    /// so, or the controller told it (`crate::membership::learn_removal`). Never undone in a
+    /// process: a removed node comes back only with an empty data directory, under a new
+    /// incarnation.
+    pub fn was_removed(&self) -> bool {
+        self.removed_learned.load(std::sync::atomic::Ordering::Acquire) || self.lock().meta.removed().contains(&self.node_id)
+    }
+
+    /// The controller says this node was removed.
+    pub fn learn_removed(&self) {
+        self.removed_learned.store(true, std::sync::atomic::Ordering::Release);
     }
 
     pub fn is_meta_ready(&self) -> bool {

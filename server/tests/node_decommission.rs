@@ -6,8 +6,11 @@
 //! - bad input refused definitely: an unknown node, a node draining already, a second node when
 //!   fewer nodes than the replication factor would remain, and (at the end) the controller
 //!   group's last voter;
-//! - node 1 is listed as draining, leaves the controller voters, every replica moves off it and
-//!   it is removed: no broker list or partition names it any more;
+//! - node 1 is listed as draining, leaves the controller voters (replaced there by node 4, a
+//!   live non-voter, so the controller group keeps 3 voters), every replica moves off it and it
+//!   is removed: no broker list or partition names it any more;
+//! - V7: node 1, removed but still running, serves clients nothing (its Metadata names no
+//!   leader, controller or itself; Produce and Fetch are refused NOT_LEADER);
 //! - L5/L10: every acknowledged record reads back, at its acknowledged offset, from nodes 2, 3, 4.
 //!
 //! And a removed bootstrap member rejoins (issue 15, R8 d, F-M3; as in KRaft, only through the
@@ -31,9 +34,10 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use odradek_client::wire::proto::ErrorCode;
+use odradek_client::wire::proto::{ErrorCode, FetchRequest};
 use odradek_client::{Admin, Producer, ProducerConfig, ProducerRecord};
 
+use common::raw::{self, Raw};
 use common::{create_topic_until, read_back_partition, refused_join, wait_until, ProcessCluster};
 
 const TOPIC: &str = "drained";
@@ -109,13 +113,14 @@ async fn a_decommissioned_node_drains_then_leaves_and_nothing_acknowledged_is_lo
         let Ok(topic) = survivors_admin.describe_topic(TOPIC).await else { return false };
         described.draining.is_empty()
             && described.brokers.iter().all(|broker| broker.node_id != 1)
-            && !described.controller_voters.contains(&1)
+            && described.controller_voters == vec![2, 3, 4]
             && !described.controller_learners.contains(&1)
             && topic.partitions.iter().all(|partition| !partition.replicas.contains(&1) && partition.replicas.len() == 3)
     })
     .await;
     let acked = producer.await.unwrap();
     assert!(acked.len() as u64 >= RECORDS / 2, "most records are acknowledged ({} of {RECORDS})", acked.len());
+    removed_node_refuses_clients(&cluster.client_addr(1)).await;
     cluster.kill(1);
     read_back_partition(survivors, TOPIC, 0, &acked).await;
 
@@ -127,6 +132,56 @@ async fn a_decommissioned_node_drains_then_leaves_and_nothing_acknowledged_is_lo
     })
     .await;
     expect_refusal(survivors_admin.decommission_node(3).await, "last voter");
+}
+
+/// V7, against the removed node itself (still running): it serves clients nothing from the
+/// metadata it last had. Its Metadata lists the other brokers only, no controller and no
+/// partition (the topic LEADER_NOT_AVAILABLE, so a client refreshes elsewhere); Produce and
+/// Fetch are refused NOT_LEADER (definite, nothing appended or read); a controller request
+/// NOT_CONTROLLER.
+async fn removed_node_refuses_clients(address: &str) {
+    let address = address.to_string();
+    wait_until("removed node 1 refuses clients", 30, || {
+        let address = address.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let mut raw = Raw::greeted(&address);
+                let mut ask = raw::metadata(2);
+                ask.mut_metadata().topics.push(TOPIC.to_string());
+                let answer = raw.call(ask);
+                answer.error == ErrorCode::NONE
+                    && answer.get_metadata().controller == 0
+                    && answer.get_metadata().brokers.iter().all(|broker| broker.node_id != 1)
+                    && answer
+                        .get_metadata()
+                        .topics
+                        .iter()
+                        .all(|topic| topic.error == ErrorCode::LEADER_NOT_AVAILABLE && topic.partitions.is_empty())
+            })
+            .await
+            .unwrap()
+        }
+    })
+    .await;
+    let address = address.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut raw = Raw::greeted(&address);
+        let produced = raw.call(raw::produce(3, TOPIC, raw::batch("after-removal")));
+        assert_eq!(produced.error, ErrorCode::NOT_LEADER, "{produced:?}");
+        assert!(produced.error_message.contains("removed from the cluster"), "{produced:?}");
+        let fetched = raw.call(raw::request_with(4, |request| {
+            let mut fetch = FetchRequest::new();
+            fetch.topic = TOPIC.to_string();
+            fetch.bytes_max = 1024;
+            request.set_fetch(fetch);
+        }));
+        assert_eq!(fetched.error, ErrorCode::NOT_LEADER, "{fetched:?}");
+        assert!(raw::fetched_records(&fetched).is_empty(), "{fetched:?}");
+        let described = raw.call(raw::request_with(5, |request| request.set_describe_cluster(Default::default())));
+        assert_eq!(described.error, ErrorCode::NOT_CONTROLLER, "{described:?}");
+    })
+    .await
+    .unwrap();
 }
 
 /// Waits until node `id` (as it applied the metadata itself) lists node 3 as a broker and a

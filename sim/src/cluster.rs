@@ -72,6 +72,8 @@ pub struct GrowShrink {
     /// Decommissioned nodes seen removed and stopped for good, as an operator would: never
     /// restarted again.
     pub departed: BTreeSet<u64>,
+    /// V7 violations: a removed node still serving clients (`nemesis::fault::grow_shrink`).
+    pub violations: Vec<String>,
 }
 
 /// State shared by the nodes, the workload and the nemesis (all on one simulation thread).

@@ -255,6 +255,8 @@ async fn run_into(config: ScenarioConfig, injected: Arc<Mutex<Vec<InjectedFault>
             Ok(after) => cluster.note(format!("V6: the grown and shrunk membership converged {} ms after the drain", after.as_millis())),
             Err(problem) => problems.push(problem),
         }
+        // V7: the removed node served no client once it was removed (checked before it stopped).
+        problems.extend(targets.grow_shrink_violations());
     }
     match converge(&cluster, &raft).await {
         Ok(after) => cluster.note(format!("R7: every group converged {} ms after the drain", after.as_millis())),

@@ -757,6 +757,7 @@ async fn nodes_join_and_leave_under_faults() {
     assert!(report.passed(), "{}\n{}", report.timeline.join("\n"), report.verdict_text());
     assert!(report.timeline.iter().any(|line| line.contains("V6: the grown and shrunk membership converged")), "V6 ran");
     assert!(report.timeline.iter().any(|line| line.contains("was removed by the controller: stopped for good")), "a node left");
+    assert!(report.timeline.iter().any(|line| line.contains("serves clients nothing")), "V7 ran");
 }
 
 // F-M4: the controller removes a decommissioned node as soon as it left the controller voters,
@@ -766,6 +767,15 @@ async fn nodes_join_and_leave_under_faults() {
 fn planted_decommission_before_replicas_moved_is_caught() {
     let base = ScenarioConfig { scenario: Scenario::Crash, grow_shrink: true, ..ScenarioConfig::new(0) };
     planted_bug_is_caught_with(PlantedBug::DecommissionBeforeReplicasMoved, &base, 1..=GROW_SHRINK_SEEDS_MAX, &["V6", "R7"]);
+}
+
+// F-M4 / V7: a node decommissioned and removed keeps serving clients from the metadata it
+// last had (its Metadata answers still name partition leaders): asked directly before the
+// simulator stops it, it still serves 10 s after its removal.
+#[test]
+fn planted_removed_node_serves_is_caught() {
+    let base = ScenarioConfig { scenario: Scenario::Crash, grow_shrink: true, ..ScenarioConfig::new(0) };
+    planted_bug_is_caught_with(PlantedBug::RemovedNodeServes, &base, 1..=GROW_SHRINK_SEEDS_MAX, &["V7"]);
 }
 
 /// The seed range the planted grow/shrink bug must be caught in.

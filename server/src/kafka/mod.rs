@@ -91,11 +91,19 @@ impl KafkaBrokers {
     pub fn current(&self, context: &NodeContext) -> BTreeMap<NodeId, SocketAddr> {
         let mut addresses = self.addresses.clone();
         let me = context.state.node_id;
+        let removed = context.is_removed();
         let state = context.state.lock();
         for (&node, broker) in state.meta.brokers() {
             if let Some(address) = broker.kafka_address.parse().ok().filter(|_| node != me) {
                 addresses.insert(node, address);
             }
+        }
+        // A removed node lists the others only, so Kafka clients move to them (`request::removed`).
+        for node in state.meta.removed() {
+            addresses.remove(node);
+        }
+        if removed {
+            addresses.remove(&me);
         }
         addresses
     }

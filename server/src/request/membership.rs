@@ -144,6 +144,12 @@ async fn decommission(context: &NodeContext, body: &wire::DecommissionNodeReques
     if conf.voters == [node] {
         return Err(invalid(format!("node {node} is the controller group's last voter: add voters first (`odradek cluster controllers`)")));
     }
+    // A controller voter leaves the voters first: replaced by a live non-voter, or the group
+    // shrinks only if a quorum of live voters remains (`membership::controller_voters_without`).
+    if conf.voters.contains(&node) {
+        let me = context.state.node_id;
+        crate::membership::controller_voters_without(&context.state.lock().meta, &conf, &status, me, node).map_err(invalid)?;
+    }
     let index = propose_meta(context, &MetaCommand::DecommissionNode { node }, admin_timeout(body.timeout_ms)).await?;
     match context.state.lock().meta_outcomes.get(&index) {
         Some(MetaOutcome::DecommissionStarted) => {

@@ -92,7 +92,7 @@ fn partition_metadata(context: &NodeContext, assignment: &meta::PartitionInfo, l
 
 /// The configured nodes, then the nodes that joined the running cluster, as brokers (but the
 /// decommissioned ones).
-fn brokers(context: &NodeContext) -> Vec<wire::Broker> {
+pub(super) fn brokers(context: &NodeContext) -> Vec<wire::Broker> {
     let broker = |node_id, address: String| {
         let mut broker = wire::Broker::new();
         broker.node_id = node_id;
@@ -159,6 +159,7 @@ pub async fn describe_cluster(context: &NodeContext, id: u64) -> Response {
             cluster.repairs.push(entry);
         }
         cluster.repairs_completed = state.meta.repairs_completed();
+        cluster.removed = state.meta.removed().iter().copied().collect();
     }
     let moving = context.state.lock().meta.reassignments();
     for reassignment in moving {

@@ -31,6 +31,7 @@ pub mod metadata;
 pub mod produce;
 pub mod reassign;
 pub mod relay;
+pub mod removed;
 pub mod security;
 pub mod topic_change;
 pub mod transfer;
@@ -67,6 +68,11 @@ pub async fn handle(context: &NodeContext, principal: &Principal, request: Reque
     let id = request.request_id;
     if !context.state.is_meta_ready() && !matches!(request.body, Some(Body::hello(_)) | None) {
         return not_ready(id);
+    }
+    if context.is_removed() {
+        if let Some(refusal) = removed::answer(context, id, request.body.as_ref()) {
+            return refusal;
+        }
     }
     if let Some(body) = request.body.as_ref() {
         if let Err(refusal) = authorize::check(context, principal, body) {

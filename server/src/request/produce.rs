@@ -97,6 +97,10 @@ fn check(context: &NodeContext, id: u64, body: &mut wire::ProduceRequest) -> Res
     if !context.state.is_meta_ready() {
         return Err(Box::new(not_ready(id)));
     }
+    if context.is_removed() {
+        let body = wire::Request_oneof_body::produce(wire::ProduceRequest::new());
+        return Err(Box::new(super::removed::answer(context, id, Some(&body)).expect("a produce is refused")));
+    }
     let location = locate(context, &body.topic, body.partition).map_err(|error| Box::new(error.into_response(id)))?;
     if !context.state.hosts(location.group) {
         return Err(Box::new(not_hosted(context, id, &body.topic, body.partition, location.preferred)));

@@ -7,7 +7,13 @@
 //!   learners first, joint consensus), and when drawn a rebalance spreads replicas onto it;
 //! - **shrink**: one node (a bootstrap member or the joined one) is decommissioned: the
 //!   controller moves its replicas away, takes it out of the controller voters, removes it; once
-//!   the simulator sees it removed it stops the node for good, as an operator would;
+//!   the simulator sees it removed it first checks **V7** (within [`REFUSAL_BOUND`] the removed
+//!   node, asked directly, serves clients nothing: its Metadata names no leader or controller,
+//!   its Fetch is refused), then stops the node for good, as an operator would;
+//! - on odd picks, when the joined node is a learner holding the metadata log, the shrink of a
+//!   bootstrap member (a controller voter) comes before the grow: the controller replaces the
+//!   leaving voter by the joined learner, so the controller group keeps its size (R10 b), and the
+//!   grow then finds the joined node a voter already;
 //!
 //! each step optionally with a kill or an isolation (the stepping node, or another) half a window
 //! in, while the existing plan's kills, isolations and disk faults strike between windows. After
@@ -38,6 +44,37 @@ const ADMIN_CALL_TIMEOUT: Duration = Duration::from_secs(3);
 const LOOK_PAUSE: Duration = Duration::from_millis(250);
 /// The metadata (controller) group (`odradek_server::meta::METADATA_GROUP`).
 const METADATA_GROUP: u64 = 0;
+/// V7: how long a removed node may still serve clients once the simulator saw its removal (it
+/// learns a removal that did not reach it from the controller, at its next registration tick).
+const REFUSAL_BOUND: Duration = Duration::from_secs(10);
+
+/// What the removed node at `address` still serves, asked directly: a Metadata answer that
+/// names it a broker, a controller or a leader of a partition of the checked topic, or a Fetch
+/// of the checked topic answered with records or without an error. `None`: it refused both (or
+/// is unreachable: it serves nothing either).
+async fn removed_node_serves(address: String, config: odradek_client::ConnectionConfig) -> Option<String> {
+    use odradek_client::wire::proto::{
+        ErrorCode, FetchRequest, MetadataRequest, Request_oneof_body as Body, Response_oneof_body as Answer,
+    };
+    let connection = odradek_client::Connection::connect(&address, "v7-probe", config).await.ok()?;
+    let mut ask = MetadataRequest::new();
+    ask.topics = vec![TOPIC.to_string()].into();
+    let answer = connection.request(Body::metadata(ask)).await.ok()?;
+    if let (ErrorCode::NONE, Some(Answer::metadata(metadata))) = (answer.error, &answer.body) {
+        let me: Vec<u64> = metadata.brokers.iter().map(|broker| broker.node_id).collect();
+        let leaders: Vec<(u32, u64)> =
+            metadata.topics.iter().flat_map(|topic| &topic.partitions).filter(|p| p.leader != 0).map(|p| (p.partition, p.leader)).collect();
+        if !leaders.is_empty() || metadata.controller != 0 {
+            return Some(format!("Metadata names leaders {leaders:?} of {TOPIC}, controller {}, brokers {me:?}", metadata.controller));
+        }
+    }
+    let mut fetch = FetchRequest::new();
+    fetch.topic = TOPIC.to_string();
+    fetch.partition = 0;
+    fetch.bytes_max = 1024;
+    let answer = connection.request(Body::fetch(fetch)).await.ok()?;
+    (answer.error == ErrorCode::NONE).then(|| format!("Fetch of {TOPIC}/0 answered {:?}", answer.body))
+}
 
 /// One grow/shrink draw, every random choice made.
 #[derive(Clone, Debug)]
@@ -102,6 +139,10 @@ impl FaultTargets<'_> {
             (true, true, None) => Step::Shrink,
             (true, true, Some(_)) => Step::Done,
         }
+    }
+
+    fn decommission_recorded(&self) -> bool {
+        self.cluster.grow_shrink.lock().expect("grow-shrink lock").decommissioned.is_some()
     }
 
     /// Whether every step was taken (the nemesis then draws something else).
@@ -181,9 +222,29 @@ impl FaultTargets<'_> {
     /// Decommissions the `pick`th of the nodes that may leave (running members not given up,
     /// not the one F-S3 may rot); the node asked.
     async fn shrink(&self, pick: usize) -> Option<u64> {
+        self.shrink_among(pick, self.cluster.members_now()).await
+    }
+
+    /// Before the controller voters are asked to take the joined node in: when the controller
+    /// reports it a learner holding the metadata log, a bootstrap member (a controller voter)
+    /// is decommissioned, and the controller replaces it by the joined node among the voters
+    /// (issue 15: the controller group keeps its size; R10 b would flag a shrink). `None`
+    /// (nothing asked) otherwise: the step grows as usual.
+    async fn shrink_before_grow(&self, pick: usize) -> Option<u64> {
+        let spare = self.cluster.spare.expect("--grow-shrink has a spare node");
+        let described = self.describe_cluster().await?;
+        let held = described.controller_replicas.iter().any(|replica| replica.node_id == spare && replica.lag == 0);
+        if !described.controller_learners.contains(&spare) || !held || !described.draining.is_empty() {
+            return None;
+        }
+        self.cluster.note(format!("F-M4: node {spare} is a learner holding the metadata log: a controller voter leaves first"));
+        self.shrink_among(pick, self.cluster.nodes.clone()).await
+    }
+
+    /// Decommissions the `pick`th of `nodes` that may leave (module documentation).
+    async fn shrink_among(&self, pick: usize, nodes: Vec<u64>) -> Option<u64> {
         let given_up = self.cluster.given_up();
-        let candidates: Vec<u64> =
-            self.cluster.members_now().into_iter().filter(|node| !given_up.contains(node) && Some(*node) != self.corruptible).collect();
+        let candidates: Vec<u64> = nodes.into_iter().filter(|node| !given_up.contains(node) && Some(*node) != self.corruptible).collect();
         if candidates.is_empty() {
             return None;
         }
@@ -211,6 +272,11 @@ impl FaultTargets<'_> {
     pub(super) async fn inject_grow_shrink(&self, fault: &GrowShrinkFault, window: Duration) -> Healing {
         let subject = match self.next_step() {
             Step::Join => Some(self.join()),
+            // Odd picks: a voter leaves before the grow, if nothing left yet (`shrink_before_grow`).
+            Step::Grow if fault.pick % 2 == 1 && !self.decommission_recorded() => match self.shrink_before_grow(fault.pick / 2).await {
+                Some(node) => Some(node),
+                None => Some(self.grow(fault.rebalance).await),
+            },
             Step::Grow => Some(self.grow(fault.rebalance).await),
             Step::Shrink => self.shrink(fault.pick).await,
             Step::Done => None,
@@ -238,10 +304,42 @@ impl FaultTargets<'_> {
         if described.brokers.iter().any(|broker| broker.node_id == node) || described.draining.contains(&node) {
             return;
         }
+        self.removed_node_refuses(node).await;
         self.cluster.grow_shrink.lock().expect("grow-shrink lock").departed.insert(node);
         self.runtime.kill(self.ids[&node]);
         self.cluster.disks[&node].crash(CrashMode::Process);
         self.cluster.note(format!("F-M4: node {node} was removed by the controller: stopped for good"));
+    }
+
+    /// V7 (module documentation), before the removed `node` is stopped: within
+    /// [`REFUSAL_BOUND`] it serves clients nothing (a removal that has not reached it yet is
+    /// learned from the controller); a violation is kept for the run's checks.
+    async fn removed_node_refuses(&self, node: u64) {
+        let start = tokio::time::Instant::now();
+        loop {
+            let address = crate::cluster::member(node).client.to_string();
+            let config = self.cluster.client_config().connection;
+            let probe =
+                self.client_node.spawn(async move { tokio::time::timeout(ADMIN_CALL_TIMEOUT, removed_node_serves(address, config)).await });
+            let served = probe.await.expect("probe task").unwrap_or(None);
+            let Some(served) = served else {
+                let after = start.elapsed().as_millis();
+                self.cluster.note(format!("V7: removed node {node} serves clients nothing ({after} ms after its removal was seen)"));
+                return;
+            };
+            if start.elapsed() >= REFUSAL_BOUND {
+                let problem = format!("V7: removed node {node} still serves clients {REFUSAL_BOUND:?} after its removal: {served}");
+                self.cluster.note(&problem);
+                self.cluster.grow_shrink.lock().expect("grow-shrink lock").violations.push(problem);
+                return;
+            }
+            tokio::time::sleep(LOOK_PAUSE).await;
+        }
+    }
+
+    /// V7 violations seen (module documentation).
+    pub fn grow_shrink_violations(&self) -> Vec<String> {
+        self.cluster.grow_shrink.lock().expect("grow-shrink lock").violations.clone()
     }
 
     /// After the heal: the steps no window reached, as an operator finishing the job would
