@@ -248,6 +248,15 @@ impl FaultTargets<'_> {
         if candidates.is_empty() {
             return None;
         }
+        // An earlier decommission that got no answer may have been recorded: that node leaves,
+        // not a second one as well (swarm `--grow-shrink` seed 69: two unanswered decommissions
+        // were both recorded, a third followed, and the controller group lost a voter that no
+        // live learner could replace, R10 b).
+        if let Some(&draining) = self.describe_cluster().await.as_ref().and_then(|described| described.draining.first()) {
+            self.cluster.grow_shrink.lock().expect("grow-shrink lock").decommissioned = Some(draining);
+            self.cluster.note(format!("F-M4: node {draining} is draining already (an unanswered decommission was recorded)"));
+            return Some(draining);
+        }
         let node = candidates[pick % candidates.len()];
         let outcome = self.admin_call(move |admin| async move { admin.decommission_node(node).await }).await;
         let said = match &outcome {
