@@ -63,7 +63,8 @@ fn run_seed_on_this_thread(config: &ScenarioConfig) -> Result<Report, Crash> {
     let mut runtime = madsim::runtime::Runtime::with_seed_and_config(config.seed, madsim::Config::default());
     // A run that hangs (a task waiting forever) ends as a crash instead of spinning: the phases
     // are all bounded, so a run longer than this in simulated time is stuck.
-    runtime.set_time_limit(config.duration + 2 * LIVENESS_BOUND + CONVERGENCE_WAIT + Duration::from_secs(120));
+    let probes = if config.sleeping_leader_cut || config.late_retry { nemesis::fault::probe::PROBES_TIME_BOUND } else { Duration::ZERO };
+    runtime.set_time_limit(config.duration + 2 * LIVENESS_BOUND + CONVERGENCE_WAIT + Duration::from_secs(120) + probes);
     let owned = config.clone();
     let injected = Arc::new(Mutex::new(Vec::new()));
     let sink = injected.clone();

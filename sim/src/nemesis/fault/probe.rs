@@ -44,7 +44,19 @@ const SLEEPER_WAIT: Duration = Duration::from_secs(15);
 /// Bound on an election (and on a restarted group's first leader).
 const ELECTION_WAIT: Duration = Duration::from_secs(20);
 /// Bound on one probe send or poll.
-const CLIENT_CALL_BOUND: Duration = Duration::from_secs(20);
+const CLIENT_CALL_BOUND: Duration = Duration::from_secs(10);
+/// Bound on starting a probe producer (a quarantined metadata replica and a cut-off controller
+/// leave no quorum to give a producer id: swarm `--sleeping-leader-cut` seed 182).
+const PRODUCER_START_BOUND: Duration = Duration::from_secs(30);
+/// Bound on the filler's sends.
+const FILLER_BOUND: Duration = Duration::from_secs(30);
+/// Bound on the old leader catching up after the heal: its peers' dials to it backed off while
+/// it was cut off (up to 16 s), and R7 gives the replicas only 10 s after the drain (swarm
+/// `--sleeping-leader-cut` seed 150).
+const CATCH_UP_WAIT: Duration = Duration::from_secs(30);
+/// What the probes may add to a run's simulated time, at most (the runtime's hang limit grows
+/// by it when a probe is on).
+pub const PROBES_TIME_BOUND: Duration = Duration::from_secs(400);
 /// Bound on retention moving every replica's log start past the late batch.
 const RETENTION_WAIT: Duration = Duration::from_secs(40);
 /// The late-retry producer's delivery timeout: past the retention wait, the restarts and the
@@ -67,6 +79,7 @@ pub struct GroupWatch {
     asleep: BTreeSet<(u64, u64)>,
     log_starts: BTreeMap<(u64, u64), u64>,
     replicas: BTreeMap<u64, BTreeSet<u64>>,
+    applied: BTreeMap<(u64, u64), u64>,
 }
 
 impl GroupWatch {
@@ -87,6 +100,9 @@ impl GroupWatch {
             Event::Opened { node, group, .. } => {
                 self.asleep.remove(&(node, group));
                 self.replicas.entry(group).or_default().insert(node);
+            }
+            Event::Applied { node, group, index, .. } => {
+                self.applied.insert((node, group), index);
             }
             Event::LogStart { node, group, offset_start, .. } => {
                 let start = self.log_starts.entry((node, group)).or_default();
@@ -130,7 +146,8 @@ async fn start_producer(cluster: &SimCluster, nodes: &[u64], config: ProducerCon
     let bootstrap: Vec<String> = nodes.iter().map(|&n| address(n)).collect();
     let addresses: Vec<&str> = bootstrap.iter().map(String::as_str).collect();
     let session = ClusterSession::new(&addresses, config.cluster.clone()).ok()?;
-    for _ in 0..20 {
+    let deadline = tokio::time::Instant::now() + PRODUCER_START_BOUND;
+    while tokio::time::Instant::now() < deadline {
         match tokio::time::timeout(CLIENT_CALL_BOUND, Producer::with_cluster(session.clone(), config.clone())).await {
             Ok(Ok(producer)) => {
                 let Some(partition) = warm else { return Some(producer) };
@@ -158,8 +175,9 @@ fn probe_producer_config(cluster: &SimCluster) -> ProducerConfig {
 }
 
 /// Sends `count` values to `partition` one at a time, each recorded in the history and bounded by
-/// `bound` (the record gets a key of `key_bytes` to fill segments); returns the acknowledged
-/// offsets.
+/// `bound`, none started after `total` (the record gets a key of `key_bytes` to fill segments);
+/// returns the acknowledged offsets.
+#[allow(clippy::too_many_arguments)]
 async fn send_recorded(
     cluster: Arc<SimCluster>,
     producer: &Producer,
@@ -168,10 +186,15 @@ async fn send_recorded(
     count: u64,
     key_bytes: usize,
     bound: Duration,
+    total: Duration,
 ) -> Vec<u64> {
     let mut offsets = Vec::new();
     let identity = producer.identity().expect("an idempotent producer");
+    let deadline = tokio::time::Instant::now() + total;
     for i in 0..count {
+        if tokio::time::Instant::now() >= deadline {
+            break;
+        }
         let value = index * 1_000_000 + i;
         let producer_id = history::Producer { pid: identity.producer_id as u64, epoch: identity.producer_epoch as u64, seq: i };
         let send = Send { key: u64::from(partition), values: vec![value], acks: Acks::All, producer: Some(producer_id), offsets: None };
@@ -289,8 +312,17 @@ impl FaultTargets<'_> {
                 .spawn(async move {
                     let config = probe_producer_config(&task_cluster);
                     let Some(producer) = start_producer(&task_cluster, &bootstrap, config, None).await else { return Vec::new() };
-                    let offsets =
-                        send_recorded(task_cluster, &producer, SLEEPING_LEADER_PRODUCER, partition, 1, 0, CLIENT_CALL_BOUND).await;
+                    let offsets = send_recorded(
+                        task_cluster,
+                        &producer,
+                        SLEEPING_LEADER_PRODUCER,
+                        partition,
+                        1,
+                        0,
+                        CLIENT_CALL_BOUND,
+                        CLIENT_CALL_BOUND,
+                    )
+                    .await;
                     let _ = producer.close().await;
                     offsets
                 })
@@ -311,6 +343,16 @@ impl FaultTargets<'_> {
             for &other in &others {
                 self.unclog_both(self.ids[&leader], self.ids[&other]);
                 self.unclog_both(self.client, self.ids[&other]);
+            }
+            let caught_up = wait_for(CATCH_UP_WAIT, || {
+                let watch = watch.borrow();
+                let target = watch.applied.get(&(new_leader, group)).copied().unwrap_or(0);
+                (watch.applied.get(&(leader, group)).copied().unwrap_or(0) >= target).then_some(())
+            })
+            .await;
+            if caught_up.is_none() {
+                self.cluster
+                    .note(format!("sleeping-leader probe: node {leader} did not catch up in group {group} within {CATCH_UP_WAIT:?}"));
             }
             outcome = format!(
                 "group {group}: node {new_leader} leads term {new_term}, acknowledged offsets {acked:?}; polls of node {leader} read {} records",
@@ -351,7 +393,7 @@ impl FaultTargets<'_> {
             let producer = producer?;
             go_rx.await.ok()?;
             let bound = LATE_DELIVERY_TIMEOUT + CLIENT_CALL_BOUND;
-            Some(send_recorded(task_cluster, &producer, LATE_RETRY_PRODUCER, partition, 1, 0, bound).await)
+            Some(send_recorded(task_cluster, &producer, LATE_RETRY_PRODUCER, partition, 1, 0, bound, bound).await)
         });
         if !ready_rx.await.unwrap_or(false) {
             self.cluster.history().fault_stop(record).expect("history");
@@ -373,7 +415,17 @@ impl FaultTargets<'_> {
                         let config = probe_producer_config(&task_cluster);
                         if let Some(producer) = start_producer(&task_cluster, &nodes, config, None).await {
                             let (count, key_bytes) = (FILLER_RECORDS, FILLER_KEY_BYTES);
-                            send_recorded(task_cluster, &producer, FILLER_PRODUCER, partition, count, key_bytes, CLIENT_CALL_BOUND).await;
+                            send_recorded(
+                                task_cluster,
+                                &producer,
+                                FILLER_PRODUCER,
+                                partition,
+                                count,
+                                key_bytes,
+                                CLIENT_CALL_BOUND,
+                                FILLER_BOUND,
+                            )
+                            .await;
                             let _ = producer.close().await;
                         }
                     })
