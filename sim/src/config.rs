@@ -161,6 +161,18 @@ pub struct ScenarioConfig {
     /// models an unsynced close losing its writes (`SimDisk::set_close_loses_unsynced`), so
     /// closing a dirty file (the planted bug evicted-without-sync) shows as lost writes.
     pub open_file_budget: Option<usize>,
+    /// Flag `--sleeping-leader-cut` (issue 20; off by default so every seed keeps its trace;
+    /// hibernation on): after the producers finish, a partition whose leader sleeps loses that
+    /// leader to a cut, the others elect and acknowledge a record, then the client reaches only
+    /// the old leader and polls it with a fresh high watermark (L12 a;
+    /// `nemesis::fault::probe`).
+    pub sleeping_leader_cut: bool,
+    /// Flag `--late-retry` (issue 20; off by default so every seed keeps its trace; topic `t`
+    /// gets byte retention with small segments unless the plan has `retention`): after the
+    /// producers finish, an idempotent producer's first batch is committed with its answer lost,
+    /// retention deletes it, every replica restarts, then the retry arrives (L2, P5;
+    /// `nemesis::fault::probe`).
+    pub late_retry: bool,
 }
 
 /// What a run's client and cluster are sized to: drawn from the seed under `--heavy`, the
@@ -200,6 +212,8 @@ impl ScenarioConfig {
             regex: false,
             offset_delete: false,
             open_file_budget: None,
+            sleeping_leader_cut: false,
+            late_retry: false,
         }
     }
 
@@ -257,6 +271,12 @@ impl ScenarioConfig {
         }
         if let Some(files) = self.open_file_budget {
             command += &format!(" --open-file-budget {files}");
+        }
+        if self.sleeping_leader_cut {
+            command += " --sleeping-leader-cut";
+        }
+        if self.late_retry {
+            command += " --late-retry";
         }
         for bug in &self.planted_bugs {
             command += &format!(" --planted-bug {}", bug.name());

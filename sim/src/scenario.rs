@@ -63,7 +63,8 @@ fn run_seed_on_this_thread(config: &ScenarioConfig) -> Result<Report, Crash> {
     let mut runtime = madsim::runtime::Runtime::with_seed_and_config(config.seed, madsim::Config::default());
     // A run that hangs (a task waiting forever) ends as a crash instead of spinning: the phases
     // are all bounded, so a run longer than this in simulated time is stuck.
-    runtime.set_time_limit(config.duration + 2 * LIVENESS_BOUND + CONVERGENCE_WAIT + Duration::from_secs(120));
+    let probes = if config.sleeping_leader_cut || config.late_retry { nemesis::fault::probe::PROBES_TIME_BOUND } else { Duration::ZERO };
+    runtime.set_time_limit(config.duration + 2 * LIVENESS_BOUND + CONVERGENCE_WAIT + Duration::from_secs(120) + probes);
     let owned = config.clone();
     let injected = Arc::new(Mutex::new(Vec::new()));
     let sink = injected.clone();
@@ -137,7 +138,8 @@ async fn run_into(config: ScenarioConfig, injected: Arc<Mutex<Vec<InjectedFault>
     }
     assert!(!(config.secure && config.kafka), "--secure does not run with --kafka (the simulator's Kafka clients do not log in)");
     cluster.kafka = config.kafka;
-    cluster.hibernate = config.hibernate;
+    // `--sleeping-leader-cut` needs groups that sleep.
+    cluster.hibernate = config.hibernate || config.sleeping_leader_cut;
     cluster.open_file_budget = config.open_file_budget;
     if config.open_file_budget.is_some() {
         for disk in cluster.disks.values() {
@@ -145,6 +147,15 @@ async fn run_into(config: ScenarioConfig, injected: Arc<Mutex<Vec<InjectedFault>
         }
     }
     cluster.retention = plan.retention.clone();
+    if config.late_retry && cluster.retention.is_none() {
+        // `--late-retry` needs retention by bytes with small segments (no draw: fixed).
+        cluster.retention = Some(nemesis::plan::RetentionPlan {
+            segment_bytes: nemesis::fault::probe::LATE_RETRY_SEGMENT_BYTES,
+            retention_bytes: nemesis::fault::probe::LATE_RETRY_RETENTION_BYTES,
+            retention_ms: -1,
+            lags: Vec::new(),
+        });
+    }
     let cluster = Arc::new(cluster);
     cluster.note(format!("seed {seed}: {node_count} nodes, scenario {}, {}", config.scenario.name(), plan.describe()));
     for bug in &config.planted_bugs {
@@ -156,7 +167,8 @@ async fn run_into(config: ScenarioConfig, injected: Arc<Mutex<Vec<InjectedFault>
     // Every path and check named at 0, so a sweep shows the ones no seed reached.
     let names = EVENT_PATHS.iter().chain(TIMELINE_PATHS.iter().map(|(_, path)| path)).chain(RETENTION_PATHS.iter());
     let coverage: Rc<RefCell<BTreeMap<String, u64>>> = Rc::new(RefCell::new(names.map(|name| (name.to_string(), 0)).collect()));
-    let raft = observe_replicas(&cluster, seed, coverage.clone());
+    let watch = Rc::new(RefCell::new(nemesis::fault::probe::GroupWatch::default()));
+    let raft = observe_replicas(&cluster, seed, coverage.clone(), watch.clone());
     let node_ids = cluster.start_nodes(&runtime);
     let client = runtime.create_node().name("client").ip(IpAddr::from([10, 0, 1, 1])).build();
     if config.secure {
@@ -220,6 +232,15 @@ async fn run_into(config: ScenarioConfig, injected: Arc<Mutex<Vec<InjectedFault>
     if let Some(deletions) = deletions {
         let seen = deletions.await.expect("delete-records task");
         cluster.note(format!("delete-records: {} rounds, {} acknowledged, up to {}", seen.rounds, seen.acked, seen.acked_before));
+    }
+    // The probes of narrow windows (issue 20), with every partition quiet.
+    if config.sleeping_leader_cut {
+        let outcome = targets.sleeping_leader_cut(&cluster, &watch).await;
+        cluster.note(format!("sleeping-leader probe: {outcome}"));
+    }
+    if config.late_retry {
+        let outcome = targets.late_retry(&cluster, &watch).await;
+        cluster.note(format!("late-retry probe: {outcome}"));
     }
     let partition_ends = workload::partition_ends(&client, &cluster).await;
     if partition_ends.len() != load.partitions as usize {
@@ -325,7 +346,12 @@ fn log_to_stderr_if_asked() {
 /// White-box raft checks: installs the hook that feeds every replica's events (on this thread)
 /// to a raft checker, notes leader changes and recovery events in the timeline, records the
 /// leader changes of the run's topic in the history, and stops the run on the first violation.
-fn observe_replicas(cluster: &Arc<SimCluster>, seed: u64, coverage: Rc<RefCell<BTreeMap<String, u64>>>) -> Rc<RefCell<RaftChecker>> {
+fn observe_replicas(
+    cluster: &Arc<SimCluster>,
+    seed: u64,
+    coverage: Rc<RefCell<BTreeMap<String, u64>>>,
+    watch: Rc<RefCell<nemesis::fault::probe::GroupWatch>>,
+) -> Rc<RefCell<RaftChecker>> {
     let raft = Rc::new(RefCell::new(RaftChecker::default()));
     // SIM_TRACE_GROUP=<group>: print that raft group's white-box events (stderr only; the
     // schedule does not change). Read once, not per event.
@@ -336,6 +362,7 @@ fn observe_replicas(cluster: &Arc<SimCluster>, seed: u64, coverage: Rc<RefCell<B
         for node in cluster.take_wipes_unrecorded() {
             checker.borrow_mut().record_wipe(node);
         }
+        watch.borrow_mut().record(&event);
         match event {
             Event::Leader { node, group, term } => {
                 cluster.note(format!("group {group}: node {node} leads term {term}"));

@@ -616,19 +616,70 @@ fn planted_stale_leader_serves_produce_is_caught_through_the_kafka_listener() {
 /// The seed range the Kafka path must catch its planted bug in.
 const KAFKA_PLANTED_SEEDS_MAX: u64 = 30;
 
+/// Runs `base` on `seeds` with `bug` planted until one fails on one of `invariants`, and checks
+/// that the same seeds up to it pass without the bug.
+fn planted_bug_is_caught_and_clean(bug: PlantedBug, base: &ScenarioConfig, seeds: std::ops::RangeInclusive<u64>, invariants: &[&str]) {
+    for seed in seeds.clone() {
+        let config = ScenarioConfig { seed, planted_bugs: vec![bug], ..base.clone() };
+        let caught: Vec<String> = match run_seed(&config) {
+            Ok(report) if report.passed() => continue,
+            Ok(report) => report.failed_invariants().into_iter().map(str::to_string).collect(),
+            Err(crash) => vec![crash.invariant.unwrap_or("panic").to_string()],
+        };
+        println!("planted {}: caught at seed {seed} by {caught:?}", bug.name());
+        assert!(
+            caught.iter().any(|id| invariants.contains(&id.as_str())),
+            "planted {}: seed {seed} failed on {caught:?}, expected one of {invariants:?}; replay: {}",
+            bug.name(),
+            config.replay_command()
+        );
+        for clean_seed in *seeds.start()..=seed {
+            let clean = ScenarioConfig { seed: clean_seed, ..base.clone() };
+            match run_seed(&clean) {
+                Ok(report) => assert!(report.passed(), "seed {clean_seed} fails without the bug:\n{}", report.verdict_text()),
+                Err(crash) => panic!("seed {clean_seed} crashed without the bug: {}", crash.verdict_text()),
+            }
+        }
+        return;
+    }
+    panic!("planted {}: no seed in {seeds:?} caught it", bug.name());
+}
+
+// `--sleeping-leader-cut` (issue 20): after the producers finish, a partition's leader sleeps
+// (hibernation); it is cut off, the others elect and acknowledge a record, then the client
+// reaches only the old leader and polls it with a fresh high watermark. A sleeping leader that
+// answers the read barrier from its own commit (hibernated-leader-reads-locally) reports a high
+// watermark older than that acknowledgement: L12 a. Before this probe only the consensus crate's
+// test caught it (no plan let a poll reach a sleeping leader deposed by a cut of its peer links).
+#[test]
+fn planted_hibernated_leader_reads_locally_is_caught() {
+    let base = ScenarioConfig { scenario: Scenario::Calm, sleeping_leader_cut: true, ..ScenarioConfig::new(0) };
+    planted_bug_is_caught_and_clean(PlantedBug::HibernatedLeaderReadsLocally, &base, 1..=SLEEPING_LEADER_SEEDS_MAX, &["L12"]);
+}
+
+/// The seed range the sleeping-leader probe must catch its planted bug in.
+const SLEEPING_LEADER_SEEDS_MAX: u64 = 5;
+
+// `--late-retry` (issue 20): after the producers finish, an idempotent producer's first batch is
+// committed with its answer lost; retention (1 KiB segments, 4 KiB) deletes it; every replica
+// of the partition restarts; then the retry of sequence 0 arrives. Without the producer table
+// kept as the group's start state (producer-table-not-kept), the restarted leader forgets the
+// producer and appends the retry again: L2 (the value read at one offset, acknowledged at
+// another). Before this probe only server/src/partition/tests.rs caught it (and once swarm
+// `--retention --hibernate` seed 73, until hibernation's schedules changed).
+#[test]
+fn planted_producer_table_not_kept_is_caught() {
+    let base = ScenarioConfig { scenario: Scenario::Calm, late_retry: true, ..ScenarioConfig::new(0) };
+    planted_bug_is_caught_and_clean(PlantedBug::ProducerTableNotKept, &base, 1..=LATE_RETRY_SEEDS_MAX, &["L2", "P1"]);
+}
+
+/// The seed range the late-retry probe must catch its planted bug in.
+const LATE_RETRY_SEEDS_MAX: u64 = 5;
+
 #[test]
 fn every_planted_bug_has_a_test_here() {
     let source = include_str!("server_cluster.rs");
-    // hibernated-leader-reads-locally: caught by the consensus crate's own test
-    // (consensus/tests/cluster/planted.rs), not yet by any simulator seed: the stale read needs a poll to reach a sleeping leader deposed by a
-    // cut of its peer links only, which no plan makes (issue 20, open).
-    // producer-table-not-kept: caught by server/src/partition/tests.rs (deterministically) and
-    // by swarm `--retention --hibernate` seed 73 until the s23-i merge changed hibernation's
-    // schedules; no seed of 1..=2500 of that, nor 1..=150 of crash, disk, network or heavy with
-    // `--retention`, catches it now (the retry must outlive retention and a restart of the next
-    // leader; issue 20, open).
-    let not_yet_caught_here = [PlantedBug::HibernatedLeaderReadsLocally, PlantedBug::ProducerTableNotKept];
-    for bug in PlantedBug::ALL.into_iter().filter(|bug| !not_yet_caught_here.contains(bug)) {
+    for bug in PlantedBug::ALL {
         let name = format!("{bug:?}");
         assert!(
             source.contains(&format!("PlantedBug::{name},")) || source.contains(&format!("PlantedBug::{name};")),

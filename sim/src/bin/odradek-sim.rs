@@ -175,6 +175,16 @@ mod sim {
         /// its disk loses the unsynced writes of a file closed without a sync.
         #[arg(long, value_name = "N")]
         open_file_budget: Option<usize>,
+        /// After the producers finish (hibernation on): a partition's sleeping leader is cut off,
+        /// the others elect and acknowledge a record, then the client reaches only the old
+        /// leader and polls it with a fresh high watermark (L12 a).
+        #[arg(long)]
+        sleeping_leader_cut: bool,
+        /// After the producers finish: an idempotent producer's first batch is committed with
+        /// its answer lost, retention (small segments, few KiB) deletes it, every replica of
+        /// the partition restarts, then the retry arrives (L2, P5).
+        #[arg(long)]
+        late_retry: bool,
     }
 
     impl RunOptions {
@@ -243,6 +253,8 @@ mod sim {
                 regex: self.regex,
                 offset_delete: self.offset_delete,
                 open_file_budget: self.open_file_budget,
+                sleeping_leader_cut: self.sleeping_leader_cut,
+                late_retry: self.late_retry,
             })
         }
 
@@ -295,6 +307,12 @@ mod sim {
             }
             if let Some(files) = self.open_file_budget {
                 args.extend(["--open-file-budget".to_string(), files.to_string()]);
+            }
+            if self.sleeping_leader_cut {
+                args.push("--sleeping-leader-cut".to_string());
+            }
+            if self.late_retry {
+                args.push("--late-retry".to_string());
             }
             args
         }

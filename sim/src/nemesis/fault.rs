@@ -36,6 +36,7 @@ use crate::config::DISK_RESERVE_BYTES;
 
 mod grow_shrink;
 mod membership;
+pub mod probe;
 
 /// How long the nemesis waits to learn which node coordinates a group.
 const COORDINATOR_LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
