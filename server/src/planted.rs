@@ -150,10 +150,15 @@ pub enum PlantedBug {
     /// at the record's index) refuses the removal, reports success anyway; the offsets stay
     /// (C9; the simulator's `--offset-delete`).
     OffsetDeleteIgnoresSubscription,
+    /// The Kafka listener's Fetch skips its authorization check (read on the topic): an
+    /// authenticated principal without a read ACL fetches the topic's records over the Kafka
+    /// listener, while the native listener still refuses it (A1 on the Kafka path; the
+    /// simulator's `--kafka --secure`).
+    KafkaFetchSkipsAclCheck,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 34] = [
+    pub const ALL: [PlantedBug; 35] = [
         PlantedBug::AckBeforeCommit,
         PlantedBug::ServeAboveCommit,
         PlantedBug::SkipDedup,
@@ -188,6 +193,7 @@ impl PlantedBug {
         PlantedBug::ProducerTableNotKept,
         PlantedBug::DecommissionBeforeReplicasMoved,
         PlantedBug::OffsetDeleteIgnoresSubscription,
+        PlantedBug::KafkaFetchSkipsAclCheck,
     ];
 
     pub fn name(self) -> &'static str {
@@ -226,6 +232,7 @@ impl PlantedBug {
             PlantedBug::ProducerTableNotKept => "producer-table-not-kept",
             PlantedBug::DecommissionBeforeReplicasMoved => "decommission-before-replicas-moved",
             PlantedBug::OffsetDeleteIgnoresSubscription => "offset-delete-ignores-subscription",
+            PlantedBug::KafkaFetchSkipsAclCheck => "kafka-fetch-skips-acl-check",
         }
     }
 }
@@ -279,6 +286,7 @@ pub struct Planted {
     pub producer_table_not_kept: bool,
     pub decommission_before_replicas_moved: bool,
     pub offset_delete_ignores_subscription: bool,
+    pub kafka_fetch_skips_acl_check: bool,
 }
 
 impl Planted {
@@ -320,6 +328,7 @@ impl Planted {
             producer_table_not_kept: on(PlantedBug::ProducerTableNotKept),
             decommission_before_replicas_moved: on(PlantedBug::DecommissionBeforeReplicasMoved),
             offset_delete_ignores_subscription: on(PlantedBug::OffsetDeleteIgnoresSubscription),
+            kafka_fetch_skips_acl_check: on(PlantedBug::KafkaFetchSkipsAclCheck),
         }
     }
 }
@@ -367,6 +376,7 @@ mod tests {
             all.producer_table_not_kept,
             all.decommission_before_replicas_moved,
             all.offset_delete_ignores_subscription,
+            all.kafka_fetch_skips_acl_check,
         ];
         assert!(each.iter().all(|on| *on), "every bug has a switch: {all:?}");
     }

@@ -135,7 +135,6 @@ async fn run_into(config: ScenarioConfig, injected: Arc<Mutex<Vec<InjectedFault>
     if config.secure {
         cluster.auth = Some(security::server_settings());
     }
-    assert!(!(config.secure && config.kafka), "--secure does not run with --kafka (the simulator's Kafka clients do not log in)");
     cluster.kafka = config.kafka;
     cluster.hibernate = config.hibernate;
     cluster.open_file_budget = config.open_file_budget;
