@@ -143,6 +143,11 @@ mod real {
             /// a decoy topic whose name contains a match; C8 checks every assignment.
             #[arg(long)]
             regex: bool,
+            /// With --workload subscribe: a worker deletes the groups' committed offsets of random
+            /// keys now and then with raw Kafka OffsetDelete requests over the nodes' Kafka
+            /// listeners (opened for it); C9 checks the deletions.
+            #[arg(long = "offset-delete")]
+            offset_delete: bool,
         },
         /// Re-check DIR/history.jsonl; print the summary (and rewrite verdict, summary and plots with --write).
         Check {
@@ -179,6 +184,7 @@ mod real {
                 secure,
                 delete_records,
                 regex,
+                offset_delete,
             } => {
                 let nemesis = match nemesis::parse_kinds(&nemesis) {
                     Ok(kinds) => kinds,
@@ -225,6 +231,7 @@ mod real {
                     secure,
                     delete_records,
                     regex,
+                    offset_delete,
                 };
                 if let Err(error) = config.validate() {
                     return usage(&error);
