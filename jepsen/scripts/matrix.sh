@@ -9,11 +9,15 @@
 #   CLIENT=kafka OUT=store/matrix-kafka jepsen/scripts/matrix.sh  # through rskafka and the Kafka listeners
 #   EXTRA=--delete-records OUT=store/matrix-dr jepsen/scripts/matrix.sh  # with a deleter (DR1)
 #   EXTRA=--retention OUT=store/matrix-ret jepsen/scripts/matrix.sh  # short retention (R7, R12 b)
+#   WORKLOAD=subscribe OFFSET_DELETE=1 OUT=store/matrix-od jepsen/scripts/matrix.sh kill-coordinator,kill
+#                                                    # groups, with raw Kafka OffsetDelete requests (C9)
 #
 # Settings (environment): TIME (300), NODES (5), RATE (100 sends/s), SEED (1), ACKS (all),
 # CLIENT (native; kafka: the producers and consumers use rskafka over the Kafka listeners, acks all
 # only), OUT (store/matrix), BIN (target/release: where odradek and odradek-jepsen are), EXTRA (more
-# `odradek-jepsen run` flags for every entry, e.g. --delete-records or --tls).
+# `odradek-jepsen run` flags for every entry, e.g. --delete-records or --tls), WORKLOAD (log;
+# subscribe: consumer-group members), OFFSET_DELETE (0; 1: --offset-delete, a worker deleting the
+# groups' committed offsets with raw Kafka OffsetDelete requests, C9; needs WORKLOAD=subscribe).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 TIME=${TIME:-300}
@@ -24,7 +28,10 @@ ACKS=${ACKS:-all}
 CLIENT=${CLIENT:-native}
 OUT=${OUT:-store/matrix}
 BIN=${BIN:-target/release}
+WORKLOAD=${WORKLOAD:-log}
 read -r -a extra <<<"${EXTRA:-}"
+extra+=(--workload "$WORKLOAD")
+[ "${OFFSET_DELETE:-0}" = 1 ] && extra+=(--offset-delete)
 entries=("$@")
 if [ ${#entries[@]} -eq 0 ]; then
     entries=(none kill pause partition kill,partition pause-kill part-kill wipe membership)

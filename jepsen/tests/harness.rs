@@ -481,6 +481,11 @@ fn report_of_model_histories_round_trips_and_flags_planted_bugs() {
 /// group by a pattern the coordinator resolves, beside a decoy topic (C8). Returns the report
 /// directory and the harness's output.
 fn subscribe_run(dir: &Path, name: &str, time_limit: &str, planted: Option<&str>) -> (PathBuf, Output) {
+    subscribe_run_with(dir, name, time_limit, planted, &[])
+}
+
+/// [`subscribe_run`] with `extra` flags.
+fn subscribe_run_with(dir: &Path, name: &str, time_limit: &str, planted: Option<&str>, extra: &[&str]) -> (PathBuf, Output) {
     let binary = server_binary();
     let out = dir.join(name);
     let mut args = vec![
@@ -514,6 +519,7 @@ fn subscribe_run(dir: &Path, name: &str, time_limit: &str, planted: Option<&str>
     if let Some(bug) = planted {
         args.extend(["--planted-bug", bug]);
     }
+    args.extend(extra);
     let output = harness(&args);
     (out, output)
 }
@@ -574,4 +580,39 @@ fn planted_group_bugs_are_caught_on_real_processes() {
     let log = text(&output);
     assert_eq!(output.status.code(), Some(1), "--planted-bug regex-matches-substring must fail the run:\n{log}");
     assert!(saved_verdict(&out).has_fatal(AnomalyKind::AssignmentOutsideSubscription), "expected C8:\n{log}");
+}
+
+/// Teeth for C9 through the Kafka listener (`--offset-delete`: raw Kafka OffsetDelete requests
+/// to the groups' coordinators): a coordinator that skips OffsetDelete's subscription check
+/// (`offset-delete-ignores-subscription`) answers "deleted" for a group whose members are in
+/// and committing, and keeps the offsets: C9 must fail the run.
+#[test]
+fn planted_offset_delete_ignores_subscription_is_caught_through_the_kafka_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let bug = "offset-delete-ignores-subscription";
+    let (out, output) = subscribe_run_with(dir.path(), bug, "16", Some(bug), &["--offset-delete"]);
+    let log = text(&output);
+    assert_eq!(output.status.code(), Some(1), "--planted-bug {bug} must fail the run:\n{log}");
+    let history = report::read_history(&out).unwrap();
+    assert!(history.ops().iter().any(|op| op.f == OpF::OffsetDelete), "no offset-delete op was recorded:\n{log}");
+    let verdict = saved_verdict(&out);
+    assert!(
+        verdict.has_fatal(AnomalyKind::OffsetDeletedWhileSubscribed) || verdict.has_fatal(AnomalyKind::DeletedOffsetReturned),
+        "expected C9:\n{log}"
+    );
+}
+
+/// `--offset-delete` takes only what its raw Kafka requests can do.
+#[test]
+fn offset_delete_refuses_what_it_cannot_drive() {
+    let binary = server_binary();
+    for (extra, said) in [
+        (&["--offset-delete"][..], "--offset-delete runs with --workload subscribe"),
+        (&["--offset-delete", "--workload", "subscribe", "--secure"], "--offset-delete does not run with --tls or --secure"),
+    ] {
+        let args = [&["run", "--binary", binary.to_str().unwrap()][..], extra].concat();
+        let output = harness(&args);
+        assert_eq!(output.status.code(), Some(2), "{extra:?}: {}", text(&output));
+        assert!(text(&output).contains(said), "{}", text(&output));
+    }
 }

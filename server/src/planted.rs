@@ -159,10 +159,15 @@ pub enum PlantedBug {
     /// (`NodeContext::is_removed` is never true): its Metadata answers list partition leaders
     /// it no longer knows (V7; the simulator's `--grow-shrink`).
     RemovedNodeServes,
+    /// The Kafka listener's Fetch skips its authorization check (read on the topic): an
+    /// authenticated principal without a read ACL fetches the topic's records over the Kafka
+    /// listener, while the native listener still refuses it (A1 on the Kafka path; the
+    /// simulator's `--kafka --secure`).
+    KafkaFetchSkipsAclCheck,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 36] = [
+    pub const ALL: [PlantedBug; 37] = [
         PlantedBug::AckBeforeCommit,
         PlantedBug::ServeAboveCommit,
         PlantedBug::SkipDedup,
@@ -199,6 +204,7 @@ impl PlantedBug {
         PlantedBug::OffsetDeleteIgnoresSubscription,
         PlantedBug::RetentionCandidatesStale,
         PlantedBug::RemovedNodeServes,
+        PlantedBug::KafkaFetchSkipsAclCheck,
     ];
 
     pub fn name(self) -> &'static str {
@@ -239,6 +245,7 @@ impl PlantedBug {
             PlantedBug::OffsetDeleteIgnoresSubscription => "offset-delete-ignores-subscription",
             PlantedBug::RetentionCandidatesStale => "retention-candidates-stale",
             PlantedBug::RemovedNodeServes => "removed-node-serves",
+            PlantedBug::KafkaFetchSkipsAclCheck => "kafka-fetch-skips-acl-check",
         }
     }
 }
@@ -294,6 +301,7 @@ pub struct Planted {
     pub offset_delete_ignores_subscription: bool,
     pub retention_candidates_stale: bool,
     pub removed_node_serves: bool,
+    pub kafka_fetch_skips_acl_check: bool,
 }
 
 impl Planted {
@@ -337,6 +345,7 @@ impl Planted {
             offset_delete_ignores_subscription: on(PlantedBug::OffsetDeleteIgnoresSubscription),
             retention_candidates_stale: on(PlantedBug::RetentionCandidatesStale),
             removed_node_serves: on(PlantedBug::RemovedNodeServes),
+            kafka_fetch_skips_acl_check: on(PlantedBug::KafkaFetchSkipsAclCheck),
         }
     }
 }
@@ -386,6 +395,7 @@ mod tests {
             all.offset_delete_ignores_subscription,
             all.retention_candidates_stale,
             all.removed_node_serves,
+            all.kafka_fetch_skips_acl_check,
         ];
         assert!(each.iter().all(|on| *on), "every bug has a switch: {all:?}");
     }

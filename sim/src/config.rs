@@ -98,7 +98,8 @@ pub struct ScenarioConfig {
     pub wipes: bool,
     /// Issue 16 (a plan field, off by default so every seed keeps its trace): every node runs a
     /// Kafka listener, and a Kafka-protocol producer and consumer (`workload::kafka`) run beside
-    /// the native ones. Not with `secure` (the simulator's Kafka clients do not log in).
+    /// the native ones. With `secure` they log in as the writer (SCRAM), and the intruder tries
+    /// the Kafka listener too (A1, `crate::security`).
     pub kafka: bool,
     /// Topic churn (a plan field, off by default so every seed keeps its trace): while the
     /// nemesis runs, topics are created, grown (AddPartitions), deleted and created again under

@@ -136,7 +136,6 @@ async fn run_into(config: ScenarioConfig, injected: Arc<Mutex<Vec<InjectedFault>
     if config.secure {
         cluster.auth = Some(security::server_settings());
     }
-    assert!(!(config.secure && config.kafka), "--secure does not run with --kafka (the simulator's Kafka clients do not log in)");
     cluster.kafka = config.kafka;
     // `--sleeping-leader-cut` needs groups that sleep.
     cluster.hibernate = config.hibernate || config.sleeping_leader_cut;

@@ -9,6 +9,15 @@
 //! attempts that reach a node are refused with a definite authorization (or authentication)
 //! error; the others fail on the faults of the run (counted, and noted in the timeline). The
 //! planted bug `skip-produce-acl-check` (produce skips its write check) is caught by A1.
+//!
+//! With `--kafka` too, the Kafka workload logs in as `writer` (SCRAM-SHA-256 over SaslHandshake
+//! and SaslAuthenticate, `workload::kafka::Login`), and every intruder round also produces to and
+//! fetches from a node's Kafka listener, in turn as the intruder, as the intruder with a wrong
+//! password, and anonymously without any login (`kafka_attempts`). A1 holds there too: the
+//! node refuses (an authorization or SASL error code, or it closes the connection of a client
+//! that did not log in); a Kafka produce acknowledged or a Kafka fetch that returns records is a
+//! violation. The planted bug `kafka-fetch-skips-acl-check` (the Kafka listener's Fetch skips
+//! its read check) is caught by A1 there.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +32,7 @@ use odradek_server::auth::{AuthSettings, Secret};
 
 use crate::cluster::SimCluster;
 use crate::config::TOPIC;
+use crate::workload::kafka;
 
 /// The configured super user that sets the run up.
 const ADMIN: (&str, &str) = ("admin", "admin-secret");
@@ -166,6 +176,9 @@ pub fn start_intruder(client: &NodeHandle, cluster: Arc<SimCluster>, duration: D
             judge(&mut outcome, &who, "produce", produce(&cluster, user, value).await);
             judge(&mut outcome, &who, "read", read(&cluster, user).await);
             judge(&mut outcome, &who, "delete topic", delete(&cluster, user).await);
+            if cluster.kafka {
+                kafka_attempts(&cluster, &mut outcome, round, value).await;
+            }
             round += 1;
             tokio::time::sleep(INTRUDER_INTERVAL).await;
         }
@@ -177,6 +190,28 @@ pub fn start_intruder(client: &NodeHandle, cluster: Arc<SimCluster>, duration: D
         ));
         outcome
     })
+}
+
+/// With the Kafka listeners on (`--kafka`): a produce and a fetch over a node's Kafka listener
+/// as, in turn, the intruder (logged in, describe only), the intruder with a wrong password, and
+/// an anonymous client that sends them without any login; the node changes every third round.
+async fn kafka_attempts(cluster: &SimCluster, outcome: &mut IntruderOutcome, round: u64, value: u64) {
+    let bootstrap = cluster.kafka_bootstrap();
+    let address = bootstrap[(round / 3) as usize % bootstrap.len()];
+    let login =
+        |password: &str| kafka::Login { mechanism: Mechanism::Sha512, user: INTRUDER.0.to_string(), password: password.to_string() };
+    let (who, login) = match round % 3 {
+        0 => (format!("User:{}", INTRUDER.0), Some(login(INTRUDER.1))),
+        1 => (format!("User:{} (wrong password)", INTRUDER.0), Some(login("not-the-password"))),
+        _ => ("User:ANONYMOUS (no login)".to_string(), None),
+    };
+    for (what, produce) in [("Kafka produce", Some(value)), ("Kafka fetch", None)] {
+        match kafka::intruder_attempt(address, login.as_ref(), produce).await {
+            kafka::Attempt::Succeeded => outcome.violations.push(format!("A1: {who}'s {what} of topic {TOPIC} at {address} took effect")),
+            kafka::Attempt::Refused => outcome.refused += 1,
+            kafka::Attempt::Inconclusive => outcome.inconclusive += 1,
+        }
+    }
 }
 
 fn judge(outcome: &mut IntruderOutcome, who: &str, what: &str, result: Result<(), ClientError>) {

@@ -191,6 +191,15 @@ fn planted_skip_produce_acl_check_is_caught() {
     planted_bug_is_caught_in(PlantedBug::SkipProduceAclCheck, Scenario::Crash, true, 1..=10, &["A1"]);
 }
 
+// The Kafka listener's Fetch skips its read check: the intruder (logged in over SASL/SCRAM,
+// allowed to describe the topic only) fetches records over a node's Kafka listener (A1 on the
+// Kafka path; the native listener still refuses it).
+#[test]
+fn planted_kafka_fetch_skips_acl_check_is_caught() {
+    let base = ScenarioConfig { scenario: Scenario::Crash, secure: true, kafka: true, ..ScenarioConfig::new(0) };
+    planted_bug_is_caught_with(PlantedBug::KafkaFetchSkipsAclCheck, &base, 1..=10, &["A1"]);
+}
+
 // Fetch serves above the commit index while reporting the applied high watermark: the polls
 // record each partition's high watermark, so L12 read-above-hw names it (seed 1; before polls
 // recorded it, seed 3 caught it through its consequences, L1, L13 and L2).

@@ -149,6 +149,11 @@ mod real {
             /// (L6, L7). With --workload log and --client native.
             #[arg(long)]
             retention: bool,
+            /// With --workload subscribe: a worker deletes the groups' committed offsets of random
+            /// keys now and then with raw Kafka OffsetDelete requests over the nodes' Kafka
+            /// listeners (opened for it); C9 checks the deletions.
+            #[arg(long = "offset-delete")]
+            offset_delete: bool,
         },
         /// Re-check DIR/history.jsonl; print the summary (and rewrite verdict, summary and plots with --write).
         Check {
@@ -186,6 +191,7 @@ mod real {
                 delete_records,
                 regex,
                 retention,
+                offset_delete,
             } => {
                 let nemesis = match nemesis::parse_kinds(&nemesis) {
                     Ok(kinds) => kinds,
@@ -233,6 +239,7 @@ mod real {
                     delete_records,
                     regex,
                     retention,
+                    offset_delete,
                 };
                 if let Err(error) = config.validate() {
                     return usage(&error);

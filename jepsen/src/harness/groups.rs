@@ -32,6 +32,16 @@
 //! * now and then a member sends a zombie commit ([`zombie_commit_step`]): the offsets it last
 //!   committed, under its previous epoch, which a correct coordinator refuses (C5's teeth).
 //!
+//! `--offset-delete` (C9, [`offset_delete_worker`]): now and then a worker deletes one group's
+//! committed offsets of random keys with a raw Kafka OffsetDelete request (the `kafka-protocol`
+//! codecs, [`raw`]) sent to the group's coordinator over its Kafka listener (FindCoordinator
+//! first, at a random node's). A correct coordinator answers GROUP_SUBSCRIBED_TO_TOPIC for a
+//! group subscribed to the test topic (`refused`), and removes the offsets of a group whose
+//! members are all gone (`deleted`: a member joining later starts from the reset policy, 0,
+//! recorded `from: reset`). Each deletion is one op on the worker's process, asked once:
+//! `ok` with the answer per key, `fail` when the whole request was refused before anything was
+//! removed (or never sent), `info` otherwise (the process retires).
+//!
 //! Bounds: polls by [`POLL_TIMEOUT`] plus the harness margin, commits and fetches by
 //! [`OP_TIMEOUT_MARGIN`]; a rebalance op stays open over at most [`REBALANCE_POLLS_MAX`] polls.
 
@@ -45,10 +55,11 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
 
+use super::kafka::raw;
 use super::workload::{cluster_config, sleep_or_stop, Recorder, WorkloadTarget, OP_TIMEOUT_MARGIN, RETRY_PAUSE};
 use crate::history::{
-    Commit, FetchCommitted, GroupProtocol, Key, Offset, OpF, OpHandle, OpValue, Poll, Process, Rebalance, StartFrom, StartPosition,
-    Subscribe,
+    Commit, FetchCommitted, GroupProtocol, Key, Offset, OffsetDelete, OpF, OpHandle, OpValue, Poll, Process, Rebalance, StartFrom,
+    StartPosition, Subscribe,
 };
 
 /// The groups of a `subscribe` run: one per protocol.
@@ -629,4 +640,48 @@ pub async fn coordinator_of(target: &WorkloadTarget, group: &str) -> Option<u64>
     );
     let described = tokio::time::timeout(OP_TIMEOUT_MARGIN, admin.describe_group(group)).await.ok()?.ok()?;
     (described.coordinator != 0).then_some(described.coordinator)
+}
+
+/// `--offset-delete`: pause between two deletions.
+pub const OFFSET_DELETE_INTERVAL: Duration = Duration::from_millis(1500);
+
+/// `--offset-delete` (C9, see the module comment): until stopped, every
+/// [`OFFSET_DELETE_INTERVAL`] one `offset-delete` op of a random group of [`GROUPS`] and a
+/// random non-empty set of keys, sent to the group's coordinator as `kafka` (the nodes' Kafka
+/// addresses) names it. No op is recorded when no coordinator was found.
+pub async fn offset_delete_worker(
+    recorder: Arc<Recorder>,
+    target: WorkloadTarget,
+    kafka: Vec<String>,
+    seed: u64,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let mut process = recorder.new_process();
+    while !sleep_or_stop(OFFSET_DELETE_INTERVAL, &mut stop).await {
+        let group = GROUPS[rng.gen_range(0..GROUPS.len())].0;
+        let mut keys: Vec<Key> = target.all_keys().into_iter().filter(|_| rng.gen_bool(0.5)).collect();
+        if keys.is_empty() {
+            keys.push(rng.gen_range(0..u64::from(target.keys)));
+        }
+        let asked_at = &kafka[rng.gen_range(0..kafka.len())];
+        let Some(coordinator) = raw::find_coordinator(asked_at, group, OP_TIMEOUT_MARGIN).await else { continue };
+        let asked = OffsetDelete { group: group.to_string(), keys: keys.clone(), ..OffsetDelete::default() };
+        let handle = recorder.history().invoke(process, OpF::OffsetDelete, OpValue::OffsetDelete(asked.clone())).expect("one op at a time");
+        let outcome = raw::offset_delete(&coordinator, group, &target.topic, &keys, OP_TIMEOUT_MARGIN).await;
+        let mut history = recorder.history();
+        let retire = matches!(outcome, raw::Deleted::Unknown(_));
+        match outcome {
+            raw::Deleted::Answered { deleted, refused } => {
+                history.ok(handle, OpValue::OffsetDelete(OffsetDelete { deleted, refused, ..asked }))
+            }
+            raw::Deleted::Failed(error) => history.fail(handle, OpValue::OffsetDelete(OffsetDelete { error: Some(error), ..asked })),
+            raw::Deleted::Unknown(error) => history.info(handle, OpValue::OffsetDelete(OffsetDelete { error: Some(error), ..asked })),
+        }
+        .expect("completes its own invoke");
+        drop(history);
+        if retire {
+            process = recorder.new_process();
+        }
+    }
 }

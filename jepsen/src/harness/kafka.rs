@@ -357,6 +357,176 @@ pub async fn consumer_worker(recorder: Arc<Recorder>, target: WorkloadTarget, mu
     }
 }
 
+/// `--offset-delete` (C9): raw Kafka requests over a node's Kafka listener with the
+/// `kafka-protocol` codecs (the server's own), for what neither rskafka nor the native client
+/// sends: FindCoordinator (v4, to find a group's coordinator) and OffsetDelete (v0). One
+/// request at a time on a connection of its own, plaintext, no login (`--offset-delete` runs
+/// without `--tls` and `--secure`).
+pub mod raw {
+    use std::time::Duration;
+
+    use bytes::{Buf, Bytes, BytesMut};
+    use kafka_protocol::messages::offset_delete_request::{OffsetDeleteRequestPartition, OffsetDeleteRequestTopic};
+    use kafka_protocol::messages::{
+        ApiKey, FindCoordinatorRequest, GroupId, OffsetDeleteRequest, OffsetDeleteResponse, RequestHeader, RequestKind, ResponseHeader,
+        ResponseKind, TopicName,
+    };
+    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    use crate::history::Key;
+
+    const FIND_COORDINATOR_VERSION: i16 = 4;
+    const OFFSET_DELETE_VERSION: i16 = 0;
+    /// Largest answer accepted (these answers are small).
+    const RESPONSE_BYTES_MAX: usize = 1 << 20;
+
+    /// Kafka error codes this module reads (Kafka's numbering).
+    pub const NONE: i16 = 0;
+    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    pub const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
+
+    /// Why a request got no answer.
+    #[derive(Debug)]
+    pub enum RawError {
+        /// Nothing of the request left this client (no connection).
+        Unsent(String),
+        /// The request may have reached the node.
+        Lost(String),
+    }
+
+    /// One request to `address` on a fresh connection, bounded by `timeout` as a whole.
+    pub async fn call(
+        address: &str,
+        api_key: ApiKey,
+        version: i16,
+        request: RequestKind,
+        timeout: Duration,
+    ) -> Result<ResponseKind, RawError> {
+        let mut stream = match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => return Err(RawError::Unsent(format!("connect {address}: {e}"))),
+            Err(_) => return Err(RawError::Unsent(format!("connect {address}: no connection within {timeout:?}"))),
+        };
+        match tokio::time::timeout(timeout, exchange(&mut stream, api_key, version, request)).await {
+            Ok(answer) => answer,
+            Err(_) => Err(RawError::Lost(format!("{api_key:?}: no answer within {timeout:?}"))),
+        }
+    }
+
+    async fn exchange(stream: &mut TcpStream, api_key: ApiKey, version: i16, request: RequestKind) -> Result<ResponseKind, RawError> {
+        const CORRELATION_ID: i32 = 1;
+        let mut body = BytesMut::new();
+        let header = RequestHeader::default()
+            .with_request_api_key(api_key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(CORRELATION_ID)
+            .with_client_id(Some(StrBytes::from_static_str("odradek-jepsen")));
+        header.encode(&mut body, api_key.request_header_version(version)).expect("a request header encodes");
+        request.encode(&mut body, version).expect("the harness's requests encode");
+        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&body);
+        let lost = |what: &str, e: std::io::Error| RawError::Lost(format!("{api_key:?} {what}: {e}"));
+        stream.write_all(&frame).await.map_err(|e| lost("write", e))?;
+        let mut length = [0u8; 4];
+        stream.read_exact(&mut length).await.map_err(|e| lost("read", e))?;
+        let length = u32::from_be_bytes(length) as usize;
+        if length > RESPONSE_BYTES_MAX {
+            return Err(RawError::Lost(format!("{api_key:?}: a {length}-byte answer")));
+        }
+        let mut answer = vec![0u8; length];
+        stream.read_exact(&mut answer).await.map_err(|e| lost("read", e))?;
+        let mut answer = Bytes::from(answer);
+        let garbled = |e: String| RawError::Lost(format!("{api_key:?}: undecodable answer: {e}"));
+        let header = ResponseHeader::decode(&mut answer, api_key.response_header_version(version)).map_err(|e| garbled(e.to_string()))?;
+        if header.correlation_id != CORRELATION_ID {
+            return Err(RawError::Lost(format!("{api_key:?}: answer to {}", header.correlation_id)));
+        }
+        let decoded = ResponseKind::decode(api_key, &mut answer, version).map_err(|e| garbled(e.to_string()))?;
+        if answer.has_remaining() {
+            return Err(RawError::Lost(format!("{api_key:?}: trailing bytes in the answer")));
+        }
+        Ok(decoded)
+    }
+
+    /// The Kafka address (`host:port`) of `group`'s coordinator as the node at `address` names
+    /// it; `None` when it named none (or did not answer).
+    pub async fn find_coordinator(address: &str, group: &str, timeout: Duration) -> Option<String> {
+        let request =
+            FindCoordinatorRequest::default().with_key_type(0).with_coordinator_keys(vec![StrBytes::from_string(group.to_string())]);
+        let answer = call(address, ApiKey::FindCoordinator, FIND_COORDINATOR_VERSION, RequestKind::FindCoordinator(request), timeout).await;
+        let Ok(ResponseKind::FindCoordinator(found)) = answer else { return None };
+        let coordinator = found.coordinators.first().filter(|c| c.error_code == NONE && c.port > 0)?;
+        Some(format!("{}:{}", coordinator.host.as_str(), coordinator.port))
+    }
+
+    /// How one OffsetDelete ended, in the history's terms.
+    #[derive(Debug, PartialEq, Eq)]
+    pub enum Deleted {
+        /// Answered per key: `deleted` (NONE) and `refused` (GROUP_SUBSCRIBED_TO_TOPIC, or an
+        /// unknown partition: kept).
+        Answered { deleted: Vec<Key>, refused: Vec<Key> },
+        /// Refused as a whole with a code given before anything was removed (the coordinator
+        /// family, GROUP_ID_NOT_FOUND, NON_EMPTY_GROUP, INVALID_GROUP_ID,
+        /// GROUP_AUTHORIZATION_FAILED), or never sent: removed nothing.
+        Failed(String),
+        /// Anything else: may have removed any key asked.
+        Unknown(String),
+    }
+
+    /// Top-level OffsetDelete codes that mean nothing was removed: COORDINATOR_LOAD_IN_PROGRESS
+    /// (14), COORDINATOR_NOT_AVAILABLE (15), NOT_COORDINATOR (16), INVALID_GROUP_ID (24),
+    /// GROUP_AUTHORIZATION_FAILED (30), NON_EMPTY_GROUP (68), GROUP_ID_NOT_FOUND (69). Not here:
+    /// REQUEST_TIMED_OUT (7), UNKNOWN_SERVER_ERROR (-1) and anything else.
+    pub fn definite_group_code(code: i16) -> bool {
+        matches!(code, 14 | 15 | 16 | 24 | 30 | 68 | 69)
+    }
+
+    /// Judges an OffsetDelete answer for `keys` of `topic` (see [`Deleted`]): every key must be
+    /// answered, each with NONE, GROUP_SUBSCRIBED_TO_TOPIC or UNKNOWN_TOPIC_OR_PARTITION;
+    /// any other shape is `Unknown`.
+    pub fn judge(answer: &OffsetDeleteResponse, topic: &str, keys: &[Key]) -> Deleted {
+        if answer.error_code != NONE {
+            let name = format!("kafka error {}", answer.error_code);
+            return if definite_group_code(answer.error_code) { Deleted::Failed(name) } else { Deleted::Unknown(name) };
+        }
+        let (mut deleted, mut refused) = (Vec::new(), Vec::new());
+        for &key in keys {
+            let code = answer
+                .topics
+                .iter()
+                .filter(|t| t.name.0.as_str() == topic)
+                .flat_map(|t| t.partitions.iter())
+                .find(|p| i64::from(p.partition_index) == key as i64)
+                .map(|p| p.error_code);
+            match code {
+                Some(NONE) => deleted.push(key),
+                Some(GROUP_SUBSCRIBED_TO_TOPIC | UNKNOWN_TOPIC_OR_PARTITION) => refused.push(key),
+                Some(code) => return Deleted::Unknown(format!("key {key}: kafka error {code}")),
+                None => return Deleted::Unknown(format!("key {key}: not answered")),
+            }
+        }
+        Deleted::Answered { deleted, refused }
+    }
+
+    /// One OffsetDelete of `group`'s committed offsets of `keys` (partitions of `topic`) at the
+    /// coordinator `address`, within `timeout`.
+    pub async fn offset_delete(address: &str, group: &str, topic: &str, keys: &[Key], timeout: Duration) -> Deleted {
+        let partitions = keys.iter().map(|&k| OffsetDeleteRequestPartition::default().with_partition_index(k as i32)).collect();
+        let asked =
+            OffsetDeleteRequestTopic::default().with_name(TopicName(StrBytes::from_string(topic.to_string()))).with_partitions(partitions);
+        let request =
+            OffsetDeleteRequest::default().with_group_id(GroupId(StrBytes::from_string(group.to_string()))).with_topics(vec![asked]);
+        match call(address, ApiKey::OffsetDelete, OFFSET_DELETE_VERSION, RequestKind::OffsetDelete(request), timeout).await {
+            Ok(ResponseKind::OffsetDelete(answer)) => judge(&answer, topic, keys),
+            Ok(_) => Deleted::Unknown("an OffsetDelete got another answer".into()),
+            Err(RawError::Unsent(why)) => Deleted::Failed(why),
+            Err(RawError::Lost(why)) => Deleted::Unknown(why),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -391,5 +561,32 @@ mod tests {
         assert!(!is_definite(&KafkaError::Request(broken)), "a connection broken after the request was written");
         assert!(!is_definite(&KafkaError::Timeout));
         assert!(!is_definite(&KafkaError::InvalidResponse("garbled".into())));
+    }
+
+    /// `--offset-delete`: an OffsetDelete answer splits its keys into deleted and refused; a
+    /// refusal of the whole request before anything was removed is `Failed`; an unknown code,
+    /// an unanswered key or a timeout is `Unknown`.
+    #[test]
+    fn offset_delete_answers_map_to_ok_fail_and_info() {
+        use kafka_protocol::messages::offset_delete_response::{OffsetDeleteResponsePartition, OffsetDeleteResponseTopic};
+        use kafka_protocol::messages::{OffsetDeleteResponse, TopicName};
+        use kafka_protocol::protocol::StrBytes;
+        use raw::{judge, Deleted};
+        let answer = |codes: &[(i32, i16)]| {
+            let partitions =
+                codes.iter().map(|&(p, c)| OffsetDeleteResponsePartition::default().with_partition_index(p).with_error_code(c)).collect();
+            let topic =
+                OffsetDeleteResponseTopic::default().with_name(TopicName(StrBytes::from_static_str("t"))).with_partitions(partitions);
+            OffsetDeleteResponse::default().with_topics(vec![topic])
+        };
+        assert_eq!(
+            judge(&answer(&[(0, 0), (1, raw::GROUP_SUBSCRIBED_TO_TOPIC), (2, 0)]), "t", &[0, 1, 2]),
+            Deleted::Answered { deleted: vec![0, 2], refused: vec![1] }
+        );
+        assert!(matches!(judge(&answer(&[(0, 0)]), "t", &[0, 1]), Deleted::Unknown(_)), "a key not answered");
+        assert!(matches!(judge(&answer(&[(0, 7)]), "t", &[0]), Deleted::Unknown(_)), "REQUEST_TIMED_OUT on a key");
+        assert!(matches!(judge(&answer(&[(0, 0)]), "u", &[0]), Deleted::Unknown(_)), "another topic's answer");
+        assert!(matches!(judge(&OffsetDeleteResponse::default().with_error_code(16), "t", &[0]), Deleted::Failed(_)), "NOT_COORDINATOR");
+        assert!(matches!(judge(&OffsetDeleteResponse::default().with_error_code(7), "t", &[0]), Deleted::Unknown(_)), "REQUEST_TIMED_OUT");
     }
 }

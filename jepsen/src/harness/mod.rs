@@ -6,7 +6,9 @@
 //! 2. a topic of `keys` partitions; producer and consumer workers (`--workload log`; with
 //!    `--client kafka` through a Kafka client library over the Kafka listeners, [`kafka`]) or
 //!    consumer-group members (`--workload subscribe`, [`groups`]), a leader observer (with
-//!    `--delete-records` a deleter, DR1) and the nemesis run for `time_limit` ([`workload`], [`nemesis`]);
+//!    `--delete-records` a deleter, DR1; with `--offset-delete` an offset deleter sending raw Kafka
+//!    OffsetDelete requests over the nodes' Kafka listeners, C9, [`groups::offset_delete_worker`])
+//!    and the nemesis run for `time_limit` ([`workload`], [`nemesis`]);
 //! 3. the nemesis stops and heals everything, the workers go on for `recovery`, then stop;
 //! 4. every node is killed and restarted (CHECKLISTS L7), then the final drain (a fresh consumer
 //!    reads every partition from the beginning to its end),
@@ -118,6 +120,9 @@ pub struct RunConfig {
     /// the faults, lagging replicas caught up by snapshots, log starts recorded
     /// ([`workload::log_start_observer`]).
     pub retention: bool,
+    /// `--workload subscribe`: a worker deletes the groups' committed offsets with raw Kafka
+    /// OffsetDelete requests over the nodes' Kafka listeners ([`groups::offset_delete_worker`], C9).
+    pub offset_delete: bool,
 }
 
 /// `--retention`: the test topic's settings. Small segments kept for 8 KiB or 5 s per
@@ -155,6 +160,18 @@ impl RunConfig {
             // The group checks read skipped offsets as gaps; the Kafka library's consumer has no
             // rewind to the log start.
             return Err("--retention runs with --workload log and --client native".into());
+        }
+        if self.offset_delete {
+            if self.workload != Workload::Subscribe {
+                return Err("--offset-delete runs with --workload subscribe".into());
+            }
+            // Its raw Kafka connections are plaintext and do not log in.
+            if self.tls || self.secure {
+                return Err("--offset-delete does not run with --tls or --secure".into());
+            }
+            if self.nemesis.iter().any(|kind| kind == "membership") {
+                return Err("--nemesis membership does not run with --offset-delete (nodes it adds have no Kafka listener)".into());
+            }
         }
         if self.delete_records && self.workload != Workload::Log {
             // The group checks (C3, C6) read every skipped offset as a gap; deletion makes gaps.
@@ -203,11 +220,10 @@ pub async fn run(config: &RunConfig) -> Result<(History, RunNotes), String> {
     let peer_ports: Vec<u16> = ports.iter().map(|p| p.0).collect();
     let client_ports: Vec<u16> = ports.iter().map(|p| p.1).collect();
     let mut proxies = Proxies::start(&peer_ports, &client_ports).await.map_err(|e| format!("starting proxies: {e}"))?;
-    let kafka_listen = match config.client {
-        Client::Native => Vec::new(),
-        Client::Kafka => kafka_ports.to_vec(),
-    };
-    if config.client == Client::Kafka {
+    // The Kafka listeners: for the Kafka client, or for the offset deleter's raw requests.
+    let with_kafka = config.client == Client::Kafka || config.offset_delete;
+    let kafka_listen = if with_kafka { kafka_ports.to_vec() } else { Vec::new() };
+    if with_kafka {
         proxies.start_kafka(&kafka_listen).await.map_err(|e| format!("starting Kafka proxies: {e}"))?;
     }
     let proxies = Arc::new(proxies);
@@ -290,6 +306,12 @@ pub async fn run(config: &RunConfig) -> Result<(History, RunNotes), String> {
                 }
             }
         }
+    }
+    if config.offset_delete {
+        let (recorder, target, stop) = (recorder.clone(), target.clone(), workers_stopping.clone());
+        let addresses: Vec<String> = (1..=config.nodes as u64).map(|id| format!("127.0.0.1:{}", proxies.kafka_port(id))).collect();
+        notes.info.push(format!("offset-delete: raw OffsetDelete requests via the Kafka listeners {}", addresses.join(", ")));
+        workers.push(tokio::spawn(groups::offset_delete_worker(recorder, target, addresses, rng.gen(), stop)));
     }
     workers.push(tokio::spawn(workload::leader_observer(recorder.clone(), target.clone(), workers_stopping.clone())));
     if config.retention {

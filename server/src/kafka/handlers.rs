@@ -479,7 +479,13 @@ async fn fetch_one(context: &NodeContext, principal: &Principal, id: u64, want: 
     ask.offset = offset;
     ask.bytes_max = want.bytes_max;
     ask.wait_ms_max = wait_ms;
-    let answer = request::handle(context, principal, native(id, Body::fetch(ask))).await;
+    // Planted bug (simulation and test builds only): the Kafka listener's Fetch goes straight to
+    // the native fetch, past its read check on the topic (A1 on the Kafka path).
+    let answer = if context.planted.kafka_fetch_skips_acl_check && context.state.is_meta_ready() {
+        request::fetch::fetch(context, id, ask).await
+    } else {
+        request::handle(context, principal, native(id, Body::fetch(ask))).await
+    };
     let data = data.with_error_code(kafka_code(answer.error));
     if !answer.has_fetch() {
         return data;

@@ -32,11 +32,12 @@ use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListO
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, BrokerId, FetchRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest, RequestHeader, RequestKind, ResponseHeader,
-    ResponseKind, TopicName,
+    ApiKey, ApiVersionsRequest, BrokerId, FetchRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest, RequestHeader, RequestKind,
+    ResponseHeader, ResponseKind, SaslAuthenticateRequest, SaslHandshakeRequest, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use odradek_client::batch::{BatchBuilder, Record};
+use odradek_client::scram::{ClientScram, Mechanism};
 use odradek_jepsen::history::{Acks, Keys, OpF, OpValue, Poll, Send};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -61,6 +62,9 @@ const METADATA_VERSION: i16 = 12;
 const PRODUCE_VERSION: i16 = 9;
 const FETCH_VERSION: i16 = 11;
 const LIST_OFFSETS_VERSION: i16 = 5;
+const API_VERSIONS_VERSION: i16 = 3;
+const SASL_HANDSHAKE_VERSION: i16 = 1;
+const SASL_AUTHENTICATE_VERSION: i16 = 2;
 
 /// Kafka error codes (Kafka's numbering).
 const NONE: i16 = 0;
@@ -77,11 +81,14 @@ pub fn definite(code: i16) -> bool {
 
 /// Why a call got no answer.
 #[derive(Debug)]
-enum CallError {
+pub enum CallError {
     /// Nothing of the request left this client (no connection could be made).
     Unsent(String),
     /// The request may have reached the server.
     Lost(String),
+    /// The server closed the connection before answering (end of stream where the answer's
+    /// length was due): Kafka's answer to a request it will not serve on this connection.
+    Closed(String),
 }
 
 impl std::fmt::Display for CallError {
@@ -89,24 +96,120 @@ impl std::fmt::Display for CallError {
         match self {
             CallError::Unsent(why) => write!(f, "not sent: {why}"),
             CallError::Lost(why) => write!(f, "maybe sent: {why}"),
+            CallError::Closed(why) => write!(f, "closed by the server: {why}"),
+        }
+    }
+}
+
+/// Who a connection logs in as (`--secure`): SASL/SCRAM over SaslHandshake and
+/// SaslAuthenticate, with the client crate's SCRAM ([`odradek_client::scram`]).
+#[derive(Clone, Debug)]
+pub struct Login {
+    pub mechanism: Mechanism,
+    pub user: String,
+    pub password: String,
+}
+
+impl Login {
+    /// The workload's login in a secure run (the writer, as the native clients), else none.
+    fn of(cluster: &SimCluster) -> Option<Login> {
+        cluster.auth.as_ref().map(|_| {
+            let (user, password) = crate::security::WRITER;
+            Login { mechanism: Mechanism::Sha256, user: user.to_string(), password: password.to_string() }
+        })
+    }
+}
+
+/// Kafka's SASL_AUTHENTICATION_FAILED.
+pub const SASL_AUTHENTICATION_FAILED: i16 = 58;
+
+/// Why a SASL exchange did not log the connection in.
+#[derive(Debug)]
+pub enum LoginError {
+    /// The node answered SASL_AUTHENTICATION_FAILED (or refused the mechanism): a definite
+    /// refusal.
+    Refused(i16, String),
+    /// No answer, a broken connection, or an answer this client cannot verify.
+    Failed(String),
+}
+
+impl std::fmt::Display for LoginError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoginError::Refused(code, message) => write!(f, "refused with code {code}: {message}"),
+            LoginError::Failed(why) => write!(f, "failed: {why}"),
         }
     }
 }
 
 /// One Kafka connection, one request at a time.
-struct KafkaConnection {
+pub struct KafkaConnection {
     stream: TcpStream,
     correlation_next: i32,
 }
 
 impl KafkaConnection {
-    async fn connect(address: SocketAddr) -> Result<KafkaConnection, CallError> {
+    /// A connection to `address`, logged in as `login` when given; any failure of the login is
+    /// `Unsent` (no request of the caller's went out on it).
+    async fn connect(address: SocketAddr, login: Option<&Login>) -> Result<KafkaConnection, CallError> {
+        let mut connection = KafkaConnection::open(address).await?;
+        if let Some(login) = login {
+            connection.login(login).await.map_err(|e| CallError::Unsent(format!("login at {address}: {e}")))?;
+        }
+        Ok(connection)
+    }
+
+    /// A plain connection to `address`.
+    pub async fn open(address: SocketAddr) -> Result<KafkaConnection, CallError> {
         let stream = TcpStream::connect(address).await.map_err(|e| CallError::Unsent(format!("connect {address}: {e}")))?;
         Ok(KafkaConnection { stream, correlation_next: 1 })
     }
 
+    /// ApiVersions (served before any login): whether the node answered.
+    pub async fn api_versions(&mut self) -> bool {
+        let request = RequestKind::ApiVersions(
+            ApiVersionsRequest::default()
+                .with_client_software_name(StrBytes::from_static_str("odradek-sim"))
+                .with_client_software_version(StrBytes::from_static_str("1")),
+        );
+        matches!(self.call(ApiKey::ApiVersions, API_VERSIONS_VERSION, request).await, Ok(ResponseKind::ApiVersions(a)) if a.error_code == NONE)
+    }
+
+    /// The SCRAM exchange as `login`: SaslHandshake, then two SaslAuthenticate rounds
+    /// (client-first, client-final), and the server's signature checked.
+    pub async fn login(&mut self, login: &Login) -> Result<(), LoginError> {
+        let failed = |e: CallError| LoginError::Failed(e.to_string());
+        let handshake =
+            RequestKind::SaslHandshake(SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str(login.mechanism.name())));
+        match self.call(ApiKey::SaslHandshake, SASL_HANDSHAKE_VERSION, handshake).await.map_err(failed)? {
+            ResponseKind::SaslHandshake(answer) if answer.error_code == NONE => {}
+            ResponseKind::SaslHandshake(answer) => return Err(LoginError::Refused(answer.error_code, "mechanism refused".into())),
+            _ => return Err(LoginError::Failed("a SaslHandshake got another answer".into())),
+        }
+        let (scram, first) = ClientScram::new(login.mechanism, &login.user, &login.password, &odradek_client::scram::nonce());
+        let server_first = self.authenticate(first.into_bytes()).await?;
+        let server_first = String::from_utf8(server_first).map_err(|_| LoginError::Failed("server-first is not UTF-8".into()))?;
+        let (expected, last) = scram.final_message(&server_first).map_err(|e| LoginError::Failed(format!("server-first: {e}")))?;
+        let server_final = self.authenticate(last.into_bytes()).await?;
+        let server_final = String::from_utf8(server_final).map_err(|_| LoginError::Failed("server-final is not UTF-8".into()))?;
+        expected.verify(&server_final).map_err(|e| LoginError::Failed(format!("server-final: {e}")))
+    }
+
+    /// One SaslAuthenticate round: the server's bytes.
+    async fn authenticate(&mut self, bytes: Vec<u8>) -> Result<Vec<u8>, LoginError> {
+        let request = RequestKind::SaslAuthenticate(SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(bytes)));
+        match self.call(ApiKey::SaslAuthenticate, SASL_AUTHENTICATE_VERSION, request).await {
+            Ok(ResponseKind::SaslAuthenticate(answer)) if answer.error_code == NONE => Ok(answer.auth_bytes.to_vec()),
+            Ok(ResponseKind::SaslAuthenticate(answer)) => {
+                Err(LoginError::Refused(answer.error_code, answer.error_message.map(|m| m.to_string()).unwrap_or_default()))
+            }
+            Ok(_) => Err(LoginError::Failed("a SaslAuthenticate got another answer".into())),
+            Err(e) => Err(LoginError::Failed(e.to_string())),
+        }
+    }
+
     /// Sends `request` at `version` and reads its answer.
-    async fn call(&mut self, api_key: ApiKey, version: i16, request: RequestKind) -> Result<ResponseKind, CallError> {
+    pub async fn call(&mut self, api_key: ApiKey, version: i16, request: RequestKind) -> Result<ResponseKind, CallError> {
         let correlation_id = self.correlation_next;
         self.correlation_next += 1;
         let mut body = BytesMut::new();
@@ -124,7 +227,10 @@ impl KafkaConnection {
         // madsim's streams send what was written on flush.
         self.stream.flush().await.map_err(|e| lost("flush", e))?;
         let mut length = [0u8; 4];
-        self.stream.read_exact(&mut length).await.map_err(|e| lost("read", e))?;
+        self.stream.read_exact(&mut length).await.map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => CallError::Closed(format!("{api_key:?}")),
+            _ => lost("read", e),
+        })?;
         let length = u32::from_be_bytes(length) as usize;
         if length > RESPONSE_BYTES_MAX {
             return Err(CallError::Lost(format!("{api_key:?}: a {length}-byte response")));
@@ -152,18 +258,21 @@ struct KafkaClient {
     leaders: BTreeMap<u32, SocketAddr>,
     /// Which bootstrap address the next metadata request goes to (round robin).
     bootstrap_next: usize,
+    /// Every connection logs in as this first (`--secure`).
+    login: Option<Login>,
 }
 
 impl KafkaClient {
     fn new(cluster: Arc<SimCluster>) -> KafkaClient {
-        KafkaClient { cluster, connections: BTreeMap::new(), leaders: BTreeMap::new(), bootstrap_next: 0 }
+        let login = Login::of(&cluster);
+        KafkaClient { cluster, connections: BTreeMap::new(), leaders: BTreeMap::new(), bootstrap_next: 0, login }
     }
 
     /// One request to `address` over its connection (made if needed; dropped on any error).
     async fn call(&mut self, address: SocketAddr, api_key: ApiKey, version: i16, request: RequestKind) -> Result<ResponseKind, CallError> {
         let mut connection = match self.connections.remove(&address) {
             Some(connection) => connection,
-            None => KafkaConnection::connect(address).await?,
+            None => KafkaConnection::connect(address, self.login.as_ref()).await?,
         };
         let answer = connection.call(api_key, version, request).await?;
         self.connections.insert(address, connection);
@@ -258,7 +367,7 @@ async fn send_one(client: &mut KafkaClient, partition: u32, value: u64) -> Sent 
             client.leaders.remove(&partition);
             Sent::Refused
         }
-        Err(CallError::Lost(_)) => {
+        Err(CallError::Lost(_) | CallError::Closed(_)) => {
             client.leaders.remove(&partition);
             Sent::Unknown
         }
@@ -425,4 +534,86 @@ pub async fn consume(cluster: Arc<SimCluster>, deadline: tokio::time::Instant) {
         }
     }
     cluster.note(format!("Kafka consumer: {polls_ok} polls ok, {read} records read"));
+}
+
+/// What one intruder attempt over the Kafka listener came to (A1, `crate::security`).
+#[derive(Debug)]
+pub enum Attempt {
+    /// It took effect: a produce acknowledged, or a fetch that returned records.
+    Succeeded,
+    /// Refused: an authentication or authorization error code, or the connection closed by the
+    /// node right after it answered ApiVersions on it (Kafka's answer to a request before a
+    /// login: the node refuses to serve it, `server/src/kafka/sasl.rs`).
+    Refused,
+    /// Anything else: a fault of the run (no connection, no answer, a leader moved).
+    Inconclusive,
+}
+
+/// Kafka's TOPIC_AUTHORIZATION_FAILED and CLUSTER_AUTHORIZATION_FAILED.
+const AUTHORIZATION_FAILED: [i16; 2] = [29, 31];
+
+/// One intruder attempt at `address`'s Kafka listener: ApiVersions, the login (`login`, or none:
+/// anonymous), then a Produce of `value` to partition 0 of the run's topic (`Some`) or a Fetch
+/// of partition 0 from offset 0 (`None`); one connection, within [`READ_BOUND`] per request.
+pub async fn intruder_attempt(address: SocketAddr, login: Option<&Login>, produce: Option<u64>) -> Attempt {
+    let Ok(Ok(mut connection)) = tokio::time::timeout(READ_BOUND, KafkaConnection::open(address)).await else {
+        return Attempt::Inconclusive;
+    };
+    if !matches!(tokio::time::timeout(READ_BOUND, connection.api_versions()).await, Ok(true)) {
+        return Attempt::Inconclusive;
+    }
+    if let Some(login) = login {
+        match tokio::time::timeout(READ_BOUND, connection.login(login)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(LoginError::Refused(SASL_AUTHENTICATION_FAILED, _))) => return Attempt::Refused,
+            _ => return Attempt::Inconclusive,
+        }
+    }
+    let (api_key, version, request) = match produce {
+        Some(value) => {
+            let mut batch = BatchBuilder::new();
+            batch
+                .push(&Record {
+                    timestamp: odradek_client::clock::wall_clock_ms(),
+                    key: None,
+                    value: Some(value.to_string().into_bytes().into()),
+                    headers: Vec::new(),
+                })
+                .expect("one small record fits a batch");
+            let data = PartitionProduceData::default().with_index(0).with_records(Some(batch.build()));
+            let topic = TopicProduceData::default().with_name(TopicName(StrBytes::from_static_str(TOPIC))).with_partition_data(vec![data]);
+            let request = ProduceRequest::default().with_acks(-1).with_timeout_ms(PRODUCE_TIMEOUT_MS).with_topic_data(vec![topic]);
+            (ApiKey::Produce, PRODUCE_VERSION, RequestKind::Produce(request))
+        }
+        None => {
+            let asked = FetchPartition::default().with_partition(0).with_fetch_offset(0).with_partition_max_bytes(FETCH_BYTES_MAX);
+            let topic = FetchTopic::default().with_topic(TopicName(StrBytes::from_static_str(TOPIC))).with_partitions(vec![asked]);
+            let request = FetchRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_max_wait_ms(0)
+                .with_min_bytes(1)
+                .with_max_bytes(FETCH_BYTES_MAX)
+                .with_topics(vec![topic]);
+            (ApiKey::Fetch, FETCH_VERSION, RequestKind::Fetch(request))
+        }
+    };
+    let bound = if produce.is_some() { SEND_BOUND } else { READ_BOUND };
+    let code = match tokio::time::timeout(bound, connection.call(api_key, version, request)).await {
+        Ok(Err(CallError::Closed(_))) => return Attempt::Refused,
+        Ok(Ok(ResponseKind::Produce(produced))) => {
+            produced.responses.first().and_then(|t| t.partition_responses.first()).map(|p| (p.error_code, false))
+        }
+        Ok(Ok(ResponseKind::Fetch(fetched))) => fetched
+            .responses
+            .first()
+            .and_then(|t| t.partitions.first())
+            .map(|p| (p.error_code, p.records.as_ref().is_some_and(|r| !r.is_empty()))),
+        _ => None,
+    };
+    match code {
+        Some((NONE, _)) if produce.is_some() => Attempt::Succeeded,
+        Some((NONE, true)) => Attempt::Succeeded,
+        Some((code, _)) if AUTHORIZATION_FAILED.contains(&code) => Attempt::Refused,
+        _ => Attempt::Inconclusive,
+    }
 }
