@@ -329,8 +329,8 @@ enum Sent {
     Unknown,
 }
 
-async fn send_one(client: &mut KafkaClient, partition: u32, value: u64) -> Sent {
-    let Some(leader) = client.leader(partition).await else { return Sent::Refused };
+/// An acks=all Produce of one record, `value` as text, to `partition` of the run's topic.
+fn produce_request(partition: u32, value: u64) -> ProduceRequest {
     let mut batch = BatchBuilder::new();
     batch
         .push(&Record {
@@ -342,7 +342,12 @@ async fn send_one(client: &mut KafkaClient, partition: u32, value: u64) -> Sent 
         .expect("one small record fits a batch");
     let data = PartitionProduceData::default().with_index(partition as i32).with_records(Some(batch.build()));
     let topic = TopicProduceData::default().with_name(TopicName(StrBytes::from_static_str(TOPIC))).with_partition_data(vec![data]);
-    let request = ProduceRequest::default().with_acks(-1).with_timeout_ms(PRODUCE_TIMEOUT_MS).with_topic_data(vec![topic]);
+    ProduceRequest::default().with_acks(-1).with_timeout_ms(PRODUCE_TIMEOUT_MS).with_topic_data(vec![topic])
+}
+
+async fn send_one(client: &mut KafkaClient, partition: u32, value: u64) -> Sent {
+    let Some(leader) = client.leader(partition).await else { return Sent::Refused };
+    let request = produce_request(partition, value);
     match client.call(leader, ApiKey::Produce, PRODUCE_VERSION, RequestKind::Produce(request)).await {
         Ok(ResponseKind::Produce(produced)) => {
             let answer = produced.responses.first().and_then(|t| t.partition_responses.first());
@@ -570,21 +575,7 @@ pub async fn intruder_attempt(address: SocketAddr, login: Option<&Login>, produc
         }
     }
     let (api_key, version, request) = match produce {
-        Some(value) => {
-            let mut batch = BatchBuilder::new();
-            batch
-                .push(&Record {
-                    timestamp: odradek_client::clock::wall_clock_ms(),
-                    key: None,
-                    value: Some(value.to_string().into_bytes().into()),
-                    headers: Vec::new(),
-                })
-                .expect("one small record fits a batch");
-            let data = PartitionProduceData::default().with_index(0).with_records(Some(batch.build()));
-            let topic = TopicProduceData::default().with_name(TopicName(StrBytes::from_static_str(TOPIC))).with_partition_data(vec![data]);
-            let request = ProduceRequest::default().with_acks(-1).with_timeout_ms(PRODUCE_TIMEOUT_MS).with_topic_data(vec![topic]);
-            (ApiKey::Produce, PRODUCE_VERSION, RequestKind::Produce(request))
-        }
+        Some(value) => (ApiKey::Produce, PRODUCE_VERSION, RequestKind::Produce(produce_request(0, value))),
         None => {
             let asked = FetchPartition::default().with_partition(0).with_fetch_offset(0).with_partition_max_bytes(FETCH_BYTES_MAX);
             let topic = FetchTopic::default().with_topic(TopicName(StrBytes::from_static_str(TOPIC))).with_partitions(vec![asked]);
