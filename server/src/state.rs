@@ -92,6 +92,10 @@ pub struct NodeState {
     pub disk_budget: Arc<std::sync::atomic::AtomicI64>,
     /// Free bytes of the data directory's file system at the last measurement (for metrics).
     disk_available_bytes: std::sync::atomic::AtomicU64,
+    /// Whether this node's applied metadata lists it removed, as of the last metadata entry
+    /// applied (a later join under the same id clears it): kept where the metadata is applied,
+    /// so that [`NodeState::was_removed`], read on every client request, takes no lock.
+    removed_in_metadata: std::sync::atomic::AtomicBool,
     /// This node learned from the controller that it was removed from the cluster though its
     /// own metadata, no longer replicated to it, may not say so (`crate::membership::learn_removal`).
     removed_learned: std::sync::atomic::AtomicBool,
@@ -108,6 +112,7 @@ impl NodeState {
             meta_ready,
             disk_budget,
             disk_available_bytes: std::sync::atomic::AtomicU64::new(0),
+            removed_in_metadata: std::sync::atomic::AtomicBool::new(false),
             removed_learned: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -134,7 +139,8 @@ impl NodeState {
     /// process: a removed node comes back only with an empty data directory, under a new
     /// incarnation.
     pub fn was_removed(&self) -> bool {
-        self.removed_learned.load(std::sync::atomic::Ordering::Acquire) || self.lock().meta.removed().contains(&self.node_id)
+        self.removed_learned.load(std::sync::atomic::Ordering::Acquire)
+            || self.removed_in_metadata.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The controller says this node was removed.
@@ -209,6 +215,10 @@ impl Apply for StateMachine {
                     state.meta_outcomes.pop_first();
                 }
             }
+            // The one place the metadata changes: whether it lists this node removed is kept
+            // here, so that `NodeState::was_removed` needs no lock on the request path.
+            let removed = state.meta.removed().contains(&self.state.node_id);
+            self.state.removed_in_metadata.store(removed, std::sync::atomic::Ordering::Release);
             drop(state);
             self.state.meta_version.send_modify(|version| *version += 1);
             return;

@@ -98,8 +98,7 @@ fn check(context: &NodeContext, id: u64, body: &mut wire::ProduceRequest) -> Res
         return Err(Box::new(not_ready(id)));
     }
     if context.is_removed() {
-        let body = wire::Request_oneof_body::produce(wire::ProduceRequest::new());
-        return Err(Box::new(super::removed::answer(context, id, Some(&body)).expect("a produce is refused")));
+        return Err(Box::new(super::removed::not_leader(context, id)));
     }
     let location = locate(context, &body.topic, body.partition).map_err(|error| Box::new(error.into_response(id)))?;
     if !context.state.hosts(location.group) {

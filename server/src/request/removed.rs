@@ -35,6 +35,11 @@ pub fn answer(context: &NodeContext, id: u64, body: Option<&Body>) -> Option<Res
     Some(error_response(id, code, reason(context)))
 }
 
+/// A removed node's answer to a Produce (the produce path checks before `crate::request::handle`).
+pub fn not_leader(context: &NodeContext, id: u64) -> Response {
+    error_response(id, ErrorCode::NOT_LEADER, reason(context))
+}
+
 /// Metadata on a removed node: the other brokers it knew, no controller, no partition.
 fn metadata(context: &NodeContext, id: u64, body: &wire::MetadataRequest) -> Response {
     let mut metadata = wire::MetadataResponse::new();
