@@ -595,13 +595,14 @@ async fn retention_kept_up(cluster: &SimCluster) -> Vec<String> {
     }
 }
 
-/// (node, group, segments due) for each replica of topic `t` on a live node whose retention
-/// has segments to delete now. Nodes down, quarantined (they run no controller chores) or
-/// corrupted (a replica set aside is rebuilt) are skipped, as R7 skips them.
+/// (node, group, segments due) for each replica of topic `t` on a live member node whose
+/// retention has segments to delete now. Nodes given up, quarantined (they run no controller
+/// chores) or corrupted (a replica set aside is rebuilt) are skipped.
 async fn retention_overdue(cluster: &SimCluster) -> Vec<(u64, u64, usize)> {
     let mut skipped: BTreeSet<u64> = cluster.given_up().into_iter().collect();
     skipped.extend(cluster.corrupted.lock().expect("corrupted lock").iter().copied());
     skipped.extend(cluster.passive.lock().expect("passive lock").iter().copied());
+    let members = cluster.members_now();
     let up: Vec<u64> = cluster
         .node_status
         .lock()
@@ -609,7 +610,7 @@ async fn retention_overdue(cluster: &SimCluster) -> Vec<(u64, u64, usize)> {
         .iter()
         .filter(|(node, status)| matches!(status, NodeStatus::Up) && !skipped.contains(node))
         .map(|(&node, _)| node)
-        .filter(|node| cluster.members_now().contains(node))
+        .filter(|node| members.contains(node))
         .collect();
     let mut overdue = Vec::new();
     for node in up {

@@ -383,14 +383,8 @@ async fn consume(cluster: Arc<SimCluster>, ends: Option<BTreeMap<u32, u64>>, dea
         let handle = cluster.history().invoke_poll(process).expect("history");
         match consumer.poll_with_watermarks(Duration::from_millis(500)).await {
             Ok(polled) => {
-                let mut poll = Poll::default();
-                // L12: each partition's high watermark as its replica reported it in this poll.
-                for ((_, partition), high_watermark) in polled.high_watermarks {
-                    poll.hw.insert(u64::from(partition), high_watermark);
-                }
+                let poll = poll_value(&polled);
                 for record in polled.records {
-                    let value: u64 = String::from_utf8_lossy(record.value.as_deref().unwrap_or_default()).parse().expect("our values");
-                    poll.records.entry(u64::from(record.partition)).or_default().push((record.offset, value));
                     read += 1;
                     if ends.is_some() {
                         let producer = record.producer.map(|p| odradek_jepsen::history::Producer {
@@ -417,6 +411,20 @@ async fn consume(cluster: Arc<SimCluster>, ends: Option<BTreeMap<u32, u64>>, dea
             }
         }
     }
+}
+
+/// A successful poll as the history records it: each partition's high watermark as its replica
+/// reported it in this poll (L12), and the values read with their offsets, per partition.
+pub fn poll_value(polled: &odradek_client::Polled) -> Poll {
+    let mut poll = Poll::default();
+    for ((_, partition), high_watermark) in &polled.high_watermarks {
+        poll.hw.insert(u64::from(*partition), *high_watermark);
+    }
+    for record in &polled.records {
+        let value: u64 = String::from_utf8_lossy(record.value.as_deref().unwrap_or_default()).parse().expect("our values");
+        poll.records.entry(u64::from(record.partition)).or_default().push((record.offset, value));
+    }
+    poll
 }
 
 /// The final drain (V3): a fresh consumer reads every partition to `ends` within the bound.

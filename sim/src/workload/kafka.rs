@@ -329,6 +329,22 @@ enum Sent {
     Unknown,
 }
 
+/// A consumer's Fetch of `partition` of the run's topic from `offset`, waiting up to
+/// `max_wait_ms` for a first byte.
+fn fetch_request(partition: u32, offset: u64, max_wait_ms: i32) -> FetchRequest {
+    let asked = FetchPartition::default()
+        .with_partition(partition as i32)
+        .with_fetch_offset(offset as i64)
+        .with_partition_max_bytes(FETCH_BYTES_MAX);
+    let topic = FetchTopic::default().with_topic(TopicName(StrBytes::from_static_str(TOPIC))).with_partitions(vec![asked]);
+    FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(max_wait_ms)
+        .with_min_bytes(1)
+        .with_max_bytes(FETCH_BYTES_MAX)
+        .with_topics(vec![topic])
+}
+
 /// An acks=all Produce of one record, `value` as text, to `partition` of the run's topic.
 fn produce_request(partition: u32, value: u64) -> ProduceRequest {
     let mut batch = BatchBuilder::new();
@@ -446,17 +462,7 @@ async fn earliest(client: &mut KafkaClient, partition: u32) -> Option<u64> {
 /// watermark, or `None` if it did not answer.
 async fn fetch(client: &mut KafkaClient, partition: u32, offset: u64) -> Option<(Vec<(u64, u64)>, u64)> {
     let leader = client.leader(partition).await?;
-    let asked = FetchPartition::default()
-        .with_partition(partition as i32)
-        .with_fetch_offset(offset as i64)
-        .with_partition_max_bytes(FETCH_BYTES_MAX);
-    let topic = FetchTopic::default().with_topic(TopicName(StrBytes::from_static_str(TOPIC))).with_partitions(vec![asked]);
-    let request = FetchRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_max_wait_ms(FETCH_WAIT_MS)
-        .with_min_bytes(1)
-        .with_max_bytes(FETCH_BYTES_MAX)
-        .with_topics(vec![topic]);
+    let request = fetch_request(partition, offset, FETCH_WAIT_MS);
     let answer = tokio::time::timeout(READ_BOUND, client.call(leader, ApiKey::Fetch, FETCH_VERSION, RequestKind::Fetch(request))).await;
     let Ok(Ok(ResponseKind::Fetch(fetched))) = answer else {
         client.connections.remove(&leader);
@@ -576,17 +582,7 @@ pub async fn intruder_attempt(address: SocketAddr, login: Option<&Login>, produc
     }
     let (api_key, version, request) = match produce {
         Some(value) => (ApiKey::Produce, PRODUCE_VERSION, RequestKind::Produce(produce_request(0, value))),
-        None => {
-            let asked = FetchPartition::default().with_partition(0).with_fetch_offset(0).with_partition_max_bytes(FETCH_BYTES_MAX);
-            let topic = FetchTopic::default().with_topic(TopicName(StrBytes::from_static_str(TOPIC))).with_partitions(vec![asked]);
-            let request = FetchRequest::default()
-                .with_replica_id(BrokerId(-1))
-                .with_max_wait_ms(0)
-                .with_min_bytes(1)
-                .with_max_bytes(FETCH_BYTES_MAX)
-                .with_topics(vec![topic]);
-            (ApiKey::Fetch, FETCH_VERSION, RequestKind::Fetch(request))
-        }
+        None => (ApiKey::Fetch, FETCH_VERSION, RequestKind::Fetch(fetch_request(0, 0, 0))),
     };
     let bound = if produce.is_some() { SEND_BOUND } else { READ_BOUND };
     let code = match tokio::time::timeout(bound, connection.call(api_key, version, request)).await {

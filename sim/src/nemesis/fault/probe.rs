@@ -244,15 +244,9 @@ async fn poll_recorded(cluster: Arc<SimCluster>, bootstrap: Vec<u64>, partition:
         let handle = cluster.history().invoke_poll(process).expect("history");
         match tokio::time::timeout(CLIENT_CALL_BOUND, consumer.poll_with_watermarks(Duration::from_secs(2))).await {
             Ok(Ok(polled)) => {
-                let mut poll = Poll::default();
-                for ((_, p), high_watermark) in polled.high_watermarks {
-                    poll.hw.insert(u64::from(p), high_watermark);
-                }
-                for record in polled.records {
-                    let value: u64 = String::from_utf8_lossy(record.value.as_deref().unwrap_or_default()).parse().expect("our values");
-                    poll.records.entry(u64::from(record.partition)).or_default().push((record.offset, value));
-                    read.push((record.offset, value));
-                }
+                let poll = crate::workload::poll_value(&polled);
+                // One partition assigned: its records are the poll's, in order.
+                read.extend(poll.records.values().flatten().copied());
                 cluster.history().ok(handle, OpValue::Poll(poll)).expect("history");
             }
             // A failed poll moves no position and has no effect: definite.
