@@ -54,6 +54,19 @@ RESULTS=$OUT/results.txt
 : >"$RESULTS"
 KCAT_VERSION=$(kcat -V 2>&1 | sed -n 's/^Version \([^ ]*\) .*librdkafka \([^ ]*\) .*/kcat \1 \/ librdkafka \2/p')
 KCAT_LIBRDKAFKA=${KCAT_VERSION##* }
+# Waits (up to 30 s) until every broker of the bootstrap list names a leader for partition 0 of
+# TOPIC in its own metadata: `topic create` returns once the node it asked knows the leader, and
+# the other brokers apply the metadata a moment later (kcat would meet LEADER_NOT_AVAILABLE).
+wait_for_kafka_leader() { # TOPIC [kcat flags...]
+    local topic=$1 broker
+    shift
+    for broker in ${B//,/ }; do
+        for _ in $(seq 1 60); do
+            timeout 10 kcat -L -b "$broker" "$@" -t "$topic" -m 5 2>/dev/null | grep -q "partition 0, leader [0-9]" && break
+            sleep 0.5
+        done
+    done
+}
 record() { # RESULT FEATURE DETAIL
     echo "$1|kcat|$KCAT_VERSION|$2|$3" | tee -a "$RESULTS"
 }
@@ -66,6 +79,7 @@ else
     record FAIL "metadata (kcat -L)" "$(head -c 200 <<<"$out")"
 fi
 "$BIN" topic create --bootstrap "$NATIVE_BOOTSTRAP" -p 1 kcat-topic >/dev/null
+wait_for_kafka_leader kcat-topic
 for acks in $([[ -n $QUICK ]] && echo -1 || echo "0 1 -1"); do
     seq 1 100 | sed "s/^/acks$acks-/" >"$DATA/expected-$acks"
     if timeout 30 kcat -P -b "$B" -t kcat-topic -p 0 -X acks=$acks <"$DATA/expected-$acks" 2>"$DATA/kcat-p.err"; then
@@ -92,6 +106,7 @@ fi
 # Compressed produce (kcat -z), each codec to its own topic, consumed back in order.
 for codec in $([[ -n $QUICK ]] && echo zstd || echo "gzip snappy lz4 zstd"); do
     "$BIN" topic create --bootstrap "$NATIVE_BOOTSTRAP" -p 1 "kcat-$codec" >/dev/null
+    wait_for_kafka_leader "kcat-$codec"
     seq 1 500 | sed "s/^/{\"codec\":\"$codec\",\"event\":\"page_view\",\"seq\":/; s/$/}/" >"$DATA/expected-$codec"
     if ! timeout 30 kcat -P -b "$B" -t "kcat-$codec" -p 0 -z "$codec" -X linger.ms=20 <"$DATA/expected-$codec" 2>"$DATA/kcat-z.err"; then
         record FAIL "produce -z $codec, consume back" "$(head -c 200 "$DATA/kcat-z.err")"
@@ -154,6 +169,7 @@ for protocol in SSL SASL_SSL; do
             record FAIL "$protocol: metadata (kcat -L)" "$(head -c 200 <<<"$out")"
         fi
         "$BIN" topic create --bootstrap "$NATIVE_BOOTSTRAP" "${KAFKA_CLUSTER_CLIENT_FLAGS[@]}" -p 1 kcat-secure >/dev/null
+        wait_for_kafka_leader kcat-secure "${KCAT_SECURITY[@]}"
         seq 1 100 | sed "s/^/$protocol-/" >"$DATA/expected-$protocol"
         if timeout 30 kcat -P -b "$B" "${KCAT_SECURITY[@]}" -t kcat-secure -p 0 -X acks=-1 <"$DATA/expected-$protocol" 2>"$DATA/kcat-s.err"; then
             got=$(timeout 30 kcat -C -b "$B" "${KCAT_SECURITY[@]}" -t kcat-secure -p 0 -o beginning -e -q 2>"$DATA/kcat-s.err" || true)
