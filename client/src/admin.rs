@@ -308,7 +308,7 @@ impl Admin {
             .metadata()
             .topics
             .get(name)
-            .cloned()
+            .map(|info| TopicInfo::clone(info))
             .ok_or_else(|| ClientError::server(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, format!("topic {name:?} does not exist")))
     }
 

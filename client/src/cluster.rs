@@ -114,6 +114,25 @@ pub struct TopicInfo {
     pub partitions: Vec<PartitionInfo>,
 }
 
+impl TopicInfo {
+    /// Partition `partition`'s entry: at its own position when the answer listed every
+    /// partition (the usual case: one lookup, not a scan of a thousand-partition topic).
+    pub fn partition(&self, partition: u32) -> Option<&PartitionInfo> {
+        match self.partitions.get(partition as usize) {
+            Some(info) if info.partition == partition => Some(info),
+            _ => self.partitions.iter().find(|info| info.partition == partition),
+        }
+    }
+
+    fn partition_mut(&mut self, partition: u32) -> Option<&mut PartitionInfo> {
+        let index = match self.partitions.get(partition as usize) {
+            Some(info) if info.partition == partition => partition as usize,
+            _ => self.partitions.iter().position(|info| info.partition == partition)?,
+        };
+        Some(&mut self.partitions[index])
+    }
+}
+
 /// The cached picture of the cluster.
 #[derive(Debug, Clone, Default)]
 pub struct Metadata {
@@ -121,7 +140,9 @@ pub struct Metadata {
     pub brokers: BTreeMap<u64, String>,
     /// The controller's node id; 0 if unknown.
     pub controller: u64,
-    pub topics: BTreeMap<String, TopicInfo>,
+    /// Shared, so that a producer's every send reads its topic without copying a description
+    /// of every partition (a thousand-partition topic cost thousands of allocations a record).
+    pub topics: BTreeMap<String, Arc<TopicInfo>>,
     /// Partitions whose cached leader was refuted: refresh before using them.
     stale: BTreeSet<String>,
 }
@@ -155,12 +176,12 @@ impl Metadata {
                 })
                 .collect();
             partitions.sort_by_key(|partition| partition.partition);
-            self.topics.insert(topic.name.clone(), TopicInfo { name: topic.name.clone(), partitions });
+            self.topics.insert(topic.name.clone(), Arc::new(TopicInfo { name: topic.name.clone(), partitions }));
         }
     }
 
     fn partition(&self, topic: &str, partition: u32) -> Option<&PartitionInfo> {
-        self.topics.get(topic)?.partitions.iter().find(|info| info.partition == partition)
+        self.topics.get(topic)?.partition(partition)
     }
 
     /// The leader to dial for `info`: the answer's leader, except that a guess (`leader_term`
@@ -341,7 +362,7 @@ impl ClusterSession {
     }
 
     /// The topic's metadata, fetched if it is not cached (or stale).
-    pub async fn topic(&self, topic: &str) -> Result<TopicInfo> {
+    pub async fn topic(&self, topic: &str) -> Result<Arc<TopicInfo>> {
         if let Some(info) = self.cached_topic(topic) {
             return Ok(info);
         }
@@ -350,7 +371,7 @@ impl ClusterSession {
             .ok_or_else(|| ClientError::server(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, format!("topic {topic:?} does not exist")))
     }
 
-    fn cached_topic(&self, topic: &str) -> Option<TopicInfo> {
+    fn cached_topic(&self, topic: &str) -> Option<Arc<TopicInfo>> {
         let metadata = self.inner.metadata.lock().expect("metadata lock");
         if metadata.stale.contains(topic) {
             return None;
@@ -363,7 +384,7 @@ impl ClusterSession {
     /// refuted).
     pub async fn leader_for(&self, topic: &str, partition: u32) -> Result<u64> {
         let info = self.topic(topic).await?;
-        let leader = info.partitions.iter().find(|info| info.partition == partition).map(|info| {
+        let leader = info.partition(partition).map(|info| {
             let metadata = self.inner.metadata.lock().expect("metadata lock");
             metadata.leader_to_dial(info, |address| self.is_suspect(address))
         });
@@ -423,7 +444,8 @@ impl ClusterSession {
         let hint_known = leader_hint != 0 && metadata.brokers.contains_key(&leader_hint);
         let current = metadata.partition(topic, partition).map(|info| info.leader);
         if hint_known && current.is_some() && current != Some(leader_hint) {
-            let info = metadata.topics.get_mut(topic).and_then(|info| info.partitions.iter_mut().find(|info| info.partition == partition));
+            // Copied only if a sender holds the old description (a leader hint is rare).
+            let info = metadata.topics.get_mut(topic).and_then(|info| Arc::make_mut(info).partition_mut(partition));
             if let Some(info) = info {
                 info.leader = leader_hint;
             }
@@ -563,6 +585,46 @@ mod tests {
         assert_eq!(metadata.leader_to_dial(&info, |_| true), 3);
         let (metadata, info) = guessed(0, 0);
         assert_eq!(metadata.leader_to_dial(&info, |_| true), 0, "no leader stays no leader");
+    }
+
+    fn described(partitions: &[u32]) -> TopicInfo {
+        let partitions = partitions
+            .iter()
+            .map(|&partition| PartitionInfo {
+                partition,
+                leader: u64::from(partition) + 1,
+                leader_term: 1,
+                replicas: vec![],
+                in_sync_replicas: vec![],
+                error: ErrorCode::NONE,
+            })
+            .collect();
+        TopicInfo { name: "t".into(), partitions }
+    }
+
+    #[test]
+    fn a_partition_is_found_by_its_number_whether_the_answer_listed_all_or_some() {
+        let all = described(&[0, 1, 2, 3]);
+        assert_eq!(all.partition(2).map(|info| info.leader), Some(3), "at its own position");
+        assert_eq!(all.partition(4), None);
+        // An answer that lists only some partitions: positions no longer match numbers.
+        let mut some = described(&[1, 3, 7]);
+        assert_eq!(some.partition(1).map(|info| info.leader), Some(2), "position 1 holds partition 3: found by scan");
+        assert_eq!(some.partition(7).map(|info| info.leader), Some(8));
+        assert_eq!(some.partition(0), None);
+        assert_eq!(some.partition(2), None, "position 2 holds partition 7, and no partition 2 exists");
+        some.partition_mut(3).expect("listed").leader = 9;
+        assert_eq!(some.partitions[1].leader, 9);
+    }
+
+    #[test]
+    fn a_leader_hint_does_not_change_a_description_a_sender_already_holds() {
+        let mut metadata = Metadata::default();
+        metadata.topics.insert("t".into(), Arc::new(described(&[0, 1])));
+        let held = metadata.topics["t"].clone();
+        Arc::make_mut(metadata.topics.get_mut("t").unwrap()).partition_mut(1).unwrap().leader = 7;
+        assert_eq!(held.partition(1).map(|info| info.leader), Some(2), "the holder's copy is unchanged");
+        assert_eq!(metadata.partition("t", 1).map(|info| info.leader), Some(7), "the cache has the hint");
     }
 
     #[tokio::test]

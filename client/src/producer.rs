@@ -296,7 +296,7 @@ impl Producer {
 
     /// `topic`'s metadata, asked again (with backoff) while no node lists it, up to
     /// `topic_wait`.
-    async fn topic_info(&self, topic: &str) -> Result<crate::cluster::TopicInfo> {
+    async fn topic_info(&self, topic: &str) -> Result<Arc<crate::cluster::TopicInfo>> {
         let config = &self.inner.config;
         let deadline = Instant::now() + config.topic_wait;
         let mut backoff = Backoff::new(config.retry_backoff, config.retry_backoff_max);
