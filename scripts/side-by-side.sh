@@ -146,8 +146,8 @@ for round in $(seq 1 "$ROUNDS"); do
         sleep 20 # elections settle
         t0=$(cpu_ticks "${PIDS[@]}"); sleep 20; t1=$(cpu_ticks "${PIDS[@]}")
         emit "RESULT odradek idle-1000-partitions: $(( (t1 - t0) * 100 / 20 / 100 / 3 )) % of a core per node"
-        odradek_bench partitions-16 produce --topic t16 --records 500000 --record-size 100 --partitions 16 --producers 2 --acks all
-        odradek_bench partitions-1000 produce --topic many --records 500000 --record-size 100 --producers 2 --acks all
+        odradek_bench partitions-16 produce --topic t16 --records 2000000 --record-size 100 --partitions 16 --producers 2 --acks all
+        odradek_bench partitions-1000 produce --topic many --records 2000000 --record-size 100 --producers 2 --acks all
     fi
     stop_all
 
