@@ -6,11 +6,11 @@
 # Usage: server/scripts/bench-partitions.sh [ROUNDS] [BIN]
 #   e.g. server/scripts/bench-partitions.sh 3 target/release/odradek
 # Env: RECORDS (default 2000000), FEW (default 16), MANY (default 1000), PORT_BASE (default
-#      29400: nodes use PORT_BASE+1.. for peers and PORT_BASE+11.. for clients).
+#      29600: nodes use PORT_BASE+1.. for peers and PORT_BASE+11.. for clients).
 set -euo pipefail
 ROUNDS=${1:-3}
 BIN=${2:-target/release/odradek}
-RECORDS=${RECORDS:-2000000} FEW=${FEW:-16} MANY=${MANY:-1000} PORT_BASE=${PORT_BASE:-29400}
+RECORDS=${RECORDS:-2000000} FEW=${FEW:-16} MANY=${MANY:-1000} PORT_BASE=${PORT_BASE:-29600}
 DATA=$(mktemp -d /tmp/odradek-partitions.XXXXXX)
 PIDS=()
 stop() { kill "${PIDS[@]}" 2>/dev/null || true; wait "${PIDS[@]}" 2>/dev/null || true; }
