@@ -23,7 +23,9 @@
 //! have been committed with its lost acknowledgements. The bound starts as `U`; it drops to `A`
 //! once every other voter has answered a query: "my last index is `A_i`" (`A` is the largest),
 //! or once enough of them answered that this replica together with the voters still silent is
-//! no quorum of its configuration (a majority of each half of a joint one): with three voters
+//! no quorum of its configuration (a majority of each half of a joint one; an answerer whose own
+//! replica is suspect or quarantined counts as silent, since it may hold less than it
+//! acknowledged, as after rot on two of five voters): with three voters
 //! that is every other one, with five any three of the four others, and in a joint
 //! configuration whose other half the silent voters are no majority of, fewer (a move stuck on a
 //! voter that cannot answer, e.g. one whose node is quarantined and never created the group).
@@ -35,8 +37,8 @@
 //! - An entry committed with the replica's lost acknowledgement is durable on a quorum, and F-S3
 //!   damages one item on a minority only. So some other voter holds it intact, at an index no
 //!   higher than that voter's answer. The largest answer `A` covers it. With some voters
-//!   silent: that quorum is not within this replica and the silent voters (they are no
-//!   quorum), so it holds an answerer. (An entry committed before the configuration this
+//!   silent: that quorum is not within this replica, the silent voters and the unsound
+//!   answerers (they are no quorum), so it holds a sound answerer, whose log was never cut. (An entry committed before the configuration this
 //!   replica applied is on a majority of each half too: the configuration's own entry was
 //!   committed by one, and log matching gives them every earlier entry.) An old leader that
 //!   commits later still needs an answerer's acknowledgement, given before its answer.
@@ -138,8 +140,9 @@ pub(super) struct Suspect {
     pub suspicion: Suspicion,
     /// This node's term when the group opened suspect: answers count only for this query term.
     pub query_term: u64,
-    /// Every answer for `query_term`: the answerer's last index.
-    pub answers: BTreeMap<NodeId, u64>,
+    /// Every answer for `query_term`: the answerer's last index, and whether the answerer may
+    /// itself hold less than it acknowledged (its own replica suspect, or quarantined).
+    pub answers: BTreeMap<NodeId, (u64, bool)>,
     /// Ticks since the group opened suspect.
     pub ticks: usize,
 }
@@ -158,8 +161,11 @@ impl Suspect {
     pub fn bound(&self, voters: &Voters) -> u64 {
         let others = voters.others();
         let all_answered = others.iter().all(|id| self.answers.contains_key(id));
-        if all_answered || !voters.is_quorum(|id| id == voters.me || !self.answers.contains_key(&id)) {
-            let answered = others.iter().filter_map(|id| self.answers.get(id)).copied().max().unwrap_or(0);
+        // Answerers that may have lost entries themselves count as silent: the quorum that holds
+        // a lost acknowledgement must hold a sound answerer, whose last index covers the entry.
+        let sound = |id: NodeId| self.answers.get(&id).is_some_and(|&(_, unsound)| !unsound);
+        if all_answered || !voters.is_quorum(|id| id == voters.me || !sound(id)) {
+            let answered = others.iter().filter_map(|id| self.answers.get(id)).map(|&(index, _)| index).max().unwrap_or(0);
             self.suspicion.bound.min(answered)
         } else {
             self.suspicion.bound
@@ -181,7 +187,7 @@ impl Suspect {
     /// Notes an answer; one for another query term (an earlier opening) is ignored.
     pub fn note_answer(&mut self, from: NodeId, answer: &Message) {
         if answer.log_term == self.query_term && answer.term >= self.query_term {
-            self.answers.insert(from, answer.index);
+            self.answers.insert(from, (answer.index, answer.reject));
         }
     }
 }
@@ -214,13 +220,16 @@ pub(super) fn query(from: NodeId, to: NodeId, suspect: &Suspect) -> Message {
     message
 }
 
-/// The answer of a replica at `term` (at least the query's) whose log ends at `last_index`.
-pub(super) fn answer(from: NodeId, to: NodeId, query_term: u64, term: u64, last_index: u64) -> Message {
+/// The answer of a replica at `term` (at least the query's) whose log ends at `last_index`;
+/// `unsound`: the answerer may itself hold less than it acknowledged (its replica is suspect, or
+/// quarantined), carried in `reject`.
+pub(super) fn answer(from: NodeId, to: NodeId, query_term: u64, term: u64, last_index: u64, unsound: bool) -> Message {
     assert!(term >= query_term, "an answer at term {term} below its query's {query_term}");
     let mut message = control(from, to, ANSWER_CONTEXT);
     message.term = term;
     message.log_term = query_term;
     message.index = last_index;
+    message.reject = unsound;
     message
 }
 
@@ -549,11 +558,11 @@ impl<D: Disk, T, A> Node<D, T, A> {
             let message = match (self.groups.get(&due.group), self.quarantined.get(&due.group)) {
                 (Some(state), _) => {
                     let raft = &state.raw.raft;
-                    answer(node, due.to, due.query_term, raft.term, raft.raft_log.last_index())
+                    answer(node, due.to, due.query_term, raft.term, raft.raft_log.last_index(), state.suspect.is_some())
                 }
                 // A group that cannot open takes no entry from any leader: as good as the
                 // query's term.
-                (None, Some(quarantined)) => answer(node, due.to, due.query_term, due.query_term, quarantined.intact_index_max),
+                (None, Some(quarantined)) => answer(node, due.to, due.query_term, due.query_term, quarantined.intact_index_max, true),
                 (None, None) => continue,
             };
             outbox.entry(due.to).or_default().push((due.group, message));
@@ -568,7 +577,7 @@ mod tests {
     #[test]
     fn the_bound_drops_to_the_largest_answer_once_every_other_voter_answered() {
         let mut suspect = Suspect::new(Suspicion { cut: 10, bound: 14, term: 3 }, 5);
-        let answer_at = |term, query_term, index| answer(2, 1, query_term, term, index);
+        let answer_at = |term, query_term, index| answer(2, 1, query_term, term, index, false);
         assert_eq!(suspect.bound(&Voters::simple(1, &[1, 2, 3])), 14);
         suspect.note_answer(2, &answer_at(5, 5, 9));
         assert_eq!(suspect.bound(&Voters::simple(1, &[1, 2, 3])), 14, "one voter has not answered");
@@ -583,7 +592,7 @@ mod tests {
 
     #[test]
     fn answers_settle_once_this_replica_and_the_silent_voters_are_no_quorum() {
-        let answer_at = |index| answer(9, 1, 5, 5, index);
+        let answer_at = |index| answer(9, 1, 5, 5, index, false);
         let mut suspect = Suspect::new(WHOLE_LOG_LOST, 5);
         // Five voters: a quorum holding a lost acknowledgement holds two others besides node 1,
         // so three answers of four reach one of them.
@@ -614,6 +623,16 @@ mod tests {
             suspect.note_answer(from, &answer_at(index));
         }
         assert_eq!(suspect.bound(&Voters::of(&conf, 1)), 9);
+        // Five voters, an entry committed by {1, 2, 3}, rot on 1 and 2, 3 silent: 2's answer is
+        // below the entry. Counted as sound, 2, 4 and 5 would settle 1 below it; as the answer of
+        // a replica that is itself suspect, it leaves 1, 2 and silent 3 a quorum.
+        let mut suspect = Suspect::new(WHOLE_LOG_LOST, 5);
+        suspect.note_answer(2, &answer(2, 1, 5, 5, 6, true));
+        suspect.note_answer(4, &answer_at(6));
+        suspect.note_answer(5, &answer_at(6));
+        assert_eq!(suspect.bound(&five), BOUND_UNKNOWN, "an unsound answer does not stand for a sound one");
+        suspect.note_answer(3, &answer_at(9));
+        assert_eq!(suspect.bound(&five), 9, "every other voter answered: the largest answer, as always");
         // A learner's acknowledgements never counted: it and silent 3 are no quorum of {2, 3, 4}.
         let learner = Voters::simple(1, &[2, 3, 4]);
         let mut suspect = Suspect::new(WHOLE_LOG_LOST, 5);
@@ -629,13 +648,13 @@ mod tests {
         let mut suspect = Suspect::new(WHOLE_LOG_LOST, WHOLE_LOG_LOST.term + 1);
         assert!(suspect.lost_whole_log());
         assert!(!suspect.may_vote_for(&Voters::simple(1, &[1, 2, 3]), u64::MAX, u64::MAX));
-        suspect.note_answer(2, &answer(2, 1, 1, 7, 40));
-        suspect.note_answer(3, &answer(3, 1, 1, 7, 35));
+        suspect.note_answer(2, &answer(2, 1, 1, 7, 40, false));
+        suspect.note_answer(3, &answer(3, 1, 1, 7, 35, false));
         assert_eq!(suspect.bound(&Voters::simple(1, &[1, 2, 3])), 40, "it clears once durable up to the largest answer");
         assert!(!suspect.may_vote_for(&Voters::simple(1, &[1, 2, 3]), 7, 40), "still no vote before it clears");
         let mut bootstrap = Suspect::new(WHOLE_LOG_LOST, 1);
-        bootstrap.note_answer(2, &answer(2, 1, 1, 1, 0));
-        bootstrap.note_answer(3, &answer(3, 1, 1, 1, 0));
+        bootstrap.note_answer(2, &answer(2, 1, 1, 1, 0, false));
+        bootstrap.note_answer(3, &answer(3, 1, 1, 1, 0, false));
         assert_eq!(bootstrap.bound(&Voters::simple(1, &[1, 2, 3])), 0, "nobody holds anything: a new cluster settles at once");
         let torn = Suspect::new(Suspicion { cut: 1, bound: 3, term: 2 }, 3);
         assert!(!torn.lost_whole_log(), "a torn tail with a known bound votes by the usual rule");
@@ -647,8 +666,8 @@ mod tests {
         assert!(!suspect.may_vote_for(&Voters::simple(1, &[1, 2, 3]), 3, 13));
         assert!(!suspect.may_vote_for(&Voters::simple(1, &[1, 2, 3]), 2, 20), "stale entries of an older term prove nothing");
         assert!(suspect.may_vote_for(&Voters::simple(1, &[1, 2, 3]), 3, 14));
-        suspect.note_answer(2, &answer(2, 1, 4, 4, 11));
-        suspect.note_answer(3, &answer(3, 1, 4, 4, 9));
+        suspect.note_answer(2, &answer(2, 1, 4, 4, 11, false));
+        suspect.note_answer(3, &answer(3, 1, 4, 4, 9, false));
         assert!(suspect.may_vote_for(&Voters::simple(1, &[1, 2, 3]), 3, 11), "the answers lowered the bound");
     }
 
@@ -674,7 +693,7 @@ mod tests {
     fn control_messages_are_told_apart_from_raft_messages() {
         let suspect = Suspect::new(Suspicion { cut: 10, bound: 14, term: 3 }, 5);
         assert!(matches!(classify(&query(1, 2, &suspect)), Some(Control::Query { term: 5 })));
-        assert!(matches!(classify(&answer(2, 1, 5, 6, 9)), Some(Control::Answer)));
+        assert!(matches!(classify(&answer(2, 1, 5, 6, 9, false)), Some(Control::Answer)));
         let mut heartbeat = Message::default();
         heartbeat.set_msg_type(MessageType::MsgHeartbeat);
         assert!(classify(&heartbeat).is_none());
