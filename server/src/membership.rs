@@ -231,9 +231,23 @@ async fn submit_meta(context: &NodeContext, command: MetaCommand) {
     }
 }
 
+/// The nodes the metadata group's leader `me` sees holding the whole committed metadata log
+/// (itself included): the brokers a move may take a replica to. A node that does not follow
+/// the metadata log cannot host a new replica (it never learns of it): one quarantined (its
+/// metadata files damaged: it hosts only the groups it had), down or cut off. Choosing it
+/// left a move waiting forever for a learner that never came (disk `--grow-shrink` seeds 21 and
+/// 68, V6). Like Kafka's controller, which places replicas only on unfenced brokers.
+pub fn following_metadata(me: NodeId, status: &odradek_consensus::GroupStatus) -> BTreeSet<NodeId> {
+    let mut live: BTreeSet<NodeId> =
+        status.progress.iter().filter(|&(_, &(matched, _))| matched >= status.commit).map(|(&node, _)| node).collect();
+    live.insert(me);
+    live
+}
+
 /// The next move off draining `node`: a partition it holds that is not moving, and its target
-/// (`node` replaced, in place, by the eligible broker holding the fewest replicas).
-pub fn next_drain_move(meta: &crate::meta::MetadataState, node: NodeId) -> Option<(String, u32, Vec<NodeId>)> {
+/// (`node` replaced, in place, by the eligible broker holding the fewest replicas; eligible:
+/// not draining, not a replica already, and in `live`, see [`following_metadata`]).
+pub fn next_drain_move(meta: &crate::meta::MetadataState, node: NodeId, live: &BTreeSet<NodeId>) -> Option<(String, u32, Vec<NodeId>)> {
     let load = replica_load(meta);
     for topic in meta.topics().values() {
         for info in &topic.partitions {
@@ -245,7 +259,7 @@ pub fn next_drain_move(meta: &crate::meta::MetadataState, node: NodeId) -> Optio
                 .brokers()
                 .keys()
                 .copied()
-                .filter(|broker| !meta.draining().contains(broker) && !info.replicas.contains(broker))
+                .filter(|broker| !meta.draining().contains(broker) && !info.replicas.contains(broker) && live.contains(broker))
                 .min_by_key(|broker| (load.get(broker).copied().unwrap_or(0), *broker));
             let Some(replacement) = eligible else { continue };
             let target: Vec<NodeId> = info.replicas.iter().map(|&replica| if replica == node { replacement } else { replica }).collect();
@@ -292,7 +306,8 @@ async fn drain(context: &NodeContext, conf: &ConfState, status: &odradek_consens
         }
         let (moving, next, removable) = {
             let state = context.state.lock();
-            (state.meta.reassignments().len(), next_drain_move(&state.meta, node), state.meta.check_remove(node).is_ok())
+            let live = following_metadata(context.state.node_id, status);
+            (state.meta.reassignments().len(), next_drain_move(&state.meta, node, &live), state.meta.check_remove(node).is_ok())
         };
         if removable {
             return submit_meta(context, MetaCommand::RemoveNode { node }).await;

@@ -21,7 +21,14 @@
 //!
 //! It clears, durably, once its log is durable up to a *bound* that covers every entry that can
 //! have been committed with its lost acknowledgements. The bound starts as `U`; it drops to `A`
-//! once every other voter has answered a query: "my last index is `A_i`" (`A` is the largest).
+//! once every other voter has answered a query: "my last index is `A_i`" (`A` is the largest),
+//! or once enough of them answered that this replica together with the voters still silent is
+//! no quorum of its configuration (a majority of each half of a joint one; an answerer whose own
+//! replica is suspect or quarantined counts as silent, since it may hold less than it
+//! acknowledged, as after rot on two of five voters): with three voters
+//! that is every other one, with five any three of the four others, and in a joint
+//! configuration whose other half the silent voters are no majority of, fewer (a move stuck on a
+//! voter that cannot answer, e.g. one whose node is quarantined and never created the group).
 //! With `A < c` the replica clears at once. Why this is safe:
 //! - The query carries the replica's new term `T_q`, and an answerer first moves to `T_q` if it
 //!   is behind (a new term is saved before any message leaves, R6). A leader that may still
@@ -29,7 +36,12 @@
 //!   takes an entry from such a leader.
 //! - An entry committed with the replica's lost acknowledgement is durable on a quorum, and F-S3
 //!   damages one item on a minority only. So some other voter holds it intact, at an index no
-//!   higher than that voter's answer. The largest answer `A` covers it.
+//!   higher than that voter's answer. The largest answer `A` covers it. With some voters
+//!   silent: that quorum is not within this replica, the silent voters and the unsound
+//!   answerers (they are no quorum), so it holds a sound answerer, whose log was never cut. (An entry committed before the configuration this
+//!   replica applied is on a majority of each half too: the configuration's own entry was
+//!   committed by one, and log matching gives them every earlier entry.) An old leader that
+//!   commits later still needs an answerer's acknowledgement, given before its answer.
 //! - Appends come only from leaders elected without this replica's vote. By raft's own
 //!   argument, such a leader holds every committed entry, so a log filled by it up to `A` (or
 //!   `U`) holds every entry the replica could have helped commit.
@@ -128,8 +140,9 @@ pub(super) struct Suspect {
     pub suspicion: Suspicion,
     /// This node's term when the group opened suspect: answers count only for this query term.
     pub query_term: u64,
-    /// Every answer for `query_term`: the answerer's last index.
-    pub answers: BTreeMap<NodeId, u64>,
+    /// Every answer for `query_term`: the answerer's last index, and whether the answerer may
+    /// itself hold less than it acknowledged (its own replica suspect, or quarantined).
+    pub answers: BTreeMap<NodeId, (u64, bool)>,
     /// Ticks since the group opened suspect.
     pub ticks: usize,
 }
@@ -143,10 +156,16 @@ impl Suspect {
     }
 
     /// The index up to which the log must be durable before the suspicion clears, given the
-    /// other voters of the group's configuration.
-    pub fn bound(&self, others: &[NodeId]) -> u64 {
-        if others.iter().all(|id| self.answers.contains_key(id)) {
-            let answered = others.iter().map(|id| self.answers[id]).max().unwrap_or(0);
+    /// group's configuration (module documentation: every other voter answered, or enough of
+    /// them that this replica and the silent ones are no quorum).
+    pub fn bound(&self, voters: &Voters) -> u64 {
+        let others = voters.others();
+        let all_answered = others.iter().all(|id| self.answers.contains_key(id));
+        // Answerers that may have lost entries themselves count as silent: the quorum that holds
+        // a lost acknowledgement must hold a sound answerer, whose last index covers the entry.
+        let sound = |id: NodeId| self.answers.get(&id).is_some_and(|&(_, unsound)| !unsound);
+        if all_answered || !voters.is_quorum(|id| id == voters.me || !sound(id)) {
+            let answered = others.iter().filter_map(|id| self.answers.get(id)).map(|&(index, _)| index).max().unwrap_or(0);
             self.suspicion.bound.min(answered)
         } else {
             self.suspicion.bound
@@ -155,8 +174,8 @@ impl Suspect {
 
     /// Whether a candidate whose log ends at (`last_term`, `last_index`) holds every entry this
     /// replica may have lost (see the module documentation).
-    pub fn may_vote_for(&self, others: &[NodeId], last_term: u64, last_index: u64) -> bool {
-        !self.lost_whole_log() && last_term >= self.suspicion.term && last_index >= self.bound(others)
+    pub fn may_vote_for(&self, voters: &Voters, last_term: u64, last_index: u64) -> bool {
+        !self.lost_whole_log() && last_term >= self.suspicion.term && last_index >= self.bound(voters)
     }
 
     /// Whether everything from index 1 may be lost with an unknown bound ([`WHOLE_LOG_LOST`], or
@@ -168,7 +187,7 @@ impl Suspect {
     /// Notes an answer; one for another query term (an earlier opening) is ignored.
     pub fn note_answer(&mut self, from: NodeId, answer: &Message) {
         if answer.log_term == self.query_term && answer.term >= self.query_term {
-            self.answers.insert(from, answer.index);
+            self.answers.insert(from, (answer.index, answer.reject));
         }
     }
 }
@@ -201,13 +220,16 @@ pub(super) fn query(from: NodeId, to: NodeId, suspect: &Suspect) -> Message {
     message
 }
 
-/// The answer of a replica at `term` (at least the query's) whose log ends at `last_index`.
-pub(super) fn answer(from: NodeId, to: NodeId, query_term: u64, term: u64, last_index: u64) -> Message {
+/// The answer of a replica at `term` (at least the query's) whose log ends at `last_index`;
+/// `unsound`: the answerer may itself hold less than it acknowledged (its replica is suspect, or
+/// quarantined), carried in `reject`.
+pub(super) fn answer(from: NodeId, to: NodeId, query_term: u64, term: u64, last_index: u64, unsound: bool) -> Message {
     assert!(term >= query_term, "an answer at term {term} below its query's {query_term}");
     let mut message = control(from, to, ANSWER_CONTEXT);
     message.term = term;
     message.log_term = query_term;
     message.index = last_index;
+    message.reject = unsound;
     message
 }
 
@@ -239,12 +261,45 @@ pub(super) struct Quarantined {
     pub(super) term: u64,
 }
 
+/// The voters of a suspect replica's group (both halves of a joint configuration), as its
+/// answers are weighed: `me` is the suspect replica's node.
+#[derive(Clone, Debug)]
+pub(super) struct Voters {
+    pub me: NodeId,
+    incoming: Vec<NodeId>,
+    outgoing: Vec<NodeId>,
+}
+
+impl Voters {
+    pub fn of(conf: &ConfState, me: NodeId) -> Voters {
+        Voters { me, incoming: conf.voters.clone(), outgoing: conf.voters_outgoing.clone() }
+    }
+
+    /// A configuration without a joint half (tests).
+    #[cfg(test)]
+    pub fn simple(me: NodeId, voters: &[NodeId]) -> Voters {
+        Voters { me, incoming: voters.to_vec(), outgoing: Vec::new() }
+    }
+
+    /// The voters other than `me`, sorted.
+    pub fn others(&self) -> Vec<NodeId> {
+        let mut others: Vec<NodeId> = self.incoming.iter().chain(&self.outgoing).copied().filter(|&id| id != self.me).collect();
+        others.sort_unstable();
+        others.dedup();
+        others
+    }
+
+    /// Whether the nodes `member` holds could commit an entry by themselves: a majority of each
+    /// half (raft's joint quorum; an empty outgoing half asks nothing).
+    pub fn is_quorum(&self, member: impl Fn(NodeId) -> bool) -> bool {
+        let majority = |half: &[NodeId]| half.iter().filter(|&&id| member(id)).count() * 2 > half.len();
+        majority(&self.incoming) && (self.outgoing.is_empty() || majority(&self.outgoing))
+    }
+}
+
 /// The voters of `conf` (both halves of a joint configuration) other than `node`.
 pub(super) fn other_voters(conf: &ConfState, node: NodeId) -> Vec<NodeId> {
-    let mut others: Vec<NodeId> = conf.voters.iter().chain(&conf.voters_outgoing).copied().filter(|&id| id != node).collect();
-    others.sort_unstable();
-    others.dedup();
-    others
+    Voters::of(conf, node).others()
 }
 
 impl<D: Disk, T, A> Node<D, T, A> {
@@ -284,15 +339,15 @@ impl<D: Disk, T, A> Node<D, T, A> {
         let refused = match message.get_msg_type() {
             MessageType::MsgTimeoutNow => true,
             kind @ (MessageType::MsgRequestVote | MessageType::MsgRequestPreVote) => {
-                let others = other_voters(&state.store.storage().conf_state(), node);
+                let voters = Voters::of(&state.store.storage().conf_state(), node);
                 #[allow(unused_mut)] // changed only by a planted bug
-                let mut allowed = suspect.may_vote_for(&others, message.log_term, message.index);
+                let mut allowed = suspect.may_vote_for(&voters, message.log_term, message.index);
                 #[cfg(any(madsim, feature = "planted-bugs"))]
                 if self.config.planted.suspect_vote_by_term_only {
                     allowed = message.log_term >= suspect.suspicion.term;
                 }
                 if allowed && kind == MessageType::MsgRequestVote {
-                    let (to, term, bound) = (message.from, message.term, suspect.bound(&others));
+                    let (to, term, bound) = (message.from, message.term, suspect.bound(&voters));
                     let (last_term, last_index) = (message.log_term, message.index);
                     observe::emit(|| observe::Event::SuspectVote { node, group, to, term, last_term, last_index, bound });
                 }
@@ -476,7 +531,7 @@ impl<D: Disk, T, A> Node<D, T, A> {
         for &group in self.wakefulness.awake() {
             let state = self.groups.get_mut(&group).expect("awake groups are hosted");
             let Some(suspect) = &state.suspect else { continue };
-            let bound = suspect.bound(&other_voters(&state.store.storage().conf_state(), node));
+            let bound = suspect.bound(&Voters::of(&state.store.storage().conf_state(), node));
             let durable = state.store.log().durable_index();
             if durable < bound {
                 continue;
@@ -503,11 +558,11 @@ impl<D: Disk, T, A> Node<D, T, A> {
             let message = match (self.groups.get(&due.group), self.quarantined.get(&due.group)) {
                 (Some(state), _) => {
                     let raft = &state.raw.raft;
-                    answer(node, due.to, due.query_term, raft.term, raft.raft_log.last_index())
+                    answer(node, due.to, due.query_term, raft.term, raft.raft_log.last_index(), state.suspect.is_some())
                 }
                 // A group that cannot open takes no entry from any leader: as good as the
                 // query's term.
-                (None, Some(quarantined)) => answer(node, due.to, due.query_term, due.query_term, quarantined.intact_index_max),
+                (None, Some(quarantined)) => answer(node, due.to, due.query_term, due.query_term, quarantined.intact_index_max, true),
                 (None, None) => continue,
             };
             outbox.entry(due.to).or_default().push((due.group, message));
@@ -522,17 +577,69 @@ mod tests {
     #[test]
     fn the_bound_drops_to_the_largest_answer_once_every_other_voter_answered() {
         let mut suspect = Suspect::new(Suspicion { cut: 10, bound: 14, term: 3 }, 5);
-        let answer_at = |term, query_term, index| answer(2, 1, query_term, term, index);
-        assert_eq!(suspect.bound(&[2, 3]), 14);
+        let answer_at = |term, query_term, index| answer(2, 1, query_term, term, index, false);
+        assert_eq!(suspect.bound(&Voters::simple(1, &[1, 2, 3])), 14);
         suspect.note_answer(2, &answer_at(5, 5, 9));
-        assert_eq!(suspect.bound(&[2, 3]), 14, "one voter has not answered");
+        assert_eq!(suspect.bound(&Voters::simple(1, &[1, 2, 3])), 14, "one voter has not answered");
         suspect.note_answer(3, &answer_at(6, 4, 30));
-        assert_eq!(suspect.bound(&[2, 3]), 14, "an answer to an older query does not count");
+        assert_eq!(suspect.bound(&Voters::simple(1, &[1, 2, 3])), 14, "an answer to an older query does not count");
         suspect.note_answer(3, &answer_at(6, 5, 12));
-        assert_eq!(suspect.bound(&[2, 3]), 12);
+        assert_eq!(suspect.bound(&Voters::simple(1, &[1, 2, 3])), 12);
         suspect.note_answer(3, &answer_at(6, 5, 9));
-        assert_eq!(suspect.bound(&[2, 3]), 9, "nobody holds anything from the cut on: clear at once");
-        assert_eq!(suspect.bound(&[]), 0, "a single voter has nobody to ask");
+        assert_eq!(suspect.bound(&Voters::simple(1, &[1, 2, 3])), 9, "nobody holds anything from the cut on: clear at once");
+        assert_eq!(suspect.bound(&Voters::simple(1, &[1])), 0, "a single voter has nobody to ask");
+    }
+
+    #[test]
+    fn answers_settle_once_this_replica_and_the_silent_voters_are_no_quorum() {
+        let answer_at = |index| answer(9, 1, 5, 5, index, false);
+        let mut suspect = Suspect::new(WHOLE_LOG_LOST, 5);
+        // Five voters: a quorum holding a lost acknowledgement holds two others besides node 1,
+        // so three answers of four reach one of them.
+        let five = Voters::simple(1, &[1, 2, 3, 4, 5]);
+        suspect.note_answer(2, &answer_at(20));
+        suspect.note_answer(3, &answer_at(30));
+        assert_eq!(suspect.bound(&five), BOUND_UNKNOWN, "node 1 with silent 4 and 5 is a quorum");
+        suspect.note_answer(4, &answer_at(25));
+        assert_eq!(suspect.bound(&five), 30, "node 1 and silent 5 are no quorum of five");
+        // Three voters: every other one must answer, as before.
+        let three = Voters::simple(1, &[1, 2, 3]);
+        let mut suspect = Suspect::new(WHOLE_LOG_LOST, 5);
+        suspect.note_answer(2, &answer_at(20));
+        assert_eq!(suspect.bound(&three), BOUND_UNKNOWN, "node 1 and silent 3 are a quorum of three");
+        // Joint: incoming {1, 3, 4}, outgoing {2, 3, 4}. Silent 3 with node 1 is a majority of
+        // the incoming half only, so it cannot have committed anything alone: 2 and 4 settle it.
+        let mut conf = ConfState::default();
+        (conf.voters, conf.voters_outgoing) = (vec![1, 3, 4], vec![2, 3, 4]);
+        let joint = Voters::of(&conf, 1);
+        assert_eq!(joint.others(), vec![2, 3, 4]);
+        suspect.note_answer(4, &answer_at(22));
+        assert_eq!(suspect.bound(&joint), 22);
+        // Silent 4 with node 1: a majority of the incoming half {1, 4, 5}, not of the outgoing
+        // {1, 2, 3}, so no quorum of the joint configuration.
+        (conf.voters, conf.voters_outgoing) = (vec![1, 4, 5], vec![1, 2, 3]);
+        let mut suspect = Suspect::new(WHOLE_LOG_LOST, 5);
+        for (from, index) in [(2, 7), (3, 8), (5, 9)] {
+            suspect.note_answer(from, &answer_at(index));
+        }
+        assert_eq!(suspect.bound(&Voters::of(&conf, 1)), 9);
+        // Five voters, an entry committed by {1, 2, 3}, rot on 1 and 2, 3 silent: 2's answer is
+        // below the entry. Counted as sound, 2, 4 and 5 would settle 1 below it; as the answer of
+        // a replica that is itself suspect, it leaves 1, 2 and silent 3 a quorum.
+        let mut suspect = Suspect::new(WHOLE_LOG_LOST, 5);
+        suspect.note_answer(2, &answer(2, 1, 5, 5, 6, true));
+        suspect.note_answer(4, &answer_at(6));
+        suspect.note_answer(5, &answer_at(6));
+        assert_eq!(suspect.bound(&five), BOUND_UNKNOWN, "an unsound answer does not stand for a sound one");
+        suspect.note_answer(3, &answer_at(9));
+        assert_eq!(suspect.bound(&five), 9, "every other voter answered: the largest answer, as always");
+        // A learner's acknowledgements never counted: it and silent 3 are no quorum of {2, 3, 4}.
+        let learner = Voters::simple(1, &[2, 3, 4]);
+        let mut suspect = Suspect::new(WHOLE_LOG_LOST, 5);
+        suspect.note_answer(2, &answer_at(11));
+        assert_eq!(suspect.bound(&learner), BOUND_UNKNOWN, "silent 3 and 4 are a quorum");
+        suspect.note_answer(4, &answer_at(12));
+        assert_eq!(suspect.bound(&learner), 12);
     }
 
     #[test]
@@ -540,15 +647,15 @@ mod tests {
         // R8 d: the terms of what it lost are unknown, so no candidate's log proves enough.
         let mut suspect = Suspect::new(WHOLE_LOG_LOST, WHOLE_LOG_LOST.term + 1);
         assert!(suspect.lost_whole_log());
-        assert!(!suspect.may_vote_for(&[2, 3], u64::MAX, u64::MAX));
-        suspect.note_answer(2, &answer(2, 1, 1, 7, 40));
-        suspect.note_answer(3, &answer(3, 1, 1, 7, 35));
-        assert_eq!(suspect.bound(&[2, 3]), 40, "it clears once durable up to the largest answer");
-        assert!(!suspect.may_vote_for(&[2, 3], 7, 40), "still no vote before it clears");
+        assert!(!suspect.may_vote_for(&Voters::simple(1, &[1, 2, 3]), u64::MAX, u64::MAX));
+        suspect.note_answer(2, &answer(2, 1, 1, 7, 40, false));
+        suspect.note_answer(3, &answer(3, 1, 1, 7, 35, false));
+        assert_eq!(suspect.bound(&Voters::simple(1, &[1, 2, 3])), 40, "it clears once durable up to the largest answer");
+        assert!(!suspect.may_vote_for(&Voters::simple(1, &[1, 2, 3]), 7, 40), "still no vote before it clears");
         let mut bootstrap = Suspect::new(WHOLE_LOG_LOST, 1);
-        bootstrap.note_answer(2, &answer(2, 1, 1, 1, 0));
-        bootstrap.note_answer(3, &answer(3, 1, 1, 1, 0));
-        assert_eq!(bootstrap.bound(&[2, 3]), 0, "nobody holds anything: a new cluster settles at once");
+        bootstrap.note_answer(2, &answer(2, 1, 1, 1, 0, false));
+        bootstrap.note_answer(3, &answer(3, 1, 1, 1, 0, false));
+        assert_eq!(bootstrap.bound(&Voters::simple(1, &[1, 2, 3])), 0, "nobody holds anything: a new cluster settles at once");
         let torn = Suspect::new(Suspicion { cut: 1, bound: 3, term: 2 }, 3);
         assert!(!torn.lost_whole_log(), "a torn tail with a known bound votes by the usual rule");
     }
@@ -556,12 +663,12 @@ mod tests {
     #[test]
     fn a_vote_goes_only_to_a_candidate_holding_the_bound_in_a_recent_enough_term() {
         let mut suspect = Suspect::new(Suspicion { cut: 10, bound: 14, term: 3 }, 4);
-        assert!(!suspect.may_vote_for(&[2, 3], 3, 13));
-        assert!(!suspect.may_vote_for(&[2, 3], 2, 20), "stale entries of an older term prove nothing");
-        assert!(suspect.may_vote_for(&[2, 3], 3, 14));
-        suspect.note_answer(2, &answer(2, 1, 4, 4, 11));
-        suspect.note_answer(3, &answer(3, 1, 4, 4, 9));
-        assert!(suspect.may_vote_for(&[2, 3], 3, 11), "the answers lowered the bound");
+        assert!(!suspect.may_vote_for(&Voters::simple(1, &[1, 2, 3]), 3, 13));
+        assert!(!suspect.may_vote_for(&Voters::simple(1, &[1, 2, 3]), 2, 20), "stale entries of an older term prove nothing");
+        assert!(suspect.may_vote_for(&Voters::simple(1, &[1, 2, 3]), 3, 14));
+        suspect.note_answer(2, &answer(2, 1, 4, 4, 11, false));
+        suspect.note_answer(3, &answer(3, 1, 4, 4, 9, false));
+        assert!(suspect.may_vote_for(&Voters::simple(1, &[1, 2, 3]), 3, 11), "the answers lowered the bound");
     }
 
     #[test]
@@ -579,14 +686,14 @@ mod tests {
         assert!(behind(&message(MessageType::MsgHeartbeat, 3, 12), 4, 9).is_none(), "a stale leader's");
         assert!(behind(&message(MessageType::MsgAppend, 5, 12), 4, 9).is_none(), "an append's commit is the leader's own");
         let suspect = Suspect::new(found.suspicion(), 6);
-        assert!(!suspect.may_vote_for(&[2, 3], 9, 1_000_000), "no vote before every other voter answered");
+        assert!(!suspect.may_vote_for(&Voters::simple(1, &[1, 2, 3]), 9, 1_000_000), "no vote before every other voter answered");
     }
 
     #[test]
     fn control_messages_are_told_apart_from_raft_messages() {
         let suspect = Suspect::new(Suspicion { cut: 10, bound: 14, term: 3 }, 5);
         assert!(matches!(classify(&query(1, 2, &suspect)), Some(Control::Query { term: 5 })));
-        assert!(matches!(classify(&answer(2, 1, 5, 6, 9)), Some(Control::Answer)));
+        assert!(matches!(classify(&answer(2, 1, 5, 6, 9, false)), Some(Control::Answer)));
         let mut heartbeat = Message::default();
         heartbeat.set_msg_type(MessageType::MsgHeartbeat);
         assert!(classify(&heartbeat).is_none());

@@ -442,7 +442,10 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(apply(&mut state, &mut index, MetaCommand::DecommissionNode { node: 1 }), MetaOutcome::DecommissionStarted);
-        assert!(crate::membership::next_drain_move(&state, 1).is_some(), "draining: node 1's partition would move");
+        assert!(
+            crate::membership::next_drain_move(&state, 1, &state.brokers().keys().copied().collect()).is_some(),
+            "draining: node 1's partition would move"
+        );
         assert_eq!(apply(&mut state, &mut index, MetaCommand::CancelDecommission { node: 1 }), MetaOutcome::DecommissionCancelled);
         assert!(state.draining().is_empty() && state.brokers().contains_key(&1));
         assert!(matches!(apply(&mut state, &mut index, MetaCommand::RemoveNode { node: 1 }), MetaOutcome::Rejected(_)), "not draining");
@@ -477,12 +480,18 @@ mod tests {
         }
         // Node 1 still holds partition 0: not removed.
         assert!(matches!(apply(&mut state, &mut index, MetaCommand::RemoveNode { node: 1 }), MetaOutcome::Rejected(_)));
+        // Node 4 not following the metadata log (quarantined, down): no move goes to it.
+        assert!(crate::membership::next_drain_move(&state, 1, &[1, 2, 3].into()).is_none(), "no live destination");
         // The move the driver would start: node 1 replaced, in place, by node 4 (the only one).
-        let (topic, partition, target) = crate::membership::next_drain_move(&state, 1).expect("a move");
+        let (topic, partition, target) =
+            crate::membership::next_drain_move(&state, 1, &state.brokers().keys().copied().collect()).expect("a move");
         assert_eq!((topic.as_str(), partition, target.clone()), ("t", 0, vec![4, 2, 3]));
         let start = MetaCommand::StartReassignment { topic, partition, replicas: target.clone() };
         assert!(matches!(apply(&mut state, &mut index, start), MetaOutcome::ReassignmentStarted { .. }));
-        assert!(crate::membership::next_drain_move(&state, 1).is_none(), "the partition moves already");
+        assert!(
+            crate::membership::next_drain_move(&state, 1, &state.brokers().keys().copied().collect()).is_none(),
+            "the partition moves already"
+        );
         let group = state.partition("t", 0).unwrap().group;
         assert!(matches!(apply(&mut state, &mut index, MetaCommand::RemoveNode { node: 1 }), MetaOutcome::Rejected(_)));
         let complete = MetaCommand::CompleteReassignment { group, replicas: target };

@@ -177,7 +177,14 @@ async fn cancel_decommission(context: &NodeContext, body: &wire::DecommissionNod
 }
 
 pub async fn rebalance(context: &NodeContext, id: u64, body: wire::RebalanceRequest) -> Response {
-    let nodes = context.cluster_node_ids();
+    let mut nodes = context.cluster_node_ids();
+    // Only nodes that follow the metadata log can take a replica (`membership::following_metadata`).
+    if let Ok(Some((status, _))) = context.node.status(METADATA_GROUP).await {
+        if status.role == StateRole::Leader {
+            let live = crate::membership::following_metadata(context.state.node_id, &status);
+            nodes.retain(|node| live.contains(node));
+        }
+    }
     let moves = crate::membership::rebalance_plan(&context.state.lock().meta, &nodes);
     let mut recorded = 0;
     for (topic, partition, replicas) in moves {
