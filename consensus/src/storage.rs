@@ -497,6 +497,8 @@ pub struct GroupStore<D: Disk> {
     hard_state_file: HardStateFile<D>,
     conf_state_file: ConfStateFile<D>,
     start_state_file: StartStateFile<D>,
+    /// The log's planted bugs (start-state-saved-without-sync is read here).
+    planted: odradek_log::Planted,
     storage: GroupStorage,
 }
 
@@ -520,17 +522,11 @@ impl<D: Disk> GroupStore<D> {
         let (mut hard_state_file, mut hard) = HardStateFile::open_with(&disk, dir.join(HARD_STATE_FILE), &planted).await?;
         let (conf_state_file, conf, _) = ConfStateFile::open(&disk, dir.join(CONF_STATE_FILE), initial_conf).await?;
         let (start_state_file, start_state) = StartStateFile::open(&disk, dir.join(START_STATE_FILE)).await?;
-        if let Some(state) = &start_state {
-            // Retention never moves the log start past the start state (`enforce_retention`).
-            if state.as_of_index + 1 < log.first_index() {
-                return Err(StorageFault::Log(odradek_log::Error::Corruption {
-                    path: dir.join(START_STATE_FILE),
-                    first_index: state.as_of_index + 1,
-                    last_index: log.first_index() - 1,
-                    detail: format!("the start state is as of index {}, the log starts at {}", state.as_of_index, log.first_index()),
-                }));
-            }
-        }
+        // Every trim and reset leaves a record first, so a log that starts after index 1 has one
+        // that reaches its start: a missing or older record is a save the disk lost, and the
+        // replica cannot rebuild its state machine from its own files (set aside and repaired).
+        start_state_file.check_covers(log.first_index())?;
+        let start_state = start_state.filter(|state| !state.is_nothing_needed());
         // Protocol-aware recovery (CHECKLISTS R8 e): a cut that may have taken whole entries
         // may have taken acknowledged ones (rot of the last entry looks exactly like a torn
         // write), so the replica becomes suspect, merged with any suspicion it already had.
@@ -596,7 +592,7 @@ impl<D: Disk> GroupStore<D> {
         view.on_append(entries.iter().map(|(e, offset)| (e, *offset)));
         assert_eq!(view.last_index, log.last_index());
         let storage = GroupStorage { view: Arc::new(Mutex::new(view)) };
-        Ok(GroupStore { dir, recovery_cut, log, hard_state_file, conf_state_file, start_state_file, storage })
+        Ok(GroupStore { dir, recovery_cut, log, hard_state_file, conf_state_file, start_state_file, planted, storage })
     }
 
     /// The first index recovery cut off as a torn tail when this store opened, if any.
@@ -778,15 +774,29 @@ impl<D: Disk> GroupStore<D> {
         self.retain_below(now_ms, index_bound).await
     }
 
-    /// The group's start state (see [`odradek_log::StartState`]), if it has one.
+    /// The group's start state (see [`odradek_log::StartState`]), if it has one (a record that
+    /// nothing is needed is none).
     pub fn start_state(&self) -> Option<&StartState> {
-        self.start_state_file.current()
+        self.start_state_file.current().filter(|state| !state.is_nothing_needed())
     }
 
-    /// Saves the group's start state durably (`None` removes it) and hands it to snapshots.
-    pub async fn save_start_state(&mut self, state: Option<StartState>) -> Result<(), StorageFault> {
-        self.start_state_file.save(state.clone()).await?;
-        self.storage.lock().start_state = state;
+    /// Saves the group's start state durably before a trim or a reset moves the log start to
+    /// at most `log_start` (and hands it to snapshots). `None` (the state machine keeps
+    /// nothing) saves the record that nothing is needed as of `log_start - 1`: every trim leaves
+    /// a record, so a reopened log can tell a lost save from a group that never needed one
+    /// ([`odradek_log::StartStateFile::check_covers`]). A record that nothing is needed which
+    /// still reaches `log_start` is not written again.
+    pub async fn save_start_state(&mut self, state: Option<StartState>, log_start: u64) -> Result<(), StorageFault> {
+        assert!(log_start >= 1, "a log starts at index 1 or later");
+        let record = state.unwrap_or_else(|| StartState::nothing_needed(log_start - 1));
+        assert!(record.as_of_index + 1 >= log_start, "a start state as of {} for a log start at {log_start}", record.as_of_index);
+        let current = self.start_state_file.current();
+        let still_covers = current.is_some_and(|c| c.is_nothing_needed() && c.as_of_index + 1 >= log_start);
+        if !(record.is_nothing_needed() && still_covers) {
+            let sync = !self.planted.start_state_saved_without_sync();
+            self.start_state_file.save_syncing(record.clone(), sync).await?;
+        }
+        self.storage.lock().start_state = Some(record).filter(|state| !state.is_nothing_needed());
         Ok(())
     }
 
@@ -910,6 +920,8 @@ mod tests {
         let mut store = open(&disk).await;
         store.append(&sample(1, 10, 2), 0).await.unwrap();
         store.sync().await.unwrap();
+        // As a snapshot install does: the record first (none needed as of the snapshot).
+        store.save_start_state(None, 50).await.unwrap();
         store.reset(49, 3, 100, 0).await.unwrap();
         drop(store);
         disk.crash(CrashMode::PowerLoss);
@@ -917,6 +929,22 @@ mod tests {
         assert_eq!(store.hard_state_saved().commit, 49);
         assert_eq!(store.storage().hard_state().commit, 49);
         assert_eq!(store.storage().first_index().unwrap(), 50);
+    }
+
+    // Issue 20: a reset whose start-state record was lost (here: never saved) leaves a log that
+    // starts past index 1 with no record: the store refuses to open (the replica is repaired),
+    // instead of opening with no state as if none had ever been needed.
+    #[tokio::test]
+    async fn a_log_start_without_its_start_state_record_does_not_open() {
+        let disk = SimDisk::new(6);
+        let mut store = open(&disk).await;
+        store.append(&sample(1, 10, 2), 0).await.unwrap();
+        store.sync().await.unwrap();
+        store.reset(49, 3, 100, 0).await.unwrap();
+        drop(store);
+        disk.crash(CrashMode::PowerLoss);
+        let opened = GroupStore::open(disk.clone(), "/groups/7", LogConfig::default(), &conf(&[1, 2, 3]), 0).await;
+        assert!(matches!(opened, Err(StorageFault::Log(odradek_log::Error::Corruption { .. }))), "{:?}", opened.err());
     }
 
     // Disk seed 12 with `--retention`: a follower whose log ran past a snapshot's index (entries

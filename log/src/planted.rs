@@ -34,6 +34,13 @@ pub struct Planted {
     /// against the bytes its disk holds durably when a vote is granted).
     #[cfg(any(madsim, feature = "planted-bugs"))]
     pub hard_state_saved_without_sync: bool,
+    /// A start-state save (`crate::StartStateFile`) skips its fdatasync and its directory sync
+    /// and still reports success: the trim after it deletes segments, durably, before the state
+    /// that must outlive them is on the disk (start-state-saved-without-sync; breaks CHECKLISTS
+    /// R12 d, which the simulator checks against the bytes its disk holds durably whenever a
+    /// log start moves).
+    #[cfg(any(madsim, feature = "planted-bugs"))]
+    pub start_state_saved_without_sync: bool,
 }
 
 impl Planted {
@@ -73,6 +80,16 @@ impl Planted {
     pub fn hard_state_saved_without_sync(&self) -> bool {
         #[cfg(any(madsim, feature = "planted-bugs"))]
         return self.hard_state_saved_without_sync;
+        #[cfg(not(any(madsim, feature = "planted-bugs")))]
+        false
+    }
+}
+
+impl Planted {
+    /// Whether a start-state save skips its syncs.
+    pub fn start_state_saved_without_sync(&self) -> bool {
+        #[cfg(any(madsim, feature = "planted-bugs"))]
+        return self.start_state_saved_without_sync;
         #[cfg(not(any(madsim, feature = "planted-bugs")))]
         false
     }

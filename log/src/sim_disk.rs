@@ -521,6 +521,24 @@ impl SimDisk {
         inode.durable = bytes;
     }
 
+    /// A fault at rest while the file's process is down (F-S7: a rename or create the disk lost
+    /// after the directory's sync): the file `path` is gone, durably. Panics if it is missing.
+    pub fn remove_at_rest(&self, path: &Path) {
+        let mut state = self.lock();
+        assert!(state.live.remove(path).is_some(), "{} is missing", path.display());
+        state.durable.remove(path);
+        state.collect_garbage();
+    }
+
+    /// The bytes the file named `path` would hold after power loss right now: its name looked
+    /// up in the durable namespace (a rename or create not yet made durable by `sync_dir` does
+    /// not count), its durable bytes; `None` when no such name would survive.
+    pub fn read_file_after_power_loss(&self, path: &Path) -> Option<Vec<u8>> {
+        let state = self.lock();
+        let id = state.durable.get(path)?;
+        Some(state.inodes[id].durable.clone())
+    }
+
     /// The bytes of the live file `path` that would survive power loss right now, or `None` if
     /// there is no such file.
     pub fn read_file_durable(&self, path: &Path) -> Option<Vec<u8>> {

@@ -8,7 +8,16 @@
 //! restores it and then replays its log from the log start, skipping the state's part of every
 //! entry at or below `as_of_index` (already in it). The log start is never moved above
 //! `as_of_index + 1` (the caller bounds retention by it), so no entry the state lacks is ever
-//! deleted.
+//! deleted. A record of no bytes says that nothing is needed as of `as_of_index` (an empty
+//! producer table, or a state machine that keeps nothing): it bounds the log start all the same.
+//!
+//! **Every trim leaves a record.** The file is written before a trim or a reset moves the log
+//! start (never removed afterwards), so a log that starts after index 1 always has a record
+//! whose `as_of_index + 1` reaches its start ([`StartStateFile::check_covers`]). Without that
+//! rule a group whose first save was lost (a rename the disk dropped at power loss, a save that
+//! skipped its syncs) reopened as one that never needed a state: silently, with an empty
+//! producer table, so a retried batch was appended twice (L2). Now a missing or older record is
+//! [`Error::Corruption`] on opening, like a damaged file.
 //!
 //! File layout (little-endian), one copy, replaced whole: written to a temporary name, synced,
 //! renamed over the file and the directory synced, so a crash leaves the old file or the new one:
@@ -43,6 +52,16 @@ pub struct StartState {
 }
 
 impl StartState {
+    /// The record that nothing is needed as of `as_of_index` (see the module comment).
+    pub fn nothing_needed(as_of_index: u64) -> StartState {
+        StartState { as_of_index, bytes: Bytes::new() }
+    }
+
+    /// Whether this is a record that nothing is needed ([`StartState::nothing_needed`]).
+    pub fn is_nothing_needed(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
     /// The file's bytes (see the module comment).
     pub fn encode(&self) -> Vec<u8> {
         assert!(self.bytes.len() <= START_STATE_BYTES_MAX, "a start state of {} bytes", self.bytes.len());
@@ -124,30 +143,56 @@ impl<D: Disk> StartStateFile<D> {
         self.current.as_ref()
     }
 
-    /// Replaces the state durably (`None` removes the file). Returns only once a crash would
-    /// find the new state.
-    pub async fn save(&mut self, state: Option<StartState>) -> Result<()> {
-        if state == self.current {
+    /// The record as of which the log may start (see [`StartStateFile::check_covers`]).
+    ///
+    /// A log that starts at `first_index` needs a record with `as_of_index + 1 >= first_index`
+    /// when `first_index > 1`: no file means the save that recorded the trim was lost, an older
+    /// record means a later one was; both are corruption (the replica's producer table cannot
+    /// be rebuilt from its own files), never a silent empty state.
+    pub fn check_covers(&self, first_index: u64) -> Result<()> {
+        let corrupt = |lost_from: u64, detail: String| {
+            Err(Error::Corruption { path: self.path.clone(), first_index: lost_from, last_index: first_index - 1, detail })
+        };
+        match &self.current {
+            None if first_index > 1 => corrupt(
+                1,
+                format!("the log starts at index {first_index} but no start state is on disk: the save before its trim was lost"),
+            ),
+            Some(state) if state.as_of_index + 1 < first_index => corrupt(
+                state.as_of_index + 1,
+                format!("the start state is as of index {}, the log starts at {first_index}: a later save was lost", state.as_of_index),
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// Replaces the record durably: returns only once a crash would find the new one. The
+    /// file is never removed (see the module comment).
+    pub async fn save(&mut self, state: StartState) -> Result<()> {
+        self.save_syncing(state, true).await
+    }
+
+    /// [`StartStateFile::save`], with its fdatasync and directory sync left out when `sync` is
+    /// false: only the planted bug start-state-saved-without-sync (`crate::Planted`) asks for
+    /// that (the trim then deletes segments before the state that outlives them is durable).
+    pub async fn save_syncing(&mut self, state: StartState, sync: bool) -> Result<()> {
+        if self.current.as_ref() == Some(&state) {
             return Ok(());
         }
         let dir = self.path.parent().expect("a start-state file lives in a directory").to_path_buf();
-        match &state {
-            None => match self.disk.remove_file(&self.path).await {
-                Err(source) if source.kind() != std::io::ErrorKind::NotFound => return Err(Error::Io { path: self.path.clone(), source }),
-                _ => {}
-            },
-            Some(state) => {
-                let temporary = temporary_path(&self.path);
-                let file = self.disk.open(&temporary, OpenMode::CreateOrOpen).await.map_err(io_error(&temporary))?;
-                file.set_len(0).await.map_err(io_error(&temporary))?;
-                file.write_at(0, Bytes::from(state.encode())).await.map_err(io_error(&temporary))?;
-                file.sync_data().await.map_err(io_error(&temporary))?;
-                drop(file);
-                self.disk.rename(&temporary, &self.path).await.map_err(io_error(&self.path))?;
-            }
+        let temporary = temporary_path(&self.path);
+        let file = self.disk.open(&temporary, OpenMode::CreateOrOpen).await.map_err(io_error(&temporary))?;
+        file.set_len(0).await.map_err(io_error(&temporary))?;
+        file.write_at(0, Bytes::from(state.encode())).await.map_err(io_error(&temporary))?;
+        if sync {
+            file.sync_data().await.map_err(io_error(&temporary))?;
         }
-        self.disk.sync_dir(&dir).await.map_err(io_error(&dir))?;
-        self.current = state;
+        drop(file);
+        self.disk.rename(&temporary, &self.path).await.map_err(io_error(&self.path))?;
+        if sync {
+            self.disk.sync_dir(&dir).await.map_err(io_error(&dir))?;
+        }
+        self.current = Some(state);
         Ok(())
     }
 }
@@ -170,21 +215,80 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn saves_survive_power_loss_and_none_removes_the_file() {
+    async fn saves_survive_power_loss_and_a_nothing_needed_record_is_kept() {
         let disk = SimDisk::new(1);
         disk.create_dir_all(Path::new("/data/7")).await.unwrap();
         let (mut file, loaded) = StartStateFile::open(&disk, PATH).await.unwrap();
         assert_eq!(loaded, None);
-        file.save(Some(state(10, b"ten"))).await.unwrap();
-        file.save(Some(state(20, b"twenty"))).await.unwrap();
+        file.save(state(10, b"ten")).await.unwrap();
+        file.save(state(20, b"twenty")).await.unwrap();
         disk.crash(CrashMode::PowerLoss);
         let (mut file, loaded) = StartStateFile::open(&disk, PATH).await.unwrap();
         assert_eq!(loaded, Some(state(20, b"twenty")));
         assert_eq!(file.current(), Some(&state(20, b"twenty")));
-        file.save(None).await.unwrap();
+        file.save(StartState::nothing_needed(30)).await.unwrap();
         disk.crash(CrashMode::PowerLoss);
-        let (_, loaded) = StartStateFile::open(&disk, PATH).await.unwrap();
-        assert_eq!(loaded, None);
+        let (file, loaded) = StartStateFile::open(&disk, PATH).await.unwrap();
+        assert_eq!(loaded, Some(StartState::nothing_needed(30)));
+        assert!(loaded.unwrap().is_nothing_needed());
+        assert!(file.check_covers(31).is_ok());
+        assert!(matches!(file.check_covers(32), Err(Error::Corruption { first_index: 31, last_index: 31, .. })));
+    }
+
+    #[tokio::test]
+    async fn a_log_that_starts_past_index_1_without_a_record_is_corruption() {
+        let disk = SimDisk::new(2);
+        disk.create_dir_all(Path::new("/data/7")).await.unwrap();
+        let (file, _) = StartStateFile::open(&disk, PATH).await.unwrap();
+        assert!(file.check_covers(1).is_ok(), "a log never trimmed needs no record");
+        let missing = file.check_covers(2);
+        assert!(
+            matches!(&missing, Err(Error::Corruption { first_index: 1, last_index: 1, detail, .. }) if detail.contains("lost")),
+            "{missing:?}"
+        );
+    }
+
+    /// The power-loss case of a trim (the known gap of issue 20): the first save after a trim
+    /// whose rename never became durable (here: a save that skipped its syncs, as the planted
+    /// bug start-state-saved-without-sync does), then the trim deletes segments durably. The
+    /// reopened log starts past index 1 with no record: corruption, not an empty state.
+    #[tokio::test]
+    async fn a_first_save_lost_at_power_loss_before_a_durable_trim_is_found_on_reopening() {
+        use crate::entry::{Entry, EntryKind};
+        use crate::{LogConfig, SegmentLog};
+        let disk = SimDisk::new(4);
+        let config = LogConfig { segment_bytes_max: 4096, retention_bytes: Some(1), retention_ms: None, ..LogConfig::default() };
+        let (mut log, _) = SegmentLog::open(disk.clone(), "/data/7/log", config.clone(), 0).await.unwrap();
+        let mut offset = 0;
+        for index in 1..=40u64 {
+            let payload = Bytes::from(vec![index as u8; 300]);
+            let entry = Entry { index, term: 1, base_offset: offset, record_count: 1, kind: EntryKind::Data, timestamp_max: 0, payload };
+            offset = entry.offset_next();
+            log.append(&[entry], 0).await.unwrap();
+        }
+        log.sync().await.unwrap();
+        let (mut file, _) = StartStateFile::open(&disk, PATH).await.unwrap();
+        let bound = 30;
+        assert!(log.retention_due(0, bound) > 0, "segments to delete");
+        file.save_syncing(state(bound - 1, b"producers"), false).await.unwrap();
+        let report = log.enforce_retention(0, bound).await.unwrap();
+        assert!(report.segments_deleted > 0 && log.first_index() > 1, "the trim moved the log start: {report:?}");
+        let first_index = log.first_index();
+        drop(log);
+        disk.crash(CrashMode::PowerLoss);
+        let (log, _) = SegmentLog::open(disk.clone(), "/data/7/log", config, 0).await.unwrap();
+        assert_eq!(log.first_index(), first_index, "the deletions were durable");
+        let (file, loaded) = StartStateFile::open(&disk, PATH).await.unwrap();
+        assert_eq!(loaded, None, "the unsynced rename is gone");
+        assert!(matches!(file.check_covers(log.first_index()), Err(Error::Corruption { .. })));
+
+        // The same trim with the save durable first: the record survives and covers the start.
+        let (mut file, _) = StartStateFile::open(&disk, PATH).await.unwrap();
+        file.save(state(first_index + 5, b"producers")).await.unwrap();
+        disk.crash(CrashMode::PowerLoss);
+        let (file, loaded) = StartStateFile::open(&disk, PATH).await.unwrap();
+        assert_eq!(loaded, Some(state(first_index + 5, b"producers")));
+        assert!(file.check_covers(first_index).is_ok());
     }
 
     #[tokio::test]
@@ -196,7 +300,7 @@ mod tests {
             disk.set_torn_write_probability(0.5);
             disk.create_dir_all(Path::new("/data/7")).await.unwrap();
             let (mut file, _) = StartStateFile::open(&disk, PATH).await.unwrap();
-            file.save(Some(state(5, b"old"))).await.unwrap();
+            file.save(state(5, b"old")).await.unwrap();
             let temporary = temporary_path(Path::new(PATH));
             let partial = disk.open(&temporary, OpenMode::CreateOrOpen).await.unwrap();
             partial.write_at(0, Bytes::from(state(9, b"new").encode())).await.unwrap();
@@ -212,7 +316,7 @@ mod tests {
         let disk = SimDisk::new(3);
         disk.create_dir_all(Path::new("/data/7")).await.unwrap();
         let (mut file, _) = StartStateFile::open(&disk, PATH).await.unwrap();
-        file.save(Some(state(42, b"producers"))).await.unwrap();
+        file.save(state(42, b"producers")).await.unwrap();
         let bits = 8 * state(42, b"producers").encode().len() as u64;
         for bit in (0..bits).step_by(7) {
             disk.flip_bit(Path::new(PATH), bit);

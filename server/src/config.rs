@@ -530,6 +530,7 @@ impl ServerConfig {
             config.planted.truncate_corruption = planted.truncate_mid_log_corruption;
             config.planted.hard_state_unchecked_crc = planted.hard_state_unchecked_crc;
             config.planted.hard_state_saved_without_sync = planted.hard_state_saved_without_sync;
+            config.planted.start_state_saved_without_sync = planted.start_state_saved_without_sync;
         }
         config
     }

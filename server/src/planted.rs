@@ -115,6 +115,13 @@ pub enum PlantedBug {
     /// lets it vote again in that term (R6: the simulator checks every granted vote against
     /// the hard state its disk holds durably at that moment).
     HardStateSavedWithoutSync,
+    /// A start-state save (the producer table retention keeps, `odradek_log::StartStateFile`)
+    /// skips its fdatasync and directory sync and reports success: retention then deletes the
+    /// segments that built the table before the table is on the disk, so a power loss (or a
+    /// rename the disk drops) reopens the replica without it (R12 d: the simulator checks the
+    /// record its disk holds durably whenever a log start moves; the plan field `state_faults`
+    /// with `retention` loses start-state renames).
+    StartStateSavedWithoutSync,
     /// Retention deletes segments up to the log's end instead of the persisted commit: entries
     /// not yet committed (or not yet applied) can be deleted (R12 a; the simulator's plan field
     /// `retention`).
@@ -167,7 +174,7 @@ pub enum PlantedBug {
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 37] = [
+    pub const ALL: [PlantedBug; 38] = [
         PlantedBug::AckBeforeCommit,
         PlantedBug::ServeAboveCommit,
         PlantedBug::SkipDedup,
@@ -195,6 +202,7 @@ impl PlantedBug {
         PlantedBug::RepairDoneBeforeCaughtUp,
         PlantedBug::SnapshotWithheld,
         PlantedBug::HardStateSavedWithoutSync,
+        PlantedBug::StartStateSavedWithoutSync,
         PlantedBug::RetentionPastCommit,
         PlantedBug::HibernatedLeaderReadsLocally,
         PlantedBug::RegexMatchesSubstring,
@@ -236,6 +244,7 @@ impl PlantedBug {
             PlantedBug::RepairDoneBeforeCaughtUp => "repair-done-before-caught-up",
             PlantedBug::SnapshotWithheld => "snapshot-withheld",
             PlantedBug::HardStateSavedWithoutSync => "hard-state-saved-without-sync",
+            PlantedBug::StartStateSavedWithoutSync => "start-state-saved-without-sync",
             PlantedBug::RetentionPastCommit => "retention-past-commit",
             PlantedBug::HibernatedLeaderReadsLocally => "hibernated-leader-reads-locally",
             PlantedBug::RegexMatchesSubstring => "regex-matches-substring",
@@ -292,6 +301,7 @@ pub struct Planted {
     pub repair_done_before_caught_up: bool,
     pub snapshot_withheld: bool,
     pub hard_state_saved_without_sync: bool,
+    pub start_state_saved_without_sync: bool,
     pub retention_past_commit: bool,
     pub hibernated_leader_reads_locally: bool,
     pub regex_matches_substring: bool,
@@ -336,6 +346,7 @@ impl Planted {
             repair_done_before_caught_up: on(PlantedBug::RepairDoneBeforeCaughtUp),
             snapshot_withheld: on(PlantedBug::SnapshotWithheld),
             hard_state_saved_without_sync: on(PlantedBug::HardStateSavedWithoutSync),
+            start_state_saved_without_sync: on(PlantedBug::StartStateSavedWithoutSync),
             retention_past_commit: on(PlantedBug::RetentionPastCommit),
             hibernated_leader_reads_locally: on(PlantedBug::HibernatedLeaderReadsLocally),
             regex_matches_substring: on(PlantedBug::RegexMatchesSubstring),
@@ -386,6 +397,7 @@ mod tests {
             all.repair_done_before_caught_up,
             all.snapshot_withheld,
             all.hard_state_saved_without_sync,
+            all.start_state_saved_without_sync,
             all.retention_past_commit,
             all.hibernated_leader_reads_locally,
             all.regex_matches_substring,

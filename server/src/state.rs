@@ -41,15 +41,18 @@ impl Partition {
     }
 
     /// What retention must save before it deletes entries (`odradek_log::StartState`): the
-    /// producer table, exact as of the returned `as_of_index`; `None` while the table is empty.
-    /// The encoding is kept until the table changes (idle partitions encode nothing).
+    /// producer table, exact as of the returned `as_of_index`; while the table is empty, the
+    /// record that nothing is needed as of that index (`StartState::nothing_needed`), which
+    /// bounds the trim all the same: entries applied after it may hold a producer's first
+    /// batch. The encoding is kept until the table changes (idle partitions encode nothing).
     pub fn start_state(&mut self) -> Option<StartState> {
         let version = self.state.producers_version();
         if self.producer_table.as_ref().is_none_or(|(encoded, _)| *encoded != version) {
             self.producer_table = self.state.producer_table().map(|bytes| (version, Bytes::from(bytes)));
         }
         let as_of_index = self.state.applied_index().max(self.state.producers_as_of());
-        self.producer_table.as_ref().map(|(_, bytes)| StartState { as_of_index, bytes: bytes.clone() })
+        let bytes = self.producer_table.as_ref().map_or_else(Bytes::new, |(_, bytes)| bytes.clone());
+        Some(StartState { as_of_index, bytes })
     }
 }
 

@@ -251,6 +251,15 @@ impl SimCluster {
         odradek_log::decode_hard_state_file(&bytes).map(|state| (state.term, state.vote))
     }
 
+    /// The start-state record `node`'s disk holds durably for raft `group` right now, as its
+    /// start-state file would open after a power loss: its `as_of_index`, or `None` when no such
+    /// file would survive or it does not decode (R12 d: checked whenever a log start moves).
+    pub fn start_state_on_disk(&self, node: u64, group: u64) -> Option<u64> {
+        let path = Path::new(DATA_DIR).join(group.to_string()).join(odradek_consensus::storage::START_STATE_FILE);
+        let bytes = self.disks.get(&node)?.read_file_after_power_loss(&path)?;
+        odradek_log::StartState::decode(&bytes).ok().map(|state| state.as_of_index)
+    }
+
     /// The segment files of raft `group`'s log on `node`'s disk whose writes (or names) are not
     /// durable right now (R6 against the disk: an accepted append leaves only after its fsync).
     pub fn segments_unsynced(&self, node: u64, group: u64) -> Vec<String> {

@@ -136,6 +136,8 @@ pub struct ScenarioConfig {
     /// stale (F-S7) on any node, and once per run both copies on the one node F-S3 may corrupt
     /// (its group there does not open: quarantine). R8 c checks every reopened hard state
     /// against the votes its node reported saved (`nemesis::plan::FaultKind::STATE_FILE`).
+    /// With `retention` too, once per run on that node, a start-state file's renames lost or
+    /// its bytes damaged (`FaultKind::START_STATE`).
     pub state_faults: bool,
     /// Hibernation of quiet groups on every node (`--hibernate`, off by default so every seed
     /// keeps its trace; the server's own default is on): groups sleep and wake under the faults,

@@ -25,7 +25,10 @@
 //! to an older record (a write lost after its fsync), all on any node (the other copy holds the
 //! state, and the opening repairs the damaged one); and F-S3 in both copies of one file, once per
 //! run on the one node F-S3 may corrupt (the group does not open there and is quarantined). See
-//! `FaultTargets::damage_state_file` in [`fault`].
+//! `FaultTargets::damage_state_file` in [`fault`]. With `retention` too, faults on start-state
+//! files (`odradek_log::StartStateFile`, written by trims), once per run on that node: F-S7 the
+//! renames of its latest saves lost (an older record again, or none), or F-S2/F-S3/F-S4 its
+//! one copy torn, flipped or cut short (`FaultTargets::damage_start_state`).
 //!
 //! Other process and network faults touch at most a minority at a time; every fault is healed
 //! before the liveness phase.
@@ -70,6 +73,9 @@ pub async fn run(
     let mut both_damaged = false;
     let wipes = plan.kinds.iter().any(|&(kind, _)| kind == FaultKind::Wipe);
     let state_faults = plan.kinds.iter().any(|&(kind, _)| kind.on_state_file());
+    // A start-state file lost or damaged (once per run, on the corruptible node).
+    let mut start_damaged = false;
+    let start_faults = plan.kinds.iter().any(|&(kind, _)| kind.on_start_state());
     let grow_shrink = plan.kinds.iter().any(|&(kind, _)| kind == FaultKind::GrowShrink);
     while !weighted.is_empty() {
         let quiet = Duration::from_millis(rng.gen_range(plan.quiet_ms.0..=plan.quiet_ms.1));
@@ -82,6 +88,10 @@ pub async fn run(
         if state_faults {
             // F-S7's older records: the state files as they are at this round's start.
             targets.remember_state_files();
+        }
+        if start_faults {
+            // F-S7 on start-state files: the files as they are at this round's start.
+            targets.remember_start_states();
         }
         if grow_shrink {
             // F-M4: a decommissioned node the controller removed is stopped for good.
@@ -108,9 +118,11 @@ pub async fn run(
             // while a wiped node joins (above), and no wipe once a node was flipped. (Plans
             // without wipes keep their draws: every node is joining while a fresh cluster
             // bootstraps.)
-            FaultKind::Wipe => !targets.cluster().joining().is_empty() || flipped || both_damaged,
+            FaultKind::Wipe => !targets.cluster().joining().is_empty() || flipped || both_damaged || start_damaged,
             // Like F-S3's bit flips: one corrupted node, once, never while a wiped node joins.
             FaultKind::StateCopiesBoth => both_damaged || (wipes && !targets.cluster().joining().is_empty()),
+            // The same for a start-state file (one copy: any damage is corruption).
+            kind if kind.on_start_state() => start_damaged || (wipes && !targets.cluster().joining().is_empty()),
             // F-M4: one step per draw, until all were taken.
             FaultKind::GrowShrink => targets.grow_shrink_done(),
             _ => false,
@@ -135,6 +147,11 @@ pub async fn run(
                     both_damaged |= drawn && kind == FaultKind::StateCopiesBoth;
                     drawn
                 }
+                kind if kind.on_start_state() => {
+                    let drawn = targets.damage_start_state(kind, plan.corruptible_node, rng, false).is_some();
+                    start_damaged |= drawn;
+                    drawn
+                }
                 _ => {
                     targets.draw(kind, node, rng);
                     true
@@ -154,6 +171,11 @@ pub async fn run(
                 let node = if kind == FaultKind::StateCopiesBoth { plan.corruptible_node } else { node };
                 let fault = targets.damage_state_file(kind, node, rng, true);
                 both_damaged |= fault.is_some() && kind == FaultKind::StateCopiesBoth;
+                fault
+            }
+            kind if kind.on_start_state() => {
+                let fault = targets.damage_start_state(kind, plan.corruptible_node, rng, true);
+                start_damaged |= fault.is_some();
                 fault
             }
             _ => Some(targets.draw(kind, node, rng)),

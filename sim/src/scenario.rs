@@ -419,6 +419,10 @@ fn observe_replicas(
             Event::AppendAccepted { node, group, to, index, .. } => {
                 checker.record_append_on_disk(node, group, to, index, &cluster.segments_unsynced(node, group));
             }
+            // R12 d: the start state that outlives the deleted entries is on the disk.
+            Event::LogStart { node, group, first_index, .. } => {
+                checker.record_log_start_on_disk(node, group, first_index, cluster.start_state_on_disk(node, group));
+            }
             _ => {}
         }
         checker.record(event);
@@ -459,13 +463,15 @@ const EVENT_PATHS: [&str; 20] = [
 const RETENTION_PATHS: [&str; 2] = ["path retention under lag", "path snapshot install after retention"];
 
 /// Timeline notes that show a rare path: (text in the line, counter name).
-const TIMELINE_PATHS: [(&str, &str); 6] = [
+const TIMELINE_PATHS: [(&str, &str); 8] = [
     ("started quarantined", "path node started quarantined"),
     ("one copy (copy", "path state file: one copy flipped"),
     ("both copies flipped at bits", "path state file: both copies flipped"),
     ("could not start", "path node start failed"),
     ("stopped on a fatal error", "path node stopped on a fatal error"),
     ("delete Ok(Ok(()))", "path churned topic deleted"),
+    ("start state lost:", "path start state: renames lost"),
+    ("start state damaged:", "path start state: file damaged"),
 ];
 
 /// The rare path or check a raft event shows ran, for the coverage counters (`Report::coverage`).

@@ -320,6 +320,18 @@ fn planted_hard_state_saved_without_sync_is_caught() {
     planted_bug_is_caught(PlantedBug::HardStateSavedWithoutSync, Scenario::Crash, 1..=5, &["R6"]);
 }
 
+// A start-state save skips its fdatasync and its directory sync: the trim after it deletes the
+// segments that built the producer table, durably, before the table is on the disk; a power
+// loss (or a rename the disk drops: `--state-faults --retention`) reopens the replica without
+// it. R12 d holds every move of a log start against the record the node's disk holds durably
+// (its name in the durable namespace), so the first trim of the run names it (disk seed 1 with
+// `--state-faults --retention`; calm and crash seed 1 with `--retention` too).
+#[test]
+fn planted_start_state_saved_without_sync_is_caught() {
+    let base = ScenarioConfig { scenario: Scenario::Disk, state_faults: true, retention: true, ..ScenarioConfig::new(0) };
+    planted_bug_is_caught_with(PlantedBug::StartStateSavedWithoutSync, &base, 1..=5, &["R12"]);
+}
+
 // The open-file budget (`--open-file-budget 4`) closes files with unsynced writes when it evicts
 // (dirty ones first), and SimDisk loses what a running process closed unsynced even though the
 // sync on the reopened file succeeds (fsyncgate): crash seed 1, R6 (node 2 reopened group 1's log

@@ -48,7 +48,10 @@ pub(super) async fn install_snapshot<D: Disk, A: Apply>(
     // The start state first: a crash between the two finds it with the old log, whose entries
     // up to its index it already covers; the other order would find the new log start
     // without the state that the entries before it built.
-    state.store.save_start_state(start_state.clone()).await.map_err(storage_error(group))?;
+    // With no state, the record that nothing is needed as of the snapshot (every log start
+    // past index 1 has a record that reaches it: `GroupStore::save_start_state`).
+    state.store.save_start_state(start_state.clone(), metadata.index + 1).await.map_err(storage_error(group))?;
+    let start_state = start_state.filter(|start| !start.is_nothing_needed());
     state.store.reset(metadata.index, metadata.term, offset_next, now_ms).await.map_err(storage_error(group))?;
     state.store.save_conf_state(metadata.get_conf_state(), metadata.index).await.map_err(storage_error(group))?;
     // The log now starts above the old persisted commit: persist the snapshot index as commit

@@ -627,8 +627,11 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         if state.store.log().retention_due(now_ms, index_bound) > 0 {
             // Durable before the entries that built it go (a crash in between finds the new
             // state with the old log start: its entries up to `as_of_index` are skipped). An
-            // unchanged state is not written again.
-            state.store.save_start_state(start_state).await.map_err(storage_error(group))?;
+            // unchanged state is not written again; with no state, the record that nothing is
+            // needed up to the bound is (every trim leaves a record: `save_start_state`).
+            // Order on disk: the state written and fdatasynced, renamed, the group directory
+            // synced; only then are segments deleted (and the log directory synced).
+            state.store.save_start_state(start_state, index_bound).await.map_err(storage_error(group))?;
         }
         let first_before = state.store.log().first_index();
         #[cfg(any(madsim, feature = "planted-bugs"))]

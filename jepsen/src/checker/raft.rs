@@ -212,6 +212,30 @@ impl RaftChecker {
         }
     }
 
+    /// R12 d, against what the disk holds: when `node`'s retention moved `group`'s log start to
+    /// `first_index` ([`Event::LogStart`]), the group's start-state record its disk held durably
+    /// at that moment, as the file would open after a power loss: `Some(as_of_index)`, `None`
+    /// for no file (or one that does not decode). The trim deletes the entries that built the
+    /// state only after the record that outlives them is durable, so the record must reach the
+    /// new start (`as_of_index + 1 >= first_index`); a save that skipped its syncs, or segments
+    /// deleted before the save, shows here at once (otherwise only after a power loss, as a
+    /// replica that does not open or, before every trim left a record, a producer table lost:
+    /// L2). A harness that can read its nodes' durable bytes (the simulator) calls this before
+    /// [`RaftChecker::record`] with the event.
+    pub fn record_log_start_on_disk(&mut self, node: NodeId, group: GroupId, first_index: u64, on_disk: Option<u64>) {
+        if on_disk.is_none_or(|as_of_index| as_of_index + 1 < first_index) {
+            let held = on_disk.map_or("no start-state record".to_string(), |as_of| format!("a start state as of index {as_of}"));
+            self.violate(
+                "R12",
+                group,
+                format!(
+                    "node {node}'s retention moved its log start to index {first_index} while its disk held durably {held} \
+                     (R12 d: the state that outlives the deleted entries is not on the disk)"
+                ),
+            );
+        }
+    }
+
     /// R6 against what the disk holds: when `node` told `to` it holds the entries up to `index`
     /// ([`Event::AppendAccepted`]), `unsynced` names the log segment files of the group whose
     /// bytes or names its disk did not hold durably at that moment (writes not yet synced). An

@@ -154,6 +154,8 @@ mod sim {
         delete_records: bool,
         /// Faults on the hard- and conf-state files: one copy flipped, torn, cut short or stale
         /// on any node, both copies once per run on one node (quarantine); R8 c on reopening.
+        /// With --retention also a start-state file's renames lost or its bytes damaged, once
+        /// per run on that node (the replica does not open from it and is repaired).
         #[arg(long)]
         state_faults: bool,
         /// Every node puts quiet groups to sleep (hibernation, the server's default; off here so

@@ -107,6 +107,15 @@ pub enum StateDamage {
     Stale { copy: u64, sequence_old: u64, sequence: u64 },
     /// F-S3 in both copies: these bits flipped, one in each copy's record.
     Both { bits: Vec<u64> },
+    /// F-S7 on a start-state file: back to the record as of `as_of_old` (`None`: no file), the
+    /// renames since lost (its newest is as of `as_of`).
+    StartLost { as_of_old: Option<u64>, as_of: u64 },
+    /// F-S3 on a start-state file: these bits flipped.
+    StartFlip { bits: Vec<u64> },
+    /// F-S2 on a start-state file: garbage from `from_byte` on.
+    StartTorn { from_byte: u64 },
+    /// F-S4 on a start-state file: cut to `len_bytes`.
+    StartShort { len_bytes: u64 },
 }
 
 impl std::fmt::Display for StateDamage {
@@ -119,6 +128,13 @@ impl std::fmt::Display for StateDamage {
                 write!(f, "copy {copy}: back to sequence {sequence_old} (the newest is {sequence})")
             }
             StateDamage::Both { bits } => write!(f, "both copies flipped at bits {bits:?}"),
+            StateDamage::StartLost { as_of_old: Some(old), as_of } => {
+                write!(f, "start state lost: back to the record as of {old} (the newest is as of {as_of})")
+            }
+            StateDamage::StartLost { as_of_old: None, as_of } => write!(f, "start state lost: no file (the newest is as of {as_of})"),
+            StateDamage::StartFlip { bits } => write!(f, "start state damaged: flipped at bits {bits:?}"),
+            StateDamage::StartTorn { from_byte } => write!(f, "start state damaged: torn from its byte {from_byte} on"),
+            StateDamage::StartShort { len_bytes } => write!(f, "start state damaged: cut to {len_bytes} bytes"),
         }
     }
 }
@@ -189,6 +205,9 @@ pub struct FaultTargets<'a> {
     /// last.
     state_files_older: Mutex<BTreeMap<(u64, PathBuf), Vec<u8>>>,
     state_files_newer: Mutex<BTreeMap<(u64, PathBuf), Vec<u8>>>,
+    /// The same for start-state files ([`FaultTargets::remember_start_states`]).
+    start_states_older: Mutex<BTreeMap<(u64, PathBuf), Vec<u8>>>,
+    start_states_newer: Mutex<BTreeMap<(u64, PathBuf), Vec<u8>>>,
 }
 
 impl<'a> FaultTargets<'a> {
@@ -205,6 +224,8 @@ impl<'a> FaultTargets<'a> {
             corruptible: None,
             state_files_older: Mutex::new(BTreeMap::new()),
             state_files_newer: Mutex::new(BTreeMap::new()),
+            start_states_older: Mutex::new(BTreeMap::new()),
+            start_states_newer: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -267,6 +288,9 @@ impl<'a> FaultTargets<'a> {
             | FaultKind::StateCopyShort
             | FaultKind::StateCopyStale
             | FaultKind::StateCopiesBoth => unreachable!("faults on state files are drawn by damage_state_file"),
+            FaultKind::StartStateLost | FaultKind::StartStateDamaged => {
+                unreachable!("faults on start-state files are drawn by damage_start_state")
+            }
             FaultKind::ReadError | FaultKind::FsyncError | FaultKind::SlowDisk => draw_disk(kind, node, rng),
             // ENOSPC on one node: 0..2x the free-space reserve left above what it uses now.
             // Below the reserve the node refuses produce (DISK_FULL); a write that finds no room
@@ -426,6 +450,93 @@ impl<'a> FaultTargets<'a> {
             if kind == FaultKind::StateCopiesBoth {
                 self.cluster.corrupted.lock().expect("corrupted lock").insert(node);
             }
+        }
+        Some(Fault::StateFile { node, path, damage })
+    }
+
+    /// Remembers every node's start-state files as they are now (synced ones), like
+    /// [`FaultTargets::remember_state_files`]: the images of the call before are the ones
+    /// `FaultKind::StartStateLost` brings back (a file missing from them is removed). Reads only.
+    pub fn remember_start_states(&self) {
+        let now: BTreeMap<(u64, PathBuf), Vec<u8>> = self
+            .cluster
+            .disks
+            .iter()
+            .flat_map(|(&node, disk)| start_states_settled(disk).into_iter().map(move |(path, bytes)| ((node, path), bytes)))
+            .collect();
+        let newer = std::mem::replace(&mut *self.start_states_newer.lock().expect("start states lock"), now);
+        *self.start_states_older.lock().expect("start states lock") = newer;
+    }
+
+    /// A fault of `kind` (one of `FaultKind::START_STATE`) on one of `node`'s start-state files
+    /// (`odradek_log::StartStateFile`, one copy), written while the node is down (it is killed
+    /// first and stays down for the window), like [`FaultTargets::damage_state_file`]. F-S7
+    /// brings back the file as remembered at the round before the last (removing it when it was
+    /// not there then): the renames of its latest saves lost; only a file that changed since is
+    /// drawn. Otherwise one of F-S2 (torn), F-S3 (two bits flipped), F-S4 (cut short). The node
+    /// counts as corrupted: its replica may rightly refuse to open (and is repaired). `None`
+    /// when the node has no such file.
+    pub fn damage_start_state(&self, kind: FaultKind, node: u64, rng: &mut SmallRng, apply: bool) -> Option<Fault> {
+        let disk = &self.cluster.disks[&node];
+        if apply {
+            self.crash(node, CrashMode::Process);
+        }
+        let older = self.start_states_older.lock().expect("start states lock");
+        let candidates: Vec<(PathBuf, Vec<u8>, Option<Vec<u8>>)> = start_states_settled(disk)
+            .into_iter()
+            .filter_map(|(path, bytes)| {
+                let old = older.get(&(node, path.clone())).cloned();
+                let changed = old.as_ref() != Some(&bytes);
+                (kind != FaultKind::StartStateLost || changed).then_some((path, bytes, old))
+            })
+            .collect();
+        drop(older);
+        let Some((path, bytes, old)) = candidates.choose(rng).cloned() else {
+            if apply {
+                self.runtime.restart(self.ids[&node]);
+            }
+            return None;
+        };
+        let as_of = |bytes: &[u8]| odradek_log::StartState::decode(bytes).map(|state| state.as_of_index).unwrap_or(u64::MAX);
+        let (damaged, damage) = match kind {
+            FaultKind::StartStateLost => {
+                let damage = StateDamage::StartLost { as_of_old: old.as_deref().map(as_of), as_of: as_of(&bytes) };
+                (old, damage)
+            }
+            FaultKind::StartStateDamaged => {
+                let mut damaged = bytes.clone();
+                let len = bytes.len() as u64;
+                let damage = match rng.gen_range(0..3) {
+                    0 => {
+                        let bits: Vec<u64> = (0..2).map(|_| rng.gen_range(0..len * 8)).collect();
+                        for &bit in &bits {
+                            damaged[(bit / 8) as usize] ^= 1u8 << (bit % 8);
+                        }
+                        StateDamage::StartFlip { bits }
+                    }
+                    1 => {
+                        let from_byte = rng.gen_range(0..len);
+                        for at in from_byte..len {
+                            damaged[at as usize] = rng.gen();
+                        }
+                        StateDamage::StartTorn { from_byte }
+                    }
+                    _ => {
+                        let len_bytes = rng.gen_range(0..len);
+                        damaged.truncate(len_bytes as usize);
+                        StateDamage::StartShort { len_bytes }
+                    }
+                };
+                (Some(damaged), damage)
+            }
+            _ => unreachable!("{kind:?} is not a fault on a start-state file"),
+        };
+        if apply {
+            match damaged {
+                Some(bytes) => disk.rewrite_at_rest(&path, bytes),
+                None => disk.remove_at_rest(&path),
+            }
+            self.cluster.corrupted.lock().expect("corrupted lock").insert(node);
         }
         Some(Fault::StateFile { node, path, damage })
     }
@@ -798,6 +909,20 @@ fn state_files_settled(disk: &SimDisk) -> Vec<(PathBuf, Vec<u8>)> {
             let bytes = disk.read_file_durable(&path)?;
             let agree = bytes.len() > stride && bytes.len() <= 2 * stride && bytes[..bytes.len() - stride] == bytes[stride..];
             (agree && disk.read_file(&path)? == bytes).then_some((path, bytes))
+        })
+        .collect()
+}
+
+/// The start-state files of `disk` (`odradek_consensus::storage::START_STATE_FILE`) whose bytes
+/// and name are durable as reads see them: each with its bytes.
+fn start_states_settled(disk: &SimDisk) -> Vec<(PathBuf, Vec<u8>)> {
+    let name = odradek_consensus::storage::START_STATE_FILE;
+    disk.files()
+        .into_iter()
+        .filter(|path| path.file_name().is_some_and(|file| file == name))
+        .filter_map(|path| {
+            let bytes = disk.read_file_after_power_loss(&path)?;
+            (!bytes.is_empty() && disk.read_file(&path)? == bytes).then_some((path, bytes))
         })
         .collect()
 }

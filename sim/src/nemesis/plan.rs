@@ -70,10 +70,20 @@ pub enum FaultKind {
     /// member or the joined one) is decommissioned, sometimes with a kill or an isolation. Only
     /// with `ScenarioConfig::grow_shrink`.
     GrowShrink,
+    /// F-S7 on a start-state file (`odradek_log::StartStateFile`): the renames of its latest
+    /// saves lost (a directory update the disk dropped after its sync), so it holds an older
+    /// record again, or none. On the one node F-S3 may corrupt, once per run (with the one
+    /// below); only in plans with both `state_faults` and `retention` (trims write the file).
+    /// Opening finds a record that no longer reaches the log start and refuses (the replica is
+    /// set aside and repaired), or one that still does and goes on from it.
+    StartStateLost,
+    /// F-S2, F-S3 or F-S4 on a start-state file: torn from some byte on, two bits flipped, or
+    /// cut short (one copy: opening refuses it, the replica is repaired). As above.
+    StartStateDamaged,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 33] = [
+    pub const ALL: [FaultKind; 35] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::PowerLoss,
@@ -107,7 +117,12 @@ impl FaultKind {
         FaultKind::StateCopyStale,
         FaultKind::StateCopiesBoth,
         FaultKind::GrowShrink,
+        FaultKind::StartStateLost,
+        FaultKind::StartStateDamaged,
     ];
+
+    /// The faults on start-state files (`ScenarioConfig::state_faults` with `retention`).
+    pub const START_STATE: [FaultKind; 2] = [FaultKind::StartStateLost, FaultKind::StartStateDamaged];
 
     /// The faults on the hard- and conf-state files (`ScenarioConfig::state_faults`).
     pub const STATE_FILE: [FaultKind; 5] = [
@@ -154,12 +169,19 @@ impl FaultKind {
             FaultKind::StateCopyStale => "F-S7 stale copy of a state file",
             FaultKind::StateCopiesBoth => "F-S3 bit flips in both copies of a state file",
             FaultKind::GrowShrink => "F-M4 grow or shrink the cluster",
+            FaultKind::StartStateLost => "F-S7 start-state renames lost",
+            FaultKind::StartStateDamaged => "F-S2/F-S3/F-S4 start-state file damaged",
         }
     }
 
     /// Whether the fault damages a hard- or conf-state file.
     pub fn on_state_file(self) -> bool {
         FaultKind::STATE_FILE.contains(&self)
+    }
+
+    /// Whether the fault damages a start-state file.
+    pub fn on_start_state(self) -> bool {
+        FaultKind::START_STATE.contains(&self)
     }
 
     /// Whether the fault hits a group's coordinator (the nemesis looks it up first).
@@ -191,7 +213,9 @@ impl FaultKind {
             | FaultKind::StateCopyTorn
             | FaultKind::StateCopyShort
             | FaultKind::StateCopyStale
-            | FaultKind::StateCopiesBoth => &[],
+            | FaultKind::StateCopiesBoth
+            | FaultKind::StartStateLost
+            | FaultKind::StartStateDamaged => &[],
         }
     }
 }
@@ -352,5 +376,13 @@ pub fn draw_plan(scenario: Scenario, nodes: usize, extras: Extras, rng: &mut Sma
         plan.kinds.push((FaultKind::GrowShrink, rng.gen_range(6..=12)));
     }
     plan.retention = retention_ms.map(|duration_ms| RetentionPlan::draw(nodes, duration_ms, rng));
+    if state_faults && plan.retention.is_some() {
+        // Drawn last, so that plans without them keep their draws. Start-state files exist
+        // only where trims ran, so only with short retention; at most one of these per run, on
+        // the node F-S3 may corrupt (the nemesis sees to it).
+        for kind in FaultKind::START_STATE {
+            plan.kinds.push((kind, rng.gen_range(2..=4)));
+        }
+    }
     plan
 }
