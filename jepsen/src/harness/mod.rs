@@ -165,10 +165,6 @@ impl RunConfig {
             if self.workload != Workload::Subscribe {
                 return Err("--offset-delete runs with --workload subscribe".into());
             }
-            // Its raw Kafka connections are plaintext and do not log in.
-            if self.tls || self.secure {
-                return Err("--offset-delete does not run with --tls or --secure".into());
-            }
             if self.nemesis.iter().any(|kind| kind == "membership") {
                 return Err("--nemesis membership does not run with --offset-delete (nodes it adds have no Kafka listener)".into());
             }
