@@ -622,7 +622,13 @@ fn short_real_offset_delete_run_over_sasl_ssl_passes() {
 #[test]
 fn offset_delete_refuses_what_it_cannot_drive() {
     let binary = server_binary();
-    for (extra, said) in [(&["--offset-delete"][..], "--offset-delete runs with --workload subscribe")] {
+    for (extra, said) in [
+        (&["--offset-delete"][..], "--offset-delete runs with --workload subscribe"),
+        (
+            &["--offset-delete", "--workload", "subscribe", "--nemesis", "membership"],
+            "--nemesis membership does not run with --offset-delete",
+        ),
+    ] {
         let args = [&["run", "--binary", binary.to_str().unwrap()][..], extra].concat();
         let output = harness(&args);
         assert_eq!(output.status.code(), Some(2), "{extra:?}: {}", text(&output));
