@@ -40,7 +40,7 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{ClientError, Result};
 use crate::scram::ClientScram;
-use crate::tls::{ClientTls, Stream};
+use crate::tls::{ClientTls, HandshakeError, Stream};
 use crate::wire::proto::{ErrorCode, Hello, Request, Request_oneof_body as RequestBody, Response, SaslAuthenticateRequest};
 use crate::wire::{
     decode_response, encode_frame, read_frame, write_frame, FrameError, FRAME_BYTES_MAX, PROTOCOL_VERSION, PROTOCOL_VERSION_GROUPS,
@@ -242,18 +242,9 @@ impl Connection {
             let stream: Box<dyn Stream> = match &config.tls {
                 None => Box::new(stream),
                 Some(tls) => {
-                    let name = tls.server_name_for(address).map_err(|error| refused(error.to_string()))?;
-                    let connector = tokio_rustls::TlsConnector::from(tls.config().map_err(|error| refused(error.to_string()))?);
-                    let stream = connector.connect(name, stream).await.map_err(|error| {
-                        // rustls reports what TLS itself rejects as InvalidData; anything else
-                        // (a reset, an EOF) is the network's and worth a retry.
-                        if error.kind() == std::io::ErrorKind::InvalidData {
-                            refused(format!(
-                                "TLS handshake failed: {error} (is the listener plaintext, or its certificate not signed by the CA given?)"
-                            ))
-                        } else {
-                            connect_error(format!("TLS handshake failed: {error}"))
-                        }
+                    let stream = tls.handshake(address, stream).await.map_err(|error| match error {
+                        HandshakeError::Config(_) | HandshakeError::Rejected(_) => refused(error.to_string()),
+                        HandshakeError::Network(_) => connect_error(error.to_string()),
                     })?;
                     Box::new(stream)
                 }

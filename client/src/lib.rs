@@ -50,6 +50,8 @@ pub mod connection;
 pub mod consumer;
 pub mod error;
 pub mod group;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod partitioner;
 pub mod planted;
 pub mod producer;

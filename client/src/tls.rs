@@ -143,6 +143,52 @@ impl ClientTls {
     }
 }
 
+/// Why [`ClientTls::handshake`] did not give a TLS stream.
+#[derive(Debug)]
+pub enum HandshakeError {
+    /// The settings do not make a configuration (unreadable CA, bad server name): no byte went out.
+    Config(TlsError),
+    /// TLS itself rejected the peer, or the peer does not speak TLS: retrying will not help.
+    Rejected(std::io::Error),
+    /// The network failed during the handshake (a reset, an EOF): worth a retry.
+    Network(std::io::Error),
+}
+
+impl std::fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HandshakeError::Config(error) => write!(f, "{error}"),
+            HandshakeError::Rejected(error) => {
+                write!(f, "TLS handshake failed: {error} (is the listener plaintext, or its certificate not signed by the CA given?)")
+            }
+            HandshakeError::Network(error) => write!(f, "TLS handshake failed: {error}"),
+        }
+    }
+}
+
+impl ClientTls {
+    /// The client side of a TLS handshake over `stream`, a connection to `address` (whose host
+    /// is the name verified unless [`ClientTls::server_name`] says otherwise). Every client of
+    /// the project that dials a TLS listener goes through here: the native connection
+    /// (`connection::Connection::connect`) and the hand-written Kafka clients (`kafka`).
+    pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        address: &str,
+        stream: S,
+    ) -> Result<tokio_rustls::client::TlsStream<S>, HandshakeError> {
+        let name = self.server_name_for(address).map_err(HandshakeError::Config)?;
+        let connector = tokio_rustls::TlsConnector::from(self.config().map_err(HandshakeError::Config)?);
+        connector.connect(name, stream).await.map_err(|error| {
+            // rustls reports what TLS itself rejects as InvalidData; anything else is the network's.
+            if error.kind() == std::io::ErrorKind::InvalidData {
+                HandshakeError::Rejected(error)
+            } else {
+                HandshakeError::Network(error)
+            }
+        })
+    }
+}
+
 /// The server side of a TLS listener: its certificate and key, and optionally the CA whose
 /// client certificates it requires.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -675,3 +675,59 @@ fn offset_delete_removes_only_offsets_of_topics_the_group_is_not_subscribed_to()
     assert_eq!(committed(&mut a, TOPIC, 1), -1);
     runtime.block_on(server.shutdown()).unwrap();
 }
+
+/// OffsetCommits and OffsetFetches pipelined on one connection take effect in request order, as
+/// Kafka serves them (librdkafka's 0030_offset_commit commits asynchronously, then reads back the
+/// last offset it was told was committed): 20 commits of rising offsets and a fetch, all written
+/// before any answer is read, must leave the last offset committed and the fetch must read it.
+#[test]
+fn pipelined_offset_commits_and_fetches_take_effect_in_request_order() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (server, kafka) = start(&runtime);
+    let mut raw = KafkaRaw::connect(&kafka);
+    prepare(&mut raw, &kafka);
+    const COMMITS: i64 = 20;
+    for offset in 1..=COMMITS {
+        // A consumer outside group management (member "", generation -1) in an empty group.
+        let partition = OffsetCommitRequestPartition::default().with_partition_index(0).with_committed_offset(offset);
+        let topic = OffsetCommitRequestTopic::default().with_name(TopicName(text(TOPIC))).with_partitions(vec![partition]);
+        let request = OffsetCommitRequest::default()
+            .with_group_id(GroupId(text(GROUP)))
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![topic]);
+        raw.send(8, offset as i32, RequestKind::OffsetCommit(request));
+    }
+    let asked = OffsetFetchRequestTopic::default().with_name(TopicName(text(TOPIC))).with_partition_indexes(vec![0]);
+    let fetch = OffsetFetchRequest::default().with_group_id(GroupId(text(GROUP))).with_topics(Some(vec![asked]));
+    raw.send(7, 1000, RequestKind::OffsetFetch(fetch));
+    for offset in 1..=COMMITS {
+        let ResponseKind::OffsetCommit(answer) = raw.answer(ApiKey::OffsetCommit, 8, offset as i32) else { panic!() };
+        assert_eq!(answer.topics[0].partitions[0].error_code, NONE, "commit {offset}: {answer:?}");
+    }
+    let ResponseKind::OffsetFetch(fetched) = raw.answer(ApiKey::OffsetFetch, 7, 1000) else { panic!() };
+    assert_eq!(fetched.topics[0].partitions[0].committed_offset, COMMITS, "the fetch reads the commit sent just before it");
+    assert_eq!(committed(&mut raw, TOPIC, 0), COMMITS, "the last commit sent is the one that stays");
+    runtime.block_on(server.shutdown()).unwrap();
+}
+
+/// A commit at generation/member epoch -1 that names a member id (librdkafka with
+/// `group.protocol=consumer` and assign() only names the id it generated) is a consumer outside
+/// group management: taken while the group has no members, as Kafka does, and refused once it
+/// has some (NON_EMPTY_GROUP, the answer to member "" at epoch -1 here; Kafka says
+/// UNKNOWN_MEMBER_ID).
+#[test]
+fn a_commit_at_epoch_minus_one_naming_a_member_is_taken_only_while_the_group_is_empty() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (server, kafka) = start(&runtime);
+    let mut raw = KafkaRaw::connect(&kafka);
+    prepare(&mut raw, &kafka);
+    assert_eq!(commit(&mut raw, "client-generated-id", -1, 42), vec![NONE, NONE]);
+    assert_eq!(committed(&mut raw, TOPIC, 0), 42);
+    let required = joined(raw.call(5, join("", None)));
+    let first = joined(raw.call(5, join(required.member_id.as_str(), None)));
+    assert_eq!(first.error_code, NONE, "{first:?}");
+    const NON_EMPTY_GROUP: i16 = 68;
+    assert_eq!(commit(&mut raw, "client-generated-id", -1, 43), vec![NON_EMPTY_GROUP; 2], "the group has a member now");
+    assert_eq!(committed(&mut raw, TOPIC, 0), 42);
+    runtime.block_on(server.shutdown()).unwrap();
+}

@@ -658,6 +658,7 @@ pub async fn offset_delete_worker(
 ) {
     let mut rng = SmallRng::seed_from_u64(seed);
     let mut process = recorder.new_process();
+    let access = raw::Access::of(&target);
     while !sleep_or_stop(OFFSET_DELETE_INTERVAL, &mut stop).await {
         let group = GROUPS[rng.gen_range(0..GROUPS.len())].0;
         let mut keys: Vec<Key> = target.all_keys().into_iter().filter(|_| rng.gen_bool(0.5)).collect();
@@ -665,10 +666,10 @@ pub async fn offset_delete_worker(
             keys.push(rng.gen_range(0..u64::from(target.keys)));
         }
         let asked_at = &kafka[rng.gen_range(0..kafka.len())];
-        let Some(coordinator) = raw::find_coordinator(asked_at, group, OP_TIMEOUT_MARGIN).await else { continue };
+        let Some(coordinator) = raw::find_coordinator(asked_at, &access, group, OP_TIMEOUT_MARGIN).await else { continue };
         let asked = OffsetDelete { group: group.to_string(), keys: keys.clone(), ..OffsetDelete::default() };
         let handle = recorder.history().invoke(process, OpF::OffsetDelete, OpValue::OffsetDelete(asked.clone())).expect("one op at a time");
-        let outcome = raw::offset_delete(&coordinator, group, &target.topic, &keys, OP_TIMEOUT_MARGIN).await;
+        let outcome = raw::offset_delete(&coordinator, &access, group, &target.topic, &keys, OP_TIMEOUT_MARGIN).await;
         let mut history = recorder.history();
         let retire = matches!(outcome, raw::Deleted::Unknown(_));
         match outcome {

@@ -360,102 +360,106 @@ pub async fn consumer_worker(recorder: Arc<Recorder>, target: WorkloadTarget, mu
 /// `--offset-delete` (C9): raw Kafka requests over a node's Kafka listener with the
 /// `kafka-protocol` codecs (the server's own), for what neither rskafka nor the native client
 /// sends: FindCoordinator (v4, to find a group's coordinator) and OffsetDelete (v0). One
-/// request at a time on a connection of its own, plaintext, no login (`--offset-delete` runs
-/// without `--tls` and `--secure`).
+/// request at a time on a connection of its own, reached as the Kafka client reaches the
+/// listeners ([`Access`]): TLS under `--tls`, a SASL/SCRAM login as the workload's user under
+/// `--secure`, with the client crate's TLS handshake and Kafka login
+/// (`odradek_client::tls::ClientTls::handshake`, `odradek_client::kafka`).
 pub mod raw {
     use std::time::Duration;
 
-    use bytes::{Buf, Bytes, BytesMut};
     use kafka_protocol::messages::offset_delete_request::{OffsetDeleteRequestPartition, OffsetDeleteRequestTopic};
     use kafka_protocol::messages::{
-        ApiKey, FindCoordinatorRequest, GroupId, OffsetDeleteRequest, OffsetDeleteResponse, RequestHeader, RequestKind, ResponseHeader,
-        ResponseKind, TopicName,
+        ApiKey, FindCoordinatorRequest, GroupId, OffsetDeleteRequest, OffsetDeleteResponse, RequestKind, ResponseKind, TopicName,
     };
-    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use kafka_protocol::protocol::StrBytes;
+    use odradek_client::connection::SaslCredentials;
+    use odradek_client::kafka::{CallError, KafkaStream};
+    use odradek_client::tls::{ClientTls, Stream};
     use tokio::net::TcpStream;
 
+    use super::super::workload::WorkloadTarget;
     use crate::history::Key;
 
     const FIND_COORDINATOR_VERSION: i16 = 4;
     const OFFSET_DELETE_VERSION: i16 = 0;
     /// Largest answer accepted (these answers are small).
     const RESPONSE_BYTES_MAX: usize = 1 << 20;
+    const CLIENT_ID: &str = "odradek-jepsen";
 
     /// Kafka error codes this module reads (Kafka's numbering).
     pub const NONE: i16 = 0;
     pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
     pub const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
 
+    /// How a connection reaches a Kafka listener: as the run's Kafka client does (TLS trusting
+    /// the run's CA with `--tls`, logged in as the workload's user with `--secure`).
+    #[derive(Clone, Debug, Default)]
+    pub struct Access {
+        pub tls: Option<ClientTls>,
+        pub sasl: Option<SaslCredentials>,
+    }
+
+    impl Access {
+        /// The workers' TLS and login.
+        pub fn of(target: &WorkloadTarget) -> Access {
+            Access { tls: target.tls.clone(), sasl: target.sasl.clone() }
+        }
+    }
+
     /// Why a request got no answer.
     #[derive(Debug)]
     pub enum RawError {
-        /// Nothing of the request left this client (no connection).
+        /// Nothing of the request left this client (no connection, no TLS session or no login).
         Unsent(String),
         /// The request may have reached the node.
         Lost(String),
     }
 
-    /// One request to `address` on a fresh connection, bounded by `timeout` as a whole.
+    /// A connection to `address` as `access` says, ready for requests.
+    async fn open(address: &str, access: &Access) -> Result<KafkaStream<Box<dyn Stream>>, String> {
+        let stream = TcpStream::connect(address).await.map_err(|e| format!("connect {address}: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        let stream: Box<dyn Stream> = match &access.tls {
+            None => Box::new(stream),
+            Some(tls) => Box::new(tls.handshake(address, stream).await.map_err(|e| format!("{address}: {e}"))?),
+        };
+        let mut stream = KafkaStream::new(stream, CLIENT_ID, RESPONSE_BYTES_MAX);
+        if let Some(login) = &access.sasl {
+            stream.login(login).await.map_err(|e| format!("login at {address}: {e}"))?;
+        }
+        Ok(stream)
+    }
+
+    /// One request to `address` on a fresh connection (`access`): the connection (TLS, login)
+    /// bounded by `timeout`, then the request and its answer bounded by `timeout`.
     pub async fn call(
         address: &str,
+        access: &Access,
         api_key: ApiKey,
         version: i16,
         request: RequestKind,
         timeout: Duration,
     ) -> Result<ResponseKind, RawError> {
-        let mut stream = match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
+        let mut stream = match tokio::time::timeout(timeout, open(address, access)).await {
             Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => return Err(RawError::Unsent(format!("connect {address}: {e}"))),
-            Err(_) => return Err(RawError::Unsent(format!("connect {address}: no connection within {timeout:?}"))),
+            Ok(Err(why)) => return Err(RawError::Unsent(why)),
+            Err(_) => return Err(RawError::Unsent(format!("{address}: no connection within {timeout:?}"))),
         };
-        match tokio::time::timeout(timeout, exchange(&mut stream, api_key, version, request)).await {
-            Ok(answer) => answer,
+        match tokio::time::timeout(timeout, stream.call(api_key, version, request)).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(CallError::Unsent(why))) => Err(RawError::Unsent(why)),
+            Ok(Err(error @ (CallError::Lost(_) | CallError::Closed(_)))) => Err(RawError::Lost(error.to_string())),
             Err(_) => Err(RawError::Lost(format!("{api_key:?}: no answer within {timeout:?}"))),
         }
     }
 
-    async fn exchange(stream: &mut TcpStream, api_key: ApiKey, version: i16, request: RequestKind) -> Result<ResponseKind, RawError> {
-        const CORRELATION_ID: i32 = 1;
-        let mut body = BytesMut::new();
-        let header = RequestHeader::default()
-            .with_request_api_key(api_key as i16)
-            .with_request_api_version(version)
-            .with_correlation_id(CORRELATION_ID)
-            .with_client_id(Some(StrBytes::from_static_str("odradek-jepsen")));
-        header.encode(&mut body, api_key.request_header_version(version)).expect("a request header encodes");
-        request.encode(&mut body, version).expect("the harness's requests encode");
-        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
-        frame.extend_from_slice(&body);
-        let lost = |what: &str, e: std::io::Error| RawError::Lost(format!("{api_key:?} {what}: {e}"));
-        stream.write_all(&frame).await.map_err(|e| lost("write", e))?;
-        let mut length = [0u8; 4];
-        stream.read_exact(&mut length).await.map_err(|e| lost("read", e))?;
-        let length = u32::from_be_bytes(length) as usize;
-        if length > RESPONSE_BYTES_MAX {
-            return Err(RawError::Lost(format!("{api_key:?}: a {length}-byte answer")));
-        }
-        let mut answer = vec![0u8; length];
-        stream.read_exact(&mut answer).await.map_err(|e| lost("read", e))?;
-        let mut answer = Bytes::from(answer);
-        let garbled = |e: String| RawError::Lost(format!("{api_key:?}: undecodable answer: {e}"));
-        let header = ResponseHeader::decode(&mut answer, api_key.response_header_version(version)).map_err(|e| garbled(e.to_string()))?;
-        if header.correlation_id != CORRELATION_ID {
-            return Err(RawError::Lost(format!("{api_key:?}: answer to {}", header.correlation_id)));
-        }
-        let decoded = ResponseKind::decode(api_key, &mut answer, version).map_err(|e| garbled(e.to_string()))?;
-        if answer.has_remaining() {
-            return Err(RawError::Lost(format!("{api_key:?}: trailing bytes in the answer")));
-        }
-        Ok(decoded)
-    }
-
     /// The Kafka address (`host:port`) of `group`'s coordinator as the node at `address` names
     /// it; `None` when it named none (or did not answer).
-    pub async fn find_coordinator(address: &str, group: &str, timeout: Duration) -> Option<String> {
+    pub async fn find_coordinator(address: &str, access: &Access, group: &str, timeout: Duration) -> Option<String> {
         let request =
             FindCoordinatorRequest::default().with_key_type(0).with_coordinator_keys(vec![StrBytes::from_string(group.to_string())]);
-        let answer = call(address, ApiKey::FindCoordinator, FIND_COORDINATOR_VERSION, RequestKind::FindCoordinator(request), timeout).await;
+        let answer =
+            call(address, access, ApiKey::FindCoordinator, FIND_COORDINATOR_VERSION, RequestKind::FindCoordinator(request), timeout).await;
         let Ok(ResponseKind::FindCoordinator(found)) = answer else { return None };
         let coordinator = found.coordinators.first().filter(|c| c.error_code == NONE && c.port > 0)?;
         Some(format!("{}:{}", coordinator.host.as_str(), coordinator.port))
@@ -511,14 +515,14 @@ pub mod raw {
     }
 
     /// One OffsetDelete of `group`'s committed offsets of `keys` (partitions of `topic`) at the
-    /// coordinator `address`, within `timeout`.
-    pub async fn offset_delete(address: &str, group: &str, topic: &str, keys: &[Key], timeout: Duration) -> Deleted {
+    /// coordinator `address` (reached as `access` says), within `timeout`.
+    pub async fn offset_delete(address: &str, access: &Access, group: &str, topic: &str, keys: &[Key], timeout: Duration) -> Deleted {
         let partitions = keys.iter().map(|&k| OffsetDeleteRequestPartition::default().with_partition_index(k as i32)).collect();
         let asked =
             OffsetDeleteRequestTopic::default().with_name(TopicName(StrBytes::from_string(topic.to_string()))).with_partitions(partitions);
         let request =
             OffsetDeleteRequest::default().with_group_id(GroupId(StrBytes::from_string(group.to_string()))).with_topics(vec![asked]);
-        match call(address, ApiKey::OffsetDelete, OFFSET_DELETE_VERSION, RequestKind::OffsetDelete(request), timeout).await {
+        match call(address, access, ApiKey::OffsetDelete, OFFSET_DELETE_VERSION, RequestKind::OffsetDelete(request), timeout).await {
             Ok(ResponseKind::OffsetDelete(answer)) => judge(&answer, topic, keys),
             Ok(_) => Deleted::Unknown("an OffsetDelete got another answer".into()),
             Err(RawError::Unsent(why)) => Deleted::Failed(why),

@@ -165,10 +165,6 @@ impl RunConfig {
             if self.workload != Workload::Subscribe {
                 return Err("--offset-delete runs with --workload subscribe".into());
             }
-            // Its raw Kafka connections are plaintext and do not log in.
-            if self.tls || self.secure {
-                return Err("--offset-delete does not run with --tls or --secure".into());
-            }
             if self.nemesis.iter().any(|kind| kind == "membership") {
                 return Err("--nemesis membership does not run with --offset-delete (nodes it adds have no Kafka listener)".into());
             }
@@ -213,18 +209,21 @@ pub async fn run(config: &RunConfig) -> Result<(History, RunNotes), String> {
     std::fs::create_dir_all(&data_dir).map_err(|e| format!("creating {}: {e}", data_dir.display()))?;
 
     // Held until the run ends: restarted nodes bind the same ports again.
-    // Peer and client ports per node, then (Kafka client) each node's Kafka listener.
-    let port_block = ports::reserve(config.nodes * 3).map_err(|e| format!("choosing ports: {e}"))?;
-    let (node_ports, kafka_ports) = port_block.ports().split_at(config.nodes * 2);
+    // Peer and client ports per node, then (Kafka client) each node's Kafka listener, then the
+    // proxies' ports: every port of the run comes from the block (`ODRADEK_TEST_PORTS`).
+    let port_block = ports::reserve(config.nodes * 3 + proxy::proxy_ports(config.nodes)).map_err(|e| format!("choosing ports: {e}"))?;
+    let (node_ports, rest) = port_block.ports().split_at(config.nodes * 2);
+    let (kafka_ports, proxy_ports) = rest.split_at(config.nodes);
+    let (proxy_ports, kafka_proxy_ports) = proxy_ports.split_at(proxy_ports.len() - config.nodes);
     let ports: Vec<(u16, u16)> = node_ports.chunks(2).map(|p| (p[0], p[1])).collect();
     let peer_ports: Vec<u16> = ports.iter().map(|p| p.0).collect();
     let client_ports: Vec<u16> = ports.iter().map(|p| p.1).collect();
-    let mut proxies = Proxies::start(&peer_ports, &client_ports).await.map_err(|e| format!("starting proxies: {e}"))?;
+    let mut proxies = Proxies::start(&peer_ports, &client_ports, proxy_ports).await.map_err(|e| format!("starting proxies: {e}"))?;
     // The Kafka listeners: for the Kafka client, or for the offset deleter's raw requests.
     let with_kafka = config.client == Client::Kafka || config.offset_delete;
     let kafka_listen = if with_kafka { kafka_ports.to_vec() } else { Vec::new() };
     if with_kafka {
-        proxies.start_kafka(&kafka_listen).await.map_err(|e| format!("starting Kafka proxies: {e}"))?;
+        proxies.start_kafka(&kafka_listen, kafka_proxy_ports).await.map_err(|e| format!("starting Kafka proxies: {e}"))?;
     }
     let proxies = Arc::new(proxies);
     let client_proxies = (1..=config.nodes as u64).map(|id| proxies.client_port(id)).collect();

@@ -13,6 +13,10 @@
 //! and [`Proxies::reset_clients`] closes them all at once, losing the requests and responses in
 //! flight.
 //!
+//! Every proxy listens on a port of the run's reserved block ([`super::ports`], so within
+//! `ODRADEK_TEST_PORTS` when it is set), never on a kernel-chosen one: [`proxy_ports`] says how
+//! many a cluster's proxies take.
+//!
 //! Bounds: at most [`LINK_CONNECTIONS_MAX`] relayed connections per link at once (the transport
 //! keeps one per direction; the slack covers reconnects); each relay copies with tokio's
 //! fixed-size buffers.
@@ -56,18 +60,35 @@ pub struct Proxies {
     nodes: usize,
 }
 
+/// Ports the proxies of an `nodes`-node cluster listen on: one per node's client listener, one
+/// per directed peer link and one per node's Kafka listener (the Kafka ones last, for
+/// [`Proxies::start_kafka`]).
+pub fn proxy_ports(nodes: usize) -> usize {
+    nodes + nodes * (nodes - 1) + nodes
+}
+
+/// A listener on `127.0.0.1:port`, a port of the run's block.
+async fn bind(port: u16) -> std::io::Result<TcpListener> {
+    TcpListener::bind(("127.0.0.1", port))
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("proxy port 127.0.0.1:{port} of the reserved block: {e}")))
+}
+
 impl Proxies {
     /// Binds a proxy for every directed pair (ids `1..=n`) relaying to
-    /// `127.0.0.1:peer_ports[j]`, and one in front of every `client_ports[j]`. The ports are
-    /// known (and held) before any node starts.
-    pub async fn start(peer_ports: &[u16], client_ports: &[u16]) -> std::io::Result<Proxies> {
+    /// `127.0.0.1:peer_ports[j]`, and one in front of every `client_ports[j]`, on `listen` (ports
+    /// of the run's block: the clients' first, then the links'; at least `n * n` of them). The
+    /// ports are known (and held) before any node starts.
+    pub async fn start(peer_ports: &[u16], client_ports: &[u16], listen: &[u16]) -> std::io::Result<Proxies> {
         let nodes = peer_ports.len();
         assert_eq!(client_ports.len(), nodes);
+        assert!(listen.len() >= nodes * nodes, "{} proxy ports for {nodes} nodes; {} needed", listen.len(), nodes * nodes);
+        let mut listen = listen.iter().copied();
         let (_, no_resets) = watch::channel(0u64);
         let (_, unblocked) = watch::channel(false);
         let mut clients = Vec::with_capacity(nodes);
         for &target in client_ports {
-            let listener = TcpListener::bind("127.0.0.1:0").await?;
+            let listener = bind(listen.next().expect("counted above")).await?;
             let port = listener.local_addr()?.port();
             let (resets, watching) = watch::channel(0u64);
             tokio::spawn(relay_accepts(listener, target, unblocked.clone(), watching));
@@ -79,7 +100,7 @@ impl Proxies {
                 if from == to {
                     continue;
                 }
-                let listener = TcpListener::bind("127.0.0.1:0").await?;
+                let listener = bind(listen.next().expect("counted above")).await?;
                 let port = listener.local_addr()?.port();
                 let (blocked, watching) = watch::channel(false);
                 tokio::spawn(relay_accepts(listener, peer_ports[to as usize - 1], watching, no_resets.clone()));
@@ -90,13 +111,15 @@ impl Proxies {
     }
 
     /// Binds one proxy in front of every node's Kafka listener (`kafka_ports[j]` for node
-    /// `j + 1`), reset by [`Proxies::reset_clients`] like the client proxies.
-    pub async fn start_kafka(&mut self, kafka_ports: &[u16]) -> std::io::Result<()> {
+    /// `j + 1`) on `listen[j]` (ports of the run's block), reset by [`Proxies::reset_clients`]
+    /// like the client proxies.
+    pub async fn start_kafka(&mut self, kafka_ports: &[u16], listen: &[u16]) -> std::io::Result<()> {
         assert_eq!(kafka_ports.len(), self.nodes);
+        assert_eq!(listen.len(), self.nodes, "one Kafka proxy port per node");
         assert!(self.kafka.is_empty(), "the Kafka proxies start once");
         let (_, unblocked) = watch::channel(false);
-        for &target in kafka_ports {
-            let listener = TcpListener::bind("127.0.0.1:0").await?;
+        for (&target, &port) in kafka_ports.iter().zip(listen) {
+            let listener = bind(port).await?;
             let port = listener.local_addr()?.port();
             let (resets, watching) = watch::channel(0u64);
             tokio::spawn(relay_accepts(listener, target, unblocked.clone(), watching));
@@ -178,4 +201,26 @@ async fn relay(mut inbound: TcpStream, target_port: u16, mut blocked: watch::Rec
         Ok(()) = resets.changed() => {}
     }
     // Dropping both streams closes them: the cut is seen as a reset / EOF by both nodes.
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every proxy listens on a port it was given from the run's block (so within
+    /// `ODRADEK_TEST_PORTS`), none on a kernel-chosen one, and no two on the same port.
+    #[tokio::test]
+    async fn proxies_listen_on_ports_of_the_reserved_block() {
+        let nodes = 3;
+        let block = super::super::ports::reserve(nodes * 3 + proxy_ports(nodes)).unwrap();
+        let (targets, listen) = block.ports().split_at(nodes * 3);
+        let (listen, kafka_listen) = listen.split_at(listen.len() - nodes);
+        let mut proxies = Proxies::start(&targets[..nodes], &targets[nodes..2 * nodes], listen).await.unwrap();
+        proxies.start_kafka(&targets[2 * nodes..], kafka_listen).await.unwrap();
+        let ids = 1..=nodes as u64;
+        let mut used: BTreeSet<u16> = ids.clone().flat_map(|id| [proxies.client_port(id), proxies.kafka_port(id)]).collect();
+        used.extend(ids.clone().flat_map(|i| ids.clone().filter(move |&j| j != i).map(move |j| (i, j))).map(|(i, j)| proxies.port(i, j)));
+        assert_eq!(used.len(), proxy_ports(nodes), "one port per proxy");
+        assert!(used.iter().all(|port| block.ports()[nodes * 3..].contains(port)), "{used:?} outside {:?}", block.ports());
+    }
 }

@@ -270,7 +270,14 @@ pub async fn offset_commit(context: &NodeContext, principal: &Principal, id: u64
     } else {
         let mut commit = wire::OffsetCommitRequest::new();
         commit.group = body.group_id.0.to_string();
-        commit.member_id = body.member_id.to_string();
+        // A commit at a negative generation or member epoch comes from a consumer outside group
+        // management (assign() only, or an admin): Kafka takes it while the group has no
+        // members, whatever member id it names (librdkafka with `group.protocol=consumer` names
+        // the id it generated at start-up). Ours is the commit of member "" at epoch -1, which
+        // the coordinator takes on the same condition (NON_EMPTY_GROUP otherwise, where Kafka
+        // says UNKNOWN_MEMBER_ID).
+        let unmanaged = body.generation_id_or_member_epoch < 0;
+        commit.member_id = if unmanaged { String::new() } else { body.member_id.to_string() };
         commit.epoch = body.generation_id_or_member_epoch;
         commit.group_instance_id = instance(&body.group_instance_id);
         for topic in &body.topics {

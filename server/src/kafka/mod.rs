@@ -20,6 +20,8 @@
 //!   writer sends slot by slot; a produce with acks=0 gets no slot (Kafka sends nothing back);
 //! - a produce is queued to raft before the next request is read (pipelined batches of one
 //!   producer keep their order), as on the native listener;
+//! - a connection's OffsetCommits and OffsetFetches take effect in request order (each starts
+//!   once the one before it completed), as Kafka serves them;
 //! - input this listener does not speak (unknown API key, unsupported version, a frame that does
 //!   not decode, a frame above the limit, a truncated frame) closes the connection, as Kafka
 //!   does; other connections are not affected. ApiVersions at a too-new version is answered
@@ -213,6 +215,8 @@ async fn serve_connection<S: Stream>(
     let idle = context.config.connection_idle_timeout();
     let mut deadline = Instant::now() + idle;
     let mut mechanism: Option<String> = None;
+    // The last OffsetCommit/OffsetFetch of this connection: the next waits for it (see in_order).
+    let mut offsets_before: Option<oneshot::Receiver<()>> = None;
     loop {
         let frame = tokio::select! {
             biased;
@@ -278,6 +282,12 @@ async fn serve_connection<S: Stream>(
                 let started = Instant::now();
                 let client_id = header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default();
                 let answer = start(&context, &brokers, principal, header.correlation_id, version, client_id, *request).await;
+                let answer = if matches!(api_key, ApiKey::OffsetCommit | ApiKey::OffsetFetch) {
+                    let (done, next) = oneshot::channel::<()>();
+                    in_order(offsets_before.replace(next), answer, done)
+                } else {
+                    answer
+                };
                 let answer = metered(context.clone(), api_key, started, answer);
                 if answered && slots.send(slot).await.is_err() {
                     break;
@@ -293,6 +303,23 @@ async fn serve_connection<S: Stream>(
 
 /// The future of one request's answer (`None`: no answer is sent).
 type Answer = Pin<Box<dyn Future<Output = Option<ResponseKind>> + Send>>;
+
+/// `answer`, run only once the previous one of its chain (`before`) completed; `done` tells the
+/// next. A connection's OffsetCommits and OffsetFetches go through one chain, so they take effect
+/// in request order as on Kafka (which serves a connection's requests one at a time): without
+/// it two pipelined async commits could be proposed in either order and the older offset stay
+/// committed (librdkafka's 0030_offset_commit), or a fetch overtake a commit sent before it.
+fn in_order(before: Option<oneshot::Receiver<()>>, answer: Answer, done: oneshot::Sender<()>) -> Answer {
+    Box::pin(async move {
+        if let Some(before) = before {
+            // Completed or dropped (its connection's task ended): either way it is done.
+            let _ = before.await;
+        }
+        let response = answer.await;
+        drop(done);
+        response
+    })
+}
 
 /// `answer`, counted in the metrics when it resolves.
 fn metered(context: Arc<NodeContext>, api_key: ApiKey, started: Instant, answer: Answer) -> Answer {

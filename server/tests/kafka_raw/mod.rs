@@ -9,9 +9,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use bytes::Bytes;
+use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 use odradek_server::config::{Member, ServerConfig};
 
 /// A one-node cluster's settings with a Kafka listener on an ephemeral port (tick 20 ms).
@@ -39,24 +38,11 @@ impl KafkaRaw {
         KafkaRaw { stream, correlation_next: 1 }
     }
 
-    /// One request frame: the length, the header (API key from the request), the body.
+    /// One request frame: the length, the header (API key from the request), the body
+    /// (`odradek_client::kafka::frame`, the framing every hand-written Kafka client here uses).
     pub fn frame(version: i16, correlation_id: i32, request: &RequestKind) -> Vec<u8> {
-        let key = api_key(request);
-        let mut body = BytesMut::new();
-        let header = RequestHeader::default()
-            .with_request_api_key(key as i16)
-            .with_request_api_version(version)
-            .with_correlation_id(correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str("odradek-test")));
-        header.encode(&mut body, key.request_header_version(version)).unwrap();
-        request.encode(&mut body, version).unwrap();
-        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
-        frame.extend_from_slice(&body);
-        frame
+        odradek_client::kafka::frame(api_key(request), version, correlation_id, "odradek-test", request)
     }
-}
-
-impl KafkaRaw<TlsStream> {
     /// A TLS connection to `addr` verified with `tls` (the handshake runs on the first
     /// exchange; a failed one surfaces as a closed connection).
     pub fn connect_tls(addr: &str, tls: &odradek_client::tls::ClientTls) -> KafkaRaw<TlsStream> {
@@ -78,11 +64,8 @@ impl<S: Read + Write> KafkaRaw<S> {
         self.stream.read_exact(&mut length).ok()?;
         let mut body = vec![0u8; u32::from_be_bytes(length) as usize];
         self.stream.read_exact(&mut body).ok()?;
-        let mut body = Bytes::from(body);
-        let header = ResponseHeader::decode(&mut body, key.response_header_version(version)).unwrap();
-        let response = ResponseKind::decode(key, &mut body, version).unwrap();
-        assert!(!body.has_remaining(), "{key:?} v{version}: trailing bytes");
-        Some((header.correlation_id, response))
+        let decoded = odradek_client::kafka::decode_response(key, version, Bytes::from(body));
+        Some(decoded.unwrap_or_else(|e| panic!("{key:?} v{version}: {e}")))
     }
 
     /// The next response, which must answer `correlation_id`.

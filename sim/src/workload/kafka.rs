@@ -26,20 +26,20 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Buf;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, BrokerId, FetchRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest, RequestHeader, RequestKind,
-    ResponseHeader, ResponseKind, SaslAuthenticateRequest, SaslHandshakeRequest, TopicName,
+    ApiKey, ApiVersionsRequest, BrokerId, FetchRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest, RequestKind, ResponseKind,
+    TopicName,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 use odradek_client::batch::{BatchBuilder, Record};
-use odradek_client::scram::{ClientScram, Mechanism};
+use odradek_client::kafka::KafkaStream;
+use odradek_client::scram::Mechanism;
 use odradek_jepsen::history::{Acks, Keys, OpF, OpValue, Poll, Send};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::cluster::SimCluster;
@@ -63,8 +63,8 @@ const PRODUCE_VERSION: i16 = 9;
 const FETCH_VERSION: i16 = 11;
 const LIST_OFFSETS_VERSION: i16 = 5;
 const API_VERSIONS_VERSION: i16 = 3;
-const SASL_HANDSHAKE_VERSION: i16 = 1;
-const SASL_AUTHENTICATE_VERSION: i16 = 2;
+/// The client id of the workload's requests.
+const CLIENT_ID: &str = "odradek-sim-kafka";
 
 /// Kafka error codes (Kafka's numbering).
 const NONE: i16 = 0;
@@ -79,73 +79,24 @@ pub fn definite(code: i16) -> bool {
     matches!(code, 2 | 3 | 5 | 6 | 10 | 17 | 21 | 35 | 41 | 42 | 56 | 87)
 }
 
-/// Why a call got no answer.
-#[derive(Debug)]
-pub enum CallError {
-    /// Nothing of the request left this client (no connection could be made).
-    Unsent(String),
-    /// The request may have reached the server.
-    Lost(String),
-    /// The server closed the connection before answering (end of stream where the answer's
-    /// length was due): Kafka's answer to a request it will not serve on this connection.
-    Closed(String),
-}
-
-impl std::fmt::Display for CallError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CallError::Unsent(why) => write!(f, "not sent: {why}"),
-            CallError::Lost(why) => write!(f, "maybe sent: {why}"),
-            CallError::Closed(why) => write!(f, "closed by the server: {why}"),
-        }
-    }
-}
+pub use odradek_client::kafka::{CallError, LoginError, SASL_AUTHENTICATION_FAILED};
 
 /// Who a connection logs in as (`--secure`): SASL/SCRAM over SaslHandshake and
-/// SaslAuthenticate, with the client crate's SCRAM ([`odradek_client::scram`]).
-#[derive(Clone, Debug)]
-pub struct Login {
-    pub mechanism: Mechanism,
-    pub user: String,
-    pub password: String,
+/// SaslAuthenticate, with the client crate's Kafka login ([`odradek_client::kafka`]).
+pub use odradek_client::connection::SaslCredentials as Login;
+
+/// The workload's login in a secure run (the writer, as the native clients), else none.
+fn login_of(cluster: &SimCluster) -> Option<Login> {
+    cluster.auth.as_ref().map(|_| {
+        let (user, password) = crate::security::WRITER;
+        Login { mechanism: Mechanism::Sha256, user: user.to_string(), password: password.to_string() }
+    })
 }
 
-impl Login {
-    /// The workload's login in a secure run (the writer, as the native clients), else none.
-    fn of(cluster: &SimCluster) -> Option<Login> {
-        cluster.auth.as_ref().map(|_| {
-            let (user, password) = crate::security::WRITER;
-            Login { mechanism: Mechanism::Sha256, user: user.to_string(), password: password.to_string() }
-        })
-    }
-}
-
-/// Kafka's SASL_AUTHENTICATION_FAILED.
-pub const SASL_AUTHENTICATION_FAILED: i16 = 58;
-
-/// Why a SASL exchange did not log the connection in.
-#[derive(Debug)]
-pub enum LoginError {
-    /// The node answered SASL_AUTHENTICATION_FAILED (or refused the mechanism): a definite
-    /// refusal.
-    Refused(i16, String),
-    /// No answer, a broken connection, or an answer this client cannot verify.
-    Failed(String),
-}
-
-impl std::fmt::Display for LoginError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            LoginError::Refused(code, message) => write!(f, "refused with code {code}: {message}"),
-            LoginError::Failed(why) => write!(f, "failed: {why}"),
-        }
-    }
-}
-
-/// One Kafka connection, one request at a time.
+/// One Kafka connection, one request at a time: the client crate's framing
+/// ([`odradek_client::kafka::KafkaStream`]) over a simulated TCP stream.
 pub struct KafkaConnection {
-    stream: TcpStream,
-    correlation_next: i32,
+    stream: KafkaStream<TcpStream>,
 }
 
 impl KafkaConnection {
@@ -162,7 +113,7 @@ impl KafkaConnection {
     /// A plain connection to `address`.
     pub async fn open(address: SocketAddr) -> Result<KafkaConnection, CallError> {
         let stream = TcpStream::connect(address).await.map_err(|e| CallError::Unsent(format!("connect {address}: {e}")))?;
-        Ok(KafkaConnection { stream, correlation_next: 1 })
+        Ok(KafkaConnection { stream: KafkaStream::new(stream, CLIENT_ID, RESPONSE_BYTES_MAX) })
     }
 
     /// ApiVersions (served before any login): whether the node answered.
@@ -178,76 +129,12 @@ impl KafkaConnection {
     /// The SCRAM exchange as `login`: SaslHandshake, then two SaslAuthenticate rounds
     /// (client-first, client-final), and the server's signature checked.
     pub async fn login(&mut self, login: &Login) -> Result<(), LoginError> {
-        let failed = |e: CallError| LoginError::Failed(e.to_string());
-        let handshake =
-            RequestKind::SaslHandshake(SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str(login.mechanism.name())));
-        match self.call(ApiKey::SaslHandshake, SASL_HANDSHAKE_VERSION, handshake).await.map_err(failed)? {
-            ResponseKind::SaslHandshake(answer) if answer.error_code == NONE => {}
-            ResponseKind::SaslHandshake(answer) => return Err(LoginError::Refused(answer.error_code, "mechanism refused".into())),
-            _ => return Err(LoginError::Failed("a SaslHandshake got another answer".into())),
-        }
-        let (scram, first) = ClientScram::new(login.mechanism, &login.user, &login.password, &odradek_client::scram::nonce());
-        let server_first = self.authenticate(first.into_bytes()).await?;
-        let server_first = String::from_utf8(server_first).map_err(|_| LoginError::Failed("server-first is not UTF-8".into()))?;
-        let (expected, last) = scram.final_message(&server_first).map_err(|e| LoginError::Failed(format!("server-first: {e}")))?;
-        let server_final = self.authenticate(last.into_bytes()).await?;
-        let server_final = String::from_utf8(server_final).map_err(|_| LoginError::Failed("server-final is not UTF-8".into()))?;
-        expected.verify(&server_final).map_err(|e| LoginError::Failed(format!("server-final: {e}")))
-    }
-
-    /// One SaslAuthenticate round: the server's bytes.
-    async fn authenticate(&mut self, bytes: Vec<u8>) -> Result<Vec<u8>, LoginError> {
-        let request = RequestKind::SaslAuthenticate(SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(bytes)));
-        match self.call(ApiKey::SaslAuthenticate, SASL_AUTHENTICATE_VERSION, request).await {
-            Ok(ResponseKind::SaslAuthenticate(answer)) if answer.error_code == NONE => Ok(answer.auth_bytes.to_vec()),
-            Ok(ResponseKind::SaslAuthenticate(answer)) => {
-                Err(LoginError::Refused(answer.error_code, answer.error_message.map(|m| m.to_string()).unwrap_or_default()))
-            }
-            Ok(_) => Err(LoginError::Failed("a SaslAuthenticate got another answer".into())),
-            Err(e) => Err(LoginError::Failed(e.to_string())),
-        }
+        self.stream.login(login).await
     }
 
     /// Sends `request` at `version` and reads its answer.
     pub async fn call(&mut self, api_key: ApiKey, version: i16, request: RequestKind) -> Result<ResponseKind, CallError> {
-        let correlation_id = self.correlation_next;
-        self.correlation_next += 1;
-        let mut body = BytesMut::new();
-        let header = RequestHeader::default()
-            .with_request_api_key(api_key as i16)
-            .with_request_api_version(version)
-            .with_correlation_id(correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str("odradek-sim-kafka")));
-        header.encode(&mut body, api_key.request_header_version(version)).expect("a request header encodes");
-        request.encode(&mut body, version).expect("the workload's requests encode");
-        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
-        frame.extend_from_slice(&body);
-        let lost = |what: &str, e: std::io::Error| CallError::Lost(format!("{api_key:?} {what}: {e}"));
-        self.stream.write_all(&frame).await.map_err(|e| lost("write", e))?;
-        // madsim's streams send what was written on flush.
-        self.stream.flush().await.map_err(|e| lost("flush", e))?;
-        let mut length = [0u8; 4];
-        self.stream.read_exact(&mut length).await.map_err(|e| match e.kind() {
-            std::io::ErrorKind::UnexpectedEof => CallError::Closed(format!("{api_key:?}")),
-            _ => lost("read", e),
-        })?;
-        let length = u32::from_be_bytes(length) as usize;
-        if length > RESPONSE_BYTES_MAX {
-            return Err(CallError::Lost(format!("{api_key:?}: a {length}-byte response")));
-        }
-        let mut response = vec![0u8; length];
-        self.stream.read_exact(&mut response).await.map_err(|e| lost("read", e))?;
-        let mut response = Bytes::from(response);
-        let garbled = |e: String| CallError::Lost(format!("{api_key:?}: undecodable response: {e}"));
-        let header = ResponseHeader::decode(&mut response, api_key.response_header_version(version)).map_err(|e| garbled(e.to_string()))?;
-        if header.correlation_id != correlation_id {
-            return Err(CallError::Lost(format!("{api_key:?}: answer to {} for {correlation_id}", header.correlation_id)));
-        }
-        let decoded = ResponseKind::decode(api_key, &mut response, version).map_err(|e| garbled(e.to_string()))?;
-        if response.has_remaining() {
-            return Err(CallError::Lost(format!("{api_key:?}: trailing bytes in the response")));
-        }
-        Ok(decoded)
+        self.stream.call(api_key, version, request).await
     }
 }
 
@@ -264,7 +151,7 @@ struct KafkaClient {
 
 impl KafkaClient {
     fn new(cluster: Arc<SimCluster>) -> KafkaClient {
-        let login = Login::of(&cluster);
+        let login = login_of(&cluster);
         KafkaClient { cluster, connections: BTreeMap::new(), leaders: BTreeMap::new(), bootstrap_next: 0, login }
     }
 
