@@ -219,6 +219,9 @@ pub struct FetchRequest {
 pub(crate) struct StorageView {
     hard_state: RaftHardState,
     conf_state: ConfState,
+    /// The index of the last conf change `conf_state` includes: it travels in the snapshot,
+    /// whose own index (the log start) can be below it.
+    conf_state_index: u64,
     first_index: u64,
     last_index: u64,
     /// Term of `first_index - 1`: the implicit snapshot's term.
@@ -439,8 +442,16 @@ impl raft::Storage for GroupStorage {
     }
 
     /// The snapshot is the log start (index, term), the current configuration, and in `data`
-    /// the start offset (8 bytes LE) followed by the group's start state, if it has one
-    /// ([`encode_snapshot_data`]): what the state machine needs besides the entries after it.
+    /// the start offset, the index of the last conf change the configuration includes, and the
+    /// group's start state, if it has one ([`encode_snapshot_data`]): what the state machine
+    /// needs besides the entries after it.
+    ///
+    /// The configuration is the latest applied, which can be newer than the snapshot's index
+    /// (a conf change in the log after its start): the follower keeps it with that conf change's
+    /// index, so that it skips the conf changes it already includes when the entries after the
+    /// snapshot reach it. Taken as of the snapshot's index instead, a joint configuration
+    /// re-applied its own entering change ("can't apply simple config change in joint config")
+    /// and stopped the follower's driver.
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
         let view = self.lock();
         let mut snapshot = Snapshot::default();
@@ -451,15 +462,17 @@ impl raft::Storage for GroupStorage {
         if metadata.index < request_index {
             return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
         }
-        snapshot.data = encode_snapshot_data(view.offset_start, view.start_state.as_ref()).into();
+        snapshot.data = encode_snapshot_data(view.offset_start, view.conf_state_index, view.start_state.as_ref()).into();
         Ok(snapshot)
     }
 }
 
-/// A snapshot's `data`: the start offset (u64 LE), then, if the group has a start state, its
-/// `as_of_index` (u64 LE) and bytes.
-pub fn encode_snapshot_data(offset_start: u64, start_state: Option<&StartState>) -> Vec<u8> {
+/// A snapshot's `data`: the start offset (u64 LE), the index of the last conf change its
+/// configuration includes (u64 LE), then, if the group has a start state, its `as_of_index`
+/// (u64 LE) and bytes.
+pub fn encode_snapshot_data(offset_start: u64, conf_index: u64, start_state: Option<&StartState>) -> Vec<u8> {
     let mut data = offset_start.to_le_bytes().to_vec();
+    data.extend_from_slice(&conf_index.to_le_bytes());
     if let Some(state) = start_state {
         data.extend_from_slice(&state.as_of_index.to_le_bytes());
         data.extend_from_slice(&state.bytes);
@@ -467,18 +480,26 @@ pub fn encode_snapshot_data(offset_start: u64, start_state: Option<&StartState>)
     data
 }
 
-/// Reads [`encode_snapshot_data`]; `None` if `data` is shorter than a start offset or holds a
-/// partial start state.
-pub fn decode_snapshot_data(data: &[u8]) -> Option<(u64, Option<StartState>)> {
-    let offset_start = u64::from_le_bytes(data.get(..8)?.try_into().ok()?);
-    match data.len() {
-        8 => Some((offset_start, None)),
-        9..16 => None,
-        _ => {
-            let as_of_index = u64::from_le_bytes(data[8..16].try_into().ok()?);
-            Some((offset_start, Some(StartState { as_of_index, bytes: Bytes::copy_from_slice(&data[16..]) })))
-        }
-    }
+/// What a snapshot's `data` holds ([`encode_snapshot_data`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotData {
+    pub offset_start: u64,
+    /// The index of the last conf change the snapshot's configuration includes.
+    pub conf_index: u64,
+    pub start_state: Option<StartState>,
+}
+
+/// Reads [`encode_snapshot_data`]; `None` if `data` is shorter than a start offset and a conf
+/// index or holds a partial start state.
+pub fn decode_snapshot_data(data: &[u8]) -> Option<SnapshotData> {
+    let word = |at: usize| -> Option<u64> { Some(u64::from_le_bytes(data.get(at..at + 8)?.try_into().ok()?)) };
+    let (offset_start, conf_index) = (word(0)?, word(8)?);
+    let start_state = match data.len() {
+        16 => None,
+        17..24 => return None,
+        _ => Some(StartState { as_of_index: word(16)?, bytes: Bytes::copy_from_slice(&data[24..]) }),
+    };
+    Some(SnapshotData { offset_start, conf_index, start_state })
 }
 
 /// File names inside a group's directory.
@@ -564,6 +585,7 @@ impl<D: Disk> GroupStore<D> {
         let mut view = StorageView {
             hard_state,
             conf_state: conf,
+            conf_state_index: conf_state_file.index(),
             first_index: log.first_index(),
             last_index: log.first_index() - 1,
             term_prev: log.prev_term(),
@@ -731,7 +753,9 @@ impl<D: Disk> GroupStore<D> {
     /// Durably saves the configuration that results from the conf change at `index`.
     pub async fn save_conf_state(&mut self, state: &ConfState, index: u64) -> Result<(), StorageFault> {
         self.conf_state_file.save(state, index).await?;
-        self.storage.lock().conf_state = state.clone();
+        let mut view = self.storage.lock();
+        view.conf_state = state.clone();
+        view.conf_state_index = index;
         Ok(())
     }
 
@@ -845,6 +869,20 @@ mod tests {
     use raft::Storage as _;
 
     use super::*;
+
+    #[test]
+    fn snapshot_data_round_trips_and_short_or_partial_data_is_refused() {
+        let state = StartState { as_of_index: 40, bytes: Bytes::from_static(b"table") };
+        for start_state in [None, Some(state)] {
+            let data = encode_snapshot_data(1234, 17, start_state.as_ref());
+            assert_eq!(decode_snapshot_data(&data), Some(SnapshotData { offset_start: 1234, conf_index: 17, start_state }));
+        }
+        let data = encode_snapshot_data(1234, 17, None);
+        assert_eq!(decode_snapshot_data(&data[..8]), None, "no conf index");
+        let mut partial = data.clone();
+        partial.extend_from_slice(&[1, 2, 3]);
+        assert_eq!(decode_snapshot_data(&partial), None, "a start state cut inside its index");
+    }
 
     fn conf(voters: &[u64]) -> ConfState {
         let mut state = ConfState::default();
@@ -992,6 +1030,14 @@ mod tests {
         let snapshot = storage.snapshot(0, 2).unwrap();
         assert_eq!((snapshot.get_metadata().index, snapshot.get_metadata().term), (0, 0));
         assert_eq!(snapshot.get_metadata().get_conf_state().voters, vec![1, 2, 3]);
+        // A conf change applied after the log start: the snapshot (still at the log start)
+        // names the change's index with the configuration it carries.
+        store.save_conf_state(&conf(&[1, 2, 3, 4]), 7).await.unwrap();
+        let snapshot = storage.snapshot(0, 2).unwrap();
+        assert_eq!(snapshot.get_metadata().index, 0);
+        assert_eq!(snapshot.get_metadata().get_conf_state().voters, vec![1, 2, 3, 4]);
+        let data = decode_snapshot_data(&snapshot.data).expect("decodes");
+        assert_eq!((data.offset_start, data.conf_index, data.start_state), (0, 7, None));
         // A conflicting suffix from a new leader replaces entries 8..
         let replacement = sample(8, 10, 3);
         store.append(&replacement, 0).await.unwrap();

@@ -35,14 +35,13 @@ pub(super) async fn install_snapshot<D: Disk, A: Apply>(
     let metadata = snapshot.get_metadata();
     let saved = state.store.hard_state_saved().commit;
     assert!(metadata.index >= saved, "group {group}: snapshot at {} below the persisted commit {saved}", metadata.index);
-    let (offset_next, start_state) = crate::storage::decode_snapshot_data(&snapshot.data).ok_or_else(|| NodeError::Storage {
-        group,
-        source: StorageFault::InvalidEntry { index: metadata.index, detail: "snapshot without its start offset".into() },
-    })?;
+    let invalid = |detail: String| NodeError::Storage { group, source: StorageFault::InvalidEntry { index: metadata.index, detail } };
+    let crate::storage::SnapshotData { offset_start: offset_next, conf_index, start_state } =
+        crate::storage::decode_snapshot_data(&snapshot.data)
+            .ok_or_else(|| invalid("snapshot without its start offset and conf index".into()))?;
     if let Some(start) = &start_state {
         if start.as_of_index < metadata.index {
-            let detail = format!("a snapshot at {} with a start state as of {}", metadata.index, start.as_of_index);
-            return Err(NodeError::Storage { group, source: StorageFault::InvalidEntry { index: metadata.index, detail } });
+            return Err(invalid(format!("a snapshot at {} with a start state as of {}", metadata.index, start.as_of_index)));
         }
     }
     // The start state first: a crash between the two finds it with the old log, whose entries
@@ -53,7 +52,11 @@ pub(super) async fn install_snapshot<D: Disk, A: Apply>(
     state.store.save_start_state(start_state.clone(), metadata.index + 1).await.map_err(storage_error(group))?;
     let start_state = start_state.filter(|start| !start.is_nothing_needed());
     state.store.reset(metadata.index, metadata.term, offset_next, now_ms).await.map_err(storage_error(group))?;
-    state.store.save_conf_state(metadata.get_conf_state(), metadata.index).await.map_err(storage_error(group))?;
+    // The configuration is the leader's latest applied, which may include conf changes after
+    // the snapshot's index: saved under the last one's index, so that applying the entries
+    // after the snapshot skips them (`apply_committed`) instead of applying them twice.
+    let conf_index = conf_index.max(metadata.index);
+    state.store.save_conf_state(metadata.get_conf_state(), conf_index).await.map_err(storage_error(group))?;
     // The log now starts above the old persisted commit: persist the snapshot index as commit
     // (it is committed), or a restart would find its commit below the log start.
     let mut hard = crate::storage::raft_hard_state(state.store.hard_state_saved());
