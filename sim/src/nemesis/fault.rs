@@ -186,6 +186,11 @@ enum Healing {
     Nothing,
 }
 
+/// Files' images by (node, path), as remembered for F-S7.
+type FileImages = BTreeMap<(u64, PathBuf), Vec<u8>>;
+/// One file's path and bytes.
+type FileImage = (PathBuf, Vec<u8>);
+
 /// What faults act on: the simulator's runtime and network, the cluster, its server machines
 /// and the client machine.
 pub struct FaultTargets<'a> {
@@ -203,11 +208,11 @@ pub struct FaultTargets<'a> {
     /// F-S7's older records: every node's state files whose copies agreed, as they were at the
     /// start of the round before the last ([`FaultTargets::remember_state_files`]), and at the
     /// last.
-    state_files_older: Mutex<BTreeMap<(u64, PathBuf), Vec<u8>>>,
-    state_files_newer: Mutex<BTreeMap<(u64, PathBuf), Vec<u8>>>,
+    state_files_older: Mutex<FileImages>,
+    state_files_newer: Mutex<FileImages>,
     /// The same for start-state files ([`FaultTargets::remember_start_states`]).
-    start_states_older: Mutex<BTreeMap<(u64, PathBuf), Vec<u8>>>,
-    start_states_newer: Mutex<BTreeMap<(u64, PathBuf), Vec<u8>>>,
+    start_states_older: Mutex<FileImages>,
+    start_states_newer: Mutex<FileImages>,
 }
 
 impl<'a> FaultTargets<'a> {
@@ -360,14 +365,20 @@ impl<'a> FaultTargets<'a> {
     /// images of the call before become the ones F-S7 brings back. Reads only: nothing the run
     /// does changes.
     pub fn remember_state_files(&self) {
-        let now: BTreeMap<(u64, PathBuf), Vec<u8>> = self
+        self.remember(state_files_settled, &self.state_files_newer, &self.state_files_older);
+    }
+
+    /// Every node's files that `settled` picks, as they are now, into `newer`; `newer`'s
+    /// images move to `older`.
+    fn remember(&self, settled: fn(&SimDisk) -> Vec<FileImage>, newer: &Mutex<FileImages>, older: &Mutex<FileImages>) {
+        let now: FileImages = self
             .cluster
             .disks
             .iter()
-            .flat_map(|(&node, disk)| state_files_settled(disk).into_iter().map(move |(path, bytes)| ((node, path), bytes)))
+            .flat_map(|(&node, disk)| settled(disk).into_iter().map(move |(path, bytes)| ((node, path), bytes)))
             .collect();
-        let newer = std::mem::replace(&mut *self.state_files_newer.lock().expect("state files lock"), now);
-        *self.state_files_older.lock().expect("state files lock") = newer;
+        let before = std::mem::replace(&mut *newer.lock().expect("file images lock"), now);
+        *older.lock().expect("file images lock") = before;
     }
 
     /// A fault of `kind` (one of `FaultKind::STATE_FILE`) on one of `node`'s hard- or
@@ -458,14 +469,7 @@ impl<'a> FaultTargets<'a> {
     /// [`FaultTargets::remember_state_files`]: the images of the call before are the ones
     /// `FaultKind::StartStateLost` brings back (a file missing from them is removed). Reads only.
     pub fn remember_start_states(&self) {
-        let now: BTreeMap<(u64, PathBuf), Vec<u8>> = self
-            .cluster
-            .disks
-            .iter()
-            .flat_map(|(&node, disk)| start_states_settled(disk).into_iter().map(move |(path, bytes)| ((node, path), bytes)))
-            .collect();
-        let newer = std::mem::replace(&mut *self.start_states_newer.lock().expect("start states lock"), now);
-        *self.start_states_older.lock().expect("start states lock") = newer;
+        self.remember(start_states_settled, &self.start_states_newer, &self.start_states_older);
     }
 
     /// A fault of `kind` (one of `FaultKind::START_STATE`) on one of `node`'s start-state files
