@@ -128,7 +128,8 @@ pub async fn drive(context: &NodeContext) {
 /// The number of `target` nodes that hold every committed metadata entry, as this leader sees
 /// it (itself included): a controller-voters change is refused unless they are a majority.
 pub fn caught_up_in(me: NodeId, status: &odradek_consensus::GroupStatus, target: &[NodeId]) -> usize {
-    target.iter().filter(|&&node| node == me || status.progress.get(&node).is_some_and(|&(matched, _)| matched >= status.commit)).count()
+    let following = following_metadata(me, status);
+    target.iter().filter(|node| following.contains(node)).count()
 }
 
 async fn propose(context: &NodeContext, change: ConfChangeV2) {
