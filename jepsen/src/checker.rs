@@ -490,7 +490,9 @@ fn check_poll(index: &Index, poll: usize, position: &mut BTreeMap<(Process, Key)
             let delta = rank(first) as i64 - previous_rank as i64;
             // DR1: a skip over offsets that a deletion invoked before this poll completed may
             // have removed is the consumer resuming at the new log start.
-            let deleted = index.deletable_before(key, p.complete);
+            // Retention likewise: the consumer's position went to the log start (its reset
+            // policy, or a rewind).
+            let deleted = index.deletable_before(key, p.complete).max(index.log_start_before(key, p.complete));
             let kind = match delta {
                 1 => continue,
                 d if d > 1 && index.vo_between(key, previous, first).iter().all(|&o| o < deleted) => continue,

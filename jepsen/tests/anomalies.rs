@@ -447,6 +447,22 @@ fn cases() -> Vec<Case> {
             h.poll(3, &[(0, &[(2, 3)])], &[(0, 3)]);
             h.done()
         }),
+        case("poll skips offsets retention deleted before it: the position went to the log start", Clean, || {
+            let mut h = HistoryWriter::new();
+            h.write(1, 0, &[1, 2, 3], ALL, &[0, 1, 2]);
+            h.poll(3, &[(0, &[(0, 1)])], &[(0, 3)]);
+            h.log_start(0, 2);
+            h.poll(3, &[(0, &[(2, 3)])], &[(0, 3)]);
+            h.done()
+        }),
+        case("poll skips an offset retention deleted only after it", Fatal(PollSkip), || {
+            let mut h = HistoryWriter::new();
+            h.write(1, 0, &[1, 2, 3], ALL, &[0, 1, 2]);
+            h.poll(3, &[(0, &[(0, 1)])], &[(0, 3)]);
+            h.poll(3, &[(0, &[(2, 3)])], &[(0, 3)]);
+            h.log_start(0, 2);
+            h.done()
+        }),
         case("poll goes backwards between polls", Fatal(NonmonotonicPoll), || {
             let mut h = HistoryWriter::new();
             h.write(1, 0, &[1, 2], ALL, &[0, 1]);

@@ -300,6 +300,24 @@ fn cases() -> Vec<Case> {
             g.read_all(READER, 0, &[(0, 100), (1, 101), (2, 102)]);
             g.done()
         }),
+        case("commit past records retention deleted before any poll skips nothing", Clean, || {
+            let mut g = G::new();
+            three_records(&mut g);
+            g.b.log_start(0, 2).unwrap();
+            first_member(&mut g);
+            g.poll(10, 0, &[(2, 102)]);
+            g.commit(10, Some("m1"), Some(1), &[(0, 3)], false, End::Ok);
+            g.done()
+        }),
+        case("commit past a record above the log start that no member polled", Fatal(GroupSkip), || {
+            let mut g = G::new();
+            g.write(PRODUCER, 0, 0, &[100, 101, 102, 103]);
+            g.b.log_start(0, 2).unwrap();
+            first_member(&mut g);
+            g.poll(10, 0, &[(3, 103)]);
+            g.commit(10, Some("m1"), Some(1), &[(0, 4)], false, End::Ok);
+            g.done()
+        }),
         // C3
         case("resume after the committed offset skips a record", Fatal(ResumeSkip), || {
             let mut g = G::new();
@@ -311,6 +329,47 @@ fn cases() -> Vec<Case> {
             g.subscribe(11);
             g.rebalance(11, Rebalance { assigned: vec![0], start: starts(&[(0, 1, Committed)]), ..consumer("m2", 2) });
             g.poll(11, 0, &[(2, 102)]);
+            g.done()
+        }),
+        case("resume past records retention deleted skips nothing", Clean, || {
+            let mut g = G::new();
+            three_records(&mut g);
+            first_member(&mut g);
+            g.poll(10, 0, &[(0, 100)]);
+            g.commit(10, Some("m1"), Some(1), &[(0, 1)], false, End::Ok);
+            g.crash(10);
+            g.b.log_start(0, 2).unwrap();
+            g.subscribe(11);
+            g.rebalance(11, Rebalance { assigned: vec![0], start: starts(&[(0, 1, Committed)]), ..consumer("m2", 2) });
+            g.poll(11, 0, &[(2, 102)]);
+            g.done()
+        }),
+        // The bound is the log start recorded before the poll completed: a record that retention
+        // deleted only later existed when the first poll passed over it.
+        case("a first poll past a record retention deleted only later is a skip", Fatal(ResumeSkip), || {
+            let mut g = G::new();
+            three_records(&mut g);
+            first_member(&mut g);
+            g.poll(10, 0, &[(0, 100)]);
+            g.commit(10, Some("m1"), Some(1), &[(0, 1)], false, End::Ok);
+            g.crash(10);
+            g.subscribe(11);
+            g.rebalance(11, Rebalance { assigned: vec![0], start: starts(&[(0, 1, Committed)]), ..consumer("m2", 2) });
+            g.poll(11, 0, &[(2, 102)]);
+            g.b.log_start(0, 3).unwrap();
+            g.done()
+        }),
+        case("resume past a record above the log start is still a skip", Fatal(ResumeSkip), || {
+            let mut g = G::new();
+            g.write(PRODUCER, 0, 0, &[100, 101, 102, 103]);
+            first_member(&mut g);
+            g.poll(10, 0, &[(0, 100)]);
+            g.commit(10, Some("m1"), Some(1), &[(0, 1)], false, End::Ok);
+            g.crash(10);
+            g.b.log_start(0, 2).unwrap();
+            g.subscribe(11);
+            g.rebalance(11, Rebalance { assigned: vec![0], start: starts(&[(0, 1, Committed)]), ..consumer("m2", 2) });
+            g.poll(11, 0, &[(3, 103)]);
             g.done()
         }),
         case("resume before the committed offset is re-delivery, reported", Reported(ResumeEarlier), || {
@@ -347,6 +406,26 @@ fn cases() -> Vec<Case> {
             g.commit(100, Some("m1"), Some(1), &[(0, 2)], true, End::Ok);
             g.b.ok(poll, OpValue::Poll(Poll { records: BTreeMap::from([(0, vec![(2, 102)])]), hw: BTreeMap::new() })).unwrap();
             g.commit(10, Some("m1"), Some(1), &[(0, 3)], true, End::Ok);
+            g.done()
+        }),
+        case("auto-commit of the log start retention moved the position to", Clean, || {
+            let mut g = G::new();
+            three_records(&mut g);
+            first_member(&mut g);
+            g.b.log_start(0, 2).unwrap();
+            let poll = g.b.invoke_poll(10).unwrap();
+            g.commit(100, Some("m1"), Some(1), &[(0, 2)], true, End::Ok);
+            g.b.ok(poll, OpValue::Poll(Poll { records: BTreeMap::from([(0, vec![(2, 102)])]), hw: BTreeMap::new() })).unwrap();
+            g.done()
+        }),
+        case("auto-commit past the log start of records no poll returned", Fatal(AutoCommitUnpolled), || {
+            let mut g = G::new();
+            three_records(&mut g);
+            first_member(&mut g);
+            g.b.log_start(0, 1).unwrap();
+            let poll = g.b.invoke_poll(10).unwrap();
+            g.commit(100, Some("m1"), Some(1), &[(0, 2)], true, End::Ok);
+            g.b.ok(poll, OpValue::Poll(Poll { records: BTreeMap::from([(0, vec![(2, 102)])]), hw: BTreeMap::new() })).unwrap();
             g.done()
         }),
         // C5

@@ -33,11 +33,14 @@
 //!   so it was invoked at or before L. It fails if no held delivery of o in g completed before L.
 //!   Offsets below a start position chosen by the reset policy in g (reset to latest) are
 //!   exempt, and so is o if a simple/admin commit (no member id) can have been the first mover:
-//!   neither needs a poll. Sound: L is the most favourable choice of the first mover.
+//!   neither needs a poll, and so is o below a log start recorded before L (`log-start` ops:
+//!   retention may have deleted it before any member fetched it). Sound: L is the most
+//!   favourable choice of the first mover.
 //! * **C3 resume position.** For each key a rebalance assigned with a start position s: the
 //!   member's first ok poll that returns the key (before the key is revoked, lost or rewound,
 //!   or the process retires) starts at offset f. f > s with a VO(k) offset in [s, f) fails (a
-//!   record that existed, since f did, was skipped); f < s is reported and counted (re-delivery);
+//!   record that existed, since f did, was skipped), except offsets below a log start recorded
+//!   before the poll completed (retention deleted them); f < s is reported and counted (re-delivery);
 //!   a failed poll does not end the wait (a definite failure moved nothing).
 //! * **C4 auto-commit of polled records only.** Each `auto` commit's offset o for k (whatever
 //!   its outcome: the client chose it) must not exceed, when the commit was invoked, the
@@ -47,7 +50,9 @@
 //!   the committing process; an assignment without a start position allows any offset. The
 //!   current poll has not completed when the commit is invoked, so its records never count, nor
 //!   do records returned under an earlier assignment of the key (re-delivered ones must be
-//!   returned again before they are committed again).
+//!   returned again before they are committed again). An offset at or below a log start
+//!   recorded before the commit is allowed: the reset policy moves a position retention
+//!   deleted to the log start without a poll.
 //! * **C5 stale commits refused.** An ok commit sent with generation / member epoch e fails if,
 //!   before it was invoked, an ok rebalance had given e' > e: to any member of the group for the
 //!   classic protocol (the generation is group-wide), to the same member for the consumer
@@ -124,7 +129,7 @@ pub(crate) fn check_groups(history: &History, index: &Index, report: &mut Report
     check_commits(&groups, &mut stats, report);
     delivery::check_group_skips(&groups, index, report);
     delivery::check_resumes(&groups, index, &mut stats, report);
-    check_auto_commits(&groups, report);
+    check_auto_commits(&groups, index, report);
     check_stale_commits(&groups, report);
     delivery::count_redeliveries(&groups, &mut stats, report);
     ownership::check_generations(&groups, report);
@@ -233,9 +238,12 @@ fn violation(groups: &GroupIndex, group: &str, key: Key, ops: &[(RegisterOp, Sou
 }
 
 /// C4: auto commits name only offsets the member had already been returned (or started at).
-fn check_auto_commits(groups: &GroupIndex, report: &mut Report) {
+fn check_auto_commits(groups: &GroupIndex, index: &Index, report: &mut Report) {
     for c in groups.commits.iter().filter(|c| !c.unexplained.is_empty()) {
-        for &(key, offset) in &c.unexplained {
+        // A position the member's reset policy moved to the log start after retention is no
+        // poll's: an offset at or below the log start recorded before the commit moves nothing
+        // past a record that could still be read.
+        for &(key, offset) in c.unexplained.iter().filter(|&&(key, offset)| offset > index.log_start_before(key, c.invoke)) {
             let detail = format!(
                 "process {} auto-committed offset {offset}: no earlier poll of the member returned offset {} and it was no start position",
                 c.process,

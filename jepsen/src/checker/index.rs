@@ -153,6 +153,8 @@ pub(crate) struct Index<'h> {
     /// Per key, the highest log start retention moved it to (`log-start` ops): records below
     /// may be gone.
     pub log_start: BTreeMap<Key, Offset>,
+    /// Per key, each `log-start` op that raised it: (op index, log start), in op order.
+    log_starts: BTreeMap<Key, Vec<(u64, Offset)>>,
     pub writes: BTreeMap<Value, Write>,
     /// Sorted by (key, offset, value, poll).
     pub reads_by_offset: Vec<Read>,
@@ -211,6 +213,7 @@ impl<'h> Index<'h> {
             leader_changes: BTreeMap::new(),
             drain_index: None,
             log_start: BTreeMap::new(),
+            log_starts: BTreeMap::new(),
             writes: BTreeMap::new(),
             reads_by_offset: Vec::new(),
             reads_by_value: Vec::new(),
@@ -240,8 +243,11 @@ impl<'h> Index<'h> {
                 }
                 (OpF::LogStart, _) => {
                     if let OpValue::LogStart(start) = &op.value {
-                        let known = self.log_start.entry(start.key).or_insert(start.offset);
-                        *known = (*known).max(start.offset);
+                        let known = self.log_start.entry(start.key).or_insert(0);
+                        if start.offset > *known {
+                            *known = start.offset;
+                            self.log_starts.entry(start.key).or_default().push((op.index, start.offset));
+                        }
                     }
                 }
                 (OpF::Start | OpF::Stop, _) => {}
@@ -465,6 +471,15 @@ impl<'h> Index<'h> {
 
     /// The highest offset below which `key`'s records may have been deleted by a `delete-records`
     /// invoked before op `before` (ok or indeterminate; a failed one deleted nothing). 0 if none.
+    /// `key`'s highest log start recorded by a `log-start` op before op `before` (0 if none):
+    /// records below it may be gone by then. The simulator records a log start as retention
+    /// moves it, so this is the bound for what a consumer could still read at that op (Jepsen
+    /// learns log starts late and runs group workloads without retention).
+    pub fn log_start_before(&self, key: Key, before: u64) -> Offset {
+        let starts = self.log_starts.get(&key).map_or(&[][..], Vec::as_slice);
+        starts.partition_point(|&(op, _)| op < before).checked_sub(1).map_or(0, |i| starts[i].1)
+    }
+
     pub fn deletable_before(&self, key: Key, before: u64) -> Offset {
         let deletions = self.deletions.get(&key).map_or(&[][..], Vec::as_slice);
         deletions.iter().filter(|d| d.invoke < before && d.outcome != Outcome::Fail).map(|d| d.asked.before).max().unwrap_or(0)

@@ -61,6 +61,11 @@ pub(super) fn check_group_skips(groups: &GroupIndex, index: &Index, report: &mut
                 continue;
             }
             let Some(&latest) = invokes.range(..ok_complete_min).next_back() else { continue };
+            // Retention may have deleted the offset before the first mover was invoked: then a
+            // member's position went past it without a poll (its reset policy).
+            if offset < index.log_start_before(key, latest) {
+                continue;
+            }
             let at = equal_range(deliveries, |d| d.offset.cmp(&offset));
             let first_held = at.iter().filter(|d| d.held).map(|d| d.complete).min();
             if first_held.is_some_and(|p| p < latest) {
@@ -96,7 +101,10 @@ pub(super) fn check_resumes(groups: &GroupIndex, index: &Index, stats: &mut Grou
             report.push(anomaly(AnomalyKind::ResumeEarlier, false).offsets([start, first]).detail(detail));
         } else if first > start {
             let vo = index.vo_offsets.get(&a.key).map_or(&[][..], Vec::as_slice);
-            let skipped = &vo[vo.partition_point(|&o| o < start)..vo.partition_point(|&o| o < first)];
+            // Offsets retention had deleted before the poll completed are no skip (the member's
+            // reset policy moved its position to the log start).
+            let from = start.max(index.log_start_before(a.key, poll)).min(first);
+            let skipped = &vo[vo.partition_point(|&o| o < from)..vo.partition_point(|&o| o < first)];
             if skipped.is_empty() {
                 continue;
             }
