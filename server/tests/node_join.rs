@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use odradek_client::wire::proto::ErrorCode;
-use odradek_client::{Admin, Producer, ProducerConfig, ProducerRecord, TopicConfig};
+use odradek_client::{Admin, ClusterConfig, ClusterSession, Producer, ProducerConfig, ProducerRecord, TopicConfig};
 
 use kafka_protocol::messages::{MetadataRequest, RequestKind, ResponseKind};
 
@@ -120,6 +120,15 @@ async fn a_node_joins_a_running_cluster_and_the_controller_voters_move() {
     let survivors: Vec<&str> = survivors.iter().map(String::as_str).collect();
     let admin_survivors = Admin::new(&survivors).unwrap();
     admin_survivors.create_topic("while-1-and-2-are-down", 1, 2, TopicConfig::default()).await.expect("metadata commits on 3 and 4");
+    // A target whose majority is down is refused (definite, nothing proposed) once the
+    // controller has waited half the request's timeout for it to catch up.
+    let short = ClusterConfig { operation_timeout: Duration::from_secs(4), ..ClusterConfig::default() };
+    let admin_short = Admin::with_cluster(ClusterSession::new(&survivors, short).unwrap());
+    let error = admin_short.change_controllers(&[1, 2, 3]).await.expect_err("voters 1 and 2 are down");
+    assert_eq!(error.code(), Some(ErrorCode::INVALID_REQUEST), "{error}");
+    assert!(error.is_definite() && error.to_string().contains("held the metadata log"), "{error}");
+    let described = admin_survivors.describe_cluster().await.expect("describe the cluster");
+    assert!(described.controller_voters == vec![3, 4] && described.controller_voters_target.is_empty(), "{described:?}");
     cluster.restart(1);
     cluster.restart(2);
     acked.extend(produce(&addresses, TOPIC, RECORDS, RECORDS).await);

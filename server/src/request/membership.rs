@@ -4,6 +4,8 @@
 //! checked before proposing; the metadata apply checks the same again, and its outcome is what
 //! the caller hears.
 
+use std::time::Duration;
+
 use odradek_client::wire::proto::{self as wire, ErrorCode, Response};
 use raft::StateRole;
 
@@ -86,6 +88,9 @@ async fn join(context: &NodeContext, body: &wire::JoinClusterRequest) -> Result<
     }
 }
 
+/// How often a controller change looks again at whether its target voters hold the metadata log.
+const CONTROLLER_CATCH_UP_POLL: Duration = Duration::from_millis(50);
+
 pub async fn change_controllers(context: &NodeContext, id: u64, body: wire::ChangeControllersRequest) -> Response {
     match change(context, &body).await {
         Ok(()) => ok_response(id),
@@ -96,22 +101,36 @@ pub async fn change_controllers(context: &NodeContext, id: u64, body: wire::Chan
 async fn change(context: &NodeContext, body: &wire::ChangeControllersRequest) -> Result<(), RequestError> {
     context.state.lock().meta.check_controller_voters(&body.voters).map_err(invalid)?;
     // Break no quorum: a majority of the target must hold the metadata log already, so the
-    // new configuration can decide as soon as the change is made.
-    let Ok(Some((status, _))) = context.node.status(METADATA_GROUP).await else {
-        return Err(RequestError::new(ErrorCode::NOT_CONTROLLER, "the metadata group is not hosted here"));
-    };
-    if status.role != StateRole::Leader {
-        return Err(RequestError::new(ErrorCode::NOT_CONTROLLER, "this node no longer leads the metadata group"));
-    }
-    let caught_up = crate::membership::caught_up_in(context.state.node_id, &status, &body.voters);
-    if caught_up * 2 <= body.voters.len() {
-        return Err(invalid(format!(
-            "only {caught_up} of the voters {:?} hold the metadata log now: the controller group would have no quorum of live voters",
-            body.voters
-        )));
+    // new configuration can decide as soon as the change is made. A target that lags (the
+    // commit before this request has not reached it yet) catches up by itself: wait for it
+    // within half the request's timeout (the refusal must reach the caller before its own
+    // timeout does), and refuse only a target that stays behind.
+    let timeout = admin_timeout(body.timeout_ms);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let catch_up_deadline = tokio::time::Instant::now() + timeout / 2;
+    loop {
+        let Ok(Some((status, _))) = context.node.status(METADATA_GROUP).await else {
+            return Err(RequestError::new(ErrorCode::NOT_CONTROLLER, "the metadata group is not hosted here"));
+        };
+        if status.role != StateRole::Leader {
+            return Err(RequestError::new(ErrorCode::NOT_CONTROLLER, "this node no longer leads the metadata group"));
+        }
+        let caught_up = crate::membership::caught_up_in(context.state.node_id, &status, &body.voters);
+        if caught_up * 2 > body.voters.len() {
+            break;
+        }
+        if tokio::time::Instant::now() + CONTROLLER_CATCH_UP_POLL >= catch_up_deadline {
+            return Err(invalid(format!(
+                "only {caught_up} of the voters {:?} held the metadata log within half the request's timeout: the controller \
+                 group would have no quorum of live voters",
+                body.voters
+            )));
+        }
+        tokio::time::sleep(CONTROLLER_CATCH_UP_POLL).await;
     }
     let command = MetaCommand::SetControllerVoters { voters: body.voters.clone() };
-    let index = propose_meta(context, &command, admin_timeout(body.timeout_ms)).await?;
+    let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+    let index = propose_meta(context, &command, remaining).await?;
     match context.state.lock().meta_outcomes.get(&index) {
         Some(MetaOutcome::ControllerChangeStarted) => {
             tracing::info!(voters = ?body.voters, "controller voters change recorded");
