@@ -7,6 +7,8 @@
 #   jepsen/scripts/matrix.sh                         # 9 entries x 300 s, 5 nodes: about 50 minutes
 #   TIME=60 NODES=3 jepsen/scripts/matrix.sh kill pause-kill   # chosen entries only
 #   CLIENT=kafka OUT=store/matrix-kafka jepsen/scripts/matrix.sh  # through rskafka and the Kafka listeners
+#   CLIENT=kafka TIME=60 NODES=3 OUT=store/matrix-kafka jepsen/scripts/matrix.sh membership wipe
+#                                                    # nodes joining (with Kafka listeners) and leaving
 #   EXTRA=--delete-records OUT=store/matrix-dr jepsen/scripts/matrix.sh  # with a deleter (DR1)
 #   EXTRA=--retention OUT=store/matrix-ret jepsen/scripts/matrix.sh  # short retention (R7, R12 b)
 #   WORKLOAD=subscribe OFFSET_DELETE=1 OUT=store/matrix-od jepsen/scripts/matrix.sh kill-coordinator,kill

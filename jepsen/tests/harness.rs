@@ -67,6 +67,20 @@ fn text(output: &Output) -> String {
     )
 }
 
+/// `line` without ANSI colour codes (`ESC [ ... m`).
+fn strip_ansi(line: &str) -> String {
+    let mut plain = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|&c| c == 'm');
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
+}
+
 fn saved_verdict(dir: &Path) -> Verdict {
     serde_json::from_str(&std::fs::read_to_string(dir.join(report::VERDICT_FILE)).expect("verdict.json")).expect("a verdict")
 }
@@ -387,6 +401,42 @@ fn short_real_kafka_client_run_under_kill_pause_partition_passes() {
     let log_dump = report::read_log_dump(&out).unwrap().expect("the run writes the drain's log dump");
     assert!(log_dump.len() as u64 >= verdict.stats.sends_ok, "{log}");
     assert!(log_dump.iter().all(|r| r.producer.is_none()), "a record did not come through the Kafka client:\n{log}");
+}
+
+/// F-M1 through the Kafka listeners (`--client kafka --nemesis membership`): while rskafka
+/// produces and fetches, a node joins with a Kafka listener of its own, a partition is
+/// reassigned onto it (its leader can move) and another node is decommissioned and stopped. The
+/// library follows the moves through Metadata (NOT_LEADER_OR_FOLLOWER or a broken connection
+/// drops its cached leader); the shared checker must find nothing (L1–L13), every record came
+/// through the Kafka listener, and Kafka clients reached the joined node (its Kafka address was
+/// registered, so the run's Metadata named it).
+#[test]
+fn short_real_kafka_client_run_under_membership_passes() {
+    let binary = server_binary();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("kafka-membership");
+    let args = ["run", "--client", "kafka", "--nodes", "3", "--time-limit", "24", "--rate", "40", "--nemesis", "membership"];
+    let more = ["--fault-quiet", "2", "--fault-window", "3", "--recovery", "6", "--seed", "5"];
+    let output = harness(&[&args[..], &more[..], &["--binary", binary.to_str().unwrap(), "--out", out.to_str().unwrap()]].concat());
+    let log = text(&output);
+    assert_eq!(output.status.code(), Some(0), "the run must pass with no anomaly:\n{log}");
+    assert!(log.contains("client kafka (rskafka) via the Kafka listeners"), "{log}");
+    let history = report::read_history(&out).unwrap();
+    let windows = intervals::fault_windows(&history);
+    let rounds = windows.iter().filter(|w| w.fault == "F-M1 membership" && w.stop_s.is_some()).count();
+    assert!(rounds >= 1, "no completed membership round:\n{log}");
+    assert!(log.contains("membership round: node 4 joined"), "node 4 did not join and take a partition:\n{log}");
+    assert!(log.contains("decommissioned and stopped"), "no node was decommissioned:\n{log}");
+    let verdict = saved_verdict(&out);
+    assert!(verdict.valid && verdict.anomalies.is_empty() && verdict.stats.final_drain, "{log}");
+    assert!(verdict.stats.sends_ok >= 100 && verdict.stats.polls_ok >= 50, "too little load to mean anything:\n{log}");
+    let log_dump = report::read_log_dump(&out).unwrap().expect("the run writes the drain's log dump");
+    assert!(log_dump.iter().all(|r| r.producer.is_none()), "a record did not come through the Kafka client:\n{log}");
+    // Node 4 started with a Kafka listener (its "node started" line names the bound address;
+    // the log may carry ANSI colour codes).
+    let node4 = std::fs::read_to_string(out.join("cluster/logs/node-4.log")).unwrap();
+    let started = node4.lines().find(|line| line.contains("node started")).map(strip_ansi).unwrap_or_default();
+    assert!(started.contains("kafka=Some(127.0.0.1:"), "node 4 opened no Kafka listener: {started:?}");
 }
 
 /// `--client kafka --tls --secure`: the same Kafka client over TLS logging in with SASL/SCRAM

@@ -713,8 +713,9 @@ fn pipelined_offset_commits_and_fetches_take_effect_in_request_order() {
 /// A commit at generation/member epoch -1 that names a member id (librdkafka with
 /// `group.protocol=consumer` and assign() only names the id it generated) is a consumer outside
 /// group management: taken while the group has no members, as Kafka does, and refused once it
-/// has some (NON_EMPTY_GROUP, the answer to member "" at epoch -1 here; Kafka says
-/// UNKNOWN_MEMBER_ID).
+/// has some with UNKNOWN_MEMBER_ID, as Kafka's classic and consumer-protocol coordinators both
+/// answer it (`validateOffsetCommit`: only members commit to a group that is not empty), whether
+/// it names a member id or none.
 #[test]
 fn a_commit_at_epoch_minus_one_naming_a_member_is_taken_only_while_the_group_is_empty() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -722,12 +723,29 @@ fn a_commit_at_epoch_minus_one_naming_a_member_is_taken_only_while_the_group_is_
     let mut raw = KafkaRaw::connect(&kafka);
     prepare(&mut raw, &kafka);
     assert_eq!(commit(&mut raw, "client-generated-id", -1, 42), vec![NONE, NONE]);
+    assert_eq!(commit(&mut raw, "", -1, 42), vec![NONE, NONE]);
     assert_eq!(committed(&mut raw, TOPIC, 0), 42);
+    // A classic group with a member.
     let required = joined(raw.call(5, join("", None)));
     let first = joined(raw.call(5, join(required.member_id.as_str(), None)));
     assert_eq!(first.error_code, NONE, "{first:?}");
-    const NON_EMPTY_GROUP: i16 = 68;
-    assert_eq!(commit(&mut raw, "client-generated-id", -1, 43), vec![NON_EMPTY_GROUP; 2], "the group has a member now");
+    assert_eq!(commit(&mut raw, "client-generated-id", -1, 43), vec![UNKNOWN_MEMBER_ID; 2], "the group has a member now");
+    assert_eq!(commit(&mut raw, "", -1, 43), vec![UNKNOWN_MEMBER_ID; 2], "member \"\" at generation -1");
     assert_eq!(committed(&mut raw, TOPIC, 0), 42);
+
+    // A consumer-protocol group: taken while empty, UNKNOWN_MEMBER_ID once a member joined.
+    let group = "kip848-unmanaged";
+    prepare_group(&mut raw, &kafka, group);
+    assert_eq!(commit_in(&mut raw, group, "", -1, 7), vec![NONE, NONE]);
+    let join = ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(GroupId(text(group)))
+        .with_member_epoch(0)
+        .with_rebalance_timeout_ms(30_000)
+        .with_subscribed_topic_names(Some(vec![TopicName(text(TOPIC))]))
+        .with_topic_partitions(Some(Vec::new()));
+    let joined = consumer_heartbeat(&mut raw, 0, join);
+    assert_eq!(joined.error_code, NONE, "{joined:?}");
+    assert_eq!(commit_in(&mut raw, group, "", -1, 8), vec![UNKNOWN_MEMBER_ID; 2], "member \"\" at epoch -1");
+    assert_eq!(commit_in(&mut raw, group, "client-generated-id", -1, 8), vec![UNKNOWN_MEMBER_ID; 2]);
     runtime.block_on(server.shutdown()).unwrap();
 }

@@ -143,6 +143,46 @@ fn pipelined_produces_are_answered_in_order_and_fetch_serves_whole_batches() {
     runtime.block_on(server.shutdown()).unwrap();
 }
 
+/// One producer pipelining more bytes than raft lets a partition hold uncommitted
+/// (`RAFT_UNCOMMITTED_BYTES_MAX`, 64 MiB) on one connection, as librdkafka does with large
+/// messages (0041_fetch_max_bytes: 1,000 records of 500 KB): the connection stops reading while
+/// PRODUCE_BYTES_IN_FLIGHT_MAX bytes of its produces are unanswered, so every batch is taken, in
+/// request order. Before, the batches past the limit were refused with LEADER_NOT_AVAILABLE
+/// while later ones were taken, and librdkafka's retries appended them out of order. A slow
+/// fsync (the disk's sync latency) keeps the batches uncommitted long enough for the whole
+/// pipeline to arrive.
+#[test]
+fn a_pipeline_past_the_uncommitted_limit_is_taken_whole_and_in_order() {
+    const BATCHES: i32 = 100;
+    const VALUE_BYTES: usize = 768 * 1024; // 100 batches: 75 MiB, past raft's 64 MiB
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let disk = SimDisk::new(12);
+    let server = runtime.block_on(Server::start(kafka_raw::one_node_config(), disk.clone(), system_clock())).expect("start");
+    let kafka = server.kafka_addr().expect("a Kafka listener").to_string();
+    let mut raw = KafkaRaw::connect(&kafka);
+    create_topic(&mut raw, "big");
+    let sync = Duration::from_millis(500);
+    disk.set_latency(odradek_log::LatencyConfig { sync: (sync, sync), ..Default::default() });
+    let value = "v".repeat(VALUE_BYTES);
+    let mut pipelined = Vec::new();
+    for id in 0..BATCHES {
+        pipelined.extend(KafkaRaw::frame(9, id, &produce("big", -1, &format!("{id:03}{value}"))));
+    }
+    raw.stream.write_all(&pipelined).unwrap();
+    let mut base_offsets = Vec::new();
+    for expected in 0..BATCHES {
+        let (id, response) = raw.receive(ApiKey::Produce, 9).expect("a produce answer");
+        assert_eq!(id, expected, "answers in request order");
+        let ResponseKind::Produce(produced) = response else { panic!() };
+        let partition = &produced.responses[0].partition_responses[0];
+        assert_eq!(partition.error_code, 0, "batch {id}: {:?}", partition.error_message);
+        base_offsets.push(partition.base_offset);
+    }
+    assert_eq!(base_offsets, (0..i64::from(BATCHES)).collect::<Vec<_>>(), "every batch appended, in request order");
+    disk.set_latency(odradek_log::LatencyConfig::default());
+    runtime.block_on(server.shutdown()).unwrap();
+}
+
 #[test]
 fn bad_input_closes_its_own_connection_and_the_node_keeps_serving() {
     let runtime = tokio::runtime::Runtime::new().unwrap();

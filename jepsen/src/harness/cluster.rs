@@ -74,6 +74,9 @@ pub struct Node {
     /// `Some(address)` for a node added to the running cluster ([`ProcessCluster::add_joining`]):
     /// it names only itself and joins through this client address (`--join`).
     pub join: Option<String>,
+    /// The Kafka listener of a node added to the running cluster when the run has Kafka
+    /// listeners: bound and advertised on this port (no proxy in front of it).
+    pub kafka_port: Option<u16>,
     /// Decommissioned and stopped for good ([`ProcessCluster::retire`]): never started again.
     pub retired: bool,
 }
@@ -130,6 +133,7 @@ impl ProcessCluster {
                 child: None,
                 paused: false,
                 join: None,
+                kafka_port: None,
                 retired: false,
             })
             .collect();
@@ -171,13 +175,18 @@ impl ProcessCluster {
     }
 
     /// Adds node `id` (the next id) with ports and a data directory of its own, joining the
-    /// running cluster through `join` (a member's client address); does not start it.
+    /// running cluster through `join` (a member's client address); does not start it. When the
+    /// run has Kafka listeners the node opens one too, on a port of its own, which it registers
+    /// as its Kafka address when it joins (so Kafka clients find it through Metadata).
     pub fn add_joining(&mut self, join: String) -> std::io::Result<u64> {
         let id = self.nodes.len() as u64 + 1;
-        let block = super::ports::reserve(2)?;
+        let with_kafka = !self.kafka_ports.is_empty();
+        let block = super::ports::reserve(if with_kafka { 3 } else { 2 })?;
         let (peer_port, client_port) = (block.ports()[0], block.ports()[1]);
+        let kafka_port = with_kafka.then(|| block.ports()[2]);
         let data_dir = self.log_dir.parent().expect("the log dir is inside the cluster dir").join(format!("node-{id}"));
-        self.nodes.push(Node { id, peer_port, client_port, data_dir, child: None, paused: false, join: Some(join), retired: false });
+        let join = Some(join);
+        self.nodes.push(Node { id, peer_port, client_port, data_dir, child: None, paused: false, join, kafka_port, retired: false });
         self.added_ports.insert(id, block);
         Ok(id)
     }
@@ -206,12 +215,12 @@ impl ProcessCluster {
         if let Some(join) = &self.nodes[me].join {
             // A joining node names only itself (real ports: no proxies), then whom to join.
             let node = &self.nodes[me];
-            let mut flags = vec![
-                "--node".to_string(),
-                format!("{id}=127.0.0.1:{}/127.0.0.1:{}", node.peer_port, node.client_port),
-                "--join".to_string(),
-                join.clone(),
-            ];
+            let mut member = format!("{id}=127.0.0.1:{}/127.0.0.1:{}", node.peer_port, node.client_port);
+            if let Some(kafka) = node.kafka_port {
+                // Its Kafka listener binds and registers this address (`--join` sends it).
+                member += &format!("/127.0.0.1:{kafka}");
+            }
+            let mut flags = vec!["--node".to_string(), member, "--join".to_string(), join.clone()];
             flags.extend(["--group-session-timeout-ms".to_string(), GROUP_SESSION_TIMEOUT_MS.to_string()]);
             flags.extend(self.planted_flags.iter().cloned());
             flags.extend(self.tls_flags.iter().cloned());

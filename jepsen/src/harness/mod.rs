@@ -173,9 +173,6 @@ impl RunConfig {
             // The group checks (C3, C6) read every skipped offset as a gap; deletion makes gaps.
             return Err("--delete-records runs with --workload log".into());
         }
-        if self.client == Client::Kafka && self.nemesis.iter().any(|kind| kind == "membership") {
-            return Err("--nemesis membership does not run with --client kafka (nodes it adds have no Kafka listener)".into());
-        }
         if !self.binary.is_file() {
             return Err(format!(
                 "server binary {} not found; build it with `cargo build -p odradek-server --bin odradek` or pass --binary",

@@ -274,8 +274,11 @@ pub async fn offset_commit(context: &NodeContext, principal: &Principal, id: u64
         // management (assign() only, or an admin): Kafka takes it while the group has no
         // members, whatever member id it names (librdkafka with `group.protocol=consumer` names
         // the id it generated at start-up). Ours is the commit of member "" at epoch -1, which
-        // the coordinator takes on the same condition (NON_EMPTY_GROUP otherwise, where Kafka
-        // says UNKNOWN_MEMBER_ID).
+        // the coordinator takes on the same condition; once the group has members it refuses
+        // it with NON_EMPTY_GROUP (the native admin's answer), which Kafka says as
+        // UNKNOWN_MEMBER_ID for both group types: the classic `validateOffsetCommit` ("only
+        // members can commit" to a group that is not empty) and the consumer group's (no
+        // member by that id). See [`unmanaged_commit_code`].
         let unmanaged = body.generation_id_or_member_epoch < 0;
         commit.member_id = if unmanaged { String::new() } else { body.member_id.to_string() };
         commit.epoch = body.generation_id_or_member_epoch;
@@ -292,7 +295,12 @@ pub async fn offset_commit(context: &NodeContext, principal: &Principal, id: u64
         }
         let answer = ask(context, principal, id, Body::offset_commit(commit)).await;
         // A commit's outcome is the response's code (every partition result carries the same).
-        group_code(answer.error)
+        let code = group_code(answer.error);
+        if unmanaged {
+            unmanaged_commit_code(code)
+        } else {
+            code
+        }
     };
     let topics = body
         .topics
@@ -307,6 +315,17 @@ pub async fn offset_commit(context: &NodeContext, principal: &Principal, id: u64
         })
         .collect();
     ResponseKind::OffsetCommit(OffsetCommitResponse::default().with_topics(topics))
+}
+
+/// The Kafka code of a commit outside group management (generation or member epoch below 0):
+/// the coordinator's NON_EMPTY_GROUP (the group has members) is Kafka's UNKNOWN_MEMBER_ID, which
+/// both the classic and the consumer-protocol coordinator answer there; other codes as they are.
+fn unmanaged_commit_code(code: i16) -> i16 {
+    if code == errors::NON_EMPTY_GROUP {
+        errors::UNKNOWN_MEMBER_ID
+    } else {
+        code
+    }
 }
 
 /// OffsetDelete (API 47): the group's committed offsets of partitions it is not subscribed to
