@@ -114,6 +114,8 @@ pub async fn run(context: Arc<NodeContext>, mut shutdown: Shutdown) {
     let mut hosted: BTreeMap<GroupId, Hosted> = BTreeMap::new();
     // Planted bug `added-partitions-unhosted` only: partition 0's group -> the count first seen.
     let mut first_seen: BTreeMap<GroupId, usize> = BTreeMap::new();
+    // Leader transfers asked by moves, across passes (`reassign::TransferTries`).
+    let mut transfer_tries = crate::reassign::TransferTries::default();
     let mut chores = tokio::time::interval(Duration::from_millis(context.config.balance_interval_ms));
     chores.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut registration = tokio::time::interval(Duration::from_millis(context.config.tick_ms * 10));
@@ -144,7 +146,7 @@ pub async fn run(context: Arc<NodeContext>, mut shutdown: Shutdown) {
                 register_brokers(&context).await;
                 crate::membership::drive(&context).await;
                 crate::membership::learn_removal(&context).await;
-                crate::reassign::drive(&context, hosted.keys().copied()).await;
+                crate::reassign::drive(&context, hosted.keys().copied(), &mut transfer_tries).await;
                 crate::repair::drive(&context, hosted.keys().copied()).await;
                 crate::repair::rebuilt_replicas_settled(&context, hosted.keys().copied()).await;
             }
