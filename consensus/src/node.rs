@@ -75,6 +75,7 @@ mod handle;
 mod hibernate;
 mod proposals;
 mod readers;
+mod rejoined;
 mod suspect;
 pub mod throttle;
 
@@ -241,6 +242,9 @@ pub struct NodeStats {
     /// (its data directory replaced by an older copy, or wiped): it turned suspect instead of
     /// letting raft-rs abort on the commit index (module `suspect`).
     pub logs_found_behind: u64,
+    /// Progress entries a leader reset because their peer came back as a new incarnation of its
+    /// data directory (module `rejoined`), one per group it led then.
+    pub progress_reset_rejoined: u64,
 }
 
 /// What a round's ready left to do after the fsync.
@@ -311,6 +315,8 @@ pub struct Node<D: Disk, T, A> {
     /// last check (their oldest segment may age out with nothing else changing).
     retention_unchecked: BTreeSet<GroupId>,
     retention_timed: BTreeSet<GroupId>,
+    /// Each peer's data-directory incarnation, as its last inbound batch said (module `rejoined`).
+    peer_incarnations: BTreeMap<NodeId, u64>,
 }
 
 /// A read barrier ([`Node::read_index`]) waiting for raft's read state.
@@ -375,6 +381,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             leading: BTreeSet::new(),
             retention_unchecked: BTreeSet::new(),
             retention_timed: BTreeSet::new(),
+            peer_incarnations: BTreeMap::new(),
         }
     }
 
@@ -910,6 +917,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
     fn step_batch(&mut self, batch: Inbound) {
         let disk_low = self.disk_low();
         self.heard_from(batch.from);
+        self.note_incarnation(batch.from, batch.incarnation);
         for (group, message) in batch.messages {
             if group == NODE_ALIVE_GROUP {
                 continue; // an alive message: hearing it was all (module `hibernate`)

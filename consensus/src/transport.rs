@@ -57,6 +57,10 @@ pub type GroupId = u64;
 pub struct Inbound {
     /// The sending node, as established by the connection's handshake (not by the messages).
     pub from: NodeId,
+    /// The sender's data-directory incarnation, as its connection's handshake announced it; 0
+    /// when not told (an older node, or a transport that does not carry it). A change means
+    /// the sender's log is not the one it acknowledged before (the driver's `note_incarnation`).
+    pub incarnation: u64,
     pub messages: Vec<(GroupId, Message)>,
 }
 

@@ -57,10 +57,25 @@ impl LogSettings {
 /// what the leader knows it holds, which after a restart of the whole cluster is nothing (the
 /// replay stops at the lazily persisted commit), so it once marked a node ready with none of
 /// its metadata, listing no topics and no joined nodes.
+///
+/// A node that may have been removed while it was down (its data directory is a new
+/// incarnation, or its metadata says it drains) asks the controller every
+/// `membership::REMOVAL_ASK_TICKS` ticks: removed, it is in no configuration of the metadata
+/// group and would wait here forever. Returns `false` once it learns so (it serves clients
+/// nothing: `request::removed`) or at shutdown.
 async fn catch_up_metadata(context: &NodeContext, shutdown: &mut Shutdown) -> bool {
     let tick = Duration::from_millis(context.config.tick_ms);
     let mut leader_commit = None;
+    let ask_every = tick * crate::membership::REMOVAL_ASK_TICKS as u32;
+    let mut ask_at = tokio::time::Instant::now() + ask_every;
     loop {
+        if tokio::time::Instant::now() >= ask_at {
+            if crate::membership::learn_removal_while_catching_up(context).await {
+                tracing::warn!("removed from the cluster while down: not catching up on the metadata; serving clients nothing");
+                return false;
+            }
+            ask_at = tokio::time::Instant::now() + ask_every;
+        }
         if let Ok(Some((status, _))) = context.node.status(METADATA_GROUP).await {
             if leader_commit.is_none() && status.leader != 0 {
                 // Bounded by the node's own read-index timeout; asked again after one.
@@ -99,6 +114,8 @@ pub async fn run(context: Arc<NodeContext>, mut shutdown: Shutdown) {
     let mut hosted: BTreeMap<GroupId, Hosted> = BTreeMap::new();
     // Planted bug `added-partitions-unhosted` only: partition 0's group -> the count first seen.
     let mut first_seen: BTreeMap<GroupId, usize> = BTreeMap::new();
+    // Leader transfers asked by moves, across passes (`reassign::TransferTries`).
+    let mut transfer_tries = crate::reassign::TransferTries::default();
     let mut chores = tokio::time::interval(Duration::from_millis(context.config.balance_interval_ms));
     chores.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut registration = tokio::time::interval(Duration::from_millis(context.config.tick_ms * 10));
@@ -129,7 +146,7 @@ pub async fn run(context: Arc<NodeContext>, mut shutdown: Shutdown) {
                 register_brokers(&context).await;
                 crate::membership::drive(&context).await;
                 crate::membership::learn_removal(&context).await;
-                crate::reassign::drive(&context, hosted.keys().copied()).await;
+                crate::reassign::drive(&context, hosted.keys().copied(), &mut transfer_tries).await;
                 crate::repair::drive(&context, hosted.keys().copied()).await;
                 crate::repair::rebuilt_replicas_settled(&context, hosted.keys().copied()).await;
             }

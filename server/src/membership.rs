@@ -404,7 +404,7 @@ pub fn rebalance_plan(meta: &crate::meta::MetadataState, nodes: &[NodeId]) -> Ve
 /// Nothing happens on a node that is not draining.
 pub async fn learn_removal(context: &NodeContext) {
     let me = context.state.node_id;
-    let mut candidates: Vec<NodeId> = {
+    let candidates: Vec<NodeId> = {
         let state = context.state.lock();
         if !state.meta.draining().contains(&me) || state.meta.removed().contains(&me) {
             return;
@@ -414,6 +414,50 @@ pub async fn learn_removal(context: &NodeContext) {
     if context.state.was_removed() {
         return;
     }
+    ask_controller_whether_removed(context, candidates, false).await;
+}
+
+/// Ticks a node whose metadata has not caught up waits between two questions of
+/// [`learn_removal_while_catching_up`] (the first after as many).
+pub const REMOVAL_ASK_TICKS: u64 = 40;
+
+/// [`learn_removal`] for a node whose metadata has not caught up since it started, asked by
+/// the catch-up wait every [`REMOVAL_ASK_TICKS`] when the node's data directory is a new
+/// incarnation or its own metadata says it drains: a node removed while it was down (or wiped)
+/// is in no configuration of the metadata group any more, so no leader ever sends it the log
+/// and it would wait forever, answering every client "catching up; retry shortly" (crash seed
+/// 11 with `--wipes --grow-shrink`: the decommissioned node 1 was wiped, removed while down,
+/// then restarted from its `--node` list, and the clients that asked it first never moved on).
+/// Asks every member it knows of (its bootstrap list and its metadata's brokers: it may know no
+/// client address of the controller, a node that joined after its metadata ends). Any node's
+/// committed metadata listing it removed is believed: a removal is undone only by a join, which
+/// this process did not make (it started from its `--node` list with a new directory, or with
+/// its own metadata saying it drains). Returns whether it learned it was removed (it then
+/// serves clients nothing).
+pub async fn learn_removal_while_catching_up(context: &NodeContext) -> bool {
+    let me = context.state.node_id;
+    if context.state.was_removed() {
+        return true;
+    }
+    let candidates: Vec<NodeId> = {
+        let state = context.state.lock();
+        if !context.config.data_dir_new && !state.meta.draining().contains(&me) {
+            return false;
+        }
+        let known: BTreeSet<NodeId> =
+            context.config.nodes.iter().map(|member| member.id).chain(state.meta.brokers().keys().copied()).collect();
+        known.into_iter().filter(|&node| node != me).collect()
+    };
+    ask_controller_whether_removed(context, candidates, true).await;
+    context.state.was_removed()
+}
+
+/// Asks the controller whether this node was removed: the metadata leader this node knows
+/// first, then `candidates` in turn, following the controller each answer names; only the
+/// controller's own answer counts, or with `any_removal` any answer that lists this node
+/// removed. Marks the node removed when it says so.
+async fn ask_controller_whether_removed(context: &NodeContext, mut candidates: Vec<NodeId>, any_removal: bool) {
+    let me = context.state.node_id;
     if let Ok(Some((status, _))) = context.node.status(METADATA_GROUP).await {
         if status.leader != 0 && status.leader != me {
             candidates.retain(|&node| node != status.leader);
@@ -435,6 +479,11 @@ pub async fn learn_removal(context: &NodeContext) {
             continue;
         }
         let described = response.get_describe_cluster();
+        if any_removal && described.removed.contains(&me) {
+            tracing::warn!(asked = to, "the cluster's metadata says this node was removed: serving clients nothing more");
+            context.state.learn_removed();
+            return;
+        }
         if described.controller != described.node_id {
             if described.controller != 0 && described.controller != me {
                 candidates.insert(0, described.controller);

@@ -16,7 +16,10 @@
 //!    where every decision needs a majority of both sets;
 //! 3. a leader outside the target hands leadership to a caught-up voter of the target (raft's
 //!    leader transfer) before anything else: the leaving leader never leaves the joint
-//!    configuration itself;
+//!    configuration itself. A transfer to one voter that has not happened after
+//!    [`TRANSFER_TRIES_MAX`] passes (the voter drops hand-overs: suspect, quarantined, low on
+//!    disk, or cut off while its match index still looks current) goes to another caught-up
+//!    voter of the target, if there is one ([`TransferTries`]);
 //! 4. the leader (of the target now) leaves the joint configuration: C_new alone. The old
 //!    replicas leave last, only here;
 //! 5. learners outside the target (from a move that changed course) are removed;
@@ -44,6 +47,37 @@ use crate::context::NodeContext;
 /// How long one pass waits for a conf change it proposed to commit, or for the controller to
 /// record a completion; the next pass looks again.
 const CONF_CHANGE_WAIT_TICKS: u64 = 20;
+
+/// Passes in a row a leaving leader asks one voter to take over before it asks another
+/// caught-up voter of the target (module documentation, step 3).
+pub const TRANSFER_TRIES_MAX: u32 = 5;
+
+/// The leader transfers of moves this node asked, per group: the voter asked last and how many
+/// passes in a row asked it (kept by the controller loop across passes).
+#[derive(Debug, Default)]
+pub struct TransferTries(std::collections::BTreeMap<GroupId, (NodeId, u32)>);
+
+impl TransferTries {
+    /// The voter the last transfer of `group` asked, and how many passes in a row asked it.
+    fn last(&self, group: GroupId) -> Option<(NodeId, u32)> {
+        self.0.get(&group).copied()
+    }
+
+    /// Notes the step a pass took for `group`.
+    fn note(&mut self, group: GroupId, step: &Step) {
+        match step {
+            Step::TransferLeader { to } => match self.0.get_mut(&group) {
+                Some((asked, tries)) if asked == to => *tries += 1,
+                _ => {
+                    self.0.insert(group, (*to, 1));
+                }
+            },
+            _ => {
+                self.0.remove(&group);
+            }
+        }
+    }
+}
 
 /// The next step of a move (module documentation).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -116,6 +150,14 @@ fn caught_up(status: &GroupStatus, node: NodeId) -> bool {
 
 /// The next step for the leader `me` of a group with configuration `conf` moving to `target`.
 pub fn plan(me: NodeId, target: &[NodeId], conf: &ConfState, status: &GroupStatus) -> Step {
+    plan_after(me, target, conf, status, None)
+}
+
+/// [`plan`] after the passes before: `last` is the voter the last leader transfer asked and how
+/// many passes in a row asked it. A transfer asks it again while it is a caught-up voter of the
+/// target, until [`TRANSFER_TRIES_MAX`] passes did; then another such voter if there is one
+/// (module documentation, step 3).
+pub fn plan_after(me: NodeId, target: &[NodeId], conf: &ConfState, status: &GroupStatus, last: Option<(NodeId, u32)>) -> Step {
     assert_eq!(status.role, StateRole::Leader, "only a leader moves its group");
     assert!(!target.is_empty(), "a reassignment names its target");
     let target_set: BTreeSet<NodeId> = target.iter().copied().collect();
@@ -123,8 +165,15 @@ pub fn plan(me: NodeId, target: &[NodeId], conf: &ConfState, status: &GroupStatu
     let learners: BTreeSet<NodeId> = conf.learners.iter().chain(&conf.learners_next).copied().collect();
     if !conf.voters_outgoing.is_empty() {
         if !target_set.contains(&me) {
-            return match target.iter().find(|&&node| voters.contains(&node) && caught_up(status, node)) {
-                Some(&to) => Step::TransferLeader { to },
+            let successors: Vec<NodeId> =
+                target.iter().copied().filter(|&node| voters.contains(&node) && caught_up(status, node)).collect();
+            let to = match last.filter(|(asked, _)| successors.contains(asked)) {
+                Some((asked, tries)) if tries < TRANSFER_TRIES_MAX => Some(asked),
+                Some((asked, _)) => successors.iter().copied().find(|&node| node != asked).or(Some(asked)),
+                None => successors.first().copied(),
+            };
+            return match to {
+                Some(to) => Step::TransferLeader { to },
                 None => Step::WaitForSuccessor,
             };
         }
@@ -159,7 +208,7 @@ pub async fn phase(context: &NodeContext, group: GroupId, target: &[NodeId]) -> 
 
 /// One pass over the moving partitions this node leads (called from the controller loop).
 /// Does nothing, not even a status query, when no partition it hosts moves.
-pub async fn drive(context: &NodeContext, hosted: impl Iterator<Item = GroupId>) {
+pub async fn drive(context: &NodeContext, hosted: impl Iterator<Item = GroupId>, tries: &mut TransferTries) {
     let moving: Vec<(GroupId, Vec<NodeId>)> = {
         let state = context.state.lock();
         hosted.filter_map(|group| Some((group, state.meta.reassignment_target(group)?.clone()))).collect()
@@ -170,7 +219,8 @@ pub async fn drive(context: &NodeContext, hosted: impl Iterator<Item = GroupId>)
             continue;
         }
         #[allow(unused_mut)] // changed only by a planted bug
-        let mut step = plan(context.state.node_id, &target, &conf, &status);
+        let mut step = plan_after(context.state.node_id, &target, &conf, &status, tries.last(group));
+        tries.note(group, &step);
         #[cfg(any(madsim, feature = "planted-bugs"))]
         if context.config.planted_switches().learner_promoted_early {
             if let Step::WaitCatchUp(_) = step {

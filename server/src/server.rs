@@ -166,7 +166,7 @@ impl Server {
         // Relays dial other nodes' client listeners: over TLS when those speak it, as this node
         // (its peer certificate, checked against the cluster CA and the name node-<id>).
         let relay_tls = if config.tls.clients() { peer_tls.clone() } else { None };
-        let (transport, inbox) = TcpTransport::bind_with_tls(config.id, me.peer, peers, peer_tls).await?;
+        let (transport, inbox) = TcpTransport::bind_with_tls(config.id, config.incarnation, me.peer, peers, peer_tls).await?;
         let peer_book = transport.peer_book();
         let transport = FaultyTransport::new(transport, faults.peer_messages.clone());
         let mut node_config = NodeConfig::new(config.id, config.data_dir.clone());

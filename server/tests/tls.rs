@@ -244,7 +244,7 @@ async fn a_process_without_a_node_certificate_cannot_join_the_peer_port_or_distu
     let mut impostors = Vec::new();
     for tls in [impostor_tls(&certs, "client"), None] {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let (transport, _inbound) = TcpTransport::start_with_tls(2, listener, BTreeMap::from([(1, peer_one)]), tls).unwrap();
+        let (transport, _inbound) = TcpTransport::start_with_tls(2, 0, listener, BTreeMap::from([(1, peer_one)]), tls).unwrap();
         impostors.push(transport);
     }
     let acks_before = acks.load(Ordering::Relaxed);

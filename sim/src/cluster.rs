@@ -114,6 +114,9 @@ pub struct SimCluster {
     pub wiped: Mutex<BTreeSet<u64>>,
     /// Wipes the raft checker has not been told of yet.
     wipes_unrecorded: Mutex<Vec<u64>>,
+    /// Wipes per node so far: each gives its data directory another incarnation
+    /// ([`SimCluster::incarnation`]).
+    wipe_counts: Mutex<BTreeMap<u64, u64>>,
     /// The run's load profile (topic `t`'s partition count among it).
     pub load: Load,
     /// The client's planted bugs (the workload's consumers read with them).
@@ -179,6 +182,7 @@ impl SimCluster {
             auth: None,
             wiped: Mutex::new(BTreeSet::new()),
             wipes_unrecorded: Mutex::new(Vec::new()),
+            wipe_counts: Mutex::new(BTreeMap::new()),
             load: Load::DEFAULT,
             client_planted: odradek_client::planted::Planted::default(),
             kafka: false,
@@ -220,7 +224,22 @@ impl SimCluster {
     pub fn wipe(&self, node: u64) {
         self.disks[&node].restore(&odradek_log::DiskImage::default());
         self.wiped.lock().expect("wiped lock").insert(node);
+        *self.wipe_counts.lock().expect("wipe counts lock").entry(node).or_default() += 1;
         self.wipes_unrecorded.lock().expect("wipes lock").push(node);
+    }
+
+    /// The incarnation `node`'s data directory has now, as its lock file would record it
+    /// (`odradek_server::data_dir`): one per node, another after each wipe (F-P7). The joined
+    /// spare registers it with the controller; every node tells it to its peers, whose raft
+    /// leaders forget what an earlier incarnation acknowledged (R11).
+    pub fn incarnation(&self, node: u64) -> u64 {
+        let wipes = self.wipes(node);
+        let base = if Some(node) == self.spare { 0x6a6f_696e_0000_0000 } else { 0x626f_6f74_0000_0000 };
+        base | (wipes << 16) | node
+    }
+
+    fn wipes(&self, node: u64) -> u64 {
+        self.wipe_counts.lock().expect("wipe counts lock").get(&node).copied().unwrap_or(0)
     }
 
     /// Nodes whose data directory still says they are joining (`odradek_server::data_dir`), and
@@ -385,9 +404,11 @@ impl SimCluster {
         config.disk_reserve_bytes = DISK_RESERVE_BYTES;
         config.planted_bugs = self.planted_bugs.clone();
         config.data_dir_new = self.wiped.lock().expect("wiped lock").contains(&node) || joining;
-        if joining {
-            // One identity for every start of the joined node (its directory is never wiped).
-            config.incarnation = 0x6a6f_696e_0000_0000 | node;
+        config.incarnation = self.incarnation(node);
+        if joining && self.wipes(node) > 0 {
+            // The joined node wiped: it asks to join again under its new identity, replacing
+            // the member record of its old one (`odradek server --join --replace`).
+            config.join_replace = true;
         }
         if let Some(bytes) = self.segment_bytes {
             config.topic_defaults.segment_bytes = bytes;

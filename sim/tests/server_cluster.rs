@@ -853,6 +853,27 @@ fn planted_removed_node_serves_is_caught() {
 /// The seed range the planted grow/shrink bug must be caught in.
 const GROW_SHRINK_SEEDS_MAX: u64 = 6;
 
+// Crash seeds with `--wipes --grow-shrink` that failed when the two met (2026-12-07), each now
+// passing for its own reason:
+// - 81 and 193: R11 judged the promotion of a learner wiped a moment before (the move's leader
+//   could not know: the node was still down) by its empty new disk; it is now judged by what
+//   the learner held when wiped until its new incarnation starts, and strictly from then on,
+//   when leaders forget the old incarnation's acknowledgements as soon as they hear from the
+//   new one (`odradek_consensus` module `rejoined`);
+// - 11: the decommissioned node was wiped, removed while down and restarted from its `--node`
+//   list; in no configuration of the metadata group, it never caught up and answered every
+//   client "catching up" forever (the run hung to its time limit). It now asks the controller
+//   while it waits, learns its removal and refuses as a removed node (V7).
+#[test]
+fn grow_shrink_wipe_seeds_found_by_sweeps_pass() {
+    for seed in [11, 81, 193] {
+        let config = ScenarioConfig { scenario: Scenario::Crash, wipes: true, grow_shrink: true, ..ScenarioConfig::new(seed) };
+        let report = run_seed(&config).unwrap_or_else(|crash| panic!("crash seed {seed} (wipes, grow-shrink) crashed: {crash:?}"));
+        assert!(report.passed(), "crash seed {seed} (wipes, grow-shrink):\n{}\n{}", report.timeline.join("\n"), report.verdict_text());
+        assert!(report.timeline.iter().any(|line| line.contains("F-P7")), "crash seed {seed} no longer wipes a node");
+    }
+}
+
 // Groups seed 175 with membership changes (found by a sweep, 2026-12-06; V3): a bit flip (F-S3)
 // in node 3's copy of raft group 5, the offsets partition of group g0, left node 3 unable to open
 // that group after its restart (corruption mid-log: it stays out of the group). Node 3 was the

@@ -54,13 +54,16 @@ pub(crate) struct Hello {
     pub node_id: NodeId,
     /// Where the sender accepts raft connections, if it said (and said it readably).
     pub listen_address: Option<SocketAddr>,
+    /// The sender's data-directory incarnation; 0 when it did not say.
+    pub incarnation: u64,
 }
 
 /// Appends the handshake frame this node sends (dialer) or answers with (acceptor).
-pub(crate) fn encode_handshake(out: &mut Vec<u8>, node_id: NodeId, listen_address: Option<SocketAddr>) {
+pub(crate) fn encode_handshake(out: &mut Vec<u8>, node_id: NodeId, listen_address: Option<SocketAddr>, incarnation: u64) {
     let mut handshake = Handshake::new();
     handshake.set_version(PROTOCOL_VERSION);
     handshake.set_node_id(node_id);
+    handshake.set_incarnation(incarnation);
     if let Some(address) = listen_address {
         handshake.set_listen_address(address.to_string());
     }
@@ -75,7 +78,7 @@ pub(crate) fn decode_handshake(body: &[u8]) -> Result<Hello, TransportError> {
         return Err(TransportError::VersionUnsupported { version_received: handshake.get_version(), version_supported: PROTOCOL_VERSION });
     }
     let listen_address = handshake.get_listen_address().parse().ok();
-    Ok(Hello { node_id: handshake.get_node_id(), listen_address })
+    Ok(Hello { node_id: handshake.get_node_id(), listen_address, incarnation: handshake.get_incarnation() })
 }
 
 /// Appends `messages` to `out` as `MessageBatch` frames of at most `frame_bytes_max` body bytes
@@ -245,7 +248,7 @@ mod tests {
     #[tokio::test]
     async fn truncated_frame_is_an_error_and_empty_stream_is_clean_end() {
         let mut out = Vec::new();
-        encode_handshake(&mut out, 3, None);
+        encode_handshake(&mut out, 3, None, 0);
         let mut body = Vec::new();
         let error = read_frame(&mut &out[..out.len() - 1], &mut body).await.unwrap_err();
         assert!(matches!(error, TransportError::Closed), "{error}");
@@ -258,17 +261,21 @@ mod tests {
     async fn handshake_round_trips_and_other_versions_are_refused() {
         let mut out = Vec::new();
         let address: SocketAddr = "127.0.0.1:9093".parse().unwrap();
-        encode_handshake(&mut out, 42, Some(address));
-        encode_handshake(&mut out, 43, None);
+        encode_handshake(&mut out, 42, Some(address), 7);
+        encode_handshake(&mut out, 43, None, 0);
         let frames = read_all_frames(&out).await;
-        assert_eq!(decode_handshake(&frames[0]).unwrap(), Hello { node_id: 42, listen_address: Some(address) });
-        assert_eq!(decode_handshake(&frames[1]).unwrap(), Hello { node_id: 43, listen_address: None });
-        // An older node's handshake (no address) and an unreadable address: the peer is kept.
+        assert_eq!(decode_handshake(&frames[0]).unwrap(), Hello { node_id: 42, listen_address: Some(address), incarnation: 7 });
+        assert_eq!(decode_handshake(&frames[1]).unwrap(), Hello { node_id: 43, listen_address: None, incarnation: 0 });
+        // An older node's handshake (no address, no incarnation) and an unreadable address: the
+        // peer is kept.
         let mut handshake = Handshake::new();
         handshake.set_version(PROTOCOL_VERSION);
         handshake.set_node_id(44);
         handshake.set_listen_address("not an address".into());
-        assert_eq!(decode_handshake(&handshake.write_to_bytes().unwrap()).unwrap(), Hello { node_id: 44, listen_address: None });
+        assert_eq!(
+            decode_handshake(&handshake.write_to_bytes().unwrap()).unwrap(),
+            Hello { node_id: 44, listen_address: None, incarnation: 0 }
+        );
 
         let mut handshake = Handshake::new();
         handshake.set_version(PROTOCOL_VERSION + 1);

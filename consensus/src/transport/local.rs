@@ -65,6 +65,9 @@ struct NetworkState {
     in_flight: Vec<Envelope>,
     nodes: BTreeMap<NodeId, LocalNode>,
     incarnation_next: u64,
+    /// Each node's data-directory incarnation, stamped on its deliveries
+    /// ([`Inbound::incarnation`]); 0 (not told) unless a test sets one.
+    data_incarnations: BTreeMap<NodeId, u64>,
 }
 
 #[derive(Debug)]
@@ -102,6 +105,12 @@ impl LocalNetwork {
         (transport, inbox_rx)
     }
 
+    /// Sets the data-directory incarnation node `node_id`'s deliveries carry from now on (a test
+    /// that wipes a node's disk gives it another one).
+    pub fn set_data_incarnation(&self, node_id: NodeId, incarnation: u64) {
+        self.lock().data_incarnations.insert(node_id, incarnation);
+    }
+
     /// Detaches a node (a crash): its transport stops sending and deliveries to it fail.
     pub fn detach(&self, node_id: NodeId) {
         self.lock().nodes.remove(&node_id);
@@ -130,7 +139,11 @@ impl LocalNetwork {
         let bytes: u64 = messages.iter().map(|(_, message)| u64::from(message.compute_size())).sum();
         let delivery = match state.nodes.get(&to) {
             None => Delivery::NodeUnknown,
-            Some(node) => match node.inbox_tx.try_send(Inbound { from, messages }) {
+            Some(node) => match node.inbox_tx.try_send(Inbound {
+                from,
+                incarnation: state.data_incarnations.get(&from).copied().unwrap_or(0),
+                messages,
+            }) {
                 Ok(()) => {
                     node.stats.received(1, messages_count, bytes);
                     Delivery::Delivered

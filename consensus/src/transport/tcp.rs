@@ -16,6 +16,12 @@
 //! node whose metadata leader is such a node could hear it but never answer. Addresses the
 //! owner set are never moved by a handshake, and peers the owner removed are not re-added.
 //!
+//! # Incarnations told in handshakes
+//! Each handshake also carries the sender's data-directory incarnation (0: not told), and every
+//! batch read from an accepted connection is delivered with the incarnation its dialer announced
+//! ([`Inbound::incarnation`]): a node wiped and restarted under the same id is a new replica, and
+//! a leader must not count what the old one acknowledged (the driver resets its progress).
+//!
 //! # Peer TLS (issue 19)
 //! With a [`PeerTls`] given, every connection is mutual TLS before the handshake: the dialer
 //! checks that the acceptor's certificate names `node-<id>` of the peer it dialed (the TLS
@@ -238,6 +244,8 @@ struct Endpoint {
     /// Where this node accepts raft connections, told to every peer in the handshake; `None`
     /// when bound to an unspecified address (0.0.0.0), which no peer could dial.
     listen_address: Option<SocketAddr>,
+    /// This node's data-directory incarnation, told to every peer in the handshake (0: none).
+    incarnation: u64,
     /// The live accepted connection of each remote node.
     inbound_connections: Mutex<BTreeMap<NodeId, InboundConnection>>,
     inbound_tx: mpsc::Sender<Inbound>,
@@ -275,23 +283,27 @@ impl TcpTransport {
         listener: TcpListener,
         peers: BTreeMap<NodeId, SocketAddr>,
     ) -> Result<(Self, mpsc::Receiver<Inbound>), TransportError> {
-        Self::start_with_tls(node_id, listener, peers, None)
+        Self::start_with_tls(node_id, 0, listener, peers, None)
     }
 
-    /// [`TcpTransport::bind`] with mutual TLS on every peer connection when `tls` is set.
+    /// [`TcpTransport::bind`] with mutual TLS on every peer connection when `tls` is set, for a
+    /// node whose data directory is of `incarnation` (told to peers in every handshake; 0: none).
     pub async fn bind_with_tls(
         node_id: NodeId,
+        incarnation: u64,
         listen_addr: SocketAddr,
         peers: BTreeMap<NodeId, SocketAddr>,
         tls: Option<Arc<dyn PeerTls>>,
     ) -> Result<(Self, mpsc::Receiver<Inbound>), TransportError> {
         let listener = TcpListener::bind(listen_addr).await.map_err(|source| TransportError::Bind { addr: listen_addr, source })?;
-        Self::start_with_tls(node_id, listener, peers, tls)
+        Self::start_with_tls(node_id, incarnation, listener, peers, tls)
     }
 
-    /// [`TcpTransport::start`] with mutual TLS on every peer connection when `tls` is set.
+    /// [`TcpTransport::start`] with mutual TLS on every peer connection when `tls` is set, for a
+    /// node whose data directory is of `incarnation` (0: none).
     pub fn start_with_tls(
         node_id: NodeId,
+        incarnation: u64,
         listener: TcpListener,
         peers: BTreeMap<NodeId, SocketAddr>,
         tls: Option<Arc<dyn PeerTls>>,
@@ -305,6 +317,7 @@ impl TcpTransport {
             peers: Mutex::new(BTreeMap::new()),
             peers_removed: Mutex::new(BTreeSet::new()),
             listen_address: (!local_addr.ip().is_unspecified()).then_some(local_addr),
+            incarnation,
             inbound_connections: Mutex::new(BTreeMap::new()),
             inbound_tx,
             shutdown_tx: watch::Sender::new(false),
@@ -497,7 +510,7 @@ async fn serve_inbound_connection(
     let mut body = Vec::new();
     let handshake = accept_handshake(endpoint, certificate.as_ref(), &mut connection, &mut body);
     let hello = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await.map_err(|_| TransportError::Timeout(HANDSHAKE_TIMEOUT))??;
-    let from = hello.node_id;
+    let (from, incarnation) = (hello.node_id, hello.incarnation);
     learn_peer(endpoint, task_alive, hello);
     let (_registration, mut replaced_rx) = InboundRegistration::new(endpoint, from, connection_id);
     loop {
@@ -517,7 +530,7 @@ async fn serve_inbound_connection(
             continue;
         }
         let messages_count = messages.len() as u64;
-        let inbound = Inbound { from, messages };
+        let inbound = Inbound { from, incarnation, messages };
         tokio::select! {
             biased;
             _ = &mut replaced_rx => return Ok(()),
@@ -562,7 +575,7 @@ async fn accept_handshake(
         check_identity(certificate, claimed.node_id)?;
     }
     let mut reply = Vec::new();
-    encode_handshake(&mut reply, endpoint.node_id, endpoint.listen_address);
+    encode_handshake(&mut reply, endpoint.node_id, endpoint.listen_address, endpoint.incarnation);
     connection.get_mut().write_all(&reply).await?;
     connection.get_mut().flush().await?;
     decode_handshake(body)
@@ -706,7 +719,7 @@ async fn dial(endpoint: &Endpoint, peer_id: NodeId, addr: SocketAddr, connect_ti
         }
     };
     let mut hello = Vec::new();
-    encode_handshake(&mut hello, node_id, endpoint.listen_address);
+    encode_handshake(&mut hello, node_id, endpoint.listen_address, endpoint.incarnation);
     let mut body = Vec::new();
     let handshake = async {
         stream.write_all(&hello).await?;

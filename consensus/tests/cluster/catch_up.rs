@@ -138,3 +138,49 @@ async fn the_start_state_bounds_retention_travels_in_snapshots_and_survives_rest
     cluster.converge().await;
     cluster.check_logs().await;
 }
+
+/// A follower wiped and restarted as a new incarnation of its data directory (issue 15, R11):
+/// its leader forgets what the old incarnation acknowledged as soon as a batch from the new one
+/// arrives, before raft steps it (module `rejoined`), so it neither counts the empty replica as
+/// holding the log nor waits for a heartbeat to show it behind (which deposes the leader: module
+/// `suspect`). The new incarnation then catches up from its own acknowledgements.
+#[tokio::test]
+async fn a_leader_forgets_what_a_wiped_peer_acknowledged() {
+    let group = 5;
+    let mut cluster = LocalCluster::new(11, 3, &[group]).await;
+    for node in cluster.voters.clone() {
+        cluster.network.set_data_incarnation(node, 100 + node);
+    }
+    cluster.elect_all().await;
+    cluster.propose_and_commit(10, "before").await;
+    let leader = cluster.leader(group).unwrap();
+    let wiped = *cluster.nodes.keys().find(|&&id| id != leader).unwrap();
+    let matched = |cluster: &LocalCluster| cluster.nodes[&leader].status(group).unwrap().progress[&wiped].0;
+    assert!(matched(&cluster) >= 10, "the follower acknowledged the entries");
+    cluster.crash(wiped, CrashMode::Process);
+    cluster.restore_disk(wiped, &odradek_log::DiskImage::default());
+    cluster.network.set_data_incarnation(wiped, 200 + wiped);
+    cluster.start(wiped).await;
+    // Nothing reaches the wiped node, so no heartbeat shows it behind; the leader hears its
+    // new incarnation (its pre-votes) and keeps its quorum with the third node.
+    for _ in 0..200 {
+        if cluster.nodes[&leader].stats().progress_reset_rejoined > 0 {
+            break;
+        }
+        cluster.round_all().await;
+        for envelope in cluster.network.take_in_flight() {
+            if (envelope.from == wiped && envelope.to == leader) || (envelope.from != wiped && envelope.to != wiped) {
+                cluster.network.deliver(envelope);
+            }
+        }
+    }
+    assert_eq!(cluster.nodes[&leader].stats().progress_reset_rejoined, 1, "one group led, reset once");
+    assert_eq!(matched(&cluster), 0, "nothing the new incarnation holds is known yet");
+    assert_eq!(cluster.leader(group), Some(leader));
+    cluster.converge().await;
+    assert_eq!(cluster.leader(group), Some(leader), "the wiped node deposed no leader");
+    // Its last acknowledgements may still be in flight when it has applied everything.
+    let commit = cluster.nodes[&leader].status(group).unwrap().commit;
+    cluster.run_until(20, |c| c.nodes[&leader].status(group).unwrap().progress[&wiped].0 >= commit).await;
+    assert!(matched(&cluster) >= commit, "caught up from its own acknowledgements");
+}

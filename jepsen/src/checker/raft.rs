@@ -94,6 +94,11 @@ pub struct RaftChecker {
     /// (group, node) -> its durable index and held entries when it was last wiped (R5: an
     /// acknowledgement reported after the wipe may rest on answers the node gave before it).
     held_before_wipe: BTreeMap<(GroupId, NodeId), (u64, BTreeMap<u64, u64>)>,
+    /// Nodes wiped whose new incarnation has reported nothing yet (it has not started): no
+    /// leader can have heard from it, so a promotion of it still rests on the match index its
+    /// old self reached (R11 judges such a promotion by what it held when wiped). From its
+    /// first event on, leaders must judge it by its new incarnation's acknowledgements.
+    wiped_silent: BTreeSet<NodeId>,
     /// R10 and R11 (module `membership`).
     membership: membership::Membership,
     /// (group, node) -> the index up to which retention on another replica deleted entries the
@@ -165,6 +170,7 @@ impl RaftChecker {
             let entries = self.held.get(&(group, holder)).cloned().unwrap_or_default();
             self.held_before_wipe.insert((group, holder), (index, entries));
         }
+        self.wiped_silent.insert(node);
         self.durable.retain(|&(_, holder), _| holder != node);
         self.held.retain(|&(_, holder), _| holder != node);
         self.restored_to.retain(|&(_, holder), _| holder != node);
@@ -257,6 +263,9 @@ impl RaftChecker {
 
     pub fn record(&mut self, event: Event) {
         self.events += 1;
+        if !self.wiped_silent.is_empty() {
+            self.wiped_silent.remove(&reporter(&event));
+        }
         match event {
             Event::Leader { node, group, term } => {
                 if self.suspects.contains_key(&(group, node)) {
@@ -517,7 +526,14 @@ impl RaftChecker {
             Event::Promoted { node, group, voter, commit } => {
                 // R11: the leader judged `voter` caught up to `commit`; its log must be durable
                 // there (an accepted append is durable when sent, R6, so its match index is).
-                let durable = self.durable.get(&(group, voter)).copied().unwrap_or(0);
+                // A voter wiped and not restarted yet: the leader cannot know, and judged by
+                // what it held when wiped (wiped a moment later, the same would hold).
+                let mut durable = self.durable.get(&(group, voter)).copied().unwrap_or(0);
+                if self.wiped_silent.contains(&voter) {
+                    if let Some(&(held, _)) = self.held_before_wipe.get(&(group, voter)) {
+                        durable = durable.max(held);
+                    }
+                }
                 if durable < commit {
                     self.violate(
                         "R11",
@@ -843,6 +859,33 @@ impl RaftChecker {
     }
 }
 
+/// The node that reported `event`.
+fn reporter(event: &Event) -> NodeId {
+    match *event {
+        Event::Leader { node, .. }
+        | Event::Hibernated { node, .. }
+        | Event::Woke { node, .. }
+        | Event::Appended { node, .. }
+        | Event::Applied { node, .. }
+        | Event::Restored { node, .. }
+        | Event::Durable { node, .. }
+        | Event::Opened { node, .. }
+        | Event::AppendAccepted { node, .. }
+        | Event::VoteGranted { node, .. }
+        | Event::RecoveryCut { node, .. }
+        | Event::Suspect { node, .. }
+        | Event::SuspectVote { node, .. }
+        | Event::SuspectCleared { node, .. }
+        | Event::Acked { node, .. }
+        | Event::ConfApplied { node, .. }
+        | Event::Promoted { node, .. }
+        | Event::Destroyed { node, .. }
+        | Event::SetAside { node, .. }
+        | Event::Repaired { node, .. }
+        | Event::LogStart { node, .. } => node,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1109,6 +1152,31 @@ mod tests {
         let mut other_group = wiped();
         other_group.record(Event::VoteGranted { node: 2, group: 8, to: 3, term: 4, term_saved: 4, vote_saved: 3 });
         assert!(other_group.violations().is_empty(), "a group with nothing applied before the wipe");
+    }
+
+    #[test]
+    fn a_wiped_learner_is_promoted_on_its_old_acknowledgements_only_until_it_restarts() {
+        let wiped = || {
+            let mut checker = RaftChecker::default();
+            checker.record(Event::Durable { node: 4, group: 7, index: 125 });
+            checker.record_wipe(4);
+            checker
+        };
+        let promoted = Event::Promoted { node: 2, group: 7, voter: 4, commit: 125 };
+        let ids = |checker: &RaftChecker| checker.violations().iter().map(|v| v.invariant).collect::<Vec<&str>>();
+        // Still down: the leader cannot have heard of the wipe.
+        let mut down = wiped();
+        down.record(promoted);
+        assert_eq!(ids(&down), Vec::<&str>::new());
+        // Restarted (its new incarnation reported something): judged by what it holds now.
+        let mut restarted = wiped();
+        restarted.record(Event::Opened { node: 4, group: 0, index: 0, term: 0, vote: 0 });
+        restarted.record(promoted);
+        assert_eq!(ids(&restarted), vec!["R11"]);
+        let mut caught_up = wiped();
+        caught_up.record(Event::Durable { node: 4, group: 7, index: 125 });
+        caught_up.record(promoted);
+        assert_eq!(ids(&caught_up), Vec::<&str>::new());
     }
 
     #[test]

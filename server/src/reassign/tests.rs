@@ -51,6 +51,37 @@ fn each_phase_names_its_step() {
     assert_eq!(plan(3, &[2, 3, 4], &conf(&[4, 3, 2], &[], &[]), &all_caught_up), Step::Complete);
 }
 
+#[test]
+fn a_transfer_that_does_not_happen_goes_to_another_caught_up_voter() {
+    let joint = conf(&[2, 3, 4], &[1, 2, 3], &[]);
+    let all_caught_up = status(&[(1, 12), (2, 12), (3, 12), (4, 12)]);
+    let mut tries = TransferTries::default();
+    let mut asked = Vec::new();
+    for _ in 0..(2 * TRANSFER_TRIES_MAX + 1) {
+        let step = plan_after(1, &[2, 3, 4], &joint, &all_caught_up, tries.last(7));
+        tries.note(7, &step);
+        let Step::TransferLeader { to } = step else { panic!("{step:?}") };
+        asked.push(to);
+    }
+    // Node 2, the first caught-up voter, is asked TRANSFER_TRIES_MAX times, then node 3 as often,
+    // then node 2 again.
+    let max = TRANSFER_TRIES_MAX as usize;
+    assert!(asked[..max].iter().all(|&to| to == 2), "{asked:?}");
+    assert!(asked[max..2 * max].iter().all(|&to| to == 3), "{asked:?}");
+    assert_eq!(asked[2 * max], 2, "{asked:?}");
+    // With no other caught-up voter, the one asked stays the one asked.
+    let only_two = status(&[(1, 12), (2, 12), (3, 5), (4, 5)]);
+    let mut tries = TransferTries::default();
+    for _ in 0..(TRANSFER_TRIES_MAX + 2) {
+        let step = plan_after(1, &[2, 3, 4], &joint, &only_two, tries.last(7));
+        assert_eq!(step, Step::TransferLeader { to: 2 });
+        tries.note(7, &step);
+    }
+    // Another step forgets the tries.
+    tries.note(7, &Step::LeaveJoint);
+    assert_eq!(tries.last(7), None);
+}
+
 /// Applies a step to the model configuration the way raft would (joint changes explicit).
 fn apply(conf: &mut ConfState, leader: &mut NodeId, step: &Step) {
     match step {

@@ -66,13 +66,15 @@ impl RequestError {
 /// ([`authorize`]).
 pub async fn handle(context: &NodeContext, principal: &Principal, request: Request) -> Response {
     let id = request.request_id;
-    if !context.state.is_meta_ready() && !matches!(request.body, Some(Body::hello(_)) | None) {
-        return not_ready(id);
-    }
+    // A removed node may learn so before its metadata is ready (a wiped one never catches up:
+    // `crate::membership::learn_removal_while_catching_up`); its refusal sends clients on.
     if context.is_removed() {
         if let Some(refusal) = removed::answer(context, id, request.body.as_ref()) {
             return refusal;
         }
+    }
+    if !context.state.is_meta_ready() && !matches!(request.body, Some(Body::hello(_)) | None) {
+        return not_ready(id);
     }
     if let Some(body) = request.body.as_ref() {
         if let Err(refusal) = authorize::check(context, principal, body) {

@@ -94,11 +94,11 @@ pub async fn produce_traced(
 
 /// Every check before a batch is proposed, in order; the refusal's answer otherwise.
 fn check(context: &NodeContext, id: u64, body: &mut wire::ProduceRequest) -> Result<CheckedBatch, Box<Response>> {
-    if !context.state.is_meta_ready() {
-        return Err(Box::new(not_ready(id)));
-    }
     if context.is_removed() {
         return Err(Box::new(super::removed::not_leader(context, id)));
+    }
+    if !context.state.is_meta_ready() {
+        return Err(Box::new(not_ready(id)));
     }
     let location = locate(context, &body.topic, body.partition).map_err(|error| Box::new(error.into_response(id)))?;
     if !context.state.hosts(location.group) {
