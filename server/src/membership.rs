@@ -441,7 +441,11 @@ pub async fn learn_removal_while_catching_up(context: &NodeContext) -> bool {
     }
     let candidates: Vec<NodeId> = {
         let state = context.state.lock();
-        if !context.config.data_dir_new && !state.meta.draining().contains(&me) {
+        // A node started with --join joined just now: its join committed after any removal of
+        // an earlier self, so a lagging member's metadata that still lists it removed must not
+        // be believed (it would serve nothing for good). It asks only if it drains.
+        let new_directory = context.config.data_dir_new && !context.config.is_joining_member();
+        if !new_directory && !state.meta.draining().contains(&me) {
             return false;
         }
         let known: BTreeSet<NodeId> =
