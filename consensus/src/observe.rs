@@ -215,6 +215,33 @@ impl Event {
             | Event::LogStart { group, .. } => group,
         }
     }
+
+    /// The node that reported the event.
+    pub fn node(&self) -> NodeId {
+        match *self {
+            Event::Leader { node, .. }
+            | Event::Hibernated { node, .. }
+            | Event::Woke { node, .. }
+            | Event::Appended { node, .. }
+            | Event::Applied { node, .. }
+            | Event::Restored { node, .. }
+            | Event::Durable { node, .. }
+            | Event::Opened { node, .. }
+            | Event::AppendAccepted { node, .. }
+            | Event::VoteGranted { node, .. }
+            | Event::RecoveryCut { node, .. }
+            | Event::Suspect { node, .. }
+            | Event::SuspectVote { node, .. }
+            | Event::SuspectCleared { node, .. }
+            | Event::Acked { node, .. }
+            | Event::ConfApplied { node, .. }
+            | Event::Promoted { node, .. }
+            | Event::Destroyed { node, .. }
+            | Event::SetAside { node, .. }
+            | Event::Repaired { node, .. }
+            | Event::LogStart { node, .. } => node,
+        }
+    }
 }
 
 type Sink = Rc<dyn Fn(Event)>;

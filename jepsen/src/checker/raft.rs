@@ -264,7 +264,7 @@ impl RaftChecker {
     pub fn record(&mut self, event: Event) {
         self.events += 1;
         if !self.wiped_silent.is_empty() {
-            self.wiped_silent.remove(&reporter(&event));
+            self.wiped_silent.remove(&event.node());
         }
         match event {
             Event::Leader { node, group, term } => {
@@ -856,33 +856,6 @@ impl RaftChecker {
             by_group.entry(group).or_default().insert(node, index);
         }
         by_group
-    }
-}
-
-/// The node that reported `event`.
-fn reporter(event: &Event) -> NodeId {
-    match *event {
-        Event::Leader { node, .. }
-        | Event::Hibernated { node, .. }
-        | Event::Woke { node, .. }
-        | Event::Appended { node, .. }
-        | Event::Applied { node, .. }
-        | Event::Restored { node, .. }
-        | Event::Durable { node, .. }
-        | Event::Opened { node, .. }
-        | Event::AppendAccepted { node, .. }
-        | Event::VoteGranted { node, .. }
-        | Event::RecoveryCut { node, .. }
-        | Event::Suspect { node, .. }
-        | Event::SuspectVote { node, .. }
-        | Event::SuspectCleared { node, .. }
-        | Event::Acked { node, .. }
-        | Event::ConfApplied { node, .. }
-        | Event::Promoted { node, .. }
-        | Event::Destroyed { node, .. }
-        | Event::SetAside { node, .. }
-        | Event::Repaired { node, .. }
-        | Event::LogStart { node, .. } => node,
     }
 }
 
