@@ -156,15 +156,20 @@ fn heartbeat(raw: &mut KafkaRaw, member_id: &str, generation: i32) -> i16 {
 
 /// OffsetCommit v8 of `offset` on both partitions: each partition's code.
 fn commit(raw: &mut KafkaRaw, member_id: &str, generation: i32, offset: i64) -> Vec<i16> {
+    commit_at(raw, 8, GROUP, member_id, generation, offset)
+}
+
+/// OffsetCommit of `version` in `group` of `offset` on both partitions: each partition's code.
+fn commit_at(raw: &mut KafkaRaw, version: i16, group: &str, member_id: &str, epoch: i32, offset: i64) -> Vec<i16> {
     let partitions =
         (0..2).map(|p| OffsetCommitRequestPartition::default().with_partition_index(p).with_committed_offset(offset)).collect();
     let topic = OffsetCommitRequestTopic::default().with_name(TopicName(text(TOPIC))).with_partitions(partitions);
     let request = OffsetCommitRequest::default()
-        .with_group_id(GroupId(text(GROUP)))
-        .with_generation_id_or_member_epoch(generation)
+        .with_group_id(GroupId(text(group)))
+        .with_generation_id_or_member_epoch(epoch)
         .with_member_id(text(member_id))
         .with_topics(vec![topic]);
-    let ResponseKind::OffsetCommit(answer) = raw.call(8, RequestKind::OffsetCommit(request)) else { panic!() };
+    let ResponseKind::OffsetCommit(answer) = raw.call(version, RequestKind::OffsetCommit(request)) else { panic!() };
     answer.topics.iter().flat_map(|t| t.partitions.iter().map(|p| p.error_code)).collect()
 }
 
@@ -581,16 +586,7 @@ fn regex_subscriptions_are_resolved_by_the_coordinator() {
 
 /// OffsetCommit v9 in `group` (member epoch for the consumer protocol).
 fn commit_in(raw: &mut KafkaRaw, group: &str, member_id: &str, epoch: i32, offset: i64) -> Vec<i16> {
-    let partitions =
-        (0..2).map(|p| OffsetCommitRequestPartition::default().with_partition_index(p).with_committed_offset(offset)).collect();
-    let topic = OffsetCommitRequestTopic::default().with_name(TopicName(text(TOPIC))).with_partitions(partitions);
-    let request = OffsetCommitRequest::default()
-        .with_group_id(GroupId(text(group)))
-        .with_generation_id_or_member_epoch(epoch)
-        .with_member_id(text(member_id))
-        .with_topics(vec![topic]);
-    let ResponseKind::OffsetCommit(answer) = raw.call(9, RequestKind::OffsetCommit(request)) else { panic!() };
-    answer.topics.iter().flat_map(|t| t.partitions.iter().map(|p| p.error_code)).collect()
+    commit_at(raw, 9, group, member_id, epoch, offset)
 }
 
 /// OffsetDelete (API 47) of `partitions` (topic, partition) in GROUP: the top-level code and
@@ -712,12 +708,17 @@ fn pipelined_offset_commits_and_fetches_take_effect_in_request_order() {
 
 /// A commit at generation/member epoch -1 that names a member id (librdkafka with
 /// `group.protocol=consumer` and assign() only names the id it generated) is a consumer outside
-/// group management: taken while the group has no members, as Kafka does, and refused once it
-/// has some with UNKNOWN_MEMBER_ID, as Kafka's classic and consumer-protocol coordinators both
-/// answer it (`validateOffsetCommit`: only members commit to a group that is not empty), whether
-/// it names a member id or none.
+/// group management: taken while the group has no members, as Kafka does. Once the group has
+/// members it is refused as Kafka's `validateOffsetCommit` refuses it: naming no member or an
+/// unknown one, UNKNOWN_MEMBER_ID (both coordinators: only members commit to a group that is not
+/// empty); naming a current member, for its generation: ILLEGAL_GENERATION in a classic group
+/// (`ClassicGroup`, any version), STALE_MEMBER_EPOCH in a consumer-protocol group at
+/// OffsetCommit v9 and UNSUPPORTED_VERSION below (`ConsumerGroup`: its members must use v9).
+/// Nothing is committed by a refusal.
 #[test]
 fn a_commit_at_epoch_minus_one_naming_a_member_is_taken_only_while_the_group_is_empty() {
+    const UNSUPPORTED_VERSION: i16 = 35;
+    const STALE_MEMBER_EPOCH: i16 = 113;
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (server, kafka) = start(&runtime);
     let mut raw = KafkaRaw::connect(&kafka);
@@ -729,14 +730,18 @@ fn a_commit_at_epoch_minus_one_naming_a_member_is_taken_only_while_the_group_is_
     let required = joined(raw.call(5, join("", None)));
     let first = joined(raw.call(5, join(required.member_id.as_str(), None)));
     assert_eq!(first.error_code, NONE, "{first:?}");
+    let member = first.member_id.to_string();
     assert_eq!(commit(&mut raw, "client-generated-id", -1, 43), vec![UNKNOWN_MEMBER_ID; 2], "the group has a member now");
     assert_eq!(commit(&mut raw, "", -1, 43), vec![UNKNOWN_MEMBER_ID; 2], "member \"\" at generation -1");
+    assert_eq!(commit(&mut raw, &member, -1, 43), vec![ILLEGAL_GENERATION; 2], "the member at generation -1");
+    assert_eq!(commit_at(&mut raw, 9, GROUP, &member, -1, 43), vec![ILLEGAL_GENERATION; 2], "v9 alike");
     assert_eq!(committed(&mut raw, TOPIC, 0), 42);
 
-    // A consumer-protocol group: taken while empty, UNKNOWN_MEMBER_ID once a member joined.
+    // A consumer-protocol group: taken while empty, refused once a member joined.
     let group = "kip848-unmanaged";
     prepare_group(&mut raw, &kafka, group);
     assert_eq!(commit_in(&mut raw, group, "", -1, 7), vec![NONE, NONE]);
+    assert_eq!(commit_in(&mut raw, group, "client-generated-id", -1, 7), vec![NONE, NONE]);
     let join = ConsumerGroupHeartbeatRequest::default()
         .with_group_id(GroupId(text(group)))
         .with_member_epoch(0)
@@ -745,7 +750,11 @@ fn a_commit_at_epoch_minus_one_naming_a_member_is_taken_only_while_the_group_is_
         .with_topic_partitions(Some(Vec::new()));
     let joined = consumer_heartbeat(&mut raw, 0, join);
     assert_eq!(joined.error_code, NONE, "{joined:?}");
+    let member = joined.member_id.clone().expect("a member id").to_string();
     assert_eq!(commit_in(&mut raw, group, "", -1, 8), vec![UNKNOWN_MEMBER_ID; 2], "member \"\" at epoch -1");
     assert_eq!(commit_in(&mut raw, group, "client-generated-id", -1, 8), vec![UNKNOWN_MEMBER_ID; 2]);
+    assert_eq!(commit_in(&mut raw, group, &member, -1, 8), vec![STALE_MEMBER_EPOCH; 2], "the member at epoch -1, v9");
+    assert_eq!(commit_at(&mut raw, 8, group, &member, -1, 8), vec![UNSUPPORTED_VERSION; 2], "below v9");
+    assert_eq!(commit_in(&mut raw, group, &member, joined.member_epoch, 9), vec![NONE; 2], "its own epoch");
     runtime.block_on(server.shutdown()).unwrap();
 }

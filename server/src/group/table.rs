@@ -517,6 +517,15 @@ impl GroupTable {
         }
         let group = self.groups.get(&commit.group);
         let membership = group.map(|group| &group.membership);
+        let has_members = membership.is_some_and(|membership| !membership.members.is_empty());
+        // A negative generation or member epoch is a commit from outside group management (an
+        // assign()-only consumer): taken while the group has no members, whatever member id it
+        // names, as Kafka's `validateOffsetCommit` does. Once the group has members, a commit
+        // naming one is judged below as that member's: at epoch -1 it is refused for its
+        // generation (IllegalGeneration, StaleMemberEpoch), as Kafka refuses it.
+        if commit.epoch < 0 && !commit.member_id.is_empty() && !has_members {
+            return Ok(());
+        }
         if commit.member_id.is_empty() {
             return match membership {
                 Some(membership) if !membership.members.is_empty() && commit.admin => Err(GroupError::NonEmptyGroup(commit.group.clone())),

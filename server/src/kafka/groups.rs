@@ -97,7 +97,7 @@ pub async fn handle(
         RequestKind::SyncGroup(body) => sync_group(context, principal, id, version, body).await,
         RequestKind::Heartbeat(body) => heartbeat(context, principal, id, body).await,
         RequestKind::LeaveGroup(body) => leave_group(context, principal, id, version, body).await,
-        RequestKind::OffsetCommit(body) => offset_commit(context, principal, id, body).await,
+        RequestKind::OffsetCommit(body) => offset_commit(context, principal, id, version, body).await,
         RequestKind::OffsetFetch(body) => offset_fetch(context, principal, id, version, body).await,
         RequestKind::ListGroups(body) => list_groups(context, principal, id, version, body).await,
         RequestKind::DescribeGroups(body) => describe_groups(context, principal, id, version, body).await,
@@ -263,7 +263,7 @@ fn leave_answer(version: i16, answer: &Response) -> ResponseKind {
 
 /// OffsetCommit: all or nothing on our side, so every partition gets the commit's code. A
 /// partition with a negative index is refused before anything is asked (nothing committed).
-pub async fn offset_commit(context: &NodeContext, principal: &Principal, id: u64, body: OffsetCommitRequest) -> ResponseKind {
+pub async fn offset_commit(context: &NodeContext, principal: &Principal, id: u64, version: i16, body: OffsetCommitRequest) -> ResponseKind {
     let bad_index = body.topics.iter().flat_map(|t| &t.partitions).any(|p| p.partition_index < 0);
     let code = if bad_index {
         errors::UNKNOWN_TOPIC_OR_PARTITION
@@ -273,14 +273,16 @@ pub async fn offset_commit(context: &NodeContext, principal: &Principal, id: u64
         // A commit at a negative generation or member epoch comes from a consumer outside group
         // management (assign() only, or an admin): Kafka takes it while the group has no
         // members, whatever member id it names (librdkafka with `group.protocol=consumer` names
-        // the id it generated at start-up). Ours is the commit of member "" at epoch -1, which
-        // the coordinator takes on the same condition; once the group has members it refuses
-        // it with NON_EMPTY_GROUP (the native admin's answer), which Kafka says as
-        // UNKNOWN_MEMBER_ID for both group types: the classic `validateOffsetCommit` ("only
-        // members can commit" to a group that is not empty) and the consumer group's (no
-        // member by that id). See [`unmanaged_commit_code`].
-        let unmanaged = body.generation_id_or_member_epoch < 0;
-        commit.member_id = if unmanaged { String::new() } else { body.member_id.to_string() };
+        // the id it generated at start-up), and so does the coordinator
+        // (`GroupTable::validate_commit`). Once the group has members, Kafka's
+        // `validateOffsetCommit` judges it by the member it names: an unknown one is
+        // UNKNOWN_MEMBER_ID, a current one is refused for its generation (ILLEGAL_GENERATION in
+        // a classic group, STALE_MEMBER_EPOCH in a consumer-protocol one), and the coordinator
+        // answers the same. Member "" goes as the native admin's commit, whose NON_EMPTY_GROUP
+        // is Kafka's UNKNOWN_MEMBER_ID ("only members can commit" to a group that is not
+        // empty). See [`offset_commit_code`].
+        let memberless = body.generation_id_or_member_epoch < 0 && body.member_id.is_empty();
+        commit.member_id = body.member_id.to_string();
         commit.epoch = body.generation_id_or_member_epoch;
         commit.group_instance_id = instance(&body.group_instance_id);
         for topic in &body.topics {
@@ -295,12 +297,7 @@ pub async fn offset_commit(context: &NodeContext, principal: &Principal, id: u64
         }
         let answer = ask(context, principal, id, Body::offset_commit(commit)).await;
         // A commit's outcome is the response's code (every partition result carries the same).
-        let code = group_code(answer.error);
-        if unmanaged {
-            unmanaged_commit_code(code)
-        } else {
-            code
-        }
+        offset_commit_code(version, memberless, group_code(answer.error))
     };
     let topics = body
         .topics
@@ -317,14 +314,21 @@ pub async fn offset_commit(context: &NodeContext, principal: &Principal, id: u64
     ResponseKind::OffsetCommit(OffsetCommitResponse::default().with_topics(topics))
 }
 
-/// The Kafka code of a commit outside group management (generation or member epoch below 0):
-/// the coordinator's NON_EMPTY_GROUP (the group has members) is Kafka's UNKNOWN_MEMBER_ID, which
-/// both the classic and the consumer-protocol coordinator answer there; other codes as they are.
-fn unmanaged_commit_code(code: i16) -> i16 {
-    if code == errors::NON_EMPTY_GROUP {
-        errors::UNKNOWN_MEMBER_ID
-    } else {
-        code
+/// The Kafka code of an OffsetCommit of `version` the coordinator answered `code`:
+/// - a memberless commit (member "", generation or member epoch below 0) refused with
+///   NON_EMPTY_GROUP (the group has members) is Kafka's UNKNOWN_MEMBER_ID, which both the
+///   classic and the consumer-protocol coordinator answer there;
+/// - below v9 a consumer-protocol member's refusal for its epoch (STALE_MEMBER_EPOCH,
+///   FENCED_MEMBER_EPOCH) is UNSUPPORTED_VERSION: Kafka's `ConsumerGroup.validateOffsetCommit`
+///   requires v9 of such members before it compares epochs ("OffsetCommit version 9 or above
+///   must be used by members using the modern group protocol"); Kafka 3.7 turned the same
+///   STALE_MEMBER_EPOCH into UNSUPPORTED_VERSION below v9;
+/// - other codes as they are.
+fn offset_commit_code(version: i16, memberless: bool, code: i16) -> i16 {
+    match code {
+        errors::NON_EMPTY_GROUP if memberless => errors::UNKNOWN_MEMBER_ID,
+        errors::STALE_MEMBER_EPOCH | errors::FENCED_MEMBER_EPOCH if version < 9 => errors::UNSUPPORTED_VERSION,
+        code => code,
     }
 }
 
@@ -885,6 +889,31 @@ mod tests {
                     encode(key, version, 1, &response).unwrap_or_else(|e| panic!("{key:?} v{version}: {e}: {response:?}"));
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod commit_code_tests {
+    use super::*;
+
+    /// Kafka's OffsetCommit codes from the coordinator's: a memberless commit's NON_EMPTY_GROUP
+    /// is UNKNOWN_MEMBER_ID (a named member's is left alone: the coordinator never answers it
+    /// one), an epoch refusal of a consumer-protocol member below v9 is UNSUPPORTED_VERSION,
+    /// everything else passes.
+    #[test]
+    fn offset_commit_codes_are_kafkas() {
+        assert_eq!(offset_commit_code(8, true, errors::NON_EMPTY_GROUP), errors::UNKNOWN_MEMBER_ID);
+        assert_eq!(offset_commit_code(9, true, errors::NON_EMPTY_GROUP), errors::UNKNOWN_MEMBER_ID);
+        assert_eq!(offset_commit_code(9, false, errors::NON_EMPTY_GROUP), errors::NON_EMPTY_GROUP);
+        for code in [errors::STALE_MEMBER_EPOCH, errors::FENCED_MEMBER_EPOCH] {
+            assert_eq!(offset_commit_code(9, false, code), code);
+            assert_eq!(offset_commit_code(8, false, code), errors::UNSUPPORTED_VERSION);
+            assert_eq!(offset_commit_code(2, false, code), errors::UNSUPPORTED_VERSION);
+        }
+        for code in [errors::NONE, errors::ILLEGAL_GENERATION, errors::UNKNOWN_MEMBER_ID, errors::REBALANCE_IN_PROGRESS] {
+            assert_eq!(offset_commit_code(8, false, code), code);
+            assert_eq!(offset_commit_code(9, true, code), code);
         }
     }
 }

@@ -88,6 +88,37 @@ fn memberless_commits_only_for_empty_groups() {
     assert_eq!(committed(&table, "simple"), Some(3));
 }
 
+/// A commit at epoch -1 that names a member id (a Kafka consumer outside group management names
+/// the id it generated): taken while the group has no members, as Kafka's
+/// `validateOffsetCommit`; once it has members, judged as the named member's commit: unknown
+/// member UNKNOWN_MEMBER_ID, a current member refused for its generation (ILLEGAL_GENERATION
+/// classic, STALE_MEMBER_EPOCH consumer protocol), the offset unchanged.
+#[test]
+fn a_commit_at_epoch_minus_one_naming_a_member_is_judged_as_that_members() {
+    let mut table = GroupTable::new();
+    assert_eq!(apply(&mut table, &commit("g", "generated-id", -1, 3)), Outcome::Applied, "no group yet");
+    assert_eq!(committed(&table, "g"), Some(3));
+    let empty = Record::Group { group: "g".into(), base_index: 0, membership: membership(GroupKind::Classic, 2, &[]) };
+    assert_eq!(apply(&mut table, &empty), Outcome::Applied);
+    assert_eq!(apply(&mut table, &commit("g", "generated-id", -1, 4)), Outcome::Applied, "a group with no members");
+    let base_index = table.group("g").unwrap().record_index;
+    let one = Record::Group { group: "g".into(), base_index, membership: membership(GroupKind::Classic, 3, &[("a", 0)]) };
+    assert_eq!(apply(&mut table, &one), Outcome::Applied);
+    assert!(matches!(
+        apply(&mut table, &commit("g", "a", -1, 5)),
+        Outcome::Refused(GroupError::IllegalGeneration { current: 3, got: -1, .. })
+    ));
+    assert!(matches!(apply(&mut table, &commit("g", "generated-id", -1, 5)), Outcome::Refused(GroupError::UnknownMemberId { .. })));
+    assert_eq!(committed(&table, "g"), Some(4));
+
+    let consumer = Record::Group { group: "c".into(), base_index: 0, membership: membership(GroupKind::Consumer, 4, &[("a", 4)]) };
+    assert_eq!(apply(&mut table, &consumer), Outcome::Applied);
+    assert!(matches!(apply(&mut table, &commit("c", "a", -1, 6)), Outcome::Refused(GroupError::StaleMemberEpoch { current: 4, got: -1 })));
+    assert!(matches!(apply(&mut table, &commit("c", "generated-id", -1, 6)), Outcome::Refused(GroupError::UnknownMemberId { .. })));
+    assert!(matches!(apply(&mut table, &commit("c", "", -1, 6)), Outcome::Refused(GroupError::UnknownMemberId { .. })));
+    assert_eq!(committed(&table, "c"), None);
+}
+
 #[test]
 fn two_decisions_from_one_state_never_both_apply() {
     let mut table = GroupTable::new();
