@@ -15,6 +15,12 @@
 //! ([`frames`]) so the loop can wait on those deadlines beside the socket. The bytes of requests
 //! in flight on all connections together stay within `request_bytes_in_flight_max` ([`budget`]):
 //! a frame's body is read only once the budget admits it, and counted until its request is done.
+//! A connection's unanswered produces hold at most [`PRODUCE_BYTES_IN_FLIGHT_MAX`] bytes of
+//! record batches ([`ProduceWindow`], shared with the Kafka listener): a produce that does not
+//! fit waits before it is queued, and nothing after it is read meanwhile, so one client
+//! pipelining large batches cannot push a partition's leader past raft's uncommitted limit
+//! (whose refusals would leave holes in the pipeline, later batches taken after earlier ones
+//! were refused).
 //!
 //! TLS (issue 19): with a certificate configured the listener speaks only TLS. The first byte
 //! tells a TLS client (a handshake record) from a plaintext one, which is answered with a
@@ -29,6 +35,7 @@
 mod admission;
 mod budget;
 mod frames;
+mod produce_window;
 pub mod session;
 
 use std::sync::Arc;
@@ -48,6 +55,7 @@ use tokio::time::Instant;
 pub use admission::{Admission, ConnectionSlot, Refusal};
 pub use budget::{Admitted, RequestBudget};
 pub use frames::FrameReader;
+pub use produce_window::{ProduceWindow, PRODUCE_BYTES_IN_FLIGHT_MAX};
 pub use session::Session;
 
 use crate::auth::Principal;
@@ -286,6 +294,8 @@ async fn serve_connection<S: Stream>(
     let (responses, outbox) = mpsc::channel::<Outgoing>(requests_max);
     let writer_task = tokio::spawn(write_responses(writer, outbox));
     let in_flight = Arc::new(Semaphore::new(requests_max));
+    // The bytes of this connection's unanswered produces (PRODUCE_BYTES_IN_FLIGHT_MAX).
+    let produce_window = ProduceWindow::new();
     // F-N9 (simulation only): a handler asks for the connection to be reset.
     let reset = Arc::new(Notify::new());
     // The protocol version agreed by the Hello (None before it).
@@ -372,8 +382,16 @@ async fn serve_connection<S: Stream>(
             continue;
         }
         let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
+        // A produce waits here, before it is queued, while earlier ones hold too many bytes.
+        let produce_held = match &request.body {
+            Some(Body::produce(produce)) => match produce_window.admit(produce.batch.len(), &mut shutdown).await {
+                Some(held) => Some(held),
+                None => break,
+            },
+            _ => None,
+        };
         let principal = session.principal().clone();
-        start_request(&context, principal, request, (permit, admitted), responses.clone(), &reset).await;
+        start_request(&context, principal, request, (permit, admitted, produce_held), responses.clone(), &reset).await;
     }
     // In-flight requests still answer (their tasks hold senders); then the writer closes.
     drop(responses);
@@ -443,15 +461,19 @@ fn greet(context: &NodeContext, mut request: Request, frame_bytes_max: usize) ->
     response
 }
 
-/// Starts one request holding one of the connection's in-flight permits and its bytes of the
-/// node's budget (`permit`, given back when the request is answered). A produce is queued
-/// here, before the next request is read (pipelined batches of one producer keep their order),
-/// and its outcome awaited off the reader; every other request runs concurrently.
+/// What a request holds until it is answered: one of the connection's in-flight permits, its
+/// bytes of the node's budget, and a produce's room in the connection's [`ProduceWindow`].
+type Held = (OwnedSemaphorePermit, Admitted, Option<OwnedSemaphorePermit>);
+
+/// Starts one request holding what it takes (`permit`, [`Held`], given back when the request is
+/// answered). A produce is queued here, before the next request is read (pipelined batches of
+/// one producer keep their order), and its outcome awaited off the reader; every other request
+/// runs concurrently.
 async fn start_request(
     context: &Arc<NodeContext>,
     principal: Principal,
     mut request: Request,
-    permit: (OwnedSemaphorePermit, Admitted),
+    permit: Held,
     responses: mpsc::Sender<Outgoing>,
     reset: &Arc<Notify>,
 ) {

@@ -1,13 +1,23 @@
 //! Produce semantics against a real 3-node cluster, through the raw protocol: an idempotent
 //! retry after a lost response returns the original offset (P2), sequence gaps are refused,
 //! acks=1 and acks=0 append, and no fetch returns anything at or above the high watermark (L12).
+//! And one in-process node: a pipeline of large batches past raft's uncommitted limit on one
+//! connection is taken whole and in order (the connection's produce window).
 
 // Real processes, real sockets and real time: not a simulation test.
 #![cfg(not(madsim))]
 
 mod common;
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use odradek_client::wire::encode_frame;
 use odradek_client::wire::proto::{Acks, ErrorCode, FetchRequest, InitProducerIdRequest, MetadataRequest, Request};
+use odradek_jepsen::harness::ports::reserve;
+use odradek_log::{LatencyConfig, SimDisk};
+use odradek_server::config::{Member, ServerConfig};
+use odradek_server::{system_clock, Server};
 
 use common::raw::{batch, call_until, create_topic, fetched_records, idempotent_batch, metadata, produce, request_with, Raw};
 use common::ProcessCluster;
@@ -153,4 +163,59 @@ fn init_producer_id_bumps_only_the_epoch_it_was_given() {
     assert_eq!(unknown.error, ErrorCode::INVALID_REQUEST, "{unknown:?}");
     let bumped = call_until(&mut admin, &init(producer_id, 1), &ADMIN_SETTLING, 400);
     assert_eq!((bumped.error, bumped.get_init_producer_id().producer_epoch), (ErrorCode::NONE, 2), "{bumped:?}");
+}
+
+/// One native producer pipelining more bytes than raft lets a partition hold uncommitted
+/// (`RAFT_UNCOMMITTED_BYTES_MAX`, 64 MiB) on one connection: 100 batches of 768 KiB (75 MiB),
+/// written before any answer is read, behind a 500 ms fsync that keeps them uncommitted while
+/// the pipeline arrives. The connection stops reading while `PRODUCE_BYTES_IN_FLIGHT_MAX`
+/// (16 MiB) of its produces are unanswered (`net::ProduceWindow`, the Kafka listener's too), so
+/// every batch is taken, at the offset of its place in the pipeline. Without the window the
+/// batches past raft's limit were refused (LEADER_NOT_AVAILABLE, busy) while later ones fit
+/// and were taken: a client retrying them would append them out of order.
+#[test]
+fn a_native_pipeline_past_the_uncommitted_limit_is_taken_whole_and_in_order() {
+    const BATCHES: u64 = 100;
+    const VALUE_BYTES: usize = 768 * 1024;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let port_block = reserve(2).expect("two free ports");
+    let ports = port_block.ports();
+    let member = Member { id: 1, peer: ([127, 0, 0, 1], ports[0]).into(), client: ([127, 0, 0, 1], ports[1]).into(), kafka: None };
+    let mut config = ServerConfig::new(1, "/node1", vec![member]);
+    config.tick_ms = 20;
+    let disk = SimDisk::new(17);
+    let server = runtime.block_on(Server::start(config, disk.clone(), system_clock())).expect("start");
+    let addr = server.client_addr().to_string();
+    let mut raw = Raw::greeted(&addr);
+    let ready = call_until(&mut raw, &metadata(1), &[ErrorCode::LEADER_NOT_AVAILABLE], 400);
+    assert_eq!(ready.error, ErrorCode::NONE);
+    let created = call_until(&mut raw, &create_topic(2, "big", 1, 1), &ADMIN_SETTLING, 400);
+    assert_eq!(created.get_create_topics().topics[0].error, ErrorCode::NONE, "{created:?}");
+    // The partition's leader is ready once a first small produce is taken (offset 0).
+    let first = call_until(&mut raw, &produce(3, "big", batch("first")), &SETTLING, 400);
+    assert_eq!((first.error, first.get_produce().base_offset), (ErrorCode::NONE, 0), "{first:?}");
+
+    let sync = Duration::from_millis(500);
+    disk.set_latency(LatencyConfig { sync: (sync, sync), ..Default::default() });
+    let value = "v".repeat(VALUE_BYTES);
+    let mut pipelined = Vec::new();
+    for id in 1..=BATCHES {
+        pipelined.extend(encode_frame(&produce(100 + id, "big", batch(&format!("{id:03}{value}")))));
+    }
+    // Written from another thread: the node may stop reading until answers are read here.
+    let mut writer = raw.stream.try_clone().unwrap();
+    let sender = std::thread::spawn(move || std::io::Write::write_all(&mut writer, &pipelined));
+    let mut answers = BTreeMap::new();
+    for _ in 1..=BATCHES {
+        let response = raw.receive().expect("a produce answer");
+        let id = response.request_id - 100;
+        assert_eq!(response.error, ErrorCode::NONE, "batch {id}: {response:?}");
+        answers.insert(id, response.get_produce().base_offset);
+    }
+    sender.join().unwrap().unwrap();
+    let expected: BTreeMap<u64, u64> = (1..=BATCHES).map(|id| (id, id)).collect();
+    assert_eq!(answers, expected, "every batch appended, at its place in the pipeline");
+    disk.set_latency(LatencyConfig::default());
+    drop(raw);
+    runtime.block_on(server.shutdown()).unwrap();
 }

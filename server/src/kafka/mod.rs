@@ -20,12 +20,13 @@
 //!   writer sends slot by slot; a produce with acks=0 gets no slot (Kafka sends nothing back);
 //! - a produce is queued to raft before the next request is read (pipelined batches of one
 //!   producer keep their order), as on the native listener; and at most
-//!   [`PRODUCE_BYTES_IN_FLIGHT_MAX`] bytes of a connection's produces are unanswered at once
-//!   (the next request is read when earlier ones are answered): one fast producer waits instead
-//!   of pushing its partition's leader past raft's uncommitted-bytes limit, where a produce would
-//!   be refused (LEADER_NOT_AVAILABLE) and retried behind the later ones that were not, out of
-//!   order (librdkafka's 0041_fetch_max_bytes). Kafka serves a connection's requests one at a
-//!   time;
+//!   [`PRODUCE_BYTES_IN_FLIGHT_MAX`](crate::net::PRODUCE_BYTES_IN_FLIGHT_MAX) bytes of a
+//!   connection's produces are unanswered at once ([`ProduceWindow`], shared with the native
+//!   listener; the next request is read when earlier ones are answered): one fast producer
+//!   waits instead of pushing its partition's leader past raft's uncommitted-bytes limit, where
+//!   a produce would be refused (LEADER_NOT_AVAILABLE) and retried behind the later ones that
+//!   were not, out of order (librdkafka's 0041_fetch_max_bytes). Kafka serves a connection's
+//!   requests one at a time;
 //! - a connection's OffsetCommits and OffsetFetches take effect in request order (each starts
 //!   once the one before it completed), as Kafka serves them;
 //! - input this listener does not speak (unknown API key, unsupported version, a frame that does
@@ -73,15 +74,9 @@ use self::codec::Decoded;
 use crate::auth::Principal;
 use crate::context::NodeContext;
 use crate::net::session::Session;
-use crate::net::{accept_tls, Admission, Admitted, FrameReader, RequestBudget, TlsAccepted};
+use crate::net::{accept_tls, Admission, Admitted, FrameReader, ProduceWindow, RequestBudget, TlsAccepted};
 use crate::shutdown::Shutdown;
 use crate::tls::ListenerTls;
-
-/// Bytes of record batches in a connection's unanswered produces, at most (a larger request
-/// alone counts as this many): a quarter of raft's `max_uncommitted_size`
-/// ([`odradek_consensus::node::RAFT_UNCOMMITTED_BYTES_MAX`]), which refuses proposals beyond it.
-pub const PRODUCE_BYTES_IN_FLIGHT_MAX: usize = 16 * 1024 * 1024;
-const _: () = assert!(PRODUCE_BYTES_IN_FLIGHT_MAX as u64 <= odradek_consensus::node::RAFT_UNCOMMITTED_BYTES_MAX / 4);
 
 /// Where Kafka clients reach each node: the brokers of a Metadata answer.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -229,8 +224,8 @@ async fn serve_connection<S: Stream>(
     let mut mechanism: Option<String> = None;
     // The last OffsetCommit/OffsetFetch of this connection: the next waits for it (see in_order).
     let mut offsets_before: Option<oneshot::Receiver<()>> = None;
-    // Bytes of this connection's unanswered produces (PRODUCE_BYTES_IN_FLIGHT_MAX).
-    let produce_bytes = Arc::new(Semaphore::new(PRODUCE_BYTES_IN_FLIGHT_MAX));
+    // The bytes of this connection's unanswered produces (PRODUCE_BYTES_IN_FLIGHT_MAX).
+    let produce_window = ProduceWindow::new();
     loop {
         let frame = tokio::select! {
             biased;
@@ -296,20 +291,10 @@ async fn serve_connection<S: Stream>(
                 // A produce waits here, before it is queued, while earlier ones hold too many
                 // bytes: nothing after it is read meanwhile, so the order is kept.
                 let produce_held = match &*request {
-                    RequestKind::Produce(produce) => {
-                        let permits = produce_permits(produce);
-                        match produce_bytes.clone().try_acquire_many_owned(permits) {
-                            Ok(held) => Some(held),
-                            Err(_) => tokio::select! {
-                                biased;
-                                _ = shutdown.stopping() => break,
-                                held = produce_bytes.clone().acquire_many_owned(permits) => match held {
-                                    Ok(held) => Some(held),
-                                    Err(_) => break,
-                                },
-                            },
-                        }
-                    }
+                    RequestKind::Produce(produce) => match produce_window.admit(produce_bytes(produce), &mut shutdown).await {
+                        Some(held) => Some(held),
+                        None => break,
+                    },
                     _ => None,
                 };
                 let started = Instant::now();
@@ -358,12 +343,9 @@ fn in_order(before: Option<oneshot::Receiver<()>>, answer: Answer, done: oneshot
     })
 }
 
-/// The permits of [`PRODUCE_BYTES_IN_FLIGHT_MAX`] a produce takes: its record batches' bytes,
-/// at most the whole (at least one).
-fn produce_permits(produce: &kafka_protocol::messages::ProduceRequest) -> u32 {
-    let bytes: usize =
-        produce.topic_data.iter().flat_map(|t| &t.partition_data).filter_map(|p| p.records.as_ref()).map(|records| records.len()).sum();
-    bytes.clamp(1, PRODUCE_BYTES_IN_FLIGHT_MAX) as u32
+/// The bytes of a produce's record batches, as the connection's [`ProduceWindow`] counts them.
+fn produce_bytes(produce: &kafka_protocol::messages::ProduceRequest) -> usize {
+    produce.topic_data.iter().flat_map(|t| &t.partition_data).filter_map(|p| p.records.as_ref()).map(|records| records.len()).sum()
 }
 
 /// `answer`, with `held` released once it resolves.
