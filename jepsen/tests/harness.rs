@@ -672,16 +672,41 @@ fn short_real_offset_delete_run_over_sasl_ssl_passes() {
 #[test]
 fn offset_delete_refuses_what_it_cannot_drive() {
     let binary = server_binary();
-    for (extra, said) in [
-        (&["--offset-delete"][..], "--offset-delete runs with --workload subscribe"),
-        (
-            &["--offset-delete", "--workload", "subscribe", "--nemesis", "membership"],
-            "--nemesis membership does not run with --offset-delete",
-        ),
-    ] {
-        let args = [&["run", "--binary", binary.to_str().unwrap()][..], extra].concat();
-        let output = harness(&args);
-        assert_eq!(output.status.code(), Some(2), "{extra:?}: {}", text(&output));
-        assert!(text(&output).contains(said), "{}", text(&output));
-    }
+    let output = harness(&["run", "--binary", binary.to_str().unwrap(), "--offset-delete"]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert!(text(&output).contains("--offset-delete runs with --workload subscribe"), "{}", text(&output));
+}
+
+/// `--offset-delete --nemesis membership` (F-M1 beside C9): while group members commit and the
+/// deleter sends raw Kafka OffsetDelete requests to the groups' coordinators, a node joins with a
+/// Kafka listener of its own (registered, so FindCoordinator can name it), a partition is
+/// reassigned onto it and another node is decommissioned and stopped. The run must pass (log
+/// checks, C1–C9), with completed membership rounds, answered deletions and group activity, and
+/// node 4 must have opened its Kafka listener.
+#[test]
+fn short_real_offset_delete_run_under_membership_passes() {
+    let binary = server_binary();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("offset-delete-membership");
+    let args = ["run", "--workload", "subscribe", "--offset-delete", "--consumers", "2", "--nodes", "3", "--time-limit", "24"];
+    let more = ["--rate", "40", "--nemesis", "membership", "--fault-quiet", "2", "--fault-window", "3", "--recovery", "8"];
+    let last = ["--seed", "5", "--binary", binary.to_str().unwrap(), "--out", out.to_str().unwrap()];
+    let output = harness(&[&args[..], &more[..], &last[..]].concat());
+    let log = text(&output);
+    assert_eq!(output.status.code(), Some(0), "the run must pass with no anomaly:\n{log}");
+    assert!(log.contains("offset-delete: raw OffsetDelete requests"), "{log}");
+    let history = report::read_history(&out).unwrap();
+    let windows = intervals::fault_windows(&history);
+    let rounds = windows.iter().filter(|w| w.fault == "F-M1 membership" && w.stop_s.is_some()).count();
+    assert!(rounds >= 1, "no completed membership round:\n{log}");
+    assert!(log.contains("membership round: node 4 joined"), "node 4 did not join and take a partition:\n{log}");
+    assert!(log.contains("decommissioned and stopped"), "no node was decommissioned:\n{log}");
+    let answered = history.ops().iter().filter(|op| op.f == OpF::OffsetDelete && op.kind == OpType::Ok).count();
+    assert!(answered >= 1, "no OffsetDelete was answered:\n{log}");
+    let verdict = saved_verdict(&out);
+    assert!(verdict.valid && verdict.anomalies.iter().all(|a| !a.fatal) && verdict.stats.final_drain, "{log}");
+    assert!(verdict.groups.commits_ok >= 10 && verdict.groups.fetches_ok >= 2, "too little group activity:\n{log}");
+    let node4 = std::fs::read_to_string(out.join("cluster/logs/node-4.log")).unwrap();
+    let started = node4.lines().find(|line| line.contains("node started")).map(strip_ansi).unwrap_or_default();
+    assert!(started.contains("kafka=Some(127.0.0.1:"), "node 4 opened no Kafka listener: {started:?}");
 }

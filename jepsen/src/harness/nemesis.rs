@@ -39,10 +39,11 @@
 //!   new nodes join through; the cluster keeps at least `replication_factor` nodes). A step that
 //!   does not complete within [`MEMBERSHIP_STEP_TIMEOUT`] ends the round (the run goes on; the
 //!   checker judges the history either way). When the run has Kafka listeners (`--client
-//!   kafka`) the new node opens one on a port of its own (no proxy in front of it, so `conn-drop`
-//!   does not cut its Kafka connections) and registers it when it joins: Kafka clients find it,
-//!   and the leaders that move, through Metadata. The other kinds act on the bootstrap members
-//!   still in the cluster.
+//!   kafka`, `--offset-delete`) the new node opens one on a port of its own (no proxy in front
+//!   of it, so `conn-drop` does not cut its Kafka connections) and registers it when it joins:
+//!   Kafka clients find it, and the leaders that move, through Metadata; the offset deleter's
+//!   FindCoordinator names it when it coordinates a group. The other kinds act on the bootstrap
+//!   members still in the cluster.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
