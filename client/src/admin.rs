@@ -125,6 +125,8 @@ pub struct ReplicaRepair {
     /// "blocked" (the partition's only replica: kept down, never reset), "waiting" (for the
     /// other voters to catch up) or "rebuilding" (set aside, catching up out of the votes).
     pub phase: String,
+    /// The node's metadata replica (`topic` and `partition` empty), never "blocked".
+    pub metadata: bool,
 }
 
 /// The answer to [`Admin::describe_cluster`] (or [`Admin::describe_node`]): one node's report.
@@ -527,6 +529,7 @@ fn describe_from(response: proto::Response) -> Result<ClusterDescription> {
                     partition: repair.partition,
                     node: repair.node,
                     phase: repair.phase.clone(),
+                    metadata: repair.metadata,
                 })
                 .collect(),
             repairs_completed: described.repairs_completed,

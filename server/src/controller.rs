@@ -362,6 +362,11 @@ async fn balance_leaders(context: &NodeContext, hosted: &BTreeMap<GroupId, Hoste
         if preferred == me || context.state.lock().meta.reassignment_target(group).is_some() {
             continue;
         }
+        // A preferred replica whose node or replica is being repaired would drop the hand-over
+        // (a stall of one election timeout each pass).
+        if context.state.lock().meta.leadership_refusal(group, preferred).is_some() {
+            continue;
+        }
         let Ok(Some((status, _))) = context.node.status(group).await else { continue };
         if status.role != StateRole::Leader {
             continue;

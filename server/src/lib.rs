@@ -36,6 +36,7 @@ pub mod join;
 pub mod kafka;
 pub mod membership;
 pub mod meta;
+pub mod meta_repair;
 pub mod metrics;
 pub mod net;
 pub mod partition;

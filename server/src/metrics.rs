@@ -76,6 +76,14 @@ pub struct RepairLabels {
     pub phase: &'static str,
 }
 
+/// A node's damaged metadata replica being repaired (issue 15, `crate::meta_repair`), per the
+/// metadata.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MetadataRepairLabels {
+    pub node: u64,
+    pub phase: &'static str,
+}
+
 /// A follower of a partition this node leads.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FollowerLabels {
@@ -123,6 +131,8 @@ pub struct NodeMetrics {
     disk_available_bytes: Gauge,
     repairs: Family<RepairLabels, Gauge>,
     repairs_completed: Gauge,
+    metadata_repairs: Family<MetadataRepairLabels, Gauge>,
+    metadata_rebuilding: Gauge,
     /// Per raft group: the last leader known (0: none yet) and the term of the last sample.
     seen: std::sync::Mutex<BTreeMap<GroupId, (NodeId, u64)>>,
     /// Held through a refresh and the encoding after it (see the module's invariants).
@@ -185,6 +195,17 @@ impl NodeMetrics {
             repairs.clone(),
         );
         registry.register("replica_repairs_completed", "Damaged replicas repaired since the cluster started", repairs_completed.clone());
+        let (metadata_repairs, metadata_rebuilding) = (Family::<MetadataRepairLabels, Gauge>::default(), Gauge::default());
+        registry.register(
+            "metadata_replica_repairs",
+            "1 per node whose damaged metadata replica is being repaired, by phase (waiting; rebuilding)",
+            metadata_repairs.clone(),
+        );
+        registry.register(
+            "metadata_replica_rebuilding",
+            "1 while this node's metadata replica, rebuilt after damage, catches up out of the votes",
+            metadata_rebuilding.clone(),
+        );
         registry.register(
             "disk_available_bytes",
             "Free space of the data directory's file system at the last measurement",
@@ -205,6 +226,8 @@ impl NodeMetrics {
             disk_available_bytes,
             repairs,
             repairs_completed,
+            metadata_repairs,
+            metadata_rebuilding,
             seen: Default::default(),
             refreshing: tokio::sync::Mutex::new(()),
         }
@@ -323,6 +346,10 @@ async fn refresh_sampled(context: &NodeContext) {
     metrics.repairs.clear();
     {
         let state = context.state.lock();
+        metrics.metadata_repairs.clear();
+        if let Some(repair) = state.meta.metadata_repair() {
+            metrics.metadata_repairs.get_or_create(&MetadataRepairLabels { node: repair.node, phase: repair.phase.name() }).set(1);
+        }
         for (&group, repair) in state.meta.repairs() {
             let Some((topic, info)) = state.meta.partition_of_group(group) else { continue };
             let labels =
@@ -332,6 +359,7 @@ async fn refresh_sampled(context: &NodeContext) {
         metrics.repairs_completed.set(gauge_value(state.meta.repairs_completed()));
     }
     metrics.disk_available_bytes.set(gauge_value(context.state.disk_available_bytes()));
+    metrics.metadata_rebuilding.set(i64::from(context.state.is_metadata_rebuilding()));
 }
 
 /// Refreshes the sampled values and encodes the whole registry (OpenMetrics text).

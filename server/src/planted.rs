@@ -171,10 +171,16 @@ pub enum PlantedBug {
     /// listener, while the native listener still refuses it (A1 on the Kafka path; the
     /// simulator's `--kafka --secure`).
     KafkaFetchSkipsAclCheck,
+    /// The repair of a node's damaged metadata replica (issue 15, `crate::meta_repair`) creates
+    /// the rebuilt replica as a new one (not suspect of its whole log: it votes at once) and
+    /// reports it repaired as soon as it opens, before it caught up: an empty log that votes
+    /// can elect a controller lacking metadata entries committed with the old replica's
+    /// acknowledgements (R8 d; the simulator's plan field `state_faults`).
+    MetadataRepairDoneBeforeCaughtUp,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 38] = [
+    pub const ALL: [PlantedBug; 39] = [
         PlantedBug::AckBeforeCommit,
         PlantedBug::ServeAboveCommit,
         PlantedBug::SkipDedup,
@@ -213,6 +219,7 @@ impl PlantedBug {
         PlantedBug::RetentionCandidatesStale,
         PlantedBug::RemovedNodeServes,
         PlantedBug::KafkaFetchSkipsAclCheck,
+        PlantedBug::MetadataRepairDoneBeforeCaughtUp,
     ];
 
     pub fn name(self) -> &'static str {
@@ -255,6 +262,7 @@ impl PlantedBug {
             PlantedBug::RetentionCandidatesStale => "retention-candidates-stale",
             PlantedBug::RemovedNodeServes => "removed-node-serves",
             PlantedBug::KafkaFetchSkipsAclCheck => "kafka-fetch-skips-acl-check",
+            PlantedBug::MetadataRepairDoneBeforeCaughtUp => "metadata-repair-done-before-caught-up",
         }
     }
 }
@@ -312,6 +320,7 @@ pub struct Planted {
     pub retention_candidates_stale: bool,
     pub removed_node_serves: bool,
     pub kafka_fetch_skips_acl_check: bool,
+    pub metadata_repair_done_before_caught_up: bool,
 }
 
 impl Planted {
@@ -357,6 +366,7 @@ impl Planted {
             retention_candidates_stale: on(PlantedBug::RetentionCandidatesStale),
             removed_node_serves: on(PlantedBug::RemovedNodeServes),
             kafka_fetch_skips_acl_check: on(PlantedBug::KafkaFetchSkipsAclCheck),
+            metadata_repair_done_before_caught_up: on(PlantedBug::MetadataRepairDoneBeforeCaughtUp),
         }
     }
 }
@@ -408,6 +418,7 @@ mod tests {
             all.retention_candidates_stale,
             all.removed_node_serves,
             all.kafka_fetch_skips_acl_check,
+            all.metadata_repair_done_before_caught_up,
         ];
         assert!(each.iter().all(|on| *on), "every bug has a switch: {all:?}");
     }

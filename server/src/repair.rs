@@ -37,7 +37,7 @@ use odradek_consensus::{GroupId, NodeError, NodeId};
 use raft::StateRole;
 
 use crate::context::NodeContext;
-use crate::meta::{RepairPhase, RepairStep};
+use crate::meta::{RepairPhase, RepairStep, METADATA_GROUP};
 
 /// How long one pass waits for the controller to record a step; the next pass asks again.
 const STEP_WAIT_TICKS: u64 = 20;
@@ -78,6 +78,7 @@ pub async fn rebuilt_replicas_settled(context: &NodeContext, hosted: impl Iterat
     let rebuilding: Vec<GroupId> = {
         let state = context.state.lock();
         hosted
+            .filter(|&group| group != METADATA_GROUP) // its own path: `crate::meta_repair`
             .filter(|&group| state.meta.repair(group).is_some_and(|repair| repair.node == me && repair.phase == RepairPhase::Rebuilding))
             .collect()
     };
@@ -100,6 +101,7 @@ pub async fn drive(context: &NodeContext, hosted: impl Iterator<Item = GroupId>)
     let waiting: Vec<(GroupId, NodeId)> = {
         let state = context.state.lock();
         hosted
+            .filter(|&group| group != METADATA_GROUP) // its own path: `crate::meta_repair`
             .filter_map(|group| {
                 let repair = state.meta.repair(group)?;
                 (repair.node != me && repair.phase == RepairPhase::Waiting).then_some((group, repair.node))

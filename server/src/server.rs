@@ -67,15 +67,44 @@ async fn watch_free_space<D: Disk>(disk: D, config: Arc<ServerConfig>, state: Ar
     }
 }
 
-/// Replays the whole controller log into the metadata before anything is served; `true` when
-/// its files are damaged and the node is quarantined.
-async fn open_metadata<D: Disk, T: Transport>(
+/// How the metadata group opened at start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MetadataOpened {
+    Whole,
+    /// A rebuild after damage was under way (`crate::meta_repair`): the replica opened as a
+    /// rebuilt one, suspect of its whole log while that is empty.
+    Rebuilding,
+    /// Its files are damaged: the node is quarantined (passive) until it is rebuilt.
+    Quarantined,
+}
+
+/// Replays the whole controller log into the metadata before anything is served (or finds its
+/// files damaged: the node is quarantined, or a rebuild of them under way).
+async fn open_metadata<D: Disk, T: Transport, R: Disk>(
     node: &mut Node<D, T, StateMachine>,
     config: &ServerConfig,
     clock: &Clock,
-) -> Result<bool, ServerError> {
-    match node.create_group_with(METADATA_GROUP, &config.metadata_voters_initial(), 0, clock(), config.metadata_log_config()).await {
-        Ok(()) => Ok(false),
+    disk: &R,
+    planted: &crate::planted::Planted,
+) -> Result<MetadataOpened, ServerError> {
+    let (voters, log_config) = (config.metadata_voters_initial(), config.metadata_log_config());
+    // A rebuild of a damaged metadata replica was under way (module `meta_repair`): finish an
+    // interrupted set-aside, then open the group as the rebuild does.
+    let rebuilding = crate::meta_repair::rebuild_pending(disk, &config.data_dir).await.map_err(ServerError::Disk)?;
+    let created = if rebuilding {
+        tracing::warn!(node = config.id, "a rebuild of this node's damaged metadata replica is under way");
+        node.set_aside_group(METADATA_GROUP, true).await?;
+        if planted.metadata_repair_done_before_caught_up {
+            node.create_group_with(METADATA_GROUP, &voters, 0, clock(), log_config).await
+        } else {
+            node.create_group_joining(METADATA_GROUP, &voters, clock(), log_config).await
+        }
+    } else {
+        node.create_group_with(METADATA_GROUP, &voters, 0, clock(), log_config).await
+    };
+    match created {
+        Ok(()) if rebuilding => Ok(MetadataOpened::Rebuilding),
+        Ok(()) => Ok(MetadataOpened::Whole),
         // Damaged metadata files (R8 b: never truncated here). Without metadata the node
         // serves no client, but its partition replicas still vote and replicate, and it
         // answers the suspect queries of groups that cannot open: a replica elsewhere that
@@ -88,9 +117,10 @@ async fn open_metadata<D: Disk, T: Transport>(
                 %source,
                 hosted,
                 answering,
-                "metadata files are damaged: serving no client; hosting the groups on disk without leading them"
+                "metadata files are damaged: serving no client; hosting the groups on disk without leading them, \
+                 until the metadata replica is rebuilt"
             );
-            Ok(true)
+            Ok(MetadataOpened::Quarantined)
         }
         Err(error) => Err(error.into()),
     }
@@ -112,6 +142,76 @@ async fn listen_for_kafka(config: &ServerConfig, quarantined: bool) -> Result<Op
     let Some(listen) = config.kafka_listen().filter(|_| !quarantined) else { return Ok(None) };
     let listener = TcpListener::bind(listen).await.map_err(|source| ServerError::Listen { addr: listen, source })?;
     Ok(Some(listener))
+}
+
+/// What a node needs to serve clients once its metadata group runs: at start, or on a
+/// quarantined node once its metadata replica is rebuilt (`crate::meta_repair`).
+struct Serving<D: Disk> {
+    context: Arc<NodeContext>,
+    groups: Arc<GroupService>,
+    listener_tls: Option<crate::tls::ListenerTls>,
+    space_disk: D,
+    /// A joining node's disk, for `data_dir::finish_joining`.
+    join_disk: Option<D>,
+    shutdown: Shutdown,
+}
+
+impl<D: Disk> Serving<D> {
+    /// Starts the client-facing tasks and the controller loop on `listener` (and the Kafka
+    /// listener, if any).
+    fn start(self, listener: TcpListener, kafka: Option<(TcpListener, SocketAddr)>) -> Vec<tokio::task::JoinHandle<()>> {
+        let Serving { context, groups, listener_tls, space_disk, join_disk, shutdown } = self;
+        let config = context.config.clone();
+        // (Spawned in this order since the simulator's schedules depend on it.)
+        let kafka = kafka.map(|(listener, bound)| {
+            let brokers = crate::kafka::KafkaBrokers::new(&config, bound);
+            tokio::spawn(crate::kafka::serve(listener, listener_tls.clone(), context.clone(), brokers, shutdown.clone()))
+        });
+        let mut tasks = vec![
+            tokio::spawn(groups.run_timer(shutdown.clone())),
+            tokio::spawn(watch_free_space(space_disk, config.clone(), context.state.clone(), shutdown.clone())),
+            tokio::spawn(crate::net::serve(listener, listener_tls, context.clone(), shutdown.clone())),
+            tokio::spawn(crate::controller::run(context.clone(), shutdown.clone())),
+        ];
+        tasks.extend(kafka);
+        if let Some(join_disk) = join_disk {
+            tasks.push(tokio::spawn(crate::data_dir::finish_joining(context, join_disk, shutdown)));
+        }
+        tasks
+    }
+
+    /// On a quarantined node: repairs the metadata replica (`crate::meta_repair`), then serves
+    /// as any node, until shutdown.
+    async fn after_metadata_repair(self, disk: D) {
+        let context = self.context.clone();
+        let mut shutdown = self.shutdown.clone();
+        if !crate::meta_repair::repair(&context, &disk, &mut shutdown).await {
+            return;
+        }
+        let listener = match listen_for_clients(&context.config, false).await {
+            Ok((Some(listener), _)) => listener,
+            Ok((None, _)) => return,
+            Err(error) => {
+                tracing::error!(%error, "the metadata replica is rebuilt but the client listener cannot bind: serving no client");
+                return;
+            }
+        };
+        let kafka = match listen_for_kafka(&context.config, false).await {
+            Ok(kafka) => {
+                kafka.and_then(|listener| Some((listener.local_addr().ok()?, listener))).map(|(bound, listener)| (listener, bound))
+            }
+            Err(error) => {
+                tracing::error!(%error, "the metadata replica is rebuilt but the Kafka listener cannot bind");
+                None
+            }
+        };
+        let finish = tokio::spawn(crate::meta_repair::finish(context.clone(), disk, shutdown));
+        let tasks = self.start(listener, kafka);
+        tracing::info!(node = context.state.node_id, "serving clients again after the metadata replica's repair");
+        for task in tasks.into_iter().chain([finish]) {
+            let _ = task.await;
+        }
+    }
 }
 
 /// The metrics endpoint's listener, when configured (also on a quarantined node: it is how an
@@ -138,8 +238,8 @@ pub struct Server {
     driver: oneshot::Receiver<Result<(), NodeError>>,
     /// Tells whoever waits that the driver stopped (a fatal error ends the node).
     stopped: watch::Receiver<bool>,
-    /// The metadata files are damaged: the node serves no client (see `start_with` and
-    /// [`Server::is_quarantined`]).
+    /// The metadata files were damaged at start: the node served no client until its
+    /// metadata replica was rebuilt (see `start_with` and [`Server::is_quarantined`]).
     quarantined: bool,
     /// What the open-file budget holds and did (all zero without one).
     open_files: Arc<dyn Fn() -> odradek_log::BudgetStats + Send + Sync>,
@@ -209,6 +309,7 @@ impl Server {
         let available = disk.available_bytes(&config.data_dir).await.map_err(ServerError::Disk)?;
         state.set_disk_available(available, config.disk_reserve_bytes);
         let space_disk = disk.clone();
+        let repair_disk = disk.clone();
         let metrics = Arc::new(crate::metrics::NodeMetrics::new());
         // The open-file budget (DESIGN.md "Open-file budget"): none leaves every call as is.
         let disk = match config.max_open_files {
@@ -221,7 +322,9 @@ impl Server {
         };
         let disk = crate::metrics::disk::MeteredDisk::new(disk, metrics.fsync_histogram());
         let mut node = Node::new(node_config, disk, transport, inbox, StateMachine::new(state.clone(), planted));
-        let quarantined = open_metadata(&mut node, &config, &clock).await?;
+        let opened = open_metadata(&mut node, &config, &clock, &repair_disk, &planted).await?;
+        let quarantined = opened == MetadataOpened::Quarantined;
+        state.set_metadata_rebuilding(opened == MetadataOpened::Rebuilding);
         // Members that joined the running cluster, as the replayed metadata log knows them.
         crate::membership::dial_members(&state, &peer_book);
         metrics.set_quarantined(quarantined);
@@ -281,25 +384,16 @@ impl Server {
                 tokio::spawn(crate::metrics::run_sampler(context.clone(), shutdown_rx.clone())),
             ]
         });
-        let kafka_task = kafka_listener.zip(kafka_addr).map(|(listener, bound)| {
-            let brokers = crate::kafka::KafkaBrokers::new(&config, bound);
-            tokio::spawn(crate::kafka::serve(listener, listener_tls.clone(), context.clone(), brokers, shutdown_rx.clone()))
-        });
-        let (join_context, shutdown_rx_join) = (listener.is_some().then(|| context.clone()), shutdown_rx.clone());
+        let serving = Serving { context: context.clone(), groups, listener_tls, space_disk, join_disk, shutdown: shutdown_rx.clone() };
         let mut tasks = match listener {
-            Some(listener) => vec![
-                tokio::spawn(groups.run_timer(shutdown_rx.clone())),
-                tokio::spawn(watch_free_space(space_disk, config.clone(), state.clone(), shutdown_rx.clone())),
-                tokio::spawn(crate::net::serve(listener, listener_tls, context.clone(), shutdown_rx.clone())),
-                tokio::spawn(crate::controller::run(context, shutdown_rx)),
-            ],
-            None => Vec::new(),
+            Some(listener) => serving.start(listener, kafka_listener.zip(kafka_addr)),
+            // Quarantined: serves once its metadata replica is rebuilt.
+            None => vec![tokio::spawn(serving.after_metadata_repair(repair_disk.clone()))],
         };
-        tasks.extend(kafka_task);
-        tasks.extend(metrics_tasks.into_iter().flatten());
-        if let (Some(join_disk), Some(context)) = (join_disk, join_context) {
-            tasks.push(tokio::spawn(crate::data_dir::finish_joining(context, join_disk, shutdown_rx_join)));
+        if opened == MetadataOpened::Rebuilding {
+            tasks.push(tokio::spawn(crate::meta_repair::finish(context, repair_disk, shutdown_rx)));
         }
+        tasks.extend(metrics_tasks.into_iter().flatten());
         let (tls_clients, tls_peers) = (config.tls.clients(), config.tls.peers());
         tracing::info!(node = config.id, clients = %client_addr, kafka = ?kafka_addr, metrics = ?metrics_addr, peers = %me.peer, tls_clients, tls_peers, "node started");
         Ok(Server { shutdown, node: handle, state, client_addr, kafka_addr, metrics_addr, tasks, driver, stopped, quarantined, open_files })
@@ -324,7 +418,8 @@ impl Server {
 
     /// Whether the node started without its metadata (damaged files): it serves no client,
     /// hosts the groups it has files for without leading them, and answers the suspect queries
-    /// of those that cannot open.
+    /// of those that cannot open, until its metadata replica is rebuilt (`crate::meta_repair`:
+    /// then it serves as any node; this still says it started quarantined).
     pub fn is_quarantined(&self) -> bool {
         self.quarantined
     }

@@ -102,6 +102,9 @@ pub struct NodeState {
     /// This node learned from the controller that it was removed from the cluster though its
     /// own metadata, no longer replicated to it, may not say so (`crate::membership::learn_removal`).
     removed_learned: std::sync::atomic::AtomicBool,
+    /// This node's metadata replica was rebuilt after damage and has not settled yet
+    /// (`crate::meta_repair`).
+    metadata_rebuilding: std::sync::atomic::AtomicBool,
 }
 
 impl NodeState {
@@ -117,6 +120,7 @@ impl NodeState {
             disk_available_bytes: std::sync::atomic::AtomicU64::new(0),
             removed_in_metadata: std::sync::atomic::AtomicBool::new(false),
             removed_learned: std::sync::atomic::AtomicBool::new(false),
+            metadata_rebuilding: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -149,6 +153,15 @@ impl NodeState {
     /// The controller says this node was removed.
     pub fn learn_removed(&self) {
         self.removed_learned.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// See `metadata_rebuilding`.
+    pub fn set_metadata_rebuilding(&self, rebuilding: bool) {
+        self.metadata_rebuilding.store(rebuilding, std::sync::atomic::Ordering::Release);
+    }
+
+    pub fn is_metadata_rebuilding(&self) -> bool {
+        self.metadata_rebuilding.load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub fn is_meta_ready(&self) -> bool {

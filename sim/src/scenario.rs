@@ -280,9 +280,16 @@ async fn run_into(config: ScenarioConfig, injected: Arc<Mutex<Vec<InjectedFault>
     }
     match converge(&cluster, &raft).await {
         Ok(after) => cluster.note(format!("R7: every group converged {} ms after the drain", after.as_millis())),
-        Err(diverged) => problems.extend(diverged.into_iter().map(|(group, live)| {
-            format!("R7: group {group} did not converge within {CONVERGENCE_WAIT:?}: applied index per node {live:?}")
-        })),
+        Err(diverged) => {
+            problems.extend(diverged.into_iter().map(|(group, live)| {
+                format!("R7: group {group} did not converge within {CONVERGENCE_WAIT:?}: applied index per node {live:?}")
+            }));
+            problems.extend(still_quarantined(&cluster).into_iter().map(|node| {
+                format!(
+                    "R7: node {node} is still quarantined {CONVERGENCE_WAIT:?} after the drain: its metadata replica was never repaired"
+                )
+            }));
+        }
     }
     // R12 b: every replica that needed entries retention deleted elsewhere got a snapshot.
     problems.extend(retention_lags_served(&cluster, &raft).await);
@@ -384,6 +391,10 @@ fn observe_replicas(
             }
             Event::Repaired { node, group } => {
                 cluster.note(format!("group {group}: node {node}'s rebuilt replica caught up: repaired"));
+                if group == odradek_server::meta::METADATA_GROUP {
+                    // Its metadata replica rebuilt (issue 15, `meta_repair`): a node like any other.
+                    cluster.passive.lock().expect("passive lock").remove(&node);
+                }
             }
             Event::SuspectCleared { node, group, durable } => {
                 cluster.note(format!("group {group}: node {node} settled its suspicion, durable to {durable}"));
@@ -435,7 +446,7 @@ fn observe_replicas(
 }
 
 /// The coverage counters' names for raft events, in [`event_path`]'s order.
-const EVENT_PATHS: [&str; 20] = [
+const EVENT_PATHS: [&str; 21] = [
     "path leader elected",
     "path snapshot installed",
     "path recovery cut, suspect",
@@ -456,6 +467,7 @@ const EVENT_PATHS: [&str; 20] = [
     "path group hibernated",
     "path group woke",
     "path retention moved log start",
+    "path metadata replica repaired",
 ];
 
 /// The raft checker's R12 counters (`RetentionCounts`): a replica behind entries another's
@@ -493,6 +505,7 @@ fn event_path(event: &Event) -> Option<&'static str> {
         Event::Promoted { .. } => 13,
         Event::Destroyed { .. } => 14,
         Event::SetAside { .. } => 15,
+        Event::Repaired { group: odradek_server::meta::METADATA_GROUP, .. } => 20,
         Event::Repaired { .. } => 16,
         Event::Hibernated { .. } => 17,
         Event::Woke { .. } => 18,
@@ -532,21 +545,20 @@ fn count_timeline_and_verdict(coverage: &mut BTreeMap<String, u64>, timeline: &[
 /// R7: once quiet, every live replica of a group applies the same index (the leaders'
 /// heartbeats carry the commit index within a few ticks). Checks every 100 ms up to
 /// [`CONVERGENCE_WAIT`]; returns how long it took, or each group whose replicas still differ
-/// with its applied index per node. Nodes given up, or corrupted (F-S3) in their metadata
-/// replica (passive: nothing repairs them), do not count. A node whose partition replica F-S3
+/// with its applied index per node. Nodes given up do not count. A node whose replica F-S3
 /// damaged counts: the replica is repaired (issue 15: set aside, rebuilt and caught up) or R7
-/// fails, so no replica is left out of its group forever.
+/// fails, so no replica is left out of its group forever; a node whose metadata replica F-S3
+/// damaged (it started passive) too: its metadata replica is rebuilt (`meta_repair`) and it
+/// converges in every group, or R7 fails.
 async fn converge(cluster: &SimCluster, raft: &RefCell<RaftChecker>) -> Result<Duration, Vec<(u64, BTreeMap<u64, u64>)>> {
     let quiet = tokio::time::Instant::now();
     loop {
-        let mut down = cluster.given_up();
-        let passive = cluster.passive.lock().expect("passive lock").clone();
-        down.extend(cluster.corrupted.lock().expect("corrupted lock").iter().copied().filter(|node| passive.contains(node)));
+        let down = cluster.given_up();
         // Borrowed only for this look: the replicas' events go on arriving while this waits.
         // A node outside a group's newest configuration no longer hosts it (a move took its
         // replica away): it is not waited for.
         let diverged = diverged_replicas(&raft.borrow(), &down);
-        if diverged.is_empty() {
+        if diverged.is_empty() && still_quarantined(cluster).is_empty() {
             return Ok(quiet.elapsed());
         }
         if quiet.elapsed() >= CONVERGENCE_WAIT {
@@ -554,6 +566,16 @@ async fn converge(cluster: &SimCluster, raft: &RefCell<RaftChecker>) -> Result<D
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Member nodes that started quarantined (their metadata replica damaged) and are not repaired
+/// yet, nor given up: R7 waits for them too, since a node whose metadata did not move since
+/// its damage shows no divergence by its applied indexes alone.
+fn still_quarantined(cluster: &SimCluster) -> Vec<u64> {
+    let down = cluster.given_up();
+    let members = cluster.members_now();
+    let passive = cluster.passive.lock().expect("passive lock").clone();
+    passive.into_iter().filter(|node| !down.contains(node) && members.contains(node)).collect()
 }
 
 /// R12 b: waits (every 100 ms, up to [`CONVERGENCE_WAIT`]) until no live replica is still behind

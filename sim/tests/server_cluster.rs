@@ -346,6 +346,24 @@ fn planted_evicted_without_sync_is_caught() {
 /// The seed range the planted repair bug must be caught in.
 const REPAIR_SEEDS_MAX: u64 = 10;
 
+// Issue 15, the repair of a damaged *metadata* replica: both copies of a node's metadata state
+// file damaged (disk `--state-faults`, `StateCopiesBoth` on the metadata group) start it
+// quarantined; it asks the controller through a peer, sets the files aside, rebuilds the
+// replica suspect of its whole log, and R7 waits for it to converge. Planted
+// `metadata-repair-done-before-caught-up` rebuilds it as a new replica that votes at once and
+// reports it repaired as soon as it opens, which R8 d names (reported repaired, or a vote,
+// before its log reached what was applied when its files were set aside). The same seeds pass
+// without it (`state_file_faults_seed_passes`, CI's disk `--state-faults` sweep).
+#[test]
+fn planted_metadata_repair_done_before_caught_up_is_caught() {
+    let base = ScenarioConfig { scenario: Scenario::Disk, state_faults: true, ..ScenarioConfig::new(0) };
+    planted_bug_is_caught_with(PlantedBug::MetadataRepairDoneBeforeCaughtUp, &base, METADATA_REPAIR_SEEDS, &["R8"]);
+}
+
+/// The seeds the planted metadata repair bug must be caught in (disk `--state-faults` seeds
+/// whose one node with both copies of a state file damaged is hit in its metadata group).
+const METADATA_REPAIR_SEEDS: std::ops::RangeInclusive<u64> = 18..=18;
+
 // Short retention under lag (plan field `retention`): a leader that drops the snapshot a lagging
 // follower needs leaves it behind entries retention deleted for good (R12 b, and R7). Calm seed 4
 // catches it first (a lagging node stays far behind in the groups it lagged in); 14 of seeds
@@ -427,6 +445,10 @@ fn state_file_faults_seed_passes() {
             report.timeline.join("\n")
         );
     }
+    // Issue 15: the quarantined node's metadata replica is set aside, rebuilt and caught up
+    // (`meta_repair`), and R7 waited for it to converge in every group.
+    let repaired = report.coverage.get("path metadata replica repaired").copied().unwrap_or(0);
+    assert!(repaired > 0, "disk seed 18: the quarantined node's metadata replica was never repaired: {}", report.coverage_line());
 }
 
 // F-N9: network seed 15 resets three connections in place of produce answers (while no other

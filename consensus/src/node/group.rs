@@ -401,6 +401,15 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         Ok((hosted, self.quarantined.len()))
     }
 
+    /// Ends what [`Node::host_groups_on_disk`] began: the node runs its metadata group again (its
+    /// damaged replica was set aside and rebuilt: the server's `meta_repair`), serves clients,
+    /// and may lead groups; nothing else changes (groups hosted stay hosted).
+    pub fn end_passive(&mut self) {
+        if self.passive.take().is_some() {
+            tracing::warn!("the node is passive no more: it may lead groups again");
+        }
+    }
+
     /// Stops hosting `group` (its files stay). Pending proposals fail: definitely if no ready
     /// carried them yet, indefinitely otherwise.
     pub fn remove_group(&mut self, group: GroupId) -> bool {

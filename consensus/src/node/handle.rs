@@ -91,6 +91,10 @@ pub enum Command {
     EndJoining {
         reply: oneshot::Sender<()>,
     },
+    /// The node runs its metadata group again (see [`Node::end_passive`]).
+    EndPassive {
+        reply: oneshot::Sender<()>,
+    },
     Drain {
         reply: oneshot::Sender<usize>,
     },
@@ -339,6 +343,11 @@ impl NodeHandle {
         self.call(|reply| Command::EndJoining { reply }).await
     }
 
+    /// See [`Node::end_passive`].
+    pub async fn end_passive(&self) -> Result<(), NodeError> {
+        self.call(|reply| Command::EndPassive { reply }).await
+    }
+
     /// See [`Node::drain`].
     pub async fn drain(&self) -> Result<usize, NodeError> {
         self.call(|reply| Command::Drain { reply }).await
@@ -449,6 +458,10 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             Command::RetentionCandidates { reply } => drop(reply.send(self.retention_candidates())),
             Command::RetentionOverdue { group, reply } => drop(reply.send(self.retention_overdue(group, now_ms))),
             Command::Drain { reply } => drop(reply.send(self.drain())),
+            Command::EndPassive { reply } => {
+                self.end_passive();
+                let _ = reply.send(());
+            }
             Command::EndJoining { reply } => {
                 self.config.empty_logs_suspect = false;
                 let _ = reply.send(());

@@ -303,6 +303,7 @@ impl MetadataState {
         self.brokers.remove(&node);
         self.members.remove(&node);
         self.removed.insert(node);
+        self.forget_metadata_repair_of(node);
         MetaOutcome::NodeRemoved
     }
 

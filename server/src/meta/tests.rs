@@ -496,3 +496,54 @@ fn a_damaged_replica_is_repaired_step_by_step_and_never_out_of_order() {
     assert_eq!(step(&mut state, &MetaCommand::DeleteTopic { name: "solo".into() }), MetaOutcome::TopicDeleted);
     assert!(state.repairs().is_empty(), "the blocked repair went with its topic");
 }
+
+/// The repair of a node's damaged metadata replica (module `repair`, `crate::meta_repair`),
+/// recorded under the metadata group: reported (waiting, never blocked), ready, done, in that
+/// order; one node at a time; refused for no node; counted with the partition repairs.
+#[test]
+fn a_damaged_metadata_replica_is_repaired_step_by_step_one_node_at_a_time() {
+    let mut state = three_brokers();
+    let repair = |node, step| MetaCommand::RepairReplica { group: METADATA_GROUP, node, step };
+    assert_rejected(&mut state, &repair(0, RepairStep::Reported));
+    assert_rejected(&mut state, &repair(2, RepairStep::Ready));
+    assert_eq!(step(&mut state, &repair(2, RepairStep::Reported)), MetaOutcome::RepairStepped);
+    assert_eq!(state.metadata_repair(), Some(Repair { node: 2, phase: RepairPhase::Waiting }));
+    assert_eq!(step(&mut state, &repair(2, RepairStep::Reported)), MetaOutcome::RepairStepped);
+    assert_eq!(state.metadata_repair(), Some(Repair { node: 2, phase: RepairPhase::Waiting }), "a repeat changes nothing");
+    assert_rejected(&mut state, &repair(3, RepairStep::Reported));
+    assert_rejected(&mut state, &repair(2, RepairStep::Done));
+    assert_eq!(step(&mut state, &repair(2, RepairStep::Ready)), MetaOutcome::RepairStepped);
+    assert_eq!(state.metadata_repair(), Some(Repair { node: 2, phase: RepairPhase::Rebuilding }));
+    assert_eq!(step(&mut state, &repair(2, RepairStep::Ready)), MetaOutcome::RepairStepped);
+    assert_eq!(step(&mut state, &repair(2, RepairStep::Done)), MetaOutcome::RepairStepped);
+    assert_eq!((state.metadata_repair(), state.repairs_completed()), (None, 1));
+    assert_eq!(step(&mut state, &repair(2, RepairStep::Done)), MetaOutcome::RepairStepped);
+    assert_eq!(state.repairs_completed(), 1, "a repeated completion counts once");
+    // The next node's turn.
+    assert_eq!(step(&mut state, &repair(3, RepairStep::Reported)), MetaOutcome::RepairStepped);
+    assert_eq!(state.metadata_repair(), Some(Repair { node: 3, phase: RepairPhase::Waiting }));
+}
+
+/// Leadership is never handed to a node whose metadata replica is being repaired (quarantined,
+/// or catching up), nor to a replica being repaired: `leadership_refusal` names them.
+#[test]
+fn no_leadership_goes_to_a_replica_or_node_being_repaired() {
+    let mut state = three_brokers();
+    assert!(matches!(step(&mut state, &create("t", vec![vec![1, 2, 3]])), MetaOutcome::TopicCreated { .. }));
+    let group = state.topic("t").unwrap().partitions[0].group;
+    for node in [1, 2, 3] {
+        assert_eq!(state.leadership_refusal(group, node), None, "nothing is repaired");
+    }
+    let metadata = |node, step| MetaCommand::RepairReplica { group: METADATA_GROUP, node, step };
+    assert_eq!(step(&mut state, &metadata(2, RepairStep::Reported)), MetaOutcome::RepairStepped);
+    assert!(state.leadership_refusal(group, 2).is_some_and(|why| why.contains("metadata replica")), "a quarantined node");
+    assert_eq!(step(&mut state, &metadata(2, RepairStep::Ready)), MetaOutcome::RepairStepped);
+    assert!(state.leadership_refusal(group, 2).is_some(), "a node still catching up its metadata");
+    assert_eq!(state.leadership_refusal(group, 3), None);
+    assert_eq!(step(&mut state, &metadata(2, RepairStep::Done)), MetaOutcome::RepairStepped);
+    assert_eq!(state.leadership_refusal(group, 2), None, "repaired");
+    let replica = |node, step| MetaCommand::RepairReplica { group, node, step };
+    assert_eq!(step(&mut state, &replica(3, RepairStep::Reported)), MetaOutcome::RepairStepped);
+    assert!(state.leadership_refusal(group, 3).is_some_and(|why| why.contains("replica of group")));
+    assert_eq!(state.leadership_refusal(group, 1), None);
+}

@@ -149,6 +149,13 @@ pub async fn describe_cluster(context: &NodeContext, id: u64) -> Response {
     }
     {
         let state = context.state.lock();
+        if let Some(repair) = state.meta.metadata_repair() {
+            let mut entry = wire::ReplicaRepair::new();
+            entry.metadata = true;
+            entry.node = repair.node;
+            entry.phase = repair.phase.name().to_string();
+            cluster.repairs.push(entry);
+        }
         for (&group, repair) in state.meta.repairs() {
             let Some((topic, info)) = state.meta.partition_of_group(group) else { continue };
             let mut entry = wire::ReplicaRepair::new();

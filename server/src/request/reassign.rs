@@ -11,7 +11,9 @@ use odradek_client::wire::proto::{self as wire, ErrorCode, Response};
 use super::admin::{admin_timeout, propose_meta};
 use super::{ok_response, RequestError};
 use crate::context::NodeContext;
-use crate::meta::{MetaCommand, MetaOutcome, ReassignRefusal, RepairStep};
+use crate::meta::{MetaCommand, MetaOutcome, ReassignRefusal, RepairStep, METADATA_GROUP};
+use odradek_consensus::NodeId;
+use raft::StateRole;
 
 fn refused(refusal: &ReassignRefusal) -> RequestError {
     let code = match refusal {
@@ -53,11 +55,14 @@ async fn start(context: &NodeContext, body: &wire::ReassignPartitionRequest) -> 
 async fn repair_step(context: &NodeContext, body: &wire::ReassignPartitionRequest) -> Result<(), RequestError> {
     let invalid = |message: String| RequestError::new(ErrorCode::INVALID_REQUEST, message);
     let step = RepairStep::from_code(body.repair_step).ok_or_else(|| invalid(format!("repair step {} (1..=3)", body.repair_step)))?;
-    let group = super::locate(context, &body.topic, body.partition)?.group;
+    let group = if body.repair_metadata { METADATA_GROUP } else { super::locate(context, &body.topic, body.partition)?.group };
     match context.state.lock().meta.check_repair(group, body.repair_node, step) {
         Err(reason) => return Err(invalid(reason)),
         Ok(false) => return Ok(()), // a repeat: recorded already
         Ok(true) => {}
+    }
+    if group == METADATA_GROUP && step == RepairStep::Ready {
+        metadata_voters_hold_commit(context, body.repair_node).await?;
     }
     let command = MetaCommand::RepairReplica { group, node: body.repair_node, step };
     let index = propose_meta(context, &command, admin_timeout(body.timeout_ms)).await?;
@@ -69,6 +74,48 @@ async fn repair_step(context: &NodeContext, body: &wire::ReassignPartitionReques
         Some(MetaOutcome::Rejected(reason)) => Err(invalid(reason.clone())),
         other => Err(RequestError::new(ErrorCode::INTERNAL, format!("unexpected outcome of RepairReplica: {other:?}"))),
     }
+}
+
+/// On the controller (the metadata leader), before it records that `damaged`'s metadata replica
+/// may be rebuilt (`crate::meta_repair`): every other metadata voter's match index is at least
+/// the commit index, so every committed metadata entry is on each voter but the damaged one
+/// (this leader holds them all), and the damaged files hold nothing the group needs. Entries
+/// committed later were committed without the damaged node (it hosts no metadata replica).
+/// Not yet: LEADER_NOT_AVAILABLE, which the damaged node retries.
+async fn metadata_voters_hold_commit(context: &NodeContext, damaged: NodeId) -> Result<(), RequestError> {
+    let me = context.state.node_id;
+    let not_yet = |message: String| RequestError::new(ErrorCode::LEADER_NOT_AVAILABLE, message);
+    let Ok(Some((status, conf))) = context.node.status(METADATA_GROUP).await else {
+        return Err(not_yet("this node hosts no metadata replica".to_string()));
+    };
+    if status.role != StateRole::Leader || status.commit == 0 {
+        return Err(not_yet(format!("node {me} does not lead the metadata group (any more)")));
+    }
+    let lagging: Vec<NodeId> = conf
+        .voters
+        .iter()
+        .chain(&conf.voters_outgoing)
+        .copied()
+        .filter(|&voter| voter != damaged && voter != me)
+        .filter(|voter| status.progress.get(voter).is_none_or(|&(matched, _)| matched < status.commit))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if !lagging.is_empty() {
+        tracing::info!(
+            damaged,
+            ?lagging,
+            commit = status.commit,
+            "a damaged metadata replica is rebuilt once every other voter holds the commit"
+        );
+        return Err(not_yet(format!("metadata voters {lagging:?} do not hold the commit index {} yet", status.commit)));
+    }
+    tracing::info!(
+        damaged,
+        commit = status.commit,
+        "every other metadata voter holds the commit: the damaged metadata replica may be rebuilt"
+    );
+    Ok(())
 }
 
 async fn complete(context: &NodeContext, body: &wire::ReassignPartitionRequest) -> Result<(), RequestError> {

@@ -1,7 +1,8 @@
 //! TransferLeader: hands a partition's leadership to another voter on demand (issue 15,
 //! F-M2). Served by the partition's leader (any other node answers NOT_LEADER, which the client
-//! follows); the target must be a voter of the group's configuration and caught up (its match
-//! index at least the commit index), else the refusal is definite. The answer waits until the
+//! follows); the target must be a voter of the group's configuration, caught up (its match
+//! index at least the commit index) and not being repaired (its node's metadata replica or its
+//! replica of the group: it would drop the hand-over), else the refusal is definite. The answer waits until the
 //! target leads, at most the request's timeout: a timeout is indefinite (raft may still move
 //! leadership), and a request naming the current leader succeeds at once.
 
@@ -39,6 +40,9 @@ async fn transfer(context: &NodeContext, body: &wire::TransferLeaderRequest) -> 
     if !conf.voters.contains(&body.to) {
         let message = format!("node {} is not a voter of {}/{} (voters {:?})", body.to, body.topic, body.partition, conf.voters);
         return Err(RequestError::new(ErrorCode::INVALID_REQUEST, message));
+    }
+    if let Some(refusal) = context.state.lock().meta.leadership_refusal(group, body.to) {
+        return Err(RequestError::new(ErrorCode::INVALID_REQUEST, format!("{refusal}; retry once it is repaired")));
     }
     let matched = status.progress.get(&body.to).map_or(0, |&(matched, _)| matched);
     if matched < status.commit {

@@ -703,7 +703,14 @@ pub async fn cluster(bootstrap: &Bootstrap, command: ClusterCommand) -> Result<(
         .map(|m| format!("{}/{}: {} -> {} ({})", m.topic, m.partition, node_list(&m.replicas_from), node_list(&m.replicas_to), m.phase))
         .collect();
     say!("Reassignments in progress: {}", none_or(moving));
-    let repairs = description.repairs.iter().map(|r| format!("{}/{} on node {} ({})", r.topic, r.partition, r.node, r.phase)).collect();
+    let repairs = description
+        .repairs
+        .iter()
+        .map(|r| match r.metadata {
+            true => format!("the metadata replica on node {} ({})", r.node, r.phase),
+            false => format!("{}/{} on node {} ({})", r.topic, r.partition, r.node, r.phase),
+        })
+        .collect();
     say!("Damaged replicas being repaired: {}; repairs done: {}", none_or(repairs), description.repairs_completed);
     say!("");
     say!(
