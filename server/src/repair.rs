@@ -30,10 +30,12 @@
 //!
 //! Cost: nothing (not a status query) while no repair is recorded.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use odradek_client::wire::proto::{self as wire, Request_oneof_body as Body};
-use odradek_consensus::{GroupId, NodeError, NodeId};
+use odradek_consensus::{GroupId, GroupStatus, NodeError, NodeId};
+use raft::eraftpb::ConfState;
 use raft::StateRole;
 
 use crate::context::NodeContext;
@@ -113,14 +115,7 @@ pub async fn drive(context: &NodeContext, hosted: impl Iterator<Item = GroupId>)
         if status.role != StateRole::Leader || status.commit == 0 {
             continue;
         }
-        let lagging: Vec<NodeId> = conf
-            .voters
-            .iter()
-            .chain(&conf.voters_outgoing)
-            .copied()
-            .filter(|&voter| voter != damaged && voter != me)
-            .filter(|voter| status.progress.get(voter).is_none_or(|&(matched, _)| matched < status.commit))
-            .collect();
+        let lagging = voters_behind_commit(&status, &conf, damaged, me);
         if !lagging.is_empty() {
             tracing::info!(group, damaged, ?lagging, "a damaged replica is rebuilt once every other voter has caught up");
             continue;
@@ -128,6 +123,22 @@ pub async fn drive(context: &NodeContext, hosted: impl Iterator<Item = GroupId>)
         tracing::info!(group, damaged, commit = status.commit, "every other voter holds the commit: the damaged replica may be rebuilt");
         send_step(context, group, damaged, RepairStep::Ready).await;
     }
+}
+
+/// The voters of a group this node leads (`status`, `conf`), besides `damaged` and the leader
+/// `me`, whose match index is below the commit index: a damaged replica (of a partition, or of
+/// the metadata, `crate::request::reassign`) is rebuilt only once there are none, so every
+/// committed entry is on each voter but the damaged one.
+pub fn voters_behind_commit(status: &GroupStatus, conf: &ConfState, damaged: NodeId, me: NodeId) -> Vec<NodeId> {
+    let behind: BTreeSet<NodeId> = conf
+        .voters
+        .iter()
+        .chain(&conf.voters_outgoing)
+        .copied()
+        .filter(|&voter| voter != damaged && voter != me)
+        .filter(|voter| status.progress.get(voter).is_none_or(|&(matched, _)| matched < status.commit))
+        .collect();
+    behind.into_iter().collect()
 }
 
 /// Asks the controller to record `step` of the repair of `node`'s replica of `group` (through

@@ -16,42 +16,13 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use odradek_client::{Admin, Consumer, ConsumerConfig, Offset, OffsetQuery, Producer, ProducerConfig, ProducerRecord};
+use odradek_client::{Admin, Consumer, ConsumerConfig, Offset, OffsetQuery};
 
-use common::{create_topic_until, without_colors, ProcessCluster};
+use common::{create_topic_until, produce_acked, settled_bounds, ProcessCluster};
 
 const TOPIC: &str = "damaged";
 const RECORDS: u64 = 2_000;
 const DAMAGED: u64 = 2;
-
-/// Value → offset of every acknowledged record (one partition).
-async fn produce(addresses: &[&str]) -> BTreeMap<String, u64> {
-    let config = ProducerConfig { request_timeout: Duration::from_secs(10), ..ProducerConfig::default() };
-    let producer = Producer::new(addresses, config).await.expect("producer");
-    let mut deliveries = Vec::new();
-    for i in 0..RECORDS {
-        let value = format!("v{i:06}");
-        deliveries.push((value.clone(), producer.send(ProducerRecord::new(TOPIC, value)).await.expect("send queues")));
-    }
-    let mut acked = BTreeMap::new();
-    for (value, delivery) in deliveries {
-        if let Ok(metadata) = delivery.await {
-            acked.insert(value, metadata.offset.expect("acks=all gives offsets"));
-        }
-    }
-    producer.close().await.expect("close");
-    acked
-}
-
-/// The `bound` of every "suspicion settled" line of `group` in `log`.
-fn settled_bounds(log: &str, group: u64) -> Vec<u64> {
-    without_colors(log)
-        .lines()
-        .filter(|line| line.contains("suspicion settled") && line.contains(&format!("group={group} ")))
-        .filter_map(|line| line.split_whitespace().find_map(|field| field.strip_prefix("bound=")))
-        .map(|bound| bound.parse().expect("a bound is a number"))
-        .collect()
-}
 
 /// Waits until node `id`'s log has a line containing `text`.
 async fn wait_for_log(cluster: &ProcessCluster, id: u64, text: &str, within: Duration) {
@@ -69,7 +40,7 @@ async fn a_damaged_replica_is_set_aside_rebuilt_out_of_the_votes_and_serves_ever
     let addresses: Vec<&str> = bootstrap.iter().map(String::as_str).collect();
     let admin = Admin::new(&addresses).unwrap();
     create_topic_until(&admin, TOPIC, 1, tokio::time::Instant::now() + Duration::from_secs(30)).await;
-    let acked = produce(&addresses).await;
+    let acked = produce_acked(&addresses, TOPIC, RECORDS).await;
     assert!(acked.len() as u64 >= RECORDS * 9 / 10, "most records are acknowledged: {} of {RECORDS}", acked.len());
 
     // Both copies of the partition replica's hard state on node 2 damaged while it is down (the

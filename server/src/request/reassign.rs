@@ -91,16 +91,7 @@ async fn metadata_voters_hold_commit(context: &NodeContext, damaged: NodeId) -> 
     if status.role != StateRole::Leader || status.commit == 0 {
         return Err(not_yet(format!("node {me} does not lead the metadata group (any more)")));
     }
-    let lagging: Vec<NodeId> = conf
-        .voters
-        .iter()
-        .chain(&conf.voters_outgoing)
-        .copied()
-        .filter(|&voter| voter != damaged && voter != me)
-        .filter(|voter| status.progress.get(voter).is_none_or(|&(matched, _)| matched < status.commit))
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    let lagging = crate::repair::voters_behind_commit(&status, &conf, damaged, me);
     if !lagging.is_empty() {
         tracing::info!(
             damaged,

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use odradek_client::{Admin, Consumer, ConsumerConfig, Offset, OffsetQuery, TopicConfig};
+use odradek_client::{Admin, Consumer, ConsumerConfig, Offset, OffsetQuery, Producer, ProducerConfig, ProducerRecord, TopicConfig};
 use odradek_jepsen::harness::ports::{reserve, PortBlock};
 
 pub struct NodeProcess {
@@ -387,4 +387,34 @@ pub fn refused_join(id: u64, seed: &str) -> String {
         .expect("run odradek server");
     assert!(!output.status.success(), "a refused join must end the process");
     without_colors(&String::from_utf8_lossy(&output.stderr))
+}
+
+/// Sends `records` values `v000000`.. to `topic` (one partition) with acks=all and returns value →
+/// offset of every acknowledged one.
+pub async fn produce_acked(addresses: &[&str], topic: &str, records: u64) -> std::collections::BTreeMap<String, u64> {
+    let config = ProducerConfig { request_timeout: Duration::from_secs(10), ..ProducerConfig::default() };
+    let producer = Producer::new(addresses, config).await.expect("producer");
+    let mut deliveries = Vec::new();
+    for i in 0..records {
+        let value = format!("v{i:06}");
+        deliveries.push((value.clone(), producer.send(ProducerRecord::new(topic, value)).await.expect("send queues")));
+    }
+    let mut acked = std::collections::BTreeMap::new();
+    for (value, delivery) in deliveries {
+        if let Ok(metadata) = delivery.await {
+            acked.insert(value, metadata.offset.expect("acks=all gives offsets"));
+        }
+    }
+    producer.close().await.expect("close");
+    acked
+}
+
+/// The `bound` of every "suspicion settled" line of `group` in a node's `log`.
+pub fn settled_bounds(log: &str, group: u64) -> Vec<u64> {
+    without_colors(log)
+        .lines()
+        .filter(|line| line.contains("suspicion settled") && line.contains(&format!("group={group} ")))
+        .filter_map(|line| line.split_whitespace().find_map(|field| field.strip_prefix("bound=")))
+        .map(|bound| bound.parse().expect("a bound is a number"))
+        .collect()
 }
