@@ -913,7 +913,10 @@ fn grow_shrink_wipe_seeds_found_by_sweeps_pass() {
 fn planted_coordinator_names_preferred_is_caught() {
     let bug = PlantedBug::CoordinatorNamesPreferred;
     let base = ScenarioConfig { scenario: Scenario::Groups, membership: true, ..ScenarioConfig::new(0) };
-    planted_bug_is_caught_with(bug, &base, 249..=249, &["V3"]);
+    // Seed 221 (C7: two coordinators each gave a partition away). Seed 249 (V3) no longer shows
+    // it since a node whose metadata replica was damaged is repaired (the runs' traces moved);
+    // of seeds 1..=600 with the bug only 221 fails, and it passes without it.
+    planted_bug_is_caught_with(bug, &base, 221..=221, &["V3", "C7"]);
 }
 
 #[test]
