@@ -54,6 +54,16 @@ fn build_planted_server() -> PathBuf {
     binary
 }
 
+/// A `--nemesis membership` run (F-M1) completed a round, node 4 joined and took a partition,
+/// and a node was decommissioned.
+fn assert_membership_rounds(history: &History, log: &str) {
+    let windows = intervals::fault_windows(history);
+    let rounds = windows.iter().filter(|w| w.fault == "F-M1 membership" && w.stop_s.is_some()).count();
+    assert!(rounds >= 1, "no completed membership round:\n{log}");
+    assert!(log.contains("membership round: node 4 joined"), "node 4 did not join and take a partition:\n{log}");
+    assert!(log.contains("decommissioned and stopped"), "no node was decommissioned:\n{log}");
+}
+
 fn harness(args: &[&str]) -> Output {
     Command::new(HARNESS).args(args).output().expect("run odradek-jepsen")
 }
@@ -223,11 +233,7 @@ fn short_real_run_under_membership_passes() {
     let log = text(&output);
     assert_eq!(output.status.code(), Some(0), "the run must pass with no anomaly:\n{log}");
     let history = report::read_history(&out).unwrap();
-    let windows = intervals::fault_windows(&history);
-    let rounds = windows.iter().filter(|w| w.fault == "F-M1 membership" && w.stop_s.is_some()).count();
-    assert!(rounds >= 1, "no completed membership round:\n{log}");
-    assert!(log.contains("membership round: node 4 joined"), "node 4 did not join and take a partition:\n{log}");
-    assert!(log.contains("decommissioned and stopped"), "no node was decommissioned:\n{log}");
+    assert_membership_rounds(&history, &log);
     let verdict = saved_verdict(&out);
     assert!(verdict.valid && verdict.anomalies.is_empty() && verdict.stats.final_drain, "{log}");
     assert!(verdict.stats.sends_ok >= 100, "too little load to mean anything:\n{log}");
@@ -422,11 +428,7 @@ fn short_real_kafka_client_run_under_membership_passes() {
     assert_eq!(output.status.code(), Some(0), "the run must pass with no anomaly:\n{log}");
     assert!(log.contains("client kafka (rskafka) via the Kafka listeners"), "{log}");
     let history = report::read_history(&out).unwrap();
-    let windows = intervals::fault_windows(&history);
-    let rounds = windows.iter().filter(|w| w.fault == "F-M1 membership" && w.stop_s.is_some()).count();
-    assert!(rounds >= 1, "no completed membership round:\n{log}");
-    assert!(log.contains("membership round: node 4 joined"), "node 4 did not join and take a partition:\n{log}");
-    assert!(log.contains("decommissioned and stopped"), "no node was decommissioned:\n{log}");
+    assert_membership_rounds(&history, &log);
     let verdict = saved_verdict(&out);
     assert!(verdict.valid && verdict.anomalies.is_empty() && verdict.stats.final_drain, "{log}");
     assert!(verdict.stats.sends_ok >= 100 && verdict.stats.polls_ok >= 50, "too little load to mean anything:\n{log}");
@@ -696,11 +698,7 @@ fn short_real_offset_delete_run_under_membership_passes() {
     assert_eq!(output.status.code(), Some(0), "the run must pass with no anomaly:\n{log}");
     assert!(log.contains("offset-delete: raw OffsetDelete requests"), "{log}");
     let history = report::read_history(&out).unwrap();
-    let windows = intervals::fault_windows(&history);
-    let rounds = windows.iter().filter(|w| w.fault == "F-M1 membership" && w.stop_s.is_some()).count();
-    assert!(rounds >= 1, "no completed membership round:\n{log}");
-    assert!(log.contains("membership round: node 4 joined"), "node 4 did not join and take a partition:\n{log}");
-    assert!(log.contains("decommissioned and stopped"), "no node was decommissioned:\n{log}");
+    assert_membership_rounds(&history, &log);
     let answered = history.ops().iter().filter(|op| op.f == OpF::OffsetDelete && op.kind == OpType::Ok).count();
     assert!(answered >= 1, "no OffsetDelete was answered:\n{log}");
     let verdict = saved_verdict(&out);

@@ -19,22 +19,16 @@ use std::time::Duration;
 
 use odradek_client::{Admin, OffsetQuery};
 
-use common::{create_topic_until, produce_acked, read_back_partition, settled_bounds, wait_until, without_colors, ProcessCluster};
+use common::{
+    assert_set_aside_kept, create_topic_until, produce_acked, read_back_partition, rebuilt_replica_settled, settled_bounds, wait_for_log,
+    wait_until, without_colors, ProcessCluster,
+};
 
 const TOPIC: &str = "kept";
 const RECORDS: u64 = 1_000;
 const DAMAGED: u64 = 2;
 /// The metadata group's directory name.
 const METADATA_GROUP: u64 = 0;
-
-/// Waits until node `id`'s log has `count` lines containing `text`.
-async fn wait_for_log(cluster: &ProcessCluster, id: u64, text: &str, count: usize, within: Duration) {
-    let deadline = tokio::time::Instant::now() + within;
-    while without_colors(&cluster.log(id)).matches(text).count() < count {
-        assert!(tokio::time::Instant::now() < deadline, "node {id} never logged {text:?} within {within:?}:\n{}", cluster.log(id));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_with_a_damaged_metadata_replica_is_rebuilt_and_serves_again() {
@@ -61,25 +55,10 @@ async fn a_node_with_a_damaged_metadata_replica_is_rebuilt_and_serves_again() {
     wait_for_log(&cluster, DAMAGED, "rebuilding the damaged metadata replica: its files are set aside", 1, Duration::from_secs(60)).await;
     // The damaged files are kept, complete, for forensics.
     let set_aside = data_dir.join("quarantine").join(format!("{METADATA_GROUP}.0"));
-    for kept in ["hard_state", "conf_state", "set-aside.done"] {
-        assert!(set_aside.join(kept).exists(), "{} kept", set_aside.join(kept).display());
-    }
-    assert_eq!(std::fs::read(set_aside.join("hard_state")).unwrap(), vec![0xa5; length], "the damaged bytes as they were");
-    assert!(std::fs::read_dir(set_aside.join("log")).unwrap().count() > 0, "the log's segments kept");
+    assert_set_aside_kept(&set_aside, length);
 
     // R8 d: the rebuilt replica settled only once its log reached what the other voters held.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let bounds = loop {
-        let bounds = settled_bounds(&cluster.log(DAMAGED), METADATA_GROUP);
-        if bounds.len() > settled_before {
-            break bounds;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the rebuilt metadata replica never settled:\n{}", cluster.log(DAMAGED));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert_eq!(bounds.len(), settled_before + 1, "the rebuilt replica settled once: {bounds:?}");
-    let bound = bounds[settled_before];
-    assert!(bound > 0, "the rebuilt metadata replica had to catch up before voting: bound {bound}");
+    rebuilt_replica_settled(&cluster, DAMAGED, METADATA_GROUP, settled_before).await;
     wait_for_log(&cluster, DAMAGED, "the rebuilt metadata replica has caught up and votes: repaired", 1, Duration::from_secs(60)).await;
     // The repair is over, as the controller records it; the marker is gone.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use odradek_client::{Admin, Consumer, ConsumerConfig, Offset, OffsetQuery, Producer, ProducerConfig, ProducerRecord};
 
-use common::{create_topic_until, without_colors, ProcessCluster};
+use common::{create_topic_until, wait_for_log, without_colors, ProcessCluster};
 
 const TOPIC: &str = "replaced";
 const PARTITIONS: u32 = 3;
@@ -41,15 +41,6 @@ async fn produce(addresses: &[&str]) -> BTreeMap<String, (u32, u64)> {
     }
     producer.close().await.expect("close");
     acked
-}
-
-/// Waits until node `id`'s log has `count` lines containing `text`.
-async fn wait_for_log(cluster: &ProcessCluster, id: u64, text: &str, count: usize, within: Duration) {
-    let deadline = tokio::time::Instant::now() + within;
-    while cluster.log(id).matches(text).count() < count {
-        assert!(tokio::time::Instant::now() < deadline, "node {id} never logged {text:?} within {within:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// The `bound` of every "suspicion settled" line in `log` (one per group that settled).

@@ -18,20 +18,13 @@ use std::time::Duration;
 
 use odradek_client::{Admin, Consumer, ConsumerConfig, Offset, OffsetQuery};
 
-use common::{create_topic_until, produce_acked, settled_bounds, ProcessCluster};
+use common::{
+    assert_set_aside_kept, create_topic_until, produce_acked, rebuilt_replica_settled, settled_bounds, wait_for_log, ProcessCluster,
+};
 
 const TOPIC: &str = "damaged";
 const RECORDS: u64 = 2_000;
 const DAMAGED: u64 = 2;
-
-/// Waits until node `id`'s log has a line containing `text`.
-async fn wait_for_log(cluster: &ProcessCluster, id: u64, text: &str, within: Duration) {
-    let deadline = tokio::time::Instant::now() + within;
-    while !cluster.log(id).contains(text) {
-        assert!(tokio::time::Instant::now() < deadline, "node {id} never logged {text:?} within {within:?}:\n{}", cluster.log(id));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_replica_is_set_aside_rebuilt_out_of_the_votes_and_serves_every_acknowledged_record() {
@@ -70,28 +63,13 @@ async fn a_damaged_replica_is_set_aside_rebuilt_out_of_the_votes_and_serves_ever
     std::fs::write(&hard_state, vec![0xa5; length]).unwrap();
     tokio::task::block_in_place(|| cluster.restart(DAMAGED));
 
-    wait_for_log(&cluster, DAMAGED, "this replica's files are damaged: reporting it for repair", Duration::from_secs(30)).await;
-    wait_for_log(&cluster, DAMAGED, "set the damaged files of a replica aside", Duration::from_secs(60)).await;
+    wait_for_log(&cluster, DAMAGED, "this replica's files are damaged: reporting it for repair", 1, Duration::from_secs(30)).await;
+    wait_for_log(&cluster, DAMAGED, "set the damaged files of a replica aside", 1, Duration::from_secs(60)).await;
     // The damaged files are kept, complete, for forensics.
     let set_aside = data_dir.join("quarantine").join(format!("{group}.0"));
-    for kept in ["hard_state", "conf_state", "set-aside.done"] {
-        assert!(set_aside.join(kept).exists(), "{} kept", set_aside.join(kept).display());
-    }
-    assert_eq!(std::fs::read(set_aside.join("hard_state")).unwrap(), vec![0xa5; length], "the damaged bytes as they were");
-    assert!(std::fs::read_dir(set_aside.join("log")).unwrap().count() > 0, "the log's segments kept");
+    assert_set_aside_kept(&set_aside, length);
     // R8 d: the rebuilt replica settled only once its log reached what the other voters held.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let bounds = loop {
-        let bounds = settled_bounds(&cluster.log(DAMAGED), group);
-        if bounds.len() > settled_before {
-            break bounds;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the rebuilt replica never settled:\n{}", cluster.log(DAMAGED));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert_eq!(bounds.len(), settled_before + 1, "the rebuilt replica settled once: {bounds:?}");
-    let bound = bounds[settled_before];
-    assert!(bound > 0, "the rebuilt replica had to catch up before voting: bound {bound}");
+    rebuilt_replica_settled(&cluster, DAMAGED, group, settled_before).await;
     // The repair is over, as the controller records it.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {

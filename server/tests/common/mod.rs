@@ -418,3 +418,42 @@ pub fn settled_bounds(log: &str, group: u64) -> Vec<u64> {
         .map(|bound| bound.parse().expect("a bound is a number"))
         .collect()
 }
+
+/// Waits until node `id`'s log (colours stripped) holds `text` at least `count` times.
+pub async fn wait_for_log(cluster: &ProcessCluster, id: u64, text: &str, count: usize, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    while without_colors(&cluster.log(id)).matches(text).count() < count {
+        assert!(tokio::time::Instant::now() < deadline, "node {id} never logged {text:?} within {within:?}:\n{}", cluster.log(id));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A damaged replica's files set aside under `set_aside` (its quarantine directory) are kept
+/// complete for forensics: both state files, the set-aside marker, the log's segments, and the
+/// hard state's damaged bytes (`damaged_length` bytes of 0xa5) as they were.
+pub fn assert_set_aside_kept(set_aside: &std::path::Path, damaged_length: usize) {
+    for kept in ["hard_state", "conf_state", "set-aside.done"] {
+        assert!(set_aside.join(kept).exists(), "{} kept", set_aside.join(kept).display());
+    }
+    assert_eq!(std::fs::read(set_aside.join("hard_state")).unwrap(), vec![0xa5; damaged_length], "the damaged bytes as they were");
+    assert!(std::fs::read_dir(set_aside.join("log")).unwrap().count() > 0, "the log's segments kept");
+}
+
+/// R8 d on real processes: waits (up to 60 s) until node `id`'s rebuilt replica of `group`
+/// settled once more than the `settled_before` times it had, asserts it settled exactly once
+/// and only at a bound above 0 (it caught up before voting), and returns that bound.
+pub async fn rebuilt_replica_settled(cluster: &ProcessCluster, id: u64, group: u64, settled_before: usize) -> u64 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let bounds = loop {
+        let bounds = settled_bounds(&cluster.log(id), group);
+        if bounds.len() > settled_before {
+            break bounds;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the rebuilt replica of group {group} never settled:\n{}", cluster.log(id));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(bounds.len(), settled_before + 1, "the rebuilt replica of group {group} settled once: {bounds:?}");
+    let bound = bounds[settled_before];
+    assert!(bound > 0, "the rebuilt replica of group {group} had to catch up before voting: bound {bound}");
+    bound
+}
