@@ -68,12 +68,17 @@ struct HeavyProducer {
     compression: Compression,
     /// Sometimes short, so batches are given up while a leader is unreachable.
     delivery_timeout_ms: u64,
+    /// Records sent back to back to one partition before the pause (the pause grows with it):
+    /// bursts fill multi-record batches, so a seed's records take fewer raft entries.
+    run: u64,
 }
 
 /// Attempts at starting a producer (each bounded by the client's request timeout).
 const PRODUCER_START_ATTEMPTS_MAX: u32 = 20;
 /// Heavy load: sends per producer over the safety phase (at most).
 const HEAVY_RECORDS_MAX: u64 = 800;
+/// Heavy load: records a producer sends back to back to one partition (drawn per producer).
+const HEAVY_RUNS: [u64; 3] = [2, 8, 32];
 /// Heavy load: idempotent acks=all producers (besides the one with drawn acks).
 const HEAVY_PRODUCERS: usize = 4;
 
@@ -222,6 +227,7 @@ fn heavy_producers(rng: &mut SmallRng, spread: Duration, retry_backoff_ms: u64, 
             in_flight_max: *[1, 2, 5].choose(rng).expect("three"),
             compression: *Compression::ALL.choose(rng).expect("five"),
             delivery_timeout_ms: if rng.gen_bool(0.25) { rng.gen_range(2_000..8_000) } else { 40_000 },
+            run: *HEAVY_RUNS.choose(rng).expect("runs"),
         });
     }
     kinds
@@ -282,12 +288,13 @@ async fn produce(cluster: Arc<SimCluster>, index: u64, kind: ProducerKind, plant
         }
     };
     let mut pending = Vec::new();
+    let run = kind.heavy.map_or(1, |heavy| heavy.run);
     for i in 0..kind.records {
-        if i > 0 {
-            tokio::time::sleep(kind.interval).await;
+        if i > 0 && i % run == 0 {
+            tokio::time::sleep(kind.interval * run as u32).await;
         }
         let value = index * 1_000_000 + i;
-        let key = i % u64::from(cluster.load.partitions);
+        let key = (i / run) % u64::from(cluster.load.partitions);
         let process = cluster.process();
         let identity = producer.identity().map(|id| odradek_jepsen::history::Producer {
             pid: id.producer_id as u64,
