@@ -17,7 +17,8 @@
 # GROUP_PROTOCOLS (with --groups "classic consumer": each test runs once per protocol, librdkafka's
 # `group.protocol`, through its TEST_CONSUMER_GROUP_PROTOCOL; otherwise "classic"),
 # RDKAFKA_SYS (4.10.0+2.12.1: the crate version, i.e. librdkafka 2.12.1), KAFKA_PATH (unset: the
-# tests of NEEDS_KAFKA_INSTALL are skipped; librdkafka's tests read it too).
+# tests of NEEDS_KAFKA_INSTALL are skipped; librdkafka's tests read it too), MAKE_JOBS (2: make's
+# jobs for the librdkafka build; 1 on a machine shared with measurements).
 # Needs: cc, make, perl, python3 (librdkafka's build); cargo (to fetch the crate).
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -27,6 +28,7 @@ PORT=${PORT:-26000}
 TEST_TIMEOUT=${TEST_TIMEOUT:-120}
 BUDGET=${BUDGET:-3600}
 RDKAFKA_SYS=${RDKAFKA_SYS:-4.10.0+2.12.1}
+MAKE_JOBS=${MAKE_JOBS:-2}
 [ -x "$BIN" ] || { echo "librdkafka-tests: $BIN missing; cargo build -p odradek-server --bin odradek" >&2; exit 2; }
 
 # The produce/consume tier: producers (acks levels, batches, sizes, partitioners, compression
@@ -79,7 +81,7 @@ if [ ! -x "$SRC/tests/test-runner" ]; then
     rm -rf "$SRC" && cp -r "$(dirname "$crate")/librdkafka" "$SRC" || exit 2
     echo "librdkafka-tests: building librdkafka from rdkafka-sys $RDKAFKA_SYS (a few minutes)"
     (cd "$SRC" && ./configure --disable-ssl --disable-gssapi --disable-curl --disable-zstd --disable-lz4-ext >"$OUT/configure.log" 2>&1 &&
-        make -j2 libs >"$OUT/make.log" 2>&1 && make -C tests -j2 build >>"$OUT/make.log" 2>&1) ||
+        make -j"$MAKE_JOBS" libs >"$OUT/make.log" 2>&1 && make -C tests -j"$MAKE_JOBS" build >>"$OUT/make.log" 2>&1) ||
         { echo "librdkafka-tests: the build failed; see $OUT/configure.log and $OUT/make.log" >&2; exit 2; }
 fi
 

@@ -161,6 +161,18 @@ fn commit(raw: &mut KafkaRaw, member_id: &str, generation: i32, offset: i64) -> 
 
 /// OffsetCommit of `version` in `group` of `offset` on both partitions: each partition's code.
 fn commit_at(raw: &mut KafkaRaw, version: i16, group: &str, member_id: &str, epoch: i32, offset: i64) -> Vec<i16> {
+    commit_as(raw, version, group, (member_id, None), epoch, offset)
+}
+
+/// [`commit_at`] naming a member id and a group instance id (v7+).
+fn commit_as(
+    raw: &mut KafkaRaw,
+    version: i16,
+    group: &str,
+    (member_id, instance): (&str, Option<&str>),
+    epoch: i32,
+    offset: i64,
+) -> Vec<i16> {
     let partitions =
         (0..2).map(|p| OffsetCommitRequestPartition::default().with_partition_index(p).with_committed_offset(offset)).collect();
     let topic = OffsetCommitRequestTopic::default().with_name(TopicName(text(TOPIC))).with_partitions(partitions);
@@ -168,6 +180,7 @@ fn commit_at(raw: &mut KafkaRaw, version: i16, group: &str, member_id: &str, epo
         .with_group_id(GroupId(text(group)))
         .with_generation_id_or_member_epoch(epoch)
         .with_member_id(text(member_id))
+        .with_group_instance_id(instance.map(text))
         .with_topics(vec![topic]);
     let ResponseKind::OffsetCommit(answer) = raw.call(version, RequestKind::OffsetCommit(request)) else { panic!() };
     answer.topics.iter().flat_map(|t| t.partitions.iter().map(|p| p.error_code)).collect()
@@ -610,8 +623,13 @@ fn offset_delete(raw: &mut KafkaRaw, group: &str, partitions: &[(&str, i32)]) ->
 
 /// GROUP's committed offset of `topic`/`partition` (-1: none), by OffsetFetch v7.
 fn committed(raw: &mut KafkaRaw, topic: &str, partition: i32) -> i64 {
+    committed_in(raw, GROUP, topic, partition)
+}
+
+/// `group`'s committed offset of `topic`/`partition` (-1: none), by OffsetFetch v7.
+fn committed_in(raw: &mut KafkaRaw, group: &str, topic: &str, partition: i32) -> i64 {
     let asked = OffsetFetchRequestTopic::default().with_name(TopicName(text(topic))).with_partition_indexes(vec![partition]);
-    let fetch = OffsetFetchRequest::default().with_group_id(GroupId(text(GROUP))).with_topics(Some(vec![asked]));
+    let fetch = OffsetFetchRequest::default().with_group_id(GroupId(text(group))).with_topics(Some(vec![asked]));
     let ResponseKind::OffsetFetch(fetched) = raw.call(7, RequestKind::OffsetFetch(fetch)) else { panic!() };
     assert_eq!(fetched.error_code, NONE, "{fetched:?}");
     fetched.topics[0].partitions[0].committed_offset
@@ -756,5 +774,67 @@ fn a_commit_at_epoch_minus_one_naming_a_member_is_taken_only_while_the_group_is_
     assert_eq!(commit_in(&mut raw, group, &member, -1, 8), vec![STALE_MEMBER_EPOCH; 2], "the member at epoch -1, v9");
     assert_eq!(commit_at(&mut raw, 8, group, &member, -1, 8), vec![UNSUPPORTED_VERSION; 2], "below v9");
     assert_eq!(commit_in(&mut raw, group, &member, joined.member_epoch, 9), vec![NONE; 2], "its own epoch");
+    runtime.block_on(server.shutdown()).unwrap();
+}
+
+/// The OffsetCommit refusals Kafka 4.0 answers by the group's protocol and the request's
+/// version, each as its coordinator code reads:
+/// - a group that does not exist, at a generation or member epoch (>= 0): ILLEGAL_GENERATION
+///   below v9, GROUP_ID_NOT_FOUND from v9 (`OffsetMetadataManager.validateOffsetCommit`), and
+///   the group still does not exist;
+/// - a classic group, member "" naming the instance id a static member holds:
+///   FENCED_INSTANCE_ID at any generation (`ClassicGroup.validateMember`); an instance id nobody
+///   holds, UNKNOWN_MEMBER_ID;
+/// - a consumer-protocol member, at an epoch above its own: STALE_MEMBER_EPOCH (any epoch but
+///   the member's is stale: `ConsumerGroup.validateMemberEpoch`); at OffsetCommit v8, even at
+///   its own epoch: UNSUPPORTED_VERSION (its members must use v9).
+///
+/// Nothing is committed by a refusal.
+#[test]
+fn offset_commit_refusals_are_kafka_4_0s() {
+    const UNSUPPORTED_VERSION: i16 = 35;
+    const FENCED_INSTANCE_ID: i16 = 82;
+    const STALE_MEMBER_EPOCH: i16 = 113;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (server, kafka) = start(&runtime);
+    let mut raw = KafkaRaw::connect(&kafka);
+    prepare(&mut raw, &kafka);
+
+    let nobody = "never-joined";
+    prepare_group(&mut raw, &kafka, nobody);
+    for member in ["", "ghost"] {
+        assert_eq!(commit_at(&mut raw, 8, nobody, member, 1, 5), vec![ILLEGAL_GENERATION; 2], "member {member:?}, v8");
+        assert_eq!(commit_at(&mut raw, 9, nobody, member, 1, 5), vec![GROUP_ID_NOT_FOUND; 2], "member {member:?}, v9");
+    }
+    assert_eq!(describe(&mut raw, nobody).group_state.as_str(), "Dead", "the refusals created no group");
+
+    // A static member leads a classic group.
+    let held = joined(raw.call(5, join("", Some("instance-s"))));
+    assert_eq!(held.error_code, NONE, "{held:?}");
+    let generation = held.generation_id;
+    for (version, epoch) in [(8, -1), (9, -1), (8, generation)] {
+        let fenced = commit_as(&mut raw, version, GROUP, ("", Some("instance-s")), epoch, 5);
+        assert_eq!(fenced, vec![FENCED_INSTANCE_ID; 2], "v{version}, generation {epoch}");
+    }
+    assert_eq!(commit_as(&mut raw, 8, GROUP, ("", Some("instance-t")), -1, 5), vec![UNKNOWN_MEMBER_ID; 2], "nobody holds it");
+    assert_eq!(committed(&mut raw, TOPIC, 0), -1);
+
+    // A consumer-protocol member.
+    let group = "kip848-codes";
+    prepare_group(&mut raw, &kafka, group);
+    let join = ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(GroupId(text(group)))
+        .with_member_epoch(0)
+        .with_rebalance_timeout_ms(30_000)
+        .with_subscribed_topic_names(Some(vec![TopicName(text(TOPIC))]))
+        .with_topic_partitions(Some(Vec::new()));
+    let joined = consumer_heartbeat(&mut raw, 0, join);
+    assert_eq!(joined.error_code, NONE, "{joined:?}");
+    let (member, epoch) = (joined.member_id.clone().expect("a member id").to_string(), joined.member_epoch);
+    assert_eq!(commit_in(&mut raw, group, &member, epoch + 1, 5), vec![STALE_MEMBER_EPOCH; 2], "an epoch above the member's");
+    assert_eq!(commit_at(&mut raw, 8, group, &member, epoch, 5), vec![UNSUPPORTED_VERSION; 2], "v8 at its own epoch");
+    assert_eq!(committed_in(&mut raw, group, TOPIC, 0), -1);
+    assert_eq!(commit_in(&mut raw, group, &member, epoch, 6), vec![NONE; 2], "v9 at its own epoch");
+    assert_eq!(committed_in(&mut raw, group, TOPIC, 0), 6);
     runtime.block_on(server.shutdown()).unwrap();
 }

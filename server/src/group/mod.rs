@@ -149,6 +149,9 @@ pub enum GroupError {
     FencedMemberEpoch { current: i32, got: i32 },
     #[error("member epoch {got} is older than the member's epoch {current}")]
     StaleMemberEpoch { current: i32, got: i32 },
+    /// Kafka's OffsetCommit below v9 from a consumer-protocol member ([`table::CommitRules`]).
+    #[error("member {member:?} uses the consumer protocol: commit with OffsetCommit v9 or above")]
+    UnsupportedCommitVersion { member: String },
     #[error("static instance {instance:?} is now held by member {member:?}")]
     FencedInstanceId { instance: String, member: String },
     #[error("static instance {instance:?} is still held by live member {member:?}")]
@@ -192,6 +195,7 @@ impl GroupError {
             GroupError::RebalanceInProgress(_) => ErrorCode::REBALANCE_IN_PROGRESS,
             GroupError::FencedMemberEpoch { .. } => ErrorCode::FENCED_MEMBER_EPOCH,
             GroupError::StaleMemberEpoch { .. } => ErrorCode::STALE_MEMBER_EPOCH,
+            GroupError::UnsupportedCommitVersion { .. } => ErrorCode::UNSUPPORTED_VERSION,
             GroupError::FencedInstanceId { .. } => ErrorCode::FENCED_INSTANCE_ID,
             GroupError::UnreleasedInstanceId { .. } => ErrorCode::UNRELEASED_INSTANCE_ID,
             GroupError::InconsistentGroupProtocol(_) => ErrorCode::INCONSISTENT_GROUP_PROTOCOL,
@@ -246,6 +250,7 @@ mod tests {
             GroupError::RebalanceInProgress(String::new()),
             GroupError::FencedMemberEpoch { current: 2, got: 3 },
             GroupError::StaleMemberEpoch { current: 2, got: 1 },
+            GroupError::UnsupportedCommitVersion { member: String::new() },
             GroupError::NonEmptyGroup(String::new()),
         ];
         for error in errors {

@@ -33,7 +33,7 @@ use super::classic::{self, JoinAnswer, JoinRequest, JoinStep, Phase, SyncRequest
 use super::consumer::{self, HeartbeatAnswer, HeartbeatRequest};
 use super::live::{self, Coordinator, Due};
 use super::record::{OffsetCommit, Record};
-use super::table::{GroupKind, GroupTable, Membership, Outcome};
+use super::table::{CommitRules, GroupKind, GroupTable, Membership, Outcome};
 use super::{partition_for, validate_group_id, GroupError, Partitions, TopicPartition, MEMBERS_PER_GROUP_MAX, OFFSETS_TOPIC};
 use crate::clock::Clock;
 use crate::config::ServerConfig;
@@ -645,7 +645,9 @@ impl GroupService {
     // ---- offsets ----------------------------------------------------------------------------
 
     /// OffsetCommit: all or nothing. `Ok` once applied; a refusal at its index is definite.
-    pub async fn offset_commit(&self, commit: OffsetCommit) -> Result<(), Refusal> {
+    /// `rules` choose the refusals' codes before the write (the record is judged natively at
+    /// its index: [`CommitRules`]).
+    pub async fn offset_commit(&self, commit: OffsetCommit, rules: CommitRules) -> Result<(), Refusal> {
         let at = self.locate(&commit.group).await?;
         {
             let applied = self.state.lock();
@@ -664,7 +666,7 @@ impl GroupService {
                     .get(&at.raft_group)
                     .ok_or_else(|| Refusal::not_coordinator(self.state.node_id, 0, &commit.group))?
                     .table;
-                table.validate_commit(&commit)?;
+                table.validate_commit(&commit, rules)?;
             }
         }
         let mut record = commit;

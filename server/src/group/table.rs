@@ -45,6 +45,25 @@ impl GroupKind {
     }
 }
 
+/// Whose refusals a commit gets (the wire's `CommitRules`). Kafka 4.0 answers some commits by
+/// the OffsetCommit version (`OffsetMetadataManager.validateOffsetCommit`,
+/// `ConsumerGroup.validateOffsetCommit`, `ClassicGroup.validateOffsetCommit`); the native
+/// protocol keeps its own answers. Only refusals differ: a commit one set of rules takes, every
+/// set takes, so the apply-time check ([`CommitRules::Native`]) never undoes a proposer's check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum CommitRules {
+    #[default]
+    Native,
+    /// Kafka's OffsetCommit below v9: [`CommitRules::KafkaV9`], and a consumer-protocol member
+    /// is refused whatever its epoch (its client must use v9+), a group that does not exist is
+    /// ILLEGAL_GENERATION.
+    KafkaBelowV9,
+    /// Kafka's OffsetCommit v9+: a group that does not exist is GROUP_ID_NOT_FOUND, a member
+    /// epoch above the member's STALE_MEMBER_EPOCH, member "" naming a static member's instance
+    /// id in a classic group FENCED_INSTANCE_ID.
+    KafkaV9,
+}
+
 /// A classic member's protocol (client-side assignor) and its metadata.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Protocol {
@@ -391,7 +410,8 @@ impl GroupTable {
         match record {
             Record::Barrier => Outcome::Applied,
             Record::Group { group, base_index, membership } => self.apply_membership(index, group, base_index, membership),
-            Record::Commit(commit) => match self.validate_commit(&commit) {
+            // Native rules at apply: they refuse no commit that another set of rules took.
+            Record::Commit(commit) => match self.validate_commit(&commit, CommitRules::Native) {
                 Err(error) => Outcome::Refused(error),
                 Ok(()) => self.update_group(&commit.group, |group| {
                     for ((topic, partition), offset, metadata) in &commit.offsets {
@@ -506,7 +526,7 @@ impl GroupTable {
 
     /// Whether `commit` may apply to the group as it is now (C5). The coordinator checks it
     /// before proposing; `apply` checks it again at the commit's index, which is the authority.
-    pub fn validate_commit(&self, commit: &OffsetCommit) -> Result<(), GroupError> {
+    pub fn validate_commit(&self, commit: &OffsetCommit, rules: CommitRules) -> Result<(), GroupError> {
         for ((topic, partition), offset, metadata) in &commit.offsets {
             if *offset < 0 {
                 return Err(GroupError::InvalidCommitOffset(format!("offset {offset} for {topic}/{partition} is negative")));
@@ -516,6 +536,16 @@ impl GroupTable {
             }
         }
         let group = self.groups.get(&commit.group);
+        let kafka = rules != CommitRules::Native;
+        // Kafka: a commit at a generation or member epoch to a group that does not exist is
+        // GROUP_ID_NOT_FOUND from v9, ILLEGAL_GENERATION below (kept for older clients).
+        if group.is_none() && commit.epoch >= 0 && kafka {
+            return Err(if rules == CommitRules::KafkaV9 {
+                GroupError::GroupIdNotFound(commit.group.clone())
+            } else {
+                GroupError::IllegalGeneration { group: commit.group.clone(), current: -1, got: commit.epoch }
+            });
+        }
         let membership = group.map(|group| &group.membership);
         let has_members = membership.is_some_and(|membership| !membership.members.is_empty());
         // A negative generation or member epoch is a commit from outside group management (an
@@ -527,11 +557,20 @@ impl GroupTable {
             return Ok(());
         }
         if commit.member_id.is_empty() {
+            if kafka {
+                // Kafka's `ClassicGroup.validateMember`: an instance id held by a member other
+                // than the one named ("" is never one) fences the commit.
+                if let Some(holder) = membership.and_then(|membership| static_holder(membership, commit.instance_id.as_deref())) {
+                    return Err(GroupError::FencedInstanceId { instance: commit.instance_id.clone().unwrap_or_default(), member: holder });
+                }
+            }
             return match membership {
                 Some(membership) if !membership.members.is_empty() && commit.admin => Err(GroupError::NonEmptyGroup(commit.group.clone())),
                 Some(membership) if !membership.members.is_empty() => {
                     Err(GroupError::UnknownMemberId { group: commit.group.clone(), member: String::new() })
                 }
+                // Kafka: the group exists (checked above) and has no member "".
+                _ if commit.epoch >= 0 && kafka => Err(GroupError::UnknownMemberId { group: commit.group.clone(), member: String::new() }),
                 _ if commit.epoch >= 0 => {
                     Err(GroupError::IllegalGeneration { group: commit.group.clone(), current: -1, got: commit.epoch })
                 }
@@ -560,14 +599,32 @@ impl GroupTable {
                 }
                 Ok(())
             }
+            // Kafka's `ConsumerGroup.validateOffsetCommit`: the version first, then the epoch,
+            // any other than the member's being stale.
+            Some(GroupKind::Consumer) if rules == CommitRules::KafkaBelowV9 => {
+                Err(GroupError::UnsupportedCommitVersion { member: commit.member_id.clone() })
+            }
             Some(GroupKind::Consumer) => match commit.epoch.cmp(&member.member_epoch) {
                 std::cmp::Ordering::Equal => Ok(()),
-                std::cmp::Ordering::Less => Err(GroupError::StaleMemberEpoch { current: member.member_epoch, got: commit.epoch }),
-                std::cmp::Ordering::Greater => Err(GroupError::FencedMemberEpoch { current: member.member_epoch, got: commit.epoch }),
+                std::cmp::Ordering::Greater if !kafka => {
+                    Err(GroupError::FencedMemberEpoch { current: member.member_epoch, got: commit.epoch })
+                }
+                _ => Err(GroupError::StaleMemberEpoch { current: member.member_epoch, got: commit.epoch }),
             },
             None => Err(unknown()),
         }
     }
+}
+
+/// The member of a classic group that holds `instance` as its static instance id, if any.
+fn static_holder(membership: &Membership, instance: Option<&str>) -> Option<String> {
+    let instance = instance?;
+    if membership.kind != Some(GroupKind::Classic) {
+        return None;
+    }
+    let holder = membership.members.values().find(|member| member.instance_id.as_deref() == Some(instance))?;
+    assert!(!holder.member_id.is_empty(), "every member has an id");
+    Some(holder.member_id.clone())
 }
 
 #[cfg(test)]

@@ -280,11 +280,14 @@ pub async fn offset_commit(context: &NodeContext, principal: &Principal, id: u64
         // a classic group, STALE_MEMBER_EPOCH in a consumer-protocol one), and the coordinator
         // answers the same. Member "" goes as the native admin's commit, whose NON_EMPTY_GROUP
         // is Kafka's UNKNOWN_MEMBER_ID ("only members can commit" to a group that is not
-        // empty). See [`offset_commit_code`].
+        // empty). See [`offset_commit_code`]. The answers Kafka 4.0 gives by version (a
+        // consumer-protocol member below v9, a group that does not exist) come from the
+        // coordinator under the version's rules (`CommitRules`).
         let memberless = body.generation_id_or_member_epoch < 0 && body.member_id.is_empty();
         commit.member_id = body.member_id.to_string();
         commit.epoch = body.generation_id_or_member_epoch;
         commit.group_instance_id = instance(&body.group_instance_id);
+        commit.rules = if version >= 9 { wire::CommitRules::COMMIT_RULES_KAFKA_V9 } else { wire::CommitRules::COMMIT_RULES_KAFKA_BELOW_V9 };
         for topic in &body.topics {
             for partition in &topic.partitions {
                 let mut offset = wire::OffsetCommitPartition::new();
@@ -297,7 +300,7 @@ pub async fn offset_commit(context: &NodeContext, principal: &Principal, id: u64
         }
         let answer = ask(context, principal, id, Body::offset_commit(commit)).await;
         // A commit's outcome is the response's code (every partition result carries the same).
-        offset_commit_code(version, memberless, group_code(answer.error))
+        offset_commit_code(memberless, group_code(answer.error))
     };
     let topics = body
         .topics
@@ -314,20 +317,14 @@ pub async fn offset_commit(context: &NodeContext, principal: &Principal, id: u64
     ResponseKind::OffsetCommit(OffsetCommitResponse::default().with_topics(topics))
 }
 
-/// The Kafka code of an OffsetCommit of `version` the coordinator answered `code`:
-/// - a memberless commit (member "", generation or member epoch below 0) refused with
-///   NON_EMPTY_GROUP (the group has members) is Kafka's UNKNOWN_MEMBER_ID, which both the
-///   classic and the consumer-protocol coordinator answer there;
-/// - below v9 a consumer-protocol member's refusal for its epoch (STALE_MEMBER_EPOCH,
-///   FENCED_MEMBER_EPOCH) is UNSUPPORTED_VERSION: Kafka's `ConsumerGroup.validateOffsetCommit`
-///   requires v9 of such members before it compares epochs ("OffsetCommit version 9 or above
-///   must be used by members using the modern group protocol"); Kafka 3.7 turned the same
-///   STALE_MEMBER_EPOCH into UNSUPPORTED_VERSION below v9;
-/// - other codes as they are.
-fn offset_commit_code(version: i16, memberless: bool, code: i16) -> i16 {
+/// The Kafka code of an OffsetCommit the coordinator answered `code`: a memberless commit
+/// (member "", generation or member epoch below 0) refused with NON_EMPTY_GROUP (the group has
+/// members) is Kafka's UNKNOWN_MEMBER_ID, which both the classic and the consumer-protocol
+/// coordinator answer there; other codes as they are (the coordinator judged the commit under
+/// the version's `CommitRules`).
+fn offset_commit_code(memberless: bool, code: i16) -> i16 {
     match code {
         errors::NON_EMPTY_GROUP if memberless => errors::UNKNOWN_MEMBER_ID,
-        errors::STALE_MEMBER_EPOCH | errors::FENCED_MEMBER_EPOCH if version < 9 => errors::UNSUPPORTED_VERSION,
         code => code,
     }
 }
@@ -899,21 +896,22 @@ mod commit_code_tests {
 
     /// Kafka's OffsetCommit codes from the coordinator's: a memberless commit's NON_EMPTY_GROUP
     /// is UNKNOWN_MEMBER_ID (a named member's is left alone: the coordinator never answers it
-    /// one), an epoch refusal of a consumer-protocol member below v9 is UNSUPPORTED_VERSION,
-    /// everything else passes.
+    /// one), everything else passes (the version's answers come from the coordinator).
     #[test]
     fn offset_commit_codes_are_kafkas() {
-        assert_eq!(offset_commit_code(8, true, errors::NON_EMPTY_GROUP), errors::UNKNOWN_MEMBER_ID);
-        assert_eq!(offset_commit_code(9, true, errors::NON_EMPTY_GROUP), errors::UNKNOWN_MEMBER_ID);
-        assert_eq!(offset_commit_code(9, false, errors::NON_EMPTY_GROUP), errors::NON_EMPTY_GROUP);
-        for code in [errors::STALE_MEMBER_EPOCH, errors::FENCED_MEMBER_EPOCH] {
-            assert_eq!(offset_commit_code(9, false, code), code);
-            assert_eq!(offset_commit_code(8, false, code), errors::UNSUPPORTED_VERSION);
-            assert_eq!(offset_commit_code(2, false, code), errors::UNSUPPORTED_VERSION);
-        }
-        for code in [errors::NONE, errors::ILLEGAL_GENERATION, errors::UNKNOWN_MEMBER_ID, errors::REBALANCE_IN_PROGRESS] {
-            assert_eq!(offset_commit_code(8, false, code), code);
-            assert_eq!(offset_commit_code(9, true, code), code);
+        assert_eq!(offset_commit_code(true, errors::NON_EMPTY_GROUP), errors::UNKNOWN_MEMBER_ID);
+        assert_eq!(offset_commit_code(false, errors::NON_EMPTY_GROUP), errors::NON_EMPTY_GROUP);
+        let codes = [
+            errors::NONE,
+            errors::ILLEGAL_GENERATION,
+            errors::UNKNOWN_MEMBER_ID,
+            errors::REBALANCE_IN_PROGRESS,
+            errors::STALE_MEMBER_EPOCH,
+            errors::UNSUPPORTED_VERSION,
+        ];
+        for code in codes {
+            assert_eq!(offset_commit_code(false, code), code);
+            assert_eq!(offset_commit_code(true, code), code);
         }
     }
 }

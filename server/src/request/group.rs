@@ -19,7 +19,7 @@ use crate::group::classic::{JoinRequest, SyncRequest};
 use crate::group::consumer::HeartbeatRequest;
 use crate::group::record::{encode_partitions, OffsetCommit};
 use crate::group::service::{CoordinatorSearch, Refusal};
-use crate::group::table::{GroupKind, Protocol};
+use crate::group::table::{CommitRules, GroupKind, Protocol};
 use crate::group::{Partitions, OFFSETS_TOPIC};
 
 /// The answer to request `id` for a refusal (with the coordinator hint).
@@ -250,7 +250,12 @@ async fn offset_commit(context: &NodeContext, id: u64, body: wire::OffsetCommitR
         offsets: body.offsets.iter().map(|o| ((o.topic.clone(), o.partition), o.offset, o.metadata.clone())).collect(),
         admin: body.member_id.is_empty() && body.epoch < 0,
     };
-    let outcome = context.groups.offset_commit(commit).await;
+    let rules = match body.rules {
+        wire::CommitRules::COMMIT_RULES_NATIVE => CommitRules::Native,
+        wire::CommitRules::COMMIT_RULES_KAFKA_BELOW_V9 => CommitRules::KafkaBelowV9,
+        wire::CommitRules::COMMIT_RULES_KAFKA_V9 => CommitRules::KafkaV9,
+    };
+    let outcome = context.groups.offset_commit(commit, rules).await;
     let mut committed = wire::OffsetCommitResponse::new();
     for offset in &body.offsets {
         let mut result = wire::OffsetCommitPartitionResult::new();

@@ -1,5 +1,7 @@
 use proptest::prelude::*;
 
+use odradek_client::wire::proto::ErrorCode;
+
 use super::*;
 use crate::group::record::{OffsetCommit, Record};
 
@@ -383,4 +385,79 @@ fn table_limits_hold() {
     assert!(matches!(apply(&mut table, &commit("one-too-many", "", -1, 1)), Outcome::Refused(GroupError::GroupMaxSizeReached(_))));
     // An existing group may still commit.
     assert_eq!(apply(&mut table, &commit("g0", "", -1, 2)), Outcome::Applied);
+}
+
+fn offset_commit(group: &str, member_id: &str, instance: Option<&str>, epoch: i32) -> OffsetCommit {
+    OffsetCommit {
+        group: group.into(),
+        member_id: member_id.into(),
+        epoch,
+        instance_id: instance.map(String::from),
+        offsets: vec![(("t".into(), 0), 1, String::new())],
+        ..OffsetCommit::default()
+    }
+}
+
+/// `CommitRules`: the Kafka listener's rules give Kafka 4.0's refusals by OffsetCommit version
+/// (`OffsetMetadataManager`, `ClassicGroup` and `ConsumerGroup.validateOffsetCommit`), the native
+/// rules keep the native ones, and no set of rules takes a commit the native rules (the
+/// apply-time check) refuse.
+#[test]
+fn commit_rules_change_only_the_refusals() {
+    use CommitRules::{KafkaBelowV9, KafkaV9, Native};
+    let mut table = GroupTable::new();
+    let mut classic = membership(GroupKind::Classic, 3, &[("a", 0)]);
+    classic.members.get_mut("a").unwrap().instance_id = Some("s".into());
+    assert_eq!(apply(&mut table, &Record::Group { group: "g".into(), base_index: 0, membership: classic }), Outcome::Applied);
+    let consumer = membership(GroupKind::Consumer, 4, &[("a", 4)]);
+    assert_eq!(apply(&mut table, &Record::Group { group: "c".into(), base_index: 0, membership: consumer }), Outcome::Applied);
+    let empty = membership(GroupKind::Classic, 2, &[]);
+    assert_eq!(apply(&mut table, &Record::Group { group: "e".into(), base_index: 0, membership: empty }), Outcome::Applied);
+    let code = |commit: &OffsetCommit, rules| table.validate_commit(commit, rules).err().map(|error| error.code());
+    let cases = [
+        // A group that does not exist, at an epoch.
+        (
+            offset_commit("nobody", "x", None, 1),
+            [Some(ErrorCode::UNKNOWN_MEMBER_ID), Some(ErrorCode::ILLEGAL_GENERATION), Some(ErrorCode::GROUP_ID_NOT_FOUND)],
+        ),
+        (
+            offset_commit("nobody", "", None, 1),
+            [Some(ErrorCode::ILLEGAL_GENERATION), Some(ErrorCode::ILLEGAL_GENERATION), Some(ErrorCode::GROUP_ID_NOT_FOUND)],
+        ),
+        (offset_commit("nobody", "x", None, -1), [None, None, None]),
+        // A group that exists with no members, naming no member at an epoch.
+        (
+            offset_commit("e", "", None, 2),
+            [Some(ErrorCode::ILLEGAL_GENERATION), Some(ErrorCode::UNKNOWN_MEMBER_ID), Some(ErrorCode::UNKNOWN_MEMBER_ID)],
+        ),
+        // Member "" naming the static member's instance id, or one nobody holds.
+        (
+            offset_commit("g", "", Some("s"), -1),
+            [Some(ErrorCode::UNKNOWN_MEMBER_ID), Some(ErrorCode::FENCED_INSTANCE_ID), Some(ErrorCode::FENCED_INSTANCE_ID)],
+        ),
+        (
+            offset_commit("g", "", Some("s"), 3),
+            [Some(ErrorCode::UNKNOWN_MEMBER_ID), Some(ErrorCode::FENCED_INSTANCE_ID), Some(ErrorCode::FENCED_INSTANCE_ID)],
+        ),
+        (offset_commit("g", "", Some("t"), -1), [Some(ErrorCode::UNKNOWN_MEMBER_ID); 3]),
+        (offset_commit("g", "a", Some("s"), 3), [None, None, None]),
+        // A consumer-protocol member above, at and below its epoch.
+        (
+            offset_commit("c", "a", None, 5),
+            [Some(ErrorCode::FENCED_MEMBER_EPOCH), Some(ErrorCode::UNSUPPORTED_VERSION), Some(ErrorCode::STALE_MEMBER_EPOCH)],
+        ),
+        (offset_commit("c", "a", None, 4), [None, Some(ErrorCode::UNSUPPORTED_VERSION), None]),
+        (
+            offset_commit("c", "a", None, 3),
+            [Some(ErrorCode::STALE_MEMBER_EPOCH), Some(ErrorCode::UNSUPPORTED_VERSION), Some(ErrorCode::STALE_MEMBER_EPOCH)],
+        ),
+        (offset_commit("c", "b", None, 4), [Some(ErrorCode::UNKNOWN_MEMBER_ID); 3]),
+    ];
+    for (commit, expected) in &cases {
+        let got = [code(commit, Native), code(commit, KafkaBelowV9), code(commit, KafkaV9)];
+        assert_eq!(&got, expected, "{commit:?}");
+        if got.iter().any(Option::is_none) {
+            assert_eq!(got[0], None, "{commit:?}: taken by some rules, so by the native ones at apply");
+        }
+    }
 }
