@@ -377,6 +377,23 @@ fn classic_groups_and_offsets_through_the_kafka_listener() {
     runtime.block_on(server.shutdown()).unwrap();
 }
 
+/// A consumer-protocol join (member epoch 0) of `group`, subscribed to [`TOPIC`].
+fn subscribe_request(group: &str) -> ConsumerGroupHeartbeatRequest {
+    ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(GroupId(text(group)))
+        .with_member_epoch(0)
+        .with_rebalance_timeout_ms(30_000)
+        .with_subscribed_topic_names(Some(vec![TopicName(text(TOPIC))]))
+        .with_topic_partitions(Some(Vec::new()))
+}
+
+/// Joins `group` with [`subscribe_request`]: the member's id and epoch.
+fn join_consumer(raw: &mut KafkaRaw, group: &str) -> (String, i32) {
+    let joined = consumer_heartbeat(raw, 0, subscribe_request(group));
+    assert_eq!(joined.error_code, NONE, "{joined:?}");
+    (joined.member_id.clone().expect("a member id").to_string(), joined.member_epoch)
+}
+
 fn consumer_heartbeat(raw: &mut KafkaRaw, version: i16, request: ConsumerGroupHeartbeatRequest) -> ConsumerGroupHeartbeatResponse {
     match raw.call(version, RequestKind::ConsumerGroupHeartbeat(request)) {
         ResponseKind::ConsumerGroupHeartbeat(answer) => answer,
@@ -430,12 +447,7 @@ fn consumer_protocol_groups_through_the_kafka_listener() {
     }
 
     // A member joins (epoch 0) and is assigned both partitions, by topic id.
-    let join = ConsumerGroupHeartbeatRequest::default()
-        .with_group_id(GroupId(text(group)))
-        .with_member_epoch(0)
-        .with_rebalance_timeout_ms(30_000)
-        .with_subscribed_topic_names(Some(vec![TopicName(text(TOPIC))]))
-        .with_topic_partitions(Some(Vec::new()));
+    let join = subscribe_request(group);
     let mut joined = consumer_heartbeat(&mut raw, 0, join.clone());
     assert_eq!(joined.error_code, NONE, "{joined:?}");
     let member_id = joined.member_id.clone().expect("a member id").to_string();
@@ -760,20 +772,12 @@ fn a_commit_at_epoch_minus_one_naming_a_member_is_taken_only_while_the_group_is_
     prepare_group(&mut raw, &kafka, group);
     assert_eq!(commit_in(&mut raw, group, "", -1, 7), vec![NONE, NONE]);
     assert_eq!(commit_in(&mut raw, group, "client-generated-id", -1, 7), vec![NONE, NONE]);
-    let join = ConsumerGroupHeartbeatRequest::default()
-        .with_group_id(GroupId(text(group)))
-        .with_member_epoch(0)
-        .with_rebalance_timeout_ms(30_000)
-        .with_subscribed_topic_names(Some(vec![TopicName(text(TOPIC))]))
-        .with_topic_partitions(Some(Vec::new()));
-    let joined = consumer_heartbeat(&mut raw, 0, join);
-    assert_eq!(joined.error_code, NONE, "{joined:?}");
-    let member = joined.member_id.clone().expect("a member id").to_string();
+    let (member, member_epoch) = join_consumer(&mut raw, group);
     assert_eq!(commit_in(&mut raw, group, "", -1, 8), vec![UNKNOWN_MEMBER_ID; 2], "member \"\" at epoch -1");
     assert_eq!(commit_in(&mut raw, group, "client-generated-id", -1, 8), vec![UNKNOWN_MEMBER_ID; 2]);
     assert_eq!(commit_in(&mut raw, group, &member, -1, 8), vec![STALE_MEMBER_EPOCH; 2], "the member at epoch -1, v9");
     assert_eq!(commit_at(&mut raw, 8, group, &member, -1, 8), vec![UNSUPPORTED_VERSION; 2], "below v9");
-    assert_eq!(commit_in(&mut raw, group, &member, joined.member_epoch, 9), vec![NONE; 2], "its own epoch");
+    assert_eq!(commit_in(&mut raw, group, &member, member_epoch, 9), vec![NONE; 2], "its own epoch");
     runtime.block_on(server.shutdown()).unwrap();
 }
 
@@ -822,15 +826,7 @@ fn offset_commit_refusals_are_kafka_4_0s() {
     // A consumer-protocol member.
     let group = "kip848-codes";
     prepare_group(&mut raw, &kafka, group);
-    let join = ConsumerGroupHeartbeatRequest::default()
-        .with_group_id(GroupId(text(group)))
-        .with_member_epoch(0)
-        .with_rebalance_timeout_ms(30_000)
-        .with_subscribed_topic_names(Some(vec![TopicName(text(TOPIC))]))
-        .with_topic_partitions(Some(Vec::new()));
-    let joined = consumer_heartbeat(&mut raw, 0, join);
-    assert_eq!(joined.error_code, NONE, "{joined:?}");
-    let (member, epoch) = (joined.member_id.clone().expect("a member id").to_string(), joined.member_epoch);
+    let (member, epoch) = join_consumer(&mut raw, group);
     assert_eq!(commit_in(&mut raw, group, &member, epoch + 1, 5), vec![STALE_MEMBER_EPOCH; 2], "an epoch above the member's");
     assert_eq!(commit_at(&mut raw, 8, group, &member, epoch, 5), vec![UNSUPPORTED_VERSION; 2], "v8 at its own epoch");
     assert_eq!(committed_in(&mut raw, group, TOPIC, 0), -1);
