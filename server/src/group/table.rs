@@ -622,7 +622,7 @@ fn static_holder(membership: &Membership, instance: Option<&str>) -> Option<Stri
     if membership.kind != Some(GroupKind::Classic) {
         return None;
     }
-    let holder = membership.members.values().find(|member| member.instance_id.as_deref() == Some(instance))?;
+    let holder = membership.member_of_instance(instance)?;
     assert!(!holder.member_id.is_empty(), "every member has an id");
     Some(holder.member_id.clone())
 }
