@@ -396,7 +396,7 @@ impl SimCluster {
         config.max_open_files = self.open_file_budget;
         // Simulated clients greet at once and never idle: keep the handshake and idle deadlines
         // past any run, as madsim never cancels a timer (each stale deadline would wake its
-        // connection's task once more). `server/tests/floods.rs` tests them with real processes.
+        // connection's task once more). `server/tests/e2e/floods.rs` tests them with real processes.
         config.handshake_timeout_ms = CONNECTION_DEADLINE_MS;
         config.connection_idle_timeout_ms = CONNECTION_DEADLINE_MS;
         // F-S9 disk full leaves 0..2x this much room: produce is refused with DISK_FULL below it,

@@ -1,0 +1,116 @@
+//! A node whose disk is replaced rejoins under a new incarnation (CHECKLISTS F-P7, F-M3, R8 d;
+//! DESIGN.md "Node identity and rejoining"): 3 nodes, acknowledged records on a topic of
+//! replication factor 3, node 2 stopped, its data directory deleted, and restarted. It must
+//! stay out of every group's votes until its log holds what the other voters held (the
+//! suspicion of its whole log settles only once its log reaches a bound above 0), finish
+//! joining, and then serve as a voter: with node 1 stopped, nodes 2 and 3 elect leaders and every
+//! acknowledged record is read back (L5) at its acknowledged offset (L10).
+
+// Real processes, real sockets and real time: not a simulation test.
+#![cfg(not(madsim))]
+
+use crate::common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use odradek_client::{Admin, Consumer, ConsumerConfig, Offset, OffsetQuery, Producer, ProducerConfig, ProducerRecord};
+
+use common::{create_topic_until, wait_for_log, without_colors, ProcessCluster};
+
+const TOPIC: &str = "replaced";
+const PARTITIONS: u32 = 3;
+const RECORDS: u64 = 3_000;
+const WIPED: u64 = 2;
+
+/// Value → (partition, offset) of every acknowledged record.
+async fn produce(addresses: &[&str]) -> BTreeMap<String, (u32, u64)> {
+    let config = ProducerConfig { request_timeout: Duration::from_secs(10), ..ProducerConfig::default() };
+    let producer = Producer::new(addresses, config).await.expect("producer");
+    let mut deliveries = Vec::new();
+    for i in 0..RECORDS {
+        let value = format!("v{i:06}");
+        let record = ProducerRecord::new(TOPIC, value.clone()).key(format!("k{}", i % 16));
+        deliveries.push((value, producer.send(record).await.expect("send queues")));
+    }
+    let mut acked = BTreeMap::new();
+    for (value, delivery) in deliveries {
+        if let Ok(metadata) = delivery.await {
+            acked.insert(value, (metadata.partition, metadata.offset.expect("acks=all gives offsets")));
+        }
+    }
+    producer.close().await.expect("close");
+    acked
+}
+
+/// The `bound` of every "suspicion settled" line in `log` (one per group that settled).
+fn settled_bounds(log: &str) -> Vec<u64> {
+    without_colors(log)
+        .lines()
+        .filter(|line| line.contains("suspicion settled"))
+        .filter_map(|line| line.split_whitespace().find_map(|field| field.strip_prefix("bound=")))
+        .map(|bound| bound.parse().expect("a bound is a number"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_node_rejoins_under_a_new_incarnation_and_catches_up_before_it_votes() {
+    let mut cluster = ProcessCluster::start(3);
+    let bootstrap: Vec<String> = cluster.bootstrap().split(',').map(String::from).collect();
+    let addresses: Vec<&str> = bootstrap.iter().map(String::as_str).collect();
+    let admin = Admin::new(&addresses).unwrap();
+    create_topic_until(&admin, TOPIC, PARTITIONS, tokio::time::Instant::now() + Duration::from_secs(30)).await;
+    let acked = produce(&addresses).await;
+    assert!(acked.len() as u64 >= RECORDS * 9 / 10, "most records are acknowledged: {} of {RECORDS}", acked.len());
+    // Every node of a new cluster started as a new incarnation, and settled at once.
+    assert!(cluster.log(WIPED).contains("joined: every replica"), "a new cluster joins:\n{}", cluster.log(WIPED));
+    let settled_before = settled_bounds(&cluster.log(WIPED)).len();
+
+    cluster.kill(WIPED);
+    cluster.wipe(WIPED);
+    tokio::task::block_in_place(|| cluster.restart(WIPED));
+    // The log file goes on from the first start, which joined once already.
+    wait_for_log(&cluster, WIPED, "joined: every replica", 2, Duration::from_secs(60)).await;
+    let log = cluster.log(WIPED);
+    assert!(log.matches("the data directory is a new incarnation").count() == 2, "started twice as a new incarnation:\n{log}");
+    // R8 d: the metadata group and each partition settled only once the log reached what the
+    // other voters held, which after the produce is more than nothing.
+    let bounds = settled_bounds(&log)[settled_before..].to_vec();
+    assert_eq!(bounds.len(), 1 + PARTITIONS as usize, "one settled suspicion per group: {bounds:?}\n{log}");
+    assert!(bounds.iter().all(|&bound| bound > 0), "every group had to catch up before voting: {bounds:?}");
+
+    // Node 2 is a voter again: without node 1, nodes 2 and 3 elect leaders and serve everything.
+    cluster.kill(1);
+    let survivors = [cluster.client_addr(2), cluster.client_addr(3)];
+    let survivors: Vec<&str> = survivors.iter().map(String::as_str).collect();
+    let admin = Admin::new(&survivors).unwrap();
+    let mut consumer = Consumer::new(&survivors, ConsumerConfig::default()).unwrap();
+    consumer.assign((0..PARTITIONS).map(|p| (TOPIC.to_string(), p)).collect()).unwrap();
+    let mut ends = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    for partition in 0..PARTITIONS {
+        let end = loop {
+            match admin.list_offsets(TOPIC, partition, OffsetQuery::Latest).await {
+                Ok(answer) => break answer.offset,
+                Err(error) => {
+                    assert!(tokio::time::Instant::now() < deadline, "partition {partition} has no leader on nodes 2 and 3: {error}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        };
+        ends.insert(partition, end);
+        consumer.seek(TOPIC, partition, Offset::Beginning).await.unwrap();
+    }
+    let mut seen: BTreeMap<String, (u32, u64)> = BTreeMap::new();
+    while (0..PARTITIONS).any(|p| consumer.position(TOPIC, p).unwrap_or(0) < ends[&p]) {
+        assert!(tokio::time::Instant::now() < deadline, "reading back took over 60 s");
+        for record in consumer.poll(Duration::from_millis(500)).await.unwrap() {
+            let value = String::from_utf8(record.value.unwrap().to_vec()).unwrap();
+            seen.insert(value, (record.partition, record.offset));
+        }
+    }
+    for (value, at) in &acked {
+        assert_eq!(seen.get(value), Some(at), "L5/L10: acknowledged record {value} at {at:?}");
+    }
+    eprintln!("{} acknowledged records read back from nodes 2 and 3 after node 2's disk was replaced", acked.len());
+}
