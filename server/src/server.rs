@@ -450,6 +450,11 @@ impl Server {
     /// the new leader and follows it, instead of waiting out an election after the stop.
     pub async fn drain(&self, within: Duration) -> usize {
         let deadline = tokio::time::Instant::now() + within;
+        // The hand-overs skip the replicas the metadata says must not lead (repairs in
+        // progress), as the controller's balancing does; the node itself skips those that say
+        // they lead not (suspect, quarantined, draining, low on disk).
+        let refusals = self.state.lock().meta.lead_refusals();
+        let _ = self.node.set_lead_refusals(refusals).await;
         loop {
             let leading = match self.node.drain().await {
                 Ok(leading) => leading,
