@@ -216,6 +216,10 @@ pub struct Planted {
     /// once (when hosted) is never checked again unless its last check saw segments age out
     /// (breaks R12 c: retention falls behind its limits for good).
     pub retention_candidates_stale: bool,
+    /// A leader forgets which followers said they lead not (module `hand_over`): balancing,
+    /// transfers and a passive or draining node's hand-offs may pick a suspect replica or one
+    /// on a quarantined node (breaks R13; the owner's own refusals still hold).
+    pub hand_over_skip_dropped: bool,
 }
 
 /// Counters since the node started.

@@ -289,6 +289,7 @@ impl Server {
             node_config.planted.retention_past_commit = planted.retention_past_commit;
             node_config.planted.hibernated_leader_reads_locally = planted.hibernated_leader_reads_locally;
             node_config.planted.retention_candidates_stale = planted.retention_candidates_stale;
+            node_config.planted.hand_over_skip_dropped = planted.hand_over_skip_dropped;
         }
         // R8 d: a new incarnation's empty logs may be replicas the node lost (module `data_dir`).
         if config.data_dir_new {

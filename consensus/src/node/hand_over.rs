@@ -102,6 +102,10 @@ impl<D: Disk, T, A> Node<D, T, A> {
         if self.lead_refusals.replicas.contains(&(group, to)) {
             return Some(format!("node {to}'s replica of group {group} is being repaired"));
         }
+        #[cfg(any(madsim, feature = "planted-bugs"))]
+        if self.config.planted.hand_over_skip_dropped {
+            return None;
+        }
         let state = self.groups.get(&group)?;
         state
             .peers_leading_not
