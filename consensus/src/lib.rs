@@ -36,8 +36,8 @@ pub use conf_state_file::{ConfStateError, ConfStateFile};
 #[cfg(any(madsim, feature = "planted-bugs"))]
 pub use node::Planted;
 pub use node::{
-    take_budget, Appended, Apply, Committed, Durability, GroupStatus, LogBounds, Node, NodeConfig, NodeError, NodeHandle, NodeStats,
-    Proposal, ProposalTicket, ProposeError, Rejection, ResolvedOutcome, QUARANTINE_DIR, SET_ASIDE_DONE,
+    take_budget, Appended, Apply, Committed, Durability, GroupStatus, LeadRefusals, LogBounds, Node, NodeConfig, NodeError, NodeHandle,
+    NodeStats, Proposal, ProposalTicket, ProposeError, Rejection, ResolvedOutcome, QUARANTINE_DIR, SET_ASIDE_DONE,
 };
 pub use storage::{EntryMeta, GroupStorage, GroupStore, StorageFault};
 pub use transport::{

@@ -71,6 +71,7 @@ use crate::storage::EntryMeta;
 mod apply;
 mod errors;
 mod group;
+mod hand_over;
 mod handle;
 mod hibernate;
 mod proposals;
@@ -81,6 +82,7 @@ pub mod throttle;
 
 pub use errors::{NodeError, ProposeError, Rejection};
 pub use group::{Apply, Committed, GroupStatus, LogBounds, GROUPS_MAX, QUARANTINE_DIR, SET_ASIDE_DONE};
+pub use hand_over::LeadRefusals;
 pub use handle::{Command, NodeHandle, ProposalTicket, COMMANDS_PER_ROUND_MAX, COMMAND_QUEUE_MAX};
 pub use hibernate::NODE_ALIVE_GROUP;
 pub use proposals::{
@@ -214,6 +216,10 @@ pub struct Planted {
     /// once (when hosted) is never checked again unless its last check saw segments age out
     /// (breaks R12 c: retention falls behind its limits for good).
     pub retention_candidates_stale: bool,
+    /// A leader forgets which followers said they lead not (module `hand_over`): balancing,
+    /// transfers and a passive or draining node's hand-offs may pick a suspect replica or one
+    /// on a quarantined node (breaks R13; the owner's own refusals still hold).
+    pub hand_over_skip_dropped: bool,
 }
 
 /// Counters since the node started.
@@ -290,6 +296,8 @@ pub struct Node<D: Disk, T, A> {
     disk_low_ticks: u64,
     /// Ticks since a graceful shutdown began ([`Node::drain`]); `None` before.
     draining: Option<u64>,
+    /// Replicas the owner refuses leadership to (module `hand_over`).
+    lead_refusals: LeadRefusals,
     /// The read-only views of the hosted groups' logs, shared with handles (module `readers`):
     /// one per group in `groups`.
     readers: LogReaders,
@@ -351,6 +359,9 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         let election_rng = config.election_seed.map(|seed| mix(seed) ^ mix(config.node_id).rotate_left(29));
         let stats = NodeStats::default();
         let incarnation = crate::observe::incarnation_next();
+        // A new node object is passive only once `host_groups_on_disk` makes it so.
+        let node = config.node_id;
+        observe::emit(|| observe::Event::Passive { node, passive: false });
         let catch_up_throttle = config.learner_catch_up_bytes_per_second.map(throttle::CatchUpThrottle::new);
         Node {
             config,
@@ -371,6 +382,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             passive: None,
             disk_low_ticks: 0,
             draining: None,
+            lead_refusals: LeadRefusals::default(),
             readers: LogReaders::default(),
             stages_stepped: BTreeMap::new(),
             catch_up_throttle,
@@ -643,12 +655,15 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         state.track_proposal(true, Durability::Committed)
     }
 
-    /// Asks the leader of `group` (this node) to hand leadership to `to`.
-    pub fn transfer_leader(&mut self, group: GroupId, to: NodeId) -> Result<(), NodeError> {
+    /// Asks the leader of `group` (this node) to hand leadership to `to`, for `cause`; refused
+    /// when `to` must not lead (module `hand_over`: suspect, quarantined, draining, low on disk,
+    /// or refused by the owner).
+    pub fn transfer_leader(&mut self, group: GroupId, to: NodeId, cause: observe::HandOverCause) -> Result<(), NodeError> {
+        if !self.groups.contains_key(&group) {
+            return Err(NodeError::GroupUnknown(group));
+        }
         self.wake(group, observe::WakeReason::Request);
-        let state = self.groups.get_mut(&group).ok_or(NodeError::GroupUnknown(group))?;
-        state.raw.transfer_leader(to);
-        Ok(())
+        self.hand_over(group, to, cause)
     }
 
     /// Takes the indefinite outcomes resolved since the last call, in the order this node
@@ -731,7 +746,8 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         self.throttle_catch_up(&mut early, now_ms);
         #[cfg(any(madsim, feature = "planted-bugs"))]
         self.withhold_snapshots(&mut early);
-        for (to, messages) in early {
+        for (to, mut messages) in early {
+            self.mark_leads_not(&mut messages);
             self.stats.messages_sent += messages.len() as u64;
             observe_sent(self.config.node_id, &self.groups, &messages);
             let snapshots = snapshots_in(&messages);
@@ -842,7 +858,8 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         self.throttle_catch_up(&mut outbox, now_ms);
         #[cfg(any(madsim, feature = "planted-bugs"))]
         self.withhold_snapshots(&mut outbox);
-        for (to, messages) in outbox {
+        for (to, mut messages) in outbox {
+            self.mark_leads_not(&mut messages);
             self.stats.messages_sent += messages.len() as u64;
             observe_sent(self.config.node_id, &self.groups, &messages);
             let snapshots = snapshots_in(&messages);
@@ -960,6 +977,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
                     _ => {}
                 }
             }
+            self.note_leads_not(group, &message);
             let state = self.groups.get_mut(&group).expect("hosted: checked above");
             if let Err(error) = state.raw.step(message) {
                 tracing::debug!(group, %error, "raft refused a message");

@@ -85,6 +85,49 @@ pub enum Event {
     /// it had applied up to `applied` (R12 a: retention never deletes an index above either).
     /// A replica that later needs the deleted entries must receive a snapshot (R12 b).
     LogStart { node: NodeId, incarnation: u64, group: GroupId, first_index: u64, offset_start: u64, commit: u64, applied: u64 },
+    /// Leader `node` asked raft to hand `group`'s leadership to `to`, for `cause`, having found
+    /// `to` caught up (`matched`: its match index, at least the commit index) and not refused:
+    /// its last acknowledgement at `matched` did not say it drops hand-overs, and the owner had
+    /// not refused it (module `node::hand_over`). R13: `to` was neither suspect nor on a
+    /// passive (quarantined) node when that acknowledgement left.
+    HandOver { node: NodeId, group: GroupId, to: NodeId, cause: HandOverCause, matched: u64 },
+    /// `node` turned passive (its metadata group does not open: quarantined, serving no client)
+    /// or, `passive: false`, is not (reported at every start and when a repair ends it). About
+    /// the whole node; [`Event::group`] names the metadata group, 0.
+    Passive { node: NodeId, passive: bool },
+}
+
+/// Why a leader hands its leadership over ([`Event::HandOver`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum HandOverCause {
+    /// The controller's leader balancing, to the preferred replica.
+    Balance,
+    /// A client's TransferLeader request.
+    Request,
+    /// A reassignment moving the leadership off a replica it removes.
+    Reassign,
+    /// A node leaving the controller's voters hands the metadata group away.
+    Membership,
+    /// A passive (quarantined) node hands off what it wins.
+    Passive,
+    /// A graceful shutdown drains the node's leaderships.
+    Drain,
+    /// A node low on disk hands off what it leads.
+    DiskLow,
+}
+
+impl HandOverCause {
+    pub fn name(self) -> &'static str {
+        match self {
+            HandOverCause::Balance => "leader balancing",
+            HandOverCause::Request => "a transfer request",
+            HandOverCause::Reassign => "a reassignment",
+            HandOverCause::Membership => "a controller voter leaving",
+            HandOverCause::Passive => "a passive node's hand-off",
+            HandOverCause::Drain => "a graceful shutdown's drain",
+            HandOverCause::DiskLow => "a node low on disk",
+        }
+    }
 }
 
 /// A set of node ids below [`NodeSet::ID_LIMIT`], as a bit set (so events stay `Copy`).
@@ -212,7 +255,9 @@ impl Event {
             | Event::Repaired { group, .. }
             | Event::Hibernated { group, .. }
             | Event::Woke { group, .. }
-            | Event::LogStart { group, .. } => group,
+            | Event::LogStart { group, .. }
+            | Event::HandOver { group, .. } => group,
+            Event::Passive { .. } => 0,
         }
     }
 
@@ -239,7 +284,9 @@ impl Event {
             | Event::Destroyed { node, .. }
             | Event::SetAside { node, .. }
             | Event::Repaired { node, .. }
-            | Event::LogStart { node, .. } => node,
+            | Event::LogStart { node, .. }
+            | Event::HandOver { node, .. }
+            | Event::Passive { node, .. } => node,
         }
     }
 }

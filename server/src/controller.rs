@@ -18,7 +18,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use odradek_consensus::{GroupId, NodeError, NodeId};
+use odradek_consensus::observe::HandOverCause;
+use odradek_consensus::{GroupId, LeadRefusals, NodeError, NodeId};
 use raft::StateRole;
 
 use crate::context::NodeContext;
@@ -127,6 +128,8 @@ pub async fn run(context: Arc<NodeContext>, mut shutdown: Shutdown) {
     // reconcile at the next pass.
     let mut reconciled: Option<u64> = None;
     let mut chores_due = false;
+    // The leadership refusals the node last took (`push_lead_refusals`): none at its start.
+    let mut refusals_pushed = Some(LeadRefusals::default());
     loop {
         crate::membership::dial_members(&context.state, &context.peers);
         let version = *versions.borrow();
@@ -137,6 +140,7 @@ pub async fn run(context: Arc<NodeContext>, mut shutdown: Shutdown) {
             let settled = reconcile(&context, &mut hosted, &mut first_seen).await;
             reconciled = settled.then_some(version);
         }
+        push_lead_refusals(&context, &mut refusals_pushed).await;
         chores_due = false;
         // Biased: deterministic under the simulator; the periodic ticks cannot starve the rest.
         tokio::select! {
@@ -157,6 +161,17 @@ pub async fn run(context: Arc<NodeContext>, mut shutdown: Shutdown) {
             }
             changed = versions.changed() => if changed.is_err() { return },
         }
+    }
+}
+
+/// Gives the node the replicas its metadata says must not lead (`MetadataState::lead_refusals`:
+/// repairs in progress), when they changed: the node's own hand-overs (a graceful shutdown's
+/// drain, a node low on disk) and every transfer it is asked for skip them (consensus module
+/// `hand_over`).
+async fn push_lead_refusals(context: &NodeContext, pushed: &mut Option<LeadRefusals>) {
+    let refusals = context.state.lock().meta.lead_refusals();
+    if pushed.as_ref() != Some(&refusals) && context.node.set_lead_refusals(refusals.clone()).await.is_ok() {
+        *pushed = Some(refusals);
     }
 }
 
@@ -374,7 +389,7 @@ async fn balance_leaders(context: &NodeContext, hosted: &BTreeMap<GroupId, Hoste
         let caught_up = status.progress.get(&preferred).is_some_and(|&(matched, _)| matched == status.last_index);
         if caught_up {
             tracing::info!(group, to = preferred, "handing leadership to the preferred replica");
-            let _ = context.node.transfer_leader(group, preferred).await;
+            let _ = context.node.transfer_leader(group, preferred, HandOverCause::Balance).await;
         }
     }
 }

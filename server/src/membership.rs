@@ -28,6 +28,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use bytes::Bytes;
+use odradek_consensus::observe::HandOverCause;
 use odradek_consensus::transport::PeerBook;
 use odradek_consensus::{Durability, EntryMeta, NodeId};
 use raft::eraftpb::{ConfChangeV2, ConfState};
@@ -116,7 +117,7 @@ pub async fn drive(context: &NodeContext) {
     let change = match step {
         Step::WaitCatchUp(_) | Step::WaitForSuccessor => return,
         Step::TransferLeader { to } => {
-            let _ = context.node.transfer_leader(METADATA_GROUP, to).await;
+            let _ = context.node.transfer_leader(METADATA_GROUP, to, HandOverCause::Membership).await;
             return;
         }
         Step::Complete => return record_completion(context, target).await,

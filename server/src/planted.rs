@@ -177,10 +177,16 @@ pub enum PlantedBug {
     /// can elect a controller lacking metadata entries committed with the old replica's
     /// acknowledgements (R8 d; the simulator's plan field `state_faults`).
     MetadataRepairDoneBeforeCaughtUp,
+    /// A leader forgets which followers said they lead not (`odradek_consensus` module
+    /// `hand_over`: a suspect replica, one on a quarantined node, a draining one or one low on
+    /// disk): leader balancing, transfer requests, reassignments and a passive or draining
+    /// node's own hand-offs may hand leadership to a replica that drops it, stalling the group
+    /// for an election timeout (R13; the metadata's refusals of repairs still hold).
+    HandOverSkipDropped,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 39] = [
+    pub const ALL: [PlantedBug; 40] = [
         PlantedBug::AckBeforeCommit,
         PlantedBug::ServeAboveCommit,
         PlantedBug::SkipDedup,
@@ -220,6 +226,7 @@ impl PlantedBug {
         PlantedBug::RemovedNodeServes,
         PlantedBug::KafkaFetchSkipsAclCheck,
         PlantedBug::MetadataRepairDoneBeforeCaughtUp,
+        PlantedBug::HandOverSkipDropped,
     ];
 
     pub fn name(self) -> &'static str {
@@ -263,6 +270,7 @@ impl PlantedBug {
             PlantedBug::RemovedNodeServes => "removed-node-serves",
             PlantedBug::KafkaFetchSkipsAclCheck => "kafka-fetch-skips-acl-check",
             PlantedBug::MetadataRepairDoneBeforeCaughtUp => "metadata-repair-done-before-caught-up",
+            PlantedBug::HandOverSkipDropped => "hand-over-skip-dropped",
         }
     }
 }
@@ -321,6 +329,7 @@ pub struct Planted {
     pub removed_node_serves: bool,
     pub kafka_fetch_skips_acl_check: bool,
     pub metadata_repair_done_before_caught_up: bool,
+    pub hand_over_skip_dropped: bool,
 }
 
 impl Planted {
@@ -367,6 +376,7 @@ impl Planted {
             removed_node_serves: on(PlantedBug::RemovedNodeServes),
             kafka_fetch_skips_acl_check: on(PlantedBug::KafkaFetchSkipsAclCheck),
             metadata_repair_done_before_caught_up: on(PlantedBug::MetadataRepairDoneBeforeCaughtUp),
+            hand_over_skip_dropped: on(PlantedBug::HandOverSkipDropped),
         }
     }
 }
@@ -419,6 +429,7 @@ mod tests {
             all.removed_node_serves,
             all.kafka_fetch_skips_acl_check,
             all.metadata_repair_done_before_caught_up,
+            all.hand_over_skip_dropped,
         ];
         assert!(each.iter().all(|on| *on), "every bug has a switch: {all:?}");
     }

@@ -38,6 +38,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use odradek_client::wire::proto::{self as wire, Request_oneof_body as Body};
+use odradek_consensus::observe::HandOverCause;
 use odradek_consensus::{GroupId, GroupStatus, NodeId};
 use raft::eraftpb::{ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, ConfState};
 use raft::StateRole;
@@ -263,7 +264,7 @@ async fn take_step(context: &NodeContext, group: GroupId, target: &[NodeId], ste
     let change = match step {
         Step::WaitCatchUp(_) | Step::WaitForSuccessor => return,
         Step::TransferLeader { to } => {
-            let _ = context.node.transfer_leader(group, to).await;
+            let _ = context.node.transfer_leader(group, to, HandOverCause::Reassign).await;
             return;
         }
         Step::Complete => return report_completion(context, group, target).await,

@@ -289,6 +289,7 @@ impl Server {
             node_config.planted.retention_past_commit = planted.retention_past_commit;
             node_config.planted.hibernated_leader_reads_locally = planted.hibernated_leader_reads_locally;
             node_config.planted.retention_candidates_stale = planted.retention_candidates_stale;
+            node_config.planted.hand_over_skip_dropped = planted.hand_over_skip_dropped;
         }
         // R8 d: a new incarnation's empty logs may be replicas the node lost (module `data_dir`).
         if config.data_dir_new {
@@ -450,6 +451,11 @@ impl Server {
     /// the new leader and follows it, instead of waiting out an election after the stop.
     pub async fn drain(&self, within: Duration) -> usize {
         let deadline = tokio::time::Instant::now() + within;
+        // The hand-overs skip the replicas the metadata says must not lead (repairs in
+        // progress), as the controller's balancing does; the node itself skips those that say
+        // they lead not (suspect, quarantined, draining, low on disk).
+        let refusals = self.state.lock().meta.lead_refusals();
+        let _ = self.node.set_lead_refusals(refusals).await;
         loop {
             let leading = match self.node.drain().await {
                 Ok(leading) => leading,

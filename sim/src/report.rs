@@ -135,7 +135,7 @@ impl Crash {
 /// entries (R3).
 fn invariant_of_panic(message: &str) -> Option<&'static str> {
     // The raft checker's own violations and the consensus crate's R6 check start with the ID.
-    for id in ["R1", "R2", "R3", "R4", "R5", "R6", "R8", "R10", "R11", "R12"] {
+    for id in ["R1", "R2", "R3", "R4", "R5", "R6", "R8", "R10", "R11", "R12", "R13"] {
         if message.starts_with(&format!("{id} ")) || message.starts_with(&format!("{id}:")) {
             return Some(id);
         }

@@ -396,6 +396,9 @@ fn observe_replicas(
                     cluster.passive.lock().expect("passive lock").remove(&node);
                 }
             }
+            Event::HandOver { node, group, to, cause, matched } => {
+                cluster.note(format!("group {group}: node {node} hands the leadership to node {to} ({}, matched {matched})", cause.name()));
+            }
             Event::SuspectCleared { node, group, durable } => {
                 cluster.note(format!("group {group}: node {node} settled its suspicion, durable to {durable}"));
             }
@@ -446,7 +449,7 @@ fn observe_replicas(
 }
 
 /// The coverage counters' names for raft events, in [`event_path`]'s order.
-const EVENT_PATHS: [&str; 21] = [
+const EVENT_PATHS: [&str; 22] = [
     "path leader elected",
     "path snapshot installed",
     "path recovery cut, suspect",
@@ -468,6 +471,7 @@ const EVENT_PATHS: [&str; 21] = [
     "path group woke",
     "path retention moved log start",
     "path metadata replica repaired",
+    "check R13 leadership handed over",
 ];
 
 /// The raft checker's R12 counters (`RetentionCounts`): a replica behind entries another's
@@ -510,6 +514,8 @@ fn event_path(event: &Event) -> Option<&'static str> {
         Event::Hibernated { .. } => 17,
         Event::Woke { .. } => 18,
         Event::LogStart { .. } => 19,
+        Event::HandOver { .. } => 21,
+        Event::Passive { .. } => return None,
         Event::ConfApplied { .. } => return None,
         Event::Appended { .. } | Event::Durable { .. } => return None,
     };

@@ -397,6 +397,18 @@ fn planted_retention_candidates_stale_is_caught() {
     planted_bug_is_caught_with(PlantedBug::RetentionCandidatesStale, &base, 1..=5, &["R12"]);
 }
 
+// Issue 15, leadership hand-overs (R13): a leader that forgets which followers said they lead
+// not hands leadership to a replica on a quarantined node before that node reported itself to
+// the controller (the metadata refuses nothing yet): leader balancing picks it as the preferred
+// replica, and R13 names the hand-over. Disk `--state-faults` seed 6 catches it first (5 of seeds
+// 1..=30: 6, 9, 12, 14, 30; disk `--grow-shrink` seed 7 of 1..=20 too); seeds 1..=60 pass without
+// it, and CI's disk `--state-faults` sweep (1..=24) holds seeds 6, 9, 12 and 14.
+#[test]
+fn planted_hand_over_skip_dropped_is_caught() {
+    let base = ScenarioConfig { scenario: Scenario::Disk, state_faults: true, ..ScenarioConfig::new(0) };
+    planted_bug_is_caught_with(PlantedBug::HandOverSkipDropped, &base, 1..=10, &["R13"]);
+}
+
 // Retention deleted every batch of an idempotent producer whose first batches it was still
 // retrying; node 3 restarted, rebuilt its producer table from the entries left, forgot the
 // producer, and as the new leader appended the late retry of sequence 0 a second time (L2:

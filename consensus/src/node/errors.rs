@@ -41,6 +41,9 @@ pub enum NodeError {
     /// No leader confirmed a read barrier in time ([`super::Node::read_index`]); retriable.
     #[error("group {0}: no leader confirmed a read index in time")]
     ReadIndexTimedOut(GroupId),
+    /// The hand-over's target must not lead now (module `hand_over`); definite: nothing moved.
+    #[error("group {group}: no hand-over to node {to}: {reason}")]
+    HandOverRefused { group: GroupId, to: NodeId, reason: String },
 }
 
 /// Why a proposal did not commit. See [`ProposeError::is_definite`].

@@ -141,6 +141,9 @@ pub(super) struct Group<D: Disk> {
     pub(super) suspect: Option<suspect::Suspect>,
     /// Sleeping or awake (module `hibernate`).
     pub(super) hibernation: super::hibernate::Hibernation,
+    /// Leader only: the followers whose latest acknowledgement at their match index said they
+    /// lead not (module `hand_over`); no leadership goes to them.
+    pub(super) peers_leading_not: std::collections::BTreeSet<NodeId>,
 }
 
 impl<D: Disk> Group<D> {
@@ -354,6 +357,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             // The query term is the new term the store saved with the suspicion.
             suspect: suspicion.map(|suspicion| suspect::Suspect::new(suspicion, hard_state.term)),
             hibernation: Default::default(),
+            peers_leading_not: Default::default(),
         };
         self.readers.insert(group, std::sync::Arc::new(group_state.store.reader()));
         self.groups.insert(group, group_state);
@@ -371,6 +375,8 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
     /// only answer).
     pub async fn host_groups_on_disk(&mut self, now_ms: i64) -> Result<(usize, usize), NodeError> {
         self.passive = Some(0);
+        let node = self.config.node_id;
+        observe::emit(|| observe::Event::Passive { node, passive: true });
         let data_dir = self.config.data_dir.clone();
         let names = match self.disk.list_subdirs(&data_dir).await {
             Ok(names) => names,
@@ -407,6 +413,8 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
     pub fn end_passive(&mut self) {
         if self.passive.take().is_some() {
             tracing::warn!("the node is passive no more: it may lead groups again");
+            let node = self.config.node_id;
+            observe::emit(|| observe::Event::Passive { node, passive: false });
         }
     }
 

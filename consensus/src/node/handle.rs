@@ -18,7 +18,10 @@ use odradek_log::{Disk, LogConfig, RetentionReport, StartState};
 use raft::eraftpb::{ConfChangeV2, ConfState};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Appended, Apply, Durability, GroupStatus, LogBounds, Node, NodeError, NodeStats, Proposal, ProposeError, ResolvedOutcome};
+use super::{
+    Appended, Apply, Durability, GroupStatus, LeadRefusals, LogBounds, Node, NodeError, NodeStats, Proposal, ProposeError, ResolvedOutcome,
+};
+use crate::observe::HandOverCause;
 use crate::storage::EntryMeta;
 use crate::transport::{GroupId, NodeId, Transport};
 
@@ -59,6 +62,7 @@ pub enum Command {
     TransferLeader {
         group: GroupId,
         to: NodeId,
+        cause: HandOverCause,
         reply: oneshot::Sender<Result<(), NodeError>>,
     },
     EnforceRetention {
@@ -93,6 +97,10 @@ pub enum Command {
     },
     /// The node runs its metadata group again (see [`Node::end_passive`]).
     EndPassive {
+        reply: oneshot::Sender<()>,
+    },
+    SetLeadRefusals {
+        refusals: LeadRefusals,
         reply: oneshot::Sender<()>,
     },
     Drain {
@@ -296,8 +304,13 @@ impl NodeHandle {
         self.call(|reply| Command::ReadIndex { group, reply }).await?
     }
 
-    pub async fn transfer_leader(&self, group: GroupId, to: NodeId) -> Result<(), NodeError> {
-        self.call(|reply| Command::TransferLeader { group, to, reply }).await?
+    pub async fn transfer_leader(&self, group: GroupId, to: NodeId, cause: HandOverCause) -> Result<(), NodeError> {
+        self.call(|reply| Command::TransferLeader { group, to, cause, reply }).await?
+    }
+
+    /// See [`Node::set_lead_refusals`].
+    pub async fn set_lead_refusals(&self, refusals: LeadRefusals) -> Result<(), NodeError> {
+        self.call(|reply| Command::SetLeadRefusals { refusals, reply }).await
     }
 
     /// [`Node::enforce_retention`]: deletes `group`'s segments out of retention, never one
@@ -445,7 +458,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
                 drop(reply.send(created));
             }
             Command::RemoveGroup { group, reply } => drop(reply.send(self.remove_group(group))),
-            Command::TransferLeader { group, to, reply } => drop(reply.send(self.transfer_leader(group, to))),
+            Command::TransferLeader { group, to, cause, reply } => drop(reply.send(self.transfer_leader(group, to, cause))),
             Command::EnforceRetention { group, index_bound_max, start_state, reply } => {
                 drop(reply.send(self.enforce_retention(group, now_ms, index_bound_max, start_state).await))
             }
@@ -458,6 +471,10 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             Command::RetentionCandidates { reply } => drop(reply.send(self.retention_candidates())),
             Command::RetentionOverdue { group, reply } => drop(reply.send(self.retention_overdue(group, now_ms))),
             Command::Drain { reply } => drop(reply.send(self.drain())),
+            Command::SetLeadRefusals { refusals, reply } => {
+                self.set_lead_refusals(refusals);
+                let _ = reply.send(());
+            }
             Command::EndPassive { reply } => {
                 self.end_passive();
                 let _ = reply.send(());

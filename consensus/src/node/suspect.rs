@@ -431,10 +431,10 @@ impl<D: Disk, T, A> Node<D, T, A> {
     }
 
     /// A passive node (see [`Node::host_groups_on_disk`]), a draining one ([`Node::drain`]) or one
-    /// low on disk asks raft to hand
-    /// every group it leads to a follower that holds its whole log, a different one each try (a
-    /// suspect or low one drops the hand-over, and raft gives up on it after an election
-    /// timeout).
+    /// low on disk asks raft to hand every group it leads to a follower that holds its whole log
+    /// and may lead (module `hand_over`), a different one each try (one that drops the hand-over
+    /// anyway, as a replica turning suspect meanwhile does, is given up on by raft after an
+    /// election timeout).
     pub(super) fn hand_off_leadership(&mut self) {
         let turn = if let Some(ticks) = self.passive.as_mut() {
             *ticks += 1;
@@ -454,22 +454,18 @@ impl<D: Disk, T, A> Node<D, T, A> {
             return;
         };
         let low = self.passive.is_none() && self.draining.is_none();
-        for state in self.groups.values_mut() {
-            let raft = &state.raw.raft;
-            if raft.state != StateRole::Leader || raft.lead_transferee.is_some() {
-                continue;
-            }
-            let last = raft.raft_log.last_index();
-            let mut caught_up: Vec<NodeId> =
-                raft.prs().iter().filter(|&(&id, pr)| id != raft.id && pr.matched == last).map(|(&id, _)| id).collect();
-            if caught_up.is_empty() {
-                continue;
-            }
-            // Sorted: the tracker's iteration order is not deterministic.
-            caught_up.sort_unstable();
+        let cause = match (self.passive.is_some(), self.draining.is_some()) {
+            (true, _) => observe::HandOverCause::Passive,
+            (false, true) => observe::HandOverCause::Drain,
+            (false, false) => observe::HandOverCause::DiskLow,
+        };
+        // Only followers that may lead (module `hand_over`): a suspect one, or one on a
+        // quarantined node, would drop the hand-over and stall the group.
+        for (group, caught_up) in self.hand_off_candidates() {
             let to = caught_up[turn % caught_up.len()];
-            state.raw.transfer_leader(to);
-            self.stats.leaderships_handed_off_disk_low += u64::from(low);
+            if self.hand_over(group, to, cause).is_ok() {
+                self.stats.leaderships_handed_off_disk_low += u64::from(low);
+            }
         }
     }
 

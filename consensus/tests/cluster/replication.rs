@@ -1,10 +1,12 @@
 //! Elections, replication and the group lifecycle on a healthy cluster (and one crash).
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use odradek_consensus::{EntryMeta, ProposeError};
+use odradek_consensus::observe::HandOverCause;
+use odradek_consensus::{EntryMeta, LeadRefusals, NodeError, NodeId, ProposeError};
 use odradek_log::{CrashMode, EntryKind};
 
 use crate::harness::LocalCluster;
@@ -35,7 +37,7 @@ async fn three_nodes_elect_propose_and_apply_identically() {
     // Leader transfer to a caught-up follower.
     let leader = cluster.leader(2).unwrap();
     let target = *cluster.nodes.keys().find(|&&id| id != leader).unwrap();
-    cluster.nodes.get_mut(&leader).unwrap().transfer_leader(2, target).unwrap();
+    cluster.nodes.get_mut(&leader).unwrap().transfer_leader(2, target, HandOverCause::Request).unwrap();
     cluster.run_until(100, |c| c.leader(2) == Some(target)).await;
     // Group commit: fewer log fsyncs than entries appended.
     let stats = cluster.nodes[&leader].stats();
@@ -58,7 +60,7 @@ async fn a_follower_at_its_disk_reserve_drops_appends_and_catches_up_later() {
     cluster.elect_all().await;
     if cluster.leader(4) == Some(follower) {
         let other = *cluster.nodes.keys().find(|&&id| id != follower).unwrap();
-        cluster.nodes.get_mut(&follower).unwrap().transfer_leader(4, other).unwrap();
+        cluster.nodes.get_mut(&follower).unwrap().transfer_leader(4, other, HandOverCause::Request).unwrap();
         cluster.run_until(200, |c| c.leader(4) == Some(other)).await;
     }
     let leader = cluster.leader(4).unwrap();
@@ -165,7 +167,7 @@ async fn a_leader_low_on_disk_hands_leadership_away_and_does_not_take_it_back() 
     for group in groups {
         let leader = cluster.leader(group).unwrap();
         if leader != low {
-            cluster.nodes.get_mut(&leader).unwrap().transfer_leader(group, low).unwrap();
+            cluster.nodes.get_mut(&leader).unwrap().transfer_leader(group, low, HandOverCause::Request).unwrap();
             cluster.run_until(200, |c| c.leader(group) == Some(low)).await;
         }
     }
@@ -174,9 +176,15 @@ async fn a_leader_low_on_disk_hands_leadership_away_and_does_not_take_it_back() 
     budget.store(64 * 1024, Ordering::Release);
     cluster.run_until(300, |c| groups.iter().all(|&g| c.leader(g).is_some_and(|leader| leader != low))).await;
     assert!(cluster.nodes[&low].stats().leaderships_handed_off_disk_low >= 2, "{:?}", cluster.nodes[&low].stats());
+    // Balancing asks for the hand-over back: the leader refuses it when the low node's latest
+    // acknowledgement said it leads not (module `hand_over`), else the low node drops it.
+    let mut refused_by_leader = 0;
     for group in groups {
         let leader = cluster.leader(group).unwrap();
-        cluster.nodes.get_mut(&leader).unwrap().transfer_leader(group, low).unwrap();
+        match cluster.nodes.get_mut(&leader).unwrap().transfer_leader(group, low, HandOverCause::Balance) {
+            Err(NodeError::HandOverRefused { to, .. }) if to == low => refused_by_leader += 1,
+            outcome => outcome.unwrap(),
+        }
     }
     for _ in 0..300 {
         cluster.step().await;
@@ -185,7 +193,7 @@ async fn a_leader_low_on_disk_hands_leadership_away_and_does_not_take_it_back() 
         }
     }
     let stats = cluster.nodes[&low].stats();
-    assert!(stats.transfers_refused_disk_low > 0, "{stats:?}");
+    assert!(stats.transfers_refused_disk_low + refused_by_leader > 0, "{stats:?}");
     // The hand-overs asked above were given up; the healthy replicas commit without the low one.
     cluster.propose_and_commit(3, "while low").await;
     for group in groups {
@@ -195,4 +203,43 @@ async fn a_leader_low_on_disk_hands_leadership_away_and_does_not_take_it_back() 
     budget.store(i64::MAX, Ordering::Release);
     cluster.propose_and_commit(3, "after").await;
     cluster.converge().await;
+}
+
+/// Issue 15: a replica that drops hand-overs says so in its acknowledgements (consensus module
+/// `hand_over`), and its leader hands it nothing: here a follower turned passive, as a node whose
+/// metadata replica does not open is before it has reported itself to the controller (nothing in
+/// the metadata refuses it yet). A transfer asked for it (leader balancing, a transfer request)
+/// is refused at once, and a graceful shutdown's drain skips it and the replicas the owner
+/// refuses (`Node::set_lead_refusals`: repairs the metadata records), waiting instead.
+#[tokio::test]
+async fn no_leadership_goes_to_a_passive_follower_nor_to_one_the_owner_refuses() {
+    let group = 4;
+    let mut cluster = LocalCluster::new(23, 3, &[group]).await;
+    cluster.elect_all().await;
+    let leader = cluster.leader(group).unwrap();
+    let others: Vec<NodeId> = cluster.voters.iter().copied().filter(|&id| id != leader).collect();
+    let (passive, healthy) = (others[0], others[1]);
+    let now_ms = cluster.now_ms;
+    cluster.nodes.get_mut(&passive).unwrap().host_groups_on_disk(now_ms).await.unwrap();
+    cluster.propose_and_commit(3, "passive").await;
+    cluster.converge().await;
+    let status = cluster.nodes[&leader].status(group).unwrap();
+    assert_eq!(status.progress[&passive].0, status.last_index, "caught up: only what it says keeps it out");
+
+    let refused = cluster.nodes.get_mut(&leader).unwrap().transfer_leader(group, passive, HandOverCause::Balance);
+    assert!(matches!(refused, Err(NodeError::HandOverRefused { to, .. }) if to == passive), "{refused:?}");
+    // The owner refuses the healthy follower too: a drain has nobody to hand to, and waits.
+    let owner = LeadRefusals { nodes: BTreeSet::new(), replicas: BTreeSet::from([(group, healthy)]) };
+    cluster.nodes.get_mut(&leader).unwrap().set_lead_refusals(owner);
+    assert_eq!(cluster.nodes.get_mut(&leader).unwrap().drain(), 1);
+    for _ in 0..200 {
+        cluster.step().await;
+        assert_eq!(cluster.leader(group), Some(leader), "the drain handed the leadership to a replica that must not lead");
+    }
+    // Refused no more: the healthy follower takes it, never the passive one.
+    cluster.nodes.get_mut(&leader).unwrap().set_lead_refusals(LeadRefusals::default());
+    cluster.run_until(200, |c| c.leader(group).is_some_and(|now| now != leader)).await;
+    assert_eq!(cluster.leader(group), Some(healthy));
+    cluster.judge(|_| {});
+    assert!(cluster.raft.borrow().hand_overs_judged() >= 1);
 }

@@ -12,12 +12,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use odradek_consensus::observe::{Conf, Event, NodeSet};
 use odradek_consensus::{GroupId, NodeId};
 
+mod hand_over;
 mod membership;
 
 /// One broken invariant, with what shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Violation {
-    /// `R1` to `R6`, `R8`, `R10` or `R11`.
+    /// `R1` to `R6`, `R8`, `R10` to `R13`.
     pub invariant: &'static str,
     pub group: GroupId,
     pub detail: String,
@@ -43,7 +44,8 @@ impl std::fmt::Display for Violation {
 /// least the suspicion's and a last index at least its bound, which only drops from the one the
 /// suspicion began with), and the membership checks R10 (configurations a step apart, never
 /// fewer voters than at creation) and R11 (voters added by a move were caught-up learners),
-/// module `membership`. Bounded by the run: one small map entry per appended index and term.
+/// module `membership`, and R13 (no leadership hand-over to a replica that said it leads not
+/// while suspect or on a quarantined node), module `hand_over`. Bounded by the run: one small map entry per appended index and term.
 #[derive(Debug, Default)]
 pub struct RaftChecker {
     leaders: BTreeMap<(GroupId, u64), NodeId>,
@@ -101,6 +103,8 @@ pub struct RaftChecker {
     wiped_silent: BTreeSet<NodeId>,
     /// R10 and R11 (module `membership`).
     membership: membership::Membership,
+    /// R13 (module `hand_over`).
+    hand_overs: hand_over::HandOvers,
     /// (group, node) -> the index up to which retention on another replica deleted entries the
     /// node's log did not reach yet: it needs a snapshot (or a leader that still holds them)
     /// to catch up (R12 b).
@@ -171,6 +175,7 @@ impl RaftChecker {
             self.held_before_wipe.insert((group, holder), (index, entries));
         }
         self.wiped_silent.insert(node);
+        self.hand_overs.wiped(node);
         self.durable.retain(|&(_, holder), _| holder != node);
         self.held.retain(|&(_, holder), _| holder != node);
         self.restored_to.retain(|&(_, holder), _| holder != node);
@@ -434,6 +439,8 @@ impl RaftChecker {
                 self.suspect_bounds.remove(&(group, node));
             }
             Event::AppendAccepted { node, group, to, index, durable_index } => {
+                let suspect = self.suspects.contains_key(&(group, node));
+                self.hand_overs.acknowledged(group, node, to, index, suspect);
                 if index > durable_index {
                     self.violate(
                         "R6",
@@ -513,6 +520,13 @@ impl RaftChecker {
                     );
                 }
             }
+            Event::HandOver { node, group, to, cause, matched } => {
+                let suspect = self.suspects.contains_key(&(group, to));
+                if let Some((invariant, group, detail)) = self.hand_overs.handed_over(node, group, to, cause, matched, suspect) {
+                    self.violate(invariant, group, detail);
+                }
+            }
+            Event::Passive { node, passive } => self.hand_overs.passive(node, passive),
             // Hibernation changes no state the checks look at.
             Event::Hibernated { .. } | Event::Woke { .. } => {}
             Event::LogStart { node, incarnation, group, first_index, commit, applied, .. } => {
@@ -743,6 +757,11 @@ impl RaftChecker {
         }
     }
 
+    /// Leadership hand-overs R13 judged (coverage).
+    pub fn hand_overs_judged(&self) -> u64 {
+        self.hand_overs.judged
+    }
+
     pub fn violations(&self) -> &[Violation] {
         &self.violations
     }
@@ -827,6 +846,7 @@ impl RaftChecker {
         self.held_before_wipe.remove(&(group, node));
         self.last_applied.retain(|&(holder, _, of), _| !(holder == node && of == group));
         self.membership.forget(group, node);
+        self.hand_overs.forget(group, node);
     }
 
     /// The nodes in `group`'s newest configuration (voters, outgoing voters, learners) as any
@@ -1150,6 +1170,59 @@ mod tests {
         caught_up.record(Event::Durable { node: 4, group: 7, index: 125 });
         caught_up.record(promoted);
         assert_eq!(ids(&caught_up), Vec::<&str>::new());
+    }
+
+    /// R13: a hand-over fails only when its target must not lead and every acknowledgement at
+    /// the match index the leader relied on said so.
+    #[test]
+    fn no_hand_over_to_a_replica_that_said_it_leads_not() {
+        use odradek_consensus::observe::HandOverCause;
+        let ids = |checker: &RaftChecker| checker.violations().iter().map(|v| v.invariant).collect::<Vec<&str>>();
+        let ack = |index| Event::AppendAccepted { node: 3, group: 7, to: 1, index, durable_index: index };
+        let hand_over = |matched| Event::HandOver { node: 1, group: 7, to: 3, cause: HandOverCause::Balance, matched };
+        let suspect = Event::Suspect { node: 3, group: 7, cut: 5, bound: 9, term: 2 };
+        // Suspect before it acknowledged index 9: the leader heard it, and handed over anyway.
+        let mut told = RaftChecker::default();
+        told.record(suspect);
+        told.record(ack(9));
+        told.record(hand_over(9));
+        assert_eq!(ids(&told), vec!["R13"]);
+        assert_eq!(told.hand_overs_judged(), 1);
+        // Turned suspect after its acknowledgement: the leader could not know.
+        let mut late = RaftChecker::default();
+        late.record(ack(9));
+        late.record(suspect);
+        late.record(hand_over(9));
+        assert_eq!(ids(&late), Vec::<&str>::new());
+        // One of two acknowledgements at the index left before: the leader may have heard that one last.
+        let mut mixed = RaftChecker::default();
+        mixed.record(ack(9));
+        mixed.record(suspect);
+        mixed.record(ack(9));
+        mixed.record(hand_over(9));
+        assert_eq!(ids(&mixed), Vec::<&str>::new());
+        // Settled by the hand-over: fine.
+        let mut settled = RaftChecker::default();
+        settled.record(suspect);
+        settled.record(ack(9));
+        settled.record(Event::SuspectCleared { node: 3, group: 7, durable: 9 });
+        settled.record(hand_over(9));
+        assert_eq!(ids(&settled), Vec::<&str>::new());
+        // A passive (quarantined) node, until it is passive no more; a wipe forgets it.
+        let mut passive = RaftChecker::default();
+        passive.record(Event::Passive { node: 3, passive: true });
+        passive.record(ack(9));
+        passive.record(hand_over(9));
+        assert_eq!(ids(&passive), vec!["R13"]);
+        passive.record(Event::Passive { node: 3, passive: false });
+        passive.record(hand_over(9));
+        assert_eq!(ids(&passive), vec!["R13"], "passive no more");
+        let mut wiped = RaftChecker::default();
+        wiped.record(Event::Passive { node: 3, passive: true });
+        wiped.record(ack(9));
+        wiped.record_wipe(3);
+        wiped.record(hand_over(9));
+        assert_eq!(ids(&wiped), Vec::<&str>::new());
     }
 
     #[test]

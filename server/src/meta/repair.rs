@@ -30,7 +30,7 @@
 //! follow the one before is refused and changes nothing but the applied index; a step repeated
 //! (a retry after an indefinite answer) is accepted and changes nothing.
 
-use odradek_consensus::{GroupId, NodeId};
+use odradek_consensus::{GroupId, LeadRefusals, NodeId};
 
 use super::{MetaOutcome, MetadataState, METADATA_GROUP};
 
@@ -191,6 +191,22 @@ impl MetadataState {
         }
         let repair = self.repair(group).filter(|repair| repair.node == node)?;
         Some(format!("node {node}'s replica of group {group} is being repaired ({}): it cannot lead yet", repair.phase.name()))
+    }
+
+    /// Every replica [`MetadataState::leadership_refusal`] names, for the consensus node's own
+    /// hand-overs (a graceful shutdown's drain, a node low on disk), which cannot read the
+    /// metadata: a node whose metadata replica is being repaired leads nothing, a replica being
+    /// repaired leads not its group.
+    pub fn lead_refusals(&self) -> LeadRefusals {
+        let mut refusals = LeadRefusals::default();
+        for (&group, repair) in &self.repairs {
+            if group == METADATA_GROUP {
+                refusals.nodes.insert(repair.node);
+            } else {
+                refusals.replicas.insert((group, repair.node));
+            }
+        }
+        refusals
     }
 
     /// The repair of a node's metadata replica, if one is recorded.

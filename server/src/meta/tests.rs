@@ -525,25 +525,41 @@ fn a_damaged_metadata_replica_is_repaired_step_by_step_one_node_at_a_time() {
 }
 
 /// Leadership is never handed to a node whose metadata replica is being repaired (quarantined,
-/// or catching up), nor to a replica being repaired: `leadership_refusal` names them.
+/// or catching up), nor to a replica being repaired: `leadership_refusal` names them, and
+/// `lead_refusals` (what the consensus node's own hand-overs skip: a drain, a node low on disk)
+/// refuses exactly the same replicas at every step.
 #[test]
 fn no_leadership_goes_to_a_replica_or_node_being_repaired() {
     let mut state = three_brokers();
     assert!(matches!(step(&mut state, &create("t", vec![vec![1, 2, 3]])), MetaOutcome::TopicCreated { .. }));
     let group = state.topic("t").unwrap().partitions[0].group;
+    let agree = |state: &MetadataState| {
+        let refusals = state.lead_refusals();
+        for g in [METADATA_GROUP, group, group + 1] {
+            for node in [1, 2, 3] {
+                assert_eq!(refusals.refuses(g, node), state.leadership_refusal(g, node).is_some(), "group {g}, node {node}: {refusals:?}");
+            }
+        }
+    };
     for node in [1, 2, 3] {
         assert_eq!(state.leadership_refusal(group, node), None, "nothing is repaired");
     }
+    agree(&state);
     let metadata = |node, step| MetaCommand::RepairReplica { group: METADATA_GROUP, node, step };
     assert_eq!(step(&mut state, &metadata(2, RepairStep::Reported)), MetaOutcome::RepairStepped);
     assert!(state.leadership_refusal(group, 2).is_some_and(|why| why.contains("metadata replica")), "a quarantined node");
+    agree(&state);
     assert_eq!(step(&mut state, &metadata(2, RepairStep::Ready)), MetaOutcome::RepairStepped);
     assert!(state.leadership_refusal(group, 2).is_some(), "a node still catching up its metadata");
     assert_eq!(state.leadership_refusal(group, 3), None);
+    agree(&state);
     assert_eq!(step(&mut state, &metadata(2, RepairStep::Done)), MetaOutcome::RepairStepped);
     assert_eq!(state.leadership_refusal(group, 2), None, "repaired");
+    agree(&state);
     let replica = |node, step| MetaCommand::RepairReplica { group, node, step };
     assert_eq!(step(&mut state, &replica(3, RepairStep::Reported)), MetaOutcome::RepairStepped);
     assert!(state.leadership_refusal(group, 3).is_some_and(|why| why.contains("replica of group")));
     assert_eq!(state.leadership_refusal(group, 1), None);
+    agree(&state);
+    assert_eq!(state.lead_refusals().replicas.len(), 1, "the repair of one replica refuses that replica alone");
 }

@@ -2,13 +2,17 @@
 //! F-M2). Served by the partition's leader (any other node answers NOT_LEADER, which the client
 //! follows); the target must be a voter of the group's configuration, caught up (its match
 //! index at least the commit index) and not being repaired (its node's metadata replica or its
-//! replica of the group: it would drop the hand-over), else the refusal is definite. The answer waits until the
+//! replica of the group: it would drop the hand-over), nor saying it leads not (suspect, on a
+//! quarantined, draining or low node: consensus module `hand_over`), else the refusal is
+//! definite. The answer waits until the
 //! target leads, at most the request's timeout: a timeout is indefinite (raft may still move
 //! leadership), and a request naming the current leader succeeds at once.
 
 use std::time::Duration;
 
 use odradek_client::wire::proto::{self as wire, ErrorCode, Response};
+use odradek_consensus::observe::HandOverCause;
+use odradek_consensus::NodeError;
 use raft::StateRole;
 
 use super::{locate, ok_response, RequestError};
@@ -49,7 +53,11 @@ async fn transfer(context: &NodeContext, body: &wire::TransferLeaderRequest) -> 
         let message = format!("node {} is not caught up (matched {matched} < commit {}); retry later", body.to, status.commit);
         return Err(RequestError::new(ErrorCode::INVALID_REQUEST, message));
     }
-    context.node.transfer_leader(group, body.to).await.map_err(|error| RequestError::new(ErrorCode::NOT_LEADER, error.to_string()))?;
+    context.node.transfer_leader(group, body.to, HandOverCause::Request).await.map_err(|error| match error {
+        // The target drops hand-overs now (suspect, quarantined, draining, low on disk): definite, nothing moved.
+        NodeError::HandOverRefused { .. } => RequestError::new(ErrorCode::INVALID_REQUEST, format!("{error}; retry later")),
+        error => RequestError::new(ErrorCode::NOT_LEADER, error.to_string()),
+    })?;
     let wait_ms = match u64::from(body.timeout_ms) {
         0 => TRANSFER_WAIT_MS_DEFAULT,
         ms => ms.min(TRANSFER_WAIT_MS_MAX),
