@@ -13,16 +13,24 @@
 # Prints per window (baseline, catch-up, after) produce throughput (acks/s, by ack time) and
 # ack latency p50/p99/p99.9/max, and the catch-up time.
 #
+# MOVE=reassign instead moves one partition, partition 0, onto the new node with `odradek topic
+# reassign moved --partition 0 --replicas 2,3,4` (node 4 catches up the whole partition from its
+# leader, then node 1's replica leaves): with PARTITIONS=1 and DATA_MB=1024 this is the time to
+# re-replicate a 1 GiB partition to a new node.
+#
 #   scripts/rebalance-bench.sh [BIN]       # e.g. THROTTLE=0 scripts/rebalance-bench.sh target/release/odradek
 #
 # Env: THROTTLE (bytes/s per leader node, default 0 = unlimited), DATA_MB (default 300),
 # PARTITIONS (default 6), RATE (records/s, default 2000), BASE_S (default 15), TAIL_S (default 5),
 # CATCH_UP_MAX_S (default 600), PORT_BASE (default 25100: peers PORT_BASE+1..4, clients
-# PORT_BASE+101..104), KEEP=1 keeps the data directory and logs.
+# PORT_BASE+101..104), MOVE (rebalance, the default, or reassign), KEEP=1 keeps the data directory
+# and logs.
 set -euo pipefail
 BIN=${1:-target/release/odradek}
 THROTTLE=${THROTTLE:-0} DATA_MB=${DATA_MB:-300} PARTITIONS=${PARTITIONS:-6} RATE=${RATE:-2000}
 BASE_S=${BASE_S:-15} TAIL_S=${TAIL_S:-5} CATCH_UP_MAX_S=${CATCH_UP_MAX_S:-600} PORT_BASE=${PORT_BASE:-25100}
+MOVE=${MOVE:-rebalance}
+[[ $MOVE == rebalance || $MOVE == reassign ]] || { echo "MOVE must be rebalance or reassign" >&2; exit 2; }
 [[ -x $BIN ]] || { echo "no odradek binary at $BIN" >&2; exit 2; }
 (( DATA_MB >= 1 && DATA_MB <= 20000 )) || { echo "DATA_MB must be within 1..=20000" >&2; exit 2; }
 (( RATE >= 1 && RATE <= 100000 )) || { echo "RATE must be within 1..=100000" >&2; exit 2; }
@@ -36,7 +44,7 @@ for id in 1 2 3; do NODES+=(--node "$(member "$id")"); done
 export ODRADEK_BOOTSTRAP=127.0.0.1:$((PORT_BASE + 101)),127.0.0.1:$((PORT_BASE + 102)),127.0.0.1:$((PORT_BASE + 103))
 now_ms() { date +%s%3N; }
 
-echo "rebalance-bench: throttle ${THROTTLE} B/s, ${DATA_MB} MB over ${PARTITIONS} partitions (RF 3), produce ${RATE} x 1 KiB/s, binary $BIN ($(uname -m), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg))"
+echo "rebalance-bench: ${MOVE}, throttle ${THROTTLE} B/s, ${DATA_MB} MB over ${PARTITIONS} partitions (RF 3), produce ${RATE} x 1 KiB/s, binary $BIN ($(uname -m), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg))"
 for id in 1 2 3; do
     ODRADEK_LOG=warn "$BIN" server --id "$id" --data-dir "$DATA/n$id" "${NODES[@]}" \
         --learner-catch-up-bytes-per-second "$THROTTLE" 2>"$DATA/n$id.log" &
@@ -71,7 +79,11 @@ for _ in $(seq 1 240); do
 done
 (( joined )) || { echo "node 4 did not join" >&2; tail -20 "$DATA/n4.log" >&2; exit 1; }
 rebalance_at=$(now_ms)
-"$BIN" cluster rebalance
+if [[ $MOVE == reassign ]]; then
+    "$BIN" topic reassign moved --partition 0 --replicas 2,3,4
+else
+    "$BIN" cluster rebalance
+fi
 done_at=0
 deadline=$(( $(now_ms) + CATCH_UP_MAX_S * 1000 ))
 while (( $(now_ms) < deadline )); do
@@ -86,7 +98,7 @@ touch "$DATA/stop"
 wait "$producer" || true
 grep '^produce:' "$DATA/produce.out" | sed 's/^/steady /'
 "$BIN" cluster status 2>/dev/null | grep -E '^  [0-9]+ |^moved' | head -12 || true
-echo "node 4 joined in $(( (rebalance_at - join_at) )) ms; catch-up (rebalance to last move complete): $(( done_at - rebalance_at )) ms"
+echo "node 4 joined in $(( (rebalance_at - join_at) )) ms; catch-up (${MOVE} to last move complete): $(( done_at - rebalance_at )) ms"
 python3 - "$DATA/latency" "$produce_start" "$rebalance_at" "$done_at" "$stopped_at" <<'EOF'
 import sys
 path, start, rebalance, done, stopped = sys.argv[1], *map(int, sys.argv[2:])
