@@ -755,10 +755,6 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
             self.report_snapshots_sent(to, &snapshots);
         }
         let sent_at = tokio::time::Instant::now();
-        // A round in which one group alone writes entries (one write at a time, the latency of
-        // an acknowledged write: issue 17) writes and fsyncs them in one disk call; with more,
-        // each log is written first and `persist` fsyncs them all at once.
-        let fused = readies.iter().filter(|pending| !pending.ready.entries().is_empty()).count() == 1;
         // Then every ready's snapshot and entries go to the logs.
         for PendingReady { group, ready } in readies.iter_mut() {
             let group = *group;
@@ -799,19 +795,13 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
                 let index = state.store.log().durable_index().min(first.index - 1);
                 observe::emit(|| observe::Event::Durable { node: self.config.node_id, group, index });
             }
-            if fused && !entries.is_empty() {
-                state.store.append_synced(&entries, now_ms).await.map_err(storage_error(group))?;
-                self.stats.log_syncs += 1;
-            } else {
-                state.store.append(&entries, now_ms).await.map_err(storage_error(group))?;
-            }
+            state.store.append(&entries, now_ms).await.map_err(storage_error(group))?;
             if let (Some(stages), Some(first), Some(last)) = (&stages, entries.first(), entries.last()) {
                 stages.stamp_at(group, first.index, last.index, sent_at, |s| &mut s.sent);
                 stages.stamp(group, first.index, last.index, |s| &mut s.written);
                 written.push((group, first.index, last.index, tokio::time::Instant::now()));
             }
-            // A conflicting suffix it truncated is no longer durable (R5, and R8's baseline);
-            // entries written and fsynced in one call are durable already.
+            // A conflicting suffix it truncated is no longer durable (R5, and R8's baseline).
             let (node, index) = (self.config.node_id, state.store.log().durable_index());
             observe::emit(|| observe::Event::Durable { node, group, index });
         }

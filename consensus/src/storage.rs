@@ -659,25 +659,7 @@ impl<D: Disk> GroupStore<D> {
     /// Appends raft's entries (from a `Ready`), first truncating a conflicting suffix. Not
     /// durable until [`GroupStore::sync`]. The truncation itself is durable when it returns.
     pub async fn append(&mut self, entries: &[RaftEntry], now_ms: i64) -> Result<(), StorageFault> {
-        self.append_entries(entries, now_ms, false).await
-    }
-
-    /// [`GroupStore::append`] then [`GroupStore::sync`], with the last write and the fsync in
-    /// one disk call ([`SegmentLog::append_synced`]): for a round in which one group alone
-    /// has entries to write (one write at a time, issue 17).
-    pub async fn append_synced(&mut self, entries: &[RaftEntry], now_ms: i64) -> Result<(), StorageFault> {
-        self.append_entries(entries, now_ms, true).await?;
-        assert_eq!(self.log.synced_index(), self.log.last_index(), "append_synced leaves every appended entry synced");
-        Ok(())
-    }
-
-    async fn append_entries(&mut self, entries: &[RaftEntry], now_ms: i64, synced: bool) -> Result<(), StorageFault> {
-        let Some(first) = entries.first() else {
-            if synced {
-                self.log.sync().await?;
-            }
-            return Ok(());
-        };
+        let Some(first) = entries.first() else { return Ok(()) };
         assert!(entries.windows(2).all(|pair| pair[1].index == pair[0].index + 1), "append of {} entries with a gap", entries.len());
         assert!(first.index >= self.log.first_index(), "append {} below the log start {}", first.index, self.log.first_index());
         assert!(first.index <= self.log.last_index() + 1, "append {} leaves a gap after {}", first.index, self.log.last_index());
@@ -694,14 +676,11 @@ impl<D: Disk> GroupStore<D> {
             offset = log_entry.offset_next();
             log_entries.push(log_entry);
         }
-        match synced {
-            true => self.log.append_synced(&log_entries, now_ms).await?,
-            false => self.log.append(&log_entries, now_ms).await?,
-        }
+        self.log.append(&log_entries, now_ms).await?;
         self.storage.lock().on_append(entries.iter().zip(log_entries.iter().map(|e| e.base_offset)));
         assert_eq!(self.log.last_index(), entries.last().expect("not empty").index);
         assert_eq!(self.storage.lock().last_index, self.log.last_index(), "the view ends where the log does");
-        assert!(synced || self.log.synced_index() < first.index, "appended entries are durable only after sync");
+        assert!(self.log.synced_index() < first.index, "appended entries are durable only after sync");
         Ok(())
     }
 

@@ -420,18 +420,6 @@ impl<D: Disk> DiskFile for BudgetFile<D> {
         }
     }
 
-    /// A file that holds its descriptor does both in one call; one the cache may close between
-    /// calls does them as two, each through the cache as alone.
-    async fn write_at_synced(&self, offset: u64, data: Bytes) -> io::Result<()> {
-        match &self.kind {
-            Kind::Direct(file) => file.write_at_synced(offset, data).await,
-            Kind::Cached { .. } => {
-                self.write_at(offset, data).await?;
-                self.sync_data().await
-            }
-        }
-    }
-
     async fn len(&self) -> io::Result<u64> {
         match &self.kind {
             Kind::Direct(file) => file.len().await,

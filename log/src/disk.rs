@@ -78,18 +78,6 @@ pub trait DiskFile: Send + Sync + 'static {
     /// Makes every earlier write and `set_len` of this file durable (fdatasync).
     fn sync_data(&self) -> impl Future<Output = io::Result<()>> + Send;
 
-    /// `write_at`, then `sync_data`: what the two calls do, one after the other. A real file
-    /// does both in one trip to the blocking pool (one thread hand-off each way instead of
-    /// two: the latency of one acknowledged write, issue 17). An error from either leaves the
-    /// file as the failed call would (the write's bytes may or may not be there, nothing is
-    /// known durable).
-    fn write_at_synced(&self, offset: u64, data: Bytes) -> impl Future<Output = io::Result<()>> + Send {
-        async move {
-            self.write_at(offset, data).await?;
-            self.sync_data().await
-        }
-    }
-
     /// The current length of the file.
     fn len(&self) -> impl Future<Output = io::Result<u64>> + Send;
 
@@ -109,10 +97,6 @@ impl<F: DiskFile> DiskFile for Arc<F> {
 
     fn sync_data(&self) -> impl Future<Output = io::Result<()>> + Send {
         (**self).sync_data()
-    }
-
-    fn write_at_synced(&self, offset: u64, data: Bytes) -> impl Future<Output = io::Result<()>> + Send {
-        (**self).write_at_synced(offset, data)
     }
 
     fn len(&self) -> impl Future<Output = io::Result<u64>> + Send {

@@ -206,17 +206,6 @@ impl DiskFile for FsFile {
         blocking(move || file.sync_data().map_err(|error| context(error, "sync", &path))).await
     }
 
-    /// `pwrite` and `fdatasync` in one blocking call.
-    async fn write_at_synced(&self, offset: u64, data: Bytes) -> io::Result<()> {
-        let file = Arc::clone(&self.file);
-        let path = Arc::clone(&self.path);
-        blocking(move || {
-            file.write_all_at(&data, offset).map_err(|error| context(error, "write", &path))?;
-            file.sync_data().map_err(|error| context(error, "sync", &path))
-        })
-        .await
-    }
-
     async fn len(&self) -> io::Result<u64> {
         let file = Arc::clone(&self.file);
         let path = Arc::clone(&self.path);

@@ -306,24 +306,6 @@ impl<D: Disk> SegmentLog<D> {
     /// to a new segment by size or age (`now_ms`). The whole batch is checked before any byte
     /// is written, so a refused batch changes nothing.
     pub async fn append(&mut self, entries: &[Entry], now_ms: i64) -> Result<()> {
-        self.append_entries(entries, now_ms, false).await
-    }
-
-    /// [`SegmentLog::append`] then [`SegmentLog::sync`], the same in what ends durable and in
-    /// every error, with the batch's last write and the fsync that follows it as one disk call
-    /// ([`DiskFile::write_at_synced`]: one trip to a real disk's blocking pool instead of two, on
-    /// the path of every acknowledged write, issue 17). Under a planted bug that skips or
-    /// ignores fsyncs it is the two calls, so that the bug acts as it does on them.
-    pub async fn append_synced(&mut self, entries: &[Entry], now_ms: i64) -> Result<()> {
-        let planted = self.config.planted;
-        let fused = !planted.skip_fsync() && !planted.ignore_fsync_errors();
-        self.append_entries(entries, now_ms, fused).await?;
-        self.sync().await
-    }
-
-    /// `append`'s work; with `synced`, the last write is made durable with the file's fsync
-    /// (which covers every earlier write of the active segment too).
-    async fn append_entries(&mut self, entries: &[Entry], now_ms: i64, synced: bool) -> Result<()> {
         self.check_usable()?;
         self.check_sequence(entries)?;
         self.cut_torn_tail().await?;
@@ -332,8 +314,7 @@ impl<D: Disk> SegmentLog<D> {
         let mut buffer_position = self.active().bytes;
         for entry in entries {
             if self.should_roll(entry, now_ms) {
-                // (`roll` syncs what this writes.)
-                self.write_active(std::mem::take(&mut buffer), buffer_position, false).await?;
+                self.write_active(std::mem::take(&mut buffer), buffer_position).await?;
                 self.roll(now_ms).await?;
                 buffer_position = self.active().bytes;
             }
@@ -355,7 +336,7 @@ impl<D: Disk> SegmentLog<D> {
             }
             self.cache_push(entry.clone());
         }
-        self.write_active(buffer, buffer_position, synced).await?;
+        self.write_active(buffer, buffer_position).await?;
         assert!(self.last_index() == index_end, "the log ends at {} after appending up to {index_end}", self.last_index());
         self.assert_terms_cover();
         self.publish(false);
@@ -370,25 +351,17 @@ impl<D: Disk> SegmentLog<D> {
                 || now_ms.saturating_sub(segment.created_ms) >= self.config.segment_age_ms_max)
     }
 
-    /// Writes `buffer` at `position` of the active segment; with `synced`, with its fsync in
-    /// the same disk call, which leaves the segment clean (an error poisons the log either way:
-    /// fsyncgate, as in `sync_segments`).
-    async fn write_active(&mut self, buffer: Vec<u8>, position: u64, synced: bool) -> Result<()> {
+    async fn write_active(&mut self, buffer: Vec<u8>, position: u64) -> Result<()> {
         if buffer.is_empty() {
             return Ok(());
         }
         let segment = self.segments.last_mut().expect("a log always has a segment");
         assert_eq!(position + buffer.len() as u64, segment.bytes, "the buffer ends where the segment's entries end");
         segment.dirty = true;
-        let written = match synced {
-            true => segment.file.write_at_synced(position, Bytes::from(buffer)).await,
-            false => segment.file.write_at(position, Bytes::from(buffer)).await,
-        };
-        if let Err(source) = written {
+        if let Err(source) = segment.file.write_at(position, Bytes::from(buffer)).await {
             self.poisoned = true;
             return Err(Error::Io { path: segment.path.clone(), source });
         }
-        segment.dirty = !synced;
         Ok(())
     }
 

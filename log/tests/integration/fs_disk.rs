@@ -37,16 +37,9 @@ fn round_trip_on_real_files() {
         let dir = tempfile::tempdir().unwrap();
         let (mut log, _) = SegmentLog::open(FsDisk::new(), dir.path(), config(), 0).await.unwrap();
         let entries: Vec<Entry> = (1..=2000).map(child_entry).collect();
-        // Half the chunks as append then sync, half as one `append_synced` (its `pwrite` and
-        // `fdatasync` in one blocking call).
-        for (number, chunk) in entries.chunks(100).enumerate() {
-            if number % 2 == 0 {
-                log.append(chunk, 0).await.unwrap();
-                log.sync().await.unwrap();
-            } else {
-                log.append_synced(chunk, 0).await.unwrap();
-            }
-            assert_eq!(log.durable_index(), chunk.last().unwrap().index);
+        for chunk in entries.chunks(100) {
+            log.append(chunk, 0).await.unwrap();
+            log.sync().await.unwrap();
         }
         assert!(log.segment_count() > 3);
         log.truncate_suffix(1901).await.unwrap();
@@ -73,21 +66,14 @@ fn child_appender() {
         let mut batches = 0u64;
         while index < end && started.elapsed() < Duration::from_secs(CHILD_SECONDS_MAX) {
             let batch: Vec<Entry> = (index..index + 20).map(child_entry).collect();
+            log.append(&batch, 0).await.unwrap();
             index += 20;
             batches += 1;
             // Every other batch is left unsynced when the next one starts, so the kill often
             // lands with unsynced bytes in the page cache. (Counted per run: the recovered log
             // of an earlier round may end anywhere, so the index says nothing about parity.)
-            // Of the synced ones, every other is written and synced in one call.
-            match batches % 4 {
-                1 | 3 => log.append(&batch, 0).await.unwrap(),
-                2 => {
-                    log.append(&batch, 0).await.unwrap();
-                    log.sync().await.unwrap();
-                }
-                _ => log.append_synced(&batch, 0).await.unwrap(),
-            }
             if batches.is_multiple_of(2) {
+                log.sync().await.unwrap();
                 println!("synced {}", log.last_index());
             }
         }

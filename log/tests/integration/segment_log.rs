@@ -318,54 +318,6 @@ fn fsync_failure_poisons_the_log() {
     });
 }
 
-/// `append_synced` is `append` then `sync` in what a power loss keeps: everything it wrote
-/// and everything appended before it unsynced (the fsync covers the whole active segment, and
-/// a batch that rolls syncs the sealed segments as it rolls), with tiny segments so batches roll.
-#[test]
-fn append_synced_survives_power_loss_with_what_was_appended_before() {
-    runtime().block_on(async {
-        for seed in 0..24 {
-            let disk = SimDisk::new(seed);
-            let (mut log, _) = SegmentLog::open(disk.clone(), DIR, tiny_config(), 0).await.unwrap();
-            let mut written = append_data(&mut log, 1 + seed % 5, 1).await;
-            let batch = data_after(&log, 1 + seed % 7, 1);
-            log.append_synced(&batch, 0).await.unwrap();
-            written.extend(batch);
-            let last = written.last().unwrap().index;
-            assert_eq!((log.synced_index(), log.durable_index()), (last, last), "seed {seed}");
-            let unsynced = append_data(&mut log, 3, 1).await;
-            drop(log);
-            disk.crash(CrashMode::PowerLoss);
-            let (log, _) = SegmentLog::open(disk.clone(), DIR, tiny_config(), 0).await.unwrap();
-            let found = read_all(&log).await;
-            assert!(found.len() >= written.len(), "seed {seed}: {} of {} synced entries kept", found.len(), written.len());
-            let all: Vec<Entry> = written.iter().chain(unsynced.iter()).cloned().collect();
-            assert_eq!(found, all[..found.len()], "seed {seed}: not a prefix");
-        }
-    });
-}
-
-/// A failed write-and-fsync poisons the log as a failed fsync does (fsyncgate: never retried).
-#[test]
-fn a_failed_append_synced_poisons_the_log() {
-    runtime().block_on(async {
-        let disk = SimDisk::new(12);
-        let config = LogConfig { segment_bytes_max: 1 << 20, ..tiny_config() };
-        let (mut log, _) = SegmentLog::open(disk.clone(), DIR, config.clone(), 0).await.unwrap();
-        let synced = append_data(&mut log, 2, 1).await;
-        log.sync().await.unwrap();
-        disk.fail_next_syncs(1);
-        let batch = data_after(&log, 2, 1);
-        assert!(matches!(log.append_synced(&batch, 0).await, Err(Error::Io { .. })));
-        assert_eq!(log.durable_index(), 2);
-        assert!(matches!(log.sync().await, Err(Error::Poisoned { .. })), "an fsync is never retried");
-        drop(log);
-        disk.crash(CrashMode::PowerLoss);
-        let (log, _) = SegmentLog::open(disk.clone(), DIR, config, 0).await.unwrap();
-        assert_eq!(read_all(&log).await[..2], synced[..]);
-    });
-}
-
 #[test]
 fn disk_full_is_a_clear_error_and_loses_nothing() {
     runtime().block_on(async {
@@ -460,10 +412,6 @@ fn planted_fsync_bugs_cannot_fake_the_durable_index() {
         append_data(&mut log, 5, 1).await;
         log.sync().await.unwrap();
         assert_eq!((log.synced_index(), log.durable_index()), (5, 0));
-        // Nor when the write and the fsync are one call: the planted bug still skips it.
-        let batch = data_after(&log, 2, 1);
-        log.append_synced(&batch, 0).await.unwrap();
-        assert_eq!((log.synced_index(), log.durable_index()), (7, 0));
 
         let disk = SimDisk::new(43);
         let ignore = LogConfig { planted: Planted { ignore_fsync_errors: true, ..Planted::default() }, ..tiny_config() };

@@ -87,12 +87,6 @@ impl<F: DiskFile> DiskFile for MeteredFile<F> {
         timed(&self.fsync_latency, self.inner.sync_data())
     }
 
-    /// Timed as an fsync: the write before it is a copy into the page cache, microseconds
-    /// against the fdatasync's hundreds.
-    fn write_at_synced(&self, offset: u64, data: Bytes) -> impl Future<Output = io::Result<()>> + Send {
-        timed(&self.fsync_latency, self.inner.write_at_synced(offset, data))
-    }
-
     fn len(&self) -> impl Future<Output = io::Result<u64>> + Send {
         self.inner.len()
     }

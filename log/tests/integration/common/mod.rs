@@ -40,13 +40,6 @@ pub fn next_entry(index: u64, term: u64, offset: u64, records: u32, len: usize) 
 
 /// Appends `count` data entries (3 records each) continuing the log.
 pub async fn append_data(log: &mut SegmentLog<SimDisk>, count: u64, term: u64) -> Vec<Entry> {
-    let entries = data_after(log, count, term);
-    log.append(&entries, 0).await.expect("append");
-    entries
-}
-
-/// The `count` data entries (3 records each) that would continue the log.
-pub fn data_after(log: &SegmentLog<SimDisk>, count: u64, term: u64) -> Vec<Entry> {
     let mut entries = Vec::new();
     let (mut index, mut offset) = (log.last_index() + 1, log.offset_next());
     for _ in 0..count {
@@ -55,6 +48,7 @@ pub fn data_after(log: &SegmentLog<SimDisk>, count: u64, term: u64) -> Vec<Entry
         index += 1;
         entries.push(entry);
     }
+    log.append(&entries, 0).await.expect("append");
     entries
 }
 
