@@ -24,12 +24,15 @@
 # PARTITIONS (default 6), RATE (records/s, default 2000), BASE_S (default 15), TAIL_S (default 5),
 # CATCH_UP_MAX_S (default 600), PORT_BASE (default 25100: peers PORT_BASE+1..4, clients
 # PORT_BASE+101..104), MOVE (rebalance, the default, or reassign), KEEP=1 keeps the data directory
-# and logs.
+# and logs, SERVER_LOG (the servers' ODRADEK_LOG, default warn) and SERVER_ARGS (more server
+# flags, e.g. --trace-stages with SERVER_LOG=warn,odradek_stages=info: the windows' epoch
+# milliseconds are printed to cut the logs by).
 set -euo pipefail
 BIN=${1:-target/release/odradek}
 THROTTLE=${THROTTLE:-0} DATA_MB=${DATA_MB:-300} PARTITIONS=${PARTITIONS:-6} RATE=${RATE:-2000}
 BASE_S=${BASE_S:-15} TAIL_S=${TAIL_S:-5} CATCH_UP_MAX_S=${CATCH_UP_MAX_S:-600} PORT_BASE=${PORT_BASE:-25100}
-MOVE=${MOVE:-rebalance}
+MOVE=${MOVE:-rebalance} SERVER_LOG=${SERVER_LOG:-warn}
+read -r -a SERVER_ARGS <<<"${SERVER_ARGS:-}"
 [[ $MOVE == rebalance || $MOVE == reassign ]] || { echo "MOVE must be rebalance or reassign" >&2; exit 2; }
 [[ -x $BIN ]] || { echo "no odradek binary at $BIN" >&2; exit 2; }
 (( DATA_MB >= 1 && DATA_MB <= 20000 )) || { echo "DATA_MB must be within 1..=20000" >&2; exit 2; }
@@ -46,8 +49,8 @@ now_ms() { date +%s%3N; }
 
 echo "rebalance-bench: ${MOVE}, throttle ${THROTTLE} B/s, ${DATA_MB} MB over ${PARTITIONS} partitions (RF 3), produce ${RATE} x 1 KiB/s, binary $BIN ($(uname -m), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg))"
 for id in 1 2 3; do
-    ODRADEK_LOG=warn "$BIN" server --id "$id" --data-dir "$DATA/n$id" "${NODES[@]}" \
-        --learner-catch-up-bytes-per-second "$THROTTLE" 2>"$DATA/n$id.log" &
+    ODRADEK_LOG=$SERVER_LOG "$BIN" server --id "$id" --data-dir "$DATA/n$id" "${NODES[@]}" \
+        --learner-catch-up-bytes-per-second "$THROTTLE" ${SERVER_ARGS[@]+"${SERVER_ARGS[@]}"} 2>"$DATA/n$id.log" &
     PIDS+=($!)
 done
 up=0
@@ -69,8 +72,8 @@ produce_start=$(now_ms)
 sleep "$BASE_S"
 
 join_at=$(now_ms)
-ODRADEK_LOG=warn "$BIN" server --id 4 --data-dir "$DATA/n4" --node "$(member 4)" --join "127.0.0.1:$((PORT_BASE + 101))" \
-    --learner-catch-up-bytes-per-second "$THROTTLE" 2>"$DATA/n4.log" &
+ODRADEK_LOG=$SERVER_LOG "$BIN" server --id 4 --data-dir "$DATA/n4" --node "$(member 4)" --join "127.0.0.1:$((PORT_BASE + 101))" \
+    --learner-catch-up-bytes-per-second "$THROTTLE" ${SERVER_ARGS[@]+"${SERVER_ARGS[@]}"} 2>"$DATA/n4.log" &
 PIDS+=($!)
 joined=0
 for _ in $(seq 1 240); do
@@ -98,6 +101,7 @@ touch "$DATA/stop"
 wait "$producer" || true
 grep '^produce:' "$DATA/produce.out" | sed 's/^/steady /'
 "$BIN" cluster status 2>/dev/null | grep -E '^  [0-9]+ |^moved' | head -12 || true
+echo "epoch ms: produce $produce_start, ${MOVE} $rebalance_at, done $done_at, stopped $stopped_at"
 echo "node 4 joined in $(( (rebalance_at - join_at) )) ms; catch-up (${MOVE} to last move complete): $(( done_at - rebalance_at )) ms"
 python3 - "$DATA/latency" "$produce_start" "$rebalance_at" "$done_at" "$stopped_at" <<'EOF'
 import sys

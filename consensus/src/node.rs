@@ -153,7 +153,8 @@ pub struct NodeConfig {
     pub stages: Option<Arc<crate::stages::StageClock>>,
     /// Bytes per second of entries this node, as a leader, sends to its groups' learners
     /// (replicas catching up before a reassignment promotes them), over all groups; appends
-    /// beyond it are dropped and resent later (module `throttle`). `None`: unlimited.
+    /// beyond it wait in a bounded queue, in order, and their learner's in-flight window is
+    /// capped (module `throttle`). `None`: unlimited.
     pub learner_catch_up_bytes_per_second: Option<u64>,
     /// Quiet groups stop ticking and heartbeating until they have work (module `hibernate`);
     /// every node of a cluster should run with the same setting. Off here (the consensus tests
@@ -251,6 +252,8 @@ pub struct NodeStats {
     /// Progress entries a leader reset because their peer came back as a new incarnation of its
     /// data directory (module `rejoined`), one per group it led then.
     pub progress_reset_rejoined: u64,
+    /// The learner catch-up throttle's counters (module `throttle`); zero without one.
+    pub catch_up: throttle::CatchUpStats,
 }
 
 /// What a round's ready left to do after the fsync.
@@ -305,7 +308,7 @@ pub struct Node<D: Disk, T, A> {
     /// the group's last round that wrote entries (a follower's part of the trace).
     stages_stepped: BTreeMap<GroupId, tokio::time::Instant>,
     /// The learner catch-up throttle, when configured.
-    catch_up_throttle: Option<throttle::CatchUpThrottle>,
+    catch_up_throttle: Option<throttle::CatchUp>,
     /// Read barriers waiting for their group's read state, by request context ([`Node::read_index`]).
     read_waiters: BTreeMap<u64, ReadWaiter>,
     /// The next read barrier's request context (see [`Node::read_index`]).
@@ -362,7 +365,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         // A new node object is passive only once `host_groups_on_disk` makes it so.
         let node = config.node_id;
         observe::emit(|| observe::Event::Passive { node, passive: false });
-        let catch_up_throttle = config.learner_catch_up_bytes_per_second.map(throttle::CatchUpThrottle::new);
+        let catch_up_throttle = config.learner_catch_up_bytes_per_second.map(throttle::CatchUp::new);
         Node {
             config,
             disk,
@@ -408,7 +411,11 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
     }
 
     pub fn stats(&self) -> NodeStats {
-        self.stats
+        let mut stats = self.stats;
+        if let Some(throttle) = &self.catch_up_throttle {
+            stats.catch_up = throttle.stats();
+        }
+        stats
     }
 
     pub fn apply_sink(&self) -> &A {
@@ -676,6 +683,7 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
     /// node must stop and restart from what is durable.
     pub async fn round(&mut self, now_ms: i64) -> Result<(), NodeError> {
         self.stats.rounds += 1;
+        self.cap_learner_windows();
         self.step_inbound();
         self.open_behind_suspicions().await?;
         // `early`: messages raft lets leave before this round's fsync; `outbox`: the rest.
@@ -893,23 +901,51 @@ impl<D: Disk, T: Transport, A: Apply> Node<D, T, A> {
         }
     }
 
-    /// Drops the appends to learners beyond the catch-up budget (module `throttle`); nothing
-    /// when no throttle is configured.
+    /// Holds back the appends to learners beyond the catch-up budget, and releases those the
+    /// budget now admits (module `throttle`); nothing when no throttle is configured.
     fn throttle_catch_up(&mut self, outbox: &mut BTreeMap<NodeId, Vec<(GroupId, Message)>>, now_ms: i64) {
         let Some(throttle) = self.catch_up_throttle.as_mut() else { return };
         let groups = &self.groups;
-        for (to, messages) in outbox.iter_mut() {
-            messages.retain(|(group, message)| {
-                if message.get_msg_type() != raft::eraftpb::MessageType::MsgAppend || message.entries.is_empty() {
-                    return true;
-                }
-                let learner = groups.get(group).is_some_and(|state| state.raw.raft.prs().conf().learners().contains(to));
-                if !learner {
-                    return true;
-                }
-                let bytes: u64 = message.entries.iter().map(|entry| entry.data.len() as u64).sum();
-                throttle.admit(now_ms, bytes)
-            });
+        throttle.pass(now_ms, outbox, |group, to, message| {
+            let Some(state) = groups.get(&group) else { return throttle::Destination::Stale };
+            let raft = &state.raw.raft;
+            if raft.state != StateRole::Leader || raft.term != message.term {
+                return throttle::Destination::Stale;
+            }
+            let conf = raft.prs().conf();
+            if conf.learners().contains(&to) {
+                throttle::Destination::Learner
+            } else if conf.voters().contains(to) {
+                throttle::Destination::Other
+            } else {
+                throttle::Destination::Stale
+            }
+        });
+    }
+
+    /// With a throttle: caps the in-flight window of every learner of the groups this node
+    /// leads at `LEARNER_INFLIGHT_MESSAGES_MAX` appends, and gives every voter (a learner
+    /// promoted since, among them) raft's full window back. Runs before anything is stepped,
+    /// so raft never generates more appends for a learner than the throttle's queue may hold
+    /// (module `throttle`). A progress raft creates for a new learner starts in Probe state
+    /// (one append at a time) and is capped before the answer to its probe is stepped.
+    fn cap_learner_windows(&mut self) {
+        if self.catch_up_throttle.is_none() {
+            return;
+        }
+        for group in &self.leading {
+            let Some(state) = self.groups.get_mut(group) else { continue };
+            if state.raw.raft.state != StateRole::Leader {
+                continue;
+            }
+            let learners: Vec<NodeId> = state.raw.raft.prs().conf().learners().iter().copied().collect();
+            for (id, progress) in state.raw.raft.mut_prs().iter_mut() {
+                let window = match learners.contains(id) {
+                    true => throttle::LEARNER_INFLIGHT_MESSAGES_MAX,
+                    false => RAFT_INFLIGHT_MESSAGES_MAX,
+                };
+                progress.ins.set_cap(window);
+            }
         }
     }
 

@@ -1,6 +1,8 @@
 //! Followers that fall behind: served from the log when the entry cache is small, and from a
 //! metadata snapshot once retention deleted what they miss.
 
+use bytes::Bytes;
+use odradek_consensus::EntryMeta;
 use odradek_log::CrashMode;
 
 use crate::harness::LocalCluster;
@@ -183,4 +185,68 @@ async fn a_leader_forgets_what_a_wiped_peer_acknowledged() {
     let commit = cluster.nodes[&leader].status(group).unwrap().commit;
     cluster.run_until(20, |c| c.nodes[&leader].status(group).unwrap().progress[&wiped].0 >= commit).await;
     assert!(matched(&cluster) >= commit, "caught up from its own acknowledgements");
+}
+
+/// Issue 15: a learner catching up under the catch-up throttle. Its leader delays the appends
+/// over the budget instead of dropping them (raft-rs counted each in flight when it made it): a
+/// dropped one left the learner a gap, it rejected what followed, and the leader probed back
+/// and resent, re-reading the log, at a fraction of the rate. Here the learner catches up at
+/// about the rate, with no rejection but the first probe's (its log is empty).
+#[tokio::test]
+async fn a_throttled_learner_catches_up_at_the_rate_without_rejections() {
+    const GROUP: u64 = 5;
+    const RATE_BYTES_PER_SECOND: u64 = 2_000_000;
+    const ENTRY_BYTES: usize = 32 * 1024;
+    const ENTRIES: usize = 200; // 6.5 MB: 1 s of burst, then ~2.3 s at the rate
+                                // A small entry cache: what the leader sends the learner it reads from its log, as a
+                                // leader of a partition much larger than its cache does.
+    let mut cluster = LocalCluster::new_with(17, 3, &[GROUP], |c| {
+        c.catch_up_bytes_per_second = Some(RATE_BYTES_PER_SECOND);
+        c.log_config.cache_bytes_max = 256 * 1024;
+    })
+    .await;
+    cluster.elect_all().await;
+    let leader = cluster.leader(GROUP).unwrap();
+    let mut proposals = Vec::new();
+    for chunk in 0..ENTRIES / 20 {
+        for i in 0..20 {
+            let payload = Bytes::from(vec![(chunk * 20 + i) as u8; ENTRY_BYTES]);
+            let meta = EntryMeta::Data { record_count: 1, timestamp_max: i as i64 };
+            proposals.push(cluster.nodes.get_mut(&leader).unwrap().propose(GROUP, payload, meta));
+        }
+        cluster.run_until(200, |c| c.nodes[&leader].status(GROUP).is_some_and(|s| s.commit == s.last_index)).await;
+    }
+    assert!(proposals.iter_mut().all(|p| matches!(p.try_outcome(), Some(Ok(_)))), "every entry committed");
+    let target = cluster.nodes[&leader].status(GROUP).unwrap().last_index + 1; // and the conf change
+    assert!(target as usize > ENTRIES, "the entries committed");
+
+    cluster.joining.insert(4);
+    cluster.start(4).await;
+    let rejections_before = cluster.append_rejections.load(std::sync::atomic::Ordering::Relaxed);
+    let mut change = raft::eraftpb::ConfChangeV2::default();
+    let mut single = raft::eraftpb::ConfChangeSingle::default();
+    single.set_change_type(raft::eraftpb::ConfChangeType::AddLearnerNode);
+    single.node_id = 4;
+    change.mut_changes().push(single);
+    let mut added = cluster.nodes.get_mut(&leader).unwrap().propose_conf_change(GROUP, change);
+    let started_ms = cluster.now_ms;
+    let fetches_before = cluster.nodes[&leader].stats().log_fetches;
+    cluster.run_until(1000, |c| c.nodes[&4].status(GROUP).is_some_and(|s| s.commit >= target)).await;
+    let elapsed_ms = cluster.now_ms - started_ms;
+    assert!(matches!(added.try_outcome(), Some(Ok(_))), "the learner was added");
+    let rejections = cluster.append_rejections.load(std::sync::atomic::Ordering::Relaxed) - rejections_before;
+    let bytes = (ENTRIES * ENTRY_BYTES) as u64;
+    let burst_free_ms = ((bytes - RATE_BYTES_PER_SECOND) * 1000 / RATE_BYTES_PER_SECOND) as i64;
+    let stats = cluster.nodes[&leader].stats();
+    let fetches = stats.log_fetches - fetches_before;
+    eprintln!(
+        "caught up in {elapsed_ms} ms (at the rate: {burst_free_ms} ms), {rejections} rejections, {fetches} log fetches, leader {stats:?}"
+    );
+    assert!(rejections <= 1, "{rejections} appends rejected: the learner saw gaps");
+    assert!(elapsed_ms >= burst_free_ms, "caught up in {elapsed_ms} ms: faster than the throttle allows");
+    assert!(elapsed_ms <= burst_free_ms * 3 / 2 + 500, "caught up in {elapsed_ms} ms: well under the rate");
+    assert!(stats.catch_up.appends_delayed > 0, "the throttle held nothing back: {stats:?}");
+    assert_eq!(stats.catch_up.appends_dropped, 0, "{stats:?}");
+    cluster.converge().await;
+    cluster.check_logs().await;
 }

@@ -7,7 +7,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
-use std::sync::atomic::AtomicI64;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -79,6 +79,8 @@ pub(crate) struct TappedTransport {
     pub(crate) local: LocalTransport,
     pub(crate) disk: SimDisk,
     pub(crate) sent: Arc<Mutex<Vec<Sent>>>,
+    /// Append responses sent with `reject` set, over all nodes.
+    pub(crate) append_rejections: Arc<AtomicU64>,
 }
 
 impl Transport for TappedTransport {
@@ -90,6 +92,9 @@ impl Transport for TappedTransport {
         let covered = [MessageType::MsgAppendResponse, MessageType::MsgRequestVoteResponse];
         let mut sent = self.sent.lock().unwrap();
         for (group, message) in &messages {
+            if message.get_msg_type() == MessageType::MsgAppendResponse && message.reject {
+                self.append_rejections.fetch_add(1, Ordering::Relaxed);
+            }
             if covered.contains(&message.get_msg_type()) && !message.reject {
                 let from = self.local.node_id();
                 sent.push(Sent { from, group: *group, message: message.clone(), disk_syncs: disk_syncs(&self.disk) });
@@ -157,6 +162,13 @@ pub(crate) struct LocalCluster {
     pub(crate) lead_room_bytes_min: u64,
     /// `NodeConfig::hibernate` of every node.
     pub(crate) hibernate: bool,
+    /// `NodeConfig::learner_catch_up_bytes_per_second` of every node.
+    pub(crate) catch_up_bytes_per_second: Option<u64>,
+    /// Nodes that host their groups as replicas joining through a conf change
+    /// (`Node::create_group_joining`), not as bootstrap voters.
+    pub(crate) joining: std::collections::BTreeSet<NodeId>,
+    /// Append responses sent with `reject` set, over all nodes (the wire tap counts them).
+    pub(crate) append_rejections: Arc<AtomicU64>,
     /// Run the nodes with the planted hibernated-leader-reads-locally bug.
     #[cfg_attr(not(feature = "planted-bugs"), allow(dead_code))]
     pub(crate) planted_hibernated_leader_reads_locally: bool,
@@ -191,6 +203,9 @@ impl LocalCluster {
             entry_budgets: BTreeMap::new(),
             lead_room_bytes_min: 0,
             hibernate: false,
+            catch_up_bytes_per_second: None,
+            joining: Default::default(),
+            append_rejections: Arc::default(),
             planted_hibernated_leader_reads_locally: false,
         };
         set(&mut cluster);
@@ -202,13 +217,16 @@ impl LocalCluster {
 
     pub(crate) async fn start(&mut self, id: NodeId) {
         let (local, inbox) = self.network.attach(id);
-        let transport = TappedTransport { local, disk: self.disks[&id].clone(), sent: self.sent.clone() };
+        let seed = self.seed;
+        let disk = self.disks.entry(id).or_insert_with(|| SimDisk::new(seed.wrapping_mul(31).wrapping_add(id))).clone();
+        let transport = TappedTransport { local, disk, sent: self.sent.clone(), append_rejections: self.append_rejections.clone() };
         let mut config = NodeConfig::new(id, "/data");
         config.election_seed = Some(self.seed);
         config.log_config = self.log_config.clone();
         config.entry_budget = self.entry_budgets.get(&id).cloned();
         config.lead_room_bytes_min = self.lead_room_bytes_min;
         config.hibernate = self.hibernate;
+        config.learner_catch_up_bytes_per_second = self.catch_up_bytes_per_second;
         #[cfg(feature = "planted-bugs")]
         {
             config.planted.send_before_persist = self.planted_send_before_persist;
@@ -223,7 +241,11 @@ impl LocalCluster {
         }
         let mut node = Node::new(config, self.disks[&id].clone(), transport, inbox, recorder);
         for &group in &self.groups {
-            if let Err(error) = node.create_group(group, &self.voters, 0, self.now_ms).await {
+            let created = match self.joining.contains(&id) {
+                true => node.create_group_joining(group, &self.voters, self.now_ms, self.log_config.clone()).await,
+                false => node.create_group(group, &self.voters, 0, self.now_ms).await,
+            };
+            if let Err(error) = created {
                 assert!(self.broken.contains(&id), "node {id} group {group}: {error}");
             }
         }
