@@ -129,7 +129,7 @@ pub async fn run(context: Arc<NodeContext>, mut shutdown: Shutdown) {
     let mut reconciled: Option<u64> = None;
     let mut chores_due = false;
     // The leadership refusals the node last took (`push_lead_refusals`): none at its start.
-    let mut refusals_pushed = Some(LeadRefusals::default());
+    let mut refusals_pushed = LeadRefusals::default();
     loop {
         crate::membership::dial_members(&context.state, &context.peers);
         let version = *versions.borrow();
@@ -168,10 +168,10 @@ pub async fn run(context: Arc<NodeContext>, mut shutdown: Shutdown) {
 /// repairs in progress), when they changed: the node's own hand-overs (a graceful shutdown's
 /// drain, a node low on disk) and every transfer it is asked for skip them (consensus module
 /// `hand_over`).
-async fn push_lead_refusals(context: &NodeContext, pushed: &mut Option<LeadRefusals>) {
+async fn push_lead_refusals(context: &NodeContext, pushed: &mut LeadRefusals) {
     let refusals = context.state.lock().meta.lead_refusals();
-    if pushed.as_ref() != Some(&refusals) && context.node.set_lead_refusals(refusals.clone()).await.is_ok() {
-        *pushed = Some(refusals);
+    if *pushed != refusals && context.node.set_lead_refusals(refusals.clone()).await.is_ok() {
+        *pushed = refusals;
     }
 }
 

@@ -22,7 +22,10 @@
 //!   entry is then on each voter but the damaged one (the leader holds them all by raft's leader
 //!   completeness; the others by their match), so the damaged copy, and the answers to suspect
 //!   queries it gave, hold nothing the group still needs from it. Until then the node keeps the
-//!   files and answers from them.
+//!   files and answers from them. In a group of two voters the other one says so, leader or
+//!   not ([`sole_other_voter`]): it holds every committed entry, and it cannot lead alone. The
+//!   rebuilt replica then votes for it (consensus `Suspect::may_vote_for`: a candidate in every
+//!   quorum) and catches up from it.
 //!
 //! A crash while the files move leaves a quarantine directory without its marker: the next
 //! pass finishes the move before the group is created (`set_aside_group(.., only_unfinished)`),
@@ -112,6 +115,13 @@ pub async fn drive(context: &NodeContext, hosted: impl Iterator<Item = GroupId>)
     };
     for (group, damaged) in waiting {
         let Ok(Some((status, conf))) = context.node.status(group).await else { continue };
+        if sole_other_voter(&status, &conf, damaged, me) {
+            // A group of two: this replica holds every committed entry (each needed it), leader
+            // or not; and with the damaged one out, it cannot lead until the rebuilt one votes.
+            tracing::info!(group, damaged, "the only other voter holds every committed entry: the damaged replica may be rebuilt");
+            send_step(context, group, damaged, RepairStep::Ready).await;
+            continue;
+        }
         if status.role != StateRole::Leader || status.commit == 0 {
             continue;
         }
@@ -123,6 +133,16 @@ pub async fn drive(context: &NodeContext, hosted: impl Iterator<Item = GroupId>)
         tracing::info!(group, damaged, commit = status.commit, "every other voter holds the commit: the damaged replica may be rebuilt");
         send_step(context, group, damaged, RepairStep::Ready).await;
     }
+}
+
+/// Whether this node (`me`, whose replica of the group is `status`) is the group's only voter
+/// besides `damaged`, with a sound log (not suspect): every committed entry is then on it, as on
+/// a leader whose other voters all caught up. This is how a partition of replication 2 is
+/// repaired: with one voter damaged the other cannot lead (no quorum alone), so the leader's
+/// rule below would wait forever.
+pub fn sole_other_voter(status: &GroupStatus, conf: &ConfState, damaged: NodeId, me: NodeId) -> bool {
+    let voters: BTreeSet<NodeId> = conf.voters.iter().chain(&conf.voters_outgoing).copied().collect();
+    !status.suspect && voters.contains(&me) && voters.contains(&damaged) && voters.len() == 2
 }
 
 /// The voters of a group this node leads (`status`, `conf`), besides `damaged` and the leader

@@ -14,6 +14,8 @@ use crate::shrink::FaultSelection;
 /// The topic every run writes.
 pub const TOPIC: &str = "t";
 pub const PARTITIONS: u32 = 3;
+/// Replicas of each partition of topic `t` unless `--replication` says otherwise.
+pub const REPLICATION: u32 = 3;
 /// The consumer groups a `groups` run may use (the nemesis aims coordinator faults at their
 /// coordinators).
 pub const GROUP_NAMES: [&str; 2] = ["g0", "g1"];
@@ -176,6 +178,11 @@ pub struct ScenarioConfig {
     /// retention deletes it, every replica restarts, then the retry arrives (L2, P5;
     /// `nemesis::fault::probe`).
     pub late_retry: bool,
+    /// Flag `--replication N` (issue 15, "RF 2 repair"; 3 by default, so every seed keeps its
+    /// trace): topic `t` is created with N replicas a partition (2 or 3). With 2, a damaged
+    /// (`--state-faults`) or wiped (`--wipes`) replica is repaired from the one other voter,
+    /// which is no quorum alone (DESIGN.md "Replication 2").
+    pub replication: u32,
 }
 
 /// What a run's client and cluster are sized to: drawn from the seed under `--heavy`, the
@@ -184,11 +191,13 @@ pub struct ScenarioConfig {
 pub struct Load {
     /// Partitions of topic `t`.
     pub partitions: u32,
+    /// Replicas of each partition of topic `t` (`ScenarioConfig::replication`).
+    pub replication: u32,
     pub heavy: bool,
 }
 
 impl Load {
-    pub const DEFAULT: Load = Load { partitions: PARTITIONS, heavy: false };
+    pub const DEFAULT: Load = Load { partitions: PARTITIONS, replication: REPLICATION, heavy: false };
 }
 
 impl ScenarioConfig {
@@ -217,6 +226,7 @@ impl ScenarioConfig {
             open_file_budget: None,
             sleeping_leader_cut: false,
             late_retry: false,
+            replication: REPLICATION,
         }
     }
 
@@ -280,6 +290,9 @@ impl ScenarioConfig {
         }
         if self.late_retry {
             command += " --late-retry";
+        }
+        if self.replication != REPLICATION {
+            command += &format!(" --replication {}", self.replication);
         }
         for bug in &self.planted_bugs {
             command += &format!(" --planted-bug {}", bug.name());

@@ -118,7 +118,11 @@ async fn run_into(config: ScenarioConfig, injected: Arc<Mutex<Vec<InjectedFault>
     let plan = nemesis::plan::draw_plan(config.scenario, node_count, extras, &mut rng);
     assert!(!(config.heavy && config.scenario == Scenario::Groups), "--heavy does not run with scenario groups");
     // Heavy: more partitions than nodes (drawn only then, so other runs keep their draws).
-    let load = if config.heavy { Load { partitions: rng.gen_range(node_count as u32 + 1..=12), heavy: true } } else { Load::DEFAULT };
+    let load = if config.heavy {
+        Load { partitions: rng.gen_range(node_count as u32 + 1..=12), replication: config.replication, heavy: true }
+    } else {
+        Load { replication: config.replication, ..Load::DEFAULT }
+    };
     if plan.buggify {
         madsim::buggify::enable();
     }
@@ -174,7 +178,10 @@ async fn run_into(config: ScenarioConfig, injected: Arc<Mutex<Vec<InjectedFault>
         security::setup(&client, cluster.clone()).await;
     }
     workload::create_topic(&client, &cluster).await;
-    cluster.note("topic created");
+    match cluster.load.replication {
+        crate::config::REPLICATION => cluster.note("topic created"),
+        replication => cluster.note(format!("topic created ({replication} replicas a partition)")),
+    }
     if config.regex {
         let decoy = workload::groups::DECOY_TOPIC;
         workload::create_named_topic(&client, &cluster, decoy, 1, odradek_client::TopicConfig::default()).await;

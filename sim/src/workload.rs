@@ -123,11 +123,23 @@ pub async fn create_topic(client: &NodeHandle, cluster: &SimCluster) {
         },
         None => TopicConfig::default(),
     };
-    create_named_topic(client, cluster, TOPIC, cluster.load.partitions, topic_config).await;
+    create_replicated_topic(client, cluster, TOPIC, cluster.load.partitions, cluster.load.replication, topic_config).await;
 }
 
 /// Creates `name` (replication factor 3), retrying what is retriable; an existing topic is fine.
 pub async fn create_named_topic(client: &NodeHandle, cluster: &SimCluster, name: &'static str, partitions: u32, topic_config: TopicConfig) {
+    create_replicated_topic(client, cluster, name, partitions, 3, topic_config).await
+}
+
+/// [`create_named_topic`] with `replication` replicas a partition.
+pub async fn create_replicated_topic(
+    client: &NodeHandle,
+    cluster: &SimCluster,
+    name: &'static str,
+    partitions: u32,
+    replication: u32,
+    topic_config: TopicConfig,
+) {
     let bootstrap = cluster.bootstrap();
     let config = cluster.client_config();
     client
@@ -135,7 +147,7 @@ pub async fn create_named_topic(client: &NodeHandle, cluster: &SimCluster, name:
             let addresses: Vec<&str> = bootstrap.iter().map(String::as_str).collect();
             let admin = Admin::with_cluster(ClusterSession::new(&addresses, config).expect("admin"));
             for _ in 0..CREATE_TOPIC_ATTEMPTS_MAX {
-                match admin.create_topic(name, partitions, 3, topic_config).await {
+                match admin.create_topic(name, partitions, replication, topic_config).await {
                     Ok(()) => return,
                     Err(ClientError::Server { code: ErrorCode::TOPIC_ALREADY_EXISTS, .. }) => return,
                     Err(error) if error.is_retriable() => tokio::time::sleep(Duration::from_millis(100)).await,

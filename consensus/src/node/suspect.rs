@@ -172,10 +172,22 @@ impl Suspect {
         }
     }
 
-    /// Whether a candidate whose log ends at (`last_term`, `last_index`) holds every entry this
-    /// replica may have lost (see the module documentation).
-    pub fn may_vote_for(&self, voters: &Voters, last_term: u64, last_index: u64) -> bool {
-        !self.lost_whole_log() && last_term >= self.suspicion.term && last_index >= self.bound(voters)
+    /// Whether `candidate`, whose log ends at (`last_term`, `last_index`), holds every entry
+    /// this replica may have lost (see the module documentation).
+    ///
+    /// A replica that may have lost its whole log judges no candidate by its last term, with
+    /// one exception: a candidate in every quorum of the configuration (the other voter of a
+    /// group of two, [`Voters::in_every_quorum`]) that answered its query soundly and still
+    /// holds its answer. Every committed entry was durable on a quorum, so on that candidate,
+    /// whose log was never cut; elected, it holds every committed entry, and this replica's
+    /// vote counts for no entry it lost (R8 d). Without it, a group of two with one replica
+    /// rebuilt could never elect a leader again: the other alone is no quorum.
+    pub fn may_vote_for(&self, voters: &Voters, candidate: NodeId, last_term: u64, last_index: u64) -> bool {
+        if self.lost_whole_log() {
+            let sound = self.answers.get(&candidate).is_some_and(|&(_, unsound)| !unsound);
+            return voters.in_every_quorum(candidate) && sound && last_index >= self.bound(voters);
+        }
+        last_term >= self.suspicion.term && last_index >= self.bound(voters)
     }
 
     /// Whether everything from index 1 may be lost with an unknown bound ([`WHOLE_LOG_LOST`], or
@@ -289,6 +301,13 @@ impl Voters {
         others
     }
 
+    /// Whether `candidate` belongs to every quorum of this configuration (a voter of each half
+    /// whose other voters are no majority of it without it): two voters, or a joint
+    /// configuration of such halves.
+    pub fn in_every_quorum(&self, candidate: NodeId) -> bool {
+        !self.is_quorum(|id| id != candidate)
+    }
+
     /// Whether the nodes `member` holds could commit an entry by themselves: a majority of each
     /// half (raft's joint quorum; an empty outgoing half asks nothing).
     pub fn is_quorum(&self, member: impl Fn(NodeId) -> bool) -> bool {
@@ -341,7 +360,7 @@ impl<D: Disk, T, A> Node<D, T, A> {
             kind @ (MessageType::MsgRequestVote | MessageType::MsgRequestPreVote) => {
                 let voters = Voters::of(&state.store.storage().conf_state(), node);
                 #[allow(unused_mut)] // changed only by a planted bug
-                let mut allowed = suspect.may_vote_for(&voters, message.log_term, message.index);
+                let mut allowed = suspect.may_vote_for(&voters, message.from, message.log_term, message.index);
                 #[cfg(any(madsim, feature = "planted-bugs"))]
                 if self.config.planted.suspect_vote_by_term_only {
                     allowed = message.log_term >= suspect.suspicion.term;
@@ -643,11 +662,11 @@ mod tests {
         // R8 d: the terms of what it lost are unknown, so no candidate's log proves enough.
         let mut suspect = Suspect::new(WHOLE_LOG_LOST, WHOLE_LOG_LOST.term + 1);
         assert!(suspect.lost_whole_log());
-        assert!(!suspect.may_vote_for(&Voters::simple(1, &[1, 2, 3]), u64::MAX, u64::MAX));
+        assert!(!suspect.may_vote_for(&Voters::simple(1, &[1, 2, 3]), 2, u64::MAX, u64::MAX));
         suspect.note_answer(2, &answer(2, 1, 1, 7, 40, false));
         suspect.note_answer(3, &answer(3, 1, 1, 7, 35, false));
         assert_eq!(suspect.bound(&Voters::simple(1, &[1, 2, 3])), 40, "it clears once durable up to the largest answer");
-        assert!(!suspect.may_vote_for(&Voters::simple(1, &[1, 2, 3]), 7, 40), "still no vote before it clears");
+        assert!(!suspect.may_vote_for(&Voters::simple(1, &[1, 2, 3]), 2, 7, 40), "still no vote before it clears");
         let mut bootstrap = Suspect::new(WHOLE_LOG_LOST, 1);
         bootstrap.note_answer(2, &answer(2, 1, 1, 1, 0, false));
         bootstrap.note_answer(3, &answer(3, 1, 1, 1, 0, false));
@@ -657,14 +676,47 @@ mod tests {
     }
 
     #[test]
+    fn a_replica_that_lost_its_whole_log_votes_only_for_a_candidate_in_every_quorum() {
+        // A group of two: every committed entry is on the other voter, so it may lead.
+        let pair = Voters::simple(1, &[1, 2]);
+        assert!(pair.in_every_quorum(2) && pair.in_every_quorum(1));
+        let mut suspect = Suspect::new(WHOLE_LOG_LOST, 1);
+        assert!(!suspect.may_vote_for(&pair, 2, 7, 40), "not before it answered: its log may be behind nothing yet known");
+        suspect.note_answer(2, &answer(2, 1, 1, 7, 40, false));
+        assert!(suspect.may_vote_for(&pair, 2, 7, 40), "the other voter of two holds every committed entry");
+        assert!(suspect.may_vote_for(&pair, 2, 1, 41), "whatever its last term");
+        assert!(!suspect.may_vote_for(&pair, 2, 7, 39), "not once its log is shorter than its answer");
+        assert!(!suspect.may_vote_for(&pair, 3, 7, 40), "not a node outside the configuration");
+        // Its answer unsound (its own replica suspect or quarantined): two failures in a pair.
+        let mut unsound = Suspect::new(WHOLE_LOG_LOST, 1);
+        unsound.note_answer(2, &answer(2, 1, 1, 7, 40, true));
+        assert!(!unsound.may_vote_for(&pair, 2, 7, 40), "an answer that may lack entries proves nothing");
+        // Three voters: {1, 3} is a quorum without 2, so 2 may lack a committed entry.
+        let three = Voters::simple(1, &[1, 2, 3]);
+        assert!(!three.in_every_quorum(2));
+        let mut suspect = Suspect::new(WHOLE_LOG_LOST, 1);
+        suspect.note_answer(2, &answer(2, 1, 1, 7, 40, false));
+        suspect.note_answer(3, &answer(3, 1, 1, 7, 35, false));
+        assert!(!suspect.may_vote_for(&three, 2, 7, 40), "R8 d: its vote would count for entries it lost");
+        // Joint {1, 2} -> {2, 4}: 2 is in every majority of both halves.
+        let mut conf = ConfState::default();
+        (conf.voters, conf.voters_outgoing) = (vec![2, 4], vec![1, 2]);
+        assert!(Voters::of(&conf, 1).in_every_quorum(2));
+        (conf.voters, conf.voters_outgoing) = (vec![2, 3, 4], vec![1, 2]);
+        assert!(Voters::of(&conf, 1).in_every_quorum(2), "3 and 4 are a majority of the incoming half only");
+        (conf.voters, conf.voters_outgoing) = (vec![2, 3, 4], vec![1, 2, 3]);
+        assert!(!Voters::of(&conf, 1).in_every_quorum(2), "3 and 4, and 1 and 3, are a joint quorum without 2");
+    }
+
+    #[test]
     fn a_vote_goes_only_to_a_candidate_holding_the_bound_in_a_recent_enough_term() {
         let mut suspect = Suspect::new(Suspicion { cut: 10, bound: 14, term: 3 }, 4);
-        assert!(!suspect.may_vote_for(&Voters::simple(1, &[1, 2, 3]), 3, 13));
-        assert!(!suspect.may_vote_for(&Voters::simple(1, &[1, 2, 3]), 2, 20), "stale entries of an older term prove nothing");
-        assert!(suspect.may_vote_for(&Voters::simple(1, &[1, 2, 3]), 3, 14));
+        assert!(!suspect.may_vote_for(&Voters::simple(1, &[1, 2, 3]), 2, 3, 13));
+        assert!(!suspect.may_vote_for(&Voters::simple(1, &[1, 2, 3]), 2, 2, 20), "stale entries of an older term prove nothing");
+        assert!(suspect.may_vote_for(&Voters::simple(1, &[1, 2, 3]), 2, 3, 14));
         suspect.note_answer(2, &answer(2, 1, 4, 4, 11, false));
         suspect.note_answer(3, &answer(3, 1, 4, 4, 9, false));
-        assert!(suspect.may_vote_for(&Voters::simple(1, &[1, 2, 3]), 3, 11), "the answers lowered the bound");
+        assert!(suspect.may_vote_for(&Voters::simple(1, &[1, 2, 3]), 2, 3, 11), "the answers lowered the bound");
     }
 
     #[test]
@@ -682,7 +734,7 @@ mod tests {
         assert!(behind(&message(MessageType::MsgHeartbeat, 3, 12), 4, 9).is_none(), "a stale leader's");
         assert!(behind(&message(MessageType::MsgAppend, 5, 12), 4, 9).is_none(), "an append's commit is the leader's own");
         let suspect = Suspect::new(found.suspicion(), 6);
-        assert!(!suspect.may_vote_for(&Voters::simple(1, &[1, 2, 3]), 9, 1_000_000), "no vote before every other voter answered");
+        assert!(!suspect.may_vote_for(&Voters::simple(1, &[1, 2, 3]), 2, 9, 1_000_000), "no vote before every other voter answered");
     }
 
     #[test]

@@ -423,7 +423,7 @@ impl RaftChecker {
                         format!("suspect node {node} judged node {to}'s log ending at index {last_index} complete; its bound is {bound}"),
                     );
                 }
-                if last_term < suspect_term {
+                if last_term < suspect_term && !self.holds_all_applied_in_every_quorum(group, to) {
                     self.violate(
                         "R8",
                         group,
@@ -450,7 +450,10 @@ impl RaftChecker {
                 }
             }
             Event::VoteGranted { node, group, to, term, term_saved, vote_saved } => {
-                if let Some(below) = self.wiped_below.get(&(group, node)) {
+                // A vote for the other voter of two (in every quorum, so holding every committed
+                // entry) counts for no entry the voter lost (DESIGN.md "Replication 2").
+                let wiped_below = self.wiped_below.get(&(group, node)).filter(|_| !self.holds_all_applied_in_every_quorum(group, to));
+                if let Some(below) = wiped_below {
                     let durable = self.durable.get(&(group, node)).copied().unwrap_or(0);
                     self.violate(
                         "R8",
@@ -849,6 +852,19 @@ impl RaftChecker {
         self.hand_overs.forget(group, node);
     }
 
+    /// Whether `candidate` belongs to every quorum of `group`'s newest configuration (as applied
+    /// anywhere: the other voters without it are no majority of some half) and its log is
+    /// durable up to the highest index applied anywhere: a replica that lost its log may vote
+    /// for it (R8 d), since the leader it helps elect holds every entry anyone applied.
+    fn holds_all_applied_in_every_quorum(&self, group: GroupId, candidate: NodeId) -> bool {
+        let Some((_, conf)) = self.membership.latest().get(&group) else { return false };
+        let majority_without = |half: NodeSet| half.minus(NodeSet::of(&[candidate])).len() * 2 > half.len();
+        let quorum_without = majority_without(conf.voters) && (conf.voters_outgoing.is_empty() || majority_without(conf.voters_outgoing));
+        let applied_max = self.applied.range((group, 0)..=(group, u64::MAX)).next_back().map_or(0, |(&(_, index), _)| index);
+        let durable = self.durable.get(&(group, candidate)).copied().unwrap_or(0);
+        conf.voters.contains(candidate) && !quorum_without && durable >= applied_max
+    }
+
     /// The nodes in `group`'s newest configuration (voters, outgoing voters, learners) as any
     /// replica applied it; `None` before any replica reported one. A node outside it no longer
     /// hosts the group (R7 does not wait for it).
@@ -1145,6 +1161,40 @@ mod tests {
         let mut other_group = wiped();
         other_group.record(Event::VoteGranted { node: 2, group: 8, to: 3, term: 4, term_saved: 4, vote_saved: 3 });
         assert!(other_group.violations().is_empty(), "a group with nothing applied before the wipe");
+    }
+
+    #[test]
+    fn a_wiped_node_of_a_pair_votes_early_only_for_the_other_voter_holding_everything_applied() {
+        let conf = |voters: &[NodeId]| Event::ConfApplied {
+            node: 3,
+            incarnation: 1,
+            group: 7,
+            index: 1,
+            conf: Conf { voters: NodeSet::of(voters), ..Conf::default() },
+            source: odradek_consensus::observe::ConfSource::Opened,
+        };
+        let wiped = |voters: &[NodeId], held_by_3: u64| {
+            let mut checker = RaftChecker::default();
+            checker.record(conf(voters));
+            checker.record(Event::Appended { node: 3, group: 7, index: 5, term: 2, checksum: 0xaa });
+            checker.record(Event::Durable { node: 3, group: 7, index: held_by_3 });
+            checker.record(Event::Applied {
+                node: 3,
+                incarnation: 1,
+                group: 7,
+                index: 5,
+                term: 2,
+                checksum: 0xaa,
+                base_offset: 50,
+                offset_next: 60,
+            });
+            checker.record_wipe(2);
+            checker.record(Event::VoteGranted { node: 2, group: 7, to: 3, term: 4, term_saved: 4, vote_saved: 3 });
+            checker.violations().iter().map(|v| v.invariant).collect::<Vec<_>>()
+        };
+        assert!(wiped(&[2, 3], 5).is_empty(), "the other voter of two holds everything applied");
+        assert_eq!(wiped(&[1, 2, 3], 5), vec!["R8"], "of three voters, 2 and 3 are a quorum without 1");
+        assert_eq!(wiped(&[2, 3], 4), vec!["R8"], "a candidate short of what was applied");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use odradek_client::{Admin, Consumer, ConsumerConfig, Offset, OffsetQuery, Producer, ProducerConfig, ProducerRecord};
 
-use common::{create_topic_until, wait_for_log, without_colors, ProcessCluster};
+use common::{create_topic_replicated_until, create_topic_until, wait_for_log, without_colors, ProcessCluster};
 
 const TOPIC: &str = "replaced";
 const PARTITIONS: u32 = 3;
@@ -25,12 +25,17 @@ const WIPED: u64 = 2;
 
 /// Value → (partition, offset) of every acknowledged record.
 async fn produce(addresses: &[&str]) -> BTreeMap<String, (u32, u64)> {
+    produce_to(addresses, TOPIC).await
+}
+
+/// [`produce`] to `topic`.
+async fn produce_to(addresses: &[&str], topic: &str) -> BTreeMap<String, (u32, u64)> {
     let config = ProducerConfig { request_timeout: Duration::from_secs(10), ..ProducerConfig::default() };
     let producer = Producer::new(addresses, config).await.expect("producer");
     let mut deliveries = Vec::new();
     for i in 0..RECORDS {
         let value = format!("v{i:06}");
-        let record = ProducerRecord::new(TOPIC, value.clone()).key(format!("k{}", i % 16));
+        let record = ProducerRecord::new(topic, value.clone()).key(format!("k{}", i % 16));
         deliveries.push((value, producer.send(record).await.expect("send queues")));
     }
     let mut acked = BTreeMap::new();
@@ -113,4 +118,78 @@ async fn a_wiped_node_rejoins_under_a_new_incarnation_and_catches_up_before_it_v
         assert_eq!(seen.get(value), Some(at), "L5/L10: acknowledged record {value} at {at:?}");
     }
     eprintln!("{} acknowledged records read back from nodes 2 and 3 after node 2's disk was replaced", acked.len());
+}
+
+/// Every acknowledged record (`acked`: value -> (partition, offset)) of `topic` is read back
+/// through `addresses` at its offset (L5, L10), within 60 s.
+async fn read_back_every_acked(addresses: &[&str], topic: &str, acked: &BTreeMap<String, (u32, u64)>) {
+    let admin = Admin::new(addresses).unwrap();
+    let mut consumer = Consumer::new(addresses, ConsumerConfig::default()).unwrap();
+    consumer.assign((0..PARTITIONS).map(|p| (topic.to_string(), p)).collect()).unwrap();
+    let mut ends = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    for partition in 0..PARTITIONS {
+        let end = loop {
+            match admin.list_offsets(topic, partition, OffsetQuery::Latest).await {
+                Ok(answer) => break answer.offset,
+                Err(error) => {
+                    assert!(tokio::time::Instant::now() < deadline, "partition {partition} has no leader: {error}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        };
+        ends.insert(partition, end);
+        consumer.seek(topic, partition, Offset::Beginning).await.unwrap();
+    }
+    let mut seen: BTreeMap<String, (u32, u64)> = BTreeMap::new();
+    while (0..PARTITIONS).any(|p| consumer.position(topic, p).unwrap_or(0) < ends[&p]) {
+        assert!(tokio::time::Instant::now() < deadline, "reading back took over 60 s");
+        for record in consumer.poll(Duration::from_millis(500)).await.unwrap() {
+            let value = String::from_utf8(record.value.unwrap().to_vec()).unwrap();
+            seen.insert(value, (record.partition, record.offset));
+        }
+    }
+    for (value, at) in acked {
+        assert_eq!(seen.get(value), Some(at), "L5/L10: acknowledged record {value} at {at:?}");
+    }
+}
+
+/// Replication factor 2 (issue 15, "RF 2 repair"): a wiped node's replica of a partition of two
+/// replicas can settle only from the other one, which cannot lead alone. Here both other nodes
+/// restart while node 2 is down, so no partition it shares has a leader when it comes back: its
+/// replicas, suspect of their whole logs, must vote for the other voter of their pair (in every
+/// quorum of the two, so it holds every committed entry: consensus `Suspect::may_vote_for`) and
+/// catch up from it. Before, they voted for nobody and node 2 never joined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_node_rejoins_partitions_of_two_replicas_that_have_no_leader() {
+    const TOPIC_RF2: &str = "replaced-rf2";
+    let mut cluster = ProcessCluster::start(3);
+    let bootstrap: Vec<String> = cluster.bootstrap().split(',').map(String::from).collect();
+    let addresses: Vec<&str> = bootstrap.iter().map(String::as_str).collect();
+    let admin = Admin::new(&addresses).unwrap();
+    create_topic_replicated_until(&admin, TOPIC_RF2, PARTITIONS, 2, tokio::time::Instant::now() + Duration::from_secs(30)).await;
+    let acked = produce_to(&addresses, TOPIC_RF2).await;
+    assert!(acked.len() as u64 >= RECORDS * 9 / 10, "most records are acknowledged: {} of {RECORDS}", acked.len());
+    // Three partitions of two replicas on three nodes: node 2 holds two of them (spread evenly).
+    let topic = admin.describe_topic(TOPIC_RF2).await.unwrap();
+    let shared = topic.partitions.iter().filter(|partition| partition.replicas.contains(&WIPED)).count();
+    assert!(shared >= 1, "node {WIPED} holds a replica: {topic:?}");
+    let settled_before = settled_bounds(&cluster.log(WIPED)).len();
+
+    cluster.kill(WIPED);
+    cluster.wipe(WIPED);
+    // Every other node restarts while node 2 is down (one at a time: the metadata keeps a
+    // quorum of two once each is back), so no partition it shares has a leader any more.
+    for other in [1, 3] {
+        cluster.kill(other);
+        tokio::task::block_in_place(|| cluster.restart(other));
+    }
+    tokio::task::block_in_place(|| cluster.restart(WIPED));
+    wait_for_log(&cluster, WIPED, "joined: every replica", 2, Duration::from_secs(60)).await;
+    let log = cluster.log(WIPED);
+    let bounds = settled_bounds(&log)[settled_before..].to_vec();
+    assert_eq!(bounds.len(), 1 + shared, "one settled suspicion per group: {bounds:?}\n{log}");
+    assert!(bounds.iter().all(|&bound| bound > 0), "every group had to catch up before voting: {bounds:?}");
+    read_back_every_acked(&addresses, TOPIC_RF2, &acked).await;
+    eprintln!("{} acknowledged records read back after node {WIPED} rejoined {shared} partitions of two replicas", acked.len());
 }

@@ -188,6 +188,10 @@ mod sim {
         /// the partition restarts, then the retry arrives (L2, P5).
         #[arg(long)]
         late_retry: bool,
+        /// Replicas of each partition of topic `t`: 3, or 2 (a damaged or wiped replica is
+        /// then repaired from the one other voter, no quorum alone).
+        #[arg(long, value_name = "N", default_value_t = odradek_sim::config::REPLICATION)]
+        replication: u32,
     }
 
     impl RunOptions {
@@ -218,6 +222,12 @@ mod sim {
                 if files < least {
                     return Err(format!("--open-file-budget must be at least {least}, not {files}"));
                 }
+            }
+            if ![2, 3].contains(&self.replication) {
+                return Err(format!("--replication must be 2 or 3, not {}", self.replication));
+            }
+            if self.replication != odradek_sim::config::REPLICATION && self.membership {
+                return Err("--membership moves partitions of 3 replicas: not with --replication".into());
             }
             if self.duration == 0 || self.duration > 3600 {
                 return Err("--duration must be within 1..=3600 seconds".into());
@@ -255,6 +265,7 @@ mod sim {
                 open_file_budget: self.open_file_budget,
                 sleeping_leader_cut: self.sleeping_leader_cut,
                 late_retry: self.late_retry,
+                replication: self.replication,
             })
         }
 
@@ -313,6 +324,9 @@ mod sim {
             }
             if self.late_retry {
                 args.push("--late-retry".to_string());
+            }
+            if self.replication != odradek_sim::config::REPLICATION {
+                args.extend(["--replication".to_string(), self.replication.to_string()]);
             }
             args
         }

@@ -309,8 +309,13 @@ impl Drop for ProcessCluster {
 /// Creates topic `name` with replication 3, retrying retriable refusals (a cluster still
 /// electing its controller) 100 ms apart until `deadline`; panics on anything else.
 pub async fn create_topic_until(admin: &Admin, name: &str, partitions: u32, deadline: tokio::time::Instant) {
+    create_topic_replicated_until(admin, name, partitions, 3, deadline).await
+}
+
+/// [`create_topic_until`] with `replication` replicas a partition.
+pub async fn create_topic_replicated_until(admin: &Admin, name: &str, partitions: u32, replication: u32, deadline: tokio::time::Instant) {
     loop {
-        match admin.create_topic(name, partitions, 3, TopicConfig::default()).await {
+        match admin.create_topic(name, partitions, replication, TopicConfig::default()).await {
             Ok(()) => return,
             Err(error) if error.is_retriable() && tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(100)).await
