@@ -22,7 +22,7 @@ use odradek_client::{Admin, ClientError, OffsetQuery, Producer, ProducerConfig, 
 
 use common::{
     assert_set_aside_kept, create_topic_until, produce_acked, read_back_partition, rebuilt_replica_settled, settled_bounds, wait_for_log,
-    wait_until, without_colors, ProcessCluster,
+    wait_for_repairs_done, wait_until, without_colors, ProcessCluster,
 };
 
 const TOPIC: &str = "kept";
@@ -62,17 +62,7 @@ async fn a_node_with_a_damaged_metadata_replica_is_rebuilt_and_serves_again() {
     rebuilt_replica_settled(&cluster, DAMAGED, METADATA_GROUP, settled_before).await;
     wait_for_log(&cluster, DAMAGED, "the rebuilt metadata replica has caught up and votes: repaired", 1, Duration::from_secs(60)).await;
     // The repair is over, as the controller records it; the marker is gone.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let described = admin.describe_cluster().await;
-        if let Ok(described) = &described {
-            if described.repairs.is_empty() && described.repairs_completed == 1 {
-                break;
-            }
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the metadata repair never completed: {described:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_repairs_done(&admin, 1, "the metadata repair").await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while data_dir.join("odradek.metadata-rebuild").exists() {
         assert!(tokio::time::Instant::now() < deadline, "the rebuild marker stayed");

@@ -88,35 +88,7 @@ async fn a_wiped_node_rejoins_under_a_new_incarnation_and_catches_up_before_it_v
     cluster.kill(1);
     let survivors = [cluster.client_addr(2), cluster.client_addr(3)];
     let survivors: Vec<&str> = survivors.iter().map(String::as_str).collect();
-    let admin = Admin::new(&survivors).unwrap();
-    let mut consumer = Consumer::new(&survivors, ConsumerConfig::default()).unwrap();
-    consumer.assign((0..PARTITIONS).map(|p| (TOPIC.to_string(), p)).collect()).unwrap();
-    let mut ends = BTreeMap::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    for partition in 0..PARTITIONS {
-        let end = loop {
-            match admin.list_offsets(TOPIC, partition, OffsetQuery::Latest).await {
-                Ok(answer) => break answer.offset,
-                Err(error) => {
-                    assert!(tokio::time::Instant::now() < deadline, "partition {partition} has no leader on nodes 2 and 3: {error}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        };
-        ends.insert(partition, end);
-        consumer.seek(TOPIC, partition, Offset::Beginning).await.unwrap();
-    }
-    let mut seen: BTreeMap<String, (u32, u64)> = BTreeMap::new();
-    while (0..PARTITIONS).any(|p| consumer.position(TOPIC, p).unwrap_or(0) < ends[&p]) {
-        assert!(tokio::time::Instant::now() < deadline, "reading back took over 60 s");
-        for record in consumer.poll(Duration::from_millis(500)).await.unwrap() {
-            let value = String::from_utf8(record.value.unwrap().to_vec()).unwrap();
-            seen.insert(value, (record.partition, record.offset));
-        }
-    }
-    for (value, at) in &acked {
-        assert_eq!(seen.get(value), Some(at), "L5/L10: acknowledged record {value} at {at:?}");
-    }
+    read_back_every_acked(&survivors, TOPIC, &acked).await;
     eprintln!("{} acknowledged records read back from nodes 2 and 3 after node 2's disk was replaced", acked.len());
 }
 

@@ -20,7 +20,7 @@ use odradek_client::{Admin, Consumer, ConsumerConfig, Offset, OffsetQuery};
 
 use common::{
     assert_set_aside_kept, create_topic_replicated_until, create_topic_until, produce_acked, rebuilt_replica_settled, settled_bounds,
-    wait_for_log, ProcessCluster,
+    wait_for_log, wait_for_repairs_done, ProcessCluster,
 };
 
 const TOPIC: &str = "damaged";
@@ -72,17 +72,7 @@ async fn a_damaged_replica_is_set_aside_rebuilt_out_of_the_votes_and_serves_ever
     // R8 d: the rebuilt replica settled only once its log reached what the other voters held.
     rebuilt_replica_settled(&cluster, DAMAGED, group, settled_before).await;
     // The repair is over, as the controller records it.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let described = admin.describe_cluster().await;
-        if let Ok(described) = &described {
-            if described.repairs.is_empty() && described.repairs_completed == 1 {
-                break;
-            }
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the repair never completed: {described:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_repairs_done(&admin, 1, "the repair").await;
 
     // Node 2 is a voter again: without node 1, nodes 2 and 3 elect a leader and serve everything.
     cluster.kill(1);
@@ -213,17 +203,7 @@ async fn a_damaged_replica_of_a_partition_of_two_replicas_is_repaired_and_votes_
     assert_set_aside_kept(&data_dir.join("quarantine").join(format!("{group}.0")), length);
     // R8 d: the rebuilt replica settled only once its log reached what the healthy one held.
     rebuilt_replica_settled(&cluster, damaged, group, settled_before).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let described = admin.describe_cluster().await;
-        if let Ok(described) = &described {
-            if described.repairs.is_empty() && described.repairs_completed == 1 {
-                break;
-            }
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the repair never completed: {described:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_repairs_done(&admin, 1, "the repair").await;
     read_back_every_acked(&addresses, TOPIC_RF2, &acked).await;
 
     // The rebuilt replica is a voter again: with the healthy node restarted, the pair elects a

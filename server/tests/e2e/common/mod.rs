@@ -444,6 +444,22 @@ pub fn assert_set_aside_kept(set_aside: &std::path::Path, damaged_length: usize)
     assert!(std::fs::read_dir(set_aside.join("log")).unwrap().count() > 0, "the log's segments kept");
 }
 
+/// Waits (up to 60 s) until the controller records no repair in progress and `completed`
+/// repairs done since the cluster started (`describe_cluster`), else fails naming `what`.
+pub async fn wait_for_repairs_done(admin: &Admin, completed: u64, what: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let described = admin.describe_cluster().await;
+        if let Ok(described) = &described {
+            if described.repairs.is_empty() && described.repairs_completed == completed {
+                return;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what} never completed: {described:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// R8 d on real processes: waits (up to 60 s) until node `id`'s rebuilt replica of `group`
 /// settled once more than the `settled_before` times it had, asserts it settled exactly once
 /// and only at a bound above 0 (it caught up before voting), and returns that bound.
