@@ -14,9 +14,12 @@ use crate::common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use odradek_client::{Admin, Consumer, ConsumerConfig, Offset, OffsetQuery, Producer, ProducerConfig, ProducerRecord};
+use odradek_client::{Admin, Producer, ProducerConfig, ProducerRecord};
 
-use common::{create_topic_replicated_until, create_topic_until, wait_for_log, without_colors, ProcessCluster};
+use common::{
+    create_topic_replicated_until, create_topic_until, read_back_partition, wait_for_log, wait_for_partition_leader, without_colors,
+    ProcessCluster,
+};
 
 const TOPIC: &str = "replaced";
 const PARTITIONS: u32 = 3;
@@ -93,36 +96,13 @@ async fn a_wiped_node_rejoins_under_a_new_incarnation_and_catches_up_before_it_v
 }
 
 /// Every acknowledged record (`acked`: value -> (partition, offset)) of `topic` is read back
-/// through `addresses` at its offset (L5, L10), within 60 s.
+/// through `addresses` at its offset, once (L5, L6, L10), each partition within 60 s of a leader.
 async fn read_back_every_acked(addresses: &[&str], topic: &str, acked: &BTreeMap<String, (u32, u64)>) {
-    let admin = Admin::new(addresses).unwrap();
-    let mut consumer = Consumer::new(addresses, ConsumerConfig::default()).unwrap();
-    consumer.assign((0..PARTITIONS).map(|p| (topic.to_string(), p)).collect()).unwrap();
-    let mut ends = BTreeMap::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     for partition in 0..PARTITIONS {
-        let end = loop {
-            match admin.list_offsets(topic, partition, OffsetQuery::Latest).await {
-                Ok(answer) => break answer.offset,
-                Err(error) => {
-                    assert!(tokio::time::Instant::now() < deadline, "partition {partition} has no leader: {error}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        };
-        ends.insert(partition, end);
-        consumer.seek(topic, partition, Offset::Beginning).await.unwrap();
-    }
-    let mut seen: BTreeMap<String, (u32, u64)> = BTreeMap::new();
-    while (0..PARTITIONS).any(|p| consumer.position(topic, p).unwrap_or(0) < ends[&p]) {
-        assert!(tokio::time::Instant::now() < deadline, "reading back took over 60 s");
-        for record in consumer.poll(Duration::from_millis(500)).await.unwrap() {
-            let value = String::from_utf8(record.value.unwrap().to_vec()).unwrap();
-            seen.insert(value, (record.partition, record.offset));
-        }
-    }
-    for (value, at) in acked {
-        assert_eq!(seen.get(value), Some(at), "L5/L10: acknowledged record {value} at {at:?}");
+        let of_partition: BTreeMap<String, u64> =
+            acked.iter().filter(|(_, &(p, _))| p == partition).map(|(value, &(_, offset))| (value.clone(), offset)).collect();
+        wait_for_partition_leader(addresses, topic, partition, Duration::from_secs(60)).await;
+        read_back_partition(addresses, topic, partition, &of_partition).await;
     }
 }
 

@@ -16,11 +16,11 @@ use crate::common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use odradek_client::{Admin, Consumer, ConsumerConfig, Offset, OffsetQuery};
+use odradek_client::Admin;
 
 use common::{
-    assert_set_aside_kept, create_topic_replicated_until, create_topic_until, produce_acked, rebuilt_replica_settled, settled_bounds,
-    wait_for_log, wait_for_repairs_done, ProcessCluster,
+    assert_set_aside_kept, create_topic_replicated_until, create_topic_until, produce_acked, read_back_partition, rebuilt_replica_settled,
+    settled_bounds, wait_for_log, wait_for_partition_leader, wait_for_repairs_done, ProcessCluster,
 };
 
 const TOPIC: &str = "damaged";
@@ -78,30 +78,7 @@ async fn a_damaged_replica_is_set_aside_rebuilt_out_of_the_votes_and_serves_ever
     cluster.kill(1);
     let survivors = [cluster.client_addr(2), cluster.client_addr(3)];
     let survivors: Vec<&str> = survivors.iter().map(String::as_str).collect();
-    let admin = Admin::new(&survivors).unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let end = loop {
-        match admin.list_offsets(TOPIC, 0, OffsetQuery::Latest).await {
-            Ok(answer) => break answer.offset,
-            Err(error) => {
-                assert!(tokio::time::Instant::now() < deadline, "the partition has no leader on nodes 2 and 3: {error}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    };
-    let mut consumer = Consumer::new(&survivors, ConsumerConfig::default()).unwrap();
-    consumer.assign(vec![(TOPIC.to_string(), 0)]).unwrap();
-    consumer.seek(TOPIC, 0, Offset::Beginning).await.unwrap();
-    let mut seen: BTreeMap<String, u64> = BTreeMap::new();
-    while consumer.position(TOPIC, 0).unwrap_or(0) < end {
-        assert!(tokio::time::Instant::now() < deadline, "reading back took over 60 s");
-        for record in consumer.poll(Duration::from_millis(500)).await.unwrap() {
-            seen.insert(String::from_utf8(record.value.unwrap().to_vec()).unwrap(), record.offset);
-        }
-    }
-    for (value, offset) in &acked {
-        assert_eq!(seen.get(value), Some(offset), "L5/L10: acknowledged record {value} at offset {offset}");
-    }
+    read_back_every_acked(&survivors, TOPIC, &acked).await;
     eprintln!("{} acknowledged records read back from nodes 2 and 3 after node 2's replica was repaired", acked.len());
 }
 
@@ -119,32 +96,10 @@ fn hosted_groups(cluster: &ProcessCluster, id: u64) -> Vec<u64> {
 }
 
 /// Every acknowledged record (`acked`: value -> offset) of partition 0 of `topic` is read back
-/// through `addresses` at its offset (L5, L10), within 60 s.
+/// through `addresses` at its offset, once (L5, L6, L10), each partition within 60 s of a leader.
 async fn read_back_every_acked(addresses: &[&str], topic: &str, acked: &BTreeMap<String, u64>) {
-    let admin = Admin::new(addresses).unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let end = loop {
-        match admin.list_offsets(topic, 0, OffsetQuery::Latest).await {
-            Ok(answer) => break answer.offset,
-            Err(error) => {
-                assert!(tokio::time::Instant::now() < deadline, "the partition has no leader: {error}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    };
-    let mut consumer = Consumer::new(addresses, ConsumerConfig::default()).unwrap();
-    consumer.assign(vec![(topic.to_string(), 0)]).unwrap();
-    consumer.seek(topic, 0, Offset::Beginning).await.unwrap();
-    let mut seen: BTreeMap<String, u64> = BTreeMap::new();
-    while consumer.position(topic, 0).unwrap_or(0) < end {
-        assert!(tokio::time::Instant::now() < deadline, "reading back took over 60 s");
-        for record in consumer.poll(Duration::from_millis(500)).await.unwrap() {
-            seen.insert(String::from_utf8(record.value.unwrap().to_vec()).unwrap(), record.offset);
-        }
-    }
-    for (value, offset) in acked {
-        assert_eq!(seen.get(value), Some(offset), "L5/L10: acknowledged record {value} at offset {offset}");
-    }
+    wait_for_partition_leader(addresses, topic, 0, Duration::from_secs(60)).await;
+    read_back_partition(addresses, topic, 0, acked).await;
 }
 
 /// Replication factor 2 (issue 15, "RF 2 repair"): with one of two voters damaged, the healthy

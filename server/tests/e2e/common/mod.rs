@@ -363,6 +363,17 @@ pub async fn read_back_partition(addresses: &[&str], topic: &str, partition: u32
     eprintln!("{} acknowledged, {} read back from {addresses:?}", acked.len(), seen.len());
 }
 
+/// Waits (up to `within`) until partition `partition` of `topic` has a leader that answers
+/// through `addresses` (a ListOffsets succeeds): before [`read_back_partition`], after restarts.
+pub async fn wait_for_partition_leader(addresses: &[&str], topic: &str, partition: u32, within: Duration) {
+    let admin = Admin::new(addresses).unwrap();
+    let deadline = tokio::time::Instant::now() + within;
+    while let Err(error) = admin.list_offsets(topic, partition, OffsetQuery::Latest).await {
+        assert!(tokio::time::Instant::now() < deadline, "partition {partition} of {topic} has no leader through {addresses:?}: {error}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Waits until `check` holds, asking every 100 ms; panics naming `what` after `seconds`.
 pub async fn wait_until<F, Fut>(what: &str, seconds: u64, mut check: F)
 where
